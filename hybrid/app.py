@@ -1,0 +1,17 @@
+"""The app: every layer of every environment, as one cdktf App."""
+
+from __future__ import annotations
+
+from cdktf import App
+
+from hybrid.config import Environment
+from stacks.database import DatabaseStack
+from stacks.network import NetworkStack
+
+
+def build_app(environments: list[Environment], outdir: str | None = None) -> App:
+    app = App(outdir=outdir) if outdir else App()
+    for env in environments:
+        network = NetworkStack(app, env)
+        DatabaseStack(app, env, network)
+    return app

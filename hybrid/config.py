@@ -1,0 +1,304 @@
+"""Typed, immutable settings for one environment, loaded from environments/<env>.toml.
+
+Everything GCP would refuse at deploy time is refused here, at synth time, with a
+message naming the file, the key and what is allowed.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import tomllib
+from collections.abc import Iterator
+from functools import cached_property
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_core import PydanticCustomError
+
+from hybrid.errors import ConfigError
+
+
+def _between(lo: int, hi: int):
+    def check(value: int) -> int:
+        if not lo <= value <= hi:
+            raise ValueError(f"must be between {lo} and {hi}")
+        return value
+
+    return AfterValidator(check)
+
+
+def _matching(pattern: str, allowed: str):
+    compiled = re.compile(pattern)
+
+    def check(value: str) -> str:
+        if not compiled.fullmatch(value):
+            raise ValueError(f"must be {allowed}")
+        return value
+
+    return AfterValidator(check)
+
+
+def _ipv4_network(value: str) -> ipaddress.IPv4Network:
+    try:
+        return ipaddress.IPv4Network(value, strict=True)
+    except ValueError as err:
+        raise ValueError(f"must be an IPv4 CIDR range with no host bits set, like 10.0.0.0/20 ({err})") from None
+
+
+Cidr = Annotated[str, AfterValidator(lambda v: str(_ipv4_network(v)))]
+
+# cloud.google.com/resource-manager/docs/creating-managing-projects: 6-30 chars,
+# lowercase letters, digits and hyphens, starting with a letter, not ending with a hyphen.
+ProjectId = Annotated[
+    str,
+    _matching(r"[a-z][a-z0-9-]{4,28}[a-z0-9]", "6-30 lowercase letters, digits or hyphens, starting with a letter"),
+]
+Region = Annotated[str, _matching(r"[a-z]+-[a-z]+[0-9]+", "a GCP region like europe-west1 or us-central1")]
+# cloud.google.com/storage/docs/buckets#naming (names without dots).
+BucketName = Annotated[
+    str,
+    _matching(r"[a-z0-9][a-z0-9_-]{1,61}[a-z0-9]", "a GCS bucket name: 3-63 lowercase letters, digits, '-' or '_'"),
+]
+# Prefixes every resource name; how long it may be depends on the names (see ResourceNames).
+EnvName = Annotated[
+    str, _matching(r"[a-z]([a-z0-9-]{0,28}[a-z0-9])?", "1-30 lowercase letters, digits or hyphens, starting with a letter")
+]
+# cloud.google.com/resource-manager/docs/labels-overview#requirements
+# GCP allows '-' in keys too, but cdktf rewrites '-' to '_' in provider blocks (measured),
+# where these labels go as default_labels: refuse it rather than deploy other keys.
+LabelKey = Annotated[str, _matching(r"[a-z][a-z0-9_]{0,62}", "a label key: 1-63 lowercase letters, digits or '_'")]
+LabelValue = Annotated[str, _matching(r"[a-z0-9_-]{0,63}", "a label value: 0-63 lowercase letters, digits, '_' or '-'")]
+PgIdentifier = Annotated[str, _matching(r"[a-z_][a-z0-9_]{0,62}", "a PostgreSQL identifier: lowercase, digits, '_'")]
+ClockTime = Annotated[str, _matching(r"([01][0-9]|2[0-3]):[0-5][0-9]", "a UTC time HH:MM")]
+
+# cloud.google.com/sql/docs/postgres/instance-settings#machine-type-2ndgen:
+# shared-core tiers, or db-custom-<vCPUs>-<MiB> with 1 or an even number of vCPUs up
+# to 96, 0.9-6.5 GiB per vCPU, in multiples of 256 MiB, at least 3.75 GiB.
+_SHARED_CORE_TIERS = ("db-f1-micro", "db-g1-small")
+_CUSTOM_TIER = re.compile(r"db-custom-(\d+)-(\d+)")
+
+
+def _check_tier(tier: str) -> str:
+    if tier in _SHARED_CORE_TIERS:
+        return tier
+    match = _CUSTOM_TIER.fullmatch(tier)
+    if not match:
+        raise ValueError(f"must be {' or '.join(_SHARED_CORE_TIERS)} or db-custom-<vCPUs>-<memory MiB>")
+    cpus, mib = int(match[1]), int(match[2])
+    if cpus != 1 and (cpus % 2 or not 2 <= cpus <= 96):
+        raise ValueError("must have 1 or an even number of vCPUs up to 96")
+    if mib % 256 or mib < 3840 or not 0.9 * 1024 * cpus <= mib <= 6.5 * 1024 * cpus:
+        raise ValueError(
+            f"must have a multiple of 256 MiB, at least 3840 MiB, and 0.9-6.5 GiB per vCPU "
+            f"({int(0.9 * 1024 * cpus)}-{int(6.5 * 1024 * cpus)} MiB for {cpus} vCPUs)"
+        )
+    return tier
+
+
+def _invalid(key: str, message: str) -> PydanticCustomError:
+    """A cross-field problem, reported against ``key`` (relative to the model that raises it)."""
+    return PydanticCustomError("invalid_setting", "{message}", {"key": key, "message": message})
+
+
+class _Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class StateSettings(_Settings):
+    bucket: BucketName
+
+
+class ConnectorSettings(_Settings):
+    cidr: Cidr
+    # cloud.google.com/vpc/docs/serverless-vpc-access#scaling: 2-9 and 3-10 instances.
+    min_instances: Annotated[int, _between(2, 9)] = 2
+    max_instances: Annotated[int, _between(3, 10)] = 10
+    machine_type: Literal["f1-micro", "e2-micro", "e2-standard-4"] = "e2-micro"
+
+    @model_validator(mode="after")
+    def _min_below_max(self) -> ConnectorSettings:
+        if self.min_instances >= self.max_instances:
+            raise _invalid("min_instances", f"must be lower than max_instances ({self.max_instances})")
+        # cloud.google.com/vpc/docs/serverless-vpc-access#create-connector: a /28 subnet.
+        if _ipv4_network(self.cidr).prefixlen != 28:
+            raise _invalid("cidr", "must be a /28 range (the connector's own subnet)")
+        return self
+
+
+class NetworkSettings(_Settings):
+    subnet_cidr: Cidr
+    pods_cidr: Cidr
+    services_cidr: Cidr
+    psa_cidr: Cidr
+    inference_port: Annotated[int, _between(1, 65535)] = 8000
+    connector: ConnectorSettings
+
+    def ranges(self) -> dict[str, ipaddress.IPv4Network]:
+        return {
+            "network.subnet_cidr": _ipv4_network(self.subnet_cidr),
+            "network.pods_cidr": _ipv4_network(self.pods_cidr),
+            "network.services_cidr": _ipv4_network(self.services_cidr),
+            "network.psa_cidr": _ipv4_network(self.psa_cidr),
+            "network.connector.cidr": _ipv4_network(self.connector.cidr),
+        }
+
+    @model_validator(mode="after")
+    def _sizes(self) -> NetworkSettings:
+        # cloud.google.com/vpc/docs/configure-private-services-access: at least a /24.
+        if _ipv4_network(self.psa_cidr).prefixlen > 24:
+            raise _invalid("psa_cidr", "must be a /24 or larger for Private Services Access")
+        return self
+
+
+class DatabaseSettings(_Settings):
+    version: Literal["POSTGRES_14", "POSTGRES_15", "POSTGRES_16", "POSTGRES_17"] = "POSTGRES_16"
+    tier: Annotated[str, AfterValidator(_check_tier)]
+    availability: Literal["ZONAL", "REGIONAL"]
+    # cloud.google.com/sql/docs/postgres/instance-settings: 10 GB to 64 TB.
+    disk_size_gb: Annotated[int, _between(10, 65536)] = 20
+    deletion_protection: bool
+    backup_start_time: ClockTime = "03:00"
+    # cloud.google.com/sql/docs/postgres/backup-recovery/backups: 1-365 retained backups.
+    retained_backups: Annotated[int, _between(1, 365)] = 7
+    # Enterprise edition keeps 1-7 days of transaction logs for point-in-time recovery
+    # (cloud.google.com/sql/docs/postgres/backup-recovery/pitr).
+    log_retention_days: Annotated[int, _between(1, 7)] = 7
+    maintenance_day: Annotated[int, _between(1, 7)] = 7
+    maintenance_hour: Annotated[int, _between(0, 23)] = 3
+    database_name: PgIdentifier = "orchestrator"
+
+
+class Environment(_Settings):
+    name: EnvName
+    project_id: ProjectId
+    region: Region
+    labels: dict[LabelKey, LabelValue] = Field(default_factory=dict, max_length=60)
+    state: StateSettings
+    network: NetworkSettings
+    database: DatabaseSettings
+
+    @model_validator(mode="after")
+    def _no_overlaps(self) -> Environment:
+        ranges = list(self.network.ranges().items())
+        for i, (key_a, net_a) in enumerate(ranges):
+            for key_b, net_b in ranges[i + 1 :]:
+                if net_a.overlaps(net_b):
+                    raise _invalid(key_b, f"overlaps {key_a} ({net_a}); every range must be distinct")
+        return self
+
+    @model_validator(mode="after")
+    def _names_fit(self) -> Environment:
+        names = self.names
+        for key, (value, pattern, rule) in names.rules().items():
+            if not re.fullmatch(pattern, value):
+                raise _invalid("name", f"makes the {key} name {value!r} ({len(value)} chars); GCP allows {rule}")
+        # cloud.google.com/sql/docs/postgres/create-instance: project-ID:instance-ID <= 98 chars.
+        if len(self.project_id) + 1 + len(names.sql_instance) > 98:
+            raise _invalid("project_id", "with the instance name it exceeds Cloud SQL's 98 characters")
+        return self
+
+    @cached_property
+    def names(self) -> ResourceNames:
+        return ResourceNames(self.name)
+
+    def stack_id(self, layer: str) -> str:
+        return f"{self.name}-{layer}"
+
+
+_RFC1035 = r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?"
+
+
+class ResourceNames:
+    """GCP resource names derived from the environment name, and the rules GCP holds them to."""
+
+    def __init__(self, env: str) -> None:
+        self.network = f"{env}-vpc"
+        self.subnet = f"{env}-workloads"
+        self.connector_subnet = f"{env}-serverless"
+        self.connector = f"{env}-connector"
+        self.psa_range = f"{env}-psa"
+        self.router = f"{env}-router"
+        self.nat = f"{env}-nat"
+        self.sql_instance = f"{env}-postgres"
+        self.orchestrator_account = f"{env}-orchestrator"
+
+    def rules(self) -> dict[str, tuple[str, str, str]]:
+        rfc = "1-63 lowercase letters, digits and hyphens, starting with a letter"
+        return {
+            "VPC network": (self.network, _RFC1035, rfc),
+            "subnet": (self.subnet, _RFC1035, rfc),
+            "connector subnet": (self.connector_subnet, _RFC1035, rfc),
+            # registry.terraform.io/providers/hashicorp/google/latest/docs/resources/vpc_access_connector
+            "Serverless VPC Access connector": (self.connector, r"[a-z][-a-z0-9]{0,23}[a-z0-9]", "at most 25 characters"),
+            "Cloud Router": (self.router, _RFC1035, rfc),
+            "Cloud NAT": (self.nat, _RFC1035, rfc),
+            "Cloud SQL instance": (self.sql_instance, _RFC1035, rfc),
+            # cloud.google.com/iam/docs/service-accounts-create: 6-30 characters.
+            "service account": (self.orchestrator_account, r"[a-z][-a-z0-9]{4,28}[a-z0-9]", "6-30 characters"),
+        }
+
+
+def load_environment(path: Path) -> Environment:
+    """Read and validate one environment file; raise ConfigError listing every problem."""
+    try:
+        raw = tomllib.loads(path.read_text("utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(path, ["file not found"]) from None
+    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as err:
+        raise ConfigError(path, [f"cannot be read: {err}"]) from None
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(path, [f"not valid TOML: {err}"]) from None
+    try:
+        return Environment.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(path, list(_describe(err))) from None
+
+
+def _describe(err: ValidationError) -> Iterator[str]:
+    for problem in err.errors():
+        inner = (problem.get("ctx") or {}).get("key")
+        loc = tuple(str(part) for part in problem["loc"]) + (tuple(inner.split(".")) if inner else ())
+        key = ".".join(loc)
+        if problem["type"] == "extra_forbidden":
+            yield f"{key}: unknown key; allowed here: {', '.join(_allowed_keys(loc[:-1]))}"
+        elif problem["type"] == "missing":
+            yield f"{key}: required key is missing"
+        else:
+            value = _lookup(problem["input"], inner.split(".")) if inner else problem["input"]
+            yield f"{key} = {value!r}: {problem['msg'].removeprefix('Value error, ')}"
+
+
+def _lookup(data, path: list[str]):
+    for part in path:
+        data = data.get(part) if isinstance(data, dict) else None
+    return data
+
+
+def _allowed_keys(loc: tuple[str, ...]) -> list[str]:
+    model: type[BaseModel] = Environment
+    for part in loc:
+        annotation = model.model_fields[part].annotation
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return []
+        model = annotation
+    return list(model.model_fields)
+
+
+def load_environments(paths: list[Path]) -> list[Environment]:
+    """Load every file; report all broken files together, and clashing environment names."""
+    loaded, problems = [], []
+    for path in paths:
+        try:
+            loaded.append((path, load_environment(path)))
+        except ConfigError as err:
+            problems.append(err)
+    if problems:
+        raise ConfigError.combine(problems)
+    seen: dict[str, Path] = {}
+    for path, env in loaded:
+        if env.name in seen:
+            raise ConfigError(path, [f"name = {env.name!r}: already used by {seen[env.name]}; names must be unique"])
+        seen[env.name] = path
+    return [env for _, env in loaded]

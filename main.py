@@ -1,0 +1,41 @@
+"""Synthesize the platform: every shipped environment, or the one given with --env.
+
+    python main.py                        # environments/*.toml
+    python main.py --env environments/prod.toml
+
+A mistake in an environment file ends the run with one message per problem
+(file, key, what is allowed) and exit status 2, before anything is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import hybrid  # noqa: F401  (first: lazy provider loading)
+from hybrid.config import load_environments
+from hybrid.errors import ConfigError
+
+ENVIRONMENTS_DIR = Path(__file__).parent / "environments"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--env", type=Path, action="append", metavar="FILE", help="environment file (repeatable)")
+    args = parser.parse_args(argv)
+    paths = args.env or sorted(ENVIRONMENTS_DIR.glob("*.toml"))
+    try:
+        environments = load_environments(paths)
+    except ConfigError as err:
+        print(err, file=sys.stderr)
+        return 2
+
+    from hybrid.app import build_app  # after validation: a bad file costs no provider loading
+
+    build_app(environments).synth()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

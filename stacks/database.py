@@ -1,0 +1,48 @@
+"""Layer `database`: Cloud SQL for PostgreSQL on the network's private services range.
+
+Private IP only, TLS required, backups with point-in-time recovery, IAM database
+authentication. The orchestrator's identity is born here, because the database
+user it logs in as must exist before any service uses it; the services layer
+runs the orchestrator as this account.
+"""
+
+from __future__ import annotations
+
+from cdktf import TerraformOutput
+from constructs import Construct
+
+from hybrid.components.postgres import PostgresInstance
+from hybrid.components.service_account import ServiceAccount
+from hybrid.config import Environment
+from hybrid.layer import LayerStack
+from stacks.network import NetworkStack
+
+
+class DatabaseStack(LayerStack):
+    def __init__(self, scope: Construct, env: Environment, network: NetworkStack) -> None:
+        super().__init__(scope, env, "database")
+        self.add_dependency(network)
+
+        self.postgres = PostgresInstance(
+            self,
+            "postgres",
+            name=env.names.sql_instance,
+            region=env.region,
+            private_network=network.private_services_network,
+            settings=env.database,
+        )
+        self.orchestrator_database = self.postgres.add_database(env.database.database_name)
+
+        self.orchestrator = ServiceAccount(
+            self,
+            "orchestrator",
+            account_id=env.names.orchestrator_account,
+            display_name="LLM orchestrator",
+            description="Runs the internal orchestrator on Cloud Run; logs in to Cloud SQL with its IAM identity.",
+        )
+        self.postgres.grant_connect(self.orchestrator, project=env.project_id)
+
+        TerraformOutput(self, "instance_connection_name", value=self.postgres.instance.connection_name)
+        TerraformOutput(self, "private_ip", value=self.postgres.instance.private_ip_address)
+        TerraformOutput(self, "database_name", value=self.orchestrator_database.name)
+        TerraformOutput(self, "orchestrator_service_account", value=self.orchestrator.email)

@@ -1,0 +1,263 @@
+"""Layer `network`: the private network every other layer lives in.
+
+A custom-mode VPC with one regional subnet for GKE (with pod and service ranges),
+a /28 of its own for the Serverless VPC Access connector that carries Cloud Run's
+private traffic, Private Services Access for Cloud SQL, Cloud NAT for private
+nodes, and a firewall that denies by default and allows only the flows of the
+architecture diagram.
+"""
+
+from __future__ import annotations
+
+from cdktf import TerraformOutput
+from cdktf_cdktf_provider_google.compute_global_address import ComputeGlobalAddress
+from cdktf_cdktf_provider_google.compute_network import ComputeNetwork
+from cdktf_cdktf_provider_google.compute_router import ComputeRouter
+from cdktf_cdktf_provider_google.compute_router_nat import (
+    ComputeRouterNat,
+    ComputeRouterNatLogConfig,
+    ComputeRouterNatSubnetwork,
+)
+from cdktf_cdktf_provider_google.compute_subnetwork import (
+    ComputeSubnetwork,
+    ComputeSubnetworkLogConfig,
+    ComputeSubnetworkSecondaryIpRange,
+)
+from cdktf_cdktf_provider_google.project_service import ProjectService
+from cdktf_cdktf_provider_google.service_networking_connection import ServiceNetworkingConnection
+from cdktf_cdktf_provider_google.vpc_access_connector import VpcAccessConnector, VpcAccessConnectorSubnet
+from constructs import Construct
+
+from hybrid.components.firewall import DEFAULT_DENY_PRIORITY, Firewall, Rule
+from hybrid.config import Environment
+from hybrid.layer import LayerStack
+
+# Every API the platform's layers call; enabled here, in the first layer deployed.
+PLATFORM_APIS = (
+    "aiplatform.googleapis.com",
+    "artifactregistry.googleapis.com",
+    "compute.googleapis.com",
+    "container.googleapis.com",
+    "dns.googleapis.com",
+    "iam.googleapis.com",
+    "logging.googleapis.com",
+    "monitoring.googleapis.com",
+    "run.googleapis.com",
+    "secretmanager.googleapis.com",
+    "servicenetworking.googleapis.com",
+    "sqladmin.googleapis.com",
+    "vpcaccess.googleapis.com",
+)
+
+# Google Cloud health checkers (cloud.google.com/load-balancing/docs/health-check-concepts#ip-ranges).
+HEALTH_CHECK_RANGES = ("35.191.0.0/16", "130.211.0.0/22")
+# private.googleapis.com, the VIP for Google APIs over Private Google Access
+# (cloud.google.com/vpc/docs/configure-private-google-access#domain-options).
+PRIVATE_GOOGLE_APIS_RANGE = "199.36.153.8/30"
+POSTGRES_PORT = "5432"
+
+# Subnet flow logs (checkov CKV_GCP_26): 5-second aggregation, half the flows sampled.
+_FLOW_LOGS = ComputeSubnetworkLogConfig(
+    aggregation_interval="INTERVAL_5_SEC", flow_sampling=0.5, metadata="INCLUDE_ALL_METADATA"
+)
+
+
+class NetworkStack(LayerStack):
+    def __init__(self, scope: Construct, env: Environment) -> None:
+        super().__init__(scope, env, "network")
+        names, net = env.names, env.network
+
+        self.apis = {
+            api: ProjectService(self, f"api-{api.split('.')[0]}", service=api, disable_on_destroy=False)
+            for api in PLATFORM_APIS
+        }
+
+        self.vpc = ComputeNetwork(
+            self,
+            "vpc",
+            name=names.network,
+            auto_create_subnetworks=False,
+            routing_mode="REGIONAL",
+            depends_on=[self.apis["compute.googleapis.com"]],
+        )
+
+        self.subnet = ComputeSubnetwork(
+            self,
+            "workloads-subnet",
+            name=names.subnet,
+            region=env.region,
+            network=self.vpc.id,
+            ip_cidr_range=net.subnet_cidr,
+            private_ip_google_access=True,
+            secondary_ip_range=[
+                ComputeSubnetworkSecondaryIpRange(range_name="pods", ip_cidr_range=net.pods_cidr),
+                ComputeSubnetworkSecondaryIpRange(range_name="services", ip_cidr_range=net.services_cidr),
+            ],
+            log_config=_FLOW_LOGS,
+        )
+
+        # The connector gets a /28 of its own, with Private Google Access, so that Cloud Run
+        # can reach internal-only services through private.googleapis.com
+        # (cloud.google.com/run/docs/securing/ingress#internal-services).
+        self.connector_subnet = ComputeSubnetwork(
+            self,
+            "connector-subnet",
+            name=names.connector_subnet,
+            region=env.region,
+            network=self.vpc.id,
+            ip_cidr_range=net.connector.cidr,
+            private_ip_google_access=True,
+            log_config=_FLOW_LOGS,
+        )
+        self.connector = VpcAccessConnector(
+            self,
+            "connector",
+            name=names.connector,
+            region=env.region,
+            subnet=VpcAccessConnectorSubnet(name=self.connector_subnet.name),
+            machine_type=net.connector.machine_type,
+            min_instances=net.connector.min_instances,
+            max_instances=net.connector.max_instances,
+            depends_on=[self.apis["vpcaccess.googleapis.com"]],
+        )
+
+        psa = net.ranges()["network.psa_cidr"]
+        self.psa_range = ComputeGlobalAddress(
+            self,
+            "psa-range",
+            name=names.psa_range,
+            purpose="VPC_PEERING",
+            address_type="INTERNAL",
+            address=str(psa.network_address),
+            prefix_length=psa.prefixlen,
+            network=self.vpc.id,
+        )
+        self.psa_connection = ServiceNetworkingConnection(
+            self,
+            "psa-connection",
+            network=self.vpc.id,
+            service="servicenetworking.googleapis.com",
+            reserved_peering_ranges=[self.psa_range.name],
+            depends_on=[self.apis["servicenetworking.googleapis.com"]],
+        )
+
+        self.router = ComputeRouter(self, "router", name=names.router, region=env.region, network=self.vpc.id)
+        # Private GKE nodes reach the internet (model weights, images) only through NAT;
+        # the connector needs none, as Cloud Run sends it private ranges only.
+        ComputeRouterNat(
+            self,
+            "nat",
+            name=names.nat,
+            router=self.router.name,
+            region=env.region,
+            nat_ip_allocate_option="AUTO_ONLY",
+            source_subnetwork_ip_ranges_to_nat="LIST_OF_SUBNETWORKS",
+            subnetwork=[
+                ComputeRouterNatSubnetwork(name=self.subnet.id, source_ip_ranges_to_nat=["ALL_IP_RANGES"])
+            ],
+            log_config=ComputeRouterNatLogConfig(enable=True, filter="ERRORS_ONLY"),
+        )
+
+        self.firewall = Firewall(self, "firewall", network=self.vpc.id, rules=firewall_rules(env))
+
+        TerraformOutput(self, "network_id", value=self.vpc.id)
+        TerraformOutput(self, "connector_id", value=self.connector.id)
+
+    @property
+    def private_services_network(self) -> str:
+        """The VPC, read from the peering itself: using it orders a consumer after the peering."""
+        return self.psa_connection.network
+
+
+def firewall_rules(env: Environment) -> list[Rule]:
+    """Default deny both ways, then exactly the flows of the architecture diagram."""
+    name, net = env.name, env.network
+    workloads = (net.subnet_cidr, net.pods_cidr)
+    # Connector VMs carry this tag (cloud.google.com/vpc/docs/serverless-vpc-access#restrict-access).
+    connector_tag = f"vpc-connector-{env.region}-{env.names.connector}"
+    port = str(net.inference_port)
+    return [
+        Rule(
+            name=f"{name}-deny-all-ingress",
+            description="Default deny: nothing enters unless a rule below allows it.",
+            direction="INGRESS",
+            action="deny",
+            source_ranges=("0.0.0.0/0",),
+            priority=DEFAULT_DENY_PRIORITY,
+        ),
+        Rule(
+            name=f"{name}-deny-all-egress",
+            description="Default deny: nothing leaves unless a rule below allows it.",
+            direction="EGRESS",
+            action="deny",
+            destination_ranges=("0.0.0.0/0",),
+            priority=DEFAULT_DENY_PRIORITY,
+        ),
+        Rule(
+            name=f"{name}-allow-connector-to-inference",
+            description="Cloud Run (via the connector) calls the model servers' internal load balancer.",
+            direction="INGRESS",
+            action="allow",
+            source_ranges=(net.connector.cidr,),
+            destination_ranges=workloads,
+            protocol="tcp",
+            ports=(port,),
+        ),
+        Rule(
+            name=f"{name}-allow-health-checks-to-inference",
+            description="Google health checkers probe the model servers behind the load balancer.",
+            direction="INGRESS",
+            action="allow",
+            source_ranges=HEALTH_CHECK_RANGES,
+            destination_ranges=workloads,
+            protocol="tcp",
+            ports=(port,),
+        ),
+        Rule(
+            name=f"{name}-allow-connector-egress-inference",
+            description="The connector forwards Cloud Run's calls to the model servers.",
+            direction="EGRESS",
+            action="allow",
+            target_tags=(connector_tag,),
+            destination_ranges=workloads,
+            protocol="tcp",
+            ports=(port,),
+        ),
+        Rule(
+            name=f"{name}-allow-connector-egress-postgres",
+            description="The connector forwards the orchestrator's connections to Cloud SQL.",
+            direction="EGRESS",
+            action="allow",
+            target_tags=(connector_tag,),
+            destination_ranges=(net.psa_cidr,),
+            protocol="tcp",
+            ports=(POSTGRES_PORT,),
+        ),
+        Rule(
+            name=f"{name}-allow-egress-google-apis",
+            description="Google APIs and internal Cloud Run services over private.googleapis.com.",
+            direction="EGRESS",
+            action="allow",
+            destination_ranges=(PRIVATE_GOOGLE_APIS_RANGE,),
+            protocol="tcp",
+            ports=("443",),
+        ),
+        Rule(
+            name=f"{name}-allow-workloads-internal",
+            description="GKE nodes and pods talk to each other and to cluster services.",
+            direction="EGRESS",
+            action="allow",
+            source_ranges=workloads,
+            destination_ranges=(*workloads, net.services_cidr),
+        ),
+        Rule(
+            name=f"{name}-allow-workloads-egress-https",
+            description="GKE workloads fetch images and model weights over HTTPS through Cloud NAT.",
+            direction="EGRESS",
+            action="allow",
+            source_ranges=workloads,
+            destination_ranges=("0.0.0.0/0",),
+            protocol="tcp",
+            ports=("443",),
+        ),
+    ]

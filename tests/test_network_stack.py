@@ -1,0 +1,145 @@
+"""Value assertions on the synthesized `<env>-network` stacks."""
+
+from __future__ import annotations
+
+import ipaddress
+
+import pytest
+
+from conftest import ENVIRONMENTS, only, resources
+from stacks.network import HEALTH_CHECK_RANGES, PLATFORM_APIS, PRIVATE_GOOGLE_APIS_RANGE
+
+EXPECTED = {
+    "dev": {"connector": (2, 3), "region": "us-central1"},
+    "prod": {"connector": (2, 10), "region": "us-central1"},
+}
+
+
+@pytest.fixture(params=ENVIRONMENTS)
+def env(request):
+    return request.param
+
+
+@pytest.fixture
+def network(env, synth_json):
+    return synth_json[f"{env}-network"]
+
+
+def firewall(network: dict) -> dict[str, dict]:
+    return {rule["name"]: rule for rule in resources(network, "google_compute_firewall").values()}
+
+
+def subnets(network: dict) -> dict[str, dict]:
+    return {s["name"]: s for s in resources(network, "google_compute_subnetwork").values()}
+
+
+def test_vpc_is_custom_mode(env, network):
+    vpc = only(network, "google_compute_network")
+    assert vpc["name"] == f"{env}-vpc"
+    assert vpc["auto_create_subnetworks"] is False
+    assert vpc["routing_mode"] == "REGIONAL"
+
+
+def test_workloads_subnet_has_pod_and_service_ranges(env, network):
+    subnet = subnets(network)[f"{env}-workloads"]
+    assert subnet["region"] == EXPECTED[env]["region"]
+    assert subnet["ip_cidr_range"] == "10.10.0.0/20"
+    assert subnet["private_ip_google_access"] is True
+    assert {r["range_name"]: r["ip_cidr_range"] for r in subnet["secondary_ip_range"]} == {
+        "pods": "10.16.0.0/14",
+        "services": "10.20.0.0/20",
+    }
+    assert subnet["log_config"]["aggregation_interval"] == "INTERVAL_5_SEC"
+    assert subnet["network"] == "${google_compute_network.vpc.id}"
+
+
+def test_connector_subnet_is_a_dedicated_28_with_private_google_access(env, network):
+    subnet = subnets(network)[f"{env}-serverless"]
+    assert ipaddress.ip_network(subnet["ip_cidr_range"]).prefixlen == 28
+    assert subnet["private_ip_google_access"] is True
+    assert "secondary_ip_range" not in subnet
+
+
+def test_connector_sits_on_its_subnet_with_configured_bounds(env, network):
+    connector = only(network, "google_vpc_access_connector")
+    assert connector["name"] == f"{env}-connector"
+    assert len(connector["name"]) <= 25
+    assert connector["subnet"] == {"name": "${google_compute_subnetwork.connector-subnet.name}"}
+    assert (connector["min_instances"], connector["max_instances"]) == EXPECTED[env]["connector"]
+    assert "ip_cidr_range" not in connector and "network" not in connector
+    assert connector["depends_on"] == ["google_project_service.api-vpcaccess"]
+
+
+def test_private_services_access(env, network):
+    address = only(network, "google_compute_global_address")
+    assert (address["purpose"], address["address_type"]) == ("VPC_PEERING", "INTERNAL")
+    assert (address["address"], address["prefix_length"]) == ("10.32.0.0", 16)
+    connection = only(network, "google_service_networking_connection")
+    assert connection["service"] == "servicenetworking.googleapis.com"
+    assert connection["reserved_peering_ranges"] == ["${google_compute_global_address.psa-range.name}"]
+    assert connection["network"] == "${google_compute_network.vpc.id}"
+
+
+def test_cloud_nat_covers_only_the_workloads_subnet(env, network):
+    router = only(network, "google_compute_router")
+    nat = only(network, "google_compute_router_nat")
+    assert nat["router"] == "${google_compute_router.router.name}"
+    assert router["network"] == "${google_compute_network.vpc.id}"
+    assert nat["source_subnetwork_ip_ranges_to_nat"] == "LIST_OF_SUBNETWORKS"
+    assert nat["subnetwork"] == [
+        {"name": "${google_compute_subnetwork.workloads-subnet.id}", "source_ip_ranges_to_nat": ["ALL_IP_RANGES"]}
+    ]
+    assert nat["log_config"] == {"enable": True, "filter": "ERRORS_ONLY"}
+
+
+def test_firewall_denies_by_default_both_ways(env, network):
+    rules = firewall(network)
+    for direction, ranges_key in (("ingress", "source_ranges"), ("egress", "destination_ranges")):
+        rule = rules[f"{env}-deny-all-{direction}"]
+        assert rule["direction"] == direction.upper()
+        assert rule["deny"] == [{"protocol": "all"}]
+        assert rule[ranges_key] == ["0.0.0.0/0"]
+        assert rule["priority"] == 65534
+    assert all(rule["log_config"] == {"metadata": "INCLUDE_ALL_METADATA"} for rule in rules.values())
+
+
+def test_firewall_allows_exactly_the_diagram(env, network):
+    rules = firewall(network)
+    tag = f"vpc-connector-us-central1-{env}-connector"
+    workloads = ["10.10.0.0/20", "10.16.0.0/14"]
+    allows = {
+        name: (
+            rule["direction"],
+            tuple(rule.get("source_ranges", ())),
+            tuple(rule.get("destination_ranges", ())),
+            tuple(rule.get("target_tags", ())),
+            tuple((a["protocol"], tuple(a.get("ports", ()))) for a in rule["allow"]),
+        )
+        for name, rule in rules.items()
+        if "allow" in rule
+    }
+    assert allows == {
+        f"{env}-allow-connector-to-inference": (
+            "INGRESS", ("10.8.0.0/28",), tuple(workloads), (), (("tcp", ("8000",)),)),
+        f"{env}-allow-health-checks-to-inference": (
+            "INGRESS", HEALTH_CHECK_RANGES, tuple(workloads), (), (("tcp", ("8000",)),)),
+        f"{env}-allow-connector-egress-inference": (
+            "EGRESS", (), tuple(workloads), (tag,), (("tcp", ("8000",)),)),
+        f"{env}-allow-connector-egress-postgres": (
+            "EGRESS", (), ("10.32.0.0/16",), (tag,), (("tcp", ("5432",)),)),
+        f"{env}-allow-egress-google-apis": (
+            "EGRESS", (), (PRIVATE_GOOGLE_APIS_RANGE,), (), (("tcp", ("443",)),)),
+        f"{env}-allow-workloads-internal": (
+            "EGRESS", tuple(workloads), (*workloads, "10.20.0.0/20"), (), (("all", ()),)),
+        f"{env}-allow-workloads-egress-https": (
+            "EGRESS", tuple(workloads), ("0.0.0.0/0",), (), (("tcp", ("443",)),)),
+    }
+    assert all(rules[name]["priority"] == 1000 for name in allows)
+
+
+def test_required_apis_are_enabled_and_kept_on_destroy(network):
+    services = resources(network, "google_project_service").values()
+    assert sorted(s["service"] for s in services) == sorted(PLATFORM_APIS)
+    assert all(s["disable_on_destroy"] is False for s in services)
+    for api in ("compute", "vpcaccess", "servicenetworking", "sqladmin", "run", "container"):
+        assert f"{api}.googleapis.com" in PLATFORM_APIS

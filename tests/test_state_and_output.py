@@ -1,0 +1,60 @@
+"""State backends, stack wiring, and what the output must never contain."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from conftest import ROOT, STACKS
+
+
+def test_every_stack_has_its_own_gcs_prefix(synth_json):
+    for stack_id, stack in synth_json.items():
+        env, layer = stack_id.split("-", 1)
+        assert stack["terraform"]["backend"] == {
+            "gcs": {"bucket": f"replace-me-{env}-tfstate", "prefix": f"{env}/{layer}"}
+        }
+
+
+def test_provider_is_pinned_and_labels_every_resource(synth_json):
+    for stack_id, stack in synth_json.items():
+        env, layer = stack_id.split("-", 1)
+        assert stack["terraform"]["required_providers"]["google"] == {"source": "google", "version": "6.50.0"}
+        (provider,) = stack["provider"]["google"]
+        assert provider["project"] == f"replace-me-{env}"
+        assert provider["default_labels"] == {
+            "environment": env,
+            "managed_by": "cdktf",
+            "system": "hybrid-ai-platform",
+            "layer": layer,
+        }
+
+
+def test_database_reads_the_network_through_remote_state(synth_json):
+    for env in ("dev", "prod"):
+        remote = synth_json[f"{env}-database"]["data"]["terraform_remote_state"]
+        assert remote == {
+            f"cross-stack-reference-input-{env}-network": {
+                "backend": "gcs",
+                "config": {"bucket": f"replace-me-{env}-tfstate", "prefix": f"{env}/network"},
+                "workspace": "${terraform.workspace}",
+            }
+        }
+
+
+def test_stack_dependencies_let_deploy_order_layers(synth_dir):
+    manifest = json.loads((synth_dir / "manifest.json").read_text())
+    assert sorted(manifest["stacks"]) == sorted(STACKS)
+    for env in ("dev", "prod"):
+        assert manifest["stacks"][f"{env}-database"]["dependencies"] == [f"{env}-network"]
+
+
+def test_output_holds_no_path_of_this_machine(synth_dir, synth_hcl):
+    needles = {str(ROOT), str(Path.home()), os.getcwd()}
+    for outdir in (synth_dir, synth_hcl):
+        for path in outdir.rglob("*"):
+            if path.is_file():
+                text = path.read_text()
+                for needle in needles:
+                    assert needle not in text, f"{path.relative_to(outdir)} contains {needle}"
