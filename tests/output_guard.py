@@ -1,0 +1,45 @@
+"""Finds what the dict-in-a-list trap leaves behind in synthesized output.
+
+A nested block that came out empty (``ports {}``) or with a null value lost
+something that was configured: nothing this app writes is legitimately empty.
+The cause, a dict literal inside a list literal in the code, is found by
+``dict_in_list_literals``, which also catches the cases where only some keys are lost.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+from pathlib import Path
+
+
+def empty_blocks(stack: dict) -> Iterator[str]:
+    """``<type>.<name>.<path>`` of every empty or null value inside a resource or data source."""
+    for section in ("resource", "data"):
+        for kind, items in stack.get(section, {}).items():
+            for name, body in items.items():
+                yield from _walk(body, f"{kind}.{name}")
+
+
+def _walk(value, path: str) -> Iterator[str]:
+    if value is None or value == {} or value == []:
+        yield path
+    elif isinstance(value, dict):
+        for key, inner in value.items():
+            if key != "//":
+                yield from _walk(inner, f"{path}.{key}")
+    elif isinstance(value, list):
+        for index, inner in enumerate(value):
+            yield from _walk(inner, f"{path}[{index}]")
+
+
+def dict_in_list_literals(path: Path) -> Iterator[str]:
+    """``file:line`` of every dict literal directly inside a list literal."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.List, ast.Tuple)):
+            for element in node.elts:
+                if isinstance(element, ast.Dict):
+                    yield f"{path}:{element.lineno}"
+        elif isinstance(node, ast.ListComp) and isinstance(node.elt, ast.Dict):
+            yield f"{path}:{node.elt.lineno}"

@@ -1,0 +1,82 @@
+"""Bad environment files: exit status 2, one clear message naming file, key and what is allowed."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import ROOT, run_main
+
+DEV = (ROOT / "environments" / "dev.toml").read_text()
+
+# (case, what to change in dev.toml, the message expected after "<file>: ")
+CASES = [
+    ("unknown-key", ("[state]", "[state]\nbukket = 'x'"), "state.bukket: unknown key; allowed here: bucket"),
+    ("unknown-section", ("[database]", "[databse]"), "databse: unknown key; allowed here: name, project_id, region, labels, state, network, database"),
+    ("project-id", ('"replace-me-dev"', '"Replace_Me"'), "project_id = 'Replace_Me': must be 6-30 lowercase letters, digits or hyphens, starting with a letter"),
+    ("region", ('"us-central1"', '"us central"'), "region = 'us central': must be a GCP region like europe-west1 or us-central1"),
+    ("cidr-syntax", ('"10.10.0.0/20"', '"10.10.0.300/20"'), "network.subnet_cidr = '10.10.0.300/20': must be an IPv4 CIDR range with no host bits set, like 10.0.0.0/20"),
+    ("cidr-host-bits", ('"10.8.0.0/28"', '"10.8.0.1/28"'), "network.connector.cidr = '10.8.0.1/28': must be an IPv4 CIDR range with no host bits set"),
+    ("cidr-overlap", ('"10.32.0.0/16"', '"10.16.0.0/16"'), "network.psa_cidr = '10.16.0.0/16': overlaps network.pods_cidr (10.16.0.0/14); every range must be distinct"),
+    ("connector-overlap", ('"10.8.0.0/28"', '"10.10.0.16/28"'), "network.connector.cidr = '10.10.0.16/28': overlaps network.subnet_cidr (10.10.0.0/20)"),
+    ("connector-not-28", ('"10.8.0.0/28"', '"10.8.0.0/27"'), "network.connector.cidr = '10.8.0.0/27': must be a /28 range (the connector's own subnet)"),
+    ("connector-min-range", ("min_instances = 2", "min_instances = 1"), "network.connector.min_instances = 1: must be between 2 and 9"),
+    ("connector-max-range", ("max_instances = 3", "max_instances = 11"), "network.connector.max_instances = 11: must be between 3 and 10"),
+    ("connector-min-not-below-max", ("min_instances = 2", "min_instances = 3"), "network.connector.min_instances = 3: must be lower than max_instances (3)"),
+    ("name-too-long", ('name = "dev"', 'name = "development-blue"'), "name = 'development-blue': makes the Serverless VPC Access connector name 'development-blue-connector' (26 chars); GCP allows at most 25 characters"),
+    ("tier-unknown", ('"db-custom-1-3840"', '"db-n1-standard-2"'), "database.tier = 'db-n1-standard-2': must be db-f1-micro or db-g1-small or db-custom-<vCPUs>-<memory MiB>"),
+    ("tier-memory", ('"db-custom-1-3840"', '"db-custom-2-15360"'), "database.tier = 'db-custom-2-15360': must have a multiple of 256 MiB, at least 3840 MiB, and 0.9-6.5 GiB per vCPU (1843-13312 MiB for 2 vCPUs)"),
+    ("version", ('"POSTGRES_16"', '"POSTGRES_12"'), "database.version = 'POSTGRES_12': Input should be 'POSTGRES_14', 'POSTGRES_15', 'POSTGRES_16' or 'POSTGRES_17'"),
+    ("availability", ('"ZONAL"', '"MULTI_REGION"'), "database.availability = 'MULTI_REGION': Input should be 'ZONAL' or 'REGIONAL'"),
+    ("missing-key", ('tier = "db-custom-1-3840"\n', ""), "database.tier: required key is missing"),
+    ("wrong-type", ("min_instances = 2", 'min_instances = "two"'), "network.connector.min_instances = 'two': Input should be a valid integer"),
+    ("label-key", ("managed_by", "managed-by"), "labels.managed-by.[key] = 'managed-by': must be a label key: 1-63 lowercase letters, digits or '_'"),
+    ("toml-syntax", ("[state]", "[state"), "not valid TOML: Expected ']' at the end of a table declaration (at line 8, column 7)"),
+]
+
+
+@pytest.mark.parametrize("case,edit,expected", CASES, ids=[case for case, _, _ in CASES])
+def test_bad_environment_is_refused_clearly(tmp_path, case, edit, expected):
+    old, new = edit
+    assert old in DEV, f"{case}: the edit no longer applies to dev.toml"
+    bad = tmp_path / f"{case}.toml"
+    bad.write_text(DEV.replace(old, new, 1))
+    outdir = tmp_path / "out"
+
+    result = run_main(outdir, "--env", str(bad))
+
+    assert result.returncode == 2
+    assert f"{bad}: {expected}" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stdout == ""
+    assert not outdir.exists(), "nothing may be written for a bad environment"
+    assert bad.read_text() == DEV.replace(old, new, 1), "the user's file is left as it was"
+
+
+def test_every_problem_of_every_file_is_reported_at_once(tmp_path):
+    first, second = tmp_path / "a.toml", tmp_path / "b.toml"
+    first.write_text(DEV.replace('"us-central1"', '"nowhere"').replace("min_instances = 2", "min_instances = 1"))
+    second.write_text(DEV.replace('"ZONAL"', '"SOMETIMES"'))
+    result = run_main(tmp_path / "out", "--env", str(first), "--env", str(second))
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f"{first}: region = 'nowhere': must be a GCP region like europe-west1 or us-central1",
+        f"{first}: network.connector.min_instances = 1: must be between 2 and 9",
+        f"{second}: database.availability = 'SOMETIMES': Input should be 'ZONAL' or 'REGIONAL'",
+    ]
+
+
+def test_missing_file_and_duplicate_names(tmp_path):
+    result = run_main(tmp_path / "out", "--env", str(tmp_path / "nope.toml"))
+    assert (result.returncode, result.stderr.strip()) == (2, f"{tmp_path / 'nope.toml'}: file not found")
+
+    copy = tmp_path / "dev-copy.toml"
+    copy.write_text(DEV)
+    result = run_main(tmp_path / "out", "--env", str(ROOT / "environments" / "dev.toml"), "--env", str(copy))
+    assert result.returncode == 2
+    assert f"{copy}: name = 'dev': already used by" in result.stderr
+
+
+def test_one_environment_synthesizes_alone(tmp_path):
+    result = run_main(tmp_path, "--env", str(ROOT / "environments" / "prod.toml"))
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in (tmp_path / "stacks").iterdir()) == ["prod-database", "prod-network"]
