@@ -80,6 +80,7 @@ def test_iam_authentication_and_logging_flags(instance):
         "log_checkpoints": "on",
         "log_connections": "on",
         "log_disconnections": "on",
+        "log_duration": "on",
         "log_lock_waits": "on",
         "log_hostname": "on",
         "log_error_verbosity": "default",

@@ -21,7 +21,7 @@ from hybrid.components.service_account import ServiceAccount
 from hybrid.config import DatabaseSettings
 
 # IAM database authentication, plus the logging flags the CIS GCP benchmark (section 6.2)
-# and checkov's CKV_GCP_51..57/108..111 expect of a PostgreSQL instance.
+# and checkov's CKV_GCP_51..57/108..111 and CKV2_GCP_13 expect of a PostgreSQL instance.
 DATABASE_FLAGS = {
     "cloudsql.iam_authentication": "on",
     "cloudsql.enable_pgaudit": "on",
@@ -29,6 +29,7 @@ DATABASE_FLAGS = {
     "log_checkpoints": "on",
     "log_connections": "on",
     "log_disconnections": "on",
+    "log_duration": "on",
     "log_lock_waits": "on",
     "log_hostname": "on",
     "log_error_verbosity": "default",
