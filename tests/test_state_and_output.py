@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 from pathlib import Path
 
-from conftest import ROOT, STACKS
+from conftest import ROOT, STACKS, run_main
 
 
 def test_every_stack_has_its_own_gcs_prefix(synth_json):
@@ -58,3 +59,11 @@ def test_output_holds_no_path_of_this_machine(synth_dir, synth_hcl):
                 text = path.read_text()
                 for needle in needles:
                     assert needle not in text, f"{path.relative_to(outdir)} contains {needle}"
+
+
+def test_synth_runs_on_node_22_and_prints_no_warning(tmp_path):
+    node = subprocess.run(["node", "--version"], capture_output=True, text=True, check=True).stdout
+    assert node.startswith("v22."), f"node on PATH is {node.strip()}; expected the pinned Node 22 LTS"
+    result = run_main(tmp_path, "--env", str(ROOT / "environments" / "dev.toml"))
+    assert result.returncode == 0
+    assert result.stderr == "", "synth printed warnings (a Node end-of-life banner?)"
