@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
         print(err, file=sys.stderr)
         return 2
 
-    from hybrid.app import build_app  # after validation: a bad file costs no provider loading
+    from stacks.app import build_app  # after validation: a bad file costs no provider loading
 
     build_app(environments).synth()
     return 0

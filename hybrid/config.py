@@ -165,6 +165,7 @@ class DatabaseSettings(_Settings):
     # Enterprise edition keeps 1-7 days of transaction logs for point-in-time recovery
     # (cloud.google.com/sql/docs/postgres/backup-recovery/pitr).
     log_retention_days: Annotated[int, _between(1, 7)] = 7
+    # Day 1 (Monday) to 7 (Sunday), hour 0-23 UTC (cloud.google.com/sql/docs/postgres/set-maintenance-window).
     maintenance_day: Annotated[int, _between(1, 7)] = 7
     maintenance_hour: Annotated[int, _between(0, 23)] = 3
     database_name: PgIdentifier = "orchestrator"
@@ -174,7 +175,9 @@ class Environment(_Settings):
     name: EnvName
     project_id: ProjectId
     region: Region
-    labels: dict[LabelKey, LabelValue] = Field(default_factory=dict, max_length=60)
+    # A resource holds at most 64 labels (cloud.google.com/resource-manager/docs/labels-overview);
+    # the stacks add "layer" and the provider adds "goog-terraform-provisioned".
+    labels: dict[LabelKey, LabelValue] = Field(default_factory=dict, max_length=62)
     state: StateSettings
     network: NetworkSettings
     database: DatabaseSettings
@@ -261,7 +264,9 @@ def _describe(err: ValidationError) -> Iterator[str]:
         inner = (problem.get("ctx") or {}).get("key")
         loc = tuple(str(part) for part in problem["loc"]) + (tuple(inner.split(".")) if inner else ())
         key = ".".join(loc)
-        if problem["type"] == "extra_forbidden":
+        if loc[-1:] == ("[key]",):  # a bad key of a table such as labels
+            yield f"{'.'.join(loc[:-2])}: key {loc[-2]!r}: {problem['msg'].removeprefix('Value error, ')}"
+        elif problem["type"] == "extra_forbidden":
             yield f"{key}: unknown key; allowed here: {', '.join(_allowed_keys(loc[:-1]))}"
         elif problem["type"] == "missing":
             yield f"{key}: required key is missing"

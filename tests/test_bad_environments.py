@@ -29,7 +29,7 @@ CASES = [
     ("availability", ('"ZONAL"', '"MULTI_REGION"'), "database.availability = 'MULTI_REGION': Input should be 'ZONAL' or 'REGIONAL'"),
     ("missing-key", ('tier = "db-custom-1-3840"\n', ""), "database.tier: required key is missing"),
     ("wrong-type", ("min_instances = 2", 'min_instances = "two"'), "network.connector.min_instances = 'two': Input should be a valid integer"),
-    ("label-key", ("managed_by", "managed-by"), "labels.managed-by.[key] = 'managed-by': must be a label key: 1-63 lowercase letters, digits or '_'"),
+    ("label-key", ("managed_by", "managed-by"), "labels: key 'managed-by': must be a label key: 1-63 lowercase letters, digits or '_'"),
     ("toml-syntax", ("[state]", "[state"), "not valid TOML: Expected ']' at the end of a table declaration (at line 8, column 7)"),
 ]
 

@@ -28,7 +28,7 @@ def test_output_is_byte_identical_to_the_ordinary_import_path(synth_dir, tmp_pat
 def test_app_loads_only_the_submodules_it_uses(tmp_path):
     probe = (
         "import sys, main;"
-        "from hybrid.app import build_app;"
+        "from stacks.app import build_app;"
         "from hybrid.config import load_environments;"
         "build_app(load_environments(sorted(main.ENVIRONMENTS_DIR.glob('*.toml'))), outdir=sys.argv[1]);"
         "import cdktf_cdktf_provider_google as g;"
