@@ -55,6 +55,12 @@ def synth_hcl(tmp_path_factory) -> Path:
     return outdir
 
 
+@pytest.fixture(params=ENVIRONMENTS)
+def env(request) -> str:
+    """Run a test once per shipped environment."""
+    return request.param
+
+
 def resources(stack: dict, kind: str) -> dict[str, dict]:
     return stack.get("resource", {}).get(kind, {})
 

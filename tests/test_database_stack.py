@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from conftest import ENVIRONMENTS, only, resources
+from conftest import only, resources
 
 EXPECTED = {
     "dev": {"availability": "ZONAL", "protected": False, "tier": "db-custom-1-3840"},
@@ -16,11 +16,6 @@ PSA_NETWORK = (
     "${data.terraform_remote_state.cross-stack-reference-input-%s-network.outputs."
     "cross-stack-output-google_service_networking_connectionpsa-connectionnetwork}"
 )
-
-
-@pytest.fixture(params=ENVIRONMENTS)
-def env(request):
-    return request.param
 
 
 @pytest.fixture

@@ -6,18 +6,13 @@ import ipaddress
 
 import pytest
 
-from conftest import ENVIRONMENTS, only, resources
+from conftest import only, resources
 from stacks.network import HEALTH_CHECK_RANGES, PLATFORM_APIS, PRIVATE_GOOGLE_APIS_RANGE
 
 EXPECTED = {
     "dev": {"connector": (2, 3), "region": "us-central1"},
     "prod": {"connector": (2, 10), "region": "us-central1"},
 }
-
-
-@pytest.fixture(params=ENVIRONMENTS)
-def env(request):
-    return request.param
 
 
 @pytest.fixture
