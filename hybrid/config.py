@@ -14,64 +14,37 @@ from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
-from pydantic_core import PydanticCustomError
+from pydantic import AfterValidator, BaseModel, Field, ValidationError, model_validator
 
+from hybrid.cloud_run_settings import InferenceSettings, ServicesSettings
 from hybrid.errors import ConfigError
+from hybrid.validation import Cidr, Settings, between, invalid, ipv4_network, matching
 
 
-def _between(lo: int, hi: int):
-    def check(value: int) -> int:
-        if not lo <= value <= hi:
-            raise ValueError(f"must be between {lo} and {hi}")
-        return value
-
-    return AfterValidator(check)
-
-
-def _matching(pattern: str, allowed: str):
-    compiled = re.compile(pattern)
-
-    def check(value: str) -> str:
-        if not compiled.fullmatch(value):
-            raise ValueError(f"must be {allowed}")
-        return value
-
-    return AfterValidator(check)
-
-
-def _ipv4_network(value: str) -> ipaddress.IPv4Network:
-    try:
-        return ipaddress.IPv4Network(value, strict=True)
-    except ValueError as err:
-        raise ValueError(f"must be an IPv4 CIDR range with no host bits set, like 10.0.0.0/20 ({err})") from None
-
-
-Cidr = Annotated[str, AfterValidator(lambda v: str(_ipv4_network(v)))]
 
 # cloud.google.com/resource-manager/docs/creating-managing-projects: 6-30 chars,
 # lowercase letters, digits and hyphens, starting with a letter, not ending with a hyphen.
 ProjectId = Annotated[
     str,
-    _matching(r"[a-z][a-z0-9-]{4,28}[a-z0-9]", "6-30 lowercase letters, digits or hyphens, starting with a letter"),
+    matching(r"[a-z][a-z0-9-]{4,28}[a-z0-9]", "6-30 lowercase letters, digits or hyphens, starting with a letter"),
 ]
-Region = Annotated[str, _matching(r"[a-z]+-[a-z]+[0-9]+", "a GCP region like europe-west1 or us-central1")]
+Region = Annotated[str, matching(r"[a-z]+-[a-z]+[0-9]+", "a GCP region like europe-west1 or us-central1")]
 # cloud.google.com/storage/docs/buckets#naming (names without dots).
 BucketName = Annotated[
     str,
-    _matching(r"[a-z0-9][a-z0-9_-]{1,61}[a-z0-9]", "a GCS bucket name: 3-63 lowercase letters, digits, '-' or '_'"),
+    matching(r"[a-z0-9][a-z0-9_-]{1,61}[a-z0-9]", "a GCS bucket name: 3-63 lowercase letters, digits, '-' or '_'"),
 ]
 # Prefixes every resource name; how long it may be depends on the names (see ResourceNames).
 EnvName = Annotated[
-    str, _matching(r"[a-z]([a-z0-9-]{0,28}[a-z0-9])?", "1-30 lowercase letters, digits or hyphens, starting with a letter")
+    str, matching(r"[a-z]([a-z0-9-]{0,28}[a-z0-9])?", "1-30 lowercase letters, digits or hyphens, starting with a letter")
 ]
 # cloud.google.com/resource-manager/docs/labels-overview#requirements
 # GCP allows '-' in keys too, but cdktf rewrites '-' to '_' in provider blocks (measured),
 # where these labels go as default_labels: refuse it rather than deploy other keys.
-LabelKey = Annotated[str, _matching(r"[a-z][a-z0-9_]{0,62}", "a label key: 1-63 lowercase letters, digits or '_'")]
-LabelValue = Annotated[str, _matching(r"[a-z0-9_-]{0,63}", "a label value: 0-63 lowercase letters, digits, '_' or '-'")]
-PgIdentifier = Annotated[str, _matching(r"[a-z_][a-z0-9_]{0,62}", "a PostgreSQL identifier: lowercase, digits, '_'")]
-ClockTime = Annotated[str, _matching(r"([01][0-9]|2[0-3]):[0-5][0-9]", "a UTC time HH:MM")]
+LabelKey = Annotated[str, matching(r"[a-z][a-z0-9_]{0,62}", "a label key: 1-63 lowercase letters, digits or '_'")]
+LabelValue = Annotated[str, matching(r"[a-z0-9_-]{0,63}", "a label value: 0-63 lowercase letters, digits, '_' or '-'")]
+PgIdentifier = Annotated[str, matching(r"[a-z_][a-z0-9_]{0,62}", "a PostgreSQL identifier: lowercase, digits, '_'")]
+ClockTime = Annotated[str, matching(r"([01][0-9]|2[0-3]):[0-5][0-9]", "a UTC time HH:MM")]
 
 # cloud.google.com/sql/docs/postgres/instance-settings#machine-type-2ndgen:
 # shared-core tiers, or db-custom-<vCPUs>-<MiB> with 1 or an even number of vCPUs up
@@ -97,81 +70,72 @@ def _check_tier(tier: str) -> str:
     return tier
 
 
-def _invalid(key: str, message: str) -> PydanticCustomError:
-    """A cross-field problem, reported against ``key`` (relative to the model that raises it)."""
-    return PydanticCustomError("invalid_setting", "{message}", {"key": key, "message": message})
-
-
-class _Settings(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class StateSettings(_Settings):
+class StateSettings(Settings):
     bucket: BucketName
 
 
-class ConnectorSettings(_Settings):
+class ConnectorSettings(Settings):
     cidr: Cidr
     # cloud.google.com/vpc/docs/serverless-vpc-access#scaling: 2-9 and 3-10 instances.
-    min_instances: Annotated[int, _between(2, 9)] = 2
-    max_instances: Annotated[int, _between(3, 10)] = 10
+    min_instances: Annotated[int, between(2, 9)] = 2
+    max_instances: Annotated[int, between(3, 10)] = 10
     machine_type: Literal["f1-micro", "e2-micro", "e2-standard-4"] = "e2-micro"
 
     @model_validator(mode="after")
     def _min_below_max(self) -> ConnectorSettings:
         if self.min_instances >= self.max_instances:
-            raise _invalid("min_instances", f"must be lower than max_instances ({self.max_instances})")
+            raise invalid("min_instances", f"must be lower than max_instances ({self.max_instances})")
         # cloud.google.com/vpc/docs/serverless-vpc-access#create-connector: a /28 subnet.
-        if _ipv4_network(self.cidr).prefixlen != 28:
-            raise _invalid("cidr", "must be a /28 range (the connector's own subnet)")
+        if ipv4_network(self.cidr).prefixlen != 28:
+            raise invalid("cidr", "must be a /28 range (the connector's own subnet)")
         return self
 
 
-class NetworkSettings(_Settings):
+class NetworkSettings(Settings):
     subnet_cidr: Cidr
     pods_cidr: Cidr
     services_cidr: Cidr
     psa_cidr: Cidr
-    inference_port: Annotated[int, _between(1, 65535)] = 8000
+    inference_port: Annotated[int, between(1, 65535)] = 8000
     connector: ConnectorSettings
 
     def ranges(self) -> dict[str, ipaddress.IPv4Network]:
         return {
-            "network.subnet_cidr": _ipv4_network(self.subnet_cidr),
-            "network.pods_cidr": _ipv4_network(self.pods_cidr),
-            "network.services_cidr": _ipv4_network(self.services_cidr),
-            "network.psa_cidr": _ipv4_network(self.psa_cidr),
-            "network.connector.cidr": _ipv4_network(self.connector.cidr),
+            "network.subnet_cidr": ipv4_network(self.subnet_cidr),
+            "network.pods_cidr": ipv4_network(self.pods_cidr),
+            "network.services_cidr": ipv4_network(self.services_cidr),
+            "network.psa_cidr": ipv4_network(self.psa_cidr),
+            "network.connector.cidr": ipv4_network(self.connector.cidr),
         }
 
     @model_validator(mode="after")
     def _sizes(self) -> NetworkSettings:
         # cloud.google.com/vpc/docs/configure-private-services-access: at least a /24.
-        if _ipv4_network(self.psa_cidr).prefixlen > 24:
-            raise _invalid("psa_cidr", "must be a /24 or larger for Private Services Access")
+        if ipv4_network(self.psa_cidr).prefixlen > 24:
+            raise invalid("psa_cidr", "must be a /24 or larger for Private Services Access")
         return self
 
 
-class DatabaseSettings(_Settings):
+class DatabaseSettings(Settings):
     version: Literal["POSTGRES_14", "POSTGRES_15", "POSTGRES_16", "POSTGRES_17"] = "POSTGRES_16"
     tier: Annotated[str, AfterValidator(_check_tier)]
     availability: Literal["ZONAL", "REGIONAL"]
     # cloud.google.com/sql/docs/postgres/instance-settings: 10 GB to 64 TB.
-    disk_size_gb: Annotated[int, _between(10, 65536)] = 20
+    disk_size_gb: Annotated[int, between(10, 65536)] = 20
     deletion_protection: bool
     backup_start_time: ClockTime = "03:00"
     # cloud.google.com/sql/docs/postgres/backup-recovery/backups: 1-365 retained backups.
-    retained_backups: Annotated[int, _between(1, 365)] = 7
+    retained_backups: Annotated[int, between(1, 365)] = 7
     # Enterprise edition keeps 1-7 days of transaction logs for point-in-time recovery
     # (cloud.google.com/sql/docs/postgres/backup-recovery/pitr).
-    log_retention_days: Annotated[int, _between(1, 7)] = 7
+    log_retention_days: Annotated[int, between(1, 7)] = 7
     # Day 1 (Monday) to 7 (Sunday), hour 0-23 UTC (cloud.google.com/sql/docs/postgres/set-maintenance-window).
-    maintenance_day: Annotated[int, _between(1, 7)] = 7
-    maintenance_hour: Annotated[int, _between(0, 23)] = 3
+    maintenance_day: Annotated[int, between(1, 7)] = 7
+    maintenance_hour: Annotated[int, between(0, 23)] = 3
     database_name: PgIdentifier = "orchestrator"
 
 
-class Environment(_Settings):
+class Environment(Settings):
     name: EnvName
     project_id: ProjectId
     region: Region
@@ -181,6 +145,8 @@ class Environment(_Settings):
     state: StateSettings
     network: NetworkSettings
     database: DatabaseSettings
+    services: ServicesSettings
+    inference: InferenceSettings
 
     @model_validator(mode="after")
     def _no_overlaps(self) -> Environment:
@@ -188,7 +154,7 @@ class Environment(_Settings):
         for i, (key_a, net_a) in enumerate(ranges):
             for key_b, net_b in ranges[i + 1 :]:
                 if net_a.overlaps(net_b):
-                    raise _invalid(key_b, f"overlaps {key_a} ({net_a}); every range must be distinct")
+                    raise invalid(key_b, f"overlaps {key_a} ({net_a}); every range must be distinct")
         return self
 
     @model_validator(mode="after")
@@ -196,10 +162,10 @@ class Environment(_Settings):
         names = self.names
         for key, (value, pattern, rule) in names.rules().items():
             if not re.fullmatch(pattern, value):
-                raise _invalid("name", f"makes the {key} name {value!r} ({len(value)} chars); GCP allows {rule}")
+                raise invalid("name", f"makes the {key} name {value!r} ({len(value)} chars); GCP allows {rule}")
         # cloud.google.com/sql/docs/postgres/create-instance: project-ID:instance-ID <= 98 chars.
         if len(self.project_id) + 1 + len(names.sql_instance) > 98:
-            raise _invalid("project_id", "with the instance name it exceeds Cloud SQL's 98 characters")
+            raise invalid("project_id", "with the instance name it exceeds Cloud SQL's 98 characters")
         return self
 
     @cached_property
@@ -225,7 +191,10 @@ class ResourceNames:
         self.router = f"{env}-router"
         self.nat = f"{env}-nat"
         self.sql_instance = f"{env}-postgres"
-        self.orchestrator_account = f"{env}-orchestrator"
+        self.run_app_zone = f"{env}-run-app"
+        self.registry = f"{env}-services"
+        self.service = {role: f"{env}-{role}" for role in ("frontend", "gateway", "orchestrator", "inference")}
+        self.orchestrator_account = self.service["orchestrator"]
 
     def rules(self) -> dict[str, tuple[str, str, str]]:
         rfc = "1-63 lowercase letters, digits and hyphens, starting with a letter"
@@ -238,8 +207,18 @@ class ResourceNames:
             "Cloud Router": (self.router, _RFC1035, rfc),
             "Cloud NAT": (self.nat, _RFC1035, rfc),
             "Cloud SQL instance": (self.sql_instance, _RFC1035, rfc),
+            "Cloud DNS zone": (self.run_app_zone, _RFC1035, rfc),
+            "Artifact Registry repository": (self.registry, _RFC1035, rfc),
+            # cloud.google.com/run/docs/deploying#service: at most 49 characters.
+            **{
+                f"Cloud Run service {role}": (name, r"[a-z]([-a-z0-9]{0,47}[a-z0-9])?", "at most 49 characters")
+                for role, name in self.service.items()
+            },
             # cloud.google.com/iam/docs/service-accounts-create: 6-30 characters.
-            "service account": (self.orchestrator_account, r"[a-z][-a-z0-9]{4,28}[a-z0-9]", "6-30 characters"),
+            **{
+                f"{role} service account": (name, r"[a-z][-a-z0-9]{4,28}[a-z0-9]", "6-30 characters")
+                for role, name in self.service.items()
+            },
         }
 
 

@@ -41,6 +41,7 @@ from pathlib import Path
 # Python package -> jsii assembly name.
 LAZY_PACKAGES = {
     "cdktf_cdktf_provider_google": "@cdktf/provider-google",
+    "cdktf_cdktf_provider_google_beta": "@cdktf/provider-google-beta",
     "cdktf_cdktf_provider_kubernetes": "@cdktf/provider-kubernetes",
 }
 EAGER_SWITCH = "HYBRID_EAGER_PROVIDERS"

@@ -7,11 +7,13 @@ from cdktf import App
 from hybrid.config import Environment
 from stacks.database import DatabaseStack
 from stacks.network import NetworkStack
+from stacks.services import ServicesStack
 
 
 def build_app(environments: list[Environment], outdir: str | None = None) -> App:
     app = App(outdir=outdir) if outdir else App()
     for env in environments:
         network = NetworkStack(app, env)
-        DatabaseStack(app, env, network)
+        database = DatabaseStack(app, env, network)
+        ServicesStack(app, env, network, database)
     return app

@@ -2,8 +2,9 @@
 
 A custom-mode VPC with one regional subnet for GKE (with pod and service ranges),
 a /28 of its own for the Serverless VPC Access connector that carries Cloud Run's
-private traffic, Private Services Access for Cloud SQL, Cloud NAT for private
-nodes, and a firewall that denies by default and allows only the flows of the
+private traffic, a private run.app zone so Cloud Run reaches internal services
+through it, Private Services Access for Cloud SQL, Cloud NAT for private nodes,
+and a firewall that denies by default and allows only the flows of the
 architecture diagram.
 """
 
@@ -23,6 +24,12 @@ from cdktf_cdktf_provider_google.compute_subnetwork import (
     ComputeSubnetworkLogConfig,
     ComputeSubnetworkSecondaryIpRange,
 )
+from cdktf_cdktf_provider_google.dns_managed_zone import (
+    DnsManagedZone,
+    DnsManagedZonePrivateVisibilityConfig,
+    DnsManagedZonePrivateVisibilityConfigNetworks,
+)
+from cdktf_cdktf_provider_google.dns_record_set import DnsRecordSet
 from cdktf_cdktf_provider_google.project_service import ProjectService
 from cdktf_cdktf_provider_google.service_networking_connection import ServiceNetworkingConnection
 from cdktf_cdktf_provider_google.vpc_access_connector import VpcAccessConnector, VpcAccessConnectorSubnet
@@ -40,6 +47,7 @@ PLATFORM_APIS = (
     "container.googleapis.com",
     "dns.googleapis.com",
     "iam.googleapis.com",
+    "iap.googleapis.com",
     "logging.googleapis.com",
     "monitoring.googleapis.com",
     "run.googleapis.com",
@@ -54,6 +62,7 @@ HEALTH_CHECK_RANGES = ("35.191.0.0/16", "130.211.0.0/22")
 # private.googleapis.com, the VIP for Google APIs over Private Google Access
 # (cloud.google.com/vpc/docs/configure-private-google-access#domain-options).
 PRIVATE_GOOGLE_APIS_RANGE = "199.36.153.8/30"
+PRIVATE_GOOGLE_APIS_ADDRESSES = ("199.36.153.8", "199.36.153.9", "199.36.153.10", "199.36.153.11")
 POSTGRES_PORT = "5432"
 
 # Subnet flow logs (checkov CKV_GCP_26): 5-second aggregation, half the flows sampled.
@@ -140,6 +149,32 @@ class NetworkStack(LayerStack):
             reserved_peering_ranges=[self.psa_range.name],
             depends_on=[self.apis["servicenetworking.googleapis.com"]],
         )
+
+        # Cloud Run counts a call from another service as internal only if it comes through
+        # the VPC: resolve run.app to private.googleapis.com inside it, so the gateway's calls
+        # to the orchestrator take the connector (cloud.google.com/run/docs/securing/ingress).
+        self.run_app_zone = DnsManagedZone(
+            self,
+            "run-app-zone",
+            name=names.run_app_zone,
+            dns_name="run.app.",
+            description="Cloud Run URLs resolve to private.googleapis.com inside the VPC.",
+            visibility="private",
+            private_visibility_config=DnsManagedZonePrivateVisibilityConfig(
+                networks=[DnsManagedZonePrivateVisibilityConfigNetworks(network_url=self.vpc.id)]
+            ),
+            depends_on=[self.apis["dns.googleapis.com"]],
+        )
+        for record in ("run.app.", "*.run.app."):
+            DnsRecordSet(
+                self,
+                f"run-app-{'wildcard' if record.startswith('*') else 'apex'}",
+                managed_zone=self.run_app_zone.name,
+                name=record,
+                type="A",
+                ttl=300,
+                rrdatas=list(PRIVATE_GOOGLE_APIS_ADDRESSES),
+            )
 
         self.router = ComputeRouter(self, "router", name=names.router, region=env.region, network=self.vpc.id)
         # Private GKE nodes reach the internet (model weights, images) only through NAT;

@@ -19,7 +19,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 ENVIRONMENTS = ("dev", "prod")
-LAYERS = ("network", "database")
+LAYERS = ("network", "database", "services")
 STACKS = tuple(f"{env}-{layer}" for env in ENVIRONMENTS for layer in LAYERS)
 
 

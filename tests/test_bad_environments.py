@@ -79,4 +79,4 @@ def test_missing_file_and_duplicate_names(tmp_path):
 def test_one_environment_synthesizes_alone(tmp_path):
     result = run_main(tmp_path, "--env", str(ROOT / "environments" / "prod.toml"))
     assert result.returncode == 0, result.stderr
-    assert sorted(p.name for p in (tmp_path / "stacks").iterdir()) == ["prod-database", "prod-network"]
+    assert sorted(p.name for p in (tmp_path / "stacks").iterdir()) == ["prod-database", "prod-network", "prod-services"]

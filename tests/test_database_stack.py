@@ -118,10 +118,10 @@ def test_no_password_anywhere(database):
 
 
 def test_outputs_are_not_secrets(database):
-    assert set(database["output"]) == {
-        "instance_connection_name",
-        "private_ip",
-        "database_name",
-        "orchestrator_service_account",
-    }
-    assert not any(output.get("sensitive") for output in database["output"].values())
+    outputs = database["output"]
+    named = {name for name in outputs if not name.startswith("cross-stack-output-")}
+    assert named == {"instance_connection_name", "private_ip", "database_name", "orchestrator_service_account"}
+    # What the services layer reads through remote state: identities and addresses only.
+    shared = [name for name in outputs if name.startswith("cross-stack-output-")]
+    assert shared and all(name.endswith(("email", "member", "private_ip_address", "name")) for name in shared)
+    assert not any(output.get("sensitive") for output in outputs.values())

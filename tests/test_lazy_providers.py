@@ -40,7 +40,7 @@ def test_app_loads_only_the_submodules_it_uses(tmp_path):
     assert result.returncode == 0, result.stderr
     loader, loaded = result.stdout.split()
     assert loader == "_LazyInitLoader"
-    assert int(loaded) < 40, "the app should import a few dozen provider submodules, not ~1,470"
+    assert int(loaded) < 100, "the app should import a few dozen provider submodules, not ~1,470"
 
 
 INIT = "import jsii\nfrom ._jsii import *\n\n__all__ = ['sql_user']\nfrom . import sql_user\nfrom . import sql_database\n"

@@ -138,3 +138,16 @@ def test_required_apis_are_enabled_and_kept_on_destroy(network):
     assert all(s["disable_on_destroy"] is False for s in services)
     for api in ("compute", "vpcaccess", "servicenetworking", "sqladmin", "run", "container"):
         assert f"{api}.googleapis.com" in PLATFORM_APIS
+
+
+def test_run_app_resolves_to_private_google_apis_inside_the_vpc(env, network):
+    zone = only(network, "google_dns_managed_zone")
+    assert (zone["name"], zone["dns_name"], zone["visibility"]) == (f"{env}-run-app", "run.app.", "private")
+    assert zone["private_visibility_config"] == {"networks": [{"network_url": "${google_compute_network.vpc.id}"}]}
+    records = {r["name"]: r for r in resources(network, "google_dns_record_set").values()}
+    assert set(records) == {"run.app.", "*.run.app."}
+    for record in records.values():
+        assert record["type"] == "A"
+        assert record["managed_zone"] == "${google_dns_managed_zone.run-app-zone.name}"
+        assert record["rrdatas"] == ["199.36.153.8", "199.36.153.9", "199.36.153.10", "199.36.153.11"]
+        assert all(ipaddress.ip_address(ip) in ipaddress.ip_network(PRIVATE_GOOGLE_APIS_RANGE) for ip in record["rrdatas"])

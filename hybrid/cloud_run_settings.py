@@ -1,0 +1,160 @@
+"""Typed settings for the Cloud Run tier: the three services and where inference runs.
+
+Defaults are seed 004's production values; each service overrides what it needs.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, Field, model_validator
+
+from hybrid.validation import Settings, between, invalid, matching
+
+# cloud.google.com/run/docs/configuring/services/cpu: whole CPUs 1, 2, 4, 6 or 8, and the
+# memory each allows (4 CPUs need >= 2 GiB, 6 and 8 need >= 4 GiB; at most 4 GiB per CPU).
+CPU_MEMORY_GIB = {1: (0.5, 4), 2: (0.5, 8), 4: (2, 16), 6: (4, 24), 8: (4, 32)}
+# cloud.google.com/run/docs/configuring/services/gpu: an L4 instance needs >= 4 CPUs, >= 16 GiB.
+GPU_MIN_CPU, GPU_MIN_MEMORY_GIB = 4, 16
+
+_MEMORY = re.compile(r"(\d+)(Mi|Gi)")
+
+
+def memory_gib(value: str) -> float:
+    number, unit = _MEMORY.fullmatch(value).groups()
+    return int(number) / (1024 if unit == "Mi" else 1)
+
+
+Memory = Annotated[str, matching(r"\d+(Mi|Gi)", "a memory size like 512Mi or 8Gi")]
+ImageRef = Annotated[
+    str,
+    matching(
+        r"[a-z0-9.-]+(:[0-9]+)?/[a-z0-9._/-]+(:[A-Za-z0-9._-]{1,128}|@sha256:[a-f0-9]{64})",
+        "a container image with a tag or digest, like REGION-docker.pkg.dev/PROJECT/REPO/NAME:TAG",
+    ),
+]
+ImageTag = Annotated[str, matching(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}", "a Docker tag (1-128 characters)")]
+
+
+def _not_reserved(name: str) -> str:
+    # Set by Cloud Run itself (cloud.google.com/run/docs/container-contract#env-vars).
+    if name in ("PORT", "K_SERVICE", "K_REVISION", "K_CONFIGURATION"):
+        raise ValueError("is set by Cloud Run itself")
+    return name
+
+
+EnvVarName = Annotated[
+    str, matching(r"[A-Z_][A-Z0-9_]*", "an environment variable name in upper case"), AfterValidator(_not_reserved)
+]
+# cloud.google.com/secret-manager/docs/reference/rest/v1/projects.secrets/create: secret ids.
+SecretId = Annotated[str, matching(r"[A-Za-z0-9_-]{1,255}", "a Secret Manager secret id")]
+Ingress = Literal["INGRESS_TRAFFIC_ALL", "INGRESS_TRAFFIC_INTERNAL_ONLY", "INGRESS_TRAFFIC_INTERNAL_LOAD_BALANCER"]
+
+
+class ServiceSettings(Settings):
+    image: ImageRef | None = None  # default: <env registry>/<service>:<services.image_tag>
+    cpu: Literal[1, 2, 4, 6, 8] = 4
+    memory: Memory = "8Gi"
+    min_instances: Annotated[int, between(0, 1000)] = 1
+    max_instances: Annotated[int, between(1, 1000)] = 100
+    # cloud.google.com/run/docs/about-concurrency: at most 1000 requests per instance.
+    concurrency: Annotated[int, between(1, 1000)] = 80
+    # cloud.google.com/run/docs/configuring/request-timeout: at most 60 minutes.
+    timeout_seconds: Annotated[int, between(1, 3600)] = 300
+    cpu_always_allocated: bool = True
+    startup_cpu_boost: bool = True
+    ingress: Ingress = "INGRESS_TRAFFIC_ALL"
+    env: dict[EnvVarName, str] = Field(default_factory=dict)
+    # Environment variable -> existing Secret Manager secret id; the value never enters config.
+    secrets: dict[EnvVarName, SecretId] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ServiceSettings:
+        low, high = CPU_MEMORY_GIB[self.cpu]
+        if not low <= memory_gib(self.memory) <= high:
+            raise invalid("memory", f"must be {_gib(low)} to {_gib(high)} with {self.cpu} CPU")
+        if self.min_instances > self.max_instances:
+            raise invalid("min_instances", f"must not exceed max_instances ({self.max_instances})")
+        if clash := sorted(set(self.env) & set(self.secrets)):
+            raise invalid("secrets", f"{clash} also set in env; a variable comes from one place")
+        return self
+
+
+def _gib(value: float) -> str:
+    return f"{int(value * 1024)}Mi" if value < 1 else f"{int(value)}Gi"
+
+
+class FrontendSettings(ServiceSettings):
+    # "public": anyone may invoke (allUsers); "iap": only principals in iap_members, via IAP.
+    access: Literal["public", "iap"] = "public"
+
+
+class OrchestratorSettings(ServiceSettings):
+    ingress: Ingress = "INGRESS_TRAFFIC_INTERNAL_ONLY"
+
+    @model_validator(mode="after")
+    def _internal(self) -> OrchestratorSettings:
+        if self.ingress != "INGRESS_TRAFFIC_INTERNAL_ONLY":
+            raise invalid("ingress", "must be INGRESS_TRAFFIC_INTERNAL_ONLY: only the gateway may reach the orchestrator")
+        return self
+
+
+class GpuServiceSettings(ServiceSettings):
+    """An OpenAI-compatible model server on a Cloud Run L4 GPU (seed 000: 0 to 5 instances)."""
+
+    cpu: Literal[1, 2, 4, 6, 8] = 8
+    memory: Memory = "32Gi"
+    min_instances: Annotated[int, between(0, 1000)] = 0
+    max_instances: Annotated[int, between(1, 1000)] = 5
+    concurrency: Annotated[int, between(1, 1000)] = 16
+    ingress: Ingress = "INGRESS_TRAFFIC_INTERNAL_ONLY"
+    gpu_type: Literal["nvidia-l4"] = "nvidia-l4"
+    gpus: Literal[1] = 1
+    # Zonal redundancy reserves failover capacity in other zones, at a higher price.
+    zonal_redundancy: bool = True
+    model: Annotated[str, matching(r"[\w.-]+/[\w.-]+", "a model id like google/gemma-3-4b-it")]
+    port: Annotated[int, between(1, 65535)] = 8000
+
+    @model_validator(mode="after")
+    def _gpu_needs(self) -> GpuServiceSettings:
+        if self.cpu < GPU_MIN_CPU:
+            raise invalid("cpu", f"must be at least {GPU_MIN_CPU} with a GPU")
+        if memory_gib(self.memory) < GPU_MIN_MEMORY_GIB:
+            raise invalid("memory", f"must be at least {GPU_MIN_MEMORY_GIB}Gi with a GPU")
+        if not self.cpu_always_allocated:
+            raise invalid("cpu_always_allocated", "must be true with a GPU")
+        if self.ingress != "INGRESS_TRAFFIC_INTERNAL_ONLY":
+            raise invalid("ingress", "must be INGRESS_TRAFFIC_INTERNAL_ONLY: only the orchestrator may call it")
+        return self
+
+
+class InferenceSettings(Settings):
+    # "gke": vLLM on GKE Autopilot behind an internal load balancer at `endpoint`;
+    # "cloud_run": the [inference.cloud_run] service on a Cloud Run GPU.
+    placement: Literal["gke", "cloud_run"] = "gke"
+    endpoint: Annotated[str, matching(r"https?://[^\s/]+(/\S*)?", "an http(s) URL")] | None = None
+    cloud_run: GpuServiceSettings | None = None
+
+    @model_validator(mode="after")
+    def _placed(self) -> InferenceSettings:
+        if self.placement == "gke" and self.endpoint is None:
+            raise invalid("endpoint", "is required when placement is 'gke' (the model servers' load balancer URL)")
+        if self.placement == "cloud_run" and self.cloud_run is None:
+            raise invalid("cloud_run", "is required when placement is 'cloud_run'")
+        return self
+
+
+class ServicesSettings(Settings):
+    image_tag: ImageTag = "0.1.0"
+    deletion_protection: bool
+    iap_members: list[Annotated[str, matching(r"(user|group|serviceAccount|domain):\S+", "an IAM principal like group:team@example.com")]] = Field(default_factory=list)
+    frontend: FrontendSettings = FrontendSettings()
+    gateway: ServiceSettings = ServiceSettings()
+    orchestrator: OrchestratorSettings = OrchestratorSettings()
+
+    @model_validator(mode="after")
+    def _iap_has_members(self) -> ServicesSettings:
+        if self.frontend.access == "iap" and not self.iap_members:
+            raise invalid("iap_members", "must name who may use the frontend when frontend.access is 'iap'")
+        return self

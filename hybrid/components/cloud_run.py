@@ -1,0 +1,198 @@
+"""A Cloud Run service with its own identity, private egress, and intent methods for access."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from cdktf import TerraformProvider
+from cdktf_cdktf_provider_google.cloud_run_v2_service import (
+    CloudRunV2Service,
+    CloudRunV2ServiceTemplate,
+    CloudRunV2ServiceTemplateContainers,
+    CloudRunV2ServiceTemplateContainersEnv,
+    CloudRunV2ServiceTemplateContainersEnvValueSource,
+    CloudRunV2ServiceTemplateContainersEnvValueSourceSecretKeyRef,
+    CloudRunV2ServiceTemplateContainersLivenessProbe,
+    CloudRunV2ServiceTemplateContainersLivenessProbeHttpGet,
+    CloudRunV2ServiceTemplateContainersPorts,
+    CloudRunV2ServiceTemplateContainersResources,
+    CloudRunV2ServiceTemplateContainersStartupProbe,
+    CloudRunV2ServiceTemplateContainersStartupProbeHttpGet,
+    CloudRunV2ServiceTemplateNodeSelector,
+    CloudRunV2ServiceTemplateScaling,
+    CloudRunV2ServiceTemplateVpcAccess,
+)
+from cdktf_cdktf_provider_google.cloud_run_v2_service_iam_member import CloudRunV2ServiceIamMember
+from cdktf_cdktf_provider_google.project_iam_member import ProjectIamMember
+from cdktf_cdktf_provider_google.secret_manager_secret_iam_member import SecretManagerSecretIamMember
+from cdktf_cdktf_provider_google_beta.google_iap_web_cloud_run_service_iam_member import (
+    GoogleIapWebCloudRunServiceIamMember,
+)
+from cdktf_cdktf_provider_google_beta.google_project_service_identity import GoogleProjectServiceIdentity
+from constructs import Construct
+
+from hybrid.cloud_run_settings import GpuServiceSettings, ServiceSettings
+from hybrid.components.service_account import ServiceAccount
+
+# Seed 004's probes: startup on /health after 5 s, every 3 s, 5 failures; liveness every 30 s.
+STARTUP_PROBE = CloudRunV2ServiceTemplateContainersStartupProbe(
+    http_get=CloudRunV2ServiceTemplateContainersStartupProbeHttpGet(path="/health"),
+    initial_delay_seconds=5,
+    period_seconds=3,
+    failure_threshold=5,
+)
+LIVENESS_PROBE = CloudRunV2ServiceTemplateContainersLivenessProbe(
+    http_get=CloudRunV2ServiceTemplateContainersLivenessProbeHttpGet(path="/health"), period_seconds=30
+)
+# A model server loads its weights first: allow it up to 10 minutes (60 x 10 s) to start.
+MODEL_STARTUP_PROBE = CloudRunV2ServiceTemplateContainersStartupProbe(
+    http_get=CloudRunV2ServiceTemplateContainersStartupProbeHttpGet(path="/health"),
+    initial_delay_seconds=0,
+    period_seconds=10,
+    failure_threshold=60,
+)
+# What every service does at run time: write logs and metrics.
+RUNTIME_ROLES = ("roles/logging.logWriter", "roles/monitoring.metricWriter")
+INVOKER = "roles/run.invoker"
+
+
+class CloudRunService(Construct):
+    """One Cloud Run service: gen2, egress to private ranges through the VPC connector."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        id_: str,
+        *,
+        name: str,
+        project: str,
+        region: str,
+        image: str,
+        settings: ServiceSettings,
+        service_account: ServiceAccount,
+        connector: str,
+        deletion_protection: bool,
+        env: Mapping[str, str] | None = None,
+        container_port: int = 8080,
+        args: list[str] | None = None,
+    ) -> None:
+        super().__init__(scope, id_)
+        self.name, self.project, self.region = name, project, region
+        self.service_account = service_account
+        gpu = settings if isinstance(settings, GpuServiceSettings) else None
+        limits = {"cpu": str(settings.cpu), "memory": settings.memory}
+        if gpu:
+            limits["nvidia.com/gpu"] = str(gpu.gpus)
+
+        self.service = CloudRunV2Service(
+            self,
+            "service",
+            name=name,
+            location=region,
+            ingress=settings.ingress,
+            deletion_protection=deletion_protection,
+            template=CloudRunV2ServiceTemplate(
+                service_account=service_account.email,
+                execution_environment="EXECUTION_ENVIRONMENT_GEN2",
+                timeout=f"{settings.timeout_seconds}s",
+                max_instance_request_concurrency=settings.concurrency,
+                scaling=CloudRunV2ServiceTemplateScaling(
+                    min_instance_count=settings.min_instances, max_instance_count=settings.max_instances
+                ),
+                vpc_access=CloudRunV2ServiceTemplateVpcAccess(connector=connector, egress="PRIVATE_RANGES_ONLY"),
+                node_selector=CloudRunV2ServiceTemplateNodeSelector(accelerator=gpu.gpu_type) if gpu else None,
+                gpu_zonal_redundancy_disabled=(not gpu.zonal_redundancy) if gpu else None,
+                containers=[
+                    CloudRunV2ServiceTemplateContainers(
+                        image=image,
+                        args=args,
+                        ports=CloudRunV2ServiceTemplateContainersPorts(container_port=container_port),
+                        resources=CloudRunV2ServiceTemplateContainersResources(
+                            limits=limits,
+                            # cpu_idle=false keeps CPU allocated between requests (seed 004's
+                            # comment says the opposite; its intent needs false).
+                            cpu_idle=not settings.cpu_always_allocated,
+                            startup_cpu_boost=settings.startup_cpu_boost,
+                        ),
+                        env=[*_plain_env({**(env or {}), **settings.env}), *_secret_env(settings.secrets)] or None,
+                        startup_probe=MODEL_STARTUP_PROBE if gpu else STARTUP_PROBE,
+                        liveness_probe=LIVENESS_PROBE,
+                    )
+                ],
+            ),
+        )
+        for role in RUNTIME_ROLES:
+            self.grant_project_role(role)
+        for secret in settings.secrets.values():
+            SecretManagerSecretIamMember(
+                self,
+                f"secret-{secret}",
+                secret_id=secret,
+                role="roles/secretmanager.secretAccessor",
+                member=service_account.member,
+            )
+
+    @property
+    def uri(self) -> str:
+        return self.service.uri
+
+    def grant_project_role(self, role: str) -> ProjectIamMember:
+        """Give this service's identity ``role`` on the project."""
+        return ProjectIamMember(
+            self, f"role-{role.rsplit('/', 1)[1]}", project=self.project, role=role, member=self.service_account.member
+        )
+
+    def grant_invoke(self, caller: ServiceAccount) -> CloudRunV2ServiceIamMember:
+        """Let ``caller`` (and nobody else, unless granted too) invoke this service."""
+        return self._invoker(f"invoker-{caller.node.id}", caller.member)
+
+    def allow_public(self) -> CloudRunV2ServiceIamMember:
+        """Anyone on the internet may invoke this service."""
+        return self._invoker("invoker-public", "allUsers")
+
+    def require_iap(self, *, members: list[str], beta: TerraformProvider) -> None:
+        """Put Identity-Aware Proxy in front: only ``members`` get through, signed in.
+
+        hashicorp/google 6.50.0 has ``iap_enabled`` and the IAP IAM resources in its beta
+        provider only (cloud.google.com/run/docs/securing/identity-aware-proxy-cloud-run).
+        """
+        self.service.provider = beta
+        self.service.add_override("iap_enabled", True)
+        agent = GoogleProjectServiceIdentity(
+            self, "iap-agent", project=self.project, service="iap.googleapis.com", provider=beta
+        )
+        self._invoker("invoker-iap", agent.member)
+        for index, member in enumerate(members):
+            GoogleIapWebCloudRunServiceIamMember(
+                self,
+                f"iap-access-{index}",
+                project=self.project,
+                location=self.region,
+                cloud_run_service_name=self.service.name,
+                role="roles/iap.httpsResourceAccessor",
+                member=member,
+                provider=beta,
+            )
+
+    def _invoker(self, id_: str, member: str) -> CloudRunV2ServiceIamMember:
+        return CloudRunV2ServiceIamMember(
+            self, id_, project=self.project, location=self.region, name=self.service.name, role=INVOKER, member=member
+        )
+
+
+def _plain_env(values: Mapping[str, str]) -> list[CloudRunV2ServiceTemplateContainersEnv]:
+    return [CloudRunV2ServiceTemplateContainersEnv(name=key, value=value) for key, value in sorted(values.items())]
+
+
+def _secret_env(secrets: Mapping[str, str]) -> list[CloudRunV2ServiceTemplateContainersEnv]:
+    return [
+        CloudRunV2ServiceTemplateContainersEnv(
+            name=key,
+            value_source=CloudRunV2ServiceTemplateContainersEnvValueSource(
+                secret_key_ref=CloudRunV2ServiceTemplateContainersEnvValueSourceSecretKeyRef(
+                    secret=secret, version="latest"
+                )
+            ),
+        )
+        for key, secret in sorted(secrets.items())
+    ]

@@ -1,0 +1,195 @@
+"""Value assertions on the synthesized `<env>-services` stacks: each edge of the diagram
+is allowed by ingress, egress, DNS and IAM, and nothing else is."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import only, resources
+
+CONNECTOR = (
+    "${data.terraform_remote_state.cross-stack-reference-input-%s-network.outputs."
+    "cross-stack-output-google_vpc_access_connectorconnectorid}"
+)
+ROLES = {"frontend", "gateway", "orchestrator"}
+
+
+@pytest.fixture
+def stack(env, synth_json):
+    return synth_json[f"{env}-services"]
+
+
+def services(stack: dict) -> dict[str, dict]:
+    return {s["name"].split("-", 1)[1]: s for s in resources(stack, "google_cloud_run_v2_service").values()}
+
+
+def container(service: dict) -> dict:
+    (only_container,) = service["template"]["containers"]
+    return only_container
+
+
+def env_vars(service: dict) -> dict[str, object]:
+    return {e["name"]: e.get("value", e.get("value_source")) for e in container(service).get("env", [])}
+
+
+def invokers(stack: dict) -> dict[str, set[str]]:
+    found: dict[str, set[str]] = {}
+    for grant in resources(stack, "google_cloud_run_v2_service_iam_member").values():
+        assert grant["role"] == "roles/run.invoker"
+        service = grant["name"].split(".")[1].split("_")[0]  # ${google_cloud_run_v2_service.<role>_service_X.name}
+        found.setdefault(service, set()).add(grant["member"])
+    return found
+
+
+def account_ref(stack: dict, role: str) -> str:
+    (key,) = [k for k in resources(stack, "google_service_account") if k.startswith(f"{role}-identity_")]
+    return key
+
+
+def test_artifact_registry_holds_the_images(env, stack):
+    registry = only(stack, "google_artifact_registry_repository")
+    assert (registry["repository_id"], registry["format"]) == (f"{env}-services", "DOCKER")
+    assert registry["docker_config"] == {"immutable_tags": True}
+    for role in ROLES:
+        image = container(services(stack)[role])["image"]
+        assert image == f"us-central1-docker.pkg.dev/replace-me-{env}/{env}-services/{role}:0.1.0"
+
+
+def test_seed_production_defaults_on_the_prod_gateway(synth_json):
+    gateway = services(synth_json["prod-services"])["gateway"]
+    template, box = gateway["template"], container(gateway)
+    assert template["scaling"] == {"min_instance_count": 1, "max_instance_count": 100}
+    assert template["execution_environment"] == "EXECUTION_ENVIRONMENT_GEN2"
+    assert box["resources"] == {
+        "limits": {"cpu": "4", "memory": "8Gi"},
+        "cpu_idle": False,
+        "startup_cpu_boost": True,
+    }
+    assert box["startup_probe"] == {
+        "http_get": {"path": "/health"},
+        "initial_delay_seconds": 5,
+        "period_seconds": 3,
+        "failure_threshold": 5,
+    }
+    assert box["liveness_probe"] == {"http_get": {"path": "/health"}, "period_seconds": 30}
+    assert template["timeout"] == "300s"
+    assert template["max_instance_request_concurrency"] == 80
+    assert box["ports"] == {"container_port": 8080}
+
+
+def test_config_overrides_reach_the_service(synth_json):
+    frontend = services(synth_json["dev-services"])["frontend"]
+    assert container(frontend)["resources"]["limits"] == {"cpu": "1", "memory": "512Mi"}
+    assert frontend["template"]["scaling"] == {"min_instance_count": 0, "max_instance_count": 5}
+
+
+def test_cpu_stays_allocated_everywhere(stack):
+    for service in services(stack).values():
+        assert container(service)["resources"]["cpu_idle"] is False
+
+
+def test_ingress_public_for_the_edge_internal_for_the_rest(stack):
+    ingress = {role: s["ingress"] for role, s in services(stack).items()}
+    assert ingress.pop("frontend") == "INGRESS_TRAFFIC_ALL"
+    assert ingress.pop("gateway") == "INGRESS_TRAFFIC_ALL"
+    assert ingress.pop("orchestrator") == "INGRESS_TRAFFIC_INTERNAL_ONLY"
+    assert set(ingress.values()) <= {"INGRESS_TRAFFIC_INTERNAL_ONLY"}  # inference, where it runs on Cloud Run
+
+
+def test_every_service_egresses_through_the_connector_to_private_ranges_only(env, stack):
+    for service in services(stack).values():
+        assert service["template"]["vpc_access"] == {"connector": CONNECTOR % env, "egress": "PRIVATE_RANGES_ONLY"}
+
+
+def test_each_service_runs_as_its_own_account(env, stack):
+    accounts = {role: s["template"]["service_account"] for role, s in services(stack).items()}
+    assert len(set(accounts.values())) == len(accounts)
+    for role in accounts.keys() - {"orchestrator"}:
+        assert accounts[role] == "${google_service_account.%s.email}" % account_ref(stack, role)
+    # The orchestrator's account is born in the database layer, next to its database user.
+    assert accounts["orchestrator"].startswith(
+        f"${{data.terraform_remote_state.cross-stack-reference-input-{env}-database.outputs."
+        "cross-stack-output-google_service_accountorchestrator_account_"
+    )
+    assert not any("compute@developer" in a for a in accounts.values())
+
+
+def test_who_may_invoke_whom(env, stack):
+    gateway_member = "${google_service_account.%s.member}" % account_ref(stack, "gateway")
+    found = invokers(stack)
+    assert found.pop("frontend") == {"allUsers"}
+    assert found.pop("gateway") == {"allUsers"}
+    assert found.pop("orchestrator") == {gateway_member}
+    if env == "dev":  # inference on a Cloud Run GPU: the orchestrator only
+        orchestrator_account = services(stack)["orchestrator"]["template"]["service_account"]
+        assert found.pop("inference") == {orchestrator_account.replace("email}", "member}")}
+    assert found == {}
+
+
+def test_project_roles_are_least_privilege(stack):
+    grants: dict[str, set[str]] = {}
+    for key, grant in resources(stack, "google_project_iam_member").items():
+        grants.setdefault(key.split("_", 1)[0], set()).add(grant["role"])
+    runtime = {"roles/logging.logWriter", "roles/monitoring.metricWriter"}
+    assert grants.pop("orchestrator") == runtime | {"roles/aiplatform.user"}
+    assert all(roles == runtime for roles in grants.values()), grants
+
+
+def test_secrets_are_references_and_only_the_owner_reads_them(env, stack):
+    orchestrator = services(stack)["orchestrator"]
+    assert env_vars(orchestrator)["UPSTREAM_API_KEY"] == {
+        "secret_key_ref": {"secret": f"{env}-llm-upstream-api-key", "version": "latest"}
+    }
+    (access,) = resources(stack, "google_secret_manager_secret_iam_member").values()
+    assert access["secret_id"] == f"{env}-llm-upstream-api-key"
+    assert access["role"] == "roles/secretmanager.secretAccessor"
+    assert access["member"] == orchestrator["template"]["service_account"].replace("email}", "member}")
+    for role, service in services(stack).items():
+        if role != "orchestrator":
+            assert not any(isinstance(v, dict) for v in env_vars(service).values())
+
+
+def test_orchestrator_is_wired_to_database_inference_and_vertex(env, stack):
+    wiring = env_vars(services(stack)["orchestrator"])
+    remote = f"${{data.terraform_remote_state.cross-stack-reference-input-{env}-database.outputs."
+    assert wiring["PGHOST"].startswith(remote + "cross-stack-output-google_sql_database_instancepostgres_instance_")
+    assert wiring["PGHOST"].endswith("private_ip_address}")
+    assert wiring["PGDATABASE"].startswith(remote) and wiring["PGDATABASE"].endswith("name}")
+    assert wiring["PGUSER"].startswith('${trimsuffix(' + remote[2:])
+    assert (wiring["PGSSLMODE"], wiring["DATABASE_AUTH"]) == ("require", "iam")
+    assert (wiring["VERTEX_PROJECT"], wiring["VERTEX_LOCATION"]) == (f"replace-me-{env}", "us-central1")
+    if env == "prod":
+        assert wiring["INFERENCE_URL"] == "http://10.10.15.250:8000/v1"
+    else:
+        assert wiring["INFERENCE_URL"] == "${google_cloud_run_v2_service.%s.uri}/v1" % next(
+            k for k in resources(stack, "google_cloud_run_v2_service") if k.startswith("inference_")
+        )
+
+
+def test_gateway_calls_the_orchestrator_url_and_frontend_the_gateway(stack):
+    keys = {s["name"].split("-", 1)[1]: k for k, s in resources(stack, "google_cloud_run_v2_service").items()}
+    assert env_vars(services(stack)["gateway"])["ORCHESTRATOR_URL"] == (
+        "${google_cloud_run_v2_service.%s.uri}" % keys["orchestrator"]
+    )
+    assert env_vars(services(stack)["frontend"])["GATEWAY_URL"] == "${google_cloud_run_v2_service.%s.uri}" % keys["gateway"]
+
+
+def test_dev_inference_runs_on_a_cloud_run_l4(synth_json):
+    inference = services(synth_json["dev-services"])["inference"]
+    template, box = inference["template"], container(inference)
+    assert template["node_selector"] == {"accelerator": "nvidia-l4"}
+    assert box["resources"]["limits"] == {"cpu": "8", "memory": "32Gi", "nvidia.com/gpu": "1"}
+    assert box["resources"]["cpu_idle"] is False
+    assert template["scaling"] == {"min_instance_count": 0, "max_instance_count": 5}
+    assert template["gpu_zonal_redundancy_disabled"] is True
+    assert inference["ingress"] == "INGRESS_TRAFFIC_INTERNAL_ONLY"
+    assert box["args"] == ["--model", "google/gemma-3-4b-it", "--port", "8000"]
+    assert box["ports"] == {"container_port": 8000}
+
+
+def test_prod_has_no_cloud_run_inference(synth_json):
+    assert "inference" not in services(synth_json["prod-services"])
+
+
+def test_deletion_protection_follows_config(env, stack):
+    assert all(s["deletion_protection"] is (env == "prod") for s in services(stack).values())
