@@ -251,7 +251,8 @@ def _describe(err: ValidationError) -> Iterator[str]:
             yield f"{key}: required key is missing"
         else:
             value = _lookup(problem["input"], inner.split(".")) if inner else problem["input"]
-            yield f"{key} = {value!r}: {problem['msg'].removeprefix('Value error, ')}"
+            shown = "" if value is None else f" = {value!r}"
+            yield f"{key}{shown}: {problem['msg'].removeprefix('Value error, ')}"
 
 
 def _lookup(data, path: list[str]):

@@ -16,6 +16,10 @@ cdktf_cdktf_provider_google.sql_user import SqlUser`` stays as it is):
    ``lib/index.js`` rewritten so that each submodule is a getter that ``require``s
    it on first use. The rewritten tarball is built once per installed package,
    keyed by the original's SHA-256, under the user's cache directory.
+3. The first load of a rewritten tarball waits (about a second) for the jsii
+   kernel to finish its runtime type index of it: jsii builds that index in a
+   background worker, a short synth would exit before it is done, and without
+   it every run parses the whole ~100 MB assembly.
 
 Both steps check that the package still has the shape they rewrite and raise
 ``ProviderShapeError`` otherwise, so a future provider release cannot silently
@@ -36,6 +40,7 @@ import re
 import sys
 import tarfile
 import tempfile
+import time
 from pathlib import Path
 
 # Python package -> jsii assembly name.
@@ -104,6 +109,13 @@ def lazy_index_js(assembly: str, source: str) -> str:
     return "\n".join(rewritten)
 
 
+# jsii's package cache (its defaultCacheRoot on Linux) and the index it writes there.
+_JSII_CACHE_ROOT_VARIABLE = "JSII_RUNTIME_PACKAGE_CACHE_ROOT"
+_JSII_RUNTIME_INDEX = ".jsii.runtime-index.v1"
+_LAZY_MARK = "get: () => require("
+_INDEX_WAIT_SECONDS = 120
+
+
 def _cache_root() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "hybrid-platform" / "lazy-jsii"
@@ -124,6 +136,27 @@ def lazy_tarball(assembly: str, tarball: str) -> str:
             raise
     os.replace(tmp.name, target)
     return str(target)
+
+
+def await_runtime_index(assembly: str, version: str, tarball: str) -> None:
+    """Block until jsii has indexed the rewritten package, once per machine."""
+    done = Path(tarball + ".indexed")
+    if done.exists() or os.environ.get("JSII_RUNTIME_PACKAGE_CACHE", "enabled").lower() != "enabled":
+        return
+    jsii_root = Path(os.environ.get(_JSII_CACHE_ROOT_VARIABLE) or Path.home() / ".cache/aws/jsii/package-cache")
+    deadline = time.monotonic() + _INDEX_WAIT_SECONDS
+    while time.monotonic() < deadline:
+        for extracted in (jsii_root / assembly / version).glob("*/"):
+            index_js = extracted / "lib" / "index.js"
+            if (extracted / _JSII_RUNTIME_INDEX).is_file() and index_js.is_file() and _LAZY_MARK in index_js.read_text():
+                done.touch()
+                return
+        time.sleep(0.2)
+    raise ProviderShapeError(
+        "jsii",
+        f"its package cache under {jsii_root} holds no runtime index of {assembly} {version} "
+        f"after {_INDEX_WAIT_SECONDS} s",
+    )
 
 
 def _rewrite_tarball(assembly: str, tarball: str, out: io.BufferedIOBase) -> None:
@@ -185,9 +218,11 @@ def _patch_kernel_load() -> None:
     lazy_assemblies = set(LAZY_PACKAGES.values())
 
     def load(self, name: str, version: str, tarball: str) -> None:
-        if name in lazy_assemblies:
-            tarball = lazy_tarball(name, tarball)
-        return original(self, name, version, tarball)
+        if name not in lazy_assemblies:
+            return original(self, name, version, tarball)
+        lazy = lazy_tarball(name, tarball)
+        original(self, name, version, lazy)
+        await_runtime_index(name, version, lazy)
 
     load._hybrid_lazy = True
     Kernel.load = load

@@ -30,6 +30,17 @@ CASES = [
     ("missing-key", ('tier = "db-custom-1-3840"\n', ""), "database.tier: required key is missing"),
     ("wrong-type", ("min_instances = 2", 'min_instances = "two"'), "network.connector.min_instances = 'two': Input should be a valid integer"),
     ("label-key", ("managed_by", "managed-by"), "labels: key 'managed-by': must be a label key: 1-63 lowercase letters, digits or '_'"),
+    ("run-cpu", ('[services.gateway]\ncpu = 1', '[services.gateway]\ncpu = 3'), "services.gateway.cpu = 3: Input should be 1, 2, 4, 6 or 8"),
+    ("run-memory-for-cpu", ('[services.gateway]\ncpu = 1', '[services.gateway]\ncpu = 4'), "services.gateway.memory = '1Gi': must be 2Gi to 16Gi with 4 CPU"),
+    ("run-memory-too-big", ('memory = "512Mi"', 'memory = "6Gi"'), "services.frontend.memory = '6Gi': must be 512Mi to 4Gi with 1 CPU"),
+    ("run-concurrency", ('[services.gateway]\n', '[services.gateway]\nconcurrency = 5000\n'), "services.gateway.concurrency = 5000: must be between 1 and 1000"),
+    ("run-ingress-unknown", ('access = "public"', 'access = "public"\ningress = "PUBLIC"'), "services.frontend.ingress = 'PUBLIC': Input should be 'INGRESS_TRAFFIC_ALL', 'INGRESS_TRAFFIC_INTERNAL_ONLY' or 'INGRESS_TRAFFIC_INTERNAL_LOAD_BALANCER'"),
+    ("run-orchestrator-public", ('[services.orchestrator]\n', '[services.orchestrator]\ningress = "INGRESS_TRAFFIC_ALL"\n'), "services.orchestrator.ingress = 'INGRESS_TRAFFIC_ALL': must be INGRESS_TRAFFIC_INTERNAL_ONLY: only the gateway may reach the orchestrator"),
+    ("run-reserved-env", ('secrets = {', 'env = { PORT = "9000" }\nsecrets = {'), "services.orchestrator.env: key 'PORT': is set by Cloud Run itself"),
+    ("run-iap-without-members", ('access = "public"', 'access = "iap"'), "services.iap_members: must name who may use the frontend when frontend.access is 'iap'"),
+    ("gpu-memory", ('zonal_redundancy = false', 'zonal_redundancy = false\nmemory = "8Gi"'), "inference.cloud_run.memory = '8Gi': must be at least 16Gi with a GPU"),
+    ("gpu-cpu", ('zonal_redundancy = false', 'zonal_redundancy = false\ncpu = 2\nmemory = "8Gi"'), "inference.cloud_run.cpu = 2: must be at least 4 with a GPU"),
+    ("gpu-placement-without-service", ('[inference.cloud_run]\nmodel = "google/gemma-3-4b-it"\nzonal_redundancy = false\n', ''), "inference.cloud_run: is required when placement is 'cloud_run'"),
     ("toml-syntax", ("[state]", "[state"), "not valid TOML: Expected ']' at the end of a table declaration (at line 8, column 7)"),
 ]
 

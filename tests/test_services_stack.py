@@ -3,9 +3,11 @@ is allowed by ingress, egress, DNS and IAM, and nothing else is."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
-from conftest import only, resources
+from conftest import ROOT, only, resources, run_main
 
 CONNECTOR = (
     "${data.terraform_remote_state.cross-stack-reference-input-%s-network.outputs."
@@ -193,3 +195,33 @@ def test_prod_has_no_cloud_run_inference(synth_json):
 
 def test_deletion_protection_follows_config(env, stack):
     assert all(s["deletion_protection"] is (env == "prod") for s in services(stack).values())
+
+
+def test_frontend_behind_iap_when_config_says_so(tmp_path):
+    dev = (ROOT / "environments" / "dev.toml").read_text()
+    edited = dev.replace('name = "dev"', 'name = "iap"').replace(
+        'deletion_protection = false\n\n[services.frontend]\naccess = "public"',
+        'deletion_protection = false\niap_members = ["group:ai-team@example.com"]\n\n[services.frontend]\naccess = "iap"',
+    )
+    assert edited.count('access = "iap"') == 1
+    config = tmp_path / "iap.toml"
+    config.write_text(edited)
+    result = run_main(tmp_path / "out", "--env", str(config))
+    assert result.returncode == 0, result.stderr
+    stack = json.loads((tmp_path / "out" / "stacks" / "iap-services" / "cdk.tf.json").read_text())
+
+    frontend_key, frontend = next(
+        (k, s) for k, s in resources(stack, "google_cloud_run_v2_service").items() if k.startswith("frontend_")
+    )
+    assert frontend["provider"] == "google-beta"
+    assert frontend["iap_enabled"] is True
+    assert frontend["ingress"] == "INGRESS_TRAFFIC_ALL"
+    agent = only(stack, "google_project_service_identity")
+    assert (agent["service"], agent["provider"]) == ("iap.googleapis.com", "google-beta")
+    assert invokers(stack)["frontend"] == {"${google_project_service_identity.frontend_iap-agent_%s.member}" % (
+        next(k for k in resources(stack, "google_project_service_identity")).rsplit("_", 1)[1])}
+    access = only(stack, "google_iap_web_cloud_run_service_iam_member")
+    assert access["member"] == "group:ai-team@example.com"
+    assert access["role"] == "roles/iap.httpsResourceAccessor"
+    assert access["cloud_run_service_name"] == "${google_cloud_run_v2_service.%s.name}" % frontend_key
+    assert stack["terraform"]["required_providers"]["google-beta"]["version"] == "6.50.0"
