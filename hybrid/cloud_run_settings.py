@@ -49,6 +49,9 @@ EnvVarName = Annotated[
 ]
 # cloud.google.com/secret-manager/docs/reference/rest/v1/projects.secrets/create: secret ids.
 SecretId = Annotated[str, matching(r"[A-Za-z0-9_-]{1,255}", "a Secret Manager secret id")]
+IamPrincipal = Annotated[
+    str, matching(r"(user|group|serviceAccount|domain):\S+", "an IAM principal like group:team@example.com")
+]
 Ingress = Literal["INGRESS_TRAFFIC_ALL", "INGRESS_TRAFFIC_INTERNAL_ONLY", "INGRESS_TRAFFIC_INTERNAL_LOAD_BALANCER"]
 
 
@@ -96,7 +99,9 @@ class OrchestratorSettings(ServiceSettings):
     @model_validator(mode="after")
     def _internal(self) -> OrchestratorSettings:
         if self.ingress != "INGRESS_TRAFFIC_INTERNAL_ONLY":
-            raise invalid("ingress", "must be INGRESS_TRAFFIC_INTERNAL_ONLY: only the gateway may reach the orchestrator")
+            raise invalid(
+                "ingress", "must be INGRESS_TRAFFIC_INTERNAL_ONLY: only the gateway may reach the orchestrator"
+            )
         return self
 
 
@@ -148,7 +153,7 @@ class InferenceSettings(Settings):
 class ServicesSettings(Settings):
     image_tag: ImageTag = "0.1.0"
     deletion_protection: bool
-    iap_members: list[Annotated[str, matching(r"(user|group|serviceAccount|domain):\S+", "an IAM principal like group:team@example.com")]] = Field(default_factory=list)
+    iap_members: list[IamPrincipal] = Field(default_factory=list)
     frontend: FrontendSettings = FrontendSettings()
     gateway: ServiceSettings = ServiceSettings()
     orchestrator: OrchestratorSettings = OrchestratorSettings()

@@ -20,8 +20,6 @@ from hybrid.cloud_run_settings import InferenceSettings, ServicesSettings
 from hybrid.errors import ConfigError
 from hybrid.validation import Cidr, Settings, between, invalid, ipv4_network, matching
 
-
-
 # cloud.google.com/resource-manager/docs/creating-managing-projects: 6-30 chars,
 # lowercase letters, digits and hyphens, starting with a letter, not ending with a hyphen.
 ProjectId = Annotated[

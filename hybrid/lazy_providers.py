@@ -148,7 +148,8 @@ def await_runtime_index(assembly: str, version: str, tarball: str) -> None:
     while time.monotonic() < deadline:
         for extracted in (jsii_root / assembly / version).glob("*/"):
             index_js = extracted / "lib" / "index.js"
-            if (extracted / _JSII_RUNTIME_INDEX).is_file() and index_js.is_file() and _LAZY_MARK in index_js.read_text():
+            indexed = (extracted / _JSII_RUNTIME_INDEX).is_file()
+            if indexed and index_js.is_file() and _LAZY_MARK in index_js.read_text():
                 done.touch()
                 return
         time.sleep(0.2)

@@ -16,6 +16,7 @@ from cdktf_cdktf_provider_google.artifact_registry_repository import (
 from cdktf_cdktf_provider_google_beta.provider import GoogleBetaProvider
 from constructs import Construct
 
+from hybrid.cloud_run_settings import ServiceSettings
 from hybrid.components.cloud_run import CloudRunService
 from hybrid.components.service_account import ServiceAccount
 from hybrid.config import Environment
@@ -31,7 +32,6 @@ class ServicesStack(LayerStack):
         super().__init__(scope, env, "services")
         self.add_dependency(network)
         self.add_dependency(database)
-        self.env = env
         self.network = network
         settings = env.services
 
@@ -89,7 +89,17 @@ class ServicesStack(LayerStack):
         else:
             self.frontend.allow_public()
 
-    def _service(self, role, settings, *, account=None, env=None, container_port=8080, args=None) -> CloudRunService:
+    def _service(
+        self,
+        role: str,
+        settings: ServiceSettings,
+        *,
+        account: ServiceAccount | None = None,
+        env: dict[str, str] | None = None,
+        container_port: int = 8080,
+        args: list[str] | None = None,
+    ) -> CloudRunService:
+        """The Cloud Run service ``role``, run by ``account`` or by a new account of its own."""
         names = self.env.names
         account = account or ServiceAccount(
             self,

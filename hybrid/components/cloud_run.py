@@ -77,7 +77,7 @@ class CloudRunService(Construct):
         args: list[str] | None = None,
     ) -> None:
         super().__init__(scope, id_)
-        self.name, self.project, self.region = name, project, region
+        self.project, self.region = project, region
         self.service_account = service_account
         gpu = settings if isinstance(settings, GpuServiceSettings) else None
         limits = {"cpu": str(settings.cpu), "memory": settings.memory}
