@@ -43,4 +43,4 @@ def test_no_dict_literal_inside_a_list_in_the_app_code():
 
 
 def test_source_lint_catches_the_broken_fixture():
-    assert list(dict_in_list_literals(FIXTURE)) == [f"{FIXTURE}:22"]
+    assert list(dict_in_list_literals(FIXTURE)) == [f"{FIXTURE}:25"]
