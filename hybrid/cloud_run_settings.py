@@ -1,4 +1,4 @@
-"""Typed settings for the Cloud Run tier: the three services and where inference runs.
+"""Typed settings for the Cloud Run tier: the three services and a Cloud Run GPU model server.
 
 Defaults are seed 004's production values; each service overrides what it needs.
 """
@@ -131,22 +131,6 @@ class GpuServiceSettings(ServiceSettings):
             raise invalid("cpu_always_allocated", "must be true with a GPU")
         if self.ingress != "INGRESS_TRAFFIC_INTERNAL_ONLY":
             raise invalid("ingress", "must be INGRESS_TRAFFIC_INTERNAL_ONLY: only the orchestrator may call it")
-        return self
-
-
-class InferenceSettings(Settings):
-    # "gke": vLLM on GKE Autopilot behind an internal load balancer at `endpoint`;
-    # "cloud_run": the [inference.cloud_run] service on a Cloud Run GPU.
-    placement: Literal["gke", "cloud_run"] = "gke"
-    endpoint: Annotated[str, matching(r"https?://[^\s/]+(/\S*)?", "an http(s) URL")] | None = None
-    cloud_run: GpuServiceSettings | None = None
-
-    @model_validator(mode="after")
-    def _placed(self) -> InferenceSettings:
-        if self.placement == "gke" and self.endpoint is None:
-            raise invalid("endpoint", "is required when placement is 'gke' (the model servers' load balancer URL)")
-        if self.placement == "cloud_run" and self.cloud_run is None:
-            raise invalid("cloud_run", "is required when placement is 'cloud_run'")
         return self
 
 

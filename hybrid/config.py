@@ -16,7 +16,8 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, Field, ValidationError, model_validator
 
-from hybrid.cloud_run_settings import InferenceSettings, ServicesSettings
+from hybrid.cloud_run_settings import ServicesSettings
+from hybrid.inference_settings import InferenceSettings
 from hybrid.errors import ConfigError
 from hybrid.validation import Cidr, Settings, between, invalid, ipv4_network, matching
 
@@ -95,6 +96,8 @@ class NetworkSettings(Settings):
     services_cidr: Cidr
     psa_cidr: Cidr
     inference_port: Annotated[int, between(1, 65535)] = 8000
+    # The internal load balancer's address in subnet_cidr: the orchestrator's way to the models.
+    inference_address: str
     connector: ConnectorSettings
 
     def ranges(self) -> dict[str, ipaddress.IPv4Network]:
@@ -111,6 +114,33 @@ class NetworkSettings(Settings):
         # cloud.google.com/vpc/docs/configure-private-services-access: at least a /24.
         if ipv4_network(self.psa_cidr).prefixlen > 24:
             raise invalid("psa_cidr", "must be a /24 or larger for Private Services Access")
+        subnet = ipv4_network(self.subnet_cidr)
+        # A subnet's first two and last two addresses are reserved
+        # (cloud.google.com/vpc/docs/subnets#unusable-ip-addresses-in-every-subnet).
+        usable = list(subnet.hosts())[1:-1] if subnet.num_addresses > 4 else []
+        try:
+            address = ipaddress.IPv4Address(self.inference_address)
+        except ValueError:
+            raise invalid("inference_address", "must be an IPv4 address") from None
+        if not usable or not usable[0] <= address <= usable[-1]:
+            raise invalid("inference_address", f"must be a usable address of subnet_cidr ({subnet})")
+        return self
+
+
+class ClusterSettings(Settings):
+    release_channel: Literal["RAPID", "REGULAR", "STABLE"] = "REGULAR"
+    deletion_protection: bool
+    # "dns": the control plane's DNS endpoint, reached with IAM from anywhere (a CI runner);
+    # "authorized_networks": its IP endpoint, reachable only from authorized_networks.
+    control_plane_access: Literal["dns", "authorized_networks"] = "dns"
+    authorized_networks: list[Cidr] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _access(self) -> ClusterSettings:
+        if (self.control_plane_access == "authorized_networks") != bool(self.authorized_networks):
+            raise invalid(
+                "authorized_networks", "must be given exactly when control_plane_access is 'authorized_networks'"
+            )
         return self
 
 
@@ -143,6 +173,7 @@ class Environment(Settings):
     state: StateSettings
     network: NetworkSettings
     database: DatabaseSettings
+    cluster: ClusterSettings
     services: ServicesSettings
     inference: InferenceSettings
 
@@ -189,6 +220,11 @@ class ResourceNames:
         self.router = f"{env}-router"
         self.nat = f"{env}-nat"
         self.sql_instance = f"{env}-postgres"
+        self.cluster = f"{env}-models"
+        self.inference_address = f"{env}-inference-lb"
+        self.node_account = f"{env}-gke-nodes"
+        self.model_server_account = f"{env}-vllm"
+        self.metrics_adapter_account = f"{env}-metrics-adapter"
         self.run_app_zone = f"{env}-run-app"
         self.registry = f"{env}-services"
         self.service = {role: f"{env}-{role}" for role in ("frontend", "gateway", "orchestrator", "inference")}
@@ -206,6 +242,17 @@ class ResourceNames:
             "Cloud NAT": (self.nat, _RFC1035, rfc),
             "Cloud SQL instance": (self.sql_instance, _RFC1035, rfc),
             "Cloud DNS zone": (self.run_app_zone, _RFC1035, rfc),
+            # cloud.google.com/kubernetes-engine/docs/reference/rest/v1/projects.locations.clusters: 40 chars.
+            "GKE cluster": (self.cluster, r"[a-z]([-a-z0-9]{0,38}[a-z0-9])?", "at most 40 characters"),
+            "internal address": (self.inference_address, _RFC1035, rfc),
+            **{
+                f"{role} service account": (name, r"[a-z][-a-z0-9]{4,28}[a-z0-9]", "6-30 characters")
+                for role, name in (
+                    ("GKE node", self.node_account),
+                    ("model server", self.model_server_account),
+                    ("metrics adapter", self.metrics_adapter_account),
+                )
+            },
             "Artifact Registry repository": (self.registry, _RFC1035, rfc),
             # cloud.google.com/run/docs/deploying#service: at most 49 characters.
             **{

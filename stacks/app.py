@@ -5,7 +5,9 @@ from __future__ import annotations
 from cdktf import App
 
 from hybrid.config import Environment
+from stacks.cluster import ClusterStack
 from stacks.database import DatabaseStack
+from stacks.inference import InferenceStack
 from stacks.network import NetworkStack
 from stacks.services import ServicesStack
 
@@ -15,5 +17,8 @@ def build_app(environments: list[Environment], outdir: str | None = None) -> App
     for env in environments:
         network = NetworkStack(app, env)
         database = DatabaseStack(app, env, network)
+        if env.inference.placement == "gke":
+            cluster = ClusterStack(app, env, network)
+            InferenceStack(app, env, network, cluster)
         ServicesStack(app, env, network, database)
     return app

@@ -11,6 +11,7 @@ architecture diagram.
 from __future__ import annotations
 
 from cdktf import TerraformOutput
+from cdktf_cdktf_provider_google.compute_address import ComputeAddress
 from cdktf_cdktf_provider_google.compute_global_address import ComputeGlobalAddress
 from cdktf_cdktf_provider_google.compute_network import ComputeNetwork
 from cdktf_cdktf_provider_google.compute_router import ComputeRouter
@@ -103,6 +104,19 @@ class NetworkStack(LayerStack):
                 ComputeSubnetworkSecondaryIpRange(range_name="services", ip_cidr_range=net.services_cidr),
             ],
             log_config=_FLOW_LOGS,
+        )
+
+        # Reserved for the model servers' internal load balancer, so the orchestrator's
+        # inference URL is known before the cluster exists.
+        self.inference_address = ComputeAddress(
+            self,
+            "inference-address",
+            name=names.inference_address,
+            region=env.region,
+            address_type="INTERNAL",
+            purpose="GCE_ENDPOINT",
+            subnetwork=self.subnet.id,
+            address=net.inference_address,
         )
 
         # The connector gets a /28 of its own, with Private Google Access, so that Cloud Run

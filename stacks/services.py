@@ -46,7 +46,7 @@ class ServicesStack(LayerStack):
         )
 
         self.inference = None
-        inference_url = env.inference.endpoint
+        inference_url = f"http://{network.inference_address.address}:{env.network.inference_port}/v1"
         if env.inference.placement == "cloud_run":
             gpu = env.inference.cloud_run
             self.inference = self._service(

@@ -34,9 +34,17 @@ def _walk(value, path: str) -> Iterator[str]:
 
 
 def dict_in_list_literals(path: Path) -> Iterator[str]:
-    """``file:line`` of every dict literal directly inside a list literal."""
+    """``file:line`` of every dict literal directly inside a list literal.
+
+    A raw Kubernetes manifest (``manifest=...``) is a free-form map, not provider
+    structs, so it is left out.
+    """
     tree = ast.parse(path.read_text(), filename=str(path))
+    raw = {id(node) for call in ast.walk(tree) if isinstance(call, ast.Call)
+           for kw in call.keywords if kw.arg == "manifest" for node in ast.walk(kw.value)}
     for node in ast.walk(tree):
+        if id(node) in raw:
+            continue
         if isinstance(node, (ast.List, ast.Tuple)):
             for element in node.elts:
                 if isinstance(element, ast.Dict):

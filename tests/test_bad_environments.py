@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import ROOT, run_main
+from conftest import DEV, DEV_CLOUD_RUN, ROOT, run_main
 
-DEV = (ROOT / "environments" / "dev.toml").read_text()
 
 # (case, what to change in dev.toml, the message expected after "<file>: ")
 CASES = [
@@ -38,19 +37,36 @@ CASES = [
     ("run-orchestrator-public", ('[services.orchestrator]\n', '[services.orchestrator]\ningress = "INGRESS_TRAFFIC_ALL"\n'), "services.orchestrator.ingress = 'INGRESS_TRAFFIC_ALL': must be INGRESS_TRAFFIC_INTERNAL_ONLY: only the gateway may reach the orchestrator"),
     ("run-reserved-env", ('secrets = {', 'env = { PORT = "9000" }\nsecrets = {'), "services.orchestrator.env: key 'PORT': is set by Cloud Run itself"),
     ("run-iap-without-members", ('access = "public"', 'access = "iap"'), "services.iap_members: must name who may use the frontend when frontend.access is 'iap'"),
-    ("gpu-memory", ('zonal_redundancy = false', 'zonal_redundancy = false\nmemory = "8Gi"'), "inference.cloud_run.memory = '8Gi': must be at least 16Gi with a GPU"),
-    ("gpu-cpu", ('zonal_redundancy = false', 'zonal_redundancy = false\ncpu = 2\nmemory = "8Gi"'), "inference.cloud_run.cpu = 2: must be at least 4 with a GPU"),
-    ("gpu-placement-without-service", ('[inference.cloud_run]\nmodel = "google/gemma-3-4b-it"\nzonal_redundancy = false\n', ''), "inference.cloud_run: is required when placement is 'cloud_run'"),
     ("toml-syntax", ("[state]", "[state"), "not valid TOML: Expected ']' at the end of a table declaration (at line 8, column 7)"),
 ]
 
 
-@pytest.mark.parametrize("case,edit,expected", CASES, ids=[case for case, _, _ in CASES])
-def test_bad_environment_is_refused_clearly(tmp_path, case, edit, expected):
+# Cases on DEV_CLOUD_RUN, or on dev's [inference.gke] model server and its capacity check.
+GPU_CASES = [
+    ("gpu-memory", ("zonal_redundancy = false", 'zonal_redundancy = false\nmemory = "8Gi"'), "inference.cloud_run.memory = '8Gi': must be at least 16Gi with a GPU"),
+    ("gpu-cpu", ("zonal_redundancy = false", 'zonal_redundancy = false\ncpu = 2\nmemory = "8Gi"'), "inference.cloud_run.cpu = 2: must be at least 4 with a GPU"),
+    ("gpu-placement-without-service", ('[inference.cloud_run]\nmodel = "google/gemma-3-4b-it"\nzonal_redundancy = false\n', ""), "inference.cloud_run: is required when placement is 'cloud_run'"),
+]
+GKE_CASES = [
+    ("gke-seed-mixtral", ('model = "mistralai/Mistral-7B-Instruct-v0.3"\ngpu_type = "nvidia-l4"\ngpu_count = 1\ntensor_parallel_size = 1\nmax_model_len = 8192', 'model = "mistralai/Mixtral-8x7B-Instruct-v0.1"\ngpu_type = "nvidia-l4"\ngpu_count = 2\ntensor_parallel_size = 2\nmax_model_len = 32768'),
+     "inference.gke.model = 'mistralai/Mixtral-8x7B-Instruct-v0.1': mistralai/Mixtral-8x7B-Instruct-v0.1 needs 97.7 GB (93.4 GB of weights + 4.3 GB of KV cache for 32768 tokens) but 2 x nvidia-l4 at 0.9 utilization offer 43.2 GB; configurations that fit: 2 x nvidia-a100-80gb with mistralai/Mixtral-8x7B-Instruct-v0.1, 2 x nvidia-h100-80gb with mistralai/Mixtral-8x7B-Instruct-v0.1, 1 x nvidia-tesla-a100 with TheBloke/Mixtral-8x7B-Instruct-v0.1-AWQ, 2 x nvidia-l4 with TheBloke/Mixtral-8x7B-Instruct-v0.1-AWQ"),
+    ("gke-gpu-count", ("gpu_count = 1\ntensor_parallel_size = 1", "gpu_count = 3\ntensor_parallel_size = 3"), "inference.gke.gpu_count = 3: must be one of [1, 2, 4, 8] for nvidia-l4 on Autopilot"),
+    ("gke-tensor-parallel", ("tensor_parallel_size = 1", "tensor_parallel_size = 2"), "inference.gke.tensor_parallel_size = 2: must equal gpu_count (1): one shard per GPU"),
+    ("gke-cpu-cap", ("cpu = 8\nmemory = \"32Gi\"\nephemeral_storage", "cpu = 40\nmemory = \"32Gi\"\nephemeral_storage"), "inference.gke.cpu = 40: must be below 32 with 1 x nvidia-l4: the largest such machine, g2-standard-32, has 32 vCPUs"),
+    ("gke-pvc-replicas", ("max_replicas = 1", "max_replicas = 3"), "inference.gke.weights = 'pvc': 'pvc' is a ReadWriteOnce disk for one server: use 'gcsfuse' for max_replicas > 1"),
+    ("gke-unknown-gpu", ('gpu_type = "nvidia-l4"', 'gpu_type = "nvidia-t4"'), "inference.gke.gpu_type = 'nvidia-t4': Input should be 'nvidia-l4', 'nvidia-tesla-a100', 'nvidia-a100-80gb', 'nvidia-h100-80gb' or 'nvidia-h200-141gb'"),
+    ("gke-address-outside-subnet", ('inference_address = "10.10.15.250"', 'inference_address = "10.99.0.5"'), "network.inference_address = '10.99.0.5': must be a usable address of subnet_cidr (10.10.0.0/20)"),
+    ("cluster-authorized-networks", ('control_plane_access = "dns"', 'control_plane_access = "authorized_networks"'), "cluster.authorized_networks: must be given exactly when control_plane_access is 'authorized_networks'"),
+]
+ALL_CASES = [(DEV, *case) for case in CASES + GKE_CASES] + [(DEV_CLOUD_RUN, *case) for case in GPU_CASES]
+
+
+@pytest.mark.parametrize("base,case,edit,expected", ALL_CASES, ids=[case[1] for case in ALL_CASES])
+def test_bad_environment_is_refused_clearly(tmp_path, base, case, edit, expected):
     old, new = edit
-    assert old in DEV, f"{case}: the edit no longer applies to dev.toml"
+    assert old in base, f"{case}: the edit no longer applies"
     bad = tmp_path / f"{case}.toml"
-    bad.write_text(DEV.replace(old, new, 1))
+    bad.write_text(base.replace(old, new, 1))
     outdir = tmp_path / "out"
 
     result = run_main(outdir, "--env", str(bad))
@@ -60,7 +76,7 @@ def test_bad_environment_is_refused_clearly(tmp_path, case, edit, expected):
     assert "Traceback" not in result.stderr
     assert result.stdout == ""
     assert not outdir.exists(), "nothing may be written for a bad environment"
-    assert bad.read_text() == DEV.replace(old, new, 1), "the user's file is left as it was"
+    assert bad.read_text() == base.replace(old, new, 1), "the user's file is left as it was"
 
 
 def test_every_problem_of_every_file_is_reported_at_once(tmp_path):
@@ -90,4 +106,6 @@ def test_missing_file_and_duplicate_names(tmp_path):
 def test_one_environment_synthesizes_alone(tmp_path):
     result = run_main(tmp_path, "--env", str(ROOT / "environments" / "prod.toml"))
     assert result.returncode == 0, result.stderr
-    assert sorted(p.name for p in (tmp_path / "stacks").iterdir()) == ["prod-database", "prod-network", "prod-services"]
+    assert sorted(p.name for p in (tmp_path / "stacks").iterdir()) == [
+        "prod-cluster", "prod-database", "prod-inference", "prod-network", "prod-services"
+    ]

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from conftest import ROOT, only, resources, run_main
+from conftest import DEV_CLOUD_RUN, ROOT, only, resources, run_main
 
 CONNECTOR = (
     "${data.terraform_remote_state.cross-stack-reference-input-%s-network.outputs."
@@ -122,9 +122,6 @@ def test_who_may_invoke_whom(env, stack):
     assert found.pop("frontend") == {"allUsers"}
     assert found.pop("gateway") == {"allUsers"}
     assert found.pop("orchestrator") == {gateway_member}
-    if env == "dev":  # inference on a Cloud Run GPU: the orchestrator only
-        orchestrator_account = services(stack)["orchestrator"]["template"]["service_account"]
-        assert found.pop("inference") == {orchestrator_account.replace("email}", "member}")}
     assert found == {}
 
 
@@ -160,12 +157,11 @@ def test_orchestrator_is_wired_to_database_inference_and_vertex(env, stack):
     assert wiring["PGUSER"].startswith('${trimsuffix(' + remote[2:])
     assert (wiring["PGSSLMODE"], wiring["DATABASE_AUTH"]) == ("require", "iam")
     assert (wiring["VERTEX_PROJECT"], wiring["VERTEX_LOCATION"]) == (f"replace-me-{env}", "us-central1")
-    if env == "prod":
-        assert wiring["INFERENCE_URL"] == "http://10.10.15.250:8000/v1"
-    else:
-        assert wiring["INFERENCE_URL"] == "${google_cloud_run_v2_service.%s.uri}/v1" % next(
-            k for k in resources(stack, "google_cloud_run_v2_service") if k.startswith("inference_")
-        )
+    # The reserved address of the model servers' internal load balancer (network layer).
+    assert wiring["INFERENCE_URL"] == (
+        f"http://${{data.terraform_remote_state.cross-stack-reference-input-{env}-network.outputs."
+        "cross-stack-output-google_compute_addressinference-addressaddress}:8000/v1"
+    )
 
 
 def test_gateway_calls_the_orchestrator_url_and_frontend_the_gateway(stack):
@@ -176,8 +172,21 @@ def test_gateway_calls_the_orchestrator_url_and_frontend_the_gateway(stack):
     assert env_vars(services(stack)["frontend"])["GATEWAY_URL"] == "${google_cloud_run_v2_service.%s.uri}" % keys["gateway"]
 
 
-def test_dev_inference_runs_on_a_cloud_run_l4(synth_json):
-    inference = services(synth_json["dev-services"])["inference"]
+@pytest.fixture(scope="module")
+def cloud_run_gpu(tmp_path_factory) -> dict[str, dict]:
+    """dev, with its model on a Cloud Run L4 instead of GKE: its stacks by layer."""
+    tmp = tmp_path_factory.mktemp("cloud-run-gpu")
+    config = tmp / "gpu.toml"
+    config.write_text(DEV_CLOUD_RUN.replace('name = "dev"', 'name = "gpu"'))
+    result = run_main(tmp / "out", "--env", str(config))
+    assert result.returncode == 0, result.stderr
+    return {p.name: json.loads((p / "cdk.tf.json").read_text()) for p in (tmp / "out" / "stacks").iterdir()}
+
+
+def test_inference_on_a_cloud_run_l4_when_config_says_so(cloud_run_gpu):
+    assert sorted(cloud_run_gpu) == ["gpu-database", "gpu-network", "gpu-services"]  # no cluster to run
+    stack = cloud_run_gpu["gpu-services"]
+    inference = services(stack)["inference"]
     template, box = inference["template"], container(inference)
     assert template["node_selector"] == {"accelerator": "nvidia-l4"}
     assert box["resources"]["limits"] == {"cpu": "8", "memory": "32Gi", "nvidia.com/gpu": "1"}
@@ -187,10 +196,14 @@ def test_dev_inference_runs_on_a_cloud_run_l4(synth_json):
     assert inference["ingress"] == "INGRESS_TRAFFIC_INTERNAL_ONLY"
     assert box["args"] == ["--model", "google/gemma-3-4b-it", "--port", "8000"]
     assert box["ports"] == {"container_port": 8000}
+    orchestrator = services(stack)["orchestrator"]
+    assert invokers(stack)["inference"] == {orchestrator["template"]["service_account"].replace("email}", "member}")}
+    inference_key = next(k for k in resources(stack, "google_cloud_run_v2_service") if k.startswith("inference_"))
+    assert env_vars(orchestrator)["INFERENCE_URL"] == "${google_cloud_run_v2_service.%s.uri}/v1" % inference_key
 
 
-def test_prod_has_no_cloud_run_inference(synth_json):
-    assert "inference" not in services(synth_json["prod-services"])
+def test_shipped_environments_serve_models_from_gke(stack):
+    assert "inference" not in services(stack)
 
 
 def test_deletion_protection_follows_config(env, stack):

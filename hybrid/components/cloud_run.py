@@ -32,7 +32,7 @@ from cdktf_cdktf_provider_google_beta.google_project_service_identity import Goo
 from constructs import Construct
 
 from hybrid.cloud_run_settings import GpuServiceSettings, ServiceSettings
-from hybrid.components.service_account import ServiceAccount
+from hybrid.components.service_account import ServiceAccount, project_role
 
 # Seed 004's probes: startup on /health after 5 s, every 3 s, 5 failures; liveness every 30 s.
 STARTUP_PROBE = CloudRunV2ServiceTemplateContainersStartupProbe(
@@ -137,10 +137,8 @@ class CloudRunService(Construct):
         return self.service.uri
 
     def grant_project_role(self, role: str) -> ProjectIamMember:
-        """Give this service's identity ``role`` on the project."""
-        return ProjectIamMember(
-            self, f"role-{role.rsplit('/', 1)[1]}", project=self.project, role=role, member=self.service_account.member
-        )
+        """Give this service's identity ``role`` on the project (made here, whoever owns the account)."""
+        return project_role(self, self.project, role, self.service_account.member)
 
     def grant_invoke(self, caller: ServiceAccount) -> CloudRunV2ServiceIamMember:
         """Let ``caller`` (and nobody else, unless granted too) invoke this service."""

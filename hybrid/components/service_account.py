@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from cdktf import Fn
+from cdktf_cdktf_provider_google.project_iam_member import ProjectIamMember
 from cdktf_cdktf_provider_google.service_account import ServiceAccount as GoogleServiceAccount
+from cdktf_cdktf_provider_google.service_account_iam_member import ServiceAccountIamMember
 from constructs import Construct
 
 
@@ -28,3 +30,23 @@ class ServiceAccount(Construct):
         # Cloud SQL names IAM service-account users by the email without
         # ".gserviceaccount.com" (cloud.google.com/sql/docs/postgres/add-manage-iam-users).
         return Fn.trimsuffix(self.resource.email, ".gserviceaccount.com")
+
+    def grant_project_roles(self, project: str, roles: tuple[str, ...]) -> None:
+        """Give this account each of ``roles`` on the project, and nothing else."""
+        for role in roles:
+            project_role(self, project, role, self.member)
+
+    def allow_kubernetes_account(self, project: str, namespace: str, name: str) -> ServiceAccountIamMember:
+        """Let the Kubernetes service account ``namespace/name`` act as this one (Workload Identity)."""
+        return ServiceAccountIamMember(
+            self,
+            f"workload-identity-{namespace}-{name}",
+            service_account_id=self.resource.name,
+            role="roles/iam.workloadIdentityUser",
+            member=f"serviceAccount:{project}.svc.id.goog[{namespace}/{name}]",
+        )
+
+
+def project_role(scope: Construct, project: str, role: str, member: str) -> ProjectIamMember:
+    """``member`` gets ``role`` on the project; the construct id names the role."""
+    return ProjectIamMember(scope, f"role-{role.rsplit('/', 1)[1]}", project=project, role=role, member=member)

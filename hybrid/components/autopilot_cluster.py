@@ -1,0 +1,111 @@
+"""A private GKE Autopilot cluster for GPU workloads."""
+
+from __future__ import annotations
+
+from cdktf_cdktf_provider_google.container_cluster import (
+    ContainerCluster,
+    ContainerClusterAddonsConfig,
+    ContainerClusterAddonsConfigGcsFuseCsiDriverConfig,
+    ContainerClusterBinaryAuthorization,
+    ContainerClusterClusterAutoscaling,
+    ContainerClusterClusterAutoscalingAutoProvisioningDefaults,
+    ContainerClusterControlPlaneEndpointsConfig,
+    ContainerClusterControlPlaneEndpointsConfigDnsEndpointConfig,
+    ContainerClusterControlPlaneEndpointsConfigIpEndpointsConfig,
+    ContainerClusterIpAllocationPolicy,
+    ContainerClusterMasterAuth,
+    ContainerClusterMasterAuthClientCertificateConfig,
+    ContainerClusterMasterAuthorizedNetworksConfig,
+    ContainerClusterMasterAuthorizedNetworksConfigCidrBlocks,
+    ContainerClusterMonitoringConfig,
+    ContainerClusterMonitoringConfigManagedPrometheus,
+    ContainerClusterPrivateClusterConfig,
+    ContainerClusterReleaseChannel,
+    ContainerClusterSecretManagerConfig,
+    ContainerClusterWorkloadIdentityConfig,
+)
+from constructs import Construct
+
+from hybrid.components.service_account import ServiceAccount
+from hybrid.config import ClusterSettings
+
+# The least a node needs: GKE's own node role, and pulling images from Artifact Registry
+# (cloud.google.com/kubernetes-engine/docs/how-to/service-accounts#default-gke-service-agent).
+NODE_ROLES = ("roles/container.defaultNodeServiceAccount", "roles/artifactregistry.reader")
+CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
+
+
+class AutopilotCluster(Construct):
+    def __init__(
+        self,
+        scope: Construct,
+        id_: str,
+        *,
+        name: str,
+        project: str,
+        region: str,
+        network: str,
+        subnetwork: str,
+        node_account: ServiceAccount,
+        settings: ClusterSettings,
+    ) -> None:
+        super().__init__(scope, id_)
+        node_account.grant_project_roles(project, NODE_ROLES)
+        dns_access = settings.control_plane_access == "dns"
+        self.cluster = ContainerCluster(
+            self,
+            "cluster",
+            name=name,
+            location=region,
+            enable_autopilot=True,
+            # GKE Dataplane V2: enforces the model servers' NetworkPolicy.
+            datapath_provider="ADVANCED_DATAPATH",
+            network=network,
+            subnetwork=subnetwork,
+            ip_allocation_policy=ContainerClusterIpAllocationPolicy(
+                cluster_secondary_range_name="pods", services_secondary_range_name="services"
+            ),
+            private_cluster_config=ContainerClusterPrivateClusterConfig(enable_private_nodes=True),
+            control_plane_endpoints_config=ContainerClusterControlPlaneEndpointsConfig(
+                dns_endpoint_config=ContainerClusterControlPlaneEndpointsConfigDnsEndpointConfig(
+                    allow_external_traffic=dns_access
+                ),
+                ip_endpoints_config=ContainerClusterControlPlaneEndpointsConfigIpEndpointsConfig(
+                    enabled=not dns_access
+                ),
+            ),
+            master_authorized_networks_config=None
+            if dns_access
+            else ContainerClusterMasterAuthorizedNetworksConfig(
+                gcp_public_cidrs_access_enabled=False,
+                cidr_blocks=[
+                    ContainerClusterMasterAuthorizedNetworksConfigCidrBlocks(cidr_block=cidr, display_name=cidr)
+                    for cidr in settings.authorized_networks
+                ],
+            ),
+            master_auth=ContainerClusterMasterAuth(
+                client_certificate_config=ContainerClusterMasterAuthClientCertificateConfig(
+                    issue_client_certificate=False
+                )
+            ),
+            # The project's Binary Authorization policy decides which images may run.
+            binary_authorization=ContainerClusterBinaryAuthorization(
+                evaluation_mode="PROJECT_SINGLETON_POLICY_ENFORCE"
+            ),
+            release_channel=ContainerClusterReleaseChannel(channel=settings.release_channel),
+            workload_identity_config=ContainerClusterWorkloadIdentityConfig(workload_pool=f"{project}.svc.id.goog"),
+            monitoring_config=ContainerClusterMonitoringConfig(
+                managed_prometheus=ContainerClusterMonitoringConfigManagedPrometheus(enabled=True)
+            ),
+            addons_config=ContainerClusterAddonsConfig(
+                gcs_fuse_csi_driver_config=ContainerClusterAddonsConfigGcsFuseCsiDriverConfig(enabled=True)
+            ),
+            # Mounts Secret Manager secrets into Pods (the model server's Hugging Face token).
+            secret_manager_config=ContainerClusterSecretManagerConfig(enabled=True),
+            cluster_autoscaling=ContainerClusterClusterAutoscaling(
+                auto_provisioning_defaults=ContainerClusterClusterAutoscalingAutoProvisioningDefaults(
+                    service_account=node_account.email, oauth_scopes=[CLOUD_PLATFORM_SCOPE]
+                )
+            ),
+            deletion_protection=settings.deletion_protection,
+        )

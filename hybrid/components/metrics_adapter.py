@@ -1,0 +1,186 @@
+"""The Custom Metrics Stackdriver Adapter: lets an HPA read Managed Prometheus metrics.
+
+Objects and RBAC as in GoogleCloudPlatform/k8s-stackdriver's
+custom-metrics-stackdriver-adapter manifest (new resource model); it reads Cloud
+Monitoring as a Google service account of its own, through Workload Identity.
+"""
+
+from __future__ import annotations
+
+from cdktf_cdktf_provider_kubernetes.api_service_v1 import (
+    ApiServiceV1,
+    ApiServiceV1Metadata,
+    ApiServiceV1Spec,
+    ApiServiceV1SpecService,
+)
+from cdktf_cdktf_provider_kubernetes.cluster_role_binding_v1 import (
+    ClusterRoleBindingV1,
+    ClusterRoleBindingV1Metadata,
+    ClusterRoleBindingV1RoleRef,
+    ClusterRoleBindingV1Subject,
+)
+from cdktf_cdktf_provider_kubernetes.cluster_role_v1 import ClusterRoleV1, ClusterRoleV1Metadata, ClusterRoleV1Rule
+from cdktf_cdktf_provider_kubernetes.deployment_v1 import (
+    DeploymentV1,
+    DeploymentV1Metadata,
+    DeploymentV1Spec,
+    DeploymentV1SpecSelector,
+    DeploymentV1SpecTemplate,
+    DeploymentV1SpecTemplateMetadata,
+    DeploymentV1SpecTemplateSpec,
+    DeploymentV1SpecTemplateSpecContainer,
+    DeploymentV1SpecTemplateSpecContainerResources,
+    DeploymentV1SpecTemplateSpecContainerSecurityContext,
+    DeploymentV1SpecTemplateSpecContainerSecurityContextCapabilities,
+)
+from cdktf_cdktf_provider_kubernetes.namespace_v1 import NamespaceV1, NamespaceV1Metadata
+from cdktf_cdktf_provider_kubernetes.role_binding_v1 import (
+    RoleBindingV1,
+    RoleBindingV1Metadata,
+    RoleBindingV1RoleRef,
+    RoleBindingV1Subject,
+)
+from cdktf_cdktf_provider_kubernetes.service_account_v1 import ServiceAccountV1, ServiceAccountV1Metadata
+from cdktf_cdktf_provider_kubernetes.service_v1 import ServiceV1, ServiceV1Metadata, ServiceV1Spec, ServiceV1SpecPort
+from constructs import Construct
+
+NAMESPACE = "custom-metrics"
+NAME = "custom-metrics-stackdriver-adapter"
+IMAGE = "gcr.io/gke-release/custom-metrics-stackdriver-adapter:v0.15.2-gke.1"
+LABELS = {"run": NAME, "k8s-app": NAME}
+# The metric APIs the adapter serves; the HPA asks custom.metrics for Pods metrics.
+API_SERVICES = (
+    ("custom.metrics.k8s.io", "v1beta1"),
+    ("custom.metrics.k8s.io", "v1beta2"),
+    ("external.metrics.k8s.io", "v1beta1"),
+)
+
+
+class CustomMetricsAdapter(Construct):
+    def __init__(self, scope: Construct, id_: str, *, google_service_account: str) -> None:
+        super().__init__(scope, id_)
+        namespace = NamespaceV1(self, "namespace", metadata=NamespaceV1Metadata(name=NAMESPACE))
+        account = ServiceAccountV1(
+            self,
+            "account",
+            metadata=ServiceAccountV1Metadata(
+                name=NAME,
+                namespace=namespace.metadata.name,
+                annotations={"iam.gke.io/gcp-service-account": google_service_account},
+            ),
+        )
+        subject = {"kind": "ServiceAccount", "name": NAME, "namespace": NAMESPACE}
+
+        ClusterRoleBindingV1(
+            self,
+            "auth-delegator",
+            metadata=ClusterRoleBindingV1Metadata(name=f"{NAMESPACE}:system:auth-delegator"),
+            role_ref=ClusterRoleBindingV1RoleRef(
+                api_group="rbac.authorization.k8s.io", kind="ClusterRole", name="system:auth-delegator"
+            ),
+            subject=[ClusterRoleBindingV1Subject(**subject)],
+        )
+        RoleBindingV1(
+            self,
+            "auth-reader",
+            metadata=RoleBindingV1Metadata(name=f"{NAMESPACE}-auth-reader", namespace="kube-system"),
+            role_ref=RoleBindingV1RoleRef(
+                api_group="rbac.authorization.k8s.io", kind="Role", name="extension-apiserver-authentication-reader"
+            ),
+            subject=[RoleBindingV1Subject(**subject)],
+        )
+        reader = ClusterRoleV1(
+            self,
+            "resource-reader",
+            metadata=ClusterRoleV1Metadata(name=f"{NAMESPACE}-resource-reader"),
+            rule=[
+                ClusterRoleV1Rule(api_groups=[""], resources=["pods", "nodes", "nodes/stats"], verbs=["get", "list", "watch"])
+            ],
+        )
+        ClusterRoleBindingV1(
+            self,
+            "resource-reader-binding",
+            metadata=ClusterRoleBindingV1Metadata(name=f"{NAMESPACE}-resource-reader"),
+            role_ref=ClusterRoleBindingV1RoleRef(
+                api_group="rbac.authorization.k8s.io", kind="ClusterRole", name=reader.metadata.name
+            ),
+            subject=[ClusterRoleBindingV1Subject(**subject)],
+        )
+        external_reader = ClusterRoleV1(
+            self,
+            "external-metrics-reader",
+            metadata=ClusterRoleV1Metadata(name="external-metrics-reader"),
+            rule=[ClusterRoleV1Rule(api_groups=["external.metrics.k8s.io"], resources=["*"], verbs=["list", "get", "watch"])],
+        )
+        ClusterRoleBindingV1(
+            self,
+            "hpa-external-metrics",
+            metadata=ClusterRoleBindingV1Metadata(name="external-metrics-reader"),
+            role_ref=ClusterRoleBindingV1RoleRef(
+                api_group="rbac.authorization.k8s.io", kind="ClusterRole", name=external_reader.metadata.name
+            ),
+            subject=[
+                ClusterRoleBindingV1Subject(kind="ServiceAccount", name="horizontal-pod-autoscaler", namespace="kube-system")
+            ],
+        )
+
+        DeploymentV1(
+            self,
+            "deployment",
+            metadata=DeploymentV1Metadata(name=NAME, namespace=NAMESPACE, labels=LABELS),
+            spec=DeploymentV1Spec(
+                replicas="1",
+                selector=DeploymentV1SpecSelector(match_labels=LABELS),
+                template=DeploymentV1SpecTemplate(
+                    metadata=DeploymentV1SpecTemplateMetadata(labels=LABELS),
+                    spec=DeploymentV1SpecTemplateSpec(
+                        service_account_name=account.metadata.name,
+                        container=[
+                            DeploymentV1SpecTemplateSpecContainer(
+                                name="pod-custom-metrics-stackdriver-adapter",
+                                image=IMAGE,
+                                command=[
+                                    "/adapter",
+                                    "--use-new-resource-model=true",
+                                    "--fallback-for-container-metrics=true",
+                                ],
+                                resources=DeploymentV1SpecTemplateSpecContainerResources(
+                                    requests={"cpu": "250m", "memory": "200Mi"},
+                                    limits={"cpu": "250m", "memory": "200Mi"},
+                                ),
+                                security_context=DeploymentV1SpecTemplateSpecContainerSecurityContext(
+                                    allow_privilege_escalation=False,
+                                    run_as_non_root=True,
+                                    read_only_root_filesystem=True,
+                                    capabilities=DeploymentV1SpecTemplateSpecContainerSecurityContextCapabilities(
+                                        drop=["ALL"]
+                                    ),
+                                ),
+                            )
+                        ],
+                    ),
+                ),
+            ),
+        )
+        service = ServiceV1(
+            self,
+            "service",
+            metadata=ServiceV1Metadata(name=NAME, namespace=NAMESPACE, labels=LABELS),
+            spec=ServiceV1Spec(
+                type="ClusterIP", selector=LABELS, port=[ServiceV1SpecPort(port=443, target_port="443", protocol="TCP")]
+            ),
+        )
+        for group, version in API_SERVICES:
+            ApiServiceV1(
+                self,
+                f"api-{version}-{group.split('.')[0]}",
+                metadata=ApiServiceV1Metadata(name=f"{version}.{group}"),
+                spec=ApiServiceV1Spec(
+                    group=group,
+                    version=version,
+                    group_priority_minimum=100,
+                    version_priority=200 if version == "v1beta2" else 100,
+                    insecure_skip_tls_verify=True,
+                    service=ApiServiceV1SpecService(name=service.metadata.name, namespace=NAMESPACE),
+                ),
+            )

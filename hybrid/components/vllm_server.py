@@ -1,0 +1,408 @@
+"""vLLM's OpenAI-compatible server on GKE Autopilot GPUs, reachable only from the VPC connector.
+
+Deployment (requests equal limits, long startup budget), an internal passthrough
+load balancer on a reserved address, a PodDisruptionBudget, a NetworkPolicy,
+a PodMonitoring for Managed Prometheus and an HPA on vLLM's queue length.
+"""
+
+from __future__ import annotations
+
+from cdktf import TerraformResourceLifecycle
+from cdktf_cdktf_provider_kubernetes.deployment_v1 import (
+    DeploymentV1,
+    DeploymentV1Metadata,
+    DeploymentV1Spec,
+    DeploymentV1SpecSelector,
+    DeploymentV1SpecTemplate,
+    DeploymentV1SpecTemplateMetadata,
+    DeploymentV1SpecTemplateSpec,
+    DeploymentV1SpecTemplateSpecContainer,
+    DeploymentV1SpecTemplateSpecContainerEnv,
+    DeploymentV1SpecTemplateSpecContainerLivenessProbe,
+    DeploymentV1SpecTemplateSpecContainerLivenessProbeHttpGet,
+    DeploymentV1SpecTemplateSpecContainerPort,
+    DeploymentV1SpecTemplateSpecContainerReadinessProbe,
+    DeploymentV1SpecTemplateSpecContainerReadinessProbeHttpGet,
+    DeploymentV1SpecTemplateSpecContainerResources,
+    DeploymentV1SpecTemplateSpecContainerSecurityContext,
+    DeploymentV1SpecTemplateSpecContainerSecurityContextCapabilities,
+    DeploymentV1SpecTemplateSpecContainerStartupProbe,
+    DeploymentV1SpecTemplateSpecContainerStartupProbeHttpGet,
+    DeploymentV1SpecTemplateSpecContainerVolumeMount,
+    DeploymentV1SpecTemplateSpecSecurityContext,
+    DeploymentV1SpecTemplateSpecSecurityContextSeccompProfile,
+    DeploymentV1SpecTemplateSpecVolume,
+    DeploymentV1SpecTemplateSpecVolumeCsi,
+    DeploymentV1SpecTemplateSpecVolumeEmptyDir,
+    DeploymentV1SpecTemplateSpecVolumePersistentVolumeClaim,
+)
+from cdktf_cdktf_provider_kubernetes.horizontal_pod_autoscaler_v2 import (
+    HorizontalPodAutoscalerV2,
+    HorizontalPodAutoscalerV2Metadata,
+    HorizontalPodAutoscalerV2Spec,
+    HorizontalPodAutoscalerV2SpecBehavior,
+    HorizontalPodAutoscalerV2SpecBehaviorScaleDown,
+    HorizontalPodAutoscalerV2SpecBehaviorScaleDownPolicy,
+    HorizontalPodAutoscalerV2SpecMetric,
+    HorizontalPodAutoscalerV2SpecMetricPods,
+    HorizontalPodAutoscalerV2SpecMetricPodsMetric,
+    HorizontalPodAutoscalerV2SpecMetricPodsTarget,
+    HorizontalPodAutoscalerV2SpecScaleTargetRef,
+)
+from cdktf_cdktf_provider_kubernetes.manifest import Manifest
+from cdktf_cdktf_provider_kubernetes.network_policy_v1 import (
+    NetworkPolicyV1,
+    NetworkPolicyV1Metadata,
+    NetworkPolicyV1Spec,
+    NetworkPolicyV1SpecIngress,
+    NetworkPolicyV1SpecIngressFrom,
+    NetworkPolicyV1SpecIngressFromIpBlock,
+    NetworkPolicyV1SpecIngressFromNamespaceSelector,
+    NetworkPolicyV1SpecIngressPorts,
+    NetworkPolicyV1SpecPodSelector,
+)
+from cdktf_cdktf_provider_kubernetes.persistent_volume_claim_v1 import (
+    PersistentVolumeClaimV1,
+    PersistentVolumeClaimV1Metadata,
+    PersistentVolumeClaimV1Spec,
+    PersistentVolumeClaimV1SpecResources,
+)
+from cdktf_cdktf_provider_kubernetes.pod_disruption_budget_v1 import (
+    PodDisruptionBudgetV1,
+    PodDisruptionBudgetV1Metadata,
+    PodDisruptionBudgetV1Spec,
+    PodDisruptionBudgetV1SpecSelector,
+)
+from cdktf_cdktf_provider_kubernetes.service_v1 import (
+    ServiceV1,
+    ServiceV1Metadata,
+    ServiceV1Spec,
+    ServiceV1SpecPort,
+)
+from constructs import Construct
+
+from hybrid.catalog import MODELS
+from hybrid.inference_settings import GkeModelServerSettings
+
+NAME = "vllm"
+LABELS = {"app": NAME, "tier": "inference"}
+# GKE's queue-size metric for vLLM, through Managed Prometheus and the custom metrics adapter
+# (cloud.google.com/kubernetes-engine/docs/best-practices/machine-learning/inference/autoscaling).
+QUEUE_METRIC = "prometheus.googleapis.com|vllm:num_requests_waiting|gauge"
+HEALTH_CHECK_RANGES = ("35.191.0.0/16", "130.211.0.0/22")
+MODEL_CACHE = "/data/models"
+HF_TOKEN_DIR = "/var/run/secrets/huggingface"
+# Weights load for minutes: up to 30 minutes (180 x 10 s) before liveness takes over.
+STARTUP_PERIOD_SECONDS, STARTUP_FAILURES = 10, 180
+
+
+class VllmServer(Construct):
+    def __init__(
+        self,
+        scope: Construct,
+        id_: str,
+        *,
+        namespace: str,
+        service_account: str,
+        settings: GkeModelServerSettings,
+        port: int,
+        load_balancer_ip: str,
+        allowed_sources: list[str],
+        project: str,
+    ) -> None:
+        super().__init__(scope, id_)
+        self.namespace, self.port = namespace, port
+        volumes, mounts = self._volumes(settings, project)
+        quantity = {
+            "cpu": str(settings.cpu),
+            "memory": settings.memory,
+            "ephemeral-storage": settings.ephemeral_storage,
+            "nvidia.com/gpu": str(settings.gpu_count),
+        }
+        self.deployment = DeploymentV1(
+            self,
+            "deployment",
+            metadata=DeploymentV1Metadata(name=NAME, namespace=namespace, labels=LABELS),
+            wait_for_rollout=False,
+            # The autoscaler owns the replica count once the Deployment exists.
+            lifecycle=TerraformResourceLifecycle(ignore_changes=["spec[0].replicas"]),
+            spec=DeploymentV1Spec(
+                replicas=str(settings.min_replicas),
+                selector=DeploymentV1SpecSelector(match_labels=LABELS),
+                template=DeploymentV1SpecTemplate(
+                    metadata=DeploymentV1SpecTemplateMetadata(
+                        labels=LABELS,
+                        # GCS FUSE needs its sidecar injected (cloud.google.com/kubernetes-engine/docs/how-to/persistent-volumes/cloud-storage-fuse-csi-driver-sidecar).
+                        annotations={"gke-gcsfuse/volumes": "true"} if settings.weights == "gcsfuse" else None,
+                    ),
+                    spec=DeploymentV1SpecTemplateSpec(
+                        service_account_name=service_account,
+                        # Both are needed on Autopilot (cloud.google.com/kubernetes-engine/docs/how-to/autopilot-gpus).
+                        node_selector={
+                            "cloud.google.com/gke-accelerator": settings.gpu_type,
+                            "cloud.google.com/gke-accelerator-count": str(settings.gpu_count),
+                        },
+                        termination_grace_period_seconds=60,
+                        security_context=DeploymentV1SpecTemplateSpecSecurityContext(
+                            seccomp_profile=DeploymentV1SpecTemplateSpecSecurityContextSeccompProfile(
+                                type="RuntimeDefault"
+                            )
+                        ),
+                        container=[
+                            DeploymentV1SpecTemplateSpecContainer(
+                                name=NAME,
+                                image=settings.image,
+                                command=["python3", "-m", "vllm.entrypoints.openai.api_server"],
+                                args=self._args(settings),
+                                port=[DeploymentV1SpecTemplateSpecContainerPort(name="http", container_port=port)],
+                                env=[
+                                    DeploymentV1SpecTemplateSpecContainerEnv(name=key, value=value)
+                                    for key, value in self._env(settings).items()
+                                ],
+                                resources=DeploymentV1SpecTemplateSpecContainerResources(
+                                    requests=quantity, limits=quantity
+                                ),
+                                startup_probe=DeploymentV1SpecTemplateSpecContainerStartupProbe(
+                                    http_get=DeploymentV1SpecTemplateSpecContainerStartupProbeHttpGet(
+                                        path="/health", port=str(port)
+                                    ),
+                                    period_seconds=STARTUP_PERIOD_SECONDS,
+                                    failure_threshold=STARTUP_FAILURES,
+                                ),
+                                readiness_probe=DeploymentV1SpecTemplateSpecContainerReadinessProbe(
+                                    http_get=DeploymentV1SpecTemplateSpecContainerReadinessProbeHttpGet(
+                                        path="/health", port=str(port)
+                                    ),
+                                    period_seconds=10,
+                                    failure_threshold=3,
+                                ),
+                                liveness_probe=DeploymentV1SpecTemplateSpecContainerLivenessProbe(
+                                    http_get=DeploymentV1SpecTemplateSpecContainerLivenessProbeHttpGet(
+                                        path="/health", port=str(port)
+                                    ),
+                                    period_seconds=30,
+                                    failure_threshold=3,
+                                ),
+                                security_context=DeploymentV1SpecTemplateSpecContainerSecurityContext(
+                                    allow_privilege_escalation=False,
+                                    capabilities=DeploymentV1SpecTemplateSpecContainerSecurityContextCapabilities(
+                                        drop=["ALL"]
+                                    ),
+                                ),
+                                volume_mount=mounts,
+                            )
+                        ],
+                        volume=volumes,
+                    ),
+                ),
+            ),
+        )
+        self.service = ServiceV1(
+            self,
+            "service",
+            metadata=ServiceV1Metadata(
+                name=NAME,
+                namespace=namespace,
+                labels=LABELS,
+                # An internal passthrough Network Load Balancer: Cloud Run reaches the Pods
+                # through the VPC; a ClusterIP would be reachable only inside the cluster.
+                annotations={"networking.gke.io/load-balancer-type": "Internal"},
+            ),
+            spec=ServiceV1Spec(
+                type="LoadBalancer",
+                load_balancer_ip=load_balancer_ip,
+                load_balancer_source_ranges=allowed_sources,
+                # Keeps the caller's address, so the NetworkPolicy below can check it.
+                external_traffic_policy="Local",
+                selector=LABELS,
+                port=[ServiceV1SpecPort(name="http", port=port, target_port=str(port), protocol="TCP")],
+            ),
+        )
+        PodDisruptionBudgetV1(
+            self,
+            "disruption-budget",
+            metadata=PodDisruptionBudgetV1Metadata(name=NAME, namespace=namespace),
+            spec=PodDisruptionBudgetV1Spec(
+                max_unavailable="1", selector=PodDisruptionBudgetV1SpecSelector(match_labels=LABELS)
+            ),
+        )
+        NetworkPolicyV1(
+            self,
+            "network-policy",
+            metadata=NetworkPolicyV1Metadata(name=NAME, namespace=namespace),
+            spec=NetworkPolicyV1Spec(
+                pod_selector=NetworkPolicyV1SpecPodSelector(match_labels=LABELS),
+                policy_types=["Ingress"],
+                ingress=[
+                    NetworkPolicyV1SpecIngress(
+                        ports=[NetworkPolicyV1SpecIngressPorts(port=str(port), protocol="TCP")],
+                        from_=[
+                            *(
+                                NetworkPolicyV1SpecIngressFrom(ip_block=NetworkPolicyV1SpecIngressFromIpBlock(cidr=c))
+                                for c in (*allowed_sources, *HEALTH_CHECK_RANGES)
+                            ),
+                            # Managed Prometheus scrapes /metrics from its collectors.
+                            NetworkPolicyV1SpecIngressFrom(
+                                namespace_selector=NetworkPolicyV1SpecIngressFromNamespaceSelector(
+                                    match_labels={"kubernetes.io/metadata.name": "gmp-system"}
+                                )
+                            ),
+                        ],
+                    )
+                ],
+            ),
+        )
+        Manifest(
+            self,
+            "pod-monitoring",
+            manifest={
+                "apiVersion": "monitoring.googleapis.com/v1",
+                "kind": "PodMonitoring",
+                "metadata": {"name": NAME, "namespace": namespace},
+                "spec": {
+                    "selector": {"matchLabels": LABELS},
+                    "endpoints": [{"port": "http", "path": "/metrics", "interval": "15s"}],
+                },
+            },
+        )
+        HorizontalPodAutoscalerV2(
+            self,
+            "autoscaler",
+            metadata=HorizontalPodAutoscalerV2Metadata(name=NAME, namespace=namespace),
+            spec=HorizontalPodAutoscalerV2Spec(
+                scale_target_ref=HorizontalPodAutoscalerV2SpecScaleTargetRef(
+                    api_version="apps/v1", kind="Deployment", name=NAME
+                ),
+                min_replicas=settings.min_replicas,
+                max_replicas=settings.max_replicas,
+                metric=[
+                    HorizontalPodAutoscalerV2SpecMetric(
+                        type="Pods",
+                        pods=HorizontalPodAutoscalerV2SpecMetricPods(
+                            metric=HorizontalPodAutoscalerV2SpecMetricPodsMetric(name=QUEUE_METRIC),
+                            target=HorizontalPodAutoscalerV2SpecMetricPodsTarget(
+                                type="AverageValue", average_value=str(settings.queue_target)
+                            ),
+                        ),
+                    )
+                ],
+                # A new server takes minutes to load; give back GPUs slowly, one at a time.
+                behavior=HorizontalPodAutoscalerV2SpecBehavior(
+                    scale_down=[
+                        HorizontalPodAutoscalerV2SpecBehaviorScaleDown(
+                            stabilization_window_seconds=600,
+                            select_policy="Min",
+                            policy=[
+                                HorizontalPodAutoscalerV2SpecBehaviorScaleDownPolicy(
+                                    type="Pods", value=1, period_seconds=300
+                                )
+                            ],
+                        )
+                    ]
+                ),
+            ),
+        )
+
+    @staticmethod
+    def _env(settings: GkeModelServerSettings) -> dict[str, str]:
+        env = {"HF_HOME": MODEL_CACHE}
+        if settings.hf_token_secret:
+            env["HF_TOKEN_PATH"] = f"{HF_TOKEN_DIR}/token"
+        if settings.weights == "gcsfuse":
+            # The bucket holds the Hugging Face cache, staged ahead; the server only reads it.
+            env["HF_HUB_OFFLINE"] = "1"
+        return env
+
+    def _args(self, settings: GkeModelServerSettings) -> list[str]:
+        args = [
+            "--model", settings.model,
+            "--tensor-parallel-size", str(settings.tensor_parallel_size),
+            "--max-model-len", str(settings.max_model_len),
+            "--gpu-memory-utilization", str(settings.gpu_memory_utilization),
+            "--port", str(self.port),
+        ]
+        if quantization := MODELS[settings.model].quantization:
+            args += ["--quantization", quantization]
+        return args
+
+    def _volumes(self, settings: GkeModelServerSettings, project: str):
+        volumes = [
+            # Tensor parallelism shares tensors between GPU processes through /dev/shm.
+            DeploymentV1SpecTemplateSpecVolume(
+                name="dshm", empty_dir=DeploymentV1SpecTemplateSpecVolumeEmptyDir(medium="Memory", size_limit="8Gi")
+            ),
+        ]
+        mounts = [DeploymentV1SpecTemplateSpecContainerVolumeMount(name="dshm", mount_path="/dev/shm")]
+        if settings.weights == "pvc":
+            claim = PersistentVolumeClaimV1(
+                self,
+                "model-cache",
+                metadata=PersistentVolumeClaimV1Metadata(name="model-cache", namespace=self.namespace),
+                wait_until_bound=False,
+                spec=PersistentVolumeClaimV1Spec(
+                    access_modes=["ReadWriteOnce"],
+                    storage_class_name="premium-rwo",
+                    resources=PersistentVolumeClaimV1SpecResources(
+                        requests={"storage": settings.weights_volume_size}
+                    ),
+                ),
+            )
+            volumes.append(
+                DeploymentV1SpecTemplateSpecVolume(
+                    name="model-cache",
+                    persistent_volume_claim=DeploymentV1SpecTemplateSpecVolumePersistentVolumeClaim(
+                        claim_name=claim.metadata.name
+                    ),
+                )
+            )
+        else:
+            volumes.append(
+                DeploymentV1SpecTemplateSpecVolume(
+                    name="model-cache",
+                    csi=DeploymentV1SpecTemplateSpecVolumeCsi(
+                        driver="gcsfuse.csi.storage.gke.io",
+                        volume_attributes={
+                            "bucketName": settings.weights_bucket,
+                            "mountOptions": "implicit-dirs,file-cache:max-size-mb:-1",
+                            "fileCacheCapacity": "-1",
+                        },
+                    ),
+                )
+            )
+        mounts.append(
+            DeploymentV1SpecTemplateSpecContainerVolumeMount(
+                name="model-cache", mount_path=MODEL_CACHE, read_only=settings.weights == "gcsfuse"
+            )
+        )
+        if settings.hf_token_secret:
+            Manifest(
+                self,
+                "hf-token",
+                manifest={
+                    "apiVersion": "secrets-store-gke.csi.k8s.io/v1",
+                    "kind": "SecretProviderClass",
+                    "metadata": {"name": "hf-token", "namespace": self.namespace},
+                    "spec": {
+                        "parameters": {
+                            "secrets": (
+                                f'- resourceName: "projects/{project}/secrets/{settings.hf_token_secret}/versions/latest"\n'
+                                '  path: "token"\n'
+                            )
+                        }
+                    },
+                },
+            )
+            volumes.append(
+                DeploymentV1SpecTemplateSpecVolume(
+                    name="hf-token",
+                    csi=DeploymentV1SpecTemplateSpecVolumeCsi(
+                        driver="secrets-store-gke.csi.k8s.io",
+                        read_only=True,
+                        volume_attributes={"secretProviderClass": "hf-token"},
+                    ),
+                )
+            )
+            mounts.append(
+                DeploymentV1SpecTemplateSpecContainerVolumeMount(name="hf-token", mount_path=HF_TOKEN_DIR, read_only=True)
+            )
+        return volumes, mounts

@@ -1,0 +1,78 @@
+"""Typed settings for where and how models are served, capacity-checked at synth time."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import model_validator
+
+from hybrid.catalog import GPUS, MODELS, ServerShape, capacity_problems
+from hybrid.cloud_run_settings import GpuServiceSettings, ImageRef, Memory, SecretId, memory_gib
+from hybrid.validation import Settings, between, invalid
+
+Replicas = Annotated[int, between(1, 100)]
+
+
+class GkeModelServerSettings(Settings):
+    """vLLM's OpenAI-compatible server on GKE Autopilot GPUs."""
+
+    image: ImageRef = "docker.io/vllm/vllm-openai:v0.10.1"
+    model: Literal[tuple(MODELS)]  # type: ignore[valid-type]
+    gpu_type: Literal[tuple(GPUS)]  # type: ignore[valid-type]
+    gpu_count: Annotated[int, between(1, 16)] = 1
+    tensor_parallel_size: Annotated[int, between(1, 16)] = 1
+    max_model_len: Annotated[int, between(256, 1_048_576)] = 8192
+    gpu_memory_utilization: Annotated[float, between(0.5, 0.98)] = 0.90
+    # Requests equal limits; Autopilot sizes the node from them.
+    cpu: Annotated[int, between(1, 207)] = 8
+    memory: Memory = "32Gi"
+    # Room for the image, compile caches and, with gcsfuse, the file cache (the 1Gi default breaks vLLM).
+    ephemeral_storage: Memory = "100Gi"
+    # "pvc": a premium-rwo disk per server (seed 004: 100Gi), so one replica at most;
+    # "gcsfuse": weights read from weights_bucket through the GCS FUSE CSI driver, shared.
+    weights: Literal["pvc", "gcsfuse"] = "pvc"
+    weights_volume_size: Memory = "100Gi"
+    weights_bucket: str | None = None
+    hf_token_secret: SecretId | None = None
+    min_replicas: Replicas = 1
+    max_replicas: Replicas = 1
+    # Scale out when more than this many requests wait in each server's queue on average.
+    queue_target: Annotated[int, between(1, 1000)] = 10
+
+    @model_validator(mode="after")
+    def _fits(self) -> GkeModelServerSettings:
+        if self.min_replicas > self.max_replicas:
+            raise invalid("min_replicas", f"must not exceed max_replicas ({self.max_replicas})")
+        if self.weights == "pvc" and self.max_replicas > 1:
+            raise invalid("weights", "'pvc' is a ReadWriteOnce disk for one server: use 'gcsfuse' for max_replicas > 1")
+        if self.weights == "gcsfuse" and not self.weights_bucket:
+            raise invalid("weights_bucket", "is required when weights is 'gcsfuse'")
+        shape = ServerShape(
+            model=self.model,
+            gpu_type=self.gpu_type,
+            gpu_count=self.gpu_count,
+            tensor_parallel_size=self.tensor_parallel_size,
+            max_model_len=self.max_model_len,
+            gpu_memory_utilization=self.gpu_memory_utilization,
+            cpu=self.cpu,
+            memory_gib=memory_gib(self.memory),
+        )
+        for key, why in capacity_problems(shape):
+            raise invalid(key, why)
+        return self
+
+
+class InferenceSettings(Settings):
+    # "gke": vLLM on GKE Autopilot ([inference.gke]) behind an internal load balancer;
+    # "cloud_run": the [inference.cloud_run] service on a Cloud Run GPU.
+    placement: Literal["gke", "cloud_run"] = "gke"
+    gke: GkeModelServerSettings | None = None
+    cloud_run: GpuServiceSettings | None = None
+
+    @model_validator(mode="after")
+    def _placed(self) -> InferenceSettings:
+        if self.placement == "gke" and self.gke is None:
+            raise invalid("gke", "is required when placement is 'gke'")
+        if self.placement == "cloud_run" and self.cloud_run is None:
+            raise invalid("cloud_run", "is required when placement is 'cloud_run'")
+        return self

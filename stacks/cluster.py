@@ -1,0 +1,43 @@
+"""Layer `cluster`: the GKE Autopilot cluster that serves self-hosted models on GPUs.
+
+Private nodes in the network's workloads subnet (pods and services on its secondary
+ranges), a control-plane endpoint a CI runner can reach (DNS endpoint with IAM, or
+authorized networks), Workload Identity, Managed Prometheus, the GCS FUSE CSI
+driver and the Secret Manager add-on, nodes running as a least-privilege account.
+"""
+
+from __future__ import annotations
+
+from cdktf import TerraformOutput
+from constructs import Construct
+
+from hybrid.components.autopilot_cluster import AutopilotCluster
+from hybrid.components.service_account import ServiceAccount
+from hybrid.config import Environment
+from hybrid.layer import LayerStack
+from stacks.network import NetworkStack
+
+
+class ClusterStack(LayerStack):
+    def __init__(self, scope: Construct, env: Environment, network: NetworkStack) -> None:
+        super().__init__(scope, env, "cluster")
+        self.add_dependency(network)
+        nodes = ServiceAccount(
+            self,
+            "node-identity",
+            account_id=env.names.node_account,
+            display_name="GKE nodes",
+            description="Runs the model cluster's nodes: logs, metrics and image pulls only.",
+        )
+        self.autopilot = AutopilotCluster(
+            self,
+            "models",
+            name=env.names.cluster,
+            project=env.project_id,
+            region=env.region,
+            network=network.vpc.id,
+            subnetwork=network.subnet.id,
+            node_account=nodes,
+            settings=env.cluster,
+        )
+        TerraformOutput(self, "cluster_name", value=self.autopilot.cluster.name)

@@ -1,0 +1,118 @@
+"""Layer `inference`: vLLM on the cluster, in a stack of its own because its kubernetes
+provider is configured from the cluster (endpoint read at plan time, short-lived token).
+
+Google identities for the model server and the metrics adapter (Workload Identity,
+only what each needs), then the Kubernetes objects: namespace, service account,
+the vLLM server behind an internal load balancer, and the metrics adapter its
+autoscaler reads the queue length through.
+"""
+
+from __future__ import annotations
+
+from cdktf import Fn
+from cdktf_cdktf_provider_google.data_google_client_config import DataGoogleClientConfig
+from cdktf_cdktf_provider_google.data_google_container_cluster import DataGoogleContainerCluster
+from cdktf_cdktf_provider_google.secret_manager_secret_iam_member import SecretManagerSecretIamMember
+from cdktf_cdktf_provider_google.storage_bucket_iam_member import StorageBucketIamMember
+from cdktf_cdktf_provider_kubernetes.namespace_v1 import NamespaceV1, NamespaceV1Metadata
+from cdktf_cdktf_provider_kubernetes.provider import KubernetesProvider
+from cdktf_cdktf_provider_kubernetes.service_account_v1 import ServiceAccountV1, ServiceAccountV1Metadata
+from constructs import Construct
+
+from hybrid.components import metrics_adapter
+from hybrid.components.metrics_adapter import CustomMetricsAdapter
+from hybrid.components.service_account import ServiceAccount
+from hybrid.components.vllm_server import VllmServer
+from hybrid.config import Environment
+from hybrid.layer import LayerStack
+from stacks.cluster import ClusterStack
+from stacks.network import NetworkStack
+
+NAMESPACE = "inference"
+MODEL_SERVER_ACCOUNT = "vllm"
+
+
+class InferenceStack(LayerStack):
+    def __init__(self, scope: Construct, env: Environment, network: NetworkStack, cluster: ClusterStack) -> None:
+        super().__init__(scope, env, "inference")
+        self.add_dependency(network)
+        self.add_dependency(cluster)
+        project, names, settings = env.project_id, env.names, env.inference.gke
+
+        gke = DataGoogleContainerCluster(self, "cluster", name=names.cluster, location=env.region)
+        client = DataGoogleClientConfig(self, "client")
+        if env.cluster.control_plane_access == "dns":
+            # The DNS endpoint carries a publicly trusted certificate and checks IAM.
+            endpoint = gke.control_plane_endpoints_config.get(0).dns_endpoint_config.get(0).endpoint
+            KubernetesProvider(self, "kubernetes", host=f"https://{endpoint}", token=client.access_token)
+        else:
+            KubernetesProvider(
+                self,
+                "kubernetes",
+                host=f"https://{gke.endpoint}",
+                token=client.access_token,
+                cluster_ca_certificate=Fn.base64decode(gke.master_auth.get(0).cluster_ca_certificate),
+            )
+
+        server_identity = ServiceAccount(
+            self,
+            "model-server-identity",
+            account_id=names.model_server_account,
+            display_name="vLLM model server",
+            description="Reads the model weights and the Hugging Face token; nothing else.",
+        )
+        server_identity.allow_kubernetes_account(project, NAMESPACE, MODEL_SERVER_ACCOUNT)
+        if settings.hf_token_secret:
+            SecretManagerSecretIamMember(
+                self,
+                "hf-token-access",
+                secret_id=settings.hf_token_secret,
+                role="roles/secretmanager.secretAccessor",
+                member=server_identity.member,
+            )
+        if settings.weights == "gcsfuse":
+            StorageBucketIamMember(
+                self,
+                "weights-access",
+                bucket=settings.weights_bucket,
+                role="roles/storage.objectViewer",
+                member=server_identity.member,
+            )
+        adapter_identity = ServiceAccount(
+            self,
+            "metrics-adapter-identity",
+            account_id=names.metrics_adapter_account,
+            display_name="Custom metrics adapter",
+            description="Reads Cloud Monitoring metrics for the model servers' autoscaler.",
+        )
+        adapter_identity.grant_project_roles(project, ("roles/monitoring.viewer",))
+        adapter_identity.allow_kubernetes_account(project, metrics_adapter.NAMESPACE, metrics_adapter.NAME)
+
+        namespace = NamespaceV1(
+            self,
+            "namespace",
+            metadata=NamespaceV1Metadata(
+                name=NAMESPACE, labels={"pod-security.kubernetes.io/enforce": "baseline"}
+            ),
+        )
+        account = ServiceAccountV1(
+            self,
+            "model-server-account",
+            metadata=ServiceAccountV1Metadata(
+                name=MODEL_SERVER_ACCOUNT,
+                namespace=namespace.metadata.name,
+                annotations={"iam.gke.io/gcp-service-account": server_identity.email},
+            ),
+        )
+        self.vllm = VllmServer(
+            self,
+            "vllm",
+            namespace=namespace.metadata.name,
+            service_account=account.metadata.name,
+            settings=settings,
+            port=env.network.inference_port,
+            load_balancer_ip=network.inference_address.address,
+            allowed_sources=[env.network.connector.cidr],
+            project=project,
+        )
+        CustomMetricsAdapter(self, "metrics-adapter", google_service_account=adapter_identity.email)

@@ -1,0 +1,102 @@
+"""Value assertions on the synthesized `<env>-cluster` stacks."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import DEV, only, resources, run_main
+
+
+@pytest.fixture
+def cluster_stack(env, synth_json):
+    return synth_json[f"{env}-cluster"]
+
+
+@pytest.fixture
+def cluster(cluster_stack):
+    return only(cluster_stack, "google_container_cluster")
+
+
+def test_autopilot_in_the_network_subnet_and_ranges(env, cluster):
+    assert cluster["name"] == f"{env}-models"
+    assert cluster["enable_autopilot"] is True
+    assert cluster["location"] == "us-central1"
+    remote = f"${{data.terraform_remote_state.cross-stack-reference-input-{env}-network.outputs.cross-stack-output-"
+    assert cluster["network"] == remote + "google_compute_networkvpcid}"
+    assert cluster["subnetwork"] == remote + "google_compute_subnetworkworkloads-subnetid}"
+    assert cluster["ip_allocation_policy"] == {
+        "cluster_secondary_range_name": "pods",
+        "services_secondary_range_name": "services",
+    }
+
+
+def test_private_nodes_and_a_dns_endpoint_for_ci(cluster):
+    assert cluster["private_cluster_config"] == {"enable_private_nodes": True}
+    assert cluster["control_plane_endpoints_config"] == {
+        "dns_endpoint_config": {"allow_external_traffic": True},
+        "ip_endpoints_config": {"enabled": False},
+    }
+    assert "master_authorized_networks_config" not in cluster
+
+
+def test_authorized_networks_instead_when_config_says_so(tmp_path):
+    config = tmp_path / "an.toml"
+    config.write_text(
+        DEV.replace('name = "dev"', 'name = "an"').replace(
+            'control_plane_access = "dns"',
+            'control_plane_access = "authorized_networks"\nauthorized_networks = ["203.0.113.0/24"]',
+        )
+    )
+    result = run_main(tmp_path / "out", "--env", str(config))
+    assert result.returncode == 0, result.stderr
+    stacks = tmp_path / "out" / "stacks"
+    cluster = only(json.loads((stacks / "an-cluster" / "cdk.tf.json").read_text()), "google_container_cluster")
+    assert cluster["control_plane_endpoints_config"] == {
+        "dns_endpoint_config": {"allow_external_traffic": False},
+        "ip_endpoints_config": {"enabled": True},
+    }
+    assert cluster["master_authorized_networks_config"] == {
+        "gcp_public_cidrs_access_enabled": False,
+        "cidr_blocks": [{"cidr_block": "203.0.113.0/24", "display_name": "203.0.113.0/24"}],
+    }
+    (provider,) = json.loads((stacks / "an-inference" / "cdk.tf.json").read_text())["provider"]["kubernetes"]
+    assert provider["host"] == "https://${data.google_container_cluster.cluster.endpoint}"
+    assert provider["cluster_ca_certificate"] == (
+        "${base64decode(data.google_container_cluster.cluster.master_auth[0].cluster_ca_certificate)}"
+    )
+
+
+def test_workload_identity_prometheus_gcsfuse_secrets_release_channel(env, cluster):
+    assert cluster["workload_identity_config"] == {"workload_pool": f"replace-me-{env}.svc.id.goog"}
+    assert cluster["monitoring_config"] == {"managed_prometheus": {"enabled": True}}
+    assert cluster["addons_config"] == {"gcs_fuse_csi_driver_config": {"enabled": True}}
+    assert cluster["secret_manager_config"] == {"enabled": True}
+    assert cluster["release_channel"] == {"channel": "REGULAR"}
+
+
+def test_deletion_protection_in_prod_only(env, cluster):
+    assert cluster["deletion_protection"] is (env == "prod")
+
+
+def test_nodes_run_as_a_least_privilege_account(env, cluster_stack, cluster):
+    account = only(cluster_stack, "google_service_account")
+    assert account["account_id"] == f"{env}-gke-nodes"
+    defaults = cluster["cluster_autoscaling"]["auto_provisioning_defaults"]
+    assert defaults["service_account"].startswith("${google_service_account.node-identity_account_")
+    assert defaults["oauth_scopes"] == ["https://www.googleapis.com/auth/cloud-platform"]
+    roles = sorted(g["role"] for g in resources(cluster_stack, "google_project_iam_member").values())
+    assert roles == ["roles/artifactregistry.reader", "roles/container.defaultNodeServiceAccount"]
+
+
+def test_labels_reach_the_cluster_through_the_provider(env, cluster_stack):
+    (provider,) = cluster_stack["provider"]["google"]
+    assert provider["default_labels"]["environment"] == env
+    assert provider["default_labels"]["layer"] == "cluster"
+
+
+def test_hardening(cluster):
+    assert cluster["datapath_provider"] == "ADVANCED_DATAPATH"  # enforces the NetworkPolicy
+    assert cluster["master_auth"] == {"client_certificate_config": {"issue_client_certificate": False}}
+    assert cluster["binary_authorization"] == {"evaluation_mode": "PROJECT_SINGLETON_POLICY_ENFORCE"}

@@ -1,0 +1,225 @@
+"""Value assertions on the synthesized `<env>-inference` stacks: vLLM on GKE, reachable from
+the VPC connector only, autoscaled on vLLM's queue."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import only, resources
+
+EXPECTED = {
+    "dev": {"model": "mistralai/Mistral-7B-Instruct-v0.3", "len": "8192", "replicas": (1, 1), "weights": "pvc"},
+    "prod": {"model": "meta-llama/Llama-3.1-8B-Instruct", "len": "16384", "replicas": (2, 8), "weights": "gcsfuse"},
+}
+
+
+@pytest.fixture
+def stack(env, synth_json):
+    return synth_json[f"{env}-inference"]
+
+
+def named(stack: dict, kind: str, name: str) -> dict:
+    (found,) = [r for r in resources(stack, kind).values() if r["metadata"]["name"] == name]
+    return found
+
+
+@pytest.fixture
+def pod(stack):
+    return named(stack, "kubernetes_deployment_v1", "vllm")["spec"]["template"]["spec"]
+
+
+@pytest.fixture
+def server(pod):
+    (container,) = pod["container"]
+    return container
+
+
+def test_kubernetes_provider_from_the_cluster_with_a_short_lived_token(env, stack):
+    (provider,) = stack["provider"]["kubernetes"]
+    assert provider == {
+        "host": "https://${data.google_container_cluster.cluster.control_plane_endpoints_config[0]"
+        ".dns_endpoint_config[0].endpoint}",
+        "token": "${data.google_client_config.client.access_token}",
+    }
+    cluster = stack["data"]["google_container_cluster"]["cluster"]
+    assert (cluster["name"], cluster["location"]) == (f"{env}-models", "us-central1")
+    assert "client" in stack["data"]["google_client_config"]
+
+
+def test_namespace_and_workload_identity(env, stack):
+    namespace = named(stack, "kubernetes_namespace_v1", "inference")
+    assert namespace["metadata"]["labels"] == {"pod-security.kubernetes.io/enforce": "baseline"}
+    account = named(stack, "kubernetes_service_account_v1", "vllm")
+    assert account["metadata"]["annotations"]["iam.gke.io/gcp-service-account"].startswith(
+        "${google_service_account.model-server-identity_account_"
+    )
+    bindings = {b["member"]: b for b in resources(stack, "google_service_account_iam_member").values()}
+    assert set(bindings) == {
+        f"serviceAccount:replace-me-{env}.svc.id.goog[inference/vllm]",
+        f"serviceAccount:replace-me-{env}.svc.id.goog[custom-metrics/custom-metrics-stackdriver-adapter]",
+    }
+    assert all(b["role"] == "roles/iam.workloadIdentityUser" for b in bindings.values())
+
+
+def test_model_server_identity_gets_only_the_token_and_the_weights(env, stack):
+    (token,) = resources(stack, "google_secret_manager_secret_iam_member").values()
+    assert (token["secret_id"], token["role"]) == (f"{env}-hf-token", "roles/secretmanager.secretAccessor")
+    assert token["member"].startswith("${google_service_account.model-server-identity_account_")
+    weights = list(resources(stack, "google_storage_bucket_iam_member").values())
+    if EXPECTED[env]["weights"] == "gcsfuse":
+        (grant,) = weights
+        assert (grant["bucket"], grant["role"]) == ("replace-me-prod-model-weights", "roles/storage.objectViewer")
+    else:
+        assert weights == []
+    (project_grant,) = resources(stack, "google_project_iam_member").values()
+    assert project_grant["role"] == "roles/monitoring.viewer"
+    assert project_grant["member"].startswith("${google_service_account.metrics-adapter-identity_account_")
+
+
+def test_vllm_runs_the_configured_model(env, server):
+    assert server["image"] == "docker.io/vllm/vllm-openai:v0.10.1"
+    assert server["command"] == ["python3", "-m", "vllm.entrypoints.openai.api_server"]
+    assert server["args"] == [
+        "--model", EXPECTED[env]["model"],
+        "--tensor-parallel-size", "1",
+        "--max-model-len", EXPECTED[env]["len"],
+        "--gpu-memory-utilization", "0.9",
+        "--port", "8000",
+    ]
+
+
+def test_gpu_node_selector_and_requests_equal_limits(env, pod, server):
+    assert pod["node_selector"] == {
+        "cloud.google.com/gke-accelerator": "nvidia-l4",
+        "cloud.google.com/gke-accelerator-count": "1",
+    }
+    resources_ = server["resources"]
+    assert resources_["requests"] == resources_["limits"]
+    assert resources_["limits"] == {
+        "cpu": "8",
+        "memory": "32Gi",
+        "nvidia.com/gpu": "1",
+        "ephemeral-storage": {"dev": "50Gi", "prod": "100Gi"}[env],
+    }
+
+
+def test_long_startup_then_readiness_and_liveness_on_health(server):
+    startup = server["startup_probe"]
+    assert startup["http_get"] == {"path": "/health", "port": "8000"}
+    assert startup["period_seconds"] * startup["failure_threshold"] == 1800
+    assert server["readiness_probe"]["http_get"] == {"path": "/health", "port": "8000"}
+    assert server["liveness_probe"]["http_get"] == {"path": "/health", "port": "8000"}
+
+
+def test_weights_volume_per_config(env, stack, pod, server):
+    volumes = {v["name"]: v for v in pod["volume"]}
+    mounts = {m["name"]: m for m in server["volume_mount"]}
+    assert mounts["model-cache"]["mount_path"] == "/data/models"
+    env_vars = {e["name"]: e["value"] for e in server["env"]}
+    assert env_vars["HF_HOME"] == "/data/models"
+    if env == "dev":
+        claim = named(stack, "kubernetes_persistent_volume_claim_v1", "model-cache")["spec"]
+        assert claim["storage_class_name"] == "premium-rwo"
+        assert claim["access_modes"] == ["ReadWriteOnce"]
+        assert claim["resources"]["requests"] == {"storage": "100Gi"}
+        assert volumes["model-cache"]["persistent_volume_claim"]["claim_name"].endswith(".metadata[0].name}")
+    else:
+        assert volumes["model-cache"]["csi"]["driver"] == "gcsfuse.csi.storage.gke.io"
+        assert volumes["model-cache"]["csi"]["volume_attributes"]["bucketName"] == "replace-me-prod-model-weights"
+        assert mounts["model-cache"]["read_only"] is True
+        assert env_vars["HF_HUB_OFFLINE"] == "1"
+        deployment = named(stack, "kubernetes_deployment_v1", "vllm")
+        assert deployment["spec"]["template"]["metadata"]["annotations"] == {"gke-gcsfuse/volumes": "true"}
+
+
+def test_hugging_face_token_comes_from_secret_manager(env, stack, pod, server):
+    (provider_class,) = [
+        m["manifest"] for m in resources(stack, "kubernetes_manifest").values()
+        if m["manifest"]["kind"] == "SecretProviderClass"
+    ]
+    assert provider_class["spec"]["parameters"]["secrets"] == (
+        f'- resourceName: "projects/replace-me-{env}/secrets/{env}-hf-token/versions/latest"\n  path: "token"\n'
+    )
+    volume = next(v for v in pod["volume"] if v["name"] == "hf-token")
+    assert volume["csi"]["driver"] == "secrets-store-gke.csi.k8s.io"
+    assert {e["name"]: e["value"] for e in server["env"]}["HF_TOKEN_PATH"] == "/var/run/secrets/huggingface/token"
+    assert "HF_TOKEN" not in {e["name"] for e in server["env"]}
+
+
+def test_internal_load_balancer_on_the_reserved_address_for_the_connector_only(env, stack):
+    service = named(stack, "kubernetes_service_v1", "vllm")
+    assert service["metadata"]["annotations"] == {"networking.gke.io/load-balancer-type": "Internal"}
+    spec = service["spec"]
+    assert spec["type"] == "LoadBalancer"
+    assert spec["load_balancer_source_ranges"] == ["10.8.0.0/28"]
+    assert spec["load_balancer_ip"] == (
+        f"${{data.terraform_remote_state.cross-stack-reference-input-{env}-network.outputs."
+        "cross-stack-output-google_compute_addressinference-addressaddress}"
+    )
+    assert spec["port"] == [{"name": "http", "port": 8000, "target_port": "8000", "protocol": "TCP"}]
+    assert spec["external_traffic_policy"] == "Local"
+
+
+def test_network_policy_admits_connector_health_checks_and_prometheus_only(stack):
+    policy = named(stack, "kubernetes_network_policy_v1", "vllm")["spec"]
+    assert policy["policy_types"] == ["Ingress"]
+    (rule,) = policy["ingress"]
+    assert rule["ports"] == [{"port": "8000", "protocol": "TCP"}]
+    assert rule["from"] == [
+        {"ip_block": {"cidr": "10.8.0.0/28"}},
+        {"ip_block": {"cidr": "35.191.0.0/16"}},
+        {"ip_block": {"cidr": "130.211.0.0/22"}},
+        {"namespace_selector": {"match_labels": {"kubernetes.io/metadata.name": "gmp-system"}}},
+    ]
+
+
+def test_disruption_budget(stack):
+    budget = named(stack, "kubernetes_pod_disruption_budget_v1", "vllm")["spec"]
+    assert budget["max_unavailable"] == "1"
+    assert budget["selector"] == {"match_labels": {"app": "vllm", "tier": "inference"}}
+
+
+def test_autoscaling_on_vllm_queue_length_not_cpu(env, stack):
+    monitoring = next(
+        m["manifest"] for m in resources(stack, "kubernetes_manifest").values() if m["manifest"]["kind"] == "PodMonitoring"
+    )
+    assert monitoring["spec"]["endpoints"] == [{"port": "http", "path": "/metrics", "interval": "15s"}]
+    hpa = named(stack, "kubernetes_horizontal_pod_autoscaler_v2", "vllm")["spec"]
+    assert (hpa["min_replicas"], hpa["max_replicas"]) == EXPECTED[env]["replicas"]
+    assert hpa["scale_target_ref"] == {"api_version": "apps/v1", "kind": "Deployment", "name": "vllm"}
+    (metric,) = hpa["metric"]
+    assert metric["type"] == "Pods"
+    assert metric["pods"]["metric"]["name"] == "prometheus.googleapis.com|vllm:num_requests_waiting|gauge"
+    assert metric["pods"]["target"] == {"type": "AverageValue", "average_value": "10"}
+    deployment = named(stack, "kubernetes_deployment_v1", "vllm")
+    assert deployment["lifecycle"] == {"ignore_changes": ["spec[0].replicas"]}
+
+
+def test_custom_metrics_adapter_with_its_rbac(stack):
+    adapter = named(stack, "kubernetes_deployment_v1", "custom-metrics-stackdriver-adapter")
+    assert adapter["metadata"]["namespace"] == "custom-metrics"
+    (container,) = adapter["spec"]["template"]["spec"]["container"]
+    assert "--use-new-resource-model=true" in container["command"]
+    apis = {a["metadata"]["name"] for a in resources(stack, "kubernetes_api_service_v1").values()}
+    assert apis == {"v1beta1.custom.metrics.k8s.io", "v1beta2.custom.metrics.k8s.io", "v1beta1.external.metrics.k8s.io"}
+    cluster_roles = {
+        f"${{kubernetes_cluster_role_v1.{key}.metadata[0].name}}": role["metadata"]["name"]
+        for key, role in resources(stack, "kubernetes_cluster_role_v1").items()
+    }
+    bound = {
+        cluster_roles.get(b["role_ref"]["name"], b["role_ref"]["name"]): {s["name"] for s in b["subject"]}
+        for b in resources(stack, "kubernetes_cluster_role_binding_v1").values()
+    }
+    assert bound == {
+        "system:auth-delegator": {"custom-metrics-stackdriver-adapter"},
+        "custom-metrics-resource-reader": {"custom-metrics-stackdriver-adapter"},
+        "external-metrics-reader": {"horizontal-pod-autoscaler"},
+    }
+    (reader,) = resources(stack, "kubernetes_role_binding_v1").values()
+    assert (reader["metadata"]["namespace"], reader["role_ref"]["name"]) == (
+        "kube-system", "extension-apiserver-authentication-reader"
+    )
+    account = named(stack, "kubernetes_service_account_v1", "custom-metrics-stackdriver-adapter")
+    assert account["metadata"]["annotations"]["iam.gke.io/gcp-service-account"].startswith(
+        "${google_service_account.metrics-adapter-identity_account_"
+    )
