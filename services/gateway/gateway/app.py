@@ -1,0 +1,178 @@
+"""The gateway's HTTP API: POST /v1/chat/completions (streaming or not), GET /health, /openapi.json."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from contextlib import asynccontextmanager
+
+import httpx
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import ValidationError
+
+from gateway.auth import JwksCache, Unauthorized, Verifier
+from gateway.identity import IdTokenSource, NoToken
+from gateway.ratelimit import RateLimiter
+from gateway.schemas import ChatCompletionRequest
+from gateway.settings import GatewaySettings
+from servicekit import logs
+from servicekit.errors import error_response
+
+log = logging.getLogger("gateway")
+# Headers of the orchestrator's answer the caller may see.
+PASSED_HEADERS = ("content-type", "retry-after", "x-request-id")
+
+
+def create_app(settings: GatewaySettings) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        async with httpx.AsyncClient(
+            timeout=httpx.Timeout(settings.upstream_read_timeout_seconds, connect=settings.upstream_connect_timeout_seconds),
+            limits=httpx.Limits(max_connections=1000, max_keepalive_connections=200),
+        ) as client:
+            app.state.client = client
+            app.state.verifier = Verifier(
+                JwksCache(settings.jwks_url, client, settings.jwks_cache_seconds, settings.jwks_min_refresh_seconds),
+                settings.jwt_issuer,
+                settings.jwt_audience,
+                settings.clock_leeway_seconds,
+                settings.max_token_bytes,
+            )
+            yield
+
+    app = FastAPI(title="AI platform gateway", version="1.0.0", lifespan=lifespan)
+    limiter = RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst)
+    identity = IdTokenSource(settings.orchestrator_url) if settings.orchestrator_auth == "google-id-token" else NoToken()
+    target = settings.orchestrator_url.rstrip("/") + "/v1/chat/completions"
+
+    @app.middleware("http")
+    async def request_context(request: Request, call_next):
+        rid = request.headers.get("x-request-id")
+        rid = rid if rid and len(rid) <= 64 and rid.replace("-", "").isalnum() else uuid.uuid4().hex
+        logs.request_id.set(rid)
+        started = time.perf_counter()
+        response = await call_next(request)
+        response.headers["x-request-id"] = rid
+        logs.event(log, "request", method=request.method, path=request.url.path, status=response.status_code,
+                   latency_ms=round((time.perf_counter() - started) * 1000, 1))
+        return response
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError):
+        return error_response(400, "invalid request", "invalid_request_error", "invalid_request")
+
+    @app.get("/health", include_in_schema=False)
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.post(
+        "/v1/chat/completions",
+        responses={400: {}, 401: {}, 413: {}, 429: {}, 502: {}, 503: {}},
+        # The body is read by hand (after authentication, within a size limit); document it here.
+        openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
+            "schema": {"$ref": "#/components/schemas/ChatCompletionRequest"}}}}},
+    )
+    async def chat_completions(request: Request) -> Response:
+        try:
+            caller = await request.app.state.verifier.verify(request.headers.get("authorization"))
+        except Unauthorized as err:
+            logs.event(log, "unauthorized", logging.WARNING, reason=err.reason)
+            return error_response(401, "missing or invalid credentials", "authentication_error", "invalid_token",
+                                  headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+        wait = limiter.take(caller.user_id)
+        if wait:
+            return error_response(429, "rate limit exceeded; retry later", "rate_limit_error", "rate_limited",
+                                  headers={"Retry-After": limiter.retry_after(wait)})
+        body = await _read_limited(request, settings.max_body_bytes)
+        if body is None:
+            return error_response(413, f"request body larger than {settings.max_body_bytes} bytes",
+                                  "invalid_request_error", "body_too_large")
+        try:
+            chat = ChatCompletionRequest.model_validate_json(body)
+        except ValidationError as err:
+            where = ".".join(str(p) for p in err.errors()[0]["loc"]) or "body"
+            return error_response(400, f"invalid request at {where}: {err.errors()[0]['msg']}",
+                                  "invalid_request_error", "invalid_request")
+        if len(chat.messages) > settings.max_messages:
+            return error_response(400, f"at most {settings.max_messages} messages", "invalid_request_error",
+                                  "too_many_messages")
+        if any(len(m.content) > settings.max_message_chars for m in chat.messages):
+            return error_response(400, f"a message is longer than {settings.max_message_chars} characters",
+                                  "invalid_request_error", "message_too_long")
+        return await _forward(request, chat, caller.user_id)
+
+    async def _forward(request: Request, chat: ChatCompletionRequest, user_id: str) -> Response:
+        client: httpx.AsyncClient = request.app.state.client
+        headers = {
+            **await identity.header(),
+            "content-type": "application/json",
+            "x-user-id": user_id,
+            "x-request-id": logs.request_id.get() or "",
+        }
+        upstream_request = client.build_request(
+            "POST", target, headers=headers, content=chat.model_dump_json(exclude_none=True)
+        )
+        try:
+            upstream = await client.send(upstream_request, stream=True)
+        except httpx.HTTPError as err:
+            logs.event(log, "orchestrator unreachable", logging.ERROR, error=type(err).__name__)
+            return error_response(502, "the model service is unreachable", "api_error", "upstream_unavailable")
+        passed = {k: v for k, v in upstream.headers.items() if k.lower() in PASSED_HEADERS}
+        if not chat.stream or upstream.status_code >= 400:
+            try:
+                content = await upstream.aread()
+            finally:
+                await upstream.aclose()
+            return Response(content=content, status_code=upstream.status_code, headers=passed)
+
+        async def relay():
+            # Passes bytes on as they come; if the client leaves, Starlette cancels this
+            # generator and closing the response cancels the orchestrator's stream too.
+            try:
+                async for chunk in upstream.aiter_raw():
+                    yield chunk
+            except httpx.HTTPError as err:
+                logs.event(log, "orchestrator stream broke", logging.WARNING, error=type(err).__name__)
+            finally:
+                await upstream.aclose()
+
+        return StreamingResponse(relay(), status_code=upstream.status_code, headers=passed,
+                                 media_type=passed.get("content-type", "text/event-stream"))
+
+    request_schema = ChatCompletionRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+    request_definitions = request_schema.pop("$defs", {})
+
+    def openapi() -> dict:
+        if not app.openapi_schema:
+            document = get_openapi(title=app.title, version=app.version, routes=app.routes)
+            schemas = document.setdefault("components", {}).setdefault("schemas", {})
+            schemas.update({**request_definitions, "ChatCompletionRequest": request_schema})
+            app.openapi_schema = document
+        return app.openapi_schema
+
+    app.openapi = openapi
+    return app
+
+
+async def _read_limited(request: Request, limit: int) -> bytes | None:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        return None
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            return None
+    return bytes(body)
+
+
+def main() -> FastAPI:
+    """The ASGI app uvicorn serves (``gateway.app:main`` with --factory)."""
+    settings = GatewaySettings.from_environment()
+    logs.configure(settings.log_level)
+    return create_app(settings)

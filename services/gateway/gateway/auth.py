@@ -1,0 +1,117 @@
+"""Bearer JWT verification against a JWKS URL: asymmetric algorithms only, issuer,
+audience, expiry and not-before checked, keys cached and refreshed on an unknown key id
+(at most once per ``jwks_min_refresh_seconds``)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass
+
+import httpx
+import jwt
+from jwt.algorithms import ECAlgorithm, RSAAlgorithm, RSAPSSAlgorithm
+
+ALGORITHMS = {
+    "RS256": RSAAlgorithm, "RS384": RSAAlgorithm, "RS512": RSAAlgorithm,
+    "PS256": RSAPSSAlgorithm, "PS384": RSAPSSAlgorithm, "PS512": RSAPSSAlgorithm,
+    "ES256": ECAlgorithm, "ES384": ECAlgorithm, "ES512": ECAlgorithm,
+}
+KEY_TYPES = {RSAAlgorithm: "RSA", RSAPSSAlgorithm: "RSA", ECAlgorithm: "EC"}
+MAX_KEYS = 32
+MAX_JWKS_BYTES = 262_144
+REQUIRED_CLAIMS = ["exp", "iat", "iss", "aud", "sub"]
+
+
+class Unauthorized(Exception):
+    """The request carries no valid token; ``reason`` is for logs, never for the client."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Caller:
+    user_id: str
+
+
+class JwksCache:
+    def __init__(self, url: str, client: httpx.AsyncClient, ttl: float, min_refresh: float) -> None:
+        self.url, self.client, self.ttl, self.min_refresh = url, client, ttl, min_refresh
+        self.keys: dict[str, dict] = {}
+        self.fetched_at = float("-inf")
+        self.lock = asyncio.Lock()
+
+    async def key(self, kid: str) -> dict:
+        now = time.monotonic()
+        if kid not in self.keys or now - self.fetched_at > self.ttl:
+            async with self.lock:
+                if (kid not in self.keys and time.monotonic() - self.fetched_at >= self.min_refresh) or (
+                    time.monotonic() - self.fetched_at > self.ttl
+                ):
+                    await self._refresh()
+        if kid not in self.keys:
+            raise Unauthorized("unknown key id")
+        return self.keys[kid]
+
+    async def _refresh(self) -> None:
+        self.fetched_at = time.monotonic()
+        try:
+            response = await self.client.get(self.url, timeout=5)
+            response.raise_for_status()
+            if len(response.content) > MAX_JWKS_BYTES:
+                raise ValueError("JWKS too large")
+            document = json.loads(response.content)
+            keys = [k for k in document.get("keys", []) if isinstance(k, dict) and isinstance(k.get("kid"), str)]
+        except (httpx.HTTPError, ValueError, AttributeError) as err:
+            # Keep the keys we had: a JWKS hiccup must not log everyone out.
+            raise Unauthorized(f"JWKS unavailable: {type(err).__name__}") from None
+        self.keys = {k["kid"]: k for k in keys[:MAX_KEYS]}
+
+
+class Verifier:
+    def __init__(self, jwks: JwksCache, issuer: str, audience: str, leeway: int, max_token_bytes: int) -> None:
+        self.jwks, self.issuer, self.audience = jwks, issuer, audience
+        self.leeway, self.max_token_bytes = leeway, max_token_bytes
+
+    async def verify(self, authorization: str | None) -> Caller:
+        if not authorization:
+            raise Unauthorized("no Authorization header")
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            raise Unauthorized("not a bearer token")
+        if len(token) > self.max_token_bytes:
+            raise Unauthorized("token too large")
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError:
+            raise Unauthorized("malformed token") from None
+        algorithm = header.get("alg")
+        if algorithm not in ALGORITHMS:
+            raise Unauthorized(f"algorithm not allowed: {str(algorithm)[:16]}")
+        kid = header.get("kid")
+        if not isinstance(kid, str):
+            raise Unauthorized("no key id")
+        jwk = await self.jwks.key(kid)
+        family = ALGORITHMS[algorithm]
+        if jwk.get("kty") != KEY_TYPES[family] or jwk.get("alg", algorithm) != algorithm:
+            raise Unauthorized("key does not match the algorithm")
+        try:
+            key = family.from_jwk(json.dumps(jwk))
+            claims = jwt.decode(
+                token,
+                key=key,
+                algorithms=[algorithm],
+                audience=self.audience,
+                issuer=self.issuer,
+                leeway=self.leeway,
+                options={"require": REQUIRED_CLAIMS},
+            )
+        except (jwt.PyJWTError, ValueError, TypeError) as err:
+            raise Unauthorized(type(err).__name__) from None
+        subject = claims.get("sub")
+        if not isinstance(subject, str) or not 0 < len(subject) <= 128:
+            raise Unauthorized("bad subject")
+        return Caller(user_id=subject)

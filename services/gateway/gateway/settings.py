@@ -1,0 +1,41 @@
+"""The gateway's configuration: environment variables only, validated at start-up."""
+
+from __future__ import annotations
+
+import os
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class GatewaySettings(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    # Google Identity Platform / Firebase: https://www.googleapis.com/service_accounts/v1/jwk/
+    # securetoken@system.gserviceaccount.com, issuer https://securetoken.google.com/<project>,
+    # audience <project>. Local runs: the development issuer's JWKS.
+    jwks_url: str
+    jwt_issuer: str
+    jwt_audience: str
+    jwks_cache_seconds: int = Field(3600, ge=60)
+    jwks_min_refresh_seconds: int = Field(30, ge=1)  # unknown key ids refetch at most this often
+    clock_leeway_seconds: int = Field(30, ge=0, le=300)
+    orchestrator_url: str
+    # "google-id-token": an ID token for orchestrator_url from the metadata server (Cloud Run);
+    # "none": no token, for local runs.
+    orchestrator_auth: Literal["google-id-token", "none"] = "google-id-token"
+    upstream_connect_timeout_seconds: float = Field(5, gt=0)
+    upstream_read_timeout_seconds: float = Field(300, gt=0)  # Cloud Run's request timeout
+    rate_limit_per_minute: float = Field(60, gt=0)
+    rate_limit_burst: int = Field(20, ge=1)
+    max_body_bytes: int = Field(1_048_576, ge=1024)
+    max_messages: int = Field(256, ge=1)
+    max_message_chars: int = Field(100_000, ge=1)
+    max_token_bytes: int = Field(8192, ge=512)
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_environment(cls, environ: dict[str, str] | None = None) -> GatewaySettings:
+        environ = os.environ if environ is None else environ
+        names = {name.upper(): name for name in cls.model_fields}
+        return cls.model_validate({names[key]: value for key, value in environ.items() if key in names})

@@ -1,0 +1,142 @@
+"""The orchestrator's HTTP API: POST /v1/chat/completions and GET /health.
+
+Reached only from the gateway (internal ingress; run.invoker for the gateway alone),
+which passes the authenticated user in X-User-Id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import uuid
+from contextlib import asynccontextmanager
+
+import httpx
+from fastapi import FastAPI, Request
+from fastapi.responses import Response, StreamingResponse
+
+from orchestrator.backends import Backend, BackendUnavailable, GoogleAccessToken
+from orchestrator.database import create_pool
+from orchestrator.ledger import Ledger, LedgerUnavailable, Outcome
+from orchestrator.routing import backends_for
+from orchestrator.settings import OrchestratorSettings
+from orchestrator.usage import UsageMeter
+from servicekit import logs
+from servicekit.errors import error_response
+
+log = logging.getLogger("orchestrator")
+
+
+def create_app(settings: OrchestratorSettings, conninfo: str = "") -> FastAPI:
+    tokens = GoogleAccessToken(["https://www.googleapis.com/auth/cloud-platform"])
+    backends = {name: Backend(name, backend, tokens) for name, backend in settings.backends.items()}
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        ledger = Ledger(create_pool(settings.database_auth, settings.database_pool_size,
+                                    settings.database_timeout_seconds, conninfo))
+        await ledger.start()
+        try:
+            await ledger.migrate()
+        except Exception as err:  # noqa: BLE001 - the database may be down; retried on first use
+            logs.event(log, "migrations deferred", logging.WARNING, error=type(err).__name__)
+        async with httpx.AsyncClient(
+            timeout=httpx.Timeout(None, connect=settings.connect_timeout_seconds),
+            limits=httpx.Limits(max_connections=1000, max_keepalive_connections=200),
+        ) as client:
+            app.state.ledger, app.state.client = ledger, client
+            yield
+        await ledger.stop()
+
+    app = FastAPI(title="AI platform orchestrator", version="1.0.0", lifespan=lifespan)
+
+    @app.get("/health", include_in_schema=False)
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: Request) -> Response:
+        request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+        logs.request_id.set(request_id)
+        user_id = request.headers.get("x-user-id")
+        if not user_id:
+            return error_response(400, "X-User-Id is required", "invalid_request_error", "no_user")
+        try:
+            body = json.loads(await request.body())
+            model = body["model"]
+            assert isinstance(model, str) and isinstance(body.get("messages"), list)
+        except (ValueError, KeyError, AssertionError, TypeError):
+            return error_response(400, "invalid chat completion request", "invalid_request_error", "invalid_request")
+        route = backends_for(model, settings.routes)
+        if not route:
+            return error_response(404, f"no backend serves model {model!r}", "invalid_request_error", "model_not_found")
+
+        ledger: Ledger = request.app.state.ledger
+        try:
+            entry = await ledger.open_entry(request_id, user_id, model, settings.daily_token_quota)
+        except LedgerUnavailable as err:
+            logs.event(log, "ledger unavailable", logging.ERROR, error=str(err))
+            return error_response(503, "usage ledger unavailable; retry shortly", "api_error", "ledger_unavailable",
+                                  headers={"Retry-After": "5"})
+        if entry is None:
+            return error_response(429, "daily token quota used up", "rate_limit_error", "quota_exceeded")
+
+        upstream, backend = await _first_answer(request.app.state.client, route, body)
+        if upstream is None:
+            ledger.close_entry(Outcome(entry, "failed", None, 0, 0))
+            return error_response(502, "no model backend answered", "api_error", "backends_unavailable")
+        meter = UsageMeter()
+        headers = {"content-type": upstream.headers.get("content-type", "application/json")}
+
+        if not body.get("stream"):
+            try:
+                content = await upstream.aread()
+                meter.read_body(content)
+                outcome = "completed" if upstream.status_code < 400 else "failed"
+            except httpx.HTTPError:
+                content, outcome = b"", "upstream_aborted"
+            finally:
+                await upstream.aclose()
+                ledger.close_entry(Outcome(entry, outcome if meter.done else "upstream_aborted", backend,
+                                           meter.prompt_tokens, meter.completion))
+            if outcome == "upstream_aborted":
+                return error_response(502, "the model backend stopped answering", "api_error", "upstream_aborted")
+            return Response(content=content, status_code=upstream.status_code, headers=headers)
+
+        async def relay():
+            outcome = "upstream_aborted"
+            try:
+                async for chunk in upstream.aiter_raw():
+                    meter.feed(chunk)
+                    yield chunk
+                outcome = "completed" if meter.done else "upstream_aborted"
+            except httpx.HTTPError as err:
+                logs.event(log, "backend stream broke", logging.WARNING, backend=backend, error=type(err).__name__)
+            except (asyncio.CancelledError, GeneratorExit):
+                outcome = "client_aborted"
+                raise
+            finally:
+                ledger.close_entry(Outcome(entry, outcome, backend, meter.prompt_tokens, meter.completion))
+                await asyncio.shield(upstream.aclose())
+
+        return StreamingResponse(relay(), status_code=upstream.status_code, headers=headers,
+                                 media_type=headers["content-type"])
+
+    async def _first_answer(client: httpx.AsyncClient, route: list[str], body: dict):
+        """Try the route's backends in order; retrying is safe only before a byte is passed on."""
+        for name in route:
+            try:
+                return await backends[name].open(client, body, settings.first_byte_timeout_seconds), name
+            except BackendUnavailable as err:
+                logs.event(log, "backend unavailable", logging.WARNING, error=str(err))
+        return None, None
+
+    return app
+
+
+def main() -> FastAPI:
+    """The ASGI app uvicorn serves (``orchestrator.app:main`` with --factory)."""
+    settings = OrchestratorSettings.from_environment()
+    logs.configure(settings.log_level)
+    return create_app(settings)

@@ -1,0 +1,73 @@
+"""Model backends that speak OpenAI's chat completions protocol."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+
+import google.auth
+import google.auth.exceptions
+import google.auth.transport.requests
+import httpx
+
+from orchestrator.settings import BackendSettings
+
+CLOUD_PLATFORM = "https://www.googleapis.com/auth/cloud-platform"
+
+
+class BackendUnavailable(Exception):
+    """The backend gave no answer we can pass on: nothing has been sent to the caller yet."""
+
+
+class GoogleAccessToken:
+    """The service account's OAuth access token, refreshed five minutes before it expires."""
+
+    def __init__(self, scopes: list[str]) -> None:
+        self.scopes = scopes
+        self.credentials = None
+        self.lock = asyncio.Lock()
+
+    async def get(self) -> str:
+        async with self.lock:
+            if self.credentials is None:
+                self.credentials, _ = await asyncio.to_thread(google.auth.default, scopes=self.scopes)
+            expiry = getattr(self.credentials, "expiry", None)
+            if not self.credentials.valid or (expiry and expiry.timestamp() - time.time() < 300):
+                await asyncio.to_thread(self.credentials.refresh, google.auth.transport.requests.Request())
+            return self.credentials.token
+
+
+class Backend:
+    def __init__(self, name: str, settings: BackendSettings, tokens: GoogleAccessToken | None = None) -> None:
+        self.name, self.settings, self.tokens = name, settings, tokens
+        if settings.kind == "vertex":
+            # cloud.google.com/vertex-ai/generative-ai/docs/multimodal/call-vertex-using-openai-library
+            self.url = (
+                f"https://{settings.location}-aiplatform.googleapis.com/v1/projects/{settings.project}"
+                f"/locations/{settings.location}/endpoints/openapi/chat/completions"
+            )
+        else:
+            self.url = settings.url.rstrip("/") + "/chat/completions"
+
+    async def headers(self) -> dict[str, str]:
+        if self.settings.kind == "vertex":
+            return {"Authorization": f"Bearer {await self.tokens.get()}"}
+        if self.settings.api_key_env and (key := os.environ.get(self.settings.api_key_env)):
+            return {"Authorization": f"Bearer {key}"}
+        return {}
+
+    async def open(self, client: httpx.AsyncClient, body: dict, first_byte_timeout: float) -> httpx.Response:
+        """The backend's response, headers read and body not yet; BackendUnavailable if it has none to give."""
+        payload = {**body, "model": self.settings.model or body["model"]}
+        if payload.get("stream"):
+            payload["stream_options"] = {"include_usage": True}
+        try:
+            request = client.build_request("POST", self.url, json=payload, headers=await self.headers())
+            response = await asyncio.wait_for(client.send(request, stream=True), first_byte_timeout)
+        except (httpx.HTTPError, asyncio.TimeoutError, google.auth.exceptions.GoogleAuthError) as err:
+            raise BackendUnavailable(f"{self.name}: {type(err).__name__}") from None
+        if response.status_code >= 500 or response.status_code in (408, 429):
+            await response.aclose()
+            raise BackendUnavailable(f"{self.name}: HTTP {response.status_code}")
+        return response

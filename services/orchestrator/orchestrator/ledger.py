@@ -1,0 +1,134 @@
+"""The usage ledger: one row per accepted request, finished exactly once with its outcome.
+
+A request is accepted only once its row is written (else the caller gets 503). Its
+outcome is queued and written by a background task that retries until the database
+takes it, so an outage after acceptance loses nothing while the instance lives, and a
+client that goes away does not cancel the write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from dataclasses import dataclass
+
+import psycopg
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from servicekit import logs
+
+log = logging.getLogger("orchestrator.ledger")
+OUTCOMES = ("completed", "failed", "client_aborted", "upstream_aborted")
+# Any fixed number: serializes migrations between instances starting at once.
+MIGRATION_LOCK = 7_310_241_001
+MIGRATIONS = {
+    1: """
+        CREATE TABLE usage_ledger (
+            id uuid PRIMARY KEY,
+            request_id text NOT NULL,
+            user_id text NOT NULL,
+            model text NOT NULL,
+            backend text,
+            outcome text NOT NULL CHECK (outcome IN ('started', 'completed', 'failed', 'client_aborted', 'upstream_aborted')),
+            prompt_tokens integer NOT NULL DEFAULT 0,
+            completion_tokens integer NOT NULL DEFAULT 0,
+            started_at timestamptz NOT NULL DEFAULT now(),
+            finished_at timestamptz
+        );
+        CREATE INDEX usage_ledger_user_started ON usage_ledger (user_id, started_at);
+    """,
+}
+
+
+class LedgerUnavailable(Exception):
+    """The database cannot be reached now; the request is not accepted."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    entry: uuid.UUID
+    outcome: str
+    backend: str | None
+    prompt_tokens: int
+    completion_tokens: int
+
+
+class Ledger:
+    def __init__(self, pool: AsyncConnectionPool, retry_seconds: float = 1.0) -> None:
+        self.pool = pool
+        self.retry_seconds = retry_seconds
+        self.migrated = False
+        self.pending: asyncio.Queue[Outcome] = asyncio.Queue()
+        self.writer: asyncio.Task | None = None
+
+    async def start(self) -> None:
+        await self.pool.open(wait=False)
+        self.writer = asyncio.create_task(self._write_outcomes())
+
+    async def stop(self) -> None:
+        await self.pending.join()
+        if self.writer:
+            self.writer.cancel()
+        await self.pool.close()
+
+    async def migrate(self) -> None:
+        """Apply missing migrations; safe when several instances start at once."""
+        async with self.pool.connection() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+            await conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+            )
+            applied = {row[0] async for row in await conn.execute("SELECT version FROM schema_migrations")}
+            for version, sql in sorted(MIGRATIONS.items()):
+                if version not in applied:
+                    await conn.execute(sql)
+                    await conn.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (version,))
+                    logs.event(log, "migration applied", version=version)
+        self.migrated = True
+
+    async def open_entry(self, request_id: str, user_id: str, model: str, quota: int) -> uuid.UUID | None:
+        """The new entry's id, or None when the user's daily quota is used up."""
+        entry = uuid.uuid4()
+        try:
+            if not self.migrated:
+                await self.migrate()
+            async with self.pool.connection() as conn:
+                used = await (await conn.execute(
+                    "SELECT coalesce(sum(prompt_tokens + completion_tokens), 0) FROM usage_ledger "
+                    "WHERE user_id = %s AND started_at >= date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'",
+                    (user_id,),
+                )).fetchone()
+                if used[0] >= quota:
+                    return None
+                await conn.execute(
+                    "INSERT INTO usage_ledger (id, request_id, user_id, model, outcome) VALUES (%s, %s, %s, %s, 'started')",
+                    (entry, request_id, user_id, model),
+                )
+        except (psycopg.Error, PoolTimeout, OSError) as err:
+            raise LedgerUnavailable(type(err).__name__) from None
+        return entry
+
+    def close_entry(self, outcome: Outcome) -> None:
+        """Queue the entry's outcome; written once, whatever happens to the request."""
+        assert outcome.outcome in OUTCOMES
+        self.pending.put_nowait(outcome)
+
+    async def _write_outcomes(self) -> None:
+        while True:
+            outcome = await self.pending.get()
+            while True:
+                try:
+                    async with self.pool.connection() as conn:
+                        await conn.execute(
+                            "UPDATE usage_ledger SET outcome = %s, backend = %s, prompt_tokens = %s, "
+                            "completion_tokens = %s, finished_at = now() WHERE id = %s AND outcome = 'started'",
+                            (outcome.outcome, outcome.backend, outcome.prompt_tokens, outcome.completion_tokens,
+                             outcome.entry),
+                        )
+                    break
+                except (psycopg.Error, PoolTimeout, OSError) as err:
+                    logs.event(log, "ledger write deferred", logging.WARNING, error=type(err).__name__,
+                               pending=self.pending.qsize() + 1)
+                    await asyncio.sleep(self.retry_seconds)
+            self.pending.task_done()

@@ -1,0 +1,68 @@
+"""STAND-IN for a model server (vLLM, Vertex AI's OpenAI-compatible endpoint): it speaks
+OpenAI's chat completions protocol, streaming or not, with no model behind it.
+
+The model name picks a behaviour:
+  standin-echo      a short answer, with usage                 (default)
+  standin-slow      200 chunks, 20 ms apart                    (for clients that leave)
+  standin-stall     waits 30 s before the first byte           (for first-byte timeouts)
+  standin-fail      HTTP 503 before the first byte            (for fallback)
+  standin-die       two chunks, then the connection drops      (for upstream aborts)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+
+WORDS = ["Hello", " from", " the", " stand-in", "."]
+
+
+class DropConnection(Exception):
+    """Raised mid-stream: uvicorn closes the socket without finishing the response."""
+
+
+def create_app() -> FastAPI:
+    app = FastAPI(title="OpenAI-protocol upstream stand-in")
+    app.state.requests = []
+
+    @app.post("/v1/chat/completions")
+    async def chat(request: Request):
+        body = await request.json()
+        app.state.requests.append({"body": body, "headers": dict(request.headers)})
+        model = body.get("model", "standin-echo")
+        if model.endswith("standin-fail"):
+            return JSONResponse({"error": {"message": "overloaded"}}, status_code=503)
+        if model.endswith("standin-stall"):
+            await asyncio.sleep(30)
+        words = WORDS * 40 if model.endswith("standin-slow") else WORDS
+        prompt_tokens = sum(len(m.get("content", "").split()) for m in body.get("messages", []))
+        if not body.get("stream"):
+            return JSONResponse({
+                "id": "chatcmpl-standin", "object": "chat.completion", "created": int(time.time()), "model": model,
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": "".join(words)},
+                             "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": len(words),
+                          "total_tokens": prompt_tokens + len(words)},
+            })
+
+        async def events():
+            for index, word in enumerate(words):
+                if model.endswith("standin-die") and index == 2:
+                    raise DropConnection()
+                chunk = {"id": "chatcmpl-standin", "object": "chat.completion.chunk", "model": model,
+                         "choices": [{"index": 0, "delta": {"content": word}, "finish_reason": None}]}
+                yield f"data: {json.dumps(chunk)}\n\n".encode()
+                await asyncio.sleep(0.02 if model.endswith("standin-slow") else 0.005)
+            if (body.get("stream_options") or {}).get("include_usage"):
+                usage = {"prompt_tokens": prompt_tokens, "completion_tokens": len(words),
+                         "total_tokens": prompt_tokens + len(words)}
+                yield f"data: {json.dumps({'id': 'chatcmpl-standin', 'choices': [], 'usage': usage})}\n\n".encode()
+            yield b"data: [DONE]\n\n"
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+    return app
