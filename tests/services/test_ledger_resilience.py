@@ -1,0 +1,103 @@
+"""The ledger under stress: migrations racing, quotas, and PostgreSQL going away and back."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import httpx
+import psycopg
+
+from conftest import orchestrator_settings
+from harness import Server, wait_for
+from orchestrator.app import create_app as create_orchestrator
+from orchestrator.database import create_pool
+from orchestrator.ledger import MIGRATIONS, Ledger
+
+
+def fresh_database(postgres, name: str) -> str:
+    with psycopg.connect(postgres.conninfo, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return postgres.conninfo.replace("dbname=postgres", f"dbname={name}")
+
+
+def test_instances_starting_at_once_migrate_once(postgres):
+    conninfo = fresh_database(postgres, "migration_race")
+
+    async def race():
+        ledgers = [Ledger(create_pool("password", 2, 5, conninfo)) for _ in range(8)]
+        for ledger in ledgers:
+            await ledger.pool.open(wait=False)
+        try:
+            await asyncio.gather(*(ledger.migrate() for ledger in ledgers))
+        finally:
+            for ledger in ledgers:
+                await ledger.pool.close()
+
+    asyncio.run(race())
+    with psycopg.connect(conninfo) as conn:
+        versions = [row[0] for row in conn.execute("SELECT version FROM schema_migrations ORDER BY version")]
+        assert versions == sorted(MIGRATIONS)
+        assert conn.execute("SELECT count(*) FROM usage_ledger").fetchone()[0] == 0
+
+
+def test_daily_quota_refuses_once_used_up(postgres, upstream):
+    settings = orchestrator_settings(upstream.url, daily_token_quota=10)
+    with Server(create_orchestrator(settings, conninfo=postgres.conninfo)) as server:
+        user = f"quota-{uuid.uuid4().hex[:8]}"
+        body = {"model": "standin-echo", "messages": [{"role": "user", "content": "one two three"}]}
+
+        def settled_rows() -> int:
+            with psycopg.connect(postgres.conninfo) as conn:
+                return conn.execute("SELECT count(*) FROM usage_ledger WHERE user_id = %s AND outcome <> 'started'",
+                                    (user,)).fetchone()[0]
+
+        statuses = []
+        for _ in range(4):  # 3 prompt + 5 completion tokens each: the second request passes 10
+            statuses.append(httpx.post(f"{server.url}/v1/chat/completions", json=body,
+                                       headers={"x-user-id": user}, timeout=10))
+            expected = sum(r.status_code == 200 for r in statuses)
+            assert wait_for(lambda: settled_rows() == expected)
+        assert [r.status_code for r in statuses] == [200, 200, 429, 429]
+        assert statuses[-1].json()["error"]["code"] == "quota_exceeded"
+
+
+def test_database_down_gives_503_and_recovers_by_itself(postgres, orchestrator, ledger_rows):
+    body = {"model": "standin-echo", "messages": [{"role": "user", "content": "hi"}]}
+    url = f"{orchestrator.url}/v1/chat/completions"
+    postgres.stop()
+    try:
+        response = httpx.post(url, json=body, headers={"x-user-id": "outage"}, timeout=30)
+        assert response.status_code == 503
+        assert response.headers["retry-after"] == "5"
+        assert response.json()["error"] == {
+            "message": "usage ledger unavailable; retry shortly", "type": "api_error", "code": "ledger_unavailable"
+        }
+    finally:
+        postgres.start()
+    rid = uuid.uuid4().hex
+    recovered = wait_for(lambda: httpx.post(url, json=body, headers={"x-user-id": "outage", "x-request-id": rid},
+                                            timeout=30).status_code == 200, timeout=30, interval=0.5)
+    assert recovered
+    assert wait_for(lambda: [r for r in ledger_rows(rid) if r["outcome"] == "completed"])
+
+
+def test_outcome_of_an_accepted_request_survives_an_outage(postgres, orchestrator, ledger_rows):
+    rid = uuid.uuid4().hex
+    body = {"model": "standin-slow", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+    with httpx.stream("POST", f"{orchestrator.url}/v1/chat/completions", json=body,
+                      headers={"x-user-id": "outage", "x-request-id": rid}, timeout=60) as response:
+        assert response.status_code == 200
+        chunks = response.iter_raw()
+        next(chunks)
+        assert [r["outcome"] for r in ledger_rows(rid)] == ["started"]
+        postgres.stop()  # accepted, then the database goes away
+        try:
+            rest = b"".join(chunks)
+        finally:
+            postgres.start()
+    assert rest.rstrip().endswith(b"data: [DONE]")
+    row = wait_for(lambda: [r for r in ledger_rows(rid) if r["outcome"] != "started"], timeout=30, interval=0.3)
+    assert [r["outcome"] for r in row] == ["completed"]
+    assert row[0]["completion_tokens"] == 200
