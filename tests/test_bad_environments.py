@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import DEV, DEV_CLOUD_RUN, ROOT, run_main
-
+from iac import DEV, DEV_CLOUD_RUN, ROOT, run_main
 
 # (case, what to change in dev.toml, the message expected after "<file>: ")
 CASES = [

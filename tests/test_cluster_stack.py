@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from conftest import DEV, only, resources, run_main
+from iac import DEV, only, resources, run_main
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from conftest import only, resources
+from iac import only, resources
 
 EXPECTED = {
     "dev": {"availability": "ZONAL", "protected": False, "tier": "db-custom-1-3840"},

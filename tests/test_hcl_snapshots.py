@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import STACKS
+from iac import STACKS
 
 
 @pytest.mark.parametrize("stack", STACKS)

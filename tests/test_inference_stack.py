@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import only, resources
+from iac import resources
 
 EXPECTED = {
     "dev": {"model": "mistralai/Mistral-7B-Instruct-v0.3", "len": "8192", "replicas": (1, 1), "weights": "pvc"},

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, run_main
 from hybrid.lazy_providers import ProviderShapeError, lazy_index_js, lazy_init_source
+from iac import ROOT, run_main
 
 
 def _tree(root: Path) -> list[str]:

@@ -6,7 +6,7 @@ import ipaddress
 
 import pytest
 
-from conftest import only, resources
+from iac import only, resources
 from stacks.network import HEALTH_CHECK_RANGES, PLATFORM_APIS, PRIVATE_GOOGLE_APIS_RANGE
 
 EXPECTED = {

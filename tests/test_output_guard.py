@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 
-from conftest import ROOT
+from iac import ROOT
 from output_guard import dict_in_list_literals, empty_blocks
 
 FIXTURE = ROOT / "tests" / "fixtures" / "dict_in_list_stack.py"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
+from iac import ROOT
 
 ACCEPTED_FILE = ROOT / "policy" / "checkov-accepted.txt"
 _ACCEPTED_LINE = re.compile(r"(CKV2?_[A-Z0-9]+_\d+) ([a-z0-9_]+): (.+)")

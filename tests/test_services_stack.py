@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from conftest import DEV_CLOUD_RUN, ROOT, only, resources, run_main
+from iac import DEV_CLOUD_RUN, ROOT, only, resources, run_main
 
 CONNECTOR = (
     "${data.terraform_remote_state.cross-stack-reference-input-%s-network.outputs."

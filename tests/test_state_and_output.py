@@ -7,7 +7,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from conftest import ROOT, STACKS, run_main
+from iac import ROOT, STACKS, run_main
 
 
 def test_every_stack_has_its_own_gcs_prefix(synth_json):

@@ -11,10 +11,8 @@ import pytest
 
 from gateway.app import create_app as create_gateway
 from gateway.dev_issuer import DevIssuer, jwks_app
-from gateway.settings import GatewaySettings
-from harness import Postgres, Server
+from harness import Postgres, Server, gateway_settings, orchestrator_settings
 from orchestrator.app import create_app as create_orchestrator
-from orchestrator.settings import OrchestratorSettings
 from standins.openai_upstream import create_app as create_upstream
 
 
@@ -44,43 +42,10 @@ def upstream():
         yield server
 
 
-def orchestrator_settings(upstream_url: str, **overrides) -> OrchestratorSettings:
-    return OrchestratorSettings.model_validate({
-        "backends": {
-            "standin": {"kind": "openai", "url": f"{upstream_url}/v1"},
-            "unreachable": {"kind": "openai", "url": "http://127.0.0.1:9/v1"},
-        },
-        "routes": [
-            {"match": "fallback-*", "backends": ["unreachable", "standin"]},
-            {"match": "standin-*", "backends": ["standin"]},
-        ],
-        "first_byte_timeout_seconds": 2,
-        "database_timeout_seconds": 2,
-        **overrides,
-    })
-
-
 @pytest.fixture(scope="session")
 def orchestrator(postgres, upstream):
     with Server(create_orchestrator(orchestrator_settings(upstream.url), conninfo=postgres.conninfo)) as server:
         yield server
-
-
-def gateway_settings(issuer: DevIssuer, orchestrator_url: str, **overrides) -> GatewaySettings:
-    return GatewaySettings.model_validate({
-        "jwks_url": issuer.jwks_url,
-        "jwt_issuer": issuer.issuer,
-        "jwt_audience": issuer.audience,
-        "jwks_min_refresh_seconds": 1,
-        "orchestrator_url": orchestrator_url,
-        "orchestrator_auth": "none",
-        "rate_limit_per_minute": 60,
-        "rate_limit_burst": 5,
-        "max_messages": 8,
-        "max_message_chars": 2000,
-        "max_body_bytes": 65536,
-        **overrides,
-    })
 
 
 @pytest.fixture(scope="session")

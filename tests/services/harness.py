@@ -13,6 +13,10 @@ from pathlib import Path
 
 import uvicorn
 
+from gateway.settings import GatewaySettings
+from orchestrator.settings import OrchestratorSettings
+
+ROOT = Path(__file__).resolve().parents[2]
 PASSWORD = "ledger-test-password"
 
 
@@ -85,3 +89,36 @@ def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05):
         if value or time.monotonic() > deadline:
             return value
         time.sleep(interval)
+
+
+def orchestrator_settings(upstream_url: str, **overrides) -> OrchestratorSettings:
+    return OrchestratorSettings.model_validate({
+        "backends": {
+            "standin": {"kind": "openai", "url": f"{upstream_url}/v1"},
+            "unreachable": {"kind": "openai", "url": "http://127.0.0.1:9/v1"},
+        },
+        "routes": [
+            {"match": "fallback-*", "backends": ["unreachable", "standin"]},
+            {"match": "standin-*", "backends": ["standin"]},
+        ],
+        "first_byte_timeout_seconds": 2,
+        "database_timeout_seconds": 2,
+        **overrides,
+    })
+
+
+def gateway_settings(issuer, orchestrator_url: str, **overrides) -> GatewaySettings:
+    return GatewaySettings.model_validate({
+        "jwks_url": issuer.jwks_url,
+        "jwt_issuer": issuer.issuer,
+        "jwt_audience": issuer.audience,
+        "jwks_min_refresh_seconds": 1,
+        "orchestrator_url": orchestrator_url,
+        "orchestrator_auth": "none",
+        "rate_limit_per_minute": 60,
+        "rate_limit_burst": 5,
+        "max_messages": 8,
+        "max_message_chars": 2000,
+        "max_body_bytes": 65536,
+        **overrides,
+    })

@@ -16,9 +16,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from conftest import gateway_settings
 from gateway.app import create_app as create_gateway
-from harness import Server, wait_for
+from harness import Server, gateway_settings, wait_for
 from servicekit import logs
 
 PROMPT = "the secret launch codes are 0000"

@@ -8,8 +8,7 @@ import uuid
 import httpx
 import psycopg
 
-from conftest import orchestrator_settings
-from harness import Server, wait_for
+from harness import Server, orchestrator_settings, wait_for
 from orchestrator.app import create_app as create_orchestrator
 from orchestrator.database import create_pool
 from orchestrator.ledger import MIGRATIONS, Ledger

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 import uuid
 from contextlib import asynccontextmanager
 
+import google.auth.exceptions
 import httpx
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 from pydantic import ValidationError
 
 from gateway.auth import JwksCache, Unauthorized, Verifier
@@ -108,8 +108,13 @@ def create_app(settings: GatewaySettings) -> FastAPI:
 
     async def _forward(request: Request, chat: ChatCompletionRequest, user_id: str) -> Response:
         client: httpx.AsyncClient = request.app.state.client
+        try:
+            credentials = await identity.header()
+        except google.auth.exceptions.GoogleAuthError as err:
+            logs.event(log, "no ID token for the orchestrator", logging.ERROR, error=type(err).__name__)
+            return error_response(502, "cannot authenticate to the model service", "api_error", "upstream_auth")
         headers = {
-            **await identity.header(),
+            **credentials,
             "content-type": "application/json",
             "x-user-id": user_id,
             "x-request-id": logs.request_id.get() or "",

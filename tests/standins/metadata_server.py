@@ -1,0 +1,38 @@
+"""STAND-IN for the Cloud Run / GCE metadata server's identity endpoint, speaking its
+protocol (Metadata-Flavor: Google), so google-auth's real ID-token code path runs."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import jwt
+from fastapi import FastAPI, Header, Response
+
+
+def create_app() -> FastAPI:
+    app = FastAPI(title="metadata server stand-in")
+    app.state.audiences = []
+
+    @app.get("/")
+    async def ping() -> Response:
+        return Response("ok", headers={"Metadata-Flavor": "Google"})
+
+    @app.get("/computeMetadata/v1/instance/service-accounts/default/")
+    async def account(metadata_flavor: str = Header(...)) -> Response:
+        assert metadata_flavor == "Google"
+        info = {"email": "gateway@project.iam.gserviceaccount.com", "aliases": ["default"],
+                "scopes": ["https://www.googleapis.com/auth/cloud-platform"]}
+        return Response(json.dumps(info), headers={"Metadata-Flavor": "Google"}, media_type="application/json")
+
+    @app.get("/computeMetadata/v1/instance/service-accounts/default/identity")
+    async def identity(audience: str, metadata_flavor: str = Header(...)) -> Response:
+        assert metadata_flavor == "Google"
+        app.state.audiences.append(audience)
+        now = int(time.time())
+        claims = {"iss": "https://accounts.google.com", "aud": audience, "sub": "gateway", "iat": now, "exp": now + 3600}
+        # Shaped like Google's ID tokens; signed with a throw-away key, since nothing here checks it.
+        token = jwt.encode(claims, "stand-in-signing-key-of-32-bytes!", algorithm="HS256")
+        return Response(token, headers={"Metadata-Flavor": "Google"}, media_type="text/plain")
+
+    return app
