@@ -1,11 +1,13 @@
 # The README's two set-up commands: `make synth` and `make test`. Each installs what it
 # needs first: pipenv (pip), the Python packages (Pipfile.lock), Node 22 LTS and the
-# cdktf CLI (package-lock.json).
+# cdktf CLI (package-lock.json), and for the tests Debian's PostgreSQL server (apt).
 
 SHELL := /bin/bash
 PYTHON ?= python3
 PIPENV_VERSION := 2026.10.3
 PIPENV := $(PYTHON) -m pipenv
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+APT_INSTALL := $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends
 
 export PIPENV_VENV_IN_PROJECT := 1
 export PIPENV_VERBOSITY := -1
@@ -15,19 +17,24 @@ export CHECKPOINT_DISABLE := 1
 # Node 22 from node_modules, for the cdktf CLI and for jsii alike.
 export PATH := $(CURDIR)/node_modules/.bin:$(PATH)
 
-.PHONY: synth test bench .pipenv-ready
+.PHONY: synth test bench bench-gateway .pipenv-ready .postgres-ready
 
 ## Synthesize every stack of every environment in environments/ to cdktf.out/ (HCL).
 synth: .venv/.synced node_modules/.installed
 	cdktf synth --hcl
 
 ## Run the whole test suite (pass pytest options with ARGS=...).
-test: .venv/.synced-dev node_modules/.installed
+test: .venv/.synced-dev node_modules/.installed .postgres-ready
 	$(PIPENV) run pytest $(ARGS)
 
 ## Print synth time and memory against merely importing the provider packages.
 bench: .venv/.synced node_modules/.installed
 	$(PIPENV) run python scripts/bench_synth.py
+
+## Print the latency the gateway adds at 80 concurrent streams, beside nginx (installed with apt).
+bench-gateway: .venv/.synced-dev
+	@command -v nginx >/dev/null && command -v wrk >/dev/null || { $(APT_INSTALL) nginx wrk; }
+	$(PIPENV) run python scripts/bench_gateway.py
 
 .pipenv-ready:
 	@$(PIPENV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet "pipenv==$(PIPENV_VERSION)"
@@ -37,8 +44,12 @@ bench: .venv/.synced node_modules/.installed
 	touch $@
 
 .venv/.synced-dev: Pipfile.lock | .pipenv-ready
-	$(PIPENV) sync --dev
+	$(PIPENV) sync --categories "packages dev-packages services"
 	touch $@
+
+# The service tests start a private PostgreSQL server from Debian's binaries.
+.postgres-ready:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { $(APT_INSTALL) postgresql; }
 
 node_modules/.installed: package-lock.json
 	npm ci --no-audit --no-fund

@@ -4,6 +4,7 @@ OpenAI's chat completions protocol, streaming or not, with no model behind it.
 The model name picks a behaviour:
   standin-echo      a short answer, with usage                 (default)
   standin-slow      200 chunks, 20 ms apart                    (for clients that leave)
+  standin-paced     20 chunks, 25 ms apart                     (a model streaming tokens)
   standin-stall     waits 30 s before the first byte           (for first-byte timeouts)
   standin-fail      HTTP 503 before the first byte            (for fallback)
   standin-die       two chunks, then the connection drops      (for upstream aborts)
@@ -38,7 +39,8 @@ def create_app() -> FastAPI:
             return JSONResponse({"error": {"message": "overloaded"}}, status_code=503)
         if model.endswith("standin-stall"):
             await asyncio.sleep(30)
-        words = WORDS * 40 if model.endswith("standin-slow") else WORDS
+        words = WORDS * {"standin-slow": 40, "standin-paced": 4}.get(model, 1)
+        pause = {"standin-slow": 0.02, "standin-paced": 0.025}.get(model, 0.005)
         prompt_tokens = sum(len(m.get("content", "").split()) for m in body.get("messages", []))
         if not body.get("stream"):
             return JSONResponse({
@@ -56,7 +58,7 @@ def create_app() -> FastAPI:
                 chunk = {"id": "chatcmpl-standin", "object": "chat.completion.chunk", "model": model,
                          "choices": [{"index": 0, "delta": {"content": word}, "finish_reason": None}]}
                 yield f"data: {json.dumps(chunk)}\n\n".encode()
-                await asyncio.sleep(0.02 if model.endswith("standin-slow") else 0.005)
+                await asyncio.sleep(pause)
             if (body.get("stream_options") or {}).get("include_usage"):
                 usage = {"prompt_tokens": prompt_tokens, "completion_tokens": len(words),
                          "total_tokens": prompt_tokens + len(words)}

@@ -9,7 +9,7 @@ import json
 import time
 from dataclasses import dataclass
 
-import httpx
+import aiohttp
 import jwt
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm, RSAPSSAlgorithm
 
@@ -38,7 +38,7 @@ class Caller:
 
 
 class JwksCache:
-    def __init__(self, url: str, client: httpx.AsyncClient, ttl: float, min_refresh: float) -> None:
+    def __init__(self, url: str, client: aiohttp.ClientSession, ttl: float, min_refresh: float) -> None:
         self.url, self.client, self.ttl, self.min_refresh = url, client, ttl, min_refresh
         self.keys: dict[str, dict] = {}
         self.fetched_at = float("-inf")
@@ -59,13 +59,14 @@ class JwksCache:
     async def _refresh(self) -> None:
         self.fetched_at = time.monotonic()
         try:
-            response = await self.client.get(self.url, timeout=5)
-            response.raise_for_status()
-            if len(response.content) > MAX_JWKS_BYTES:
+            async with self.client.get(self.url, timeout=aiohttp.ClientTimeout(total=5)) as response:
+                response.raise_for_status()
+                content = await response.content.read(MAX_JWKS_BYTES + 1)
+            if len(content) > MAX_JWKS_BYTES:
                 raise ValueError("JWKS too large")
-            document = json.loads(response.content)
+            document = json.loads(content)
             keys = [k for k in document.get("keys", []) if isinstance(k, dict) and isinstance(k.get("kid"), str)]
-        except (httpx.HTTPError, ValueError, AttributeError) as err:
+        except (aiohttp.ClientError, TimeoutError, ValueError, AttributeError) as err:
             # Keep the keys we had: a JWKS hiccup must not log everyone out.
             raise Unauthorized(f"JWKS unavailable: {type(err).__name__}") from None
         self.keys = {k["kid"]: k for k in keys[:MAX_KEYS]}
