@@ -17,14 +17,14 @@ export CHECKPOINT_DISABLE := 1
 # Node 22 from node_modules, for the cdktf CLI and for jsii alike.
 export PATH := $(CURDIR)/node_modules/.bin:$(PATH)
 
-.PHONY: synth test bench bench-gateway .pipenv-ready .postgres-ready
+.PHONY: synth test bench bench-gateway run-local .pipenv-ready .postgres-ready .chromium-ready
 
 ## Synthesize every stack of every environment in environments/ to cdktf.out/ (HCL).
 synth: .venv/.synced node_modules/.installed
 	cdktf synth --hcl
 
 ## Run the whole test suite (pass pytest options with ARGS=...).
-test: .venv/.synced-dev node_modules/.installed .postgres-ready
+test: .venv/.synced-dev node_modules/.installed .postgres-ready .chromium-ready
 	$(PIPENV) run pytest $(ARGS)
 
 ## Print synth time and memory against merely importing the provider packages.
@@ -35,6 +35,10 @@ bench: .venv/.synced node_modules/.installed
 bench-gateway: .venv/.synced-dev
 	@command -v nginx >/dev/null && command -v wrk >/dev/null || { $(APT_INSTALL) nginx wrk; }
 	$(PIPENV) run python scripts/bench_gateway.py
+
+## The whole chain on this machine (ARGS="--upstream URL --model NAME" for a real model server).
+run-local: .venv/.synced-dev .postgres-ready
+	$(PIPENV) run python scripts/local_chain.py $(ARGS)
 
 .pipenv-ready:
 	@$(PIPENV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet "pipenv==$(PIPENV_VERSION)"
@@ -50,6 +54,10 @@ bench-gateway: .venv/.synced-dev
 # The service tests start a private PostgreSQL server from Debian's binaries.
 .postgres-ready:
 	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { $(APT_INSTALL) postgresql; }
+
+# The browser test drives Debian's Chromium.
+.chromium-ready:
+	@test -x /usr/bin/chromium || { $(APT_INSTALL) chromium; }
 
 node_modules/.installed: package-lock.json
 	npm ci --no-audit --no-fund

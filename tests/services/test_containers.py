@@ -11,7 +11,7 @@ import pytest
 from harness import ROOT
 
 
-@pytest.mark.parametrize("service", ["gateway", "orchestrator"])
+@pytest.mark.parametrize("service", ["gateway", "orchestrator", "frontend"])
 def test_dockerfile(service):
     text = (ROOT / "services" / service / "Dockerfile").read_text()
     stages = re.findall(r"^FROM (\S+)", text, re.MULTILINE)

@@ -12,6 +12,7 @@ import aiohttp
 import google.auth.exceptions
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import Response, StreamingResponse
 from pydantic import ValidationError
@@ -57,6 +58,15 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     target = settings.orchestrator_url.rstrip("/") + "/v1/chat/completions"
 
     app.add_middleware(RequestContext)
+    if origins := [o.strip() for o in settings.allowed_origins.split(",") if o.strip()]:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=origins,
+            allow_methods=["POST"],
+            allow_headers=["authorization", "content-type", "x-request-id"],
+            expose_headers=["retry-after", "x-request-id"],
+            max_age=600,
+        )
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError):

@@ -32,6 +32,8 @@ class GatewaySettings(BaseModel):
     max_messages: int = Field(256, ge=1)
     max_message_chars: int = Field(100_000, ge=1)
     max_token_bytes: int = Field(8192, ge=512)
+    # Origins whose pages may call the API from a browser (the frontend), comma-separated.
+    allowed_origins: str = ""
     log_level: str = "INFO"
 
     @classmethod

@@ -1,0 +1,60 @@
+"""Serves the chat page and its configuration; in dev mode, also signs users in."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import FastAPI, HTTPException
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, Field
+
+from frontend.settings import FrontendSettings
+
+STATIC = Path(__file__).parent / "static"
+
+
+class DevSignIn(BaseModel):
+    username: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.@-]+$")
+
+
+def create_app(settings: FrontendSettings) -> FastAPI:
+    app = FastAPI(title="AI platform chat", docs_url=None, redoc_url=None, openapi_url=None)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/", include_in_schema=False)
+    async def index() -> FileResponse:
+        return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+
+    @app.get("/health", include_in_schema=False)
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/config.json")
+    async def config() -> dict:
+        return {
+            "gatewayUrl": settings.gateway_url.rstrip("/"),
+            "model": settings.default_model,
+            "auth": {"mode": settings.auth_mode, "apiKey": settings.identity_platform_api_key},
+        }
+
+    if settings.auth_mode == "dev":
+        from gateway.dev_issuer import DevIssuer
+
+        issuer = DevIssuer(settings.dev_issuer_dir or Path(".dev-issuer"))
+
+        @app.post("/dev/sign-in")
+        async def dev_sign_in(request: DevSignIn) -> dict:
+            return {"token": issuer.token(request.username, ttl=settings.dev_token_seconds)}
+    else:
+
+        @app.post("/dev/sign-in")
+        async def no_dev_sign_in() -> None:
+            raise HTTPException(404)
+
+    return app
+
+
+def main() -> FastAPI:
+    """The ASGI app uvicorn serves (``frontend.app:main`` with --factory)."""
+    return create_app(FrontendSettings.from_environment())

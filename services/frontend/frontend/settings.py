@@ -1,0 +1,28 @@
+"""The frontend's configuration: environment variables only."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class FrontendSettings(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    gateway_url: str
+    default_model: str
+    # "identity-platform": email and password against Google Identity Platform (production);
+    # "dev": a user name, signed by the development issuer (local runs only).
+    auth_mode: Literal["identity-platform", "dev"] = "identity-platform"
+    identity_platform_api_key: str = ""  # a browser key, public by design
+    dev_issuer_dir: Path | None = None
+    dev_token_seconds: int = Field(3600, ge=1)
+
+    @classmethod
+    def from_environment(cls, environ: dict[str, str] | None = None) -> FrontendSettings:
+        environ = os.environ if environ is None else environ
+        names = {name.upper(): name for name in cls.model_fields}
+        return cls.model_validate({names[key]: value for key, value in environ.items() if key in names})

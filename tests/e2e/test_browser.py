@@ -1,0 +1,122 @@
+"""The whole chain in a real browser (Debian's Chromium, headless): sign in, a streamed
+reply, the ledger row in PostgreSQL, an expired session, the rate limit, a phone screen.
+Screenshots land in test-artifacts/."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import psycopg
+import pytest
+from playwright.sync_api import expect, sync_playwright
+
+from local_chain import local_chain
+
+CHROMIUM = "/usr/bin/chromium"
+# Without the background-networking switches Chromium keeps calling Google's hosts.
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+
+
+@pytest.fixture(scope="module")
+def chain():
+    # Four messages at once, then one every ten seconds: the fifth quick one is refused.
+    with local_chain(rate_limit_burst=4, rate_limit_per_minute=6) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser, chain):
+    context = browser.new_context()
+    page = context.new_page()
+    page.goto(chain["frontend"])
+    yield page
+    context.close()
+
+
+def sign_in(page, user: str) -> None:
+    page.get_by_label("Email or user name").fill(user)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_label("Message")).to_be_visible()
+
+
+def say(page, text: str) -> None:
+    page.get_by_label("Message").fill(text)
+    page.get_by_label("Message").press("Enter")
+
+
+def test_sign_in_send_and_watch_the_reply_stream_in(page, chain):
+    ARTIFACTS.mkdir(exist_ok=True)
+    sign_in(page, "alice")
+    say(page, "Hello there")
+    reply = page.locator("#messages li.assistant").last
+    expect(reply).to_contain_text("Hello", timeout=10_000)
+    partial = reply.inner_text()
+    final = "Hello from the stand-in." * 4
+    assert partial != final, "the reply appeared all at once, not as it streamed"
+    expect(reply).to_have_text(final, timeout=10_000)
+    expect(page.locator("#messages li.user").last).to_have_text("Hello there")
+    page.screenshot(path=str(ARTIFACTS / "chat.png"), full_page=True)
+
+    def ledger() -> list[tuple]:
+        with psycopg.connect(chain["conninfo"]) as conn:
+            return conn.execute("SELECT outcome, completion_tokens FROM usage_ledger WHERE user_id = 'alice'").fetchall()
+
+    deadline = time.monotonic() + 10
+    while ledger() != [("completed", 20)] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert ledger() == [("completed", 20)]
+
+
+def test_an_expired_session_shows_the_sign_in_prompt(page, chain):
+    sign_in(page, "carol")
+    expired = chain["issuer"].token("carol", ttl=-60)
+    page.evaluate("token => sessionStorage.setItem('chat.token', token)", expired)
+    say(page, "are you there?")
+    expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+    expect(page.locator("#sign-in-reason")).to_have_text("Your session has ended. Please sign in again.")
+
+
+def test_too_many_messages_shows_the_rate_limit_in_plain_words(page):
+    sign_in(page, "bob")
+    for index in range(5):
+        say(page, f"message {index}")
+        expect(page.get_by_role("button", name="Send")).to_be_enabled(timeout=10_000)
+    expect(page.get_by_role("alert")).to_contain_text("You are sending messages too quickly. Please wait")
+    expect(page.get_by_label("Message")).to_have_value("message 4")  # kept, to send again later
+    expect(page.locator("#messages li.user")).to_have_count(4)
+    page.screenshot(path=str(ARTIFACTS / "rate-limited.png"))
+
+
+def test_usable_on_a_phone_screen(browser, chain):
+    context = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
+    page = context.new_page()
+    page.goto(chain["frontend"])
+    sign_in(page, "dana")
+    say(page, "hi from my phone")
+    expect(page.locator("#messages li.assistant").last).to_contain_text("stand-in", timeout=10_000)
+    assert page.evaluate("document.scrollingElement.scrollWidth <= window.innerWidth")
+    page.screenshot(path=str(ARTIFACTS / "phone.png"), full_page=True)
+    context.close()
+
+
+def test_keyboard_only(page):
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.id") in ("username", "sign-out")
+    page.get_by_label("Email or user name").focus()
+    page.keyboard.type("erin")
+    page.keyboard.press("Enter")
+    expect(page.get_by_label("Message")).to_be_focused()
+    page.keyboard.type("typed without a mouse")
+    page.keyboard.press("Enter")
+    expect(page.locator("#messages li.assistant").last).to_contain_text("Hello", timeout=10_000)
