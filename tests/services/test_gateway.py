@@ -117,7 +117,7 @@ def test_streams_through_without_buffering(gateway, issuer):
     with httpx.stream("POST", f"{gateway.url}/v1/chat/completions", json=body("standin-slow", stream=True),
                       headers={"authorization": f"Bearer {issuer.token('dave')}"}, timeout=30) as response:
         assert response.headers["content-type"].startswith("text/event-stream")
-        for chunk in response.iter_raw():
+        for _ in response.iter_raw():
             arrivals.append(time.perf_counter() - started)
     total = arrivals[-1]
     assert total > 3  # 200 chunks, 20 ms apart

@@ -57,7 +57,7 @@ def test_daily_quota_refuses_once_used_up(postgres, upstream):
             statuses.append(httpx.post(f"{server.url}/v1/chat/completions", json=body,
                                        headers={"x-user-id": user}, timeout=10))
             expected = sum(r.status_code == 200 for r in statuses)
-            assert wait_for(lambda: settled_rows() == expected)
+            assert wait_for(lambda expected=expected: settled_rows() == expected)
         assert [r.status_code for r in statuses] == [200, 200, 429, 429]
         assert statuses[-1].json()["error"]["code"] == "quota_exceeded"
 
