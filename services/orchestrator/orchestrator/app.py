@@ -12,7 +12,7 @@ import logging
 import uuid
 from contextlib import asynccontextmanager
 
-import httpx
+import aiohttp
 from fastapi import FastAPI, Request
 from fastapi.responses import Response, StreamingResponse
 
@@ -41,9 +41,10 @@ def create_app(settings: OrchestratorSettings, conninfo: str = "") -> FastAPI:
             await ledger.migrate()
         except Exception as err:  # noqa: BLE001 - the database may be down; retried on first use
             logs.event(log, "migrations deferred", logging.WARNING, error=type(err).__name__)
-        async with httpx.AsyncClient(
-            timeout=httpx.Timeout(None, connect=settings.connect_timeout_seconds),
-            limits=httpx.Limits(max_connections=1000, max_keepalive_connections=200),
+        async with aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=settings.connect_timeout_seconds),
+            connector=aiohttp.TCPConnector(limit=1000),
+            auto_decompress=False,  # pass bytes through as they come
         ) as client:
             app.state.ledger, app.state.client = ledger, client
             yield
@@ -91,39 +92,39 @@ def create_app(settings: OrchestratorSettings, conninfo: str = "") -> FastAPI:
 
         if not body.get("stream"):
             try:
-                content = await upstream.aread()
+                content = await upstream.read()
                 meter.read_body(content)
-                outcome = "completed" if upstream.status_code < 400 else "failed"
-            except httpx.HTTPError:
+                outcome = "completed" if upstream.status < 400 else "failed"
+            except (aiohttp.ClientError, asyncio.TimeoutError):
                 content, outcome = b"", "upstream_aborted"
             finally:
-                await upstream.aclose()
+                upstream.release()
                 ledger.close_entry(Outcome(entry, outcome if meter.done else "upstream_aborted", backend,
                                            meter.prompt_tokens, meter.completion))
             if outcome == "upstream_aborted":
                 return error_response(502, "the model backend stopped answering", "api_error", "upstream_aborted")
-            return Response(content=content, status_code=upstream.status_code, headers=headers)
+            return Response(content=content, status_code=upstream.status, headers=headers)
 
         async def relay():
             outcome = "upstream_aborted"
             try:
-                async for chunk in upstream.aiter_raw():
+                async for chunk in upstream.content.iter_any():
                     meter.feed(chunk)
                     yield chunk
                 outcome = "completed" if meter.done else "upstream_aborted"
-            except httpx.HTTPError as err:
+            except (aiohttp.ClientError, asyncio.TimeoutError) as err:
                 logs.event(log, "backend stream broke", logging.WARNING, backend=backend, error=type(err).__name__)
             except (asyncio.CancelledError, GeneratorExit):
                 outcome = "client_aborted"
                 raise
             finally:
                 ledger.close_entry(Outcome(entry, outcome, backend, meter.prompt_tokens, meter.completion))
-                await asyncio.shield(upstream.aclose())
+                upstream.close()  # drops the backend's stream too when the client has gone
 
-        return StreamingResponse(relay(), status_code=upstream.status_code, headers=headers,
+        return StreamingResponse(relay(), status_code=upstream.status, headers=headers,
                                  media_type=headers["content-type"])
 
-    async def _first_answer(client: httpx.AsyncClient, route: list[str], body: dict):
+    async def _first_answer(client: aiohttp.ClientSession, route: list[str], body: dict):
         """Try the route's backends in order; retrying is safe only before a byte is passed on."""
         for name in route:
             try:

@@ -9,7 +9,7 @@ import time
 import google.auth
 import google.auth.exceptions
 import google.auth.transport.requests
-import httpx
+import aiohttp
 
 from orchestrator.settings import BackendSettings
 
@@ -57,17 +57,18 @@ class Backend:
             return {"Authorization": f"Bearer {key}"}
         return {}
 
-    async def open(self, client: httpx.AsyncClient, body: dict, first_byte_timeout: float) -> httpx.Response:
+    async def open(self, client: aiohttp.ClientSession, body: dict, first_byte_timeout: float) -> aiohttp.ClientResponse:
         """The backend's response, headers read and body not yet; BackendUnavailable if it has none to give."""
         payload = {**body, "model": self.settings.model or body["model"]}
         if payload.get("stream"):
             payload["stream_options"] = {"include_usage": True}
         try:
-            request = client.build_request("POST", self.url, json=payload, headers=await self.headers())
-            response = await asyncio.wait_for(client.send(request, stream=True), first_byte_timeout)
-        except (httpx.HTTPError, asyncio.TimeoutError, google.auth.exceptions.GoogleAuthError) as err:
+            response = await asyncio.wait_for(
+                client.post(self.url, json=payload, headers=await self.headers()), first_byte_timeout
+            )
+        except (aiohttp.ClientError, asyncio.TimeoutError, google.auth.exceptions.GoogleAuthError) as err:
             raise BackendUnavailable(f"{self.name}: {type(err).__name__}") from None
-        if response.status_code >= 500 or response.status_code in (408, 429):
-            await response.aclose()
-            raise BackendUnavailable(f"{self.name}: HTTP {response.status_code}")
+        if response.status >= 500 or response.status in (408, 429):
+            response.release()
+            raise BackendUnavailable(f"{self.name}: HTTP {response.status}")
         return response
