@@ -31,3 +31,27 @@ def test_dockerignore_sends_only_what_the_images_copy():
     lines = (ROOT / ".dockerignore").read_text().split()
     assert lines[0] == "**"
     assert {"!Pipfile", "!Pipfile.lock", "!services/servicekit"} <= set(lines)
+
+
+def test_the_images_dependency_category_holds_what_the_services_import():
+    """The images install the lock's "services" category only: everything the services import
+    at run time must be in it (the test environment has more, so an import test would pass)."""
+    import ast
+    import json
+
+    locked = set(json.loads((ROOT / "Pipfile.lock").read_text())["services"])
+    distribution = {"jwt": "pyjwt", "google": "google-auth", "psycopg_pool": "psycopg-pool", "yaml": "pyyaml"}
+    own = {"gateway", "orchestrator", "frontend", "servicekit"}
+    imported = set()
+    for source in (ROOT / "services").rglob("*.py"):
+        for node in ast.walk(ast.parse(source.read_text())):
+            if isinstance(node, ast.Import):
+                imported |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                imported.add(node.module.split(".")[0])
+    third_party = {name for name in imported if name not in own and name not in __import__("sys").stdlib_module_names}
+    assert {distribution.get(name, name) for name in third_party} <= locked
+    # google.auth.transport.requests (ID and access tokens) needs requests at run time.
+    assert "requests" in locked
+    # What the images' command line asks uvicorn for.
+    assert {"uvloop", "httptools"} <= locked
