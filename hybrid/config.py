@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import tomllib
+import typing
 from collections.abc import Iterator
 from functools import cached_property
 from pathlib import Path
@@ -309,10 +310,13 @@ def _lookup(data, path: list[str]):
 def _allowed_keys(loc: tuple[str, ...]) -> list[str]:
     model: type[BaseModel] = Environment
     for part in loc:
-        annotation = model.model_fields[part].annotation
-        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+        field = model.model_fields.get(part)
+        # The settings model of this table, also when it is optional (``X | None``).
+        candidates = (field.annotation, *typing.get_args(field.annotation)) if field else ()
+        nested = [t for t in candidates if isinstance(t, type) and issubclass(t, BaseModel)]
+        if not nested:
             return []
-        model = annotation
+        model = nested[0]
     return list(model.model_fields)
 
 

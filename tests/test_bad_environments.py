@@ -53,6 +53,7 @@ GKE_CASES = [
     ("gke-tensor-parallel", ("tensor_parallel_size = 1", "tensor_parallel_size = 2"), "inference.gke.tensor_parallel_size = 2: must equal gpu_count (1): one shard per GPU"),
     ("gke-cpu-cap", ("cpu = 8\nmemory = \"32Gi\"\nephemeral_storage", "cpu = 40\nmemory = \"32Gi\"\nephemeral_storage"), "inference.gke.cpu = 40: must be below 32 with 1 x nvidia-l4: the largest such machine, g2-standard-32, has 32 vCPUs"),
     ("gke-pvc-replicas", ("max_replicas = 1", "max_replicas = 3"), "inference.gke.weights = 'pvc': 'pvc' is a ReadWriteOnce disk for one server: use 'gcsfuse' for max_replicas > 1"),
+    ("gke-unknown-key", ("gpu_count = 1\n", "gpu_count = 1\ngpus = 2\n"), "inference.gke.gpus: unknown key; allowed here: image, model, gpu_type, gpu_count, tensor_parallel_size"),
     ("gke-unknown-gpu", ('gpu_type = "nvidia-l4"', 'gpu_type = "nvidia-t4"'), "inference.gke.gpu_type = 'nvidia-t4': Input should be 'nvidia-l4', 'nvidia-tesla-a100', 'nvidia-a100-80gb', 'nvidia-h100-80gb' or 'nvidia-h200-141gb'"),
     ("gke-address-outside-subnet", ('inference_address = "10.10.15.250"', 'inference_address = "10.99.0.5"'), "network.inference_address = '10.99.0.5': must be a usable address of subnet_cidr (10.10.0.0/20)"),
     ("cluster-authorized-networks", ('control_plane_access = "dns"', 'control_plane_access = "authorized_networks"'), "cluster.authorized_networks: must be given exactly when control_plane_access is 'authorized_networks'"),
