@@ -66,8 +66,9 @@ def create_app(settings: OrchestratorSettings, conninfo: str = "") -> FastAPI:
         try:
             body = json.loads(await request.body())
             model = body["model"]
-            assert isinstance(model, str) and isinstance(body.get("messages"), list)
-        except (ValueError, KeyError, AssertionError, TypeError):
+            if not (isinstance(model, str) and isinstance(body.get("messages"), list)):
+                raise ValueError("not a chat completion request")
+        except (ValueError, KeyError, TypeError):
             return error_response(400, "invalid chat completion request", "invalid_request_error", "invalid_request")
         route = backends_for(model, settings.routes)
         if not route:
@@ -91,6 +92,7 @@ def create_app(settings: OrchestratorSettings, conninfo: str = "") -> FastAPI:
         headers = {"content-type": upstream.headers.get("content-type", "application/json")}
 
         if not body.get("stream"):
+            outcome = "client_aborted"  # unless the read below ends, one way or the other
             try:
                 content = await upstream.read()
                 meter.read_body(content)
@@ -99,8 +101,7 @@ def create_app(settings: OrchestratorSettings, conninfo: str = "") -> FastAPI:
                 content, outcome = b"", "upstream_aborted"
             finally:
                 upstream.release()
-                ledger.close_entry(Outcome(entry, outcome if meter.done else "upstream_aborted", backend,
-                                           meter.prompt_tokens, meter.completion))
+                ledger.close_entry(Outcome(entry, outcome, backend, meter.prompt_tokens, meter.completion))
             if outcome == "upstream_aborted":
                 return error_response(502, "the model backend stopped answering", "api_error", "upstream_aborted")
             return Response(content=content, status_code=upstream.status, headers=headers)

@@ -111,7 +111,8 @@ class Ledger:
 
     def close_entry(self, outcome: Outcome) -> None:
         """Queue the entry's outcome; written once, whatever happens to the request."""
-        assert outcome.outcome in OUTCOMES
+        if outcome.outcome not in OUTCOMES:
+            raise ValueError(f"unknown outcome {outcome.outcome!r}")
         self.pending.put_nowait(outcome)
 
     async def _write_outcomes(self) -> None:
