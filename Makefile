@@ -34,7 +34,7 @@ bench: .venv/.synced node_modules/.installed
 ## Print the latency the gateway adds at 80 concurrent streams, beside nginx (installed with apt).
 bench-gateway: .venv/.synced-dev
 	@command -v nginx >/dev/null && command -v wrk >/dev/null || { $(APT_INSTALL) nginx wrk; }
-	$(PIPENV) run python scripts/bench_gateway.py
+	$(PIPENV) run python scripts/bench_gateway.py $(ARGS)
 
 ## The whole chain on this machine (ARGS="--upstream URL --model NAME" for a real model server).
 run-local: .venv/.synced-dev .postgres-ready
