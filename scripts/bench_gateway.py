@@ -30,21 +30,17 @@ from pathlib import Path
 import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT / "services"), str(ROOT / "services" / "gateway"), str(ROOT / "tests")]
+# The services' code and the test stand-ins, here and in the servers this starts.
+PATHS = [str(ROOT / folder) for folder in
+         ("services", "services/gateway", "services/orchestrator", "tests", "tests/services")]
+sys.path[:0] = PATHS
 
 from gateway.dev_issuer import DevIssuer  # noqa: E402
+from harness import free_port  # noqa: E402
 
 CONCURRENCY = 80
 TARGET_ADDED_P99_MS = 5.0
 BODY = {"model": "standin-paced", "messages": [{"role": "user", "content": "hello"}], "stream": True}
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def start(command: list[str], env: dict[str, str], url: str) -> subprocess.Popen:
@@ -122,8 +118,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="bench-gateway-"))
     issuer = DevIssuer(work / "issuer")
     ports = {name: free_port() for name in ("upstream", "jwks", "gateway", "nginx")}
-    pythonpath = os.pathsep.join(sys.path[:3])
-    base_env = {**os.environ, "PYTHONPATH": pythonpath}
+    base_env = {**os.environ, "PYTHONPATH": os.pathsep.join(PATHS)}
     processes = []
     try:
         processes.append(uvicorn("standins.openai_upstream:create_app", ports["upstream"], base_env))
