@@ -1,10 +1,16 @@
 """Bearer JWT verification against a JWKS URL: asymmetric algorithms only, issuer,
 audience, expiry and not-before checked, keys cached and refreshed on an unknown key id
-(at most once per ``jwks_min_refresh_seconds``)."""
+(at most once per ``jwks_min_refresh_seconds``).
+
+A token that passed is remembered (by its SHA-256) until it expires or its key leaves
+the key set: a client sends the same token for up to an hour, and checking it in full
+(base64 segments, RSA signature, claims) is most of the gateway's work per request.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import time
 from dataclasses import dataclass
@@ -22,6 +28,7 @@ KEY_TYPES = {RSAAlgorithm: "RSA", RSAPSSAlgorithm: "RSA", ECAlgorithm: "EC"}
 MAX_KEYS = 32
 MAX_JWKS_BYTES = 262_144
 REQUIRED_CLAIMS = ["exp", "iat", "iss", "aud", "sub"]
+MAX_REMEMBERED_TOKENS = 10_000  # a few MB at most; the least recently used is forgotten first
 
 
 class Unauthorized(Exception):
@@ -35,6 +42,14 @@ class Unauthorized(Exception):
 @dataclass(frozen=True)
 class Caller:
     user_id: str
+
+
+@dataclass(frozen=True)
+class _Passed:
+    caller: Caller
+    kid: str
+    jwk: dict  # the key set entry it was checked with: a refresh that replaces it forgets the token
+    expires: float  # exp + leeway: when PyJWT would start refusing it
 
 
 class JwksCache:
@@ -76,6 +91,7 @@ class Verifier:
     def __init__(self, jwks: JwksCache, issuer: str, audience: str, leeway: int, max_token_bytes: int) -> None:
         self.jwks, self.issuer, self.audience = jwks, issuer, audience
         self.leeway, self.max_token_bytes = leeway, max_token_bytes
+        self.passed: dict[bytes, _Passed] = {}
 
     async def verify(self, authorization: str | None) -> Caller:
         if not authorization:
@@ -85,6 +101,18 @@ class Verifier:
             raise Unauthorized("not a bearer token")
         if len(token) > self.max_token_bytes:
             raise Unauthorized("token too large")
+        digest = hashlib.sha256(token.encode()).digest()
+        remembered = self.passed.pop(digest, None)
+        if remembered and time.time() < remembered.expires and await self.jwks.key(remembered.kid) is remembered.jwk:
+            self.passed[digest] = remembered  # now the most recently used
+            return remembered.caller
+        passed = await self._check(token)
+        if len(self.passed) >= MAX_REMEMBERED_TOKENS:
+            del self.passed[next(iter(self.passed))]
+        self.passed[digest] = passed
+        return passed.caller
+
+    async def _check(self, token: str) -> _Passed:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
@@ -115,4 +143,5 @@ class Verifier:
         subject = claims.get("sub")
         if not isinstance(subject, str) or not 0 < len(subject) <= 128:
             raise Unauthorized("bad subject")
-        return Caller(user_id=subject)
+        # PyJWT has checked that exp is an integer.
+        return _Passed(Caller(user_id=subject), kid, jwk, int(claims["exp"]) + self.leeway)
