@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import time
@@ -14,7 +15,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import Response, StreamingResponse
+from fastapi.responses import Response
 from pydantic import ValidationError
 
 from gateway.auth import JwksCache, Unauthorized, Verifier
@@ -140,19 +141,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
                 upstream.release()
             return Response(content=content, status_code=upstream.status, headers=passed)
 
-        async def relay():
-            # Passes bytes on as they come; if the client leaves, Starlette cancels this
-            # generator, and closing the response drops the orchestrator's stream too.
-            try:
-                async for chunk in upstream.content.iter_any():
-                    yield chunk
-            except (aiohttp.ClientError, TimeoutError) as err:
-                logs.event(log, "orchestrator stream broke", logging.WARNING, error=type(err).__name__)
-            finally:
-                upstream.close()
-
-        return StreamingResponse(relay(), status_code=upstream.status, headers=passed,
-                                 media_type=passed.get("content-type", "text/event-stream"))
+        return UpstreamStream(upstream, passed)
 
     request_schema = ChatCompletionRequest.model_json_schema(ref_template="#/components/schemas/{model}")
     request_definitions = request_schema.pop("$defs", {})
@@ -167,6 +156,46 @@ def create_app(settings: GatewaySettings) -> FastAPI:
 
     app.openapi = openapi
     return app
+
+
+class UpstreamStream(Response):
+    """The orchestrator's streamed answer, passed on chunk by chunk as it comes. A client
+    that leaves closes the orchestrator's stream at once, even while it is silent."""
+
+    def __init__(self, upstream: aiohttp.ClientResponse, headers: dict[str, str]) -> None:
+        self.upstream = upstream
+        self.status_code = upstream.status
+        self.media_type = headers.get("content-type", "text/event-stream")
+        self.background = None
+        self.init_headers(headers)
+
+    async def __call__(self, scope, receive, send) -> None:
+        # Chunks flow in a task of their own: resuming this request's stack of middleware
+        # for every chunk would cost more than passing the chunk on.
+        relay = asyncio.ensure_future(self._relay(send))
+        client_left = asyncio.ensure_future(_disconnect(receive))
+        try:
+            done, _ = await asyncio.wait((relay, client_left), return_when=asyncio.FIRST_COMPLETED)
+            if relay in done:
+                relay.result()
+        finally:
+            client_left.cancel()
+            relay.cancel()  # the client left: stop reading the orchestrator
+            self.upstream.close()
+
+    async def _relay(self, send) -> None:
+        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        try:
+            async for chunk in self.upstream.content.iter_any():
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        except (aiohttp.ClientError, TimeoutError) as err:
+            logs.event(log, "orchestrator stream broke", logging.WARNING, error=type(err).__name__)
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+async def _disconnect(receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
 
 
 class RequestContext:
