@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import glob
+import json
 import os
 import shutil
 import socket
@@ -89,6 +90,12 @@ def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05):
         if value or time.monotonic() > deadline:
             return value
         time.sleep(interval)
+
+
+def last_event(stream: bytes):
+    """The data of a server-sent event stream's last event: "[DONE]" or the decoded JSON."""
+    data = [line[5:].strip() for line in stream.decode().splitlines() if line.startswith("data:")]
+    return data[-1] if data[-1] == "[DONE]" else json.loads(data[-1])
 
 
 def orchestrator_settings(upstream_url: str, **overrides) -> OrchestratorSettings:

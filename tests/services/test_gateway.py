@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from gateway.app import create_app as create_gateway
-from harness import Server, gateway_settings, wait_for
+from harness import Server, gateway_settings, last_event, wait_for
 from servicekit import logs
 
 PROMPT = "the secret launch codes are 0000"
@@ -135,6 +135,28 @@ def test_client_leaving_cancels_the_upstream_call(gateway, issuer, ledger_rows):
                 break
     row = wait_for(lambda: [r for r in ledger_rows(rid) if r["outcome"] != "started"], timeout=15)
     assert row and row[0]["outcome"] == "client_aborted"
+
+
+def test_a_model_dying_mid_stream_ends_the_stream_with_an_error(gateway, issuer, ledger_rows):
+    rid = uuid.uuid4().hex
+    with httpx.stream("POST", f"{gateway.url}/v1/chat/completions", json=body("standin-die", stream=True),
+                      headers={"authorization": f"Bearer {issuer.token('fay')}", "x-request-id": rid},
+                      timeout=30) as response:
+        received = response.read()
+    assert response.status_code == 200 and b"Hello" in received
+    assert last_event(received)["error"]["code"] == "upstream_aborted"
+    row = wait_for(lambda: [r for r in ledger_rows(rid) if r["outcome"] != "started"])
+    assert row and row[0]["outcome"] == "upstream_aborted"
+
+
+def test_the_orchestrator_dying_mid_stream_ends_the_stream_with_an_error(issuer, upstream):
+    # The stand-in in the orchestrator's place: its connection drops after two chunks.
+    with Server(create_gateway(gateway_settings(issuer, upstream.url))) as direct:
+        with httpx.stream("POST", f"{direct.url}/v1/chat/completions", json=body("standin-die", stream=True),
+                          headers={"authorization": f"Bearer {issuer.token('gus')}"}, timeout=30) as response:
+            received = response.read()
+    assert response.status_code == 200 and b"Hello" in received
+    assert last_event(received)["error"]["code"] == "upstream_aborted"
 
 
 @pytest.mark.parametrize(

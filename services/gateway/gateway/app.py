@@ -24,7 +24,7 @@ from gateway.ratelimit import RateLimiter
 from gateway.schemas import ChatCompletionRequest
 from gateway.settings import GatewaySettings
 from servicekit import logs
-from servicekit.errors import error_response
+from servicekit.errors import error_response, stream_broke_event
 
 log = logging.getLogger("gateway")
 # Headers of the orchestrator's answer the caller may see.
@@ -190,6 +190,7 @@ class UpstreamStream(Response):
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
         except (aiohttp.ClientError, TimeoutError) as err:
             logs.event(log, "orchestrator stream broke", logging.WARNING, error=type(err).__name__)
+            await send({"type": "http.response.body", "body": stream_broke_event(), "more_body": True})
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 

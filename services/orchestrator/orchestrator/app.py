@@ -23,7 +23,7 @@ from orchestrator.routing import backends_for
 from orchestrator.settings import OrchestratorSettings
 from orchestrator.usage import UsageMeter
 from servicekit import logs
-from servicekit.errors import error_response
+from servicekit.errors import error_response, stream_broke_event
 
 log = logging.getLogger("orchestrator")
 
@@ -121,6 +121,8 @@ def create_app(settings: OrchestratorSettings, conninfo: str = "") -> FastAPI:
             finally:
                 ledger.close_entry(Outcome(entry, outcome, backend, meter.prompt_tokens, meter.completion))
                 upstream.close()  # drops the backend's stream too when the client has gone
+            if outcome == "upstream_aborted":
+                yield stream_broke_event()
 
         return StreamingResponse(relay(), status_code=upstream.status, headers=headers,
                                  media_type=headers["content-type"])
