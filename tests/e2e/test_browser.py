@@ -1,9 +1,11 @@
 """The whole chain in a real browser (Debian's Chromium, headless): sign in, a streamed
-reply, the ledger row in PostgreSQL, an expired session, the rate limit, a phone screen.
+reply, the ledger row in PostgreSQL, a reply cut off halfway, an expired session, the rate
+limit, a phone screen.
 Screenshots land in test-artifacts/."""
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -55,6 +57,19 @@ def say(page, text: str) -> None:
     page.get_by_label("Message").press("Enter")
 
 
+def assert_ledger(chain, user: str, expected: list[tuple]) -> None:
+    """The user's ledger rows, (outcome, completion_tokens), become ``expected`` within 10 s."""
+    def rows() -> list[tuple]:
+        with psycopg.connect(chain["conninfo"]) as conn:
+            return conn.execute("SELECT outcome, completion_tokens FROM usage_ledger WHERE user_id = %s",
+                                (user,)).fetchall()
+
+    deadline = time.monotonic() + 10
+    while rows() != expected and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert rows() == expected
+
+
 def test_sign_in_send_and_watch_the_reply_stream_in(page, chain):
     ARTIFACTS.mkdir(exist_ok=True)
     sign_in(page, "alice")
@@ -67,15 +82,29 @@ def test_sign_in_send_and_watch_the_reply_stream_in(page, chain):
     expect(reply).to_have_text(final, timeout=10_000)
     expect(page.locator("#messages li.user").last).to_have_text("Hello there")
     page.screenshot(path=str(ARTIFACTS / "chat.png"), full_page=True)
+    assert_ledger(chain, "alice", [("completed", 20)])
 
-    def ledger() -> list[tuple]:
-        with psycopg.connect(chain["conninfo"]) as conn:
-            return conn.execute("SELECT outcome, completion_tokens FROM usage_ledger WHERE user_id = 'alice'").fetchall()
 
-    deadline = time.monotonic() + 10
-    while ledger() != [("completed", 20)] and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert ledger() == [("completed", 20)]
+def test_a_reply_the_model_stops_halfway_is_marked_cut_off(page, chain):
+    def ask_a_dying_model(route):
+        # The stand-in's "standin-die" model drops its connection after two chunks.
+        if route.request.method == "POST":
+            route.continue_(post_data=json.dumps({**route.request.post_data_json, "model": "standin-die"}))
+        else:
+            route.continue_()
+
+    page.route("**/v1/chat/completions", ask_a_dying_model)
+    sign_in(page, "hana")
+    say(page, "tell me everything")
+    expect(page.get_by_role("alert")).to_have_text(
+        "The reply was cut off: the model stopped answering. Ask again to continue.", timeout=10_000)
+    reply = page.locator("#messages li.assistant").last
+    expect(reply).to_have_text("Hello from")
+    expect(reply).to_have_attribute("aria-label", "Assistant (cut off)")
+    expect(reply).to_have_class("assistant incomplete")
+    expect(page.get_by_role("button", name="Send")).to_be_enabled()
+    page.screenshot(path=str(ARTIFACTS / "cut-off.png"))
+    assert_ledger(chain, "hana", [("upstream_aborted", 2)])
 
 
 def test_an_expired_session_shows_the_sign_in_prompt(page, chain):

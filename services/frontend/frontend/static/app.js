@@ -97,8 +97,18 @@ async function send() {
     if (!response.ok) { unsend(sent, prompt); await explain(response); return; }
     const reply = addMessage("assistant", "");
     reply.setAttribute("aria-busy", "true");
-    const text = await readStream(response, (delta) => { reply.textContent += delta; });
+    let text;
+    try {
+      text = await readStream(response, (delta) => { reply.textContent += delta; });
+    } catch (error) {
+      if (!(error instanceof CutOff)) throw error;
+      text = error.partial;
+      reply.classList.add("incomplete");
+      reply.setAttribute("aria-label", "Assistant (cut off)");
+      notice("The reply was cut off: the model stopped answering. Ask again to continue.");
+    }
     reply.removeAttribute("aria-busy");
+    // What the user saw, cut off or not, is what the model sees next time.
     state.history.push({ role: "assistant", content: text });
   } catch (error) {
     unsend(sent, prompt);
@@ -117,27 +127,38 @@ function unsend(item, prompt) {
   $("prompt").value = prompt;
 }
 
+// A reply that stopped in the middle: the stream ended with an error event, without
+// [DONE], or the connection broke. It carries the words that did arrive.
+class CutOff extends Error {
+  constructor(partial) { super("the reply was cut off"); this.partial = partial; }
+}
+
 async function readStream(response, onDelta) {
   const reader = response.body.getReader();
   const decoder = new TextDecoder();
-  let buffer = "", text = "";
+  let buffer = "", text = "", finished = false;
   for (;;) {
-    const { value, done } = await reader.read();
-    if (done) break;
-    buffer += decoder.decode(value, { stream: true });
+    let chunk;
+    try { chunk = await reader.read(); } catch (_) { throw new CutOff(text); }
+    if (chunk.done) break;
+    buffer += decoder.decode(chunk.value, { stream: true });
     const lines = buffer.split("\n");
     buffer = lines.pop();
     for (const line of lines) {
       if (!line.startsWith("data:")) continue;
       const data = line.slice(5).trim();
-      if (data === "[DONE]") continue;
-      for (const choice of JSON.parse(data).choices || []) {
+      if (data === "[DONE]") { finished = true; continue; }
+      let event;
+      try { event = JSON.parse(data); } catch (_) { continue; } // an event the break cut in half
+      if (event.error) throw new CutOff(text);
+      for (const choice of event.choices || []) {
         const delta = (choice.delta && choice.delta.content) || "";
         text += delta;
         onDelta(delta);
       }
     }
   }
+  if (!finished) throw new CutOff(text);
   return text;
 }
 
