@@ -1,5 +1,6 @@
-"""STAND-IN for the Cloud Run / GCE metadata server's identity endpoint, speaking its
-protocol (Metadata-Flavor: Google), so google-auth's real ID-token code path runs."""
+"""STAND-IN for the Cloud Run / GCE metadata server's identity and token endpoints, speaking
+its protocol (Metadata-Flavor: Google), so google-auth's real ID-token and access-token
+code paths run."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from fastapi import FastAPI, Header, Response
 def create_app() -> FastAPI:
     app = FastAPI(title="metadata server stand-in")
     app.state.audiences = []
+    app.state.token_scopes = []  # the scopes of each access token handed out
 
     @app.get("/")
     async def ping() -> Response:
@@ -34,5 +36,18 @@ def create_app() -> FastAPI:
         # Shaped like Google's ID tokens; signed with a throw-away key, since nothing here checks it.
         token = jwt.encode(claims, "stand-in-signing-key-of-32-bytes!", algorithm="HS256")
         return Response(token, headers={"Metadata-Flavor": "Google"}, media_type="text/plain")
+
+    @app.get("/computeMetadata/v1/instance/service-accounts/default/token")
+    async def access_token(scopes: str = "", metadata_flavor: str = Header(...)) -> Response:
+        assert metadata_flavor == "Google"
+        app.state.token_scopes.append(scopes)
+        token = {"access_token": f"standin-access-token-{len(app.state.token_scopes)}", "expires_in": 3599,
+                 "token_type": "Bearer"}
+        return Response(json.dumps(token), headers={"Metadata-Flavor": "Google"}, media_type="application/json")
+
+    @app.get("/computeMetadata/v1/project/project-id")
+    async def project(metadata_flavor: str = Header(...)) -> Response:
+        assert metadata_flavor == "Google"
+        return Response("standin-project", headers={"Metadata-Flavor": "Google"}, media_type="text/plain")
 
     return app

@@ -1,0 +1,62 @@
+"""The orchestrator's Vertex AI backend as it runs on Cloud Run: an access token for the
+cloud-platform scope from the metadata server (stand-in), reused while it is fresh, sent
+to Vertex's OpenAI-compatible endpoint. The model stand-in takes Vertex's place, since
+this machine cannot reach Google; everything else is the real code path."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+from harness import ROOT, Server
+from standins.metadata_server import create_app as create_metadata
+
+# Runs in a process of its own: google-auth reads GCE_METADATA_HOST when it is imported.
+SCRIPT = textwrap.dedent("""
+    import asyncio, json, sys
+    import aiohttp
+    from orchestrator.backends import CLOUD_PLATFORM, Backend, GoogleAccessToken
+    from orchestrator.settings import BackendSettings
+
+    async def main(upstream_url):
+        settings = BackendSettings(kind="vertex", project="my-project", location="europe-west4",
+                                   model="google/gemini-2.0-flash-001")
+        backend = Backend("vertex", settings, GoogleAccessToken([CLOUD_PLATFORM]))
+        print(json.dumps({"url": backend.url}))
+        backend.url = upstream_url + "/v1/chat/completions"  # the stand-in in Vertex's place
+        body = {"model": "google/gemini", "messages": [{"role": "user", "content": "hi"}]}
+        async with aiohttp.ClientSession() as client:
+            for _ in range(2):
+                response = await backend.open(client, body, 10)
+                print(json.dumps({"status": response.status, "answer": await response.json()}))
+
+    asyncio.run(main(sys.argv[1]))
+""")
+
+
+def test_vertex_backend_sends_the_service_accounts_access_token(upstream):
+    with Server(create_metadata()) as metadata:
+        env = {
+            **os.environ,
+            "PYTHONPATH": f"{ROOT / 'services'}:{ROOT / 'services' / 'orchestrator'}",
+            "GCE_METADATA_HOST": f"127.0.0.1:{metadata.port}",
+            "GCE_METADATA_IP": f"127.0.0.1:{metadata.port}",
+        }
+        env.pop("GOOGLE_APPLICATION_CREDENTIALS", None)
+        before = len(upstream.app.state.requests)
+        run = subprocess.run([sys.executable, "-c", SCRIPT, upstream.url], env=env, capture_output=True, text=True,
+                             timeout=60)
+        assert run.returncode == 0, run.stderr[-3000:]
+        scopes = metadata.server.config.app.state.token_scopes
+    lines = [json.loads(line) for line in run.stdout.splitlines()]
+    # cloud.google.com/vertex-ai/generative-ai/docs/multimodal/call-vertex-using-openai-library
+    assert lines[0]["url"] == ("https://europe-west4-aiplatform.googleapis.com/v1/projects/my-project"
+                               "/locations/europe-west4/endpoints/openapi/chat/completions")
+    assert [line["status"] for line in lines[1:]] == [200, 200]
+    received = upstream.app.state.requests[before:]
+    assert [r["headers"]["authorization"] for r in received] == ["Bearer standin-access-token-1"] * 2
+    assert [r["body"]["model"] for r in received] == ["google/gemini-2.0-flash-001"] * 2
+    assert scopes == ["https://www.googleapis.com/auth/cloud-platform"]  # one token, reused
