@@ -27,8 +27,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import re
+import shutil
 import signal
 import subprocess
 import sys
