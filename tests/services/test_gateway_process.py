@@ -3,32 +3,27 @@ by environment variables only, fetching Google ID tokens from the metadata serve
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 
 import httpx
 import jwt
 
-from harness import ROOT, Server, free_port, wait_for
+from harness import Server, cloud_run_env, free_port, wait_for
 from standins.metadata_server import create_app as create_metadata
 
 
 def test_gateway_process_sends_a_google_id_token_for_the_orchestrator(issuer, upstream):
     with Server(create_metadata()) as metadata:
         port = free_port()
-        env = {
-            **os.environ,
-            "PYTHONPATH": f"{ROOT / 'services'}:{ROOT / 'services' / 'gateway'}",
-            "JWKS_URL": issuer.jwks_url,
-            "JWT_ISSUER": issuer.issuer,
-            "JWT_AUDIENCE": issuer.audience,
-            "ORCHESTRATOR_URL": upstream.url,  # the stand-in records what it receives
-            "ORCHESTRATOR_AUTH": "google-id-token",
-            "GCE_METADATA_HOST": f"127.0.0.1:{metadata.port}",
-            "GCE_METADATA_IP": f"127.0.0.1:{metadata.port}",
-        }
-        env.pop("GOOGLE_APPLICATION_CREDENTIALS", None)
+        env = cloud_run_env(
+            metadata, "gateway",
+            JWKS_URL=issuer.jwks_url,
+            JWT_ISSUER=issuer.issuer,
+            JWT_AUDIENCE=issuer.audience,
+            ORCHESTRATOR_URL=upstream.url,  # the stand-in records what it receives
+            ORCHESTRATOR_AUTH="google-id-token",
+        )
         process = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "--factory", "gateway.app:main", "--host", "127.0.0.1",
              "--port", str(port)],

@@ -6,15 +6,13 @@ this machine cannot reach Google; everything else is the real code path."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import textwrap
 
-from harness import ROOT, Server
+from harness import Server, cloud_run_env
 from standins.metadata_server import create_app as create_metadata
 
-# Runs in a process of its own: google-auth reads GCE_METADATA_HOST when it is imported.
 SCRIPT = textwrap.dedent("""
     import asyncio, json, sys
     import aiohttp
@@ -39,13 +37,7 @@ SCRIPT = textwrap.dedent("""
 
 def test_vertex_backend_sends_the_service_accounts_access_token(upstream):
     with Server(create_metadata()) as metadata:
-        env = {
-            **os.environ,
-            "PYTHONPATH": f"{ROOT / 'services'}:{ROOT / 'services' / 'orchestrator'}",
-            "GCE_METADATA_HOST": f"127.0.0.1:{metadata.port}",
-            "GCE_METADATA_IP": f"127.0.0.1:{metadata.port}",
-        }
-        env.pop("GOOGLE_APPLICATION_CREDENTIALS", None)
+        env = cloud_run_env(metadata, "orchestrator")
         before = len(upstream.app.state.requests)
         run = subprocess.run([sys.executable, "-c", SCRIPT, upstream.url], env=env, capture_output=True, text=True,
                              timeout=60)
