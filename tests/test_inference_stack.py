@@ -142,8 +142,20 @@ def test_hugging_face_token_comes_from_secret_manager(env, stack, pod, server):
     )
     volume = next(v for v in pod["volume"] if v["name"] == "hf-token")
     assert volume["csi"]["driver"] == "secrets-store-gke.csi.k8s.io"
+    assert volume["csi"]["volume_attributes"] == {"secretProviderClass": provider_class["metadata"]["name"]}
     assert {e["name"]: e["value"] for e in server["env"]}["HF_TOKEN_PATH"] == "/var/run/secrets/huggingface/token"
     assert "HF_TOKEN" not in {e["name"] for e in server["env"]}
+
+
+def test_secret_provider_class_is_the_csi_crd_with_the_gke_provider(stack):
+    """GKE's Secret Manager add-on serves the Secrets Store CSI CRD, with provider "gke"; the
+    add-on's name appears only as the Pod volume's CSI driver."""
+    (provider_class,) = [
+        m["manifest"] for m in resources(stack, "kubernetes_manifest").values()
+        if m["manifest"]["kind"] == "SecretProviderClass"
+    ]
+    assert provider_class["apiVersion"] == "secrets-store.csi.x-k8s.io/v1"
+    assert provider_class["spec"]["provider"] == "gke"
 
 
 def test_internal_load_balancer_on_the_reserved_address_for_the_connector_only(env, stack):

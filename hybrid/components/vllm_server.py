@@ -375,14 +375,19 @@ class VllmServer(Construct):
             )
         )
         if settings.hf_token_secret:
+            # GKE's Secret Manager add-on: the class is the Secrets Store CSI CRD
+            # (secrets-store.csi.x-k8s.io/v1) with provider "gke"; only the Pod's CSI driver
+            # is named secrets-store-gke.csi.k8s.io
+            # (cloud.google.com/secret-manager/docs/secret-manager-managed-csi-component).
             Manifest(
                 self,
                 "hf-token",
                 manifest={
-                    "apiVersion": "secrets-store-gke.csi.k8s.io/v1",
+                    "apiVersion": "secrets-store.csi.x-k8s.io/v1",
                     "kind": "SecretProviderClass",
                     "metadata": {"name": "hf-token", "namespace": self.namespace},
                     "spec": {
+                        "provider": "gke",
                         "parameters": {
                             "secrets": (
                                 f'- resourceName: "projects/{project}/secrets/{settings.hf_token_secret}/versions/latest"\n'
