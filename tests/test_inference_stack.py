@@ -181,8 +181,29 @@ def test_network_policy_admits_connector_health_checks_and_prometheus_only(stack
         {"ip_block": {"cidr": "10.8.0.0/28"}},
         {"ip_block": {"cidr": "35.191.0.0/16"}},
         {"ip_block": {"cidr": "130.211.0.0/22"}},
-        {"namespace_selector": {"match_labels": {"kubernetes.io/metadata.name": "gmp-system"}}},
+        {"namespace_selector": {"match_labels": {"kubernetes.io/metadata.name": "gke-gmp-system"}}},
     ]
+
+
+def test_network_policy_admits_managed_prometheus_on_the_port_it_scrapes(stack, server):
+    """On Autopilot the managed collectors run in gke-gmp-system, not gmp-system, and they
+    scrape the container port the PodMonitoring names: that port must be the one admitted."""
+    monitoring = next(
+        m["manifest"] for m in resources(stack, "kubernetes_manifest").values() if m["manifest"]["kind"] == "PodMonitoring"
+    )
+    (endpoint,) = monitoring["spec"]["endpoints"]
+    (scraped,) = [p["container_port"] for p in server["port"] if p["name"] == endpoint["port"]]
+    policy = named(stack, "kubernetes_network_policy_v1", "vllm")["spec"]
+    from_prometheus = [
+        rule for rule in policy["ingress"]
+        if {"namespace_selector": {"match_labels": {"kubernetes.io/metadata.name": "gke-gmp-system"}}} in rule["from"]
+    ]
+    assert from_prometheus, "no ingress rule admits the gke-gmp-system namespace"
+    assert all({"port": str(scraped), "protocol": "TCP"} in rule["ports"] for rule in from_prometheus)
+    assert not any(
+        peer.get("namespace_selector", {}).get("match_labels", {}).get("kubernetes.io/metadata.name") == "gmp-system"
+        for rule in policy["ingress"] for peer in rule["from"]
+    )
 
 
 def test_disruption_budget(stack):

@@ -90,6 +90,11 @@ LABELS = {"app": NAME, "tier": "inference"}
 # (cloud.google.com/kubernetes-engine/docs/best-practices/machine-learning/inference/autoscaling).
 QUEUE_METRIC = "prometheus.googleapis.com|vllm:num_requests_waiting|gauge"
 HEALTH_CHECK_RANGES = ("35.191.0.0/16", "130.211.0.0/22")
+# Managed Prometheus's collectors run in gke-gmp-system on Autopilot (gmp-system is the
+# Standard clusters' namespace): cloud.google.com/stackdriver/docs/managed-prometheus/setup-managed.
+MANAGED_PROMETHEUS_NAMESPACE = "gke-gmp-system"
+# The container port the Service and the PodMonitoring name; the NetworkPolicy admits its number.
+PORT_NAME = "http"
 MODEL_CACHE = "/data/models"
 HF_TOKEN_DIR = "/var/run/secrets/huggingface"
 # Weights load for minutes: up to 30 minutes (180 x 10 s) before liveness takes over.
@@ -154,7 +159,7 @@ class VllmServer(Construct):
                                 image=settings.image,
                                 command=["python3", "-m", "vllm.entrypoints.openai.api_server"],
                                 args=self._args(settings),
-                                port=[DeploymentV1SpecTemplateSpecContainerPort(name="http", container_port=port)],
+                                port=[DeploymentV1SpecTemplateSpecContainerPort(name=PORT_NAME, container_port=port)],
                                 env=[
                                     DeploymentV1SpecTemplateSpecContainerEnv(name=key, value=value)
                                     for key, value in self._env(settings).items()
@@ -215,7 +220,7 @@ class VllmServer(Construct):
                 # Keeps the caller's address, so the NetworkPolicy below can check it.
                 external_traffic_policy="Local",
                 selector=LABELS,
-                port=[ServiceV1SpecPort(name="http", port=port, target_port=str(port), protocol="TCP")],
+                port=[ServiceV1SpecPort(name=PORT_NAME, port=port, target_port=str(port), protocol="TCP")],
             ),
         )
         PodDisruptionBudgetV1(
@@ -235,6 +240,7 @@ class VllmServer(Construct):
                 policy_types=["Ingress"],
                 ingress=[
                     NetworkPolicyV1SpecIngress(
+                        # The one port, serving and /metrics alike (PORT_NAME, scraped below).
                         ports=[NetworkPolicyV1SpecIngressPorts(port=str(port), protocol="TCP")],
                         from_=[
                             *(
@@ -244,7 +250,7 @@ class VllmServer(Construct):
                             # Managed Prometheus scrapes /metrics from its collectors.
                             NetworkPolicyV1SpecIngressFrom(
                                 namespace_selector=NetworkPolicyV1SpecIngressFromNamespaceSelector(
-                                    match_labels={"kubernetes.io/metadata.name": "gmp-system"}
+                                    match_labels={"kubernetes.io/metadata.name": MANAGED_PROMETHEUS_NAMESPACE}
                                 )
                             ),
                         ],
@@ -261,7 +267,7 @@ class VllmServer(Construct):
                 "metadata": {"name": NAME, "namespace": namespace},
                 "spec": {
                     "selector": {"matchLabels": LABELS},
-                    "endpoints": [{"port": "http", "path": "/metrics", "interval": "15s"}],
+                    "endpoints": [{"port": PORT_NAME, "path": "/metrics", "interval": "15s"}],
                 },
             },
         )
