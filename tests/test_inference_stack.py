@@ -132,6 +132,16 @@ def test_weights_volume_per_config(env, stack, pod, server):
         assert deployment["spec"]["template"]["metadata"]["annotations"] == {"gke-gcsfuse/volumes": "true"}
 
 
+def test_rollout_strategy_fits_the_weights_volume(env, stack):
+    """A ReadWriteOnce weights disk attaches to one Pod: the default RollingUpdate would surge a
+    second Pod that cannot start. Shared GCS FUSE weights roll one extra server at a time."""
+    strategy = named(stack, "kubernetes_deployment_v1", "vllm")["spec"]["strategy"]
+    if EXPECTED[env]["weights"] == "pvc":
+        assert strategy == {"type": "Recreate"}
+    else:
+        assert strategy == {"type": "RollingUpdate", "rolling_update": {"max_surge": "1", "max_unavailable": "0"}}
+
+
 def test_hugging_face_token_comes_from_secret_manager(env, stack, pod, server):
     (provider_class,) = [
         m["manifest"] for m in resources(stack, "kubernetes_manifest").values()

@@ -13,6 +13,8 @@ from cdktf_cdktf_provider_kubernetes.deployment_v1 import (
     DeploymentV1Metadata,
     DeploymentV1Spec,
     DeploymentV1SpecSelector,
+    DeploymentV1SpecStrategy,
+    DeploymentV1SpecStrategyRollingUpdate,
     DeploymentV1SpecTemplate,
     DeploymentV1SpecTemplateMetadata,
     DeploymentV1SpecTemplateSpec,
@@ -134,6 +136,7 @@ class VllmServer(Construct):
             spec=DeploymentV1Spec(
                 replicas=str(settings.min_replicas),
                 selector=DeploymentV1SpecSelector(match_labels=LABELS),
+                strategy=self._strategy(settings),
                 template=DeploymentV1SpecTemplate(
                     metadata=DeploymentV1SpecTemplateMetadata(
                         labels=LABELS,
@@ -307,6 +310,22 @@ class VllmServer(Construct):
                     ]
                 ),
             ),
+        )
+
+    @staticmethod
+    def _strategy(settings: GkeModelServerSettings) -> DeploymentV1SpecStrategy:
+        if settings.weights == "pvc":
+            # The weights disk is ReadWriteOnce: a surged second Pod could not attach it and
+            # would block the rollout. Recreate stops the old Pod before starting the new one
+            # (kubernetes.io/docs/concepts/workloads/controllers/deployment/#recreate-deployment).
+            return DeploymentV1SpecStrategy(type="Recreate")
+        # GCS FUSE reads are shared, so old and new servers can run side by side. Surge one
+        # server at a time and take none away: each new server loads for minutes, so serving
+        # capacity never drops below what the autoscaler asked for; the price is one more GPU
+        # during the rollout, and if none can be had the rollout waits while the old Pods serve.
+        return DeploymentV1SpecStrategy(
+            type="RollingUpdate",
+            rolling_update=DeploymentV1SpecStrategyRollingUpdate(max_surge="1", max_unavailable="0"),
         )
 
     @staticmethod
