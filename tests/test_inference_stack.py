@@ -266,3 +266,36 @@ def test_custom_metrics_adapter_with_its_rbac(stack):
     assert account["metadata"]["annotations"]["iam.gke.io/gcp-service-account"].startswith(
         "${google_service_account.metrics-adapter-identity_account_"
     )
+
+
+def test_custom_metrics_adapter_runs_hardened_as_non_root(stack):
+    """The adapter's distroless image has no USER: run_as_non_root alone refuses it, so the Pod
+    names a non-root user. Its self-signed serving certificate goes to an emptyDir (the root
+    filesystem stays read-only) and it serves above 1024, behind the Service's 443."""
+    adapter = named(stack, "kubernetes_deployment_v1", "custom-metrics-stackdriver-adapter")
+    pod = adapter["spec"]["template"]["spec"]
+    (container,) = pod["container"]
+    context = pod["security_context"]
+    assert context["run_as_non_root"] is True
+    assert int(context["run_as_user"]) > 0 and int(context["run_as_group"]) > 0
+    assert context["seccomp_profile"] == {"type": "RuntimeDefault"}
+    hardened = container["security_context"]
+    assert hardened["read_only_root_filesystem"] is True
+    assert hardened["allow_privilege_escalation"] is False
+    assert hardened["capabilities"] == {"drop": ["ALL"]}
+
+    flags = dict(arg.split("=", 1) for arg in container["command"][1:])
+    mounts = {m["mount_path"]: m["name"] for m in container["volume_mount"]}
+    volumes = {v["name"]: v for v in pod["volume"]}
+    assert "empty_dir" in volumes[mounts[flags["--cert-dir"]]]
+
+    secure_port = int(flags["--secure-port"])
+    assert secure_port > 1024
+    (port,) = container["port"]
+    assert (port["container_port"], port["protocol"]) == (secure_port, "TCP")
+    service = named(stack, "kubernetes_service_v1", "custom-metrics-stackdriver-adapter")
+    (service_port,) = service["spec"]["port"]
+    assert service_port["port"] == 443
+    assert service_port["target_port"] in (port["name"], str(secure_port))
+    for api in resources(stack, "kubernetes_api_service_v1").values():
+        assert api["spec"]["service"].get("port", 443) == 443

@@ -29,9 +29,15 @@ from cdktf_cdktf_provider_kubernetes.deployment_v1 import (
     DeploymentV1SpecTemplateMetadata,
     DeploymentV1SpecTemplateSpec,
     DeploymentV1SpecTemplateSpecContainer,
+    DeploymentV1SpecTemplateSpecContainerPort,
     DeploymentV1SpecTemplateSpecContainerResources,
     DeploymentV1SpecTemplateSpecContainerSecurityContext,
     DeploymentV1SpecTemplateSpecContainerSecurityContextCapabilities,
+    DeploymentV1SpecTemplateSpecContainerVolumeMount,
+    DeploymentV1SpecTemplateSpecSecurityContext,
+    DeploymentV1SpecTemplateSpecSecurityContextSeccompProfile,
+    DeploymentV1SpecTemplateSpecVolume,
+    DeploymentV1SpecTemplateSpecVolumeEmptyDir,
 )
 from cdktf_cdktf_provider_kubernetes.namespace_v1 import NamespaceV1, NamespaceV1Metadata
 from cdktf_cdktf_provider_kubernetes.role_binding_v1 import (
@@ -48,6 +54,16 @@ NAMESPACE = "custom-metrics"
 NAME = "custom-metrics-stackdriver-adapter"
 IMAGE = "gcr.io/gke-release/custom-metrics-stackdriver-adapter:v0.15.2-gke.1"
 LABELS = {"run": NAME, "k8s-app": NAME}
+# The image is distroless with no USER, so it would run as root: run it as nobody instead.
+NON_ROOT_ID = "65534"
+# The adapter is a k8s.io/apiserver server (sigs.k8s.io/custom-metrics-apiserver's AdapterBase adds
+# SecureServingOptions' flags): it serves on --secure-port (default 443, which needs root) and
+# writes a self-signed certificate into --cert-dir (default apiserver.local.config/certificates,
+# under the read-only root). See GoogleCloudPlatform/k8s-stackdriver
+# custom-metrics-stackdriver-adapter/adapter.go and k8s.io/apiserver/pkg/server/options/serving.go.
+SECURE_PORT = 6443
+CERT_DIR = "/var/run/serving-cert"
+PORT_NAME = "https"
 # The metric APIs the adapter serves; the HPA asks custom.metrics for Pods metrics.
 API_SERVICES = (
     ("custom.metrics.k8s.io", "v1beta1"),
@@ -135,6 +151,14 @@ class CustomMetricsAdapter(Construct):
                     metadata=DeploymentV1SpecTemplateMetadata(labels=LABELS),
                     spec=DeploymentV1SpecTemplateSpec(
                         service_account_name=account.metadata.name,
+                        security_context=DeploymentV1SpecTemplateSpecSecurityContext(
+                            run_as_non_root=True,
+                            run_as_user=NON_ROOT_ID,
+                            run_as_group=NON_ROOT_ID,
+                            seccomp_profile=DeploymentV1SpecTemplateSpecSecurityContextSeccompProfile(
+                                type="RuntimeDefault"
+                            ),
+                        ),
                         container=[
                             DeploymentV1SpecTemplateSpecContainer(
                                 name="pod-custom-metrics-stackdriver-adapter",
@@ -143,6 +167,13 @@ class CustomMetricsAdapter(Construct):
                                     "/adapter",
                                     "--use-new-resource-model=true",
                                     "--fallback-for-container-metrics=true",
+                                    f"--secure-port={SECURE_PORT}",
+                                    f"--cert-dir={CERT_DIR}",
+                                ],
+                                port=[
+                                    DeploymentV1SpecTemplateSpecContainerPort(
+                                        name=PORT_NAME, container_port=SECURE_PORT, protocol="TCP"
+                                    )
                                 ],
                                 resources=DeploymentV1SpecTemplateSpecContainerResources(
                                     requests={"cpu": "250m", "memory": "200Mi"},
@@ -156,6 +187,18 @@ class CustomMetricsAdapter(Construct):
                                         drop=["ALL"]
                                     ),
                                 ),
+                                volume_mount=[
+                                    DeploymentV1SpecTemplateSpecContainerVolumeMount(
+                                        name="serving-cert", mount_path=CERT_DIR
+                                    )
+                                ],
+                            )
+                        ],
+                        # The one writable place: the generated serving certificate and key.
+                        volume=[
+                            DeploymentV1SpecTemplateSpecVolume(
+                                name="serving-cert",
+                                empty_dir=DeploymentV1SpecTemplateSpecVolumeEmptyDir(size_limit="1Mi"),
                             )
                         ],
                     ),
@@ -167,7 +210,10 @@ class CustomMetricsAdapter(Construct):
             "service",
             metadata=ServiceV1Metadata(name=NAME, namespace=NAMESPACE, labels=LABELS),
             spec=ServiceV1Spec(
-                type="ClusterIP", selector=LABELS, port=[ServiceV1SpecPort(port=443, target_port="443", protocol="TCP")]
+                type="ClusterIP",
+                selector=LABELS,
+                # The APIServices below reach the Service on 443; it forwards to the adapter's own port.
+                port=[ServiceV1SpecPort(name=PORT_NAME, port=443, target_port=PORT_NAME, protocol="TCP")],
             ),
         )
         for group, version in API_SERVICES:
