@@ -19,7 +19,7 @@ from fastapi.responses import Response
 from pydantic import ValidationError
 
 from gateway.auth import JwksCache, Unauthorized, Verifier
-from gateway.identity import IdTokenSource, NoToken
+from servicekit.identity import IdTokenSource, NoToken
 from gateway.ratelimit import RateLimiter
 from gateway.schemas import ChatCompletionRequest
 from gateway.settings import GatewaySettings

@@ -28,14 +28,16 @@ from servicekit.errors import error_response, stream_broke_event
 log = logging.getLogger("orchestrator")
 
 
-def create_app(settings: OrchestratorSettings, conninfo: str = "") -> FastAPI:
+def create_app(settings: OrchestratorSettings, conninfo: str | None = None) -> FastAPI:
+    """``conninfo`` overrides the database settings (tests); by default they come from ``settings``."""
     tokens = GoogleAccessToken(["https://www.googleapis.com/auth/cloud-platform"])
     backends = {name: Backend(name, backend, tokens) for name, backend in settings.backends.items()}
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         ledger = Ledger(create_pool(settings.database_auth, settings.database_pool_size,
-                                    settings.database_timeout_seconds, conninfo))
+                                    settings.database_timeout_seconds,
+                                    settings.conninfo() if conninfo is None else conninfo))
         await ledger.start()
         try:
             await ledger.migrate()

@@ -12,6 +12,7 @@ import google.auth.transport.requests
 import aiohttp
 
 from orchestrator.settings import BackendSettings
+from servicekit.identity import IdTokenSource
 
 CLOUD_PLATFORM = "https://www.googleapis.com/auth/cloud-platform"
 
@@ -49,10 +50,13 @@ class Backend:
             )
         else:
             self.url = settings.url.rstrip("/") + "/chat/completions"
+        self.id_tokens = IdTokenSource(settings.audience) if settings.auth == "google-id-token" else None
 
     async def headers(self) -> dict[str, str]:
         if self.settings.kind == "vertex":
             return {"Authorization": f"Bearer {await self.tokens.get()}"}
+        if self.id_tokens:
+            return await self.id_tokens.header()
         if self.settings.api_key_env and (key := os.environ.get(self.settings.api_key_env)):
             return {"Authorization": f"Bearer {key}"}
         return {}

@@ -17,6 +17,9 @@ class BackendSettings(BaseModel):
     kind: Literal["openai", "vertex"]
     url: str | None = None  # openai: the base URL, ending in /v1
     api_key_env: str | None = None  # openai: the environment variable that holds its key
+    # openai: "google-id-token" for a model server on Cloud Run that admits only this service's
+    # identity (an ID token whose audience is the server's URL); "none" otherwise.
+    auth: Literal["none", "google-id-token"] = "none"
     model: str | None = None  # the name the backend knows the model by, if not the caller's
     project: str | None = None  # vertex
     location: str | None = None  # vertex
@@ -27,7 +30,14 @@ class BackendSettings(BaseModel):
             raise ValueError("an openai backend needs url")
         if self.kind == "vertex" and not (self.project and self.location):
             raise ValueError("a vertex backend needs project and location")
+        if self.auth == "google-id-token" and self.kind != "openai":
+            raise ValueError("auth 'google-id-token' is for openai backends on Cloud Run")
         return self
+
+    @property
+    def audience(self) -> str:
+        """A Cloud Run service's ID-token audience: its URL without the /v1 path."""
+        return self.url.rstrip("/").removesuffix("/v1")
 
 
 class Route(BaseModel):
@@ -48,6 +58,13 @@ class OrchestratorSettings(BaseModel):
     # "iam": log in as the service account with an access token (Cloud SQL IAM authentication);
     # "password": PGPASSWORD, for local runs.
     database_auth: Literal["iam", "password"] = "password"
+    # Where the ledger lives, in libpq's terms (its PG* variables work too when these are unset).
+    # With IAM login they are required: Cloud SQL's private IP, the database, the IAM user, TLS.
+    pghost: str | None = None
+    pgport: int | None = Field(None, ge=1, le=65535)
+    pgdatabase: str | None = None
+    pguser: str | None = None
+    pgsslmode: Literal["disable", "prefer", "require", "verify-ca", "verify-full"] | None = None
     database_pool_size: int = Field(10, ge=1)
     database_timeout_seconds: float = Field(3, gt=0)
     log_level: str = "INFO"
@@ -58,6 +75,25 @@ class OrchestratorSettings(BaseModel):
         if unknown:
             raise ValueError(f"routes name unknown backends: {sorted(unknown)}")
         return self
+
+    @model_validator(mode="after")
+    def _iam_login_complete(self) -> OrchestratorSettings:
+        # Cloud SQL accepts IAM logins over TLS only (cloud.google.com/sql/docs/postgres/iam-logins).
+        if self.database_auth == "iam":
+            missing = [name.upper() for name in ("pghost", "pgdatabase", "pguser") if not getattr(self, name)]
+            if missing:
+                raise ValueError(f"DATABASE_AUTH=iam needs {', '.join(missing)}")
+            if self.pgsslmode not in ("require", "verify-ca", "verify-full"):
+                raise ValueError("DATABASE_AUTH=iam needs PGSSLMODE require, verify-ca or verify-full")
+        return self
+
+    def conninfo(self) -> str:
+        """The libpq connection string of the settings given; libpq's environment fills the rest."""
+        from psycopg.conninfo import make_conninfo
+
+        given = {"host": self.pghost, "port": self.pgport, "dbname": self.pgdatabase,
+                 "user": self.pguser, "sslmode": self.pgsslmode}
+        return make_conninfo(**{key: value for key, value in given.items() if value is not None})
 
     @classmethod
     def from_environment(cls, environ: dict[str, str] | None = None) -> OrchestratorSettings:

@@ -1,4 +1,5 @@
-"""Google ID tokens for calling the internal orchestrator (audience: its URL).
+"""Google ID tokens for calling a private Cloud Run service (audience: its URL): the gateway's
+calls to the orchestrator, and the orchestrator's to a model server on Cloud Run.
 
 On Cloud Run the metadata server mints them for the service's own account; they
 live an hour, so one is reused until five minutes before it expires.
@@ -38,7 +39,7 @@ class IdTokenSource:
 
 
 class NoToken:
-    """Local runs: the orchestrator is on loopback and checks no token."""
+    """Local runs, and backends that are not Cloud Run services: no token."""
 
     async def header(self) -> dict[str, str]:
         return {}
