@@ -91,6 +91,21 @@ def _gib(value: float) -> str:
 class FrontendSettings(ServiceSettings):
     # "public": anyone may invoke (allUsers); "iap": only principals in iap_members, via IAP.
     access: Literal["public", "iap"] = "public"
+    # The model the chat page asks for; by default the self-hosted one.
+    default_model: Annotated[str, matching(r"[\w.-]+(/[\w.:-]+)?", "a model name like google/gemini-2.5-flash")] | None = None
+
+
+# Identity Platform (Firebase Auth) ID tokens are signed by these keys
+# (firebase.google.com/docs/auth/admin/verify-id-tokens#verify_id_tokens_using_a_third-party_jwt_library).
+SECURETOKEN_JWKS = "https://www.googleapis.com/service_accounts/v1/jwk/securetoken@system.gserviceaccount.com"
+
+
+class GatewaySettings(ServiceSettings):
+    """Whose sign-ins the gateway accepts: by default Identity Platform of the environment's project."""
+
+    jwks_url: Annotated[str, matching(r"https://\S+", "an https:// URL of a JSON Web Key Set")] = SECURETOKEN_JWKS
+    jwt_issuer: Annotated[str, matching(r"https://\S+", "an https:// issuer URL")] | None = None
+    jwt_audience: Annotated[str, matching(r"\S+", "a non-empty audience")] | None = None
 
 
 class OrchestratorSettings(ServiceSettings):
@@ -139,7 +154,7 @@ class ServicesSettings(Settings):
     deletion_protection: bool
     iap_members: list[IamPrincipal] = Field(default_factory=list)
     frontend: FrontendSettings = FrontendSettings()
-    gateway: ServiceSettings = ServiceSettings()
+    gateway: GatewaySettings = GatewaySettings()
     orchestrator: OrchestratorSettings = OrchestratorSettings()
 
     @model_validator(mode="after")

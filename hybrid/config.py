@@ -74,23 +74,6 @@ class StateSettings(Settings):
     bucket: BucketName
 
 
-class ConnectorSettings(Settings):
-    cidr: Cidr
-    # cloud.google.com/vpc/docs/serverless-vpc-access#scaling: 2-9 and 3-10 instances.
-    min_instances: Annotated[int, between(2, 9)] = 2
-    max_instances: Annotated[int, between(3, 10)] = 10
-    machine_type: Literal["f1-micro", "e2-micro", "e2-standard-4"] = "e2-micro"
-
-    @model_validator(mode="after")
-    def _min_below_max(self) -> ConnectorSettings:
-        if self.min_instances >= self.max_instances:
-            raise invalid("min_instances", f"must be lower than max_instances ({self.max_instances})")
-        # cloud.google.com/vpc/docs/serverless-vpc-access#create-connector: a /28 subnet.
-        if ipv4_network(self.cidr).prefixlen != 28:
-            raise invalid("cidr", "must be a /28 range (the connector's own subnet)")
-        return self
-
-
 class NetworkSettings(Settings):
     subnet_cidr: Cidr
     pods_cidr: Cidr
@@ -99,7 +82,9 @@ class NetworkSettings(Settings):
     inference_port: Annotated[int, between(1, 65535)] = 8000
     # The internal load balancer's address in subnet_cidr: the orchestrator's way to the models.
     inference_address: str
-    connector: ConnectorSettings
+    # The Cloud Run services' own subnet: they send private traffic into the VPC from it
+    # with Direct VPC egress (see the README's "Network paths" for why not a connector).
+    run_cidr: Cidr
 
     def ranges(self) -> dict[str, ipaddress.IPv4Network]:
         return {
@@ -107,7 +92,7 @@ class NetworkSettings(Settings):
             "network.pods_cidr": ipv4_network(self.pods_cidr),
             "network.services_cidr": ipv4_network(self.services_cidr),
             "network.psa_cidr": ipv4_network(self.psa_cidr),
-            "network.connector.cidr": ipv4_network(self.connector.cidr),
+            "network.run_cidr": ipv4_network(self.run_cidr),
         }
 
     @model_validator(mode="after")
@@ -115,6 +100,9 @@ class NetworkSettings(Settings):
         # cloud.google.com/vpc/docs/configure-private-services-access: at least a /24.
         if ipv4_network(self.psa_cidr).prefixlen > 24:
             raise invalid("psa_cidr", "must be a /24 or larger for Private Services Access")
+        # cloud.google.com/run/docs/configuring/vpc-direct-vpc#direct-vpc-ip-allocation: /26 or larger.
+        if ipv4_network(self.run_cidr).prefixlen > 26:
+            raise invalid("run_cidr", "must be a /26 or larger for Cloud Run's Direct VPC egress")
         subnet = ipv4_network(self.subnet_cidr)
         # A subnet's first two and last two addresses are reserved
         # (cloud.google.com/vpc/docs/subnets#unusable-ip-addresses-in-every-subnet).
@@ -188,6 +176,23 @@ class Environment(Settings):
         return self
 
     @model_validator(mode="after")
+    def _run_subnet_fits(self) -> Environment:
+        # Direct VPC egress holds about two addresses per instance in the steady state
+        # (cloud.google.com/run/docs/configuring/vpc-direct-vpc#direct-vpc-ip-allocation).
+        services = [self.services.frontend, self.services.gateway, self.services.orchestrator]
+        if self.inference.placement == "cloud_run":
+            services.append(self.inference.cloud_run)
+        needed = 2 * sum(service.max_instances for service in services)
+        subnet = ipv4_network(self.network.run_cidr)
+        usable = subnet.num_addresses - 4  # cloud.google.com/vpc/docs/subnets#unusable-ip-addresses-in-every-subnet
+        if usable < needed:
+            raise invalid(
+                "network.run_cidr",
+                f"has {usable} usable addresses; the services' max_instances need {needed} (two per instance)",
+            )
+        return self
+
+    @model_validator(mode="after")
     def _names_fit(self) -> Environment:
         names = self.names
         for key, (value, pattern, rule) in names.rules().items():
@@ -215,8 +220,9 @@ class ResourceNames:
     def __init__(self, env: str) -> None:
         self.network = f"{env}-vpc"
         self.subnet = f"{env}-workloads"
-        self.connector_subnet = f"{env}-serverless"
-        self.connector = f"{env}-connector"
+        self.run_subnet = f"{env}-cloud-run"
+        # The network tag on the Cloud Run services' Direct VPC egress, for egress firewall rules.
+        self.run_tag = f"{env}-cloud-run"
         self.psa_range = f"{env}-psa"
         self.router = f"{env}-router"
         self.nat = f"{env}-nat"
@@ -228,6 +234,9 @@ class ResourceNames:
         self.metrics_adapter_account = f"{env}-metrics-adapter"
         self.run_app_zone = f"{env}-run-app"
         self.registry = f"{env}-services"
+        self.database_bootstrap = f"{env}-db-bootstrap"
+        # The built-in admin's password, set and stored by the operator once (README).
+        self.database_admin_secret = f"{env}-postgres-admin-password"
         self.service = {role: f"{env}-{role}" for role in ("frontend", "gateway", "orchestrator", "inference")}
         self.orchestrator_account = self.service["orchestrator"]
 
@@ -236,9 +245,8 @@ class ResourceNames:
         return {
             "VPC network": (self.network, _RFC1035, rfc),
             "subnet": (self.subnet, _RFC1035, rfc),
-            "connector subnet": (self.connector_subnet, _RFC1035, rfc),
-            # registry.terraform.io/providers/hashicorp/google/latest/docs/resources/vpc_access_connector
-            "Serverless VPC Access connector": (self.connector, r"[a-z][-a-z0-9]{0,23}[a-z0-9]", "at most 25 characters"),
+            "Cloud Run subnet": (self.run_subnet, _RFC1035, rfc),
+            "Cloud Run network tag": (self.run_tag, _RFC1035, rfc),
             "Cloud Router": (self.router, _RFC1035, rfc),
             "Cloud NAT": (self.nat, _RFC1035, rfc),
             "Cloud SQL instance": (self.sql_instance, _RFC1035, rfc),
@@ -255,6 +263,8 @@ class ResourceNames:
                 )
             },
             "Artifact Registry repository": (self.registry, _RFC1035, rfc),
+            "database bootstrap job and service account": (
+                self.database_bootstrap, r"[a-z][-a-z0-9]{4,28}[a-z0-9]", "6-30 characters"),
             # cloud.google.com/run/docs/deploying#service: at most 49 characters.
             **{
                 f"Cloud Run service {role}": (name, r"[a-z]([-a-z0-9]{0,47}[a-z0-9])?", "at most 49 characters")
@@ -279,9 +289,17 @@ def load_environment(path: Path) -> Environment:
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(path, [f"not valid TOML: {err}"]) from None
     try:
-        return Environment.model_validate(raw)
+        env = Environment.model_validate(raw)
     except ValidationError as err:
         raise ConfigError(path, list(_describe(err))) from None
+    from hybrid.service_contract import ContractError, Wiring, service_settings  # builds on this module
+
+
+    try:
+        service_settings(env, Wiring.placeholder(env))
+    except ContractError as err:
+        raise ConfigError(path, err.problems) from None
+    return env
 
 
 def _describe(err: ValidationError) -> Iterator[str]:

@@ -9,6 +9,7 @@ from stacks.cluster import ClusterStack
 from stacks.database import DatabaseStack
 from stacks.inference import InferenceStack
 from stacks.network import NetworkStack
+from stacks.registry import RegistryStack
 from stacks.services import ServicesStack
 
 
@@ -16,9 +17,10 @@ def build_app(environments: list[Environment], outdir: str | None = None) -> App
     app = App(outdir=outdir) if outdir else App()
     for env in environments:
         network = NetworkStack(app, env)
+        registry = RegistryStack(app, env, network)
         database = DatabaseStack(app, env, network)
         if env.inference.placement == "gke":
             cluster = ClusterStack(app, env, network)
             InferenceStack(app, env, network, cluster)
-        ServicesStack(app, env, network, database)
+        ServicesStack(app, env, network, registry, database)
     return app

@@ -1,11 +1,11 @@
 """Layer `network`: the private network every other layer lives in.
 
 A custom-mode VPC with one regional subnet for GKE (with pod and service ranges),
-a /28 of its own for the Serverless VPC Access connector that carries Cloud Run's
-private traffic, a private run.app zone so Cloud Run reaches internal services
-through it, Private Services Access for Cloud SQL, Cloud NAT for private nodes,
-and a firewall that denies by default and allows only the flows of the
-architecture diagram.
+a subnet of its own that the Cloud Run services send private traffic from (Direct
+VPC egress), a private run.app zone so Cloud Run reaches internal services through
+it, Private Services Access for Cloud SQL, Cloud NAT for private nodes, and a
+firewall that denies by default and allows only the flows of the architecture
+diagram.
 """
 
 from __future__ import annotations
@@ -33,7 +33,6 @@ from cdktf_cdktf_provider_google.dns_managed_zone import (
 from cdktf_cdktf_provider_google.dns_record_set import DnsRecordSet
 from cdktf_cdktf_provider_google.project_service import ProjectService
 from cdktf_cdktf_provider_google.service_networking_connection import ServiceNetworkingConnection
-from cdktf_cdktf_provider_google.vpc_access_connector import VpcAccessConnector, VpcAccessConnectorSubnet
 from constructs import Construct
 
 from hybrid.components.firewall import DEFAULT_DENY_PRIORITY, Firewall, Rule
@@ -43,19 +42,20 @@ from hybrid.layer import LayerStack
 # Every API the platform's layers call; enabled here, in the first layer deployed.
 PLATFORM_APIS = (
     "aiplatform.googleapis.com",
+    "apikeys.googleapis.com",
     "artifactregistry.googleapis.com",
     "compute.googleapis.com",
     "container.googleapis.com",
     "dns.googleapis.com",
     "iam.googleapis.com",
     "iap.googleapis.com",
+    "identitytoolkit.googleapis.com",
     "logging.googleapis.com",
     "monitoring.googleapis.com",
     "run.googleapis.com",
     "secretmanager.googleapis.com",
     "servicenetworking.googleapis.com",
     "sqladmin.googleapis.com",
-    "vpcaccess.googleapis.com",
 )
 
 # Google Cloud health checkers (cloud.google.com/load-balancing/docs/health-check-concepts#ip-ranges).
@@ -119,29 +119,20 @@ class NetworkStack(LayerStack):
             address=net.inference_address,
         )
 
-        # The connector gets a /28 of its own, with Private Google Access, so that Cloud Run
-        # can reach internal-only services through private.googleapis.com
-        # (cloud.google.com/run/docs/securing/ingress#internal-services).
-        self.connector_subnet = ComputeSubnetwork(
+        # The Cloud Run services' own subnet (Direct VPC egress), with Private Google Access:
+        # calls to internal-only services count as internal only when they come through the VPC
+        # from a subnet with it (cloud.google.com/run/docs/securing/ingress#settings). Firewall
+        # rules match Cloud Run by this whole range, since its addresses are ephemeral
+        # (cloud.google.com/run/docs/configuring/vpc-direct-vpc#direct-vpc-ip-allocation).
+        self.run_subnet = ComputeSubnetwork(
             self,
-            "connector-subnet",
-            name=names.connector_subnet,
+            "cloud-run-subnet",
+            name=names.run_subnet,
             region=env.region,
             network=self.vpc.id,
-            ip_cidr_range=net.connector.cidr,
+            ip_cidr_range=net.run_cidr,
             private_ip_google_access=True,
             log_config=_FLOW_LOGS,
-        )
-        self.connector = VpcAccessConnector(
-            self,
-            "connector",
-            name=names.connector,
-            region=env.region,
-            subnet=VpcAccessConnectorSubnet(name=self.connector_subnet.name),
-            machine_type=net.connector.machine_type,
-            min_instances=net.connector.min_instances,
-            max_instances=net.connector.max_instances,
-            depends_on=[self.apis["vpcaccess.googleapis.com"]],
         )
 
         psa = net.ranges()["network.psa_cidr"]
@@ -161,12 +152,18 @@ class NetworkStack(LayerStack):
             network=self.vpc.id,
             service="servicenetworking.googleapis.com",
             reserved_peering_ranges=[self.psa_range.name],
+            # Deleting the peering fails while Cloud SQL still holds addresses in the range, which it
+            # does for days after the instance is gone: on destroy, Terraform forgets the peering and
+            # leaves it to go with the VPC (registry.terraform.io/providers/hashicorp/google/6.50.0/
+            # docs/resources/service_networking_connection#deletion_policy).
+            deletion_policy="ABANDON",
             depends_on=[self.apis["servicenetworking.googleapis.com"]],
         )
 
         # Cloud Run counts a call from another service as internal only if it comes through
         # the VPC: resolve run.app to private.googleapis.com inside it, so the gateway's calls
-        # to the orchestrator take the connector (cloud.google.com/run/docs/securing/ingress).
+        # to the orchestrator enter the VPC by Direct VPC egress, which sends private.googleapis.com
+        # into the VPC with egress PRIVATE_RANGES_ONLY (cloud.google.com/run/docs/securing/private-networking#from-other-services).
         self.run_app_zone = DnsManagedZone(
             self,
             "run-app-zone",
@@ -191,8 +188,8 @@ class NetworkStack(LayerStack):
             )
 
         self.router = ComputeRouter(self, "router", name=names.router, region=env.region, network=self.vpc.id)
-        # Private GKE nodes reach the internet (model weights, images) only through NAT;
-        # the connector needs none, as Cloud Run sends it private ranges only.
+        # Private GKE nodes reach the internet (model weights, images) only through NAT; Cloud Run
+        # needs none, as it sends only private ranges into the VPC.
         ComputeRouterNat(
             self,
             "nat",
@@ -210,7 +207,7 @@ class NetworkStack(LayerStack):
         self.firewall = Firewall(self, "firewall", network=self.vpc.id, rules=firewall_rules(env))
 
         TerraformOutput(self, "network_id", value=self.vpc.id)
-        TerraformOutput(self, "connector_id", value=self.connector.id)
+        TerraformOutput(self, "cloud_run_subnet_id", value=self.run_subnet.id)
 
     @property
     def private_services_network(self) -> str:
@@ -222,8 +219,9 @@ def firewall_rules(env: Environment) -> list[Rule]:
     """Default deny both ways, then exactly the flows of the architecture diagram."""
     name, net = env.name, env.network
     workloads = (net.subnet_cidr, net.pods_cidr)
-    # Connector VMs carry this tag (cloud.google.com/vpc/docs/serverless-vpc-access#restrict-access).
-    connector_tag = f"vpc-connector-{env.region}-{env.names.connector}"
+    # Direct VPC egress carries the services' network tag for egress rules; ingress rules cannot
+    # match it and use the subnet's range (cloud.google.com/run/docs/configuring/vpc-direct-vpc#limitations).
+    cloud_run = env.names.run_tag
     port = str(net.inference_port)
     return [
         Rule(
@@ -243,11 +241,11 @@ def firewall_rules(env: Environment) -> list[Rule]:
             priority=DEFAULT_DENY_PRIORITY,
         ),
         Rule(
-            name=f"{name}-allow-connector-to-inference",
-            description="Cloud Run (via the connector) calls the model servers' internal load balancer.",
+            name=f"{name}-allow-cloud-run-to-inference",
+            description="The orchestrator (Cloud Run, Direct VPC egress) calls the model servers' internal load balancer.",
             direction="INGRESS",
             action="allow",
-            source_ranges=(net.connector.cidr,),
+            source_ranges=(net.run_cidr,),
             destination_ranges=workloads,
             protocol="tcp",
             ports=(port,),
@@ -263,21 +261,21 @@ def firewall_rules(env: Environment) -> list[Rule]:
             ports=(port,),
         ),
         Rule(
-            name=f"{name}-allow-connector-egress-inference",
-            description="The connector forwards Cloud Run's calls to the model servers.",
+            name=f"{name}-allow-cloud-run-egress-inference",
+            description="Cloud Run sends the orchestrator's calls to the model servers.",
             direction="EGRESS",
             action="allow",
-            target_tags=(connector_tag,),
+            target_tags=(cloud_run,),
             destination_ranges=workloads,
             protocol="tcp",
             ports=(port,),
         ),
         Rule(
-            name=f"{name}-allow-connector-egress-postgres",
-            description="The connector forwards the orchestrator's connections to Cloud SQL.",
+            name=f"{name}-allow-cloud-run-egress-postgres",
+            description="Cloud Run sends the orchestrator's connections to Cloud SQL.",
             direction="EGRESS",
             action="allow",
-            target_tags=(connector_tag,),
+            target_tags=(cloud_run,),
             destination_ranges=(net.psa_cidr,),
             protocol="tcp",
             ports=(POSTGRES_PORT,),

@@ -3,99 +3,161 @@
   browser -> frontend (public or IAP), browser -> gateway (public; checks JWTs itself)
   gateway -> orchestrator (internal ingress; run.invoker for the gateway's identity only)
   orchestrator -> Cloud SQL (private IP, IAM login), -> inference, -> Vertex AI
-Every service has its own identity and sends private-range traffic through the
-VPC connector (egress PRIVATE_RANGES_ONLY).
+Every service has its own identity and sends private-range traffic into the VPC by
+Direct VPC egress. What each container is told comes from the service contract
+(hybrid/service_contract.py): the services' own settings models, filled and checked here.
 """
 
 from __future__ import annotations
 
-from cdktf_cdktf_provider_google.artifact_registry_repository import (
-    ArtifactRegistryRepository,
-    ArtifactRegistryRepositoryDockerConfig,
+from dataclasses import replace
+
+from cdktf_cdktf_provider_google.apikeys_key import (
+    ApikeysKey,
+    ApikeysKeyRestrictions,
+    ApikeysKeyRestrictionsApiTargets,
+    ApikeysKeyRestrictionsBrowserKeyRestrictions,
 )
+from cdktf_cdktf_provider_google.data_google_project import DataGoogleProject
 from cdktf_cdktf_provider_google_beta.provider import GoogleBetaProvider
 from constructs import Construct
 
 from hybrid.cloud_run_settings import ServiceSettings
-from hybrid.components.cloud_run import CloudRunService
+from hybrid.components.cloud_run import CloudRunService, PrivateEgress
+from hybrid.components.database_bootstrap import DatabaseBootstrapJob
 from hybrid.components.service_account import ServiceAccount
 from hybrid.config import Environment
 from hybrid.layer import LayerStack
+from hybrid.service_contract import Wiring, container_env
 from stacks.database import DatabaseStack
 from stacks.network import NetworkStack
+from stacks.registry import RegistryStack
 
 VERTEX_AI_USER = "roles/aiplatform.user"
+# What the chat page calls with its browser key: sign-in, and refreshing the ID token
+# (cloud.google.com/identity-platform/docs/use-rest-api).
+IDENTITY_PLATFORM_APIS = ("identitytoolkit.googleapis.com", "securetoken.googleapis.com")
 
 
 class ServicesStack(LayerStack):
-    def __init__(self, scope: Construct, env: Environment, network: NetworkStack, database: DatabaseStack) -> None:
+    def __init__(
+        self,
+        scope: Construct,
+        env: Environment,
+        network: NetworkStack,
+        registry: RegistryStack,
+        database: DatabaseStack,
+    ) -> None:
         super().__init__(scope, env, "services")
         self.add_dependency(network)
+        self.add_dependency(registry)
         self.add_dependency(database)
-        self.network = network
-        settings = env.services
+        settings, names = env.services, env.names
+        self.egress = PrivateEgress(network=network.vpc.id, subnetwork=network.run_subnet.id, tag=names.run_tag)
 
-        self.registry = ArtifactRegistryRepository(
+        # A service's deterministic URL, https://SERVICE-PROJECT_NUMBER.REGION.run.app, is known
+        # before the service exists (cloud.google.com/run/docs/triggering/https-request#deterministic):
+        # the gateway admits the chat page's origin without waiting for the frontend.
+        project = DataGoogleProject(self, "project", project_id=env.project_id)
+        frontend_origin = f"https://{names.service['frontend']}-{project.number}.{env.region}.run.app"
+        browser_key = ApikeysKey(
             self,
-            "registry",
-            repository_id=env.names.registry,
-            location=env.region,
-            format="DOCKER",
-            description="Images of the platform's Cloud Run services.",
-            docker_config=ArtifactRegistryRepositoryDockerConfig(immutable_tags=True),
+            "identity-platform-key",
+            name=f"{env.name}-chat-page",
+            display_name="Chat page sign-in (browser key, public by design)",
+            restrictions=ApikeysKeyRestrictions(
+                api_targets=[ApikeysKeyRestrictionsApiTargets(service=api) for api in IDENTITY_PLATFORM_APIS],
+                browser_key_restrictions=ApikeysKeyRestrictionsBrowserKeyRestrictions(
+                    allowed_referrers=[f"{frontend_origin}/*"]
+                ),
+            ),
         )
 
         self.inference = None
-        inference_url = f"http://{network.inference_address.address}:{env.network.inference_port}/v1"
+        # The address the network layer reserves, from the same setting: a literal here, because
+        # cdktf's HCL output mangles a Terraform reference inside a JSON string (BACKENDS).
+        inference_url = f"http://{env.network.inference_address}:{env.network.inference_port}/v1"
         if env.inference.placement == "cloud_run":
             gpu = env.inference.cloud_run
             self.inference = self._service(
                 "inference",
                 gpu,
+                env=dict(gpu.env),
                 container_port=gpu.port,
                 args=["--model", gpu.model, "--port", str(gpu.port)],
             )
             inference_url = f"{self.inference.uri}/v1"
 
+        # Built in the order each needs the one before: the orchestrator's URL goes to the
+        # gateway, the gateway's to the frontend.
+        wiring = Wiring(
+            frontend_origin=frontend_origin,
+            inference_url=inference_url,
+            database_host=database.postgres.instance.private_ip_address,
+            database_name=database.orchestrator_database.name,
+            database_user=database.orchestrator.database_user_name,
+            identity_platform_api_key=browser_key.key_string,
+        )
         self.orchestrator = self._service(
             "orchestrator",
             settings.orchestrator,
             account=database.orchestrator,
-            env={
-                "INFERENCE_URL": inference_url,
-                "VERTEX_PROJECT": env.project_id,
-                "VERTEX_LOCATION": env.region,
-                "PGHOST": database.postgres.instance.private_ip_address,
-                "PGDATABASE": database.orchestrator_database.name,
-                "PGUSER": database.orchestrator.database_user_name,
-                "PGSSLMODE": "require",
-                "DATABASE_AUTH": "iam",
-            },
+            env=container_env(env, wiring, "orchestrator"),
         )
         self.orchestrator.grant_project_role(VERTEX_AI_USER)
         if self.inference:
             self.inference.grant_invoke(self.orchestrator.service_account)
 
-        self.gateway = self._service(
-            "gateway", settings.gateway, env={"ORCHESTRATOR_URL": self.orchestrator.uri}
+        DatabaseBootstrapJob(
+            self,
+            "database-bootstrap",
+            name=names.database_bootstrap,
+            region=env.region,
+            image=self._image("orchestrator", settings.orchestrator),
+            account=ServiceAccount(
+                self,
+                "database-bootstrap-identity",
+                account_id=names.database_bootstrap,
+                display_name="Database bootstrap (Cloud Run job)",
+                description="Grants the orchestrator's IAM database user its schema, once; reads the admin password.",
+            ),
+            egress=self.egress,
+            database_host=wiring.database_host,
+            database_name=wiring.database_name,
+            grantee=wiring.database_user,
+            admin_password_secret=names.database_admin_secret,
+            deletion_protection=settings.deletion_protection,
         )
+
+        wiring = replace(wiring, orchestrator_url=self.orchestrator.uri)
+        self.gateway = self._service("gateway", settings.gateway, env=container_env(env, wiring, "gateway"))
         self.orchestrator.grant_invoke(self.gateway.service_account)
         self.gateway.allow_public()
 
-        self.frontend = self._service("frontend", settings.frontend, env={"GATEWAY_URL": self.gateway.uri})
+        self.frontend = self._service(
+            "frontend",
+            settings.frontend,
+            env=container_env(env, replace(wiring, gateway_url=self.gateway.uri), "frontend"),
+        )
         if settings.frontend.access == "iap":
             beta = GoogleBetaProvider(self, "google-beta", project=env.project_id, region=env.region)
             self.frontend.require_iap(members=settings.iap_members, beta=beta)
         else:
             self.frontend.allow_public()
 
+    def _image(self, role: str, settings: ServiceSettings) -> str:
+        env = self.env
+        return settings.image or (
+            f"{env.region}-docker.pkg.dev/{env.project_id}/{env.names.registry}/{role}:{env.services.image_tag}"
+        )
+
     def _service(
         self,
         role: str,
         settings: ServiceSettings,
         *,
+        env: dict[str, str],
         account: ServiceAccount | None = None,
-        env: dict[str, str] | None = None,
         container_port: int = 8080,
         args: list[str] | None = None,
     ) -> CloudRunService:
@@ -108,19 +170,16 @@ class ServicesStack(LayerStack):
             display_name=f"{role} (Cloud Run)",
             description=f"Runs the {role} Cloud Run service.",
         )
-        image = settings.image or (
-            f"{self.env.region}-docker.pkg.dev/{self.env.project_id}/{names.registry}/{role}:{self.env.services.image_tag}"
-        )
         return CloudRunService(
             self,
             role,
             name=names.service[role],
             project=self.env.project_id,
             region=self.env.region,
-            image=image,
+            image=self._image(role, settings),
             settings=settings,
             service_account=account,
-            connector=self.network.connector.id,
+            egress=self.egress,
             deletion_protection=self.env.services.deletion_protection,
             env=env,
             container_port=container_port,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 ENVIRONMENTS = ("dev", "prod")
-LAYERS = ("network", "database", "cluster", "inference", "services")
+LAYERS = ("network", "registry", "database", "cluster", "inference", "services")
 STACKS = tuple(f"{env}-{layer}" for env in ENVIRONMENTS for layer in LAYERS)
 
 DEV = (ROOT / "environments" / "dev.toml").read_text()

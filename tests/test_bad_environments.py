@@ -13,20 +13,18 @@ CASES = [
     ("project-id", ('"replace-me-dev"', '"Replace_Me"'), "project_id = 'Replace_Me': must be 6-30 lowercase letters, digits or hyphens, starting with a letter"),
     ("region", ('"us-central1"', '"us central"'), "region = 'us central': must be a GCP region like europe-west1 or us-central1"),
     ("cidr-syntax", ('"10.10.0.0/20"', '"10.10.0.300/20"'), "network.subnet_cidr = '10.10.0.300/20': must be an IPv4 CIDR range with no host bits set, like 10.0.0.0/20"),
-    ("cidr-host-bits", ('"10.8.0.0/28"', '"10.8.0.1/28"'), "network.connector.cidr = '10.8.0.1/28': must be an IPv4 CIDR range with no host bits set"),
+    ("cidr-host-bits", ('"10.8.0.0/24"', '"10.8.0.1/24"'), "network.run_cidr = '10.8.0.1/24': must be an IPv4 CIDR range with no host bits set"),
     ("cidr-overlap", ('"10.32.0.0/16"', '"10.16.0.0/16"'), "network.psa_cidr = '10.16.0.0/16': overlaps network.pods_cidr (10.16.0.0/14); every range must be distinct"),
-    ("connector-overlap", ('"10.8.0.0/28"', '"10.10.0.16/28"'), "network.connector.cidr = '10.10.0.16/28': overlaps network.subnet_cidr (10.10.0.0/20)"),
-    ("connector-not-28", ('"10.8.0.0/28"', '"10.8.0.0/27"'), "network.connector.cidr = '10.8.0.0/27': must be a /28 range (the connector's own subnet)"),
-    ("connector-min-range", ("min_instances = 2", "min_instances = 1"), "network.connector.min_instances = 1: must be between 2 and 9"),
-    ("connector-max-range", ("max_instances = 3", "max_instances = 11"), "network.connector.max_instances = 11: must be between 3 and 10"),
-    ("connector-min-not-below-max", ("min_instances = 2", "min_instances = 3"), "network.connector.min_instances = 3: must be lower than max_instances (3)"),
-    ("name-too-long", ('name = "dev"', 'name = "development-blue"'), "name = 'development-blue': makes the Serverless VPC Access connector name 'development-blue-connector' (26 chars); GCP allows at most 25 characters"),
+    ("run-subnet-overlap", ('"10.8.0.0/24"', '"10.10.1.0/24"'), "network.run_cidr = '10.10.1.0/24': overlaps network.subnet_cidr (10.10.0.0/20)"),
+    ("run-subnet-too-small", ('"10.8.0.0/24"', '"10.8.0.0/27"'), "network.run_cidr = '10.8.0.0/27': must be a /26 or larger for Cloud Run's Direct VPC egress"),
+    ("run-subnet-too-few-addresses", ("max_instances = 10\n\n[services.orchestrator]", "max_instances = 120\n\n[services.orchestrator]"), "network.run_cidr = '10.8.0.0/24': has 252 usable addresses; the services' max_instances need 270 (two per instance)"),
+    ("name-too-long", ('name = "dev"', 'name = "development-environment-blue"'), "name = 'development-environment-blue': makes the GKE node service account name 'development-environment-blue-gke-nodes' (38 chars); GCP allows 6-30 characters"),
     ("tier-unknown", ('"db-custom-1-3840"', '"db-n1-standard-2"'), "database.tier = 'db-n1-standard-2': must be db-f1-micro or db-g1-small or db-custom-<vCPUs>-<memory MiB>"),
     ("tier-memory", ('"db-custom-1-3840"', '"db-custom-2-15360"'), "database.tier = 'db-custom-2-15360': must have a multiple of 256 MiB, at least 3840 MiB, and 0.9-6.5 GiB per vCPU (1843-13312 MiB for 2 vCPUs)"),
     ("version", ('"POSTGRES_16"', '"POSTGRES_12"'), "database.version = 'POSTGRES_12': Input should be 'POSTGRES_14', 'POSTGRES_15', 'POSTGRES_16' or 'POSTGRES_17'"),
     ("availability", ('"ZONAL"', '"MULTI_REGION"'), "database.availability = 'MULTI_REGION': Input should be 'ZONAL' or 'REGIONAL'"),
     ("missing-key", ('tier = "db-custom-1-3840"\n', ""), "database.tier: required key is missing"),
-    ("wrong-type", ("min_instances = 2", 'min_instances = "two"'), "network.connector.min_instances = 'two': Input should be a valid integer"),
+    ("wrong-type", ("min_instances = 0\nmax_instances = 5", 'min_instances = "two"\nmax_instances = 5'), "services.frontend.min_instances = 'two': Input should be a valid integer"),
     ("label-key", ("managed_by", "managed-by"), "labels: key 'managed-by': must be a label key: 1-63 lowercase letters, digits or '_'"),
     ("run-cpu", ('[services.gateway]\ncpu = 1', '[services.gateway]\ncpu = 3'), "services.gateway.cpu = 3: Input should be 1, 2, 4, 6 or 8"),
     ("run-memory-for-cpu", ('[services.gateway]\ncpu = 1', '[services.gateway]\ncpu = 4'), "services.gateway.memory = '1Gi': must be 2Gi to 16Gi with 4 CPU"),
@@ -34,7 +32,13 @@ CASES = [
     ("run-concurrency", ('[services.gateway]\n', '[services.gateway]\nconcurrency = 5000\n'), "services.gateway.concurrency = 5000: must be between 1 and 1000"),
     ("run-ingress-unknown", ('access = "public"', 'access = "public"\ningress = "PUBLIC"'), "services.frontend.ingress = 'PUBLIC': Input should be 'INGRESS_TRAFFIC_ALL', 'INGRESS_TRAFFIC_INTERNAL_ONLY' or 'INGRESS_TRAFFIC_INTERNAL_LOAD_BALANCER'"),
     ("run-orchestrator-public", ('[services.orchestrator]\n', '[services.orchestrator]\ningress = "INGRESS_TRAFFIC_ALL"\n'), "services.orchestrator.ingress = 'INGRESS_TRAFFIC_ALL': must be INGRESS_TRAFFIC_INTERNAL_ONLY: only the gateway may reach the orchestrator"),
-    ("run-reserved-env", ('secrets = {', 'env = { PORT = "9000" }\nsecrets = {'), "services.orchestrator.env: key 'PORT': is set by Cloud Run itself"),
+    ("run-reserved-env", ('[services.orchestrator]\n', '[services.orchestrator]\nenv = { PORT = "9000" }\n'), "services.orchestrator.env: key 'PORT': is set by Cloud Run itself"),
+    # The service contract: what a service reads, and what only the stack may set.
+    ("contract-unknown-setting", ('[services.gateway]\n', '[services.gateway]\nenv = { RATE_LIMIT = "5" }\n'), "services.gateway.env.RATE_LIMIT: unknown setting; the gateway reads ALLOWED_ORIGINS, CLOCK_LEEWAY_SECONDS"),
+    ("contract-stack-owned", ('[services.gateway]\n', '[services.gateway]\nenv = { ORCHESTRATOR_URL = "https://evil.example" }\n'), "services.gateway.env.ORCHESTRATOR_URL: is set by the stack; it cannot be overridden"),
+    ("contract-bad-value", ('[services.gateway]\n', '[services.gateway]\nenv = { RATE_LIMIT_BURST = "0" }\n'), "services.gateway.env.RATE_LIMIT_BURST = '0': Input should be greater than or equal to 1"),
+    ("contract-unread-secret", ('[services.orchestrator]\n', '[services.orchestrator]\nsecrets = { UPSTREAM_API_KEY = "dev-llm-upstream-api-key" }\n'), "services.orchestrator.env.UPSTREAM_API_KEY: unknown setting; the orchestrator reads BACKENDS"),
+    ("gateway-issuer", ('[services.gateway]\n', '[services.gateway]\njwt_issuer = "securetoken.google.com/x"\n'), "services.gateway.jwt_issuer = 'securetoken.google.com/x': must be an https:// issuer URL"),
     ("run-iap-without-members", ('access = "public"', 'access = "iap"'), "services.iap_members: must name who may use the frontend when frontend.access is 'iap'"),
     ("toml-syntax", ("[state]", "[state"), "not valid TOML: Expected ']' at the end of a table declaration (at line 8, column 7)"),
 ]
@@ -81,13 +85,13 @@ def test_bad_environment_is_refused_clearly(tmp_path, base, case, edit, expected
 
 def test_every_problem_of_every_file_is_reported_at_once(tmp_path):
     first, second = tmp_path / "a.toml", tmp_path / "b.toml"
-    first.write_text(DEV.replace('"us-central1"', '"nowhere"').replace("min_instances = 2", "min_instances = 1"))
+    first.write_text(DEV.replace('"us-central1"', '"nowhere"').replace('"10.8.0.0/24"', '"10.8.0.0/28"'))
     second.write_text(DEV.replace('"ZONAL"', '"SOMETIMES"'))
     result = run_main(tmp_path / "out", "--env", str(first), "--env", str(second))
     assert result.returncode == 2
     assert result.stderr.splitlines() == [
         f"{first}: region = 'nowhere': must be a GCP region like europe-west1 or us-central1",
-        f"{first}: network.connector.min_instances = 1: must be between 2 and 9",
+        f"{first}: network.run_cidr = '10.8.0.0/28': must be a /26 or larger for Cloud Run's Direct VPC egress",
         f"{second}: database.availability = 'SOMETIMES': Input should be 'ZONAL' or 'REGIONAL'",
     ]
 
@@ -107,5 +111,5 @@ def test_one_environment_synthesizes_alone(tmp_path):
     result = run_main(tmp_path, "--env", str(ROOT / "environments" / "prod.toml"))
     assert result.returncode == 0, result.stderr
     assert sorted(p.name for p in (tmp_path / "stacks").iterdir()) == [
-        "prod-cluster", "prod-database", "prod-inference", "prod-network", "prod-services"
+        "prod-cluster", "prod-database", "prod-inference", "prod-network", "prod-registry", "prod-services"
     ]

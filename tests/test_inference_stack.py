@@ -1,5 +1,5 @@
 """Value assertions on the synthesized `<env>-inference` stacks: vLLM on GKE, reachable from
-the VPC connector only, autoscaled on vLLM's queue."""
+the Cloud Run services' subnet only, autoscaled on vLLM's queue."""
 
 from __future__ import annotations
 
@@ -168,12 +168,15 @@ def test_secret_provider_class_is_the_csi_crd_with_the_gke_provider(stack):
     assert provider_class["spec"]["provider"] == "gke"
 
 
-def test_internal_load_balancer_on_the_reserved_address_for_the_connector_only(env, stack):
+RUN_CIDR = {"dev": "10.8.0.0/24", "prod": "10.8.0.0/23"}
+
+
+def test_internal_load_balancer_on_the_reserved_address_for_cloud_run_only(env, stack):
     service = named(stack, "kubernetes_service_v1", "vllm")
     assert service["metadata"]["annotations"] == {"networking.gke.io/load-balancer-type": "Internal"}
     spec = service["spec"]
     assert spec["type"] == "LoadBalancer"
-    assert spec["load_balancer_source_ranges"] == ["10.8.0.0/28"]
+    assert spec["load_balancer_source_ranges"] == [RUN_CIDR[env]]
     assert spec["load_balancer_ip"] == (
         f"${{data.terraform_remote_state.cross-stack-reference-input-{env}-network.outputs."
         "cross-stack-output-google_compute_addressinference-addressaddress}"
@@ -182,13 +185,13 @@ def test_internal_load_balancer_on_the_reserved_address_for_the_connector_only(e
     assert spec["external_traffic_policy"] == "Local"
 
 
-def test_network_policy_admits_connector_health_checks_and_prometheus_only(stack):
+def test_network_policy_admits_cloud_run_health_checks_and_prometheus_only(env, stack):
     policy = named(stack, "kubernetes_network_policy_v1", "vllm")["spec"]
     assert policy["policy_types"] == ["Ingress"]
     (rule,) = policy["ingress"]
     assert rule["ports"] == [{"port": "8000", "protocol": "TCP"}]
     assert rule["from"] == [
-        {"ip_block": {"cidr": "10.8.0.0/28"}},
+        {"ip_block": {"cidr": RUN_CIDR[env]}},
         {"ip_block": {"cidr": "35.191.0.0/16"}},
         {"ip_block": {"cidr": "130.211.0.0/22"}},
         {"namespace_selector": {"match_labels": {"kubernetes.io/metadata.name": "gke-gmp-system"}}},

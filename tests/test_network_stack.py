@@ -9,10 +9,8 @@ import pytest
 from iac import only, resources
 from stacks.network import HEALTH_CHECK_RANGES, PLATFORM_APIS, PRIVATE_GOOGLE_APIS_RANGE
 
-EXPECTED = {
-    "dev": {"connector": (2, 3), "region": "us-central1"},
-    "prod": {"connector": (2, 10), "region": "us-central1"},
-}
+# The Cloud Run services' Direct VPC egress subnet of each environment.
+RUN_CIDR = {"dev": "10.8.0.0/24", "prod": "10.8.0.0/23"}
 
 
 @pytest.fixture
@@ -37,7 +35,7 @@ def test_vpc_is_custom_mode(env, network):
 
 def test_workloads_subnet_has_pod_and_service_ranges(env, network):
     subnet = subnets(network)[f"{env}-workloads"]
-    assert subnet["region"] == EXPECTED[env]["region"]
+    assert subnet["region"] == "us-central1"
     assert subnet["ip_cidr_range"] == "10.10.0.0/20"
     assert subnet["private_ip_google_access"] is True
     assert {r["range_name"]: r["ip_cidr_range"] for r in subnet["secondary_ip_range"]} == {
@@ -48,21 +46,13 @@ def test_workloads_subnet_has_pod_and_service_ranges(env, network):
     assert subnet["network"] == "${google_compute_network.vpc.id}"
 
 
-def test_connector_subnet_is_a_dedicated_28_with_private_google_access(env, network):
-    subnet = subnets(network)[f"{env}-serverless"]
-    assert ipaddress.ip_network(subnet["ip_cidr_range"]).prefixlen == 28
+def test_cloud_run_subnet_has_private_google_access_and_no_connector(env, network):
+    subnet = subnets(network)[f"{env}-cloud-run"]
+    assert subnet["ip_cidr_range"] == RUN_CIDR[env]
+    assert ipaddress.ip_network(subnet["ip_cidr_range"]).prefixlen <= 26  # Direct VPC egress minimum
     assert subnet["private_ip_google_access"] is True
     assert "secondary_ip_range" not in subnet
-
-
-def test_connector_sits_on_its_subnet_with_configured_bounds(env, network):
-    connector = only(network, "google_vpc_access_connector")
-    assert connector["name"] == f"{env}-connector"
-    assert len(connector["name"]) <= 25
-    assert connector["subnet"] == {"name": "${google_compute_subnetwork.connector-subnet.name}"}
-    assert (connector["min_instances"], connector["max_instances"]) == EXPECTED[env]["connector"]
-    assert "ip_cidr_range" not in connector and "network" not in connector
-    assert connector["depends_on"] == ["google_project_service.api-vpcaccess"]
+    assert resources(network, "google_vpc_access_connector") == {}
 
 
 def test_private_services_access(env, network):
@@ -73,6 +63,8 @@ def test_private_services_access(env, network):
     assert connection["service"] == "servicenetworking.googleapis.com"
     assert connection["reserved_peering_ranges"] == ["${google_compute_global_address.psa-range.name}"]
     assert connection["network"] == "${google_compute_network.vpc.id}"
+    # Cloud SQL keeps its peering addresses for days: destroying the network must not wait on them.
+    assert connection["deletion_policy"] == "ABANDON"
 
 
 def test_cloud_nat_covers_only_the_workloads_subnet(env, network):
@@ -100,7 +92,7 @@ def test_firewall_denies_by_default_both_ways(env, network):
 
 def test_firewall_allows_exactly_the_diagram(env, network):
     rules = firewall(network)
-    tag = f"vpc-connector-us-central1-{env}-connector"
+    tag = f"{env}-cloud-run"
     workloads = ["10.10.0.0/20", "10.16.0.0/14"]
     allows = {
         name: (
@@ -114,13 +106,13 @@ def test_firewall_allows_exactly_the_diagram(env, network):
         if "allow" in rule
     }
     assert allows == {
-        f"{env}-allow-connector-to-inference": (
-            "INGRESS", ("10.8.0.0/28",), tuple(workloads), (), (("tcp", ("8000",)),)),
+        f"{env}-allow-cloud-run-to-inference": (
+            "INGRESS", (RUN_CIDR[env],), tuple(workloads), (), (("tcp", ("8000",)),)),
         f"{env}-allow-health-checks-to-inference": (
             "INGRESS", HEALTH_CHECK_RANGES, tuple(workloads), (), (("tcp", ("8000",)),)),
-        f"{env}-allow-connector-egress-inference": (
+        f"{env}-allow-cloud-run-egress-inference": (
             "EGRESS", (), tuple(workloads), (tag,), (("tcp", ("8000",)),)),
-        f"{env}-allow-connector-egress-postgres": (
+        f"{env}-allow-cloud-run-egress-postgres": (
             "EGRESS", (), ("10.32.0.0/16",), (tag,), (("tcp", ("5432",)),)),
         f"{env}-allow-egress-google-apis": (
             "EGRESS", (), (PRIVATE_GOOGLE_APIS_RANGE,), (), (("tcp", ("443",)),)),
@@ -132,11 +124,11 @@ def test_firewall_allows_exactly_the_diagram(env, network):
     assert all(rules[name]["priority"] == 1000 for name in allows)
 
 
-def test_required_apis_are_enabled_and_kept_on_destroy(network):
+def test_required_apis_are_enabled_and_kept_on_destroy(env, network):
     services = resources(network, "google_project_service").values()
     assert sorted(s["service"] for s in services) == sorted(PLATFORM_APIS)
     assert all(s["disable_on_destroy"] is False for s in services)
-    for api in ("compute", "vpcaccess", "servicenetworking", "sqladmin", "run", "container"):
+    for api in ("compute", "servicenetworking", "sqladmin", "run", "container", "apikeys", "identitytoolkit"):
         assert f"{api}.googleapis.com" in PLATFORM_APIS
 
 

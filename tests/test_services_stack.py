@@ -9,10 +9,7 @@ import pytest
 
 from iac import DEV_CLOUD_RUN, ROOT, only, resources, run_main
 
-CONNECTOR = (
-    "${data.terraform_remote_state.cross-stack-reference-input-%s-network.outputs."
-    "cross-stack-output-google_vpc_access_connectorconnectorid}"
-)
+NETWORK_OUTPUT = "${data.terraform_remote_state.cross-stack-reference-input-%s-network.outputs.cross-stack-output-"
 ROLES = {"frontend", "gateway", "orchestrator"}
 
 
@@ -48,8 +45,11 @@ def account_ref(stack: dict, role: str) -> str:
     return key
 
 
-def test_artifact_registry_holds_the_images(env, stack):
-    registry = only(stack, "google_artifact_registry_repository")
+def test_artifact_registry_is_a_layer_before_the_services(env, stack, synth_json):
+    """A revision pulls its image when it is created: the registry must exist, and the images
+    be pushed, before the services layer is applied."""
+    assert resources(stack, "google_artifact_registry_repository") == {}
+    registry = only(synth_json[f"{env}-registry"], "google_artifact_registry_repository")
     assert (registry["repository_id"], registry["format"]) == (f"{env}-services", "DOCKER")
     assert registry["docker_config"] == {"immutable_tags": True}
     for role in ROLES:
@@ -98,9 +98,19 @@ def test_ingress_public_for_the_edge_internal_for_the_rest(stack):
     assert set(ingress.values()) <= {"INGRESS_TRAFFIC_INTERNAL_ONLY"}  # inference, where it runs on Cloud Run
 
 
-def test_every_service_egresses_through_the_connector_to_private_ranges_only(env, stack):
+def test_every_service_sends_private_ranges_by_direct_vpc_egress(env, stack):
+    expected = {
+        "network_interfaces": [{
+            "network": NETWORK_OUTPUT % env + "google_compute_networkvpcid}",
+            "subnetwork": NETWORK_OUTPUT % env + "google_compute_subnetworkcloud-run-subnetid}",
+            "tags": [f"{env}-cloud-run"],
+        }],
+        "egress": "PRIVATE_RANGES_ONLY",
+    }
     for service in services(stack).values():
-        assert service["template"]["vpc_access"] == {"connector": CONNECTOR % env, "egress": "PRIVATE_RANGES_ONLY"}
+        assert service["template"]["vpc_access"] == expected
+    (job,) = resources(stack, "google_cloud_run_v2_job").values()
+    assert job["template"]["template"]["vpc_access"] == expected
 
 
 def test_each_service_runs_as_its_own_account(env, stack):
@@ -134,21 +144,31 @@ def test_project_roles_are_least_privilege(stack):
     assert all(roles == runtime for roles in grants.values()), grants
 
 
-def test_secrets_are_references_and_only_the_owner_reads_them(env, stack):
-    orchestrator = services(stack)["orchestrator"]
-    assert env_vars(orchestrator)["UPSTREAM_API_KEY"] == {
-        "secret_key_ref": {"secret": f"{env}-llm-upstream-api-key", "version": "latest"}
-    }
-    (access,) = resources(stack, "google_secret_manager_secret_iam_member").values()
-    assert access["secret_id"] == f"{env}-llm-upstream-api-key"
-    assert access["role"] == "roles/secretmanager.secretAccessor"
-    assert access["member"] == orchestrator["template"]["service_account"].replace("email}", "member}")
-    for role, service in services(stack).items():
-        if role != "orchestrator":
-            assert not any(isinstance(v, dict) for v in env_vars(service).values())
+def test_no_service_holds_a_secret_it_does_not_read(stack):
+    """UPSTREAM_API_KEY was mounted and read by nothing: the contract refuses such secrets."""
+    for service in services(stack).values():
+        assert not any(isinstance(v, dict) for v in env_vars(service).values())
 
 
-def test_orchestrator_is_wired_to_database_inference_and_vertex(env, stack):
+def test_the_database_bootstrap_job_reads_only_the_admin_password_granted_before_it(env, stack):
+    (job,) = resources(stack, "google_cloud_run_v2_job").values()
+    assert job["name"] == f"{env}-db-bootstrap"
+    (box,) = job["template"]["template"]["containers"]
+    assert box["image"] == f"us-central1-docker.pkg.dev/replace-me-{env}/{env}-services/orchestrator:0.1.0"
+    assert box["command"] == ["python", "-m", "orchestrator.bootstrap"]
+    variables = {e["name"]: e.get("value", e.get("value_source")) for e in box["env"]}
+    assert variables["PGPASSWORD"] == {
+        "secret_key_ref": {"secret": f"{env}-postgres-admin-password", "version": "latest"}}
+    assert (variables["PGUSER"], variables["PGSSLMODE"]) == ("postgres", "require")
+    orchestrator = env_vars(services(stack)["orchestrator"])
+    assert variables["GRANTEE"] == orchestrator["PGUSER"] and variables["PGHOST"] == orchestrator["PGHOST"]
+    ((key, grant),) = resources(stack, "google_secret_manager_secret_iam_member").items()
+    assert (grant["secret_id"], grant["role"]) == (f"{env}-postgres-admin-password", "roles/secretmanager.secretAccessor")
+    assert grant["member"] == job["template"]["template"]["service_account"].replace("email}", "member}")
+    assert job["depends_on"] == [f"google_secret_manager_secret_iam_member.{key}"]
+
+
+def test_orchestrator_is_wired_to_database_inference_and_vertex(env, stack, synth_json):
     wiring = env_vars(services(stack)["orchestrator"])
     remote = f"${{data.terraform_remote_state.cross-stack-reference-input-{env}-database.outputs."
     assert wiring["PGHOST"].startswith(remote + "cross-stack-output-google_sql_database_instancepostgres_instance_")
@@ -156,12 +176,14 @@ def test_orchestrator_is_wired_to_database_inference_and_vertex(env, stack):
     assert wiring["PGDATABASE"].startswith(remote) and wiring["PGDATABASE"].endswith("name}")
     assert wiring["PGUSER"].startswith('${trimsuffix(' + remote[2:])
     assert (wiring["PGSSLMODE"], wiring["DATABASE_AUTH"]) == ("require", "iam")
-    assert (wiring["VERTEX_PROJECT"], wiring["VERTEX_LOCATION"]) == (f"replace-me-{env}", "us-central1")
-    # The reserved address of the model servers' internal load balancer (network layer).
-    assert wiring["INFERENCE_URL"] == (
-        f"http://${{data.terraform_remote_state.cross-stack-reference-input-{env}-network.outputs."
-        "cross-stack-output-google_compute_addressinference-addressaddress}:8000/v1"
-    )
+    backends = json.loads(wiring["BACKENDS"])
+    assert backends["vertex"] == {"kind": "vertex", "project": f"replace-me-{env}", "location": "us-central1"}
+    # The address the network layer reserves for the model servers' internal load balancer; no token.
+    address = only(synth_json[f"{env}-network"], "google_compute_address")["address"]
+    assert backends["self-hosted"] == {"kind": "openai", "auth": "none", "url": f"http://{address}:8000/v1"}
+    model = {"dev": "mistralai/Mistral-7B-Instruct-v0.3", "prod": "meta-llama/Llama-3.1-8B-Instruct"}[env]
+    assert json.loads(wiring["ROUTES"]) == [
+        {"match": model, "backends": ["self-hosted"]}, {"match": "google/*", "backends": ["vertex"]}]
 
 
 def test_gateway_calls_the_orchestrator_url_and_frontend_the_gateway(stack):
@@ -177,14 +199,14 @@ def cloud_run_gpu(tmp_path_factory) -> dict[str, dict]:
     """dev, with its model on a Cloud Run L4 instead of GKE: its stacks by layer."""
     tmp = tmp_path_factory.mktemp("cloud-run-gpu")
     config = tmp / "gpu.toml"
-    config.write_text(DEV_CLOUD_RUN.replace('name = "dev"', 'name = "gpu"'))
+    config.write_text(DEV_CLOUD_RUN.replace('name = "dev"', 'name = "gpu"') + 'secrets = { HF_TOKEN = "gpu-hf-token" }\n')
     result = run_main(tmp / "out", "--env", str(config))
     assert result.returncode == 0, result.stderr
     return {p.name: json.loads((p / "cdk.tf.json").read_text()) for p in (tmp / "out" / "stacks").iterdir()}
 
 
 def test_inference_on_a_cloud_run_l4_when_config_says_so(cloud_run_gpu):
-    assert sorted(cloud_run_gpu) == ["gpu-database", "gpu-network", "gpu-services"]  # no cluster to run
+    assert sorted(cloud_run_gpu) == ["gpu-database", "gpu-network", "gpu-registry", "gpu-services"]  # no cluster
     stack = cloud_run_gpu["gpu-services"]
     inference = services(stack)["inference"]
     template, box = inference["template"], container(inference)
@@ -199,7 +221,18 @@ def test_inference_on_a_cloud_run_l4_when_config_says_so(cloud_run_gpu):
     orchestrator = services(stack)["orchestrator"]
     assert invokers(stack)["inference"] == {orchestrator["template"]["service_account"].replace("email}", "member}")}
     inference_key = next(k for k in resources(stack, "google_cloud_run_v2_service") if k.startswith("inference_"))
-    assert env_vars(orchestrator)["INFERENCE_URL"] == "${google_cloud_run_v2_service.%s.uri}/v1" % inference_key
+    # It admits only the orchestrator's identity: the orchestrator sends an ID token for it, and
+    # the self-hosted google/gemma-3-4b-it is routed there before google/* goes to Vertex AI.
+    assert json.loads(env_vars(orchestrator)["BACKENDS"])["self-hosted"] == {
+        "kind": "openai", "auth": "google-id-token", "url": "${google_cloud_run_v2_service.%s.uri}/v1" % inference_key}
+    assert json.loads(env_vars(orchestrator)["ROUTES"])[0] == {"match": "google/gemma-3-4b-it", "backends": ["self-hosted"]}
+    # Its own secrets (a Hugging Face token) are readable before its revision is created.
+    assert env_vars(inference)["HF_TOKEN"] == {"secret_key_ref": {"secret": "gpu-hf-token", "version": "latest"}}
+    grants = {k: g for k, g in resources(stack, "google_secret_manager_secret_iam_member").items()
+              if g["secret_id"] == "gpu-hf-token"}
+    ((grant_key, grant),) = grants.items()
+    assert grant["member"] == inference["template"]["service_account"].replace("email}", "member}")
+    assert f"google_secret_manager_secret_iam_member.{grant_key}" in inference["depends_on"]
 
 
 def test_shipped_environments_serve_models_from_gke(stack):

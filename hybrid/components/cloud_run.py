@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 from cdktf import TerraformProvider
 from cdktf_cdktf_provider_google.cloud_run_v2_service import (
@@ -21,6 +22,7 @@ from cdktf_cdktf_provider_google.cloud_run_v2_service import (
     CloudRunV2ServiceTemplateNodeSelector,
     CloudRunV2ServiceTemplateScaling,
     CloudRunV2ServiceTemplateVpcAccess,
+    CloudRunV2ServiceTemplateVpcAccessNetworkInterfaces,
 )
 from cdktf_cdktf_provider_google.cloud_run_v2_service_iam_member import CloudRunV2ServiceIamMember
 from cdktf_cdktf_provider_google.project_iam_member import ProjectIamMember
@@ -56,8 +58,29 @@ RUNTIME_ROLES = ("roles/logging.logWriter", "roles/monitoring.metricWriter")
 INVOKER = "roles/run.invoker"
 
 
+@dataclass(frozen=True)
+class PrivateEgress:
+    """Where a service's private traffic enters the VPC: Direct VPC egress from ``subnetwork``,
+    tagged ``tag`` for egress firewall rules. Only private ranges go that way; the rest leaves
+    Cloud Run directly (cloud.google.com/run/docs/configuring/vpc-direct-vpc)."""
+
+    network: str
+    subnetwork: str
+    tag: str
+
+    def vpc_access(self) -> CloudRunV2ServiceTemplateVpcAccess:
+        return CloudRunV2ServiceTemplateVpcAccess(
+            network_interfaces=[
+                CloudRunV2ServiceTemplateVpcAccessNetworkInterfaces(
+                    network=self.network, subnetwork=self.subnetwork, tags=[self.tag]
+                )
+            ],
+            egress="PRIVATE_RANGES_ONLY",
+        )
+
+
 class CloudRunService(Construct):
-    """One Cloud Run service: gen2, egress to private ranges through the VPC connector."""
+    """One Cloud Run service: gen2, private ranges into the VPC by Direct VPC egress."""
 
     def __init__(
         self,
@@ -70,7 +93,7 @@ class CloudRunService(Construct):
         image: str,
         settings: ServiceSettings,
         service_account: ServiceAccount,
-        connector: str,
+        egress: PrivateEgress,
         deletion_protection: bool,
         env: Mapping[str, str] | None = None,
         container_port: int = 8080,
@@ -83,6 +106,18 @@ class CloudRunService(Construct):
         limits = {"cpu": str(settings.cpu), "memory": settings.memory}
         if gpu:
             limits["nvidia.com/gpu"] = str(gpu.gpus)
+        # Granted before the revision is created: a revision that references a secret it may
+        # not read fails to start (cloud.google.com/run/docs/configuring/services/secrets#access-secret).
+        secret_grants = [
+            SecretManagerSecretIamMember(
+                self,
+                f"secret-{secret}",
+                secret_id=secret,
+                role="roles/secretmanager.secretAccessor",
+                member=service_account.member,
+            )
+            for secret in sorted(set(settings.secrets.values()))
+        ]
 
         self.service = CloudRunV2Service(
             self,
@@ -91,6 +126,7 @@ class CloudRunService(Construct):
             location=region,
             ingress=settings.ingress,
             deletion_protection=deletion_protection,
+            depends_on=secret_grants or None,
             template=CloudRunV2ServiceTemplate(
                 service_account=service_account.email,
                 execution_environment="EXECUTION_ENVIRONMENT_GEN2",
@@ -99,7 +135,7 @@ class CloudRunService(Construct):
                 scaling=CloudRunV2ServiceTemplateScaling(
                     min_instance_count=settings.min_instances, max_instance_count=settings.max_instances
                 ),
-                vpc_access=CloudRunV2ServiceTemplateVpcAccess(connector=connector, egress="PRIVATE_RANGES_ONLY"),
+                vpc_access=egress.vpc_access(),
                 node_selector=CloudRunV2ServiceTemplateNodeSelector(accelerator=gpu.gpu_type) if gpu else None,
                 gpu_zonal_redundancy_disabled=(not gpu.zonal_redundancy) if gpu else None,
                 containers=[
@@ -114,7 +150,7 @@ class CloudRunService(Construct):
                             cpu_idle=not settings.cpu_always_allocated,
                             startup_cpu_boost=settings.startup_cpu_boost,
                         ),
-                        env=[*_plain_env({**(env or {}), **settings.env}), *_secret_env(settings.secrets)] or None,
+                        env=[*_plain_env(env or {}), *_secret_env(settings.secrets)] or None,
                         startup_probe=MODEL_STARTUP_PROBE if gpu else STARTUP_PROBE,
                         liveness_probe=LIVENESS_PROBE,
                     )
@@ -123,14 +159,6 @@ class CloudRunService(Construct):
         )
         for role in RUNTIME_ROLES:
             self.grant_project_role(role)
-        for secret in settings.secrets.values():
-            SecretManagerSecretIamMember(
-                self,
-                f"secret-{secret}",
-                secret_id=secret,
-                role="roles/secretmanager.secretAccessor",
-                member=service_account.member,
-            )
 
     @property
     def uri(self) -> str:

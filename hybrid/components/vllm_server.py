@@ -1,4 +1,4 @@
-"""vLLM's OpenAI-compatible server on GKE Autopilot GPUs, reachable only from the VPC connector.
+"""vLLM's OpenAI-compatible server on GKE Autopilot GPUs, reachable only from Cloud Run's subnet.
 
 Deployment (requests equal limits, long startup budget), an internal passthrough
 load balancer on a reserved address, a PodDisruptionBudget, a NetworkPolicy,

@@ -1,0 +1,111 @@
+"""The one-time database bootstrap as a Cloud Run job: grants the orchestrator's IAM database
+user what its migrations need (services/orchestrator/orchestrator/bootstrap.py).
+
+It runs the orchestrator's own image as the built-in ``postgres`` user, whose password the
+operator sets and stores in Secret Manager once (README, "Deploying to a real project"):
+the stacks never hold it. Its identity may read that one secret and nothing else.
+"""
+
+from __future__ import annotations
+
+from cdktf_cdktf_provider_google.cloud_run_v2_job import (
+    CloudRunV2Job,
+    CloudRunV2JobTemplate,
+    CloudRunV2JobTemplateTemplate,
+    CloudRunV2JobTemplateTemplateContainers,
+    CloudRunV2JobTemplateTemplateContainersEnv,
+    CloudRunV2JobTemplateTemplateContainersEnvValueSource,
+    CloudRunV2JobTemplateTemplateContainersEnvValueSourceSecretKeyRef,
+    CloudRunV2JobTemplateTemplateContainersResources,
+    CloudRunV2JobTemplateTemplateVpcAccess,
+    CloudRunV2JobTemplateTemplateVpcAccessNetworkInterfaces,
+)
+from cdktf_cdktf_provider_google.secret_manager_secret_iam_member import SecretManagerSecretIamMember
+from constructs import Construct
+
+from hybrid.components.cloud_run import PrivateEgress
+from hybrid.components.service_account import ServiceAccount
+
+ADMIN_USER = "postgres"  # Cloud SQL's built-in admin, a member of cloudsqlsuperuser
+
+
+class DatabaseBootstrapJob(Construct):
+    def __init__(
+        self,
+        scope: Construct,
+        id_: str,
+        *,
+        name: str,
+        region: str,
+        image: str,
+        account: ServiceAccount,
+        egress: PrivateEgress,
+        database_host: str,
+        database_name: str,
+        grantee: str,
+        admin_password_secret: str,
+        deletion_protection: bool,
+    ) -> None:
+        super().__init__(scope, id_)
+        # Granted before the job exists, so its first execution can read the password.
+        grant = SecretManagerSecretIamMember(
+            self,
+            "admin-password-access",
+            secret_id=admin_password_secret,
+            role="roles/secretmanager.secretAccessor",
+            member=account.member,
+        )
+        plain = {
+            "PGHOST": database_host,
+            "PGDATABASE": database_name,
+            "PGUSER": ADMIN_USER,
+            "PGSSLMODE": "require",  # the instance's ssl_mode is ENCRYPTED_ONLY
+            "GRANTEE": grantee,
+        }
+        self.job = CloudRunV2Job(
+            self,
+            "job",
+            name=name,
+            location=region,
+            deletion_protection=deletion_protection,
+            depends_on=[grant],
+            template=CloudRunV2JobTemplate(
+                task_count=1,
+                template=CloudRunV2JobTemplateTemplate(
+                    service_account=account.email,
+                    max_retries=1,
+                    timeout="120s",
+                    vpc_access=CloudRunV2JobTemplateTemplateVpcAccess(
+                        network_interfaces=[
+                            CloudRunV2JobTemplateTemplateVpcAccessNetworkInterfaces(
+                                network=egress.network, subnetwork=egress.subnetwork, tags=[egress.tag]
+                            )
+                        ],
+                        egress="PRIVATE_RANGES_ONLY",
+                    ),
+                    containers=[
+                        CloudRunV2JobTemplateTemplateContainers(
+                            image=image,
+                            command=["python", "-m", "orchestrator.bootstrap"],
+                            resources=CloudRunV2JobTemplateTemplateContainersResources(
+                                limits={"cpu": "1", "memory": "512Mi"}
+                            ),
+                            env=[
+                                *(
+                                    CloudRunV2JobTemplateTemplateContainersEnv(name=key, value=value)
+                                    for key, value in sorted(plain.items())
+                                ),
+                                CloudRunV2JobTemplateTemplateContainersEnv(
+                                    name="PGPASSWORD",
+                                    value_source=CloudRunV2JobTemplateTemplateContainersEnvValueSource(
+                                        secret_key_ref=CloudRunV2JobTemplateTemplateContainersEnvValueSourceSecretKeyRef(
+                                            secret=admin_password_secret, version="latest"
+                                        )
+                                    ),
+                                ),
+                            ],
+                        )
+                    ],
+                ),
+            ),
+        )

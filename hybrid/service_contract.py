@@ -1,0 +1,183 @@
+"""The contract between the stacks and the services: what each Cloud Run container is told.
+
+Each service's own settings model (``services/<role>/<role>/settings.py``) is the one
+source of truth for its environment. The services stack fills the model with the
+environment file's values and its own wiring (URLs, database, routes), the model
+validates them, and the container's env is rendered from the validated model, so a
+setting the service needs but the stack does not give fails at synth, with the
+file and key, instead of a revision crashing on Cloud Run. The same rendering
+starts the services in the deploy rehearsal test.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from pydantic import BaseModel, ValidationError
+
+from hybrid.config import Environment
+from services.frontend.frontend.settings import FrontendSettings
+from services.gateway.gateway.settings import GatewaySettings
+from services.orchestrator.orchestrator.settings import OrchestratorSettings, Route
+
+# The settings model of each service whose code lives in services/.
+MODELS: dict[str, type[BaseModel]] = {
+    "frontend": FrontendSettings,
+    "gateway": GatewaySettings,
+    "orchestrator": OrchestratorSettings,
+}
+SELF_HOSTED = "self-hosted"
+VERTEX = "vertex"
+
+
+@dataclass(frozen=True)
+class Wiring:
+    """What only the stacks know: where the other parts are (Terraform references at synth).
+    A value still unknown is None, and a service that needs it is refused."""
+
+    gateway_url: str | None = None
+    orchestrator_url: str | None = None
+    frontend_origin: str | None = None
+    inference_url: str | None = None
+    database_host: str | None = None
+    database_name: str | None = None
+    database_user: str | None = None
+    identity_platform_api_key: str | None = None
+
+    @classmethod
+    def placeholder(cls, env: Environment) -> Wiring:
+        """Stand-ins of the right shape, to check an environment file before any stack exists."""
+        run = f"https://SERVICE-PROJECT_NUMBER.{env.region}.run.app"
+        return cls(
+            gateway_url=run.replace("SERVICE", env.names.service["gateway"]),
+            orchestrator_url=run.replace("SERVICE", env.names.service["orchestrator"]),
+            frontend_origin=run.replace("SERVICE", env.names.service["frontend"]),
+            inference_url=f"http://{env.network.inference_address}:{env.network.inference_port}/v1",
+            database_host="10.0.0.1",
+            database_name=env.database.database_name,
+            database_user=f"{env.names.orchestrator_account}@{env.project_id}.iam",
+            identity_platform_api_key="API_KEY",
+        )
+
+
+class ContractError(Exception):
+    """A service would not start with what the environment file and the stack give it."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+def self_hosted_model(env: Environment) -> str:
+    """The model name the self-hosted server answers to (vLLM serves it under its id)."""
+    inference = env.inference
+    return inference.gke.model if inference.placement == "gke" else inference.cloud_run.model
+
+
+def _stack_values(env: Environment, wiring: Wiring) -> dict[str, dict[str, object]]:
+    """Each service's settings that the stack decides, by field name of its model."""
+    services = env.services
+    gateway, frontend = services.gateway, services.frontend
+    # Identity Platform of this project unless the file names another issuer: its ID tokens have
+    # issuer https://securetoken.google.com/<project> and audience <project>
+    # (firebase.google.com/docs/auth/admin/verify-id-tokens#verify_id_tokens_using_a_third-party_jwt_library).
+    return {
+        "gateway": {
+            "jwks_url": gateway.jwks_url,
+            "jwt_issuer": gateway.jwt_issuer or f"https://securetoken.google.com/{env.project_id}",
+            "jwt_audience": gateway.jwt_audience or env.project_id,
+            "orchestrator_url": wiring.orchestrator_url,
+            "orchestrator_auth": "google-id-token",
+            "allowed_origins": wiring.frontend_origin,
+        },
+        "frontend": {
+            "gateway_url": wiring.gateway_url,
+            "default_model": frontend.default_model or self_hosted_model(env),
+            "auth_mode": "identity-platform",
+            "identity_platform_api_key": wiring.identity_platform_api_key,
+        },
+        "orchestrator": {
+            "backends": {
+                SELF_HOSTED: {
+                    "kind": "openai",
+                    "url": wiring.inference_url,
+                    # A Cloud Run model server admits only the orchestrator's identity.
+                    "auth": "google-id-token" if env.inference.placement == "cloud_run" else "none",
+                },
+                VERTEX: {"kind": "vertex", "project": env.project_id, "location": env.region},
+            },
+            # The self-hosted model first, by its exact name: a self-hosted google/gemma-* must
+            # not fall into the google/* route to Vertex AI.
+            "routes": [
+                Route(match=self_hosted_model(env), backends=[SELF_HOSTED]),
+                Route(match="google/*", backends=[VERTEX]),
+            ],
+            "database_auth": "iam",
+            "pghost": wiring.database_host,
+            "pgdatabase": wiring.database_name,
+            "pguser": wiring.database_user,
+            # Cloud SQL's ssl_mode ENCRYPTED_ONLY; the IAM token is the password.
+            "pgsslmode": "require",
+        },
+    }
+
+
+def service_settings(env: Environment, wiring: Wiring, roles=tuple(MODELS)) -> dict[str, BaseModel]:
+    """The validated settings model of each of ``roles``; ContractError lists every problem."""
+    problems: list[str] = []
+    built: dict[str, BaseModel] = {}
+    for role, values in _stack_values(env, wiring).items():
+        if role not in roles:
+            continue
+        model, service = MODELS[role], getattr(env.services, role)
+        fields = {name.upper(): name for name in model.model_fields}
+        given = {**service.env, **service.secrets}
+        for name in sorted(given):
+            if name not in fields:
+                problems.append(f"services.{role}.env.{name}: unknown setting; the {role} reads {', '.join(sorted(fields))}")
+            elif values.get(fields[name]) is not None:
+                problems.append(f"services.{role}.env.{name}: is set by the stack; it cannot be overridden")
+        # Secrets reach the container from Secret Manager; check the plain ones here.
+        overrides = {fields[name]: value for name, value in service.env.items() if name in fields}
+        try:
+            built[role] = model.model_validate(
+                {**{k: v for k, v in values.items() if v is not None}, **overrides,
+                 **{fields[name]: "SECRET" for name in service.secrets if name in fields}})
+        except ValidationError as err:
+            problems += [_describe(role, problem, overrides) for problem in err.errors()]
+    if problems:
+        raise ContractError(problems)
+    return built
+
+
+def _describe(role: str, problem, overrides: Mapping[str, str]) -> str:
+    field = str(problem["loc"][0]) if problem["loc"] else ""
+    message = problem["msg"].removeprefix("Value error, ")
+    if field in overrides:
+        return f"services.{role}.env.{field.upper()} = {overrides[field]!r}: {message}"
+    if problem["type"] == "missing":
+        return f"services.{role}: the {role} needs {field.upper()}, which nothing sets"
+    return f"services.{role}: {field.upper() or 'settings'}: {message}"
+
+
+def render(settings: BaseModel, *, exclude: frozenset[str] = frozenset()) -> dict[str, str]:
+    """The environment variables that make ``settings`` again when the service loads them."""
+    env = {}
+    for name, value in settings.model_dump(mode="json", exclude_unset=True).items():
+        if name in exclude or value is None:
+            continue
+        if isinstance(value, (dict, list)):
+            env[name.upper()] = json.dumps(value, separators=(",", ":"), sort_keys=True)
+        elif isinstance(value, bool):
+            env[name.upper()] = "true" if value else "false"
+        else:
+            env[name.upper()] = str(value)
+    return env
+
+
+def container_env(env: Environment, wiring: Wiring, role: str) -> dict[str, str]:
+    """The service's plain environment variables (its secrets come from Secret Manager apart)."""
+    settings = service_settings(env, wiring, roles=(role,))[role]
+    return render(settings, exclude=frozenset(name.lower() for name in getattr(env.services, role).secrets))
