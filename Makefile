@@ -17,7 +17,7 @@ export CHECKPOINT_DISABLE := 1
 # Node 22 from node_modules, for the cdktf CLI and for jsii alike.
 export PATH := $(CURDIR)/node_modules/.bin:$(PATH)
 
-.PHONY: synth test bench bench-gateway run-local .pipenv-ready .postgres-ready .chromium-ready
+.PHONY: synth test check bench bench-gateway run-local .pipenv-ready .postgres-ready .chromium-ready
 
 ## Synthesize every stack of every environment in environments/ to cdktf.out/ (HCL).
 synth: .venv/.synced node_modules/.installed
@@ -26,6 +26,10 @@ synth: .venv/.synced node_modules/.installed
 ## Run the whole test suite (pass pytest options with ARGS=...).
 test: .venv/.synced-dev node_modules/.installed .postgres-ready .chromium-ready
 	$(PIPENV) run pytest $(ARGS)
+
+## Synthesize every environment and check that traffic can flow along each edge of the architecture.
+check: .venv/.synced node_modules/.installed
+	$(PIPENV) run python scripts/check_reachability.py
 
 ## Print synth time and memory against merely importing the provider packages.
 bench: .venv/.synced node_modules/.installed
@@ -36,9 +40,9 @@ bench-gateway: .venv/.synced-dev
 	@command -v nginx >/dev/null && command -v wrk >/dev/null || { $(APT_INSTALL) nginx wrk; }
 	$(PIPENV) run python scripts/bench_gateway.py $(ARGS)
 
-## The whole chain on this machine (ARGS="--upstream URL --model NAME" for a real model server).
-run-local: .venv/.synced-dev .postgres-ready
-	$(PIPENV) run python scripts/local_chain.py $(ARGS)
+## The platform as dev deploys it, on this machine (ARGS="--upstream URL --model NAME" for a real model server).
+run-local: .venv/.synced-dev node_modules/.installed .postgres-ready
+	PYTHONPATH=services:services/gateway:services/orchestrator:services/frontend:tests:tests/services:scripts $(PIPENV) run python scripts/local_chain.py $(ARGS)
 
 .pipenv-ready:
 	@$(PIPENV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet "pipenv==$(PIPENV_VERSION)"

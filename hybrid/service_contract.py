@@ -28,6 +28,8 @@ MODELS: dict[str, type[BaseModel]] = {
     "gateway": GatewaySettings,
     "orchestrator": OrchestratorSettings,
 }
+# Identity Platform's REST endpoint (cloud.google.com/identity-platform/docs/use-rest-api).
+IDENTITY_PLATFORM_URL = "https://identitytoolkit.googleapis.com"
 SELF_HOSTED = "self-hosted"
 VERTEX = "vertex"
 
@@ -97,6 +99,7 @@ def _stack_values(env: Environment, wiring: Wiring) -> dict[str, dict[str, objec
             "default_model": frontend.default_model or self_hosted_model(env),
             "auth_mode": "identity-platform",
             "identity_platform_api_key": wiring.identity_platform_api_key,
+            "identity_platform_url": IDENTITY_PLATFORM_URL,
         },
         "orchestrator": {
             "backends": {

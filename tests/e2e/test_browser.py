@@ -1,11 +1,10 @@
-"""The whole chain in a real browser (Debian's Chromium, headless): sign in, a streamed
-reply, the ledger row in PostgreSQL, a reply cut off halfway, an expired session, the rate
-limit, a phone screen.
-Screenshots land in test-artifacts/."""
+"""The chat page in a real browser (Debian's Chromium, headless), on the platform as dev
+deploys it (scripts/local_chain.py): sign in with Identity Platform's email and password (its
+stand-in), a streamed reply, the ledger row in PostgreSQL, a reply cut off halfway, an
+expired session, the rate limit, a phone screen. Screenshots land in test-artifacts/."""
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -13,26 +12,24 @@ import psycopg
 import pytest
 from playwright.sync_api import expect, sync_playwright
 
+from browser import launch
 from local_chain import local_chain
+from standins.identity_platform import user_id
 
-CHROMIUM = "/usr/bin/chromium"
-# Without the background-networking switches Chromium keeps calling Google's hosts.
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 
 
 @pytest.fixture(scope="module")
 def chain():
     # Four messages at once, then one every ten seconds: the fifth quick one is refused.
-    with local_chain(rate_limit_burst=4, rate_limit_per_minute=6) as running:
+    with local_chain(overrides={"gateway": {"RATE_LIMIT_BURST": "4", "RATE_LIMIT_PER_MINUTE": "6"}}) as running:
         yield running
 
 
 @pytest.fixture(scope="module")
 def browser():
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        browser = launch(playwright)
         yield browser
         browser.close()
 
@@ -46,8 +43,13 @@ def page(browser, chain):
     context.close()
 
 
-def sign_in(page, user: str) -> None:
-    page.get_by_label("Email or user name").fill(user)
+def email(user: str) -> str:
+    return f"{user}@example.com"
+
+
+def sign_in(page, user: str, password: str = "rehearsal-password") -> None:
+    page.get_by_label("Email or user name").fill(email(user))
+    page.get_by_label("Password").fill(password)
     page.get_by_role("button", name="Sign in").click()
     expect(page.get_by_label("Message")).to_be_visible()
 
@@ -64,6 +66,7 @@ def assert_ledger(chain, user: str, expected: list[tuple]) -> None:
             return conn.execute("SELECT outcome, completion_tokens FROM usage_ledger WHERE user_id = %s",
                                 (user,)).fetchall()
 
+    user = user_id(email(user))  # the subject of the user's Identity Platform token
     deadline = time.monotonic() + 10
     while rows() != expected and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -73,29 +76,21 @@ def assert_ledger(chain, user: str, expected: list[tuple]) -> None:
 def test_sign_in_send_and_watch_the_reply_stream_in(page, chain):
     ARTIFACTS.mkdir(exist_ok=True)
     sign_in(page, "alice")
-    say(page, "Hello there")
+    say(page, "Hello there [standin:paced]")
     reply = page.locator("#messages li.assistant").last
     expect(reply).to_contain_text("Hello", timeout=10_000)
     partial = reply.inner_text()
     final = "Hello from the stand-in." * 4
     assert partial != final, "the reply appeared all at once, not as it streamed"
     expect(reply).to_have_text(final, timeout=10_000)
-    expect(page.locator("#messages li.user").last).to_have_text("Hello there")
+    expect(page.locator("#messages li.user").last).to_have_text("Hello there [standin:paced]")
     page.screenshot(path=str(ARTIFACTS / "chat.png"), full_page=True)
     assert_ledger(chain, "alice", [("completed", 20)])
 
 
 def test_a_reply_the_model_stops_halfway_is_marked_cut_off(page, chain):
-    def ask_a_dying_model(route):
-        # The stand-in's "standin-die" model drops its connection after two chunks.
-        if route.request.method == "POST":
-            route.continue_(post_data=json.dumps({**route.request.post_data_json, "model": "standin-die"}))
-        else:
-            route.continue_()
-
-    page.route("**/v1/chat/completions", ask_a_dying_model)
     sign_in(page, "hana")
-    say(page, "tell me everything")
+    say(page, "tell me everything [standin:die]")  # the stand-in drops the stream after two chunks
     expect(page.get_by_role("alert")).to_have_text(
         "The reply was cut off: the model stopped answering. Ask again to continue.", timeout=10_000)
     reply = page.locator("#messages li.assistant").last
@@ -109,7 +104,7 @@ def test_a_reply_the_model_stops_halfway_is_marked_cut_off(page, chain):
 
 def test_an_expired_session_shows_the_sign_in_prompt(page, chain):
     sign_in(page, "carol")
-    expired = chain["issuer"].token("carol", ttl=-60)
+    expired = chain["issuer"].token(user_id(email("carol")), ttl=-60)
     page.evaluate("token => sessionStorage.setItem('chat.token', token)", expired)
     say(page, "are you there?")
     expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
@@ -143,10 +138,15 @@ def test_keyboard_only(page):
     username = page.get_by_label("Email or user name")
     expect(username).to_be_focused()  # the page puts the cursor where to start
     page.keyboard.press("Tab")
+    expect(page.get_by_label("Password")).to_be_focused()
+    page.keyboard.press("Tab")
     expect(page.get_by_role("button", name="Sign in")).to_be_focused()
     page.keyboard.press("Shift+Tab")
+    page.keyboard.press("Shift+Tab")
     expect(username).to_be_focused()
-    page.keyboard.type("erin")
+    page.keyboard.type(email("erin"))
+    page.keyboard.press("Tab")
+    page.keyboard.type("rehearsal-password")
     page.keyboard.press("Enter")
     expect(page.get_by_label("Message")).to_be_focused()
     page.keyboard.type("typed without a mouse")

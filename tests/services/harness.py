@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import glob
 import json
 import os
@@ -13,6 +14,10 @@ import time
 from pathlib import Path
 
 import uvicorn
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
 
 from gateway.settings import GatewaySettings
 from orchestrator.settings import OrchestratorSettings
@@ -28,14 +33,19 @@ def free_port() -> int:
 
 
 class Postgres:
-    """A throw-away PostgreSQL server (Debian's binaries), password auth over TCP on loopback."""
+    """A throw-away PostgreSQL server (Debian's binaries), password auth over TCP.
 
-    def __init__(self, directory: Path) -> None:
+    ``tls=True`` serves TLS with a throw-away self-signed certificate (Cloud SQL's
+    ENCRYPTED_ONLY: clients connect with sslmode=require); ``host``/``port`` choose where it
+    listens (any 127.x address is loopback)."""
+
+    def __init__(self, directory: Path, *, host: str = "127.0.0.1", port: int | None = None,
+                 superuser: str = "postgres", tls: bool = False) -> None:
         found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
         assert found, "PostgreSQL server binaries are missing: `make test` installs Debian's postgresql package"
         self.bin = Path(found[-1]).parent
         self.directory, self.data = directory, directory / "data"
-        self.port = free_port()
+        self.host, self.port, self.tls = host, port or free_port(), tls
         self.as_owner: list[str] = []
         if os.geteuid() == 0:  # PostgreSQL refuses to run as root
             self.as_owner = ["runuser", "-u", "postgres", "--"]
@@ -44,15 +54,39 @@ class Postgres:
         password_file.write_text(PASSWORD)
         if self.as_owner:
             shutil.chown(password_file, "postgres")
-        self._run("initdb", "-D", str(self.data), "-U", "postgres", "--auth-local=trust",
+        self._run("initdb", "-D", str(self.data), "-U", superuser, "--auth-local=trust",
                   "--auth-host=scram-sha-256", f"--pwfile={password_file}", "-E", "UTF8")
-        self.conninfo = f"host=127.0.0.1 port={self.port} user=postgres dbname=postgres password={PASSWORD}"
+        if tls:
+            self._write_certificate()
+        self.conninfo = f"host={host} port={self.port} user={superuser} dbname=postgres password={PASSWORD}"
 
     def _run(self, tool: str, *args: str) -> None:
         subprocess.run([*self.as_owner, str(self.bin / tool), *args], check=True, capture_output=True, timeout=120)
 
+    def _write_certificate(self) -> None:
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "rehearsal-postgres")])
+        now = datetime.datetime.now(datetime.timezone.utc)
+        certificate = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+                       .public_key(key.public_key()).serial_number(x509.random_serial_number())
+                       .not_valid_before(now - datetime.timedelta(minutes=5))
+                       .not_valid_after(now + datetime.timedelta(days=1))
+                       .sign(key, hashes.SHA256()))
+        for file, content in (
+            ("server.crt", certificate.public_bytes(serialization.Encoding.PEM)),
+            ("server.key", key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                             serialization.NoEncryption())),
+        ):
+            path = self.data / file
+            path.write_bytes(content)
+            path.chmod(0o600)  # PostgreSQL refuses a key others can read
+            if self.as_owner:
+                shutil.chown(path, "postgres")
+
     def start(self) -> None:
-        options = f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1 -c fsync=off"
+        options = f"-p {self.port} -k {self.directory} -c listen_addresses={self.host} -c fsync=off"
+        if self.tls:
+            options += " -c ssl=on"
         self._run("pg_ctl", "-D", str(self.data), "-o", options, "-l", str(self.directory / "log"), "-w", "start")
 
     def stop(self) -> None:

@@ -11,7 +11,10 @@ import jwt
 from fastapi import FastAPI, Header, Response
 
 
-def create_app() -> FastAPI:
+def create_app(access_token: str | None = None) -> FastAPI:
+    """``access_token``: hand out this one token (a database that checks it as a password);
+    by default a new one each time."""
+    fixed_token = access_token
     app = FastAPI(title="metadata server stand-in")
     app.state.audiences = []
     app.state.token_scopes = []  # the scopes of each access token handed out
@@ -41,7 +44,8 @@ def create_app() -> FastAPI:
     async def access_token(scopes: str = "", metadata_flavor: str = Header(...)) -> Response:
         assert metadata_flavor == "Google"
         app.state.token_scopes.append(scopes)
-        token = {"access_token": f"standin-access-token-{len(app.state.token_scopes)}", "expires_in": 3599,
+        token = {"access_token": fixed_token or f"standin-access-token-{len(app.state.token_scopes)}",
+                 "expires_in": 3599,
                  "token_type": "Bearer"}
         return Response(json.dumps(token), headers={"Metadata-Flavor": "Google"}, media_type="application/json")
 

@@ -1,7 +1,8 @@
 """STAND-IN for a model server (vLLM, Vertex AI's OpenAI-compatible endpoint): it speaks
 OpenAI's chat completions protocol, streaming or not, with no model behind it.
 
-The model name picks a behaviour:
+The model name picks a behaviour, or, whatever the model's name (a real deployment's model
+behind the stand-in), a "[standin:NAME]" directive in the last message:
   standin-echo      a short answer, with usage                 (default)
   standin-slow      200 chunks, 20 ms apart                    (for clients that leave)
   standin-paced     20 chunks, 25 ms apart                     (a model streaming tokens)
@@ -14,12 +15,21 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 WORDS = ["Hello", " from", " the", " stand-in", "."]
+DIRECTIVE = re.compile(r"\[standin:([a-z]+)\]")
+
+
+def behaviour(body: dict) -> str:
+    messages = body.get("messages") or [{}]
+    content = messages[-1].get("content") if isinstance(messages[-1], dict) else None
+    found = DIRECTIVE.search(content) if isinstance(content, str) else None
+    return f"standin-{found[1]}" if found else body.get("model", "standin-echo")
 
 
 class DropConnection(Exception):
@@ -34,7 +44,7 @@ def create_app() -> FastAPI:
     async def chat(request: Request):
         body = await request.json()
         app.state.requests.append({"body": body, "headers": dict(request.headers)})
-        model = body.get("model", "standin-echo")
+        model, name = behaviour(body), body.get("model", "standin-echo")
         if model.endswith("standin-fail"):
             return JSONResponse({"error": {"message": "overloaded"}}, status_code=503)
         if model.endswith("standin-stall"):
@@ -44,7 +54,7 @@ def create_app() -> FastAPI:
         prompt_tokens = sum(len(m.get("content", "").split()) for m in body.get("messages", []))
         if not body.get("stream"):
             return JSONResponse({
-                "id": "chatcmpl-standin", "object": "chat.completion", "created": int(time.time()), "model": model,
+                "id": "chatcmpl-standin", "object": "chat.completion", "created": int(time.time()), "model": name,
                 "choices": [{"index": 0, "message": {"role": "assistant", "content": "".join(words)},
                              "finish_reason": "stop"}],
                 "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": len(words),
@@ -55,7 +65,7 @@ def create_app() -> FastAPI:
             for index, word in enumerate(words):
                 if model.endswith("standin-die") and index == 2:
                     raise DropConnection()
-                chunk = {"id": "chatcmpl-standin", "object": "chat.completion.chunk", "model": model,
+                chunk = {"id": "chatcmpl-standin", "object": "chat.completion.chunk", "model": name,
                          "choices": [{"index": 0, "delta": {"content": word}, "finish_reason": None}]}
                 yield f"data: {json.dumps(chunk)}\n\n".encode()
                 await asyncio.sleep(pause)

@@ -18,6 +18,8 @@ class FrontendSettings(BaseModel):
     # "dev": a user name, signed by the development issuer (local runs only).
     auth_mode: Literal["identity-platform", "dev"] = "identity-platform"
     identity_platform_api_key: str = ""  # a browser key, public by design
+    # Where the page signs users in (cloud.google.com/identity-platform/docs/use-rest-api).
+    identity_platform_url: str = "https://identitytoolkit.googleapis.com"
     dev_issuer_dir: Path | None = None
     dev_token_seconds: int = Field(3600, ge=1)
 

@@ -57,7 +57,7 @@ async function devToken(username) {
 }
 
 async function identityPlatformToken(email, password) {
-  const url = "https://identitytoolkit.googleapis.com/v1/accounts:signInWithPassword?key="
+  const url = state.config.auth.url + "/v1/accounts:signInWithPassword?key="
     + encodeURIComponent(state.config.auth.apiKey);
   const response = await fetch(url, {
     method: "POST", headers: { "Content-Type": "application/json" },

@@ -1,0 +1,152 @@
+"""What Cloud Run would run, read from a synthesized environment: each service's and job's
+container (image, env, secrets, port, command, startup probe), with every Terraform
+reference replaced by the value GCP would give it.
+
+References to values Terraform knows (a resource's own settings, another stack's outputs)
+are followed through the synthesized JSON; values only GCP makes (a service's URL, an
+address, a key) get a stand-in value of the same shape, named below. A reference this module
+cannot answer is an error: the rehearsal must not guess what a container would be told.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Values only GCP makes, as the rehearsal assumes them (same shape as the real ones).
+PROJECT_NUMBER = "123456789012"
+CLOUD_SQL_PRIVATE_IP = "10.32.0.3"  # Cloud SQL takes an address in the PSA range
+BROWSER_KEY = "rehearsal-browser-key"
+RUN_APP_HASH = "rehearsal0a-uc"
+
+_REFERENCE = re.compile(r"\$\{([^}]*)\}")
+_TRIMSUFFIX = re.compile(r'trimsuffix\((.+), "([^"]*)"\)')
+_REMOTE = re.compile(r"data\.terraform_remote_state\.cross-stack-reference-input-([\w-]+)\.outputs\.(.+)")
+
+
+class UnknownValue(Exception):
+    """A reference the rehearsal cannot resolve the way GCP would."""
+
+
+@dataclass(frozen=True)
+class Container:
+    name: str  # the Cloud Run service or job
+    role: str  # the service's code, from the image: .../<role>:<tag>
+    image: str
+    env: dict[str, str]
+    secrets: dict[str, str]  # variable -> Secret Manager secret id
+    port: int | None = None
+    command: list[str] = field(default_factory=list)
+    startup_probe_path: str | None = None
+
+
+class SynthesizedEnvironment:
+    def __init__(self, name: str, stacks: dict[str, dict]) -> None:
+        self.name, self.stacks = name, stacks
+
+    @classmethod
+    def synthesize(cls, environment_file: Path) -> SynthesizedEnvironment:
+        """Run ``python main.py --env FILE`` (what `cdktf synth` runs) and read its JSON."""
+        with tempfile.TemporaryDirectory(prefix="rehearsal-synth-") as outdir:
+            result = subprocess.run(
+                [sys.executable, "main.py", "--env", str(environment_file)],
+                cwd=ROOT, env={**os.environ, "CDKTF_OUTDIR": outdir}, capture_output=True, text=True, timeout=600,
+            )
+            if result.returncode:
+                raise SystemExit(result.stderr.strip())
+            stacks = {p.name: json.loads((p / "cdk.tf.json").read_text()) for p in (Path(outdir) / "stacks").iterdir()}
+        (name,) = {stack.rsplit("-", 1)[0] for stack in stacks}
+        return cls(name, stacks)
+
+    @property
+    def region(self) -> str:
+        return self._provider(f"{self.name}-services")["region"]
+
+    def services(self) -> dict[str, Container]:
+        stack = self.stacks[f"{self.name}-services"]
+        found = {}
+        for resource in stack["resource"]["google_cloud_run_v2_service"].values():
+            container = self._container(f"{self.name}-services", resource["name"], resource["template"]["containers"][0])
+            found[container.role] = container
+        return found
+
+    def jobs(self) -> dict[str, Container]:
+        stack = self.stacks[f"{self.name}-services"]
+        return {
+            job["name"]: self._container(f"{self.name}-services", job["name"], job["template"]["template"]["containers"][0])
+            for job in stack["resource"].get("google_cloud_run_v2_job", {}).values()
+        }
+
+    def resource(self, stack: str, kind: str) -> list[dict]:
+        return list(self.stacks[f"{self.name}-{stack}"]["resource"].get(kind, {}).values())
+
+    def _container(self, stack: str, name: str, spec: dict) -> Container:
+        env, secrets = {}, {}
+        for variable in spec.get("env", []):
+            if "value" in variable:
+                env[variable["name"]] = self.resolve(stack, variable["value"])
+            else:
+                secrets[variable["name"]] = variable["value_source"]["secret_key_ref"]["secret"]
+        probe = spec.get("startup_probe", {}).get("http_get", {})
+        return Container(
+            name=name,
+            role=spec["image"].rsplit("/", 1)[1].split(":")[0],
+            image=spec["image"],
+            env=env,
+            secrets=secrets,
+            port=spec.get("ports", {}).get("container_port"),
+            command=spec.get("command", []),
+            startup_probe_path=probe.get("path"),
+        )
+
+    def resolve(self, stack: str, value: str) -> str:
+        """``value`` with each ``${...}`` replaced by what it would be on GCP."""
+        return _REFERENCE.sub(lambda match: self._expression(stack, match[1]), value)
+
+    def _expression(self, stack: str, expression: str) -> str:
+        if trimmed := _TRIMSUFFIX.fullmatch(expression):
+            return self._expression(stack, trimmed[1]).removesuffix(trimmed[2])
+        if remote := _REMOTE.fullmatch(expression):
+            producer = remote[1]
+            return self.resolve(producer, self.stacks[producer]["output"][remote[2]]["value"])
+        parts = expression.split(".")
+        if parts[0] == "data" and len(parts) == 4:
+            config = self.stacks[stack]["data"][parts[1]][parts[2]]
+            return self._attribute(stack, parts[1], config, parts[3], expression)
+        if len(parts) == 3:
+            config = self.stacks[stack]["resource"][parts[0]][parts[1]]
+            return self._attribute(stack, parts[0], config, parts[2], expression)
+        raise UnknownValue(f"{stack}: ${{{expression}}}: not a reference the rehearsal can follow")
+
+    def _attribute(self, stack: str, kind: str, config: dict, attribute: str, expression: str) -> str:
+        if isinstance(config.get(attribute), (str, int)):
+            return self.resolve(stack, str(config[attribute]))
+        project = self._provider(stack)["project"]
+        made_by_gcp = {
+            ("google_cloud_run_v2_service", "uri"): lambda: f"https://{config['name']}-{RUN_APP_HASH}.a.run.app",
+            ("google_project", "number"): lambda: PROJECT_NUMBER,
+            ("google_sql_database_instance", "private_ip_address"): lambda: CLOUD_SQL_PRIVATE_IP,
+            ("google_service_account", "email"): lambda: f"{config['account_id']}@{project}.iam.gserviceaccount.com",
+            ("google_apikeys_key", "key_string"): lambda: BROWSER_KEY,
+        }
+        if (kind, attribute) not in made_by_gcp:
+            raise UnknownValue(f"{stack}: ${{{expression}}}: the rehearsal does not know what GCP puts there")
+        return made_by_gcp[kind, attribute]()
+
+    def _provider(self, stack: str) -> dict:
+        (google,) = self.stacks[stack]["provider"]["google"]
+        return google
+
+
+def deterministic_url(service: str, region: str) -> str:
+    """A Cloud Run service's URL that is known before it exists
+    (cloud.google.com/run/docs/triggering/https-request#deterministic)."""
+    return f"https://{service}-{PROJECT_NUMBER}.{region}.run.app"

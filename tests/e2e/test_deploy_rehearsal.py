@@ -1,0 +1,97 @@
+"""Deploy rehearsal: dev as synthesized, run here (scripts/local_chain.py). Each service is
+started by its image's command with exactly the environment the synthesized Cloud Run spec
+declares; only Google's endpoints are stand-ins. If a stack forgot a setting a service needs,
+or wired one wrong, a service here would not start or the chat request would not get through."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import psycopg
+import pytest
+from playwright.sync_api import expect, sync_playwright
+
+from browser import launch
+from deployed_spec import SynthesizedEnvironment
+from harness import free_port
+from local_chain import DEV, local_chain, service_process
+from standins.identity_platform import user_id
+
+PASSWORD = "rehearsal-password"
+
+
+@pytest.fixture(scope="module")
+def chain():
+    with local_chain() as running:
+        yield running
+
+
+def test_each_service_runs_with_exactly_the_synthesized_environment(chain):
+    spec = chain["spec"]
+    for role, declared in spec.services().items():
+        started = chain["environments"][role]
+        assert set(started) == set(declared.env) | set(declared.secrets), role
+        for name, value in started.items():
+            assert "${" not in value, f"{role}: {name} still holds a Terraform reference"
+            if name in declared.env and value != declared.env[name]:
+                # Only Google's side moved: URLs and addresses, to their local counterparts.
+                assert "127.0.0.1" in value or "127.0.0.2" in value, f"{role}: {name} changed: {value}"
+    # Settings nothing on Google's side touches arrive as the stack wrote them.
+    assert chain["environments"]["gateway"]["JWT_ISSUER"] == "https://securetoken.google.com/replace-me-dev"
+    assert chain["environments"]["orchestrator"]["DATABASE_AUTH"] == "iam"
+    assert chain["environments"]["orchestrator"]["PGSSLMODE"] == "require"
+
+
+def test_one_chat_request_crosses_frontend_gateway_orchestrator_and_model(chain):
+    with sync_playwright() as playwright:
+        browser = launch(playwright)
+        page = browser.new_page()
+        page.goto(chain["frontend"])
+        page.get_by_label("Email or user name").fill("rehearsal@example.com")
+        page.get_by_label("Password").fill(PASSWORD)
+        page.get_by_role("button", name="Sign in").click()
+        page.get_by_label("Message").fill("Does the deployed chain answer?")
+        page.get_by_label("Message").press("Enter")
+        expect(page.locator("#messages li.assistant").last).to_have_text("Hello from the stand-in.", timeout=15_000)
+        browser.close()
+
+    user = user_id("rehearsal@example.com")
+    with psycopg.connect(chain["conninfo"]) as conn:
+        deadline = time.monotonic() + 10
+        while not (rows := conn.execute(
+                "SELECT model, outcome, prompt_tokens, completion_tokens FROM usage_ledger WHERE user_id = %s",
+                (user,)).fetchall()) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert rows == [(chain["model"], "completed", 5, 5)]
+
+
+def test_the_orchestrator_logs_in_as_its_iam_user_over_tls_and_owns_its_ledger(chain):
+    iam_user = chain["environments"]["orchestrator"]["PGUSER"]
+    with psycopg.connect(chain["conninfo"]) as conn:
+        sessions = conn.execute(
+            "SELECT s.ssl FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid) WHERE a.usename = %s", (iam_user,)
+        ).fetchall()
+        owner = conn.execute("SELECT tableowner FROM pg_tables WHERE tablename = 'usage_ledger'").fetchone()
+    assert sessions and all(ssl for (ssl,) in sessions)
+    # The bootstrap job granted it schema public; its own migrations made the table.
+    assert owner == (iam_user,)
+
+
+def test_the_gateway_admits_the_chat_page_and_no_other_origin(chain):
+    def preflight(origin: str) -> httpx.Response:
+        return httpx.options(f"{chain['gateway']}/v1/chat/completions", headers={
+            "Origin": origin, "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization,content-type"})
+
+    assert preflight(chain["frontend"]).headers.get("access-control-allow-origin") == chain["frontend"]
+    assert "access-control-allow-origin" not in preflight("https://evil.example").headers
+
+
+def test_a_service_missing_a_setting_would_not_start(chain, tmp_path):
+    """The rehearsal's guard: the gateway as synthesized, but without its issuer, fails to start."""
+    gateway = SynthesizedEnvironment.synthesize(DEV).services()["gateway"]
+    env = {key: value for key, value in chain["environments"]["gateway"].items() if key != "JWT_ISSUER"}
+    with pytest.raises(RuntimeError, match="gateway did not start"):
+        with service_process(gateway, free_port(), env, tmp_path / "gateway.log"):
+            pass
