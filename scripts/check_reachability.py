@@ -1,0 +1,126 @@
+"""Check that traffic can flow along every edge of the architecture, in the synthesized stacks.
+
+    python scripts/check_reachability.py                          # synthesizes environments/*.toml first
+    python scripts/check_reachability.py --env environments/dev.toml
+    python scripts/check_reachability.py --synth-dir DIR          # DIR/stacks/<env>-<layer>/cdk.tf.json
+
+Without --synth-dir it runs `python main.py` (JSON output) into a temporary directory. For each
+environment it prints a table: edge, verdict (OK or BLOCKED) and the chain of reasons, from
+hybrid/reachability.py. Exit status: 0 if every edge is OK, 1 if any is blocked, 2 if the check
+could not run (an environment that does not synthesize, a missing or unreadable synth directory).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+ENVIRONMENTS_DIR = ROOT / "environments"
+
+
+class CheckError(Exception):
+    """The check could not run; the message says why."""
+
+
+def load_evaluator():
+    """hybrid/reachability.py, loaded from its file: it needs nothing but the standard library."""
+    spec = importlib.util.spec_from_file_location("reachability", ROOT / "hybrid" / "reachability.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the file executes
+    spec.loader.exec_module(module)
+    return module
+
+
+def read_facts(reachability, path: Path):
+    try:
+        return reachability.EnvironmentFacts.from_toml(tomllib.loads(path.read_text("utf-8")))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, KeyError) as err:
+        raise CheckError(f"{path}: cannot read the environment file ({type(err).__name__}: {err})") from None
+
+
+def synthesize(env_files: list[Path] | None, outdir: Path) -> None:
+    """`python main.py` (what `cdktf synth` runs) into ``outdir``, as scripts/bench_synth.py does."""
+    command = [sys.executable, "main.py", *(arg for f in env_files or () for arg in ("--env", str(f.resolve())))]
+    path = os.pathsep.join(filter(None, (str(ROOT / "node_modules" / ".bin"), os.environ.get("PATH"))))
+    env = {**os.environ, "CDKTF_OUTDIR": str(outdir), "PATH": path}
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise CheckError(f"synthesis failed (python main.py, exit {result.returncode}):\n{result.stderr.strip()}")
+
+
+def load_stacks(synth_dir: Path, env: str, layers: tuple[str, ...]) -> dict[str, dict]:
+    stacks = {}
+    for layer in layers:
+        path = synth_dir / "stacks" / f"{env}-{layer}" / "cdk.tf.json"
+        if not path.is_file():
+            continue
+        try:
+            stacks[f"{env}-{layer}"] = json.loads(path.read_text("utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError) as err:
+            raise CheckError(f"{path}: not readable JSON ({err})") from None
+    if f"{env}-network" not in stacks:
+        raise CheckError(f"{synth_dir}: no synthesized stacks for environment {env!r}"
+                         f" (expected {synth_dir / 'stacks' / f'{env}-network' / 'cdk.tf.json'})")
+    return stacks
+
+
+def table(facts, verdicts) -> str:
+    edge_width = max(len("EDGE"), *(len(v.edge) for v in verdicts))
+    lines = [
+        f"{facts.name}: inference on {facts.placement}, self-hosted model {facts.self_hosted_model}",
+        f"{'EDGE':<{edge_width}}  {'VERDICT':<7}  REASONS",
+    ]
+    for verdict in verdicts:
+        label = "OK" if verdict.ok else "BLOCKED"
+        for index, step in enumerate(verdict.steps):
+            left = f"{verdict.edge:<{edge_width}}  {label:<7}" if index == 0 else " " * (edge_width + 9)
+            lines.append(f"{left}  {'ok' if step.ok else 'NO'}  {step.text}")
+    blocked = [v.edge for v in verdicts if not v.ok]
+    lines.append(f"{facts.name}: {len(verdicts) - len(blocked)} of {len(verdicts)} edges OK"
+                 + (f"; BLOCKED: {', '.join(blocked)}" if blocked else ""))
+    return "\n".join(lines)
+
+
+def check(synth_dir: Path, env_files: list[Path]) -> bool:
+    reachability, all_ok = load_evaluator(), True
+    for path in env_files:
+        facts = read_facts(reachability, path)
+        verdicts = reachability.evaluate(load_stacks(synth_dir, facts.name, reachability.LAYERS), facts)
+        print(table(facts, verdicts), end="\n\n")
+        all_ok = all_ok and all(v.ok for v in verdicts)
+    return all_ok
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--env", type=Path, action="append", metavar="FILE",
+                        help="environment file (repeatable); default: every file in environments/")
+    parser.add_argument("--synth-dir", type=Path, metavar="DIR",
+                        help="an existing synth output (JSON) to check instead of synthesizing")
+    args = parser.parse_args(argv)
+    env_files = args.env or sorted(ENVIRONMENTS_DIR.glob("*.toml"))
+    try:
+        if args.synth_dir:
+            if not (args.synth_dir / "stacks").is_dir():
+                raise CheckError(f"{args.synth_dir}: no stacks/ directory; synthesize with `python main.py` first")
+            ok = check(args.synth_dir, env_files)
+        else:
+            with tempfile.TemporaryDirectory(prefix="reachability-") as outdir:
+                synthesize(args.env, Path(outdir))
+                ok = check(Path(outdir), env_files)
+    except CheckError as err:
+        print(f"check_reachability: {err}", file=sys.stderr)
+        return 2
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,384 @@
+"""The reachability check (hybrid/reachability.py, scripts/check_reachability.py).
+
+Every edge of the shipped synth, and of dev with its model on Cloud Run, is reachable; broken
+copies of the synthesized JSON, each with one mistake a reviewer could miss, are caught on the
+edge they break, for the reason they break it.
+"""
+
+from __future__ import annotations
+
+import ast
+import copy
+import json
+import shutil
+import subprocess
+import sys
+import tomllib
+
+import pytest
+
+from hybrid.config import load_environment
+from hybrid.reachability import (
+    EnvironmentFacts,
+    FirewallRule,
+    Packet,
+    Verdict,
+    evaluate,
+    firewall_decides,
+    net,
+    route_for,
+)
+from iac import DEV, DEV_CLOUD_RUN, ROOT, run_main
+from orchestrator.routing import backends_for
+from orchestrator.settings import Route
+
+SCRIPT = ROOT / "scripts" / "check_reachability.py"
+ALL_EDGES = [
+    "browser -> frontend",
+    "browser -> gateway",
+    "gateway -> orchestrator",
+    "orchestrator -> inference",
+    "orchestrator -> Cloud SQL",
+    "orchestrator -> Vertex AI",
+    "GKE nodes -> internet (NAT)",
+    "Managed Prometheus -> vLLM metrics",
+]
+CLOUD_RUN_EDGES = ALL_EDGES[:6]  # no cluster, so no NAT or metrics edge
+REMOTE_NETWORK = "${data.terraform_remote_state.cross-stack-reference-input-dev-network.outputs.%s}"
+
+
+def facts_for(env: str) -> EnvironmentFacts:
+    return EnvironmentFacts.from_toml(tomllib.loads((ROOT / "environments" / f"{env}.toml").read_text()))
+
+
+def by_edge(stacks: dict, facts: EnvironmentFacts) -> dict[str, Verdict]:
+    return {verdict.edge: verdict for verdict in evaluate(stacks, facts)}
+
+
+def explain(verdicts) -> str:
+    return "\n".join(
+        f"{v.edge}: {'OK' if v.ok else 'BLOCKED'}\n" + "\n".join(f"  {'ok' if s.ok else 'NO'} {s.text}" for s in v.steps)
+        for v in verdicts
+    )
+
+
+def failures(verdict: Verdict) -> list[str]:
+    return [step.text for step in verdict.steps if not step.ok]
+
+
+def only_env(synth_json: dict, env: str = "dev") -> dict:
+    return copy.deepcopy({stack: config for stack, config in synth_json.items() if stack.startswith(f"{env}-")})
+
+
+def service(stacks: dict, role: str, env: str = "dev") -> dict:
+    services = stacks[f"{env}-services"]["resource"]["google_cloud_run_v2_service"]
+    return next(s for s in services.values() if s["name"] == f"{env}-{role}")
+
+
+def container_env(config: dict) -> dict[str, dict]:
+    return {e["name"]: e for e in config["template"]["containers"][0]["env"]}
+
+
+def edit_json_env(config: dict, name: str, edit) -> None:
+    entry = container_env(config)[name]
+    value = json.loads(entry["value"])
+    entry["value"] = json.dumps(edit(value), separators=(",", ":"))
+
+
+# ------------------------------------------------------------------------------------------
+# (a) What we ship is reachable
+
+
+def test_every_edge_of_the_shipped_environments_is_ok(env, synth_json):
+    verdicts = evaluate(synth_json, facts_for(env))
+    assert [v.edge for v in verdicts] == ALL_EDGES
+    assert all(v.ok for v in verdicts), explain(verdicts)
+
+
+def test_facts_agree_with_the_typed_settings(env):
+    typed, facts = load_environment(ROOT / "environments" / f"{env}.toml"), facts_for(env)
+    inference = typed.inference
+    assert (facts.name, facts.placement) == (typed.name, inference.placement)
+    assert facts.self_hosted_model == getattr(inference, inference.placement).model
+
+
+@pytest.fixture(scope="module")
+def cloud_run(tmp_path_factory) -> tuple[dict, EnvironmentFacts]:
+    """dev with its model on a Cloud Run GPU (tests/iac.py DEV_CLOUD_RUN), synthesized."""
+    workdir = tmp_path_factory.mktemp("reachability-cloud-run")
+    config = workdir / "dev-cloud-run.toml"
+    config.write_text(DEV_CLOUD_RUN)
+    result = run_main(workdir / "out", "--env", str(config))
+    assert result.returncode == 0, result.stderr
+    stacks = {p.parent.name: json.loads(p.read_text()) for p in (workdir / "out" / "stacks").glob("*/cdk.tf.json")}
+    return stacks, EnvironmentFacts.from_toml(tomllib.loads(DEV_CLOUD_RUN))
+
+
+def test_every_edge_of_the_cloud_run_placement_is_ok(cloud_run):
+    stacks, facts = cloud_run
+    assert facts.placement == "cloud_run" and facts.self_hosted_model == "google/gemma-3-4b-it"
+    verdicts = evaluate(stacks, facts)
+    assert [v.edge for v in verdicts] == CLOUD_RUN_EDGES
+    assert all(v.ok for v in verdicts), explain(verdicts)
+
+
+def test_frontend_behind_iap_is_reachable_by_its_members(tmp_path):
+    edited = DEV.replace('access = "public"', 'access = "iap"').replace(
+        "deletion_protection = false\n\n[services.frontend]",
+        'deletion_protection = false\niap_members = ["group:ai-team@example.com"]\n\n[services.frontend]',
+    )
+    assert edited.count('access = "iap"') == 1 and edited.count("iap_members") == 1
+    config = tmp_path / "dev-iap.toml"
+    config.write_text(edited)
+    result = run_main(tmp_path / "out", "--env", str(config))
+    assert result.returncode == 0, result.stderr
+    stacks = {p.parent.name: json.loads(p.read_text()) for p in (tmp_path / "out" / "stacks").glob("*/cdk.tf.json")}
+    verdicts = by_edge(stacks, EnvironmentFacts.from_toml(tomllib.loads(edited)))
+    frontend = verdicts["browser -> frontend"]
+    assert frontend.ok, explain([frontend])
+    assert [s.text for s in frontend.steps][-2:] == [
+        "dev-frontend: IAP admits group:ai-team@example.com",
+        "dev-frontend: the IAP service agent holds roles/run.invoker",
+    ]
+    assert all(v.ok for v in verdicts.values()), explain(verdicts.values())
+
+
+# ------------------------------------------------------------------------------------------
+# (b) Broken synths are caught on the edge they break
+
+
+def use_connector(stacks: dict, egress: str) -> None:
+    """The gateway sends through a Serverless VPC Access connector on a /28 of its own (with
+    Private Google Access), in place of Direct VPC egress: the design before Direct VPC."""
+    network = stacks["dev-network"]
+    resources = network["resource"]
+    resources["google_compute_subnetwork"]["connector-subnet"] = {
+        "name": "dev-connector",
+        "ip_cidr_range": "10.8.1.0/28",
+        "network": "${google_compute_network.vpc.id}",
+        "private_ip_google_access": True,
+        "region": "us-central1",
+    }
+    resources["google_vpc_access_connector"] = {
+        "connector": {
+            "name": "dev-connector",
+            "region": "us-central1",
+            "subnet": {"name": "${google_compute_subnetwork.connector-subnet.name}"},
+        }
+    }
+    output = "cross-stack-output-google_vpc_access_connectorconnectorid"
+    network["output"][output] = {"sensitive": True, "value": "${google_vpc_access_connector.connector.id}"}
+    service(stacks, "gateway")["template"]["vpc_access"] = {"connector": REMOTE_NETWORK % output, "egress": egress}
+
+
+def test_gateway_through_a_connector_with_private_ranges_only_is_blocked(synth_json):
+    stacks = only_env(synth_json)
+    use_connector(stacks, "PRIVATE_RANGES_ONLY")
+    verdicts = by_edge(stacks, facts_for("dev"))
+    verdict = verdicts["gateway -> orchestrator"]
+    assert not verdict.ok
+    assert failures(verdict)[0] == (
+        "dev-gateway: egress PRIVATE_RANGES_ONLY with connector dev-connector carries RFC 1918 and 100.64.0.0/10:"
+        " it does not send 199.36.153.8/30 into the VPC"
+    )
+    assert "internal ingress refuses" in failures(verdict)[1]
+    assert [edge for edge, v in verdicts.items() if not v.ok] == ["gateway -> orchestrator"]
+
+
+def test_gateway_through_a_connector_with_all_traffic_reaches_the_orchestrator(synth_json):
+    # The control for the test above: the connector itself is fine when it carries everything.
+    stacks = only_env(synth_json)
+    use_connector(stacks, "ALL_TRAFFIC")
+    verdict = by_edge(stacks, facts_for("dev"))["gateway -> orchestrator"]
+    assert verdict.ok, explain([verdict])
+    assert any("egress ALL_TRAFFIC sends 199.36.153.8/30 into the VPC through connector dev-connector" in s.text
+               for s in verdict.steps)
+
+
+def test_network_policy_admitting_gmp_system_blocks_the_metrics(synth_json):
+    # gmp-system is the Standard clusters' namespace; on Autopilot the collectors run in gke-gmp-system.
+    stacks = only_env(synth_json)
+    policy = next(iter(stacks["dev-inference"]["resource"]["kubernetes_network_policy_v1"].values()))
+    for peer in policy["spec"]["ingress"][0]["from"]:
+        if "namespace_selector" in peer:
+            peer["namespace_selector"]["match_labels"]["kubernetes.io/metadata.name"] = "gmp-system"
+    verdicts = by_edge(stacks, facts_for("dev"))
+    verdict = verdicts["Managed Prometheus -> vLLM metrics"]
+    assert failures(verdict) == [
+        "collectors in gke-gmp-system: no NetworkPolicy selecting the pods admits"
+        " namespace {'kubernetes.io/metadata.name': 'gke-gmp-system'} on 8000"
+    ]
+    assert verdicts["orchestrator -> inference"].ok  # the Cloud Run subnet's ipBlock still admits the orchestrator
+
+
+def test_cloud_run_model_without_id_token_is_blocked(cloud_run):
+    stacks, facts = copy.deepcopy(cloud_run[0]), cloud_run[1]
+
+    def no_auth(backends):
+        backends["self-hosted"]["auth"] = "none"
+        return backends
+
+    edit_json_env(service(stacks, "orchestrator"), "BACKENDS", no_auth)
+    verdict = by_edge(stacks, facts)["orchestrator -> inference"]
+    assert failures(verdict) == ["BACKENDS.self-hosted: auth 'none': no ID token, so Cloud Run answers 403"]
+
+
+def test_google_star_route_ahead_of_a_self_hosted_gemma_is_blocked(cloud_run):
+    stacks, facts = copy.deepcopy(cloud_run[0]), cloud_run[1]
+    edit_json_env(service(stacks, "orchestrator"), "ROUTES", lambda routes: list(reversed(routes)))
+    assert json.loads(container_env(service(stacks, "orchestrator"))["ROUTES"]["value"])[0]["match"] == "google/*"
+    verdict = by_edge(stacks, facts)["orchestrator -> inference"]
+    assert failures(verdict) == [
+        "ROUTES: google/gemma-3-4b-it takes the first matching route 'google/*' -> ['vertex'],"
+        " not the self-hosted backend 'self-hosted'"
+    ]
+
+
+def add_rule(stacks: dict, name: str, **rule) -> None:
+    stacks["dev-network"]["resource"]["google_compute_firewall"][name] = {
+        "name": name, "network": "${google_compute_network.vpc.id}", **rule
+    }
+
+
+@pytest.mark.parametrize("priority", [900, 1000])  # above the allow, and tied with it: deny wins ties
+def test_deny_on_postgres_above_the_allow_blocks_the_database(synth_json, priority):
+    stacks = only_env(synth_json)
+    add_rule(stacks, "dev-deny-postgres", direction="EGRESS", priority=priority,
+             deny=[{"protocol": "tcp", "ports": ["5432"]}], destination_ranges=["10.32.0.0/16"])
+    verdicts = by_edge(stacks, facts_for("dev"))
+    assert failures(verdicts["orchestrator -> Cloud SQL"]) == [
+        f"egress tcp:5432 10.8.0.0/24 [tags dev-cloud-run] -> 10.32.0.0/16: denied by dev-deny-postgres (priority {priority})"
+    ]
+    assert [edge for edge, v in verdicts.items() if not v.ok] == ["orchestrator -> Cloud SQL"]
+
+
+def test_deny_on_postgres_below_the_allow_changes_nothing(synth_json):
+    stacks = only_env(synth_json)
+    add_rule(stacks, "dev-deny-postgres", direction="EGRESS", priority=2000,
+             deny=[{"protocol": "tcp", "ports": ["5432"]}], destination_ranges=["10.32.0.0/16"])
+    verdicts = evaluate(stacks, facts_for("dev"))
+    assert all(v.ok for v in verdicts), explain(verdicts)
+
+
+def test_unresolvable_reference_is_a_blocked_edge_not_a_crash(synth_json):
+    stacks = only_env(synth_json)
+    del stacks["dev-database"]["output"]["cross-stack-output-google_sql_database_instancepostgres_instance_919E2690private_ip_address"]
+    verdict = by_edge(stacks, facts_for("dev"))["orchestrator -> Cloud SQL"]
+    assert not verdict.ok
+    assert failures(verdict)[0].startswith("cannot evaluate: dev-database has no output")
+
+
+# ------------------------------------------------------------------------------------------
+# The shared pieces
+
+
+def rule(name: str, priority: int, action: str, **fields) -> FirewallRule:
+    return FirewallRule(name, fields.pop("direction", "EGRESS"), priority, action, (("tcp", ("5432",)),), **fields)
+
+
+def test_firewall_lower_priority_number_decides_first():
+    packet = Packet("EGRESS", net("10.8.0.0/24"), net("10.32.0.0/16"), 5432)
+    allow, deny = rule("allow", 1000, "allow"), rule("deny", 1001, "deny")
+    assert firewall_decides([deny, allow], packet)[0] is True
+    assert firewall_decides([rule("allow", 1001, "allow"), rule("deny", 1000, "deny")], packet)[0] is False
+
+
+def test_firewall_deny_wins_a_tie():
+    packet = Packet("EGRESS", net("10.8.0.0/24"), net("10.32.0.0/16"), 5432)
+    allowed, why = firewall_decides([rule("allow", 1000, "allow"), rule("deny", 1000, "deny")], packet)
+    assert (allowed, why.endswith("denied by deny (priority 1000)")) == (False, True)
+
+
+def test_firewall_allow_must_cover_every_address_and_deny_any():
+    packet = Packet("EGRESS", net("10.8.0.0/24"), net("10.32.0.0/16"), 5432)
+    half = rule("allow-half", 1000, "allow", destination_ranges=(net("10.32.0.0/17"),))
+    assert firewall_decides([half], packet)[0] is True  # the implied allow-all egress decides
+    deny_half = rule("deny-half", 900, "deny", destination_ranges=(net("10.32.128.0/17"),))
+    assert firewall_decides([half, deny_half], packet)[0] is False
+
+
+def test_firewall_targets_by_tag_and_ingress_defaults_to_deny():
+    tagged = rule("allow-tagged", 1000, "allow", target_tags=frozenset({"dev-cloud-run"}))
+    deny_all = rule("deny-all", 65534, "deny")
+    untagged = Packet("EGRESS", net("10.8.0.0/24"), net("10.32.0.0/16"), 5432)
+    assert firewall_decides([tagged, deny_all], untagged)[0] is False
+    tagged_packet = Packet("EGRESS", net("10.8.0.0/24"), net("10.32.0.0/16"), 5432, target_tags=frozenset({"dev-cloud-run"}))
+    assert firewall_decides([tagged, deny_all], tagged_packet)[0] is True
+    ingress = Packet("INGRESS", net("10.8.0.0/24"), net("10.10.15.250/32"), 5432)
+    assert firewall_decides([], ingress) == (False, f"{ingress}: denied by implied-deny-ingress (priority 65535)")
+
+
+@pytest.mark.parametrize("model", ["google/gemma-3-4b-it", "google/gemini-2.5-flash", "mistralai/Mistral-7B-Instruct-v0.3", "x"])
+@pytest.mark.parametrize("routes", [
+    [{"match": "google/gemma-3-4b-it", "backends": ["self-hosted"]}, {"match": "google/*", "backends": ["vertex"]}],
+    [{"match": "google/*", "backends": ["vertex"]}, {"match": "google/gemma-3-4b-it", "backends": ["self-hosted"]}],
+    [{"match": "*", "backends": ["self-hosted"]}],
+])
+def test_route_matching_is_the_orchestrators(model, routes):
+    found = route_for(model, routes)
+    assert (found["backends"] if found else []) == backends_for(model, [Route(**r) for r in routes])
+
+
+# ------------------------------------------------------------------------------------------
+# (c) The command line
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(SCRIPT), *args], cwd=ROOT, capture_output=True, text=True, timeout=600)
+
+
+def test_cli_passes_on_the_shipped_environments():
+    result = run_cli()
+    assert result.returncode == 0, result.stdout + result.stderr
+    headers = [line for line in result.stdout.splitlines() if line.startswith("EDGE ")]
+    assert len(headers) == 2  # one table per shipped environment
+    assert "dev: 8 of 8 edges OK" in result.stdout and "prod: 8 of 8 edges OK" in result.stdout
+    assert "BLOCKED" not in result.stdout
+
+
+def test_cli_fails_with_a_readable_table_on_a_broken_synth_dir(synth_dir, tmp_path):
+    broken = tmp_path / "synth"
+    shutil.copytree(synth_dir, broken)
+    path = broken / "stacks" / "dev-inference" / "cdk.tf.json"
+    stack = json.loads(path.read_text())
+    policy = next(iter(stack["resource"]["kubernetes_network_policy_v1"].values()))
+    policy["spec"]["ingress"][0]["from"][-1]["namespace_selector"]["match_labels"]["kubernetes.io/metadata.name"] = "gmp-system"
+    path.write_text(json.dumps(stack))
+
+    result = run_cli("--synth-dir", str(broken))
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    lines = result.stdout.splitlines()
+    assert any(line.startswith("Managed Prometheus -> vLLM metrics  BLOCKED") for line in lines), result.stdout
+    assert "dev: 7 of 8 edges OK; BLOCKED: Managed Prometheus -> vLLM metrics" in lines
+    assert "prod: 8 of 8 edges OK" in lines
+
+
+def test_cli_reports_what_it_cannot_check_without_a_traceback(tmp_path):
+    missing = run_cli("--synth-dir", str(tmp_path / "nowhere"))
+    assert (missing.returncode, missing.stdout) == (2, "")
+    assert missing.stderr.startswith("check_reachability: ") and "Traceback" not in missing.stderr
+
+    (tmp_path / "stacks" / "dev-network").mkdir(parents=True)
+    (tmp_path / "stacks" / "dev-network" / "cdk.tf.json").write_text("{not json")
+    corrupt = run_cli("--synth-dir", str(tmp_path), "--env", str(ROOT / "environments" / "dev.toml"))
+    assert corrupt.returncode == 2 and "not readable JSON" in corrupt.stderr and "Traceback" not in corrupt.stderr
+
+
+def test_cli_checks_one_environment_file(tmp_path):
+    config = tmp_path / "dev-cloud-run.toml"
+    config.write_text(DEV_CLOUD_RUN)
+    result = run_cli("--env", str(config))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "dev: inference on cloud_run, self-hosted model google/gemma-3-4b-it" in result.stdout
+    assert "dev: 6 of 6 edges OK" in result.stdout
+
+
+def test_evaluator_and_script_import_only_the_standard_library():
+    # The evaluator is pure functions over JSON; the script loads it by path, without sys.path edits.
+    for path in (ROOT / "hybrid" / "reachability.py", SCRIPT):
+        tree = ast.parse(path.read_text())
+        imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+        imported |= {node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
+        assert imported <= set(sys.stdlib_module_names) | {"__future__"}, (path.name, imported)
+    assert "sys.path" not in SCRIPT.read_text()
