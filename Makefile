@@ -17,11 +17,24 @@ export CHECKPOINT_DISABLE := 1
 # Node 22 from node_modules, for the cdktf CLI and for jsii alike.
 export PATH := $(CURDIR)/node_modules/.bin:$(PATH)
 
-.PHONY: synth test check bench bench-gateway run-local .pipenv-ready .postgres-ready .chromium-ready
+.PHONY: synth deploy test check bench bench-gateway run-local .pipenv-ready .postgres-ready .chromium-ready
 
-## Synthesize every stack of every environment in environments/ to cdktf.out/ (HCL).
+# The HCL is for review and never deployed; `cdktf deploy` synthesizes JSON into a folder of its
+# own, emptied first, so no stack folder ever holds both cdk.tf and cdk.tf.json (Terraform would
+# load both and fail on duplicates) or a stack that no longer exists.
+REVIEW_DIR := cdktf.out.review
+DEPLOY_DIR := cdktf.out
+STACKS ?=
+
+## Synthesize every stack of every environment in environments/ to cdktf.out.review/ (HCL, for review).
 synth: .venv/.synced node_modules/.installed
-	cdktf synth --hcl
+	cdktf synth --hcl --output $(REVIEW_DIR)
+
+## Deploy STACKS (e.g. STACKS="prod-network prod-registry", or STACKS='prod-*') from fresh JSON.
+deploy: .venv/.synced node_modules/.installed
+	@test -n "$(STACKS)" || { echo 'make deploy: name the stacks, e.g. STACKS="prod-network prod-registry"' >&2; exit 2; }
+	rm -rf $(DEPLOY_DIR)
+	cdktf deploy --output $(DEPLOY_DIR) $(STACKS)
 
 ## Run the whole test suite (pass pytest options with ARGS=...).
 test: .venv/.synced-dev node_modules/.installed .postgres-ready .chromium-ready

@@ -162,7 +162,7 @@ def _describe(role: str, problem, overrides: Mapping[str, str]) -> str:
         return f"services.{role}.env.{field.upper()} = {overrides[field]!r}: {message}"
     if problem["type"] == "missing":
         return f"services.{role}: the {role} needs {field.upper()}, which nothing sets"
-    return f"services.{role}: {field.upper() or 'settings'}: {message}"
+    return f"services.{role}: {field.upper()}: {message}" if field else f"services.{role}: {message}"
 
 
 def render(settings: BaseModel, *, exclude: frozenset[str] = frozenset()) -> dict[str, str]:

@@ -19,6 +19,11 @@ from cdktf_cdktf_provider_google.apikeys_key import (
     ApikeysKeyRestrictionsBrowserKeyRestrictions,
 )
 from cdktf_cdktf_provider_google.data_google_project import DataGoogleProject
+from cdktf_cdktf_provider_google.identity_platform_config import (
+    IdentityPlatformConfig,
+    IdentityPlatformConfigSignIn,
+    IdentityPlatformConfigSignInEmail,
+)
 from cdktf_cdktf_provider_google_beta.provider import GoogleBetaProvider
 from constructs import Construct
 
@@ -59,6 +64,17 @@ class ServicesStack(LayerStack):
         # before the service exists (cloud.google.com/run/docs/triggering/https-request#deterministic):
         # the gateway admits the chat page's origin without waiting for the frontend.
         project = DataGoogleProject(self, "project", project_id=env.project_id)
+        # The chat page's users sign in with email and password (the gateway trusts these tokens).
+        # Enabling Identity Platform cannot be undone: destroy only forgets it
+        # (registry.terraform.io/providers/hashicorp/google/6.50.0/docs/resources/identity_platform_config).
+        IdentityPlatformConfig(
+            self,
+            "identity-platform",
+            project=env.project_id,
+            sign_in=IdentityPlatformConfigSignIn(
+                email=IdentityPlatformConfigSignInEmail(enabled=True, password_required=True)
+            ),
+        )
         frontend_origin = f"https://{names.service['frontend']}-{project.number}.{env.region}.run.app"
         browser_key = ApikeysKey(
             self,

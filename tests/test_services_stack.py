@@ -271,3 +271,21 @@ def test_frontend_behind_iap_when_config_says_so(tmp_path):
     assert access["role"] == "roles/iap.httpsResourceAccessor"
     assert access["cloud_run_service_name"] == "${google_cloud_run_v2_service.%s.name}" % frontend_key
     assert stack["terraform"]["required_providers"]["google-beta"]["version"] == "6.50.0"
+
+
+def test_the_chat_page_signs_in_with_identity_platform_and_a_restricted_browser_key(env, stack):
+    config = only(stack, "google_identity_platform_config")
+    assert config["sign_in"]["email"] == {"enabled": True, "password_required": True}
+    key = only(stack, "google_apikeys_key")
+    origin = f"https://{env}-frontend-${{data.google_project.project.number}}.us-central1.run.app"
+    assert key["restrictions"]["browser_key_restrictions"] == {"allowed_referrers": [f"{origin}/*"]}
+    assert [t["service"] for t in key["restrictions"]["api_targets"]] == [
+        "identitytoolkit.googleapis.com", "securetoken.googleapis.com"]
+    frontend, gateway = env_vars(services(stack)["frontend"]), env_vars(services(stack)["gateway"])
+    assert frontend["IDENTITY_PLATFORM_API_KEY"] == "${google_apikeys_key.identity-platform-key.key_string}"
+    assert (frontend["AUTH_MODE"], frontend["IDENTITY_PLATFORM_URL"]) == (
+        "identity-platform", "https://identitytoolkit.googleapis.com")
+    # The gateway trusts this project's Identity Platform tokens and the chat page's origin only.
+    assert gateway["JWT_ISSUER"] == f"https://securetoken.google.com/replace-me-{env}"
+    assert gateway["JWT_AUDIENCE"] == f"replace-me-{env}"
+    assert gateway["ALLOWED_ORIGINS"] == origin

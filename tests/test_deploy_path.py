@@ -1,0 +1,37 @@
+"""The deploy path is unambiguous: the reviewed HCL and the deployed JSON live in folders of
+their own, so Terraform never loads both formats of a stack, and a deploy starts from fresh JSON."""
+
+from __future__ import annotations
+
+import subprocess
+
+from iac import ROOT, STACKS
+
+# Run the recipes' commands only; treat the install stamps as done.
+DRY_RUN = ["make", "-n", "-o", ".venv/.synced", "-o", "node_modules/.installed"]
+
+
+def recipe(*args: str) -> list[str]:
+    result = subprocess.run([*DRY_RUN, *args], cwd=ROOT, capture_output=True, text=True, check=True)
+    return result.stdout.splitlines()
+
+
+def test_review_hcl_and_deployed_json_go_to_different_folders():
+    (synth,) = [line for line in recipe("synth") if line.startswith("cdktf synth")]
+    deploy = recipe("deploy", "STACKS=prod-network prod-registry")
+    assert synth == "cdktf synth --hcl --output cdktf.out.review"
+    assert deploy[-2:] == ["rm -rf cdktf.out", "cdktf deploy --output cdktf.out prod-network prod-registry"]
+
+
+def test_deploy_names_its_stacks():
+    result = subprocess.run(["make", "-o", ".venv/.synced", "-o", "node_modules/.installed", "deploy"],
+                            cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 2
+    assert 'name the stacks, e.g. STACKS="prod-network prod-registry"' in result.stderr
+
+
+def test_no_stack_folder_holds_both_formats(synth_hcl, synth_dir):
+    for outdir, kept in ((synth_hcl, "cdk.tf"), (synth_dir, "cdk.tf.json")):
+        for stack in STACKS:
+            files = {p.name for p in (outdir / "stacks" / stack).iterdir() if p.name.startswith("cdk.tf")}
+            assert files == {kept}, f"{outdir.name}/{stack}: {sorted(files)}"

@@ -1,0 +1,67 @@
+"""The contract between the stacks and the services: each service loads, with its own
+from_environment, exactly the settings the stack rendered for it; a setting nothing sets is
+refused before any stack is written."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from hybrid.config import load_environment
+from hybrid.service_contract import ContractError, Wiring, render, service_settings
+from iac import ROOT
+from services.frontend.frontend.settings import FrontendSettings
+from services.gateway.gateway.settings import GatewaySettings
+from services.orchestrator.orchestrator.settings import OrchestratorSettings
+
+LOADERS = {"frontend": FrontendSettings, "gateway": GatewaySettings, "orchestrator": OrchestratorSettings}
+
+
+@pytest.fixture
+def environment(env):
+    return load_environment(ROOT / "environments" / f"{env}.toml")
+
+
+def container_env(stack: dict, name: str) -> dict[str, str]:
+    (service,) = [s for s in stack["resource"]["google_cloud_run_v2_service"].values() if s["name"] == name]
+    return {e["name"]: e["value"] for e in service["template"]["containers"][0]["env"] if "value" in e}
+
+
+@pytest.mark.parametrize("role", sorted(LOADERS))
+def test_each_service_loads_what_the_stack_rendered_for_it(env, role, environment, synth_json):
+    declared = container_env(synth_json[f"{env}-services"], f"{env}-{role}")
+    loaded = LOADERS[role].from_environment(declared)
+    # Loading and rendering again gives the same variables: nothing was dropped or misread.
+    assert render(loaded) == declared
+
+
+def test_rendered_settings_round_trip_through_each_service(environment):
+    for role, settings in service_settings(environment, Wiring.placeholder(environment)).items():
+        assert LOADERS[role].from_environment(render(settings)) == LOADERS[role].model_validate(settings.model_dump())
+
+
+def test_a_setting_nothing_sets_is_refused(environment):
+    with pytest.raises(ContractError) as refused:
+        service_settings(environment, Wiring(), roles=("gateway", "orchestrator"))
+    assert refused.value.problems == [
+        "services.gateway: the gateway needs ORCHESTRATOR_URL, which nothing sets",
+        "services.orchestrator: BACKENDS: an openai backend needs url",
+    ]
+    with pytest.raises(ContractError) as refused:
+        service_settings(environment, Wiring(inference_url="http://10.10.15.250:8000/v1"), roles=("orchestrator",))
+    assert refused.value.problems == [
+        "services.orchestrator: DATABASE_AUTH=iam needs PGHOST, PGDATABASE, PGUSER"]
+
+
+def test_the_self_hosted_model_is_routed_before_google_models(tmp_path: Path):
+    gemma = (ROOT / "environments" / "dev.toml").read_text()
+    gemma = gemma[: gemma.index("[inference]")] + '[inference]\nplacement = "cloud_run"\n\n[inference.cloud_run]\nmodel = "google/gemma-3-4b-it"\n'
+    (tmp_path / "gemma.toml").write_text(gemma)
+    environment = load_environment(tmp_path / "gemma.toml")
+    orchestrator = service_settings(environment, Wiring.placeholder(environment))["orchestrator"]
+    from services.orchestrator.orchestrator.routing import backends_for
+
+    assert backends_for("google/gemma-3-4b-it", orchestrator.routes) == ["self-hosted"]
+    assert backends_for("google/gemini-2.5-flash", orchestrator.routes) == ["vertex"]
+    assert orchestrator.backends["self-hosted"].auth == "google-id-token"
