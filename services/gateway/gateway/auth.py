@@ -26,7 +26,7 @@ ALGORITHMS = {
 }
 KEY_TYPES = {RSAAlgorithm: "RSA", RSAPSSAlgorithm: "RSA", ECAlgorithm: "EC"}
 MAX_KEYS = 32
-MAX_JWKS_BYTES = 262_144
+MAX_JWKS_BYTES = 262_144  # Google's key sets are a few KB; MAX_KEYS RSA-4096 keys fit many times over
 REQUIRED_CLAIMS = ["exp", "iat", "iss", "aud", "sub"]
 MAX_REMEMBERED_TOKENS = 10_000  # a few MB at most; the least recently used is forgotten first
 
@@ -76,9 +76,13 @@ class JwksCache:
         try:
             async with self.client.get(self.url, timeout=aiohttp.ClientTimeout(total=5)) as response:
                 response.raise_for_status()
-                content = await response.content.read(MAX_JWKS_BYTES + 1)
-            if len(content) > MAX_JWKS_BYTES:
-                raise ValueError("JWKS too large")
+                # The body may come in any number of reads (split writes, chunks): read to the end,
+                # within the limit.
+                content = bytearray()
+                async for piece in response.content.iter_any():
+                    content += piece
+                    if len(content) > MAX_JWKS_BYTES:
+                        raise ValueError("JWKS too large")
             document = json.loads(content)
             keys = [k for k in document.get("keys", []) if isinstance(k, dict) and isinstance(k.get("kid"), str)]
         except (aiohttp.ClientError, TimeoutError, ValueError, AttributeError) as err:

@@ -1,0 +1,113 @@
+"""The gateway against faulty and hostile peers (issue 12): key sets that arrive in pieces
+or compressed, oversized request fields, clients that send slowly or never finish, and
+bursts of unknown key ids. Everything runs on loopback, against real servers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from contextlib import contextmanager
+from types import SimpleNamespace
+
+import httpx
+from fastapi import FastAPI, Request
+from fastapi.responses import Response, StreamingResponse
+
+from gateway.app import create_app as create_gateway
+from harness import Server, gateway_settings
+
+
+def chat(model="standin-echo", stream=False, **extra) -> dict:
+    return {"model": model, "messages": [{"role": "user", "content": "hi"}], "stream": stream, **extra}
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"authorization": f"Bearer {token}"}
+
+
+@contextmanager
+def key_set_server(answer):
+    """A JWKS endpoint answering with ``answer(request)``; ``.seen`` holds each request's headers."""
+    app = FastAPI()
+    seen: list[dict[str, str]] = []
+
+    @app.get("/jwks.json")
+    async def jwks(request: Request) -> Response:
+        seen.append(dict(request.headers))
+        return await answer(request)
+
+    with Server(app) as server:
+        server.seen = seen
+        server.jwks_url = f"{server.url}/jwks.json"
+        yield server
+
+
+@contextmanager
+def gateway_for(issuer, orchestrator_url: str, jwks_url: str | None = None, **overrides):
+    """A gateway of its own, optionally reading its keys from another JWKS URL."""
+    source = SimpleNamespace(jwks_url=jwks_url or issuer.jwks_url, issuer=issuer.issuer, audience=issuer.audience)
+    with Server(create_gateway(gateway_settings(source, orchestrator_url, **overrides))) as server:
+        yield server
+
+
+def post(gateway, token: str, payload: dict | None = None) -> httpx.Response:
+    return httpx.post(f"{gateway.url}/v1/chat/completions", json=payload or chat(), headers=bearer(token), timeout=30)
+
+
+# 1. A key set whose body arrives in more than one read.
+
+def _in_pieces(document: dict, pieces: int, **headers) -> StreamingResponse:
+    raw = json.dumps(document).encode()
+    step = -(-len(raw) // pieces)
+
+    async def body():
+        for start in range(0, len(raw), step):
+            yield raw[start:start + step]
+            await asyncio.sleep(0.1)  # each piece its own write, and its own read at the gateway
+
+    return StreamingResponse(body(), media_type="application/json", headers=headers)
+
+
+def test_a_key_set_sent_with_content_length_in_several_writes_is_read_whole(issuer, upstream):
+    async def answer(request):
+        raw = json.dumps(issuer.jwks()).encode()
+        return _in_pieces(issuer.jwks(), 3, **{"content-length": str(len(raw))})
+
+    with key_set_server(answer) as jwks, gateway_for(issuer, upstream.url, jwks.jwks_url) as gateway:
+        assert post(gateway, issuer.token("split-length")).status_code == 200
+
+
+def test_a_chunked_key_set_is_read_whole(issuer, upstream):
+    async def answer(request):
+        return _in_pieces(issuer.jwks(), 4)  # no length: chunked
+
+    with key_set_server(answer) as jwks, gateway_for(issuer, upstream.url, jwks.jwks_url) as gateway:
+        assert post(gateway, issuer.token("split-chunked")).status_code == 200
+
+
+def test_an_oversized_key_set_is_a_failed_fetch_and_the_old_keys_stay(issuer, upstream):
+    from gateway.auth import MAX_JWKS_BYTES
+
+    oversized = {"keys": issuer.jwks()["keys"], "padding": "x" * MAX_JWKS_BYTES}
+    state = {"document": issuer.jwks()}
+
+    async def answer(request):
+        return _in_pieces(state["document"], 8)
+
+    with key_set_server(answer) as jwks, gateway_for(issuer, upstream.url, jwks.jwks_url) as gateway:
+        assert post(gateway, issuer.token("before-oversize")).status_code == 200
+        state["document"] = oversized
+        time.sleep(1.1)  # past JWKS_MIN_REFRESH_SECONDS: an unknown key id refetches
+        assert post(gateway, _with_kid(issuer, "rotated-away")).status_code == 401
+        assert len(jwks.seen) == 2, "the oversized key set was not fetched"
+        # A token never seen before is checked in full, against the keys kept from the first fetch.
+        assert post(gateway, issuer.token("after-oversize")).status_code == 200
+
+
+def _with_kid(issuer, kid: str) -> str:
+    import jwt
+
+    now = int(time.time())
+    claims = {"iss": issuer.issuer, "aud": issuer.audience, "sub": "someone", "iat": now, "exp": now + 600}
+    return jwt.encode(claims, issuer.key, algorithm="RS256", headers={"kid": kid})
