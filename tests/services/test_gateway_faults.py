@@ -5,8 +5,10 @@ bursts of unknown key ids. Everything runs on loopback, against real servers."""
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import time
+import zlib
 from contextlib import contextmanager
 from types import SimpleNamespace
 
@@ -111,3 +113,83 @@ def _with_kid(issuer, kid: str) -> str:
     now = int(time.time())
     claims = {"iss": issuer.issuer, "aud": issuer.audience, "sub": "someone", "iat": now, "exp": now + 600}
     return jwt.encode(claims, issuer.key, algorithm="RS256", headers={"kid": kid})
+
+
+# 2. Compression: the gateway relays bytes as they come (no decompression), so it must not
+# invite compressed answers, and must label any it gets anyway.
+
+def _gzip(data: bytes) -> bytes:
+    return gzip.compress(data)
+
+
+def _asks_for_gzip(request: Request) -> bool:
+    return "gzip" in request.headers.get("accept-encoding", "")
+
+
+def test_a_key_set_server_that_compresses_when_asked_is_read(issuer, upstream):
+    async def answer(request):
+        raw = json.dumps(issuer.jwks()).encode()
+        if _asks_for_gzip(request):
+            return Response(_gzip(raw), media_type="application/json", headers={"content-encoding": "gzip"})
+        return Response(raw, media_type="application/json")
+
+    with key_set_server(answer) as jwks, gateway_for(issuer, upstream.url, jwks.jwks_url) as gateway:
+        assert post(gateway, issuer.token("gzip-keys")).status_code == 200
+    assert jwks.seen[0]["accept-encoding"] == "identity"
+
+
+@contextmanager
+def compressing_orchestrator(always: bool):
+    """An orchestrator stand-in that gzips its answers when asked to, or ``always``."""
+    app = FastAPI()
+    app.state.requests = []
+
+    @app.post("/v1/chat/completions")
+    async def completions(request: Request) -> Response:
+        body = await request.json()
+        app.state.requests.append(dict(request.headers))
+        compress = always or _asks_for_gzip(request)
+        encoding = {"content-encoding": "gzip"} if compress else {}
+        if not body.get("stream"):
+            raw = json.dumps({"choices": [{"message": {"role": "assistant", "content": "plain words"}}]}).encode()
+            return Response(_gzip(raw) if compress else raw, media_type="application/json", headers=encoding)
+
+        async def events():
+            packer = zlib.compressobj(wbits=31)  # gzip, flushed per event so each arrives on its own
+            for word in ("plain", " words", "[DONE]"):
+                event = f"data: {word}\n\n".encode()
+                yield packer.compress(event) + packer.flush(zlib.Z_SYNC_FLUSH) if compress else event
+                await asyncio.sleep(0.05)
+            if compress:
+                yield packer.flush()
+
+        return StreamingResponse(events(), media_type="text/event-stream", headers=encoding)
+
+    with Server(app) as server:
+        server.requests = app.state.requests
+        yield server
+
+
+def test_the_gateway_asks_the_orchestrator_for_uncompressed_answers(issuer):
+    with compressing_orchestrator(always=False) as orchestrator, gateway_for(issuer, orchestrator.url) as gateway:
+        answer = post(gateway, issuer.token("identity-plain"))
+        with httpx.stream("POST", f"{gateway.url}/v1/chat/completions", json=chat(stream=True), timeout=30,
+                          headers=bearer(issuer.token("identity-stream"))) as streamed:
+            events = streamed.read()
+    assert answer.json()["choices"][0]["message"]["content"] == "plain words"
+    assert events == b"data: plain\n\ndata:  words\n\ndata: [DONE]\n\n"
+    assert [seen["accept-encoding"] for seen in orchestrator.requests] == ["identity", "identity"]
+
+
+def test_a_compressed_answer_is_relayed_unchanged_and_labelled(issuer):
+    # An orchestrator that compresses although asked not to: its bytes pass through as they
+    # are, with their Content-Encoding, and the client decodes them.
+    with compressing_orchestrator(always=True) as orchestrator, gateway_for(issuer, orchestrator.url) as gateway:
+        answer = post(gateway, issuer.token("gzip-plain"))
+        with httpx.stream("POST", f"{gateway.url}/v1/chat/completions", json=chat(stream=True), timeout=30,
+                          headers=bearer(issuer.token("gzip-stream"))) as streamed:
+            raw = b"".join(streamed.iter_raw())
+    assert answer.headers["content-encoding"] == "gzip"
+    assert answer.json()["choices"][0]["message"]["content"] == "plain words"
+    assert streamed.headers["content-encoding"] == "gzip"
+    assert zlib.decompress(raw, wbits=31) == b"data: plain\n\ndata:  words\n\ndata: [DONE]\n\n"

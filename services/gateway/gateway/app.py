@@ -27,8 +27,9 @@ from servicekit import logs
 from servicekit.errors import error_response, stream_broke_event
 
 log = logging.getLogger("gateway")
-# Headers of the orchestrator's answer the caller may see.
-PASSED_HEADERS = ("content-type", "retry-after", "x-request-id")
+# Headers of the orchestrator's answer the caller may see. Its bytes pass unchanged, so an
+# answer compressed all the same keeps its Content-Encoding.
+PASSED_HEADERS = ("content-encoding", "content-type", "retry-after", "x-request-id")
 
 
 def create_app(settings: GatewaySettings) -> FastAPI:
@@ -42,6 +43,9 @@ def create_app(settings: GatewaySettings) -> FastAPI:
             ),
             connector=aiohttp.TCPConnector(limit=1000),
             auto_decompress=False,  # pass bytes through as they come
+            # ... so ask for them uncompressed (aiohttp offers gzip and more by default): the JWKS
+            # is parsed here, and a relayed stream may end with an event of the gateway's own.
+            headers={"Accept-Encoding": "identity"},
         ) as client:
             app.state.client = client
             app.state.verifier = Verifier(
