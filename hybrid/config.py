@@ -178,17 +178,15 @@ class Environment(Settings):
     @model_validator(mode="after")
     def _run_subnet_fits(self) -> Environment:
         # Direct VPC egress holds about two addresses per instance in the steady state
-        # (cloud.google.com/run/docs/configuring/vpc-direct-vpc#direct-vpc-ip-allocation).
-        services = [self.services.frontend, self.services.gateway, self.services.orchestrator]
-        if self.inference.placement == "cloud_run":
-            services.append(self.inference.cloud_run)
-        needed = 2 * sum(service.max_instances for service in services)
+        # (cloud.google.com/run/docs/configuring/vpc-direct-vpc#direct-vpc-ip-allocation); the
+        # gateway and the orchestrator are the services in the VPC.
+        needed = 2 * (self.services.gateway.max_instances + self.services.orchestrator.max_instances)
         subnet = ipv4_network(self.network.run_cidr)
         usable = subnet.num_addresses - 4  # cloud.google.com/vpc/docs/subnets#unusable-ip-addresses-in-every-subnet
         if usable < needed:
             raise invalid(
                 "network.run_cidr",
-                f"has {usable} usable addresses; the services' max_instances need {needed} (two per instance)",
+                f"has {usable} usable addresses; the gateway's and orchestrator's max_instances need {needed} (two per instance)",
             )
         return self
 
@@ -221,8 +219,9 @@ class ResourceNames:
         self.network = f"{env}-vpc"
         self.subnet = f"{env}-workloads"
         self.run_subnet = f"{env}-cloud-run"
-        # The network tag on the Cloud Run services' Direct VPC egress, for egress firewall rules.
-        self.run_tag = f"{env}-cloud-run"
+        # A network tag per workload on the Cloud Run subnet, for egress firewall rules: only the
+        # orchestrator may send to the model servers, only it and the bootstrap job to Cloud SQL.
+        self.run_tag = {role: f"{env}-run-{role}" for role in ("gateway", "orchestrator", "db-bootstrap")}
         self.psa_range = f"{env}-psa"
         self.router = f"{env}-router"
         self.nat = f"{env}-nat"
@@ -246,7 +245,7 @@ class ResourceNames:
             "VPC network": (self.network, _RFC1035, rfc),
             "subnet": (self.subnet, _RFC1035, rfc),
             "Cloud Run subnet": (self.run_subnet, _RFC1035, rfc),
-            "Cloud Run network tag": (self.run_tag, _RFC1035, rfc),
+            **{f"{role} network tag": (tag, _RFC1035, rfc) for role, tag in self.run_tag.items()},
             "Cloud Router": (self.router, _RFC1035, rfc),
             "Cloud NAT": (self.nat, _RFC1035, rfc),
             "Cloud SQL instance": (self.sql_instance, _RFC1035, rfc),

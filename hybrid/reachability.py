@@ -423,8 +423,9 @@ class RunService:
 
     @property
     def env(self) -> dict[str, Any]:
-        containers = self.template.get("containers") or [{}]
-        return {e["name"]: e.get("value") for e in containers[0].get("env") or () if "name" in e}
+        containers = self.template.get("containers") or ()
+        variables = containers[0].get("env") or () if containers else ()
+        return {e["name"]: e.get("value") for e in variables if "name" in e}
 
 
 def run_service(s: Synth, role: str) -> RunService | None:

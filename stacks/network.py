@@ -219,9 +219,9 @@ def firewall_rules(env: Environment) -> list[Rule]:
     """Default deny both ways, then exactly the flows of the architecture diagram."""
     name, net = env.name, env.network
     workloads = (net.subnet_cidr, net.pods_cidr)
-    # Direct VPC egress carries the services' network tag for egress rules; ingress rules cannot
+    # Direct VPC egress carries each workload's network tag for egress rules; ingress rules cannot
     # match it and use the subnet's range (cloud.google.com/run/docs/configuring/vpc-direct-vpc#limitations).
-    cloud_run = env.names.run_tag
+    tags = env.names.run_tag
     port = str(net.inference_port)
     return [
         Rule(
@@ -261,21 +261,21 @@ def firewall_rules(env: Environment) -> list[Rule]:
             ports=(port,),
         ),
         Rule(
-            name=f"{name}-allow-cloud-run-egress-inference",
-            description="Cloud Run sends the orchestrator's calls to the model servers.",
+            name=f"{name}-allow-orchestrator-egress-inference",
+            description="The orchestrator, alone on Cloud Run, calls the model servers.",
             direction="EGRESS",
             action="allow",
-            target_tags=(cloud_run,),
+            target_tags=(tags["orchestrator"],),
             destination_ranges=workloads,
             protocol="tcp",
             ports=(port,),
         ),
         Rule(
-            name=f"{name}-allow-cloud-run-egress-postgres",
-            description="Cloud Run sends the orchestrator's connections to Cloud SQL.",
+            name=f"{name}-allow-orchestrator-egress-postgres",
+            description="The orchestrator and the one-time database bootstrap job connect to Cloud SQL.",
             direction="EGRESS",
             action="allow",
-            target_tags=(cloud_run,),
+            target_tags=(tags["orchestrator"], tags["db-bootstrap"]),
             destination_ranges=(net.psa_cidr,),
             protocol="tcp",
             ports=(POSTGRES_PORT,),

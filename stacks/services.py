@@ -3,8 +3,9 @@
   browser -> frontend (public or IAP), browser -> gateway (public; checks JWTs itself)
   gateway -> orchestrator (internal ingress; run.invoker for the gateway's identity only)
   orchestrator -> Cloud SQL (private IP, IAM login), -> inference, -> Vertex AI
-Every service has its own identity and sends private-range traffic into the VPC by
-Direct VPC egress. What each container is told comes from the service contract
+Every service has its own identity; the gateway and the orchestrator (and the database
+bootstrap job) send private-range traffic into the VPC by Direct VPC egress, each with a
+network tag of its own; the frontend and a Cloud Run model server call nothing private. What each container is told comes from the service contract
 (hybrid/service_contract.py): the services' own settings models, filled and checked here.
 """
 
@@ -58,7 +59,7 @@ class ServicesStack(LayerStack):
         self.add_dependency(registry)
         self.add_dependency(database)
         settings, names = env.services, env.names
-        self.egress = PrivateEgress(network=network.vpc.id, subnetwork=network.run_subnet.id, tag=names.run_tag)
+        self.network = network
 
         # A service's deterministic URL, https://SERVICE-PROJECT_NUMBER.REGION.run.app, is known
         # before the service exists (cloud.google.com/run/docs/triggering/https-request#deterministic):
@@ -137,7 +138,7 @@ class ServicesStack(LayerStack):
                 display_name="Database bootstrap (Cloud Run job)",
                 description="Grants the orchestrator's IAM database user its schema, once; reads the admin password.",
             ),
-            egress=self.egress,
+            egress=self.egress("db-bootstrap"),
             database_host=wiring.database_host,
             database_name=wiring.database_name,
             grantee=wiring.database_user,
@@ -160,6 +161,11 @@ class ServicesStack(LayerStack):
             self.frontend.require_iap(members=settings.iap_members, beta=beta)
         else:
             self.frontend.allow_public()
+
+    def egress(self, role: str) -> PrivateEgress:
+        return PrivateEgress(
+            network=self.network.vpc.id, subnetwork=self.network.run_subnet.id, tag=self.env.names.run_tag[role]
+        )
 
     def _image(self, role: str, settings: ServiceSettings) -> str:
         env = self.env
@@ -195,7 +201,7 @@ class ServicesStack(LayerStack):
             image=self._image(role, settings),
             settings=settings,
             service_account=account,
-            egress=self.egress,
+            egress=self.egress(role) if role in names.run_tag else None,
             deletion_protection=self.env.services.deletion_protection,
             env=env,
             container_port=container_port,

@@ -17,7 +17,7 @@ CASES = [
     ("cidr-overlap", ('"10.32.0.0/16"', '"10.16.0.0/16"'), "network.psa_cidr = '10.16.0.0/16': overlaps network.pods_cidr (10.16.0.0/14); every range must be distinct"),
     ("run-subnet-overlap", ('"10.8.0.0/24"', '"10.10.1.0/24"'), "network.run_cidr = '10.10.1.0/24': overlaps network.subnet_cidr (10.10.0.0/20)"),
     ("run-subnet-too-small", ('"10.8.0.0/24"', '"10.8.0.0/27"'), "network.run_cidr = '10.8.0.0/27': must be a /26 or larger for Cloud Run's Direct VPC egress"),
-    ("run-subnet-too-few-addresses", ("max_instances = 10\n\n[services.orchestrator]", "max_instances = 120\n\n[services.orchestrator]"), "network.run_cidr = '10.8.0.0/24': has 252 usable addresses; the services' max_instances need 270 (two per instance)"),
+    ("run-subnet-too-few-addresses", ("max_instances = 10\n\n[services.orchestrator]", "max_instances = 120\n\n[services.orchestrator]"), "network.run_cidr = '10.8.0.0/24': has 252 usable addresses; the gateway's and orchestrator's max_instances need 260 (two per instance)"),
     ("name-too-long", ('name = "dev"', 'name = "development-environment-blue"'), "name = 'development-environment-blue': makes the GKE node service account name 'development-environment-blue-gke-nodes' (38 chars); GCP allows 6-30 characters"),
     ("tier-unknown", ('"db-custom-1-3840"', '"db-n1-standard-2"'), "database.tier = 'db-n1-standard-2': must be db-f1-micro or db-g1-small or db-custom-<vCPUs>-<memory MiB>"),
     ("tier-memory", ('"db-custom-1-3840"', '"db-custom-2-15360"'), "database.tier = 'db-custom-2-15360': must have a multiple of 256 MiB, at least 3840 MiB, and 0.9-6.5 GiB per vCPU (1843-13312 MiB for 2 vCPUs)"),

@@ -92,7 +92,7 @@ def test_firewall_denies_by_default_both_ways(env, network):
 
 def test_firewall_allows_exactly_the_diagram(env, network):
     rules = firewall(network)
-    tag = f"{env}-cloud-run"
+    orchestrator, job = f"{env}-run-orchestrator", f"{env}-run-db-bootstrap"
     workloads = ["10.10.0.0/20", "10.16.0.0/14"]
     allows = {
         name: (
@@ -110,10 +110,10 @@ def test_firewall_allows_exactly_the_diagram(env, network):
             "INGRESS", (RUN_CIDR[env],), tuple(workloads), (), (("tcp", ("8000",)),)),
         f"{env}-allow-health-checks-to-inference": (
             "INGRESS", HEALTH_CHECK_RANGES, tuple(workloads), (), (("tcp", ("8000",)),)),
-        f"{env}-allow-cloud-run-egress-inference": (
-            "EGRESS", (), tuple(workloads), (tag,), (("tcp", ("8000",)),)),
-        f"{env}-allow-cloud-run-egress-postgres": (
-            "EGRESS", (), ("10.32.0.0/16",), (tag,), (("tcp", ("5432",)),)),
+        f"{env}-allow-orchestrator-egress-inference": (
+            "EGRESS", (), tuple(workloads), (orchestrator,), (("tcp", ("8000",)),)),
+        f"{env}-allow-orchestrator-egress-postgres": (
+            "EGRESS", (), ("10.32.0.0/16",), (orchestrator, job), (("tcp", ("5432",)),)),
         f"{env}-allow-egress-google-apis": (
             "EGRESS", (), (PRIVATE_GOOGLE_APIS_RANGE,), (), (("tcp", ("443",)),)),
         f"{env}-allow-workloads-internal": (

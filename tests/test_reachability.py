@@ -247,7 +247,7 @@ def test_deny_on_postgres_above_the_allow_blocks_the_database(synth_json, priori
              deny=[{"protocol": "tcp", "ports": ["5432"]}], destination_ranges=["10.32.0.0/16"])
     verdicts = by_edge(stacks, facts_for("dev"))
     assert failures(verdicts["orchestrator -> Cloud SQL"]) == [
-        f"egress tcp:5432 10.8.0.0/24 [tags dev-cloud-run] -> 10.32.0.0/16: denied by dev-deny-postgres (priority {priority})"
+        f"egress tcp:5432 10.8.0.0/24 [tags dev-run-orchestrator] -> 10.32.0.0/16: denied by dev-deny-postgres (priority {priority})"
     ]
     assert [edge for edge, v in verdicts.items() if not v.ok] == ["orchestrator -> Cloud SQL"]
 

@@ -98,19 +98,24 @@ def test_ingress_public_for_the_edge_internal_for_the_rest(stack):
     assert set(ingress.values()) <= {"INGRESS_TRAFFIC_INTERNAL_ONLY"}  # inference, where it runs on Cloud Run
 
 
-def test_every_service_sends_private_ranges_by_direct_vpc_egress(env, stack):
-    expected = {
-        "network_interfaces": [{
-            "network": NETWORK_OUTPUT % env + "google_compute_networkvpcid}",
-            "subnetwork": NETWORK_OUTPUT % env + "google_compute_subnetworkcloud-run-subnetid}",
-            "tags": [f"{env}-cloud-run"],
-        }],
-        "egress": "PRIVATE_RANGES_ONLY",
-    }
-    for service in services(stack).values():
-        assert service["template"]["vpc_access"] == expected
+def test_only_what_calls_something_private_enters_the_vpc_each_with_its_own_tag(env, stack):
+    def direct_vpc(tag: str) -> dict:
+        return {
+            "network_interfaces": [{
+                "network": NETWORK_OUTPUT % env + "google_compute_networkvpcid}",
+                "subnetwork": NETWORK_OUTPUT % env + "google_compute_subnetworkcloud-run-subnetid}",
+                "tags": [tag],
+            }],
+            "egress": "PRIVATE_RANGES_ONLY",
+        }
+
+    found = services(stack)
+    assert found["gateway"]["template"]["vpc_access"] == direct_vpc(f"{env}-run-gateway")
+    assert found["orchestrator"]["template"]["vpc_access"] == direct_vpc(f"{env}-run-orchestrator")
+    # The chat page's server calls nothing: the browser calls the gateway.
+    assert "vpc_access" not in found["frontend"]["template"]
     (job,) = resources(stack, "google_cloud_run_v2_job").values()
-    assert job["template"]["template"]["vpc_access"] == expected
+    assert job["template"]["template"]["vpc_access"] == direct_vpc(f"{env}-run-db-bootstrap")
 
 
 def test_each_service_runs_as_its_own_account(env, stack):
@@ -215,6 +220,7 @@ def test_inference_on_a_cloud_run_l4_when_config_says_so(cloud_run_gpu):
     assert box["resources"]["cpu_idle"] is False
     assert template["scaling"] == {"min_instance_count": 0, "max_instance_count": 5}
     assert template["gpu_zonal_redundancy_disabled"] is True
+    assert "vpc_access" not in template  # it calls nothing private
     assert inference["ingress"] == "INGRESS_TRAFFIC_INTERNAL_ONLY"
     assert box["args"] == ["--model", "google/gemma-3-4b-it", "--port", "8000"]
     assert box["ports"] == {"container_port": 8000}

@@ -80,7 +80,7 @@ class PrivateEgress:
 
 
 class CloudRunService(Construct):
-    """One Cloud Run service: gen2, private ranges into the VPC by Direct VPC egress."""
+    """One Cloud Run service: gen2, private ranges into the VPC by Direct VPC egress if it needs any."""
 
     def __init__(
         self,
@@ -93,7 +93,7 @@ class CloudRunService(Construct):
         image: str,
         settings: ServiceSettings,
         service_account: ServiceAccount,
-        egress: PrivateEgress,
+        egress: PrivateEgress | None,
         deletion_protection: bool,
         env: Mapping[str, str] | None = None,
         container_port: int = 8080,
@@ -135,7 +135,8 @@ class CloudRunService(Construct):
                 scaling=CloudRunV2ServiceTemplateScaling(
                     min_instance_count=settings.min_instances, max_instance_count=settings.max_instances
                 ),
-                vpc_access=egress.vpc_access(),
+                # None: the service calls nothing private and stays out of the VPC.
+                vpc_access=egress.vpc_access() if egress else None,
                 node_selector=CloudRunV2ServiceTemplateNodeSelector(accelerator=gpu.gpu_type) if gpu else None,
                 gpu_zonal_redundancy_disabled=(not gpu.zonal_redundancy) if gpu else None,
                 containers=[
