@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from types import SimpleNamespace
 
 import httpx
+import pytest
 from fastapi import FastAPI, Request
 from fastapi.responses import Response, StreamingResponse
 
@@ -193,3 +194,47 @@ def test_a_compressed_answer_is_relayed_unchanged_and_labelled(issuer):
     assert answer.json()["choices"][0]["message"]["content"] == "plain words"
     assert streamed.headers["content-encoding"] == "gzip"
     assert zlib.decompress(raw, wbits=31) == b"data: plain\n\ndata:  words\n\ndata: [DONE]\n\n"
+
+
+# 3. Every list and string field is bounded, as OpenAI's API bounds it; an error names the field.
+
+@pytest.mark.parametrize(
+    "extra,param",
+    [
+        pytest.param({"stop": ["x"] * 10_000}, "stop", id="10,000 stop strings"),
+        pytest.param({"stop": ["a", "b", "c", "d", "e"]}, "stop", id="5 stop strings"),
+        pytest.param({"stop": []}, "stop", id="empty stop list"),
+        pytest.param({"stop": "x" * 257}, "stop", id="long stop string"),
+        pytest.param({"stop": ["a", "b", "x" * 257]}, "stop[2]", id="long string in the stop list"),
+        pytest.param({"stop": 5}, "stop", id="stop not text"),
+        pytest.param({"user": "u" * 257}, "user", id="long user"),
+        pytest.param({"model": "m" * 129}, "model", id="long model"),
+        pytest.param({"messages": [{"role": "user", "content": "hi", "name": "n" * 65}]}, "messages[0].name",
+                     id="long message name"),
+        pytest.param({"temperature": 2.5}, "temperature", id="temperature"),
+        pytest.param({"top_p": 1.5}, "top_p", id="top_p"),
+        pytest.param({"presence_penalty": -3}, "presence_penalty", id="presence_penalty"),
+        pytest.param({"frequency_penalty": 3}, "frequency_penalty", id="frequency_penalty"),
+        pytest.param({"n": 2}, "n", id="n"),
+        pytest.param({"max_tokens": 0}, "max_tokens", id="max_tokens"),
+        # Not accepted at all: refused rather than passed on unbounded.
+        pytest.param({"logit_bias": {str(i): 1 for i in range(1000)}}, "logit_bias", id="logit_bias"),
+        pytest.param({"tools": [{"type": "function", "function": {"name": "f"}}] * 200}, "tools", id="tools"),
+    ],
+)
+def test_out_of_bounds_fields_get_400_naming_the_field_and_are_not_forwarded(gateway, issuer, upstream, extra, param):
+    before = len(upstream.app.state.requests)
+    response = post(gateway, issuer.token(f"bounds-{param}-{time.monotonic_ns()}"), chat(**extra))
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["param"] == param
+    assert error["type"] == "invalid_request_error" and error["code"] == "invalid_request"
+    assert param in error["message"]
+    assert len(upstream.app.state.requests) == before
+
+
+def test_fields_at_their_bounds_are_accepted(gateway, issuer):
+    at_bounds = chat(stop=["a", "b", "c", "x" * 256], user="u" * 256, temperature=2, top_p=1, presence_penalty=-2,
+                     frequency_penalty=2, n=1)
+    assert post(gateway, issuer.token("at-bounds"), at_bounds).status_code == 200
+    assert post(gateway, issuer.token("one-stop"), chat(stop="x" * 256)).status_code == 200

@@ -15,13 +15,13 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import Response
+from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 
 from gateway.auth import JwksCache, Unauthorized, Verifier
 from servicekit.identity import IdTokenSource, NoToken
 from gateway.ratelimit import RateLimiter
-from gateway.schemas import ChatCompletionRequest
+from gateway.schemas import ChatCompletionRequest, field_path
 from gateway.settings import GatewaySettings
 from servicekit import logs
 from servicekit.errors import error_response, stream_broke_event
@@ -106,9 +106,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         try:
             chat = ChatCompletionRequest.model_validate_json(body)
         except ValidationError as err:
-            where = ".".join(str(p) for p in err.errors()[0]["loc"]) or "body"
-            return error_response(400, f"invalid request at {where}: {err.errors()[0]['msg']}",
-                                  "invalid_request_error", "invalid_request")
+            return _invalid(err.errors()[0])
         if len(chat.messages) > settings.max_messages:
             return error_response(400, f"at most {settings.max_messages} messages", "invalid_request_error",
                                   "too_many_messages")
@@ -231,6 +229,14 @@ class RequestContext:
         finally:
             logs.event(log, "request", method=scope["method"], path=scope["path"], status=status,
                        latency_ms=round((time.perf_counter() - started) * 1000, 1))
+
+
+def _invalid(error: dict) -> JSONResponse:
+    """400 naming the field in ``param``, as OpenAI's errors do."""
+    param = field_path(error["loc"]) or None  # None: the body as a whole (not JSON, not an object)
+    message = f"invalid {param or 'request body'}: {error['msg']}"
+    return JSONResponse(status_code=400, content={"error": {
+        "message": message, "type": "invalid_request_error", "param": param, "code": "invalid_request"}})
 
 
 async def _read_limited(request: Request, limit: int) -> bytes | None:

@@ -1,10 +1,29 @@
-"""The request body the gateway accepts: OpenAI's chat completions, within limits."""
+"""The request body the gateway accepts: OpenAI's chat completions, within limits.
+
+Bounds as OpenAI's API reference sets them (github.com/openai/openai-openapi, openapi.yaml,
+CreateChatCompletionRequest): stop is one string or 1 to 4 of them (StopConfiguration),
+temperature 0 to 2, top_p at most 1, presence and frequency penalties -2 to 2. Where OpenAI
+sets no bound (the length of model, user, a message's name and stop strings; max_tokens)
+the gateway sets one; where it allows what our backends do not serve (n up to 128, top_p
+of 0) the gateway allows less. Fields it does not know (logit_bias, tools, functions, ...)
+are refused, not passed on unchecked. Message count and length are settings, checked after
+parsing.
+"""
 
 from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, StringConstraints, Tag
+
+StopString = Annotated[str, StringConstraints(max_length=256)]
+# The JSON type picks the branch, so an error is about the branch the client sent (pydantic
+# would otherwise report both); the tags appear in error paths, which field_path leaves out.
+UNION_TAGS = ("string", "array")
+Stop = Annotated[
+    Annotated[StopString, Tag("string")] | Annotated[list[StopString], Field(min_length=1, max_length=4), Tag("array")],
+    Discriminator(lambda value: "array" if isinstance(value, list) else "string"),
+]
 
 
 class Message(BaseModel):
@@ -31,10 +50,21 @@ class ChatCompletionRequest(BaseModel):
     max_tokens: int | None = Field(None, ge=1, le=131_072)
     max_completion_tokens: int | None = Field(None, ge=1, le=131_072)
     temperature: float | None = Field(None, ge=0, le=2)
-    top_p: float | None = Field(None, gt=0, le=1)
+    top_p: float | None = Field(None, gt=0, le=1)  # vLLM refuses 0
     presence_penalty: float | None = Field(None, ge=-2, le=2)
     frequency_penalty: float | None = Field(None, ge=-2, le=2)
-    stop: Annotated[str, StringConstraints(max_length=256)] | list[Annotated[str, StringConstraints(max_length=256)]] | None = None
+    stop: Stop | None = None
     seed: int | None = Field(None, ge=0, le=2**63 - 1)
     n: Literal[1] | None = None
     user: Annotated[str, StringConstraints(max_length=256)] | None = None
+
+
+def field_path(loc: tuple[str | int, ...]) -> str:
+    """A pydantic error location as OpenAI's errors name a parameter: messages[0].name."""
+    path = ""
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif part not in UNION_TAGS:
+            path += f".{part}" if path else part
+    return path
