@@ -21,7 +21,7 @@ from orchestrator.database import create_pool
 from orchestrator.ledger import Ledger, LedgerUnavailable, Outcome
 from orchestrator.routing import backends_for
 from orchestrator.settings import OrchestratorSettings
-from orchestrator.usage import UsageMeter
+from orchestrator.usage import UsageMeter, estimate_tokens
 from servicekit import logs
 from servicekit.errors import error_response, stream_broke_event
 
@@ -78,7 +78,8 @@ def create_app(settings: OrchestratorSettings, conninfo: str | None = None) -> F
 
         ledger: Ledger = request.app.state.ledger
         try:
-            entry = await ledger.open_entry(request_id, user_id, model, settings.daily_token_quota)
+            entry = await ledger.open_entry(request_id, user_id, model, settings.daily_token_quota,
+                                            estimate_tokens(body, settings.quota_default_completion_tokens))
         except LedgerUnavailable as err:
             logs.event(log, "ledger unavailable", logging.ERROR, error=str(err))
             return error_response(503, "usage ledger unavailable; retry shortly", "api_error", "ledger_unavailable",

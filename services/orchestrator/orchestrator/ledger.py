@@ -38,7 +38,29 @@ MIGRATIONS = {
         );
         CREATE INDEX usage_ledger_user_started ON usage_ledger (user_id, started_at);
     """,
+    # An accepted request holds an estimate of its tokens against the quota until its outcome
+    # replaces it with what it used: a check that saw only finished requests let a burst of
+    # simultaneous ones all pass.
+    2: "ALTER TABLE usage_ledger ADD COLUMN reserved_tokens integer NOT NULL DEFAULT 0",
 }
+# The first key of the per-user admission lock (the second is a hash of the user id).
+QUOTA_LOCK = 7_310
+# The user's tokens today (UTC): used by finished requests, and reserved by those in flight.
+TODAY = """
+    SELECT coalesce(sum(prompt_tokens + completion_tokens), 0),
+           coalesce(sum(reserved_tokens) FILTER (WHERE outcome = 'started'), 0)
+    FROM usage_ledger
+    WHERE user_id = %s AND started_at >= date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'
+"""
+
+
+def admits(used: int, reserved: int, estimate: int, quota: int) -> bool:
+    """Admit a request whose estimate fits in what is left of the quota. One that does not fit
+    is admitted only while none of the user's other requests is in flight: the last tokens of a
+    quota stay usable (a request without max_tokens reserves more than a small remainder), and
+    the overspend is at most that one request."""
+    left = quota - used - reserved
+    return left > 0 and (estimate <= left or reserved == 0)
 
 
 class LedgerUnavailable(Exception):
@@ -87,23 +109,26 @@ class Ledger:
                     logs.event(log, "migration applied", version=version)
         self.migrated = True
 
-    async def open_entry(self, request_id: str, user_id: str, model: str, quota: int) -> uuid.UUID | None:
-        """The new entry's id, or None when the user's daily quota is used up."""
+    async def open_entry(self, request_id: str, user_id: str, model: str, quota: int,
+                         estimate: int = 0) -> uuid.UUID | None:
+        """The new entry's id, reserving ``estimate`` tokens of the user's daily quota until its
+        outcome is written; None when the quota has no room for it (see ``admits``)."""
         entry = uuid.uuid4()
         try:
             if not self.migrated:
                 await self.migrate()
-            async with self.pool.connection() as conn:
-                used = await (await conn.execute(
-                    "SELECT coalesce(sum(prompt_tokens + completion_tokens), 0) FROM usage_ledger "
-                    "WHERE user_id = %s AND started_at >= date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'",
-                    (user_id,),
-                )).fetchone()
-                if used[0] >= quota:
+            async with self.pool.connection() as conn, conn.transaction():
+                # One admission at a time per user, across connections and instances: the next
+                # one reads the quota only after this one's row is committed (the lock is held
+                # until then).
+                await conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (QUOTA_LOCK, user_id))
+                used, reserved = await (await conn.execute(TODAY, (user_id,))).fetchone()
+                if not admits(used, reserved, estimate, quota):
                     return None
                 await conn.execute(
-                    "INSERT INTO usage_ledger (id, request_id, user_id, model, outcome) VALUES (%s, %s, %s, %s, 'started')",
-                    (entry, request_id, user_id, model),
+                    "INSERT INTO usage_ledger (id, request_id, user_id, model, outcome, reserved_tokens) "
+                    "VALUES (%s, %s, %s, %s, 'started', %s)",
+                    (entry, request_id, user_id, model, estimate),
                 )
         except (psycopg.Error, PoolTimeout, OSError) as err:
             raise LedgerUnavailable(type(err).__name__) from None

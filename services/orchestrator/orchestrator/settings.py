@@ -118,3 +118,7 @@ class OrchestratorSettings(BaseModel):
                if key.lower() in cls.model_fields and key not in ("BACKENDS", "ROUTES")},
         }
         return cls.model_validate(values)
+
+    # Completion tokens a request without max_tokens / max_completion_tokens reserves against the
+    # daily quota while it runs (its prompt's estimate is added).
+    quota_default_completion_tokens: int = Field(1024, ge=1)

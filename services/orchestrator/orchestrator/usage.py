@@ -4,6 +4,21 @@ from __future__ import annotations
 
 import json
 
+# More tokens than any one request of any model uses; far below the ledger's integer columns.
+MAX_TOKENS = 10_000_000
+# OpenAI's tokenizers average about four characters a token in English text.
+CHARS_PER_TOKEN = 4
+
+
+def estimate_tokens(body: dict, default_completion: int) -> int:
+    """What a request may use, reserved against the quota while it runs: the completion limit
+    it asks for (max_completion_tokens, or the older max_tokens), else ``default_completion``,
+    plus its messages' length in tokens, roughly. The outcome settles the real figure."""
+    limits = [body.get(key) for key in ("max_completion_tokens", "max_tokens")]
+    given = [n for n in limits if isinstance(n, int) and not isinstance(n, bool) and n > 0]
+    prompt = len(json.dumps(body["messages"])) // CHARS_PER_TOKEN
+    return min((given[0] if given else default_completion) + prompt, MAX_TOKENS)
+
 
 class UsageMeter:
     """Fed the raw bytes of a server-sent event stream, or a whole JSON body."""
