@@ -46,7 +46,9 @@ def create_app(settings: OrchestratorSettings, conninfo: str | None = None) -> F
         async with aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=settings.connect_timeout_seconds),
             connector=aiohttp.TCPConnector(limit=1000),
-            auto_decompress=False,  # pass bytes through as they come
+            # Backends are asked for identity encoding; one that compresses anyway is decoded
+            # here, as the ledger must read the usage and the caller is sent no Content-Encoding.
+            auto_decompress=True,
         ) as client:
             app.state.ledger, app.state.client = ledger, client
             yield

@@ -15,6 +15,8 @@ from orchestrator.settings import BackendSettings
 from servicekit.identity import IdTokenSource
 
 CLOUD_PLATFORM = "https://www.googleapis.com/auth/cloud-platform"
+# The encodings aiohttp decodes without optional packages (Brotli, zstd are not installed).
+DECODED_ENCODINGS = ("identity", "gzip", "deflate")
 
 
 class BackendUnavailable(Exception):
@@ -66,13 +68,17 @@ class Backend:
         payload = {**body, "model": self.settings.model or body["model"]}
         if payload.get("stream"):
             payload["stream_options"] = {"include_usage": True}
+        # Uncompressed, please: aiohttp would otherwise ask for gzip, and the usage must be read.
+        headers = {"Accept-Encoding": "identity", **await self.headers()}
         try:
-            response = await asyncio.wait_for(
-                client.post(self.url, json=payload, headers=await self.headers()), first_byte_timeout
-            )
+            response = await asyncio.wait_for(client.post(self.url, json=payload, headers=headers), first_byte_timeout)
         except (aiohttp.ClientError, asyncio.TimeoutError, google.auth.exceptions.GoogleAuthError) as err:
             raise BackendUnavailable(f"{self.name}: {type(err).__name__}") from None
         if response.status >= 500 or response.status in (408, 429):
             response.release()
             raise BackendUnavailable(f"{self.name}: HTTP {response.status}")
+        encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
+        if encoding not in DECODED_ENCODINGS:  # bytes neither the ledger nor the caller could read
+            response.release()
+            raise BackendUnavailable(f"{self.name}: Content-Encoding {encoding}")
         return response

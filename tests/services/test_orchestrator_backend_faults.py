@@ -1,0 +1,144 @@
+"""Model backends that misbehave (issue 12): compressed answers they were not asked for,
+usage figures no ledger can take, and errors to streaming requests. A stand-in of their own
+here, beside the ordinary one: the model name picks the misbehaviour."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import time
+import uuid
+import zlib
+
+import httpx
+import pytest
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from harness import Server, wait_for
+from orchestrator.app import create_app as create_orchestrator
+from orchestrator.settings import OrchestratorSettings
+
+
+def odd_backend() -> FastAPI:
+    """OpenAI's protocol with a twist, by model name:
+      gzip-*     gzip-compressed answers, whatever Accept-Encoding says
+      brotli     a Brotli-compressed answer (no decoder installed)
+      usage-*    the usage figures in ``USAGES[model]``
+      reject-400 HTTP 400 with OpenAI's error body; reject-404 HTTP 404 with an HTML page
+    """
+    app = FastAPI()
+    app.state.requests = []
+
+    @app.post("/v1/chat/completions")
+    async def chat(request: Request):
+        body = await request.json()
+        app.state.requests.append({"body": body, "headers": dict(request.headers)})
+        model = body["model"]
+        if model == "reject-400":
+            return JSONResponse({"error": {"message": "max_tokens is too large", "type": "invalid_request_error",
+                                           "param": "max_tokens", "code": None}}, status_code=400)
+        if model == "brotli":
+            return Response(b"\x1b\x03\x00\xf8", media_type="application/json", headers={"content-encoding": "br"})
+        if model == "reject-404":
+            return Response("<html><body>Not Found</body></html>", status_code=404, media_type="text/html")
+        usage = USAGES.get(model, {"prompt_tokens": 3, "completion_tokens": 5})
+        if not body.get("stream"):
+            answer = json.dumps({
+                "id": "chatcmpl-odd", "object": "chat.completion", "created": int(time.time()), "model": model,
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello there."},
+                             "finish_reason": "stop"}],
+                "usage": usage}).encode()
+            if model.startswith("gzip-"):
+                return Response(gzip.compress(answer), media_type="application/json",
+                                headers={"content-encoding": "gzip"})
+            return Response(answer, media_type="application/json")
+
+        def events():
+            for word in ("Hello", " there", "."):
+                chunk = {"id": "chatcmpl-odd", "object": "chat.completion.chunk", "model": model,
+                         "choices": [{"index": 0, "delta": {"content": word}, "finish_reason": None}]}
+                yield f"data: {json.dumps(chunk)}\n\n".encode()
+            yield f"data: {json.dumps({'id': 'chatcmpl-odd', 'choices': [], 'usage': usage})}\n\n".encode()
+            yield b"data: [DONE]\n\n"
+
+        if not model.startswith("gzip-"):
+            return StreamingResponse(events(), media_type="text/event-stream")
+
+        def compressed():
+            gzipper = zlib.compressobj(wbits=31)  # gzip framing, flushed after every event
+            for event in events():
+                yield gzipper.compress(event) + gzipper.flush(zlib.Z_SYNC_FLUSH)
+            yield gzipper.flush()
+
+        return StreamingResponse(compressed(), media_type="text/event-stream", headers={"content-encoding": "gzip"})
+
+    return app
+
+
+USAGES = {
+    "usage-huge": {"prompt_tokens": 2**40, "completion_tokens": 5},
+    "usage-negative": {"prompt_tokens": -1_000_000, "completion_tokens": -5},
+    "usage-text": {"prompt_tokens": "lots", "completion_tokens": 5},
+}
+
+
+@pytest.fixture(scope="module")
+def odd():
+    with Server(odd_backend()) as server:
+        server.app = server.server.config.app
+        yield server
+
+
+@pytest.fixture(scope="module")
+def orchestrator_of_odd(postgres, odd):
+    settings = OrchestratorSettings.model_validate({
+        "backends": {"odd": {"kind": "openai", "url": f"{odd.url}/v1"}},
+        "routes": [{"match": "*", "backends": ["odd"]}],
+        "first_byte_timeout_seconds": 2,
+        "database_timeout_seconds": 2,
+    })
+    with Server(create_orchestrator(settings, conninfo=postgres.conninfo)) as server:
+        yield server
+
+
+def ask(server, model: str, stream: bool, user: str = "odd-user") -> tuple[httpx.Response, str]:
+    rid = uuid.uuid4().hex
+    body = {"model": model, "messages": [{"role": "user", "content": "say hello"}], "stream": stream}
+    response = httpx.post(f"{server.url}/v1/chat/completions", json=body,
+                          headers={"x-user-id": user, "x-request-id": rid}, timeout=30)
+    return response, rid
+
+
+def settled(ledger_rows, rid: str, timeout: float = 10) -> dict:
+    rows = wait_for(lambda: [r for r in ledger_rows(rid) if r["outcome"] != "started"], timeout=timeout)
+    assert len(rows) == 1, ledger_rows(rid)
+    return rows[0]
+
+
+def stream_text(body: str) -> str:
+    return "".join(choice["delta"].get("content", "")
+                   for line in body.splitlines() if line.startswith("data: {")
+                   for choice in json.loads(line[6:]).get("choices", []))
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_backends_are_asked_for_identity_and_a_gzip_answer_is_decoded(orchestrator_of_odd, odd, ledger_rows, stream):
+    response, rid = ask(orchestrator_of_odd, "gzip-echo", stream)
+    assert response.status_code == 200
+    assert "content-encoding" not in response.headers  # decoded here, as the bytes below show
+    if stream:
+        assert stream_text(response.text) == "Hello there."
+        assert response.text.rstrip().endswith("data: [DONE]")
+    else:
+        assert response.json()["choices"][0]["message"]["content"] == "Hello there."
+    row = settled(ledger_rows, rid)
+    assert (row["outcome"], row["prompt_tokens"], row["completion_tokens"]) == ("completed", 3, 5)
+    assert odd.app.state.requests[-1]["headers"].get("accept-encoding") == "identity"
+
+
+def test_an_answer_in_an_encoding_that_cannot_be_decoded_is_refused(orchestrator_of_odd, ledger_rows):
+    response, rid = ask(orchestrator_of_odd, "brotli", stream=False)
+    assert response.status_code == 502
+    assert response.json()["error"]["code"] == "backends_unavailable"
+    assert settled(ledger_rows, rid)["outcome"] == "failed"
