@@ -7,9 +7,16 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import threading
 import time
 import zlib
 from contextlib import contextmanager
+from pathlib import Path
 from types import SimpleNamespace
 
 import httpx
@@ -18,7 +25,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response, StreamingResponse
 
 from gateway.app import create_app as create_gateway
-from harness import Server, gateway_settings
+from harness import ROOT, Server, free_port, gateway_settings, wait_for
 
 
 def chat(model="standin-echo", stream=False, **extra) -> dict:
@@ -238,3 +245,165 @@ def test_fields_at_their_bounds_are_accepted(gateway, issuer):
                      frequency_penalty=2, n=1)
     assert post(gateway, issuer.token("at-bounds"), at_bounds).status_code == 200
     assert post(gateway, issuer.token("one-stop"), chat(stop="x" * 256)).status_code == 200
+
+
+# 4. Slow clients: a request's head and body have deadlines.
+
+def _connect(url: str) -> socket.socket:
+    host, port = url.removeprefix("http://").split(":")
+    return socket.create_connection((host, int(port)), timeout=5)
+
+
+def _read_until_closed(sock: socket.socket, within: float) -> tuple[bytes, bool]:
+    """What the server sends until it closes the connection (True), or until ``within`` s pass (False)."""
+    received, deadline = b"", time.monotonic() + within
+    while (left := deadline - time.monotonic()) > 0:
+        sock.settimeout(left)
+        try:
+            piece = sock.recv(65536)
+        except TimeoutError:
+            break
+        except ConnectionResetError:
+            return received, True
+        if not piece:
+            return received, True
+        received += piece
+    return received, False
+
+
+def _head(token: str | None, **headers: str) -> bytes:
+    lines = ["POST /v1/chat/completions HTTP/1.1", "Host: gateway", "Content-Type: application/json"]
+    lines += [f"Authorization: Bearer {token}"] if token else []
+    lines += [f"{name.replace('_', '-')}: {value}" for name, value in headers.items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+def _status(received: bytes) -> int:
+    return int(received.split(b" ", 2)[1])
+
+
+def _json_body(received: bytes) -> dict:
+    return json.loads(received.split(b"\r\n\r\n", 1)[1])
+
+
+SLOW_BODY = {"body_idle_timeout_seconds": 1, "body_timeout_seconds": 2}
+
+
+def test_a_chunked_upload_that_stops_gets_408_and_the_connection_closes(issuer, upstream):
+    with gateway_for(issuer, upstream.url, **SLOW_BODY) as gateway, _connect(gateway.url) as sock:
+        started = time.monotonic()
+        sock.sendall(_head(issuer.token("stalled-chunks"), Transfer_Encoding="chunked") + b"5\r\n{\"mod\r\n")
+        received, closed = _read_until_closed(sock, within=8)
+    assert closed, "the connection stayed open"
+    assert time.monotonic() - started < 4
+    assert _status(received) == 408
+    assert b"connection: close" in received.lower()
+    assert _json_body(received)["error"]["code"] == "request_timeout"
+
+
+def test_a_body_sent_a_byte_at_a_time_gets_408_at_the_deadline(issuer, upstream):
+    payload = json.dumps(chat()).encode()
+    with gateway_for(issuer, upstream.url, **SLOW_BODY) as gateway, _connect(gateway.url) as sock:
+        started = time.monotonic()
+        sock.sendall(_head(issuer.token("byte-a-time"), Content_Length=str(len(payload))))
+
+        def dribble():  # a byte every 0.3 s: never idle for the idle timeout
+            try:
+                for byte in payload:
+                    sock.sendall(bytes([byte]))
+                    time.sleep(0.3)
+            except OSError:
+                pass  # the gateway closed the connection
+
+        threading.Thread(target=dribble, daemon=True).start()
+        received, closed = _read_until_closed(sock, within=8)
+    assert closed, "the connection stayed open"
+    assert 1.5 < time.monotonic() - started < 4
+    assert _status(received) == 408
+
+
+def test_an_answer_given_before_the_body_arrived_closes_the_connection(issuer, upstream):
+    # No token: 401 without reading the body. The rest of the body must not hold the connection.
+    with gateway_for(issuer, upstream.url, **SLOW_BODY) as gateway, _connect(gateway.url) as sock:
+        sock.sendall(_head(None, Content_Length="1000") + b'{"model": ')
+        received, closed = _read_until_closed(sock, within=5)
+    assert _status(received) == 401
+    assert closed, "the connection stayed open for the rest of the body"
+
+
+def test_a_complete_request_keeps_its_connection(issuer, upstream):
+    payload = json.dumps(chat()).encode()
+    with gateway_for(issuer, upstream.url, **SLOW_BODY) as gateway, httpx.Client(base_url=gateway.url) as client:
+        for _ in range(2):
+            response = client.post("/v1/chat/completions", content=payload, timeout=10,
+                                   headers={**bearer(issuer.token("keeps-alive")), "content-type": "application/json"})
+            assert response.status_code == 200 and "connection" not in response.headers
+        assert client.get("/health").headers.get("connection") is None
+
+
+@contextmanager
+def gateway_as_the_image_runs_it(issuer, orchestrator_url: str, **environment: str):
+    """The gateway in a process of its own, started with the image's command line
+    (services/gateway/Dockerfile's CMD), listening on loopback."""
+    dockerfile = (ROOT / "services" / "gateway" / "Dockerfile").read_text().replace("\\\n", " ")
+    command = re.search(r"^CMD (.+)$", dockerfile, re.MULTILINE).group(1).replace("0.0.0.0", "127.0.0.1")
+    port = free_port()
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+        "PYTHONPATH": f"{ROOT / 'services'}:{ROOT / 'services' / 'gateway'}",
+        "PORT": str(port), "WEB_CONCURRENCY": "1",
+        "JWKS_URL": issuer.jwks_url, "JWT_ISSUER": issuer.issuer, "JWT_AUDIENCE": issuer.audience,
+        "ORCHESTRATOR_URL": orchestrator_url, "ORCHESTRATOR_AUTH": "none",
+        **environment,
+    }
+    process = subprocess.Popen(["sh", "-c", command], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        assert wait_for(lambda: _healthy(url), timeout=30), "the gateway did not start"
+        yield SimpleNamespace(url=url)
+    finally:
+        process.terminate()
+        process.communicate(timeout=15)
+
+
+def _healthy(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/health", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def test_request_heads_have_a_deadline_in_the_image(issuer, upstream):
+    with gateway_as_the_image_runs_it(issuer, upstream.url, HEADER_TIMEOUT_SECONDS="1") as gateway:
+        # A connection that sends nothing.
+        with _connect(gateway.url) as silent:
+            started = time.monotonic()
+            assert _read_until_closed(silent, within=6) == (b"", True)
+            assert time.monotonic() - started < 3
+
+        # A head sent a byte at a time.
+        with _connect(gateway.url) as slow:
+            head = _head(issuer.token("slow-head"), Content_Length="2")
+            started = time.monotonic()
+            try:
+                for byte in head:
+                    slow.sendall(bytes([byte]))
+                    time.sleep(0.1)
+            except OSError:
+                pass  # closed on us, as it should be
+            assert _read_until_closed(slow, within=6)[1]
+            assert time.monotonic() - started < 3
+
+        # The head of a second request on a kept-alive connection has the same deadline.
+        with _connect(gateway.url) as kept:
+            kept.sendall(b"GET /health HTTP/1.1\r\nHost: gateway\r\n\r\n")
+            time.sleep(0.3)
+            assert b" 200 " in kept.recv(65536)
+            kept.sendall(b"GET /heal")
+            started = time.monotonic()
+            assert _read_until_closed(kept, within=6) == (b"", True)
+            assert time.monotonic() - started < 3
+
+        # A prompt client is not affected.
+        assert httpx.get(f"{gateway.url}/health", timeout=5).status_code == 200

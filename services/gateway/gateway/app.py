@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 
 from gateway.auth import JwksCache, Unauthorized, Verifier
+from gateway.protocol import HttpToolsWithHeaderDeadline
 from servicekit.identity import IdTokenSource, NoToken
 from gateway.ratelimit import RateLimiter
 from gateway.schemas import ChatCompletionRequest, field_path
@@ -62,7 +63,8 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     identity = IdTokenSource(settings.orchestrator_url) if settings.orchestrator_auth == "google-id-token" else NoToken()
     target = settings.orchestrator_url.rstrip("/") + "/v1/chat/completions"
 
-    app.add_middleware(RequestContext)
+    app.add_middleware(RequestContext, body_idle_timeout=settings.body_idle_timeout_seconds,
+                       body_timeout=settings.body_timeout_seconds)
     if origins := [o.strip() for o in settings.allowed_origins.split(",") if o.strip()]:
         app.add_middleware(
             CORSMiddleware,
@@ -201,31 +203,63 @@ async def _disconnect(receive) -> None:
         pass
 
 
+class BodyTimeout(Exception):
+    """The client did not send its request body in time."""
+
+
 class RequestContext:
     """Pure ASGI middleware (a streamed body passes straight through): sets the request id,
-    returns it in X-Request-Id, and logs one line per request with status and latency."""
+    returns it in X-Request-Id, logs one line per request with status and latency, and holds
+    the client to the body's deadlines (uvicorn has none): 408, and the connection closed."""
 
-    def __init__(self, app) -> None:
-        self.app = app
+    def __init__(self, app, body_idle_timeout: float, body_timeout: float) -> None:
+        self.app, self.body_idle_timeout, self.body_timeout = app, body_idle_timeout, body_timeout
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        given = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
+        headers = dict(scope["headers"])
+        given = headers.get(b"x-request-id", b"").decode("latin-1")
         rid = given if given and len(given) <= 64 and given.replace("-", "").isalnum() else uuid.uuid4().hex
         logs.request_id.set(rid)
         scope.setdefault("state", {})["request_id"] = rid
-        started, status = time.perf_counter(), 500
+        started, status, responded = time.perf_counter(), 500, False
+        body_pending = b"transfer-encoding" in headers or headers.get(b"content-length", b"0") != b"0"
+        deadline = time.monotonic() + self.body_timeout
+
+        async def receive_in_time():
+            nonlocal body_pending
+            if not body_pending:
+                return await receive()  # after the body, only the client leaving: no deadline
+            try:
+                async with asyncio.timeout(min(self.body_idle_timeout, deadline - time.monotonic())):
+                    message = await receive()
+            except TimeoutError:
+                raise BodyTimeout from None
+            body_pending = message["type"] == "http.request" and message.get("more_body", False)
+            return message
 
         async def send_with_id(message) -> None:
-            nonlocal status
+            nonlocal status, responded
             if message["type"] == "http.response.start":
-                status = message["status"]
-                message["headers"] = [*message.get("headers", []), (b"x-request-id", rid.encode())]
+                status, responded = message["status"], True
+                extra = [(b"x-request-id", rid.encode())]
+                if body_pending:
+                    # Answered before the body was read (401, 413, 429, 408): close the connection
+                    # after this answer, or uvicorn reads the rest for as long as the client sends it.
+                    extra.append((b"connection", b"close"))
+                message["headers"] = [*message.get("headers", []), *extra]
             await send(message)
 
         try:
-            await self.app(scope, receive, send_with_id)
+            await self.app(scope, receive_in_time, send_with_id)
+        except BodyTimeout:
+            if responded:
+                raise
+            logs.event(log, "request body too slow", logging.WARNING)
+            late = error_response(408, "the request body did not arrive in time", "invalid_request_error",
+                                  "request_timeout")
+            await late(scope, receive, send_with_id)
         finally:
             logs.event(log, "request", method=scope["method"], path=scope["path"], status=status,
                        latency_ms=round((time.perf_counter() - started) * 1000, 1))
@@ -255,6 +289,7 @@ def main() -> FastAPI:
     """The ASGI app uvicorn serves (``gateway.app:main`` with --factory)."""
     settings = GatewaySettings.from_environment()
     logs.configure(settings.log_level)
+    HttpToolsWithHeaderDeadline.header_timeout = settings.header_timeout_seconds  # the image's --http
     app = create_app(settings)
     # Start-up objects never die: keep them out of the collector's full passes, which
     # otherwise pause every stream at once (measured: tens of ms at p99).

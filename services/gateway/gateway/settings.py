@@ -32,6 +32,13 @@ class GatewaySettings(BaseModel):
     max_messages: int = Field(256, ge=1)
     max_message_chars: int = Field(100_000, ge=1)
     max_token_bytes: int = Field(8192, ge=512)
+    # Slow clients hold a connection each. A request's head must arrive within
+    # header_timeout_seconds (gateway.protocol, the image's --http); its body with no pause
+    # longer than body_idle_timeout_seconds and within body_timeout_seconds of the head
+    # (1 MiB in 20 s is 50 KB/s), or the answer is 408 and the connection is closed.
+    header_timeout_seconds: float = Field(10, gt=0)
+    body_idle_timeout_seconds: float = Field(10, gt=0)
+    body_timeout_seconds: float = Field(20, gt=0)
     # Origins whose pages may call the API from a browser (the frontend), comma-separated.
     allowed_origins: str = ""
     log_level: str = "INFO"
