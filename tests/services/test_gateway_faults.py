@@ -19,12 +19,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
 
+import aiohttp
 import httpx
 import pytest
 from fastapi import FastAPI, Request
 from fastapi.responses import Response, StreamingResponse
 
 from gateway.app import create_app as create_gateway
+from gateway.auth import MAX_JWKS_BYTES, JwksCache
 from harness import ROOT, Server, free_port, gateway_settings, wait_for
 
 
@@ -97,8 +99,6 @@ def test_a_chunked_key_set_is_read_whole(issuer, upstream):
 
 
 def test_an_oversized_key_set_is_a_failed_fetch_and_the_old_keys_stay(issuer, upstream):
-    from gateway.auth import MAX_JWKS_BYTES
-
     oversized = {"keys": issuer.jwks()["keys"], "padding": "x" * MAX_JWKS_BYTES}
     state = {"document": issuer.jwks()}
 
@@ -407,3 +407,44 @@ def test_request_heads_have_a_deadline_in_the_image(issuer, upstream):
 
         # A prompt client is not affected.
         assert httpx.get(f"{gateway.url}/health", timeout=5).status_code == 200
+
+
+# 5. A burst of unknown key ids waits for one key set fetch, not for one each.
+
+def test_concurrent_unknown_key_ids_share_one_key_set_fetch(issuer, upstream):
+    async def slow(request):
+        await asyncio.sleep(2)
+        return Response(json.dumps(issuer.jwks()), media_type="application/json")
+
+    async def burst(gateway) -> list[int]:
+        async with httpx.AsyncClient(base_url=gateway.url, timeout=30) as client:
+            answers = await asyncio.gather(*(
+                client.post("/v1/chat/completions", json=chat(), headers=bearer(_with_kid(issuer, f"unknown-{i}")))
+                for i in range(5)))
+        return [answer.status_code for answer in answers]
+
+    with key_set_server(slow) as jwks, gateway_for(issuer, upstream.url, jwks.jwks_url,
+                                                   jwks_min_refresh_seconds=1) as gateway:
+        started = time.monotonic()
+        statuses = asyncio.run(burst(gateway))
+        elapsed = time.monotonic() - started
+    assert statuses == [401] * 5
+    assert len(jwks.seen) == 1
+    assert elapsed < 3.5, f"{elapsed:.1f} s: the requests queued behind each other's fetches"
+
+
+def test_a_failed_refresh_keeps_the_keys_for_those_who_have_them(issuer):
+    # With a TTL of 0 every call refetches, as the first call after an hour would.
+    answers = iter([Response(json.dumps(issuer.jwks()), media_type="application/json"), Response(status_code=503)])
+
+    async def flaky(request):
+        return next(answers)
+
+    async def twice(url: str) -> list:
+        async with aiohttp.ClientSession() as client:
+            cache = JwksCache(url, client, ttl=0, min_refresh=0)
+            return [(await cache.key(issuer.kid))["kid"] for _ in range(2)]
+
+    with key_set_server(flaky) as jwks:
+        assert asyncio.run(twice(jwks.jwks_url)) == [issuer.kid, issuer.kid]
+    assert len(jwks.seen) == 2

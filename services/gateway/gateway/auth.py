@@ -1,6 +1,6 @@
 """Bearer JWT verification against a JWKS URL: asymmetric algorithms only, issuer,
 audience, expiry and not-before checked, keys cached and refreshed on an unknown key id
-(at most once per ``jwks_min_refresh_seconds``).
+(at most once per ``jwks_min_refresh_seconds``, one fetch at a time, shared by all who wait).
 
 A token that passed is remembered (by its SHA-256) until it expires or its key leaves
 the key set: a client sends the same token for up to an hour, and checking it in full
@@ -57,21 +57,26 @@ class JwksCache:
         self.url, self.client, self.ttl, self.min_refresh = url, client, ttl, min_refresh
         self.keys: dict[str, dict] = {}
         self.fetched_at = float("-inf")
-        self.lock = asyncio.Lock()
+        self.fetching: asyncio.Task | None = None  # the fetch in flight, if any
 
     async def key(self, kid: str) -> dict:
-        now = time.monotonic()
-        if kid not in self.keys or now - self.fetched_at > self.ttl:
-            async with self.lock:
-                if (kid not in self.keys and time.monotonic() - self.fetched_at >= self.min_refresh) or (
-                    time.monotonic() - self.fetched_at > self.ttl
-                ):
-                    await self._refresh()
+        failure = None
+        age = time.monotonic() - self.fetched_at
+        if age > self.ttl or kid not in self.keys:
+            if self.fetching is None and (age > self.ttl or age >= self.min_refresh):
+                self.fetching = asyncio.ensure_future(self._refresh())
+            if self.fetching is not None:
+                # One fetch at a time: whoever needs the keys meanwhile waits for that same
+                # fetch, not in a queue for one of its own (five unknown key ids took up to 5 x
+                # 5 s). Shielded: a caller that leaves does not cancel it for the others.
+                failure = await asyncio.shield(self.fetching)
         if kid not in self.keys:
-            raise Unauthorized("unknown key id")
+            raise Unauthorized(failure or "unknown key id")
         return self.keys[kid]
 
-    async def _refresh(self) -> None:
+    async def _refresh(self) -> str | None:
+        """Fetch the key set; on failure keep the keys we had (a JWKS hiccup must not log
+        everyone out) and return why it failed."""
         self.fetched_at = time.monotonic()
         try:
             async with self.client.get(self.url, timeout=aiohttp.ClientTimeout(total=5)) as response:
@@ -85,10 +90,12 @@ class JwksCache:
                         raise ValueError("JWKS too large")
             document = json.loads(content)
             keys = [k for k in document.get("keys", []) if isinstance(k, dict) and isinstance(k.get("kid"), str)]
+            self.keys = {k["kid"]: k for k in keys[:MAX_KEYS]}
         except (aiohttp.ClientError, TimeoutError, ValueError, AttributeError) as err:
-            # Keep the keys we had: a JWKS hiccup must not log everyone out.
-            raise Unauthorized(f"JWKS unavailable: {type(err).__name__}") from None
-        self.keys = {k["kid"]: k for k in keys[:MAX_KEYS]}
+            return f"JWKS unavailable: {type(err).__name__}"
+        finally:
+            self.fetching = None
+        return None
 
 
 class Verifier:
