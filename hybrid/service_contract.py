@@ -136,12 +136,13 @@ def service_settings(env: Environment, wiring: Wiring, roles=tuple(MODELS)) -> d
             continue
         model, service = MODELS[role], getattr(env.services, role)
         fields = {name.upper(): name for name in model.model_fields}
-        given = {**service.env, **service.secrets}
-        for name in sorted(given):
-            if name not in fields:
-                problems.append(f"services.{role}.env.{name}: unknown setting; the {role} reads {', '.join(sorted(fields))}")
-            elif values.get(fields[name]) is not None:
-                problems.append(f"services.{role}.env.{name}: is set by the stack; it cannot be overridden")
+        for table, given in (("env", service.env), ("secrets", service.secrets)):
+            for name in sorted(given):
+                if name not in fields:
+                    problems.append(f"services.{role}.{table}.{name}: unknown setting; "
+                                    f"the {role} reads {', '.join(sorted(fields))}")
+                elif values.get(fields[name]) is not None:
+                    problems.append(f"services.{role}.{table}.{name}: is set by the stack; it cannot be overridden")
         # Secrets reach the container from Secret Manager; check the plain ones here.
         overrides = {fields[name]: value for name, value in service.env.items() if name in fields}
         try:

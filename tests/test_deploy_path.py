@@ -8,7 +8,7 @@ import subprocess
 from iac import ROOT, STACKS
 
 # Run the recipes' commands only; treat the install stamps as done.
-DRY_RUN = ["make", "-n", "-o", ".venv/.synced", "-o", "node_modules/.installed"]
+DRY_RUN = ["make", "--no-print-directory", "-n", "-o", ".venv/.synced", "-o", "node_modules/.installed"]
 
 
 def recipe(*args: str) -> list[str]:
@@ -17,10 +17,10 @@ def recipe(*args: str) -> list[str]:
 
 
 def test_review_hcl_and_deployed_json_go_to_different_folders():
-    (synth,) = [line for line in recipe("synth") if line.startswith("cdktf synth")]
-    deploy = recipe("deploy", "STACKS=prod-network prod-registry")
+    (synth,) = [line for line in recipe("synth") if line.startswith("cdktf ")]
+    deploy = [line for line in recipe("deploy", "STACKS=prod-network prod-registry") if line.startswith(("rm ", "cdktf "))]
     assert synth == "cdktf synth --hcl --output cdktf.out.review"
-    assert deploy[-2:] == ["rm -rf cdktf.out", "cdktf deploy --output cdktf.out prod-network prod-registry"]
+    assert deploy == ["rm -rf cdktf.out", "cdktf deploy --output cdktf.out prod-network prod-registry"]
 
 
 def test_deploy_names_its_stacks():
