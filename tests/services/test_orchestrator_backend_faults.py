@@ -11,13 +11,16 @@ import uuid
 import zlib
 
 import httpx
+import psycopg
 import pytest
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from harness import Server, wait_for
+from harness import Server, last_event, wait_for
 from orchestrator.app import create_app as create_orchestrator
 from orchestrator.settings import OrchestratorSettings
+
+MAX_TOKENS = 10_000_000  # the most the ledger records for one figure
 
 
 def odd_backend() -> FastAPI:
@@ -102,8 +105,10 @@ def orchestrator_of_odd(postgres, odd):
         yield server
 
 
-def ask(server, model: str, stream: bool, user: str = "odd-user") -> tuple[httpx.Response, str]:
+def ask(server, model: str, stream: bool, user: str | None = None) -> tuple[httpx.Response, str]:
+    """One request, of a user of its own unless ``user`` is given (an impossible usage uses up a quota)."""
     rid = uuid.uuid4().hex
+    user = user or f"odd-{rid[:8]}"
     body = {"model": model, "messages": [{"role": "user", "content": "say hello"}], "stream": stream}
     response = httpx.post(f"{server.url}/v1/chat/completions", json=body,
                           headers={"x-user-id": user, "x-request-id": rid}, timeout=30)
@@ -142,3 +147,48 @@ def test_an_answer_in_an_encoding_that_cannot_be_decoded_is_refused(orchestrator
     assert response.status_code == 502
     assert response.json()["error"]["code"] == "backends_unavailable"
     assert settled(ledger_rows, rid)["outcome"] == "failed"
+
+
+def user_total(postgres, user: str) -> int:
+    with psycopg.connect(postgres.conninfo) as conn:
+        return conn.execute("SELECT coalesce(sum(prompt_tokens + completion_tokens), 0) FROM usage_ledger "
+                            "WHERE user_id = %s AND outcome <> 'started'", (user,)).fetchone()[0]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_an_impossible_usage_is_clamped_and_later_outcomes_still_settle(orchestrator_of_odd, ledger_rows, stream):
+    response, huge = ask(orchestrator_of_odd, "usage-huge", stream)
+    assert response.status_code == 200
+    row = settled(ledger_rows, huge)
+    assert (row["outcome"], row["prompt_tokens"], row["completion_tokens"]) == ("completed", MAX_TOKENS, 5)
+    response, later = ask(orchestrator_of_odd, "plain", stream)
+    assert settled(ledger_rows, later)["outcome"] == "completed"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_negative_usage_never_lowers_a_users_total(orchestrator_of_odd, postgres, ledger_rows, stream):
+    user = f"negative-{uuid.uuid4().hex[:8]}"
+    _, first = ask(orchestrator_of_odd, "plain", stream, user=user)
+    settled(ledger_rows, first)
+    before = user_total(postgres, user)
+    response, rid = ask(orchestrator_of_odd, "usage-negative", stream, user=user)
+    assert response.status_code == 200
+    row = settled(ledger_rows, rid)
+    assert (row["outcome"], row["prompt_tokens"], row["completion_tokens"]) == ("completed", 0, 0)
+    assert user_total(postgres, user) == before == 8
+
+
+def test_usage_that_is_not_a_number_is_a_502_and_a_failed_row(orchestrator_of_odd, ledger_rows):
+    response, rid = ask(orchestrator_of_odd, "usage-text", stream=False)
+    assert response.status_code == 502
+    assert response.json()["error"]["code"] == "invalid_upstream_usage"
+    assert settled(ledger_rows, rid)["outcome"] == "failed"
+
+
+def test_a_stream_whose_usage_is_not_a_number_ends_in_an_error_and_a_failed_row(orchestrator_of_odd, ledger_rows):
+    response, rid = ask(orchestrator_of_odd, "usage-text", stream=True)
+    assert response.status_code == 200  # sent with the first byte, before the usage came
+    assert "[DONE]" not in response.text
+    assert last_event(response.content)["error"]["type"] == "api_error"
+    row = settled(ledger_rows, rid)
+    assert (row["outcome"], row["completion_tokens"]) == ("failed", 3)  # one a content chunk

@@ -21,11 +21,14 @@ from orchestrator.database import create_pool
 from orchestrator.ledger import Ledger, LedgerUnavailable, Outcome
 from orchestrator.routing import backends_for
 from orchestrator.settings import OrchestratorSettings
-from orchestrator.usage import UsageMeter, estimate_tokens
+from orchestrator.usage import UsageInvalid, UsageMeter, estimate_tokens
 from servicekit import logs
 from servicekit.errors import error_response, stream_broke_event
 
 log = logging.getLogger("orchestrator")
+# The 502s of an answer that broke or could not be metered once the backend had begun it.
+BACKEND_STOPPED = ("the model backend stopped answering", "api_error", "upstream_aborted")
+USAGE_INVALID = ("the model backend reported usage that is not a token count", "api_error", "invalid_upstream_usage")
 
 
 def create_app(settings: OrchestratorSettings, conninfo: str | None = None) -> FastAPI:
@@ -97,18 +100,20 @@ def create_app(settings: OrchestratorSettings, conninfo: str | None = None) -> F
         headers = {"content-type": upstream.headers.get("content-type", "application/json")}
 
         if not body.get("stream"):
-            outcome = "client_aborted"  # unless the read below ends, one way or the other
+            outcome, error = "client_aborted", None  # unless the read below ends, one way or the other
             try:
                 content = await upstream.read()
                 meter.read_body(content)
                 outcome = "completed" if upstream.status < 400 else "failed"
             except (aiohttp.ClientError, asyncio.TimeoutError):
-                content, outcome = b"", "upstream_aborted"
+                outcome, error = "upstream_aborted", BACKEND_STOPPED
+            except UsageInvalid:
+                outcome, error = "failed", USAGE_INVALID
             finally:
                 upstream.release()
                 ledger.close_entry(Outcome(entry, outcome, backend, meter.prompt_tokens, meter.completion))
-            if outcome == "upstream_aborted":
-                return error_response(502, "the model backend stopped answering", "api_error", "upstream_aborted")
+            if error:
+                return error_response(502, *error)
             return Response(content=content, status_code=upstream.status, headers=headers)
 
         async def relay():
@@ -120,13 +125,17 @@ def create_app(settings: OrchestratorSettings, conninfo: str | None = None) -> F
                 outcome = "completed" if meter.done else "upstream_aborted"
             except (aiohttp.ClientError, asyncio.TimeoutError) as err:
                 logs.event(log, "backend stream broke", logging.WARNING, backend=backend, error=type(err).__name__)
+            except UsageInvalid:
+                # The reply cannot be metered: stop passing it on, and say so rather than [DONE].
+                logs.event(log, "backend usage is not a token count", logging.WARNING, backend=backend)
+                outcome = "failed"
             except (asyncio.CancelledError, GeneratorExit):
                 outcome = "client_aborted"
                 raise
             finally:
                 ledger.close_entry(Outcome(entry, outcome, backend, meter.prompt_tokens, meter.completion))
                 upstream.close()  # drops the backend's stream too when the client has gone
-            if outcome == "upstream_aborted":
+            if outcome in ("upstream_aborted", "failed"):
                 yield stream_broke_event()
 
         return StreamingResponse(relay(), status_code=upstream.status, headers=headers,

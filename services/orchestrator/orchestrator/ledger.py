@@ -63,6 +63,11 @@ def admits(used: int, reserved: int, estimate: int, quota: int) -> bool:
     return left > 0 and (estimate <= left or reserved == 0)
 
 
+# The database is away or too slow now; anything else it raises is about the statement itself.
+UNREACHABLE = (psycopg.OperationalError, PoolTimeout, OSError)
+REFUSALS_BEFORE_DROPPING = 3
+
+
 class LedgerUnavailable(Exception):
     """The database cannot be reached now; the request is not accepted."""
 
@@ -143,18 +148,32 @@ class Ledger:
     async def _write_outcomes(self) -> None:
         while True:
             outcome = await self.pending.get()
-            while True:
-                try:
-                    async with self.pool.connection() as conn:
-                        await conn.execute(
-                            "UPDATE usage_ledger SET outcome = %s, backend = %s, prompt_tokens = %s, "
-                            "completion_tokens = %s, finished_at = now() WHERE id = %s AND outcome = 'started'",
-                            (outcome.outcome, outcome.backend, outcome.prompt_tokens, outcome.completion_tokens,
-                             outcome.entry),
-                        )
-                    break
-                except (psycopg.Error, PoolTimeout, OSError) as err:
-                    logs.event(log, "ledger write deferred", logging.WARNING, error=type(err).__name__,
-                               pending=self.pending.qsize() + 1)
-                    await asyncio.sleep(self.retry_seconds)
+            await self._write(outcome)
             self.pending.task_done()
+
+    async def _write(self, outcome: Outcome) -> None:
+        """Retry while the database is away, however long; give up on an outcome the database
+        itself refuses after a few tries, as it may refuse it for ever and hold up the rest."""
+        refusals = 0
+        while True:
+            try:
+                async with self.pool.connection() as conn:
+                    await conn.execute(
+                        "UPDATE usage_ledger SET outcome = %s, backend = %s, prompt_tokens = %s, "
+                        "completion_tokens = %s, finished_at = now() WHERE id = %s AND outcome = 'started'",
+                        (outcome.outcome, outcome.backend, outcome.prompt_tokens, outcome.completion_tokens,
+                         outcome.entry),
+                    )
+                return
+            except UNREACHABLE as err:
+                logs.event(log, "ledger write deferred", logging.WARNING, error=type(err).__name__,
+                           pending=self.pending.qsize() + 1)
+            except psycopg.Error as err:
+                refusals += 1
+                if refusals >= REFUSALS_BEFORE_DROPPING:
+                    # Logged whole, for the record; the row stays started until reconciled.
+                    logs.event(log, "ledger outcome dropped", logging.ERROR, error=type(err).__name__,
+                               entry=str(outcome.entry), outcome=outcome.outcome, backend=outcome.backend,
+                               prompt_tokens=outcome.prompt_tokens, completion_tokens=outcome.completion_tokens)
+                    return
+            await asyncio.sleep(self.retry_seconds)

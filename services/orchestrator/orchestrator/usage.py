@@ -10,6 +10,28 @@ MAX_TOKENS = 10_000_000
 CHARS_PER_TOKEN = 4
 
 
+class UsageInvalid(ValueError):
+    """The backend reported usage that is not a token count: it cannot be metered."""
+
+
+def token_count(value) -> int:
+    """A reported usage figure as the ledger records it: a whole number (JSON's, or a string of
+    digits), clamped to 0..MAX_TOKENS, so a negative figure never lowers a user's total and an
+    absurd one cannot overflow the ledger's columns."""
+    if value is None:
+        return 0
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    elif isinstance(value, str):
+        try:
+            value = int(value)
+        except ValueError:
+            raise UsageInvalid("usage is not a token count") from None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise UsageInvalid(f"usage is not a token count ({type(value).__name__})")
+    return min(max(value, 0), MAX_TOKENS)
+
+
 def estimate_tokens(body: dict, default_completion: int) -> int:
     """What a request may use, reserved against the quota while it runs: the completion limit
     it asks for (max_completion_tokens, or the older max_tokens), else ``default_completion``,
@@ -21,7 +43,8 @@ def estimate_tokens(body: dict, default_completion: int) -> int:
 
 
 class UsageMeter:
-    """Fed the raw bytes of a server-sent event stream, or a whole JSON body."""
+    """Fed the raw bytes of a server-sent event stream, or a whole JSON body; raises
+    UsageInvalid when the usage reported is not a token count."""
 
     def __init__(self) -> None:
         self.prompt_tokens = 0
@@ -42,8 +65,8 @@ class UsageMeter:
             if payload == b"[DONE]":
                 self.done = True
                 continue
-            self.chunks += 1
             self._read(payload)
+            self.chunks += 1  # after the read: a chunk whose usage is refused is not counted
 
     def read_body(self, body: bytes) -> None:
         self._read(body)
@@ -54,12 +77,11 @@ class UsageMeter:
             usage = json.loads(payload).get("usage")
         except (ValueError, AttributeError):
             return
-        if isinstance(usage, dict):
-            self.prompt_tokens = int(usage.get("prompt_tokens") or 0)
-            self.completion_tokens = int(usage.get("completion_tokens") or 0)
-            self._reported = True
+        if isinstance(usage, dict):  # UsageInvalid if its figures are not token counts
+            prompt, completion = token_count(usage.get("prompt_tokens")), token_count(usage.get("completion_tokens"))
+            self.prompt_tokens, self.completion_tokens, self._reported = prompt, completion, True
 
     @property
     def completion(self) -> int:
         """Reported completion tokens, or one per content chunk seen when the stream stopped early."""
-        return self.completion_tokens if self._reported else max(self.completion_tokens, self.chunks)
+        return self.completion_tokens if self._reported else min(self.chunks, MAX_TOKENS)
