@@ -271,21 +271,20 @@ def test_custom_metrics_adapter_with_its_rbac(stack):
     )
 
 
-def test_custom_metrics_adapter_runs_hardened_as_non_root(stack):
-    """The adapter's distroless image has no USER: run_as_non_root alone refuses it, so the Pod
-    names a non-root user. Its self-signed serving certificate goes to an emptyDir (the root
-    filesystem stays read-only) and it serves above 1024, behind the Service's 443."""
+def test_custom_metrics_adapter_runs_hardened_on_the_port_the_control_plane_reaches(stack):
+    """A private cluster's control plane reaches Pods on 443 and 10250 only, so the adapter keeps
+    443 (as upstream) and its image's root user, with every capability dropped but binding that
+    port, no privilege escalation, and its self-signed certificate in an emptyDir (the root
+    filesystem stays read-only)."""
     adapter = named(stack, "kubernetes_deployment_v1", "custom-metrics-stackdriver-adapter")
     pod = adapter["spec"]["template"]["spec"]
     (container,) = pod["container"]
-    context = pod["security_context"]
-    assert context["run_as_non_root"] is True
-    assert int(context["run_as_user"]) > 0 and int(context["run_as_group"]) > 0
-    assert context["seccomp_profile"] == {"type": "RuntimeDefault"}
+    assert pod["security_context"] == {"seccomp_profile": {"type": "RuntimeDefault"}}
     hardened = container["security_context"]
     assert hardened["read_only_root_filesystem"] is True
     assert hardened["allow_privilege_escalation"] is False
-    assert hardened["capabilities"] == {"drop": ["ALL"]}
+    assert hardened["capabilities"] == {"drop": ["ALL"], "add": ["NET_BIND_SERVICE"]}
+    assert "run_as_non_root" not in hardened  # the distroless image has no other user
 
     flags = dict(arg.split("=", 1) for arg in container["command"][1:])
     mounts = {m["mount_path"]: m["name"] for m in container["volume_mount"]}
@@ -293,7 +292,7 @@ def test_custom_metrics_adapter_runs_hardened_as_non_root(stack):
     assert "empty_dir" in volumes[mounts[flags["--cert-dir"]]]
 
     secure_port = int(flags["--secure-port"])
-    assert secure_port > 1024
+    assert secure_port == 443
     (port,) = container["port"]
     assert (port["container_port"], port["protocol"]) == (secure_port, "TCP")
     service = named(stack, "kubernetes_service_v1", "custom-metrics-stackdriver-adapter")

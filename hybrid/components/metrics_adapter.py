@@ -54,14 +54,16 @@ NAMESPACE = "custom-metrics"
 NAME = "custom-metrics-stackdriver-adapter"
 IMAGE = "gcr.io/gke-release/custom-metrics-stackdriver-adapter:v0.15.2-gke.1"
 LABELS = {"run": NAME, "k8s-app": NAME}
-# The image is distroless with no USER, so it would run as root: run it as nobody instead.
-NON_ROOT_ID = "65534"
 # The adapter is a k8s.io/apiserver server (sigs.k8s.io/custom-metrics-apiserver's AdapterBase adds
-# SecureServingOptions' flags): it serves on --secure-port (default 443, which needs root) and
-# writes a self-signed certificate into --cert-dir (default apiserver.local.config/certificates,
-# under the read-only root). See GoogleCloudPlatform/k8s-stackdriver
-# custom-metrics-stackdriver-adapter/adapter.go and k8s.io/apiserver/pkg/server/options/serving.go.
-SECURE_PORT = 6443
+# SecureServingOptions' flags): it serves on --secure-port and writes a self-signed certificate into
+# --cert-dir (default apiserver.local.config/certificates, under the read-only root). See
+# GoogleCloudPlatform/k8s-stackdriver custom-metrics-stackdriver-adapter/adapter.go and
+# k8s.io/apiserver/pkg/server/options/serving.go.
+# It stays on 443, as upstream: a private cluster's control plane reaches Pods on 443 and 10250
+# only (GKE's own firewall rule; cloud.google.com/kubernetes-engine/docs/how-to/private-clusters#add_firewall_rules),
+# and this VPC denies every other ingress. So it runs as the image's root user, but with no
+# capability except binding that port, no privilege escalation and a read-only root.
+SECURE_PORT = 443
 CERT_DIR = "/var/run/serving-cert"
 PORT_NAME = "https"
 # The metric APIs the adapter serves; the HPA asks custom.metrics for Pods metrics.
@@ -152,9 +154,6 @@ class CustomMetricsAdapter(Construct):
                     spec=DeploymentV1SpecTemplateSpec(
                         service_account_name=account.metadata.name,
                         security_context=DeploymentV1SpecTemplateSpecSecurityContext(
-                            run_as_non_root=True,
-                            run_as_user=NON_ROOT_ID,
-                            run_as_group=NON_ROOT_ID,
                             seccomp_profile=DeploymentV1SpecTemplateSpecSecurityContextSeccompProfile(
                                 type="RuntimeDefault"
                             ),
@@ -181,10 +180,9 @@ class CustomMetricsAdapter(Construct):
                                 ),
                                 security_context=DeploymentV1SpecTemplateSpecContainerSecurityContext(
                                     allow_privilege_escalation=False,
-                                    run_as_non_root=True,
                                     read_only_root_filesystem=True,
                                     capabilities=DeploymentV1SpecTemplateSpecContainerSecurityContextCapabilities(
-                                        drop=["ALL"]
+                                        drop=["ALL"], add=["NET_BIND_SERVICE"]
                                     ),
                                 ),
                                 volume_mount=[
