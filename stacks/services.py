@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from cdktf import TerraformOutput
 from cdktf_cdktf_provider_google.apikeys_key import (
     ApikeysKey,
     ApikeysKeyRestrictions,
@@ -161,6 +162,8 @@ class ServicesStack(LayerStack):
             self.frontend.require_iap(members=settings.iap_members, beta=beta)
         else:
             self.frontend.allow_public()
+        # The address to open: the gateway's CORS and the browser key admit this origin only.
+        TerraformOutput(self, "chat_page_url", value=frontend_origin)
 
     def egress(self, role: str) -> PrivateEgress:
         return PrivateEgress(

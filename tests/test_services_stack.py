@@ -295,3 +295,5 @@ def test_the_chat_page_signs_in_with_identity_platform_and_a_restricted_browser_
     assert gateway["JWT_ISSUER"] == f"https://securetoken.google.com/replace-me-{env}"
     assert gateway["JWT_AUDIENCE"] == f"replace-me-{env}"
     assert gateway["ALLOWED_ORIGINS"] == origin
+    # The address to open is the one CORS and the key admit.
+    assert stack["output"]["chat_page_url"]["value"] == origin
