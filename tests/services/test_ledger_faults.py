@@ -4,11 +4,21 @@ that hangs with connections open, and a restart that kills every pooled connecti
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
+import signal
+import tempfile
+import time
 import uuid
+from contextlib import contextmanager
+from pathlib import Path
 
+import httpx
 import psycopg
+import pytest
 
-from harness import wait_for
+from harness import Postgres, Server, orchestrator_settings, wait_for
+from orchestrator.app import create_app as create_orchestrator
 from orchestrator.database import create_pool
 from orchestrator.ledger import Ledger, Outcome
 from test_ledger_resilience import fresh_database
@@ -53,3 +63,73 @@ def test_an_outcome_the_database_refuses_does_not_hold_up_the_rest(postgres, cap
     dropped = [r for r in caplog.records if r.getMessage() == "ledger outcome dropped"]
     assert len(dropped) == 1
     assert (dropped[0].fields["outcome"], dropped[0].fields["prompt_tokens"]) == ("completed", 3)
+
+
+@pytest.fixture(scope="module")
+def own_postgres():
+    """A cluster of this module's own, to freeze and restart without disturbing the others."""
+    directory = Path(tempfile.mkdtemp(prefix="ledger-faults-"))
+    server = Postgres(directory)
+    server.start()
+    yield server
+    server.stop()
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+@contextmanager
+def frozen(server: Postgres):
+    """Stop every process of the cluster (SIGSTOP): connections stay open and nothing answers,
+    as with a server that hangs."""
+    postmaster = int((server.data / "postmaster.pid").read_text().split()[0])
+    children = os.popen(f"pgrep -P {postmaster}").read().split()
+    pids = [postmaster, *map(int, children)]
+    signal_all(pids, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        signal_all(pids, signal.SIGCONT)
+
+
+def signal_all(pids: list[int], signum: int) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, signum)
+        except ProcessLookupError:  # a backend whose client had just left
+            pass
+
+
+def chat(server, content: str, request_id: str, timeout: float = 30) -> httpx.Response:
+    body = {"model": "standin-echo", "messages": [{"role": "user", "content": content}]}
+    return httpx.post(f"{server.url}/v1/chat/completions", json=body,
+                      headers={"x-user-id": "hung-db-user", "x-request-id": request_id}, timeout=timeout)
+
+
+def test_a_hung_database_is_a_prompt_503_and_no_work_once_it_thaws(own_postgres, upstream):
+    settings = orchestrator_settings(upstream.url, database_timeout_seconds=2)
+    with Server(create_orchestrator(settings, conninfo=own_postgres.conninfo)) as server:
+        assert chat(server, "warm the pool", uuid.uuid4().hex).status_code == 200
+        nonce, rid = uuid.uuid4().hex, uuid.uuid4().hex
+        with frozen(own_postgres):
+            started = time.monotonic()
+            response = chat(server, f"hello {nonce}", rid, timeout=10)
+            took = time.monotonic() - started
+        assert response.status_code == 503, response.text
+        assert response.json()["error"]["code"] == "ledger_unavailable"
+        assert took < 4
+        # Thawed: whatever the abandoned request had left in flight may run now; none of it
+        # may reach a model or the ledger.
+        time.sleep(3)
+        assert not [r for r in upstream.app.state.requests if nonce in str(r["body"])]
+        with psycopg.connect(own_postgres.conninfo) as conn:
+            assert conn.execute("SELECT count(*) FROM usage_ledger WHERE request_id = %s", (rid,)).fetchone() == (0,)
+        assert wait_for(lambda: chat(server, "after", uuid.uuid4().hex).status_code == 200, timeout=15, interval=0.5)
+
+
+def test_a_hung_database_at_start_up_does_not_hold_the_start_up(own_postgres, upstream):
+    settings = orchestrator_settings(upstream.url, database_timeout_seconds=2)
+    with frozen(own_postgres):
+        started = time.monotonic()
+        with Server(create_orchestrator(settings, conninfo=own_postgres.conninfo)) as server:
+            took = time.monotonic() - started
+            assert chat(server, "frozen", uuid.uuid4().hex, timeout=10).status_code == 503
+    assert took < 8

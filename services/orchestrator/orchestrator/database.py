@@ -26,6 +26,11 @@ def create_pool(auth: str, size: int, timeout: float, conninfo: str = "") -> Asy
     connection_class = (
         iam_connection_class(GoogleAccessToken([SQL_LOGIN_SCOPE])) if auth == "iam" else psycopg.AsyncConnection
     )
+    # The server gives up on a statement, or a wait for a lock (a user's admission lock), after
+    # the time the ledger waits for it, and on a transaction whose client went quiet: work the
+    # orchestrator stopped waiting for must not run later or hold locks meanwhile.
+    ms = int(timeout * 1000)
+    options = f"-c statement_timeout={ms} -c lock_timeout={ms} -c idle_in_transaction_session_timeout={2 * ms}"
     return AsyncConnectionPool(
         conninfo,
         min_size=0,  # start even while the database is down; connect on first use
@@ -33,7 +38,7 @@ def create_pool(auth: str, size: int, timeout: float, conninfo: str = "") -> Asy
         timeout=timeout,
         open=False,
         connection_class=connection_class,
-        kwargs={"autocommit": True, "connect_timeout": max(1, int(timeout))},
+        kwargs={"autocommit": True, "connect_timeout": max(1, int(timeout)), "options": options},
         check=AsyncConnectionPool.check_connection,  # drop connections that died with a restart
         reconnect_timeout=0,  # keep trying for ever: the database comes back
     )

@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from collections.abc import Coroutine
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
@@ -22,6 +24,9 @@ log = logging.getLogger("orchestrator.ledger")
 OUTCOMES = ("completed", "failed", "client_aborted", "upstream_aborted")
 # Any fixed number: serializes migrations between instances starting at once.
 MIGRATION_LOCK = 7_310_241_001
+# Migrations may wait for other instances' transactions; requests may not wait that long.
+MIGRATION_SECONDS = 30
+T = TypeVar("T")
 MIGRATIONS = {
     1: """
         CREATE TABLE usage_ledger (
@@ -82,9 +87,11 @@ class Outcome:
 
 
 class Ledger:
-    def __init__(self, pool: AsyncConnectionPool, retry_seconds: float = 1.0) -> None:
+    def __init__(self, pool: AsyncConnectionPool, retry_seconds: float = 1.0, timeout: float | None = None) -> None:
         self.pool = pool
         self.retry_seconds = retry_seconds
+        # The longest one database operation may take (the pool's wait for a connection by default).
+        self.timeout = timeout or pool.timeout
         self.migrated = False
         self.pending: asyncio.Queue[Outcome] = asyncio.Queue()
         self.writer: asyncio.Task | None = None
@@ -101,7 +108,14 @@ class Ledger:
 
     async def migrate(self) -> None:
         """Apply missing migrations; safe when several instances start at once."""
+        await self._bounded(self._migrate(), MIGRATION_SECONDS)
+
+    async def _migrate(self) -> None:
         async with self.pool.connection() as conn, conn.transaction():
+            # Longer than the connections' statement and lock timeouts: ALTER TABLE may wait for
+            # other instances' transactions on the table.
+            await conn.execute(f"SET LOCAL statement_timeout = '{MIGRATION_SECONDS}s'")
+            await conn.execute(f"SET LOCAL lock_timeout = '{MIGRATION_SECONDS}s'")
             await conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
             await conn.execute(
                 "CREATE TABLE IF NOT EXISTS schema_migrations (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
@@ -118,25 +132,28 @@ class Ledger:
                          estimate: int = 0) -> uuid.UUID | None:
         """The new entry's id, reserving ``estimate`` tokens of the user's daily quota until its
         outcome is written; None when the quota has no room for it (see ``admits``)."""
-        entry = uuid.uuid4()
         try:
-            if not self.migrated:
-                await self.migrate()
-            async with self.pool.connection() as conn, conn.transaction():
-                # One admission at a time per user, across connections and instances: the next
-                # one reads the quota only after this one's row is committed (the lock is held
-                # until then).
-                await conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (QUOTA_LOCK, user_id))
-                used, reserved = await (await conn.execute(TODAY, (user_id,))).fetchone()
-                if not admits(used, reserved, estimate, quota):
-                    return None
-                await conn.execute(
-                    "INSERT INTO usage_ledger (id, request_id, user_id, model, outcome, reserved_tokens) "
-                    "VALUES (%s, %s, %s, %s, 'started', %s)",
-                    (entry, request_id, user_id, model, estimate),
-                )
-        except (psycopg.Error, PoolTimeout, OSError) as err:
+            return await self._bounded(self._admit(request_id, user_id, model, quota, estimate))
+        except (psycopg.Error, PoolTimeout, OSError) as err:  # OSError: TimeoutError too
             raise LedgerUnavailable(type(err).__name__) from None
+
+    async def _admit(self, request_id: str, user_id: str, model: str, quota: int, estimate: int) -> uuid.UUID | None:
+        if not self.migrated:
+            await self._migrate()
+        entry = uuid.uuid4()
+        async with self.pool.connection() as conn, conn.transaction():
+            # One admission at a time per user, across connections and instances: the next
+            # one reads the quota only after this one's row is committed (the lock is held
+            # until then).
+            await conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (QUOTA_LOCK, user_id))
+            used, reserved = await (await conn.execute(TODAY, (user_id,))).fetchone()
+            if not admits(used, reserved, estimate, quota):
+                return None
+            await conn.execute(
+                "INSERT INTO usage_ledger (id, request_id, user_id, model, outcome, reserved_tokens) "
+                "VALUES (%s, %s, %s, %s, 'started', %s)",
+                (entry, request_id, user_id, model, estimate),
+            )
         return entry
 
     def close_entry(self, outcome: Outcome) -> None:
@@ -157,13 +174,7 @@ class Ledger:
         refusals = 0
         while True:
             try:
-                async with self.pool.connection() as conn:
-                    await conn.execute(
-                        "UPDATE usage_ledger SET outcome = %s, backend = %s, prompt_tokens = %s, "
-                        "completion_tokens = %s, finished_at = now() WHERE id = %s AND outcome = 'started'",
-                        (outcome.outcome, outcome.backend, outcome.prompt_tokens, outcome.completion_tokens,
-                         outcome.entry),
-                    )
+                await self._bounded(self._settle(outcome))
                 return
             except UNREACHABLE as err:
                 logs.event(log, "ledger write deferred", logging.WARNING, error=type(err).__name__,
@@ -177,3 +188,28 @@ class Ledger:
                                prompt_tokens=outcome.prompt_tokens, completion_tokens=outcome.completion_tokens)
                     return
             await asyncio.sleep(self.retry_seconds)
+
+    async def _settle(self, outcome: Outcome) -> None:
+        async with self.pool.connection() as conn:
+            await conn.execute(
+                "UPDATE usage_ledger SET outcome = %s, backend = %s, prompt_tokens = %s, "
+                "completion_tokens = %s, finished_at = now() WHERE id = %s AND outcome = 'started'",
+                (outcome.outcome, outcome.backend, outcome.prompt_tokens, outcome.completion_tokens, outcome.entry),
+            )
+
+    async def _bounded(self, work: Coroutine[Any, Any, T], seconds: float | None = None) -> T:
+        """The result of ``work``, or TimeoutError after ``seconds`` (the ledger's timeout by
+        default). A server that hangs with its connections open answers nothing, ever, so
+        neither the caller nor the statement's own timeout would end the wait. The work is
+        cancelled, so it goes no further, but not waited for: psycopg may spend ten seconds
+        trying to cancel a query the server does not answer."""
+        seconds = seconds or self.timeout
+        task = asyncio.ensure_future(work)
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())  # nobody may be left to read it
+        try:
+            done, _ = await asyncio.wait({task}, timeout=seconds)
+        finally:
+            task.cancel()  # nothing once it is done; and the caller's own cancellation ends it too
+        if not done:
+            raise TimeoutError(f"no answer from the database in {seconds} s")
+        return task.result()
