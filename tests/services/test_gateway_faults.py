@@ -21,6 +21,7 @@ from types import SimpleNamespace
 
 import aiohttp
 import httpx
+import jwt
 import pytest
 from fastapi import FastAPI, Request
 from fastapi.responses import Response, StreamingResponse
@@ -67,6 +68,13 @@ def post(gateway, token: str, payload: dict | None = None) -> httpx.Response:
     return httpx.post(f"{gateway.url}/v1/chat/completions", json=payload or chat(), headers=bearer(token), timeout=30)
 
 
+def signed_with_kid(issuer, kid: str) -> str:
+    """A token signed with the issuer's key but naming key id ``kid``."""
+    now = int(time.time())
+    claims = {"iss": issuer.issuer, "aud": issuer.audience, "sub": "someone", "iat": now, "exp": now + 600}
+    return jwt.encode(claims, issuer.key, algorithm="RS256", headers={"kid": kid})
+
+
 # 1. A key set whose body arrives in more than one read.
 
 def _in_pieces(document: dict, pieces: int, **headers) -> StreamingResponse:
@@ -109,26 +117,14 @@ def test_an_oversized_key_set_is_a_failed_fetch_and_the_old_keys_stay(issuer, up
         assert post(gateway, issuer.token("before-oversize")).status_code == 200
         state["document"] = oversized
         time.sleep(1.1)  # past JWKS_MIN_REFRESH_SECONDS: an unknown key id refetches
-        assert post(gateway, _with_kid(issuer, "rotated-away")).status_code == 401
+        assert post(gateway, signed_with_kid(issuer, "rotated-away")).status_code == 401
         assert len(jwks.seen) == 2, "the oversized key set was not fetched"
         # A token never seen before is checked in full, against the keys kept from the first fetch.
         assert post(gateway, issuer.token("after-oversize")).status_code == 200
 
 
-def _with_kid(issuer, kid: str) -> str:
-    import jwt
-
-    now = int(time.time())
-    claims = {"iss": issuer.issuer, "aud": issuer.audience, "sub": "someone", "iat": now, "exp": now + 600}
-    return jwt.encode(claims, issuer.key, algorithm="RS256", headers={"kid": kid})
-
-
 # 2. Compression: the gateway relays bytes as they come (no decompression), so it must not
 # invite compressed answers, and must label any it gets anyway.
-
-def _gzip(data: bytes) -> bytes:
-    return gzip.compress(data)
-
 
 def _asks_for_gzip(request: Request) -> bool:
     return "gzip" in request.headers.get("accept-encoding", "")
@@ -138,7 +134,7 @@ def test_a_key_set_server_that_compresses_when_asked_is_read(issuer, upstream):
     async def answer(request):
         raw = json.dumps(issuer.jwks()).encode()
         if _asks_for_gzip(request):
-            return Response(_gzip(raw), media_type="application/json", headers={"content-encoding": "gzip"})
+            return Response(gzip.compress(raw), media_type="application/json", headers={"content-encoding": "gzip"})
         return Response(raw, media_type="application/json")
 
     with key_set_server(answer) as jwks, gateway_for(issuer, upstream.url, jwks.jwks_url) as gateway:
@@ -160,7 +156,7 @@ def compressing_orchestrator(always: bool):
         encoding = {"content-encoding": "gzip"} if compress else {}
         if not body.get("stream"):
             raw = json.dumps({"choices": [{"message": {"role": "assistant", "content": "plain words"}}]}).encode()
-            return Response(_gzip(raw) if compress else raw, media_type="application/json", headers=encoding)
+            return Response(gzip.compress(raw) if compress else raw, media_type="application/json", headers=encoding)
 
         async def events():
             packer = zlib.compressobj(wbits=31)  # gzip, flushed per event so each arrives on its own
@@ -419,7 +415,8 @@ def test_concurrent_unknown_key_ids_share_one_key_set_fetch(issuer, upstream):
     async def burst(gateway) -> list[int]:
         async with httpx.AsyncClient(base_url=gateway.url, timeout=30) as client:
             answers = await asyncio.gather(*(
-                client.post("/v1/chat/completions", json=chat(), headers=bearer(_with_kid(issuer, f"unknown-{i}")))
+                client.post("/v1/chat/completions", json=chat(),
+                            headers=bearer(signed_with_kid(issuer, f"unknown-{i}")))
                 for i in range(5)))
         return [answer.status_code for answer in answers]
 
