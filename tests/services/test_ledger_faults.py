@@ -133,3 +133,36 @@ def test_a_hung_database_at_start_up_does_not_hold_the_start_up(own_postgres, up
             took = time.monotonic() - started
             assert chat(server, "frozen", uuid.uuid4().hex, timeout=10).status_code == 503
     assert took < 8
+
+
+def fill_the_pool(server, postgres: Postgres, size: int) -> None:
+    """Have ``size`` requests hold a connection each at once: the table is locked for a moment,
+    so their admissions wait on it, and the pool grows to its full size."""
+    with psycopg.connect(postgres.conninfo) as conn:
+        conn.execute("LOCK TABLE usage_ledger IN ACCESS EXCLUSIVE MODE")
+
+        async def requests():
+            async with httpx.AsyncClient(timeout=30) as client:
+                body = {"model": "standin-echo", "messages": [{"role": "user", "content": "hi"}]}
+                sent = [asyncio.create_task(client.post(f"{server.url}/v1/chat/completions", json=body,
+                                                        headers={"x-user-id": f"pool-{n}"})) for n in range(size)]
+                await asyncio.sleep(0.7)
+                conn.commit()  # unlock
+                return await asyncio.gather(*sent)
+
+        assert [r.status_code for r in asyncio.run(requests())] == [200] * size
+
+
+def test_the_first_request_after_a_restart_succeeds_with_a_full_pool(own_postgres, upstream):
+    settings = orchestrator_settings(upstream.url, database_pool_size=4, database_timeout_seconds=2)
+    app = create_orchestrator(settings, conninfo=own_postgres.conninfo)
+    with Server(app) as server:
+        assert chat(server, "migrate", uuid.uuid4().hex).status_code == 200
+        fill_the_pool(server, own_postgres, 4)
+        assert wait_for(lambda: app.state.ledger.pool.get_stats().get("pool_available") == 4)  # outcomes written
+        own_postgres.stop()  # every pooled connection dies with the server
+        own_postgres.start()
+        started = time.monotonic()
+        response = chat(server, "after the restart", uuid.uuid4().hex)
+        assert response.status_code == 200, response.text
+        assert time.monotonic() - started < 1

@@ -22,6 +22,34 @@ def iam_connection_class(tokens: GoogleAccessToken) -> type[psycopg.AsyncConnect
     return IamConnection
 
 
+class CheckingPool(AsyncConnectionPool):
+    """Checks each connection as it hands it out, and on finding one dead replaces all the idle
+    ones at once: a restart kills every pooled connection together, and psycopg_pool's own
+    check backs off a second, then two, per dead one, so with a full pool the first requests
+    after a restart waited out their timeout and got 503."""
+
+    async def getconn(self, timeout: float | None = None) -> psycopg.AsyncConnection:
+        conn = await super().getconn(timeout)
+        if await self._alive(conn):
+            return conn
+        await self.drain()  # the other idle connections most likely died with this one
+        conn = await super().getconn(timeout)  # a new one, or one back from use just now
+        if await self._alive(conn):
+            return conn
+        raise psycopg.OperationalError("no live connection to the database")
+
+    async def _alive(self, conn: psycopg.AsyncConnection) -> bool:
+        try:
+            await conn.execute("")  # one round trip
+            return True
+        except psycopg.OperationalError:
+            await self.putconn(conn)  # broken: the pool closes it and opens another
+            return False
+        except BaseException:
+            await self.putconn(conn)
+            raise
+
+
 def create_pool(auth: str, size: int, timeout: float, conninfo: str = "") -> AsyncConnectionPool:
     connection_class = (
         iam_connection_class(GoogleAccessToken([SQL_LOGIN_SCOPE])) if auth == "iam" else psycopg.AsyncConnection
@@ -31,7 +59,7 @@ def create_pool(auth: str, size: int, timeout: float, conninfo: str = "") -> Asy
     # orchestrator stopped waiting for must not run later or hold locks meanwhile.
     ms = int(timeout * 1000)
     options = f"-c statement_timeout={ms} -c lock_timeout={ms} -c idle_in_transaction_session_timeout={2 * ms}"
-    return AsyncConnectionPool(
+    return CheckingPool(
         conninfo,
         min_size=0,  # start even while the database is down; connect on first use
         max_size=size,
@@ -39,6 +67,5 @@ def create_pool(auth: str, size: int, timeout: float, conninfo: str = "") -> Asy
         open=False,
         connection_class=connection_class,
         kwargs={"autocommit": True, "connect_timeout": max(1, int(timeout)), "options": options},
-        check=AsyncConnectionPool.check_connection,  # drop connections that died with a restart
         reconnect_timeout=0,  # keep trying for ever: the database comes back
     )
