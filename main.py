@@ -2,6 +2,8 @@
 
     python main.py                        # environments/*.toml
     python main.py --env environments/prod.toml
+    python main.py cost --env environments/prod.toml [--json] [--requests-per-day N ...]
+    python main.py advise --profile workload.toml [--json]
 
 A mistake in an environment file ends the run with one message per problem
 (file, key, what is allowed) and exit status 2, before anything is written.
@@ -21,6 +23,17 @@ ENVIRONMENTS_DIR = Path(__file__).parent / "environments"
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    # The cost and advise commands read the same files but synthesize nothing; without one
+    # of them the command line is exactly what it always was.
+    if argv[:1] == ["cost"]:
+        from hybrid.cost.cli import cost_main
+
+        return cost_main(argv[1:])
+    if argv[:1] == ["advise"]:
+        from hybrid.cost.cli import advise_main
+
+        return advise_main(argv[1:])
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--env", type=Path, action="append", metavar="FILE", help="environment file (repeatable)")
     args = parser.parse_args(argv)

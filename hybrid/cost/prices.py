@@ -1,0 +1,163 @@
+"""The price table of a region (hybrid/prices/<region>.toml), typed and looked up strictly.
+
+Why strictly: an estimate that quietly prices a resource at zero because a figure is
+missing is worse than no estimate. A region without a table, a machine type or a price
+key that the table does not hold is a ``PriceError`` naming the table and the key.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+PRICES_DIR = Path(__file__).resolve().parent.parent / "prices"
+
+
+class PriceError(Exception):
+    """A price the estimate needs is not in the table: one line naming file and key.
+
+    ``key`` is the environment-file key whose value has no price (e.g. ``region``), if any.
+    """
+
+    def __init__(self, message: str, key: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Price(_Strict):
+    usd: float = Field(ge=0)
+    unit: str
+    source: str = Field(pattern=r"^https://")
+    checked: str = Field(pattern=r"^\d{4}-\d{2}-\d{2}$")
+    confirmed: bool
+    note: str = ""
+
+
+class Machine(Price):
+    vcpus: int = Field(gt=0)
+    memory_gb: float = Field(gt=0)
+    gpus: int = Field(ge=0)
+    gpu_type: str
+
+
+class ApiPrice(_Strict):
+    input_usd: float = Field(ge=0)
+    output_usd: float = Field(ge=0)
+    unit: str
+    source: str = Field(pattern=r"^https://")
+    checked: str = Field(pattern=r"^\d{4}-\d{2}-\d{2}$")
+    confirmed: bool
+    note: str = ""
+
+
+class _Table(_Strict):
+    region: str
+    currency: str
+    checked: str
+    hours_per_month: float = Field(gt=0)
+    cloud_run: dict[str, Price]
+    network: dict[str, Price]
+    gke: dict[str, Price]
+    machines: dict[str, Machine]
+    cloud_sql: dict[str, Price]
+    storage: dict[str, Price]
+    apis: dict[str, ApiPrice]
+
+
+@dataclass(frozen=True)
+class PriceTable:
+    path: Path
+    table: _Table
+
+    @property
+    def region(self) -> str:
+        return self.table.region
+
+    @property
+    def hours_per_month(self) -> float:
+        return self.table.hours_per_month
+
+    @property
+    def seconds_per_month(self) -> float:
+        return self.table.hours_per_month * 3600
+
+    def price(self, key: str) -> Price:
+        """``section.name``, e.g. ``cloud_run.instance_cpu``."""
+        section, _, name = key.partition(".")
+        group = getattr(self.table, section, None) if section in _Table.model_fields else None
+        if not isinstance(group, dict) or name not in group or section in ("machines", "apis"):
+            raise PriceError(f"{self._where()}: no price {key!r}; the estimate needs it")
+        return group[name]
+
+    def usd(self, key: str) -> float:
+        return self.price(key).usd
+
+    def machine(self, name: str) -> Machine:
+        if name not in self.table.machines:
+            raise PriceError(
+                f"{self._where()}: no price for machine type {name!r}; priced machines: "
+                f"{', '.join(sorted(self.table.machines))}"
+            )
+        return self.table.machines[name]
+
+    def machines_for(self, gpu_type: str, gpus: int) -> list[tuple[str, Machine]]:
+        """Priced machines with exactly ``gpus`` of ``gpu_type``, smallest first."""
+        found = [(n, m) for n, m in self.table.machines.items() if m.gpu_type == gpu_type and m.gpus == gpus]
+        return sorted(found, key=lambda item: (item[1].vcpus, item[1].memory_gb))
+
+    def api(self, name: str) -> ApiPrice:
+        if name not in self.table.apis:
+            raise PriceError(
+                f"{self._where()}: no price for model API {name!r}; priced APIs: {', '.join(sorted(self.table.apis))}"
+            )
+        return self.table.apis[name]
+
+    def entries(self) -> list[tuple[str, Price | ApiPrice]]:
+        """Every figure with its key, for printing the table and its sources."""
+        out: list[tuple[str, Price | ApiPrice]] = []
+        for section in ("cloud_run", "network", "gke", "machines", "cloud_sql", "storage", "apis"):
+            out += [(f"{section}.{name}", price) for name, price in getattr(self.table, section).items()]
+        return out
+
+    def _where(self) -> str:
+        return _display(self.path)
+
+
+def _display(path: Path) -> str:
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def available_regions(directory: Path = PRICES_DIR) -> list[str]:
+    return sorted(p.stem for p in directory.glob("*.toml"))
+
+
+def load_prices(region: str, directory: Path = PRICES_DIR) -> PriceTable:
+    path = directory / f"{region}.toml"
+    if not path.is_file():
+        raise PriceError(
+            f"no price table for this region ({_display(path)} does not exist); "
+            f"tables exist for: {', '.join(available_regions(directory)) or 'none'}",
+            key=f"region = {region!r}",
+        )
+    try:
+        raw = tomllib.loads(path.read_text("utf-8"))
+        table = _Table.model_validate(raw)
+    except tomllib.TOMLDecodeError as err:
+        raise PriceError(f"{_display(path)}: not valid TOML: {err}") from None
+    except ValidationError as err:
+        first = err.errors()[0]
+        key = ".".join(str(part) for part in first["loc"])
+        raise PriceError(f"{_display(path)}: {key}: {first['msg']}") from None
+    if table.region != region:
+        raise PriceError(f"{_display(path)}: region = {table.region!r}, but the file is named for {region!r}")
+    return PriceTable(path, table)

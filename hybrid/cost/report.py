@@ -1,0 +1,117 @@
+"""Print an estimate as a bill-review table (Infracost's breakdown is the model for its form)."""
+
+from __future__ import annotations
+
+from hybrid.cost.estimate import Estimate
+from hybrid.cost.prices import PriceTable
+
+WIDTH = 112
+
+
+def money(value: float | None) -> str:
+    if value is None:
+        return "not priced"
+    sign = "-" if value < 0 else ""
+    value = abs(value)
+    return f"{sign}${value:,.2f}" if value >= 0.01 or value == 0 else f"{sign}${value:.4f}"
+
+
+def _quantity(value: float | None) -> str:
+    if value is None:
+        return ""
+    if value >= 100:
+        return f"{value:,.0f}"
+    return f"{value:,.2f}".rstrip("0").rstrip(".") if value else "0"
+
+
+def render(est: Estimate) -> str:
+    out = [
+        f"Project: {est.environment}" + (f" ({est.source})" if est.source else "") + f" · {est.region}"
+        f" · prices {est.prices_file}, checked {est.prices_checked}",
+        "",
+        f" {'Name':<64} {'Monthly qty':>13}  {'Unit':<18} {'Monthly cost':>12}",
+    ]
+    stacks: dict[str, list] = {}
+    for item in est.items:
+        stacks.setdefault(item.stack, []).append(item)
+    for stack, items in stacks.items():
+        out += ["", f" {stack}"]
+        resources: dict[str, list] = {}
+        for item in items:
+            resources.setdefault(item.resource, []).append(item)
+        for r_index, (resource, parts) in enumerate(resources.items()):
+            last_resource = r_index == len(resources) - 1
+            branch = "└─" if last_resource else "├─"
+            if len(parts) == 1 and not parts[0].component:
+                item = parts[0]
+                out.append(f" {branch} {resource:<61} {'':>13}  {'':<18} {money(item.monthly_usd):>12}")
+                out.append(f" {'   ' if last_resource else '│  '}   {item.note}")
+                continue
+            out.append(f" {branch} {resource}")
+            for p_index, item in enumerate(parts):
+                stem = "   " if last_resource else "│  "
+                twig = "└─" if p_index == len(parts) - 1 else "├─"
+                mark = "" if item.confirmed in (True, None) else " *"
+                name = (item.component or item.note)[:58]
+                unit = (item.unit or "")[:18]
+                out.append(
+                    f" {stem}{twig} {name:<58} {_quantity(item.quantity):>13}  {unit:<18} {money(item.monthly_usd) + mark:>12}"
+                )
+        out.append(f" {'':<64} {'':>13}  {'stack total':<18} {money(sum(i.monthly_usd or 0 for i in items)):>12}")
+    out += [
+        "",
+        " " + "─" * (WIDTH - 2),
+        f" {'OVERALL TOTAL (monthly)':<97} {money(est.total):>12}",
+    ]
+    if est.budget_usd is not None:
+        share = est.total / est.budget_usd * 100 if est.budget_usd else float("inf")
+        out.append(f" {'budget ([budget] amount_usd)':<97} {money(est.budget_usd):>12}")
+        out.append(f" {'estimate / budget':<97} {share:>11.0f}%")
+    out += ["", " * price not confirmed on the official page when checked: see its note (`cost --prices`)"]
+    not_priced = [i for i in est.items if i.monthly_usd is None]
+    if not_priced:
+        out.append(f" {len(not_priced)} resource(s) not priced (usage-based or absent from the table), listed above")
+    ue = est.unit_economics
+    if ue:
+        out += ["", " Inference unit economics", ""]
+        out.append(f" {'':<44} {'per request':>14} {'per 1K tokens':>14} {'monthly':>12} {'break-even req/day':>20}")
+        sh = ue["self_hosted"]
+        out.append(
+            f" {'self-hosted (' + sh['covers'] + ')':<44} {money(sh['per_request_usd']):>14} {money(sh['per_1k_tokens_usd']):>14}"
+            f" {money(sh['monthly_usd']):>12} {'':>20}"
+        )
+        for key in ("vertex", "external"):
+            api = ue[key]
+            mark = "" if api["confirmed"] else " *"
+            be = api["break_even_requests_per_day"]
+            out.append(
+                f" {api['name'] + mark:<44} {money(api['per_request_usd']):>14} {money(api['per_1k_tokens_usd']):>14}"
+                f" {money(api['monthly_usd']):>12} {('' if be is None else f'{be:,.0f}'):>20}"
+            )
+        out.append("")
+        out.append(
+            f" At {ue['requests_per_day']:,} requests/day of {ue['tokens_per_request']:,} tokens. Break-even: the volume at which the API's"
+            " bill equals the self-hosted monthly cost"
+        )
+        if "max_requests_per_day" in sh:
+            out.append(
+                f" Self-hosted capacity at max_replicas (peak-adjusted): about {sh['max_requests_per_day']:,.0f} requests/day"
+            )
+    out += ["", " Assumptions"] + [f"  - {a}" for a in est.assumptions]
+    if est.warnings:
+        out += ["", " Warnings"] + [f"  ! {w}" for w in est.warnings]
+    return "\n".join(out)
+
+
+def render_prices(table: PriceTable) -> str:
+    out = [f"{table.path.name}: region {table.region}, checked {table.table.checked}", ""]
+    for key, price in table.entries():
+        if hasattr(price, "input_usd"):
+            figure = f"${price.input_usd:g} in / ${price.output_usd:g} out per {price.unit}"
+        else:
+            figure = f"${price.usd:g} / {price.unit}"
+        status = "confirmed" if price.confirmed else "NOT confirmed"
+        out.append(f"{key:<42} {figure:<44} {status:<14} {price.source}")
+        if price.note:
+            out.append(f"{'':<42} {price.note}")
+    return "\n".join(out)
