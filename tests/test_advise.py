@@ -1,0 +1,138 @@
+"""`python main.py advise`: seed 004's decision factors in, a placement per layer and a valid fragment out."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tomllib
+
+import pytest
+
+from hybrid.advice import Profile, advise, skeleton
+from hybrid.config import load_environment
+from iac import ROOT
+
+EXAMPLE = ROOT / "examples" / "workload.toml"
+
+
+def profile(**changes) -> Profile:
+    raw = tomllib.loads(EXAMPLE.read_text())
+    raw.update(changes)
+    return Profile.model_validate(raw)
+
+
+def run_advise(path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "main.py", "advise", "--profile", str(path)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+
+
+def write(tmp_path, text: str):
+    path = tmp_path / "workload.toml"
+    path.write_text(text)
+    return path
+
+
+def placements(advice) -> dict[str, str]:
+    return {d.layer: d.platform for d in advice.decisions}
+
+
+def test_example_profile_places_each_layer_with_reasons():
+    advice = advise(profile())
+    assert placements(advice) == {
+        "frontend": "cloud_run", "gateway": "cloud_run", "orchestration": "cloud_run",
+        "models": "gke", "workers": "none", "database": "cloud_sql",
+    }
+    assert all(d.reasons for d in advice.decisions)
+
+
+def test_fragment_pastes_into_an_environment_file_that_validates(tmp_path):
+    advice = advise(profile())
+    path = tmp_path / "acme-chat.toml"
+    path.write_text(skeleton(advice.profile) + advice.fragment)
+    env = load_environment(path)  # the same checks as environments/*.toml, capacity check included
+    assert env.inference.gke.model == "meta-llama/Llama-3.1-8B-Instruct"
+    assert env.inference.gke.min_replicas == 2  # cold starts unacceptable: warm replicas
+    assert env.services.gateway.cpu_always_allocated  # sustained traffic
+    assert env.services.gateway.timeout_seconds == 300
+
+
+def test_bursty_tolerant_workload_puts_a_one_l4_model_on_cloud_run(tmp_path):
+    advice = advise(profile(traffic_pattern="bursty", cold_start_tolerance="acceptable"))
+    assert placements(advice)["models"] == "cloud_run"
+    path = tmp_path / "acme-chat.toml"
+    path.write_text(skeleton(advice.profile) + advice.fragment)
+    env = load_environment(path)
+    assert env.inference.placement == "cloud_run" and env.inference.cloud_run.min_instances == 0
+    assert not env.services.gateway.cpu_always_allocated and env.services.gateway.min_instances == 0
+
+
+def test_a_model_larger_than_one_l4_goes_to_gke_on_the_gpus_it_needs(tmp_path):
+    advice = advise(profile(model="meta-llama/Llama-3.1-70B-Instruct", traffic_pattern="bursty",
+                            cold_start_tolerance="acceptable"))
+    assert placements(advice)["models"] == "gke"
+    path = tmp_path / "acme-chat.toml"
+    path.write_text(skeleton(advice.profile) + advice.fragment)
+    gke = load_environment(path).inference.gke
+    # The cheapest GPU type that holds it, in the fewest of those GPUs: 8 x L4 (a g2-standard-96).
+    assert (gke.gpu_type, gke.gpu_count) == ("nvidia-l4", 8)
+
+
+def test_no_gpu_routes_models_to_vertex_ai(tmp_path):
+    raw = tomllib.loads(EXAMPLE.read_text())
+    raw.pop("model")
+    advice = advise(Profile.model_validate({**raw, "gpu_required": False}))
+    assert placements(advice)["models"] == "vertex_ai"
+    path = tmp_path / "acme-chat.toml"
+    path.write_text(skeleton(advice.profile) + advice.fragment)
+    assert load_environment(path).inference.cloud_run.min_instances == 0
+
+
+def test_requests_longer_than_an_hour_take_the_gateway_off_cloud_run():
+    advice = advise(profile(max_request_minutes=90))
+    assert placements(advice)["gateway"] == "gke"
+    assert advice.fragment is None and advice.notes
+
+
+def test_refuses_long_requests_placed_on_cloud_run(tmp_path):
+    text = EXAMPLE.read_text().replace("max_request_minutes = 5 ", "max_request_minutes = 90").replace(
+        '# models = "cloud_run"', 'gateway = "cloud_run"')
+    path = write(tmp_path, text)
+    result = run_advise(path)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.strip() == (
+        f"{path}: placement.gateway = 'cloud_run': max_request_minutes = 90 exceeds Cloud Run's 60-minute "
+        "request maximum (cloud.google.com/run/docs/configuring/request-timeout)"
+    )
+
+
+def test_refuses_a_multi_gpu_model_on_cloud_run(tmp_path):
+    text = EXAMPLE.read_text().replace('"meta-llama/Llama-3.1-8B-Instruct"', '"mistralai/Mixtral-8x7B-Instruct-v0.1"').replace(
+        '# models = "cloud_run"', 'models = "cloud_run"')
+    result = run_advise(write(tmp_path, text))
+    assert result.returncode == 2
+    assert "placement.models = 'cloud_run': mistralai/Mixtral-8x7B-Instruct-v0.1 at max_model_len = 8192 needs 8 x nvidia-l4" in result.stderr
+    assert "Cloud Run offers one L4 per instance" in result.stderr
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (("team_size = 4", "team_sise = 4"), "team_sise: unknown key; allowed here: name, region, gpu_required"),
+    (('traffic_pattern = "sustained"', 'traffic_pattern = "spiky"'), "traffic_pattern = 'spiky': Input should be 'bursty' or 'sustained'"),
+    (("requests_per_day = 50000\n", ""), "requests_per_day: required key is missing"),
+    (('# models = "cloud_run"', 'models = "lambda"'), "placement.models = 'lambda': Input should be 'cloud_run', 'gke' or 'vertex_ai'"),
+])
+def test_profile_mistakes_are_one_clear_line(tmp_path, change, message):
+    path = write(tmp_path, EXAMPLE.read_text().replace(*change))
+    result = run_advise(path)
+    assert result.returncode == 2
+    assert f"{path}: {message}" in result.stderr
+
+
+def test_json_output():
+    result = run_advise(EXAMPLE.relative_to(ROOT))
+    assert result.returncode == 0, result.stderr
+    result = subprocess.run([sys.executable, "main.py", "advise", "--profile", "examples/workload.toml", "--json"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=120)
+    data = json.loads(result.stdout)
+    assert data["placements"]["models"]["platform"] == "gke"
+    assert "[inference.gke]" in data["fragment"]
