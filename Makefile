@@ -57,6 +57,20 @@ bench-gateway: .venv/.synced-dev
 run-local: .venv/.synced-dev node_modules/.installed .postgres-ready
 	PYTHONPATH=services:services/gateway:services/orchestrator:services/frontend:tests:tests/services:scripts $(PIPENV) run python scripts/local_chain.py $(ARGS)
 
+# make cost / make cost-gate: offline estimates from environments/*.toml and hybrid/prices/.
+.PHONY: cost cost-gate
+
+## Monthly cost estimate of every environment: a table per environment, and cost-report/<env>.json (ARGS="--requests-per-day N ...").
+cost: .venv/.synced
+	mkdir -p cost-report
+	$(PIPENV) run python main.py cost $(ARGS)
+	for env in environments/*.toml; do $(PIPENV) run python main.py cost --env $$env --json $(ARGS) > cost-report/$$(basename $$env .toml).json || exit $$?; done
+
+## Fail when prod's monthly estimate rises more than COST_LIMIT percent over policy/cost-baseline-prod.json.
+COST_LIMIT ?= 10
+cost-gate: .venv/.synced
+	$(PIPENV) run python scripts/cost_gate.py --max-increase-percent $(COST_LIMIT)
+
 .pipenv-ready:
 	@$(PIPENV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet "pipenv==$(PIPENV_VERSION)"
 

@@ -238,3 +238,34 @@ def test_prices_listing_names_every_source():
     assert result.returncode == 0
     assert "cloud_run.instance_cpu" in result.stdout and "https://cloud.google.com/run/pricing" in result.stdout
     assert "NOT confirmed" in result.stdout
+
+
+# --- the CI gate: prod's estimate against the committed baseline ------------------------------
+
+def run_gate(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "scripts/cost_gate.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=120)
+
+
+def test_committed_baseline_matches_prod():
+    result = run_gate()
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "(+0.0%, limit +10%)" in result.stdout
+
+
+def test_gate_flags_an_increase_over_the_limit(tmp_path):
+    env = tmp_path / "prod.toml"
+    baseline = tmp_path / "baseline.json"
+    env.write_text(PROD)
+    assert run_gate("--env", str(env), "--baseline", str(baseline), "--update").returncode == 0
+    # Three GPU replicas at least instead of two: +$730/month on the inference stack, +$1 of NAT.
+    env.write_text(PROD.replace("min_replicas = 2\n", "min_replicas = 3\n"))
+    result = run_gate("--env", str(env), "--baseline", str(baseline), "--max-increase-percent", "10")
+    assert result.returncode == 1
+    assert "prod: monthly estimate $3,255.83 against the baseline $2,524.50 (+29.0%, limit +10%)" in result.stdout
+    assert "  prod-inference: $1,479.23 -> $2,209.54 (+730.31)" in result.stdout
+    assert "  prod-network: $8.14 -> $9.17 (+1.03)" in result.stdout
+    assert "COST INCREASE over 10%" in result.stdout
+    # The same change passes a looser limit, and a decrease always passes.
+    assert run_gate("--env", str(env), "--baseline", str(baseline), "--max-increase-percent", "30").returncode == 0
+    env.write_text(PROD.replace("min_replicas = 2\n", "min_replicas = 1\n"))
+    assert run_gate("--env", str(env), "--baseline", str(baseline)).returncode == 0
