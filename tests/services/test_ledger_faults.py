@@ -17,7 +17,7 @@ import httpx
 import psycopg
 import pytest
 
-from harness import Postgres, Server, orchestrator_settings, wait_for
+from harness import Postgres, Server, last_event, orchestrator_settings, wait_for
 from orchestrator.app import create_app as create_orchestrator
 from orchestrator.database import create_pool
 from orchestrator.ledger import Ledger, Outcome
@@ -166,3 +166,39 @@ def test_the_first_request_after_a_restart_succeeds_with_a_full_pool(own_postgre
         response = chat(server, "after the restart", uuid.uuid4().hex)
         assert response.status_code == 200, response.text
         assert time.monotonic() - started < 1
+
+
+def test_a_late_outcome_replaces_the_reconciliations_guess(postgres):
+    """An instance that waited out an outage longer than the stale bound still writes the real outcome."""
+    conninfo = fresh_database(postgres, "ledger_late_outcome")
+
+    async def run():
+        ledger = Ledger(create_pool("password", 2, 5, conninfo), stale_after=0.1, reconcile_seconds=3600)
+        await ledger.start()
+        try:
+            await ledger.migrate()
+            entry = await ledger.open_entry("late", "late-user", "m", quota=1000, estimate=10)
+            await asyncio.sleep(0.3)
+            assert await ledger.reconcile() == 1
+            assert outcomes(conninfo) == {"late": "abandoned"}
+            ledger.close_entry(Outcome(entry, "completed", "standin", 3, 5))
+            await asyncio.wait_for(ledger.pending.join(), 10)
+        finally:
+            await asyncio.wait_for(ledger.stop(), 30)
+
+    asyncio.run(run())
+    assert outcomes(conninfo) == {"late": "completed"}
+
+
+def test_no_request_outlives_max_request_seconds(postgres, upstream, ledger_rows):
+    """The bound on a row's time as started: a longer answer is cut, and recorded so."""
+    settings = orchestrator_settings(upstream.url, max_request_seconds=1)
+    with Server(create_orchestrator(settings, conninfo=postgres.conninfo)) as server:
+        rid = uuid.uuid4().hex
+        body = {"model": "standin-slow", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+        started = time.monotonic()
+        response = httpx.post(f"{server.url}/v1/chat/completions", json=body,
+                              headers={"x-user-id": "long-user", "x-request-id": rid}, timeout=30)
+        assert time.monotonic() - started < 2.5  # the stand-in takes 4 s
+        assert last_event(response.content)["error"]["code"] == "upstream_aborted"
+        assert wait_for(lambda: [r["outcome"] for r in ledger_rows(rid)] == ["upstream_aborted"])

@@ -38,16 +38,20 @@ def create_app(settings: OrchestratorSettings, conninfo: str | None = None) -> F
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        ledger = Ledger(create_pool(settings.database_auth, settings.database_pool_size,
-                                    settings.database_timeout_seconds,
-                                    settings.conninfo() if conninfo is None else conninfo))
+        pool = create_pool(settings.database_auth, settings.database_pool_size, settings.database_timeout_seconds,
+                           settings.conninfo() if conninfo is None else conninfo)
+        ledger = Ledger(pool, timeout=settings.database_timeout_seconds,
+                        stale_after=settings.max_request_seconds + settings.stale_margin_seconds,
+                        reconcile_seconds=settings.reconcile_interval_seconds)
         await ledger.start()
         try:
             await ledger.migrate()
         except Exception as err:  # noqa: BLE001 - the database may be down; retried on first use
             logs.event(log, "migrations deferred", logging.WARNING, error=type(err).__name__)
         async with aiohttp.ClientSession(
-            timeout=aiohttp.ClientTimeout(total=None, sock_connect=settings.connect_timeout_seconds),
+            # total: no request outlives max_request_seconds, which bounds how long a row stays started.
+            timeout=aiohttp.ClientTimeout(total=settings.max_request_seconds,
+                                          sock_connect=settings.connect_timeout_seconds),
             connector=aiohttp.TCPConnector(limit=1000),
             # Backends are asked for identity encoding; one that compresses anyway is decoded
             # here, as the ledger must read the usage and the caller is sent no Content-Encoding.

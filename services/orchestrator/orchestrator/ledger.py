@@ -4,6 +4,15 @@ A request is accepted only once its row is written (else the caller gets 503). I
 outcome is queued and written by a background task that retries until the database
 takes it, so an outage after acceptance loses nothing while the instance lives, and a
 client that goes away does not cancel the write.
+
+An instance that dies (SIGKILL, a crash) leaves its requests' rows started. Every instance,
+at start-up and then every ``reconcile_seconds``, finishes the rows started more than
+``stale_after`` seconds ago as ``abandoned``, with the tokens they record (none: tokens are
+written with the outcome), which releases their quota reservations. ``stale_after`` is the
+longest a request lives (the backend's answer is cut there) plus a margin, so a row is
+abandoned within stale_after + reconcile_seconds of its start: 300 + 60 + 60 = 420 s by
+default. Should a live instance write the real outcome later (it waited out an outage), that
+outcome replaces ``abandoned``.
 """
 
 from __future__ import annotations
@@ -21,7 +30,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from servicekit import logs
 
 log = logging.getLogger("orchestrator.ledger")
-OUTCOMES = ("completed", "failed", "client_aborted", "upstream_aborted")
+OUTCOMES = ("completed", "failed", "client_aborted", "upstream_aborted")  # and "abandoned", by reconciliation
 # Any fixed number: serializes migrations between instances starting at once.
 MIGRATION_LOCK = 7_310_241_001
 # Migrations may wait for other instances' transactions; requests may not wait that long.
@@ -47,6 +56,15 @@ MIGRATIONS = {
     # replaces it with what it used: a check that saw only finished requests let a burst of
     # simultaneous ones all pass.
     2: "ALTER TABLE usage_ledger ADD COLUMN reserved_tokens integer NOT NULL DEFAULT 0",
+    # Rows an instance that died left started are finished as abandoned (see the docstring).
+    # NOT VALID: every existing row meets the narrower check already, so no scan of the table
+    # under its exclusive lock. The index keeps each reconciliation to the started rows.
+    3: """
+        ALTER TABLE usage_ledger DROP CONSTRAINT usage_ledger_outcome_check;
+        ALTER TABLE usage_ledger ADD CONSTRAINT usage_ledger_outcome_check CHECK (outcome IN
+            ('started', 'completed', 'failed', 'client_aborted', 'upstream_aborted', 'abandoned')) NOT VALID;
+        CREATE INDEX usage_ledger_started ON usage_ledger (started_at) WHERE outcome = 'started';
+    """,
 }
 # The first key of the per-user admission lock (the second is a hash of the user id).
 QUOTA_LOCK = 7_310
@@ -87,23 +105,28 @@ class Outcome:
 
 
 class Ledger:
-    def __init__(self, pool: AsyncConnectionPool, retry_seconds: float = 1.0, timeout: float | None = None) -> None:
+    def __init__(self, pool: AsyncConnectionPool, retry_seconds: float = 1.0, timeout: float | None = None,
+                 stale_after: float = 360, reconcile_seconds: float = 60) -> None:
         self.pool = pool
         self.retry_seconds = retry_seconds
         # The longest one database operation may take (the pool's wait for a connection by default).
         self.timeout = timeout or pool.timeout
+        self.stale_after, self.reconcile_seconds = stale_after, reconcile_seconds
         self.migrated = False
         self.pending: asyncio.Queue[Outcome] = asyncio.Queue()
         self.writer: asyncio.Task | None = None
+        self.reconciler: asyncio.Task | None = None
 
     async def start(self) -> None:
         await self.pool.open(wait=False)
         self.writer = asyncio.create_task(self._write_outcomes())
+        self.reconciler = asyncio.create_task(self._reconcile_now_and_then())
 
     async def stop(self) -> None:
         await self.pending.join()
-        if self.writer:
-            self.writer.cancel()
+        for task in (self.writer, self.reconciler):
+            if task:
+                task.cancel()
         await self.pool.close()
 
     async def migrate(self) -> None:
@@ -190,12 +213,39 @@ class Ledger:
             await asyncio.sleep(self.retry_seconds)
 
     async def _settle(self, outcome: Outcome) -> None:
+        # Once only; but the real outcome replaces a reconciliation's guess that the instance had died.
         async with self.pool.connection() as conn:
             await conn.execute(
-                "UPDATE usage_ledger SET outcome = %s, backend = %s, prompt_tokens = %s, "
-                "completion_tokens = %s, finished_at = now() WHERE id = %s AND outcome = 'started'",
+                "UPDATE usage_ledger SET outcome = %s, backend = %s, prompt_tokens = %s, completion_tokens = %s, "
+                "finished_at = now() WHERE id = %s AND outcome IN ('started', 'abandoned')",
                 (outcome.outcome, outcome.backend, outcome.prompt_tokens, outcome.completion_tokens, outcome.entry),
             )
+
+    async def reconcile(self) -> int:
+        """Finish the rows started longer than ``stale_after`` ago as abandoned; how many."""
+        return await self._bounded(self._reconcile())
+
+    async def _reconcile(self) -> int:
+        if not self.migrated:
+            await self._migrate()
+        async with self.pool.connection() as conn:
+            cursor = await conn.execute(
+                "UPDATE usage_ledger SET outcome = 'abandoned', finished_at = now() "
+                "WHERE outcome = 'started' AND started_at < now() - make_interval(secs => %s)",
+                (self.stale_after,),
+            )
+        if cursor.rowcount:
+            logs.event(log, "stale ledger rows abandoned", logging.WARNING, rows=cursor.rowcount,
+                       stale_after_seconds=self.stale_after)
+        return cursor.rowcount
+
+    async def _reconcile_now_and_then(self) -> None:
+        while True:
+            try:
+                await self.reconcile()
+            except UNREACHABLE + (psycopg.Error,) as err:
+                logs.event(log, "reconciliation deferred", logging.WARNING, error=type(err).__name__)
+            await asyncio.sleep(self.reconcile_seconds)
 
     async def _bounded(self, work: Coroutine[Any, Any, T], seconds: float | None = None) -> T:
         """The result of ``work``, or TimeoutError after ``seconds`` (the ledger's timeout by

@@ -6,7 +6,7 @@ import json
 import os
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class BackendSettings(BaseModel):
@@ -95,30 +95,29 @@ class OrchestratorSettings(BaseModel):
                  "user": self.pguser, "sslmode": self.pgsslmode}
         return make_conninfo(**{key: value for key, value in given.items() if value is not None})
 
+    @field_validator("backends", "routes", mode="before")
+    @classmethod
+    def _from_json(cls, value):
+        # In the environment, BACKENDS and ROUTES are JSON (the services stack renders them).
+        if isinstance(value, str):
+            try:
+                return json.loads(value)
+            except ValueError as err:
+                raise ValueError(f"must be JSON ({err})") from None
+        return value
+
     @classmethod
     def from_environment(cls, environ: dict[str, str] | None = None) -> OrchestratorSettings:
-        """BACKENDS and ROUTES as JSON, or derived from INFERENCE_URL and VERTEX_PROJECT/LOCATION
-        (the variables the services stack sets): google/* models to Vertex AI, the rest to vLLM."""
         env = os.environ if environ is None else environ
-        backends = json.loads(env["BACKENDS"]) if "BACKENDS" in env else {}
-        routes = json.loads(env["ROUTES"]) if "ROUTES" in env else []
-        if not backends:
-            if "VERTEX_PROJECT" in env:
-                backends["vertex"] = {
-                    "kind": "vertex", "project": env["VERTEX_PROJECT"], "location": env.get("VERTEX_LOCATION", "us-central1")
-                }
-                routes.append({"match": "google/*", "backends": ["vertex"]})
-            if "INFERENCE_URL" in env:
-                backends["vllm"] = {"kind": "openai", "url": env["INFERENCE_URL"]}
-                routes.append({"match": "*", "backends": ["vllm"]})
-        values = {
-            "backends": backends,
-            "routes": routes,
-            **{key.lower(): value for key, value in env.items()
-               if key.lower() in cls.model_fields and key not in ("BACKENDS", "ROUTES")},
-        }
-        return cls.model_validate(values)
+        return cls.model_validate({key.lower(): value for key, value in env.items() if key.lower() in cls.model_fields})
 
     # Completion tokens a request without max_tokens / max_completion_tokens reserves against the
     # daily quota while it runs (its prompt's estimate is added).
     quota_default_completion_tokens: int = Field(1024, ge=1)
+    # A request's longest life once admitted (Cloud Run's request timeout): the backend's answer
+    # is cut there. A ledger row started longer ago than this plus stale_margin_seconds belongs
+    # to an instance that died, and is finished as abandoned; every instance looks for such rows
+    # at start-up and every reconcile_interval_seconds.
+    max_request_seconds: float = Field(300, gt=0)
+    stale_margin_seconds: float = Field(60, ge=0)
+    reconcile_interval_seconds: float = Field(60, gt=0)

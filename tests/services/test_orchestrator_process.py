@@ -1,0 +1,120 @@
+"""The orchestrator as its image runs it (the Dockerfile's uvicorn command line), killed and
+stopped the ways Cloud Run does (issue 12): rows a killed instance stranded are reconciled,
+and SIGTERM drains within Cloud Run's ten seconds."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import psycopg
+
+from harness import PASSWORD, ROOT, free_port, wait_for
+from test_ledger_resilience import fresh_database
+
+DOCKERFILE = ROOT / "services" / "orchestrator" / "Dockerfile"
+
+
+def image_command(port: int) -> list[str]:
+    """The image's CMD, expanded as its shell would (PORT and WEB_CONCURRENCY=1)."""
+    text = DOCKERFILE.read_text().replace("\\\n", " ")
+    command = next(line for line in text.splitlines() if line.startswith("CMD exec "))
+    command = command.removeprefix("CMD exec ").replace('"$PORT"', str(port)).replace('"$WEB_CONCURRENCY"', "1")
+    return shlex.split(command)
+
+
+class Orchestrator:
+    """An orchestrator process with its JSON logs in a file."""
+
+    def __init__(self, process: subprocess.Popen, url: str, log: Path) -> None:
+        self.process, self.url, self.log = process, url, log
+
+    def logged(self, message: str) -> list[dict]:
+        lines = [json.loads(line) for line in self.log.read_text().splitlines() if line.startswith("{")]
+        return [line for line in lines if line.get("message") == message]
+
+    def chat(self, user: str, **body) -> httpx.Response:
+        body = {"model": "standin-echo", "messages": [{"role": "user", "content": "hi"}], **body}
+        return httpx.post(f"{self.url}/v1/chat/completions", json=body, headers={"x-user-id": user}, timeout=30)
+
+
+@contextmanager
+def orchestrator_process(conninfo: str, upstream_url: str, tmp_path: Path, **variables: str):
+    port = free_port()
+    params = psycopg.conninfo.conninfo_to_dict(conninfo)
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",  # the virtualenv's uvicorn
+        "PYTHONPATH": f"{ROOT / 'services'}:{ROOT / 'services' / 'orchestrator'}",
+        "PYTHONUNBUFFERED": "1",
+        "BACKENDS": json.dumps({"standin": {"kind": "openai", "url": f"{upstream_url}/v1"}}),
+        "ROUTES": json.dumps([{"match": "*", "backends": ["standin"]}]),
+        "DATABASE_AUTH": "password",
+        "PGHOST": params["host"], "PGPORT": params["port"], "PGUSER": params["user"],
+        "PGDATABASE": params["dbname"], "PGPASSWORD": PASSWORD,
+        "DATABASE_TIMEOUT_SECONDS": "2",
+        **variables,
+    }
+    log = tmp_path / f"orchestrator-{port}.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(image_command(port), env=env, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        def healthy() -> bool:
+            assert process.poll() is None, log.read_text()
+            try:
+                return httpx.get(f"{url}/health", timeout=1).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        assert wait_for(healthy, timeout=30, interval=0.1), log.read_text()
+        yield Orchestrator(process, url, log)
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(timeout=10)
+
+
+def rows_of(conninfo: str, user: str) -> list[tuple]:
+    with psycopg.connect(conninfo) as conn:
+        return conn.execute("SELECT outcome, prompt_tokens, completion_tokens, finished_at IS NOT NULL "
+                            "FROM usage_ledger WHERE user_id = %s ORDER BY started_at", (user,)).fetchall()
+
+
+# Quick enough for a test: stale 3 s after it started, looked for every half second.
+QUICK_RECONCILIATION = {"MAX_REQUEST_SECONDS": "2", "STALE_MARGIN_SECONDS": "1", "RECONCILE_INTERVAL_SECONDS": "0.5"}
+
+
+def test_a_row_stranded_by_a_killed_orchestrator_is_abandoned_and_its_reservation_released(
+        postgres, upstream, tmp_path):
+    conninfo = fresh_database(postgres, "stranded_rows")
+    user = f"killed-{uuid.uuid4().hex[:8]}"
+    quota = {"DAILY_TOKEN_QUOTA": "100", **QUICK_RECONCILIATION}
+    with orchestrator_process(conninfo, upstream.url, tmp_path, **quota) as first:
+        body = {"model": "standin-slow", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+        with httpx.stream("POST", f"{first.url}/v1/chat/completions", json=body,
+                          headers={"x-user-id": user}, timeout=30) as response:
+            assert response.status_code == 200
+            next(response.iter_raw())
+            first.process.send_signal(signal.SIGKILL)
+            first.process.wait(timeout=10)
+    assert rows_of(conninfo, user) == [("started", 0, 0, False)]
+
+    with orchestrator_process(conninfo, upstream.url, tmp_path, **quota) as second:
+        # The dead stream's reservation (the default estimate, past the quota) holds the user
+        # back while its row is started ...
+        assert second.chat(user).status_code == 429
+        assert wait_for(lambda: rows_of(conninfo, user)[0][0] != "started", timeout=10)
+        assert rows_of(conninfo, user) == [("abandoned", 0, 0, True)]
+        # ... and is released with it.
+        assert second.chat(user).status_code == 200
+        assert second.logged("stale ledger rows abandoned")
