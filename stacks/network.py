@@ -206,6 +206,12 @@ class NetworkStack(LayerStack):
 
         self.firewall = Firewall(self, "firewall", network=self.vpc.id, rules=firewall_rules(env))
 
+        if env.budget:
+            # Optional ([budget] in the environment file): alerts before the month's bill surprises anyone.
+            from hybrid.components.budget import Budget
+
+            Budget(self, "budget", env_name=env.name, project_id=env.project_id, settings=env.budget)
+
         TerraformOutput(self, "network_id", value=self.vpc.id)
         TerraformOutput(self, "cloud_run_subnet_id", value=self.run_subnet.id)
 

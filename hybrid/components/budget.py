@@ -1,0 +1,60 @@
+"""A Cloud Billing budget on one project, alerting by email at each threshold.
+
+The budget lives on the billing account but watches only this environment's project, so each
+environment's file states its own. Alerts reach the addresses through Cloud Monitoring email
+channels (cloud.google.com/billing/docs/how-to/budgets-notification-recipients); the billing
+account's admins are notified too (the API's default).
+"""
+
+from __future__ import annotations
+
+from cdktf_cdktf_provider_google.billing_budget import (
+    BillingBudget,
+    BillingBudgetAllUpdatesRule,
+    BillingBudgetAmount,
+    BillingBudgetAmountSpecifiedAmount,
+    BillingBudgetBudgetFilter,
+    BillingBudgetThresholdRules,
+)
+from cdktf_cdktf_provider_google.data_google_project import DataGoogleProject
+from cdktf_cdktf_provider_google.monitoring_notification_channel import MonitoringNotificationChannel
+from cdktf_cdktf_provider_google.project_service import ProjectService
+from constructs import Construct
+
+from hybrid.config import BudgetSettings
+
+
+class Budget(Construct):
+    def __init__(self, scope: Construct, id_: str, *, env_name: str, project_id: str, settings: BudgetSettings) -> None:
+        super().__init__(scope, id_)
+        api = ProjectService(self, "api", service="billingbudgets.googleapis.com", disable_on_destroy=False)
+        project = DataGoogleProject(self, "project", project_id=project_id)
+        self.channels = [
+            MonitoringNotificationChannel(
+                self,
+                f"email-{index}",
+                display_name=f"{env_name} budget alerts: {email}",
+                type="email",
+                labels={"email_address": email},
+            )
+            for index, email in enumerate(settings.notification_emails)
+        ]
+        self.budget = BillingBudget(
+            self,
+            "budget",
+            billing_account=settings.billing_account,
+            display_name=f"{env_name} monthly budget",
+            # The budget API names projects by number (cloud.google.com/billing/docs/reference/budget/rest/v1/billingAccounts.budgets#filter).
+            budget_filter=BillingBudgetBudgetFilter(projects=[f"projects/{project.number}"], calendar_period="MONTH"),
+            amount=BillingBudgetAmount(
+                specified_amount=BillingBudgetAmountSpecifiedAmount(currency_code="USD", units=str(settings.amount_usd))
+            ),
+            threshold_rules=[
+                BillingBudgetThresholdRules(threshold_percent=t, spend_basis=settings.spend_basis)
+                for t in settings.thresholds
+            ],
+            all_updates_rule=BillingBudgetAllUpdatesRule(
+                monitoring_notification_channels=[channel.id for channel in self.channels]
+            ),
+            depends_on=[api],
+        )
