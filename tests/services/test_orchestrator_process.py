@@ -10,15 +10,17 @@ import shlex
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
 
 import httpx
 import psycopg
 
 from harness import PASSWORD, ROOT, free_port, wait_for
+from test_ledger_faults import frozen, own_postgres  # noqa: F401 - a fixture
 from test_ledger_resilience import fresh_database
 
 DOCKERFILE = ROOT / "services" / "orchestrator" / "Dockerfile"
@@ -118,3 +120,81 @@ def test_a_row_stranded_by_a_killed_orchestrator_is_abandoned_and_its_reservatio
         # ... and is released with it.
         assert second.chat(user).status_code == 200
         assert second.logged("stale ledger rows abandoned")
+
+
+CLOUD_RUN_GRACE = 10  # seconds from SIGTERM to SIGKILL
+
+
+def stream_then(orchestrator: Orchestrator, user: str, meanwhile) -> None:
+    """A short stream (20 chunks), with ``meanwhile()`` done after its first chunk."""
+    body = {"model": "standin-paced", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+    with httpx.stream("POST", f"{orchestrator.url}/v1/chat/completions", json=body,
+                      headers={"x-user-id": user}, timeout=30) as response:
+        chunks = response.iter_raw()
+        next(chunks)
+        meanwhile()
+        assert b"".join(chunks).rstrip().endswith(b"data: [DONE]")
+
+
+def exits_within(orchestrator: Orchestrator, seconds: float) -> float:
+    started = time.monotonic()
+    orchestrator.process.send_signal(signal.SIGTERM)
+    try:
+        orchestrator.process.wait(timeout=seconds)
+    except subprocess.TimeoutExpired:
+        raise AssertionError(f"still running {seconds} s after SIGTERM") from None
+    return time.monotonic() - started
+
+
+def test_sigterm_with_an_outcome_waiting_for_a_hung_database_exits_in_time(own_postgres, upstream, tmp_path):
+    user = f"sigterm-hung-{uuid.uuid4().hex[:8]}"
+    with orchestrator_process(own_postgres.conninfo, upstream.url, tmp_path) as orchestrator, ExitStack() as stack:
+        # The database hangs after the admission: the outcome waits in memory.
+        stream_then(orchestrator, user, meanwhile=lambda: stack.enter_context(frozen(own_postgres)))
+        took = exits_within(orchestrator, CLOUD_RUN_GRACE - 1)
+        stack.close()
+        assert took < 8
+        assert "Application shutdown complete" in orchestrator.log.read_text()
+        # Nothing could be written: the outcome is in the log, and the row waits to be reconciled.
+        lost = orchestrator.logged("ledger outcome lost")
+        with psycopg.connect(own_postgres.conninfo) as conn:
+            row = conn.execute("SELECT id, outcome FROM usage_ledger WHERE user_id = %s", (user,)).fetchone()
+        assert row[1] == "started"
+        assert [(line["entry"], line["outcome"], line["completion_tokens"]) for line in lost] == [
+            (str(row[0]), "completed", 20)]
+
+
+def test_sigterm_writes_an_outcome_the_database_takes_within_the_drain(own_postgres, upstream, tmp_path):
+    user = f"sigterm-slow-{uuid.uuid4().hex[:8]}"
+    with orchestrator_process(own_postgres.conninfo, upstream.url, tmp_path) as orchestrator, \
+            psycopg.connect(own_postgres.conninfo) as blocker:
+
+        def lock_the_row():  # the outcome's UPDATE waits for this transaction
+            blocker.execute("SELECT 1 FROM usage_ledger WHERE user_id = %s FOR UPDATE", (user,))
+
+        stream_then(orchestrator, user, meanwhile=lock_the_row)
+        orchestrator.process.send_signal(signal.SIGTERM)
+        time.sleep(1)
+        blocker.commit()
+        orchestrator.process.wait(timeout=CLOUD_RUN_GRACE - 2)
+        with psycopg.connect(own_postgres.conninfo) as conn:
+            assert conn.execute("SELECT outcome, completion_tokens FROM usage_ledger WHERE user_id = %s",
+                                (user,)).fetchall() == [("completed", 20)]
+
+
+def test_sigterm_with_a_request_in_flight_and_a_hung_database_exits_in_time(own_postgres, upstream, tmp_path):
+    """The worst case: a request that outlives uvicorn's grace, then a database that takes nothing."""
+    user = f"sigterm-both-{uuid.uuid4().hex[:8]}"
+    with orchestrator_process(own_postgres.conninfo, upstream.url, tmp_path) as orchestrator, ExitStack() as stack:
+        # Admitted, then waiting for the stand-in's first byte (30 s away).
+        def stalled_request():
+            with suppress(httpx.HTTPError):  # the process goes away under it
+                orchestrator.chat(user, model="standin-stall")
+
+        threading.Thread(target=stalled_request, daemon=True).start()
+        assert wait_for(lambda: rows_of(own_postgres.conninfo, user))
+        stack.enter_context(frozen(own_postgres))
+        took = exits_within(orchestrator, CLOUD_RUN_GRACE - 1)
+        stack.close()
+        assert took < 8.5  # 4 s for the request, 3 s for the outcome, then closing
+        assert [line["outcome"] for line in orchestrator.logged("ledger outcome lost")] == ["client_aborted"]

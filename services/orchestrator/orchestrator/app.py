@@ -42,7 +42,8 @@ def create_app(settings: OrchestratorSettings, conninfo: str | None = None) -> F
                            settings.conninfo() if conninfo is None else conninfo)
         ledger = Ledger(pool, timeout=settings.database_timeout_seconds,
                         stale_after=settings.max_request_seconds + settings.stale_margin_seconds,
-                        reconcile_seconds=settings.reconcile_interval_seconds)
+                        reconcile_seconds=settings.reconcile_interval_seconds,
+                        drain_seconds=settings.shutdown_drain_seconds)
         await ledger.start()
         try:
             await ledger.migrate()
@@ -96,7 +97,11 @@ def create_app(settings: OrchestratorSettings, conninfo: str | None = None) -> F
         if entry is None:
             return error_response(429, "daily token quota used up", "rate_limit_error", "quota_exceeded")
 
-        upstream, backend = await _first_answer(request.app.state.client, route, body)
+        try:
+            upstream, backend = await _first_answer(request.app.state.client, route, body)
+        except asyncio.CancelledError:  # shutdown ended the wait: the row must not stay started
+            ledger.close_entry(Outcome(entry, "client_aborted", None, 0, 0))
+            raise
         if upstream is None:
             ledger.close_entry(Outcome(entry, "failed", None, 0, 0))
             return error_response(502, "no model backend answered", "api_error", "backends_unavailable")

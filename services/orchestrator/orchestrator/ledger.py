@@ -103,17 +103,24 @@ class Outcome:
     prompt_tokens: int
     completion_tokens: int
 
+    def fields(self) -> dict:
+        """For a log line that records an outcome the ledger could not."""
+        return {"entry": str(self.entry), "outcome": self.outcome, "backend": self.backend,
+                "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens}
+
 
 class Ledger:
     def __init__(self, pool: AsyncConnectionPool, retry_seconds: float = 1.0, timeout: float | None = None,
-                 stale_after: float = 360, reconcile_seconds: float = 60) -> None:
+                 stale_after: float = 360, reconcile_seconds: float = 60, drain_seconds: float = 3) -> None:
         self.pool = pool
         self.retry_seconds = retry_seconds
         # The longest one database operation may take (the pool's wait for a connection by default).
         self.timeout = timeout or pool.timeout
         self.stale_after, self.reconcile_seconds = stale_after, reconcile_seconds
+        self.drain_seconds = drain_seconds
         self.migrated = False
         self.pending: asyncio.Queue[Outcome] = asyncio.Queue()
+        self.writing: Outcome | None = None  # taken off the queue, not yet written
         self.writer: asyncio.Task | None = None
         self.reconciler: asyncio.Task | None = None
 
@@ -123,11 +130,23 @@ class Ledger:
         self.reconciler = asyncio.create_task(self._reconcile_now_and_then())
 
     async def stop(self) -> None:
-        await self.pending.join()
+        """Write the queued outcomes, waiting at most ``drain_seconds`` for the database: Cloud
+        Run kills the instance ten seconds after SIGTERM, and uvicorn gives requests the first
+        four. Outcomes still unwritten then are logged whole, for the record, and their rows
+        stay started until reconciled."""
+        try:
+            await asyncio.wait_for(self.pending.join(), self.drain_seconds)
+        except TimeoutError:
+            pass
         for task in (self.writer, self.reconciler):
             if task:
                 task.cancel()
-        await self.pool.close()
+        unwritten = [self.writing] if self.writing else []
+        while not self.pending.empty():
+            unwritten.append(self.pending.get_nowait())
+        for outcome in unwritten:
+            logs.event(log, "ledger outcome lost", logging.ERROR, **outcome.fields())
+        await self.pool.close(timeout=1)
 
     async def migrate(self) -> None:
         """Apply missing migrations; safe when several instances start at once."""
@@ -187,8 +206,9 @@ class Ledger:
 
     async def _write_outcomes(self) -> None:
         while True:
-            outcome = await self.pending.get()
-            await self._write(outcome)
+            self.writing = await self.pending.get()
+            await self._write(self.writing)
+            self.writing = None
             self.pending.task_done()
 
     async def _write(self, outcome: Outcome) -> None:
@@ -207,8 +227,7 @@ class Ledger:
                 if refusals >= REFUSALS_BEFORE_DROPPING:
                     # Logged whole, for the record; the row stays started until reconciled.
                     logs.event(log, "ledger outcome dropped", logging.ERROR, error=type(err).__name__,
-                               entry=str(outcome.entry), outcome=outcome.outcome, backend=outcome.backend,
-                               prompt_tokens=outcome.prompt_tokens, completion_tokens=outcome.completion_tokens)
+                               **outcome.fields())
                     return
             await asyncio.sleep(self.retry_seconds)
 
