@@ -28,7 +28,8 @@ def odd_backend() -> FastAPI:
       gzip-*     gzip-compressed answers, whatever Accept-Encoding says
       brotli     a Brotli-compressed answer (no decoder installed)
       usage-*    the usage figures in ``USAGES[model]``
-      reject-400 HTTP 400 with OpenAI's error body; reject-404 HTTP 404 with an HTML page
+      reject-400 HTTP 400 with OpenAI's error body; reject-404 HTTP 404 with an HTML page;
+      reject-401 HTTP 401 (the orchestrator's credentials refused)
     """
     app = FastAPI()
     app.state.requests = []
@@ -43,6 +44,8 @@ def odd_backend() -> FastAPI:
                                            "param": "max_tokens", "code": None}}, status_code=400)
         if model == "brotli":
             return Response(b"\x1b\x03\x00\xf8", media_type="application/json", headers={"content-encoding": "br"})
+        if model == "reject-401":
+            return JSONResponse({"error": {"message": "invalid token", "type": "authentication_error"}}, status_code=401)
         if model == "reject-404":
             return Response("<html><body>Not Found</body></html>", status_code=404, media_type="text/html")
         usage = USAGES.get(model, {"prompt_tokens": 3, "completion_tokens": 5})
@@ -192,3 +195,30 @@ def test_a_stream_whose_usage_is_not_a_number_ends_in_an_error_and_a_failed_row(
     assert last_event(response.content)["error"]["type"] == "api_error"
     row = settled(ledger_rows, rid)
     assert (row["outcome"], row["completion_tokens"]) == ("failed", 3)  # one a content chunk
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_backend_400_is_passed_on_as_a_clean_json_400_and_a_failed_row(orchestrator_of_odd, ledger_rows, stream):
+    response, rid = ask(orchestrator_of_odd, "reject-400", stream)
+    assert response.status_code == 400
+    assert response.headers["content-type"] == "application/json"
+    assert response.json() == {"error": {"message": "max_tokens is too large", "type": "invalid_request_error",
+                                         "code": "upstream_refused"}}
+    row = settled(ledger_rows, rid)
+    assert (row["outcome"], row["backend"], row["prompt_tokens"], row["completion_tokens"]) == ("failed", "odd", 0, 0)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_backend_404_page_becomes_an_openai_style_404(orchestrator_of_odd, ledger_rows, stream):
+    response, rid = ask(orchestrator_of_odd, "reject-404", stream)
+    assert response.status_code == 404
+    assert response.json()["error"] == {"message": "the model backend refused the request (HTTP 404)",
+                                        "type": "invalid_request_error", "code": "upstream_refused"}
+    assert settled(ledger_rows, rid)["outcome"] == "failed"
+
+
+def test_a_backend_refusing_the_orchestrators_credentials_is_a_502_not_the_callers_401(orchestrator_of_odd, ledger_rows):
+    response, rid = ask(orchestrator_of_odd, "reject-401", stream=True)
+    assert response.status_code == 502
+    assert response.json()["error"]["code"] == "backend_auth_failed"
+    assert settled(ledger_rows, rid)["outcome"] == "failed"

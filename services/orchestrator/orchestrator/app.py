@@ -29,6 +29,7 @@ log = logging.getLogger("orchestrator")
 # The 502s of an answer that broke or could not be metered once the backend had begun it.
 BACKEND_STOPPED = ("the model backend stopped answering", "api_error", "upstream_aborted")
 USAGE_INVALID = ("the model backend reported usage that is not a token count", "api_error", "invalid_upstream_usage")
+ERROR_BODY_LIMIT = 65536  # of a backend's error answer, read to pass its message on
 
 
 def create_app(settings: OrchestratorSettings, conninfo: str | None = None) -> FastAPI:
@@ -105,6 +106,9 @@ def create_app(settings: OrchestratorSettings, conninfo: str | None = None) -> F
         if upstream is None:
             ledger.close_entry(Outcome(entry, "failed", None, 0, 0))
             return error_response(502, "no model backend answered", "api_error", "backends_unavailable")
+        if upstream.status >= 400:
+            ledger.close_entry(Outcome(entry, "failed", backend, 0, 0))
+            return await _refusal(upstream)
         meter = UsageMeter()
         headers = {"content-type": upstream.headers.get("content-type", "application/json")}
 
@@ -113,7 +117,7 @@ def create_app(settings: OrchestratorSettings, conninfo: str | None = None) -> F
             try:
                 content = await upstream.read()
                 meter.read_body(content)
-                outcome = "completed" if upstream.status < 400 else "failed"
+                outcome = "completed"
             except (aiohttp.ClientError, asyncio.TimeoutError):
                 outcome, error = "upstream_aborted", BACKEND_STOPPED
             except UsageInvalid:
@@ -159,7 +163,46 @@ def create_app(settings: OrchestratorSettings, conninfo: str | None = None) -> F
                 logs.event(log, "backend unavailable", logging.WARNING, error=str(err))
         return None, None
 
+    async def _refusal(upstream: aiohttp.ClientResponse) -> Response:
+        """A backend's 4xx (a 5xx, 408 or 429 went on to the next backend), come before the first
+        byte: an OpenAI-style JSON error with the same status, streaming or not, and never the
+        backend's own page or an event stream made of it. A 401 or 403 refused the orchestrator's
+        credentials, not the caller's: 502."""
+        try:
+            raw = await asyncio.wait_for(_head(upstream), settings.first_byte_timeout_seconds)
+        except (aiohttp.ClientError, asyncio.TimeoutError):
+            raw = b""
+        finally:
+            upstream.release()
+        if upstream.status in (401, 403):
+            logs.event(log, "backend refused our credentials", logging.ERROR, status=upstream.status)
+            return error_response(502, "the model backend refused the orchestrator's credentials", "api_error",
+                                  "backend_auth_failed")
+        error = backend_error(raw)
+        return error_response(upstream.status,
+                              error.get("message") or f"the model backend refused the request (HTTP {upstream.status})",
+                              error.get("type") or "invalid_request_error", error.get("code") or "upstream_refused")
+
     return app
+
+
+async def _head(upstream: aiohttp.ClientResponse) -> bytes:
+    """The start of an answer's body, at most ERROR_BODY_LIMIT bytes."""
+    raw = b""
+    async for chunk in upstream.content.iter_any():
+        raw += chunk
+        if len(raw) >= ERROR_BODY_LIMIT:
+            break
+    return raw[:ERROR_BODY_LIMIT]
+
+
+def backend_error(raw: bytes) -> dict[str, str]:
+    """The message, type and code of an OpenAI-style error body, those that are strings."""
+    try:
+        error = json.loads(raw)["error"]
+        return {key: error[key] for key in ("message", "type", "code") if isinstance(error.get(key), str)}
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return {}
 
 
 def main() -> FastAPI:
