@@ -164,10 +164,10 @@ def create_app(settings: OrchestratorSettings, conninfo: str | None = None) -> F
         return None, None
 
     async def _refusal(upstream: aiohttp.ClientResponse) -> Response:
-        """A backend's 4xx (a 5xx, 408 or 429 went on to the next backend), come before the first
-        byte: an OpenAI-style JSON error with the same status, streaming or not, and never the
-        backend's own page or an event stream made of it. A 401 or 403 refused the orchestrator's
-        credentials, not the caller's: 502."""
+        """A backend's 4xx (a 5xx, 408 or 429 went on to the next backend), before any byte was
+        passed on: an OpenAI-style JSON error with the same status, streaming or not, and never
+        the backend's own page or an event stream made of it. A 401 or 403 refused the
+        orchestrator's credentials, not the caller's: 502."""
         try:
             raw = await asyncio.wait_for(_head(upstream), settings.first_byte_timeout_seconds)
         except (aiohttp.ClientError, asyncio.TimeoutError):

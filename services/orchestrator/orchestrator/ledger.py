@@ -262,7 +262,7 @@ class Ledger:
         while True:
             try:
                 await self.reconcile()
-            except UNREACHABLE + (psycopg.Error,) as err:
+            except (psycopg.Error, PoolTimeout, OSError) as err:
                 logs.event(log, "reconciliation deferred", logging.WARNING, error=type(err).__name__)
             await asyncio.sleep(self.reconcile_seconds)
 
