@@ -93,6 +93,8 @@ def _stack_values(env: Environment, wiring: Wiring) -> dict[str, dict[str, objec
             "orchestrator_url": wiring.orchestrator_url,
             "orchestrator_auth": "google-id-token",
             "allowed_origins": wiring.frontend_origin,
+            # Cloud Run ends a request at the service's timeout; wait for the orchestrator as long.
+            "upstream_read_timeout_seconds": gateway.timeout_seconds,
         },
         "frontend": {
             "gateway_url": wiring.gateway_url,
@@ -117,6 +119,9 @@ def _stack_values(env: Environment, wiring: Wiring) -> dict[str, dict[str, objec
                 Route(match=self_hosted_model(env), backends=[SELF_HOSTED]),
                 Route(match="google/*", backends=[VERTEX]),
             ],
+            # Cut a backend's answer where Cloud Run would end the request anyway; the ledger's
+            # reconciliation of rows a dead instance left behind counts from it too.
+            "max_request_seconds": services.orchestrator.timeout_seconds,
             "database_auth": "iam",
             "pghost": wiring.database_host,
             "pgdatabase": wiring.database_name,

@@ -65,3 +65,9 @@ def test_the_self_hosted_model_is_routed_before_google_models(tmp_path: Path):
     assert backends_for("google/gemma-3-4b-it", orchestrator.routes) == ["self-hosted"]
     assert backends_for("google/gemini-2.5-flash", orchestrator.routes) == ["vertex"]
     assert orchestrator.backends["self-hosted"].auth == "google-id-token"
+
+
+def test_request_limits_follow_cloud_runs_timeout(environment):
+    settings = service_settings(environment, Wiring.placeholder(environment))
+    assert settings["gateway"].upstream_read_timeout_seconds == environment.services.gateway.timeout_seconds
+    assert settings["orchestrator"].max_request_seconds == environment.services.orchestrator.timeout_seconds

@@ -99,6 +99,20 @@ class LineItem:
     confirmed: bool | None = None
     note: str = ""
 
+    def as_json(self) -> dict:
+        return {
+            "stack": self.stack,
+            "resource": self.resource,
+            "component": self.component,
+            "quantity": None if self.quantity is None else round(self.quantity, 4),
+            "unit": self.unit,
+            "unit_usd": self.unit_usd,
+            "monthly_usd": None if self.monthly_usd is None else round(self.monthly_usd, 2),
+            "price_key": self.price_key,
+            "price_confirmed": self.confirmed,
+            "note": self.note,
+        }
+
 
 @dataclass
 class Estimate:
@@ -135,21 +149,7 @@ class Estimate:
             "prices": {"file": self.prices_file, "checked": self.prices_checked},
             "monthly_total_usd": self.total,
             "stacks": self.stack_totals(),
-            "items": [
-                {
-                    "stack": i.stack,
-                    "resource": i.resource,
-                    "component": i.component,
-                    "quantity": None if i.quantity is None else round(i.quantity, 4),
-                    "unit": i.unit,
-                    "unit_usd": i.unit_usd,
-                    "monthly_usd": None if i.monthly_usd is None else round(i.monthly_usd, 2),
-                    "price_key": i.price_key,
-                    "price_confirmed": i.confirmed,
-                    "note": i.note,
-                }
-                for i in self.items
-            ],
+            "items": [item.as_json() for item in self.items],
             "not_priced": [f"{i.stack}: {i.resource}: {i.note}" for i in self.items if i.monthly_usd is None],
             "assumptions": self.assumptions,
             "warnings": self.warnings,
