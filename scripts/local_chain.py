@@ -33,6 +33,7 @@ import secrets as random_secrets
 import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -80,6 +81,7 @@ def local_chain(environment: Path = DEV, upstream: str | None = None, model: str
     services, jobs = spec.services(), spec.jobs()
     secret_values = {secret: random_secrets.token_urlsafe(24)
                      for container in [*services.values(), *jobs.values()] for secret in container.secrets.values()}
+    _require_free(DATABASE_HOST, DATABASE_PORT)
     work = Path(tempfile.mkdtemp(prefix="local-chain-"))
     database = Postgres(work, host=DATABASE_HOST, port=DATABASE_PORT, superuser="cloudsqladmin", tls=True)
     database.start()
@@ -124,6 +126,15 @@ def local_chain(environment: Path = DEV, upstream: str | None = None, model: str
     finally:
         database.stop()
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _require_free(host: str, port: int) -> None:
+    with socket.socket() as probe:
+        try:
+            probe.bind((host, port))
+        except OSError as err:
+            raise RuntimeError(f"{host}:{port} is taken ({err.strerror}): the rehearsal puts Cloud SQL's "
+                               "stand-in there, on libpq's default port, as the orchestrator names none") from None
 
 
 def _run_app_url(spec: SynthesizedEnvironment, service: Container) -> str:
