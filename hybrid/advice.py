@@ -140,13 +140,19 @@ def contradictions(p: Profile) -> list[str]:
     out = []
     chosen = p.placement
     for layer in ("frontend", "gateway", "orchestration", "models", "workers"):
-        if getattr(chosen, layer) == "cloud_run" and p.max_request_minutes > CLOUD_RUN_MAX_REQUEST_MINUTES and layer != "workers":
+        if (
+            getattr(chosen, layer) == "cloud_run"
+            and p.max_request_minutes > CLOUD_RUN_MAX_REQUEST_MINUTES
+            and layer != "workers"
+        ):
             out.append(
                 f"placement.{layer} = 'cloud_run': max_request_minutes = {p.max_request_minutes:g} exceeds Cloud Run's "
                 f"{CLOUD_RUN_MAX_REQUEST_MINUTES}-minute request maximum (cloud.google.com/run/docs/configuring/request-timeout)"
             )
     if chosen.models in ("cloud_run", "gke") and not p.gpu_required:
-        out.append(f"placement.models = {chosen.models!r}: gpu_required = false says no model is served on your own GPUs")
+        out.append(
+            f"placement.models = {chosen.models!r}: gpu_required = false says no model is served on your own GPUs"
+        )
     if chosen.models == "vertex_ai" and p.gpu_required:
         out.append("placement.models = 'vertex_ai': gpu_required = true says you serve a model on your own GPUs")
     if p.gpu_required and p.model is None:
@@ -154,7 +160,9 @@ def contradictions(p: Profile) -> list[str]:
     if p.gpu_required and p.model:
         fit = smallest_fit(p.model, p.max_model_len)
         if fit is None:
-            out.append(f"model = {p.model!r}: fits no GPU configuration in the catalog at max_model_len = {p.max_model_len}")
+            out.append(
+                f"model = {p.model!r}: fits no GPU configuration in the catalog at max_model_len = {p.max_model_len}"
+            )
         elif chosen.models == "cloud_run" and fit != (CLOUD_RUN_GPU, 1):
             out.append(
                 f"placement.models = 'cloud_run': {p.model} at max_model_len = {p.max_model_len} needs {fit[1]} x {fit[0]}; "
@@ -170,11 +178,16 @@ def advise(p: Profile, source: Path | str = "") -> Advice:
     small_team = p.team_size <= SMALL_TEAM or p.devops_engineers == 0
     long_requests = p.max_request_minutes > CLOUD_RUN_MAX_REQUEST_MINUTES
     decisions = [
-        Decision("frontend", "cloud_run", [
-            "stateless HTTP: Cloud Run deploys a container with TLS and autoscaling, nothing to manage",
-            "scales to zero between visits" if p.cold_start_tolerance == "acceptable"
-            else "one minimum instance: cold starts are unacceptable",
-        ]),
+        Decision(
+            "frontend",
+            "cloud_run",
+            [
+                "stateless HTTP: Cloud Run deploys a container with TLS and autoscaling, nothing to manage",
+                "scales to zero between visits"
+                if p.cold_start_tolerance == "acceptable"
+                else "one minimum instance: cold starts are unacceptable",
+            ],
+        ),
     ]
     for layer in ("gateway", "orchestration"):
         if long_requests or p.placement.__dict__[layer] == "gke" or p.networking == "service_mesh":
@@ -185,35 +198,58 @@ def advise(p: Profile, source: Path | str = "") -> Advice:
                 why.append("a service mesh with mTLS between services is GKE's ground (seed 004)")
             if p.placement.__dict__[layer] == "gke":
                 why.append("placed on GKE by the profile")
-            decisions.append(Decision(layer, "gke", why + ["the stacks build this layer on Cloud Run only"], built_by_stacks=False))
+            decisions.append(
+                Decision(layer, "gke", why + ["the stacks build this layer on Cloud Run only"], built_by_stacks=False)
+            )
             continue
         why = [
-            "a lightweight proxy: JWT validation, rate limits, streaming (seed 004: Cloud Run)" if layer == "gateway"
+            "a lightweight proxy: JWT validation, rate limits, streaming (seed 004: Cloud Run)"
+            if layer == "gateway"
             else "calls model backends and Vertex AI; I/O-bound, no GPU (seed 004: Cloud Run)",
             f"requests of at most {p.max_request_minutes:g} min fit Cloud Run's 60-minute maximum",
         ]
         if p.requests_per_day > GKE_CHEAPER_ABOVE:
-            why.append(f"{p.requests_per_day:,} requests/day: seed 004 finds GKE cheaper above 5M/day; compare with `main.py cost`")
+            why.append(
+                f"{p.requests_per_day:,} requests/day: seed 004 finds GKE cheaper above 5M/day; compare with `main.py cost`"
+            )
         if p.traffic_pattern == "sustained":
-            why.append("sustained traffic keeps instances busy: instance-based billing (CPU always allocated) is the cheaper mode")
+            why.append(
+                "sustained traffic keeps instances busy: instance-based billing (CPU always allocated) is the cheaper mode"
+            )
         decisions.append(Decision(layer, "cloud_run", why))
 
     fit = smallest_fit(p.model, p.max_model_len) if p.gpu_required and p.model else None
     if not p.gpu_required:
-        decisions.append(Decision("models", "vertex_ai", [
-            "no GPU required: the orchestrator routes google/* models to Vertex AI",
-            "the stacks always deploy a model server: a Cloud Run L4 with min_instances = 0 costs nothing while idle",
-        ]))
+        decisions.append(
+            Decision(
+                "models",
+                "vertex_ai",
+                [
+                    "no GPU required: the orchestrator routes google/* models to Vertex AI",
+                    "the stacks always deploy a model server: a Cloud Run L4 with min_instances = 0 costs nothing while idle",
+                ],
+            )
+        )
     else:
-        on_cloud_run = fit == (CLOUD_RUN_GPU, 1) and p.placement.models != "gke" and (
-            p.placement.models == "cloud_run"
-            or (p.traffic_pattern == "bursty" and p.cold_start_tolerance == "acceptable")
+        on_cloud_run = (
+            fit == (CLOUD_RUN_GPU, 1)
+            and p.placement.models != "gke"
+            and (
+                p.placement.models == "cloud_run"
+                or (p.traffic_pattern == "bursty" and p.cold_start_tolerance == "acceptable")
+            )
         )
         if on_cloud_run:
-            decisions.append(Decision("models", "cloud_run", [
-                f"{p.model} fits one L4; Cloud Run serves on L4 GPUs (seed 000; seed 004 is out of date here)",
-                "bursty traffic and cold starts acceptable: scale to zero, pay per second of instance life",
-            ]))
+            decisions.append(
+                Decision(
+                    "models",
+                    "cloud_run",
+                    [
+                        f"{p.model} fits one L4; Cloud Run serves on L4 GPUs (seed 000; seed 004 is out of date here)",
+                        "bursty traffic and cold starts acceptable: scale to zero, pay per second of instance life",
+                    ],
+                )
+            )
         else:
             why = [f"{p.model} needs {fit[1]} x {fit[0]} at max_model_len = {p.max_model_len}"]
             if fit != (CLOUD_RUN_GPU, 1):
@@ -227,20 +263,41 @@ def advise(p: Profile, source: Path | str = "") -> Advice:
             decisions.append(Decision("models", "gke", why))
     if p.background_workers:
         if p.state == "stateful" or (not small_team) or p.placement.workers == "gke":
-            decisions.append(Decision("workers", "gke", [
-                "long-running, stateful or queue-driven workers: seed 004 puts them on GKE Standard",
-                "the stacks do not build workers",
-            ], built_by_stacks=False))
+            decisions.append(
+                Decision(
+                    "workers",
+                    "gke",
+                    [
+                        "long-running, stateful or queue-driven workers: seed 004 puts them on GKE Standard",
+                        "the stacks do not build workers",
+                    ],
+                    built_by_stacks=False,
+                )
+            )
         else:
-            decisions.append(Decision("workers", "cloud_run", [
-                "stateless background work: Cloud Run jobs, nothing to operate", "the stacks do not build workers",
-            ], built_by_stacks=False))
+            decisions.append(
+                Decision(
+                    "workers",
+                    "cloud_run",
+                    [
+                        "stateless background work: Cloud Run jobs, nothing to operate",
+                        "the stacks do not build workers",
+                    ],
+                    built_by_stacks=False,
+                )
+            )
     else:
         decisions.append(Decision("workers", "none", ["no background workers in the profile"], built_by_stacks=False))
-    decisions.append(Decision("database", "cloud_sql", [
-        "managed PostgreSQL, separate from compute (seed 004: Cloud SQL / AlloyDB)",
-        "REGIONAL (a standby in another zone)" if p.database_ha else "ZONAL: the profile accepts downtime",
-    ]))
+    decisions.append(
+        Decision(
+            "database",
+            "cloud_sql",
+            [
+                "managed PostgreSQL, separate from compute (seed 004: Cloud SQL / AlloyDB)",
+                "REGIONAL (a standby in another zone)" if p.database_ha else "ZONAL: the profile accepts downtime",
+            ],
+        )
+    )
 
     notes = []
     buildable = all(d.built_by_stacks for d in decisions if d.layer in ("gateway", "orchestration"))
@@ -258,8 +315,11 @@ def render_fragment(p: Profile, decisions: list[Decision], fit: tuple[str, int] 
     sustained = p.traffic_pattern == "sustained"
     timeout = min(3600, max(300, math.ceil(p.max_request_minutes * 60)))
     # Heuristic database sizes, to be measured: small below 100K requests/day, then 2 and 4 vCPUs.
-    tier = "db-custom-1-3840" if p.requests_per_day < 100_000 else (
-        "db-custom-2-7680" if p.requests_per_day < 2_000_000 else "db-custom-4-16384")
+    tier = (
+        "db-custom-1-3840"
+        if p.requests_per_day < 100_000
+        else ("db-custom-2-7680" if p.requests_per_day < 2_000_000 else "db-custom-4-16384")
+    )
     in_flight = p.requests_per_day / 86_400 * 3 * p.max_request_minutes * 60  # 3 x average at peak
     max_instances = max(10, min(100, 2 * math.ceil(in_flight / 80)))
     lines = [
@@ -379,7 +439,11 @@ def render_advice(a: Advice) -> str:
         out += [f" {'':<15} {'':<11} {r}" for r in d.reasons[1:]]
     out.append("")
     if a.fragment:
-        out += [" Environment-file fragment (validated and capacity-checked as environments/*.toml are);",
-                " add name, project_id, region, [state], [network] and [cluster]:", "", a.fragment]
+        out += [
+            " Environment-file fragment (validated and capacity-checked as environments/*.toml are);",
+            " add name, project_id, region, [state], [network] and [cluster]:",
+            "",
+            a.fragment,
+        ]
     out += [f" note: {n}" for n in a.notes]
     return "\n".join(out)

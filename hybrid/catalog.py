@@ -32,15 +32,43 @@ class Gpu:
 # machine as the bound, so it refuses every request that cannot fit, not every one
 # Autopilot would refuse.
 GPUS: dict[str, Gpu] = {
-    "nvidia-l4": Gpu(24, {1: ("g2-standard-32", 32, 128), 2: ("g2-standard-24", 24, 96),
-                          4: ("g2-standard-48", 48, 192), 8: ("g2-standard-96", 96, 384)}),
-    "nvidia-tesla-a100": Gpu(40, {1: ("a2-highgpu-1g", 12, 85), 2: ("a2-highgpu-2g", 24, 170),
-                                  4: ("a2-highgpu-4g", 48, 340), 8: ("a2-highgpu-8g", 96, 680),
-                                  16: ("a2-megagpu-16g", 96, 1360)}),
-    "nvidia-a100-80gb": Gpu(80, {1: ("a2-ultragpu-1g", 12, 170), 2: ("a2-ultragpu-2g", 24, 340),
-                                 4: ("a2-ultragpu-4g", 48, 680), 8: ("a2-ultragpu-8g", 96, 1360)}),
-    "nvidia-h100-80gb": Gpu(80, {1: ("a3-highgpu-1g", 26, 234), 2: ("a3-highgpu-2g", 52, 468),
-                                 4: ("a3-highgpu-4g", 104, 936), 8: ("a3-highgpu-8g", 208, 1872)}),
+    "nvidia-l4": Gpu(
+        24,
+        {
+            1: ("g2-standard-32", 32, 128),
+            2: ("g2-standard-24", 24, 96),
+            4: ("g2-standard-48", 48, 192),
+            8: ("g2-standard-96", 96, 384),
+        },
+    ),
+    "nvidia-tesla-a100": Gpu(
+        40,
+        {
+            1: ("a2-highgpu-1g", 12, 85),
+            2: ("a2-highgpu-2g", 24, 170),
+            4: ("a2-highgpu-4g", 48, 340),
+            8: ("a2-highgpu-8g", 96, 680),
+            16: ("a2-megagpu-16g", 96, 1360),
+        },
+    ),
+    "nvidia-a100-80gb": Gpu(
+        80,
+        {
+            1: ("a2-ultragpu-1g", 12, 170),
+            2: ("a2-ultragpu-2g", 24, 340),
+            4: ("a2-ultragpu-4g", 48, 680),
+            8: ("a2-ultragpu-8g", 96, 1360),
+        },
+    ),
+    "nvidia-h100-80gb": Gpu(
+        80,
+        {
+            1: ("a3-highgpu-1g", 26, 234),
+            2: ("a3-highgpu-2g", 52, 468),
+            4: ("a3-highgpu-4g", 104, 936),
+            8: ("a3-highgpu-8g", 208, 1872),
+        },
+    ),
     "nvidia-h200-141gb": Gpu(141, {8: ("a3-ultragpu-8g", 224, 2952)}),
 }
 
@@ -101,13 +129,15 @@ def capacity_problems(shape: ServerShape) -> list[tuple[str, str]]:
     offered = shape.gpu_count * gpu.memory_gb * shape.gpu_memory_utilization
     if needed > offered:
         fits = ", ".join(fitting(shape)) or "none in the catalog"
-        problems.append((
-            "model",
-            f"{shape.model} needs {needed:.1f} GB ({model.weights_gb:.1f} GB of weights + "
-            f"{model.kv_cache_gb(shape.max_model_len):.1f} GB of KV cache for {shape.max_model_len} tokens) "
-            f"but {shape.gpu_count} x {shape.gpu_type} at {shape.gpu_memory_utilization} utilization offer "
-            f"{offered:.1f} GB; configurations that fit: {fits}",
-        ))
+        problems.append(
+            (
+                "model",
+                f"{shape.model} needs {needed:.1f} GB ({model.weights_gb:.1f} GB of weights + "
+                f"{model.kv_cache_gb(shape.max_model_len):.1f} GB of KV cache for {shape.max_model_len} tokens) "
+                f"but {shape.gpu_count} x {shape.gpu_type} at {shape.gpu_memory_utilization} utilization offer "
+                f"{offered:.1f} GB; configurations that fit: {fits}",
+            )
+        )
     machine, max_cpu, max_memory_gb = gpu.machines[shape.gpu_count]
     where = f"with {shape.gpu_count} x {shape.gpu_type}: the largest such machine, {machine}, has"
     if shape.cpu > max_cpu:

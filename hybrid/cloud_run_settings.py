@@ -92,7 +92,9 @@ class FrontendSettings(ServiceSettings):
     # "public": anyone may invoke (allUsers); "iap": only principals in iap_members, via IAP.
     access: Literal["public", "iap"] = "public"
     # The model the chat page asks for; by default the self-hosted one.
-    default_model: Annotated[str, matching(r"[\w.-]+(/[\w.:-]+)?", "a model name like google/gemini-2.5-flash")] | None = None
+    default_model: (
+        Annotated[str, matching(r"[\w.-]+(/[\w.:-]+)?", "a model name like google/gemini-2.5-flash")] | None
+    ) = None
 
 
 # Identity Platform (Firebase Auth) ID tokens are signed by these keys

@@ -36,7 +36,8 @@ BucketName = Annotated[
 ]
 # Prefixes every resource name; how long it may be depends on the names (see ResourceNames).
 EnvName = Annotated[
-    str, matching(r"[a-z]([a-z0-9-]{0,28}[a-z0-9])?", "1-30 lowercase letters, digits or hyphens, starting with a letter")
+    str,
+    matching(r"[a-z]([a-z0-9-]{0,28}[a-z0-9])?", "1-30 lowercase letters, digits or hyphens, starting with a letter"),
 ]
 # cloud.google.com/resource-manager/docs/labels-overview#requirements
 # GCP allows '-' in keys too, but cdktf rewrites '-' to '_' in provider blocks (measured),
@@ -291,7 +292,10 @@ class ResourceNames:
             },
             "Artifact Registry repository": (self.registry, _RFC1035, rfc),
             "database bootstrap job and service account": (
-                self.database_bootstrap, r"[a-z][-a-z0-9]{4,28}[a-z0-9]", "6-30 characters"),
+                self.database_bootstrap,
+                r"[a-z][-a-z0-9]{4,28}[a-z0-9]",
+                "6-30 characters",
+            ),
             # cloud.google.com/run/docs/deploying#service: at most 49 characters.
             **{
                 f"Cloud Run service {role}": (name, r"[a-z]([-a-z0-9]{0,47}[a-z0-9])?", "at most 49 characters")
@@ -320,7 +324,6 @@ def load_environment(path: Path) -> Environment:
     except ValidationError as err:
         raise ConfigError(path, list(_describe(err))) from None
     from hybrid.service_contract import ContractError, Wiring, service_settings  # builds on this module
-
 
     try:
         service_settings(env, Wiring.placeholder(env))

@@ -163,9 +163,11 @@ def await_runtime_index(assembly: str, version: str, tarball: str) -> None:
 def _rewrite_tarball(assembly: str, tarball: str, out: io.BufferedIOBase) -> None:
     seen_index = False
     # mtime=0 and level 1: reproducible bytes, and a fast one-off build.
-    with tarfile.open(tarball, "r:gz") as src, gzip.GzipFile(
-        fileobj=out, mode="wb", compresslevel=1, mtime=0
-    ) as gz, tarfile.open(fileobj=gz, mode="w", format=src.format) as dst:
+    with (
+        tarfile.open(tarball, "r:gz") as src,
+        gzip.GzipFile(fileobj=out, mode="wb", compresslevel=1, mtime=0) as gz,
+        tarfile.open(fileobj=gz, mode="w", format=src.format) as dst,
+    ):
         for member in src:
             data = src.extractfile(member) if member.isfile() else None
             if member.name == _JS_INDEX:

@@ -360,7 +360,9 @@ class FirewallRule:
             return False
         if packet.direction == "INGRESS":
             # An ingress rule without sources applies to 0.0.0.0/0.
-            sources_ok = (not self.source_ranges and not self.source_tags) or contains(packet.source, self.source_ranges)
+            sources_ok = (not self.source_ranges and not self.source_tags) or contains(
+                packet.source, self.source_ranges
+            )
             sources_ok = sources_ok or bool(self.source_tags & packet.source_tags)
         else:
             sources_ok = not self.source_ranges or contains(packet.source, self.source_ranges)
@@ -562,7 +564,11 @@ def private_dns(s: Synth, network: Ref, hostname: str) -> tuple[str, list[str]] 
             for n in (zone.get("private_visibility_config") or {}).get("networks") or ()
         )
         dns_name = zone.get("dns_name", "")
-        if zone.get("visibility") == "private" and visible and (hostname == dns_name or hostname.endswith("." + dns_name)):
+        if (
+            zone.get("visibility") == "private"
+            and visible
+            and (hostname == dns_name or hostname.endswith("." + dns_name))
+        ):
             if best is None or len(dns_name) > len(best[0]):
                 best = (dns_name, stack_id, key)
     if best is None:
@@ -615,7 +621,9 @@ def path_into_vpc(s: Synth, c: Chain, caller: RunService, callee: RunService) ->
     hostname = f"{callee.name}-PROJECT_NUMBER.{location}.run.app."  # the deterministic URL's host
     dns = private_dns(s, attached.network, hostname)
     answer = f" (zone {dns[0]}: {', '.join(dns[1])})" if dns and dns[1] else ": run.app resolves to public addresses"
-    if not c.check(bool(dns and dns[1]), f"a private DNS zone of {s.name_of(attached.network)} answers {hostname}{answer}"):
+    if not c.check(
+        bool(dns and dns[1]), f"a private DNS zone of {s.name_of(attached.network)} answers {hostname}{answer}"
+    ):
         return
     addresses = [host(a) for a in dns[1]]
     if not c.check(
@@ -701,12 +709,14 @@ def workloads(s: Synth) -> list[Workload]:
         template = (deployment.get("spec") or {}).get("template") or {}
         containers = (template.get("spec") or {}).get("container") or ()
         ports = [p for container in containers for p in container.get("port") or ()]
-        found.append(Workload(
-            namespace=str(s.value(stack_id, (deployment.get("metadata") or {}).get("namespace", "default"))),
-            labels=(template.get("metadata") or {}).get("labels") or {},
-            ports={p["name"]: int(p["container_port"]) for p in ports if p.get("name")},
-            numbers=frozenset(int(p["container_port"]) for p in ports),
-        ))
+        found.append(
+            Workload(
+                namespace=str(s.value(stack_id, (deployment.get("metadata") or {}).get("namespace", "default"))),
+                labels=(template.get("metadata") or {}).get("labels") or {},
+                ports={p["name"]: int(p["container_port"]) for p in ports if p.get("name")},
+                numbers=frozenset(int(p["container_port"]) for p in ports),
+            )
+        )
     return found
 
 
@@ -720,8 +730,14 @@ def _policy_port_matches(workload: Workload, entry: Mapping[str, Any], port: int
     return low is not None and low <= port <= high
 
 
-def network_policy_admits(s: Synth, workload: Workload, port: int, *, cidr: Net | None = None,
-                          namespace_labels: Mapping[str, str] | None = None) -> tuple[bool, str]:
+def network_policy_admits(
+    s: Synth,
+    workload: Workload,
+    port: int,
+    *,
+    cidr: Net | None = None,
+    namespace_labels: Mapping[str, str] | None = None,
+) -> tuple[bool, str]:
     """Whether the NetworkPolicies selecting ``workload`` admit a source on ``port`` (TCP).
 
     kubernetes.io/docs/concepts/services-networking/network-policies: pods no policy selects
@@ -735,8 +751,10 @@ def network_policy_admits(s: Synth, workload: Workload, port: int, *, cidr: Net 
         spec = policy.get("spec") or {}
         namespace = str(s.value(stack_id, (policy.get("metadata") or {}).get("namespace", "default")))
         types = spec.get("policy_types") or ["Ingress"]
-        if namespace == workload.namespace and "Ingress" in types and labels_select(
-            (spec.get("pod_selector") or {}).get("match_labels"), workload.labels
+        if (
+            namespace == workload.namespace
+            and "Ingress" in types
+            and labels_select((spec.get("pod_selector") or {}).get("match_labels"), workload.labels)
         ):
             selecting.append(policy)
     source = str(cidr) if cidr else f"namespace {dict(namespace_labels or {})}"
@@ -753,13 +771,20 @@ def network_policy_admits(s: Synth, workload: Workload, port: int, *, cidr: Net 
                 return True, f"NetworkPolicy {name} admits every source on {port}"
             for peer in peers:
                 block, namespaces, pods = peer.get("ip_block"), peer.get("namespace_selector"), peer.get("pod_selector")
-                if cidr is not None and block and cidr.subnet_of(net(block["cidr"])) and not overlapping(
-                    cidr, [net(e) for e in block.get("except") or ()]
+                if (
+                    cidr is not None
+                    and block
+                    and cidr.subnet_of(net(block["cidr"]))
+                    and not overlapping(cidr, [net(e) for e in block.get("except") or ()])
                 ):
                     return True, f"NetworkPolicy {name} admits ipBlock {block['cidr']} on {port}"
-                if namespace_labels is not None and namespaces is not None and not (pods or {}).get("match_labels") \
-                        and not namespaces.get("match_expressions") \
-                        and labels_select(namespaces.get("match_labels"), namespace_labels):
+                if (
+                    namespace_labels is not None
+                    and namespaces is not None
+                    and not (pods or {}).get("match_labels")
+                    and not namespaces.get("match_expressions")
+                    and labels_select(namespaces.get("match_labels"), namespace_labels)
+                ):
                     selector = namespaces.get("match_labels") or {}
                     return True, f"NetworkPolicy {name} admits namespaceSelector {selector} on {port}"
     return False, f"no NetworkPolicy selecting the pods admits {source} on {port}"
@@ -803,9 +828,14 @@ def _from_browser(s: Synth, role: str, *, allow_iap: bool) -> Verdict:
             and s.refers_to(stack_id, grant.get("cloud_run_service_name"), _service_target(s, service))
         )
         c.check(bool(members), f"{service.name}: IAP admits {', '.join(members) or 'nobody'}")
-        c.check("serviceAgent:iap.googleapis.com" in allowed, f"{service.name}: the IAP service agent holds roles/run.invoker")
+        c.check(
+            "serviceAgent:iap.googleapis.com" in allowed,
+            f"{service.name}: the IAP service agent holds roles/run.invoker",
+        )
     else:
-        c.fail(f"{service.name}: browsers cannot invoke it; roles/run.invoker: {', '.join(sorted(allowed)) or 'nobody'}")
+        c.fail(
+            f"{service.name}: browsers cannot invoke it; roles/run.invoker: {', '.join(sorted(allowed)) or 'nobody'}"
+        )
     return c.verdict()
 
 
@@ -904,8 +934,10 @@ def _to_gke_model(s: Synth, c: Chain, orchestrator: RunService, backends: dict, 
         return
     name, url, port = names[0]
     listed = ", ".join(map(str, service_ports)) or "none"
-    if not c.check(port in service_ports,
-                   f"BACKENDS.{name} = {url}: port {port} is a port of Service {lb['metadata'].get('name')} ({listed})"):
+    if not c.check(
+        port in service_ports,
+        f"BACKENDS.{name} = {url}: port {port} is a port of Service {lb['metadata'].get('name')} ({listed})",
+    ):
         return
     check_route(c, routes, model, name)
 
@@ -921,7 +953,9 @@ def _to_gke_model(s: Synth, c: Chain, orchestrator: RunService, backends: dict, 
     if attached is None:
         return
     destination = host(address)
-    if not c.check(attached.routes_into_vpc(destination), f"{orchestrator.name}: {attached.describe_routing(destination)}"):
+    if not c.check(
+        attached.routes_into_vpc(destination), f"{orchestrator.name}: {attached.describe_routing(destination)}"
+    ):
         return
     rules = firewall_rules(s, attached.network)
     _firewall(c, rules, Packet("EGRESS", attached.source, destination, port, target_tags=attached.tags))
@@ -931,7 +965,10 @@ def _to_gke_model(s: Synth, c: Chain, orchestrator: RunService, backends: dict, 
     source_tags = attached.tags if attached.connector else frozenset()
     _firewall(c, rules, Packet("INGRESS", attached.source, destination, port, source_tags=source_tags))
     ranges = [net(r) for r in spec.get("load_balancer_source_ranges") or ()] or [ANYWHERE]
-    c.check(within(attached.source, ranges), f"loadBalancerSourceRanges {', '.join(map(str, ranges))} include {attached.source}")
+    c.check(
+        within(attached.source, ranges),
+        f"loadBalancerSourceRanges {', '.join(map(str, ranges))} include {attached.source}",
+    )
     admitted, why = network_policy_admits(s, pod, target_port, cidr=attached.source)
     c.check(admitted, why)
     if admitted and "ipBlock" in why:
@@ -939,19 +976,26 @@ def _to_gke_model(s: Synth, c: Chain, orchestrator: RunService, backends: dict, 
         # Cluster a node may source-NAT it (kubernetes.io/docs/tutorials/services/source-ip/,
         # cloud.google.com/kubernetes-engine/docs/how-to/service-parameters#externalTrafficPolicy).
         policy = spec.get("external_traffic_policy", "Cluster")
-        c.check(policy == "Local", f"externalTrafficPolicy {policy}: the pods see the caller's own address for the ipBlock")
+        c.check(
+            policy == "Local", f"externalTrafficPolicy {policy}: the pods see the caller's own address for the ipBlock"
+        )
 
 
 def orchestrator_to_database(s: Synth, facts: EnvironmentFacts) -> Verdict:
     c = Chain("orchestrator -> Cloud SQL")
     orchestrator = run_service(s, "orchestrator")
     instances = list(s.all_resources("google_sql_database_instance"))
-    if not c.check(orchestrator is not None and bool(instances), "the orchestrator service and a Cloud SQL instance exist"):
+    if not c.check(
+        orchestrator is not None and bool(instances), "the orchestrator service and a Cloud SQL instance exist"
+    ):
         return c.verdict()
     services_id, env = s.stack_id("services"), orchestrator.env
     pghost = env.get("PGHOST")
-    matching = [(st, key, inst) for st, key, inst in instances
-                if s.refers_to(services_id, pghost, (st, "google_sql_database_instance", key), "private_ip_address")]
+    matching = [
+        (st, key, inst)
+        for st, key, inst in instances
+        if s.refers_to(services_id, pghost, (st, "google_sql_database_instance", key), "private_ip_address")
+    ]
     if not c.check(bool(matching), f"PGHOST = {s.show(services_id, pghost)}"):
         return c.verdict()
     stack_id, key, instance = matching[0]
@@ -967,8 +1011,10 @@ def orchestrator_to_database(s: Synth, facts: EnvironmentFacts) -> Verdict:
     attached = attachment(s, c, orchestrator)
     if attached is None:
         return c.verdict()
-    c.check(attached.network.target == network.target,
-            f"{orchestrator.name} egresses into {s.name_of(network)}, the instance's peered VPC")
+    c.check(
+        attached.network.target == network.target,
+        f"{orchestrator.name} egresses into {s.name_of(network)}, the instance's peered VPC",
+    )
     if c.check(attached.routes_into_vpc(psa_range), f"{orchestrator.name}: {attached.describe_routing(psa_range)}"):
         port = int(env.get("PGPORT") or POSTGRES)
         # Cloud SQL sits in Google's peered network: only our egress rules apply on the way
@@ -980,17 +1026,23 @@ def orchestrator_to_database(s: Synth, facts: EnvironmentFacts) -> Verdict:
     # cloud.google.com/sql/docs/postgres/configure-ssl-instance: ENCRYPTED_ONLY needs TLS,
     # TRUSTED_CLIENT_CERTIFICATE_REQUIRED a client certificate too.
     ssl_mode, sslmode = ip.get("ssl_mode", "ALLOW_UNENCRYPTED_AND_ENCRYPTED"), env.get("PGSSLMODE")
-    c.check(sslmode in ("require", "verify-ca", "verify-full") and ssl_mode != "TRUSTED_CLIENT_CERTIFICATE_REQUIRED",
-            f"PGSSLMODE = {sslmode} against ssl_mode {ssl_mode}")
+    c.check(
+        sslmode in ("require", "verify-ca", "verify-full") and ssl_mode != "TRUSTED_CLIENT_CERTIFICATE_REQUIRED",
+        f"PGSSLMODE = {sslmode} against ssl_mode {ssl_mode}",
+    )
     if env.get("DATABASE_AUTH") == "iam":
         _iam_login(s, c, orchestrator, stack_id, key, instance)
     else:
         c.ok(f"DATABASE_AUTH = {env.get('DATABASE_AUTH')}: password login, not checked here")
     database = env.get("PGDATABASE")
-    c.check(any(s.refers_to(services_id, database, (st, "google_sql_database", k))
-                and s.refers_to(st, db.get("instance"), (stack_id, "google_sql_database_instance", key))
-                for st, k, db in s.all_resources("google_sql_database")),
-            f"PGDATABASE = {s.show(services_id, database)}, a database of {instance.get('name')}")
+    c.check(
+        any(
+            s.refers_to(services_id, database, (st, "google_sql_database", k))
+            and s.refers_to(st, db.get("instance"), (stack_id, "google_sql_database_instance", key))
+            for st, k, db in s.all_resources("google_sql_database")
+        ),
+        f"PGDATABASE = {s.show(services_id, database)}, a database of {instance.get('name')}",
+    )
     return c.verdict()
 
 
@@ -1008,7 +1060,9 @@ def _private_services_range(s: Synth, c: Chain, stack_id: str, ip: dict) -> tupl
     else:
         ranges = []
     addresses = [s.config(r) for r in ranges if r is not None and r.type == "google_compute_global_address"]
-    if not c.check(network is not None and bool(addresses), "the instance's network has a Private Services Access range"):
+    if not c.check(
+        network is not None and bool(addresses), "the instance's network has a Private Services Access range"
+    ):
         return None
     address = addresses[0]
     psa_range = net(f"{address['address']}/{address['prefix_length']}")
@@ -1021,7 +1075,9 @@ def _iam_login(s: Synth, c: Chain, orchestrator: RunService, stack_id: str, key:
     # cloudsql.iam_authentication on, a CLOUD_IAM_SERVICE_ACCOUNT user named as the account's
     # email without .gserviceaccount.com, and roles/cloudsql.instanceUser for the account.
     flags = {f.get("name"): f.get("value") for f in (instance.get("settings") or {}).get("database_flags") or ()}
-    c.check(flags.get("cloudsql.iam_authentication") == "on", "DATABASE_AUTH = iam: flag cloudsql.iam_authentication on")
+    c.check(
+        flags.get("cloudsql.iam_authentication") == "on", "DATABASE_AUTH = iam: flag cloudsql.iam_authentication on"
+    )
     who = identity(s, orchestrator)
     users = [
         s.principal(st, user.get("name"))
@@ -1032,8 +1088,10 @@ def _iam_login(s: Synth, c: Chain, orchestrator: RunService, stack_id: str, key:
     ]
     c.check(who in users, f"IAM database user for {who} (type CLOUD_IAM_SERVICE_ACCOUNT): {', '.join(users) or 'none'}")
     pguser = orchestrator.env.get("PGUSER", "")
-    c.check(s.principal(s.stack_id("services"), pguser) == who and ".gserviceaccount.com" in pguser,
-            f"PGUSER is {who}'s email without .gserviceaccount.com")
+    c.check(
+        s.principal(s.stack_id("services"), pguser) == who and ".gserviceaccount.com" in pguser,
+        f"PGUSER is {who}'s email without .gserviceaccount.com",
+    )
     c.check(who in project_holders(s, "roles/cloudsql.instanceUser"), f"{who} holds roles/cloudsql.instanceUser")
 
 
@@ -1059,14 +1117,18 @@ def orchestrator_to_vertex(s: Synth, facts: EnvironmentFacts) -> Verdict:
     # PRIVATE_RANGES_ONLY sends public addresses straight out of Cloud Run, ALL_TRAFFIC into the
     # VPC (cloud.google.com/run/docs/configuring/networking-best-practices).
     if attached is None or not all(attached.routes_into_vpc(d) for d in destinations):
-        c.ok(f"{hostname} ({'the VIPs' if dns and dns[1] else 'public Google addresses'}) is reached directly from Cloud Run,"
-             f" outside the VPC" + (f" (egress {attached.egress})" if attached else ""))
+        c.ok(
+            f"{hostname} ({'the VIPs' if dns and dns[1] else 'public Google addresses'}) is reached directly from Cloud Run,"
+            f" outside the VPC" + (f" (egress {attached.egress})" if attached else "")
+        )
     else:
         c.ok(f"{orchestrator.name}: {attached.describe_routing(destinations[0])}")
         # cloud.google.com/vpc/docs/private-google-access: from the VPC, Google APIs need
         # Private Google Access on the subnet and an egress rule allowing them.
-        c.check(attached.subnet.get("private_ip_google_access") is True,
-                f"subnet {attached.subnet_name} has Private Google Access")
+        c.check(
+            attached.subnet.get("private_ip_google_access") is True,
+            f"subnet {attached.subnet_name} has Private Google Access",
+        )
         rules = firewall_rules(s, attached.network)
         for destination in destinations:
             _firewall(c, rules, Packet("EGRESS", attached.source, destination, HTTPS, target_tags=attached.tags))
@@ -1096,8 +1158,11 @@ def nodes_to_internet(s: Synth, facts: EnvironmentFacts) -> Verdict:
     # lists, on a Cloud Router in the same VPC and region; it does not bypass egress firewall rules.
     if private:
         covered = _nat_covers(s, network_ref, subnet_ref, subnet)
-        c.check(covered is not None, f"{cluster.get('name')} has private nodes: Cloud NAT covers subnet {subnet.get('name')}"
-                f" ({primary})" + (f": {covered}" if covered else ""))
+        c.check(
+            covered is not None,
+            f"{cluster.get('name')} has private nodes: Cloud NAT covers subnet {subnet.get('name')}"
+            f" ({primary})" + (f": {covered}" if covered else ""),
+        )
     else:
         c.ok(f"{cluster.get('name')}: nodes have external addresses, no NAT needed")
     rules = firewall_rules(s, network_ref)
@@ -1135,15 +1200,18 @@ def prometheus_to_metrics(s: Synth, facts: EnvironmentFacts) -> Verdict:
     autopilot = cluster.get("enable_autopilot") is True
     managed = ((cluster.get("monitoring_config") or {}).get("managed_prometheus") or {}).get("enabled")
     # Managed collection is on by default in Autopilot (cloud.google.com/stackdriver/docs/managed-prometheus/setup-managed).
-    c.check(managed is not False and (managed or autopilot),
-            f"{cluster.get('name')}: Managed Service for Prometheus collection on")
+    c.check(
+        managed is not False and (managed or autopilot),
+        f"{cluster.get('name')}: Managed Service for Prometheus collection on",
+    )
     # The managed collectors run in gke-gmp-system on Autopilot and in gmp-system on Standard
     # (cloud.google.com/stackdriver/docs/managed-prometheus/setup-managed, /troubleshooting), as
     # ordinary pods, not on the host network (github.com/GoogleCloudPlatform/prometheus-engine,
     # manifests/operator.yaml, DaemonSet collector), so NetworkPolicy sees their namespace.
     namespace = "gke-gmp-system" if autopilot else "gmp-system"
     monitors = [
-        m["manifest"] for _, _, m in s.all_resources("kubernetes_manifest")
+        m["manifest"]
+        for _, _, m in s.all_resources("kubernetes_manifest")
         if (m.get("manifest") or {}).get("kind") == "PodMonitoring"
     ]
     if not c.check(bool(monitors), "a PodMonitoring for the model server"):
@@ -1165,9 +1233,7 @@ def prometheus_to_metrics(s: Synth, facts: EnvironmentFacts) -> Verdict:
         port = pod.port(endpoint.get("port"))
         if not c.check(port is not None, f"endpoint port {endpoint.get('port')!r} -> container port {port}"):
             continue
-        admitted, why = network_policy_admits(
-            s, pod, port, namespace_labels={"kubernetes.io/metadata.name": namespace}
-        )
+        admitted, why = network_policy_admits(s, pod, port, namespace_labels={"kubernetes.io/metadata.name": namespace})
         # Every namespace carries kubernetes.io/metadata.name = its name
         # (kubernetes.io/docs/reference/labels-annotations-taints/#kubernetes-io-metadata-name).
         c.check(admitted, f"collectors in {namespace}: {why}")

@@ -144,16 +144,21 @@ def service_settings(env: Environment, wiring: Wiring, roles=tuple(MODELS)) -> d
         for table, given in (("env", service.env), ("secrets", service.secrets)):
             for name in sorted(given):
                 if name not in fields:
-                    problems.append(f"services.{role}.{table}.{name}: unknown setting; "
-                                    f"the {role} reads {', '.join(sorted(fields))}")
+                    problems.append(
+                        f"services.{role}.{table}.{name}: unknown setting; the {role} reads {', '.join(sorted(fields))}"
+                    )
                 elif values.get(fields[name]) is not None:
                     problems.append(f"services.{role}.{table}.{name}: is set by the stack; it cannot be overridden")
         # Secrets reach the container from Secret Manager; check the plain ones here.
         overrides = {fields[name]: value for name, value in service.env.items() if name in fields}
         try:
             built[role] = model.model_validate(
-                {**{k: v for k, v in values.items() if v is not None}, **overrides,
-                 **{fields[name]: "SECRET" for name in service.secrets if name in fields}})
+                {
+                    **{k: v for k, v in values.items() if v is not None},
+                    **overrides,
+                    **{fields[name]: "SECRET" for name in service.secrets if name in fields},
+                }
+            )
         except ValidationError as err:
             problems += [_describe(role, problem, overrides) for problem in err.errors()]
     if problems:

@@ -41,8 +41,10 @@ import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 # The services' code and the test stand-ins, here and in the servers this starts.
-PATHS = [str(ROOT / folder) for folder in
-         ("services", "services/gateway", "services/orchestrator", "tests", "tests/services")]
+PATHS = [
+    str(ROOT / folder)
+    for folder in ("services", "services/gateway", "services/orchestrator", "tests", "tests/services")
+]
 sys.path[:0] = PATHS
 
 from gateway.dev_issuer import DevIssuer  # noqa: E402
@@ -69,9 +71,28 @@ def start(command: list[str], env: dict[str, str], url: str) -> subprocess.Popen
 
 
 def uvicorn(target: str, port: int, env: dict[str, str]) -> subprocess.Popen:
-    return start([sys.executable, "-m", "uvicorn", "--factory", target, "--host", "127.0.0.1", "--port", str(port),
-                  "--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning"],
-                 env, f"http://127.0.0.1:{port}/health")
+    return start(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "--factory",
+            target,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--loop",
+            "uvloop",
+            "--http",
+            "httptools",
+            "--no-access-log",
+            "--log-level",
+            "warning",
+        ],
+        env,
+        f"http://127.0.0.1:{port}/health",
+    )
 
 
 def nginx(directory: Path, port: int, upstream_port: int) -> subprocess.Popen:
@@ -98,8 +119,11 @@ http {{
 }}
 """)
     binary = shutil.which("nginx") or "/usr/sbin/nginx"
-    return start([binary, "-c", str(directory / "nginx.conf"), "-p", str(directory)], os.environ.copy(),
-                 f"http://127.0.0.1:{port}/health")
+    return start(
+        [binary, "-c", str(directory / "nginx.conf"), "-p", str(directory)],
+        os.environ.copy(),
+        f"http://127.0.0.1:{port}/health",
+    )
 
 
 def drive(url: str, headers: dict[str, str], shape: str, seconds: int, work: Path) -> dict[str, float]:
@@ -107,19 +131,27 @@ def drive(url: str, headers: dict[str, str], shape: str, seconds: int, work: Pat
     script = work / "post.lua"
     header_lines = "".join(f'wrk.headers["{k}"] = "{v}"\n' for k, v in headers.items())
     # wrk asks delay() before every request; only the first one of each connection waits.
-    stagger = (f"local started = 0\nfunction delay()\n  started = started + 1\n"
-               f"  if started <= {CONCURRENCY} then return math.random(0, {STREAM_MS}) end\n  return 0\nend\n")
-    script.write_text(f'wrk.method = "POST"\nwrk.body = \'{json.dumps(BODY)}\'\n'
-                      f'wrk.headers["Content-Type"] = "application/json"\n{header_lines}'
-                      + (stagger if shape == "staggered" else ""))
+    stagger = (
+        f"local started = 0\nfunction delay()\n  started = started + 1\n"
+        f"  if started <= {CONCURRENCY} then return math.random(0, {STREAM_MS}) end\n  return 0\nend\n"
+    )
+    script.write_text(
+        f"wrk.method = \"POST\"\nwrk.body = '{json.dumps(BODY)}'\n"
+        f'wrk.headers["Content-Type"] = "application/json"\n{header_lines}' + (stagger if shape == "staggered" else "")
+    )
     output = subprocess.run(
         ["wrk", "-t", "1", "-c", str(CONCURRENCY), "-d", f"{seconds}s", "--latency", "-s", str(script), url],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     if "Non-2xx" in output or "Socket errors" in output:  # failed or timed-out streams would flatter p99
         sys.exit(f"{url} answered with errors:\n{output}")
-    return {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1)),
-            "p50": _ms(output, "50%"), "p99": _ms(output, "99%")}
+    return {
+        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1)),
+        "p50": _ms(output, "50%"),
+        "p99": _ms(output, "99%"),
+    }
 
 
 def cpu_seconds(pid: int) -> float:
@@ -149,20 +181,35 @@ def main() -> None:
     processes = {}
     try:
         processes["upstream"] = uvicorn("standins.openai_upstream:create_app", ports["upstream"], base_env)
-        processes["jwks"] = start([sys.executable, "-m", "gateway.dev_issuer", "--dir", str(work / "issuer"), "serve",
-                                   "--port", str(ports["jwks"])], base_env,
-                                  f"http://127.0.0.1:{ports['jwks']}/jwks.json")
-        processes["gateway"] = uvicorn("gateway.app:main", ports["gateway"], {
-            **base_env,
-            "JWKS_URL": f"http://127.0.0.1:{ports['jwks']}/jwks.json",
-            "JWT_ISSUER": issuer.issuer,
-            "JWT_AUDIENCE": issuer.audience,
-            "ORCHESTRATOR_URL": f"http://127.0.0.1:{ports['upstream']}",
-            "ORCHESTRATOR_AUTH": "none",
-            "RATE_LIMIT_PER_MINUTE": "1000000000",
-            "RATE_LIMIT_BURST": "1000000",
-            "LOG_LEVEL": "WARNING",
-        })
+        processes["jwks"] = start(
+            [
+                sys.executable,
+                "-m",
+                "gateway.dev_issuer",
+                "--dir",
+                str(work / "issuer"),
+                "serve",
+                "--port",
+                str(ports["jwks"]),
+            ],
+            base_env,
+            f"http://127.0.0.1:{ports['jwks']}/jwks.json",
+        )
+        processes["gateway"] = uvicorn(
+            "gateway.app:main",
+            ports["gateway"],
+            {
+                **base_env,
+                "JWKS_URL": f"http://127.0.0.1:{ports['jwks']}/jwks.json",
+                "JWT_ISSUER": issuer.issuer,
+                "JWT_AUDIENCE": issuer.audience,
+                "ORCHESTRATOR_URL": f"http://127.0.0.1:{ports['upstream']}",
+                "ORCHESTRATOR_AUTH": "none",
+                "RATE_LIMIT_PER_MINUTE": "1000000000",
+                "RATE_LIMIT_BURST": "1000000",
+                "LOG_LEVEL": "WARNING",
+            },
+        )
         processes["nginx proxy_pass"] = nginx(work, ports["nginx"], ports["upstream"])
         token = {"authorization": f"Bearer {issuer.token('bench')}"}
         paths = {
@@ -189,8 +236,10 @@ def main() -> None:
             process.wait(timeout=10)
         shutil.rmtree(work, ignore_errors=True)
 
-    print(f"{CONCURRENCY} concurrent streams (wrk, loopback), {os.cpu_count()} cores; "
-          f"median of {args.rounds} rounds of {args.seconds} s per path")
+    print(
+        f"{CONCURRENCY} concurrent streams (wrk, loopback), {os.cpu_count()} cores; "
+        f"median of {args.rounds} rounds of {args.seconds} s per path"
+    )
     added = {}
     for shape in SHAPES:
         print(f"\n{shape} starts")
@@ -201,16 +250,20 @@ def main() -> None:
             plus = {q: median(r[q] - d[q] for r, d in zip(mine, direct)) for q in ("p50", "p99")}
             added[shape, name] = plus["p99"]
             cpu = f"{median(r['cpu'] for r in mine):11.2f}" if name in processes else f"{'-':>11}"
-            print(f"{name:18} {median(r['rps'] for r in mine):7.0f} {median(r['p50'] for r in mine):8.1f} "
-                  f"{median(r['p99'] for r in mine):8.1f} {plus['p50']:8.1f} {plus['p99']:8.1f} {cpu}")
+            print(
+                f"{name:18} {median(r['rps'] for r in mine):7.0f} {median(r['p50'] for r in mine):8.1f} "
+                f"{median(r['p99'] for r in mine):8.1f} {plus['p50']:8.1f} {plus['p99']:8.1f} {cpu}"
+            )
         for name in paths:
             if name != "direct":
                 rounds = ", ".join(f"{r['p99'] - d['p99']:.1f}" for r, d in zip(runs[shape, name], direct))
                 print(f"  {name} +p99 ms by round: {rounds}")
     steady = added["staggered", "gateway"]
-    print(f"\ngateway adds {steady:.1f} ms at p99 in the steady state (target <= {TARGET_ADDED_P99_MS}): "
-          f"{'OK' if steady <= TARGET_ADDED_P99_MS else 'MISSED'}; "
-          f"{added['lockstep', 'gateway']:.1f} ms under the lockstep burst")
+    print(
+        f"\ngateway adds {steady:.1f} ms at p99 in the steady state (target <= {TARGET_ADDED_P99_MS}): "
+        f"{'OK' if steady <= TARGET_ADDED_P99_MS else 'MISSED'}; "
+        f"{added['lockstep', 'gateway']:.1f} ms under the lockstep burst"
+    )
 
 
 if __name__ == "__main__":

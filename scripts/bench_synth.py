@@ -66,7 +66,10 @@ def main() -> None:
         env = {**os.environ, "CDKTF_OUTDIR": outdir}
         commands = {
             "ordinary import of both providers": [
-                sys.executable, "-c", "import cdktf_cdktf_provider_google, cdktf_cdktf_provider_kubernetes"],
+                sys.executable,
+                "-c",
+                "import cdktf_cdktf_provider_google, cdktf_cdktf_provider_kubernetes",
+            ],
             "synth of every stack (python main.py)": [sys.executable, "main.py"],
         }
         results: dict[str, list[tuple[float, float]]] = {name: [] for name in commands}
@@ -76,18 +79,20 @@ def main() -> None:
             for name, command in commands.items():
                 results[name].append(measure(command, env))
 
-    medians = {
-        name: (statistics.median(t for t, _ in runs), max(m for _, m in runs)) for name, runs in results.items()
-    }
+    medians = {name: (statistics.median(t for t, _ in runs), max(m for _, m in runs)) for name, runs in results.items()}
     (ordinary_s, _), (synth_s, synth_mib) = medians.values()
     print(f"{'':40} {'median s':>9} {'peak MiB':>9}   ({args.runs} runs each, {os.cpu_count()} cores)")
     for name, (seconds, mib) in medians.items():
         print(f"{name:40} {seconds:9.2f} {mib:9.0f}")
     ratio = synth_s / ordinary_s
-    print(f"\nsynth / ordinary import time: {ratio:.2f} (target <= {TIME_RATIO_TARGET})"
-          f" {'OK' if ratio <= TIME_RATIO_TARGET else 'MISSED'}")
-    print(f"synth peak memory: {synth_mib:.0f} MiB (target <= {MEMORY_TARGET_MIB})"
-          f" {'OK' if synth_mib <= MEMORY_TARGET_MIB else 'MISSED'}")
+    print(
+        f"\nsynth / ordinary import time: {ratio:.2f} (target <= {TIME_RATIO_TARGET})"
+        f" {'OK' if ratio <= TIME_RATIO_TARGET else 'MISSED'}"
+    )
+    print(
+        f"synth peak memory: {synth_mib:.0f} MiB (target <= {MEMORY_TARGET_MIB})"
+        f" {'OK' if synth_mib <= MEMORY_TARGET_MIB else 'MISSED'}"
+    )
 
 
 if __name__ == "__main__":

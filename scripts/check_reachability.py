@@ -67,8 +67,10 @@ def load_stacks(synth_dir: Path, env: str, layers: tuple[str, ...]) -> dict[str,
         except (OSError, UnicodeDecodeError, ValueError) as err:
             raise CheckError(f"{path}: not readable JSON ({err})") from None
     if f"{env}-network" not in stacks:
-        raise CheckError(f"{synth_dir}: no synthesized stacks for environment {env!r}"
-                         f" (expected {synth_dir / 'stacks' / f'{env}-network' / 'cdk.tf.json'})")
+        raise CheckError(
+            f"{synth_dir}: no synthesized stacks for environment {env!r}"
+            f" (expected {synth_dir / 'stacks' / f'{env}-network' / 'cdk.tf.json'})"
+        )
     return stacks
 
 
@@ -84,8 +86,10 @@ def table(facts, verdicts) -> str:
             left = f"{verdict.edge:<{edge_width}}  {label:<7}" if index == 0 else " " * (edge_width + 9)
             lines.append(f"{left}  {'ok' if step.ok else 'NO'}  {step.text}")
     blocked = [v.edge for v in verdicts if not v.ok]
-    lines.append(f"{facts.name}: {len(verdicts) - len(blocked)} of {len(verdicts)} edges OK"
-                 + (f"; BLOCKED: {', '.join(blocked)}" if blocked else ""))
+    lines.append(
+        f"{facts.name}: {len(verdicts) - len(blocked)} of {len(verdicts)} edges OK"
+        + (f"; BLOCKED: {', '.join(blocked)}" if blocked else "")
+    )
     return "\n".join(lines)
 
 
@@ -101,10 +105,16 @@ def check(synth_dir: Path, env_files: list[Path]) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--env", type=Path, action="append", metavar="FILE",
-                        help="environment file (repeatable); default: every file in environments/")
-    parser.add_argument("--synth-dir", type=Path, metavar="DIR",
-                        help="an existing synth output (JSON) to check instead of synthesizing")
+    parser.add_argument(
+        "--env",
+        type=Path,
+        action="append",
+        metavar="FILE",
+        help="environment file (repeatable); default: every file in environments/",
+    )
+    parser.add_argument(
+        "--synth-dir", type=Path, metavar="DIR", help="an existing synth output (JSON) to check instead of synthesizing"
+    )
     args = parser.parse_args(argv)
     env_files = args.env or sorted(ENVIRONMENTS_DIR.glob("*.toml"))
     try:

@@ -34,14 +34,18 @@ def current(env_path: Path) -> dict:
 def compare(baseline: dict, now: dict, max_increase_percent: float) -> tuple[bool, list[str]]:
     before, after = baseline["monthly_total_usd"], now["monthly_total_usd"]
     change = (after - before) / before * 100 if before else (0.0 if after == before else float("inf"))
-    lines = [f"{now['environment']}: monthly estimate ${after:,.2f} against the baseline ${before:,.2f} ({change:+.1f}%, limit +{max_increase_percent:g}%)"]
+    lines = [
+        f"{now['environment']}: monthly estimate ${after:,.2f} against the baseline ${before:,.2f} ({change:+.1f}%, limit +{max_increase_percent:g}%)"
+    ]
     for stack in sorted(set(baseline["stacks"]) | set(now["stacks"])):
         a, b = baseline["stacks"].get(stack, 0.0), now["stacks"].get(stack, 0.0)
         if round(a, 2) != round(b, 2):
             lines.append(f"  {stack}: ${a:,.2f} -> ${b:,.2f} ({b - a:+,.2f})")
     ok = change <= max_increase_percent
     if not ok:
-        lines.append(f"COST INCREASE over {max_increase_percent:g}%: review it, then accept with `python scripts/cost_gate.py --update`")
+        lines.append(
+            f"COST INCREASE over {max_increase_percent:g}%: review it, then accept with `python scripts/cost_gate.py --update`"
+        )
     return ok, lines
 
 

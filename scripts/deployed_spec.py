@@ -58,7 +58,11 @@ class SynthesizedEnvironment:
         with tempfile.TemporaryDirectory(prefix="rehearsal-synth-") as outdir:
             result = subprocess.run(
                 [sys.executable, "main.py", "--env", str(environment_file)],
-                cwd=ROOT, env={**os.environ, "CDKTF_OUTDIR": outdir}, capture_output=True, text=True, timeout=600,
+                cwd=ROOT,
+                env={**os.environ, "CDKTF_OUTDIR": outdir},
+                capture_output=True,
+                text=True,
+                timeout=600,
             )
             if result.returncode:
                 raise SystemExit(result.stderr.strip())
@@ -74,14 +78,18 @@ class SynthesizedEnvironment:
         stack = self.stacks[f"{self.name}-services"]
         found = {}
         for resource in stack["resource"]["google_cloud_run_v2_service"].values():
-            container = self._container(f"{self.name}-services", resource["name"], resource["template"]["containers"][0])
+            container = self._container(
+                f"{self.name}-services", resource["name"], resource["template"]["containers"][0]
+            )
             found[container.role] = container
         return found
 
     def jobs(self) -> dict[str, Container]:
         stack = self.stacks[f"{self.name}-services"]
         return {
-            job["name"]: self._container(f"{self.name}-services", job["name"], job["template"]["template"]["containers"][0])
+            job["name"]: self._container(
+                f"{self.name}-services", job["name"], job["template"]["template"]["containers"][0]
+            )
             for job in stack["resource"].get("google_cloud_run_v2_job", {}).values()
         }
 

@@ -72,15 +72,23 @@ SERVICE_ORDER = ("orchestrator", "gateway", "frontend")
 
 
 @contextlib.contextmanager
-def local_chain(environment: Path = DEV, upstream: str | None = None, model: str | None = None,
-                api_key_env: str | None = None, overrides: dict[str, dict[str, str]] | None = None):
+def local_chain(
+    environment: Path = DEV,
+    upstream: str | None = None,
+    model: str | None = None,
+    api_key_env: str | None = None,
+    overrides: dict[str, dict[str, str]] | None = None,
+):
     """Start the chain and yield what a test needs of it: URLs, the identity stand-in's issuer and
     password, the database, each service's environment as started. ``overrides`` (role ->
     variables) are for tests that need other limits."""
     spec = SynthesizedEnvironment.synthesize(environment)
     services, jobs = spec.services(), spec.jobs()
-    secret_values = {secret: random_secrets.token_urlsafe(24)
-                     for container in [*services.values(), *jobs.values()] for secret in container.secrets.values()}
+    secret_values = {
+        secret: random_secrets.token_urlsafe(24)
+        for container in [*services.values(), *jobs.values()]
+        for secret in container.secrets.values()
+    }
     _require_free(DATABASE_HOST, DATABASE_PORT)
     work = Path(tempfile.mkdtemp(prefix="local-chain-"))
     database = Postgres(work, host=DATABASE_HOST, port=DATABASE_PORT, superuser="cloudsqladmin", tls=True)
@@ -91,8 +99,9 @@ def local_chain(environment: Path = DEV, upstream: str | None = None, model: str
             metadata = stack.enter_context(Server(create_metadata(access_token=ACCESS_TOKEN)))
             project = spec.stacks[f"{spec.name}-services"]["provider"]["google"][0]["project"]
             issuer = identity_issuer(work / "identity", project)
-            identity = stack.enter_context(Server(create_identity_platform(issuer, api_key=BROWSER_KEY,
-                                                                           password=PASSWORD)))
+            identity = stack.enter_context(
+                Server(create_identity_platform(issuer, api_key=BROWSER_KEY, password=PASSWORD))
+            )
             if upstream is None:
                 upstream = stack.enter_context(Server(create_model_standin())).url + "/v1"
             ports = {role: free_port() for role in services}
@@ -105,23 +114,37 @@ def local_chain(environment: Path = DEV, upstream: str | None = None, model: str
                 GOOGLE_JWKS: identity.url + JWKS_PATH,
                 IDENTITY_PLATFORM: identity.url,
             }
-            platform = {"GCE_METADATA_HOST": f"127.0.0.1:{metadata.port}", "GCE_METADATA_IP": f"127.0.0.1:{metadata.port}"}
+            platform = {
+                "GCE_METADATA_HOST": f"127.0.0.1:{metadata.port}",
+                "GCE_METADATA_IP": f"127.0.0.1:{metadata.port}",
+            }
             for job in jobs.values():
                 _run_job(job, {**_environment(job, translate, secret_values), **platform})
             environments = {}
             for role in SERVICE_ORDER:
-                environments[role] = {**_environment(services[role], translate, secret_values),
-                                      **(overrides or {}).get(role, {})}
+                environments[role] = {
+                    **_environment(services[role], translate, secret_values),
+                    **(overrides or {}).get(role, {}),
+                }
                 if role == "orchestrator" and model:
                     environments[role]["BACKENDS"] = _real_upstream(environments[role]["BACKENDS"], model, api_key_env)
-                stack.enter_context(service_process(services[role], ports[role], {**environments[role], **platform},
-                                                     work / f"{role}.log"))
+                stack.enter_context(
+                    service_process(
+                        services[role], ports[role], {**environments[role], **platform}, work / f"{role}.log"
+                    )
+                )
             yield dict(
-                frontend=local["frontend"], gateway=local["gateway"], orchestrator=local["orchestrator"],
-                issuer=issuer, password=PASSWORD, environments=environments,
+                frontend=local["frontend"],
+                gateway=local["gateway"],
+                orchestrator=local["orchestrator"],
+                issuer=issuer,
+                password=PASSWORD,
+                environments=environments,
                 # The ledger's database, as the admin of the whole server (to read what the orchestrator wrote).
                 conninfo=make_conninfo(database.conninfo, dbname=environments["orchestrator"]["PGDATABASE"]),
-                spec=spec, metadata=metadata, model=json.loads(environments["orchestrator"]["ROUTES"])[0]["match"],
+                spec=spec,
+                metadata=metadata,
+                model=json.loads(environments["orchestrator"]["ROUTES"])[0]["match"],
             )
     finally:
         database.stop()
@@ -133,8 +156,10 @@ def _require_free(host: str, port: int) -> None:
         try:
             probe.bind((host, port))
         except OSError as err:
-            raise RuntimeError(f"{host}:{port} is taken ({err.strerror}): the rehearsal puts Cloud SQL's "
-                               "stand-in there, on libpq's default port, as the orchestrator names none") from None
+            raise RuntimeError(
+                f"{host}:{port} is taken ({err.strerror}): the rehearsal puts Cloud SQL's "
+                "stand-in there, on libpq's default port, as the orchestrator names none"
+            ) from None
 
 
 def _run_app_url(spec: SynthesizedEnvironment, service: Container) -> str:
@@ -169,19 +194,28 @@ def _environment(container: Container, translate: dict[str, str], secret_values:
     return {**env, **{name: secret_values[secret] for name, secret in container.secrets.items()}}
 
 
-def _create_cloud_sql_objects(database: Postgres, spec: SynthesizedEnvironment, jobs: dict[str, Container],
-                              secret_values: dict[str, str]) -> None:
+def _create_cloud_sql_objects(
+    database: Postgres, spec: SynthesizedEnvironment, jobs: dict[str, Container], secret_values: dict[str, str]
+) -> None:
     """What Cloud SQL and the database stack make: cloudsqlsuperuser and its member postgres
     (not a superuser), the databases (owned by cloudsqlsuperuser), the IAM users (no privileges)."""
-    (admin_password,) = {secret_values[job.secrets["PGPASSWORD"]] for job in jobs.values() if "PGPASSWORD" in job.secrets}
+    (admin_password,) = {
+        secret_values[job.secrets["PGPASSWORD"]] for job in jobs.values() if "PGPASSWORD" in job.secrets
+    }
     statements = [
         "CREATE ROLE cloudsqlsuperuser NOLOGIN CREATEROLE CREATEDB",
         sql.SQL("CREATE ROLE postgres LOGIN PASSWORD {} IN ROLE cloudsqlsuperuser").format(sql.Literal(admin_password)),
-        *(sql.SQL("CREATE DATABASE {} OWNER cloudsqlsuperuser").format(sql.Identifier(db["name"]))
-          for db in spec.resource("database", "google_sql_database")),
-        *(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
-            sql.Identifier(spec.resolve(f"{spec.name}-database", user["name"])), sql.Literal(ACCESS_TOKEN))
-          for user in spec.resource("database", "google_sql_user") if user["type"] == "CLOUD_IAM_SERVICE_ACCOUNT"),
+        *(
+            sql.SQL("CREATE DATABASE {} OWNER cloudsqlsuperuser").format(sql.Identifier(db["name"]))
+            for db in spec.resource("database", "google_sql_database")
+        ),
+        *(
+            sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
+                sql.Identifier(spec.resolve(f"{spec.name}-database", user["name"])), sql.Literal(ACCESS_TOKEN)
+            )
+            for user in spec.resource("database", "google_sql_user")
+            if user["type"] == "CLOUD_IAM_SERVICE_ACCOUNT"
+        ),
     ]
     with psycopg.connect(database.conninfo, autocommit=True) as conn:
         for statement in statements:
@@ -200,8 +234,13 @@ def service_process(container: Container, port: int, env: dict[str, str], log: P
     """The service as its image runs it: the Dockerfile's command, on loopback."""
     command = _image_command(container.role, port)
     with log.open("wb") as output:
-        process = subprocess.Popen(command, env=_process_env(container.role, env), stdout=output,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(
+            command,
+            env=_process_env(container.role, env),
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
         url = f"http://127.0.0.1:{port}{container.startup_probe_path or '/'}"
         deadline = time.monotonic() + 60

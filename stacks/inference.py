@@ -91,9 +91,7 @@ class InferenceStack(LayerStack):
         namespace = NamespaceV1(
             self,
             "namespace",
-            metadata=NamespaceV1Metadata(
-                name=NAMESPACE, labels={"pod-security.kubernetes.io/enforce": "baseline"}
-            ),
+            metadata=NamespaceV1Metadata(name=NAMESPACE, labels={"pod-security.kubernetes.io/enforce": "baseline"}),
         )
         account = ServiceAccountV1(
             self,

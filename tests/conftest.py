@@ -47,5 +47,3 @@ def synth_hcl(tmp_path_factory) -> Path:
 def env(request) -> str:
     """Run a test once per shipped environment."""
     return request.param
-
-

@@ -14,13 +14,16 @@ STACKS = tuple(f"{env}-{layer}" for env in ENVIRONMENTS for layer in LAYERS)
 
 DEV = (ROOT / "environments" / "dev.toml").read_text()
 # dev with its model on a Cloud Run GPU instead of GKE.
-DEV_CLOUD_RUN = DEV[: DEV.index("[inference]")] + """[inference]
+DEV_CLOUD_RUN = (
+    DEV[: DEV.index("[inference]")]
+    + """[inference]
 placement = "cloud_run"
 
 [inference.cloud_run]
 model = "google/gemma-3-4b-it"
 zonal_redundancy = false
 """
+)
 
 
 def run_main(outdir: Path, *args: str, extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess:

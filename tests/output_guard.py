@@ -40,8 +40,14 @@ def dict_in_list_literals(path: Path) -> Iterator[str]:
     structs, so it is left out.
     """
     tree = ast.parse(path.read_text(), filename=str(path))
-    raw = {id(node) for call in ast.walk(tree) if isinstance(call, ast.Call)
-           for kw in call.keywords if kw.arg == "manifest" for node in ast.walk(kw.value)}
+    raw = {
+        id(node)
+        for call in ast.walk(tree)
+        if isinstance(call, ast.Call)
+        for kw in call.keywords
+        if kw.arg == "manifest"
+        for node in ast.walk(kw.value)
+    }
     for node in ast.walk(tree):
         if id(node) in raw:
             continue

@@ -23,8 +23,13 @@ def profile(**changes) -> Profile:
 
 
 def run_advise(path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "main.py", "advise", "--profile", str(path)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "main.py", "advise", "--profile", str(path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def write(tmp_path, text: str):
@@ -40,8 +45,12 @@ def placements(advice) -> dict[str, str]:
 def test_example_profile_places_each_layer_with_reasons():
     advice = advise(profile())
     assert placements(advice) == {
-        "frontend": "cloud_run", "gateway": "cloud_run", "orchestration": "cloud_run",
-        "models": "gke", "workers": "none", "database": "cloud_sql",
+        "frontend": "cloud_run",
+        "gateway": "cloud_run",
+        "orchestration": "cloud_run",
+        "models": "gke",
+        "workers": "none",
+        "database": "cloud_sql",
     }
     assert all(d.reasons for d in advice.decisions)
 
@@ -68,8 +77,9 @@ def test_bursty_tolerant_workload_puts_a_one_l4_model_on_cloud_run(tmp_path):
 
 
 def test_a_model_larger_than_one_l4_goes_to_gke_on_the_gpus_it_needs(tmp_path):
-    advice = advise(profile(model="meta-llama/Llama-3.1-70B-Instruct", traffic_pattern="bursty",
-                            cold_start_tolerance="acceptable"))
+    advice = advise(
+        profile(model="meta-llama/Llama-3.1-70B-Instruct", traffic_pattern="bursty", cold_start_tolerance="acceptable")
+    )
     assert placements(advice)["models"] == "gke"
     path = tmp_path / "acme-chat.toml"
     path.write_text(skeleton(advice.profile) + advice.fragment)
@@ -95,8 +105,11 @@ def test_requests_longer_than_an_hour_take_the_gateway_off_cloud_run():
 
 
 def test_refuses_long_requests_placed_on_cloud_run(tmp_path):
-    text = EXAMPLE.read_text().replace("max_request_minutes = 5 ", "max_request_minutes = 90").replace(
-        '# models = "cloud_run"', 'gateway = "cloud_run"')
+    text = (
+        EXAMPLE.read_text()
+        .replace("max_request_minutes = 5 ", "max_request_minutes = 90")
+        .replace('# models = "cloud_run"', 'gateway = "cloud_run"')
+    )
     path = write(tmp_path, text)
     result = run_advise(path)
     assert result.returncode == 2 and result.stdout == ""
@@ -107,20 +120,35 @@ def test_refuses_long_requests_placed_on_cloud_run(tmp_path):
 
 
 def test_refuses_a_multi_gpu_model_on_cloud_run(tmp_path):
-    text = EXAMPLE.read_text().replace('"meta-llama/Llama-3.1-8B-Instruct"', '"mistralai/Mixtral-8x7B-Instruct-v0.1"').replace(
-        '# models = "cloud_run"', 'models = "cloud_run"')
+    text = (
+        EXAMPLE.read_text()
+        .replace('"meta-llama/Llama-3.1-8B-Instruct"', '"mistralai/Mixtral-8x7B-Instruct-v0.1"')
+        .replace('# models = "cloud_run"', 'models = "cloud_run"')
+    )
     result = run_advise(write(tmp_path, text))
     assert result.returncode == 2
-    assert "placement.models = 'cloud_run': mistralai/Mixtral-8x7B-Instruct-v0.1 at max_model_len = 8192 needs 8 x nvidia-l4" in result.stderr
+    assert (
+        "placement.models = 'cloud_run': mistralai/Mixtral-8x7B-Instruct-v0.1 at max_model_len = 8192 needs 8 x nvidia-l4"
+        in result.stderr
+    )
     assert "Cloud Run offers one L4 per instance" in result.stderr
 
 
-@pytest.mark.parametrize(("change", "message"), [
-    (("team_size = 4", "team_sise = 4"), "team_sise: unknown key; allowed here: name, region, gpu_required"),
-    (('traffic_pattern = "sustained"', 'traffic_pattern = "spiky"'), "traffic_pattern = 'spiky': Input should be 'bursty' or 'sustained'"),
-    (("requests_per_day = 50000\n", ""), "requests_per_day: required key is missing"),
-    (('# models = "cloud_run"', 'models = "lambda"'), "placement.models = 'lambda': Input should be 'cloud_run', 'gke' or 'vertex_ai'"),
-])
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (("team_size = 4", "team_sise = 4"), "team_sise: unknown key; allowed here: name, region, gpu_required"),
+        (
+            ('traffic_pattern = "sustained"', 'traffic_pattern = "spiky"'),
+            "traffic_pattern = 'spiky': Input should be 'bursty' or 'sustained'",
+        ),
+        (("requests_per_day = 50000\n", ""), "requests_per_day: required key is missing"),
+        (
+            ('# models = "cloud_run"', 'models = "lambda"'),
+            "placement.models = 'lambda': Input should be 'cloud_run', 'gke' or 'vertex_ai'",
+        ),
+    ],
+)
 def test_profile_mistakes_are_one_clear_line(tmp_path, change, message):
     path = write(tmp_path, EXAMPLE.read_text().replace(*change))
     result = run_advise(path)
@@ -131,8 +159,13 @@ def test_profile_mistakes_are_one_clear_line(tmp_path, change, message):
 def test_json_output():
     result = run_advise(EXAMPLE.relative_to(ROOT))
     assert result.returncode == 0, result.stderr
-    result = subprocess.run([sys.executable, "main.py", "advise", "--profile", "examples/workload.toml", "--json"],
-                            cwd=ROOT, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "main.py", "advise", "--profile", "examples/workload.toml", "--json"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     data = json.loads(result.stdout)
     assert data["placements"]["models"]["platform"] == "gke"
     assert "[inference.gke]" in data["fragment"]

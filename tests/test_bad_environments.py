@@ -9,58 +9,231 @@ from iac import DEV, DEV_CLOUD_RUN, ROOT, run_main
 # (case, what to change in dev.toml, the message expected after "<file>: ")
 CASES = [
     ("unknown-key", ("[state]", "[state]\nbukket = 'x'"), "state.bukket: unknown key; allowed here: bucket"),
-    ("unknown-section", ("[database]", "[databse]"), "databse: unknown key; allowed here: name, project_id, region, labels, state, network, database"),
-    ("project-id", ('"replace-me-dev"', '"Replace_Me"'), "project_id = 'Replace_Me': must be 6-30 lowercase letters, digits or hyphens, starting with a letter"),
-    ("region", ('"us-central1"', '"us central"'), "region = 'us central': must be a GCP region like europe-west1 or us-central1"),
-    ("cidr-syntax", ('"10.10.0.0/20"', '"10.10.0.300/20"'), "network.subnet_cidr = '10.10.0.300/20': must be an IPv4 CIDR range with no host bits set, like 10.0.0.0/20"),
-    ("cidr-host-bits", ('"10.8.0.0/24"', '"10.8.0.1/24"'), "network.run_cidr = '10.8.0.1/24': must be an IPv4 CIDR range with no host bits set"),
-    ("cidr-overlap", ('"10.32.0.0/16"', '"10.16.0.0/16"'), "network.psa_cidr = '10.16.0.0/16': overlaps network.pods_cidr (10.16.0.0/14); every range must be distinct"),
-    ("run-subnet-overlap", ('"10.8.0.0/24"', '"10.10.1.0/24"'), "network.run_cidr = '10.10.1.0/24': overlaps network.subnet_cidr (10.10.0.0/20)"),
-    ("run-subnet-too-small", ('"10.8.0.0/24"', '"10.8.0.0/27"'), "network.run_cidr = '10.8.0.0/27': must be a /26 or larger for Cloud Run's Direct VPC egress"),
-    ("run-subnet-too-few-addresses", ("max_instances = 10\n\n[services.orchestrator]", "max_instances = 120\n\n[services.orchestrator]"), "network.run_cidr = '10.8.0.0/24': has 252 usable addresses; the gateway's and orchestrator's max_instances need 260 (two per instance)"),
-    ("name-too-long", ('name = "dev"', 'name = "development-environment-blue"'), "name = 'development-environment-blue': makes the GKE node service account name 'development-environment-blue-gke-nodes' (38 chars); GCP allows 6-30 characters"),
-    ("tier-unknown", ('"db-custom-1-3840"', '"db-n1-standard-2"'), "database.tier = 'db-n1-standard-2': must be db-f1-micro or db-g1-small or db-custom-<vCPUs>-<memory MiB>"),
-    ("tier-memory", ('"db-custom-1-3840"', '"db-custom-2-15360"'), "database.tier = 'db-custom-2-15360': must have a multiple of 256 MiB, at least 3840 MiB, and 0.9-6.5 GiB per vCPU (1843-13312 MiB for 2 vCPUs)"),
-    ("version", ('"POSTGRES_16"', '"POSTGRES_12"'), "database.version = 'POSTGRES_12': Input should be 'POSTGRES_14', 'POSTGRES_15', 'POSTGRES_16' or 'POSTGRES_17'"),
-    ("availability", ('"ZONAL"', '"MULTI_REGION"'), "database.availability = 'MULTI_REGION': Input should be 'ZONAL' or 'REGIONAL'"),
+    (
+        "unknown-section",
+        ("[database]", "[databse]"),
+        "databse: unknown key; allowed here: name, project_id, region, labels, state, network, database",
+    ),
+    (
+        "project-id",
+        ('"replace-me-dev"', '"Replace_Me"'),
+        "project_id = 'Replace_Me': must be 6-30 lowercase letters, digits or hyphens, starting with a letter",
+    ),
+    (
+        "region",
+        ('"us-central1"', '"us central"'),
+        "region = 'us central': must be a GCP region like europe-west1 or us-central1",
+    ),
+    (
+        "cidr-syntax",
+        ('"10.10.0.0/20"', '"10.10.0.300/20"'),
+        "network.subnet_cidr = '10.10.0.300/20': must be an IPv4 CIDR range with no host bits set, like 10.0.0.0/20",
+    ),
+    (
+        "cidr-host-bits",
+        ('"10.8.0.0/24"', '"10.8.0.1/24"'),
+        "network.run_cidr = '10.8.0.1/24': must be an IPv4 CIDR range with no host bits set",
+    ),
+    (
+        "cidr-overlap",
+        ('"10.32.0.0/16"', '"10.16.0.0/16"'),
+        "network.psa_cidr = '10.16.0.0/16': overlaps network.pods_cidr (10.16.0.0/14); every range must be distinct",
+    ),
+    (
+        "run-subnet-overlap",
+        ('"10.8.0.0/24"', '"10.10.1.0/24"'),
+        "network.run_cidr = '10.10.1.0/24': overlaps network.subnet_cidr (10.10.0.0/20)",
+    ),
+    (
+        "run-subnet-too-small",
+        ('"10.8.0.0/24"', '"10.8.0.0/27"'),
+        "network.run_cidr = '10.8.0.0/27': must be a /26 or larger for Cloud Run's Direct VPC egress",
+    ),
+    (
+        "run-subnet-too-few-addresses",
+        ("max_instances = 10\n\n[services.orchestrator]", "max_instances = 120\n\n[services.orchestrator]"),
+        "network.run_cidr = '10.8.0.0/24': has 252 usable addresses; the gateway's and orchestrator's max_instances need 260 (two per instance)",
+    ),
+    (
+        "name-too-long",
+        ('name = "dev"', 'name = "development-environment-blue"'),
+        "name = 'development-environment-blue': makes the GKE node service account name 'development-environment-blue-gke-nodes' (38 chars); GCP allows 6-30 characters",
+    ),
+    (
+        "tier-unknown",
+        ('"db-custom-1-3840"', '"db-n1-standard-2"'),
+        "database.tier = 'db-n1-standard-2': must be db-f1-micro or db-g1-small or db-custom-<vCPUs>-<memory MiB>",
+    ),
+    (
+        "tier-memory",
+        ('"db-custom-1-3840"', '"db-custom-2-15360"'),
+        "database.tier = 'db-custom-2-15360': must have a multiple of 256 MiB, at least 3840 MiB, and 0.9-6.5 GiB per vCPU (1843-13312 MiB for 2 vCPUs)",
+    ),
+    (
+        "version",
+        ('"POSTGRES_16"', '"POSTGRES_12"'),
+        "database.version = 'POSTGRES_12': Input should be 'POSTGRES_14', 'POSTGRES_15', 'POSTGRES_16' or 'POSTGRES_17'",
+    ),
+    (
+        "availability",
+        ('"ZONAL"', '"MULTI_REGION"'),
+        "database.availability = 'MULTI_REGION': Input should be 'ZONAL' or 'REGIONAL'",
+    ),
     ("missing-key", ('tier = "db-custom-1-3840"\n', ""), "database.tier: required key is missing"),
-    ("wrong-type", ("min_instances = 0\nmax_instances = 5", 'min_instances = "two"\nmax_instances = 5'), "services.frontend.min_instances = 'two': Input should be a valid integer"),
-    ("label-key", ("managed_by", "managed-by"), "labels: key 'managed-by': must be a label key: 1-63 lowercase letters, digits or '_'"),
-    ("run-cpu", ('[services.gateway]\ncpu = 1', '[services.gateway]\ncpu = 3'), "services.gateway.cpu = 3: Input should be 1, 2, 4, 6 or 8"),
-    ("run-memory-for-cpu", ('[services.gateway]\ncpu = 1', '[services.gateway]\ncpu = 4'), "services.gateway.memory = '1Gi': must be 2Gi to 16Gi with 4 CPU"),
-    ("run-memory-too-big", ('memory = "512Mi"', 'memory = "6Gi"'), "services.frontend.memory = '6Gi': must be 512Mi to 4Gi with 1 CPU"),
-    ("run-concurrency", ('[services.gateway]\n', '[services.gateway]\nconcurrency = 5000\n'), "services.gateway.concurrency = 5000: must be between 1 and 1000"),
-    ("run-ingress-unknown", ('access = "public"', 'access = "public"\ningress = "PUBLIC"'), "services.frontend.ingress = 'PUBLIC': Input should be 'INGRESS_TRAFFIC_ALL', 'INGRESS_TRAFFIC_INTERNAL_ONLY' or 'INGRESS_TRAFFIC_INTERNAL_LOAD_BALANCER'"),
-    ("run-orchestrator-public", ('[services.orchestrator]\n', '[services.orchestrator]\ningress = "INGRESS_TRAFFIC_ALL"\n'), "services.orchestrator.ingress = 'INGRESS_TRAFFIC_ALL': must be INGRESS_TRAFFIC_INTERNAL_ONLY: only the gateway may reach the orchestrator"),
-    ("run-reserved-env", ('[services.orchestrator]\n', '[services.orchestrator]\nenv = { PORT = "9000" }\n'), "services.orchestrator.env: key 'PORT': is set by Cloud Run itself"),
+    (
+        "wrong-type",
+        ("min_instances = 0\nmax_instances = 5", 'min_instances = "two"\nmax_instances = 5'),
+        "services.frontend.min_instances = 'two': Input should be a valid integer",
+    ),
+    (
+        "label-key",
+        ("managed_by", "managed-by"),
+        "labels: key 'managed-by': must be a label key: 1-63 lowercase letters, digits or '_'",
+    ),
+    (
+        "run-cpu",
+        ("[services.gateway]\ncpu = 1", "[services.gateway]\ncpu = 3"),
+        "services.gateway.cpu = 3: Input should be 1, 2, 4, 6 or 8",
+    ),
+    (
+        "run-memory-for-cpu",
+        ("[services.gateway]\ncpu = 1", "[services.gateway]\ncpu = 4"),
+        "services.gateway.memory = '1Gi': must be 2Gi to 16Gi with 4 CPU",
+    ),
+    (
+        "run-memory-too-big",
+        ('memory = "512Mi"', 'memory = "6Gi"'),
+        "services.frontend.memory = '6Gi': must be 512Mi to 4Gi with 1 CPU",
+    ),
+    (
+        "run-concurrency",
+        ("[services.gateway]\n", "[services.gateway]\nconcurrency = 5000\n"),
+        "services.gateway.concurrency = 5000: must be between 1 and 1000",
+    ),
+    (
+        "run-ingress-unknown",
+        ('access = "public"', 'access = "public"\ningress = "PUBLIC"'),
+        "services.frontend.ingress = 'PUBLIC': Input should be 'INGRESS_TRAFFIC_ALL', 'INGRESS_TRAFFIC_INTERNAL_ONLY' or 'INGRESS_TRAFFIC_INTERNAL_LOAD_BALANCER'",
+    ),
+    (
+        "run-orchestrator-public",
+        ("[services.orchestrator]\n", '[services.orchestrator]\ningress = "INGRESS_TRAFFIC_ALL"\n'),
+        "services.orchestrator.ingress = 'INGRESS_TRAFFIC_ALL': must be INGRESS_TRAFFIC_INTERNAL_ONLY: only the gateway may reach the orchestrator",
+    ),
+    (
+        "run-reserved-env",
+        ("[services.orchestrator]\n", '[services.orchestrator]\nenv = { PORT = "9000" }\n'),
+        "services.orchestrator.env: key 'PORT': is set by Cloud Run itself",
+    ),
     # The service contract: what a service reads, and what only the stack may set.
-    ("contract-unknown-setting", ('[services.gateway]\n', '[services.gateway]\nenv = { RATE_LIMIT = "5" }\n'), "services.gateway.env.RATE_LIMIT: unknown setting; the gateway reads "),
-    ("contract-stack-owned", ('[services.gateway]\n', '[services.gateway]\nenv = { ORCHESTRATOR_URL = "https://evil.example" }\n'), "services.gateway.env.ORCHESTRATOR_URL: is set by the stack; it cannot be overridden"),
-    ("contract-bad-value", ('[services.gateway]\n', '[services.gateway]\nenv = { RATE_LIMIT_BURST = "0" }\n'), "services.gateway.env.RATE_LIMIT_BURST = '0': Input should be greater than or equal to 1"),
-    ("contract-unread-secret", ('[services.orchestrator]\n', '[services.orchestrator]\nsecrets = { UPSTREAM_API_KEY = "dev-llm-upstream-api-key" }\n'), "services.orchestrator.secrets.UPSTREAM_API_KEY: unknown setting; the orchestrator reads "),
-    ("gateway-issuer", ('[services.gateway]\n', '[services.gateway]\njwt_issuer = "securetoken.google.com/x"\n'), "services.gateway.jwt_issuer = 'securetoken.google.com/x': must be an https:// issuer URL"),
-    ("run-iap-without-members", ('access = "public"', 'access = "iap"'), "services.iap_members: must name who may use the frontend when frontend.access is 'iap'"),
-    ("toml-syntax", ("[state]", "[state"), "not valid TOML: Expected ']' at the end of a table declaration (at line 8, column 7)"),
+    (
+        "contract-unknown-setting",
+        ("[services.gateway]\n", '[services.gateway]\nenv = { RATE_LIMIT = "5" }\n'),
+        "services.gateway.env.RATE_LIMIT: unknown setting; the gateway reads ",
+    ),
+    (
+        "contract-stack-owned",
+        ("[services.gateway]\n", '[services.gateway]\nenv = { ORCHESTRATOR_URL = "https://evil.example" }\n'),
+        "services.gateway.env.ORCHESTRATOR_URL: is set by the stack; it cannot be overridden",
+    ),
+    (
+        "contract-bad-value",
+        ("[services.gateway]\n", '[services.gateway]\nenv = { RATE_LIMIT_BURST = "0" }\n'),
+        "services.gateway.env.RATE_LIMIT_BURST = '0': Input should be greater than or equal to 1",
+    ),
+    (
+        "contract-unread-secret",
+        (
+            "[services.orchestrator]\n",
+            '[services.orchestrator]\nsecrets = { UPSTREAM_API_KEY = "dev-llm-upstream-api-key" }\n',
+        ),
+        "services.orchestrator.secrets.UPSTREAM_API_KEY: unknown setting; the orchestrator reads ",
+    ),
+    (
+        "gateway-issuer",
+        ("[services.gateway]\n", '[services.gateway]\njwt_issuer = "securetoken.google.com/x"\n'),
+        "services.gateway.jwt_issuer = 'securetoken.google.com/x': must be an https:// issuer URL",
+    ),
+    (
+        "run-iap-without-members",
+        ('access = "public"', 'access = "iap"'),
+        "services.iap_members: must name who may use the frontend when frontend.access is 'iap'",
+    ),
+    (
+        "toml-syntax",
+        ("[state]", "[state"),
+        "not valid TOML: Expected ']' at the end of a table declaration (at line 8, column 7)",
+    ),
 ]
 
 
 # Cases on DEV_CLOUD_RUN, or on dev's [inference.gke] model server and its capacity check.
 GPU_CASES = [
-    ("gpu-memory", ("zonal_redundancy = false", 'zonal_redundancy = false\nmemory = "8Gi"'), "inference.cloud_run.memory = '8Gi': must be at least 16Gi with a GPU"),
-    ("gpu-cpu", ("zonal_redundancy = false", 'zonal_redundancy = false\ncpu = 2\nmemory = "8Gi"'), "inference.cloud_run.cpu = 2: must be at least 4 with a GPU"),
-    ("gpu-placement-without-service", ('[inference.cloud_run]\nmodel = "google/gemma-3-4b-it"\nzonal_redundancy = false\n', ""), "inference.cloud_run: is required when placement is 'cloud_run'"),
+    (
+        "gpu-memory",
+        ("zonal_redundancy = false", 'zonal_redundancy = false\nmemory = "8Gi"'),
+        "inference.cloud_run.memory = '8Gi': must be at least 16Gi with a GPU",
+    ),
+    (
+        "gpu-cpu",
+        ("zonal_redundancy = false", 'zonal_redundancy = false\ncpu = 2\nmemory = "8Gi"'),
+        "inference.cloud_run.cpu = 2: must be at least 4 with a GPU",
+    ),
+    (
+        "gpu-placement-without-service",
+        ('[inference.cloud_run]\nmodel = "google/gemma-3-4b-it"\nzonal_redundancy = false\n', ""),
+        "inference.cloud_run: is required when placement is 'cloud_run'",
+    ),
 ]
 GKE_CASES = [
-    ("gke-seed-mixtral", ('model = "mistralai/Mistral-7B-Instruct-v0.3"\ngpu_type = "nvidia-l4"\ngpu_count = 1\ntensor_parallel_size = 1\nmax_model_len = 8192', 'model = "mistralai/Mixtral-8x7B-Instruct-v0.1"\ngpu_type = "nvidia-l4"\ngpu_count = 2\ntensor_parallel_size = 2\nmax_model_len = 32768'),
-     "inference.gke.model = 'mistralai/Mixtral-8x7B-Instruct-v0.1': mistralai/Mixtral-8x7B-Instruct-v0.1 needs 97.7 GB (93.4 GB of weights + 4.3 GB of KV cache for 32768 tokens) but 2 x nvidia-l4 at 0.9 utilization offer 43.2 GB; configurations that fit: 2 x nvidia-a100-80gb with mistralai/Mixtral-8x7B-Instruct-v0.1, 2 x nvidia-h100-80gb with mistralai/Mixtral-8x7B-Instruct-v0.1, 1 x nvidia-tesla-a100 with TheBloke/Mixtral-8x7B-Instruct-v0.1-AWQ, 2 x nvidia-l4 with TheBloke/Mixtral-8x7B-Instruct-v0.1-AWQ"),
-    ("gke-gpu-count", ("gpu_count = 1\ntensor_parallel_size = 1", "gpu_count = 3\ntensor_parallel_size = 3"), "inference.gke.gpu_count = 3: must be one of [1, 2, 4, 8] for nvidia-l4 on Autopilot"),
-    ("gke-tensor-parallel", ("tensor_parallel_size = 1", "tensor_parallel_size = 2"), "inference.gke.tensor_parallel_size = 2: must equal gpu_count (1): one shard per GPU"),
-    ("gke-cpu-cap", ("cpu = 8\nmemory = \"32Gi\"\nephemeral_storage", "cpu = 40\nmemory = \"32Gi\"\nephemeral_storage"), "inference.gke.cpu = 40: must be below 32 with 1 x nvidia-l4: the largest such machine, g2-standard-32, has 32 vCPUs"),
-    ("gke-pvc-replicas", ("max_replicas = 1", "max_replicas = 3"), "inference.gke.weights = 'pvc': 'pvc' is a ReadWriteOnce disk for one server: use 'gcsfuse' for max_replicas > 1"),
-    ("gke-unknown-key", ("gpu_count = 1\n", "gpu_count = 1\ngpus = 2\n"), "inference.gke.gpus: unknown key; allowed here: image, model, gpu_type, gpu_count, tensor_parallel_size"),
-    ("gke-unknown-gpu", ('gpu_type = "nvidia-l4"', 'gpu_type = "nvidia-t4"'), "inference.gke.gpu_type = 'nvidia-t4': Input should be 'nvidia-l4', 'nvidia-tesla-a100', 'nvidia-a100-80gb', 'nvidia-h100-80gb' or 'nvidia-h200-141gb'"),
-    ("gke-address-outside-subnet", ('inference_address = "10.10.15.250"', 'inference_address = "10.99.0.5"'), "network.inference_address = '10.99.0.5': must be a usable address of subnet_cidr (10.10.0.0/20)"),
-    ("cluster-authorized-networks", ('control_plane_access = "dns"', 'control_plane_access = "authorized_networks"'), "cluster.authorized_networks: must be given exactly when control_plane_access is 'authorized_networks'"),
+    (
+        "gke-seed-mixtral",
+        (
+            'model = "mistralai/Mistral-7B-Instruct-v0.3"\ngpu_type = "nvidia-l4"\ngpu_count = 1\ntensor_parallel_size = 1\nmax_model_len = 8192',
+            'model = "mistralai/Mixtral-8x7B-Instruct-v0.1"\ngpu_type = "nvidia-l4"\ngpu_count = 2\ntensor_parallel_size = 2\nmax_model_len = 32768',
+        ),
+        "inference.gke.model = 'mistralai/Mixtral-8x7B-Instruct-v0.1': mistralai/Mixtral-8x7B-Instruct-v0.1 needs 97.7 GB (93.4 GB of weights + 4.3 GB of KV cache for 32768 tokens) but 2 x nvidia-l4 at 0.9 utilization offer 43.2 GB; configurations that fit: 2 x nvidia-a100-80gb with mistralai/Mixtral-8x7B-Instruct-v0.1, 2 x nvidia-h100-80gb with mistralai/Mixtral-8x7B-Instruct-v0.1, 1 x nvidia-tesla-a100 with TheBloke/Mixtral-8x7B-Instruct-v0.1-AWQ, 2 x nvidia-l4 with TheBloke/Mixtral-8x7B-Instruct-v0.1-AWQ",
+    ),
+    (
+        "gke-gpu-count",
+        ("gpu_count = 1\ntensor_parallel_size = 1", "gpu_count = 3\ntensor_parallel_size = 3"),
+        "inference.gke.gpu_count = 3: must be one of [1, 2, 4, 8] for nvidia-l4 on Autopilot",
+    ),
+    (
+        "gke-tensor-parallel",
+        ("tensor_parallel_size = 1", "tensor_parallel_size = 2"),
+        "inference.gke.tensor_parallel_size = 2: must equal gpu_count (1): one shard per GPU",
+    ),
+    (
+        "gke-cpu-cap",
+        ('cpu = 8\nmemory = "32Gi"\nephemeral_storage', 'cpu = 40\nmemory = "32Gi"\nephemeral_storage'),
+        "inference.gke.cpu = 40: must be below 32 with 1 x nvidia-l4: the largest such machine, g2-standard-32, has 32 vCPUs",
+    ),
+    (
+        "gke-pvc-replicas",
+        ("max_replicas = 1", "max_replicas = 3"),
+        "inference.gke.weights = 'pvc': 'pvc' is a ReadWriteOnce disk for one server: use 'gcsfuse' for max_replicas > 1",
+    ),
+    (
+        "gke-unknown-key",
+        ("gpu_count = 1\n", "gpu_count = 1\ngpus = 2\n"),
+        "inference.gke.gpus: unknown key; allowed here: image, model, gpu_type, gpu_count, tensor_parallel_size",
+    ),
+    (
+        "gke-unknown-gpu",
+        ('gpu_type = "nvidia-l4"', 'gpu_type = "nvidia-t4"'),
+        "inference.gke.gpu_type = 'nvidia-t4': Input should be 'nvidia-l4', 'nvidia-tesla-a100', 'nvidia-a100-80gb', 'nvidia-h100-80gb' or 'nvidia-h200-141gb'",
+    ),
+    (
+        "gke-address-outside-subnet",
+        ('inference_address = "10.10.15.250"', 'inference_address = "10.99.0.5"'),
+        "network.inference_address = '10.99.0.5': must be a usable address of subnet_cidr (10.10.0.0/20)",
+    ),
+    (
+        "cluster-authorized-networks",
+        ('control_plane_access = "dns"', 'control_plane_access = "authorized_networks"'),
+        "cluster.authorized_networks: must be given exactly when control_plane_access is 'authorized_networks'",
+    ),
 ]
 ALL_CASES = [(DEV, *case) for case in CASES + GKE_CASES] + [(DEV_CLOUD_RUN, *case) for case in GPU_CASES]
 
@@ -111,5 +284,10 @@ def test_one_environment_synthesizes_alone(tmp_path):
     result = run_main(tmp_path, "--env", str(ROOT / "environments" / "prod.toml"))
     assert result.returncode == 0, result.stderr
     assert sorted(p.name for p in (tmp_path / "stacks").iterdir()) == [
-        "prod-cluster", "prod-database", "prod-inference", "prod-network", "prod-registry", "prod-services"
+        "prod-cluster",
+        "prod-database",
+        "prod-inference",
+        "prod-network",
+        "prod-registry",
+        "prod-services",
     ]

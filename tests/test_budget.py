@@ -33,9 +33,14 @@ def test_budget_synthesizes_with_its_thresholds_and_channels(tmp_path):
         {"threshold_percent": t, "spend_basis": "FORECASTED_SPEND"} for t in (0.5, 0.9, 1.2)
     ]
     channels = resources(stack, "google_monitoring_notification_channel")
-    assert sorted(c["labels"]["email_address"] for c in channels.values()) == ["finops@example.com", "oncall@example.com"]
+    assert sorted(c["labels"]["email_address"] for c in channels.values()) == [
+        "finops@example.com",
+        "oncall@example.com",
+    ]
     assert len(budget["all_updates_rule"]["monitoring_notification_channels"]) == 2
-    assert any(s["service"] == "billingbudgets.googleapis.com" for s in resources(stack, "google_project_service").values())
+    assert any(
+        s["service"] == "billingbudgets.googleapis.com" for s in resources(stack, "google_project_service").values()
+    )
 
 
 def test_budget_mistakes_are_refused(tmp_path):
@@ -43,11 +48,17 @@ def test_budget_mistakes_are_refused(tmp_path):
     env.write_text(DEV + BUDGET.replace('"012345-6789AB-CDEF01"', '"12345"'))
     result = run_main(tmp_path / "out", "--env", str(env))
     assert result.returncode == 2
-    assert f"{env}: budget.billing_account = '12345': must be a billing account id like 012345-6789AB-CDEF01" in result.stderr
+    assert (
+        f"{env}: budget.billing_account = '12345': must be a billing account id like 012345-6789AB-CDEF01"
+        in result.stderr
+    )
     env.write_text(DEV + BUDGET.replace("[0.5, 0.9, 1.2]", "[0.9, 0.5]"))
     result = run_main(tmp_path / "out", "--env", str(env))
     assert result.returncode == 2
-    assert f"{env}: budget.thresholds = [0.9, 0.5]: must be distinct fractions of the amount in increasing order" in result.stderr
+    assert (
+        f"{env}: budget.thresholds = [0.9, 0.5]: must be distinct fractions of the amount in increasing order"
+        in result.stderr
+    )
 
 
 def test_shipped_environments_have_no_budget_and_cost_shows_one_when_set(tmp_path):
@@ -55,7 +66,13 @@ def test_shipped_environments_have_no_budget_and_cost_shows_one_when_set(tmp_pat
     env = tmp_path / "dev.toml"
     env.write_text(DEV + BUDGET)
     import subprocess, sys  # noqa: E401
-    out = subprocess.run([sys.executable, "main.py", "cost", "--env", str(env), "--json"], cwd=ROOT,
-                         capture_output=True, text=True, timeout=120)
+
+    out = subprocess.run(
+        [sys.executable, "main.py", "cost", "--env", str(env), "--json"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["budget_usd"] == 3000

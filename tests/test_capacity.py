@@ -24,11 +24,17 @@ CASES = [
     (("mistralai/Mistral-7B-Instruct-v0.3", "nvidia-h200-141gb", 1, 1, 8192, 0.90, 8, 32), ["gpu_count"], "[8]"),
     (("mistralai/Mistral-7B-Instruct-v0.3", "nvidia-l4", 2, 1, 8192, 0.90, 8, 32), ["tensor_parallel_size"], "equal"),
     (("mistralai/Mistral-7B-Instruct-v0.3", "nvidia-l4", 1, 1, 8192, 0.90, 40, 32), ["cpu"], "g2-standard-32"),
-    (("mistralai/Mistral-7B-Instruct-v0.3", "nvidia-tesla-a100", 1, 1, 8192, 0.90, 8, 100), ["memory"], "a2-highgpu-1g"),
+    (
+        ("mistralai/Mistral-7B-Instruct-v0.3", "nvidia-tesla-a100", 1, 1, 8192, 0.90, 8, 100),
+        ["memory"],
+        "a2-highgpu-1g",
+    ),
 ]
 
 
-@pytest.mark.parametrize("shape,keys,reason", CASES, ids=[f"{c[0][0].split('/')[-1]}-{c[0][2]}x{c[0][1]}" for c in CASES])
+@pytest.mark.parametrize(
+    "shape,keys,reason", CASES, ids=[f"{c[0][0].split('/')[-1]}-{c[0][2]}x{c[0][1]}" for c in CASES]
+)
 def test_capacity(shape, keys, reason):
     problems = capacity_problems(ServerShape(*shape))
     assert [key for key, _ in problems] == keys

@@ -32,10 +32,13 @@ def env_from(text: str) -> Environment:
 
 
 def run_cost(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "main.py", "cost", *args], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "main.py", "cost", *args], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
 
 
 # --- the price table --------------------------------------------------------------------------
+
 
 def test_every_figure_has_region_date_and_source():
     raw = tomllib.loads((PRICES_DIR / "us-central1.toml").read_text())
@@ -104,13 +107,20 @@ def test_instance_based_billing_is_the_cheaper_one_at_the_seed_volume():
 
 # --- seed 004, table 2: GPU cluster, $1,348/month ------------------------------------------------
 
-SEED_GPU = {"GPU Nodes": 1240, "Control Plane": 73, "PVC Storage": 17, "Load Balancer": 18, "Networking": 0, "Total": 1348}
+SEED_GPU = {
+    "GPU Nodes": 1240,
+    "Control Plane": 73,
+    "PVC Storage": 17,
+    "Load Balancer": 18,
+    "Networking": 0,
+    "Total": 1348,
+}
 
 # Two replicas of one L4 each, sized to fit a g2-standard-8 (8 vCPU, 32 GiB) beside the node's
 # own reservations. The seed's Mixtral-8x7B does not fit 2 x L4 (the capacity check refuses it),
 # so a model that fits one L4 stands in; the seed's single ReadWriteOnce 100Gi claim cannot serve
 # two replicas (refused too), so the weights come from GCS.
-SEED_GPU_ENV = PROD.replace("cpu = 8\nmemory = \"32Gi\"", "cpu = 6\nmemory = \"24Gi\"").replace(
+SEED_GPU_ENV = PROD.replace('cpu = 8\nmemory = "32Gi"', 'cpu = 6\nmemory = "24Gi"').replace(
     "min_replicas = 2\nmax_replicas = 8", "min_replicas = 2\nmax_replicas = 2"
 )
 
@@ -164,9 +174,12 @@ def test_seed_per_request_cost_and_break_even():
 
 # --- the real environments ---------------------------------------------------------------------
 
+
 def test_prod_estimate_covers_every_stack_and_lists_what_it_cannot_price():
     est = estimate(env_from(PROD), PRICES)
-    assert set(est.stack_totals()) == {f"prod-{layer}" for layer in ("network", "registry", "database", "cluster", "inference", "services")}
+    assert set(est.stack_totals()) == {
+        f"prod-{layer}" for layer in ("network", "registry", "database", "cluster", "inference", "services")
+    }
     assert est.total == pytest.approx(sum(est.stack_totals().values()), abs=0.02)
     not_priced = [i.resource for i in est.items if i.monthly_usd is None]
     assert "Managed Service for Prometheus samples" in not_priced
@@ -182,7 +195,9 @@ def test_cost_command_table_and_json():
     assert table.returncode == 0, table.stderr
     assert "OVERALL TOTAL (monthly)" in table.stdout and "Assumptions" in table.stdout
     assert "break-even" in table.stdout
-    result = run_cost("--env", "environments/prod.toml", "--json", "--requests-per-day", "20000", "--tokens-per-request", "900")
+    result = run_cost(
+        "--env", "environments/prod.toml", "--json", "--requests-per-day", "20000", "--tokens-per-request", "900"
+    )
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
     assert data["environment"] == "prod" and data["region"] == "us-central1"
@@ -230,7 +245,9 @@ def test_bad_environment_and_bad_argument_exit_2(tmp_path):
     result = run_cost("--env", path)
     assert result.returncode == 2 and "database.tier = 'db-n1-standard-2'" in result.stderr
     result = run_cost("--env", "environments/prod.toml", "--requests-per-day", "-5")
-    assert result.returncode == 2 and result.stderr.startswith("--requests-per-day: Input should be greater than or equal to 0")
+    assert result.returncode == 2 and result.stderr.startswith(
+        "--requests-per-day: Input should be greater than or equal to 0"
+    )
 
 
 def test_prices_listing_names_every_source():
@@ -242,8 +259,11 @@ def test_prices_listing_names_every_source():
 
 # --- the CI gate: prod's estimate against the committed baseline ------------------------------
 
+
 def run_gate(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "scripts/cost_gate.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "scripts/cost_gate.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
 
 
 def test_committed_baseline_matches_prod():

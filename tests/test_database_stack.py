@@ -94,8 +94,10 @@ def test_orchestrator_database_and_iam_user(env, database):
     assert account["account_id"] == f"{env}-orchestrator"
     user = only(database, "google_sql_user")
     assert user["type"] == "CLOUD_IAM_SERVICE_ACCOUNT"
-    assert user["name"] == '${trimsuffix(google_service_account.orchestrator_account_%s.email, ".gserviceaccount.com")}' % (
-        account["//"]["metadata"]["uniqueId"].rsplit("_", 1)[1]
+    assert (
+        user["name"]
+        == '${trimsuffix(google_service_account.orchestrator_account_%s.email, ".gserviceaccount.com")}'
+        % (account["//"]["metadata"]["uniqueId"].rsplit("_", 1)[1])
     )
     assert "password" not in user
 

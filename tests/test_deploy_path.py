@@ -18,14 +18,20 @@ def recipe(*args: str) -> list[str]:
 
 def test_review_hcl_and_deployed_json_go_to_different_folders():
     (synth,) = [line for line in recipe("synth") if line.startswith("cdktf ")]
-    deploy = [line for line in recipe("deploy", "STACKS=prod-network prod-registry") if line.startswith(("rm ", "cdktf "))]
+    deploy = [
+        line for line in recipe("deploy", "STACKS=prod-network prod-registry") if line.startswith(("rm ", "cdktf "))
+    ]
     assert synth == "cdktf synth --hcl --output cdktf.out.review"
     assert deploy == ["rm -rf cdktf.out", "cdktf deploy --output cdktf.out prod-network prod-registry"]
 
 
 def test_deploy_names_its_stacks():
-    result = subprocess.run(["make", "-o", ".venv/.synced", "-o", "node_modules/.installed", "deploy"],
-                            cwd=ROOT, capture_output=True, text=True)
+    result = subprocess.run(
+        ["make", "-o", ".venv/.synced", "-o", "node_modules/.installed", "deploy"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 2
     assert 'name the stacks, e.g. STACKS="prod-network prod-registry"' in result.stderr
 

@@ -80,11 +80,16 @@ def test_vllm_runs_the_configured_model(env, server):
     assert server["image"] == "docker.io/vllm/vllm-openai:v0.10.1"
     assert server["command"] == ["python3", "-m", "vllm.entrypoints.openai.api_server"]
     assert server["args"] == [
-        "--model", EXPECTED[env]["model"],
-        "--tensor-parallel-size", "1",
-        "--max-model-len", EXPECTED[env]["len"],
-        "--gpu-memory-utilization", "0.9",
-        "--port", "8000",
+        "--model",
+        EXPECTED[env]["model"],
+        "--tensor-parallel-size",
+        "1",
+        "--max-model-len",
+        EXPECTED[env]["len"],
+        "--gpu-memory-utilization",
+        "0.9",
+        "--port",
+        "8000",
     ]
 
 
@@ -144,7 +149,8 @@ def test_rollout_strategy_fits_the_weights_volume(env, stack):
 
 def test_hugging_face_token_comes_from_secret_manager(env, stack, pod, server):
     (provider_class,) = [
-        m["manifest"] for m in resources(stack, "kubernetes_manifest").values()
+        m["manifest"]
+        for m in resources(stack, "kubernetes_manifest").values()
         if m["manifest"]["kind"] == "SecretProviderClass"
     ]
     assert provider_class["spec"]["parameters"]["secrets"] == (
@@ -161,7 +167,8 @@ def test_secret_provider_class_is_the_csi_crd_with_the_gke_provider(stack):
     """GKE's Secret Manager add-on serves the Secrets Store CSI CRD, with provider "gke"; the
     add-on's name appears only as the Pod volume's CSI driver."""
     (provider_class,) = [
-        m["manifest"] for m in resources(stack, "kubernetes_manifest").values()
+        m["manifest"]
+        for m in resources(stack, "kubernetes_manifest").values()
         if m["manifest"]["kind"] == "SecretProviderClass"
     ]
     assert provider_class["apiVersion"] == "secrets-store.csi.x-k8s.io/v1"
@@ -202,20 +209,24 @@ def test_network_policy_admits_managed_prometheus_on_the_port_it_scrapes(stack, 
     """On Autopilot the managed collectors run in gke-gmp-system, not gmp-system, and they
     scrape the container port the PodMonitoring names: that port must be the one admitted."""
     monitoring = next(
-        m["manifest"] for m in resources(stack, "kubernetes_manifest").values() if m["manifest"]["kind"] == "PodMonitoring"
+        m["manifest"]
+        for m in resources(stack, "kubernetes_manifest").values()
+        if m["manifest"]["kind"] == "PodMonitoring"
     )
     (endpoint,) = monitoring["spec"]["endpoints"]
     (scraped,) = [p["container_port"] for p in server["port"] if p["name"] == endpoint["port"]]
     policy = named(stack, "kubernetes_network_policy_v1", "vllm")["spec"]
     from_prometheus = [
-        rule for rule in policy["ingress"]
+        rule
+        for rule in policy["ingress"]
         if {"namespace_selector": {"match_labels": {"kubernetes.io/metadata.name": "gke-gmp-system"}}} in rule["from"]
     ]
     assert from_prometheus, "no ingress rule admits the gke-gmp-system namespace"
     assert all({"port": str(scraped), "protocol": "TCP"} in rule["ports"] for rule in from_prometheus)
     assert not any(
         peer.get("namespace_selector", {}).get("match_labels", {}).get("kubernetes.io/metadata.name") == "gmp-system"
-        for rule in policy["ingress"] for peer in rule["from"]
+        for rule in policy["ingress"]
+        for peer in rule["from"]
     )
 
 
@@ -227,7 +238,9 @@ def test_disruption_budget(stack):
 
 def test_autoscaling_on_vllm_queue_length_not_cpu(env, stack):
     monitoring = next(
-        m["manifest"] for m in resources(stack, "kubernetes_manifest").values() if m["manifest"]["kind"] == "PodMonitoring"
+        m["manifest"]
+        for m in resources(stack, "kubernetes_manifest").values()
+        if m["manifest"]["kind"] == "PodMonitoring"
     )
     assert monitoring["spec"]["endpoints"] == [{"port": "http", "path": "/metrics", "interval": "15s"}]
     hpa = named(stack, "kubernetes_horizontal_pod_autoscaler_v2", "vllm")["spec"]
@@ -263,7 +276,8 @@ def test_custom_metrics_adapter_with_its_rbac(stack):
     }
     (reader,) = resources(stack, "kubernetes_role_binding_v1").values()
     assert (reader["metadata"]["namespace"], reader["role_ref"]["name"]) == (
-        "kube-system", "extension-apiserver-authentication-reader"
+        "kube-system",
+        "extension-apiserver-authentication-reader",
     )
     account = named(stack, "kubernetes_service_account_v1", "custom-metrics-stackdriver-adapter")
     assert account["metadata"]["annotations"]["iam.gke.io/gcp-service-account"].startswith(

@@ -43,7 +43,9 @@ def test_app_loads_only_the_submodules_it_uses(tmp_path):
     assert int(loaded) < 100, "the app should import a few dozen provider submodules, not ~1,470"
 
 
-INIT = "import jsii\nfrom ._jsii import *\n\n__all__ = ['sql_user']\nfrom . import sql_user\nfrom . import sql_database\n"
+INIT = (
+    "import jsii\nfrom ._jsii import *\n\n__all__ = ['sql_user']\nfrom . import sql_user\nfrom . import sql_database\n"
+)
 
 
 def test_init_rewrite_drops_only_submodule_imports(tmp_path):
@@ -73,7 +75,10 @@ INDEX = '"use strict";\nObject.defineProperty(exports, "__esModule", { value: tr
 
 def test_index_rewrite_makes_every_submodule_a_getter():
     out = lazy_index_js("asm", INDEX)
-    assert 'Object.defineProperty(exports, "a", { enumerable: true, configurable: true, get: () => require("./a") });' in out
+    assert (
+        'Object.defineProperty(exports, "a", { enumerable: true, configurable: true, get: () => require("./a") });'
+        in out
+    )
     assert 'get: () => require("./b-c")' in out
     assert out.count("require(") == 2 and "exports.a = require" not in out
 

@@ -107,19 +107,42 @@ def test_firewall_allows_exactly_the_diagram(env, network):
     }
     assert allows == {
         f"{env}-allow-cloud-run-to-inference": (
-            "INGRESS", (RUN_CIDR[env],), tuple(workloads), (), (("tcp", ("8000",)),)),
+            "INGRESS",
+            (RUN_CIDR[env],),
+            tuple(workloads),
+            (),
+            (("tcp", ("8000",)),),
+        ),
         f"{env}-allow-health-checks-to-inference": (
-            "INGRESS", HEALTH_CHECK_RANGES, tuple(workloads), (), (("tcp", ("8000",)),)),
+            "INGRESS",
+            HEALTH_CHECK_RANGES,
+            tuple(workloads),
+            (),
+            (("tcp", ("8000",)),),
+        ),
         f"{env}-allow-orchestrator-egress-inference": (
-            "EGRESS", (), tuple(workloads), (orchestrator,), (("tcp", ("8000",)),)),
+            "EGRESS",
+            (),
+            tuple(workloads),
+            (orchestrator,),
+            (("tcp", ("8000",)),),
+        ),
         f"{env}-allow-orchestrator-egress-postgres": (
-            "EGRESS", (), ("10.32.0.0/16",), (orchestrator, job), (("tcp", ("5432",)),)),
-        f"{env}-allow-egress-google-apis": (
-            "EGRESS", (), (PRIVATE_GOOGLE_APIS_RANGE,), (), (("tcp", ("443",)),)),
+            "EGRESS",
+            (),
+            ("10.32.0.0/16",),
+            (orchestrator, job),
+            (("tcp", ("5432",)),),
+        ),
+        f"{env}-allow-egress-google-apis": ("EGRESS", (), (PRIVATE_GOOGLE_APIS_RANGE,), (), (("tcp", ("443",)),)),
         f"{env}-allow-workloads-internal": (
-            "EGRESS", tuple(workloads), (*workloads, "10.20.0.0/20"), (), (("all", ()),)),
-        f"{env}-allow-workloads-egress-https": (
-            "EGRESS", tuple(workloads), ("0.0.0.0/0",), (), (("tcp", ("443",)),)),
+            "EGRESS",
+            tuple(workloads),
+            (*workloads, "10.20.0.0/20"),
+            (),
+            (("all", ()),),
+        ),
+        f"{env}-allow-workloads-egress-https": ("EGRESS", tuple(workloads), ("0.0.0.0/0",), (), (("tcp", ("443",)),)),
     }
     assert all(rules[name]["priority"] == 1000 for name in allows)
 
@@ -142,4 +165,6 @@ def test_run_app_resolves_to_private_google_apis_inside_the_vpc(env, network):
         assert record["type"] == "A"
         assert record["managed_zone"] == "${google_dns_managed_zone.run-app-zone.name}"
         assert record["rrdatas"] == ["199.36.153.8", "199.36.153.9", "199.36.153.10", "199.36.153.11"]
-        assert all(ipaddress.ip_address(ip) in ipaddress.ip_network(PRIVATE_GOOGLE_APIS_RANGE) for ip in record["rrdatas"])
+        assert all(
+            ipaddress.ip_address(ip) in ipaddress.ip_network(PRIVATE_GOOGLE_APIS_RANGE) for ip in record["rrdatas"]
+        )

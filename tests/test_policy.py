@@ -31,9 +31,21 @@ def accepted() -> set[tuple[str, str]]:
 def checkov_failures(synth_hcl) -> set[tuple[str, str, str]]:
     checkov = shutil.which("checkov") or str(Path(sys.executable).parent / "checkov")
     result = subprocess.run(
-        [checkov, "--framework", "terraform", "--skip-download", "--quiet", "--compact",
-         "-d", str(synth_hcl / "stacks"), "-o", "json"],
-        capture_output=True, text=True, timeout=600,
+        [
+            checkov,
+            "--framework",
+            "terraform",
+            "--skip-download",
+            "--quiet",
+            "--compact",
+            "-d",
+            str(synth_hcl / "stacks"),
+            "-o",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     report = json.loads(result.stdout)
     reports = report if isinstance(report, list) else [report]

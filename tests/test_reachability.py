@@ -57,7 +57,8 @@ def by_edge(stacks: dict, facts: EnvironmentFacts) -> dict[str, Verdict]:
 
 def explain(verdicts) -> str:
     return "\n".join(
-        f"{v.edge}: {'OK' if v.ok else 'BLOCKED'}\n" + "\n".join(f"  {'ok' if s.ok else 'NO'} {s.text}" for s in v.steps)
+        f"{v.edge}: {'OK' if v.ok else 'BLOCKED'}\n"
+        + "\n".join(f"  {'ok' if s.ok else 'NO'} {s.text}" for s in v.steps)
         for v in verdicts
     )
 
@@ -191,8 +192,10 @@ def test_gateway_through_a_connector_with_all_traffic_reaches_the_orchestrator(s
     use_connector(stacks, "ALL_TRAFFIC")
     verdict = by_edge(stacks, facts_for("dev"))["gateway -> orchestrator"]
     assert verdict.ok, explain([verdict])
-    assert any("egress ALL_TRAFFIC sends 199.36.153.8/30 into the VPC through connector dev-connector" in s.text
-               for s in verdict.steps)
+    assert any(
+        "egress ALL_TRAFFIC sends 199.36.153.8/30 into the VPC through connector dev-connector" in s.text
+        for s in verdict.steps
+    )
 
 
 def test_network_policy_admitting_gmp_system_blocks_the_metrics(synth_json):
@@ -236,15 +239,23 @@ def test_google_star_route_ahead_of_a_self_hosted_gemma_is_blocked(cloud_run):
 
 def add_rule(stacks: dict, name: str, **rule) -> None:
     stacks["dev-network"]["resource"]["google_compute_firewall"][name] = {
-        "name": name, "network": "${google_compute_network.vpc.id}", **rule
+        "name": name,
+        "network": "${google_compute_network.vpc.id}",
+        **rule,
     }
 
 
 @pytest.mark.parametrize("priority", [900, 1000])  # above the allow, and tied with it: deny wins ties
 def test_deny_on_postgres_above_the_allow_blocks_the_database(synth_json, priority):
     stacks = only_env(synth_json)
-    add_rule(stacks, "dev-deny-postgres", direction="EGRESS", priority=priority,
-             deny=[{"protocol": "tcp", "ports": ["5432"]}], destination_ranges=["10.32.0.0/16"])
+    add_rule(
+        stacks,
+        "dev-deny-postgres",
+        direction="EGRESS",
+        priority=priority,
+        deny=[{"protocol": "tcp", "ports": ["5432"]}],
+        destination_ranges=["10.32.0.0/16"],
+    )
     verdicts = by_edge(stacks, facts_for("dev"))
     assert failures(verdicts["orchestrator -> Cloud SQL"]) == [
         f"egress tcp:5432 10.8.0.0/24 [tags dev-run-orchestrator] -> 10.32.0.0/16: denied by dev-deny-postgres (priority {priority})"
@@ -254,15 +265,23 @@ def test_deny_on_postgres_above_the_allow_blocks_the_database(synth_json, priori
 
 def test_deny_on_postgres_below_the_allow_changes_nothing(synth_json):
     stacks = only_env(synth_json)
-    add_rule(stacks, "dev-deny-postgres", direction="EGRESS", priority=2000,
-             deny=[{"protocol": "tcp", "ports": ["5432"]}], destination_ranges=["10.32.0.0/16"])
+    add_rule(
+        stacks,
+        "dev-deny-postgres",
+        direction="EGRESS",
+        priority=2000,
+        deny=[{"protocol": "tcp", "ports": ["5432"]}],
+        destination_ranges=["10.32.0.0/16"],
+    )
     verdicts = evaluate(stacks, facts_for("dev"))
     assert all(v.ok for v in verdicts), explain(verdicts)
 
 
 def test_unresolvable_reference_is_a_blocked_edge_not_a_crash(synth_json):
     stacks = only_env(synth_json)
-    del stacks["dev-database"]["output"]["cross-stack-output-google_sql_database_instancepostgres_instance_919E2690private_ip_address"]
+    del stacks["dev-database"]["output"][
+        "cross-stack-output-google_sql_database_instancepostgres_instance_919E2690private_ip_address"
+    ]
     verdict = by_edge(stacks, facts_for("dev"))["orchestrator -> Cloud SQL"]
     assert not verdict.ok
     assert failures(verdict)[0].startswith("cannot evaluate: dev-database has no output")
@@ -302,18 +321,25 @@ def test_firewall_targets_by_tag_and_ingress_defaults_to_deny():
     deny_all = rule("deny-all", 65534, "deny")
     untagged = Packet("EGRESS", net("10.8.0.0/24"), net("10.32.0.0/16"), 5432)
     assert firewall_decides([tagged, deny_all], untagged)[0] is False
-    tagged_packet = Packet("EGRESS", net("10.8.0.0/24"), net("10.32.0.0/16"), 5432, target_tags=frozenset({"dev-cloud-run"}))
+    tagged_packet = Packet(
+        "EGRESS", net("10.8.0.0/24"), net("10.32.0.0/16"), 5432, target_tags=frozenset({"dev-cloud-run"})
+    )
     assert firewall_decides([tagged, deny_all], tagged_packet)[0] is True
     ingress = Packet("INGRESS", net("10.8.0.0/24"), net("10.10.15.250/32"), 5432)
     assert firewall_decides([], ingress) == (False, f"{ingress}: denied by implied-deny-ingress (priority 65535)")
 
 
-@pytest.mark.parametrize("model", ["google/gemma-3-4b-it", "google/gemini-2.5-flash", "mistralai/Mistral-7B-Instruct-v0.3", "x"])
-@pytest.mark.parametrize("routes", [
-    [{"match": "google/gemma-3-4b-it", "backends": ["self-hosted"]}, {"match": "google/*", "backends": ["vertex"]}],
-    [{"match": "google/*", "backends": ["vertex"]}, {"match": "google/gemma-3-4b-it", "backends": ["self-hosted"]}],
-    [{"match": "*", "backends": ["self-hosted"]}],
-])
+@pytest.mark.parametrize(
+    "model", ["google/gemma-3-4b-it", "google/gemini-2.5-flash", "mistralai/Mistral-7B-Instruct-v0.3", "x"]
+)
+@pytest.mark.parametrize(
+    "routes",
+    [
+        [{"match": "google/gemma-3-4b-it", "backends": ["self-hosted"]}, {"match": "google/*", "backends": ["vertex"]}],
+        [{"match": "google/*", "backends": ["vertex"]}, {"match": "google/gemma-3-4b-it", "backends": ["self-hosted"]}],
+        [{"match": "*", "backends": ["self-hosted"]}],
+    ],
+)
 def test_route_matching_is_the_orchestrators(model, routes):
     found = route_for(model, routes)
     assert (found["backends"] if found else []) == backends_for(model, [Route(**r) for r in routes])
@@ -342,7 +368,9 @@ def test_cli_fails_with_a_readable_table_on_a_broken_synth_dir(synth_dir, tmp_pa
     path = broken / "stacks" / "dev-inference" / "cdk.tf.json"
     stack = json.loads(path.read_text())
     policy = next(iter(stack["resource"]["kubernetes_network_policy_v1"].values()))
-    policy["spec"]["ingress"][0]["from"][-1]["namespace_selector"]["match_labels"]["kubernetes.io/metadata.name"] = "gmp-system"
+    policy["spec"]["ingress"][0]["from"][-1]["namespace_selector"]["match_labels"]["kubernetes.io/metadata.name"] = (
+        "gmp-system"
+    )
     path.write_text(json.dumps(stack))
 
     result = run_cli("--synth-dir", str(broken))
@@ -378,7 +406,11 @@ def test_evaluator_and_script_import_only_the_standard_library():
     # The evaluator is pure functions over JSON; the script loads it by path, without sys.path edits.
     for path in (ROOT / "hybrid" / "reachability.py", SCRIPT):
         tree = ast.parse(path.read_text())
-        imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
-        imported |= {node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
+        imported = {
+            alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names
+        }
+        imported |= {
+            node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module
+        }
         assert imported <= set(sys.stdlib_module_names) | {"__future__"}, (path.name, imported)
     assert "sys.path" not in SCRIPT.read_text()

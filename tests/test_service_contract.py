@@ -50,13 +50,15 @@ def test_a_setting_nothing_sets_is_refused(environment):
     ]
     with pytest.raises(ContractError) as refused:
         service_settings(environment, Wiring(inference_url="http://10.10.15.250:8000/v1"), roles=("orchestrator",))
-    assert refused.value.problems == [
-        "services.orchestrator: DATABASE_AUTH=iam needs PGHOST, PGDATABASE, PGUSER"]
+    assert refused.value.problems == ["services.orchestrator: DATABASE_AUTH=iam needs PGHOST, PGDATABASE, PGUSER"]
 
 
 def test_the_self_hosted_model_is_routed_before_google_models(tmp_path: Path):
     gemma = (ROOT / "environments" / "dev.toml").read_text()
-    gemma = gemma[: gemma.index("[inference]")] + '[inference]\nplacement = "cloud_run"\n\n[inference.cloud_run]\nmodel = "google/gemma-3-4b-it"\n'
+    gemma = (
+        gemma[: gemma.index("[inference]")]
+        + '[inference]\nplacement = "cloud_run"\n\n[inference.cloud_run]\nmodel = "google/gemma-3-4b-it"\n'
+    )
     (tmp_path / "gemma.toml").write_text(gemma)
     environment = load_environment(tmp_path / "gemma.toml")
     orchestrator = service_settings(environment, Wiring.placeholder(environment))["orchestrator"]

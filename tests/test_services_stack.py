@@ -101,11 +101,13 @@ def test_ingress_public_for_the_edge_internal_for_the_rest(stack):
 def test_only_what_calls_something_private_enters_the_vpc_each_with_its_own_tag(env, stack):
     def direct_vpc(tag: str) -> dict:
         return {
-            "network_interfaces": [{
-                "network": NETWORK_OUTPUT % env + "google_compute_networkvpcid}",
-                "subnetwork": NETWORK_OUTPUT % env + "google_compute_subnetworkcloud-run-subnetid}",
-                "tags": [tag],
-            }],
+            "network_interfaces": [
+                {
+                    "network": NETWORK_OUTPUT % env + "google_compute_networkvpcid}",
+                    "subnetwork": NETWORK_OUTPUT % env + "google_compute_subnetworkcloud-run-subnetid}",
+                    "tags": [tag],
+                }
+            ],
             "egress": "PRIVATE_RANGES_ONLY",
         }
 
@@ -163,12 +165,16 @@ def test_the_database_bootstrap_job_reads_only_the_admin_password_granted_before
     assert box["command"] == ["python", "-m", "orchestrator.bootstrap"]
     variables = {e["name"]: e.get("value", e.get("value_source")) for e in box["env"]}
     assert variables["PGPASSWORD"] == {
-        "secret_key_ref": {"secret": f"{env}-postgres-admin-password", "version": "latest"}}
+        "secret_key_ref": {"secret": f"{env}-postgres-admin-password", "version": "latest"}
+    }
     assert (variables["PGUSER"], variables["PGSSLMODE"]) == ("postgres", "require")
     orchestrator = env_vars(services(stack)["orchestrator"])
     assert variables["GRANTEE"] == orchestrator["PGUSER"] and variables["PGHOST"] == orchestrator["PGHOST"]
     ((key, grant),) = resources(stack, "google_secret_manager_secret_iam_member").items()
-    assert (grant["secret_id"], grant["role"]) == (f"{env}-postgres-admin-password", "roles/secretmanager.secretAccessor")
+    assert (grant["secret_id"], grant["role"]) == (
+        f"{env}-postgres-admin-password",
+        "roles/secretmanager.secretAccessor",
+    )
     assert grant["member"] == job["template"]["template"]["service_account"].replace("email}", "member}")
     assert job["depends_on"] == [f"google_secret_manager_secret_iam_member.{key}"]
 
@@ -179,7 +185,7 @@ def test_orchestrator_is_wired_to_database_inference_and_vertex(env, stack, synt
     assert wiring["PGHOST"].startswith(remote + "cross-stack-output-google_sql_database_instancepostgres_instance_")
     assert wiring["PGHOST"].endswith("private_ip_address}")
     assert wiring["PGDATABASE"].startswith(remote) and wiring["PGDATABASE"].endswith("name}")
-    assert wiring["PGUSER"].startswith('${trimsuffix(' + remote[2:])
+    assert wiring["PGUSER"].startswith("${trimsuffix(" + remote[2:])
     assert (wiring["PGSSLMODE"], wiring["DATABASE_AUTH"]) == ("require", "iam")
     backends = json.loads(wiring["BACKENDS"])
     assert backends["vertex"] == {"kind": "vertex", "project": f"replace-me-{env}", "location": "us-central1"}
@@ -188,7 +194,9 @@ def test_orchestrator_is_wired_to_database_inference_and_vertex(env, stack, synt
     assert backends["self-hosted"] == {"kind": "openai", "auth": "none", "url": f"http://{address}:8000/v1"}
     model = {"dev": "mistralai/Mistral-7B-Instruct-v0.3", "prod": "meta-llama/Llama-3.1-8B-Instruct"}[env]
     assert json.loads(wiring["ROUTES"]) == [
-        {"match": model, "backends": ["self-hosted"]}, {"match": "google/*", "backends": ["vertex"]}]
+        {"match": model, "backends": ["self-hosted"]},
+        {"match": "google/*", "backends": ["vertex"]},
+    ]
 
 
 def test_gateway_calls_the_orchestrator_url_and_frontend_the_gateway(stack):
@@ -196,7 +204,10 @@ def test_gateway_calls_the_orchestrator_url_and_frontend_the_gateway(stack):
     assert env_vars(services(stack)["gateway"])["ORCHESTRATOR_URL"] == (
         "${google_cloud_run_v2_service.%s.uri}" % keys["orchestrator"]
     )
-    assert env_vars(services(stack)["frontend"])["GATEWAY_URL"] == "${google_cloud_run_v2_service.%s.uri}" % keys["gateway"]
+    assert (
+        env_vars(services(stack)["frontend"])["GATEWAY_URL"]
+        == "${google_cloud_run_v2_service.%s.uri}" % keys["gateway"]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -204,7 +215,9 @@ def cloud_run_gpu(tmp_path_factory) -> dict[str, dict]:
     """dev, with its model on a Cloud Run L4 instead of GKE: its stacks by layer."""
     tmp = tmp_path_factory.mktemp("cloud-run-gpu")
     config = tmp / "gpu.toml"
-    config.write_text(DEV_CLOUD_RUN.replace('name = "dev"', 'name = "gpu"') + 'secrets = { HF_TOKEN = "gpu-hf-token" }\n')
+    config.write_text(
+        DEV_CLOUD_RUN.replace('name = "dev"', 'name = "gpu"') + 'secrets = { HF_TOKEN = "gpu-hf-token" }\n'
+    )
     result = run_main(tmp / "out", "--env", str(config))
     assert result.returncode == 0, result.stderr
     return {p.name: json.loads((p / "cdk.tf.json").read_text()) for p in (tmp / "out" / "stacks").iterdir()}
@@ -230,12 +243,21 @@ def test_inference_on_a_cloud_run_l4_when_config_says_so(cloud_run_gpu):
     # It admits only the orchestrator's identity: the orchestrator sends an ID token for it, and
     # the self-hosted google/gemma-3-4b-it is routed there before google/* goes to Vertex AI.
     assert json.loads(env_vars(orchestrator)["BACKENDS"])["self-hosted"] == {
-        "kind": "openai", "auth": "google-id-token", "url": "${google_cloud_run_v2_service.%s.uri}/v1" % inference_key}
-    assert json.loads(env_vars(orchestrator)["ROUTES"])[0] == {"match": "google/gemma-3-4b-it", "backends": ["self-hosted"]}
+        "kind": "openai",
+        "auth": "google-id-token",
+        "url": "${google_cloud_run_v2_service.%s.uri}/v1" % inference_key,
+    }
+    assert json.loads(env_vars(orchestrator)["ROUTES"])[0] == {
+        "match": "google/gemma-3-4b-it",
+        "backends": ["self-hosted"],
+    }
     # Its own secrets (a Hugging Face token) are readable before its revision is created.
     assert env_vars(inference)["HF_TOKEN"] == {"secret_key_ref": {"secret": "gpu-hf-token", "version": "latest"}}
-    grants = {k: g for k, g in resources(stack, "google_secret_manager_secret_iam_member").items()
-              if g["secret_id"] == "gpu-hf-token"}
+    grants = {
+        k: g
+        for k, g in resources(stack, "google_secret_manager_secret_iam_member").items()
+        if g["secret_id"] == "gpu-hf-token"
+    }
     ((grant_key, grant),) = grants.items()
     assert grant["member"] == inference["template"]["service_account"].replace("email}", "member}")
     assert f"google_secret_manager_secret_iam_member.{grant_key}" in inference["depends_on"]
@@ -270,8 +292,10 @@ def test_frontend_behind_iap_when_config_says_so(tmp_path):
     assert frontend["ingress"] == "INGRESS_TRAFFIC_ALL"
     agent = only(stack, "google_project_service_identity")
     assert (agent["service"], agent["provider"]) == ("iap.googleapis.com", "google-beta")
-    assert invokers(stack)["frontend"] == {"${google_project_service_identity.frontend_iap-agent_%s.member}" % (
-        next(k for k in resources(stack, "google_project_service_identity")).rsplit("_", 1)[1])}
+    assert invokers(stack)["frontend"] == {
+        "${google_project_service_identity.frontend_iap-agent_%s.member}"
+        % (next(k for k in resources(stack, "google_project_service_identity")).rsplit("_", 1)[1])
+    }
     access = only(stack, "google_iap_web_cloud_run_service_iam_member")
     assert access["member"] == "group:ai-team@example.com"
     assert access["role"] == "roles/iap.httpsResourceAccessor"
@@ -286,11 +310,15 @@ def test_the_chat_page_signs_in_with_identity_platform_and_a_restricted_browser_
     origin = f"https://{env}-frontend-${{data.google_project.project.number}}.us-central1.run.app"
     assert key["restrictions"]["browser_key_restrictions"] == {"allowed_referrers": [f"{origin}/*"]}
     assert [t["service"] for t in key["restrictions"]["api_targets"]] == [
-        "identitytoolkit.googleapis.com", "securetoken.googleapis.com"]
+        "identitytoolkit.googleapis.com",
+        "securetoken.googleapis.com",
+    ]
     frontend, gateway = env_vars(services(stack)["frontend"]), env_vars(services(stack)["gateway"])
     assert frontend["IDENTITY_PLATFORM_API_KEY"] == "${google_apikeys_key.identity-platform-key.key_string}"
     assert (frontend["AUTH_MODE"], frontend["IDENTITY_PLATFORM_URL"]) == (
-        "identity-platform", "https://identitytoolkit.googleapis.com")
+        "identity-platform",
+        "https://identitytoolkit.googleapis.com",
+    )
     # The gateway trusts this project's Identity Platform tokens and the chat page's origin only.
     assert gateway["JWT_ISSUER"] == f"https://securetoken.google.com/replace-me-{env}"
     assert gateway["JWT_AUDIENCE"] == f"replace-me-{env}"

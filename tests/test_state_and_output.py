@@ -51,7 +51,10 @@ def test_stack_dependencies_let_deploy_order_layers(synth_dir):
         assert manifest["stacks"][f"{env}-database"]["dependencies"] == [f"{env}-network"]
         assert manifest["stacks"][f"{env}-registry"]["dependencies"] == [f"{env}-network"]
         assert sorted(manifest["stacks"][f"{env}-services"]["dependencies"]) == [
-            f"{env}-database", f"{env}-network", f"{env}-registry"]
+            f"{env}-database",
+            f"{env}-network",
+            f"{env}-registry",
+        ]
 
 
 def test_output_holds_no_path_of_this_machine(synth_dir, synth_hcl):

@@ -112,7 +112,9 @@ class CustomMetricsAdapter(Construct):
             "resource-reader",
             metadata=ClusterRoleV1Metadata(name=f"{NAMESPACE}-resource-reader"),
             rule=[
-                ClusterRoleV1Rule(api_groups=[""], resources=["pods", "nodes", "nodes/stats"], verbs=["get", "list", "watch"])
+                ClusterRoleV1Rule(
+                    api_groups=[""], resources=["pods", "nodes", "nodes/stats"], verbs=["get", "list", "watch"]
+                )
             ],
         )
         ClusterRoleBindingV1(
@@ -128,7 +130,11 @@ class CustomMetricsAdapter(Construct):
             self,
             "external-metrics-reader",
             metadata=ClusterRoleV1Metadata(name="external-metrics-reader"),
-            rule=[ClusterRoleV1Rule(api_groups=["external.metrics.k8s.io"], resources=["*"], verbs=["list", "get", "watch"])],
+            rule=[
+                ClusterRoleV1Rule(
+                    api_groups=["external.metrics.k8s.io"], resources=["*"], verbs=["list", "get", "watch"]
+                )
+            ],
         )
         ClusterRoleBindingV1(
             self,
@@ -138,7 +144,9 @@ class CustomMetricsAdapter(Construct):
                 api_group="rbac.authorization.k8s.io", kind="ClusterRole", name=external_reader.metadata.name
             ),
             subject=[
-                ClusterRoleBindingV1Subject(kind="ServiceAccount", name="horizontal-pod-autoscaler", namespace="kube-system")
+                ClusterRoleBindingV1Subject(
+                    kind="ServiceAccount", name="horizontal-pod-autoscaler", namespace="kube-system"
+                )
             ],
         )
 

@@ -340,11 +340,16 @@ class VllmServer(Construct):
 
     def _args(self, settings: GkeModelServerSettings) -> list[str]:
         args = [
-            "--model", settings.model,
-            "--tensor-parallel-size", str(settings.tensor_parallel_size),
-            "--max-model-len", str(settings.max_model_len),
-            "--gpu-memory-utilization", str(settings.gpu_memory_utilization),
-            "--port", str(self.port),
+            "--model",
+            settings.model,
+            "--tensor-parallel-size",
+            str(settings.tensor_parallel_size),
+            "--max-model-len",
+            str(settings.max_model_len),
+            "--gpu-memory-utilization",
+            str(settings.gpu_memory_utilization),
+            "--port",
+            str(self.port),
         ]
         if quantization := MODELS[settings.model].quantization:
             args += ["--quantization", quantization]
@@ -367,9 +372,7 @@ class VllmServer(Construct):
                 spec=PersistentVolumeClaimV1Spec(
                     access_modes=["ReadWriteOnce"],
                     storage_class_name="premium-rwo",
-                    resources=PersistentVolumeClaimV1SpecResources(
-                        requests={"storage": settings.weights_volume_size}
-                    ),
+                    resources=PersistentVolumeClaimV1SpecResources(requests={"storage": settings.weights_volume_size}),
                 ),
             )
             volumes.append(
@@ -418,7 +421,7 @@ class VllmServer(Construct):
                                 f'- resourceName: "projects/{project}/secrets/{settings.hf_token_secret}/versions/latest"\n'
                                 '  path: "token"\n'
                             )
-                        }
+                        },
                     },
                 },
             )
@@ -433,6 +436,8 @@ class VllmServer(Construct):
                 )
             )
             mounts.append(
-                DeploymentV1SpecTemplateSpecContainerVolumeMount(name="hf-token", mount_path=HF_TOKEN_DIR, read_only=True)
+                DeploymentV1SpecTemplateSpecContainerVolumeMount(
+                    name="hf-token", mount_path=HF_TOKEN_DIR, read_only=True
+                )
             )
         return volumes, mounts

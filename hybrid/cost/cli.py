@@ -24,8 +24,12 @@ def _workload_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--requests-per-day", type=int, default=defaults.requests_per_day)
     group.add_argument("--input-tokens", type=int, default=defaults.input_tokens, help="input tokens per request")
     group.add_argument("--output-tokens", type=int, default=defaults.output_tokens, help="output tokens per request")
-    group.add_argument("--tokens-per-request", type=int, default=None,
-                       help="total tokens per request, split 2:1 input:output (overrides the two above)")
+    group.add_argument(
+        "--tokens-per-request",
+        type=int,
+        default=None,
+        help="total tokens per request, split 2:1 input:output (overrides the two above)",
+    )
     group.add_argument("--request-seconds", type=float, default=defaults.request_seconds)
     group.add_argument("--page-loads-per-day", type=int, default=None)
     group.add_argument("--egress-kb-per-request", type=float, default=defaults.egress_kb_per_request)
@@ -37,7 +41,9 @@ def _workload_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--registry-gb", type=float, default=defaults.registry_gb)
     group.add_argument("--external-api", default=defaults.external_api, help="a key of [apis] in the price table")
     group.add_argument("--vertex-api", default=defaults.vertex_api, help="a key of [apis] in the price table")
-    group.add_argument("--free-tier", action="store_true", help="apply per-billing-account free tiers to this environment")
+    group.add_argument(
+        "--free-tier", action="store_true", help="apply per-billing-account free tiers to this environment"
+    )
 
 
 def _workload(args: argparse.Namespace):
@@ -77,8 +83,13 @@ def cost_main(argv: list[str]) -> int:
         prog="main.py cost",
         description="Monthly cost estimate per stack and resource, from an environment file and the region's price table.",
     )
-    parser.add_argument("--env", type=Path, action="append", metavar="FILE",
-                        help="environment file (repeatable; default: every file in environments/)")
+    parser.add_argument(
+        "--env",
+        type=Path,
+        action="append",
+        metavar="FILE",
+        help="environment file (repeatable; default: every file in environments/)",
+    )
     parser.add_argument("--json", action="store_true", help="print JSON (for CI)")
     parser.add_argument("--prices", action="store_true", help="print the price table(s) with each figure's source")
     _workload_args(parser)

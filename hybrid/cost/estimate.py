@@ -167,18 +167,40 @@ class _Lines:
     def add(self, layer: str, resource: str, component: str, quantity: float, key: str, note: str = "") -> float:
         price = self.prices.price(key)
         monthly = quantity * price.usd
-        self.items.append(LineItem(
-            self.env.stack_id(layer), resource, component, quantity, price.unit, monthly, key, price.usd,
-            price.confirmed, note,
-        ))
+        self.items.append(
+            LineItem(
+                self.env.stack_id(layer),
+                resource,
+                component,
+                quantity,
+                price.unit,
+                monthly,
+                key,
+                price.usd,
+                price.confirmed,
+                note,
+            )
+        )
         return monthly
 
-    def add_usd(self, layer: str, resource: str, component: str, quantity: float, unit: str, unit_usd: float,
-                key: str, confirmed: bool, note: str = "") -> float:
+    def add_usd(
+        self,
+        layer: str,
+        resource: str,
+        component: str,
+        quantity: float,
+        unit: str,
+        unit_usd: float,
+        key: str,
+        confirmed: bool,
+        note: str = "",
+    ) -> float:
         monthly = quantity * unit_usd
-        self.items.append(LineItem(
-            self.env.stack_id(layer), resource, component, quantity, unit, monthly, key, unit_usd, confirmed, note
-        ))
+        self.items.append(
+            LineItem(
+                self.env.stack_id(layer), resource, component, quantity, unit, monthly, key, unit_usd, confirmed, note
+            )
+        )
         return monthly
 
     def unpriced(self, layer: str, resource: str, why: str) -> None:
@@ -196,8 +218,15 @@ def busy_instances(arrivals_per_second: float, seconds_each: float, concurrency:
     return max(1 - math.exp(-in_flight), in_flight / concurrency)
 
 
-def cloud_run_service(lines: _Lines, layer: str, resource: str, settings: ServiceSettings,
-                      arrivals_per_day: float, seconds_each: float, free: dict[str, float] | None = None) -> float:
+def cloud_run_service(
+    lines: _Lines,
+    layer: str,
+    resource: str,
+    settings: ServiceSettings,
+    arrivals_per_day: float,
+    seconds_each: float,
+    free: dict[str, float] | None = None,
+) -> float:
     """CPU, memory (and requests, idle minimum instances) of one Cloud Run service."""
     prices, month_s = lines.prices, lines.prices.seconds_per_month
     busy = busy_instances(arrivals_per_day / 86_400, seconds_each, settings.concurrency)
@@ -208,27 +237,56 @@ def cloud_run_service(lines: _Lines, layer: str, resource: str, settings: Servic
         instances = max(settings.min_instances, busy)
         seconds = instances * month_s
         what = f"{instances:.2f} instance(s) x {cpu} vCPU, instance-based"
-        total += lines.add(layer, resource, f"CPU ({what})", _after_free(seconds * cpu, free, "instance_cpu"), "cloud_run.instance_cpu")
-        total += lines.add(layer, resource, f"memory ({instances:.2f} x {settings.memory})",
-                           _after_free(seconds * mem, free, "instance_memory"), "cloud_run.instance_memory")
+        total += lines.add(
+            layer, resource, f"CPU ({what})", _after_free(seconds * cpu, free, "instance_cpu"), "cloud_run.instance_cpu"
+        )
+        total += lines.add(
+            layer,
+            resource,
+            f"memory ({instances:.2f} x {settings.memory})",
+            _after_free(seconds * mem, free, "instance_memory"),
+            "cloud_run.instance_memory",
+        )
         if isinstance(settings, GpuServiceSettings):
             key = "cloud_run.gpu_l4_zonal_redundancy" if settings.zonal_redundancy else "cloud_run.gpu_l4"
-            total += lines.add(layer, resource, f"GPU ({instances:.2f} x {settings.gpu_type})", seconds * settings.gpus, key)
+            total += lines.add(
+                layer, resource, f"GPU ({instances:.2f} x {settings.gpu_type})", seconds * settings.gpus, key
+            )
         return total
     # Request-based billing: busy time at the active rate, idle minimum instances at the idle rate.
     active = busy * month_s
-    total += lines.add(layer, resource, f"CPU ({busy:.3f} busy instance(s) x {cpu} vCPU, request-based)",
-                       _after_free(active * cpu, free, "request_cpu"), "cloud_run.request_cpu")
-    total += lines.add(layer, resource, f"memory ({busy:.3f} x {settings.memory})",
-                       _after_free(active * mem, free, "request_memory"), "cloud_run.request_memory")
+    total += lines.add(
+        layer,
+        resource,
+        f"CPU ({busy:.3f} busy instance(s) x {cpu} vCPU, request-based)",
+        _after_free(active * cpu, free, "request_cpu"),
+        "cloud_run.request_cpu",
+    )
+    total += lines.add(
+        layer,
+        resource,
+        f"memory ({busy:.3f} x {settings.memory})",
+        _after_free(active * mem, free, "request_memory"),
+        "cloud_run.request_memory",
+    )
     requests_m = arrivals_per_day * lines.prices.hours_per_month / HOURS_PER_DAY / 1e6
     total += lines.add(layer, resource, "requests", _after_free(requests_m, free, "requests"), "cloud_run.requests")
     idle = max(0.0, settings.min_instances - busy) * month_s
     if idle:
-        total += lines.add(layer, resource, f"idle minimum instances ({settings.min_instances} x {cpu} vCPU)",
-                           idle * cpu, "cloud_run.request_idle_cpu")
-        total += lines.add(layer, resource, f"idle minimum instances ({settings.min_instances} x {settings.memory})",
-                           idle * mem, "cloud_run.request_idle_memory")
+        total += lines.add(
+            layer,
+            resource,
+            f"idle minimum instances ({settings.min_instances} x {cpu} vCPU)",
+            idle * cpu,
+            "cloud_run.request_idle_cpu",
+        )
+        total += lines.add(
+            layer,
+            resource,
+            f"idle minimum instances ({settings.min_instances} x {settings.memory})",
+            idle * mem,
+            "cloud_run.request_idle_memory",
+        )
     return total
 
 
@@ -269,9 +327,13 @@ def estimate(env: Environment, prices: PriceTable, workload: Workload | None = N
     warnings: list[str] = []
     hours, month_days = prices.hours_per_month, prices.hours_per_month / HOURS_PER_DAY
     free = (
-        {key: prices.usd(f"cloud_run.free_{key}") for key in ("request_cpu", "request_memory", "instance_cpu", "instance_memory")}
+        {
+            key: prices.usd(f"cloud_run.free_{key}")
+            for key in ("request_cpu", "request_memory", "instance_cpu", "instance_memory")
+        }
         | {"requests": prices.usd("cloud_run.free_requests")}
-        if w.free_tier else None
+        if w.free_tier
+        else None
     )
 
     # --- inference sizing first: the network's NAT counts the GPU nodes -------------------------
@@ -290,13 +352,28 @@ def estimate(env: Environment, prices: PriceTable, workload: Workload | None = N
 
     # --- network --------------------------------------------------------------------------------
     nat_vms = math.ceil(replicas)  # Autopilot GPU nodes get a NAT assignment; one Pod per GPU node here
-    lines.add("network", "Cloud NAT", f"gateway ({nat_vms} VM(s) using it)", nat_vms * hours, "network.nat_gateway_per_vm")
+    lines.add(
+        "network", "Cloud NAT", f"gateway ({nat_vms} VM(s) using it)", nat_vms * hours, "network.nat_gateway_per_vm"
+    )
     lines.add("network", "Cloud NAT", "external IP address (AUTO_ONLY, one)", hours, "network.nat_ip")
     lines.add("network", "Cloud NAT", "data processed", w.nat_gb_per_month, "network.nat_data_processed")
     lines.add("network", "Cloud DNS private zone run.app", "managed zone", 1, "network.dns_zone")
-    lines.unpriced("network", "VPC flow logs (both subnets, 50% sampled)", "usage-based: billed as Cloud Logging ingestion; no logging price in the table")
-    lines.items.append(LineItem(env.stack_id("network"), "Cloud Run egress to the VPC", "Direct VPC egress", None, "", 0.0,
-                                note="no connector VMs to pay for (Direct VPC egress, not a Serverless VPC Access connector)"))
+    lines.unpriced(
+        "network",
+        "VPC flow logs (both subnets, 50% sampled)",
+        "usage-based: billed as Cloud Logging ingestion; no logging price in the table",
+    )
+    lines.items.append(
+        LineItem(
+            env.stack_id("network"),
+            "Cloud Run egress to the VPC",
+            "Direct VPC egress",
+            None,
+            "",
+            0.0,
+            note="no connector VMs to pay for (Direct VPC egress, not a Serverless VPC Access connector)",
+        )
+    )
 
     # --- registry -------------------------------------------------------------------------------
     lines.add("registry", "Artifact Registry", "image storage", w.registry_gb, "storage.artifact_registry")
@@ -311,70 +388,163 @@ def estimate(env: Environment, prices: PriceTable, workload: Workload | None = N
         lines.add("database", f"Cloud SQL {db.tier}", f"shared-core instance, {label}", hours * factor, key)
     else:
         cpus, mib = db.tier.split("-")[-2:]
-        lines.add("database", f"Cloud SQL {db.tier}", f"{cpus} vCPU, {label}", int(cpus) * hours * factor, "cloud_sql.vcpu")
-        lines.add("database", f"Cloud SQL {db.tier}", f"{int(mib) / 1024:g} GB memory, {label}",
-                  int(mib) / 1024 * hours * factor, "cloud_sql.memory")
-    lines.add("database", f"Cloud SQL {db.tier}", f"{db.disk_size_gb} GB SSD, {label}", db.disk_size_gb * factor, "cloud_sql.ssd_storage")
+        lines.add(
+            "database", f"Cloud SQL {db.tier}", f"{cpus} vCPU, {label}", int(cpus) * hours * factor, "cloud_sql.vcpu"
+        )
+        lines.add(
+            "database",
+            f"Cloud SQL {db.tier}",
+            f"{int(mib) / 1024:g} GB memory, {label}",
+            int(mib) / 1024 * hours * factor,
+            "cloud_sql.memory",
+        )
+    lines.add(
+        "database",
+        f"Cloud SQL {db.tier}",
+        f"{db.disk_size_gb} GB SSD, {label}",
+        db.disk_size_gb * factor,
+        "cloud_sql.ssd_storage",
+    )
     used = w.database_used_gb if w.database_used_gb is not None else db.disk_size_gb / 2
-    lines.add("database", f"Cloud SQL {db.tier}", f"backups ({db.retained_backups} retained, incremental) + PITR logs",
-              used, "cloud_sql.backup_storage", note="about the data's size; grows with churn and log_retention_days")
+    lines.add(
+        "database",
+        f"Cloud SQL {db.tier}",
+        f"backups ({db.retained_backups} retained, incremental) + PITR logs",
+        used,
+        "cloud_sql.backup_storage",
+        note="about the data's size; grows with churn and log_retention_days",
+    )
 
     # --- cluster and inference (GKE) ---------------------------------------------------------------
     if gke:
         fee = lines.add("cluster", "GKE Autopilot cluster", "cluster management fee", hours, "gke.cluster_fee")
         if w.free_tier:
             credit = min(fee, prices.usd("gke.free_tier_credit"))
-            lines.add_usd("cluster", "GKE Autopilot cluster", "free tier credit (one cluster per billing account)",
-                          1, "credit", -credit, "gke.free_tier_credit", prices.price("gke.free_tier_credit").confirmed)
+            lines.add_usd(
+                "cluster",
+                "GKE Autopilot cluster",
+                "free tier credit (one cluster per billing account)",
+                1,
+                "credit",
+                -credit,
+                "gke.free_tier_credit",
+                prices.price("gke.free_tier_credit").confirmed,
+            )
         try:
             machine_name, machine = gpu_machine(prices, gke.gpu_type, gke.gpu_count, gke.cpu, gke.memory)
         except PriceError as err:
-            raise PriceError(str(err), key=f"inference.gke.gpu_type = {gke.gpu_type!r}, gpu_count = {gke.gpu_count}") from None
+            raise PriceError(
+                str(err), key=f"inference.gke.gpu_type = {gke.gpu_type!r}, gpu_count = {gke.gpu_count}"
+            ) from None
         smallest = prices.machines_for(gke.gpu_type, gke.gpu_count)[0][0]
         if machine_name != smallest:
             warnings.append(
                 f"inference.gke.cpu = {gke.cpu}, memory = {gke.memory!r}: Autopilot places each replica on a "
                 f"{machine_name} (the Pod asks for more than a smaller machine can give after the node's own reservations)"
             )
-        lines.add_usd("inference", f"vLLM {gke.model.split('/')[-1]}",
-                      f"GPU node {machine_name} ({machine.gpus} x {gke.gpu_type}) x {replicas:g} replica(s)",
-                      replicas * hours, "hour", machine.usd, f"machines.{machine_name}", machine.confirmed,
-                      note="Autopilot Accelerator class: billed by node; any Autopilot premium not included")
+        lines.add_usd(
+            "inference",
+            f"vLLM {gke.model.split('/')[-1]}",
+            f"GPU node {machine_name} ({machine.gpus} x {gke.gpu_type}) x {replicas:g} replica(s)",
+            replicas * hours,
+            "hour",
+            machine.usd,
+            f"machines.{machine_name}",
+            machine.confirmed,
+            note="Autopilot Accelerator class: billed by node; any Autopilot premium not included",
+        )
         premium = prices.usd("gke.autopilot_gpu_premium")
         if premium:
-            lines.add("inference", f"vLLM {gke.model.split('/')[-1]}", "Autopilot premium on GPU nodes",
-                      replicas * hours * machine.usd, "gke.autopilot_gpu_premium")
+            lines.add(
+                "inference",
+                f"vLLM {gke.model.split('/')[-1]}",
+                "Autopilot premium on GPU nodes",
+                replicas * hours * machine.usd,
+                "gke.autopilot_gpu_premium",
+            )
         if gke.weights == "pvc":
-            lines.add("inference", "model cache PVC (premium-rwo)", f"{gke.weights_volume_size} SSD PD",
-                      memory_gib(gke.weights_volume_size), "storage.pd_ssd")
+            lines.add(
+                "inference",
+                "model cache PVC (premium-rwo)",
+                f"{gke.weights_volume_size} SSD PD",
+                memory_gib(gke.weights_volume_size),
+                "storage.pd_ssd",
+            )
         else:
             weights = MODELS[gke.model].weights_gb / 1.073741824
-            lines.add("inference", f"weights bucket gs://{gke.weights_bucket}", f"{weights:.1f} GiB of weights (staged by you)",
-                      weights, "storage.gcs_standard_regional", note="the bucket is not created by the stacks")
-        lines.add("inference", "internal passthrough load balancer", "forwarding rule", hours, "network.forwarding_rule")
+            lines.add(
+                "inference",
+                f"weights bucket gs://{gke.weights_bucket}",
+                f"{weights:.1f} GiB of weights (staged by you)",
+                weights,
+                "storage.gcs_standard_regional",
+                note="the bucket is not created by the stacks",
+            )
+        lines.add(
+            "inference", "internal passthrough load balancer", "forwarding rule", hours, "network.forwarding_rule"
+        )
         lb_gib = w.requests_per_day * month_days * (w.input_tokens + w.output_tokens) * 4 / 2**30
-        lines.add("inference", "internal passthrough load balancer", "data processed (~4 bytes a token)", lb_gib,
-                  "network.lb_data_processed")
-        lines.unpriced("inference", "custom metrics adapter Pod (general-purpose Autopilot)",
-                       "no Autopilot general-purpose Pod price in the table; small (a fraction of a vCPU)")
-        lines.unpriced("inference", "Managed Service for Prometheus samples", "usage-based; no monitoring price in the table")
+        lines.add(
+            "inference",
+            "internal passthrough load balancer",
+            "data processed (~4 bytes a token)",
+            lb_gib,
+            "network.lb_data_processed",
+        )
+        lines.unpriced(
+            "inference",
+            "custom metrics adapter Pod (general-purpose Autopilot)",
+            "no Autopilot general-purpose Pod price in the table; small (a fraction of a vCPU)",
+        )
+        lines.unpriced(
+            "inference", "Managed Service for Prometheus samples", "usage-based; no monitoring price in the table"
+        )
 
     # --- services ---------------------------------------------------------------------------------
     s = env.services
-    cloud_run_service(lines, "services", f"Cloud Run {env.names.service['frontend']}", s.frontend, w.pages_per_day, 0.1, free)
+    cloud_run_service(
+        lines, "services", f"Cloud Run {env.names.service['frontend']}", s.frontend, w.pages_per_day, 0.1, free
+    )
     for role in ("gateway", "orchestrator"):
-        cloud_run_service(lines, "services", f"Cloud Run {env.names.service[role]}", getattr(s, role),
-                          w.requests_per_day, w.request_seconds, free)
+        cloud_run_service(
+            lines,
+            "services",
+            f"Cloud Run {env.names.service[role]}",
+            getattr(s, role),
+            w.requests_per_day,
+            w.request_seconds,
+            free,
+        )
     if env.inference.placement == "cloud_run":
         gpu = env.inference.cloud_run
         seconds_each = w.output_tokens / w.stream_tokens_per_second
-        cloud_run_service(lines, "services", f"Cloud Run {env.names.service['inference']} (L4)", gpu,
-                          w.requests_per_day, seconds_each)
+        cloud_run_service(
+            lines, "services", f"Cloud Run {env.names.service['inference']} (L4)", gpu, w.requests_per_day, seconds_each
+        )
     egress_gb = w.requests_per_day * month_days * w.egress_kb_per_request / 1e6
-    lines.add("services", "internet egress (replies, pages)", "Premium Tier, North America", egress_gb, "network.internet_egress")
-    lines.items.append(LineItem(env.stack_id("services"), f"Cloud Run job {env.names.database_bootstrap}", "runs once", None, "", 0.0,
-                                note="a few seconds once per deploy"))
-    lines.unpriced("services", "Secret Manager secrets, Identity Platform sign-ins", "usage-based; not in the table (Identity Platform's first 50K MAU are free)")
+    lines.add(
+        "services",
+        "internet egress (replies, pages)",
+        "Premium Tier, North America",
+        egress_gb,
+        "network.internet_egress",
+    )
+    lines.items.append(
+        LineItem(
+            env.stack_id("services"),
+            f"Cloud Run job {env.names.database_bootstrap}",
+            "runs once",
+            None,
+            "",
+            0.0,
+            note="a few seconds once per deploy",
+        )
+    )
+    lines.unpriced(
+        "services",
+        "Secret Manager secrets, Identity Platform sign-ins",
+        "usage-based; not in the table (Identity Platform's first 50K MAU are free)",
+    )
     lines.unpriced("services", "Vertex AI calls routed by the orchestrator", "per token; see the unit economics below")
 
     result = Estimate(

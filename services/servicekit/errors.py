@@ -11,7 +11,9 @@ def _error(message: str, kind: str, code: str) -> dict:
     return {"error": {"message": message, "type": kind, "code": code}}
 
 
-def error_response(status: int, message: str, kind: str, code: str, headers: dict[str, str] | None = None) -> JSONResponse:
+def error_response(
+    status: int, message: str, kind: str, code: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
     return JSONResponse(status_code=status, content=_error(message, kind, code), headers=headers)
 
 

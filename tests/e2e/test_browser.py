@@ -61,10 +61,12 @@ def say(page, text: str) -> None:
 
 def assert_ledger(chain, user: str, expected: list[tuple]) -> None:
     """The user's ledger rows, (outcome, completion_tokens), become ``expected`` within 10 s."""
+
     def rows() -> list[tuple]:
         with psycopg.connect(chain["conninfo"]) as conn:
-            return conn.execute("SELECT outcome, completion_tokens FROM usage_ledger WHERE user_id = %s",
-                                (user,)).fetchall()
+            return conn.execute(
+                "SELECT outcome, completion_tokens FROM usage_ledger WHERE user_id = %s", (user,)
+            ).fetchall()
 
     user = user_id(email(user))  # the subject of the user's Identity Platform token
     deadline = time.monotonic() + 10
@@ -92,7 +94,8 @@ def test_a_reply_the_model_stops_halfway_is_marked_cut_off(page, chain):
     sign_in(page, "hana")
     say(page, "tell me everything [standin:die]")  # the stand-in drops the stream after two chunks
     expect(page.get_by_role("alert")).to_have_text(
-        "The reply was cut off: the model stopped answering. Ask again to continue.", timeout=10_000)
+        "The reply was cut off: the model stopped answering. Ask again to continue.", timeout=10_000
+    )
     reply = page.locator("#messages li.assistant").last
     expect(reply).to_have_text("Hello from")
     expect(reply).to_have_attribute("aria-label", "Assistant (cut off)")

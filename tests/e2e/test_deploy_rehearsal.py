@@ -59,9 +59,15 @@ def test_one_chat_request_crosses_frontend_gateway_orchestrator_and_model(chain)
     user = user_id("rehearsal@example.com")
     with psycopg.connect(chain["conninfo"]) as conn:
         deadline = time.monotonic() + 10
-        while not (rows := conn.execute(
-                "SELECT model, outcome, prompt_tokens, completion_tokens FROM usage_ledger WHERE user_id = %s",
-                (user,)).fetchall()) and time.monotonic() < deadline:
+        while (
+            not (
+                rows := conn.execute(
+                    "SELECT model, outcome, prompt_tokens, completion_tokens FROM usage_ledger WHERE user_id = %s",
+                    (user,),
+                ).fetchall()
+            )
+            and time.monotonic() < deadline
+        ):
             time.sleep(0.1)
         assert rows == [(chain["model"], "completed", 5, 5)]
 
@@ -80,9 +86,14 @@ def test_the_orchestrator_logs_in_as_its_iam_user_over_tls_and_owns_its_ledger(c
 
 def test_the_gateway_admits_the_chat_page_and_no_other_origin(chain):
     def preflight(origin: str) -> httpx.Response:
-        return httpx.options(f"{chain['gateway']}/v1/chat/completions", headers={
-            "Origin": origin, "Access-Control-Request-Method": "POST",
-            "Access-Control-Request-Headers": "authorization,content-type"})
+        return httpx.options(
+            f"{chain['gateway']}/v1/chat/completions",
+            headers={
+                "Origin": origin,
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "authorization,content-type",
+            },
+        )
 
     assert preflight(chain["frontend"]).headers.get("access-control-allow-origin") == chain["frontend"]
     assert "access-control-allow-origin" not in preflight("https://evil.example").headers

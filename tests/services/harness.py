@@ -39,8 +39,15 @@ class Postgres:
     ENCRYPTED_ONLY: clients connect with sslmode=require); ``host``/``port`` choose where it
     listens (any 127.x address is loopback)."""
 
-    def __init__(self, directory: Path, *, host: str = "127.0.0.1", port: int | None = None,
-                 superuser: str = "postgres", tls: bool = False) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+        superuser: str = "postgres",
+        tls: bool = False,
+    ) -> None:
         found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
         assert found, "PostgreSQL server binaries are missing: `make test` installs Debian's postgresql package"
         self.bin = Path(found[-1]).parent
@@ -54,8 +61,18 @@ class Postgres:
         password_file.write_text(PASSWORD)
         if self.as_owner:
             shutil.chown(password_file, "postgres")
-        self._run("initdb", "-D", str(self.data), "-U", superuser, "--auth-local=trust",
-                  "--auth-host=scram-sha-256", f"--pwfile={password_file}", "-E", "UTF8")
+        self._run(
+            "initdb",
+            "-D",
+            str(self.data),
+            "-U",
+            superuser,
+            "--auth-local=trust",
+            "--auth-host=scram-sha-256",
+            f"--pwfile={password_file}",
+            "-E",
+            "UTF8",
+        )
         if tls:
             self._write_certificate()
         self.conninfo = f"host={host} port={self.port} user={superuser} dbname=postgres password={PASSWORD}"
@@ -67,15 +84,24 @@ class Postgres:
         key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "rehearsal-postgres")])
         now = datetime.datetime.now(datetime.timezone.utc)
-        certificate = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-                       .public_key(key.public_key()).serial_number(x509.random_serial_number())
-                       .not_valid_before(now - datetime.timedelta(minutes=5))
-                       .not_valid_after(now + datetime.timedelta(days=1))
-                       .sign(key, hashes.SHA256()))
+        certificate = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .sign(key, hashes.SHA256())
+        )
         for file, content in (
             ("server.crt", certificate.public_bytes(serialization.Encoding.PEM)),
-            ("server.key", key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                             serialization.NoEncryption())),
+            (
+                "server.key",
+                key.private_bytes(
+                    serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+                ),
+            ),
         ):
             path = self.data / file
             path.write_bytes(content)
@@ -99,8 +125,11 @@ class Server:
     def __init__(self, app, port: int | None = None) -> None:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.server = uvicorn.Server(uvicorn.Config(
-            app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on", timeout_graceful_shutdown=2))
+        self.server = uvicorn.Server(
+            uvicorn.Config(
+                app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on", timeout_graceful_shutdown=2
+            )
+        )
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     def __enter__(self) -> Server:
@@ -148,33 +177,37 @@ def last_event(stream: bytes):
 
 
 def orchestrator_settings(upstream_url: str, **overrides) -> OrchestratorSettings:
-    return OrchestratorSettings.model_validate({
-        "backends": {
-            "standin": {"kind": "openai", "url": f"{upstream_url}/v1"},
-            "unreachable": {"kind": "openai", "url": "http://127.0.0.1:9/v1"},
-        },
-        "routes": [
-            {"match": "fallback-*", "backends": ["unreachable", "standin"]},
-            {"match": "standin-*", "backends": ["standin"]},
-        ],
-        "first_byte_timeout_seconds": 2,
-        "database_timeout_seconds": 2,
-        **overrides,
-    })
+    return OrchestratorSettings.model_validate(
+        {
+            "backends": {
+                "standin": {"kind": "openai", "url": f"{upstream_url}/v1"},
+                "unreachable": {"kind": "openai", "url": "http://127.0.0.1:9/v1"},
+            },
+            "routes": [
+                {"match": "fallback-*", "backends": ["unreachable", "standin"]},
+                {"match": "standin-*", "backends": ["standin"]},
+            ],
+            "first_byte_timeout_seconds": 2,
+            "database_timeout_seconds": 2,
+            **overrides,
+        }
+    )
 
 
 def gateway_settings(issuer, orchestrator_url: str, **overrides) -> GatewaySettings:
-    return GatewaySettings.model_validate({
-        "jwks_url": issuer.jwks_url,
-        "jwt_issuer": issuer.issuer,
-        "jwt_audience": issuer.audience,
-        "jwks_min_refresh_seconds": 1,
-        "orchestrator_url": orchestrator_url,
-        "orchestrator_auth": "none",
-        "rate_limit_per_minute": 60,
-        "rate_limit_burst": 5,
-        "max_messages": 8,
-        "max_message_chars": 2000,
-        "max_body_bytes": 65536,
-        **overrides,
-    })
+    return GatewaySettings.model_validate(
+        {
+            "jwks_url": issuer.jwks_url,
+            "jwt_issuer": issuer.issuer,
+            "jwt_audience": issuer.audience,
+            "jwks_min_refresh_seconds": 1,
+            "orchestrator_url": orchestrator_url,
+            "orchestrator_auth": "none",
+            "rate_limit_per_minute": 60,
+            "rate_limit_burst": 5,
+            "max_messages": 8,
+            "max_message_chars": 2000,
+            "max_body_bytes": 65536,
+            **overrides,
+        }
+    )

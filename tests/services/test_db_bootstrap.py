@@ -37,8 +37,9 @@ class CloudSql:
     iam_password: str  # stands in for the IAM access token
 
     def conninfo(self, user: str, password: str, database: str | None = None) -> str:
-        return make_conninfo(host="127.0.0.1", port=self.port, dbname=database or self.database,
-                             user=user, password=password)
+        return make_conninfo(
+            host="127.0.0.1", port=self.port, dbname=database or self.database, user=user, password=password
+        )
 
     def as_admin(self, database: str | None = None) -> psycopg.Connection:
         return psycopg.connect(self.conninfo(self.admin, self.admin_password, database), autocommit=True)
@@ -50,8 +51,12 @@ class CloudSql:
         """Exactly what the Cloud Run job gives the process (PGSSLMODE=require there: the test
         server has no TLS)."""
         env = {
-            "PGHOST": "127.0.0.1", "PGPORT": str(self.port), "PGDATABASE": self.database,
-            "PGUSER": self.admin, "PGPASSWORD": self.admin_password, "PGSSLMODE": "disable",
+            "PGHOST": "127.0.0.1",
+            "PGPORT": str(self.port),
+            "PGDATABASE": self.database,
+            "PGUSER": self.admin,
+            "PGPASSWORD": self.admin_password,
+            "PGSSLMODE": "disable",
             "GRANTEE": self.iam_user,
             "PYTHONPATH": f"{ROOT / 'services'}:{ROOT / 'services' / 'orchestrator'}",
             **overrides,
@@ -76,16 +81,24 @@ def cloudsqlsuperuser(postgres):
 def cloud_sql(postgres, cloudsqlsuperuser) -> CloudSql:
     tag = uuid.uuid4().hex[:8]
     instance = CloudSql(
-        port=postgres.port, database=f"bootstrap_{tag}", other_database=f"bootstrap_{tag}_other",
-        admin=f"cloudsql-admin-{tag}", admin_password=f"admin-{uuid.uuid4().hex}",
-        iam_user=f"dev-orchestrator-{tag}@replace-me-dev.iam", iam_password=f"iam-{uuid.uuid4().hex}",
+        port=postgres.port,
+        database=f"bootstrap_{tag}",
+        other_database=f"bootstrap_{tag}_other",
+        admin=f"cloudsql-admin-{tag}",
+        admin_password=f"admin-{uuid.uuid4().hex}",
+        iam_user=f"dev-orchestrator-{tag}@replace-me-dev.iam",
+        iam_password=f"iam-{uuid.uuid4().hex}",
     )
     ident, literal = sql.Identifier, sql.Literal
     with psycopg.connect(postgres.conninfo, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE ROLE {} LOGIN NOSUPERUSER CREATEROLE CREATEDB PASSWORD {} IN ROLE {}").format(
-            ident(instance.admin), literal(instance.admin_password), ident(cloudsqlsuperuser)))
-        conn.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
-            ident(instance.iam_user), literal(instance.iam_password)))
+        conn.execute(
+            sql.SQL("CREATE ROLE {} LOGIN NOSUPERUSER CREATEROLE CREATEDB PASSWORD {} IN ROLE {}").format(
+                ident(instance.admin), literal(instance.admin_password), ident(cloudsqlsuperuser)
+            )
+        )
+        conn.execute(
+            sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(ident(instance.iam_user), literal(instance.iam_password))
+        )
         for database in (instance.database, instance.other_database):
             conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(ident(database), ident(cloudsqlsuperuser)))
     yield instance
@@ -97,8 +110,9 @@ def cloud_sql(postgres, cloudsqlsuperuser) -> CloudSql:
 
 
 def bootstrap(env: dict[str, str], cwd) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "orchestrator.bootstrap"], env=env, cwd=cwd,
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "orchestrator.bootstrap"], env=env, cwd=cwd, capture_output=True, text=True, timeout=60
+    )
 
 
 def granted_line(result: subprocess.CompletedProcess) -> dict:
@@ -140,10 +154,15 @@ def open_and_close_entry(conninfo: str, request_id: str) -> None:
 
 def public_schema_privileges(conn: psycopg.Connection, role: str) -> list[str]:
     """The privileges granted to ``role`` itself on schema public (not via PUBLIC)."""
-    return [row[0] for row in conn.execute(
-        "SELECT a.privilege_type FROM pg_namespace n, aclexplode(n.nspacl) a "
-        "WHERE n.nspname = 'public' AND a.grantee = (SELECT oid FROM pg_roles WHERE rolname = %s) "
-        "ORDER BY 1", (role,))]
+    return [
+        row[0]
+        for row in conn.execute(
+            "SELECT a.privilege_type FROM pg_namespace n, aclexplode(n.nspacl) a "
+            "WHERE n.nspname = 'public' AND a.grantee = (SELECT oid FROM pg_roles WHERE rolname = %s) "
+            "ORDER BY 1",
+            (role,),
+        )
+    ]
 
 
 def test_migrations_fail_until_the_bootstrap_and_then_the_ledger_works(cloud_sql, tmp_path):
@@ -160,7 +179,10 @@ def test_migrations_fail_until_the_bootstrap_and_then_the_ledger_works(cloud_sql
     assert logged["severity"] == "INFO"
     assert logged["message"] == "schema privileges granted"
     assert (logged["database"], logged["schema"], logged["grantee"]) == (
-        cloud_sql.database, "public", cloud_sql.iam_user)
+        cloud_sql.database,
+        "public",
+        cloud_sql.iam_user,
+    )
     assert logged["privileges"] == ["USAGE", "CREATE"]
     assert logged["newly_held"] == ["CREATE"]  # USAGE it had through PUBLIC already
 
@@ -170,11 +192,18 @@ def test_migrations_fail_until_the_bootstrap_and_then_the_ledger_works(cloud_sql
     open_and_close_entry(iam, request_id)
     with cloud_sql.as_iam_user() as conn:  # its tables: the admin (no superuser) may not read them
         assert [r[0] for r in conn.execute("SELECT version FROM schema_migrations ORDER BY 1")] == sorted(MIGRATIONS)
-        row = conn.execute("SELECT outcome, backend, prompt_tokens, completion_tokens, finished_at IS NOT NULL "
-                           "FROM usage_ledger WHERE request_id = %s", (request_id,)).fetchall()
+        row = conn.execute(
+            "SELECT outcome, backend, prompt_tokens, completion_tokens, finished_at IS NOT NULL "
+            "FROM usage_ledger WHERE request_id = %s",
+            (request_id,),
+        ).fetchall()
         assert row == [("completed", "standin", 3, 5, True)]
-        owners = {r[0] for r in conn.execute(
-            "SELECT tableowner FROM pg_tables WHERE tablename IN ('usage_ledger', 'schema_migrations')")}
+        owners = {
+            r[0]
+            for r in conn.execute(
+                "SELECT tableowner FROM pg_tables WHERE tablename IN ('usage_ledger', 'schema_migrations')"
+            )
+        }
         assert owners == {cloud_sql.iam_user}
 
 
@@ -186,12 +215,18 @@ def test_a_second_run_succeeds_and_changes_nothing(cloud_sql, tmp_path):
         with cloud_sql.as_admin() as conn:
             return (
                 conn.execute("SELECT nspowner, nspacl::text FROM pg_namespace WHERE nspname = 'public'").fetchone(),
-                conn.execute("SELECT datdba, datacl::text FROM pg_database WHERE datname = %s",
-                             (cloud_sql.database,)).fetchone(),
-                conn.execute("SELECT rolsuper, rolcreatedb, rolcreaterole, rolreplication, rolbypassrls "
-                             "FROM pg_roles WHERE rolname = %s", (cloud_sql.iam_user,)).fetchone(),
-                conn.execute("SELECT count(*) FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.member "
-                             "WHERE r.rolname = %s", (cloud_sql.iam_user,)).fetchone(),
+                conn.execute(
+                    "SELECT datdba, datacl::text FROM pg_database WHERE datname = %s", (cloud_sql.database,)
+                ).fetchone(),
+                conn.execute(
+                    "SELECT rolsuper, rolcreatedb, rolcreaterole, rolreplication, rolbypassrls "
+                    "FROM pg_roles WHERE rolname = %s",
+                    (cloud_sql.iam_user,),
+                ).fetchone(),
+                conn.execute(
+                    "SELECT count(*) FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.member WHERE r.rolname = %s",
+                    (cloud_sql.iam_user,),
+                ).fetchone(),
             )
 
     before = state()
@@ -205,14 +240,23 @@ def test_the_grantee_gets_schema_public_of_its_database_and_nothing_else(cloud_s
     granted_line(bootstrap(cloud_sql.job_env(), tmp_path))
     with cloud_sql.as_admin() as conn:
         assert public_schema_privileges(conn, cloud_sql.iam_user) == ["CREATE", "USAGE"]
-        assert conn.execute("SELECT rolsuper, rolcreatedb, rolcreaterole, rolreplication, rolbypassrls "
-                            "FROM pg_roles WHERE rolname = %s", (cloud_sql.iam_user,)).fetchone() == (
-            False, False, False, False, False)
-        assert conn.execute("SELECT count(*) FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.member "
-                            "WHERE r.rolname = %s", (cloud_sql.iam_user,)).fetchone()[0] == 0
-        assert conn.execute("SELECT pg_get_userbyid(datdba), has_database_privilege(%s, datname, 'CREATE') "
-                            "FROM pg_database WHERE datname = %s",
-                            (cloud_sql.iam_user, cloud_sql.database)).fetchone() == (CLOUDSQLSUPERUSER, False)
+        assert conn.execute(
+            "SELECT rolsuper, rolcreatedb, rolcreaterole, rolreplication, rolbypassrls "
+            "FROM pg_roles WHERE rolname = %s",
+            (cloud_sql.iam_user,),
+        ).fetchone() == (False, False, False, False, False)
+        assert (
+            conn.execute(
+                "SELECT count(*) FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.member WHERE r.rolname = %s",
+                (cloud_sql.iam_user,),
+            ).fetchone()[0]
+            == 0
+        )
+        assert conn.execute(
+            "SELECT pg_get_userbyid(datdba), has_database_privilege(%s, datname, 'CREATE') "
+            "FROM pg_database WHERE datname = %s",
+            (cloud_sql.iam_user, cloud_sql.database),
+        ).fetchone() == (CLOUDSQLSUPERUSER, False)
         conn.execute("CREATE SCHEMA reporting")  # someone else's schema in the same database
     with cloud_sql.as_admin(cloud_sql.other_database) as conn:
         assert public_schema_privileges(conn, cloud_sql.iam_user) == []
@@ -239,8 +283,10 @@ def test_a_failure_is_one_line_on_stderr_with_status_1(cloud_sql, tmp_path, case
         "nothing listening": ({"PGPORT": str(free_port())}, "Connection refused"),
         "unknown grantee": ({"GRANTEE": f"nobody-{uuid.uuid4().hex[:8]}@replace-me-dev.iam"}, "does not exist"),
         # Not a member of the owner: PostgreSQL only warns and grants nothing.
-        "admin without rights": ({"PGUSER": cloud_sql.iam_user, "PGPASSWORD": cloud_sql.iam_password},
-                                 "could not grant USAGE and CREATE on schema public"),
+        "admin without rights": (
+            {"PGUSER": cloud_sql.iam_user, "PGPASSWORD": cloud_sql.iam_password},
+            "could not grant USAGE and CREATE on schema public",
+        ),
     }[case]
     env = cloud_sql.job_env(**overrides)
     result = bootstrap(env, tmp_path)

@@ -30,7 +30,9 @@ def body(model="standin-echo", stream=False, **extra) -> dict:
 def post(gateway, token: str | None, payload=None, **kwargs) -> httpx.Response:
     headers = {"authorization": f"Bearer {token}"} if token is not None else {}
     headers.update(kwargs.pop("headers", {}))
-    return httpx.post(f"{gateway.url}/v1/chat/completions", json=payload or body(), headers=headers, timeout=30, **kwargs)
+    return httpx.post(
+        f"{gateway.url}/v1/chat/completions", json=payload or body(), headers=headers, timeout=30, **kwargs
+    )
 
 
 def _b64(data: bytes) -> str:
@@ -44,20 +46,27 @@ def hostile_tokens(issuer) -> dict[str, dict]:
     head, payload, signature = good.split(".")
     claims = {"iss": issuer.issuer, "aud": issuer.audience, "sub": "mallory", "iat": now, "exp": now + 600}
     public_pem = issuer.key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
     other_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     ec_key = ec.generate_private_key(ec.SECP256R1())
     tampered = json.loads(base64.urlsafe_b64decode(payload + "=="))
     tampered["sub"] = "admin"
     bearer = lambda token: {"authorization": f"Bearer {token}"}  # noqa: E731
     without = lambda claim: {k: v for k, v in claims.items() if k != claim}  # noqa: E731
-    sign = lambda c, key=issuer.key, alg="RS256", kid=issuer.kid: jwt.encode(c, key, algorithm=alg, headers={"kid": kid})  # noqa: E731
+    sign = lambda c, key=issuer.key, alg="RS256", kid=issuer.kid: jwt.encode(
+        c, key, algorithm=alg, headers={"kid": kid}
+    )  # noqa: E731
     return {
         "no header": {},
         "basic scheme": {"authorization": "Basic " + _b64(b"mallory:password")},
         "empty bearer": {"authorization": "Bearer"},
-        "alg none": bearer(_b64(json.dumps({"alg": "none", "kid": issuer.kid, "typ": "JWT"}).encode()) + "."
-                           + _b64(json.dumps(claims).encode()) + "."),
+        "alg none": bearer(
+            _b64(json.dumps({"alg": "none", "kid": issuer.kid, "typ": "JWT"}).encode())
+            + "."
+            + _b64(json.dumps(claims).encode())
+            + "."
+        ),
         "HS256 keyed with the public key": bearer(_hs256(claims, public_pem, issuer.kid)),
         "expired": bearer(sign({**claims, "iat": now - 7200, "exp": now - 3600})),
         "not yet valid": bearer(sign({**claims, "nbf": now + 3600})),
@@ -82,8 +91,9 @@ def _hs256(claims: dict, secret: bytes, kid: str) -> str:
     import hashlib
     import hmac
 
-    signing_input = _b64(json.dumps({"alg": "HS256", "typ": "JWT", "kid": kid}).encode()) + "." + _b64(
-        json.dumps(claims).encode())
+    signing_input = (
+        _b64(json.dumps({"alg": "HS256", "typ": "JWT", "kid": kid}).encode()) + "." + _b64(json.dumps(claims).encode())
+    )
     return signing_input + "." + _b64(hmac.new(secret, signing_input.encode(), hashlib.sha256).digest())
 
 
@@ -114,8 +124,13 @@ def test_user_and_request_id_reach_the_orchestrator(gateway, issuer, upstream, l
 def test_streams_through_without_buffering(gateway, issuer):
     started = time.perf_counter()
     arrivals = []
-    with httpx.stream("POST", f"{gateway.url}/v1/chat/completions", json=body("standin-slow", stream=True),
-                      headers={"authorization": f"Bearer {issuer.token('dave')}"}, timeout=30) as response:
+    with httpx.stream(
+        "POST",
+        f"{gateway.url}/v1/chat/completions",
+        json=body("standin-slow", stream=True),
+        headers={"authorization": f"Bearer {issuer.token('dave')}"},
+        timeout=30,
+    ) as response:
         assert response.headers["content-type"].startswith("text/event-stream")
         for _ in response.iter_raw():
             arrivals.append(time.perf_counter() - started)
@@ -127,9 +142,13 @@ def test_streams_through_without_buffering(gateway, issuer):
 
 def test_client_leaving_cancels_the_upstream_call(gateway, issuer, ledger_rows):
     rid = uuid.uuid4().hex
-    with httpx.stream("POST", f"{gateway.url}/v1/chat/completions", json=body("standin-slow", stream=True),
-                      headers={"authorization": f"Bearer {issuer.token('erin')}", "x-request-id": rid},
-                      timeout=30) as response:
+    with httpx.stream(
+        "POST",
+        f"{gateway.url}/v1/chat/completions",
+        json=body("standin-slow", stream=True),
+        headers={"authorization": f"Bearer {issuer.token('erin')}", "x-request-id": rid},
+        timeout=30,
+    ) as response:
         for chunk in response.iter_raw():
             if b"Hello" in chunk:
                 break
@@ -139,9 +158,13 @@ def test_client_leaving_cancels_the_upstream_call(gateway, issuer, ledger_rows):
 
 def test_a_model_dying_mid_stream_ends_the_stream_with_an_error(gateway, issuer, ledger_rows):
     rid = uuid.uuid4().hex
-    with httpx.stream("POST", f"{gateway.url}/v1/chat/completions", json=body("standin-die", stream=True),
-                      headers={"authorization": f"Bearer {issuer.token('fay')}", "x-request-id": rid},
-                      timeout=30) as response:
+    with httpx.stream(
+        "POST",
+        f"{gateway.url}/v1/chat/completions",
+        json=body("standin-die", stream=True),
+        headers={"authorization": f"Bearer {issuer.token('fay')}", "x-request-id": rid},
+        timeout=30,
+    ) as response:
         received = response.read()
     assert response.status_code == 200 and b"Hello" in received
     assert last_event(received)["error"]["code"] == "upstream_aborted"
@@ -152,8 +175,13 @@ def test_a_model_dying_mid_stream_ends_the_stream_with_an_error(gateway, issuer,
 def test_the_orchestrator_dying_mid_stream_ends_the_stream_with_an_error(issuer, upstream):
     # The stand-in in the orchestrator's place: its connection drops after two chunks.
     with Server(create_gateway(gateway_settings(issuer, upstream.url))) as direct:
-        with httpx.stream("POST", f"{direct.url}/v1/chat/completions", json=body("standin-die", stream=True),
-                          headers={"authorization": f"Bearer {issuer.token('gus')}"}, timeout=30) as response:
+        with httpx.stream(
+            "POST",
+            f"{direct.url}/v1/chat/completions",
+            json=body("standin-die", stream=True),
+            headers={"authorization": f"Bearer {issuer.token('gus')}"},
+            timeout=30,
+        ) as response:
             received = response.read()
     assert response.status_code == 200 and b"Hello" in received
     assert last_event(received)["error"]["code"] == "upstream_aborted"
@@ -172,14 +200,27 @@ def test_the_orchestrator_dying_mid_stream_ends_the_stream_with_an_error(issuer,
         ({"model": "standin-echo", "messages": [{"role": "user", "content": "x" * 2001}]}, 400, "message_too_long"),
         ({"model": "standin-echo", "messages": [{"role": "user", "content": "x" * 70_000}]}, 413, "body_too_large"),
     ],
-    ids=["bad json", "no messages", "empty messages", "bad role", "temperature", "unknown field",
-         "too many messages", "message too long", "body too large"],
+    ids=[
+        "bad json",
+        "no messages",
+        "empty messages",
+        "bad role",
+        "temperature",
+        "unknown field",
+        "too many messages",
+        "message too long",
+        "body too large",
+    ],
 )
 def test_bad_requests_get_clear_4xx(gateway, issuer, payload, status, code):
     token = issuer.token(f"validation-{uuid.uuid4().hex[:6]}")
     content = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-    response = httpx.post(f"{gateway.url}/v1/chat/completions", content=content, timeout=30,
-                          headers={"authorization": f"Bearer {token}", "content-type": "application/json"})
+    response = httpx.post(
+        f"{gateway.url}/v1/chat/completions",
+        content=content,
+        timeout=30,
+        headers={"authorization": f"Bearer {token}", "content-type": "application/json"},
+    )
     assert response.status_code == status
     assert response.json()["error"]["code"] == code
     assert response.json()["error"]["message"]

@@ -77,13 +77,14 @@ def signed_with_kid(issuer, kid: str) -> str:
 
 # 1. A key set whose body arrives in more than one read.
 
+
 def _in_pieces(document: dict, pieces: int, **headers) -> StreamingResponse:
     raw = json.dumps(document).encode()
     step = -(-len(raw) // pieces)
 
     async def body():
         for start in range(0, len(raw), step):
-            yield raw[start:start + step]
+            yield raw[start : start + step]
             await asyncio.sleep(0.1)  # each piece its own write, and its own read at the gateway
 
     return StreamingResponse(body(), media_type="application/json", headers=headers)
@@ -125,6 +126,7 @@ def test_an_oversized_key_set_is_a_failed_fetch_and_the_old_keys_stay(issuer, up
 
 # 2. Compression: the gateway relays bytes as they come (no decompression), so it must not
 # invite compressed answers, and must label any it gets anyway.
+
 
 def _asks_for_gzip(request: Request) -> bool:
     return "gzip" in request.headers.get("accept-encoding", "")
@@ -177,8 +179,13 @@ def compressing_orchestrator(always: bool):
 def test_the_gateway_asks_the_orchestrator_for_uncompressed_answers(issuer):
     with compressing_orchestrator(always=False) as orchestrator, gateway_for(issuer, orchestrator.url) as gateway:
         answer = post(gateway, issuer.token("identity-plain"))
-        with httpx.stream("POST", f"{gateway.url}/v1/chat/completions", json=chat(stream=True), timeout=30,
-                          headers=bearer(issuer.token("identity-stream"))) as streamed:
+        with httpx.stream(
+            "POST",
+            f"{gateway.url}/v1/chat/completions",
+            json=chat(stream=True),
+            timeout=30,
+            headers=bearer(issuer.token("identity-stream")),
+        ) as streamed:
             events = streamed.read()
     assert answer.json()["choices"][0]["message"]["content"] == "plain words"
     assert events == b"data: plain\n\ndata:  words\n\ndata: [DONE]\n\n"
@@ -190,8 +197,13 @@ def test_a_compressed_answer_is_relayed_unchanged_and_labelled(issuer):
     # are, with their Content-Encoding, and the client decodes them.
     with compressing_orchestrator(always=True) as orchestrator, gateway_for(issuer, orchestrator.url) as gateway:
         answer = post(gateway, issuer.token("gzip-plain"))
-        with httpx.stream("POST", f"{gateway.url}/v1/chat/completions", json=chat(stream=True), timeout=30,
-                          headers=bearer(issuer.token("gzip-stream"))) as streamed:
+        with httpx.stream(
+            "POST",
+            f"{gateway.url}/v1/chat/completions",
+            json=chat(stream=True),
+            timeout=30,
+            headers=bearer(issuer.token("gzip-stream")),
+        ) as streamed:
             raw = b"".join(streamed.iter_raw())
     assert answer.headers["content-encoding"] == "gzip"
     assert answer.json()["choices"][0]["message"]["content"] == "plain words"
@@ -200,6 +212,7 @@ def test_a_compressed_answer_is_relayed_unchanged_and_labelled(issuer):
 
 
 # 3. Every list and string field is bounded, as OpenAI's API bounds it; an error names the field.
+
 
 @pytest.mark.parametrize(
     "extra,param",
@@ -212,8 +225,11 @@ def test_a_compressed_answer_is_relayed_unchanged_and_labelled(issuer):
         pytest.param({"stop": 5}, "stop", id="stop not text"),
         pytest.param({"user": "u" * 257}, "user", id="long user"),
         pytest.param({"model": "m" * 129}, "model", id="long model"),
-        pytest.param({"messages": [{"role": "user", "content": "hi", "name": "n" * 65}]}, "messages[0].name",
-                     id="long message name"),
+        pytest.param(
+            {"messages": [{"role": "user", "content": "hi", "name": "n" * 65}]},
+            "messages[0].name",
+            id="long message name",
+        ),
         pytest.param({"temperature": 2.5}, "temperature", id="temperature"),
         pytest.param({"top_p": 1.5}, "top_p", id="top_p"),
         pytest.param({"presence_penalty": -3}, "presence_penalty", id="presence_penalty"),
@@ -237,13 +253,21 @@ def test_out_of_bounds_fields_get_400_naming_the_field_and_are_not_forwarded(gat
 
 
 def test_fields_at_their_bounds_are_accepted(gateway, issuer):
-    at_bounds = chat(stop=["a", "b", "c", "x" * 256], user="u" * 256, temperature=2, top_p=1, presence_penalty=-2,
-                     frequency_penalty=2, n=1)
+    at_bounds = chat(
+        stop=["a", "b", "c", "x" * 256],
+        user="u" * 256,
+        temperature=2,
+        top_p=1,
+        presence_penalty=-2,
+        frequency_penalty=2,
+        n=1,
+    )
     assert post(gateway, issuer.token("at-bounds"), at_bounds).status_code == 200
     assert post(gateway, issuer.token("one-stop"), chat(stop="x" * 256)).status_code == 200
 
 
 # 4. Slow clients: a request's head and body have deadlines.
+
 
 def _connect(url: str) -> socket.socket:
     host, port = url.removeprefix("http://").split(":")
@@ -288,7 +312,7 @@ SLOW_BODY = {"body_idle_timeout_seconds": 1, "body_timeout_seconds": 2}
 def test_a_chunked_upload_that_stops_gets_408_and_the_connection_closes(issuer, upstream):
     with gateway_for(issuer, upstream.url, **SLOW_BODY) as gateway, _connect(gateway.url) as sock:
         started = time.monotonic()
-        sock.sendall(_head(issuer.token("stalled-chunks"), Transfer_Encoding="chunked") + b"5\r\n{\"mod\r\n")
+        sock.sendall(_head(issuer.token("stalled-chunks"), Transfer_Encoding="chunked") + b'5\r\n{"mod\r\n')
         received, closed = _read_until_closed(sock, within=8)
     assert closed, "the connection stayed open"
     assert time.monotonic() - started < 4
@@ -331,8 +355,12 @@ def test_a_complete_request_keeps_its_connection(issuer, upstream):
     payload = json.dumps(chat()).encode()
     with gateway_for(issuer, upstream.url, **SLOW_BODY) as gateway, httpx.Client(base_url=gateway.url) as client:
         for _ in range(2):
-            response = client.post("/v1/chat/completions", content=payload, timeout=10,
-                                   headers={**bearer(issuer.token("keeps-alive")), "content-type": "application/json"})
+            response = client.post(
+                "/v1/chat/completions",
+                content=payload,
+                timeout=10,
+                headers={**bearer(issuer.token("keeps-alive")), "content-type": "application/json"},
+            )
             assert response.status_code == 200 and "connection" not in response.headers
         assert client.get("/health").headers.get("connection") is None
 
@@ -348,9 +376,13 @@ def gateway_as_the_image_runs_it(issuer, orchestrator_url: str, **environment: s
         **os.environ,
         "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
         "PYTHONPATH": f"{ROOT / 'services'}:{ROOT / 'services' / 'gateway'}",
-        "PORT": str(port), "WEB_CONCURRENCY": "1",
-        "JWKS_URL": issuer.jwks_url, "JWT_ISSUER": issuer.issuer, "JWT_AUDIENCE": issuer.audience,
-        "ORCHESTRATOR_URL": orchestrator_url, "ORCHESTRATOR_AUTH": "none",
+        "PORT": str(port),
+        "WEB_CONCURRENCY": "1",
+        "JWKS_URL": issuer.jwks_url,
+        "JWT_ISSUER": issuer.issuer,
+        "JWT_AUDIENCE": issuer.audience,
+        "ORCHESTRATOR_URL": orchestrator_url,
+        "ORCHESTRATOR_AUTH": "none",
         **environment,
     }
     process = subprocess.Popen(["sh", "-c", command], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -407,6 +439,7 @@ def test_request_heads_have_a_deadline_in_the_image(issuer, upstream):
 
 # 5. A burst of unknown key ids waits for one key set fetch, not for one each.
 
+
 def test_concurrent_unknown_key_ids_share_one_key_set_fetch(issuer, upstream):
     async def slow(request):
         await asyncio.sleep(2)
@@ -414,14 +447,20 @@ def test_concurrent_unknown_key_ids_share_one_key_set_fetch(issuer, upstream):
 
     async def burst(gateway) -> list[int]:
         async with httpx.AsyncClient(base_url=gateway.url, timeout=30) as client:
-            answers = await asyncio.gather(*(
-                client.post("/v1/chat/completions", json=chat(),
-                            headers=bearer(signed_with_kid(issuer, f"unknown-{i}")))
-                for i in range(5)))
+            answers = await asyncio.gather(
+                *(
+                    client.post(
+                        "/v1/chat/completions", json=chat(), headers=bearer(signed_with_kid(issuer, f"unknown-{i}"))
+                    )
+                    for i in range(5)
+                )
+            )
         return [answer.status_code for answer in answers]
 
-    with key_set_server(slow) as jwks, gateway_for(issuer, upstream.url, jwks.jwks_url,
-                                                   jwks_min_refresh_seconds=1) as gateway:
+    with (
+        key_set_server(slow) as jwks,
+        gateway_for(issuer, upstream.url, jwks.jwks_url, jwks_min_refresh_seconds=1) as gateway,
+    ):
         started = time.monotonic()
         statuses = asyncio.run(burst(gateway))
         elapsed = time.monotonic() - started

@@ -18,7 +18,10 @@ json_values = st.recursive(
 )
 messages = st.lists(
     st.fixed_dictionaries(
-        {"role": st.sampled_from(["user", "system", "assistant", "tool", "", "USER"]), "content": st.text(max_size=300)},
+        {
+            "role": st.sampled_from(["user", "system", "assistant", "tool", "", "USER"]),
+            "content": st.text(max_size=300),
+        },
         optional={"name": st.text(max_size=70), "extra": json_values},
     ),
     max_size=10,
@@ -26,7 +29,10 @@ messages = st.lists(
 # Mostly well-formed requests with fields out of range or of the wrong type, plus arbitrary JSON.
 requests_ = st.one_of(
     st.fixed_dictionaries(
-        {"model": st.sampled_from(["standin-echo", "", "x" * 200, "bad model!", "standin-echo\n"]), "messages": messages},
+        {
+            "model": st.sampled_from(["standin-echo", "", "x" * 200, "bad model!", "standin-echo\n"]),
+            "messages": messages,
+        },
         optional={
             "stream": st.booleans() | json_values,
             "temperature": st.floats(allow_nan=False) | st.text(max_size=5),
@@ -45,8 +51,9 @@ requests_ = st.one_of(
 
 def test_fuzzed_requests_never_get_a_5xx_from_the_gateway(issuer, upstream):
     # The gateway straight in front of the stand-in model server: a 5xx here is the gateway's own.
-    with Server(create_gateway(gateway_settings(issuer, upstream.url, rate_limit_burst=100_000,
-                                                rate_limit_per_minute=1e9))) as gateway:
+    with Server(
+        create_gateway(gateway_settings(issuer, upstream.url, rate_limit_burst=100_000, rate_limit_per_minute=1e9))
+    ) as gateway:
         headers = {"authorization": f"Bearer {issuer.token('fuzzer')}", "content-type": "application/json"}
         with httpx.Client(base_url=gateway.url, headers=headers, timeout=30) as client:
 
@@ -62,6 +69,10 @@ def test_fuzzed_requests_never_get_a_5xx_from_the_gateway(issuer, upstream):
 @given(raw=st.binary(max_size=300))
 @settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck))
 def test_arbitrary_bytes_never_get_a_5xx(gateway, issuer, raw):
-    response = httpx.post(f"{gateway.url}/v1/chat/completions", content=raw, timeout=30,
-                          headers={"authorization": f"Bearer {issuer.token('bytes-fuzzer')}"})
+    response = httpx.post(
+        f"{gateway.url}/v1/chat/completions",
+        content=raw,
+        timeout=30,
+        headers={"authorization": f"Bearer {issuer.token('bytes-fuzzer')}"},
+    )
     assert response.status_code in (400, 429), response.text

@@ -17,7 +17,8 @@ def test_gateway_process_sends_a_google_id_token_for_the_orchestrator(issuer, up
     with Server(create_metadata()) as metadata:
         port = free_port()
         env = cloud_run_env(
-            metadata, "gateway",
+            metadata,
+            "gateway",
             JWKS_URL=issuer.jwks_url,
             JWT_ISSUER=issuer.issuer,
             JWT_AUDIENCE=issuer.audience,
@@ -25,18 +26,34 @@ def test_gateway_process_sends_a_google_id_token_for_the_orchestrator(issuer, up
             ORCHESTRATOR_AUTH="google-id-token",
         )
         process = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "--factory", "gateway.app:main", "--host", "127.0.0.1",
-             "--port", str(port)],
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "--factory",
+                "gateway.app:main",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
         )
         try:
             url = f"http://127.0.0.1:{port}"
             assert wait_for(lambda: _healthy(url), timeout=30), "the gateway did not start"
             before = len(upstream.app.state.requests)
-            response = httpx.post(f"{url}/v1/chat/completions", timeout=30,
-                                  headers={"authorization": f"Bearer {issuer.token('ivan')}"},
-                                  json={"model": "standin-echo", "messages": [{"role": "user", "content": "hi"}]})
-            assert response.status_code == 200, process.terminate() or process.communicate(timeout=10)[0].decode()[-3000:]
+            response = httpx.post(
+                f"{url}/v1/chat/completions",
+                timeout=30,
+                headers={"authorization": f"Bearer {issuer.token('ivan')}"},
+                json={"model": "standin-echo", "messages": [{"role": "user", "content": "hi"}]},
+            )
+            assert response.status_code == 200, (
+                process.terminate() or process.communicate(timeout=10)[0].decode()[-3000:]
+            )
             received = upstream.app.state.requests[before]["headers"]
             scheme, token = received["authorization"].split(" ")
             assert scheme == "Bearer"

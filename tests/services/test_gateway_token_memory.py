@@ -39,8 +39,9 @@ def verify_all(key_set, issuer, tokens, *, jwks_ttl=3600, between=None) -> tuple
 
     async def run() -> tuple[list, Verifier]:
         async with aiohttp.ClientSession() as client:
-            verifier = Verifier(JwksCache(f"{key_set.url}/jwks.json", client, jwks_ttl, 0),
-                                issuer.issuer, issuer.audience, 0, 8192)
+            verifier = Verifier(
+                JwksCache(f"{key_set.url}/jwks.json", client, jwks_ttl, 0), issuer.issuer, issuer.audience, 0, 8192
+            )
             results = []
             for index, token in enumerate(tokens):
                 if between:
@@ -73,8 +74,7 @@ def test_a_remembered_token_is_refused_once_it_expires(key_set, issuer):
             time.sleep(max(0.0, expires - time.time() + 0.05))
 
     # The leeway is 0: the second use is past exp.
-    assert verify_all(key_set, issuer, [token, token], between=wait_for_expiry)[0] == [
-        "alice", "ExpiredSignatureError"]
+    assert verify_all(key_set, issuer, [token, token], between=wait_for_expiry)[0] == ["alice", "ExpiredSignatureError"]
 
 
 def test_a_remembered_token_is_refused_once_its_key_leaves_the_key_set(key_set, issuer):
@@ -92,7 +92,9 @@ def test_a_tampered_copy_of_a_remembered_token_is_still_refused(key_set, issuer)
     token = issuer.token("alice")
     head, payload, signature = token.split(".")
     assert verify_all(key_set, issuer, [token, f"{head}.{payload}.{signature[:-4]}AAAA"])[0] == [
-        "alice", "InvalidSignatureError"]
+        "alice",
+        "InvalidSignatureError",
+    ]
 
 
 def test_the_least_recently_used_token_is_forgotten_first(key_set, issuer, monkeypatch):

@@ -100,8 +100,12 @@ def signal_all(pids: list[int], signum: int) -> None:
 
 def chat(server, content: str, request_id: str, timeout: float = 30) -> httpx.Response:
     body = {"model": "standin-echo", "messages": [{"role": "user", "content": content}]}
-    return httpx.post(f"{server.url}/v1/chat/completions", json=body,
-                      headers={"x-user-id": "hung-db-user", "x-request-id": request_id}, timeout=timeout)
+    return httpx.post(
+        f"{server.url}/v1/chat/completions",
+        json=body,
+        headers={"x-user-id": "hung-db-user", "x-request-id": request_id},
+        timeout=timeout,
+    )
 
 
 def test_a_hung_database_is_a_prompt_503_and_no_work_once_it_thaws(own_postgres, upstream):
@@ -144,8 +148,12 @@ def fill_the_pool(server, postgres: Postgres, size: int) -> None:
         async def requests():
             async with httpx.AsyncClient(timeout=30) as client:
                 body = {"model": "standin-echo", "messages": [{"role": "user", "content": "hi"}]}
-                sent = [asyncio.create_task(client.post(f"{server.url}/v1/chat/completions", json=body,
-                                                        headers={"x-user-id": f"pool-{n}"})) for n in range(size)]
+                sent = [
+                    asyncio.create_task(
+                        client.post(f"{server.url}/v1/chat/completions", json=body, headers={"x-user-id": f"pool-{n}"})
+                    )
+                    for n in range(size)
+                ]
                 await asyncio.sleep(0.7)
                 conn.commit()  # unlock
                 return await asyncio.gather(*sent)
@@ -197,8 +205,12 @@ def test_no_request_outlives_max_request_seconds(postgres, upstream, ledger_rows
         rid = uuid.uuid4().hex
         body = {"model": "standin-slow", "messages": [{"role": "user", "content": "hi"}], "stream": True}
         started = time.monotonic()
-        response = httpx.post(f"{server.url}/v1/chat/completions", json=body,
-                              headers={"x-user-id": "long-user", "x-request-id": rid}, timeout=30)
+        response = httpx.post(
+            f"{server.url}/v1/chat/completions",
+            json=body,
+            headers={"x-user-id": "long-user", "x-request-id": rid},
+            timeout=30,
+        )
         assert time.monotonic() - started < 2.5  # the stand-in takes 4 s
         assert last_event(response.content)["error"]["code"] == "upstream_aborted"
         assert wait_for(lambda: [r["outcome"] for r in ledger_rows(rid)] == ["upstream_aborted"])

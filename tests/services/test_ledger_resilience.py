@@ -49,13 +49,15 @@ def test_daily_quota_refuses_once_used_up(postgres, upstream):
 
         def settled_rows() -> int:
             with psycopg.connect(postgres.conninfo) as conn:
-                return conn.execute("SELECT count(*) FROM usage_ledger WHERE user_id = %s AND outcome <> 'started'",
-                                    (user,)).fetchone()[0]
+                return conn.execute(
+                    "SELECT count(*) FROM usage_ledger WHERE user_id = %s AND outcome <> 'started'", (user,)
+                ).fetchone()[0]
 
         statuses = []
         for _ in range(4):  # 3 prompt + 5 completion tokens each: the second request passes 10
-            statuses.append(httpx.post(f"{server.url}/v1/chat/completions", json=body,
-                                       headers={"x-user-id": user}, timeout=10))
+            statuses.append(
+                httpx.post(f"{server.url}/v1/chat/completions", json=body, headers={"x-user-id": user}, timeout=10)
+            )
             expected = sum(r.status_code == 200 for r in statuses)
             assert wait_for(lambda expected=expected: settled_rows() == expected)
         assert [r.status_code for r in statuses] == [200, 200, 429, 429]
@@ -71,13 +73,21 @@ def test_database_down_gives_503_and_recovers_by_itself(postgres, orchestrator, 
         assert response.status_code == 503
         assert response.headers["retry-after"] == "5"
         assert response.json()["error"] == {
-            "message": "usage ledger unavailable; retry shortly", "type": "api_error", "code": "ledger_unavailable"
+            "message": "usage ledger unavailable; retry shortly",
+            "type": "api_error",
+            "code": "ledger_unavailable",
         }
     finally:
         postgres.start()
     rid = uuid.uuid4().hex
-    recovered = wait_for(lambda: httpx.post(url, json=body, headers={"x-user-id": "outage", "x-request-id": rid},
-                                            timeout=30).status_code == 200, timeout=30, interval=0.5)
+    recovered = wait_for(
+        lambda: (
+            httpx.post(url, json=body, headers={"x-user-id": "outage", "x-request-id": rid}, timeout=30).status_code
+            == 200
+        ),
+        timeout=30,
+        interval=0.5,
+    )
     assert recovered
     assert wait_for(lambda: [r for r in ledger_rows(rid) if r["outcome"] == "completed"])
 
@@ -85,8 +95,13 @@ def test_database_down_gives_503_and_recovers_by_itself(postgres, orchestrator, 
 def test_outcome_of_an_accepted_request_survives_an_outage(postgres, orchestrator, ledger_rows):
     rid = uuid.uuid4().hex
     body = {"model": "standin-slow", "messages": [{"role": "user", "content": "hi"}], "stream": True}
-    with httpx.stream("POST", f"{orchestrator.url}/v1/chat/completions", json=body,
-                      headers={"x-user-id": "outage", "x-request-id": rid}, timeout=60) as response:
+    with httpx.stream(
+        "POST",
+        f"{orchestrator.url}/v1/chat/completions",
+        json=body,
+        headers={"x-user-id": "outage", "x-request-id": rid},
+        timeout=60,
+    ) as response:
         assert response.status_code == 200
         chunks = response.iter_raw()
         next(chunks)

@@ -25,11 +25,11 @@ MAX_TOKENS = 10_000_000  # the most the ledger records for one figure
 
 def odd_backend() -> FastAPI:
     """OpenAI's protocol with a twist, by model name:
-      gzip-*     gzip-compressed answers, whatever Accept-Encoding says
-      brotli     a Brotli-compressed answer (no decoder installed)
-      usage-*    the usage figures in ``USAGES[model]``
-      reject-400 HTTP 400 with OpenAI's error body; reject-404 HTTP 404 with an HTML page;
-      reject-401 HTTP 401 (the orchestrator's credentials refused)
+    gzip-*     gzip-compressed answers, whatever Accept-Encoding says
+    brotli     a Brotli-compressed answer (no decoder installed)
+    usage-*    the usage figures in ``USAGES[model]``
+    reject-400 HTTP 400 with OpenAI's error body; reject-404 HTTP 404 with an HTML page;
+    reject-401 HTTP 401 (the orchestrator's credentials refused)
     """
     app = FastAPI()
     app.state.requests = []
@@ -40,30 +40,57 @@ def odd_backend() -> FastAPI:
         app.state.requests.append({"body": body, "headers": dict(request.headers)})
         model = body["model"]
         if model == "reject-400":
-            return JSONResponse({"error": {"message": "max_tokens is too large", "type": "invalid_request_error",
-                                           "param": "max_tokens", "code": None}}, status_code=400)
+            return JSONResponse(
+                {
+                    "error": {
+                        "message": "max_tokens is too large",
+                        "type": "invalid_request_error",
+                        "param": "max_tokens",
+                        "code": None,
+                    }
+                },
+                status_code=400,
+            )
         if model == "brotli":
             return Response(b"\x1b\x03\x00\xf8", media_type="application/json", headers={"content-encoding": "br"})
         if model == "reject-401":
-            return JSONResponse({"error": {"message": "invalid token", "type": "authentication_error"}}, status_code=401)
+            return JSONResponse(
+                {"error": {"message": "invalid token", "type": "authentication_error"}}, status_code=401
+            )
         if model == "reject-404":
             return Response("<html><body>Not Found</body></html>", status_code=404, media_type="text/html")
         usage = USAGES.get(model, {"prompt_tokens": 3, "completion_tokens": 5})
         if not body.get("stream"):
-            answer = json.dumps({
-                "id": "chatcmpl-odd", "object": "chat.completion", "created": int(time.time()), "model": model,
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello there."},
-                             "finish_reason": "stop"}],
-                "usage": usage}).encode()
+            answer = json.dumps(
+                {
+                    "id": "chatcmpl-odd",
+                    "object": "chat.completion",
+                    "created": int(time.time()),
+                    "model": model,
+                    "choices": [
+                        {
+                            "index": 0,
+                            "message": {"role": "assistant", "content": "Hello there."},
+                            "finish_reason": "stop",
+                        }
+                    ],
+                    "usage": usage,
+                }
+            ).encode()
             if model.startswith("gzip-"):
-                return Response(gzip.compress(answer), media_type="application/json",
-                                headers={"content-encoding": "gzip"})
+                return Response(
+                    gzip.compress(answer), media_type="application/json", headers={"content-encoding": "gzip"}
+                )
             return Response(answer, media_type="application/json")
 
         def events():
             for word in ("Hello", " there", "."):
-                chunk = {"id": "chatcmpl-odd", "object": "chat.completion.chunk", "model": model,
-                         "choices": [{"index": 0, "delta": {"content": word}, "finish_reason": None}]}
+                chunk = {
+                    "id": "chatcmpl-odd",
+                    "object": "chat.completion.chunk",
+                    "model": model,
+                    "choices": [{"index": 0, "delta": {"content": word}, "finish_reason": None}],
+                }
                 yield f"data: {json.dumps(chunk)}\n\n".encode()
             yield f"data: {json.dumps({'id': 'chatcmpl-odd', 'choices': [], 'usage': usage})}\n\n".encode()
             yield b"data: [DONE]\n\n"
@@ -98,12 +125,14 @@ def odd():
 
 @pytest.fixture(scope="module")
 def orchestrator_of_odd(postgres, odd):
-    settings = OrchestratorSettings.model_validate({
-        "backends": {"odd": {"kind": "openai", "url": f"{odd.url}/v1"}},
-        "routes": [{"match": "*", "backends": ["odd"]}],
-        "first_byte_timeout_seconds": 2,
-        "database_timeout_seconds": 2,
-    })
+    settings = OrchestratorSettings.model_validate(
+        {
+            "backends": {"odd": {"kind": "openai", "url": f"{odd.url}/v1"}},
+            "routes": [{"match": "*", "backends": ["odd"]}],
+            "first_byte_timeout_seconds": 2,
+            "database_timeout_seconds": 2,
+        }
+    )
     with Server(create_orchestrator(settings, conninfo=postgres.conninfo)) as server:
         yield server
 
@@ -113,8 +142,9 @@ def ask(server, model: str, stream: bool, user: str | None = None) -> tuple[http
     rid = uuid.uuid4().hex
     user = user or f"odd-{rid[:8]}"
     body = {"model": model, "messages": [{"role": "user", "content": "say hello"}], "stream": stream}
-    response = httpx.post(f"{server.url}/v1/chat/completions", json=body,
-                          headers={"x-user-id": user, "x-request-id": rid}, timeout=30)
+    response = httpx.post(
+        f"{server.url}/v1/chat/completions", json=body, headers={"x-user-id": user, "x-request-id": rid}, timeout=30
+    )
     return response, rid
 
 
@@ -125,9 +155,12 @@ def settled(ledger_rows, rid: str, timeout: float = 10) -> dict:
 
 
 def stream_text(body: str) -> str:
-    return "".join(choice["delta"].get("content", "")
-                   for line in body.splitlines() if line.startswith("data: {")
-                   for choice in json.loads(line[6:]).get("choices", []))
+    return "".join(
+        choice["delta"].get("content", "")
+        for line in body.splitlines()
+        if line.startswith("data: {")
+        for choice in json.loads(line[6:]).get("choices", [])
+    )
 
 
 @pytest.mark.parametrize("stream", [False, True])
@@ -154,8 +187,11 @@ def test_an_answer_in_an_encoding_that_cannot_be_decoded_is_refused(orchestrator
 
 def user_total(postgres, user: str) -> int:
     with psycopg.connect(postgres.conninfo) as conn:
-        return conn.execute("SELECT coalesce(sum(prompt_tokens + completion_tokens), 0) FROM usage_ledger "
-                            "WHERE user_id = %s AND outcome <> 'started'", (user,)).fetchone()[0]
+        return conn.execute(
+            "SELECT coalesce(sum(prompt_tokens + completion_tokens), 0) FROM usage_ledger "
+            "WHERE user_id = %s AND outcome <> 'started'",
+            (user,),
+        ).fetchone()[0]
 
 
 @pytest.mark.parametrize("stream", [False, True])
@@ -202,8 +238,9 @@ def test_a_backend_400_is_passed_on_as_a_clean_json_400_and_a_failed_row(orchest
     response, rid = ask(orchestrator_of_odd, "reject-400", stream)
     assert response.status_code == 400
     assert response.headers["content-type"] == "application/json"
-    assert response.json() == {"error": {"message": "max_tokens is too large", "type": "invalid_request_error",
-                                         "code": "upstream_refused"}}
+    assert response.json() == {
+        "error": {"message": "max_tokens is too large", "type": "invalid_request_error", "code": "upstream_refused"}
+    }
     row = settled(ledger_rows, rid)
     assert (row["outcome"], row["backend"], row["prompt_tokens"], row["completion_tokens"]) == ("failed", "odd", 0, 0)
 
@@ -212,12 +249,17 @@ def test_a_backend_400_is_passed_on_as_a_clean_json_400_and_a_failed_row(orchest
 def test_a_backend_404_page_becomes_an_openai_style_404(orchestrator_of_odd, ledger_rows, stream):
     response, rid = ask(orchestrator_of_odd, "reject-404", stream)
     assert response.status_code == 404
-    assert response.json()["error"] == {"message": "the model backend refused the request (HTTP 404)",
-                                        "type": "invalid_request_error", "code": "upstream_refused"}
+    assert response.json()["error"] == {
+        "message": "the model backend refused the request (HTTP 404)",
+        "type": "invalid_request_error",
+        "code": "upstream_refused",
+    }
     assert settled(ledger_rows, rid)["outcome"] == "failed"
 
 
-def test_a_backend_refusing_the_orchestrators_credentials_is_a_502_not_the_callers_401(orchestrator_of_odd, ledger_rows):
+def test_a_backend_refusing_the_orchestrators_credentials_is_a_502_not_the_callers_401(
+    orchestrator_of_odd, ledger_rows
+):
     response, rid = ask(orchestrator_of_odd, "reject-401", stream=True)
     assert response.status_code == 502
     assert response.json()["error"]["code"] == "backend_auth_failed"

@@ -17,8 +17,9 @@ USER = {"x-user-id": "ledger-user"}
 def ask(server, model: str, stream: bool, request_id: str | None = None, **extra) -> tuple[httpx.Response, str]:
     request_id = request_id or uuid.uuid4().hex
     body = {"model": model, "messages": [{"role": "user", "content": "say hello please"}], "stream": stream, **extra}
-    response = httpx.post(f"{server.url}/v1/chat/completions", json=body,
-                          headers={**USER, "x-request-id": request_id}, timeout=30)
+    response = httpx.post(
+        f"{server.url}/v1/chat/completions", json=body, headers={**USER, "x-request-id": request_id}, timeout=30
+    )
     return response, request_id
 
 
@@ -46,7 +47,11 @@ def test_streamed_completion_is_recorded_with_its_usage(orchestrator, ledger_row
     assert response.text.rstrip().endswith("data: [DONE]")
     row = settled(ledger_rows, rid)
     assert (row["outcome"], row["backend"], row["model"], row["user_id"]) == (
-        "completed", "standin", "standin-echo", "ledger-user")
+        "completed",
+        "standin",
+        "standin-echo",
+        "ledger-user",
+    )
     assert (row["prompt_tokens"], row["completion_tokens"]) == (3, 5)
     assert row["finished_at"] >= row["started_at"]
 
@@ -75,8 +80,9 @@ def test_no_backend_answers(orchestrator, ledger_rows, model):
 def test_upstream_dying_mid_stream_is_recorded_as_upstream_aborted(orchestrator, ledger_rows):
     rid = uuid.uuid4().hex
     body = {"model": "standin-die", "messages": [{"role": "user", "content": "hi"}], "stream": True}
-    with httpx.stream("POST", f"{orchestrator.url}/v1/chat/completions", json=body,
-                      headers={**USER, "x-request-id": rid}, timeout=30) as response:
+    with httpx.stream(
+        "POST", f"{orchestrator.url}/v1/chat/completions", json=body, headers={**USER, "x-request-id": rid}, timeout=30
+    ) as response:
         received = response.read()
     assert b"Hello" in received and b"[DONE]" not in received
     # The status went out with the first byte: the stream says so in its last event instead.
@@ -88,8 +94,9 @@ def test_upstream_dying_mid_stream_is_recorded_as_upstream_aborted(orchestrator,
 def test_client_going_away_is_recorded_as_client_aborted(orchestrator, ledger_rows, upstream):
     rid = uuid.uuid4().hex
     body = {"model": "standin-slow", "messages": [{"role": "user", "content": "hi"}], "stream": True}
-    with httpx.stream("POST", f"{orchestrator.url}/v1/chat/completions", json=body,
-                      headers={**USER, "x-request-id": rid}, timeout=30) as response:
+    with httpx.stream(
+        "POST", f"{orchestrator.url}/v1/chat/completions", json=body, headers={**USER, "x-request-id": rid}, timeout=30
+    ) as response:
         for chunk in response.iter_raw():
             if b"Hello" in chunk:
                 break  # leave after the first words
@@ -101,6 +108,7 @@ def test_client_going_away_is_recorded_as_client_aborted(orchestrator, ledger_ro
 def test_unknown_model_and_missing_user(orchestrator):
     response, _ = ask(orchestrator, "nobody-serves-this", stream=False)
     assert response.status_code == 404
-    response = httpx.post(f"{orchestrator.url}/v1/chat/completions",
-                          json={"model": "standin-echo", "messages": []}, timeout=10)
+    response = httpx.post(
+        f"{orchestrator.url}/v1/chat/completions", json={"model": "standin-echo", "messages": []}, timeout=10
+    )
     assert response.status_code == 400

@@ -61,8 +61,11 @@ def orchestrator_process(conninfo: str, upstream_url: str, tmp_path: Path, **var
         "BACKENDS": json.dumps({"standin": {"kind": "openai", "url": f"{upstream_url}/v1"}}),
         "ROUTES": json.dumps([{"match": "*", "backends": ["standin"]}]),
         "DATABASE_AUTH": "password",
-        "PGHOST": params["host"], "PGPORT": params["port"], "PGUSER": params["user"],
-        "PGDATABASE": params["dbname"], "PGPASSWORD": PASSWORD,
+        "PGHOST": params["host"],
+        "PGPORT": params["port"],
+        "PGUSER": params["user"],
+        "PGDATABASE": params["dbname"],
+        "PGPASSWORD": PASSWORD,
         "DATABASE_TIMEOUT_SECONDS": "2",
         **variables,
     }
@@ -71,6 +74,7 @@ def orchestrator_process(conninfo: str, upstream_url: str, tmp_path: Path, **var
         process = subprocess.Popen(image_command(port), env=env, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
+
         def healthy() -> bool:
             assert process.poll() is None, log.read_text()
             try:
@@ -88,8 +92,11 @@ def orchestrator_process(conninfo: str, upstream_url: str, tmp_path: Path, **var
 
 def rows_of(conninfo: str, user: str) -> list[tuple]:
     with psycopg.connect(conninfo) as conn:
-        return conn.execute("SELECT outcome, prompt_tokens, completion_tokens, finished_at IS NOT NULL "
-                            "FROM usage_ledger WHERE user_id = %s ORDER BY started_at", (user,)).fetchall()
+        return conn.execute(
+            "SELECT outcome, prompt_tokens, completion_tokens, finished_at IS NOT NULL "
+            "FROM usage_ledger WHERE user_id = %s ORDER BY started_at",
+            (user,),
+        ).fetchall()
 
 
 # Quick enough for a test: stale 3 s after it started, looked for every half second.
@@ -97,14 +104,16 @@ QUICK_RECONCILIATION = {"MAX_REQUEST_SECONDS": "2", "STALE_MARGIN_SECONDS": "1",
 
 
 def test_a_row_stranded_by_a_killed_orchestrator_is_abandoned_and_its_reservation_released(
-        postgres, upstream, tmp_path):
+    postgres, upstream, tmp_path
+):
     conninfo = fresh_database(postgres, "stranded_rows")
     user = f"killed-{uuid.uuid4().hex[:8]}"
     quota = {"DAILY_TOKEN_QUOTA": "100", **QUICK_RECONCILIATION}
     with orchestrator_process(conninfo, upstream.url, tmp_path, **quota) as first:
         body = {"model": "standin-slow", "messages": [{"role": "user", "content": "hi"}], "stream": True}
-        with httpx.stream("POST", f"{first.url}/v1/chat/completions", json=body,
-                          headers={"x-user-id": user}, timeout=30) as response:
+        with httpx.stream(
+            "POST", f"{first.url}/v1/chat/completions", json=body, headers={"x-user-id": user}, timeout=30
+        ) as response:
             assert response.status_code == 200
             next(response.iter_raw())
             first.process.send_signal(signal.SIGKILL)
@@ -128,8 +137,9 @@ CLOUD_RUN_GRACE = 10  # seconds from SIGTERM to SIGKILL
 def stream_then(orchestrator: Orchestrator, user: str, meanwhile) -> None:
     """A short stream (20 chunks), with ``meanwhile()`` done after its first chunk."""
     body = {"model": "standin-paced", "messages": [{"role": "user", "content": "hi"}], "stream": True}
-    with httpx.stream("POST", f"{orchestrator.url}/v1/chat/completions", json=body,
-                      headers={"x-user-id": user}, timeout=30) as response:
+    with httpx.stream(
+        "POST", f"{orchestrator.url}/v1/chat/completions", json=body, headers={"x-user-id": user}, timeout=30
+    ) as response:
         chunks = response.iter_raw()
         next(chunks)
         meanwhile()
@@ -161,13 +171,16 @@ def test_sigterm_with_an_outcome_waiting_for_a_hung_database_exits_in_time(own_p
             row = conn.execute("SELECT id, outcome FROM usage_ledger WHERE user_id = %s", (user,)).fetchone()
         assert row[1] == "started"
         assert [(line["entry"], line["outcome"], line["completion_tokens"]) for line in lost] == [
-            (str(row[0]), "completed", 20)]
+            (str(row[0]), "completed", 20)
+        ]
 
 
 def test_sigterm_writes_an_outcome_the_database_takes_within_the_drain(own_postgres, upstream, tmp_path):
     user = f"sigterm-slow-{uuid.uuid4().hex[:8]}"
-    with orchestrator_process(own_postgres.conninfo, upstream.url, tmp_path) as orchestrator, \
-            psycopg.connect(own_postgres.conninfo) as blocker:
+    with (
+        orchestrator_process(own_postgres.conninfo, upstream.url, tmp_path) as orchestrator,
+        psycopg.connect(own_postgres.conninfo) as blocker,
+    ):
 
         def lock_the_row():  # the outcome's UPDATE waits for this transaction
             blocker.execute("SELECT 1 FROM usage_ledger WHERE user_id = %s FOR UPDATE", (user,))
@@ -178,8 +191,9 @@ def test_sigterm_writes_an_outcome_the_database_takes_within_the_drain(own_postg
         blocker.commit()
         orchestrator.process.wait(timeout=CLOUD_RUN_GRACE - 2)
         with psycopg.connect(own_postgres.conninfo) as conn:
-            assert conn.execute("SELECT outcome, completion_tokens FROM usage_ledger WHERE user_id = %s",
-                                (user,)).fetchall() == [("completed", 20)]
+            assert conn.execute(
+                "SELECT outcome, completion_tokens FROM usage_ledger WHERE user_id = %s", (user,)
+            ).fetchall() == [("completed", 20)]
 
 
 def test_sigterm_with_a_request_in_flight_and_a_hung_database_exits_in_time(own_postgres, upstream, tmp_path):

@@ -21,14 +21,14 @@ ONE_REQUEST = 22
 
 
 def stream_body(**extra) -> dict:
-    return {"model": "standin-paced", "messages": [{"role": "user", "content": "hello there"}], "stream": True,
-            **extra}
+    return {"model": "standin-paced", "messages": [{"role": "user", "content": "hello there"}], "stream": True, **extra}
 
 
 async def at_once(url: str, user: str, count: int, body: dict) -> list[httpx.Response]:
     async with httpx.AsyncClient(timeout=30) as client:
-        return await asyncio.gather(*(
-            client.post(f"{url}/v1/chat/completions", json=body, headers={"x-user-id": user}) for _ in range(count)))
+        return await asyncio.gather(
+            *(client.post(f"{url}/v1/chat/completions", json=body, headers={"x-user-id": user}) for _ in range(count))
+        )
 
 
 def used_today(conninfo: str, user: str) -> tuple[int, int]:
@@ -36,7 +36,9 @@ def used_today(conninfo: str, user: str) -> tuple[int, int]:
     with psycopg.connect(conninfo) as conn:
         return conn.execute(
             "SELECT coalesce(sum(prompt_tokens + completion_tokens), 0), count(*) FILTER (WHERE outcome = 'started') "
-            "FROM usage_ledger WHERE user_id = %s", (user,)).fetchone()
+            "FROM usage_ledger WHERE user_id = %s",
+            (user,),
+        ).fetchone()
 
 
 def settle(conninfo: str, user: str) -> int:
@@ -76,9 +78,12 @@ def test_a_user_near_the_quota_gets_one_stream_not_twelve(postgres, upstream):
     with Server(create_orchestrator(settings, conninfo=postgres.conninfo)) as server:
         user = f"near-{uuid.uuid4().hex[:8]}"
         with psycopg.connect(postgres.conninfo) as conn:
-            conn.execute("INSERT INTO usage_ledger (id, request_id, user_id, model, outcome, prompt_tokens, "
-                         "completion_tokens, finished_at) VALUES (%s, 'earlier', %s, 'standin-echo', 'completed', "
-                         "6, 50, now())", (uuid.uuid4(), user))
+            conn.execute(
+                "INSERT INTO usage_ledger (id, request_id, user_id, model, outcome, prompt_tokens, "
+                "completion_tokens, finished_at) VALUES (%s, 'earlier', %s, 'standin-echo', 'completed', "
+                "6, 50, now())",
+                (uuid.uuid4(), user),
+            )
         assert check_refusals(asyncio.run(at_once(server.url, user, 12, stream_body()))) == 1
         assert settle(postgres.conninfo, user) <= 56 + ONE_REQUEST
 
@@ -89,15 +94,22 @@ def test_migrations_upgrade_a_ledger_of_the_first_version(postgres):
     conninfo = fresh_database(postgres, "ledger_upgrade")
     started, user = uuid.uuid4(), "upgraded-user"
     with psycopg.connect(conninfo, autocommit=True) as conn:
-        conn.execute("CREATE TABLE schema_migrations (version integer PRIMARY KEY, "
-                     "applied_at timestamptz NOT NULL DEFAULT now())")
+        conn.execute(
+            "CREATE TABLE schema_migrations (version integer PRIMARY KEY, "
+            "applied_at timestamptz NOT NULL DEFAULT now())"
+        )
         conn.execute(MIGRATIONS[1])
         conn.execute("INSERT INTO schema_migrations (version) VALUES (1)")
-        conn.execute("INSERT INTO usage_ledger (id, request_id, user_id, model, outcome, prompt_tokens, "
-                     "completion_tokens, finished_at) VALUES (%s, 'old-done', %s, 'm', 'completed', 4, 4, now())",
-                     (uuid.uuid4(), user))
-        conn.execute("INSERT INTO usage_ledger (id, request_id, user_id, model, outcome) "
-                     "VALUES (%s, 'old-started', %s, 'm', 'started')", (started, user))
+        conn.execute(
+            "INSERT INTO usage_ledger (id, request_id, user_id, model, outcome, prompt_tokens, "
+            "completion_tokens, finished_at) VALUES (%s, 'old-done', %s, 'm', 'completed', 4, 4, now())",
+            (uuid.uuid4(), user),
+        )
+        conn.execute(
+            "INSERT INTO usage_ledger (id, request_id, user_id, model, outcome) "
+            "VALUES (%s, 'old-started', %s, 'm', 'started')",
+            (started, user),
+        )
 
     async def upgrade_and_use():
         from orchestrator.ledger import Outcome
@@ -119,6 +131,7 @@ def test_migrations_upgrade_a_ledger_of_the_first_version(postgres):
     assert first is not None and second is None
     with psycopg.connect(conninfo) as conn:
         assert conn.execute("SELECT max(version) FROM schema_migrations").fetchone()[0] == max(MIGRATIONS)
-        assert conn.execute("SELECT outcome, prompt_tokens + completion_tokens FROM usage_ledger "
-                            "WHERE id = %s", (started,)).fetchone() == ("completed", 2)
+        assert conn.execute(
+            "SELECT outcome, prompt_tokens + completion_tokens FROM usage_ledger WHERE id = %s", (started,)
+        ).fetchone() == ("completed", 2)
         assert conn.execute("SELECT reserved_tokens FROM usage_ledger WHERE request_id = 'new-1'").fetchone() == (50,)

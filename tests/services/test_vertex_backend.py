@@ -39,14 +39,17 @@ def test_vertex_backend_sends_the_service_accounts_access_token(upstream):
     with Server(create_metadata()) as metadata:
         env = cloud_run_env(metadata, "orchestrator")
         before = len(upstream.app.state.requests)
-        run = subprocess.run([sys.executable, "-c", SCRIPT, upstream.url], env=env, capture_output=True, text=True,
-                             timeout=60)
+        run = subprocess.run(
+            [sys.executable, "-c", SCRIPT, upstream.url], env=env, capture_output=True, text=True, timeout=60
+        )
         assert run.returncode == 0, run.stderr[-3000:]
         scopes = metadata.server.config.app.state.token_scopes
     lines = [json.loads(line) for line in run.stdout.splitlines()]
     # cloud.google.com/vertex-ai/generative-ai/docs/multimodal/call-vertex-using-openai-library
-    assert lines[0]["url"] == ("https://europe-west4-aiplatform.googleapis.com/v1/projects/my-project"
-                               "/locations/europe-west4/endpoints/openapi/chat/completions")
+    assert lines[0]["url"] == (
+        "https://europe-west4-aiplatform.googleapis.com/v1/projects/my-project"
+        "/locations/europe-west4/endpoints/openapi/chat/completions"
+    )
     assert [line["status"] for line in lines[1:]] == [200, 200]
     received = upstream.app.state.requests[before:]
     assert [r["headers"]["authorization"] for r in received] == ["Bearer standin-access-token-1"] * 2

@@ -44,8 +44,16 @@ def create_app(issuer: DevIssuer, *, api_key: str, password: str) -> FastAPI:
         if "@" not in email or body.get("password") != password:
             return _error(400, "INVALID_LOGIN_CREDENTIALS")
         token = issuer.token(user_id(email), email=email)
-        return JSONResponse({"kind": "identitytoolkit#VerifyPasswordResponse", "localId": user_id(email),
-                             "email": email, "idToken": token, "registered": True, "expiresIn": "3600"})
+        return JSONResponse(
+            {
+                "kind": "identitytoolkit#VerifyPasswordResponse",
+                "localId": user_id(email),
+                "email": email,
+                "idToken": token,
+                "registered": True,
+                "expiresIn": "3600",
+            }
+        )
 
     @app.get(JWKS_PATH)
     async def jwks() -> dict:

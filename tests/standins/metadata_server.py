@@ -26,8 +26,11 @@ def create_app(access_token: str | None = None) -> FastAPI:
     @app.get("/computeMetadata/v1/instance/service-accounts/default/")
     async def account(metadata_flavor: str = Header(...)) -> Response:
         assert metadata_flavor == "Google"
-        info = {"email": "gateway@project.iam.gserviceaccount.com", "aliases": ["default"],
-                "scopes": ["https://www.googleapis.com/auth/cloud-platform"]}
+        info = {
+            "email": "gateway@project.iam.gserviceaccount.com",
+            "aliases": ["default"],
+            "scopes": ["https://www.googleapis.com/auth/cloud-platform"],
+        }
         return Response(json.dumps(info), headers={"Metadata-Flavor": "Google"}, media_type="application/json")
 
     @app.get("/computeMetadata/v1/instance/service-accounts/default/identity")
@@ -35,7 +38,13 @@ def create_app(access_token: str | None = None) -> FastAPI:
         assert metadata_flavor == "Google"
         app.state.audiences.append(audience)
         now = int(time.time())
-        claims = {"iss": "https://accounts.google.com", "aud": audience, "sub": "gateway", "iat": now, "exp": now + 3600}
+        claims = {
+            "iss": "https://accounts.google.com",
+            "aud": audience,
+            "sub": "gateway",
+            "iat": now,
+            "exp": now + 3600,
+        }
         # Shaped like Google's ID tokens; signed with a throw-away key, since nothing here checks it.
         token = jwt.encode(claims, "stand-in-signing-key-of-32-bytes!", algorithm="HS256")
         return Response(token, headers={"Metadata-Flavor": "Google"}, media_type="text/plain")
@@ -44,9 +53,11 @@ def create_app(access_token: str | None = None) -> FastAPI:
     async def access_token(scopes: str = "", metadata_flavor: str = Header(...)) -> Response:
         assert metadata_flavor == "Google"
         app.state.token_scopes.append(scopes)
-        token = {"access_token": fixed_token or f"standin-access-token-{len(app.state.token_scopes)}",
-                 "expires_in": 3599,
-                 "token_type": "Bearer"}
+        token = {
+            "access_token": fixed_token or f"standin-access-token-{len(app.state.token_scopes)}",
+            "expires_in": 3599,
+            "token_type": "Bearer",
+        }
         return Response(json.dumps(token), headers={"Metadata-Flavor": "Google"}, media_type="application/json")
 
     @app.get("/computeMetadata/v1/project/project-id")

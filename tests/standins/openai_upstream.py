@@ -53,25 +53,45 @@ def create_app() -> FastAPI:
         pause = {"standin-slow": 0.02, "standin-paced": 0.025}.get(model, 0.005)
         prompt_tokens = sum(len(m.get("content", "").split()) for m in body.get("messages", []))
         if not body.get("stream"):
-            return JSONResponse({
-                "id": "chatcmpl-standin", "object": "chat.completion", "created": int(time.time()), "model": name,
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": "".join(words)},
-                             "finish_reason": "stop"}],
-                "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": len(words),
-                          "total_tokens": prompt_tokens + len(words)},
-            })
+            return JSONResponse(
+                {
+                    "id": "chatcmpl-standin",
+                    "object": "chat.completion",
+                    "created": int(time.time()),
+                    "model": name,
+                    "choices": [
+                        {
+                            "index": 0,
+                            "message": {"role": "assistant", "content": "".join(words)},
+                            "finish_reason": "stop",
+                        }
+                    ],
+                    "usage": {
+                        "prompt_tokens": prompt_tokens,
+                        "completion_tokens": len(words),
+                        "total_tokens": prompt_tokens + len(words),
+                    },
+                }
+            )
 
         async def events():
             for index, word in enumerate(words):
                 if model.endswith("standin-die") and index == 2:
                     raise DropConnection()
-                chunk = {"id": "chatcmpl-standin", "object": "chat.completion.chunk", "model": name,
-                         "choices": [{"index": 0, "delta": {"content": word}, "finish_reason": None}]}
+                chunk = {
+                    "id": "chatcmpl-standin",
+                    "object": "chat.completion.chunk",
+                    "model": name,
+                    "choices": [{"index": 0, "delta": {"content": word}, "finish_reason": None}],
+                }
                 yield f"data: {json.dumps(chunk)}\n\n".encode()
                 await asyncio.sleep(pause)
             if (body.get("stream_options") or {}).get("include_usage"):
-                usage = {"prompt_tokens": prompt_tokens, "completion_tokens": len(words),
-                         "total_tokens": prompt_tokens + len(words)}
+                usage = {
+                    "prompt_tokens": prompt_tokens,
+                    "completion_tokens": len(words),
+                    "total_tokens": prompt_tokens + len(words),
+                }
                 yield f"data: {json.dumps({'id': 'chatcmpl-standin', 'choices': [], 'usage': usage})}\n\n".encode()
             yield b"data: [DONE]\n\n"
 

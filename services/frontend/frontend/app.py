@@ -35,8 +35,11 @@ def create_app(settings: FrontendSettings) -> FastAPI:
         return {
             "gatewayUrl": settings.gateway_url.rstrip("/"),
             "model": settings.default_model,
-            "auth": {"mode": settings.auth_mode, "apiKey": settings.identity_platform_api_key,
-                     "url": settings.identity_platform_url.rstrip("/")},
+            "auth": {
+                "mode": settings.auth_mode,
+                "apiKey": settings.identity_platform_api_key,
+                "url": settings.identity_platform_url.rstrip("/"),
+            },
         }
 
     if settings.auth_mode == "dev":

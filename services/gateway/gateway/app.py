@@ -60,11 +60,14 @@ def create_app(settings: GatewaySettings) -> FastAPI:
 
     app = FastAPI(title="AI platform gateway", version="1.0.0", lifespan=lifespan)
     limiter = RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst)
-    identity = IdTokenSource(settings.orchestrator_url) if settings.orchestrator_auth == "google-id-token" else NoToken()
+    identity = (
+        IdTokenSource(settings.orchestrator_url) if settings.orchestrator_auth == "google-id-token" else NoToken()
+    )
     target = settings.orchestrator_url.rstrip("/") + "/v1/chat/completions"
 
-    app.add_middleware(RequestContext, body_idle_timeout=settings.body_idle_timeout_seconds,
-                       body_timeout=settings.body_timeout_seconds)
+    app.add_middleware(
+        RequestContext, body_idle_timeout=settings.body_idle_timeout_seconds, body_timeout=settings.body_timeout_seconds
+    )
     if origins := [o.strip() for o in settings.allowed_origins.split(",") if o.strip()]:
         app.add_middleware(
             CORSMiddleware,
@@ -87,34 +90,57 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         "/v1/chat/completions",
         responses={400: {}, 401: {}, 413: {}, 429: {}, 502: {}, 503: {}},
         # The body is read by hand (after authentication, within a size limit); document it here.
-        openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
-            "schema": {"$ref": "#/components/schemas/ChatCompletionRequest"}}}}},
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ChatCompletionRequest"}}},
+            }
+        },
     )
     async def chat_completions(request: Request) -> Response:
         try:
             caller = await request.app.state.verifier.verify(request.headers.get("authorization"))
         except Unauthorized as err:
             logs.event(log, "unauthorized", logging.WARNING, reason=err.reason)
-            return error_response(401, "missing or invalid credentials", "authentication_error", "invalid_token",
-                                  headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+            return error_response(
+                401,
+                "missing or invalid credentials",
+                "authentication_error",
+                "invalid_token",
+                headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+            )
         wait = limiter.take(caller.user_id)
         if wait:
-            return error_response(429, "rate limit exceeded; retry later", "rate_limit_error", "rate_limited",
-                                  headers={"Retry-After": limiter.retry_after(wait)})
+            return error_response(
+                429,
+                "rate limit exceeded; retry later",
+                "rate_limit_error",
+                "rate_limited",
+                headers={"Retry-After": limiter.retry_after(wait)},
+            )
         body = await _read_limited(request, settings.max_body_bytes)
         if body is None:
-            return error_response(413, f"request body larger than {settings.max_body_bytes} bytes",
-                                  "invalid_request_error", "body_too_large")
+            return error_response(
+                413,
+                f"request body larger than {settings.max_body_bytes} bytes",
+                "invalid_request_error",
+                "body_too_large",
+            )
         try:
             chat = ChatCompletionRequest.model_validate_json(body)
         except ValidationError as err:
             return _invalid(err.errors()[0])
         if len(chat.messages) > settings.max_messages:
-            return error_response(400, f"at most {settings.max_messages} messages", "invalid_request_error",
-                                  "too_many_messages")
+            return error_response(
+                400, f"at most {settings.max_messages} messages", "invalid_request_error", "too_many_messages"
+            )
         if any(len(m.content) > settings.max_message_chars for m in chat.messages):
-            return error_response(400, f"a message is longer than {settings.max_message_chars} characters",
-                                  "invalid_request_error", "message_too_long")
+            return error_response(
+                400,
+                f"a message is longer than {settings.max_message_chars} characters",
+                "invalid_request_error",
+                "message_too_long",
+            )
         return await _forward(request, chat, caller.user_id)
 
     async def _forward(request: Request, chat: ChatCompletionRequest, user_id: str) -> Response:
@@ -257,20 +283,31 @@ class RequestContext:
             if responded:
                 raise
             logs.event(log, "request body too slow", logging.WARNING)
-            late = error_response(408, "the request body did not arrive in time", "invalid_request_error",
-                                  "request_timeout")
+            late = error_response(
+                408, "the request body did not arrive in time", "invalid_request_error", "request_timeout"
+            )
             await late(scope, receive, send_with_id)
         finally:
-            logs.event(log, "request", method=scope["method"], path=scope["path"], status=status,
-                       latency_ms=round((time.perf_counter() - started) * 1000, 1))
+            logs.event(
+                log,
+                "request",
+                method=scope["method"],
+                path=scope["path"],
+                status=status,
+                latency_ms=round((time.perf_counter() - started) * 1000, 1),
+            )
 
 
 def _invalid(error: dict) -> JSONResponse:
     """400 naming the field in ``param``, as OpenAI's errors do."""
     param = field_path(error["loc"]) or None  # None: the body as a whole (not JSON, not an object)
     message = f"invalid {param or 'request body'}: {error['msg']}"
-    return JSONResponse(status_code=400, content={"error": {
-        "message": message, "type": "invalid_request_error", "param": param, "code": "invalid_request"}})
+    return JSONResponse(
+        status_code=400,
+        content={
+            "error": {"message": message, "type": "invalid_request_error", "param": param, "code": "invalid_request"}
+        },
+    )
 
 
 async def _read_limited(request: Request, limit: int) -> bytes | None:

@@ -20,9 +20,15 @@ import jwt
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm, RSAPSSAlgorithm
 
 ALGORITHMS = {
-    "RS256": RSAAlgorithm, "RS384": RSAAlgorithm, "RS512": RSAAlgorithm,
-    "PS256": RSAPSSAlgorithm, "PS384": RSAPSSAlgorithm, "PS512": RSAPSSAlgorithm,
-    "ES256": ECAlgorithm, "ES384": ECAlgorithm, "ES512": ECAlgorithm,
+    "RS256": RSAAlgorithm,
+    "RS384": RSAAlgorithm,
+    "RS512": RSAAlgorithm,
+    "PS256": RSAPSSAlgorithm,
+    "PS384": RSAPSSAlgorithm,
+    "PS512": RSAPSSAlgorithm,
+    "ES256": ECAlgorithm,
+    "ES384": ECAlgorithm,
+    "ES512": ECAlgorithm,
 }
 KEY_TYPES = {RSAAlgorithm: "RSA", RSAPSSAlgorithm: "RSA", ECAlgorithm: "EC"}
 MAX_KEYS = 32

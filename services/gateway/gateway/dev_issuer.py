@@ -28,20 +28,32 @@ class DevIssuer:
         key_file = directory / "private-key.pem"
         if not key_file.exists():
             key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-            key_file.write_bytes(key.private_bytes(
-                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+            key_file.write_bytes(
+                key.private_bytes(
+                    serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+                )
+            )
             key_file.chmod(0o600)
         self.key = serialization.load_pem_private_key(key_file.read_bytes(), password=None)
         public = self.key.public_key().public_bytes(
-            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
         self.kid = hashlib.sha256(public).hexdigest()[:16]
 
     def jwks(self) -> dict:
         numbers = self.key.public_key().public_numbers()
-        return {"keys": [{
-            "kty": "RSA", "use": "sig", "alg": "RS256", "kid": self.kid,
-            "n": _b64(numbers.n), "e": _b64(numbers.e),
-        }]}
+        return {
+            "keys": [
+                {
+                    "kty": "RSA",
+                    "use": "sig",
+                    "alg": "RS256",
+                    "kid": self.kid,
+                    "n": _b64(numbers.n),
+                    "e": _b64(numbers.e),
+                }
+            ]
+        }
 
     def token(self, subject: str, ttl: int = 3600, **overrides) -> str:
         now = int(time.time())

@@ -39,12 +39,19 @@ def create_app(settings: OrchestratorSettings, conninfo: str | None = None) -> F
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        pool = create_pool(settings.database_auth, settings.database_pool_size, settings.database_timeout_seconds,
-                           settings.conninfo() if conninfo is None else conninfo)
-        ledger = Ledger(pool, timeout=settings.database_timeout_seconds,
-                        stale_after=settings.max_request_seconds + settings.stale_margin_seconds,
-                        reconcile_seconds=settings.reconcile_interval_seconds,
-                        drain_seconds=settings.shutdown_drain_seconds)
+        pool = create_pool(
+            settings.database_auth,
+            settings.database_pool_size,
+            settings.database_timeout_seconds,
+            settings.conninfo() if conninfo is None else conninfo,
+        )
+        ledger = Ledger(
+            pool,
+            timeout=settings.database_timeout_seconds,
+            stale_after=settings.max_request_seconds + settings.stale_margin_seconds,
+            reconcile_seconds=settings.reconcile_interval_seconds,
+            drain_seconds=settings.shutdown_drain_seconds,
+        )
         await ledger.start()
         try:
             await ledger.migrate()
@@ -52,8 +59,9 @@ def create_app(settings: OrchestratorSettings, conninfo: str | None = None) -> F
             logs.event(log, "migrations deferred", logging.WARNING, error=type(err).__name__)
         async with aiohttp.ClientSession(
             # total: no request outlives max_request_seconds, which bounds how long a row stays started.
-            timeout=aiohttp.ClientTimeout(total=settings.max_request_seconds,
-                                          sock_connect=settings.connect_timeout_seconds),
+            timeout=aiohttp.ClientTimeout(
+                total=settings.max_request_seconds, sock_connect=settings.connect_timeout_seconds
+            ),
             connector=aiohttp.TCPConnector(limit=1000),
             # Backends are asked for identity encoding; one that compresses anyway is decoded
             # here, as the ledger must read the usage and the caller is sent no Content-Encoding.
@@ -89,12 +97,22 @@ def create_app(settings: OrchestratorSettings, conninfo: str | None = None) -> F
 
         ledger: Ledger = request.app.state.ledger
         try:
-            entry = await ledger.open_entry(request_id, user_id, model, settings.daily_token_quota,
-                                            estimate_tokens(body, settings.quota_default_completion_tokens))
+            entry = await ledger.open_entry(
+                request_id,
+                user_id,
+                model,
+                settings.daily_token_quota,
+                estimate_tokens(body, settings.quota_default_completion_tokens),
+            )
         except LedgerUnavailable as err:
             logs.event(log, "ledger unavailable", logging.ERROR, error=str(err))
-            return error_response(503, "usage ledger unavailable; retry shortly", "api_error", "ledger_unavailable",
-                                  headers={"Retry-After": "5"})
+            return error_response(
+                503,
+                "usage ledger unavailable; retry shortly",
+                "api_error",
+                "ledger_unavailable",
+                headers={"Retry-After": "5"},
+            )
         if entry is None:
             return error_response(429, "daily token quota used up", "rate_limit_error", "quota_exceeded")
 
@@ -151,8 +169,9 @@ def create_app(settings: OrchestratorSettings, conninfo: str | None = None) -> F
             if outcome in ("upstream_aborted", "failed"):
                 yield stream_broke_event()
 
-        return StreamingResponse(relay(), status_code=upstream.status, headers=headers,
-                                 media_type=headers["content-type"])
+        return StreamingResponse(
+            relay(), status_code=upstream.status, headers=headers, media_type=headers["content-type"]
+        )
 
     async def _first_answer(client: aiohttp.ClientSession, route: list[str], body: dict):
         """Try the route's backends in order; retrying is safe only before a byte is passed on."""
@@ -176,12 +195,16 @@ def create_app(settings: OrchestratorSettings, conninfo: str | None = None) -> F
             upstream.release()
         if upstream.status in (401, 403):
             logs.event(log, "backend refused our credentials", logging.ERROR, status=upstream.status)
-            return error_response(502, "the model backend refused the orchestrator's credentials", "api_error",
-                                  "backend_auth_failed")
+            return error_response(
+                502, "the model backend refused the orchestrator's credentials", "api_error", "backend_auth_failed"
+            )
         error = backend_error(raw)
-        return error_response(upstream.status,
-                              error.get("message") or f"the model backend refused the request (HTTP {upstream.status})",
-                              error.get("type") or "invalid_request_error", error.get("code") or "upstream_refused")
+        return error_response(
+            upstream.status,
+            error.get("message") or f"the model backend refused the request (HTTP {upstream.status})",
+            error.get("type") or "invalid_request_error",
+            error.get("code") or "upstream_refused",
+        )
 
     return app
 

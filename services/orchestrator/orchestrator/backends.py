@@ -63,7 +63,9 @@ class Backend:
             return {"Authorization": f"Bearer {key}"}
         return {}
 
-    async def open(self, client: aiohttp.ClientSession, body: dict, first_byte_timeout: float) -> aiohttp.ClientResponse:
+    async def open(
+        self, client: aiohttp.ClientSession, body: dict, first_byte_timeout: float
+    ) -> aiohttp.ClientResponse:
         """The backend's response, headers read and body not yet; BackendUnavailable if it has none to give."""
         payload = {**body, "model": self.settings.model or body["model"]}
         if payload.get("stream"):

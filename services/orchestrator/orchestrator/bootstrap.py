@@ -52,8 +52,11 @@ def held(conn: psycopg.Connection, grantee: str) -> list[str]:
     """The privileges GRANTEE has on schema public, however it came by them."""
     if conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (grantee,)).fetchone() is None:
         return []  # the GRANT below then fails with "role ... does not exist"
-    return [p for p in PRIVILEGES
-            if conn.execute("SELECT has_schema_privilege(%s, 'public', %s)", (grantee, p)).fetchone()[0]]
+    return [
+        p
+        for p in PRIVILEGES
+        if conn.execute("SELECT has_schema_privilege(%s, 'public', %s)", (grantee, p)).fetchone()[0]
+    ]
 
 
 def main() -> int:
@@ -73,11 +76,20 @@ def main() -> int:
     except psycopg.Error as err:
         return fail(str(err))
     if after != list(PRIVILEGES):
-        return fail(f'{admin!r} could not grant {" and ".join(PRIVILEGES)} on schema public '
-                    f"of {database!r} to {grantee!r}: it is not the schema's owner or a member of it")
+        return fail(
+            f"{admin!r} could not grant {' and '.join(PRIVILEGES)} on schema public "
+            f"of {database!r} to {grantee!r}: it is not the schema's owner or a member of it"
+        )
     logs.configure()
-    logs.event(log, "schema privileges granted", database=database, schema="public", grantee=grantee,
-               privileges=list(PRIVILEGES), newly_held=[p for p in PRIVILEGES if p not in before])
+    logs.event(
+        log,
+        "schema privileges granted",
+        database=database,
+        schema="public",
+        grantee=grantee,
+        privileges=list(PRIVILEGES),
+        newly_held=[p for p in PRIVILEGES if p not in before],
+    )
     return 0
 
 

@@ -105,13 +105,25 @@ class Outcome:
 
     def fields(self) -> dict:
         """For a log line that records an outcome the ledger could not."""
-        return {"entry": str(self.entry), "outcome": self.outcome, "backend": self.backend,
-                "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens}
+        return {
+            "entry": str(self.entry),
+            "outcome": self.outcome,
+            "backend": self.backend,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+        }
 
 
 class Ledger:
-    def __init__(self, pool: AsyncConnectionPool, retry_seconds: float = 1.0, timeout: float | None = None,
-                 stale_after: float = 360, reconcile_seconds: float = 60, drain_seconds: float = 3) -> None:
+    def __init__(
+        self,
+        pool: AsyncConnectionPool,
+        retry_seconds: float = 1.0,
+        timeout: float | None = None,
+        stale_after: float = 360,
+        reconcile_seconds: float = 60,
+        drain_seconds: float = 3,
+    ) -> None:
         self.pool = pool
         self.retry_seconds = retry_seconds
         # The longest one database operation may take (the pool's wait for a connection by default).
@@ -170,8 +182,9 @@ class Ledger:
                     logs.event(log, "migration applied", version=version)
         self.migrated = True
 
-    async def open_entry(self, request_id: str, user_id: str, model: str, quota: int,
-                         estimate: int = 0) -> uuid.UUID | None:
+    async def open_entry(
+        self, request_id: str, user_id: str, model: str, quota: int, estimate: int = 0
+    ) -> uuid.UUID | None:
         """The new entry's id, reserving ``estimate`` tokens of the user's daily quota until its
         outcome is written; None when the quota has no room for it (see ``admits``)."""
         try:
@@ -220,14 +233,20 @@ class Ledger:
                 await self._bounded(self._settle(outcome))
                 return
             except UNREACHABLE as err:
-                logs.event(log, "ledger write deferred", logging.WARNING, error=type(err).__name__,
-                           pending=self.pending.qsize() + 1)
+                logs.event(
+                    log,
+                    "ledger write deferred",
+                    logging.WARNING,
+                    error=type(err).__name__,
+                    pending=self.pending.qsize() + 1,
+                )
             except psycopg.Error as err:
                 refusals += 1
                 if refusals >= REFUSALS_BEFORE_DROPPING:
                     # Logged whole, for the record; the row stays started until reconciled.
-                    logs.event(log, "ledger outcome dropped", logging.ERROR, error=type(err).__name__,
-                               **outcome.fields())
+                    logs.event(
+                        log, "ledger outcome dropped", logging.ERROR, error=type(err).__name__, **outcome.fields()
+                    )
                     return
             await asyncio.sleep(self.retry_seconds)
 
@@ -254,8 +273,13 @@ class Ledger:
                 (self.stale_after,),
             )
         if cursor.rowcount:
-            logs.event(log, "stale ledger rows abandoned", logging.WARNING, rows=cursor.rowcount,
-                       stale_after_seconds=self.stale_after)
+            logs.event(
+                log,
+                "stale ledger rows abandoned",
+                logging.WARNING,
+                rows=cursor.rowcount,
+                stale_after_seconds=self.stale_after,
+            )
         return cursor.rowcount
 
     async def _reconcile_now_and_then(self) -> None:

@@ -91,8 +91,13 @@ class OrchestratorSettings(BaseModel):
         """The libpq connection string of the settings given; libpq's environment fills the rest."""
         from psycopg.conninfo import make_conninfo
 
-        given = {"host": self.pghost, "port": self.pgport, "dbname": self.pgdatabase,
-                 "user": self.pguser, "sslmode": self.pgsslmode}
+        given = {
+            "host": self.pghost,
+            "port": self.pgport,
+            "dbname": self.pgdatabase,
+            "user": self.pguser,
+            "sslmode": self.pgsslmode,
+        }
         return make_conninfo(**{key: value for key, value in given.items() if value is not None})
 
     @field_validator("backends", "routes", mode="before")
