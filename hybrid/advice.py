@@ -199,7 +199,7 @@ def advise(p: Profile, source: Path | str = "") -> Advice:
             if p.placement.__dict__[layer] == "gke":
                 why.append("placed on GKE by the profile")
             decisions.append(
-                Decision(layer, "gke", why + ["the stacks build this layer on Cloud Run only"], built_by_stacks=False)
+                Decision(layer, "gke", [*why, "the stacks build this layer on Cloud Run only"], built_by_stacks=False)
             )
             continue
         why = [

@@ -18,8 +18,8 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, BaseModel, Field, ValidationError, model_validator
 
 from hybrid.cloud_run_settings import ServicesSettings
-from hybrid.inference_settings import InferenceSettings
 from hybrid.errors import ConfigError
+from hybrid.inference_settings import InferenceSettings
 from hybrid.validation import Cidr, Settings, between, invalid, ipv4_network, matching
 
 # cloud.google.com/resource-manager/docs/creating-managing-projects: 6-30 chars,

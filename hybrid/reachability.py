@@ -568,9 +568,9 @@ def private_dns(s: Synth, network: Ref, hostname: str) -> tuple[str, list[str]] 
             zone.get("visibility") == "private"
             and visible
             and (hostname == dns_name or hostname.endswith("." + dns_name))
+            and (best is None or len(dns_name) > len(best[0]))
         ):
-            if best is None or len(dns_name) > len(best[0]):
-                best = (dns_name, stack_id, key)
+            best = (dns_name, stack_id, key)
     if best is None:
         return None
     dns_name, zone_stack, zone_key = best
@@ -1153,7 +1153,7 @@ def nodes_to_internet(s: Synth, facts: EnvironmentFacts) -> Verdict:
     subnet = s.config(subnet_ref)
     primary = net(subnet["ip_cidr_range"])
     secondary = {r.get("range_name"): net(r["ip_cidr_range"]) for r in subnet.get("secondary_ip_range") or ()}
-    pods_range = secondary.get(((cluster.get("ip_allocation_policy") or {}).get("cluster_secondary_range_name")))
+    pods_range = secondary.get((cluster.get("ip_allocation_policy") or {}).get("cluster_secondary_range_name"))
     # cloud.google.com/nat/docs/overview: Cloud NAT serves the subnets (and ranges) a gateway
     # lists, on a Cloud Router in the same VPC and region; it does not bypass egress firewall rules.
     if private:

@@ -47,8 +47,8 @@ PATHS = [
 ]
 sys.path[:0] = PATHS
 
-from gateway.dev_issuer import DevIssuer  # noqa: E402
-from harness import free_port  # noqa: E402
+from gateway.dev_issuer import DevIssuer  # noqa: E402 - importable once PATHS are on sys.path, above
+from harness import free_port  # noqa: E402 - importable once PATHS are on sys.path, above
 
 CONCURRENCY = 80
 TARGET_ADDED_P99_MS = 5.0
@@ -247,7 +247,7 @@ def main() -> None:
         direct = runs[shape, "direct"]
         for name in paths:
             mine = runs[shape, name]
-            plus = {q: median(r[q] - d[q] for r, d in zip(mine, direct)) for q in ("p50", "p99")}
+            plus = {q: median(r[q] - d[q] for r, d in zip(mine, direct, strict=True)) for q in ("p50", "p99")}
             added[shape, name] = plus["p99"]
             cpu = f"{median(r['cpu'] for r in mine):11.2f}" if name in processes else f"{'-':>11}"
             print(
@@ -256,7 +256,7 @@ def main() -> None:
             )
         for name in paths:
             if name != "direct":
-                rounds = ", ".join(f"{r['p99'] - d['p99']:.1f}" for r, d in zip(runs[shape, name], direct))
+                rounds = ", ".join(f"{r['p99'] - d['p99']:.1f}" for r, d in zip(runs[shape, name], direct, strict=True))
                 print(f"  {name} +p99 ms by round: {rounds}")
     steady = added["staggered", "gateway"]
     print(

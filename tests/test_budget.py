@@ -65,7 +65,8 @@ def test_shipped_environments_have_no_budget_and_cost_shows_one_when_set(tmp_pat
     assert "[budget]" not in (ROOT / "environments" / "prod.toml").read_text()
     env = tmp_path / "dev.toml"
     env.write_text(DEV + BUDGET)
-    import subprocess, sys  # noqa: E401
+    import subprocess
+    import sys
 
     out = subprocess.run(
         [sys.executable, "main.py", "cost", "--env", str(env), "--json"],

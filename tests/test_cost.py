@@ -52,7 +52,7 @@ def test_every_figure_has_region_date_and_source():
 
 
 def test_unknown_price_key_is_an_error_not_zero():
-    with pytest.raises(PriceError, match="no price 'cloud_run.nothing'"):
+    with pytest.raises(PriceError, match=r"no price 'cloud_run\.nothing'"):
         PRICES.usd("cloud_run.nothing")
     with pytest.raises(PriceError, match="no price for machine type 'a3-highgpu-8g'"):
         PRICES.machine("a3-highgpu-8g")
@@ -100,7 +100,10 @@ def test_instance_based_billing_is_the_cheaper_one_at_the_seed_volume():
     seed = dict(cpu=4, memory="8Gi", min_instances=1, max_instances=100)
     cloud_run_service(always, "services", "s", ServiceSettings(**seed, cpu_always_allocated=True), 500_000, 2.0)
     cloud_run_service(on_request, "services", "s", ServiceSettings(**seed, cpu_always_allocated=False), 500_000, 2.0)
-    cost = lambda lines: sum(i.monthly_usd for i in lines.items)  # noqa: E731
+
+    def cost(lines: _Lines) -> float:
+        return sum(i.monthly_usd for i in lines.items)
+
     assert cost(always) == pytest.approx(231.26, abs=0.01)
     assert cost(on_request) == pytest.approx(310.93, abs=0.01)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Annotated, Literal
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -228,7 +228,7 @@ def cloud_run_service(
     free: dict[str, float] | None = None,
 ) -> float:
     """CPU, memory (and requests, idle minimum instances) of one Cloud Run service."""
-    prices, month_s = lines.prices, lines.prices.seconds_per_month
+    month_s = lines.prices.seconds_per_month
     busy = busy_instances(arrivals_per_day / 86_400, seconds_each, settings.concurrency)
     cpu, mem = settings.cpu, memory_gib(settings.memory)
     total = 0.0

@@ -103,6 +103,8 @@ def test_a_service_missing_a_setting_would_not_start(chain, tmp_path):
     """The rehearsal's guard: the gateway as synthesized, but without its issuer, fails to start."""
     gateway = SynthesizedEnvironment.synthesize(DEV).services()["gateway"]
     env = {key: value for key, value in chain["environments"]["gateway"].items() if key != "JWT_ISSUER"}
-    with pytest.raises(RuntimeError, match="gateway did not start"):
-        with service_process(gateway, free_port(), env, tmp_path / "gateway.log"):
-            pass
+    with (
+        pytest.raises(RuntimeError, match="gateway did not start"),
+        service_process(gateway, free_port(), env, tmp_path / "gateway.log"),
+    ):
+        pass

@@ -269,10 +269,9 @@ def test_the_grantee_gets_schema_public_of_its_database_and_nothing_else(cloud_s
         "create in another database": (cloud_sql.other_database, "CREATE TABLE public.mine (id integer)"),
     }
     for what, (database, statement) in refused.items():
-        with cloud_sql.as_iam_user(database) as conn:
-            with pytest.raises(psycopg.errors.InsufficientPrivilege):
-                conn.execute(statement)
-                pytest.fail(f"the grantee could {what}")
+        with cloud_sql.as_iam_user(database) as conn, pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute(statement)
+            pytest.fail(f"the grantee could {what}")
 
 
 @pytest.mark.parametrize("case", ["wrong password", "nothing listening", "unknown grantee", "admin without rights"])

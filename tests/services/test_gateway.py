@@ -52,11 +52,16 @@ def hostile_tokens(issuer) -> dict[str, dict]:
     ec_key = ec.generate_private_key(ec.SECP256R1())
     tampered = json.loads(base64.urlsafe_b64decode(payload + "=="))
     tampered["sub"] = "admin"
-    bearer = lambda token: {"authorization": f"Bearer {token}"}  # noqa: E731
-    without = lambda claim: {k: v for k, v in claims.items() if k != claim}  # noqa: E731
-    sign = lambda c, key=issuer.key, alg="RS256", kid=issuer.kid: jwt.encode(
-        c, key, algorithm=alg, headers={"kid": kid}
-    )  # noqa: E731
+
+    def bearer(token: str) -> dict[str, str]:
+        return {"authorization": f"Bearer {token}"}
+
+    def without(claim: str) -> dict:
+        return {k: v for k, v in claims.items() if k != claim}
+
+    def sign(c: dict, key=issuer.key, alg: str = "RS256", kid: str = issuer.kid) -> str:
+        return jwt.encode(c, key, algorithm=alg, headers={"kid": kid})
+
     return {
         "no header": {},
         "basic scheme": {"authorization": "Basic " + _b64(b"mallory:password")},
@@ -174,15 +179,17 @@ def test_a_model_dying_mid_stream_ends_the_stream_with_an_error(gateway, issuer,
 
 def test_the_orchestrator_dying_mid_stream_ends_the_stream_with_an_error(issuer, upstream):
     # The stand-in in the orchestrator's place: its connection drops after two chunks.
-    with Server(create_gateway(gateway_settings(issuer, upstream.url))) as direct:
-        with httpx.stream(
+    with (
+        Server(create_gateway(gateway_settings(issuer, upstream.url))) as direct,
+        httpx.stream(
             "POST",
             f"{direct.url}/v1/chat/completions",
             json=body("standin-die", stream=True),
             headers={"authorization": f"Bearer {issuer.token('gus')}"},
             timeout=30,
-        ) as response:
-            received = response.read()
+        ) as response,
+    ):
+        received = response.read()
     assert response.status_code == 200 and b"Hello" in received
     assert last_event(received)["error"]["code"] == "upstream_aborted"
 

@@ -4,6 +4,7 @@ that hangs with connections open, and a restart that kills every pooled connecti
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import signal
@@ -92,10 +93,8 @@ def frozen(server: Postgres):
 
 def signal_all(pids: list[int], signum: int) -> None:
     for pid in pids:
-        try:
+        with contextlib.suppress(ProcessLookupError):  # a backend whose client had just left
             os.kill(pid, signum)
-        except ProcessLookupError:  # a backend whose client had just left
-            pass
 
 
 def chat(server, content: str, request_id: str, timeout: float = 30) -> httpx.Response:

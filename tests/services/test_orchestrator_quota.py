@@ -11,8 +11,8 @@ import psycopg
 
 from harness import Server, orchestrator_settings, wait_for
 from orchestrator.app import create_app as create_orchestrator
-from orchestrator.ledger import MIGRATIONS, Ledger
 from orchestrator.database import create_pool
+from orchestrator.ledger import MIGRATIONS, Ledger
 from test_ledger_resilience import fresh_database
 
 # standin-paced: 20 chunks over half a second, so simultaneous requests overlap; the stand-in

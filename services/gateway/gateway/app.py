@@ -20,12 +20,12 @@ from pydantic import ValidationError
 
 from gateway.auth import JwksCache, Unauthorized, Verifier
 from gateway.protocol import HttpToolsWithHeaderDeadline
-from servicekit.identity import IdTokenSource, NoToken
 from gateway.ratelimit import RateLimiter
 from gateway.schemas import ChatCompletionRequest, field_path
 from gateway.settings import GatewaySettings
 from servicekit import logs
 from servicekit.errors import error_response, stream_broke_event
+from servicekit.identity import IdTokenSource, NoToken
 
 log = logging.getLogger("gateway")
 # Headers of the orchestrator's answer the caller may see. Its bytes pass unchanged, so an

@@ -55,7 +55,7 @@ def create_app(settings: OrchestratorSettings, conninfo: str | None = None) -> F
         await ledger.start()
         try:
             await ledger.migrate()
-        except Exception as err:  # noqa: BLE001 - the database may be down; retried on first use
+        except Exception as err:  # the database may be down: migrations are retried on first use
             logs.event(log, "migrations deferred", logging.WARNING, error=type(err).__name__)
         async with aiohttp.ClientSession(
             # total: no request outlives max_request_seconds, which bounds how long a row stays started.
@@ -136,7 +136,7 @@ def create_app(settings: OrchestratorSettings, conninfo: str | None = None) -> F
                 content = await upstream.read()
                 meter.read_body(content)
                 outcome = "completed"
-            except (aiohttp.ClientError, asyncio.TimeoutError):
+            except (TimeoutError, aiohttp.ClientError):
                 outcome, error = "upstream_aborted", BACKEND_STOPPED
             except UsageInvalid:
                 outcome, error = "failed", USAGE_INVALID
@@ -154,7 +154,7 @@ def create_app(settings: OrchestratorSettings, conninfo: str | None = None) -> F
                     meter.feed(chunk)
                     yield chunk
                 outcome = "completed" if meter.done else "upstream_aborted"
-            except (aiohttp.ClientError, asyncio.TimeoutError) as err:
+            except (TimeoutError, aiohttp.ClientError) as err:
                 logs.event(log, "backend stream broke", logging.WARNING, backend=backend, error=type(err).__name__)
             except UsageInvalid:
                 # The reply cannot be metered: stop passing it on, and say so rather than [DONE].
@@ -189,7 +189,7 @@ def create_app(settings: OrchestratorSettings, conninfo: str | None = None) -> F
         orchestrator's credentials, not the caller's: 502."""
         try:
             raw = await asyncio.wait_for(_head(upstream), settings.first_byte_timeout_seconds)
-        except (aiohttp.ClientError, asyncio.TimeoutError):
+        except (TimeoutError, aiohttp.ClientError):
             raw = b""
         finally:
             upstream.release()

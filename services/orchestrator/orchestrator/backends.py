@@ -6,10 +6,10 @@ import asyncio
 import os
 import time
 
+import aiohttp
 import google.auth
 import google.auth.exceptions
 import google.auth.transport.requests
-import aiohttp
 
 from orchestrator.settings import BackendSettings
 from servicekit.identity import IdTokenSource
@@ -74,7 +74,7 @@ class Backend:
         headers = {"Accept-Encoding": "identity", **await self.headers()}
         try:
             response = await asyncio.wait_for(client.post(self.url, json=payload, headers=headers), first_byte_timeout)
-        except (aiohttp.ClientError, asyncio.TimeoutError, google.auth.exceptions.GoogleAuthError) as err:
+        except (TimeoutError, aiohttp.ClientError, google.auth.exceptions.GoogleAuthError) as err:
             raise BackendUnavailable(f"{self.name}: {type(err).__name__}") from None
         if response.status >= 500 or response.status in (408, 429):
             response.release()

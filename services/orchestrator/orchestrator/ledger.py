@@ -18,6 +18,7 @@ outcome replaces ``abandoned``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
 from collections.abc import Coroutine
@@ -146,10 +147,8 @@ class Ledger:
         Run kills the instance ten seconds after SIGTERM, and uvicorn gives requests the first
         four. Outcomes still unwritten then are logged whole, for the record, and their rows
         stay started until reconciled."""
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.pending.join(), self.drain_seconds)
-        except TimeoutError:
-            pass
         for task in (self.writer, self.reconciler):
             if task:
                 task.cancel()
