@@ -14,7 +14,7 @@ import tempfile
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationError
 
@@ -55,7 +55,7 @@ class Profile(Settings):
     region: Annotated[str, Field(pattern=r"^[a-z]+-[a-z]+[0-9]+$")] = "us-central1"
     # GPU required: serve an open model yourself (true) or call Vertex AI / an API only (false).
     gpu_required: bool
-    model: Literal[tuple(MODELS)] | None = None  # type: ignore[valid-type]
+    model: Literal[tuple(MODELS)] | None = None  # type: ignore[valid-type]  # the catalog's names: see GkeModelServerSettings
     max_model_len: Annotated[int, Field(ge=256, le=1_048_576)] = 8192
     traffic_pattern: Literal["bursty", "sustained"]
     team_size: Annotated[int, Field(ge=1, le=10_000)]
@@ -88,7 +88,7 @@ class Advice:
     fragment: str | None
     notes: list[str] = field(default_factory=list)
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {
             "profile": self.source,
             "placements": {
@@ -231,6 +231,7 @@ def advise(p: Profile, source: Path | str = "") -> Advice:
             )
         )
     else:
+        assert fit is not None, "contradictions() refuses a GPU profile without a model that fits"
         on_cloud_run = (
             fit == (CLOUD_RUN_GPU, 1)
             and p.placement.models != "gke"
@@ -355,6 +356,7 @@ def render_fragment(p: Profile, decisions: list[Decision], fit: tuple[str, int] 
         ]
     lines += ["", "[inference]"]
     if models == "gke":
+        assert fit is not None, "models are placed on GKE only for a GPU profile, whose model fits"
         gpu_type, count = fit
         cpu = 4 * count + 2
         # Replicas for the peak at 400 output tokens/s each (hybrid/cost: an assumption, not measured).

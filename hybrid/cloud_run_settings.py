@@ -22,7 +22,10 @@ _MEMORY = re.compile(r"(\d+)(Mi|Gi)")
 
 
 def memory_gib(value: str) -> float:
-    number, unit = _MEMORY.fullmatch(value).groups()
+    match = _MEMORY.fullmatch(value)
+    if match is None:
+        raise ValueError(f"memory {value!r}: must be a whole number of Mi or Gi, like 512Mi or 2Gi")
+    number, unit = match.groups()
     return int(number) / (1024 if unit == "Mi" else 1)
 
 

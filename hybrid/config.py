@@ -13,7 +13,7 @@ import typing
 from collections.abc import Iterator
 from functools import cached_property
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, Field, ValidationError, model_validator
 
@@ -349,7 +349,7 @@ def _describe(err: ValidationError) -> Iterator[str]:
             yield f"{key}{shown}: {problem['msg'].removeprefix('Value error, ')}"
 
 
-def _lookup(data, path: list[str]):
+def _lookup(data: Any, path: list[str]) -> Any:
     for part in path:
         data = data.get(part) if isinstance(data, dict) else None
     return data

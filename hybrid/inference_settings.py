@@ -17,6 +17,8 @@ class GkeModelServerSettings(Settings):
     """vLLM's OpenAI-compatible server on GKE Autopilot GPUs."""
 
     image: ImageRef = "docker.io/vllm/vllm-openai:v0.10.1"
+    # A Literal of the catalog's names, so the catalog alone lists them; a type checker cannot
+    # evaluate it (mypy reads Any), pydantic checks it at run time.
     model: Literal[tuple(MODELS)]  # type: ignore[valid-type]
     gpu_type: Literal[tuple(GPUS)]  # type: ignore[valid-type]
     gpu_count: Annotated[int, between(1, 16)] = 1
@@ -76,3 +78,17 @@ class InferenceSettings(Settings):
         if self.placement == "cloud_run" and self.cloud_run is None:
             raise invalid("cloud_run", "is required when placement is 'cloud_run'")
         return self
+
+    @property
+    def gke_server(self) -> GkeModelServerSettings:
+        """``[inference.gke]``, which the validator requires when placement is "gke"."""
+        if self.gke is None:
+            raise ValueError(f"inference.gke is not set: placement is {self.placement!r}")
+        return self.gke
+
+    @property
+    def cloud_run_server(self) -> GpuServiceSettings:
+        """``[inference.cloud_run]``, which the validator requires when placement is "cloud_run"."""
+        if self.cloud_run is None:
+            raise ValueError(f"inference.cloud_run is not set: placement is {self.placement!r}")
+        return self.cloud_run

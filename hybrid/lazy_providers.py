@@ -41,7 +41,10 @@ import sys
 import tarfile
 import tempfile
 import time
+import types
+from collections.abc import Sequence
 from pathlib import Path
+from typing import IO
 
 # Python package -> jsii assembly name.
 LAZY_PACKAGES = {
@@ -160,7 +163,7 @@ def await_runtime_index(assembly: str, version: str, tarball: str) -> None:
     )
 
 
-def _rewrite_tarball(assembly: str, tarball: str, out: io.BufferedIOBase) -> None:
+def _rewrite_tarball(assembly: str, tarball: str, out: IO[bytes]) -> None:
     seen_index = False
     # mtime=0 and level 1: reproducible bytes, and a fast one-off build.
     with (
@@ -171,6 +174,8 @@ def _rewrite_tarball(assembly: str, tarball: str, out: io.BufferedIOBase) -> Non
         for member in src:
             data = src.extractfile(member) if member.isfile() else None
             if member.name == _JS_INDEX:
+                if data is None:
+                    raise ProviderShapeError(assembly, f"its {_JS_INDEX} is not a file")
                 body = lazy_index_js(assembly, data.read().decode("utf-8")).encode("utf-8")
                 member.size = len(body)
                 data = io.BytesIO(body)
@@ -190,17 +195,19 @@ class _LazyInitLoader(importlib.abc.Loader):
     def __init__(self, package: str, origin: str) -> None:
         self.package, self.origin = package, origin
 
-    def create_module(self, spec):  # default module creation
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> None:  # default module creation
         return None
 
-    def exec_module(self, module) -> None:
+    def exec_module(self, module: types.ModuleType) -> None:
         origin = Path(self.origin)
         source = lazy_init_source(self.package, origin.read_text("utf-8"), origin.parent)
         exec(compile(source, self.origin, "exec"), module.__dict__)
 
 
 class _LazyPackageFinder(importlib.abc.MetaPathFinder):
-    def find_spec(self, fullname, path, target=None):
+    def find_spec(
+        self, fullname: str, path: Sequence[str] | None, target: types.ModuleType | None = None
+    ) -> importlib.machinery.ModuleSpec | None:
         if fullname not in LAZY_PACKAGES:
             return None
         spec = importlib.machinery.PathFinder.find_spec(fullname, path)
@@ -220,15 +227,15 @@ def _patch_kernel_load() -> None:
         raise ProviderShapeError("jsii", "Kernel.load no longer takes (name, version, tarball)")
     lazy_assemblies = set(LAZY_PACKAGES.values())
 
-    def load(self, name: str, version: str, tarball: str) -> None:
+    def load(self: Kernel, name: str, version: str, tarball: str) -> None:
         if name not in lazy_assemblies:
             return original(self, name, version, tarball)
         lazy = lazy_tarball(name, tarball)
         original(self, name, version, lazy)
         await_runtime_index(name, version, lazy)
 
-    load._hybrid_lazy = True
-    Kernel.load = load
+    load.__dict__["_hybrid_lazy"] = True
+    Kernel.load = load  # type: ignore[method-assign]  # replacing jsii's method is the point
 
 
 def activate() -> None:

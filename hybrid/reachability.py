@@ -21,9 +21,12 @@ import json
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard, TypeVar
 
 Net = ipaddress.IPv4Network
+T = TypeVar("T")
+# A block of the synthesized JSON, as json.loads gives it.
+Json = dict[str, Any]
 
 # ------------------------------------------------------------------------------------------
 # Verdicts
@@ -49,11 +52,16 @@ class Chain:
     """The reasons gathered along one edge; each check records why it holds or not."""
 
     def __init__(self, edge: str) -> None:
-        self.edge, self.steps = edge, []
+        self.edge = edge
+        self.steps: list[Step] = []
 
     def check(self, ok: bool, text: str) -> bool:
         self.steps.append(Step(bool(ok), text))
         return bool(ok)
+
+    def present(self, found: T | None, text: str) -> TypeGuard[T]:
+        """``check(found is not None, text)``, telling the type checker that ``found`` is there."""
+        return self.check(found is not None, text)
 
     def ok(self, text: str) -> None:
         self.check(True, text)
@@ -74,11 +82,11 @@ class Unresolved(Exception):
 
 
 def net(text: str) -> Net:
-    return ipaddress.ip_network(str(text), strict=False)
+    return ipaddress.IPv4Network(str(text), strict=False)
 
 
 def host(address: str) -> Net:
-    return ipaddress.ip_network(f"{address}/32")
+    return ipaddress.IPv4Network(f"{address}/32")
 
 
 def within(inner: Net, outers: Iterable[Net]) -> bool:
@@ -158,7 +166,7 @@ def _walk(value: Any, path: str) -> Any:
 class Synth:
     """One environment's synthesized stacks, keyed by stack id (``<env>-<layer>``)."""
 
-    def __init__(self, env: str, stacks: Mapping[str, dict]) -> None:
+    def __init__(self, env: str, stacks: Mapping[str, Json]) -> None:
         self.env, self.stacks = env, stacks
         self.own = [self.stack_id(layer) for layer in LAYERS if self.stack_id(layer) in stacks]
 
@@ -168,27 +176,28 @@ class Synth:
     def has(self, layer: str) -> bool:
         return self.stack_id(layer) in self.stacks
 
-    def stack(self, stack_id: str) -> dict:
+    def stack(self, stack_id: str) -> Json:
         try:
             return self.stacks[stack_id]
         except KeyError:
             raise Unresolved(f"stack {stack_id} is not in the synthesized output") from None
 
-    def resources(self, layer: str, kind: str) -> dict[str, dict]:
+    def resources(self, layer: str, kind: str) -> dict[str, Json]:
         if not self.has(layer):
             return {}
-        return self.stacks[self.stack_id(layer)].get("resource", {}).get(kind, {})
+        found: dict[str, Json] = self.stacks[self.stack_id(layer)].get("resource", {}).get(kind, {})
+        return found
 
-    def all_resources(self, kind: str) -> Iterable[tuple[str, str, dict]]:
+    def all_resources(self, kind: str) -> Iterable[tuple[str, str, Json]]:
         """(stack id, name, config) of every ``kind`` resource in this environment's stacks."""
         for stack_id in self.own:
             for name, config in self.stacks[stack_id].get("resource", {}).get(kind, {}).items():
                 yield stack_id, name, config
 
-    def config(self, ref: Ref) -> dict:
+    def config(self, ref: Ref) -> Json:
         block = "data" if ref.type.startswith("data.") else "resource"
         kind = ref.type.removeprefix("data.")
-        found = self.stack(ref.stack).get(block, {}).get(kind, {}).get(ref.name)
+        found: Json | None = self.stack(ref.stack).get(block, {}).get(kind, {}).get(ref.name)
         if found is None:
             raise Unresolved(f"{ref.type}.{ref.name} is not in {ref.stack}")
         return found
@@ -241,7 +250,7 @@ class Synth:
     def render(self, stack_id: str, text: str) -> str:
         """``text`` with each plain reference to a literal replaced by that literal."""
 
-        def literal(match: re.Match) -> str:
+        def literal(match: re.Match[str]) -> str:
             resolved = self.value(stack_id, match[0])
             return str(resolved) if isinstance(resolved, (str, int)) else match[0]
 
@@ -252,7 +261,7 @@ class Synth:
         if not isinstance(text, str):
             return repr(text)
 
-        def shown(match: re.Match) -> str:
+        def shown(match: re.Match[str]) -> str:
             try:
                 refs = self.refs(stack_id, match[0])
             except Unresolved:
@@ -301,8 +310,8 @@ class Packet:
 
     def __str__(self) -> str:
         tags = sorted(self.target_tags | self.source_tags)
-        tags = f" [tags {', '.join(tags)}]" if tags else ""
-        return f"{self.direction.lower()} {self.protocol}:{self.port} {self.source}{tags} -> {self.destination}"
+        shown = f" [tags {', '.join(tags)}]" if tags else ""
+        return f"{self.direction.lower()} {self.protocol}:{self.port} {self.source}{shown} -> {self.destination}"
 
 
 @dataclass(frozen=True)
@@ -319,7 +328,7 @@ class FirewallRule:
     target_service_accounts: frozenset[str] = frozenset()
 
     @classmethod
-    def parse(cls, config: dict) -> FirewallRule:
+    def parse(cls, config: Json) -> FirewallRule:
         action = "deny" if config.get("deny") else "allow"
         return cls(
             name=config.get("name", "?"),
@@ -409,18 +418,18 @@ def firewall_rules(s: Synth, network: Ref) -> list[FirewallRule]:
 @dataclass(frozen=True)
 class RunService:
     key: str
-    config: dict
+    config: Json
 
     @property
     def name(self) -> str:
-        return self.config.get("name", self.key)
+        return str(self.config.get("name", self.key))
 
     @property
     def ingress(self) -> str:
-        return self.config.get("ingress", "INGRESS_TRAFFIC_ALL")  # the API's default
+        return str(self.config.get("ingress", "INGRESS_TRAFFIC_ALL"))  # the API's default
 
     @property
-    def template(self) -> dict:
+    def template(self) -> Json:
         return self.config.get("template") or {}
 
     @property
@@ -477,7 +486,7 @@ class Attachment:
     kind: str  # "Direct VPC egress" or "connector <name>"
     network: Ref
     subnet_name: str
-    subnet: dict
+    subnet: Json
     source: Net
     tags: frozenset[str]
     egress: str  # ALL_TRAFFIC or PRIVATE_RANGES_ONLY
@@ -625,6 +634,7 @@ def path_into_vpc(s: Synth, c: Chain, caller: RunService, callee: RunService) ->
         bool(dns and dns[1]), f"a private DNS zone of {s.name_of(attached.network)} answers {hostname}{answer}"
     ):
         return
+    assert dns is not None
     addresses = [host(a) for a in dns[1]]
     if not c.check(
         all(within(a, PRIVATE_GOOGLE_ACCESS_VIPS) for a in addresses),
@@ -650,7 +660,7 @@ def path_into_vpc(s: Synth, c: Chain, caller: RunService, callee: RunService) ->
 # Routing in the orchestrator (services/orchestrator/orchestrator/routing.py)
 
 
-def route_for(model: str, routes: list[dict]) -> dict | None:
+def route_for(model: str, routes: list[Json]) -> Json | None:
     """The first route matching ``model``: its exact name, or a prefix ending in ``*``."""
     for route in routes:
         match = route.get("match", "")
@@ -659,7 +669,7 @@ def route_for(model: str, routes: list[dict]) -> dict | None:
     return None
 
 
-def check_route(c: Chain, routes: list[dict], model: str, backend: str) -> None:
+def check_route(c: Chain, routes: list[Json], model: str, backend: str) -> None:
     route = route_for(model, routes)
     if route is None:
         c.fail(f"ROUTES: no route matches {model}")
@@ -805,7 +815,7 @@ def browser_to_gateway(s: Synth, facts: EnvironmentFacts) -> Verdict:
 def _from_browser(s: Synth, role: str, *, allow_iap: bool) -> Verdict:
     c = Chain(f"browser -> {role}")
     service = run_service(s, role)
-    if not c.check(service is not None, f"Cloud Run service {s.env}-{role} in {s.stack_id('services')}"):
+    if not c.present(service, f"Cloud Run service {s.env}-{role} in {s.stack_id('services')}"):
         return c.verdict()
     # cloud.google.com/run/docs/securing/ingress#settings: "All" admits requests from the internet.
     c.check(service.ingress == "INGRESS_TRAFFIC_ALL", f"{service.name}: ingress {service.ingress}")
@@ -844,6 +854,7 @@ def gateway_to_orchestrator(s: Synth, facts: EnvironmentFacts) -> Verdict:
     gateway, orchestrator = run_service(s, "gateway"), run_service(s, "orchestrator")
     if not c.check(gateway is not None and orchestrator is not None, "the gateway and orchestrator services exist"):
         return c.verdict()
+    assert gateway is not None and orchestrator is not None
     url = gateway.env.get("ORCHESTRATOR_URL")
     c.check(
         s.refers_to(s.stack_id("services"), url, _service_target(s, orchestrator), "uri"),
@@ -858,7 +869,7 @@ def gateway_to_orchestrator(s: Synth, facts: EnvironmentFacts) -> Verdict:
 def orchestrator_to_inference(s: Synth, facts: EnvironmentFacts) -> Verdict:
     c = Chain("orchestrator -> inference")
     orchestrator = run_service(s, "orchestrator")
-    if not c.check(orchestrator is not None, "the orchestrator service exists"):
+    if not c.present(orchestrator, "the orchestrator service exists"):
         return c.verdict()
     backends, routes = orchestrator_json(c, orchestrator, "BACKENDS"), orchestrator_json(c, orchestrator, "ROUTES")
     if backends is None or routes is None:
@@ -870,9 +881,11 @@ def orchestrator_to_inference(s: Synth, facts: EnvironmentFacts) -> Verdict:
     return c.verdict()
 
 
-def _to_cloud_run_model(s: Synth, c: Chain, orchestrator: RunService, backends: dict, routes: list, model: str) -> None:
+def _to_cloud_run_model(
+    s: Synth, c: Chain, orchestrator: RunService, backends: Json, routes: list[Any], model: str
+) -> None:
     inference = run_service(s, "inference")
-    if not c.check(inference is not None, f"placement cloud_run: Cloud Run service {s.env}-inference"):
+    if not c.present(inference, f"placement cloud_run: Cloud Run service {s.env}-inference"):
         return
     target, services_id = _service_target(s, inference), s.stack_id("services")
     names = [n for n, b in backends.items() if s.refers_to(services_id, (b or {}).get("url"), target, "uri")]
@@ -890,7 +903,7 @@ def _to_cloud_run_model(s: Synth, c: Chain, orchestrator: RunService, backends: 
     reach_internal_service(s, c, orchestrator, inference)
 
 
-def _internal_load_balancer(s: Synth) -> tuple[dict, str] | None:
+def _internal_load_balancer(s: Synth) -> tuple[Json, str] | None:
     for _, service in s.resources("inference", "kubernetes_service_v1").items():
         annotations = (service.get("metadata") or {}).get("annotations") or {}
         if (service.get("spec") or {}).get("type") == "LoadBalancer" and (
@@ -900,20 +913,20 @@ def _internal_load_balancer(s: Synth) -> tuple[dict, str] | None:
     return None
 
 
-def _to_gke_model(s: Synth, c: Chain, orchestrator: RunService, backends: dict, routes: list, model: str) -> None:
+def _to_gke_model(s: Synth, c: Chain, orchestrator: RunService, backends: Json, routes: list[Any], model: str) -> None:
     if not c.check(s.has("inference"), f"placement gke: stack {s.stack_id('inference')}"):
         return
     # cloud.google.com/kubernetes-engine/docs/concepts/service-load-balancer-parameters: the
     # annotation networking.gke.io/load-balancer-type "Internal" makes an internal passthrough
     # Network Load Balancer; loadBalancerIP sets its address; loadBalancerSourceRanges limits sources.
     found = _internal_load_balancer(s)
-    if not c.check(found is not None, "an internal passthrough load balancer Service (type LoadBalancer, Internal)"):
+    if not c.present(found, "an internal passthrough load balancer Service (type LoadBalancer, Internal)"):
         return
     lb, address = found
     spec, inference_id = lb["spec"], s.stack_id("inference")
     address_ref = s.ref(inference_id, spec.get("load_balancer_ip"))
     reserved = s.config(address_ref) if address_ref and address_ref.type == "google_compute_address" else {}
-    subnet_ref = s.ref(address_ref.stack, reserved.get("subnetwork")) if reserved else None
+    subnet_ref = s.ref(address_ref.stack, reserved.get("subnetwork")) if address_ref and reserved else None
     subnet = s.config(subnet_ref) if subnet_ref else {}
     in_subnet = bool(subnet) and address.count(".") == 3 and within(host(address), [net(subnet["ip_cidr_range"])])
     if not c.check(
@@ -948,6 +961,7 @@ def _to_gke_model(s: Synth, c: Chain, orchestrator: RunService, backends: dict, 
     target_port = pod.port(service_ports[port].get("target_port", port))
     if not c.check(target_port in pod.numbers, f"Service port {port} -> container port {target_port}"):
         return
+    assert target_port is not None
 
     attached = attachment(s, c, orchestrator)
     if attached is None:
@@ -989,6 +1003,7 @@ def orchestrator_to_database(s: Synth, facts: EnvironmentFacts) -> Verdict:
         orchestrator is not None and bool(instances), "the orchestrator service and a Cloud SQL instance exist"
     ):
         return c.verdict()
+    assert orchestrator is not None
     services_id, env = s.stack_id("services"), orchestrator.env
     pghost = env.get("PGHOST")
     matching = [
@@ -1046,7 +1061,7 @@ def orchestrator_to_database(s: Synth, facts: EnvironmentFacts) -> Verdict:
     return c.verdict()
 
 
-def _private_services_range(s: Synth, c: Chain, stack_id: str, ip: dict) -> tuple[Ref, Net] | None:
+def _private_services_range(s: Synth, c: Chain, stack_id: str, ip: Json) -> tuple[Ref, Net] | None:
     # cloud.google.com/vpc/docs/configure-private-services-access: the instance's private IP
     # comes from the ranges reserved for the service networking connection.
     network = s.ref(stack_id, ip.get("private_network"))
@@ -1064,13 +1079,14 @@ def _private_services_range(s: Synth, c: Chain, stack_id: str, ip: dict) -> tupl
         network is not None and bool(addresses), "the instance's network has a Private Services Access range"
     ):
         return None
+    assert network is not None
     address = addresses[0]
     psa_range = net(f"{address['address']}/{address['prefix_length']}")
     c.ok(f"private IP from Private Services Access range {address.get('name')} ({psa_range}) in {s.name_of(network)}")
     return network, psa_range
 
 
-def _iam_login(s: Synth, c: Chain, orchestrator: RunService, stack_id: str, key: str, instance: dict) -> None:
+def _iam_login(s: Synth, c: Chain, orchestrator: RunService, stack_id: str, key: str, instance: Json) -> None:
     # cloud.google.com/sql/docs/postgres/iam-authentication and /add-manage-iam-users: the flag
     # cloudsql.iam_authentication on, a CLOUD_IAM_SERVICE_ACCOUNT user named as the account's
     # email without .gserviceaccount.com, and roles/cloudsql.instanceUser for the account.
@@ -1098,7 +1114,7 @@ def _iam_login(s: Synth, c: Chain, orchestrator: RunService, stack_id: str, key:
 def orchestrator_to_vertex(s: Synth, facts: EnvironmentFacts) -> Verdict:
     c = Chain("orchestrator -> Vertex AI")
     orchestrator = run_service(s, "orchestrator")
-    if not c.check(orchestrator is not None, "the orchestrator service exists"):
+    if not c.present(orchestrator, "the orchestrator service exists"):
         return c.verdict()
     backends = orchestrator_json(c, orchestrator, "BACKENDS")
     if backends is None:
@@ -1150,6 +1166,7 @@ def nodes_to_internet(s: Synth, facts: EnvironmentFacts) -> Verdict:
     network_ref = s.ref(stack_id, cluster.get("network"))
     if not c.check(subnet_ref is not None and network_ref is not None, "the cluster's VPC and subnet resolve"):
         return c.verdict()
+    assert subnet_ref is not None and network_ref is not None
     subnet = s.config(subnet_ref)
     primary = net(subnet["ip_cidr_range"])
     secondary = {r.get("range_name"): net(r["ip_cidr_range"]) for r in subnet.get("secondary_ip_range") or ()}
@@ -1171,11 +1188,11 @@ def nodes_to_internet(s: Synth, facts: EnvironmentFacts) -> Verdict:
     return c.verdict()
 
 
-def _nat_covers(s: Synth, network: Ref, subnet_ref: Ref, subnet: dict) -> str | None:
+def _nat_covers(s: Synth, network: Ref, subnet_ref: Ref, subnet: Json) -> str | None:
     for stack_id, _, nat in s.all_resources("google_compute_router_nat"):
         router_ref = s.ref(stack_id, nat.get("router"))
         router = s.config(router_ref) if router_ref else {}
-        if not router or not s.refers_to(router_ref.stack, router.get("network"), network.target):
+        if not router_ref or not router or not s.refers_to(router_ref.stack, router.get("network"), network.target):
             continue
         if nat.get("region", router.get("region")) != subnet.get("region"):
             continue
@@ -1231,7 +1248,7 @@ def prometheus_to_metrics(s: Synth, facts: EnvironmentFacts) -> Verdict:
         # PodMonitoring endpoints name the port by name or number (ScrapeEndpoint.port,
         # cloud.google.com/stackdriver/docs/managed-prometheus/api#scrapeendpoint).
         port = pod.port(endpoint.get("port"))
-        if not c.check(port is not None, f"endpoint port {endpoint.get('port')!r} -> container port {port}"):
+        if not c.present(port, f"endpoint port {endpoint.get('port')!r} -> container port {port}"):
             continue
         admitted, why = network_policy_admits(s, pod, port, namespace_labels={"kubernetes.io/metadata.name": namespace})
         # Every namespace carries kubernetes.io/metadata.name = its name
@@ -1274,7 +1291,7 @@ EDGES: tuple[tuple[str, EdgeCheck, tuple[str, ...]], ...] = (
 )
 
 
-def evaluate(stacks: Mapping[str, dict], facts: EnvironmentFacts) -> list[Verdict]:
+def evaluate(stacks: Mapping[str, Json], facts: EnvironmentFacts) -> list[Verdict]:
     """Every edge that applies to the environment, each with its verdict and reasons.
 
     ``stacks`` maps stack ids (``<env>-<layer>``) to their parsed cdk.tf.json; stacks of other

@@ -12,10 +12,11 @@ starts the services in the deploy rehearsal test.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
 
 from hybrid.config import Environment
 from services.frontend.frontend.settings import FrontendSettings
@@ -75,7 +76,7 @@ class ContractError(Exception):
 def self_hosted_model(env: Environment) -> str:
     """The model name the self-hosted server answers to (vLLM serves it under its id)."""
     inference = env.inference
-    return inference.gke.model if inference.placement == "gke" else inference.cloud_run.model
+    return inference.gke_server.model if inference.placement == "gke" else inference.cloud_run_server.model
 
 
 def _stack_values(env: Environment, wiring: Wiring) -> dict[str, dict[str, object]]:
@@ -132,7 +133,7 @@ def _stack_values(env: Environment, wiring: Wiring) -> dict[str, dict[str, objec
     }
 
 
-def service_settings(env: Environment, wiring: Wiring, roles=tuple(MODELS)) -> dict[str, BaseModel]:
+def service_settings(env: Environment, wiring: Wiring, roles: Iterable[str] = tuple(MODELS)) -> dict[str, BaseModel]:
     """The validated settings model of each of ``roles``; ContractError lists every problem."""
     problems: list[str] = []
     built: dict[str, BaseModel] = {}
@@ -166,7 +167,7 @@ def service_settings(env: Environment, wiring: Wiring, roles=tuple(MODELS)) -> d
     return built
 
 
-def _describe(role: str, problem, overrides: Mapping[str, str]) -> str:
+def _describe(role: str, problem: ErrorDetails, overrides: Mapping[str, str]) -> str:
     field = str(problem["loc"][0]) if problem["loc"] else ""
     message = problem["msg"].removeprefix("Value error, ")
     if field in overrides:

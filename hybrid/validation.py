@@ -17,7 +17,7 @@ class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-def between(lo: int, hi: int):
+def between(lo: int, hi: int) -> AfterValidator:
     def check(value: int) -> int:
         if not lo <= value <= hi:
             raise ValueError(f"must be between {lo} and {hi}")
@@ -26,7 +26,7 @@ def between(lo: int, hi: int):
     return AfterValidator(check)
 
 
-def matching(pattern: str, allowed: str):
+def matching(pattern: str, allowed: str) -> AfterValidator:
     compiled = re.compile(pattern)
 
     def check(value: str) -> str:

@@ -37,7 +37,7 @@ class InferenceStack(LayerStack):
         super().__init__(scope, env, "inference")
         self.add_dependency(network)
         self.add_dependency(cluster)
-        project, names, settings = env.project_id, env.names, env.inference.gke
+        project, names, settings = env.project_id, env.names, env.inference.gke_server
 
         gke = DataGoogleContainerCluster(self, "cluster", name=names.cluster, location=env.region)
         client = DataGoogleClientConfig(self, "client")
@@ -70,7 +70,7 @@ class InferenceStack(LayerStack):
                 role="roles/secretmanager.secretAccessor",
                 member=server_identity.member,
             )
-        if settings.weights == "gcsfuse":
+        if settings.weights == "gcsfuse" and settings.weights_bucket:  # validated: gcsfuse names its bucket
             StorageBucketIamMember(
                 self,
                 "weights-access",

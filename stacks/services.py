@@ -96,7 +96,7 @@ class ServicesStack(LayerStack):
         # cdktf's HCL output mangles a Terraform reference inside a JSON string (BACKENDS).
         inference_url = f"http://{env.network.inference_address}:{env.network.inference_port}/v1"
         if env.inference.placement == "cloud_run":
-            gpu = env.inference.cloud_run
+            gpu = env.inference.cloud_run_server
             self.inference = self._service(
                 "inference",
                 gpu,
@@ -108,12 +108,15 @@ class ServicesStack(LayerStack):
 
         # Built in the order each needs the one before: the orchestrator's URL goes to the
         # gateway, the gateway's to the frontend.
+        database_host = database.postgres.instance.private_ip_address
+        database_name = database.orchestrator_database.name
+        database_user = database.orchestrator.database_user_name
         wiring = Wiring(
             frontend_origin=frontend_origin,
             inference_url=inference_url,
-            database_host=database.postgres.instance.private_ip_address,
-            database_name=database.orchestrator_database.name,
-            database_user=database.orchestrator.database_user_name,
+            database_host=database_host,
+            database_name=database_name,
+            database_user=database_user,
             identity_platform_api_key=browser_key.key_string,
         )
         self.orchestrator = self._service(
@@ -140,9 +143,9 @@ class ServicesStack(LayerStack):
                 description="Grants the orchestrator's IAM database user its schema, once; reads the admin password.",
             ),
             egress=self.egress("db-bootstrap"),
-            database_host=wiring.database_host,
-            database_name=wiring.database_name,
-            grantee=wiring.database_user,
+            database_host=database_host,
+            database_name=database_name,
+            grantee=database_user,
             admin_password_secret=names.database_admin_secret,
             deletion_protection=settings.deletion_protection,
         )

@@ -355,7 +355,9 @@ class VllmServer(Construct):
             args += ["--quantization", quantization]
         return args
 
-    def _volumes(self, settings: GkeModelServerSettings, project: str):
+    def _volumes(
+        self, settings: GkeModelServerSettings, project: str
+    ) -> tuple[list[DeploymentV1SpecTemplateSpecVolume], list[DeploymentV1SpecTemplateSpecContainerVolumeMount]]:
         volumes = [
             # Tensor parallelism shares tensors between GPU processes through /dev/shm.
             DeploymentV1SpecTemplateSpecVolume(
@@ -390,7 +392,7 @@ class VllmServer(Construct):
                     csi=DeploymentV1SpecTemplateSpecVolumeCsi(
                         driver="gcsfuse.csi.storage.gke.io",
                         volume_attributes={
-                            "bucketName": settings.weights_bucket,
+                            "bucketName": settings.weights_bucket or "",  # validated: set for gcsfuse
                             "mountOptions": "implicit-dirs,file-cache:max-size-mb:-1",
                             "fileCacheCapacity": "-1",
                         },

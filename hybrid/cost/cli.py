@@ -10,8 +10,12 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from hybrid.errors import ConfigError
+
+if TYPE_CHECKING:
+    from hybrid.cost.estimate import Workload
 
 ENVIRONMENTS_DIR = Path(__file__).resolve().parent.parent.parent / "environments"
 
@@ -46,7 +50,7 @@ def _workload_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _workload(args: argparse.Namespace):
+def _workload(args: argparse.Namespace) -> Workload:
     from pydantic import ValidationError
 
     from hybrid.cost.estimate import Workload

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -99,7 +99,7 @@ class LineItem:
     confirmed: bool | None = None
     note: str = ""
 
-    def as_json(self) -> dict:
+    def as_json(self) -> dict[str, Any]:
         return {
             "stack": self.stack,
             "resource": self.resource,
@@ -124,7 +124,7 @@ class Estimate:
     items: list[LineItem]
     assumptions: list[str]
     warnings: list[str] = field(default_factory=list)
-    unit_economics: dict | None = None
+    unit_economics: dict[str, Any] | None = None
     budget_usd: float | None = None
 
     @property
@@ -140,7 +140,7 @@ class Estimate:
     def subtotal(self, stacks: tuple[str, ...]) -> float:
         return round(sum(item.monthly_usd or 0 for item in self.items if item.stack in stacks), 2)
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {
             "environment": self.environment,
             "source": self.source,
@@ -162,7 +162,8 @@ class _Lines:
     """Collects line items, each priced from the table by key."""
 
     def __init__(self, env: Environment, prices: PriceTable) -> None:
-        self.env, self.prices, self.items = env, prices, []
+        self.env, self.prices = env, prices
+        self.items: list[LineItem] = []
 
     def add(self, layer: str, resource: str, component: str, quantity: float, key: str, note: str = "") -> float:
         price = self.prices.price(key)
@@ -516,7 +517,7 @@ def estimate(env: Environment, prices: PriceTable, workload: Workload | None = N
             free,
         )
     if env.inference.placement == "cloud_run":
-        gpu = env.inference.cloud_run
+        gpu = env.inference.cloud_run_server
         seconds_each = w.output_tokens / w.stream_tokens_per_second
         cloud_run_service(
             lines, "services", f"Cloud Run {env.names.service['inference']} (L4)", gpu, w.requests_per_day, seconds_each
@@ -556,13 +557,13 @@ def estimate(env: Environment, prices: PriceTable, workload: Workload | None = N
         items=lines.items,
         assumptions=w.assumptions(env),
         warnings=warnings,
-        budget_usd=env.budget.amount_usd if getattr(env, "budget", None) else None,
+        budget_usd=env.budget.amount_usd if env.budget else None,
     )
     result.unit_economics = unit_economics(env, prices, w, result)
     return result
 
 
-def unit_economics(env: Environment, prices: PriceTable, w: Workload, est: Estimate) -> dict:
+def unit_economics(env: Environment, prices: PriceTable, w: Workload, est: Estimate) -> dict[str, Any]:
     """Self-hosted serving beside Vertex AI and an external API: per request, per 1K tokens, break-even."""
     month_days = prices.hours_per_month / HOURS_PER_DAY
     monthly_requests = w.requests_per_day * month_days
@@ -574,7 +575,7 @@ def unit_economics(env: Environment, prices: PriceTable, w: Workload, est: Estim
         serving = round(sum(i.monthly_usd or 0 for i in est.items if "(L4)" in i.resource), 2)
         what = "the Cloud Run GPU service"
 
-    def api(name: str) -> dict:
+    def api(name: str) -> dict[str, Any]:
         price = prices.api(name)
         per_request = (w.input_tokens * price.input_usd + w.output_tokens * price.output_usd) / 1e6
         return {
@@ -588,7 +589,7 @@ def unit_economics(env: Environment, prices: PriceTable, w: Workload, est: Estim
             "confirmed": price.confirmed,
         }
 
-    out = {
+    out: dict[str, Any] = {
         "self_hosted": {
             "covers": what,
             "monthly_usd": serving,
@@ -601,7 +602,7 @@ def unit_economics(env: Environment, prices: PriceTable, w: Workload, est: Estim
         "tokens_per_request": tokens,
     }
     if env.inference.placement == "gke":
-        gke = env.inference.gke
+        gke = env.inference.gke_server
         capacity = gke.max_replicas * w.replica_tokens_per_second * 86_400 / w.peak_to_average / w.output_tokens
         out["self_hosted"]["max_requests_per_day"] = capacity
     return out

@@ -94,7 +94,8 @@ class PriceTable:
         group = getattr(self.table, section, None) if section in _Table.model_fields else None
         if not isinstance(group, dict) or name not in group or section in ("machines", "apis"):
             raise PriceError(f"{self._where()}: no price {key!r}; the estimate needs it")
-        return group[name]
+        price: Price = group[name]
+        return price
 
     def usd(self, key: str) -> float:
         return self.price(key).usd

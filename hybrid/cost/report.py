@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from hybrid.cost.estimate import Estimate
-from hybrid.cost.prices import PriceTable
+from hybrid.cost.estimate import Estimate, LineItem
+from hybrid.cost.prices import ApiPrice, PriceTable
 
 WIDTH = 112
 
@@ -31,12 +31,12 @@ def render(est: Estimate) -> str:
         "",
         f" {'Name':<64} {'Monthly qty':>13}  {'Unit':<18} {'Monthly cost':>12}",
     ]
-    stacks: dict[str, list] = {}
+    stacks: dict[str, list[LineItem]] = {}
     for item in est.items:
         stacks.setdefault(item.stack, []).append(item)
     for stack, items in stacks.items():
         out += ["", f" {stack}"]
-        resources: dict[str, list] = {}
+        resources: dict[str, list[LineItem]] = {}
         for item in items:
             resources.setdefault(item.resource, []).append(item)
         for r_index, (resource, parts) in enumerate(resources.items()):
@@ -106,7 +106,7 @@ def render(est: Estimate) -> str:
 def render_prices(table: PriceTable) -> str:
     out = [f"{table.path.name}: region {table.region}, checked {table.table.checked}", ""]
     for key, price in table.entries():
-        if hasattr(price, "input_usd"):
+        if isinstance(price, ApiPrice):
             figure = f"${price.input_usd:g} in / ${price.output_usd:g} out per {price.unit}"
         else:
             figure = f"${price.usd:g} / {price.unit}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
@@ -24,7 +25,7 @@ class FrontendSettings(BaseModel):
     dev_token_seconds: int = Field(3600, ge=1)
 
     @classmethod
-    def from_environment(cls, environ: dict[str, str] | None = None) -> FrontendSettings:
-        environ = os.environ if environ is None else environ
+    def from_environment(cls, environ: Mapping[str, str] | None = None) -> FrontendSettings:
+        source = os.environ if environ is None else environ
         names = {name.upper(): name for name in cls.model_fields}
-        return cls.model_validate({names[key]: value for key, value in environ.items() if key in names})
+        return cls.model_validate({names[key]: value for key, value in source.items() if key in names})

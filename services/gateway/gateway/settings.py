@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -44,7 +45,7 @@ class GatewaySettings(BaseModel):
     log_level: str = "INFO"
 
     @classmethod
-    def from_environment(cls, environ: dict[str, str] | None = None) -> GatewaySettings:
-        environ = os.environ if environ is None else environ
+    def from_environment(cls, environ: Mapping[str, str] | None = None) -> GatewaySettings:
+        source = os.environ if environ is None else environ
         names = {name.upper(): name for name in cls.model_fields}
-        return cls.model_validate({names[key]: value for key, value in environ.items() if key in names})
+        return cls.model_validate({names[key]: value for key, value in source.items() if key in names})

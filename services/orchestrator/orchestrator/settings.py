@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Literal
+from collections.abc import Mapping
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -37,7 +38,7 @@ class BackendSettings(BaseModel):
     @property
     def audience(self) -> str:
         """A Cloud Run service's ID-token audience: its URL without the /v1 path."""
-        return self.url.rstrip("/").removesuffix("/v1")
+        return (self.url or "").rstrip("/").removesuffix("/v1")
 
 
 class Route(BaseModel):
@@ -98,11 +99,11 @@ class OrchestratorSettings(BaseModel):
             "user": self.pguser,
             "sslmode": self.pgsslmode,
         }
-        return make_conninfo(**{key: value for key, value in given.items() if value is not None})
+        return make_conninfo("", **{key: value for key, value in given.items() if value is not None})
 
     @field_validator("backends", "routes", mode="before")
     @classmethod
-    def _from_json(cls, value):
+    def _from_json(cls, value: Any) -> Any:
         # In the environment, BACKENDS and ROUTES are JSON (the services stack renders them).
         if isinstance(value, str):
             try:
@@ -112,7 +113,7 @@ class OrchestratorSettings(BaseModel):
         return value
 
     @classmethod
-    def from_environment(cls, environ: dict[str, str] | None = None) -> OrchestratorSettings:
+    def from_environment(cls, environ: Mapping[str, str] | None = None) -> OrchestratorSettings:
         env = os.environ if environ is None else environ
         return cls.model_validate({key.lower(): value for key, value in env.items() if key.lower() in cls.model_fields})
 
