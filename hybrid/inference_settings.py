@@ -20,7 +20,7 @@ class GkeModelServerSettings(Settings):
     # A Literal of the catalog's names, so the catalog alone lists them; a type checker cannot
     # evaluate it (mypy reads Any), pydantic checks it at run time.
     model: Literal[tuple(MODELS)]  # type: ignore[valid-type]
-    gpu_type: Literal[tuple(GPUS)]  # type: ignore[valid-type]
+    gpu_type: Literal[tuple(GPUS)]  # type: ignore[valid-type]  # the catalog's GPUs, as model above
     gpu_count: Annotated[int, between(1, 16)] = 1
     tensor_parallel_size: Annotated[int, between(1, 16)] = 1
     max_model_len: Annotated[int, between(256, 1_048_576)] = 8192

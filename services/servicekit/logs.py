@@ -42,6 +42,6 @@ def configure(level: str = "INFO") -> None:
     logging.getLogger("uvicorn.access").disabled = True
 
 
-def event(logger: logging.Logger, message: str, level: int = logging.INFO, **fields) -> None:
+def event(logger: logging.Logger, message: str, level: int = logging.INFO, **fields: object) -> None:
     """Log ``message`` with structured ``fields`` (ids, codes, sizes; nothing a user wrote)."""
     logger.log(level, message, extra={"fields": fields})

@@ -40,7 +40,13 @@ def test_the_images_dependency_category_holds_what_the_services_import():
     import json
 
     locked = set(json.loads((ROOT / "Pipfile.lock").read_text())["services"])
-    distribution = {"jwt": "pyjwt", "google": "google-auth", "psycopg_pool": "psycopg-pool", "yaml": "pyyaml"}
+    distribution = {
+        "jwt": "pyjwt",
+        "google": "google-auth",
+        "psycopg_pool": "psycopg-pool",
+        "pydantic_core": "pydantic-core",
+        "yaml": "pyyaml",
+    }
     own = {"gateway", "orchestrator", "frontend", "servicekit"}
     imported = set()
     for source in (ROOT / "services").rglob("*.py"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI, HTTPException
 from fastapi.responses import FileResponse
@@ -31,7 +32,7 @@ def create_app(settings: FrontendSettings) -> FastAPI:
         return {"status": "ok"}
 
     @app.get("/config.json")
-    async def config() -> dict:
+    async def config() -> dict[str, Any]:
         return {
             "gatewayUrl": settings.gateway_url.rstrip("/"),
             "model": settings.default_model,
@@ -48,7 +49,7 @@ def create_app(settings: FrontendSettings) -> FastAPI:
         issuer = DevIssuer(settings.dev_issuer_dir or Path(".dev-issuer"))
 
         @app.post("/dev/sign-in")
-        async def dev_sign_in(request: DevSignIn) -> dict:
+        async def dev_sign_in(request: DevSignIn) -> dict[str, str]:
             return {"token": issuer.token(request.username, ttl=settings.dev_token_seconds)}
     else:
 

@@ -7,7 +7,9 @@ import gc
 import logging
 import time
 import uuid
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import aiohttp
 import google.auth.exceptions
@@ -17,6 +19,8 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
+from pydantic_core import ErrorDetails
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.auth import JwksCache, Unauthorized, Verifier
 from gateway.protocol import HttpToolsWithHeaderDeadline
@@ -35,7 +39,7 @@ PASSED_HEADERS = ("content-encoding", "content-type", "retry-after", "x-request-
 
 def create_app(settings: GatewaySettings) -> FastAPI:
     @asynccontextmanager
-    async def lifespan(app: FastAPI):
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(
                 total=None,
@@ -79,7 +83,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         )
 
     @app.exception_handler(RequestValidationError)
-    async def invalid_request(request: Request, exc: RequestValidationError):
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
         return error_response(400, "invalid request", "invalid_request_error", "invalid_request")
 
     @app.get("/health", include_in_schema=False)
@@ -176,7 +180,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     request_schema = ChatCompletionRequest.model_json_schema(ref_template="#/components/schemas/{model}")
     request_definitions = request_schema.pop("$defs", {})
 
-    def openapi() -> dict:
+    def openapi() -> dict[str, Any]:
         if not app.openapi_schema:
             document = get_openapi(title=app.title, version=app.version, routes=app.routes)
             schemas = document.setdefault("components", {}).setdefault("schemas", {})
@@ -184,7 +188,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
             app.openapi_schema = document
         return app.openapi_schema
 
-    app.openapi = openapi
+    app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented way to extend its OpenAPI document
     return app
 
 
@@ -199,7 +203,7 @@ class UpstreamStream(Response):
         self.background = None
         self.init_headers(headers)
 
-    async def __call__(self, scope, receive, send) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         # Chunks flow in a task of their own: resuming this request's stack of middleware
         # for every chunk would cost more than passing the chunk on.
         relay = asyncio.ensure_future(self._relay(send))
@@ -213,7 +217,7 @@ class UpstreamStream(Response):
             relay.cancel()  # the client left: stop reading the orchestrator
             self.upstream.close()
 
-    async def _relay(self, send) -> None:
+    async def _relay(self, send: Send) -> None:
         await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
         try:
             async for chunk in self.upstream.content.iter_any():
@@ -224,7 +228,7 @@ class UpstreamStream(Response):
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
-async def _disconnect(receive) -> None:
+async def _disconnect(receive: Receive) -> None:
     while (await receive())["type"] != "http.disconnect":
         pass
 
@@ -238,12 +242,13 @@ class RequestContext:
     returns it in X-Request-Id, logs one line per request with status and latency, and holds
     the client to the body's deadlines (uvicorn has none): 408, and the connection closed."""
 
-    def __init__(self, app, body_idle_timeout: float, body_timeout: float) -> None:
+    def __init__(self, app: ASGIApp, body_idle_timeout: float, body_timeout: float) -> None:
         self.app, self.body_idle_timeout, self.body_timeout = app, body_idle_timeout, body_timeout
 
-    async def __call__(self, scope, receive, send) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
-            return await self.app(scope, receive, send)
+            await self.app(scope, receive, send)
+            return
         headers = dict(scope["headers"])
         given = headers.get(b"x-request-id", b"").decode("latin-1")
         rid = given if given and len(given) <= 64 and given.replace("-", "").isalnum() else uuid.uuid4().hex
@@ -253,7 +258,7 @@ class RequestContext:
         body_pending = b"transfer-encoding" in headers or headers.get(b"content-length", b"0") != b"0"
         deadline = time.monotonic() + self.body_timeout
 
-        async def receive_in_time():
+        async def receive_in_time() -> Message:
             nonlocal body_pending
             if not body_pending:
                 return await receive()  # after the body, only the client leaving: no deadline
@@ -265,7 +270,7 @@ class RequestContext:
             body_pending = message["type"] == "http.request" and message.get("more_body", False)
             return message
 
-        async def send_with_id(message) -> None:
+        async def send_with_id(message: Message) -> None:
             nonlocal status, responded
             if message["type"] == "http.response.start":
                 status, responded = message["status"], True
@@ -298,7 +303,7 @@ class RequestContext:
             )
 
 
-def _invalid(error: dict) -> JSONResponse:
+def _invalid(error: ErrorDetails) -> JSONResponse:
     """400 naming the field in ``param``, as OpenAI's errors do."""
     param = field_path(error["loc"]) or None  # None: the body as a whole (not JSON, not an object)
     message = f"invalid {param or 'request body'}: {error['msg']}"

@@ -14,12 +14,15 @@ import hashlib
 import json
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
 import jwt
+from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm, RSAPSSAlgorithm
 
-ALGORITHMS = {
+ALGORITHMS: dict[str, type[RSAAlgorithm] | type[ECAlgorithm]] = {
     "RS256": RSAAlgorithm,
     "RS384": RSAAlgorithm,
     "RS512": RSAAlgorithm,
@@ -30,7 +33,11 @@ ALGORITHMS = {
     "ES384": ECAlgorithm,
     "ES512": ECAlgorithm,
 }
-KEY_TYPES = {RSAAlgorithm: "RSA", RSAPSSAlgorithm: "RSA", ECAlgorithm: "EC"}
+KEY_TYPES: dict[type[RSAAlgorithm] | type[ECAlgorithm], str] = {
+    RSAAlgorithm: "RSA",
+    RSAPSSAlgorithm: "RSA",
+    ECAlgorithm: "EC",
+}
 MAX_KEYS = 32
 MAX_JWKS_BYTES = 262_144  # Google's key sets are a few KB; MAX_KEYS RSA-4096 keys fit many times over
 REQUIRED_CLAIMS = ["exp", "iat", "iss", "aud", "sub"]
@@ -54,18 +61,18 @@ class Caller:
 class _Passed:
     caller: Caller
     kid: str
-    jwk: dict  # the key set entry it was checked with: a refresh that replaces it forgets the token
+    jwk: dict[str, Any]  # the key set entry it was checked with: a refresh that replaces it forgets the token
     expires: float  # exp + leeway: when PyJWT would start refusing it
 
 
 class JwksCache:
     def __init__(self, url: str, client: aiohttp.ClientSession, ttl: float, min_refresh: float) -> None:
         self.url, self.client, self.ttl, self.min_refresh = url, client, ttl, min_refresh
-        self.keys: dict[str, dict] = {}
+        self.keys: dict[str, dict[str, Any]] = {}
         self.fetched_at = float("-inf")
-        self.fetching: asyncio.Task | None = None  # the fetch in flight, if any
+        self.fetching: asyncio.Task[str | None] | None = None  # the fetch in flight, if any
 
-    async def key(self, kid: str) -> dict:
+    async def key(self, kid: str) -> dict[str, Any]:
         failure = None
         age = time.monotonic() - self.fetched_at
         if age > self.ttl or kid not in self.keys:
@@ -146,6 +153,8 @@ class Verifier:
             raise Unauthorized("key does not match the algorithm")
         try:
             key = family.from_jwk(json.dumps(jwk))
+            if not isinstance(key, RSAPublicKey | EllipticCurvePublicKey):
+                raise TypeError("the key set's entry is a private key")
             claims = jwt.decode(
                 token,
                 key=key,

@@ -12,10 +12,14 @@ import base64
 import hashlib
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
 ISSUER = "https://dev-issuer.local"
 AUDIENCE = "hybrid-ai-platform-dev"
@@ -34,13 +38,16 @@ class DevIssuer:
                 )
             )
             key_file.chmod(0o600)
-        self.key = serialization.load_pem_private_key(key_file.read_bytes(), password=None)
+        loaded = serialization.load_pem_private_key(key_file.read_bytes(), password=None)
+        if not isinstance(loaded, rsa.RSAPrivateKey):
+            raise ValueError(f"{key_file}: not an RSA private key")
+        self.key = loaded
         public = self.key.public_key().public_bytes(
             serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
         )
         self.kid = hashlib.sha256(public).hexdigest()[:16]
 
-    def jwks(self) -> dict:
+    def jwks(self) -> dict[str, Any]:
         numbers = self.key.public_key().public_numbers()
         return {
             "keys": [
@@ -55,7 +62,7 @@ class DevIssuer:
             ]
         }
 
-    def token(self, subject: str, ttl: int = 3600, **overrides) -> str:
+    def token(self, subject: str, ttl: int = 3600, **overrides: Any) -> str:
         now = int(time.time())
         claims = {"iss": self.issuer, "aud": self.audience, "sub": subject, "iat": now, "nbf": now, "exp": now + ttl}
         claims.update(overrides)
@@ -67,13 +74,13 @@ def _b64(number: int) -> str:
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
 
 
-def jwks_app(issuer: DevIssuer):
+def jwks_app(issuer: DevIssuer) -> FastAPI:
     from fastapi import FastAPI
 
     app = FastAPI(title="development issuer")
 
     @app.get("/jwks.json")
-    async def jwks() -> dict:
+    async def jwks() -> dict[str, Any]:
         return issuer.jwks()
 
     return app

@@ -12,6 +12,7 @@ app's (``RequestContext``), where a late body can still be answered with a 408.
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
@@ -21,11 +22,11 @@ class HttpToolsWithHeaderDeadline(HttpToolsProtocol):
     # end of the request's head. The app factory sets it from HEADER_TIMEOUT_SECONDS.
     header_timeout: float = 10.0
 
-    def __init__(self, *args, **kwargs) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.header_deadline: asyncio.TimerHandle | None = None
 
-    def connection_made(self, transport) -> None:
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]  # as uvicorn's: a Transport, not any BaseTransport
         super().connection_made(transport)
         self._arm()
 
@@ -37,7 +38,7 @@ class HttpToolsWithHeaderDeadline(HttpToolsProtocol):
         self._disarm()
         super().on_headers_complete()
 
-    def connection_lost(self, exc) -> None:
+    def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
         super().connection_lost(exc)
 

@@ -10,7 +10,9 @@ import asyncio
 import json
 import logging
 import uuid
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import aiohttp
 from fastapi import FastAPI, Request
@@ -38,7 +40,7 @@ def create_app(settings: OrchestratorSettings, conninfo: str | None = None) -> F
     backends = {name: Backend(name, backend, tokens) for name, backend in settings.backends.items()}
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI):
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         pool = create_pool(
             settings.database_auth,
             settings.database_pool_size,
@@ -147,7 +149,7 @@ def create_app(settings: OrchestratorSettings, conninfo: str | None = None) -> F
                 return error_response(502, *error)
             return Response(content=content, status_code=upstream.status, headers=headers)
 
-        async def relay():
+        async def relay() -> AsyncIterator[bytes]:
             outcome = "upstream_aborted"
             try:
                 async for chunk in upstream.content.iter_any():
@@ -173,7 +175,9 @@ def create_app(settings: OrchestratorSettings, conninfo: str | None = None) -> F
             relay(), status_code=upstream.status, headers=headers, media_type=headers["content-type"]
         )
 
-    async def _first_answer(client: aiohttp.ClientSession, route: list[str], body: dict):
+    async def _first_answer(
+        client: aiohttp.ClientSession, route: list[str], body: dict[str, Any]
+    ) -> tuple[aiohttp.ClientResponse, str] | tuple[None, None]:
         """Try the route's backends in order; retrying is safe only before a byte is passed on."""
         for name in route:
             try:

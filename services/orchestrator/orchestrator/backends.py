@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from typing import Any
 
 import aiohttp
 import google.auth
+import google.auth.credentials
 import google.auth.exceptions
 import google.auth.transport.requests
 
@@ -28,17 +30,22 @@ class GoogleAccessToken:
 
     def __init__(self, scopes: list[str]) -> None:
         self.scopes = scopes
-        self.credentials = None
+        self.credentials: google.auth.credentials.Credentials | None = None
         self.lock = asyncio.Lock()
 
     async def get(self) -> str:
         async with self.lock:
             if self.credentials is None:
-                self.credentials, _ = await asyncio.to_thread(google.auth.default, scopes=self.scopes)
-            expiry = getattr(self.credentials, "expiry", None)
-            if not self.credentials.valid or (expiry and expiry.timestamp() - time.time() < 300):
-                await asyncio.to_thread(self.credentials.refresh, google.auth.transport.requests.Request())
-            return self.credentials.token
+                found, _ = await asyncio.to_thread(google.auth.default, scopes=self.scopes)
+                self.credentials = found
+            credentials = self.credentials
+            expiry = getattr(credentials, "expiry", None)
+            if not credentials.valid or (expiry and expiry.timestamp() - time.time() < 300):
+                await asyncio.to_thread(credentials.refresh, google.auth.transport.requests.Request())
+            token = credentials.token
+            if not isinstance(token, str):
+                raise google.auth.exceptions.RefreshError("the credentials hold no access token after a refresh")
+            return token
 
 
 class Backend:
@@ -51,11 +58,13 @@ class Backend:
                 f"/locations/{settings.location}/endpoints/openapi/chat/completions"
             )
         else:
-            self.url = settings.url.rstrip("/") + "/chat/completions"
+            self.url = (settings.url or "").rstrip("/") + "/chat/completions"  # validated: openai has a url
         self.id_tokens = IdTokenSource(settings.audience) if settings.auth == "google-id-token" else None
 
     async def headers(self) -> dict[str, str]:
         if self.settings.kind == "vertex":
+            if self.tokens is None:
+                raise BackendUnavailable(f"{self.name}: a vertex backend needs access tokens")
             return {"Authorization": f"Bearer {await self.tokens.get()}"}
         if self.id_tokens:
             return await self.id_tokens.header()
@@ -64,7 +73,7 @@ class Backend:
         return {}
 
     async def open(
-        self, client: aiohttp.ClientSession, body: dict, first_byte_timeout: float
+        self, client: aiohttp.ClientSession, body: dict[str, Any], first_byte_timeout: float
     ) -> aiohttp.ClientResponse:
         """The backend's response, headers read and body not yet; BackendUnavailable if it has none to give."""
         payload = {**body, "model": self.settings.model or body["model"]}

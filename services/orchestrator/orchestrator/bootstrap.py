@@ -37,6 +37,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from typing import Any, LiteralString
 
 import psycopg
 from psycopg import sql
@@ -52,11 +53,15 @@ def held(conn: psycopg.Connection, grantee: str) -> list[str]:
     """The privileges GRANTEE has on schema public, however it came by them."""
     if conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (grantee,)).fetchone() is None:
         return []  # the GRANT below then fails with "role ... does not exist"
-    return [
-        p
-        for p in PRIVILEGES
-        if conn.execute("SELECT has_schema_privilege(%s, 'public', %s)", (grantee, p)).fetchone()[0]
-    ]
+    return [p for p in PRIVILEGES if _one(conn, "SELECT has_schema_privilege(%s, 'public', %s)", (grantee, p))]
+
+
+def _one(conn: psycopg.Connection, query: LiteralString, params: tuple[str, ...]) -> Any:
+    """The single value of a query that returns one row (a function call, an aggregate)."""
+    row = conn.execute(query, params).fetchone()
+    if row is None:
+        raise RuntimeError(f"no row from {query!r}")
+    return row[0]
 
 
 def main() -> int:

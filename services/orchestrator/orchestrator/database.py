@@ -4,6 +4,8 @@ settings come from libpq's own variables: PGHOST, PGDATABASE, PGUSER, PGSSLMODE,
 
 from __future__ import annotations
 
+from typing import Any, Self
+
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
@@ -16,7 +18,7 @@ SQL_LOGIN_SCOPE = "https://www.googleapis.com/auth/sqlservice.login"
 def iam_connection_class(tokens: GoogleAccessToken) -> type[psycopg.AsyncConnection]:
     class IamConnection(psycopg.AsyncConnection):
         @classmethod
-        async def connect(cls, conninfo: str = "", **kwargs):
+        async def connect(cls, conninfo: str = "", **kwargs: Any) -> Self:
             return await super().connect(conninfo, password=await tokens.get(), **kwargs)
 
     return IamConnection

@@ -104,7 +104,7 @@ class Outcome:
     prompt_tokens: int
     completion_tokens: int
 
-    def fields(self) -> dict:
+    def fields(self) -> dict[str, Any]:
         """For a log line that records an outcome the ledger could not."""
         return {
             "entry": str(self.entry),
@@ -134,8 +134,8 @@ class Ledger:
         self.migrated = False
         self.pending: asyncio.Queue[Outcome] = asyncio.Queue()
         self.writing: Outcome | None = None  # taken off the queue, not yet written
-        self.writer: asyncio.Task | None = None
-        self.reconciler: asyncio.Task | None = None
+        self.writer: asyncio.Task[None] | None = None
+        self.reconciler: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         await self.pool.open(wait=False)
@@ -200,7 +200,10 @@ class Ledger:
             # one reads the quota only after this one's row is committed (the lock is held
             # until then).
             await conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (QUOTA_LOCK, user_id))
-            used, reserved = await (await conn.execute(TODAY, (user_id,))).fetchone()
+            today = await (await conn.execute(TODAY, (user_id,))).fetchone()
+            if today is None:  # the query aggregates: it always returns one row
+                raise RuntimeError("no row from TODAY")
+            used, reserved = today
             if not admits(used, reserved, estimate, quota):
                 return None
             await conn.execute(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 # More tokens than any one request of any model uses; far below the ledger's integer columns.
 MAX_TOKENS = 10_000_000
@@ -14,7 +15,7 @@ class UsageInvalid(ValueError):
     """The backend reported usage that is not a token count: it cannot be metered."""
 
 
-def token_count(value) -> int:
+def token_count(value: object) -> int:
     """A reported usage figure as the ledger records it: a whole number (JSON's, or a string of
     digits), clamped to 0..MAX_TOKENS, so a negative figure never lowers a user's total and an
     absurd one cannot overflow the ledger's columns."""
@@ -32,7 +33,7 @@ def token_count(value) -> int:
     return min(max(value, 0), MAX_TOKENS)
 
 
-def estimate_tokens(body: dict, default_completion: int) -> int:
+def estimate_tokens(body: dict[str, Any], default_completion: int) -> int:
     """What a request may use, reserved against the quota while it runs: the completion limit
     it asks for (max_completion_tokens, or the older max_tokens), else ``default_completion``,
     plus its messages' length in tokens, roughly. The outcome settles the real figure."""
