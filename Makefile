@@ -17,7 +17,7 @@ export CHECKPOINT_DISABLE := 1
 # Node 22 from node_modules, for the cdktf CLI and for jsii alike.
 export PATH := $(CURDIR)/node_modules/.bin:$(PATH)
 
-.PHONY: synth deploy test check bench bench-gateway run-local .pipenv-ready .postgres-ready .chromium-ready
+.PHONY: synth deploy lint test check bench bench-gateway run-local .pipenv-ready .postgres-ready .chromium-ready
 
 # The HCL is for review and never deployed; `cdktf deploy` synthesizes JSON into a folder of its
 # own, emptied first, so no stack folder ever holds both cdk.tf and cdk.tf.json (Terraform would
@@ -36,8 +36,15 @@ deploy: .venv/.synced node_modules/.installed
 	rm -rf $(DEPLOY_DIR)
 	cdktf deploy --output $(DEPLOY_DIR) $(STACKS)
 
-## Run the whole test suite (pass pytest options with ARGS=...).
-test: .venv/.synced-dev node_modules/.installed .postgres-ready .chromium-ready
+## Lint: ruff check, ruff format --check, and mypy (strict) on hybrid/ and stacks/, then on the services.
+lint: .venv/.synced-dev
+	$(PIPENV) run ruff check .
+	$(PIPENV) run ruff format --check .
+	$(PIPENV) run mypy hybrid stacks
+	$(PIPENV) run mypy -p servicekit -p gateway -p orchestrator -p frontend
+
+## Lint, then run the whole test suite (pass pytest options with ARGS=...).
+test: lint .venv/.synced-dev node_modules/.installed .postgres-ready .chromium-ready
 	$(PIPENV) run pytest $(ARGS)
 
 ## Synthesize every environment and check that traffic can flow along each edge of the architecture.
