@@ -35,6 +35,12 @@ SELF_HOSTED = "self-hosted"
 VERTEX = "vertex"
 
 
+def run_app_url(service: str, project_number: str, region: str) -> str:
+    """A Cloud Run service's deterministic URL, known before the service exists
+    (cloud.google.com/run/docs/triggering/https-request#deterministic)."""
+    return f"https://{service}-{project_number}.{region}.run.app"
+
+
 @dataclass(frozen=True)
 class Wiring:
     """What only the stacks know: where the other parts are (Terraform references at synth).
@@ -52,11 +58,14 @@ class Wiring:
     @classmethod
     def placeholder(cls, env: Environment) -> Wiring:
         """Stand-ins of the right shape, to check an environment file before any stack exists."""
-        run = f"https://SERVICE-PROJECT_NUMBER.{env.region}.run.app"
+
+        def run(role: str) -> str:
+            return run_app_url(env.names.service[role], "PROJECT_NUMBER", env.region)
+
         return cls(
-            gateway_url=run.replace("SERVICE", env.names.service["gateway"]),
-            orchestrator_url=run.replace("SERVICE", env.names.service["orchestrator"]),
-            frontend_origin=run.replace("SERVICE", env.names.service["frontend"]),
+            gateway_url=run("gateway"),
+            orchestrator_url=run("orchestrator"),
+            frontend_origin=run("frontend"),
             inference_url=f"http://{env.network.inference_address}:{env.network.inference_port}/v1",
             database_host="10.0.0.1",
             database_name=env.database.database_name,

@@ -1,5 +1,5 @@
 """What Cloud Run would run, read from a synthesized environment: each service's and job's
-container (image, env, secrets, port, command, startup probe), with every Terraform
+container (the service it runs, env, secrets, command, startup probe, URLs), with every Terraform
 reference replaced by the value GCP would give it.
 
 References to values Terraform knows (a resource's own settings, another stack's outputs)
@@ -18,6 +18,8 @@ import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from hybrid.service_contract import run_app_url
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -40,10 +42,9 @@ class UnknownValue(Exception):
 class Container:
     name: str  # the Cloud Run service or job
     role: str  # the service's code, from the image: .../<role>:<tag>
-    image: str
     env: dict[str, str]
     secrets: dict[str, str]  # variable -> Secret Manager secret id
-    port: int | None = None
+    urls: tuple[str, ...] = ()  # a service's run.app URLs as GCP gives them
     command: list[str] = field(default_factory=list)
     startup_probe_path: str | None = None
 
@@ -77,9 +78,13 @@ class SynthesizedEnvironment:
     def services(self) -> dict[str, Container]:
         stack = self.stacks[f"{self.name}-services"]
         found = {}
-        for resource in stack["resource"]["google_cloud_run_v2_service"].values():
+        for key, resource in stack["resource"]["google_cloud_run_v2_service"].items():
+            urls = (
+                self.resolve(f"{self.name}-services", "${google_cloud_run_v2_service.%s.uri}" % key),
+                run_app_url(resource["name"], PROJECT_NUMBER, self.region),
+            )
             container = self._container(
-                f"{self.name}-services", resource["name"], resource["template"]["containers"][0]
+                f"{self.name}-services", resource["name"], resource["template"]["containers"][0], urls
             )
             found[container.role] = container
         return found
@@ -96,7 +101,7 @@ class SynthesizedEnvironment:
     def resource(self, stack: str, kind: str) -> list[dict]:
         return list(self.stacks[f"{self.name}-{stack}"]["resource"].get(kind, {}).values())
 
-    def _container(self, stack: str, name: str, spec: dict) -> Container:
+    def _container(self, stack: str, name: str, spec: dict, urls: tuple[str, ...] = ()) -> Container:
         env, secrets = {}, {}
         for variable in spec.get("env", []):
             if "value" in variable:
@@ -107,10 +112,9 @@ class SynthesizedEnvironment:
         return Container(
             name=name,
             role=spec["image"].rsplit("/", 1)[1].split(":")[0],
-            image=spec["image"],
+            urls=urls,
             env=env,
             secrets=secrets,
-            port=spec.get("ports", {}).get("container_port"),
             command=spec.get("command", []),
             startup_probe_path=probe.get("path"),
         )
@@ -152,9 +156,3 @@ class SynthesizedEnvironment:
     def _provider(self, stack: str) -> dict:
         (google,) = self.stacks[stack]["provider"]["google"]
         return google
-
-
-def deterministic_url(service: str, region: str) -> str:
-    """A Cloud Run service's URL that is known before it exists
-    (cloud.google.com/run/docs/triggering/https-request#deterministic)."""
-    return f"https://{service}-{PROJECT_NUMBER}.{region}.run.app"

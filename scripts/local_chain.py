@@ -52,7 +52,6 @@ from deployed_spec import (
     ROOT,
     Container,
     SynthesizedEnvironment,
-    deterministic_url,
 )
 from harness import Postgres, Server, free_port
 from servicekit import logs
@@ -107,8 +106,7 @@ def local_chain(
             ports = {role: free_port() for role in services}
             local = {role: f"http://127.0.0.1:{port}" for role, port in ports.items()}
             translate = {
-                **{_run_app_url(spec, services[role]): local[role] for role in services},
-                **{deterministic_url(services[role].name, spec.region): local[role] for role in services},
+                **{url: local[role] for role in services for url in services[role].urls},
                 CLOUD_SQL_PRIVATE_IP: DATABASE_HOST,
                 _self_hosted_base(services["orchestrator"]): upstream.removesuffix("/v1"),
                 GOOGLE_JWKS: identity.url + JWKS_PATH,
@@ -160,16 +158,6 @@ def _require_free(host: str, port: int) -> None:
                 f"{host}:{port} is taken ({err.strerror}): the rehearsal puts Cloud SQL's "
                 "stand-in there, on libpq's default port, as the orchestrator names none"
             ) from None
-
-
-def _run_app_url(spec: SynthesizedEnvironment, service: Container) -> str:
-    return spec.resolve(f"{spec.name}-services", "${google_cloud_run_v2_service.%s.uri}" % _resource_key(spec, service))
-
-
-def _resource_key(spec: SynthesizedEnvironment, service: Container) -> str:
-    resources = spec.stacks[f"{spec.name}-services"]["resource"]["google_cloud_run_v2_service"]
-    (key,) = [key for key, resource in resources.items() if resource["name"] == service.name]
-    return key
 
 
 def _self_hosted_base(orchestrator: Container) -> str:

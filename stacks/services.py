@@ -35,7 +35,7 @@ from hybrid.components.database_bootstrap import DatabaseBootstrapJob
 from hybrid.components.service_account import ServiceAccount
 from hybrid.config import Environment
 from hybrid.layer import LayerStack
-from hybrid.service_contract import Wiring, container_env
+from hybrid.service_contract import Wiring, container_env, run_app_url
 from stacks.database import DatabaseStack
 from stacks.network import NetworkStack
 from stacks.registry import RegistryStack
@@ -62,9 +62,8 @@ class ServicesStack(LayerStack):
         settings, names = env.services, env.names
         self.network = network
 
-        # A service's deterministic URL, https://SERVICE-PROJECT_NUMBER.REGION.run.app, is known
-        # before the service exists (cloud.google.com/run/docs/triggering/https-request#deterministic):
-        # the gateway admits the chat page's origin without waiting for the frontend.
+        # The frontend's deterministic URL is known before it exists: the gateway admits the chat
+        # page's origin without waiting for the frontend.
         project = DataGoogleProject(self, "project", project_id=env.project_id)
         # The chat page's users sign in with email and password (the gateway trusts these tokens).
         # Enabling Identity Platform cannot be undone: destroy only forgets it
@@ -77,7 +76,7 @@ class ServicesStack(LayerStack):
                 email=IdentityPlatformConfigSignInEmail(enabled=True, password_required=True)
             ),
         )
-        frontend_origin = f"https://{names.service['frontend']}-{project.number}.{env.region}.run.app"
+        frontend_origin = run_app_url(names.service["frontend"], project.number, env.region)
         browser_key = ApikeysKey(
             self,
             "identity-platform-key",

@@ -6,6 +6,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from cdktf import TerraformProvider
+from cdktf_cdktf_provider_google.cloud_run_v2_job import (
+    CloudRunV2JobTemplateTemplateVpcAccess,
+    CloudRunV2JobTemplateTemplateVpcAccessNetworkInterfaces,
+)
 from cdktf_cdktf_provider_google.cloud_run_v2_service import (
     CloudRunV2Service,
     CloudRunV2ServiceTemplate,
@@ -67,6 +71,16 @@ class PrivateEgress:
     network: str
     subnetwork: str
     tag: str
+
+    def job_vpc_access(self) -> CloudRunV2JobTemplateTemplateVpcAccess:
+        return CloudRunV2JobTemplateTemplateVpcAccess(
+            network_interfaces=[
+                CloudRunV2JobTemplateTemplateVpcAccessNetworkInterfaces(
+                    network=self.network, subnetwork=self.subnetwork, tags=[self.tag]
+                )
+            ],
+            egress="PRIVATE_RANGES_ONLY",
+        )
 
     def vpc_access(self) -> CloudRunV2ServiceTemplateVpcAccess:
         return CloudRunV2ServiceTemplateVpcAccess(

@@ -17,8 +17,6 @@ from cdktf_cdktf_provider_google.cloud_run_v2_job import (
     CloudRunV2JobTemplateTemplateContainersEnvValueSource,
     CloudRunV2JobTemplateTemplateContainersEnvValueSourceSecretKeyRef,
     CloudRunV2JobTemplateTemplateContainersResources,
-    CloudRunV2JobTemplateTemplateVpcAccess,
-    CloudRunV2JobTemplateTemplateVpcAccessNetworkInterfaces,
 )
 from cdktf_cdktf_provider_google.secret_manager_secret_iam_member import SecretManagerSecretIamMember
 from constructs import Construct
@@ -75,14 +73,7 @@ class DatabaseBootstrapJob(Construct):
                     service_account=account.email,
                     max_retries=1,
                     timeout="120s",
-                    vpc_access=CloudRunV2JobTemplateTemplateVpcAccess(
-                        network_interfaces=[
-                            CloudRunV2JobTemplateTemplateVpcAccessNetworkInterfaces(
-                                network=egress.network, subnetwork=egress.subnetwork, tags=[egress.tag]
-                            )
-                        ],
-                        egress="PRIVATE_RANGES_ONLY",
-                    ),
+                    vpc_access=egress.job_vpc_access(),
                     containers=[
                         CloudRunV2JobTemplateTemplateContainers(
                             image=image,

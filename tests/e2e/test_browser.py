@@ -13,7 +13,7 @@ import pytest
 from playwright.sync_api import expect, sync_playwright
 
 from browser import launch
-from local_chain import local_chain
+from local_chain import PASSWORD, local_chain
 from standins.identity_platform import user_id
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
@@ -47,7 +47,7 @@ def email(user: str) -> str:
     return f"{user}@example.com"
 
 
-def sign_in(page, user: str, password: str = "rehearsal-password") -> None:
+def sign_in(page, user: str, password: str = PASSWORD) -> None:
     page.get_by_label("Email or user name").fill(email(user))
     page.get_by_label("Password").fill(password)
     page.get_by_role("button", name="Sign in").click()
@@ -149,7 +149,7 @@ def test_keyboard_only(page):
     expect(username).to_be_focused()
     page.keyboard.type(email("erin"))
     page.keyboard.press("Tab")
-    page.keyboard.type("rehearsal-password")
+    page.keyboard.type(PASSWORD)
     page.keyboard.press("Enter")
     expect(page.get_by_label("Message")).to_be_focused()
     page.keyboard.type("typed without a mouse")

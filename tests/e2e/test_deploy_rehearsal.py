@@ -13,12 +13,9 @@ import pytest
 from playwright.sync_api import expect, sync_playwright
 
 from browser import launch
-from deployed_spec import SynthesizedEnvironment
 from harness import free_port
-from local_chain import DEV, local_chain, service_process
+from local_chain import local_chain, service_process
 from standins.identity_platform import user_id
-
-PASSWORD = "rehearsal-password"
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +46,7 @@ def test_one_chat_request_crosses_frontend_gateway_orchestrator_and_model(chain)
         page = browser.new_page()
         page.goto(chain["frontend"])
         page.get_by_label("Email or user name").fill("rehearsal@example.com")
-        page.get_by_label("Password").fill(PASSWORD)
+        page.get_by_label("Password").fill(chain["password"])
         page.get_by_role("button", name="Sign in").click()
         page.get_by_label("Message").fill("Does the deployed chain answer?")
         page.get_by_label("Message").press("Enter")
@@ -101,7 +98,7 @@ def test_the_gateway_admits_the_chat_page_and_no_other_origin(chain):
 
 def test_a_service_missing_a_setting_would_not_start(chain, tmp_path):
     """The rehearsal's guard: the gateway as synthesized, but without its issuer, fails to start."""
-    gateway = SynthesizedEnvironment.synthesize(DEV).services()["gateway"]
+    gateway = chain["spec"].services()["gateway"]
     env = {key: value for key, value in chain["environments"]["gateway"].items() if key != "JWT_ISSUER"}
     with (
         pytest.raises(RuntimeError, match="gateway did not start"),
