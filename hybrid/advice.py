@@ -1,4 +1,5 @@
-"""`python main.py advise --profile workload.toml`: seed 004's decision factors as typed input,
+"""`python main.py advise --profile workload.toml`: the reference architecture's decision factors
+(docs/reference-architecture.md) as typed input,
 a placement per layer with the reason for each, and an environment-file fragment that is
 validated (and capacity-checked) exactly as an environment file is.
 
@@ -26,7 +27,7 @@ from hybrid.validation import Settings
 CLOUD_RUN_MAX_REQUEST_MINUTES = 60
 # cloud.google.com/run/docs/configuring/services/gpu: one L4 (24 GB) per instance.
 CLOUD_RUN_GPU = "nvidia-l4"
-# Seed 004's decision table: team of 1-5 -> Cloud Run; 5+ with DevOps -> GKE; < 1M requests a day
+# The reference architecture's decision factors: team of 1-5 -> Cloud Run; 5+ with DevOps -> GKE; < 1M requests a day
 # Cloud Run is cheaper, > 5M a day GKE is.
 SMALL_TEAM = 5
 CLOUD_RUN_CHEAPER_BELOW = 1_000_000
@@ -49,7 +50,7 @@ class Placements(Settings):
 
 
 class Profile(Settings):
-    """Seed 004's decision factors, one key each."""
+    """The reference architecture's decision factors, one key each."""
 
     name: Annotated[str, Field(pattern=r"^[a-z]([a-z0-9-]{0,28}[a-z0-9])?$")]
     region: Annotated[str, Field(pattern=r"^[a-z]+-[a-z]+[0-9]+$")] = "us-central1"
@@ -195,7 +196,7 @@ def advise(p: Profile, source: Path | str = "") -> Advice:
             if long_requests:
                 why.append(f"requests of {p.max_request_minutes:g} min exceed Cloud Run's 60-minute maximum")
             if p.networking == "service_mesh":
-                why.append("a service mesh with mTLS between services is GKE's ground (seed 004)")
+                why.append("a service mesh with mTLS between services is GKE's ground (reference architecture)")
             if p.placement.__dict__[layer] == "gke":
                 why.append("placed on GKE by the profile")
             decisions.append(
@@ -203,14 +204,14 @@ def advise(p: Profile, source: Path | str = "") -> Advice:
             )
             continue
         why = [
-            "a lightweight proxy: JWT validation, rate limits, streaming (seed 004: Cloud Run)"
+            "a lightweight proxy: JWT validation, rate limits, streaming (reference architecture: Cloud Run)"
             if layer == "gateway"
-            else "calls model backends and Vertex AI; I/O-bound, no GPU (seed 004: Cloud Run)",
+            else "calls model backends and Vertex AI; I/O-bound, no GPU (reference architecture: Cloud Run)",
             f"requests of at most {p.max_request_minutes:g} min fit Cloud Run's 60-minute maximum",
         ]
         if p.requests_per_day > GKE_CHEAPER_ABOVE:
             why.append(
-                f"{p.requests_per_day:,} requests/day: seed 004 finds GKE cheaper above 5M/day; compare with `main.py cost`"
+                f"{p.requests_per_day:,} requests/day: the reference architecture finds GKE cheaper above 5M/day; compare with `main.py cost`"
             )
         if p.traffic_pattern == "sustained":
             why.append(
@@ -246,7 +247,7 @@ def advise(p: Profile, source: Path | str = "") -> Advice:
                     "models",
                     "cloud_run",
                     [
-                        f"{p.model} fits one L4; Cloud Run serves on L4 GPUs (seed 000; seed 004 is out of date here)",
+                        f"{p.model} fits one L4; Cloud Run serves on L4 GPUs (the reference architecture's guide is out of date here)",
                         "bursty traffic and cold starts acceptable: scale to zero, pay per second of instance life",
                     ],
                 )
@@ -269,7 +270,7 @@ def advise(p: Profile, source: Path | str = "") -> Advice:
                     "workers",
                     "gke",
                     [
-                        "long-running, stateful or queue-driven workers: seed 004 puts them on GKE Standard",
+                        "long-running, stateful or queue-driven workers: the reference architecture puts them on GKE Standard",
                         "the stacks do not build workers",
                     ],
                     built_by_stacks=False,
@@ -294,7 +295,7 @@ def advise(p: Profile, source: Path | str = "") -> Advice:
             "database",
             "cloud_sql",
             [
-                "managed PostgreSQL, separate from compute (seed 004: Cloud SQL / AlloyDB)",
+                "managed PostgreSQL, separate from compute (reference architecture: Cloud SQL / AlloyDB)",
                 "REGIONAL (a standby in another zone)" if p.database_ha else "ZONAL: the profile accepts downtime",
             ],
         )

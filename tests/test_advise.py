@@ -1,4 +1,4 @@
-"""`python main.py advise`: seed 004's decision factors in, a placement per layer and a valid fragment out."""
+"""`python main.py advise`: the reference architecture's decision factors in, a placement per layer and a valid fragment out."""
 
 from __future__ import annotations
 

@@ -187,7 +187,7 @@ GPU_CASES = [
 ]
 GKE_CASES = [
     (
-        "gke-seed-mixtral",
+        "gke-reference-mixtral",
         (
             'model = "mistralai/Mistral-7B-Instruct-v0.3"\ngpu_type = "nvidia-l4"\ngpu_count = 1\ntensor_parallel_size = 1\nmax_model_len = 8192',
             'model = "mistralai/Mixtral-8x7B-Instruct-v0.1"\ngpu_type = "nvidia-l4"\ngpu_count = 2\ntensor_parallel_size = 2\nmax_model_len = 32768',

@@ -10,7 +10,7 @@ MIXTRAL, MIXTRAL_AWQ = "mistralai/Mixtral-8x7B-Instruct-v0.1", "TheBloke/Mixtral
 
 # model, gpu type, count, tensor parallel, max model len, utilization, cpu, memory GiB -> problem keys, reason text
 CASES = [
-    # Seed 004: Mixtral-8x7B in bf16 (~93 GB of weights) on 2 x L4 (24 GB each).
+    # The reference architecture's example: Mixtral-8x7B in bf16 (~93 GB of weights) on 2 x L4 (24 GB each).
     ((MIXTRAL, "nvidia-l4", 2, 2, 32768, 0.90, 8, 32), ["model"], "needs 97.7 GB"),
     ((MIXTRAL_AWQ, "nvidia-l4", 2, 2, 32768, 0.90, 8, 32), [], ""),  # what the 2 x L4 samples serve
     ((MIXTRAL, "nvidia-a100-80gb", 2, 2, 32768, 0.90, 16, 64), [], ""),
@@ -54,4 +54,4 @@ def test_catalog_facts():
     assert GPUS["nvidia-l4"].memory_gb == 24 and GPUS["nvidia-l4"].counts == (1, 2, 4, 8)
     assert GPUS["nvidia-tesla-a100"].counts == (1, 2, 4, 8, 16)
     assert GPUS["nvidia-h200-141gb"].counts == (8,)
-    assert round(MODELS[MIXTRAL].weights_gb, 1) == 93.4  # DESIGN.md: ~93 GB in bf16
+    assert round(MODELS[MIXTRAL].weights_gb, 1) == 93.4  # ~46.7B parameters x 2 bytes

@@ -57,7 +57,7 @@ def test_artifact_registry_is_a_layer_before_the_services(env, stack, synth_json
         assert image == f"us-central1-docker.pkg.dev/replace-me-{env}/{env}-services/{role}:0.1.0"
 
 
-def test_seed_production_defaults_on_the_prod_gateway(synth_json):
+def test_reference_production_defaults_on_the_prod_gateway(synth_json):
     gateway = services(synth_json["prod-services"])["gateway"]
     template, box = gateway["template"], container(gateway)
     assert template["scaling"] == {"min_instance_count": 1, "max_instance_count": 100}
