@@ -6,7 +6,7 @@ Runs, side by side and alternating, N times each (after one warm-up of each):
 and prints the median wall time and the peak resident memory of the whole process
 tree (Python plus the jsii node processes), sampled every 10 ms.
 
-Targets (issue "Fast synth"): synth time <= 0.4 x ordinary import time, synth peak <= 1 GiB.
+Targets: synth time <= 0.4 x ordinary import time, synth peak <= 1 GiB.
 Usage: python scripts/bench_synth.py [--runs N]
 """
 

@@ -1,4 +1,4 @@
-"""The gateway against faulty and hostile peers (issue 12): key sets that arrive in pieces
+"""The gateway against faulty and hostile peers: key sets that arrive in pieces
 or compressed, oversized request fields, clients that send slowly or never finish, and
 bursts of unknown key ids. Everything runs on loopback, against real servers."""
 

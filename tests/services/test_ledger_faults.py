@@ -1,4 +1,4 @@
-"""The ledger when PostgreSQL misbehaves (issue 12): an outcome it refuses for ever, a server
+"""The ledger when PostgreSQL misbehaves: an outcome it refuses for ever, a server
 that hangs with connections open, and a restart that kills every pooled connection."""
 
 from __future__ import annotations

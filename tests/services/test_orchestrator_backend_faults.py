@@ -1,4 +1,4 @@
-"""Model backends that misbehave (issue 12): compressed answers they were not asked for,
+"""Model backends that misbehave: compressed answers they were not asked for,
 usage figures no ledger can take, and errors to streaming requests. A stand-in of their own
 here, beside the ordinary one: the model name picks the misbehaviour."""
 

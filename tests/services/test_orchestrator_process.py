@@ -1,5 +1,5 @@
 """The orchestrator as its image runs it (the Dockerfile's uvicorn command line), killed and
-stopped the ways Cloud Run does (issue 12): rows a killed instance stranded are reconciled,
+stopped the ways Cloud Run does: rows a killed instance stranded are reconciled,
 and SIGTERM drains within Cloud Run's ten seconds."""
 
 from __future__ import annotations

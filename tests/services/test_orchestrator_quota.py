@@ -1,5 +1,5 @@
 """The daily token quota under concurrency: admission reserves an estimate in PostgreSQL, so
-simultaneous requests cannot all pass a check that only sees finished ones (issue 12)."""
+simultaneous requests cannot all pass a check that only sees finished ones."""
 
 from __future__ import annotations
 
