@@ -43,11 +43,14 @@ def run_cost(*args: str) -> subprocess.CompletedProcess:
 def test_every_figure_has_region_date_and_source():
     raw = tomllib.loads((PRICES_DIR / "us-central1.toml").read_text())
     assert raw["region"] == "us-central1"
+    # The table's date is the latest day any of its figures was read.
+    assert PRICES.table.checked == max(price.checked for _, price in PRICES.entries()) == "2026-12-01"
     for key, price in PRICES.entries():
         assert price.source.startswith("https://"), key
-        assert price.checked == "2026-11-22", key
-        # A figure we could not read on the official page says where it comes from instead.
+        # A figure we could not read on the official page was searched for on the table's date,
+        # and says where it comes from instead.
         if not price.confirmed:
+            assert price.checked == PRICES.table.checked, key
             assert len(price.note) > 20, f"{key}: an unconfirmed figure needs a note saying where it comes from"
 
 
@@ -73,19 +76,25 @@ def test_seed_cloud_run_table():
     lines.add("services", "egress", "internet", 500, "network.internet_egress")
     by = {item.component.split(" ")[0]: item.monthly_usd for item in lines.items}
 
-    # CPU: 4 vCPU x 2,628,000 s (730 h) x $0.000018 = $189.22, 5% over the seed's $180
-    # (the seed's figure implies ~$0.0000171/vCPU-s, or fewer hours in its month).
+    # CPU: 4 vCPU x 2,628,000 s (730 h) x $0.000018 = $189.22, 5% over the seed's $180. The rate
+    # is Google's (confirmed on the pricing page's copy), so the seed's figure implies either
+    # ~$0.0000171/vCPU-s or fewer hours in its month.
+    assert PRICES.price("cloud_run.instance_cpu").confirmed
     assert by["CPU"] == pytest.approx(189.22, abs=0.01)
     assert by["CPU"] / SEED_CLOUD_RUN["CPU"] == pytest.approx(1.051, abs=0.001)
-    # Memory: 8 GiB x 2,628,000 s x $0.000002 = $42.05, 7% under the seed's $45.
+    # Memory: 8 GiB x 2,628,000 s x $0.000002 = $42.05, 7% under the seed's $45. Our rate is
+    # not confirmed (no copy of the page reaches it); the seed's implies $0.0000021.
+    assert not PRICES.price("cloud_run.instance_memory").confirmed
     assert by["memory"] == pytest.approx(42.05, abs=0.01)
     # Requests: instance-based billing has no per-request fee, so our line does not exist;
     # the seed's $12 would not apply to CPU always allocated. Under request-based billing
-    # ~15.2M requests x $0.40/M would be $6.08, half the seed's figure.
+    # ~15.2M requests x $0.40/M (confirmed) would be $6.08, half the seed's figure.
     assert "requests" not in by
+    assert PRICES.price("cloud_run.requests").confirmed
     requests_m = 500_000 * 730 / 24 / 1e6
     assert requests_m * PRICES.usd("cloud_run.requests") == pytest.approx(6.08, abs=0.01)
-    # Networking: 500 GB x $0.12 = $60, as the seed.
+    # Networking: 500 GB x $0.12 = $60, as the seed; the rate is not confirmed on Google's page.
+    assert not PRICES.price("network.internet_egress").confirmed
     assert by["internet"] == pytest.approx(60.0)
     total = sum(item.monthly_usd for item in lines.items)
     assert total == pytest.approx(291.27, abs=0.01)
@@ -133,20 +142,27 @@ def test_seed_gpu_cluster_table():
     est = estimate(env, PRICES, Workload(requests_per_day=50_000))
     items = {(i.stack, i.component.split(" (")[0]): i for i in est.items}
     nodes = next(i for i in est.items if i.component.startswith("GPU node"))
-    # GPU nodes: 2 x g2-standard-8 x 730 h x $0.85362 = $1,246.29, 0.5% over the seed's $1,240.
+    # GPU nodes: Autopilot bills GPU Pods by their node (see estimate.py), so 2 x g2-standard-8 x
+    # 730 h x $0.85362 = $1,246.29, 0.5% over the seed's $1,240. The machine price is not
+    # confirmed (no copy of Google's price table reaches it); the seed's figure implies $0.8493.
     assert "g2-standard-8 " in nodes.component and "x 2 replica" in nodes.component
+    assert nodes.confirmed is False
     assert nodes.monthly_usd == pytest.approx(1246.29, abs=0.01)
     assert nodes.monthly_usd / SEED_GPU["GPU Nodes"] == pytest.approx(1.005, abs=0.001)
     # Control plane: $0.10/h x 730 h = $73, as the seed (Autopilot pays the same fee as Standard).
+    assert items[("prod-cluster", "cluster management fee")].confirmed
     assert items[("prod-cluster", "cluster management fee")].monthly_usd == pytest.approx(73.0)
     # Storage: the seed's $17 is one 100Gi premium-rwo (SSD) claim: 100 x $0.17. We cannot use one
     # claim for two replicas; the weights in GCS cost $0.30 (one claim per replica would be $34).
     assert 100 * PRICES.usd("storage.pd_ssd") == pytest.approx(SEED_GPU["PVC Storage"])
     weights = next(i for i in est.items if i.resource.startswith("weights bucket"))
-    assert weights.monthly_usd == pytest.approx(0.30, abs=0.01)
+    assert weights.confirmed and weights.monthly_usd == pytest.approx(0.30, abs=0.01)
     # Load balancer: one forwarding rule, $0.025/h x 730 h = $18.25 (seed: $18), plus a few cents
-    # of data processed at 50K requests a day.
+    # of data processed at 50K requests a day (8.5 GiB x $0.008); both rates confirmed.
     assert items[("prod-inference", "forwarding rule")].monthly_usd == pytest.approx(18.25)
+    lb_data = items[("prod-inference", "data processed")]
+    assert lb_data.confirmed and lb_data.quantity == pytest.approx(8.5, abs=0.05)
+    assert lb_data.monthly_usd == pytest.approx(0.07, abs=0.005)
     subtotal = est.subtotal(("prod-cluster", "prod-inference"))
     assert subtotal == pytest.approx(1337.9, abs=0.1)
     assert subtotal / SEED_GPU["Total"] == pytest.approx(0.993, abs=0.001)  # 0.7% under $1,348
@@ -191,6 +207,22 @@ def test_prod_estimate_covers_every_stack_and_lists_what_it_cannot_price():
     # A regional Cloud SQL instance pays for its standby.
     cpu = next(i for i in est.items if i.stack == "prod-database" and "vCPU" in i.component)
     assert cpu.quantity == 4 * 730 * 2
+
+
+def test_gpu_pods_are_billed_by_their_node_not_their_requests():
+    """Autopilot's Accelerator compute class bills the node a GPU Pod runs on: a replica that
+    needs a g2-standard-12 costs the whole machine, whatever part of it the Pod asks for."""
+    raw = tomllib.loads(PROD)
+    nodes = []
+    for cpu, memory in ((8, "32Gi"), (10, "40Gi")):
+        raw["inference"]["gke"].update(cpu=cpu, memory=memory)
+        est = estimate(Environment.model_validate(raw), PRICES)
+        nodes.append(next(i for i in est.items if i.component.startswith("GPU node")))
+    for item in nodes:
+        assert item.price_key == "machines.g2-standard-12"
+        assert item.unit_usd == PRICES.machine("g2-standard-12").usd
+        assert item.quantity == 2 * 730  # prod's two minimum replicas, all month
+    assert nodes[0].monthly_usd == nodes[1].monthly_usd == pytest.approx(2 * 730 * 1.00042)
 
 
 def test_cost_command_table_and_json():

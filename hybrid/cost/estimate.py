@@ -431,6 +431,13 @@ def estimate(env: Environment, prices: PriceTable, workload: Workload | None = N
                 "gke.free_tier_credit",
                 prices.price("gke.free_tier_credit").confirmed,
             )
+        # Autopilot bills a GPU Pod by the node it runs on (the Accelerator compute class), not by
+        # its requests: "GKE Autopilot Pods are priced based on the nodes where the Pods are
+        # scheduled" (cloud.google.com/kubernetes-engine/docs/concepts/autopilot-compute-classes#pricing);
+        # only clusters before 1.28.9-gke.1069000 bill GPU Pods "for the resource requests"
+        # (cloud.google.com/kubernetes-engine/docs/how-to/autopilot-gpus#pricing). So each replica
+        # costs the whole machine it needs, plus a premium whose figure is unconfirmed (the table's
+        # gke.autopilot_gpu_premium).
         try:
             machine_name, machine = gpu_machine(prices, gke.gpu_type, gke.gpu_count, gke.cpu, gke.memory)
         except PriceError as err:
