@@ -1,6 +1,7 @@
-"""`python main.py cost`: the price table, seed 004's two cost tables reproduced, errors, JSON.
+"""`python main.py cost`: the price table, the two cost tables of docs/reference-architecture.md
+reproduced, errors, JSON.
 
-Seed 004 prices (a) one Cloud Run service of 4 vCPU always allocated and 8 GiB at ~500K
+The reference architecture prices (a) one Cloud Run service of 4 vCPU always allocated and 8 GiB at ~500K
 requests a day at $297/month and (b) a GPU cluster of 2 x g2-standard-8 (one L4 each),
 its control plane, a 100Gi SSD claim and an internal load balancer at $1,348/month. The
 tests below build those configurations with the project's own settings types and price
@@ -61,54 +62,56 @@ def test_unknown_price_key_is_an_error_not_zero():
         PRICES.machine("a3-highgpu-8g")
 
 
-# --- seed 004, table 1: Cloud Run, $297/month ---------------------------------------------------
+# --- the reference architecture, table 1: Cloud Run, $297/month ---------------------------------------------------
 
-SEED_CLOUD_RUN = {"CPU": 180, "Memory": 45, "Requests": 12, "Networking": 60, "Total": 297}
+REFERENCE_CLOUD_RUN = {"CPU": 180, "Memory": 45, "Requests": 12, "Networking": 60, "Total": 297}
 
 
-def test_seed_cloud_run_table():
+def test_reference_cloud_run_table():
     env = env_from(PROD)
     lines = _Lines(env, PRICES)
-    # The seed's service: 4 vCPU always allocated, 8 GiB, one minimum instance, concurrency 80;
+    # The reference's service: 4 vCPU always allocated, 8 GiB, one minimum instance, concurrency 80;
     # ~500K requests a day of about 2 s keep one instance busy a fraction of the time.
     service = ServiceSettings(cpu=4, memory="8Gi", min_instances=1, max_instances=100, cpu_always_allocated=True)
-    cloud_run_service(lines, "services", "seed service", service, arrivals_per_day=500_000, seconds_each=2.0)
+    cloud_run_service(lines, "services", "reference service", service, arrivals_per_day=500_000, seconds_each=2.0)
     lines.add("services", "egress", "internet", 500, "network.internet_egress")
     by = {item.component.split(" ")[0]: item.monthly_usd for item in lines.items}
 
-    # CPU: 4 vCPU x 2,628,000 s (730 h) x $0.000018 = $189.22, 5% over the seed's $180. The rate
-    # is Google's (confirmed on the pricing page's copy), so the seed's figure implies either
+    # CPU: 4 vCPU x 2,628,000 s (730 h) x $0.000018 = $189.22, 5% over the reference's $180. The rate
+    # is Google's (confirmed on the pricing page's copy), so the reference's figure implies either
     # ~$0.0000171/vCPU-s or fewer hours in its month.
     assert PRICES.price("cloud_run.instance_cpu").confirmed
     assert by["CPU"] == pytest.approx(189.22, abs=0.01)
-    assert by["CPU"] / SEED_CLOUD_RUN["CPU"] == pytest.approx(1.051, abs=0.001)
-    # Memory: 8 GiB x 2,628,000 s x $0.000002 = $42.05, 7% under the seed's $45. Our rate is
-    # not confirmed (no copy of the page reaches it); the seed's implies $0.0000021.
+    assert by["CPU"] / REFERENCE_CLOUD_RUN["CPU"] == pytest.approx(1.051, abs=0.001)
+    # Memory: 8 GiB x 2,628,000 s x $0.000002 = $42.05, 7% under the reference's $45. Our rate is
+    # not confirmed (no copy of the page reaches it); the reference's implies $0.0000021.
     assert not PRICES.price("cloud_run.instance_memory").confirmed
     assert by["memory"] == pytest.approx(42.05, abs=0.01)
     # Requests: instance-based billing has no per-request fee, so our line does not exist;
-    # the seed's $12 would not apply to CPU always allocated. Under request-based billing
-    # ~15.2M requests x $0.40/M (confirmed) would be $6.08, half the seed's figure.
+    # the reference's $12 would not apply to CPU always allocated. Under request-based billing
+    # ~15.2M requests x $0.40/M (confirmed) would be $6.08, half the reference's figure.
     assert "requests" not in by
     assert PRICES.price("cloud_run.requests").confirmed
     requests_m = 500_000 * 730 / 24 / 1e6
     assert requests_m * PRICES.usd("cloud_run.requests") == pytest.approx(6.08, abs=0.01)
-    # Networking: 500 GB x $0.12 = $60, as the seed; the rate is not confirmed on Google's page.
+    # Networking: 500 GB x $0.12 = $60, as the reference; the rate is not confirmed on Google's page.
     assert not PRICES.price("network.internet_egress").confirmed
     assert by["internet"] == pytest.approx(60.0)
     total = sum(item.monthly_usd for item in lines.items)
     assert total == pytest.approx(291.27, abs=0.01)
-    assert total / SEED_CLOUD_RUN["Total"] == pytest.approx(0.981, abs=0.001)  # 1.9% under $297
+    assert total / REFERENCE_CLOUD_RUN["Total"] == pytest.approx(0.981, abs=0.001)  # 1.9% under $297
 
 
-def test_instance_based_billing_is_the_cheaper_one_at_the_seed_volume():
+def test_instance_based_billing_is_the_cheaper_one_at_the_reference_volume():
     """At ~500K two-second requests a day about 12 are in flight: the instance is never idle, so
     request-based billing pays its higher active rate all month, plus a fee per request."""
     env = env_from(PROD)
     always, on_request = _Lines(env, PRICES), _Lines(env, PRICES)
-    seed = dict(cpu=4, memory="8Gi", min_instances=1, max_instances=100)
-    cloud_run_service(always, "services", "s", ServiceSettings(**seed, cpu_always_allocated=True), 500_000, 2.0)
-    cloud_run_service(on_request, "services", "s", ServiceSettings(**seed, cpu_always_allocated=False), 500_000, 2.0)
+    reference = dict(cpu=4, memory="8Gi", min_instances=1, max_instances=100)
+    cloud_run_service(always, "services", "s", ServiceSettings(**reference, cpu_always_allocated=True), 500_000, 2.0)
+    cloud_run_service(
+        on_request, "services", "s", ServiceSettings(**reference, cpu_always_allocated=False), 500_000, 2.0
+    )
 
     def cost(lines: _Lines) -> float:
         return sum(i.monthly_usd for i in lines.items)
@@ -117,9 +120,9 @@ def test_instance_based_billing_is_the_cheaper_one_at_the_seed_volume():
     assert cost(on_request) == pytest.approx(310.93, abs=0.01)
 
 
-# --- seed 004, table 2: GPU cluster, $1,348/month ------------------------------------------------
+# --- the reference architecture, table 2: GPU cluster, $1,348/month ------------------------------------------------
 
-SEED_GPU = {
+REFERENCE_GPU = {
     "GPU Nodes": 1240,
     "Control Plane": 73,
     "PVC Storage": 17,
@@ -129,35 +132,35 @@ SEED_GPU = {
 }
 
 # Two replicas of one L4 each, sized to fit a g2-standard-8 (8 vCPU, 32 GiB) beside the node's
-# own reservations. The seed's Mixtral-8x7B does not fit 2 x L4 (the capacity check refuses it),
-# so a model that fits one L4 stands in; the seed's single ReadWriteOnce 100Gi claim cannot serve
+# own reservations. The reference's Mixtral-8x7B does not fit 2 x L4 (the capacity check refuses it),
+# so a model that fits one L4 stands in; the reference's single ReadWriteOnce 100Gi claim cannot serve
 # two replicas (refused too), so the weights come from GCS.
-SEED_GPU_ENV = PROD.replace('cpu = 8\nmemory = "32Gi"', 'cpu = 6\nmemory = "24Gi"').replace(
+REFERENCE_GPU_ENV = PROD.replace('cpu = 8\nmemory = "32Gi"', 'cpu = 6\nmemory = "24Gi"').replace(
     "min_replicas = 2\nmax_replicas = 8", "min_replicas = 2\nmax_replicas = 2"
 )
 
 
-def test_seed_gpu_cluster_table():
-    env = env_from(SEED_GPU_ENV)
+def test_reference_gpu_cluster_table():
+    env = env_from(REFERENCE_GPU_ENV)
     est = estimate(env, PRICES, Workload(requests_per_day=50_000))
     items = {(i.stack, i.component.split(" (")[0]): i for i in est.items}
     nodes = next(i for i in est.items if i.component.startswith("GPU node"))
     # GPU nodes: Autopilot bills GPU Pods by their node (see estimate.py), so 2 x g2-standard-8 x
-    # 730 h x $0.85362 = $1,246.29, 0.5% over the seed's $1,240. The machine price is not
-    # confirmed (no copy of Google's price table reaches it); the seed's figure implies $0.8493.
+    # 730 h x $0.85362 = $1,246.29, 0.5% over the reference's $1,240. The machine price is not
+    # confirmed (no copy of Google's price table reaches it); the reference's figure implies $0.8493.
     assert "g2-standard-8 " in nodes.component and "x 2 replica" in nodes.component
     assert nodes.confirmed is False
     assert nodes.monthly_usd == pytest.approx(1246.29, abs=0.01)
-    assert nodes.monthly_usd / SEED_GPU["GPU Nodes"] == pytest.approx(1.005, abs=0.001)
-    # Control plane: $0.10/h x 730 h = $73, as the seed (Autopilot pays the same fee as Standard).
+    assert nodes.monthly_usd / REFERENCE_GPU["GPU Nodes"] == pytest.approx(1.005, abs=0.001)
+    # Control plane: $0.10/h x 730 h = $73, as the reference (Autopilot pays the same fee as Standard).
     assert items[("prod-cluster", "cluster management fee")].confirmed
     assert items[("prod-cluster", "cluster management fee")].monthly_usd == pytest.approx(73.0)
-    # Storage: the seed's $17 is one 100Gi premium-rwo (SSD) claim: 100 x $0.17. We cannot use one
+    # Storage: the reference's $17 is one 100Gi premium-rwo (SSD) claim: 100 x $0.17. We cannot use one
     # claim for two replicas; the weights in GCS cost $0.30 (one claim per replica would be $34).
-    assert 100 * PRICES.usd("storage.pd_ssd") == pytest.approx(SEED_GPU["PVC Storage"])
+    assert 100 * PRICES.usd("storage.pd_ssd") == pytest.approx(REFERENCE_GPU["PVC Storage"])
     weights = next(i for i in est.items if i.resource.startswith("weights bucket"))
     assert weights.confirmed and weights.monthly_usd == pytest.approx(0.30, abs=0.01)
-    # Load balancer: one forwarding rule, $0.025/h x 730 h = $18.25 (seed: $18), plus a few cents
+    # Load balancer: one forwarding rule, $0.025/h x 730 h = $18.25 (reference: $18), plus a few cents
     # of data processed at 50K requests a day (8.5 GiB x $0.008); both rates confirmed.
     assert items[("prod-inference", "forwarding rule")].monthly_usd == pytest.approx(18.25)
     lb_data = items[("prod-inference", "data processed")]
@@ -165,19 +168,19 @@ def test_seed_gpu_cluster_table():
     assert lb_data.monthly_usd == pytest.approx(0.07, abs=0.005)
     subtotal = est.subtotal(("prod-cluster", "prod-inference"))
     assert subtotal == pytest.approx(1337.9, abs=0.1)
-    assert subtotal / SEED_GPU["Total"] == pytest.approx(0.993, abs=0.001)  # 0.7% under $1,348
+    assert subtotal / REFERENCE_GPU["Total"] == pytest.approx(0.993, abs=0.001)  # 0.7% under $1,348
 
 
-def test_seed_per_request_cost_and_break_even():
-    env = env_from(SEED_GPU_ENV)
+def test_reference_per_request_cost_and_break_even():
+    env = env_from(REFERENCE_GPU_ENV)
     est = estimate(env, PRICES, Workload(requests_per_day=50_000))
     ue = est.unit_economics
-    # Seed: $0.0009 a request at 50,000 requests a day. Ours: $1,337.9 / (50,000 x 30.4 days).
+    # Reference: $0.0009 a request at 50,000 requests a day. Ours: $1,337.9 / (50,000 x 30.4 days).
     assert ue["self_hosted"]["per_request_usd"] == pytest.approx(0.00088, abs=0.00001)
     serving, days = ue["self_hosted"]["monthly_usd"], 730 / 24
-    # Seed: "breaks even at roughly 15,000 requests/day" against $0.01-0.03 a request. At those
+    # Reference: a break-even near 15,000 requests a day against $0.01-0.03 a request. At those
     # prices the same $1,338 breaks even at 4,398 (at $0.01) and 1,466 (at $0.03) requests a day;
-    # 15,000 a day would mean the API cost $0.0029 a request, below the seed's own range.
+    # 15,000 a day would mean the API cost $0.0029 a request, below the reference's own range.
     assert serving / (0.01 * days) == pytest.approx(4398, abs=5)
     assert serving / (0.03 * days) == pytest.approx(1466, abs=5)
     assert serving / (15_000 * days) == pytest.approx(0.0029, abs=0.0001)
@@ -204,6 +207,8 @@ def test_prod_estimate_covers_every_stack_and_lists_what_it_cannot_price():
     assert "Managed Service for Prometheus samples" in not_priced
     # prod asks for all 8 vCPUs and 32 GiB of a g2-standard-8: the estimate prices the next size up, and says so.
     assert any("g2-standard-12" in w for w in est.warnings)
+    # The table has no figure for Autopilot's premium on GPU nodes: the estimate says it leaves it out.
+    assert any(w.startswith("gke.autopilot_gpu_premium is 0") for w in est.warnings)
     # A regional Cloud SQL instance pays for its standby.
     cpu = next(i for i in est.items if i.stack == "prod-database" and "vCPU" in i.component)
     assert cpu.quantity == 4 * 730 * 2

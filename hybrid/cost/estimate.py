@@ -27,7 +27,8 @@ class Workload(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    # Seed 004 prices its GPU cluster at 50,000 inference requests a day.
+    # The reference architecture prices its GPU cluster at 50,000 inference requests a day
+    # (docs/reference-architecture.md, cost table 2).
     requests_per_day: Annotated[int, Field(ge=0)] = 50_000
     input_tokens: Annotated[int, Field(ge=0)] = 1_000
     output_tokens: Annotated[int, Field(ge=1)] = 500
@@ -35,7 +36,8 @@ class Workload(BaseModel):
     request_seconds: Annotated[float, Field(gt=0, le=3600)] = 15.0
     # Chat-page loads a day (each carries several chat turns); default: one per 5 requests.
     page_loads_per_day: Annotated[int, Field(ge=0)] | None = None
-    # Seed 004: 500 GB of egress a month at ~500K requests a day, about 33 KB a request.
+    # The reference architecture's cost table 1: 500 GB of egress a month at ~500K requests a
+    # day, about 33 KB a request.
     egress_kb_per_request: Annotated[float, Field(ge=0)] = 33.0
     # Output tokens a second one model-server replica sustains across its batch. NOT
     # measured here: measure your model on your GPUs and pass it.
@@ -63,7 +65,7 @@ class Workload(BaseModel):
             f"{self.requests_per_day:,} chat requests a day, {self.input_tokens:,} input + {self.output_tokens:,} output tokens each",
             f"each request held {self.request_seconds:g} s by the gateway and the orchestrator (streamed reply)",
             f"{self.pages_per_day:,} chat-page loads a day on the frontend, 0.1 s each",
-            f"{self.egress_kb_per_request:g} KB of internet egress per request (seed 004: 500 GB/month at ~500K requests/day)",
+            f"{self.egress_kb_per_request:g} KB of internet egress per request (reference architecture: 500 GB/month at ~500K requests/day)",
             f"{self.nat_gb_per_month:g} GB/month through Cloud NAT (images, weights pulled from the internet)",
             f"{used:g} GB of data in Cloud SQL; backups the same size",
             f"{self.registry_gb:g} GB of images in Artifact Registry",
@@ -462,7 +464,12 @@ def estimate(env: Environment, prices: PriceTable, workload: Workload | None = N
             note="Autopilot Accelerator class: billed by node; any Autopilot premium not included",
         )
         premium = prices.usd("gke.autopilot_gpu_premium")
-        if premium:
+        if not premium:
+            warnings.append(
+                "gke.autopilot_gpu_premium is 0 in the price table (no figure could be confirmed): the GPU nodes "
+                "are priced at Compute Engine rates, without Autopilot's premium on them"
+            )
+        else:
             lines.add(
                 "inference",
                 f"vLLM {gke.model.split('/')[-1]}",
