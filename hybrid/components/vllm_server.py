@@ -84,7 +84,7 @@ from cdktf_cdktf_provider_kubernetes.service_v1 import (
 from constructs import Construct
 
 from hybrid.catalog import MODELS
-from hybrid.inference_settings import GkeModelServerSettings
+from hybrid.config import GkeModelServerSettings
 
 NAME = "vllm"
 LABELS = {"app": NAME, "tier": "inference"}

@@ -10,7 +10,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, model_validator
 
-from hybrid.validation import Settings, between, invalid, matching
+from hybrid.config.validation import Settings, between, invalid, matching
 
 # cloud.google.com/run/docs/configuring/services/cpu: whole CPUs 1, 2, 4, 6 or 8, and the
 # memory each allows (4 CPUs need >= 2 GiB, 6 and 8 need >= 4 GiB; at most 4 GiB per CPU).

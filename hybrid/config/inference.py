@@ -7,8 +7,8 @@ from typing import Annotated, Literal
 from pydantic import model_validator
 
 from hybrid.catalog import GPUS, MODELS, ServerShape, capacity_problems
-from hybrid.cloud_run_settings import GpuServiceSettings, ImageRef, Memory, SecretId, memory_gib
-from hybrid.validation import Settings, between, invalid
+from hybrid.config.services import GpuServiceSettings, ImageRef, Memory, SecretId, memory_gib
+from hybrid.config.validation import Settings, between, invalid
 
 Replicas = Annotated[int, between(1, 100)]
 
