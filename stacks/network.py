@@ -97,11 +97,11 @@ class NetworkStack(LayerStack):
             name=names.subnet,
             region=env.region,
             network=self.vpc.id,
-            ip_cidr_range=net.subnet_cidr,
+            ip_cidr_range=str(net.subnet_cidr),
             private_ip_google_access=True,
             secondary_ip_range=[
-                ComputeSubnetworkSecondaryIpRange(range_name="pods", ip_cidr_range=net.pods_cidr),
-                ComputeSubnetworkSecondaryIpRange(range_name="services", ip_cidr_range=net.services_cidr),
+                ComputeSubnetworkSecondaryIpRange(range_name="pods", ip_cidr_range=str(net.pods_cidr)),
+                ComputeSubnetworkSecondaryIpRange(range_name="services", ip_cidr_range=str(net.services_cidr)),
             ],
             log_config=_FLOW_LOGS,
         )
@@ -116,7 +116,7 @@ class NetworkStack(LayerStack):
             address_type="INTERNAL",
             purpose="GCE_ENDPOINT",
             subnetwork=self.subnet.id,
-            address=net.inference_address,
+            address=str(net.inference_address),
         )
 
         # The Cloud Run services' own subnet (Direct VPC egress), with Private Google Access:
@@ -130,12 +130,12 @@ class NetworkStack(LayerStack):
             name=names.run_subnet,
             region=env.region,
             network=self.vpc.id,
-            ip_cidr_range=net.run_cidr,
+            ip_cidr_range=str(net.run_cidr),
             private_ip_google_access=True,
             log_config=_FLOW_LOGS,
         )
 
-        psa = net.ranges()["network.psa_cidr"]
+        psa = net.psa_cidr
         self.psa_range = ComputeGlobalAddress(
             self,
             "psa-range",
@@ -222,7 +222,7 @@ class NetworkStack(LayerStack):
 def firewall_rules(env: Environment) -> list[Rule]:
     """Default deny both ways, then exactly the flows of the architecture diagram."""
     name, net = env.name, env.network
-    workloads = (net.subnet_cidr, net.pods_cidr)
+    workloads = (str(net.subnet_cidr), str(net.pods_cidr))
     # Direct VPC egress carries each workload's network tag for egress rules; ingress rules cannot
     # match it and use the subnet's range (cloud.google.com/run/docs/configuring/vpc-direct-vpc#limitations).
     tags = env.names.run_tag
@@ -249,7 +249,7 @@ def firewall_rules(env: Environment) -> list[Rule]:
             description="The orchestrator (Cloud Run, Direct VPC egress) calls the model servers' internal load balancer.",
             direction="INGRESS",
             action="allow",
-            source_ranges=(net.run_cidr,),
+            source_ranges=(str(net.run_cidr),),
             destination_ranges=workloads,
             protocol="tcp",
             ports=(port,),
@@ -280,7 +280,7 @@ def firewall_rules(env: Environment) -> list[Rule]:
             direction="EGRESS",
             action="allow",
             target_tags=(tags["orchestrator"], tags["db-bootstrap"]),
-            destination_ranges=(net.psa_cidr,),
+            destination_ranges=(str(net.psa_cidr),),
             protocol="tcp",
             ports=(POSTGRES_PORT,),
         ),
@@ -299,7 +299,7 @@ def firewall_rules(env: Environment) -> list[Rule]:
             direction="EGRESS",
             action="allow",
             source_ranges=workloads,
-            destination_ranges=(*workloads, net.services_cidr),
+            destination_ranges=(*workloads, str(net.services_cidr)),
         ),
         Rule(
             name=f"{name}-allow-workloads-egress-https",

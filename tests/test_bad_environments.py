@@ -35,6 +35,16 @@ CASES = [
         "network.run_cidr = '10.8.0.1/24': must be an IPv4 CIDR range with no host bits set",
     ),
     (
+        "cidr-not-a-string",
+        ('"10.20.0.0/20"', "10"),
+        "network.services_cidr = 10: must be an IPv4 CIDR range with no host bits set, like 10.0.0.0/20",
+    ),
+    (
+        "address-syntax",
+        ('"10.10.15.250"', '"10.10.15"'),
+        "network.inference_address = '10.10.15': must be an IPv4 address",
+    ),
+    (
         "cidr-overlap",
         ('"10.32.0.0/16"', '"10.16.0.0/16"'),
         "network.psa_cidr = '10.16.0.0/16': overlaps network.pods_cidr (10.16.0.0/14); every range must be distinct",

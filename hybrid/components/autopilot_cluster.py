@@ -79,7 +79,9 @@ class AutopilotCluster(Construct):
             else ContainerClusterMasterAuthorizedNetworksConfig(
                 gcp_public_cidrs_access_enabled=False,
                 cidr_blocks=[
-                    ContainerClusterMasterAuthorizedNetworksConfigCidrBlocks(cidr_block=cidr, display_name=cidr)
+                    ContainerClusterMasterAuthorizedNetworksConfigCidrBlocks(
+                        cidr_block=str(cidr), display_name=str(cidr)
+                    )
                     for cidr in settings.authorized_networks
                 ],
             ),

@@ -20,7 +20,7 @@ from hybrid.config.inference import InferenceSettings
 from hybrid.config.names import ResourceNames
 from hybrid.config.network import NetworkSettings
 from hybrid.config.services import ServicesSettings
-from hybrid.config.validation import Settings, invalid, ipv4_network, matching
+from hybrid.config.validation import Settings, invalid, matching
 
 # cloud.google.com/resource-manager/docs/creating-managing-projects: 6-30 chars,
 # lowercase letters, digits and hyphens, starting with a letter, not ending with a hyphen.
@@ -81,8 +81,9 @@ class Environment(Settings):
         # (cloud.google.com/run/docs/configuring/vpc-direct-vpc#direct-vpc-ip-allocation); the
         # gateway and the orchestrator are the services in the VPC.
         needed = 2 * (self.services.gateway.max_instances + self.services.orchestrator.max_instances)
-        subnet = ipv4_network(self.network.run_cidr)
-        usable = subnet.num_addresses - 4  # cloud.google.com/vpc/docs/subnets#unusable-ip-addresses-in-every-subnet
+        usable = (
+            self.network.run_cidr.num_addresses - 4
+        )  # cloud.google.com/vpc/docs/subnets#unusable-ip-addresses-in-every-subnet
         if usable < needed:
             raise invalid(
                 "network.run_cidr",

@@ -8,7 +8,7 @@ from typing import Annotated
 
 from pydantic import model_validator
 
-from hybrid.config.validation import Cidr, Settings, between, invalid, ipv4_network
+from hybrid.config.validation import Cidr, IPv4, Settings, between, invalid
 
 
 class NetworkSettings(Settings):
@@ -18,36 +18,31 @@ class NetworkSettings(Settings):
     psa_cidr: Cidr
     inference_port: Annotated[int, between(1, 65535)] = 8000
     # The internal load balancer's address in subnet_cidr: the orchestrator's way to the models.
-    inference_address: str
+    inference_address: IPv4
     # The Cloud Run services' own subnet: they send private traffic into the VPC from it
     # with Direct VPC egress (see the README's "Network paths" for why not a connector).
     run_cidr: Cidr
 
     def ranges(self) -> dict[str, ipaddress.IPv4Network]:
         return {
-            "network.subnet_cidr": ipv4_network(self.subnet_cidr),
-            "network.pods_cidr": ipv4_network(self.pods_cidr),
-            "network.services_cidr": ipv4_network(self.services_cidr),
-            "network.psa_cidr": ipv4_network(self.psa_cidr),
-            "network.run_cidr": ipv4_network(self.run_cidr),
+            "network.subnet_cidr": self.subnet_cidr,
+            "network.pods_cidr": self.pods_cidr,
+            "network.services_cidr": self.services_cidr,
+            "network.psa_cidr": self.psa_cidr,
+            "network.run_cidr": self.run_cidr,
         }
 
     @model_validator(mode="after")
     def _sizes(self) -> NetworkSettings:
         # cloud.google.com/vpc/docs/configure-private-services-access: at least a /24.
-        if ipv4_network(self.psa_cidr).prefixlen > 24:
+        if self.psa_cidr.prefixlen > 24:
             raise invalid("psa_cidr", "must be a /24 or larger for Private Services Access")
         # cloud.google.com/run/docs/configuring/vpc-direct-vpc#direct-vpc-ip-allocation: /26 or larger.
-        if ipv4_network(self.run_cidr).prefixlen > 26:
+        if self.run_cidr.prefixlen > 26:
             raise invalid("run_cidr", "must be a /26 or larger for Cloud Run's Direct VPC egress")
-        subnet = ipv4_network(self.subnet_cidr)
+        subnet = self.subnet_cidr
         # A subnet's first two and last two addresses are reserved
         # (cloud.google.com/vpc/docs/subnets#unusable-ip-addresses-in-every-subnet).
-        usable = list(subnet.hosts())[1:-1] if subnet.num_addresses > 4 else []
-        try:
-            address = ipaddress.IPv4Address(self.inference_address)
-        except ValueError:
-            raise invalid("inference_address", "must be an IPv4 address") from None
-        if not usable or not usable[0] <= address <= usable[-1]:
+        if not subnet.network_address + 2 <= self.inference_address <= subnet.broadcast_address - 2:
             raise invalid("inference_address", f"must be a usable address of subnet_cidr ({subnet})")
         return self
