@@ -7,7 +7,7 @@ from hybrid.config.budget import BudgetSettings
 from hybrid.config.cluster import ClusterSettings
 from hybrid.config.database import DatabaseSettings
 from hybrid.config.environment import Environment, StateSettings
-from hybrid.config.errors import ConfigError
+from hybrid.config.errors import ConfigError, must
 from hybrid.config.inference import GkeModelServerSettings, InferenceSettings
 from hybrid.config.loading import load_environment, load_environments
 from hybrid.config.names import ResourceNames
@@ -44,4 +44,5 @@ __all__ = [
     "load_environment",
     "load_environments",
     "memory_gib",
+    "must",
 ]

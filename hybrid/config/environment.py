@@ -72,7 +72,7 @@ class Environment(Settings):
         for i, (key_a, net_a) in enumerate(ranges):
             for key_b, net_b in ranges[i + 1 :]:
                 if net_a.overlaps(net_b):
-                    raise invalid(key_b, f"overlaps {key_a} ({net_a}); every range must be distinct")
+                    raise invalid(key_b, f"must not overlap {key_a} ({net_a}); every range must be distinct")
         return self
 
     @model_validator(mode="after")
@@ -87,7 +87,7 @@ class Environment(Settings):
         if usable < needed:
             raise invalid(
                 "network.run_cidr",
-                f"has {usable} usable addresses; the gateway's and orchestrator's max_instances need {needed} (two per instance)",
+                f"must have {needed} usable addresses, two per instance of the gateway's and orchestrator's max_instances; it has {usable}",
             )
         return self
 
@@ -96,10 +96,14 @@ class Environment(Settings):
         names = self.names
         for key, (value, pattern, rule) in names.rules().items():
             if not re.fullmatch(pattern, value):
-                raise invalid("name", f"makes the {key} name {value!r} ({len(value)} chars); GCP allows {rule}")
+                raise invalid(
+                    "name", f"must make names GCP accepts: the {key} name {value!r} ({len(value)} chars) must be {rule}"
+                )
         # cloud.google.com/sql/docs/postgres/create-instance: project-ID:instance-ID <= 98 chars.
         if len(self.project_id) + 1 + len(names.sql_instance) > 98:
-            raise invalid("project_id", "with the instance name it exceeds Cloud SQL's 98 characters")
+            raise invalid(
+                "project_id", "must leave room for the instance name: Cloud SQL allows 98 characters for both"
+            )
         return self
 
     @cached_property

@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from hybrid.config.environment import Environment
-from hybrid.config.errors import ConfigError
+from hybrid.config.errors import ConfigError, must
 
 
 def load_environment(path: Path) -> Environment:
@@ -24,7 +24,7 @@ def load_environment(path: Path) -> Environment:
     except (IsADirectoryError, PermissionError, UnicodeDecodeError) as err:
         raise ConfigError(path, [f"cannot be read: {err}"]) from None
     except tomllib.TOMLDecodeError as err:
-        raise ConfigError(path, [f"not valid TOML: {err}"]) from None
+        raise ConfigError(path, [f"must be valid TOML: {err}"]) from None
     try:
         env = Environment.model_validate(raw)
     except ValidationError as err:
@@ -44,15 +44,15 @@ def _describe(err: ValidationError) -> Iterator[str]:
         loc = tuple(str(part) for part in problem["loc"]) + (tuple(inner.split(".")) if inner else ())
         key = ".".join(loc)
         if loc[-1:] == ("[key]",):  # a bad key of a table such as labels
-            yield f"{'.'.join(loc[:-2])}: key {loc[-2]!r}: {problem['msg'].removeprefix('Value error, ')}"
+            yield f"{'.'.join(loc[:-2])}: key {loc[-2]!r}: {must(problem['msg'])}"
         elif problem["type"] == "extra_forbidden":
-            yield f"{key}: unknown key; allowed here: {', '.join(_allowed_keys(loc[:-1]))}"
+            yield f"{key}: unknown key: must be one of {', '.join(_allowed_keys(loc[:-1]))}"
         elif problem["type"] == "missing":
-            yield f"{key}: required key is missing"
+            yield f"{key}: must be set: the key is required"
         else:
             value = _lookup(problem["input"], inner.split(".")) if inner else problem["input"]
             shown = "" if value is None else f" = {value!r}"
-            yield f"{key}{shown}: {problem['msg'].removeprefix('Value error, ')}"
+            yield f"{key}{shown}: {must(problem['msg'])}"
 
 
 def _lookup(data: Any, path: list[str]) -> Any:
@@ -87,6 +87,6 @@ def load_environments(paths: list[Path]) -> list[Environment]:
     seen: dict[str, Path] = {}
     for path, env in loaded:
         if env.name in seen:
-            raise ConfigError(path, [f"name = {env.name!r}: already used by {seen[env.name]}; names must be unique"])
+            raise ConfigError(path, [f"name = {env.name!r}: must be unique; {seen[env.name]} already uses it"])
         seen[env.name] = path
     return [env for _, env in loaded]
