@@ -79,7 +79,7 @@ class ServicesStack(LayerStack):
         browser_key = ApikeysKey(
             self,
             "identity-platform-key",
-            name=f"{env.name}-chat-page",
+            name=names.browser_key,
             display_name="Chat page sign-in (browser key, public by design)",
             restrictions=ApikeysKeyRestrictions(
                 api_targets=[ApikeysKeyRestrictionsApiTargets(service=api) for api in IDENTITY_PLATFORM_APIS],
