@@ -9,7 +9,7 @@ from hybrid.config.database import DatabaseSettings
 from hybrid.config.environment import Environment, StateSettings
 from hybrid.config.errors import ConfigError, must
 from hybrid.config.inference import GkeModelServerSettings, InferenceSettings
-from hybrid.config.loading import load_environment, load_environments
+from hybrid.config.loading import load_environment, load_environments, parse_environment
 from hybrid.config.names import ResourceNames
 from hybrid.config.network import NetworkSettings
 from hybrid.config.services import (
@@ -45,4 +45,5 @@ __all__ = [
     "load_environments",
     "memory_gib",
     "must",
+    "parse_environment",
 ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import tomllib
 import typing
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,12 @@ def load_environment(path: Path) -> Environment:
         raise ConfigError(path, [f"cannot be read: {err}"]) from None
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(path, [f"must be valid TOML: {err}"]) from None
+    return parse_environment(raw, path)
+
+
+def parse_environment(raw: Mapping[str, Any], path: Path | None = None) -> Environment:
+    """Validate settings as parsed from a file (or built as the same data): every check a file
+    gets, the service contract's included; raise ConfigError listing every problem."""
     try:
         env = Environment.model_validate(raw)
     except ValidationError as err:
