@@ -81,9 +81,9 @@ class Environment(Settings):
         # (cloud.google.com/run/docs/configuring/vpc-direct-vpc#direct-vpc-ip-allocation); the
         # gateway and the orchestrator are the services in the VPC.
         needed = 2 * (self.services.gateway.max_instances + self.services.orchestrator.max_instances)
-        usable = (
-            self.network.run_cidr.num_addresses - 4
-        )  # cloud.google.com/vpc/docs/subnets#unusable-ip-addresses-in-every-subnet
+        # A subnet's first two and last two addresses are reserved
+        # (cloud.google.com/vpc/docs/subnets#unusable-ip-addresses-in-every-subnet).
+        usable = self.network.run_cidr.num_addresses - 4
         if usable < needed:
             raise invalid(
                 "network.run_cidr",
@@ -102,7 +102,7 @@ class Environment(Settings):
         # cloud.google.com/sql/docs/postgres/create-instance: project-ID:instance-ID <= 98 chars.
         if len(self.project_id) + 1 + len(names.sql_instance) > 98:
             raise invalid(
-                "project_id", "must leave room for the instance name: Cloud SQL allows 98 characters for both"
+                "project_id", f"must be short enough for {self.project_id}:{names.sql_instance} to fit 98 characters"
             )
         return self
 
