@@ -16,8 +16,7 @@ import sys
 from pathlib import Path
 
 import hybrid  # noqa: F401  (first: lazy provider loading)
-from hybrid.config import load_environments
-from hybrid.errors import ConfigError
+from hybrid.config import ConfigError, load_environments
 
 ENVIRONMENTS_DIR = Path(__file__).parent / "environments"
 

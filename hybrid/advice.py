@@ -20,8 +20,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, ValidationError
 
 from hybrid.catalog import GPUS, MODELS, ServerShape, capacity_problems
-from hybrid.errors import ConfigError
-from hybrid.validation import Settings
+from hybrid.config import ConfigError, Settings
 
 # cloud.google.com/run/docs/configuring/request-timeout: at most 60 minutes.
 CLOUD_RUN_MAX_REQUEST_MINUTES = 60

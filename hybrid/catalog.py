@@ -132,7 +132,7 @@ def capacity_problems(shape: ServerShape) -> list[tuple[str, str]]:
         problems.append(
             (
                 "model",
-                f"{shape.model} needs {needed:.1f} GB ({model.weights_gb:.1f} GB of weights + "
+                f"must fit the GPUs' memory: {shape.model} needs {needed:.1f} GB ({model.weights_gb:.1f} GB of weights + "
                 f"{model.kv_cache_gb(shape.max_model_len):.1f} GB of KV cache for {shape.max_model_len} tokens) "
                 f"but {shape.gpu_count} x {shape.gpu_type} at {shape.gpu_memory_utilization} utilization offer "
                 f"{offered:.1f} GB; configurations that fit: {fits}",

@@ -1271,7 +1271,7 @@ class EnvironmentFacts:
 
     @classmethod
     def from_toml(cls, raw: Mapping[str, Any]) -> EnvironmentFacts:
-        """From an environments/<env>.toml as parsed by tomllib (hybrid/config.py validates it)."""
+        """From an environments/<env>.toml as parsed by tomllib (hybrid/config validates it)."""
         inference = raw.get("inference") or {}
         placement = inference.get("placement", "gke")  # InferenceSettings' default
         return cls(raw["name"], placement, (inference.get(placement) or {}).get("model", ""))

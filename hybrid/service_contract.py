@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
-from hybrid.config import Environment
+from hybrid.config import Environment, must
 from services.frontend.frontend.settings import FrontendSettings
 from services.gateway.gateway.settings import GatewaySettings
 from services.orchestrator.orchestrator.settings import OrchestratorSettings, Route
@@ -155,10 +155,10 @@ def service_settings(env: Environment, wiring: Wiring, roles: Iterable[str] = tu
             for name in sorted(given):
                 if name not in fields:
                     problems.append(
-                        f"services.{role}.{table}.{name}: unknown setting; the {role} reads {', '.join(sorted(fields))}"
+                        f"services.{role}.{table}.{name}: unknown setting: must be one the {role} reads: {', '.join(sorted(fields))}"
                     )
                 elif values.get(fields[name]) is not None:
-                    problems.append(f"services.{role}.{table}.{name}: is set by the stack; it cannot be overridden")
+                    problems.append(f"services.{role}.{table}.{name}: must not be set here: the stack sets it")
         # Secrets reach the container from Secret Manager; check the plain ones here.
         overrides = {fields[name]: value for name, value in service.env.items() if name in fields}
         try:
@@ -178,7 +178,7 @@ def service_settings(env: Environment, wiring: Wiring, roles: Iterable[str] = tu
 
 def _describe(role: str, problem: ErrorDetails, overrides: Mapping[str, str]) -> str:
     field = str(problem["loc"][0]) if problem["loc"] else ""
-    message = problem["msg"].removeprefix("Value error, ")
+    message = must(problem["msg"])
     if field in overrides:
         return f"services.{role}.env.{field.upper()} = {overrides[field]!r}: {message}"
     if problem["type"] == "missing":

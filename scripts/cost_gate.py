@@ -18,10 +18,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from hybrid.config import load_environment  # noqa: E402 - importable once ROOT is on sys.path, above
+from hybrid.config import ConfigError, load_environment  # noqa: E402 - importable once ROOT is on sys.path, above
 from hybrid.cost.estimate import Workload, estimate  # noqa: E402 - importable once ROOT is on sys.path, above
 from hybrid.cost.prices import PriceError, load_prices  # noqa: E402 - importable once ROOT is on sys.path, above
-from hybrid.errors import ConfigError  # noqa: E402 - importable once ROOT is on sys.path, above
 
 
 def current(env_path: Path) -> dict:

@@ -37,6 +37,8 @@ class ClusterStack(LayerStack):
             region=env.region,
             network=network.vpc.id,
             subnetwork=network.subnet.id,
+            pods_range=env.names.pods_range,
+            services_range=env.names.services_range,
             node_account=nodes,
             settings=env.cluster,
         )

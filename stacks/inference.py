@@ -110,7 +110,7 @@ class InferenceStack(LayerStack):
             settings=settings,
             port=env.network.inference_port,
             load_balancer_ip=network.inference_address.address,
-            allowed_sources=[env.network.run_cidr],
+            allowed_sources=[str(env.network.run_cidr)],
             project=project,
         )
         CustomMetricsAdapter(self, "metrics-adapter", google_service_account=adapter_identity.email)

@@ -38,6 +38,14 @@ from constructs import Construct
 from hybrid.components.firewall import DEFAULT_DENY_PRIORITY, Firewall, Rule
 from hybrid.config import Environment
 from hybrid.layer import LayerStack
+from hybrid.network_constants import (
+    ANYWHERE,
+    HEALTH_CHECK_RANGES,
+    HTTPS_PORT,
+    POSTGRES_PORT,
+    PRIVATE_GOOGLE_APIS_ADDRESSES,
+    PRIVATE_GOOGLE_APIS_RANGE,
+)
 
 # Every API the platform's layers call; enabled here, in the first layer deployed.
 PLATFORM_APIS = (
@@ -57,14 +65,6 @@ PLATFORM_APIS = (
     "servicenetworking.googleapis.com",
     "sqladmin.googleapis.com",
 )
-
-# Google Cloud health checkers (cloud.google.com/load-balancing/docs/health-check-concepts#ip-ranges).
-HEALTH_CHECK_RANGES = ("35.191.0.0/16", "130.211.0.0/22")
-# private.googleapis.com, the VIP for Google APIs over Private Google Access
-# (cloud.google.com/vpc/docs/configure-private-google-access#domain-options).
-PRIVATE_GOOGLE_APIS_RANGE = "199.36.153.8/30"
-PRIVATE_GOOGLE_APIS_ADDRESSES = ("199.36.153.8", "199.36.153.9", "199.36.153.10", "199.36.153.11")
-POSTGRES_PORT = "5432"
 
 # Subnet flow logs (checkov CKV_GCP_26): 5-second aggregation, half the flows sampled.
 _FLOW_LOGS = ComputeSubnetworkLogConfig(
@@ -97,11 +97,13 @@ class NetworkStack(LayerStack):
             name=names.subnet,
             region=env.region,
             network=self.vpc.id,
-            ip_cidr_range=net.subnet_cidr,
+            ip_cidr_range=str(net.subnet_cidr),
             private_ip_google_access=True,
             secondary_ip_range=[
-                ComputeSubnetworkSecondaryIpRange(range_name="pods", ip_cidr_range=net.pods_cidr),
-                ComputeSubnetworkSecondaryIpRange(range_name="services", ip_cidr_range=net.services_cidr),
+                ComputeSubnetworkSecondaryIpRange(range_name=names.pods_range, ip_cidr_range=str(net.pods_cidr)),
+                ComputeSubnetworkSecondaryIpRange(
+                    range_name=names.services_range, ip_cidr_range=str(net.services_cidr)
+                ),
             ],
             log_config=_FLOW_LOGS,
         )
@@ -116,7 +118,7 @@ class NetworkStack(LayerStack):
             address_type="INTERNAL",
             purpose="GCE_ENDPOINT",
             subnetwork=self.subnet.id,
-            address=net.inference_address,
+            address=str(net.inference_address),
         )
 
         # The Cloud Run services' own subnet (Direct VPC egress), with Private Google Access:
@@ -130,12 +132,12 @@ class NetworkStack(LayerStack):
             name=names.run_subnet,
             region=env.region,
             network=self.vpc.id,
-            ip_cidr_range=net.run_cidr,
+            ip_cidr_range=str(net.run_cidr),
             private_ip_google_access=True,
             log_config=_FLOW_LOGS,
         )
 
-        psa = net.ranges()["network.psa_cidr"]
+        psa = net.psa_cidr
         self.psa_range = ComputeGlobalAddress(
             self,
             "psa-range",
@@ -221,41 +223,41 @@ class NetworkStack(LayerStack):
 
 def firewall_rules(env: Environment) -> list[Rule]:
     """Default deny both ways, then exactly the flows of the architecture diagram."""
-    name, net = env.name, env.network
-    workloads = (net.subnet_cidr, net.pods_cidr)
+    rule_name, net = env.names.firewall_rule, env.network
+    workloads = (str(net.subnet_cidr), str(net.pods_cidr))
     # Direct VPC egress carries each workload's network tag for egress rules; ingress rules cannot
     # match it and use the subnet's range (cloud.google.com/run/docs/configuring/vpc-direct-vpc#limitations).
     tags = env.names.run_tag
     port = str(net.inference_port)
     return [
         Rule(
-            name=f"{name}-deny-all-ingress",
+            name=rule_name["deny-all-ingress"],
             description="Default deny: nothing enters unless a rule below allows it.",
             direction="INGRESS",
             action="deny",
-            source_ranges=("0.0.0.0/0",),
+            source_ranges=(ANYWHERE,),
             priority=DEFAULT_DENY_PRIORITY,
         ),
         Rule(
-            name=f"{name}-deny-all-egress",
+            name=rule_name["deny-all-egress"],
             description="Default deny: nothing leaves unless a rule below allows it.",
             direction="EGRESS",
             action="deny",
-            destination_ranges=("0.0.0.0/0",),
+            destination_ranges=(ANYWHERE,),
             priority=DEFAULT_DENY_PRIORITY,
         ),
         Rule(
-            name=f"{name}-allow-cloud-run-to-inference",
+            name=rule_name["allow-cloud-run-to-inference"],
             description="The orchestrator (Cloud Run, Direct VPC egress) calls the model servers' internal load balancer.",
             direction="INGRESS",
             action="allow",
-            source_ranges=(net.run_cidr,),
+            source_ranges=(str(net.run_cidr),),
             destination_ranges=workloads,
             protocol="tcp",
             ports=(port,),
         ),
         Rule(
-            name=f"{name}-allow-health-checks-to-inference",
+            name=rule_name["allow-health-checks-to-inference"],
             description="Google health checkers probe the model servers behind the load balancer.",
             direction="INGRESS",
             action="allow",
@@ -265,7 +267,7 @@ def firewall_rules(env: Environment) -> list[Rule]:
             ports=(port,),
         ),
         Rule(
-            name=f"{name}-allow-orchestrator-egress-inference",
+            name=rule_name["allow-orchestrator-egress-inference"],
             description="The orchestrator, alone on Cloud Run, calls the model servers.",
             direction="EGRESS",
             action="allow",
@@ -275,40 +277,40 @@ def firewall_rules(env: Environment) -> list[Rule]:
             ports=(port,),
         ),
         Rule(
-            name=f"{name}-allow-orchestrator-egress-postgres",
+            name=rule_name["allow-orchestrator-egress-postgres"],
             description="The orchestrator and the one-time database bootstrap job connect to Cloud SQL.",
             direction="EGRESS",
             action="allow",
             target_tags=(tags["orchestrator"], tags["db-bootstrap"]),
-            destination_ranges=(net.psa_cidr,),
+            destination_ranges=(str(net.psa_cidr),),
             protocol="tcp",
-            ports=(POSTGRES_PORT,),
+            ports=(str(POSTGRES_PORT),),
         ),
         Rule(
-            name=f"{name}-allow-egress-google-apis",
+            name=rule_name["allow-egress-google-apis"],
             description="Google APIs and internal Cloud Run services over private.googleapis.com.",
             direction="EGRESS",
             action="allow",
             destination_ranges=(PRIVATE_GOOGLE_APIS_RANGE,),
             protocol="tcp",
-            ports=("443",),
+            ports=(str(HTTPS_PORT),),
         ),
         Rule(
-            name=f"{name}-allow-workloads-internal",
+            name=rule_name["allow-workloads-internal"],
             description="GKE nodes and pods talk to each other and to cluster services.",
             direction="EGRESS",
             action="allow",
             source_ranges=workloads,
-            destination_ranges=(*workloads, net.services_cidr),
+            destination_ranges=(*workloads, str(net.services_cidr)),
         ),
         Rule(
-            name=f"{name}-allow-workloads-egress-https",
+            name=rule_name["allow-workloads-egress-https"],
             description="GKE workloads fetch images and model weights over HTTPS through Cloud NAT.",
             direction="EGRESS",
             action="allow",
             source_ranges=workloads,
-            destination_ranges=("0.0.0.0/0",),
+            destination_ranges=(ANYWHERE,),
             protocol="tcp",
-            ports=("443",),
+            ports=(str(HTTPS_PORT),),
         ),
     ]

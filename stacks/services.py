@@ -29,11 +29,10 @@ from cdktf_cdktf_provider_google.identity_platform_config import (
 from cdktf_cdktf_provider_google_beta.provider import GoogleBetaProvider
 from constructs import Construct
 
-from hybrid.cloud_run_settings import ServiceSettings
 from hybrid.components.cloud_run import CloudRunService, PrivateEgress
 from hybrid.components.database_bootstrap import DatabaseBootstrapJob
 from hybrid.components.service_account import ServiceAccount
-from hybrid.config import Environment
+from hybrid.config import Environment, ServiceSettings
 from hybrid.layer import LayerStack
 from hybrid.service_contract import Wiring, container_env, run_app_url
 from stacks.database import DatabaseStack
@@ -80,7 +79,7 @@ class ServicesStack(LayerStack):
         browser_key = ApikeysKey(
             self,
             "identity-platform-key",
-            name=f"{env.name}-chat-page",
+            name=names.browser_key,
             display_name="Chat page sign-in (browser key, public by design)",
             restrictions=ApikeysKeyRestrictions(
                 api_targets=[ApikeysKeyRestrictionsApiTargets(service=api) for api in IDENTITY_PLATFORM_APIS],

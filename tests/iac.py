@@ -13,7 +13,8 @@ LAYERS = ("network", "registry", "database", "cluster", "inference", "services")
 STACKS = tuple(f"{env}-{layer}" for env in ENVIRONMENTS for layer in LAYERS)
 
 DEV = (ROOT / "environments" / "dev.toml").read_text()
-# dev with its model on a Cloud Run GPU instead of GKE.
+# dev with its model on a Cloud Run GPU instead of GKE, as text: the base of the bad-file cases
+# that edit it (test_bad_environments). Other tests build it typed: variants.DEV_ON_CLOUD_RUN.
 DEV_CLOUD_RUN = (
     DEV[: DEV.index("[inference]")]
     + """[inference]

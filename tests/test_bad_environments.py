@@ -8,11 +8,11 @@ from iac import DEV, DEV_CLOUD_RUN, ROOT, run_main
 
 # (case, what to change in dev.toml, the message expected after "<file>: ")
 CASES = [
-    ("unknown-key", ("[state]", "[state]\nbukket = 'x'"), "state.bukket: unknown key; allowed here: bucket"),
+    ("unknown-key", ("[state]", "[state]\nbukket = 'x'"), "state.bukket: unknown key: must be one of bucket"),
     (
         "unknown-section",
         ("[database]", "[databse]"),
-        "databse: unknown key; allowed here: name, project_id, region, labels, state, network, database",
+        "databse: unknown key: must be one of name, project_id, region, labels, state, network, database",
     ),
     (
         "project-id",
@@ -35,14 +35,24 @@ CASES = [
         "network.run_cidr = '10.8.0.1/24': must be an IPv4 CIDR range with no host bits set",
     ),
     (
+        "cidr-not-a-string",
+        ('"10.20.0.0/20"', "10"),
+        "network.services_cidr = 10: must be an IPv4 CIDR range with no host bits set, like 10.0.0.0/20",
+    ),
+    (
+        "address-syntax",
+        ('"10.10.15.250"', '"10.10.15"'),
+        "network.inference_address = '10.10.15': must be an IPv4 address",
+    ),
+    (
         "cidr-overlap",
         ('"10.32.0.0/16"', '"10.16.0.0/16"'),
-        "network.psa_cidr = '10.16.0.0/16': overlaps network.pods_cidr (10.16.0.0/14); every range must be distinct",
+        "network.psa_cidr = '10.16.0.0/16': must not overlap network.pods_cidr (10.16.0.0/14); every range must be distinct",
     ),
     (
         "run-subnet-overlap",
         ('"10.8.0.0/24"', '"10.10.1.0/24"'),
-        "network.run_cidr = '10.10.1.0/24': overlaps network.subnet_cidr (10.10.0.0/20)",
+        "network.run_cidr = '10.10.1.0/24': must not overlap network.subnet_cidr (10.10.0.0/20)",
     ),
     (
         "run-subnet-too-small",
@@ -52,12 +62,12 @@ CASES = [
     (
         "run-subnet-too-few-addresses",
         ("max_instances = 10\n\n[services.orchestrator]", "max_instances = 120\n\n[services.orchestrator]"),
-        "network.run_cidr = '10.8.0.0/24': has 252 usable addresses; the gateway's and orchestrator's max_instances need 260 (two per instance)",
+        "network.run_cidr = '10.8.0.0/24': must have 260 usable addresses, two per instance of the gateway's and orchestrator's max_instances; it has 252",
     ),
     (
         "name-too-long",
         ('name = "dev"', 'name = "development-environment-blue"'),
-        "name = 'development-environment-blue': makes the GKE node service account name 'development-environment-blue-gke-nodes' (38 chars); GCP allows 6-30 characters",
+        "name = 'development-environment-blue': must make names GCP accepts: the GKE node service account name 'development-environment-blue-gke-nodes' (38 chars) must be 6-30 characters",
     ),
     (
         "tier-unknown",
@@ -72,18 +82,18 @@ CASES = [
     (
         "version",
         ('"POSTGRES_16"', '"POSTGRES_12"'),
-        "database.version = 'POSTGRES_12': Input should be 'POSTGRES_14', 'POSTGRES_15', 'POSTGRES_16' or 'POSTGRES_17'",
+        "database.version = 'POSTGRES_12': must be 'POSTGRES_14', 'POSTGRES_15', 'POSTGRES_16' or 'POSTGRES_17'",
     ),
     (
         "availability",
         ('"ZONAL"', '"MULTI_REGION"'),
-        "database.availability = 'MULTI_REGION': Input should be 'ZONAL' or 'REGIONAL'",
+        "database.availability = 'MULTI_REGION': must be 'ZONAL' or 'REGIONAL'",
     ),
-    ("missing-key", ('tier = "db-custom-1-3840"\n', ""), "database.tier: required key is missing"),
+    ("missing-key", ('tier = "db-custom-1-3840"\n', ""), "database.tier: must be set: the key is required"),
     (
         "wrong-type",
         ("min_instances = 0\nmax_instances = 5", 'min_instances = "two"\nmax_instances = 5'),
-        "services.frontend.min_instances = 'two': Input should be a valid integer",
+        "services.frontend.min_instances = 'two': must be a valid integer",
     ),
     (
         "label-key",
@@ -93,7 +103,7 @@ CASES = [
     (
         "run-cpu",
         ("[services.gateway]\ncpu = 1", "[services.gateway]\ncpu = 3"),
-        "services.gateway.cpu = 3: Input should be 1, 2, 4, 6 or 8",
+        "services.gateway.cpu = 3: must be 1, 2, 4, 6 or 8",
     ),
     (
         "run-memory-for-cpu",
@@ -113,7 +123,7 @@ CASES = [
     (
         "run-ingress-unknown",
         ('access = "public"', 'access = "public"\ningress = "PUBLIC"'),
-        "services.frontend.ingress = 'PUBLIC': Input should be 'INGRESS_TRAFFIC_ALL', 'INGRESS_TRAFFIC_INTERNAL_ONLY' or 'INGRESS_TRAFFIC_INTERNAL_LOAD_BALANCER'",
+        "services.frontend.ingress = 'PUBLIC': must be 'INGRESS_TRAFFIC_ALL', 'INGRESS_TRAFFIC_INTERNAL_ONLY' or 'INGRESS_TRAFFIC_INTERNAL_LOAD_BALANCER'",
     ),
     (
         "run-orchestrator-public",
@@ -123,23 +133,23 @@ CASES = [
     (
         "run-reserved-env",
         ("[services.orchestrator]\n", '[services.orchestrator]\nenv = { PORT = "9000" }\n'),
-        "services.orchestrator.env: key 'PORT': is set by Cloud Run itself",
+        "services.orchestrator.env: key 'PORT': must not be one Cloud Run sets itself (PORT, K_SERVICE, K_REVISION, K_CONFIGURATION)",
     ),
     # The service contract: what a service reads, and what only the stack may set.
     (
         "contract-unknown-setting",
         ("[services.gateway]\n", '[services.gateway]\nenv = { RATE_LIMIT = "5" }\n'),
-        "services.gateway.env.RATE_LIMIT: unknown setting; the gateway reads ",
+        "services.gateway.env.RATE_LIMIT: unknown setting: must be one the gateway reads: ",
     ),
     (
         "contract-stack-owned",
         ("[services.gateway]\n", '[services.gateway]\nenv = { ORCHESTRATOR_URL = "https://evil.example" }\n'),
-        "services.gateway.env.ORCHESTRATOR_URL: is set by the stack; it cannot be overridden",
+        "services.gateway.env.ORCHESTRATOR_URL: must not be set here: the stack sets it",
     ),
     (
         "contract-bad-value",
         ("[services.gateway]\n", '[services.gateway]\nenv = { RATE_LIMIT_BURST = "0" }\n'),
-        "services.gateway.env.RATE_LIMIT_BURST = '0': Input should be greater than or equal to 1",
+        "services.gateway.env.RATE_LIMIT_BURST = '0': must be greater than or equal to 1",
     ),
     (
         "contract-unread-secret",
@@ -147,7 +157,7 @@ CASES = [
             "[services.orchestrator]\n",
             '[services.orchestrator]\nsecrets = { UPSTREAM_API_KEY = "dev-llm-upstream-api-key" }\n',
         ),
-        "services.orchestrator.secrets.UPSTREAM_API_KEY: unknown setting; the orchestrator reads ",
+        "services.orchestrator.secrets.UPSTREAM_API_KEY: unknown setting: must be one the orchestrator reads: ",
     ),
     (
         "gateway-issuer",
@@ -162,7 +172,7 @@ CASES = [
     (
         "toml-syntax",
         ("[state]", "[state"),
-        "not valid TOML: Expected ']' at the end of a table declaration (at line 8, column 7)",
+        "must be valid TOML: Expected ']' at the end of a table declaration (at line 8, column 7)",
     ),
 ]
 
@@ -182,7 +192,7 @@ GPU_CASES = [
     (
         "gpu-placement-without-service",
         ('[inference.cloud_run]\nmodel = "google/gemma-3-4b-it"\nzonal_redundancy = false\n', ""),
-        "inference.cloud_run: is required when placement is 'cloud_run'",
+        "inference.cloud_run: must be set when placement is 'cloud_run'",
     ),
 ]
 GKE_CASES = [
@@ -192,7 +202,7 @@ GKE_CASES = [
             'model = "mistralai/Mistral-7B-Instruct-v0.3"\ngpu_type = "nvidia-l4"\ngpu_count = 1\ntensor_parallel_size = 1\nmax_model_len = 8192',
             'model = "mistralai/Mixtral-8x7B-Instruct-v0.1"\ngpu_type = "nvidia-l4"\ngpu_count = 2\ntensor_parallel_size = 2\nmax_model_len = 32768',
         ),
-        "inference.gke.model = 'mistralai/Mixtral-8x7B-Instruct-v0.1': mistralai/Mixtral-8x7B-Instruct-v0.1 needs 97.7 GB (93.4 GB of weights + 4.3 GB of KV cache for 32768 tokens) but 2 x nvidia-l4 at 0.9 utilization offer 43.2 GB; configurations that fit: 2 x nvidia-a100-80gb with mistralai/Mixtral-8x7B-Instruct-v0.1, 2 x nvidia-h100-80gb with mistralai/Mixtral-8x7B-Instruct-v0.1, 1 x nvidia-tesla-a100 with TheBloke/Mixtral-8x7B-Instruct-v0.1-AWQ, 2 x nvidia-l4 with TheBloke/Mixtral-8x7B-Instruct-v0.1-AWQ",
+        "inference.gke.model = 'mistralai/Mixtral-8x7B-Instruct-v0.1': must fit the GPUs' memory: mistralai/Mixtral-8x7B-Instruct-v0.1 needs 97.7 GB (93.4 GB of weights + 4.3 GB of KV cache for 32768 tokens) but 2 x nvidia-l4 at 0.9 utilization offer 43.2 GB; configurations that fit: 2 x nvidia-a100-80gb with mistralai/Mixtral-8x7B-Instruct-v0.1, 2 x nvidia-h100-80gb with mistralai/Mixtral-8x7B-Instruct-v0.1, 1 x nvidia-tesla-a100 with TheBloke/Mixtral-8x7B-Instruct-v0.1-AWQ, 2 x nvidia-l4 with TheBloke/Mixtral-8x7B-Instruct-v0.1-AWQ",
     ),
     (
         "gke-gpu-count",
@@ -212,17 +222,17 @@ GKE_CASES = [
     (
         "gke-pvc-replicas",
         ("max_replicas = 1", "max_replicas = 3"),
-        "inference.gke.weights = 'pvc': 'pvc' is a ReadWriteOnce disk for one server: use 'gcsfuse' for max_replicas > 1",
+        "inference.gke.weights = 'pvc': must be 'gcsfuse' for max_replicas > 1: 'pvc' is a ReadWriteOnce disk for one server",
     ),
     (
         "gke-unknown-key",
         ("gpu_count = 1\n", "gpu_count = 1\ngpus = 2\n"),
-        "inference.gke.gpus: unknown key; allowed here: image, model, gpu_type, gpu_count, tensor_parallel_size",
+        "inference.gke.gpus: unknown key: must be one of image, model, gpu_type, gpu_count, tensor_parallel_size",
     ),
     (
         "gke-unknown-gpu",
         ('gpu_type = "nvidia-l4"', 'gpu_type = "nvidia-t4"'),
-        "inference.gke.gpu_type = 'nvidia-t4': Input should be 'nvidia-l4', 'nvidia-tesla-a100', 'nvidia-a100-80gb', 'nvidia-h100-80gb' or 'nvidia-h200-141gb'",
+        "inference.gke.gpu_type = 'nvidia-t4': must be 'nvidia-l4', 'nvidia-tesla-a100', 'nvidia-a100-80gb', 'nvidia-h100-80gb' or 'nvidia-h200-141gb'",
     ),
     (
         "gke-address-outside-subnet",
@@ -265,7 +275,7 @@ def test_every_problem_of_every_file_is_reported_at_once(tmp_path):
     assert result.stderr.splitlines() == [
         f"{first}: region = 'nowhere': must be a GCP region like europe-west1 or us-central1",
         f"{first}: network.run_cidr = '10.8.0.0/28': must be a /26 or larger for Cloud Run's Direct VPC egress",
-        f"{second}: database.availability = 'SOMETIMES': Input should be 'ZONAL' or 'REGIONAL'",
+        f"{second}: database.availability = 'SOMETIMES': must be 'ZONAL' or 'REGIONAL'",
     ]
 
 
@@ -277,7 +287,9 @@ def test_missing_file_and_duplicate_names(tmp_path):
     copy.write_text(DEV)
     result = run_main(tmp_path / "out", "--env", str(ROOT / "environments" / "dev.toml"), "--env", str(copy))
     assert result.returncode == 2
-    assert f"{copy}: name = 'dev': already used by" in result.stderr
+    assert (
+        f"{copy}: name = 'dev': must be unique; {ROOT / 'environments' / 'dev.toml'} already uses it" in result.stderr
+    )
 
 
 def test_one_environment_synthesizes_alone(tmp_path):

@@ -4,21 +4,31 @@ from __future__ import annotations
 
 import json
 
-from iac import DEV, ROOT, only, resources, run_main
+from iac import ROOT, only, resources, run_main
+from variants import DEV_ENV, toml_text, variant, write_environment
 
-BUDGET = """
-[budget]
-billing_account = "012345-6789AB-CDEF01"
-amount_usd = 3000
-thresholds = [0.5, 0.9, 1.2]
-spend_basis = "FORECASTED_SPEND"
-notification_emails = ["finops@example.com", "oncall@example.com"]
-"""
+BUDGETED = variant(
+    DEV_ENV,
+    {
+        "budget": {
+            "billing_account": "012345-6789AB-CDEF01",
+            "amount_usd": 3000,
+            "thresholds": [0.5, 0.9, 1.2],
+            "spend_basis": "FORECASTED_SPEND",
+            "notification_emails": ["finops@example.com", "oncall@example.com"],
+        }
+    },
+)
+
+
+def with_budget(**mistake: object) -> str:
+    """dev with the budget above, one of its settings replaced by a mistake, as a file's text."""
+    data = BUDGETED.model_dump(mode="json", exclude_none=True)
+    return toml_text({**data, "budget": {**data["budget"], **mistake}})
 
 
 def test_budget_synthesizes_with_its_thresholds_and_channels(tmp_path):
-    env = tmp_path / "dev.toml"
-    env.write_text(DEV + BUDGET)
+    env = write_environment(BUDGETED, tmp_path / "dev.toml")
     outdir = tmp_path / "out"
     result = run_main(outdir, "--env", str(env))
     assert result.returncode == 0, result.stderr
@@ -45,14 +55,14 @@ def test_budget_synthesizes_with_its_thresholds_and_channels(tmp_path):
 
 def test_budget_mistakes_are_refused(tmp_path):
     env = tmp_path / "dev.toml"
-    env.write_text(DEV + BUDGET.replace('"012345-6789AB-CDEF01"', '"12345"'))
+    env.write_text(with_budget(billing_account="12345"))
     result = run_main(tmp_path / "out", "--env", str(env))
     assert result.returncode == 2
     assert (
         f"{env}: budget.billing_account = '12345': must be a billing account id like 012345-6789AB-CDEF01"
         in result.stderr
     )
-    env.write_text(DEV + BUDGET.replace("[0.5, 0.9, 1.2]", "[0.9, 0.5]"))
+    env.write_text(with_budget(thresholds=[0.9, 0.5]))
     result = run_main(tmp_path / "out", "--env", str(env))
     assert result.returncode == 2
     assert (
@@ -63,8 +73,7 @@ def test_budget_mistakes_are_refused(tmp_path):
 
 def test_shipped_environments_have_no_budget_and_cost_shows_one_when_set(tmp_path):
     assert "[budget]" not in (ROOT / "environments" / "prod.toml").read_text()
-    env = tmp_path / "dev.toml"
-    env.write_text(DEV + BUDGET)
+    env = write_environment(BUDGETED, tmp_path / "dev.toml")
     import subprocess
     import sys
 

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
-from iac import DEV, only, resources, run_main
+from iac import only, resources
+from variants import DEV_ENV, synthesize, variant
 
 
 @pytest.fixture
@@ -42,17 +41,16 @@ def test_private_nodes_and_a_dns_endpoint_for_ci(cluster):
 
 
 def test_authorized_networks_instead_when_config_says_so(tmp_path):
-    config = tmp_path / "an.toml"
-    config.write_text(
-        DEV.replace('name = "dev"', 'name = "an"').replace(
-            'control_plane_access = "dns"',
-            'control_plane_access = "authorized_networks"\nauthorized_networks = ["203.0.113.0/24"]',
-        )
+    authorized = variant(
+        DEV_ENV,
+        {
+            "name": "an",
+            "cluster.control_plane_access": "authorized_networks",
+            "cluster.authorized_networks": ["203.0.113.0/24"],
+        },
     )
-    result = run_main(tmp_path / "out", "--env", str(config))
-    assert result.returncode == 0, result.stderr
-    stacks = tmp_path / "out" / "stacks"
-    cluster = only(json.loads((stacks / "an-cluster" / "cdk.tf.json").read_text()), "google_container_cluster")
+    stacks = synthesize(authorized, tmp_path)
+    cluster = only(stacks["an-cluster"], "google_container_cluster")
     assert cluster["control_plane_endpoints_config"] == {
         "dns_endpoint_config": {"allow_external_traffic": False},
         "ip_endpoints_config": {"enabled": True},
@@ -61,7 +59,7 @@ def test_authorized_networks_instead_when_config_says_so(tmp_path):
         "gcp_public_cidrs_access_enabled": False,
         "cidr_blocks": [{"cidr_block": "203.0.113.0/24", "display_name": "203.0.113.0/24"}],
     }
-    (provider,) = json.loads((stacks / "an-inference" / "cdk.tf.json").read_text())["provider"]["kubernetes"]
+    (provider,) = stacks["an-inference"]["provider"]["kubernetes"]
     assert provider["host"] == "https://${data.google_container_cluster.cluster.endpoint}"
     assert provider["cluster_ca_certificate"] == (
         "${base64decode(data.google_container_cluster.cluster.master_auth[0].cluster_ca_certificate)}"

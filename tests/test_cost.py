@@ -18,8 +18,7 @@ import tomllib
 
 import pytest
 
-from hybrid.cloud_run_settings import ServiceSettings
-from hybrid.config import Environment
+from hybrid.config import Environment, ServiceSettings
 from hybrid.cost.estimate import Workload, _Lines, cloud_run_service, estimate
 from hybrid.cost.prices import PRICES_DIR, PriceError, load_prices
 from iac import ROOT

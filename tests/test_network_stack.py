@@ -6,8 +6,9 @@ import ipaddress
 
 import pytest
 
+from hybrid.network_constants import HEALTH_CHECK_RANGES, PRIVATE_GOOGLE_APIS_RANGE
 from iac import only, resources
-from stacks.network import HEALTH_CHECK_RANGES, PLATFORM_APIS, PRIVATE_GOOGLE_APIS_RANGE
+from stacks.network import PLATFORM_APIS
 
 # The Cloud Run services' Direct VPC egress subnet of each environment.
 RUN_CIDR = {"dev": "10.8.0.0/24", "prod": "10.8.0.0/23"}

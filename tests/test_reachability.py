@@ -28,9 +28,10 @@ from hybrid.reachability import (
     net,
     route_for,
 )
-from iac import DEV, DEV_CLOUD_RUN, ROOT, run_main
+from iac import ROOT
 from orchestrator.routing import backends_for
 from orchestrator.settings import Route
+from variants import DEV_ENV, DEV_ON_CLOUD_RUN, synthesize, variant, write_environment
 
 SCRIPT = ROOT / "scripts" / "check_reachability.py"
 ALL_EDGES = [
@@ -105,14 +106,9 @@ def test_facts_agree_with_the_typed_settings(env):
 
 @pytest.fixture(scope="module")
 def cloud_run(tmp_path_factory) -> tuple[dict, EnvironmentFacts]:
-    """dev with its model on a Cloud Run GPU (tests/iac.py DEV_CLOUD_RUN), synthesized."""
-    workdir = tmp_path_factory.mktemp("reachability-cloud-run")
-    config = workdir / "dev-cloud-run.toml"
-    config.write_text(DEV_CLOUD_RUN)
-    result = run_main(workdir / "out", "--env", str(config))
-    assert result.returncode == 0, result.stderr
-    stacks = {p.parent.name: json.loads(p.read_text()) for p in (workdir / "out" / "stacks").glob("*/cdk.tf.json")}
-    return stacks, EnvironmentFacts.from_toml(tomllib.loads(DEV_CLOUD_RUN))
+    """dev with its model on a Cloud Run GPU (tests/variants.py DEV_ON_CLOUD_RUN), synthesized."""
+    stacks = synthesize(DEV_ON_CLOUD_RUN, tmp_path_factory.mktemp("reachability-cloud-run"))
+    return stacks, EnvironmentFacts.from_toml(DEV_ON_CLOUD_RUN.model_dump(mode="json"))
 
 
 def test_every_edge_of_the_cloud_run_placement_is_ok(cloud_run):
@@ -124,17 +120,8 @@ def test_every_edge_of_the_cloud_run_placement_is_ok(cloud_run):
 
 
 def test_frontend_behind_iap_is_reachable_by_its_members(tmp_path):
-    edited = DEV.replace('access = "public"', 'access = "iap"').replace(
-        "deletion_protection = false\n\n[services.frontend]",
-        'deletion_protection = false\niap_members = ["group:ai-team@example.com"]\n\n[services.frontend]',
-    )
-    assert edited.count('access = "iap"') == 1 and edited.count("iap_members") == 1
-    config = tmp_path / "dev-iap.toml"
-    config.write_text(edited)
-    result = run_main(tmp_path / "out", "--env", str(config))
-    assert result.returncode == 0, result.stderr
-    stacks = {p.parent.name: json.loads(p.read_text()) for p in (tmp_path / "out" / "stacks").glob("*/cdk.tf.json")}
-    verdicts = by_edge(stacks, EnvironmentFacts.from_toml(tomllib.loads(edited)))
+    iap = variant(DEV_ENV, {"services.iap_members": ["group:ai-team@example.com"], "services.frontend.access": "iap"})
+    verdicts = by_edge(synthesize(iap, tmp_path), EnvironmentFacts.from_toml(iap.model_dump(mode="json")))
     frontend = verdicts["browser -> frontend"]
     assert frontend.ok, explain([frontend])
     assert [s.text for s in frontend.steps][-2:] == [
@@ -394,8 +381,7 @@ def test_cli_reports_what_it_cannot_check_without_a_traceback(tmp_path):
 
 
 def test_cli_checks_one_environment_file(tmp_path):
-    config = tmp_path / "dev-cloud-run.toml"
-    config.write_text(DEV_CLOUD_RUN)
+    config = write_environment(DEV_ON_CLOUD_RUN, tmp_path / "dev-cloud-run.toml")
     result = run_cli("--env", str(config))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "dev: inference on cloud_run, self-hosted model google/gemma-3-4b-it" in result.stdout

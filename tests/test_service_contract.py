@@ -4,8 +4,6 @@ refused before any stack is written."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from hybrid.config import load_environment
@@ -14,6 +12,7 @@ from iac import ROOT
 from services.frontend.frontend.settings import FrontendSettings
 from services.gateway.gateway.settings import GatewaySettings
 from services.orchestrator.orchestrator.settings import OrchestratorSettings
+from variants import DEV_ON_CLOUD_RUN
 
 LOADERS = {"frontend": FrontendSettings, "gateway": GatewaySettings, "orchestrator": OrchestratorSettings}
 
@@ -53,14 +52,8 @@ def test_a_setting_nothing_sets_is_refused(environment):
     assert refused.value.problems == ["services.orchestrator: DATABASE_AUTH=iam needs PGHOST, PGDATABASE, PGUSER"]
 
 
-def test_the_self_hosted_model_is_routed_before_google_models(tmp_path: Path):
-    gemma = (ROOT / "environments" / "dev.toml").read_text()
-    gemma = (
-        gemma[: gemma.index("[inference]")]
-        + '[inference]\nplacement = "cloud_run"\n\n[inference.cloud_run]\nmodel = "google/gemma-3-4b-it"\n'
-    )
-    (tmp_path / "gemma.toml").write_text(gemma)
-    environment = load_environment(tmp_path / "gemma.toml")
+def test_the_self_hosted_model_is_routed_before_google_models():
+    environment = DEV_ON_CLOUD_RUN  # google/gemma-3-4b-it on a Cloud Run GPU
     orchestrator = service_settings(environment, Wiring.placeholder(environment))["orchestrator"]
     from services.orchestrator.orchestrator.routing import backends_for
 

@@ -7,7 +7,8 @@ import json
 
 import pytest
 
-from iac import DEV_CLOUD_RUN, ROOT, only, resources, run_main
+from iac import only, resources
+from variants import DEV_ENV, DEV_ON_CLOUD_RUN, synthesize, variant
 
 NETWORK_OUTPUT = "${data.terraform_remote_state.cross-stack-reference-input-%s-network.outputs.cross-stack-output-"
 ROLES = {"frontend", "gateway", "orchestrator"}
@@ -213,14 +214,8 @@ def test_gateway_calls_the_orchestrator_url_and_frontend_the_gateway(stack):
 @pytest.fixture(scope="module")
 def cloud_run_gpu(tmp_path_factory) -> dict[str, dict]:
     """dev, with its model on a Cloud Run L4 instead of GKE: its stacks by layer."""
-    tmp = tmp_path_factory.mktemp("cloud-run-gpu")
-    config = tmp / "gpu.toml"
-    config.write_text(
-        DEV_CLOUD_RUN.replace('name = "dev"', 'name = "gpu"') + 'secrets = { HF_TOKEN = "gpu-hf-token" }\n'
-    )
-    result = run_main(tmp / "out", "--env", str(config))
-    assert result.returncode == 0, result.stderr
-    return {p.name: json.loads((p / "cdk.tf.json").read_text()) for p in (tmp / "out" / "stacks").iterdir()}
+    gpu = variant(DEV_ON_CLOUD_RUN, {"name": "gpu", "inference.cloud_run.secrets": {"HF_TOKEN": "gpu-hf-token"}})
+    return synthesize(gpu, tmp_path_factory.mktemp("cloud-run-gpu"))
 
 
 def test_inference_on_a_cloud_run_l4_when_config_says_so(cloud_run_gpu):
@@ -272,17 +267,11 @@ def test_deletion_protection_follows_config(env, stack):
 
 
 def test_frontend_behind_iap_when_config_says_so(tmp_path):
-    dev = (ROOT / "environments" / "dev.toml").read_text()
-    edited = dev.replace('name = "dev"', 'name = "iap"').replace(
-        'deletion_protection = false\n\n[services.frontend]\naccess = "public"',
-        'deletion_protection = false\niap_members = ["group:ai-team@example.com"]\n\n[services.frontend]\naccess = "iap"',
+    iap = variant(
+        DEV_ENV,
+        {"name": "iap", "services.iap_members": ["group:ai-team@example.com"], "services.frontend.access": "iap"},
     )
-    assert edited.count('access = "iap"') == 1
-    config = tmp_path / "iap.toml"
-    config.write_text(edited)
-    result = run_main(tmp_path / "out", "--env", str(config))
-    assert result.returncode == 0, result.stderr
-    stack = json.loads((tmp_path / "out" / "stacks" / "iap-services" / "cdk.tf.json").read_text())
+    stack = synthesize(iap, tmp_path)["iap-services"]
 
     frontend_key, frontend = next(
         (k, s) for k, s in resources(stack, "google_cloud_run_v2_service").items() if k.startswith("frontend_")

@@ -46,6 +46,8 @@ class AutopilotCluster(Construct):
         region: str,
         network: str,
         subnetwork: str,
+        pods_range: str,
+        services_range: str,
         node_account: ServiceAccount,
         settings: ClusterSettings,
     ) -> None:
@@ -63,7 +65,7 @@ class AutopilotCluster(Construct):
             network=network,
             subnetwork=subnetwork,
             ip_allocation_policy=ContainerClusterIpAllocationPolicy(
-                cluster_secondary_range_name="pods", services_secondary_range_name="services"
+                cluster_secondary_range_name=pods_range, services_secondary_range_name=services_range
             ),
             private_cluster_config=ContainerClusterPrivateClusterConfig(enable_private_nodes=True),
             control_plane_endpoints_config=ContainerClusterControlPlaneEndpointsConfig(
@@ -79,7 +81,9 @@ class AutopilotCluster(Construct):
             else ContainerClusterMasterAuthorizedNetworksConfig(
                 gcp_public_cidrs_access_enabled=False,
                 cidr_blocks=[
-                    ContainerClusterMasterAuthorizedNetworksConfigCidrBlocks(cidr_block=cidr, display_name=cidr)
+                    ContainerClusterMasterAuthorizedNetworksConfigCidrBlocks(
+                        cidr_block=str(cidr), display_name=str(cidr)
+                    )
                     for cidr in settings.authorized_networks
                 ],
             ),

@@ -37,8 +37,8 @@ from cdktf_cdktf_provider_google_beta.google_iap_web_cloud_run_service_iam_membe
 from cdktf_cdktf_provider_google_beta.google_project_service_identity import GoogleProjectServiceIdentity
 from constructs import Construct
 
-from hybrid.cloud_run_settings import GpuServiceSettings, ServiceSettings
 from hybrid.components.service_account import ServiceAccount, project_role
+from hybrid.config import GpuServiceSettings, ServiceSettings
 
 # Seed 004's probes: startup on /health after 5 s, every 3 s, 5 failures; liveness every 30 s.
 STARTUP_PROBE = CloudRunV2ServiceTemplateContainersStartupProbe(

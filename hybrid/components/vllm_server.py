@@ -84,14 +84,14 @@ from cdktf_cdktf_provider_kubernetes.service_v1 import (
 from constructs import Construct
 
 from hybrid.catalog import MODELS
-from hybrid.inference_settings import GkeModelServerSettings
+from hybrid.config import GkeModelServerSettings
+from hybrid.network_constants import HEALTH_CHECK_RANGES
 
 NAME = "vllm"
 LABELS = {"app": NAME, "tier": "inference"}
 # GKE's queue-size metric for vLLM, through Managed Prometheus and the custom metrics adapter
 # (cloud.google.com/kubernetes-engine/docs/best-practices/machine-learning/inference/autoscaling).
 QUEUE_METRIC = "prometheus.googleapis.com|vllm:num_requests_waiting|gauge"
-HEALTH_CHECK_RANGES = ("35.191.0.0/16", "130.211.0.0/22")
 # Managed Prometheus's collectors run in gke-gmp-system on Autopilot (gmp-system is the
 # Standard clusters' namespace): cloud.google.com/stackdriver/docs/managed-prometheus/setup-managed.
 MANAGED_PROMETHEUS_NAMESPACE = "gke-gmp-system"

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hybrid.errors import ConfigError
+from hybrid.config import ConfigError
 
 if TYPE_CHECKING:
     from hybrid.cost.estimate import Workload

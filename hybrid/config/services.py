@@ -10,7 +10,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, model_validator
 
-from hybrid.validation import Settings, between, invalid, matching
+from hybrid.config.validation import Settings, between, invalid, matching
 
 # cloud.google.com/run/docs/configuring/services/cpu: whole CPUs 1, 2, 4, 6 or 8, and the
 # memory each allows (4 CPUs need >= 2 GiB, 6 and 8 need >= 4 GiB; at most 4 GiB per CPU).
@@ -40,10 +40,13 @@ ImageRef = Annotated[
 ImageTag = Annotated[str, matching(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}", "a Docker tag (1-128 characters)")]
 
 
+# Set by Cloud Run itself (cloud.google.com/run/docs/container-contract#env-vars).
+CLOUD_RUN_SETS = ("PORT", "K_SERVICE", "K_REVISION", "K_CONFIGURATION")
+
+
 def _not_reserved(name: str) -> str:
-    # Set by Cloud Run itself (cloud.google.com/run/docs/container-contract#env-vars).
-    if name in ("PORT", "K_SERVICE", "K_REVISION", "K_CONFIGURATION"):
-        raise ValueError("is set by Cloud Run itself")
+    if name in CLOUD_RUN_SETS:
+        raise ValueError(f"must not be one Cloud Run sets itself ({', '.join(CLOUD_RUN_SETS)})")
     return name
 
 
@@ -83,7 +86,7 @@ class ServiceSettings(Settings):
         if self.min_instances > self.max_instances:
             raise invalid("min_instances", f"must not exceed max_instances ({self.max_instances})")
         if clash := sorted(set(self.env) & set(self.secrets)):
-            raise invalid("secrets", f"{clash} also set in env; a variable comes from one place")
+            raise invalid("secrets", f"must not repeat variables of env ({clash}): a variable comes from one place")
         return self
 
 

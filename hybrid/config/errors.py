@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 
@@ -13,3 +14,9 @@ class ConfigError(Exception):
     @classmethod
     def combine(cls, errors: list[ConfigError]) -> ConfigError:
         return cls(None, [line for err in errors for line in err.lines])
+
+
+def must(message: str) -> str:
+    """A pydantic message ("Input should be ...", "List should have ...") in our voice: what the
+    value must be or do, as every message of ours says it."""
+    return re.sub(r"^\w+ should ", "must ", message.removeprefix("Value error, "))

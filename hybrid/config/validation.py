@@ -3,11 +3,12 @@ messages say what is allowed."""
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import re
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict
 from pydantic_core import PydanticCustomError
 
 
@@ -37,14 +38,30 @@ def matching(pattern: str, allowed: str) -> AfterValidator:
     return AfterValidator(check)
 
 
-def ipv4_network(value: str) -> ipaddress.IPv4Network:
-    try:
-        return ipaddress.IPv4Network(value, strict=True)
-    except ValueError as err:
-        raise ValueError(f"must be an IPv4 CIDR range with no host bits set, like 10.0.0.0/20 ({err})") from None
+def _ipv4_network(value: object) -> object:
+    if isinstance(value, ipaddress.IPv4Network):
+        return value
+    why = ""
+    if isinstance(value, str):
+        try:
+            return ipaddress.IPv4Network(value, strict=True)
+        except ValueError as err:
+            why = f" ({err})"
+    raise ValueError(f"must be an IPv4 CIDR range with no host bits set, like 10.0.0.0/20{why}")
 
 
-Cidr = Annotated[str, AfterValidator(lambda v: str(ipv4_network(v)))]
+def _ipv4_address(value: object) -> object:
+    if isinstance(value, ipaddress.IPv4Address):
+        return value
+    if isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            return ipaddress.IPv4Address(value)
+    raise ValueError("must be an IPv4 address")
+
+
+# Parsed once, here, with a message that says what is allowed; used as what they are everywhere.
+Cidr = Annotated[ipaddress.IPv4Network, BeforeValidator(_ipv4_network)]
+IPv4 = Annotated[ipaddress.IPv4Address, BeforeValidator(_ipv4_address)]
 
 
 def invalid(key: str, message: str) -> PydanticCustomError:

@@ -7,8 +7,8 @@ from typing import Annotated, Literal
 from pydantic import model_validator
 
 from hybrid.catalog import GPUS, MODELS, ServerShape, capacity_problems
-from hybrid.cloud_run_settings import GpuServiceSettings, ImageRef, Memory, SecretId, memory_gib
-from hybrid.validation import Settings, between, invalid
+from hybrid.config.services import GpuServiceSettings, ImageRef, Memory, SecretId, memory_gib
+from hybrid.config.validation import Settings, between, invalid
 
 Replicas = Annotated[int, between(1, 100)]
 
@@ -46,9 +46,11 @@ class GkeModelServerSettings(Settings):
         if self.min_replicas > self.max_replicas:
             raise invalid("min_replicas", f"must not exceed max_replicas ({self.max_replicas})")
         if self.weights == "pvc" and self.max_replicas > 1:
-            raise invalid("weights", "'pvc' is a ReadWriteOnce disk for one server: use 'gcsfuse' for max_replicas > 1")
+            raise invalid(
+                "weights", "must be 'gcsfuse' for max_replicas > 1: 'pvc' is a ReadWriteOnce disk for one server"
+            )
         if self.weights == "gcsfuse" and not self.weights_bucket:
-            raise invalid("weights_bucket", "is required when weights is 'gcsfuse'")
+            raise invalid("weights_bucket", "must be set when weights is 'gcsfuse'")
         shape = ServerShape(
             model=self.model,
             gpu_type=self.gpu_type,
@@ -74,9 +76,9 @@ class InferenceSettings(Settings):
     @model_validator(mode="after")
     def _placed(self) -> InferenceSettings:
         if self.placement == "gke" and self.gke is None:
-            raise invalid("gke", "is required when placement is 'gke'")
+            raise invalid("gke", "must be set when placement is 'gke'")
         if self.placement == "cloud_run" and self.cloud_run is None:
-            raise invalid("cloud_run", "is required when placement is 'cloud_run'")
+            raise invalid("cloud_run", "must be set when placement is 'cloud_run'")
         return self
 
     @property

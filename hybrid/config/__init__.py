@@ -1,0 +1,49 @@
+"""An environment's typed settings, one module per domain: import them from here.
+
+from hybrid.config import Environment, load_environment
+"""
+
+from hybrid.config.budget import BudgetSettings
+from hybrid.config.cluster import ClusterSettings
+from hybrid.config.database import DatabaseSettings
+from hybrid.config.environment import Environment, StateSettings
+from hybrid.config.errors import ConfigError, must
+from hybrid.config.inference import GkeModelServerSettings, InferenceSettings
+from hybrid.config.loading import load_environment, load_environments, parse_environment
+from hybrid.config.names import ResourceNames
+from hybrid.config.network import NetworkSettings
+from hybrid.config.services import (
+    FrontendSettings,
+    GatewaySettings,
+    GpuServiceSettings,
+    OrchestratorSettings,
+    ServiceSettings,
+    ServicesSettings,
+    memory_gib,
+)
+from hybrid.config.validation import Settings
+
+__all__ = [
+    "BudgetSettings",
+    "ClusterSettings",
+    "ConfigError",
+    "DatabaseSettings",
+    "Environment",
+    "FrontendSettings",
+    "GatewaySettings",
+    "GkeModelServerSettings",
+    "GpuServiceSettings",
+    "InferenceSettings",
+    "NetworkSettings",
+    "OrchestratorSettings",
+    "ResourceNames",
+    "ServiceSettings",
+    "ServicesSettings",
+    "Settings",
+    "StateSettings",
+    "load_environment",
+    "load_environments",
+    "memory_gib",
+    "must",
+    "parse_environment",
+]

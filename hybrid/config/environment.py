@@ -1,0 +1,114 @@
+"""Typed, immutable settings for one environment, loaded from environments/<env>.toml.
+
+Each domain's settings check themselves (network, database, cluster, services, inference,
+budget); the checks here span domains. Everything GCP would refuse at deploy time is refused
+at synth time, with a message naming the file, the key and what is allowed.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import cached_property
+from typing import Annotated
+
+from pydantic import Field, model_validator
+
+from hybrid.config.budget import BudgetSettings
+from hybrid.config.cluster import ClusterSettings
+from hybrid.config.database import DatabaseSettings
+from hybrid.config.inference import InferenceSettings
+from hybrid.config.names import ResourceNames
+from hybrid.config.network import NetworkSettings
+from hybrid.config.services import ServicesSettings
+from hybrid.config.validation import Settings, invalid, matching
+
+# cloud.google.com/resource-manager/docs/creating-managing-projects: 6-30 chars,
+# lowercase letters, digits and hyphens, starting with a letter, not ending with a hyphen.
+ProjectId = Annotated[
+    str,
+    matching(r"[a-z][a-z0-9-]{4,28}[a-z0-9]", "6-30 lowercase letters, digits or hyphens, starting with a letter"),
+]
+Region = Annotated[str, matching(r"[a-z]+-[a-z]+[0-9]+", "a GCP region like europe-west1 or us-central1")]
+# cloud.google.com/storage/docs/buckets#naming (names without dots).
+BucketName = Annotated[
+    str,
+    matching(r"[a-z0-9][a-z0-9_-]{1,61}[a-z0-9]", "a GCS bucket name: 3-63 lowercase letters, digits, '-' or '_'"),
+]
+# Prefixes every resource name; how long it may be depends on the names (see ResourceNames).
+EnvName = Annotated[
+    str,
+    matching(r"[a-z]([a-z0-9-]{0,28}[a-z0-9])?", "1-30 lowercase letters, digits or hyphens, starting with a letter"),
+]
+# cloud.google.com/resource-manager/docs/labels-overview#requirements
+# GCP allows '-' in keys too, but cdktf rewrites '-' to '_' in provider blocks (measured),
+# where these labels go as default_labels: refuse it rather than deploy other keys.
+LabelKey = Annotated[str, matching(r"[a-z][a-z0-9_]{0,62}", "a label key: 1-63 lowercase letters, digits or '_'")]
+LabelValue = Annotated[str, matching(r"[a-z0-9_-]{0,63}", "a label value: 0-63 lowercase letters, digits, '_' or '-'")]
+
+
+class StateSettings(Settings):
+    bucket: BucketName
+
+
+class Environment(Settings):
+    name: EnvName
+    project_id: ProjectId
+    region: Region
+    # A resource holds at most 64 labels (cloud.google.com/resource-manager/docs/labels-overview);
+    # the stacks add "layer" and the provider adds "goog-terraform-provisioned".
+    labels: dict[LabelKey, LabelValue] = Field(default_factory=dict, max_length=62)
+    state: StateSettings
+    network: NetworkSettings
+    database: DatabaseSettings
+    cluster: ClusterSettings
+    services: ServicesSettings
+    inference: InferenceSettings
+    # Optional: a budget with alerts, made in the network layer (deployed first).
+    budget: BudgetSettings | None = None
+
+    @model_validator(mode="after")
+    def _no_overlaps(self) -> Environment:
+        ranges = list(self.network.ranges().items())
+        for i, (key_a, net_a) in enumerate(ranges):
+            for key_b, net_b in ranges[i + 1 :]:
+                if net_a.overlaps(net_b):
+                    raise invalid(key_b, f"must not overlap {key_a} ({net_a}); every range must be distinct")
+        return self
+
+    @model_validator(mode="after")
+    def _run_subnet_fits(self) -> Environment:
+        # Direct VPC egress holds about two addresses per instance in the steady state
+        # (cloud.google.com/run/docs/configuring/vpc-direct-vpc#direct-vpc-ip-allocation); the
+        # gateway and the orchestrator are the services in the VPC.
+        needed = 2 * (self.services.gateway.max_instances + self.services.orchestrator.max_instances)
+        # A subnet's first two and last two addresses are reserved
+        # (cloud.google.com/vpc/docs/subnets#unusable-ip-addresses-in-every-subnet).
+        usable = self.network.run_cidr.num_addresses - 4
+        if usable < needed:
+            raise invalid(
+                "network.run_cidr",
+                f"must have {needed} usable addresses, two per instance of the gateway's and orchestrator's max_instances; it has {usable}",
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _names_fit(self) -> Environment:
+        names = self.names
+        for key, (value, pattern, rule) in names.rules().items():
+            if not re.fullmatch(pattern, value):
+                raise invalid(
+                    "name", f"must make names GCP accepts: the {key} name {value!r} ({len(value)} chars) must be {rule}"
+                )
+        # cloud.google.com/sql/docs/postgres/create-instance: project-ID:instance-ID <= 98 chars.
+        if len(self.project_id) + 1 + len(names.sql_instance) > 98:
+            raise invalid(
+                "project_id", f"must be short enough for {self.project_id}:{names.sql_instance} to fit 98 characters"
+            )
+        return self
+
+    @cached_property
+    def names(self) -> ResourceNames:
+        return ResourceNames(self.name)
+
+    def stack_id(self, layer: str) -> str:
+        return f"{self.name}-{layer}"

@@ -1,0 +1,104 @@
+"""Every GCP resource name an environment's stacks build, and the rule GCP holds each to."""
+
+from __future__ import annotations
+
+_RFC1035 = r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?"
+# The network's firewall rules, each named for the flow it allows or denies (stacks/network.py).
+FIREWALL_RULES = (
+    "deny-all-ingress",
+    "deny-all-egress",
+    "allow-cloud-run-to-inference",
+    "allow-health-checks-to-inference",
+    "allow-orchestrator-egress-inference",
+    "allow-orchestrator-egress-postgres",
+    "allow-egress-google-apis",
+    "allow-workloads-internal",
+    "allow-workloads-egress-https",
+)
+
+
+class ResourceNames:
+    """GCP resource names derived from the environment name, and the rules GCP holds them to."""
+
+    def __init__(self, env: str) -> None:
+        self.network = f"{env}-vpc"
+        self.subnet = f"{env}-workloads"
+        # The workloads subnet's secondary ranges, which GKE puts pods and services on.
+        self.pods_range, self.services_range = "pods", "services"
+        self.run_subnet = f"{env}-cloud-run"
+        # A network tag per workload on the Cloud Run subnet, for egress firewall rules: only the
+        # orchestrator may send to the model servers, only it and the bootstrap job to Cloud SQL.
+        self.run_tag = {role: f"{env}-run-{role}" for role in ("gateway", "orchestrator", "db-bootstrap")}
+        self.psa_range = f"{env}-psa"
+        self.firewall_rule = {rule: f"{env}-{rule}" for rule in FIREWALL_RULES}
+        self.router = f"{env}-router"
+        self.nat = f"{env}-nat"
+        self.sql_instance = f"{env}-postgres"
+        self.cluster = f"{env}-models"
+        self.inference_address = f"{env}-inference-lb"
+        self.node_account = f"{env}-gke-nodes"
+        self.model_server_account = f"{env}-vllm"
+        self.metrics_adapter_account = f"{env}-metrics-adapter"
+        self.run_app_zone = f"{env}-run-app"
+        self.registry = f"{env}-services"
+        # The chat page's browser key for Identity Platform sign-in.
+        self.browser_key = f"{env}-chat-page"
+        self.database_bootstrap = f"{env}-db-bootstrap"
+        # The built-in admin's password, set and stored by the operator once (README).
+        self.database_admin_secret = f"{env}-postgres-admin-password"
+        self.service = {role: f"{env}-{role}" for role in ("frontend", "gateway", "orchestrator", "inference")}
+        self.orchestrator_account = self.service["orchestrator"]
+
+    def rules(self) -> dict[str, tuple[str, str, str]]:
+        rfc = "1-63 lowercase letters, digits and hyphens, starting with a letter"
+        return {
+            "VPC network": (self.network, _RFC1035, rfc),
+            "subnet": (self.subnet, _RFC1035, rfc),
+            "Cloud Run subnet": (self.run_subnet, _RFC1035, rfc),
+            **{f"{role} network tag": (tag, _RFC1035, rfc) for role, tag in self.run_tag.items()},
+            "Cloud Router": (self.router, _RFC1035, rfc),
+            "Cloud NAT": (self.nat, _RFC1035, rfc),
+            "Cloud SQL instance": (self.sql_instance, _RFC1035, rfc),
+            "Cloud DNS zone": (self.run_app_zone, _RFC1035, rfc),
+            # cloud.google.com/kubernetes-engine/docs/reference/rest/v1/projects.locations.clusters: 40 chars.
+            "GKE cluster": (self.cluster, r"[a-z]([-a-z0-9]{0,38}[a-z0-9])?", "at most 40 characters"),
+            "internal address": (self.inference_address, _RFC1035, rfc),
+            "Private Services Access range": (self.psa_range, _RFC1035, rfc),
+            **{
+                f"{role} service account": (name, r"[a-z][-a-z0-9]{4,28}[a-z0-9]", "6-30 characters")
+                for role, name in (
+                    ("GKE node", self.node_account),
+                    ("model server", self.model_server_account),
+                    ("metrics adapter", self.metrics_adapter_account),
+                )
+            },
+            "Artifact Registry repository": (self.registry, _RFC1035, rfc),
+            "database bootstrap job and service account": (
+                self.database_bootstrap,
+                r"[a-z][-a-z0-9]{4,28}[a-z0-9]",
+                "6-30 characters",
+            ),
+            # cloud.google.com/run/docs/deploying#service: at most 49 characters.
+            **{
+                f"Cloud Run service {role}": (name, r"[a-z]([-a-z0-9]{0,47}[a-z0-9])?", "at most 49 characters")
+                for role, name in self.service.items()
+            },
+            # cloud.google.com/iam/docs/service-accounts-create: 6-30 characters.
+            **{
+                f"{role} service account": (name, r"[a-z][-a-z0-9]{4,28}[a-z0-9]", "6-30 characters")
+                for role, name in self.service.items()
+            },
+            # cloud.google.com/compute/docs/reference/rest/v1/subnetworks: a secondary range's
+            # rangeName, like a firewall rule's name (.../v1/firewalls), is RFC 1035, 1-63 characters.
+            "pods secondary range": (self.pods_range, _RFC1035, rfc),
+            "services secondary range": (self.services_range, _RFC1035, rfc),
+            **{f"{rule} firewall rule": (name, _RFC1035, rfc) for rule, name in self.firewall_rule.items()},
+            # cloud.google.com/api-keys/docs/reference/rest/v2/projects.locations.keys/create: keyId.
+            "browser API key": (self.browser_key, _RFC1035, rfc),
+            # cloud.google.com/secret-manager/docs/reference/rest/v1/projects.secrets/create: secretId.
+            "database admin password secret": (
+                self.database_admin_secret,
+                r"[A-Za-z0-9_-]{1,255}",
+                "1-255 letters, digits, '-' or '_'",
+            ),
+        }

@@ -1,0 +1,48 @@
+"""Typed settings for the VPC's address plan: the subnets, their secondary ranges, Private
+Services Access and the model servers' internal address."""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Annotated
+
+from pydantic import model_validator
+
+from hybrid.config.validation import Cidr, IPv4, Settings, between, invalid
+
+
+class NetworkSettings(Settings):
+    subnet_cidr: Cidr
+    pods_cidr: Cidr
+    services_cidr: Cidr
+    psa_cidr: Cidr
+    inference_port: Annotated[int, between(1, 65535)] = 8000
+    # The internal load balancer's address in subnet_cidr: the orchestrator's way to the models.
+    inference_address: IPv4
+    # The Cloud Run services' own subnet: they send private traffic into the VPC from it
+    # with Direct VPC egress (see the README's "Network paths" for why not a connector).
+    run_cidr: Cidr
+
+    def ranges(self) -> dict[str, ipaddress.IPv4Network]:
+        return {
+            "network.subnet_cidr": self.subnet_cidr,
+            "network.pods_cidr": self.pods_cidr,
+            "network.services_cidr": self.services_cidr,
+            "network.psa_cidr": self.psa_cidr,
+            "network.run_cidr": self.run_cidr,
+        }
+
+    @model_validator(mode="after")
+    def _sizes(self) -> NetworkSettings:
+        # cloud.google.com/vpc/docs/configure-private-services-access: at least a /24.
+        if self.psa_cidr.prefixlen > 24:
+            raise invalid("psa_cidr", "must be a /24 or larger for Private Services Access")
+        # cloud.google.com/run/docs/configuring/vpc-direct-vpc#direct-vpc-ip-allocation: /26 or larger.
+        if self.run_cidr.prefixlen > 26:
+            raise invalid("run_cidr", "must be a /26 or larger for Cloud Run's Direct VPC egress")
+        subnet = self.subnet_cidr
+        # A subnet's first two and last two addresses are reserved
+        # (cloud.google.com/vpc/docs/subnets#unusable-ip-addresses-in-every-subnet).
+        if not subnet.network_address + 2 <= self.inference_address <= subnet.broadcast_address - 2:
+            raise invalid("inference_address", f"must be a usable address of subnet_cidr ({subnet})")
+        return self
