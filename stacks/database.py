@@ -11,8 +11,8 @@ from __future__ import annotations
 from cdktf import TerraformOutput
 from constructs import Construct
 
-from hybrid.components.postgres import PostgresInstance
-from hybrid.components.service_account import ServiceAccount
+from hybrid.components.postgres import PostgresInstance, PostgresProps
+from hybrid.components.service_account import ServiceAccount, ServiceAccountProps
 from hybrid.config import Environment
 from hybrid.layer import LayerStack
 from stacks.network import NetworkStack
@@ -23,22 +23,36 @@ class DatabaseStack(LayerStack):
         super().__init__(scope, env, "database")
         self.add_dependency(network)
 
+        db = env.database
         self.postgres = PostgresInstance(
             self,
             "postgres",
-            name=env.names.sql_instance,
-            region=env.region,
-            private_network=network.private_services_network,
-            settings=env.database,
+            PostgresProps(
+                name=env.names.sql_instance,
+                region=env.region,
+                private_network=network.private_services_network,
+                version=db.version,
+                tier=db.tier,
+                availability=db.availability,
+                disk_size_gb=db.disk_size_gb,
+                deletion_protection=db.deletion_protection,
+                backup_start_time=db.backup_start_time,
+                retained_backups=db.retained_backups,
+                log_retention_days=db.log_retention_days,
+                maintenance_day=db.maintenance_day,
+                maintenance_hour=db.maintenance_hour,
+            ),
         )
-        self.orchestrator_database = self.postgres.add_database(env.database.database_name)
+        self.orchestrator_database = self.postgres.add_database(db.database_name)
 
         self.orchestrator = ServiceAccount(
             self,
             "orchestrator",
-            account_id=env.names.orchestrator_account,
-            display_name="LLM orchestrator",
-            description="Runs the internal orchestrator on Cloud Run; logs in to Cloud SQL with its IAM identity.",
+            ServiceAccountProps(
+                account_id=env.names.orchestrator_account,
+                display_name="LLM orchestrator",
+                description="Runs the internal orchestrator on Cloud Run; logs in to Cloud SQL with its IAM identity.",
+            ),
         )
         self.postgres.grant_connect(self.orchestrator, project=env.project_id)
 

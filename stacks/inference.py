@@ -19,10 +19,11 @@ from cdktf_cdktf_provider_kubernetes.provider import KubernetesProvider
 from cdktf_cdktf_provider_kubernetes.service_account_v1 import ServiceAccountV1, ServiceAccountV1Metadata
 from constructs import Construct
 
+from hybrid.catalog import MODELS
 from hybrid.components import metrics_adapter
-from hybrid.components.metrics_adapter import CustomMetricsAdapter
-from hybrid.components.service_account import ServiceAccount
-from hybrid.components.vllm_server import VllmServer
+from hybrid.components.metrics_adapter import CustomMetricsAdapter, CustomMetricsAdapterProps
+from hybrid.components.service_account import ServiceAccount, ServiceAccountProps
+from hybrid.components.vllm_server import VllmServer, VllmServerProps, Weights
 from hybrid.config import Environment
 from hybrid.layer import LayerStack
 from stacks.cluster import ClusterStack
@@ -57,9 +58,11 @@ class InferenceStack(LayerStack):
         server_identity = ServiceAccount(
             self,
             "model-server-identity",
-            account_id=names.model_server_account,
-            display_name="vLLM model server",
-            description="Reads the model weights and the Hugging Face token; nothing else.",
+            ServiceAccountProps(
+                account_id=names.model_server_account,
+                display_name="vLLM model server",
+                description="Reads the model weights and the Hugging Face token; nothing else.",
+            ),
         )
         server_identity.allow_kubernetes_account(project, NAMESPACE, MODEL_SERVER_ACCOUNT)
         if settings.hf_token_secret:
@@ -81,9 +84,11 @@ class InferenceStack(LayerStack):
         adapter_identity = ServiceAccount(
             self,
             "metrics-adapter-identity",
-            account_id=names.metrics_adapter_account,
-            display_name="Custom metrics adapter",
-            description="Reads Cloud Monitoring metrics for the model servers' autoscaler.",
+            ServiceAccountProps(
+                account_id=names.metrics_adapter_account,
+                display_name="Custom metrics adapter",
+                description="Reads Cloud Monitoring metrics for the model servers' autoscaler.",
+            ),
         )
         adapter_identity.grant_project_roles(project, ("roles/monitoring.viewer",))
         adapter_identity.allow_kubernetes_account(project, metrics_adapter.NAMESPACE, metrics_adapter.NAME)
@@ -105,12 +110,33 @@ class InferenceStack(LayerStack):
         self.vllm = VllmServer(
             self,
             "vllm",
-            namespace=namespace.metadata.name,
-            service_account=account.metadata.name,
-            settings=settings,
-            port=env.network.inference_port,
-            load_balancer_ip=network.inference_address.address,
-            allowed_sources=[env.network.run_cidr],
-            project=project,
+            VllmServerProps(
+                project=project,
+                namespace=namespace.metadata.name,
+                service_account=account.metadata.name,
+                image=settings.image,
+                model=settings.model,
+                quantization=MODELS[settings.model].quantization,
+                tensor_parallel_size=settings.tensor_parallel_size,
+                max_model_len=settings.max_model_len,
+                gpu_memory_utilization=settings.gpu_memory_utilization,
+                gpu_type=settings.gpu_type,
+                gpu_count=settings.gpu_count,
+                cpu=settings.cpu,
+                memory=settings.memory,
+                ephemeral_storage=settings.ephemeral_storage,
+                weights=Weights(settings.weights),
+                weights_volume_size=settings.weights_volume_size,
+                weights_bucket=settings.weights_bucket,
+                hf_token_secret=settings.hf_token_secret,
+                min_replicas=settings.min_replicas,
+                max_replicas=settings.max_replicas,
+                queue_target=settings.queue_target,
+                port=env.network.inference_port,
+                load_balancer_ip=network.inference_address.address,
+                allowed_sources=(str(env.network.run_cidr),),
+            ),
         )
-        CustomMetricsAdapter(self, "metrics-adapter", google_service_account=adapter_identity.email)
+        CustomMetricsAdapter(
+            self, "metrics-adapter", CustomMetricsAdapterProps(google_service_account=adapter_identity.email)
+        )

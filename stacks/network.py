@@ -35,7 +35,7 @@ from cdktf_cdktf_provider_google.project_service import ProjectService
 from cdktf_cdktf_provider_google.service_networking_connection import ServiceNetworkingConnection
 from constructs import Construct
 
-from hybrid.components.firewall import DEFAULT_DENY_PRIORITY, Firewall, Rule
+from hybrid.components.firewall import DEFAULT_DENY_PRIORITY, Firewall, FirewallProps, Rule
 from hybrid.config import Environment
 from hybrid.layer import LayerStack
 
@@ -202,13 +202,26 @@ class NetworkStack(LayerStack):
             log_config=ComputeRouterNatLogConfig(enable=True, filter="ERRORS_ONLY"),
         )
 
-        self.firewall = Firewall(self, "firewall", network=self.vpc.id, rules=firewall_rules(env))
+        self.firewall = Firewall(self, "firewall", FirewallProps(network=self.vpc.id, rules=tuple(firewall_rules(env))))
 
         if env.budget:
             # Optional ([budget] in the environment file): alerts before the month's bill surprises anyone.
-            from hybrid.components.budget import Budget
+            from hybrid.components.budget import Budget, BudgetProps
 
-            Budget(self, "budget", env_name=env.name, project_id=env.project_id, settings=env.budget)
+            budget = env.budget
+            Budget(
+                self,
+                "budget",
+                BudgetProps(
+                    env_name=env.name,
+                    project_id=env.project_id,
+                    billing_account=budget.billing_account,
+                    amount_usd=budget.amount_usd,
+                    thresholds=tuple(budget.thresholds),
+                    spend_basis=budget.spend_basis,
+                    notification_emails=tuple(budget.notification_emails),
+                ),
+            )
 
         TerraformOutput(self, "network_id", value=self.vpc.id)
         TerraformOutput(self, "cloud_run_subnet_id", value=self.run_subnet.id)

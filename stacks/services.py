@@ -29,10 +29,10 @@ from cdktf_cdktf_provider_google.identity_platform_config import (
 from cdktf_cdktf_provider_google_beta.provider import GoogleBetaProvider
 from constructs import Construct
 
-from hybrid.cloud_run_settings import ServiceSettings
-from hybrid.components.cloud_run import CloudRunService, PrivateEgress
-from hybrid.components.database_bootstrap import DatabaseBootstrapJob
-from hybrid.components.service_account import ServiceAccount
+from hybrid.cloud_run_settings import GpuServiceSettings, ServiceSettings
+from hybrid.components.cloud_run import CloudRunService, CloudRunServiceProps, Gpu, PrivateEgress
+from hybrid.components.database_bootstrap import DatabaseBootstrapJob, DatabaseBootstrapProps
+from hybrid.components.service_account import ServiceAccount, ServiceAccountProps
 from hybrid.config import Environment
 from hybrid.layer import LayerStack
 from hybrid.service_contract import Wiring, container_env, run_app_url
@@ -101,7 +101,7 @@ class ServicesStack(LayerStack):
                 gpu,
                 env=dict(gpu.env),
                 container_port=gpu.port,
-                args=["--model", gpu.model, "--port", str(gpu.port)],
+                args=("--model", gpu.model, "--port", str(gpu.port)),
             )
             inference_url = f"{self.inference.uri}/v1"
 
@@ -131,22 +131,26 @@ class ServicesStack(LayerStack):
         DatabaseBootstrapJob(
             self,
             "database-bootstrap",
-            name=names.database_bootstrap,
-            region=env.region,
-            image=self._image("orchestrator", settings.orchestrator),
+            DatabaseBootstrapProps(
+                name=names.database_bootstrap,
+                region=env.region,
+                image=self._image("orchestrator", settings.orchestrator),
+                egress=self.egress("db-bootstrap"),
+                database_host=database_host,
+                database_name=database_name,
+                grantee=database_user,
+                admin_password_secret=names.database_admin_secret,
+                deletion_protection=settings.deletion_protection,
+            ),
             account=ServiceAccount(
                 self,
                 "database-bootstrap-identity",
-                account_id=names.database_bootstrap,
-                display_name="Database bootstrap (Cloud Run job)",
-                description="Grants the orchestrator's IAM database user its schema, once; reads the admin password.",
+                ServiceAccountProps(
+                    account_id=names.database_bootstrap,
+                    display_name="Database bootstrap (Cloud Run job)",
+                    description="Grants the orchestrator's IAM database user its schema, once; reads the admin password.",
+                ),
             ),
-            egress=self.egress("db-bootstrap"),
-            database_host=database_host,
-            database_name=database_name,
-            grantee=database_user,
-            admin_password_secret=names.database_admin_secret,
-            deletion_protection=settings.deletion_protection,
         )
 
         wiring = replace(wiring, orchestrator_url=self.orchestrator.uri)
@@ -186,29 +190,40 @@ class ServicesStack(LayerStack):
         env: dict[str, str],
         account: ServiceAccount | None = None,
         container_port: int = 8080,
-        args: list[str] | None = None,
+        args: tuple[str, ...] = (),
     ) -> CloudRunService:
         """The Cloud Run service ``role``, run by ``account`` or by a new account of its own."""
         names = self.env.names
         account = account or ServiceAccount(
             self,
             f"{role}-identity",
-            account_id=names.service[role],
-            display_name=f"{role} (Cloud Run)",
-            description=f"Runs the {role} Cloud Run service.",
+            ServiceAccountProps(
+                account_id=names.service[role],
+                display_name=f"{role} (Cloud Run)",
+                description=f"Runs the {role} Cloud Run service.",
+            ),
         )
-        return CloudRunService(
-            self,
-            role,
+        gpu = settings if isinstance(settings, GpuServiceSettings) else None
+        props = CloudRunServiceProps(
             name=names.service[role],
             project=self.env.project_id,
             region=self.env.region,
             image=self._image(role, settings),
-            settings=settings,
-            service_account=account,
-            egress=self.egress(role) if role in names.run_tag else None,
+            cpu=settings.cpu,
+            memory=settings.memory,
+            min_instances=settings.min_instances,
+            max_instances=settings.max_instances,
+            concurrency=settings.concurrency,
+            timeout_seconds=settings.timeout_seconds,
+            cpu_always_allocated=settings.cpu_always_allocated,
+            startup_cpu_boost=settings.startup_cpu_boost,
+            ingress=settings.ingress,
             deletion_protection=self.env.services.deletion_protection,
-            env=env,
+            egress=self.egress(role) if role in names.run_tag else None,
+            env=tuple(env.items()),
+            secrets=tuple(settings.secrets.items()),
             container_port=container_port,
             args=args,
+            gpu=Gpu(type=gpu.gpu_type, count=gpu.gpus, zonal_redundancy=gpu.zonal_redundancy) if gpu else None,
         )
+        return CloudRunService(self, role, props, service_account=account)

@@ -7,6 +7,8 @@ Monitoring as a Google service account of its own, through Workload Identity.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from cdktf_cdktf_provider_kubernetes.api_service_v1 import (
     ApiServiceV1,
     ApiServiceV1Metadata,
@@ -74,8 +76,13 @@ API_SERVICES = (
 )
 
 
+@dataclass(frozen=True)
+class CustomMetricsAdapterProps:
+    google_service_account: str  # the email of the account it reads Cloud Monitoring as
+
+
 class CustomMetricsAdapter(Construct):
-    def __init__(self, scope: Construct, id_: str, *, google_service_account: str) -> None:
+    def __init__(self, scope: Construct, id_: str, props: CustomMetricsAdapterProps) -> None:
         super().__init__(scope, id_)
         namespace = NamespaceV1(self, "namespace", metadata=NamespaceV1Metadata(name=NAMESPACE))
         account = ServiceAccountV1(
@@ -84,7 +91,7 @@ class CustomMetricsAdapter(Construct):
             metadata=ServiceAccountV1Metadata(
                 name=NAME,
                 namespace=namespace.metadata.name,
-                annotations={"iam.gke.io/gcp-service-account": google_service_account},
+                annotations={"iam.gke.io/gcp-service-account": props.google_service_account},
             ),
         )
         subject = {"kind": "ServiceAccount", "name": NAME, "namespace": NAMESPACE}

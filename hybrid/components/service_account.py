@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from cdktf import Fn
 from cdktf_cdktf_provider_google.project_iam_member import ProjectIamMember
 from cdktf_cdktf_provider_google.service_account import ServiceAccount as GoogleServiceAccount
@@ -9,11 +11,22 @@ from cdktf_cdktf_provider_google.service_account_iam_member import ServiceAccoun
 from constructs import Construct
 
 
+@dataclass(frozen=True)
+class ServiceAccountProps:
+    account_id: str
+    display_name: str
+    description: str
+
+
 class ServiceAccount(Construct):
-    def __init__(self, scope: Construct, id_: str, *, account_id: str, display_name: str, description: str) -> None:
+    def __init__(self, scope: Construct, id_: str, props: ServiceAccountProps) -> None:
         super().__init__(scope, id_)
         self.resource = GoogleServiceAccount(
-            self, "account", account_id=account_id, display_name=display_name, description=description
+            self,
+            "account",
+            account_id=props.account_id,
+            display_name=props.display_name,
+            description=props.description,
         )
 
     @property

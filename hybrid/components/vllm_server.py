@@ -7,6 +7,9 @@ a PodMonitoring for Managed Prometheus and an HPA on vLLM's queue length.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from enum import Enum
+
 from cdktf import TerraformResourceLifecycle
 from cdktf_cdktf_provider_kubernetes.deployment_v1 import (
     DeploymentV1,
@@ -83,9 +86,6 @@ from cdktf_cdktf_provider_kubernetes.service_v1 import (
 )
 from constructs import Construct
 
-from hybrid.catalog import MODELS
-from hybrid.inference_settings import GkeModelServerSettings
-
 NAME = "vllm"
 LABELS = {"app": NAME, "tier": "inference"}
 # GKE's queue-size metric for vLLM, through Managed Prometheus and the custom metrics adapter
@@ -103,28 +103,57 @@ HF_TOKEN_DIR = "/var/run/secrets/huggingface"
 STARTUP_PERIOD_SECONDS, STARTUP_FAILURES = 10, 180
 
 
+class Weights(Enum):
+    """Where the server reads the model's weights from."""
+
+    PVC = "pvc"  # a persistent disk the server downloads them to once
+    GCSFUSE = "gcsfuse"  # a bucket staged ahead, mounted read-only by GCS FUSE
+
+
+@dataclass(frozen=True)
+class VllmServerProps:
+    project: str
+    namespace: str
+    service_account: str  # the Kubernetes service account the Pods run as
+    image: str
+    model: str
+    quantization: str | None
+    tensor_parallel_size: int
+    max_model_len: int
+    gpu_memory_utilization: float
+    gpu_type: str
+    gpu_count: int
+    cpu: int
+    memory: str
+    ephemeral_storage: str
+    weights: Weights
+    weights_volume_size: str  # the disk's size, for Weights.PVC
+    weights_bucket: str | None  # the bucket, for Weights.GCSFUSE
+    hf_token_secret: str | None
+    min_replicas: int
+    max_replicas: int
+    queue_target: int
+    port: int
+    load_balancer_ip: str
+    allowed_sources: tuple[str, ...]
+
+
 class VllmServer(Construct):
-    def __init__(
-        self,
-        scope: Construct,
-        id_: str,
-        *,
-        namespace: str,
-        service_account: str,
-        settings: GkeModelServerSettings,
-        port: int,
-        load_balancer_ip: str,
-        allowed_sources: list[str],
-        project: str,
-    ) -> None:
+    def __init__(self, scope: Construct, id_: str, props: VllmServerProps) -> None:
         super().__init__(scope, id_)
+        namespace, port = props.namespace, props.port
+        service_account, load_balancer_ip, allowed_sources = (
+            props.service_account,
+            props.load_balancer_ip,
+            list(props.allowed_sources),
+        )
         self.namespace, self.port = namespace, port
-        volumes, mounts = self._volumes(settings, project)
+        volumes, mounts = self._volumes(props)
         quantity = {
-            "cpu": str(settings.cpu),
-            "memory": settings.memory,
-            "ephemeral-storage": settings.ephemeral_storage,
-            "nvidia.com/gpu": str(settings.gpu_count),
+            "cpu": str(props.cpu),
+            "memory": props.memory,
+            "ephemeral-storage": props.ephemeral_storage,
+            "nvidia.com/gpu": str(props.gpu_count),
         }
         self.deployment = DeploymentV1(
             self,
@@ -134,21 +163,21 @@ class VllmServer(Construct):
             # The autoscaler owns the replica count once the Deployment exists.
             lifecycle=TerraformResourceLifecycle(ignore_changes=["spec[0].replicas"]),
             spec=DeploymentV1Spec(
-                replicas=str(settings.min_replicas),
+                replicas=str(props.min_replicas),
                 selector=DeploymentV1SpecSelector(match_labels=LABELS),
-                strategy=self._strategy(settings),
+                strategy=self._strategy(props),
                 template=DeploymentV1SpecTemplate(
                     metadata=DeploymentV1SpecTemplateMetadata(
                         labels=LABELS,
                         # GCS FUSE needs its sidecar injected (cloud.google.com/kubernetes-engine/docs/how-to/persistent-volumes/cloud-storage-fuse-csi-driver-sidecar).
-                        annotations={"gke-gcsfuse/volumes": "true"} if settings.weights == "gcsfuse" else None,
+                        annotations={"gke-gcsfuse/volumes": "true"} if props.weights is Weights.GCSFUSE else None,
                     ),
                     spec=DeploymentV1SpecTemplateSpec(
                         service_account_name=service_account,
                         # Both are needed on Autopilot (cloud.google.com/kubernetes-engine/docs/how-to/autopilot-gpus).
                         node_selector={
-                            "cloud.google.com/gke-accelerator": settings.gpu_type,
-                            "cloud.google.com/gke-accelerator-count": str(settings.gpu_count),
+                            "cloud.google.com/gke-accelerator": props.gpu_type,
+                            "cloud.google.com/gke-accelerator-count": str(props.gpu_count),
                         },
                         termination_grace_period_seconds=60,
                         security_context=DeploymentV1SpecTemplateSpecSecurityContext(
@@ -159,13 +188,13 @@ class VllmServer(Construct):
                         container=[
                             DeploymentV1SpecTemplateSpecContainer(
                                 name=NAME,
-                                image=settings.image,
+                                image=props.image,
                                 command=["python3", "-m", "vllm.entrypoints.openai.api_server"],
-                                args=self._args(settings),
+                                args=self._args(props),
                                 port=[DeploymentV1SpecTemplateSpecContainerPort(name=PORT_NAME, container_port=port)],
                                 env=[
                                     DeploymentV1SpecTemplateSpecContainerEnv(name=key, value=value)
-                                    for key, value in self._env(settings).items()
+                                    for key, value in self._env(props).items()
                                 ],
                                 resources=DeploymentV1SpecTemplateSpecContainerResources(
                                     requests=quantity, limits=quantity
@@ -282,15 +311,15 @@ class VllmServer(Construct):
                 scale_target_ref=HorizontalPodAutoscalerV2SpecScaleTargetRef(
                     api_version="apps/v1", kind="Deployment", name=NAME
                 ),
-                min_replicas=settings.min_replicas,
-                max_replicas=settings.max_replicas,
+                min_replicas=props.min_replicas,
+                max_replicas=props.max_replicas,
                 metric=[
                     HorizontalPodAutoscalerV2SpecMetric(
                         type="Pods",
                         pods=HorizontalPodAutoscalerV2SpecMetricPods(
                             metric=HorizontalPodAutoscalerV2SpecMetricPodsMetric(name=QUEUE_METRIC),
                             target=HorizontalPodAutoscalerV2SpecMetricPodsTarget(
-                                type="AverageValue", average_value=str(settings.queue_target)
+                                type="AverageValue", average_value=str(props.queue_target)
                             ),
                         ),
                     )
@@ -313,8 +342,8 @@ class VllmServer(Construct):
         )
 
     @staticmethod
-    def _strategy(settings: GkeModelServerSettings) -> DeploymentV1SpecStrategy:
-        if settings.weights == "pvc":
+    def _strategy(props: VllmServerProps) -> DeploymentV1SpecStrategy:
+        if props.weights is Weights.PVC:
             # The weights disk is ReadWriteOnce: a surged second Pod could not attach it and
             # would block the rollout. Recreate stops the old Pod before starting the new one
             # (kubernetes.io/docs/concepts/workloads/controllers/deployment/#recreate-deployment).
@@ -329,34 +358,34 @@ class VllmServer(Construct):
         )
 
     @staticmethod
-    def _env(settings: GkeModelServerSettings) -> dict[str, str]:
+    def _env(props: VllmServerProps) -> dict[str, str]:
         env = {"HF_HOME": MODEL_CACHE}
-        if settings.hf_token_secret:
+        if props.hf_token_secret:
             env["HF_TOKEN_PATH"] = f"{HF_TOKEN_DIR}/token"
-        if settings.weights == "gcsfuse":
+        if props.weights is Weights.GCSFUSE:
             # The bucket holds the Hugging Face cache, staged ahead; the server only reads it.
             env["HF_HUB_OFFLINE"] = "1"
         return env
 
-    def _args(self, settings: GkeModelServerSettings) -> list[str]:
+    def _args(self, props: VllmServerProps) -> list[str]:
         args = [
             "--model",
-            settings.model,
+            props.model,
             "--tensor-parallel-size",
-            str(settings.tensor_parallel_size),
+            str(props.tensor_parallel_size),
             "--max-model-len",
-            str(settings.max_model_len),
+            str(props.max_model_len),
             "--gpu-memory-utilization",
-            str(settings.gpu_memory_utilization),
+            str(props.gpu_memory_utilization),
             "--port",
             str(self.port),
         ]
-        if quantization := MODELS[settings.model].quantization:
+        if quantization := props.quantization:
             args += ["--quantization", quantization]
         return args
 
     def _volumes(
-        self, settings: GkeModelServerSettings, project: str
+        self, props: VllmServerProps
     ) -> tuple[list[DeploymentV1SpecTemplateSpecVolume], list[DeploymentV1SpecTemplateSpecContainerVolumeMount]]:
         volumes = [
             # Tensor parallelism shares tensors between GPU processes through /dev/shm.
@@ -365,7 +394,7 @@ class VllmServer(Construct):
             ),
         ]
         mounts = [DeploymentV1SpecTemplateSpecContainerVolumeMount(name="dshm", mount_path="/dev/shm")]
-        if settings.weights == "pvc":
+        if props.weights is Weights.PVC:
             claim = PersistentVolumeClaimV1(
                 self,
                 "model-cache",
@@ -374,7 +403,7 @@ class VllmServer(Construct):
                 spec=PersistentVolumeClaimV1Spec(
                     access_modes=["ReadWriteOnce"],
                     storage_class_name="premium-rwo",
-                    resources=PersistentVolumeClaimV1SpecResources(requests={"storage": settings.weights_volume_size}),
+                    resources=PersistentVolumeClaimV1SpecResources(requests={"storage": props.weights_volume_size}),
                 ),
             )
             volumes.append(
@@ -392,7 +421,7 @@ class VllmServer(Construct):
                     csi=DeploymentV1SpecTemplateSpecVolumeCsi(
                         driver="gcsfuse.csi.storage.gke.io",
                         volume_attributes={
-                            "bucketName": settings.weights_bucket or "",  # validated: set for gcsfuse
+                            "bucketName": props.weights_bucket or "",  # validated: set for gcsfuse
                             "mountOptions": "implicit-dirs,file-cache:max-size-mb:-1",
                             "fileCacheCapacity": "-1",
                         },
@@ -401,10 +430,10 @@ class VllmServer(Construct):
             )
         mounts.append(
             DeploymentV1SpecTemplateSpecContainerVolumeMount(
-                name="model-cache", mount_path=MODEL_CACHE, read_only=settings.weights == "gcsfuse"
+                name="model-cache", mount_path=MODEL_CACHE, read_only=props.weights is Weights.GCSFUSE
             )
         )
-        if settings.hf_token_secret:
+        if props.hf_token_secret:
             # GKE's Secret Manager add-on: the class is the Secrets Store CSI CRD
             # (secrets-store.csi.x-k8s.io/v1) with provider "gke"; only the Pod's CSI driver
             # is named secrets-store-gke.csi.k8s.io
@@ -420,7 +449,7 @@ class VllmServer(Construct):
                         "provider": "gke",
                         "parameters": {
                             "secrets": (
-                                f'- resourceName: "projects/{project}/secrets/{settings.hf_token_secret}/versions/latest"\n'
+                                f'- resourceName: "projects/{props.project}/secrets/{props.hf_token_secret}/versions/latest"\n'
                                 '  path: "token"\n'
                             )
                         },
