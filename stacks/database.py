@@ -54,7 +54,7 @@ class DatabaseStack(LayerStack):
                 description="Runs the internal orchestrator on Cloud Run; logs in to Cloud SQL with its IAM identity.",
             ),
         )
-        self.postgres.grant_connect(self.orchestrator, project=env.project_id)
+        self.postgres.add_iam_user(self.orchestrator, project=env.project_id)
 
         TerraformOutput(self, "instance_connection_name", value=self.postgres.instance.connection_name)
         TerraformOutput(self, "private_ip", value=self.postgres.instance.private_ip_address)

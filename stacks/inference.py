@@ -12,8 +12,6 @@ from __future__ import annotations
 from cdktf import Fn
 from cdktf_cdktf_provider_google.data_google_client_config import DataGoogleClientConfig
 from cdktf_cdktf_provider_google.data_google_container_cluster import DataGoogleContainerCluster
-from cdktf_cdktf_provider_google.secret_manager_secret_iam_member import SecretManagerSecretIamMember
-from cdktf_cdktf_provider_google.storage_bucket_iam_member import StorageBucketIamMember
 from cdktf_cdktf_provider_kubernetes.namespace_v1 import NamespaceV1, NamespaceV1Metadata
 from cdktf_cdktf_provider_kubernetes.provider import KubernetesProvider
 from cdktf_cdktf_provider_kubernetes.service_account_v1 import ServiceAccountV1, ServiceAccountV1Metadata
@@ -21,6 +19,7 @@ from constructs import Construct
 
 from hybrid.catalog import MODELS
 from hybrid.components import metrics_adapter
+from hybrid.components.grants import SECRET_ACCESSOR, Bucket, Project, Secret, grant, role_id
 from hybrid.components.metrics_adapter import CustomMetricsAdapter, CustomMetricsAdapterProps
 from hybrid.components.service_account import ServiceAccount, ServiceAccountProps
 from hybrid.components.vllm_server import VllmServer, VllmServerProps, Weights
@@ -66,20 +65,16 @@ class InferenceStack(LayerStack):
         )
         server_identity.allow_kubernetes_account(project, NAMESPACE, MODEL_SERVER_ACCOUNT)
         if settings.hf_token_secret:
-            SecretManagerSecretIamMember(
-                self,
-                "hf-token-access",
-                secret_id=settings.hf_token_secret,
-                role="roles/secretmanager.secretAccessor",
-                member=server_identity.member,
+            grant(
+                self, "hf-token-access", role=SECRET_ACCESSOR, to=server_identity, on=Secret(settings.hf_token_secret)
             )
         if settings.weights == "gcsfuse" and settings.weights_bucket:  # validated: gcsfuse names its bucket
-            StorageBucketIamMember(
+            grant(
                 self,
                 "weights-access",
-                bucket=settings.weights_bucket,
                 role="roles/storage.objectViewer",
-                member=server_identity.member,
+                to=server_identity,
+                on=Bucket(settings.weights_bucket),
             )
         adapter_identity = ServiceAccount(
             self,
@@ -90,7 +85,14 @@ class InferenceStack(LayerStack):
                 description="Reads Cloud Monitoring metrics for the model servers' autoscaler.",
             ),
         )
-        adapter_identity.grant_project_roles(project, ("roles/monitoring.viewer",))
+        monitoring_viewer = "roles/monitoring.viewer"
+        grant(
+            adapter_identity,
+            role_id(monitoring_viewer),
+            role=monitoring_viewer,
+            to=adapter_identity,
+            on=Project(project),
+        )
         adapter_identity.allow_kubernetes_account(project, metrics_adapter.NAMESPACE, metrics_adapter.NAME)
 
         namespace = NamespaceV1(

@@ -30,8 +30,9 @@ from cdktf_cdktf_provider_google_beta.provider import GoogleBetaProvider
 from constructs import Construct
 
 from hybrid.cloud_run_settings import GpuServiceSettings, ServiceSettings
-from hybrid.components.cloud_run import CloudRunService, CloudRunServiceProps, Gpu, PrivateEgress
+from hybrid.components.cloud_run import INVOKER, CloudRunService, CloudRunServiceProps, Gpu, PrivateEgress
 from hybrid.components.database_bootstrap import DatabaseBootstrapJob, DatabaseBootstrapProps
+from hybrid.components.grants import ALL_USERS, Project, grant, role_id
 from hybrid.components.service_account import ServiceAccount, ServiceAccountProps
 from hybrid.config import Environment
 from hybrid.layer import LayerStack
@@ -124,9 +125,15 @@ class ServicesStack(LayerStack):
             account=database.orchestrator,
             env=container_env(env, wiring, "orchestrator"),
         )
-        self.orchestrator.grant_project_role(VERTEX_AI_USER)
+        grant(
+            self.orchestrator,
+            role_id(VERTEX_AI_USER),
+            role=VERTEX_AI_USER,
+            to=self.orchestrator.service_account,
+            on=Project(env.project_id),
+        )
         if self.inference:
-            self.inference.grant_invoke(self.orchestrator.service_account)
+            self._allow_invoke(self.inference, caller=self.orchestrator)
 
         DatabaseBootstrapJob(
             self,
@@ -155,8 +162,8 @@ class ServicesStack(LayerStack):
 
         wiring = replace(wiring, orchestrator_url=self.orchestrator.uri)
         self.gateway = self._service("gateway", settings.gateway, env=container_env(env, wiring, "gateway"))
-        self.orchestrator.grant_invoke(self.gateway.service_account)
-        self.gateway.allow_public()
+        self._allow_invoke(self.orchestrator, caller=self.gateway)
+        grant(self.gateway, "invoker-public", role=INVOKER, to=ALL_USERS, on=self.gateway.target)
 
         self.frontend = self._service(
             "frontend",
@@ -167,9 +174,15 @@ class ServicesStack(LayerStack):
             beta = GoogleBetaProvider(self, "google-beta", project=env.project_id, region=env.region)
             self.frontend.require_iap(members=settings.iap_members, beta=beta)
         else:
-            self.frontend.allow_public()
+            grant(self.frontend, "invoker-public", role=INVOKER, to=ALL_USERS, on=self.frontend.target)
         # The address to open: the gateway's CORS and the browser key admit this origin only.
         TerraformOutput(self, "chat_page_url", value=frontend_origin)
+
+    @staticmethod
+    def _allow_invoke(service: CloudRunService, *, caller: CloudRunService) -> None:
+        """Only ``caller``'s identity (and whoever else is granted too) may invoke ``service``."""
+        account = caller.service_account
+        grant(service, f"invoker-{account.node.id}", role=INVOKER, to=account, on=service.target)
 
     def egress(self, role: str) -> PrivateEgress:
         return PrivateEgress(

@@ -29,6 +29,7 @@ from cdktf_cdktf_provider_google.container_cluster import (
 )
 from constructs import Construct
 
+from hybrid.components.grants import Project, grant, role_id
 from hybrid.components.service_account import ServiceAccount
 
 # The least a node needs: GKE's own node role, and pulling images from Artifact Registry
@@ -63,7 +64,8 @@ class AutopilotCluster(Construct):
         self, scope: Construct, id_: str, props: AutopilotClusterProps, *, node_account: ServiceAccount
     ) -> None:
         super().__init__(scope, id_)
-        node_account.grant_project_roles(props.project, NODE_ROLES)
+        for role in NODE_ROLES:
+            grant(node_account, role_id(role), role=role, to=node_account, on=Project(props.project))
         dns_access = props.control_plane_access is ControlPlaneAccess.DNS
         self.cluster = ContainerCluster(
             self,

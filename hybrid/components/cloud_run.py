@@ -27,16 +27,20 @@ from cdktf_cdktf_provider_google.cloud_run_v2_service import (
     CloudRunV2ServiceTemplateVpcAccess,
     CloudRunV2ServiceTemplateVpcAccessNetworkInterfaces,
 )
-from cdktf_cdktf_provider_google.cloud_run_v2_service_iam_member import CloudRunV2ServiceIamMember
-from cdktf_cdktf_provider_google.project_iam_member import ProjectIamMember
-from cdktf_cdktf_provider_google.secret_manager_secret_iam_member import SecretManagerSecretIamMember
-from cdktf_cdktf_provider_google_beta.google_iap_web_cloud_run_service_iam_member import (
-    GoogleIapWebCloudRunServiceIamMember,
-)
 from cdktf_cdktf_provider_google_beta.google_project_service_identity import GoogleProjectServiceIdentity
 from constructs import Construct
 
-from hybrid.components.service_account import ServiceAccount, project_role
+from hybrid.components.grants import (
+    SECRET_ACCESSOR,
+    IapRunService,
+    Principal,
+    Project,
+    RunService,
+    Secret,
+    grant,
+    role_id,
+)
+from hybrid.components.service_account import ServiceAccount
 
 # Seed 004's probes: startup on /health after 5 s, every 3 s, 5 failures; liveness every 30 s.
 STARTUP_PROBE = CloudRunV2ServiceTemplateContainersStartupProbe(
@@ -142,13 +146,7 @@ class CloudRunService(Construct):
         # Granted before the revision is created: a revision that references a secret it may
         # not read fails to start (cloud.google.com/run/docs/configuring/services/secrets#access-secret).
         secret_grants = [
-            SecretManagerSecretIamMember(
-                self,
-                f"secret-{secret}",
-                secret_id=secret,
-                role="roles/secretmanager.secretAccessor",
-                member=service_account.member,
-            )
+            grant(self, f"secret-{secret}", role=SECRET_ACCESSOR, to=service_account, on=Secret(secret))
             for secret in sorted({secret for _, secret in props.secrets})
         ]
 
@@ -190,24 +188,18 @@ class CloudRunService(Construct):
                 ],
             ),
         )
+        # Made here, whoever owns the account: what this service does, its identity may do.
         for role in RUNTIME_ROLES:
-            self.grant_project_role(role)
+            grant(self, role_id(role), role=role, to=service_account, on=Project(self.project))
 
     @property
     def uri(self) -> str:
         return self.service.uri
 
-    def grant_project_role(self, role: str) -> ProjectIamMember:
-        """Give this service's identity ``role`` on the project (made here, whoever owns the account)."""
-        return project_role(self, self.project, role, self.service_account.member)
-
-    def grant_invoke(self, caller: ServiceAccount) -> CloudRunV2ServiceIamMember:
-        """Let ``caller`` (and nobody else, unless granted too) invoke this service."""
-        return self._invoker(f"invoker-{caller.node.id}", caller.member)
-
-    def allow_public(self) -> CloudRunV2ServiceIamMember:
-        """Anyone on the internet may invoke this service."""
-        return self._invoker("invoker-public", "allUsers")
+    @property
+    def target(self) -> RunService:
+        """This service as a resource others are granted roles on (``INVOKER``: who may call it)."""
+        return RunService(self.project, self.region, self.service.name)
 
     def require_iap(self, *, members: list[str], beta: TerraformProvider) -> None:
         """Put Identity-Aware Proxy in front: only ``members`` get through, signed in.
@@ -220,23 +212,12 @@ class CloudRunService(Construct):
         agent = GoogleProjectServiceIdentity(
             self, "iap-agent", project=self.project, service="iap.googleapis.com", provider=beta
         )
-        self._invoker("invoker-iap", agent.member)
+        grant(self, "invoker-iap", role=INVOKER, to=agent, on=self.target)
+        behind_iap = IapRunService(self.project, self.region, self.service.name, beta)
         for index, member in enumerate(members):
-            GoogleIapWebCloudRunServiceIamMember(
-                self,
-                f"iap-access-{index}",
-                project=self.project,
-                location=self.region,
-                cloud_run_service_name=self.service.name,
-                role="roles/iap.httpsResourceAccessor",
-                member=member,
-                provider=beta,
+            grant(
+                self, f"iap-access-{index}", role="roles/iap.httpsResourceAccessor", to=Principal(member), on=behind_iap
             )
-
-    def _invoker(self, id_: str, member: str) -> CloudRunV2ServiceIamMember:
-        return CloudRunV2ServiceIamMember(
-            self, id_, project=self.project, location=self.region, name=self.service.name, role=INVOKER, member=member
-        )
 
 
 def _plain_env(values: tuple[tuple[str, str], ...]) -> list[CloudRunV2ServiceTemplateContainersEnv]:

@@ -20,10 +20,10 @@ from cdktf_cdktf_provider_google.cloud_run_v2_job import (
     CloudRunV2JobTemplateTemplateContainersEnvValueSourceSecretKeyRef,
     CloudRunV2JobTemplateTemplateContainersResources,
 )
-from cdktf_cdktf_provider_google.secret_manager_secret_iam_member import SecretManagerSecretIamMember
 from constructs import Construct
 
 from hybrid.components.cloud_run import PrivateEgress
+from hybrid.components.grants import SECRET_ACCESSOR, Secret, grant
 from hybrid.components.service_account import ServiceAccount
 
 ADMIN_USER = "postgres"  # Cloud SQL's built-in admin, a member of cloudsqlsuperuser
@@ -46,12 +46,8 @@ class DatabaseBootstrapJob(Construct):
     def __init__(self, scope: Construct, id_: str, props: DatabaseBootstrapProps, *, account: ServiceAccount) -> None:
         super().__init__(scope, id_)
         # Granted before the job exists, so its first execution can read the password.
-        grant = SecretManagerSecretIamMember(
-            self,
-            "admin-password-access",
-            secret_id=props.admin_password_secret,
-            role="roles/secretmanager.secretAccessor",
-            member=account.member,
+        password_access = grant(
+            self, "admin-password-access", role=SECRET_ACCESSOR, to=account, on=Secret(props.admin_password_secret)
         )
         plain = {
             "PGHOST": props.database_host,
@@ -66,7 +62,7 @@ class DatabaseBootstrapJob(Construct):
             name=props.name,
             location=props.region,
             deletion_protection=props.deletion_protection,
-            depends_on=[grant],
+            depends_on=[password_access],
             template=CloudRunV2JobTemplate(
                 task_count=1,
                 template=CloudRunV2JobTemplateTemplate(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from cdktf_cdktf_provider_google.project_iam_member import ProjectIamMember, ProjectIamMemberCondition
 from cdktf_cdktf_provider_google.sql_database import SqlDatabase
 from cdktf_cdktf_provider_google.sql_database_instance import (
     SqlDatabaseInstance,
@@ -19,6 +18,7 @@ from cdktf_cdktf_provider_google.sql_database_instance import (
 from cdktf_cdktf_provider_google.sql_user import SqlUser
 from constructs import Construct
 
+from hybrid.components.grants import Condition, Project, grant
 from hybrid.components.service_account import ServiceAccount
 
 # IAM database authentication, plus the logging flags the CIS GCP benchmark (section 6.2)
@@ -114,8 +114,9 @@ class PostgresInstance(Construct):
     def add_database(self, name: str) -> SqlDatabase:
         return SqlDatabase(self, f"database-{name}", name=name, instance=self.instance.name)
 
-    def grant_connect(self, account: ServiceAccount, *, project: str) -> SqlUser:
-        """Let ``account`` log in with its IAM identity, to this instance only."""
+    def add_iam_user(self, account: ServiceAccount, *, project: str) -> SqlUser:
+        """A database user for ``account``'s IAM identity, and the roles to connect with it, to this
+        instance only (granted the one way, as every role)."""
         user = SqlUser(
             self,
             f"iam-user-{account.node.id}",
@@ -123,20 +124,20 @@ class PostgresInstance(Construct):
             name=account.database_user_name,
             type="CLOUD_IAM_SERVICE_ACCOUNT",
         )
+        # cloud.google.com/sql/docs/postgres/iam-conditions: limit the grant to one instance.
+        this_instance = Condition(
+            title=f"only {self.instance_name}",
+            expression=(
+                'resource.type == "sqladmin.googleapis.com/Instance" && '
+                f'resource.name == "projects/{project}/instances/{self.instance_name}"'
+            ),
+        )
         for role in CONNECT_ROLES:
-            ProjectIamMember(
+            grant(
                 self,
                 f"{account.node.id}-{role.rsplit('.', 1)[1]}",
-                project=project,
                 role=role,
-                member=account.member,
-                # cloud.google.com/sql/docs/postgres/iam-conditions: limit the grant to one instance.
-                condition=ProjectIamMemberCondition(
-                    title=f"only {self.instance_name}",
-                    expression=(
-                        'resource.type == "sqladmin.googleapis.com/Instance" && '
-                        f'resource.name == "projects/{project}/instances/{self.instance_name}"'
-                    ),
-                ),
+                to=account,
+                on=Project(project, condition=this_instance),
             )
         return user

@@ -5,10 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from cdktf import Fn
-from cdktf_cdktf_provider_google.project_iam_member import ProjectIamMember
 from cdktf_cdktf_provider_google.service_account import ServiceAccount as GoogleServiceAccount
 from cdktf_cdktf_provider_google.service_account_iam_member import ServiceAccountIamMember
 from constructs import Construct
+
+from hybrid.components.grants import GoogleServiceAccount as AccountTarget
+from hybrid.components.grants import Principal, grant
 
 
 @dataclass(frozen=True)
@@ -44,22 +46,17 @@ class ServiceAccount(Construct):
         # ".gserviceaccount.com" (cloud.google.com/sql/docs/postgres/add-manage-iam-users).
         return Fn.trimsuffix(self.resource.email, ".gserviceaccount.com")
 
-    def grant_project_roles(self, project: str, roles: tuple[str, ...]) -> None:
-        """Give this account each of ``roles`` on the project, and nothing else."""
-        for role in roles:
-            project_role(self, project, role, self.member)
+    @property
+    def target(self) -> AccountTarget:
+        """This account as a resource others are granted roles on (who may act as it)."""
+        return AccountTarget(self.resource.name)
 
     def allow_kubernetes_account(self, project: str, namespace: str, name: str) -> ServiceAccountIamMember:
         """Let the Kubernetes service account ``namespace/name`` act as this one (Workload Identity)."""
-        return ServiceAccountIamMember(
+        return grant(
             self,
             f"workload-identity-{namespace}-{name}",
-            service_account_id=self.resource.name,
             role="roles/iam.workloadIdentityUser",
-            member=f"serviceAccount:{project}.svc.id.goog[{namespace}/{name}]",
+            to=Principal(f"serviceAccount:{project}.svc.id.goog[{namespace}/{name}]"),
+            on=self.target,
         )
-
-
-def project_role(scope: Construct, project: str, role: str, member: str) -> ProjectIamMember:
-    """``member`` gets ``role`` on the project; the construct id names the role."""
-    return ProjectIamMember(scope, f"role-{role.rsplit('/', 1)[1]}", project=project, role=role, member=member)
