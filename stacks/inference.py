@@ -14,15 +14,14 @@ from cdktf_cdktf_provider_google.data_google_client_config import DataGoogleClie
 from cdktf_cdktf_provider_google.data_google_container_cluster import DataGoogleContainerCluster
 from cdktf_cdktf_provider_kubernetes.namespace_v1 import NamespaceV1, NamespaceV1Metadata
 from cdktf_cdktf_provider_kubernetes.provider import KubernetesProvider
-from cdktf_cdktf_provider_kubernetes.service_account_v1 import ServiceAccountV1, ServiceAccountV1Metadata
 from constructs import Construct
 
 from hybrid.catalog import MODELS
-from hybrid.components import metrics_adapter
 from hybrid.components.grants import SECRET_ACCESSOR, Bucket, Project, Secret, grant, role_id
 from hybrid.components.metrics_adapter import CustomMetricsAdapter, CustomMetricsAdapterProps
 from hybrid.components.service_account import ServiceAccount, ServiceAccountProps
 from hybrid.components.vllm_server import VllmServer, VllmServerProps, Weights
+from hybrid.components.workload_identity import WorkloadIdentity, WorkloadIdentityProps
 from hybrid.config import Environment
 from hybrid.layer import LayerStack
 from stacks.cluster import ClusterStack
@@ -63,7 +62,6 @@ class InferenceStack(LayerStack):
                 description="Reads the model weights and the Hugging Face token; nothing else.",
             ),
         )
-        server_identity.allow_kubernetes_account(project, NAMESPACE, MODEL_SERVER_ACCOUNT)
         if settings.hf_token_secret:
             grant(
                 self, "hf-token-access", role=SECRET_ACCESSOR, to=server_identity, on=Secret(settings.hf_token_secret)
@@ -93,21 +91,18 @@ class InferenceStack(LayerStack):
             to=adapter_identity,
             on=Project(project),
         )
-        adapter_identity.allow_kubernetes_account(project, metrics_adapter.NAMESPACE, metrics_adapter.NAME)
 
         namespace = NamespaceV1(
             self,
             "namespace",
             metadata=NamespaceV1Metadata(name=NAMESPACE, labels={"pod-security.kubernetes.io/enforce": "baseline"}),
         )
-        account = ServiceAccountV1(
+        account = WorkloadIdentity(
             self,
             "model-server-account",
-            metadata=ServiceAccountV1Metadata(
-                name=MODEL_SERVER_ACCOUNT,
-                namespace=namespace.metadata.name,
-                annotations={"iam.gke.io/gcp-service-account": server_identity.email},
-            ),
+            WorkloadIdentityProps(project=project, name=MODEL_SERVER_ACCOUNT),
+            namespace=namespace,
+            google_account=server_identity,
         )
         self.vllm = VllmServer(
             self,
@@ -115,7 +110,7 @@ class InferenceStack(LayerStack):
             VllmServerProps(
                 project=project,
                 namespace=namespace.metadata.name,
-                service_account=account.metadata.name,
+                service_account=account.name,
                 image=settings.image,
                 model=settings.model,
                 quantization=MODELS[settings.model].quantization,
@@ -140,5 +135,5 @@ class InferenceStack(LayerStack):
             ),
         )
         CustomMetricsAdapter(
-            self, "metrics-adapter", CustomMetricsAdapterProps(google_service_account=adapter_identity.email)
+            self, "metrics-adapter", CustomMetricsAdapterProps(project=project), google_account=adapter_identity
         )

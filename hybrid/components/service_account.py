@@ -6,11 +6,9 @@ from dataclasses import dataclass
 
 from cdktf import Fn
 from cdktf_cdktf_provider_google.service_account import ServiceAccount as GoogleServiceAccount
-from cdktf_cdktf_provider_google.service_account_iam_member import ServiceAccountIamMember
 from constructs import Construct
 
 from hybrid.components.grants import GoogleServiceAccount as AccountTarget
-from hybrid.components.grants import Principal, grant
 
 
 @dataclass(frozen=True)
@@ -50,13 +48,3 @@ class ServiceAccount(Construct):
     def target(self) -> AccountTarget:
         """This account as a resource others are granted roles on (who may act as it)."""
         return AccountTarget(self.resource.name)
-
-    def allow_kubernetes_account(self, project: str, namespace: str, name: str) -> ServiceAccountIamMember:
-        """Let the Kubernetes service account ``namespace/name`` act as this one (Workload Identity)."""
-        return grant(
-            self,
-            f"workload-identity-{namespace}-{name}",
-            role="roles/iam.workloadIdentityUser",
-            to=Principal(f"serviceAccount:{project}.svc.id.goog[{namespace}/{name}]"),
-            on=self.target,
-        )
