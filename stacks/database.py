@@ -8,6 +8,8 @@ runs the orchestrator as this account.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from cdktf import TerraformOutput
 from constructs import Construct
 
@@ -16,6 +18,17 @@ from hybrid.components.service_account import ServiceAccount, ServiceAccountProp
 from hybrid.config import Environment
 from hybrid.layer import LayerStack
 from stacks.network import NetworkStack
+
+
+@dataclass(frozen=True)
+class DatabaseOutputs:
+    """What the services layer uses of the database."""
+
+    host: str  # the instance's private IP
+    database_name: str
+    # The orchestrator's identity, born here with its IAM database user; the services layer runs it.
+    orchestrator_account: ServiceAccount
+    orchestrator_database_user: str
 
 
 class DatabaseStack(LayerStack):
@@ -30,7 +43,7 @@ class DatabaseStack(LayerStack):
             PostgresProps(
                 name=env.names.sql_instance,
                 region=env.region,
-                private_network=network.private_services_network,
+                private_network=network.outputs.private_services_network,
                 version=db.version,
                 tier=db.tier,
                 availability=db.availability,
@@ -60,3 +73,10 @@ class DatabaseStack(LayerStack):
         TerraformOutput(self, "private_ip", value=self.postgres.instance.private_ip_address)
         TerraformOutput(self, "database_name", value=self.orchestrator_database.name)
         TerraformOutput(self, "orchestrator_service_account", value=self.orchestrator.email)
+
+        self.outputs = DatabaseOutputs(
+            host=self.postgres.instance.private_ip_address,
+            database_name=self.orchestrator_database.name,
+            orchestrator_account=self.orchestrator,
+            orchestrator_database_user=self.orchestrator.database_user_name,
+        )

@@ -130,7 +130,7 @@ class InferenceStack(LayerStack):
                 max_replicas=settings.max_replicas,
                 queue_target=settings.queue_target,
                 port=env.network.inference_port,
-                load_balancer_ip=network.inference_address.address,
+                load_balancer_ip=network.outputs.inference_address,
                 allowed_sources=(str(env.network.run_cidr),),
             ),
         )

@@ -10,6 +10,8 @@ diagram.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from cdktf import TerraformOutput
 from cdktf_cdktf_provider_google.compute_address import ComputeAddress
 from cdktf_cdktf_provider_google.compute_global_address import ComputeGlobalAddress
@@ -70,6 +72,18 @@ POSTGRES_PORT = "5432"
 _FLOW_LOGS = ComputeSubnetworkLogConfig(
     aggregation_interval="INTERVAL_5_SEC", flow_sampling=0.5, metadata="INCLUDE_ALL_METADATA"
 )
+
+
+@dataclass(frozen=True)
+class NetworkOutputs:
+    """What the other layers use of the network (each a reference: reading one orders the reader after it)."""
+
+    network_id: str
+    workloads_subnet_id: str  # GKE's, with the pods and services ranges
+    run_subnet_id: str  # Cloud Run's Direct VPC egress
+    inference_address: str  # the model servers' internal load balancer
+    # The VPC, read from the Private Services Access peering: Cloud SQL's network, after the peering.
+    private_services_network: str
 
 
 class NetworkStack(LayerStack):
@@ -226,10 +240,13 @@ class NetworkStack(LayerStack):
         TerraformOutput(self, "network_id", value=self.vpc.id)
         TerraformOutput(self, "cloud_run_subnet_id", value=self.run_subnet.id)
 
-    @property
-    def private_services_network(self) -> str:
-        """The VPC, read from the peering itself: using it orders a consumer after the peering."""
-        return self.psa_connection.network
+        self.outputs = NetworkOutputs(
+            network_id=self.vpc.id,
+            workloads_subnet_id=self.subnet.id,
+            run_subnet_id=self.run_subnet.id,
+            inference_address=self.inference_address.address,
+            private_services_network=self.psa_connection.network,
+        )
 
 
 def firewall_rules(env: Environment) -> list[Rule]:

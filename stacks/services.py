@@ -38,7 +38,7 @@ from hybrid.config import Environment
 from hybrid.layer import LayerStack
 from hybrid.service_contract import Wiring, container_env, run_app_url
 from stacks.database import DatabaseStack
-from stacks.network import NetworkStack
+from stacks.network import NetworkOutputs, NetworkStack
 from stacks.registry import RegistryStack
 
 VERTEX_AI_USER = "roles/aiplatform.user"
@@ -61,7 +61,7 @@ class ServicesStack(LayerStack):
         self.add_dependency(registry)
         self.add_dependency(database)
         settings, names = env.services, env.names
-        self.network = network
+        self.network: NetworkOutputs = network.outputs
 
         # The frontend's deterministic URL is known before it exists: the gateway admits the chat
         # page's origin without waiting for the frontend.
@@ -108,21 +108,19 @@ class ServicesStack(LayerStack):
 
         # Built in the order each needs the one before: the orchestrator's URL goes to the
         # gateway, the gateway's to the frontend.
-        database_host = database.postgres.instance.private_ip_address
-        database_name = database.orchestrator_database.name
-        database_user = database.orchestrator.database_user_name
+        db = database.outputs
         wiring = Wiring(
             frontend_origin=frontend_origin,
             inference_url=inference_url,
-            database_host=database_host,
-            database_name=database_name,
-            database_user=database_user,
+            database_host=db.host,
+            database_name=db.database_name,
+            database_user=db.orchestrator_database_user,
             identity_platform_api_key=browser_key.key_string,
         )
         self.orchestrator = self._service(
             "orchestrator",
             settings.orchestrator,
-            account=database.orchestrator,
+            account=db.orchestrator_account,
             env=container_env(env, wiring, "orchestrator"),
         )
         grant(
@@ -143,9 +141,9 @@ class ServicesStack(LayerStack):
                 region=env.region,
                 image=self._image("orchestrator", settings.orchestrator),
                 egress=self.egress("db-bootstrap"),
-                database_host=database_host,
-                database_name=database_name,
-                grantee=database_user,
+                database_host=db.host,
+                database_name=db.database_name,
+                grantee=db.orchestrator_database_user,
                 admin_password_secret=names.database_admin_secret,
                 deletion_protection=settings.deletion_protection,
             ),
@@ -186,7 +184,7 @@ class ServicesStack(LayerStack):
 
     def egress(self, role: str) -> PrivateEgress:
         return PrivateEgress(
-            network=self.network.vpc.id, subnetwork=self.network.run_subnet.id, tag=self.env.names.run_tag[role]
+            network=self.network.network_id, subnetwork=self.network.run_subnet_id, tag=self.env.names.run_tag[role]
         )
 
     def _image(self, role: str, settings: ServiceSettings) -> str:
