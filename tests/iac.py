@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
+
+from cdktf import TerraformStack, Testing
 
 from hybrid.reachability import Synth
 
@@ -34,6 +38,14 @@ def run_main(outdir: Path, *args: str, extra_env: dict[str, str] | None = None) 
     return subprocess.run(
         [sys.executable, "main.py", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
     )
+
+
+def synth_in_process(build: Callable[[TerraformStack], object]) -> dict:
+    """The Terraform JSON of stack ``test`` after ``build`` fills it: a construct under test,
+    synthesized in this process (``Testing.synth_scope`` does not work in Python)."""
+    stack = TerraformStack(Testing.app(), "test")
+    build(stack)
+    return json.loads(Testing.synth(stack))
 
 
 def resources(stack: dict, kind: str) -> dict[str, dict]:

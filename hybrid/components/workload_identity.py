@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from cdktf import Token
 from cdktf_cdktf_provider_google.service_account_iam_member import ServiceAccountIamMember
 from cdktf_cdktf_provider_kubernetes.namespace_v1 import NamespaceV1
 from cdktf_cdktf_provider_kubernetes.service_account_v1 import ServiceAccountV1, ServiceAccountV1Metadata
@@ -75,6 +76,6 @@ def _literal_name(namespace: NamespaceV1) -> str:
     """The name ``namespace`` was given: the IAM member and the binding's id need it as text,
     where ``metadata.name`` is a reference resolved only at apply time."""
     metadata = namespace.metadata_input
-    if metadata is None or not isinstance(metadata.name, str):
+    if metadata is None or metadata.name is None or Token.is_unresolved(metadata.name):
         raise ValueError(f"namespace {namespace.node.id} has no literal name for its Workload Identity members")
     return metadata.name
