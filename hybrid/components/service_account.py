@@ -8,7 +8,7 @@ from cdktf import Fn
 from cdktf_cdktf_provider_google.service_account import ServiceAccount as GoogleServiceAccount
 from constructs import Construct
 
-from hybrid.components.grants import GoogleServiceAccount as AccountTarget
+from hybrid.components import grants
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,6 @@ class ServiceAccount(Construct):
         return Fn.trimsuffix(self.resource.email, ".gserviceaccount.com")
 
     @property
-    def target(self) -> AccountTarget:
+    def target(self) -> grants.GoogleServiceAccount:
         """This account as a resource others are granted roles on (who may act as it)."""
-        return AccountTarget(self.resource.name)
+        return grants.GoogleServiceAccount(self.resource.name)
