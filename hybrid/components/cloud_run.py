@@ -1,4 +1,4 @@
-"""A Cloud Run service with its own identity, private egress, and intent methods for access."""
+"""A Cloud Run service with its own identity and private egress; others are granted roles on its ``target``."""
 
 from __future__ import annotations
 
