@@ -11,8 +11,8 @@ from __future__ import annotations
 from cdktf import TerraformOutput
 from constructs import Construct
 
-from hybrid.components.autopilot_cluster import AutopilotCluster
-from hybrid.components.service_account import ServiceAccount
+from hybrid.components.autopilot_cluster import AutopilotCluster, AutopilotClusterProps, ControlPlaneAccess
+from hybrid.components.service_account import ServiceAccount, ServiceAccountProps
 from hybrid.config import Environment
 from hybrid.layer import LayerStack
 from stacks.network import NetworkStack
@@ -25,21 +25,28 @@ class ClusterStack(LayerStack):
         nodes = ServiceAccount(
             self,
             "node-identity",
-            account_id=env.names.node_account,
-            display_name="GKE nodes",
-            description="Runs the model cluster's nodes: logs, metrics and image pulls only.",
+            ServiceAccountProps(
+                account_id=env.names.node_account,
+                display_name="GKE nodes",
+                description="Runs the model cluster's nodes: logs, metrics and image pulls only.",
+            ),
         )
         self.autopilot = AutopilotCluster(
             self,
             "models",
-            name=env.names.cluster,
-            project=env.project_id,
-            region=env.region,
-            network=network.vpc.id,
-            subnetwork=network.subnet.id,
-            pods_range=env.names.pods_range,
-            services_range=env.names.services_range,
+            AutopilotClusterProps(
+                name=env.names.cluster,
+                project=env.project_id,
+                region=env.region,
+                network=network.outputs.network_id,
+                subnetwork=network.outputs.workloads_subnet_id,
+                pods_range=env.names.pods_range,
+                services_range=env.names.services_range,
+                release_channel=env.cluster.release_channel,
+                deletion_protection=env.cluster.deletion_protection,
+                control_plane_access=ControlPlaneAccess(env.cluster.control_plane_access),
+                authorized_networks=tuple(str(cidr) for cidr in env.cluster.authorized_networks),
+            ),
             node_account=nodes,
-            settings=env.cluster,
         )
         TerraformOutput(self, "cluster_name", value=self.autopilot.cluster.name)

@@ -8,14 +8,27 @@ runs the orchestrator as this account.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from cdktf import TerraformOutput
 from constructs import Construct
 
-from hybrid.components.postgres import PostgresInstance
-from hybrid.components.service_account import ServiceAccount
+from hybrid.components.postgres import PostgresInstance, PostgresProps
+from hybrid.components.service_account import ServiceAccount, ServiceAccountProps
 from hybrid.config import Environment
 from hybrid.layer import LayerStack
 from stacks.network import NetworkStack
+
+
+@dataclass(frozen=True)
+class DatabaseOutputs:
+    """What the services layer uses of the database."""
+
+    host: str  # the instance's private IP
+    database_name: str
+    # The orchestrator's identity, born here with its IAM database user; the services layer runs it.
+    orchestrator_account: ServiceAccount
+    orchestrator_database_user: str
 
 
 class DatabaseStack(LayerStack):
@@ -23,26 +36,47 @@ class DatabaseStack(LayerStack):
         super().__init__(scope, env, "database")
         self.add_dependency(network)
 
+        db = env.database
         self.postgres = PostgresInstance(
             self,
             "postgres",
-            name=env.names.sql_instance,
-            region=env.region,
-            private_network=network.private_services_network,
-            settings=env.database,
+            PostgresProps(
+                name=env.names.sql_instance,
+                region=env.region,
+                private_network=network.outputs.private_services_network,
+                version=db.version,
+                tier=db.tier,
+                availability=db.availability,
+                disk_size_gb=db.disk_size_gb,
+                deletion_protection=db.deletion_protection,
+                backup_start_time=db.backup_start_time,
+                retained_backups=db.retained_backups,
+                log_retention_days=db.log_retention_days,
+                maintenance_day=db.maintenance_day,
+                maintenance_hour=db.maintenance_hour,
+            ),
         )
-        self.orchestrator_database = self.postgres.add_database(env.database.database_name)
+        self.orchestrator_database = self.postgres.add_database(db.database_name)
 
         self.orchestrator = ServiceAccount(
             self,
             "orchestrator",
-            account_id=env.names.orchestrator_account,
-            display_name="LLM orchestrator",
-            description="Runs the internal orchestrator on Cloud Run; logs in to Cloud SQL with its IAM identity.",
+            ServiceAccountProps(
+                account_id=env.names.orchestrator_account,
+                display_name="LLM orchestrator",
+                description="Runs the internal orchestrator on Cloud Run; logs in to Cloud SQL with its IAM identity.",
+            ),
         )
-        self.postgres.grant_connect(self.orchestrator, project=env.project_id)
+        self.postgres.add_iam_user(self.orchestrator, project=env.project_id)
 
         TerraformOutput(self, "instance_connection_name", value=self.postgres.instance.connection_name)
         TerraformOutput(self, "private_ip", value=self.postgres.instance.private_ip_address)
         TerraformOutput(self, "database_name", value=self.orchestrator_database.name)
         TerraformOutput(self, "orchestrator_service_account", value=self.orchestrator.email)
+
+        self.outputs = DatabaseOutputs(
+            host=self.postgres.instance.private_ip_address,
+            database_name=self.orchestrator_database.name,
+            orchestrator_account=self.orchestrator,
+            orchestrator_database_user=self.orchestrator.database_user_name,
+        )

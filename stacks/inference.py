@@ -12,17 +12,16 @@ from __future__ import annotations
 from cdktf import Fn
 from cdktf_cdktf_provider_google.data_google_client_config import DataGoogleClientConfig
 from cdktf_cdktf_provider_google.data_google_container_cluster import DataGoogleContainerCluster
-from cdktf_cdktf_provider_google.secret_manager_secret_iam_member import SecretManagerSecretIamMember
-from cdktf_cdktf_provider_google.storage_bucket_iam_member import StorageBucketIamMember
 from cdktf_cdktf_provider_kubernetes.namespace_v1 import NamespaceV1, NamespaceV1Metadata
 from cdktf_cdktf_provider_kubernetes.provider import KubernetesProvider
-from cdktf_cdktf_provider_kubernetes.service_account_v1 import ServiceAccountV1, ServiceAccountV1Metadata
 from constructs import Construct
 
-from hybrid.components import metrics_adapter
-from hybrid.components.metrics_adapter import CustomMetricsAdapter
-from hybrid.components.service_account import ServiceAccount
-from hybrid.components.vllm_server import VllmServer
+from hybrid.catalog import MODELS
+from hybrid.components.grants import SECRET_ACCESSOR, Bucket, Project, Secret, grant, role_id
+from hybrid.components.metrics_adapter import CustomMetricsAdapter, CustomMetricsAdapterProps
+from hybrid.components.service_account import ServiceAccount, ServiceAccountProps
+from hybrid.components.vllm_server import VllmServer, VllmServerProps, Weights
+from hybrid.components.workload_identity import WorkloadIdentity, WorkloadIdentityProps
 from hybrid.config import Environment
 from hybrid.layer import LayerStack
 from stacks.cluster import ClusterStack
@@ -57,60 +56,84 @@ class InferenceStack(LayerStack):
         server_identity = ServiceAccount(
             self,
             "model-server-identity",
-            account_id=names.model_server_account,
-            display_name="vLLM model server",
-            description="Reads the model weights and the Hugging Face token; nothing else.",
+            ServiceAccountProps(
+                account_id=names.model_server_account,
+                display_name="vLLM model server",
+                description="Reads the model weights and the Hugging Face token; nothing else.",
+            ),
         )
-        server_identity.allow_kubernetes_account(project, NAMESPACE, MODEL_SERVER_ACCOUNT)
         if settings.hf_token_secret:
-            SecretManagerSecretIamMember(
-                self,
-                "hf-token-access",
-                secret_id=settings.hf_token_secret,
-                role="roles/secretmanager.secretAccessor",
-                member=server_identity.member,
+            grant(
+                self, "hf-token-access", role=SECRET_ACCESSOR, to=server_identity, on=Secret(settings.hf_token_secret)
             )
         if settings.weights == "gcsfuse" and settings.weights_bucket:  # validated: gcsfuse names its bucket
-            StorageBucketIamMember(
+            grant(
                 self,
                 "weights-access",
-                bucket=settings.weights_bucket,
                 role="roles/storage.objectViewer",
-                member=server_identity.member,
+                to=server_identity,
+                on=Bucket(settings.weights_bucket),
             )
         adapter_identity = ServiceAccount(
             self,
             "metrics-adapter-identity",
-            account_id=names.metrics_adapter_account,
-            display_name="Custom metrics adapter",
-            description="Reads Cloud Monitoring metrics for the model servers' autoscaler.",
+            ServiceAccountProps(
+                account_id=names.metrics_adapter_account,
+                display_name="Custom metrics adapter",
+                description="Reads Cloud Monitoring metrics for the model servers' autoscaler.",
+            ),
         )
-        adapter_identity.grant_project_roles(project, ("roles/monitoring.viewer",))
-        adapter_identity.allow_kubernetes_account(project, metrics_adapter.NAMESPACE, metrics_adapter.NAME)
+        monitoring_viewer = "roles/monitoring.viewer"
+        grant(
+            adapter_identity,
+            role_id(monitoring_viewer),
+            role=monitoring_viewer,
+            to=adapter_identity,
+            on=Project(project),
+        )
 
         namespace = NamespaceV1(
             self,
             "namespace",
             metadata=NamespaceV1Metadata(name=NAMESPACE, labels={"pod-security.kubernetes.io/enforce": "baseline"}),
         )
-        account = ServiceAccountV1(
+        account = WorkloadIdentity(
             self,
             "model-server-account",
-            metadata=ServiceAccountV1Metadata(
-                name=MODEL_SERVER_ACCOUNT,
-                namespace=namespace.metadata.name,
-                annotations={"iam.gke.io/gcp-service-account": server_identity.email},
-            ),
+            WorkloadIdentityProps(project=project, name=MODEL_SERVER_ACCOUNT),
+            namespace=namespace,
+            google_account=server_identity,
         )
         self.vllm = VllmServer(
             self,
             "vllm",
-            namespace=namespace.metadata.name,
-            service_account=account.metadata.name,
-            settings=settings,
-            port=env.network.inference_port,
-            load_balancer_ip=network.inference_address.address,
-            allowed_sources=[str(env.network.run_cidr)],
-            project=project,
+            VllmServerProps(
+                project=project,
+                namespace=namespace.metadata.name,
+                service_account=account.name,
+                image=settings.image,
+                model=settings.model,
+                quantization=MODELS[settings.model].quantization,
+                tensor_parallel_size=settings.tensor_parallel_size,
+                max_model_len=settings.max_model_len,
+                gpu_memory_utilization=settings.gpu_memory_utilization,
+                gpu_type=settings.gpu_type,
+                gpu_count=settings.gpu_count,
+                cpu=settings.cpu,
+                memory=settings.memory,
+                ephemeral_storage=settings.ephemeral_storage,
+                weights=Weights(settings.weights),
+                weights_volume_size=settings.weights_volume_size,
+                weights_bucket=settings.weights_bucket,
+                hf_token_secret=settings.hf_token_secret,
+                min_replicas=settings.min_replicas,
+                max_replicas=settings.max_replicas,
+                queue_target=settings.queue_target,
+                port=env.network.inference_port,
+                load_balancer_ip=network.outputs.inference_address,
+                allowed_sources=(str(env.network.run_cidr),),
+            ),
         )
-        CustomMetricsAdapter(self, "metrics-adapter", google_service_account=adapter_identity.email)
+        CustomMetricsAdapter(
+            self, "metrics-adapter", CustomMetricsAdapterProps(project=project), google_account=adapter_identity
+        )

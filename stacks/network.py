@@ -10,6 +10,8 @@ diagram.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from cdktf import TerraformOutput
 from cdktf_cdktf_provider_google.compute_address import ComputeAddress
 from cdktf_cdktf_provider_google.compute_global_address import ComputeGlobalAddress
@@ -35,7 +37,7 @@ from cdktf_cdktf_provider_google.project_service import ProjectService
 from cdktf_cdktf_provider_google.service_networking_connection import ServiceNetworkingConnection
 from constructs import Construct
 
-from hybrid.components.firewall import DEFAULT_DENY_PRIORITY, Firewall, Rule
+from hybrid.components.firewall import DEFAULT_DENY_PRIORITY, Firewall, FirewallProps, Rule
 from hybrid.config import Environment
 from hybrid.layer import LayerStack
 from hybrid.network_constants import (
@@ -70,6 +72,18 @@ PLATFORM_APIS = (
 _FLOW_LOGS = ComputeSubnetworkLogConfig(
     aggregation_interval="INTERVAL_5_SEC", flow_sampling=0.5, metadata="INCLUDE_ALL_METADATA"
 )
+
+
+@dataclass(frozen=True)
+class NetworkOutputs:
+    """What the other layers use of the network (each a reference: reading one orders the reader after it)."""
+
+    network_id: str
+    workloads_subnet_id: str  # GKE's, with the pods and services ranges
+    run_subnet_id: str  # Cloud Run's Direct VPC egress
+    inference_address: str  # the model servers' internal load balancer
+    # The VPC, read from the Private Services Access peering: Cloud SQL's network, after the peering.
+    private_services_network: str
 
 
 class NetworkStack(LayerStack):
@@ -204,21 +218,37 @@ class NetworkStack(LayerStack):
             log_config=ComputeRouterNatLogConfig(enable=True, filter="ERRORS_ONLY"),
         )
 
-        self.firewall = Firewall(self, "firewall", network=self.vpc.id, rules=firewall_rules(env))
+        self.firewall = Firewall(self, "firewall", FirewallProps(network=self.vpc.id, rules=tuple(firewall_rules(env))))
 
         if env.budget:
             # Optional ([budget] in the environment file): alerts before the month's bill surprises anyone.
-            from hybrid.components.budget import Budget
+            from hybrid.components.budget import Budget, BudgetProps
 
-            Budget(self, "budget", env_name=env.name, project_id=env.project_id, settings=env.budget)
+            budget = env.budget
+            Budget(
+                self,
+                "budget",
+                BudgetProps(
+                    env_name=env.name,
+                    project_id=env.project_id,
+                    billing_account=budget.billing_account,
+                    amount_usd=budget.amount_usd,
+                    thresholds=tuple(budget.thresholds),
+                    spend_basis=budget.spend_basis,
+                    notification_emails=tuple(budget.notification_emails),
+                ),
+            )
 
         TerraformOutput(self, "network_id", value=self.vpc.id)
         TerraformOutput(self, "cloud_run_subnet_id", value=self.run_subnet.id)
 
-    @property
-    def private_services_network(self) -> str:
-        """The VPC, read from the peering itself: using it orders a consumer after the peering."""
-        return self.psa_connection.network
+        self.outputs = NetworkOutputs(
+            network_id=self.vpc.id,
+            workloads_subnet_id=self.subnet.id,
+            run_subnet_id=self.run_subnet.id,
+            inference_address=self.inference_address.address,
+            private_services_network=self.psa_connection.network,
+        )
 
 
 def firewall_rules(env: Environment) -> list[Rule]:

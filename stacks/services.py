@@ -29,14 +29,15 @@ from cdktf_cdktf_provider_google.identity_platform_config import (
 from cdktf_cdktf_provider_google_beta.provider import GoogleBetaProvider
 from constructs import Construct
 
-from hybrid.components.cloud_run import CloudRunService, PrivateEgress
-from hybrid.components.database_bootstrap import DatabaseBootstrapJob
-from hybrid.components.service_account import ServiceAccount
-from hybrid.config import Environment, ServiceSettings
+from hybrid.components.cloud_run import INVOKER, CloudRunService, CloudRunServiceProps, Gpu, PrivateEgress
+from hybrid.components.database_bootstrap import DatabaseBootstrapJob, DatabaseBootstrapProps
+from hybrid.components.grants import ALL_USERS, Project, grant, role_id
+from hybrid.components.service_account import ServiceAccount, ServiceAccountProps
+from hybrid.config import Environment, GpuServiceSettings, ServiceSettings
 from hybrid.layer import LayerStack
 from hybrid.service_contract import Wiring, container_env, run_app_url
 from stacks.database import DatabaseStack
-from stacks.network import NetworkStack
+from stacks.network import NetworkOutputs, NetworkStack
 from stacks.registry import RegistryStack
 
 VERTEX_AI_USER = "roles/aiplatform.user"
@@ -59,7 +60,7 @@ class ServicesStack(LayerStack):
         self.add_dependency(registry)
         self.add_dependency(database)
         settings, names = env.services, env.names
-        self.network = network
+        self.network: NetworkOutputs = network.outputs
 
         # The frontend's deterministic URL is known before it exists: the gateway admits the chat
         # page's origin without waiting for the frontend.
@@ -100,58 +101,66 @@ class ServicesStack(LayerStack):
                 gpu,
                 env=dict(gpu.env),
                 container_port=gpu.port,
-                args=["--model", gpu.model, "--port", str(gpu.port)],
+                args=("--model", gpu.model, "--port", str(gpu.port)),
             )
             inference_url = f"{self.inference.uri}/v1"
 
         # Built in the order each needs the one before: the orchestrator's URL goes to the
         # gateway, the gateway's to the frontend.
-        database_host = database.postgres.instance.private_ip_address
-        database_name = database.orchestrator_database.name
-        database_user = database.orchestrator.database_user_name
+        db = database.outputs
         wiring = Wiring(
             frontend_origin=frontend_origin,
             inference_url=inference_url,
-            database_host=database_host,
-            database_name=database_name,
-            database_user=database_user,
+            database_host=db.host,
+            database_name=db.database_name,
+            database_user=db.orchestrator_database_user,
             identity_platform_api_key=browser_key.key_string,
         )
         self.orchestrator = self._service(
             "orchestrator",
             settings.orchestrator,
-            account=database.orchestrator,
+            account=db.orchestrator_account,
             env=container_env(env, wiring, "orchestrator"),
         )
-        self.orchestrator.grant_project_role(VERTEX_AI_USER)
+        grant(
+            self.orchestrator,
+            role_id(VERTEX_AI_USER),
+            role=VERTEX_AI_USER,
+            to=self.orchestrator.service_account,
+            on=Project(env.project_id),
+        )
         if self.inference:
-            self.inference.grant_invoke(self.orchestrator.service_account)
+            self._allow_invoke(self.inference, caller=self.orchestrator)
 
         DatabaseBootstrapJob(
             self,
             "database-bootstrap",
-            name=names.database_bootstrap,
-            region=env.region,
-            image=self._image("orchestrator", settings.orchestrator),
+            DatabaseBootstrapProps(
+                name=names.database_bootstrap,
+                region=env.region,
+                image=self._image("orchestrator", settings.orchestrator),
+                egress=self.egress("db-bootstrap"),
+                database_host=db.host,
+                database_name=db.database_name,
+                grantee=db.orchestrator_database_user,
+                admin_password_secret=names.database_admin_secret,
+                deletion_protection=settings.deletion_protection,
+            ),
             account=ServiceAccount(
                 self,
                 "database-bootstrap-identity",
-                account_id=names.database_bootstrap,
-                display_name="Database bootstrap (Cloud Run job)",
-                description="Grants the orchestrator's IAM database user its schema, once; reads the admin password.",
+                ServiceAccountProps(
+                    account_id=names.database_bootstrap,
+                    display_name="Database bootstrap (Cloud Run job)",
+                    description="Grants the orchestrator's IAM database user its schema, once; reads the admin password.",
+                ),
             ),
-            egress=self.egress("db-bootstrap"),
-            database_host=database_host,
-            database_name=database_name,
-            grantee=database_user,
-            admin_password_secret=names.database_admin_secret,
-            deletion_protection=settings.deletion_protection,
         )
 
         wiring = replace(wiring, orchestrator_url=self.orchestrator.uri)
         self.gateway = self._service("gateway", settings.gateway, env=container_env(env, wiring, "gateway"))
-        self.orchestrator.grant_invoke(self.gateway.service_account)
-        self.gateway.allow_public()
+        self._allow_invoke(self.orchestrator, caller=self.gateway)
+        grant(self.gateway, "invoker-public", role=INVOKER, to=ALL_USERS, on=self.gateway.target)
 
         self.frontend = self._service(
             "frontend",
@@ -162,13 +171,19 @@ class ServicesStack(LayerStack):
             beta = GoogleBetaProvider(self, "google-beta", project=env.project_id, region=env.region)
             self.frontend.require_iap(members=settings.iap_members, beta=beta)
         else:
-            self.frontend.allow_public()
+            grant(self.frontend, "invoker-public", role=INVOKER, to=ALL_USERS, on=self.frontend.target)
         # The address to open: the gateway's CORS and the browser key admit this origin only.
         TerraformOutput(self, "chat_page_url", value=frontend_origin)
 
+    @staticmethod
+    def _allow_invoke(service: CloudRunService, *, caller: CloudRunService) -> None:
+        """Only ``caller``'s identity (and whoever else is granted too) may invoke ``service``."""
+        account = caller.service_account
+        grant(service, f"invoker-{account.node.id}", role=INVOKER, to=account, on=service.target)
+
     def egress(self, role: str) -> PrivateEgress:
         return PrivateEgress(
-            network=self.network.vpc.id, subnetwork=self.network.run_subnet.id, tag=self.env.names.run_tag[role]
+            network=self.network.network_id, subnetwork=self.network.run_subnet_id, tag=self.env.names.run_tag[role]
         )
 
     def _image(self, role: str, settings: ServiceSettings) -> str:
@@ -185,29 +200,40 @@ class ServicesStack(LayerStack):
         env: dict[str, str],
         account: ServiceAccount | None = None,
         container_port: int = 8080,
-        args: list[str] | None = None,
+        args: tuple[str, ...] = (),
     ) -> CloudRunService:
         """The Cloud Run service ``role``, run by ``account`` or by a new account of its own."""
         names = self.env.names
         account = account or ServiceAccount(
             self,
             f"{role}-identity",
-            account_id=names.service[role],
-            display_name=f"{role} (Cloud Run)",
-            description=f"Runs the {role} Cloud Run service.",
+            ServiceAccountProps(
+                account_id=names.service[role],
+                display_name=f"{role} (Cloud Run)",
+                description=f"Runs the {role} Cloud Run service.",
+            ),
         )
-        return CloudRunService(
-            self,
-            role,
+        gpu = settings if isinstance(settings, GpuServiceSettings) else None
+        props = CloudRunServiceProps(
             name=names.service[role],
             project=self.env.project_id,
             region=self.env.region,
             image=self._image(role, settings),
-            settings=settings,
-            service_account=account,
-            egress=self.egress(role) if role in names.run_tag else None,
+            cpu=settings.cpu,
+            memory=settings.memory,
+            min_instances=settings.min_instances,
+            max_instances=settings.max_instances,
+            concurrency=settings.concurrency,
+            timeout_seconds=settings.timeout_seconds,
+            cpu_always_allocated=settings.cpu_always_allocated,
+            startup_cpu_boost=settings.startup_cpu_boost,
+            ingress=settings.ingress,
             deletion_protection=self.env.services.deletion_protection,
-            env=env,
+            egress=self.egress(role) if role in names.run_tag else None,
+            env=tuple(env.items()),
+            secrets=tuple(settings.secrets.items()),
             container_port=container_port,
             args=args,
+            gpu=Gpu(type=gpu.gpu_type, count=gpu.gpus, zonal_redundancy=gpu.zonal_redundancy) if gpu else None,
         )
+        return CloudRunService(self, role, props, service_account=account)

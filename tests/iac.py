@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, NamedTuple
+
+from cdktf import TerraformStack, Testing
+
+from hybrid.reachability import Synth
 
 ROOT = Path(__file__).resolve().parent.parent
 ENVIRONMENTS = ("dev", "prod")
@@ -34,6 +41,14 @@ def run_main(outdir: Path, *args: str, extra_env: dict[str, str] | None = None) 
     )
 
 
+def synth_in_process(build: Callable[[TerraformStack], object]) -> dict:
+    """The Terraform JSON of stack ``test`` after ``build`` fills it: a construct under test,
+    synthesized in this process (``Testing.synth_scope`` does not work in Python)."""
+    stack = TerraformStack(Testing.app(), "test")
+    build(stack)
+    return json.loads(Testing.synth(stack))
+
+
 def resources(stack: dict, kind: str) -> dict[str, dict]:
     return stack.get("resource", {}).get(kind, {})
 
@@ -42,3 +57,37 @@ def only(stack: dict, kind: str) -> dict:
     found = list(resources(stack, kind).values())
     assert len(found) == 1, f"expected one {kind}, found {len(found)}"
     return found[0]
+
+
+class Pointee(NamedTuple):
+    """What a Terraform reference points at, followed across stacks through remote state."""
+
+    stack: str
+    kind: str  # the resource type; data.<type> for a data source
+    config: dict[str, Any]
+    attr: str
+
+    @property
+    def brief(self) -> tuple[str, str, Any, str]:
+        """(stack, kind, the resource's own name or account id, attribute): what a test states."""
+        return (self.stack, self.kind, self.config.get("name", self.config.get("account_id")), self.attr)
+
+
+def pointees(stacks: dict[str, dict], stack_id: str, value: Any) -> list[Pointee]:
+    """Everything ``value`` (in ``stack_id``) refers to. Tests state what a value points at with
+    these, never with cdktf's generated names (``<path>_<hash>``, ``cross-stack-output-...``)."""
+    synth = Synth(stack_id.split("-", 1)[0], stacks)
+    return [Pointee(ref.stack, ref.type, synth.config(ref), ref.attr) for ref in synth.refs(stack_id, value)]
+
+
+def pointee(stacks: dict[str, dict], stack_id: str, value: Any) -> Pointee:
+    """The one thing ``value``, a bare reference ``${...}``, refers to."""
+    synth = Synth(stack_id.split("-", 1)[0], stacks)
+    ref = synth.ref(stack_id, value)
+    assert ref is not None, f"{value!r} is not a single reference"
+    return Pointee(ref.stack, ref.type, synth.config(ref), ref.attr)
+
+
+def principal(stacks: dict[str, dict], stack_id: str, member: Any) -> str:
+    """An IAM member as ``allUsers``, ``serviceAccount:<account id>`` or ``serviceAgent:<api>``."""
+    return Synth(stack_id.split("-", 1)[0], stacks).principal(stack_id, member)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from iac import ROOT, only, resources, run_main
+from iac import ROOT, only, pointees, resources, run_main
 from variants import DEV_ENV, toml_text, variant, write_environment
 
 BUDGETED = variant(
@@ -38,7 +38,12 @@ def test_budget_synthesizes_with_its_thresholds_and_channels(tmp_path):
     assert budget["amount"] == {"specified_amount": {"currency_code": "USD", "units": "3000"}}
     assert budget["budget_filter"]["calendar_period"] == "MONTH"
     (project,) = budget["budget_filter"]["projects"]
-    assert project.startswith("projects/${data.google_project.") and project.endswith(".number}")
+    # The budget API names projects by number: read from the project itself.
+    assert project.startswith("projects/${")
+    ((kind, config, attr),) = [
+        (p.kind, p.config, p.attr) for p in pointees({"dev-network": stack}, "dev-network", project)
+    ]
+    assert (kind, config["project_id"], attr) == ("data.google_project", "replace-me-dev", "number")
     assert budget["threshold_rules"] == [
         {"threshold_percent": t, "spend_basis": "FORECASTED_SPEND"} for t in (0.5, 0.9, 1.2)
     ]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from iac import only, resources
+from iac import only, pointee, resources
 from variants import DEV_ENV, synthesize, variant
 
 
@@ -18,13 +18,23 @@ def cluster(cluster_stack):
     return only(cluster_stack, "google_container_cluster")
 
 
-def test_autopilot_in_the_network_subnet_and_ranges(env, cluster):
+def test_autopilot_in_the_network_subnet_and_ranges(env, cluster, synth_json):
     assert cluster["name"] == f"{env}-models"
     assert cluster["enable_autopilot"] is True
     assert cluster["location"] == "us-central1"
-    remote = f"${{data.terraform_remote_state.cross-stack-reference-input-{env}-network.outputs.cross-stack-output-"
-    assert cluster["network"] == remote + "google_compute_networkvpcid}"
-    assert cluster["subnetwork"] == remote + "google_compute_subnetworkworkloads-subnetid}"
+    here, network = f"{env}-cluster", f"{env}-network"
+    assert pointee(synth_json, here, cluster["network"]).brief == (
+        network,
+        "google_compute_network",
+        f"{env}-vpc",
+        "id",
+    )
+    assert pointee(synth_json, here, cluster["subnetwork"]).brief == (
+        network,
+        "google_compute_subnetwork",
+        f"{env}-workloads",
+        "id",
+    )
     assert cluster["ip_allocation_policy"] == {
         "cluster_secondary_range_name": "pods",
         "services_secondary_range_name": "services",
@@ -78,11 +88,16 @@ def test_deletion_protection_in_prod_only(env, cluster):
     assert cluster["deletion_protection"] is (env == "prod")
 
 
-def test_nodes_run_as_a_least_privilege_account(env, cluster_stack, cluster):
+def test_nodes_run_as_a_least_privilege_account(env, cluster_stack, cluster, synth_json):
     account = only(cluster_stack, "google_service_account")
     assert account["account_id"] == f"{env}-gke-nodes"
     defaults = cluster["cluster_autoscaling"]["auto_provisioning_defaults"]
-    assert defaults["service_account"].startswith("${google_service_account.node-identity_account_")
+    assert pointee(synth_json, f"{env}-cluster", defaults["service_account"]).brief == (
+        f"{env}-cluster",
+        "google_service_account",
+        f"{env}-gke-nodes",
+        "email",
+    )
     assert defaults["oauth_scopes"] == ["https://www.googleapis.com/auth/cloud-platform"]
     roles = sorted(g["role"] for g in resources(cluster_stack, "google_project_iam_member").values())
     assert roles == ["roles/artifactregistry.reader", "roles/container.defaultNodeServiceAccount"]

@@ -6,16 +6,12 @@ import json
 
 import pytest
 
-from iac import only, resources
+from iac import only, pointee, pointees, resources
 
 EXPECTED = {
     "dev": {"availability": "ZONAL", "protected": False, "tier": "db-custom-1-3840"},
     "prod": {"availability": "REGIONAL", "protected": True, "tier": "db-custom-4-16384"},
 }
-PSA_NETWORK = (
-    "${data.terraform_remote_state.cross-stack-reference-input-%s-network.outputs."
-    "cross-stack-output-google_service_networking_connectionpsa-connectionnetwork}"
-)
 
 
 @pytest.fixture
@@ -39,10 +35,17 @@ def test_postgres_16_enterprise_with_configured_tier(env, instance):
     assert instance["settings"]["edition"] == "ENTERPRISE"
 
 
-def test_private_ip_only_on_the_peered_network(env, instance):
+def test_private_ip_only_on_the_peered_network(env, instance, synth_json):
     ip = instance["settings"]["ip_configuration"]
     assert ip["ipv4_enabled"] is False
-    assert ip["private_network"] == PSA_NETWORK % env
+    # The VPC read from the peering: the instance is created after the peering exists.
+    network = pointee(synth_json, f"{env}-database", ip["private_network"])
+    assert (network.stack, network.kind, network.attr) == (
+        f"{env}-network",
+        "google_service_networking_connection",
+        "network",
+    )
+    assert network.config["service"] == "servicenetworking.googleapis.com"
     assert "authorized_networks" not in ip
 
 
@@ -87,26 +90,32 @@ def test_iam_authentication_and_logging_flags(instance):
     }
 
 
-def test_orchestrator_database_and_iam_user(env, database):
+def test_orchestrator_database_and_iam_user(env, database, synth_json):
     db = only(database, "google_sql_database")
     assert db["name"] == "orchestrator"
     account = only(database, "google_service_account")
     assert account["account_id"] == f"{env}-orchestrator"
     user = only(database, "google_sql_user")
     assert user["type"] == "CLOUD_IAM_SERVICE_ACCOUNT"
-    assert (
-        user["name"]
-        == '${trimsuffix(google_service_account.orchestrator_account_%s.email, ".gserviceaccount.com")}'
-        % (account["//"]["metadata"]["uniqueId"].rsplit("_", 1)[1])
-    )
+    # Cloud SQL's IAM user for a service account: its email without ".gserviceaccount.com".
+    assert user["name"].startswith("${trimsuffix(")
+    assert user["name"].endswith(', ".gserviceaccount.com")}')
+    assert [p.brief for p in pointees(synth_json, f"{env}-database", user["name"])] == [
+        (f"{env}-database", "google_service_account", f"{env}-orchestrator", "email")
+    ]
     assert "password" not in user
 
 
-def test_orchestrator_may_connect_to_this_instance_only(env, database):
+def test_orchestrator_may_connect_to_this_instance_only(env, database, synth_json):
     grants = {g["role"]: g for g in resources(database, "google_project_iam_member").values()}
     assert set(grants) == {"roles/cloudsql.client", "roles/cloudsql.instanceUser"}
     for grant in grants.values():
-        assert grant["member"].startswith("${google_service_account.orchestrator_account_")
+        assert pointee(synth_json, f"{env}-database", grant["member"]).brief == (
+            f"{env}-database",
+            "google_service_account",
+            f"{env}-orchestrator",
+            "member",
+        )
         assert grant["condition"]["expression"] == (
             'resource.type == "sqladmin.googleapis.com/Instance" && '
             f'resource.name == "projects/replace-me-{env}/instances/{env}-postgres"'
@@ -119,12 +128,19 @@ def test_no_password_anywhere(database):
     assert "random_password" not in text
 
 
-def test_outputs_are_not_secrets(database):
+def test_outputs_are_not_secrets(env, database, synth_json):
     outputs = database["output"]
-    named = {name for name in outputs if not name.startswith("cross-stack-output-")}
-    assert named == {"instance_connection_name", "private_ip", "database_name", "orchestrator_service_account"}
+    ours = {"instance_connection_name", "private_ip", "database_name", "orchestrator_service_account"}
+    # Plain values, readable in `cdktf output`; cdktf marks the outputs it adds for remote state sensitive.
+    assert {name for name, output in outputs.items() if not output.get("sensitive")} == ours
     # What the services layer reads through remote state: identities and addresses only.
-    shared = [name for name in outputs if name.startswith("cross-stack-output-")]
-    assert shared and all(name.endswith(("email", "member", "private_ip_address", "name")) for name in shared)
-    # Plain values, readable in `cdktf output` (cdktf itself marks cross-stack outputs sensitive).
-    assert not any(outputs[name].get("sensitive") for name in named)
+    shared = outputs.keys() - ours
+    read = {
+        (p.kind, p.attr) for name in shared for p in pointees(synth_json, f"{env}-database", outputs[name]["value"])
+    }
+    assert read == {
+        ("google_service_account", "email"),
+        ("google_service_account", "member"),
+        ("google_sql_database_instance", "private_ip_address"),
+        ("google_sql_database", "name"),
+    }

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from iac import resources
+from iac import pointee, resources
 
 EXPECTED = {
     "dev": {"model": "mistralai/Mistral-7B-Instruct-v0.3", "len": "8192", "replicas": (1, 1), "weights": "pvc"},
@@ -16,6 +16,13 @@ EXPECTED = {
 @pytest.fixture
 def stack(env, synth_json):
     return synth_json[f"{env}-inference"]
+
+
+def account(synth_json: dict, env: str, member_or_email: str) -> tuple:
+    """The Google service account (in this stack) a member or an email refers to, and which of the two."""
+    found = pointee(synth_json, f"{env}-inference", member_or_email)
+    assert (found.stack, found.kind) == (f"{env}-inference", "google_service_account")
+    return found.config["account_id"], found.attr
 
 
 def named(stack: dict, kind: str, name: str) -> dict:
@@ -46,34 +53,38 @@ def test_kubernetes_provider_from_the_cluster_with_a_short_lived_token(env, stac
     assert "client" in stack["data"]["google_client_config"]
 
 
-def test_namespace_and_workload_identity(env, stack):
+def test_namespace_and_workload_identity(env, stack, synth_json):
     namespace = named(stack, "kubernetes_namespace_v1", "inference")
     assert namespace["metadata"]["labels"] == {"pod-security.kubernetes.io/enforce": "baseline"}
-    account = named(stack, "kubernetes_service_account_v1", "vllm")
-    assert account["metadata"]["annotations"]["iam.gke.io/gcp-service-account"].startswith(
-        "${google_service_account.model-server-identity_account_"
-    )
-    bindings = {b["member"]: b for b in resources(stack, "google_service_account_iam_member").values()}
-    assert set(bindings) == {
-        f"serviceAccount:replace-me-{env}.svc.id.goog[inference/vllm]",
-        f"serviceAccount:replace-me-{env}.svc.id.goog[custom-metrics/custom-metrics-stackdriver-adapter]",
+    ksa = named(stack, "kubernetes_service_account_v1", "vllm")
+    annotation = ksa["metadata"]["annotations"]["iam.gke.io/gcp-service-account"]
+    assert account(synth_json, env, annotation) == (f"{env}-vllm", "email")
+    # Each Kubernetes account may act as its own Google account, and only as that one.
+    bindings = resources(stack, "google_service_account_iam_member").values()
+    assert {b["member"]: account(synth_json, env, b["service_account_id"]) for b in bindings} == {
+        f"serviceAccount:replace-me-{env}.svc.id.goog[inference/vllm]": (f"{env}-vllm", "name"),
+        f"serviceAccount:replace-me-{env}.svc.id.goog[custom-metrics/custom-metrics-stackdriver-adapter]": (
+            f"{env}-metrics-adapter",
+            "name",
+        ),
     }
-    assert all(b["role"] == "roles/iam.workloadIdentityUser" for b in bindings.values())
+    assert all(b["role"] == "roles/iam.workloadIdentityUser" for b in bindings)
 
 
-def test_model_server_identity_gets_only_the_token_and_the_weights(env, stack):
+def test_model_server_identity_gets_only_the_token_and_the_weights(env, stack, synth_json):
     (token,) = resources(stack, "google_secret_manager_secret_iam_member").values()
     assert (token["secret_id"], token["role"]) == (f"{env}-hf-token", "roles/secretmanager.secretAccessor")
-    assert token["member"].startswith("${google_service_account.model-server-identity_account_")
+    assert account(synth_json, env, token["member"]) == (f"{env}-vllm", "member")
     weights = list(resources(stack, "google_storage_bucket_iam_member").values())
     if EXPECTED[env]["weights"] == "gcsfuse":
         (grant,) = weights
         assert (grant["bucket"], grant["role"]) == ("replace-me-prod-model-weights", "roles/storage.objectViewer")
+        assert account(synth_json, env, grant["member"]) == (f"{env}-vllm", "member")
     else:
         assert weights == []
     (project_grant,) = resources(stack, "google_project_iam_member").values()
     assert project_grant["role"] == "roles/monitoring.viewer"
-    assert project_grant["member"].startswith("${google_service_account.metrics-adapter-identity_account_")
+    assert account(synth_json, env, project_grant["member"]) == (f"{env}-metrics-adapter", "member")
 
 
 def test_vllm_runs_the_configured_model(env, server):
@@ -178,15 +189,17 @@ def test_secret_provider_class_is_the_csi_crd_with_the_gke_provider(stack):
 RUN_CIDR = {"dev": "10.8.0.0/24", "prod": "10.8.0.0/23"}
 
 
-def test_internal_load_balancer_on_the_reserved_address_for_cloud_run_only(env, stack):
+def test_internal_load_balancer_on_the_reserved_address_for_cloud_run_only(env, stack, synth_json):
     service = named(stack, "kubernetes_service_v1", "vllm")
     assert service["metadata"]["annotations"] == {"networking.gke.io/load-balancer-type": "Internal"}
     spec = service["spec"]
     assert spec["type"] == "LoadBalancer"
     assert spec["load_balancer_source_ranges"] == [RUN_CIDR[env]]
-    assert spec["load_balancer_ip"] == (
-        f"${{data.terraform_remote_state.cross-stack-reference-input-{env}-network.outputs."
-        "cross-stack-output-google_compute_addressinference-addressaddress}"
+    assert pointee(synth_json, f"{env}-inference", spec["load_balancer_ip"]).brief == (
+        f"{env}-network",
+        "google_compute_address",
+        f"{env}-inference-lb",
+        "address",
     )
     assert spec["port"] == [{"name": "http", "port": 8000, "target_port": "8000", "protocol": "TCP"}]
     assert spec["external_traffic_policy"] == "Local"
@@ -254,7 +267,7 @@ def test_autoscaling_on_vllm_queue_length_not_cpu(env, stack):
     assert deployment["lifecycle"] == {"ignore_changes": ["spec[0].replicas"]}
 
 
-def test_custom_metrics_adapter_with_its_rbac(stack):
+def test_custom_metrics_adapter_with_its_rbac(env, stack, synth_json):
     adapter = named(stack, "kubernetes_deployment_v1", "custom-metrics-stackdriver-adapter")
     assert adapter["metadata"]["namespace"] == "custom-metrics"
     (container,) = adapter["spec"]["template"]["spec"]["container"]
@@ -279,10 +292,9 @@ def test_custom_metrics_adapter_with_its_rbac(stack):
         "kube-system",
         "extension-apiserver-authentication-reader",
     )
-    account = named(stack, "kubernetes_service_account_v1", "custom-metrics-stackdriver-adapter")
-    assert account["metadata"]["annotations"]["iam.gke.io/gcp-service-account"].startswith(
-        "${google_service_account.metrics-adapter-identity_account_"
-    )
+    ksa = named(stack, "kubernetes_service_account_v1", "custom-metrics-stackdriver-adapter")
+    annotation = ksa["metadata"]["annotations"]["iam.gke.io/gcp-service-account"]
+    assert account(synth_json, env, annotation) == (f"{env}-metrics-adapter", "email")
 
 
 def test_custom_metrics_adapter_runs_hardened_on_the_port_the_control_plane_reaches(stack):

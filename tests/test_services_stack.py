@@ -7,10 +7,9 @@ import json
 
 import pytest
 
-from iac import only, resources
+from iac import only, pointee, pointees, principal, resources
 from variants import DEV_ENV, DEV_ON_CLOUD_RUN, synthesize, variant
 
-NETWORK_OUTPUT = "${data.terraform_remote_state.cross-stack-reference-input-%s-network.outputs.cross-stack-output-"
 ROLES = {"frontend", "gateway", "orchestrator"}
 
 
@@ -32,18 +31,16 @@ def env_vars(service: dict) -> dict[str, object]:
     return {e["name"]: e.get("value", e.get("value_source")) for e in container(service).get("env", [])}
 
 
-def invokers(stack: dict) -> dict[str, set[str]]:
+def invokers(stacks: dict[str, dict], stack_id: str) -> dict[str, set[str]]:
+    """Who may invoke each service (by role): ``allUsers``, ``serviceAccount:<id>``, ``serviceAgent:<api>``."""
     found: dict[str, set[str]] = {}
-    for grant in resources(stack, "google_cloud_run_v2_service_iam_member").values():
+    for grant in resources(stacks[stack_id], "google_cloud_run_v2_service_iam_member").values():
         assert grant["role"] == "roles/run.invoker"
-        service = grant["name"].split(".")[1].split("_")[0]  # ${google_cloud_run_v2_service.<role>_service_X.name}
-        found.setdefault(service, set()).add(grant["member"])
+        service = pointee(stacks, stack_id, grant["name"])
+        assert (service.kind, service.attr) == ("google_cloud_run_v2_service", "name")
+        role = service.config["name"].split("-", 1)[1]
+        found.setdefault(role, set()).add(principal(stacks, stack_id, grant["member"]))
     return found
-
-
-def account_ref(stack: dict, role: str) -> str:
-    (key,) = [k for k in resources(stack, "google_service_account") if k.startswith(f"{role}-identity_")]
-    return key
 
 
 def test_artifact_registry_is_a_layer_before_the_services(env, stack, synth_json):
@@ -99,57 +96,73 @@ def test_ingress_public_for_the_edge_internal_for_the_rest(stack):
     assert set(ingress.values()) <= {"INGRESS_TRAFFIC_INTERNAL_ONLY"}  # inference, where it runs on Cloud Run
 
 
-def test_only_what_calls_something_private_enters_the_vpc_each_with_its_own_tag(env, stack):
-    def direct_vpc(tag: str) -> dict:
-        return {
-            "network_interfaces": [
-                {
-                    "network": NETWORK_OUTPUT % env + "google_compute_networkvpcid}",
-                    "subnetwork": NETWORK_OUTPUT % env + "google_compute_subnetworkcloud-run-subnetid}",
-                    "tags": [tag],
-                }
-            ],
-            "egress": "PRIVATE_RANGES_ONLY",
-        }
+def test_only_what_calls_something_private_enters_the_vpc_each_with_its_own_tag(env, stack, synth_json):
+    def direct_vpc(vpc_access: dict) -> tuple:
+        """(network, subnet, tags, egress) of Direct VPC egress through one interface."""
+        (interface,) = vpc_access["network_interfaces"]
+        here = f"{env}-services"
+        return (
+            pointee(synth_json, here, interface["network"]).brief,
+            pointee(synth_json, here, interface["subnetwork"]).brief,
+            interface["tags"],
+            vpc_access["egress"],
+        )
 
+    network = f"{env}-network"
+    through_the_run_subnet = (
+        (network, "google_compute_network", f"{env}-vpc", "id"),
+        (network, "google_compute_subnetwork", f"{env}-cloud-run", "id"),
+    )
     found = services(stack)
-    assert found["gateway"]["template"]["vpc_access"] == direct_vpc(f"{env}-run-gateway")
-    assert found["orchestrator"]["template"]["vpc_access"] == direct_vpc(f"{env}-run-orchestrator")
+    assert direct_vpc(found["gateway"]["template"]["vpc_access"]) == (
+        *through_the_run_subnet,
+        [f"{env}-run-gateway"],
+        "PRIVATE_RANGES_ONLY",
+    )
+    assert direct_vpc(found["orchestrator"]["template"]["vpc_access"]) == (
+        *through_the_run_subnet,
+        [f"{env}-run-orchestrator"],
+        "PRIVATE_RANGES_ONLY",
+    )
     # The chat page's server calls nothing: the browser calls the gateway.
     assert "vpc_access" not in found["frontend"]["template"]
     (job,) = resources(stack, "google_cloud_run_v2_job").values()
-    assert job["template"]["template"]["vpc_access"] == direct_vpc(f"{env}-run-db-bootstrap")
-
-
-def test_each_service_runs_as_its_own_account(env, stack):
-    accounts = {role: s["template"]["service_account"] for role, s in services(stack).items()}
-    assert len(set(accounts.values())) == len(accounts)
-    for role in accounts.keys() - {"orchestrator"}:
-        assert accounts[role] == "${google_service_account.%s.email}" % account_ref(stack, role)
-    # The orchestrator's account is born in the database layer, next to its database user.
-    assert accounts["orchestrator"].startswith(
-        f"${{data.terraform_remote_state.cross-stack-reference-input-{env}-database.outputs."
-        "cross-stack-output-google_service_accountorchestrator_account_"
+    assert direct_vpc(job["template"]["template"]["vpc_access"]) == (
+        *through_the_run_subnet,
+        [f"{env}-run-db-bootstrap"],
+        "PRIVATE_RANGES_ONLY",
     )
-    assert not any("compute@developer" in a for a in accounts.values())
 
 
-def test_who_may_invoke_whom(env, stack):
-    gateway_member = "${google_service_account.%s.member}" % account_ref(stack, "gateway")
-    found = invokers(stack)
+def test_each_service_runs_as_its_own_account(env, stack, synth_json):
+    accounts = {
+        role: pointee(synth_json, f"{env}-services", s["template"]["service_account"]).brief
+        for role, s in services(stack).items()
+    }
+    assert accounts == {
+        "frontend": (f"{env}-services", "google_service_account", f"{env}-frontend", "email"),
+        "gateway": (f"{env}-services", "google_service_account", f"{env}-gateway", "email"),
+        # The orchestrator's account is born in the database layer, next to its database user.
+        "orchestrator": (f"{env}-database", "google_service_account", f"{env}-orchestrator", "email"),
+    }
+
+
+def test_who_may_invoke_whom(env, synth_json):
+    found = invokers(synth_json, f"{env}-services")
     assert found.pop("frontend") == {"allUsers"}
     assert found.pop("gateway") == {"allUsers"}
-    assert found.pop("orchestrator") == {gateway_member}
+    assert found.pop("orchestrator") == {f"serviceAccount:{env}-gateway"}
     assert found == {}
 
 
-def test_project_roles_are_least_privilege(stack):
+def test_project_roles_are_least_privilege(env, stack, synth_json):
     grants: dict[str, set[str]] = {}
-    for key, grant in resources(stack, "google_project_iam_member").items():
-        grants.setdefault(key.split("_", 1)[0], set()).add(grant["role"])
+    for grant in resources(stack, "google_project_iam_member").values():
+        holder = principal(synth_json, f"{env}-services", grant["member"])
+        grants.setdefault(holder, set()).add(grant["role"])
     runtime = {"roles/logging.logWriter", "roles/monitoring.metricWriter"}
-    assert grants.pop("orchestrator") == runtime | {"roles/aiplatform.user"}
-    assert all(roles == runtime for roles in grants.values()), grants
+    assert grants.pop(f"serviceAccount:{env}-orchestrator") == runtime | {"roles/aiplatform.user"}
+    assert grants == {f"serviceAccount:{env}-{role}": runtime for role in ("frontend", "gateway")}
 
 
 def test_no_service_holds_a_secret_it_does_not_read(stack):
@@ -182,11 +195,24 @@ def test_the_database_bootstrap_job_reads_only_the_admin_password_granted_before
 
 def test_orchestrator_is_wired_to_database_inference_and_vertex(env, stack, synth_json):
     wiring = env_vars(services(stack)["orchestrator"])
-    remote = f"${{data.terraform_remote_state.cross-stack-reference-input-{env}-database.outputs."
-    assert wiring["PGHOST"].startswith(remote + "cross-stack-output-google_sql_database_instancepostgres_instance_")
-    assert wiring["PGHOST"].endswith("private_ip_address}")
-    assert wiring["PGDATABASE"].startswith(remote) and wiring["PGDATABASE"].endswith("name}")
-    assert wiring["PGUSER"].startswith("${trimsuffix(" + remote[2:])
+    here, database = f"{env}-services", f"{env}-database"
+    assert pointee(synth_json, here, wiring["PGHOST"]).brief == (
+        database,
+        "google_sql_database_instance",
+        f"{env}-postgres",
+        "private_ip_address",
+    )
+    assert pointee(synth_json, here, wiring["PGDATABASE"]).brief == (
+        database,
+        "google_sql_database",
+        "orchestrator",
+        "name",
+    )
+    # The IAM database user's name: the orchestrator's email without ".gserviceaccount.com".
+    assert wiring["PGUSER"].startswith("${trimsuffix(")
+    assert [p.brief for p in pointees(synth_json, here, wiring["PGUSER"])] == [
+        (database, "google_service_account", f"{env}-orchestrator", "email")
+    ]
     assert (wiring["PGSSLMODE"], wiring["DATABASE_AUTH"]) == ("require", "iam")
     backends = json.loads(wiring["BACKENDS"])
     assert backends["vertex"] == {"kind": "vertex", "project": f"replace-me-{env}", "location": "us-central1"}
@@ -200,14 +226,19 @@ def test_orchestrator_is_wired_to_database_inference_and_vertex(env, stack, synt
     ]
 
 
-def test_gateway_calls_the_orchestrator_url_and_frontend_the_gateway(stack):
-    keys = {s["name"].split("-", 1)[1]: k for k, s in resources(stack, "google_cloud_run_v2_service").items()}
-    assert env_vars(services(stack)["gateway"])["ORCHESTRATOR_URL"] == (
-        "${google_cloud_run_v2_service.%s.uri}" % keys["orchestrator"]
+def test_gateway_calls_the_orchestrator_url_and_frontend_the_gateway(env, stack, synth_json):
+    here = f"{env}-services"
+    assert pointee(synth_json, here, env_vars(services(stack)["gateway"])["ORCHESTRATOR_URL"]).brief == (
+        here,
+        "google_cloud_run_v2_service",
+        f"{env}-orchestrator",
+        "uri",
     )
-    assert (
-        env_vars(services(stack)["frontend"])["GATEWAY_URL"]
-        == "${google_cloud_run_v2_service.%s.uri}" % keys["gateway"]
+    assert pointee(synth_json, here, env_vars(services(stack)["frontend"])["GATEWAY_URL"]).brief == (
+        here,
+        "google_cloud_run_v2_service",
+        f"{env}-gateway",
+        "uri",
     )
 
 
@@ -233,15 +264,15 @@ def test_inference_on_a_cloud_run_l4_when_config_says_so(cloud_run_gpu):
     assert box["args"] == ["--model", "google/gemma-3-4b-it", "--port", "8000"]
     assert box["ports"] == {"container_port": 8000}
     orchestrator = services(stack)["orchestrator"]
-    assert invokers(stack)["inference"] == {orchestrator["template"]["service_account"].replace("email}", "member}")}
-    inference_key = next(k for k in resources(stack, "google_cloud_run_v2_service") if k.startswith("inference_"))
+    assert invokers(cloud_run_gpu, "gpu-services")["inference"] == {"serviceAccount:gpu-orchestrator"}
     # It admits only the orchestrator's identity: the orchestrator sends an ID token for it, and
     # the self-hosted google/gemma-3-4b-it is routed there before google/* goes to Vertex AI.
-    assert json.loads(env_vars(orchestrator)["BACKENDS"])["self-hosted"] == {
-        "kind": "openai",
-        "auth": "google-id-token",
-        "url": "${google_cloud_run_v2_service.%s.uri}/v1" % inference_key,
-    }
+    self_hosted = json.loads(env_vars(orchestrator)["BACKENDS"])["self-hosted"]
+    assert (self_hosted["kind"], self_hosted["auth"]) == ("openai", "google-id-token")
+    assert self_hosted["url"].endswith("}/v1")
+    assert [p.brief for p in pointees(cloud_run_gpu, "gpu-services", self_hosted["url"])] == [
+        ("gpu-services", "google_cloud_run_v2_service", "gpu-inference", "uri")
+    ]
     assert json.loads(env_vars(orchestrator)["ROUTES"])[0] == {
         "match": "google/gemma-3-4b-it",
         "backends": ["self-hosted"],
@@ -273,22 +304,24 @@ def test_frontend_behind_iap_when_config_says_so(tmp_path):
     )
     stack = synthesize(iap, tmp_path)["iap-services"]
 
-    frontend_key, frontend = next(
-        (k, s) for k, s in resources(stack, "google_cloud_run_v2_service").items() if k.startswith("frontend_")
-    )
+    stacks = {"iap-services": stack}
+    frontend = services(stack)["frontend"]
     assert frontend["provider"] == "google-beta"
     assert frontend["iap_enabled"] is True
     assert frontend["ingress"] == "INGRESS_TRAFFIC_ALL"
     agent = only(stack, "google_project_service_identity")
     assert (agent["service"], agent["provider"]) == ("iap.googleapis.com", "google-beta")
-    assert invokers(stack)["frontend"] == {
-        "${google_project_service_identity.frontend_iap-agent_%s.member}"
-        % (next(k for k in resources(stack, "google_project_service_identity")).rsplit("_", 1)[1])
-    }
+    # Only IAP's service agent invokes it: whoever gets through IAP.
+    assert invokers(stacks, "iap-services")["frontend"] == {"serviceAgent:iap.googleapis.com"}
     access = only(stack, "google_iap_web_cloud_run_service_iam_member")
     assert access["member"] == "group:ai-team@example.com"
     assert access["role"] == "roles/iap.httpsResourceAccessor"
-    assert access["cloud_run_service_name"] == "${google_cloud_run_v2_service.%s.name}" % frontend_key
+    assert pointee(stacks, "iap-services", access["cloud_run_service_name"]).brief == (
+        "iap-services",
+        "google_cloud_run_v2_service",
+        "iap-frontend",
+        "name",
+    )
     assert stack["terraform"]["required_providers"]["google-beta"]["version"] == "6.50.0"
 
 

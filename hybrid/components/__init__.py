@@ -1,1 +1,2 @@
-"""Reusable constructs: each takes typed settings and hides the provider's struct noise."""
+"""Reusable constructs: each takes a frozen props dataclass of its own (plain values, never the
+environment file's models: the stacks translate those) and hides the provider's struct noise."""

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from enum import Enum
+
 from cdktf_cdktf_provider_google.container_cluster import (
     ContainerCluster,
     ContainerClusterAddonsConfig,
@@ -26,8 +29,8 @@ from cdktf_cdktf_provider_google.container_cluster import (
 )
 from constructs import Construct
 
+from hybrid.components.grants import Project, grant, role_id
 from hybrid.components.service_account import ServiceAccount
-from hybrid.config import ClusterSettings
 
 # The least a node needs: GKE's own node role, and pulling images from Artifact Registry
 # (cloud.google.com/kubernetes-engine/docs/how-to/service-accounts#default-gke-service-agent).
@@ -35,37 +38,50 @@ NODE_ROLES = ("roles/container.defaultNodeServiceAccount", "roles/artifactregist
 CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 
 
+class ControlPlaneAccess(Enum):
+    """How a client outside the VPC reaches the control plane."""
+
+    DNS = "dns"  # the DNS endpoint, authorized by IAM
+    AUTHORIZED_NETWORKS = "authorized_networks"  # the IP endpoint, from listed ranges only
+
+
+@dataclass(frozen=True)
+class AutopilotClusterProps:
+    name: str
+    project: str
+    region: str
+    network: str
+    subnetwork: str
+    # The subnet's secondary ranges for Pods and Services (VPC-native).
+    pods_range: str
+    services_range: str
+    release_channel: str
+    deletion_protection: bool
+    control_plane_access: ControlPlaneAccess
+    # CIDRs admitted to the IP endpoint; used with AUTHORIZED_NETWORKS only.
+    authorized_networks: tuple[str, ...] = ()
+
+
 class AutopilotCluster(Construct):
     def __init__(
-        self,
-        scope: Construct,
-        id_: str,
-        *,
-        name: str,
-        project: str,
-        region: str,
-        network: str,
-        subnetwork: str,
-        pods_range: str,
-        services_range: str,
-        node_account: ServiceAccount,
-        settings: ClusterSettings,
+        self, scope: Construct, id_: str, props: AutopilotClusterProps, *, node_account: ServiceAccount
     ) -> None:
         super().__init__(scope, id_)
-        node_account.grant_project_roles(project, NODE_ROLES)
-        dns_access = settings.control_plane_access == "dns"
+        for role in NODE_ROLES:
+            grant(node_account, role_id(role), role=role, to=node_account, on=Project(props.project))
+        dns_access = props.control_plane_access is ControlPlaneAccess.DNS
         self.cluster = ContainerCluster(
             self,
             "cluster",
-            name=name,
-            location=region,
+            name=props.name,
+            location=props.region,
             enable_autopilot=True,
             # GKE Dataplane V2: enforces the model servers' NetworkPolicy.
             datapath_provider="ADVANCED_DATAPATH",
-            network=network,
-            subnetwork=subnetwork,
+            network=props.network,
+            subnetwork=props.subnetwork,
             ip_allocation_policy=ContainerClusterIpAllocationPolicy(
-                cluster_secondary_range_name=pods_range, services_secondary_range_name=services_range
+                cluster_secondary_range_name=props.pods_range, services_secondary_range_name=props.services_range
             ),
             private_cluster_config=ContainerClusterPrivateClusterConfig(enable_private_nodes=True),
             control_plane_endpoints_config=ContainerClusterControlPlaneEndpointsConfig(
@@ -81,10 +97,8 @@ class AutopilotCluster(Construct):
             else ContainerClusterMasterAuthorizedNetworksConfig(
                 gcp_public_cidrs_access_enabled=False,
                 cidr_blocks=[
-                    ContainerClusterMasterAuthorizedNetworksConfigCidrBlocks(
-                        cidr_block=str(cidr), display_name=str(cidr)
-                    )
-                    for cidr in settings.authorized_networks
+                    ContainerClusterMasterAuthorizedNetworksConfigCidrBlocks(cidr_block=cidr, display_name=cidr)
+                    for cidr in props.authorized_networks
                 ],
             ),
             master_auth=ContainerClusterMasterAuth(
@@ -96,8 +110,10 @@ class AutopilotCluster(Construct):
             binary_authorization=ContainerClusterBinaryAuthorization(
                 evaluation_mode="PROJECT_SINGLETON_POLICY_ENFORCE"
             ),
-            release_channel=ContainerClusterReleaseChannel(channel=settings.release_channel),
-            workload_identity_config=ContainerClusterWorkloadIdentityConfig(workload_pool=f"{project}.svc.id.goog"),
+            release_channel=ContainerClusterReleaseChannel(channel=props.release_channel),
+            workload_identity_config=ContainerClusterWorkloadIdentityConfig(
+                workload_pool=f"{props.project}.svc.id.goog"
+            ),
             monitoring_config=ContainerClusterMonitoringConfig(
                 managed_prometheus=ContainerClusterMonitoringConfigManagedPrometheus(enabled=True)
             ),
@@ -111,5 +127,5 @@ class AutopilotCluster(Construct):
                     service_account=node_account.email, oauth_scopes=[CLOUD_PLATFORM_SCOPE]
                 )
             ),
-            deletion_protection=settings.deletion_protection,
+            deletion_protection=props.deletion_protection,
         )

@@ -8,6 +8,8 @@ account's admins are notified too (the API's default).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from cdktf_cdktf_provider_google.billing_budget import (
     BillingBudget,
     BillingBudgetAllUpdatesRule,
@@ -21,37 +23,46 @@ from cdktf_cdktf_provider_google.monitoring_notification_channel import Monitori
 from cdktf_cdktf_provider_google.project_service import ProjectService
 from constructs import Construct
 
-from hybrid.config import BudgetSettings
+
+@dataclass(frozen=True)
+class BudgetProps:
+    env_name: str
+    project_id: str
+    billing_account: str
+    amount_usd: int
+    thresholds: tuple[float, ...]
+    spend_basis: str
+    notification_emails: tuple[str, ...]
 
 
 class Budget(Construct):
-    def __init__(self, scope: Construct, id_: str, *, env_name: str, project_id: str, settings: BudgetSettings) -> None:
+    def __init__(self, scope: Construct, id_: str, props: BudgetProps) -> None:
         super().__init__(scope, id_)
         api = ProjectService(self, "api", service="billingbudgets.googleapis.com", disable_on_destroy=False)
-        project = DataGoogleProject(self, "project", project_id=project_id)
+        project = DataGoogleProject(self, "project", project_id=props.project_id)
         self.channels = [
             MonitoringNotificationChannel(
                 self,
                 f"email-{index}",
-                display_name=f"{env_name} budget alerts: {email}",
+                display_name=f"{props.env_name} budget alerts: {email}",
                 type="email",
                 labels={"email_address": email},
             )
-            for index, email in enumerate(settings.notification_emails)
+            for index, email in enumerate(props.notification_emails)
         ]
         self.budget = BillingBudget(
             self,
             "budget",
-            billing_account=settings.billing_account,
-            display_name=f"{env_name} monthly budget",
+            billing_account=props.billing_account,
+            display_name=f"{props.env_name} monthly budget",
             # The budget API names projects by number (cloud.google.com/billing/docs/reference/budget/rest/v1/billingAccounts.budgets#filter).
             budget_filter=BillingBudgetBudgetFilter(projects=[f"projects/{project.number}"], calendar_period="MONTH"),
             amount=BillingBudgetAmount(
-                specified_amount=BillingBudgetAmountSpecifiedAmount(currency_code="USD", units=str(settings.amount_usd))
+                specified_amount=BillingBudgetAmountSpecifiedAmount(currency_code="USD", units=str(props.amount_usd))
             ),
             threshold_rules=[
-                BillingBudgetThresholdRules(threshold_percent=t, spend_basis=settings.spend_basis)
-                for t in settings.thresholds
+                BillingBudgetThresholdRules(threshold_percent=t, spend_basis=props.spend_basis)
+                for t in props.thresholds
             ],
             all_updates_rule=BillingBudgetAllUpdatesRule(
                 monitoring_notification_channels=[channel.id for channel in self.channels]

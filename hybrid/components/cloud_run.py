@@ -1,8 +1,7 @@
-"""A Cloud Run service with its own identity, private egress, and intent methods for access."""
+"""A Cloud Run service with its own identity and private egress; others are granted roles on its ``target``."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 from cdktf import TerraformProvider
@@ -28,17 +27,20 @@ from cdktf_cdktf_provider_google.cloud_run_v2_service import (
     CloudRunV2ServiceTemplateVpcAccess,
     CloudRunV2ServiceTemplateVpcAccessNetworkInterfaces,
 )
-from cdktf_cdktf_provider_google.cloud_run_v2_service_iam_member import CloudRunV2ServiceIamMember
-from cdktf_cdktf_provider_google.project_iam_member import ProjectIamMember
-from cdktf_cdktf_provider_google.secret_manager_secret_iam_member import SecretManagerSecretIamMember
-from cdktf_cdktf_provider_google_beta.google_iap_web_cloud_run_service_iam_member import (
-    GoogleIapWebCloudRunServiceIamMember,
-)
 from cdktf_cdktf_provider_google_beta.google_project_service_identity import GoogleProjectServiceIdentity
 from constructs import Construct
 
-from hybrid.components.service_account import ServiceAccount, project_role
-from hybrid.config import GpuServiceSettings, ServiceSettings
+from hybrid.components.grants import (
+    SECRET_ACCESSOR,
+    IapRunService,
+    Principal,
+    Project,
+    RunService,
+    Secret,
+    grant,
+    role_id,
+)
+from hybrid.components.service_account import ServiceAccount
 
 # Seed 004's probes: startup on /health after 5 s, every 3 s, 5 failures; liveness every 30 s.
 STARTUP_PROBE = CloudRunV2ServiceTemplateContainersStartupProbe(
@@ -93,103 +95,111 @@ class PrivateEgress:
         )
 
 
+@dataclass(frozen=True)
+class Gpu:
+    """The GPUs of each instance, and whether capacity is reserved in a second zone."""
+
+    type: str
+    count: int
+    zonal_redundancy: bool
+
+
+@dataclass(frozen=True)
+class CloudRunServiceProps:
+    name: str
+    project: str
+    region: str
+    image: str
+    cpu: int
+    memory: str
+    min_instances: int
+    max_instances: int
+    concurrency: int
+    timeout_seconds: int
+    cpu_always_allocated: bool
+    startup_cpu_boost: bool
+    ingress: str
+    deletion_protection: bool
+    # None: the service calls nothing private and stays out of the VPC.
+    egress: PrivateEgress | None
+    env: tuple[tuple[str, str], ...] = ()
+    # (variable, Secret Manager secret id): the latest version, read at startup.
+    secrets: tuple[tuple[str, str], ...] = ()
+    container_port: int = 8080
+    args: tuple[str, ...] = ()
+    gpu: Gpu | None = None
+
+
 class CloudRunService(Construct):
     """One Cloud Run service: gen2, private ranges into the VPC by Direct VPC egress if it needs any."""
 
     def __init__(
-        self,
-        scope: Construct,
-        id_: str,
-        *,
-        name: str,
-        project: str,
-        region: str,
-        image: str,
-        settings: ServiceSettings,
-        service_account: ServiceAccount,
-        egress: PrivateEgress | None,
-        deletion_protection: bool,
-        env: Mapping[str, str] | None = None,
-        container_port: int = 8080,
-        args: list[str] | None = None,
+        self, scope: Construct, id_: str, props: CloudRunServiceProps, *, service_account: ServiceAccount
     ) -> None:
         super().__init__(scope, id_)
-        self.project, self.region = project, region
+        self.project, self.region = props.project, props.region
         self.service_account = service_account
-        gpu = settings if isinstance(settings, GpuServiceSettings) else None
-        limits = {"cpu": str(settings.cpu), "memory": settings.memory}
+        gpu = props.gpu
+        limits = {"cpu": str(props.cpu), "memory": props.memory}
         if gpu:
-            limits["nvidia.com/gpu"] = str(gpu.gpus)
+            limits["nvidia.com/gpu"] = str(gpu.count)
         # Granted before the revision is created: a revision that references a secret it may
         # not read fails to start (cloud.google.com/run/docs/configuring/services/secrets#access-secret).
         secret_grants = [
-            SecretManagerSecretIamMember(
-                self,
-                f"secret-{secret}",
-                secret_id=secret,
-                role="roles/secretmanager.secretAccessor",
-                member=service_account.member,
-            )
-            for secret in sorted(set(settings.secrets.values()))
+            grant(self, f"secret-{secret}", role=SECRET_ACCESSOR, to=service_account, on=Secret(secret))
+            for secret in sorted({secret for _, secret in props.secrets})
         ]
 
         self.service = CloudRunV2Service(
             self,
             "service",
-            name=name,
-            location=region,
-            ingress=settings.ingress,
-            deletion_protection=deletion_protection,
+            name=props.name,
+            location=props.region,
+            ingress=props.ingress,
+            deletion_protection=props.deletion_protection,
             depends_on=secret_grants or None,
             template=CloudRunV2ServiceTemplate(
                 service_account=service_account.email,
                 execution_environment="EXECUTION_ENVIRONMENT_GEN2",
-                timeout=f"{settings.timeout_seconds}s",
-                max_instance_request_concurrency=settings.concurrency,
+                timeout=f"{props.timeout_seconds}s",
+                max_instance_request_concurrency=props.concurrency,
                 scaling=CloudRunV2ServiceTemplateScaling(
-                    min_instance_count=settings.min_instances, max_instance_count=settings.max_instances
+                    min_instance_count=props.min_instances, max_instance_count=props.max_instances
                 ),
-                # None: the service calls nothing private and stays out of the VPC.
-                vpc_access=egress.vpc_access() if egress else None,
-                node_selector=CloudRunV2ServiceTemplateNodeSelector(accelerator=gpu.gpu_type) if gpu else None,
+                vpc_access=props.egress.vpc_access() if props.egress else None,
+                node_selector=CloudRunV2ServiceTemplateNodeSelector(accelerator=gpu.type) if gpu else None,
                 gpu_zonal_redundancy_disabled=(not gpu.zonal_redundancy) if gpu else None,
                 containers=[
                     CloudRunV2ServiceTemplateContainers(
-                        image=image,
-                        args=args,
-                        ports=CloudRunV2ServiceTemplateContainersPorts(container_port=container_port),
+                        image=props.image,
+                        args=list(props.args) or None,
+                        ports=CloudRunV2ServiceTemplateContainersPorts(container_port=props.container_port),
                         resources=CloudRunV2ServiceTemplateContainersResources(
                             limits=limits,
                             # cpu_idle=false keeps CPU allocated between requests (seed 004's
                             # comment says the opposite; its intent needs false).
-                            cpu_idle=not settings.cpu_always_allocated,
-                            startup_cpu_boost=settings.startup_cpu_boost,
+                            cpu_idle=not props.cpu_always_allocated,
+                            startup_cpu_boost=props.startup_cpu_boost,
                         ),
-                        env=[*_plain_env(env or {}), *_secret_env(settings.secrets)] or None,
+                        env=[*_plain_env(props.env), *_secret_env(props.secrets)] or None,
                         startup_probe=MODEL_STARTUP_PROBE if gpu else STARTUP_PROBE,
                         liveness_probe=LIVENESS_PROBE,
                     )
                 ],
             ),
         )
+        # Made here, whoever owns the account: what this service does, its identity may do.
         for role in RUNTIME_ROLES:
-            self.grant_project_role(role)
+            grant(self, role_id(role), role=role, to=service_account, on=Project(self.project))
 
     @property
     def uri(self) -> str:
         return self.service.uri
 
-    def grant_project_role(self, role: str) -> ProjectIamMember:
-        """Give this service's identity ``role`` on the project (made here, whoever owns the account)."""
-        return project_role(self, self.project, role, self.service_account.member)
-
-    def grant_invoke(self, caller: ServiceAccount) -> CloudRunV2ServiceIamMember:
-        """Let ``caller`` (and nobody else, unless granted too) invoke this service."""
-        return self._invoker(f"invoker-{caller.node.id}", caller.member)
-
-    def allow_public(self) -> CloudRunV2ServiceIamMember:
-        """Anyone on the internet may invoke this service."""
-        return self._invoker("invoker-public", "allUsers")
+    @property
+    def target(self) -> RunService:
+        """This service as a resource others are granted roles on (``INVOKER``: who may call it)."""
+        return RunService(self.project, self.region, self.service.name)
 
     def require_iap(self, *, members: list[str], beta: TerraformProvider) -> None:
         """Put Identity-Aware Proxy in front: only ``members`` get through, signed in.
@@ -202,30 +212,19 @@ class CloudRunService(Construct):
         agent = GoogleProjectServiceIdentity(
             self, "iap-agent", project=self.project, service="iap.googleapis.com", provider=beta
         )
-        self._invoker("invoker-iap", agent.member)
+        grant(self, "invoker-iap", role=INVOKER, to=agent, on=self.target)
+        behind_iap = IapRunService(self.project, self.region, self.service.name, beta)
         for index, member in enumerate(members):
-            GoogleIapWebCloudRunServiceIamMember(
-                self,
-                f"iap-access-{index}",
-                project=self.project,
-                location=self.region,
-                cloud_run_service_name=self.service.name,
-                role="roles/iap.httpsResourceAccessor",
-                member=member,
-                provider=beta,
+            grant(
+                self, f"iap-access-{index}", role="roles/iap.httpsResourceAccessor", to=Principal(member), on=behind_iap
             )
 
-    def _invoker(self, id_: str, member: str) -> CloudRunV2ServiceIamMember:
-        return CloudRunV2ServiceIamMember(
-            self, id_, project=self.project, location=self.region, name=self.service.name, role=INVOKER, member=member
-        )
+
+def _plain_env(values: tuple[tuple[str, str], ...]) -> list[CloudRunV2ServiceTemplateContainersEnv]:
+    return [CloudRunV2ServiceTemplateContainersEnv(name=key, value=value) for key, value in sorted(values)]
 
 
-def _plain_env(values: Mapping[str, str]) -> list[CloudRunV2ServiceTemplateContainersEnv]:
-    return [CloudRunV2ServiceTemplateContainersEnv(name=key, value=value) for key, value in sorted(values.items())]
-
-
-def _secret_env(secrets: Mapping[str, str]) -> list[CloudRunV2ServiceTemplateContainersEnv]:
+def _secret_env(secrets: tuple[tuple[str, str], ...]) -> list[CloudRunV2ServiceTemplateContainersEnv]:
     return [
         CloudRunV2ServiceTemplateContainersEnv(
             name=key,
@@ -235,5 +234,5 @@ def _secret_env(secrets: Mapping[str, str]) -> list[CloudRunV2ServiceTemplateCon
                 )
             ),
         )
-        for key, secret in sorted(secrets.items())
+        for key, secret in sorted(secrets)
     ]

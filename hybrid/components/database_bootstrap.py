@@ -8,6 +8,8 @@ the stacks never hold it. Its identity may read that one secret and nothing else
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from cdktf_cdktf_provider_google.cloud_run_v2_job import (
     CloudRunV2Job,
     CloudRunV2JobTemplate,
@@ -18,65 +20,59 @@ from cdktf_cdktf_provider_google.cloud_run_v2_job import (
     CloudRunV2JobTemplateTemplateContainersEnvValueSourceSecretKeyRef,
     CloudRunV2JobTemplateTemplateContainersResources,
 )
-from cdktf_cdktf_provider_google.secret_manager_secret_iam_member import SecretManagerSecretIamMember
 from constructs import Construct
 
 from hybrid.components.cloud_run import PrivateEgress
+from hybrid.components.grants import SECRET_ACCESSOR, Secret, grant
 from hybrid.components.service_account import ServiceAccount
 
 ADMIN_USER = "postgres"  # Cloud SQL's built-in admin, a member of cloudsqlsuperuser
 
 
+@dataclass(frozen=True)
+class DatabaseBootstrapProps:
+    name: str
+    region: str
+    image: str  # the orchestrator's: it carries the bootstrap module
+    egress: PrivateEgress
+    database_host: str
+    database_name: str
+    grantee: str  # the IAM database user the orchestrator logs in as
+    admin_password_secret: str
+    deletion_protection: bool
+
+
 class DatabaseBootstrapJob(Construct):
-    def __init__(
-        self,
-        scope: Construct,
-        id_: str,
-        *,
-        name: str,
-        region: str,
-        image: str,
-        account: ServiceAccount,
-        egress: PrivateEgress,
-        database_host: str,
-        database_name: str,
-        grantee: str,
-        admin_password_secret: str,
-        deletion_protection: bool,
-    ) -> None:
+    def __init__(self, scope: Construct, id_: str, props: DatabaseBootstrapProps, *, account: ServiceAccount) -> None:
         super().__init__(scope, id_)
         # Granted before the job exists, so its first execution can read the password.
-        grant = SecretManagerSecretIamMember(
-            self,
-            "admin-password-access",
-            secret_id=admin_password_secret,
-            role="roles/secretmanager.secretAccessor",
-            member=account.member,
+        password_access = grant(
+            self, "admin-password-access", role=SECRET_ACCESSOR, to=account, on=Secret(props.admin_password_secret)
         )
         plain = {
-            "PGHOST": database_host,
-            "PGDATABASE": database_name,
+            "PGHOST": props.database_host,
+            "PGDATABASE": props.database_name,
             "PGUSER": ADMIN_USER,
             "PGSSLMODE": "require",  # the instance's ssl_mode is ENCRYPTED_ONLY
-            "GRANTEE": grantee,
+            "GRANTEE": props.grantee,
         }
         self.job = CloudRunV2Job(
             self,
             "job",
-            name=name,
-            location=region,
-            deletion_protection=deletion_protection,
-            depends_on=[grant],
+            name=props.name,
+            location=props.region,
+            deletion_protection=props.deletion_protection,
+            depends_on=[password_access],
             template=CloudRunV2JobTemplate(
                 task_count=1,
                 template=CloudRunV2JobTemplateTemplate(
                     service_account=account.email,
                     max_retries=1,
                     timeout="120s",
-                    vpc_access=egress.job_vpc_access(),
+                    vpc_access=props.egress.job_vpc_access(),
                     containers=[
                         CloudRunV2JobTemplateTemplateContainers(
-                            image=image,
+                            image=props.image,
                             command=["python", "-m", "orchestrator.bootstrap"],
                             resources=CloudRunV2JobTemplateTemplateContainersResources(
                                 limits={"cpu": "1", "memory": "512Mi"}
@@ -90,7 +86,7 @@ class DatabaseBootstrapJob(Construct):
                                     name="PGPASSWORD",
                                     value_source=CloudRunV2JobTemplateTemplateContainersEnvValueSource(
                                         secret_key_ref=CloudRunV2JobTemplateTemplateContainersEnvValueSourceSecretKeyRef(
-                                            secret=admin_password_secret, version="latest"
+                                            secret=props.admin_password_secret, version="latest"
                                         )
                                     ),
                                 ),

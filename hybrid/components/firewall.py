@@ -33,10 +33,16 @@ class Rule:
     priority: int = ALLOW_PRIORITY
 
 
+@dataclass(frozen=True)
+class FirewallProps:
+    network: str
+    rules: tuple[Rule, ...]
+
+
 class Firewall(Construct):
     """The network's firewall: every rule logged with full metadata, so a denied flow is visible."""
 
-    def __init__(self, scope: Construct, id_: str, *, network: str, rules: list[Rule]) -> None:
+    def __init__(self, scope: Construct, id_: str, props: FirewallProps) -> None:
         super().__init__(scope, id_)
         self.rules = {
             rule.name: ComputeFirewall(
@@ -44,7 +50,7 @@ class Firewall(Construct):
                 rule.name,
                 name=rule.name,
                 description=rule.description,
-                network=network,
+                network=props.network,
                 direction=rule.direction,
                 priority=rule.priority,
                 source_ranges=list(rule.source_ranges) or None,
@@ -54,7 +60,7 @@ class Firewall(Construct):
                 deny=[_deny(rule)] if rule.action == "deny" else None,
                 log_config=ComputeFirewallLogConfig(metadata="INCLUDE_ALL_METADATA"),
             )
-            for rule in rules
+            for rule in props.rules
         }
 
 

@@ -7,6 +7,8 @@ Monitoring as a Google service account of its own, through Workload Identity.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from cdktf_cdktf_provider_kubernetes.api_service_v1 import (
     ApiServiceV1,
     ApiServiceV1Metadata,
@@ -46,9 +48,11 @@ from cdktf_cdktf_provider_kubernetes.role_binding_v1 import (
     RoleBindingV1RoleRef,
     RoleBindingV1Subject,
 )
-from cdktf_cdktf_provider_kubernetes.service_account_v1 import ServiceAccountV1, ServiceAccountV1Metadata
 from cdktf_cdktf_provider_kubernetes.service_v1 import ServiceV1, ServiceV1Metadata, ServiceV1Spec, ServiceV1SpecPort
 from constructs import Construct
+
+from hybrid.components.service_account import ServiceAccount
+from hybrid.components.workload_identity import WorkloadIdentity, WorkloadIdentityProps
 
 NAMESPACE = "custom-metrics"
 NAME = "custom-metrics-stackdriver-adapter"
@@ -74,18 +78,25 @@ API_SERVICES = (
 )
 
 
+@dataclass(frozen=True)
+class CustomMetricsAdapterProps:
+    project: str
+
+
 class CustomMetricsAdapter(Construct):
-    def __init__(self, scope: Construct, id_: str, *, google_service_account: str) -> None:
+    """Reads Cloud Monitoring as ``google_account`` (which needs roles/monitoring.viewer)."""
+
+    def __init__(
+        self, scope: Construct, id_: str, props: CustomMetricsAdapterProps, *, google_account: ServiceAccount
+    ) -> None:
         super().__init__(scope, id_)
         namespace = NamespaceV1(self, "namespace", metadata=NamespaceV1Metadata(name=NAMESPACE))
-        account = ServiceAccountV1(
+        identity = WorkloadIdentity(
             self,
             "account",
-            metadata=ServiceAccountV1Metadata(
-                name=NAME,
-                namespace=namespace.metadata.name,
-                annotations={"iam.gke.io/gcp-service-account": google_service_account},
-            ),
+            WorkloadIdentityProps(project=props.project, name=NAME),
+            namespace=namespace,
+            google_account=google_account,
         )
         subject = {"kind": "ServiceAccount", "name": NAME, "namespace": NAMESPACE}
 
@@ -160,7 +171,7 @@ class CustomMetricsAdapter(Construct):
                 template=DeploymentV1SpecTemplate(
                     metadata=DeploymentV1SpecTemplateMetadata(labels=LABELS),
                     spec=DeploymentV1SpecTemplateSpec(
-                        service_account_name=account.metadata.name,
+                        service_account_name=identity.name,
                         security_context=DeploymentV1SpecTemplateSpecSecurityContext(
                             seccomp_profile=DeploymentV1SpecTemplateSpecSecurityContextSeccompProfile(
                                 type="RuntimeDefault"

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from cdktf_cdktf_provider_google.project_iam_member import ProjectIamMember, ProjectIamMemberCondition
+from dataclasses import dataclass
+
 from cdktf_cdktf_provider_google.sql_database import SqlDatabase
 from cdktf_cdktf_provider_google.sql_database_instance import (
     SqlDatabaseInstance,
@@ -17,8 +18,8 @@ from cdktf_cdktf_provider_google.sql_database_instance import (
 from cdktf_cdktf_provider_google.sql_user import SqlUser
 from constructs import Construct
 
+from hybrid.components.grants import Condition, Project, grant
 from hybrid.components.service_account import ServiceAccount
-from hybrid.config import DatabaseSettings
 
 # IAM database authentication, plus the logging flags the CIS GCP benchmark (section 6.2)
 # and checkov's CKV_GCP_51..57/108..111 and CKV2_GCP_13 expect of a PostgreSQL instance.
@@ -45,52 +46,60 @@ DATABASE_FLAGS = {
 CONNECT_ROLES = ("roles/cloudsql.client", "roles/cloudsql.instanceUser")
 
 
+@dataclass(frozen=True)
+class PostgresProps:
+    name: str
+    region: str
+    private_network: str
+    version: str
+    tier: str
+    availability: str
+    disk_size_gb: int
+    deletion_protection: bool
+    backup_start_time: str
+    retained_backups: int
+    log_retention_days: int
+    maintenance_day: int
+    maintenance_hour: int
+
+
 class PostgresInstance(Construct):
-    def __init__(
-        self,
-        scope: Construct,
-        id_: str,
-        *,
-        name: str,
-        region: str,
-        private_network: str,
-        settings: DatabaseSettings,
-    ) -> None:
+    def __init__(self, scope: Construct, id_: str, props: PostgresProps) -> None:
         super().__init__(scope, id_)
-        self.instance_name = name
+        self.instance_name = props.name
         self.instance = SqlDatabaseInstance(
             self,
             "instance",
-            name=name,
-            region=region,
-            database_version=settings.version,
-            deletion_protection=settings.deletion_protection,
+            name=props.name,
+            region=props.region,
+            database_version=props.version,
+            deletion_protection=props.deletion_protection,
             settings=SqlDatabaseInstanceSettings(
-                tier=settings.tier,
+                tier=props.tier,
                 # db-custom tiers belong to the Enterprise edition; PostgreSQL 16+ would
                 # otherwise default to Enterprise Plus (cloud.google.com/sql/docs/editions-intro).
                 edition="ENTERPRISE",
-                availability_type=settings.availability,
+                availability_type=props.availability,
                 disk_type="PD_SSD",
-                disk_size=settings.disk_size_gb,
+                disk_size=props.disk_size_gb,
                 disk_autoresize=True,
-                deletion_protection_enabled=settings.deletion_protection,
+                deletion_protection_enabled=props.deletion_protection,
                 ip_configuration=SqlDatabaseInstanceSettingsIpConfiguration(
                     ipv4_enabled=False,
-                    private_network=private_network,
+                    private_network=props.private_network,
                     ssl_mode="ENCRYPTED_ONLY",
                 ),
                 backup_configuration=SqlDatabaseInstanceSettingsBackupConfiguration(
                     enabled=True,
                     point_in_time_recovery_enabled=True,
-                    start_time=settings.backup_start_time,
-                    transaction_log_retention_days=settings.log_retention_days,
+                    start_time=props.backup_start_time,
+                    transaction_log_retention_days=props.log_retention_days,
                     backup_retention_settings=SqlDatabaseInstanceSettingsBackupConfigurationBackupRetentionSettings(
-                        retained_backups=settings.retained_backups, retention_unit="COUNT"
+                        retained_backups=props.retained_backups, retention_unit="COUNT"
                     ),
                 ),
                 maintenance_window=SqlDatabaseInstanceSettingsMaintenanceWindow(
-                    day=settings.maintenance_day, hour=settings.maintenance_hour, update_track="stable"
+                    day=props.maintenance_day, hour=props.maintenance_hour, update_track="stable"
                 ),
                 insights_config=SqlDatabaseInstanceSettingsInsightsConfig(
                     query_insights_enabled=True, record_application_tags=False, record_client_address=False
@@ -105,8 +114,9 @@ class PostgresInstance(Construct):
     def add_database(self, name: str) -> SqlDatabase:
         return SqlDatabase(self, f"database-{name}", name=name, instance=self.instance.name)
 
-    def grant_connect(self, account: ServiceAccount, *, project: str) -> SqlUser:
-        """Let ``account`` log in with its IAM identity, to this instance only."""
+    def add_iam_user(self, account: ServiceAccount, *, project: str) -> SqlUser:
+        """A database user for ``account``'s IAM identity, and the roles to connect with it, to this
+        instance only (granted the one way, as every role)."""
         user = SqlUser(
             self,
             f"iam-user-{account.node.id}",
@@ -114,20 +124,20 @@ class PostgresInstance(Construct):
             name=account.database_user_name,
             type="CLOUD_IAM_SERVICE_ACCOUNT",
         )
+        # cloud.google.com/sql/docs/postgres/iam-conditions: limit the grant to one instance.
+        this_instance = Condition(
+            title=f"only {self.instance_name}",
+            expression=(
+                'resource.type == "sqladmin.googleapis.com/Instance" && '
+                f'resource.name == "projects/{project}/instances/{self.instance_name}"'
+            ),
+        )
         for role in CONNECT_ROLES:
-            ProjectIamMember(
+            grant(
                 self,
                 f"{account.node.id}-{role.rsplit('.', 1)[1]}",
-                project=project,
                 role=role,
-                member=account.member,
-                # cloud.google.com/sql/docs/postgres/iam-conditions: limit the grant to one instance.
-                condition=ProjectIamMemberCondition(
-                    title=f"only {self.instance_name}",
-                    expression=(
-                        'resource.type == "sqladmin.googleapis.com/Instance" && '
-                        f'resource.name == "projects/{project}/instances/{self.instance_name}"'
-                    ),
-                ),
+                to=account,
+                on=Project(project, condition=this_instance),
             )
         return user

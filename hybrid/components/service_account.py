@@ -2,18 +2,31 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from cdktf import Fn
-from cdktf_cdktf_provider_google.project_iam_member import ProjectIamMember
 from cdktf_cdktf_provider_google.service_account import ServiceAccount as GoogleServiceAccount
-from cdktf_cdktf_provider_google.service_account_iam_member import ServiceAccountIamMember
 from constructs import Construct
+
+from hybrid.components import grants
+
+
+@dataclass(frozen=True)
+class ServiceAccountProps:
+    account_id: str
+    display_name: str
+    description: str
 
 
 class ServiceAccount(Construct):
-    def __init__(self, scope: Construct, id_: str, *, account_id: str, display_name: str, description: str) -> None:
+    def __init__(self, scope: Construct, id_: str, props: ServiceAccountProps) -> None:
         super().__init__(scope, id_)
         self.resource = GoogleServiceAccount(
-            self, "account", account_id=account_id, display_name=display_name, description=description
+            self,
+            "account",
+            account_id=props.account_id,
+            display_name=props.display_name,
+            description=props.description,
         )
 
     @property
@@ -31,22 +44,7 @@ class ServiceAccount(Construct):
         # ".gserviceaccount.com" (cloud.google.com/sql/docs/postgres/add-manage-iam-users).
         return Fn.trimsuffix(self.resource.email, ".gserviceaccount.com")
 
-    def grant_project_roles(self, project: str, roles: tuple[str, ...]) -> None:
-        """Give this account each of ``roles`` on the project, and nothing else."""
-        for role in roles:
-            project_role(self, project, role, self.member)
-
-    def allow_kubernetes_account(self, project: str, namespace: str, name: str) -> ServiceAccountIamMember:
-        """Let the Kubernetes service account ``namespace/name`` act as this one (Workload Identity)."""
-        return ServiceAccountIamMember(
-            self,
-            f"workload-identity-{namespace}-{name}",
-            service_account_id=self.resource.name,
-            role="roles/iam.workloadIdentityUser",
-            member=f"serviceAccount:{project}.svc.id.goog[{namespace}/{name}]",
-        )
-
-
-def project_role(scope: Construct, project: str, role: str, member: str) -> ProjectIamMember:
-    """``member`` gets ``role`` on the project; the construct id names the role."""
-    return ProjectIamMember(scope, f"role-{role.rsplit('/', 1)[1]}", project=project, role=role, member=member)
+    @property
+    def target(self) -> grants.GoogleServiceAccount:
+        """This account as a resource others are granted roles on (who may act as it)."""
+        return grants.GoogleServiceAccount(self.resource.name)

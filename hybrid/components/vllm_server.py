@@ -7,6 +7,9 @@ a PodMonitoring for Managed Prometheus and an HPA on vLLM's queue length.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from enum import Enum
+
 from cdktf import TerraformResourceLifecycle
 from cdktf_cdktf_provider_kubernetes.deployment_v1 import (
     DeploymentV1,
@@ -83,8 +86,6 @@ from cdktf_cdktf_provider_kubernetes.service_v1 import (
 )
 from constructs import Construct
 
-from hybrid.catalog import MODELS
-from hybrid.config import GkeModelServerSettings
 from hybrid.network_constants import HEALTH_CHECK_RANGES
 
 NAME = "vllm"
@@ -103,114 +104,309 @@ HF_TOKEN_DIR = "/var/run/secrets/huggingface"
 STARTUP_PERIOD_SECONDS, STARTUP_FAILURES = 10, 180
 
 
+class Weights(Enum):
+    """Where the server reads the model's weights from."""
+
+    PVC = "pvc"  # a persistent disk the server downloads them to once
+    GCSFUSE = "gcsfuse"  # a bucket staged ahead, mounted read-only by GCS FUSE
+
+
+@dataclass(frozen=True)
+class VllmServerProps:
+    project: str
+    namespace: str
+    service_account: str  # the Kubernetes service account the Pods run as
+    image: str
+    model: str
+    quantization: str | None
+    tensor_parallel_size: int
+    max_model_len: int
+    gpu_memory_utilization: float
+    gpu_type: str
+    gpu_count: int
+    cpu: int
+    memory: str
+    ephemeral_storage: str
+    weights: Weights
+    weights_volume_size: str  # the disk's size, for Weights.PVC
+    weights_bucket: str | None  # the bucket, for Weights.GCSFUSE
+    hf_token_secret: str | None
+    min_replicas: int
+    max_replicas: int
+    queue_target: int
+    port: int
+    load_balancer_ip: str
+    allowed_sources: tuple[str, ...]
+
+
 class VllmServer(Construct):
-    def __init__(
-        self,
-        scope: Construct,
-        id_: str,
-        *,
-        namespace: str,
-        service_account: str,
-        settings: GkeModelServerSettings,
-        port: int,
-        load_balancer_ip: str,
-        allowed_sources: list[str],
-        project: str,
-    ) -> None:
+    """Built in the order the objects depend on each other: the claim and the secret's provider
+    class the Pod mounts, the Deployment, then what fronts, guards, watches and scales it."""
+
+    def __init__(self, scope: Construct, id_: str, props: VllmServerProps) -> None:
         super().__init__(scope, id_)
-        self.namespace, self.port = namespace, port
-        volumes, mounts = self._volumes(settings, project)
-        quantity = {
-            "cpu": str(settings.cpu),
-            "memory": settings.memory,
-            "ephemeral-storage": settings.ephemeral_storage,
-            "nvidia.com/gpu": str(settings.gpu_count),
-        }
-        self.deployment = DeploymentV1(
+        self.props = props
+        volumes, mounts = self._volumes()
+        self.deployment = self._deployment(volumes, mounts)
+        self.service = self._load_balancer()
+        self._disruption_budget()
+        self._network_policy()
+        self._pod_monitoring()
+        self._autoscaler()
+
+    # The Deployment, from the outside in.
+
+    def _deployment(
+        self,
+        volumes: list[DeploymentV1SpecTemplateSpecVolume],
+        mounts: list[DeploymentV1SpecTemplateSpecContainerVolumeMount],
+    ) -> DeploymentV1:
+        props = self.props
+        return DeploymentV1(
             self,
             "deployment",
-            metadata=DeploymentV1Metadata(name=NAME, namespace=namespace, labels=LABELS),
+            metadata=DeploymentV1Metadata(name=NAME, namespace=props.namespace, labels=LABELS),
             wait_for_rollout=False,
             # The autoscaler owns the replica count once the Deployment exists.
             lifecycle=TerraformResourceLifecycle(ignore_changes=["spec[0].replicas"]),
             spec=DeploymentV1Spec(
-                replicas=str(settings.min_replicas),
+                replicas=str(props.min_replicas),
                 selector=DeploymentV1SpecSelector(match_labels=LABELS),
-                strategy=self._strategy(settings),
-                template=DeploymentV1SpecTemplate(
-                    metadata=DeploymentV1SpecTemplateMetadata(
-                        labels=LABELS,
-                        # GCS FUSE needs its sidecar injected (cloud.google.com/kubernetes-engine/docs/how-to/persistent-volumes/cloud-storage-fuse-csi-driver-sidecar).
-                        annotations={"gke-gcsfuse/volumes": "true"} if settings.weights == "gcsfuse" else None,
-                    ),
-                    spec=DeploymentV1SpecTemplateSpec(
-                        service_account_name=service_account,
-                        # Both are needed on Autopilot (cloud.google.com/kubernetes-engine/docs/how-to/autopilot-gpus).
-                        node_selector={
-                            "cloud.google.com/gke-accelerator": settings.gpu_type,
-                            "cloud.google.com/gke-accelerator-count": str(settings.gpu_count),
-                        },
-                        termination_grace_period_seconds=60,
-                        security_context=DeploymentV1SpecTemplateSpecSecurityContext(
-                            seccomp_profile=DeploymentV1SpecTemplateSpecSecurityContextSeccompProfile(
-                                type="RuntimeDefault"
-                            )
-                        ),
-                        container=[
-                            DeploymentV1SpecTemplateSpecContainer(
-                                name=NAME,
-                                image=settings.image,
-                                command=["python3", "-m", "vllm.entrypoints.openai.api_server"],
-                                args=self._args(settings),
-                                port=[DeploymentV1SpecTemplateSpecContainerPort(name=PORT_NAME, container_port=port)],
-                                env=[
-                                    DeploymentV1SpecTemplateSpecContainerEnv(name=key, value=value)
-                                    for key, value in self._env(settings).items()
-                                ],
-                                resources=DeploymentV1SpecTemplateSpecContainerResources(
-                                    requests=quantity, limits=quantity
-                                ),
-                                startup_probe=DeploymentV1SpecTemplateSpecContainerStartupProbe(
-                                    http_get=DeploymentV1SpecTemplateSpecContainerStartupProbeHttpGet(
-                                        path="/health", port=str(port)
-                                    ),
-                                    period_seconds=STARTUP_PERIOD_SECONDS,
-                                    failure_threshold=STARTUP_FAILURES,
-                                ),
-                                readiness_probe=DeploymentV1SpecTemplateSpecContainerReadinessProbe(
-                                    http_get=DeploymentV1SpecTemplateSpecContainerReadinessProbeHttpGet(
-                                        path="/health", port=str(port)
-                                    ),
-                                    period_seconds=10,
-                                    failure_threshold=3,
-                                ),
-                                liveness_probe=DeploymentV1SpecTemplateSpecContainerLivenessProbe(
-                                    http_get=DeploymentV1SpecTemplateSpecContainerLivenessProbeHttpGet(
-                                        path="/health", port=str(port)
-                                    ),
-                                    period_seconds=30,
-                                    failure_threshold=3,
-                                ),
-                                security_context=DeploymentV1SpecTemplateSpecContainerSecurityContext(
-                                    allow_privilege_escalation=False,
-                                    capabilities=DeploymentV1SpecTemplateSpecContainerSecurityContextCapabilities(
-                                        drop=["ALL"]
-                                    ),
-                                ),
-                                volume_mount=mounts,
-                            )
-                        ],
-                        volume=volumes,
-                    ),
-                ),
+                strategy=self._strategy(),
+                template=DeploymentV1SpecTemplate(metadata=self._pod_metadata(), spec=self._pod_spec(volumes, mounts)),
             ),
         )
-        self.service = ServiceV1(
+
+    def _strategy(self) -> DeploymentV1SpecStrategy:
+        if self.props.weights is Weights.PVC:
+            # The weights disk is ReadWriteOnce: a surged second Pod could not attach it and
+            # would block the rollout. Recreate stops the old Pod before starting the new one
+            # (kubernetes.io/docs/concepts/workloads/controllers/deployment/#recreate-deployment).
+            return DeploymentV1SpecStrategy(type="Recreate")
+        # GCS FUSE reads are shared, so old and new servers can run side by side. Surge one
+        # server at a time and take none away: each new server loads for minutes, so serving
+        # capacity never drops below what the autoscaler asked for; the price is one more GPU
+        # during the rollout, and if none can be had the rollout waits while the old Pods serve.
+        return DeploymentV1SpecStrategy(
+            type="RollingUpdate",
+            rolling_update=DeploymentV1SpecStrategyRollingUpdate(max_surge="1", max_unavailable="0"),
+        )
+
+    def _pod_metadata(self) -> DeploymentV1SpecTemplateMetadata:
+        return DeploymentV1SpecTemplateMetadata(
+            labels=LABELS,
+            # GCS FUSE needs its sidecar injected (cloud.google.com/kubernetes-engine/docs/how-to/persistent-volumes/cloud-storage-fuse-csi-driver-sidecar).
+            annotations={"gke-gcsfuse/volumes": "true"} if self.props.weights is Weights.GCSFUSE else None,
+        )
+
+    def _pod_spec(
+        self,
+        volumes: list[DeploymentV1SpecTemplateSpecVolume],
+        mounts: list[DeploymentV1SpecTemplateSpecContainerVolumeMount],
+    ) -> DeploymentV1SpecTemplateSpec:
+        props = self.props
+        return DeploymentV1SpecTemplateSpec(
+            service_account_name=props.service_account,
+            # Both are needed on Autopilot (cloud.google.com/kubernetes-engine/docs/how-to/autopilot-gpus).
+            node_selector={
+                "cloud.google.com/gke-accelerator": props.gpu_type,
+                "cloud.google.com/gke-accelerator-count": str(props.gpu_count),
+            },
+            termination_grace_period_seconds=60,
+            security_context=DeploymentV1SpecTemplateSpecSecurityContext(
+                seccomp_profile=DeploymentV1SpecTemplateSpecSecurityContextSeccompProfile(type="RuntimeDefault")
+            ),
+            container=[self._container(mounts)],
+            volume=volumes,
+        )
+
+    def _container(
+        self, mounts: list[DeploymentV1SpecTemplateSpecContainerVolumeMount]
+    ) -> DeploymentV1SpecTemplateSpecContainer:
+        props = self.props
+        return DeploymentV1SpecTemplateSpecContainer(
+            name=NAME,
+            image=props.image,
+            command=["python3", "-m", "vllm.entrypoints.openai.api_server"],
+            args=self._args(),
+            port=[DeploymentV1SpecTemplateSpecContainerPort(name=PORT_NAME, container_port=props.port)],
+            env=[DeploymentV1SpecTemplateSpecContainerEnv(name=key, value=value) for key, value in self._env().items()],
+            resources=self._resources(),
+            startup_probe=self._startup_probe(),
+            readiness_probe=self._readiness_probe(),
+            liveness_probe=self._liveness_probe(),
+            security_context=DeploymentV1SpecTemplateSpecContainerSecurityContext(
+                allow_privilege_escalation=False,
+                capabilities=DeploymentV1SpecTemplateSpecContainerSecurityContextCapabilities(drop=["ALL"]),
+            ),
+            volume_mount=mounts,
+        )
+
+    def _args(self) -> list[str]:
+        props = self.props
+        args = [
+            "--model",
+            props.model,
+            "--tensor-parallel-size",
+            str(props.tensor_parallel_size),
+            "--max-model-len",
+            str(props.max_model_len),
+            "--gpu-memory-utilization",
+            str(props.gpu_memory_utilization),
+            "--port",
+            str(props.port),
+        ]
+        if props.quantization:
+            args += ["--quantization", props.quantization]
+        return args
+
+    def _env(self) -> dict[str, str]:
+        env = {"HF_HOME": MODEL_CACHE}
+        if self.props.hf_token_secret:
+            env["HF_TOKEN_PATH"] = f"{HF_TOKEN_DIR}/token"
+        if self.props.weights is Weights.GCSFUSE:
+            # The bucket holds the Hugging Face cache, staged ahead; the server only reads it.
+            env["HF_HUB_OFFLINE"] = "1"
+        return env
+
+    def _resources(self) -> DeploymentV1SpecTemplateSpecContainerResources:
+        props = self.props
+        quantity = {
+            "cpu": str(props.cpu),
+            "memory": props.memory,
+            "ephemeral-storage": props.ephemeral_storage,
+            "nvidia.com/gpu": str(props.gpu_count),
+        }
+        return DeploymentV1SpecTemplateSpecContainerResources(requests=quantity, limits=quantity)
+
+    def _startup_probe(self) -> DeploymentV1SpecTemplateSpecContainerStartupProbe:
+        return DeploymentV1SpecTemplateSpecContainerStartupProbe(
+            http_get=DeploymentV1SpecTemplateSpecContainerStartupProbeHttpGet(
+                path="/health", port=str(self.props.port)
+            ),
+            period_seconds=STARTUP_PERIOD_SECONDS,
+            failure_threshold=STARTUP_FAILURES,
+        )
+
+    def _readiness_probe(self) -> DeploymentV1SpecTemplateSpecContainerReadinessProbe:
+        return DeploymentV1SpecTemplateSpecContainerReadinessProbe(
+            http_get=DeploymentV1SpecTemplateSpecContainerReadinessProbeHttpGet(
+                path="/health", port=str(self.props.port)
+            ),
+            period_seconds=10,
+            failure_threshold=3,
+        )
+
+    def _liveness_probe(self) -> DeploymentV1SpecTemplateSpecContainerLivenessProbe:
+        return DeploymentV1SpecTemplateSpecContainerLivenessProbe(
+            http_get=DeploymentV1SpecTemplateSpecContainerLivenessProbeHttpGet(
+                path="/health", port=str(self.props.port)
+            ),
+            period_seconds=30,
+            failure_threshold=3,
+        )
+
+    # The Pod's volumes: shared memory, the weights, the Hugging Face token.
+
+    def _volumes(
+        self,
+    ) -> tuple[list[DeploymentV1SpecTemplateSpecVolume], list[DeploymentV1SpecTemplateSpecContainerVolumeMount]]:
+        volumes = [
+            # Tensor parallelism shares tensors between GPU processes through /dev/shm.
+            DeploymentV1SpecTemplateSpecVolume(
+                name="dshm", empty_dir=DeploymentV1SpecTemplateSpecVolumeEmptyDir(medium="Memory", size_limit="8Gi")
+            ),
+            self._model_cache_volume(),
+        ]
+        mounts = [
+            DeploymentV1SpecTemplateSpecContainerVolumeMount(name="dshm", mount_path="/dev/shm"),
+            DeploymentV1SpecTemplateSpecContainerVolumeMount(
+                name="model-cache", mount_path=MODEL_CACHE, read_only=self.props.weights is Weights.GCSFUSE
+            ),
+        ]
+        if self.props.hf_token_secret:
+            volumes.append(self._hf_token_volume(self.props.hf_token_secret))
+            mounts.append(
+                DeploymentV1SpecTemplateSpecContainerVolumeMount(
+                    name="hf-token", mount_path=HF_TOKEN_DIR, read_only=True
+                )
+            )
+        return volumes, mounts
+
+    def _model_cache_volume(self) -> DeploymentV1SpecTemplateSpecVolume:
+        props = self.props
+        if props.weights is Weights.PVC:
+            claim = PersistentVolumeClaimV1(
+                self,
+                "model-cache",
+                metadata=PersistentVolumeClaimV1Metadata(name="model-cache", namespace=props.namespace),
+                wait_until_bound=False,
+                spec=PersistentVolumeClaimV1Spec(
+                    access_modes=["ReadWriteOnce"],
+                    storage_class_name="premium-rwo",
+                    resources=PersistentVolumeClaimV1SpecResources(requests={"storage": props.weights_volume_size}),
+                ),
+            )
+            return DeploymentV1SpecTemplateSpecVolume(
+                name="model-cache",
+                persistent_volume_claim=DeploymentV1SpecTemplateSpecVolumePersistentVolumeClaim(
+                    claim_name=claim.metadata.name
+                ),
+            )
+        return DeploymentV1SpecTemplateSpecVolume(
+            name="model-cache",
+            csi=DeploymentV1SpecTemplateSpecVolumeCsi(
+                driver="gcsfuse.csi.storage.gke.io",
+                volume_attributes={
+                    "bucketName": props.weights_bucket or "",  # validated: set for gcsfuse
+                    "mountOptions": "implicit-dirs,file-cache:max-size-mb:-1",
+                    "fileCacheCapacity": "-1",
+                },
+            ),
+        )
+
+    def _hf_token_volume(self, secret: str) -> DeploymentV1SpecTemplateSpecVolume:
+        # GKE's Secret Manager add-on: the class is the Secrets Store CSI CRD
+        # (secrets-store.csi.x-k8s.io/v1) with provider "gke"; only the Pod's CSI driver
+        # is named secrets-store-gke.csi.k8s.io
+        # (cloud.google.com/secret-manager/docs/secret-manager-managed-csi-component).
+        Manifest(
+            self,
+            "hf-token",
+            manifest={
+                "apiVersion": "secrets-store.csi.x-k8s.io/v1",
+                "kind": "SecretProviderClass",
+                "metadata": {"name": "hf-token", "namespace": self.props.namespace},
+                "spec": {
+                    "provider": "gke",
+                    "parameters": {
+                        "secrets": (
+                            f'- resourceName: "projects/{self.props.project}/secrets/{secret}/versions/latest"\n'
+                            '  path: "token"\n'
+                        )
+                    },
+                },
+            },
+        )
+        return DeploymentV1SpecTemplateSpecVolume(
+            name="hf-token",
+            csi=DeploymentV1SpecTemplateSpecVolumeCsi(
+                driver="secrets-store-gke.csi.k8s.io",
+                read_only=True,
+                volume_attributes={"secretProviderClass": "hf-token"},
+            ),
+        )
+
+    # Around the Deployment.
+
+    def _load_balancer(self) -> ServiceV1:
+        props = self.props
+        return ServiceV1(
             self,
             "service",
             metadata=ServiceV1Metadata(
                 name=NAME,
-                namespace=namespace,
+                namespace=props.namespace,
                 labels=LABELS,
                 # An internal passthrough Network Load Balancer: Cloud Run reaches the Pods
                 # through the VPC; a ClusterIP would be reachable only inside the cluster.
@@ -218,37 +414,43 @@ class VllmServer(Construct):
             ),
             spec=ServiceV1Spec(
                 type="LoadBalancer",
-                load_balancer_ip=load_balancer_ip,
-                load_balancer_source_ranges=allowed_sources,
+                load_balancer_ip=props.load_balancer_ip,
+                load_balancer_source_ranges=list(props.allowed_sources),
                 # Keeps the caller's address, so the NetworkPolicy below can check it.
                 external_traffic_policy="Local",
                 selector=LABELS,
-                port=[ServiceV1SpecPort(name=PORT_NAME, port=port, target_port=str(port), protocol="TCP")],
+                port=[ServiceV1SpecPort(name=PORT_NAME, port=props.port, target_port=str(props.port), protocol="TCP")],
             ),
         )
-        PodDisruptionBudgetV1(
+
+    def _disruption_budget(self) -> PodDisruptionBudgetV1:
+        props = self.props
+        return PodDisruptionBudgetV1(
             self,
             "disruption-budget",
-            metadata=PodDisruptionBudgetV1Metadata(name=NAME, namespace=namespace),
+            metadata=PodDisruptionBudgetV1Metadata(name=NAME, namespace=props.namespace),
             spec=PodDisruptionBudgetV1Spec(
                 max_unavailable="1", selector=PodDisruptionBudgetV1SpecSelector(match_labels=LABELS)
             ),
         )
-        NetworkPolicyV1(
+
+    def _network_policy(self) -> NetworkPolicyV1:
+        props = self.props
+        return NetworkPolicyV1(
             self,
             "network-policy",
-            metadata=NetworkPolicyV1Metadata(name=NAME, namespace=namespace),
+            metadata=NetworkPolicyV1Metadata(name=NAME, namespace=props.namespace),
             spec=NetworkPolicyV1Spec(
                 pod_selector=NetworkPolicyV1SpecPodSelector(match_labels=LABELS),
                 policy_types=["Ingress"],
                 ingress=[
                     NetworkPolicyV1SpecIngress(
                         # The one port, serving and /metrics alike (PORT_NAME, scraped below).
-                        ports=[NetworkPolicyV1SpecIngressPorts(port=str(port), protocol="TCP")],
+                        ports=[NetworkPolicyV1SpecIngressPorts(port=str(props.port), protocol="TCP")],
                         from_=[
                             *(
                                 NetworkPolicyV1SpecIngressFrom(ip_block=NetworkPolicyV1SpecIngressFromIpBlock(cidr=c))
-                                for c in (*allowed_sources, *HEALTH_CHECK_RANGES)
+                                for c in (*props.allowed_sources, *HEALTH_CHECK_RANGES)
                             ),
                             # Managed Prometheus scrapes /metrics from its collectors.
                             NetworkPolicyV1SpecIngressFrom(
@@ -261,36 +463,42 @@ class VllmServer(Construct):
                 ],
             ),
         )
-        Manifest(
+
+    def _pod_monitoring(self) -> Manifest:
+        props = self.props
+        return Manifest(
             self,
             "pod-monitoring",
             manifest={
                 "apiVersion": "monitoring.googleapis.com/v1",
                 "kind": "PodMonitoring",
-                "metadata": {"name": NAME, "namespace": namespace},
+                "metadata": {"name": NAME, "namespace": props.namespace},
                 "spec": {
                     "selector": {"matchLabels": LABELS},
                     "endpoints": [{"port": PORT_NAME, "path": "/metrics", "interval": "15s"}],
                 },
             },
         )
-        HorizontalPodAutoscalerV2(
+
+    def _autoscaler(self) -> HorizontalPodAutoscalerV2:
+        props = self.props
+        return HorizontalPodAutoscalerV2(
             self,
             "autoscaler",
-            metadata=HorizontalPodAutoscalerV2Metadata(name=NAME, namespace=namespace),
+            metadata=HorizontalPodAutoscalerV2Metadata(name=NAME, namespace=props.namespace),
             spec=HorizontalPodAutoscalerV2Spec(
                 scale_target_ref=HorizontalPodAutoscalerV2SpecScaleTargetRef(
                     api_version="apps/v1", kind="Deployment", name=NAME
                 ),
-                min_replicas=settings.min_replicas,
-                max_replicas=settings.max_replicas,
+                min_replicas=props.min_replicas,
+                max_replicas=props.max_replicas,
                 metric=[
                     HorizontalPodAutoscalerV2SpecMetric(
                         type="Pods",
                         pods=HorizontalPodAutoscalerV2SpecMetricPods(
                             metric=HorizontalPodAutoscalerV2SpecMetricPodsMetric(name=QUEUE_METRIC),
                             target=HorizontalPodAutoscalerV2SpecMetricPodsTarget(
-                                type="AverageValue", average_value=str(settings.queue_target)
+                                type="AverageValue", average_value=str(props.queue_target)
                             ),
                         ),
                     )
@@ -311,135 +519,3 @@ class VllmServer(Construct):
                 ),
             ),
         )
-
-    @staticmethod
-    def _strategy(settings: GkeModelServerSettings) -> DeploymentV1SpecStrategy:
-        if settings.weights == "pvc":
-            # The weights disk is ReadWriteOnce: a surged second Pod could not attach it and
-            # would block the rollout. Recreate stops the old Pod before starting the new one
-            # (kubernetes.io/docs/concepts/workloads/controllers/deployment/#recreate-deployment).
-            return DeploymentV1SpecStrategy(type="Recreate")
-        # GCS FUSE reads are shared, so old and new servers can run side by side. Surge one
-        # server at a time and take none away: each new server loads for minutes, so serving
-        # capacity never drops below what the autoscaler asked for; the price is one more GPU
-        # during the rollout, and if none can be had the rollout waits while the old Pods serve.
-        return DeploymentV1SpecStrategy(
-            type="RollingUpdate",
-            rolling_update=DeploymentV1SpecStrategyRollingUpdate(max_surge="1", max_unavailable="0"),
-        )
-
-    @staticmethod
-    def _env(settings: GkeModelServerSettings) -> dict[str, str]:
-        env = {"HF_HOME": MODEL_CACHE}
-        if settings.hf_token_secret:
-            env["HF_TOKEN_PATH"] = f"{HF_TOKEN_DIR}/token"
-        if settings.weights == "gcsfuse":
-            # The bucket holds the Hugging Face cache, staged ahead; the server only reads it.
-            env["HF_HUB_OFFLINE"] = "1"
-        return env
-
-    def _args(self, settings: GkeModelServerSettings) -> list[str]:
-        args = [
-            "--model",
-            settings.model,
-            "--tensor-parallel-size",
-            str(settings.tensor_parallel_size),
-            "--max-model-len",
-            str(settings.max_model_len),
-            "--gpu-memory-utilization",
-            str(settings.gpu_memory_utilization),
-            "--port",
-            str(self.port),
-        ]
-        if quantization := MODELS[settings.model].quantization:
-            args += ["--quantization", quantization]
-        return args
-
-    def _volumes(
-        self, settings: GkeModelServerSettings, project: str
-    ) -> tuple[list[DeploymentV1SpecTemplateSpecVolume], list[DeploymentV1SpecTemplateSpecContainerVolumeMount]]:
-        volumes = [
-            # Tensor parallelism shares tensors between GPU processes through /dev/shm.
-            DeploymentV1SpecTemplateSpecVolume(
-                name="dshm", empty_dir=DeploymentV1SpecTemplateSpecVolumeEmptyDir(medium="Memory", size_limit="8Gi")
-            ),
-        ]
-        mounts = [DeploymentV1SpecTemplateSpecContainerVolumeMount(name="dshm", mount_path="/dev/shm")]
-        if settings.weights == "pvc":
-            claim = PersistentVolumeClaimV1(
-                self,
-                "model-cache",
-                metadata=PersistentVolumeClaimV1Metadata(name="model-cache", namespace=self.namespace),
-                wait_until_bound=False,
-                spec=PersistentVolumeClaimV1Spec(
-                    access_modes=["ReadWriteOnce"],
-                    storage_class_name="premium-rwo",
-                    resources=PersistentVolumeClaimV1SpecResources(requests={"storage": settings.weights_volume_size}),
-                ),
-            )
-            volumes.append(
-                DeploymentV1SpecTemplateSpecVolume(
-                    name="model-cache",
-                    persistent_volume_claim=DeploymentV1SpecTemplateSpecVolumePersistentVolumeClaim(
-                        claim_name=claim.metadata.name
-                    ),
-                )
-            )
-        else:
-            volumes.append(
-                DeploymentV1SpecTemplateSpecVolume(
-                    name="model-cache",
-                    csi=DeploymentV1SpecTemplateSpecVolumeCsi(
-                        driver="gcsfuse.csi.storage.gke.io",
-                        volume_attributes={
-                            "bucketName": settings.weights_bucket or "",  # validated: set for gcsfuse
-                            "mountOptions": "implicit-dirs,file-cache:max-size-mb:-1",
-                            "fileCacheCapacity": "-1",
-                        },
-                    ),
-                )
-            )
-        mounts.append(
-            DeploymentV1SpecTemplateSpecContainerVolumeMount(
-                name="model-cache", mount_path=MODEL_CACHE, read_only=settings.weights == "gcsfuse"
-            )
-        )
-        if settings.hf_token_secret:
-            # GKE's Secret Manager add-on: the class is the Secrets Store CSI CRD
-            # (secrets-store.csi.x-k8s.io/v1) with provider "gke"; only the Pod's CSI driver
-            # is named secrets-store-gke.csi.k8s.io
-            # (cloud.google.com/secret-manager/docs/secret-manager-managed-csi-component).
-            Manifest(
-                self,
-                "hf-token",
-                manifest={
-                    "apiVersion": "secrets-store.csi.x-k8s.io/v1",
-                    "kind": "SecretProviderClass",
-                    "metadata": {"name": "hf-token", "namespace": self.namespace},
-                    "spec": {
-                        "provider": "gke",
-                        "parameters": {
-                            "secrets": (
-                                f'- resourceName: "projects/{project}/secrets/{settings.hf_token_secret}/versions/latest"\n'
-                                '  path: "token"\n'
-                            )
-                        },
-                    },
-                },
-            )
-            volumes.append(
-                DeploymentV1SpecTemplateSpecVolume(
-                    name="hf-token",
-                    csi=DeploymentV1SpecTemplateSpecVolumeCsi(
-                        driver="secrets-store-gke.csi.k8s.io",
-                        read_only=True,
-                        volume_attributes={"secretProviderClass": "hf-token"},
-                    ),
-                )
-            )
-            mounts.append(
-                DeploymentV1SpecTemplateSpecContainerVolumeMount(
-                    name="hf-token", mount_path=HF_TOKEN_DIR, read_only=True
-                )
-            )
-        return volumes, mounts

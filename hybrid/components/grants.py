@@ -1,0 +1,151 @@
+"""The one way to grant a role: ``grant(scope, id_, role=..., to=principal, on=target)``.
+
+A principal is anything ``Grantable``: it has an IAM ``member`` (a ServiceAccount, a service
+agent, or a ``Principal`` such as ``ALL_USERS``). A target is where the binding is made: the
+project, or one resource. Every binding is additive (an ``*_iam_member`` resource), so it never
+takes a role away from anyone this code does not know about.
+
+``scope`` and ``id_`` place the binding in the construct tree, and so name its Terraform address.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, TypeVar
+
+from cdktf import TerraformProvider, TerraformResource
+from cdktf_cdktf_provider_google.cloud_run_v2_service_iam_member import CloudRunV2ServiceIamMember
+from cdktf_cdktf_provider_google.project_iam_member import ProjectIamMember, ProjectIamMemberCondition
+from cdktf_cdktf_provider_google.secret_manager_secret_iam_member import SecretManagerSecretIamMember
+from cdktf_cdktf_provider_google.service_account_iam_member import ServiceAccountIamMember
+from cdktf_cdktf_provider_google.storage_bucket_iam_member import StorageBucketIamMember
+from cdktf_cdktf_provider_google_beta.google_iap_web_cloud_run_service_iam_member import (
+    GoogleIapWebCloudRunServiceIamMember,
+)
+from constructs import Construct
+
+SECRET_ACCESSOR = "roles/secretmanager.secretAccessor"
+
+
+class Grantable(Protocol):
+    @property
+    def member(self) -> str:
+        """The IAM principal, e.g. ``serviceAccount:<email>``, ``user:<email>``, ``allUsers``."""
+        ...
+
+
+@dataclass(frozen=True)
+class Principal:
+    """A principal this code does not create: a listed user or group, or everyone."""
+
+    member: str
+
+
+ALL_USERS = Principal("allUsers")
+
+
+Binding = TypeVar("Binding", bound=TerraformResource, covariant=True)
+
+
+class Target(Protocol[Binding]):
+    def bind(self, scope: Construct, id_: str, role: str, member: str) -> Binding: ...
+
+
+@dataclass(frozen=True)
+class Condition:
+    """An IAM condition (cloud.google.com/iam/docs/conditions-overview): the grant holds only where it is true."""
+
+    title: str
+    expression: str
+
+
+@dataclass(frozen=True)
+class Project:
+    project: str
+    condition: Condition | None = None
+
+    def bind(self, scope: Construct, id_: str, role: str, member: str) -> ProjectIamMember:
+        condition = self.condition
+        return ProjectIamMember(
+            scope,
+            id_,
+            project=self.project,
+            role=role,
+            member=member,
+            condition=ProjectIamMemberCondition(title=condition.title, expression=condition.expression)
+            if condition
+            else None,
+        )
+
+
+@dataclass(frozen=True)
+class Secret:
+    secret_id: str
+
+    def bind(self, scope: Construct, id_: str, role: str, member: str) -> SecretManagerSecretIamMember:
+        return SecretManagerSecretIamMember(scope, id_, secret_id=self.secret_id, role=role, member=member)
+
+
+@dataclass(frozen=True)
+class Bucket:
+    name: str
+
+    def bind(self, scope: Construct, id_: str, role: str, member: str) -> StorageBucketIamMember:
+        return StorageBucketIamMember(scope, id_, bucket=self.name, role=role, member=member)
+
+
+@dataclass(frozen=True)
+class GoogleServiceAccount:
+    """A service account as a resource: who may act as it."""
+
+    name: str  # its resource name, projects/<project>/serviceAccounts/<email>
+
+    def bind(self, scope: Construct, id_: str, role: str, member: str) -> ServiceAccountIamMember:
+        return ServiceAccountIamMember(scope, id_, service_account_id=self.name, role=role, member=member)
+
+
+@dataclass(frozen=True)
+class RunService:
+    """A Cloud Run service: who may invoke it."""
+
+    project: str
+    location: str
+    name: str
+
+    def bind(self, scope: Construct, id_: str, role: str, member: str) -> CloudRunV2ServiceIamMember:
+        return CloudRunV2ServiceIamMember(
+            scope, id_, project=self.project, location=self.location, name=self.name, role=role, member=member
+        )
+
+
+@dataclass(frozen=True)
+class IapRunService:
+    """A Cloud Run service behind Identity-Aware Proxy: who gets through it. hashicorp/google
+    6.50.0 has this resource in its beta provider only, hence ``beta``."""
+
+    project: str
+    location: str
+    name: str
+    beta: TerraformProvider
+
+    def bind(self, scope: Construct, id_: str, role: str, member: str) -> GoogleIapWebCloudRunServiceIamMember:
+        return GoogleIapWebCloudRunServiceIamMember(
+            scope,
+            id_,
+            project=self.project,
+            location=self.location,
+            cloud_run_service_name=self.name,
+            role=role,
+            member=member,
+            provider=self.beta,
+        )
+
+
+def grant(scope: Construct, id_: str, *, role: str, to: Grantable, on: Target[Binding]) -> Binding:
+    """``to`` gets ``role`` on ``on``; the binding is ``scope/id_``."""
+    return on.bind(scope, id_, role, to.member)
+
+
+def role_id(role: str) -> str:
+    """The construct id of a project role's binding: the role's last segment, ``role-<name>``."""
+    return f"role-{role.rsplit('/', 1)[1]}"

@@ -1,0 +1,543 @@
+"""Each construct built alone, in process, from props of its own: the values that matter, one by one.
+
+The stack tests check the shipped environments through a real synth; these cover the branches a
+shipped environment does not take (a Cloud Run GPU, authorized networks, quantization, no token)
+without a subprocess per variant.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+from cdktf_cdktf_provider_google_beta.provider import GoogleBetaProvider
+from cdktf_cdktf_provider_kubernetes.namespace_v1 import NamespaceV1, NamespaceV1Metadata
+
+from hybrid.components.autopilot_cluster import AutopilotCluster, AutopilotClusterProps, ControlPlaneAccess
+from hybrid.components.budget import Budget, BudgetProps
+from hybrid.components.cloud_run import CloudRunService, CloudRunServiceProps, Gpu, PrivateEgress
+from hybrid.components.database_bootstrap import DatabaseBootstrapJob, DatabaseBootstrapProps
+from hybrid.components.firewall import Firewall, FirewallProps, Rule
+from hybrid.components.grants import (
+    ALL_USERS,
+    Bucket,
+    Condition,
+    Principal,
+    Project,
+    RunService,
+    Secret,
+    grant,
+    role_id,
+)
+from hybrid.components.postgres import PostgresInstance, PostgresProps
+from hybrid.components.service_account import ServiceAccount, ServiceAccountProps
+from hybrid.components.vllm_server import VllmServer, VllmServerProps, Weights
+from hybrid.components.workload_identity import WorkloadIdentity, WorkloadIdentityProps
+from iac import only, pointee, principal, resources, synth_in_process
+
+STACK = "test"
+
+
+def account(stack, id_: str = "identity", account_id: str = "svc") -> ServiceAccount:
+    return ServiceAccount(stack, id_, ServiceAccountProps(account_id=account_id, display_name="d", description="x"))
+
+
+def points_at(synthesized: dict, value: str) -> tuple:
+    """(kind, the resource's own name or account id, attribute) of the reference ``value``."""
+    _, kind, name, attr = pointee({STACK: synthesized}, STACK, value).brief
+    return kind, name, attr
+
+
+# --- grants
+
+
+def test_each_target_binds_its_own_kind_of_iam_member():
+    def build(stack):
+        to = account(stack, account_id="reader")
+        grant(stack, "project", role="roles/logging.logWriter", to=to, on=Project("p"))
+        grant(stack, "secret", role="roles/secretmanager.secretAccessor", to=to, on=Secret("token"))
+        grant(stack, "bucket", role="roles/storage.objectViewer", to=to, on=Bucket("weights"))
+        grant(stack, "run", role="roles/run.invoker", to=ALL_USERS, on=RunService("p", "r", "svc"))
+
+    out = synth_in_process(build)
+    members = {
+        kind: [principal({STACK: out}, STACK, b["member"]) for b in resources(out, kind).values()]
+        for kind in (
+            "google_project_iam_member",
+            "google_secret_manager_secret_iam_member",
+            "google_storage_bucket_iam_member",
+            "google_cloud_run_v2_service_iam_member",
+        )
+    }
+    assert members == {
+        "google_project_iam_member": ["serviceAccount:reader"],
+        "google_secret_manager_secret_iam_member": ["serviceAccount:reader"],
+        "google_storage_bucket_iam_member": ["serviceAccount:reader"],
+        "google_cloud_run_v2_service_iam_member": ["allUsers"],
+    }
+    project = only(out, "google_project_iam_member")
+    assert (project["project"], project["role"]) == ("p", "roles/logging.logWriter")
+    assert "condition" not in project
+    assert only(out, "google_secret_manager_secret_iam_member")["secret_id"] == "token"
+    assert only(out, "google_storage_bucket_iam_member")["bucket"] == "weights"
+    run = only(out, "google_cloud_run_v2_service_iam_member")
+    assert (run["project"], run["location"], run["name"]) == ("p", "r", "svc")
+
+
+def test_a_conditional_project_grant_carries_its_condition():
+    def build(stack):
+        where = Condition(title="only one", expression='resource.name == "x"')
+        grant(stack, "g", role="roles/cloudsql.client", to=Principal("user:a@example.com"), on=Project("p", where))
+
+    binding = only(synth_in_process(build), "google_project_iam_member")
+    assert binding["member"] == "user:a@example.com"
+    assert binding["condition"] == {"title": "only one", "expression": 'resource.name == "x"'}
+
+
+def test_a_project_roles_binding_is_named_by_the_role():
+    assert role_id("roles/monitoring.viewer") == "role-monitoring.viewer"
+    assert role_id("roles/iam.workloadIdentityUser") == "role-iam.workloadIdentityUser"
+
+
+# --- Workload Identity
+
+
+def test_workload_identity_pairs_the_kubernetes_account_with_its_google_account():
+    def build(stack):
+        namespace = NamespaceV1(stack, "namespace", metadata=NamespaceV1Metadata(name="inference"))
+        google = account(stack, account_id="model-server")
+        WorkloadIdentity(
+            stack, "ksa", WorkloadIdentityProps(project="proj", name="vllm"), namespace=namespace, google_account=google
+        )
+
+    out = synth_in_process(build)
+    ksa = only(out, "kubernetes_service_account_v1")["metadata"]
+    assert ksa["name"] == "vllm"
+    # The namespace's reference, so the account is created after it.
+    namespace = pointee({STACK: out}, STACK, ksa["namespace"])
+    assert (namespace.kind, namespace.config["metadata"]["name"]) == ("kubernetes_namespace_v1", "inference")
+    assert points_at(out, ksa["annotations"]["iam.gke.io/gcp-service-account"]) == (
+        "google_service_account",
+        "model-server",
+        "email",
+    )
+    binding = only(out, "google_service_account_iam_member")
+    assert binding["role"] == "roles/iam.workloadIdentityUser"
+    assert binding["member"] == "serviceAccount:proj.svc.id.goog[inference/vllm]"
+    assert points_at(out, binding["service_account_id"]) == ("google_service_account", "model-server", "name")
+
+
+def test_workload_identity_needs_a_namespace_with_a_literal_name():
+    def build(stack):
+        other = NamespaceV1(stack, "other", metadata=NamespaceV1Metadata(name="other"))
+        derived = NamespaceV1(stack, "derived", metadata=NamespaceV1Metadata(name=other.metadata.name))
+        WorkloadIdentity(
+            stack, "ksa", WorkloadIdentityProps(project="p", name="a"), namespace=derived, google_account=account(stack)
+        )
+
+    with pytest.raises(ValueError, match="namespace derived has no literal name"):
+        synth_in_process(build)
+
+
+# --- Cloud Run
+
+SERVICE = CloudRunServiceProps(
+    name="svc",
+    project="p",
+    region="r",
+    image="img",
+    cpu=4,
+    memory="8Gi",
+    min_instances=1,
+    max_instances=10,
+    concurrency=80,
+    timeout_seconds=300,
+    cpu_always_allocated=True,
+    startup_cpu_boost=True,
+    ingress="INGRESS_TRAFFIC_INTERNAL_ONLY",
+    deletion_protection=False,
+    egress=None,
+)
+
+
+def cloud_run(props: CloudRunServiceProps, *, iap_members: tuple[str, ...] | None = None) -> dict:
+    def build(stack):
+        service = CloudRunService(stack, "svc", props, service_account=account(stack, account_id="runner"))
+        if iap_members is not None:
+            service.require_iap(members=list(iap_members), beta=GoogleBetaProvider(stack, "google-beta"))
+
+    return synth_in_process(build)
+
+
+def test_a_gpu_service_asks_for_its_gpu_and_a_long_startup():
+    out = cloud_run(replace(SERVICE, gpu=Gpu(type="nvidia-l4", count=1, zonal_redundancy=False)))
+    template = only(out, "google_cloud_run_v2_service")["template"]
+    (box,) = template["containers"]
+    assert template["node_selector"] == {"accelerator": "nvidia-l4"}
+    assert template["gpu_zonal_redundancy_disabled"] is True
+    assert box["resources"]["limits"] == {"cpu": "4", "memory": "8Gi", "nvidia.com/gpu": "1"}
+    assert (box["startup_probe"]["period_seconds"], box["startup_probe"]["failure_threshold"]) == (10, 60)
+
+
+def test_a_service_without_a_gpu_or_egress_has_neither():
+    out = cloud_run(SERVICE)
+    template = only(out, "google_cloud_run_v2_service")["template"]
+    (box,) = template["containers"]
+    for absent in ("node_selector", "gpu_zonal_redundancy_disabled", "vpc_access"):
+        assert absent not in template
+    assert box["resources"]["limits"] == {"cpu": "4", "memory": "8Gi"}
+    assert (box["startup_probe"]["period_seconds"], box["startup_probe"]["failure_threshold"]) == (3, 5)
+    assert "args" not in box
+
+
+def test_egress_sends_private_ranges_from_the_subnet_with_the_tag():
+    egress = PrivateEgress(network="net", subnetwork="sub", tag="t")
+    template = only(cloud_run(replace(SERVICE, egress=egress)), "google_cloud_run_v2_service")["template"]
+    assert template["vpc_access"] == {
+        "network_interfaces": [{"network": "net", "subnetwork": "sub", "tags": ["t"]}],
+        "egress": "PRIVATE_RANGES_ONLY",
+    }
+
+
+def test_secrets_are_granted_before_the_revision_and_read_as_latest():
+    props = replace(SERVICE, env=(("B", "2"), ("A", "1")), secrets=(("TOKEN", "tok"), ("KEY", "tok")))
+    out = cloud_run(props)
+    service = only(out, "google_cloud_run_v2_service")
+    (box,) = service["template"]["containers"]
+    assert box["env"] == [
+        {"name": "A", "value": "1"},
+        {"name": "B", "value": "2"},
+        {"name": "KEY", "value_source": {"secret_key_ref": {"secret": "tok", "version": "latest"}}},
+        {"name": "TOKEN", "value_source": {"secret_key_ref": {"secret": "tok", "version": "latest"}}},
+    ]
+    ((key, secret_grant),) = resources(out, "google_secret_manager_secret_iam_member").items()  # one per secret
+    assert (secret_grant["secret_id"], secret_grant["role"]) == ("tok", "roles/secretmanager.secretAccessor")
+    assert principal({STACK: out}, STACK, secret_grant["member"]) == "serviceAccount:runner"
+    assert service["depends_on"] == [f"google_secret_manager_secret_iam_member.{key}"]
+
+
+def test_a_service_s_identity_may_write_logs_and_metrics():
+    out = cloud_run(SERVICE)
+    roles = {
+        (b["role"], principal({STACK: out}, STACK, b["member"]))
+        for b in resources(out, "google_project_iam_member").values()
+    }
+    assert roles == {
+        ("roles/logging.logWriter", "serviceAccount:runner"),
+        ("roles/monitoring.metricWriter", "serviceAccount:runner"),
+    }
+
+
+def test_behind_iap_only_the_listed_members_get_through():
+    out = cloud_run(replace(SERVICE, ingress="INGRESS_TRAFFIC_ALL"), iap_members=("group:team@example.com",))
+    service = only(out, "google_cloud_run_v2_service")
+    assert (service["provider"], service["iap_enabled"]) == ("google-beta", True)
+    (invoker,) = resources(out, "google_cloud_run_v2_service_iam_member").values()
+    assert principal({STACK: out}, STACK, invoker["member"]) == "serviceAgent:iap.googleapis.com"
+    access = only(out, "google_iap_web_cloud_run_service_iam_member")
+    assert (access["member"], access["role"], access["provider"]) == (
+        "group:team@example.com",
+        "roles/iap.httpsResourceAccessor",
+        "google-beta",
+    )
+    assert points_at(out, access["cloud_run_service_name"]) == ("google_cloud_run_v2_service", "svc", "name")
+
+
+# --- the cluster
+
+CLUSTER = AutopilotClusterProps(
+    name="models",
+    project="p",
+    region="r",
+    network="net",
+    subnetwork="sub",
+    pods_range="pod-range",
+    services_range="service-range",
+    release_channel="STABLE",
+    deletion_protection=True,
+    control_plane_access=ControlPlaneAccess.DNS,
+)
+
+
+def autopilot(props: AutopilotClusterProps) -> dict:
+    return synth_in_process(
+        lambda stack: AutopilotCluster(stack, "models", props, node_account=account(stack, account_id="nodes"))
+    )
+
+
+def test_dns_endpoint_only_by_default():
+    cluster = only(autopilot(CLUSTER), "google_container_cluster")
+    assert cluster["control_plane_endpoints_config"] == {
+        "dns_endpoint_config": {"allow_external_traffic": True},
+        "ip_endpoints_config": {"enabled": False},
+    }
+    assert "master_authorized_networks_config" not in cluster
+    assert (cluster["release_channel"], cluster["deletion_protection"]) == ({"channel": "STABLE"}, True)
+    assert cluster["workload_identity_config"] == {"workload_pool": "p.svc.id.goog"}
+    assert cluster["ip_allocation_policy"] == {
+        "cluster_secondary_range_name": "pod-range",
+        "services_secondary_range_name": "service-range",
+    }
+
+
+def test_authorized_networks_open_the_ip_endpoint_to_them_only():
+    props = replace(
+        CLUSTER,
+        control_plane_access=ControlPlaneAccess.AUTHORIZED_NETWORKS,
+        authorized_networks=("203.0.113.0/24", "198.51.100.0/24"),
+    )
+    cluster = only(autopilot(props), "google_container_cluster")
+    assert cluster["control_plane_endpoints_config"] == {
+        "dns_endpoint_config": {"allow_external_traffic": False},
+        "ip_endpoints_config": {"enabled": True},
+    }
+    assert cluster["master_authorized_networks_config"] == {
+        "gcp_public_cidrs_access_enabled": False,
+        "cidr_blocks": [
+            {"cidr_block": "203.0.113.0/24", "display_name": "203.0.113.0/24"},
+            {"cidr_block": "198.51.100.0/24", "display_name": "198.51.100.0/24"},
+        ],
+    }
+
+
+def test_nodes_run_as_the_node_account_with_its_two_roles():
+    out = autopilot(CLUSTER)
+    defaults = only(out, "google_container_cluster")["cluster_autoscaling"]["auto_provisioning_defaults"]
+    assert points_at(out, defaults["service_account"]) == ("google_service_account", "nodes", "email")
+    roles = {
+        (b["role"], principal({STACK: out}, STACK, b["member"]))
+        for b in resources(out, "google_project_iam_member").values()
+    }
+    assert roles == {
+        ("roles/container.defaultNodeServiceAccount", "serviceAccount:nodes"),
+        ("roles/artifactregistry.reader", "serviceAccount:nodes"),
+    }
+
+
+# --- the model server
+
+SERVER = VllmServerProps(
+    project="p",
+    namespace="inference",
+    service_account="vllm",
+    image="vllm:1",
+    model="org/model",
+    quantization=None,
+    tensor_parallel_size=1,
+    max_model_len=8192,
+    gpu_memory_utilization=0.9,
+    gpu_type="nvidia-l4",
+    gpu_count=1,
+    cpu=8,
+    memory="32Gi",
+    ephemeral_storage="100Gi",
+    weights=Weights.PVC,
+    weights_volume_size="100Gi",
+    weights_bucket=None,
+    hf_token_secret=None,
+    min_replicas=1,
+    max_replicas=2,
+    queue_target=10,
+    port=8000,
+    load_balancer_ip="10.0.0.5",
+    allowed_sources=("10.8.0.0/24",),
+)
+
+
+def vllm(props: VllmServerProps) -> dict:
+    return synth_in_process(lambda stack: VllmServer(stack, "vllm", props))
+
+
+def deployment(out: dict) -> dict:
+    return only(out, "kubernetes_deployment_v1")
+
+
+def the_container(out: dict) -> dict:
+    (box,) = deployment(out)["spec"]["template"]["spec"]["container"]
+    return box
+
+
+def test_weights_on_a_disk_recreate_the_pod_and_mount_the_claim_writable():
+    out = vllm(SERVER)
+    assert deployment(out)["spec"]["strategy"] == {"type": "Recreate"}
+    claim = only(out, "kubernetes_persistent_volume_claim_v1")
+    assert claim["spec"]["resources"]["requests"] == {"storage": "100Gi"}
+    volumes = {v["name"]: v for v in deployment(out)["spec"]["template"]["spec"]["volume"]}
+    claimed = pointee({STACK: out}, STACK, volumes["model-cache"]["persistent_volume_claim"]["claim_name"])
+    assert (claimed.kind, claimed.config["metadata"]["name"]) == (
+        "kubernetes_persistent_volume_claim_v1",
+        "model-cache",
+    )
+    mounts = {m["name"]: m for m in the_container(out)["volume_mount"]}
+    assert mounts["model-cache"]["read_only"] is False
+    assert "HF_HUB_OFFLINE" not in {e["name"] for e in the_container(out)["env"]}
+
+
+def test_weights_from_a_bucket_roll_one_server_at_a_time_read_only_and_offline():
+    out = vllm(replace(SERVER, weights=Weights.GCSFUSE, weights_bucket="bucket"))
+    assert deployment(out)["spec"]["strategy"] == {
+        "type": "RollingUpdate",
+        "rolling_update": {"max_surge": "1", "max_unavailable": "0"},
+    }
+    assert resources(out, "kubernetes_persistent_volume_claim_v1") == {}
+    pod = deployment(out)["spec"]["template"]
+    assert pod["metadata"]["annotations"] == {"gke-gcsfuse/volumes": "true"}
+    volumes = {v["name"]: v for v in pod["spec"]["volume"]}
+    assert volumes["model-cache"]["csi"]["volume_attributes"]["bucketName"] == "bucket"
+    mounts = {m["name"]: m for m in the_container(out)["volume_mount"]}
+    assert mounts["model-cache"]["read_only"] is True
+    assert {e["name"]: e["value"] for e in the_container(out)["env"]}["HF_HUB_OFFLINE"] == "1"
+
+
+def test_quantization_reaches_the_server_only_when_the_model_has_one():
+    assert "--quantization" not in the_container(vllm(SERVER))["args"]
+    args = the_container(vllm(replace(SERVER, quantization="awq")))["args"]
+    assert args[args.index("--quantization") + 1] == "awq"
+
+
+def test_the_hugging_face_token_is_mounted_from_secret_manager_only_when_set():
+    without = vllm(SERVER)
+    assert "hf-token" not in {v["name"] for v in deployment(without)["spec"]["template"]["spec"]["volume"]}
+    assert resources(without, "kubernetes_manifest") and all(
+        m["manifest"]["kind"] != "SecretProviderClass" for m in resources(without, "kubernetes_manifest").values()
+    )
+    out = vllm(replace(SERVER, hf_token_secret="tok"))
+    (provider_class,) = [
+        m["manifest"]
+        for m in resources(out, "kubernetes_manifest").values()
+        if m["manifest"]["kind"] == "SecretProviderClass"
+    ]
+    assert 'resourceName: "projects/p/secrets/tok/versions/latest"' in provider_class["spec"]["parameters"]["secrets"]
+    env = {e["name"]: e["value"] for e in the_container(out)["env"]}
+    assert env["HF_TOKEN_PATH"] == "/var/run/secrets/huggingface/token"
+
+
+def test_the_server_is_reached_on_its_port_from_the_allowed_sources():
+    out = vllm(replace(SERVER, port=9000))
+    box = the_container(out)
+    assert box["port"] == [{"name": "http", "container_port": 9000}]
+    assert box["args"][box["args"].index("--port") + 1] == "9000"
+    for probe in ("startup_probe", "readiness_probe", "liveness_probe"):
+        assert box[probe]["http_get"] == {"path": "/health", "port": "9000"}
+    spec = only(out, "kubernetes_service_v1")["spec"]
+    assert (spec["load_balancer_ip"], spec["load_balancer_source_ranges"]) == ("10.0.0.5", ["10.8.0.0/24"])
+    (rule,) = only(out, "kubernetes_network_policy_v1")["spec"]["ingress"]
+    assert rule["ports"] == [{"port": "9000", "protocol": "TCP"}]
+    assert rule["from"][0] == {"ip_block": {"cidr": "10.8.0.0/24"}}
+    hpa = only(out, "kubernetes_horizontal_pod_autoscaler_v2")["spec"]
+    assert (hpa["min_replicas"], hpa["max_replicas"]) == (1, 2)
+
+
+# --- the rest
+
+
+def test_a_budget_alerts_each_address_at_each_threshold():
+    props = BudgetProps(
+        env_name="dev",
+        project_id="p",
+        billing_account="0-0-0",
+        amount_usd=100,
+        thresholds=(0.5, 1.0),
+        spend_basis="FORECASTED_SPEND",
+        notification_emails=("a@example.com", "b@example.com"),
+    )
+    out = synth_in_process(lambda stack: Budget(stack, "budget", props))
+    budget = only(out, "google_billing_budget")
+    assert budget["amount"] == {"specified_amount": {"currency_code": "USD", "units": "100"}}
+    assert budget["threshold_rules"] == [
+        {"threshold_percent": 0.5, "spend_basis": "FORECASTED_SPEND"},
+        {"threshold_percent": 1.0, "spend_basis": "FORECASTED_SPEND"},
+    ]
+    channels = [points_at(out, c) for c in budget["all_updates_rule"]["monitoring_notification_channels"]]
+    assert [kind for kind, _, attr in channels] == ["google_monitoring_notification_channel"] * 2
+    emails = sorted(
+        c["labels"]["email_address"] for c in resources(out, "google_monitoring_notification_channel").values()
+    )
+    assert emails == ["a@example.com", "b@example.com"]
+
+
+def test_a_firewall_rule_allows_or_denies_what_it_lists_and_logs_it():
+    rules = (
+        Rule(
+            name="deny-all",
+            description="d",
+            direction="EGRESS",
+            action="deny",
+            destination_ranges=("0.0.0.0/0",),
+            priority=65534,
+        ),
+        Rule(
+            name="allow-pg",
+            description="a",
+            direction="EGRESS",
+            action="allow",
+            target_tags=("t",),
+            protocol="tcp",
+            ports=("5432",),
+        ),
+    )
+    out = synth_in_process(lambda stack: Firewall(stack, "firewall", FirewallProps(network="net", rules=rules)))
+    found = {r["name"]: r for r in resources(out, "google_compute_firewall").values()}
+    assert found["deny-all"]["deny"] == [{"protocol": "all"}] and "allow" not in found["deny-all"]
+    assert found["allow-pg"]["allow"] == [{"protocol": "tcp", "ports": ["5432"]}] and "deny" not in found["allow-pg"]
+    assert found["allow-pg"]["target_tags"] == ["t"] and "source_ranges" not in found["allow-pg"]
+    assert all(r["log_config"] == {"metadata": "INCLUDE_ALL_METADATA"} for r in found.values())
+
+
+def test_an_iam_database_user_may_connect_to_its_instance_only():
+    props = PostgresProps(
+        name="pg",
+        region="r",
+        private_network="net",
+        version="POSTGRES_16",
+        tier="db-custom-1-3840",
+        availability="ZONAL",
+        disk_size_gb=20,
+        deletion_protection=False,
+        backup_start_time="03:00",
+        retained_backups=7,
+        log_retention_days=7,
+        maintenance_day=7,
+        maintenance_hour=3,
+    )
+
+    def build(stack):
+        PostgresInstance(stack, "postgres", props).add_iam_user(account(stack, "app", "app"), project="p")
+
+    out = synth_in_process(build)
+    user = only(out, "google_sql_user")
+    assert user["type"] == "CLOUD_IAM_SERVICE_ACCOUNT"
+    assert points_at(out, user["instance"]) == ("google_sql_database_instance", "pg", "name")
+    grants = {g["role"]: g for g in resources(out, "google_project_iam_member").values()}
+    assert set(grants) == {"roles/cloudsql.client", "roles/cloudsql.instanceUser"}
+    for binding in grants.values():
+        assert principal({STACK: out}, STACK, binding["member"]) == "serviceAccount:app"
+        assert binding["condition"]["expression"].endswith('resource.name == "projects/p/instances/pg"')
+
+
+def test_the_bootstrap_job_reads_the_password_it_is_granted_first():
+    props = DatabaseBootstrapProps(
+        name="boot",
+        region="r",
+        image="img",
+        egress=PrivateEgress(network="net", subnetwork="sub", tag="t"),
+        database_host="10.0.0.3",
+        database_name="db",
+        grantee="app",
+        admin_password_secret="pw",
+        deletion_protection=False,
+    )
+    out = synth_in_process(
+        lambda stack: DatabaseBootstrapJob(stack, "boot", props, account=account(stack, account_id="boot"))
+    )
+    job = only(out, "google_cloud_run_v2_job")
+    (box,) = job["template"]["template"]["containers"]
+    env = {e["name"]: e.get("value", e.get("value_source")) for e in box["env"]}
+    assert (env["PGHOST"], env["PGDATABASE"], env["GRANTEE"]) == ("10.0.0.3", "db", "app")
+    assert env["PGPASSWORD"] == {"secret_key_ref": {"secret": "pw", "version": "latest"}}
+    ((key, access),) = resources(out, "google_secret_manager_secret_iam_member").items()
+    assert (access["secret_id"], principal({STACK: out}, STACK, access["member"])) == ("pw", "serviceAccount:boot")
+    assert job["depends_on"] == [f"google_secret_manager_secret_iam_member.{key}"]
+    assert job["template"]["template"]["vpc_access"]["network_interfaces"] == [
+        {"network": "net", "subnetwork": "sub", "tags": ["t"]}
+    ]
