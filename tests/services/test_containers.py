@@ -45,6 +45,7 @@ def test_the_images_dependency_category_holds_what_the_services_import():
         "google": "google-auth",
         "psycopg_pool": "psycopg-pool",
         "pydantic_core": "pydantic-core",
+        "pydantic_settings": "pydantic-settings",
         "yaml": "pyyaml",
     }
     own = {"gateway", "orchestrator", "frontend", "servicekit"}

@@ -62,4 +62,4 @@ def create_app(settings: FrontendSettings) -> FastAPI:
 
 def main() -> FastAPI:
     """The ASGI app uvicorn serves (``frontend.app:main`` with --factory)."""
-    return create_app(FrontendSettings.from_environment())
+    return create_app(FrontendSettings())

@@ -329,7 +329,7 @@ async def _read_limited(request: Request, limit: int) -> bytes | None:
 
 def main() -> FastAPI:
     """The ASGI app uvicorn serves (``gateway.app:main`` with --factory)."""
-    settings = GatewaySettings.from_environment()
+    settings = GatewaySettings()
     logs.configure(settings.log_level)
     HttpToolsWithHeaderDeadline.header_timeout = settings.header_timeout_seconds  # the image's --http
     app = create_app(settings)

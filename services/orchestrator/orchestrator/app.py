@@ -234,6 +234,6 @@ def backend_error(raw: bytes) -> dict[str, str]:
 
 def main() -> FastAPI:
     """The ASGI app uvicorn serves (``orchestrator.app:main`` with --factory)."""
-    settings = OrchestratorSettings.from_environment()
+    settings = OrchestratorSettings()
     logs.configure(settings.log_level)
     return create_app(settings)
