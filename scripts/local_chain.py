@@ -2,7 +2,7 @@
 
 It synthesizes an environment (dev by default), reads what Cloud Run would run from the
 synthesized services stack (scripts/deployed_spec.py), and starts each service as its image
-would (its Dockerfile's command, in a process of its own) with exactly the environment the
+would (the Dockerfile's command, in a process of its own) with exactly the environment the
 synthesized spec declares. Only Google's side is replaced, each by a named stand-in that
 speaks its protocol, and only these values are translated to point at them:
 
@@ -30,7 +30,6 @@ import json
 import os
 import re
 import secrets as random_secrets
-import shlex
 import shutil
 import signal
 import socket
@@ -53,7 +52,7 @@ from deployed_spec import (
     Container,
     SynthesizedEnvironment,
 )
-from harness import Postgres, Server, free_port
+from harness import Postgres, Server, free_port, image_command
 from servicekit import logs
 from standins.identity_platform import JWKS_PATH, identity_issuer
 from standins.identity_platform import create_app as create_identity_platform
@@ -220,7 +219,7 @@ def _run_job(job: Container, env: dict[str, str]) -> None:
 @contextlib.contextmanager
 def service_process(container: Container, port: int, env: dict[str, str], log: Path):
     """The service as its image runs it: the Dockerfile's command, on loopback."""
-    command = _image_command(container.role, port)
+    command = image_command(container.role, port)
     with log.open("wb") as output:
         process = subprocess.Popen(
             command,
@@ -245,16 +244,6 @@ def service_process(container: Container, port: int, env: dict[str, str], log: P
                 process.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 process.kill()
-
-
-def _image_command(role: str, port: int) -> list[str]:
-    """The CMD of services/<role>/Dockerfile, with its PORT, on loopback."""
-    text = (ROOT / "services" / role / "Dockerfile").read_text().replace("\\\n", " ")
-    (cmd,) = [line for line in text.splitlines() if line.startswith("CMD exec ")]
-    words = shlex.split(cmd.removeprefix("CMD exec "))
-    values = {"$PORT": str(port), "$WEB_CONCURRENCY": "1", "0.0.0.0": "127.0.0.1"}
-    words = [values.get(word, word) for word in words]
-    return [sys.executable, "-m", words[0], *words[1:]]
 
 
 def _process_env(role: str, env: dict[str, str]) -> dict[str, str]:

@@ -6,9 +6,11 @@ import datetime
 import glob
 import json
 import os
+import shlex
 import shutil
 import socket
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -153,6 +155,17 @@ def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05):
         if value or time.monotonic() > deadline:
             return value
         time.sleep(interval)
+
+
+def image_command(service: str, port: int, host: str = "127.0.0.1") -> list[str]:
+    """services/Dockerfile's CMD for ``service``, as its shell expands it, listening on
+    ``host``:``port``, run by this interpreter (the virtualenv the images' lock installs)."""
+    text = (ROOT / "services" / "Dockerfile").read_text().replace("\\\n", " ")
+    (command,) = [line.removeprefix("CMD exec ") for line in text.splitlines() if line.startswith("CMD exec ")]
+    values = {"$SERVICE": service, "$PORT": str(port), "0.0.0.0": host}
+    program, *arguments = [values.get(word, word) for word in shlex.split(command)]
+    assert program == "python", command
+    return [sys.executable, *arguments]
 
 
 def cloud_run_env(metadata: Server, service: str, **variables: str) -> dict[str, str]:
