@@ -36,12 +36,11 @@ deploy: .venv/.synced node_modules/.installed
 	rm -rf $(DEPLOY_DIR)
 	cdktf deploy --output $(DEPLOY_DIR) $(STACKS)
 
-## Lint: ruff check, ruff format --check, and mypy (strict) on hybrid/ and stacks/, then on the services.
+## Lint: ruff check, ruff format --check, and mypy (strict) on hybrid/, stacks/ and services/.
 lint: .venv/.synced-dev
 	$(PIPENV) run ruff check .
 	$(PIPENV) run ruff format --check .
-	$(PIPENV) run mypy hybrid stacks
-	$(PIPENV) run mypy -p servicekit -p gateway -p orchestrator -p frontend
+	$(PIPENV) run mypy hybrid stacks services
 
 ## Lint, then run the whole test suite (pass pytest options with ARGS=...).
 test: lint .venv/.synced-dev node_modules/.installed .postgres-ready .chromium-ready
@@ -62,7 +61,7 @@ bench-gateway: .venv/.synced-dev
 
 ## The platform as dev deploys it, on this machine (ARGS="--upstream URL --model NAME" for a real model server).
 run-local: .venv/.synced-dev node_modules/.installed .postgres-ready
-	PYTHONPATH=services:services/gateway:services/orchestrator:services/frontend:tests:tests/services:scripts $(PIPENV) run python scripts/local_chain.py $(ARGS)
+	PYTHONPATH=.:tests:tests/services:scripts $(PIPENV) run python scripts/local_chain.py $(ARGS)
 
 # make cost / make cost-gate: offline estimates from environments/*.toml and hybrid/prices/.
 .PHONY: cost cost-gate

@@ -1,6 +1,6 @@
 """The contract between the stacks and the services: what each Cloud Run container is told.
 
-Each service's own settings model (``services/<role>/<role>/settings.py``) is the one
+Each service's own settings model (``services/<role>/settings.py``) is the one
 source of truth for its environment. The services stack fills the model with the
 environment file's values and its own wiring (URLs, database, routes), the model
 validates them, and the container's env is rendered from the validated model, so a
@@ -20,9 +20,9 @@ from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, InitSettingsSource
 
 from hybrid.config import Environment
-from services.frontend.frontend.settings import FrontendSettings
-from services.gateway.gateway.settings import GatewaySettings
-from services.orchestrator.orchestrator.settings import OrchestratorSettings, Route
+from services.frontend.settings import FrontendSettings
+from services.gateway.settings import GatewaySettings
+from services.orchestrator.settings import OrchestratorSettings, Route
 
 # The settings model of each service whose code lives in services/.
 MODELS: dict[str, type[BaseSettings]] = {

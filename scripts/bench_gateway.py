@@ -41,14 +41,11 @@ import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 # The services' code and the test stand-ins, here and in the servers this starts.
-PATHS = [
-    str(ROOT / folder)
-    for folder in ("services", "services/gateway", "services/orchestrator", "tests", "tests/services")
-]
+PATHS = [str(ROOT / folder) for folder in (".", "tests", "tests/services")]
 sys.path[:0] = PATHS
 
-from gateway.dev_issuer import DevIssuer  # noqa: E402 - importable once PATHS are on sys.path, above
 from harness import free_port  # noqa: E402 - importable once PATHS are on sys.path, above
+from services.gateway.dev_issuer import DevIssuer  # noqa: E402 - importable once PATHS are on sys.path, above
 
 CONCURRENCY = 80
 TARGET_ADDED_P99_MS = 5.0
@@ -185,7 +182,7 @@ def main() -> None:
             [
                 sys.executable,
                 "-m",
-                "gateway.dev_issuer",
+                "services.gateway.dev_issuer",
                 "--dir",
                 str(work / "issuer"),
                 "serve",
@@ -196,7 +193,7 @@ def main() -> None:
             f"http://127.0.0.1:{ports['jwks']}/jwks.json",
         )
         processes["gateway"] = uvicorn(
-            "gateway.app:main",
+            "services.gateway.app:main",
             ports["gateway"],
             {
                 **base_env,

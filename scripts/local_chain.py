@@ -52,8 +52,8 @@ from deployed_spec import (
     Container,
     SynthesizedEnvironment,
 )
-from harness import Postgres, Server, free_port, image_command
-from servicekit import logs
+from harness import IMAGE_PYTHONPATH, Postgres, Server, free_port, image_command
+from services.servicekit import logs
 from standins.identity_platform import JWKS_PATH, identity_issuer
 from standins.identity_platform import create_app as create_identity_platform
 from standins.metadata_server import create_app as create_metadata
@@ -211,7 +211,7 @@ def _create_cloud_sql_objects(
 
 def _run_job(job: Container, env: dict[str, str]) -> None:
     command = [sys.executable if part == "python" else part for part in job.command]
-    result = subprocess.run(command, env=_process_env(job.role, env), capture_output=True, text=True, timeout=60)
+    result = subprocess.run(command, env=_process_env(env), capture_output=True, text=True, timeout=60)
     if result.returncode:
         raise RuntimeError(f"job {job.name} failed ({result.returncode}): {result.stderr.strip()}")
 
@@ -223,7 +223,7 @@ def service_process(container: Container, port: int, env: dict[str, str], log: P
     with log.open("wb") as output:
         process = subprocess.Popen(
             command,
-            env=_process_env(container.role, env),
+            env=_process_env(env),
             stdout=output,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -246,10 +246,10 @@ def service_process(container: Container, port: int, env: dict[str, str], log: P
                 process.kill()
 
 
-def _process_env(role: str, env: dict[str, str]) -> dict[str, str]:
+def _process_env(env: dict[str, str]) -> dict[str, str]:
     """The image's own environment (its code on PYTHONPATH), and the container's."""
     base = {key: value for key, value in os.environ.items() if key in ("PATH", "HOME", "LANG", "TMPDIR")}
-    return {**base, "PYTHONPATH": f"{ROOT / 'services'}:{ROOT / 'services' / role}", "PYTHONUNBUFFERED": "1", **env}
+    return {**base, "PYTHONPATH": IMAGE_PYTHONPATH, "PYTHONUNBUFFERED": "1", **env}
 
 
 def _answers(url: str) -> bool:

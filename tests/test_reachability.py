@@ -29,8 +29,8 @@ from hybrid.reachability import (
     route_for,
 )
 from iac import DEV, DEV_CLOUD_RUN, ROOT, run_main
-from orchestrator.routing import backends_for
-from orchestrator.settings import Route
+from services.orchestrator.routing import backends_for
+from services.orchestrator.settings import Route
 
 SCRIPT = ROOT / "scripts" / "check_reachability.py"
 ALL_EDGES = [

@@ -13,9 +13,9 @@ from pydantic_settings import BaseSettings
 from hybrid.config import load_environment
 from hybrid.service_contract import ContractError, Wiring, container_env, render, service_settings
 from iac import ROOT
-from services.frontend.frontend.settings import FrontendSettings
-from services.gateway.gateway.settings import GatewaySettings
-from services.orchestrator.orchestrator.settings import OrchestratorSettings
+from services.frontend.settings import FrontendSettings
+from services.gateway.settings import GatewaySettings
+from services.orchestrator.settings import OrchestratorSettings
 
 LOADERS = {"frontend": FrontendSettings, "gateway": GatewaySettings, "orchestrator": OrchestratorSettings}
 
@@ -87,7 +87,7 @@ def test_the_self_hosted_model_is_routed_before_google_models(tmp_path: Path):
     (tmp_path / "gemma.toml").write_text(gemma)
     environment = load_environment(tmp_path / "gemma.toml")
     orchestrator = service_settings(environment, Wiring.placeholder(environment))["orchestrator"]
-    from services.orchestrator.orchestrator.routing import backends_for
+    from services.orchestrator.routing import backends_for
 
     assert backends_for("google/gemma-3-4b-it", orchestrator.routes) == ["self-hosted"]
     assert backends_for("google/gemini-2.5-flash", orchestrator.routes) == ["vertex"]

@@ -1,4 +1,4 @@
-"""How each image starts its service: ``python -m <service> --host HOST --port PORT`` (the
+"""How each image starts its service: ``python -m services.<service> --host HOST --port PORT`` (the
 Dockerfile's CMD) runs uvicorn on the service's app factory with the service's own options."""
 
 from __future__ import annotations

@@ -9,10 +9,10 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from gateway.app import create_app as create_gateway
-from gateway.dev_issuer import DevIssuer, jwks_app
 from harness import Postgres, Server, gateway_settings, orchestrator_settings
-from orchestrator.app import create_app as create_orchestrator
+from services.gateway.app import create_app as create_gateway
+from services.gateway.dev_issuer import DevIssuer, jwks_app
+from services.orchestrator.app import create_app as create_orchestrator
 from standins.openai_upstream import create_app as create_upstream
 
 

@@ -23,9 +23,9 @@ import pytest
 from fastapi import FastAPI, Request
 from fastapi.responses import Response, StreamingResponse
 
-from gateway.app import create_app as create_gateway
-from gateway.auth import MAX_JWKS_BYTES, JwksCache
-from harness import ROOT, Server, free_port, gateway_settings, image_command, wait_for
+from harness import IMAGE_PYTHONPATH, Server, free_port, gateway_settings, image_command, wait_for
+from services.gateway.app import create_app as create_gateway
+from services.gateway.auth import MAX_JWKS_BYTES, JwksCache
 
 
 def chat(model="standin-echo", stream=False, **extra) -> dict:
@@ -369,7 +369,7 @@ def gateway_as_the_image_runs_it(issuer, orchestrator_url: str, **environment: s
     port = free_port()
     env = {
         **os.environ,
-        "PYTHONPATH": f"{ROOT / 'services'}:{ROOT / 'services' / 'gateway'}",
+        "PYTHONPATH": IMAGE_PYTHONPATH,
         "PORT": str(port),
         "WEB_CONCURRENCY": "1",
         "JWKS_URL": issuer.jwks_url,

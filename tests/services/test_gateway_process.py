@@ -18,7 +18,6 @@ def test_gateway_process_sends_a_google_id_token_for_the_orchestrator(issuer, up
         port = free_port()
         env = cloud_run_env(
             metadata,
-            "gateway",
             JWKS_URL=issuer.jwks_url,
             JWT_ISSUER=issuer.issuer,
             JWT_AUDIENCE=issuer.audience,
@@ -31,7 +30,7 @@ def test_gateway_process_sends_a_google_id_token_for_the_orchestrator(issuer, up
                 "-m",
                 "uvicorn",
                 "--factory",
-                "gateway.app:main",
+                "services.gateway.app:main",
                 "--host",
                 "127.0.0.1",
                 "--port",

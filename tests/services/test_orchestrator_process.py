@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import psycopg
 
-from harness import PASSWORD, ROOT, free_port, image_command, wait_for
+from harness import IMAGE_PYTHONPATH, PASSWORD, free_port, image_command, wait_for
 from test_ledger_faults import frozen, own_postgres  # noqa: F401 - a fixture
 from test_ledger_resilience import fresh_database
 
@@ -44,7 +44,7 @@ def orchestrator_process(conninfo: str, upstream_url: str, tmp_path: Path, **var
     env = {
         **os.environ,
         "WEB_CONCURRENCY": "1",
-        "PYTHONPATH": f"{ROOT / 'services'}:{ROOT / 'services' / 'orchestrator'}",
+        "PYTHONPATH": IMAGE_PYTHONPATH,
         "PYTHONUNBUFFERED": "1",
         "BACKENDS": json.dumps({"standin": {"kind": "openai", "url": f"{upstream_url}/v1"}}),
         "ROUTES": json.dumps([{"match": "*", "backends": ["standin"]}]),

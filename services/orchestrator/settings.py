@@ -124,5 +124,5 @@ class OrchestratorSettings(BaseSettings):
     stale_margin_seconds: float = Field(60, ge=0)
     reconcile_interval_seconds: float = Field(60, gt=0)
     # At shutdown, how long queued outcomes may wait for the database. Cloud Run kills the
-    # instance 10 s after SIGTERM; its server (orchestrator/__main__.py) gives requests 4 s before this.
+    # instance 10 s after SIGTERM; services/orchestrator/__main__.py gives requests 4 s before this.
     shutdown_drain_seconds: float = Field(3, gt=0)

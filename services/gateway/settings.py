@@ -34,7 +34,7 @@ class GatewaySettings(BaseSettings):
     max_message_chars: int = Field(100_000, ge=1)
     max_token_bytes: int = Field(8192, ge=512)
     # Slow clients hold a connection each. A request's head must arrive within
-    # header_timeout_seconds (gateway.protocol, the image's --http); its body with no pause
+    # header_timeout_seconds (services.gateway.protocol, the image's --http); its body with no pause
     # longer than body_idle_timeout_seconds and within body_timeout_seconds of the head
     # (1 MiB in 20 s is 50 KB/s), or the answer is 408 and the connection is closed.
     header_timeout_seconds: float = Field(10, gt=0)
