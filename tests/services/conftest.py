@@ -9,11 +9,11 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from harness import Postgres, Server, gateway_settings, orchestrator_settings
+from devtools.harness import Postgres, Server, gateway_settings, orchestrator_settings
+from devtools.standins.openai_upstream import create_app as create_upstream
 from services.gateway.app import create_app as create_gateway
 from services.gateway.dev_issuer import DevIssuer, jwks_app
 from services.orchestrator.app import create_app as create_orchestrator
-from standins.openai_upstream import create_app as create_upstream
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-from harness import DOCKERFILE, ROOT, image_command
+from devtools.harness import DOCKERFILE, ROOT, image_command
 
 SERVICES = ["gateway", "orchestrator", "frontend"]
 

@@ -19,7 +19,7 @@ import pytest
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
-from harness import IMAGE_PYTHONPATH, free_port
+from devtools.harness import IMAGE_PYTHONPATH, free_port
 from services.orchestrator.database import create_pool
 from services.orchestrator.ledger import MIGRATIONS, Ledger, LedgerUnavailable, Outcome
 

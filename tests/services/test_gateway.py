@@ -16,7 +16,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from harness import Server, gateway_settings, last_event, wait_for
+from devtools.harness import Server, gateway_settings, last_event, wait_for
 from services.gateway.app import create_app as create_gateway
 from services.servicekit import logs
 

@@ -23,7 +23,7 @@ import pytest
 from fastapi import FastAPI, Request
 from fastapi.responses import Response, StreamingResponse
 
-from harness import IMAGE_PYTHONPATH, Server, free_port, gateway_settings, image_command, wait_for
+from devtools.harness import IMAGE_PYTHONPATH, Server, free_port, gateway_settings, image_command, wait_for
 from services.gateway.app import create_app as create_gateway
 from services.gateway.auth import MAX_JWKS_BYTES, JwksCache
 

@@ -8,7 +8,7 @@ import httpx
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from harness import Server, gateway_settings
+from devtools.harness import Server, gateway_settings
 from services.gateway.app import create_app as create_gateway
 
 json_values = st.recursive(

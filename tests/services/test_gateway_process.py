@@ -9,8 +9,8 @@ import sys
 import httpx
 import jwt
 
-from harness import Server, cloud_run_env, free_port, wait_for
-from standins.metadata_server import create_app as create_metadata
+from devtools.harness import Server, cloud_run_env, free_port, wait_for
+from devtools.standins.metadata_server import create_app as create_metadata
 
 
 def test_gateway_process_sends_a_google_id_token_for_the_orchestrator(issuer, upstream):

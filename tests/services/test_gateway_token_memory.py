@@ -13,7 +13,7 @@ import jwt
 import pytest
 from fastapi import FastAPI
 
-from harness import Server
+from devtools.harness import Server
 from services.gateway import auth
 from services.gateway.auth import JwksCache, Unauthorized, Verifier
 

@@ -18,7 +18,7 @@ import httpx
 import psycopg
 import pytest
 
-from harness import Postgres, Server, last_event, orchestrator_settings, wait_for
+from devtools.harness import Postgres, Server, last_event, orchestrator_settings, wait_for
 from services.orchestrator.app import create_app as create_orchestrator
 from services.orchestrator.database import create_pool
 from services.orchestrator.ledger import Ledger, Outcome

@@ -8,7 +8,7 @@ import uuid
 import httpx
 import psycopg
 
-from harness import Server, orchestrator_settings, wait_for
+from devtools.harness import Server, orchestrator_settings, wait_for
 from services.orchestrator.app import create_app as create_orchestrator
 from services.orchestrator.database import create_pool
 from services.orchestrator.ledger import MIGRATIONS, Ledger

@@ -16,7 +16,7 @@ import pytest
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from harness import Server, last_event, wait_for
+from devtools.harness import Server, last_event, wait_for
 from services.orchestrator.app import create_app as create_orchestrator
 from services.orchestrator.settings import OrchestratorSettings
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import psycopg
 
-from harness import IMAGE_PYTHONPATH, PASSWORD, free_port, image_command, wait_for
+from devtools.harness import IMAGE_PYTHONPATH, PASSWORD, free_port, image_command, wait_for
 from test_ledger_faults import frozen, own_postgres  # noqa: F401 - a fixture
 from test_ledger_resilience import fresh_database
 

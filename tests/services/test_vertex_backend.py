@@ -10,8 +10,8 @@ import subprocess
 import sys
 import textwrap
 
-from harness import Server, cloud_run_env
-from standins.metadata_server import create_app as create_metadata
+from devtools.harness import Server, cloud_run_env
+from devtools.standins.metadata_server import create_app as create_metadata
 
 SCRIPT = textwrap.dedent("""
     import asyncio, json, sys

@@ -25,7 +25,7 @@ from cryptography.x509.oid import NameOID
 from services.gateway.settings import GatewaySettings
 from services.orchestrator.settings import OrchestratorSettings
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILE = ROOT / "services" / "Dockerfile"  # every service's image
 PASSWORD = "ledger-test-password"
 
