@@ -1,4 +1,5 @@
-"""Real parts for the service tests: a private PostgreSQL cluster and uvicorn servers on loopback."""
+"""Real parts for the service tests, the deploy rehearsal and the benchmarks: a private PostgreSQL
+cluster, uvicorn servers on loopback, and the services started as their image starts them."""
 
 from __future__ import annotations
 

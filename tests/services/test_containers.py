@@ -35,7 +35,14 @@ def test_dockerfile(service):
 def test_dockerignore_sends_only_what_the_images_copy():
     lines = (ROOT / ".dockerignore").read_text().split()
     assert lines[0] == "**"
-    assert {"!Pipfile", "!Pipfile.lock", "!services/servicekit"} <= set(lines)
+    copied = {
+        source.replace("${SERVICE}", service)
+        for service in SERVICES
+        for source in re.findall(r"^COPY (?!--from)(.+) \S+$", DOCKERFILE.read_text(), re.MULTILINE)
+        for source in source.split()
+    }
+    assert {f"!{source.removesuffix('/')}" for source in copied} <= set(lines)
+    assert lines[-1] == "**/__pycache__"  # last, so that no later ! sends one again
 
 
 def test_the_images_dependency_category_holds_what_the_services_import():
