@@ -36,12 +36,11 @@ deploy: .venv/.synced node_modules/.installed
 	rm -rf $(DEPLOY_DIR)
 	cdktf deploy --output $(DEPLOY_DIR) $(STACKS)
 
-## Lint: ruff check, ruff format --check, and mypy (strict) on hybrid/ and stacks/, then on the services.
+## Lint: ruff check, ruff format --check, and mypy (strict) on hybrid/, stacks/ and services/.
 lint: .venv/.synced-dev
 	$(PIPENV) run ruff check .
 	$(PIPENV) run ruff format --check .
-	$(PIPENV) run mypy hybrid stacks
-	$(PIPENV) run mypy -p servicekit -p gateway -p orchestrator -p frontend
+	$(PIPENV) run mypy hybrid stacks services
 
 ## Lint, then run the whole test suite (pass pytest options with ARGS=...).
 test: lint .venv/.synced-dev node_modules/.installed .postgres-ready .chromium-ready
@@ -58,11 +57,11 @@ bench: .venv/.synced node_modules/.installed
 ## Print the latency the gateway adds at 80 concurrent streams, beside nginx (installed with apt).
 bench-gateway: .venv/.synced-dev
 	@command -v nginx >/dev/null && command -v wrk >/dev/null || { $(APT_INSTALL) nginx wrk; }
-	$(PIPENV) run python scripts/bench_gateway.py $(ARGS)
+	$(PIPENV) run python -m scripts.bench_gateway $(ARGS)
 
 ## The platform as dev deploys it, on this machine (ARGS="--upstream URL --model NAME" for a real model server).
 run-local: .venv/.synced-dev node_modules/.installed .postgres-ready
-	PYTHONPATH=services:services/gateway:services/orchestrator:services/frontend:tests:tests/services:scripts $(PIPENV) run python scripts/local_chain.py $(ARGS)
+	$(PIPENV) run python -m scripts.local_chain $(ARGS)
 
 # make cost / make cost-gate: offline estimates from environments/*.toml and hybrid/prices/.
 .PHONY: cost cost-gate
@@ -76,7 +75,7 @@ cost: .venv/.synced
 ## Fail when prod's monthly estimate rises more than COST_LIMIT percent over policy/cost-baseline-prod.json.
 COST_LIMIT ?= 10
 cost-gate: .venv/.synced
-	$(PIPENV) run python scripts/cost_gate.py --max-increase-percent $(COST_LIMIT)
+	$(PIPENV) run python -m scripts.cost_gate --max-increase-percent $(COST_LIMIT)
 
 .pipenv-ready:
 	@$(PIPENV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet "pipenv==$(PIPENV_VERSION)"

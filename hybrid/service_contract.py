@@ -1,6 +1,6 @@
 """The contract between the stacks and the services: what each Cloud Run container is told.
 
-Each service's own settings model (``services/<role>/<role>/settings.py``) is the one
+Each service's own settings model (``services/<role>/settings.py``) is the one
 source of truth for its environment. The services stack fills the model with the
 environment file's values and its own wiring (URLs, database, routes), the model
 validates them, and the container's env is rendered from the validated model, so a
@@ -17,14 +17,15 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
+from pydantic_settings import BaseSettings, InitSettingsSource
 
 from hybrid.config import Environment, must
-from services.frontend.frontend.settings import FrontendSettings
-from services.gateway.gateway.settings import GatewaySettings
-from services.orchestrator.orchestrator.settings import OrchestratorSettings, Route
+from services.frontend.settings import FrontendSettings
+from services.gateway.settings import GatewaySettings
+from services.orchestrator.settings import OrchestratorSettings, Route
 
 # The settings model of each service whose code lives in services/.
-MODELS: dict[str, type[BaseModel]] = {
+MODELS: dict[str, type[BaseSettings]] = {
     "frontend": FrontendSettings,
     "gateway": GatewaySettings,
     "orchestrator": OrchestratorSettings,
@@ -142,10 +143,10 @@ def _stack_values(env: Environment, wiring: Wiring) -> dict[str, dict[str, objec
     }
 
 
-def service_settings(env: Environment, wiring: Wiring, roles: Iterable[str] = tuple(MODELS)) -> dict[str, BaseModel]:
+def service_settings(env: Environment, wiring: Wiring, roles: Iterable[str] = tuple(MODELS)) -> dict[str, BaseSettings]:
     """The validated settings model of each of ``roles``; ContractError lists every problem."""
     problems: list[str] = []
-    built: dict[str, BaseModel] = {}
+    built: dict[str, BaseSettings] = {}
     for role, values in _stack_values(env, wiring).items():
         if role not in roles:
             continue
@@ -162,18 +163,26 @@ def service_settings(env: Environment, wiring: Wiring, roles: Iterable[str] = tu
         # Secrets reach the container from Secret Manager; check the plain ones here.
         overrides = {fields[name]: value for name, value in service.env.items() if name in fields}
         try:
-            built[role] = model.model_validate(
+            built[role] = _validated(
+                model,
                 {
                     **{k: v for k, v in values.items() if v is not None},
                     **overrides,
                     **{fields[name]: "SECRET" for name in service.secrets if name in fields},
-                }
+                },
             )
         except ValidationError as err:
             problems += [_describe(role, problem, overrides) for problem in err.errors()]
     if problems:
         raise ContractError(problems)
     return built
+
+
+def _validated(model: type[BaseSettings], values: dict[str, object]) -> BaseSettings:
+    """``values`` validated by the service's model, and nothing else. The model is a BaseSettings,
+    whose constructor (and so model_validate) also reads the process environment: here that
+    is the synth's shell, not the container, so its one source is what it is given."""
+    return model(_build_sources=((InitSettingsSource(model, init_kwargs=values),), values))
 
 
 def _describe(role: str, problem: ErrorDetails, overrides: Mapping[str, str]) -> str:

@@ -39,16 +39,10 @@ from statistics import median
 
 import httpx
 
-ROOT = Path(__file__).resolve().parent.parent
-# The services' code and the test stand-ins, here and in the servers this starts.
-PATHS = [
-    str(ROOT / folder)
-    for folder in ("services", "services/gateway", "services/orchestrator", "tests", "tests/services")
-]
-sys.path[:0] = PATHS
+from devtools.harness import free_port
+from services.gateway.dev_issuer import DevIssuer
 
-from gateway.dev_issuer import DevIssuer  # noqa: E402 - importable once PATHS are on sys.path, above
-from harness import free_port  # noqa: E402 - importable once PATHS are on sys.path, above
+ROOT = Path(__file__).resolve().parent.parent
 
 CONCURRENCY = 80
 TARGET_ADDED_P99_MS = 5.0
@@ -177,15 +171,16 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="bench-gateway-"))
     issuer = DevIssuer(work / "issuer")
     ports = {name: free_port() for name in ("upstream", "jwks", "gateway", "nginx")}
-    base_env = {**os.environ, "PYTHONPATH": os.pathsep.join(PATHS)}
+    # The services' code and the stand-ins, in the servers this starts.
+    base_env = {**os.environ, "PYTHONPATH": str(ROOT)}
     processes = {}
     try:
-        processes["upstream"] = uvicorn("standins.openai_upstream:create_app", ports["upstream"], base_env)
+        processes["upstream"] = uvicorn("devtools.standins.openai_upstream:create_app", ports["upstream"], base_env)
         processes["jwks"] = start(
             [
                 sys.executable,
                 "-m",
-                "gateway.dev_issuer",
+                "services.gateway.dev_issuer",
                 "--dir",
                 str(work / "issuer"),
                 "serve",
@@ -196,7 +191,7 @@ def main() -> None:
             f"http://127.0.0.1:{ports['jwks']}/jwks.json",
         )
         processes["gateway"] = uvicorn(
-            "gateway.app:main",
+            "services.gateway.app:main",
             ports["gateway"],
             {
                 **base_env,

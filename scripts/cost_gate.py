@@ -1,8 +1,8 @@
 """Flag a change that raises an environment's monthly estimate by more than a set percent.
 
-    python scripts/cost_gate.py                                  # prod against policy/cost-baseline-prod.json, 10%
-    python scripts/cost_gate.py --max-increase-percent 5
-    python scripts/cost_gate.py --update                         # accept the current estimate as the baseline
+    python -m scripts.cost_gate                                  # prod against policy/cost-baseline-prod.json, 10%
+    python -m scripts.cost_gate --max-increase-percent 5
+    python -m scripts.cost_gate --update                         # accept the current estimate as the baseline
 
 The baseline is committed: raising it is a reviewed change like any other. Exit status: 0 within
 the limit, 1 over it (each stack's change printed), 2 a mistake in a file or an argument.
@@ -15,12 +15,11 @@ import json
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from hybrid.config import ConfigError, load_environment
+from hybrid.cost.estimate import Workload, estimate
+from hybrid.cost.prices import PriceError, load_prices
 
-from hybrid.config import ConfigError, load_environment  # noqa: E402 - importable once ROOT is on sys.path, above
-from hybrid.cost.estimate import Workload, estimate  # noqa: E402 - importable once ROOT is on sys.path, above
-from hybrid.cost.prices import PriceError, load_prices  # noqa: E402 - importable once ROOT is on sys.path, above
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def current(env_path: Path) -> dict:
@@ -43,7 +42,7 @@ def compare(baseline: dict, now: dict, max_increase_percent: float) -> tuple[boo
     ok = change <= max_increase_percent
     if not ok:
         lines.append(
-            f"COST INCREASE over {max_increase_percent:g}%: review it, then accept with `python scripts/cost_gate.py --update`"
+            f"COST INCREASE over {max_increase_percent:g}%: review it, then accept with `python -m scripts.cost_gate --update`"
         )
     return ok, lines
 

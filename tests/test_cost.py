@@ -301,7 +301,7 @@ def test_prices_listing_names_every_source():
 
 def run_gate(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "scripts/cost_gate.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "scripts.cost_gate", *args], cwd=ROOT, capture_output=True, text=True, timeout=120
     )
 
 

@@ -1,17 +1,20 @@
 """The contract between the stacks and the services: each service loads, with its own
-from_environment, exactly the settings the stack rendered for it; a setting nothing sets is
-refused before any stack is written."""
+settings model from its environment, exactly the settings the stack rendered for it; a setting
+nothing sets is refused before any stack is written."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
+from pydantic_settings import BaseSettings
 
 from hybrid.config import load_environment
-from hybrid.service_contract import ContractError, Wiring, render, service_settings
+from hybrid.service_contract import ContractError, Wiring, container_env, render, service_settings
 from iac import ROOT
-from services.frontend.frontend.settings import FrontendSettings
-from services.gateway.gateway.settings import GatewaySettings
-from services.orchestrator.orchestrator.settings import OrchestratorSettings
+from services.frontend.settings import FrontendSettings
+from services.gateway.settings import GatewaySettings
+from services.orchestrator.settings import OrchestratorSettings
 from variants import DEV_ON_CLOUD_RUN
 
 LOADERS = {"frontend": FrontendSettings, "gateway": GatewaySettings, "orchestrator": OrchestratorSettings}
@@ -22,22 +25,45 @@ def environment(env):
     return load_environment(ROOT / "environments" / f"{env}.toml")
 
 
-def container_env(stack: dict, name: str) -> dict[str, str]:
+def load(role: str, environ: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> BaseSettings:
+    """What the service reads at start-up (its model's constructor) from exactly ``environ``."""
+    with monkeypatch.context() as patch:
+        for name in list(os.environ):
+            patch.delenv(name)
+        for name, value in environ.items():
+            patch.setenv(name, value)
+        return LOADERS[role]()
+
+
+def declared_env(stack: dict, name: str) -> dict[str, str]:
     (service,) = [s for s in stack["resource"]["google_cloud_run_v2_service"].values() if s["name"] == name]
     return {e["name"]: e["value"] for e in service["template"]["containers"][0]["env"] if "value" in e}
 
 
 @pytest.mark.parametrize("role", sorted(LOADERS))
-def test_each_service_loads_what_the_stack_rendered_for_it(env, role, environment, synth_json):
-    declared = container_env(synth_json[f"{env}-services"], f"{env}-{role}")
-    loaded = LOADERS[role].from_environment(declared)
+def test_each_service_loads_what_the_stack_rendered_for_it(env, role, environment, synth_json, monkeypatch):
+    declared = declared_env(synth_json[f"{env}-services"], f"{env}-{role}")
+    loaded = load(role, declared, monkeypatch)
     # Loading and rendering again gives the same variables: nothing was dropped or misread.
     assert render(loaded) == declared
 
 
-def test_rendered_settings_round_trip_through_each_service(environment):
+def test_rendered_settings_round_trip_through_each_service(environment, monkeypatch):
     for role, settings in service_settings(environment, Wiring.placeholder(environment)).items():
-        assert LOADERS[role].from_environment(render(settings)) == LOADERS[role].model_validate(settings.model_dump())
+        assert load(role, render(settings), monkeypatch) == settings
+
+
+def test_the_synths_own_environment_reaches_no_container(environment, monkeypatch):
+    """The models read the environment when a service starts; the contract validates only what
+    the file and the stack give, so the shell that runs the synth changes no container's env."""
+    wiring = Wiring.placeholder(environment)
+    clean = {role: container_env(environment, wiring, role) for role in LOADERS}
+    shell = {"RATE_LIMIT_BURST": "99", "DAILY_TOKEN_QUOTA": "7", "DEV_TOKEN_SECONDS": "5", "LOG_LEVEL": "DEBUG"}
+    for name, value in shell.items():
+        monkeypatch.setenv(name, value)
+    # What a service started from that shell would read:
+    assert load("gateway", {**clean["gateway"], **shell}, monkeypatch).rate_limit_burst == 99
+    assert {role: container_env(environment, wiring, role) for role in LOADERS} == clean
 
 
 def test_a_setting_nothing_sets_is_refused(environment):
@@ -55,7 +81,7 @@ def test_a_setting_nothing_sets_is_refused(environment):
 def test_the_self_hosted_model_is_routed_before_google_models():
     environment = DEV_ON_CLOUD_RUN  # google/gemma-3-4b-it on a Cloud Run GPU
     orchestrator = service_settings(environment, Wiring.placeholder(environment))["orchestrator"]
-    from services.orchestrator.orchestrator.routing import backends_for
+    from services.orchestrator.routing import backends_for
 
     assert backends_for("google/gemma-3-4b-it", orchestrator.routes) == ["self-hosted"]
     assert backends_for("google/gemini-2.5-flash", orchestrator.routes) == ["vertex"]

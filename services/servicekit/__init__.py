@@ -1,1 +1,1 @@
-"""What the gateway and the orchestrator share: JSON logs Cloud Logging reads, and OpenAI-style errors."""
+"""What the services share: how their images start them, JSON logs Cloud Logging reads, and OpenAI-style errors."""

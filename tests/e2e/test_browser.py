@@ -1,5 +1,5 @@
 """The chat page in a real browser (Debian's Chromium, headless), on the platform as dev
-deploys it (scripts/local_chain.py): sign in with Identity Platform's email and password (its
+deploys it (devtools/local_chain.py): sign in with Identity Platform's email and password (its
 stand-in), a streamed reply, the ledger row in PostgreSQL, a reply cut off halfway, an
 expired session, the rate limit, a phone screen. Screenshots land in test-artifacts/."""
 
@@ -12,9 +12,9 @@ import psycopg
 import pytest
 from playwright.sync_api import expect, sync_playwright
 
-from browser import launch
-from local_chain import PASSWORD, local_chain
-from standins.identity_platform import user_id
+from devtools.browser import launch
+from devtools.local_chain import PASSWORD, local_chain
+from devtools.standins.identity_platform import user_id
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 

@@ -1,4 +1,4 @@
-"""Deploy rehearsal: dev as synthesized, run here (scripts/local_chain.py). Each service is
+"""Deploy rehearsal: dev as synthesized, run here (devtools/local_chain.py). Each service is
 started by its image's command with exactly the environment the synthesized Cloud Run spec
 declares; only Google's endpoints are stand-ins. If a stack forgot a setting a service needs,
 or wired one wrong, a service here would not start or the chat request would not get through."""
@@ -12,10 +12,10 @@ import psycopg
 import pytest
 from playwright.sync_api import expect, sync_playwright
 
-from browser import launch
-from harness import free_port
-from local_chain import local_chain, service_process
-from standins.identity_platform import user_id
+from devtools.browser import launch
+from devtools.harness import free_port
+from devtools.local_chain import local_chain, service_process
+from devtools.standins.identity_platform import user_id
 
 
 @pytest.fixture(scope="module")

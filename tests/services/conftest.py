@@ -9,11 +9,11 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from gateway.app import create_app as create_gateway
-from gateway.dev_issuer import DevIssuer, jwks_app
-from harness import Postgres, Server, gateway_settings, orchestrator_settings
-from orchestrator.app import create_app as create_orchestrator
-from standins.openai_upstream import create_app as create_upstream
+from devtools.harness import Postgres, Server, gateway_settings, orchestrator_settings
+from devtools.standins.openai_upstream import create_app as create_upstream
+from services.gateway.app import create_app as create_gateway
+from services.gateway.dev_issuer import DevIssuer, jwks_app
+from services.orchestrator.app import create_app as create_orchestrator
 
 
 @pytest.fixture(scope="session")

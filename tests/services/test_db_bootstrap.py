@@ -19,9 +19,9 @@ import pytest
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
-from harness import ROOT, free_port
-from orchestrator.database import create_pool
-from orchestrator.ledger import MIGRATIONS, Ledger, LedgerUnavailable, Outcome
+from devtools.harness import IMAGE_PYTHONPATH, free_port
+from services.orchestrator.database import create_pool
+from services.orchestrator.ledger import MIGRATIONS, Ledger, LedgerUnavailable, Outcome
 
 CLOUDSQLSUPERUSER = "cloudsqlsuperuser"
 
@@ -58,7 +58,7 @@ class CloudSql:
             "PGPASSWORD": self.admin_password,
             "PGSSLMODE": "disable",
             "GRANTEE": self.iam_user,
-            "PYTHONPATH": f"{ROOT / 'services'}:{ROOT / 'services' / 'orchestrator'}",
+            "PYTHONPATH": IMAGE_PYTHONPATH,
             **overrides,
         }
         return {name: value for name, value in env.items() if value is not None}

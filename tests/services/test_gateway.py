@@ -16,9 +16,9 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from gateway.app import create_app as create_gateway
-from harness import Server, gateway_settings, last_event, wait_for
-from servicekit import logs
+from devtools.harness import Server, gateway_settings, last_event, wait_for
+from services.gateway.app import create_app as create_gateway
+from services.servicekit import logs
 
 PROMPT = "the secret launch codes are 0000"
 

@@ -8,15 +8,12 @@ import asyncio
 import gzip
 import json
 import os
-import re
 import socket
 import subprocess
-import sys
 import threading
 import time
 import zlib
 from contextlib import contextmanager
-from pathlib import Path
 from types import SimpleNamespace
 
 import aiohttp
@@ -26,9 +23,9 @@ import pytest
 from fastapi import FastAPI, Request
 from fastapi.responses import Response, StreamingResponse
 
-from gateway.app import create_app as create_gateway
-from gateway.auth import MAX_JWKS_BYTES, JwksCache
-from harness import ROOT, Server, free_port, gateway_settings, wait_for
+from devtools.harness import IMAGE_PYTHONPATH, Server, free_port, gateway_settings, image_command, wait_for
+from services.gateway.app import create_app as create_gateway
+from services.gateway.auth import MAX_JWKS_BYTES, JwksCache
 
 
 def chat(model="standin-echo", stream=False, **extra) -> dict:
@@ -368,14 +365,11 @@ def test_a_complete_request_keeps_its_connection(issuer, upstream):
 @contextmanager
 def gateway_as_the_image_runs_it(issuer, orchestrator_url: str, **environment: str):
     """The gateway in a process of its own, started with the image's command line
-    (services/gateway/Dockerfile's CMD), listening on loopback."""
-    dockerfile = (ROOT / "services" / "gateway" / "Dockerfile").read_text().replace("\\\n", " ")
-    command = re.search(r"^CMD (.+)$", dockerfile, re.MULTILINE).group(1).replace("0.0.0.0", "127.0.0.1")
+    (services/Dockerfile's CMD), listening on loopback."""
     port = free_port()
     env = {
         **os.environ,
-        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
-        "PYTHONPATH": f"{ROOT / 'services'}:{ROOT / 'services' / 'gateway'}",
+        "PYTHONPATH": IMAGE_PYTHONPATH,
         "PORT": str(port),
         "WEB_CONCURRENCY": "1",
         "JWKS_URL": issuer.jwks_url,
@@ -385,7 +379,9 @@ def gateway_as_the_image_runs_it(issuer, orchestrator_url: str, **environment: s
         "ORCHESTRATOR_AUTH": "none",
         **environment,
     }
-    process = subprocess.Popen(["sh", "-c", command], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(
+        image_command("gateway", port), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         assert wait_for(lambda: _healthy(url), timeout=30), "the gateway did not start"

@@ -8,8 +8,8 @@ import httpx
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.app import create_app as create_gateway
-from harness import Server, gateway_settings
+from devtools.harness import Server, gateway_settings
+from services.gateway.app import create_app as create_gateway
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=50),

@@ -9,8 +9,8 @@ import sys
 import httpx
 import jwt
 
-from harness import Server, cloud_run_env, free_port, wait_for
-from standins.metadata_server import create_app as create_metadata
+from devtools.harness import Server, cloud_run_env, free_port, wait_for
+from devtools.standins.metadata_server import create_app as create_metadata
 
 
 def test_gateway_process_sends_a_google_id_token_for_the_orchestrator(issuer, upstream):
@@ -18,7 +18,6 @@ def test_gateway_process_sends_a_google_id_token_for_the_orchestrator(issuer, up
         port = free_port()
         env = cloud_run_env(
             metadata,
-            "gateway",
             JWKS_URL=issuer.jwks_url,
             JWT_ISSUER=issuer.issuer,
             JWT_AUDIENCE=issuer.audience,
@@ -31,7 +30,7 @@ def test_gateway_process_sends_a_google_id_token_for_the_orchestrator(issuer, up
                 "-m",
                 "uvicorn",
                 "--factory",
-                "gateway.app:main",
+                "services.gateway.app:main",
                 "--host",
                 "127.0.0.1",
                 "--port",

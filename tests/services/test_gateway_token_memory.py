@@ -13,9 +13,9 @@ import jwt
 import pytest
 from fastapi import FastAPI
 
-from gateway import auth
-from gateway.auth import JwksCache, Unauthorized, Verifier
-from harness import Server
+from devtools.harness import Server
+from services.gateway import auth
+from services.gateway.auth import JwksCache, Unauthorized, Verifier
 
 
 @pytest.fixture

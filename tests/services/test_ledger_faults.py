@@ -18,10 +18,10 @@ import httpx
 import psycopg
 import pytest
 
-from harness import Postgres, Server, last_event, orchestrator_settings, wait_for
-from orchestrator.app import create_app as create_orchestrator
-from orchestrator.database import create_pool
-from orchestrator.ledger import Ledger, Outcome
+from devtools.harness import Postgres, Server, last_event, orchestrator_settings, wait_for
+from services.orchestrator.app import create_app as create_orchestrator
+from services.orchestrator.database import create_pool
+from services.orchestrator.ledger import Ledger, Outcome
 from test_ledger_resilience import fresh_database
 
 REFUSE_POISON = """

@@ -8,10 +8,10 @@ import uuid
 import httpx
 import psycopg
 
-from harness import Server, orchestrator_settings, wait_for
-from orchestrator.app import create_app as create_orchestrator
-from orchestrator.database import create_pool
-from orchestrator.ledger import MIGRATIONS, Ledger
+from devtools.harness import Server, orchestrator_settings, wait_for
+from services.orchestrator.app import create_app as create_orchestrator
+from services.orchestrator.database import create_pool
+from services.orchestrator.ledger import MIGRATIONS, Ledger
 
 
 def fresh_database(postgres, name: str) -> str:

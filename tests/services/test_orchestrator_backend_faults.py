@@ -16,9 +16,9 @@ import pytest
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from harness import Server, last_event, wait_for
-from orchestrator.app import create_app as create_orchestrator
-from orchestrator.settings import OrchestratorSettings
+from devtools.harness import Server, last_event, wait_for
+from services.orchestrator.app import create_app as create_orchestrator
+from services.orchestrator.settings import OrchestratorSettings
 
 MAX_TOKENS = 10_000_000  # the most the ledger records for one figure
 

@@ -9,7 +9,7 @@ import uuid
 import httpx
 import pytest
 
-from harness import last_event, wait_for
+from devtools.harness import last_event, wait_for
 
 USER = {"x-user-id": "ledger-user"}
 

@@ -1,4 +1,4 @@
-"""The orchestrator as its image runs it (the Dockerfile's uvicorn command line), killed and
+"""The orchestrator as its image runs it (the Dockerfile's command line), killed and
 stopped the ways Cloud Run does: rows a killed instance stranded are reconciled,
 and SIGTERM drains within Cloud Run's ten seconds."""
 
@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
 import signal
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -19,19 +17,9 @@ from pathlib import Path
 import httpx
 import psycopg
 
-from harness import PASSWORD, ROOT, free_port, wait_for
+from devtools.harness import IMAGE_PYTHONPATH, PASSWORD, free_port, image_command, wait_for
 from test_ledger_faults import frozen, own_postgres  # noqa: F401 - a fixture
 from test_ledger_resilience import fresh_database
-
-DOCKERFILE = ROOT / "services" / "orchestrator" / "Dockerfile"
-
-
-def image_command(port: int) -> list[str]:
-    """The image's CMD, expanded as its shell would (PORT and WEB_CONCURRENCY=1)."""
-    text = DOCKERFILE.read_text().replace("\\\n", " ")
-    command = next(line for line in text.splitlines() if line.startswith("CMD exec "))
-    command = command.removeprefix("CMD exec ").replace('"$PORT"', str(port)).replace('"$WEB_CONCURRENCY"', "1")
-    return shlex.split(command)
 
 
 class Orchestrator:
@@ -55,8 +43,8 @@ def orchestrator_process(conninfo: str, upstream_url: str, tmp_path: Path, **var
     params = psycopg.conninfo.conninfo_to_dict(conninfo)
     env = {
         **os.environ,
-        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",  # the virtualenv's uvicorn
-        "PYTHONPATH": f"{ROOT / 'services'}:{ROOT / 'services' / 'orchestrator'}",
+        "WEB_CONCURRENCY": "1",
+        "PYTHONPATH": IMAGE_PYTHONPATH,
         "PYTHONUNBUFFERED": "1",
         "BACKENDS": json.dumps({"standin": {"kind": "openai", "url": f"{upstream_url}/v1"}}),
         "ROUTES": json.dumps([{"match": "*", "backends": ["standin"]}]),
@@ -71,7 +59,9 @@ def orchestrator_process(conninfo: str, upstream_url: str, tmp_path: Path, **var
     }
     log = tmp_path / f"orchestrator-{port}.log"
     with log.open("wb") as out:
-        process = subprocess.Popen(image_command(port), env=env, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            image_command("orchestrator", port), env=env, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT
+        )
     url = f"http://127.0.0.1:{port}"
     try:
 

@@ -10,14 +10,14 @@ import subprocess
 import sys
 import textwrap
 
-from harness import Server, cloud_run_env
-from standins.metadata_server import create_app as create_metadata
+from devtools.harness import Server, cloud_run_env
+from devtools.standins.metadata_server import create_app as create_metadata
 
 SCRIPT = textwrap.dedent("""
     import asyncio, json, sys
     import aiohttp
-    from orchestrator.backends import CLOUD_PLATFORM, Backend, GoogleAccessToken
-    from orchestrator.settings import BackendSettings
+    from services.orchestrator.backends import CLOUD_PLATFORM, Backend, GoogleAccessToken
+    from services.orchestrator.settings import BackendSettings
 
     async def main(upstream_url):
         settings = BackendSettings(kind="vertex", project="my-project", location="europe-west4",
@@ -37,7 +37,7 @@ SCRIPT = textwrap.dedent("""
 
 def test_vertex_backend_sends_the_service_accounts_access_token(upstream):
     with Server(create_metadata()) as metadata:
-        env = cloud_run_env(metadata, "orchestrator")
+        env = cloud_run_env(metadata)
         before = len(upstream.app.state.requests)
         run = subprocess.run(
             [sys.executable, "-c", SCRIPT, upstream.url], env=env, capture_output=True, text=True, timeout=60

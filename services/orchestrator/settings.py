@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
-from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class BackendSettings(BaseModel):
@@ -48,11 +47,13 @@ class Route(BaseModel):
     backends: list[str] = Field(min_length=1)  # tried in order until one answers
 
 
-class OrchestratorSettings(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+class OrchestratorSettings(BaseSettings):
+    # OrchestratorSettings() reads each field from the environment variable of its name in upper
+    # case; BACKENDS and ROUTES reach _from_json as the strings they are (NoDecode), not decoded first.
+    model_config = SettingsConfigDict(frozen=True, extra="forbid")
 
-    backends: dict[str, BackendSettings]
-    routes: list[Route]
+    backends: Annotated[dict[str, BackendSettings], NoDecode]
+    routes: Annotated[list[Route], NoDecode]
     daily_token_quota: int = Field(1_000_000, ge=1)
     connect_timeout_seconds: float = Field(5, gt=0)
     first_byte_timeout_seconds: float = Field(120, gt=0)
@@ -112,11 +113,6 @@ class OrchestratorSettings(BaseModel):
                 raise ValueError(f"must be JSON ({err})") from None
         return value
 
-    @classmethod
-    def from_environment(cls, environ: Mapping[str, str] | None = None) -> OrchestratorSettings:
-        env = os.environ if environ is None else environ
-        return cls.model_validate({key.lower(): value for key, value in env.items() if key.lower() in cls.model_fields})
-
     # Completion tokens a request without max_tokens / max_completion_tokens reserves against the
     # daily quota while it runs (its prompt's estimate is added).
     quota_default_completion_tokens: int = Field(1024, ge=1)
@@ -128,5 +124,5 @@ class OrchestratorSettings(BaseModel):
     stale_margin_seconds: float = Field(60, ge=0)
     reconcile_interval_seconds: float = Field(60, gt=0)
     # At shutdown, how long queued outcomes may wait for the database. Cloud Run kills the
-    # instance 10 s after SIGTERM; the Dockerfile gives requests 4 s to finish before this.
+    # instance 10 s after SIGTERM; services/orchestrator/__main__.py gives requests 4 s before this.
     shutdown_drain_seconds: float = Field(3, gt=0)

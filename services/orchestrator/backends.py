@@ -13,8 +13,8 @@ import google.auth.credentials
 import google.auth.exceptions
 import google.auth.transport.requests
 
-from orchestrator.settings import BackendSettings
-from servicekit.identity import IdTokenSource
+from services.orchestrator.settings import BackendSettings
+from services.servicekit.identity import IdTokenSource
 
 CLOUD_PLATFORM = "https://www.googleapis.com/auth/cloud-platform"
 # The encodings aiohttp decodes without optional packages (Brotli, zstd are not installed).

@@ -42,7 +42,7 @@ from typing import Any, LiteralString
 import psycopg
 from psycopg import sql
 
-from servicekit import logs
+from services.servicekit import logs
 
 log = logging.getLogger("orchestrator.bootstrap")
 TIMEOUT_SECONDS = 5

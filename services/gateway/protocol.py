@@ -5,7 +5,7 @@ every byte received restarts even that: a client that opens a connection and sen
 nothing, or sends its headers a byte a second, holds the connection for as long as it
 likes (the --timeout-request-start flag proposed in Kludex/uvicorn#1685 was never merged).
 An ASGI app cannot help: it is called once the head is complete. The image runs uvicorn
-with ``--http gateway.protocol:HttpToolsWithHeaderDeadline``; the body's deadlines are the
+with ``--http services.gateway.protocol:HttpToolsWithHeaderDeadline``; the body's deadlines are the
 app's (``RequestContext``), where a late body can still be answered with a 408.
 """
 

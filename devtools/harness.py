@@ -1,4 +1,5 @@
-"""Real parts for the service tests: a private PostgreSQL cluster and uvicorn servers on loopback."""
+"""Real parts for the service tests, the deploy rehearsal and the benchmarks: a private PostgreSQL
+cluster, uvicorn servers on loopback, and the services started as their image starts them."""
 
 from __future__ import annotations
 
@@ -6,9 +7,12 @@ import datetime
 import glob
 import json
 import os
+import re
+import shlex
 import shutil
 import socket
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -19,10 +23,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
-from gateway.settings import GatewaySettings
-from orchestrator.settings import OrchestratorSettings
+from services.gateway.settings import GatewaySettings
+from services.orchestrator.settings import OrchestratorSettings
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
+DOCKERFILE = ROOT / "services" / "Dockerfile"  # every service's image
 PASSWORD = "ledger-test-password"
 
 
@@ -155,13 +160,33 @@ def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05):
         time.sleep(interval)
 
 
-def cloud_run_env(metadata: Server, service: str, **variables: str) -> dict[str, str]:
-    """The environment of a service's own process as on Cloud Run: its code on the path and
-    google-auth pointed at the metadata server (stand-in). google-auth reads these when it
-    is imported, hence a process of its own."""
+def _image_pythonpath() -> str:
+    """The images' PYTHONPATH, their /app being this checkout."""
+    (path,) = re.findall(r"PYTHONPATH=(\S+)", DOCKERFILE.read_text())
+    return ":".join(str(ROOT / Path(entry).relative_to("/app")) for entry in path.split(":"))
+
+
+IMAGE_PYTHONPATH = _image_pythonpath()
+
+
+def image_command(service: str, port: int, host: str = "127.0.0.1") -> list[str]:
+    """services/Dockerfile's CMD for ``service``, as its shell expands it, listening on
+    ``host``:``port``, run by this interpreter (the virtualenv the images' lock installs)."""
+    text = DOCKERFILE.read_text().replace("\\\n", " ")
+    (command,) = [line.removeprefix("CMD exec ") for line in text.splitlines() if line.startswith("CMD exec ")]
+    words = shlex.split(command.replace("$SERVICE", service).replace("$PORT", str(port)))
+    program, *arguments = [host if word == "0.0.0.0" else word for word in words]
+    assert program == "python", command
+    return [sys.executable, *arguments]
+
+
+def cloud_run_env(metadata: Server, **variables: str) -> dict[str, str]:
+    """The environment of a service's own process as on Cloud Run: the code on the path as in
+    the image and google-auth pointed at the metadata server (stand-in). google-auth reads
+    these when it is imported, hence a process of its own."""
     env = {
         **os.environ,
-        "PYTHONPATH": f"{ROOT / 'services'}:{ROOT / 'services' / service}",
+        "PYTHONPATH": IMAGE_PYTHONPATH,
         "GCE_METADATA_HOST": f"127.0.0.1:{metadata.port}",
         "GCE_METADATA_IP": f"127.0.0.1:{metadata.port}",
         **variables,

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
-class FrontendSettings(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+class FrontendSettings(BaseSettings):
+    # FrontendSettings() reads each field from the environment variable of its name in upper case.
+    model_config = SettingsConfigDict(frozen=True, extra="forbid")
 
     gateway_url: str
     default_model: str
@@ -23,9 +23,3 @@ class FrontendSettings(BaseModel):
     identity_platform_url: str = "https://identitytoolkit.googleapis.com"
     dev_issuer_dir: Path | None = None
     dev_token_seconds: int = Field(3600, ge=1)
-
-    @classmethod
-    def from_environment(cls, environ: Mapping[str, str] | None = None) -> FrontendSettings:
-        source = os.environ if environ is None else environ
-        names = {name.upper(): name for name in cls.model_fields}
-        return cls.model_validate({names[key]: value for key, value in source.items() if key in names})

@@ -22,14 +22,14 @@ from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway.auth import JwksCache, Unauthorized, Verifier
-from gateway.protocol import HttpToolsWithHeaderDeadline
-from gateway.ratelimit import RateLimiter
-from gateway.schemas import ChatCompletionRequest, field_path
-from gateway.settings import GatewaySettings
-from servicekit import logs
-from servicekit.errors import error_response, stream_broke_event
-from servicekit.identity import IdTokenSource, NoToken
+from services.gateway.auth import JwksCache, Unauthorized, Verifier
+from services.gateway.protocol import HttpToolsWithHeaderDeadline
+from services.gateway.ratelimit import RateLimiter
+from services.gateway.schemas import ChatCompletionRequest, field_path
+from services.gateway.settings import GatewaySettings
+from services.servicekit import logs
+from services.servicekit.errors import error_response, stream_broke_event
+from services.servicekit.identity import IdTokenSource, NoToken
 
 log = logging.getLogger("gateway")
 # Headers of the orchestrator's answer the caller may see. Its bytes pass unchanged, so an
@@ -328,8 +328,8 @@ async def _read_limited(request: Request, limit: int) -> bytes | None:
 
 
 def main() -> FastAPI:
-    """The ASGI app uvicorn serves (``gateway.app:main`` with --factory)."""
-    settings = GatewaySettings.from_environment()
+    """The ASGI app uvicorn serves (``services.gateway.app:main`` with --factory)."""
+    settings = GatewaySettings()
     logs.configure(settings.log_level)
     HttpToolsWithHeaderDeadline.header_timeout = settings.header_timeout_seconds  # the image's --http
     app = create_app(settings)

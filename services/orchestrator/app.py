@@ -18,14 +18,14 @@ import aiohttp
 from fastapi import FastAPI, Request
 from fastapi.responses import Response, StreamingResponse
 
-from orchestrator.backends import Backend, BackendUnavailable, GoogleAccessToken
-from orchestrator.database import create_pool
-from orchestrator.ledger import Ledger, LedgerUnavailable, Outcome
-from orchestrator.routing import backends_for
-from orchestrator.settings import OrchestratorSettings
-from orchestrator.usage import UsageInvalid, UsageMeter, estimate_tokens
-from servicekit import logs
-from servicekit.errors import error_response, stream_broke_event
+from services.orchestrator.backends import Backend, BackendUnavailable, GoogleAccessToken
+from services.orchestrator.database import create_pool
+from services.orchestrator.ledger import Ledger, LedgerUnavailable, Outcome
+from services.orchestrator.routing import backends_for
+from services.orchestrator.settings import OrchestratorSettings
+from services.orchestrator.usage import UsageInvalid, UsageMeter, estimate_tokens
+from services.servicekit import logs
+from services.servicekit.errors import error_response, stream_broke_event
 
 log = logging.getLogger("orchestrator")
 # The 502s of an answer that broke or could not be metered once the backend had begun it.
@@ -233,7 +233,7 @@ def backend_error(raw: bytes) -> dict[str, str]:
 
 
 def main() -> FastAPI:
-    """The ASGI app uvicorn serves (``orchestrator.app:main`` with --factory)."""
-    settings = OrchestratorSettings.from_environment()
+    """The ASGI app uvicorn serves (``services.orchestrator.app:main`` with --factory)."""
+    settings = OrchestratorSettings()
     logs.configure(settings.log_level)
     return create_app(settings)

@@ -10,7 +10,7 @@ from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
-from frontend.settings import FrontendSettings
+from services.frontend.settings import FrontendSettings
 
 STATIC = Path(__file__).parent / "static"
 
@@ -44,7 +44,7 @@ def create_app(settings: FrontendSettings) -> FastAPI:
         }
 
     if settings.auth_mode == "dev":
-        from gateway.dev_issuer import DevIssuer
+        from services.gateway.dev_issuer import DevIssuer
 
         issuer = DevIssuer(settings.dev_issuer_dir or Path(".dev-issuer"))
 
@@ -61,5 +61,5 @@ def create_app(settings: FrontendSettings) -> FastAPI:
 
 
 def main() -> FastAPI:
-    """The ASGI app uvicorn serves (``frontend.app:main`` with --factory)."""
-    return create_app(FrontendSettings.from_environment())
+    """The ASGI app uvicorn serves (``services.frontend.app:main`` with --factory)."""
+    return create_app(FrontendSettings())

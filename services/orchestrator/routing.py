@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from orchestrator.settings import Route
+from services.orchestrator.settings import Route
 
 
 def backends_for(model: str, routes: list[Route]) -> list[str]:

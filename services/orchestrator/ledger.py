@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 import psycopg
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from servicekit import logs
+from services.servicekit import logs
 
 log = logging.getLogger("orchestrator.ledger")
 OUTCOMES = ("completed", "failed", "client_aborted", "upstream_aborted")  # and "abandoned", by reconciliation

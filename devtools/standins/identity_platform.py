@@ -16,7 +16,7 @@ from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 
-from gateway.dev_issuer import DevIssuer
+from services.gateway.dev_issuer import DevIssuer
 
 SIGN_IN_PATH = "/v1/accounts:signInWithPassword"
 JWKS_PATH = "/service_accounts/v1/jwk/securetoken@system.gserviceaccount.com"

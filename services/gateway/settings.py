@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
-class GatewaySettings(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+class GatewaySettings(BaseSettings):
+    # GatewaySettings() reads each field from the environment variable of its name in upper case.
+    model_config = SettingsConfigDict(frozen=True, extra="forbid")
 
     # Google Identity Platform / Firebase: https://www.googleapis.com/service_accounts/v1/jwk/
     # securetoken@system.gserviceaccount.com, issuer https://securetoken.google.com/<project>,
@@ -34,7 +34,7 @@ class GatewaySettings(BaseModel):
     max_message_chars: int = Field(100_000, ge=1)
     max_token_bytes: int = Field(8192, ge=512)
     # Slow clients hold a connection each. A request's head must arrive within
-    # header_timeout_seconds (gateway.protocol, the image's --http); its body with no pause
+    # header_timeout_seconds (services.gateway.protocol, the image's --http); its body with no pause
     # longer than body_idle_timeout_seconds and within body_timeout_seconds of the head
     # (1 MiB in 20 s is 50 KB/s), or the answer is 408 and the connection is closed.
     header_timeout_seconds: float = Field(10, gt=0)
@@ -43,9 +43,3 @@ class GatewaySettings(BaseModel):
     # Origins whose pages may call the API from a browser (the frontend), comma-separated.
     allowed_origins: str = ""
     log_level: str = "INFO"
-
-    @classmethod
-    def from_environment(cls, environ: Mapping[str, str] | None = None) -> GatewaySettings:
-        source = os.environ if environ is None else environ
-        names = {name.upper(): name for name in cls.model_fields}
-        return cls.model_validate({names[key]: value for key, value in source.items() if key in names})

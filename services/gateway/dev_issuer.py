@@ -1,8 +1,8 @@
 """The development issuer: an RSA key pair of the project's own, its JWKS, and tokens
 signed with it, for local runs and tests (production uses Identity Platform / Firebase).
 
-    python -m gateway.dev_issuer --dir .dev-issuer token alice     # print a token for user alice
-    python -m gateway.dev_issuer --dir .dev-issuer serve --port 8401  # serve /jwks.json
+    python -m services.gateway.dev_issuer --dir .dev-issuer token alice     # print a token for user alice
+    python -m services.gateway.dev_issuer --dir .dev-issuer serve --port 8401  # serve /jwks.json
 """
 
 from __future__ import annotations

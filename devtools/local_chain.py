@@ -1,0 +1,251 @@
+"""The platform as deployed, on this machine: a deploy rehearsal (scripts/local_chain.py, the
+deploy rehearsal test and the browser tests start it).
+
+It synthesizes an environment (dev by default), reads what Cloud Run would run from the
+synthesized services stack (devtools/deployed_spec.py), and starts each service as its image
+would (the Dockerfile's command, in a process of its own) with exactly the environment the
+synthesized spec declares. Only Google's side is replaced, each by a named stand-in that
+speaks its protocol, and only these values are translated to point at them:
+
+  a service's run.app URL          -> the local service
+  Cloud SQL's private IP           -> PostgreSQL 15 on 127.0.0.2:5432, TLS, with Cloud SQL's
+                                      roles, database and IAM user as the database stack makes them
+  the model servers' ILB address   -> the model stand-in (devtools/standins/openai_upstream.py) or --upstream
+  Identity Platform, its JWKS      -> devtools/standins/identity_platform.py
+  the metadata server              -> devtools/standins/metadata_server.py (ID and access tokens)
+  Secret Manager                   -> values made here for each secret the spec references
+
+The one-time jobs (the database bootstrap) run first, as `gcloud run jobs execute` would.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import secrets as random_secrets
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
+
+from devtools.deployed_spec import (
+    BROWSER_KEY,
+    CLOUD_SQL_PRIVATE_IP,
+    ROOT,
+    Container,
+    SynthesizedEnvironment,
+)
+from devtools.harness import IMAGE_PYTHONPATH, Postgres, Server, free_port, image_command
+from devtools.standins.identity_platform import JWKS_PATH, identity_issuer
+from devtools.standins.identity_platform import create_app as create_identity_platform
+from devtools.standins.metadata_server import create_app as create_metadata
+from devtools.standins.openai_upstream import create_app as create_model_standin
+
+DEV = ROOT / "environments" / "dev.toml"
+GOOGLE_JWKS = "https://www.googleapis.com" + JWKS_PATH
+IDENTITY_PLATFORM = "https://identitytoolkit.googleapis.com"
+# Cloud SQL's address, on loopback: libpq's default port, as the orchestrator sets none.
+DATABASE_HOST, DATABASE_PORT = "127.0.0.2", 5432
+ACCESS_TOKEN = "rehearsal-access-token"  # the metadata stand-in's; the IAM user's password
+PASSWORD = "rehearsal-password"  # any email signs in with it
+SERVICE_ORDER = ("orchestrator", "gateway", "frontend")
+
+
+@contextlib.contextmanager
+def local_chain(
+    environment: Path = DEV,
+    upstream: str | None = None,
+    model: str | None = None,
+    api_key_env: str | None = None,
+    overrides: dict[str, dict[str, str]] | None = None,
+):
+    """Start the chain and yield what a test needs of it: URLs, the identity stand-in's issuer and
+    password, the database, each service's environment as started. ``overrides`` (role ->
+    variables) are for tests that need other limits."""
+    spec = SynthesizedEnvironment.synthesize(environment)
+    services, jobs = spec.services(), spec.jobs()
+    secret_values = {
+        secret: random_secrets.token_urlsafe(24)
+        for container in [*services.values(), *jobs.values()]
+        for secret in container.secrets.values()
+    }
+    _require_free(DATABASE_HOST, DATABASE_PORT)
+    work = Path(tempfile.mkdtemp(prefix="local-chain-"))
+    database = Postgres(work, host=DATABASE_HOST, port=DATABASE_PORT, superuser="cloudsqladmin", tls=True)
+    database.start()
+    try:
+        with contextlib.ExitStack() as stack:
+            _create_cloud_sql_objects(database, spec, jobs, secret_values)
+            metadata = stack.enter_context(Server(create_metadata(access_token=ACCESS_TOKEN)))
+            project = spec.stacks[f"{spec.name}-services"]["provider"]["google"][0]["project"]
+            issuer = identity_issuer(work / "identity", project)
+            identity = stack.enter_context(
+                Server(create_identity_platform(issuer, api_key=BROWSER_KEY, password=PASSWORD))
+            )
+            if upstream is None:
+                upstream = stack.enter_context(Server(create_model_standin())).url + "/v1"
+            ports = {role: free_port() for role in services}
+            local = {role: f"http://127.0.0.1:{port}" for role, port in ports.items()}
+            translate = {
+                **{url: local[role] for role in services for url in services[role].urls},
+                CLOUD_SQL_PRIVATE_IP: DATABASE_HOST,
+                _self_hosted_base(services["orchestrator"]): upstream.removesuffix("/v1"),
+                GOOGLE_JWKS: identity.url + JWKS_PATH,
+                IDENTITY_PLATFORM: identity.url,
+            }
+            platform = {
+                "GCE_METADATA_HOST": f"127.0.0.1:{metadata.port}",
+                "GCE_METADATA_IP": f"127.0.0.1:{metadata.port}",
+            }
+            for job in jobs.values():
+                _run_job(job, {**_environment(job, translate, secret_values), **platform})
+            environments = {}
+            for role in SERVICE_ORDER:
+                environments[role] = {
+                    **_environment(services[role], translate, secret_values),
+                    **(overrides or {}).get(role, {}),
+                }
+                if role == "orchestrator" and model:
+                    environments[role]["BACKENDS"] = _real_upstream(environments[role]["BACKENDS"], model, api_key_env)
+                stack.enter_context(
+                    service_process(
+                        services[role], ports[role], {**environments[role], **platform}, work / f"{role}.log"
+                    )
+                )
+            yield dict(
+                frontend=local["frontend"],
+                gateway=local["gateway"],
+                orchestrator=local["orchestrator"],
+                issuer=issuer,
+                password=PASSWORD,
+                environments=environments,
+                # The ledger's database, as the admin of the whole server (to read what the orchestrator wrote).
+                conninfo=make_conninfo(database.conninfo, dbname=environments["orchestrator"]["PGDATABASE"]),
+                spec=spec,
+                metadata=metadata,
+                model=json.loads(environments["orchestrator"]["ROUTES"])[0]["match"],
+            )
+    finally:
+        database.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _require_free(host: str, port: int) -> None:
+    with socket.socket() as probe:
+        try:
+            probe.bind((host, port))
+        except OSError as err:
+            raise RuntimeError(
+                f"{host}:{port} is taken ({err.strerror}): the rehearsal puts Cloud SQL's "
+                "stand-in there, on libpq's default port, as the orchestrator names none"
+            ) from None
+
+
+def _self_hosted_base(orchestrator: Container) -> str:
+    """The model servers' address as the orchestrator is told it (scheme, host and port)."""
+    url = json.loads(orchestrator.env["BACKENDS"])["self-hosted"]["url"]
+    return re.match(r"https?://[^/]+", url)[0]
+
+
+def _real_upstream(backends: str, model: str, api_key_env: str | None) -> str:
+    """--upstream with --model: the configured self-hosted name stays; the backend is asked for MODEL."""
+    parsed = json.loads(backends)
+    parsed["self-hosted"].update({"model": model, **({"api_key_env": api_key_env} if api_key_env else {})})
+    return json.dumps(parsed)
+
+
+def _environment(container: Container, translate: dict[str, str], secret_values: dict[str, str]) -> dict[str, str]:
+    env = {}
+    for name, value in container.env.items():
+        for gcp, local in sorted(translate.items(), key=lambda item: -len(item[0])):
+            value = value.replace(gcp, local)
+        env[name] = value
+    return {**env, **{name: secret_values[secret] for name, secret in container.secrets.items()}}
+
+
+def _create_cloud_sql_objects(
+    database: Postgres, spec: SynthesizedEnvironment, jobs: dict[str, Container], secret_values: dict[str, str]
+) -> None:
+    """What Cloud SQL and the database stack make: cloudsqlsuperuser and its member postgres
+    (not a superuser), the databases (owned by cloudsqlsuperuser), the IAM users (no privileges)."""
+    (admin_password,) = {
+        secret_values[job.secrets["PGPASSWORD"]] for job in jobs.values() if "PGPASSWORD" in job.secrets
+    }
+    statements = [
+        "CREATE ROLE cloudsqlsuperuser NOLOGIN CREATEROLE CREATEDB",
+        sql.SQL("CREATE ROLE postgres LOGIN PASSWORD {} IN ROLE cloudsqlsuperuser").format(sql.Literal(admin_password)),
+        *(
+            sql.SQL("CREATE DATABASE {} OWNER cloudsqlsuperuser").format(sql.Identifier(db["name"]))
+            for db in spec.resource("database", "google_sql_database")
+        ),
+        *(
+            sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
+                sql.Identifier(spec.resolve(f"{spec.name}-database", user["name"])), sql.Literal(ACCESS_TOKEN)
+            )
+            for user in spec.resource("database", "google_sql_user")
+            if user["type"] == "CLOUD_IAM_SERVICE_ACCOUNT"
+        ),
+    ]
+    with psycopg.connect(database.conninfo, autocommit=True) as conn:
+        for statement in statements:
+            conn.execute(statement)
+
+
+def _run_job(job: Container, env: dict[str, str]) -> None:
+    command = [sys.executable if part == "python" else part for part in job.command]
+    result = subprocess.run(command, env=_process_env(env), capture_output=True, text=True, timeout=60)
+    if result.returncode:
+        raise RuntimeError(f"job {job.name} failed ({result.returncode}): {result.stderr.strip()}")
+
+
+@contextlib.contextmanager
+def service_process(container: Container, port: int, env: dict[str, str], log: Path):
+    """The service as its image runs it: the Dockerfile's command, on loopback."""
+    command = image_command(container.role, port)
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            command,
+            env=_process_env(env),
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        url = f"http://127.0.0.1:{port}{container.startup_probe_path or '/'}"
+        deadline = time.monotonic() + 60
+        while not _answers(url):
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                raise RuntimeError(f"{container.role} did not start:\n{log.read_text()[-4000:]}")
+            time.sleep(0.1)
+        yield process
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+def _process_env(env: dict[str, str]) -> dict[str, str]:
+    """The image's own environment (its code on PYTHONPATH), and the container's."""
+    base = {key: value for key, value in os.environ.items() if key in ("PATH", "HOME", "LANG", "TMPDIR")}
+    return {**base, "PYTHONPATH": IMAGE_PYTHONPATH, "PYTHONUNBUFFERED": "1", **env}
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
