@@ -17,7 +17,7 @@ export CHECKPOINT_DISABLE := 1
 # Node 22 from node_modules, for the cdktf CLI and for jsii alike.
 export PATH := $(CURDIR)/node_modules/.bin:$(PATH)
 
-.PHONY: synth deploy lint test check bench bench-gateway run-local .pipenv-ready .postgres-ready .chromium-ready
+.PHONY: synth deploy lint test check bench bench-gateway run-local .pipenv-ready .postgres-ready .chromium-ready .pubsub-ready
 
 # The HCL is for review and never deployed; `cdktf deploy` synthesizes JSON into a folder of its
 # own, emptied first, so no stack folder ever holds both cdk.tf and cdk.tf.json (Terraform would
@@ -43,7 +43,7 @@ lint: .venv/.synced-dev
 	$(PIPENV) run mypy hybrid stacks services
 
 ## Lint, then run the whole test suite (pass pytest options with ARGS=...).
-test: lint .venv/.synced-dev node_modules/.installed .postgres-ready .chromium-ready
+test: lint .venv/.synced-dev node_modules/.installed .postgres-ready .chromium-ready .pubsub-ready
 	$(PIPENV) run pytest $(ARGS)
 
 ## Synthesize every environment and check that traffic can flow along each edge of the architecture.
@@ -91,6 +91,17 @@ cost-gate: .venv/.synced
 # The service tests start a private PostgreSQL server from Debian's binaries.
 .postgres-ready:
 	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { $(APT_INSTALL) postgresql; }
+
+# The batch tests run Google's Pub/Sub emulator (gcloud's, on Java). Its package comes from Google's
+# apt repository (packages.cloud.google.com/apt, with google-cloud-cli): where apt cannot find it,
+# say how to get it rather than fail later in a test.
+.pubsub-ready:
+	@if ! test -d "$$(gcloud info --format='value(installation.sdk_root)' 2>/dev/null)/platform/pubsub-emulator" || ! command -v java >/dev/null; then \
+	  $(APT_INSTALL) google-cloud-cli-pubsub-emulator default-jre-headless || { \
+	    echo 'make test: the Pub/Sub emulator is missing and apt cannot install it. Add Google Cloud'"'"'s apt repository' >&2; \
+	    echo '(cloud.google.com/sdk/docs/install#deb), then: apt-get install google-cloud-cli-pubsub-emulator default-jre-headless;' >&2; \
+	    echo 'or, with gcloud from Google'"'"'s archive: gcloud components install beta pubsub-emulator' >&2; exit 2; }; \
+	fi
 
 # The browser test drives Debian's Chromium.
 .chromium-ready:

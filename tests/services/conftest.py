@@ -10,6 +10,8 @@ import psycopg
 import pytest
 
 from devtools.harness import Postgres, Server, gateway_settings, orchestrator_settings
+from devtools.pubsub_emulator import PubSubEmulator
+from devtools.standins.gcs import create_app as create_gcs
 from devtools.standins.openai_upstream import create_app as create_upstream
 from services.gateway.app import create_app as create_gateway
 from services.gateway.dev_issuer import DevIssuer, jwks_app
@@ -25,6 +27,22 @@ def postgres():
     yield server
     server.stop()
     shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def pubsub(tmp_path_factory):
+    """Google's Pub/Sub emulator for the session; clients find it through PUBSUB_EMULATOR_HOST."""
+    emulator = PubSubEmulator(tmp_path_factory.mktemp("pubsub"))
+    yield emulator
+    emulator.stop()
+
+
+@pytest.fixture(scope="session")
+def gcs():
+    """The Cloud Storage JSON API stand-in; ``gcs.app.state.objects`` holds what was written."""
+    with Server(create_gcs()) as server:
+        server.app = server.server.config.app
+        yield server
 
 
 @pytest.fixture(scope="session")
