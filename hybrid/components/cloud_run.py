@@ -42,7 +42,7 @@ from hybrid.components.grants import (
 )
 from hybrid.components.service_account import ServiceAccount
 
-# Seed 004's probes: startup on /health after 5 s, every 3 s, 5 failures; liveness every 30 s.
+# The reference architecture's probes (docs/reference-architecture.md): startup on /health after 5 s, every 3 s, 5 failures; liveness every 30 s.
 STARTUP_PROBE = CloudRunV2ServiceTemplateContainersStartupProbe(
     http_get=CloudRunV2ServiceTemplateContainersStartupProbeHttpGet(path="/health"),
     initial_delay_seconds=5,
@@ -176,7 +176,7 @@ class CloudRunService(Construct):
                         ports=CloudRunV2ServiceTemplateContainersPorts(container_port=props.container_port),
                         resources=CloudRunV2ServiceTemplateContainersResources(
                             limits=limits,
-                            # cpu_idle=false keeps CPU allocated between requests (seed 004's
+                            # cpu_idle=false keeps CPU allocated between requests (the reference architecture's
                             # comment says the opposite; its intent needs false).
                             cpu_idle=not props.cpu_always_allocated,
                             startup_cpu_boost=props.startup_cpu_boost,

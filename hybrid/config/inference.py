@@ -30,7 +30,7 @@ class GkeModelServerSettings(Settings):
     memory: Memory = "32Gi"
     # Room for the image, compile caches and, with gcsfuse, the file cache (the 1Gi default breaks vLLM).
     ephemeral_storage: Memory = "100Gi"
-    # "pvc": a premium-rwo disk per server (seed 004: 100Gi), so one replica at most;
+    # "pvc": a premium-rwo disk per server (the reference architecture: 100Gi), so one replica at most;
     # "gcsfuse": weights read from weights_bucket through the GCS FUSE CSI driver, shared.
     weights: Literal["pvc", "gcsfuse"] = "pvc"
     weights_volume_size: Memory = "100Gi"

@@ -1,6 +1,6 @@
 """Typed settings for the Cloud Run tier: the three services and a Cloud Run GPU model server.
 
-Defaults are seed 004's production values; each service overrides what it needs.
+Defaults are the reference architecture's production values (docs/reference-architecture.md); each service overrides what it needs.
 """
 
 from __future__ import annotations
@@ -129,7 +129,7 @@ class OrchestratorSettings(ServiceSettings):
 
 
 class GpuServiceSettings(ServiceSettings):
-    """An OpenAI-compatible model server on a Cloud Run L4 GPU (seed 000: 0 to 5 instances)."""
+    """An OpenAI-compatible model server on a Cloud Run L4 GPU (the reference architecture: 0 to 5 instances)."""
 
     cpu: Literal[1, 2, 4, 6, 8] = 8
     memory: Memory = "32Gi"
