@@ -1,6 +1,7 @@
 """Typed settings for the Cloud Run tier: the three services and a Cloud Run GPU model server.
 
-Defaults are the reference architecture's production values (docs/reference-architecture.md); each service overrides what it needs.
+Defaults are the reference architecture's production values (docs/reference-architecture.md);
+each service overrides what it needs.
 """
 
 from __future__ import annotations
