@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 import tempfile
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -20,7 +19,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, ValidationError
 
 from hybrid.catalog import GPUS, MODELS, ServerShape, capacity_problems
-from hybrid.config import ConfigError, Settings
+from hybrid.config import ConfigError, Settings, describe, read_toml
 
 # cloud.google.com/run/docs/configuring/request-timeout: at most 60 minutes.
 CLOUD_RUN_MAX_REQUEST_MINUTES = 60
@@ -102,25 +101,9 @@ class Advice:
 
 def load_profile(path: Path) -> Profile:
     try:
-        raw = tomllib.loads(path.read_text("utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(path, ["file not found"]) from None
-    except tomllib.TOMLDecodeError as err:
-        raise ConfigError(path, [f"not valid TOML: {err}"]) from None
-    try:
-        return Profile.model_validate(raw)
+        return Profile.model_validate(read_toml(path))
     except ValidationError as err:
-        lines = []
-        for problem in err.errors():
-            key = ".".join(str(p) for p in problem["loc"])
-            if problem["type"] == "extra_forbidden":
-                model = Placements if problem["loc"][0] == "placement" else Profile
-                lines.append(f"{key}: unknown key; allowed here: {', '.join(model.model_fields)}")
-            elif problem["type"] == "missing":
-                lines.append(f"{key}: required key is missing")
-            else:
-                lines.append(f"{key} = {problem['input']!r}: {problem['msg']}")
-        raise ConfigError(path, lines) from None
+        raise ConfigError(path, list(describe(err, Profile))) from None
 
 
 def _model_shape(model: str, gpu_type: str, count: int, max_model_len: int) -> ServerShape:

@@ -137,15 +137,15 @@ def test_refuses_a_multi_gpu_model_on_cloud_run(tmp_path):
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        (("team_size = 4", "team_sise = 4"), "team_sise: unknown key; allowed here: name, region, gpu_required"),
+        (("team_size = 4", "team_sise = 4"), "team_sise: unknown key: must be one of name, region, gpu_required"),
         (
             ('traffic_pattern = "sustained"', 'traffic_pattern = "spiky"'),
-            "traffic_pattern = 'spiky': Input should be 'bursty' or 'sustained'",
+            "traffic_pattern = 'spiky': must be 'bursty' or 'sustained'",
         ),
-        (("requests_per_day = 50000\n", ""), "requests_per_day: required key is missing"),
+        (("requests_per_day = 50000\n", ""), "requests_per_day: must be set: the key is required"),
         (
             ('# models = "cloud_run"', 'models = "lambda"'),
-            "placement.models = 'lambda': Input should be 'cloud_run', 'gke' or 'vertex_ai'",
+            "placement.models = 'lambda': must be 'cloud_run', 'gke' or 'vertex_ai'",
         ),
     ],
 )

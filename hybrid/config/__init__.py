@@ -9,7 +9,7 @@ from hybrid.config.database import DatabaseSettings
 from hybrid.config.environment import Environment, StateSettings
 from hybrid.config.errors import ConfigError, must
 from hybrid.config.inference import GkeModelServerSettings, InferenceSettings
-from hybrid.config.loading import load_environment, load_environments, parse_environment
+from hybrid.config.loading import describe, load_environment, load_environments, parse_environment, read_toml
 from hybrid.config.names import ResourceNames
 from hybrid.config.network import NetworkSettings
 from hybrid.config.services import (
@@ -41,9 +41,11 @@ __all__ = [
     "ServicesSettings",
     "Settings",
     "StateSettings",
+    "describe",
     "load_environment",
     "load_environments",
     "memory_gib",
     "must",
     "parse_environment",
+    "read_toml",
 ]

@@ -15,17 +15,21 @@ from hybrid.config.environment import Environment
 from hybrid.config.errors import ConfigError, must
 
 
-def load_environment(path: Path) -> Environment:
-    """Read and validate one environment file; raise ConfigError listing every problem."""
+def read_toml(path: Path) -> dict[str, Any]:
+    """A settings file's data; ConfigError if it cannot be read or is not TOML."""
     try:
-        raw = tomllib.loads(path.read_text("utf-8"))
+        return tomllib.loads(path.read_text("utf-8"))
     except FileNotFoundError:
         raise ConfigError(path, ["file not found"]) from None
     except (IsADirectoryError, PermissionError, UnicodeDecodeError) as err:
         raise ConfigError(path, [f"cannot be read: {err}"]) from None
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(path, [f"must be valid TOML: {err}"]) from None
-    return parse_environment(raw, path)
+
+
+def load_environment(path: Path) -> Environment:
+    """Read and validate one environment file; raise ConfigError listing every problem."""
+    return parse_environment(read_toml(path), path)
 
 
 def parse_environment(raw: Mapping[str, Any], path: Path | None = None) -> Environment:
@@ -34,7 +38,7 @@ def parse_environment(raw: Mapping[str, Any], path: Path | None = None) -> Envir
     try:
         env = Environment.model_validate(raw)
     except ValidationError as err:
-        raise ConfigError(path, list(_describe(err))) from None
+        raise ConfigError(path, list(describe(err, Environment))) from None
     from hybrid.service_contract import ContractError, Wiring, service_settings  # builds on this package
 
     try:
@@ -44,7 +48,8 @@ def parse_environment(raw: Mapping[str, Any], path: Path | None = None) -> Envir
     return env
 
 
-def _describe(err: ValidationError) -> Iterator[str]:
+def describe(err: ValidationError, root: type[BaseModel]) -> Iterator[str]:
+    """One line per problem of a settings file validated as ``root``: the key, the value, what it must be."""
     for problem in err.errors():
         inner = (problem.get("ctx") or {}).get("key")
         loc = tuple(str(part) for part in problem["loc"]) + (tuple(inner.split(".")) if inner else ())
@@ -52,7 +57,7 @@ def _describe(err: ValidationError) -> Iterator[str]:
         if loc[-1:] == ("[key]",):  # a bad key of a table such as labels
             yield f"{'.'.join(loc[:-2])}: key {loc[-2]!r}: {must(problem['msg'])}"
         elif problem["type"] == "extra_forbidden":
-            yield f"{key}: unknown key: must be one of {', '.join(_allowed_keys(loc[:-1]))}"
+            yield f"{key}: unknown key: must be one of {', '.join(_allowed_keys(root, loc[:-1]))}"
         elif problem["type"] == "missing":
             yield f"{key}: must be set: the key is required"
         else:
@@ -67,8 +72,8 @@ def _lookup(data: Any, path: list[str]) -> Any:
     return data
 
 
-def _allowed_keys(loc: tuple[str, ...]) -> list[str]:
-    model: type[BaseModel] = Environment
+def _allowed_keys(root: type[BaseModel], loc: tuple[str, ...]) -> list[str]:
+    model = root
     for part in loc:
         field = model.model_fields.get(part)
         # The settings model of this table, also when it is optional (``X | None``).
