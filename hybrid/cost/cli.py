@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hybrid.config import ConfigError
+from hybrid.config import ConfigError, must
 
 if TYPE_CHECKING:
     from hybrid.cost.estimate import Workload
@@ -78,7 +78,7 @@ def _workload(args: argparse.Namespace) -> Workload:
     try:
         return Workload(**values)
     except ValidationError as err:
-        problems = [f"--{'-'.join(str(p['loc'][0]).split('_'))}: {p['msg']}" for p in err.errors()]
+        problems = [f"--{'-'.join(str(p['loc'][0]).split('_'))}: {must(p['msg'])}" for p in err.errors()]
         raise ConfigError(None, problems) from None
 
 
