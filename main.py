@@ -12,6 +12,7 @@ A mistake in an environment file ends the run with one message per problem
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -50,4 +51,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except BrokenPipeError:
+        # The reader left early (`main.py cost | head`): not an error of ours to report. Python's
+        # recipe: point stdout at devnull so the interpreter's final flush does not raise again
+        # (docs.python.org/3/library/signal.html#note-on-sigpipe).
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(1)

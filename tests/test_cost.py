@@ -328,3 +328,18 @@ def test_gate_flags_an_increase_over_the_limit(tmp_path):
     assert run_gate("--env", str(env), "--baseline", str(baseline), "--max-increase-percent", "30").returncode == 0
     env.write_text(PROD.replace("min_replicas = 2\n", "min_replicas = 1\n"))
     assert run_gate("--env", str(env), "--baseline", str(baseline)).returncode == 0
+
+
+def test_a_reader_that_leaves_early_gets_no_traceback():
+    """`main.py cost | head`: the pipe closes before the table is written."""
+    reader = subprocess.Popen(
+        [sys.executable, "main.py", "cost", "--env", "environments/prod.toml"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert reader.stdout is not None and reader.stderr is not None
+    reader.stdout.close()  # before the command has started: its first write meets a closed pipe
+    stderr = reader.stderr.read().decode()
+    assert reader.wait(timeout=120) == 1
+    assert "Traceback" not in stderr and "BrokenPipeError" not in stderr
