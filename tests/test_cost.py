@@ -284,9 +284,7 @@ def test_bad_environment_and_bad_argument_exit_2(tmp_path):
     result = run_cost("--env", path)
     assert result.returncode == 2 and "database.tier = 'db-n1-standard-2'" in result.stderr
     result = run_cost("--env", "environments/prod.toml", "--requests-per-day", "-5")
-    assert result.returncode == 2 and result.stderr.startswith(
-        "--requests-per-day: must be greater than or equal to 0"
-    )
+    assert result.returncode == 2 and result.stderr.startswith("--requests-per-day: must be greater than or equal to 0")
 
 
 def test_prices_listing_names_every_source():
