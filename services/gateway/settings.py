@@ -40,6 +40,13 @@ class GatewaySettings(BaseSettings):
     header_timeout_seconds: float = Field(10, gt=0)
     body_idle_timeout_seconds: float = Field(10, gt=0)
     body_timeout_seconds: float = Field(20, gt=0)
+    # Batch input files (POST /v1/files): OpenAI's own bounds are 200 MB and 50,000 requests
+    # (platform.openai.com/docs/guides/batch); a file is held in memory while it is validated,
+    # hence less. An upload has batch_upload_timeout_seconds for its body (50 MiB in 300 s is
+    # 175 KB/s), in place of body_timeout_seconds.
+    batch_max_file_bytes: int = Field(52_428_800, ge=1024)
+    batch_max_lines: int = Field(50_000, ge=1)
+    batch_upload_timeout_seconds: float = Field(300, gt=0)
     # Origins whose pages may call the API from a browser (the frontend), comma-separated.
     allowed_origins: str = ""
     log_level: str = "INFO"
