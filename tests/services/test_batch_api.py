@@ -15,7 +15,7 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
-from devtools.harness import Server, gateway_settings, orchestrator_settings, wait_for
+from devtools.harness import Server, free_port, gateway_settings, orchestrator_settings, wait_for
 from services.gateway.app import create_app as create_gateway
 from services.orchestrator.app import create_app as create_orchestrator
 
@@ -99,7 +99,7 @@ def db(postgres):
     return query
 
 
-def pulled(pubsub, subscription: str, batch_id: str, count: int) -> list[dict]:
+def pulled(pubsub, subscription: str, batch_id: str, count: int, timeout: float = 20) -> list[dict]:
     """The data of the batch's messages on the subscription: waits for ``count``, then takes any more."""
     got: list[dict] = []
 
@@ -110,7 +110,7 @@ def pulled(pubsub, subscription: str, batch_id: str, count: int) -> list[dict]:
                 got.append(data)
         return len(got) >= count
 
-    wait_for(take, timeout=20)
+    wait_for(take, timeout=timeout)
     take()
     return got
 
@@ -467,3 +467,34 @@ def test_the_openapi_document_describes_the_batch_routes(batch_gateway):
         document["paths"]
     )
     assert "BatchCreateRequest" in document["components"]["schemas"]
+
+
+def test_with_the_database_away_an_upload_or_a_new_batch_is_503_to_retry(upstream, gcs, queue, issuer):
+    topic, _ = queue
+    settings = orchestrator_settings(
+        upstream.url, batch_bucket=BUCKET, batch_topic=topic, storage_url=gcs.url, storage_auth="none"
+    )
+    nowhere = f"host=127.0.0.1 port={free_port()} dbname=none user=none connect_timeout=1"
+    with Server(create_orchestrator(settings, conninfo=nowhere)) as orchestrator:
+        gateway = create_gateway(gateway_settings(issuer, orchestrator.url, rate_limit_burst=100))
+        with Server(gateway) as server:
+            api = client(server, issuer, new_user())
+            with pytest.raises(openai.InternalServerError) as away:
+                api.files.create(file=("q.jsonl", jsonl(request_line("a"))), purpose="batch")
+            assert away.value.status_code == 503 and away.value.response.headers["retry-after"] == "5"
+            with pytest.raises(openai.InternalServerError):
+                api.batches.create(
+                    input_file_id="file-" + "0" * 24, endpoint="/v1/chat/completions", completion_window="24h"
+                )
+
+
+def test_a_file_of_the_most_lines_is_validated_stored_and_published_whole(batch_gateway, issuer, db, pubsub, queue):
+    api = client(batch_gateway, issuer, new_user())
+    lines = 50_000  # the default batch_max_lines
+    uploaded = api.files.create(
+        file=("big.jsonl", jsonl(*(request_line(f"r{n}") for n in range(lines)))), purpose="batch"
+    )
+    batch = api.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h")
+    assert (batch.status, batch.request_counts.total) == ("in_progress", lines)
+    assert db("SELECT count(*) AS n FROM batch_lines WHERE batch_id = %s", batch.id) == [{"n": lines}]
+    assert sorted(m["line"] for m in pulled(pubsub, queue[1], batch.id, lines, timeout=120)) == list(range(lines))
