@@ -8,6 +8,7 @@ import base64
 import json
 import secrets
 import threading
+import time
 
 import httpx
 import openai
@@ -498,3 +499,43 @@ def test_a_file_of_the_most_lines_is_validated_stored_and_published_whole(batch_
     assert (batch.status, batch.request_counts.total) == ("in_progress", lines)
     assert db("SELECT count(*) AS n FROM batch_lines WHERE batch_id = %s", batch.id) == [{"n": lines}]
     assert sorted(m["line"] for m in pulled(pubsub, queue[1], batch.id, lines, timeout=120)) == list(range(lines))
+
+
+def test_an_upload_has_its_own_deadline_for_the_body(issuer, batch_orchestrator):
+    """A batch file may take longer to arrive than a chat request's body may (body_timeout_seconds)."""
+    settings = gateway_settings(
+        issuer, batch_orchestrator.url, body_timeout_seconds=1, batch_upload_timeout_seconds=30, rate_limit_burst=100
+    )
+    boundary = "batchboundary"
+    data = jsonl(request_line("slow"))
+    multipart = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nbatch\r\n'
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="slow.jsonl"\r\n'
+            "Content-Type: application/jsonl\r\n\r\n"
+        ).encode()
+        + data
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+
+    def slowly(body: bytes):
+        for start in range(0, len(body), len(body) // 4 + 1):
+            time.sleep(0.5)
+            yield body[start : start + len(body) // 4 + 1]
+
+    with Server(create_gateway(settings)) as server:
+        auth = {"authorization": f"Bearer {issuer.token(new_user())}"}
+        upload_answer = httpx.post(
+            f"{server.url}/v1/files",
+            headers={**auth, "content-type": f"multipart/form-data; boundary={boundary}"},
+            content=slowly(multipart),
+            timeout=30,
+        )
+        chat_answer = httpx.post(
+            f"{server.url}/v1/chat/completions",
+            headers={**auth, "content-type": "application/json"},
+            content=slowly(json.dumps(request_line("x")["body"]).encode()),
+            timeout=30,
+        )
+    assert upload_answer.status_code == 200 and upload_answer.json()["filename"] == "slow.jsonl"
+    assert chat_answer.status_code == 408
