@@ -78,6 +78,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         IdTokenSource(settings.orchestrator_url) if settings.orchestrator_auth == "google-id-token" else NoToken()
     )
     orchestrator = settings.orchestrator_url.rstrip("/")
+    uploads = asyncio.Semaphore(settings.batch_concurrent_uploads)
     line_limits = LineLimits(
         max_lines=settings.batch_max_lines,
         max_line_bytes=settings.max_body_bytes,
@@ -225,15 +226,28 @@ def create_app(settings: GatewaySettings) -> FastAPI:
             return error_response(404, "no such object", "invalid_request_error", "not_found")
         return relayed(await open_upstream(request, method, path, user_id, params=params))
 
-    @app.post("/v1/files", responses={400: {}, 401: {}, 413: {}, 429: {}, 502: {}})
+    @app.post("/v1/files", responses={400: {}, 401: {}, 413: {}, 429: {}, 502: {}, 503: {}})
     async def create_file(request: Request) -> Response:
         user_id = await admit(request)
         if isinstance(user_id, Response):
             return user_id
+        if uploads.locked():
+            return error_response(
+                503,
+                "too many uploads in progress; retry shortly",
+                "api_error",
+                "uploads_busy",
+                headers={"Retry-After": "5"},
+            )
+        async with uploads:
+            return await store_file(request, user_id)
+
+    async def store_file(request: Request, user_id: str) -> Response:
         body = await _read_limited(request, settings.batch_max_file_bytes + MULTIPART_ENVELOPE_BYTES)
         if body is None:
             return _too_large(settings.batch_max_file_bytes)
         upload = await _uploaded_file(request, body)
+        del body  # the file is in the upload now: one copy fewer while it is checked and sent on
         if isinstance(upload, Response):
             return upload
         filename, data = upload

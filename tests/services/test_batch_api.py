@@ -501,14 +501,9 @@ def test_a_file_of_the_most_lines_is_validated_stored_and_published_whole(batch_
     assert sorted(m["line"] for m in pulled(pubsub, queue[1], batch.id, lines, timeout=120)) == list(range(lines))
 
 
-def test_an_upload_has_its_own_deadline_for_the_body(issuer, batch_orchestrator):
-    """A batch file may take longer to arrive than a chat request's body may (body_timeout_seconds)."""
-    settings = gateway_settings(
-        issuer, batch_orchestrator.url, body_timeout_seconds=1, batch_upload_timeout_seconds=30, rate_limit_burst=100
-    )
-    boundary = "batchboundary"
-    data = jsonl(request_line("slow"))
-    multipart = (
+def multipart_upload(data: bytes, boundary: str = "batchboundary") -> tuple[dict[str, str], bytes]:
+    """The headers and body of an upload of ``data``, made by hand to send it slowly."""
+    body = (
         (
             f'--{boundary}\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nbatch\r\n'
             f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="slow.jsonl"\r\n'
@@ -517,19 +512,27 @@ def test_an_upload_has_its_own_deadline_for_the_body(issuer, batch_orchestrator)
         + data
         + f"\r\n--{boundary}--\r\n".encode()
     )
+    return {"content-type": f"multipart/form-data; boundary={boundary}"}, body
 
-    def slowly(body: bytes):
-        for start in range(0, len(body), len(body) // 4 + 1):
-            time.sleep(0.5)
-            yield body[start : start + len(body) // 4 + 1]
 
+def slowly(body: bytes, seconds: float = 2):
+    """The body in four pieces, the first after seconds / 4 and the last after ``seconds``."""
+    piece = len(body) // 4 + 1
+    for start in range(0, len(body), piece):
+        time.sleep(seconds / 4)
+        yield body[start : start + piece]
+
+
+def test_an_upload_has_its_own_deadline_for_the_body(issuer, batch_orchestrator):
+    """A batch file may take longer to arrive than a chat request's body may (body_timeout_seconds)."""
+    settings = gateway_settings(
+        issuer, batch_orchestrator.url, body_timeout_seconds=1, batch_upload_timeout_seconds=30, rate_limit_burst=100
+    )
+    headers, multipart = multipart_upload(jsonl(request_line("slow")))
     with Server(create_gateway(settings)) as server:
         auth = {"authorization": f"Bearer {issuer.token(new_user())}"}
         upload_answer = httpx.post(
-            f"{server.url}/v1/files",
-            headers={**auth, "content-type": f"multipart/form-data; boundary={boundary}"},
-            content=slowly(multipart),
-            timeout=30,
+            f"{server.url}/v1/files", headers={**auth, **headers}, content=slowly(multipart), timeout=30
         )
         chat_answer = httpx.post(
             f"{server.url}/v1/chat/completions",
@@ -539,3 +542,23 @@ def test_an_upload_has_its_own_deadline_for_the_body(issuer, batch_orchestrator)
         )
     assert upload_answer.status_code == 200 and upload_answer.json()["filename"] == "slow.jsonl"
     assert chat_answer.status_code == 408
+
+
+def test_uploads_beyond_the_concurrent_bound_are_503_to_retry(issuer, batch_orchestrator):
+    settings = gateway_settings(issuer, batch_orchestrator.url, batch_concurrent_uploads=1, rate_limit_burst=100)
+    headers, multipart = multipart_upload(jsonl(request_line("slow")))
+    with Server(create_gateway(settings)) as server:
+        auth = {"authorization": f"Bearer {issuer.token(new_user())}", **headers}
+        answers: list[httpx.Response] = []
+        slow = threading.Thread(
+            target=lambda: answers.append(
+                httpx.post(f"{server.url}/v1/files", headers=auth, content=slowly(multipart, 3), timeout=30)
+            )
+        )
+        slow.start()
+        time.sleep(1)  # the slow upload holds the one place
+        busy = httpx.post(f"{server.url}/v1/files", headers=auth, content=multipart, timeout=30)
+        slow.join()
+        after = httpx.post(f"{server.url}/v1/files", headers=auth, content=multipart, timeout=30)
+    assert (busy.status_code, busy.headers["retry-after"]) == (503, "5")
+    assert [a.status_code for a in answers] == [200] and after.status_code == 200
