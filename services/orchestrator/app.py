@@ -84,7 +84,13 @@ def create_app(settings: OrchestratorSettings, conninfo: str | None = None) -> F
                     settings.storage_url,
                 )
                 timeout = settings.batch_create_timeout_seconds
-                app.state.batches = BatchStore(ledger, blobs, app.state.publisher, timeout, timeout)
+                app.state.batches = BatchStore(
+                    ledger, blobs, app.state.publisher, timeout, timeout, settings.batch_worker_database_user
+                )
+                try:
+                    await app.state.batches.grant_worker()
+                except Exception as err:  # the database or the workers' user not there yet: retried later
+                    logs.event(log, "batch privileges deferred", logging.WARNING, error=repr(err)[:500])
             try:
                 yield
             finally:

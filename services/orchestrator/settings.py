@@ -136,6 +136,10 @@ class OrchestratorSettings(BaseSettings):
     storage_url: str = STORAGE_URL
     # "google-access-token": the service account's token (Cloud Run); "none": a local stand-in.
     storage_auth: Literal["google-access-token", "none"] = "google-access-token"
+    # The batch workers' database user (with IAM login, its service account's name without
+    # .gserviceaccount.com: cloud.google.com/sql/docs/postgres/iam-logins), granted what it needs
+    # of the batch tables and the ledger, which the orchestrator owns.
+    batch_worker_database_user: str | None = None
     # Storing a batch's lines (up to the gateway's batch_max_lines in one transaction), and
     # publishing their messages, each take longer than a request's database_timeout_seconds.
     batch_create_timeout_seconds: float = Field(60, gt=0)

@@ -562,3 +562,40 @@ def test_uploads_beyond_the_concurrent_bound_are_503_to_retry(issuer, batch_orch
         after = httpx.post(f"{server.url}/v1/files", headers=auth, content=multipart, timeout=30)
     assert (busy.status_code, busy.headers["retry-after"]) == (503, "5")
     assert [a.status_code for a in answers] == [200] and after.status_code == 200
+
+
+def test_the_workers_database_user_is_granted_what_it_needs_once_it_exists(postgres, upstream, gcs, queue, issuer, db):
+    """The orchestrator owns the tables, so it grants the workers' user (another IAM identity);
+    a user created after the orchestrator started is granted before the next batch."""
+    worker = f"batch-worker-{secrets.token_hex(3)}@test-project.iam"
+    settings = orchestrator_settings(
+        upstream.url,
+        batch_bucket=BUCKET,
+        batch_topic=queue[0],
+        storage_url=gcs.url,
+        storage_auth="none",
+        batch_worker_database_user=worker,
+    )
+    with Server(create_orchestrator(settings, conninfo=postgres.conninfo)) as orchestrator:
+        db(f'CREATE ROLE "{worker}"')  # after start-up: the grant there failed
+        gateway = create_gateway(gateway_settings(issuer, orchestrator.url, rate_limit_burst=100))
+        with Server(gateway) as server:
+            api = client(server, issuer, new_user())
+            uploaded = api.files.create(file=("q.jsonl", jsonl(request_line("a"))), purpose="batch")
+            batch = api.batches.create(
+                input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h"
+            )
+
+    def as_worker(statement: str, *params: object) -> int:
+        with psycopg.connect(postgres.conninfo, autocommit=True) as conn, conn.transaction():
+            conn.execute(f'SET LOCAL ROLE "{worker}"')
+            return conn.execute(statement, params).rowcount
+
+    claim = "UPDATE batch_lines SET status = 'running', claimed_by = 'w' WHERE batch_id = %s AND status = 'queued'"
+    assert as_worker(claim, batch.id) == 1
+    assert as_worker("SELECT status FROM batches WHERE id = %s", batch.id) == 1
+    assert as_worker("SELECT 1 FROM usage_ledger LIMIT 1") >= 0
+    with pytest.raises(psycopg.errors.InsufficientPrivilege):
+        as_worker("DELETE FROM batch_lines WHERE batch_id = %s", batch.id)
+    with pytest.raises(psycopg.errors.InsufficientPrivilege):
+        as_worker("UPDATE usage_ledger SET prompt_tokens = 0")

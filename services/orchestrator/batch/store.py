@@ -13,6 +13,7 @@ import logging
 from typing import Any
 
 import psycopg
+from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
@@ -35,6 +36,18 @@ BATCH = """
 """
 
 
+# What the batch workers' database user (another IAM identity) needs of the tables the
+# orchestrator owns: claim, finish and charge lines, finalize batches, record output files,
+# read the quota, and see that the migrations are applied.
+WORKER_PRIVILEGES = {
+    "batch_lines": "SELECT, UPDATE",
+    "batches": "SELECT, UPDATE",
+    "batch_files": "SELECT, INSERT",
+    "usage_ledger": "SELECT, INSERT",
+    "schema_migrations": "SELECT",
+}
+
+
 class NotFound(LookupError):
     """No such file or batch of this user's."""
 
@@ -49,10 +62,36 @@ class Refused(ValueError):
 
 class BatchStore:
     def __init__(
-        self, ledger: Ledger, blobs: BlobStore, publisher: Publisher, create_timeout: float, publish_timeout: float
+        self,
+        ledger: Ledger,
+        blobs: BlobStore,
+        publisher: Publisher,
+        create_timeout: float,
+        publish_timeout: float,
+        worker_user: str | None = None,
     ) -> None:
         self.ledger, self.blobs, self.publisher = ledger, blobs, publisher
         self.create_timeout, self.publish_timeout = create_timeout, publish_timeout
+        self.worker_user, self.granted = worker_user, worker_user is None
+
+    async def grant_worker(self) -> None:
+        """Give the workers' database user its privileges (WORKER_PRIVILEGES), once per start:
+        the orchestrator owns the tables, so only it may. Tried at start-up and again before
+        each new batch until it has worked (the workers' user may not exist yet)."""
+        if self.granted or self.worker_user is None:
+            return
+        role = sql.Identifier(self.worker_user)
+
+        async def grant(conn: psycopg.AsyncConnection) -> None:
+            async with conn.transaction():
+                for table, privileges in WORKER_PRIVILEGES.items():
+                    await conn.execute(
+                        sql.SQL("GRANT {} ON {} TO {}").format(sql.SQL(privileges), sql.Identifier(table), role)
+                    )
+
+        await self.ledger.run(grant)
+        self.granted = True
+        logs.event(log, "batch privileges granted", grantee=self.worker_user)
 
     async def create_file(self, user_id: str, filename: str, data: bytes) -> dict[str, Any]:
         """Store an input file the gateway validated. The object is written before its row: an
@@ -90,6 +129,10 @@ class BatchStore:
     async def create_batch(
         self, user_id: str, input_file_id: str, endpoint: str, window: str, metadata: dict[str, str] | None
     ) -> dict[str, Any]:
+        try:
+            await self.grant_worker()
+        except psycopg.Error as err:  # a new batch waits for nobody: the workers' user may come later
+            logs.event(log, "batch privileges not granted", logging.ERROR, grantee=self.worker_user, error=str(err))
         source = await self.file_row(user_id, input_file_id)
         if source["purpose"] != "batch":
             raise Refused(f"file {input_file_id} is a batch's output, not an input (purpose 'batch')", "input_file_id")
