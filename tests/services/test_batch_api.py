@@ -175,7 +175,7 @@ def finish_as_a_worker(db, gcs_url: str, batch_id: str, user: str) -> str:
 def test_the_openai_client_uploads_creates_reads_back_and_downloads(batch_gateway, issuer, db, pubsub, queue, gcs):
     user = new_user()
     api = client(batch_gateway, issuer, user)
-    data = jsonl(*(request_line(f"req-{n}", f"question {n}") for n in range(25)))
+    data = jsonl(*(request_line(f"req-{n}", f"question {n}", max_tokens=None) for n in range(25)))
 
     uploaded = api.files.create(file=("questions.jsonl", data), purpose="batch")
     assert (uploaded.object, uploaded.purpose, uploaded.status) == ("file", "batch", "processed")
@@ -196,10 +196,11 @@ def test_the_openai_client_uploads_creates_reads_back_and_downloads(batch_gatewa
     assert batch.metadata == {"project": "tests"}
     assert batch.expires_at - batch.created_at == 24 * 3600
 
-    # Every line is in the database, queued, with its body as sent; one message per line.
+    # Every line is in the database, queued; one message per line.
     lines = db("SELECT line, custom_id, body, status FROM batch_lines WHERE batch_id = %s ORDER BY line", batch.id)
     assert [(r["line"], r["custom_id"], r["status"]) for r in lines] == [(n, f"req-{n}", "queued") for n in range(25)]
-    assert lines[7]["body"]["messages"][0]["content"] == "question 7"
+    # As an interactive request is sent on: without the fields sent as null.
+    assert lines[7]["body"] == {"model": "standin-echo", "messages": [{"role": "user", "content": "question 7"}]}
     messages = pulled(pubsub, queue[1], batch.id, 25)
     assert sorted(m["line"] for m in messages) == list(range(25))
     assert {(m["kind"], m["batch_id"]) for m in messages} == {("line", batch.id)}

@@ -164,7 +164,8 @@ class BatchStore:
                 async with cursor.copy("COPY batch_lines (batch_id, line, custom_id, body) FROM STDIN") as copy:
                     for count, raw in enumerate(jsonl_lines(data), start=1):
                         line = json.loads(raw)
-                        await copy.write_row((batch_id, count - 1, line["custom_id"], json.dumps(line["body"])))
+                        body = json.dumps(without_nulls(line["body"]), separators=(",", ":"))
+                        await copy.write_row((batch_id, count - 1, line["custom_id"], body))
                 return count
 
         total = await self.ledger.run(insert, self.create_timeout)
@@ -258,6 +259,16 @@ class BatchStore:
             except Exception as err:  # Pub/Sub away: the sweeper finishes cancelling batches too
                 logs.event(log, "cancel check unpublished", logging.WARNING, batch_id=batch_id, error=repr(err)[:500])
         return await self.get_batch(user_id, batch_id)
+
+
+def without_nulls(value: Any) -> Any:
+    """A request body as the gateway forwards an interactive one (its pydantic model dumped
+    without None): a field sent as null is left out, at any depth."""
+    if isinstance(value, dict):
+        return {key: without_nulls(item) for key, item in value.items() if item is not None}
+    if isinstance(value, list):
+        return [without_nulls(item) for item in value]
+    return value
 
 
 def _one(row: dict[str, Any] | None) -> dict[str, Any]:
