@@ -255,7 +255,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
             return _too_large(settings.batch_max_file_bytes)
         try:
             # Pydantic holds the GIL, but a thread is still switched out every few milliseconds:
-            # a 50 MB file does not stop the other requests' streams for the second it takes.
+            # a 30 MiB file does not stop the other requests' streams for the half second it takes.
             await asyncio.to_thread(check_file, data, line_limits)
         except InvalidFile as err:
             return error_response(400, str(err), "invalid_request_error", "invalid_file")
