@@ -1,28 +1,33 @@
-"""The gateway's HTTP API: POST /v1/chat/completions (streaming or not), GET /health, /openapi.json."""
+"""The gateway's HTTP API: POST /v1/chat/completions (streaming or not), OpenAI's Batch API
+(files and batches, services.gateway.batch_input), GET /health, /openapi.json."""
 
 from __future__ import annotations
 
 import asyncio
 import gc
 import logging
+import re
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Annotated, Any
 
 import aiohttp
 import google.auth.exceptions
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
+from starlette.datastructures import UploadFile
+from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.gateway.auth import JwksCache, Unauthorized, Verifier
+from services.gateway.batch_input import BATCH_ID, FILE_ID, BatchCreateRequest, InvalidFile, LineLimits, check_file
 from services.gateway.protocol import HttpToolsWithHeaderDeadline
 from services.gateway.ratelimit import RateLimiter
 from services.gateway.schemas import ChatCompletionRequest, field_path
@@ -35,6 +40,11 @@ log = logging.getLogger("gateway")
 # Headers of the orchestrator's answer the caller may see. Its bytes pass unchanged, so an
 # answer compressed all the same keeps its Content-Encoding.
 PASSED_HEADERS = ("content-encoding", "content-type", "retry-after", "x-request-id")
+STREAM_BROKE = stream_broke_event()
+UPLOAD_PATH = "/v1/files"
+# What a multipart body adds to its file: boundaries, part headers, the purpose field.
+MULTIPART_ENVELOPE_BYTES = 16384
+MAX_FILENAME_CHARS = 255
 
 
 def create_app(settings: GatewaySettings) -> FastAPI:
@@ -67,10 +77,20 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     identity = (
         IdTokenSource(settings.orchestrator_url) if settings.orchestrator_auth == "google-id-token" else NoToken()
     )
-    target = settings.orchestrator_url.rstrip("/") + "/v1/chat/completions"
+    orchestrator = settings.orchestrator_url.rstrip("/")
+    uploads = asyncio.Semaphore(settings.batch_concurrent_uploads)
+    line_limits = LineLimits(
+        max_lines=settings.batch_max_lines,
+        max_line_bytes=settings.max_body_bytes,
+        max_messages=settings.max_messages,
+        max_message_chars=settings.max_message_chars,
+    )
 
     app.add_middleware(
-        RequestContext, body_idle_timeout=settings.body_idle_timeout_seconds, body_timeout=settings.body_timeout_seconds
+        RequestContext,
+        body_idle_timeout=settings.body_idle_timeout_seconds,
+        body_timeout=settings.body_timeout_seconds,
+        upload_timeout=settings.batch_upload_timeout_seconds,
     )
     if origins := [o.strip() for o in settings.allowed_origins.split(",") if o.strip()]:
         app.add_middleware(
@@ -102,6 +122,46 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         },
     )
     async def chat_completions(request: Request) -> Response:
+        user_id = await admit(request)
+        if isinstance(user_id, Response):
+            return user_id
+        body = await _read_limited(request, settings.max_body_bytes)
+        if body is None:
+            return _too_large(settings.max_body_bytes)
+        try:
+            chat = ChatCompletionRequest.model_validate_json(body)
+        except ValidationError as err:
+            return _invalid(err.errors()[0])
+        if len(chat.messages) > settings.max_messages:
+            return error_response(
+                400, f"at most {settings.max_messages} messages", "invalid_request_error", "too_many_messages"
+            )
+        if any(len(m.content) > settings.max_message_chars for m in chat.messages):
+            return error_response(
+                400,
+                f"a message is longer than {settings.max_message_chars} characters",
+                "invalid_request_error",
+                "message_too_long",
+            )
+        upstream = await open_upstream(
+            request, "POST", "/v1/chat/completions", user_id, data=chat.model_dump_json(exclude_none=True)
+        )
+        if isinstance(upstream, Response):
+            return upstream
+        passed = {k: v for k, v in upstream.headers.items() if k.lower() in PASSED_HEADERS}
+        if not chat.stream or upstream.status >= 400:
+            try:
+                content = await upstream.read()
+            except (aiohttp.ClientError, TimeoutError):
+                return error_response(502, "the model service stopped answering", "api_error", "upstream_aborted")
+            finally:
+                upstream.release()
+            return Response(content=content, status_code=upstream.status, headers=passed)
+
+        return UpstreamStream(upstream, passed)
+
+    async def admit(request: Request) -> str | Response:
+        """The authenticated caller's user id, within the rate limit; or the 401 or 429 to answer."""
         try:
             caller = await request.app.state.verifier.verify(request.headers.get("authorization"))
         except Unauthorized as err:
@@ -122,32 +182,19 @@ def create_app(settings: GatewaySettings) -> FastAPI:
                 "rate_limited",
                 headers={"Retry-After": limiter.retry_after(wait)},
             )
-        body = await _read_limited(request, settings.max_body_bytes)
-        if body is None:
-            return error_response(
-                413,
-                f"request body larger than {settings.max_body_bytes} bytes",
-                "invalid_request_error",
-                "body_too_large",
-            )
-        try:
-            chat = ChatCompletionRequest.model_validate_json(body)
-        except ValidationError as err:
-            return _invalid(err.errors()[0])
-        if len(chat.messages) > settings.max_messages:
-            return error_response(
-                400, f"at most {settings.max_messages} messages", "invalid_request_error", "too_many_messages"
-            )
-        if any(len(m.content) > settings.max_message_chars for m in chat.messages):
-            return error_response(
-                400,
-                f"a message is longer than {settings.max_message_chars} characters",
-                "invalid_request_error",
-                "message_too_long",
-            )
-        return await _forward(request, chat, caller.user_id)
+        return str(caller.user_id)
 
-    async def _forward(request: Request, chat: ChatCompletionRequest, user_id: str) -> Response:
+    async def open_upstream(
+        request: Request,
+        method: str,
+        path: str,
+        user_id: str,
+        *,
+        data: bytes | str | None = None,
+        params: dict[str, str] | None = None,
+        content_type: str = "application/json",
+    ) -> aiohttp.ClientResponse | Response:
+        """The orchestrator's answer to the request made for ``user_id``, or the 502 to answer."""
         client: aiohttp.ClientSession = request.app.state.client
         try:
             credentials = await identity.header()
@@ -156,35 +203,139 @@ def create_app(settings: GatewaySettings) -> FastAPI:
             return error_response(502, "cannot authenticate to the model service", "api_error", "upstream_auth")
         headers = {
             **credentials,
-            "content-type": "application/json",
             "x-user-id": user_id,
             "x-request-id": logs.request_id.get() or "",
         }
+        if data is not None:
+            headers["content-type"] = content_type
         try:
-            upstream = await client.post(target, data=chat.model_dump_json(exclude_none=True), headers=headers)
+            return await client.request(method, orchestrator + path, data=data, params=params, headers=headers)
         except (aiohttp.ClientError, TimeoutError) as err:
             logs.event(log, "orchestrator unreachable", logging.ERROR, error=type(err).__name__)
             return error_response(502, "the model service is unreachable", "api_error", "upstream_unavailable")
+
+    async def pass_on(
+        request: Request, method: str, path: str, *, well_formed: bool = True, params: dict[str, str] | None = None
+    ) -> Response:
+        """For the batch routes: the orchestrator's answer to an admitted caller. An id that
+        cannot be one is not found, as any other unknown id."""
+        user_id = await admit(request)
+        if isinstance(user_id, Response):
+            return user_id
+        if not well_formed:
+            return error_response(404, "no such object", "invalid_request_error", "not_found")
+        return relayed(await open_upstream(request, method, path, user_id, params=params))
+
+    @app.post("/v1/files", responses={400: {}, 401: {}, 413: {}, 429: {}, 502: {}, 503: {}})
+    async def create_file(request: Request) -> Response:
+        user_id = await admit(request)
+        if isinstance(user_id, Response):
+            return user_id
+        if uploads.locked():
+            return error_response(
+                503,
+                "too many uploads in progress; retry shortly",
+                "api_error",
+                "uploads_busy",
+                headers={"Retry-After": "5"},
+            )
+        async with uploads:
+            return await store_file(request, user_id)
+
+    async def store_file(request: Request, user_id: str) -> Response:
+        body = await _read_limited(request, settings.batch_max_file_bytes + MULTIPART_ENVELOPE_BYTES)
+        if body is None:
+            return _too_large(settings.batch_max_file_bytes)
+        upload = await _uploaded_file(request, body)
+        del body  # the file is in the upload now: one copy fewer while it is checked and sent on
+        if isinstance(upload, Response):
+            return upload
+        filename, data = upload
+        if len(data) > settings.batch_max_file_bytes:
+            return _too_large(settings.batch_max_file_bytes)
+        try:
+            # Pydantic holds the GIL, but a thread is still switched out every few milliseconds:
+            # a 30 MiB file does not stop the other requests' streams for the half second it takes.
+            await asyncio.to_thread(check_file, data, line_limits)
+        except InvalidFile as err:
+            return error_response(400, str(err), "invalid_request_error", "invalid_file")
+        params = {"purpose": "batch", "filename": filename}
+        return relayed(
+            await open_upstream(
+                request, "POST", "/v1/files", user_id, data=data, params=params, content_type="application/jsonl"
+            )
+        )
+
+    @app.get("/v1/files/{file_id}", responses={401: {}, 404: {}, 429: {}, 502: {}})
+    async def get_file(request: Request, file_id: str) -> Response:
+        return await pass_on(request, "GET", f"/v1/files/{file_id}", well_formed=bool(re.fullmatch(FILE_ID, file_id)))
+
+    @app.get("/v1/files/{file_id}/content", responses={401: {}, 404: {}, 429: {}, 502: {}})
+    async def file_content(request: Request, file_id: str) -> Response:
+        path = f"/v1/files/{file_id}/content"
+        return await pass_on(request, "GET", path, well_formed=bool(re.fullmatch(FILE_ID, file_id)))
+
+    @app.post(
+        "/v1/batches",
+        responses={400: {}, 401: {}, 404: {}, 413: {}, 429: {}, 502: {}},
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/BatchCreateRequest"}}},
+            }
+        },
+    )
+    async def create_batch(request: Request) -> Response:
+        user_id = await admit(request)
+        if isinstance(user_id, Response):
+            return user_id
+        body = await _read_limited(request, settings.max_body_bytes)
+        if body is None:
+            return _too_large(settings.max_body_bytes)
+        try:
+            batch = BatchCreateRequest.model_validate_json(body)
+        except ValidationError as err:
+            return _invalid(err.errors()[0])
+        return relayed(await open_upstream(request, "POST", "/v1/batches", user_id, data=batch.model_dump_json()))
+
+    @app.get("/v1/batches", responses={401: {}, 429: {}, 502: {}})
+    async def list_batches(
+        request: Request,
+        limit: Annotated[int, Query(ge=1, le=100)] = 20,
+        after: Annotated[str | None, Query(pattern=BATCH_ID)] = None,
+    ) -> Response:
+        params = {"limit": str(limit), **({"after": after} if after else {})}
+        return await pass_on(request, "GET", "/v1/batches", params=params)
+
+    @app.get("/v1/batches/{batch_id}", responses={401: {}, 404: {}, 429: {}, 502: {}})
+    async def get_batch(request: Request, batch_id: str) -> Response:
+        path = f"/v1/batches/{batch_id}"
+        return await pass_on(request, "GET", path, well_formed=bool(re.fullmatch(BATCH_ID, batch_id)))
+
+    @app.post("/v1/batches/{batch_id}/cancel", responses={400: {}, 401: {}, 404: {}, 429: {}, 502: {}})
+    async def cancel_batch(request: Request, batch_id: str) -> Response:
+        path = f"/v1/batches/{batch_id}/cancel"
+        return await pass_on(request, "POST", path, well_formed=bool(re.fullmatch(BATCH_ID, batch_id)))
+
+    def relayed(upstream: aiohttp.ClientResponse | Response) -> Response:
+        """The orchestrator's answer to a batch route, as it comes (or the gateway's own error)."""
+        if isinstance(upstream, Response):
+            return upstream
         passed = {k: v for k, v in upstream.headers.items() if k.lower() in PASSED_HEADERS}
-        if not chat.stream or upstream.status >= 400:
-            try:
-                content = await upstream.read()
-            except (aiohttp.ClientError, TimeoutError):
-                return error_response(502, "the model service stopped answering", "api_error", "upstream_aborted")
-            finally:
-                upstream.release()
-            return Response(content=content, status_code=upstream.status, headers=passed)
+        # A file's content that breaks off cannot say so in its body: the connection is cut instead.
+        return UpstreamStream(upstream, passed, broken_tail=None)
 
-        return UpstreamStream(upstream, passed)
-
-    request_schema = ChatCompletionRequest.model_json_schema(ref_template="#/components/schemas/{model}")
-    request_definitions = request_schema.pop("$defs", {})
+    # The bodies read by hand, documented in components.schemas.
+    request_schemas: dict[str, Any] = {}
+    for model in (ChatCompletionRequest, BatchCreateRequest):
+        schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        request_schemas.update({**schema.pop("$defs", {}), model.__name__: schema})
 
     def openapi() -> dict[str, Any]:
         if not app.openapi_schema:
             document = get_openapi(title=app.title, version=app.version, routes=app.routes)
             schemas = document.setdefault("components", {}).setdefault("schemas", {})
-            schemas.update({**request_definitions, "ChatCompletionRequest": request_schema})
+            schemas.update(request_schemas)
             app.openapi_schema = document
         return app.openapi_schema
 
@@ -196,8 +347,12 @@ class UpstreamStream(Response):
     """The orchestrator's streamed answer, passed on chunk by chunk as it comes. A client
     that leaves closes the orchestrator's stream at once, even while it is silent."""
 
-    def __init__(self, upstream: aiohttp.ClientResponse, headers: dict[str, str]) -> None:
-        self.upstream = upstream
+    def __init__(
+        self, upstream: aiohttp.ClientResponse, headers: dict[str, str], broken_tail: bytes | None = STREAM_BROKE
+    ) -> None:
+        """``broken_tail``: the last bytes sent when the orchestrator's answer breaks off; None
+        to cut the connection instead, which the client sees as an incomplete answer."""
+        self.upstream, self.broken_tail = upstream, broken_tail
         self.status_code = upstream.status
         self.media_type = headers.get("content-type", "text/event-stream")
         self.background = None
@@ -224,7 +379,9 @@ class UpstreamStream(Response):
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
         except (aiohttp.ClientError, TimeoutError) as err:
             logs.event(log, "orchestrator stream broke", logging.WARNING, error=type(err).__name__)
-            await send({"type": "http.response.body", "body": stream_broke_event(), "more_body": True})
+            if self.broken_tail is None:
+                raise
+            await send({"type": "http.response.body", "body": self.broken_tail, "more_body": True})
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
@@ -240,10 +397,12 @@ class BodyTimeout(Exception):
 class RequestContext:
     """Pure ASGI middleware (a streamed body passes straight through): sets the request id,
     returns it in X-Request-Id, logs one line per request with status and latency, and holds
-    the client to the body's deadlines (uvicorn has none): 408, and the connection closed."""
+    the client to the body's deadlines (uvicorn has none): 408, and the connection closed. A
+    batch file's upload (POST /v1/files) may take ``upload_timeout`` for its body."""
 
-    def __init__(self, app: ASGIApp, body_idle_timeout: float, body_timeout: float) -> None:
+    def __init__(self, app: ASGIApp, body_idle_timeout: float, body_timeout: float, upload_timeout: float) -> None:
         self.app, self.body_idle_timeout, self.body_timeout = app, body_idle_timeout, body_timeout
+        self.upload_timeout = upload_timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -256,7 +415,7 @@ class RequestContext:
         scope.setdefault("state", {})["request_id"] = rid
         started, status, responded = time.perf_counter(), 500, False
         body_pending = b"transfer-encoding" in headers or headers.get(b"content-length", b"0") != b"0"
-        deadline = time.monotonic() + self.body_timeout
+        deadline = time.monotonic() + (self.upload_timeout if scope["path"] == UPLOAD_PATH else self.body_timeout)
 
         async def receive_in_time() -> Message:
             nonlocal body_pending
@@ -313,6 +472,40 @@ def _invalid(error: ErrorDetails) -> JSONResponse:
             "error": {"message": message, "type": "invalid_request_error", "param": param, "code": "invalid_request"}
         },
     )
+
+
+def _too_large(limit: int) -> JSONResponse:
+    return error_response(413, f"request body larger than {limit} bytes", "invalid_request_error", "body_too_large")
+
+
+async def _uploaded_file(request: Request, body: bytes) -> tuple[str, bytes] | JSONResponse:
+    """The name and bytes of the multipart body's ``file``, whose ``purpose`` must be batch."""
+
+    def refused(message: str) -> JSONResponse:
+        return error_response(400, message, "invalid_request_error", "invalid_upload")
+
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        return refused("POST /v1/files takes multipart/form-data with the fields file and purpose")
+
+    async def replayed() -> AsyncGenerator[bytes, None]:
+        yield body
+
+    try:
+        form = await MultiPartParser(request.headers, replayed(), max_files=1, max_fields=8).parse()
+    except MultiPartException as err:
+        return refused(f"the multipart body cannot be read: {err.message}")
+    try:
+        purpose, upload = form.get("purpose"), form.get("file")
+        if purpose != "batch":
+            return refused("purpose: only 'batch' is accepted")
+        if not isinstance(upload, UploadFile):
+            return refused("file: the multipart body has no file")
+        filename = upload.filename or "batch.jsonl"
+        if len(filename) > MAX_FILENAME_CHARS:
+            return refused(f"file: its name is longer than {MAX_FILENAME_CHARS} characters")
+        return filename, await upload.read()
+    finally:
+        await form.close()
 
 
 async def _read_limited(request: Request, limit: int) -> bytes | None:

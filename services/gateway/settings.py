@@ -7,6 +7,8 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+CLOUD_RUN_MAX_REQUEST_BYTES = 32 * 1024 * 1024
+
 
 class GatewaySettings(BaseSettings):
     # GatewaySettings() reads each field from the environment variable of its name in upper case.
@@ -40,6 +42,18 @@ class GatewaySettings(BaseSettings):
     header_timeout_seconds: float = Field(10, gt=0)
     body_idle_timeout_seconds: float = Field(10, gt=0)
     body_timeout_seconds: float = Field(20, gt=0)
+    # Batch input files (POST /v1/files). OpenAI's own bounds are 200 MB and 50,000 requests
+    # (platform.openai.com/docs/guides/batch); Cloud Run passes an HTTP/1 request of at most
+    # 32 MiB (cloud.google.com/run/quotas, "Maximum HTTP/1 request size"), to the gateway and
+    # again from it to the orchestrator, so a file is at most that less its multipart envelope.
+    # An upload in progress holds its file in memory twice at most (read, then parsed): at most
+    # batch_concurrent_uploads at once per instance, the next ones 503 with Retry-After. An
+    # upload has batch_upload_timeout_seconds for its body (30 MiB in 300 s is 105 KB/s) in
+    # place of body_timeout_seconds.
+    batch_max_file_bytes: int = Field(31_457_280, ge=1024, le=CLOUD_RUN_MAX_REQUEST_BYTES - 65_536)
+    batch_max_lines: int = Field(50_000, ge=1)
+    batch_concurrent_uploads: int = Field(8, ge=1)
+    batch_upload_timeout_seconds: float = Field(300, gt=0)
     # Origins whose pages may call the API from a browser (the frontend), comma-separated.
     allowed_origins: str = ""
     log_level: str = "INFO"

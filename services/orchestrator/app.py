@@ -1,4 +1,5 @@
-"""The orchestrator's HTTP API: POST /v1/chat/completions and GET /health.
+"""The orchestrator's HTTP API: POST /v1/chat/completions, the batch routes
+(services.orchestrator.batch) and GET /health.
 
 Reached only from the gateway (internal ingress; run.invoker for the gateway alone),
 which passes the authenticated user in X-User-Id.
@@ -19,12 +20,16 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response, StreamingResponse
 
 from services.orchestrator.backends import Backend, BackendUnavailable, GoogleAccessToken
+from services.orchestrator.batch.queue import Publisher
+from services.orchestrator.batch.routes import batch_router
+from services.orchestrator.batch.store import BatchStore
 from services.orchestrator.database import create_pool
 from services.orchestrator.ledger import Ledger, LedgerUnavailable, Outcome
 from services.orchestrator.routing import backends_for
 from services.orchestrator.settings import OrchestratorSettings
 from services.orchestrator.usage import UsageInvalid, UsageMeter, estimate_tokens
 from services.servicekit import logs
+from services.servicekit.blobs import BlobStore
 from services.servicekit.errors import error_response, stream_broke_event
 
 log = logging.getLogger("orchestrator")
@@ -70,10 +75,32 @@ def create_app(settings: OrchestratorSettings, conninfo: str | None = None) -> F
             auto_decompress=True,
         ) as client:
             app.state.ledger, app.state.client = ledger, client
-            yield
+            if settings.batch_bucket and settings.batch_topic:
+                app.state.publisher = Publisher(settings.batch_topic)
+                blobs = BlobStore(
+                    settings.batch_bucket,
+                    client,
+                    tokens if settings.storage_auth == "google-access-token" else None,
+                    settings.storage_url,
+                )
+                timeout = settings.batch_create_timeout_seconds
+                app.state.batches = BatchStore(
+                    ledger, blobs, app.state.publisher, timeout, timeout, settings.batch_worker_database_user
+                )
+                try:
+                    await app.state.batches.grant_worker()
+                except Exception as err:  # the database or the workers' user not there yet: retried later
+                    logs.event(log, "batch privileges deferred", logging.WARNING, error=repr(err)[:500])
+            try:
+                yield
+            finally:
+                if app.state.batches:
+                    app.state.publisher.close()
         await ledger.stop()
 
     app = FastAPI(title="AI platform orchestrator", version="1.0.0", lifespan=lifespan)
+    app.state.batches = None
+    app.include_router(batch_router(lambda: app.state.batches))
 
     @app.get("/health", include_in_schema=False)
     async def health() -> dict[str, str]:

@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -65,6 +65,59 @@ MIGRATIONS = {
         ALTER TABLE usage_ledger ADD CONSTRAINT usage_ledger_outcome_check CHECK (outcome IN
             ('started', 'completed', 'failed', 'client_aborted', 'upstream_aborted', 'abandoned')) NOT VALID;
         CREATE INDEX usage_ledger_started ON usage_ledger (started_at) WHERE outcome = 'started';
+    """,
+    # Batch jobs (services.orchestrator.batch, services.worker): uploaded files, batches and
+    # their lines, each line finished once and charged with at most one usage_ledger row.
+    4: """
+        CREATE TABLE batch_files (
+            id text PRIMARY KEY,                 -- 'file-' + 24 hex
+            user_id text NOT NULL,
+            purpose text NOT NULL CHECK (purpose IN ('batch', 'batch_output')),
+            filename text NOT NULL,
+            bytes bigint NOT NULL,
+            line_count integer NOT NULL,
+            object_name text NOT NULL,
+            created_at timestamptz NOT NULL DEFAULT now()
+        );
+        CREATE INDEX batch_files_user ON batch_files (user_id, created_at);
+        CREATE TABLE batches (
+            id text PRIMARY KEY,                 -- 'batch_' + 24 hex
+            user_id text NOT NULL,
+            input_file_id text NOT NULL REFERENCES batch_files (id),
+            endpoint text NOT NULL,              -- '/v1/chat/completions' (the only one served)
+            completion_window text NOT NULL,     -- '24h' (the only one OpenAI offers)
+            metadata jsonb,
+            status text NOT NULL CHECK (status IN ('validating', 'failed', 'in_progress', 'finalizing',
+                                                    'completed', 'expired', 'cancelling', 'cancelled')),
+            errors jsonb,                        -- OpenAI's {"object": "list", "data": [...]} when failed
+            output_file_id text REFERENCES batch_files (id),
+            error_file_id text REFERENCES batch_files (id),
+            request_total integer NOT NULL,
+            created_at timestamptz NOT NULL DEFAULT now(),
+            expires_at timestamptz NOT NULL,     -- created_at + 24 h
+            in_progress_at timestamptz, finalizing_at timestamptz, completed_at timestamptz,
+            failed_at timestamptz, expired_at timestamptz, cancelling_at timestamptz, cancelled_at timestamptz
+        );
+        CREATE INDEX batches_user ON batches (user_id, created_at);
+        CREATE INDEX batches_open ON batches (status) WHERE status IN ('validating', 'in_progress', 'finalizing', 'cancelling');
+        CREATE TABLE batch_lines (
+            batch_id text NOT NULL REFERENCES batches (id),
+            line integer NOT NULL,               -- 0-based position in the input file
+            custom_id text NOT NULL,
+            body jsonb NOT NULL,                 -- the line's request body, as the backend is sent it
+            status text NOT NULL DEFAULT 'queued' CHECK (status IN ('queued', 'running', 'succeeded',
+                                                                  'failed', 'cancelled', 'expired')),
+            claimed_by text,
+            claim_expires_at timestamptz,
+            attempts integer NOT NULL DEFAULT 0,
+            response jsonb,                      -- {"status_code", "request_id", "body"} of a backend answer
+            error jsonb,                         -- {"code", "message"} when failed, cancelled or expired
+            ledger_id uuid,                      -- the one usage_ledger row this line was charged with
+            finished_at timestamptz,
+            PRIMARY KEY (batch_id, line),
+            UNIQUE (batch_id, custom_id)
+        );
+        CREATE INDEX batch_lines_open ON batch_lines (batch_id) WHERE status IN ('queued', 'running');
     """,
 }
 # The first key of the per-user admission lock (the second is a hash of the user id).
@@ -180,6 +233,22 @@ class Ledger:
                     await conn.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (version,))
                     logs.event(log, "migration applied", version=version)
         self.migrated = True
+
+    async def run(self, work: Callable[[psycopg.AsyncConnection], Awaitable[T]], seconds: float | None = None) -> T:
+        """``work`` on a pooled connection, once the migrations are applied, bounded as the ledger's
+        own operations are (``seconds``, the ledger's timeout by default); LedgerUnavailable when
+        the database cannot be reached or does not answer in time. For the batch tables."""
+
+        async def migrated_work() -> T:
+            if not self.migrated:
+                await self._migrate()
+            async with self.pool.connection() as conn:
+                return await work(conn)
+
+        try:
+            return await self._bounded(migrated_work(), seconds)
+        except UNREACHABLE as err:  # TimeoutError too
+            raise LedgerUnavailable(type(err).__name__) from None
 
     async def open_entry(
         self, request_id: str, user_id: str, model: str, quota: int, estimate: int = 0

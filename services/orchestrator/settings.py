@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from services.servicekit.blobs import STORAGE_URL
 
 
 class BackendSettings(BaseModel):
@@ -126,3 +128,24 @@ class OrchestratorSettings(BaseSettings):
     # At shutdown, how long queued outcomes may wait for the database. Cloud Run kills the
     # instance 10 s after SIGTERM; services/orchestrator/__main__.py gives requests 4 s before this.
     shutdown_drain_seconds: float = Field(3, gt=0)
+    # Batch jobs (services.orchestrator.batch): the environment's bucket for input and output
+    # files, and the topic of line messages (projects/P/topics/T). Without a bucket the batch
+    # routes answer 404 "batches are not enabled".
+    batch_bucket: str | None = None
+    batch_topic: Annotated[str, StringConstraints(pattern=r"^projects/[^/]+/topics/[^/]+$")] | None = None
+    storage_url: str = STORAGE_URL
+    # "google-access-token": the service account's token (Cloud Run); "none": a local stand-in.
+    storage_auth: Literal["google-access-token", "none"] = "google-access-token"
+    # The batch workers' database user (with IAM login, its service account's name without
+    # .gserviceaccount.com: cloud.google.com/sql/docs/postgres/iam-logins), granted what it needs
+    # of the batch tables and the ledger, which the orchestrator owns.
+    batch_worker_database_user: str | None = None
+    # Storing a batch's lines (up to the gateway's batch_max_lines in one transaction), and
+    # publishing their messages, each take longer than a request's database_timeout_seconds.
+    batch_create_timeout_seconds: float = Field(60, gt=0)
+
+    @model_validator(mode="after")
+    def _batches_complete(self) -> OrchestratorSettings:
+        if self.batch_bucket and not self.batch_topic:
+            raise ValueError("BATCH_BUCKET needs BATCH_TOPIC, where the batches' lines are published")
+        return self

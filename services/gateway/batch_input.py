@@ -1,0 +1,101 @@
+"""What the gateway accepts for OpenAI's Batch API: an input file, checked line by line before
+anything is stored, and a batch's creation request.
+
+A line is OpenAI's batch request (platform.openai.com/docs/api-reference/batch/request-input):
+``custom_id`` (unique in the file), ``method`` POST, ``url`` /v1/chat/completions (the one
+endpoint served), and a ``body`` that is a chat completion request the interactive route would
+accept, not streamed. A bad file is refused with the first fault, naming its 1-based line and
+field: ``line 17: body.messages: List should have at least 1 item after validation``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+
+from services.gateway.schemas import ChatCompletionRequest, field_path
+from services.servicekit.jsonl import jsonl_lines
+
+FILE_ID = r"^file-[0-9a-f]{24}$"
+BATCH_ID = r"^batch_[0-9a-f]{24}$"
+# platform.openai.com/docs/api-reference/batch/create: metadata is at most 16 pairs, keys of at
+# most 64 characters, values of at most 512.
+MetadataKey = Annotated[str, StringConstraints(max_length=64)]
+MetadataValue = Annotated[str, StringConstraints(max_length=512)]
+
+
+class InvalidFile(ValueError):
+    """The file cannot be a batch's input; the message names the line and the field."""
+
+
+class BatchLine(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    custom_id: Annotated[str, StringConstraints(min_length=1, max_length=512)]
+    method: Literal["POST"]
+    url: Literal["/v1/chat/completions"]
+    body: ChatCompletionRequest
+
+
+class BatchCreateRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    input_file_id: Annotated[str, StringConstraints(pattern=FILE_ID)]
+    endpoint: Literal["/v1/chat/completions"]
+    completion_window: Literal["24h"]
+    metadata: Annotated[dict[MetadataKey, MetadataValue], Field(max_length=16)] | None = None
+
+
+class LineLimits(BaseModel):
+    """The bounds the interactive route sets on one request, and the file's own."""
+
+    max_lines: int
+    max_line_bytes: int
+    max_messages: int
+    max_message_chars: int
+
+
+def check_file(data: bytes, limits: LineLimits) -> int:
+    """The number of requests in a valid input file; InvalidFile at the first fault."""
+    seen: dict[str, int] = {}
+    for number, raw in enumerate(jsonl_lines(data), start=1):
+        if number > limits.max_lines:
+            raise InvalidFile(f"the file has more than {limits.max_lines} lines")
+        seen_at = seen.setdefault(_check_line(number, raw, limits), number)
+        if seen_at != number:
+            raise InvalidFile(f"line {number}: custom_id: the same as line {seen_at}'s; each must be unique")
+    if not seen:
+        raise InvalidFile("the file has no lines")
+    return len(seen)
+
+
+def _check_line(number: int, raw: bytes, limits: LineLimits) -> str:
+    """The line's custom_id, if the line is a request the interactive route would take."""
+    if len(raw) > limits.max_line_bytes:
+        raise InvalidFile(f"line {number}: longer than {limits.max_line_bytes} bytes")
+    if not raw.strip():
+        raise InvalidFile(f"line {number}: empty; a batch file has one JSON request per line")
+    try:
+        raw.decode()
+    except UnicodeDecodeError as err:
+        raise InvalidFile(f"line {number}: not UTF-8 (byte {err.start + 1})") from None
+    try:
+        line = BatchLine.model_validate_json(raw)
+    except ValidationError as err:
+        error = err.errors()[0]
+        where = field_path(error["loc"])
+        # The JSON parser counts within the line alone: its "line 1" would mislead.
+        text = error["msg"].replace(" at line 1 column ", " at column ")
+        raise InvalidFile(f"line {number}: {where + ': ' if where else ''}{text}") from None
+    chat = line.body
+    if chat.stream:
+        raise InvalidFile(f"line {number}: body.stream: a batch request cannot be streamed")
+    if len(chat.messages) > limits.max_messages:
+        raise InvalidFile(f"line {number}: body.messages: at most {limits.max_messages} messages")
+    for index, message in enumerate(chat.messages):
+        if len(message.content) > limits.max_message_chars:
+            raise InvalidFile(
+                f"line {number}: body.messages[{index}].content: longer than {limits.max_message_chars} characters"
+            )
+    return line.custom_id
