@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import model_validator
+from pydantic import Field, model_validator
 
-from hybrid.config.services import ImageRef, Memory
+from hybrid.config.services import EnvVarName, ImageRef, Memory
 from hybrid.config.validation import Settings, between, invalid, matching
 
 # cloud.google.com/compute/docs/machine-resource: <series>-<type>[-<vCPUs>], e.g. e2-standard-4.
@@ -61,6 +61,8 @@ class WorkerDeploymentSettings(Settings):
     max_replicas: Annotated[int, between(1, 1000)] = 10
     # Scale out when more than this many line messages wait per worker.
     target_undelivered_per_replica: Annotated[int, between(1, 100_000)] = 50
+    # The worker's settings the stack does not decide (services/worker/settings.py), e.g. LOG_LEVEL.
+    env: dict[EnvVarName, str] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _bounds(self) -> WorkerDeploymentSettings:
