@@ -121,7 +121,10 @@ class InferenceStack(LayerStack):
                 queue_target=settings.queue_target,
                 port=env.network.inference_port,
                 load_balancer_ip=network.outputs.inference_address,
-                allowed_sources=(str(env.network.run_cidr),),
+                # The orchestrator on Cloud Run, and the batch workers' Pods when there are any.
+                allowed_sources=tuple(
+                    str(cidr) for cidr in (env.network.run_cidr, env.network.workers_pods_cidr) if cidr is not None
+                ),
             ),
         )
         CustomMetricsAdapter(

@@ -10,7 +10,6 @@ from pydantic import model_validator
 
 from hybrid.config.validation import Cidr, IPv4, Settings, between, invalid
 
-
 WORKERS_RANGES = ("workers_cidr", "workers_pods_cidr", "workers_services_cidr")
 
 
