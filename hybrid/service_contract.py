@@ -182,10 +182,14 @@ def _worker_values(env: Environment, wiring: Wiring) -> dict[str, object]:
     }
 
 
+# The worker on GKE takes no Secret Manager secrets from the file.
+_NO_SECRETS: Mapping[str, str] = {}
+
+
 def _overrides(env: Environment, role: str) -> tuple[str, Mapping[str, str], Mapping[str, str]]:
     """Where ``role``'s own settings are in the environment file: its table, env and secrets."""
     if role == "worker":
-        return "workers.deployment", env.workers.deployment.env, {}
+        return "workers.deployment", env.workers.deployment.env, _NO_SECRETS
     service = getattr(env.services, role)
     return f"services.{role}", service.env, service.secrets
 

@@ -13,6 +13,7 @@ provider is configured from the cluster (as `inference` is from the models' clus
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import cast
 
 from cdktf import TerraformOutput
@@ -49,6 +50,14 @@ OBJECT_ADMIN, OBJECT_CREATOR, OBJECT_VIEWER = (
     "roles/storage.objectViewer",
 )
 MONITORING_VIEWER = "roles/monitoring.viewer"
+
+
+@dataclass(frozen=True)
+class WorkersOutputs:
+    """What the workers' Kubernetes layer uses of this one."""
+
+    # The identity the metrics adapter in the workers cluster reads Cloud Monitoring as.
+    metrics_adapter_account: ServiceAccount
 
 
 class WorkersStack(LayerStack):
@@ -148,7 +157,7 @@ class WorkersStack(LayerStack):
         grant(self, "orchestrator-inputs", role=OBJECT_ADMIN, to=orchestrator, on=bucket.objects_under(INPUTS))
         grant(self, "orchestrator-reads-outputs", role=OBJECT_VIEWER, to=orchestrator, on=bucket.objects_under(OUTPUTS))
 
-        self.metrics_adapter_account = ServiceAccount(
+        metrics_adapter_account = ServiceAccount(
             self,
             "metrics-adapter-identity",
             ServiceAccountProps(
@@ -158,14 +167,15 @@ class WorkersStack(LayerStack):
             ),
         )
         grant(
-            self.metrics_adapter_account,
+            metrics_adapter_account,
             role_id(MONITORING_VIEWER),
             role=MONITORING_VIEWER,
-            to=self.metrics_adapter_account,
+            to=metrics_adapter_account,
             on=Project(project),
         )
         TerraformOutput(self, "workers_cluster_name", value=self.cluster.cluster.name)
         TerraformOutput(self, "batch_bucket", value=self.bucket.bucket.name)
+        self.outputs = WorkersOutputs(metrics_adapter_account=metrics_adapter_account)
 
 
 class WorkersK8sStack(LayerStack):
@@ -230,5 +240,5 @@ class WorkersK8sStack(LayerStack):
             self,
             "metrics-adapter",
             CustomMetricsAdapterProps(project=project),
-            google_account=workers.metrics_adapter_account,
+            google_account=workers.outputs.metrics_adapter_account,
         )

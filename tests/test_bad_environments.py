@@ -302,4 +302,6 @@ def test_one_environment_synthesizes_alone(tmp_path):
         "prod-network",
         "prod-registry",
         "prod-services",
+        "prod-workers",
+        "prod-workers-k8s",
     ]

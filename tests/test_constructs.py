@@ -14,9 +14,9 @@ from cdktf_cdktf_provider_google_beta.provider import GoogleBetaProvider
 from cdktf_cdktf_provider_kubernetes.namespace_v1 import NamespaceV1, NamespaceV1Metadata
 
 from hybrid.components.autopilot_cluster import AutopilotCluster, AutopilotClusterProps
-from hybrid.components.control_plane import ControlPlaneAccess
 from hybrid.components.budget import Budget, BudgetProps
 from hybrid.components.cloud_run import CloudRunService, CloudRunServiceProps, Gpu, PrivateEgress
+from hybrid.components.control_plane import ControlPlaneAccess
 from hybrid.components.database_bootstrap import DatabaseBootstrapJob, DatabaseBootstrapProps
 from hybrid.components.firewall import Firewall, FirewallProps, Rule
 from hybrid.components.grants import (

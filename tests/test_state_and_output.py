@@ -55,6 +55,8 @@ def test_stack_dependencies_let_deploy_order_layers(synth_dir):
             f"{env}-network",
             f"{env}-registry",
         ]
+    assert sorted(manifest["stacks"]["prod-workers"]["dependencies"]) == ["prod-database", "prod-network"]
+    assert sorted(manifest["stacks"]["prod-workers-k8s"]["dependencies"]) == ["prod-database", "prod-workers"]
 
 
 def test_output_holds_no_path_of_this_machine(synth_dir, synth_hcl):
