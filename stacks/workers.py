@@ -143,7 +143,7 @@ class WorkersStack(LayerStack):
         # The worker: pulls both subscriptions; republishes stuck batches' lines (its sweeper) and
         # nothing else to the line topic; writes and reads results under outputs/ only; calls
         # Vertex AI. Its Cloud SQL login comes with its IAM database user (database layer).
-        bucket, lines, dead_letters = self.bucket.target, self.queue.topic_target, self.queue.dead_letter_topic_target
+        bucket, lines, dead_letters = self.bucket, self.queue.topic_target, self.queue.dead_letter_topic_target
         line_subscription, dead_letter_subscription = self.queue.subscriptions
         grant(self, "worker-pulls-lines", role=SUBSCRIBER, to=worker, on=line_subscription)
         grant(self, "worker-pulls-dead-letters", role=SUBSCRIBER, to=worker, on=dead_letter_subscription)

@@ -14,7 +14,7 @@ from cdktf_cdktf_provider_google.storage_bucket import (
 )
 from constructs import Construct
 
-from hybrid.components.grants import Bucket
+from hybrid.components.grants import Bucket, objects_under
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,7 @@ class BatchBucketProps:
 class BatchBucket(Construct):
     def __init__(self, scope: Construct, id_: str, props: BatchBucketProps) -> None:
         super().__init__(scope, id_)
+        self.props = props
         self.bucket = StorageBucket(
             self,
             "bucket",
@@ -49,6 +50,6 @@ class BatchBucket(Construct):
             force_destroy=props.force_destroy,
         )
 
-    @property
-    def target(self) -> Bucket:
-        return Bucket(self.bucket.name)
+    def objects_under(self, prefix: str) -> Bucket:
+        """The bucket's objects under ``prefix``, as a grant's target (the binding waits for the bucket)."""
+        return Bucket(self.bucket.name, objects_under(self.props.name, prefix))

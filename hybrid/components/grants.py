@@ -109,17 +109,15 @@ class Bucket:
             else None,
         )
 
-    def objects_under(self, prefix: str) -> Bucket:
-        """The bucket's objects whose names start with ``prefix`` only
-        (cloud.google.com/storage/docs/access-control/iam#conditions: resource.name of an object is
-        projects/_/buckets/<bucket>/objects/<name>)."""
-        return Bucket(
-            self.name,
-            Condition(
-                title=f"only {prefix}",
-                expression=f'resource.name.startsWith("projects/_/buckets/{self.name}/objects/{prefix}")',
-            ),
-        )
+
+def objects_under(bucket: str, prefix: str) -> Condition:
+    """Only ``bucket``'s objects whose names start with ``prefix`` (an object's resource.name is
+    projects/_/buckets/<bucket>/objects/<name>: cloud.google.com/storage/docs/access-control/iam#conditions).
+    ``bucket`` is the literal name: cdktf's HCL output mangles a reference inside a quoted string."""
+    return Condition(
+        title=f"only {prefix}",
+        expression=f'resource.name.startsWith("projects/_/buckets/{bucket}/objects/{prefix}")',
+    )
 
 
 @dataclass(frozen=True)
