@@ -731,8 +731,8 @@ def batch_worker(s: Synth, c: Chain) -> PodCaller | None:
     if not c.check(bool(deployments) and bool(clusters), f"the worker Deployment in {k8s_id} and its cluster"):
         return None
     pod = ((deployments[0].get("spec") or {}).get("template") or {}).get("spec") or {}
-    container = (pod.get("container") or [{}])[0]
-    env = {e.get("name"): e.get("value") for e in container.get("env") or ()}
+    containers = pod.get("container") or ()
+    env = {e.get("name"): e.get("value") for container in containers[:1] for e in container.get("env") or ()}
     # Workload Identity: the Pods act as the Google account their Kubernetes service account names
     # (cloud.google.com/kubernetes-engine/docs/how-to/workload-identity).
     account_ref = s.ref(k8s_id, pod.get("service_account_name"))
