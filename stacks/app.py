@@ -23,8 +23,10 @@ def build_app(environments: list[Environment], outdir: str | None = None) -> App
         if env.inference.placement == "gke":
             cluster = ClusterStack(app, env, network)
             InferenceStack(app, env, network, cluster)
-        ServicesStack(app, env, network, registry, database)
+        services = ServicesStack(app, env, network, registry, database)
         if env.workers.enabled:
             workers = WorkersStack(app, env, network, database)
             WorkersK8sStack(app, env, workers, database)
+            # The orchestrator publishes to the workers layer's topic, with its grants there.
+            services.add_dependency(workers)
     return app

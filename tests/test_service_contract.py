@@ -87,6 +87,14 @@ def test_the_worker_loads_what_its_deployment_declares(synth_json, monkeypatch):
     assert "worker_account" in loaded.pguser and loaded.pguser != orchestrator.pguser
 
 
+def test_the_orchestrator_publishes_where_the_worker_pulls(synth_json, monkeypatch):
+    orchestrator = load("orchestrator", declared_env(synth_json["prod-services"], "prod-orchestrator"), monkeypatch)
+    assert orchestrator.batch_bucket == "replace-me-prod-prod-batch"
+    assert orchestrator.batch_topic == "projects/replace-me-prod/topics/prod-batch-lines"
+    # Without the workers tier, no batch settings: dev's batch routes answer "batches are not enabled".
+    assert {"BATCH_BUCKET", "BATCH_TOPIC"}.isdisjoint(declared_env(synth_json["dev-services"], "dev-orchestrator"))
+
+
 def test_no_worker_settings_without_workers(monkeypatch):
     dev = load_environment(ROOT / "environments" / "dev.toml")
     assert "worker" not in service_settings(dev, Wiring.placeholder(dev))

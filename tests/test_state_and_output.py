@@ -54,7 +54,7 @@ def test_stack_dependencies_let_deploy_order_layers(synth_dir):
             f"{env}-database",
             f"{env}-network",
             f"{env}-registry",
-        ]
+        ] + (["prod-workers"] if env == "prod" else [])
     assert sorted(manifest["stacks"]["prod-workers"]["dependencies"]) == ["prod-database", "prod-network"]
     assert sorted(manifest["stacks"]["prod-workers-k8s"]["dependencies"]) == ["prod-database", "prod-workers"]
 
