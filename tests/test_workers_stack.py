@@ -252,8 +252,9 @@ def test_autoscaler_on_the_subscriptions_backlog(k8s, worker):
         },
         "target": {"type": "AverageValue", "average_value": "50"},
     }
-    # Terraform leaves the replica count to the autoscaler.
-    assert "replicas" not in worker["spec"]
+    # Terraform starts the Deployment at the minimum and leaves the count to the autoscaler after.
+    assert worker["spec"]["replicas"] == "1"
+    assert worker["lifecycle"] == {"ignore_changes": ["spec[0].replicas"]}
     # The workers cluster has its own adapter, which serves the external metrics API the HPA asks.
     services = {a["metadata"]["name"] for a in resources(k8s, "kubernetes_api_service_v1").values()}
     assert "v1beta1.external.metrics.k8s.io" in services

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from cdktf import TerraformResourceLifecycle
 from cdktf_cdktf_provider_kubernetes.deployment_v1 import (
     DeploymentV1,
     DeploymentV1Metadata,
@@ -93,9 +94,12 @@ class BatchWorker(Construct):
             self,
             "deployment",
             metadata=DeploymentV1Metadata(name=NAME, namespace=props.namespace, labels=LABELS),
-            # The autoscaler owns the replica count; Terraform must not reset it on every apply.
+            # An apply need not wait for nodes: the Spot pool may be scaling up from zero.
             wait_for_rollout=False,
+            # The autoscaler owns the replica count once the Deployment exists.
+            lifecycle=TerraformResourceLifecycle(ignore_changes=["spec[0].replicas"]),
             spec=DeploymentV1Spec(
+                replicas=str(props.min_replicas),
                 selector=DeploymentV1SpecSelector(match_labels=LABELS),
                 template=DeploymentV1SpecTemplate(
                     metadata=DeploymentV1SpecTemplateMetadata(labels=LABELS), spec=self._pod_spec()

@@ -100,7 +100,8 @@ class WorkersSettings(Settings):
     deployment: WorkerDeploymentSettings = WorkerDeploymentSettings()
     queue: QueueSettings = QueueSettings()
     # Input and output files are deleted this many days after they were written
-    # (cloud.google.com/storage/docs/lifecycle#age: an Age condition in whole days).
+    # (cloud.google.com/storage/docs/lifecycle#age: an Age condition in whole days); at most ten
+    # years here, a bound of ours.
     bucket_lifecycle_days: Annotated[int, between(1, 3650)] = 30
-    # Flow control: line messages a worker holds at once.
+    # Flow control: line messages a worker holds at once (the worker's own bound, 1 to 1000).
     max_outstanding_messages: Annotated[int, between(1, 1000)] = 16
