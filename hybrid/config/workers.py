@@ -81,7 +81,8 @@ class QueueSettings(Settings):
     # RetryPolicy's minimumBackoff and maximumBackoff: 0 to 600 seconds.
     min_backoff_seconds: Annotated[int, between(0, 600)] = 10
     max_backoff_seconds: Annotated[int, between(0, 600)] = 600
-    # messageRetentionDuration: 10 minutes to 31 days; in whole days here.
+    # messageRetentionDuration: 10 minutes to 31 days (cloud.google.com/pubsub/docs/subscription-properties);
+    # in whole days here.
     retention_days: Annotated[int, between(1, 31)] = 7
 
     @model_validator(mode="after")

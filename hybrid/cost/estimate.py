@@ -534,7 +534,8 @@ def estimate(env: Environment, prices: PriceTable, workload: Workload | None = N
         lines.unpriced(
             "workers",
             "Pub/Sub batch topic and subscriptions",
-            "throughput-based (per TiB published and delivered, first 10 GiB free); no Pub/Sub price in the table",
+            "throughput-based (per TiB published and delivered, first 10 GiB free), plus storage for messages left "
+            "unacknowledged over 24 hours; no Pub/Sub price in the table",
         )
         lines.unpriced(
             "workers",
