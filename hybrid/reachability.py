@@ -116,7 +116,7 @@ CONNECTOR_PRIVATE_RANGES = (*RFC1918, RFC6598)
 DIRECT_VPC_PRIVATE_RANGES = (*CONNECTOR_PRIVATE_RANGES, *PRIVATE_GOOGLE_ACCESS_VIPS)
 
 # The layers main.py synthesizes for each environment: stack ids are <env>-<layer>.
-LAYERS = ("network", "registry", "database", "cluster", "inference", "services")
+LAYERS = ("network", "registry", "database", "cluster", "inference", "services", "workers", "workers-k8s")
 HTTPS = 443
 POSTGRES = 5432  # libpq's default port when PGPORT is unset
 
@@ -691,6 +691,71 @@ def orchestrator_json(c: Chain, service: RunService, name: str) -> Any:
 
 
 # ------------------------------------------------------------------------------------------
+# Callers: what an edge needs of whoever makes the call
+
+
+@dataclass(frozen=True)
+class Caller:
+    name: str
+    stack_id: str  # where its environment's references are resolved
+    env: Mapping[str, Any]
+    identity: str  # its Google service account, as a principal
+
+
+@dataclass(frozen=True)
+class PodCaller(Caller):
+    """A Deployment's Pods on a VPC-native GKE cluster. To other VPC ranges their packets keep the
+    Pod's own address: GKE's ip-masq-agent leaves RFC 1918 destinations unmasqueraded
+    (cloud.google.com/kubernetes-engine/docs/concepts/ip-masquerade-agent)."""
+
+    network: Ref
+    source: Net  # the cluster's Pod range
+
+    def json(self, c: Chain, name: str) -> Any:
+        try:
+            return json.loads(self.env[name])
+        except (KeyError, TypeError, ValueError):
+            c.fail(f"{self.name}'s {name} is missing or not JSON")
+            return None
+
+
+def batch_worker(s: Synth, c: Chain) -> PodCaller | None:
+    """The batch worker's Deployment in the workers' Kubernetes layer, with its cluster's network."""
+    k8s_id = s.stack_id("workers-k8s")
+    deployments = [
+        d
+        for d in s.resources("workers-k8s", "kubernetes_deployment_v1").values()
+        if (d.get("metadata") or {}).get("name") == "worker"
+    ]
+    clusters = list(s.resources("workers", "google_container_cluster").values())
+    if not c.check(bool(deployments) and bool(clusters), f"the worker Deployment in {k8s_id} and its cluster"):
+        return None
+    pod = ((deployments[0].get("spec") or {}).get("template") or {}).get("spec") or {}
+    containers = pod.get("container") or ()
+    env = {e.get("name"): e.get("value") for container in containers[:1] for e in container.get("env") or ()}
+    # Workload Identity: the Pods act as the Google account their Kubernetes service account names
+    # (cloud.google.com/kubernetes-engine/docs/how-to/workload-identity).
+    account_ref = s.ref(k8s_id, pod.get("service_account_name"))
+    account = s.config(account_ref) if account_ref else {}
+    email = ((account.get("metadata") or {}).get("annotations") or {}).get("iam.gke.io/gcp-service-account")
+    who = s.principal(account_ref.stack if account_ref else k8s_id, email)
+    if not c.check(who.startswith("serviceAccount:"), f"the worker's Pods act as {who} (Workload Identity)"):
+        return None
+    cluster, workers_id = clusters[0], s.stack_id("workers")
+    subnet_ref, network_ref = s.ref(workers_id, cluster.get("subnetwork")), s.ref(workers_id, cluster.get("network"))
+    if not c.check(subnet_ref is not None and network_ref is not None, "the workers cluster's VPC and subnet resolve"):
+        return None
+    assert subnet_ref is not None and network_ref is not None
+    subnet = s.config(subnet_ref)
+    pods_range = (cluster.get("ip_allocation_policy") or {}).get("cluster_secondary_range_name")
+    ranges = {r.get("range_name"): net(r["ip_cidr_range"]) for r in subnet.get("secondary_ip_range") or ()}
+    if not c.check(pods_range in ranges, f"the workers' Pods range {pods_range} is a range of {subnet.get('name')}"):
+        return None
+    c.ok(f"the worker's Pods send from {ranges[pods_range]} ({subnet.get('name')}'s {pods_range})")
+    return PodCaller("worker", k8s_id, env, who, network_ref, ranges[pods_range])
+
+
+# ------------------------------------------------------------------------------------------
 # Kubernetes objects
 
 
@@ -913,15 +978,28 @@ def _internal_load_balancer(s: Synth) -> tuple[Json, str] | None:
     return None
 
 
-def _to_gke_model(s: Synth, c: Chain, orchestrator: RunService, backends: Json, routes: list[Any], model: str) -> None:
+@dataclass(frozen=True)
+class ModelTarget:
+    """The self-hosted model server behind its internal load balancer, as a caller's BACKENDS reach it."""
+
+    spec: Json  # the load balancer Service's spec
+    destination: Net  # its address
+    port: int
+    pod: Workload
+    target_port: int
+
+
+def _gke_model_target(
+    s: Synth, c: Chain, caller_stack: str, backends: Json, routes: list[Any], model: str
+) -> ModelTarget | None:
     if not c.check(s.has("inference"), f"placement gke: stack {s.stack_id('inference')}"):
-        return
+        return None
     # cloud.google.com/kubernetes-engine/docs/concepts/service-load-balancer-parameters: the
     # annotation networking.gke.io/load-balancer-type "Internal" makes an internal passthrough
     # Network Load Balancer; loadBalancerIP sets its address; loadBalancerSourceRanges limits sources.
     found = _internal_load_balancer(s)
     if not c.present(found, "an internal passthrough load balancer Service (type LoadBalancer, Internal)"):
-        return
+        return None
     lb, address = found
     spec, inference_id = lb["spec"], s.stack_id("inference")
     address_ref = s.ref(inference_id, spec.get("load_balancer_ip"))
@@ -934,56 +1012,46 @@ def _to_gke_model(s: Synth, c: Chain, orchestrator: RunService, backends: Json, 
         f"its loadBalancerIP {address} is the reserved internal address {reserved.get('name', '?')}"
         f" in subnet {subnet.get('name', '?')} ({subnet.get('ip_cidr_range', '?')})",
     ):
-        return
+        return None
     service_ports = {int(p["port"]): p for p in spec.get("port") or ()}
 
     names = []
     for name, backend in backends.items():
-        url = s.render(s.stack_id("services"), str((backend or {}).get("url", "")))
+        url = s.render(caller_stack, str((backend or {}).get("url", "")))
         match = re.fullmatch(r"https?://([^/:]+)(?::(\d+))?(/.*)?", url)
         if (backend or {}).get("kind") == "openai" and match and match[1] == address:
             names.append((name, url, int(match[2] or (443 if url.startswith("https") else 80))))
     if not c.check(bool(names), f"BACKENDS: {', '.join(n for n, *_ in names) or 'no backend'} points at {address}"):
-        return
+        return None
     name, url, port = names[0]
     listed = ", ".join(map(str, service_ports)) or "none"
     if not c.check(
         port in service_ports,
         f"BACKENDS.{name} = {url}: port {port} is a port of Service {lb['metadata'].get('name')} ({listed})",
     ):
-        return
+        return None
     check_route(c, routes, model, name)
 
     pods = [w for w in workloads(s) if labels_select(spec.get("selector"), w.labels)]
     if not c.check(bool(pods), f"the Service's selector {spec.get('selector')} selects the model server's pods"):
-        return
+        return None
     pod = pods[0]
     target_port = pod.port(service_ports[port].get("target_port", port))
     if not c.check(target_port in pod.numbers, f"Service port {port} -> container port {target_port}"):
-        return
+        return None
     assert target_port is not None
+    return ModelTarget(spec, host(address), port, pod, target_port)
 
-    attached = attachment(s, c, orchestrator)
-    if attached is None:
-        return
-    destination = host(address)
-    if not c.check(
-        attached.routes_into_vpc(destination), f"{orchestrator.name}: {attached.describe_routing(destination)}"
-    ):
-        return
-    rules = firewall_rules(s, attached.network)
-    _firewall(c, rules, Packet("EGRESS", attached.source, destination, port, target_tags=attached.tags))
-    # Ingress rules cannot match Direct VPC egress by tag; they match its subnet's range
-    # (cloud.google.com/run/docs/configuring/vpc-direct-vpc#limitations). Connector VMs' tags
-    # can be ingress sources (cloud.google.com/vpc/docs/serverless-vpc-access#restrict-access).
-    source_tags = attached.tags if attached.connector else frozenset()
-    _firewall(c, rules, Packet("INGRESS", attached.source, destination, port, source_tags=source_tags))
+
+def _model_server_admits(s: Synth, c: Chain, target: ModelTarget, source: Net) -> None:
+    """The load balancer's source ranges and the pods' NetworkPolicy admit ``source``."""
+    spec = target.spec
     ranges = [net(r) for r in spec.get("load_balancer_source_ranges") or ()] or [ANYWHERE]
     c.check(
-        within(attached.source, ranges),
-        f"loadBalancerSourceRanges {', '.join(map(str, ranges))} include {attached.source}",
+        within(source, ranges),
+        f"loadBalancerSourceRanges {', '.join(map(str, ranges))} include {source}",
     )
-    admitted, why = network_policy_admits(s, pod, target_port, cidr=attached.source)
+    admitted, why = network_policy_admits(s, target.pod, target.target_port, cidr=source)
     c.check(admitted, why)
     if admitted and "ipBlock" in why:
         # The pods see the client's own address only with externalTrafficPolicy Local; with
@@ -995,6 +1063,51 @@ def _to_gke_model(s: Synth, c: Chain, orchestrator: RunService, backends: Json, 
         )
 
 
+def _to_gke_model(s: Synth, c: Chain, orchestrator: RunService, backends: Json, routes: list[Any], model: str) -> None:
+    target = _gke_model_target(s, c, s.stack_id("services"), backends, routes, model)
+    if target is None:
+        return
+    attached = attachment(s, c, orchestrator)
+    if attached is None:
+        return
+    destination, port = target.destination, target.port
+    if not c.check(
+        attached.routes_into_vpc(destination), f"{orchestrator.name}: {attached.describe_routing(destination)}"
+    ):
+        return
+    rules = firewall_rules(s, attached.network)
+    _firewall(c, rules, Packet("EGRESS", attached.source, destination, port, target_tags=attached.tags))
+    # Ingress rules cannot match Direct VPC egress by tag; they match its subnet's range
+    # (cloud.google.com/run/docs/configuring/vpc-direct-vpc#limitations). Connector VMs' tags
+    # can be ingress sources (cloud.google.com/vpc/docs/serverless-vpc-access#restrict-access).
+    source_tags = attached.tags if attached.connector else frozenset()
+    _firewall(c, rules, Packet("INGRESS", attached.source, destination, port, source_tags=source_tags))
+    _model_server_admits(s, c, target, attached.source)
+
+
+def worker_to_inference(s: Synth, facts: EnvironmentFacts) -> Verdict:
+    c = Chain("worker -> inference")
+    worker = batch_worker(s, c)
+    if worker is None:
+        return c.verdict()
+    backends, routes = worker.json(c, "BACKENDS"), worker.json(c, "ROUTES")
+    if backends is None or routes is None:
+        return c.verdict()
+    if facts.placement != "gke":
+        c.fail("the worker reaches a self-hosted model on GKE only; this check knows no other placement")
+        return c.verdict()
+    target = _gke_model_target(s, c, worker.stack_id, backends, routes, facts.self_hosted_model)
+    if target is None:
+        return c.verdict()
+    # Both clusters are in one VPC: the Pods' packets meet its egress rules on the way out and the
+    # model nodes' ingress rules on the way in (a passthrough load balancer keeps the source).
+    rules = firewall_rules(s, worker.network)
+    _firewall(c, rules, Packet("EGRESS", worker.source, target.destination, target.port))
+    _firewall(c, rules, Packet("INGRESS", worker.source, target.destination, target.port))
+    _model_server_admits(s, c, target, worker.source)
+    return c.verdict()
+
+
 def orchestrator_to_database(s: Synth, facts: EnvironmentFacts) -> Verdict:
     c = Chain("orchestrator -> Cloud SQL")
     orchestrator = run_service(s, "orchestrator")
@@ -1004,15 +1117,65 @@ def orchestrator_to_database(s: Synth, facts: EnvironmentFacts) -> Verdict:
     ):
         return c.verdict()
     assert orchestrator is not None
-    services_id, env = s.stack_id("services"), orchestrator.env
+
+    def reach(network: Ref, psa_range: Net, port: int) -> bool:
+        attached = attachment(s, c, orchestrator)
+        if attached is None:
+            return False
+        c.check(
+            attached.network.target == network.target,
+            f"{orchestrator.name} egresses into {s.name_of(network)}, the instance's peered VPC",
+        )
+        if c.check(attached.routes_into_vpc(psa_range), f"{orchestrator.name}: {attached.describe_routing(psa_range)}"):
+            # Cloud SQL sits in Google's peered network: only our egress rules apply on the way
+            # (cloud.google.com/vpc/docs/vpc-peering#firewall_rules). The whole range, as the
+            # instance's address is allocated from it at deploy time.
+            packet = Packet("EGRESS", attached.source, psa_range, port, target_tags=attached.tags)
+            _firewall(c, firewall_rules(s, attached.network), packet)
+        return True
+
+    caller = Caller(orchestrator.name, s.stack_id("services"), orchestrator.env, identity(s, orchestrator))
+    _to_database(s, c, caller, instances, reach)
+    return c.verdict()
+
+
+def worker_to_database(s: Synth, facts: EnvironmentFacts) -> Verdict:
+    c = Chain("worker -> Cloud SQL")
+    worker = batch_worker(s, c)
+    instances = list(s.all_resources("google_sql_database_instance"))
+    if worker is None or not c.check(bool(instances), "a Cloud SQL instance exists"):
+        return c.verdict()
+
+    def reach(network: Ref, psa_range: Net, port: int) -> bool:
+        c.check(
+            worker.network.target == network.target,
+            f"{worker.name}'s cluster is in {s.name_of(network)}, the instance's peered VPC",
+        )
+        # From the Pods' own addresses (see PodCaller), through the VPC's egress rules only, as above.
+        _firewall(c, firewall_rules(s, worker.network), Packet("EGRESS", worker.source, psa_range, port))
+        return True
+
+    _to_database(s, c, Caller(worker.name, worker.stack_id, worker.env, worker.identity), instances, reach)
+    return c.verdict()
+
+
+def _to_database(
+    s: Synth,
+    c: Chain,
+    caller: Caller,
+    instances: list[tuple[str, str, Json]],
+    reach: Callable[[Ref, Net, int], bool],
+) -> None:
+    """``caller`` logs in to the instance its PGHOST names; ``reach`` checks the network path."""
+    env = caller.env
     pghost = env.get("PGHOST")
     matching = [
         (st, key, inst)
         for st, key, inst in instances
-        if s.refers_to(services_id, pghost, (st, "google_sql_database_instance", key), "private_ip_address")
+        if s.refers_to(caller.stack_id, pghost, (st, "google_sql_database_instance", key), "private_ip_address")
     ]
-    if not c.check(bool(matching), f"PGHOST = {s.show(services_id, pghost)}"):
-        return c.verdict()
+    if not c.check(bool(matching), f"PGHOST = {s.show(caller.stack_id, pghost)}"):
+        return
     stack_id, key, instance = matching[0]
     settings = instance.get("settings") or {}
     ip = settings.get("ip_configuration") or {}
@@ -1020,23 +1183,10 @@ def orchestrator_to_database(s: Synth, facts: EnvironmentFacts) -> Verdict:
     c.check(ip.get("ipv4_enabled") is False, f"{instance.get('name')}: no public IP (ipv4_enabled false)")
     psa = _private_services_range(s, c, stack_id, ip)
     if psa is None:
-        return c.verdict()
+        return
     network, psa_range = psa
-
-    attached = attachment(s, c, orchestrator)
-    if attached is None:
-        return c.verdict()
-    c.check(
-        attached.network.target == network.target,
-        f"{orchestrator.name} egresses into {s.name_of(network)}, the instance's peered VPC",
-    )
-    if c.check(attached.routes_into_vpc(psa_range), f"{orchestrator.name}: {attached.describe_routing(psa_range)}"):
-        port = int(env.get("PGPORT") or POSTGRES)
-        # Cloud SQL sits in Google's peered network: only our egress rules apply on the way
-        # (cloud.google.com/vpc/docs/vpc-peering#firewall_rules). The whole range, as the
-        # instance's address is allocated from it at deploy time.
-        packet = Packet("EGRESS", attached.source, psa_range, port, target_tags=attached.tags)
-        _firewall(c, firewall_rules(s, attached.network), packet)
+    if not reach(network, psa_range, int(env.get("PGPORT") or POSTGRES)):
+        return
 
     # cloud.google.com/sql/docs/postgres/configure-ssl-instance: ENCRYPTED_ONLY needs TLS,
     # TRUSTED_CLIENT_CERTIFICATE_REQUIRED a client certificate too.
@@ -1046,19 +1196,18 @@ def orchestrator_to_database(s: Synth, facts: EnvironmentFacts) -> Verdict:
         f"PGSSLMODE = {sslmode} against ssl_mode {ssl_mode}",
     )
     if env.get("DATABASE_AUTH") == "iam":
-        _iam_login(s, c, orchestrator, stack_id, key, instance)
+        _iam_login(s, c, caller, stack_id, key, instance)
     else:
         c.ok(f"DATABASE_AUTH = {env.get('DATABASE_AUTH')}: password login, not checked here")
     database = env.get("PGDATABASE")
     c.check(
         any(
-            s.refers_to(services_id, database, (st, "google_sql_database", k))
+            s.refers_to(caller.stack_id, database, (st, "google_sql_database", k))
             and s.refers_to(st, db.get("instance"), (stack_id, "google_sql_database_instance", key))
             for st, k, db in s.all_resources("google_sql_database")
         ),
-        f"PGDATABASE = {s.show(services_id, database)}, a database of {instance.get('name')}",
+        f"PGDATABASE = {s.show(caller.stack_id, database)}, a database of {instance.get('name')}",
     )
-    return c.verdict()
 
 
 def _private_services_range(s: Synth, c: Chain, stack_id: str, ip: Json) -> tuple[Ref, Net] | None:
@@ -1086,7 +1235,7 @@ def _private_services_range(s: Synth, c: Chain, stack_id: str, ip: Json) -> tupl
     return network, psa_range
 
 
-def _iam_login(s: Synth, c: Chain, orchestrator: RunService, stack_id: str, key: str, instance: Json) -> None:
+def _iam_login(s: Synth, c: Chain, caller: Caller, stack_id: str, key: str, instance: Json) -> None:
     # cloud.google.com/sql/docs/postgres/iam-authentication and /add-manage-iam-users: the flag
     # cloudsql.iam_authentication on, a CLOUD_IAM_SERVICE_ACCOUNT user named as the account's
     # email without .gserviceaccount.com, and roles/cloudsql.instanceUser for the account.
@@ -1094,7 +1243,7 @@ def _iam_login(s: Synth, c: Chain, orchestrator: RunService, stack_id: str, key:
     c.check(
         flags.get("cloudsql.iam_authentication") == "on", "DATABASE_AUTH = iam: flag cloudsql.iam_authentication on"
     )
-    who = identity(s, orchestrator)
+    who = caller.identity
     users = [
         s.principal(st, user.get("name"))
         for st, _, user in s.all_resources("google_sql_user")
@@ -1103,9 +1252,9 @@ def _iam_login(s: Synth, c: Chain, orchestrator: RunService, stack_id: str, key:
         and ".gserviceaccount.com" in user.get("name", "")
     ]
     c.check(who in users, f"IAM database user for {who} (type CLOUD_IAM_SERVICE_ACCOUNT): {', '.join(users) or 'none'}")
-    pguser = orchestrator.env.get("PGUSER", "")
+    pguser = caller.env.get("PGUSER", "")
     c.check(
-        s.principal(s.stack_id("services"), pguser) == who and ".gserviceaccount.com" in pguser,
+        s.principal(caller.stack_id, pguser) == who and ".gserviceaccount.com" in pguser,
         f"PGUSER is {who}'s email without .gserviceaccount.com",
     )
     c.check(who in project_holders(s, "roles/cloudsql.instanceUser"), f"{who} holds roles/cloudsql.instanceUser")
@@ -1157,7 +1306,8 @@ def orchestrator_to_vertex(s: Synth, facts: EnvironmentFacts) -> Verdict:
 
 def nodes_to_internet(s: Synth, facts: EnvironmentFacts) -> Verdict:
     c = Chain("GKE nodes -> internet (NAT)")
-    clusters = list(s.all_resources("google_container_cluster"))
+    # The models' cluster; the workers' subnet has no NAT by design (stacks/network.py).
+    clusters = [(s.stack_id("cluster"), k, v) for k, v in s.resources("cluster", "google_container_cluster").items()]
     if not c.check(bool(clusters), f"a GKE cluster in {s.stack_id('cluster')}"):
         return c.verdict()
     stack_id, _, cluster = clusters[0]
@@ -1210,7 +1360,7 @@ def _nat_covers(s: Synth, network: Ref, subnet_ref: Ref, subnet: Json) -> str | 
 
 def prometheus_to_metrics(s: Synth, facts: EnvironmentFacts) -> Verdict:
     c = Chain("Managed Prometheus -> vLLM metrics")
-    clusters = list(s.all_resources("google_container_cluster"))
+    clusters = [(s.stack_id("cluster"), k, v) for k, v in s.resources("cluster", "google_container_cluster").items()]
     if not c.check(bool(clusters), "a GKE cluster"):
         return c.verdict()
     cluster = clusters[0][2]
@@ -1268,13 +1418,15 @@ class EnvironmentFacts:
     name: str
     placement: str  # "gke" or "cloud_run"
     self_hosted_model: str
+    workers: bool = False  # [workers] enabled: the batch workers tier exists
 
     @classmethod
     def from_toml(cls, raw: Mapping[str, Any]) -> EnvironmentFacts:
         """From an environments/<env>.toml as parsed by tomllib (hybrid/config validates it)."""
         inference = raw.get("inference") or {}
         placement = inference.get("placement", "gke")  # InferenceSettings' default
-        return cls(raw["name"], placement, (inference.get(placement) or {}).get("model", ""))
+        workers = bool((raw.get("workers") or {}).get("enabled", False))  # WorkersSettings' default
+        return cls(raw["name"], placement, (inference.get(placement) or {}).get("model", ""), workers)
 
 
 EdgeCheck = Callable[[Synth, EnvironmentFacts], Verdict]
@@ -1289,6 +1441,11 @@ EDGES: tuple[tuple[str, EdgeCheck, tuple[str, ...]], ...] = (
     ("GKE nodes -> internet (NAT)", nodes_to_internet, ("gke",)),
     ("Managed Prometheus -> vLLM metrics", prometheus_to_metrics, ("gke",)),
 )
+# The workers tier's edges, where it is enabled.
+WORKER_EDGES: tuple[tuple[str, EdgeCheck], ...] = (
+    ("worker -> inference", worker_to_inference),
+    ("worker -> Cloud SQL", worker_to_database),
+)
 
 
 def evaluate(stacks: Mapping[str, Json], facts: EnvironmentFacts) -> list[Verdict]:
@@ -1297,9 +1454,8 @@ def evaluate(stacks: Mapping[str, Json], facts: EnvironmentFacts) -> list[Verdic
     ``stacks`` maps stack ids (``<env>-<layer>``) to their parsed cdk.tf.json; stacks of other
     environments may be present and are ignored."""
     s, verdicts = Synth(facts.name, stacks), []
-    for edge, check, placements in EDGES:
-        if facts.placement not in placements:
-            continue
+    edges = [(edge, check) for edge, check, placements in EDGES if facts.placement in placements]
+    for edge, check in edges + (list(WORKER_EDGES) if facts.workers else []):
         try:
             verdicts.append(check(s, facts))
         except Unresolved as err:

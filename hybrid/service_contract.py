@@ -23,12 +23,14 @@ from hybrid.config import Environment, must
 from services.frontend.settings import FrontendSettings
 from services.gateway.settings import GatewaySettings
 from services.orchestrator.settings import OrchestratorSettings, Route
+from services.worker.settings import WorkerSettings
 
 # The settings model of each service whose code lives in services/.
 MODELS: dict[str, type[BaseSettings]] = {
     "frontend": FrontendSettings,
     "gateway": GatewaySettings,
     "orchestrator": OrchestratorSettings,
+    "worker": WorkerSettings,
 }
 # Identity Platform's REST endpoint (cloud.google.com/identity-platform/docs/use-rest-api).
 IDENTITY_PLATFORM_URL = "https://identitytoolkit.googleapis.com"
@@ -54,6 +56,7 @@ class Wiring:
     database_host: str | None = None
     database_name: str | None = None
     database_user: str | None = None
+    worker_database_user: str | None = None
     identity_platform_api_key: str | None = None
 
     @classmethod
@@ -71,6 +74,7 @@ class Wiring:
             database_host="10.0.0.1",
             database_name=env.database.database_name,
             database_user=f"{env.names.orchestrator_account}@{env.project_id}.iam",
+            worker_database_user=f"{env.names.worker_account}@{env.project_id}.iam",
             identity_platform_api_key="API_KEY",
         )
 
@@ -115,21 +119,7 @@ def _stack_values(env: Environment, wiring: Wiring) -> dict[str, dict[str, objec
             "identity_platform_url": IDENTITY_PLATFORM_URL,
         },
         "orchestrator": {
-            "backends": {
-                SELF_HOSTED: {
-                    "kind": "openai",
-                    "url": wiring.inference_url,
-                    # A Cloud Run model server admits only the orchestrator's identity.
-                    "auth": "google-id-token" if env.inference.placement == "cloud_run" else "none",
-                },
-                VERTEX: {"kind": "vertex", "project": env.project_id, "location": env.region},
-            },
-            # The self-hosted model first, by its exact name: a self-hosted google/gemma-* must
-            # not fall into the google/* route to Vertex AI.
-            "routes": [
-                Route(match=self_hosted_model(env), backends=[SELF_HOSTED]),
-                Route(match="google/*", backends=[VERTEX]),
-            ],
+            **_routing(env, wiring),
             # Cut a backend's answer where Cloud Run would end the request anyway; the ledger's
             # reconciliation of rows a dead instance left behind counts from it too.
             "max_request_seconds": services.orchestrator.timeout_seconds,
@@ -139,8 +129,77 @@ def _stack_values(env: Environment, wiring: Wiring) -> dict[str, dict[str, objec
             "pguser": wiring.database_user,
             # Cloud SQL's ssl_mode ENCRYPTED_ONLY; the IAM token is the password.
             "pgsslmode": "require",
+            # Batch jobs, with the workers tier only: unset, the batch routes answer 404.
+            **(_batch_values(env) if env.workers.enabled else {}),
         },
+        **({"worker": _worker_values(env, wiring)} if env.workers.enabled else {}),
     }
+
+
+def _routing(env: Environment, wiring: Wiring) -> dict[str, object]:
+    """The backends and routes, the orchestrator's and the worker's alike: a batch line is served
+    as an interactive request for the same model is."""
+    return {
+        "backends": {
+            SELF_HOSTED: {
+                "kind": "openai",
+                "url": wiring.inference_url,
+                # A Cloud Run model server admits only the orchestrator's identity.
+                "auth": "google-id-token" if env.inference.placement == "cloud_run" else "none",
+            },
+            VERTEX: {"kind": "vertex", "project": env.project_id, "location": env.region},
+        },
+        # The self-hosted model first, by its exact name: a self-hosted google/gemma-* must
+        # not fall into the google/* route to Vertex AI.
+        "routes": [
+            Route(match=self_hosted_model(env), backends=[SELF_HOSTED]),
+            Route(match="google/*", backends=[VERTEX]),
+        ],
+    }
+
+
+def _batch_values(env: Environment) -> dict[str, object]:
+    """Where the orchestrator stores batch files and publishes their lines (the workers layer's)."""
+    names = env.names
+    return {"batch_bucket": names.batch_bucket, "batch_topic": f"projects/{env.project_id}/topics/{names.batch_topic}"}
+
+
+def _worker_values(env: Environment, wiring: Wiring) -> dict[str, object]:
+    names, workers, project = env.names, env.workers, env.project_id
+    quota = "DAILY_TOKEN_QUOTA"
+    return {
+        **_routing(env, wiring),
+        "database_auth": "iam",
+        "pghost": wiring.database_host,
+        "pgdatabase": wiring.database_name,
+        "pguser": wiring.worker_database_user,
+        "pgsslmode": "require",
+        # The user's quota counts batch lines as the orchestrator counts requests: the same number.
+        "daily_token_quota": env.services.orchestrator.env.get(quota)
+        or OrchestratorSettings.model_fields[quota.lower()].default,
+        "topic": _batch_values(env)["batch_topic"],
+        "subscription": f"projects/{project}/subscriptions/{names.batch_subscription}",
+        "dead_letter_topic": f"projects/{project}/topics/{names.dead_letter_topic}",
+        "dead_letter_subscription": f"projects/{project}/subscriptions/{names.dead_letter_subscription}",
+        "batch_bucket": names.batch_bucket,
+        "max_outstanding_messages": workers.max_outstanding_messages,
+        "max_delivery_attempts": workers.queue.max_delivery_attempts,
+        # A claim outlives the ack deadline, so a line is not claimed twice while Pub/Sub still
+        # holds its message for the first worker.
+        "claim_seconds": workers.queue.ack_deadline_seconds + 60,
+    }
+
+
+# The worker on GKE takes no Secret Manager secrets from the file.
+_NO_SECRETS: Mapping[str, str] = {}
+
+
+def _overrides(env: Environment, role: str) -> tuple[str, Mapping[str, str], Mapping[str, str]]:
+    """Where ``role``'s own settings are in the environment file: its table, env and secrets."""
+    if role == "worker":
+        return "workers.deployment", env.workers.deployment.env, _NO_SECRETS
+    service = getattr(env.services, role)
+    return f"services.{role}", service.env, service.secrets
 
 
 def service_settings(env: Environment, wiring: Wiring, roles: Iterable[str] = tuple(MODELS)) -> dict[str, BaseSettings]:
@@ -150,29 +209,30 @@ def service_settings(env: Environment, wiring: Wiring, roles: Iterable[str] = tu
     for role, values in _stack_values(env, wiring).items():
         if role not in roles:
             continue
-        model, service = MODELS[role], getattr(env.services, role)
+        model = MODELS[role]
+        where, plain, secrets = _overrides(env, role)
         fields = {name.upper(): name for name in model.model_fields}
-        for table, given in (("env", service.env), ("secrets", service.secrets)):
+        for table, given in (("env", plain), ("secrets", secrets)):
             for name in sorted(given):
                 if name not in fields:
                     problems.append(
-                        f"services.{role}.{table}.{name}: unknown setting: must be one the {role} reads: {', '.join(sorted(fields))}"
+                        f"{where}.{table}.{name}: unknown setting: must be one the {role} reads: {', '.join(sorted(fields))}"
                     )
                 elif values.get(fields[name]) is not None:
-                    problems.append(f"services.{role}.{table}.{name}: must not be set here: the stack sets it")
+                    problems.append(f"{where}.{table}.{name}: must not be set here: the stack sets it")
         # Secrets reach the container from Secret Manager; check the plain ones here.
-        overrides = {fields[name]: value for name, value in service.env.items() if name in fields}
+        overrides = {fields[name]: value for name, value in plain.items() if name in fields}
         try:
             built[role] = _validated(
                 model,
                 {
                     **{k: v for k, v in values.items() if v is not None},
                     **overrides,
-                    **{fields[name]: "SECRET" for name in service.secrets if name in fields},
+                    **{fields[name]: "SECRET" for name in secrets if name in fields},
                 },
             )
         except ValidationError as err:
-            problems += [_describe(role, problem, overrides) for problem in err.errors()]
+            problems += [_describe(where, role, problem, overrides) for problem in err.errors()]
     if problems:
         raise ContractError(problems)
     return built
@@ -185,14 +245,14 @@ def _validated(model: type[BaseSettings], values: dict[str, object]) -> BaseSett
     return model(_build_sources=((InitSettingsSource(model, init_kwargs=values),), values))
 
 
-def _describe(role: str, problem: ErrorDetails, overrides: Mapping[str, str]) -> str:
+def _describe(where: str, role: str, problem: ErrorDetails, overrides: Mapping[str, str]) -> str:
     field = str(problem["loc"][0]) if problem["loc"] else ""
     message = must(problem["msg"])
     if field in overrides:
-        return f"services.{role}.env.{field.upper()} = {overrides[field]!r}: {message}"
+        return f"{where}.env.{field.upper()} = {overrides[field]!r}: {message}"
     if problem["type"] == "missing":
-        return f"services.{role}: the {role} needs {field.upper()}, which nothing sets"
-    return f"services.{role}: {field.upper()}: {message}" if field else f"services.{role}: {message}"
+        return f"{where}: the {role} needs {field.upper()}, which nothing sets"
+    return f"{where}: {field.upper()}: {message}" if field else f"{where}: {message}"
 
 
 def render(settings: BaseModel, *, exclude: frozenset[str] = frozenset()) -> dict[str, str]:
@@ -213,4 +273,5 @@ def render(settings: BaseModel, *, exclude: frozenset[str] = frozenset()) -> dic
 def container_env(env: Environment, wiring: Wiring, role: str) -> dict[str, str]:
     """The service's plain environment variables (its secrets come from Secret Manager apart)."""
     settings = service_settings(env, wiring, roles=(role,))[role]
-    return render(settings, exclude=frozenset(name.lower() for name in getattr(env.services, role).secrets))
+    _, _, secrets = _overrides(env, role)
+    return render(settings, exclude=frozenset(name.lower() for name in secrets))

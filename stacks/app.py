@@ -11,6 +11,7 @@ from stacks.inference import InferenceStack
 from stacks.network import NetworkStack
 from stacks.registry import RegistryStack
 from stacks.services import ServicesStack
+from stacks.workers import WorkersK8sStack, WorkersStack
 
 
 def build_app(environments: list[Environment], outdir: str | None = None) -> App:
@@ -22,5 +23,10 @@ def build_app(environments: list[Environment], outdir: str | None = None) -> App
         if env.inference.placement == "gke":
             cluster = ClusterStack(app, env, network)
             InferenceStack(app, env, network, cluster)
-        ServicesStack(app, env, network, registry, database)
+        services = ServicesStack(app, env, network, registry, database)
+        if env.workers.enabled:
+            workers = WorkersStack(app, env, network, database)
+            WorkersK8sStack(app, env, workers, database)
+            # The orchestrator publishes to the workers layer's topic, with its grants there.
+            services.add_dependency(workers)
     return app

@@ -11,7 +11,8 @@ from __future__ import annotations
 from cdktf import TerraformOutput
 from constructs import Construct
 
-from hybrid.components.autopilot_cluster import AutopilotCluster, AutopilotClusterProps, ControlPlaneAccess
+from hybrid.components.autopilot_cluster import AutopilotCluster, AutopilotClusterProps
+from hybrid.components.control_plane import ControlPlaneAccess
 from hybrid.components.service_account import ServiceAccount, ServiceAccountProps
 from hybrid.config import Environment
 from hybrid.layer import LayerStack

@@ -29,6 +29,8 @@ class DatabaseOutputs:
     # The orchestrator's identity, born here with its IAM database user; the services layer runs it.
     orchestrator_account: ServiceAccount
     orchestrator_database_user: str
+    # The batch worker's identity and IAM database user, when [workers] is enabled.
+    worker_account: ServiceAccount | None = None
 
 
 class DatabaseStack(LayerStack):
@@ -68,6 +70,18 @@ class DatabaseStack(LayerStack):
             ),
         )
         self.postgres.add_iam_user(self.orchestrator, project=env.project_id)
+        self.worker = None
+        if env.workers.enabled:
+            self.worker = ServiceAccount(
+                self,
+                "worker",
+                ServiceAccountProps(
+                    account_id=env.names.worker_account,
+                    display_name="Batch worker",
+                    description="Runs the batch workers on GKE: pulls line messages, calls the models, writes results.",
+                ),
+            )
+            self.postgres.add_iam_user(self.worker, project=env.project_id)
 
         TerraformOutput(self, "instance_connection_name", value=self.postgres.instance.connection_name)
         TerraformOutput(self, "private_ip", value=self.postgres.instance.private_ip_address)
@@ -79,4 +93,5 @@ class DatabaseStack(LayerStack):
             database_name=self.orchestrator_database.name,
             orchestrator_account=self.orchestrator,
             orchestrator_database_user=self.orchestrator.database_user_name,
+            worker_account=self.worker,
         )

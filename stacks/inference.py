@@ -9,15 +9,13 @@ autoscaler reads the queue length through.
 
 from __future__ import annotations
 
-from cdktf import Fn
-from cdktf_cdktf_provider_google.data_google_client_config import DataGoogleClientConfig
-from cdktf_cdktf_provider_google.data_google_container_cluster import DataGoogleContainerCluster
 from cdktf_cdktf_provider_kubernetes.namespace_v1 import NamespaceV1, NamespaceV1Metadata
-from cdktf_cdktf_provider_kubernetes.provider import KubernetesProvider
 from constructs import Construct
 
 from hybrid.catalog import MODELS
+from hybrid.components.control_plane import ControlPlaneAccess
 from hybrid.components.grants import SECRET_ACCESSOR, Bucket, Project, Secret, grant, role_id
+from hybrid.components.kubernetes_access import kubernetes_provider
 from hybrid.components.metrics_adapter import CustomMetricsAdapter, CustomMetricsAdapterProps
 from hybrid.components.service_account import ServiceAccount, ServiceAccountProps
 from hybrid.components.vllm_server import VllmServer, VllmServerProps, Weights
@@ -38,20 +36,12 @@ class InferenceStack(LayerStack):
         self.add_dependency(cluster)
         project, names, settings = env.project_id, env.names, env.inference.gke_server
 
-        gke = DataGoogleContainerCluster(self, "cluster", name=names.cluster, location=env.region)
-        client = DataGoogleClientConfig(self, "client")
-        if env.cluster.control_plane_access == "dns":
-            # The DNS endpoint carries a publicly trusted certificate and checks IAM.
-            endpoint = gke.control_plane_endpoints_config.get(0).dns_endpoint_config.get(0).endpoint
-            KubernetesProvider(self, "kubernetes", host=f"https://{endpoint}", token=client.access_token)
-        else:
-            KubernetesProvider(
-                self,
-                "kubernetes",
-                host=f"https://{gke.endpoint}",
-                token=client.access_token,
-                cluster_ca_certificate=Fn.base64decode(gke.master_auth.get(0).cluster_ca_certificate),
-            )
+        kubernetes_provider(
+            self,
+            cluster=names.cluster,
+            location=env.region,
+            access=ControlPlaneAccess(env.cluster.control_plane_access),
+        )
 
         server_identity = ServiceAccount(
             self,
@@ -131,7 +121,10 @@ class InferenceStack(LayerStack):
                 queue_target=settings.queue_target,
                 port=env.network.inference_port,
                 load_balancer_ip=network.outputs.inference_address,
-                allowed_sources=(str(env.network.run_cidr),),
+                # The orchestrator on Cloud Run, and the batch workers' Pods when there are any.
+                allowed_sources=tuple(
+                    str(cidr) for cidr in (env.network.run_cidr, env.network.workers_pods_cidr) if cidr is not None
+                ),
             ),
         )
         CustomMetricsAdapter(

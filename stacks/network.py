@@ -84,6 +84,7 @@ class NetworkOutputs:
     inference_address: str  # the model servers' internal load balancer
     # The VPC, read from the Private Services Access peering: Cloud SQL's network, after the peering.
     private_services_network: str
+    workers_subnet_id: str | None = None  # the workers' GKE Standard nodes, when [workers] is enabled
 
 
 class NetworkStack(LayerStack):
@@ -150,6 +151,31 @@ class NetworkStack(LayerStack):
             private_ip_google_access=True,
             log_config=_FLOW_LOGS,
         )
+
+        # The background workers' own subnet and secondary ranges, apart from the models' cluster so
+        # each cluster's ranges and firewall rules are its own. No Cloud NAT serves it: its nodes
+        # have no external address, so Private Google Access is their only way out, to Google APIs
+        # (cloud.google.com/vpc/docs/private-google-access).
+        self.workers_subnet = None
+        if env.workers.enabled:
+            self.workers_subnet = ComputeSubnetwork(
+                self,
+                "workers-subnet",
+                name=names.workers_subnet,
+                region=env.region,
+                network=self.vpc.id,
+                ip_cidr_range=str(net.workers_cidr),
+                private_ip_google_access=True,
+                secondary_ip_range=[
+                    ComputeSubnetworkSecondaryIpRange(
+                        range_name=names.workers_pods_range, ip_cidr_range=str(net.workers_pods_cidr)
+                    ),
+                    ComputeSubnetworkSecondaryIpRange(
+                        range_name=names.workers_services_range, ip_cidr_range=str(net.workers_services_cidr)
+                    ),
+                ],
+                log_config=_FLOW_LOGS,
+            )
 
         psa = net.psa_cidr
         self.psa_range = ComputeGlobalAddress(
@@ -248,11 +274,79 @@ class NetworkStack(LayerStack):
             run_subnet_id=self.run_subnet.id,
             inference_address=self.inference_address.address,
             private_services_network=self.psa_connection.network,
+            workers_subnet_id=self.workers_subnet.id if self.workers_subnet else None,
         )
 
 
 def firewall_rules(env: Environment) -> list[Rule]:
     """Default deny both ways, then exactly the flows of the architecture diagram."""
+    return _platform_rules(env) + (_workers_rules(env) if env.workers.enabled else [])
+
+
+def _workers_rules(env: Environment) -> list[Rule]:
+    """The background workers' flows. They run as Pods, whose traffic to other VPC ranges keeps
+    its Pod address (GKE's ip-masq-agent leaves RFC 1918 destinations alone:
+    cloud.google.com/kubernetes-engine/docs/concepts/ip-masquerade-agent), so the rules name the
+    Pods' range; nodes and Pods together reach Google APIs and each other."""
+    rule_name, net = env.names.firewall_rule, env.network
+    pods = str(net.workers_pods_cidr)
+    workers = (str(net.workers_cidr), pods)
+    models = (str(net.subnet_cidr), str(net.pods_cidr))
+    port = str(net.inference_port)
+    return [
+        Rule(
+            name=rule_name["allow-workers-to-inference"],
+            description="The batch workers call the model servers' internal load balancer.",
+            direction="INGRESS",
+            action="allow",
+            source_ranges=(pods,),
+            destination_ranges=models,
+            protocol="tcp",
+            ports=(port,),
+        ),
+        Rule(
+            name=rule_name["allow-workers-egress-inference"],
+            description="The batch workers call the model servers' internal load balancer.",
+            direction="EGRESS",
+            action="allow",
+            source_ranges=(pods,),
+            destination_ranges=models,
+            protocol="tcp",
+            ports=(port,),
+        ),
+        Rule(
+            name=rule_name["allow-workers-egress-postgres"],
+            description="The batch workers connect to Cloud SQL (the ledger and the batches' state).",
+            direction="EGRESS",
+            action="allow",
+            source_ranges=(pods,),
+            destination_ranges=(str(net.psa_cidr),),
+            protocol="tcp",
+            ports=(str(POSTGRES_PORT),),
+        ),
+        Rule(
+            name=rule_name["allow-workers-internal"],
+            description="The workers' nodes and Pods talk to each other and to their cluster's services.",
+            direction="EGRESS",
+            action="allow",
+            source_ranges=workers,
+            destination_ranges=(*workers, str(net.workers_services_cidr)),
+        ),
+        Rule(
+            name=rule_name["allow-workers-egress-google-apis"],
+            description="The workers' nodes and Pods reach Google APIs and their control plane over HTTPS; "
+            "with no NAT for their subnet, Private Google Access is the only way out.",
+            direction="EGRESS",
+            action="allow",
+            source_ranges=workers,
+            destination_ranges=(ANYWHERE,),
+            protocol="tcp",
+            ports=(str(HTTPS_PORT),),
+        ),
+    ]
+
+
+def _platform_rules(env: Environment) -> list[Rule]:
     rule_name, net = env.names.firewall_rule, env.network
     workloads = (str(net.subnet_cidr), str(net.pods_cidr))
     # Direct VPC egress carries each workload's network tag for egress rules; ingress rules cannot

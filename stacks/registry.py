@@ -19,6 +19,15 @@ from hybrid.layer import LayerStack
 from stacks.network import NetworkStack
 
 
+def repository_url(env: Environment) -> str:
+    return f"{env.region}-docker.pkg.dev/{env.project_id}/{env.names.registry}"
+
+
+def service_image(env: Environment, role: str, image: str | None) -> str:
+    """``image`` if the file names one, else the role's image in this repository at the services' tag."""
+    return image or f"{repository_url(env)}/{role}:{env.services.image_tag}"
+
+
 class RegistryStack(LayerStack):
     def __init__(self, scope: Construct, env: Environment, network: NetworkStack) -> None:
         super().__init__(scope, env, "registry")
@@ -35,5 +44,5 @@ class RegistryStack(LayerStack):
         TerraformOutput(
             self,
             "repository_url",
-            value=f"{env.region}-docker.pkg.dev/{env.project_id}/{env.names.registry}",
+            value=repository_url(env),
         )

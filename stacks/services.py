@@ -38,7 +38,7 @@ from hybrid.layer import LayerStack
 from hybrid.service_contract import Wiring, container_env, run_app_url
 from stacks.database import DatabaseStack
 from stacks.network import NetworkOutputs, NetworkStack
-from stacks.registry import RegistryStack
+from stacks.registry import RegistryStack, service_image
 
 VERTEX_AI_USER = "roles/aiplatform.user"
 # What the chat page calls with its browser key: sign-in, and refreshing the ID token
@@ -187,10 +187,7 @@ class ServicesStack(LayerStack):
         )
 
     def _image(self, role: str, settings: ServiceSettings) -> str:
-        env = self.env
-        return settings.image or (
-            f"{env.region}-docker.pkg.dev/{env.project_id}/{env.names.registry}/{role}:{env.services.image_tag}"
-        )
+        return service_image(self.env, role, settings.image)
 
     def _service(
         self,

@@ -17,7 +17,11 @@ from hybrid.reachability import Synth
 ROOT = Path(__file__).resolve().parent.parent
 ENVIRONMENTS = ("dev", "prod")
 LAYERS = ("network", "registry", "database", "cluster", "inference", "services")
-STACKS = tuple(f"{env}-{layer}" for env in ENVIRONMENTS for layer in LAYERS)
+# The workers tier's layers, made where [workers] is enabled: prod, not dev.
+WORKERS_LAYERS = ("workers", "workers-k8s")
+STACKS = tuple(f"{env}-{layer}" for env in ENVIRONMENTS for layer in LAYERS) + tuple(
+    f"prod-{layer}" for layer in WORKERS_LAYERS
+)
 
 DEV = (ROOT / "environments" / "dev.toml").read_text()
 # dev with its model on a Cloud Run GPU instead of GKE, as text: the base of the bad-file cases

@@ -245,7 +245,87 @@ GKE_CASES = [
         "cluster.authorized_networks: must be given exactly when control_plane_access is 'authorized_networks'",
     ),
 ]
-ALL_CASES = [(DEV, *case) for case in CASES + GKE_CASES] + [(DEV_CLOUD_RUN, *case) for case in GPU_CASES]
+# The workers tier: dev has it off, prod on.
+PROD = (ROOT / "environments" / "prod.toml").read_text()
+DEV_WORKERS_CASES = [
+    (
+        "workers-without-their-ranges",
+        ("[workers]\nenabled = false", "[workers]\nenabled = true"),
+        "network.workers_cidr: must be set when workers.enabled is true: the workers' GKE cluster needs it",
+    ),
+]
+PROD_WORKERS_CASES = [
+    (
+        "workers-ranges-while-disabled",
+        ("[workers]\nenabled = true", "[workers]\nenabled = false"),
+        "network.workers_cidr = '10.12.0.0/22': must not be set while workers.enabled is false: nothing would use it",
+    ),
+    (
+        "workers-pods-overlap",
+        ('workers_pods_cidr = "10.24.0.0/16"', 'workers_pods_cidr = "10.16.0.0/16"'),
+        "network.workers_pods_cidr = '10.16.0.0/16': must not overlap network.pods_cidr (10.16.0.0/14); every range must be distinct",
+    ),
+    (
+        "workers-delivery-attempts",
+        ("max_delivery_attempts = 5", "max_delivery_attempts = 3"),
+        "workers.queue.max_delivery_attempts = 3: must be between 5 and 100",
+    ),
+    (
+        "workers-ack-deadline",
+        ("ack_deadline_seconds = 600", "ack_deadline_seconds = 900"),
+        "workers.queue.ack_deadline_seconds = 900: must be between 10 and 600",
+    ),
+    (
+        "workers-backoff-order",
+        ("max_backoff_seconds = 600", "max_backoff_seconds = 5"),
+        "workers.queue.min_backoff_seconds = 10: must not exceed max_backoff_seconds (5)",
+    ),
+    (
+        "workers-retention",
+        ("\nretention_days = 7", "\nretention_days = 40"),
+        "workers.queue.retention_days = 40: must be between 1 and 31",
+    ),
+    (
+        "workers-on-demand-bounds",
+        ("min_nodes = 1", "min_nodes = 5"),
+        "workers.on_demand_pool.min_nodes = 5: must not exceed max_nodes (3)",
+    ),
+    (
+        "workers-machine-type",
+        ('[workers.spot_pool]\nmachine_type = "e2-standard-4"', '[workers.spot_pool]\nmachine_type = "E2 standard"'),
+        "workers.spot_pool.machine_type = 'E2 standard': must be a Compute Engine machine type like e2-standard-4",
+    ),
+    (
+        "workers-replicas",
+        ("min_replicas = 1\nmax_replicas = 20", "min_replicas = 0\nmax_replicas = 20"),
+        "workers.deployment.min_replicas = 0: must be between 1 and 1000",
+    ),
+    (
+        "workers-cpu",
+        ('cpu = "1"', 'cpu = "one"'),
+        "workers.deployment.cpu = 'one': must be a CPU quantity like 500m or 2",
+    ),
+    (
+        "workers-unknown-setting",
+        ("target_undelivered_per_replica = 50", 'target_undelivered_per_replica = 50\nenv = { NOT_A_SETTING = "1" }'),
+        "workers.deployment.env.NOT_A_SETTING: unknown setting: must be one the worker reads: ",
+    ),
+    (
+        "workers-stack-set-setting",
+        ("target_undelivered_per_replica = 50", 'target_undelivered_per_replica = 50\nenv = { TOPIC = "x" }'),
+        "workers.deployment.env.TOPIC: must not be set here: the stack sets it",
+    ),
+    (
+        "workers-lifecycle",
+        ("bucket_lifecycle_days = 30", "bucket_lifecycle_days = 0"),
+        "workers.bucket_lifecycle_days = 0: must be between 1 and 3650",
+    ),
+]
+ALL_CASES = (
+    [(DEV, *case) for case in CASES + GKE_CASES + DEV_WORKERS_CASES]
+    + [(DEV_CLOUD_RUN, *case) for case in GPU_CASES]
+    + [(PROD, *case) for case in PROD_WORKERS_CASES]
+)
 
 
 @pytest.mark.parametrize("base,case,edit,expected", ALL_CASES, ids=[case[1] for case in ALL_CASES])
@@ -302,4 +382,6 @@ def test_one_environment_synthesizes_alone(tmp_path):
         "prod-network",
         "prod-registry",
         "prod-services",
+        "prod-workers",
+        "prod-workers-k8s",
     ]

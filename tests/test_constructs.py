@@ -13,9 +13,12 @@ import pytest
 from cdktf_cdktf_provider_google_beta.provider import GoogleBetaProvider
 from cdktf_cdktf_provider_kubernetes.namespace_v1 import NamespaceV1, NamespaceV1Metadata
 
-from hybrid.components.autopilot_cluster import AutopilotCluster, AutopilotClusterProps, ControlPlaneAccess
+from hybrid.components.autopilot_cluster import AutopilotCluster, AutopilotClusterProps
+from hybrid.components.batch_bucket import BatchBucket, BatchBucketProps
+from hybrid.components.batch_worker import BatchWorker, BatchWorkerProps
 from hybrid.components.budget import Budget, BudgetProps
 from hybrid.components.cloud_run import CloudRunService, CloudRunServiceProps, Gpu, PrivateEgress
+from hybrid.components.control_plane import ControlPlane, ControlPlaneAccess
 from hybrid.components.database_bootstrap import DatabaseBootstrapJob, DatabaseBootstrapProps
 from hybrid.components.firewall import Firewall, FirewallProps, Rule
 from hybrid.components.grants import (
@@ -30,7 +33,9 @@ from hybrid.components.grants import (
     role_id,
 )
 from hybrid.components.postgres import PostgresInstance, PostgresProps
+from hybrid.components.pubsub_queue import PubSubQueue, PubSubQueueProps
 from hybrid.components.service_account import ServiceAccount, ServiceAccountProps
+from hybrid.components.standard_cluster import NodePoolProps, StandardCluster, StandardClusterProps
 from hybrid.components.vllm_server import VllmServer, VllmServerProps, Weights
 from hybrid.components.workload_identity import WorkloadIdentity, WorkloadIdentityProps
 from iac import only, pointee, principal, resources, synth_in_process
@@ -541,3 +546,141 @@ def test_the_bootstrap_job_reads_the_password_it_is_granted_first():
     assert job["template"]["template"]["vpc_access"]["network_interfaces"] == [
         {"network": "net", "subnetwork": "sub", "tags": ["t"]}
     ]
+
+
+# --- the workers tier
+
+STANDARD = StandardClusterProps(
+    name="workers",
+    project="p",
+    region="r",
+    network="net",
+    subnetwork="sub",
+    pods_range="pod-range",
+    services_range="service-range",
+    release_channel="STABLE",
+    deletion_protection=False,
+    control_plane=ControlPlane(ControlPlaneAccess.AUTHORIZED_NETWORKS, ("203.0.113.0/24",)),
+    pools=(
+        NodePoolProps(name="cheap", machine_type="e2-standard-2", min_nodes=0, max_nodes=7, spot=True),
+        NodePoolProps(name="steady", machine_type="n2-standard-4", min_nodes=2, max_nodes=4, spot=False),
+    ),
+)
+
+
+def test_standard_cluster_has_only_its_own_pools_and_taints_the_spot_one():
+    out = synth_in_process(
+        lambda stack: StandardCluster(stack, "workers", STANDARD, node_account=account(stack, account_id="nodes"))
+    )
+    cluster = only(out, "google_container_cluster")
+    assert (cluster["remove_default_node_pool"], cluster["initial_node_count"]) == (True, 1)
+    assert cluster["private_cluster_config"] == {"enable_private_nodes": True}
+    assert cluster["workload_identity_config"] == {"workload_pool": "p.svc.id.goog"}
+    # The control plane as the props say, by the same rules as the Autopilot cluster.
+    assert cluster["control_plane_endpoints_config"]["ip_endpoints_config"] == {"enabled": True}
+    assert cluster["master_authorized_networks_config"]["cidr_blocks"] == [
+        {"cidr_block": "203.0.113.0/24", "display_name": "203.0.113.0/24"}
+    ]
+    pools = {p["name"]: p for p in resources(out, "google_container_node_pool").values()}
+    assert set(pools) == {"cheap", "steady"}
+    cheap, steady = pools["cheap"], pools["steady"]
+    assert (cheap["node_config"]["spot"], steady["node_config"]["spot"]) == (True, False)
+    assert cheap["node_config"]["taint"] == [
+        {"key": "cloud.google.com/gke-spot", "value": "true", "effect": "NO_SCHEDULE"}
+    ]
+    assert "taint" not in steady["node_config"]
+    assert (cheap["autoscaling"]["total_min_node_count"], cheap["autoscaling"]["total_max_node_count"]) == (0, 7)
+    assert (steady["autoscaling"]["total_min_node_count"], steady["autoscaling"]["total_max_node_count"]) == (2, 4)
+    assert steady["node_config"]["machine_type"] == "n2-standard-4"
+    for pool in pools.values():
+        assert points_at(out, pool["cluster"]) == ("google_container_cluster", "workers", "id")
+        assert points_at(out, pool["node_config"]["service_account"]) == ("google_service_account", "nodes", "email")
+        assert pool["node_config"]["workload_metadata_config"] == {"mode": "GKE_METADATA"}
+    roles = {g["role"] for g in resources(out, "google_project_iam_member").values()}
+    assert roles == {"roles/container.defaultNodeServiceAccount", "roles/artifactregistry.reader"}
+
+
+QUEUE = PubSubQueueProps(
+    project_number="123",
+    topic="t",
+    subscription="s",
+    dead_letter_topic="dt",
+    dead_letter_subscription="ds",
+    ack_deadline_seconds=120,
+    min_backoff_seconds=5,
+    max_backoff_seconds=300,
+    max_delivery_attempts=9,
+    retention_days=2,
+)
+
+
+def test_queue_dead_letters_after_max_attempts_and_lets_pubsub_move_them():
+    out = synth_in_process(lambda stack: PubSubQueue(stack, "queue", QUEUE))
+    subscriptions = {s["name"]: s for s in resources(out, "google_pubsub_subscription").values()}
+    source = subscriptions["s"]
+    assert points_at(out, source["topic"]) == ("google_pubsub_topic", "t", "id")
+    assert source["ack_deadline_seconds"] == 120
+    assert source["retry_policy"] == {"minimum_backoff": "5s", "maximum_backoff": "300s"}
+    assert source["dead_letter_policy"]["max_delivery_attempts"] == 9
+    assert points_at(out, source["dead_letter_policy"]["dead_letter_topic"]) == ("google_pubsub_topic", "dt", "id")
+    assert points_at(out, subscriptions["ds"]["topic"]) == ("google_pubsub_topic", "dt", "id")
+    assert all(sub["message_retention_duration"] == "172800s" for sub in subscriptions.values())
+    agent = "serviceAccount:service-123@gcp-sa-pubsub.iam.gserviceaccount.com"
+    (publisher,) = resources(out, "google_pubsub_topic_iam_member").values()
+    (subscriber,) = resources(out, "google_pubsub_subscription_iam_member").values()
+    assert (publisher["member"], publisher["role"]) == (agent, "roles/pubsub.publisher")
+    assert points_at(out, publisher["topic"]) == ("google_pubsub_topic", "dt", "id")
+    assert (subscriber["member"], subscriber["role"]) == (agent, "roles/pubsub.subscriber")
+    assert points_at(out, subscriber["subscription"]) == ("google_pubsub_subscription", "s", "id")
+
+
+def test_bucket_grants_on_a_prefix_carry_the_literal_condition():
+    def build(stack):
+        bucket = BatchBucket(stack, "files", BatchBucketProps(name="b-batch", location="r", delete_after_days=3))
+        grant(stack, "reader", role="roles/storage.objectViewer", to=account(stack), on=bucket.objects_under("out/"))
+
+    out = synth_in_process(build)
+    bucket = only(out, "google_storage_bucket")
+    assert bucket["lifecycle_rule"] == [{"condition": {"age": 3}, "action": {"type": "Delete"}}]
+    assert (bucket["uniform_bucket_level_access"], bucket["public_access_prevention"]) == (True, "enforced")
+    binding = only(out, "google_storage_bucket_iam_member")
+    assert points_at(out, binding["bucket"]) == ("google_storage_bucket", "b-batch", "name")
+    assert binding["condition"] == {
+        "title": "only out/",
+        "expression": 'resource.name.startsWith("projects/_/buckets/b-batch/objects/out/")',
+    }
+
+
+WORKER = BatchWorkerProps(
+    namespace="jobs",
+    service_account="runner",
+    image="registry.example/worker:1",
+    cpu="500m",
+    memory="512Mi",
+    env=(("TOPIC", "projects/p/topics/t"),),
+    port=9000,
+    shutdown_seconds=40,
+    min_replicas=2,
+    max_replicas=6,
+    subscription="s",
+    target_undelivered_per_replica=7,
+)
+
+
+def test_batch_worker_scales_on_its_subscription_and_drains_before_it_is_killed():
+    out = synth_in_process(lambda stack: BatchWorker(stack, "worker", WORKER))
+    deployment = only(out, "kubernetes_deployment_v1")
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["container"]
+    assert pod["service_account_name"] == "runner"
+    assert pod["termination_grace_period_seconds"] == 45
+    assert container["env"] == [{"name": "TOPIC", "value": "projects/p/topics/t"}]
+    assert container["port"] == [{"name": "health", "container_port": 9000}]
+    assert container["resources"]["requests"] == {"cpu": "500m", "memory": "512Mi"}
+    hpa = only(out, "kubernetes_horizontal_pod_autoscaler_v2")["spec"]
+    assert (hpa["min_replicas"], hpa["max_replicas"]) == (2, 6)
+    (metric,) = hpa["metric"]
+    assert metric["external"]["metric"]["selector"] == [{"match_labels": {"resource.labels.subscription_id": "s"}}]
+    assert metric["external"]["target"] == {"type": "AverageValue", "average_value": "7"}
+    budget = only(out, "kubernetes_pod_disruption_budget_v1")
+    assert budget["spec"]["selector"] == {"match_labels": deployment["spec"]["selector"]["match_labels"]}

@@ -199,7 +199,7 @@ def test_reference_per_request_cost_and_break_even():
 def test_prod_estimate_covers_every_stack_and_lists_what_it_cannot_price():
     est = estimate(env_from(PROD), PRICES)
     assert set(est.stack_totals()) == {
-        f"prod-{layer}" for layer in ("network", "registry", "database", "cluster", "inference", "services")
+        f"prod-{layer}" for layer in ("network", "registry", "database", "cluster", "inference", "services", "workers")
     }
     assert est.total == pytest.approx(sum(est.stack_totals().values()), abs=0.02)
     not_priced = [i.resource for i in est.items if i.monthly_usd is None]
@@ -208,6 +208,16 @@ def test_prod_estimate_covers_every_stack_and_lists_what_it_cannot_price():
     assert any("g2-standard-12" in w for w in est.warnings)
     # The table has no figure for Autopilot's premium on GPU nodes: the estimate says it leaves it out.
     assert any(w.startswith("gke.autopilot_gpu_premium is 0") for w in est.warnings)
+    # The workers' Standard cluster pays the management fee; its nodes, Pub/Sub and the bucket are listed, not priced.
+    fees = [i for i in est.items if i.stack == "prod-workers" and i.monthly_usd is not None]
+    assert [(i.component, i.monthly_usd) for i in fees] == [("cluster management fee", pytest.approx(73.0))]
+    workers_unpriced = {i.resource for i in est.items if i.stack == "prod-workers" and i.monthly_usd is None}
+    assert workers_unpriced == {
+        "on-demand pool: 1 to 3 x e2-standard-4",
+        "Spot pool: 0 to 10 x e2-standard-4",
+        "Pub/Sub batch topic and subscriptions",
+        "batch files bucket gs://replace-me-prod-prod-batch",
+    }
     # A regional Cloud SQL instance pays for its standby.
     cpu = next(i for i in est.items if i.stack == "prod-database" and "vCPU" in i.component)
     assert cpu.quantity == 4 * 730 * 2
@@ -318,7 +328,7 @@ def test_gate_flags_an_increase_over_the_limit(tmp_path):
     env.write_text(PROD.replace("min_replicas = 2\n", "min_replicas = 3\n"))
     result = run_gate("--env", str(env), "--baseline", str(baseline), "--max-increase-percent", "10")
     assert result.returncode == 1
-    assert "prod: monthly estimate $3,255.83 against the baseline $2,524.50 (+29.0%, limit +10%)" in result.stdout
+    assert "prod: monthly estimate $3,328.83 against the baseline $2,597.50 (+28.2%, limit +10%)" in result.stdout
     assert "  prod-inference: $1,479.23 -> $2,209.54 (+730.31)" in result.stdout
     assert "  prod-network: $8.14 -> $9.17 (+1.03)" in result.stdout
     assert "COST INCREASE over 10%" in result.stdout

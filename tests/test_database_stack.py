@@ -90,32 +90,34 @@ def test_iam_authentication_and_logging_flags(instance):
     }
 
 
-def test_orchestrator_database_and_iam_user(env, database, synth_json):
+# The identities that log in to Cloud SQL with IAM: the orchestrator, and prod's batch worker.
+LOGINS = {"dev": ["dev-orchestrator"], "prod": ["prod-orchestrator", "prod-worker"]}
+
+
+def test_orchestrator_database_and_iam_users(env, database, synth_json):
     db = only(database, "google_sql_database")
     assert db["name"] == "orchestrator"
-    account = only(database, "google_service_account")
-    assert account["account_id"] == f"{env}-orchestrator"
-    user = only(database, "google_sql_user")
-    assert user["type"] == "CLOUD_IAM_SERVICE_ACCOUNT"
-    # Cloud SQL's IAM user for a service account: its email without ".gserviceaccount.com".
-    assert user["name"].startswith("${trimsuffix(")
-    assert user["name"].endswith(', ".gserviceaccount.com")}')
-    assert [p.brief for p in pointees(synth_json, f"{env}-database", user["name"])] == [
-        (f"{env}-database", "google_service_account", f"{env}-orchestrator", "email")
+    accounts = sorted(a["account_id"] for a in resources(database, "google_service_account").values())
+    assert accounts == LOGINS[env]
+    users = list(resources(database, "google_sql_user").values())
+    for user in users:
+        assert user["type"] == "CLOUD_IAM_SERVICE_ACCOUNT"
+        # Cloud SQL's IAM user for a service account: its email without ".gserviceaccount.com".
+        assert user["name"].startswith("${trimsuffix(")
+        assert user["name"].endswith(', ".gserviceaccount.com")}')
+        assert "password" not in user
+    assert sorted(p.brief for user in users for p in pointees(synth_json, f"{env}-database", user["name"])) == [
+        (f"{env}-database", "google_service_account", account, "email") for account in LOGINS[env]
     ]
-    assert "password" not in user
 
 
-def test_orchestrator_may_connect_to_this_instance_only(env, database, synth_json):
-    grants = {g["role"]: g for g in resources(database, "google_project_iam_member").values()}
-    assert set(grants) == {"roles/cloudsql.client", "roles/cloudsql.instanceUser"}
-    for grant in grants.values():
-        assert pointee(synth_json, f"{env}-database", grant["member"]).brief == (
-            f"{env}-database",
-            "google_service_account",
-            f"{env}-orchestrator",
-            "member",
-        )
+def test_iam_logins_may_connect_to_this_instance_only(env, database, synth_json):
+    grants = list(resources(database, "google_project_iam_member").values())
+    held = sorted((pointee(synth_json, f"{env}-database", g["member"]).brief[2], g["role"]) for g in grants)
+    assert held == [
+        (account, role) for account in LOGINS[env] for role in ("roles/cloudsql.client", "roles/cloudsql.instanceUser")
+    ]
+    for grant in grants:
         assert grant["condition"]["expression"] == (
             'resource.type == "sqladmin.googleapis.com/Instance" && '
             f'resource.name == "projects/replace-me-{env}/instances/{env}-postgres"'

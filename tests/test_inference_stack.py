@@ -187,14 +187,16 @@ def test_secret_provider_class_is_the_csi_crd_with_the_gke_provider(stack):
 
 
 RUN_CIDR = {"dev": "10.8.0.0/24", "prod": "10.8.0.0/23"}
+# Who may call the model servers: the orchestrator (Cloud Run), and in prod the batch workers' Pods.
+CALLERS = {"dev": [RUN_CIDR["dev"]], "prod": [RUN_CIDR["prod"], "10.24.0.0/16"]}
 
 
-def test_internal_load_balancer_on_the_reserved_address_for_cloud_run_only(env, stack, synth_json):
+def test_internal_load_balancer_on_the_reserved_address_for_its_callers_only(env, stack, synth_json):
     service = named(stack, "kubernetes_service_v1", "vllm")
     assert service["metadata"]["annotations"] == {"networking.gke.io/load-balancer-type": "Internal"}
     spec = service["spec"]
     assert spec["type"] == "LoadBalancer"
-    assert spec["load_balancer_source_ranges"] == [RUN_CIDR[env]]
+    assert spec["load_balancer_source_ranges"] == CALLERS[env]
     assert pointee(synth_json, f"{env}-inference", spec["load_balancer_ip"]).brief == (
         f"{env}-network",
         "google_compute_address",
@@ -205,13 +207,13 @@ def test_internal_load_balancer_on_the_reserved_address_for_cloud_run_only(env, 
     assert spec["external_traffic_policy"] == "Local"
 
 
-def test_network_policy_admits_cloud_run_health_checks_and_prometheus_only(env, stack):
+def test_network_policy_admits_callers_health_checks_and_prometheus_only(env, stack):
     policy = named(stack, "kubernetes_network_policy_v1", "vllm")["spec"]
     assert policy["policy_types"] == ["Ingress"]
     (rule,) = policy["ingress"]
     assert rule["ports"] == [{"port": "8000", "protocol": "TCP"}]
     assert rule["from"] == [
-        {"ip_block": {"cidr": RUN_CIDR[env]}},
+        *({"ip_block": {"cidr": cidr}} for cidr in CALLERS[env]),
         {"ip_block": {"cidr": "35.191.0.0/16"}},
         {"ip_block": {"cidr": "130.211.0.0/22"}},
         {"namespace_selector": {"match_labels": {"kubernetes.io/metadata.name": "gke-gmp-system"}}},

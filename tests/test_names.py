@@ -30,7 +30,7 @@ def written_names(stacks: dict[str, dict], env: str) -> set[str]:
 
 def test_every_name_in_the_synth_is_a_checked_resource_name(env, synth_json):
     environment = load_environment(ROOT / "environments" / f"{env}.toml")
-    checked = {name for name, _, _ in ResourceNames(env).rules().values()}
+    checked = {name for name, _, _ in ResourceNames(env, environment.project_id).rules().values()}
     # A secret the operator made and named in the environment file, not a name the stacks build.
     configured = {environment.inference.gke_server.hf_token_secret}
 

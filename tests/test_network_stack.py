@@ -144,8 +144,60 @@ def test_firewall_allows_exactly_the_diagram(env, network):
             (("all", ()),),
         ),
         f"{env}-allow-workloads-egress-https": ("EGRESS", tuple(workloads), ("0.0.0.0/0",), (), (("tcp", ("443",)),)),
+        **(WORKERS_FLOWS if env == "prod" else {}),
     }
     assert all(rules[name]["priority"] == 1000 for name in allows)
+
+
+# prod's batch workers: their Pods (10.24.0.0/16) call the model servers and Cloud SQL; their nodes
+# (10.12.0.0/22) and Pods talk among themselves and reach Google APIs over HTTPS, nothing else.
+WORKER_PODS, WORKER_NODES = "10.24.0.0/16", "10.12.0.0/22"
+WORKERS_FLOWS = {
+    "prod-allow-workers-to-inference": (
+        "INGRESS",
+        (WORKER_PODS,),
+        ("10.10.0.0/20", "10.16.0.0/14"),
+        (),
+        (("tcp", ("8000",)),),
+    ),
+    "prod-allow-workers-egress-inference": (
+        "EGRESS",
+        (WORKER_PODS,),
+        ("10.10.0.0/20", "10.16.0.0/14"),
+        (),
+        (("tcp", ("8000",)),),
+    ),
+    "prod-allow-workers-egress-postgres": ("EGRESS", (WORKER_PODS,), ("10.32.0.0/16",), (), (("tcp", ("5432",)),)),
+    "prod-allow-workers-internal": (
+        "EGRESS",
+        (WORKER_NODES, WORKER_PODS),
+        (WORKER_NODES, WORKER_PODS, "10.21.0.0/20"),
+        (),
+        (("all", ()),),
+    ),
+    "prod-allow-workers-egress-google-apis": (
+        "EGRESS",
+        (WORKER_NODES, WORKER_PODS),
+        ("0.0.0.0/0",),
+        (),
+        (("tcp", ("443",)),),
+    ),
+}
+
+
+def test_workers_subnet_only_where_workers_are_enabled(env, network):
+    subnets = {s["name"]: s for s in resources(network, "google_compute_subnetwork").values()}
+    if env == "dev":
+        assert "dev-workers" not in subnets
+        return
+    workers = subnets["prod-workers"]
+    assert workers["ip_cidr_range"] == WORKER_NODES
+    # Its only way out: Private Google Access (no NAT covers it: test_cloud_nat_covers_only_the_workloads_subnet).
+    assert workers["private_ip_google_access"] is True
+    assert workers["secondary_ip_range"] == [
+        {"range_name": "workers-pods", "ip_cidr_range": WORKER_PODS},
+        {"range_name": "workers-services", "ip_cidr_range": "10.21.0.0/20"},
+    ]
 
 
 def test_required_apis_are_enabled_and_kept_on_destroy(env, network):

@@ -45,6 +45,8 @@ ALL_EDGES = [
     "Managed Prometheus -> vLLM metrics",
 ]
 CLOUD_RUN_EDGES = ALL_EDGES[:6]  # no cluster, so no NAT or metrics edge
+WORKER_EDGES = ["worker -> inference", "worker -> Cloud SQL"]  # where [workers] is enabled: prod
+EDGES_OF = {"dev": ALL_EDGES, "prod": ALL_EDGES + WORKER_EDGES}
 REMOTE_NETWORK = "${data.terraform_remote_state.cross-stack-reference-input-dev-network.outputs.%s}"
 
 
@@ -93,7 +95,7 @@ def edit_json_env(config: dict, name: str, edit) -> None:
 
 def test_every_edge_of_the_shipped_environments_is_ok(env, synth_json):
     verdicts = evaluate(synth_json, facts_for(env))
-    assert [v.edge for v in verdicts] == ALL_EDGES
+    assert [v.edge for v in verdicts] == EDGES_OF[env]
     assert all(v.ok for v in verdicts), explain(verdicts)
 
 
@@ -102,6 +104,7 @@ def test_facts_agree_with_the_typed_settings(env):
     inference = typed.inference
     assert (facts.name, facts.placement) == (typed.name, inference.placement)
     assert facts.self_hosted_model == getattr(inference, inference.placement).model
+    assert facts.workers is typed.workers.enabled
 
 
 @pytest.fixture(scope="module")
@@ -278,6 +281,81 @@ def test_unresolvable_reference_is_a_blocked_edge_not_a_crash(synth_json):
     assert failures(verdict)[0].startswith("cannot evaluate: dev-database has no output")
 
 
+def firewall_of(stacks: dict, env: str) -> dict[str, dict]:
+    return {r["name"]: r for r in stacks[f"{env}-network"]["resource"]["google_compute_firewall"].values()}
+
+
+def test_worker_reaches_the_models_and_the_database_from_its_pods_range(synth_json):
+    verdicts = by_edge(only_env(synth_json, "prod"), facts_for("prod"))
+    for edge in WORKER_EDGES:
+        steps = [step.text for step in verdicts[edge].steps]
+        assert "the worker's Pods send from 10.24.0.0/16 (prod-workers's workers-pods)" in steps
+        assert "the worker's Pods act as serviceAccount:prod-worker (Workload Identity)" in steps
+    assert (
+        "egress tcp:8000 10.24.0.0/16 -> 10.10.15.250/32: allowed by prod-allow-workers-egress-inference (priority 1000, ahead of prod-deny-all-egress (65534))"
+        in [step.text for step in verdicts["worker -> inference"].steps]
+    )
+
+
+@pytest.mark.parametrize(
+    "rule_name,edge,expected",
+    [
+        (
+            "prod-allow-workers-egress-postgres",
+            "worker -> Cloud SQL",
+            "egress tcp:5432 10.24.0.0/16 -> 10.32.0.0/16: denied by prod-deny-all-egress (priority 65534)",
+        ),
+        (
+            "prod-allow-workers-to-inference",
+            "worker -> inference",
+            "ingress tcp:8000 10.24.0.0/16 -> 10.10.15.250/32: denied by prod-deny-all-ingress (priority 65534)",
+        ),
+        (
+            "prod-allow-workers-egress-inference",
+            "worker -> inference",
+            "egress tcp:8000 10.24.0.0/16 -> 10.10.15.250/32: denied by prod-deny-all-egress (priority 65534)",
+        ),
+    ],
+)
+def test_a_missing_workers_firewall_rule_blocks_its_edge_only(synth_json, rule_name, edge, expected):
+    stacks = only_env(synth_json, "prod")
+    rules = stacks["prod-network"]["resource"]["google_compute_firewall"]
+    (key,) = [k for k, r in rules.items() if r["name"] == rule_name]
+    del rules[key]
+    verdicts = by_edge(stacks, facts_for("prod"))
+    assert failures(verdicts[edge]) == [expected]
+    assert [e for e, v in verdicts.items() if not v.ok] == [edge]
+
+
+def test_model_server_that_admits_only_cloud_run_blocks_the_worker(synth_json):
+    stacks = only_env(synth_json, "prod")
+    inference = stacks["prod-inference"]["resource"]
+    (lb,) = [s for s in inference["kubernetes_service_v1"].values() if s["metadata"]["name"] == "vllm"]
+    lb["spec"]["load_balancer_source_ranges"] = ["10.8.0.0/23"]
+    (policy,) = inference["kubernetes_network_policy_v1"].values()
+    policy["spec"]["ingress"][0]["from"] = [
+        peer for peer in policy["spec"]["ingress"][0]["from"] if peer.get("ip_block", {}).get("cidr") != "10.24.0.0/16"
+    ]
+    verdicts = by_edge(stacks, facts_for("prod"))
+    assert failures(verdicts["worker -> inference"]) == [
+        "loadBalancerSourceRanges 10.8.0.0/23 include 10.24.0.0/16",
+        "no NetworkPolicy selecting the pods admits 10.24.0.0/16 on 8000",
+    ]
+    assert verdicts["orchestrator -> inference"].ok
+
+
+def test_worker_without_its_iam_database_user_is_blocked(synth_json):
+    stacks = only_env(synth_json, "prod")
+    users = stacks["prod-database"]["resource"]["google_sql_user"]
+    (key,) = [k for k, u in users.items() if "worker" in u["name"]]
+    del users[key]
+    verdicts = by_edge(stacks, facts_for("prod"))
+    assert failures(verdicts["worker -> Cloud SQL"]) == [
+        "IAM database user for serviceAccount:prod-worker (type CLOUD_IAM_SERVICE_ACCOUNT): serviceAccount:prod-orchestrator"
+    ]
+    assert verdicts["orchestrator -> Cloud SQL"].ok
+
+
 # ------------------------------------------------------------------------------------------
 # The shared pieces
 
@@ -349,7 +427,7 @@ def test_cli_passes_on_the_shipped_environments():
     assert result.returncode == 0, result.stdout + result.stderr
     headers = [line for line in result.stdout.splitlines() if line.startswith("EDGE ")]
     assert len(headers) == 2  # one table per shipped environment
-    assert "dev: 8 of 8 edges OK" in result.stdout and "prod: 8 of 8 edges OK" in result.stdout
+    assert "dev: 8 of 8 edges OK" in result.stdout and "prod: 10 of 10 edges OK" in result.stdout
     assert "BLOCKED" not in result.stdout
 
 
@@ -370,7 +448,7 @@ def test_cli_fails_with_a_readable_table_on_a_broken_synth_dir(synth_dir, tmp_pa
     lines = result.stdout.splitlines()
     assert any(line.startswith("Managed Prometheus -> vLLM metrics  BLOCKED") for line in lines), result.stdout
     assert "dev: 7 of 8 edges OK; BLOCKED: Managed Prometheus -> vLLM metrics" in lines
-    assert "prod: 8 of 8 edges OK" in lines
+    assert "prod: 10 of 10 edges OK" in lines
 
 
 def test_cli_reports_what_it_cannot_check_without_a_traceback(tmp_path):

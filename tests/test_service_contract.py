@@ -15,9 +15,16 @@ from iac import ROOT
 from services.frontend.settings import FrontendSettings
 from services.gateway.settings import GatewaySettings
 from services.orchestrator.settings import OrchestratorSettings
+from services.worker.settings import WorkerSettings
 from variants import DEV_ON_CLOUD_RUN
 
-LOADERS = {"frontend": FrontendSettings, "gateway": GatewaySettings, "orchestrator": OrchestratorSettings}
+LOADERS = {
+    "frontend": FrontendSettings,
+    "gateway": GatewaySettings,
+    "orchestrator": OrchestratorSettings,
+    "worker": WorkerSettings,
+}
+CLOUD_RUN_ROLES = ("frontend", "gateway", "orchestrator")
 
 
 @pytest.fixture
@@ -40,12 +47,57 @@ def declared_env(stack: dict, name: str) -> dict[str, str]:
     return {e["name"]: e["value"] for e in service["template"]["containers"][0]["env"] if "value" in e}
 
 
-@pytest.mark.parametrize("role", sorted(LOADERS))
+@pytest.mark.parametrize("role", CLOUD_RUN_ROLES)
 def test_each_service_loads_what_the_stack_rendered_for_it(env, role, environment, synth_json, monkeypatch):
     declared = declared_env(synth_json[f"{env}-services"], f"{env}-{role}")
     loaded = load(role, declared, monkeypatch)
     # Loading and rendering again gives the same variables: nothing was dropped or misread.
     assert render(loaded) == declared
+
+
+def test_the_worker_loads_what_its_deployment_declares(synth_json, monkeypatch):
+    (deployment,) = [
+        d
+        for d in synth_json["prod-workers-k8s"]["resource"]["kubernetes_deployment_v1"].values()
+        if d["metadata"]["name"] == "worker"
+    ]
+    (container,) = deployment["spec"]["template"]["spec"]["container"]
+    declared = {e["name"]: e["value"] for e in container["env"]}
+    loaded = load("worker", declared, monkeypatch)
+    assert render(loaded) == declared
+    assert (loaded.subscription, loaded.dead_letter_subscription) == (
+        "projects/replace-me-prod/subscriptions/prod-batch-workers",
+        "projects/replace-me-prod/subscriptions/prod-batch-dead-letters",
+    )
+    assert (loaded.topic, loaded.dead_letter_topic) == (
+        "projects/replace-me-prod/topics/prod-batch-lines",
+        "projects/replace-me-prod/topics/prod-batch-dead-letters",
+    )
+    assert loaded.batch_bucket == "replace-me-prod-prod-batch"
+    assert (loaded.max_delivery_attempts, loaded.claim_seconds, loaded.max_outstanding_messages) == (5, 660, 16)
+    # The same backends, routes and quota as the orchestrator: a batch line is an interactive request.
+    orchestrator = load("orchestrator", declared_env(synth_json["prod-services"], "prod-orchestrator"), monkeypatch)
+    assert (loaded.backends, loaded.routes, loaded.daily_token_quota) == (
+        orchestrator.backends,
+        orchestrator.routes,
+        orchestrator.daily_token_quota,
+    )
+    # Its own IAM database user, not the orchestrator's.
+    assert loaded.database_auth == "iam" and loaded.pgsslmode == "require"
+    assert "worker_account" in loaded.pguser and loaded.pguser != orchestrator.pguser
+
+
+def test_the_orchestrator_publishes_where_the_worker_pulls(synth_json, monkeypatch):
+    orchestrator = load("orchestrator", declared_env(synth_json["prod-services"], "prod-orchestrator"), monkeypatch)
+    assert orchestrator.batch_bucket == "replace-me-prod-prod-batch"
+    assert orchestrator.batch_topic == "projects/replace-me-prod/topics/prod-batch-lines"
+    # Without the workers tier, no batch settings: dev's batch routes answer "batches are not enabled".
+    assert {"BATCH_BUCKET", "BATCH_TOPIC"}.isdisjoint(declared_env(synth_json["dev-services"], "dev-orchestrator"))
+
+
+def test_no_worker_settings_without_workers(monkeypatch):
+    dev = load_environment(ROOT / "environments" / "dev.toml")
+    assert "worker" not in service_settings(dev, Wiring.placeholder(dev))
 
 
 def test_rendered_settings_round_trip_through_each_service(environment, monkeypatch):
@@ -57,13 +109,13 @@ def test_the_synths_own_environment_reaches_no_container(environment, monkeypatc
     """The models read the environment when a service starts; the contract validates only what
     the file and the stack give, so the shell that runs the synth changes no container's env."""
     wiring = Wiring.placeholder(environment)
-    clean = {role: container_env(environment, wiring, role) for role in LOADERS}
+    clean = {role: container_env(environment, wiring, role) for role in CLOUD_RUN_ROLES}
     shell = {"RATE_LIMIT_BURST": "99", "DAILY_TOKEN_QUOTA": "7", "DEV_TOKEN_SECONDS": "5", "LOG_LEVEL": "DEBUG"}
     for name, value in shell.items():
         monkeypatch.setenv(name, value)
     # What a service started from that shell would read:
     assert load("gateway", {**clean["gateway"], **shell}, monkeypatch).rate_limit_burst == 99
-    assert {role: container_env(environment, wiring, role) for role in LOADERS} == clean
+    assert {role: container_env(environment, wiring, role) for role in CLOUD_RUN_ROLES} == clean
 
 
 def test_a_setting_nothing_sets_is_refused(environment):

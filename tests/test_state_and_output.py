@@ -54,7 +54,9 @@ def test_stack_dependencies_let_deploy_order_layers(synth_dir):
             f"{env}-database",
             f"{env}-network",
             f"{env}-registry",
-        ]
+        ] + (["prod-workers"] if env == "prod" else [])
+    assert sorted(manifest["stacks"]["prod-workers"]["dependencies"]) == ["prod-database", "prod-network"]
+    assert sorted(manifest["stacks"]["prod-workers-k8s"]["dependencies"]) == ["prod-database", "prod-workers"]
 
 
 def test_output_holds_no_path_of_this_machine(synth_dir, synth_hcl):

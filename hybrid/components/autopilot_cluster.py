@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
 
 from cdktf_cdktf_provider_google.container_cluster import (
     ContainerCluster,
@@ -12,14 +11,7 @@ from cdktf_cdktf_provider_google.container_cluster import (
     ContainerClusterBinaryAuthorization,
     ContainerClusterClusterAutoscaling,
     ContainerClusterClusterAutoscalingAutoProvisioningDefaults,
-    ContainerClusterControlPlaneEndpointsConfig,
-    ContainerClusterControlPlaneEndpointsConfigDnsEndpointConfig,
-    ContainerClusterControlPlaneEndpointsConfigIpEndpointsConfig,
     ContainerClusterIpAllocationPolicy,
-    ContainerClusterMasterAuth,
-    ContainerClusterMasterAuthClientCertificateConfig,
-    ContainerClusterMasterAuthorizedNetworksConfig,
-    ContainerClusterMasterAuthorizedNetworksConfigCidrBlocks,
     ContainerClusterMonitoringConfig,
     ContainerClusterMonitoringConfigManagedPrometheus,
     ContainerClusterPrivateClusterConfig,
@@ -29,6 +21,7 @@ from cdktf_cdktf_provider_google.container_cluster import (
 )
 from constructs import Construct
 
+from hybrid.components.control_plane import NO_CLIENT_CERTIFICATE, ControlPlane, ControlPlaneAccess
 from hybrid.components.grants import Project, grant, role_id
 from hybrid.components.service_account import ServiceAccount
 
@@ -38,11 +31,9 @@ NODE_ROLES = ("roles/container.defaultNodeServiceAccount", "roles/artifactregist
 CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 
 
-class ControlPlaneAccess(Enum):
-    """How a client outside the VPC reaches the control plane."""
-
-    DNS = "dns"  # the DNS endpoint, authorized by IAM
-    AUTHORIZED_NETWORKS = "authorized_networks"  # the IP endpoint, from listed ranges only
+def grant_node_roles(node_account: ServiceAccount, *, project: str) -> None:
+    for role in NODE_ROLES:
+        grant(node_account, role_id(role), role=role, to=node_account, on=Project(project))
 
 
 @dataclass(frozen=True)
@@ -67,9 +58,8 @@ class AutopilotCluster(Construct):
         self, scope: Construct, id_: str, props: AutopilotClusterProps, *, node_account: ServiceAccount
     ) -> None:
         super().__init__(scope, id_)
-        for role in NODE_ROLES:
-            grant(node_account, role_id(role), role=role, to=node_account, on=Project(props.project))
-        dns_access = props.control_plane_access is ControlPlaneAccess.DNS
+        grant_node_roles(node_account, project=props.project)
+        control_plane = ControlPlane(props.control_plane_access, props.authorized_networks)
         self.cluster = ContainerCluster(
             self,
             "cluster",
@@ -84,28 +74,9 @@ class AutopilotCluster(Construct):
                 cluster_secondary_range_name=props.pods_range, services_secondary_range_name=props.services_range
             ),
             private_cluster_config=ContainerClusterPrivateClusterConfig(enable_private_nodes=True),
-            control_plane_endpoints_config=ContainerClusterControlPlaneEndpointsConfig(
-                dns_endpoint_config=ContainerClusterControlPlaneEndpointsConfigDnsEndpointConfig(
-                    allow_external_traffic=dns_access
-                ),
-                ip_endpoints_config=ContainerClusterControlPlaneEndpointsConfigIpEndpointsConfig(
-                    enabled=not dns_access
-                ),
-            ),
-            master_authorized_networks_config=None
-            if dns_access
-            else ContainerClusterMasterAuthorizedNetworksConfig(
-                gcp_public_cidrs_access_enabled=False,
-                cidr_blocks=[
-                    ContainerClusterMasterAuthorizedNetworksConfigCidrBlocks(cidr_block=cidr, display_name=cidr)
-                    for cidr in props.authorized_networks
-                ],
-            ),
-            master_auth=ContainerClusterMasterAuth(
-                client_certificate_config=ContainerClusterMasterAuthClientCertificateConfig(
-                    issue_client_certificate=False
-                )
-            ),
+            control_plane_endpoints_config=control_plane.endpoints_config(),
+            master_authorized_networks_config=control_plane.authorized_networks_config(),
+            master_auth=NO_CLIENT_CERTIFICATE,
             # The project's Binary Authorization policy decides which images may run.
             binary_authorization=ContainerClusterBinaryAuthorization(
                 evaluation_mode="PROJECT_SINGLETON_POLICY_ENFORCE"

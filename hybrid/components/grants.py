@@ -16,9 +16,14 @@ from typing import Protocol, TypeVar
 from cdktf import TerraformProvider, TerraformResource
 from cdktf_cdktf_provider_google.cloud_run_v2_service_iam_member import CloudRunV2ServiceIamMember
 from cdktf_cdktf_provider_google.project_iam_member import ProjectIamMember, ProjectIamMemberCondition
+from cdktf_cdktf_provider_google.pubsub_subscription_iam_member import PubsubSubscriptionIamMember
+from cdktf_cdktf_provider_google.pubsub_topic_iam_member import PubsubTopicIamMember
 from cdktf_cdktf_provider_google.secret_manager_secret_iam_member import SecretManagerSecretIamMember
 from cdktf_cdktf_provider_google.service_account_iam_member import ServiceAccountIamMember
-from cdktf_cdktf_provider_google.storage_bucket_iam_member import StorageBucketIamMember
+from cdktf_cdktf_provider_google.storage_bucket_iam_member import (
+    StorageBucketIamMember,
+    StorageBucketIamMemberCondition,
+)
 from cdktf_cdktf_provider_google_beta.google_iap_web_cloud_run_service_iam_member import (
     GoogleIapWebCloudRunServiceIamMember,
 )
@@ -89,9 +94,50 @@ class Secret:
 @dataclass(frozen=True)
 class Bucket:
     name: str
+    condition: Condition | None = None
 
     def bind(self, scope: Construct, id_: str, role: str, member: str) -> StorageBucketIamMember:
-        return StorageBucketIamMember(scope, id_, bucket=self.name, role=role, member=member)
+        condition = self.condition
+        return StorageBucketIamMember(
+            scope,
+            id_,
+            bucket=self.name,
+            role=role,
+            member=member,
+            condition=StorageBucketIamMemberCondition(title=condition.title, expression=condition.expression)
+            if condition
+            else None,
+        )
+
+
+def objects_under(bucket: str, prefix: str) -> Condition:
+    """Only ``bucket``'s objects whose names start with ``prefix`` (an object's resource.name is
+    projects/_/buckets/<bucket>/objects/<name>: cloud.google.com/storage/docs/access-control/iam#conditions).
+    ``bucket`` is the literal name: cdktf's HCL output mangles a reference inside a quoted string."""
+    return Condition(
+        title=f"only {prefix}",
+        expression=f'resource.name.startsWith("projects/_/buckets/{bucket}/objects/{prefix}")',
+    )
+
+
+@dataclass(frozen=True)
+class Topic:
+    """A Pub/Sub topic, by its id (projects/<project>/topics/<name>) or name."""
+
+    topic: str
+
+    def bind(self, scope: Construct, id_: str, role: str, member: str) -> PubsubTopicIamMember:
+        return PubsubTopicIamMember(scope, id_, topic=self.topic, role=role, member=member)
+
+
+@dataclass(frozen=True)
+class Subscription:
+    """A Pub/Sub subscription, by its id or name."""
+
+    subscription: str
+
+    def bind(self, scope: Construct, id_: str, role: str, member: str) -> PubsubSubscriptionIamMember:
+        return PubsubSubscriptionIamMember(scope, id_, subscription=self.subscription, role=role, member=member)
 
 
 @dataclass(frozen=True)

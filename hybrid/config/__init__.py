@@ -22,6 +22,7 @@ from hybrid.config.services import (
     memory_gib,
 )
 from hybrid.config.validation import Settings
+from hybrid.config.workers import WorkersSettings
 
 __all__ = [
     "BudgetSettings",
@@ -41,6 +42,7 @@ __all__ = [
     "ServicesSettings",
     "Settings",
     "StateSettings",
+    "WorkersSettings",
     "describe",
     "load_environment",
     "load_environments",

@@ -18,9 +18,10 @@ from hybrid.config.cluster import ClusterSettings
 from hybrid.config.database import DatabaseSettings
 from hybrid.config.inference import InferenceSettings
 from hybrid.config.names import ResourceNames
-from hybrid.config.network import NetworkSettings
+from hybrid.config.network import WORKERS_RANGES, NetworkSettings
 from hybrid.config.services import ServicesSettings
 from hybrid.config.validation import Settings, invalid, matching
+from hybrid.config.workers import WorkersSettings
 
 # cloud.google.com/resource-manager/docs/creating-managing-projects: 6-30 chars,
 # lowercase letters, digits and hyphens, starting with a letter, not ending with a hyphen.
@@ -65,6 +66,20 @@ class Environment(Settings):
     inference: InferenceSettings
     # Optional: a budget with alerts, made in the network layer (deployed first).
     budget: BudgetSettings | None = None
+    # Optional: the background workers tier (batch jobs), off unless enabled.
+    workers: WorkersSettings = WorkersSettings()
+
+    @model_validator(mode="after")
+    def _workers_network(self) -> Environment:
+        for key in WORKERS_RANGES:
+            given = getattr(self.network, key) is not None
+            if self.workers.enabled and not given:
+                raise invalid(
+                    f"network.{key}", "must be set when workers.enabled is true: the workers' GKE cluster needs it"
+                )
+            if given and not self.workers.enabled:
+                raise invalid(f"network.{key}", "must not be set while workers.enabled is false: nothing would use it")
+        return self
 
     @model_validator(mode="after")
     def _no_overlaps(self) -> Environment:
@@ -94,7 +109,7 @@ class Environment(Settings):
     @model_validator(mode="after")
     def _names_fit(self) -> Environment:
         names = self.names
-        for key, (value, pattern, rule) in names.rules().items():
+        for key, (value, pattern, rule) in names.rules(workers=self.workers.enabled).items():
             if not re.fullmatch(pattern, value):
                 raise invalid(
                     "name", f"must make names GCP accepts: the {key} name {value!r} ({len(value)} chars) must be {rule}"
@@ -108,7 +123,7 @@ class Environment(Settings):
 
     @cached_property
     def names(self) -> ResourceNames:
-        return ResourceNames(self.name)
+        return ResourceNames(self.name, self.project_id)
 
     def stack_id(self, layer: str) -> str:
         return f"{self.name}-{layer}"

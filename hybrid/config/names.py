@@ -15,12 +15,21 @@ FIREWALL_RULES = (
     "allow-workloads-internal",
     "allow-workloads-egress-https",
 )
+# The workers tier's flows, made only when [workers] is enabled.
+WORKERS_FIREWALL_RULES = (
+    "allow-workers-to-inference",
+    "allow-workers-egress-inference",
+    "allow-workers-egress-postgres",
+    "allow-workers-internal",
+    "allow-workers-egress-google-apis",
+)
+_SERVICE_ACCOUNT = (r"[a-z][-a-z0-9]{4,28}[a-z0-9]", "6-30 characters")
 
 
 class ResourceNames:
     """GCP resource names derived from the environment name, and the rules GCP holds them to."""
 
-    def __init__(self, env: str) -> None:
+    def __init__(self, env: str, project: str) -> None:
         self.network = f"{env}-vpc"
         self.subnet = f"{env}-workloads"
         # The workloads subnet's secondary ranges, which GKE puts pods and services on.
@@ -30,7 +39,7 @@ class ResourceNames:
         # orchestrator may send to the model servers, only it and the bootstrap job to Cloud SQL.
         self.run_tag = {role: f"{env}-run-{role}" for role in ("gateway", "orchestrator", "db-bootstrap")}
         self.psa_range = f"{env}-psa"
-        self.firewall_rule = {rule: f"{env}-{rule}" for rule in FIREWALL_RULES}
+        self.firewall_rule = {rule: f"{env}-{rule}" for rule in FIREWALL_RULES + WORKERS_FIREWALL_RULES}
         self.router = f"{env}-router"
         self.nat = f"{env}-nat"
         self.sql_instance = f"{env}-postgres"
@@ -48,9 +57,66 @@ class ResourceNames:
         self.database_admin_secret = f"{env}-postgres-admin-password"
         self.service = {role: f"{env}-{role}" for role in ("frontend", "gateway", "orchestrator", "inference")}
         self.orchestrator_account = self.service["orchestrator"]
+        # The workers tier ([workers]): its subnet and secondary ranges, cluster, pools, identities,
+        # the batch files' bucket (global: the project keeps it unique) and the queue.
+        self.workers_subnet = f"{env}-workers"
+        self.workers_pods_range, self.workers_services_range = "workers-pods", "workers-services"
+        self.workers_cluster = f"{env}-workers"
+        self.spot_pool, self.on_demand_pool = "spot", "on-demand"
+        self.workers_node_account = f"{env}-workers-nodes"
+        self.worker_account = f"{env}-worker"
+        self.workers_metrics_adapter_account = f"{env}-workers-metrics"
+        self.batch_bucket = f"{project}-{env}-batch"
+        self.batch_topic = f"{env}-batch-lines"
+        self.batch_subscription = f"{env}-batch-workers"
+        self.dead_letter_topic = self.dead_letter_subscription = f"{env}-batch-dead-letters"
 
-    def rules(self) -> dict[str, tuple[str, str, str]]:
+    def rules(self, *, workers: bool = True) -> dict[str, tuple[str, str, str]]:
+        """Each name's (value, pattern, rule); the workers tier's only with ``workers``."""
         rfc = "1-63 lowercase letters, digits and hyphens, starting with a letter"
+        return {**self._base_rules(rfc), **(self._workers_rules(rfc) if workers else {})}
+
+    def _workers_rules(self, rfc: str) -> dict[str, tuple[str, str, str]]:
+        # cloud.google.com/pubsub/docs/reference/rest/v1/projects.topics (and .subscriptions): a
+        # letter first, then letters, digits and - _ . ~ + %, 3-255 characters, not starting with "goog".
+        pubsub = (
+            r"(?!goog)[A-Za-z][-A-Za-z0-9_.~+%]{2,254}",
+            "3-255 letters, digits or -_.~+%, starting with a letter, not with goog",
+        )
+        return {
+            "workers subnet": (self.workers_subnet, _RFC1035, rfc),
+            "workers pods secondary range": (self.workers_pods_range, _RFC1035, rfc),
+            "workers services secondary range": (self.workers_services_range, _RFC1035, rfc),
+            # cloud.google.com/kubernetes-engine/docs/reference/rest/v1/projects.locations.clusters: 40 chars.
+            "workers GKE cluster": (self.workers_cluster, r"[a-z]([-a-z0-9]{0,38}[a-z0-9])?", "at most 40 characters"),
+            # cloud.google.com/kubernetes-engine/docs/reference/rest/v1/projects.locations.clusters.nodePools:
+            # like a cluster's name, at most 40 characters.
+            **{
+                f"{pool} node pool": (name, r"[a-z]([-a-z0-9]{0,38}[a-z0-9])?", "at most 40 characters")
+                for pool, name in (("Spot", self.spot_pool), ("on-demand", self.on_demand_pool))
+            },
+            # cloud.google.com/iam/docs/service-accounts-create: 6-30 characters.
+            **{
+                f"{role} service account": (name, *_SERVICE_ACCOUNT)
+                for role, name in (
+                    ("workers node", self.workers_node_account),
+                    ("worker", self.worker_account),
+                    ("workers metrics adapter", self.workers_metrics_adapter_account),
+                )
+            },
+            # cloud.google.com/storage/docs/buckets#naming: 3-63 characters (no dots), globally unique.
+            "batch bucket": (
+                self.batch_bucket,
+                r"[a-z0-9][a-z0-9_-]{1,61}[a-z0-9]",
+                "3-63 lowercase letters, digits, '-' or '_' (a shorter project id or environment name)",
+            ),
+            "batch lines topic": (self.batch_topic, *pubsub),
+            "batch workers subscription": (self.batch_subscription, *pubsub),
+            "batch dead-letter topic and subscription": (self.dead_letter_topic, *pubsub),
+            **{f"{rule} firewall rule": (self.firewall_rule[rule], _RFC1035, rfc) for rule in WORKERS_FIREWALL_RULES},
+        }
+
+    def _base_rules(self, rfc: str) -> dict[str, tuple[str, str, str]]:
         return {
             "VPC network": (self.network, _RFC1035, rfc),
             "subnet": (self.subnet, _RFC1035, rfc),
@@ -92,7 +158,7 @@ class ResourceNames:
             # rangeName, like a firewall rule's name (.../v1/firewalls), is RFC 1035, 1-63 characters.
             "pods secondary range": (self.pods_range, _RFC1035, rfc),
             "services secondary range": (self.services_range, _RFC1035, rfc),
-            **{f"{rule} firewall rule": (name, _RFC1035, rfc) for rule, name in self.firewall_rule.items()},
+            **{f"{rule} firewall rule": (self.firewall_rule[rule], _RFC1035, rfc) for rule in FIREWALL_RULES},
             # cloud.google.com/api-keys/docs/reference/rest/v2/projects.locations.keys/create: keyId.
             "browser API key": (self.browser_key, _RFC1035, rfc),
             # cloud.google.com/secret-manager/docs/reference/rest/v1/projects.secrets/create: secretId.

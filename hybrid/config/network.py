@@ -10,6 +10,8 @@ from pydantic import model_validator
 
 from hybrid.config.validation import Cidr, IPv4, Settings, between, invalid
 
+WORKERS_RANGES = ("workers_cidr", "workers_pods_cidr", "workers_services_cidr")
+
 
 class NetworkSettings(Settings):
     subnet_cidr: Cidr
@@ -22,15 +24,22 @@ class NetworkSettings(Settings):
     # The Cloud Run services' own subnet: they send private traffic into the VPC from it
     # with Direct VPC egress (see the README's "Network paths" for why not a connector).
     run_cidr: Cidr
+    # The background workers' subnet (GKE Standard nodes) and its Pods and Services secondary
+    # ranges; required when [workers] is enabled, refused otherwise.
+    workers_cidr: Cidr | None = None
+    workers_pods_cidr: Cidr | None = None
+    workers_services_cidr: Cidr | None = None
 
     def ranges(self) -> dict[str, ipaddress.IPv4Network]:
-        return {
+        given = {
             "network.subnet_cidr": self.subnet_cidr,
             "network.pods_cidr": self.pods_cidr,
             "network.services_cidr": self.services_cidr,
             "network.psa_cidr": self.psa_cidr,
             "network.run_cidr": self.run_cidr,
+            **{f"network.{key}": getattr(self, key) for key in WORKERS_RANGES},
         }
+        return {key: cidr for key, cidr in given.items() if cidr is not None}
 
     @model_validator(mode="after")
     def _sizes(self) -> NetworkSettings:

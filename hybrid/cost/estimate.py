@@ -514,6 +514,36 @@ def estimate(env: Environment, prices: PriceTable, workload: Workload | None = N
             "inference", "Managed Service for Prometheus samples", "usage-based; no monitoring price in the table"
         )
 
+    # --- workers (batch jobs), when enabled -------------------------------------------------------
+    if env.workers.enabled:
+        workers = env.workers
+        # A Standard cluster pays the same management fee as an Autopilot one; the free tier's
+        # credit covers one cluster per billing account, already counted above.
+        lines.add("workers", "GKE Standard cluster (workers)", "cluster management fee", hours, "gke.cluster_fee")
+        pool = workers.on_demand_pool
+        lines.unpriced(
+            "workers",
+            f"on-demand pool: {pool.min_nodes} to {pool.max_nodes} x {pool.machine_type}",
+            f"no {pool.machine_type} price in the table; at least {pool.min_nodes} node(s) run all month",
+        )
+        lines.unpriced(
+            "workers",
+            f"Spot pool: 0 to {workers.spot_pool.max_nodes} x {workers.spot_pool.machine_type}",
+            "Spot prices change and the table has none; nodes run only while batches wait",
+        )
+        lines.unpriced(
+            "workers",
+            "Pub/Sub batch topic and subscriptions",
+            "throughput-based (per TiB published and delivered, first 10 GiB free), plus storage for messages left "
+            "unacknowledged over 24 hours; no Pub/Sub price in the table",
+        )
+        lines.unpriced(
+            "workers",
+            f"batch files bucket gs://{env.names.batch_bucket}",
+            f"usage-based: the batch files' volume, each kept {workers.bucket_lifecycle_days} days "
+            "(storage.gcs_standard_regional per GiB-month)",
+        )
+
     # --- services ---------------------------------------------------------------------------------
     s = env.services
     cloud_run_service(

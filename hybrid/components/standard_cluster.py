@@ -1,0 +1,139 @@
+"""A private GKE Standard cluster with node pools of its own: the background workers' cluster.
+
+Standard rather than Autopilot so the workers' nodes can be Spot VMs in a pool that scales
+from zero, with an on-demand pool beside it (seed 004: background workers on GKE Standard).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cdktf_cdktf_provider_google.container_cluster import (
+    ContainerCluster,
+    ContainerClusterBinaryAuthorization,
+    ContainerClusterIpAllocationPolicy,
+    ContainerClusterPrivateClusterConfig,
+    ContainerClusterReleaseChannel,
+    ContainerClusterWorkloadIdentityConfig,
+)
+from cdktf_cdktf_provider_google.container_node_pool import (
+    ContainerNodePool,
+    ContainerNodePoolAutoscaling,
+    ContainerNodePoolManagement,
+    ContainerNodePoolNodeConfig,
+    ContainerNodePoolNodeConfigShieldedInstanceConfig,
+    ContainerNodePoolNodeConfigTaint,
+    ContainerNodePoolNodeConfigWorkloadMetadataConfig,
+)
+from constructs import Construct
+
+from hybrid.components.autopilot_cluster import CLOUD_PLATFORM_SCOPE, grant_node_roles
+from hybrid.components.control_plane import NO_CLIENT_CERTIFICATE, ControlPlane
+from hybrid.components.service_account import ServiceAccount
+
+# GKE labels every Spot node cloud.google.com/gke-spot=true; a Standard pool gets no taint of its
+# own, and GKE's guidance is to taint it so that only Pods that tolerate preemption land there
+# (cloud.google.com/kubernetes-engine/docs/how-to/spot-vms#use_nodeselector,
+# cloud.google.com/kubernetes-engine/docs/concepts/spot-vms#scheduling-workloads).
+SPOT_LABEL = "cloud.google.com/gke-spot"
+SPOT_TAINT = ContainerNodePoolNodeConfigTaint(key=SPOT_LABEL, value="true", effect="NO_SCHEDULE")
+
+
+@dataclass(frozen=True)
+class NodePoolProps:
+    name: str
+    machine_type: str
+    # The pool's node count across the region's zones, kept in this range by the cluster autoscaler.
+    min_nodes: int
+    max_nodes: int
+    spot: bool
+
+
+@dataclass(frozen=True)
+class StandardClusterProps:
+    name: str
+    project: str
+    region: str
+    network: str
+    subnetwork: str
+    # The subnet's secondary ranges for Pods and Services (VPC-native).
+    pods_range: str
+    services_range: str
+    release_channel: str
+    deletion_protection: bool
+    control_plane: ControlPlane
+    pools: tuple[NodePoolProps, ...]
+
+
+class StandardCluster(Construct):
+    """Nodes run as ``node_account`` (granted the node roles here), with the GKE metadata server."""
+
+    def __init__(
+        self, scope: Construct, id_: str, props: StandardClusterProps, *, node_account: ServiceAccount
+    ) -> None:
+        super().__init__(scope, id_)
+        grant_node_roles(node_account, project=props.project)
+        control_plane = props.control_plane
+        self.cluster = ContainerCluster(
+            self,
+            "cluster",
+            name=props.name,
+            location=props.region,
+            # The pools below replace the default one, which a cluster is created with and which
+            # Terraform then deletes (registry.terraform.io/providers/hashicorp/google/6.50.0/docs/
+            # resources/container_cluster#remove_default_node_pool).
+            remove_default_node_pool=True,
+            initial_node_count=1,
+            # GKE Dataplane V2: enforces NetworkPolicy.
+            datapath_provider="ADVANCED_DATAPATH",
+            network=props.network,
+            subnetwork=props.subnetwork,
+            ip_allocation_policy=ContainerClusterIpAllocationPolicy(
+                cluster_secondary_range_name=props.pods_range, services_secondary_range_name=props.services_range
+            ),
+            private_cluster_config=ContainerClusterPrivateClusterConfig(enable_private_nodes=True),
+            control_plane_endpoints_config=control_plane.endpoints_config(),
+            master_authorized_networks_config=control_plane.authorized_networks_config(),
+            master_auth=NO_CLIENT_CERTIFICATE,
+            binary_authorization=ContainerClusterBinaryAuthorization(
+                evaluation_mode="PROJECT_SINGLETON_POLICY_ENFORCE"
+            ),
+            enable_shielded_nodes=True,
+            release_channel=ContainerClusterReleaseChannel(channel=props.release_channel),
+            workload_identity_config=ContainerClusterWorkloadIdentityConfig(
+                workload_pool=f"{props.project}.svc.id.goog"
+            ),
+            deletion_protection=props.deletion_protection,
+        )
+        self.pools = {
+            pool.name: ContainerNodePool(
+                self,
+                f"pool-{pool.name}",
+                name=pool.name,
+                cluster=self.cluster.id,
+                location=props.region,
+                autoscaling=ContainerNodePoolAutoscaling(
+                    total_min_node_count=pool.min_nodes,
+                    total_max_node_count=pool.max_nodes,
+                    # Spot capacity differs by zone: take it in any zone that has it; spread
+                    # on-demand nodes evenly (cloud.google.com/kubernetes-engine/docs/concepts/
+                    # cluster-autoscaler#location-policy).
+                    location_policy="ANY" if pool.spot else "BALANCED",
+                ),
+                management=ContainerNodePoolManagement(auto_repair=True, auto_upgrade=True),
+                node_config=ContainerNodePoolNodeConfig(
+                    machine_type=pool.machine_type,
+                    spot=pool.spot,
+                    taint=[SPOT_TAINT] if pool.spot else None,
+                    image_type="COS_CONTAINERD",
+                    service_account=node_account.email,
+                    oauth_scopes=[CLOUD_PLATFORM_SCOPE],
+                    # Pods see only their own Workload Identity, never the node's account.
+                    workload_metadata_config=ContainerNodePoolNodeConfigWorkloadMetadataConfig(mode="GKE_METADATA"),
+                    shielded_instance_config=ContainerNodePoolNodeConfigShieldedInstanceConfig(
+                        enable_secure_boot=True, enable_integrity_monitoring=True
+                    ),
+                ),
+            )
+            for pool in props.pools
+        }

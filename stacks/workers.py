@@ -1,0 +1,244 @@
+"""Layers `workers` and `workers-k8s`: the background workers tier that runs batch jobs
+(OpenAI's Batch API), made only when the environment file enables [workers].
+
+`workers`: a private GKE Standard cluster in the network's workers subnet (Workload Identity,
+Dataplane V2, no default node pool) with a Spot pool that scales from zero and an on-demand
+fallback pool; the bucket of batch files; the line topic, its subscription (exponential retry,
+dead-letter policy) and the dead-letter topic and subscription; and IAM, least privilege: the
+worker's identity, the orchestrator's additions, the Pub/Sub service agent's dead-lettering.
+
+`workers-k8s`: the worker's Kubernetes objects, in a stack of its own because its kubernetes
+provider is configured from the cluster (as `inference` is from the models' cluster).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import cast
+
+from cdktf import TerraformOutput
+from cdktf_cdktf_provider_google.data_google_project import DataGoogleProject
+from cdktf_cdktf_provider_kubernetes.namespace_v1 import NamespaceV1, NamespaceV1Metadata
+from constructs import Construct
+
+from hybrid.components.batch_bucket import BatchBucket, BatchBucketProps
+from hybrid.components.batch_worker import BatchWorker, BatchWorkerProps
+from hybrid.components.control_plane import ControlPlane, ControlPlaneAccess
+from hybrid.components.grants import Project, grant, role_id
+from hybrid.components.kubernetes_access import kubernetes_provider
+from hybrid.components.metrics_adapter import CustomMetricsAdapter, CustomMetricsAdapterProps
+from hybrid.components.pubsub_queue import PUBLISHER, SUBSCRIBER, PubSubQueue, PubSubQueueProps
+from hybrid.components.service_account import ServiceAccount, ServiceAccountProps
+from hybrid.components.standard_cluster import NodePoolProps, StandardCluster, StandardClusterProps
+from hybrid.components.workload_identity import WorkloadIdentity, WorkloadIdentityProps
+from hybrid.config import Environment
+from hybrid.layer import LayerStack
+from hybrid.service_contract import Wiring, container_env, service_settings
+from services.worker.settings import WorkerSettings
+from stacks.database import DatabaseStack
+from stacks.network import NetworkStack
+from stacks.registry import service_image
+from stacks.services import VERTEX_AI_USER
+
+NAMESPACE = "batch"
+WORKER_ACCOUNT = "worker"
+# The batch files' prefixes (the shared design's "Storage"): inputs as uploaded, outputs per batch.
+INPUTS, OUTPUTS = "inputs/", "outputs/"
+OBJECT_ADMIN, OBJECT_CREATOR, OBJECT_VIEWER = (
+    "roles/storage.objectAdmin",
+    "roles/storage.objectCreator",
+    "roles/storage.objectViewer",
+)
+MONITORING_VIEWER = "roles/monitoring.viewer"
+
+
+@dataclass(frozen=True)
+class WorkersOutputs:
+    """What the workers' Kubernetes layer uses of this one."""
+
+    # The identity the metrics adapter in the workers cluster reads Cloud Monitoring as.
+    metrics_adapter_account: ServiceAccount
+
+
+class WorkersStack(LayerStack):
+    def __init__(self, scope: Construct, env: Environment, network: NetworkStack, database: DatabaseStack) -> None:
+        super().__init__(scope, env, "workers")
+        self.add_dependency(network)
+        self.add_dependency(database)
+        names, workers, project = env.names, env.workers, env.project_id
+        worker, orchestrator = database.outputs.worker_account, database.outputs.orchestrator_account
+        assert worker is not None and network.outputs.workers_subnet_id is not None  # made when enabled
+
+        nodes = ServiceAccount(
+            self,
+            "node-identity",
+            ServiceAccountProps(
+                account_id=names.workers_node_account,
+                display_name="GKE workers nodes",
+                description="Runs the workers cluster's nodes: logs, metrics and image pulls only.",
+            ),
+        )
+        self.cluster = StandardCluster(
+            self,
+            "workers",
+            StandardClusterProps(
+                name=names.workers_cluster,
+                project=project,
+                region=env.region,
+                network=network.outputs.network_id,
+                subnetwork=network.outputs.workers_subnet_id,
+                pods_range=names.workers_pods_range,
+                services_range=names.workers_services_range,
+                release_channel=workers.cluster.release_channel,
+                deletion_protection=workers.cluster.deletion_protection,
+                control_plane=ControlPlane(
+                    ControlPlaneAccess(env.cluster.control_plane_access),
+                    tuple(str(cidr) for cidr in env.cluster.authorized_networks),
+                ),
+                pools=(
+                    NodePoolProps(
+                        name=names.spot_pool,
+                        machine_type=workers.spot_pool.machine_type,
+                        min_nodes=0,
+                        max_nodes=workers.spot_pool.max_nodes,
+                        spot=True,
+                    ),
+                    NodePoolProps(
+                        name=names.on_demand_pool,
+                        machine_type=workers.on_demand_pool.machine_type,
+                        min_nodes=workers.on_demand_pool.min_nodes,
+                        max_nodes=workers.on_demand_pool.max_nodes,
+                        spot=False,
+                    ),
+                ),
+            ),
+            node_account=nodes,
+        )
+
+        self.bucket = BatchBucket(
+            self,
+            "batch-files",
+            BatchBucketProps(
+                name=names.batch_bucket, location=env.region, delete_after_days=workers.bucket_lifecycle_days
+            ),
+        )
+        queue = workers.queue
+        self.queue = PubSubQueue(
+            self,
+            "batch-queue",
+            PubSubQueueProps(
+                project_number=DataGoogleProject(self, "project", project_id=project).number,
+                topic=names.batch_topic,
+                subscription=names.batch_subscription,
+                dead_letter_topic=names.dead_letter_topic,
+                dead_letter_subscription=names.dead_letter_subscription,
+                ack_deadline_seconds=queue.ack_deadline_seconds,
+                min_backoff_seconds=queue.min_backoff_seconds,
+                max_backoff_seconds=queue.max_backoff_seconds,
+                max_delivery_attempts=queue.max_delivery_attempts,
+                retention_days=queue.retention_days,
+            ),
+        )
+
+        # The worker: pulls both subscriptions; republishes stuck batches' lines (its sweeper) and
+        # nothing else to the line topic; writes and reads results under outputs/ only; calls
+        # Vertex AI. Its Cloud SQL login comes with its IAM database user (database layer).
+        bucket, lines, dead_letters = self.bucket, self.queue.topic_target, self.queue.dead_letter_topic_target
+        line_subscription, dead_letter_subscription = self.queue.subscriptions
+        grant(self, "worker-pulls-lines", role=SUBSCRIBER, to=worker, on=line_subscription)
+        grant(self, "worker-pulls-dead-letters", role=SUBSCRIBER, to=worker, on=dead_letter_subscription)
+        grant(self, "worker-republishes-lines", role=PUBLISHER, to=worker, on=lines)
+        grant(self, "worker-publishes-dead-letters", role=PUBLISHER, to=worker, on=dead_letters)
+        grant(self, "worker-creates-outputs", role=OBJECT_CREATOR, to=worker, on=bucket.objects_under(OUTPUTS))
+        grant(self, "worker-reads-outputs", role=OBJECT_VIEWER, to=worker, on=bucket.objects_under(OUTPUTS))
+        grant(self, "worker-vertex-ai", role=VERTEX_AI_USER, to=worker, on=Project(project))
+        # The orchestrator: publishes new batches' lines, stores and reads inputs, serves outputs.
+        grant(self, "orchestrator-publishes-lines", role=PUBLISHER, to=orchestrator, on=lines)
+        grant(self, "orchestrator-inputs", role=OBJECT_ADMIN, to=orchestrator, on=bucket.objects_under(INPUTS))
+        grant(self, "orchestrator-reads-outputs", role=OBJECT_VIEWER, to=orchestrator, on=bucket.objects_under(OUTPUTS))
+
+        metrics_adapter_account = ServiceAccount(
+            self,
+            "metrics-adapter-identity",
+            ServiceAccountProps(
+                account_id=names.workers_metrics_adapter_account,
+                display_name="Custom metrics adapter (workers)",
+                description="Reads the batch subscription's backlog from Cloud Monitoring for the workers' autoscaler.",
+            ),
+        )
+        grant(
+            metrics_adapter_account,
+            role_id(MONITORING_VIEWER),
+            role=MONITORING_VIEWER,
+            to=metrics_adapter_account,
+            on=Project(project),
+        )
+        TerraformOutput(self, "workers_cluster_name", value=self.cluster.cluster.name)
+        TerraformOutput(self, "batch_bucket", value=self.bucket.bucket.name)
+        self.outputs = WorkersOutputs(metrics_adapter_account=metrics_adapter_account)
+
+
+class WorkersK8sStack(LayerStack):
+    def __init__(
+        self,
+        scope: Construct,
+        env: Environment,
+        workers: WorkersStack,
+        database: DatabaseStack,
+    ) -> None:
+        super().__init__(scope, env, "workers-k8s")
+        self.add_dependency(workers)
+        names, project, deployment = env.names, env.project_id, env.workers.deployment
+        worker = database.outputs.worker_account
+        assert worker is not None  # made when enabled
+        kubernetes_provider(
+            self,
+            cluster=names.workers_cluster,
+            location=env.region,
+            access=ControlPlaneAccess(env.cluster.control_plane_access),
+        )
+        namespace = NamespaceV1(
+            self,
+            "namespace",
+            metadata=NamespaceV1Metadata(name=NAMESPACE, labels={"pod-security.kubernetes.io/enforce": "restricted"}),
+        )
+        account = WorkloadIdentity(
+            self,
+            "worker-account",
+            WorkloadIdentityProps(project=project, name=WORKER_ACCOUNT),
+            namespace=namespace,
+            google_account=worker,
+        )
+        db = database.outputs
+        wiring = Wiring(
+            # As the services layer writes it: the address the network layer reserves, as a literal.
+            inference_url=f"http://{env.network.inference_address}:{env.network.inference_port}/v1",
+            database_host=db.host,
+            database_name=db.database_name,
+            worker_database_user=worker.database_user_name,
+        )
+        settings = cast(WorkerSettings, service_settings(env, wiring, roles=("worker",))["worker"])
+        self.worker = BatchWorker(
+            self,
+            "worker",
+            BatchWorkerProps(
+                namespace=namespace.metadata.name,
+                service_account=account.name,
+                image=service_image(env, "worker", deployment.image),
+                cpu=deployment.cpu,
+                memory=deployment.memory,
+                env=tuple(container_env(env, wiring, "worker").items()),
+                port=settings.port,
+                shutdown_seconds=int(settings.shutdown_seconds),
+                min_replicas=deployment.min_replicas,
+                max_replicas=deployment.max_replicas,
+                subscription=names.batch_subscription,
+                target_undelivered_per_replica=deployment.target_undelivered_per_replica,
+            ),
+        )
+        CustomMetricsAdapter(
+            self,
+            "metrics-adapter",
+            CustomMetricsAdapterProps(project=project),
+            google_account=workers.outputs.metrics_adapter_account,
+        )
