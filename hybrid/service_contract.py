@@ -130,7 +130,7 @@ def _stack_values(env: Environment, wiring: Wiring) -> dict[str, dict[str, objec
             # Cloud SQL's ssl_mode ENCRYPTED_ONLY; the IAM token is the password.
             "pgsslmode": "require",
             # Batch jobs, with the workers tier only: unset, the batch routes answer 404.
-            **(_batch_values(env) if env.workers.enabled else {}),
+            **(_batch_values(env, wiring) if env.workers.enabled else {}),
         },
         **({"worker": _worker_values(env, wiring)} if env.workers.enabled else {}),
     }
@@ -158,10 +158,15 @@ def _routing(env: Environment, wiring: Wiring) -> dict[str, object]:
     }
 
 
-def _batch_values(env: Environment) -> dict[str, object]:
-    """Where the orchestrator stores batch files and publishes their lines (the workers layer's)."""
+def _batch_values(env: Environment, wiring: Wiring) -> dict[str, object]:
+    """Where the orchestrator stores batch files and publishes their lines (the workers layer's),
+    and the worker's database user, whom it grants the batch tables and the ledger it owns."""
     names = env.names
-    return {"batch_bucket": names.batch_bucket, "batch_topic": f"projects/{env.project_id}/topics/{names.batch_topic}"}
+    return {
+        "batch_bucket": names.batch_bucket,
+        "batch_topic": f"projects/{env.project_id}/topics/{names.batch_topic}",
+        "batch_worker_database_user": wiring.worker_database_user,
+    }
 
 
 def _worker_values(env: Environment, wiring: Wiring) -> dict[str, object]:
@@ -177,7 +182,7 @@ def _worker_values(env: Environment, wiring: Wiring) -> dict[str, object]:
         # The user's quota counts batch lines as the orchestrator counts requests: the same number.
         "daily_token_quota": env.services.orchestrator.env.get(quota)
         or OrchestratorSettings.model_fields[quota.lower()].default,
-        "topic": _batch_values(env)["batch_topic"],
+        "topic": _batch_values(env, wiring)["batch_topic"],
         "subscription": f"projects/{project}/subscriptions/{names.batch_subscription}",
         "dead_letter_topic": f"projects/{project}/topics/{names.dead_letter_topic}",
         "dead_letter_subscription": f"projects/{project}/subscriptions/{names.dead_letter_subscription}",

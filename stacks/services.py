@@ -114,6 +114,8 @@ class ServicesStack(LayerStack):
             database_host=db.host,
             database_name=db.database_name,
             database_user=db.orchestrator_database_user,
+            # The orchestrator grants the batch worker's database user the tables it owns.
+            worker_database_user=db.worker_account.database_user_name if db.worker_account else None,
             identity_platform_api_key=browser_key.key_string,
         )
         self.orchestrator = self._service(

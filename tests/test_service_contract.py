@@ -11,7 +11,7 @@ from pydantic_settings import BaseSettings
 
 from hybrid.config import load_environment
 from hybrid.service_contract import ContractError, Wiring, container_env, render, service_settings
-from iac import ROOT
+from iac import ROOT, pointees
 from services.frontend.settings import FrontendSettings
 from services.gateway.settings import GatewaySettings
 from services.orchestrator.settings import OrchestratorSettings
@@ -91,6 +91,15 @@ def test_the_orchestrator_publishes_where_the_worker_pulls(synth_json, monkeypat
     orchestrator = load("orchestrator", declared_env(synth_json["prod-services"], "prod-orchestrator"), monkeypatch)
     assert orchestrator.batch_bucket == "replace-me-prod-prod-batch"
     assert orchestrator.batch_topic == "projects/replace-me-prod/topics/prod-batch-lines"
+    # The worker's IAM database user, whom the orchestrator grants the batch tables it owns.
+    granted = declared_env(synth_json["prod-services"], "prod-orchestrator")["BATCH_WORKER_DATABASE_USER"]
+    [account] = pointees(synth_json, "prod-services", granted)
+    assert (account.stack, account.kind, account.config["account_id"], account.attr) == (
+        "prod-database",
+        "google_service_account",
+        "prod-worker",
+        "email",
+    )
     # Without the workers tier, no batch settings: dev's batch routes answer "batches are not enabled".
     assert {"BATCH_BUCKET", "BATCH_TOPIC"}.isdisjoint(declared_env(synth_json["dev-services"], "dev-orchestrator"))
 
