@@ -73,7 +73,10 @@ class Worker:
         self.worker_id = f"{socket.gethostname()}-{os.getpid()}"
         self.tasks: set[asyncio.Task[None]] = set()
         self.held: list[Message] = []  # handed over after SIGTERM: given back at the end
-        self.stopping = False
+        # After SIGTERM: stopping, no message is begun (each is held, and its lease kept, so
+        # that draining spends no delivery attempts); then closing, every message is handed
+        # back as it comes, and the pulls are closed.
+        self.stopping = self.closing = False
         self.pulls: list[StreamingPullFuture] = []
 
     @asynccontextmanager
@@ -111,12 +114,18 @@ class Worker:
                 await asyncio.wrap_future(publisher.publish(settings.topic, data))
 
             sweeper = asyncio.create_task(Sweeper(pool, finalizer, publish).run(settings.sweep_interval_seconds))
-            flow = pubsub_v1.types.FlowControl(max_messages=settings.max_outstanding_messages)
+            flow = pubsub_v1.types.FlowControl(
+                max_messages=settings.max_outstanding_messages,
+                max_duration_per_lease_extension=settings.lease_extension_seconds,
+            )
             self.pulls = [
-                subscriber.subscribe(settings.subscription, self._receiver(self._line), flow_control=flow),
                 subscriber.subscribe(
-                    settings.dead_letter_subscription, self._receiver(self._dead_letter), flow_control=flow
-                ),
+                    subscription, self._receiver(handle), flow_control=flow, await_callbacks_on_shutdown=True
+                )
+                for subscription, handle in (
+                    (settings.subscription, self._line),
+                    (settings.dead_letter_subscription, self._dead_letter),
+                )
             ]
             logs.event(log, "worker started", worker=self.worker_id, subscription=settings.subscription)
             try:
@@ -135,11 +144,17 @@ class Worker:
         """The subscriber's callback (on its threads): the message, to this event loop."""
 
         def receive(message: Message) -> None:
+            if self.closing:  # handed back before the client stops (it waits for its callbacks)
+                message.nack()
+                return
             self.loop.call_soon_threadsafe(self._begin, handle, message)
 
         return receive
 
     def _begin(self, handle: Callable[[dict[str, Any], Message], Awaitable[bool]], message: Message) -> None:
+        if self.closing:
+            message.nack()
+            return
         if self.stopping:
             self.held.append(message)
             return
@@ -186,6 +201,9 @@ class Worker:
             if late:
                 await asyncio.wait(late, timeout=2)
             logs.event(log, "worker drained", finished=len(in_flight) - len(late), handed_back=len(late))
+        # Each nack frees flow control, so the client hands this worker the next message it
+        # holds: that one too is handed back at once.
+        self.closing = True
         for message in self.held:
             message.nack()
 

@@ -22,6 +22,11 @@ class WorkerSettings(ModelCallerSettings):
     storage_url: str = "https://storage.googleapis.com"
     # Flow control: lines this worker holds at once, in flight or waiting for it.
     max_outstanding_messages: int = Field(16, ge=1, le=1000)
+    # The longest one lease extension of a message this worker holds: a worker that dies hands
+    # its messages back after at most this long. Google's client libraries extend a lease by
+    # 10 s to 600 s at a time, and hold a stream's messages 60 s by default
+    # (cloud.google.com/pubsub/docs/lease-management).
+    lease_extension_seconds: int = Field(60, ge=10, le=600)
     # The subscription's dead-letter policy; Pub/Sub allows 5 to 100
     # (cloud.google.com/pubsub/docs/handling-failures#dead_letter_topic).
     max_delivery_attempts: int = Field(5, ge=5, le=100)

@@ -231,7 +231,14 @@ class Batches:
 
     def finished(self, batch_id: str, timeout: float = 120) -> dict:
         batch = wait_for(lambda: (b := self.batch(batch_id))["status"] in FINAL and b, timeout=timeout, interval=0.2)
-        assert batch, f"batch {batch_id} did not finish in {timeout} s: {self.batch(batch_id)['status']}"
+        if not batch:
+            with self.connect() as conn:
+                lines = conn.execute(
+                    "SELECT status, attempts, count(*) FROM batch_lines WHERE batch_id = %s GROUP BY 1, 2", (batch_id,)
+                ).fetchall()
+            raise AssertionError(
+                f"batch {batch_id} not finished in {timeout} s; its lines (status, attempts, count): {lines}"
+            )
         return batch
 
     def lines(self, batch_id: str, status: str) -> int:
