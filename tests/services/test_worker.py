@@ -18,7 +18,7 @@ import pytest
 from google.cloud import pubsub_v1
 from psycopg_pool import AsyncConnectionPool
 
-from devtools.harness import Server, orchestrator_settings, wait_for
+from devtools.harness import Postgres, Server, orchestrator_settings, wait_for
 from services.orchestrator.ledger import MIGRATIONS, Ledger
 from services.servicekit.blobs import BlobStore
 from services.worker.app import create_app
@@ -84,20 +84,24 @@ CREATE INDEX batch_lines_open ON batch_lines (batch_id) WHERE status IN ('queued
 names = itertools.count()
 
 
-@pytest.fixture(scope="session")
-def batch_database(postgres):
-    """The session's PostgreSQL with the orchestrator's migrations and the batch tables."""
+def with_batch_tables(server: Postgres) -> Postgres:
+    """``server`` with the orchestrator's migrations and the batch tables."""
 
     async def migrate() -> None:
-        async with AsyncConnectionPool(postgres.conninfo, open=False, kwargs={"autocommit": True}) as pool:
+        async with AsyncConnectionPool(server.conninfo, open=False, kwargs={"autocommit": True}) as pool:
             await Ledger(pool).migrate()
 
     asyncio.run(migrate())
     if 4 not in MIGRATIONS:
-        with psycopg.connect(postgres.conninfo, autocommit=True) as conn:
+        with psycopg.connect(server.conninfo, autocommit=True) as conn:
             if conn.execute("SELECT to_regclass('batches')").fetchone() == (None,):
                 conn.execute(CONTRACT_MIGRATION_4)
-    return postgres
+    return server
+
+
+@pytest.fixture(scope="session")
+def batch_database(postgres):
+    return with_batch_tables(postgres)
 
 
 @dataclass
