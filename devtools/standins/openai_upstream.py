@@ -9,6 +9,7 @@ behind the stand-in), a "[standin:NAME]" directive in the last message:
   standin-stall     waits 30 s before the first byte           (for first-byte timeouts)
   standin-lag       the short answer, 0.2 s late               (a model at a fixed latency)
   standin-fail      HTTP 503 before the first byte            (for fallback)
+  standin-refuse    HTTP 400, an OpenAI error with a code       (a request the model refuses)
   standin-die       two chunks, then the connection drops      (for upstream aborts)
 """
 
@@ -49,6 +50,9 @@ def create_app() -> FastAPI:
         model, name = behaviour(body), body.get("model", "standin-echo")
         if model.endswith("standin-fail"):
             return JSONResponse({"error": {"message": "overloaded"}}, status_code=503)
+        if model.endswith("standin-refuse"):
+            error = {"message": "this model's context is too short", "type": "invalid_request_error"}
+            return JSONResponse({"error": {**error, "code": "context_length_exceeded"}}, status_code=400)
         if model.endswith("standin-stall"):
             await asyncio.sleep(30)
         if model.endswith("standin-lag"):

@@ -431,3 +431,35 @@ def test_finalizing_twice_at_once_or_after_a_storage_outage_records_one_set_of_f
         ).fetchone()
     assert files == 1
     assert len(read_file(gcs, batch_id, "output")) == 2
+
+
+def test_a_refused_line_fails_at_once_and_is_charged_as_a_failure(worker_of, batches, upstream, gcs):
+    user = f"user-{uuid.uuid4().hex[:8]}"
+    batch_id = batches.create(user, ["standin-refuse", "standin-echo"])
+    with worker_of():
+        batch = batches.finished(batch_id)
+    assert batch["status"] == "completed"  # as OpenAI's: a batch whose lines failed still completes
+    (error,) = read_file(gcs, batch_id, "errors")
+    assert error["custom_id"] == "request-0" and error["response"]["status_code"] == 400
+    assert error["error"] == {"code": "context_length_exceeded", "message": "this model's context is too short"}
+    assert requests_for(upstream, batches, batch_id, 0) == 1  # a refusal is not tried again
+    assert sorted(c[:2] for c in batches.charges(user)) == sorted(
+        [(line_request_id(batch_id, 0), "failed"), (line_request_id(batch_id, 1), "completed")]
+    )
+
+
+def test_a_user_past_the_daily_quota_has_the_lines_fail_unsent(worker_of, batches, upstream, gcs):
+    user = f"user-{uuid.uuid4().hex[:8]}"
+    with batches.connect() as conn:  # the whole of today's quota used interactively
+        conn.execute(
+            "INSERT INTO usage_ledger (id, request_id, user_id, model, outcome, prompt_tokens, completion_tokens) "
+            "VALUES (%s, 'interactive', %s, 'standin-echo', 'completed', 1000000, 0)",
+            (uuid.uuid4(), user),
+        )
+    batch_id = batches.create(user, ["standin-echo"] * 3)
+    with worker_of():
+        batches.finished(batch_id)
+    errors = read_file(gcs, batch_id, "errors")
+    assert [e["error"]["code"] for e in errors] == ["quota_exceeded"] * 3
+    assert sum(requests_for(upstream, batches, batch_id, n) for n in range(3)) == 0
+    assert [c[0] for c in batches.charges(user)] == ["interactive"]
