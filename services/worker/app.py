@@ -35,7 +35,7 @@ from google.cloud.pubsub_v1.subscriber.message import Message  # type: ignore[im
 from services.orchestrator.backends import CLOUD_PLATFORM, Backend, GoogleAccessToken
 from services.orchestrator.database import create_pool
 from services.servicekit import logs
-from services.servicekit.blobs import STORAGE_URL, BlobStore
+from services.servicekit.blobs import BlobStore
 from services.worker.finalize import Finalizer
 from services.worker.lines import LineRunner
 from services.worker.settings import WorkerSettings
@@ -97,12 +97,10 @@ class Worker:
             # Backends are asked for identity encoding; one that compresses anyway is decoded here.
             auto_decompress=True,
         ) as client:
-            # A stand-in or emulator (tests, local runs) takes no token, as the Pub/Sub client
-            # takes none under PUBSUB_EMULATOR_HOST.
             blobs = BlobStore(
                 settings.batch_bucket,
                 client,
-                tokens if settings.storage_url == STORAGE_URL else None,
+                tokens if settings.storage_auth == "google" else None,
                 settings.storage_url,
             )
             finalizer = Finalizer(pool, blobs)

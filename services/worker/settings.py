@@ -5,6 +5,8 @@ under the same names, so the stacks render the worker the same values."""
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, model_validator
 
 from services.orchestrator.settings import ModelCallerSettings
@@ -20,6 +22,9 @@ class WorkerSettings(ModelCallerSettings):
     topic: str  # the batch lines, republished by the sweeper for a batch its publisher left validating
     batch_bucket: str
     storage_url: str = "https://storage.googleapis.com"
+    # "google": the service account's access token on each Cloud Storage request; "none": for
+    # a stand-in or emulator at storage_url (tests, local runs).
+    storage_auth: Literal["google", "none"] = "google"
     # Flow control: lines this worker holds at once, in flight or waiting for it.
     max_outstanding_messages: int = Field(16, ge=1, le=1000)
     # The longest one lease extension of a message this worker holds: a worker that dies hands

@@ -155,6 +155,7 @@ def worker_settings(upstream, gcs, queue: Queue, **overrides) -> WorkerSettings:
             "topic": queue.topic,
             "batch_bucket": BUCKET,
             "storage_url": gcs.url,
+            "storage_auth": "none",
             "max_request_seconds": 5,
             "claim_seconds": 6,
             "sweep_interval_seconds": 1,
@@ -463,3 +464,14 @@ def test_a_user_past_the_daily_quota_has_the_lines_fail_unsent(worker_of, batche
     assert [e["error"]["code"] for e in errors] == ["quota_exceeded"] * 3
     assert sum(requests_for(upstream, batches, batch_id, n) for n in range(3)) == 0
     assert [c[0] for c in batches.charges(user)] == ["interactive"]
+
+
+def test_a_batch_its_publisher_left_validating_is_published_by_the_sweeper(worker_of, batches, gcs):
+    user = f"user-{uuid.uuid4().hex[:8]}"
+    batch_id = batches.create(user, ["standin-echo"] * 5, publish=False)  # the orchestrator died here
+    with batches.connect() as conn:
+        conn.execute("UPDATE batches SET created_at = now() - interval '3 minutes' WHERE id = %s", (batch_id,))
+    with worker_of():
+        batch = batches.finished(batch_id, timeout=30)
+    assert batch["status"] == "completed" and batch["in_progress_at"]
+    assert len(read_file(gcs, batch_id, "output")) == 5
