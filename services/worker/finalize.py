@@ -15,6 +15,7 @@ import logging
 from typing import Any
 
 import aiohttp
+import google.auth.exceptions
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
@@ -23,8 +24,8 @@ from services.servicekit.blobs import BlobStore, BlobStoreError
 from services.worker.ids import line_request_id, output_file_id
 
 log = logging.getLogger("worker.finalize")
-# Cloud Storage may be away for a moment: the files are tried this often, this long apart,
-# before the batch is left finalizing for the sweeper.
+# Cloud Storage (or the token for it) may be away for a moment: the files are tried this often,
+# this long apart, before the batch is left finalizing for the sweeper.
 WRITE_ATTEMPTS = 3
 WRITE_RETRY_SECONDS = 1.0
 
@@ -125,7 +126,7 @@ class Finalizer:
             try:
                 await self.blobs.put(name, data)
                 return True
-            except (BlobStoreError, aiohttp.ClientError, TimeoutError) as err:
+            except (BlobStoreError, aiohttp.ClientError, TimeoutError, google.auth.exceptions.GoogleAuthError) as err:
                 logs.event(
                     log, "batch file not written", logging.WARNING, batch_id=batch_id, attempt=attempt, error=str(err)
                 )
