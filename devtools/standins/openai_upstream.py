@@ -7,7 +7,9 @@ behind the stand-in), a "[standin:NAME]" directive in the last message:
   standin-slow      200 chunks, 20 ms apart                    (for clients that leave)
   standin-paced     20 chunks, 25 ms apart                     (a model streaming tokens)
   standin-stall     waits 30 s before the first byte           (for first-byte timeouts)
+  standin-lag       the short answer, 0.2 s late               (a model at a fixed latency)
   standin-fail      HTTP 503 before the first byte            (for fallback)
+  standin-refuse    HTTP 400, an OpenAI error with a code       (a request the model refuses)
   standin-die       two chunks, then the connection drops      (for upstream aborts)
 """
 
@@ -22,6 +24,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 WORDS = ["Hello", " from", " the", " stand-in", "."]
+LAG_SECONDS = 0.2
 DIRECTIVE = re.compile(r"\[standin:([a-z]+)\]")
 
 
@@ -47,8 +50,13 @@ def create_app() -> FastAPI:
         model, name = behaviour(body), body.get("model", "standin-echo")
         if model.endswith("standin-fail"):
             return JSONResponse({"error": {"message": "overloaded"}}, status_code=503)
+        if model.endswith("standin-refuse"):
+            error = {"message": "this model's context is too short", "type": "invalid_request_error"}
+            return JSONResponse({"error": {**error, "code": "context_length_exceeded"}}, status_code=400)
         if model.endswith("standin-stall"):
             await asyncio.sleep(30)
+        if model.endswith("standin-lag"):
+            await asyncio.sleep(LAG_SECONDS)
         words = WORDS * {"standin-slow": 40, "standin-paced": 4}.get(model, 1)
         pause = {"standin-slow": 0.02, "standin-paced": 0.025}.get(model, 0.005)
         prompt_tokens = sum(len(m.get("content", "").split()) for m in body.get("messages", []))

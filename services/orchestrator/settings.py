@@ -49,8 +49,12 @@ class Route(BaseModel):
     backends: list[str] = Field(min_length=1)  # tried in order until one answers
 
 
-class OrchestratorSettings(BaseSettings):
-    # OrchestratorSettings() reads each field from the environment variable of its name in upper
+class ModelCallerSettings(BaseSettings):
+    """What a service that calls the model backends and charges the usage ledger is configured
+    with: the orchestrator, and the batch worker (services/worker/settings.py) under the same
+    names, so the stacks render both from the same values."""
+
+    # A settings model reads each field from the environment variable of its name in upper
     # case; BACKENDS and ROUTES reach _from_json as the strings they are (NoDecode), not decoded first.
     model_config = SettingsConfigDict(frozen=True, extra="forbid")
 
@@ -74,14 +78,14 @@ class OrchestratorSettings(BaseSettings):
     log_level: str = "INFO"
 
     @model_validator(mode="after")
-    def _routes_known(self) -> OrchestratorSettings:
+    def _routes_known(self) -> ModelCallerSettings:
         unknown = {b for route in self.routes for b in route.backends} - set(self.backends)
         if unknown:
             raise ValueError(f"routes name unknown backends: {sorted(unknown)}")
         return self
 
     @model_validator(mode="after")
-    def _iam_login_complete(self) -> OrchestratorSettings:
+    def _iam_login_complete(self) -> ModelCallerSettings:
         # Cloud SQL accepts IAM logins over TLS only (cloud.google.com/sql/docs/postgres/iam-logins).
         if self.database_auth == "iam":
             missing = [name.upper() for name in ("pghost", "pgdatabase", "pguser") if not getattr(self, name)]
@@ -115,6 +119,8 @@ class OrchestratorSettings(BaseSettings):
                 raise ValueError(f"must be JSON ({err})") from None
         return value
 
+
+class OrchestratorSettings(ModelCallerSettings):
     # Completion tokens a request without max_tokens / max_completion_tokens reserves against the
     # daily quota while it runs (its prompt's estimate is added).
     quota_default_completion_tokens: int = Field(1024, ge=1)

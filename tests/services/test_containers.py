@@ -11,7 +11,7 @@ import pytest
 
 from devtools.harness import DOCKERFILE, ROOT, image_command
 
-SERVICES = ["gateway", "orchestrator", "frontend"]
+SERVICES = ["gateway", "orchestrator", "frontend", "worker"]
 
 
 @pytest.mark.parametrize("service", SERVICES)
