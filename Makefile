@@ -17,7 +17,7 @@ export CHECKPOINT_DISABLE := 1
 # Node 22 from node_modules, for the cdktf CLI and for jsii alike.
 export PATH := $(CURDIR)/node_modules/.bin:$(PATH)
 
-.PHONY: synth deploy lint test check bench bench-gateway run-local .pipenv-ready .postgres-ready .chromium-ready .pubsub-ready
+.PHONY: synth deploy lint test check bench bench-gateway bench-batch run-local .pipenv-ready .postgres-ready .chromium-ready .pubsub-ready
 
 # The HCL is for review and never deployed; `cdktf deploy` synthesizes JSON into a folder of its
 # own, emptied first, so no stack folder ever holds both cdk.tf and cdk.tf.json (Terraform would
@@ -58,6 +58,10 @@ bench: .venv/.synced node_modules/.installed
 bench-gateway: .venv/.synced-dev
 	@command -v nginx >/dev/null && command -v wrk >/dev/null || { $(APT_INSTALL) nginx wrk; }
 	$(PIPENV) run python -m scripts.bench_gateway $(ARGS)
+
+## Print batch lines per second through the whole path beside the same requests one by one (ARGS="--lines N --workers N").
+bench-batch: .venv/.synced-dev .pubsub-ready .postgres-ready
+	$(PIPENV) run python -m scripts.bench_batch $(ARGS)
 
 ## The platform as dev deploys it, on this machine (ARGS="--upstream URL --model NAME" for a real model server).
 run-local: .venv/.synced-dev node_modules/.installed .postgres-ready

@@ -1,0 +1,71 @@
+"""Lines per second through the whole batch path against the same requests sent one by one
+through the interactive API, with the model stand-in answering each request 0.2 s late
+(devtools/standins/openai_upstream.py, standin-lag).
+
+    make bench-batch                       # 400 lines, one worker
+    make bench-batch ARGS="--lines 1000 --workers 2"
+
+Prints figures; judges nothing (the machines are shared and noisy)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import openai
+
+from devtools.batch_chain import batch_chain
+from devtools.standins.openai_upstream import LAG_SECONDS
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--lines", type=int, default=400)
+    parser.add_argument("--workers", type=int, default=1, help="worker processes")
+    parser.add_argument("--interactive", type=int, default=100, help="requests sent one by one (fewer: they are slow)")
+    args = parser.parse_args()
+    requests = [
+        {"model": "standin-lag", "messages": [{"role": "user", "content": f"question {i}"}]} for i in range(args.lines)
+    ]
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-batch-") as directory,
+        batch_chain(Path(directory), workers=args.workers) as chain,
+    ):
+        client = openai.OpenAI(base_url=f"{chain.gateway_url}/v1", api_key=chain.token, max_retries=0)
+        body = "".join(
+            json.dumps({"custom_id": f"r{i}", "method": "POST", "url": "/v1/chat/completions", "body": r}) + "\n"
+            for i, r in enumerate(requests)
+        ).encode()
+        started = time.monotonic()
+        uploaded = client.files.create(file=("bench.jsonl", body), purpose="batch")
+        batch = client.batches.create(
+            input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h"
+        )
+        while batch.status not in ("completed", "failed", "cancelled", "expired"):
+            time.sleep(0.2)
+            batch = client.batches.retrieve(batch.id)
+        batch_seconds = time.monotonic() - started
+        assert batch.status == "completed" and batch.request_counts.completed == args.lines, batch
+
+        started = time.monotonic()
+        for request in requests[: args.interactive]:
+            client.chat.completions.create(**request)
+        one_by_one = (time.monotonic() - started) / args.interactive
+
+    print(
+        f"model stand-in latency {LAG_SECONDS:.1f} s a request; {args.workers} worker process(es), default flow control"
+    )
+    print(
+        f"batch:       {args.lines} lines in {batch_seconds:.1f} s (upload to completed): {args.lines / batch_seconds:.1f} lines/s"
+    )
+    print(
+        f"interactive: {args.interactive} requests one by one, {one_by_one * 1000:.0f} ms each: {1 / one_by_one:.1f} requests/s"
+    )
+    print(f"batch / one by one: {args.lines / batch_seconds * one_by_one:.1f}x")
+
+
+if __name__ == "__main__":
+    main()
