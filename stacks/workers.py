@@ -42,7 +42,7 @@ from stacks.services import VERTEX_AI_USER
 
 NAMESPACE = "batch"
 WORKER_ACCOUNT = "worker"
-# The batch files' prefixes (the shared design's "Storage"): inputs as uploaded, outputs per batch.
+# The batch files' prefixes: inputs as uploaded (the orchestrator's), outputs per batch (the worker's).
 INPUTS, OUTPUTS = "inputs/", "outputs/"
 OBJECT_ADMIN, OBJECT_CREATOR, OBJECT_VIEWER = (
     "roles/storage.objectAdmin",

@@ -100,7 +100,7 @@ class Worker:
             blobs = BlobStore(
                 settings.batch_bucket,
                 client,
-                tokens if settings.storage_auth == "google" else None,
+                tokens if settings.storage_auth == "google-access-token" else None,
                 settings.storage_url,
             )
             finalizer = Finalizer(pool, blobs)

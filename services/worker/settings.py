@@ -10,6 +10,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from services.orchestrator.settings import ModelCallerSettings
+from services.servicekit.blobs import STORAGE_URL
 
 
 class WorkerSettings(ModelCallerSettings):
@@ -21,10 +22,10 @@ class WorkerSettings(ModelCallerSettings):
     dead_letter_topic: str
     topic: str  # the batch lines, republished by the sweeper for a batch its publisher left validating
     batch_bucket: str
-    storage_url: str = "https://storage.googleapis.com"
-    # "google": the service account's access token on each Cloud Storage request; "none": for
-    # a stand-in or emulator at storage_url (tests, local runs).
-    storage_auth: Literal["google", "none"] = "google"
+    storage_url: str = STORAGE_URL
+    # As the orchestrator's: "google-access-token", the service account's access token on each
+    # Cloud Storage request; "none", for a stand-in or emulator at storage_url (tests, local runs).
+    storage_auth: Literal["google-access-token", "none"] = "google-access-token"
     # Flow control: lines this worker holds at once, in flight or waiting for it.
     max_outstanding_messages: int = Field(16, ge=1, le=1000)
     # The longest one lease extension of a message this worker holds: a worker that dies hands

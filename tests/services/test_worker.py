@@ -19,7 +19,7 @@ from google.cloud import pubsub_v1
 from psycopg_pool import AsyncConnectionPool
 
 from devtools.harness import Postgres, Server, orchestrator_settings, wait_for
-from services.orchestrator.ledger import MIGRATIONS, Ledger
+from services.orchestrator.ledger import Ledger
 from services.servicekit.blobs import BlobStore
 from services.worker.app import create_app
 from services.worker.finalize import Finalizer
@@ -28,59 +28,6 @@ from services.worker.settings import WorkerSettings
 
 BUCKET = "batch-bucket"
 FINAL = ("completed", "failed", "cancelled", "expired")
-# Migration 4 as batch-contract.md gives it, until the orchestrator's MIGRATIONS holds it (the api
-# helper's branch); then that one is applied, by Ledger.migrate, and this is not.
-CONTRACT_MIGRATION_4 = """
-CREATE TABLE batch_files (
-    id text PRIMARY KEY,
-    user_id text NOT NULL,
-    purpose text NOT NULL CHECK (purpose IN ('batch', 'batch_output')),
-    filename text NOT NULL,
-    bytes bigint NOT NULL,
-    line_count integer NOT NULL,
-    object_name text NOT NULL,
-    created_at timestamptz NOT NULL DEFAULT now()
-);
-CREATE INDEX batch_files_user ON batch_files (user_id, created_at);
-CREATE TABLE batches (
-    id text PRIMARY KEY,
-    user_id text NOT NULL,
-    input_file_id text NOT NULL REFERENCES batch_files (id),
-    endpoint text NOT NULL,
-    completion_window text NOT NULL,
-    metadata jsonb,
-    status text NOT NULL CHECK (status IN ('validating', 'failed', 'in_progress', 'finalizing',
-                                            'completed', 'expired', 'cancelling', 'cancelled')),
-    errors jsonb,
-    output_file_id text REFERENCES batch_files (id),
-    error_file_id text REFERENCES batch_files (id),
-    request_total integer NOT NULL,
-    created_at timestamptz NOT NULL DEFAULT now(),
-    expires_at timestamptz NOT NULL,
-    in_progress_at timestamptz, finalizing_at timestamptz, completed_at timestamptz,
-    failed_at timestamptz, expired_at timestamptz, cancelling_at timestamptz, cancelled_at timestamptz
-);
-CREATE INDEX batches_user ON batches (user_id, created_at);
-CREATE INDEX batches_open ON batches (status) WHERE status IN ('validating', 'in_progress', 'finalizing', 'cancelling');
-CREATE TABLE batch_lines (
-    batch_id text NOT NULL REFERENCES batches (id),
-    line integer NOT NULL,
-    custom_id text NOT NULL,
-    body jsonb NOT NULL,
-    status text NOT NULL DEFAULT 'queued' CHECK (status IN ('queued', 'running', 'succeeded',
-                                                          'failed', 'cancelled', 'expired')),
-    claimed_by text,
-    claim_expires_at timestamptz,
-    attempts integer NOT NULL DEFAULT 0,
-    response jsonb,
-    error jsonb,
-    ledger_id uuid,
-    finished_at timestamptz,
-    PRIMARY KEY (batch_id, line),
-    UNIQUE (batch_id, custom_id)
-);
-CREATE INDEX batch_lines_open ON batch_lines (batch_id) WHERE status IN ('queued', 'running');
-"""
 names = itertools.count()
 
 
@@ -92,10 +39,6 @@ def with_batch_tables(server: Postgres) -> Postgres:
             await Ledger(pool).migrate()
 
     asyncio.run(migrate())
-    if 4 not in MIGRATIONS:
-        with psycopg.connect(server.conninfo, autocommit=True) as conn:
-            if conn.execute("SELECT to_regclass('batches')").fetchone() == (None,):
-                conn.execute(CONTRACT_MIGRATION_4)
     return server
 
 
