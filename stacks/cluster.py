@@ -11,12 +11,19 @@ from __future__ import annotations
 from cdktf import TerraformOutput
 from constructs import Construct
 
-from hybrid.components.autopilot_cluster import AutopilotCluster, AutopilotClusterProps
-from hybrid.components.control_plane import ControlPlaneAccess
+from hybrid.components.autopilot_cluster import AutopilotCluster
+from hybrid.components.control_plane import ClusterPlacement, ControlPlane, ControlPlaneAccess
 from hybrid.components.service_account import ServiceAccount, ServiceAccountProps
-from hybrid.config import Environment
+from hybrid.config import ClusterSettings, Environment
 from hybrid.layer import LayerStack
 from stacks.network import NetworkStack
+
+
+def control_plane(settings: ClusterSettings) -> ControlPlane:
+    """How the environment's clusters' control planes are reached ([cluster]; the workers' too)."""
+    return ControlPlane(
+        ControlPlaneAccess(settings.control_plane_access), tuple(str(cidr) for cidr in settings.authorized_networks)
+    )
 
 
 class ClusterStack(LayerStack):
@@ -35,7 +42,7 @@ class ClusterStack(LayerStack):
         self.autopilot = AutopilotCluster(
             self,
             "models",
-            AutopilotClusterProps(
+            ClusterPlacement(
                 name=env.names.cluster,
                 project=env.project_id,
                 region=env.region,
@@ -45,8 +52,7 @@ class ClusterStack(LayerStack):
                 services_range=env.names.services_range,
                 release_channel=env.cluster.release_channel,
                 deletion_protection=env.cluster.deletion_protection,
-                control_plane_access=ControlPlaneAccess(env.cluster.control_plane_access),
-                authorized_networks=tuple(str(cidr) for cidr in env.cluster.authorized_networks),
+                control_plane=control_plane(env.cluster),
             ),
             node_account=nodes,
         )

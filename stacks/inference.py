@@ -13,7 +13,6 @@ from cdktf_cdktf_provider_kubernetes.namespace_v1 import NamespaceV1, NamespaceV
 from constructs import Construct
 
 from hybrid.catalog import MODELS
-from hybrid.components.control_plane import ControlPlaneAccess
 from hybrid.components.grants import SECRET_ACCESSOR, Bucket, Project, Secret, grant, role_id
 from hybrid.components.kubernetes_access import kubernetes_provider
 from hybrid.components.metrics_adapter import CustomMetricsAdapter, CustomMetricsAdapterProps
@@ -22,7 +21,7 @@ from hybrid.components.vllm_server import VllmServer, VllmServerProps, Weights
 from hybrid.components.workload_identity import WorkloadIdentity, WorkloadIdentityProps
 from hybrid.config import Environment
 from hybrid.layer import LayerStack
-from stacks.cluster import ClusterStack
+from stacks.cluster import ClusterStack, control_plane
 from stacks.network import NetworkStack
 
 NAMESPACE = "inference"
@@ -40,7 +39,7 @@ class InferenceStack(LayerStack):
             self,
             cluster=names.cluster,
             location=env.region,
-            access=ControlPlaneAccess(env.cluster.control_plane_access),
+            access=control_plane(env.cluster).access,
         )
 
         server_identity = ServiceAccount(

@@ -23,7 +23,7 @@ from constructs import Construct
 
 from hybrid.components.batch_bucket import BatchBucket, BatchBucketProps
 from hybrid.components.batch_worker import BatchWorker, BatchWorkerProps
-from hybrid.components.control_plane import ControlPlane, ControlPlaneAccess
+from hybrid.components.control_plane import ClusterPlacement
 from hybrid.components.grants import Project, grant, role_id
 from hybrid.components.kubernetes_access import kubernetes_provider
 from hybrid.components.metrics_adapter import CustomMetricsAdapter, CustomMetricsAdapterProps
@@ -35,6 +35,7 @@ from hybrid.config import Environment
 from hybrid.layer import LayerStack
 from hybrid.service_contract import Wiring, container_env, service_settings
 from services.worker.settings import WorkerSettings
+from stacks.cluster import control_plane
 from stacks.database import DatabaseStack
 from stacks.network import NetworkStack
 from stacks.registry import service_image
@@ -82,18 +83,17 @@ class WorkersStack(LayerStack):
             self,
             "workers",
             StandardClusterProps(
-                name=names.workers_cluster,
-                project=project,
-                region=env.region,
-                network=network.outputs.network_id,
-                subnetwork=network.outputs.workers_subnet_id,
-                pods_range=names.workers_pods_range,
-                services_range=names.workers_services_range,
-                release_channel=workers.cluster.release_channel,
-                deletion_protection=workers.cluster.deletion_protection,
-                control_plane=ControlPlane(
-                    ControlPlaneAccess(env.cluster.control_plane_access),
-                    tuple(str(cidr) for cidr in env.cluster.authorized_networks),
+                ClusterPlacement(
+                    name=names.workers_cluster,
+                    project=project,
+                    region=env.region,
+                    network=network.outputs.network_id,
+                    subnetwork=network.outputs.workers_subnet_id,
+                    pods_range=names.workers_pods_range,
+                    services_range=names.workers_services_range,
+                    release_channel=workers.cluster.release_channel,
+                    deletion_protection=workers.cluster.deletion_protection,
+                    control_plane=control_plane(env.cluster),
                 ),
                 pools=(
                     NodePoolProps(
@@ -195,7 +195,7 @@ class WorkersK8sStack(LayerStack):
             self,
             cluster=names.workers_cluster,
             location=env.region,
-            access=ControlPlaneAccess(env.cluster.control_plane_access),
+            access=control_plane(env.cluster).access,
         )
         namespace = NamespaceV1(
             self,

@@ -13,12 +13,12 @@ import pytest
 from cdktf_cdktf_provider_google_beta.provider import GoogleBetaProvider
 from cdktf_cdktf_provider_kubernetes.namespace_v1 import NamespaceV1, NamespaceV1Metadata
 
-from hybrid.components.autopilot_cluster import AutopilotCluster, AutopilotClusterProps
+from hybrid.components.autopilot_cluster import AutopilotCluster
 from hybrid.components.batch_bucket import BatchBucket, BatchBucketProps
 from hybrid.components.batch_worker import BatchWorker, BatchWorkerProps
 from hybrid.components.budget import Budget, BudgetProps
 from hybrid.components.cloud_run import CloudRunService, CloudRunServiceProps, Gpu, PrivateEgress
-from hybrid.components.control_plane import ControlPlane, ControlPlaneAccess
+from hybrid.components.control_plane import ClusterPlacement, ControlPlane, ControlPlaneAccess
 from hybrid.components.database_bootstrap import DatabaseBootstrapJob, DatabaseBootstrapProps
 from hybrid.components.firewall import Firewall, FirewallProps, Rule
 from hybrid.components.grants import (
@@ -250,7 +250,7 @@ def test_behind_iap_only_the_listed_members_get_through():
 
 # --- the cluster
 
-CLUSTER = AutopilotClusterProps(
+CLUSTER = ClusterPlacement(
     name="models",
     project="p",
     region="r",
@@ -260,11 +260,11 @@ CLUSTER = AutopilotClusterProps(
     services_range="service-range",
     release_channel="STABLE",
     deletion_protection=True,
-    control_plane_access=ControlPlaneAccess.DNS,
+    control_plane=ControlPlane(ControlPlaneAccess.DNS),
 )
 
 
-def autopilot(props: AutopilotClusterProps) -> dict:
+def autopilot(props: ClusterPlacement) -> dict:
     return synth_in_process(
         lambda stack: AutopilotCluster(stack, "models", props, node_account=account(stack, account_id="nodes"))
     )
@@ -288,8 +288,7 @@ def test_dns_endpoint_only_by_default():
 def test_authorized_networks_open_the_ip_endpoint_to_them_only():
     props = replace(
         CLUSTER,
-        control_plane_access=ControlPlaneAccess.AUTHORIZED_NETWORKS,
-        authorized_networks=("203.0.113.0/24", "198.51.100.0/24"),
+        control_plane=ControlPlane(ControlPlaneAccess.AUTHORIZED_NETWORKS, ("203.0.113.0/24", "198.51.100.0/24")),
     )
     cluster = only(autopilot(props), "google_container_cluster")
     assert cluster["control_plane_endpoints_config"] == {
@@ -551,16 +550,18 @@ def test_the_bootstrap_job_reads_the_password_it_is_granted_first():
 # --- the workers tier
 
 STANDARD = StandardClusterProps(
-    name="workers",
-    project="p",
-    region="r",
-    network="net",
-    subnetwork="sub",
-    pods_range="pod-range",
-    services_range="service-range",
-    release_channel="STABLE",
-    deletion_protection=False,
-    control_plane=ControlPlane(ControlPlaneAccess.AUTHORIZED_NETWORKS, ("203.0.113.0/24",)),
+    ClusterPlacement(
+        name="workers",
+        project="p",
+        region="r",
+        network="net",
+        subnetwork="sub",
+        pods_range="pod-range",
+        services_range="service-range",
+        release_channel="STABLE",
+        deletion_protection=False,
+        control_plane=ControlPlane(ControlPlaneAccess.AUTHORIZED_NETWORKS, ("203.0.113.0/24",)),
+    ),
     pools=(
         NodePoolProps(name="cheap", machine_type="e2-standard-2", min_nodes=0, max_nodes=7, spot=True),
         NodePoolProps(name="steady", machine_type="n2-standard-4", min_nodes=2, max_nodes=4, spot=False),

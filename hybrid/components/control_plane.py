@@ -1,19 +1,25 @@
-"""How clients outside the VPC reach a private GKE cluster's control plane: one way for every
-cluster of the platform (the Autopilot one for models, the Standard one for the workers)."""
+"""How clients outside the VPC reach a private GKE cluster's control plane, and the settings every
+cluster of the platform shares (the Autopilot one for models, the Standard one for the workers)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
+from typing import Any
 
 from cdktf_cdktf_provider_google.container_cluster import (
+    ContainerClusterBinaryAuthorization,
     ContainerClusterControlPlaneEndpointsConfig,
     ContainerClusterControlPlaneEndpointsConfigDnsEndpointConfig,
     ContainerClusterControlPlaneEndpointsConfigIpEndpointsConfig,
+    ContainerClusterIpAllocationPolicy,
     ContainerClusterMasterAuth,
     ContainerClusterMasterAuthClientCertificateConfig,
     ContainerClusterMasterAuthorizedNetworksConfig,
     ContainerClusterMasterAuthorizedNetworksConfigCidrBlocks,
+    ContainerClusterPrivateClusterConfig,
+    ContainerClusterReleaseChannel,
+    ContainerClusterWorkloadIdentityConfig,
 )
 
 
@@ -55,3 +61,48 @@ class ControlPlane:
 NO_CLIENT_CERTIFICATE = ContainerClusterMasterAuth(
     client_certificate_config=ContainerClusterMasterAuthClientCertificateConfig(issue_client_certificate=False)
 )
+
+
+@dataclass(frozen=True)
+class ClusterPlacement:
+    """Where a cluster runs and how it is reached and kept: what its props share."""
+
+    name: str
+    project: str
+    region: str
+    network: str
+    subnetwork: str
+    # The subnet's secondary ranges for Pods and Services (VPC-native).
+    pods_range: str
+    services_range: str
+    release_channel: str
+    deletion_protection: bool
+    control_plane: ControlPlane
+
+    def cluster_settings(self) -> dict[str, Any]:
+        """ContainerCluster's arguments for a private, VPC-native cluster with Workload Identity,
+        Dataplane V2 and the project's Binary Authorization policy, as every cluster here is."""
+        return {
+            "name": self.name,
+            "location": self.region,
+            # GKE Dataplane V2: enforces the workloads' NetworkPolicy.
+            "datapath_provider": "ADVANCED_DATAPATH",
+            "network": self.network,
+            "subnetwork": self.subnetwork,
+            "ip_allocation_policy": ContainerClusterIpAllocationPolicy(
+                cluster_secondary_range_name=self.pods_range, services_secondary_range_name=self.services_range
+            ),
+            "private_cluster_config": ContainerClusterPrivateClusterConfig(enable_private_nodes=True),
+            "control_plane_endpoints_config": self.control_plane.endpoints_config(),
+            "master_authorized_networks_config": self.control_plane.authorized_networks_config(),
+            "master_auth": NO_CLIENT_CERTIFICATE,
+            # The project's Binary Authorization policy decides which images may run.
+            "binary_authorization": ContainerClusterBinaryAuthorization(
+                evaluation_mode="PROJECT_SINGLETON_POLICY_ENFORCE"
+            ),
+            "release_channel": ContainerClusterReleaseChannel(channel=self.release_channel),
+            "workload_identity_config": ContainerClusterWorkloadIdentityConfig(
+                workload_pool=f"{self.project}.svc.id.goog"
+            ),
+            "deletion_protection": self.deletion_protection,
+        }

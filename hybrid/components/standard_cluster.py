@@ -1,7 +1,8 @@
 """A private GKE Standard cluster with node pools of its own: the background workers' cluster.
 
 Standard rather than Autopilot so the workers' nodes can be Spot VMs in a pool that scales
-from zero, with an on-demand pool beside it (seed 004: background workers on GKE Standard).
+from zero, with an on-demand pool beside it (docs/reference-architecture.md: background workers
+on GKE Standard).
 """
 
 from __future__ import annotations
@@ -10,11 +11,6 @@ from dataclasses import dataclass
 
 from cdktf_cdktf_provider_google.container_cluster import (
     ContainerCluster,
-    ContainerClusterBinaryAuthorization,
-    ContainerClusterIpAllocationPolicy,
-    ContainerClusterPrivateClusterConfig,
-    ContainerClusterReleaseChannel,
-    ContainerClusterWorkloadIdentityConfig,
 )
 from cdktf_cdktf_provider_google.container_node_pool import (
     ContainerNodePool,
@@ -28,7 +24,7 @@ from cdktf_cdktf_provider_google.container_node_pool import (
 from constructs import Construct
 
 from hybrid.components.autopilot_cluster import CLOUD_PLATFORM_SCOPE, grant_node_roles
-from hybrid.components.control_plane import NO_CLIENT_CERTIFICATE, ControlPlane
+from hybrid.components.control_plane import ClusterPlacement
 from hybrid.components.service_account import ServiceAccount
 
 # GKE labels every Spot node cloud.google.com/gke-spot=true; a Standard pool gets no taint of its
@@ -51,17 +47,7 @@ class NodePoolProps:
 
 @dataclass(frozen=True)
 class StandardClusterProps:
-    name: str
-    project: str
-    region: str
-    network: str
-    subnetwork: str
-    # The subnet's secondary ranges for Pods and Services (VPC-native).
-    pods_range: str
-    services_range: str
-    release_channel: str
-    deletion_protection: bool
-    control_plane: ControlPlane
+    placement: ClusterPlacement
     pools: tuple[NodePoolProps, ...]
 
 
@@ -72,38 +58,18 @@ class StandardCluster(Construct):
         self, scope: Construct, id_: str, props: StandardClusterProps, *, node_account: ServiceAccount
     ) -> None:
         super().__init__(scope, id_)
-        grant_node_roles(node_account, project=props.project)
-        control_plane = props.control_plane
+        grant_node_roles(node_account, project=props.placement.project)
+        placement = props.placement
         self.cluster = ContainerCluster(
             self,
             "cluster",
-            name=props.name,
-            location=props.region,
+            **placement.cluster_settings(),
             # The pools below replace the default one, which a cluster is created with and which
             # Terraform then deletes (registry.terraform.io/providers/hashicorp/google/6.50.0/docs/
             # resources/container_cluster#remove_default_node_pool).
             remove_default_node_pool=True,
             initial_node_count=1,
-            # GKE Dataplane V2: enforces NetworkPolicy.
-            datapath_provider="ADVANCED_DATAPATH",
-            network=props.network,
-            subnetwork=props.subnetwork,
-            ip_allocation_policy=ContainerClusterIpAllocationPolicy(
-                cluster_secondary_range_name=props.pods_range, services_secondary_range_name=props.services_range
-            ),
-            private_cluster_config=ContainerClusterPrivateClusterConfig(enable_private_nodes=True),
-            control_plane_endpoints_config=control_plane.endpoints_config(),
-            master_authorized_networks_config=control_plane.authorized_networks_config(),
-            master_auth=NO_CLIENT_CERTIFICATE,
-            binary_authorization=ContainerClusterBinaryAuthorization(
-                evaluation_mode="PROJECT_SINGLETON_POLICY_ENFORCE"
-            ),
             enable_shielded_nodes=True,
-            release_channel=ContainerClusterReleaseChannel(channel=props.release_channel),
-            workload_identity_config=ContainerClusterWorkloadIdentityConfig(
-                workload_pool=f"{props.project}.svc.id.goog"
-            ),
-            deletion_protection=props.deletion_protection,
         )
         self.pools = {
             pool.name: ContainerNodePool(
@@ -111,7 +77,7 @@ class StandardCluster(Construct):
                 f"pool-{pool.name}",
                 name=pool.name,
                 cluster=self.cluster.id,
-                location=props.region,
+                location=placement.region,
                 autoscaling=ContainerNodePoolAutoscaling(
                     total_min_node_count=pool.min_nodes,
                     total_max_node_count=pool.max_nodes,

@@ -11,7 +11,7 @@ import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import aiohttp
 import google.auth.exceptions
@@ -20,7 +20,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
@@ -37,6 +37,7 @@ from services.servicekit.errors import error_response, stream_broke_event
 from services.servicekit.identity import IdTokenSource, NoToken
 
 log = logging.getLogger("gateway")
+Body = TypeVar("Body", bound=BaseModel)
 # Headers of the orchestrator's answer the caller may see. Its bytes pass unchanged, so an
 # answer compressed all the same keeps its Content-Encoding.
 PASSED_HEADERS = ("content-encoding", "content-type", "retry-after", "x-request-id")
@@ -122,16 +123,10 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         },
     )
     async def chat_completions(request: Request) -> Response:
-        user_id = await admit(request)
-        if isinstance(user_id, Response):
-            return user_id
-        body = await _read_limited(request, settings.max_body_bytes)
-        if body is None:
-            return _too_large(settings.max_body_bytes)
-        try:
-            chat = ChatCompletionRequest.model_validate_json(body)
-        except ValidationError as err:
-            return _invalid(err.errors()[0])
+        admitted = await admit_json(request, ChatCompletionRequest)
+        if isinstance(admitted, Response):
+            return admitted
+        user_id, chat = admitted
         if len(chat.messages) > settings.max_messages:
             return error_response(
                 400, f"at most {settings.max_messages} messages", "invalid_request_error", "too_many_messages"
@@ -159,6 +154,20 @@ def create_app(settings: GatewaySettings) -> FastAPI:
             return Response(content=content, status_code=upstream.status, headers=passed)
 
         return UpstreamStream(upstream, passed)
+
+    async def admit_json(request: Request, model: type[Body]) -> tuple[str, Body] | Response:
+        """The admitted caller and the request's JSON body, read within the size limit and
+        validated as ``model``; or the 401, 413, 429 or 400 to answer."""
+        user_id = await admit(request)
+        if isinstance(user_id, Response):
+            return user_id
+        body = await _read_limited(request, settings.max_body_bytes)
+        if body is None:
+            return _too_large(settings.max_body_bytes)
+        try:
+            return user_id, model.model_validate_json(body)
+        except ValidationError as err:
+            return _invalid(err.errors()[0])
 
     async def admit(request: Request) -> str | Response:
         """The authenticated caller's user id, within the rate limit; or the 401 or 429 to answer."""
@@ -286,16 +295,10 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         },
     )
     async def create_batch(request: Request) -> Response:
-        user_id = await admit(request)
-        if isinstance(user_id, Response):
-            return user_id
-        body = await _read_limited(request, settings.max_body_bytes)
-        if body is None:
-            return _too_large(settings.max_body_bytes)
-        try:
-            batch = BatchCreateRequest.model_validate_json(body)
-        except ValidationError as err:
-            return _invalid(err.errors()[0])
+        admitted = await admit_json(request, BatchCreateRequest)
+        if isinstance(admitted, Response):
+            return admitted
+        user_id, batch = admitted
         return relayed(await open_upstream(request, "POST", "/v1/batches", user_id, data=batch.model_dump_json()))
 
     @app.get("/v1/batches", responses={401: {}, 429: {}, 502: {}})
