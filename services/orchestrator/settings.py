@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from services.servicekit.blobs import STORAGE_URL
+from services.servicekit.endpoints import STORAGE_URL
 
 
 class BackendSettings(BaseModel):

@@ -14,8 +14,8 @@ from urllib.parse import quote
 
 import aiohttp
 
-# cloud.google.com/storage/docs/json_api: the JSON API's endpoint; tests point it at a stand-in.
-STORAGE_URL = "https://storage.googleapis.com"
+from services.servicekit.endpoints import STORAGE_URL
+
 CHUNK_BYTES = 1 << 16
 
 

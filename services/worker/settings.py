@@ -10,7 +10,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from services.orchestrator.settings import ModelCallerSettings
-from services.servicekit.blobs import STORAGE_URL
+from services.servicekit.endpoints import STORAGE_URL
 
 
 class WorkerSettings(ModelCallerSettings):
