@@ -213,7 +213,9 @@ def test_apis_the_clusters_iam_and_queue_need_are_enabled(env, network):
     """Binary Authorization for the clusters' policy, Resource Manager for project IAM, IAM
     credentials for Workload Identity; Pub/Sub where the batch queue is."""
     enabled = {s["service"] for s in resources(network, "google_project_service").values()}
-    needed = {"binaryauthorization", "cloudresourcemanager", "iamcredentials"} | ({"pubsub"} if env == "prod" else set())
+    needed = {"binaryauthorization", "cloudresourcemanager", "iamcredentials"} | (
+        {"pubsub"} if env == "prod" else set()
+    )
     assert {f"{api}.googleapis.com" for api in needed} <= enabled
     assert ("pubsub.googleapis.com" in enabled) is (env == "prod")
 

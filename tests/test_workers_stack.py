@@ -8,7 +8,8 @@ from iac import STACKS, only, pointee, principal, resources
 
 WORKERS, K8S = "prod-workers", "prod-workers-k8s"
 BUCKET = "replace-me-prod-prod-batch"
-AGENT = "serviceAccount:service-${data.google_project.project.number}@gcp-sa-pubsub.iam.gserviceaccount.com"
+# The Pub/Sub service agent, created by google_project_service_identity before it is granted.
+AGENT = "serviceAgent:pubsub.googleapis.com"
 WORKER, ORCHESTRATOR = "serviceAccount:prod-worker", "serviceAccount:prod-orchestrator"
 
 
@@ -150,6 +151,13 @@ def test_topic_grants_exactly(synth_json):
         (WORKER, "roles/pubsub.publisher", "prod-batch-dead-letters", None),
         (AGENT, "roles/pubsub.publisher", "prod-batch-dead-letters", None),
     }
+
+
+def test_pubsub_agent_is_asked_for_before_its_grants(stack):
+    """hashicorp/google 6.50 has google_project_service_identity in its beta provider only."""
+    agent = only(stack, "google_project_service_identity")
+    assert (agent["service"], agent["provider"]) == ("pubsub.googleapis.com", "google-beta")
+    assert stack["terraform"]["required_providers"]["google-beta"]["version"] == "6.50.0"
 
 
 def test_subscription_grants_exactly(synth_json):
