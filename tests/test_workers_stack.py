@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from iac import STACKS, only, pointee, principal, resources
@@ -193,10 +195,34 @@ def test_worker_identity_through_workload_identity(k8s, synth_json):
     )
     (binding,) = [
         b
-        for b in resources(synth_json["prod-database"], "google_service_account_iam_member").values()
+        for b in resources(k8s, "google_service_account_iam_member").values()
         if b["member"] == "serviceAccount:replace-me-prod.svc.id.goog[batch/worker]"
     ]
     assert binding["role"] == "roles/iam.workloadIdentityUser"
+    assert pointee(synth_json, K8S, binding["service_account_id"]).brief[:3] == (
+        "prod-database",
+        "google_service_account",
+        "prod-worker",
+    )
+
+
+def test_workload_identity_bindings_wait_for_the_workers_cluster(synth_json, synth_dir):
+    """A binding to PROJECT.svc.id.goog[...] fails until a cluster has created the pool: the
+    workers' bindings are made in prod-workers-k8s, which cdktf applies after prod-workers, where
+    the cluster is, and nowhere else."""
+    pool = "serviceAccount:replace-me-prod.svc.id.goog"
+    found = {
+        stack: sorted(b["member"] for b in resources(config, "google_service_account_iam_member").values())
+        for stack, config in synth_json.items()
+        if stack in ("prod-database", WORKERS, K8S)
+    }
+    assert found == {
+        "prod-database": [],
+        WORKERS: [],
+        K8S: [f"{pool}[batch/worker]", f"{pool}[custom-metrics/custom-metrics-stackdriver-adapter]"],
+    }
+    manifest = json.loads((synth_dir / "manifest.json").read_text())
+    assert WORKERS in manifest["stacks"][K8S]["dependencies"]
 
 
 @pytest.fixture
