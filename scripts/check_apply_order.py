@@ -183,7 +183,7 @@ class Plan:
     def __init__(
         self, env: str, stacks: dict[str, dict[str, Any]], dependencies: dict[str, list[str]], steps: Sequence[Step]
     ):
-        self.env, self.stacks, self.steps = env, stacks, tuple(steps)
+        self.env, self.stacks, self.dependencies, self.steps = env, stacks, dependencies, tuple(steps)
         self.synth = reachability.Synth(env, stacks)
         self.step_of: dict[str, Step] = {}
         for step in self.steps:
