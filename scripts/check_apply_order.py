@@ -33,8 +33,8 @@ from scripts.deploy_steps import DEPLOY_STEPS, Step, stacks_of_step
 reachability = load_evaluator()
 
 # ------------------------------------------------------------------------------------------
-# The API each resource type calls. Every Google API must be enabled in the project before a
-# resource that calls it is created (cloud.google.com/service-usage/docs/enabled-service).
+# The API each resource type calls. Most Google APIs must be enabled in the project before they
+# are used (cloud.google.com/service-usage/docs/overview), so before a resource that calls one.
 
 API_OF_TYPE: dict[str, tuple[str, ...]] = {
     # The API that enables APIs, itself on by default (below).
@@ -49,7 +49,7 @@ API_OF_TYPE: dict[str, tuple[str, ...]] = {
     "google_compute_router": ("compute.googleapis.com",),
     "google_compute_router_nat": ("compute.googleapis.com",),
     "google_compute_firewall": ("compute.googleapis.com",),
-    # Private Services Access: cloud.google.com/vpc/docs/configure-private-services-access#before-you-begin.
+    # cloud.google.com/service-infrastructure/docs/service-networking/getting-started.
     "google_service_networking_connection": ("servicenetworking.googleapis.com",),
     "google_dns_managed_zone": ("dns.googleapis.com",),
     "google_dns_record_set": ("dns.googleapis.com",),
@@ -67,13 +67,13 @@ API_OF_TYPE: dict[str, tuple[str, ...]] = {
     # itself, its number included, is read from it.
     "google_project_iam_member": ("cloudresourcemanager.googleapis.com",),
     "data.google_project": ("cloudresourcemanager.googleapis.com",),
-    # cloud.google.com/pubsub/docs/create-topic#before-you-begin.
     "google_pubsub_topic": ("pubsub.googleapis.com",),
     "google_pubsub_subscription": ("pubsub.googleapis.com",),
     "google_pubsub_topic_iam_member": ("pubsub.googleapis.com",),
     "google_pubsub_subscription_iam_member": ("pubsub.googleapis.com",),
     "google_storage_bucket": ("storage.googleapis.com",),
     "google_storage_bucket_iam_member": ("storage.googleapis.com",),
+    # A prerequisite of every Secret Manager task (cloud.google.com/secret-manager/docs/configuring-secret-manager).
     "google_secret_manager_secret_iam_member": ("secretmanager.googleapis.com",),
     "google_cloud_run_v2_service": ("run.googleapis.com",),
     "google_cloud_run_v2_job": ("run.googleapis.com",),
@@ -92,8 +92,8 @@ API_OF_TYPE: dict[str, tuple[str, ...]] = {
 #  - Workload Identity: a Kubernetes service account acts as a Google one by impersonation, with
 #    short-lived credentials from the IAM Service Account Credentials API
 #    (cloud.google.com/iam/docs/create-short-lived-credentials-direct#before-you-begin).
-#  - The Secret Manager add-on reads secrets for the Pods
-#    (cloud.google.com/secret-manager/docs/secret-manager-managed-csi-component#before-you-begin).
+#  - The Secret Manager add-on reads secrets for the Pods, from Secret Manager, whose API every
+#    use of it needs (cloud.google.com/secret-manager/docs/configuring-secret-manager).
 API_OF_SETTING: dict[str, tuple[tuple[str, Callable[[dict[str, Any]], bool], str], ...]] = {
     "google_container_cluster": (
         (
@@ -133,16 +133,29 @@ SERVICE_AGENT_EMAIL = re.compile(
 )
 SECRET_ACCESSOR = "roles/secretmanager.secretAccessor"
 IAM_MEMBER_TYPES = re.compile(r"^google_[a-z0-9_]+_iam_member$")
-# Artifact Registry's Docker repositories: LOCATION-docker.pkg.dev/PROJECT/REPOSITORY/IMAGE
-# (cloud.google.com/artifact-registry/docs/docker/names).
+# Artifact Registry's Docker repositories: LOCATION-docker.pkg.dev/PROJECT/REPOSITORY/IMAGE. An
+# image is pushed into a repository that exists already
+# (cloud.google.com/artifact-registry/docs/docker/pushing-and-pulling#before-you-begin).
 REPOSITORY_URL = "{location}-docker.pkg.dev/{project}/{repository_id}/"
 
 _INTERPOLATION = re.compile(r"\$\{([^{}]*)\}")
+_QUOTED = re.compile(r'"(?:[^"\\]|\\.)*"')
 _ADDRESS = re.compile(r"(?<![\w.-])((?:data\.)?[a-z][a-z0-9_]*\.[A-Za-z0-9_-]+)")
 
 
 # ------------------------------------------------------------------------------------------
 # The plan: when each stack and each resource is applied
+
+
+def _strings(value: Any) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _strings(item)
 
 
 @dataclass(frozen=True)
@@ -214,15 +227,15 @@ class Plan:
         return seen
 
     def _direct(self, stack: str, address: str) -> list[str]:
+        """What Terraform applies right before ``address``: its depends_on, and what it refers to."""
         kind, _, name = address.rpartition(".")
         node = self.nodes.get((stack, kind, name))
         if node is None:
             return []
-        found = [address for address in node.config.get("depends_on") or ()]
-        for expression in _INTERPOLATION.findall(json.dumps({k: v for k, v in node.config.items() if k != "//"})):
-            found.extend(
-                match.group(1) for match in _ADDRESS.finditer(re.sub(r'\\?"(?:[^"\\]|\\.)*\\?"', "", expression))
-            )
+        found = list(node.config.get("depends_on") or ())
+        for text in _strings({key: value for key, value in node.config.items() if key != "//"}):
+            for expression in _INTERPOLATION.findall(text):
+                found.extend(match[1] for match in _ADDRESS.finditer(_QUOTED.sub('""', expression)))
         return [a for a in found if (stack, *a.rsplit(".", 1)) in self.nodes]
 
     def upstream(self, node: Node) -> set[str]:
@@ -456,9 +469,9 @@ def secret_name(plan: Plan, node: Node, attribute: str) -> str:
 
 
 def grant_target_rows(plan: Plan, node: Node) -> Iterator[Row]:
-    # A role is granted on a resource's own allow policy, so the resource must exist
-    # (cloud.google.com/storage/docs/access-control/using-iam-permissions#bucket-add,
-    # cloud.google.com/secret-manager/docs/manage-access-to-secrets#grant-access).
+    # A role on a bucket or a secret is a binding in that resource's own allow policy, so the
+    # resource must exist (cloud.google.com/storage/docs/access-control/using-iam-permissions:
+    # storage.buckets.setIamPolicy on the bucket).
     if node.type == "google_storage_bucket_iam_member":
         bucket = str(plan.literal(node, node.config.get("bucket")))
         candidates = [b for b in plan.all("google_storage_bucket") if b.config.get("name") == bucket]

@@ -77,7 +77,8 @@ PLATFORM_APIS = (
     "servicenetworking.googleapis.com",
     "sqladmin.googleapis.com",
 )
-# The batch queue's, where [workers] is enabled (cloud.google.com/pubsub/docs/create-topic#before-you-begin).
+# The batch queue's, where [workers] is enabled; not on by default in a new project
+# (cloud.google.com/service-usage/docs/enabled-service#default).
 WORKERS_APIS = ("pubsub.googleapis.com",)
 
 # Subnet flow logs (checkov CKV_GCP_26): 5-second aggregation, half the flows sampled.
