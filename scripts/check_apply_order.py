@@ -530,7 +530,7 @@ def table(env: str, rows: list[Row]) -> str:
     violations = sum(not r.ok for r in rows)
     lines.append(
         f"{env}: {len(rows) - violations} of {len(rows)} preconditions met"
-        + (f"; {violations} VIOLATIONS" if violations else "")
+        + (f"; {violations} VIOLATION{'S' * (violations > 1)}" if violations else "")
     )
     return "\n".join(lines)
 
