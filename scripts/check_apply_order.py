@@ -82,6 +82,8 @@ API_OF_TYPE: dict[str, tuple[str, ...]] = {
     "google_apikeys_key": ("apikeys.googleapis.com",),
     "google_identity_platform_config": ("identitytoolkit.googleapis.com",),
     "google_billing_budget": ("billingbudgets.googleapis.com",),
+    # cloud.google.com/monitoring/api/ref_v3/rest/v3/projects.notificationChannels/create.
+    "google_monitoring_notification_channel": ("monitoring.googleapis.com",),
     # Reads the provider's own configuration and token: no API call.
     "data.google_client_config": (),
 }
@@ -116,7 +118,9 @@ API_OF_SETTING: dict[str, tuple[tuple[str, Callable[[dict[str, Any]], bool], str
 
 # On in every project created with the console or gcloud
 # (cloud.google.com/service-usage/docs/enabled-service#default).
-DEFAULT_APIS = frozenset({"serviceusage.googleapis.com", "storage.googleapis.com"})
+DEFAULT_APIS = frozenset(
+    {"logging.googleapis.com", "monitoring.googleapis.com", "serviceusage.googleapis.com", "storage.googleapis.com"}
+)
 
 # A Kubernetes service account's principal in the cluster's workload pool. The pool is created
 # with the project's first cluster that enables Workload Identity; granting a role to one of its

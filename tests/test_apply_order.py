@@ -240,3 +240,15 @@ def test_a_secret_accessor_grant_racing_its_reader(synth_dir):
             "serviceAccount:dev-db-bootstrap may read dev-postgres-admin-password (roles/secretmanager.secretAccessor)",
         ): "granted in parallel with it (no reference or depends_on orders them)"
     }
+
+
+def test_a_google_resource_of_a_type_it_does_not_know_is_reported_not_skipped(synth_dir):
+    broken = edited(load_plan(synth_dir, "dev"))
+    broken.stacks["dev-services"]["resource"]["google_made_up_thing"] = {
+        "thing": {"//": {"metadata": {"path": "dev-services/thing"}}}
+    }
+    assert reasons(rebuilt(broken)) == {
+        ("google_made_up_thing dev-services/thing", "the API it calls is enabled"): (
+            "no API known for google_made_up_thing: add it to API_OF_TYPE"
+        )
+    }
