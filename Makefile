@@ -46,9 +46,11 @@ lint: .venv/.synced-dev
 test: lint .venv/.synced-dev node_modules/.installed .postgres-ready .chromium-ready .pubsub-ready
 	$(PIPENV) run pytest $(ARGS)
 
-## Synthesize every environment and check that traffic can flow along each edge of the architecture.
+## Synthesize every environment; check that traffic can flow along each edge of the architecture,
+## and that the deploy steps meet every resource's preconditions before applying it.
 check: .venv/.synced node_modules/.installed
 	$(PIPENV) run python scripts/check_reachability.py
+	$(PIPENV) run python -m scripts.check_apply_order
 
 ## Print synth time and memory against merely importing the provider packages.
 bench: .venv/.synced node_modules/.installed

@@ -21,11 +21,19 @@ class Step:
     # For "stacks": the layers this step deploys ("*" = every stack of the environment that is
     # not yet deployed). Stack ids are <env>-<layer>.
     layers: tuple[str, ...] = ()
+    # For "images": the services whose images this step builds (services/Dockerfile's SERVICE),
+    # pushed to the environment's registry at its services' image tag.
+    images: tuple[str, ...] = ()
 
 
 DEPLOY_STEPS: tuple[Step, ...] = (
     Step(1, "stacks", "Network (APIs), registry and database", ("network", "registry", "database")),
-    Step(2, "images", "Images of every service the environment deploys, built with Cloud Build"),
+    Step(
+        2,
+        "images",
+        "Images of every service the environment deploys, built with Cloud Build",
+        images=("frontend", "gateway", "orchestrator", "worker"),
+    ),
     Step(3, "secrets", "Secret versions the stacks reference but never hold"),
     Step(4, "stacks", "Everything else: clusters, inference, workers, services", ("*",)),
     Step(5, "job", "The database bootstrap job, once"),

@@ -49,15 +49,25 @@ from hybrid.network_constants import (
     PRIVATE_GOOGLE_APIS_RANGE,
 )
 
-# Every API the platform's layers call; enabled here, in the first layer deployed.
+# Every API the platform's layers call; enabled here, in the first layer deployed
+# (scripts/check_apply_order.py maps each resource to the APIs it needs, with their sources).
 PLATFORM_APIS = (
     "aiplatform.googleapis.com",
     "apikeys.googleapis.com",
     "artifactregistry.googleapis.com",
+    # The clusters enforce the project's Binary Authorization policy, whose API must be enabled
+    # before they are created (cloud.google.com/binary-authorization/docs/creating-cluster#before_you_begin).
+    "binaryauthorization.googleapis.com",
+    # Project-level IAM grants, and reading the project's number, go through Resource Manager
+    # (cloud.google.com/iam/docs/write-policy-client-libraries#before-you-begin).
+    "cloudresourcemanager.googleapis.com",
     "compute.googleapis.com",
     "container.googleapis.com",
     "dns.googleapis.com",
     "iam.googleapis.com",
+    # Workload Identity: Pods act as Google service accounts with short-lived credentials
+    # (cloud.google.com/iam/docs/create-short-lived-credentials-direct#before-you-begin).
+    "iamcredentials.googleapis.com",
     "iap.googleapis.com",
     "identitytoolkit.googleapis.com",
     "logging.googleapis.com",
@@ -67,6 +77,9 @@ PLATFORM_APIS = (
     "servicenetworking.googleapis.com",
     "sqladmin.googleapis.com",
 )
+# The batch queue's, where [workers] is enabled; not on by default in a new project
+# (cloud.google.com/service-usage/docs/enabled-service#default).
+WORKERS_APIS = ("pubsub.googleapis.com",)
 
 # Subnet flow logs (checkov CKV_GCP_26): 5-second aggregation, half the flows sampled.
 _FLOW_LOGS = ComputeSubnetworkLogConfig(
@@ -94,7 +107,7 @@ class NetworkStack(LayerStack):
 
         self.apis = {
             api: ProjectService(self, f"api-{api.split('.')[0]}", service=api, disable_on_destroy=False)
-            for api in PLATFORM_APIS
+            for api in PLATFORM_APIS + (WORKERS_APIS if env.workers.enabled else ())
         }
 
         self.vpc = ComputeNetwork(

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from typing import cast
 
 from cdktf import TerraformOutput
-from cdktf_cdktf_provider_google.data_google_project import DataGoogleProject
+from cdktf_cdktf_provider_google_beta.google_project_service_identity import GoogleProjectServiceIdentity
+from cdktf_cdktf_provider_google_beta.provider import GoogleBetaProvider
 from cdktf_cdktf_provider_kubernetes.namespace_v1 import NamespaceV1, NamespaceV1Metadata
 from constructs import Construct
 
@@ -122,12 +123,18 @@ class WorkersStack(LayerStack):
                 name=names.batch_bucket, location=env.region, delete_after_days=workers.bucket_lifecycle_days
             ),
         )
+        # The Pub/Sub service agent is created as Pub/Sub is first used, and a role cannot be granted
+        # to it before: ask for it first (cloud.google.com/iam/docs/create-service-agents).
+        # hashicorp/google 6.50.0 has google_project_service_identity in its beta provider only.
+        beta = GoogleBetaProvider(self, "google-beta", project=project, region=env.region)
+        pubsub_agent = GoogleProjectServiceIdentity(
+            self, "pubsub-agent", project=project, service="pubsub.googleapis.com", provider=beta
+        )
         queue = workers.queue
         self.queue = PubSubQueue(
             self,
             "batch-queue",
             PubSubQueueProps(
-                project_number=DataGoogleProject(self, "project", project_id=project).number,
                 topic=names.batch_topic,
                 subscription=names.batch_subscription,
                 dead_letter_topic=names.dead_letter_topic,
@@ -138,6 +145,7 @@ class WorkersStack(LayerStack):
                 max_delivery_attempts=queue.max_delivery_attempts,
                 retention_days=queue.retention_days,
             ),
+            dead_letter_agent=pubsub_agent,
         )
 
         # The worker: pulls both subscriptions; republishes stuck batches' lines (its sweeper) and

@@ -601,8 +601,8 @@ def test_standard_cluster_has_only_its_own_pools_and_taints_the_spot_one():
     assert roles == {"roles/container.defaultNodeServiceAccount", "roles/artifactregistry.reader"}
 
 
+AGENT = Principal("serviceAccount:service-123@gcp-sa-pubsub.iam.gserviceaccount.com")
 QUEUE = PubSubQueueProps(
-    project_number="123",
     topic="t",
     subscription="s",
     dead_letter_topic="dt",
@@ -616,7 +616,7 @@ QUEUE = PubSubQueueProps(
 
 
 def test_queue_dead_letters_after_max_attempts_and_lets_pubsub_move_them():
-    out = synth_in_process(lambda stack: PubSubQueue(stack, "queue", QUEUE))
+    out = synth_in_process(lambda stack: PubSubQueue(stack, "queue", QUEUE, dead_letter_agent=AGENT))
     subscriptions = {s["name"]: s for s in resources(out, "google_pubsub_subscription").values()}
     source = subscriptions["s"]
     assert points_at(out, source["topic"]) == ("google_pubsub_topic", "t", "id")
@@ -626,7 +626,7 @@ def test_queue_dead_letters_after_max_attempts_and_lets_pubsub_move_them():
     assert points_at(out, source["dead_letter_policy"]["dead_letter_topic"]) == ("google_pubsub_topic", "dt", "id")
     assert points_at(out, subscriptions["ds"]["topic"]) == ("google_pubsub_topic", "dt", "id")
     assert all(sub["message_retention_duration"] == "172800s" for sub in subscriptions.values())
-    agent = "serviceAccount:service-123@gcp-sa-pubsub.iam.gserviceaccount.com"
+    agent = AGENT.member
     (publisher,) = resources(out, "google_pubsub_topic_iam_member").values()
     (subscriber,) = resources(out, "google_pubsub_subscription_iam_member").values()
     assert (publisher["member"], publisher["role"]) == (agent, "roles/pubsub.publisher")

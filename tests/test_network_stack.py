@@ -8,7 +8,7 @@ import pytest
 
 from hybrid.network_constants import HEALTH_CHECK_RANGES, PRIVATE_GOOGLE_APIS_RANGE
 from iac import only, resources
-from stacks.network import PLATFORM_APIS
+from stacks.network import PLATFORM_APIS, WORKERS_APIS
 
 # The Cloud Run services' Direct VPC egress subnet of each environment.
 RUN_CIDR = {"dev": "10.8.0.0/24", "prod": "10.8.0.0/23"}
@@ -202,10 +202,22 @@ def test_workers_subnet_only_where_workers_are_enabled(env, network):
 
 def test_required_apis_are_enabled_and_kept_on_destroy(env, network):
     services = resources(network, "google_project_service").values()
-    assert sorted(s["service"] for s in services) == sorted(PLATFORM_APIS)
+    workers = WORKERS_APIS if env == "prod" else ()  # [workers] is enabled in prod only
+    assert sorted(s["service"] for s in services) == sorted(PLATFORM_APIS + workers)
     assert all(s["disable_on_destroy"] is False for s in services)
     for api in ("compute", "servicenetworking", "sqladmin", "run", "container", "apikeys", "identitytoolkit"):
         assert f"{api}.googleapis.com" in PLATFORM_APIS
+
+
+def test_apis_the_clusters_iam_and_queue_need_are_enabled(env, network):
+    """Binary Authorization for the clusters' policy, Resource Manager for project IAM, IAM
+    credentials for Workload Identity; Pub/Sub where the batch queue is."""
+    enabled = {s["service"] for s in resources(network, "google_project_service").values()}
+    needed = {"binaryauthorization", "cloudresourcemanager", "iamcredentials"} | (
+        {"pubsub"} if env == "prod" else set()
+    )
+    assert {f"{api}.googleapis.com" for api in needed} <= enabled
+    assert ("pubsub.googleapis.com" in enabled) is (env == "prod")
 
 
 def test_run_app_resolves_to_private_google_apis_inside_the_vpc(env, network):

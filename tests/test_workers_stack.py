@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from iac import STACKS, only, pointee, principal, resources
 
 WORKERS, K8S = "prod-workers", "prod-workers-k8s"
 BUCKET = "replace-me-prod-prod-batch"
-AGENT = "serviceAccount:service-${data.google_project.project.number}@gcp-sa-pubsub.iam.gserviceaccount.com"
+# The Pub/Sub service agent, created by google_project_service_identity before it is granted.
+AGENT = "serviceAgent:pubsub.googleapis.com"
 WORKER, ORCHESTRATOR = "serviceAccount:prod-worker", "serviceAccount:prod-orchestrator"
 
 
@@ -152,6 +155,13 @@ def test_topic_grants_exactly(synth_json):
     }
 
 
+def test_pubsub_agent_is_asked_for_before_its_grants(stack):
+    """hashicorp/google 6.50 has google_project_service_identity in its beta provider only."""
+    agent = only(stack, "google_project_service_identity")
+    assert (agent["service"], agent["provider"]) == ("pubsub.googleapis.com", "google-beta")
+    assert stack["terraform"]["required_providers"]["google-beta"]["version"] == "6.50.0"
+
+
 def test_subscription_grants_exactly(synth_json):
     assert bindings(synth_json, "google_pubsub_subscription_iam_member") == {
         (WORKER, "roles/pubsub.subscriber", "prod-batch-workers", None),
@@ -185,10 +195,34 @@ def test_worker_identity_through_workload_identity(k8s, synth_json):
     )
     (binding,) = [
         b
-        for b in resources(synth_json["prod-database"], "google_service_account_iam_member").values()
+        for b in resources(k8s, "google_service_account_iam_member").values()
         if b["member"] == "serviceAccount:replace-me-prod.svc.id.goog[batch/worker]"
     ]
     assert binding["role"] == "roles/iam.workloadIdentityUser"
+    assert pointee(synth_json, K8S, binding["service_account_id"]).brief[:3] == (
+        "prod-database",
+        "google_service_account",
+        "prod-worker",
+    )
+
+
+def test_workload_identity_bindings_wait_for_the_workers_cluster(synth_json, synth_dir):
+    """A binding to PROJECT.svc.id.goog[...] fails until a cluster has created the pool: the
+    workers' bindings are made in prod-workers-k8s, which cdktf applies after prod-workers, where
+    the cluster is, and nowhere else."""
+    pool = "serviceAccount:replace-me-prod.svc.id.goog"
+    found = {
+        stack: sorted(b["member"] for b in resources(config, "google_service_account_iam_member").values())
+        for stack, config in synth_json.items()
+        if stack in ("prod-database", WORKERS, K8S)
+    }
+    assert found == {
+        "prod-database": [],
+        WORKERS: [],
+        K8S: [f"{pool}[batch/worker]", f"{pool}[custom-metrics/custom-metrics-stackdriver-adapter]"],
+    }
+    manifest = json.loads((synth_dir / "manifest.json").read_text())
+    assert WORKERS in manifest["stacks"][K8S]["dependencies"]
 
 
 @pytest.fixture

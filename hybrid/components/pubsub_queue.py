@@ -14,7 +14,7 @@ from cdktf_cdktf_provider_google.pubsub_subscription import (
 from cdktf_cdktf_provider_google.pubsub_topic import PubsubTopic
 from constructs import Construct
 
-from hybrid.components.grants import Principal, Subscription, Topic, grant
+from hybrid.components.grants import Grantable, Subscription, Topic, grant
 
 PUBLISHER = "roles/pubsub.publisher"
 SUBSCRIBER = "roles/pubsub.subscriber"
@@ -22,7 +22,6 @@ SUBSCRIBER = "roles/pubsub.subscriber"
 
 @dataclass(frozen=True)
 class PubSubQueueProps:
-    project_number: str  # names the project's Pub/Sub service agent, which moves dead letters
     topic: str
     subscription: str
     dead_letter_topic: str
@@ -39,7 +38,7 @@ def _seconds(value: int) -> str:
 
 
 class PubSubQueue(Construct):
-    def __init__(self, scope: Construct, id_: str, props: PubSubQueueProps) -> None:
+    def __init__(self, scope: Construct, id_: str, props: PubSubQueueProps, *, dead_letter_agent: Grantable) -> None:
         super().__init__(scope, id_)
         retention = _seconds(props.retention_days * 86_400)
         # An empty ttl: a subscription nobody pulls from for 31 days is not deleted
@@ -74,11 +73,23 @@ class PubSubQueue(Construct):
             message_retention_duration=retention,
             expiration_policy=never_expires,
         )
-        # Pub/Sub moves dead letters as its service agent, which must publish to the dead-letter
-        # topic and subscribe to the source subscription (cloud.google.com/pubsub/docs/dead-letter-topics).
-        agent = Principal(f"serviceAccount:service-{props.project_number}@gcp-sa-pubsub.iam.gserviceaccount.com")
-        grant(self, "agent-publishes-dead-letters", role=PUBLISHER, to=agent, on=Topic(self.dead_letter_topic.id))
-        grant(self, "agent-subscribes-source", role=SUBSCRIBER, to=agent, on=Subscription(self.subscription.id))
+        # Pub/Sub moves dead letters as its service agent, ``dead_letter_agent``, which must publish
+        # to the dead-letter topic and subscribe to the source subscription
+        # (cloud.google.com/pubsub/docs/dead-letter-topics).
+        grant(
+            self,
+            "agent-publishes-dead-letters",
+            role=PUBLISHER,
+            to=dead_letter_agent,
+            on=Topic(self.dead_letter_topic.id),
+        )
+        grant(
+            self,
+            "agent-subscribes-source",
+            role=SUBSCRIBER,
+            to=dead_letter_agent,
+            on=Subscription(self.subscription.id),
+        )
 
     @property
     def topic_target(self) -> Topic:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from cdktf import Token
+from cdktf import TerraformStack, Token
 from cdktf_cdktf_provider_google.service_account_iam_member import ServiceAccountIamMember
 from cdktf_cdktf_provider_kubernetes.namespace_v1 import NamespaceV1
 from cdktf_cdktf_provider_kubernetes.service_account_v1 import ServiceAccountV1, ServiceAccountV1Metadata
@@ -36,6 +36,13 @@ class WorkloadIdentity:
     Not a construct node of its own: cdktf derives a resource's Terraform address from its
     construct path, and each half belongs where it is addressed: the Kubernetes account at
     ``scope/id_``, beside the workload that runs as it, the binding under the Google account.
+
+    The binding names a principal of the cluster's workload pool, which exists only once a cluster
+    of the project enables Workload Identity: GKE creates the pool PROJECT_ID.svc.id.goog
+    (cloud.google.com/kubernetes-engine/docs/how-to/workload-identity), and a grant to it before
+    fails with "Identity Pool does not exist" (github.com/google/kctf/issues/193). So it is made in
+    ``scope``'s stack, whose Kubernetes provider is configured from the cluster and is applied after
+    it: under the Google account when that account lives in the same stack, else under ``scope``.
     """
 
     def __init__(
@@ -48,8 +55,9 @@ class WorkloadIdentity:
         google_account: ServiceAccount,
     ) -> None:
         namespace_name = _literal_name(namespace)
+        same_stack = TerraformStack.of(google_account) is TerraformStack.of(scope)
         self.binding: ServiceAccountIamMember = grant(
-            google_account,
+            google_account if same_stack else scope,
             f"workload-identity-{namespace_name}-{props.name}",
             role=WORKLOAD_IDENTITY_USER,
             to=Principal(f"serviceAccount:{props.project}.svc.id.goog[{namespace_name}/{props.name}]"),
