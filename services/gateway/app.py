@@ -27,12 +27,13 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.gateway.auth import JwksCache, Unauthorized, Verifier
-from services.gateway.batch_input import BATCH_ID, FILE_ID, BatchCreateRequest, InvalidFile, LineLimits, check_file
+from services.gateway.batch_input import BATCH_ID, FILE_ID, BatchCreateRequest, LineLimits, check_file
 from services.gateway.protocol import HttpToolsWithHeaderDeadline
 from services.gateway.ratelimit import RateLimiter
-from services.gateway.schemas import ChatCompletionRequest, field_path
 from services.gateway.settings import GatewaySettings
 from services.servicekit import logs
+from services.servicekit.batch_lines import NUL_REFUSED, InvalidFile
+from services.servicekit.chat import ChatCompletionRequest, field_path
 from services.servicekit.errors import error_response, stream_broke_event
 from services.servicekit.identity import IdTokenSource, NoToken
 
@@ -138,9 +139,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
                 "invalid_request_error",
                 "message_too_long",
             )
-        upstream = await open_upstream(
-            request, "POST", "/v1/chat/completions", user_id, data=chat.model_dump_json(exclude_none=True)
-        )
+        upstream = await open_upstream(request, "POST", "/v1/chat/completions", user_id, data=chat.forwarded())
         if isinstance(upstream, Response):
             return upstream
         passed = {k: v for k, v in upstream.headers.items() if k.lower() in PASSED_HEADERS}
@@ -506,6 +505,8 @@ async def _uploaded_file(request: Request, body: bytes) -> tuple[str, bytes] | J
         filename = upload.filename or "batch.jsonl"
         if len(filename) > MAX_FILENAME_CHARS:
             return refused(f"file: its name is longer than {MAX_FILENAME_CHARS} characters")
+        if "\x00" in filename:
+            return refused(f"file: its name {NUL_REFUSED}")
         return filename, await upload.read()
     finally:
         await form.close()

@@ -199,8 +199,12 @@ def test_the_openai_client_uploads_creates_reads_back_and_downloads(batch_gatewa
     # Every line is in the database, queued; one message per line.
     lines = db("SELECT line, custom_id, body, status FROM batch_lines WHERE batch_id = %s ORDER BY line", batch.id)
     assert [(r["line"], r["custom_id"], r["status"]) for r in lines] == [(n, f"req-{n}", "queued") for n in range(25)]
-    # As an interactive request is sent on: without the fields sent as null.
-    assert lines[7]["body"] == {"model": "standin-echo", "messages": [{"role": "user", "content": "question 7"}]}
+    # As an interactive request is sent on: without the fields sent as null, with stream's default.
+    assert lines[7]["body"] == {
+        "model": "standin-echo",
+        "messages": [{"role": "user", "content": "question 7"}],
+        "stream": False,
+    }
     messages = pulled(pubsub, queue[1], batch.id, 25)
     assert sorted(m["line"] for m in messages) == list(range(25))
     assert {(m["kind"], m["batch_id"]) for m in messages} == {("line", batch.id)}
@@ -502,12 +506,14 @@ def test_a_file_of_the_most_lines_is_validated_stored_and_published_whole(batch_
     assert sorted(m["line"] for m in pulled(pubsub, queue[1], batch.id, lines, timeout=120)) == list(range(lines))
 
 
-def multipart_upload(data: bytes, boundary: str = "batchboundary") -> tuple[dict[str, str], bytes]:
+def multipart_upload(
+    data: bytes, boundary: str = "batchboundary", filename: str = "slow.jsonl"
+) -> tuple[dict[str, str], bytes]:
     """The headers and body of an upload of ``data``, made by hand to send it slowly."""
     body = (
         (
             f'--{boundary}\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nbatch\r\n'
-            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="slow.jsonl"\r\n'
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{filename}"\r\n'
             "Content-Type: application/jsonl\r\n\r\n"
         ).encode()
         + data
@@ -600,3 +606,99 @@ def test_the_workers_database_user_is_granted_what_it_needs_once_it_exists(postg
         as_worker("DELETE FROM batch_lines WHERE batch_id = %s", batch.id)
     with pytest.raises(psycopg.errors.InsufficientPrivilege):
         as_worker("UPDATE usage_ledger SET prompt_tokens = 0")
+
+
+NUL = "\u0000"
+NUL_IN_A_LINE = {
+    "the content": (jsonl(request_line("a"), request_line("b", f"x{NUL}y")), "line 2: body.messages[0].content"),
+    "the custom_id": (jsonl(request_line(f"a{NUL}")), "line 1: custom_id"),
+    "a stop string": (jsonl(request_line("a", stop=["ok", NUL])), "line 1: body.stop[1]"),
+    "the user": (jsonl(request_line("a", user=NUL)), "line 1: body.user"),
+}
+
+
+@pytest.mark.parametrize("case", NUL_IN_A_LINE)
+def test_a_nul_character_in_a_line_is_refused_at_upload_naming_the_line_and_field(batch_gateway, issuer, db, case):
+    """PostgreSQL's text and jsonb cannot hold NUL: a line with one could never become a batch."""
+    data, where = NUL_IN_A_LINE[case]
+    user = new_user()
+    with pytest.raises(openai.BadRequestError) as refused:
+        client(batch_gateway, issuer, user).files.create(file=("nul.jsonl", data), purpose="batch")
+    assert f"{where}: must not contain the NUL character" in refused.value.message, refused.value.message
+    assert refused.value.code == "invalid_file"
+    assert db("SELECT id FROM batch_files WHERE user_id = %s", user) == []
+
+
+def test_a_nul_character_in_the_file_name_is_refused(batch_gateway, issuer, db):
+    user = new_user()
+    headers, body = multipart_upload(jsonl(request_line("a")), filename=f"in{NUL}.jsonl")
+    answer = httpx.post(
+        f"{batch_gateway.url}/v1/files",
+        headers={"authorization": f"Bearer {issuer.token(user)}", **headers},
+        content=body,
+    )
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["error"]["message"].startswith("file: its name must not contain the NUL character")
+    assert db("SELECT id FROM batch_files WHERE user_id = %s", user) == []
+
+
+def test_a_nul_character_in_a_batchs_metadata_is_refused(batch_gateway, issuer, db):
+    user = new_user()
+    api = client(batch_gateway, issuer, user)
+    uploaded = api.files.create(file=("q.jsonl", jsonl(request_line("a"))), purpose="batch")
+    for metadata, param in [({"k": f"v{NUL}"}, "metadata.k"), ({f"k{NUL}": "v"}, f"metadata.k{NUL}.[key]")]:
+        with pytest.raises(openai.BadRequestError) as refused:
+            api.batches.create(
+                input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h", metadata=metadata
+            )
+        assert "must not contain the NUL character" in refused.value.message
+        assert refused.value.param == param
+    assert db("SELECT id FROM batches WHERE user_id = %s", user) == []
+
+
+def test_a_stored_file_with_a_nul_character_is_refused_at_batch_creation_naming_the_line(
+    batch_gateway, batch_orchestrator, issuer, db
+):
+    """A file stored before the gateway refused NUL: its batch is a 400 naming the line, never a 500."""
+    user = new_user()
+    stored = httpx.post(
+        f"{batch_orchestrator.url}/v1/files",
+        params={"purpose": "batch", "filename": "old.jsonl"},
+        headers={"x-user-id": user, "content-type": "application/jsonl"},
+        content=jsonl(request_line("a"), request_line(f"b{NUL}")),
+    )
+    assert stored.status_code == 200, stored.text
+    with pytest.raises(openai.BadRequestError) as refused:
+        client(batch_gateway, issuer, user).batches.create(
+            input_file_id=stored.json()["id"], endpoint="/v1/chat/completions", completion_window="24h"
+        )
+    assert "line 2: custom_id: must not contain the NUL character" in refused.value.message
+    assert refused.value.param == "input_file_id"
+    assert db("SELECT id FROM batches WHERE user_id = %s", user) == []
+
+
+def test_a_lines_body_is_stored_as_the_chat_route_sends_the_same_body(batch_gateway, issuer, db, upstream):
+    """Values the chat route's schema coerces ("10" for max_tokens) are sent typed, by the chat
+    route and by the workers alike, which send the body stored in batch_lines."""
+    user = new_user()
+    body = {
+        "model": "standin-echo",
+        "messages": [{"role": "user", "content": "typed?"}],
+        "max_tokens": "10",
+        "temperature": "0.5",
+        "stream": "false",
+        "seed": None,
+    }
+    api = client(batch_gateway, issuer, user)
+    line = {"custom_id": "a", "method": "POST", "url": "/v1/chat/completions", "body": body}
+    uploaded = api.files.create(file=("q.jsonl", jsonl(line)), purpose="batch")
+    batch = api.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h")
+    [stored] = db("SELECT body FROM batch_lines WHERE batch_id = %s", batch.id)
+
+    chat = httpx.post(
+        f"{batch_gateway.url}/v1/chat/completions", headers={"authorization": f"Bearer {issuer.token(user)}"}, json=body
+    )
+    assert chat.status_code == 200, chat.text
+    sent = upstream.app.state.requests[-1]["body"]
+    assert stored["body"] == sent
+    assert (sent["max_tokens"], sent["temperature"], sent["stream"]) == (10, 0.5, False)
