@@ -702,3 +702,13 @@ def test_a_lines_body_is_stored_as_the_chat_route_sends_the_same_body(batch_gate
     sent = upstream.app.state.requests[-1]["body"]
     assert stored["body"] == sent
     assert (sent["max_tokens"], sent["temperature"], sent["stream"]) == (10, 0.5, False)
+
+
+def test_a_token_whose_subject_holds_a_nul_character_is_refused_on_every_route(batch_gateway, issuer):
+    """The subject is the user id the ledger and the batch tables store as text, and the
+    orchestrator is sent in a header."""
+    for subject in (f"user{NUL}", "user\nx-other: 1"):
+        auth = {"authorization": f"Bearer {issuer.token(subject)}"}
+        chat = httpx.post(f"{batch_gateway.url}/v1/chat/completions", headers=auth, json=request_line("a")["body"])
+        listing = httpx.get(f"{batch_gateway.url}/v1/batches", headers=auth)
+        assert (chat.status_code, listing.status_code) == (401, 401), (chat.text, listing.text)
