@@ -4,21 +4,26 @@ real PostgreSQL, the Pub/Sub emulator and the Cloud Storage stand-in. The worker
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import secrets
 import threading
 import time
 
+import aiohttp
 import httpx
 import openai
 import psycopg
 import pytest
 from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
 
 from devtools.harness import Server, free_port, gateway_settings, orchestrator_settings, wait_for
 from services.gateway.app import create_app as create_gateway
 from services.orchestrator.app import create_app as create_orchestrator
+from services.servicekit.blobs import BlobStore
+from services.worker.finalize import Finalizer
 
 BUCKET = "test-project-test-batch"
 
@@ -712,3 +717,54 @@ def test_a_token_whose_subject_holds_a_nul_character_is_refused_on_every_route(b
         chat = httpx.post(f"{batch_gateway.url}/v1/chat/completions", headers=auth, json=request_line("a")["body"])
         listing = httpx.get(f"{batch_gateway.url}/v1/batches", headers=auth)
         assert (chat.status_code, listing.status_code) == (401, 401), (chat.text, listing.text)
+
+
+class StalledBlobs(BlobStore):
+    """Cloud Storage taking its time: a write waits until ``release`` is set."""
+
+    def __init__(self, release: threading.Event, *args: object) -> None:
+        super().__init__(*args)  # type: ignore[arg-type]
+        self.release = release
+
+    async def put(self, name: str, data: bytes, content_type: str = "application/jsonl") -> None:
+        await asyncio.to_thread(self.release.wait, 30)
+        await super().put(name, data, content_type)
+
+
+def test_a_cancelled_batch_stays_cancelling_while_its_files_are_written_and_a_repeated_cancel_is_200(
+    batch_gateway, issuer, postgres, gcs, db
+):
+    """OpenAI's 'finalizing' is a batch whose lines all ran: a cancelled batch goes from
+    cancelling to cancelled, and a cancel sent again meanwhile answers the batch as it is."""
+    api = client(batch_gateway, issuer, new_user())
+    uploaded = api.files.create(file=("q.jsonl", jsonl(request_line("a"), request_line("b"))), purpose="batch")
+    batch = api.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h")
+    db(  # a worker answered line 0; the cancel closes line 1
+        "UPDATE batch_lines SET status = 'succeeded', response = '{\"status_code\": 200, \"body\": {}}', "
+        "finished_at = now() WHERE batch_id = %s AND line = 0",
+        batch.id,
+    )
+    assert api.batches.cancel(batch.id).status == "cancelling"
+
+    release = threading.Event()
+
+    async def finish() -> None:
+        async with (
+            AsyncConnectionPool(postgres.conninfo, open=False, kwargs={"autocommit": True}) as pool,
+            aiohttp.ClientSession() as session,
+        ):
+            await Finalizer(pool, StalledBlobs(release, BUCKET, session, None, gcs.url)).finish_if_done(batch.id)
+
+    worker = threading.Thread(target=asyncio.run, args=(finish(),))
+    worker.start()
+    try:
+        assert wait_for(lambda: db("SELECT finalizing_at FROM batches WHERE id = %s", batch.id)[0]["finalizing_at"])
+        again = api.batches.cancel(batch.id)  # the files are being written
+        assert again.status == "cancelling" and api.batches.retrieve(batch.id).status == "cancelling"
+    finally:
+        release.set()
+        worker.join()
+    done = api.batches.retrieve(batch.id)
+    assert (done.status, done.completed_at) == ("cancelled", None) and done.cancelled_at
+    assert done.request_counts.completed == 1
+    assert api.batches.cancel(batch.id).status == "cancelled"
