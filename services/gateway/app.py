@@ -27,7 +27,7 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.gateway.auth import JwksCache, Unauthorized, Verifier
-from services.gateway.batch_input import BATCH_ID, FILE_ID, BatchCreateRequest, LineLimits, check_file
+from services.gateway.batch_input import BATCH_ID, FILE_ID, BatchCreateRequest, FileListQuery, LineLimits, check_file
 from services.gateway.protocol import HttpToolsWithHeaderDeadline
 from services.gateway.ratelimit import RateLimiter
 from services.gateway.settings import GatewaySettings
@@ -272,6 +272,20 @@ def create_app(settings: GatewaySettings) -> FastAPI:
             await open_upstream(
                 request, "POST", "/v1/files", user_id, data=data, params=params, content_type="application/jsonl"
             )
+        )
+
+    @app.get("/v1/files", responses={400: {}, 401: {}, 429: {}, 502: {}})
+    async def list_files(request: Request) -> Response:
+        try:
+            query = FileListQuery.model_validate(dict(request.query_params))
+        except ValidationError as err:
+            return _invalid(err.errors()[0])
+        return await pass_on(request, "GET", "/v1/files", params=query.params())
+
+    @app.delete("/v1/files/{file_id}", responses={401: {}, 404: {}, 429: {}, 502: {}})
+    async def delete_file(request: Request, file_id: str) -> Response:
+        return await pass_on(
+            request, "DELETE", f"/v1/files/{file_id}", well_formed=bool(re.fullmatch(FILE_ID, file_id))
         )
 
     @app.get("/v1/files/{file_id}", responses={401: {}, 404: {}, 429: {}, 502: {}})

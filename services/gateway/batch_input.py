@@ -34,6 +34,20 @@ class BatchCreateRequest(BaseModel):
     metadata: Annotated[dict[MetadataKey, MetadataValue], Field(max_length=16)] | None = None
 
 
+class FileListQuery(BaseModel):
+    """GET /v1/files's query (platform.openai.com/docs/api-reference/files/list): newest first
+    by default, at most 10,000 a page, ``after`` the last id of the previous page."""
+
+    purpose: Literal["batch", "batch_output"] | None = None  # the purposes a file here can have
+    limit: int = Field(10_000, ge=1, le=10_000)
+    order: Literal["asc", "desc"] = "desc"
+    after: Annotated[str, StringConstraints(pattern=FILE_ID)] | None = None
+
+    def params(self) -> dict[str, str]:
+        """The query as the orchestrator is sent it."""
+        return {name: str(value) for name, value in self.model_dump(exclude_none=True).items()}
+
+
 class LineLimits(BaseModel):
     """The bounds the interactive route sets on one request, and the file's own."""
 

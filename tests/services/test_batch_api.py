@@ -768,3 +768,76 @@ def test_a_cancelled_batch_stays_cancelling_while_its_files_are_written_and_a_re
     assert (done.status, done.completed_at) == ("cancelled", None) and done.cancelled_at
     assert done.request_counts.completed == 1
     assert api.batches.cancel(batch.id).status == "cancelled"
+
+
+def test_the_openai_client_lists_a_users_files_newest_first_by_purpose_a_page_at_a_time(
+    batch_gateway, issuer, db, gcs
+):
+    user = new_user()
+    api = client(batch_gateway, issuer, user)
+    inputs = [api.files.create(file=(f"q{n}.jsonl", jsonl(request_line("a"))), purpose="batch").id for n in range(3)]
+    batch = api.batches.create(input_file_id=inputs[0], endpoint="/v1/chat/completions", completion_window="24h")
+    output = finish_as_a_worker(db, gcs.url, batch.id, user)
+
+    newest_first = [inputs[2], inputs[1], inputs[0]]
+    assert [f.id for f in api.files.list()] == [output, *newest_first]
+    assert [f.id for f in api.files.list(purpose="batch")] == newest_first
+    assert [f.id for f in api.files.list(purpose="batch_output")] == [output]
+    assert [f.id for f in api.files.list(purpose="batch", order="asc")] == newest_first[::-1]
+    first = api.files.list(purpose="batch", limit=2)
+    assert [f.id for f in first.data] == newest_first[:2] and first.has_more
+    assert [f.id for f in api.files.list(purpose="batch", limit=2)] == newest_first  # the client pages on
+    assert api.files.list(limit=1).data[0].model_dump() == api.files.retrieve(output).model_dump()
+    assert list(client(batch_gateway, issuer, new_user()).files.list()) == []  # another user's files are not listed
+
+    for query, param, allowed in [
+        ({"purpose": "fine-tune"}, "purpose", "'batch' or 'batch_output'"),
+        ({"limit": 0}, "limit", "greater than or equal to 1"),
+        ({"order": "up"}, "order", "'asc' or 'desc'"),
+        ({"after": "../x"}, "after", "file-"),
+    ]:
+        with pytest.raises(openai.BadRequestError) as refused:
+            api.files.list(**query)
+        assert refused.value.param == param and allowed in refused.value.message, refused.value.message
+
+
+def test_only_its_owner_deletes_a_file_which_removes_its_object(batch_gateway, issuer, gcs):
+    alice, bob = client(batch_gateway, issuer, new_user()), client(batch_gateway, issuer, new_user())
+    uploaded = alice.files.create(file=("mine.jsonl", jsonl(request_line("a"))), purpose="batch")
+    with pytest.raises(openai.NotFoundError):
+        bob.files.delete(uploaded.id)
+    assert (BUCKET, f"inputs/{uploaded.id}.jsonl") in gcs.app.state.objects
+
+    deleted = alice.files.delete(uploaded.id)
+    assert (deleted.id, deleted.object, deleted.deleted) == (uploaded.id, "file", True)
+    assert (BUCKET, f"inputs/{uploaded.id}.jsonl") not in gcs.app.state.objects
+    assert list(alice.files.list()) == []
+    for gone in (alice.files.retrieve, alice.files.content, alice.files.delete):
+        with pytest.raises(openai.NotFoundError):
+            gone(uploaded.id)
+    with pytest.raises(openai.NotFoundError):
+        alice.files.delete("not-a-file-id")
+
+
+def test_a_file_an_unfinished_batch_uses_may_be_deleted_and_the_batch_runs_on(batch_gateway, issuer, db):
+    """The batch's lines were copied into the database when it was made: it does not need the
+    file, and keeps its input_file_id, which is then not found, as OpenAI's is."""
+    api = client(batch_gateway, issuer, new_user())
+    uploaded = api.files.create(file=("q.jsonl", jsonl(request_line("a"), request_line("b"))), purpose="batch")
+    batch = api.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h")
+    assert api.files.delete(uploaded.id).deleted
+    still = api.batches.retrieve(batch.id)
+    assert (still.status, still.input_file_id, still.request_counts.total) == ("in_progress", uploaded.id, 2)
+    assert len(db("SELECT line FROM batch_lines WHERE batch_id = %s AND status = 'queued'", batch.id)) == 2
+    with pytest.raises(openai.NotFoundError):
+        api.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h")
+
+
+def test_a_file_whose_object_went_away_is_not_found_for_a_new_batch(batch_gateway, issuer, gcs):
+    """A delete removes the object, then the row: a batch made in between finds no file (404), not a 503."""
+    api = client(batch_gateway, issuer, new_user())
+    uploaded = api.files.create(file=("q.jsonl", jsonl(request_line("a"))), purpose="batch")
+    del gcs.app.state.objects[(BUCKET, f"inputs/{uploaded.id}.jsonl")]
+    with pytest.raises(openai.NotFoundError) as absent:
+        api.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h")
+    assert uploaded.id in absent.value.message
