@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import secrets
+import socket
 import threading
 import time
 
@@ -536,9 +538,15 @@ def slowly(body: bytes, seconds: float = 2):
 
 
 def test_an_upload_has_its_own_deadline_for_the_body(issuer, batch_orchestrator):
-    """A batch file may take longer to arrive than a chat request's body may (body_timeout_seconds)."""
+    """A batch file may take longer to arrive than a chat request's body may (body_timeout_seconds):
+    a second more for every batch_upload_min_bytes_per_second bytes that arrived."""
     settings = gateway_settings(
-        issuer, batch_orchestrator.url, body_timeout_seconds=1, batch_upload_timeout_seconds=30, rate_limit_burst=100
+        issuer,
+        batch_orchestrator.url,
+        body_timeout_seconds=1,
+        batch_upload_min_bytes_per_second=100,
+        batch_upload_timeout_seconds=30,
+        rate_limit_burst=100,
     )
     headers, multipart = multipart_upload(jsonl(request_line("slow")))
     with Server(create_gateway(settings)) as server:
@@ -770,9 +778,7 @@ def test_a_cancelled_batch_stays_cancelling_while_its_files_are_written_and_a_re
     assert api.batches.cancel(batch.id).status == "cancelled"
 
 
-def test_the_openai_client_lists_a_users_files_newest_first_by_purpose_a_page_at_a_time(
-    batch_gateway, issuer, db, gcs
-):
+def test_the_openai_client_lists_a_users_files_newest_first_by_purpose_a_page_at_a_time(batch_gateway, issuer, db, gcs):
     user = new_user()
     api = client(batch_gateway, issuer, user)
     inputs = [api.files.create(file=(f"q{n}.jsonl", jsonl(request_line("a"))), purpose="batch").id for n in range(3)]
@@ -841,3 +847,78 @@ def test_a_file_whose_object_went_away_is_not_found_for_a_new_batch(batch_gatewa
     with pytest.raises(openai.NotFoundError) as absent:
         api.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h")
     assert uploaded.id in absent.value.message
+
+
+class Trickle(threading.Thread):
+    """A real slow client: an upload sent over its own socket a byte every ``every`` seconds,
+    until the gateway answers or closes the connection."""
+
+    def __init__(self, server, token: str, every: float = 2.0) -> None:
+        super().__init__()
+        self.server, self.token, self.every = server, token, every
+        self.status: int | None = None
+        self.code: str | None = None
+        self.seconds = 0.0
+
+    def run(self) -> None:
+        headers, body = multipart_upload(jsonl(request_line("slow")))
+        host, port = self.server.url.removeprefix("http://").split(":")
+        head = (
+            f"POST /v1/files HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {self.token}\r\n"
+            f"Content-Type: {headers['content-type']}\r\nContent-Length: {len(body)}\r\n\r\n"
+        )
+        answer = b""
+        started = time.monotonic()
+        with socket.create_connection((host, int(port))) as sock:
+            sock.sendall(head.encode())
+            sock.settimeout(self.every)
+            for byte in body:
+                try:
+                    sock.sendall(bytes([byte]))
+                    answer = sock.recv(65536)
+                    break  # answered (or closed) before the body was sent
+                except TimeoutError:
+                    continue
+                except OSError:
+                    break
+            self.seconds = time.monotonic() - started
+            sock.settimeout(5)
+            with contextlib.suppress(OSError):
+                while chunk := sock.recv(65536):
+                    answer += chunk
+        if answer:
+            status_line, _, rest = answer.partition(b"\r\n")
+            self.status = int(status_line.split()[1])
+            self.code = json.loads(rest.partition(b"\r\n\r\n")[2])["error"]["code"]
+
+
+def test_one_users_slow_uploads_neither_hold_every_slot_nor_outlast_the_minimum_rate(issuer, batch_orchestrator):
+    """Eight uploads of one user, a byte every 2 s: two of them take this user's share of the
+    slots and fail 408 once they fall below the minimum rate; the other six are 429 at once.
+    Another user uploads meanwhile."""
+    settings = gateway_settings(
+        issuer,
+        batch_orchestrator.url,
+        rate_limit_burst=100,
+        batch_concurrent_uploads=4,
+        batch_concurrent_uploads_per_user=2,
+        body_timeout_seconds=3,
+        batch_upload_min_bytes_per_second=1000,
+        batch_upload_timeout_seconds=300,
+    )
+    with Server(create_gateway(settings)) as server:
+        slow = [Trickle(server, issuer.token("trickler")) for _ in range(8)]
+        for upload_thread in slow:
+            upload_thread.start()
+        time.sleep(1)
+        other = client(server, issuer, new_user()).files.create(
+            file=("q.jsonl", jsonl(request_line("a"))), purpose="batch"
+        )
+        for upload_thread in slow:
+            upload_thread.join(timeout=30)
+        after = upload(server, issuer.token("trickler"), jsonl(request_line("a")))
+    assert other.status == "processed"
+    outcomes = sorted((t.status, t.code) for t in slow)
+    assert outcomes == [(408, "request_timeout")] * 2 + [(429, "too_many_uploads")] * 6, outcomes
+    assert all(t.seconds < 10 for t in slow), [t.seconds for t in slow]  # not BATCH_UPLOAD_TIMEOUT_SECONDS
+    assert after.status_code == 200  # the slow ones gave their slots back
