@@ -351,7 +351,9 @@ def test_the_batch_routes_need_a_valid_token(batch_gateway):
     bad = {"authorization": "Bearer nonsense"}
     for method, path in [
         ("POST", "/v1/files"),
+        ("GET", "/v1/files"),
         ("GET", "/v1/files/file-000000000000000000000000"),
+        ("DELETE", "/v1/files/file-000000000000000000000000"),
         ("GET", "/v1/files/file-000000000000000000000000/content"),
         ("POST", "/v1/batches"),
         ("GET", "/v1/batches"),
