@@ -27,12 +27,14 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.gateway.auth import JwksCache, Unauthorized, Verifier
-from services.gateway.batch_input import BATCH_ID, FILE_ID, BatchCreateRequest, InvalidFile, LineLimits, check_file
+from services.gateway.batch_input import BATCH_ID, FILE_ID, BatchCreateRequest, FileListQuery, LineLimits, check_file
 from services.gateway.protocol import HttpToolsWithHeaderDeadline
 from services.gateway.ratelimit import RateLimiter
-from services.gateway.schemas import ChatCompletionRequest, field_path
 from services.gateway.settings import GatewaySettings
+from services.gateway.uploads import UploadSlots
 from services.servicekit import logs
+from services.servicekit.batch_lines import NUL_REFUSED, InvalidFile
+from services.servicekit.chat import ChatCompletionRequest, field_path
 from services.servicekit.errors import error_response, stream_broke_event
 from services.servicekit.identity import IdTokenSource, NoToken
 
@@ -79,7 +81,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         IdTokenSource(settings.orchestrator_url) if settings.orchestrator_auth == "google-id-token" else NoToken()
     )
     orchestrator = settings.orchestrator_url.rstrip("/")
-    uploads = asyncio.Semaphore(settings.batch_concurrent_uploads)
+    uploads = UploadSlots(settings.batch_concurrent_uploads, settings.batch_concurrent_uploads_per_user)
     line_limits = LineLimits(
         max_lines=settings.batch_max_lines,
         max_line_bytes=settings.max_body_bytes,
@@ -92,6 +94,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         body_idle_timeout=settings.body_idle_timeout_seconds,
         body_timeout=settings.body_timeout_seconds,
         upload_timeout=settings.batch_upload_timeout_seconds,
+        upload_min_rate=settings.batch_upload_min_bytes_per_second,
     )
     if origins := [o.strip() for o in settings.allowed_origins.split(",") if o.strip()]:
         app.add_middleware(
@@ -138,9 +141,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
                 "invalid_request_error",
                 "message_too_long",
             )
-        upstream = await open_upstream(
-            request, "POST", "/v1/chat/completions", user_id, data=chat.model_dump_json(exclude_none=True)
-        )
+        upstream = await open_upstream(request, "POST", "/v1/chat/completions", user_id, data=chat.forwarded())
         if isinstance(upstream, Response):
             return upstream
         passed = {k: v for k, v in upstream.headers.items() if k.lower() in PASSED_HEADERS}
@@ -240,7 +241,17 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         user_id = await admit(request)
         if isinstance(user_id, Response):
             return user_id
-        if uploads.locked():
+        slot = uploads.take(user_id)
+        if slot == "user_busy":
+            return error_response(
+                429,
+                f"at most {settings.batch_concurrent_uploads_per_user} of your uploads at a time; "
+                "retry when one of them has ended",
+                "rate_limit_error",
+                "too_many_uploads",
+                headers={"Retry-After": "5"},
+            )
+        if slot == "all_busy":
             return error_response(
                 503,
                 "too many uploads in progress; retry shortly",
@@ -248,8 +259,10 @@ def create_app(settings: GatewaySettings) -> FastAPI:
                 "uploads_busy",
                 headers={"Retry-After": "5"},
             )
-        async with uploads:
+        try:
             return await store_file(request, user_id)
+        finally:
+            uploads.give_back(user_id)
 
     async def store_file(request: Request, user_id: str) -> Response:
         body = await _read_limited(request, settings.batch_max_file_bytes + MULTIPART_ENVELOPE_BYTES)
@@ -273,6 +286,20 @@ def create_app(settings: GatewaySettings) -> FastAPI:
             await open_upstream(
                 request, "POST", "/v1/files", user_id, data=data, params=params, content_type="application/jsonl"
             )
+        )
+
+    @app.get("/v1/files", responses={400: {}, 401: {}, 429: {}, 502: {}})
+    async def list_files(request: Request) -> Response:
+        try:
+            query = FileListQuery.model_validate(dict(request.query_params))
+        except ValidationError as err:
+            return _invalid(err.errors()[0])
+        return await pass_on(request, "GET", "/v1/files", params=query.params())
+
+    @app.delete("/v1/files/{file_id}", responses={401: {}, 404: {}, 429: {}, 502: {}})
+    async def delete_file(request: Request, file_id: str) -> Response:
+        return await pass_on(
+            request, "DELETE", f"/v1/files/{file_id}", well_formed=bool(re.fullmatch(FILE_ID, file_id))
         )
 
     @app.get("/v1/files/{file_id}", responses={401: {}, 404: {}, 429: {}, 502: {}})
@@ -401,11 +428,20 @@ class RequestContext:
     """Pure ASGI middleware (a streamed body passes straight through): sets the request id,
     returns it in X-Request-Id, logs one line per request with status and latency, and holds
     the client to the body's deadlines (uvicorn has none): 408, and the connection closed. A
-    batch file's upload (POST /v1/files) may take ``upload_timeout`` for its body."""
+    batch file's upload (POST /v1/files) has ``body_timeout`` and a second more for every
+    ``upload_min_rate`` bytes received, up to ``upload_timeout``: a large file may take long, a
+    client that trickles it may not hold its upload slot for long."""
 
-    def __init__(self, app: ASGIApp, body_idle_timeout: float, body_timeout: float, upload_timeout: float) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        body_idle_timeout: float,
+        body_timeout: float,
+        upload_timeout: float,
+        upload_min_rate: float,
+    ) -> None:
         self.app, self.body_idle_timeout, self.body_timeout = app, body_idle_timeout, body_timeout
-        self.upload_timeout = upload_timeout
+        self.upload_timeout, self.upload_min_rate = upload_timeout, upload_min_rate
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -418,17 +454,25 @@ class RequestContext:
         scope.setdefault("state", {})["request_id"] = rid
         started, status, responded = time.perf_counter(), 500, False
         body_pending = b"transfer-encoding" in headers or headers.get(b"content-length", b"0") != b"0"
-        deadline = time.monotonic() + (self.upload_timeout if scope["path"] == UPLOAD_PATH else self.body_timeout)
+        head_at, received = time.monotonic(), 0
+        upload = scope["path"] == UPLOAD_PATH
+
+        def deadline() -> float:
+            if not upload:
+                return head_at + self.body_timeout
+            earned = self.body_timeout + received / self.upload_min_rate
+            return head_at + min(earned, self.upload_timeout)
 
         async def receive_in_time() -> Message:
-            nonlocal body_pending
+            nonlocal body_pending, received
             if not body_pending:
                 return await receive()  # after the body, only the client leaving: no deadline
             try:
-                async with asyncio.timeout(min(self.body_idle_timeout, deadline - time.monotonic())):
+                async with asyncio.timeout(min(self.body_idle_timeout, deadline() - time.monotonic())):
                     message = await receive()
             except TimeoutError:
                 raise BodyTimeout from None
+            received += len(message.get("body", b""))
             body_pending = message["type"] == "http.request" and message.get("more_body", False)
             return message
 
@@ -450,8 +494,16 @@ class RequestContext:
             if responded:
                 raise
             logs.event(log, "request body too slow", logging.WARNING)
+            allowed = (
+                f"an upload has {self.body_timeout:g} s and a second more for every {self.upload_min_rate} bytes"
+                if upload
+                else f"a request body has {self.body_timeout:g} s"
+            )
             late = error_response(
-                408, "the request body did not arrive in time", "invalid_request_error", "request_timeout"
+                408,
+                f"the request body did not arrive in time ({allowed}, with no pause over {self.body_idle_timeout:g} s)",
+                "invalid_request_error",
+                "request_timeout",
             )
             await late(scope, receive, send_with_id)
         finally:
@@ -506,6 +558,8 @@ async def _uploaded_file(request: Request, body: bytes) -> tuple[str, bytes] | J
         filename = upload.filename or "batch.jsonl"
         if len(filename) > MAX_FILENAME_CHARS:
             return refused(f"file: its name is longer than {MAX_FILENAME_CHARS} characters")
+        if "\x00" in filename:
+            return refused(f"file: its name {NUL_REFUSED}")
         return filename, await upload.read()
     finally:
         await form.close()

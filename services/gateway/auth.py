@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import re
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -41,6 +42,7 @@ KEY_TYPES: dict[type[RSAAlgorithm] | type[ECAlgorithm], str] = {
 MAX_KEYS = 32
 MAX_JWKS_BYTES = 262_144  # Google's key sets are a few KB; MAX_KEYS RSA-4096 keys fit many times over
 REQUIRED_CLAIMS = ["exp", "iat", "iss", "aud", "sub"]
+CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 MAX_REMEMBERED_TOKENS = 10_000  # a few MB at most; the least recently used is forgotten first
 
 
@@ -167,7 +169,9 @@ class Verifier:
         except (jwt.PyJWTError, ValueError, TypeError) as err:
             raise Unauthorized(type(err).__name__) from None
         subject = claims.get("sub")
-        if not isinstance(subject, str) or not 0 < len(subject) <= 128:
+        # The subject is the user id: sent on in X-User-Id (no control characters) and stored as
+        # text (which cannot hold NUL).
+        if not isinstance(subject, str) or not 0 < len(subject) <= 128 or CONTROL.search(subject):
             raise Unauthorized("bad subject")
         # PyJWT has checked that exp is an integer.
         return _Passed(Caller(user_id=subject), kid, jwk, int(claims["exp"]) + self.leeway)

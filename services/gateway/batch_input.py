@@ -1,41 +1,28 @@
 """What the gateway accepts for OpenAI's Batch API: an input file, checked line by line before
 anything is stored, and a batch's creation request.
 
-A line is OpenAI's batch request (platform.openai.com/docs/api-reference/batch/request-input):
-``custom_id`` (unique in the file), ``method`` POST, ``url`` /v1/chat/completions (the one
-endpoint served), and a ``body`` that is a chat completion request the interactive route would
-accept, not streamed. A bad file is refused with the first fault, naming its 1-based line and
-field: ``line 17: body.messages: List should have at least 1 item after validation``.
+A line is OpenAI's batch request, parsed as services.servicekit.batch_lines does (where the
+orchestrator parses it again to store it), with ``custom_id`` unique in the file and a body the
+interactive route would accept, not streamed and within its bounds. A bad file is refused with
+the first fault, naming its 1-based line and field:
+``line 17: body.messages: List should have at least 1 item after validation``.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from services.gateway.schemas import ChatCompletionRequest, field_path
+from services.servicekit.batch_lines import InvalidFile, Storable, parse_line
 from services.servicekit.jsonl import jsonl_lines
 
 FILE_ID = r"^file-[0-9a-f]{24}$"
 BATCH_ID = r"^batch_[0-9a-f]{24}$"
 # platform.openai.com/docs/api-reference/batch/create: metadata is at most 16 pairs, keys of at
 # most 64 characters, values of at most 512.
-MetadataKey = Annotated[str, StringConstraints(max_length=64)]
-MetadataValue = Annotated[str, StringConstraints(max_length=512)]
-
-
-class InvalidFile(ValueError):
-    """The file cannot be a batch's input; the message names the line and the field."""
-
-
-class BatchLine(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    custom_id: Annotated[str, StringConstraints(min_length=1, max_length=512)]
-    method: Literal["POST"]
-    url: Literal["/v1/chat/completions"]
-    body: ChatCompletionRequest
+MetadataKey = Annotated[str, StringConstraints(max_length=64), Storable]
+MetadataValue = Annotated[str, StringConstraints(max_length=512), Storable]
 
 
 class BatchCreateRequest(BaseModel):
@@ -45,6 +32,20 @@ class BatchCreateRequest(BaseModel):
     endpoint: Literal["/v1/chat/completions"]
     completion_window: Literal["24h"]
     metadata: Annotated[dict[MetadataKey, MetadataValue], Field(max_length=16)] | None = None
+
+
+class FileListQuery(BaseModel):
+    """GET /v1/files's query (platform.openai.com/docs/api-reference/files/list): newest first
+    by default, at most 10,000 a page, ``after`` the last id of the previous page."""
+
+    purpose: Literal["batch", "batch_output"] | None = None  # the purposes a file here can have
+    limit: int = Field(10_000, ge=1, le=10_000)
+    order: Literal["asc", "desc"] = "desc"
+    after: Annotated[str, StringConstraints(pattern=FILE_ID)] | None = None
+
+    def params(self) -> dict[str, str]:
+        """The query as the orchestrator is sent it."""
+        return {name: str(value) for name, value in self.model_dump(exclude_none=True).items()}
 
 
 class LineLimits(BaseModel):
@@ -80,14 +81,7 @@ def _check_line(number: int, raw: bytes, limits: LineLimits) -> str:
         raw.decode()
     except UnicodeDecodeError as err:
         raise InvalidFile(f"line {number}: not UTF-8 (byte {err.start + 1})") from None
-    try:
-        line = BatchLine.model_validate_json(raw)
-    except ValidationError as err:
-        error = err.errors()[0]
-        where = field_path(error["loc"])
-        # The JSON parser counts within the line alone: its "line 1" would mislead.
-        text = error["msg"].replace(" at line 1 column ", " at column ")
-        raise InvalidFile(f"line {number}: {where + ': ' if where else ''}{text}") from None
+    line = parse_line(number, raw)
     chat = line.body
     if chat.stream:
         raise InvalidFile(f"line {number}: body.stream: a batch request cannot be streamed")

@@ -47,12 +47,17 @@ class GatewaySettings(BaseSettings):
     # 32 MiB (cloud.google.com/run/quotas, "Maximum HTTP/1 request size"), to the gateway and
     # again from it to the orchestrator, so a file is at most that less its multipart envelope.
     # An upload in progress holds its file in memory twice at most (read, then parsed): at most
-    # batch_concurrent_uploads at once per instance, the next ones 503 with Retry-After. An
-    # upload has batch_upload_timeout_seconds for its body (30 MiB in 300 s is 105 KB/s) in
-    # place of body_timeout_seconds.
+    # batch_concurrent_uploads at once per instance, the next ones 503 with Retry-After; and at
+    # most batch_concurrent_uploads_per_user of one user's, the next ones 429, so that one user
+    # cannot hold every slot. An upload's body has body_timeout_seconds, and a second more for
+    # every batch_upload_min_bytes_per_second bytes that arrived, up to
+    # batch_upload_timeout_seconds (30 MiB in 300 s is 105 KB/s): a client that trickles its
+    # file fails 408 within body_timeout_seconds of falling below the rate, and gives back its slot.
     batch_max_file_bytes: int = Field(31_457_280, ge=1024, le=CLOUD_RUN_MAX_REQUEST_BYTES - 65_536)
     batch_max_lines: int = Field(50_000, ge=1)
     batch_concurrent_uploads: int = Field(8, ge=1)
+    batch_concurrent_uploads_per_user: int = Field(2, ge=1)
+    batch_upload_min_bytes_per_second: int = Field(100_000, ge=1)
     batch_upload_timeout_seconds: float = Field(300, gt=0)
     # Origins whose pages may call the API from a browser (the frontend), comma-separated.
     allowed_origins: str = ""

@@ -119,6 +119,12 @@ MIGRATIONS = {
         );
         CREATE INDEX batch_lines_open ON batch_lines (batch_id) WHERE status IN ('queued', 'running');
     """,
+    # DELETE /v1/files/{id} deletes the file's row while batches may name it, as OpenAI lets a
+    # file be deleted: a batch keeps the id (its lines are its own rows), which is then not found.
+    5: """
+        ALTER TABLE batches DROP CONSTRAINT batches_input_file_id_fkey,
+            DROP CONSTRAINT batches_output_file_id_fkey, DROP CONSTRAINT batches_error_file_id_fkey;
+    """,
 }
 # The first key of the per-user admission lock (the second is a hash of the user id).
 QUOTA_LOCK = 7_310

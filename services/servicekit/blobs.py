@@ -1,7 +1,7 @@
 """Objects in a Cloud Storage bucket through the JSON API, on the services' own aiohttp session.
 
 Only what batch files need: write an object once, read it whole or in chunks, ask whether it is
-there. Writes carry ``ifGenerationMatch=0`` (cloud.google.com/storage/docs/request-preconditions),
+there, delete it. Writes carry ``ifGenerationMatch=0`` (cloud.google.com/storage/docs/request-preconditions),
 so a retried or repeated write of the same name never replaces what is there: the second one is
 refused with 412 and taken as done.
 """
@@ -89,3 +89,10 @@ class BlobStore:
             if answer.status >= 300:
                 raise BlobStoreError(f"looking up gs://{self.bucket}/{name}: HTTP {answer.status}")
             return True
+
+    async def delete(self, name: str) -> None:
+        """Delete ``name`` (cloud.google.com/storage/docs/deleting-objects); one already gone is
+        taken as deleted, so that a delete may be repeated."""
+        async with self.session.delete(self._object_url(name), headers=await self._headers()) as answer:
+            if answer.status >= 300 and answer.status != 404:
+                raise BlobStoreError(f"deleting gs://{self.bucket}/{name}: HTTP {answer.status}")

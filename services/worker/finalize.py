@@ -1,10 +1,12 @@
 """A batch's end: once no line of it is queued or running, its output and error files are
 written to the bucket, recorded as batch_output files, and the batch takes its final status.
 
-One worker moves the batch to finalizing (an UPDATE only one wins) and writes the files. Every
-step may be repeated (the sweeper finalizes again a batch left finalizing by a worker that
-died): the objects are written once (BlobStore.put's precondition), the file rows have ids
-derived from the batch's, and the final UPDATE applies only to a batch still finalizing.
+One worker sets the batch's finalizing_at (an UPDATE only one wins) and writes the files. The
+batch shows 'finalizing' meanwhile, OpenAI's word for a batch whose lines all ran; a cancelled
+batch stays 'cancelling' until it is 'cancelled' (so a cancel sent again meanwhile answers it as
+it is). Every step may be repeated (the sweeper finalizes again a batch a worker that died left
+mid-way): the objects are written once (BlobStore.put's precondition), the file rows have ids
+derived from the batch's, and the final UPDATE applies only to a batch still being finalized.
 """
 
 from __future__ import annotations
@@ -30,8 +32,9 @@ WRITE_ATTEMPTS = 3
 WRITE_RETRY_SECONDS = 1.0
 
 START = """
-    UPDATE batches SET status = 'finalizing', finalizing_at = now()
-    WHERE id = %(batch)s AND status IN ('validating', 'in_progress', 'cancelling')
+    UPDATE batches SET finalizing_at = now(),
+        status = CASE WHEN status = 'cancelling' THEN 'cancelling' ELSE 'finalizing' END
+    WHERE id = %(batch)s AND status IN ('validating', 'in_progress', 'cancelling') AND finalizing_at IS NULL
       AND NOT EXISTS (SELECT 1 FROM batch_lines WHERE batch_id = %(batch)s AND status IN ('queued', 'running'))
     RETURNING id
 """
@@ -47,7 +50,7 @@ END = """
         completed_at = CASE WHEN %(status)s::text = 'completed' THEN now() END,
         cancelled_at = CASE WHEN %(status)s::text = 'cancelled' THEN now() END,
         expired_at = CASE WHEN %(status)s::text = 'expired' THEN now() END
-    WHERE id = %(batch)s AND status = 'finalizing'
+    WHERE id = %(batch)s AND status IN ('finalizing', 'cancelling') AND finalizing_at IS NOT NULL
 """
 
 
@@ -80,8 +83,8 @@ class Finalizer:
             logs.event(log, "finalization deferred", logging.WARNING, batch_id=batch_id, error=type(err).__name__)
 
     async def finalize(self, batch_id: str) -> bool:
-        """Write the files and end a finalizing batch; False (it stays finalizing) if Cloud
-        Storage would not take the files."""
+        """Write the files and end a batch being finalized; False (it stays as it is, for the
+        sweeper) if Cloud Storage would not take the files."""
         async with self.pool.connection() as conn:
             batch = await (
                 await conn.execute("SELECT user_id, cancelling_at IS NOT NULL FROM batches WHERE id = %s", (batch_id,))

@@ -1,5 +1,5 @@
 """What no message asks for: batches whose publisher died, ran out of time, were cancelled with
-nothing left running, or were left finalizing. Every ``sweep_interval_seconds``, one worker at a
+nothing left running, or were left half finalized. Every ``sweep_interval_seconds``, one worker at a
 time (a PostgreSQL advisory lock) looks for them."""
 
 from __future__ import annotations
@@ -43,9 +43,11 @@ CLOSE_LINES = """
       AND (l.status = 'queued' OR (l.status = 'running' AND l.claim_expires_at < now()))
 """
 OPEN_BATCHES = "SELECT id FROM batches WHERE status IN ('validating', 'in_progress', 'cancelling')"
-STUCK_FINALIZING = (
-    "SELECT id FROM batches WHERE status = 'finalizing' AND finalizing_at < now() - make_interval(secs => %s)"
-)
+# Being finalized: 'finalizing', or 'cancelling' with finalizing_at set (finalize.py).
+STUCK_FINALIZING = """
+    SELECT id FROM batches
+    WHERE status IN ('finalizing', 'cancelling') AND finalizing_at < now() - make_interval(secs => %s)
+"""
 
 
 class Sweeper:

@@ -4,21 +4,28 @@ real PostgreSQL, the Pub/Sub emulator and the Cloud Storage stand-in. The worker
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import json
 import secrets
+import socket
 import threading
 import time
 
+import aiohttp
 import httpx
 import openai
 import psycopg
 import pytest
 from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
 
 from devtools.harness import Server, free_port, gateway_settings, orchestrator_settings, wait_for
 from services.gateway.app import create_app as create_gateway
 from services.orchestrator.app import create_app as create_orchestrator
+from services.servicekit.blobs import BlobStore
+from services.worker.finalize import Finalizer
 
 BUCKET = "test-project-test-batch"
 
@@ -199,8 +206,12 @@ def test_the_openai_client_uploads_creates_reads_back_and_downloads(batch_gatewa
     # Every line is in the database, queued; one message per line.
     lines = db("SELECT line, custom_id, body, status FROM batch_lines WHERE batch_id = %s ORDER BY line", batch.id)
     assert [(r["line"], r["custom_id"], r["status"]) for r in lines] == [(n, f"req-{n}", "queued") for n in range(25)]
-    # As an interactive request is sent on: without the fields sent as null.
-    assert lines[7]["body"] == {"model": "standin-echo", "messages": [{"role": "user", "content": "question 7"}]}
+    # As an interactive request is sent on: without the fields sent as null, with stream's default.
+    assert lines[7]["body"] == {
+        "model": "standin-echo",
+        "messages": [{"role": "user", "content": "question 7"}],
+        "stream": False,
+    }
     messages = pulled(pubsub, queue[1], batch.id, 25)
     assert sorted(m["line"] for m in messages) == list(range(25))
     assert {(m["kind"], m["batch_id"]) for m in messages} == {("line", batch.id)}
@@ -340,7 +351,9 @@ def test_the_batch_routes_need_a_valid_token(batch_gateway):
     bad = {"authorization": "Bearer nonsense"}
     for method, path in [
         ("POST", "/v1/files"),
+        ("GET", "/v1/files"),
         ("GET", "/v1/files/file-000000000000000000000000"),
+        ("DELETE", "/v1/files/file-000000000000000000000000"),
         ("GET", "/v1/files/file-000000000000000000000000/content"),
         ("POST", "/v1/batches"),
         ("GET", "/v1/batches"),
@@ -502,12 +515,14 @@ def test_a_file_of_the_most_lines_is_validated_stored_and_published_whole(batch_
     assert sorted(m["line"] for m in pulled(pubsub, queue[1], batch.id, lines, timeout=120)) == list(range(lines))
 
 
-def multipart_upload(data: bytes, boundary: str = "batchboundary") -> tuple[dict[str, str], bytes]:
+def multipart_upload(
+    data: bytes, boundary: str = "batchboundary", filename: str = "slow.jsonl"
+) -> tuple[dict[str, str], bytes]:
     """The headers and body of an upload of ``data``, made by hand to send it slowly."""
     body = (
         (
             f'--{boundary}\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nbatch\r\n'
-            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="slow.jsonl"\r\n'
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{filename}"\r\n'
             "Content-Type: application/jsonl\r\n\r\n"
         ).encode()
         + data
@@ -525,9 +540,15 @@ def slowly(body: bytes, seconds: float = 2):
 
 
 def test_an_upload_has_its_own_deadline_for_the_body(issuer, batch_orchestrator):
-    """A batch file may take longer to arrive than a chat request's body may (body_timeout_seconds)."""
+    """A batch file may take longer to arrive than a chat request's body may (body_timeout_seconds):
+    a second more for every batch_upload_min_bytes_per_second bytes that arrived."""
     settings = gateway_settings(
-        issuer, batch_orchestrator.url, body_timeout_seconds=1, batch_upload_timeout_seconds=30, rate_limit_burst=100
+        issuer,
+        batch_orchestrator.url,
+        body_timeout_seconds=1,
+        batch_upload_min_bytes_per_second=100,
+        batch_upload_timeout_seconds=30,
+        rate_limit_burst=100,
     )
     headers, multipart = multipart_upload(jsonl(request_line("slow")))
     with Server(create_gateway(settings)) as server:
@@ -600,3 +621,306 @@ def test_the_workers_database_user_is_granted_what_it_needs_once_it_exists(postg
         as_worker("DELETE FROM batch_lines WHERE batch_id = %s", batch.id)
     with pytest.raises(psycopg.errors.InsufficientPrivilege):
         as_worker("UPDATE usage_ledger SET prompt_tokens = 0")
+
+
+NUL = "\u0000"
+NUL_IN_A_LINE = {
+    "the content": (jsonl(request_line("a"), request_line("b", f"x{NUL}y")), "line 2: body.messages[0].content"),
+    "the custom_id": (jsonl(request_line(f"a{NUL}")), "line 1: custom_id"),
+    "a stop string": (jsonl(request_line("a", stop=["ok", NUL])), "line 1: body.stop[1]"),
+    "the user": (jsonl(request_line("a", user=NUL)), "line 1: body.user"),
+}
+
+
+@pytest.mark.parametrize("case", NUL_IN_A_LINE)
+def test_a_nul_character_in_a_line_is_refused_at_upload_naming_the_line_and_field(batch_gateway, issuer, db, case):
+    """PostgreSQL's text and jsonb cannot hold NUL: a line with one could never become a batch."""
+    data, where = NUL_IN_A_LINE[case]
+    user = new_user()
+    with pytest.raises(openai.BadRequestError) as refused:
+        client(batch_gateway, issuer, user).files.create(file=("nul.jsonl", data), purpose="batch")
+    assert f"{where}: must not contain the NUL character" in refused.value.message, refused.value.message
+    assert refused.value.code == "invalid_file"
+    assert db("SELECT id FROM batch_files WHERE user_id = %s", user) == []
+
+
+def test_a_nul_character_in_the_file_name_is_refused(batch_gateway, issuer, db):
+    user = new_user()
+    headers, body = multipart_upload(jsonl(request_line("a")), filename=f"in{NUL}.jsonl")
+    answer = httpx.post(
+        f"{batch_gateway.url}/v1/files",
+        headers={"authorization": f"Bearer {issuer.token(user)}", **headers},
+        content=body,
+    )
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["error"]["message"].startswith("file: its name must not contain the NUL character")
+    assert db("SELECT id FROM batch_files WHERE user_id = %s", user) == []
+
+
+def test_a_nul_character_in_a_batchs_metadata_is_refused(batch_gateway, issuer, db):
+    user = new_user()
+    api = client(batch_gateway, issuer, user)
+    uploaded = api.files.create(file=("q.jsonl", jsonl(request_line("a"))), purpose="batch")
+    for metadata, param in [({"k": f"v{NUL}"}, "metadata.k"), ({f"k{NUL}": "v"}, f"metadata.k{NUL}.[key]")]:
+        with pytest.raises(openai.BadRequestError) as refused:
+            api.batches.create(
+                input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h", metadata=metadata
+            )
+        assert "must not contain the NUL character" in refused.value.message
+        assert refused.value.param == param
+    assert db("SELECT id FROM batches WHERE user_id = %s", user) == []
+
+
+def test_a_stored_file_with_a_nul_character_is_refused_at_batch_creation_naming_the_line(
+    batch_gateway, batch_orchestrator, issuer, db
+):
+    """A file stored before the gateway refused NUL: its batch is a 400 naming the line, never a 500."""
+    user = new_user()
+    stored = httpx.post(
+        f"{batch_orchestrator.url}/v1/files",
+        params={"purpose": "batch", "filename": "old.jsonl"},
+        headers={"x-user-id": user, "content-type": "application/jsonl"},
+        content=jsonl(request_line("a"), request_line(f"b{NUL}")),
+    )
+    assert stored.status_code == 200, stored.text
+    with pytest.raises(openai.BadRequestError) as refused:
+        client(batch_gateway, issuer, user).batches.create(
+            input_file_id=stored.json()["id"], endpoint="/v1/chat/completions", completion_window="24h"
+        )
+    assert "line 2: custom_id: must not contain the NUL character" in refused.value.message
+    assert refused.value.param == "input_file_id"
+    assert db("SELECT id FROM batches WHERE user_id = %s", user) == []
+
+
+def test_a_lines_body_is_stored_as_the_chat_route_sends_the_same_body(batch_gateway, issuer, db, upstream):
+    """Values the chat route's schema coerces ("10" for max_tokens) are sent typed, by the chat
+    route and by the workers alike, which send the body stored in batch_lines."""
+    user = new_user()
+    body = {
+        "model": "standin-echo",
+        "messages": [{"role": "user", "content": "typed?"}],
+        "max_tokens": "10",
+        "temperature": "0.5",
+        "stream": "false",
+        "seed": None,
+    }
+    api = client(batch_gateway, issuer, user)
+    line = {"custom_id": "a", "method": "POST", "url": "/v1/chat/completions", "body": body}
+    uploaded = api.files.create(file=("q.jsonl", jsonl(line)), purpose="batch")
+    batch = api.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h")
+    [stored] = db("SELECT body FROM batch_lines WHERE batch_id = %s", batch.id)
+
+    chat = httpx.post(
+        f"{batch_gateway.url}/v1/chat/completions", headers={"authorization": f"Bearer {issuer.token(user)}"}, json=body
+    )
+    assert chat.status_code == 200, chat.text
+    sent = upstream.app.state.requests[-1]["body"]
+    assert stored["body"] == sent
+    assert (sent["max_tokens"], sent["temperature"], sent["stream"]) == (10, 0.5, False)
+
+
+def test_a_token_whose_subject_holds_a_nul_character_is_refused_on_every_route(batch_gateway, issuer):
+    """The subject is the user id the ledger and the batch tables store as text, and the
+    orchestrator is sent in a header."""
+    for subject in (f"user{NUL}", "user\nx-other: 1"):
+        auth = {"authorization": f"Bearer {issuer.token(subject)}"}
+        chat = httpx.post(f"{batch_gateway.url}/v1/chat/completions", headers=auth, json=request_line("a")["body"])
+        listing = httpx.get(f"{batch_gateway.url}/v1/batches", headers=auth)
+        assert (chat.status_code, listing.status_code) == (401, 401), (chat.text, listing.text)
+
+
+class StalledBlobs(BlobStore):
+    """Cloud Storage taking its time: a write waits until ``release`` is set."""
+
+    def __init__(self, release: threading.Event, *args: object) -> None:
+        super().__init__(*args)  # type: ignore[arg-type]
+        self.release = release
+
+    async def put(self, name: str, data: bytes, content_type: str = "application/jsonl") -> None:
+        await asyncio.to_thread(self.release.wait, 30)
+        await super().put(name, data, content_type)
+
+
+def test_a_cancelled_batch_stays_cancelling_while_its_files_are_written_and_a_repeated_cancel_is_200(
+    batch_gateway, issuer, postgres, gcs, db
+):
+    """OpenAI's 'finalizing' is a batch whose lines all ran: a cancelled batch goes from
+    cancelling to cancelled, and a cancel sent again meanwhile answers the batch as it is."""
+    api = client(batch_gateway, issuer, new_user())
+    uploaded = api.files.create(file=("q.jsonl", jsonl(request_line("a"), request_line("b"))), purpose="batch")
+    batch = api.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h")
+    db(  # a worker answered line 0; the cancel closes line 1
+        "UPDATE batch_lines SET status = 'succeeded', response = '{\"status_code\": 200, \"body\": {}}', "
+        "finished_at = now() WHERE batch_id = %s AND line = 0",
+        batch.id,
+    )
+    assert api.batches.cancel(batch.id).status == "cancelling"
+
+    release = threading.Event()
+
+    async def finish() -> None:
+        async with (
+            AsyncConnectionPool(postgres.conninfo, open=False, kwargs={"autocommit": True}) as pool,
+            aiohttp.ClientSession() as session,
+        ):
+            await Finalizer(pool, StalledBlobs(release, BUCKET, session, None, gcs.url)).finish_if_done(batch.id)
+
+    worker = threading.Thread(target=asyncio.run, args=(finish(),))
+    worker.start()
+    try:
+        assert wait_for(lambda: db("SELECT finalizing_at FROM batches WHERE id = %s", batch.id)[0]["finalizing_at"])
+        again = api.batches.cancel(batch.id)  # the files are being written
+        assert again.status == "cancelling" and api.batches.retrieve(batch.id).status == "cancelling"
+    finally:
+        release.set()
+        worker.join()
+    done = api.batches.retrieve(batch.id)
+    assert (done.status, done.completed_at) == ("cancelled", None) and done.cancelled_at
+    assert done.request_counts.completed == 1
+    assert api.batches.cancel(batch.id).status == "cancelled"
+
+
+def test_the_openai_client_lists_a_users_files_newest_first_by_purpose_a_page_at_a_time(batch_gateway, issuer, db, gcs):
+    user = new_user()
+    api = client(batch_gateway, issuer, user)
+    inputs = [api.files.create(file=(f"q{n}.jsonl", jsonl(request_line("a"))), purpose="batch").id for n in range(3)]
+    batch = api.batches.create(input_file_id=inputs[0], endpoint="/v1/chat/completions", completion_window="24h")
+    output = finish_as_a_worker(db, gcs.url, batch.id, user)
+
+    newest_first = [inputs[2], inputs[1], inputs[0]]
+    assert [f.id for f in api.files.list()] == [output, *newest_first]
+    assert [f.id for f in api.files.list(purpose="batch")] == newest_first
+    assert [f.id for f in api.files.list(purpose="batch_output")] == [output]
+    assert [f.id for f in api.files.list(purpose="batch", order="asc")] == newest_first[::-1]
+    first = api.files.list(purpose="batch", limit=2)
+    assert [f.id for f in first.data] == newest_first[:2] and first.has_more
+    assert [f.id for f in api.files.list(purpose="batch", limit=2)] == newest_first  # the client pages on
+    assert api.files.list(limit=1).data[0].model_dump() == api.files.retrieve(output).model_dump()
+    assert list(client(batch_gateway, issuer, new_user()).files.list()) == []  # another user's files are not listed
+
+    for query, param, allowed in [
+        ({"purpose": "fine-tune"}, "purpose", "'batch' or 'batch_output'"),
+        ({"limit": 0}, "limit", "greater than or equal to 1"),
+        ({"order": "up"}, "order", "'asc' or 'desc'"),
+        ({"after": "../x"}, "after", "file-"),
+    ]:
+        with pytest.raises(openai.BadRequestError) as refused:
+            api.files.list(**query)
+        assert refused.value.param == param and allowed in refused.value.message, refused.value.message
+
+
+def test_only_its_owner_deletes_a_file_which_removes_its_object(batch_gateway, issuer, gcs):
+    alice, bob = client(batch_gateway, issuer, new_user()), client(batch_gateway, issuer, new_user())
+    uploaded = alice.files.create(file=("mine.jsonl", jsonl(request_line("a"))), purpose="batch")
+    with pytest.raises(openai.NotFoundError):
+        bob.files.delete(uploaded.id)
+    assert (BUCKET, f"inputs/{uploaded.id}.jsonl") in gcs.app.state.objects
+
+    deleted = alice.files.delete(uploaded.id)
+    assert (deleted.id, deleted.object, deleted.deleted) == (uploaded.id, "file", True)
+    assert (BUCKET, f"inputs/{uploaded.id}.jsonl") not in gcs.app.state.objects
+    assert list(alice.files.list()) == []
+    for gone in (alice.files.retrieve, alice.files.content, alice.files.delete):
+        with pytest.raises(openai.NotFoundError):
+            gone(uploaded.id)
+    with pytest.raises(openai.NotFoundError):
+        alice.files.delete("not-a-file-id")
+
+
+def test_a_file_an_unfinished_batch_uses_may_be_deleted_and_the_batch_runs_on(batch_gateway, issuer, db):
+    """The batch's lines were copied into the database when it was made: it does not need the
+    file, and keeps its input_file_id, which is then not found, as OpenAI's is."""
+    api = client(batch_gateway, issuer, new_user())
+    uploaded = api.files.create(file=("q.jsonl", jsonl(request_line("a"), request_line("b"))), purpose="batch")
+    batch = api.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h")
+    assert api.files.delete(uploaded.id).deleted
+    still = api.batches.retrieve(batch.id)
+    assert (still.status, still.input_file_id, still.request_counts.total) == ("in_progress", uploaded.id, 2)
+    assert len(db("SELECT line FROM batch_lines WHERE batch_id = %s AND status = 'queued'", batch.id)) == 2
+    with pytest.raises(openai.NotFoundError):
+        api.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h")
+
+
+def test_a_file_whose_object_went_away_is_not_found_for_a_new_batch(batch_gateway, issuer, gcs):
+    """A delete removes the object, then the row: a batch made in between finds no file (404), not a 503."""
+    api = client(batch_gateway, issuer, new_user())
+    uploaded = api.files.create(file=("q.jsonl", jsonl(request_line("a"))), purpose="batch")
+    del gcs.app.state.objects[(BUCKET, f"inputs/{uploaded.id}.jsonl")]
+    with pytest.raises(openai.NotFoundError) as absent:
+        api.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h")
+    assert uploaded.id in absent.value.message
+
+
+class Trickle(threading.Thread):
+    """A real slow client: an upload sent over its own socket a byte every ``every`` seconds,
+    until the gateway answers or closes the connection."""
+
+    def __init__(self, server, token: str, every: float = 2.0) -> None:
+        super().__init__()
+        self.server, self.token, self.every = server, token, every
+        self.status: int | None = None
+        self.code: str | None = None
+        self.seconds = 0.0
+
+    def run(self) -> None:
+        headers, body = multipart_upload(jsonl(request_line("slow")))
+        host, port = self.server.url.removeprefix("http://").split(":")
+        head = (
+            f"POST /v1/files HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {self.token}\r\n"
+            f"Content-Type: {headers['content-type']}\r\nContent-Length: {len(body)}\r\n\r\n"
+        )
+        answer = b""
+        started = time.monotonic()
+        with socket.create_connection((host, int(port))) as sock:
+            sock.sendall(head.encode())
+            sock.settimeout(self.every)
+            for byte in body:
+                try:
+                    sock.sendall(bytes([byte]))
+                    answer = sock.recv(65536)
+                    break  # answered (or closed) before the body was sent
+                except TimeoutError:
+                    continue
+                except OSError:
+                    break
+            self.seconds = time.monotonic() - started
+            sock.settimeout(5)
+            with contextlib.suppress(OSError):
+                while chunk := sock.recv(65536):
+                    answer += chunk
+        if answer:
+            status_line, _, rest = answer.partition(b"\r\n")
+            self.status = int(status_line.split()[1])
+            self.code = json.loads(rest.partition(b"\r\n\r\n")[2])["error"]["code"]
+
+
+def test_one_users_slow_uploads_neither_hold_every_slot_nor_outlast_the_minimum_rate(issuer, batch_orchestrator):
+    """Eight uploads of one user, a byte every 2 s: two of them take this user's share of the
+    slots and fail 408 once they fall below the minimum rate; the other six are 429 at once.
+    Another user uploads meanwhile."""
+    settings = gateway_settings(
+        issuer,
+        batch_orchestrator.url,
+        rate_limit_burst=100,
+        batch_concurrent_uploads=4,
+        batch_concurrent_uploads_per_user=2,
+        body_timeout_seconds=3,
+        batch_upload_min_bytes_per_second=1000,
+        batch_upload_timeout_seconds=300,
+    )
+    with Server(create_gateway(settings)) as server:
+        slow = [Trickle(server, issuer.token("trickler")) for _ in range(8)]
+        for upload_thread in slow:
+            upload_thread.start()
+        time.sleep(1)
+        other = client(server, issuer, new_user()).files.create(
+            file=("q.jsonl", jsonl(request_line("a"))), purpose="batch"
+        )
+        for upload_thread in slow:
+            upload_thread.join(timeout=30)
+        after = upload(server, issuer.token("trickler"), jsonl(request_line("a")))
+    assert other.status == "processed"
+    outcomes = sorted((t.status, t.code) for t in slow)
+    assert outcomes == [(408, "request_timeout")] * 2 + [(429, "too_many_uploads")] * 6, outcomes
+    assert all(t.seconds < 10 for t in slow), [t.seconds for t in slow]  # not BATCH_UPLOAD_TIMEOUT_SECONDS
+    assert after.status_code == 200  # the slow ones gave their slots back

@@ -25,6 +25,7 @@ from services.worker.app import create_app
 from services.worker.finalize import Finalizer
 from services.worker.ids import line_request_id, output_file_id
 from services.worker.settings import WorkerSettings
+from services.worker.sweeper import Sweeper
 
 BUCKET = "batch-bucket"
 FINAL = ("completed", "failed", "cancelled", "expired")
@@ -418,3 +419,35 @@ def test_a_batch_its_publisher_left_validating_is_published_by_the_sweeper(worke
         batch = batches.finished(batch_id, timeout=30)
     assert batch["status"] == "completed" and batch["in_progress_at"]
     assert len(read_file(gcs, batch_id, "output")) == 5
+
+
+def test_the_sweeper_finishes_a_cancelled_batch_a_dead_worker_left_half_finalized(batch_database, batches, gcs):
+    """A cancelled batch being finalized stays 'cancelling' (finalize.py): one whose finalizer
+    died is taken over like one left 'finalizing'; one finalized now is left to its finalizer."""
+    user = f"user-{uuid.uuid4().hex[:8]}"
+    stuck, busy = (batches.create(user, ["standin-echo"] * 2, publish=False) for _ in range(2))
+    with batches.connect() as conn:
+        for batch_id, began in ((stuck, "now() - interval '1 hour'"), (busy, "now()")):
+            conn.execute(
+                "UPDATE batch_lines SET status = 'cancelled', finished_at = now(), "
+                """error = '{"code": "batch_cancelled", "message": "m"}' WHERE batch_id = %s""",
+                (batch_id,),
+            )
+            conn.execute(
+                f"UPDATE batches SET status = 'cancelling', cancelling_at = now(), finalizing_at = {began} "
+                "WHERE id = %s",
+                (batch_id,),
+            )
+
+    async def sweep() -> None:
+        async with (
+            AsyncConnectionPool(batch_database.conninfo, open=False, kwargs={"autocommit": True}) as pool,
+            aiohttp.ClientSession() as session,
+        ):
+            finalizer = Finalizer(pool, BlobStore(BUCKET, session, None, gcs.url))
+            await Sweeper(pool, finalizer, publish=lambda data: asyncio.sleep(0)).sweep()  # no batch left validating
+
+    asyncio.run(sweep())
+    assert batches.batch(stuck)["status"] == "cancelled" and batches.batch(stuck)["error_file_id"]
+    assert batches.batch(busy)["status"] == "cancelling"
+    assert len(read_file(gcs, stuck, "errors")) == 2

@@ -20,6 +20,7 @@ from services.servicekit.errors import error_response
 log = logging.getLogger("orchestrator.batch")
 NOT_ENABLED = ("batches are not enabled", "invalid_request_error", "not_found")
 MAX_LIST = 100  # OpenAI's limit on a page of batches
+MAX_FILES = 10_000  # ... and of files, also its default
 
 
 def batch_router(store: Callable[[], BatchStore | None]) -> APIRouter:
@@ -62,6 +63,21 @@ def batch_router(store: Callable[[], BatchStore | None]) -> APIRouter:
             return error_response(400, "purpose must be 'batch'", "invalid_request_error", "invalid_purpose")
         data = await request.body()
         return await serve(request, lambda s, user: s.create_file(user, filename, data))
+
+    @router.get("/v1/files")
+    async def list_files(
+        request: Request,
+        purpose: str | None = None,
+        limit: int = MAX_FILES,
+        order: str = "desc",
+        after: str | None = None,
+    ) -> Response:
+        limit = max(1, min(limit, MAX_FILES))
+        return await serve(request, lambda s, user: s.list_files(user, purpose, limit, order == "asc", after))
+
+    @router.delete("/v1/files/{file_id}")
+    async def delete_file(request: Request, file_id: str) -> Response:
+        return await serve(request, lambda s, user: s.delete_file(user, file_id))
 
     @router.get("/v1/files/{file_id}")
     async def get_file(request: Request, file_id: str) -> Response:

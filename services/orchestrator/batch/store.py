@@ -8,7 +8,7 @@ two minutes; a batch is never left with some lines stored and others not."""
 
 from __future__ import annotations
 
-import json
+import asyncio
 import logging
 from typing import Any
 
@@ -21,7 +21,8 @@ from services.orchestrator.batch.objects import batch_object, file_object, new_b
 from services.orchestrator.batch.queue import Publisher, check_message, line_message
 from services.orchestrator.ledger import Ledger
 from services.servicekit import logs
-from services.servicekit.blobs import BlobStore
+from services.servicekit.batch_lines import InvalidFile, stored_requests
+from services.servicekit.blobs import BlobNotFound, BlobStore
 from services.servicekit.jsonl import jsonl_lines
 
 log = logging.getLogger("orchestrator.batch")
@@ -126,6 +127,43 @@ class BatchStore:
     async def get_file(self, user_id: str, file_id: str) -> dict[str, Any]:
         return file_object(await self.file_row(user_id, file_id))
 
+    async def list_files(
+        self, user_id: str, purpose: str | None, limit: int, ascending: bool, after: str | None
+    ) -> dict[str, Any]:
+        """Newest first unless ``ascending``, as OpenAI lists them; ``after``: the last id of the previous page."""
+        direction = sql.SQL("ASC" if ascending else "DESC")
+        query = sql.SQL(
+            "SELECT * FROM batch_files WHERE user_id = %(user)s {purpose} {after} "
+            "ORDER BY created_at {direction}, id {direction} LIMIT %(n)s"
+        ).format(
+            purpose=sql.SQL("AND purpose = %(purpose)s" if purpose else ""),
+            after=sql.SQL(
+                "AND (created_at, id) {} (SELECT created_at, id FROM batch_files WHERE id = %(after)s AND user_id = %(user)s)"
+            ).format(sql.SQL(">" if ascending else "<"))
+            if after
+            else sql.SQL(""),
+            direction=direction,
+        )
+
+        async def select(conn: psycopg.AsyncConnection) -> list[dict[str, Any]]:
+            cursor = conn.cursor(row_factory=dict_row)
+            await cursor.execute(query, {"user": user_id, "purpose": purpose, "after": after, "n": limit + 1})
+            return await cursor.fetchall()
+
+        return list_object([file_object(row) for row in await self.ledger.run(select)], limit)
+
+    async def delete_file(self, user_id: str, file_id: str) -> dict[str, Any]:
+        """Its object, then its row: a delete that fails between the two is done again when
+        repeated (an object already gone is deleted). Batches that name the file keep running
+        (their lines are rows of their own); their input_file_id is then not found."""
+        row = await self.file_row(user_id, file_id)
+        await self.blobs.delete(row["object_name"])
+        await self.ledger.run(
+            lambda conn: conn.execute("DELETE FROM batch_files WHERE id = %s AND user_id = %s", (file_id, user_id))
+        )
+        logs.event(log, "file deleted", file_id=file_id)
+        return {"id": file_id, "object": "file", "deleted": True}
+
     async def create_batch(
         self, user_id: str, input_file_id: str, endpoint: str, window: str, metadata: dict[str, str] | None
     ) -> dict[str, Any]:
@@ -136,7 +174,18 @@ class BatchStore:
         source = await self.file_row(user_id, input_file_id)
         if source["purpose"] != "batch":
             raise Refused(f"file {input_file_id} is a batch's output, not an input (purpose 'batch')", "input_file_id")
-        data = await self.blobs.get(source["object_name"])
+        try:
+            data = await self.blobs.get(source["object_name"])
+        except BlobNotFound:  # deleted since (delete_file removes the object first)
+            raise NotFound(f"No such File object: {input_file_id}") from None
+        try:
+            # Parsed again with the gateway's schema, to store each body as the chat route sends
+            # it. A file stored before the gateway refused what it now refuses is refused here.
+            # In a thread: 50,000 lines take the GIL for half a second, in slices.
+            requests = await asyncio.to_thread(stored_requests, data)
+        except InvalidFile as err:
+            raise Refused(f"file {input_file_id} cannot be a batch's input: {err}", "input_file_id") from None
+        del data  # the lines are in requests now: one copy of the file fewer while they are stored
         batch_id = new_batch_id()
 
         async def insert(conn: psycopg.AsyncConnection) -> int:
@@ -156,17 +205,14 @@ class BatchStore:
                         endpoint,
                         window,
                         Jsonb(metadata) if metadata else None,
-                        source["line_count"],
+                        len(requests),
                     ),
                 )
                 cursor = conn.cursor()
-                count = 0
                 async with cursor.copy("COPY batch_lines (batch_id, line, custom_id, body) FROM STDIN") as copy:
-                    for count, raw in enumerate(jsonl_lines(data), start=1):
-                        line = json.loads(raw)
-                        body = json.dumps(without_nulls(line["body"]), separators=(",", ":"))
-                        await copy.write_row((batch_id, count - 1, line["custom_id"], body))
-                return count
+                    for number, (custom_id, body) in enumerate(requests):
+                        await copy.write_row((batch_id, number, custom_id, body))
+                return len(requests)
 
         total = await self.ledger.run(insert, self.create_timeout)
         logs.event(log, "batch created", batch_id=batch_id, lines=total)
@@ -214,15 +260,7 @@ class BatchStore:
             )
             return await cursor.fetchall()
 
-        rows = await self.ledger.run(select)
-        data = [batch_object(row) for row in rows[:limit]]
-        return {
-            "object": "list",
-            "data": data,
-            "first_id": data[0]["id"] if data else None,
-            "last_id": data[-1]["id"] if data else None,
-            "has_more": len(rows) > limit,
-        }
+        return list_object([batch_object(row) for row in await self.ledger.run(select)], limit)
 
     async def cancel_batch(self, user_id: str, batch_id: str) -> dict[str, Any]:
         """validating or in_progress -> cancelling, its queued lines cancelled, in one transaction;
@@ -261,14 +299,16 @@ class BatchStore:
         return await self.get_batch(user_id, batch_id)
 
 
-def without_nulls(value: Any) -> Any:
-    """A request body as the gateway forwards an interactive one (its pydantic model dumped
-    without None): a field sent as null is left out, at any depth."""
-    if isinstance(value, dict):
-        return {key: without_nulls(item) for key, item in value.items() if item is not None}
-    if isinstance(value, list):
-        return [without_nulls(item) for item in value]
-    return value
+def list_object(objects: list[dict[str, Any]], limit: int) -> dict[str, Any]:
+    """OpenAI's page of a list: ``objects`` is one more than ``limit`` when there are more."""
+    data = objects[:limit]
+    return {
+        "object": "list",
+        "data": data,
+        "first_id": data[0]["id"] if data else None,
+        "last_id": data[-1]["id"] if data else None,
+        "has_more": len(objects) > limit,
+    }
 
 
 def _one(row: dict[str, Any] | None) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""The request body the gateway accepts: OpenAI's chat completions, within limits.
+"""The request body the gateway accepts: OpenAI's chat completions, within limits. Shared: the
+orchestrator parses a batch's lines with it too (services.servicekit.batch_lines).
 
 Bounds as OpenAI's API reference sets them (github.com/openai/openai-openapi, openapi.yaml,
 CreateChatCompletionRequest): stop is one string or 1 to 4 of them (StopConfiguration),
@@ -57,6 +58,11 @@ class ChatCompletionRequest(BaseModel):
     seed: int | None = Field(None, ge=0, le=2**63 - 1)
     n: Literal[1] | None = None
     user: Annotated[str, StringConstraints(max_length=256)] | None = None
+
+    def forwarded(self) -> str:
+        """The body as the model is sent it: the values as validated (``"10"`` sent for max_tokens
+        is sent as 10), without the fields left out or sent as null."""
+        return self.model_dump_json(exclude_none=True)
 
 
 def field_path(loc: tuple[str | int, ...]) -> str:
