@@ -17,7 +17,9 @@ export CHECKPOINT_DISABLE := 1
 # Node 22 from node_modules, for the cdktf CLI and for jsii alike.
 export PATH := $(CURDIR)/node_modules/.bin:$(PATH)
 
-.PHONY: synth deploy lint test check bench bench-gateway bench-batch run-local .pipenv-ready .postgres-ready .chromium-ready .pubsub-ready
+ENV ?=
+
+.PHONY: up synth deploy lint test check bench bench-gateway bench-batch run-local .pipenv-ready .postgres-ready .chromium-ready .pubsub-ready
 
 # The HCL is for review and never deployed; `cdktf deploy` synthesizes JSON into a folder of its
 # own, emptied first, so no stack folder ever holds both cdk.tf and cdk.tf.json (Terraform would
@@ -35,6 +37,13 @@ deploy: .venv/.synced node_modules/.installed
 	@test -n "$(STACKS)" || { echo 'make deploy: name the stacks, e.g. STACKS="prod-network prod-registry"' >&2; exit 2; }
 	rm -rf $(DEPLOY_DIR)
 	cdktf deploy --output $(DEPLOY_DIR) $(STACKS)
+
+## Stand ENV up on its project in one go (make up ENV=prod): the deploy steps in the checked order,
+# the images with Cloud Build, the secrets (HF_TOKEN, PGADMIN_PASSWORD from the environment), the
+# bootstrap job; then the chat page's URL. A second run changes nothing.
+up: .venv/.synced node_modules/.installed
+	@test -n "$(ENV)" || { echo 'make up: name the environment, e.g. make up ENV=prod (environments/prod.toml)' >&2; exit 2; }
+	$(PIPENV) run python -m scripts.up --env environments/$(ENV).toml
 
 ## Lint: ruff check, ruff format --check, and mypy (strict) on hybrid/, stacks/ and services/.
 lint: .venv/.synced-dev

@@ -61,6 +61,9 @@ PLATFORM_APIS = (
     # Project-level IAM grants, and reading the project's number, go through Resource Manager
     # (cloud.google.com/iam/docs/write-policy-client-libraries#before-you-begin).
     "cloudresourcemanager.googleapis.com",
+    # The images are built by Cloud Build between the first layers and the rest (make up, step 2),
+    # and its API must be enabled first (cloud.google.com/build/docs/securing-builds/configure-user-specified-service-accounts#before_you_begin).
+    "cloudbuild.googleapis.com",
     "compute.googleapis.com",
     "container.googleapis.com",
     "dns.googleapis.com",

@@ -211,9 +211,10 @@ def test_required_apis_are_enabled_and_kept_on_destroy(env, network):
 
 def test_apis_the_clusters_iam_and_queue_need_are_enabled(env, network):
     """Binary Authorization for the clusters' policy, Resource Manager for project IAM, IAM
-    credentials for Workload Identity; Pub/Sub where the batch queue is."""
+    credentials for Workload Identity, Cloud Build for make up's images; Pub/Sub where the batch
+    queue is."""
     enabled = {s["service"] for s in resources(network, "google_project_service").values()}
-    needed = {"binaryauthorization", "cloudresourcemanager", "iamcredentials"} | (
+    needed = {"binaryauthorization", "cloudresourcemanager", "iamcredentials", "cloudbuild"} | (
         {"pubsub"} if env == "prod" else set()
     )
     assert {f"{api}.googleapis.com" for api in needed} <= enabled

@@ -47,7 +47,7 @@ def test_the_synth_and_the_offline_tools_import_nothing_beyond_the_default_categ
         from hybrid.config import load_environments
         load_environments(sorted(Path("environments").glob("*.toml")))
         import stacks.app, hybrid.cost.cli, hybrid.advice, hybrid.reachability  # noqa: E401, F401
-        import scripts.check_reachability, scripts.deploy_steps  # noqa: E401, F401
+        import scripts.check_reachability, scripts.check_apply_order, scripts.deploy_steps, scripts.up  # noqa: E401, F401
         """
     )
     result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=300)

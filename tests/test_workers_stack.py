@@ -254,6 +254,15 @@ def test_worker_prefers_spot_and_falls_back_to_on_demand(worker):
     assert pod["termination_grace_period_seconds"] == 30
 
 
+def test_the_deploy_waits_until_the_workers_run(worker):
+    # Without the wait an image that cannot be pulled passes the deploy and leaves the Pods in
+    # ImagePullBackOff; with it the apply fails, and it allows for a Spot pool scaling up from zero.
+    # The wait means something only because at least one worker starts with the Deployment.
+    assert worker["wait_for_rollout"] is True
+    assert worker["timeouts"] == {"create": "20m", "update": "20m"}
+    assert int(worker["spec"]["replicas"]) >= 1
+
+
 def test_worker_runs_locked_down_from_the_registry(worker):
     pod = worker["spec"]["template"]["spec"]
     (container,) = pod["container"]

@@ -39,6 +39,7 @@ from cdktf_cdktf_provider_kubernetes.deployment_v1 import (
     DeploymentV1SpecTemplateSpecSecurityContext,
     DeploymentV1SpecTemplateSpecSecurityContextSeccompProfile,
     DeploymentV1SpecTemplateSpecToleration,
+    DeploymentV1Timeouts,
 )
 from cdktf_cdktf_provider_kubernetes.horizontal_pod_autoscaler_v2 import (
     HorizontalPodAutoscalerV2,
@@ -94,8 +95,12 @@ class BatchWorker(Construct):
             self,
             "deployment",
             metadata=DeploymentV1Metadata(name=NAME, namespace=props.namespace, labels=LABELS),
-            # An apply need not wait for nodes: the Spot pool may be scaling up from zero.
-            wait_for_rollout=False,
+            # The apply waits until the workers run (at least min_replicas, 1 or more), so an image
+            # that cannot be pulled fails the deploy instead of leaving Pods in ImagePullBackOff.
+            # The Spot pool may scale up from zero first, hence more than the provider's 10 minutes
+            # (registry.terraform.io/providers/hashicorp/kubernetes/latest/docs/resources/deployment_v1#timeouts).
+            wait_for_rollout=True,
+            timeouts=DeploymentV1Timeouts(create="20m", update="20m"),
             # The autoscaler owns the replica count once the Deployment exists.
             lifecycle=TerraformResourceLifecycle(ignore_changes=["spec[0].replicas"]),
             spec=DeploymentV1Spec(
