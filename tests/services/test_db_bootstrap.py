@@ -20,8 +20,8 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 from devtools.harness import IMAGE_PYTHONPATH, free_port
-from services.orchestrator.database import create_pool
-from services.orchestrator.ledger import MIGRATIONS, Ledger, LedgerUnavailable, Outcome
+from services.modelcalls.database import create_pool
+from services.modelcalls.ledger import MIGRATIONS, Ledger, LedgerUnavailable, Outcome
 
 CLOUDSQLSUPERUSER = "cloudsqlsuperuser"
 

@@ -16,8 +16,8 @@ from devtools.standins.metadata_server import create_app as create_metadata
 SCRIPT = textwrap.dedent("""
     import asyncio, json, sys
     import aiohttp
-    from services.orchestrator.backends import CLOUD_PLATFORM, Backend, GoogleAccessToken
-    from services.orchestrator.settings import BackendSettings
+    from services.modelcalls.backends import CLOUD_PLATFORM, Backend, GoogleAccessToken
+    from services.modelcalls.settings import BackendSettings
 
     async def main(upstream_url):
         settings = BackendSettings(kind="vertex", project="my-project", location="europe-west4",
