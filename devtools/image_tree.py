@@ -14,10 +14,12 @@ import os
 import re
 import shlex
 import shutil
+import subprocess
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]  # the build context
 DOCKERFILE = ROOT / "services" / "Dockerfile"
@@ -70,6 +72,32 @@ def image_tree(
         yield _build(service, _final_stage(dockerfile), root, context, venv)
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def image_process(
+    service: str,
+    variables: Mapping[str, str],
+    *,
+    command: Sequence[str] | None = None,
+    stop_seconds: float = 15,
+    **popen: Any,
+) -> Iterator[subprocess.Popen]:
+    """``service`` started from its image's tree as the image starts it (or with ``command``)
+    and ``variables``; on exit SIGTERM, SIGKILL after ``stop_seconds``, then the tree removed.
+    ``popen``: subprocess.Popen's other arguments (stdout, ...)."""
+    with image_tree(service) as tree:
+        process = subprocess.Popen(**tree.popen_args(variables, command), **popen)
+        try:
+            yield process
+        finally:
+            if process.poll() is None:
+                process.terminate()
+                try:
+                    process.wait(timeout=stop_seconds)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
 
 
 def _final_stage(dockerfile: Path) -> list[tuple[str, str]]:
