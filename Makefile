@@ -60,11 +60,11 @@ bench-gateway: .venv/.synced-dev
 	$(PIPENV) run python -m scripts.bench_gateway $(ARGS)
 
 ## Print batch lines per second through the whole path beside the same requests one by one (ARGS="--lines N --workers N").
-bench-batch: .venv/.synced-dev .pubsub-ready .postgres-ready
+bench-batch: .venv/.synced-dev .venv-services/.synced .pubsub-ready .postgres-ready
 	$(PIPENV) run python -m scripts.bench_batch $(ARGS)
 
 ## The platform as dev deploys it, on this machine (ARGS="--upstream URL --model NAME" for a real model server).
-run-local: .venv/.synced-dev node_modules/.installed .postgres-ready
+run-local: .venv/.synced-dev .venv-services/.synced node_modules/.installed .postgres-ready
 	$(PIPENV) run python -m scripts.local_chain $(ARGS)
 
 # make cost / make cost-gate: offline estimates from environments/*.toml and hybrid/prices/.

@@ -91,3 +91,15 @@ def test_the_images_dependency_category_holds_what_the_services_import():
     assert "requests" in locked
     # What the images' command line asks uvicorn for.
     assert {"uvloop", "httptools"} <= locked
+
+
+def test_the_tests_install_the_images_packages_as_the_images_do():
+    """.venv-services (the Makefile), which the tests start every service on, and the images'
+    /venv (the Dockerfile's first stage): the lock's "services" category, hash-checked, nothing more."""
+    makefile = (ROOT / "Makefile").read_text()
+    recipe = re.search(r"^\.venv-services/\.synced:.*\n((?:\t.*\n)+)", makefile, re.MULTILINE)
+    assert recipe, "the Makefile has no .venv-services/.synced target"
+    assert ".venv-services/.synced" in re.search(r"^test:(.*)$", makefile, re.MULTILINE)[1]
+    steps = recipe[1].replace("$(PIPENV)", "pipenv")
+    for step in ("pipenv requirements --categories services --hash", "--require-hashes --no-deps -r"):
+        assert step in DOCKERFILE.read_text() and step in steps, step
