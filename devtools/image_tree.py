@@ -39,9 +39,11 @@ class ImageTree:
     root: Path  # stands for the image's /
     env: dict[str, str]  # the image's ENV, its paths moved under root
     workdir: Path
-    cmd: list[str]  # exec form; a shell-form CMD is ["/bin/sh", "-c", line], as Docker runs it
+    # Exec form; a shell-form CMD is ["/bin/sh", "-c", line], as Docker runs it
+    # (docs.docker.com/reference/dockerfile/#shell-and-exec-form).
+    cmd: list[str]
 
-    def popen_args(self, variables: Mapping[str, str], command: Sequence[str] | None = None) -> dict:
+    def popen_args(self, variables: Mapping[str, str], command: Sequence[str] | None = None) -> dict[str, Any]:
         """Keyword arguments for subprocess.Popen or run: the image's CMD (or ``command``, as a
         Cloud Run job's override, looked up on the image's PATH), in its WORKDIR, with its
         environment and then ``variables`` (the container's)."""
@@ -79,15 +81,14 @@ def image_process(
     service: str,
     variables: Mapping[str, str],
     *,
-    command: Sequence[str] | None = None,
     stop_seconds: float = 15,
     **popen: Any,
 ) -> Iterator[subprocess.Popen]:
-    """``service`` started from its image's tree as the image starts it (or with ``command``)
-    and ``variables``; on exit SIGTERM, SIGKILL after ``stop_seconds``, then the tree removed.
-    ``popen``: subprocess.Popen's other arguments (stdout, ...)."""
+    """``service`` started from its image's tree as the image starts it, with ``variables``; on
+    exit SIGTERM, SIGKILL after ``stop_seconds``, then the tree removed. ``popen``:
+    subprocess.Popen's other arguments (stdout, ...)."""
     with image_tree(service) as tree:
-        process = subprocess.Popen(**tree.popen_args(variables, command), **popen)
+        process = subprocess.Popen(**tree.popen_args(variables), **popen)
         try:
             yield process
         finally:
@@ -172,7 +173,9 @@ def _copy(text: str, root: Path, context: Path, venv: Path) -> None:
         path = context / source
         if not path.exists() or ignore(source):
             raise ImageTreeError(f"COPY {text}: {source} is not in the build context (or .dockerignore leaves it out)")
-        if path.is_dir():  # Docker copies a directory's contents into the destination
+        # A directory's contents go into the destination, not the directory itself
+        # (docs.docker.com/reference/dockerfile/#copy).
+        if path.is_dir():
             _copy_tree(path, _inside(root, destination), context, ignore)
         elif destination.endswith("/"):
             target = _inside(root, destination) / path.name
