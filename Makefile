@@ -52,7 +52,7 @@ lint: .venv/.synced-dev
 	$(PIPENV) run mypy hybrid stacks services
 
 ## Lint, then run the whole test suite (pass pytest options with ARGS=...).
-test: lint .venv/.synced-dev node_modules/.installed .postgres-ready .chromium-ready .pubsub-ready
+test: lint .venv/.synced-dev .venv-services/.synced node_modules/.installed .postgres-ready .chromium-ready .pubsub-ready
 	$(PIPENV) run pytest $(ARGS)
 
 ## Synthesize every environment; check that traffic can flow along each edge of the architecture,
@@ -71,11 +71,11 @@ bench-gateway: .venv/.synced-dev
 	$(PIPENV) run python -m scripts.bench_gateway $(ARGS)
 
 ## Print batch lines per second through the whole path beside the same requests one by one (ARGS="--lines N --workers N").
-bench-batch: .venv/.synced-dev .pubsub-ready .postgres-ready
+bench-batch: .venv/.synced-dev .venv-services/.synced .pubsub-ready .postgres-ready
 	$(PIPENV) run python -m scripts.bench_batch $(ARGS)
 
 ## The platform as dev deploys it, on this machine (ARGS="--upstream URL --model NAME" for a real model server).
-run-local: .venv/.synced-dev node_modules/.installed .postgres-ready
+run-local: .venv/.synced-dev .venv-services/.synced node_modules/.installed .postgres-ready
 	$(PIPENV) run python -m scripts.local_chain $(ARGS)
 
 # make cost / make cost-gate: offline estimates from environments/*.toml and hybrid/prices/.
@@ -101,6 +101,16 @@ cost-gate: .venv/.synced
 
 .venv/.synced-dev: Pipfile.lock | .pipenv-ready
 	$(PIPENV) sync --categories "packages dev-packages services"
+	touch $@
+
+# The images' Python packages and nothing else, installed as services/Dockerfile's first stage
+# installs them: the tests start each service on it, from the tree its image holds
+# (devtools/image_tree.py), so an import of a package outside the "services" category fails here too.
+.venv-services/.synced: Pipfile.lock | .pipenv-ready
+	rm -rf .venv-services
+	$(PYTHON) -m venv .venv-services
+	$(PIPENV) requirements --categories services --hash > .venv-services/requirements.txt
+	.venv-services/bin/pip install --quiet --disable-pip-version-check --require-hashes --no-deps -r .venv-services/requirements.txt
 	touch $@
 
 # The service tests start a private PostgreSQL server from Debian's binaries.

@@ -1,7 +1,7 @@
 """The batch path as it runs in production, on this machine: the gateway and the orchestrator
-(in this process, on loopback), the batch worker as its image runs it (processes of their own),
-and Google's side as the emulator and stand-ins: PostgreSQL for Cloud SQL, the Pub/Sub emulator,
-the Cloud Storage JSON API stand-in and the model stand-in. The official openai client talks to
+(in this process, on loopback), the batch worker as its image runs it (processes of their own,
+devtools/image_tree.py), and Google's side as the emulator and stand-ins: PostgreSQL for Cloud
+SQL, the Pub/Sub emulator, the Cloud Storage JSON API stand-in and the model stand-in. The official openai client talks to
 the gateway with a development issuer's token. Used by the end-to-end test and the benchmark."""
 
 from __future__ import annotations
@@ -20,16 +20,15 @@ import httpx
 import psycopg
 
 from devtools.harness import (
-    IMAGE_PYTHONPATH,
     PASSWORD,
     Postgres,
     Server,
     free_port,
     gateway_settings,
-    image_command,
     orchestrator_settings,
     wait_for,
 )
+from devtools.image_tree import image_process
 from devtools.pubsub_emulator import PubSubEmulator
 from devtools.standins.gcs import create_app as create_gcs
 from devtools.standins.openai_upstream import create_app as create_upstream
@@ -151,11 +150,11 @@ def batch_chain(
                     **worker,
                 }
             )
-            env = {**os.environ, "PYTHONPATH": IMAGE_PYTHONPATH, "PGPASSWORD": PASSWORD, **render(settings)}
-            log = (directory / f"worker-{port}.log").open("wb")
-            stack.callback(log.close)
-            process = subprocess.Popen(image_command("worker", port), env=env, stdout=log, stderr=subprocess.STDOUT)
-            stack.callback(_stop, process)
+            env = {**pubsub.environment, "PGPASSWORD": PASSWORD, **render(settings)}
+            log = stack.enter_context((directory / f"worker-{port}.log").open("wb"))
+            process = stack.enter_context(
+                image_process("worker", env, stop_seconds=30, stdout=log, stderr=subprocess.STDOUT)
+            )
             chain.workers.append(process)
 
             def healthy(port: int = port, process: subprocess.Popen[bytes] = process) -> bool:
@@ -167,13 +166,3 @@ def batch_chain(
 
             assert wait_for(healthy, timeout=60), (directory / f"worker-{port}.log").read_text()[-3000:]
         yield chain
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()

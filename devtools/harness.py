@@ -1,5 +1,6 @@
 """Real parts for the service tests, the deploy rehearsal and the benchmarks: a private PostgreSQL
-cluster, uvicorn servers on loopback, and the services started as their image starts them."""
+cluster and uvicorn servers on loopback (devtools/image_tree.py starts the services as their
+images do)."""
 
 from __future__ import annotations
 
@@ -7,12 +8,9 @@ import datetime
 import glob
 import json
 import os
-import re
-import shlex
 import shutil
 import socket
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -26,8 +24,6 @@ from cryptography.x509.oid import NameOID
 from services.gateway.settings import GatewaySettings
 from services.orchestrator.settings import OrchestratorSettings
 
-ROOT = Path(__file__).resolve().parents[1]
-DOCKERFILE = ROOT / "services" / "Dockerfile"  # every service's image
 PASSWORD = "ledger-test-password"
 
 
@@ -160,39 +156,15 @@ def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05):
         time.sleep(interval)
 
 
-def _image_pythonpath() -> str:
-    """The images' PYTHONPATH, their /app being this checkout."""
-    (path,) = re.findall(r"PYTHONPATH=(\S+)", DOCKERFILE.read_text())
-    return ":".join(str(ROOT / Path(entry).relative_to("/app")) for entry in path.split(":"))
-
-
-IMAGE_PYTHONPATH = _image_pythonpath()
-
-
-def image_command(service: str, port: int, host: str = "127.0.0.1") -> list[str]:
-    """services/Dockerfile's CMD for ``service``, as its shell expands it, listening on
-    ``host``:``port``, run by this interpreter (the virtualenv the images' lock installs)."""
-    text = DOCKERFILE.read_text().replace("\\\n", " ")
-    (command,) = [line.removeprefix("CMD exec ") for line in text.splitlines() if line.startswith("CMD exec ")]
-    words = shlex.split(command.replace("$SERVICE", service).replace("$PORT", str(port)))
-    program, *arguments = [host if word == "0.0.0.0" else word for word in words]
-    assert program == "python", command
-    return [sys.executable, *arguments]
-
-
 def cloud_run_env(metadata: Server, **variables: str) -> dict[str, str]:
-    """The environment of a service's own process as on Cloud Run: the code on the path as in
-    the image and google-auth pointed at the metadata server (stand-in). google-auth reads
-    these when it is imported, hence a process of its own."""
-    env = {
-        **os.environ,
-        "PYTHONPATH": IMAGE_PYTHONPATH,
+    """A container's variables on Cloud Run, as far as google-auth looks: pointed at the metadata
+    server (stand-in). google-auth reads these when it is imported, hence a process of its own
+    (devtools/image_tree.py)."""
+    return {
         "GCE_METADATA_HOST": f"127.0.0.1:{metadata.port}",
         "GCE_METADATA_IP": f"127.0.0.1:{metadata.port}",
         **variables,
     }
-    env.pop("GOOGLE_APPLICATION_CREDENTIALS", None)
-    return env
 
 
 def last_event(stream: bytes):

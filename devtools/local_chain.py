@@ -3,8 +3,8 @@ deploy rehearsal test and the browser tests start it).
 
 It synthesizes an environment (dev by default), reads what Cloud Run would run from the
 synthesized services stack (devtools/deployed_spec.py), and starts each service as its image
-would (the Dockerfile's command, in a process of its own) with exactly the environment the
-synthesized spec declares. Only Google's side is replaced, each by a named stand-in that
+would (its files, packages and command, in a process of its own: devtools/image_tree.py) with
+exactly the environment the synthesized spec declares. Only Google's side is replaced, each by a named stand-in that
 speaks its protocol, and only these values are translated to point at them:
 
   a service's run.app URL          -> the local service
@@ -22,13 +22,11 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import re
 import secrets as random_secrets
 import shutil
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -45,7 +43,8 @@ from devtools.deployed_spec import (
     Container,
     SynthesizedEnvironment,
 )
-from devtools.harness import IMAGE_PYTHONPATH, Postgres, Server, free_port, image_command
+from devtools.harness import Postgres, Server, free_port
+from devtools.image_tree import image_process, image_tree
 from devtools.standins.identity_platform import JWKS_PATH, identity_issuer
 from devtools.standins.identity_platform import create_app as create_identity_platform
 from devtools.standins.metadata_server import create_app as create_metadata
@@ -202,25 +201,22 @@ def _create_cloud_sql_objects(
 
 
 def _run_job(job: Container, env: dict[str, str]) -> None:
-    command = [sys.executable if part == "python" else part for part in job.command]
-    result = subprocess.run(command, env=_process_env(env), capture_output=True, text=True, timeout=60)
+    """The job as Cloud Run runs it: its image, its command (which replaces the image's CMD)."""
+    with image_tree(job.role) as tree:
+        result = subprocess.run(**tree.popen_args(env, job.command), capture_output=True, text=True, timeout=60)
     if result.returncode:
         raise RuntimeError(f"job {job.name} failed ({result.returncode}): {result.stderr.strip()}")
 
 
 @contextlib.contextmanager
 def service_process(container: Container, port: int, env: dict[str, str], log: Path):
-    """The service as its image runs it: the Dockerfile's command, on loopback."""
-    command = image_command(container.role, port)
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            command,
-            env=_process_env(env),
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
+    """The service as its image runs it (devtools/image_tree.py), told its port as Cloud Run does."""
+    with (
+        log.open("wb") as output,
+        image_process(
+            container.role, {**env, "PORT": str(port)}, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
+        ) as process,
+    ):
         url = f"http://127.0.0.1:{port}{container.startup_probe_path or '/'}"
         deadline = time.monotonic() + 60
         while not _answers(url):
@@ -229,19 +225,6 @@ def service_process(container: Container, port: int, env: dict[str, str], log: P
                 raise RuntimeError(f"{container.role} did not start:\n{log.read_text()[-4000:]}")
             time.sleep(0.1)
         yield process
-    finally:
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-
-
-def _process_env(env: dict[str, str]) -> dict[str, str]:
-    """The image's own environment (its code on PYTHONPATH), and the container's."""
-    base = {key: value for key, value in os.environ.items() if key in ("PATH", "HOME", "LANG", "TMPDIR")}
-    return {**base, "PYTHONPATH": IMAGE_PYTHONPATH, "PYTHONUNBUFFERED": "1", **env}
 
 
 def _answers(url: str) -> bool:

@@ -657,7 +657,7 @@ def path_into_vpc(s: Synth, c: Chain, caller: RunService, callee: RunService) ->
 
 
 # ------------------------------------------------------------------------------------------
-# Routing in the orchestrator (services/orchestrator/routing.py)
+# Routing in the orchestrator (services/modelcalls/routing.py)
 
 
 def route_for(model: str, routes: list[Json]) -> Json | None:

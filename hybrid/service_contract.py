@@ -22,7 +22,8 @@ from pydantic_settings import BaseSettings, InitSettingsSource
 from hybrid.config import Environment, must
 from services.frontend.settings import FrontendSettings
 from services.gateway.settings import GatewaySettings
-from services.orchestrator.settings import OrchestratorSettings, Route
+from services.modelcalls.settings import Route
+from services.orchestrator.settings import OrchestratorSettings
 from services.worker.settings import WorkerSettings
 
 # The settings model of each service whose code lives in services/.

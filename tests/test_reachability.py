@@ -29,8 +29,8 @@ from hybrid.reachability import (
     route_for,
 )
 from iac import ROOT
-from services.orchestrator.routing import backends_for
-from services.orchestrator.settings import Route
+from services.modelcalls.routing import backends_for
+from services.modelcalls.settings import Route
 from variants import DEV_ENV, DEV_ON_CLOUD_RUN, synthesize, variant, write_environment
 
 SCRIPT = ROOT / "scripts" / "check_reachability.py"

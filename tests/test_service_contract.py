@@ -142,7 +142,7 @@ def test_a_setting_nothing_sets_is_refused(environment):
 def test_the_self_hosted_model_is_routed_before_google_models():
     environment = DEV_ON_CLOUD_RUN  # google/gemma-3-4b-it on a Cloud Run GPU
     orchestrator = service_settings(environment, Wiring.placeholder(environment))["orchestrator"]
-    from services.orchestrator.routing import backends_for
+    from services.modelcalls.routing import backends_for
 
     assert backends_for("google/gemma-3-4b-it", orchestrator.routes) == ["self-hosted"]
     assert backends_for("google/gemini-2.5-flash", orchestrator.routes) == ["vertex"]

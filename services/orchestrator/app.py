@@ -19,15 +19,16 @@ import aiohttp
 from fastapi import FastAPI, Request
 from fastapi.responses import Response, StreamingResponse
 
-from services.orchestrator.backends import Backend, BackendUnavailable, GoogleAccessToken
+from services.modelcalls.backends import Backend, BackendUnavailable, GoogleAccessToken
+from services.modelcalls.database import create_pool
+from services.modelcalls.ledger import Ledger, LedgerUnavailable, Outcome
+from services.modelcalls.refusals import answer_head, backend_error
+from services.modelcalls.routing import backends_for
+from services.modelcalls.usage import UsageInvalid, UsageMeter, estimate_tokens
 from services.orchestrator.batch.queue import Publisher
 from services.orchestrator.batch.routes import batch_router
 from services.orchestrator.batch.store import BatchStore
-from services.orchestrator.database import create_pool
-from services.orchestrator.ledger import Ledger, LedgerUnavailable, Outcome
-from services.orchestrator.routing import backends_for
 from services.orchestrator.settings import OrchestratorSettings
-from services.orchestrator.usage import UsageInvalid, UsageMeter, estimate_tokens
 from services.servicekit import logs
 from services.servicekit.blobs import BlobStore
 from services.servicekit.errors import error_response, stream_broke_event
@@ -36,7 +37,6 @@ log = logging.getLogger("orchestrator")
 # The 502s of an answer that broke or could not be metered once the backend had begun it.
 BACKEND_STOPPED = ("the model backend stopped answering", "api_error", "upstream_aborted")
 USAGE_INVALID = ("the model backend reported usage that is not a token count", "api_error", "invalid_upstream_usage")
-ERROR_BODY_LIMIT = 65536  # of a backend's error answer, read to pass its message on
 
 
 def create_app(settings: OrchestratorSettings, conninfo: str | None = None) -> FastAPI:
@@ -219,7 +219,7 @@ def create_app(settings: OrchestratorSettings, conninfo: str | None = None) -> F
         the backend's own page or an event stream made of it. A 401 or 403 refused the
         orchestrator's credentials, not the caller's: 502."""
         try:
-            raw = await asyncio.wait_for(_head(upstream), settings.first_byte_timeout_seconds)
+            raw = await asyncio.wait_for(answer_head(upstream), settings.first_byte_timeout_seconds)
         except (TimeoutError, aiohttp.ClientError):
             raw = b""
         finally:
@@ -238,25 +238,6 @@ def create_app(settings: OrchestratorSettings, conninfo: str | None = None) -> F
         )
 
     return app
-
-
-async def _head(upstream: aiohttp.ClientResponse) -> bytes:
-    """The start of an answer's body, at most ERROR_BODY_LIMIT bytes."""
-    raw = b""
-    async for chunk in upstream.content.iter_any():
-        raw += chunk
-        if len(raw) >= ERROR_BODY_LIMIT:
-            break
-    return raw[:ERROR_BODY_LIMIT]
-
-
-def backend_error(raw: bytes) -> dict[str, str]:
-    """The message, type and code of an OpenAI-style error body, those that are strings."""
-    try:
-        error = json.loads(raw)["error"]
-        return {key: error[key] for key in ("message", "type", "code") if isinstance(error.get(key), str)}
-    except (ValueError, KeyError, TypeError, AttributeError):
-        return {}
 
 
 def main() -> FastAPI:

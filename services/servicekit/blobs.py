@@ -20,7 +20,7 @@ CHUNK_BYTES = 1 << 16
 
 
 class TokenSource(Protocol):
-    """An OAuth access token for the service's identity (orchestrator.backends.GoogleAccessToken)."""
+    """An OAuth access token for the service's identity (modelcalls.backends.GoogleAccessToken)."""
 
     async def get(self) -> str: ...
 

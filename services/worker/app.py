@@ -32,8 +32,8 @@ from google.cloud import pubsub_v1
 from google.cloud.pubsub_v1.subscriber.futures import StreamingPullFuture
 from google.cloud.pubsub_v1.subscriber.message import Message
 
-from services.orchestrator.backends import CLOUD_PLATFORM, Backend, GoogleAccessToken
-from services.orchestrator.database import create_pool
+from services.modelcalls.backends import CLOUD_PLATFORM, Backend, GoogleAccessToken
+from services.modelcalls.database import create_pool
 from services.servicekit import logs
 from services.servicekit.blobs import BlobStore
 from services.worker.finalize import Finalizer

@@ -23,11 +23,11 @@ import psycopg
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
-from services.orchestrator.app import _head, backend_error
-from services.orchestrator.backends import Backend, BackendUnavailable
-from services.orchestrator.ledger import TODAY, admits
-from services.orchestrator.routing import backends_for
-from services.orchestrator.usage import UsageInvalid, UsageMeter
+from services.modelcalls.backends import Backend, BackendUnavailable
+from services.modelcalls.ledger import TODAY, admits
+from services.modelcalls.refusals import answer_head, backend_error
+from services.modelcalls.routing import backends_for
+from services.modelcalls.usage import UsageInvalid, UsageMeter
 from services.servicekit import logs
 from services.worker.finalize import Finalizer
 from services.worker.ids import line_request_id
@@ -237,7 +237,7 @@ class LineRunner:
                 logs.event(log, "backend refused our credentials", logging.ERROR, backend=name, status=upstream.status)
                 return Answer("transient")
             if upstream.status >= 400:
-                raw = await asyncio.wait_for(_head(upstream), self.settings.first_byte_timeout_seconds)
+                raw = await asyncio.wait_for(answer_head(upstream), self.settings.first_byte_timeout_seconds)
                 error = backend_error(raw)
                 return Answer(
                     "failed",

@@ -1,6 +1,6 @@
 """The batch worker's configuration: environment variables only, validated at start-up.
 
-The database, backends, routes and quota fields are the orchestrator's (ModelCallerSettings),
+The database, backends, routes and quota fields are the orchestrator's too (ModelCallerSettings),
 under the same names, so the stacks render the worker the same values."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from services.orchestrator.settings import ModelCallerSettings
+from services.modelcalls.settings import ModelCallerSettings
 from services.servicekit.endpoints import STORAGE_URL
 
 

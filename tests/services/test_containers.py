@@ -1,15 +1,15 @@
 """The service images, checked without a Docker engine (none runs here): one Dockerfile for
 every service, multi-stage, slim, non-root, dependencies from the lock, and an entry point
-that exists for each service."""
+that imports from the files and packages each image holds (devtools/image_tree.py)."""
 
 from __future__ import annotations
 
-import importlib
 import re
+import subprocess
 
 import pytest
 
-from devtools.harness import DOCKERFILE, ROOT, image_command
+from devtools.image_tree import DOCKERFILE, ROOT, image_tree
 
 SERVICES = ["gateway", "orchestrator", "frontend", "worker"]
 
@@ -26,10 +26,27 @@ def test_dockerfile(service):
     assert re.search(r'case "\$SERVICE" in ([\w|]+)\)', text).group(1).split("|") == SERVICES
     for source in re.findall(r"^COPY (?!--from)(\S+)", text, re.MULTILINE):
         assert (ROOT / source.replace("${SERVICE}", service)).exists(), source
-    # The command runs the service's own __main__ (its uvicorn options), which imports.
-    command = image_command(service, 8080)
-    assert command[1:3] == ["-m", f"services.{service}"]
-    importlib.import_module(f"services.{service}.__main__")
+
+
+# Every module of the service's package, its __main__ too (guarded by __name__).
+IMPORT_ALL = """
+import importlib, pkgutil, sys
+package = importlib.import_module(sys.argv[1])
+for module in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
+    importlib.import_module(module.name)
+"""
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_every_module_of_a_service_imports_from_its_image(service):
+    """Only what its image holds is there: a module of another service's, or a package outside
+    the lock's "services" category, is a ModuleNotFoundError here as it would be on Cloud Run."""
+    with image_tree(service) as tree:
+        # The command runs the service's own __main__ (its uvicorn options).
+        assert '-m "services.$SERVICE"' in tree.cmd[-1] and tree.env["SERVICE"] == service
+        probe = tree.popen_args({}, ["python", "-c", IMPORT_ALL, f"services.{service}"])
+        result = subprocess.run(**probe, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
 
 
 def test_dockerignore_sends_only_what_the_images_copy():
@@ -74,3 +91,15 @@ def test_the_images_dependency_category_holds_what_the_services_import():
     assert "requests" in locked
     # What the images' command line asks uvicorn for.
     assert {"uvloop", "httptools"} <= locked
+
+
+def test_the_tests_install_the_images_packages_as_the_images_do():
+    """.venv-services (the Makefile), which the tests start every service on, and the images'
+    /venv (the Dockerfile's first stage): the lock's "services" category, hash-checked, nothing more."""
+    makefile = (ROOT / "Makefile").read_text()
+    recipe = re.search(r"^\.venv-services/\.synced:.*\n((?:\t.*\n)+)", makefile, re.MULTILINE)
+    assert recipe, "the Makefile has no .venv-services/.synced target"
+    assert ".venv-services/.synced" in re.search(r"^test:(.*)$", makefile, re.MULTILINE)[1]
+    steps = recipe[1].replace("$(PIPENV)", "pipenv")
+    for step in ("pipenv requirements --categories services --hash", "--require-hashes --no-deps -r"):
+        assert step in DOCKERFILE.read_text() and step in steps, step

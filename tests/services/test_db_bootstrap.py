@@ -9,7 +9,6 @@ import asyncio
 import json
 import socket
 import subprocess
-import sys
 import time
 import uuid
 from dataclasses import dataclass
@@ -19,9 +18,10 @@ import pytest
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
-from devtools.harness import IMAGE_PYTHONPATH, free_port
-from services.orchestrator.database import create_pool
-from services.orchestrator.ledger import MIGRATIONS, Ledger, LedgerUnavailable, Outcome
+from devtools.harness import free_port
+from devtools.image_tree import image_tree
+from services.modelcalls.database import create_pool
+from services.modelcalls.ledger import MIGRATIONS, Ledger, LedgerUnavailable, Outcome
 
 CLOUDSQLSUPERUSER = "cloudsqlsuperuser"
 
@@ -58,7 +58,6 @@ class CloudSql:
             "PGPASSWORD": self.admin_password,
             "PGSSLMODE": "disable",
             "GRANTEE": self.iam_user,
-            "PYTHONPATH": IMAGE_PYTHONPATH,
             **overrides,
         }
         return {name: value for name, value in env.items() if value is not None}
@@ -109,10 +108,16 @@ def cloud_sql(postgres, cloudsqlsuperuser) -> CloudSql:
             conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(ident(role)))
 
 
-def bootstrap(env: dict[str, str], cwd) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "orchestrator.bootstrap"], env=env, cwd=cwd, capture_output=True, text=True, timeout=60
-    )
+def bootstrap(env: dict[str, str]) -> subprocess.CompletedProcess:
+    """The job as Cloud Run runs it: the orchestrator's image with the job's command
+    (hybrid/components/database_bootstrap.py)."""
+    with image_tree("orchestrator") as tree:
+        return subprocess.run(
+            **tree.popen_args(env, ["python", "-m", "orchestrator.bootstrap"]),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
 
 
 def granted_line(result: subprocess.CompletedProcess) -> dict:
@@ -165,7 +170,7 @@ def public_schema_privileges(conn: psycopg.Connection, role: str) -> list[str]:
     ]
 
 
-def test_migrations_fail_until_the_bootstrap_and_then_the_ledger_works(cloud_sql, tmp_path):
+def test_migrations_fail_until_the_bootstrap_and_then_the_ledger_works(cloud_sql):
     iam = cloud_sql.conninfo(cloud_sql.iam_user, cloud_sql.iam_password)
 
     # (a) As Cloud SQL leaves it, the orchestrator cannot create its tables (PostgreSQL 15+).
@@ -175,7 +180,7 @@ def test_migrations_fail_until_the_bootstrap_and_then_the_ledger_works(cloud_sql
         open_and_close_entry(iam, uuid.uuid4().hex)
 
     # (b) The job: its environment only, run as the admin.
-    logged = granted_line(bootstrap(cloud_sql.job_env(), tmp_path))
+    logged = granted_line(bootstrap(cloud_sql.job_env()))
     assert logged["severity"] == "INFO"
     assert logged["message"] == "schema privileges granted"
     assert (logged["database"], logged["schema"], logged["grantee"]) == (
@@ -207,8 +212,8 @@ def test_migrations_fail_until_the_bootstrap_and_then_the_ledger_works(cloud_sql
         assert owners == {cloud_sql.iam_user}
 
 
-def test_a_second_run_succeeds_and_changes_nothing(cloud_sql, tmp_path):
-    granted_line(bootstrap(cloud_sql.job_env(), tmp_path))
+def test_a_second_run_succeeds_and_changes_nothing(cloud_sql):
+    granted_line(bootstrap(cloud_sql.job_env()))
     migrate(cloud_sql.conninfo(cloud_sql.iam_user, cloud_sql.iam_password))
 
     def state():
@@ -230,14 +235,14 @@ def test_a_second_run_succeeds_and_changes_nothing(cloud_sql, tmp_path):
             )
 
     before = state()
-    logged = granted_line(bootstrap(cloud_sql.job_env(), tmp_path))
+    logged = granted_line(bootstrap(cloud_sql.job_env()))
     assert logged["newly_held"] == []
     assert state() == before
     open_and_close_entry(cloud_sql.conninfo(cloud_sql.iam_user, cloud_sql.iam_password), uuid.uuid4().hex)
 
 
-def test_the_grantee_gets_schema_public_of_its_database_and_nothing_else(cloud_sql, tmp_path):
-    granted_line(bootstrap(cloud_sql.job_env(), tmp_path))
+def test_the_grantee_gets_schema_public_of_its_database_and_nothing_else(cloud_sql):
+    granted_line(bootstrap(cloud_sql.job_env()))
     with cloud_sql.as_admin() as conn:
         assert public_schema_privileges(conn, cloud_sql.iam_user) == ["CREATE", "USAGE"]
         assert conn.execute(
@@ -275,7 +280,7 @@ def test_the_grantee_gets_schema_public_of_its_database_and_nothing_else(cloud_s
 
 
 @pytest.mark.parametrize("case", ["wrong password", "nothing listening", "unknown grantee", "admin without rights"])
-def test_a_failure_is_one_line_on_stderr_with_status_1(cloud_sql, tmp_path, case):
+def test_a_failure_is_one_line_on_stderr_with_status_1(cloud_sql, case):
     wrong_password = f"wrong-{uuid.uuid4().hex}"
     overrides, expected = {
         "wrong password": ({"PGPASSWORD": wrong_password}, "password authentication failed"),
@@ -288,7 +293,7 @@ def test_a_failure_is_one_line_on_stderr_with_status_1(cloud_sql, tmp_path, case
         ),
     }[case]
     env = cloud_sql.job_env(**overrides)
-    result = bootstrap(env, tmp_path)
+    result = bootstrap(env)
     assert result.returncode == 1, (result.stdout, result.stderr)
     assert result.stdout == ""
     assert len(result.stderr.splitlines()) == 1, result.stderr
@@ -302,20 +307,20 @@ def test_a_failure_is_one_line_on_stderr_with_status_1(cloud_sql, tmp_path, case
             assert public_schema_privileges(conn, cloud_sql.iam_user) == []
 
 
-def test_a_server_that_never_answers_fails_within_the_connect_timeout(cloud_sql, tmp_path):
+def test_a_server_that_never_answers_fails_within_the_connect_timeout(cloud_sql):
     with socket.socket() as silent:  # the kernel accepts the connection; no one ever answers
         silent.bind(("127.0.0.1", 0))
         silent.listen()
         started = time.monotonic()
-        result = bootstrap(cloud_sql.job_env(PGPORT=str(silent.getsockname()[1])), tmp_path)
+        result = bootstrap(cloud_sql.job_env(PGPORT=str(silent.getsockname()[1])))
     assert result.returncode == 1, result.stderr
     assert len(result.stderr.splitlines()) == 1 and "timeout" in result.stderr
     assert time.monotonic() - started < 20
 
 
 @pytest.mark.parametrize("variable", ["GRANTEE", "PGDATABASE"])
-def test_a_missing_variable_exits_2_and_names_it(cloud_sql, tmp_path, variable):
-    result = bootstrap(cloud_sql.job_env(**{variable: None}), tmp_path)
+def test_a_missing_variable_exits_2_and_names_it(cloud_sql, variable):
+    result = bootstrap(cloud_sql.job_env(**{variable: None}))
     assert result.returncode == 2
     assert result.stdout == ""
     assert result.stderr.splitlines() == [f"orchestrator.bootstrap: {variable} must be set"]

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
-import os
 import socket
 import subprocess
 import threading
@@ -23,7 +22,8 @@ import pytest
 from fastapi import FastAPI, Request
 from fastapi.responses import Response, StreamingResponse
 
-from devtools.harness import IMAGE_PYTHONPATH, Server, free_port, gateway_settings, image_command, wait_for
+from devtools.harness import Server, free_port, gateway_settings, wait_for
+from devtools.image_tree import image_process
 from services.gateway.app import create_app as create_gateway
 from services.gateway.auth import MAX_JWKS_BYTES, JwksCache
 
@@ -364,14 +364,10 @@ def test_a_complete_request_keeps_its_connection(issuer, upstream):
 
 @contextmanager
 def gateway_as_the_image_runs_it(issuer, orchestrator_url: str, **environment: str):
-    """The gateway in a process of its own, started with the image's command line
-    (services/Dockerfile's CMD), listening on loopback."""
+    """The gateway in a process of its own, started as its image starts it (devtools/image_tree.py)."""
     port = free_port()
     env = {
-        **os.environ,
-        "PYTHONPATH": IMAGE_PYTHONPATH,
         "PORT": str(port),
-        "WEB_CONCURRENCY": "1",
         "JWKS_URL": issuer.jwks_url,
         "JWT_ISSUER": issuer.issuer,
         "JWT_AUDIENCE": issuer.audience,
@@ -379,16 +375,10 @@ def gateway_as_the_image_runs_it(issuer, orchestrator_url: str, **environment: s
         "ORCHESTRATOR_AUTH": "none",
         **environment,
     }
-    process = subprocess.Popen(
-        image_command("gateway", port), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
+    with image_process("gateway", env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL):
+        url = f"http://127.0.0.1:{port}"
         assert wait_for(lambda: _healthy(url), timeout=30), "the gateway did not start"
         yield SimpleNamespace(url=url)
-    finally:
-        process.terminate()
-        process.communicate(timeout=15)
 
 
 def _healthy(url: str) -> bool:

@@ -19,9 +19,9 @@ import psycopg
 import pytest
 
 from devtools.harness import Postgres, Server, last_event, orchestrator_settings, wait_for
+from services.modelcalls.database import create_pool
+from services.modelcalls.ledger import Ledger, Outcome
 from services.orchestrator.app import create_app as create_orchestrator
-from services.orchestrator.database import create_pool
-from services.orchestrator.ledger import Ledger, Outcome
 from test_ledger_resilience import fresh_database
 
 REFUSE_POISON = """

@@ -9,9 +9,9 @@ import httpx
 import psycopg
 
 from devtools.harness import Server, orchestrator_settings, wait_for
+from services.modelcalls.database import create_pool
+from services.modelcalls.ledger import MIGRATIONS, Ledger
 from services.orchestrator.app import create_app as create_orchestrator
-from services.orchestrator.database import create_pool
-from services.orchestrator.ledger import MIGRATIONS, Ledger
 
 
 def fresh_database(postgres, name: str) -> str:

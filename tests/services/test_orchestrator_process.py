@@ -5,7 +5,6 @@ and SIGTERM drains within Cloud Run's ten seconds."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import threading
@@ -17,7 +16,8 @@ from pathlib import Path
 import httpx
 import psycopg
 
-from devtools.harness import IMAGE_PYTHONPATH, PASSWORD, free_port, image_command, wait_for
+from devtools.harness import PASSWORD, free_port, wait_for
+from devtools.image_tree import image_process
 from test_ledger_faults import frozen, own_postgres  # noqa: F401 - a fixture
 from test_ledger_resilience import fresh_database
 
@@ -42,10 +42,7 @@ def orchestrator_process(conninfo: str, upstream_url: str, tmp_path: Path, **var
     port = free_port()
     params = psycopg.conninfo.conninfo_to_dict(conninfo)
     env = {
-        **os.environ,
-        "WEB_CONCURRENCY": "1",
-        "PYTHONPATH": IMAGE_PYTHONPATH,
-        "PYTHONUNBUFFERED": "1",
+        "PORT": str(port),
         "BACKENDS": json.dumps({"standin": {"kind": "openai", "url": f"{upstream_url}/v1"}}),
         "ROUTES": json.dumps([{"match": "*", "backends": ["standin"]}]),
         "DATABASE_AUTH": "password",
@@ -58,12 +55,8 @@ def orchestrator_process(conninfo: str, upstream_url: str, tmp_path: Path, **var
         **variables,
     }
     log = tmp_path / f"orchestrator-{port}.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            image_command("orchestrator", port), env=env, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT
-        )
     url = f"http://127.0.0.1:{port}"
-    try:
+    with log.open("wb") as out, image_process("orchestrator", env, stdout=out, stderr=subprocess.STDOUT) as process:
 
         def healthy() -> bool:
             assert process.poll() is None, log.read_text()
@@ -73,11 +66,11 @@ def orchestrator_process(conninfo: str, upstream_url: str, tmp_path: Path, **var
                 return False
 
         assert wait_for(healthy, timeout=30, interval=0.1), log.read_text()
-        yield Orchestrator(process, url, log)
-    finally:
-        if process.poll() is None:
-            process.kill()
-        process.wait(timeout=10)
+        try:
+            yield Orchestrator(process, url, log)
+        finally:
+            process.kill()  # a test that stops it otherwise has done so by now
+            process.wait(timeout=10)
 
 
 def rows_of(conninfo: str, user: str) -> list[tuple]:

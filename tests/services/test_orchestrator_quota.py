@@ -10,9 +10,9 @@ import httpx
 import psycopg
 
 from devtools.harness import Server, orchestrator_settings, wait_for
+from services.modelcalls.database import create_pool
+from services.modelcalls.ledger import MIGRATIONS, Ledger
 from services.orchestrator.app import create_app as create_orchestrator
-from services.orchestrator.database import create_pool
-from services.orchestrator.ledger import MIGRATIONS, Ledger
 from test_ledger_resilience import fresh_database
 
 # standin-paced: 20 chunks over half a second, so simultaneous requests overlap; the stand-in
@@ -112,7 +112,7 @@ def test_migrations_upgrade_a_ledger_of_the_first_version(postgres):
         )
 
     async def upgrade_and_use():
-        from services.orchestrator.ledger import Outcome
+        from services.modelcalls.ledger import Outcome
 
         ledger = Ledger(create_pool("password", 2, 5, conninfo))
         await ledger.start()

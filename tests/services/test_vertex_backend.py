@@ -1,23 +1,24 @@
 """The orchestrator's Vertex AI backend as it runs on Cloud Run: an access token for the
 cloud-platform scope from the metadata server (stand-in), reused while it is fresh, sent
 to Vertex's OpenAI-compatible endpoint. The model stand-in takes Vertex's place, since
-this machine cannot reach Google; everything else is the real code path."""
+this machine cannot reach Google; everything else is the real code path, run from the
+orchestrator's image tree (devtools/image_tree.py)."""
 
 from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import textwrap
 
 from devtools.harness import Server, cloud_run_env
+from devtools.image_tree import image_tree
 from devtools.standins.metadata_server import create_app as create_metadata
 
 SCRIPT = textwrap.dedent("""
     import asyncio, json, sys
     import aiohttp
-    from services.orchestrator.backends import CLOUD_PLATFORM, Backend, GoogleAccessToken
-    from services.orchestrator.settings import BackendSettings
+    from services.modelcalls.backends import CLOUD_PLATFORM, Backend, GoogleAccessToken
+    from services.modelcalls.settings import BackendSettings
 
     async def main(upstream_url):
         settings = BackendSettings(kind="vertex", project="my-project", location="europe-west4",
@@ -39,9 +40,13 @@ def test_vertex_backend_sends_the_service_accounts_access_token(upstream):
     with Server(create_metadata()) as metadata:
         env = cloud_run_env(metadata)
         before = len(upstream.app.state.requests)
-        run = subprocess.run(
-            [sys.executable, "-c", SCRIPT, upstream.url], env=env, capture_output=True, text=True, timeout=60
-        )
+        with image_tree("orchestrator") as tree:  # its files and packages
+            run = subprocess.run(
+                **tree.popen_args(env, ["python", "-c", SCRIPT, upstream.url]),
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
         assert run.returncode == 0, run.stderr[-3000:]
         scopes = metadata.server.config.app.state.token_scopes
     lines = [json.loads(line) for line in run.stdout.splitlines()]

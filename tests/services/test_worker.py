@@ -19,7 +19,7 @@ from google.cloud import pubsub_v1
 from psycopg_pool import AsyncConnectionPool
 
 from devtools.harness import Postgres, Server, orchestrator_settings, wait_for
-from services.orchestrator.ledger import Ledger
+from services.modelcalls.ledger import Ledger
 from services.servicekit.blobs import BlobStore
 from services.worker.app import create_app
 from services.worker.finalize import Finalizer

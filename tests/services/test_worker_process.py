@@ -1,5 +1,5 @@
-"""The batch worker as its image runs it (the Dockerfile's command line), killed and stopped the
-ways Kubernetes does: SIGKILL mid-batch loses no line and duplicates none; SIGTERM drains the
+"""The batch worker as its image runs it (its image's files, packages and command line:
+devtools/image_tree.py), killed and stopped the ways Kubernetes does: SIGKILL mid-batch loses no line and duplicates none; SIGTERM drains the
 lines in flight within the grace period and hands back the rest.
 
 MEASURED on this image: once a worker's stream is gone, killed or closed, the emulator holds
@@ -14,7 +14,6 @@ is then proven, no line lost, answered twice or charged twice.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import time
@@ -26,7 +25,8 @@ from pathlib import Path
 import httpx
 import psycopg
 
-from devtools.harness import IMAGE_PYTHONPATH, PASSWORD, free_port, image_command, wait_for
+from devtools.harness import PASSWORD, free_port, wait_for
+from devtools.image_tree import image_process
 from hybrid.service_contract import render
 from services.worker.ids import line_request_id
 from test_worker import Batches, Queue, batch_database, batches, queue, read_file, worker_settings  # noqa: F401 - fixtures
@@ -45,7 +45,7 @@ class WorkerProcess:
 
 
 @contextmanager
-def worker_process(batch_database, upstream, gcs, queue, tmp_path: Path, **overrides):
+def worker_process(batch_database, upstream, gcs, pubsub, queue, tmp_path: Path, **overrides):
     port = free_port()
     params = psycopg.conninfo.conninfo_to_dict(batch_database.conninfo)
     settings = worker_settings(
@@ -60,12 +60,9 @@ def worker_process(batch_database, upstream, gcs, queue, tmp_path: Path, **overr
         port=port,
         **overrides,
     )
-    env = {**os.environ, "PYTHONPATH": IMAGE_PYTHONPATH, "PGPASSWORD": PASSWORD, **render(settings)}
+    env = {**pubsub.environment, "PGPASSWORD": PASSWORD, **render(settings)}
     log = tmp_path / f"worker-{port}.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(image_command("worker", port), env=env, stdout=out, stderr=subprocess.STDOUT)
-    worker = WorkerProcess(process, log)
-    try:
+    with log.open("wb") as out, image_process("worker", env, stdout=out, stderr=subprocess.STDOUT) as process:
 
         def healthy() -> bool:
             assert process.poll() is None, log.read_text()[-3000:]
@@ -75,11 +72,10 @@ def worker_process(batch_database, upstream, gcs, queue, tmp_path: Path, **overr
                 return False
 
         assert wait_for(healthy, timeout=30), log.read_text()[-3000:]
-        yield worker
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+        try:
+            yield WorkerProcess(process, log)
+        finally:
+            process.kill()  # a test that stops it otherwise has done so by now
 
 
 def redelivered(pubsub, queue: Queue, batches: Batches, batch_id: str, lines: int) -> Queue:
@@ -104,7 +100,7 @@ def test_a_worker_killed_mid_batch_loses_no_line_and_duplicates_none(
     # standin-lag answers in 0.2 s: 32 lines at a time, so the kill lands with lines in flight.
     batch_id = batches.create(user, ["standin-lag"] * 1000)
     options = {"max_outstanding_messages": 32, "claim_seconds": 6}
-    with worker_process(batch_database, upstream, gcs, queue, tmp_path, **options) as first:
+    with worker_process(batch_database, upstream, gcs, pubsub, queue, tmp_path, **options) as first:
         assert wait_for(lambda: batches.lines(batch_id, "succeeded") >= 300, timeout=60)
         first.process.send_signal(signal.SIGKILL)
         first.process.wait()
@@ -114,7 +110,7 @@ def test_a_worker_killed_mid_batch_loses_no_line_and_duplicates_none(
         ).fetchone()
     assert stranded > 0  # the kill left lines claimed and unanswered
     again = redelivered(pubsub, queue, batches, batch_id, 1000)
-    with worker_process(batch_database, upstream, gcs, again, tmp_path, **options):
+    with worker_process(batch_database, upstream, gcs, pubsub, again, tmp_path, **options):
         batch = batches.finished(batch_id, timeout=60)
     assert batch["status"] == "completed"
     output = read_file(gcs, batch_id, "output")
@@ -128,7 +124,7 @@ def test_a_worker_killed_mid_batch_loses_no_line_and_duplicates_none(
 def test_sigterm_drains_the_lines_in_flight_then_exits(batch_database, upstream, gcs, pubsub, queue, batches, tmp_path):
     user = f"user-{uuid.uuid4().hex[:8]}"
     batch_id = batches.create(user, ["standin-lag"] * 300)
-    with worker_process(batch_database, upstream, gcs, queue, tmp_path, max_outstanding_messages=16) as worker:
+    with worker_process(batch_database, upstream, gcs, pubsub, queue, tmp_path, max_outstanding_messages=16) as worker:
         assert wait_for(lambda: batches.lines(batch_id, "succeeded") >= 50, timeout=60)
         stopped = time.monotonic()
         worker.process.send_signal(signal.SIGTERM)
@@ -138,20 +134,22 @@ def test_sigterm_drains_the_lines_in_flight_then_exits(batch_database, upstream,
     (drained,) = worker.logged("worker drained")
     assert drained["handed_back"] == 0 and drained["finished"] > 0  # 0.2 s lines all finished in time
     assert batches.lines(batch_id, "running") == 0
-    with worker_process(batch_database, upstream, gcs, redelivered(pubsub, queue, batches, batch_id, 300), tmp_path):
+    with worker_process(
+        batch_database, upstream, gcs, pubsub, redelivered(pubsub, queue, batches, batch_id, 300), tmp_path
+    ):
         assert batches.finished(batch_id, timeout=60)["status"] == "completed"
     assert len(read_file(gcs, batch_id, "output")) == 300
     assert len(batches.charges(user)) == 300
 
 
 def test_sigterm_hands_back_the_lines_that_outlast_the_deadline(
-    batch_database, upstream, gcs, queue, batches, tmp_path
+    batch_database, upstream, gcs, pubsub, queue, batches, tmp_path
 ):
     user = f"user-{uuid.uuid4().hex[:8]}"
     # standin-stall waits 30 s: no line finishes within the 2 s the worker is given.
     batch_id = batches.create(user, ["standin-stall"] * 4)
     options = {"shutdown_seconds": 2, "first_byte_timeout_seconds": 60, "max_request_seconds": 60, "claim_seconds": 90}
-    with worker_process(batch_database, upstream, gcs, queue, tmp_path, **options) as worker:
+    with worker_process(batch_database, upstream, gcs, pubsub, queue, tmp_path, **options) as worker:
         assert wait_for(lambda: batches.lines(batch_id, "running") == 4, timeout=30)
         stopped = time.monotonic()
         worker.process.send_signal(signal.SIGTERM)

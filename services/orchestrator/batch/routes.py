@@ -11,8 +11,8 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
+from services.modelcalls.ledger import LedgerUnavailable
 from services.orchestrator.batch.store import BatchStore, NotFound, Refused
-from services.orchestrator.ledger import LedgerUnavailable
 from services.servicekit import logs
 from services.servicekit.blobs import BlobNotFound, BlobStoreError
 from services.servicekit.errors import error_response

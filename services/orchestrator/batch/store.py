@@ -17,9 +17,9 @@ from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
+from services.modelcalls.ledger import Ledger
 from services.orchestrator.batch.objects import batch_object, file_object, new_batch_id, new_file_id
 from services.orchestrator.batch.queue import Publisher, check_message, line_message
-from services.orchestrator.ledger import Ledger
 from services.servicekit import logs
 from services.servicekit.batch_lines import InvalidFile, stored_requests
 from services.servicekit.blobs import BlobNotFound, BlobStore

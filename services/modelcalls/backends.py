@@ -13,7 +13,7 @@ import google.auth.credentials
 import google.auth.exceptions
 import google.auth.transport.requests
 
-from services.orchestrator.settings import BackendSettings
+from services.modelcalls.settings import BackendSettings
 from services.servicekit.identity import IdTokenSource
 
 CLOUD_PLATFORM = "https://www.googleapis.com/auth/cloud-platform"

@@ -9,7 +9,7 @@ from typing import Any, Self
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
-from services.orchestrator.backends import GoogleAccessToken
+from services.modelcalls.backends import GoogleAccessToken
 
 # cloud.google.com/sql/docs/postgres/iam-logins: the token needs this scope.
 SQL_LOGIN_SCOPE = "https://www.googleapis.com/auth/sqlservice.login"

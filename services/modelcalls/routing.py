@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.orchestrator.settings import Route
+from services.modelcalls.settings import Route
 
 
 def backends_for(model: str, routes: list[Route]) -> list[str]:

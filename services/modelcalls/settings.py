@@ -1,0 +1,120 @@
+"""How a service that calls the model backends is configured: its backends, the routes from
+model names to them, the daily quota and the ledger's database. The orchestrator's settings and
+the batch worker's extend ModelCallerSettings; environment variables only, validated at start-up."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class BackendSettings(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    # "openai": any OpenAI-compatible server (vLLM, or a hosted API); "vertex": Vertex AI's
+    # OpenAI-compatible endpoint, with the service's Google access token.
+    kind: Literal["openai", "vertex"]
+    url: str | None = None  # openai: the base URL, ending in /v1
+    api_key_env: str | None = None  # openai: the environment variable that holds its key
+    # openai: "google-id-token" for a model server on Cloud Run that admits only this service's
+    # identity (an ID token whose audience is the server's URL); "none" otherwise.
+    auth: Literal["none", "google-id-token"] = "none"
+    model: str | None = None  # the name the backend knows the model by, if not the caller's
+    project: str | None = None  # vertex
+    location: str | None = None  # vertex
+
+    @model_validator(mode="after")
+    def _complete(self) -> BackendSettings:
+        if self.kind == "openai" and not self.url:
+            raise ValueError("an openai backend needs url")
+        if self.kind == "vertex" and not (self.project and self.location):
+            raise ValueError("a vertex backend needs project and location")
+        if self.auth == "google-id-token" and self.kind != "openai":
+            raise ValueError("auth 'google-id-token' is for openai backends on Cloud Run")
+        return self
+
+    @property
+    def audience(self) -> str:
+        """A Cloud Run service's ID-token audience: its URL without the /v1 path."""
+        return (self.url or "").rstrip("/").removesuffix("/v1")
+
+
+class Route(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    match: str  # a model name, or a prefix ending in "*"
+    backends: list[str] = Field(min_length=1)  # tried in order until one answers
+
+
+class ModelCallerSettings(BaseSettings):
+    """What a service that calls the model backends and charges the usage ledger is configured
+    with: the orchestrator, and the batch worker (services/worker/settings.py) under the same
+    names, so the stacks render both from the same values."""
+
+    # A settings model reads each field from the environment variable of its name in upper
+    # case; BACKENDS and ROUTES reach _from_json as the strings they are (NoDecode), not decoded first.
+    model_config = SettingsConfigDict(frozen=True, extra="forbid")
+
+    backends: Annotated[dict[str, BackendSettings], NoDecode]
+    routes: Annotated[list[Route], NoDecode]
+    daily_token_quota: int = Field(1_000_000, ge=1)
+    connect_timeout_seconds: float = Field(5, gt=0)
+    first_byte_timeout_seconds: float = Field(120, gt=0)
+    # "iam": log in as the service account with an access token (Cloud SQL IAM authentication);
+    # "password": PGPASSWORD, for local runs.
+    database_auth: Literal["iam", "password"] = "password"
+    # Where the ledger lives, in libpq's terms (its PG* variables work too when these are unset).
+    # With IAM login they are required: Cloud SQL's private IP, the database, the IAM user, TLS.
+    pghost: str | None = None
+    pgport: int | None = Field(None, ge=1, le=65535)
+    pgdatabase: str | None = None
+    pguser: str | None = None
+    pgsslmode: Literal["disable", "prefer", "require", "verify-ca", "verify-full"] | None = None
+    database_pool_size: int = Field(10, ge=1)
+    database_timeout_seconds: float = Field(3, gt=0)
+    log_level: str = "INFO"
+
+    @model_validator(mode="after")
+    def _routes_known(self) -> ModelCallerSettings:
+        unknown = {b for route in self.routes for b in route.backends} - set(self.backends)
+        if unknown:
+            raise ValueError(f"routes name unknown backends: {sorted(unknown)}")
+        return self
+
+    @model_validator(mode="after")
+    def _iam_login_complete(self) -> ModelCallerSettings:
+        # Cloud SQL accepts IAM logins over TLS only (cloud.google.com/sql/docs/postgres/iam-logins).
+        if self.database_auth == "iam":
+            missing = [name.upper() for name in ("pghost", "pgdatabase", "pguser") if not getattr(self, name)]
+            if missing:
+                raise ValueError(f"DATABASE_AUTH=iam needs {', '.join(missing)}")
+            if self.pgsslmode not in ("require", "verify-ca", "verify-full"):
+                raise ValueError("DATABASE_AUTH=iam needs PGSSLMODE require, verify-ca or verify-full")
+        return self
+
+    def conninfo(self) -> str:
+        """The libpq connection string of the settings given; libpq's environment fills the rest."""
+        from psycopg.conninfo import make_conninfo
+
+        given = {
+            "host": self.pghost,
+            "port": self.pgport,
+            "dbname": self.pgdatabase,
+            "user": self.pguser,
+            "sslmode": self.pgsslmode,
+        }
+        return make_conninfo("", **{key: value for key, value in given.items() if value is not None})
+
+    @field_validator("backends", "routes", mode="before")
+    @classmethod
+    def _from_json(cls, value: Any) -> Any:
+        # In the environment, BACKENDS and ROUTES are JSON (the services stack renders them).
+        if isinstance(value, str):
+            try:
+                return json.loads(value)
+            except ValueError as err:
+                raise ValueError(f"must be JSON ({err})") from None
+        return value
