@@ -40,7 +40,7 @@ log = logging.getLogger("gateway")
 Body = TypeVar("Body", bound=BaseModel)
 # Headers of the orchestrator's answer the caller may see. Its bytes pass unchanged, so an
 # answer compressed all the same keeps its Content-Encoding.
-PASSED_HEADERS = ("content-encoding", "content-type", "retry-after", "x-request-id")
+PASSED_HEADERS = ("content-encoding", "content-type", "idempotent-replayed", "retry-after", "x-request-id")
 STREAM_BROKE = stream_broke_event()
 UPLOAD_PATH = "/v1/files"
 # What a multipart body adds to its file: boundaries, part headers, the purpose field.
@@ -98,8 +98,8 @@ def create_app(settings: GatewaySettings) -> FastAPI:
             CORSMiddleware,
             allow_origins=origins,
             allow_methods=["POST"],
-            allow_headers=["authorization", "content-type", "x-request-id"],
-            expose_headers=["retry-after", "x-request-id"],
+            allow_headers=["authorization", "content-type", "idempotency-key", "x-request-id"],
+            expose_headers=["idempotent-replayed", "retry-after", "x-request-id"],
             max_age=600,
         )
 
@@ -217,6 +217,9 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         }
         if data is not None:
             headers["content-type"] = content_type
+        # The orchestrator holds the keys (in its database, for every instance) and checks them.
+        if (key := request.headers.get("idempotency-key")) is not None:
+            headers["idempotency-key"] = key
         try:
             return await client.request(method, orchestrator + path, data=data, params=params, headers=headers)
         except (aiohttp.ClientError, TimeoutError) as err:

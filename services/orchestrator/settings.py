@@ -149,6 +149,9 @@ class OrchestratorSettings(ModelCallerSettings):
     # Storing a batch's lines (up to the gateway's batch_max_lines in one transaction), and
     # publishing their messages, each take longer than a request's database_timeout_seconds.
     batch_create_timeout_seconds: float = Field(60, gt=0)
+    # How long an Idempotency-Key's outcome is replayed (services.orchestrator.idempotency);
+    # Stripe keeps keys at least 24 hours.
+    idempotency_window_seconds: float = Field(86_400, gt=0)
 
     @model_validator(mode="after")
     def _batches_complete(self) -> OrchestratorSettings:
