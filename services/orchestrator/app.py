@@ -23,6 +23,7 @@ from services.orchestrator.backends import Backend, BackendUnavailable, GoogleAc
 from services.orchestrator.batch.queue import Publisher
 from services.orchestrator.batch.routes import batch_router
 from services.orchestrator.batch.store import BatchStore
+from services.orchestrator.callers import CERTS_CACHE_SECONDS, CERTS_MIN_REFRESH_SECONDS, CallerCheck, RequireCaller
 from services.orchestrator.database import create_pool
 from services.orchestrator.idempotency import IdempotencyKeys
 from services.orchestrator.ledger import Ledger, LedgerUnavailable, Outcome
@@ -32,6 +33,7 @@ from services.orchestrator.usage import UsageInvalid, UsageMeter, estimate_token
 from services.servicekit import logs
 from services.servicekit.blobs import BlobStore
 from services.servicekit.errors import error_response, stream_broke_event
+from services.servicekit.jwks import JwksCache
 
 log = logging.getLogger("orchestrator")
 # The 502s of an answer that broke or could not be metered once the backend had begun it.
@@ -76,6 +78,9 @@ def create_app(settings: OrchestratorSettings, conninfo: str | None = None) -> F
             auto_decompress=True,
         ) as client:
             app.state.ledger, app.state.client = ledger, client
+            if settings.caller_audience is not None:
+                certs = JwksCache(settings.caller_certs_url, client, CERTS_CACHE_SECONDS, CERTS_MIN_REFRESH_SECONDS)
+                app.state.callers = CallerCheck(certs, settings.caller_audience, settings.callers)
             app.state.idempotency = IdempotencyKeys(
                 ledger,
                 settings.idempotency_window_seconds,
@@ -105,6 +110,13 @@ def create_app(settings: OrchestratorSettings, conninfo: str | None = None) -> F
         await ledger.stop()
 
     app = FastAPI(title="AI platform orchestrator", version="1.0.0", lifespan=lifespan)
+    if settings.caller_auth == "google-id-token":
+        app.add_middleware(RequireCaller, check=lambda: app.state.callers)
+    else:
+        # Said at every start, where it shows: the routes bill whoever X-User-Id names.
+        logs.event(
+            log, "caller check OFF (CALLER_AUTH=none): any caller is served; for local runs only", logging.WARNING
+        )
     app.state.batches = None
     app.include_router(batch_router(lambda: app.state.batches))
 
