@@ -76,7 +76,9 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     app = FastAPI(title="AI platform gateway", version="1.0.0", lifespan=lifespan)
     limiter = RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst)
     identity = (
-        IdTokenSource(settings.orchestrator_url) if settings.orchestrator_auth == "google-id-token" else NoToken()
+        IdTokenSource(settings.orchestrator_audience or settings.orchestrator_url)
+        if settings.orchestrator_auth == "google-id-token"
+        else NoToken()
     )
     orchestrator = settings.orchestrator_url.rstrip("/")
     uploads = asyncio.Semaphore(settings.batch_concurrent_uploads)
