@@ -224,3 +224,26 @@ def test_an_upload_and_a_batch_with_a_key_are_made_once(batch_gateway, issuer, p
         f"{batch_gateway.url}/v1/batches", json={**request, "metadata": {"a": "b"}}, headers=headers, timeout=30
     )
     assert reused.status_code == 422
+
+
+def test_a_key_whose_first_request_died_with_its_instance_runs_again_once_stale(orchestrator, upstream, postgres):
+    user, marker, key = new_user(), secrets.token_hex(6), new_key()
+    body = chat(marker, "standin-echo")
+    assert post(orchestrator.url, user, body, key).status_code == 200
+    # As an instance killed mid-request leaves it: claimed, no outcome; within its time, 409.
+    with psycopg.connect(postgres.conninfo, autocommit=True) as conn:
+        conn.execute(
+            "UPDATE idempotency_keys SET status = NULL, body = NULL WHERE user_id = %s AND key = %s", (user, key)
+        )
+        assert refused_in_flight(post(orchestrator.url, user, body, key))
+        conn.execute(
+            "UPDATE idempotency_keys SET stale_at = now() - interval '1 second' WHERE user_id = %s AND key = %s",
+            (user, key),
+        )
+    retried = post(orchestrator.url, user, body, key)
+    assert retried.status_code == 200 and "idempotent-replayed" not in retried.headers
+    assert model_calls(upstream, marker) == 2
+
+
+def refused_in_flight(response: httpx.Response) -> bool:
+    return response.status_code == 409 and response.json()["error"]["code"] == "idempotency_key_in_use"
