@@ -223,10 +223,17 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         if (key := request.headers.get("idempotency-key")) is not None:
             headers["idempotency-key"] = key
         try:
-            return await client.request(method, orchestrator + path, data=data, params=params, headers=headers)
+            upstream = await client.request(method, orchestrator + path, data=data, params=params, headers=headers)
         except (aiohttp.ClientError, TimeoutError) as err:
             logs.event(log, "orchestrator unreachable", logging.ERROR, error=type(err).__name__)
             return error_response(502, "the model service is unreachable", "api_error", "upstream_unavailable")
+        if upstream.status in (401, 403):
+            # The orchestrator (or Cloud Run before it) refused the gateway's own identity, not
+            # the user's token: passed on, the user would be told to sign in again.
+            upstream.release()
+            logs.event(log, "orchestrator refused our credentials", logging.ERROR, status=upstream.status)
+            return error_response(502, "cannot authenticate to the model service", "api_error", "upstream_auth")
+        return upstream
 
     async def pass_on(
         request: Request, method: str, path: str, *, well_formed: bool = True, params: dict[str, str] | None = None

@@ -18,7 +18,8 @@ asked to (IAM's generateIdToken has includeEmail, cloud.google.com/iam/credentia
 format=full, which includes it (google/auth/compute_engine/credentials.py, IDTokenCredentials).
 
 No valid token for this service (none, malformed, a bad signature, expired, another audience):
-401. A valid token of an account that is not allowed: 403.
+401. A valid token of an account that is not allowed: 403. Google's keys out of reach (and none
+cached for the token's key id): 503 with Retry-After, as the caller is not at fault.
 """
 
 from __future__ import annotations
@@ -51,6 +52,10 @@ class Forbidden(Exception):
     """A valid token, of a caller that is not allowed."""
 
 
+class CertsUnavailable(Exception):
+    """Google's keys could not be fetched, and none cached is the token's."""
+
+
 class CallerCheck:
     def __init__(self, certs: JwksCache, audience: str, allowed: frozenset[str]) -> None:
         self.certs, self.audience, self.allowed = certs, audience, allowed
@@ -74,7 +79,12 @@ class CallerCheck:
         kid = header.get("kid")
         if not isinstance(kid, str):
             raise Unauthorized("no key id")
-        jwk = await self.certs.key(kid)
+        try:
+            jwk = await self.certs.key(kid)
+        except Unauthorized as err:
+            if err.reason.startswith("JWKS unavailable"):
+                raise CertsUnavailable(err.reason) from None
+            raise
         try:
             key = RSAAlgorithm.from_jwk(json.dumps(jwk))
             if not isinstance(key, RSAPublicKey):
@@ -128,6 +138,17 @@ class RequireCaller:
             logs.event(log, "caller refused", logging.WARNING, reason=str(err), path=scope["path"])
             refusal = error_response(
                 403, "this caller may not call the orchestrator", "permission_error", "caller_not_allowed"
+            )
+            await refusal(scope, receive, send)
+            return
+        except CertsUnavailable as err:
+            logs.event(log, "caller's token cannot be checked", logging.ERROR, reason=str(err))
+            refusal = error_response(
+                503,
+                "cannot check the caller's credentials now; retry shortly",
+                "api_error",
+                "caller_check_unavailable",
+                headers={"Retry-After": "5"},
             )
             await refusal(scope, receive, send)
             return

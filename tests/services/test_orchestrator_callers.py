@@ -15,9 +15,10 @@ import psycopg
 import pytest
 from pydantic import ValidationError
 
-from devtools.harness import Server, free_port, orchestrator_settings
+from devtools.harness import Server, free_port, gateway_settings, orchestrator_settings
 from devtools.standins.metadata_server import CERTS_PATH, GoogleSigner
 from devtools.standins.metadata_server import create_app as create_metadata
+from services.gateway.app import create_app as create_gateway
 from services.orchestrator.app import create_app as create_orchestrator
 from services.orchestrator.settings import OrchestratorSettings
 
@@ -166,3 +167,32 @@ def test_turned_off_it_says_so_at_start(upstream, caplog):
     with caplog.at_level(logging.WARNING, logger="orchestrator"):
         create_orchestrator(orchestrator_settings(upstream.url))
     assert any("caller check OFF" in record.getMessage() for record in caplog.records)
+
+
+def test_with_googles_keys_out_of_reach_a_valid_token_is_503_not_401(postgres, upstream, google):
+    port = free_port()
+    settings = orchestrator_settings(
+        upstream.url,
+        caller_auth="google-id-token",
+        caller_audience=f"http://127.0.0.1:{port}",
+        allowed_callers=GATEWAY,
+        caller_certs_url="http://127.0.0.1:9/oauth2/v3/certs",  # nothing listens there
+    )
+    with Server(create_orchestrator(settings, conninfo=postgres.conninfo), port=port) as server:
+        response = chat(server, f"Bearer {id_token(google['gateway'], server.url)}", "u")
+    assert refused(response, 503, "caller_check_unavailable")
+    assert response.headers["retry-after"] == "5"
+
+
+def test_a_gateway_the_orchestrator_refuses_answers_502_not_the_users_401(guarded, issuer):
+    """The refusal is of the gateway's identity: a user told 401 would sign in again, in vain."""
+    with Server(create_gateway(gateway_settings(issuer, guarded.url))) as gateway:  # no ID token
+        response = httpx.post(
+            f"{gateway.url}/v1/chat/completions",
+            json={"model": "standin-echo", "messages": [{"role": "user", "content": "hi"}]},
+            headers={"authorization": f"Bearer {issuer.token('someone')}"},
+            timeout=30,
+        )
+        batches = httpx.get(f"{gateway.url}/v1/batches", headers={"authorization": f"Bearer {issuer.token('x')}"})
+    assert refused(response, 502, "upstream_auth")
+    assert refused(batches, 502, "upstream_auth")
