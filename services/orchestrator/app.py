@@ -202,6 +202,8 @@ def create_app(settings: OrchestratorSettings, conninfo: str | None = None) -> F
             finally:
                 upstream.release()
                 ledger.close_entry(Outcome(entry, outcome, backend, meter.prompt_tokens, meter.completion))
+                if outcome == "client_aborted":  # cancelled (shutdown) before the answer was read: nothing billed
+                    claim.release_soon()
             if error:
                 return await claim.settle(error_response(502, *error))
             return await claim.settle(Response(content=content, status_code=upstream.status, headers=headers))
