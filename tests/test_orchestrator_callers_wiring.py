@@ -5,6 +5,7 @@ checks (services/orchestrator/callers.py)."""
 from __future__ import annotations
 
 from iac import pointee, pointees
+from test_reachability import by_edge, container_env, explain, facts_for, failures, only_env, service
 from test_services_stack import env_vars, services
 
 
@@ -25,3 +26,19 @@ def test_the_orchestrator_admits_the_gateways_account_for_its_own_url(env, synth
     assert audience.startswith(f"https://{deployed['orchestrator']['name']}-${{")
     assert audience.endswith(".us-central1.run.app")
     assert [p.brief for p in pointees(synth_json, here, audience)] == [(here, "data.google_project", None, "number")]
+
+
+def test_make_check_follows_the_gateways_token_through_the_orchestrators_caller_check(synth_json):
+    stacks = only_env(synth_json)
+    verdict = by_edge(stacks, facts_for("dev"))["gateway -> orchestrator"]
+    assert verdict.ok, explain([verdict])
+    assert any("ALLOWED_CALLERS (serviceAccount:dev-gateway) admits the gateway" in s.text for s in verdict.steps)
+    # Another account admitted, or another audience checked: the gateway's calls would be refused.
+    orchestrator = container_env(service(stacks, "orchestrator"))
+    orchestrator["ALLOWED_CALLERS"]["value"] = "someone@replace-me-dev.iam.gserviceaccount.com"
+    orchestrator["CALLER_AUDIENCE"]["value"] = "https://elsewhere.run.app"
+    blocked = by_edge(stacks, facts_for("dev"))["gateway -> orchestrator"]
+    assert not blocked.ok
+    assert [text.split(":", 1)[0] for text in failures(blocked)] == ["dev-gateway", "dev-orchestrator"]
+    assert "is the orchestrator's CALLER_AUDIENCE https://elsewhere.run.app" in failures(blocked)[0]
+    assert "admits the gateway, serviceAccount:dev-gateway" in failures(blocked)[1]
