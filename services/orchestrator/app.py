@@ -19,6 +19,7 @@ import aiohttp
 from fastapi import FastAPI, Request
 from fastapi.responses import Response, StreamingResponse
 
+from services.orchestrator import idempotency
 from services.orchestrator.backends import Backend, BackendUnavailable, GoogleAccessToken
 from services.orchestrator.batch.queue import Publisher
 from services.orchestrator.batch.routes import batch_router
@@ -143,8 +144,7 @@ def create_app(settings: OrchestratorSettings, conninfo: str | None = None) -> F
         if not route:
             return error_response(404, f"no backend serves model {model!r}", "invalid_request_error", "model_not_found")
 
-        keys: IdempotencyKeys = request.app.state.idempotency
-        claim = await keys.begin(request, user_id, "chat.completions", raw)
+        claim = await idempotency.of(request).begin(request, user_id, "chat.completions", raw)
         if isinstance(claim, Response):  # a replay, or why the request cannot run now
             return claim
         ledger: Ledger = request.app.state.ledger

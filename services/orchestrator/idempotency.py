@@ -109,6 +109,12 @@ class Claim:
 NO_KEY = Claim()
 
 
+def of(request: Request) -> IdempotencyKeys:
+    """The app's idempotency keys (made at start-up, beside the ledger)."""
+    keys: IdempotencyKeys = request.app.state.idempotency
+    return keys
+
+
 class IdempotencyKeys:
     def __init__(self, ledger: Ledger, window_seconds: float, stale_seconds: float) -> None:
         self.ledger, self.window, self.stale = ledger, window_seconds, stale_seconds

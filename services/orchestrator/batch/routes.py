@@ -11,6 +11,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
+from services.orchestrator import idempotency
 from services.orchestrator.batch.store import BatchStore, NotFound, Refused
 from services.orchestrator.ledger import LedgerUnavailable
 from services.servicekit import logs
@@ -62,7 +63,7 @@ def batch_router(store: Callable[[], BatchStore | None]) -> APIRouter:
             return error_response(400, "purpose must be 'batch'", "invalid_request_error", "invalid_purpose")
         data = await request.body()
         payload = json.dumps([filename, purpose]).encode() + b"\n" + data
-        return await request.app.state.idempotency.run(  # type: ignore[no-any-return]
+        return await idempotency.of(request).run(
             request, "files", payload, lambda: serve(request, lambda s, user: s.create_file(user, filename, data))
         )
 
@@ -94,7 +95,7 @@ def batch_router(store: Callable[[], BatchStore | None]) -> APIRouter:
             asked = (body["input_file_id"], body["endpoint"], body["completion_window"], body.get("metadata"))
         except (ValueError, KeyError, TypeError):
             return error_response(400, "invalid batch request", "invalid_request_error", "invalid_request")
-        return await request.app.state.idempotency.run(  # type: ignore[no-any-return]
+        return await idempotency.of(request).run(
             request, "batches", raw, lambda: serve(request, lambda s, user: s.create_batch(user, *asked))
         )
 
