@@ -91,10 +91,6 @@ class Claim:
                 await self.keys.record(self, response.status_code, content_type, bytes(response.body))
         return response
 
-    async def release(self) -> None:
-        if self.key is not None and self.keys is not None:
-            await self.keys.release(self)
-
     def release_soon(self) -> None:
         """For a request being cancelled: released in a task of its own."""
         if self.key is not None and self.keys is not None:
