@@ -16,7 +16,7 @@ import re
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from hybrid.service_contract import run_app_url
@@ -47,6 +47,7 @@ class Container:
     urls: tuple[str, ...] = ()  # a service's run.app URLs as GCP gives them
     command: list[str] = field(default_factory=list)
     startup_probe_path: str | None = None
+    service_account: str = ""  # the email of the account it runs as: whose identity its metadata server serves
 
 
 class SynthesizedEnvironment:
@@ -86,7 +87,8 @@ class SynthesizedEnvironment:
             container = self._container(
                 f"{self.name}-services", resource["name"], resource["template"]["containers"][0], urls
             )
-            found[container.role] = container
+            account = self.resolve(f"{self.name}-services", resource["template"].get("service_account", ""))
+            found[container.role] = replace(container, service_account=account)
         return found
 
     def jobs(self) -> dict[str, Container]:

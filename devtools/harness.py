@@ -186,6 +186,9 @@ def orchestrator_settings(upstream_url: str, **overrides) -> OrchestratorSetting
             ],
             "first_byte_timeout_seconds": 2,
             "database_timeout_seconds": 2,
+            # In-process tests call it directly, as the gateway's tests' orchestrator; the check
+            # itself is tested in tests/services/test_orchestrator_callers.py and the rehearsal.
+            "caller_auth": "none",
             **overrides,
         }
     )

@@ -12,7 +12,10 @@ speaks its protocol, and only these values are translated to point at them:
                                       roles, database and IAM user as the database stack makes them
   the model servers' ILB address   -> the model stand-in (devtools/standins/openai_upstream.py) or --upstream
   Identity Platform, its JWKS      -> devtools/standins/identity_platform.py
-  the metadata server              -> devtools/standins/metadata_server.py (ID and access tokens)
+  the metadata server              -> devtools/standins/metadata_server.py (ID and access tokens),
+                                      one per service, serving the account it runs as
+  Google's ID-token keys (certs)   -> the metadata stand-ins' shared signing key: the orchestrator
+                                      checks the gateway's ID tokens as on Cloud Run
   Secret Manager                   -> values made here for each secret the spec references
 
 The one-time jobs (the database bootstrap) run first, as `gcloud run jobs execute` would.
@@ -47,8 +50,10 @@ from devtools.harness import Postgres, Server, free_port
 from devtools.image_tree import image_process, image_tree
 from devtools.standins.identity_platform import JWKS_PATH, identity_issuer
 from devtools.standins.identity_platform import create_app as create_identity_platform
+from devtools.standins.metadata_server import CERTS_PATH, GoogleSigner
 from devtools.standins.metadata_server import create_app as create_metadata
 from devtools.standins.openai_upstream import create_app as create_model_standin
+from services.orchestrator.settings import GOOGLE_CERTS_URL
 
 DEV = ROOT / "environments" / "dev.toml"
 GOOGLE_JWKS = "https://www.googleapis.com" + JWKS_PATH
@@ -85,7 +90,16 @@ def local_chain(
     try:
         with contextlib.ExitStack() as stack:
             _create_cloud_sql_objects(database, spec, jobs, secret_values)
-            metadata = stack.enter_context(Server(create_metadata(access_token=ACCESS_TOKEN)))
+            # Google signs every account's ID tokens with the same keys; each service's metadata
+            # server serves the account the spec runs it as (the jobs' one is the default's).
+            google = GoogleSigner()
+            metadata = stack.enter_context(Server(create_metadata(access_token=ACCESS_TOKEN, signer=google)))
+            identities = {
+                role: stack.enter_context(
+                    Server(create_metadata(access_token=ACCESS_TOKEN, email=container.service_account, signer=google))
+                )
+                for role, container in services.items()
+            }
             project = spec.stacks[f"{spec.name}-services"]["provider"]["google"][0]["project"]
             issuer = identity_issuer(work / "identity", project)
             identity = stack.enter_context(
@@ -101,13 +115,10 @@ def local_chain(
                 _self_hosted_base(services["orchestrator"]): upstream.removesuffix("/v1"),
                 GOOGLE_JWKS: identity.url + JWKS_PATH,
                 IDENTITY_PLATFORM: identity.url,
-            }
-            platform = {
-                "GCE_METADATA_HOST": f"127.0.0.1:{metadata.port}",
-                "GCE_METADATA_IP": f"127.0.0.1:{metadata.port}",
+                GOOGLE_CERTS_URL: metadata.url + CERTS_PATH,
             }
             for job in jobs.values():
-                _run_job(job, {**_environment(job, translate, secret_values), **platform})
+                _run_job(job, {**_environment(job, translate, secret_values), **_metadata_env(metadata)})
             environments = {}
             for role in SERVICE_ORDER:
                 environments[role] = {
@@ -118,7 +129,10 @@ def local_chain(
                     environments[role]["BACKENDS"] = _real_upstream(environments[role]["BACKENDS"], model, api_key_env)
                 stack.enter_context(
                     service_process(
-                        services[role], ports[role], {**environments[role], **platform}, work / f"{role}.log"
+                        services[role],
+                        ports[role],
+                        {**environments[role], **_metadata_env(identities[role])},
+                        work / f"{role}.log",
                     )
                 )
             yield dict(
@@ -132,11 +146,27 @@ def local_chain(
                 conninfo=make_conninfo(database.conninfo, dbname=environments["orchestrator"]["PGDATABASE"]),
                 spec=spec,
                 metadata=metadata,
+                identities=identities,
                 model=json.loads(environments["orchestrator"]["ROUTES"])[0]["match"],
             )
     finally:
         database.stop()
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _metadata_env(metadata: Server) -> dict[str, str]:
+    """Where google-auth finds the metadata server (its stand-in)."""
+    return {"GCE_METADATA_HOST": f"127.0.0.1:{metadata.port}", "GCE_METADATA_IP": f"127.0.0.1:{metadata.port}"}
+
+
+def caller_check(environment: dict[str, str]) -> str:
+    """The orchestrator's caller check as started, in words, for the rehearsal's output."""
+    if environment.get("CALLER_AUTH", "google-id-token") != "google-id-token":
+        return f"OFF (CALLER_AUTH={environment.get('CALLER_AUTH')}): any caller is served"
+    return (
+        f"on: Google ID tokens for {environment.get('CALLER_AUDIENCE')} from {environment.get('ALLOWED_CALLERS')}, "
+        f"keys from {environment.get('CALLER_CERTS_URL')} (the stand-in's)"
+    )
 
 
 def _require_free(host: str, port: int) -> None:

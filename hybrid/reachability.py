@@ -927,8 +927,32 @@ def gateway_to_orchestrator(s: Synth, facts: EnvironmentFacts) -> Verdict:
     )
     auth = gateway.env.get("ORCHESTRATOR_AUTH")
     c.check(auth == "google-id-token", f"{gateway.name}: ORCHESTRATOR_AUTH = {auth} (a Google ID token for the call)")
+    _caller_check(s, c, gateway, orchestrator)
     reach_internal_service(s, c, gateway, orchestrator)
     return c.verdict()
+
+
+def _caller_check(s: Synth, c: Chain, gateway: RunService, orchestrator: RunService) -> None:
+    """The orchestrator checks the gateway's ID token itself (services/orchestrator/callers.py):
+    the token must be minted for the audience it checks, by an account it admits."""
+    services_id = s.stack_id("services")
+    if orchestrator.env.get("CALLER_AUTH") != "google-id-token":
+        c.ok(f"{orchestrator.name}: CALLER_AUTH = {orchestrator.env.get('CALLER_AUTH')}: it checks no caller")
+        return
+    minted = gateway.env.get("ORCHESTRATOR_AUDIENCE") or gateway.env.get("ORCHESTRATOR_URL")
+    checked = orchestrator.env.get("CALLER_AUDIENCE")
+    c.check(
+        minted == checked,
+        f"{gateway.name}: its ID token's audience {s.show(services_id, minted)} is the orchestrator's "
+        f"CALLER_AUDIENCE {s.show(services_id, checked)}",
+    )
+    callers = str(orchestrator.env.get("ALLOWED_CALLERS") or "").split(",")
+    allowed = {s.principal(services_id, caller.strip()) for caller in callers if caller.strip()}
+    who = identity(s, gateway)
+    c.check(
+        who in allowed,
+        f"{orchestrator.name}: ALLOWED_CALLERS ({', '.join(sorted(allowed)) or 'nobody'}) admits the gateway, {who}",
+    )
 
 
 def orchestrator_to_inference(s: Synth, facts: EnvironmentFacts) -> Verdict:

@@ -23,7 +23,7 @@ from hybrid.config import Environment, must
 from services.frontend.settings import FrontendSettings
 from services.gateway.settings import GatewaySettings
 from services.modelcalls.settings import Route
-from services.orchestrator.settings import OrchestratorSettings
+from services.orchestrator.settings import GOOGLE_CERTS_URL, OrchestratorSettings
 from services.worker.settings import WorkerSettings
 
 # The settings model of each service whose code lives in services/.
@@ -52,6 +52,10 @@ class Wiring:
 
     gateway_url: str | None = None
     orchestrator_url: str | None = None
+    # The orchestrator's deterministic URL: the audience of the gateway's ID tokens, and what the
+    # orchestrator checks them for (its own uri would make it depend on itself).
+    orchestrator_audience: str | None = None
+    gateway_account: str | None = None  # the gateway's service account's email: the orchestrator's caller
     frontend_origin: str | None = None
     inference_url: str | None = None
     database_host: str | None = None
@@ -70,6 +74,8 @@ class Wiring:
         return cls(
             gateway_url=run("gateway"),
             orchestrator_url=run("orchestrator"),
+            orchestrator_audience=run("orchestrator"),
+            gateway_account=f"{env.names.service['gateway']}@{env.project_id}.iam.gserviceaccount.com",
             frontend_origin=run("frontend"),
             inference_url=f"http://{env.network.inference_address}:{env.network.inference_port}/v1",
             database_host="10.0.0.1",
@@ -108,6 +114,7 @@ def _stack_values(env: Environment, wiring: Wiring) -> dict[str, dict[str, objec
             "jwt_audience": gateway.jwt_audience or env.project_id,
             "orchestrator_url": wiring.orchestrator_url,
             "orchestrator_auth": "google-id-token",
+            "orchestrator_audience": wiring.orchestrator_audience,
             "allowed_origins": wiring.frontend_origin,
             # Cloud Run ends a request at the service's timeout; wait for the orchestrator as long.
             "upstream_read_timeout_seconds": gateway.timeout_seconds,
@@ -130,6 +137,13 @@ def _stack_values(env: Environment, wiring: Wiring) -> dict[str, dict[str, objec
             "pguser": wiring.database_user,
             # Cloud SQL's ssl_mode ENCRYPTED_ONLY; the IAM token is the password.
             "pgsslmode": "require",
+            # Only the gateway, with a Google ID token for the orchestrator's URL (the worker
+            # reads and writes the database itself, and nothing else calls the orchestrator).
+            "caller_auth": "google-id-token",
+            "caller_audience": wiring.orchestrator_audience,
+            "allowed_callers": wiring.gateway_account,
+            # Rendered though it is the default: the deploy rehearsal points it at its stand-in.
+            "caller_certs_url": GOOGLE_CERTS_URL,
             # Batch jobs, with the workers tier only: unset, the batch routes answer 404.
             **(_batch_values(env, wiring) if env.workers.enabled else {}),
         },

@@ -15,7 +15,7 @@ import signal
 import threading
 from pathlib import Path
 
-from devtools.local_chain import DEV, PASSWORD, local_chain
+from devtools.local_chain import DEV, PASSWORD, caller_check, local_chain
 from services.servicekit import logs
 
 
@@ -36,6 +36,7 @@ def main() -> None:
         backend = args.upstream or "the STAND-IN model server (canned replies, no real model)"
         print(f"Chat page: {chain['frontend']}   (sign in with any email and the password {PASSWORD!r})")
         print(f"Gateway:   {chain['gateway']}   model backend: {backend}")
+        print(f"Orchestrator's caller check: {caller_check(chain['environments']['orchestrator'])}")
         print("Ctrl-C stops everything.", flush=True)
         stop.wait()
     print("Stopped.")

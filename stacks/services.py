@@ -1,7 +1,8 @@
 """Layer `services`: the Cloud Run tier and who may call whom.
 
   browser -> frontend (public or IAP), browser -> gateway (public; checks JWTs itself)
-  gateway -> orchestrator (internal ingress; run.invoker for the gateway's identity only)
+  gateway -> orchestrator (internal ingress; run.invoker for the gateway's identity only, whose
+    ID token the orchestrator checks again itself: services/orchestrator/callers.py)
   orchestrator -> Cloud SQL (private IP, IAM login), -> inference, -> Vertex AI
 Every service has its own identity; the gateway and the orchestrator (and the database
 bootstrap job) send private-range traffic into the VPC by Direct VPC egress, each with a
@@ -106,9 +107,13 @@ class ServicesStack(LayerStack):
             inference_url = f"{self.inference.uri}/v1"
 
         # Built in the order each needs the one before: the orchestrator's URL goes to the
-        # gateway, the gateway's to the frontend.
+        # gateway, the gateway's to the frontend. The gateway's account comes first: the
+        # orchestrator admits its ID tokens, for the orchestrator's deterministic URL.
         db = database.outputs
+        gateway_account = self._account("gateway")
         wiring = Wiring(
+            orchestrator_audience=run_app_url(names.service["orchestrator"], project.number, env.region),
+            gateway_account=gateway_account.email,
             frontend_origin=frontend_origin,
             inference_url=inference_url,
             database_host=db.host,
@@ -160,7 +165,9 @@ class ServicesStack(LayerStack):
         )
 
         wiring = replace(wiring, orchestrator_url=self.orchestrator.uri)
-        self.gateway = self._service("gateway", settings.gateway, env=container_env(env, wiring, "gateway"))
+        self.gateway = self._service(
+            "gateway", settings.gateway, env=container_env(env, wiring, "gateway"), account=gateway_account
+        )
         self._allow_invoke(self.orchestrator, caller=self.gateway)
         grant(self.gateway, "invoker-public", role=INVOKER, to=ALL_USERS, on=self.gateway.target)
 
@@ -191,6 +198,18 @@ class ServicesStack(LayerStack):
     def _image(self, role: str, settings: ServiceSettings) -> str:
         return service_image(self.env, role, settings.image)
 
+    def _account(self, role: str) -> ServiceAccount:
+        """The Cloud Run service ``role``'s own account."""
+        return ServiceAccount(
+            self,
+            f"{role}-identity",
+            ServiceAccountProps(
+                account_id=self.env.names.service[role],
+                display_name=f"{role} (Cloud Run)",
+                description=f"Runs the {role} Cloud Run service.",
+            ),
+        )
+
     def _service(
         self,
         role: str,
@@ -203,15 +222,7 @@ class ServicesStack(LayerStack):
     ) -> CloudRunService:
         """The Cloud Run service ``role``, run by ``account`` or by a new account of its own."""
         names = self.env.names
-        account = account or ServiceAccount(
-            self,
-            f"{role}-identity",
-            ServiceAccountProps(
-                account_id=names.service[role],
-                display_name=f"{role} (Cloud Run)",
-                description=f"Runs the {role} Cloud Run service.",
-            ),
-        )
+        account = account or self._account(role)
         gpu = settings if isinstance(settings, GpuServiceSettings) else None
         props = CloudRunServiceProps(
             name=names.service[role],

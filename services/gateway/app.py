@@ -42,7 +42,7 @@ log = logging.getLogger("gateway")
 Body = TypeVar("Body", bound=BaseModel)
 # Headers of the orchestrator's answer the caller may see. Its bytes pass unchanged, so an
 # answer compressed all the same keeps its Content-Encoding.
-PASSED_HEADERS = ("content-encoding", "content-type", "retry-after", "x-request-id")
+PASSED_HEADERS = ("content-encoding", "content-type", "idempotent-replayed", "retry-after", "x-request-id")
 STREAM_BROKE = stream_broke_event()
 UPLOAD_PATH = "/v1/files"
 # What a multipart body adds to its file: boundaries, part headers, the purpose field.
@@ -78,7 +78,9 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     app = FastAPI(title="AI platform gateway", version="1.0.0", lifespan=lifespan)
     limiter = RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst)
     identity = (
-        IdTokenSource(settings.orchestrator_url) if settings.orchestrator_auth == "google-id-token" else NoToken()
+        IdTokenSource(settings.orchestrator_audience or settings.orchestrator_url)
+        if settings.orchestrator_auth == "google-id-token"
+        else NoToken()
     )
     orchestrator = settings.orchestrator_url.rstrip("/")
     uploads = UploadSlots(settings.batch_concurrent_uploads, settings.batch_concurrent_uploads_per_user)
@@ -101,8 +103,8 @@ def create_app(settings: GatewaySettings) -> FastAPI:
             CORSMiddleware,
             allow_origins=origins,
             allow_methods=["POST"],
-            allow_headers=["authorization", "content-type", "x-request-id"],
-            expose_headers=["retry-after", "x-request-id"],
+            allow_headers=["authorization", "content-type", "idempotency-key", "x-request-id"],
+            expose_headers=["idempotent-replayed", "retry-after", "x-request-id"],
             max_age=600,
         )
 
@@ -218,11 +220,21 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         }
         if data is not None:
             headers["content-type"] = content_type
+        # The orchestrator holds the keys (in its database, for every instance) and checks them.
+        if (key := request.headers.get("idempotency-key")) is not None:
+            headers["idempotency-key"] = key
         try:
-            return await client.request(method, orchestrator + path, data=data, params=params, headers=headers)
+            upstream = await client.request(method, orchestrator + path, data=data, params=params, headers=headers)
         except (aiohttp.ClientError, TimeoutError) as err:
             logs.event(log, "orchestrator unreachable", logging.ERROR, error=type(err).__name__)
             return error_response(502, "the model service is unreachable", "api_error", "upstream_unavailable")
+        if upstream.status in (401, 403):
+            # The orchestrator (or Cloud Run before it) refused the gateway's own identity, not
+            # the user's token: passed on, the user would be told to sign in again.
+            upstream.release()
+            logs.event(log, "orchestrator refused our credentials", logging.ERROR, status=upstream.status)
+            return error_response(502, "cannot authenticate to the model service", "api_error", "upstream_auth")
+        return upstream
 
     async def pass_on(
         request: Request, method: str, path: str, *, well_formed: bool = True, params: dict[str, str] | None = None

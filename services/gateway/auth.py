@@ -9,7 +9,6 @@ the key set: a client sends the same token for up to an hour, and checking it in
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import re
@@ -17,11 +16,15 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
 import jwt
 from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm, RSAPSSAlgorithm
+
+# The key set's cache is the orchestrator's too (its callers' Google ID tokens).
+from services.servicekit.jwks import MAX_JWKS_BYTES as MAX_JWKS_BYTES
+from services.servicekit.jwks import JwksCache as JwksCache
+from services.servicekit.jwks import Unauthorized as Unauthorized
 
 ALGORITHMS: dict[str, type[RSAAlgorithm] | type[ECAlgorithm]] = {
     "RS256": RSAAlgorithm,
@@ -39,19 +42,9 @@ KEY_TYPES: dict[type[RSAAlgorithm] | type[ECAlgorithm], str] = {
     RSAPSSAlgorithm: "RSA",
     ECAlgorithm: "EC",
 }
-MAX_KEYS = 32
-MAX_JWKS_BYTES = 262_144  # Google's key sets are a few KB; MAX_KEYS RSA-4096 keys fit many times over
 REQUIRED_CLAIMS = ["exp", "iat", "iss", "aud", "sub"]
 CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 MAX_REMEMBERED_TOKENS = 10_000  # a few MB at most; the least recently used is forgotten first
-
-
-class Unauthorized(Exception):
-    """The request carries no valid token; ``reason`` is for logs, never for the client."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -65,52 +58,6 @@ class _Passed:
     kid: str
     jwk: dict[str, Any]  # the key set entry it was checked with: a refresh that replaces it forgets the token
     expires: float  # exp + leeway: when PyJWT would start refusing it
-
-
-class JwksCache:
-    def __init__(self, url: str, client: aiohttp.ClientSession, ttl: float, min_refresh: float) -> None:
-        self.url, self.client, self.ttl, self.min_refresh = url, client, ttl, min_refresh
-        self.keys: dict[str, dict[str, Any]] = {}
-        self.fetched_at = float("-inf")
-        self.fetching: asyncio.Task[str | None] | None = None  # the fetch in flight, if any
-
-    async def key(self, kid: str) -> dict[str, Any]:
-        failure = None
-        age = time.monotonic() - self.fetched_at
-        if age > self.ttl or kid not in self.keys:
-            if self.fetching is None and (age > self.ttl or age >= self.min_refresh):
-                self.fetching = asyncio.ensure_future(self._refresh())
-            if self.fetching is not None:
-                # One fetch at a time: whoever needs the keys meanwhile waits for that same
-                # fetch, not in a queue for one of its own (five unknown key ids took up to 5 x
-                # 5 s). Shielded: a caller that leaves does not cancel it for the others.
-                failure = await asyncio.shield(self.fetching)
-        if kid not in self.keys:
-            raise Unauthorized(failure or "unknown key id")
-        return self.keys[kid]
-
-    async def _refresh(self) -> str | None:
-        """Fetch the key set; on failure keep the keys we had (a JWKS hiccup must not log
-        everyone out) and return why it failed."""
-        self.fetched_at = time.monotonic()
-        try:
-            async with self.client.get(self.url, timeout=aiohttp.ClientTimeout(total=5)) as response:
-                response.raise_for_status()
-                # The body may come in any number of reads (split writes, chunks): read to the end,
-                # within the limit.
-                content = bytearray()
-                async for piece in response.content.iter_any():
-                    content += piece
-                    if len(content) > MAX_JWKS_BYTES:
-                        raise ValueError("JWKS too large")
-            document = json.loads(content)
-            keys = [k for k in document.get("keys", []) if isinstance(k, dict) and isinstance(k.get("kid"), str)]
-            self.keys = {k["kid"]: k for k in keys[:MAX_KEYS]}
-        except (aiohttp.ClientError, TimeoutError, ValueError, AttributeError) as err:
-            return f"JWKS unavailable: {type(err).__name__}"
-        finally:
-            self.fetching = None
-        return None
 
 
 class Verifier:

@@ -27,6 +27,9 @@ class GatewaySettings(BaseSettings):
     # "google-id-token": an ID token for orchestrator_url from the metadata server (Cloud Run);
     # "none": no token, for local runs.
     orchestrator_auth: Literal["google-id-token", "none"] = "google-id-token"
+    # The ID token's audience, where it is not orchestrator_url: the orchestrator's deterministic
+    # run.app URL, the one URL of its own the orchestrator can be told (services.orchestrator.callers).
+    orchestrator_audience: str | None = None
     upstream_connect_timeout_seconds: float = Field(5, gt=0)
     upstream_read_timeout_seconds: float = Field(300, gt=0)  # Cloud Run's request timeout
     rate_limit_per_minute: float = Field(60, gt=0)

@@ -125,6 +125,24 @@ MIGRATIONS = {
         ALTER TABLE batches DROP CONSTRAINT batches_input_file_id_fkey,
             DROP CONSTRAINT batches_output_file_id_fkey, DROP CONSTRAINT batches_error_file_id_fkey;
     """,
+    # Idempotency keys (services.orchestrator.idempotency): one per user and key, claimed by the
+    # first request, holding its outcome for replays until expires_at.
+    6: """
+        CREATE TABLE idempotency_keys (
+            user_id text NOT NULL,
+            key text NOT NULL,
+            fingerprint bytea NOT NULL,          -- SHA-256 of the route and the request body
+            claim uuid NOT NULL,                 -- the request running under the key
+            status integer,                      -- the outcome's HTTP status; null while in flight
+            content_type text,
+            body bytea,
+            created_at timestamptz NOT NULL DEFAULT now(),
+            expires_at timestamptz NOT NULL,     -- created_at + the window: then the key is free again
+            stale_at timestamptz NOT NULL,       -- an unfinished claim older than this died with its instance
+            PRIMARY KEY (user_id, key)
+        );
+        CREATE INDEX idempotency_keys_expires ON idempotency_keys (expires_at);
+    """,
 }
 # The first key of the per-user admission lock (the second is a hash of the user id).
 QUOTA_LOCK = 7_310

@@ -25,13 +25,17 @@ from services.modelcalls.ledger import Ledger, LedgerUnavailable, Outcome
 from services.modelcalls.refusals import answer_head, backend_error
 from services.modelcalls.routing import backends_for
 from services.modelcalls.usage import UsageInvalid, UsageMeter, estimate_tokens
+from services.orchestrator import idempotency
 from services.orchestrator.batch.queue import Publisher
 from services.orchestrator.batch.routes import batch_router
 from services.orchestrator.batch.store import BatchStore
+from services.orchestrator.callers import CERTS_CACHE_SECONDS, CERTS_MIN_REFRESH_SECONDS, CallerCheck, RequireCaller
+from services.orchestrator.idempotency import IdempotencyKeys
 from services.orchestrator.settings import OrchestratorSettings
 from services.servicekit import logs
 from services.servicekit.blobs import BlobStore
 from services.servicekit.errors import error_response, stream_broke_event
+from services.servicekit.jwks import JwksCache
 
 log = logging.getLogger("orchestrator")
 # The 502s of an answer that broke or could not be metered once the backend had begun it.
@@ -75,6 +79,14 @@ def create_app(settings: OrchestratorSettings, conninfo: str | None = None) -> F
             auto_decompress=True,
         ) as client:
             app.state.ledger, app.state.client = ledger, client
+            if settings.caller_audience is not None:
+                certs = JwksCache(settings.caller_certs_url, client, CERTS_CACHE_SECONDS, CERTS_MIN_REFRESH_SECONDS)
+                app.state.callers = CallerCheck(certs, settings.caller_audience, settings.callers)
+            app.state.idempotency = IdempotencyKeys(
+                ledger,
+                settings.idempotency_window_seconds,
+                settings.max_request_seconds + settings.stale_margin_seconds,
+            )
             if settings.batch_bucket and settings.batch_topic:
                 app.state.publisher = Publisher(settings.batch_topic)
                 blobs = BlobStore(
@@ -99,6 +111,13 @@ def create_app(settings: OrchestratorSettings, conninfo: str | None = None) -> F
         await ledger.stop()
 
     app = FastAPI(title="AI platform orchestrator", version="1.0.0", lifespan=lifespan)
+    if settings.caller_auth == "google-id-token":
+        app.add_middleware(RequireCaller, check=lambda: app.state.callers)
+    else:
+        # Said at every start, where it shows: the routes bill whoever X-User-Id names.
+        logs.event(
+            log, "caller check OFF (CALLER_AUTH=none): any caller is served; for local runs only", logging.WARNING
+        )
     app.state.batches = None
     app.include_router(batch_router(lambda: app.state.batches))
 
@@ -114,7 +133,8 @@ def create_app(settings: OrchestratorSettings, conninfo: str | None = None) -> F
         if not user_id:
             return error_response(400, "X-User-Id is required", "invalid_request_error", "no_user")
         try:
-            body = json.loads(await request.body())
+            raw = await request.body()
+            body = json.loads(raw)
             model = body["model"]
             if not (isinstance(model, str) and isinstance(body.get("messages"), list)):
                 raise ValueError("not a chat completion request")
@@ -124,6 +144,9 @@ def create_app(settings: OrchestratorSettings, conninfo: str | None = None) -> F
         if not route:
             return error_response(404, f"no backend serves model {model!r}", "invalid_request_error", "model_not_found")
 
+        claim = await idempotency.of(request).begin(request, user_id, "chat.completions", raw)
+        if isinstance(claim, Response):  # a replay, or why the request cannot run now
+            return claim
         ledger: Ledger = request.app.state.ledger
         try:
             entry = await ledger.open_entry(
@@ -135,27 +158,34 @@ def create_app(settings: OrchestratorSettings, conninfo: str | None = None) -> F
             )
         except LedgerUnavailable as err:
             logs.event(log, "ledger unavailable", logging.ERROR, error=str(err))
-            return error_response(
-                503,
-                "usage ledger unavailable; retry shortly",
-                "api_error",
-                "ledger_unavailable",
-                headers={"Retry-After": "5"},
+            return await claim.settle(
+                error_response(
+                    503,
+                    "usage ledger unavailable; retry shortly",
+                    "api_error",
+                    "ledger_unavailable",
+                    headers={"Retry-After": "5"},
+                )
             )
         if entry is None:
-            return error_response(429, "daily token quota used up", "rate_limit_error", "quota_exceeded")
+            return await claim.settle(
+                error_response(429, "daily token quota used up", "rate_limit_error", "quota_exceeded")
+            )
 
         try:
             upstream, backend = await _first_answer(request.app.state.client, route, body)
         except asyncio.CancelledError:  # shutdown ended the wait: the row must not stay started
             ledger.close_entry(Outcome(entry, "client_aborted", None, 0, 0))
+            claim.release_soon()  # nothing ran: a retry may
             raise
         if upstream is None:
             ledger.close_entry(Outcome(entry, "failed", None, 0, 0))
-            return error_response(502, "no model backend answered", "api_error", "backends_unavailable")
+            return await claim.settle(
+                error_response(502, "no model backend answered", "api_error", "backends_unavailable")
+            )
         if upstream.status >= 400:
             ledger.close_entry(Outcome(entry, "failed", backend, 0, 0))
-            return await _refusal(upstream)
+            return await claim.settle(await _refusal(upstream))
         meter = UsageMeter()
         headers = {"content-type": upstream.headers.get("content-type", "application/json")}
 
@@ -172,15 +202,20 @@ def create_app(settings: OrchestratorSettings, conninfo: str | None = None) -> F
             finally:
                 upstream.release()
                 ledger.close_entry(Outcome(entry, outcome, backend, meter.prompt_tokens, meter.completion))
+                if outcome == "client_aborted":  # cancelled (shutdown) before the answer was read: nothing billed
+                    claim.release_soon()
             if error:
-                return error_response(502, *error)
-            return Response(content=content, status_code=upstream.status, headers=headers)
+                return await claim.settle(error_response(502, *error))
+            return await claim.settle(Response(content=content, status_code=upstream.status, headers=headers))
 
         async def relay() -> AsyncIterator[bytes]:
             outcome = "upstream_aborted"
+            recorded = bytearray()  # what the caller is sent, for replays under its idempotency key
             try:
                 async for chunk in upstream.content.iter_any():
                     meter.feed(chunk)
+                    if claim.key is not None:
+                        recorded += chunk
                     yield chunk
                 outcome = "completed" if meter.done else "upstream_aborted"
             except (TimeoutError, aiohttp.ClientError) as err:
@@ -195,6 +230,12 @@ def create_app(settings: OrchestratorSettings, conninfo: str | None = None) -> F
             finally:
                 ledger.close_entry(Outcome(entry, outcome, backend, meter.prompt_tokens, meter.completion))
                 upstream.close()  # drops the backend's stream too when the client has gone
+                # Billed, so kept, even cut short; a replay then ends as the stream did, or with
+                # the error event in place of the end the caller who left never got.
+                whole = outcome == "completed"
+                claim.record_soon(
+                    upstream.status, headers["content-type"], bytes(recorded) + (b"" if whole else stream_broke_event())
+                )
             if outcome in ("upstream_aborted", "failed"):
                 yield stream_broke_event()
 

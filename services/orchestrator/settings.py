@@ -9,6 +9,9 @@ from pydantic import Field, StringConstraints, model_validator
 from services.modelcalls.settings import ModelCallerSettings
 from services.servicekit.endpoints import STORAGE_URL
 
+# Google's ID-token signing keys, as a JWKS (developers.google.com/identity/sign-in/web/backend-auth).
+GOOGLE_CERTS_URL = "https://www.googleapis.com/oauth2/v3/certs"
+
 
 class OrchestratorSettings(ModelCallerSettings):
     # Completion tokens a request without max_tokens / max_completion_tokens reserves against the
@@ -39,9 +42,35 @@ class OrchestratorSettings(ModelCallerSettings):
     # Storing a batch's lines (up to the gateway's batch_max_lines in one transaction), and
     # publishing their messages, each take longer than a request's database_timeout_seconds.
     batch_create_timeout_seconds: float = Field(60, gt=0)
+    # How long an Idempotency-Key's outcome is replayed (services.orchestrator.idempotency);
+    # Stripe keeps keys at least 24 hours.
+    idempotency_window_seconds: float = Field(86_400, gt=0)
+    # Who may call (services.orchestrator.callers). "google-id-token": a Google-signed ID token
+    # (keys from caller_certs_url) whose audience is caller_audience (this service's URL, the
+    # audience the gateway mints its token for) and whose email is one of allowed_callers
+    # (service-account emails, comma-separated: the stack renders Terraform references into
+    # it, which cdktf's HCL output mangles inside JSON). "none": anyone, for local runs only;
+    # the orchestrator logs it at start.
+    caller_auth: Literal["google-id-token", "none"] = "google-id-token"
+    caller_audience: str | None = None
+    allowed_callers: str = ""
+    caller_certs_url: str = GOOGLE_CERTS_URL
 
     @model_validator(mode="after")
     def _batches_complete(self) -> OrchestratorSettings:
         if self.batch_bucket and not self.batch_topic:
             raise ValueError("BATCH_BUCKET needs BATCH_TOPIC, where the batches' lines are published")
         return self
+
+    @model_validator(mode="after")
+    def _callers_complete(self) -> OrchestratorSettings:
+        if self.caller_auth == "google-id-token" and not (self.caller_audience and self.callers):
+            raise ValueError(
+                "CALLER_AUTH=google-id-token needs CALLER_AUDIENCE (this service's URL) and ALLOWED_CALLERS "
+                "(the service accounts that may call it); CALLER_AUTH=none is for local runs only"
+            )
+        return self
+
+    @property
+    def callers(self) -> frozenset[str]:
+        return frozenset(email.strip() for email in self.allowed_callers.split(",") if email.strip())

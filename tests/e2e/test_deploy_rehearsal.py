@@ -14,7 +14,7 @@ from playwright.sync_api import expect, sync_playwright
 
 from devtools.browser import launch
 from devtools.harness import free_port
-from devtools.local_chain import local_chain, service_process
+from devtools.local_chain import caller_check, local_chain, service_process
 from devtools.standins.identity_platform import user_id
 
 
@@ -67,6 +67,34 @@ def test_one_chat_request_crosses_frontend_gateway_orchestrator_and_model(chain)
         ):
             time.sleep(0.1)
         assert rows == [(chain["model"], "completed", 5, 5)]
+
+
+def test_the_orchestrator_serves_the_gateways_token_and_refuses_any_other_caller(chain):
+    """The check is on as deployed: the chat above came through with the gateway's ID token
+    (minted by its metadata server for the orchestrator's URL, checked against the stand-in's
+    keys); a caller without it, or with another account's, is refused."""
+    orchestrator, env = chain["orchestrator"], chain["environments"]["orchestrator"]
+    assert caller_check(env).startswith("on: ")
+    assert env["ALLOWED_CALLERS"] == chain["spec"].services()["gateway"].service_account
+    body = {"model": chain["model"], "messages": [{"role": "user", "content": "hi"}]}
+    user = {"x-user-id": "rehearsal-intruder"}
+    no_token = httpx.post(f"{orchestrator}/v1/chat/completions", json=body, headers=user)
+    assert (no_token.status_code, no_token.json()["error"]["code"]) == (401, "invalid_token")
+    # The frontend's account, minted for the orchestrator's URL by its own metadata server: a valid
+    # Google ID token, of the wrong caller.
+    frontend = chain["identities"]["frontend"]
+    token = httpx.get(
+        f"{frontend.url}/computeMetadata/v1/instance/service-accounts/default/identity",
+        params={"audience": env["CALLER_AUDIENCE"], "format": "full"},
+        headers={"Metadata-Flavor": "Google"},
+    ).text
+    other = httpx.post(
+        f"{orchestrator}/v1/chat/completions", json=body, headers={**user, "authorization": f"Bearer {token}"}
+    )
+    assert (other.status_code, other.json()["error"]["code"]) == (403, "caller_not_allowed")
+    assert httpx.get(f"{orchestrator}/health").status_code == 200
+    # The gateway's own calls carried its token for that same audience.
+    assert env["CALLER_AUDIENCE"] in chain["identities"]["gateway"].server.config.app.state.audiences
 
 
 def test_the_orchestrator_logs_in_as_its_iam_user_over_tls_and_owns_its_ledger(chain):

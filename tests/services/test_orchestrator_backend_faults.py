@@ -131,6 +131,7 @@ def orchestrator_of_odd(postgres, odd):
             "routes": [{"match": "*", "backends": ["odd"]}],
             "first_byte_timeout_seconds": 2,
             "database_timeout_seconds": 2,
+            "caller_auth": "none",
         }
     )
     with Server(create_orchestrator(settings, conninfo=postgres.conninfo)) as server:

@@ -52,6 +52,7 @@ def orchestrator_process(conninfo: str, upstream_url: str, tmp_path: Path, **var
         "PGDATABASE": params["dbname"],
         "PGPASSWORD": PASSWORD,
         "DATABASE_TIMEOUT_SECONDS": "2",
+        "CALLER_AUTH": "none",
         **variables,
     }
     log = tmp_path / f"orchestrator-{port}.log"

@@ -12,6 +12,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from services.modelcalls.ledger import LedgerUnavailable
+from services.orchestrator import idempotency
 from services.orchestrator.batch.store import BatchStore, NotFound, Refused
 from services.servicekit import logs
 from services.servicekit.blobs import BlobNotFound, BlobStoreError
@@ -62,7 +63,10 @@ def batch_router(store: Callable[[], BatchStore | None]) -> APIRouter:
         if purpose != "batch":
             return error_response(400, "purpose must be 'batch'", "invalid_request_error", "invalid_purpose")
         data = await request.body()
-        return await serve(request, lambda s, user: s.create_file(user, filename, data))
+        payload = json.dumps([filename, purpose]).encode() + b"\n" + data
+        return await idempotency.of(request).run(
+            request, "files", payload, lambda: serve(request, lambda s, user: s.create_file(user, filename, data))
+        )
 
     @router.get("/v1/files")
     async def list_files(
@@ -102,11 +106,14 @@ def batch_router(store: Callable[[], BatchStore | None]) -> APIRouter:
     @router.post("/v1/batches")
     async def create_batch(request: Request) -> Response:
         try:
-            body = json.loads(await request.body())
+            raw = await request.body()
+            body = json.loads(raw)
             asked = (body["input_file_id"], body["endpoint"], body["completion_window"], body.get("metadata"))
         except (ValueError, KeyError, TypeError):
             return error_response(400, "invalid batch request", "invalid_request_error", "invalid_request")
-        return await serve(request, lambda s, user: s.create_batch(user, *asked))
+        return await idempotency.of(request).run(
+            request, "batches", raw, lambda: serve(request, lambda s, user: s.create_batch(user, *asked))
+        )
 
     @router.get("/v1/batches")
     async def list_batches(request: Request, limit: int = 20, after: str | None = None) -> Response:
