@@ -194,11 +194,17 @@ class NetworkStack(LayerStack):
             network=self.vpc.id,
             service="servicenetworking.googleapis.com",
             reserved_peering_ranges=[self.psa_range.name],
-            # Deleting the peering fails while Cloud SQL still holds addresses in the range, which it
-            # does for days after the instance is gone: on destroy, Terraform forgets the peering and
-            # leaves it to go with the VPC (registry.terraform.io/providers/hashicorp/google/6.50.0/
-            # docs/resources/service_networking_connection#deletion_policy).
+            # Deleting the peering fails while a Cloud SQL instance still uses it, and Cloud SQL's
+            # resources outlive a deleted instance by up to a week (cloud.google.com/sql/docs/
+            # postgres/delete-instance): on destroy, Terraform forgets the peering
+            # (registry.terraform.io/providers/hashicorp/google/6.50.0/docs/resources/
+            # service_networking_connection#deletion_policy). The peering then blocks the VPC's
+            # deletion until someone deletes it (README, "Destroying").
             deletion_policy="ABANDON",
+            # A peering so left behind makes the next deploy's create fail ("Cannot modify allocated
+            # ranges in CreateConnection"); this updates the existing connection instead
+            # (same page, #update_on_creation_fail; github.com/GoogleCloudPlatform/magic-modules/pull/11364).
+            update_on_creation_fail=True,
             depends_on=[self.apis["servicenetworking.googleapis.com"]],
         )
 

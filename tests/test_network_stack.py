@@ -68,6 +68,12 @@ def test_private_services_access(env, network):
     assert connection["deletion_policy"] == "ABANDON"
 
 
+def test_private_services_access_adopts_a_connection_left_behind(env, network):
+    # An abandoned peering outlives the state: the next deploy's create must update it, not fail.
+    connection = only(network, "google_service_networking_connection")
+    assert connection["update_on_creation_fail"] is True
+
+
 def test_cloud_nat_covers_only_the_workloads_subnet(env, network):
     router = only(network, "google_compute_router")
     nat = only(network, "google_compute_router_nat")
