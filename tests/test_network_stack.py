@@ -11,7 +11,7 @@ from iac import only, resources
 from stacks.network import PLATFORM_APIS
 
 # The Cloud Run services' Direct VPC egress subnet of each environment.
-RUN_CIDR = {"dev": "10.8.0.0/24", "prod": "10.8.0.0/23"}
+RUN_CIDR = {"dev": "10.8.0.0/24", "prod": "10.8.0.0/22"}
 
 
 @pytest.fixture

@@ -92,17 +92,20 @@ class Environment(Settings):
 
     @model_validator(mode="after")
     def _run_subnet_fits(self) -> Environment:
-        # Direct VPC egress holds about two addresses per instance in the steady state
-        # (cloud.google.com/run/docs/configuring/vpc-direct-vpc#direct-vpc-ip-allocation); the
-        # gateway and the orchestrator are the services in the VPC.
-        needed = 2 * (self.services.gateway.max_instances + self.services.orchestrator.max_instances)
+        # Direct VPC egress holds about two addresses per instance in the steady state, and a
+        # revision scaling down keeps its addresses for a while
+        # (cloud.google.com/run/docs/configuring/vpc-direct-vpc#direct-vpc-ip-allocation): during a
+        # rollout the old and the new revision may both be at max scale, so count each service twice.
+        # The gateway and the orchestrator are the services in the VPC.
+        needed = 2 * 2 * (self.services.gateway.max_instances + self.services.orchestrator.max_instances)
         # A subnet's first two and last two addresses are reserved
         # (cloud.google.com/vpc/docs/subnets#unusable-ip-addresses-in-every-subnet).
         usable = self.network.run_cidr.num_addresses - 4
         if usable < needed:
             raise invalid(
                 "network.run_cidr",
-                f"must have {needed} usable addresses, two per instance of the gateway's and orchestrator's max_instances; it has {usable}",
+                f"must have {needed} usable addresses, two per instance of the gateway's and orchestrator's "
+                f"max_instances, twice over for a rollout's old and new revisions; it has {usable}",
             )
         return self
 
