@@ -575,6 +575,9 @@ def test_standard_cluster_has_only_its_own_pools_and_taints_the_spot_one():
     )
     cluster = only(out, "google_container_cluster")
     assert (cluster["remove_default_node_pool"], cluster["initial_node_count"]) == (True, 1)
+    # The default pool lives until Terraform deletes it: its node runs as the nodes' account too.
+    assert points_at(out, cluster["node_config"]["service_account"]) == ("google_service_account", "nodes", "email")
+    assert cluster["node_config"]["oauth_scopes"] == ["https://www.googleapis.com/auth/cloud-platform"]
     assert cluster["private_cluster_config"] == {"enable_private_nodes": True}
     assert cluster["workload_identity_config"] == {"workload_pool": "p.svc.id.goog"}
     # The control plane as the props say, by the same rules as the Autopilot cluster.

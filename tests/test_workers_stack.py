@@ -48,6 +48,8 @@ def test_standard_cluster_private_with_workload_identity_and_no_default_pool(sta
     assert cluster["name"] == "prod-workers"
     assert "enable_autopilot" not in cluster
     assert cluster["remove_default_node_pool"] is True
+    # The temporary default pool's node runs as the nodes' account, not Compute Engine's default.
+    assert pointee(synth_json, WORKERS, cluster["node_config"]["service_account"]).brief[2] == "prod-workers-nodes"
     assert cluster["private_cluster_config"] == {"enable_private_nodes": True}
     assert cluster["workload_identity_config"] == {"workload_pool": "replace-me-prod.svc.id.goog"}
     assert cluster["datapath_provider"] == "ADVANCED_DATAPATH"

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from cdktf_cdktf_provider_google.container_cluster import (
     ContainerCluster,
+    ContainerClusterNodeConfig,
 )
 from cdktf_cdktf_provider_google.container_node_pool import (
     ContainerNodePool,
@@ -69,6 +70,12 @@ class StandardCluster(Construct):
             # resources/container_cluster#remove_default_node_pool).
             remove_default_node_pool=True,
             initial_node_count=1,
+            # Until then the default pool's node runs, and without a service account it would run
+            # as the Compute Engine default one (cloud.google.com/kubernetes-engine/security/
+            # configure-node-service-accounts): give it the nodes' own account.
+            node_config=ContainerClusterNodeConfig(
+                service_account=node_account.email, oauth_scopes=[CLOUD_PLATFORM_SCOPE]
+            ),
             enable_shielded_nodes=True,
         )
         self.pools = {
