@@ -578,6 +578,11 @@ def test_standard_cluster_has_only_its_own_pools_and_taints_the_spot_one():
     # The default pool lives until Terraform deletes it: its node runs as the nodes' account too.
     assert points_at(out, cluster["node_config"]["service_account"]) == ("google_service_account", "nodes", "email")
     assert cluster["node_config"]["oauth_scopes"] == ["https://www.googleapis.com/auth/cloud-platform"]
+    assert cluster["node_config"]["workload_metadata_config"] == {"mode": "GKE_METADATA"}
+    assert cluster["node_config"]["shielded_instance_config"] == {
+        "enable_secure_boot": True,
+        "enable_integrity_monitoring": True,
+    }
     assert cluster["private_cluster_config"] == {"enable_private_nodes": True}
     assert cluster["workload_identity_config"] == {"workload_pool": "p.svc.id.goog"}
     # The control plane as the props say, by the same rules as the Autopilot cluster.

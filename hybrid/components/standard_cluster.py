@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from cdktf_cdktf_provider_google.container_cluster import (
     ContainerCluster,
     ContainerClusterNodeConfig,
+    ContainerClusterNodeConfigShieldedInstanceConfig,
+    ContainerClusterNodeConfigWorkloadMetadataConfig,
 )
 from cdktf_cdktf_provider_google.container_node_pool import (
     ContainerNodePool,
@@ -72,9 +74,15 @@ class StandardCluster(Construct):
             initial_node_count=1,
             # Until then the default pool's node runs, and without a service account it would run
             # as the Compute Engine default one (cloud.google.com/kubernetes-engine/security/
-            # configure-node-service-accounts): give it the nodes' own account.
+            # configure-node-service-accounts): give it the nodes' own account, and the GKE
+            # metadata server and Shielded VM settings the pools below have.
             node_config=ContainerClusterNodeConfig(
-                service_account=node_account.email, oauth_scopes=[CLOUD_PLATFORM_SCOPE]
+                service_account=node_account.email,
+                oauth_scopes=[CLOUD_PLATFORM_SCOPE],
+                workload_metadata_config=ContainerClusterNodeConfigWorkloadMetadataConfig(mode="GKE_METADATA"),
+                shielded_instance_config=ContainerClusterNodeConfigShieldedInstanceConfig(
+                    enable_secure_boot=True, enable_integrity_monitoring=True
+                ),
             ),
             enable_shielded_nodes=True,
         )
