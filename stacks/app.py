@@ -22,7 +22,7 @@ def build_app(environments: list[Environment], outdir: str | None = None) -> App
         database = DatabaseStack(app, env, network)
         if env.inference.placement == "gke":
             cluster = ClusterStack(app, env, network)
-            InferenceStack(app, env, network, cluster)
+            InferenceStack(app, env, network, registry, cluster)
         services = ServicesStack(app, env, network, registry, database)
         if env.workers.enabled:
             workers = WorkersStack(app, env, network, database)

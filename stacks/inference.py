@@ -23,15 +23,19 @@ from hybrid.config import Environment
 from hybrid.layer import LayerStack
 from stacks.cluster import ClusterStack, control_plane
 from stacks.network import NetworkStack
+from stacks.registry import RegistryStack
 
 NAMESPACE = "inference"
 MODEL_SERVER_ACCOUNT = "vllm"
 
 
 class InferenceStack(LayerStack):
-    def __init__(self, scope: Construct, env: Environment, network: NetworkStack, cluster: ClusterStack) -> None:
+    def __init__(
+        self, scope: Construct, env: Environment, network: NetworkStack, registry: RegistryStack, cluster: ClusterStack
+    ) -> None:
         super().__init__(scope, env, "inference")
         self.add_dependency(network)
+        self.add_dependency(registry)  # the weights' bucket, granted on below
         self.add_dependency(cluster)
         project, names, settings = env.project_id, env.names, env.inference.gke_server
 

@@ -1,8 +1,10 @@
-"""Layer `registry`: the Artifact Registry repository the services' images are pushed to.
+"""Layer `registry`: where what the workloads start from is uploaded before they start.
 
-A layer of its own, deployed before `services`: a Cloud Run revision pulls its image
-when it is created, so the images must be pushed between this layer and that one
-(README, "Deploying to a real project").
+The Artifact Registry repository the services' images are pushed to and, with
+`weights = "gcsfuse"`, the bucket the model servers read their weights from. A layer of its
+own, deployed before the others: a Cloud Run revision pulls its image when it is created, and
+a model server reads its weights offline when it starts, so images and weights are uploaded
+between this layer and the rest (README, "Deploying to a real project").
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from cdktf_cdktf_provider_google.artifact_registry_repository import (
     ArtifactRegistryRepository,
     ArtifactRegistryRepositoryDockerConfig,
 )
+from cdktf_cdktf_provider_google.storage_bucket import StorageBucket, StorageBucketVersioning
 from constructs import Construct
 
 from hybrid.config import Environment
@@ -46,3 +49,20 @@ class RegistryStack(LayerStack):
             "repository_url",
             value=repository_url(env),
         )
+        gke = env.inference.gke if env.inference.placement == "gke" else None
+        if gke and gke.weights == "gcsfuse" and gke.weights_bucket:  # validated: gcsfuse names its bucket
+            # The GCS FUSE CSI driver mounts a bucket that already exists
+            # (cloud.google.com/kubernetes-engine/docs/concepts/cloud-storage-fuse-csi-driver).
+            StorageBucket(
+                self,
+                "weights-bucket",
+                name=gke.weights_bucket,
+                location=env.region,  # beside the cluster that reads it
+                # IAM only: the model server's objectViewer grant is the only access
+                # (cloud.google.com/storage/docs/uniform-bucket-level-access).
+                uniform_bucket_level_access=True,
+                public_access_prevention="enforced",
+                # Weights are staged once per model, under the model's own path: nothing to version.
+                versioning=StorageBucketVersioning(enabled=False),
+                force_destroy=False,  # a bucket that still holds weights is not destroyed
+            )

@@ -3,6 +3,8 @@ the Cloud Run services' subnet only, autoscaled on vLLM's queue."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from iac import pointee, resources
@@ -329,3 +331,19 @@ def test_custom_metrics_adapter_runs_hardened_on_the_port_the_control_plane_reac
     assert service_port["target_port"] in (port["name"], str(secure_port))
     for api in resources(stack, "kubernetes_api_service_v1").values():
         assert api["spec"]["service"].get("port", 443) == 443
+
+
+def test_weights_bucket_is_made_before_the_layer_that_grants_on_it(env, synth_json, synth_dir):
+    buckets = list(resources(synth_json[f"{env}-registry"], "google_storage_bucket").values())
+    if EXPECTED[env]["weights"] == "gcsfuse":
+        (bucket,) = buckets
+        assert (bucket["name"], bucket["location"]) == ("replace-me-prod-model-weights", "us-central1")
+        assert bucket["uniform_bucket_level_access"] is True
+        assert bucket["public_access_prevention"] == "enforced"
+        assert bucket["force_destroy"] is False
+    else:
+        assert buckets == []
+    # The registry layer is deployed first (README, step 1), so the weights can be staged before
+    # the servers start, and the inference layer's grant on the bucket comes after it.
+    manifest = json.loads((synth_dir / "manifest.json").read_text())
+    assert f"{env}-registry" in manifest["stacks"][f"{env}-inference"]["dependencies"]
