@@ -231,6 +231,12 @@ GKE_CASES = [
         "inference.gke.weights = 'pvc': must be 'gcsfuse' for max_replicas > 1: 'pvc' is a ReadWriteOnce disk for one server",
     ),
     (
+        # The registry layer makes the bucket under this name.
+        "gke-weights-bucket-name",
+        ('weights = "pvc"', 'weights = "gcsfuse"\nweights_bucket = "Model.Weights"'),
+        "inference.gke.weights_bucket = 'Model.Weights': must be a GCS bucket name: 3-63 lowercase letters, digits, '-' or '_'",
+    ),
+    (
         "gke-unknown-key",
         ("gpu_count = 1\n", "gpu_count = 1\ngpus = 2\n"),
         "inference.gke.gpus: unknown key: must be one of image, model, gpu_type, gpu_count, tensor_parallel_size",

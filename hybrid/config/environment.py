@@ -20,7 +20,7 @@ from hybrid.config.inference import InferenceSettings
 from hybrid.config.names import ResourceNames
 from hybrid.config.network import WORKERS_RANGES, NetworkSettings
 from hybrid.config.services import ServicesSettings
-from hybrid.config.validation import Settings, invalid, matching
+from hybrid.config.validation import BucketName, Settings, invalid, matching
 from hybrid.config.workers import WorkersSettings
 
 # cloud.google.com/resource-manager/docs/creating-managing-projects: 6-30 chars,
@@ -30,11 +30,6 @@ ProjectId = Annotated[
     matching(r"[a-z][a-z0-9-]{4,28}[a-z0-9]", "6-30 lowercase letters, digits or hyphens, starting with a letter"),
 ]
 Region = Annotated[str, matching(r"[a-z]+-[a-z]+[0-9]+", "a GCP region like europe-west1 or us-central1")]
-# cloud.google.com/storage/docs/buckets#naming (names without dots).
-BucketName = Annotated[
-    str,
-    matching(r"[a-z0-9][a-z0-9_-]{1,61}[a-z0-9]", "a GCS bucket name: 3-63 lowercase letters, digits, '-' or '_'"),
-]
 # Prefixes every resource name; how long it may be depends on the names (see ResourceNames).
 EnvName = Annotated[
     str,

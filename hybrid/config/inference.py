@@ -8,7 +8,7 @@ from pydantic import model_validator
 
 from hybrid.catalog import GPUS, MODELS, ServerShape, capacity_problems
 from hybrid.config.services import GpuServiceSettings, ImageRef, Memory, SecretId, memory_gib
-from hybrid.config.validation import Settings, between, invalid
+from hybrid.config.validation import BucketName, Settings, between, invalid
 
 Replicas = Annotated[int, between(1, 100)]
 
@@ -34,7 +34,7 @@ class GkeModelServerSettings(Settings):
     # "gcsfuse": weights read from weights_bucket through the GCS FUSE CSI driver, shared.
     weights: Literal["pvc", "gcsfuse"] = "pvc"
     weights_volume_size: Memory = "100Gi"
-    weights_bucket: str | None = None
+    weights_bucket: BucketName | None = None  # made by the registry layer
     hf_token_secret: SecretId | None = None
     min_replicas: Replicas = 1
     max_replicas: Replicas = 1
