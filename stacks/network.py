@@ -236,7 +236,8 @@ class NetworkStack(LayerStack):
             )
 
         self.router = ComputeRouter(self, "router", name=names.router, region=env.region, network=self.vpc.id)
-        # Private GKE nodes reach the internet (model weights, images) only through NAT; Cloud Run
+        # Private GKE nodes reach the internet (Hugging Face's model weights) only through NAT; their
+        # images come from Artifact Registry, Docker Hub's through the registry layer's mirror. Cloud Run
         # needs none, as it sends only private ranges into the VPC.
         ComputeRouterNat(
             self,
@@ -435,7 +436,7 @@ def _platform_rules(env: Environment) -> list[Rule]:
         ),
         Rule(
             name=rule_name["allow-workloads-egress-https"],
-            description="GKE workloads fetch images and model weights over HTTPS through Cloud NAT.",
+            description="GKE workloads fetch model weights over HTTPS through Cloud NAT, and reach Google APIs.",
             direction="EGRESS",
             action="allow",
             source_ranges=workloads,

@@ -38,7 +38,7 @@ from services.worker.settings import WorkerSettings
 from stacks.cluster import control_plane
 from stacks.database import DatabaseStack
 from stacks.network import NetworkStack
-from stacks.registry import service_image
+from stacks.registry import RegistryStack, repository, service_image
 from stacks.services import VERTEX_AI_USER
 
 NAMESPACE = "batch"
@@ -62,9 +62,17 @@ class WorkersOutputs:
 
 
 class WorkersStack(LayerStack):
-    def __init__(self, scope: Construct, env: Environment, network: NetworkStack, database: DatabaseStack) -> None:
+    def __init__(
+        self,
+        scope: Construct,
+        env: Environment,
+        network: NetworkStack,
+        registry: RegistryStack,
+        database: DatabaseStack,
+    ) -> None:
         super().__init__(scope, env, "workers")
         self.add_dependency(network)
+        self.add_dependency(registry)  # the services' repository, granted on below
         self.add_dependency(database)
         names, workers, project = env.names, env.workers, env.project_id
         worker, orchestrator = database.outputs.worker_account, database.outputs.orchestrator_account
@@ -113,6 +121,7 @@ class WorkersStack(LayerStack):
                 ),
             ),
             node_account=nodes,
+            pulls_from=(repository(env, names.registry),),  # the worker's image
         )
 
         self.bucket = BatchBucket(

@@ -27,6 +27,7 @@ from hybrid.components.grants import (
     Condition,
     Principal,
     Project,
+    Repository,
     RunService,
     Secret,
     grant,
@@ -264,9 +265,21 @@ CLUSTER = ClusterPlacement(
 )
 
 
+MIRROR = Repository(project="p", location="us-central1", repository="mirror")
+
+
+def repository_readers(out: dict) -> set[tuple[str, str, str, str]]:
+    return {
+        (b["location"], b["repository"], b["role"], principal({STACK: out}, STACK, b["member"]))
+        for b in resources(out, "google_artifact_registry_repository_iam_member").values()
+    }
+
+
 def autopilot(props: ClusterPlacement) -> dict:
     return synth_in_process(
-        lambda stack: AutopilotCluster(stack, "models", props, node_account=account(stack, account_id="nodes"))
+        lambda stack: AutopilotCluster(
+            stack, "models", props, node_account=account(stack, account_id="nodes"), pulls_from=(MIRROR,)
+        )
     )
 
 
@@ -312,9 +325,10 @@ def test_nodes_run_as_the_node_account_with_its_two_roles():
         (b["role"], principal({STACK: out}, STACK, b["member"]))
         for b in resources(out, "google_project_iam_member").values()
     }
-    assert roles == {
-        ("roles/container.defaultNodeServiceAccount", "serviceAccount:nodes"),
-        ("roles/artifactregistry.reader", "serviceAccount:nodes"),
+    assert roles == {("roles/container.defaultNodeServiceAccount", "serviceAccount:nodes")}
+    # Images are read from the repositories the nodes pull from, not from the whole project's.
+    assert repository_readers(out) == {
+        ("us-central1", "mirror", "roles/artifactregistry.reader", "serviceAccount:nodes")
     }
 
 
@@ -571,7 +585,9 @@ STANDARD = StandardClusterProps(
 
 def test_standard_cluster_has_only_its_own_pools_and_taints_the_spot_one():
     out = synth_in_process(
-        lambda stack: StandardCluster(stack, "workers", STANDARD, node_account=account(stack, account_id="nodes"))
+        lambda stack: StandardCluster(
+            stack, "workers", STANDARD, node_account=account(stack, account_id="nodes"), pulls_from=(MIRROR,)
+        )
     )
     cluster = only(out, "google_container_cluster")
     assert (cluster["remove_default_node_pool"], cluster["initial_node_count"]) == (True, 1)
@@ -606,7 +622,10 @@ def test_standard_cluster_has_only_its_own_pools_and_taints_the_spot_one():
         assert points_at(out, pool["node_config"]["service_account"]) == ("google_service_account", "nodes", "email")
         assert pool["node_config"]["workload_metadata_config"] == {"mode": "GKE_METADATA"}
     roles = {g["role"] for g in resources(out, "google_project_iam_member").values()}
-    assert roles == {"roles/container.defaultNodeServiceAccount", "roles/artifactregistry.reader"}
+    assert roles == {"roles/container.defaultNodeServiceAccount"}
+    assert repository_readers(out) == {
+        ("us-central1", "mirror", "roles/artifactregistry.reader", "serviceAccount:nodes")
+    }
 
 
 QUEUE = PubSubQueueProps(

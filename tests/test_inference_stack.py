@@ -90,7 +90,8 @@ def test_model_server_identity_gets_only_the_token_and_the_weights(env, stack, s
 
 
 def test_vllm_runs_the_configured_model(env, server):
-    assert server["image"] == "docker.io/vllm/vllm-openai:v0.10.1"
+    # Docker Hub's image, pulled through the registry layer's remote repository.
+    assert server["image"] == f"us-central1-docker.pkg.dev/replace-me-{env}/{env}-dockerhub/vllm/vllm-openai:v0.10.1"
     assert server["command"] == ["python3", "-m", "vllm.entrypoints.openai.api_server"]
     assert server["args"] == [
         "--model",
@@ -347,3 +348,13 @@ def test_weights_bucket_is_made_before_the_layer_that_grants_on_it(env, synth_js
     # the servers start, and the inference layer's grant on the bucket comes after it.
     manifest = json.loads((synth_dir / "manifest.json").read_text())
     assert f"{env}-registry" in manifest["stacks"][f"{env}-inference"]["dependencies"]
+
+
+def test_docker_hub_is_mirrored_by_a_remote_repository(env, synth_json):
+    repositories = {
+        r["repository_id"]: r
+        for r in resources(synth_json[f"{env}-registry"], "google_artifact_registry_repository").values()
+    }
+    mirror = repositories[f"{env}-dockerhub"]
+    assert (mirror["location"], mirror["format"], mirror["mode"]) == ("us-central1", "DOCKER", "REMOTE_REPOSITORY")
+    assert mirror["remote_repository_config"]["docker_repository"] == {"public_repository": "DOCKER_HUB"}

@@ -107,10 +107,17 @@ def test_nodes_run_as_their_own_least_privilege_account(stack, synth_json):
     }
     assert project_roles == {
         ("serviceAccount:prod-workers-nodes", "roles/container.defaultNodeServiceAccount", True),
-        ("serviceAccount:prod-workers-nodes", "roles/artifactregistry.reader", True),
         ("serviceAccount:prod-workers-metrics", "roles/monitoring.viewer", True),
         (WORKER, "roles/aiplatform.user", True),
     }
+    # The nodes pull the worker's image from the services' repository, and read only it.
+    (reader,) = resources(stack, "google_artifact_registry_repository_iam_member").values()
+    assert (reader["location"], reader["repository"], reader["role"]) == (
+        "us-central1",
+        "prod-services",
+        "roles/artifactregistry.reader",
+    )
+    assert principal(synth_json, WORKERS, reader["member"]) == "serviceAccount:prod-workers-nodes"
 
 
 def test_bucket_private_uniform_unversioned_and_emptied_by_age(stack):

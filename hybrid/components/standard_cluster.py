@@ -28,6 +28,7 @@ from constructs import Construct
 
 from hybrid.components.autopilot_cluster import CLOUD_PLATFORM_SCOPE, grant_node_roles
 from hybrid.components.control_plane import ClusterPlacement
+from hybrid.components.grants import Repository
 from hybrid.components.service_account import ServiceAccount
 
 # GKE labels every Spot node cloud.google.com/gke-spot=true; a Standard pool gets no taint of its
@@ -55,13 +56,20 @@ class StandardClusterProps:
 
 
 class StandardCluster(Construct):
-    """Nodes run as ``node_account`` (granted the node roles here), with the GKE metadata server."""
+    """Nodes run as ``node_account`` (granted the node roles here, and reads on ``pulls_from``),
+    with the GKE metadata server."""
 
     def __init__(
-        self, scope: Construct, id_: str, props: StandardClusterProps, *, node_account: ServiceAccount
+        self,
+        scope: Construct,
+        id_: str,
+        props: StandardClusterProps,
+        *,
+        node_account: ServiceAccount,
+        pulls_from: tuple[Repository, ...],
     ) -> None:
         super().__init__(scope, id_)
-        grant_node_roles(node_account, project=props.placement.project)
+        grant_node_roles(node_account, project=props.placement.project, pulls_from=pulls_from)
         placement = props.placement
         self.cluster = ContainerCluster(
             self,

@@ -16,6 +16,7 @@ Replicas = Annotated[int, between(1, 100)]
 class GkeModelServerSettings(Settings):
     """vLLM's OpenAI-compatible server on GKE Autopilot GPUs."""
 
+    # A docker.io image is pulled through the registry layer's Docker Hub mirror (stacks.registry).
     image: ImageRef = "docker.io/vllm/vllm-openai:v0.10.1"
     # A Literal of the catalog's names, so the catalog alone lists them; a type checker cannot
     # evaluate it (mypy reads Any), pydantic checks it at run time.
