@@ -527,7 +527,8 @@ def test_an_iam_database_user_may_connect_to_its_instance_only():
     assert user["type"] == "CLOUD_IAM_SERVICE_ACCOUNT"
     assert points_at(out, user["instance"]) == ("google_sql_database_instance", "pg", "name")
     grants = {g["role"]: g for g in resources(out, "google_project_iam_member").values()}
-    assert set(grants) == {"roles/cloudsql.client", "roles/cloudsql.instanceUser"}
+    # Clients connect to the private IP directly, with no Cloud SQL connector: logging in is all.
+    assert set(grants) == {"roles/cloudsql.instanceUser"}
     for binding in grants.values():
         assert principal({STACK: out}, STACK, binding["member"]) == "serviceAccount:app"
         assert binding["condition"]["expression"].endswith('resource.name == "projects/p/instances/pg"')

@@ -114,9 +114,8 @@ def test_orchestrator_database_and_iam_users(env, database, synth_json):
 def test_iam_logins_may_connect_to_this_instance_only(env, database, synth_json):
     grants = list(resources(database, "google_project_iam_member").values())
     held = sorted((pointee(synth_json, f"{env}-database", g["member"]).brief[2], g["role"]) for g in grants)
-    assert held == [
-        (account, role) for account in LOGINS[env] for role in ("roles/cloudsql.client", "roles/cloudsql.instanceUser")
-    ]
+    # Direct private-IP connections, no Auth Proxy: cloudsql.instances.login is all they need.
+    assert held == [(account, "roles/cloudsql.instanceUser") for account in LOGINS[env]]
     for grant in grants:
         assert grant["condition"]["expression"] == (
             'resource.type == "sqladmin.googleapis.com/Instance" && '
