@@ -223,6 +223,7 @@ class WorkersK8sStack(LayerStack):
             # As the services layer writes it: the address the network layer reserves, as a literal.
             inference_url=f"http://{env.network.inference_address}:{env.network.inference_port}/v1",
             database_host=db.host,
+            database_server_ca=db.server_ca,
             database_name=db.database_name,
             worker_database_user=worker.database_user_name,
         )

@@ -541,6 +541,7 @@ def test_the_bootstrap_job_reads_the_password_it_is_granted_first():
         image="img",
         egress=PrivateEgress(network="net", subnetwork="sub", tag="t"),
         database_host="10.0.0.3",
+        database_server_ca="PEM",
         database_name="db",
         grantee="app",
         admin_password_secret="pw",
@@ -553,6 +554,8 @@ def test_the_bootstrap_job_reads_the_password_it_is_granted_first():
     (box,) = job["template"]["template"]["containers"]
     env = {e["name"]: e.get("value", e.get("value_source")) for e in box["env"]}
     assert (env["PGHOST"], env["PGDATABASE"], env["GRANTEE"]) == ("10.0.0.3", "db", "app")
+    # The admin's password goes only to a server the instance's CA vouches for.
+    assert (env["PGSSLMODE"], env["DATABASE_SERVER_CA"]) == ("verify-ca", "PEM")
     assert env["PGPASSWORD"] == {"secret_key_ref": {"secret": "pw", "version": "latest"}}
     ((key, access),) = resources(out, "google_secret_manager_secret_iam_member").items()
     assert (access["secret_id"], principal({STACK: out}, STACK, access["member"])) == ("pw", "serviceAccount:boot")

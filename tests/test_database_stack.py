@@ -134,7 +134,8 @@ def test_outputs_are_not_secrets(env, database, synth_json):
     ours = {"instance_connection_name", "private_ip", "database_name", "orchestrator_service_account"}
     # Plain values, readable in `cdktf output`; cdktf marks the outputs it adds for remote state sensitive.
     assert {name for name, output in outputs.items() if not output.get("sensitive")} == ours
-    # What the services layer reads through remote state: identities and addresses only.
+    # What the services layer reads through remote state: identities, addresses and the server's
+    # CA certificate (public: clients verify the server with it).
     shared = outputs.keys() - ours
     read = {
         (p.kind, p.attr) for name in shared for p in pointees(synth_json, f"{env}-database", outputs[name]["value"])
@@ -143,5 +144,6 @@ def test_outputs_are_not_secrets(env, database, synth_json):
         ("google_service_account", "email"),
         ("google_service_account", "member"),
         ("google_sql_database_instance", "private_ip_address"),
+        ("google_sql_database_instance", "server_ca_cert[0].cert"),
         ("google_sql_database", "name"),
     }

@@ -243,6 +243,9 @@ def test_worker_runs_locked_down_from_the_registry(worker):
         "run_as_non_root": True,
         "capabilities": {"drop": ["ALL"]},
     }
+    # The one writable place, in memory: where the worker writes the database's server CA for libpq.
+    assert container["volume_mount"] == [{"name": "tmp", "mount_path": "/tmp"}]
+    assert pod["volume"] == [{"name": "tmp", "empty_dir": {"medium": "Memory", "size_limit": "1Mi"}}]
     assert container["port"] == [{"name": "health", "container_port": 8080}]
     assert container["readiness_probe"]["http_get"] == {"path": "/health", "port": "health"}
     assert container["liveness_probe"]["http_get"] == {"path": "/health", "port": "health"}

@@ -113,6 +113,14 @@ class PostgresInstance(Construct):
             ),
         )
 
+    @property
+    def server_ca_pem(self) -> str:
+        """The instance's server CA certificate (PEM), which its server certificate chains to: what
+        clients verify the server against with sslmode verify-ca
+        (registry.terraform.io/providers/hashicorp/google/6.50.0/docs/resources/sql_database_instance,
+        server_ca_cert)."""
+        return self.instance.server_ca_cert.get(0).cert
+
     def add_database(self, name: str) -> SqlDatabase:
         return SqlDatabase(self, f"database-{name}", name=name, instance=self.instance.name)
 
