@@ -194,9 +194,10 @@ class NetworkStack(LayerStack):
             network=self.vpc.id,
             service="servicenetworking.googleapis.com",
             reserved_peering_ranges=[self.psa_range.name],
-            # Deleting the peering fails while a Cloud SQL instance still uses it, and Cloud SQL's
-            # resources outlive a deleted instance by up to a week (cloud.google.com/sql/docs/
-            # postgres/delete-instance): on destroy, Terraform forgets the peering
+            # Deleting the peering fails while a managed service instance still uses it (the Service
+            # Networking API's DeleteConnectionRequest), and Cloud SQL's resources outlive a deleted
+            # instance by up to a week (cloud.google.com/sql/docs/postgres/delete-instance): on
+            # destroy, Terraform forgets the peering
             # (registry.terraform.io/providers/hashicorp/google/6.50.0/docs/resources/
             # service_networking_connection#deletion_policy). The peering then blocks the VPC's
             # deletion until someone deletes it (README, "Destroying").
