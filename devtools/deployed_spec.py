@@ -26,11 +26,15 @@ ROOT = Path(__file__).resolve().parent.parent
 # Values only GCP makes, as the rehearsal assumes them (same shape as the real ones).
 PROJECT_NUMBER = "123456789012"
 CLOUD_SQL_PRIVATE_IP = "10.32.0.3"  # Cloud SQL takes an address in the PSA range
+# The instance's server CA certificate, PEM-shaped; the rehearsal hands its stand-in's real CA instead.
+CLOUD_SQL_SERVER_CA = "-----BEGIN CERTIFICATE-----\nrehearsal-cloud-sql-server-ca\n-----END CERTIFICATE-----\n"
 BROWSER_KEY = "rehearsal-browser-key"
 RUN_APP_HASH = "rehearsal0a-uc"
 
 _REFERENCE = re.compile(r"\$\{([^}]*)\}")
 _TRIMSUFFIX = re.compile(r'trimsuffix\((.+), "([^"]*)"\)')
+# A list attribute's field, e.g. google_sql_database_instance.X.server_ca_cert[0].cert.
+_LISTED = re.compile(r"([\w-]+)\.([\w-]+)\.(\w+\[0\]\.\w+)")
 _REMOTE = re.compile(r"data\.terraform_remote_state\.cross-stack-reference-input-([\w-]+)\.outputs\.(.+)")
 
 
@@ -131,6 +135,9 @@ class SynthesizedEnvironment:
         if remote := _REMOTE.fullmatch(expression):
             producer = remote[1]
             return self.resolve(producer, self.stacks[producer]["output"][remote[2]]["value"])
+        if listed := _LISTED.fullmatch(expression):
+            config = self.stacks[stack]["resource"][listed[1]][listed[2]]
+            return self._attribute(stack, listed[1], config, listed[3], expression)
         parts = expression.split(".")
         if parts[0] == "data" and len(parts) == 4:
             config = self.stacks[stack]["data"][parts[1]][parts[2]]
@@ -148,6 +155,7 @@ class SynthesizedEnvironment:
             ("google_cloud_run_v2_service", "uri"): lambda: f"https://{config['name']}-{RUN_APP_HASH}.a.run.app",
             ("google_project", "number"): lambda: PROJECT_NUMBER,
             ("google_sql_database_instance", "private_ip_address"): lambda: CLOUD_SQL_PRIVATE_IP,
+            ("google_sql_database_instance", "server_ca_cert[0].cert"): lambda: CLOUD_SQL_SERVER_CA,
             ("google_service_account", "email"): lambda: f"{config['account_id']}@{project}.iam.gserviceaccount.com",
             ("google_apikeys_key", "key_string"): lambda: BROWSER_KEY,
         }

@@ -33,12 +33,31 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def certificate_authority() -> tuple[rsa.RSAPrivateKey, str]:
+    """A throw-away CA: its key, and its certificate as PEM."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"rehearsal-ca-{x509.random_serial_number()}")])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    return key, certificate.public_bytes(serialization.Encoding.PEM).decode()
+
+
 class Postgres:
     """A throw-away PostgreSQL server (Debian's binaries), password auth over TCP.
 
-    ``tls=True`` serves TLS with a throw-away self-signed certificate (Cloud SQL's
-    ENCRYPTED_ONLY: clients connect with sslmode=require); ``host``/``port`` choose where it
-    listens (any 127.x address is loopback)."""
+    ``tls=True`` serves TLS with a certificate issued by a throw-away CA of its own, as a Cloud SQL
+    instance's is by its server CA: ``ca_pem`` is that CA, for clients that verify the server
+    (sslmode=verify-ca). ``host``/``port`` choose where it listens (any 127.x address is loopback)."""
 
     def __init__(
         self,
@@ -74,6 +93,7 @@ class Postgres:
             "-E",
             "UTF8",
         )
+        self.ca_pem = ""
         if tls:
             self._write_certificate()
         self.conninfo = f"host={host} port={self.port} user={superuser} dbname=postgres password={PASSWORD}"
@@ -82,18 +102,19 @@ class Postgres:
         subprocess.run([*self.as_owner, str(self.bin / tool), *args], check=True, capture_output=True, timeout=120)
 
     def _write_certificate(self) -> None:
+        ca_key, self.ca_pem = certificate_authority()
+        ca = x509.load_pem_x509_certificate(self.ca_pem.encode())
         key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "rehearsal-postgres")])
         now = datetime.datetime.now(datetime.UTC)
         certificate = (
             x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(name)
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "rehearsal-postgres")]))
+            .issuer_name(ca.subject)
             .public_key(key.public_key())
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - datetime.timedelta(minutes=5))
             .not_valid_after(now + datetime.timedelta(days=1))
-            .sign(key, hashes.SHA256())
+            .sign(ca_key, hashes.SHA256())
         )
         for file, content in (
             ("server.crt", certificate.public_bytes(serialization.Encoding.PEM)),

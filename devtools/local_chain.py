@@ -10,6 +10,7 @@ speaks its protocol, and only these values are translated to point at them:
   a service's run.app URL          -> the local service
   Cloud SQL's private IP           -> PostgreSQL 15 on 127.0.0.2:5432, TLS, with Cloud SQL's
                                       roles, database and IAM user as the database stack makes them
+  Cloud SQL's server CA            -> the CA that issued that server's certificate
   the model servers' ILB address   -> the model stand-in (devtools/standins/openai_upstream.py) or --upstream
   Identity Platform, its JWKS      -> devtools/standins/identity_platform.py
   the metadata server              -> devtools/standins/metadata_server.py (ID and access tokens),
@@ -42,6 +43,7 @@ from psycopg.conninfo import make_conninfo
 from devtools.deployed_spec import (
     BROWSER_KEY,
     CLOUD_SQL_PRIVATE_IP,
+    CLOUD_SQL_SERVER_CA,
     ROOT,
     Container,
     SynthesizedEnvironment,
@@ -112,13 +114,18 @@ def local_chain(
             translate = {
                 **{url: local[role] for role in services for url in services[role].urls},
                 CLOUD_SQL_PRIVATE_IP: DATABASE_HOST,
+                CLOUD_SQL_SERVER_CA: database.ca_pem,
                 _self_hosted_base(services["orchestrator"]): upstream.removesuffix("/v1"),
                 GOOGLE_JWKS: identity.url + JWKS_PATH,
                 IDENTITY_PLATFORM: identity.url,
                 GOOGLE_CERTS_URL: metadata.url + CERTS_PATH,
             }
-            for job in jobs.values():
-                _run_job(job, {**_environment(job, translate, secret_values), **_metadata_env(metadata)})
+            job_environments = {
+                name: {**_environment(job, translate, secret_values), **_metadata_env(metadata)}
+                for name, job in jobs.items()
+            }
+            for name, job in jobs.items():
+                run_job(job, job_environments[name])
             environments = {}
             for role in SERVICE_ORDER:
                 environments[role] = {
@@ -142,6 +149,8 @@ def local_chain(
                 issuer=issuer,
                 password=PASSWORD,
                 environments=environments,
+                database_ca=database.ca_pem,
+                jobs={name: (job, job_environments[name]) for name, job in jobs.items()},
                 # The ledger's database, as the admin of the whole server (to read what the orchestrator wrote).
                 conninfo=make_conninfo(database.conninfo, dbname=environments["orchestrator"]["PGDATABASE"]),
                 spec=spec,
@@ -230,7 +239,7 @@ def _create_cloud_sql_objects(
             conn.execute(statement)
 
 
-def _run_job(job: Container, env: dict[str, str]) -> None:
+def run_job(job: Container, env: dict[str, str]) -> None:
     """The job as Cloud Run runs it: its image, its command (which replaces the image's CMD)."""
     with image_tree(job.role) as tree:
         result = subprocess.run(**tree.popen_args(env, job.command), capture_output=True, text=True, timeout=60)

@@ -390,7 +390,7 @@ pods_cidr = "10.16.0.0/14"
 services_cidr = "10.20.0.0/20"
 psa_cidr = "10.32.0.0/16"
 inference_address = "10.10.15.250"
-run_cidr = "10.8.0.0/23"
+run_cidr = "10.8.0.0/22"
 
 [cluster]
 deletion_protection = true

@@ -59,6 +59,7 @@ class Wiring:
     frontend_origin: str | None = None
     inference_url: str | None = None
     database_host: str | None = None
+    database_server_ca: str | None = None  # the Cloud SQL instance's server CA (PEM)
     database_name: str | None = None
     database_user: str | None = None
     worker_database_user: str | None = None
@@ -79,6 +80,7 @@ class Wiring:
             frontend_origin=run("frontend"),
             inference_url=f"http://{env.network.inference_address}:{env.network.inference_port}/v1",
             database_host="10.0.0.1",
+            database_server_ca="SERVER_CA_PEM",
             database_name=env.database.database_name,
             database_user=f"{env.names.orchestrator_account}@{env.project_id}.iam",
             worker_database_user=f"{env.names.worker_account}@{env.project_id}.iam",
@@ -135,8 +137,7 @@ def _stack_values(env: Environment, wiring: Wiring) -> dict[str, dict[str, objec
             "pghost": wiring.database_host,
             "pgdatabase": wiring.database_name,
             "pguser": wiring.database_user,
-            # Cloud SQL's ssl_mode ENCRYPTED_ONLY; the IAM token is the password.
-            "pgsslmode": "require",
+            **_database_tls(wiring),
             # Only the gateway, with a Google ID token for the orchestrator's URL (the worker
             # reads and writes the database itself, and nothing else calls the orchestrator).
             "caller_auth": "google-id-token",
@@ -173,6 +174,14 @@ def _routing(env: Environment, wiring: Wiring) -> dict[str, object]:
     }
 
 
+def _database_tls(wiring: Wiring) -> dict[str, object]:
+    """TLS to Cloud SQL (its ssl_mode ENCRYPTED_ONLY), verifying the server against the instance's
+    server CA before the IAM token goes to it as the password. verify-ca, not verify-full: the
+    clients connect to the private IP, and verify-full checks the host name against the
+    certificate as well (postgresql.org/docs/current/libpq-ssl.html#LIBPQ-SSL-SSLMODE-STATEMENTS)."""
+    return {"pgsslmode": "verify-ca", "database_server_ca": wiring.database_server_ca}
+
+
 def _batch_values(env: Environment, wiring: Wiring) -> dict[str, object]:
     """Where the orchestrator stores batch files and publishes their lines (the workers layer's),
     and the worker's database user, whom it grants the batch tables and the ledger it owns."""
@@ -193,7 +202,7 @@ def _worker_values(env: Environment, wiring: Wiring) -> dict[str, object]:
         "pghost": wiring.database_host,
         "pgdatabase": wiring.database_name,
         "pguser": wiring.worker_database_user,
-        "pgsslmode": "require",
+        **_database_tls(wiring),
         # The user's quota counts batch lines as the orchestrator counts requests: the same number.
         "daily_token_quota": env.services.orchestrator.env.get(quota)
         or OrchestratorSettings.model_fields[quota.lower()].default,

@@ -54,6 +54,7 @@ API_OF_TYPE: dict[str, tuple[str, ...]] = {
     "google_dns_managed_zone": ("dns.googleapis.com",),
     "google_dns_record_set": ("dns.googleapis.com",),
     "google_artifact_registry_repository": ("artifactregistry.googleapis.com",),
+    "google_artifact_registry_repository_iam_member": ("artifactregistry.googleapis.com",),
     "google_sql_database_instance": ("sqladmin.googleapis.com",),
     "google_sql_database": ("sqladmin.googleapis.com",),
     "google_sql_user": ("sqladmin.googleapis.com",),
@@ -373,7 +374,14 @@ def image_rows(plan: Plan, node: Node) -> Iterator[Row]:
         repo, url = repository
         role = re.split(r"[:@]", image.removeprefix(url), maxsplit=1)[0]
         step = plan.step_before("images", node)
-        if step is None:
+        if is_remote(repo):
+            # A remote repository fetches an image from its upstream on the first pull
+            # (cloud.google.com/artifact-registry/docs/repositories/remote-overview): it must exist.
+            where = plan.before(repo, node)
+            yield Row(
+                node.label, f"pull-through repository {repo.address} exists", where, "created in parallel with it"
+            )
+        elif step is None:
             yield Row(node.label, precondition, None, "no images step runs before its stack")
         elif role not in step.images:
             yield Row(node.label, precondition, None, f"step {step.number} builds {', '.join(step.images)}, not {role}")
@@ -404,6 +412,10 @@ def images_of(node: Node) -> list[str]:
     else:
         return []
     return [c["image"] for c in containers if c.get("image")]
+
+
+def is_remote(repository: Node) -> bool:
+    return repository.config.get("mode") == "REMOTE_REPOSITORY"
 
 
 def repositories(plan: Plan) -> list[tuple[Node, str]]:

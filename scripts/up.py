@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from hybrid.config import ConfigError, Environment, load_environments
-from scripts.check_apply_order import Plan, images_of, load_plan, repositories
+from scripts.check_apply_order import Plan, images_of, is_remote, load_plan, repositories
 from scripts.check_reachability import CheckError
 from scripts.deploy_steps import DEPLOY_STEPS, Step, stacks_of_step
 
@@ -98,7 +98,8 @@ def images_to_build(plan: Plan) -> list[Image]:
     """Every image a Cloud Run service or job or a Kubernetes Deployment pulls from one of the
     environment's own repositories (images published elsewhere, vLLM's, are pulled as they are)."""
     found: dict[str, Image] = {}
-    urls = [url for _, url in repositories(plan)]
+    # A remote repository mirrors its upstream (vLLM's image from Docker Hub): nothing to build.
+    urls = [url for repo, url in repositories(plan) if not is_remote(repo)]
     for node in plan.nodes.values():
         for image in images_of(node):
             uri = str(plan.literal(node, image))

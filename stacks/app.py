@@ -21,11 +21,11 @@ def build_app(environments: list[Environment], outdir: str | None = None) -> App
         registry = RegistryStack(app, env, network)
         database = DatabaseStack(app, env, network)
         if env.inference.placement == "gke":
-            cluster = ClusterStack(app, env, network)
-            InferenceStack(app, env, network, cluster)
+            cluster = ClusterStack(app, env, network, registry)
+            InferenceStack(app, env, network, registry, cluster)
         services = ServicesStack(app, env, network, registry, database)
         if env.workers.enabled:
-            workers = WorkersStack(app, env, network, database)
+            workers = WorkersStack(app, env, network, registry, database)
             WorkersK8sStack(app, env, workers, database)
             # The orchestrator publishes to the workers layer's topic, with its grants there.
             services.add_dependency(workers)

@@ -17,6 +17,7 @@ from hybrid.components.service_account import ServiceAccount, ServiceAccountProp
 from hybrid.config import ClusterSettings, Environment
 from hybrid.layer import LayerStack
 from stacks.network import NetworkStack
+from stacks.registry import RegistryStack, repository
 
 
 def control_plane(settings: ClusterSettings) -> ControlPlane:
@@ -27,9 +28,10 @@ def control_plane(settings: ClusterSettings) -> ControlPlane:
 
 
 class ClusterStack(LayerStack):
-    def __init__(self, scope: Construct, env: Environment, network: NetworkStack) -> None:
+    def __init__(self, scope: Construct, env: Environment, network: NetworkStack, registry: RegistryStack) -> None:
         super().__init__(scope, env, "cluster")
         self.add_dependency(network)
+        self.add_dependency(registry)  # the Docker Hub mirror, granted on below
         nodes = ServiceAccount(
             self,
             "node-identity",
@@ -55,5 +57,7 @@ class ClusterStack(LayerStack):
                 control_plane=control_plane(env.cluster),
             ),
             node_account=nodes,
+            # vLLM's image, through the mirror (stacks.registry.mirrored_image).
+            pulls_from=(repository(env, env.names.dockerhub_mirror),),
         )
         TerraformOutput(self, "cluster_name", value=self.autopilot.cluster.name)

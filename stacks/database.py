@@ -25,6 +25,7 @@ class DatabaseOutputs:
     """What the services layer uses of the database."""
 
     host: str  # the instance's private IP
+    server_ca: str  # the instance's server CA certificate (PEM), which clients verify it against
     database_name: str
     # The orchestrator's identity, born here with its IAM database user; the services layer runs it.
     orchestrator_account: ServiceAccount
@@ -90,6 +91,7 @@ class DatabaseStack(LayerStack):
 
         self.outputs = DatabaseOutputs(
             host=self.postgres.instance.private_ip_address,
+            server_ca=self.postgres.server_ca_pem,
             database_name=self.orchestrator_database.name,
             orchestrator_account=self.orchestrator,
             orchestrator_database_user=self.orchestrator.database_user_name,

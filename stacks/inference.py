@@ -23,15 +23,19 @@ from hybrid.config import Environment
 from hybrid.layer import LayerStack
 from stacks.cluster import ClusterStack, control_plane
 from stacks.network import NetworkStack
+from stacks.registry import RegistryStack, mirrored_image
 
 NAMESPACE = "inference"
 MODEL_SERVER_ACCOUNT = "vllm"
 
 
 class InferenceStack(LayerStack):
-    def __init__(self, scope: Construct, env: Environment, network: NetworkStack, cluster: ClusterStack) -> None:
+    def __init__(
+        self, scope: Construct, env: Environment, network: NetworkStack, registry: RegistryStack, cluster: ClusterStack
+    ) -> None:
         super().__init__(scope, env, "inference")
         self.add_dependency(network)
+        self.add_dependency(registry)  # the weights' bucket, granted on below, and the image's mirror
         self.add_dependency(cluster)
         project, names, settings = env.project_id, env.names, env.inference.gke_server
 
@@ -100,7 +104,7 @@ class InferenceStack(LayerStack):
                 project=project,
                 namespace=namespace.metadata.name,
                 service_account=account.name,
-                image=settings.image,
+                image=mirrored_image(env, settings.image),
                 model=settings.model,
                 quantization=MODELS[settings.model].quantization,
                 tensor_parallel_size=settings.tensor_parallel_size,

@@ -210,11 +210,18 @@ class NetworkStack(LayerStack):
             network=self.vpc.id,
             service="servicenetworking.googleapis.com",
             reserved_peering_ranges=[self.psa_range.name],
-            # Deleting the peering fails while Cloud SQL still holds addresses in the range, which it
-            # does for days after the instance is gone: on destroy, Terraform forgets the peering and
-            # leaves it to go with the VPC (registry.terraform.io/providers/hashicorp/google/6.50.0/
-            # docs/resources/service_networking_connection#deletion_policy).
+            # Deleting the peering fails while a managed service instance still uses it (the Service
+            # Networking API's DeleteConnectionRequest), and Cloud SQL's resources outlive a deleted
+            # instance by up to a week (cloud.google.com/sql/docs/postgres/delete-instance): on
+            # destroy, Terraform forgets the peering
+            # (registry.terraform.io/providers/hashicorp/google/6.50.0/docs/resources/
+            # service_networking_connection#deletion_policy). The peering then blocks the VPC's
+            # deletion until someone deletes it (README, "Destroying").
             deletion_policy="ABANDON",
+            # A peering so left behind makes the next deploy's create fail ("Cannot modify allocated
+            # ranges in CreateConnection"); this updates the existing connection instead
+            # (same page, #update_on_creation_fail; github.com/GoogleCloudPlatform/magic-modules/pull/11364).
+            update_on_creation_fail=True,
             depends_on=[self.apis["servicenetworking.googleapis.com"]],
         )
 
@@ -246,7 +253,8 @@ class NetworkStack(LayerStack):
             )
 
         self.router = ComputeRouter(self, "router", name=names.router, region=env.region, network=self.vpc.id)
-        # Private GKE nodes reach the internet (model weights, images) only through NAT; Cloud Run
+        # Private GKE nodes reach the internet (Hugging Face's model weights) only through NAT; their
+        # images come from Artifact Registry, Docker Hub's through the registry layer's mirror. Cloud Run
         # needs none, as it sends only private ranges into the VPC.
         ComputeRouterNat(
             self,
@@ -445,7 +453,7 @@ def _platform_rules(env: Environment) -> list[Rule]:
         ),
         Rule(
             name=rule_name["allow-workloads-egress-https"],
-            description="GKE workloads fetch images and model weights over HTTPS through Cloud NAT.",
+            description="GKE workloads fetch model weights over HTTPS through Cloud NAT, and reach Google APIs.",
             direction="EGRESS",
             action="allow",
             source_ranges=workloads,

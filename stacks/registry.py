@@ -1,8 +1,10 @@
-"""Layer `registry`: the Artifact Registry repository the services' images are pushed to.
+"""Layer `registry`: where what the workloads start from is uploaded before they start.
 
-A layer of its own, deployed before `services`: a Cloud Run revision pulls its image
-when it is created, so the images must be pushed between this layer and that one
-(README, "Deploying to a real project").
+The Artifact Registry repository the services' images are pushed to and, with
+`weights = "gcsfuse"`, the bucket the model servers read their weights from. A layer of its
+own, deployed before the others: a Cloud Run revision pulls its image when it is created, and
+a model server reads its weights offline when it starts, so images and weights are uploaded
+between this layer and the rest (README, "Deploying to a real project").
 """
 
 from __future__ import annotations
@@ -11,16 +13,37 @@ from cdktf import TerraformOutput
 from cdktf_cdktf_provider_google.artifact_registry_repository import (
     ArtifactRegistryRepository,
     ArtifactRegistryRepositoryDockerConfig,
+    ArtifactRegistryRepositoryRemoteRepositoryConfig,
+    ArtifactRegistryRepositoryRemoteRepositoryConfigDockerRepository,
 )
+from cdktf_cdktf_provider_google.storage_bucket import StorageBucket, StorageBucketVersioning
 from constructs import Construct
 
+from hybrid.components.grants import Repository
 from hybrid.config import Environment
 from hybrid.layer import LayerStack
 from stacks.network import NetworkStack
 
+DOCKER_HUB = "docker.io/"
 
-def repository_url(env: Environment) -> str:
-    return f"{env.region}-docker.pkg.dev/{env.project_id}/{env.names.registry}"
+
+def repository_url(env: Environment, repository: str | None = None) -> str:
+    """Where a repository of this layer serves images: the services' unless another is named."""
+    return f"{env.region}-docker.pkg.dev/{env.project_id}/{repository or env.names.registry}"
+
+
+def repository(env: Environment, repository_id: str) -> Repository:
+    """A repository of this layer, as a grant's target (the granting stack deploys after this one)."""
+    return Repository(project=env.project_id, location=env.region, repository=repository_id)
+
+
+def mirrored_image(env: Environment, image: str) -> str:
+    """A Docker Hub image as pulled through the Docker Hub mirror (a remote repository serves an
+    upstream image under its own path: cloud.google.com/artifact-registry/docs/repositories/remote-repo);
+    any other image as the file names it."""
+    if image.startswith(DOCKER_HUB):
+        return f"{repository_url(env, env.names.dockerhub_mirror)}/{image.removeprefix(DOCKER_HUB)}"
+    return image
 
 
 def service_image(env: Environment, role: str, image: str | None) -> str:
@@ -46,3 +69,38 @@ class RegistryStack(LayerStack):
             "repository_url",
             value=repository_url(env),
         )
+        gke = env.inference.gke if env.inference.placement == "gke" else None
+        if gke:
+            # The model servers pull vLLM's image from Docker Hub through this remote repository,
+            # which caches it on first pull (cloud.google.com/artifact-registry/docs/repositories/
+            # remote-repo): their nodes read images from Artifact Registry alone.
+            ArtifactRegistryRepository(
+                self,
+                "dockerhub-mirror",
+                repository_id=env.names.dockerhub_mirror,
+                location=env.region,
+                format="DOCKER",
+                mode="REMOTE_REPOSITORY",
+                description="Docker Hub, mirrored for the model servers' image.",
+                remote_repository_config=ArtifactRegistryRepositoryRemoteRepositoryConfig(
+                    docker_repository=ArtifactRegistryRepositoryRemoteRepositoryConfigDockerRepository(
+                        public_repository="DOCKER_HUB"
+                    )
+                ),
+            )
+        if gke and gke.weights == "gcsfuse" and gke.weights_bucket:  # validated: gcsfuse names its bucket
+            # The GCS FUSE CSI driver mounts a bucket that already exists
+            # (cloud.google.com/kubernetes-engine/docs/concepts/cloud-storage-fuse-csi-driver).
+            StorageBucket(
+                self,
+                "weights-bucket",
+                name=gke.weights_bucket,
+                location=env.region,  # beside the cluster that reads it
+                # IAM only: the model server's objectViewer grant is the only access
+                # (cloud.google.com/storage/docs/uniform-bucket-level-access).
+                uniform_bucket_level_access=True,
+                public_access_prevention="enforced",
+                # Weights are staged once per model, under the model's own path: nothing to version.
+                versioning=StorageBucketVersioning(enabled=False),
+                force_destroy=False,  # a bucket that still holds weights is not destroyed
+            )

@@ -117,6 +117,7 @@ class ServicesStack(LayerStack):
             frontend_origin=frontend_origin,
             inference_url=inference_url,
             database_host=db.host,
+            database_server_ca=db.server_ca,
             database_name=db.database_name,
             database_user=db.orchestrator_database_user,
             # The orchestrator grants the batch worker's database user the tables it owns.
@@ -148,6 +149,7 @@ class ServicesStack(LayerStack):
                 image=self._image("orchestrator", settings.orchestrator),
                 egress=self.egress("db-bootstrap"),
                 database_host=db.host,
+                database_server_ca=db.server_ca,
                 database_name=db.database_name,
                 grantee=db.orchestrator_database_user,
                 admin_password_secret=names.database_admin_secret,

@@ -39,7 +39,7 @@ from services.worker.settings import WorkerSettings
 from stacks.cluster import control_plane
 from stacks.database import DatabaseStack
 from stacks.network import NetworkStack
-from stacks.registry import service_image
+from stacks.registry import RegistryStack, repository, service_image
 from stacks.services import VERTEX_AI_USER
 
 NAMESPACE = "batch"
@@ -63,9 +63,17 @@ class WorkersOutputs:
 
 
 class WorkersStack(LayerStack):
-    def __init__(self, scope: Construct, env: Environment, network: NetworkStack, database: DatabaseStack) -> None:
+    def __init__(
+        self,
+        scope: Construct,
+        env: Environment,
+        network: NetworkStack,
+        registry: RegistryStack,
+        database: DatabaseStack,
+    ) -> None:
         super().__init__(scope, env, "workers")
         self.add_dependency(network)
+        self.add_dependency(registry)  # the services' repository, granted on below
         self.add_dependency(database)
         names, workers, project = env.names, env.workers, env.project_id
         worker, orchestrator = database.outputs.worker_account, database.outputs.orchestrator_account
@@ -114,6 +122,7 @@ class WorkersStack(LayerStack):
                 ),
             ),
             node_account=nodes,
+            pulls_from=(repository(env, names.registry),),  # the worker's image
         )
 
         self.bucket = BatchBucket(
@@ -222,6 +231,7 @@ class WorkersK8sStack(LayerStack):
             # As the services layer writes it: the address the network layer reserves, as a literal.
             inference_url=f"http://{env.network.inference_address}:{env.network.inference_port}/v1",
             database_host=db.host,
+            database_server_ca=db.server_ca,
             database_name=db.database_name,
             worker_database_user=worker.database_user_name,
         )

@@ -9,10 +9,13 @@ reason they break it.
 from __future__ import annotations
 
 import copy
+import json
 import re
+import shutil
 import subprocess
 import sys
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -20,13 +23,9 @@ from iac import ROOT
 from scripts.check_apply_order import Plan, evaluate, load_plan
 from scripts.deploy_steps import DEPLOY_STEPS, Step
 
-# The one precondition no stack meets yet: prod's model weights bucket is made outside the stacks
-# (README: stage the weights into weights_bucket) and granted in prod-inference.
-WEIGHTS_BUCKET = (
-    "google_storage_bucket_iam_member prod-inference/weights-access",
-    "bucket replace-me-prod-model-weights exists",
-)
-KNOWN = {"dev": set(), "prod": {WEIGHTS_BUCKET}}
+# The shipped environments meet every precondition (prod's weights bucket, once made by no stack,
+# is now the registry layer's).
+KNOWN: dict[str, set[tuple[str, str]]] = {"dev": set(), "prod": set()}
 
 
 def violations(plan: Plan) -> set[tuple[str, str]]:
@@ -72,14 +71,23 @@ def test_shipped_environments_meet_every_precondition(synth_dir, env):
     assert violations(load_plan(synth_dir, env)) == KNOWN[env]
 
 
-def test_make_check_prints_the_table_and_fails_on_a_violation(synth_dir):
-    def run(env: str) -> subprocess.CompletedProcess:
-        command = [sys.executable, "-m", "scripts.check_apply_order", "--synth-dir", str(synth_dir)]
+def test_make_check_prints_the_table_and_fails_on_a_violation(synth_dir, tmp_path):
+    def run(env: str, directory: Path = synth_dir) -> subprocess.CompletedProcess:
+        command = [sys.executable, "-m", "scripts.check_apply_order", "--synth-dir", str(directory)]
         return subprocess.run([*command, "--env", f"environments/{env}.toml"], cwd=ROOT, capture_output=True, text=True)
 
-    dev, prod = run("dev"), run("prod")
-    assert dev.returncode == 0, dev.stdout + dev.stderr
-    assert re.search(r"^dev: (\d+) of \1 preconditions met$", dev.stdout, re.M)
+    for env in ("dev", "prod"):
+        result = run(env)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert re.search(rf"^{env}: (\d+) of \1 preconditions met$", result.stdout, re.M)
+    # The bucket the weights grant names, taken out of the registry layer: made by no stack again.
+    broken = tmp_path / "synth"
+    shutil.copytree(synth_dir, broken)
+    registry = broken / "stacks" / "prod-registry" / "cdk.tf.json"
+    config = json.loads(registry.read_text())
+    del config["resource"]["google_storage_bucket"]
+    registry.write_text(json.dumps(config))
+    prod = run("prod", broken)
     assert prod.returncode == 1
     assert re.search(
         r"weights-access +bucket replace-me-prod-model-weights exists +VIOLATION: created by no stack", prod.stdout
@@ -120,7 +128,7 @@ def test_a_workload_identity_binding_before_any_cluster(prod):
         "google_service_account_iam_member prod-database/worker/workload-identity-batch-worker",
         "workload pool replace-me-prod.svc.id.goog exists (a cluster with Workload Identity)",
     )
-    assert found == {key: "no cluster is created before it", WEIGHTS_BUCKET: "created by no stack"}
+    assert found == {key: "no cluster is created before it"}
 
 
 def test_a_workload_identity_binding_racing_its_cluster(prod):
@@ -178,7 +186,7 @@ def test_an_api_not_enabled(prod, api, some_resource):
     assert {resource for resource, precondition in found if precondition.startswith(f"{api} enabled")} >= {
         some_resource
     }
-    assert set(found.values()) == {"no google_project_service for it is applied before", "created by no stack"}
+    assert set(found.values()) == {"no google_project_service for it is applied before"}
 
 
 def test_a_service_agent_named_by_a_string(prod):
@@ -211,7 +219,6 @@ def test_the_readmes_old_images_loop_misses_the_worker(synth_dir):
         ("kubernetes_deployment_v1 prod-workers-k8s/worker/deployment", image): (
             "step 2 builds frontend, gateway, orchestrator, not worker"
         ),
-        WEIGHTS_BUCKET: "created by no stack",
     }
 
 

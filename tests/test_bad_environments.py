@@ -62,7 +62,13 @@ CASES = [
     (
         "run-subnet-too-few-addresses",
         ("max_instances = 10\n\n[services.orchestrator]", "max_instances = 120\n\n[services.orchestrator]"),
-        "network.run_cidr = '10.8.0.0/24': must have 260 usable addresses, two per instance of the gateway's and orchestrator's max_instances; it has 252",
+        "network.run_cidr = '10.8.0.0/24': must have 520 usable addresses, two per instance of the gateway's and orchestrator's max_instances, twice over for a rollout's old and new revisions; it has 252",
+    ),
+    (
+        # 140 addresses in the steady state fit; the 280 of a rollout, both revisions at max scale, do not.
+        "run-subnet-too-few-addresses-for-a-rollout",
+        ("max_instances = 10\n\n[services.orchestrator]", "max_instances = 60\n\n[services.orchestrator]"),
+        "network.run_cidr = '10.8.0.0/24': must have 280 usable addresses, two per instance of the gateway's and orchestrator's max_instances, twice over for a rollout's old and new revisions; it has 252",
     ),
     (
         "name-too-long",
@@ -223,6 +229,12 @@ GKE_CASES = [
         "gke-pvc-replicas",
         ("max_replicas = 1", "max_replicas = 3"),
         "inference.gke.weights = 'pvc': must be 'gcsfuse' for max_replicas > 1: 'pvc' is a ReadWriteOnce disk for one server",
+    ),
+    (
+        # The registry layer makes the bucket under this name.
+        "gke-weights-bucket-name",
+        ('weights = "pvc"', 'weights = "gcsfuse"\nweights_bucket = "Model.Weights"'),
+        "inference.gke.weights_bucket = 'Model.Weights': must be a GCS bucket name: 3-63 lowercase letters, digits, '-' or '_'",
     ),
     (
         "gke-unknown-key",

@@ -100,7 +100,16 @@ def test_nodes_run_as_a_least_privilege_account(env, cluster_stack, cluster, syn
     )
     assert defaults["oauth_scopes"] == ["https://www.googleapis.com/auth/cloud-platform"]
     roles = sorted(g["role"] for g in resources(cluster_stack, "google_project_iam_member").values())
-    assert roles == ["roles/artifactregistry.reader", "roles/container.defaultNodeServiceAccount"]
+    assert roles == ["roles/container.defaultNodeServiceAccount"]
+    # The nodes pull vLLM's image through the registry layer's Docker Hub mirror, and read only it.
+    (reader,) = resources(cluster_stack, "google_artifact_registry_repository_iam_member").values()
+    assert (reader["project"], reader["location"], reader["repository"], reader["role"]) == (
+        f"replace-me-{env}",
+        "us-central1",
+        f"{env}-dockerhub",
+        "roles/artifactregistry.reader",
+    )
+    assert pointee(synth_json, f"{env}-cluster", reader["member"]).brief[2] == f"{env}-gke-nodes"
 
 
 def test_labels_reach_the_cluster_through_the_provider(env, cluster_stack):

@@ -27,6 +27,7 @@ from hybrid.components.grants import (
     Condition,
     Principal,
     Project,
+    Repository,
     RunService,
     Secret,
     grant,
@@ -264,9 +265,21 @@ CLUSTER = ClusterPlacement(
 )
 
 
+MIRROR = Repository(project="p", location="us-central1", repository="mirror")
+
+
+def repository_readers(out: dict) -> set[tuple[str, str, str, str]]:
+    return {
+        (b["location"], b["repository"], b["role"], principal({STACK: out}, STACK, b["member"]))
+        for b in resources(out, "google_artifact_registry_repository_iam_member").values()
+    }
+
+
 def autopilot(props: ClusterPlacement) -> dict:
     return synth_in_process(
-        lambda stack: AutopilotCluster(stack, "models", props, node_account=account(stack, account_id="nodes"))
+        lambda stack: AutopilotCluster(
+            stack, "models", props, node_account=account(stack, account_id="nodes"), pulls_from=(MIRROR,)
+        )
     )
 
 
@@ -312,9 +325,10 @@ def test_nodes_run_as_the_node_account_with_its_two_roles():
         (b["role"], principal({STACK: out}, STACK, b["member"]))
         for b in resources(out, "google_project_iam_member").values()
     }
-    assert roles == {
-        ("roles/container.defaultNodeServiceAccount", "serviceAccount:nodes"),
-        ("roles/artifactregistry.reader", "serviceAccount:nodes"),
+    assert roles == {("roles/container.defaultNodeServiceAccount", "serviceAccount:nodes")}
+    # Images are read from the repositories the nodes pull from, not from the whole project's.
+    assert repository_readers(out) == {
+        ("us-central1", "mirror", "roles/artifactregistry.reader", "serviceAccount:nodes")
     }
 
 
@@ -513,7 +527,8 @@ def test_an_iam_database_user_may_connect_to_its_instance_only():
     assert user["type"] == "CLOUD_IAM_SERVICE_ACCOUNT"
     assert points_at(out, user["instance"]) == ("google_sql_database_instance", "pg", "name")
     grants = {g["role"]: g for g in resources(out, "google_project_iam_member").values()}
-    assert set(grants) == {"roles/cloudsql.client", "roles/cloudsql.instanceUser"}
+    # Clients connect to the private IP directly, with no Cloud SQL connector: logging in is all.
+    assert set(grants) == {"roles/cloudsql.instanceUser"}
     for binding in grants.values():
         assert principal({STACK: out}, STACK, binding["member"]) == "serviceAccount:app"
         assert binding["condition"]["expression"].endswith('resource.name == "projects/p/instances/pg"')
@@ -526,6 +541,7 @@ def test_the_bootstrap_job_reads_the_password_it_is_granted_first():
         image="img",
         egress=PrivateEgress(network="net", subnetwork="sub", tag="t"),
         database_host="10.0.0.3",
+        database_server_ca="PEM",
         database_name="db",
         grantee="app",
         admin_password_secret="pw",
@@ -538,6 +554,8 @@ def test_the_bootstrap_job_reads_the_password_it_is_granted_first():
     (box,) = job["template"]["template"]["containers"]
     env = {e["name"]: e.get("value", e.get("value_source")) for e in box["env"]}
     assert (env["PGHOST"], env["PGDATABASE"], env["GRANTEE"]) == ("10.0.0.3", "db", "app")
+    # The admin's password goes only to a server the instance's CA vouches for.
+    assert (env["PGSSLMODE"], env["DATABASE_SERVER_CA"]) == ("verify-ca", "PEM")
     assert env["PGPASSWORD"] == {"secret_key_ref": {"secret": "pw", "version": "latest"}}
     ((key, access),) = resources(out, "google_secret_manager_secret_iam_member").items()
     assert (access["secret_id"], principal({STACK: out}, STACK, access["member"])) == ("pw", "serviceAccount:boot")
@@ -571,10 +589,20 @@ STANDARD = StandardClusterProps(
 
 def test_standard_cluster_has_only_its_own_pools_and_taints_the_spot_one():
     out = synth_in_process(
-        lambda stack: StandardCluster(stack, "workers", STANDARD, node_account=account(stack, account_id="nodes"))
+        lambda stack: StandardCluster(
+            stack, "workers", STANDARD, node_account=account(stack, account_id="nodes"), pulls_from=(MIRROR,)
+        )
     )
     cluster = only(out, "google_container_cluster")
     assert (cluster["remove_default_node_pool"], cluster["initial_node_count"]) == (True, 1)
+    # The default pool lives until Terraform deletes it: its node runs as the nodes' account too.
+    assert points_at(out, cluster["node_config"]["service_account"]) == ("google_service_account", "nodes", "email")
+    assert cluster["node_config"]["oauth_scopes"] == ["https://www.googleapis.com/auth/cloud-platform"]
+    assert cluster["node_config"]["workload_metadata_config"] == {"mode": "GKE_METADATA"}
+    assert cluster["node_config"]["shielded_instance_config"] == {
+        "enable_secure_boot": True,
+        "enable_integrity_monitoring": True,
+    }
     assert cluster["private_cluster_config"] == {"enable_private_nodes": True}
     assert cluster["workload_identity_config"] == {"workload_pool": "p.svc.id.goog"}
     # The control plane as the props say, by the same rules as the Autopilot cluster.
@@ -598,7 +626,10 @@ def test_standard_cluster_has_only_its_own_pools_and_taints_the_spot_one():
         assert points_at(out, pool["node_config"]["service_account"]) == ("google_service_account", "nodes", "email")
         assert pool["node_config"]["workload_metadata_config"] == {"mode": "GKE_METADATA"}
     roles = {g["role"] for g in resources(out, "google_project_iam_member").values()}
-    assert roles == {"roles/container.defaultNodeServiceAccount", "roles/artifactregistry.reader"}
+    assert roles == {"roles/container.defaultNodeServiceAccount"}
+    assert repository_readers(out) == {
+        ("us-central1", "mirror", "roles/artifactregistry.reader", "serviceAccount:nodes")
+    }
 
 
 AGENT = Principal("serviceAccount:service-123@gcp-sa-pubsub.iam.gserviceaccount.com")

@@ -114,9 +114,8 @@ def test_orchestrator_database_and_iam_users(env, database, synth_json):
 def test_iam_logins_may_connect_to_this_instance_only(env, database, synth_json):
     grants = list(resources(database, "google_project_iam_member").values())
     held = sorted((pointee(synth_json, f"{env}-database", g["member"]).brief[2], g["role"]) for g in grants)
-    assert held == [
-        (account, role) for account in LOGINS[env] for role in ("roles/cloudsql.client", "roles/cloudsql.instanceUser")
-    ]
+    # Direct private-IP connections, no Auth Proxy: cloudsql.instances.login is all they need.
+    assert held == [(account, "roles/cloudsql.instanceUser") for account in LOGINS[env]]
     for grant in grants:
         assert grant["condition"]["expression"] == (
             'resource.type == "sqladmin.googleapis.com/Instance" && '
@@ -135,7 +134,8 @@ def test_outputs_are_not_secrets(env, database, synth_json):
     ours = {"instance_connection_name", "private_ip", "database_name", "orchestrator_service_account"}
     # Plain values, readable in `cdktf output`; cdktf marks the outputs it adds for remote state sensitive.
     assert {name for name, output in outputs.items() if not output.get("sensitive")} == ours
-    # What the services layer reads through remote state: identities and addresses only.
+    # What the services layer reads through remote state: identities, addresses and the server's
+    # CA certificate (public: clients verify the server with it).
     shared = outputs.keys() - ours
     read = {
         (p.kind, p.attr) for name in shared for p in pointees(synth_json, f"{env}-database", outputs[name]["value"])
@@ -144,6 +144,7 @@ def test_outputs_are_not_secrets(env, database, synth_json):
         ("google_service_account", "email"),
         ("google_service_account", "member"),
         ("google_sql_database_instance", "private_ip_address"),
+        ("google_sql_database_instance", "server_ca_cert[0].cert"),
         ("google_sql_database", "name"),
     }
     if env == "prod":  # the batch worker's account also by resource name: workers-k8s binds its Workload Identity

@@ -3,6 +3,8 @@ the Cloud Run services' subnet only, autoscaled on vLLM's queue."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from iac import pointee, resources
@@ -88,7 +90,8 @@ def test_model_server_identity_gets_only_the_token_and_the_weights(env, stack, s
 
 
 def test_vllm_runs_the_configured_model(env, server):
-    assert server["image"] == "docker.io/vllm/vllm-openai:v0.10.1"
+    # Docker Hub's image, pulled through the registry layer's remote repository.
+    assert server["image"] == f"us-central1-docker.pkg.dev/replace-me-{env}/{env}-dockerhub/vllm/vllm-openai:v0.10.1"
     assert server["command"] == ["python3", "-m", "vllm.entrypoints.openai.api_server"]
     assert server["args"] == [
         "--model",
@@ -186,7 +189,7 @@ def test_secret_provider_class_is_the_csi_crd_with_the_gke_provider(stack):
     assert provider_class["spec"]["provider"] == "gke"
 
 
-RUN_CIDR = {"dev": "10.8.0.0/24", "prod": "10.8.0.0/23"}
+RUN_CIDR = {"dev": "10.8.0.0/24", "prod": "10.8.0.0/22"}
 # Who may call the model servers: the orchestrator (Cloud Run), and in prod the batch workers' Pods.
 CALLERS = {"dev": [RUN_CIDR["dev"]], "prod": [RUN_CIDR["prod"], "10.24.0.0/16"]}
 
@@ -329,3 +332,29 @@ def test_custom_metrics_adapter_runs_hardened_on_the_port_the_control_plane_reac
     assert service_port["target_port"] in (port["name"], str(secure_port))
     for api in resources(stack, "kubernetes_api_service_v1").values():
         assert api["spec"]["service"].get("port", 443) == 443
+
+
+def test_weights_bucket_is_made_before_the_layer_that_grants_on_it(env, synth_json, synth_dir):
+    buckets = list(resources(synth_json[f"{env}-registry"], "google_storage_bucket").values())
+    if EXPECTED[env]["weights"] == "gcsfuse":
+        (bucket,) = buckets
+        assert (bucket["name"], bucket["location"]) == ("replace-me-prod-model-weights", "us-central1")
+        assert bucket["uniform_bucket_level_access"] is True
+        assert bucket["public_access_prevention"] == "enforced"
+        assert bucket["force_destroy"] is False
+    else:
+        assert buckets == []
+    # The registry layer is deployed first (README, step 1), so the weights can be staged before
+    # the servers start, and the inference layer's grant on the bucket comes after it.
+    manifest = json.loads((synth_dir / "manifest.json").read_text())
+    assert f"{env}-registry" in manifest["stacks"][f"{env}-inference"]["dependencies"]
+
+
+def test_docker_hub_is_mirrored_by_a_remote_repository(env, synth_json):
+    repositories = {
+        r["repository_id"]: r
+        for r in resources(synth_json[f"{env}-registry"], "google_artifact_registry_repository").values()
+    }
+    mirror = repositories[f"{env}-dockerhub"]
+    assert (mirror["location"], mirror["format"], mirror["mode"]) == ("us-central1", "DOCKER", "REMOTE_REPOSITORY")
+    assert mirror["remote_repository_config"]["docker_repository"] == {"public_repository": "DOCKER_HUB"}

@@ -32,7 +32,8 @@ def test_every_name_in_the_synth_is_a_checked_resource_name(env, synth_json):
     environment = load_environment(ROOT / "environments" / f"{env}.toml")
     checked = {name for name, _, _ in ResourceNames(env, environment.project_id).rules().values()}
     # A secret the operator made and named in the environment file, not a name the stacks build.
-    configured = {environment.inference.gke_server.hf_token_secret}
+    # Likewise the model weights' bucket, which the registry layer makes under the file's name.
+    configured = {environment.inference.gke_server.hf_token_secret, environment.inference.gke_server.weights_bucket}
 
     written = written_names(synth_json, env)
 

@@ -11,7 +11,7 @@ from iac import only, resources
 from stacks.network import PLATFORM_APIS, WORKERS_APIS
 
 # The Cloud Run services' Direct VPC egress subnet of each environment.
-RUN_CIDR = {"dev": "10.8.0.0/24", "prod": "10.8.0.0/23"}
+RUN_CIDR = {"dev": "10.8.0.0/24", "prod": "10.8.0.0/22"}
 
 
 @pytest.fixture
@@ -66,6 +66,12 @@ def test_private_services_access(env, network):
     assert connection["network"] == "${google_compute_network.vpc.id}"
     # Cloud SQL keeps its peering addresses for days: destroying the network must not wait on them.
     assert connection["deletion_policy"] == "ABANDON"
+
+
+def test_private_services_access_adopts_a_connection_left_behind(env, network):
+    # An abandoned peering outlives the state: the next deploy's create must update it, not fail.
+    connection = only(network, "google_service_networking_connection")
+    assert connection["update_on_creation_fail"] is True
 
 
 def test_cloud_nat_covers_only_the_workloads_subnet(env, network):

@@ -331,14 +331,14 @@ def test_model_server_that_admits_only_cloud_run_blocks_the_worker(synth_json):
     stacks = only_env(synth_json, "prod")
     inference = stacks["prod-inference"]["resource"]
     (lb,) = [s for s in inference["kubernetes_service_v1"].values() if s["metadata"]["name"] == "vllm"]
-    lb["spec"]["load_balancer_source_ranges"] = ["10.8.0.0/23"]
+    lb["spec"]["load_balancer_source_ranges"] = ["10.8.0.0/22"]
     (policy,) = inference["kubernetes_network_policy_v1"].values()
     policy["spec"]["ingress"][0]["from"] = [
         peer for peer in policy["spec"]["ingress"][0]["from"] if peer.get("ip_block", {}).get("cidr") != "10.24.0.0/16"
     ]
     verdicts = by_edge(stacks, facts_for("prod"))
     assert failures(verdicts["worker -> inference"]) == [
-        "loadBalancerSourceRanges 10.8.0.0/23 include 10.24.0.0/16",
+        "loadBalancerSourceRanges 10.8.0.0/22 include 10.24.0.0/16",
         "no NetworkPolicy selecting the pods admits 10.24.0.0/16 on 8000",
     ]
     assert verdicts["orchestrator -> inference"].ok

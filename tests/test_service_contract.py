@@ -83,7 +83,8 @@ def test_the_worker_loads_what_its_deployment_declares(synth_json, monkeypatch):
         orchestrator.daily_token_quota,
     )
     # Its own IAM database user, not the orchestrator's.
-    assert loaded.database_auth == "iam" and loaded.pgsslmode == "require"
+    assert loaded.database_auth == "iam" and loaded.pgsslmode == "verify-ca"
+    assert loaded.database_server_ca == orchestrator.database_server_ca  # the instance's server CA
     assert "worker_account" in loaded.pguser and loaded.pguser != orchestrator.pguser
 
 
@@ -136,7 +137,9 @@ def test_a_setting_nothing_sets_is_refused(environment):
     ]
     with pytest.raises(ContractError) as refused:
         service_settings(environment, Wiring(inference_url="http://10.10.15.250:8000/v1"), roles=("orchestrator",))
-    assert refused.value.problems == ["services.orchestrator: DATABASE_AUTH=iam needs PGHOST, PGDATABASE, PGUSER"]
+    assert refused.value.problems == [
+        "services.orchestrator: DATABASE_AUTH=iam needs PGHOST, PGDATABASE, PGUSER, DATABASE_SERVER_CA"
+    ]
 
 
 def test_the_self_hosted_model_is_routed_before_google_models():

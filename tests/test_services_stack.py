@@ -47,8 +47,12 @@ def test_artifact_registry_is_a_layer_before_the_services(env, stack, synth_json
     """A revision pulls its image when it is created: the registry must exist, and the images
     be pushed, before the services layer is applied."""
     assert resources(stack, "google_artifact_registry_repository") == {}
-    registry = only(synth_json[f"{env}-registry"], "google_artifact_registry_repository")
-    assert (registry["repository_id"], registry["format"]) == (f"{env}-services", "DOCKER")
+    (registry,) = [
+        r
+        for r in resources(synth_json[f"{env}-registry"], "google_artifact_registry_repository").values()
+        if r["repository_id"] == f"{env}-services"
+    ]
+    assert (registry["format"], registry.get("mode", "STANDARD_REPOSITORY")) == ("DOCKER", "STANDARD_REPOSITORY")
     assert registry["docker_config"] == {"immutable_tags": True}
     for role in ROLES:
         image = container(services(stack)[role])["image"]
@@ -181,8 +185,10 @@ def test_the_database_bootstrap_job_reads_only_the_admin_password_granted_before
     assert variables["PGPASSWORD"] == {
         "secret_key_ref": {"secret": f"{env}-postgres-admin-password", "version": "latest"}
     }
-    assert (variables["PGUSER"], variables["PGSSLMODE"]) == ("postgres", "require")
+    assert (variables["PGUSER"], variables["PGSSLMODE"]) == ("postgres", "verify-ca")
     orchestrator = env_vars(services(stack)["orchestrator"])
+    # It verifies the server against the instance's CA, as the orchestrator does.
+    assert variables["DATABASE_SERVER_CA"] == orchestrator["DATABASE_SERVER_CA"]
     assert variables["GRANTEE"] == orchestrator["PGUSER"] and variables["PGHOST"] == orchestrator["PGHOST"]
     ((key, grant),) = resources(stack, "google_secret_manager_secret_iam_member").items()
     assert (grant["secret_id"], grant["role"]) == (
@@ -213,7 +219,14 @@ def test_orchestrator_is_wired_to_database_inference_and_vertex(env, stack, synt
     assert [p.brief for p in pointees(synth_json, here, wiring["PGUSER"])] == [
         (database, "google_service_account", f"{env}-orchestrator", "email")
     ]
-    assert (wiring["PGSSLMODE"], wiring["DATABASE_AUTH"]) == ("require", "iam")
+    assert (wiring["PGSSLMODE"], wiring["DATABASE_AUTH"]) == ("verify-ca", "iam")
+    # The server's certificate is checked against the instance's own server CA.
+    assert pointee(synth_json, here, wiring["DATABASE_SERVER_CA"]).brief == (
+        database,
+        "google_sql_database_instance",
+        f"{env}-postgres",
+        "server_ca_cert[0].cert",
+    )
     backends = json.loads(wiring["BACKENDS"])
     assert backends["vertex"] == {"kind": "vertex", "project": f"replace-me-{env}", "location": "us-central1"}
     # The address the network layer reserves for the model servers' internal load balancer; no token.

@@ -55,7 +55,14 @@ def test_stack_dependencies_let_deploy_order_layers(synth_dir):
             f"{env}-network",
             f"{env}-registry",
         ] + (["prod-workers"] if env == "prod" else [])
-    assert sorted(manifest["stacks"]["prod-workers"]["dependencies"]) == ["prod-database", "prod-network"]
+    # The clusters' nodes are granted reads on the registry layer's repositories: after them.
+    for env in ("dev", "prod"):
+        assert sorted(manifest["stacks"][f"{env}-cluster"]["dependencies"]) == [f"{env}-network", f"{env}-registry"]
+    assert sorted(manifest["stacks"]["prod-workers"]["dependencies"]) == [
+        "prod-database",
+        "prod-network",
+        "prod-registry",
+    ]
     assert sorted(manifest["stacks"]["prod-workers-k8s"]["dependencies"]) == ["prod-database", "prod-workers"]
 
 

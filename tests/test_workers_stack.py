@@ -51,6 +51,8 @@ def test_standard_cluster_private_with_workload_identity_and_no_default_pool(sta
     assert cluster["name"] == "prod-workers"
     assert "enable_autopilot" not in cluster
     assert cluster["remove_default_node_pool"] is True
+    # The temporary default pool's node runs as the nodes' account, not Compute Engine's default.
+    assert pointee(synth_json, WORKERS, cluster["node_config"]["service_account"]).brief[2] == "prod-workers-nodes"
     assert cluster["private_cluster_config"] == {"enable_private_nodes": True}
     assert cluster["workload_identity_config"] == {"workload_pool": "replace-me-prod.svc.id.goog"}
     assert cluster["datapath_provider"] == "ADVANCED_DATAPATH"
@@ -108,10 +110,17 @@ def test_nodes_run_as_their_own_least_privilege_account(stack, synth_json):
     }
     assert project_roles == {
         ("serviceAccount:prod-workers-nodes", "roles/container.defaultNodeServiceAccount", True),
-        ("serviceAccount:prod-workers-nodes", "roles/artifactregistry.reader", True),
         ("serviceAccount:prod-workers-metrics", "roles/monitoring.viewer", True),
         (WORKER, "roles/aiplatform.user", True),
     }
+    # The nodes pull the worker's image from the services' repository, and read only it.
+    (reader,) = resources(stack, "google_artifact_registry_repository_iam_member").values()
+    assert (reader["location"], reader["repository"], reader["role"]) == (
+        "us-central1",
+        "prod-services",
+        "roles/artifactregistry.reader",
+    )
+    assert principal(synth_json, WORKERS, reader["member"]) == "serviceAccount:prod-workers-nodes"
 
 
 def test_bucket_private_uniform_unversioned_and_emptied_by_age(stack):
@@ -277,6 +286,9 @@ def test_worker_runs_locked_down_from_the_registry(worker):
         "run_as_non_root": True,
         "capabilities": {"drop": ["ALL"]},
     }
+    # The one writable place, in memory: where the worker writes the database's server CA for libpq.
+    assert container["volume_mount"] == [{"name": "tmp", "mount_path": "/tmp"}]
+    assert pod["volume"] == [{"name": "tmp", "empty_dir": {"medium": "Memory", "size_limit": "1Mi"}}]
     assert container["port"] == [{"name": "health", "container_port": 8080}]
     assert container["readiness_probe"]["http_get"] == {"path": "/health", "port": "health"}
     assert container["liveness_probe"]["http_get"] == {"path": "/health", "port": "health"}

@@ -15,26 +15,38 @@ from cdktf_cdktf_provider_google.container_cluster import (
 from constructs import Construct
 
 from hybrid.components.control_plane import ClusterPlacement
-from hybrid.components.grants import Project, grant, role_id
+from hybrid.components.grants import Project, Repository, grant, role_id
 from hybrid.components.service_account import ServiceAccount
 
-# The least a node needs: GKE's own node role, and pulling images from Artifact Registry
-# (cloud.google.com/kubernetes-engine/docs/how-to/service-accounts#default-gke-service-agent).
-NODE_ROLES = ("roles/container.defaultNodeServiceAccount", "roles/artifactregistry.reader")
+# The least a node needs: GKE's own node role, and reading the images it pulls, granted on each
+# repository it pulls from rather than on every repository of the project
+# (cloud.google.com/kubernetes-engine/docs/how-to/service-accounts#default-gke-service-agent;
+# registry.terraform.io/providers/hashicorp/google/6.50.0/docs/resources/artifact_registry_repository_iam).
+NODE_ROLE = "roles/container.defaultNodeServiceAccount"
+IMAGE_READER = "roles/artifactregistry.reader"
 CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 
 
-def grant_node_roles(node_account: ServiceAccount, *, project: str) -> None:
-    for role in NODE_ROLES:
-        grant(node_account, role_id(role), role=role, to=node_account, on=Project(project))
+def grant_node_roles(node_account: ServiceAccount, *, project: str, pulls_from: tuple[Repository, ...]) -> None:
+    grant(node_account, role_id(NODE_ROLE), role=NODE_ROLE, to=node_account, on=Project(project))
+    for repository in pulls_from:
+        grant(node_account, f"reads-{repository.repository}", role=IMAGE_READER, to=node_account, on=repository)
 
 
 class AutopilotCluster(Construct):
+    """Nodes run as ``node_account``, which reads images from ``pulls_from`` only."""
+
     def __init__(
-        self, scope: Construct, id_: str, placement: ClusterPlacement, *, node_account: ServiceAccount
+        self,
+        scope: Construct,
+        id_: str,
+        placement: ClusterPlacement,
+        *,
+        node_account: ServiceAccount,
+        pulls_from: tuple[Repository, ...],
     ) -> None:
         super().__init__(scope, id_)
-        grant_node_roles(node_account, project=placement.project)
+        grant_node_roles(node_account, project=placement.project, pulls_from=pulls_from)
         self.cluster = ContainerCluster(
             self,
             "cluster",

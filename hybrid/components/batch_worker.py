@@ -36,9 +36,12 @@ from cdktf_cdktf_provider_kubernetes.deployment_v1 import (
     DeploymentV1SpecTemplateSpecContainerResources,
     DeploymentV1SpecTemplateSpecContainerSecurityContext,
     DeploymentV1SpecTemplateSpecContainerSecurityContextCapabilities,
+    DeploymentV1SpecTemplateSpecContainerVolumeMount,
     DeploymentV1SpecTemplateSpecSecurityContext,
     DeploymentV1SpecTemplateSpecSecurityContextSeccompProfile,
     DeploymentV1SpecTemplateSpecToleration,
+    DeploymentV1SpecTemplateSpecVolume,
+    DeploymentV1SpecTemplateSpecVolumeEmptyDir,
     DeploymentV1Timeouts,
 )
 from cdktf_cdktf_provider_kubernetes.horizontal_pod_autoscaler_v2 import (
@@ -68,6 +71,8 @@ PORT_NAME = "health"
 # The adapter's name for Cloud Monitoring's metric, "/" written as "|"
 # (cloud.google.com/kubernetes-engine/docs/tutorials/autoscaling-metrics#pubsub).
 UNDELIVERED_METRIC = "pubsub.googleapis.com|subscription|num_undelivered_messages"
+
+TMP_VOLUME = "tmp"
 
 
 @dataclass(frozen=True)
@@ -187,6 +192,14 @@ class BatchWorker(Construct):
                 seccomp_profile=DeploymentV1SpecTemplateSpecSecurityContextSeccompProfile(type="RuntimeDefault"),
             ),
             container=[self._container()],
+            # The root file system is read-only; the worker writes one small file, the database's
+            # server CA for libpq (services/orchestrator/database.py), in memory here.
+            volume=[
+                DeploymentV1SpecTemplateSpecVolume(
+                    name=TMP_VOLUME,
+                    empty_dir=DeploymentV1SpecTemplateSpecVolumeEmptyDir(medium="Memory", size_limit="1Mi"),
+                )
+            ],
         )
 
     def _container(self) -> DeploymentV1SpecTemplateSpecContainer:
@@ -199,6 +212,7 @@ class BatchWorker(Construct):
             image_pull_policy="IfNotPresent",
             port=[DeploymentV1SpecTemplateSpecContainerPort(name=PORT_NAME, container_port=props.port)],
             env=[DeploymentV1SpecTemplateSpecContainerEnv(name=key, value=value) for key, value in props.env],
+            volume_mount=[DeploymentV1SpecTemplateSpecContainerVolumeMount(name=TMP_VOLUME, mount_path="/tmp")],
             resources=DeploymentV1SpecTemplateSpecContainerResources(requests=size, limits=size),
             readiness_probe=DeploymentV1SpecTemplateSpecContainerReadinessProbe(
                 http_get=DeploymentV1SpecTemplateSpecContainerReadinessProbeHttpGet(path="/health", port=PORT_NAME),

@@ -36,6 +36,7 @@ class DatabaseBootstrapProps:
     image: str  # the orchestrator's: it carries the bootstrap module
     egress: PrivateEgress
     database_host: str
+    database_server_ca: str  # the instance's server CA (PEM), which the job verifies the server against
     database_name: str
     grantee: str  # the IAM database user the orchestrator logs in as
     admin_password_secret: str
@@ -53,7 +54,10 @@ class DatabaseBootstrapJob(Construct):
             "PGHOST": props.database_host,
             "PGDATABASE": props.database_name,
             "PGUSER": ADMIN_USER,
-            "PGSSLMODE": "require",  # the instance's ssl_mode is ENCRYPTED_ONLY
+            # The instance's ssl_mode is ENCRYPTED_ONLY; the admin's password goes only to a server
+            # its CA vouches for (services/orchestrator/bootstrap.py).
+            "PGSSLMODE": "verify-ca",
+            "DATABASE_SERVER_CA": props.database_server_ca,
             "GRANTEE": props.grantee,
         }
         self.job = CloudRunV2Job(

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 from cdktf import TerraformProvider, TerraformResource
+from cdktf_cdktf_provider_google.artifact_registry_repository_iam_member import ArtifactRegistryRepositoryIamMember
 from cdktf_cdktf_provider_google.cloud_run_v2_service_iam_member import CloudRunV2ServiceIamMember
 from cdktf_cdktf_provider_google.project_iam_member import ProjectIamMember, ProjectIamMemberCondition
 from cdktf_cdktf_provider_google.pubsub_subscription_iam_member import PubsubSubscriptionIamMember
@@ -118,6 +119,26 @@ def objects_under(bucket: str, prefix: str) -> Condition:
         title=f"only {prefix}",
         expression=f'resource.name.startsWith("projects/_/buckets/{bucket}/objects/{prefix}")',
     )
+
+
+@dataclass(frozen=True)
+class Repository:
+    """An Artifact Registry repository, by its id (made in the registry layer): who may read it."""
+
+    project: str
+    location: str
+    repository: str
+
+    def bind(self, scope: Construct, id_: str, role: str, member: str) -> ArtifactRegistryRepositoryIamMember:
+        return ArtifactRegistryRepositoryIamMember(
+            scope,
+            id_,
+            project=self.project,
+            location=self.location,
+            repository=self.repository,
+            role=role,
+            member=member,
+        )
 
 
 @dataclass(frozen=True)

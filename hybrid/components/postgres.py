@@ -41,9 +41,11 @@ DATABASE_FLAGS = {
     "log_temp_files": "0",
 }
 
-# What a client needs to open an IAM-authenticated connection
-# (cloud.google.com/sql/docs/postgres/iam-authentication#roles).
-CONNECT_ROLES = ("roles/cloudsql.client", "roles/cloudsql.instanceUser")
+# What a client needs to log in with IAM database authentication: cloudsql.instances.login, in
+# roles/cloudsql.instanceUser. roles/cloudsql.client (cloudsql.instances.connect) is for the Cloud
+# SQL Auth Proxy and connectors, which the services do not use: they connect to the private IP
+# directly (cloud.google.com/sql/docs/postgres/iam-logins, "Before you begin").
+LOGIN_ROLE = "roles/cloudsql.instanceUser"
 
 
 @dataclass(frozen=True)
@@ -111,6 +113,14 @@ class PostgresInstance(Construct):
             ),
         )
 
+    @property
+    def server_ca_pem(self) -> str:
+        """The instance's server CA certificate (PEM), which its server certificate chains to: what
+        clients verify the server against with sslmode verify-ca
+        (registry.terraform.io/providers/hashicorp/google/6.50.0/docs/resources/sql_database_instance,
+        server_ca_cert)."""
+        return self.instance.server_ca_cert.get(0).cert
+
     def add_database(self, name: str) -> SqlDatabase:
         return SqlDatabase(self, f"database-{name}", name=name, instance=self.instance.name)
 
@@ -132,12 +142,11 @@ class PostgresInstance(Construct):
                 f'resource.name == "projects/{project}/instances/{self.instance_name}"'
             ),
         )
-        for role in CONNECT_ROLES:
-            grant(
-                self,
-                f"{account.node.id}-{role.rsplit('.', 1)[1]}",
-                role=role,
-                to=account,
-                on=Project(project, condition=this_instance),
-            )
+        grant(
+            self,
+            f"{account.node.id}-{LOGIN_ROLE.rsplit('.', 1)[1]}",
+            role=LOGIN_ROLE,
+            to=account,
+            on=Project(project, condition=this_instance),
+        )
         return user

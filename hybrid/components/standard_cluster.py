@@ -11,6 +11,9 @@ from dataclasses import dataclass
 
 from cdktf_cdktf_provider_google.container_cluster import (
     ContainerCluster,
+    ContainerClusterNodeConfig,
+    ContainerClusterNodeConfigShieldedInstanceConfig,
+    ContainerClusterNodeConfigWorkloadMetadataConfig,
 )
 from cdktf_cdktf_provider_google.container_node_pool import (
     ContainerNodePool,
@@ -25,6 +28,7 @@ from constructs import Construct
 
 from hybrid.components.autopilot_cluster import CLOUD_PLATFORM_SCOPE, grant_node_roles
 from hybrid.components.control_plane import ClusterPlacement
+from hybrid.components.grants import Repository
 from hybrid.components.service_account import ServiceAccount
 
 # GKE labels every Spot node cloud.google.com/gke-spot=true; a Standard pool gets no taint of its
@@ -52,13 +56,20 @@ class StandardClusterProps:
 
 
 class StandardCluster(Construct):
-    """Nodes run as ``node_account`` (granted the node roles here), with the GKE metadata server."""
+    """Nodes run as ``node_account`` (granted the node roles here, and reads on ``pulls_from``),
+    with the GKE metadata server."""
 
     def __init__(
-        self, scope: Construct, id_: str, props: StandardClusterProps, *, node_account: ServiceAccount
+        self,
+        scope: Construct,
+        id_: str,
+        props: StandardClusterProps,
+        *,
+        node_account: ServiceAccount,
+        pulls_from: tuple[Repository, ...],
     ) -> None:
         super().__init__(scope, id_)
-        grant_node_roles(node_account, project=props.placement.project)
+        grant_node_roles(node_account, project=props.placement.project, pulls_from=pulls_from)
         placement = props.placement
         self.cluster = ContainerCluster(
             self,
@@ -69,6 +80,18 @@ class StandardCluster(Construct):
             # resources/container_cluster#remove_default_node_pool).
             remove_default_node_pool=True,
             initial_node_count=1,
+            # Until then the default pool's node runs, and without a service account it would run
+            # as the Compute Engine default one (cloud.google.com/kubernetes-engine/security/
+            # configure-node-service-accounts): give it the nodes' own account, and the GKE
+            # metadata server and Shielded VM settings the pools below have.
+            node_config=ContainerClusterNodeConfig(
+                service_account=node_account.email,
+                oauth_scopes=[CLOUD_PLATFORM_SCOPE],
+                workload_metadata_config=ContainerClusterNodeConfigWorkloadMetadataConfig(mode="GKE_METADATA"),
+                shielded_instance_config=ContainerClusterNodeConfigShieldedInstanceConfig(
+                    enable_secure_boot=True, enable_integrity_monitoring=True
+                ),
+            ),
             enable_shielded_nodes=True,
         )
         self.pools = {

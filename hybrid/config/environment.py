@@ -20,7 +20,7 @@ from hybrid.config.inference import InferenceSettings
 from hybrid.config.names import ResourceNames
 from hybrid.config.network import WORKERS_RANGES, NetworkSettings
 from hybrid.config.services import ServicesSettings
-from hybrid.config.validation import Settings, invalid, matching
+from hybrid.config.validation import BucketName, Settings, invalid, matching
 from hybrid.config.workers import WorkersSettings
 
 # cloud.google.com/resource-manager/docs/creating-managing-projects: 6-30 chars,
@@ -30,11 +30,6 @@ ProjectId = Annotated[
     matching(r"[a-z][a-z0-9-]{4,28}[a-z0-9]", "6-30 lowercase letters, digits or hyphens, starting with a letter"),
 ]
 Region = Annotated[str, matching(r"[a-z]+-[a-z]+[0-9]+", "a GCP region like europe-west1 or us-central1")]
-# cloud.google.com/storage/docs/buckets#naming (names without dots).
-BucketName = Annotated[
-    str,
-    matching(r"[a-z0-9][a-z0-9_-]{1,61}[a-z0-9]", "a GCS bucket name: 3-63 lowercase letters, digits, '-' or '_'"),
-]
 # Prefixes every resource name; how long it may be depends on the names (see ResourceNames).
 EnvName = Annotated[
     str,
@@ -92,17 +87,20 @@ class Environment(Settings):
 
     @model_validator(mode="after")
     def _run_subnet_fits(self) -> Environment:
-        # Direct VPC egress holds about two addresses per instance in the steady state
-        # (cloud.google.com/run/docs/configuring/vpc-direct-vpc#direct-vpc-ip-allocation); the
-        # gateway and the orchestrator are the services in the VPC.
-        needed = 2 * (self.services.gateway.max_instances + self.services.orchestrator.max_instances)
+        # Direct VPC egress holds about two addresses per instance in the steady state, and a
+        # revision scaling down keeps its addresses for a while
+        # (cloud.google.com/run/docs/configuring/vpc-direct-vpc#direct-vpc-ip-allocation): during a
+        # rollout the old and the new revision may both be at max scale, so count each service twice.
+        # The gateway and the orchestrator are the services in the VPC.
+        needed = 2 * 2 * (self.services.gateway.max_instances + self.services.orchestrator.max_instances)
         # A subnet's first two and last two addresses are reserved
         # (cloud.google.com/vpc/docs/subnets#unusable-ip-addresses-in-every-subnet).
         usable = self.network.run_cidr.num_addresses - 4
         if usable < needed:
             raise invalid(
                 "network.run_cidr",
-                f"must have {needed} usable addresses, two per instance of the gateway's and orchestrator's max_instances; it has {usable}",
+                f"must have {needed} usable addresses, two per instance of the gateway's and orchestrator's "
+                f"max_instances, twice over for a rollout's old and new revisions; it has {usable}",
             )
         return self
 

@@ -8,7 +8,7 @@ from pydantic import model_validator
 
 from hybrid.catalog import GPUS, MODELS, ServerShape, capacity_problems
 from hybrid.config.services import GpuServiceSettings, ImageRef, Memory, SecretId, memory_gib
-from hybrid.config.validation import Settings, between, invalid
+from hybrid.config.validation import BucketName, Settings, between, invalid
 
 Replicas = Annotated[int, between(1, 100)]
 
@@ -16,6 +16,7 @@ Replicas = Annotated[int, between(1, 100)]
 class GkeModelServerSettings(Settings):
     """vLLM's OpenAI-compatible server on GKE Autopilot GPUs."""
 
+    # A docker.io image is pulled through the registry layer's Docker Hub mirror (stacks.registry).
     image: ImageRef = "docker.io/vllm/vllm-openai:v0.10.1"
     # A Literal of the catalog's names, so the catalog alone lists them; a type checker cannot
     # evaluate it (mypy reads Any), pydantic checks it at run time.
@@ -34,7 +35,7 @@ class GkeModelServerSettings(Settings):
     # "gcsfuse": weights read from weights_bucket through the GCS FUSE CSI driver, shared.
     weights: Literal["pvc", "gcsfuse"] = "pvc"
     weights_volume_size: Memory = "100Gi"
-    weights_bucket: str | None = None
+    weights_bucket: BucketName | None = None  # made by the registry layer
     hf_token_secret: SecretId | None = None
     min_replicas: Replicas = 1
     max_replicas: Replicas = 1

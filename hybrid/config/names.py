@@ -50,6 +50,8 @@ class ResourceNames:
         self.metrics_adapter_account = f"{env}-metrics-adapter"
         self.run_app_zone = f"{env}-run-app"
         self.registry = f"{env}-services"
+        # The Artifact Registry remote repository that mirrors Docker Hub (vLLM's image).
+        self.dockerhub_mirror = f"{env}-dockerhub"
         # The chat page's browser key for Identity Platform sign-in.
         self.browser_key = f"{env}-chat-page"
         self.database_bootstrap = f"{env}-db-bootstrap"
@@ -139,6 +141,7 @@ class ResourceNames:
                 )
             },
             "Artifact Registry repository": (self.registry, _RFC1035, rfc),
+            "Docker Hub mirror repository": (self.dockerhub_mirror, _RFC1035, rfc),
             "database bootstrap job and service account": (
                 self.database_bootstrap,
                 r"[a-z][-a-z0-9]{4,28}[a-z0-9]",

@@ -67,3 +67,10 @@ IPv4 = Annotated[ipaddress.IPv4Address, BeforeValidator(_ipv4_address)]
 def invalid(key: str, message: str) -> PydanticCustomError:
     """A cross-field problem, reported against ``key`` (relative to the model that raises it)."""
     return PydanticCustomError("invalid_setting", "{message}", {"key": key, "message": message})
+
+
+# cloud.google.com/storage/docs/buckets#naming (names without dots).
+BucketName = Annotated[
+    str,
+    matching(r"[a-z0-9][a-z0-9_-]{1,61}[a-z0-9]", "a GCS bucket name: 3-63 lowercase letters, digits, '-' or '_'"),
+]

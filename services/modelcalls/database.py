@@ -1,12 +1,16 @@
 """The connection pool to PostgreSQL: Cloud SQL with IAM authentication in production
 (the password is a fresh access token), or a password for local runs. Connection
-settings come from libpq's own variables: PGHOST, PGDATABASE, PGUSER, PGSSLMODE, PGPASSWORD."""
+settings come from libpq's own variables: PGHOST, PGDATABASE, PGUSER, PGSSLMODE, PGPASSWORD; the
+server's CA comes as a PEM (DATABASE_SERVER_CA) and is written to a file for libpq."""
 
 from __future__ import annotations
 
+import os
+import tempfile
 from typing import Any, Self
 
 import psycopg
+from psycopg.conninfo import make_conninfo
 from psycopg_pool import AsyncConnectionPool
 
 from services.modelcalls.backends import GoogleAccessToken
@@ -52,7 +56,20 @@ class CheckingPool(AsyncConnectionPool):
             raise
 
 
-def create_pool(auth: str, size: int, timeout: float, conninfo: str = "") -> AsyncConnectionPool:
+def server_ca_file(pem: str) -> str:
+    """A file holding the server's CA certificate: libpq's sslrootcert names a file, not the PEM
+    itself (postgresql.org/docs/current/libpq-connect.html#LIBPQ-CONNECT-SSLROOTCERT)."""
+    fd, path = tempfile.mkstemp(prefix="database-server-ca-", suffix=".pem")
+    with os.fdopen(fd, "w") as file:
+        file.write(pem)
+    return path
+
+
+def create_pool(
+    auth: str, size: int, timeout: float, conninfo: str = "", server_ca: str | None = None
+) -> AsyncConnectionPool:
+    if server_ca:
+        conninfo = make_conninfo(conninfo, sslrootcert=server_ca_file(server_ca))
     connection_class = (
         iam_connection_class(GoogleAccessToken([SQL_LOGIN_SCOPE])) if auth == "iam" else psycopg.AsyncConnection
     )

@@ -73,6 +73,9 @@ class ModelCallerSettings(BaseSettings):
     pgdatabase: str | None = None
     pguser: str | None = None
     pgsslmode: Literal["disable", "prefer", "require", "verify-ca", "verify-full"] | None = None
+    # The database server's CA certificate (PEM): the Cloud SQL instance's server CA, which
+    # verify-ca checks the server's certificate against (its sslrootcert: database.server_ca_file).
+    database_server_ca: str | None = None
     database_pool_size: int = Field(10, ge=1)
     database_timeout_seconds: float = Field(3, gt=0)
     log_level: str = "INFO"
@@ -86,13 +89,20 @@ class ModelCallerSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _iam_login_complete(self) -> ModelCallerSettings:
-        # Cloud SQL accepts IAM logins over TLS only (cloud.google.com/sql/docs/postgres/iam-logins).
+        # Cloud SQL accepts IAM logins over TLS only (cloud.google.com/sql/docs/postgres/iam-logins),
+        # and the access token sent as the password goes only to a server whose certificate the
+        # instance's CA issued: sslmode require would send it to whoever answers
+        # (postgresql.org/docs/current/libpq-ssl.html#LIBPQ-SSL-PROTECTION).
         if self.database_auth == "iam":
-            missing = [name.upper() for name in ("pghost", "pgdatabase", "pguser") if not getattr(self, name)]
+            missing = [
+                name.upper()
+                for name in ("pghost", "pgdatabase", "pguser", "database_server_ca")
+                if not getattr(self, name)
+            ]
             if missing:
                 raise ValueError(f"DATABASE_AUTH=iam needs {', '.join(missing)}")
-            if self.pgsslmode not in ("require", "verify-ca", "verify-full"):
-                raise ValueError("DATABASE_AUTH=iam needs PGSSLMODE require, verify-ca or verify-full")
+            if self.pgsslmode not in ("verify-ca", "verify-full"):
+                raise ValueError("DATABASE_AUTH=iam needs PGSSLMODE verify-ca or verify-full")
         return self
 
     def conninfo(self) -> str:

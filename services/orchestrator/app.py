@@ -55,6 +55,7 @@ def create_app(settings: OrchestratorSettings, conninfo: str | None = None) -> F
             settings.database_pool_size,
             settings.database_timeout_seconds,
             settings.conninfo() if conninfo is None else conninfo,
+            settings.database_server_ca,
         )
         ledger = Ledger(
             pool,

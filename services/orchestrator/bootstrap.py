@@ -23,7 +23,8 @@ orchestrator then owns the tables it creates. Running it again changes nothing.
 Environment:
 
 - PGHOST, PGPORT, PGDATABASE, PGUSER, PGPASSWORD, PGSSLMODE: libpq's own variables, for the
-  admin's login. PGDATABASE is required (libpq would otherwise pick the database named
+  admin's login; DATABASE_SERVER_CA: the server's CA certificate (PEM), which PGSSLMODE
+  verify-ca checks the server against. PGDATABASE is required (libpq would otherwise pick the database named
   like PGUSER and grant there).
 - GRANTEE: the orchestrator's database user, e.g. ``prod-orchestrator@PROJECT.iam``.
 
@@ -42,6 +43,7 @@ from typing import Any, LiteralString
 import psycopg
 from psycopg import sql
 
+from services.modelcalls.database import server_ca_file
 from services.servicekit import logs
 
 log = logging.getLogger("orchestrator.bootstrap")
@@ -70,6 +72,8 @@ def main() -> int:
         print(f"orchestrator.bootstrap: {' and '.join(missing)} must be set", file=sys.stderr)
         return 2
     grantee, database = os.environ["GRANTEE"], os.environ["PGDATABASE"]
+    if pem := os.environ.get("DATABASE_SERVER_CA"):
+        os.environ["PGSSLROOTCERT"] = server_ca_file(pem)  # libpq's variable for sslrootcert
     try:
         with psycopg.connect(connect_timeout=TIMEOUT_SECONDS, autocommit=True) as conn:
             conn.execute(f"SET statement_timeout = '{TIMEOUT_SECONDS}s'")

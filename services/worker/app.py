@@ -85,7 +85,11 @@ class Worker:
         self.loop = asyncio.get_running_loop()
         tokens = GoogleAccessToken([CLOUD_PLATFORM])
         pool = create_pool(
-            settings.database_auth, settings.database_pool_size, settings.database_timeout_seconds, self.conninfo
+            settings.database_auth,
+            settings.database_pool_size,
+            settings.database_timeout_seconds,
+            self.conninfo,
+            settings.database_server_ca,
         )
         await pool.open(wait=False)
         publisher = pubsub_v1.PublisherClient()

@@ -13,8 +13,8 @@ import pytest
 from playwright.sync_api import expect, sync_playwright
 
 from devtools.browser import launch
-from devtools.harness import free_port
-from devtools.local_chain import caller_check, local_chain, service_process
+from devtools.harness import certificate_authority, free_port
+from devtools.local_chain import caller_check, local_chain, run_job, service_process
 from devtools.standins.identity_platform import user_id
 
 
@@ -32,12 +32,16 @@ def test_each_service_runs_with_exactly_the_synthesized_environment(chain):
         for name, value in started.items():
             assert "${" not in value, f"{role}: {name} still holds a Terraform reference"
             if name in declared.env and value != declared.env[name]:
-                # Only Google's side moved: URLs and addresses, to their local counterparts.
-                assert "127.0.0.1" in value or "127.0.0.2" in value, f"{role}: {name} changed: {value}"
+                # Only Google's side moved: URLs and addresses, to their local counterparts, and
+                # Cloud SQL's server CA, to the one that issued the stand-in's certificate.
+                local = "127.0.0.1" in value or "127.0.0.2" in value or value == chain["database_ca"]
+                assert local, f"{role}: {name} changed: {value}"
     # Settings nothing on Google's side touches arrive as the stack wrote them.
     assert chain["environments"]["gateway"]["JWT_ISSUER"] == "https://securetoken.google.com/replace-me-dev"
     assert chain["environments"]["orchestrator"]["DATABASE_AUTH"] == "iam"
-    assert chain["environments"]["orchestrator"]["PGSSLMODE"] == "require"
+    # The orchestrator verifies Cloud SQL's certificate against the instance's server CA.
+    assert chain["environments"]["orchestrator"]["PGSSLMODE"] == "verify-ca"
+    assert chain["environments"]["orchestrator"]["DATABASE_SERVER_CA"] == chain["database_ca"]
 
 
 def test_one_chat_request_crosses_frontend_gateway_orchestrator_and_model(chain):
@@ -107,6 +111,16 @@ def test_the_orchestrator_logs_in_as_its_iam_user_over_tls_and_owns_its_ledger(c
     assert sessions and all(ssl for (ssl,) in sessions)
     # The bootstrap job granted it schema public; its own migrations made the table.
     assert owner == (iam_user,)
+
+
+def test_a_database_server_whose_certificate_another_ca_issued_is_refused(chain):
+    """The bootstrap job as synthesized, told another CA than the one that issued the stand-in's
+    certificate (a server posing as Cloud SQL), gives the admin's password to no one."""
+    ((job, env),) = chain["jobs"].values()
+    assert env["PGSSLMODE"] == "verify-ca"
+    with pytest.raises(RuntimeError, match="certificate verify failed"):
+        run_job(job, {**env, "DATABASE_SERVER_CA": certificate_authority()[1]})
+    run_job(job, env)  # and with the instance's own CA it connects (and changes nothing)
 
 
 def test_the_gateway_admits_the_chat_page_and_no_other_origin(chain):

@@ -1,0 +1,90 @@
+"""The services verify the database server: IAM logins need PGSSLMODE verify-ca (or verify-full)
+and the server's CA (DATABASE_SERVER_CA, a PEM), and a server whose certificate another CA
+issued is refused, by the pool and by the bootstrap job alike."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import psycopg_pool
+import pytest
+from psycopg.conninfo import make_conninfo
+from pydantic import ValidationError
+
+from devtools.harness import IMAGE_PYTHONPATH, PASSWORD, Postgres, certificate_authority
+from services.orchestrator.database import create_pool
+from services.orchestrator.settings import OrchestratorSettings
+
+ROUTING = {"backends": {"m": {"kind": "openai", "url": "http://127.0.0.1:9/v1"}}, "routes": []}
+IAM = {"database_auth": "iam", "pghost": "10.0.0.3", "pgdatabase": "d", "pguser": "u"}
+
+
+@pytest.fixture(scope="module")
+def server():
+    # Not under pytest's tmp_path: that is private to root, and the server runs as postgres.
+    directory = Path(tempfile.mkdtemp(prefix="tls-postgres-"))
+    database = Postgres(directory, tls=True)
+    database.start()
+    yield database
+    database.stop()
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.mark.parametrize(
+    ("given", "refusal"),
+    [
+        ({"pgsslmode": "require", "database_server_ca": "PEM"}, "PGSSLMODE verify-ca or verify-full"),
+        ({"pgsslmode": "verify-ca"}, "DATABASE_SERVER_CA"),
+    ],
+)
+def test_iam_login_must_verify_the_server(given, refusal):
+    with pytest.raises(ValidationError, match=refusal):
+        OrchestratorSettings.model_validate({**ROUTING, **IAM, **given})
+    OrchestratorSettings.model_validate({**ROUTING, **IAM, "pgsslmode": "verify-ca", "database_server_ca": "PEM"})
+
+
+async def _connects(server: Postgres, ca_pem: str) -> None:
+    conninfo = make_conninfo(server.conninfo, sslmode="verify-ca")
+    pool = create_pool("password", 1, 2, conninfo, server_ca=ca_pem)
+    await pool.open(wait=False)
+    try:
+        async with pool.connection() as conn:
+            await conn.execute("SELECT 1")
+    finally:
+        await pool.close()
+
+
+def test_the_pool_trusts_the_server_ca_it_is_given_and_no_other(server, caplog):
+    asyncio.run(_connects(server, server.ca_pem))
+    with pytest.raises(psycopg_pool.PoolTimeout):  # the pool keeps trying, and the request gives up
+        asyncio.run(_connects(server, certificate_authority()[1]))
+    assert "certificate verify failed" in caplog.text
+
+
+def test_the_bootstrap_job_verifies_the_server_too(server):
+    def bootstrap(ca_pem: str) -> subprocess.CompletedProcess:
+        env = {
+            **os.environ,
+            "PYTHONPATH": IMAGE_PYTHONPATH,
+            "PGHOST": server.host,
+            "PGPORT": str(server.port),
+            "PGDATABASE": "postgres",
+            "PGUSER": "postgres",
+            "PGPASSWORD": PASSWORD,
+            "PGSSLMODE": "verify-ca",
+            "DATABASE_SERVER_CA": ca_pem,
+            "GRANTEE": "postgres",
+        }
+        return subprocess.run(
+            [sys.executable, "-m", "orchestrator.bootstrap"], env=env, capture_output=True, text=True, timeout=60
+        )
+
+    refused = bootstrap(certificate_authority()[1])
+    assert refused.returncode == 1 and "certificate verify failed" in refused.stderr, refused.stderr
+    assert bootstrap(server.ca_pem).returncode == 0
