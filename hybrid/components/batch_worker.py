@@ -193,7 +193,7 @@ class BatchWorker(Construct):
             ),
             container=[self._container()],
             # The root file system is read-only; the worker writes one small file, the database's
-            # server CA for libpq (services/orchestrator/database.py), in memory here.
+            # server CA for libpq (services/modelcalls/database.py), in memory here.
             volume=[
                 DeploymentV1SpecTemplateSpecVolume(
                     name=TMP_VOLUME,

@@ -5,10 +5,8 @@ issued is refused, by the pool and by the bootstrap job alike."""
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
@@ -17,9 +15,10 @@ import pytest
 from psycopg.conninfo import make_conninfo
 from pydantic import ValidationError
 
-from devtools.harness import IMAGE_PYTHONPATH, PASSWORD, Postgres, certificate_authority
-from services.orchestrator.database import create_pool
-from services.orchestrator.settings import OrchestratorSettings
+from devtools.harness import PASSWORD, Postgres, certificate_authority
+from devtools.image_tree import image_tree
+from services.modelcalls.database import create_pool
+from services.modelcalls.settings import ModelCallerSettings
 
 ROUTING = {"backends": {"m": {"kind": "openai", "url": "http://127.0.0.1:9/v1"}}, "routes": []}
 IAM = {"database_auth": "iam", "pghost": "10.0.0.3", "pgdatabase": "d", "pguser": "u"}
@@ -45,8 +44,8 @@ def server():
 )
 def test_iam_login_must_verify_the_server(given, refusal):
     with pytest.raises(ValidationError, match=refusal):
-        OrchestratorSettings.model_validate({**ROUTING, **IAM, **given})
-    OrchestratorSettings.model_validate({**ROUTING, **IAM, "pgsslmode": "verify-ca", "database_server_ca": "PEM"})
+        ModelCallerSettings.model_validate({**ROUTING, **IAM, **given})
+    ModelCallerSettings.model_validate({**ROUTING, **IAM, "pgsslmode": "verify-ca", "database_server_ca": "PEM"})
 
 
 async def _connects(server: Postgres, ca_pem: str) -> None:
@@ -70,8 +69,6 @@ def test_the_pool_trusts_the_server_ca_it_is_given_and_no_other(server, caplog):
 def test_the_bootstrap_job_verifies_the_server_too(server):
     def bootstrap(ca_pem: str) -> subprocess.CompletedProcess:
         env = {
-            **os.environ,
-            "PYTHONPATH": IMAGE_PYTHONPATH,
             "PGHOST": server.host,
             "PGPORT": str(server.port),
             "PGDATABASE": "postgres",
@@ -81,9 +78,13 @@ def test_the_bootstrap_job_verifies_the_server_too(server):
             "DATABASE_SERVER_CA": ca_pem,
             "GRANTEE": "postgres",
         }
-        return subprocess.run(
-            [sys.executable, "-m", "orchestrator.bootstrap"], env=env, capture_output=True, text=True, timeout=60
-        )
+        with image_tree("orchestrator") as tree:  # the job runs the orchestrator's image
+            return subprocess.run(
+                **tree.popen_args(env, ["python", "-m", "orchestrator.bootstrap"]),
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
 
     refused = bootstrap(certificate_authority()[1])
     assert refused.returncode == 1 and "certificate verify failed" in refused.stderr, refused.stderr
