@@ -27,7 +27,7 @@ from services.orchestrator.database import create_pool
 from services.orchestrator.ledger import Ledger, LedgerUnavailable, Outcome
 from services.orchestrator.routing import backends_for
 from services.orchestrator.settings import OrchestratorSettings
-from services.orchestrator.usage import UsageInvalid, UsageMeter, estimate_tokens
+from services.orchestrator.usage import UsageBound, UsageInvalid, UsageMeter, estimate_tokens, usage_bound
 from services.servicekit import logs
 from services.servicekit.blobs import BlobStore
 from services.servicekit.errors import error_response, stream_broke_event
@@ -157,6 +157,7 @@ def create_app(settings: OrchestratorSettings, conninfo: str | None = None) -> F
             ledger.close_entry(Outcome(entry, "failed", backend, 0, 0))
             return await _refusal(upstream)
         meter = UsageMeter()
+        bound = usage_bound(body, settings.usage_bound_completion_tokens)
         headers = {"content-type": upstream.headers.get("content-type", "application/json")}
 
         if not body.get("stream"):
@@ -171,7 +172,9 @@ def create_app(settings: OrchestratorSettings, conninfo: str | None = None) -> F
                 outcome, error = "failed", USAGE_INVALID
             finally:
                 upstream.release()
-                ledger.close_entry(Outcome(entry, outcome, backend, meter.prompt_tokens, meter.completion))
+                ledger.close_entry(
+                    charged(Outcome(entry, outcome, backend, meter.prompt_tokens, meter.completion), bound)
+                )
             if error:
                 return error_response(502, *error)
             return Response(content=content, status_code=upstream.status, headers=headers)
@@ -193,7 +196,9 @@ def create_app(settings: OrchestratorSettings, conninfo: str | None = None) -> F
                 outcome = "client_aborted"
                 raise
             finally:
-                ledger.close_entry(Outcome(entry, outcome, backend, meter.prompt_tokens, meter.completion))
+                ledger.close_entry(
+                    charged(Outcome(entry, outcome, backend, meter.prompt_tokens, meter.completion), bound)
+                )
                 upstream.close()  # drops the backend's stream too when the client has gone
             if outcome in ("upstream_aborted", "failed"):
                 yield stream_broke_event()
@@ -238,6 +243,13 @@ def create_app(settings: OrchestratorSettings, conninfo: str | None = None) -> F
         )
 
     return app
+
+
+def charged(outcome: Outcome, bound: UsageBound) -> Outcome:
+    """``outcome`` as it is charged: usage beyond what the request could have used is the
+    backend's fault, so it is charged the bound and recorded usage_invalid."""
+    prompt, completion, invalid = bound.charge(outcome.prompt_tokens, outcome.completion_tokens, outcome.backend)
+    return Outcome(outcome.entry, "usage_invalid", outcome.backend, prompt, completion) if invalid else outcome
 
 
 async def _head(upstream: aiohttp.ClientResponse) -> bytes:

@@ -31,7 +31,9 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from services.servicekit import logs
 
 log = logging.getLogger("orchestrator.ledger")
-OUTCOMES = ("completed", "failed", "client_aborted", "upstream_aborted")  # and "abandoned", by reconciliation
+# And "abandoned", by reconciliation. "usage_invalid": the backend reported more tokens than the
+# request could have used (usage.UsageBound); charged that bound, and logged as the backend's fault.
+OUTCOMES = ("completed", "failed", "client_aborted", "upstream_aborted", "usage_invalid")
 # Any fixed number: serializes migrations between instances starting at once.
 MIGRATION_LOCK = 7_310_241_001
 # Migrations may wait for other instances' transactions; requests may not wait that long.
@@ -119,6 +121,14 @@ MIGRATIONS = {
         );
         CREATE INDEX batch_lines_open ON batch_lines (batch_id) WHERE status IN ('queued', 'running');
     """,
+    # usage_invalid: a row whose backend reported impossible usage, charged at the request's bound.
+    # NOT VALID, as in 3: the existing rows meet the wider check.
+    6: """
+        ALTER TABLE usage_ledger DROP CONSTRAINT usage_ledger_outcome_check;
+        ALTER TABLE usage_ledger ADD CONSTRAINT usage_ledger_outcome_check CHECK (outcome IN
+            ('started', 'completed', 'failed', 'client_aborted', 'upstream_aborted', 'abandoned', 'usage_invalid'))
+            NOT VALID;
+    """,
 }
 # The first key of the per-user admission lock (the second is a hash of the user id).
 QUOTA_LOCK = 7_310
@@ -129,6 +139,32 @@ TODAY = """
     FROM usage_ledger
     WHERE user_id = %s AND started_at >= date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'
 """
+
+
+async def reserve(
+    conn: psycopg.AsyncConnection, request_id: str, user_id: str, model: str, quota: int, estimate: int
+) -> uuid.UUID | None:
+    """A started row reserving ``estimate`` tokens of the user's quota (see ``admits``), its id;
+    None when the quota has no room for it. The orchestrator's requests and the batch worker's
+    lines both reserve so, which bounds the overspend across all instances and workers."""
+    entry = uuid.uuid4()
+    async with conn.transaction():
+        # One admission at a time per user, across connections and instances: the next
+        # one reads the quota only after this one's row is committed (the lock is held
+        # until then).
+        await conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (QUOTA_LOCK, user_id))
+        today = await (await conn.execute(TODAY, (user_id,))).fetchone()
+        if today is None:  # the query aggregates: it always returns one row
+            raise RuntimeError("no row from TODAY")
+        used, reserved = today
+        if not admits(used, reserved, estimate, quota):
+            return None
+        await conn.execute(
+            "INSERT INTO usage_ledger (id, request_id, user_id, model, outcome, reserved_tokens) "
+            "VALUES (%s, %s, %s, %s, 'started', %s)",
+            (entry, request_id, user_id, model, estimate),
+        )
+    return entry
 
 
 def admits(used: int, reserved: int, estimate: int, quota: int) -> bool:
@@ -263,24 +299,8 @@ class Ledger:
     async def _admit(self, request_id: str, user_id: str, model: str, quota: int, estimate: int) -> uuid.UUID | None:
         if not self.migrated:
             await self._migrate()
-        entry = uuid.uuid4()
-        async with self.pool.connection() as conn, conn.transaction():
-            # One admission at a time per user, across connections and instances: the next
-            # one reads the quota only after this one's row is committed (the lock is held
-            # until then).
-            await conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (QUOTA_LOCK, user_id))
-            today = await (await conn.execute(TODAY, (user_id,))).fetchone()
-            if today is None:  # the query aggregates: it always returns one row
-                raise RuntimeError("no row from TODAY")
-            used, reserved = today
-            if not admits(used, reserved, estimate, quota):
-                return None
-            await conn.execute(
-                "INSERT INTO usage_ledger (id, request_id, user_id, model, outcome, reserved_tokens) "
-                "VALUES (%s, %s, %s, %s, 'started', %s)",
-                (entry, request_id, user_id, model, estimate),
-            )
-        return entry
+        async with self.pool.connection() as conn:
+            return await reserve(conn, request_id, user_id, model, quota, estimate)
 
     def close_entry(self, outcome: Outcome) -> None:
         """Queue the entry's outcome; written once, whatever happens to the request."""

@@ -118,7 +118,10 @@ class Batches:
     def connect(self) -> psycopg.Connection:
         return psycopg.connect(self.conninfo, autocommit=True)
 
-    def create(self, user: str, models: list[str], expires_in: float = 86400, publish: bool = True) -> str:
+    def create(
+        self, user: str, models: list[str], expires_in: float = 86400, publish: bool = True, padding: str = ""
+    ) -> str:
+        """A batch of a line per model; ``padding`` lengthens every line's prompt."""
         batch_id, file_id = f"batch_{uuid.uuid4().hex[:24]}", f"file-{uuid.uuid4().hex[:24]}"
         with self.connect() as conn, conn.transaction():
             conn.execute(
@@ -134,7 +137,8 @@ class Batches:
             )
             with conn.cursor().copy("COPY batch_lines (batch_id, line, custom_id, body) FROM STDIN") as copy:
                 for line, model in enumerate(models):
-                    body = {"model": model, "messages": [{"role": "user", "content": self.prompt(batch_id, line)}]}
+                    content = self.prompt(batch_id, line) + padding
+                    body = {"model": model, "messages": [{"role": "user", "content": content}]}
                     copy.write_row((batch_id, line, f"request-{line}", json.dumps(body)))
         if publish:
             self.publish(*({"kind": "line", "batch_id": batch_id, "line": n} for n in range(len(models))))
@@ -392,6 +396,22 @@ def test_a_refused_line_fails_at_once_and_is_charged_as_a_failure(worker_of, bat
     )
 
 
+def test_a_line_whose_backend_reports_impossible_usage_is_charged_its_bound_as_usage_invalid(
+    worker_of, batches, gcs, caplog
+):
+    """Issue 20, point 9: 2**40 prompt tokens reported for a few words is the backend's fault; the
+    line's answer is the user's, its charge the most the line could have used."""
+    user = f"user-{uuid.uuid4().hex[:8]}"
+    batch_id = batches.create(user, ["standin-liar"])
+    with worker_of():
+        batches.finished(batch_id)
+    (result,) = read_file(gcs, batch_id, "output")
+    assert result["response"]["status_code"] == 200
+    body = {"model": "standin-liar", "messages": [{"role": "user", "content": batches.prompt(batch_id, 0)}]}
+    assert batches.charges(user) == [(line_request_id(batch_id, 0), "usage_invalid", len(json.dumps(body)) + 5)]
+    assert [r.fields["backend"] for r in caplog.records if r.getMessage().startswith("backend reported usage beyond")]
+
+
 def test_a_user_past_the_daily_quota_has_the_lines_fail_unsent(worker_of, batches, upstream, gcs):
     user = f"user-{uuid.uuid4().hex[:8]}"
     with batches.connect() as conn:  # the whole of today's quota used interactively
@@ -407,6 +427,22 @@ def test_a_user_past_the_daily_quota_has_the_lines_fail_unsent(worker_of, batche
     assert [e["error"]["code"] for e in errors] == ["quota_exceeded"] * 3
     assert sum(requests_for(upstream, batches, batch_id, n) for n in range(3)) == 0
     assert [c[0] for c in batches.charges(user)] == ["interactive"]
+
+
+def test_lines_on_several_workers_overspend_the_quota_by_one_line_at_most(worker_of, batches, gcs):
+    """Issue 20, point 7: 30 lines of 1,006 tokens (the stand-in counts the prompt's 1,001 words and
+    answers 5 tokens, 0.2 s late) on three workers, against a 5,000-token quota. Each line reserves
+    its estimate under the user's lock before it is sent, so at most one line goes beyond the quota;
+    lines that wait for others in flight to settle still run while there is room."""
+    user, line_tokens, quota = f"user-{uuid.uuid4().hex[:8]}", 1006, 5000
+    batch_id = batches.create(user, ["standin-lag"] * 30, padding=" w" * 998)
+    with worker_of(daily_token_quota=quota), worker_of(daily_token_quota=quota), worker_of(daily_token_quota=quota):
+        batches.finished(batch_id)
+    charges = batches.charges(user)
+    assert {c[1:] for c in charges} == {("completed", line_tokens)}
+    assert quota <= sum(c[2] for c in charges) <= quota + line_tokens  # the quota used, by one line beyond at most
+    errors = read_file(gcs, batch_id, "errors")
+    assert len(errors) == 30 - len(charges) and {e["error"]["code"] for e in errors} == {"quota_exceeded"}
 
 
 def test_a_batch_its_publisher_left_validating_is_published_by_the_sweeper(worker_of, batches, gcs):
