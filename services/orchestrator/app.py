@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -181,10 +182,19 @@ def create_app(settings: OrchestratorSettings, conninfo: str | None = None) -> F
 
         async def relay() -> AsyncIterator[bytes]:
             outcome = "upstream_aborted"
+            checkpointed, checkpointing = time.monotonic(), None
             try:
                 async for chunk in upstream.content.iter_any():
                     meter.feed(chunk)
                     yield chunk
+                    # What reached the client is charged should the instance die (SIGKILL): at
+                    # most one checkpoint a stream at a time, and one per interval.
+                    if time.monotonic() - checkpointed >= settings.usage_checkpoint_seconds and (
+                        checkpointing is None or checkpointing.done()
+                    ):
+                        checkpointed = time.monotonic()
+                        tokens = bound.clamp(meter.prompt_tokens, meter.completion)[:2]
+                        checkpointing = asyncio.create_task(ledger.checkpoint(entry, *tokens))
                 outcome = "completed" if meter.done else "upstream_aborted"
             except (TimeoutError, aiohttp.ClientError) as err:
                 logs.event(log, "backend stream broke", logging.WARNING, backend=backend, error=type(err).__name__)

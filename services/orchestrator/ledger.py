@@ -7,8 +7,9 @@ client that goes away does not cancel the write.
 
 An instance that dies (SIGKILL, a crash) leaves its requests' rows started. Every instance,
 at start-up and then every ``reconcile_seconds``, finishes the rows started more than
-``stale_after`` seconds ago as ``abandoned``, with the tokens they record (none: tokens are
-written with the outcome), which releases their quota reservations. ``stale_after`` is the
+``stale_after`` seconds ago as ``abandoned``, with the tokens they record (a stream's
+checkpoints: what had reached the client by the last one), which releases their quota
+reservations. ``stale_after`` is the
 longest a request lives (the backend's answer is cut there) plus a margin, so a row is
 abandoned within stale_after + reconcile_seconds of its start: 300 + 60 + 60 = 420 s by
 default. Should a live instance write the real outcome later (it waited out an outage), that
@@ -132,10 +133,12 @@ MIGRATIONS = {
 }
 # The first key of the per-user admission lock (the second is a hash of the user id).
 QUOTA_LOCK = 7_310
-# The user's tokens today (UTC): used by finished requests, and reserved by those in flight.
+# The user's tokens today (UTC): used (by finished requests, and as checkpointed by those in
+# flight), and reserved by those in flight beyond what they have checkpointed.
 TODAY = """
     SELECT coalesce(sum(prompt_tokens + completion_tokens), 0),
-           coalesce(sum(reserved_tokens) FILTER (WHERE outcome = 'started'), 0)
+           coalesce(sum(greatest(reserved_tokens - prompt_tokens - completion_tokens, 0))
+                    FILTER (WHERE outcome = 'started'), 0)
     FROM usage_ledger
     WHERE user_id = %s AND started_at >= date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'
 """
@@ -307,6 +310,21 @@ class Ledger:
         if outcome.outcome not in OUTCOMES:
             raise ValueError(f"unknown outcome {outcome.outcome!r}")
         self.pending.put_nowait(outcome)
+
+    async def checkpoint(self, entry: uuid.UUID, prompt_tokens: int, completion_tokens: int) -> None:
+        """Record the tokens a request in flight has used so far, which a reconciliation keeps
+        should the instance die. Best effort: a checkpoint missed is only a later one's loss."""
+        try:
+            await self._bounded(self._checkpoint(entry, prompt_tokens, completion_tokens))
+        except (psycopg.Error, PoolTimeout, OSError) as err:
+            logs.event(log, "usage checkpoint skipped", logging.WARNING, error=type(err).__name__)
+
+    async def _checkpoint(self, entry: uuid.UUID, prompt_tokens: int, completion_tokens: int) -> None:
+        async with self.pool.connection() as conn:
+            await conn.execute(
+                "UPDATE usage_ledger SET prompt_tokens = %s, completion_tokens = %s WHERE id = %s AND outcome = 'started'",
+                (prompt_tokens, completion_tokens, entry),
+            )
 
     async def _write_outcomes(self) -> None:
         while True:

@@ -138,6 +138,10 @@ class OrchestratorSettings(ModelCallerSettings):
     # At shutdown, how long queued outcomes may wait for the database. Cloud Run kills the
     # instance 10 s after SIGTERM; services/orchestrator/__main__.py gives requests 4 s before this.
     shutdown_drain_seconds: float = Field(3, gt=0)
+    # While a stream is relayed, the tokens delivered so far are written to its ledger row this
+    # often (one UPDATE a stream per interval), so a row an instance killed mid-stream left
+    # started is reconciled with what had reached the client.
+    usage_checkpoint_seconds: float = Field(5, gt=0)
     # Batch jobs (services.orchestrator.batch): the environment's bucket for input and output
     # files, and the topic of line messages (projects/P/topics/T). Without a bucket the batch
     # routes answer 404 "batches are not enabled".

@@ -121,6 +121,31 @@ def test_a_row_stranded_by_a_killed_orchestrator_is_abandoned_and_its_reservatio
         assert second.logged("stale ledger rows abandoned")
 
 
+def test_a_stream_killed_midway_is_reconciled_with_the_tokens_it_had_delivered(postgres, upstream, tmp_path):
+    """Issue 20, point 11: SIGKILL after the client has read 50 of standin-slow's 200 chunks (20 ms
+    apart); with a checkpoint every 0.2 s (10 chunks), the abandoned row charges what was delivered."""
+    conninfo = fresh_database(postgres, "checkpointed_rows")
+    user = f"checkpointed-{uuid.uuid4().hex[:8]}"
+    variables = {**QUICK_RECONCILIATION, "MAX_REQUEST_SECONDS": "10", "USAGE_CHECKPOINT_SECONDS": "0.2"}
+    with orchestrator_process(conninfo, upstream.url, tmp_path, **variables) as first:
+        body = {"model": "standin-slow", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+        with httpx.stream(
+            "POST", f"{first.url}/v1/chat/completions", json=body, headers={"x-user-id": user}, timeout=30
+        ) as response:
+            delivered = 0
+            for line in response.iter_lines():
+                delivered += line.startswith("data: {")
+                if delivered == 50:
+                    break
+            first.process.send_signal(signal.SIGKILL)
+            first.process.wait(timeout=10)
+    with orchestrator_process(conninfo, upstream.url, tmp_path, **variables):
+        assert wait_for(lambda: rows_of(conninfo, user)[0][0] == "abandoned", timeout=20)
+    ((_, prompt, completion, _),) = rows_of(conninfo, user)
+    # No more than one interval's chunks short of what the client read, and no more than was sent.
+    assert (prompt, 40 <= completion <= 60) == (0, True), completion
+
+
 CLOUD_RUN_GRACE = 10  # seconds from SIGTERM to SIGKILL
 
 
