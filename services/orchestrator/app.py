@@ -21,11 +21,11 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response, StreamingResponse
 
 from services.orchestrator.backends import Backend, BackendUnavailable, GoogleAccessToken
-from services.orchestrator.batch.queue import Publisher
+from services.orchestrator.batch.queue import Publisher, outcome_message
 from services.orchestrator.batch.routes import batch_router
 from services.orchestrator.batch.store import BatchStore
 from services.orchestrator.database import create_pool
-from services.orchestrator.ledger import Ledger, LedgerUnavailable, Outcome
+from services.orchestrator.ledger import HANDOFF_SECONDS, Ledger, LedgerUnavailable, Outcome
 from services.orchestrator.routing import backends_for
 from services.orchestrator.settings import OrchestratorSettings
 from services.orchestrator.usage import UsageBound, UsageInvalid, UsageMeter, estimate_tokens, usage_bound
@@ -78,6 +78,12 @@ def create_app(settings: OrchestratorSettings, conninfo: str | None = None) -> F
             app.state.ledger, app.state.client = ledger, client
             if settings.batch_bucket and settings.batch_topic:
                 app.state.publisher = Publisher(settings.batch_topic)
+                # Pub/Sub outlives the instance, and keeps a message till the workers (which
+                # hold the ledger's credentials too) write it: a charge survives shutdown with
+                # the database down. A file would die with Cloud Run's in-memory filesystem.
+                ledger.handoff = lambda outcomes: app.state.publisher.publish(
+                    [outcome_message(o.fields()) for o in outcomes], HANDOFF_SECONDS
+                )
                 blobs = BlobStore(
                     settings.batch_bucket,
                     client,
@@ -95,9 +101,9 @@ def create_app(settings: OrchestratorSettings, conninfo: str | None = None) -> F
             try:
                 yield
             finally:
+                await ledger.stop()  # before the publisher closes: it may hand outcomes to it
                 if app.state.batches:
                     app.state.publisher.close()
-        await ledger.stop()
 
     app = FastAPI(title="AI platform orchestrator", version="1.0.0", lifespan=lifespan)
     app.state.batches = None

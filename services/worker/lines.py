@@ -26,7 +26,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from services.orchestrator.app import _head, backend_error
 from services.orchestrator.backends import Backend, BackendUnavailable
-from services.orchestrator.ledger import TODAY, reserve
+from services.orchestrator.ledger import SETTLE, TODAY, reserve
 from services.orchestrator.routing import backends_for
 from services.orchestrator.usage import UsageInvalid, UsageMeter, estimate_tokens, usage_bound
 from services.servicekit import logs
@@ -187,6 +187,15 @@ class LineRunner:
         await self.finalizer.finish_if_done(batch_id)
         return True
 
+    async def settle(self, message: dict[str, Any]) -> bool:
+        """Write a ledger outcome an orchestrator handed over at shutdown, its database away, as
+        the orchestrator would have (once; the real outcome replaces abandoned). The message is
+        kept while the database is away."""
+        values = ("outcome", "backend", "prompt_tokens", "completion_tokens", "entry")
+        await self._retrying(self._settle, tuple(message[key] for key in values))
+        logs.event(log, "handed-off ledger outcome written", entry=message["entry"], outcome=message["outcome"])
+        return True
+
     async def dead_letter(self, batch_id: str, line: int, delivered: int) -> None:
         """Pub/Sub gave up on the line's message: the line, unless it is finished, fails."""
         token = f"{self.worker_id}/{uuid.uuid4().hex[:12]}"
@@ -325,6 +334,10 @@ class LineRunner:
         async with self.pool.connection() as conn, conn.transaction():
             if (await conn.execute(RELEASE, (batch_id, line, token))).rowcount:
                 await conn.execute(UNSETTLED, (line_request_id(batch_id, line),))
+
+    async def _settle(self, values: tuple[Any, ...]) -> None:
+        async with self.pool.connection() as conn:
+            await conn.execute(SETTLE, values)
 
     async def _in_flight(self, user_id: str) -> bool:
         """Whether any of the user's requests or lines holds a reservation."""

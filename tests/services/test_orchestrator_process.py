@@ -17,9 +17,11 @@ from pathlib import Path
 import httpx
 import psycopg
 
-from devtools.harness import IMAGE_PYTHONPATH, PASSWORD, free_port, image_command, wait_for
+from devtools.harness import IMAGE_PYTHONPATH, PASSWORD, Server, free_port, image_command, wait_for
+from services.worker.app import create_app as create_worker
 from test_ledger_faults import frozen, own_postgres  # noqa: F401 - a fixture
 from test_ledger_resilience import fresh_database
+from test_worker import BUCKET, queue, worker_settings  # noqa: F401 - a fixture
 
 
 class Orchestrator:
@@ -188,6 +190,26 @@ def test_sigterm_with_an_outcome_waiting_for_a_hung_database_exits_in_time(own_p
         assert [(line["entry"], line["outcome"], line["completion_tokens"]) for line in lost] == [
             (str(row[0]), "completed", 20)
         ]
+
+
+def test_an_outcome_the_stopped_database_cannot_take_by_sigterm_is_handed_to_pubsub_and_lands(
+    own_postgres, upstream, gcs, queue, tmp_path
+):
+    """Issue 20, point 8: PostgreSQL stopped after the admission, the stream completes, SIGTERM; the
+    outcome goes to the batch topic, and once PostgreSQL is back a batch worker writes it."""
+    user = f"handoff-{uuid.uuid4().hex[:8]}"
+    batches = {"BATCH_BUCKET": BUCKET, "BATCH_TOPIC": queue.topic, "STORAGE_URL": gcs.url, "STORAGE_AUTH": "none"}
+    try:
+        with orchestrator_process(own_postgres.conninfo, upstream.url, tmp_path, **batches) as orchestrator:
+            stream_then(orchestrator, user, meanwhile=own_postgres.stop)
+            assert exits_within(orchestrator, CLOUD_RUN_GRACE - 1) < CLOUD_RUN_GRACE - 1
+            assert [line["completion_tokens"] for line in orchestrator.logged("ledger outcome handed off")] == [20]
+    finally:
+        own_postgres.start()
+    assert rows_of(own_postgres.conninfo, user) == [("started", 0, 0, False)]
+    with Server(create_worker(worker_settings(upstream, gcs, queue), conninfo=own_postgres.conninfo)):
+        # "hi" is one prompt token to the stand-in; standin-paced streams 20.
+        assert wait_for(lambda: rows_of(own_postgres.conninfo, user) == [("completed", 1, 20, True)], timeout=30)
 
 
 def test_sigterm_writes_an_outcome_the_database_takes_within_the_drain(own_postgres, upstream, tmp_path):

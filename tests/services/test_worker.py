@@ -337,11 +337,19 @@ def test_a_message_no_worker_can_act_on_is_dropped_once(worker_of, batches, capl
             {"kind": "line", "batch_id": "batch_no_such_batch", "line": 0},
             {"kind": "line", "batch_id": "batch_x", "line": "seven"},
             {"kind": "fetch", "batch_id": "batch_x"},
+            # An orchestrator's handed-off outcome (issue 20, point 8), but a token count is not one.
+            {"kind": "outcome", "entry": str(uuid.uuid4()), "outcome": "completed", "backend": None}
+            | {"prompt_tokens": -1, "completion_tokens": 3},
         )
         wait_for(lambda: False, timeout=4)  # time for redeliveries, were they nacked
     dropped = [r for r in caplog.records if r.getMessage() == "message dropped"]
     no_line = [r for r in caplog.records if r.getMessage() == "line message for no such line; dropped"]
-    assert sorted(r.fields["reason"] for r in dropped) == ["no line number", "not JSON", "unknown kind 'fetch'"]
+    assert sorted(r.fields["reason"] for r in dropped) == [
+        "no line number",
+        "not JSON",
+        "not a ledger outcome",
+        "unknown kind 'fetch'",
+    ]
     assert len(no_line) == 1
 
 
