@@ -238,8 +238,11 @@ class LineRunner:
         # Reserved as the orchestrator reserves a request, under the same per-user lock: lines in
         # flight on every worker hold their estimates, so they cannot all pass a quota nearly spent.
         # A line that does not fit while others are in flight waits for them to settle (below
-        # their estimates, usually): they end within max_request_seconds, and the claim outlives that.
-        waited_until = time.monotonic() + self.settings.max_request_seconds
+        # their estimates, usually): they end within max_request_seconds. The claim must outlive
+        # the wait and then the line's own call.
+        settings = self.settings
+        wait = min(settings.max_request_seconds, settings.claim_seconds - settings.max_request_seconds)
+        waited_until = time.monotonic() + wait
         while (entry := await self._retrying(self._reserve, request_id, user_id, body)) is None:
             if time.monotonic() > waited_until or not await self._retrying(self._in_flight, user_id):
                 return failure("quota_exceeded", "daily token quota used up")

@@ -444,7 +444,9 @@ def test_lines_on_several_workers_overspend_the_quota_by_one_line_at_most(worker
     lines that wait for others in flight to settle still run while there is room."""
     user, line_tokens, quota = f"user-{uuid.uuid4().hex[:8]}", 1006, 5000
     batch_id = batches.create(user, ["standin-lag"] * 30, padding=" w" * 998)
-    with worker_of(daily_token_quota=quota), worker_of(daily_token_quota=quota), worker_of(daily_token_quota=quota):
+    # A claim long enough for a line to wait out the others (claim_seconds - max_request_seconds).
+    settings = {"daily_token_quota": quota, "claim_seconds": 15}
+    with worker_of(**settings), worker_of(**settings), worker_of(**settings):
         batches.finished(batch_id)
     charges = batches.charges(user)
     assert {c[1:] for c in charges} == {("completed", line_tokens)}
