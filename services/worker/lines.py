@@ -251,7 +251,7 @@ class LineRunner:
             answer = await self._call(name, body)
             if answer.status != "transient":
                 return replace(answer, entry=entry)
-        return Answer("transient", entry=entry)
+        return Answer("transient")  # handing the line back drops its reservation
 
     async def _call(self, name: str, body: dict[str, Any]) -> Answer:
         try:
@@ -386,6 +386,8 @@ class LineRunner:
                         ledger,
                     ),
                 )
+            else:  # failed unsent (after its last delivery, say): a dead delivery's reservation goes
+                await conn.execute(UNSETTLED, (request_id,))
         return True
 
 

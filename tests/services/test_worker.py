@@ -420,6 +420,26 @@ def test_a_line_whose_backend_reports_impossible_usage_is_charged_its_bound_as_u
     assert [r.fields["backend"] for r in caplog.records if r.getMessage().startswith("backend reported usage beyond")]
 
 
+def test_a_line_failed_after_its_last_delivery_leaves_no_reservation_behind(worker_of, batches, gcs):
+    """A delivery that died after reserving the line's estimate left its row started; the line's
+    failure after its last delivery drops it, so the line is not charged (nor its quota held)."""
+    user = f"user-{uuid.uuid4().hex[:8]}"
+    batch_id = batches.create(user, ["standin-echo"], publish=False)
+    with batches.connect() as conn:
+        conn.execute("UPDATE batches SET status = 'in_progress' WHERE id = %s", (batch_id,))
+        conn.execute(
+            "INSERT INTO usage_ledger (id, request_id, user_id, model, outcome, reserved_tokens) "
+            "VALUES (%s, %s, %s, 'standin-echo', 'started', 1000)",
+            (uuid.uuid4(), line_request_id(batch_id, 0), user),
+        )
+    message = json.dumps({"kind": "line", "batch_id": batch_id, "line": 0}).encode()
+    batches.publisher.publish(batches.queue.dead_letter_topic, message).result(timeout=30)
+    with worker_of():
+        batches.finished(batch_id)
+    assert [e["error"]["code"] for e in read_file(gcs, batch_id, "errors")] == ["max_delivery_attempts"]
+    assert batches.charges(user) == []
+
+
 def test_a_user_past_the_daily_quota_has_the_lines_fail_unsent(worker_of, batches, upstream, gcs):
     user = f"user-{uuid.uuid4().hex[:8]}"
     with batches.connect() as conn:  # the whole of today's quota used interactively
