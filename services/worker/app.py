@@ -25,6 +25,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import aiohttp
+import psycopg
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
@@ -208,8 +209,12 @@ class Worker:
         return await self.runner.run(body["batch_id"], body["line"])
 
     async def _dead_letter(self, body: dict[str, Any], message: Message) -> bool:
-        if body["kind"] == "outcome":  # a charge is never given up on
-            return await self.runner.settle(body)
+        if body["kind"] == "outcome":
+            try:
+                return await self.runner.settle(body)
+            except psycopg.Error as err:  # refused on every delivery: the dead-letter topic would loop it for ever
+                logs.event(log, "ledger outcome dropped", logging.ERROR, error=type(err).__name__, **body)
+                return True
         if body["kind"] == "line":
             delivered = message.attributes.get(DELIVERY_COUNT) or str(self.settings.max_delivery_attempts)
             await self.runner.dead_letter(body["batch_id"], body["line"], int(delivered))

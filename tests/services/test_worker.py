@@ -353,6 +353,38 @@ def test_a_message_no_worker_can_act_on_is_dropped_once(worker_of, batches, capl
     assert len(no_line) == 1
 
 
+def test_a_handed_off_outcome_the_database_refuses_is_dropped_and_logged_after_its_last_delivery(
+    worker_of, batches, caplog
+):
+    """An orchestrator's outcome (issue 20, point 8) the database refuses at every try is nacked,
+    for Pub/Sub to deliver again; dead-lettered, it is logged whole and acked, not looped for ever."""
+    entry = uuid.uuid4()
+    with batches.connect() as conn:
+        conn.execute(
+            "INSERT INTO usage_ledger (id, request_id, user_id, model, outcome) "
+            "VALUES (%s, 'refused-outcome', %s, 'standin-echo', 'started')",
+            (entry, f"user-{uuid.uuid4().hex[:8]}"),
+        )
+        conn.execute("""
+            CREATE OR REPLACE FUNCTION refuse_outcome() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+                IF NEW.request_id = 'refused-outcome' AND NEW.outcome <> 'started' THEN
+                    RAISE EXCEPTION 'this outcome is refused';
+                END IF;
+                RETURN NEW;
+            END $$;
+            CREATE OR REPLACE TRIGGER refuse_outcome BEFORE UPDATE ON usage_ledger
+                FOR EACH ROW EXECUTE FUNCTION refuse_outcome();
+        """)
+    outcome = {"kind": "outcome", "entry": str(entry), "outcome": "completed", "backend": "standin"}
+    with worker_of():
+        batches.publish(outcome | {"prompt_tokens": 3, "completion_tokens": 5})
+        assert wait_for(lambda: [r for r in caplog.records if r.getMessage() == "ledger outcome dropped"], 30)
+        wait_for(lambda: False, timeout=2)  # time for another delivery, were it nacked
+    dropped = [r.fields for r in caplog.records if r.getMessage() == "ledger outcome dropped"]
+    assert [(d["entry"], d["completion_tokens"]) for d in dropped] == [(str(entry), 5)]
+
+
 def test_finalizing_twice_at_once_or_after_a_storage_outage_records_one_set_of_files(batch_database, batches, gcs):
     """Two finalizers at once (a worker and the sweeper) write the same objects and rows once;
     one that found Cloud Storage down leaves the batch finalizing, for the next to finish."""
