@@ -11,6 +11,7 @@ behind the stand-in), a "[standin:NAME]" directive in the last message:
   standin-fail      HTTP 503 before the first byte            (for fallback)
   standin-refuse    HTTP 400, an OpenAI error with a code       (a request the model refuses)
   standin-die       two chunks, then the connection drops      (for upstream aborts)
+  standin-liar      the short answer, reporting 2**40 prompt tokens (a backend whose usage lies)
 """
 
 from __future__ import annotations
@@ -60,6 +61,8 @@ def create_app() -> FastAPI:
         words = WORDS * {"standin-slow": 40, "standin-paced": 4}.get(model, 1)
         pause = {"standin-slow": 0.02, "standin-paced": 0.025}.get(model, 0.005)
         prompt_tokens = sum(len(m.get("content", "").split()) for m in body.get("messages", []))
+        if model.endswith("standin-liar"):
+            prompt_tokens = 2**40
         if not body.get("stream"):
             return JSONResponse(
                 {

@@ -7,8 +7,9 @@ client that goes away does not cancel the write.
 
 An instance that dies (SIGKILL, a crash) leaves its requests' rows started. Every instance,
 at start-up and then every ``reconcile_seconds``, finishes the rows started more than
-``stale_after`` seconds ago as ``abandoned``, with the tokens they record (none: tokens are
-written with the outcome), which releases their quota reservations. ``stale_after`` is the
+``stale_after`` seconds ago as ``abandoned``, with the tokens they record (a stream's
+checkpoints: what had reached the client by the last one), which releases their quota
+reservations. ``stale_after`` is the
 longest a request lives (the backend's answer is cut there) plus a margin, so a row is
 abandoned within stale_after + reconcile_seconds of its start: 300 + 60 + 60 = 420 s by
 default. Should a live instance write the real outcome later (it waited out an outage), that
@@ -31,7 +32,9 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from services.servicekit import logs
 
 log = logging.getLogger("orchestrator.ledger")
-OUTCOMES = ("completed", "failed", "client_aborted", "upstream_aborted")  # and "abandoned", by reconciliation
+# And "abandoned", by reconciliation. "usage_invalid": the backend reported more tokens than the
+# request could have used (usage.UsageBound); charged that bound, and logged as the backend's fault.
+OUTCOMES = ("completed", "failed", "client_aborted", "upstream_aborted", "usage_invalid")
 # Any fixed number: serializes migrations between instances starting at once.
 MIGRATION_LOCK = 7_310_241_001
 # Migrations may wait for other instances' transactions; requests may not wait that long.
@@ -143,16 +146,58 @@ MIGRATIONS = {
         );
         CREATE INDEX idempotency_keys_expires ON idempotency_keys (expires_at);
     """,
+    # usage_invalid: a row whose backend reported impossible usage, charged at the request's bound.
+    # NOT VALID, as in 3: the existing rows meet the wider check.
+    7: """
+        ALTER TABLE usage_ledger DROP CONSTRAINT usage_ledger_outcome_check;
+        ALTER TABLE usage_ledger ADD CONSTRAINT usage_ledger_outcome_check CHECK (outcome IN
+            ('started', 'completed', 'failed', 'client_aborted', 'upstream_aborted', 'abandoned', 'usage_invalid'))
+            NOT VALID;
+    """,
 }
+# An outcome written once; but the real outcome replaces a reconciliation's guess that the
+# instance had died. Also how the batch worker writes an outcome an orchestrator handed over.
+SETTLE = """
+    UPDATE usage_ledger SET outcome = %s, backend = %s, prompt_tokens = %s, completion_tokens = %s, finished_at = now()
+    WHERE id = %s AND outcome IN ('started', 'abandoned')
+"""
 # The first key of the per-user admission lock (the second is a hash of the user id).
 QUOTA_LOCK = 7_310
-# The user's tokens today (UTC): used by finished requests, and reserved by those in flight.
+# The user's tokens today (UTC): used (by finished requests, and as checkpointed by those in
+# flight), and reserved by those in flight beyond what they have checkpointed.
 TODAY = """
     SELECT coalesce(sum(prompt_tokens + completion_tokens), 0),
-           coalesce(sum(reserved_tokens) FILTER (WHERE outcome = 'started'), 0)
+           coalesce(sum(greatest(reserved_tokens - prompt_tokens - completion_tokens, 0))
+                    FILTER (WHERE outcome = 'started'), 0)
     FROM usage_ledger
     WHERE user_id = %s AND started_at >= date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'
 """
+
+
+async def reserve(
+    conn: psycopg.AsyncConnection, request_id: str, user_id: str, model: str, quota: int, estimate: int
+) -> uuid.UUID | None:
+    """A started row reserving ``estimate`` tokens of the user's quota (see ``admits``), its id;
+    None when the quota has no room for it. The orchestrator's requests and the batch worker's
+    lines both reserve so, which bounds the overspend across all instances and workers."""
+    entry = uuid.uuid4()
+    async with conn.transaction():
+        # One admission at a time per user, across connections and instances: the next
+        # one reads the quota only after this one's row is committed (the lock is held
+        # until then).
+        await conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (QUOTA_LOCK, user_id))
+        today = await (await conn.execute(TODAY, (user_id,))).fetchone()
+        if today is None:  # the query aggregates: it always returns one row
+            raise RuntimeError("no row from TODAY")
+        used, reserved = today
+        if not admits(used, reserved, estimate, quota):
+            return None
+        await conn.execute(
+            "INSERT INTO usage_ledger (id, request_id, user_id, model, outcome, reserved_tokens) "
+            "VALUES (%s, %s, %s, %s, 'started', %s)",
+            (entry, request_id, user_id, model, estimate),
+        )
+    return entry
 
 
 def admits(used: int, reserved: int, estimate: int, quota: int) -> bool:
@@ -167,6 +212,9 @@ def admits(used: int, reserved: int, estimate: int, quota: int) -> bool:
 # The database is away or too slow now; anything else it raises is about the statement itself.
 UNREACHABLE = (psycopg.OperationalError, PoolTimeout, OSError)
 REFUSALS_BEFORE_DROPPING = 3
+# At shutdown, after drain_seconds: how long handing off the unwritten outcomes may take, and
+# then closing the pool one second, within Cloud Run's ten (4 s + 3 s + 1.5 s + 1 s).
+HANDOFF_SECONDS = 1.5
 
 
 class LedgerUnavailable(Exception):
@@ -213,6 +261,9 @@ class Ledger:
         self.writing: Outcome | None = None  # taken off the queue, not yet written
         self.writer: asyncio.Task[None] | None = None
         self.reconciler: asyncio.Task[None] | None = None
+        # Where outcomes the database has not taken by shutdown go to outlive the instance (Pub/Sub,
+        # for the batch workers to write: app.py); without one they are only logged.
+        self.handoff: Callable[[list[Outcome]], Awaitable[None]] | None = None
 
     async def start(self) -> None:
         await self.pool.open(wait=False)
@@ -222,8 +273,9 @@ class Ledger:
     async def stop(self) -> None:
         """Write the queued outcomes, waiting at most ``drain_seconds`` for the database: Cloud
         Run kills the instance ten seconds after SIGTERM, and uvicorn gives requests the first
-        four. Outcomes still unwritten then are logged whole, for the record, and their rows
-        stay started until reconciled."""
+        four. Outcomes still unwritten then are handed off (``handoff``, within HANDOFF_SECONDS),
+        to be written once the database is back; failing that, logged whole, for the record,
+        and their rows stay started until reconciled."""
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.pending.join(), self.drain_seconds)
         for task in (self.writer, self.reconciler):
@@ -232,6 +284,14 @@ class Ledger:
         unwritten = [self.writing] if self.writing else []
         while not self.pending.empty():
             unwritten.append(self.pending.get_nowait())
+        if unwritten and self.handoff:
+            try:
+                await asyncio.wait_for(self.handoff(unwritten), HANDOFF_SECONDS)
+                for outcome in unwritten:
+                    logs.event(log, "ledger outcome handed off", logging.WARNING, **outcome.fields())
+                unwritten = []
+            except Exception as err:  # whatever it was, the outcomes are logged below
+                logs.event(log, "ledger handoff failed", logging.ERROR, error=repr(err)[:500])
         for outcome in unwritten:
             logs.event(log, "ledger outcome lost", logging.ERROR, **outcome.fields())
         await self.pool.close(timeout=1)
@@ -287,30 +347,29 @@ class Ledger:
     async def _admit(self, request_id: str, user_id: str, model: str, quota: int, estimate: int) -> uuid.UUID | None:
         if not self.migrated:
             await self._migrate()
-        entry = uuid.uuid4()
-        async with self.pool.connection() as conn, conn.transaction():
-            # One admission at a time per user, across connections and instances: the next
-            # one reads the quota only after this one's row is committed (the lock is held
-            # until then).
-            await conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (QUOTA_LOCK, user_id))
-            today = await (await conn.execute(TODAY, (user_id,))).fetchone()
-            if today is None:  # the query aggregates: it always returns one row
-                raise RuntimeError("no row from TODAY")
-            used, reserved = today
-            if not admits(used, reserved, estimate, quota):
-                return None
-            await conn.execute(
-                "INSERT INTO usage_ledger (id, request_id, user_id, model, outcome, reserved_tokens) "
-                "VALUES (%s, %s, %s, %s, 'started', %s)",
-                (entry, request_id, user_id, model, estimate),
-            )
-        return entry
+        async with self.pool.connection() as conn:
+            return await reserve(conn, request_id, user_id, model, quota, estimate)
 
     def close_entry(self, outcome: Outcome) -> None:
         """Queue the entry's outcome; written once, whatever happens to the request."""
         if outcome.outcome not in OUTCOMES:
             raise ValueError(f"unknown outcome {outcome.outcome!r}")
         self.pending.put_nowait(outcome)
+
+    async def checkpoint(self, entry: uuid.UUID, prompt_tokens: int, completion_tokens: int) -> None:
+        """Record the tokens a request in flight has used so far, which a reconciliation keeps
+        should the instance die. Best effort: a checkpoint missed is only a later one's loss."""
+        try:
+            await self._bounded(self._checkpoint(entry, prompt_tokens, completion_tokens))
+        except (psycopg.Error, PoolTimeout, OSError) as err:
+            logs.event(log, "usage checkpoint skipped", logging.WARNING, error=type(err).__name__)
+
+    async def _checkpoint(self, entry: uuid.UUID, prompt_tokens: int, completion_tokens: int) -> None:
+        async with self.pool.connection() as conn:
+            await conn.execute(
+                "UPDATE usage_ledger SET prompt_tokens = %s, completion_tokens = %s WHERE id = %s AND outcome = 'started'",
+                (prompt_tokens, completion_tokens, entry),
+            )
 
     async def _write_outcomes(self) -> None:
         while True:
@@ -346,11 +405,9 @@ class Ledger:
             await asyncio.sleep(self.retry_seconds)
 
     async def _settle(self, outcome: Outcome) -> None:
-        # Once only; but the real outcome replaces a reconciliation's guess that the instance had died.
         async with self.pool.connection() as conn:
             await conn.execute(
-                "UPDATE usage_ledger SET outcome = %s, backend = %s, prompt_tokens = %s, completion_tokens = %s, "
-                "finished_at = now() WHERE id = %s AND outcome IN ('started', 'abandoned')",
+                SETTLE,
                 (outcome.outcome, outcome.backend, outcome.prompt_tokens, outcome.completion_tokens, outcome.entry),
             )
 

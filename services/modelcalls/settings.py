@@ -61,6 +61,13 @@ class ModelCallerSettings(BaseSettings):
     backends: Annotated[dict[str, BackendSettings], NoDecode]
     routes: Annotated[list[Route], NoDecode]
     daily_token_quota: int = Field(1_000_000, ge=1)
+    # Completion tokens a request (or batch line) without max_tokens / max_completion_tokens
+    # reserves against the daily quota while it runs (its prompt's estimate is added).
+    quota_default_completion_tokens: int = Field(1024, ge=1)
+    # The most completion tokens a request without max_tokens / max_completion_tokens can be
+    # charged (usage.usage_bound): the longest answer any served model writes. A backend that
+    # reports more is at fault; the row is charged the bound and recorded usage_invalid.
+    usage_bound_completion_tokens: int = Field(131_072, ge=1)
     connect_timeout_seconds: float = Field(5, gt=0)
     first_byte_timeout_seconds: float = Field(120, gt=0)
     # "iam": log in as the service account with an access token (Cloud SQL IAM authentication);

@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import json
+import logging
+from dataclasses import dataclass
 from typing import Any
+
+from services.servicekit import logs
+
+log = logging.getLogger("usage")
 
 # More tokens than any one request of any model uses; far below the ledger's integer columns.
 MAX_TOKENS = 10_000_000
@@ -33,14 +39,68 @@ def token_count(value: object) -> int:
     return min(max(value, 0), MAX_TOKENS)
 
 
+@dataclass(frozen=True)
+class UsageBound:
+    """The most tokens a request can use. A backend reporting more is at fault (a bug, or a lie):
+    it is charged this bound, never the figure, so one request cannot spend a user's day."""
+
+    prompt: int
+    completion: int
+
+    def clamp(self, prompt_tokens: int, completion_tokens: int) -> tuple[int, int, bool]:
+        """The tokens to charge, and whether the figures reported exceeded the bound."""
+        invalid = prompt_tokens > self.prompt or completion_tokens > self.completion
+        return min(prompt_tokens, self.prompt), min(completion_tokens, self.completion), invalid
+
+    def charge(self, prompt_tokens: int, completion_tokens: int, backend: str | None) -> tuple[int, int, bool]:
+        """As ``clamp``, logging figures beyond the bound as ``backend``'s fault."""
+        prompt, completion, invalid = self.clamp(prompt_tokens, completion_tokens)
+        if invalid:
+            logs.event(
+                log,
+                "backend reported usage beyond the request's bound",
+                logging.ERROR,
+                backend=backend,
+                reported_prompt_tokens=prompt_tokens,
+                reported_completion_tokens=completion_tokens,
+                bound_prompt_tokens=self.prompt,
+                bound_completion_tokens=self.completion,
+            )
+        return prompt, completion, invalid
+
+
+# A prompt's non-text part (an image, audio) is tokenized from what it links to, not from its
+# characters: allowed this many tokens each, more than models charge for one image.
+NON_TEXT_PART_TOKENS = 10_000
+
+
+def usage_bound(body: dict[str, Any], completion_limit: int) -> UsageBound:
+    """``body``'s bound: its prompt can be no more tokens than the request has characters (as
+    JSON, non-ASCII escaped: tokenizers make at most one token of a byte, and the JSON's keys and
+    quotes outweigh a chat template's few tokens a message), plus an allowance per non-text part;
+    its completion no more than its max_completion_tokens or max_tokens (else
+    ``completion_limit``, the longest any served model writes), for each of its ``n`` choices."""
+    text = json.dumps(body)
+    parts = sum(text.count(f'"type": "{kind}"') for kind in ("image_url", "input_audio", "file"))
+    choices = _positive(body.get("n")) or 1
+    return UsageBound(len(text) + parts * NON_TEXT_PART_TOKENS, (_completion_limit(body) or completion_limit) * choices)
+
+
+def _positive(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+
+def _completion_limit(body: dict[str, Any]) -> int | None:
+    """The completion limit the request asks for: max_completion_tokens, or the older max_tokens."""
+    return _positive(body.get("max_completion_tokens")) or _positive(body.get("max_tokens"))
+
+
 def estimate_tokens(body: dict[str, Any], default_completion: int) -> int:
     """What a request may use, reserved against the quota while it runs: the completion limit
     it asks for (max_completion_tokens, or the older max_tokens), else ``default_completion``,
     plus its messages' length in tokens, roughly. The outcome settles the real figure."""
-    limits = [body.get(key) for key in ("max_completion_tokens", "max_tokens")]
-    given = [n for n in limits if isinstance(n, int) and not isinstance(n, bool) and n > 0]
     prompt = len(json.dumps(body["messages"])) // CHARS_PER_TOKEN
-    return min((given[0] if given else default_completion) + prompt, MAX_TOKENS)
+    return min((_completion_limit(body) or default_completion) + prompt, MAX_TOKENS)
 
 
 class UsageMeter:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -21,12 +22,12 @@ from fastapi.responses import Response, StreamingResponse
 
 from services.modelcalls.backends import Backend, BackendUnavailable, GoogleAccessToken
 from services.modelcalls.database import create_pool
-from services.modelcalls.ledger import Ledger, LedgerUnavailable, Outcome
+from services.modelcalls.ledger import HANDOFF_SECONDS, Ledger, LedgerUnavailable, Outcome
 from services.modelcalls.refusals import answer_head, backend_error
 from services.modelcalls.routing import backends_for
-from services.modelcalls.usage import UsageInvalid, UsageMeter, estimate_tokens
+from services.modelcalls.usage import UsageBound, UsageInvalid, UsageMeter, estimate_tokens, usage_bound
 from services.orchestrator import idempotency
-from services.orchestrator.batch.queue import Publisher
+from services.orchestrator.batch.queue import Publisher, outcome_message
 from services.orchestrator.batch.routes import batch_router
 from services.orchestrator.batch.store import BatchStore
 from services.orchestrator.callers import CERTS_CACHE_SECONDS, CERTS_MIN_REFRESH_SECONDS, CallerCheck, RequireCaller
@@ -90,6 +91,12 @@ def create_app(settings: OrchestratorSettings, conninfo: str | None = None) -> F
             )
             if settings.batch_bucket and settings.batch_topic:
                 app.state.publisher = Publisher(settings.batch_topic)
+                # Pub/Sub outlives the instance, and keeps a message till the workers (which
+                # hold the ledger's credentials too) write it: a charge survives shutdown with
+                # the database down. A file would die with Cloud Run's in-memory filesystem.
+                ledger.handoff = lambda outcomes: app.state.publisher.publish(
+                    [outcome_message(o.fields()) for o in outcomes], HANDOFF_SECONDS
+                )
                 blobs = BlobStore(
                     settings.batch_bucket,
                     client,
@@ -107,9 +114,9 @@ def create_app(settings: OrchestratorSettings, conninfo: str | None = None) -> F
             try:
                 yield
             finally:
+                await ledger.stop()  # before the publisher closes: it may hand outcomes to it
                 if app.state.batches:
                     app.state.publisher.close()
-        await ledger.stop()
 
     app = FastAPI(title="AI platform orchestrator", version="1.0.0", lifespan=lifespan)
     if settings.caller_auth == "google-id-token":
@@ -188,6 +195,7 @@ def create_app(settings: OrchestratorSettings, conninfo: str | None = None) -> F
             ledger.close_entry(Outcome(entry, "failed", backend, 0, 0))
             return await claim.settle(await _refusal(upstream))
         meter = UsageMeter()
+        bound = usage_bound(body, settings.usage_bound_completion_tokens)
         headers = {"content-type": upstream.headers.get("content-type", "application/json")}
 
         if not body.get("stream"):
@@ -202,7 +210,9 @@ def create_app(settings: OrchestratorSettings, conninfo: str | None = None) -> F
                 outcome, error = "failed", USAGE_INVALID
             finally:
                 upstream.release()
-                ledger.close_entry(Outcome(entry, outcome, backend, meter.prompt_tokens, meter.completion))
+                ledger.close_entry(
+                    charged(Outcome(entry, outcome, backend, meter.prompt_tokens, meter.completion), bound)
+                )
                 if outcome == "client_aborted":  # cancelled (shutdown) before the answer was read: nothing billed
                     claim.release_soon()
             if error:
@@ -212,12 +222,21 @@ def create_app(settings: OrchestratorSettings, conninfo: str | None = None) -> F
         async def relay() -> AsyncIterator[bytes]:
             outcome = "upstream_aborted"
             recorded = bytearray()  # what the caller is sent, for replays under its idempotency key
+            checkpointed, checkpointing = time.monotonic(), None
             try:
                 async for chunk in upstream.content.iter_any():
                     meter.feed(chunk)
                     if claim.key is not None:
                         recorded += chunk
                     yield chunk
+                    # What reached the client is charged should the instance die (SIGKILL): at
+                    # most one checkpoint a stream at a time, and one per interval.
+                    if time.monotonic() - checkpointed >= settings.usage_checkpoint_seconds and (
+                        checkpointing is None or checkpointing.done()
+                    ):
+                        checkpointed = time.monotonic()
+                        tokens = bound.clamp(meter.prompt_tokens, meter.completion)[:2]
+                        checkpointing = asyncio.create_task(ledger.checkpoint(entry, *tokens))
                 outcome = "completed" if meter.done else "upstream_aborted"
             except (TimeoutError, aiohttp.ClientError) as err:
                 logs.event(log, "backend stream broke", logging.WARNING, backend=backend, error=type(err).__name__)
@@ -229,7 +248,9 @@ def create_app(settings: OrchestratorSettings, conninfo: str | None = None) -> F
                 outcome = "client_aborted"
                 raise
             finally:
-                ledger.close_entry(Outcome(entry, outcome, backend, meter.prompt_tokens, meter.completion))
+                ledger.close_entry(
+                    charged(Outcome(entry, outcome, backend, meter.prompt_tokens, meter.completion), bound)
+                )
                 upstream.close()  # drops the backend's stream too when the client has gone
                 # Billed, so kept, even cut short; a replay then ends as the stream did, or with
                 # the error event in place of the end the caller who left never got.
@@ -280,6 +301,13 @@ def create_app(settings: OrchestratorSettings, conninfo: str | None = None) -> F
         )
 
     return app
+
+
+def charged(outcome: Outcome, bound: UsageBound) -> Outcome:
+    """``outcome`` as it is charged: usage beyond what the request could have used is the
+    backend's fault, so it is charged the bound and recorded usage_invalid."""
+    prompt, completion, invalid = bound.charge(outcome.prompt_tokens, outcome.completion_tokens, outcome.backend)
+    return Outcome(outcome.entry, "usage_invalid", outcome.backend, prompt, completion) if invalid else outcome
 
 
 def main() -> FastAPI:

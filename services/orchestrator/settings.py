@@ -14,9 +14,6 @@ GOOGLE_CERTS_URL = "https://www.googleapis.com/oauth2/v3/certs"
 
 
 class OrchestratorSettings(ModelCallerSettings):
-    # Completion tokens a request without max_tokens / max_completion_tokens reserves against the
-    # daily quota while it runs (its prompt's estimate is added).
-    quota_default_completion_tokens: int = Field(1024, ge=1)
     # A request's longest life once admitted (Cloud Run's request timeout): the backend's answer
     # is cut there. A ledger row started longer ago than this plus stale_margin_seconds belongs
     # to an instance that died, and is finished as abandoned; every instance looks for such rows
@@ -27,6 +24,10 @@ class OrchestratorSettings(ModelCallerSettings):
     # At shutdown, how long queued outcomes may wait for the database. Cloud Run kills the
     # instance 10 s after SIGTERM; services/orchestrator/__main__.py gives requests 4 s before this.
     shutdown_drain_seconds: float = Field(3, gt=0)
+    # While a stream is relayed, the tokens delivered so far are written to its ledger row this
+    # often (one UPDATE a stream per interval), so a row an instance killed mid-stream left
+    # started is reconciled with what had reached the client.
+    usage_checkpoint_seconds: float = Field(5, gt=0)
     # Batch jobs (services.orchestrator.batch): the environment's bucket for input and output
     # files, and the topic of line messages (projects/P/topics/T). Without a bucket the batch
     # routes answer 404 "batches are not enabled".

@@ -19,11 +19,13 @@ import json
 import logging
 import os
 import socket
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
 import aiohttp
+import psycopg
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
@@ -34,6 +36,8 @@ from google.cloud.pubsub_v1.subscriber.message import Message
 
 from services.modelcalls.backends import CLOUD_PLATFORM, Backend, GoogleAccessToken
 from services.modelcalls.database import create_pool
+from services.modelcalls.ledger import OUTCOMES
+from services.modelcalls.usage import MAX_TOKENS
 from services.servicekit import logs
 from services.servicekit.blobs import BlobStore
 from services.worker.finalize import Finalizer
@@ -56,6 +60,8 @@ def parse(data: bytes) -> dict[str, Any]:
         message = json.loads(data)
     except ValueError:
         raise BadMessage("not JSON") from None
+    if isinstance(message, dict) and message.get("kind") == "outcome":
+        return outcome_message(message)
     if not isinstance(message, dict) or not isinstance(message.get("batch_id"), str):
         raise BadMessage("no batch_id")
     if message.get("kind") == "line":
@@ -63,6 +69,23 @@ def parse(data: bytes) -> dict[str, Any]:
             raise BadMessage("no line number")
     elif message.get("kind") != "check":
         raise BadMessage(f"unknown kind {message.get('kind')!r}")
+    return message
+
+
+def outcome_message(message: dict[str, Any]) -> dict[str, Any]:
+    """An orchestrator's ledger outcome (services.orchestrator.batch.queue.outcome_message), checked."""
+    try:
+        uuid.UUID(message["entry"])
+        tokens = [message["prompt_tokens"], message["completion_tokens"]]
+        valid = (
+            message["outcome"] in OUTCOMES
+            and isinstance(message["backend"], str | None)
+            and all(isinstance(n, int) and not isinstance(n, bool) and 0 <= n <= MAX_TOKENS for n in tokens)
+        )
+    except (KeyError, TypeError, ValueError, AttributeError):
+        valid = False
+    if not valid:
+        raise BadMessage("not a ledger outcome")
     return message
 
 
@@ -182,12 +205,20 @@ class Worker:
             message.nack()
 
     async def _line(self, body: dict[str, Any], message: Message) -> bool:
+        if body["kind"] == "outcome":
+            return await self.runner.settle(body)
         if body["kind"] == "check":
             await self.finalizer.finish_if_done(body["batch_id"])
             return True
         return await self.runner.run(body["batch_id"], body["line"])
 
     async def _dead_letter(self, body: dict[str, Any], message: Message) -> bool:
+        if body["kind"] == "outcome":
+            try:
+                return await self.runner.settle(body)
+            except psycopg.Error as err:  # refused on every delivery: the dead-letter topic would loop it for ever
+                logs.event(log, "ledger outcome dropped", logging.ERROR, error=type(err).__name__, **body)
+                return True
         if body["kind"] == "line":
             delivered = message.attributes.get(DELIVERY_COUNT) or str(self.settings.max_delivery_attempts)
             await self.runner.dead_letter(body["batch_id"], body["line"], int(delivered))

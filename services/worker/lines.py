@@ -14,8 +14,9 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import aiohttp
@@ -24,10 +25,10 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
 from services.modelcalls.backends import Backend, BackendUnavailable
-from services.modelcalls.ledger import TODAY, admits
+from services.modelcalls.ledger import SETTLE, TODAY, reserve
 from services.modelcalls.refusals import answer_head, backend_error
 from services.modelcalls.routing import backends_for
-from services.modelcalls.usage import UsageInvalid, UsageMeter
+from services.modelcalls.usage import UsageInvalid, UsageMeter, estimate_tokens, usage_bound
 from services.servicekit import logs
 from services.worker.finalize import Finalizer
 from services.worker.ids import line_request_id
@@ -69,11 +70,18 @@ FINISH = """
         ledger_id = %(ledger)s, finished_at = now(), claim_expires_at = NULL
     WHERE batch_id = %(batch)s AND line = %(line)s AND status = 'running' AND claimed_by = %(token)s
 """
+# The line's reservation (ledger.reserve) settled to what it used: an UPDATE by id, so a row a
+# reconciliation took for abandoned gets the real outcome too.
 CHARGE = """
-    INSERT INTO usage_ledger (id, request_id, user_id, model, backend, outcome, prompt_tokens,
-                              completion_tokens, reserved_tokens, finished_at)
-    VALUES (%s, %s, %s, %s, %s, %s, %s, %s, 0, now())
+    UPDATE usage_ledger SET backend = %s, outcome = %s, prompt_tokens = %s, completion_tokens = %s,
+        finished_at = now()
+    WHERE id = %s
 """
+# A line's reservations not settled: a delivery that died with the line claimed left one started
+# (or reconciled abandoned), which the next delivery's replaces, so a line has one ledger row.
+UNSETTLED = "DELETE FROM usage_ledger WHERE request_id = %s AND outcome IN ('started', 'abandoned')"
+# A line the quota has no room for while the user's other requests are in flight tries again this often.
+QUOTA_POLL_SECONDS = 0.5
 # The database is away or too slow now: the step is tried again, the message kept meanwhile.
 UNREACHABLE = (psycopg.OperationalError, TimeoutError, OSError)
 DATABASE_RETRY_SECONDS = 2.0
@@ -99,6 +107,8 @@ class Answer:
     backend: str | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    usage_invalid: bool = False  # the backend reported more than the line could use: charged the bound
+    entry: uuid.UUID | None = None  # the line's reservation in the usage ledger, once made
 
     @property
     def charged(self) -> bool:
@@ -157,7 +167,7 @@ class LineRunner:
             await asyncio.sleep(min(CLAIM_POLL_SECONDS, max(claim_left.total_seconds(), 0.1)))
         body, attempts, user_id = claimed
         try:
-            answer = await self._answer(body, attempts, user_id)
+            answer = await self._answer(line_request_id(batch_id, line), body, attempts, user_id)
         except asyncio.CancelledError:  # shutdown: the next delivery need not wait out the claim
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._release(batch_id, line, token), RELEASE_SECONDS)
@@ -165,7 +175,7 @@ class LineRunner:
         if answer.status == "transient":
             await self._retrying(self._release, batch_id, line, token)
             return False
-        if await self._retrying(self._finish, batch_id, line, token, user_id, body, answer):
+        if await self._retrying(self._finish, batch_id, line, token, answer):
             logs.event(
                 log,
                 "line finished",
@@ -175,6 +185,15 @@ class LineRunner:
                 code=(answer.error or {}).get("code"),
             )
         await self.finalizer.finish_if_done(batch_id)
+        return True
+
+    async def settle(self, message: dict[str, Any]) -> bool:
+        """Write a ledger outcome an orchestrator handed over at shutdown, its database away, as
+        the orchestrator would have (once; the real outcome replaces abandoned). The message is
+        kept while the database is away."""
+        values = ("outcome", "backend", "prompt_tokens", "completion_tokens", "entry")
+        await self._retrying(self._settle, tuple(message[key] for key in values))
+        logs.event(log, "handed-off ledger outcome written", entry=message["entry"], outcome=message["outcome"])
         return True
 
     async def dead_letter(self, batch_id: str, line: int, delivered: int) -> None:
@@ -187,7 +206,7 @@ class LineRunner:
         while True:
             claimed = await self._retrying(self._claim, batch_id, line, token)
             if claimed:
-                await self._retrying(self._finish, batch_id, line, token, claimed[2], claimed[0], answer)
+                await self._retrying(self._finish, batch_id, line, token, answer)
                 logs.event(
                     log,
                     "line failed after its last delivery",
@@ -208,21 +227,31 @@ class LineRunner:
             break
         await self.finalizer.finish_if_done(batch_id)
 
-    async def _answer(self, body: dict[str, Any], attempts: int, user_id: str) -> Answer:
+    async def _answer(self, request_id: str, body: dict[str, Any], attempts: int, user_id: str) -> Answer:
         # Dead lettering is best effort (cloud.google.com/pubsub/docs/handling-failures): the
         # line's own count of attempts ends it too.
         if attempts >= self.settings.max_delivery_attempts + 2:
             return failure("max_delivery_attempts", f"no model backend answered this line in {attempts - 1} attempts")
-        if not await self._retrying(self._admitted, user_id):
-            return failure("quota_exceeded", "daily token quota used up")
         route = backends_for(body["model"], self.settings.routes)
         if not route:
             return failure("model_not_found", f"no backend serves model {body['model']!r}")
+        # Reserved as the orchestrator reserves a request, under the same per-user lock: lines in
+        # flight on every worker hold their estimates, so they cannot all pass a quota nearly spent.
+        # A line that does not fit while others are in flight waits for them to settle (below
+        # their estimates, usually): they end within max_request_seconds. The claim must outlive
+        # the wait and then the line's own call.
+        settings = self.settings
+        wait = min(settings.max_request_seconds, settings.claim_seconds - settings.max_request_seconds)
+        waited_until = time.monotonic() + wait
+        while (entry := await self._retrying(self._reserve, request_id, user_id, body)) is None:
+            if time.monotonic() > waited_until or not await self._retrying(self._in_flight, user_id):
+                return failure("quota_exceeded", "daily token quota used up")
+            await asyncio.sleep(QUOTA_POLL_SECONDS)
         for name in route:
             answer = await self._call(name, body)
             if answer.status != "transient":
-                return answer
-        return Answer("transient")
+                return replace(answer, entry=entry)
+        return Answer("transient")  # handing the line back drops its reservation
 
     async def _call(self, name: str, body: dict[str, Any]) -> Answer:
         try:
@@ -252,12 +281,15 @@ class LineRunner:
             content = await upstream.read()
             meter = UsageMeter()
             meter.read_body(content)
+            bound = usage_bound(body, self.settings.usage_bound_completion_tokens)
+            prompt, completion, invalid = bound.charge(meter.prompt_tokens, meter.completion, name)
             return Answer(
                 "succeeded",
                 response={"status_code": upstream.status, "body": json.loads(content)},
                 backend=name,
-                prompt_tokens=meter.prompt_tokens,
-                completion_tokens=meter.completion,
+                prompt_tokens=prompt,
+                completion_tokens=completion,
+                usage_invalid=invalid,
             )
         except (TimeoutError, aiohttp.ClientError) as err:
             logs.event(log, "backend answer broke", logging.WARNING, backend=name, error=type(err).__name__)
@@ -301,23 +333,32 @@ class LineRunner:
             await conn.execute(CLOSE, {"status": status, "error": Jsonb(error), "batch": batch_id, "line": line})
 
     async def _release(self, batch_id: str, line: int, token: str) -> None:
-        async with self.pool.connection() as conn:
-            await conn.execute(RELEASE, (batch_id, line, token))
+        """Hand the line back, and its reservation with it (while the claim is still ours)."""
+        async with self.pool.connection() as conn, conn.transaction():
+            if (await conn.execute(RELEASE, (batch_id, line, token))).rowcount:
+                await conn.execute(UNSETTLED, (line_request_id(batch_id, line),))
 
-    async def _admitted(self, user_id: str) -> bool:
-        """Whether the user's daily quota, as the orchestrator counts it, has any room left."""
+    async def _settle(self, values: tuple[Any, ...]) -> None:
+        async with self.pool.connection() as conn:
+            await conn.execute(SETTLE, values)
+
+    async def _in_flight(self, user_id: str) -> bool:
+        """Whether any of the user's requests or lines holds a reservation."""
         async with self.pool.connection() as conn:
             row = await (await conn.execute(TODAY, (user_id,))).fetchone()
-        used, reserved = row if row else (0, 0)
-        return admits(used, reserved, 0, self.settings.daily_token_quota)
+        return bool(row and row[1])
 
-    async def _finish(
-        self, batch_id: str, line: int, token: str, user_id: str, body: dict[str, Any], answer: Answer
-    ) -> bool:
+    async def _reserve(self, request_id: str, user_id: str, body: dict[str, Any]) -> uuid.UUID | None:
+        estimate = estimate_tokens(body, self.settings.quota_default_completion_tokens)
+        async with self.pool.connection() as conn:
+            await conn.execute(UNSETTLED, (request_id,))
+            return await reserve(conn, request_id, user_id, body["model"], self.settings.daily_token_quota, estimate)
+
+    async def _finish(self, batch_id: str, line: int, token: str, answer: Answer) -> bool:
         """Record the line's end and its charge together; False if another delivery finished it first."""
         request_id = line_request_id(batch_id, line)
         response = {**answer.response, "request_id": request_id} if answer.response else None
-        ledger = uuid.uuid4() if answer.charged else None
+        ledger = answer.entry if answer.charged else None
         async with self.pool.connection() as conn, conn.transaction():
             cursor = await conn.execute(
                 FINISH,
@@ -334,19 +375,19 @@ class LineRunner:
             if cursor.rowcount == 0:
                 return False
             if ledger is not None:
+                outcome = "completed" if answer.status == "succeeded" else "failed"
                 await conn.execute(
                     CHARGE,
                     (
-                        ledger,
-                        request_id,
-                        user_id,
-                        body["model"],
                         answer.backend,
-                        "completed" if answer.status == "succeeded" else "failed",
+                        "usage_invalid" if answer.usage_invalid else outcome,
                         answer.prompt_tokens,
                         answer.completion_tokens,
+                        ledger,
                     ),
                 )
+            else:  # failed unsent (after its last delivery, say): a dead delivery's reservation goes
+                await conn.execute(UNSETTLED, (request_id,))
         return True
 
 

@@ -196,12 +196,26 @@ def user_total(postgres, user: str) -> int:
 
 
 @pytest.mark.parametrize("stream", [False, True])
-def test_an_impossible_usage_is_clamped_and_later_outcomes_still_settle(orchestrator_of_odd, ledger_rows, stream):
-    response, huge = ask(orchestrator_of_odd, "usage-huge", stream)
+def test_usage_beyond_the_requests_bound_is_charged_the_bound_as_usage_invalid(
+    orchestrator_of_odd, ledger_rows, stream, caplog
+):
+    """A backend reporting 2**40 prompt tokens for a few words: the answer is the user's, the
+    charge is at most what the request could have used (its characters, then the default
+    completion bound), the row usage_invalid and the fault the backend's, so the user's day is not spent."""
+    user = f"liar-{uuid.uuid4().hex[:8]}"
+    response, huge = ask(orchestrator_of_odd, "usage-huge", stream, user=user)
     assert response.status_code == 200
     row = settled(ledger_rows, huge)
-    assert (row["outcome"], row["prompt_tokens"], row["completion_tokens"]) == ("completed", MAX_TOKENS, 5)
-    response, later = ask(orchestrator_of_odd, "plain", stream)
+    body = {"model": "usage-huge", "messages": [{"role": "user", "content": "say hello"}], "stream": stream}
+    assert (row["outcome"], row["prompt_tokens"], row["completion_tokens"]) == (
+        "usage_invalid",
+        len(json.dumps(body)),
+        5,
+    )
+    (fault,) = [r for r in caplog.records if r.getMessage() == "backend reported usage beyond the request's bound"]
+    assert fault.levelname == "ERROR" and fault.fields["backend"] == "odd"
+    response, later = ask(orchestrator_of_odd, "plain", stream, user=user)
+    assert response.status_code == 200
     assert settled(ledger_rows, later)["outcome"] == "completed"
 
 

@@ -16,10 +16,12 @@ from pathlib import Path
 import httpx
 import psycopg
 
-from devtools.harness import PASSWORD, free_port, wait_for
+from devtools.harness import PASSWORD, Server, free_port, wait_for
 from devtools.image_tree import image_process
+from services.worker.app import create_app as create_worker
 from test_ledger_faults import frozen, own_postgres  # noqa: F401 - a fixture
 from test_ledger_resilience import fresh_database
+from test_worker import BUCKET, queue, worker_settings  # noqa: F401 - a fixture
 
 
 class Orchestrator:
@@ -115,6 +117,31 @@ def test_a_row_stranded_by_a_killed_orchestrator_is_abandoned_and_its_reservatio
         assert second.logged("stale ledger rows abandoned")
 
 
+def test_a_stream_killed_midway_is_reconciled_with_the_tokens_it_had_delivered(postgres, upstream, tmp_path):
+    """Issue 20, point 11: SIGKILL after the client has read 50 of standin-slow's 200 chunks (20 ms
+    apart); with a checkpoint every 0.2 s (10 chunks), the abandoned row charges what was delivered."""
+    conninfo = fresh_database(postgres, "checkpointed_rows")
+    user = f"checkpointed-{uuid.uuid4().hex[:8]}"
+    variables = {**QUICK_RECONCILIATION, "MAX_REQUEST_SECONDS": "10", "USAGE_CHECKPOINT_SECONDS": "0.2"}
+    with orchestrator_process(conninfo, upstream.url, tmp_path, **variables) as first:
+        body = {"model": "standin-slow", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+        with httpx.stream(
+            "POST", f"{first.url}/v1/chat/completions", json=body, headers={"x-user-id": user}, timeout=30
+        ) as response:
+            delivered = 0
+            for line in response.iter_lines():
+                delivered += line.startswith("data: {")
+                if delivered == 50:
+                    break
+            first.process.send_signal(signal.SIGKILL)
+            first.process.wait(timeout=10)
+    with orchestrator_process(conninfo, upstream.url, tmp_path, **variables):
+        assert wait_for(lambda: rows_of(conninfo, user)[0][0] == "abandoned", timeout=20)
+    ((_, prompt, completion, _),) = rows_of(conninfo, user)
+    # No more than one interval's chunks short of what the client read, and no more than was sent.
+    assert (prompt, 40 <= completion <= 60) == (0, True), completion
+
+
 CLOUD_RUN_GRACE = 10  # seconds from SIGTERM to SIGKILL
 
 
@@ -157,6 +184,26 @@ def test_sigterm_with_an_outcome_waiting_for_a_hung_database_exits_in_time(own_p
         assert [(line["entry"], line["outcome"], line["completion_tokens"]) for line in lost] == [
             (str(row[0]), "completed", 20)
         ]
+
+
+def test_an_outcome_the_stopped_database_cannot_take_by_sigterm_is_handed_to_pubsub_and_lands(
+    own_postgres, upstream, gcs, queue, tmp_path
+):
+    """Issue 20, point 8: PostgreSQL stopped after the admission, the stream completes, SIGTERM; the
+    outcome goes to the batch topic, and once PostgreSQL is back a batch worker writes it."""
+    user = f"handoff-{uuid.uuid4().hex[:8]}"
+    batches = {"BATCH_BUCKET": BUCKET, "BATCH_TOPIC": queue.topic, "STORAGE_URL": gcs.url, "STORAGE_AUTH": "none"}
+    try:
+        with orchestrator_process(own_postgres.conninfo, upstream.url, tmp_path, **batches) as orchestrator:
+            stream_then(orchestrator, user, meanwhile=own_postgres.stop)
+            assert exits_within(orchestrator, CLOUD_RUN_GRACE - 1) < CLOUD_RUN_GRACE - 1
+            assert [line["completion_tokens"] for line in orchestrator.logged("ledger outcome handed off")] == [20]
+    finally:
+        own_postgres.start()
+    assert rows_of(own_postgres.conninfo, user) == [("started", 0, 0, False)]
+    with Server(create_worker(worker_settings(upstream, gcs, queue), conninfo=own_postgres.conninfo)):
+        # "hi" is one prompt token to the stand-in; standin-paced streams 20.
+        assert wait_for(lambda: rows_of(own_postgres.conninfo, user) == [("completed", 1, 20, True)], timeout=30)
 
 
 def test_sigterm_writes_an_outcome_the_database_takes_within_the_drain(own_postgres, upstream, tmp_path):

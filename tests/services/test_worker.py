@@ -119,7 +119,10 @@ class Batches:
     def connect(self) -> psycopg.Connection:
         return psycopg.connect(self.conninfo, autocommit=True)
 
-    def create(self, user: str, models: list[str], expires_in: float = 86400, publish: bool = True) -> str:
+    def create(
+        self, user: str, models: list[str], expires_in: float = 86400, publish: bool = True, padding: str = ""
+    ) -> str:
+        """A batch of a line per model; ``padding`` lengthens every line's prompt."""
         batch_id, file_id = f"batch_{uuid.uuid4().hex[:24]}", f"file-{uuid.uuid4().hex[:24]}"
         with self.connect() as conn, conn.transaction():
             conn.execute(
@@ -135,7 +138,8 @@ class Batches:
             )
             with conn.cursor().copy("COPY batch_lines (batch_id, line, custom_id, body) FROM STDIN") as copy:
                 for line, model in enumerate(models):
-                    body = {"model": model, "messages": [{"role": "user", "content": self.prompt(batch_id, line)}]}
+                    content = self.prompt(batch_id, line) + padding
+                    body = {"model": model, "messages": [{"role": "user", "content": content}]}
                     copy.write_row((batch_id, line, f"request-{line}", json.dumps(body)))
         if publish:
             self.publish(*({"kind": "line", "batch_id": batch_id, "line": n} for n in range(len(models))))
@@ -334,12 +338,52 @@ def test_a_message_no_worker_can_act_on_is_dropped_once(worker_of, batches, capl
             {"kind": "line", "batch_id": "batch_no_such_batch", "line": 0},
             {"kind": "line", "batch_id": "batch_x", "line": "seven"},
             {"kind": "fetch", "batch_id": "batch_x"},
+            # An orchestrator's handed-off outcome (issue 20, point 8), but a token count is not one.
+            {"kind": "outcome", "entry": str(uuid.uuid4()), "outcome": "completed", "backend": None}
+            | {"prompt_tokens": -1, "completion_tokens": 3},
         )
         wait_for(lambda: False, timeout=4)  # time for redeliveries, were they nacked
     dropped = [r for r in caplog.records if r.getMessage() == "message dropped"]
     no_line = [r for r in caplog.records if r.getMessage() == "line message for no such line; dropped"]
-    assert sorted(r.fields["reason"] for r in dropped) == ["no line number", "not JSON", "unknown kind 'fetch'"]
+    assert sorted(r.fields["reason"] for r in dropped) == [
+        "no line number",
+        "not JSON",
+        "not a ledger outcome",
+        "unknown kind 'fetch'",
+    ]
     assert len(no_line) == 1
+
+
+def test_a_handed_off_outcome_the_database_refuses_is_dropped_and_logged_after_its_last_delivery(
+    worker_of, batches, caplog
+):
+    """An orchestrator's outcome (issue 20, point 8) the database refuses at every try is nacked,
+    for Pub/Sub to deliver again; dead-lettered, it is logged whole and acked, not looped for ever."""
+    entry = uuid.uuid4()
+    with batches.connect() as conn:
+        conn.execute(
+            "INSERT INTO usage_ledger (id, request_id, user_id, model, outcome) "
+            "VALUES (%s, 'refused-outcome', %s, 'standin-echo', 'started')",
+            (entry, f"user-{uuid.uuid4().hex[:8]}"),
+        )
+        conn.execute("""
+            CREATE OR REPLACE FUNCTION refuse_outcome() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+                IF NEW.request_id = 'refused-outcome' AND NEW.outcome <> 'started' THEN
+                    RAISE EXCEPTION 'this outcome is refused';
+                END IF;
+                RETURN NEW;
+            END $$;
+            CREATE OR REPLACE TRIGGER refuse_outcome BEFORE UPDATE ON usage_ledger
+                FOR EACH ROW EXECUTE FUNCTION refuse_outcome();
+        """)
+    outcome = {"kind": "outcome", "entry": str(entry), "outcome": "completed", "backend": "standin"}
+    with worker_of():
+        batches.publish(outcome | {"prompt_tokens": 3, "completion_tokens": 5})
+        assert wait_for(lambda: [r for r in caplog.records if r.getMessage() == "ledger outcome dropped"], 30)
+        wait_for(lambda: False, timeout=2)  # time for another delivery, were it nacked
+    dropped = [r.fields for r in caplog.records if r.getMessage() == "ledger outcome dropped"]
+    assert [(d["entry"], d["completion_tokens"]) for d in dropped] == [(str(entry), 5)]
 
 
 def test_finalizing_twice_at_once_or_after_a_storage_outage_records_one_set_of_files(batch_database, batches, gcs):
@@ -393,6 +437,42 @@ def test_a_refused_line_fails_at_once_and_is_charged_as_a_failure(worker_of, bat
     )
 
 
+def test_a_line_whose_backend_reports_impossible_usage_is_charged_its_bound_as_usage_invalid(
+    worker_of, batches, gcs, caplog
+):
+    """Issue 20, point 9: 2**40 prompt tokens reported for a few words is the backend's fault; the
+    line's answer is the user's, its charge the most the line could have used."""
+    user = f"user-{uuid.uuid4().hex[:8]}"
+    batch_id = batches.create(user, ["standin-liar"])
+    with worker_of():
+        batches.finished(batch_id)
+    (result,) = read_file(gcs, batch_id, "output")
+    assert result["response"]["status_code"] == 200
+    body = {"model": "standin-liar", "messages": [{"role": "user", "content": batches.prompt(batch_id, 0)}]}
+    assert batches.charges(user) == [(line_request_id(batch_id, 0), "usage_invalid", len(json.dumps(body)) + 5)]
+    assert [r.fields["backend"] for r in caplog.records if r.getMessage().startswith("backend reported usage beyond")]
+
+
+def test_a_line_failed_after_its_last_delivery_leaves_no_reservation_behind(worker_of, batches, gcs):
+    """A delivery that died after reserving the line's estimate left its row started; the line's
+    failure after its last delivery drops it, so the line is not charged (nor its quota held)."""
+    user = f"user-{uuid.uuid4().hex[:8]}"
+    batch_id = batches.create(user, ["standin-echo"], publish=False)
+    with batches.connect() as conn:
+        conn.execute("UPDATE batches SET status = 'in_progress' WHERE id = %s", (batch_id,))
+        conn.execute(
+            "INSERT INTO usage_ledger (id, request_id, user_id, model, outcome, reserved_tokens) "
+            "VALUES (%s, %s, %s, 'standin-echo', 'started', 1000)",
+            (uuid.uuid4(), line_request_id(batch_id, 0), user),
+        )
+    message = json.dumps({"kind": "line", "batch_id": batch_id, "line": 0}).encode()
+    batches.publisher.publish(batches.queue.dead_letter_topic, message).result(timeout=30)
+    with worker_of():
+        batches.finished(batch_id)
+    assert [e["error"]["code"] for e in read_file(gcs, batch_id, "errors")] == ["max_delivery_attempts"]
+    assert batches.charges(user) == []
+
+
 def test_a_user_past_the_daily_quota_has_the_lines_fail_unsent(worker_of, batches, upstream, gcs):
     user = f"user-{uuid.uuid4().hex[:8]}"
     with batches.connect() as conn:  # the whole of today's quota used interactively
@@ -408,6 +488,24 @@ def test_a_user_past_the_daily_quota_has_the_lines_fail_unsent(worker_of, batche
     assert [e["error"]["code"] for e in errors] == ["quota_exceeded"] * 3
     assert sum(requests_for(upstream, batches, batch_id, n) for n in range(3)) == 0
     assert [c[0] for c in batches.charges(user)] == ["interactive"]
+
+
+def test_lines_on_several_workers_overspend_the_quota_by_one_line_at_most(worker_of, batches, gcs):
+    """Issue 20, point 7: 30 lines of 1,006 tokens (the stand-in counts the prompt's 1,001 words and
+    answers 5 tokens, 0.2 s late) on three workers, against a 5,000-token quota. Each line reserves
+    its estimate under the user's lock before it is sent, so at most one line goes beyond the quota;
+    lines that wait for others in flight to settle still run while there is room."""
+    user, line_tokens, quota = f"user-{uuid.uuid4().hex[:8]}", 1006, 5000
+    batch_id = batches.create(user, ["standin-lag"] * 30, padding=" w" * 998)
+    # A claim long enough for a line to wait out the others (claim_seconds - max_request_seconds).
+    settings = {"daily_token_quota": quota, "claim_seconds": 15}
+    with worker_of(**settings), worker_of(**settings), worker_of(**settings):
+        batches.finished(batch_id)
+    charges = batches.charges(user)
+    assert {c[1:] for c in charges} == {("completed", line_tokens)}
+    assert quota <= sum(c[2] for c in charges) <= quota + line_tokens  # the quota used, by one line beyond at most
+    errors = read_file(gcs, batch_id, "errors")
+    assert len(errors) == 30 - len(charges) and {e["error"]["code"] for e in errors} == {"quota_exceeded"}
 
 
 def test_a_batch_its_publisher_left_validating_is_published_by_the_sweeper(worker_of, batches, gcs):

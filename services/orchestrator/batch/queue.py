@@ -1,6 +1,6 @@
 """Messages to the batch workers on the environment's topic (google-cloud-pubsub's
 PublisherClient, which reads PUBSUB_EMULATOR_HOST itself). A message names a line or a batch,
-never carries a prompt: the line's body is in batch_lines. A message published twice is
+never carries a prompt: the line's body is in batch_lines; or carries a ledger outcome. A message published twice is
 harmless, as the workers' claim on a line makes its effect happen once."""
 
 from __future__ import annotations
@@ -28,6 +28,12 @@ def line_message(batch_id: str, line: int) -> dict[str, Any]:
 def check_message(batch_id: str) -> dict[str, Any]:
     """Asks a worker to look at the batch and finish it if nothing of it is running (on cancel)."""
     return {"kind": "check", "batch_id": batch_id}
+
+
+def outcome_message(fields: dict[str, Any]) -> dict[str, Any]:
+    """A usage ledger outcome (ledger.Outcome.fields()) the database could not take before the
+    orchestrator's instance went: a batch worker writes it once the database is back."""
+    return {"kind": "outcome", **fields}
 
 
 class Publisher:

@@ -44,7 +44,8 @@ WORKER_PRIVILEGES = {
     "batch_lines": "SELECT, UPDATE",
     "batches": "SELECT, UPDATE",
     "batch_files": "SELECT, INSERT",
-    "usage_ledger": "SELECT, INSERT",
+    # UPDATE and DELETE: a line's reservation is settled, or dropped when the line is handed back.
+    "usage_ledger": "SELECT, INSERT, UPDATE, DELETE",
     "schema_migrations": "SELECT",
 }
 
