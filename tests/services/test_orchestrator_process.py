@@ -187,12 +187,18 @@ def test_sigterm_with_an_outcome_waiting_for_a_hung_database_exits_in_time(own_p
 
 
 def test_an_outcome_the_stopped_database_cannot_take_by_sigterm_is_handed_to_pubsub_and_lands(
-    own_postgres, upstream, gcs, queue, tmp_path
+    own_postgres, upstream, gcs, queue, pubsub, tmp_path
 ):
     """Issue 20, point 8: PostgreSQL stopped after the admission, the stream completes, SIGTERM; the
     outcome goes to the batch topic, and once PostgreSQL is back a batch worker writes it."""
     user = f"handoff-{uuid.uuid4().hex[:8]}"
-    batches = {"BATCH_BUCKET": BUCKET, "BATCH_TOPIC": queue.topic, "STORAGE_URL": gcs.url, "STORAGE_AUTH": "none"}
+    batches = {
+        **pubsub.environment,  # the image's process has only its own env: it finds the emulator there
+        "BATCH_BUCKET": BUCKET,
+        "BATCH_TOPIC": queue.topic,
+        "STORAGE_URL": gcs.url,
+        "STORAGE_AUTH": "none",
+    }
     try:
         with orchestrator_process(own_postgres.conninfo, upstream.url, tmp_path, **batches) as orchestrator:
             stream_then(orchestrator, user, meanwhile=own_postgres.stop)
