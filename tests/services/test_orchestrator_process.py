@@ -94,7 +94,9 @@ def test_a_row_stranded_by_a_killed_orchestrator_is_abandoned_and_its_reservatio
 ):
     conninfo = fresh_database(postgres, "stranded_rows")
     user = f"killed-{uuid.uuid4().hex[:8]}"
-    quota = {"DAILY_TOKEN_QUOTA": "100", **QUICK_RECONCILIATION}
+    # Stale 7 s after it started: a second process that is slow to start on a busy machine must
+    # still find the row started (it was 3 s, and the row was sometimes abandoned first).
+    quota = {"DAILY_TOKEN_QUOTA": "100", **QUICK_RECONCILIATION, "MAX_REQUEST_SECONDS": "6"}
     with orchestrator_process(conninfo, upstream.url, tmp_path, **quota) as first:
         body = {"model": "standin-slow", "messages": [{"role": "user", "content": "hi"}], "stream": True}
         with httpx.stream(
@@ -110,7 +112,7 @@ def test_a_row_stranded_by_a_killed_orchestrator_is_abandoned_and_its_reservatio
         # The dead stream's reservation (the default estimate, past the quota) holds the user
         # back while its row is started ...
         assert second.chat(user).status_code == 429
-        assert wait_for(lambda: rows_of(conninfo, user)[0][0] != "started", timeout=10)
+        assert wait_for(lambda: rows_of(conninfo, user)[0][0] != "started", timeout=20)
         assert rows_of(conninfo, user) == [("abandoned", 0, 0, True)]
         # ... and is released with it.
         assert second.chat(user).status_code == 200
