@@ -19,7 +19,7 @@ export PATH := $(CURDIR)/node_modules/.bin:$(PATH)
 
 ENV ?=
 
-.PHONY: up synth deploy lint test check bench bench-gateway bench-batch run-local .pipenv-ready .postgres-ready .chromium-ready .pubsub-ready
+.PHONY: up synth deploy lint test check bench bench-gateway bench-batch run-local .pipenv-ready .postgres-ready .redis-ready .chromium-ready .pubsub-ready
 
 # The HCL is for review and never deployed; `cdktf deploy` synthesizes JSON into a folder of its
 # own, emptied first, so no stack folder ever holds both cdk.tf and cdk.tf.json (Terraform would
@@ -52,7 +52,7 @@ lint: .venv/.synced-dev
 	$(PIPENV) run mypy hybrid stacks services
 
 ## Lint, then run the whole test suite (pass pytest options with ARGS=...).
-test: lint .venv/.synced-dev .venv-services/.synced node_modules/.installed .postgres-ready .chromium-ready .pubsub-ready
+test: lint .venv/.synced-dev .venv-services/.synced node_modules/.installed .postgres-ready .redis-ready .chromium-ready .pubsub-ready
 	$(PIPENV) run pytest $(ARGS)
 
 ## Synthesize every environment; check that traffic can flow along each edge of the architecture,
@@ -116,6 +116,11 @@ cost-gate: .venv/.synced
 # The service tests start a private PostgreSQL server from Debian's binaries.
 .postgres-ready:
 	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { $(APT_INSTALL) postgresql; }
+
+# The gateway's shared rate limit is tested against Debian's Redis server.
+.redis-ready:
+	@command -v redis-server >/dev/null || $(APT_INSTALL) redis-server || { \
+	  echo 'make test: redis-server is missing and apt cannot install it: apt-get install redis-server' >&2; exit 2; }
 
 # The batch tests run Google's Pub/Sub emulator (gcloud's, on Java). Its package comes from Google's
 # apt repository (packages.cloud.google.com/apt, with google-cloud-cli): where apt cannot find it,

@@ -18,3 +18,6 @@ HTTPS_PORT = 443
 # PostgreSQL's port, which Cloud SQL listens on and libpq dials when PGPORT is unset
 # (postgresql.org/docs/current/runtime-config-connection.html#GUC-PORT).
 POSTGRES_PORT = 5432
+# Memorystore for Redis with in-transit encryption listens on 6378 only
+# (cloud.google.com/memorystore/docs/redis/enabling-in-transit-encryption).
+REDIS_TLS_PORT = 6378

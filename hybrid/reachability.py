@@ -119,6 +119,9 @@ DIRECT_VPC_PRIVATE_RANGES = (*CONNECTOR_PRIVATE_RANGES, *PRIVATE_GOOGLE_ACCESS_V
 LAYERS = ("network", "registry", "database", "cluster", "inference", "services", "workers", "workers-k8s")
 HTTPS = 443
 POSTGRES = 5432  # libpq's default port when PGPORT is unset
+# Memorystore for Redis with in-transit encryption listens on 6378
+# (cloud.google.com/memorystore/docs/redis/enabling-in-transit-encryption).
+REDIS_TLS = 6378
 
 
 # ------------------------------------------------------------------------------------------
@@ -1163,6 +1166,61 @@ def orchestrator_to_database(s: Synth, facts: EnvironmentFacts) -> Verdict:
     return c.verdict()
 
 
+def gateway_to_redis(s: Synth, facts: EnvironmentFacts) -> Verdict:
+    c = Chain("gateway -> Memorystore (rate limit)")
+    gateway = run_service(s, "gateway")
+    instances = list(s.all_resources("google_redis_instance"))
+    if not c.check(gateway is not None and bool(instances), "the gateway service and a Memorystore instance exist"):
+        return c.verdict()
+    assert gateway is not None
+    services, env = s.stack_id("services"), gateway.env
+    matching = [
+        (st, key, inst)
+        for st, key, inst in instances
+        if s.refers_to(services, env.get("REDIS_HOST"), (st, "google_redis_instance", key), "host")
+    ]
+    if not c.check(bool(matching), f"REDIS_HOST = {s.show(services, env.get('REDIS_HOST'))}"):
+        return c.verdict()
+    stack_id, key, instance = matching[0]
+    # cloud.google.com/memorystore/docs/redis/about-redis-auth, .../about-in-transit-encryption:
+    # with AUTH and SERVER_AUTHENTICATION a client sends the AUTH string over TLS, on port 6378.
+    c.check(instance.get("auth_enabled") is True, f"{instance.get('name')}: AUTH required")
+    c.check(
+        instance.get("transit_encryption_mode") == "SERVER_AUTHENTICATION",
+        f"{instance.get('name')}: in-transit encryption (TLS, server authenticated)",
+    )
+    c.check(
+        s.refers_to(services, env.get("REDIS_SERVER_CA"), (stack_id, "google_redis_instance", key)),
+        "REDIS_SERVER_CA is the instance's server CA",
+    )
+    containers = gateway.template.get("containers") or ()
+    secret_names = {
+        e.get("name")
+        for e in (containers[0].get("env") or () if containers else ())
+        if ((e.get("value_source") or {}).get("secret_key_ref") or {}).get("secret")
+    }
+    c.check("REDIS_AUTH" in secret_names, "REDIS_AUTH comes from Secret Manager")
+    port = int(env.get("REDIS_PORT") or 0)
+    c.check(port == REDIS_TLS, f"REDIS_PORT = {port}, the TLS port {REDIS_TLS}")
+    c.check(instance.get("connect_mode") == "PRIVATE_SERVICE_ACCESS", "connect mode PRIVATE_SERVICE_ACCESS")
+    psa = _private_services_range(s, c, stack_id, {"private_network": instance.get("authorized_network")})
+    if psa is None:
+        return c.verdict()
+    network, psa_range = psa
+    attached = attachment(s, c, gateway)
+    if attached is None:
+        return c.verdict()
+    c.check(
+        attached.network.target == network.target,
+        f"{gateway.name} egresses into {s.name_of(network)}, the instance's peered VPC",
+    )
+    if c.check(attached.routes_into_vpc(psa_range), f"{gateway.name}: {attached.describe_routing(psa_range)}"):
+        # Memorystore sits in Google's peered network, as Cloud SQL does: only our egress rules apply.
+        packet = Packet("EGRESS", attached.source, psa_range, port, target_tags=attached.tags)
+        _firewall(c, firewall_rules(s, attached.network), packet)
+    return c.verdict()
+
+
 def worker_to_database(s: Synth, facts: EnvironmentFacts) -> Verdict:
     c = Chain("worker -> Cloud SQL")
     worker = batch_worker(s, c)
@@ -1443,6 +1501,7 @@ class EnvironmentFacts:
     placement: str  # "gke" or "cloud_run"
     self_hosted_model: str
     workers: bool = False  # [workers] enabled: the batch workers tier exists
+    redis: bool = False  # [redis] enabled: the gateway's rate limit is kept in Memorystore
 
     @classmethod
     def from_toml(cls, raw: Mapping[str, Any]) -> EnvironmentFacts:
@@ -1450,7 +1509,8 @@ class EnvironmentFacts:
         inference = raw.get("inference") or {}
         placement = inference.get("placement", "gke")  # InferenceSettings' default
         workers = bool((raw.get("workers") or {}).get("enabled", False))  # WorkersSettings' default
-        return cls(raw["name"], placement, (inference.get(placement) or {}).get("model", ""), workers)
+        redis = bool((raw.get("redis") or {}).get("enabled", False))  # RedisSettings' default
+        return cls(raw["name"], placement, (inference.get(placement) or {}).get("model", ""), workers, redis)
 
 
 EdgeCheck = Callable[[Synth, EnvironmentFacts], Verdict]
@@ -1479,7 +1539,9 @@ def evaluate(stacks: Mapping[str, Json], facts: EnvironmentFacts) -> list[Verdic
     environments may be present and are ignored."""
     s, verdicts = Synth(facts.name, stacks), []
     edges = [(edge, check) for edge, check, placements in EDGES if facts.placement in placements]
-    for edge, check in edges + (list(WORKER_EDGES) if facts.workers else []):
+    edges += list(WORKER_EDGES) if facts.workers else []
+    edges += [("gateway -> Memorystore (rate limit)", gateway_to_redis)] if facts.redis else []
+    for edge, check in edges:
         try:
             verdicts.append(check(s, facts))
         except Unresolved as err:

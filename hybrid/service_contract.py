@@ -64,6 +64,10 @@ class Wiring:
     database_user: str | None = None
     worker_database_user: str | None = None
     identity_platform_api_key: str | None = None
+    # The gateway's rate-limit store ([redis]): its private address, TLS port and server CA.
+    redis_host: str | None = None
+    redis_port: str | None = None
+    redis_server_ca: str | None = None
 
     @classmethod
     def placeholder(cls, env: Environment) -> Wiring:
@@ -120,6 +124,16 @@ def _stack_values(env: Environment, wiring: Wiring) -> dict[str, dict[str, objec
             "allowed_origins": wiring.frontend_origin,
             # Cloud Run ends a request at the service's timeout; wait for the orchestrator as long.
             "upstream_read_timeout_seconds": gateway.timeout_seconds,
+            # With [redis], the rate limit's buckets are shared; its AUTH string is a secret.
+            **(
+                {
+                    "redis_host": wiring.redis_host,
+                    "redis_port": wiring.redis_port,
+                    "redis_server_ca": wiring.redis_server_ca,
+                }
+                if env.redis.enabled
+                else {}
+            ),
         },
         "frontend": {
             "gateway_url": wiring.gateway_url,

@@ -76,6 +76,11 @@ API_OF_TYPE: dict[str, tuple[str, ...]] = {
     "google_storage_bucket_iam_member": ("storage.googleapis.com",),
     # A prerequisite of every Secret Manager task (cloud.google.com/secret-manager/docs/configuring-secret-manager).
     "google_secret_manager_secret_iam_member": ("secretmanager.googleapis.com",),
+    "google_secret_manager_secret": ("secretmanager.googleapis.com",),
+    "google_secret_manager_secret_version": ("secretmanager.googleapis.com",),
+    # cloud.google.com/memorystore/docs/redis/create-instance-gcloud#before_you_begin: the
+    # Memorystore for Redis API, enabled first.
+    "google_redis_instance": ("redis.googleapis.com",),
     "google_cloud_run_v2_service": ("run.googleapis.com",),
     "google_cloud_run_v2_job": ("run.googleapis.com",),
     "google_cloud_run_v2_service_iam_member": ("run.googleapis.com",),

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from cdktf import TerraformOutput
 from constructs import Construct
 
+from hybrid.components.memorystore import RedisProps, RedisStore
 from hybrid.components.postgres import PostgresInstance, PostgresProps
 from hybrid.components.service_account import ServiceAccount, ServiceAccountProps
 from hybrid.config import Environment
@@ -32,6 +33,8 @@ class DatabaseOutputs:
     orchestrator_database_user: str
     # The batch worker's identity and IAM database user, when [workers] is enabled.
     worker_account: ServiceAccount | None = None
+    # The gateway's rate-limit store, when [redis] is enabled.
+    redis: RedisStore | None = None
 
 
 class DatabaseStack(LayerStack):
@@ -84,6 +87,25 @@ class DatabaseStack(LayerStack):
             )
             self.postgres.add_iam_user(self.worker, project=env.project_id)
 
+        # The gateway's shared rate limit: a data store on the same private range as Cloud SQL.
+        self.redis = None
+        if env.redis.enabled:
+            self.redis = RedisStore(
+                self,
+                "redis",
+                RedisProps(
+                    name=env.names.redis_instance,
+                    project=env.project_id,
+                    region=env.region,
+                    private_services_network=network.outputs.private_services_network,
+                    psa_range=env.names.psa_range,
+                    auth_secret_id=env.names.redis_auth_secret,
+                    tier=env.redis.tier,
+                    memory_size_gb=env.redis.memory_size_gb,
+                    version=env.redis.version,
+                ),
+            )
+
         TerraformOutput(self, "instance_connection_name", value=self.postgres.instance.connection_name)
         TerraformOutput(self, "private_ip", value=self.postgres.instance.private_ip_address)
         TerraformOutput(self, "database_name", value=self.orchestrator_database.name)
@@ -96,4 +118,5 @@ class DatabaseStack(LayerStack):
             orchestrator_account=self.orchestrator,
             orchestrator_database_user=self.orchestrator.database_user_name,
             worker_account=self.worker,
+            redis=self.redis,
         )

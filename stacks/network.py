@@ -47,6 +47,7 @@ from hybrid.network_constants import (
     POSTGRES_PORT,
     PRIVATE_GOOGLE_APIS_ADDRESSES,
     PRIVATE_GOOGLE_APIS_RANGE,
+    REDIS_TLS_PORT,
 )
 
 # Every API the platform's layers call; enabled here, in the first layer deployed
@@ -83,6 +84,8 @@ PLATFORM_APIS = (
 # The batch queue's, where [workers] is enabled; not on by default in a new project
 # (cloud.google.com/service-usage/docs/enabled-service#default).
 WORKERS_APIS = ("pubsub.googleapis.com",)
+# Memorystore, where [redis] is enabled.
+REDIS_APIS = ("redis.googleapis.com",)
 
 # Subnet flow logs (checkov CKV_GCP_26): 5-second aggregation, half the flows sampled.
 _FLOW_LOGS = ComputeSubnetworkLogConfig(
@@ -110,7 +113,9 @@ class NetworkStack(LayerStack):
 
         self.apis = {
             api: ProjectService(self, f"api-{api.split('.')[0]}", service=api, disable_on_destroy=False)
-            for api in PLATFORM_APIS + (WORKERS_APIS if env.workers.enabled else ())
+            for api in PLATFORM_APIS
+            + (WORKERS_APIS if env.workers.enabled else ())
+            + (REDIS_APIS if env.redis.enabled else ())
         }
 
         self.vpc = ComputeNetwork(
@@ -304,7 +309,28 @@ class NetworkStack(LayerStack):
 
 def firewall_rules(env: Environment) -> list[Rule]:
     """Default deny both ways, then exactly the flows of the architecture diagram."""
-    return _platform_rules(env) + (_workers_rules(env) if env.workers.enabled else [])
+    return (
+        _platform_rules(env)
+        + (_workers_rules(env) if env.workers.enabled else [])
+        + (_redis_rules(env) if env.redis.enabled else [])
+    )
+
+
+def _redis_rules(env: Environment) -> list[Rule]:
+    """The gateway's shared rate limit: Memorystore takes its address from the Private Services
+    Access range (connect mode PRIVATE_SERVICE_ACCESS), so only the egress rule is ours."""
+    return [
+        Rule(
+            name=env.names.firewall_rule["allow-gateway-egress-redis"],
+            description="The gateway keeps its rate limit's buckets in Memorystore for Redis (TLS).",
+            direction="EGRESS",
+            action="allow",
+            target_tags=(env.names.run_tag["gateway"],),
+            destination_ranges=(str(env.network.psa_cidr),),
+            protocol="tcp",
+            ports=(str(REDIS_TLS_PORT),),
+        )
+    ]
 
 
 def _workers_rules(env: Environment) -> list[Rule]:

@@ -36,6 +36,7 @@ from hybrid.components.grants import ALL_USERS, Project, grant, role_id
 from hybrid.components.service_account import ServiceAccount, ServiceAccountProps
 from hybrid.config import Environment, GpuServiceSettings, ServiceSettings
 from hybrid.layer import LayerStack
+from hybrid.network_constants import REDIS_TLS_PORT
 from hybrid.service_contract import Wiring, container_env, run_app_url
 from stacks.database import DatabaseStack
 from stacks.network import NetworkOutputs, NetworkStack
@@ -123,6 +124,9 @@ class ServicesStack(LayerStack):
             # The orchestrator grants the batch worker's database user the tables it owns.
             worker_database_user=db.worker_account.database_user_name if db.worker_account else None,
             identity_platform_api_key=browser_key.key_string,
+            redis_host=db.redis.host if db.redis else None,
+            redis_port=str(REDIS_TLS_PORT) if db.redis else None,  # a number: checked at synth
+            redis_server_ca=db.redis.server_ca_pem if db.redis else None,
         )
         self.orchestrator = self._service(
             "orchestrator",
@@ -168,7 +172,12 @@ class ServicesStack(LayerStack):
 
         wiring = replace(wiring, orchestrator_url=self.orchestrator.uri)
         self.gateway = self._service(
-            "gateway", settings.gateway, env=container_env(env, wiring, "gateway"), account=gateway_account
+            "gateway",
+            settings.gateway,
+            env=container_env(env, wiring, "gateway"),
+            account=gateway_account,
+            # Read at start-up from Secret Manager, granted to the gateway alone.
+            secrets={"REDIS_AUTH": names.redis_auth_secret} if db.redis else {},
         )
         self._allow_invoke(self.orchestrator, caller=self.gateway)
         grant(self.gateway, "invoker-public", role=INVOKER, to=ALL_USERS, on=self.gateway.target)
@@ -219,10 +228,12 @@ class ServicesStack(LayerStack):
         *,
         env: dict[str, str],
         account: ServiceAccount | None = None,
+        secrets: dict[str, str] | None = None,
         container_port: int = 8080,
         args: tuple[str, ...] = (),
     ) -> CloudRunService:
-        """The Cloud Run service ``role``, run by ``account`` or by a new account of its own."""
+        """The Cloud Run service ``role``, run by ``account`` or by a new account of its own; ``secrets``
+        are variables the stack itself has the service read from Secret Manager, beside the file's."""
         names = self.env.names
         account = account or self._account(role)
         gpu = settings if isinstance(settings, GpuServiceSettings) else None
@@ -243,7 +254,7 @@ class ServicesStack(LayerStack):
             deletion_protection=self.env.services.deletion_protection,
             egress=self.egress(role) if role in names.run_tag else None,
             env=tuple(env.items()),
-            secrets=tuple(settings.secrets.items()),
+            secrets=tuple({**settings.secrets, **(secrets or {})}.items()),
             container_port=container_port,
             args=args,
             gpu=Gpu(type=gpu.gpu_type, count=gpu.gpus, zonal_redundancy=gpu.zonal_redundancy) if gpu else None,

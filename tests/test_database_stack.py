@@ -149,4 +149,6 @@ def test_outputs_are_not_secrets(env, database, synth_json):
     }
     if env == "prod":  # the batch worker's account also by resource name: workers-k8s binds its Workload Identity
         expected.add(("google_service_account", "name"))
+        # [redis]: the gateway is told where Memorystore is and which CA signed its certificate.
+        expected |= {("google_redis_instance", "host"), ("google_redis_instance", "server_ca_certs[0].cert")}
     assert read == expected

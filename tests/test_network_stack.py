@@ -8,7 +8,7 @@ import pytest
 
 from hybrid.network_constants import HEALTH_CHECK_RANGES, PRIVATE_GOOGLE_APIS_RANGE
 from iac import only, resources
-from stacks.network import PLATFORM_APIS, WORKERS_APIS
+from stacks.network import PLATFORM_APIS, REDIS_APIS, WORKERS_APIS
 
 # The Cloud Run services' Direct VPC egress subnet of each environment.
 RUN_CIDR = {"dev": "10.8.0.0/24", "prod": "10.8.0.0/22"}
@@ -151,6 +151,20 @@ def test_firewall_allows_exactly_the_diagram(env, network):
         ),
         f"{env}-allow-workloads-egress-https": ("EGRESS", tuple(workloads), ("0.0.0.0/0",), (), (("tcp", ("443",)),)),
         **(WORKERS_FLOWS if env == "prod" else {}),
+        # [redis] in prod: the gateway to Memorystore's TLS port on the Private Services Access range.
+        **(
+            {
+                "prod-allow-gateway-egress-redis": (
+                    "EGRESS",
+                    (),
+                    ("10.32.0.0/16",),
+                    ("prod-run-gateway",),
+                    (("tcp", ("6378",)),),
+                )
+            }
+            if env == "prod"
+            else {}
+        ),
     }
     assert all(rules[name]["priority"] == 1000 for name in allows)
 
@@ -208,7 +222,7 @@ def test_workers_subnet_only_where_workers_are_enabled(env, network):
 
 def test_required_apis_are_enabled_and_kept_on_destroy(env, network):
     services = resources(network, "google_project_service").values()
-    workers = WORKERS_APIS if env == "prod" else ()  # [workers] is enabled in prod only
+    workers = WORKERS_APIS + REDIS_APIS if env == "prod" else ()  # [workers] and [redis] are on in prod only
     assert sorted(s["service"] for s in services) == sorted(PLATFORM_APIS + workers)
     assert all(s["disable_on_destroy"] is False for s in services)
     for api in ("compute", "servicenetworking", "sqladmin", "run", "container", "apikeys", "identitytoolkit"):

@@ -46,7 +46,8 @@ ALL_EDGES = [
 ]
 CLOUD_RUN_EDGES = ALL_EDGES[:6]  # no cluster, so no NAT or metrics edge
 WORKER_EDGES = ["worker -> inference", "worker -> Cloud SQL"]  # where [workers] is enabled: prod
-EDGES_OF = {"dev": ALL_EDGES, "prod": ALL_EDGES + WORKER_EDGES}
+REDIS_EDGE = "gateway -> Memorystore (rate limit)"  # where [redis] is enabled: prod
+EDGES_OF = {"dev": ALL_EDGES, "prod": ALL_EDGES + WORKER_EDGES + [REDIS_EDGE]}
 REMOTE_NETWORK = "${data.terraform_remote_state.cross-stack-reference-input-dev-network.outputs.%s}"
 
 
@@ -105,6 +106,26 @@ def test_facts_agree_with_the_typed_settings(env):
     assert (facts.name, facts.placement) == (typed.name, inference.placement)
     assert facts.self_hosted_model == getattr(inference, inference.placement).model
     assert facts.workers is typed.workers.enabled
+    assert facts.redis is typed.redis.enabled
+
+
+def test_the_gateway_cannot_reach_memorystore_without_its_egress_rule(synth_json):
+    stacks = only_env(synth_json, "prod")
+    rules = stacks["prod-network"]["resource"]["google_compute_firewall"]
+    (key,) = [k for k, r in rules.items() if r["name"] == "prod-allow-gateway-egress-redis"]
+    del rules[key]
+    verdict = by_edge(stacks, facts_for("prod"))[REDIS_EDGE]
+    assert not verdict.ok
+    assert any("denied by prod-deny-all-egress" in text for text in failures(verdict)), explain([verdict])
+
+
+def test_a_redis_auth_string_in_plain_text_is_refused(synth_json):
+    stacks = only_env(synth_json, "prod")
+    entry = container_env(service(stacks, "gateway", "prod"))["REDIS_AUTH"]
+    del entry["value_source"]
+    entry["value"] = "in-plain-sight"
+    verdict = by_edge(stacks, facts_for("prod"))[REDIS_EDGE]
+    assert failures(verdict) == ["REDIS_AUTH comes from Secret Manager"]
 
 
 @pytest.fixture(scope="module")
@@ -427,7 +448,7 @@ def test_cli_passes_on_the_shipped_environments():
     assert result.returncode == 0, result.stdout + result.stderr
     headers = [line for line in result.stdout.splitlines() if line.startswith("EDGE ")]
     assert len(headers) == 2  # one table per shipped environment
-    assert "dev: 8 of 8 edges OK" in result.stdout and "prod: 10 of 10 edges OK" in result.stdout
+    assert "dev: 8 of 8 edges OK" in result.stdout and "prod: 11 of 11 edges OK" in result.stdout
     assert "BLOCKED" not in result.stdout
 
 
@@ -448,7 +469,7 @@ def test_cli_fails_with_a_readable_table_on_a_broken_synth_dir(synth_dir, tmp_pa
     lines = result.stdout.splitlines()
     assert any(line.startswith("Managed Prometheus -> vLLM metrics  BLOCKED") for line in lines), result.stdout
     assert "dev: 7 of 8 edges OK; BLOCKED: Managed Prometheus -> vLLM metrics" in lines
-    assert "prod: 10 of 10 edges OK" in lines
+    assert "prod: 11 of 11 edges OK" in lines
 
 
 def test_cli_reports_what_it_cannot_check_without_a_traceback(tmp_path):

@@ -12,6 +12,7 @@ from hybrid.config.inference import GkeModelServerSettings, InferenceSettings
 from hybrid.config.loading import describe, load_environment, load_environments, parse_environment, read_toml
 from hybrid.config.names import ResourceNames
 from hybrid.config.network import NetworkSettings
+from hybrid.config.redis import RedisSettings
 from hybrid.config.services import (
     FrontendSettings,
     GatewaySettings,
@@ -37,6 +38,7 @@ __all__ = [
     "InferenceSettings",
     "NetworkSettings",
     "OrchestratorSettings",
+    "RedisSettings",
     "ResourceNames",
     "ServiceSettings",
     "ServicesSettings",

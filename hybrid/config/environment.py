@@ -19,6 +19,7 @@ from hybrid.config.database import DatabaseSettings
 from hybrid.config.inference import InferenceSettings
 from hybrid.config.names import ResourceNames
 from hybrid.config.network import WORKERS_RANGES, NetworkSettings
+from hybrid.config.redis import RedisSettings
 from hybrid.config.services import ServicesSettings
 from hybrid.config.validation import BucketName, Settings, invalid, matching
 from hybrid.config.workers import WorkersSettings
@@ -63,6 +64,8 @@ class Environment(Settings):
     budget: BudgetSettings | None = None
     # Optional: the background workers tier (batch jobs), off unless enabled.
     workers: WorkersSettings = WorkersSettings()
+    # Optional: Memorystore for Redis, where every gateway instance keeps the rate limit's buckets.
+    redis: RedisSettings = RedisSettings()
 
     @model_validator(mode="after")
     def _workers_network(self) -> Environment:

@@ -15,6 +15,8 @@ FIREWALL_RULES = (
     "allow-workloads-internal",
     "allow-workloads-egress-https",
 )
+# The flow to Memorystore, made only when [redis] is enabled.
+REDIS_FIREWALL_RULES = ("allow-gateway-egress-redis",)
 # The workers tier's flows, made only when [workers] is enabled.
 WORKERS_FIREWALL_RULES = (
     "allow-workers-to-inference",
@@ -39,7 +41,9 @@ class ResourceNames:
         # orchestrator may send to the model servers, only it and the bootstrap job to Cloud SQL.
         self.run_tag = {role: f"{env}-run-{role}" for role in ("gateway", "orchestrator", "db-bootstrap")}
         self.psa_range = f"{env}-psa"
-        self.firewall_rule = {rule: f"{env}-{rule}" for rule in FIREWALL_RULES + WORKERS_FIREWALL_RULES}
+        self.firewall_rule = {
+            rule: f"{env}-{rule}" for rule in FIREWALL_RULES + WORKERS_FIREWALL_RULES + REDIS_FIREWALL_RULES
+        }
         self.router = f"{env}-router"
         self.nat = f"{env}-nat"
         self.sql_instance = f"{env}-postgres"
@@ -57,6 +61,9 @@ class ResourceNames:
         self.database_bootstrap = f"{env}-db-bootstrap"
         # The built-in admin's password, set and stored by the operator once (README).
         self.database_admin_secret = f"{env}-postgres-admin-password"
+        # [redis]: the gateway's rate-limit store, and its AUTH string as the gateway reads it.
+        self.redis_instance = f"{env}-ratelimit"
+        self.redis_auth_secret = f"{env}-redis-auth"
         self.service = {role: f"{env}-{role}" for role in ("frontend", "gateway", "orchestrator", "inference")}
         self.orchestrator_account = self.service["orchestrator"]
         # The workers tier ([workers]): its subnet and secondary ranges, cluster, pools, identities,
@@ -161,7 +168,10 @@ class ResourceNames:
             # rangeName, like a firewall rule's name (.../v1/firewalls), is RFC 1035, 1-63 characters.
             "pods secondary range": (self.pods_range, _RFC1035, rfc),
             "services secondary range": (self.services_range, _RFC1035, rfc),
-            **{f"{rule} firewall rule": (self.firewall_rule[rule], _RFC1035, rfc) for rule in FIREWALL_RULES},
+            **{
+                f"{rule} firewall rule": (self.firewall_rule[rule], _RFC1035, rfc)
+                for rule in FIREWALL_RULES + REDIS_FIREWALL_RULES
+            },
             # cloud.google.com/api-keys/docs/reference/rest/v2/projects.locations.keys/create: keyId.
             "browser API key": (self.browser_key, _RFC1035, rfc),
             # cloud.google.com/secret-manager/docs/reference/rest/v1/projects.secrets/create: secretId.
@@ -170,4 +180,12 @@ class ResourceNames:
                 r"[A-Za-z0-9_-]{1,255}",
                 "1-255 letters, digits, '-' or '_'",
             ),
+            "Redis AUTH string secret": (
+                self.redis_auth_secret,
+                r"[A-Za-z0-9_-]{1,255}",
+                "1-255 letters, digits, '-' or '_'",
+            ),
+            # cloud.google.com/memorystore/docs/redis/reference/rest/v1/projects.locations.instances/create:
+            # instanceId, 1-40 lowercase letters, digits or hyphens, starting with a letter.
+            "Memorystore instance": (self.redis_instance, r"[a-z]([-a-z0-9]{0,38}[a-z0-9])?", "at most 40 characters"),
         }

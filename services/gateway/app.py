@@ -29,7 +29,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from services.gateway.auth import JwksCache, Unauthorized, Verifier
 from services.gateway.batch_input import BATCH_ID, FILE_ID, BatchCreateRequest, FileListQuery, LineLimits, check_file
 from services.gateway.protocol import HttpToolsWithHeaderDeadline
-from services.gateway.ratelimit import RateLimiter
+from services.gateway.ratelimit import limiter_for, retry_after
 from services.gateway.settings import GatewaySettings
 from services.gateway.uploads import UploadSlots
 from services.servicekit import logs
@@ -73,10 +73,13 @@ def create_app(settings: GatewaySettings) -> FastAPI:
                 settings.clock_leeway_seconds,
                 settings.max_token_bytes,
             )
-            yield
+            try:
+                yield
+            finally:
+                await limiter.close()
 
     app = FastAPI(title="AI platform gateway", version="1.0.0", lifespan=lifespan)
-    limiter = RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst)
+    limiter = limiter_for(settings)
     identity = (
         IdTokenSource(settings.orchestrator_audience or settings.orchestrator_url)
         if settings.orchestrator_auth == "google-id-token"
@@ -113,8 +116,11 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         return error_response(400, "invalid request", "invalid_request_error", "invalid_request")
 
     @app.get("/health", include_in_schema=False)
-    async def health() -> dict[str, str]:
-        return {"status": "ok"}
+    async def health() -> dict[str, str | int]:
+        # Whether the rate limit is shared right now, and how many requests were limited by this
+        # instance alone because Redis did not answer.
+        mode = "shared" if limiter.shared else "per-instance"
+        return {"status": "ok", "rate_limit": mode, "rate_limit_fallbacks": limiter.fallbacks}
 
     @app.post(
         "/v1/chat/completions",
@@ -185,14 +191,14 @@ def create_app(settings: GatewaySettings) -> FastAPI:
                 "invalid_token",
                 headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
             )
-        wait = limiter.take(caller.user_id)
+        wait = await limiter.take(caller.user_id)
         if wait:
             return error_response(
                 429,
                 "rate limit exceeded; retry later",
                 "rate_limit_error",
                 "rate_limited",
-                headers={"Retry-After": limiter.retry_after(wait)},
+                headers={"Retry-After": retry_after(wait)},
             )
         return str(caller.user_id)
 

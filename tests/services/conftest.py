@@ -11,6 +11,7 @@ import pytest
 
 from devtools.harness import Postgres, Server, gateway_settings, orchestrator_settings
 from devtools.pubsub_emulator import PubSubEmulator
+from devtools.redis_server import RedisServer
 from devtools.standins.gcs import create_app as create_gcs
 from devtools.standins.openai_upstream import create_app as create_upstream
 from services.gateway.app import create_app as create_gateway
@@ -35,6 +36,15 @@ def pubsub(tmp_path_factory):
     emulator = PubSubEmulator(tmp_path_factory.mktemp("pubsub"))
     yield emulator
     emulator.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory):
+    """Debian's redis-server, with AUTH: the gateway's shared rate limit."""
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,131 @@
+"""The per-user rate limit shared by every gateway instance through a real Redis (Debian's
+redis-server, with AUTH), and what happens while Redis is away: each instance limits alone,
+says so once a minute in its log, and counts it on /health. Never no limit at all."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+from contextlib import ExitStack
+
+import httpx
+
+from devtools.harness import Server, free_port, gateway_settings, wait_for
+from devtools.image_tree import image_process
+from devtools.redis_server import RedisServer
+from services.gateway.app import create_app as create_gateway
+
+BURST = 4
+ECHO = {"model": "standin-echo", "messages": [{"role": "user", "content": "hi"}]}
+
+
+def chat(url: str, token: str) -> int:
+    answer = httpx.post(
+        f"{url}/v1/chat/completions", json=ECHO, headers={"authorization": f"Bearer {token}"}, timeout=30
+    )
+    return answer.status_code
+
+
+def health(url: str) -> dict:
+    return httpx.get(f"{url}/health", timeout=10).json()
+
+
+def test_three_gateway_processes_give_a_user_the_limit_once_not_three_times(issuer, upstream, redis_server):
+    """Each an image-shaped process of its own, as three Cloud Run instances are."""
+    env = {
+        "JWKS_URL": issuer.jwks_url,
+        "JWT_ISSUER": issuer.issuer,
+        "JWT_AUDIENCE": issuer.audience,
+        "ORCHESTRATOR_URL": upstream.url,
+        "ORCHESTRATOR_AUTH": "none",
+        "RATE_LIMIT_BURST": str(BURST),
+        "RATE_LIMIT_PER_MINUTE": "1",  # no refill worth counting while the test runs
+        **redis_server.environment,
+    }
+    with ExitStack() as stack:
+        urls = []
+        for _ in range(3):
+            port = free_port()
+            stack.enter_context(
+                image_process(
+                    "gateway", {**env, "PORT": str(port)}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+                )
+            )
+            urls.append(f"http://127.0.0.1:{port}")
+        for url in urls:
+            assert wait_for(lambda u=url: _up(u), timeout=30), f"{url} did not start"
+        token = issuer.token("shared-limit-user")
+        statuses = [chat(urls[n % 3], token) for n in range(3 * BURST)]
+        # Per instance, each would have let BURST through: 3 * BURST in all.
+        assert statuses.count(200) == BURST, statuses
+        assert statuses.count(429) == 2 * BURST
+        assert chat(urls[0], issuer.token("another-user")) == 200  # per user
+        assert all(health(url)["rate_limit"] == "shared" for url in urls)
+
+
+def test_with_redis_away_each_instance_limits_alone_says_so_and_shares_again_when_it_is_back(
+    issuer, upstream, tmp_path, caplog
+):
+    redis = RedisServer(tmp_path)
+    redis.start()
+    settings = gateway_settings(
+        issuer,
+        upstream.url,
+        rate_limit_burst=BURST,
+        rate_limit_per_minute=1,
+        redis_host="127.0.0.1",
+        redis_port=redis.port,
+        redis_auth=redis.password,
+    )
+    try:
+        with Server(create_gateway(settings)) as gateway, caplog.at_level(logging.INFO, "gateway.ratelimit"):
+            token = issuer.token("outage-a")
+            assert [chat(gateway.url, token) for _ in range(BURST + 1)] == [200] * BURST + [429]
+            assert health(gateway.url) == {"status": "ok", "rate_limit": "shared", "rate_limit_fallbacks": 0}
+
+            redis.stop()
+            token = issuer.token("outage-b")
+            # Still limited, by this instance alone: never open.
+            assert [chat(gateway.url, token) for _ in range(BURST + 2)] == [200] * BURST + [429] * 2
+            assert health(gateway.url) == {
+                "status": "ok",
+                "rate_limit": "per-instance",
+                "rate_limit_fallbacks": BURST + 2,
+            }
+            warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+            assert len(warnings) == 1, [r.getMessage() for r in warnings]  # once a minute, not per request
+
+            redis.start()  # empty, as a restarted Memorystore Basic instance is
+            token = issuer.token("outage-c")
+            assert [chat(gateway.url, token) for _ in range(BURST + 1)] == [200] * BURST + [429]
+            assert health(gateway.url) == {
+                "status": "ok",
+                "rate_limit": "shared",
+                "rate_limit_fallbacks": BURST + 2,  # none since Redis came back
+            }
+            assert any("rate limit shared again" in r.getMessage() for r in caplog.records)
+    finally:
+        redis.stop()
+
+
+def test_a_wrong_auth_string_is_a_fallback_not_an_open_door(issuer, upstream, redis_server):
+    settings = gateway_settings(
+        issuer,
+        upstream.url,
+        rate_limit_burst=2,
+        rate_limit_per_minute=1,
+        redis_host="127.0.0.1",
+        redis_port=redis_server.port,
+        redis_auth="not-the-auth-string",
+    )
+    with Server(create_gateway(settings)) as gateway:
+        token = issuer.token("wrong-auth")
+        assert [chat(gateway.url, token) for _ in range(3)] == [200, 200, 429]
+        assert health(gateway.url)["rate_limit"] == "per-instance"
+
+
+def _up(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/health", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
