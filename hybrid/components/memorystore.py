@@ -10,7 +10,8 @@ from cdktf_cdktf_provider_google.redis_instance import RedisInstance
 from cdktf_cdktf_provider_google.secret_manager_secret import (
     SecretManagerSecret,
     SecretManagerSecretReplication,
-    SecretManagerSecretReplicationAuto,
+    SecretManagerSecretReplicationUserManaged,
+    SecretManagerSecretReplicationUserManagedReplicas,
 )
 from cdktf_cdktf_provider_google.secret_manager_secret_version import SecretManagerSecretVersion
 from constructs import Construct
@@ -59,7 +60,13 @@ class RedisStore(Construct):
             self,
             "auth-secret",
             secret_id=props.auth_secret_id,
-            replication=SecretManagerSecretReplication(auto=SecretManagerSecretReplicationAuto()),
+            # Kept in the region its one reader and the instance are in
+            # (cloud.google.com/secret-manager/docs/choosing-replication#user-managed).
+            replication=SecretManagerSecretReplication(
+                user_managed=SecretManagerSecretReplicationUserManaged(
+                    replicas=[SecretManagerSecretReplicationUserManagedReplicas(location=props.region)]
+                )
+            ),
         )
         SecretManagerSecretVersion(
             self,

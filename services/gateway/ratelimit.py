@@ -78,21 +78,30 @@ def retry_after(wait: float) -> str:
 class SharedRateLimiter:
     """The buckets in Redis, shared by every instance; this instance's own while Redis is away."""
 
-    def __init__(self, client: redis.asyncio.Redis, local: RateLimiter, timeout_seconds: float) -> None:
-        self.client, self.local, self.timeout = client, local, timeout_seconds
+    def __init__(
+        self, client: redis.asyncio.Redis, local: RateLimiter, timeout_seconds: float, retry_seconds: float
+    ) -> None:
+        self.client, self.local, self.timeout, self.retry = client, local, timeout_seconds, retry_seconds
         self.script = client.register_script(TOKEN_BUCKET)
         self.fallbacks = 0  # requests limited per instance because Redis did not answer
         self.shared = True
         self._warned_at = -math.inf
+        # After a failure Redis is left alone for retry_seconds: a hung Redis then costs one
+        # timeout that often, not one per request.
+        self._redis_after = -math.inf
 
     async def take(self, user: str) -> float:
         # A fixed-size key whatever the user id; the id itself is not stored.
         key = "ratelimit:" + hashlib.sha256(user.encode()).hexdigest()[:32]
+        if time.monotonic() < self._redis_after:
+            self.fallbacks += 1
+            return self.local.take(user)
         try:
             answer = await asyncio.wait_for(
                 self.script(keys=[key], args=[self.local.rate, self.local.burst]), self.timeout
             )
         except (RedisError, OSError, TimeoutError) as err:
+            self._redis_after = time.monotonic() + self.retry
             self._fell_back(err)
             return self.local.take(user)
         if not self.shared:
@@ -137,7 +146,7 @@ def limiter_for(settings: GatewaySettings) -> SharedRateLimiter | LocalRateLimit
         socket_connect_timeout=settings.redis_timeout_seconds,
         retry=Retry(NoBackoff(), 0),  # the fallback is the retry: a request never waits on a second try
     )
-    return SharedRateLimiter(client, local, settings.redis_timeout_seconds)
+    return SharedRateLimiter(client, local, settings.redis_timeout_seconds, settings.redis_retry_seconds)
 
 
 class LocalRateLimiter:

@@ -38,13 +38,16 @@ class GatewaySettings(BaseSettings):
     # over the gateway's private egress (services.gateway.ratelimit). redis_auth: the instance's
     # AUTH string (a Secret Manager reference on Cloud Run); redis_server_ca: its server CA (PEM),
     # which makes the connection TLS and verifies the server. A request waits at most
-    # redis_timeout_seconds for Redis, then is limited by this instance alone. No host: every
+    # redis_timeout_seconds for Redis, then is limited by this instance alone (and the next ones
+    # too, for redis_retry_seconds). No host: every
     # instance limits alone (local runs).
     redis_host: str = ""
     redis_port: int = Field(6379, ge=1, le=65535)
     redis_auth: str | None = None
     redis_server_ca: str | None = None
     redis_timeout_seconds: float = Field(0.1, gt=0)
+    # After Redis failed to answer, how long each instance limits alone before it asks Redis again.
+    redis_retry_seconds: float = Field(1, gt=0)
     max_body_bytes: int = Field(1_048_576, ge=1024)
     max_messages: int = Field(256, ge=1)
     max_message_chars: int = Field(100_000, ge=1)

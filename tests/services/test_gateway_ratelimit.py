@@ -5,7 +5,9 @@ says so once a minute in its log, and counts it on /health. Never no limit at al
 from __future__ import annotations
 
 import logging
+import signal
 import subprocess
+import time
 from contextlib import ExitStack
 
 import httpx
@@ -76,6 +78,7 @@ def test_with_redis_away_each_instance_limits_alone_says_so_and_shares_again_whe
         redis_host="127.0.0.1",
         redis_port=redis.port,
         redis_auth=redis.password,
+        redis_retry_seconds=0.2,
     )
     try:
         with Server(create_gateway(settings)) as gateway, caplog.at_level(logging.INFO, "gateway.ratelimit"):
@@ -96,6 +99,7 @@ def test_with_redis_away_each_instance_limits_alone_says_so_and_shares_again_whe
             assert len(warnings) == 1, [r.getMessage() for r in warnings]  # once a minute, not per request
 
             redis.start()  # empty, as a restarted Memorystore Basic instance is
+            time.sleep(0.3)  # past redis_retry_seconds: the next request asks Redis again
             token = issuer.token("outage-c")
             assert [chat(gateway.url, token) for _ in range(BURST + 1)] == [200] * BURST + [429]
             assert health(gateway.url) == {
@@ -104,6 +108,35 @@ def test_with_redis_away_each_instance_limits_alone_says_so_and_shares_again_whe
                 "rate_limit_fallbacks": BURST + 2,  # none since Redis came back
             }
             assert any("rate limit shared again" in r.getMessage() for r in caplog.records)
+    finally:
+        redis.stop()
+
+
+def test_a_hung_redis_costs_one_timeout_per_retry_interval_not_one_per_request(issuer, upstream, tmp_path):
+    redis = RedisServer(tmp_path)
+    redis.start()
+    settings = gateway_settings(
+        issuer,
+        upstream.url,
+        rate_limit_burst=50,
+        redis_host="127.0.0.1",
+        redis_port=redis.port,
+        redis_auth=redis.password,
+        redis_timeout_seconds=0.5,
+        redis_retry_seconds=30,
+    )
+    try:
+        with Server(create_gateway(settings)) as gateway:
+            token = issuer.token("hung")
+            assert chat(gateway.url, token) == 200  # connected, shared
+            assert redis.process is not None
+            redis.process.send_signal(signal.SIGSTOP)  # accepts nothing, answers nothing
+            started = time.monotonic()
+            assert [chat(gateway.url, token) for _ in range(10)] == [200] * 10
+            # One request waited the timeout; the other nine did not ask Redis.
+            assert time.monotonic() - started < 0.5 + 10 * 0.3
+            assert health(gateway.url)["rate_limit_fallbacks"] == 10
+            redis.process.send_signal(signal.SIGCONT)
     finally:
         redis.stop()
 
