@@ -93,7 +93,8 @@ def test_make_check_prints_the_table_and_fails_on_a_violation(synth_dir, tmp_pat
         r"weights-access +bucket replace-me-prod-model-weights exists +VIOLATION: created by no stack", prod.stdout
     )
     make = subprocess.run(
-        ["make", "-n", "-o", ".venv/.synced", "-o", "node_modules/.installed", "check"],
+        # --no-print-directory: under `make test` this is a sub-make, which would name its directory.
+        ["make", "--no-print-directory", "-n", "-o", ".venv/.synced", "-o", "node_modules/.installed", "check"],
         cwd=ROOT,
         capture_output=True,
         text=True,
