@@ -1146,24 +1146,32 @@ def orchestrator_to_database(s: Synth, facts: EnvironmentFacts) -> Verdict:
     assert orchestrator is not None
 
     def reach(network: Ref, psa_range: Net, port: int) -> bool:
-        attached = attachment(s, c, orchestrator)
-        if attached is None:
-            return False
-        c.check(
-            attached.network.target == network.target,
-            f"{orchestrator.name} egresses into {s.name_of(network)}, the instance's peered VPC",
-        )
-        if c.check(attached.routes_into_vpc(psa_range), f"{orchestrator.name}: {attached.describe_routing(psa_range)}"):
-            # Cloud SQL sits in Google's peered network: only our egress rules apply on the way
-            # (cloud.google.com/vpc/docs/vpc-peering#firewall_rules). The whole range, as the
-            # instance's address is allocated from it at deploy time.
-            packet = Packet("EGRESS", attached.source, psa_range, port, target_tags=attached.tags)
-            _firewall(c, firewall_rules(s, attached.network), packet)
-        return True
+        return _into_private_services_range(s, c, orchestrator, network, psa_range, port)
 
     caller = Caller(orchestrator.name, s.stack_id("services"), orchestrator.env, identity(s, orchestrator))
     _to_database(s, c, caller, instances, reach)
     return c.verdict()
+
+
+def _into_private_services_range(
+    s: Synth, c: Chain, caller: RunService, network: Ref, psa_range: Net, port: int
+) -> bool:
+    """``caller`` (Cloud Run) sends to ``port`` on the Private Services Access range of ``network``;
+    False when it has no VPC attachment at all."""
+    attached = attachment(s, c, caller)
+    if attached is None:
+        return False
+    c.check(
+        attached.network.target == network.target,
+        f"{caller.name} egresses into {s.name_of(network)}, the instance's peered VPC",
+    )
+    if c.check(attached.routes_into_vpc(psa_range), f"{caller.name}: {attached.describe_routing(psa_range)}"):
+        # Cloud SQL and Memorystore sit in Google's peered network: only our egress rules apply
+        # on the way (cloud.google.com/vpc/docs/vpc-peering#firewall_rules). The whole range, as
+        # the instance's address is allocated from it at deploy time.
+        packet = Packet("EGRESS", attached.source, psa_range, port, target_tags=attached.tags)
+        _firewall(c, firewall_rules(s, attached.network), packet)
+    return True
 
 
 def gateway_to_redis(s: Synth, facts: EnvironmentFacts) -> Verdict:
@@ -1207,17 +1215,7 @@ def gateway_to_redis(s: Synth, facts: EnvironmentFacts) -> Verdict:
     if psa is None:
         return c.verdict()
     network, psa_range = psa
-    attached = attachment(s, c, gateway)
-    if attached is None:
-        return c.verdict()
-    c.check(
-        attached.network.target == network.target,
-        f"{gateway.name} egresses into {s.name_of(network)}, the instance's peered VPC",
-    )
-    if c.check(attached.routes_into_vpc(psa_range), f"{gateway.name}: {attached.describe_routing(psa_range)}"):
-        # Memorystore sits in Google's peered network, as Cloud SQL does: only our egress rules apply.
-        packet = Packet("EGRESS", attached.source, psa_range, port, target_tags=attached.tags)
-        _firewall(c, firewall_rules(s, attached.network), packet)
+    _into_private_services_range(s, c, gateway, network, psa_range, port)
     return c.verdict()
 
 

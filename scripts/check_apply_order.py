@@ -16,18 +16,16 @@ violation, 2 if the check could not run.
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 import sys
-import tempfile
 import tomllib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from scripts.check_reachability import ENVIRONMENTS_DIR, CheckError, load_evaluator, synthesize
+from scripts.check_reachability import CheckError, load_evaluator, run_check
 from scripts.deploy_steps import DEPLOY_STEPS, Step, stacks_of_step
 
 reachability = load_evaluator()
@@ -567,30 +565,7 @@ def check(synth_dir: Path, env_files: list[Path], steps: Sequence[Step] = DEPLOY
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument(
-        "--env",
-        type=Path,
-        action="append",
-        metavar="FILE",
-        help="environment file (repeatable); default: every file in environments/",
-    )
-    parser.add_argument(
-        "--synth-dir", type=Path, metavar="DIR", help="an existing synth output (JSON) to check instead of synthesizing"
-    )
-    args = parser.parse_args(argv)
-    env_files = args.env or sorted(ENVIRONMENTS_DIR.glob("*.toml"))
-    try:
-        if args.synth_dir:
-            ok = check(args.synth_dir, env_files)
-        else:
-            with tempfile.TemporaryDirectory(prefix="apply-order-") as outdir:
-                synthesize(args.env, Path(outdir))
-                ok = check(Path(outdir), env_files)
-    except CheckError as err:
-        print(f"check_apply_order: {err}", file=sys.stderr)
-        return 2
-    return 0 if ok else 1
+    return run_check(argv, __doc__, "check_apply_order", check)
 
 
 if __name__ == "__main__":

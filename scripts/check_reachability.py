@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -103,8 +104,10 @@ def check(synth_dir: Path, env_files: list[Path]) -> bool:
     return all_ok
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def run_check(argv: list[str] | None, doc: str | None, name: str, check: Callable[[Path, list[Path]], bool]) -> int:
+    """The command line both checks share: environment files, a synth directory or a fresh synth,
+    and exit 0 (all good), 1 (a finding) or 2 (the check could not run)."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
         "--env",
         type=Path,
@@ -123,13 +126,17 @@ def main(argv: list[str] | None = None) -> int:
                 raise CheckError(f"{args.synth_dir}: no stacks/ directory; synthesize with `python main.py` first")
             ok = check(args.synth_dir, env_files)
         else:
-            with tempfile.TemporaryDirectory(prefix="reachability-") as outdir:
+            with tempfile.TemporaryDirectory(prefix=f"{name}-") as outdir:
                 synthesize(args.env, Path(outdir))
                 ok = check(Path(outdir), env_files)
     except CheckError as err:
-        print(f"check_reachability: {err}", file=sys.stderr)
+        print(f"{name}: {err}", file=sys.stderr)
         return 2
     return 0 if ok else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_check(argv, __doc__, "check_reachability", check)
 
 
 if __name__ == "__main__":
