@@ -79,6 +79,7 @@ API_OF_TYPE: dict[str, tuple[str, ...]] = {
     # cloud.google.com/memorystore/docs/redis/create-instance-gcloud#before_you_begin: the
     # Memorystore for Redis API, enabled first.
     "google_redis_instance": ("redis.googleapis.com",),
+    "google_logging_metric": ("logging.googleapis.com",),
     "google_cloud_run_v2_service": ("run.googleapis.com",),
     "google_cloud_run_v2_job": ("run.googleapis.com",),
     "google_cloud_run_v2_service_iam_member": ("run.googleapis.com",),

@@ -27,6 +27,7 @@ from cdktf_cdktf_provider_google.identity_platform_config import (
     IdentityPlatformConfigSignIn,
     IdentityPlatformConfigSignInEmail,
 )
+from cdktf_cdktf_provider_google.logging_metric import LoggingMetric, LoggingMetricMetricDescriptor
 from cdktf_cdktf_provider_google_beta.provider import GoogleBetaProvider
 from constructs import Construct
 
@@ -38,6 +39,7 @@ from hybrid.config import Environment, GpuServiceSettings, ServiceSettings
 from hybrid.layer import LayerStack
 from hybrid.network_constants import REDIS_TLS_PORT
 from hybrid.service_contract import Wiring, container_env, run_app_url
+from services.gateway.settings import FALLBACK_MESSAGE
 from stacks.database import DatabaseStack
 from stacks.network import NetworkOutputs, NetworkStack
 from stacks.registry import RegistryStack, service_image
@@ -180,6 +182,22 @@ class ServicesStack(LayerStack):
             secrets={"REDIS_AUTH": names.redis_auth_secret} if db.redis else {},
         )
         self._allow_invoke(self.orchestrator, caller=self.gateway)
+        if db.redis:
+            # Counts the gateway's warnings while it limits per instance because Redis did not
+            # answer (at most one a minute an instance): "the number of log entries that match a
+            # filter" (cloud.google.com/logging/docs/logs-based-metrics#counter-metrics), to alert on.
+            LoggingMetric(
+                self,
+                "rate-limit-fallback",
+                name=names.rate_limit_fallback_metric,
+                description="Gateway instances limiting per instance because Redis did not answer",
+                filter=(
+                    'resource.type="cloud_run_revision" '
+                    f'AND resource.labels.service_name="{names.service["gateway"]}" '
+                    f'AND jsonPayload.message="{FALLBACK_MESSAGE}"'
+                ),
+                metric_descriptor=LoggingMetricMetricDescriptor(metric_kind="DELTA", value_type="INT64", unit="1"),
+            )
         grant(self.gateway, "invoker-public", role=INVOKER, to=ALL_USERS, on=self.gateway.target)
 
         self.frontend = self._service(

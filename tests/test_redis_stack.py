@@ -4,6 +4,7 @@ AUTH string read by the gateway alone from Secret Manager; none in dev."""
 from __future__ import annotations
 
 from iac import only, pointee, resources
+from services.gateway.settings import FALLBACK_MESSAGE
 
 PROD_SERVICES, PROD_DATABASE, PROD_NETWORK = "prod-services", "prod-database", "prod-network"
 
@@ -74,3 +75,13 @@ def test_dev_has_no_memorystore(synth_json):
     )
     apis = {s["service"] for s in resources(synth_json["dev-network"], "google_project_service").values()}
     assert "redis.googleapis.com" not in apis
+
+
+def test_a_log_based_metric_counts_the_gateways_fallback_warnings(synth_json):
+    metric = only(synth_json[PROD_SERVICES], "google_logging_metric")
+    assert metric["name"] == "prod-gateway-rate-limit-fallback"
+    assert 'resource.labels.service_name="prod-gateway"' in metric["filter"]
+    # The very message the gateway logs (services.gateway.ratelimit).
+    assert f'jsonPayload.message="{FALLBACK_MESSAGE}"' in metric["filter"]
+    assert (metric["metric_descriptor"]["metric_kind"], metric["metric_descriptor"]["value_type"]) == ("DELTA", "INT64")
+    assert not resources(synth_json["dev-services"], "google_logging_metric")

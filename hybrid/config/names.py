@@ -64,6 +64,7 @@ class ResourceNames:
         # [redis]: the gateway's rate-limit store, and its AUTH string as the gateway reads it.
         self.redis_instance = f"{env}-ratelimit"
         self.redis_auth_secret = f"{env}-redis-auth"
+        self.rate_limit_fallback_metric = f"{env}-gateway-rate-limit-fallback"
         self.service = {role: f"{env}-{role}" for role in ("frontend", "gateway", "orchestrator", "inference")}
         self.orchestrator_account = self.service["orchestrator"]
         # The workers tier ([workers]): its subnet and secondary ranges, cluster, pools, identities,
@@ -179,6 +180,13 @@ class ResourceNames:
                 self.database_admin_secret,
                 r"[A-Za-z0-9_-]{1,255}",
                 "1-255 letters, digits, '-' or '_'",
+            ),
+            # cloud.google.com/logging/docs/reference/v2/rest/v2/projects.metrics: a metric's name,
+            # at most 100 characters.
+            "rate-limit fallback metric": (
+                self.rate_limit_fallback_metric,
+                r"[A-Za-z0-9_.-]{1,100}",
+                "at most 100 letters, digits, '_', '.' or '-'",
             ),
             "Redis AUTH string secret": (
                 self.redis_auth_secret,

@@ -5,7 +5,8 @@ shared bucket is one Lua script, which Redis runs atomically (redis.io/docs/late
 programmability/eval-intro: "Redis guarantees the script's atomic execution"), on Redis' own
 clock, so instances whose clocks differ agree. When Redis cannot answer within its timeout the
 instance falls back to its own buckets: still a limit (per instance), never none. Each fallback
-is counted (``fallbacks``, on /health) and logged as a warning at most once a minute.
+is counted (``fallbacks``, on /health) and logged as a warning at most once a minute, which a
+log-based metric counts where the stacks make Memorystore.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
-from services.gateway.settings import GatewaySettings
+from services.gateway.settings import FALLBACK_MESSAGE, GatewaySettings
 from services.servicekit import logs
 
 log = logging.getLogger("gateway.ratelimit")
@@ -116,7 +117,7 @@ class SharedRateLimiter:
             # A log-based metric can count these by their message; /health shows the count.
             logs.event(
                 log,
-                "rate limit per instance: Redis did not answer",
+                FALLBACK_MESSAGE,
                 logging.WARNING,
                 error=type(err).__name__,
                 fallbacks=self.fallbacks,

@@ -8,6 +8,10 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 CLOUD_RUN_MAX_REQUEST_BYTES = 32 * 1024 * 1024
+# The warning an instance logs while it limits alone because Redis did not answer
+# (services.gateway.ratelimit); the stacks' log-based metric counts it, so it is named once, here,
+# where the synth can import it.
+FALLBACK_MESSAGE = "rate limit per instance: Redis did not answer"
 
 
 class GatewaySettings(BaseSettings):
