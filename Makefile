@@ -45,11 +45,11 @@ up: .venv/.synced node_modules/.installed
 	@test -n "$(ENV)" || { echo 'make up: name the environment, e.g. make up ENV=prod (environments/prod.toml)' >&2; exit 2; }
 	$(PIPENV) run python -m scripts.up --env environments/$(ENV).toml
 
-## Lint: ruff check, ruff format --check, and mypy (strict) on hybrid/, stacks/ and services/.
+## Lint: ruff check, ruff format --check, and mypy (strict) on hybrid/, analysis/, stacks/ and services/.
 lint: .venv/.synced-dev
 	$(PIPENV) run ruff check .
 	$(PIPENV) run ruff format --check .
-	$(PIPENV) run mypy hybrid stacks services
+	$(PIPENV) run mypy hybrid analysis stacks services
 
 ## Lint, then run the whole test suite (pass pytest options with ARGS=...).
 test: lint .venv/.synced-dev .venv-services/.synced node_modules/.installed .postgres-ready .redis-ready .chromium-ready .pubsub-ready
@@ -58,7 +58,7 @@ test: lint .venv/.synced-dev .venv-services/.synced node_modules/.installed .pos
 ## Synthesize every environment; check that traffic can flow along each edge of the architecture,
 ## and that the deploy steps meet every resource's preconditions before applying it.
 check: .venv/.synced node_modules/.installed
-	$(PIPENV) run python scripts/check_reachability.py
+	$(PIPENV) run python -m scripts.check_reachability
 	$(PIPENV) run python -m scripts.check_apply_order
 
 ## Print synth time and memory against merely importing the provider packages.
@@ -78,7 +78,7 @@ bench-batch: .venv/.synced-dev .venv-services/.synced .pubsub-ready .postgres-re
 run-local: .venv/.synced-dev .venv-services/.synced node_modules/.installed .postgres-ready
 	$(PIPENV) run python -m scripts.local_chain $(ARGS)
 
-# make cost / make cost-gate: offline estimates from environments/*.toml and hybrid/prices/.
+# make cost / make cost-gate: offline estimates from environments/*.toml and analysis/cost/prices/.
 .PHONY: cost cost-gate
 
 ## Monthly cost estimate of every environment: a table per environment, and cost-report/<env>.json (ARGS="--requests-per-day N ...").

@@ -16,8 +16,8 @@ import os
 import sys
 from pathlib import Path
 
-import hybrid  # noqa: F401  (first: lazy provider loading)
 from hybrid.config import ConfigError, load_environments
+from hybrid.lazy_providers import activate as activate_lazy_providers
 
 ENVIRONMENTS_DIR = Path(__file__).parent / "environments"
 
@@ -27,11 +27,11 @@ def main(argv: list[str] | None = None) -> int:
     # The cost and advise commands read the same files but synthesize nothing; without one
     # of them the command line is exactly what it always was.
     if argv[:1] == ["cost"]:
-        from hybrid.cost.cli import cost_main
+        from analysis.cost.cli import cost_main
 
         return cost_main(argv[1:])
     if argv[:1] == ["advise"]:
-        from hybrid.cost.cli import advise_main
+        from analysis.cost.cli import advise_main
 
         return advise_main(argv[1:])
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -44,7 +44,10 @@ def main(argv: list[str] | None = None) -> int:
         print(err, file=sys.stderr)
         return 2
 
-    from stacks.app import build_app  # after validation: a bad file costs no provider loading
+    # After validation, so a bad file costs no provider loading; before any stack is imported,
+    # since the loader can only take over provider modules not yet imported.
+    activate_lazy_providers()
+    from stacks.app import build_app
 
     build_app(environments).synth()
     return 0

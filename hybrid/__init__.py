@@ -1,10 +1,5 @@
-"""The typed library the stacks stand on.
+"""The typed library the stacks stand on: config, catalog and constructs.
 
-Importing it switches on lazy loading of the provider packages (see
-hybrid/lazy_providers.py), so it must be imported before any provider module;
-``stacks`` and ``main.py`` do so first.
+The provider packages load lazily only once ``hybrid.lazy_providers.activate()`` has run;
+main.py and the tests' conftest call it before importing a stack.
 """
-
-from hybrid.lazy_providers import activate as _activate_lazy_providers
-
-_activate_lazy_providers()

@@ -1,19 +1,18 @@
 """Check that traffic can flow along every edge of the architecture, in the synthesized stacks.
 
-    python scripts/check_reachability.py                          # synthesizes environments/*.toml first
-    python scripts/check_reachability.py --env environments/dev.toml
-    python scripts/check_reachability.py --synth-dir DIR          # DIR/stacks/<env>-<layer>/cdk.tf.json
+    python -m scripts.check_reachability                          # synthesizes environments/*.toml first
+    python -m scripts.check_reachability --env environments/dev.toml
+    python -m scripts.check_reachability --synth-dir DIR          # DIR/stacks/<env>-<layer>/cdk.tf.json
 
 Without --synth-dir it runs `python main.py` (JSON output) into a temporary directory. For each
 environment it prints a table: edge, verdict (OK or BLOCKED) and the chain of reasons, from
-hybrid/reachability.py. Exit status: 0 if every edge is OK, 1 if any is blocked, 2 if the check
+analysis/reachability.py. Exit status: 0 if every edge is OK, 1 if any is blocked, 2 if the check
 could not run (an environment that does not synthesize, a missing or unreadable synth directory).
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import subprocess
@@ -32,12 +31,10 @@ class CheckError(Exception):
 
 
 def load_evaluator():
-    """hybrid/reachability.py, loaded from its file: it needs nothing but the standard library."""
-    spec = importlib.util.spec_from_file_location("reachability", ROOT / "hybrid" / "reachability.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the file executes
-    spec.loader.exec_module(module)
-    return module
+    """The checker; it imports no cdktf, so the check costs no provider loading."""
+    from analysis import reachability
+
+    return reachability
 
 
 def read_facts(reachability, path: Path):

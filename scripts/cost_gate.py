@@ -15,9 +15,9 @@ import json
 import sys
 from pathlib import Path
 
+from analysis.cost.estimate import Workload, estimate
+from analysis.cost.prices import PriceError, load_prices
 from hybrid.config import ConfigError, load_environment
-from hybrid.cost.estimate import Workload, estimate
-from hybrid.cost.prices import PriceError, load_prices
 
 ROOT = Path(__file__).resolve().parent.parent
 

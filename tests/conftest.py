@@ -15,7 +15,13 @@ from pathlib import Path
 
 import pytest
 
+from hybrid.lazy_providers import activate
 from iac import ENVIRONMENTS, ROOT, STACKS, run_main
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # As main.py does, before collection imports any stack or provider package.
+    activate()
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,7 @@ from typing import Any, NamedTuple
 
 from cdktf import TerraformStack, Testing
 
-from hybrid.reachability import Synth
+from analysis.reachability import Synth
 
 ROOT = Path(__file__).resolve().parent.parent
 ENVIRONMENTS = ("dev", "prod")

@@ -9,7 +9,7 @@ import tomllib
 
 import pytest
 
-from hybrid.advice import Profile, advise, skeleton
+from analysis.advice import Profile, advise, skeleton
 from hybrid.config import load_environment
 from iac import ROOT
 

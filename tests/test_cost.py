@@ -18,9 +18,9 @@ import tomllib
 
 import pytest
 
+from analysis.cost.estimate import Workload, _Lines, cloud_run_service, estimate
+from analysis.cost.prices import PRICES_DIR, PriceError, load_prices
 from hybrid.config import Environment, ServiceSettings
-from hybrid.cost.estimate import Workload, _Lines, cloud_run_service, estimate
-from hybrid.cost.prices import PRICES_DIR, PriceError, load_prices
 from iac import ROOT
 
 PROD = (ROOT / "environments" / "prod.toml").read_text()
@@ -275,7 +275,7 @@ def test_unknown_region_is_one_clear_line(tmp_path):
     assert result.stdout == ""
     assert result.stderr.strip() == (
         f"{path}: region = 'europe-west9': no price table for this region "
-        "(hybrid/prices/europe-west9.toml does not exist); tables exist for: us-central1"
+        "(analysis/cost/prices/europe-west9.toml does not exist); tables exist for: us-central1"
     )
 
 

@@ -28,6 +28,7 @@ def test_output_is_byte_identical_to_the_ordinary_import_path(synth_dir, tmp_pat
 def test_app_loads_only_the_submodules_it_uses(tmp_path):
     probe = (
         "import sys, main;"
+        "from hybrid.lazy_providers import activate; activate();"
         "from stacks.app import build_app;"
         "from hybrid.config import load_environments;"
         "build_app(load_environments(sorted(main.ENVIRONMENTS_DIR.glob('*.toml'))), outdir=sys.argv[1]);"

@@ -1,4 +1,4 @@
-"""The reachability check (hybrid/reachability.py, scripts/check_reachability.py).
+"""The reachability check (analysis/reachability.py, scripts/check_reachability.py).
 
 Every edge of the shipped synth, and of dev with its model on Cloud Run, is reachable; broken
 copies of the synthesized JSON, each with one mistake a reviewer could miss, are caught on the
@@ -7,18 +7,17 @@ edge they break, for the reason they break it.
 
 from __future__ import annotations
 
-import ast
 import copy
 import json
 import shutil
 import subprocess
 import sys
+import textwrap
 import tomllib
 
 import pytest
 
-from hybrid.config import load_environment
-from hybrid.reachability import (
+from analysis.reachability import (
     EnvironmentFacts,
     FirewallRule,
     Packet,
@@ -28,12 +27,12 @@ from hybrid.reachability import (
     net,
     route_for,
 )
+from hybrid.config import load_environment
 from iac import ROOT
 from services.modelcalls.routing import backends_for
 from services.modelcalls.settings import Route
 from variants import DEV_ENV, DEV_ON_CLOUD_RUN, synthesize, variant, write_environment
 
-SCRIPT = ROOT / "scripts" / "check_reachability.py"
 ALL_EDGES = [
     "browser -> frontend",
     "browser -> gateway",
@@ -440,7 +439,13 @@ def test_route_matching_is_the_orchestrators(model, routes):
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(SCRIPT), *args], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "scripts.check_reachability", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def test_cli_passes_on_the_shipped_environments():
@@ -491,15 +496,24 @@ def test_cli_checks_one_environment_file(tmp_path):
     assert "dev: 6 of 6 edges OK" in result.stdout
 
 
-def test_evaluator_and_script_import_only_the_standard_library():
-    # The evaluator is pure functions over JSON; the script loads it by path, without sys.path edits.
-    for path in (ROOT / "hybrid" / "reachability.py", SCRIPT):
-        tree = ast.parse(path.read_text())
-        imported = {
-            alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names
-        }
-        imported |= {
-            node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module
-        }
-        assert imported <= set(sys.stdlib_module_names) | {"__future__"}, (path.name, imported)
-    assert "sys.path" not in SCRIPT.read_text()
+def test_the_analysis_tools_import_no_cdktf():
+    # The checker, the cost tool and the advice read config and synthesized JSON only, so they
+    # must run without loading cdktf, jsii or a provider package (issue 21).
+    probe = textwrap.dedent(
+        """
+        import pkgutil, sys
+        from importlib.abc import MetaPathFinder
+        class NoCdktf(MetaPathFinder):
+            def find_spec(self, name, path=None, target=None):
+                if name.partition(".")[0] in {"cdktf", "constructs", "jsii"} or name.startswith("cdktf_"):
+                    raise ModuleNotFoundError(f"{name} imported by an analysis tool", name=name)
+                return None
+        sys.meta_path.insert(0, NoCdktf())
+        import analysis
+        for module in pkgutil.walk_packages(analysis.__path__, "analysis."):
+            __import__(module.name)
+        import scripts.check_reachability
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr

@@ -42,11 +42,12 @@ def test_the_synth_and_the_offline_tools_import_nothing_beyond_the_default_categ
                 return None
 
         sys.meta_path.insert(0, OnlyDefault())
-        import hybrid  # noqa: F401
+        from hybrid.lazy_providers import activate
+        activate()
         from pathlib import Path
         from hybrid.config import load_environments
         load_environments(sorted(Path("environments").glob("*.toml")))
-        import stacks.app, hybrid.cost.cli, hybrid.advice, hybrid.reachability  # noqa: E401, F401
+        import stacks.app, analysis.cost.cli, analysis.advice, analysis.reachability  # noqa: E401, F401
         import scripts.check_reachability, scripts.check_apply_order, scripts.deploy_steps, scripts.up  # noqa: E401, F401
         """
     )

@@ -1,4 +1,4 @@
-"""The price table of a region (hybrid/prices/<region>.toml), typed and looked up strictly.
+"""The price table of a region (analysis/cost/prices/<region>.toml), typed and looked up strictly.
 
 Why strictly: an estimate that quietly prices a resource at zero because a figure is
 missing is worse than no estimate. A region without a table, a machine type or a price
@@ -13,7 +13,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-PRICES_DIR = Path(__file__).resolve().parent.parent / "prices"
+PRICES_DIR = Path(__file__).resolve().parent / "prices"
 
 
 class PriceError(Exception):

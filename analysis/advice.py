@@ -30,7 +30,7 @@ CLOUD_RUN_GPU = "nvidia-l4"
 SMALL_TEAM = 5
 CLOUD_RUN_CHEAPER_BELOW = 1_000_000
 GKE_CHEAPER_ABOVE = 5_000_000
-# Cheapest first (hybrid/prices: an L4 machine costs a fraction of an A100 one).
+# Cheapest first (analysis/cost/prices: an L4 machine costs a fraction of an A100 one).
 GPU_ORDER = ("nvidia-l4", "nvidia-tesla-a100", "nvidia-a100-80gb", "nvidia-h100-80gb", "nvidia-h200-141gb")
 
 Layer = Literal["frontend", "gateway", "orchestration", "models", "workers", "database"]
@@ -342,7 +342,7 @@ def render_fragment(p: Profile, decisions: list[Decision], fit: tuple[str, int] 
         assert fit is not None, "models are placed on GKE only for a GPU profile, whose model fits"
         gpu_type, count = fit
         cpu = 4 * count + 2
-        # Replicas for the peak at 400 output tokens/s each (hybrid/cost: an assumption, not measured).
+        # Replicas for the peak at 400 output tokens/s each (analysis/cost: an assumption, not measured).
         peak = p.requests_per_day * p.output_tokens / 86_400 * 3
         max_replicas = max(2, min(100, math.ceil(peak / 400)))
         min_replicas = 2 if (sustained or warm) else 1

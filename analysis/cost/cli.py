@@ -15,13 +15,13 @@ from typing import TYPE_CHECKING
 from hybrid.config import ConfigError, must
 
 if TYPE_CHECKING:
-    from hybrid.cost.estimate import Workload
+    from analysis.cost.estimate import Workload
 
 ENVIRONMENTS_DIR = Path(__file__).resolve().parent.parent.parent / "environments"
 
 
 def _workload_args(parser: argparse.ArgumentParser) -> None:
-    from hybrid.cost.estimate import Workload
+    from analysis.cost.estimate import Workload
 
     defaults = Workload()
     group = parser.add_argument_group("workload (every default is an assumption, printed with the estimate)")
@@ -53,7 +53,7 @@ def _workload_args(parser: argparse.ArgumentParser) -> None:
 def _workload(args: argparse.Namespace) -> Workload:
     from pydantic import ValidationError
 
-    from hybrid.cost.estimate import Workload
+    from analysis.cost.estimate import Workload
 
     values = {
         "requests_per_day": args.requests_per_day,
@@ -99,10 +99,10 @@ def cost_main(argv: list[str]) -> int:
     _workload_args(parser)
     args = parser.parse_args(argv)
 
+    from analysis.cost.estimate import estimate
+    from analysis.cost.prices import PriceError, load_prices
+    from analysis.cost.report import render, render_prices
     from hybrid.config import load_environment
-    from hybrid.cost.estimate import estimate
-    from hybrid.cost.prices import PriceError, load_prices
-    from hybrid.cost.report import render, render_prices
 
     paths = args.env or sorted(ENVIRONMENTS_DIR.glob("*.toml"))
     try:
@@ -145,7 +145,7 @@ def advise_main(argv: list[str]) -> int:
     parser.add_argument("--json", action="store_true", help="print JSON (for CI)")
     args = parser.parse_args(argv)
 
-    from hybrid.advice import advise, load_profile, render_advice
+    from analysis.advice import advise, load_profile, render_advice
 
     try:
         profile = load_profile(args.profile)

@@ -1,7 +1,7 @@
 """A monthly cost estimate of one environment, per stack and resource, from its typed settings.
 
 What it reads is what the stacks build (hybrid/config's Environment), priced from the
-region's table (hybrid/prices/<region>.toml). What depends on traffic comes from a
+region's table (analysis/cost/prices/<region>.toml). What depends on traffic comes from a
 ``Workload``, whose every default is printed as an assumption. Things the table cannot
 price are listed as "not priced" with the reason, never as a silent $0.
 """
@@ -14,9 +14,9 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from analysis.cost.prices import Machine, PriceError, PriceTable
 from hybrid.catalog import MODELS
 from hybrid.config import Environment, GpuServiceSettings, ServiceSettings, memory_gib
-from hybrid.cost.prices import Machine, PriceError, PriceTable
 
 HOURS_PER_DAY = 24
 

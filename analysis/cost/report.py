@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from hybrid.cost.estimate import Estimate, LineItem
-from hybrid.cost.prices import ApiPrice, PriceTable
+from analysis.cost.estimate import Estimate, LineItem
+from analysis.cost.prices import ApiPrice, PriceTable
 
 WIDTH = 112
 
