@@ -104,7 +104,7 @@ def test_make_check_prints_the_table_and_fails_on_a_violation(synth_dir, tmp_pat
 
 
 def test_the_readmes_images_loop_builds_the_images_step():
-    (loop,) = re.findall(r"^for service in ([\w ]+); do$", (ROOT / "README.md").read_text(), re.M)
+    (loop,) = re.findall(r"^for service in ([\w ]+); do$", (ROOT / "docs" / "deploying.md").read_text(), re.M)
     (images,) = [step for step in DEPLOY_STEPS if step.kind == "images"]
     assert tuple(loop.split()) == images.images
 
