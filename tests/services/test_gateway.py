@@ -229,8 +229,46 @@ def test_bad_requests_get_clear_4xx(gateway, issuer, payload, status, code):
         headers={"authorization": f"Bearer {token}", "content-type": "application/json"},
     )
     assert response.status_code == status
-    assert response.json()["error"]["code"] == code
-    assert response.json()["error"]["message"]
+    assert openai_error(response)["code"] == code
+
+
+def openai_error(response: httpx.Response) -> dict:
+    """The error of an answer in OpenAI's shape, and nothing else in the body."""
+    assert response.headers["content-type"] == "application/json"
+    assert list(response.json()) == ["error"]
+    error = response.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert isinstance(error["message"], str) and error["message"]
+    return error
+
+
+def test_a_bad_request_names_its_field_in_param(gateway, issuer):
+    response = post(gateway, issuer.token("param-checker"), {**body(), "temperature": 7})
+    assert response.status_code == 400
+    assert openai_error(response)["param"] == "temperature"
+
+
+def test_an_unknown_route_is_an_openai_404(gateway):
+    response = httpx.get(f"{gateway.url}/v1/no-such-thing", timeout=10)
+    assert response.status_code == 404
+    error = openai_error(response)
+    assert (error["type"], error["code"]) == ("invalid_request_error", "unknown_url")
+    assert error["message"] == "Invalid URL (GET /v1/no-such-thing)"
+
+
+def test_a_wrong_method_is_an_openai_405_with_allow(gateway):
+    response = httpx.get(f"{gateway.url}/v1/chat/completions", timeout=10)
+    assert response.status_code == 405
+    assert response.headers["allow"] == "POST"
+    error = openai_error(response)
+    assert (error["type"], error["code"]) == ("invalid_request_error", "method_not_allowed")
+
+
+def test_an_invalid_query_is_an_openai_400(gateway, issuer):
+    headers = {"authorization": f"Bearer {issuer.token('query-checker')}"}
+    response = httpx.get(f"{gateway.url}/v1/batches", params={"limit": 0}, headers=headers, timeout=10)
+    assert response.status_code == 400
+    assert openai_error(response)["code"] == "invalid_request"
 
 
 def test_rate_limit_per_user_with_retry_after(gateway, issuer):
