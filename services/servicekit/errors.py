@@ -1,6 +1,6 @@
 """Errors in the OpenAI API's shape (``{"error": {"message", "type", "param", "code"}}``), so
-OpenAI clients show them as they would OpenAI's. A route or dependency raises ApiError; the
-handlers ``install_error_handlers`` adds turn it, and Starlette's own 404 and 405, into that shape."""
+OpenAI clients show them as they would OpenAI's. A route or dependency raises ApiError, which
+the handler ``install_error_handlers`` adds answers; Starlette's own 404 and 405 take that shape too."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 
 
@@ -28,8 +28,17 @@ def error_response(
     return JSONResponse(status_code=status, content=_error(message, kind, code, param), headers=headers)
 
 
-class ApiError(Exception):
-    """An error answer, raised from wherever it is found (a dependency, a route, a helper)."""
+class Answered(Exception):
+    """An answer given in place of the route's own (an error, an idempotent replay), raised
+    from wherever it is found: a dependency, a route, a helper."""
+
+    def __init__(self, response: Response) -> None:
+        super().__init__(response.status_code)
+        self.response = response
+
+
+class ApiError(Answered):
+    """An error answer, in OpenAI's shape."""
 
     def __init__(
         self,
@@ -40,12 +49,8 @@ class ApiError(Exception):
         headers: dict[str, str] | None = None,
         param: str | None = None,
     ) -> None:
-        super().__init__(message)
-        self.status, self.message, self.kind, self.code = status, message, kind, code
-        self.headers, self.param = headers, param
-
-    def response(self) -> JSONResponse:
-        return error_response(self.status, self.message, self.kind, self.code, self.headers, self.param)
+        super().__init__(error_response(status, message, kind, code, headers, param))
+        self.status, self.code = status, code
 
 
 def unauthorized() -> ApiError:
@@ -60,9 +65,9 @@ def unauthorized() -> ApiError:
     )
 
 
-async def _api_error(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, ApiError)
-    return exc.response()
+async def _answered(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, Answered)
+    return exc.response
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
@@ -81,8 +86,8 @@ async def _invalid_request(request: Request, exc: Exception) -> JSONResponse:
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    """ApiError, unknown routes and wrong methods, and FastAPI's own validation (400, as OpenAI's)."""
-    app.add_exception_handler(ApiError, _api_error)
+    """Answered (ApiError), unknown routes and wrong methods, and FastAPI's own validation (400, as OpenAI's)."""
+    app.add_exception_handler(Answered, _answered)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _invalid_request)
 

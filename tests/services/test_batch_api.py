@@ -470,6 +470,7 @@ def test_without_a_bucket_the_batch_routes_say_batches_are_not_enabled(gateway, 
     assert absent.value.body == {
         "message": "batches are not enabled",
         "type": "invalid_request_error",
+        "param": None,
         "code": "not_found",
     }
     with pytest.raises(openai.NotFoundError):
