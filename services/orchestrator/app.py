@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 import aiohttp
 from fastapi import Depends, FastAPI
 
-from services.modelcalls.backends import Backend, GoogleAccessToken
+from services.modelcalls.backends import CLOUD_PLATFORM, Backend, GoogleAccessToken
 from services.modelcalls.database import create_pool
 from services.modelcalls.ledger import HANDOFF_SECONDS, Ledger
 from services.orchestrator.batch import routes as batch_routes
@@ -30,14 +30,13 @@ from services.servicekit.errors import install_error_handlers
 from services.servicekit.jwks import JwksCache
 
 log = logging.getLogger("orchestrator")
-CLOUD_PLATFORM = ["https://www.googleapis.com/auth/cloud-platform"]
 
 
 def create_app(settings: OrchestratorSettings, conninfo: str | None = None) -> FastAPI:
     """``conninfo`` overrides the database settings (tests); by default they come from ``settings``."""
     app = FastAPI(title="AI platform orchestrator", version="1.0.0", lifespan=lifespan)
     app.state.settings, app.state.conninfo = settings, conninfo
-    app.state.tokens = GoogleAccessToken(CLOUD_PLATFORM)
+    app.state.tokens = GoogleAccessToken([CLOUD_PLATFORM])
     app.state.backends = {name: Backend(name, b, app.state.tokens) for name, b in settings.backends.items()}
     app.state.batches = None
     install_error_handlers(app)
