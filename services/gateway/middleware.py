@@ -12,7 +12,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.gateway.routes.files import UPLOAD_PATH
 from services.servicekit import logs
-from services.servicekit.errors import error_response
+from services.servicekit.errors import ApiError
 
 log = logging.getLogger("gateway")
 
@@ -109,12 +109,12 @@ class RequestContext:
             if exchange.responded:
                 raise
             logs.event(log, "request body too slow", logging.WARNING)
-            late = error_response(
+            late = ApiError(
                 408,
                 f"the request body did not arrive in time ({self.deadlines.allowed(exchange.upload)})",
                 "invalid_request_error",
                 "request_timeout",
-            )
+            ).response
             await late(scope, receive, exchange.send)
         finally:
             logs.event(

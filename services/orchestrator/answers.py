@@ -17,7 +17,7 @@ from services.modelcalls.ledger import Ledger, Outcome
 from services.modelcalls.usage import UsageBound, UsageInvalid, UsageMeter
 from services.orchestrator.idempotency import Claim
 from services.servicekit import logs
-from services.servicekit.errors import error_response, stream_broke_event
+from services.servicekit.errors import ApiError, stream_broke_event
 
 log = logging.getLogger("orchestrator")
 # The 502s of an answer that broke or could not be metered once the backend had begun it.
@@ -76,7 +76,7 @@ class BackendAnswer:
             if outcome == "client_aborted":  # cancelled (shutdown) before the answer was read: nothing billed
                 self.claim.release_soon()
         if error:
-            return await self.claim.settle(error_response(502, *error))
+            return await self.claim.settle(ApiError(502, *error).response)
         return await self.claim.settle(
             Response(content=content, status_code=self.upstream.status, headers=self.headers)
         )

@@ -17,17 +17,6 @@ def _error(message: str, kind: str, code: str | None, param: str | None = None) 
     return {"error": {"message": message, "type": kind, "param": param, "code": code}}
 
 
-def error_response(
-    status: int,
-    message: str,
-    kind: str,
-    code: str | None,
-    headers: dict[str, str] | None = None,
-    param: str | None = None,
-) -> JSONResponse:
-    return JSONResponse(status_code=status, content=_error(message, kind, code, param), headers=headers)
-
-
 class Answered(Exception):
     """An answer given in place of the route's own (an error, an idempotent replay), raised
     from wherever it is found: a dependency, a route, a helper."""
@@ -38,7 +27,8 @@ class Answered(Exception):
 
 
 class ApiError(Answered):
-    """An error answer, in OpenAI's shape."""
+    """An error answer, in OpenAI's shape. Where it is recorded before it is given (under an
+    idempotency key), its ``response`` is used unraised."""
 
     def __init__(
         self,
@@ -49,7 +39,8 @@ class ApiError(Answered):
         headers: dict[str, str] | None = None,
         param: str | None = None,
     ) -> None:
-        super().__init__(error_response(status, message, kind, code, headers, param))
+        error = _error(message, kind, code, param)
+        super().__init__(JSONResponse(status_code=status, content=error, headers=headers))
         self.status, self.code = status, code
 
 
@@ -70,7 +61,7 @@ async def _answered(request: Request, exc: Exception) -> Response:
     return exc.response
 
 
-async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+async def _http_error(request: Request, exc: Exception) -> Response:
     """Starlette's unknown route (404) and wrong method (405, with its Allow header), worded as OpenAI's."""
     assert isinstance(exc, HTTPException)
     code = {404: "unknown_url", 405: "method_not_allowed"}.get(exc.status_code)
@@ -78,11 +69,11 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
         404: f"Invalid URL ({request.method} {request.url.path})",
         405: f"{request.method} is not allowed on {request.url.path}",
     }.get(exc.status_code, exc.detail)
-    return error_response(exc.status_code, message, "invalid_request_error", code, dict(exc.headers or {}))
+    return ApiError(exc.status_code, message, "invalid_request_error", code, dict(exc.headers or {})).response
 
 
-async def _invalid_request(request: Request, exc: Exception) -> JSONResponse:
-    return error_response(400, "invalid request", "invalid_request_error", "invalid_request")
+async def _invalid_request(request: Request, exc: Exception) -> Response:
+    return ApiError(400, "invalid request", "invalid_request_error", "invalid_request").response
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -119,7 +119,6 @@ USAGES = {
 @pytest.fixture(scope="module")
 def odd():
     with Server(odd_backend()) as server:
-        server.app = server.server.config.app
         yield server
 
 

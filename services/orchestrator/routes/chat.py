@@ -23,7 +23,7 @@ from services.orchestrator.answers import BackendAnswer
 from services.orchestrator.deps import Settings, UserId
 from services.orchestrator.settings import OrchestratorSettings
 from services.servicekit import logs
-from services.servicekit.errors import ApiError, error_response
+from services.servicekit.errors import ApiError
 
 log = logging.getLogger("orchestrator")
 router = APIRouter()
@@ -45,13 +45,13 @@ async def chat_completions(request: Request, settings: Settings, user_id: UserId
         entry = await ledger.open_entry(request_id, user_id, model, settings.daily_token_quota, estimate)
     except LedgerUnavailable as err:
         logs.event(log, "ledger unavailable", logging.ERROR, error=str(err))
-        unavailable = error_response(
+        unavailable = ApiError(
             503, "usage ledger unavailable; retry shortly", "api_error", "ledger_unavailable", {"Retry-After": "5"}
-        )
+        ).response
         return await claim.settle(unavailable)
     if entry is None:
         return await claim.settle(
-            error_response(429, "daily token quota used up", "rate_limit_error", "quota_exceeded")
+            ApiError(429, "daily token quota used up", "rate_limit_error", "quota_exceeded").response
         )
     backends: dict[str, Backend] = request.app.state.backends
     try:
@@ -62,7 +62,9 @@ async def chat_completions(request: Request, settings: Settings, user_id: UserId
         raise
     if answered is None:
         ledger.close_entry(Outcome(entry, "failed", None, 0, 0))
-        return await claim.settle(error_response(502, "no model backend answered", "api_error", "backends_unavailable"))
+        return await claim.settle(
+            ApiError(502, "no model backend answered", "api_error", "backends_unavailable").response
+        )
     upstream, backend = answered
     if upstream.status >= 400:
         ledger.close_entry(Outcome(entry, "failed", backend, 0, 0))
@@ -109,13 +111,13 @@ async def refusal(upstream: aiohttp.ClientResponse, settings: OrchestratorSettin
         upstream.release()
     if upstream.status in (401, 403):
         logs.event(log, "backend refused our credentials", logging.ERROR, status=upstream.status)
-        return error_response(
+        return ApiError(
             502, "the model backend refused the orchestrator's credentials", "api_error", "backend_auth_failed"
-        )
+        ).response
     error = backend_error(raw)
-    return error_response(
+    return ApiError(
         upstream.status,
         error.get("message") or f"the model backend refused the request (HTTP {upstream.status})",
         error.get("type") or "invalid_request_error",
         error.get("code") or "upstream_refused",
-    )
+    ).response
