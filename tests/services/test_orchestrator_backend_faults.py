@@ -119,7 +119,6 @@ USAGES = {
 @pytest.fixture(scope="module")
 def odd():
     with Server(odd_backend()) as server:
-        server.app = server.server.config.app
         yield server
 
 
@@ -254,7 +253,12 @@ def test_a_backend_400_is_passed_on_as_a_clean_json_400_and_a_failed_row(orchest
     assert response.status_code == 400
     assert response.headers["content-type"] == "application/json"
     assert response.json() == {
-        "error": {"message": "max_tokens is too large", "type": "invalid_request_error", "code": "upstream_refused"}
+        "error": {
+            "message": "max_tokens is too large",
+            "type": "invalid_request_error",
+            "param": None,
+            "code": "upstream_refused",
+        }
     }
     row = settled(ledger_rows, rid)
     assert (row["outcome"], row["backend"], row["prompt_tokens"], row["completion_tokens"]) == ("failed", "odd", 0, 0)
@@ -267,6 +271,7 @@ def test_a_backend_404_page_becomes_an_openai_style_404(orchestrator_of_odd, led
     assert response.json()["error"] == {
         "message": "the model backend refused the request (HTTP 404)",
         "type": "invalid_request_error",
+        "param": None,
         "code": "upstream_refused",
     }
     assert settled(ledger_rows, rid)["outcome"] == "failed"
