@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from analysis.cost.estimate import Estimate, LineItem
-from analysis.cost.prices import ApiPrice, PriceTable
+from analysis.cost.lines import Estimate, LineItem
+from analysis.cost.prices import Allowance, ApiPrice, PriceTable
 
 WIDTH = 112
+# Beside a cost whose price no official page or billing data confirms.
+MARKS = {"third party": " †", "none found": " *"}
 
 
 def money(value: float | None) -> str:
@@ -14,6 +16,13 @@ def money(value: float | None) -> str:
     sign = "-" if value < 0 else ""
     value = abs(value)
     return f"{sign}${value:,.2f}" if value >= 0.01 or value == 0 else f"{sign}${value:.4f}"
+
+
+def unit_price(value: float) -> str:
+    """A price as money at full precision, never in scientific notation: $0.000273973, $74.40."""
+    text = f"{value:,.9f}".rstrip("0")
+    whole, _, cents = text.partition(".")
+    return f"${whole}.{cents.ljust(2, '0')}"
 
 
 def _quantity(value: float | None) -> str:
@@ -51,7 +60,7 @@ def render(est: Estimate) -> str:
             for p_index, item in enumerate(parts):
                 stem = "   " if last_resource else "│  "
                 twig = "└─" if p_index == len(parts) - 1 else "├─"
-                mark = "" if item.confirmed in (True, None) else " *"
+                mark = MARKS.get(item.source_kind, "") if item.confirmed is False else ""
                 name = (item.component or item.note)[:58]
                 unit = (item.unit or "")[:18]
                 out.append(
@@ -67,7 +76,10 @@ def render(est: Estimate) -> str:
         share = est.total / est.budget_usd * 100 if est.budget_usd else float("inf")
         out.append(f" {'budget ([budget] amount_usd)':<97} {money(est.budget_usd):>12}")
         out.append(f" {'estimate / budget':<97} {share:>11.0f}%")
-    out += ["", " * price not confirmed on the official page when checked: see its note (`cost --prices`)"]
+    out += [
+        "",
+        f" {MARKS['third party']} third-party figure only; {MARKS['none found']} no source found (from memory): see `cost --prices`",
+    ]
     not_priced = [i for i in est.items if i.monthly_usd is None]
     if not_priced:
         out.append(f" {len(not_priced)} resource(s) not priced (usage-based or absent from the table), listed above")
@@ -82,7 +94,7 @@ def render(est: Estimate) -> str:
         )
         for key in ("vertex", "external"):
             api = ue[key]
-            mark = "" if api["confirmed"] else " *"
+            mark = "" if api["confirmed"] else MARKS.get(api["source_kind"], "")
             be = api["break_even_requests_per_day"]
             out.append(
                 f" {api['name'] + mark:<44} {money(api['per_request_usd']):>14} {money(api['per_1k_tokens_usd']):>14}"
@@ -107,11 +119,15 @@ def render_prices(table: PriceTable) -> str:
     out = [f"{table.path.name}: region {table.region}, checked {table.table.checked}", ""]
     for key, price in table.entries():
         if isinstance(price, ApiPrice):
-            figure = f"${price.input_usd:g} in / ${price.output_usd:g} out per {price.unit}"
+            figure = f"{unit_price(price.input_usd)} in / {unit_price(price.output_usd)} out per {price.unit}"
+        elif isinstance(price, Allowance):
+            figure = f"{_quantity(price.amount)} {price.unit}"
         else:
-            figure = f"${price.usd:g} / {price.unit}"
-        status = "confirmed" if price.confirmed else "NOT confirmed"
-        out.append(f"{key:<42} {figure:<44} {status:<14} {price.source}")
+            figure = f"{unit_price(price.usd)} / {price.unit}"
+        status = ("confirmed: " if price.confirmed else "NOT confirmed: ") + price.source_kind
+        out.append(f"{key:<42} {figure:<44} {status:<34} {price.source}")
+        if isinstance(price, ApiPrice) and price.retires:
+            out.append(f"{'':<42} retires {price.retires} ({price.retires_source})")
         if price.note:
             out.append(f"{'':<42} {price.note}")
     return "\n".join(out)
