@@ -85,7 +85,7 @@ def estimate_file(path: Path, given: dict[str, Any]) -> Estimate:
     return estimate(env, load_prices(env.region), workload_for(env, given), source=str(path))
 
 
-def _problem(path: Path, err: Exception) -> list[str]:
+def problem_lines(path: Path, err: Exception) -> list[str]:
     from analysis.cost.prices import PriceError
 
     if isinstance(err, ConfigError):
@@ -106,7 +106,7 @@ def _print_prices(paths: list[Path]) -> int:
         try:
             regions[load_environment(path).region] = None
         except ConfigError as err:
-            problems += _problem(path, err)
+            problems += problem_lines(path, err)
     try:
         tables = [render_prices(load_prices(region)) for region in regions]
     except PriceError as err:
@@ -156,7 +156,7 @@ def cost_main(argv: list[str]) -> int:
         try:
             results.append(estimate_file(path, given))
         except (ConfigError, PriceError) as err:
-            problems += _problem(path, err)
+            problems += problem_lines(path, err)
     if problems:
         print("\n".join(problems), file=sys.stderr)
         return 2
