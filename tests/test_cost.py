@@ -194,7 +194,7 @@ def test_reference_per_request_cost_and_break_even():
     assert serving / (0.01 * days) == pytest.approx(4889, abs=5)
     assert serving / (0.03 * days) == pytest.approx(1630, abs=5)
     assert serving / (15_000 * days) == pytest.approx(0.0033, abs=0.0001)
-    # Per-token APIs at 1,000 + 500 tokens: Gemini 2.5 Flash on Vertex AI costs $0.00155 a
+    # Per-token APIs at 1,000 + 500 tokens: Gemini 3.5 Flash-Lite on Vertex AI (the default) costs $0.00155 a
     # request, so self-hosting breaks even near 31,500 requests a day; gpt-4o-mini ($0.00045)
     # is cheaper than this cluster below ~108,600 a day.
     assert ue["vertex"]["per_request_usd"] == pytest.approx(0.00155)

@@ -104,7 +104,10 @@ def test_a_retired_or_retiring_model_is_warned_about():
     assert "retires on 2026-10-16" in retirement_warning("x", flash, date(2026, 8, 1))
     assert retirement_warning("x", flash, date(2026, 1, 1)) is None
     assert retirement_warning("x", PRICES.api("openai-gpt-4o-mini"), date(2030, 1, 1)) is None
-    est = estimate(env_at("prod"), PRICES, today=date(2026, 12, 4))
+    # The default Vertex model is its replacement, which retires "July 21, 2027 or later": no warning.
+    assert not any("retire" in w for w in estimate(env_at("prod"), PRICES, today=date(2026, 12, 4)).warnings)
+    old = workload_for(env_at("prod"), {"vertex_api": "vertex-gemini-2_5-flash"})
+    est = estimate(env_at("prod"), PRICES, old, today=date(2026, 12, 4))
     assert any(w.startswith("vertex-gemini-2_5-flash: the model retired") for w in est.warnings)
 
 

@@ -60,7 +60,7 @@ def render(est: Estimate) -> str:
             for p_index, item in enumerate(parts):
                 stem = "   " if last_resource else "│  "
                 twig = "└─" if p_index == len(parts) - 1 else "├─"
-                mark = MARKS.get(item.source_kind, "") if item.confirmed is False else ""
+                mark = MARKS.get(item.source_kind or "", "") if item.confirmed is False else ""
                 name = (item.component or item.note)[:58]
                 unit = (item.unit or "")[:18]
                 out.append(

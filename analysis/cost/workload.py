@@ -39,7 +39,7 @@ class Workload(BaseModel):
     database_used_gb: Annotated[float, Field(ge=0)] | None = None
     registry_gb: Annotated[float, Field(ge=0)] = 3.0
     external_api: str = "openai-gpt-4o-mini"
-    vertex_api: str = "vertex-gemini-2_5-flash"
+    vertex_api: str = "vertex-gemini-3_5-flash-lite"
     # Free tiers are per billing account: apply them to this environment alone only if asked.
     free_tier: bool = False
 
