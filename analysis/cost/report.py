@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from analysis.cost.lines import Estimate, LineItem
 from analysis.cost.prices import Allowance, ApiPrice, PriceTable
 
@@ -44,34 +46,46 @@ def render(est: Estimate) -> str:
     for item in est.items:
         stacks.setdefault(item.stack, []).append(item)
     for stack, items in stacks.items():
-        out += ["", f" {stack}"]
-        resources: dict[str, list[LineItem]] = {}
-        for item in items:
-            resources.setdefault(item.resource, []).append(item)
-        for r_index, (resource, parts) in enumerate(resources.items()):
-            last_resource = r_index == len(resources) - 1
-            branch = "└─" if last_resource else "├─"
-            if len(parts) == 1 and not parts[0].component:
-                item = parts[0]
-                out.append(f" {branch} {resource:<61} {'':>13}  {'':<18} {money(item.monthly_usd):>12}")
-                out.append(f" {'   ' if last_resource else '│  '}   {item.note}")
-                continue
-            out.append(f" {branch} {resource}")
-            for p_index, item in enumerate(parts):
-                stem = "   " if last_resource else "│  "
-                twig = "└─" if p_index == len(parts) - 1 else "├─"
-                mark = MARKS.get(item.source_kind or "", "") if item.confirmed is False else ""
-                name = (item.component or item.note)[:58]
-                unit = (item.unit or "")[:18]
-                out.append(
-                    f" {stem}{twig} {name:<58} {_quantity(item.quantity):>13}  {unit:<18} {money(item.monthly_usd) + mark:>12}"
-                )
+        out += ["", f" {stack}", *_stack_tree(items)]
         out.append(f" {'':<64} {'':>13}  {'stack total':<18} {money(sum(i.monthly_usd or 0 for i in items)):>12}")
-    out += [
-        "",
-        " " + "─" * (WIDTH - 2),
-        f" {'OVERALL TOTAL (monthly)':<97} {money(est.total):>12}",
-    ]
+    out += _totals(est)
+    if est.unit_economics:
+        out += _unit_economics(est.unit_economics)
+    out += ["", " Assumptions"] + [f"  - {a}" for a in est.assumptions]
+    if est.warnings:
+        out += ["", " Warnings"] + [f"  ! {w}" for w in est.warnings]
+    return "\n".join(out)
+
+
+def _stack_tree(items: list[LineItem]) -> list[str]:
+    """One stack's resources, each with its line items beneath."""
+    out: list[str] = []
+    resources: dict[str, list[LineItem]] = {}
+    for item in items:
+        resources.setdefault(item.resource, []).append(item)
+    for r_index, (resource, parts) in enumerate(resources.items()):
+        last_resource = r_index == len(resources) - 1
+        branch = "└─" if last_resource else "├─"
+        stem = "   " if last_resource else "│  "
+        if len(parts) == 1 and not parts[0].component:
+            item = parts[0]
+            out.append(f" {branch} {resource:<61} {'':>13}  {'':<18} {money(item.monthly_usd):>12}")
+            out.append(f" {stem}   {item.note}")
+            continue
+        out.append(f" {branch} {resource}")
+        for p_index, item in enumerate(parts):
+            twig = "└─" if p_index == len(parts) - 1 else "├─"
+            mark = MARKS.get(item.source_kind or "", "") if item.confirmed is False else ""
+            name = (item.component or item.note)[:58]
+            unit = (item.unit or "")[:18]
+            out.append(
+                f" {stem}{twig} {name:<58} {_quantity(item.quantity):>13}  {unit:<18} {money(item.monthly_usd) + mark:>12}"
+            )
+    return out
+
+
+def _totals(est: Estimate) -> list[str]:
+    out = ["", " " + "─" * (WIDTH - 2), f" {'OVERALL TOTAL (monthly)':<97} {money(est.total):>12}"]
     if est.budget_usd is not None:
         share = est.total / est.budget_usd * 100 if est.budget_usd else float("inf")
         out.append(f" {'budget ([budget] amount_usd)':<97} {money(est.budget_usd):>12}")
@@ -83,36 +97,35 @@ def render(est: Estimate) -> str:
     not_priced = [i for i in est.items if i.monthly_usd is None]
     if not_priced:
         out.append(f" {len(not_priced)} resource(s) not priced (usage-based or absent from the table), listed above")
-    ue = est.unit_economics
-    if ue:
-        out += ["", " Inference unit economics", ""]
-        out.append(f" {'':<44} {'per request':>14} {'per 1K tokens':>14} {'monthly':>12} {'break-even req/day':>20}")
-        sh = ue["self_hosted"]
+    return out
+
+
+def _unit_economics(ue: dict[str, Any]) -> list[str]:
+    out = ["", " Inference unit economics", ""]
+    out.append(f" {'':<44} {'per request':>14} {'per 1K tokens':>14} {'monthly':>12} {'break-even req/day':>20}")
+    sh = ue["self_hosted"]
+    out.append(
+        f" {'self-hosted (' + sh['covers'] + ')':<44} {money(sh['per_request_usd']):>14} {money(sh['per_1k_tokens_usd']):>14}"
+        f" {money(sh['monthly_usd']):>12} {'':>20}"
+    )
+    for key in ("vertex", "external"):
+        api = ue[key]
+        mark = "" if api["confirmed"] else MARKS.get(api["source_kind"], "")
+        be = api["break_even_requests_per_day"]
         out.append(
-            f" {'self-hosted (' + sh['covers'] + ')':<44} {money(sh['per_request_usd']):>14} {money(sh['per_1k_tokens_usd']):>14}"
-            f" {money(sh['monthly_usd']):>12} {'':>20}"
+            f" {api['name'] + mark:<44} {money(api['per_request_usd']):>14} {money(api['per_1k_tokens_usd']):>14}"
+            f" {money(api['monthly_usd']):>12} {('' if be is None else f'{be:,.0f}'):>20}"
         )
-        for key in ("vertex", "external"):
-            api = ue[key]
-            mark = "" if api["confirmed"] else MARKS.get(api["source_kind"], "")
-            be = api["break_even_requests_per_day"]
-            out.append(
-                f" {api['name'] + mark:<44} {money(api['per_request_usd']):>14} {money(api['per_1k_tokens_usd']):>14}"
-                f" {money(api['monthly_usd']):>12} {('' if be is None else f'{be:,.0f}'):>20}"
-            )
-        out.append("")
+    out.append("")
+    out.append(
+        f" At {ue['requests_per_day']:,} requests/day of {ue['tokens_per_request']:,} tokens. Break-even: the volume at which the API's"
+        " bill equals the self-hosted monthly cost"
+    )
+    if "max_requests_per_day" in sh:
         out.append(
-            f" At {ue['requests_per_day']:,} requests/day of {ue['tokens_per_request']:,} tokens. Break-even: the volume at which the API's"
-            " bill equals the self-hosted monthly cost"
+            f" Self-hosted capacity at max_replicas (peak-adjusted): about {sh['max_requests_per_day']:,.0f} requests/day"
         )
-        if "max_requests_per_day" in sh:
-            out.append(
-                f" Self-hosted capacity at max_replicas (peak-adjusted): about {sh['max_requests_per_day']:,.0f} requests/day"
-            )
-    out += ["", " Assumptions"] + [f"  - {a}" for a in est.assumptions]
-    if est.warnings:
-        out += ["", " Warnings"] + [f"  ! {w}" for w in est.warnings]
-    return "\n".join(out)
+    return out
 
 
 def render_prices(table: PriceTable) -> str:
