@@ -159,3 +159,13 @@ def test_cost_diff_between_git_refs():
     assert "### Monthly cost: dev" in result.stdout and "No line of the estimate changes." in result.stdout
     bad = run_cost("diff", "no-such-ref", "HEAD", "--env", "environments/dev.toml")
     assert bad.returncode == 2 and bad.stderr.startswith("no-such-ref:environments/dev.toml")
+
+
+def test_a_traffic_mistake_is_one_line_naming_the_key(tmp_path):
+    path = tmp_path / "dev.toml"
+    dev = (ROOT / "environments" / "dev.toml").read_text()
+    path.write_text(dev.replace("requests_per_day = 2000", "requests_per_day = -1\nrequest = 3"))
+    result = run_cost("--env", str(path))
+    assert result.returncode == 2
+    assert f"{path}: traffic.requests_per_day = -1: must be greater than or equal to 0" in result.stderr
+    assert f"{path}: traffic.request: unknown key: must be one of requests_per_day," in result.stderr
