@@ -72,7 +72,10 @@ def render_diff(old: Estimate, new: Estimate, old_label: str, new_label: str) ->
 
 def _at_ref(ref: str, path: Path, into: Path) -> Path:
     """The environment file as it is at a git ref, written under ``into`` with its own name."""
-    rel = path.resolve().relative_to(ROOT)
+    try:
+        rel = path.resolve().relative_to(ROOT)
+    except ValueError:
+        raise ConfigError(None, [f"{path}: not in this repository, so not at any git ref"]) from None
     shown = subprocess.run(
         ["git", "show", f"{ref}:{rel.as_posix()}"], cwd=ROOT, capture_output=True, text=True, check=False
     )

@@ -59,6 +59,9 @@ class Workload(BaseModel):
             f"{self.registry_gb:g} GB of images in Artifact Registry",
             "a month is 730 hours (Google's calculators); list prices, no committed-use discounts, no taxes",
             "free tiers (per billing account) " + ("applied to this environment" if self.free_tier else "not applied"),
+            "traffic: the environment's [traffic] ("
+            + (", ".join(env.traffic.model_dump(exclude_none=True)) or "no keys")
+            + "), then command-line options, then defaults",
             "Cloud Run instances: busy time from Poisson arrivals (1 - e^-C of the first instance, C/concurrency beyond); "
             "instances kept idle after traffic (up to 15 min) are not counted",
         ]
