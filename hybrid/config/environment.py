@@ -21,6 +21,7 @@ from hybrid.config.names import ResourceNames
 from hybrid.config.network import WORKERS_RANGES, NetworkSettings
 from hybrid.config.redis import RedisSettings
 from hybrid.config.services import ServicesSettings
+from hybrid.config.traffic import TrafficSettings
 from hybrid.config.validation import BucketName, Settings, invalid, matching
 from hybrid.config.workers import WorkersSettings
 
@@ -66,6 +67,8 @@ class Environment(Settings):
     workers: WorkersSettings = WorkersSettings()
     # Optional: Memorystore for Redis, where every gateway instance keeps the rate limit's buckets.
     redis: RedisSettings = RedisSettings()
+    # Optional: the traffic `main.py cost` prices this environment at; no stack reads it.
+    traffic: TrafficSettings = TrafficSettings()
 
     @model_validator(mode="after")
     def _workers_network(self) -> Environment:
