@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from analysis.reachability.core import (
+    ANYWHERE,
     CONNECTOR_PRIVATE_RANGES,
     DIRECT_VPC_PRIVATE_RANGES,
-    HTTPS,
     PRIVATE_GOOGLE_ACCESS_VIPS,
     Chain,
     Json,
@@ -19,14 +19,21 @@ from analysis.reachability.core import (
     within,
 )
 from analysis.reachability.dns import private_dns
-from analysis.reachability.firewall import Packet, allows, firewall_rules
+from analysis.reachability.googleapis import api_addresses, from_subnet
+from analysis.reachability.iam import project_holders, resource_holders
 from analysis.reachability.synth import Ref, Synth
+
+SERVICE = "google_cloud_run_v2_service"
+JOB = "google_cloud_run_v2_job"
 
 
 @dataclass(frozen=True)
 class RunService:
+    """A Cloud Run service, or a job (``kind`` JOB), in the services stack."""
+
     key: str
     config: Json
+    kind: str = SERVICE
 
     @property
     def name(self) -> str:
@@ -38,24 +45,39 @@ class RunService:
 
     @property
     def template(self) -> Json:
-        return self.config.get("template") or {}
+        """The revision's template; a job nests its task's template one level down
+        (cloud.google.com/run/docs/reference/rest/v2/projects.locations.jobs#ExecutionTemplate)."""
+        template: Json = self.config.get("template") or {}
+        return (template.get("template") or {}) if self.kind == JOB else template
+
+    @property
+    def containers(self) -> list[Json]:
+        return list(self.template.get("containers") or ())
 
     @property
     def env(self) -> dict[str, Any]:
-        containers = self.template.get("containers") or ()
-        variables = containers[0].get("env") or () if containers else ()
+        variables = self.containers[0].get("env") or () if self.containers else ()
         return {e["name"]: e.get("value") for e in variables if "name" in e}
 
+    def secret_env(self) -> dict[str, str]:
+        """Variables read from Secret Manager: name -> secret."""
+        variables = self.containers[0].get("env") or () if self.containers else ()
+        return {
+            e["name"]: str(secret)
+            for e in variables
+            if (secret := ((e.get("value_source") or {}).get("secret_key_ref") or {}).get("secret"))
+        }
 
-def run_service(s: Synth, role: str) -> RunService | None:
-    for key, config in s.resources("services", "google_cloud_run_v2_service").items():
+
+def run_service(s: Synth, role: str, kind: str = SERVICE) -> RunService | None:
+    for key, config in s.resources("services", kind).items():
         if config.get("name") == f"{s.env}-{role}":
-            return RunService(key, config)
+            return RunService(key, config, kind)
     return None
 
 
 def service_target(s: Synth, service: RunService) -> tuple[str, str, str]:
-    return (s.stack_id("services"), "google_cloud_run_v2_service", service.key)
+    return (s.stack_id("services"), service.kind, service.key)
 
 
 def identity(s: Synth, service: RunService) -> str:
@@ -65,22 +87,12 @@ def identity(s: Synth, service: RunService) -> str:
 
 def invokers(s: Synth, service: RunService) -> set[str]:
     """Principals holding roles/run.invoker on the service, or on the project."""
-    target, found = service_target(s, service), set()
-    for stack_id, _, grant in s.all_resources("google_cloud_run_v2_service_iam_member"):
-        if grant.get("role") == "roles/run.invoker" and s.refers_to(stack_id, grant.get("name"), target):
-            found.add(s.principal(stack_id, grant.get("member")))
+    target, role = service_target(s, service), "roles/run.invoker"
+    found = resource_holders(s, "google_cloud_run_v2_service_iam_member", "name", target, {role})
     for stack_id, _, grant in s.all_resources("google_cloud_run_v2_service_iam_binding"):
-        if grant.get("role") == "roles/run.invoker" and s.refers_to(stack_id, grant.get("name"), target):
+        if grant.get("role") == role and s.refers_to(stack_id, grant.get("name"), target):
             found |= {s.principal(stack_id, m) for m in grant.get("members") or ()}
-    return found | project_holders(s, "roles/run.invoker")
-
-
-def project_holders(s: Synth, role: str) -> set[str]:
-    return {
-        s.principal(stack_id, grant.get("member"))
-        for stack_id, _, grant in s.all_resources("google_project_iam_member")
-        if grant.get("role") == role
-    }
+    return found | project_holders(s, role)
 
 
 # ------------------------------------------------------------------------------------------
@@ -214,16 +226,26 @@ def path_into_vpc(s: Synth, c: Chain, caller: RunService, callee: RunService) ->
     if not c.check(attached.routes_into_vpc(vip), f"{caller.name}: {attached.describe_routing(vip)}"):
         c.fail(f"the call leaves {caller.name} as external traffic, which {callee.name}'s internal ingress refuses")
         return
-    # cloud.google.com/vpc/docs/private-google-access: the VIPs are reachable only from subnets
-    # with Private Google Access enabled.
-    c.check(
-        attached.subnet.get("private_ip_google_access") is True,
-        f"subnet {attached.subnet_name} ({attached.source}) has Private Google Access",
-    )
-    rules = firewall_rules(s, attached.network)
-    for destination in ipaddress.collapse_addresses(addresses):
-        allows(c, rules, Packet("EGRESS", attached.source, destination, HTTPS, target_tags=attached.tags))
+    # The VIPs are reachable only from subnets with Private Google Access.
+    destinations = list(ipaddress.collapse_addresses(addresses))
+    from_subnet(s, c, attached.network, attached.subnet, [attached.source], destinations, attached.tags)
 
 
-# ------------------------------------------------------------------------------------------
-# Routing in the orchestrator (services/modelcalls/routing.py)
+def google_api_path(s: Synth, c: Chain, service: RunService, hostname: str) -> None:
+    """``service`` calls the Google API at ``hostname``: directly from Cloud Run, or through the VPC."""
+    vpc = service.template.get("vpc_access")
+    attached = attachment(s, c, service) if vpc else None
+    if vpc and attached is None:
+        return
+    destinations, what = api_addresses(s, attached.network, hostname) if attached else ([ANYWHERE], "")
+    # Google APIs answer on public addresses unless a private zone maps them to the VIPs;
+    # PRIVATE_RANGES_ONLY sends public addresses straight out of Cloud Run, ALL_TRAFFIC into the
+    # VPC (cloud.google.com/run/docs/configuring/networking-best-practices).
+    if attached is None or not all(attached.routes_into_vpc(d) for d in destinations):
+        c.ok(
+            f"{hostname} ({what or 'public Google addresses'}) is reached directly from Cloud Run, outside the VPC"
+            + (f" (egress {attached.egress})" if attached else "")
+        )
+        return
+    c.ok(f"{service.name}: {attached.describe_routing(destinations[0])}")
+    from_subnet(s, c, attached.network, attached.subnet, [attached.source], destinations, attached.tags)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeGuard, TypeVar
 
 Net = ipaddress.IPv4Network
@@ -118,6 +118,7 @@ class Caller:
     stack_id: str  # where its environment's references are resolved
     env: Mapping[str, Any]
     identity: str  # its Google service account, as a principal
+    secrets: Mapping[str, str] = field(default_factory=dict, kw_only=True)  # variables from Secret Manager -> secret
 
 
 @dataclass(frozen=True)
@@ -129,6 +130,12 @@ class EnvironmentFacts:
     self_hosted_model: str
     workers: bool = False  # [workers] enabled: the batch workers tier exists
     redis: bool = False  # [redis] enabled: the gateway's rate limit is kept in Memorystore
+
+    @property
+    def features(self) -> frozenset[str]:
+        """What edges.Edge.needs is matched against: the placement and the enabled tiers."""
+        tiers = {"workers": self.workers, "redis": self.redis}
+        return frozenset({self.placement, *(tier for tier, enabled in tiers.items() if enabled)})
 
     @classmethod
     def from_toml(cls, raw: Mapping[str, Any]) -> EnvironmentFacts:

@@ -4,28 +4,34 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from analysis.reachability.cloudrun import RunService, attachment, identity, project_holders, run_service
+from analysis.reachability.cloudrun import JOB, RunService, attachment, identity, run_service
 from analysis.reachability.core import POSTGRES, REDIS_TLS, Caller, Chain, EnvironmentFacts, Json, Net, Verdict, net
 from analysis.reachability.firewall import Packet, allows, firewall_rules
+from analysis.reachability.iam import project_holders
 from analysis.reachability.kubernetes import batch_worker
 from analysis.reachability.synth import Ref, Synth
 
 
 def orchestrator_to_database(s: Synth, facts: EnvironmentFacts) -> Verdict:
-    c = Chain("orchestrator -> Cloud SQL")
-    orchestrator = run_service(s, "orchestrator")
+    return _cloud_run_to_database(s, Chain("orchestrator -> Cloud SQL"), run_service(s, "orchestrator"))
+
+
+def job_to_database(s: Synth, facts: EnvironmentFacts) -> Verdict:
+    """The bootstrap job logs in once as the built-in postgres user, its password in Secret Manager."""
+    return _cloud_run_to_database(s, Chain("db-bootstrap job -> Cloud SQL"), run_service(s, "db-bootstrap", JOB))
+
+
+def _cloud_run_to_database(s: Synth, c: Chain, caller: RunService | None) -> Verdict:
     instances = list(s.all_resources("google_sql_database_instance"))
-    if not c.check(
-        orchestrator is not None and bool(instances), "the orchestrator service and a Cloud SQL instance exist"
-    ):
+    if not c.check(caller is not None and bool(instances), "the caller on Cloud Run and a Cloud SQL instance exist"):
         return c.verdict()
-    assert orchestrator is not None
+    assert caller is not None
 
     def reach(network: Ref, psa_range: Net, port: int) -> bool:
-        return _into_private_services_range(s, c, orchestrator, network, psa_range, port)
+        return _into_private_services_range(s, c, caller, network, psa_range, port)
 
-    caller = Caller(orchestrator.name, s.stack_id("services"), orchestrator.env, identity(s, orchestrator))
-    _to_database(s, c, caller, instances, reach)
+    who = Caller(caller.name, s.stack_id("services"), caller.env, identity(s, caller), secrets=caller.secret_env())
+    _to_database(s, c, who, instances, reach)
     return c.verdict()
 
 
@@ -77,13 +83,7 @@ def gateway_to_redis(s: Synth, facts: EnvironmentFacts) -> Verdict:
         s.refers_to(services, env.get("REDIS_SERVER_CA"), (stack_id, "google_redis_instance", key)),
         "REDIS_SERVER_CA is the instance's server CA",
     )
-    containers = gateway.template.get("containers") or ()
-    secret_names = {
-        e.get("name")
-        for e in (containers[0].get("env") or () if containers else ())
-        if ((e.get("value_source") or {}).get("secret_key_ref") or {}).get("secret")
-    }
-    c.check("REDIS_AUTH" in secret_names, "REDIS_AUTH comes from Secret Manager")
+    c.check("REDIS_AUTH" in gateway.secret_env(), "REDIS_AUTH comes from Secret Manager")
     port = int(env.get("REDIS_PORT") or 0)
     c.check(port == REDIS_TLS, f"REDIS_PORT = {port}, the TLS port {REDIS_TLS}")
     c.check(instance.get("connect_mode") == "PRIVATE_SERVICE_ACCESS", "connect mode PRIVATE_SERVICE_ACCESS")
@@ -154,7 +154,7 @@ def _to_database(
     if env.get("DATABASE_AUTH") == "iam":
         _iam_login(s, c, caller, stack_id, key, instance)
     else:
-        c.ok(f"DATABASE_AUTH = {env.get('DATABASE_AUTH')}: password login, not checked here")
+        _password_login(s, c, caller)
     database = env.get("PGDATABASE")
     c.check(
         any(
@@ -163,6 +163,24 @@ def _to_database(
             for st, k, db in s.all_resources("google_sql_database")
         ),
         f"PGDATABASE = {s.show(caller.stack_id, database)}, a database of {instance.get('name')}",
+    )
+
+
+def _password_login(s: Synth, c: Chain, caller: Caller) -> None:
+    """PGPASSWORD comes from a Secret Manager secret the caller may read
+    (cloud.google.com/secret-manager/docs/access-control: roles/secretmanager.secretAccessor)."""
+    secret = caller.secrets.get("PGPASSWORD")
+    if not c.present(secret, f"{caller.name}: password login, PGPASSWORD from Secret Manager"):
+        return
+    readers = {
+        s.principal(stack_id, grant.get("member"))
+        for stack_id, _, grant in s.all_resources("google_secret_manager_secret_iam_member")
+        if grant.get("role") == "roles/secretmanager.secretAccessor"
+        and s.render(stack_id, str(grant.get("secret_id"))) == secret
+    }
+    c.check(
+        caller.identity in readers,
+        f"{caller.identity} may read the secret {secret} (granted to {', '.join(sorted(readers)) or 'nobody'})",
     )
 
 

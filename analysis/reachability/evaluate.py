@@ -4,30 +4,49 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
+from analysis.reachability.apis import (
+    orchestrator_to_bucket,
+    orchestrator_to_pubsub,
+    orchestrator_to_vertex,
+    pubsub_to_worker,
+    worker_to_bucket,
+    worker_to_vertex,
+)
 from analysis.reachability.cluster import nodes_to_internet, prometheus_to_metrics
 from analysis.reachability.core import EnvironmentFacts, Json, Step, Unresolved, Verdict
-from analysis.reachability.data import gateway_to_redis, orchestrator_to_database, worker_to_database
-from analysis.reachability.models import orchestrator_to_inference, orchestrator_to_vertex, worker_to_inference
+from analysis.reachability.data import gateway_to_redis, job_to_database, orchestrator_to_database, worker_to_database
+from analysis.reachability.edges import EDGES
+from analysis.reachability.models import orchestrator_to_inference, worker_to_inference
 from analysis.reachability.synth import Synth
-from analysis.reachability.web import browser_to_frontend, browser_to_gateway, gateway_to_orchestrator
+from analysis.reachability.web import (
+    browser_to_frontend,
+    browser_to_gateway,
+    browser_to_identity_platform,
+    gateway_to_orchestrator,
+)
 
 EdgeCheck = Callable[[Synth, EnvironmentFacts], Verdict]
-# (edge, check, placements it applies to)
-EDGES: tuple[tuple[str, EdgeCheck, tuple[str, ...]], ...] = (
-    ("browser -> frontend", browser_to_frontend, ("gke", "cloud_run")),
-    ("browser -> gateway", browser_to_gateway, ("gke", "cloud_run")),
-    ("gateway -> orchestrator", gateway_to_orchestrator, ("gke", "cloud_run")),
-    ("orchestrator -> inference", orchestrator_to_inference, ("gke", "cloud_run")),
-    ("orchestrator -> Cloud SQL", orchestrator_to_database, ("gke", "cloud_run")),
-    ("orchestrator -> Vertex AI", orchestrator_to_vertex, ("gke", "cloud_run")),
-    ("GKE nodes -> internet (NAT)", nodes_to_internet, ("gke",)),
-    ("Managed Prometheus -> vLLM metrics", prometheus_to_metrics, ("gke",)),
-)
-# The workers tier's edges, where it is enabled.
-WORKER_EDGES: tuple[tuple[str, EdgeCheck], ...] = (
-    ("worker -> inference", worker_to_inference),
-    ("worker -> Cloud SQL", worker_to_database),
-)
+# How each edge of edges.EDGES is proven.
+PROOFS: dict[str, EdgeCheck] = {
+    "browser -> frontend": browser_to_frontend,
+    "browser -> Identity Platform": browser_to_identity_platform,
+    "browser -> gateway": browser_to_gateway,
+    "gateway -> orchestrator": gateway_to_orchestrator,
+    "orchestrator -> inference": orchestrator_to_inference,
+    "orchestrator -> Cloud SQL": orchestrator_to_database,
+    "db-bootstrap job -> Cloud SQL": job_to_database,
+    "orchestrator -> Vertex AI": orchestrator_to_vertex,
+    "GKE nodes -> internet (NAT)": nodes_to_internet,
+    "Managed Prometheus -> vLLM metrics": prometheus_to_metrics,
+    "orchestrator -> Pub/Sub (batch lines)": orchestrator_to_pubsub,
+    "orchestrator -> GCS (batch files)": orchestrator_to_bucket,
+    "Pub/Sub -> worker": pubsub_to_worker,
+    "worker -> inference": worker_to_inference,
+    "worker -> Cloud SQL": worker_to_database,
+    "worker -> GCS (batch files)": worker_to_bucket,
+    "worker -> Vertex AI": worker_to_vertex,
+    "gateway -> Memorystore (rate limit)": gateway_to_redis,
+}
 
 
 def evaluate(stacks: Mapping[str, Json], facts: EnvironmentFacts) -> list[Verdict]:
@@ -36,9 +55,7 @@ def evaluate(stacks: Mapping[str, Json], facts: EnvironmentFacts) -> list[Verdic
     ``stacks`` maps stack ids (``<env>-<layer>``) to their parsed cdk.tf.json; stacks of other
     environments may be present and are ignored."""
     s, verdicts = Synth(facts.name, stacks), []
-    edges = [(edge, check) for edge, check, placements in EDGES if facts.placement in placements]
-    edges += list(WORKER_EDGES) if facts.workers else []
-    edges += [("gateway -> Memorystore (rate limit)", gateway_to_redis)] if facts.redis else []
+    edges = [(edge.name, PROOFS[edge.name]) for edge in EDGES if edge.applies(facts)]
     for edge, check in edges:
         try:
             verdicts.append(check(s, facts))

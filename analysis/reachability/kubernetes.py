@@ -7,7 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from analysis.reachability.core import Caller, Chain, Net, net, overlapping
+from analysis.reachability.core import Caller, Chain, Json, Net, net, overlapping
+from analysis.reachability.googleapis import api_addresses, from_subnet
 from analysis.reachability.synth import Ref, Synth
 
 
@@ -129,6 +130,7 @@ class PodCaller(Caller):
 
     network: Ref
     source: Net  # the cluster's Pod range
+    subnet: Json  # the cluster's subnet, whose primary range the nodes take their addresses from
 
     def json(self, c: Chain, name: str) -> Any:
         try:
@@ -171,8 +173,19 @@ def batch_worker(s: Synth, c: Chain) -> PodCaller | None:
     if not c.check(pods_range in ranges, f"the workers' Pods range {pods_range} is a range of {subnet.get('name')}"):
         return None
     c.ok(f"the worker's Pods send from {ranges[pods_range]} ({subnet.get('name')}'s {pods_range})")
-    return PodCaller("worker", k8s_id, env, who, network_ref, ranges[pods_range])
+    return PodCaller("worker", k8s_id, env, who, network_ref, ranges[pods_range], subnet)
 
 
 # ------------------------------------------------------------------------------------------
 # Kubernetes objects
+
+
+def pods_google_api_path(s: Synth, c: Chain, pods: PodCaller, hostname: str) -> None:
+    """The Pods call the Google API at ``hostname`` through their subnet. To a public address
+    ip-masq-agent rewrites a Pod's source to its node's, outside the RFC 1918 ranges it leaves
+    alone (cloud.google.com/kubernetes-engine/docs/concepts/ip-masquerade-agent), so both the
+    nodes' range and the Pods' range must be let out."""
+    destinations, what = api_addresses(s, pods.network, hostname)
+    c.ok(f"{pods.name}: {hostname} resolves to {what}")
+    sources = [net(pods.subnet["ip_cidr_range"]), pods.source]
+    from_subnet(s, c, pods.network, pods.subnet, sources, destinations)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -10,14 +9,11 @@ from typing import Any
 from analysis.reachability.cloudrun import (
     RunService,
     attachment,
-    identity,
-    project_holders,
     reach_internal_service,
     run_service,
     service_target,
 )
-from analysis.reachability.core import ANYWHERE, HTTPS, Chain, EnvironmentFacts, Json, Net, Verdict, host, net, within
-from analysis.reachability.dns import private_dns
+from analysis.reachability.core import ANYWHERE, Chain, EnvironmentFacts, Json, Net, Verdict, host, net, within
 from analysis.reachability.firewall import Packet, allows, firewall_rules
 from analysis.reachability.kubernetes import Workload, batch_worker, labels_select, network_policy_admits, workloads
 from analysis.reachability.routing import check_route, orchestrator_json
@@ -198,48 +194,4 @@ def worker_to_inference(s: Synth, facts: EnvironmentFacts) -> Verdict:
     allows(c, rules, Packet("EGRESS", worker.source, target.destination, target.port))
     allows(c, rules, Packet("INGRESS", worker.source, target.destination, target.port))
     _model_server_admits(s, c, target, worker.source)
-    return c.verdict()
-
-
-def orchestrator_to_vertex(s: Synth, facts: EnvironmentFacts) -> Verdict:
-    c = Chain("orchestrator -> Vertex AI")
-    orchestrator = run_service(s, "orchestrator")
-    if not c.present(orchestrator, "the orchestrator service exists"):
-        return c.verdict()
-    backends = orchestrator_json(c, orchestrator, "BACKENDS")
-    if backends is None:
-        return c.verdict()
-    vertex = [b for b in backends.values() if (b or {}).get("kind") == "vertex"]
-    if not c.check(bool(vertex), "BACKENDS: a vertex backend"):
-        return c.verdict()
-    hostname = f"{vertex[0].get('location')}-aiplatform.googleapis.com."
-    vpc = orchestrator.template.get("vpc_access")
-    attached = attachment(s, c, orchestrator) if vpc else None
-    if vpc and attached is None:
-        return c.verdict()
-    dns = private_dns(s, attached.network, hostname) if attached else None
-    destinations = list(ipaddress.collapse_addresses(host(a) for a in dns[1])) if dns and dns[1] else [ANYWHERE]
-    # Google APIs answer on public addresses unless a private zone maps them to the VIPs;
-    # PRIVATE_RANGES_ONLY sends public addresses straight out of Cloud Run, ALL_TRAFFIC into the
-    # VPC (cloud.google.com/run/docs/configuring/networking-best-practices).
-    if attached is None or not all(attached.routes_into_vpc(d) for d in destinations):
-        c.ok(
-            f"{hostname} ({'the VIPs' if dns and dns[1] else 'public Google addresses'}) is reached directly from Cloud Run,"
-            f" outside the VPC" + (f" (egress {attached.egress})" if attached else "")
-        )
-    else:
-        c.ok(f"{orchestrator.name}: {attached.describe_routing(destinations[0])}")
-        # cloud.google.com/vpc/docs/private-google-access: from the VPC, Google APIs need
-        # Private Google Access on the subnet and an egress rule allowing them.
-        c.check(
-            attached.subnet.get("private_ip_google_access") is True,
-            f"subnet {attached.subnet_name} has Private Google Access",
-        )
-        rules = firewall_rules(s, attached.network)
-        for destination in destinations:
-            allows(c, rules, Packet("EGRESS", attached.source, destination, HTTPS, target_tags=attached.tags))
-    # cloud.google.com/vertex-ai/generative-ai/docs/access-control: prompt requests need
-    # aiplatform.endpoints.predict, which roles/aiplatform.user grants.
-    who = identity(s, orchestrator)
-    c.check(who in project_holders(s, "roles/aiplatform.user"), f"{who} holds roles/aiplatform.user on the project")
     return c.verdict()

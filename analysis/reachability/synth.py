@@ -86,6 +86,10 @@ class Synth:
             for name, config in self.stacks[stack_id].get("resource", {}).get(kind, {}).items():
                 yield stack_id, name, config
 
+    def named(self, kind: str, name: str) -> tuple[str, str, Json] | None:
+        """(stack id, key, config) of the ``kind`` resource whose ``name`` is ``name``."""
+        return next(((st, key, conf) for st, key, conf in self.all_resources(kind) if conf.get("name") == name), None)
+
     def config(self, ref: Ref) -> Json:
         block = "data" if ref.type.startswith("data.") else "resource"
         kind = ref.type.removeprefix("data.")

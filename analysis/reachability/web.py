@@ -100,3 +100,57 @@ def _caller_check(s: Synth, c: Chain, gateway: RunService, orchestrator: RunServ
         who in allowed,
         f"{orchestrator.name}: ALLOWED_CALLERS ({', '.join(sorted(allowed)) or 'nobody'}) admits the gateway, {who}",
     )
+
+
+def browser_to_identity_platform(s: Synth, facts: EnvironmentFacts) -> Verdict:
+    """The chat page signs in with Identity Platform's REST API and its browser API key; the
+    gateway then accepts the ID tokens it issues."""
+    c = Chain("browser -> Identity Platform")
+    services_id = s.stack_id("services")
+    configs = list(s.resources("services", "google_identity_platform_config").values())
+    frontend, gateway = run_service(s, "frontend"), run_service(s, "gateway")
+    if not c.check(
+        bool(configs) and frontend is not None and gateway is not None, "Identity Platform, frontend, gateway"
+    ):
+        return c.verdict()
+    assert frontend is not None and gateway is not None
+    project = configs[0].get("project")
+    email = ((configs[0].get("sign_in") or {}).get("email") or {}).get("enabled")
+    c.check(email is True, f"Identity Platform in {project}: email sign-in enabled")
+    c.check(
+        frontend.env.get("AUTH_MODE") == "identity-platform",
+        f"{frontend.name}: AUTH_MODE = {frontend.env.get('AUTH_MODE')}",
+    )
+    key_ref = next(iter(s.refs(services_id, frontend.env.get("IDENTITY_PLATFORM_API_KEY"))), None)
+    if not c.check(
+        key_ref is not None and key_ref.type == "google_apikeys_key",
+        f"IDENTITY_PLATFORM_API_KEY = {s.show(services_id, frontend.env.get('IDENTITY_PLATFORM_API_KEY'))}",
+    ):
+        return c.verdict()
+    assert key_ref is not None
+    restrictions = s.config(key_ref).get("restrictions") or {}
+    # Sign-in calls identitytoolkit.googleapis.com, token refresh securetoken.googleapis.com
+    # (cloud.google.com/identity-platform/docs/use-rest-api); a key restricted to APIs serves only those
+    # (cloud.google.com/docs/authentication/api-keys#api_restrictions).
+    targets = {t.get("service") for t in restrictions.get("api_targets") or ()}
+    needed = {"identitytoolkit.googleapis.com", "securetoken.googleapis.com"}
+    c.check(
+        not targets or needed <= targets, f"the key's API targets {', '.join(sorted(targets)) or 'any'} serve sign-in"
+    )
+    # A browser key answers only pages its referrers match (same page, #browser_restrictions).
+    referrers = (restrictions.get("browser_key_restrictions") or {}).get("allowed_referrers") or ["*"]
+    page = f"https://{frontend.name}-"
+    c.check(
+        any(r == "*" or r.startswith(page) for r in referrers),
+        f"the key admits the chat page: referrers {', '.join(referrers)}",
+    )
+    enabled = {config.get("service") for _, _, config in s.all_resources("google_project_service")}
+    c.check("identitytoolkit.googleapis.com" in enabled, "identitytoolkit.googleapis.com is enabled")
+    # firebase.google.com/docs/auth/admin/verify-id-tokens#verify_id_tokens_using_a_third-party_jwt_library:
+    # aud is the project id, iss https://securetoken.google.com/<project id>.
+    issuer, audience = gateway.env.get("JWT_ISSUER"), gateway.env.get("JWT_AUDIENCE")
+    c.check(
+        issuer == f"https://securetoken.google.com/{project}" and audience == project,
+        f"{gateway.name}: JWT_ISSUER {issuer}, JWT_AUDIENCE {audience} are Identity Platform's for {project}",
+    )
+    return c.verdict()
