@@ -537,16 +537,22 @@ def load_plan(synth_dir: Path, env: str, steps: Sequence[Step] = DEPLOY_STEPS) -
     return Plan(env, stacks, {s: manifest[s].get("dependencies") or [] for s in ids}, steps)
 
 
-def table(env: str, rows: list[Row]) -> str:
-    rows = sorted(rows, key=lambda r: (r.ok, r.resource, r.precondition))
-    width = [
-        max(len(h), *(len(x) for x in column))
-        for h, column in (("RESOURCE", [r.resource for r in rows]), ("PRECONDITION", [r.precondition for r in rows]))
-    ]
-    lines = [f"{env}: apply order", f"{'RESOURCE':<{width[0]}}  {'PRECONDITION':<{width[1]}}  MET BY"]
-    for row in rows:
-        met = row.met if row.ok else f"VIOLATION: {row.why}"
-        lines.append(f"{row.resource:<{width[0]}}  {row.precondition:<{width[1]}}  {met}")
+def table(env: str, rows: list[Row], *, verbose: bool) -> str:
+    """The violations (``verbose``: every precondition) and a summary."""
+    shown = sorted((r for r in rows if verbose or not r.ok), key=lambda r: (r.ok, r.resource, r.precondition))
+    lines = [f"{env}: apply order"]
+    if shown:
+        width = [
+            max(len(h), *(len(x) for x in column))
+            for h, column in (
+                ("RESOURCE", [r.resource for r in shown]),
+                ("PRECONDITION", [r.precondition for r in shown]),
+            )
+        ]
+        lines.append(f"{'RESOURCE':<{width[0]}}  {'PRECONDITION':<{width[1]}}  MET BY")
+        for row in shown:
+            met = row.met if row.ok else f"VIOLATION: {row.why}"
+            lines.append(f"{row.resource:<{width[0]}}  {row.precondition:<{width[1]}}  {met}")
     violations = sum(not r.ok for r in rows)
     lines.append(
         f"{env}: {len(rows) - violations} of {len(rows)} preconditions met"
@@ -555,12 +561,14 @@ def table(env: str, rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
-def check(synth_dir: Path, env_files: list[Path], steps: Sequence[Step] = DEPLOY_STEPS) -> bool:
+def check(
+    synth_dir: Path, env_files: list[Path], steps: Sequence[Step] = DEPLOY_STEPS, *, verbose: bool = False
+) -> bool:
     all_ok = True
     for path in env_files:
         env = environment_name(path)
         rows = evaluate(load_plan(synth_dir, env, steps))
-        print(table(env, rows), end="\n\n")
+        print(table(env, rows, verbose=verbose), end="\n\n")
         all_ok = all_ok and all(r.ok for r in rows)
     return all_ok
 
