@@ -19,7 +19,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, ValidationError
 
 from hybrid.catalog import GPUS, MODELS, ServerShape, capacity_problems
-from hybrid.config import ConfigError, Settings, describe, read_toml
+from hybrid.config import ConfigError, Environment, Settings, describe, read_toml
 
 # cloud.google.com/run/docs/configuring/request-timeout: at most 60 minutes.
 CLOUD_RUN_MAX_REQUEST_MINUTES = 60
@@ -35,6 +35,31 @@ GPU_ORDER = ("nvidia-l4", "nvidia-tesla-a100", "nvidia-a100-80gb", "nvidia-h100-
 
 Layer = Literal["frontend", "gateway", "orchestration", "models", "workers", "database"]
 LAYERS: tuple[str, ...] = ("frontend", "gateway", "orchestration", "models", "workers", "database")
+# Where an environment file configures each layer: the stacks build a layer exactly when
+# hybrid/config.Environment has its section (stacks/app.py builds from those sections), so
+# what advise says the stacks build follows the config models, not a list of its own.
+SECTION_OF = {
+    "frontend": "services.frontend",
+    "gateway": "services.gateway",
+    "orchestration": "services.orchestrator",
+    "models": "inference",
+    "workers": "workers",
+    "database": "database",
+}
+# The workers tier's section builds a GKE Standard cluster (hybrid/config/workers.py's
+# StandardClusterSettings): batch workers the profile wants on Cloud Run are not built.
+WORKERS_PLATFORM = "gke"
+
+
+def stacks_build(layer: str) -> bool:
+    """Whether the environment file has a section for ``layer``, which the stacks then build."""
+    model: Any = Environment
+    for key in SECTION_OF[layer].split("."):
+        fields = getattr(model, "model_fields", {})
+        if key not in fields:
+            return False
+        model = fields[key].annotation
+    return True
 
 
 class Placements(Settings):
@@ -245,33 +270,7 @@ def advise(p: Profile, source: Path | str = "") -> Advice:
             if small_team:
                 why.append("Autopilot manages the nodes, which matters for a small team without DevOps")
             decisions.append(Decision("models", "gke", why))
-    if p.background_workers:
-        if p.state == "stateful" or (not small_team) or p.placement.workers == "gke":
-            decisions.append(
-                Decision(
-                    "workers",
-                    "gke",
-                    [
-                        "long-running, stateful or queue-driven workers: the reference architecture puts them on GKE Standard",
-                        "the stacks do not build workers",
-                    ],
-                    built_by_stacks=False,
-                )
-            )
-        else:
-            decisions.append(
-                Decision(
-                    "workers",
-                    "cloud_run",
-                    [
-                        "stateless background work: Cloud Run jobs, nothing to operate",
-                        "the stacks do not build workers",
-                    ],
-                    built_by_stacks=False,
-                )
-            )
-    else:
-        decisions.append(Decision("workers", "none", ["no background workers in the profile"], built_by_stacks=False))
+    decisions.append(_workers(p, small_team))
     decisions.append(
         Decision(
             "database",
@@ -291,6 +290,24 @@ def advise(p: Profile, source: Path | str = "") -> Advice:
     else:
         notes.append("no fragment: a layer the stacks build on Cloud Run only was placed on GKE")
     return Advice(p, str(source), decisions, fragment, notes)
+
+
+def _workers(p: Profile, small_team: bool) -> Decision:
+    if not p.background_workers:
+        return Decision("workers", "none", ["no background workers in the profile"], built_by_stacks=False)
+    if p.state == "stateful" or (not small_team) or p.placement.workers == "gke":
+        platform = "gke"
+        why = "long-running, stateful or queue-driven workers: the reference architecture puts them on GKE Standard"
+    else:
+        platform = "cloud_run"
+        why = "stateless background work: Cloud Run jobs, nothing to operate"
+    built = stacks_build("workers") and platform == WORKERS_PLATFORM
+    how = (
+        "the stacks build them: [workers] enabled = true (GKE Standard, Spot nodes first, Pub/Sub and a bucket)"
+        if built
+        else "the stacks build workers on GKE Standard only ([workers]), not as Cloud Run jobs"
+    )
+    return Decision("workers", platform, [why, how], built_by_stacks=built)
 
 
 def render_fragment(p: Profile, decisions: list[Decision], fit: tuple[str, int] | None) -> str:
@@ -373,6 +390,12 @@ def render_fragment(p: Profile, decisions: list[Decision], fit: tuple[str, int] 
             f"min_instances = {1 if (warm and models == 'cloud_run') else 0}",
             "zonal_redundancy = false   # no reserved failover capacity: cheaper, less available",
         ]
+    if any(d.layer == "workers" and d.built_by_stacks for d in decisions):
+        lines += [
+            "",
+            "[workers]",
+            "enabled = true   # [network] needs workers_cidr, workers_pods_cidr, workers_services_cidr",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -391,15 +414,24 @@ services_cidr = "10.20.0.0/20"
 psa_cidr = "10.32.0.0/16"
 inference_address = "10.10.15.250"
 run_cidr = "10.8.0.0/22"
-
+{workers_ranges}
 [cluster]
 deletion_protection = true
 
 """
 
 
-def skeleton(p: Profile) -> str:
-    return _SKELETON.format(name=p.name[:20], region=p.region)
+# The workers tier's ranges, as environments/prod.toml sets them.
+_WORKERS_RANGES = """workers_cidr = "10.12.0.0/22"
+workers_pods_cidr = "10.24.0.0/16"
+workers_services_cidr = "10.21.0.0/20"
+"""
+
+
+def skeleton(p: Profile, fragment: str = "") -> str:
+    """The rest of an environment file around ``fragment``, with the workers' ranges if it enables them."""
+    workers = "[workers]" in fragment
+    return _SKELETON.format(name=p.name[:20], region=p.region, workers_ranges=_WORKERS_RANGES if workers else "")
 
 
 def validate_fragment(fragment: str, p: Profile) -> None:
@@ -408,7 +440,7 @@ def validate_fragment(fragment: str, p: Profile) -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / f"{p.name}.toml"
-        path.write_text(skeleton(p) + fragment)
+        path.write_text(skeleton(p, fragment) + fragment)
         try:
             load_environment(path)
         except ConfigError as err:  # a bug in the advice, not in the profile
