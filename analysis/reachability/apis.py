@@ -7,56 +7,87 @@ its environment names."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
 
-from analysis.reachability.cloudrun import RunService, google_api_path, identity, run_service
-from analysis.reachability.core import Chain, EnvironmentFacts, Json, Verdict
+from analysis.reachability.cloudrun import google_api_path, identity, run_service
+from analysis.reachability.core import Chain, EnvironmentFacts, Json, Verdict, env_json
 from analysis.reachability.iam import holds, project_holders, resource_holders
-from analysis.reachability.kubernetes import PodCaller, batch_worker, pods_google_api_path
-from analysis.reachability.routing import orchestrator_json
+from analysis.reachability.kubernetes import batch_worker, pods_google_api_path
 from analysis.reachability.synth import Synth
 
 # Who may do what (cloud.google.com/pubsub/docs/access-control#roles,
 # cloud.google.com/storage/docs/access-control/iam-roles): the predefined roles granting it.
-PUBLISH = {"roles/pubsub.publisher", "roles/pubsub.editor", "roles/pubsub.admin"}
-SUBSCRIBE = {"roles/pubsub.subscriber", "roles/pubsub.editor", "roles/pubsub.admin"}
-CREATE_OBJECTS = {"roles/storage.objectCreator", "roles/storage.objectUser", "roles/storage.objectAdmin"}
-READ_OBJECTS = {"roles/storage.objectViewer", "roles/storage.objectUser", "roles/storage.objectAdmin"}
-PUBSUB_API = "pubsub.googleapis.com."
-STORAGE_API = "storage.googleapis.com."
-Path = Callable[[str], None]  # checks the caller's way to an API's host name
+PUBLISH = frozenset({"roles/pubsub.publisher", "roles/pubsub.editor", "roles/pubsub.admin"})
+SUBSCRIBE = frozenset({"roles/pubsub.subscriber", "roles/pubsub.editor", "roles/pubsub.admin"})
+CREATE_OBJECTS = frozenset({"roles/storage.objectCreator", "roles/storage.objectUser", "roles/storage.objectAdmin"})
+READ_OBJECTS = frozenset({"roles/storage.objectViewer", "roles/storage.objectUser", "roles/storage.objectAdmin"})
+Found = tuple[str, str, Json]  # (stack id, key, config) of a resource
 
 
-def _orchestrator(s: Synth, c: Chain) -> tuple[RunService, Path] | None:
+@dataclass(frozen=True)
+class Kind:
+    """A resource type an edge uses: its API's host, and the field its IAM members name it by."""
+
+    type: str
+    member_field: str
+    api: str
+
+    @property
+    def member_type(self) -> str:
+        return f"{self.type}_iam_member"
+
+
+TOPIC = Kind("google_pubsub_topic", "topic", "pubsub.googleapis.com.")
+SUBSCRIPTION = Kind("google_pubsub_subscription", "subscription", "pubsub.googleapis.com.")
+BUCKET = Kind("google_storage_bucket", "bucket", "storage.googleapis.com.")
+
+
+@dataclass(frozen=True)
+class ApiCaller:
+    name: str
+    identity: str
+    env: Mapping[str, Any]
+    path: Callable[[str], None]  # checks its way to an API's host name
+
+
+def _orchestrator(s: Synth, c: Chain) -> ApiCaller | None:
     orchestrator = run_service(s, "orchestrator")
     if not c.present(orchestrator, "the orchestrator service exists"):
         return None
-    return orchestrator, lambda hostname: google_api_path(s, c, orchestrator, hostname)
+    return ApiCaller(
+        orchestrator.name,
+        identity(s, orchestrator),
+        orchestrator.env,
+        lambda hostname: google_api_path(s, c, orchestrator, hostname),
+    )
 
 
-def _worker(s: Synth, c: Chain) -> tuple[PodCaller, Path] | None:
+def _worker(s: Synth, c: Chain) -> ApiCaller | None:
     worker = batch_worker(s, c)
     if worker is None:
         return None
-    return worker, lambda hostname: pods_google_api_path(s, c, worker, hostname)
+    return ApiCaller(
+        worker.name,
+        worker.identity,
+        worker.env,
+        lambda hostname: pods_google_api_path(s, c, worker, hostname),
+    )
 
 
-def _named(s: Synth, c: Chain, kind: str, variable: str, value: object) -> tuple[str, str, Json] | None:
+def _named(s: Synth, c: Chain, kind: Kind, variable: str, value: object) -> Found | None:
     """The resource a caller's variable names by its last path segment (projects/p/topics/NAME)."""
     name = str(value or "").rsplit("/", 1)[-1]
-    found = s.named(kind, name)
-    where = f"{kind} {name} in {found[0]}" if found else f"no {kind} named {name!r}"
+    found = s.named(kind.type, name)
+    where = f"{kind.type} {name} in {found[0]}" if found else f"no {kind.type} named {name!r}"
     return found if c.check(found is not None, f"{variable} = {value}: {where}") else None
 
 
-def _granted(
-    s: Synth, c: Chain, who: str, grant: tuple[str, str, str], found: tuple[str, str, Json], roles: set[str]
-) -> None:
-    """``who`` holds one of ``roles`` on the resource ``found``, through ``grant`` = (IAM member
-    type, its field naming the resource, what the roles let it do), or on the project."""
-    grant_kind, field, what = grant
-    target = (found[0], grant_kind.removesuffix("_iam_member"), found[1])
-    holders = resource_holders(s, grant_kind, field, target, roles)
+def _granted(s: Synth, c: Chain, who: str, kind: Kind, found: Found, need: tuple[str, frozenset[str]]) -> None:
+    """``who`` holds one of ``need``'s roles on the resource ``found``, or on the project."""
+    what, roles = need
+    holders = resource_holders(s, kind.member_type, kind.member_field, (found[0], kind.type, found[1]), set(roles))
     on_project = any(who in project_holders(s, role) for role in roles)
     c.check(
         holds(who, holders) or on_project,
@@ -64,91 +95,85 @@ def _granted(
     )
 
 
-def _vertex(s: Synth, c: Chain, backends: Json | None, who: str, path: Path) -> Verdict:
-    if backends is None:
+def _uses(
+    s: Synth, c: Chain, caller: ApiCaller | None, kind: Kind, variable: str, *needs: tuple[str, frozenset[str]]
+) -> Found | None:
+    """``caller`` reaches the API of the resource its ``variable`` names and may do what it ``needs``."""
+    found = caller and _named(s, c, kind, variable, caller.env.get(variable))
+    if caller is None or not found:
+        return None
+    caller.path(kind.api)
+    for need in needs:
+        _granted(s, c, caller.identity, kind, found, need)
+    return found
+
+
+def _vertex(s: Synth, c: Chain, caller: ApiCaller | None) -> Verdict:
+    backends = env_json(c, caller.name, caller.env, "BACKENDS") if caller else None
+    if caller is None or backends is None:
         return c.verdict()
     vertex = [b for b in backends.values() if (b or {}).get("kind") == "vertex"]
     if not c.check(bool(vertex), "BACKENDS: a vertex backend"):
         return c.verdict()
-    path(f"{vertex[0].get('location')}-aiplatform.googleapis.com.")
+    caller.path(f"{vertex[0].get('location')}-aiplatform.googleapis.com.")
     # cloud.google.com/vertex-ai/generative-ai/docs/access-control: prompt requests need
     # aiplatform.endpoints.predict, which roles/aiplatform.user grants.
+    who = caller.identity
     c.check(who in project_holders(s, "roles/aiplatform.user"), f"{who} holds roles/aiplatform.user on the project")
     return c.verdict()
 
 
 def orchestrator_to_vertex(s: Synth, facts: EnvironmentFacts) -> Verdict:
     c = Chain("orchestrator -> Vertex AI")
-    found = _orchestrator(s, c)
-    if found is None:
-        return c.verdict()
-    orchestrator, path = found
-    return _vertex(s, c, orchestrator_json(c, orchestrator, "BACKENDS"), identity(s, orchestrator), path)
+    return _vertex(s, c, _orchestrator(s, c))
 
 
 def worker_to_vertex(s: Synth, facts: EnvironmentFacts) -> Verdict:
     c = Chain("worker -> Vertex AI")
-    found = _worker(s, c)
-    if found is None:
-        return c.verdict()
-    worker, path = found
-    return _vertex(s, c, worker.json(c, "BACKENDS"), worker.identity, path)
+    return _vertex(s, c, _worker(s, c))
 
 
 def orchestrator_to_pubsub(s: Synth, facts: EnvironmentFacts) -> Verdict:
     c = Chain("orchestrator -> Pub/Sub (batch lines)")
-    found = _orchestrator(s, c)
-    topic = found and _named(s, c, "google_pubsub_topic", "BATCH_TOPIC", found[0].env.get("BATCH_TOPIC"))
-    if found is None or not topic:
-        return c.verdict()
-    orchestrator, path = found
-    path(PUBSUB_API)
-    _granted(s, c, identity(s, orchestrator), ("google_pubsub_topic_iam_member", "topic", "publish to"), topic, PUBLISH)
+    _uses(s, c, _orchestrator(s, c), TOPIC, "BATCH_TOPIC", ("publish to", PUBLISH))
     return c.verdict()
 
 
 def orchestrator_to_bucket(s: Synth, facts: EnvironmentFacts) -> Verdict:
-    c = Chain("orchestrator -> GCS (batch files)")
-    found = _orchestrator(s, c)
-    bucket = found and _named(s, c, "google_storage_bucket", "BATCH_BUCKET", found[0].env.get("BATCH_BUCKET"))
-    if found is None or not bucket:
-        return c.verdict()
-    orchestrator, path = found
-    path(STORAGE_API)
-    who, grant = identity(s, orchestrator), "google_storage_bucket_iam_member"
     # It writes the inputs and reads the workers' outputs (services/orchestrator/batch).
-    _granted(s, c, who, (grant, "bucket", "create objects in"), bucket, CREATE_OBJECTS)
-    _granted(s, c, who, (grant, "bucket", "read objects of"), bucket, READ_OBJECTS)
+    c = Chain("orchestrator -> GCS (batch files)")
+    needs = ("create objects in", CREATE_OBJECTS), ("read objects of", READ_OBJECTS)
+    _uses(s, c, _orchestrator(s, c), BUCKET, "BATCH_BUCKET", *needs)
+    return c.verdict()
+
+
+def worker_to_bucket(s: Synth, facts: EnvironmentFacts) -> Verdict:
+    c = Chain("worker -> GCS (batch files)")
+    _uses(s, c, _worker(s, c), BUCKET, "BATCH_BUCKET", ("create objects in", CREATE_OBJECTS))
     return c.verdict()
 
 
 def pubsub_to_worker(s: Synth, facts: EnvironmentFacts) -> Verdict:
     """The worker pulls the subscription of the topic the orchestrator publishes to."""
     c = Chain("Pub/Sub -> worker")
-    found, orchestrator = _worker(s, c), run_service(s, "orchestrator")
-    subscription = found and _named(
-        s, c, "google_pubsub_subscription", "SUBSCRIPTION", found[0].env.get("SUBSCRIPTION")
-    )
-    if found is None or not subscription or not c.present(orchestrator, "the orchestrator service exists"):
+    orchestrator = run_service(s, "orchestrator")
+    subscription = _uses(s, c, _worker(s, c), SUBSCRIPTION, "SUBSCRIPTION", ("pull from", SUBSCRIBE))
+    if not subscription or not c.present(orchestrator, "the orchestrator service exists"):
         return c.verdict()
-    worker, path = found
     stack_id, _, config = subscription
     published = str(orchestrator.env.get("BATCH_TOPIC") or "").rsplit("/", 1)[-1]
-    topic = s.named("google_pubsub_topic", published)
+    topic = s.named(TOPIC.type, published)
     c.check(
-        topic is not None and s.refers_to(stack_id, config.get("topic"), (topic[0], "google_pubsub_topic", topic[1])),
+        topic is not None and s.refers_to(stack_id, config.get("topic"), (topic[0], TOPIC.type, topic[1])),
         f"{config.get('name')} subscribes to {s.show(stack_id, config.get('topic'))}, the orchestrator's {published}",
     )
     # cloud.google.com/pubsub/docs/pull: a subscription without a push endpoint is pulled.
     c.check(not config.get("push_config"), f"{config.get('name')} is a pull subscription")
-    path(PUBSUB_API)
-    member = ("google_pubsub_subscription_iam_member", "subscription", "pull from")
-    _granted(s, c, worker.identity, member, subscription, SUBSCRIBE)
     _dead_letters(s, c, subscription)
     return c.verdict()
 
 
-def _dead_letters(s: Synth, c: Chain, subscription: tuple[str, str, Json]) -> None:
+def _dead_letters(s: Synth, c: Chain, subscription: Found) -> None:
     """cloud.google.com/pubsub/docs/handling-failures#grant_forwarding_permissions: the Pub/Sub
     service agent forwards undeliverable messages only with publisher on the dead-letter topic
     and subscriber on the source subscription."""
@@ -162,25 +187,5 @@ def _dead_letters(s: Synth, c: Chain, subscription: tuple[str, str, Json]) -> No
         return
     agent = "serviceAgent:pubsub.googleapis.com"
     topic = (topic_ref.stack, topic_ref.name, s.config(topic_ref))
-    _granted(s, c, agent, ("google_pubsub_topic_iam_member", "topic", "forward dead letters to"), topic, PUBLISH)
-    member = ("google_pubsub_subscription_iam_member", "subscription", "acknowledge forwarded messages of")
-    _granted(s, c, agent, member, subscription, SUBSCRIBE)
-
-
-def worker_to_bucket(s: Synth, facts: EnvironmentFacts) -> Verdict:
-    c = Chain("worker -> GCS (batch files)")
-    found = _worker(s, c)
-    bucket = found and _named(s, c, "google_storage_bucket", "BATCH_BUCKET", found[0].env.get("BATCH_BUCKET"))
-    if found is None or not bucket:
-        return c.verdict()
-    worker, path = found
-    path(STORAGE_API)
-    _granted(
-        s,
-        c,
-        worker.identity,
-        ("google_storage_bucket_iam_member", "bucket", "create objects in"),
-        bucket,
-        CREATE_OBJECTS,
-    )
-    return c.verdict()
+    _granted(s, c, agent, TOPIC, topic, ("forward dead letters to", PUBLISH))
+    _granted(s, c, agent, SUBSCRIPTION, subscription, ("acknowledge forwarded messages of", SUBSCRIBE))

@@ -14,6 +14,7 @@ from analysis.reachability.core import (
     Chain,
     Json,
     Net,
+    env_json,
     host,
     net,
     within,
@@ -58,6 +59,9 @@ class RunService:
     def env(self) -> dict[str, Any]:
         variables = self.containers[0].get("env") or () if self.containers else ()
         return {e["name"]: e.get("value") for e in variables if "name" in e}
+
+    def json(self, c: Chain, name: str) -> Any:
+        return env_json(c, self.name, self.env, name)
 
     def secret_env(self) -> dict[str, str]:
         """Variables read from Secret Manager: name -> secret."""

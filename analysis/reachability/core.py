@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeGuard, TypeVar
@@ -119,6 +120,18 @@ class Caller:
     env: Mapping[str, Any]
     identity: str  # its Google service account, as a principal
     secrets: Mapping[str, str] = field(default_factory=dict, kw_only=True)  # variables from Secret Manager -> secret
+
+    def json(self, c: Chain, name: str) -> Any:
+        return env_json(c, self.name, self.env, name)
+
+
+def env_json(c: Chain, owner: str, env: Mapping[str, Any], name: str) -> Any:
+    """The JSON in ``owner``'s variable ``name`` (BACKENDS, ROUTES), or None with the reason recorded."""
+    try:
+        return json.loads(env[name])
+    except (KeyError, TypeError, ValueError):
+        c.fail(f"{owner}'s {name} is missing or not JSON")
+        return None
 
 
 @dataclass(frozen=True)

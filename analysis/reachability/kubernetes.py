@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -131,13 +130,6 @@ class PodCaller(Caller):
     network: Ref
     source: Net  # the cluster's Pod range
     subnet: Json  # the cluster's subnet, whose primary range the nodes take their addresses from
-
-    def json(self, c: Chain, name: str) -> Any:
-        try:
-            return json.loads(self.env[name])
-        except (KeyError, TypeError, ValueError):
-            c.fail(f"{self.name}'s {name} is missing or not JSON")
-            return None
 
 
 def batch_worker(s: Synth, c: Chain) -> PodCaller | None:

@@ -16,7 +16,7 @@ from analysis.reachability.cloudrun import (
 from analysis.reachability.core import ANYWHERE, Chain, EnvironmentFacts, Json, Net, Verdict, host, net, within
 from analysis.reachability.firewall import Packet, allows, firewall_rules
 from analysis.reachability.kubernetes import Workload, batch_worker, labels_select, network_policy_admits, workloads
-from analysis.reachability.routing import check_route, orchestrator_json
+from analysis.reachability.routing import check_route
 from analysis.reachability.synth import Synth
 
 
@@ -25,7 +25,7 @@ def orchestrator_to_inference(s: Synth, facts: EnvironmentFacts) -> Verdict:
     orchestrator = run_service(s, "orchestrator")
     if not c.present(orchestrator, "the orchestrator service exists"):
         return c.verdict()
-    backends, routes = orchestrator_json(c, orchestrator, "BACKENDS"), orchestrator_json(c, orchestrator, "ROUTES")
+    backends, routes = orchestrator.json(c, "BACKENDS"), orchestrator.json(c, "ROUTES")
     if backends is None or routes is None:
         return c.verdict()
     if facts.placement == "cloud_run":

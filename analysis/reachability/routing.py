@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import json
-from typing import Any
-
-from analysis.reachability.cloudrun import RunService
 from analysis.reachability.core import Chain, Json
 
 # Routing in the orchestrator (services/modelcalls/routing.py)
@@ -31,11 +27,3 @@ def check_route(c: Chain, routes: list[Json], model: str, backend: str) -> None:
         f"ROUTES: {model} takes the first matching route {route.get('match')!r} -> {route.get('backends')}"
         + ("" if first == backend else f", not the self-hosted backend {backend!r}"),
     )
-
-
-def orchestrator_json(c: Chain, service: RunService, name: str) -> Any:
-    try:
-        return json.loads(service.env[name])
-    except (KeyError, TypeError, ValueError):
-        c.fail(f"{service.name}'s {name} is missing or not JSON")
-        return None
