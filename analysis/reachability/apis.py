@@ -24,6 +24,7 @@ SUBSCRIBE = frozenset({"roles/pubsub.subscriber", "roles/pubsub.editor", "roles/
 CREATE_OBJECTS = frozenset({"roles/storage.objectCreator", "roles/storage.objectUser", "roles/storage.objectAdmin"})
 READ_OBJECTS = frozenset({"roles/storage.objectViewer", "roles/storage.objectUser", "roles/storage.objectAdmin"})
 Found = tuple[str, str, Json]  # (stack id, key, config) of a resource
+Need = tuple[str, frozenset[str]]  # (what the caller does, the roles that let it)
 
 
 @dataclass(frozen=True)
@@ -84,7 +85,7 @@ def _named(s: Synth, c: Chain, kind: Kind, variable: str, value: object) -> Foun
     return found if c.check(found is not None, f"{variable} = {value}: {where}") else None
 
 
-def _granted(s: Synth, c: Chain, who: str, kind: Kind, found: Found, need: tuple[str, frozenset[str]]) -> None:
+def _granted(s: Synth, c: Chain, who: str, kind: Kind, found: Found, need: Need) -> None:
     """``who`` holds one of ``need``'s roles on the resource ``found``, or on the project."""
     what, roles = need
     holders = resource_holders(s, kind.member_type, kind.member_field, (found[0], kind.type, found[1]), set(roles))
@@ -95,9 +96,7 @@ def _granted(s: Synth, c: Chain, who: str, kind: Kind, found: Found, need: tuple
     )
 
 
-def _uses(
-    s: Synth, c: Chain, caller: ApiCaller | None, kind: Kind, variable: str, *needs: tuple[str, frozenset[str]]
-) -> Found | None:
+def _uses(s: Synth, c: Chain, caller: ApiCaller | None, kind: Kind, variable: str, *needs: Need) -> Found | None:
     """``caller`` reaches the API of the resource its ``variable`` names and may do what it ``needs``."""
     found = caller and _named(s, c, kind, variable, caller.env.get(variable))
     if caller is None or not found:
@@ -133,24 +132,34 @@ def worker_to_vertex(s: Synth, facts: EnvironmentFacts) -> Verdict:
     return _vertex(s, c, _worker(s, c))
 
 
-def orchestrator_to_pubsub(s: Synth, facts: EnvironmentFacts) -> Verdict:
-    c = Chain("orchestrator -> Pub/Sub (batch lines)")
-    _uses(s, c, _orchestrator(s, c), TOPIC, "BATCH_TOPIC", ("publish to", PUBLISH))
-    return c.verdict()
+def _use_edge(
+    edge: str, caller: Callable[[Synth, Chain], ApiCaller | None], kind: Kind, variable: str, *needs: Need
+) -> Callable[[Synth, EnvironmentFacts], Verdict]:
+    """The check of an edge that only uses a resource: reach its API, hold the roles it needs."""
+
+    def check(s: Synth, facts: EnvironmentFacts) -> Verdict:
+        c = Chain(edge)
+        _uses(s, c, caller(s, c), kind, variable, *needs)
+        return c.verdict()
+
+    return check
 
 
-def orchestrator_to_bucket(s: Synth, facts: EnvironmentFacts) -> Verdict:
-    # It writes the inputs and reads the workers' outputs (services/orchestrator/batch).
-    c = Chain("orchestrator -> GCS (batch files)")
-    needs = ("create objects in", CREATE_OBJECTS), ("read objects of", READ_OBJECTS)
-    _uses(s, c, _orchestrator(s, c), BUCKET, "BATCH_BUCKET", *needs)
-    return c.verdict()
-
-
-def worker_to_bucket(s: Synth, facts: EnvironmentFacts) -> Verdict:
-    c = Chain("worker -> GCS (batch files)")
-    _uses(s, c, _worker(s, c), BUCKET, "BATCH_BUCKET", ("create objects in", CREATE_OBJECTS))
-    return c.verdict()
+orchestrator_to_pubsub = _use_edge(
+    "orchestrator -> Pub/Sub (batch lines)", _orchestrator, TOPIC, "BATCH_TOPIC", ("publish to", PUBLISH)
+)
+# The orchestrator writes the inputs and reads the workers' outputs (services/orchestrator/batch).
+orchestrator_to_bucket = _use_edge(
+    "orchestrator -> GCS (batch files)",
+    _orchestrator,
+    BUCKET,
+    "BATCH_BUCKET",
+    ("create objects in", CREATE_OBJECTS),
+    ("read objects of", READ_OBJECTS),
+)
+worker_to_bucket = _use_edge(
+    "worker -> GCS (batch files)", _worker, BUCKET, "BATCH_BUCKET", ("create objects in", CREATE_OBJECTS)
+)
 
 
 def pubsub_to_worker(s: Synth, facts: EnvironmentFacts) -> Verdict:

@@ -22,6 +22,11 @@ _REFERENCE = re.compile(r"((?:data\.)?[a-z_][a-z0-9_]*)\.([A-Za-z0-9_-]+)((?:\.[
 _REMOTE_PREFIX = "cross-stack-reference-input-"
 
 
+def expressions(text: str) -> list[str]:
+    """The ``${...}`` expressions in ``text``, their quoted strings emptied (so no name in one counts)."""
+    return [_QUOTED.sub('""', expression) for expression in _INTERPOLATION.findall(text)]
+
+
 @dataclass(frozen=True)
 class Ref:
     """``type.name.attr`` in ``stack`` (``type`` is ``data.<kind>`` for a data source)."""
@@ -103,8 +108,8 @@ class Synth:
         if not isinstance(text, str):
             return []
         found = []
-        for expression in _INTERPOLATION.findall(text):
-            for match in _REFERENCE.finditer(_QUOTED.sub('""', expression)):
+        for expression in expressions(text):
+            for match in _REFERENCE.finditer(expression):
                 kind, name, attr = match[1], match[2], match[3].lstrip(".")
                 if kind == "data":  # data.<kind>.<name>.<attr>
                     kind, (name, _, attr) = f"data.{name}", attr.partition(".")
