@@ -7,8 +7,9 @@
 
 Without --synth-dir it runs `python main.py` (JSON output) into a temporary directory. For each
 environment it prints one line per edge (OK or BLOCKED, with the reasons that block it) and a
-summary; the edges are analysis/reachability/edges.py's. Exit status: 0 if every edge is OK, 1 if any is blocked, 2 if the check
-could not run (an environment that does not synthesize, a missing or unreadable synth directory).
+summary; the edges are analysis/reachability/edges.py's. Exit status: 0 if every edge is OK, 1
+if any is blocked, 2 if the check could not run (an environment that does not synthesize, a
+missing or unreadable synth directory).
 """
 
 from __future__ import annotations

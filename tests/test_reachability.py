@@ -1,4 +1,4 @@
-"""The reachability check (analysis/reachability.py, scripts/check_reachability.py).
+"""The reachability check (analysis/reachability/, scripts/check_reachability.py).
 
 Every edge of the shipped synth, and of dev with its model on Cloud Run, is reachable; broken
 copies of the synthesized JSON, each with one mistake a reviewer could miss, are caught on the

@@ -1,10 +1,16 @@
 """Can traffic flow along each edge of the architecture? Read from the synthesized stacks.
 
 Pure functions over the parsed ``cdk.tf.json`` of one environment's stacks (no cdktf, no
-network): each edge of the README's diagram is one small function that walks the path a
-request takes (ingress setting, VPC egress, DNS, Private Google Access, firewall rules,
-load balancer, NetworkPolicy, IAM, the callers' environment) and returns a ``Verdict``
-with the chain of reasons. ``evaluate`` runs every edge that applies to the environment.
+network). ``edges`` lists the edges of the README's diagram as data; each has a proof
+(``evaluate.PROOFS``), a function that walks the path a request takes (ingress setting, VPC
+egress, DNS, Private Google Access, firewall rules, load balancer, NetworkPolicy, IAM, the
+callers' environment) and returns a ``Verdict`` with the chain of reasons. ``evaluate`` runs
+every edge that applies to the environment.
+
+Modules: ``synth`` (the JSON and its references), ``core`` (verdicts, CIDRs, constants, the
+environment's facts), ``firewall``, ``iam``, ``dns``, ``googleapis`` (Private Google Access),
+``cloudrun``, ``kubernetes``, ``routing``; the proofs by tier in ``web``, ``models``, ``data``,
+``apis`` and ``cluster``.
 
 Values that are Terraform references in one stack (``${data.terraform_remote_state...}``)
 are followed to the stack that produces them, through its ``output`` blocks, down to the
