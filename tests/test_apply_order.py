@@ -81,8 +81,8 @@ def test_make_check_prints_the_table_and_fails_on_a_violation(synth_dir, tmp_pat
         assert result.returncode == 0, result.stdout + result.stderr
         assert re.search(rf"^{env}: (\d+) of \1 preconditions met$", result.stdout, re.M)
         # Green: its title and summary alone; the table comes with --verbose.
-        assert [line for line in result.stdout.splitlines() if line][0] == f"{env}: apply order"
-        assert len([line for line in result.stdout.splitlines() if line]) == 2, result.stdout
+        lines = [line for line in result.stdout.splitlines() if line]
+        assert lines[0] == f"{env}: apply order" and len(lines) == 2, result.stdout
     verbose = subprocess.run(
         [
             sys.executable,
