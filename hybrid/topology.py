@@ -1,0 +1,389 @@
+"""The platform's topology, declared once: its services, the managed backends they use, and who
+calls whom on which port.
+
+The network's firewall flows, the run tags and per-service resource names, the services'
+URL wiring, the deploy rehearsal's start order and the edges the reachability checker must
+find are all derived from it, so a new service is one entry here (and its code). Pure data and
+functions over it: no cdktf, no configuration import (the offline tools use it too).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from graphlib import TopologicalSorter
+from typing import TYPE_CHECKING, Literal
+
+from hybrid.network_constants import (
+    ANYWHERE,
+    HEALTH_CHECK_RANGES,
+    HTTPS_PORT,
+    POSTGRES_PORT,
+    PRIVATE_GOOGLE_APIS_RANGE,
+    REDIS_TLS_PORT,
+)
+
+if TYPE_CHECKING:
+    from hybrid.config import Environment
+
+# Where a service runs. A Cloud Run job runs to completion (the database bootstrap).
+Tier = Literal["cloud_run", "cloud_run_job", "gke_autopilot", "gke_standard"]
+# What a call's port is, resolved per environment by port_number.
+Port = Literal["https", "inference", "postgres", "redis"]
+# What a service uses besides the services it calls (its grants, not its flows).
+Reach = Literal["database", "models", "google_apis", "pubsub", "bucket", "vertex"]
+# How a call travels, derived from the callee's tier: Cloud Run through the VPC to
+# private.googleapis.com (its run.app URL), a GKE service through its internal load balancer,
+# a managed backend through Private Services Access, and a public service from the user's browser.
+Path = Literal["run.app", "ilb", "psa", "browser"]
+
+BROWSER = "browser"
+# The firewall's default-deny rules, one each way, below every flow's.
+DEFAULT_DENY = {"INGRESS": "deny-all-ingress", "EGRESS": "deny-all-egress"}
+
+
+@dataclass(frozen=True)
+class Service:
+    tier: Tier
+    # The environment file's table that turns it on ("services" is always on).
+    section: str = "services"
+    public: bool = False
+    reaches: frozenset[Reach] = frozenset()
+    # The GKE cluster network its calls leave from, which the firewall matches by the Pods' range.
+    cluster: str | None = None
+    # Moved to Cloud Run by [inference] placement = "cloud_run".
+    movable: bool = False
+
+
+@dataclass(frozen=True)
+class Backend:
+    """A Google-managed server in the Private Services Access range, named for its protocol."""
+
+    section: str = "services"
+
+
+@dataclass(frozen=True)
+class Call:
+    source: str
+    destination: str
+    port: Port
+    # The firewall rules' descriptions, where the call has rules of its own; a call that shares
+    # its rule with an earlier one (the same destination and port from Cloud Run) gives none.
+    why: str = ""
+    why_ingress: str = ""
+    # The source hands the destination's URL to the user's browser, which makes the call.
+    from_browser: bool = False
+
+
+@dataclass(frozen=True)
+class Topology:
+    services: Mapping[str, Service]
+    backends: Mapping[str, Backend]
+    calls: tuple[Call, ...]
+    # The networks' own flows, which no call between services makes.
+    network_flows: tuple[Flow, ...] = ()
+    # The environment file's tables that are enabled ("services" always is); None in the
+    # declaration, which holds every table's part.
+    sections: frozenset[str] | None = None
+
+    def path(self, call: Call) -> Path:
+        if call.from_browser:
+            return "browser"
+        if call.destination in self.backends:
+            return "psa"
+        return "ilb" if self.services[call.destination].tier.startswith("gke") else "run.app"
+
+    def start_order(self) -> tuple[str, ...]:
+        """The services, each after those it calls (the deploy rehearsal starts them so); jobs
+        run before any service and are not in it."""
+        graph = TopologicalSorter(
+            {
+                name: [c.destination for c in self.calls if c.source == name and c.destination in self.services]
+                for name, service in self.services.items()
+            }
+        )
+        return tuple(name for name in graph.static_order() if self.services[name].tier == "cloud_run")
+
+    def vpc_callers(self) -> tuple[str, ...]:
+        """The Cloud Run services and jobs that call through the VPC (Direct VPC egress), each
+        with a network tag its egress rules match."""
+        sources = {c.source for c in self.calls if not c.from_browser}
+        return tuple(n for n, s in self.services.items() if n in sources and s.tier.startswith("cloud_run"))
+
+    def cloud_run_services(self) -> tuple[str, ...]:
+        """The services that are, or may be placed, on Cloud Run: each has a service name and account."""
+        return tuple(n for n, s in self.services.items() if s.tier == "cloud_run" or s.movable)
+
+    def url_settings(self) -> dict[str, dict[str, str]]:
+        """Each service's settings that hold another's run.app URL: {caller: {field: callee}}."""
+        wired: dict[str, dict[str, str]] = {}
+        for call in self.calls:
+            if self.path(call) in ("run.app", "browser"):
+                wired.setdefault(call.source, {})[f"{call.destination}_url"] = call.destination
+        return wired
+
+    def required_edges(self) -> tuple[Edge, ...]:
+        """Every flow that must exist, for the reachability checker: the browser's to each public
+        service, then each call, by the path it travels."""
+        public = [Edge(BROWSER, name, "https", "browser") for name, s in self.services.items() if s.public]
+        calls = [Edge(c.source, c.destination, c.port, self.path(c)) for c in self.calls if not c.from_browser]
+        return (*public, *calls)
+
+    def firewall_flows(self) -> tuple[Flow, ...]:
+        """The networks' flows, then each call's through the VPC's firewall (to a GKE service or a
+        managed backend; Cloud Run is reached through private.googleapis.com, a network flow). A
+        Cloud Run call that gives no description joins the earlier flow to its destination and
+        port, its tag added to that egress rule's."""
+        flows = [f for f in self.network_flows if self.sections is None or f.section in self.sections]
+        for call in self.calls:
+            if self.path(call) not in ("ilb", "psa"):
+                continue
+            source, destination = self._source(call.source), self._destination(call.destination)
+            if call.why:
+                ends = (self._section(call.source), self._section(call.destination))
+                section = next((s for s in ends if s != "services"), "services")
+                flows.append(Flow(source, destination, call.port, call.why, call.why_ingress or call.why, section))
+                continue
+            i = next(
+                i for i, f in enumerate(flows) if (f.destination, f.port) == (destination, call.port) and f.source.tags
+            )
+            flows[i] = replace(flows[i], source=replace(flows[i].source, tags=(*flows[i].source.tags, call.source)))
+        return tuple(flows)
+
+    def rule_keys(self, sections: frozenset[str] | None = None) -> tuple[str, ...]:
+        """The firewall rules' keys (names.py prefixes them), those of ``sections`` only if given."""
+        flows = self.firewall_flows()
+        return (
+            *DEFAULT_DENY.values(),
+            *(k for f in flows if sections is None or f.section in sections for k in f.rule_keys()),
+        )
+
+    def _section(self, end: str) -> str:
+        return (self.services.get(end) or self.backends[end]).section
+
+    def _source(self, name: str) -> Peer:
+        cluster = self.services[name].cluster
+        if cluster:
+            return Peer((CLUSTER_PODS[cluster],), name=cluster)
+        return replace(CLOUD_RUN, name=name, tags=(name,))
+
+    def _destination(self, name: str) -> Peer:
+        if name in self.backends:
+            return Peer(("psa_cidr",), name=name, ours=False)
+        return Peer(CLUSTER_RANGES[self.services[name].cluster or ""], name=name)
+
+
+@dataclass(frozen=True)
+class Edge:
+    source: str
+    destination: str
+    port: Port
+    path: Path
+
+
+# A range a firewall rule matches: a NetworkSettings field (its name) or a literal CIDR.
+RangeRef = str
+
+
+@dataclass(frozen=True)
+class Peer:
+    """One end of a flow, as firewall rules match it."""
+
+    ranges: tuple[RangeRef, ...]
+    # In the egress rule's name; "" for the whole network.
+    name: str = ""
+    # Services whose network tags egress rules match instead of ranges: Direct VPC egress carries
+    # each Cloud Run workload's tag for egress rules, and ingress rules cannot match it, so they use
+    # the subnet's range (cloud.google.com/run/docs/configuring/vpc-direct-vpc#limitations).
+    tags: tuple[str, ...] = ()
+    # In the ingress rule's name, which matches the ranges: the name's unless set.
+    range_name: str = ""
+    # Whether the VPC's firewall guards this end (not the internet, Google's health checkers,
+    # Google APIs or a managed service peered in by Private Services Access).
+    ours: bool = True
+
+    @property
+    def ingress_name(self) -> str:
+        return self.range_name or self.name
+
+
+@dataclass(frozen=True)
+class Flow:
+    """Traffic the firewall allows: an egress rule where the source is ours, an ingress rule
+    where the destination is, each named for the flow from the same keys as names.py registers."""
+
+    source: Peer
+    destination: Peer
+    port: Port | None  # None: every protocol
+    why: str
+    why_ingress: str = ""
+    section: str = "services"
+
+    @property
+    def egress_key(self) -> str | None:
+        if not self.source.ours:
+            return None
+        if self.destination.name == self.source.name:
+            return f"allow-{self.source.name}-internal"
+        return "-".join(part for part in ("allow", self.source.name, "egress", self.destination.name) if part)
+
+    @property
+    def ingress_key(self) -> str | None:
+        # Within a cluster, GKE's own rules allow the ingress
+        # (cloud.google.com/kubernetes-engine/docs/concepts/firewall-rules#cluster-fws).
+        if not self.destination.ours or self.destination.name == self.source.name:
+            return None
+        return f"allow-{self.source.ingress_name}-to-{self.destination.name}"
+
+    def rule_keys(self) -> tuple[str, ...]:
+        return tuple(key for key in (self.egress_key, self.ingress_key) if key)
+
+
+# The clusters' ranges (NetworkSettings fields): their nodes' and Pods', which the firewall matches
+# as a destination, and the Pods' alone as the source of a call: GKE's ip-masq-agent leaves RFC 1918
+# destinations alone, so a Pod's traffic keeps its address
+# (cloud.google.com/kubernetes-engine/docs/concepts/ip-masquerade-agent).
+CLUSTER_RANGES = {
+    "workloads": ("subnet_cidr", "pods_cidr"),
+    "workers": ("workers_cidr", "workers_pods_cidr"),
+}
+CLUSTER_PODS = {"workloads": "pods_cidr", "workers": "workers_pods_cidr"}
+CLOUD_RUN = Peer(("run_cidr",), range_name="cloud-run")
+
+_WORKLOADS = Peer(CLUSTER_RANGES["workloads"], name="workloads")
+_WORKERS = Peer(CLUSTER_RANGES["workers"], name="workers")
+_ORCHESTRATOR_TO_INFERENCE = (
+    "The orchestrator (Cloud Run, Direct VPC egress) calls the model servers' internal load balancer."
+)
+_WORKERS_TO_INFERENCE = "The batch workers call the model servers' internal load balancer."
+
+TOPOLOGY = Topology(
+    services={
+        "frontend": Service("cloud_run", public=True),
+        "gateway": Service("cloud_run", public=True),
+        "orchestrator": Service(
+            "cloud_run", reaches=frozenset({"database", "models", "vertex", "google_apis", "pubsub", "bucket"})
+        ),
+        "db-bootstrap": Service("cloud_run_job", reaches=frozenset({"database"})),
+        "inference": Service("gke_autopilot", reaches=frozenset({"google_apis"}), cluster="workloads", movable=True),
+        "worker": Service(
+            "gke_standard",
+            section="workers",
+            reaches=frozenset({"database", "models", "vertex", "google_apis", "pubsub", "bucket"}),
+            cluster="workers",
+        ),
+    },
+    backends={"postgres": Backend(), "redis": Backend(section="redis")},
+    calls=(
+        Call("frontend", "gateway", "https", from_browser=True),
+        Call("gateway", "orchestrator", "https"),
+        Call(
+            "gateway",
+            "redis",
+            "redis",
+            why="The gateway keeps its rate limit's buckets in Memorystore for Redis (TLS).",
+        ),
+        Call(
+            "orchestrator",
+            "inference",
+            "inference",
+            why="The orchestrator, alone on Cloud Run, calls the model servers.",
+            why_ingress=_ORCHESTRATOR_TO_INFERENCE,
+        ),
+        Call(
+            "orchestrator",
+            "postgres",
+            "postgres",
+            why="The orchestrator and the one-time database bootstrap job connect to Cloud SQL.",
+        ),
+        Call("db-bootstrap", "postgres", "postgres"),
+        Call("worker", "inference", "inference", why=_WORKERS_TO_INFERENCE, why_ingress=_WORKERS_TO_INFERENCE),
+        Call(
+            "worker",
+            "postgres",
+            "postgres",
+            why="The batch workers connect to Cloud SQL (the ledger and the batches' state).",
+        ),
+    ),
+    network_flows=(
+        Flow(
+            Peer(HEALTH_CHECK_RANGES, name="health-checks", ours=False),
+            Peer(CLUSTER_RANGES["workloads"], name="inference"),
+            "inference",
+            why="",
+            why_ingress="Google health checkers probe the model servers behind the load balancer.",
+        ),
+        # Cloud Run's calls to internal services leave by it too (run.app resolves to it in the VPC).
+        Flow(
+            Peer(()),
+            Peer((PRIVATE_GOOGLE_APIS_RANGE,), name="google-apis", ours=False),
+            "https",
+            why="Google APIs and internal Cloud Run services over private.googleapis.com.",
+        ),
+        Flow(
+            _WORKLOADS,
+            replace(_WORKLOADS, ranges=(*_WORKLOADS.ranges, "services_cidr")),
+            None,
+            why="GKE nodes and pods talk to each other and to cluster services.",
+        ),
+        Flow(
+            _WORKLOADS,
+            Peer((ANYWHERE,), name="https", ours=False),
+            "https",
+            why="GKE workloads fetch model weights over HTTPS through Cloud NAT, and reach Google APIs.",
+        ),
+        Flow(
+            _WORKERS,
+            replace(_WORKERS, ranges=(*_WORKERS.ranges, "workers_services_cidr")),
+            None,
+            why="The workers' nodes and Pods talk to each other and to their cluster's services.",
+            section="workers",
+        ),
+        # With no NAT for their subnet, Private Google Access is the workers' only way out
+        # (cloud.google.com/vpc/docs/private-google-access).
+        Flow(
+            _WORKERS,
+            Peer((ANYWHERE,), name="google-apis", ours=False),
+            "https",
+            why="The workers' nodes and Pods reach Google APIs and their control plane over HTTPS; "
+            "with no NAT for their subnet, Private Google Access is the only way out.",
+            section="workers",
+        ),
+    ),
+)
+
+
+def active(topology: Topology, *, placement: str, sections: frozenset[str]) -> Topology:
+    """The part of ``topology`` an environment deploys: the services and backends of its enabled
+    tables, the calls between them, and the model servers where [inference] places them."""
+    tier: Tier = "cloud_run" if placement == "cloud_run" else "gke_autopilot"
+    on = frozenset({"services", *sections})
+    services = {
+        name: replace(s, tier=tier, cluster=None if tier == "cloud_run" else s.cluster) if s.movable else s
+        for name, s in topology.services.items()
+        if s.section in on
+    }
+    backends = {name: b for name, b in topology.backends.items() if b.section in on}
+    ends = services.keys() | backends.keys()
+    calls = tuple(c for c in topology.calls if c.source in ends and c.destination in ends)
+    return Topology(services, backends, calls, topology.network_flows, sections=on)
+
+
+def port_number(port: Port, env: Environment) -> int:
+    """The port a call's kind of port is in ``env``: the model servers' is the file's."""
+    fixed = {"https": HTTPS_PORT, "postgres": POSTGRES_PORT, "redis": REDIS_TLS_PORT}
+    return env.network.inference_port if port == "inference" else fixed[port]
+
+
+def declared() -> Topology:
+    """The topology as declared (a test may put another in its place)."""
+    return TOPOLOGY
+
+
+def for_environment(env: Environment) -> Topology:
+    """The part of the declared topology ``env`` deploys; each optional table, named by a
+    service's or backend's section, is an Environment field with an ``enabled`` flag."""
+    topology = declared()
+    optional = {s.section for s in topology.services.values()} | {b.section for b in topology.backends.values()}
+    enabled = frozenset(name for name in optional - {"services"} if getattr(env, name).enabled)
+    return active(topology, placement=env.inference.placement, sections=enabled)
