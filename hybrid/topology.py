@@ -73,6 +73,9 @@ class Call:
     why_ingress: str = ""
     # The source hands the destination's URL to the user's browser, which makes the call.
     from_browser: bool = False
+    # The source's setting ``<destination>_url`` holds the destination's run.app URL, where it
+    # has one; the model servers' goes into the callers' backends instead.
+    url_setting: bool = True
 
 
 @dataclass(frozen=True)
@@ -118,7 +121,7 @@ class Topology:
         """Each service's settings that hold another's run.app URL: {caller: {field: callee}}."""
         wired: dict[str, dict[str, str]] = {}
         for call in self.calls:
-            if self.path(call) in ("run.app", "browser"):
+            if call.url_setting and self.path(call) in ("run.app", "browser"):
                 wired.setdefault(call.source, {})[f"{call.destination}_url"] = call.destination
         return wired
 
@@ -289,6 +292,7 @@ TOPOLOGY = Topology(
             "inference",
             why="The orchestrator, alone on Cloud Run, calls the model servers.",
             why_ingress=_ORCHESTRATOR_TO_INFERENCE,
+            url_setting=False,
         ),
         Call(
             "orchestrator",
@@ -297,7 +301,14 @@ TOPOLOGY = Topology(
             why="The orchestrator and the one-time database bootstrap job connect to Cloud SQL.",
         ),
         Call("db-bootstrap", "postgres", "postgres"),
-        Call("worker", "inference", "inference", why=_WORKERS_TO_INFERENCE, why_ingress=_WORKERS_TO_INFERENCE),
+        Call(
+            "worker",
+            "inference",
+            "inference",
+            why=_WORKERS_TO_INFERENCE,
+            why_ingress=_WORKERS_TO_INFERENCE,
+            url_setting=False,
+        ),
         Call(
             "worker",
             "postgres",
