@@ -113,6 +113,10 @@ class Topology:
         sources = {c.source for c in self.calls if not c.from_browser}
         return tuple(n for n, s in self.services.items() if n in sources and s.tier.startswith("cloud_run"))
 
+    def vpc_services(self) -> tuple[str, ...]:
+        """The Cloud Run services (not jobs) that call through the VPC: its subnet holds their instances' addresses."""
+        return tuple(n for n in self.vpc_callers() if self.services[n].tier == "cloud_run")
+
     def cloud_run_services(self) -> tuple[str, ...]:
         """The services that are, or may be placed, on Cloud Run: each has a service name and account."""
         return tuple(n for n, s in self.services.items() if s.tier == "cloud_run" or s.movable)
