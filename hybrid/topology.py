@@ -380,7 +380,13 @@ def active(topology: Topology, *, placement: str, sections: frozenset[str]) -> T
     }
     backends = {name: b for name, b in topology.backends.items() if b.section in on}
     ends = services.keys() | backends.keys()
-    calls = tuple(c for c in topology.calls if c.source in ends and c.destination in ends)
+    # A service on Cloud Run answers on its run.app URL's HTTPS port, whatever its container's.
+    moved = {name for name, s in services.items() if s.movable and s.tier == "cloud_run"}
+    calls = tuple(
+        replace(c, port="https") if c.destination in moved else c
+        for c in topology.calls
+        if c.source in ends and c.destination in ends
+    )
     return Topology(services, backends, calls, topology.network_flows, sections=on)
 
 
