@@ -137,11 +137,12 @@ class Topology:
         return (*public, *calls)
 
     def firewall_flows(self) -> tuple[Flow, ...]:
-        """The networks' flows, then each call's through the VPC's firewall (to a GKE service or a
-        managed backend; Cloud Run is reached through private.googleapis.com, a network flow). A
-        Cloud Run call that gives no description joins the earlier flow to its destination and
-        port, its tag added to that egress rule's."""
-        flows = [f for f in self.network_flows if self.sections is None or f.section in self.sections]
+        """Each call's flow through the VPC's firewall (to a GKE service or a managed backend;
+        Cloud Run is reached through private.googleapis.com, a network flow), then the networks'
+        own, by section (in the order of the declaration's). A Cloud Run call that gives no
+        description joins the earlier flow to its destination and port, its tag added to that
+        egress rule's."""
+        flows: list[Flow] = []
         for call in self.calls:
             if self.path(call) not in ("ilb", "psa"):
                 continue
@@ -155,7 +156,14 @@ class Topology:
                 i for i, f in enumerate(flows) if (f.destination, f.port) == (destination, call.port) and f.source.tags
             )
             flows[i] = replace(flows[i], source=replace(flows[i].source, tags=(*flows[i].source.tags, call.source)))
-        return tuple(flows)
+        flows += [f for f in self.network_flows if self.sections is None or f.section in self.sections]
+        order = self.section_order()
+        return tuple(sorted(flows, key=lambda flow: order.index(flow.section)))
+
+    def section_order(self) -> tuple[str, ...]:
+        """The environment file's tables, as the declaration first names them."""
+        named = [s.section for s in self.services.values()] + [b.section for b in self.backends.values()]
+        return tuple(dict.fromkeys(["services", *named]))
 
     def rule_keys(self, sections: frozenset[str] | None = None) -> tuple[str, ...]:
         """The firewall rules' keys (names.py prefixes them), those of ``sections`` only if given."""

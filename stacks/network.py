@@ -319,12 +319,17 @@ def firewall_rules(env: Environment) -> list[Rule]:
     def ranges(peer: Peer) -> tuple[str, ...]:
         return tuple(ref if "/" in ref else str(getattr(net, ref)) for ref in peer.ranges)
 
-    allowed: dict[str, Rule] = {}
-    for flow in for_environment(env).firewall_flows():
+    active = for_environment(env)
+    order = active.section_order()
+    allowed: dict[str, tuple[tuple[int, bool], Rule]] = {}
+    for flow in active.firewall_flows():
         port = port_number(flow.port, env) if flow.port else None
-        for rule in flow_rules(
+        rules = flow_rules(
             flow, name=names.firewall_rule.__getitem__, ranges=ranges, tag=names.run_tag.__getitem__, port=port
-        ):
+        )
+        for rule in rules:
             # Cloud Run's calls to one destination share its ingress rule, which matches their subnet.
-            allowed.setdefault(rule.name, rule)
-    return deny + list(allowed.values())
+            allowed.setdefault(rule.name, ((order.index(flow.section), rule.direction == "EGRESS"), rule))
+    # Each section's ingress rules, then its egress rules: the order the rules were written in,
+    # which the HCL snapshots keep.
+    return deny + [rule for _, rule in sorted(allowed.values(), key=lambda placed: placed[0])]
