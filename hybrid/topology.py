@@ -30,12 +30,11 @@ if TYPE_CHECKING:
 Tier = Literal["cloud_run", "cloud_run_job", "gke_autopilot", "gke_standard"]
 # What a call's port is, resolved per environment by port_number.
 Port = Literal["https", "inference", "postgres", "redis"]
-# What a service uses besides the services it calls (its grants, not its flows).
-Reach = Literal["database", "models", "google_apis", "pubsub", "bucket", "vertex"]
-# How a call travels, derived from the callee's tier: Cloud Run through the VPC to
+# How a call travels, derived from the callee: Cloud Run through the VPC to
 # private.googleapis.com (its run.app URL), a GKE service through its internal load balancer,
-# a managed backend through Private Services Access, and a public service from the user's browser.
-Path = Literal["run.app", "ilb", "psa", "browser"]
+# a managed backend through Private Services Access or, a Google API's, private.googleapis.com
+# (Private Google Access), and a public service from the user's browser.
+Path = Literal["run.app", "ilb", "psa", "google_api", "browser"]
 
 BROWSER = "browser"
 # The firewall's default-deny rules, one each way, below every flow's.
@@ -48,7 +47,6 @@ class Service:
     # The environment file's table that turns it on ("services" is always on).
     section: str = "services"
     public: bool = False
-    reaches: frozenset[Reach] = frozenset()
     # The GKE cluster network its calls leave from, which the firewall matches by the Pods' range.
     cluster: str | None = None
     # Moved to Cloud Run by [inference] placement = "cloud_run".
@@ -57,8 +55,10 @@ class Service:
 
 @dataclass(frozen=True)
 class Backend:
-    """A Google-managed server in the Private Services Access range, named for its protocol."""
+    """What Google runs that services reach: a managed server in the Private Services Access
+    range (named for its protocol), or a Google API's resource."""
 
+    path: Literal["psa", "google_api"]
     section: str = "services"
 
 
@@ -93,7 +93,7 @@ class Topology:
         if call.from_browser:
             return "browser"
         if call.destination in self.backends:
-            return "psa"
+            return self.backends[call.destination].path
         return "ilb" if self.services[call.destination].tier.startswith("gke") else "run.app"
 
     def start_order(self) -> tuple[str, ...]:
@@ -165,13 +165,10 @@ class Topology:
         named = [s.section for s in self.services.values()] + [b.section for b in self.backends.values()]
         return tuple(dict.fromkeys(["services", *named]))
 
-    def rule_keys(self, sections: frozenset[str] | None = None) -> tuple[str, ...]:
-        """The firewall rules' keys (names.py prefixes them), those of ``sections`` only if given."""
-        flows = self.firewall_flows()
-        return (
-            *DEFAULT_DENY.values(),
-            *(k for f in flows if sections is None or f.section in sections for k in f.rule_keys()),
-        )
+    def rule_keys(self) -> dict[str, str]:
+        """Each firewall rule's key (names.py prefixes it) and the section that makes it."""
+        flows = {key: flow.section for flow in self.firewall_flows() for key in flow.rule_keys()}
+        return {**dict.fromkeys(DEFAULT_DENY.values(), "services"), **flows}
 
     def _section(self, end: str) -> str:
         return (self.services.get(end) or self.backends[end]).section
@@ -270,25 +267,28 @@ _WORKERS = Peer(CLUSTER_RANGES["workers"], name="workers")
 _ORCHESTRATOR_TO_INFERENCE = (
     "The orchestrator (Cloud Run, Direct VPC egress) calls the model servers' internal load balancer."
 )
+# The Google APIs the orchestrator and the workers both use: routes to Vertex AI, batch lines published
+# by one and pulled by the other, batch files written by one and read by the other.
+_BATCH_APIS = ("vertex-ai", "batch-lines", "batch-bucket")
 _WORKERS_TO_INFERENCE = "The batch workers call the model servers' internal load balancer."
 
 TOPOLOGY = Topology(
     services={
         "frontend": Service("cloud_run", public=True),
         "gateway": Service("cloud_run", public=True),
-        "orchestrator": Service(
-            "cloud_run", reaches=frozenset({"database", "models", "vertex", "google_apis", "pubsub", "bucket"})
-        ),
-        "db-bootstrap": Service("cloud_run_job", reaches=frozenset({"database"})),
-        "inference": Service("gke_autopilot", reaches=frozenset({"google_apis"}), cluster="workloads", movable=True),
-        "worker": Service(
-            "gke_standard",
-            section="workers",
-            reaches=frozenset({"database", "models", "vertex", "google_apis", "pubsub", "bucket"}),
-            cluster="workers",
-        ),
+        "orchestrator": Service("cloud_run"),
+        "db-bootstrap": Service("cloud_run_job"),
+        "inference": Service("gke_autopilot", cluster="workloads", movable=True),
+        "worker": Service("gke_standard", section="workers", cluster="workers"),
     },
-    backends={"postgres": Backend(), "redis": Backend(section="redis")},
+    backends={
+        "postgres": Backend("psa"),
+        "redis": Backend("psa", section="redis"),
+        "vertex-ai": Backend("google_api"),
+        # The batch queue's topic and the batch files' bucket.
+        "batch-lines": Backend("google_api", section="workers"),
+        "batch-bucket": Backend("google_api", section="workers"),
+    },
     calls=(
         Call("frontend", "gateway", "https", from_browser=True),
         Call("gateway", "orchestrator", "https"),
@@ -313,6 +313,7 @@ TOPOLOGY = Topology(
             why="The orchestrator and the one-time database bootstrap job connect to Cloud SQL.",
         ),
         Call("db-bootstrap", "postgres", "postgres"),
+        *(Call(caller, api, "https") for caller in ("orchestrator", "worker") for api in _BATCH_APIS),
         Call(
             "worker",
             "inference",

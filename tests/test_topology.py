@@ -39,7 +39,7 @@ def reranker(monkeypatch) -> Environment:
         "TOPOLOGY",
         replace(
             TOPOLOGY,
-            services={**TOPOLOGY.services, "reranker": Service("cloud_run", reaches=frozenset({"database"}))},
+            services={**TOPOLOGY.services, "reranker": Service("cloud_run")},
             calls=(
                 *TOPOLOGY.calls,
                 Call("orchestrator", "reranker", "https"),
@@ -111,8 +111,10 @@ def test_the_declared_order_is_the_rehearsals():
 
 def test_optional_tables_leave_their_services_and_flows_out():
     dev, prod = for_environment(DEV_ENV), for_environment(load_environment(PROD))
-    assert "worker" not in dev.services and "redis" not in dev.backends
-    assert {"worker", "redis"} <= prod.services.keys() | prod.backends.keys()
+    assert "worker" not in dev.services and not {"redis", "batch-lines"} & dev.backends.keys()
+    assert {"worker", "redis", "batch-lines"} <= prod.services.keys() | prod.backends.keys()
+    assert Edge("orchestrator", "vertex-ai", "https", "google_api") in dev.required_edges()
+    assert Edge("orchestrator", "batch-lines", "https", "google_api") not in dev.required_edges()
     dev_rules = {rule.name for rule in firewall_rules(DEV_ENV)}
     assert not {name for name in dev_rules if "workers" in name or "redis" in name}
     assert {flow.section for flow in prod.firewall_flows()} == {"services", "workers", "redis"}

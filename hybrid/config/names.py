@@ -25,8 +25,9 @@ class ResourceNames:
         self.psa_range = f"{env}-psa"
         # Each named for the flow it allows or denies (hybrid/topology.py); the workers tier's
         # apart, as they are made (and their names checked) only where [workers] is enabled.
-        self._workers_rules_keys = declared.rule_keys(frozenset({"workers"}))[len(topology.DEFAULT_DENY) :]
-        self.firewall_rule = {rule: f"{env}-{rule}" for rule in declared.rule_keys()}
+        rule_sections = declared.rule_keys()
+        self.firewall_rule = {rule: f"{env}-{rule}" for rule in rule_sections}
+        self._workers_rule_keys = tuple(rule for rule, section in rule_sections.items() if section == "workers")
         self.router = f"{env}-router"
         self.nat = f"{env}-nat"
         self.sql_instance = f"{env}-postgres"
@@ -106,7 +107,7 @@ class ResourceNames:
             "batch lines topic": (self.batch_topic, *pubsub),
             "batch workers subscription": (self.batch_subscription, *pubsub),
             "batch dead-letter topic and subscription": (self.dead_letter_topic, *pubsub),
-            **{f"{rule} firewall rule": (self.firewall_rule[rule], _RFC1035, rfc) for rule in self._workers_rules_keys},
+            **{f"{rule} firewall rule": (self.firewall_rule[rule], _RFC1035, rfc) for rule in self._workers_rule_keys},
         }
 
     def _base_rules(self, rfc: str) -> dict[str, tuple[str, str, str]]:
@@ -155,7 +156,7 @@ class ResourceNames:
             **{
                 f"{rule} firewall rule": (name, _RFC1035, rfc)
                 for rule, name in self.firewall_rule.items()
-                if rule not in self._workers_rules_keys
+                if rule not in self._workers_rule_keys
             },
             # cloud.google.com/api-keys/docs/reference/rest/v2/projects.locations.keys/create: keyId.
             "browser API key": (self.browser_key, _RFC1035, rfc),
