@@ -79,113 +79,6 @@ class Call:
 
 
 @dataclass(frozen=True)
-class Topology:
-    services: Mapping[str, Service]
-    backends: Mapping[str, Backend]
-    calls: tuple[Call, ...]
-    # The networks' own flows, which no call between services makes.
-    network_flows: tuple[Flow, ...] = ()
-    # The environment file's tables that are enabled ("services" always is); None in the
-    # declaration, which holds every table's part.
-    sections: frozenset[str] | None = None
-
-    def path(self, call: Call) -> Path:
-        if call.from_browser:
-            return "browser"
-        if call.destination in self.backends:
-            return self.backends[call.destination].path
-        return "ilb" if self.services[call.destination].tier.startswith("gke") else "run.app"
-
-    def start_order(self) -> tuple[str, ...]:
-        """The services, each after those it calls (the deploy rehearsal starts them so); jobs
-        run before any service and are not in it."""
-        graph = TopologicalSorter(
-            {
-                name: [c.destination for c in self.calls if c.source == name and c.destination in self.services]
-                for name, service in self.services.items()
-            }
-        )
-        return tuple(name for name in graph.static_order() if self.services[name].tier == "cloud_run")
-
-    def vpc_callers(self) -> tuple[str, ...]:
-        """The Cloud Run services and jobs that call through the VPC (Direct VPC egress), each
-        with a network tag its egress rules match."""
-        sources = {c.source for c in self.calls if not c.from_browser}
-        return tuple(n for n, s in self.services.items() if n in sources and s.tier.startswith("cloud_run"))
-
-    def vpc_services(self) -> tuple[str, ...]:
-        """The Cloud Run services (not jobs) that call through the VPC: its subnet holds their instances' addresses."""
-        return tuple(n for n in self.vpc_callers() if self.services[n].tier == "cloud_run")
-
-    def cloud_run_services(self) -> tuple[str, ...]:
-        """The services that are, or may be placed, on Cloud Run: each has a service name and account."""
-        return tuple(n for n, s in self.services.items() if s.tier == "cloud_run" or s.movable)
-
-    def url_settings(self) -> dict[str, dict[str, str]]:
-        """Each service's settings that hold another's run.app URL: {caller: {field: callee}}."""
-        wired: dict[str, dict[str, str]] = {}
-        for call in self.calls:
-            if call.url_setting and self.path(call) in ("run.app", "browser"):
-                wired.setdefault(call.source, {})[f"{call.destination}_url"] = call.destination
-        return wired
-
-    def required_edges(self) -> tuple[Edge, ...]:
-        """Every flow that must exist, for the reachability checker: the browser's to each public
-        service, then each call, by the path it travels."""
-        public = [Edge(BROWSER, name, "https", "browser") for name, s in self.services.items() if s.public]
-        calls = [Edge(c.source, c.destination, c.port, self.path(c)) for c in self.calls if not c.from_browser]
-        return (*public, *calls)
-
-    def firewall_flows(self) -> tuple[Flow, ...]:
-        """Each call's flow through the VPC's firewall (to a GKE service or a managed backend;
-        Cloud Run is reached through private.googleapis.com, a network flow), then the networks'
-        own, by section (in the order of the declaration's). A Cloud Run call that gives no
-        description joins the earlier flow to its destination and port, its tag added to that
-        egress rule's."""
-        flows: list[Flow] = []
-        for call in self.calls:
-            if self.path(call) not in ("ilb", "psa"):
-                continue
-            source, destination = self._source(call.source), self._destination(call.destination)
-            if call.why:
-                ends = (self._section(call.source), self._section(call.destination))
-                section = next((s for s in ends if s != "services"), "services")
-                flows.append(Flow(source, destination, call.port, call.why, call.why_ingress or call.why, section))
-                continue
-            i = next(
-                i for i, f in enumerate(flows) if (f.destination, f.port) == (destination, call.port) and f.source.tags
-            )
-            flows[i] = replace(flows[i], source=replace(flows[i].source, tags=(*flows[i].source.tags, call.source)))
-        flows += [f for f in self.network_flows if self.sections is None or f.section in self.sections]
-        order = self.section_order()
-        return tuple(sorted(flows, key=lambda flow: order.index(flow.section)))
-
-    def section_order(self) -> tuple[str, ...]:
-        """The environment file's tables, as the declaration first names them."""
-        named = [s.section for s in self.services.values()] + [b.section for b in self.backends.values()]
-        return tuple(dict.fromkeys(["services", *named]))
-
-    def rule_keys(self) -> dict[str, str]:
-        """Each firewall rule's key (names.py prefixes it) and the section that makes it."""
-        flows = {key: flow.section for flow in self.firewall_flows() for key in flow.rule_keys()}
-        return {**dict.fromkeys(DEFAULT_DENY.values(), "services"), **flows}
-
-    def _section(self, end: str) -> str:
-        return (self.services.get(end) or self.backends[end]).section
-
-    def _source(self, name: str) -> Peer:
-        cluster = self.services[name].cluster
-        if cluster:
-            return Peer((CLUSTER_PODS[cluster],), name=cluster)
-        return replace(CLOUD_RUN, name=name, tags=(name,))
-
-    def _destination(self, name: str) -> Peer:
-        if name in self.backends:
-            return Peer(("psa_cidr",), name=name, ours=False)
-        return Peer(CLUSTER_RANGES[self.services[name].cluster or ""], name=name)
-
-
-@dataclass(frozen=True)
 class Edge:
     source: str
     destination: str
@@ -249,6 +142,116 @@ class Flow:
 
     def rule_keys(self) -> tuple[str, ...]:
         return tuple(key for key in (self.egress_key, self.ingress_key) if key)
+
+
+@dataclass(frozen=True)
+class Topology:
+    services: Mapping[str, Service]
+    backends: Mapping[str, Backend]
+    calls: tuple[Call, ...]
+    # The networks' own flows, which no call between services makes.
+    network_flows: tuple[Flow, ...] = ()
+    # The environment file's tables that are enabled ("services" always is); None in the
+    # declaration, which holds every table's part.
+    sections: frozenset[str] | None = None
+
+    def path(self, call: Call) -> Path:
+        if call.from_browser:
+            return "browser"
+        if call.destination in self.backends:
+            return self.backends[call.destination].path
+        return "ilb" if self.services[call.destination].tier.startswith("gke") else "run.app"
+
+    def start_order(self) -> tuple[str, ...]:
+        """The services, each after those it calls (the deploy rehearsal starts them so); jobs
+        run before any service and are not in it."""
+        graph = TopologicalSorter(
+            {
+                name: [c.destination for c in self.calls if c.source == name and c.destination in self.services]
+                for name in self.services
+            }
+        )
+        return tuple(name for name in graph.static_order() if self.services[name].tier == "cloud_run")
+
+    def vpc_callers(self) -> tuple[str, ...]:
+        """The Cloud Run services and jobs that call through the VPC (Direct VPC egress), each
+        with a network tag its egress rules match."""
+        sources = {c.source for c in self.calls if not c.from_browser}
+        return tuple(n for n, s in self.services.items() if n in sources and s.tier.startswith("cloud_run"))
+
+    def vpc_services(self) -> tuple[str, ...]:
+        """The Cloud Run services (not jobs) that call through the VPC: its subnet holds their instances' addresses."""
+        return tuple(n for n in self.vpc_callers() if self.services[n].tier == "cloud_run")
+
+    def cloud_run_services(self) -> tuple[str, ...]:
+        """The services that are, or may be placed, on Cloud Run: each has a service name and account."""
+        return tuple(n for n, s in self.services.items() if s.tier == "cloud_run" or s.movable)
+
+    def url_settings(self) -> dict[str, dict[str, str]]:
+        """Each service's settings that hold another's run.app URL: {caller: {field: callee}}."""
+        wired: dict[str, dict[str, str]] = {}
+        for call in self.calls:
+            if call.url_setting and self.path(call) in ("run.app", "browser"):
+                wired.setdefault(call.source, {})[f"{call.destination}_url"] = call.destination
+        return wired
+
+    def required_edges(self) -> tuple[Edge, ...]:
+        """Every flow that must exist, for the reachability checker: the browser's to each public
+        service, then each call, by the path it travels."""
+        public = [Edge(BROWSER, name, "https", "browser") for name, s in self.services.items() if s.public]
+        calls = [Edge(c.source, c.destination, c.port, self.path(c)) for c in self.calls if not c.from_browser]
+        return (*public, *calls)
+
+    def firewall_flows(self) -> tuple[Flow, ...]:
+        """Each call's flow through the VPC's firewall (to a GKE service or a managed backend;
+        Cloud Run is reached through private.googleapis.com, a network flow), then the networks'
+        own, by section (in the order of the declaration's). A Cloud Run call that gives no
+        description joins the earlier flow to its destination and port, its tag added to that
+        egress rule's."""
+        flows: list[Flow] = []
+        for call in self.calls:
+            if self.path(call) not in ("ilb", "psa"):
+                continue
+            source, destination = self._source(call.source), self._destination(call.destination)
+            if call.why:
+                ends = (self._section(call.source), self._section(call.destination))
+                section = next((s for s in ends if s != "services"), "services")
+                flows.append(Flow(source, destination, call.port, call.why, call.why_ingress or call.why, section))
+                continue
+            shared = (
+                i for i, f in enumerate(flows) if (f.destination, f.port) == (destination, call.port) and f.source.tags
+            )
+            i = next(shared, None)
+            if i is None:
+                raise ValueError(f"{call.source} -> {call.destination}: a call with a rule of its own needs its why")
+            flows[i] = replace(flows[i], source=replace(flows[i].source, tags=(*flows[i].source.tags, call.source)))
+        flows += [f for f in self.network_flows if self.sections is None or f.section in self.sections]
+        order = self.section_order()
+        return tuple(sorted(flows, key=lambda flow: order.index(flow.section)))
+
+    def section_order(self) -> tuple[str, ...]:
+        """The environment file's tables, as the declaration first names them."""
+        named = [s.section for s in self.services.values()] + [b.section for b in self.backends.values()]
+        return tuple(dict.fromkeys(["services", *named]))
+
+    def rule_keys(self) -> dict[str, str]:
+        """Each firewall rule's key (names.py prefixes it) and the section that makes it."""
+        flows = {key: flow.section for flow in self.firewall_flows() for key in flow.rule_keys()}
+        return {**dict.fromkeys(DEFAULT_DENY.values(), "services"), **flows}
+
+    def _section(self, end: str) -> str:
+        return (self.services.get(end) or self.backends[end]).section
+
+    def _source(self, name: str) -> Peer:
+        cluster = self.services[name].cluster
+        if cluster:
+            return Peer((CLUSTER_PODS[cluster],), name=cluster)
+        return replace(CLOUD_RUN, name=name, tags=(name,))
+
+    def _destination(self, name: str) -> Peer:
+        if name in self.backends:
+            return Peer(("psa_cidr",), name=name, ours=False)
+        return Peer(CLUSTER_RANGES[self.services[name].cluster or ""], name=name)
 
 
 # The clusters' ranges (NetworkSettings fields): their nodes' and Pods', which the firewall matches
@@ -403,6 +406,12 @@ def port_number(port: Port, env: Environment) -> int:
     """The port a call's kind of port is in ``env``: the model servers' is the file's."""
     fixed = {"https": HTTPS_PORT, "postgres": POSTGRES_PORT, "redis": REDIS_TLS_PORT}
     return env.network.inference_port if port == "inference" else fixed[port]
+
+
+def required_edges(*, placement: str, sections: frozenset[str]) -> tuple[Edge, ...]:
+    """The edges the reachability checker must find in an environment whose model servers are
+    at ``placement`` and whose optional ``sections`` (e.g. "workers", "redis") are enabled."""
+    return active(declared(), placement=placement, sections=sections).required_edges()
 
 
 def declared() -> Topology:
