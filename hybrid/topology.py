@@ -51,6 +51,9 @@ class Service:
     cluster: str | None = None
     # Moved to Cloud Run by [inference] placement = "cloud_run".
     movable: bool = False
+    # Its code is services/<name>: Cloud Build builds its image (make up, step 2), and its
+    # settings model is its contract with the stacks (hybrid/service_contract.py).
+    built: bool = False
 
 
 @dataclass(frozen=True)
@@ -187,6 +190,10 @@ class Topology:
         """The services that are, or may be placed, on Cloud Run: each has a service name and account."""
         return tuple(n for n, s in self.services.items() if s.tier == "cloud_run" or s.movable)
 
+    def built(self) -> tuple[str, ...]:
+        """The services whose code is in services/, each with an image to build."""
+        return tuple(n for n, s in self.services.items() if s.built)
+
     def url_settings(self) -> dict[str, dict[str, str]]:
         """Each service's settings that hold another's run.app URL: {caller: {field: callee}}."""
         wired: dict[str, dict[str, str]] = {}
@@ -277,12 +284,12 @@ _WORKERS_TO_INFERENCE = "The batch workers call the model servers' internal load
 
 TOPOLOGY = Topology(
     services={
-        "frontend": Service("cloud_run", public=True),
-        "gateway": Service("cloud_run", public=True),
-        "orchestrator": Service("cloud_run"),
+        "frontend": Service("cloud_run", public=True, built=True),
+        "gateway": Service("cloud_run", public=True, built=True),
+        "orchestrator": Service("cloud_run", built=True),
         "db-bootstrap": Service("cloud_run_job"),
         "inference": Service("gke_autopilot", cluster="workloads", movable=True),
-        "worker": Service("gke_standard", section="workers", cluster="workers"),
+        "worker": Service("gke_standard", section="workers", cluster="workers", built=True),
     },
     backends={
         "postgres": Backend("psa"),

@@ -14,6 +14,7 @@ from hybrid.config import Environment, load_environment
 from hybrid.service_contract import Wiring, run_app_url, service_settings, url_settings
 from hybrid.topology import TOPOLOGY, Call, Edge, Service, for_environment
 from iac import ROOT, resources
+from scripts.deploy_steps import DEPLOY_STEPS
 from services.orchestrator.settings import OrchestratorSettings
 from stacks.network import NetworkStack, firewall_rules
 from variants import DEV_ENV, DEV_ON_CLOUD_RUN
@@ -133,3 +134,9 @@ def test_cloud_run_calls_to_one_destination_share_its_rule():
     assert [(f.egress_key, f.source.tags) for f in flows] == [
         ("allow-orchestrator-egress-postgres", ("orchestrator", "db-bootstrap"))
     ]
+
+
+def test_each_built_service_has_its_settings_model_and_image():
+    assert set(service_contract.MODELS) == set(TOPOLOGY.built())
+    assert DEPLOY_STEPS[1].images == TOPOLOGY.built()
+    assert all((ROOT / "services" / name / "settings.py").is_file() for name in TOPOLOGY.built())
