@@ -31,9 +31,10 @@ Tier = Literal["cloud_run", "cloud_run_job", "gke_autopilot", "gke_standard"]
 # What a call's port is, resolved per environment by port_number.
 Port = Literal["https", "inference", "postgres", "redis"]
 # How a call travels, derived from the callee: Cloud Run through the VPC to
-# private.googleapis.com (its run.app URL), a GKE service through its internal load balancer,
-# a managed backend through Private Services Access or, a Google API's, private.googleapis.com
-# (Private Google Access), and a public service from the user's browser.
+# private.googleapis.com (its run.app URL: cloud.google.com/run/docs/securing/private-networking#from-other-services),
+# a GKE service through its internal load balancer, a managed backend through Private Services
+# Access or, a Google API's, private.googleapis.com (cloud.google.com/vpc/docs/private-google-access),
+# and a public service from the user's browser.
 Path = Literal["run.app", "ilb", "psa", "google_api", "browser"]
 
 BROWSER = "browser"

@@ -127,6 +127,10 @@ def test_the_model_servers_on_cloud_run_are_called_by_run_app():
     assert Edge("orchestrator", "inference", "inference", "ilb") in for_environment(DEV_ENV).required_edges()
     # Its URL goes into the orchestrator's backends, not into a setting of its own.
     assert "inference_url" not in url_settings(DEV_ON_CLOUD_RUN).get("orchestrator", {})
+    # No rules to an internal load balancer that is not there (run.app goes by private.googleapis.com).
+    on_cloud_run = {rule.name for rule in firewall_rules(DEV_ON_CLOUD_RUN)}
+    on_gke = {rule.name for rule in firewall_rules(DEV_ENV)}
+    assert on_gke - on_cloud_run == {"dev-allow-cloud-run-to-inference", "dev-allow-orchestrator-egress-inference"}
 
 
 def test_cloud_run_calls_to_one_destination_share_its_rule():
