@@ -11,6 +11,7 @@ starts the services in the deploy rehearsal test.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, InitSettingsSource
 
 from hybrid.config import Environment, must
+from hybrid.topology import for_environment
 from services.frontend.settings import FrontendSettings
 from services.gateway.settings import GatewaySettings
 from services.modelcalls.settings import Route
@@ -50,8 +52,9 @@ class Wiring:
     """What only the stacks know: where the other parts are (Terraform references at synth).
     A value still unknown is None, and a service that needs it is refused."""
 
-    gateway_url: str | None = None
-    orchestrator_url: str | None = None
+    # The run.app URL of each service another calls, by service: the caller's setting
+    # ``<service>_url`` (hybrid/topology.py's url_settings).
+    urls: Mapping[str, str] = dataclasses.field(default_factory=dict)
     # The orchestrator's deterministic URL: the audience of the gateway's ID tokens, and what the
     # orchestrator checks them for (its own uri would make it depend on itself).
     orchestrator_audience: str | None = None
@@ -69,6 +72,10 @@ class Wiring:
     redis_port: str | None = None
     redis_server_ca: str | None = None
 
+    def with_url(self, service: str, url: str) -> Wiring:
+        """This wiring, with ``service``'s URL known (once the stack has made it)."""
+        return dataclasses.replace(self, urls={**self.urls, service: url})
+
     @classmethod
     def placeholder(cls, env: Environment) -> Wiring:
         """Stand-ins of the right shape, to check an environment file before any stack exists."""
@@ -77,8 +84,7 @@ class Wiring:
             return run_app_url(env.names.service[role], "PROJECT_NUMBER", env.region)
 
         return cls(
-            gateway_url=run("gateway"),
-            orchestrator_url=run("orchestrator"),
+            urls={callee: run(callee) for wired in url_settings(env).values() for callee in wired.values()},
             orchestrator_audience=run("orchestrator"),
             gateway_account=f"{env.names.service['gateway']}@{env.project_id}.iam.gserviceaccount.com",
             frontend_origin=run("frontend"),
@@ -106,8 +112,21 @@ def self_hosted_model(env: Environment) -> str:
     return inference.gke_server.model if inference.placement == "gke" else inference.cloud_run_server.model
 
 
+def url_settings(env: Environment) -> dict[str, dict[str, str]]:
+    """Each service's settings that hold the run.app URL of a service it calls: {role: {field: callee}}."""
+    return for_environment(env).url_settings()
+
+
 def _stack_values(env: Environment, wiring: Wiring) -> dict[str, dict[str, object]]:
     """Each service's settings that the stack decides, by field name of its model."""
+    values = _decided(env, wiring)
+    for role, wired in url_settings(env).items():
+        values[role].update({setting: wiring.urls.get(callee) for setting, callee in wired.items()})
+    return values
+
+
+def _decided(env: Environment, wiring: Wiring) -> dict[str, dict[str, object]]:
+    """Each service's settings that the stack decides, but the URLs of the services it calls."""
     services = env.services
     gateway, frontend = services.gateway, services.frontend
     # Identity Platform of this project unless the file names another issuer: its ID tokens have
@@ -118,7 +137,6 @@ def _stack_values(env: Environment, wiring: Wiring) -> dict[str, dict[str, objec
             "jwks_url": gateway.jwks_url,
             "jwt_issuer": gateway.jwt_issuer or f"https://securetoken.google.com/{env.project_id}",
             "jwt_audience": gateway.jwt_audience or env.project_id,
-            "orchestrator_url": wiring.orchestrator_url,
             "orchestrator_auth": "google-id-token",
             "orchestrator_audience": wiring.orchestrator_audience,
             "allowed_origins": wiring.frontend_origin,
@@ -136,7 +154,6 @@ def _stack_values(env: Environment, wiring: Wiring) -> dict[str, dict[str, objec
             ),
         },
         "frontend": {
-            "gateway_url": wiring.gateway_url,
             "default_model": frontend.default_model or self_hosted_model(env),
             "auth_mode": "identity-platform",
             "identity_platform_api_key": wiring.identity_platform_api_key,

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from hybrid.topology import TOPOLOGY
+
 StepKind = Literal["stacks", "images", "secrets", "job"]
 
 
@@ -32,7 +34,7 @@ DEPLOY_STEPS: tuple[Step, ...] = (
         2,
         "images",
         "Images of every service the environment deploys, built with Cloud Build",
-        images=("frontend", "gateway", "orchestrator", "worker"),
+        images=TOPOLOGY.built(),
     ),
     Step(3, "secrets", "Secret versions the stacks reference but never hold"),
     Step(4, "stacks", "Everything else: clusters, inference, workers, services", ("*",)),

@@ -12,8 +12,6 @@ network tag of its own; the frontend and a Cloud Run model server call nothing p
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from cdktf import TerraformOutput
 from cdktf_cdktf_provider_google.apikeys_key import (
     ApikeysKey,
@@ -172,7 +170,7 @@ class ServicesStack(LayerStack):
             ),
         )
 
-        wiring = replace(wiring, orchestrator_url=self.orchestrator.uri)
+        wiring = wiring.with_url("orchestrator", self.orchestrator.uri)
         self.gateway = self._service(
             "gateway",
             settings.gateway,
@@ -203,7 +201,7 @@ class ServicesStack(LayerStack):
         self.frontend = self._service(
             "frontend",
             settings.frontend,
-            env=container_env(env, replace(wiring, gateway_url=self.gateway.uri), "frontend"),
+            env=container_env(env, wiring.with_url("gateway", self.gateway.uri), "frontend"),
         )
         if settings.frontend.access == "iap":
             beta = GoogleBetaProvider(self, "google-beta", project=env.project_id, region=env.region)
