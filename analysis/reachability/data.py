@@ -12,8 +12,16 @@ from analysis.reachability.kubernetes import batch_worker
 from analysis.reachability.synth import Ref, Synth
 
 
-def orchestrator_to_database(s: Synth, facts: EnvironmentFacts) -> Verdict:
-    return _cloud_run_to_database(s, Chain("orchestrator -> Cloud SQL"), run_service(s, "orchestrator"))
+def cloud_run_to_database(caller: str) -> Callable[[Synth, EnvironmentFacts], Verdict]:
+    """A Cloud Run service connecting to Cloud SQL in the Private Services Access range."""
+
+    def check(s: Synth, facts: EnvironmentFacts) -> Verdict:
+        return _cloud_run_to_database(s, Chain(f"{caller} -> Cloud SQL"), run_service(s, caller))
+
+    return check
+
+
+orchestrator_to_database = cloud_run_to_database("orchestrator")
 
 
 def job_to_database(s: Synth, facts: EnvironmentFacts) -> Verdict:

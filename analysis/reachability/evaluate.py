@@ -14,19 +14,27 @@ from analysis.reachability.apis import (
 )
 from analysis.reachability.cluster import nodes_to_internet, prometheus_to_metrics
 from analysis.reachability.core import EnvironmentFacts, Json, Step, Unresolved, Verdict
-from analysis.reachability.data import gateway_to_redis, job_to_database, orchestrator_to_database, worker_to_database
-from analysis.reachability.edges import EDGES
+from analysis.reachability.data import (
+    cloud_run_to_database,
+    gateway_to_redis,
+    job_to_database,
+    orchestrator_to_database,
+    worker_to_database,
+)
+from analysis.reachability.edges import Edge, edges_for
 from analysis.reachability.models import orchestrator_to_inference, worker_to_inference
 from analysis.reachability.synth import Synth
 from analysis.reachability.web import (
     browser_to_frontend,
     browser_to_gateway,
     browser_to_identity_platform,
+    cloud_run_call,
     gateway_to_orchestrator,
 )
 
 EdgeCheck = Callable[[Synth, EnvironmentFacts], Verdict]
-# How each edge of edges.EDGES is proven.
+# How each edge is proven, by its name; a new service's call to an internal Cloud Run service or
+# to Cloud SQL is proven as the ones here are (proof_for).
 PROOFS: dict[str, EdgeCheck] = {
     "browser -> frontend": browser_to_frontend,
     "browser -> Identity Platform": browser_to_identity_platform,
@@ -49,13 +57,28 @@ PROOFS: dict[str, EdgeCheck] = {
 }
 
 
+def proof_for(edge: Edge) -> EdgeCheck:
+    if edge.name in PROOFS:
+        return PROOFS[edge.name]
+    if edge.path == "run.app":
+        return cloud_run_call(edge.caller, edge.callee)
+    if edge.path == "psa" and edge.callee == "postgres":
+        return cloud_run_to_database(edge.caller)
+
+    def unproven(s: Synth, facts: EnvironmentFacts) -> Verdict:
+        why = f"no proof for a {edge.path} edge to {edge.callee}: teach analysis/reachability/evaluate.py"
+        return Verdict(edge.name, (Step(False, why),))
+
+    return unproven
+
+
 def evaluate(stacks: Mapping[str, Json], facts: EnvironmentFacts) -> list[Verdict]:
     """Every edge that applies to the environment, each with its verdict and reasons.
 
     ``stacks`` maps stack ids (``<env>-<layer>``) to their parsed cdk.tf.json; stacks of other
     environments may be present and are ignored."""
     s, verdicts = Synth(facts.name, stacks), []
-    edges = [(edge.name, PROOFS[edge.name]) for edge in EDGES if edge.applies(facts)]
+    edges = [(edge.name, proof_for(edge)) for edge in edges_for(facts)]
     for edge, check in edges:
         try:
             verdicts.append(check(s, facts))

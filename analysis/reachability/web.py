@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from analysis.reachability.cloudrun import (
     RunService,
     identity,
@@ -61,32 +63,43 @@ def _from_browser(s: Synth, role: str, *, allow_iap: bool) -> Verdict:
     return c.verdict()
 
 
-def gateway_to_orchestrator(s: Synth, facts: EnvironmentFacts) -> Verdict:
-    c = Chain("gateway -> orchestrator")
-    gateway, orchestrator = run_service(s, "gateway"), run_service(s, "orchestrator")
-    if not c.check(gateway is not None and orchestrator is not None, "the gateway and orchestrator services exist"):
+def cloud_run_call(caller: str, callee: str) -> Callable[[Synth, EnvironmentFacts], Verdict]:
+    """A Cloud Run service calling an internal one at its run.app URL: the caller's
+    ``<CALLEE>_URL`` names the callee's, with a Google ID token; the callee checks the caller where
+    it checks any; the packets travel through the VPC and the caller may invoke."""
+    setting = callee.upper().replace("-", "_")
+
+    def check(s: Synth, facts: EnvironmentFacts) -> Verdict:
+        c = Chain(f"{caller} -> {callee}")
+        source, target = run_service(s, caller), run_service(s, callee)
+        if not c.check(source is not None and target is not None, f"the {caller} and {callee} services exist"):
+            return c.verdict()
+        assert source is not None and target is not None
+        url = source.env.get(f"{setting}_URL")
+        c.check(
+            s.refers_to(s.stack_id("services"), url, service_target(s, target), "uri"),
+            f"{source.name}: {setting}_URL = {s.show(s.stack_id('services'), url)}",
+        )
+        auth = source.env.get(f"{setting}_AUTH")
+        c.check(auth == "google-id-token", f"{source.name}: {setting}_AUTH = {auth} (a Google ID token for the call)")
+        _caller_check(s, c, source, target, setting)
+        reach_internal_service(s, c, source, target)
         return c.verdict()
-    assert gateway is not None and orchestrator is not None
-    url = gateway.env.get("ORCHESTRATOR_URL")
-    c.check(
-        s.refers_to(s.stack_id("services"), url, service_target(s, orchestrator), "uri"),
-        f"{gateway.name}: ORCHESTRATOR_URL = {s.show(s.stack_id('services'), url)}",
-    )
-    auth = gateway.env.get("ORCHESTRATOR_AUTH")
-    c.check(auth == "google-id-token", f"{gateway.name}: ORCHESTRATOR_AUTH = {auth} (a Google ID token for the call)")
-    _caller_check(s, c, gateway, orchestrator)
-    reach_internal_service(s, c, gateway, orchestrator)
-    return c.verdict()
+
+    return check
 
 
-def _caller_check(s: Synth, c: Chain, gateway: RunService, orchestrator: RunService) -> None:
-    """The orchestrator checks the gateway's ID token itself (services/orchestrator/callers.py):
+gateway_to_orchestrator = cloud_run_call("gateway", "orchestrator")
+
+
+def _caller_check(s: Synth, c: Chain, gateway: RunService, orchestrator: RunService, setting: str) -> None:
+    """The callee checks the caller's ID token itself (the orchestrator: services/orchestrator/callers.py):
     the token must be minted for the audience it checks, by an account it admits."""
     services_id = s.stack_id("services")
     if orchestrator.env.get("CALLER_AUTH") != "google-id-token":
         c.ok(f"{orchestrator.name}: CALLER_AUTH = {orchestrator.env.get('CALLER_AUTH')}: it checks no caller")
         return
-    minted = gateway.env.get("ORCHESTRATOR_AUDIENCE") or gateway.env.get("ORCHESTRATOR_URL")
+    minted = gateway.env.get(f"{setting}_AUDIENCE") or gateway.env.get(f"{setting}_URL")
     checked = orchestrator.env.get("CALLER_AUDIENCE")
     c.check(
         minted == checked,
@@ -98,7 +111,7 @@ def _caller_check(s: Synth, c: Chain, gateway: RunService, orchestrator: RunServ
     who = identity(s, gateway)
     c.check(
         who in allowed,
-        f"{orchestrator.name}: ALLOWED_CALLERS ({', '.join(sorted(allowed)) or 'nobody'}) admits the gateway, {who}",
+        f"{orchestrator.name}: ALLOWED_CALLERS ({', '.join(sorted(allowed)) or 'nobody'}) admits {gateway.name}, {who}",
     )
 
 
