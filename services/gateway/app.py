@@ -1,5 +1,5 @@
-"""The gateway's HTTP API: POST /v1/chat/completions (streaming or not), OpenAI's Batch API
-(files and batches, services.gateway.batch_input), GET /health, /openapi.json. The routes are
+"""The gateway's HTTP API: POST /v1/chat/completions (streaming or not), GET /v1/models, OpenAI's
+Batch API (files and batches, services.gateway.batch_input), GET /health, /openapi.json. The routes are
 in services.gateway.routes, one resource a module; what they share, in services.gateway.deps."""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from services.gateway.middleware import BodyDeadlines, RequestContext
 from services.gateway.openapi import with_bodies
 from services.gateway.protocol import HttpToolsWithHeaderDeadline
 from services.gateway.ratelimit import limiter_for
-from services.gateway.routes import batches, chat, files, health
+from services.gateway.routes import batches, chat, files, health, models
 from services.gateway.settings import GatewaySettings
 from services.gateway.uploads import UploadSlots
 from services.servicekit import logs
@@ -63,7 +63,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
             max_age=600,
         )
     install_error_handlers(app)
-    for routes in (health, chat, files, batches):
+    for routes in (health, chat, models, files, batches):
         app.include_router(routes.router)
     # FastAPI's documented way to extend its OpenAPI document.
     app.openapi = with_bodies(app, (ChatCompletionRequest, BatchCreateRequest))  # type: ignore[method-assign]

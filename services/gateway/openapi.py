@@ -25,3 +25,10 @@ def with_bodies(app: FastAPI, models: tuple[type[BaseModel], ...]) -> Callable[[
         return app.openapi_schema
 
     return openapi
+
+
+def read_by_hand(model: type[BaseModel]) -> dict[str, Any]:
+    """A route's ``openapi_extra`` for the JSON body it reads by hand (after authentication,
+    within a size limit), validated as ``model`` (in the schemas ``with_bodies`` adds)."""
+    schema = {"$ref": f"#/components/schemas/{model.__name__}"}
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}

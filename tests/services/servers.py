@@ -8,6 +8,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import psycopg
+
 from devtools.harness import Postgres, Server, gateway_settings
 from services.gateway.app import create_app as create_gateway
 
@@ -29,3 +31,9 @@ def postgres_cluster(prefix: str, **options) -> Iterator[Postgres]:
 def gateway_server(issuer, orchestrator_url: str, **overrides) -> Server:
     """A gateway of its own (to start with ``with``), its settings ``overrides`` apart the tests'."""
     return Server(create_gateway(gateway_settings(issuer, orchestrator_url, **overrides)))
+
+
+def query(conninfo: str, sql: str, *params) -> list[tuple]:
+    """The rows ``sql`` selects, read on a connection of its own."""
+    with psycopg.connect(conninfo) as conn:
+        return conn.execute(sql, params).fetchall()

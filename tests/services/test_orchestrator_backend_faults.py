@@ -17,6 +17,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from devtools.harness import Server, last_event, wait_for
+from devtools.standins.openai_upstream import chunk_event, usage_event
 from services.orchestrator.app import create_app as create_orchestrator
 from services.orchestrator.settings import OrchestratorSettings
 
@@ -85,14 +86,8 @@ def odd_backend() -> FastAPI:
 
         def events():
             for word in ("Hello", " there", "."):
-                chunk = {
-                    "id": "chatcmpl-odd",
-                    "object": "chat.completion.chunk",
-                    "model": model,
-                    "choices": [{"index": 0, "delta": {"content": word}, "finish_reason": None}],
-                }
-                yield f"data: {json.dumps(chunk)}\n\n".encode()
-            yield f"data: {json.dumps({'id': 'chatcmpl-odd', 'choices': [], 'usage': usage})}\n\n".encode()
+                yield chunk_event("chatcmpl-odd", model, word)
+            yield usage_event("chatcmpl-odd", usage)
             yield b"data: [DONE]\n\n"
 
         if not model.startswith("gzip-"):

@@ -115,7 +115,8 @@ def test_without_a_valid_token_it_is_401_and_nothing_runs_or_is_billed(guarded, 
     assert billed(postgres, user) == 0 and len(upstream.app.state.requests) == calls
 
 
-def test_the_batch_routes_are_guarded_too(guarded):
+def test_the_batch_routes_and_the_model_list_are_guarded_too(guarded):
+    assert refused(httpx.get(f"{guarded.url}/v1/models"), 401, "invalid_token")
     assert refused(httpx.get(f"{guarded.url}/v1/batches", headers={"x-user-id": "u"}), 401, "invalid_token")
     assert refused(httpx.post(f"{guarded.url}/v1/batches", headers={"x-user-id": "u"}, json={}), 401, "invalid_token")
 

@@ -10,6 +10,7 @@ from fastapi.responses import Response
 
 from services.gateway.batch_input import BATCH_ID, BatchCreateRequest
 from services.gateway.deps import JsonBody, User, not_found
+from services.gateway.openapi import read_by_hand
 from services.gateway.upstream import Upstream, relayed
 
 router = APIRouter()
@@ -28,12 +29,7 @@ BatchId = Annotated[str, Depends(known_batch_id)]
 @router.post(
     "/v1/batches",
     responses={400: {}, 401: {}, 404: {}, 413: {}, 429: {}, 502: {}},
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/BatchCreateRequest"}}},
-        }
-    },
+    openapi_extra=read_by_hand(BatchCreateRequest),
 )
 async def create_batch(
     batch: Annotated[BatchCreateRequest, Depends(JsonBody(BatchCreateRequest))], orchestrator: Upstream

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import Response
 
 from services.gateway.deps import JsonBody, State
+from services.gateway.openapi import read_by_hand
 from services.gateway.settings import GatewaySettings
 from services.gateway.upstream import Upstream, UpstreamStream, passed_headers
 from services.servicekit.chat import ChatCompletionRequest
@@ -21,13 +22,7 @@ Chat = Annotated[ChatCompletionRequest, Depends(JsonBody(ChatCompletionRequest))
 @router.post(
     "/v1/chat/completions",
     responses={400: {}, 401: {}, 413: {}, 429: {}, 502: {}, 503: {}},
-    # The body is read by hand (after authentication, within a size limit); document it here.
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ChatCompletionRequest"}}},
-        }
-    },
+    openapi_extra=read_by_hand(ChatCompletionRequest),
 )
 async def chat_completions(chat: Chat, state: State, orchestrator: Upstream) -> Response:
     check_messages(chat, state.settings)
