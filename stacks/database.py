@@ -50,16 +50,7 @@ class DatabaseStack(LayerStack):
                 name=env.names.sql_instance,
                 region=env.region,
                 private_network=network.outputs.private_services_network,
-                version=db.version,
-                tier=db.tier,
-                availability=db.availability,
-                disk_size_gb=db.disk_size_gb,
-                deletion_protection=db.deletion_protection,
-                backup_start_time=db.backup_start_time,
-                retained_backups=db.retained_backups,
-                log_retention_days=db.log_retention_days,
-                maintenance_day=db.maintenance_day,
-                maintenance_hour=db.maintenance_hour,
+                settings=db,
             ),
         )
         self.orchestrator_database = self.postgres.add_database(db.database_name)
@@ -100,9 +91,7 @@ class DatabaseStack(LayerStack):
                     private_services_network=network.outputs.private_services_network,
                     psa_range=env.names.psa_range,
                     auth_secret_id=env.names.redis_auth_secret,
-                    tier=env.redis.tier,
-                    memory_size_gb=env.redis.memory_size_gb,
-                    version=env.redis.version,
+                    settings=env.redis,
                 ),
             )
 

@@ -13,11 +13,12 @@ from cdktf_cdktf_provider_kubernetes.namespace_v1 import NamespaceV1, NamespaceV
 from constructs import Construct
 
 from hybrid.catalog import MODELS
-from hybrid.components.grants import SECRET_ACCESSOR, Bucket, Project, Secret, grant, role_id
+from hybrid.components.grants import Bucket, Secret
 from hybrid.components.kubernetes_access import kubernetes_provider
 from hybrid.components.metrics_adapter import CustomMetricsAdapter, CustomMetricsAdapterProps
+from hybrid.components.roles import MONITORING_VIEWER, OBJECT_VIEWER
 from hybrid.components.service_account import ServiceAccount, ServiceAccountProps
-from hybrid.components.vllm_server import VllmServer, VllmServerProps, Weights
+from hybrid.components.vllm_server import VllmServer, VllmServerProps
 from hybrid.components.workload_identity import WorkloadIdentity, WorkloadIdentityProps
 from hybrid.config import Environment
 from hybrid.layer import LayerStack
@@ -56,17 +57,9 @@ class InferenceStack(LayerStack):
             ),
         )
         if settings.hf_token_secret:
-            grant(
-                self, "hf-token-access", role=SECRET_ACCESSOR, to=server_identity, on=Secret(settings.hf_token_secret)
-            )
+            Secret(settings.hf_token_secret).grant_read(self, server_identity, id_="hf-token-access")
         if settings.weights == "gcsfuse" and settings.weights_bucket:  # validated: gcsfuse names its bucket
-            grant(
-                self,
-                "weights-access",
-                role="roles/storage.objectViewer",
-                to=server_identity,
-                on=Bucket(settings.weights_bucket),
-            )
+            Bucket(settings.weights_bucket).bind(self, "weights-access", OBJECT_VIEWER, server_identity.member)
         adapter_identity = ServiceAccount(
             self,
             "metrics-adapter-identity",
@@ -76,14 +69,7 @@ class InferenceStack(LayerStack):
                 description="Reads Cloud Monitoring metrics for the model servers' autoscaler.",
             ),
         )
-        monitoring_viewer = "roles/monitoring.viewer"
-        grant(
-            adapter_identity,
-            role_id(monitoring_viewer),
-            role=monitoring_viewer,
-            to=adapter_identity,
-            on=Project(project),
-        )
+        adapter_identity.grant_project_role(MONITORING_VIEWER, project=project)
 
         namespace = NamespaceV1(
             self,
@@ -105,23 +91,8 @@ class InferenceStack(LayerStack):
                 namespace=namespace.metadata.name,
                 service_account=account.name,
                 image=mirrored_image(env, settings.image),
-                model=settings.model,
+                settings=settings,
                 quantization=MODELS[settings.model].quantization,
-                tensor_parallel_size=settings.tensor_parallel_size,
-                max_model_len=settings.max_model_len,
-                gpu_memory_utilization=settings.gpu_memory_utilization,
-                gpu_type=settings.gpu_type,
-                gpu_count=settings.gpu_count,
-                cpu=settings.cpu,
-                memory=settings.memory,
-                ephemeral_storage=settings.ephemeral_storage,
-                weights=Weights(settings.weights),
-                weights_volume_size=settings.weights_volume_size,
-                weights_bucket=settings.weights_bucket,
-                hf_token_secret=settings.hf_token_secret,
-                min_replicas=settings.min_replicas,
-                max_replicas=settings.max_replicas,
-                queue_target=settings.queue_target,
                 port=env.network.inference_port,
                 load_balancer_ip=network.outputs.inference_address,
                 # The orchestrator on Cloud Run, and the batch workers' Pods when there are any.

@@ -31,11 +31,11 @@ from cdktf_cdktf_provider_google.logging_metric import LoggingMetric, LoggingMet
 from cdktf_cdktf_provider_google_beta.provider import GoogleBetaProvider
 from constructs import Construct
 
-from hybrid.components.cloud_run import INVOKER, CloudRunService, CloudRunServiceProps, Gpu, PrivateEgress
+from hybrid.components.cloud_run import CloudRunService, CloudRunServiceProps, PrivateEgress
 from hybrid.components.database_bootstrap import DatabaseBootstrapJob, DatabaseBootstrapProps
-from hybrid.components.grants import ALL_USERS, Project, grant, role_id
+from hybrid.components.roles import VERTEX_AI_USER
 from hybrid.components.service_account import ServiceAccount, ServiceAccountProps
-from hybrid.config import Environment, GpuServiceSettings, ServiceSettings
+from hybrid.config import Environment, ServiceSettings
 from hybrid.layer import LayerStack
 from hybrid.network_constants import REDIS_TLS_PORT
 from hybrid.service_contract import Wiring, container_env, run_app_url
@@ -44,7 +44,6 @@ from stacks.database import DatabaseStack
 from stacks.network import NetworkOutputs, NetworkStack
 from stacks.registry import RegistryStack, service_image
 
-VERTEX_AI_USER = "roles/aiplatform.user"
 # What the chat page calls with its browser key: sign-in, and refreshing the ID token
 # (cloud.google.com/identity-platform/docs/use-rest-api).
 IDENTITY_PLATFORM_APIS = ("identitytoolkit.googleapis.com", "securetoken.googleapis.com")
@@ -136,15 +135,9 @@ class ServicesStack(LayerStack):
             account=db.orchestrator_account,
             env=container_env(env, wiring, "orchestrator"),
         )
-        grant(
-            self.orchestrator,
-            role_id(VERTEX_AI_USER),
-            role=VERTEX_AI_USER,
-            to=self.orchestrator.service_account,
-            on=Project(env.project_id),
-        )
+        self.orchestrator.grant_project_role(VERTEX_AI_USER)
         if self.inference:
-            self._allow_invoke(self.inference, caller=self.orchestrator)
+            self.inference.grant_invoke(self.orchestrator)
 
         DatabaseBootstrapJob(
             self,
@@ -181,7 +174,7 @@ class ServicesStack(LayerStack):
             # Read at start-up from Secret Manager, granted to the gateway alone.
             secrets={"REDIS_AUTH": names.redis_auth_secret} if db.redis else {},
         )
-        self._allow_invoke(self.orchestrator, caller=self.gateway)
+        self.orchestrator.grant_invoke(self.gateway)
         if db.redis:
             # Counts the gateway's warnings while it limits per instance because Redis did not
             # answer (at most one a minute an instance): "the number of log entries that match a
@@ -198,7 +191,7 @@ class ServicesStack(LayerStack):
                 ),
                 metric_descriptor=LoggingMetricMetricDescriptor(metric_kind="DELTA", value_type="INT64", unit="1"),
             )
-        grant(self.gateway, "invoker-public", role=INVOKER, to=ALL_USERS, on=self.gateway.target)
+        self.gateway.grant_public_invoke()
 
         self.frontend = self._service(
             "frontend",
@@ -209,15 +202,9 @@ class ServicesStack(LayerStack):
             beta = GoogleBetaProvider(self, "google-beta", project=env.project_id, region=env.region)
             self.frontend.require_iap(members=settings.iap_members, beta=beta)
         else:
-            grant(self.frontend, "invoker-public", role=INVOKER, to=ALL_USERS, on=self.frontend.target)
+            self.frontend.grant_public_invoke()
         # The address to open: the gateway's CORS and the browser key admit this origin only.
         TerraformOutput(self, "chat_page_url", value=frontend_origin)
-
-    @staticmethod
-    def _allow_invoke(service: CloudRunService, *, caller: CloudRunService) -> None:
-        """Only ``caller``'s identity (and whoever else is granted too) may invoke ``service``."""
-        account = caller.service_account
-        grant(service, f"invoker-{account.node.id}", role=INVOKER, to=account, on=service.target)
 
     def egress(self, role: str) -> PrivateEgress:
         return PrivateEgress(
@@ -253,28 +240,17 @@ class ServicesStack(LayerStack):
         """The Cloud Run service ``role``, run by ``account`` or by a new account of its own; ``secrets``
         are variables the stack itself has the service read from Secret Manager, beside the file's."""
         names = self.env.names
-        account = account or self._account(role)
-        gpu = settings if isinstance(settings, GpuServiceSettings) else None
         props = CloudRunServiceProps(
             name=names.service[role],
             project=self.env.project_id,
             region=self.env.region,
             image=self._image(role, settings),
-            cpu=settings.cpu,
-            memory=settings.memory,
-            min_instances=settings.min_instances,
-            max_instances=settings.max_instances,
-            concurrency=settings.concurrency,
-            timeout_seconds=settings.timeout_seconds,
-            cpu_always_allocated=settings.cpu_always_allocated,
-            startup_cpu_boost=settings.startup_cpu_boost,
-            ingress=settings.ingress,
             deletion_protection=self.env.services.deletion_protection,
             egress=self.egress(role) if role in names.run_tag else None,
+            settings=settings,
             env=tuple(env.items()),
-            secrets=tuple({**settings.secrets, **(secrets or {})}.items()),
+            secrets=tuple((secrets or {}).items()),
             container_port=container_port,
             args=args,
-            gpu=Gpu(type=gpu.gpu_type, count=gpu.gpus, zonal_redundancy=gpu.zonal_redundancy) if gpu else None,
         )
-        return CloudRunService(self, role, props, service_account=account)
+        return CloudRunService(self, role, props, service_account=account or self._account(role))

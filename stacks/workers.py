@@ -25,10 +25,11 @@ from constructs import Construct
 from hybrid.components.batch_bucket import BatchBucket, BatchBucketProps
 from hybrid.components.batch_worker import BatchWorker, BatchWorkerProps
 from hybrid.components.control_plane import ClusterPlacement
-from hybrid.components.grants import Project, grant, role_id
+from hybrid.components.grants import Project, grantee_id
 from hybrid.components.kubernetes_access import kubernetes_provider
 from hybrid.components.metrics_adapter import CustomMetricsAdapter, CustomMetricsAdapterProps
-from hybrid.components.pubsub_queue import PUBLISHER, SUBSCRIBER, PubSubQueue, PubSubQueueProps
+from hybrid.components.pubsub_queue import PubSubQueue, PubSubQueueProps
+from hybrid.components.roles import MONITORING_VIEWER, VERTEX_AI_USER
 from hybrid.components.service_account import ServiceAccount, ServiceAccountProps
 from hybrid.components.standard_cluster import NodePoolProps, StandardCluster, StandardClusterProps
 from hybrid.components.workload_identity import WorkloadIdentity, WorkloadIdentityProps
@@ -40,18 +41,11 @@ from stacks.cluster import control_plane
 from stacks.database import DatabaseStack
 from stacks.network import NetworkStack
 from stacks.registry import RegistryStack, repository, service_image
-from stacks.services import VERTEX_AI_USER
 
 NAMESPACE = "batch"
 WORKER_ACCOUNT = "worker"
 # The batch files' prefixes: inputs as uploaded (the orchestrator's), outputs per batch (the worker's).
 INPUTS, OUTPUTS = "inputs/", "outputs/"
-OBJECT_ADMIN, OBJECT_CREATOR, OBJECT_VIEWER = (
-    "roles/storage.objectAdmin",
-    "roles/storage.objectCreator",
-    "roles/storage.objectViewer",
-)
-MONITORING_VIEWER = "roles/monitoring.viewer"
 
 
 @dataclass(frozen=True)
@@ -139,7 +133,6 @@ class WorkersStack(LayerStack):
         pubsub_agent = GoogleProjectServiceIdentity(
             self, "pubsub-agent", project=project, service="pubsub.googleapis.com", provider=beta
         )
-        queue = workers.queue
         self.queue = PubSubQueue(
             self,
             "batch-queue",
@@ -148,31 +141,24 @@ class WorkersStack(LayerStack):
                 subscription=names.batch_subscription,
                 dead_letter_topic=names.dead_letter_topic,
                 dead_letter_subscription=names.dead_letter_subscription,
-                ack_deadline_seconds=queue.ack_deadline_seconds,
-                min_backoff_seconds=queue.min_backoff_seconds,
-                max_backoff_seconds=queue.max_backoff_seconds,
-                max_delivery_attempts=queue.max_delivery_attempts,
-                retention_days=queue.retention_days,
+                settings=workers.queue,
             ),
+            messages="lines",
             dead_letter_agent=pubsub_agent,
         )
 
         # The worker: pulls both subscriptions; republishes stuck batches' lines (its sweeper) and
         # nothing else to the line topic; writes and reads results under outputs/ only; calls
         # Vertex AI. Its Cloud SQL login comes with its IAM database user (database layer).
-        bucket, lines, dead_letters = self.bucket, self.queue.topic_target, self.queue.dead_letter_topic_target
-        line_subscription, dead_letter_subscription = self.queue.subscriptions
-        grant(self, "worker-pulls-lines", role=SUBSCRIBER, to=worker, on=line_subscription)
-        grant(self, "worker-pulls-dead-letters", role=SUBSCRIBER, to=worker, on=dead_letter_subscription)
-        grant(self, "worker-republishes-lines", role=PUBLISHER, to=worker, on=lines)
-        grant(self, "worker-publishes-dead-letters", role=PUBLISHER, to=worker, on=dead_letters)
-        grant(self, "worker-creates-outputs", role=OBJECT_CREATOR, to=worker, on=bucket.objects_under(OUTPUTS))
-        grant(self, "worker-reads-outputs", role=OBJECT_VIEWER, to=worker, on=bucket.objects_under(OUTPUTS))
-        grant(self, "worker-vertex-ai", role=VERTEX_AI_USER, to=worker, on=Project(project))
+        self.queue.grant_consume(worker)
+        self.bucket.grant_write(worker, prefix=OUTPUTS)
+        self.bucket.grant_read(worker, prefix=OUTPUTS)
+        # Its account lives in the database layer: the binding sits here, as ``worker-vertex-ai``.
+        Project(project).bind(self, grantee_id(worker, "vertex-ai"), VERTEX_AI_USER, worker.member)
         # The orchestrator: publishes new batches' lines, stores and reads inputs, serves outputs.
-        grant(self, "orchestrator-publishes-lines", role=PUBLISHER, to=orchestrator, on=lines)
-        grant(self, "orchestrator-inputs", role=OBJECT_ADMIN, to=orchestrator, on=bucket.objects_under(INPUTS))
-        grant(self, "orchestrator-reads-outputs", role=OBJECT_VIEWER, to=orchestrator, on=bucket.objects_under(OUTPUTS))
+        self.queue.grant_publish(orchestrator)
+        self.bucket.grant_admin(orchestrator, prefix=INPUTS)
+        self.bucket.grant_read(orchestrator, prefix=OUTPUTS)
 
         metrics_adapter_account = ServiceAccount(
             self,
@@ -183,13 +169,7 @@ class WorkersStack(LayerStack):
                 description="Reads the batch subscription's backlog from Cloud Monitoring for the workers' autoscaler.",
             ),
         )
-        grant(
-            metrics_adapter_account,
-            role_id(MONITORING_VIEWER),
-            role=MONITORING_VIEWER,
-            to=metrics_adapter_account,
-            on=Project(project),
-        )
+        metrics_adapter_account.grant_project_role(MONITORING_VIEWER, project=project)
         TerraformOutput(self, "workers_cluster_name", value=self.cluster.cluster.name)
         TerraformOutput(self, "batch_bucket", value=self.bucket.bucket.name)
         self.outputs = WorkersOutputs(metrics_adapter_account=metrics_adapter_account)
@@ -243,15 +223,11 @@ class WorkersK8sStack(LayerStack):
                 namespace=namespace.metadata.name,
                 service_account=account.name,
                 image=service_image(env, "worker", deployment.image),
-                cpu=deployment.cpu,
-                memory=deployment.memory,
+                settings=deployment,
                 env=tuple(container_env(env, wiring, "worker").items()),
                 port=settings.port,
                 shutdown_seconds=int(settings.shutdown_seconds),
-                min_replicas=deployment.min_replicas,
-                max_replicas=deployment.max_replicas,
                 subscription=names.batch_subscription,
-                target_undelivered_per_replica=deployment.target_undelivered_per_replica,
             ),
         )
         CustomMetricsAdapter(

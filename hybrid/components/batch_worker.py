@@ -64,6 +64,7 @@ from cdktf_cdktf_provider_kubernetes.pod_disruption_budget_v1 import (
 from constructs import Construct
 
 from hybrid.components.standard_cluster import SPOT_LABEL
+from hybrid.config.workers import WorkerDeploymentSettings
 
 NAME = "worker"
 LABELS = {"app": NAME}
@@ -80,16 +81,14 @@ class BatchWorkerProps:
     namespace: str
     service_account: str
     image: str
-    cpu: str
-    memory: str
+    # The environment file's [workers.deployment]: size, replicas, the backlog each replica takes.
+    # Its defaults are the worker's.
+    settings: WorkerDeploymentSettings
     env: tuple[tuple[str, str], ...]
     port: int
     # The worker's own drain deadline after SIGTERM; Kubernetes waits a little longer before SIGKILL.
     shutdown_seconds: int
-    min_replicas: int
-    max_replicas: int
     subscription: str  # the subscription's name, as Cloud Monitoring labels it (subscription_id)
-    target_undelivered_per_replica: int
 
 
 class BatchWorker(Construct):
@@ -109,7 +108,7 @@ class BatchWorker(Construct):
             # The autoscaler owns the replica count once the Deployment exists.
             lifecycle=TerraformResourceLifecycle(ignore_changes=["spec[0].replicas"]),
             spec=DeploymentV1Spec(
-                replicas=str(props.min_replicas),
+                replicas=str(props.settings.min_replicas),
                 selector=DeploymentV1SpecSelector(match_labels=LABELS),
                 template=DeploymentV1SpecTemplate(
                     metadata=DeploymentV1SpecTemplateMetadata(labels=LABELS), spec=self._pod_spec()
@@ -133,8 +132,8 @@ class BatchWorker(Construct):
                 scale_target_ref=HorizontalPodAutoscalerV2SpecScaleTargetRef(
                     api_version="apps/v1", kind="Deployment", name=NAME
                 ),
-                min_replicas=props.min_replicas,
-                max_replicas=props.max_replicas,
+                min_replicas=props.settings.min_replicas,
+                max_replicas=props.settings.max_replicas,
                 metric=[
                     HorizontalPodAutoscalerV2SpecMetric(
                         type="External",
@@ -149,7 +148,7 @@ class BatchWorker(Construct):
                             ),
                             # The backlog divided by the replicas: one more worker per this many waiting lines.
                             target=HorizontalPodAutoscalerV2SpecMetricExternalTarget(
-                                type="AverageValue", average_value=str(props.target_undelivered_per_replica)
+                                type="AverageValue", average_value=str(props.settings.target_undelivered_per_replica)
                             ),
                         ),
                     )
@@ -204,7 +203,7 @@ class BatchWorker(Construct):
 
     def _container(self) -> DeploymentV1SpecTemplateSpecContainer:
         props = self.props
-        size = {"cpu": props.cpu, "memory": props.memory}
+        size = {"cpu": props.settings.cpu, "memory": props.settings.memory}
         return DeploymentV1SpecTemplateSpecContainer(
             name=NAME,
             image=props.image,

@@ -1,17 +1,21 @@
-"""The one way to grant a role: ``grant(scope, id_, role=..., to=principal, on=target)``.
+"""Where roles are granted: each target (the project, a secret, a bucket, a repository, a Pub/Sub
+topic or subscription, a service account, a Cloud Run service) has methods named for what the
+grant lets a principal do; the constructs that own such resources (PubSubQueue, BatchBucket,
+CloudRunService, PostgresInstance, ServiceAccount) offer the same by intent.
 
 A principal is anything ``Grantable``: it has an IAM ``member`` (a ServiceAccount, a service
-agent, or a ``Principal`` such as ``ALL_USERS``). A target is where the binding is made: the
-project, or one resource. Every binding is additive (an ``*_iam_member`` resource), so it never
-takes a role away from anyone this code does not know about.
+agent, or a ``Principal`` such as ``ALL_USERS``). Every binding is additive (an ``*_iam_member``
+resource), so it never takes a role away from anyone this code does not know about.
 
-``scope`` and ``id_`` place the binding in the construct tree, and so name its Terraform address.
+A binding's construct path is its Terraform address, derived from the call: renaming one replaces
+the binding, and the replacement's create and the old one's destroy race to the same member, so
+the ids below are the ones deployed before the methods existed.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from cdktf import TerraformProvider, TerraformResource
 from cdktf_cdktf_provider_google.artifact_registry_repository_iam_member import ArtifactRegistryRepositoryIamMember
@@ -30,7 +34,10 @@ from cdktf_cdktf_provider_google_beta.google_iap_web_cloud_run_service_iam_membe
 )
 from constructs import Construct
 
-SECRET_ACCESSOR = "roles/secretmanager.secretAccessor"
+from hybrid.components import roles
+
+if TYPE_CHECKING:  # it imports this module: its ``target`` is a GoogleServiceAccount
+    from hybrid.components.service_account import ServiceAccount
 
 
 class Grantable(Protocol):
@@ -51,6 +58,7 @@ ALL_USERS = Principal("allUsers")
 
 
 Binding = TypeVar("Binding", bound=TerraformResource, covariant=True)
+ConditionBlock = TypeVar("ConditionBlock", ProjectIamMemberCondition, StorageBucketIamMemberCondition)
 
 
 class Target(Protocol[Binding]):
@@ -64,6 +72,19 @@ class Condition:
     title: str
     expression: str
 
+    def block(self, kind: type[ConditionBlock]) -> ConditionBlock:
+        return kind(title=self.title, expression=self.expression)
+
+
+def role_id(role: str) -> str:
+    """The construct id of a project role's binding: the role's last segment, ``role-<name>``."""
+    return f"role-{role.rsplit('/', 1)[1]}"
+
+
+def grantee_id(grantee: Construct, intent: str) -> str:
+    """The id of a binding at its stack's top level: ``<grantee's id>-<intent>``, e.g. ``worker-pulls-lines``."""
+    return f"{grantee.node.id}-{intent}"
+
 
 @dataclass(frozen=True)
 class Project:
@@ -71,17 +92,19 @@ class Project:
     condition: Condition | None = None
 
     def bind(self, scope: Construct, id_: str, role: str, member: str) -> ProjectIamMember:
-        condition = self.condition
         return ProjectIamMember(
             scope,
             id_,
             project=self.project,
             role=role,
             member=member,
-            condition=ProjectIamMemberCondition(title=condition.title, expression=condition.expression)
-            if condition
-            else None,
+            condition=self.condition.block(ProjectIamMemberCondition) if self.condition else None,
         )
+
+    def grant_role(self, holder: Construct, role: str, to: Grantable) -> ProjectIamMember:
+        """``to`` holds ``role`` on the project: the binding ``holder/role-<name>``, ``holder`` being
+        what the role is for (the grantee's own construct, or the service that runs as it)."""
+        return self.bind(holder, role_id(role), role, to.member)
 
 
 @dataclass(frozen=True)
@@ -91,6 +114,13 @@ class Secret:
     def bind(self, scope: Construct, id_: str, role: str, member: str) -> SecretManagerSecretIamMember:
         return SecretManagerSecretIamMember(scope, id_, secret_id=self.secret_id, role=role, member=member)
 
+    def grant_read(
+        self, holder: Construct, reader: Grantable, *, id_: str | None = None
+    ) -> SecretManagerSecretIamMember:
+        """``reader`` may read the secret's versions: ``holder/secret-<secret id>``, or ``holder/id_``
+        for the two bindings deployed under a name of their own before this method."""
+        return self.bind(holder, id_ or f"secret-{self.secret_id}", roles.SECRET_ACCESSOR, reader.member)
+
 
 @dataclass(frozen=True)
 class Bucket:
@@ -98,16 +128,13 @@ class Bucket:
     condition: Condition | None = None
 
     def bind(self, scope: Construct, id_: str, role: str, member: str) -> StorageBucketIamMember:
-        condition = self.condition
         return StorageBucketIamMember(
             scope,
             id_,
             bucket=self.name,
             role=role,
             member=member,
-            condition=StorageBucketIamMemberCondition(title=condition.title, expression=condition.expression)
-            if condition
-            else None,
+            condition=self.condition.block(StorageBucketIamMemberCondition) if self.condition else None,
         )
 
 
@@ -139,6 +166,10 @@ class Repository:
             role=role,
             member=member,
         )
+
+    def grant_pull(self, puller: ServiceAccount) -> ArtifactRegistryRepositoryIamMember:
+        """``puller`` may pull the repository's images: ``puller/reads-<repository>``."""
+        return self.bind(puller, f"reads-{self.repository}", roles.IMAGE_READER, puller.member)
 
 
 @dataclass(frozen=True)
@@ -206,13 +237,3 @@ class IapRunService:
             member=member,
             provider=self.beta,
         )
-
-
-def grant(scope: Construct, id_: str, *, role: str, to: Grantable, on: Target[Binding]) -> Binding:
-    """``to`` gets ``role`` on ``on``; the binding is ``scope/id_``."""
-    return on.bind(scope, id_, role, to.member)
-
-
-def role_id(role: str) -> str:
-    """The construct id of a project role's binding: the role's last segment, ``role-<name>``."""
-    return f"role-{role.rsplit('/', 1)[1]}"

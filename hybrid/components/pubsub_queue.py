@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from cdktf import TerraformStack
 from cdktf_cdktf_provider_google.pubsub_subscription import (
     PubsubSubscription,
     PubsubSubscriptionDeadLetterPolicy,
@@ -14,10 +15,10 @@ from cdktf_cdktf_provider_google.pubsub_subscription import (
 from cdktf_cdktf_provider_google.pubsub_topic import PubsubTopic
 from constructs import Construct
 
-from hybrid.components.grants import Grantable, Subscription, Topic, grant
-
-PUBLISHER = "roles/pubsub.publisher"
-SUBSCRIBER = "roles/pubsub.subscriber"
+from hybrid.components.grants import Grantable, Subscription, Topic, grantee_id
+from hybrid.components.roles import PUBLISHER, SUBSCRIBER
+from hybrid.components.service_account import ServiceAccount
+from hybrid.config.workers import QueueSettings
 
 
 @dataclass(frozen=True)
@@ -26,11 +27,8 @@ class PubSubQueueProps:
     subscription: str
     dead_letter_topic: str
     dead_letter_subscription: str
-    ack_deadline_seconds: int
-    min_backoff_seconds: int
-    max_backoff_seconds: int
-    max_delivery_attempts: int
-    retention_days: int
+    # The environment file's [workers.queue]: deadlines, backoff, attempts, retention. Its defaults are the queue's.
+    settings: QueueSettings
 
 
 def _seconds(value: int) -> str:
@@ -38,9 +36,14 @@ def _seconds(value: int) -> str:
 
 
 class PubSubQueue(Construct):
-    def __init__(self, scope: Construct, id_: str, props: PubSubQueueProps, *, dead_letter_agent: Grantable) -> None:
+    """``messages`` names what the queue carries, in its grants' ids (``worker-pulls-lines``)."""
+
+    def __init__(
+        self, scope: Construct, id_: str, props: PubSubQueueProps, *, messages: str, dead_letter_agent: Grantable
+    ) -> None:
         super().__init__(scope, id_)
-        retention = _seconds(props.retention_days * 86_400)
+        self.messages = messages
+        retention = _seconds(props.settings.retention_days * 86_400)
         # An empty ttl: a subscription nobody pulls from for 31 days is not deleted
         # (registry.terraform.io/providers/hashicorp/google/6.50.0/docs/resources/pubsub_subscription#expiration_policy).
         never_expires = PubsubSubscriptionExpirationPolicy(ttl="")
@@ -51,15 +54,15 @@ class PubSubQueue(Construct):
             "subscription",
             name=props.subscription,
             topic=self.topic.id,
-            ack_deadline_seconds=props.ack_deadline_seconds,
+            ack_deadline_seconds=props.settings.ack_deadline_seconds,
             message_retention_duration=retention,
             # A nacked or expired message comes back after an exponentially growing delay.
             retry_policy=PubsubSubscriptionRetryPolicy(
-                minimum_backoff=_seconds(props.min_backoff_seconds),
-                maximum_backoff=_seconds(props.max_backoff_seconds),
+                minimum_backoff=_seconds(props.settings.min_backoff_seconds),
+                maximum_backoff=_seconds(props.settings.max_backoff_seconds),
             ),
             dead_letter_policy=PubsubSubscriptionDeadLetterPolicy(
-                dead_letter_topic=self.dead_letter_topic.id, max_delivery_attempts=props.max_delivery_attempts
+                dead_letter_topic=self.dead_letter_topic.id, max_delivery_attempts=props.settings.max_delivery_attempts
             ),
             expiration_policy=never_expires,
         )
@@ -69,37 +72,29 @@ class PubSubQueue(Construct):
             "dead-letter-subscription",
             name=props.dead_letter_subscription,
             topic=self.dead_letter_topic.id,
-            ack_deadline_seconds=props.ack_deadline_seconds,
+            ack_deadline_seconds=props.settings.ack_deadline_seconds,
             message_retention_duration=retention,
             expiration_policy=never_expires,
         )
         # Pub/Sub moves dead letters as its service agent, ``dead_letter_agent``, which must publish
         # to the dead-letter topic and subscribe to the source subscription
         # (cloud.google.com/pubsub/docs/dead-letter-topics).
-        grant(
-            self,
-            "agent-publishes-dead-letters",
-            role=PUBLISHER,
-            to=dead_letter_agent,
-            on=Topic(self.dead_letter_topic.id),
-        )
-        grant(
-            self,
-            "agent-subscribes-source",
-            role=SUBSCRIBER,
-            to=dead_letter_agent,
-            on=Subscription(self.subscription.id),
-        )
+        self._dead_letters = Topic(self.dead_letter_topic.id)
+        self._dead_letters.bind(self, "agent-publishes-dead-letters", PUBLISHER, dead_letter_agent.member)
+        Subscription(self.subscription.id).bind(self, "agent-subscribes-source", SUBSCRIBER, dead_letter_agent.member)
 
-    @property
-    def topic_target(self) -> Topic:
-        return Topic(self.topic.id)
+    def grant_publish(self, publisher: ServiceAccount) -> None:
+        """``publisher`` may send messages to the queue: ``<publisher>-publishes-<messages>``."""
+        self._grant(publisher, f"publishes-{self.messages}", PUBLISHER, Topic(self.topic.id))
 
-    @property
-    def dead_letter_topic_target(self) -> Topic:
-        return Topic(self.dead_letter_topic.id)
+    def grant_consume(self, consumer: ServiceAccount) -> None:
+        """What a consumer does: pulls both subscriptions, puts back on the topic a message it found
+        stuck, and moves to the dead letters one it gives up on."""
+        self._grant(consumer, f"pulls-{self.messages}", SUBSCRIBER, Subscription(self.subscription.id))
+        self._grant(consumer, "pulls-dead-letters", SUBSCRIBER, Subscription(self.dead_letter_subscription.id))
+        self._grant(consumer, f"republishes-{self.messages}", PUBLISHER, Topic(self.topic.id))
+        self._grant(consumer, "publishes-dead-letters", PUBLISHER, self._dead_letters)
 
-    @property
-    def subscriptions(self) -> tuple[Subscription, Subscription]:
-        """The line subscription and the dead-letter one: what a consumer pulls from."""
-        return Subscription(self.subscription.id), Subscription(self.dead_letter_subscription.id)
+    def _grant(self, to: ServiceAccount, intent: str, role: str, on: Topic | Subscription) -> None:
+        # At the stack's top level, where the queue's users were granted before these methods.
+        on.bind(TerraformStack.of(self), grantee_id(to, intent), role, to.member)

@@ -86,6 +86,7 @@ from cdktf_cdktf_provider_kubernetes.service_v1 import (
 )
 from constructs import Construct
 
+from hybrid.config import GkeModelServerSettings
 from hybrid.network_constants import HEALTH_CHECK_RANGES
 
 NAME = "vllm"
@@ -117,26 +118,17 @@ class VllmServerProps:
     namespace: str
     service_account: str  # the Kubernetes service account the Pods run as
     image: str
-    model: str
-    quantization: str | None
-    tensor_parallel_size: int
-    max_model_len: int
-    gpu_memory_utilization: float
-    gpu_type: str
-    gpu_count: int
-    cpu: int
-    memory: str
-    ephemeral_storage: str
-    weights: Weights
-    weights_volume_size: str  # the disk's size, for Weights.PVC
-    weights_bucket: str | None  # the bucket, for Weights.GCSFUSE
-    hf_token_secret: str | None
-    min_replicas: int
-    max_replicas: int
-    queue_target: int
+    # The environment file's [inference.gke]: the model, its GPUs and size, where its weights are
+    # read from (the disk's size, or the bucket), the token, the replicas. Its defaults are the server's.
+    settings: GkeModelServerSettings
+    quantization: str | None  # the model's, from the catalog
     port: int
     load_balancer_ip: str
     allowed_sources: tuple[str, ...]
+
+    @property
+    def weights(self) -> Weights:
+        return Weights(self.settings.weights)
 
 
 class VllmServer(Construct):
@@ -170,7 +162,7 @@ class VllmServer(Construct):
             # The autoscaler owns the replica count once the Deployment exists.
             lifecycle=TerraformResourceLifecycle(ignore_changes=["spec[0].replicas"]),
             spec=DeploymentV1Spec(
-                replicas=str(props.min_replicas),
+                replicas=str(props.settings.min_replicas),
                 selector=DeploymentV1SpecSelector(match_labels=LABELS),
                 strategy=self._strategy(),
                 template=DeploymentV1SpecTemplate(metadata=self._pod_metadata(), spec=self._pod_spec(volumes, mounts)),
@@ -209,8 +201,8 @@ class VllmServer(Construct):
             service_account_name=props.service_account,
             # Both are needed on Autopilot (cloud.google.com/kubernetes-engine/docs/how-to/autopilot-gpus).
             node_selector={
-                "cloud.google.com/gke-accelerator": props.gpu_type,
-                "cloud.google.com/gke-accelerator-count": str(props.gpu_count),
+                "cloud.google.com/gke-accelerator": props.settings.gpu_type,
+                "cloud.google.com/gke-accelerator-count": str(props.settings.gpu_count),
             },
             termination_grace_period_seconds=60,
             security_context=DeploymentV1SpecTemplateSpecSecurityContext(
@@ -246,13 +238,13 @@ class VllmServer(Construct):
         props = self.props
         args = [
             "--model",
-            props.model,
+            props.settings.model,
             "--tensor-parallel-size",
-            str(props.tensor_parallel_size),
+            str(props.settings.tensor_parallel_size),
             "--max-model-len",
-            str(props.max_model_len),
+            str(props.settings.max_model_len),
             "--gpu-memory-utilization",
-            str(props.gpu_memory_utilization),
+            str(props.settings.gpu_memory_utilization),
             "--port",
             str(props.port),
         ]
@@ -262,7 +254,7 @@ class VllmServer(Construct):
 
     def _env(self) -> dict[str, str]:
         env = {"HF_HOME": MODEL_CACHE}
-        if self.props.hf_token_secret:
+        if self.props.settings.hf_token_secret:
             env["HF_TOKEN_PATH"] = f"{HF_TOKEN_DIR}/token"
         if self.props.weights is Weights.GCSFUSE:
             # The bucket holds the Hugging Face cache, staged ahead; the server only reads it.
@@ -272,10 +264,10 @@ class VllmServer(Construct):
     def _resources(self) -> DeploymentV1SpecTemplateSpecContainerResources:
         props = self.props
         quantity = {
-            "cpu": str(props.cpu),
-            "memory": props.memory,
-            "ephemeral-storage": props.ephemeral_storage,
-            "nvidia.com/gpu": str(props.gpu_count),
+            "cpu": str(props.settings.cpu),
+            "memory": props.settings.memory,
+            "ephemeral-storage": props.settings.ephemeral_storage,
+            "nvidia.com/gpu": str(props.settings.gpu_count),
         }
         return DeploymentV1SpecTemplateSpecContainerResources(requests=quantity, limits=quantity)
 
@@ -324,8 +316,8 @@ class VllmServer(Construct):
                 name="model-cache", mount_path=MODEL_CACHE, read_only=self.props.weights is Weights.GCSFUSE
             ),
         ]
-        if self.props.hf_token_secret:
-            volumes.append(self._hf_token_volume(self.props.hf_token_secret))
+        if self.props.settings.hf_token_secret:
+            volumes.append(self._hf_token_volume(self.props.settings.hf_token_secret))
             mounts.append(
                 DeploymentV1SpecTemplateSpecContainerVolumeMount(
                     name="hf-token", mount_path=HF_TOKEN_DIR, read_only=True
@@ -344,7 +336,9 @@ class VllmServer(Construct):
                 spec=PersistentVolumeClaimV1Spec(
                     access_modes=["ReadWriteOnce"],
                     storage_class_name="premium-rwo",
-                    resources=PersistentVolumeClaimV1SpecResources(requests={"storage": props.weights_volume_size}),
+                    resources=PersistentVolumeClaimV1SpecResources(
+                        requests={"storage": props.settings.weights_volume_size}
+                    ),
                 ),
             )
             return DeploymentV1SpecTemplateSpecVolume(
@@ -358,7 +352,7 @@ class VllmServer(Construct):
             csi=DeploymentV1SpecTemplateSpecVolumeCsi(
                 driver="gcsfuse.csi.storage.gke.io",
                 volume_attributes={
-                    "bucketName": props.weights_bucket or "",  # validated: set for gcsfuse
+                    "bucketName": props.settings.weights_bucket or "",  # validated: set for gcsfuse
                     "mountOptions": "implicit-dirs,file-cache:max-size-mb:-1",
                     "fileCacheCapacity": "-1",
                 },
@@ -490,15 +484,15 @@ class VllmServer(Construct):
                 scale_target_ref=HorizontalPodAutoscalerV2SpecScaleTargetRef(
                     api_version="apps/v1", kind="Deployment", name=NAME
                 ),
-                min_replicas=props.min_replicas,
-                max_replicas=props.max_replicas,
+                min_replicas=props.settings.min_replicas,
+                max_replicas=props.settings.max_replicas,
                 metric=[
                     HorizontalPodAutoscalerV2SpecMetric(
                         type="Pods",
                         pods=HorizontalPodAutoscalerV2SpecMetricPods(
                             metric=HorizontalPodAutoscalerV2SpecMetricPodsMetric(name=QUEUE_METRIC),
                             target=HorizontalPodAutoscalerV2SpecMetricPodsTarget(
-                                type="AverageValue", average_value=str(props.queue_target)
+                                type="AverageValue", average_value=str(props.settings.queue_target)
                             ),
                         ),
                     )
