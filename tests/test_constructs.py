@@ -34,9 +34,9 @@ from hybrid.components.grants import (
 )
 from hybrid.components.postgres import PostgresInstance, PostgresProps
 from hybrid.components.pubsub_queue import PubSubQueue, PubSubQueueProps
+from hybrid.components.roles import INVOKER, LOG_WRITER, OBJECT_VIEWER
 from hybrid.components.service_account import ServiceAccount, ServiceAccountProps
 from hybrid.components.standard_cluster import NodePoolProps, StandardCluster, StandardClusterProps
-from hybrid.components.roles import INVOKER, LOG_WRITER, OBJECT_VIEWER
 from hybrid.components.vllm_server import VllmServer, VllmServerProps
 from hybrid.components.workload_identity import WorkloadIdentity, WorkloadIdentityProps
 from hybrid.config import DatabaseSettings, GkeModelServerSettings, GpuServiceSettings, ServiceSettings
