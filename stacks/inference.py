@@ -16,7 +16,7 @@ from hybrid.catalog import MODELS
 from hybrid.components.grants import Bucket, Secret
 from hybrid.components.kubernetes_access import kubernetes_provider
 from hybrid.components.metrics_adapter import CustomMetricsAdapter, CustomMetricsAdapterProps
-from hybrid.components.roles import MONITORING_VIEWER, OBJECT_VIEWER
+from hybrid.components.roles import OBJECT_VIEWER
 from hybrid.components.service_account import ServiceAccount, ServiceAccountProps
 from hybrid.components.vllm_server import VllmServer, VllmServerProps
 from hybrid.components.workload_identity import WorkloadIdentity, WorkloadIdentityProps
@@ -47,20 +47,8 @@ class InferenceStack(LayerStack):
             access=control_plane(env.cluster).access,
         )
 
-        server_identity = ServiceAccount(
-            self,
-            "model-server-identity",
-            ServiceAccountProps(
-                account_id=names.model_server_account,
-                display_name="vLLM model server",
-                description="Reads the model weights and the Hugging Face token; nothing else.",
-            ),
-        )
-        if settings.hf_token_secret:
-            Secret(settings.hf_token_secret).grant_read(self, server_identity, id_="hf-token-access")
-        if settings.weights == "gcsfuse" and settings.weights_bucket:  # validated: gcsfuse names its bucket
-            Bucket(settings.weights_bucket).bind(self, "weights-access", OBJECT_VIEWER, server_identity.member)
-        adapter_identity = ServiceAccount(
+        server_identity = self._server_identity()
+        adapter_identity = CustomMetricsAdapter.reader_account(
             self,
             "metrics-adapter-identity",
             ServiceAccountProps(
@@ -68,8 +56,8 @@ class InferenceStack(LayerStack):
                 display_name="Custom metrics adapter",
                 description="Reads Cloud Monitoring metrics for the model servers' autoscaler.",
             ),
+            project=project,
         )
-        adapter_identity.grant_project_role(MONITORING_VIEWER, project=project)
 
         namespace = NamespaceV1(
             self,
@@ -104,3 +92,21 @@ class InferenceStack(LayerStack):
         CustomMetricsAdapter(
             self, "metrics-adapter", CustomMetricsAdapterProps(project=project), google_account=adapter_identity
         )
+
+    def _server_identity(self) -> ServiceAccount:
+        """The model server's Google account: reads the token and the weights' bucket, when it has them."""
+        names, settings = self.env.names, self.env.inference.gke_server
+        server_identity = ServiceAccount(
+            self,
+            "model-server-identity",
+            ServiceAccountProps(
+                account_id=names.model_server_account,
+                display_name="vLLM model server",
+                description="Reads the model weights and the Hugging Face token; nothing else.",
+            ),
+        )
+        if settings.hf_token_secret:
+            Secret(settings.hf_token_secret).grant_read(self, server_identity, id_="hf-token-access")
+        if settings.weights == "gcsfuse" and settings.weights_bucket:  # validated: gcsfuse names its bucket
+            Bucket(settings.weights_bucket).bind(self, "weights-access", OBJECT_VIEWER, server_identity.member)
+        return server_identity

@@ -29,7 +29,7 @@ from hybrid.components.grants import Project, grantee_id
 from hybrid.components.kubernetes_access import kubernetes_provider
 from hybrid.components.metrics_adapter import CustomMetricsAdapter, CustomMetricsAdapterProps
 from hybrid.components.pubsub_queue import PubSubQueue, PubSubQueueProps
-from hybrid.components.roles import MONITORING_VIEWER, VERTEX_AI_USER
+from hybrid.components.roles import VERTEX_AI_USER
 from hybrid.components.service_account import ServiceAccount, ServiceAccountProps
 from hybrid.components.standard_cluster import NodePoolProps, StandardCluster, StandardClusterProps
 from hybrid.components.workload_identity import WorkloadIdentity, WorkloadIdentityProps
@@ -160,7 +160,7 @@ class WorkersStack(LayerStack):
         self.bucket.grant_admin(orchestrator, prefix=INPUTS)
         self.bucket.grant_read(orchestrator, prefix=OUTPUTS)
 
-        metrics_adapter_account = ServiceAccount(
+        metrics_adapter_account = CustomMetricsAdapter.reader_account(
             self,
             "metrics-adapter-identity",
             ServiceAccountProps(
@@ -168,8 +168,8 @@ class WorkersStack(LayerStack):
                 display_name="Custom metrics adapter (workers)",
                 description="Reads the batch subscription's backlog from Cloud Monitoring for the workers' autoscaler.",
             ),
+            project=project,
         )
-        metrics_adapter_account.grant_project_role(MONITORING_VIEWER, project=project)
         TerraformOutput(self, "workers_cluster_name", value=self.cluster.cluster.name)
         TerraformOutput(self, "batch_bucket", value=self.bucket.bucket.name)
         self.outputs = WorkersOutputs(metrics_adapter_account=metrics_adapter_account)
