@@ -55,8 +55,7 @@ class DatabaseStack(LayerStack):
         )
         self.orchestrator_database = self.postgres.add_database(db.database_name)
 
-        self.orchestrator = ServiceAccount(
-            self,
+        self.orchestrator = self._database_identity(
             "orchestrator",
             ServiceAccountProps(
                 account_id=env.names.orchestrator_account,
@@ -64,11 +63,9 @@ class DatabaseStack(LayerStack):
                 description="Runs the internal orchestrator on Cloud Run; logs in to Cloud SQL with its IAM identity.",
             ),
         )
-        self.postgres.add_iam_user(self.orchestrator, project=env.project_id)
         self.worker = None
         if env.workers.enabled:
-            self.worker = ServiceAccount(
-                self,
+            self.worker = self._database_identity(
                 "worker",
                 ServiceAccountProps(
                     account_id=env.names.worker_account,
@@ -76,24 +73,8 @@ class DatabaseStack(LayerStack):
                     description="Runs the batch workers on GKE: pulls line messages, calls the models, writes results.",
                 ),
             )
-            self.postgres.add_iam_user(self.worker, project=env.project_id)
-
         # The gateway's shared rate limit: a data store on the same private range as Cloud SQL.
-        self.redis = None
-        if env.redis.enabled:
-            self.redis = RedisStore(
-                self,
-                "redis",
-                RedisProps(
-                    name=env.names.redis_instance,
-                    project=env.project_id,
-                    region=env.region,
-                    private_services_network=network.outputs.private_services_network,
-                    psa_range=env.names.psa_range,
-                    auth_secret_id=env.names.redis_auth_secret,
-                    settings=env.redis,
-                ),
-            )
+        self.redis = self._redis(network.outputs.private_services_network) if env.redis.enabled else None
 
         TerraformOutput(self, "instance_connection_name", value=self.postgres.instance.connection_name)
         TerraformOutput(self, "private_ip", value=self.postgres.instance.private_ip_address)
@@ -108,4 +89,26 @@ class DatabaseStack(LayerStack):
             orchestrator_database_user=self.orchestrator.database_user_name,
             worker_account=self.worker,
             redis=self.redis,
+        )
+
+    def _database_identity(self, id_: str, props: ServiceAccountProps) -> ServiceAccount:
+        """A workload's account, born here with the IAM database user it logs in as."""
+        account = ServiceAccount(self, id_, props)
+        self.postgres.add_iam_user(account, project=self.env.project_id)
+        return account
+
+    def _redis(self, private_services_network: str) -> RedisStore:
+        env = self.env
+        return RedisStore(
+            self,
+            "redis",
+            RedisProps(
+                name=env.names.redis_instance,
+                project=env.project_id,
+                region=env.region,
+                private_services_network=private_services_network,
+                psa_range=env.names.psa_range,
+                auth_secret_id=env.names.redis_auth_secret,
+                settings=env.redis,
+            ),
         )

@@ -39,7 +39,7 @@ from hybrid.service_contract import Wiring, container_env, service_settings
 from services.worker.settings import WorkerSettings
 from stacks.cluster import control_plane
 from stacks.database import DatabaseStack
-from stacks.network import NetworkStack
+from stacks.network import NetworkOutputs, NetworkStack
 from stacks.registry import RegistryStack, repository, service_image
 
 NAMESPACE = "batch"
@@ -71,54 +71,9 @@ class WorkersStack(LayerStack):
         self.add_dependency(database)
         names, workers, project = env.names, env.workers, env.project_id
         worker, orchestrator = database.outputs.worker_account, database.outputs.orchestrator_account
-        assert worker is not None and network.outputs.workers_subnet_id is not None  # made when enabled
+        assert worker is not None  # made when enabled
 
-        nodes = ServiceAccount(
-            self,
-            "node-identity",
-            ServiceAccountProps(
-                account_id=names.workers_node_account,
-                display_name="GKE workers nodes",
-                description="Runs the workers cluster's nodes: logs, metrics and image pulls only.",
-            ),
-        )
-        self.cluster = StandardCluster(
-            self,
-            "workers",
-            StandardClusterProps(
-                ClusterPlacement(
-                    name=names.workers_cluster,
-                    project=project,
-                    region=env.region,
-                    network=network.outputs.network_id,
-                    subnetwork=network.outputs.workers_subnet_id,
-                    pods_range=names.workers_pods_range,
-                    services_range=names.workers_services_range,
-                    release_channel=workers.cluster.release_channel,
-                    deletion_protection=workers.cluster.deletion_protection,
-                    control_plane=control_plane(env.cluster),
-                ),
-                pools=(
-                    NodePoolProps(
-                        name=names.spot_pool,
-                        machine_type=workers.spot_pool.machine_type,
-                        min_nodes=0,
-                        max_nodes=workers.spot_pool.max_nodes,
-                        spot=True,
-                    ),
-                    NodePoolProps(
-                        name=names.on_demand_pool,
-                        machine_type=workers.on_demand_pool.machine_type,
-                        min_nodes=workers.on_demand_pool.min_nodes,
-                        max_nodes=workers.on_demand_pool.max_nodes,
-                        spot=False,
-                    ),
-                ),
-            ),
-            node_account=nodes,
-            pulls_from=(repository(env, names.registry),),  # the worker's image
-        )
-
+        self.cluster = self._cluster(network.outputs)
         self.bucket = BatchBucket(
             self,
             "batch-files",
@@ -126,26 +81,7 @@ class WorkersStack(LayerStack):
                 name=names.batch_bucket, location=env.region, delete_after_days=workers.bucket_lifecycle_days
             ),
         )
-        # The Pub/Sub service agent is created as Pub/Sub is first used, and a role cannot be granted
-        # to it before: ask for it first (cloud.google.com/iam/docs/create-service-agents).
-        # hashicorp/google 6.50.0 has google_project_service_identity in its beta provider only.
-        beta = GoogleBetaProvider(self, "google-beta", project=project, region=env.region)
-        pubsub_agent = GoogleProjectServiceIdentity(
-            self, "pubsub-agent", project=project, service="pubsub.googleapis.com", provider=beta
-        )
-        self.queue = PubSubQueue(
-            self,
-            "batch-queue",
-            PubSubQueueProps(
-                topic=names.batch_topic,
-                subscription=names.batch_subscription,
-                dead_letter_topic=names.dead_letter_topic,
-                dead_letter_subscription=names.dead_letter_subscription,
-                settings=workers.queue,
-            ),
-            messages="lines",
-            dead_letter_agent=pubsub_agent,
-        )
+        self.queue = self._queue()
 
         # The worker: pulls both subscriptions; republishes stuck batches' lines (its sweeper) and
         # nothing else to the line topic; writes and reads results under outputs/ only; calls
@@ -173,6 +109,80 @@ class WorkersStack(LayerStack):
         TerraformOutput(self, "workers_cluster_name", value=self.cluster.cluster.name)
         TerraformOutput(self, "batch_bucket", value=self.bucket.bucket.name)
         self.outputs = WorkersOutputs(metrics_adapter_account=metrics_adapter_account)
+
+    def _cluster(self, network: NetworkOutputs) -> StandardCluster:
+        """The workers' GKE Standard cluster: a Spot pool from zero, an on-demand pool beside it."""
+        env, names, workers, project = self.env, self.env.names, self.env.workers, self.env.project_id
+        assert network.workers_subnet_id is not None  # made when enabled
+        nodes = ServiceAccount(
+            self,
+            "node-identity",
+            ServiceAccountProps(
+                account_id=names.workers_node_account,
+                display_name="GKE workers nodes",
+                description="Runs the workers cluster's nodes: logs, metrics and image pulls only.",
+            ),
+        )
+        return StandardCluster(
+            self,
+            "workers",
+            StandardClusterProps(
+                ClusterPlacement(
+                    name=names.workers_cluster,
+                    project=project,
+                    region=env.region,
+                    network=network.network_id,
+                    subnetwork=network.workers_subnet_id,
+                    pods_range=names.workers_pods_range,
+                    services_range=names.workers_services_range,
+                    release_channel=workers.cluster.release_channel,
+                    deletion_protection=workers.cluster.deletion_protection,
+                    control_plane=control_plane(env.cluster),
+                ),
+                pools=(
+                    NodePoolProps(
+                        name=names.spot_pool,
+                        machine_type=workers.spot_pool.machine_type,
+                        min_nodes=0,
+                        max_nodes=workers.spot_pool.max_nodes,
+                        spot=True,
+                    ),
+                    NodePoolProps(
+                        name=names.on_demand_pool,
+                        machine_type=workers.on_demand_pool.machine_type,
+                        min_nodes=workers.on_demand_pool.min_nodes,
+                        max_nodes=workers.on_demand_pool.max_nodes,
+                        spot=False,
+                    ),
+                ),
+            ),
+            node_account=nodes,
+            pulls_from=(repository(env, names.registry),),  # the worker's image
+        )
+
+    def _queue(self) -> PubSubQueue:
+        """The line topic and subscription, with the dead letters Pub/Sub moves as its agent."""
+        env, names, project = self.env, self.env.names, self.env.project_id
+        # The Pub/Sub service agent is created as Pub/Sub is first used, and a role cannot be granted
+        # to it before: ask for it first (cloud.google.com/iam/docs/create-service-agents).
+        # hashicorp/google 6.50.0 has google_project_service_identity in its beta provider only.
+        beta = GoogleBetaProvider(self, "google-beta", project=project, region=env.region)
+        pubsub_agent = GoogleProjectServiceIdentity(
+            self, "pubsub-agent", project=project, service="pubsub.googleapis.com", provider=beta
+        )
+        return PubSubQueue(
+            self,
+            "batch-queue",
+            PubSubQueueProps(
+                topic=names.batch_topic,
+                subscription=names.batch_subscription,
+                dead_letter_topic=names.dead_letter_topic,
+                dead_letter_subscription=names.dead_letter_subscription,
+                settings=env.workers.queue,
+            ),
+            messages="lines",
+            dead_letter_agent=pubsub_agent,
+        )
 
 
 class WorkersK8sStack(LayerStack):
