@@ -45,24 +45,15 @@ from cdktf_cdktf_provider_kubernetes.deployment_v1 import (
     DeploymentV1Timeouts,
 )
 from cdktf_cdktf_provider_kubernetes.horizontal_pod_autoscaler_v2 import (
-    HorizontalPodAutoscalerV2,
-    HorizontalPodAutoscalerV2Metadata,
-    HorizontalPodAutoscalerV2Spec,
     HorizontalPodAutoscalerV2SpecMetric,
     HorizontalPodAutoscalerV2SpecMetricExternal,
     HorizontalPodAutoscalerV2SpecMetricExternalMetric,
     HorizontalPodAutoscalerV2SpecMetricExternalMetricSelector,
     HorizontalPodAutoscalerV2SpecMetricExternalTarget,
-    HorizontalPodAutoscalerV2SpecScaleTargetRef,
-)
-from cdktf_cdktf_provider_kubernetes.pod_disruption_budget_v1 import (
-    PodDisruptionBudgetV1,
-    PodDisruptionBudgetV1Metadata,
-    PodDisruptionBudgetV1Spec,
-    PodDisruptionBudgetV1SpecSelector,
 )
 from constructs import Construct
 
+from hybrid.components.scaling import autoscaler, disruption_budget
 from hybrid.components.standard_cluster import SPOT_LABEL
 from hybrid.config.workers import WorkerDeploymentSettings
 
@@ -116,43 +107,28 @@ class BatchWorker(Construct):
             ),
         )
         # A node drain or upgrade takes at most one worker at a time; its lines go back to the queue.
-        PodDisruptionBudgetV1(
+        disruption_budget(self, name=NAME, namespace=props.namespace, labels=LABELS)
+        self.autoscaler = autoscaler(
             self,
-            "disruption-budget",
-            metadata=PodDisruptionBudgetV1Metadata(name=NAME, namespace=props.namespace),
-            spec=PodDisruptionBudgetV1Spec(
-                max_unavailable="1", selector=PodDisruptionBudgetV1SpecSelector(match_labels=LABELS)
-            ),
-        )
-        self.autoscaler = HorizontalPodAutoscalerV2(
-            self,
-            "autoscaler",
-            metadata=HorizontalPodAutoscalerV2Metadata(name=NAME, namespace=props.namespace),
-            spec=HorizontalPodAutoscalerV2Spec(
-                scale_target_ref=HorizontalPodAutoscalerV2SpecScaleTargetRef(
-                    api_version="apps/v1", kind="Deployment", name=NAME
+            deployment=NAME,
+            namespace=props.namespace,
+            replicas=(props.settings.min_replicas, props.settings.max_replicas),
+            metric=HorizontalPodAutoscalerV2SpecMetric(
+                type="External",
+                external=HorizontalPodAutoscalerV2SpecMetricExternal(
+                    metric=HorizontalPodAutoscalerV2SpecMetricExternalMetric(
+                        name=UNDELIVERED_METRIC,
+                        selector=[
+                            HorizontalPodAutoscalerV2SpecMetricExternalMetricSelector(
+                                match_labels={"resource.labels.subscription_id": props.subscription}
+                            )
+                        ],
+                    ),
+                    # The backlog divided by the replicas: one more worker per this many waiting lines.
+                    target=HorizontalPodAutoscalerV2SpecMetricExternalTarget(
+                        type="AverageValue", average_value=str(props.settings.target_undelivered_per_replica)
+                    ),
                 ),
-                min_replicas=props.settings.min_replicas,
-                max_replicas=props.settings.max_replicas,
-                metric=[
-                    HorizontalPodAutoscalerV2SpecMetric(
-                        type="External",
-                        external=HorizontalPodAutoscalerV2SpecMetricExternal(
-                            metric=HorizontalPodAutoscalerV2SpecMetricExternalMetric(
-                                name=UNDELIVERED_METRIC,
-                                selector=[
-                                    HorizontalPodAutoscalerV2SpecMetricExternalMetricSelector(
-                                        match_labels={"resource.labels.subscription_id": props.subscription}
-                                    )
-                                ],
-                            ),
-                            # The backlog divided by the replicas: one more worker per this many waiting lines.
-                            target=HorizontalPodAutoscalerV2SpecMetricExternalTarget(
-                                type="AverageValue", average_value=str(props.settings.target_undelivered_per_replica)
-                            ),
-                        ),
-                    )
-                ],
             ),
         )
 

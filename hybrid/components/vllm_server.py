@@ -43,8 +43,6 @@ from cdktf_cdktf_provider_kubernetes.deployment_v1 import (
 )
 from cdktf_cdktf_provider_kubernetes.horizontal_pod_autoscaler_v2 import (
     HorizontalPodAutoscalerV2,
-    HorizontalPodAutoscalerV2Metadata,
-    HorizontalPodAutoscalerV2Spec,
     HorizontalPodAutoscalerV2SpecBehavior,
     HorizontalPodAutoscalerV2SpecBehaviorScaleDown,
     HorizontalPodAutoscalerV2SpecBehaviorScaleDownPolicy,
@@ -52,7 +50,6 @@ from cdktf_cdktf_provider_kubernetes.horizontal_pod_autoscaler_v2 import (
     HorizontalPodAutoscalerV2SpecMetricPods,
     HorizontalPodAutoscalerV2SpecMetricPodsMetric,
     HorizontalPodAutoscalerV2SpecMetricPodsTarget,
-    HorizontalPodAutoscalerV2SpecScaleTargetRef,
 )
 from cdktf_cdktf_provider_kubernetes.manifest import Manifest
 from cdktf_cdktf_provider_kubernetes.network_policy_v1 import (
@@ -74,9 +71,6 @@ from cdktf_cdktf_provider_kubernetes.persistent_volume_claim_v1 import (
 )
 from cdktf_cdktf_provider_kubernetes.pod_disruption_budget_v1 import (
     PodDisruptionBudgetV1,
-    PodDisruptionBudgetV1Metadata,
-    PodDisruptionBudgetV1Spec,
-    PodDisruptionBudgetV1SpecSelector,
 )
 from cdktf_cdktf_provider_kubernetes.service_v1 import (
     ServiceV1,
@@ -86,6 +80,7 @@ from cdktf_cdktf_provider_kubernetes.service_v1 import (
 )
 from constructs import Construct
 
+from hybrid.components.scaling import autoscaler, disruption_budget
 from hybrid.config import GkeModelServerSettings
 from hybrid.network_constants import HEALTH_CHECK_RANGES
 
@@ -419,14 +414,7 @@ class VllmServer(Construct):
 
     def _disruption_budget(self) -> PodDisruptionBudgetV1:
         props = self.props
-        return PodDisruptionBudgetV1(
-            self,
-            "disruption-budget",
-            metadata=PodDisruptionBudgetV1Metadata(name=NAME, namespace=props.namespace),
-            spec=PodDisruptionBudgetV1Spec(
-                max_unavailable="1", selector=PodDisruptionBudgetV1SpecSelector(match_labels=LABELS)
-            ),
-        )
+        return disruption_budget(self, name=NAME, namespace=props.namespace, labels=LABELS)
 
     def _network_policy(self) -> NetworkPolicyV1:
         props = self.props
@@ -476,40 +464,32 @@ class VllmServer(Construct):
 
     def _autoscaler(self) -> HorizontalPodAutoscalerV2:
         props = self.props
-        return HorizontalPodAutoscalerV2(
+        return autoscaler(
             self,
-            "autoscaler",
-            metadata=HorizontalPodAutoscalerV2Metadata(name=NAME, namespace=props.namespace),
-            spec=HorizontalPodAutoscalerV2Spec(
-                scale_target_ref=HorizontalPodAutoscalerV2SpecScaleTargetRef(
-                    api_version="apps/v1", kind="Deployment", name=NAME
+            deployment=NAME,
+            namespace=props.namespace,
+            replicas=(props.settings.min_replicas, props.settings.max_replicas),
+            metric=HorizontalPodAutoscalerV2SpecMetric(
+                type="Pods",
+                pods=HorizontalPodAutoscalerV2SpecMetricPods(
+                    metric=HorizontalPodAutoscalerV2SpecMetricPodsMetric(name=QUEUE_METRIC),
+                    target=HorizontalPodAutoscalerV2SpecMetricPodsTarget(
+                        type="AverageValue", average_value=str(props.settings.queue_target)
+                    ),
                 ),
-                min_replicas=props.settings.min_replicas,
-                max_replicas=props.settings.max_replicas,
-                metric=[
-                    HorizontalPodAutoscalerV2SpecMetric(
-                        type="Pods",
-                        pods=HorizontalPodAutoscalerV2SpecMetricPods(
-                            metric=HorizontalPodAutoscalerV2SpecMetricPodsMetric(name=QUEUE_METRIC),
-                            target=HorizontalPodAutoscalerV2SpecMetricPodsTarget(
-                                type="AverageValue", average_value=str(props.settings.queue_target)
-                            ),
-                        ),
+            ),
+            # A new server takes minutes to load; give back GPUs slowly, one at a time.
+            behavior=HorizontalPodAutoscalerV2SpecBehavior(
+                scale_down=[
+                    HorizontalPodAutoscalerV2SpecBehaviorScaleDown(
+                        stabilization_window_seconds=600,
+                        select_policy="Min",
+                        policy=[
+                            HorizontalPodAutoscalerV2SpecBehaviorScaleDownPolicy(
+                                type="Pods", value=1, period_seconds=300
+                            )
+                        ],
                     )
-                ],
-                # A new server takes minutes to load; give back GPUs slowly, one at a time.
-                behavior=HorizontalPodAutoscalerV2SpecBehavior(
-                    scale_down=[
-                        HorizontalPodAutoscalerV2SpecBehaviorScaleDown(
-                            stabilization_window_seconds=600,
-                            select_policy="Min",
-                            policy=[
-                                HorizontalPodAutoscalerV2SpecBehaviorScaleDownPolicy(
-                                    type="Pods", value=1, period_seconds=300
-                                )
-                            ],
-                        )
-                    ]
-                ),
+                ]
             ),
         )
