@@ -43,38 +43,26 @@ class PubSubQueue(Construct):
     ) -> None:
         super().__init__(scope, id_)
         self.messages = messages
-        retention = _seconds(props.settings.retention_days * 86_400)
-        # An empty ttl: a subscription nobody pulls from for 31 days is not deleted
-        # (registry.terraform.io/providers/hashicorp/google/6.50.0/docs/resources/pubsub_subscription#expiration_policy).
-        never_expires = PubsubSubscriptionExpirationPolicy(ttl="")
+        self.props = props
         self.topic = PubsubTopic(self, "topic", name=props.topic)
         self.dead_letter_topic = PubsubTopic(self, "dead-letter-topic", name=props.dead_letter_topic)
-        self.subscription = PubsubSubscription(
-            self,
+        settings = props.settings
+        self.subscription = self._subscription(
             "subscription",
-            name=props.subscription,
-            topic=self.topic.id,
-            ack_deadline_seconds=props.settings.ack_deadline_seconds,
-            message_retention_duration=retention,
+            props.subscription,
+            self.topic,
             # A nacked or expired message comes back after an exponentially growing delay.
             retry_policy=PubsubSubscriptionRetryPolicy(
-                minimum_backoff=_seconds(props.settings.min_backoff_seconds),
-                maximum_backoff=_seconds(props.settings.max_backoff_seconds),
+                minimum_backoff=_seconds(settings.min_backoff_seconds),
+                maximum_backoff=_seconds(settings.max_backoff_seconds),
             ),
             dead_letter_policy=PubsubSubscriptionDeadLetterPolicy(
-                dead_letter_topic=self.dead_letter_topic.id, max_delivery_attempts=props.settings.max_delivery_attempts
+                dead_letter_topic=self.dead_letter_topic.id, max_delivery_attempts=settings.max_delivery_attempts
             ),
-            expiration_policy=never_expires,
         )
         # Messages published to a topic without subscriptions are lost (cloud.google.com/pubsub/docs/handling-failures).
-        self.dead_letter_subscription = PubsubSubscription(
-            self,
-            "dead-letter-subscription",
-            name=props.dead_letter_subscription,
-            topic=self.dead_letter_topic.id,
-            ack_deadline_seconds=props.settings.ack_deadline_seconds,
-            message_retention_duration=retention,
-            expiration_policy=never_expires,
+        self.dead_letter_subscription = self._subscription(
+            "dead-letter-subscription", props.dead_letter_subscription, self.dead_letter_topic
         )
         # Pub/Sub moves dead letters as its service agent, ``dead_letter_agent``, which must publish
         # to the dead-letter topic and subscribe to the source subscription
@@ -82,6 +70,29 @@ class PubSubQueue(Construct):
         self._dead_letters = Topic(self.dead_letter_topic.id)
         self._dead_letters.bind(self, "agent-publishes-dead-letters", PUBLISHER, dead_letter_agent.member)
         Subscription(self.subscription.id).bind(self, "agent-subscribes-source", SUBSCRIBER, dead_letter_agent.member)
+
+    def _subscription(
+        self,
+        id_: str,
+        name: str,
+        topic: PubsubTopic,
+        retry_policy: PubsubSubscriptionRetryPolicy | None = None,
+        dead_letter_policy: PubsubSubscriptionDeadLetterPolicy | None = None,
+    ) -> PubsubSubscription:
+        settings = self.props.settings
+        return PubsubSubscription(
+            self,
+            id_,
+            name=name,
+            topic=topic.id,
+            ack_deadline_seconds=settings.ack_deadline_seconds,
+            message_retention_duration=_seconds(settings.retention_days * 86_400),
+            retry_policy=retry_policy,
+            dead_letter_policy=dead_letter_policy,
+            # An empty ttl: a subscription nobody pulls from for 31 days is not deleted
+            # (registry.terraform.io/providers/hashicorp/google/6.50.0/docs/resources/pubsub_subscription#expiration_policy).
+            expiration_policy=PubsubSubscriptionExpirationPolicy(ttl=""),
+        )
 
     def grant_publish(self, publisher: ServiceAccount) -> None:
         """``publisher`` may send messages to the queue: ``<publisher>-publishes-<messages>``."""

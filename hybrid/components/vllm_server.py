@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
+from typing import TypeVar
 
 from cdktf import TerraformResourceLifecycle
 from cdktf_cdktf_provider_kubernetes.deployment_v1 import (
@@ -24,15 +25,12 @@ from cdktf_cdktf_provider_kubernetes.deployment_v1 import (
     DeploymentV1SpecTemplateSpecContainer,
     DeploymentV1SpecTemplateSpecContainerEnv,
     DeploymentV1SpecTemplateSpecContainerLivenessProbe,
-    DeploymentV1SpecTemplateSpecContainerLivenessProbeHttpGet,
     DeploymentV1SpecTemplateSpecContainerPort,
     DeploymentV1SpecTemplateSpecContainerReadinessProbe,
-    DeploymentV1SpecTemplateSpecContainerReadinessProbeHttpGet,
     DeploymentV1SpecTemplateSpecContainerResources,
     DeploymentV1SpecTemplateSpecContainerSecurityContext,
     DeploymentV1SpecTemplateSpecContainerSecurityContextCapabilities,
     DeploymentV1SpecTemplateSpecContainerStartupProbe,
-    DeploymentV1SpecTemplateSpecContainerStartupProbeHttpGet,
     DeploymentV1SpecTemplateSpecContainerVolumeMount,
     DeploymentV1SpecTemplateSpecSecurityContext,
     DeploymentV1SpecTemplateSpecSecurityContextSeccompProfile,
@@ -98,6 +96,14 @@ MODEL_CACHE = "/data/models"
 HF_TOKEN_DIR = "/var/run/secrets/huggingface"
 # Weights load for minutes: up to 30 minutes (180 x 10 s) before liveness takes over.
 STARTUP_PERIOD_SECONDS, STARTUP_FAILURES = 10, 180
+
+
+Probe = TypeVar(
+    "Probe",
+    DeploymentV1SpecTemplateSpecContainerStartupProbe,
+    DeploymentV1SpecTemplateSpecContainerReadinessProbe,
+    DeploymentV1SpecTemplateSpecContainerLivenessProbe,
+)
 
 
 class Weights(Enum):
@@ -219,9 +225,21 @@ class VllmServer(Construct):
             port=[DeploymentV1SpecTemplateSpecContainerPort(name=PORT_NAME, container_port=props.port)],
             env=[DeploymentV1SpecTemplateSpecContainerEnv(name=key, value=value) for key, value in self._env().items()],
             resources=self._resources(),
-            startup_probe=self._startup_probe(),
-            readiness_probe=self._readiness_probe(),
-            liveness_probe=self._liveness_probe(),
+            startup_probe=self._health(
+                DeploymentV1SpecTemplateSpecContainerStartupProbe,
+                period=STARTUP_PERIOD_SECONDS,
+                failures=STARTUP_FAILURES,
+            ),
+            readiness_probe=self._health(
+                DeploymentV1SpecTemplateSpecContainerReadinessProbe,
+                period=10,
+                failures=3,
+            ),
+            liveness_probe=self._health(
+                DeploymentV1SpecTemplateSpecContainerLivenessProbe,
+                period=30,
+                failures=3,
+            ),
             security_context=DeploymentV1SpecTemplateSpecContainerSecurityContext(
                 allow_privilege_escalation=False,
                 capabilities=DeploymentV1SpecTemplateSpecContainerSecurityContextCapabilities(drop=["ALL"]),
@@ -266,31 +284,13 @@ class VllmServer(Construct):
         }
         return DeploymentV1SpecTemplateSpecContainerResources(requests=quantity, limits=quantity)
 
-    def _startup_probe(self) -> DeploymentV1SpecTemplateSpecContainerStartupProbe:
-        return DeploymentV1SpecTemplateSpecContainerStartupProbe(
-            http_get=DeploymentV1SpecTemplateSpecContainerStartupProbeHttpGet(
-                path="/health", port=str(self.props.port)
-            ),
-            period_seconds=STARTUP_PERIOD_SECONDS,
-            failure_threshold=STARTUP_FAILURES,
-        )
-
-    def _readiness_probe(self) -> DeploymentV1SpecTemplateSpecContainerReadinessProbe:
-        return DeploymentV1SpecTemplateSpecContainerReadinessProbe(
-            http_get=DeploymentV1SpecTemplateSpecContainerReadinessProbeHttpGet(
-                path="/health", port=str(self.props.port)
-            ),
-            period_seconds=10,
-            failure_threshold=3,
-        )
-
-    def _liveness_probe(self) -> DeploymentV1SpecTemplateSpecContainerLivenessProbe:
-        return DeploymentV1SpecTemplateSpecContainerLivenessProbe(
-            http_get=DeploymentV1SpecTemplateSpecContainerLivenessProbeHttpGet(
-                path="/health", port=str(self.props.port)
-            ),
-            period_seconds=30,
-            failure_threshold=3,
+    def _health(self, probe: type[Probe], *, period: int, failures: int) -> Probe:
+        """``probe`` (startup, readiness or liveness) of vLLM's /health on the server's port."""
+        return probe(
+            # Each probe's http_get struct has the same two fields; jsii takes them as a dict.
+            http_get={"path": "/health", "port": str(self.props.port)},
+            period_seconds=period,
+            failure_threshold=failures,
         )
 
     # The Pod's volumes: shared memory, the weights, the Hugging Face token.
