@@ -549,15 +549,9 @@ def test_the_bootstrap_job_reads_the_password_it_is_granted_first():
 # --- the workers tier
 
 STANDARD = StandardClusterProps(
-    ClusterPlacement(
+    replace(
+        CLUSTER,
         name="workers",
-        project="p",
-        region="r",
-        network="net",
-        subnetwork="sub",
-        pods_range="pod-range",
-        services_range="service-range",
-        release_channel="STABLE",
         deletion_protection=False,
         control_plane=ControlPlane(ControlPlaneAccess.AUTHORIZED_NETWORKS, ("203.0.113.0/24",)),
     ),
