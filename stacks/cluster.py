@@ -13,6 +13,7 @@ from constructs import Construct
 
 from hybrid.components.autopilot_cluster import AutopilotCluster
 from hybrid.components.control_plane import ClusterPlacement, ControlPlane, ControlPlaneAccess
+from hybrid.components.kubernetes_access import kubernetes_provider
 from hybrid.components.service_account import ServiceAccount, ServiceAccountProps
 from hybrid.config import ClusterSettings, Environment
 from hybrid.layer import LayerStack
@@ -24,6 +25,13 @@ def control_plane(settings: ClusterSettings) -> ControlPlane:
     """How the environment's clusters' control planes are reached ([cluster]; the workers' too)."""
     return ControlPlane(
         ControlPlaneAccess(settings.control_plane_access), tuple(str(cidr) for cidr in settings.authorized_networks)
+    )
+
+
+def deploys_into(stack: LayerStack, cluster: str) -> None:
+    """``stack``'s kubernetes provider: the environment's cluster ``cluster``, reached as [cluster] says."""
+    kubernetes_provider(
+        stack, cluster=cluster, location=stack.env.region, access=control_plane(stack.env.cluster).access
     )
 
 

@@ -14,7 +14,6 @@ from constructs import Construct
 
 from hybrid.catalog import MODELS
 from hybrid.components.grants import Bucket, Secret
-from hybrid.components.kubernetes_access import kubernetes_provider
 from hybrid.components.metrics_adapter import CustomMetricsAdapter, CustomMetricsAdapterProps
 from hybrid.components.roles import OBJECT_VIEWER
 from hybrid.components.service_account import ServiceAccount, ServiceAccountProps
@@ -22,7 +21,7 @@ from hybrid.components.vllm_server import VllmServer, VllmServerProps
 from hybrid.components.workload_identity import WorkloadIdentity, WorkloadIdentityProps
 from hybrid.config import Environment
 from hybrid.layer import LayerStack
-from stacks.cluster import ClusterStack, control_plane
+from stacks.cluster import ClusterStack, deploys_into
 from stacks.network import NetworkStack
 from stacks.registry import RegistryStack, mirrored_image
 
@@ -40,12 +39,7 @@ class InferenceStack(LayerStack):
         self.add_dependency(cluster)
         project, names, settings = env.project_id, env.names, env.inference.gke_server
 
-        kubernetes_provider(
-            self,
-            cluster=names.cluster,
-            location=env.region,
-            access=control_plane(env.cluster).access,
-        )
+        deploys_into(self, names.cluster)
 
         server_identity = self._server_identity()
         adapter_identity = CustomMetricsAdapter.reader_account(

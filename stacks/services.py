@@ -58,6 +58,8 @@ class ServicesStack(LayerStack):
         registry: RegistryStack,
         database: DatabaseStack,
     ) -> None:
+        """Over 60 lines: the services are built in the order each needs the one before, the wiring
+        growing as each URL exists, which reads best in one place."""
         super().__init__(scope, env, "services")
         self.add_dependency(network)
         self.add_dependency(registry)
@@ -114,22 +116,28 @@ class ServicesStack(LayerStack):
         self._bootstrap(db)
 
         wiring = replace(wiring, orchestrator_url=self.orchestrator.uri)
-        self.gateway = self._service(
-            "gateway",
-            settings.gateway,
-            env=container_env(env, wiring, "gateway"),
-            account=gateway_account,
-            # Read at start-up from Secret Manager, granted to the gateway alone.
-            secrets={"REDIS_AUTH": names.redis_auth_secret} if db.redis else {},
-        )
-        self.orchestrator.grant_invoke(self.gateway)
-        if db.redis:
-            self._rate_limit_fallback_metric()
-        self.gateway.grant_public_invoke()
-
+        self.gateway = self._gateway(wiring, gateway_account, with_redis=db.redis is not None)
         self.frontend = self._frontend(replace(wiring, gateway_url=self.gateway.uri))
         # The address to open: the gateway's CORS and the browser key admit this origin only.
         TerraformOutput(self, "chat_page_url", value=frontend_origin)
+
+    def _gateway(self, wiring: Wiring, account: ServiceAccount, *, with_redis: bool) -> CloudRunService:
+        """The public API: it alone may call the orchestrator; with Redis, its auth secret and the
+        metric of its falling back to per-instance limits."""
+        names = self.env.names
+        gateway = self._service(
+            "gateway",
+            self.env.services.gateway,
+            env=container_env(self.env, wiring, "gateway"),
+            account=account,
+            # Read at start-up from Secret Manager, granted to the gateway alone.
+            secrets={"REDIS_AUTH": names.redis_auth_secret} if with_redis else {},
+        )
+        self.orchestrator.grant_invoke(gateway)
+        if with_redis:
+            self._rate_limit_fallback_metric()
+        gateway.grant_public_invoke()
+        return gateway
 
     def _cloud_run_inference(self) -> CloudRunService | None:
         """The model server on a Cloud Run GPU, where [inference] places it there."""

@@ -26,7 +26,6 @@ from hybrid.components.batch_bucket import BatchBucket, BatchBucketProps
 from hybrid.components.batch_worker import BatchWorker, BatchWorkerProps
 from hybrid.components.control_plane import ClusterPlacement
 from hybrid.components.grants import Project, grantee_id
-from hybrid.components.kubernetes_access import kubernetes_provider
 from hybrid.components.metrics_adapter import CustomMetricsAdapter, CustomMetricsAdapterProps
 from hybrid.components.pubsub_queue import PubSubQueue, PubSubQueueProps
 from hybrid.components.roles import VERTEX_AI_USER
@@ -37,7 +36,7 @@ from hybrid.config import Environment
 from hybrid.layer import LayerStack
 from hybrid.service_contract import Wiring, container_env, service_settings
 from services.worker.settings import WorkerSettings
-from stacks.cluster import control_plane
+from stacks.cluster import control_plane, deploys_into
 from stacks.database import DatabaseStack
 from stacks.network import NetworkOutputs, NetworkStack
 from stacks.registry import RegistryStack, repository, service_image
@@ -198,12 +197,7 @@ class WorkersK8sStack(LayerStack):
         names, project, deployment = env.names, env.project_id, env.workers.deployment
         worker = database.outputs.worker_account
         assert worker is not None  # made when enabled
-        kubernetes_provider(
-            self,
-            cluster=names.workers_cluster,
-            location=env.region,
-            access=control_plane(env.cluster).access,
-        )
+        deploys_into(self, names.workers_cluster)
         namespace = NamespaceV1(
             self,
             "namespace",

@@ -71,6 +71,7 @@ class StandardCluster(Construct):
         super().__init__(scope, id_)
         grant_node_roles(node_account, project=props.placement.project, pulls_from=pulls_from)
         placement = props.placement
+        self.region = placement.region
         self.cluster = ContainerCluster(
             self,
             "cluster",
@@ -94,35 +95,35 @@ class StandardCluster(Construct):
             ),
             enable_shielded_nodes=True,
         )
-        self.pools = {
-            pool.name: ContainerNodePool(
-                self,
-                f"pool-{pool.name}",
-                name=pool.name,
-                cluster=self.cluster.id,
-                location=placement.region,
-                autoscaling=ContainerNodePoolAutoscaling(
-                    total_min_node_count=pool.min_nodes,
-                    total_max_node_count=pool.max_nodes,
-                    # Spot capacity differs by zone: take it in any zone that has it; spread
-                    # on-demand nodes evenly (cloud.google.com/kubernetes-engine/docs/concepts/
-                    # cluster-autoscaler#location-policy).
-                    location_policy="ANY" if pool.spot else "BALANCED",
+        self.pools = {pool.name: self._pool(pool, node_account) for pool in props.pools}
+
+    def _pool(self, pool: NodePoolProps, node_account: ServiceAccount) -> ContainerNodePool:
+        return ContainerNodePool(
+            self,
+            f"pool-{pool.name}",
+            name=pool.name,
+            cluster=self.cluster.id,
+            location=self.region,
+            autoscaling=ContainerNodePoolAutoscaling(
+                total_min_node_count=pool.min_nodes,
+                total_max_node_count=pool.max_nodes,
+                # Spot capacity differs by zone: take it in any zone that has it; spread
+                # on-demand nodes evenly (cloud.google.com/kubernetes-engine/docs/concepts/
+                # cluster-autoscaler#location-policy).
+                location_policy="ANY" if pool.spot else "BALANCED",
+            ),
+            management=ContainerNodePoolManagement(auto_repair=True, auto_upgrade=True),
+            node_config=ContainerNodePoolNodeConfig(
+                machine_type=pool.machine_type,
+                spot=pool.spot,
+                taint=[SPOT_TAINT] if pool.spot else None,
+                image_type="COS_CONTAINERD",
+                service_account=node_account.email,
+                oauth_scopes=[CLOUD_PLATFORM_SCOPE],
+                # Pods see only their own Workload Identity, never the node's account.
+                workload_metadata_config=ContainerNodePoolNodeConfigWorkloadMetadataConfig(mode="GKE_METADATA"),
+                shielded_instance_config=ContainerNodePoolNodeConfigShieldedInstanceConfig(
+                    enable_secure_boot=True, enable_integrity_monitoring=True
                 ),
-                management=ContainerNodePoolManagement(auto_repair=True, auto_upgrade=True),
-                node_config=ContainerNodePoolNodeConfig(
-                    machine_type=pool.machine_type,
-                    spot=pool.spot,
-                    taint=[SPOT_TAINT] if pool.spot else None,
-                    image_type="COS_CONTAINERD",
-                    service_account=node_account.email,
-                    oauth_scopes=[CLOUD_PLATFORM_SCOPE],
-                    # Pods see only their own Workload Identity, never the node's account.
-                    workload_metadata_config=ContainerNodePoolNodeConfigWorkloadMetadataConfig(mode="GKE_METADATA"),
-                    shielded_instance_config=ContainerNodePoolNodeConfigShieldedInstanceConfig(
-                        enable_secure_boot=True, enable_integrity_monitoring=True
-                    ),
-                ),
-            )
-            for pool in props.pools
-        }
+            ),
+        )
