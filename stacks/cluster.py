@@ -28,11 +28,9 @@ def control_plane(settings: ClusterSettings) -> ControlPlane:
     )
 
 
-def deploys_into(stack: LayerStack, cluster: str) -> None:
-    """``stack``'s kubernetes provider: the environment's cluster ``cluster``, reached as [cluster] says."""
-    kubernetes_provider(
-        stack, cluster=cluster, location=stack.env.region, access=control_plane(stack.env.cluster).access
-    )
+def deploys_into(scope: Construct, env: Environment, cluster: str) -> None:
+    """``scope``'s kubernetes provider: ``env``'s cluster ``cluster``, reached as its [cluster] says."""
+    kubernetes_provider(scope, cluster=cluster, location=env.region, access=control_plane(env.cluster).access)
 
 
 class ClusterStack(LayerStack):
@@ -60,8 +58,7 @@ class ClusterStack(LayerStack):
                 subnetwork=network.outputs.workloads_subnet_id,
                 pods_range=env.names.pods_range,
                 services_range=env.names.services_range,
-                release_channel=env.cluster.release_channel,
-                deletion_protection=env.cluster.deletion_protection,
+                settings=env.cluster,
                 control_plane=control_plane(env.cluster),
             ),
             node_account=nodes,

@@ -39,7 +39,7 @@ class InferenceStack(LayerStack):
         self.add_dependency(cluster)
         project, names, settings = env.project_id, env.names, env.inference.gke_server
 
-        deploys_into(self, names.cluster)
+        deploys_into(self, env, names.cluster)
 
         server_identity = self._server_identity()
         adapter_identity = CustomMetricsAdapter.reader_account(

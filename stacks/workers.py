@@ -134,25 +134,12 @@ class WorkersStack(LayerStack):
                     subnetwork=network.workers_subnet_id,
                     pods_range=names.workers_pods_range,
                     services_range=names.workers_services_range,
-                    release_channel=workers.cluster.release_channel,
-                    deletion_protection=workers.cluster.deletion_protection,
+                    settings=workers.cluster,
                     control_plane=control_plane(env.cluster),
                 ),
                 pools=(
-                    NodePoolProps(
-                        name=names.spot_pool,
-                        machine_type=workers.spot_pool.machine_type,
-                        min_nodes=0,
-                        max_nodes=workers.spot_pool.max_nodes,
-                        spot=True,
-                    ),
-                    NodePoolProps(
-                        name=names.on_demand_pool,
-                        machine_type=workers.on_demand_pool.machine_type,
-                        min_nodes=workers.on_demand_pool.min_nodes,
-                        max_nodes=workers.on_demand_pool.max_nodes,
-                        spot=False,
-                    ),
+                    NodePoolProps.spot_pool(names.spot_pool, workers.spot_pool),
+                    NodePoolProps.on_demand_pool(names.on_demand_pool, workers.on_demand_pool),
                 ),
             ),
             node_account=nodes,
@@ -197,7 +184,7 @@ class WorkersK8sStack(LayerStack):
         names, project, deployment = env.names, env.project_id, env.workers.deployment
         worker = database.outputs.worker_account
         assert worker is not None  # made when enabled
-        deploys_into(self, names.workers_cluster)
+        deploys_into(self, env, names.workers_cluster)
         namespace = NamespaceV1(
             self,
             "namespace",

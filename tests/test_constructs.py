@@ -39,7 +39,7 @@ from hybrid.components.service_account import ServiceAccount, ServiceAccountProp
 from hybrid.components.standard_cluster import NodePoolProps, StandardCluster, StandardClusterProps
 from hybrid.components.vllm_server import VllmServer, VllmServerProps
 from hybrid.components.workload_identity import WorkloadIdentity, WorkloadIdentityProps
-from hybrid.config import DatabaseSettings, GkeModelServerSettings, GpuServiceSettings, ServiceSettings
+from hybrid.config import ClusterSettings, DatabaseSettings, GkeModelServerSettings, GpuServiceSettings, ServiceSettings
 from hybrid.config.workers import QueueSettings, WorkerDeploymentSettings
 from iac import only, pointee, principal, resources, synth_in_process
 
@@ -256,8 +256,7 @@ CLUSTER = ClusterPlacement(
     subnetwork="sub",
     pods_range="pod-range",
     services_range="service-range",
-    release_channel="STABLE",
-    deletion_protection=True,
+    settings=ClusterSettings(release_channel="STABLE", deletion_protection=True),
     control_plane=ControlPlane(ControlPlaneAccess.DNS),
 )
 
@@ -552,7 +551,7 @@ STANDARD = StandardClusterProps(
     replace(
         CLUSTER,
         name="workers",
-        deletion_protection=False,
+        settings=ClusterSettings(release_channel="STABLE", deletion_protection=False),
         control_plane=ControlPlane(ControlPlaneAccess.AUTHORIZED_NETWORKS, ("203.0.113.0/24",)),
     ),
     pools=(

@@ -30,6 +30,7 @@ from hybrid.components.autopilot_cluster import CLOUD_PLATFORM_SCOPE, grant_node
 from hybrid.components.control_plane import ClusterPlacement
 from hybrid.components.grants import Repository
 from hybrid.components.service_account import ServiceAccount
+from hybrid.config.workers import OnDemandPoolSettings, SpotPoolSettings
 
 # GKE labels every Spot node cloud.google.com/gke-spot=true; a Standard pool gets no taint of its
 # own, and GKE's guidance is to taint it so that only Pods that tolerate preemption land there
@@ -47,6 +48,22 @@ class NodePoolProps:
     min_nodes: int
     max_nodes: int
     spot: bool
+
+    @classmethod
+    def spot_pool(cls, name: str, settings: SpotPoolSettings) -> NodePoolProps:
+        """Spot VMs, scaled from zero: the file's [workers.spot_pool]."""
+        return cls(name=name, machine_type=settings.machine_type, min_nodes=0, max_nodes=settings.max_nodes, spot=True)
+
+    @classmethod
+    def on_demand_pool(cls, name: str, settings: OnDemandPoolSettings) -> NodePoolProps:
+        """On-demand VMs, for when Spot capacity is short: the file's [workers.on_demand_pool]."""
+        return cls(
+            name=name,
+            machine_type=settings.machine_type,
+            min_nodes=settings.min_nodes,
+            max_nodes=settings.max_nodes,
+            spot=False,
+        )
 
 
 @dataclass(frozen=True)
