@@ -35,9 +35,8 @@ def deploys_into(scope: Construct, env: Environment, cluster: str) -> None:
 
 class ClusterStack(LayerStack):
     def __init__(self, scope: Construct, env: Environment, network: NetworkStack, registry: RegistryStack) -> None:
-        super().__init__(scope, env, "cluster")
-        self.add_dependency(network)
-        self.add_dependency(registry)  # the Docker Hub mirror, granted on below
+        # After the registry: its Docker Hub mirror is granted on below.
+        super().__init__(scope, env, "cluster", network, registry)
         nodes = ServiceAccount(
             self,
             "node-identity",

@@ -39,8 +39,7 @@ class DatabaseOutputs:
 
 class DatabaseStack(LayerStack):
     def __init__(self, scope: Construct, env: Environment, network: NetworkStack) -> None:
-        super().__init__(scope, env, "database")
-        self.add_dependency(network)
+        super().__init__(scope, env, "database", network)
 
         db = env.database
         self.postgres = PostgresInstance(

@@ -33,10 +33,8 @@ class InferenceStack(LayerStack):
     def __init__(
         self, scope: Construct, env: Environment, network: NetworkStack, registry: RegistryStack, cluster: ClusterStack
     ) -> None:
-        super().__init__(scope, env, "inference")
-        self.add_dependency(network)
-        self.add_dependency(registry)  # the weights' bucket, granted on below, and the image's mirror
-        self.add_dependency(cluster)
+        # After the registry: the weights' bucket, granted on below, and the image's mirror.
+        super().__init__(scope, env, "inference", network, registry, cluster)
         project, names, settings = env.project_id, env.names, env.inference.gke_server
 
         deploys_into(self, env, names.cluster)

@@ -53,8 +53,8 @@ def service_image(env: Environment, role: str, image: str | None) -> str:
 
 class RegistryStack(LayerStack):
     def __init__(self, scope: Construct, env: Environment, network: NetworkStack) -> None:
-        super().__init__(scope, env, "registry")
-        self.add_dependency(network)  # the Artifact Registry API is enabled there
+        # After the network layer: the Artifact Registry API is enabled there.
+        super().__init__(scope, env, "registry", network)
         self.repository = self._docker_repository(
             "registry",
             env.names.registry,

@@ -60,10 +60,7 @@ class ServicesStack(LayerStack):
     ) -> None:
         """Over 60 lines: the services are built in the order each needs the one before, the wiring
         growing as each URL exists, which reads best in one place."""
-        super().__init__(scope, env, "services")
-        self.add_dependency(network)
-        self.add_dependency(registry)
-        self.add_dependency(database)
+        super().__init__(scope, env, "services", network, registry, database)
         settings, names = env.services, env.names
         self.network: NetworkOutputs = network.outputs
 

@@ -64,10 +64,8 @@ class WorkersStack(LayerStack):
         registry: RegistryStack,
         database: DatabaseStack,
     ) -> None:
-        super().__init__(scope, env, "workers")
-        self.add_dependency(network)
-        self.add_dependency(registry)  # the services' repository, granted on below
-        self.add_dependency(database)
+        # After the registry: the services' repository is granted on below.
+        super().__init__(scope, env, "workers", network, registry, database)
         names, workers, project = env.names, env.workers, env.project_id
         worker, orchestrator = database.outputs.worker_account, database.outputs.orchestrator_account
         assert worker is not None  # made when enabled
@@ -179,8 +177,7 @@ class WorkersK8sStack(LayerStack):
         workers: WorkersStack,
         database: DatabaseStack,
     ) -> None:
-        super().__init__(scope, env, "workers-k8s")
-        self.add_dependency(workers)
+        super().__init__(scope, env, "workers-k8s", workers)
         names, project, deployment = env.names, env.project_id, env.workers.deployment
         worker = database.outputs.worker_account
         assert worker is not None  # made when enabled
