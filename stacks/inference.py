@@ -15,7 +15,6 @@ from constructs import Construct
 from hybrid.catalog import MODELS
 from hybrid.components.grants import Bucket, Secret
 from hybrid.components.metrics_adapter import CustomMetricsAdapter, CustomMetricsAdapterProps
-from hybrid.components.roles import OBJECT_VIEWER
 from hybrid.components.service_account import ServiceAccount, ServiceAccountProps
 from hybrid.components.vllm_server import VllmServer, VllmServerProps
 from hybrid.components.workload_identity import WorkloadIdentity, WorkloadIdentityProps
@@ -100,5 +99,5 @@ class InferenceStack(LayerStack):
         if settings.hf_token_secret:
             Secret(settings.hf_token_secret).grant_read(self, server_identity, id_="hf-token-access")
         if settings.weights == "gcsfuse" and settings.weights_bucket:  # validated: gcsfuse names its bucket
-            Bucket(settings.weights_bucket).bind(self, "weights-access", OBJECT_VIEWER, server_identity.member)
+            Bucket(settings.weights_bucket).grant_read(self, server_identity, id_="weights-access")
         return server_identity

@@ -102,6 +102,30 @@ def test_a_conditional_project_grant_carries_its_condition():
     assert binding["condition"] == {"title": "only one", "expression": 'resource.name == "x"'}
 
 
+def test_invokers_are_granted_by_intent_and_named_for_the_caller():
+    def build(stack):
+        callee = CloudRunService(stack, "svc", SERVICE, service_account=account(stack, account_id="runner"))
+        caller = CloudRunService(
+            stack, "caller", replace(SERVICE, name="caller"), service_account=account(stack, "caller-id", "caller")
+        )
+        callee.grant_invoke(caller)
+        caller.grant_public_invoke()
+
+    out = synth_in_process(build)
+    invokers = {
+        next(part for part in key.split("_") if part.startswith("invoker-")): (
+            b["role"],
+            principal({STACK: out}, STACK, b["member"]),
+            points_at(out, b["name"])[1],
+        )
+        for key, b in resources(out, "google_cloud_run_v2_service_iam_member").items()
+    }
+    assert invokers == {
+        "invoker-caller-id": (INVOKER, "serviceAccount:caller", "svc"),
+        "invoker-public": (INVOKER, "allUsers", "caller"),
+    }
+
+
 def test_a_project_roles_binding_is_named_by_the_role():
     assert role_id("roles/monitoring.viewer") == "role-monitoring.viewer"
     assert role_id("roles/iam.workloadIdentityUser") == "role-iam.workloadIdentityUser"

@@ -137,6 +137,10 @@ class Bucket:
             condition=self.condition.block(StorageBucketIamMemberCondition) if self.condition else None,
         )
 
+    def grant_read(self, holder: Construct, reader: Grantable, *, id_: str) -> StorageBucketIamMember:
+        """``reader`` may read the bucket's objects (under the condition, if any): ``holder/id_``."""
+        return self.bind(holder, id_, roles.OBJECT_VIEWER, reader.member)
+
 
 def objects_under(bucket: str, prefix: str) -> Condition:
     """Only ``bucket``'s objects whose names start with ``prefix`` (an object's resource.name is
