@@ -25,7 +25,7 @@ from constructs import Construct
 from hybrid.components.batch_bucket import BatchBucket, BatchBucketProps
 from hybrid.components.batch_worker import BatchWorker, BatchWorkerProps
 from hybrid.components.control_plane import ClusterPlacement
-from hybrid.components.grants import Project, grantee_id
+from hybrid.components.grants import Project, grant_in_stack
 from hybrid.components.metrics_adapter import CustomMetricsAdapter, CustomMetricsAdapterProps
 from hybrid.components.pubsub_queue import PubSubQueue, PubSubQueueProps
 from hybrid.components.roles import VERTEX_AI_USER
@@ -86,8 +86,7 @@ class WorkersStack(LayerStack):
         self.queue.grant_consume(worker)
         self.bucket.grant_write(worker, prefix=OUTPUTS)
         self.bucket.grant_read(worker, prefix=OUTPUTS)
-        # Its account lives in the database layer: the binding sits here, as ``worker-vertex-ai``.
-        Project(project).bind(self, grantee_id(worker, "vertex-ai"), VERTEX_AI_USER, worker.member)
+        grant_in_stack(self, worker, "vertex-ai", VERTEX_AI_USER, Project(project))
         # The orchestrator: publishes new batches' lines, stores and reads inputs, serves outputs.
         self.queue.grant_publish(orchestrator)
         self.bucket.grant_admin(orchestrator, prefix=INPUTS)

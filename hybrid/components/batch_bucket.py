@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from cdktf import TerraformStack
 from cdktf_cdktf_provider_google.storage_bucket import (
     StorageBucket,
     StorageBucketLifecycleRule,
@@ -15,7 +14,7 @@ from cdktf_cdktf_provider_google.storage_bucket import (
 )
 from constructs import Construct
 
-from hybrid.components.grants import Bucket, grantee_id, objects_under
+from hybrid.components.grants import Bucket, grant_in_stack, objects_under
 from hybrid.components.roles import OBJECT_ADMIN, OBJECT_CREATOR, OBJECT_VIEWER
 from hybrid.components.service_account import ServiceAccount
 
@@ -66,7 +65,6 @@ class BatchBucket(Construct):
         self._grant(admin, "", OBJECT_ADMIN, prefix)
 
     def _grant(self, to: ServiceAccount, verb: str, role: str, prefix: str) -> None:
-        # At the stack's top level, where the bucket's users were granted before these methods.
         # The binding waits for the bucket: it names the bucket by reference.
         on = Bucket(self.bucket.name, objects_under(self.props.name, prefix))
-        on.bind(TerraformStack.of(self), grantee_id(to, verb + prefix.rstrip("/")), role, to.member)
+        grant_in_stack(self, to, verb + prefix.rstrip("/"), role, on)

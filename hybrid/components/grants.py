@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
-from cdktf import TerraformProvider, TerraformResource
+from cdktf import TerraformProvider, TerraformResource, TerraformStack
 from cdktf_cdktf_provider_google.artifact_registry_repository_iam_member import ArtifactRegistryRepositoryIamMember
 from cdktf_cdktf_provider_google.cloud_run_v2_service_iam_member import CloudRunV2ServiceIamMember
 from cdktf_cdktf_provider_google.project_iam_member import ProjectIamMember, ProjectIamMemberCondition
@@ -81,9 +81,10 @@ def role_id(role: str) -> str:
     return f"role-{role.rsplit('/', 1)[1]}"
 
 
-def grantee_id(grantee: Construct, intent: str) -> str:
-    """The id of a binding at its stack's top level: ``<grantee's id>-<intent>``, e.g. ``worker-pulls-lines``."""
-    return f"{grantee.node.id}-{intent}"
+def grant_in_stack(of: Construct, to: ServiceAccount, intent: str, role: str, on: Target[Binding]) -> Binding:
+    """``to`` holds ``role`` on ``on``: the binding ``<to's id>-<intent>`` (``worker-pulls-lines``) at
+    the top level of ``of``'s stack, for a grantee from another stack, with no construct here."""
+    return on.bind(TerraformStack.of(of), f"{to.node.id}-{intent}", role, to.member)
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from cdktf import TerraformStack
 from cdktf_cdktf_provider_google.pubsub_subscription import (
     PubsubSubscription,
     PubsubSubscriptionDeadLetterPolicy,
@@ -15,7 +14,7 @@ from cdktf_cdktf_provider_google.pubsub_subscription import (
 from cdktf_cdktf_provider_google.pubsub_topic import PubsubTopic
 from constructs import Construct
 
-from hybrid.components.grants import Grantable, Subscription, Topic, grantee_id
+from hybrid.components.grants import Grantable, Subscription, Topic, grant_in_stack
 from hybrid.components.roles import PUBLISHER, SUBSCRIBER
 from hybrid.components.service_account import ServiceAccount
 from hybrid.config.workers import QueueSettings
@@ -96,16 +95,12 @@ class PubSubQueue(Construct):
 
     def grant_publish(self, publisher: ServiceAccount) -> None:
         """``publisher`` may send messages to the queue: ``<publisher>-publishes-<messages>``."""
-        self._grant(publisher, f"publishes-{self.messages}", PUBLISHER, Topic(self.topic.id))
+        grant_in_stack(self, publisher, f"publishes-{self.messages}", PUBLISHER, Topic(self.topic.id))
 
     def grant_consume(self, consumer: ServiceAccount) -> None:
         """What a consumer does: pulls both subscriptions, puts back on the topic a message it found
         stuck, and moves to the dead letters one it gives up on."""
-        self._grant(consumer, f"pulls-{self.messages}", SUBSCRIBER, Subscription(self.subscription.id))
-        self._grant(consumer, "pulls-dead-letters", SUBSCRIBER, Subscription(self.dead_letter_subscription.id))
-        self._grant(consumer, f"republishes-{self.messages}", PUBLISHER, Topic(self.topic.id))
-        self._grant(consumer, "publishes-dead-letters", PUBLISHER, self._dead_letters)
-
-    def _grant(self, to: ServiceAccount, intent: str, role: str, on: Topic | Subscription) -> None:
-        # At the stack's top level, where the queue's users were granted before these methods.
-        on.bind(TerraformStack.of(self), grantee_id(to, intent), role, to.member)
+        grant_in_stack(self, consumer, f"pulls-{self.messages}", SUBSCRIBER, Subscription(self.subscription.id))
+        grant_in_stack(self, consumer, "pulls-dead-letters", SUBSCRIBER, Subscription(self.dead_letter_subscription.id))
+        grant_in_stack(self, consumer, f"republishes-{self.messages}", PUBLISHER, Topic(self.topic.id))
+        grant_in_stack(self, consumer, "publishes-dead-letters", PUBLISHER, self._dead_letters)
