@@ -1,7 +1,11 @@
-"""Where roles are granted: each target (the project, a secret, a bucket, a repository, a Pub/Sub
-topic or subscription, a service account, a Cloud Run service) has methods named for what the
-grant lets a principal do; the constructs that own such resources (PubSubQueue, BatchBucket,
-CloudRunService, PostgresInstance, ServiceAccount) offer the same by intent.
+"""Where roles are granted. A target (the project, a secret, a bucket, a repository, a Pub/Sub
+topic or subscription, a service account, a Cloud Run service) binds a role with ``bind``; what
+the stacks call are methods named for what a grant allows: on the construct that owns the
+resource (``PubSubQueue.grant_consume``/``grant_publish``, ``BatchBucket.grant_write``/
+``grant_read``/``grant_admin``, ``CloudRunService.grant_invoke``/``grant_public_invoke``/
+``grant_project_role``, ``PostgresInstance.grant_connect``, ``ServiceAccount.grant_project_role``),
+and on the targets of resources made elsewhere (``Project.grant_role``, ``Secret.grant_read``,
+``Bucket.grant_read``, ``Repository.grant_pull``). Every role is named in ``roles``.
 
 A principal is anything ``Grantable``: it has an IAM ``member`` (a ServiceAccount, a service
 agent, or a ``Principal`` such as ``ALL_USERS``). Every binding is additive (an ``*_iam_member``
