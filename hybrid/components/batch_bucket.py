@@ -61,7 +61,8 @@ class BatchBucket(Construct):
         self._grant(reader, "reads-", OBJECT_VIEWER, prefix)
 
     def grant_admin(self, admin: ServiceAccount, *, prefix: str) -> None:
-        """``admin`` may create, read, replace and delete objects under ``prefix``: ``<admin>-<prefix>``."""
+        """``admin`` may create, read, replace and delete objects under ``prefix``: ``<admin>-<prefix>``,
+        without a verb, the address it was deployed under."""
         self._grant(admin, "", OBJECT_ADMIN, prefix)
 
     def _grant(self, to: ServiceAccount, verb: str, role: str, prefix: str) -> None:
