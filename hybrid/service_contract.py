@@ -29,7 +29,7 @@ from services.orchestrator.settings import GOOGLE_CERTS_URL, OrchestratorSetting
 from services.worker.settings import WorkerSettings
 
 # The settings model of each service whose code lives in services/.
-MODELS: dict[str, type[BaseSettings]] = {
+RUNTIME_SETTINGS: dict[str, type[BaseSettings]] = {
     "frontend": FrontendSettings,
     "gateway": GatewaySettings,
     "orchestrator": OrchestratorSettings,
@@ -262,14 +262,16 @@ def _overrides(env: Environment, role: str) -> tuple[str, Mapping[str, str], Map
     return f"services.{role}", service.env, service.secrets
 
 
-def service_settings(env: Environment, wiring: Wiring, roles: Iterable[str] = tuple(MODELS)) -> dict[str, BaseSettings]:
+def service_settings(
+    env: Environment, wiring: Wiring, roles: Iterable[str] = tuple(RUNTIME_SETTINGS)
+) -> dict[str, BaseSettings]:
     """The validated settings model of each of ``roles``; ContractError lists every problem."""
     problems: list[str] = []
     built: dict[str, BaseSettings] = {}
     for role, values in _stack_values(env, wiring).items():
         if role not in roles:
             continue
-        model = MODELS[role]
+        model = RUNTIME_SETTINGS[role]
         where, plain, secrets = _overrides(env, role)
         fields = {name.upper(): name for name in model.model_fields}
         for table, given in (("env", plain), ("secrets", secrets)):

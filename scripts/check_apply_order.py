@@ -4,7 +4,7 @@
     python -m scripts.check_apply_order --env environments/dev.toml
     python -m scripts.check_apply_order --synth-dir DIR           # DIR/manifest.json, DIR/stacks/<id>/cdk.tf.json
 
-It walks the README's deploy steps (scripts/deploy_steps.py) with cdktf's stack graph
+It walks the deploy steps (docs/deploying.md) (scripts/deploy_steps.py) with cdktf's stack graph
 (manifest.json's ``dependencies``) and Terraform's graph inside each stack (references and
 ``depends_on``). A precondition is met by an earlier step, by a stack the resource's stack
 depends on, or by a resource its own stack applies first; stacks of one step that do not depend

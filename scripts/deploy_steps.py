@@ -1,4 +1,4 @@
-"""The README's deploy steps, as data: what `make up` runs and what the apply-order check walks.
+"""The deploy steps (docs/deploying.md), as data: what `make up` runs and what the apply-order check walks.
 
 A step is applied only after every earlier step has finished. Inside a "stacks" step, `cdktf
 deploy` applies stacks whose dependencies are met in parallel, so only cdktf's own dependency

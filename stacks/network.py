@@ -221,7 +221,7 @@ class NetworkStack(LayerStack):
             # destroy, Terraform forgets the peering
             # (registry.terraform.io/providers/hashicorp/google/6.50.0/docs/resources/
             # service_networking_connection#deletion_policy). The peering then blocks the VPC's
-            # deletion until someone deletes it (README, "Destroying").
+            # deletion until someone deletes it (docs/deploying.md, "Destroying").
             deletion_policy="ABANDON",
             # A peering so left behind makes the next deploy's create fail ("Cannot modify allocated
             # ranges in CreateConnection"); this updates the existing connection instead

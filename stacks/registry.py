@@ -4,7 +4,7 @@ The Artifact Registry repository the services' images are pushed to and, with
 `weights = "gcsfuse"`, the bucket the model servers read their weights from. A layer of its
 own, deployed before the others: a Cloud Run revision pulls its image when it is created, and
 a model server reads its weights offline when it starts, so images and weights are uploaded
-between this layer and the rest (README, "Deploying to a real project").
+between this layer and the rest (docs/deploying.md, "Deploying to a real project").
 """
 
 from __future__ import annotations

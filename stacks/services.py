@@ -33,7 +33,7 @@ from hybrid.components.cloud_run import CloudRunService, CloudRunServiceProps, P
 from hybrid.components.database_bootstrap import DatabaseBootstrapJob, DatabaseBootstrapProps
 from hybrid.components.roles import VERTEX_AI_USER
 from hybrid.components.service_account import ServiceAccount, ServiceAccountProps
-from hybrid.config import Environment, ServiceSettings
+from hybrid.config import CloudRunSizing, Environment
 from hybrid.layer import LayerStack
 from hybrid.network_constants import REDIS_TLS_PORT
 from hybrid.service_contract import Wiring, container_env, run_app_url
@@ -163,7 +163,7 @@ class ServicesStack(LayerStack):
             network=self.network.network_id, subnetwork=self.network.run_subnet_id, tag=self.env.names.run_tag[role]
         )
 
-    def _image(self, role: str, settings: ServiceSettings) -> str:
+    def _image(self, role: str, settings: CloudRunSizing) -> str:
         return service_image(self.env, role, settings.image)
 
     def _account(self, role: str) -> ServiceAccount:
@@ -181,7 +181,7 @@ class ServicesStack(LayerStack):
     def _service(
         self,
         role: str,
-        settings: ServiceSettings,
+        settings: CloudRunSizing,
         *,
         env: dict[str, str],
         account: ServiceAccount | None = None,

@@ -39,7 +39,7 @@ from hybrid.components.service_account import ServiceAccount, ServiceAccountProp
 from hybrid.components.standard_cluster import NodePoolProps, StandardCluster, StandardClusterProps
 from hybrid.components.vllm_server import VllmServer, VllmServerProps
 from hybrid.components.workload_identity import WorkloadIdentity, WorkloadIdentityProps
-from hybrid.config import ClusterSettings, DatabaseSettings, GkeModelServerSettings, GpuServiceSettings, ServiceSettings
+from hybrid.config import CloudRunSizing, ClusterSettings, DatabaseSettings, GkeModelServerSettings, GpuServiceSizing
 from hybrid.config.workers import QueueSettings, WorkerDeploymentSettings
 from iac import only, pointee, principal, resources, synth_in_process
 
@@ -180,7 +180,7 @@ SERVICE = CloudRunServiceProps(
     image="img",
     deletion_protection=False,
     egress=None,
-    settings=ServiceSettings(max_instances=10, ingress="INGRESS_TRAFFIC_INTERNAL_ONLY"),
+    settings=CloudRunSizing(max_instances=10, ingress="INGRESS_TRAFFIC_INTERNAL_ONLY"),
 )
 
 
@@ -194,7 +194,7 @@ def cloud_run(props: CloudRunServiceProps, *, iap_members: tuple[str, ...] | Non
 
 
 def test_a_gpu_service_asks_for_its_gpu_and_a_long_startup():
-    gpu = GpuServiceSettings(model="google/gemma-3-4b-it", zonal_redundancy=False)
+    gpu = GpuServiceSizing(model="google/gemma-3-4b-it", zonal_redundancy=False)
     out = cloud_run(replace(SERVICE, settings=gpu))
     template = only(out, "google_cloud_run_v2_service")["template"]
     (box,) = template["containers"]
@@ -226,7 +226,7 @@ def test_egress_sends_private_ranges_from_the_subnet_with_the_tag():
 
 def test_secrets_are_granted_before_the_revision_and_read_as_latest():
     # The file's secrets and the stack's own, one grant per secret.
-    settings = ServiceSettings(secrets={"KEY": "tok"})
+    settings = CloudRunSizing(secrets={"KEY": "tok"})
     props = replace(SERVICE, settings=settings, env=(("B", "2"), ("A", "1")), secrets=(("TOKEN", "tok"),))
     out = cloud_run(props)
     service = only(out, "google_cloud_run_v2_service")
@@ -256,7 +256,7 @@ def test_a_service_s_identity_may_write_logs_and_metrics():
 
 
 def test_behind_iap_only_the_listed_members_get_through():
-    out = cloud_run(replace(SERVICE, settings=ServiceSettings()), iap_members=("group:team@example.com",))
+    out = cloud_run(replace(SERVICE, settings=CloudRunSizing()), iap_members=("group:team@example.com",))
     service = only(out, "google_cloud_run_v2_service")
     assert (service["provider"], service["iap_enabled"]) == ("google-beta", True)
     (invoker,) = resources(out, "google_cloud_run_v2_service_iam_member").values()

@@ -23,7 +23,7 @@ from analysis.cost.estimate import estimate
 from analysis.cost.lines import Lines
 from analysis.cost.prices import PRICES_DIR, PriceError, load_prices
 from analysis.cost.workload import Workload
-from hybrid.config import Environment, ServiceSettings
+from hybrid.config import CloudRunSizing, Environment
 from iac import ROOT
 
 PROD = (ROOT / "environments" / "prod.toml").read_text()
@@ -76,7 +76,7 @@ def test_reference_cloud_run_table():
     lines = Lines(env, PRICES)
     # The reference's service: 4 vCPU always allocated, 8 GiB, one minimum instance, concurrency 80;
     # ~500K requests a day of about 2 s keep one instance busy a fraction of the time.
-    service = ServiceSettings(cpu=4, memory="8Gi", min_instances=1, max_instances=100, cpu_always_allocated=True)
+    service = CloudRunSizing(cpu=4, memory="8Gi", min_instances=1, max_instances=100, cpu_always_allocated=True)
     cloud_run_service(lines, "services", "reference service", service, arrivals_per_day=500_000, seconds_each=2.0)
     lines.add("services", "egress", "internet", 500, "network.internet_egress")
     by = {item.component.split(" ")[0]: item.monthly_usd for item in lines.items}
@@ -112,9 +112,9 @@ def test_instance_based_billing_is_the_cheaper_one_at_the_reference_volume():
     env = env_from(PROD)
     always, on_request = Lines(env, PRICES), Lines(env, PRICES)
     reference = dict(cpu=4, memory="8Gi", min_instances=1, max_instances=100)
-    cloud_run_service(always, "services", "s", ServiceSettings(**reference, cpu_always_allocated=True), 500_000, 2.0)
+    cloud_run_service(always, "services", "s", CloudRunSizing(**reference, cpu_always_allocated=True), 500_000, 2.0)
     cloud_run_service(
-        on_request, "services", "s", ServiceSettings(**reference, cpu_always_allocated=False), 500_000, 2.0
+        on_request, "services", "s", CloudRunSizing(**reference, cpu_always_allocated=False), 500_000, 2.0
     )
 
     def cost(lines: Lines) -> float:

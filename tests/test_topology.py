@@ -34,7 +34,7 @@ class CallsReranker(OrchestratorSettings):
 def reranker(monkeypatch) -> Environment:
     """prod, loaded with one more internal Cloud Run service in the topology: the orchestrator
     calls it, and it reads the database. Its code (the orchestrator's setting) is a stand-in."""
-    monkeypatch.setitem(service_contract.MODELS, "orchestrator", CallsReranker)
+    monkeypatch.setitem(service_contract.RUNTIME_SETTINGS, "orchestrator", CallsReranker)
     monkeypatch.setattr(
         topology,
         "TOPOLOGY",
@@ -89,7 +89,7 @@ def test_a_new_service_is_wired_to_its_caller(reranker):
 
 
 def test_a_caller_that_does_not_read_the_new_url_is_refused(reranker, monkeypatch):
-    monkeypatch.setitem(service_contract.MODELS, "orchestrator", OrchestratorSettings)
+    monkeypatch.setitem(service_contract.RUNTIME_SETTINGS, "orchestrator", OrchestratorSettings)
     with pytest.raises(service_contract.ContractError, match="RERANKER_URL: Extra inputs are not permitted"):
         service_settings(reranker, Wiring.placeholder(reranker), roles=("orchestrator",))
 
@@ -141,6 +141,6 @@ def test_cloud_run_calls_to_one_destination_share_its_rule():
 
 
 def test_each_built_service_has_its_settings_model_and_image():
-    assert set(service_contract.MODELS) == set(TOPOLOGY.built())
+    assert set(service_contract.RUNTIME_SETTINGS) == set(TOPOLOGY.built())
     assert DEPLOY_STEPS[1].images == TOPOLOGY.built()
     assert all((ROOT / "services" / name / "settings.py").is_file() for name in TOPOLOGY.built())

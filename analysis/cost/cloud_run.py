@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 from analysis.cost.lines import Lines
-from hybrid.config import GpuServiceSettings, ServiceSettings, memory_gib
+from hybrid.config import CloudRunSizing, GpuServiceSizing, memory_gib
 
 HOURS_PER_DAY = 24
 FREE_TIER_KEYS = ("request_cpu", "request_memory", "instance_cpu", "instance_memory", "requests")
@@ -31,7 +31,7 @@ def cloud_run_service(
     lines: Lines,
     layer: str,
     resource: str,
-    settings: ServiceSettings,
+    settings: CloudRunSizing,
     arrivals_per_day: float,
     seconds_each: float,
     free: dict[str, float] | None = None,
@@ -44,7 +44,7 @@ def cloud_run_service(
 
 
 def _instance_based(
-    lines: Lines, layer: str, resource: str, settings: ServiceSettings, busy: float, free: dict[str, float] | None
+    lines: Lines, layer: str, resource: str, settings: CloudRunSizing, busy: float, free: dict[str, float] | None
 ) -> float:
     """Every second of each instance's life, no request fee."""
     cpu, mem = settings.cpu, memory_gib(settings.memory)
@@ -61,7 +61,7 @@ def _instance_based(
         _after_free(seconds * mem, free, "instance_memory"),
         "cloud_run.instance_memory",
     )
-    if isinstance(settings, GpuServiceSettings):
+    if isinstance(settings, GpuServiceSizing):
         key = "cloud_run.gpu_l4_zonal_redundancy" if settings.zonal_redundancy else "cloud_run.gpu_l4"
         total += lines.add(
             layer, resource, f"GPU ({instances:.2f} x {settings.gpu_type})", seconds * settings.gpus, key
@@ -73,7 +73,7 @@ def _request_based(
     lines: Lines,
     layer: str,
     resource: str,
-    settings: ServiceSettings,
+    settings: CloudRunSizing,
     busy: float,
     arrivals_per_day: float,
     free: dict[str, float] | None,

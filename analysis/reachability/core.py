@@ -155,6 +155,6 @@ class EnvironmentFacts:
         """From an environments/<env>.toml as parsed by tomllib (hybrid/config validates it)."""
         inference = raw.get("inference") or {}
         placement = inference.get("placement", "gke")  # InferenceSettings' default
-        workers = bool((raw.get("workers") or {}).get("enabled", False))  # WorkersSettings' default
+        workers = bool((raw.get("workers") or {}).get("enabled", False))  # WorkersTier' default
         redis = bool((raw.get("redis") or {}).get("enabled", False))  # RedisSettings' default
         return cls(raw["name"], placement, (inference.get(placement) or {}).get("model", ""), workers, redis)

@@ -5,7 +5,7 @@ The autoscaler is a HorizontalPodAutoscaler on Pub/Sub's external metric, read t
 Metrics Stackdriver Adapter (cloud.google.com/kubernetes-engine/docs/tutorials/autoscaling-metrics#pubsub),
 not KEDA: the worker keeps at least one replica anyway (its sweeper expires and re-finalizes
 batches), so KEDA's scale-to-zero would buy nothing, and it would add a controller with
-cluster-wide rights. The README's "Background workers" section says more.
+cluster-wide rights. The docs/architecture.md's "Background workers" section says more.
 """
 
 from __future__ import annotations

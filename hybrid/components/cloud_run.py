@@ -33,7 +33,7 @@ from constructs import Construct
 from hybrid.components.grants import ALL_USERS, Grantable, IapRunService, Project, RunService, Secret
 from hybrid.components.roles import IAP_ACCESSOR, INVOKER, LOG_WRITER, METRIC_WRITER
 from hybrid.components.service_account import ServiceAccount
-from hybrid.config import GpuServiceSettings, ServiceSettings
+from hybrid.config import CloudRunSizing, GpuServiceSizing
 
 # The reference architecture's probes (docs/reference-architecture.md): startup on /health after 5 s, every 3 s, 5 failures; liveness every 30 s.
 STARTUP_PROBE = CloudRunV2ServiceTemplateContainersStartupProbe(
@@ -98,7 +98,7 @@ class CloudRunServiceProps:
     egress: PrivateEgress | None
     # The environment file's [services.<role>]: size, scaling, ingress, the secrets it names and,
     # for a model server, its GPUs. Its defaults are the service's.
-    settings: ServiceSettings
+    settings: CloudRunSizing
     env: tuple[tuple[str, str], ...] = ()
     # (variable, Secret Manager secret id) beside the file's: the latest version, read at startup.
     secrets: tuple[tuple[str, str], ...] = ()
@@ -120,7 +120,7 @@ class CloudRunService(Construct):
         self.project, self.region = props.project, props.region
         self.service_account = service_account
         settings = props.settings
-        gpu = settings if isinstance(settings, GpuServiceSettings) else None
+        gpu = settings if isinstance(settings, GpuServiceSizing) else None
         limits = {"cpu": str(settings.cpu), "memory": settings.memory}
         if gpu:
             limits["nvidia.com/gpu"] = str(gpu.gpus)

@@ -1,8 +1,8 @@
 """The one-time database bootstrap as a Cloud Run job: grants the orchestrator's IAM database
-user what its migrations need (services/orchestrator/orchestrator/bootstrap.py).
+user what its migrations need (services/orchestrator/bootstrap.py).
 
 It runs the orchestrator's own image as the built-in ``postgres`` user, whose password the
-operator sets and stores in Secret Manager once (README, "Deploying to a real project"):
+operator sets and stores in Secret Manager once (docs/deploying.md, "Deploying to a real project"):
 the stacks never hold it. Its identity may read that one secret and nothing else.
 """
 

@@ -54,7 +54,7 @@ class RedisStore(Construct):
             transit_encryption_mode="SERVER_AUTHENTICATION",
         )
         # The AUTH string is in Terraform's state whatever we do (the provider reads it back as
-        # auth_string, sensitive): the state bucket is private and versioned (README, step 0).
+        # auth_string, sensitive): the state bucket is private and versioned (docs/deploying.md, step 0).
         # Secret Manager is where the gateway reads it, never from an output or a plain variable.
         self.auth_secret = SecretManagerSecret(
             self,

@@ -21,10 +21,10 @@ from hybrid.config.inference import InferenceSettings
 from hybrid.config.names import ResourceNames
 from hybrid.config.network import WORKERS_RANGES, NetworkSettings
 from hybrid.config.redis import RedisSettings
-from hybrid.config.services import ServicesSettings
+from hybrid.config.services import CloudRunServices
 from hybrid.config.traffic import TrafficSettings
 from hybrid.config.validation import BucketName, Settings, invalid, matching
-from hybrid.config.workers import WorkersSettings
+from hybrid.config.workers import WorkersTier
 
 # cloud.google.com/resource-manager/docs/creating-managing-projects: 6-30 chars,
 # lowercase letters, digits and hyphens, starting with a letter, not ending with a hyphen.
@@ -60,12 +60,12 @@ class Environment(Settings):
     network: NetworkSettings
     database: DatabaseSettings
     cluster: ClusterSettings
-    services: ServicesSettings
+    services: CloudRunServices
     inference: InferenceSettings
     # Optional: a budget with alerts, made in the network layer (deployed first).
     budget: BudgetSettings | None = None
     # Optional: the background workers tier (batch jobs), off unless enabled.
-    workers: WorkersSettings = WorkersSettings()
+    workers: WorkersTier = WorkersTier()
     # Optional: Memorystore for Redis, where every gateway instance keeps the rate limit's buckets.
     redis: RedisSettings = RedisSettings()
     # Optional: the traffic `main.py cost` prices this environment at; no stack reads it.

@@ -43,7 +43,7 @@ class ResourceNames:
         # The chat page's browser key for Identity Platform sign-in.
         self.browser_key = f"{env}-chat-page"
         self.database_bootstrap = f"{env}-db-bootstrap"
-        # The built-in admin's password, set and stored by the operator once (README).
+        # The built-in admin's password, set and stored by the operator once (docs/deploying.md).
         self.database_admin_secret = f"{env}-postgres-admin-password"
         # [redis]: the gateway's rate-limit store, and its AUTH string as the gateway reads it.
         self.redis_instance = f"{env}-ratelimit"
