@@ -202,7 +202,7 @@ class WorkersK8sStack(LayerStack):
             database_name=db.database_name,
             worker_database_user=worker.database_user_name,
         )
-        settings = cast(WorkerSettings, service_settings(env, wiring, roles=("worker",))["worker"])
+        settings = cast(WorkerSettings, service_settings(env, wiring, only=("worker",))["worker"])
         self.worker = BatchWorker(
             self,
             "worker",

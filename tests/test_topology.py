@@ -80,7 +80,7 @@ def test_a_new_service_is_wired_to_its_caller(reranker):
     assert url_settings(reranker)["orchestrator"] == {"reranker_url": "reranker"}
     wiring = replace(Wiring.placeholder(reranker), urls={"reranker": "https://reranker.example"})
 
-    settings = service_settings(reranker, wiring, roles=("orchestrator",))["orchestrator"]
+    settings = service_settings(reranker, wiring, only=("orchestrator",))["orchestrator"]
 
     assert isinstance(settings, CallsReranker) and settings.reranker_url == "https://reranker.example"
     assert Wiring.placeholder(reranker).urls["reranker"] == run_app_url(
@@ -91,7 +91,7 @@ def test_a_new_service_is_wired_to_its_caller(reranker):
 def test_a_caller_that_does_not_read_the_new_url_is_refused(reranker, monkeypatch):
     monkeypatch.setitem(service_contract.RUNTIME_SETTINGS, "orchestrator", OrchestratorSettings)
     with pytest.raises(service_contract.ContractError, match="RERANKER_URL: Extra inputs are not permitted"):
-        service_settings(reranker, Wiring.placeholder(reranker), roles=("orchestrator",))
+        service_settings(reranker, Wiring.placeholder(reranker), only=("orchestrator",))
 
 
 def test_a_new_service_has_its_edges_for_the_reachability_checker(reranker):
