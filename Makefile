@@ -35,6 +35,7 @@ synth: .venv/.synced node_modules/.installed
 ## Deploy STACKS (e.g. STACKS="prod-network prod-registry", or STACKS='prod-*') from fresh JSON.
 deploy: .venv/.synced node_modules/.installed
 	@test -n "$(STACKS)" || { echo 'make deploy: name the stacks, e.g. STACKS="prod-network prod-registry"' >&2; exit 2; }
+	@$(PIPENV) run python -m scripts.up --refuse-placeholders $(STACKS)
 	rm -rf $(DEPLOY_DIR)
 	cdktf deploy --output $(DEPLOY_DIR) $(STACKS)
 
