@@ -12,11 +12,14 @@ A mistake in an environment file ends the run with one message per problem
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import shutil
 import sys
+import time
 from pathlib import Path
 
-from hybrid.config import ConfigError, load_environments
+from hybrid.config import ConfigError, Environment, load_environments
 from hybrid.lazy_providers import activate as activate_lazy_providers
 
 ENVIRONMENTS_DIR = Path(__file__).parent / "environments"
@@ -49,8 +52,32 @@ def main(argv: list[str] | None = None) -> int:
     activate_lazy_providers()
     from stacks.app import build_app
 
-    build_app(environments).synth()
+    started = time.monotonic()
+    app = build_app(environments)
+    app.synth()
+    print(_summary(Path(app.outdir), environments, time.monotonic() - started))
     return 0
+
+
+def _summary(outdir: Path, environments: list[Environment], seconds: float) -> str:
+    """One line on what was written; stack folders this synth did not write are removed first, so
+    that `cdktf deploy` or a reviewer never reads a stack that no longer exists."""
+    written = set(json.loads((outdir / "manifest.json").read_text("utf-8"))["stacks"])
+    for stale in sorted((outdir / "stacks").iterdir()):
+        if stale.name not in written:
+            shutil.rmtree(stale)
+    parts = []
+    for env in environments:
+        stacks = sorted(name for name in written if name.startswith(f"{env.name}-"))
+        resources = sum(
+            len(of_kind)
+            for name in stacks
+            for of_kind in json.loads((outdir / "stacks" / name / "cdk.tf.json").read_text("utf-8"))
+            .get("resource", {})
+            .values()
+        )
+        parts.append(f"{env.name}: {len(stacks)} stacks, {resources} resources")
+    return f"Synthesized {len(written)} stacks to {outdir} in {seconds:.1f} s ({'; '.join(parts)})"
 
 
 if __name__ == "__main__":

@@ -271,7 +271,9 @@ def refuse_placeholders_of(stack_patterns: list[str], env_files: list[Path]) -> 
     """`make deploy STACKS=...`: refuse when a named stack (or glob, e.g. 'prod-*') is an
     environment's whose project id is still the placeholder. Every environment has a network stack."""
     for env_file, env in zip(env_files, load_environments(env_files), strict=True):
-        if any(fnmatch(pattern, f"{env.name}-*") or fnmatch(f"{env.name}-network", pattern) for pattern in stack_patterns):
+        if any(
+            fnmatch(pattern, f"{env.name}-*") or fnmatch(f"{env.name}-network", pattern) for pattern in stack_patterns
+        ):
             refuse_placeholder(env_file, env)
 
 

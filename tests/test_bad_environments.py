@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -484,8 +485,15 @@ def test_missing_file_and_duplicate_names(tmp_path):
 
 
 def test_one_environment_synthesizes_alone(tmp_path):
+    """And a stack of an earlier synth into the same folder (dev's, here) is gone afterwards."""
+    (tmp_path / "stacks" / "dev-network").mkdir(parents=True)
+    (tmp_path / "stacks" / "dev-network" / "cdk.tf.json").write_text("{}")
     result = run_main(tmp_path, "--env", str(ROOT / "environments" / "prod.toml"))
     assert result.returncode == 0, result.stderr
+    assert re.fullmatch(
+        rf"Synthesized 8 stacks to {re.escape(str(tmp_path))} in [0-9.]+ s \(prod: 8 stacks, [1-9][0-9]+ resources\)\n",
+        result.stdout,
+    )
     assert sorted(p.name for p in (tmp_path / "stacks").iterdir()) == [
         "prod-cluster",
         "prod-database",

@@ -3,6 +3,7 @@ one line per problem, naming the file, the key and what is allowed."""
 
 from __future__ import annotations
 
+import contextlib
 import tomllib
 import typing
 from collections.abc import Iterator, Mapping
@@ -78,11 +79,9 @@ def _partial(model: type[BaseModel], raw: Any, loc: tuple[str, ...]) -> tuple[An
             fields[name], found = _partial(nested, raw[name], (*loc, name))
             problems += found
             continue
-        field_type = Annotated[info.annotation, *info.metadata] if info.metadata else info.annotation
-        try:
+        field_type: Any = Annotated[info.annotation, *info.metadata] if info.metadata else info.annotation
+        with contextlib.suppress(ValidationError):  # an invalid field is left out, as if not given
             fields[name] = TypeAdapter(field_type).validate_python(raw[name])
-        except ValidationError:
-            pass
     partial = model.model_construct(**fields)
     for decorator in model.__pydantic_decorators__.model_validators.values():
         if decorator.info.mode != "after":
@@ -110,7 +109,7 @@ def _region_problems(env: Any) -> Iterator[str]:
     placement = getattr(inference, "placement", None)
     server = getattr(inference, placement, None) if placement else None
     gpu_type = getattr(server, "gpu_type", None)
-    if region and gpu_type and (problem := gpu_region_problem(placement, gpu_type, region)):
+    if region and placement and gpu_type and (problem := gpu_region_problem(placement, gpu_type, region)):
         yield f"inference.{placement}.gpu_type = {gpu_type!r}: {problem}"
 
 

@@ -120,7 +120,7 @@ GKE_GPU_REGIONS = {
 
 
 def did_you_mean(given: str, known: Iterable[str]) -> str:
-    """" (did you mean 'x'?)" for the nearest of ``known``, or nothing when none is near."""
+    """ " (did you mean 'x'?)" for the nearest of ``known``, or nothing when none is near."""
     close = difflib.get_close_matches(given, sorted(known), n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
 
