@@ -7,6 +7,8 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable
 
+from hybrid.config.validation import allows
+
 # Every service and job runs on Cloud Run in the environment's region, so the region must be one
 # of Cloud Run's: cloud.google.com/run/docs/locations (tier 1 and tier 2 pricing lists).
 CLOUD_RUN_REGIONS = frozenset(
@@ -125,6 +127,7 @@ def did_you_mean(given: str, known: Iterable[str]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
+@allows("one of Cloud Run's regions (cloud.google.com/run/docs/locations)")
 def check_region(region: str) -> str:
     if region not in CLOUD_RUN_REGIONS:
         raise ValueError(
