@@ -75,8 +75,9 @@ bench-gateway: .venv/.synced-dev
 bench-batch: .venv/.synced-dev .venv-services/.synced .pubsub-ready .postgres-ready
 	$(PIPENV) run python -m scripts.bench_batch $(ARGS)
 
-## The platform as dev deploys it, on this machine (ARGS="--upstream URL --model NAME" for a real model server).
-run-local: .venv/.synced-dev .venv-services/.synced node_modules/.installed .postgres-ready
+## The platform as dev deploys it, on this machine, batches included; prints an OpenAI client's export lines
+## (ARGS="--env environments/prod.toml", "--upstream URL --model NAME" for a real model server, "--gateway-port N").
+run-local: .venv/.synced-dev .venv-services/.synced node_modules/.installed .postgres-ready .pubsub-ready
 	$(PIPENV) run python -m scripts.local_chain $(ARGS)
 
 # make cost / make cost-gate: offline estimates from environments/*.toml and analysis/cost/prices/.
