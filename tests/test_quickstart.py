@@ -5,8 +5,8 @@ through the official openai client: a chat, a stream, a file and a batch."""
 from __future__ import annotations
 
 import os
-import re
 import queue
+import re
 import signal
 import subprocess
 import sys
