@@ -15,6 +15,7 @@ import time
 
 import pytest
 
+from devtools.deployed_spec import MEMORYSTORE_HOST, SynthesizedEnvironment
 from devtools.harness import free_port
 from iac import ROOT
 
@@ -75,6 +76,13 @@ def test_quick_start_as_printed(tmp_path, environment):
         assert ran.stdout.splitlines()[:2] == ["chat: Hello from the stand-in.", "stream: Hello from the stand-in."]
         assert re.search(r"^batch: batch_\w+ completed .*completed=3, failed=0, total=3", ran.stdout, re.M), ran.stdout
         assert ran.stdout.count("Hello from the stand-in.") == 5
+
+        # The stand-in's intended drop: the client sees the stream cut off; the log, one line.
+        dropped = subprocess.run(
+            ["bash", "-c", curl.replace("Hello!", "[standin:die] Hello!").replace("-d '{", "-d '{\"stream\": true, ")],
+            env=shell_env, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert "data:" in dropped.stdout, dropped
     finally:
         process.send_signal(signal.SIGINT)
         _, err = process.communicate(timeout=90)
@@ -88,3 +96,12 @@ def test_quick_start_as_printed(tmp_path, environment):
     ):
         assert step in err
     assert "Traceback" not in err, err[-4000:]
+    assert err.count("model stand-in: stream dropped on purpose (standin-die)") == 1, err[-4000:]
+
+
+def test_prod_reads_as_deployed():
+    """prod's stack ids hold a hyphen of their own (prod-workers-k8s); its name comes from its file."""
+    spec = SynthesizedEnvironment.synthesize(ROOT / "environments" / "prod.toml")
+    assert spec.name == "prod"
+    assert sorted(spec.services()) == ["frontend", "gateway", "orchestrator"]
+    assert spec.services()["gateway"].env["REDIS_HOST"] == MEMORYSTORE_HOST
