@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -421,6 +422,35 @@ def test_field_and_cross_field_problems_are_reported_in_one_run(tmp_path):
         f"{bad}: network.psa_cidr = '10.16.0.0/16': must not overlap network.pods_cidr (10.16.0.0/14); "
         "every range must be distinct",
     ]
+
+
+def test_the_readmes_example_is_what_one_run_prints(tmp_path):
+    """README, "Adding an environment": four edits, five problems, one run ("..." ends a shortened line)."""
+    readme = (ROOT / "README.md").read_text()
+    block = readme[readme.index("```\nenvironments/stage.toml: ") + 4 :]
+    expected = block[: block.index("```")].splitlines()
+    stage = tmp_path / "environments" / "stage.toml"
+    stage.parent.mkdir()
+    stage.write_text(
+        DEV.replace('name = "dev"', 'name = "stage"')
+        .replace('"10.8.0.0/24"', '"10.8.0.0/27"')
+        .replace('psa_cidr = "10.32.0.0/16"', 'psa_cidr = "10.16.0.0/16"')
+        .replace("[services.gateway]\n", '[services.gateway]\nenv = { RATE_LIMIT = "10" }\n')
+        .replace('model = "mistralai/Mistral-7B-Instruct-v0.3"', 'model = "mistralai/Mixtral-8x7B-Instruct-v0.1"')
+        .replace(
+            "gpu_count = 1\ntensor_parallel_size = 1\nmax_model_len = 8192",
+            "gpu_count = 2\ntensor_parallel_size = 2\nmax_model_len = 32768",
+        )
+    )
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "main.py"), "--env", "environments/stage.toml"],
+        cwd=tmp_path, env={**os.environ, "CDKTF_OUTDIR": str(tmp_path / "out")}, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 2
+    printed = result.stderr.splitlines()
+    assert len(printed) == len(expected), result.stderr
+    for line, shown in zip(printed, expected, strict=True):
+        assert line.startswith(shown.removesuffix("...")) if shown.endswith("...") else line == shown
 
 
 def test_a_nested_tables_own_checks_run_beside_a_field_error_in_it(tmp_path):

@@ -47,18 +47,31 @@ def parse_environment(raw: Mapping[str, Any], path: Path | None = None) -> Envir
         # them on the parts that are, so that one run names every mistake.
         partial, hidden = _partial(Environment, raw, ())
         problems += [line for line in hidden if line not in problems]
-        problems += [line for line in _region_problems(partial) if line not in problems]
+        problems += [
+            line
+            for line in [*_region_problems(partial), *_contract_problems(partial, partial=True)]
+            if line not in problems
+        ]
         raise ConfigError(path, problems) from None
-    from hybrid.service_contract import ContractError, Wiring, service_settings  # builds on this package
-
-    problems = list(_region_problems(env))
-    try:
-        service_settings(env, Wiring.placeholder(env))
-    except ContractError as err:
-        problems += err.problems
+    problems = [*_region_problems(env), *_contract_problems(env)]
     if problems:
         raise ConfigError(path, problems)
     return env
+
+
+def _contract_problems(env: Any, *, partial: bool = False) -> list[str]:
+    """Each service's settings as the stacks would render them (hybrid/service_contract.py); on a
+    ``partial`` environment, only where the contract reads no invalid field."""
+    from hybrid.service_contract import ContractError, Wiring, service_settings  # builds on this package
+
+    try:
+        service_settings(env, Wiring.placeholder(env))
+    except ContractError as err:
+        return err.problems
+    except (AttributeError, TypeError, ValueError):  # a field the contract reads is invalid (absent)
+        if not partial:
+            raise
+    return []
 
 
 def _partial(model: type[BaseModel], raw: Any, loc: tuple[str, ...]) -> tuple[Any, list[str]]:
