@@ -75,10 +75,10 @@ bench-gateway: .venv/.synced-dev
 bench-batch: .venv/.synced-dev .venv-services/.synced .pubsub-ready .postgres-ready
 	$(PIPENV) run python -m scripts.bench_batch $(ARGS)
 
-## The platform as dev deploys it, on this machine, batches included; prints an OpenAI client's export lines
-## (ARGS="--env environments/prod.toml", "--upstream URL --model NAME" for a real model server, "--gateway-port N").
+## The platform as ENV (default dev) deploys it, on this machine, batches included; prints an OpenAI client's
+## export lines (make run-local ENV=prod; ARGS="--upstream URL --model NAME" for a real model server, "--gateway-port N").
 run-local: .venv/.synced-dev .venv-services/.synced node_modules/.installed .postgres-ready .pubsub-ready
-	$(PIPENV) run python -m scripts.local_chain $(ARGS)
+	$(PIPENV) run python -m scripts.local_chain $(if $(ENV),--env environments/$(ENV).toml) $(ARGS)
 
 # make cost / make cost-gate: offline estimates from environments/*.toml and analysis/cost/prices/.
 .PHONY: cost cost-gate

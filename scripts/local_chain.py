@@ -2,7 +2,7 @@
 with Google's side replaced by named stand-ins), the batch path included. From the repository root:
 
     make run-local                                          # dev, the model stand-in
-    make run-local ARGS="--env environments/prod.toml"
+    make run-local ENV=prod                                 # or ARGS="--env environments/prod.toml"
     make run-local ARGS="--upstream https://HOST/v1 --model MODEL --api-key-env VAR"
     python -m scripts.local_chain --help
 

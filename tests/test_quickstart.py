@@ -105,3 +105,14 @@ def test_prod_reads_as_deployed():
     assert spec.name == "prod"
     assert sorted(spec.services()) == ["frontend", "gateway", "orchestrator"]
     assert spec.services()["gateway"].env["REDIS_HOST"] == MEMORYSTORE_HOST
+
+
+def test_make_run_local_takes_an_environment():
+    def command(*args: str) -> str:
+        make = subprocess.run(
+            ["make", "-n", "--no-print-directory", "run-local", *args], cwd=ROOT, capture_output=True, text=True
+        )
+        return [line for line in make.stdout.splitlines() if "scripts.local_chain" in line][-1]
+
+    assert command("ENV=prod").split("scripts.local_chain")[1].split() == ["--env", "environments/prod.toml"]
+    assert command().split("scripts.local_chain")[1].split() == []
