@@ -18,6 +18,8 @@ speaks its protocol, and only these values are translated to point at them:
   Google's ID-token keys (certs)   -> the metadata stand-ins' shared signing key: the orchestrator
                                       checks the gateway's ID tokens as on Cloud Run
   Secret Manager                   -> values made here for each secret the spec references
+  Memorystore (where [redis] is on) -> nothing: its address answers no one, so the gateway limits
+                                      each user per instance, as it does when Redis fails
 
 The one-time jobs (the database bootstrap) run first, as `gcloud run jobs execute` would.
 
