@@ -61,23 +61,29 @@ def main(argv: list[str] | None = None) -> int:
 
 def _summary(outdir: Path, environments: list[Environment], seconds: float) -> str:
     """One line on what was written; stack folders this synth did not write are removed first, so
-    that `cdktf deploy` or a reviewer never reads a stack that no longer exists."""
-    written = set(json.loads((outdir / "manifest.json").read_text("utf-8"))["stacks"])
-    for stale in sorted((outdir / "stacks").iterdir()):
-        if stale.name not in written:
-            shutil.rmtree(stale)
+    that a reviewer never reads a stack that no longer exists. Not under the cdktf CLI (which sets
+    CDKTF_CONTEXT_JSON): it removes them itself after the app has run, and fails on one already
+    gone (measured, cdktf 0.21)."""
+    written = json.loads((outdir / "manifest.json").read_text("utf-8"))["stacks"]
+    if "CDKTF_CONTEXT_JSON" not in os.environ:
+        for stale in sorted((outdir / "stacks").iterdir()):
+            if stale.name not in written:
+                shutil.rmtree(stale)
     parts = []
     for env in environments:
-        stacks = sorted(name for name in written if name.startswith(f"{env.name}-"))
-        resources = sum(
-            len(of_kind)
-            for name in stacks
-            for of_kind in json.loads((outdir / "stacks" / name / "cdk.tf.json").read_text("utf-8"))
-            .get("resource", {})
-            .values()
-        )
+        stacks = [stack for name, stack in written.items() if name.startswith(f"{env.name}-")]
+        resources = sum(_resources(outdir / stack["synthesizedStackPath"]) for stack in stacks)
         parts.append(f"{env.name}: {len(stacks)} stacks, {resources} resources")
     return f"Synthesized {len(written)} stacks to {outdir} in {seconds:.1f} s ({'; '.join(parts)})"
+
+
+def _resources(stack_file: Path) -> int:
+    """The resources of a synthesized stack: JSON (cdk.tf.json), or the HCL `cdktf synth --hcl`
+    has the app write (cdk.tf), where each begins a line with `resource "`."""
+    text = stack_file.read_text("utf-8")
+    if stack_file.suffix == ".json":
+        return sum(len(of_kind) for of_kind in json.loads(text).get("resource", {}).values())
+    return sum(line.startswith('resource "') for line in text.splitlines())
 
 
 if __name__ == "__main__":

@@ -534,3 +534,21 @@ def test_one_environment_synthesizes_alone(tmp_path):
         "prod-workers",
         "prod-workers-k8s",
     ]
+
+
+def test_under_the_cdktf_cli_the_summary_counts_hcl_and_leaves_stale_stacks_to_it(tmp_path):
+    """`cdktf synth --hcl` has the app write HCL and removes stale stack folders itself afterwards
+    (it fails on one the app removed first): the same summary, nothing removed here."""
+    (tmp_path / "stacks" / "dev-network").mkdir(parents=True)
+    json_run = run_main(tmp_path / "json", "--env", str(ROOT / "environments" / "prod.toml"))
+    hcl_run = run_main(
+        tmp_path,
+        "--env",
+        str(ROOT / "environments" / "prod.toml"),
+        extra_env={"CDKTF_CONTEXT_JSON": "{}", "SYNTH_HCL_OUTPUT": "true"},
+    )
+    assert hcl_run.returncode == 0, hcl_run.stderr
+    assert (tmp_path / "stacks" / "prod-network" / "cdk.tf").exists()
+    assert (tmp_path / "stacks" / "dev-network").exists()
+    counts = re.compile(r"\(prod: 8 stacks, \d+ resources\)")
+    assert counts.search(hcl_run.stdout)[0] == counts.search(json_run.stdout)[0]
