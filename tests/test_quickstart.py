@@ -18,12 +18,20 @@ import pytest
 from devtools.deployed_spec import MEMORYSTORE_HOST, SynthesizedEnvironment
 from devtools.harness import free_port
 from iac import ROOT
+from scripts.local_chain import GATEWAY_PORT, quick_start
 
 EXAMPLE = ROOT / "examples" / "openai_quickstart.py"
 
 
 def test_the_readme_shows_the_example_verbatim():
     assert f"```python\n{EXAMPLE.read_text()}```" in (ROOT / "README.md").read_text()
+
+
+def test_the_readme_shows_the_lines_as_dev_prints_them():
+    readme = (ROOT / "README.md").read_text()
+    printed = quick_start(f"http://127.0.0.1:{GATEWAY_PORT}", "TOKEN", "mistralai/Mistral-7B-Instruct-v0.3")
+    for line in printed:
+        assert line.replace("TOKEN", "eyJhbGciOiJSUzI1NiIs...") + "\n" in readme
 
 
 def _read_until_ready(process: subprocess.Popen[str], timeout: float) -> list[str]:
