@@ -65,6 +65,9 @@ CLOUD_RUN_GPU_REGIONS = {"nvidia-l4": frozenset({"us-central1", "asia-southeast1
 # exists in the regions where Compute Engine has it in at least one zone:
 # cloud.google.com/compute/docs/gpus/gpu-regions-zones. The model servers' cluster is regional, and
 # Autopilot picks the zone, so the region is what a file can get wrong.
+# NOT CONFIRMED on a stored copy of that page (searched 2026-12-04: the copies found stop before its
+# table); written from the page as last read. A region missing here is refused, so check the page
+# before adding one, and report one it wrongly refuses.
 GKE_GPU_REGIONS = {
     "nvidia-l4": frozenset(
         {
