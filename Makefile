@@ -19,7 +19,7 @@ export PATH := $(CURDIR)/node_modules/.bin:$(PATH)
 
 ENV ?=
 
-.PHONY: up synth deploy lint test check bench bench-gateway bench-batch run-local .pipenv-ready .postgres-ready .redis-ready .chromium-ready .pubsub-ready
+.PHONY: up synth deploy lint test test-fast check bench bench-gateway bench-batch run-local .pipenv-ready .postgres-ready .redis-ready .chromium-ready .pubsub-ready
 
 # The HCL is for review and never deployed; `cdktf deploy` synthesizes JSON into a folder of its
 # own, emptied first, so no stack folder ever holds both cdk.tf and cdk.tf.json (Terraform would
@@ -51,9 +51,18 @@ lint: .venv/.synced-dev
 	$(PIPENV) run ruff format --check .
 	$(PIPENV) run mypy hybrid analysis stacks services
 
+# Two workers (pytest-xdist): most of the suite's time is spent waiting on servers and processes,
+# not on the CPU. loadgroup keeps the groups tests/conftest.py gives (a module, or the tests that
+# share a fixed port) on one worker.
+PYTEST_PARALLEL := -n 2 --dist loadgroup
+
 ## Lint, then run the whole test suite (pass pytest options with ARGS=...).
 test: lint .venv/.synced-dev .venv-services/.synced node_modules/.installed .postgres-ready .redis-ready .chromium-ready .pubsub-ready
-	$(PIPENV) run pytest $(ARGS)
+	$(PIPENV) run pytest $(PYTEST_PARALLEL) $(ARGS)
+
+## The tests that start no server, database, emulator, browser or cdktf CLI (pytest.ini's markers), in under a minute.
+test-fast: .venv/.synced-dev
+	$(PIPENV) run pytest $(PYTEST_PARALLEL) -m "not slow" $(ARGS)
 
 ## Synthesize every environment; check that traffic can flow along each edge of the architecture,
 ## and that the deploy steps meet every resource's preconditions before applying it.

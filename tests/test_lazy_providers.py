@@ -17,6 +17,7 @@ def _tree(root: Path) -> list[str]:
     return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
 
 
+@pytest.mark.slow  # the eager run imports all ~1,470 provider submodules: half a minute
 def test_output_is_byte_identical_to_the_ordinary_import_path(synth_dir, tmp_path):
     eager = run_main(tmp_path, extra_env={"HYBRID_EAGER_PROVIDERS": "1"})
     assert eager.returncode == 0, eager.stderr
