@@ -51,7 +51,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         # chain) start once; the modules that run the local chain share one, as it listens on
         # Cloud SQL's fixed address (devtools.local_chain.DATABASE_PORT).
         chain = sys.modules.get("devtools.local_chain")  # imported by the test modules that use it
-        uses_chain = chain is not None and getattr(getattr(item, "module", None), "local_chain", None) is chain.local_chain
+        uses_chain = (
+            chain is not None and getattr(getattr(item, "module", None), "local_chain", None) is chain.local_chain
+        )
         item.add_marker(pytest.mark.xdist_group("local-chain" if uses_chain else str(item.path.relative_to(TESTS))))
 
 
