@@ -45,11 +45,11 @@ up: .venv/.synced node_modules/.installed
 	@test -n "$(ENV)" || { echo 'make up: name the environment, e.g. make up ENV=prod (environments/prod.toml)' >&2; exit 2; }
 	$(PIPENV) run python -m scripts.up --env environments/$(ENV).toml
 
-## Lint: ruff check, ruff format --check, and mypy (strict) on hybrid/, analysis/, stacks/ and services/.
+## Lint: ruff check, ruff format --check, and mypy (strict) on hybrid/, analysis/, stacks/, services/, devtools/ and scripts/
 lint: .venv/.synced-dev
 	$(PIPENV) run ruff check .
 	$(PIPENV) run ruff format --check .
-	$(PIPENV) run mypy hybrid analysis stacks services
+	$(PIPENV) run mypy hybrid analysis stacks services devtools scripts
 
 # Two workers (pytest-xdist): most of the suite's time is spent waiting on servers and processes,
 # not on the CPU. loadgroup keeps the groups tests/conftest.py gives (a module, or the tests that

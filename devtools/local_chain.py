@@ -33,7 +33,9 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psycopg
@@ -74,7 +76,7 @@ def local_chain(
     model: str | None = None,
     api_key_env: str | None = None,
     overrides: dict[str, dict[str, str]] | None = None,
-):
+) -> Iterator[dict[str, Any]]:
     """Start the chain and yield what a test needs of it: URLs, the identity stand-in's issuer and
     password, the database, each service's environment as started. ``overrides`` (role ->
     variables) are for tests that need other limits."""
@@ -192,7 +194,10 @@ def _require_free(host: str, port: int) -> None:
 def _self_hosted_base(orchestrator: Container) -> str:
     """The model servers' address as the orchestrator is told it (scheme, host and port)."""
     url = json.loads(orchestrator.env["BACKENDS"])["self-hosted"]["url"]
-    return re.match(r"https?://[^/]+", url)[0]
+    base = re.match(r"https?://[^/]+", url)
+    if base is None:
+        raise ValueError(f"the orchestrator's self-hosted backend is no URL: {url!r}")
+    return base[0]
 
 
 def _real_upstream(backends: str, model: str, api_key_env: str | None) -> str:
@@ -219,7 +224,7 @@ def _create_cloud_sql_objects(
     (admin_password,) = {
         secret_values[job.secrets["PGPASSWORD"]] for job in jobs.values() if "PGPASSWORD" in job.secrets
     }
-    statements = [
+    statements: list[str | sql.Composed] = [
         "CREATE ROLE cloudsqlsuperuser NOLOGIN CREATEROLE CREATEDB",
         sql.SQL("CREATE ROLE postgres LOGIN PASSWORD {} IN ROLE cloudsqlsuperuser").format(sql.Literal(admin_password)),
         *(
@@ -248,7 +253,9 @@ def run_job(job: Container, env: dict[str, str]) -> None:
 
 
 @contextlib.contextmanager
-def service_process(container: Container, port: int, env: dict[str, str], log: Path):
+def service_process(
+    container: Container, port: int, env: dict[str, str], log: Path
+) -> Iterator[subprocess.Popen[bytes]]:
     """The service as its image runs it (devtools/image_tree.py), told its port as Cloud Run does."""
     with (
         log.open("wb") as output,

@@ -21,6 +21,11 @@ import tempfile
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from analysis.reachability import EnvironmentFacts, Verdict
 
 ROOT = Path(__file__).resolve().parent.parent
 ENVIRONMENTS_DIR = ROOT / "environments"
@@ -30,16 +35,17 @@ class CheckError(Exception):
     """The check could not run; the message says why."""
 
 
-def load_evaluator():
+def load_evaluator() -> ModuleType:
     """The checker; it imports no cdktf, so the check costs no provider loading."""
     from analysis import reachability
 
     return reachability
 
 
-def read_facts(reachability, path: Path):
+def read_facts(reachability: ModuleType, path: Path) -> EnvironmentFacts:
     try:
-        return reachability.EnvironmentFacts.from_toml(tomllib.loads(path.read_text("utf-8")))
+        facts: EnvironmentFacts = reachability.EnvironmentFacts.from_toml(tomllib.loads(path.read_text("utf-8")))
+        return facts
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, KeyError) as err:
         raise CheckError(f"{path}: cannot read the environment file ({type(err).__name__}: {err})") from None
 
@@ -54,7 +60,7 @@ def synthesize(env_files: list[Path] | None, outdir: Path) -> None:
         raise CheckError(f"synthesis failed (python main.py, exit {result.returncode}):\n{result.stderr.strip()}")
 
 
-def load_stacks(synth_dir: Path, env: str, layers: tuple[str, ...]) -> dict[str, dict]:
+def load_stacks(synth_dir: Path, env: str, layers: tuple[str, ...]) -> dict[str, dict[str, Any]]:
     stacks = {}
     for layer in layers:
         path = synth_dir / "stacks" / f"{env}-{layer}" / "cdk.tf.json"
@@ -72,7 +78,7 @@ def load_stacks(synth_dir: Path, env: str, layers: tuple[str, ...]) -> dict[str,
     return stacks
 
 
-def table(facts, verdicts) -> str:
+def table(facts: EnvironmentFacts, verdicts: list[Verdict]) -> str:
     edge_width = max(len("EDGE"), *(len(v.edge) for v in verdicts))
     lines = [
         f"{facts.name}: inference on {facts.placement}, self-hosted model {facts.self_hosted_model}",
