@@ -8,11 +8,15 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -57,32 +61,57 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         item.add_marker(pytest.mark.xdist_group("local-chain" if uses_chain else str(item.path.relative_to(TESTS))))
 
 
-@pytest.fixture(scope="session")
-def synth_dir(tmp_path_factory) -> Path:
-    outdir = tmp_path_factory.mktemp("synth-json")
-    result = run_main(outdir)
-    assert result.returncode == 0, result.stderr
+def once_per_run(tmp_path_factory: pytest.TempPathFactory, name: str, make: Callable[[Path], None]) -> Path:
+    """The folder ``make`` filled, made once per test run: pytest-xdist's workers share the
+    first one's, in the temporary folder they have in common, each waiting on a file lock
+    until it is there (as pytest-xdist's documentation suggests for session fixtures)."""
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        outdir = tmp_path_factory.mktemp(name)
+        make(outdir)
+        return outdir
+    shared = tmp_path_factory.getbasetemp().parent
+    outdir, done = shared / name, shared / f"{name}.done"
+    with (shared / f"{name}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.exists():
+            shutil.rmtree(outdir, ignore_errors=True)
+            outdir.mkdir()
+            make(outdir)
+            done.touch()
     return outdir
 
 
-@pytest.fixture(scope="session")
-def synth_json(synth_dir) -> dict[str, dict]:
-    return {stack: json.loads((synth_dir / "stacks" / stack / "cdk.tf.json").read_text()) for stack in STACKS}
+def _synthesize_json(outdir: Path) -> None:
+    result = run_main(outdir)
+    assert result.returncode == 0, result.stderr
 
 
-@pytest.fixture(scope="session")
-def synth_hcl(tmp_path_factory) -> Path:
+def _synthesize_hcl(outdir: Path) -> None:
     cdktf = shutil.which("cdktf")
     assert cdktf, "the cdktf CLI is not on PATH; run the tests through `make test`"
-    outdir = tmp_path_factory.mktemp("synth-hcl")
     result = subprocess.run(
         [cdktf, "synth", "--hcl", "--output", str(outdir)], cwd=ROOT, capture_output=True, text=True, timeout=600
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    return outdir
+
+
+@pytest.fixture(scope="session")
+def synth_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return once_per_run(tmp_path_factory, "synth-json", _synthesize_json)
+
+
+@pytest.fixture(scope="session")
+def synth_json(synth_dir: Path) -> dict[str, dict[str, Any]]:
+    return {stack: json.loads((synth_dir / "stacks" / stack / "cdk.tf.json").read_text()) for stack in STACKS}
+
+
+@pytest.fixture(scope="session")
+def synth_hcl(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return once_per_run(tmp_path_factory, "synth-hcl", _synthesize_hcl)
 
 
 @pytest.fixture(params=ENVIRONMENTS)
-def env(request) -> str:
+def env(request: pytest.FixtureRequest) -> str:
     """Run a test once per shipped environment."""
-    return request.param
+    environment: str = request.param
+    return environment
