@@ -26,6 +26,7 @@ def test_output_is_byte_identical_to_the_ordinary_import_path(synth_dir, tmp_pat
     assert (mismatch, errors) == ([], [])
 
 
+@pytest.mark.slow  # a whole synth in a process of its own
 def test_app_loads_only_the_submodules_it_uses(tmp_path):
     probe = (
         "import sys, main;"
