@@ -61,7 +61,7 @@ test: lint .venv/.synced-dev .venv-services/.synced node_modules/.installed .pos
 	$(PIPENV) run pytest $(PYTEST_PARALLEL) $(ARGS)
 
 ## The tests that start no server, database, emulator, browser or cdktf CLI (pytest.ini's markers), in under a minute.
-test-fast: .venv/.synced-dev
+test-fast: .venv/.synced-dev node_modules/.installed
 	$(PIPENV) run pytest $(PYTEST_PARALLEL) -m "not slow" $(ARGS)
 
 ## Synthesize every environment; check that traffic can flow along each edge of the architecture,
