@@ -46,7 +46,7 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         names = {
-            *(m for fixture in item.fixturenames for m in FIXTURE_MARKERS.get(fixture, ())),
+            *(m for fixture in getattr(item, "fixturenames", ()) for m in FIXTURE_MARKERS.get(fixture, ())),
             *(m for folder, marks in FOLDER_MARKERS.items() if item.path.is_relative_to(folder) for m in marks),
         }
         for name in sorted(names - {m.name for m in item.iter_markers()}):
