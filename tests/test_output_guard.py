@@ -44,4 +44,5 @@ def test_no_dict_literal_inside_a_list_in_the_app_code() -> None:
 
 
 def test_source_lint_catches_the_broken_fixture() -> None:
-    assert list(dict_in_list_literals(FIXTURE)) == [f"{FIXTURE}:25"]
+    (line,) = [n for n, text in enumerate(FIXTURE.read_text().splitlines(), 1) if "containers=[{" in text]
+    assert list(dict_in_list_literals(FIXTURE)) == [f"{FIXTURE}:{line}"]
