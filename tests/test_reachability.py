@@ -128,7 +128,7 @@ def test_a_redis_auth_string_in_plain_text_is_refused(synth_json):
 
 
 @pytest.fixture(scope="module")
-def cloud_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, EnvironmentFacts]:
+def cloud_run(tmp_path_factory) -> tuple[dict, EnvironmentFacts]:
     """dev with its model on a Cloud Run GPU (tests/variants.py DEV_ON_CLOUD_RUN), synthesized."""
     stacks = synthesize(DEV_ON_CLOUD_RUN, tmp_path_factory.mktemp("reachability-cloud-run"))
     return stacks, EnvironmentFacts.from_toml(DEV_ON_CLOUD_RUN.model_dump(mode="json"))
