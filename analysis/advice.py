@@ -19,7 +19,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, ValidationError
 
 from hybrid.catalog import GPUS, MODELS, ServerShape, capacity_problems
-from hybrid.config import ConfigError, Settings, describe, read_toml
+from hybrid.config import ConfigError, Environment, Settings, describe, read_toml
 
 # cloud.google.com/run/docs/configuring/request-timeout: at most 60 minutes.
 CLOUD_RUN_MAX_REQUEST_MINUTES = 60
@@ -35,6 +35,31 @@ GPU_ORDER = ("nvidia-l4", "nvidia-tesla-a100", "nvidia-a100-80gb", "nvidia-h100-
 
 Layer = Literal["frontend", "gateway", "orchestration", "models", "workers", "database"]
 LAYERS: tuple[str, ...] = ("frontend", "gateway", "orchestration", "models", "workers", "database")
+# Where an environment file configures each layer: the stacks build a layer exactly when
+# hybrid/config.Environment has its section (stacks/app.py builds from those sections), so
+# what advise says the stacks build follows the config models, not a list of its own.
+SECTION_OF = {
+    "frontend": "services.frontend",
+    "gateway": "services.gateway",
+    "orchestration": "services.orchestrator",
+    "models": "inference",
+    "workers": "workers",
+    "database": "database",
+}
+# The workers tier's section builds a GKE Standard cluster (hybrid/config/workers.py's
+# StandardClusterSettings): batch workers the profile wants on Cloud Run are not built.
+WORKERS_PLATFORM = "gke"
+
+
+def stacks_build(layer: str) -> bool:
+    """Whether the environment file has a section for ``layer``, which the stacks then build."""
+    model: Any = Environment
+    for key in SECTION_OF[layer].split("."):
+        fields = getattr(model, "model_fields", {})
+        if key not in fields:
+            return False
+        model = fields[key].annotation
+    return True
 
 
 class Placements(Settings):
@@ -159,7 +184,7 @@ def advise(p: Profile, source: Path | str = "") -> Advice:
     if problems:
         raise ConfigError(Path(source) if source else None, problems)
     small_team = p.team_size <= SMALL_TEAM or p.devops_engineers == 0
-    long_requests = p.max_request_minutes > CLOUD_RUN_MAX_REQUEST_MINUTES
+    fit = smallest_fit(p.model, p.max_model_len) if p.gpu_required and p.model else None
     decisions = [
         Decision(
             "frontend",
@@ -171,108 +196,10 @@ def advise(p: Profile, source: Path | str = "") -> Advice:
                 else "one minimum instance: cold starts are unacceptable",
             ],
         ),
-    ]
-    for layer in ("gateway", "orchestration"):
-        if long_requests or p.placement.__dict__[layer] == "gke" or p.networking == "service_mesh":
-            why = []
-            if long_requests:
-                why.append(f"requests of {p.max_request_minutes:g} min exceed Cloud Run's 60-minute maximum")
-            if p.networking == "service_mesh":
-                why.append("a service mesh with mTLS between services is GKE's ground (reference architecture)")
-            if p.placement.__dict__[layer] == "gke":
-                why.append("placed on GKE by the profile")
-            decisions.append(
-                Decision(layer, "gke", [*why, "the stacks build this layer on Cloud Run only"], built_by_stacks=False)
-            )
-            continue
-        why = [
-            "a lightweight proxy: JWT validation, rate limits, streaming (reference architecture: Cloud Run)"
-            if layer == "gateway"
-            else "calls model backends and Vertex AI; I/O-bound, no GPU (reference architecture: Cloud Run)",
-            f"requests of at most {p.max_request_minutes:g} min fit Cloud Run's 60-minute maximum",
-        ]
-        if p.requests_per_day > GKE_CHEAPER_ABOVE:
-            why.append(
-                f"{p.requests_per_day:,} requests/day: the reference architecture finds GKE cheaper above 5M/day; compare with `main.py cost`"
-            )
-        if p.traffic_pattern == "sustained":
-            why.append(
-                "sustained traffic keeps instances busy: instance-based billing (CPU always allocated) is the cheaper mode"
-            )
-        decisions.append(Decision(layer, "cloud_run", why))
-
-    fit = smallest_fit(p.model, p.max_model_len) if p.gpu_required and p.model else None
-    if not p.gpu_required:
-        decisions.append(
-            Decision(
-                "models",
-                "vertex_ai",
-                [
-                    "no GPU required: the orchestrator routes google/* models to Vertex AI",
-                    "the stacks always deploy a model server: a Cloud Run L4 with min_instances = 0 costs nothing while idle",
-                ],
-            )
-        )
-    else:
-        assert fit is not None, "contradictions() refuses a GPU profile without a model that fits"
-        on_cloud_run = (
-            fit == (CLOUD_RUN_GPU, 1)
-            and p.placement.models != "gke"
-            and (
-                p.placement.models == "cloud_run"
-                or (p.traffic_pattern == "bursty" and p.cold_start_tolerance == "acceptable")
-            )
-        )
-        if on_cloud_run:
-            decisions.append(
-                Decision(
-                    "models",
-                    "cloud_run",
-                    [
-                        f"{p.model} fits one L4; Cloud Run serves on L4 GPUs (the reference architecture's guide is out of date here)",
-                        "bursty traffic and cold starts acceptable: scale to zero, pay per second of instance life",
-                    ],
-                )
-            )
-        else:
-            why = [f"{p.model} needs {fit[1]} x {fit[0]} at max_model_len = {p.max_model_len}"]
-            if fit != (CLOUD_RUN_GPU, 1):
-                why.append("Cloud Run offers one L4 per instance; more (or larger) GPUs need GKE")
-            if p.traffic_pattern == "sustained":
-                why.append("sustained traffic keeps GPUs busy: provisioned replicas are cheaper per request")
-            if p.cold_start_tolerance == "unacceptable":
-                why.append("cold starts unacceptable: replicas stay warm (min_replicas)")
-            if small_team:
-                why.append("Autopilot manages the nodes, which matters for a small team without DevOps")
-            decisions.append(Decision("models", "gke", why))
-    if p.background_workers:
-        if p.state == "stateful" or (not small_team) or p.placement.workers == "gke":
-            decisions.append(
-                Decision(
-                    "workers",
-                    "gke",
-                    [
-                        "long-running, stateful or queue-driven workers: the reference architecture puts them on GKE Standard",
-                        "the stacks do not build workers",
-                    ],
-                    built_by_stacks=False,
-                )
-            )
-        else:
-            decisions.append(
-                Decision(
-                    "workers",
-                    "cloud_run",
-                    [
-                        "stateless background work: Cloud Run jobs, nothing to operate",
-                        "the stacks do not build workers",
-                    ],
-                    built_by_stacks=False,
-                )
-            )
-    else:
-        decisions.append(Decision("workers", "none", ["no background workers in the profile"], built_by_stacks=False))
-    decisions.append(
+        _web_layer(p, "gateway"),
+        _web_layer(p, "orchestration"),
+        _models(p, fit, small_team),
+        _workers(p, small_team),
         Decision(
             "database",
             "cloud_sql",
@@ -280,9 +207,8 @@ def advise(p: Profile, source: Path | str = "") -> Advice:
                 "managed PostgreSQL, separate from compute (reference architecture: Cloud SQL / AlloyDB)",
                 "REGIONAL (a standby in another zone)" if p.database_ha else "ZONAL: the profile accepts downtime",
             ],
-        )
-    )
-
+        ),
+    ]
     notes = []
     buildable = all(d.built_by_stacks for d in decisions if d.layer in ("gateway", "orchestration"))
     fragment = render_fragment(p, decisions, fit) if buildable else None
@@ -291,6 +217,92 @@ def advise(p: Profile, source: Path | str = "") -> Advice:
     else:
         notes.append("no fragment: a layer the stacks build on Cloud Run only was placed on GKE")
     return Advice(p, str(source), decisions, fragment, notes)
+
+
+def _web_layer(p: Profile, layer: str) -> Decision:
+    long_requests = p.max_request_minutes > CLOUD_RUN_MAX_REQUEST_MINUTES
+    if long_requests or p.placement.__dict__[layer] == "gke" or p.networking == "service_mesh":
+        why = []
+        if long_requests:
+            why.append(f"requests of {p.max_request_minutes:g} min exceed Cloud Run's 60-minute maximum")
+        if p.networking == "service_mesh":
+            why.append("a service mesh with mTLS between services is GKE's ground (reference architecture)")
+        if p.placement.__dict__[layer] == "gke":
+            why.append("placed on GKE by the profile")
+        return Decision(layer, "gke", [*why, "the stacks build this layer on Cloud Run only"], built_by_stacks=False)
+    why = [
+        "a lightweight proxy: JWT validation, rate limits, streaming (reference architecture: Cloud Run)"
+        if layer == "gateway"
+        else "calls model backends and Vertex AI; I/O-bound, no GPU (reference architecture: Cloud Run)",
+        f"requests of at most {p.max_request_minutes:g} min fit Cloud Run's 60-minute maximum",
+    ]
+    if p.requests_per_day > GKE_CHEAPER_ABOVE:
+        why.append(
+            f"{p.requests_per_day:,} requests/day: the reference architecture finds GKE cheaper above 5M/day; compare with `main.py cost`"
+        )
+    if p.traffic_pattern == "sustained":
+        why.append(
+            "sustained traffic keeps instances busy: instance-based billing (CPU always allocated) is the cheaper mode"
+        )
+    return Decision(layer, "cloud_run", why)
+
+
+def _models(p: Profile, fit: tuple[str, int] | None, small_team: bool) -> Decision:
+    if not p.gpu_required:
+        return Decision(
+            "models",
+            "vertex_ai",
+            [
+                "no GPU required: the orchestrator routes google/* models to Vertex AI",
+                "the stacks always deploy a model server: a Cloud Run L4 with min_instances = 0 costs nothing while idle",
+            ],
+        )
+    assert fit is not None, "contradictions() refuses a GPU profile without a model that fits"
+    on_cloud_run = (
+        fit == (CLOUD_RUN_GPU, 1)
+        and p.placement.models != "gke"
+        and (
+            p.placement.models == "cloud_run"
+            or (p.traffic_pattern == "bursty" and p.cold_start_tolerance == "acceptable")
+        )
+    )
+    if on_cloud_run:
+        return Decision(
+            "models",
+            "cloud_run",
+            [
+                f"{p.model} fits one L4; Cloud Run serves on L4 GPUs (the reference architecture's guide is out of date here)",
+                "bursty traffic and cold starts acceptable: scale to zero, pay per second of instance life",
+            ],
+        )
+    why = [f"{p.model} needs {fit[1]} x {fit[0]} at max_model_len = {p.max_model_len}"]
+    if fit != (CLOUD_RUN_GPU, 1):
+        why.append("Cloud Run offers one L4 per instance; more (or larger) GPUs need GKE")
+    if p.traffic_pattern == "sustained":
+        why.append("sustained traffic keeps GPUs busy: provisioned replicas are cheaper per request")
+    if p.cold_start_tolerance == "unacceptable":
+        why.append("cold starts unacceptable: replicas stay warm (min_replicas)")
+    if small_team:
+        why.append("Autopilot manages the nodes, which matters for a small team without DevOps")
+    return Decision("models", "gke", why)
+
+
+def _workers(p: Profile, small_team: bool) -> Decision:
+    if not p.background_workers:
+        return Decision("workers", "none", ["no background workers in the profile"], built_by_stacks=False)
+    if p.state == "stateful" or (not small_team) or p.placement.workers == "gke":
+        platform = "gke"
+        why = "long-running, stateful or queue-driven workers: the reference architecture puts them on GKE Standard"
+    else:
+        platform = "cloud_run"
+        why = "stateless background work: Cloud Run jobs, nothing to operate"
+    built = stacks_build("workers") and platform == WORKERS_PLATFORM
+    how = (
+        "the stacks build them: [workers] enabled = true (GKE Standard, Spot nodes first, Pub/Sub and a bucket)"
+        if built
+        else "the stacks build workers on GKE Standard only ([workers]), not as Cloud Run jobs"
+    )
+    return Decision("workers", platform, [why, how], built_by_stacks=built)
 
 
 def render_fragment(p: Profile, decisions: list[Decision], fit: tuple[str, int] | None) -> str:
@@ -337,7 +349,19 @@ def render_fragment(p: Profile, decisions: list[Decision], fit: tuple[str, int] 
             f"timeout_seconds = {timeout}",
             f"cpu_always_allocated = {'true' if sustained else 'false'}",
         ]
-    lines += ["", "[inference]"]
+    lines += _inference_fragment(p, models, fit)
+    if any(d.layer == "workers" and d.built_by_stacks for d in decisions):
+        lines += [
+            "",
+            "[workers]",
+            "enabled = true   # [network] needs workers_cidr, workers_pods_cidr, workers_services_cidr",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def _inference_fragment(p: Profile, models: str, fit: tuple[str, int] | None) -> list[str]:
+    warm, sustained = p.cold_start_tolerance == "unacceptable", p.traffic_pattern == "sustained"
+    lines = ["", "[inference]"]
     if models == "gke":
         assert fit is not None, "models are placed on GKE only for a GPU profile, whose model fits"
         gpu_type, count = fit
@@ -373,7 +397,7 @@ def render_fragment(p: Profile, decisions: list[Decision], fit: tuple[str, int] 
             f"min_instances = {1 if (warm and models == 'cloud_run') else 0}",
             "zonal_redundancy = false   # no reserved failover capacity: cheaper, less available",
         ]
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 # What an environment file needs besides the fragment: the profile's identity and placeholders.
@@ -391,15 +415,24 @@ services_cidr = "10.20.0.0/20"
 psa_cidr = "10.32.0.0/16"
 inference_address = "10.10.15.250"
 run_cidr = "10.8.0.0/22"
-
+{workers_ranges}
 [cluster]
 deletion_protection = true
 
 """
 
 
-def skeleton(p: Profile) -> str:
-    return _SKELETON.format(name=p.name[:20], region=p.region)
+# The workers tier's ranges, as environments/prod.toml sets them.
+_WORKERS_RANGES = """workers_cidr = "10.12.0.0/22"
+workers_pods_cidr = "10.24.0.0/16"
+workers_services_cidr = "10.21.0.0/20"
+"""
+
+
+def skeleton(p: Profile, fragment: str = "") -> str:
+    """The rest of an environment file around ``fragment``, with the workers' ranges if it enables them."""
+    workers = "[workers]" in fragment
+    return _SKELETON.format(name=p.name[:20], region=p.region, workers_ranges=_WORKERS_RANGES if workers else "")
 
 
 def validate_fragment(fragment: str, p: Profile) -> None:
@@ -408,7 +441,7 @@ def validate_fragment(fragment: str, p: Profile) -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / f"{p.name}.toml"
-        path.write_text(skeleton(p) + fragment)
+        path.write_text(skeleton(p, fragment) + fragment)
         try:
             load_environment(path)
         except ConfigError as err:  # a bug in the advice, not in the profile

@@ -150,6 +150,7 @@ class Server:
     """A uvicorn server in a thread of its own."""
 
     def __init__(self, app: Callable[..., Any], port: int | None = None) -> None:
+        self.app = app  # for the tests to read its state
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.server = uvicorn.Server(

@@ -57,6 +57,7 @@ from devtools.standins.identity_platform import create_app as create_identity_pl
 from devtools.standins.metadata_server import CERTS_PATH, GoogleSigner
 from devtools.standins.metadata_server import create_app as create_metadata
 from devtools.standins.openai_upstream import create_app as create_model_standin
+from hybrid.topology import declared
 from services.orchestrator.settings import GOOGLE_CERTS_URL
 
 DEV = ROOT / "environments" / "dev.toml"
@@ -66,7 +67,6 @@ IDENTITY_PLATFORM = "https://identitytoolkit.googleapis.com"
 DATABASE_HOST, DATABASE_PORT = "127.0.0.2", 5432
 ACCESS_TOKEN = "rehearsal-access-token"  # the metadata stand-in's; the IAM user's password
 PASSWORD = "rehearsal-password"  # any email signs in with it
-SERVICE_ORDER = ("orchestrator", "gateway", "frontend")
 
 
 @contextlib.contextmanager
@@ -129,7 +129,8 @@ def local_chain(
             for name, job in jobs.items():
                 run_job(job, job_environments[name])
             environments = {}
-            for role in SERVICE_ORDER:
+            # Each service after those it calls, whose URLs it is given (hybrid/topology.py).
+            for role in declared().start_order():
                 environments[role] = {
                     **_environment(services[role], translate, secret_values),
                     **(overrides or {}).get(role, {}),

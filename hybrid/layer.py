@@ -10,10 +10,13 @@ from hybrid.config import Environment
 
 
 class LayerStack(TerraformStack):
-    """Stack ``<env>-<layer>``; its state lives in the environment's bucket under ``<env>/<layer>``."""
+    """Stack ``<env>-<layer>``; its state lives in the environment's bucket under ``<env>/<layer>``.
+    It is deployed after each stack of ``after``, whose outputs it reads."""
 
-    def __init__(self, scope: Construct, env: Environment, layer: str) -> None:
+    def __init__(self, scope: Construct, env: Environment, layer: str, *after: TerraformStack) -> None:
         super().__init__(scope, env.stack_id(layer))
+        for earlier in after:
+            self.add_dependency(earlier)
         self.env = env
         self.layer = layer
         GcsBackend(self, bucket=env.state.bucket, prefix=f"{env.name}/{layer}")

@@ -1,5 +1,5 @@
 """Addresses and ports fixed outside this project, by Google Cloud or PostgreSQL, that the stacks
-and components open. analysis/reachability.py keeps its own copy on purpose: it checks the synth
+and components open. analysis/reachability/core.py keeps its own copy on purpose: it checks the synth
 independently and imports only the standard library."""
 
 from __future__ import annotations

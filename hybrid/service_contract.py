@@ -1,6 +1,6 @@
 """The contract between the stacks and the services: what each Cloud Run container is told.
 
-Each service's own settings model (``services/<role>/settings.py``) is the one
+Each service's own settings model (``services/<service>/settings.py``) is the one
 source of truth for its environment. The services stack fills the model with the
 environment file's values and its own wiring (URLs, database, routes), the model
 validates them, and the container's env is rendered from the validated model, so a
@@ -11,6 +11,7 @@ starts the services in the deploy rehearsal test.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, InitSettingsSource
 
 from hybrid.config import Environment, must
+from hybrid.topology import for_environment
 from services.frontend.settings import FrontendSettings
 from services.gateway.settings import GatewaySettings
 from services.modelcalls.settings import Route
@@ -27,7 +29,7 @@ from services.orchestrator.settings import GOOGLE_CERTS_URL, OrchestratorSetting
 from services.worker.settings import WorkerSettings
 
 # The settings model of each service whose code lives in services/.
-MODELS: dict[str, type[BaseSettings]] = {
+RUNTIME_SETTINGS: dict[str, type[BaseSettings]] = {
     "frontend": FrontendSettings,
     "gateway": GatewaySettings,
     "orchestrator": OrchestratorSettings,
@@ -50,8 +52,9 @@ class Wiring:
     """What only the stacks know: where the other parts are (Terraform references at synth).
     A value still unknown is None, and a service that needs it is refused."""
 
-    gateway_url: str | None = None
-    orchestrator_url: str | None = None
+    # The run.app URL of each service another calls, by service: the caller's setting
+    # ``<service>_url`` (hybrid/topology.py's url_settings).
+    urls: Mapping[str, str] = dataclasses.field(default_factory=dict)
     # The orchestrator's deterministic URL: the audience of the gateway's ID tokens, and what the
     # orchestrator checks them for (its own uri would make it depend on itself).
     orchestrator_audience: str | None = None
@@ -69,16 +72,19 @@ class Wiring:
     redis_port: str | None = None
     redis_server_ca: str | None = None
 
+    def with_url(self, service: str, url: str) -> Wiring:
+        """This wiring, with ``service``'s URL known (once the stack has made it)."""
+        return dataclasses.replace(self, urls={**self.urls, service: url})
+
     @classmethod
     def placeholder(cls, env: Environment) -> Wiring:
         """Stand-ins of the right shape, to check an environment file before any stack exists."""
 
-        def run(role: str) -> str:
-            return run_app_url(env.names.service[role], "PROJECT_NUMBER", env.region)
+        def run(service: str) -> str:
+            return run_app_url(env.names.service[service], "PROJECT_NUMBER", env.region)
 
         return cls(
-            gateway_url=run("gateway"),
-            orchestrator_url=run("orchestrator"),
+            urls={callee: run(callee) for wired in url_settings(env).values() for callee in wired.values()},
             orchestrator_audience=run("orchestrator"),
             gateway_account=f"{env.names.service['gateway']}@{env.project_id}.iam.gserviceaccount.com",
             frontend_origin=run("frontend"),
@@ -106,8 +112,21 @@ def self_hosted_model(env: Environment) -> str:
     return inference.gke_server.model if inference.placement == "gke" else inference.cloud_run_server.model
 
 
+def url_settings(env: Environment) -> dict[str, dict[str, str]]:
+    """Each service's settings that hold the run.app URL of a service it calls: {service: {field: callee}}."""
+    return for_environment(env).url_settings()
+
+
 def _stack_values(env: Environment, wiring: Wiring) -> dict[str, dict[str, object]]:
     """Each service's settings that the stack decides, by field name of its model."""
+    values = _decided(env, wiring)
+    for service, wired in url_settings(env).items():
+        values[service].update({setting: wiring.urls.get(callee) for setting, callee in wired.items()})
+    return values
+
+
+def _decided(env: Environment, wiring: Wiring) -> dict[str, dict[str, object]]:
+    """Each service's settings that the stack decides, but the URLs of the services it calls."""
     services = env.services
     gateway, frontend = services.gateway, services.frontend
     # Identity Platform of this project unless the file names another issuer: its ID tokens have
@@ -118,7 +137,6 @@ def _stack_values(env: Environment, wiring: Wiring) -> dict[str, dict[str, objec
             "jwks_url": gateway.jwks_url,
             "jwt_issuer": gateway.jwt_issuer or f"https://securetoken.google.com/{env.project_id}",
             "jwt_audience": gateway.jwt_audience or env.project_id,
-            "orchestrator_url": wiring.orchestrator_url,
             "orchestrator_auth": "google-id-token",
             "orchestrator_audience": wiring.orchestrator_audience,
             "allowed_origins": wiring.frontend_origin,
@@ -136,7 +154,6 @@ def _stack_values(env: Environment, wiring: Wiring) -> dict[str, dict[str, objec
             ),
         },
         "frontend": {
-            "gateway_url": wiring.gateway_url,
             "default_model": frontend.default_model or self_hosted_model(env),
             "auth_mode": "identity-platform",
             "identity_platform_api_key": wiring.identity_platform_api_key,
@@ -237,36 +254,38 @@ def _worker_values(env: Environment, wiring: Wiring) -> dict[str, object]:
 _NO_SECRETS: Mapping[str, str] = {}
 
 
-def _overrides(env: Environment, role: str) -> tuple[str, Mapping[str, str], Mapping[str, str]]:
-    """Where ``role``'s own settings are in the environment file: its table, env and secrets."""
-    if role == "worker":
+def _overrides(env: Environment, service: str) -> tuple[str, Mapping[str, str], Mapping[str, str]]:
+    """Where ``service``'s own settings are in the environment file: its table, env and secrets."""
+    if service == "worker":
         return "workers.deployment", env.workers.deployment.env, _NO_SECRETS
-    service = getattr(env.services, role)
-    return f"services.{role}", service.env, service.secrets
+    table = getattr(env.services, service)
+    return f"services.{service}", table.env, table.secrets
 
 
-def service_settings(env: Environment, wiring: Wiring, roles: Iterable[str] = tuple(MODELS)) -> dict[str, BaseSettings]:
-    """The validated settings model of each of ``roles``; ContractError lists every problem."""
+def service_settings(
+    env: Environment, wiring: Wiring, only: Iterable[str] = tuple(RUNTIME_SETTINGS)
+) -> dict[str, BaseSettings]:
+    """The validated settings model of each service (``only`` those named); ContractError lists every problem."""
     problems: list[str] = []
     built: dict[str, BaseSettings] = {}
-    for role, values in _stack_values(env, wiring).items():
-        if role not in roles:
+    for service, values in _stack_values(env, wiring).items():
+        if service not in only:
             continue
-        model = MODELS[role]
-        where, plain, secrets = _overrides(env, role)
+        model = RUNTIME_SETTINGS[service]
+        where, plain, secrets = _overrides(env, service)
         fields = {name.upper(): name for name in model.model_fields}
         for table, given in (("env", plain), ("secrets", secrets)):
             for name in sorted(given):
                 if name not in fields:
                     problems.append(
-                        f"{where}.{table}.{name}: unknown setting: must be one the {role} reads: {', '.join(sorted(fields))}"
+                        f"{where}.{table}.{name}: unknown setting: must be one the {service} reads: {', '.join(sorted(fields))}"
                     )
                 elif values.get(fields[name]) is not None:
                     problems.append(f"{where}.{table}.{name}: must not be set here: the stack sets it")
         # Secrets reach the container from Secret Manager; check the plain ones here.
         overrides = {fields[name]: value for name, value in plain.items() if name in fields}
         try:
-            built[role] = _validated(
+            built[service] = _validated(
                 model,
                 {
                     **{k: v for k, v in values.items() if v is not None},
@@ -275,7 +294,7 @@ def service_settings(env: Environment, wiring: Wiring, roles: Iterable[str] = tu
                 },
             )
         except ValidationError as err:
-            problems += [_describe(where, role, problem, overrides) for problem in err.errors()]
+            problems += [_describe(where, service, problem, overrides) for problem in err.errors()]
     if problems:
         raise ContractError(problems)
     return built
@@ -288,13 +307,13 @@ def _validated(model: type[BaseSettings], values: dict[str, object]) -> BaseSett
     return model(_build_sources=((InitSettingsSource(model, init_kwargs=values),), values))
 
 
-def _describe(where: str, role: str, problem: ErrorDetails, overrides: Mapping[str, str]) -> str:
+def _describe(where: str, service: str, problem: ErrorDetails, overrides: Mapping[str, str]) -> str:
     field = str(problem["loc"][0]) if problem["loc"] else ""
     message = must(problem["msg"])
     if field in overrides:
         return f"{where}.env.{field.upper()} = {overrides[field]!r}: {message}"
     if problem["type"] == "missing":
-        return f"{where}: the {role} needs {field.upper()}, which nothing sets"
+        return f"{where}: the {service} needs {field.upper()}, which nothing sets"
     return f"{where}: {field.upper()}: {message}" if field else f"{where}: {message}"
 
 
@@ -313,8 +332,8 @@ def render(settings: BaseModel, *, exclude: frozenset[str] = frozenset()) -> dic
     return env
 
 
-def container_env(env: Environment, wiring: Wiring, role: str) -> dict[str, str]:
+def container_env(env: Environment, wiring: Wiring, service: str) -> dict[str, str]:
     """The service's plain environment variables (its secrets come from Secret Manager apart)."""
-    settings = service_settings(env, wiring, roles=(role,))[role]
-    _, _, secrets = _overrides(env, role)
+    settings = service_settings(env, wiring, only=(service,))[service]
+    _, _, secrets = _overrides(env, service)
     return render(settings, exclude=frozenset(name.lower() for name in secrets))

@@ -4,7 +4,7 @@
     python -m scripts.check_apply_order --env environments/dev.toml
     python -m scripts.check_apply_order --synth-dir DIR           # DIR/manifest.json, DIR/stacks/<id>/cdk.tf.json
 
-It walks the README's deploy steps (scripts/deploy_steps.py) with cdktf's stack graph
+It walks the deploy steps (docs/deploying.md) (scripts/deploy_steps.py) with cdktf's stack graph
 (manifest.json's ``dependencies``) and Terraform's graph inside each stack (references and
 ``depends_on``). A precondition is met by an earlier step, by a stack the resource's stack
 depends on, or by a resource its own stack applies first; stacks of one step that do not depend
@@ -25,107 +25,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from analysis.reachability.synth import expressions
+from scripts.apply_order_apis import API_OF_SETTING, API_OF_TYPE, DEFAULT_APIS
 from scripts.check_reachability import CheckError, load_evaluator, run_check
 from scripts.deploy_steps import DEPLOY_STEPS, Step, stacks_of_step
 
 reachability = load_evaluator()
-
-# ------------------------------------------------------------------------------------------
-# The API each resource type calls. Most Google APIs must be enabled in the project before they
-# are used (cloud.google.com/service-usage/docs/overview), so before a resource that calls one.
-
-API_OF_TYPE: dict[str, tuple[str, ...]] = {
-    # The API that enables APIs, itself on by default (below).
-    "google_project_service": ("serviceusage.googleapis.com",),
-    # google-beta's service identity calls Service Usage's generateServiceIdentity
-    # (cloud.google.com/service-usage/docs/reference/rest/v1beta1/services/generateServiceIdentity).
-    "google_project_service_identity": ("serviceusage.googleapis.com",),
-    "google_compute_network": ("compute.googleapis.com",),
-    "google_compute_subnetwork": ("compute.googleapis.com",),
-    "google_compute_address": ("compute.googleapis.com",),
-    "google_compute_global_address": ("compute.googleapis.com",),
-    "google_compute_router": ("compute.googleapis.com",),
-    "google_compute_router_nat": ("compute.googleapis.com",),
-    "google_compute_firewall": ("compute.googleapis.com",),
-    # cloud.google.com/service-infrastructure/docs/service-networking/getting-started.
-    "google_service_networking_connection": ("servicenetworking.googleapis.com",),
-    "google_dns_managed_zone": ("dns.googleapis.com",),
-    "google_dns_record_set": ("dns.googleapis.com",),
-    "google_artifact_registry_repository": ("artifactregistry.googleapis.com",),
-    "google_artifact_registry_repository_iam_member": ("artifactregistry.googleapis.com",),
-    "google_sql_database_instance": ("sqladmin.googleapis.com",),
-    "google_sql_database": ("sqladmin.googleapis.com",),
-    "google_sql_user": ("sqladmin.googleapis.com",),
-    "google_container_cluster": ("container.googleapis.com",),
-    "google_container_node_pool": ("container.googleapis.com",),
-    "data.google_container_cluster": ("container.googleapis.com",),
-    "google_service_account": ("iam.googleapis.com",),
-    "google_service_account_iam_member": ("iam.googleapis.com",),
-    # A project's allow policy is read and written through the Resource Manager API
-    # (cloud.google.com/iam/docs/write-policy-client-libraries#before-you-begin), and the project
-    # itself, its number included, is read from it.
-    "google_project_iam_member": ("cloudresourcemanager.googleapis.com",),
-    "data.google_project": ("cloudresourcemanager.googleapis.com",),
-    "google_pubsub_topic": ("pubsub.googleapis.com",),
-    "google_pubsub_subscription": ("pubsub.googleapis.com",),
-    "google_pubsub_topic_iam_member": ("pubsub.googleapis.com",),
-    "google_pubsub_subscription_iam_member": ("pubsub.googleapis.com",),
-    "google_storage_bucket": ("storage.googleapis.com",),
-    "google_storage_bucket_iam_member": ("storage.googleapis.com",),
-    # A prerequisite of every Secret Manager task (cloud.google.com/secret-manager/docs/configuring-secret-manager).
-    "google_secret_manager_secret_iam_member": ("secretmanager.googleapis.com",),
-    "google_secret_manager_secret": ("secretmanager.googleapis.com",),
-    "google_secret_manager_secret_version": ("secretmanager.googleapis.com",),
-    # cloud.google.com/memorystore/docs/redis/create-instance-gcloud#before_you_begin: the
-    # Memorystore for Redis API, enabled first.
-    "google_redis_instance": ("redis.googleapis.com",),
-    "google_logging_metric": ("logging.googleapis.com",),
-    "google_cloud_run_v2_service": ("run.googleapis.com",),
-    "google_cloud_run_v2_job": ("run.googleapis.com",),
-    "google_cloud_run_v2_service_iam_member": ("run.googleapis.com",),
-    "google_iap_web_cloud_run_service_iam_member": ("iap.googleapis.com",),
-    "google_apikeys_key": ("apikeys.googleapis.com",),
-    "google_identity_platform_config": ("identitytoolkit.googleapis.com",),
-    "google_billing_budget": ("billingbudgets.googleapis.com",),
-    # cloud.google.com/monitoring/api/ref_v3/rest/v3/projects.notificationChannels/create.
-    "google_monitoring_notification_channel": ("monitoring.googleapis.com",),
-    # Reads the provider's own configuration and token: no API call.
-    "data.google_client_config": (),
-}
-
-# Settings of a resource that call one more API.
-#  - A cluster that enforces Binary Authorization needs its API enabled first
-#    (cloud.google.com/binary-authorization/docs/creating-cluster#before_you_begin).
-#  - Workload Identity: a Kubernetes service account acts as a Google one by impersonation, with
-#    short-lived credentials from the IAM Service Account Credentials API
-#    (cloud.google.com/iam/docs/create-short-lived-credentials-direct#before-you-begin).
-#  - The Secret Manager add-on reads secrets for the Pods, from Secret Manager, whose API every
-#    use of it needs (cloud.google.com/secret-manager/docs/configuring-secret-manager).
-API_OF_SETTING: dict[str, tuple[tuple[str, Callable[[dict[str, Any]], bool], str], ...]] = {
-    "google_container_cluster": (
-        (
-            "binary_authorization",
-            lambda c: (c.get("binary_authorization") or {}).get("evaluation_mode", "DISABLED") != "DISABLED",
-            "binaryauthorization.googleapis.com",
-        ),
-        (
-            "workload_identity_config",
-            lambda c: bool((c.get("workload_identity_config") or {}).get("workload_pool")),
-            "iamcredentials.googleapis.com",
-        ),
-        (
-            "secret_manager_config",
-            lambda c: bool((c.get("secret_manager_config") or {}).get("enabled")),
-            "secretmanager.googleapis.com",
-        ),
-    ),
-}
-
-# On in every project created with the console or gcloud
-# (cloud.google.com/service-usage/docs/enabled-service#default).
-DEFAULT_APIS = frozenset(
-    {"logging.googleapis.com", "monitoring.googleapis.com", "serviceusage.googleapis.com", "storage.googleapis.com"}
-)
 
 # A Kubernetes service account's principal in the cluster's workload pool. The pool is created
 # with the project's first cluster that enables Workload Identity; granting a role to one of its
@@ -147,8 +52,6 @@ IAM_MEMBER_TYPES = re.compile(r"^google_[a-z0-9_]+_iam_member$")
 # (cloud.google.com/artifact-registry/docs/docker/pushing-and-pulling#before-you-begin).
 REPOSITORY_URL = "{location}-docker.pkg.dev/{project}/{repository_id}/"
 
-_INTERPOLATION = re.compile(r"\$\{([^{}]*)\}")
-_QUOTED = re.compile(r'"(?:[^"\\]|\\.)*"')
 _ADDRESS = re.compile(r"(?<![\w.-])((?:data\.)?[a-z][a-z0-9_]*\.[A-Za-z0-9_-]+)")
 
 
@@ -243,8 +146,8 @@ class Plan:
             return []
         found = list(node.config.get("depends_on") or ())
         for text in _strings({key: value for key, value in node.config.items() if key != "//"}):
-            for expression in _INTERPOLATION.findall(text):
-                found.extend(match[1] for match in _ADDRESS.finditer(_QUOTED.sub('""', expression)))
+            for expression in expressions(text):
+                found.extend(match[1] for match in _ADDRESS.finditer(expression))
         return [a for a in found if (stack, *a.rsplit(".", 1)) in self.nodes]
 
     def upstream(self, node: Node) -> set[str]:
@@ -537,16 +440,22 @@ def load_plan(synth_dir: Path, env: str, steps: Sequence[Step] = DEPLOY_STEPS) -
     return Plan(env, stacks, {s: manifest[s].get("dependencies") or [] for s in ids}, steps)
 
 
-def table(env: str, rows: list[Row]) -> str:
-    rows = sorted(rows, key=lambda r: (r.ok, r.resource, r.precondition))
-    width = [
-        max(len(h), *(len(x) for x in column))
-        for h, column in (("RESOURCE", [r.resource for r in rows]), ("PRECONDITION", [r.precondition for r in rows]))
-    ]
-    lines = [f"{env}: apply order", f"{'RESOURCE':<{width[0]}}  {'PRECONDITION':<{width[1]}}  MET BY"]
-    for row in rows:
-        met = row.met if row.ok else f"VIOLATION: {row.why}"
-        lines.append(f"{row.resource:<{width[0]}}  {row.precondition:<{width[1]}}  {met}")
+def table(env: str, rows: list[Row], *, verbose: bool) -> str:
+    """The violations (``verbose``: every precondition) and a summary."""
+    shown = sorted((r for r in rows if verbose or not r.ok), key=lambda r: (r.ok, r.resource, r.precondition))
+    lines = [f"{env}: apply order"]
+    if shown:
+        width = [
+            max(len(h), *(len(x) for x in column))
+            for h, column in (
+                ("RESOURCE", [r.resource for r in shown]),
+                ("PRECONDITION", [r.precondition for r in shown]),
+            )
+        ]
+        lines.append(f"{'RESOURCE':<{width[0]}}  {'PRECONDITION':<{width[1]}}  MET BY")
+        for row in shown:
+            met = row.met if row.ok else f"VIOLATION: {row.why}"
+            lines.append(f"{row.resource:<{width[0]}}  {row.precondition:<{width[1]}}  {met}")
     violations = sum(not r.ok for r in rows)
     lines.append(
         f"{env}: {len(rows) - violations} of {len(rows)} preconditions met"
@@ -555,12 +464,14 @@ def table(env: str, rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
-def check(synth_dir: Path, env_files: list[Path], steps: Sequence[Step] = DEPLOY_STEPS) -> bool:
+def check(
+    synth_dir: Path, env_files: list[Path], steps: Sequence[Step] = DEPLOY_STEPS, *, verbose: bool = False
+) -> bool:
     all_ok = True
     for path in env_files:
         env = environment_name(path)
         rows = evaluate(load_plan(synth_dir, env, steps))
-        print(table(env, rows), end="\n\n")
+        print(table(env, rows, verbose=verbose), end="\n\n")
         all_ok = all_ok and all(r.ok for r in rows)
     return all_ok
 

@@ -3,11 +3,13 @@
     python -m scripts.check_reachability                          # synthesizes environments/*.toml first
     python -m scripts.check_reachability --env environments/dev.toml
     python -m scripts.check_reachability --synth-dir DIR          # DIR/stacks/<env>-<layer>/cdk.tf.json
+    python -m scripts.check_reachability --verbose                # every reason behind every verdict
 
 Without --synth-dir it runs `python main.py` (JSON output) into a temporary directory. For each
-environment it prints a table: edge, verdict (OK or BLOCKED) and the chain of reasons, from
-analysis/reachability.py. Exit status: 0 if every edge is OK, 1 if any is blocked, 2 if the check
-could not run (an environment that does not synthesize, a missing or unreadable synth directory).
+environment it prints one line per edge (OK or BLOCKED, with the reasons that block it) and a
+summary; the edges are analysis/reachability/edges.py's. Exit status: 0 if every edge is OK, 1
+if any is blocked, 2 if the check could not run (an environment that does not synthesize, a
+missing or unreadable synth directory).
 """
 
 from __future__ import annotations
@@ -78,17 +80,14 @@ def load_stacks(synth_dir: Path, env: str, layers: tuple[str, ...]) -> dict[str,
     return stacks
 
 
-def table(facts: EnvironmentFacts, verdicts: list[Verdict]) -> str:
-    edge_width = max(len("EDGE"), *(len(v.edge) for v in verdicts))
-    lines = [
-        f"{facts.name}: inference on {facts.placement}, self-hosted model {facts.self_hosted_model}",
-        f"{'EDGE':<{edge_width}}  {'VERDICT':<7}  REASONS",
-    ]
+def report(facts: EnvironmentFacts, verdicts: list[Verdict], *, verbose: bool) -> str:
+    """One line per edge (``dev  gateway -> orchestrator  OK``) and a summary; a blocked edge
+    also shows the reasons that block it, and ``verbose`` every reason of every edge."""
+    width = max(len(v.edge) for v in verdicts)
+    lines = [f"{facts.name}: inference on {facts.placement}, self-hosted model {facts.self_hosted_model}"]
     for verdict in verdicts:
-        label = "OK" if verdict.ok else "BLOCKED"
-        for index, step in enumerate(verdict.steps):
-            left = f"{verdict.edge:<{edge_width}}  {label:<7}" if index == 0 else " " * (edge_width + 9)
-            lines.append(f"{left}  {'ok' if step.ok else 'NO'}  {step.text}")
+        lines.append(f"{facts.name}  {verdict.edge:<{width}}  {'OK' if verdict.ok else 'BLOCKED'}")
+        lines += [f"    {'ok' if s.ok else 'NO'}  {s.text}" for s in verdict.steps if verbose or not s.ok]
     blocked = [v.edge for v in verdicts if not v.ok]
     lines.append(
         f"{facts.name}: {len(verdicts) - len(blocked)} of {len(verdicts)} edges OK"
@@ -97,17 +96,17 @@ def table(facts: EnvironmentFacts, verdicts: list[Verdict]) -> str:
     return "\n".join(lines)
 
 
-def check(synth_dir: Path, env_files: list[Path]) -> bool:
+def check(synth_dir: Path, env_files: list[Path], *, verbose: bool = False) -> bool:
     reachability, all_ok = load_evaluator(), True
     for path in env_files:
         facts = read_facts(reachability, path)
         verdicts = reachability.evaluate(load_stacks(synth_dir, facts.name, reachability.LAYERS), facts)
-        print(table(facts, verdicts), end="\n\n")
+        print(report(facts, verdicts, verbose=verbose), end="\n\n")
         all_ok = all_ok and all(v.ok for v in verdicts)
     return all_ok
 
 
-def run_check(argv: list[str] | None, doc: str | None, name: str, check: Callable[[Path, list[Path]], bool]) -> int:
+def run_check(argv: list[str] | None, doc: str | None, name: str, check: Callable[..., bool]) -> int:
     """The command line both checks share: environment files, a synth directory or a fresh synth,
     and exit 0 (all good), 1 (a finding) or 2 (the check could not run)."""
     parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -121,17 +120,18 @@ def run_check(argv: list[str] | None, doc: str | None, name: str, check: Callabl
     parser.add_argument(
         "--synth-dir", type=Path, metavar="DIR", help="an existing synth output (JSON) to check instead of synthesizing"
     )
+    parser.add_argument("--verbose", "-v", action="store_true", help="print the reasons behind every verdict")
     args = parser.parse_args(argv)
     env_files = args.env or sorted(ENVIRONMENTS_DIR.glob("*.toml"))
     try:
         if args.synth_dir:
             if not (args.synth_dir / "stacks").is_dir():
                 raise CheckError(f"{args.synth_dir}: no stacks/ directory; synthesize with `python main.py` first")
-            ok = check(args.synth_dir, env_files)
+            ok = check(args.synth_dir, env_files, verbose=args.verbose)
         else:
             with tempfile.TemporaryDirectory(prefix=f"{name}-") as outdir:
                 synthesize(args.env, Path(outdir))
-                ok = check(Path(outdir), env_files)
+                ok = check(Path(outdir), env_files, verbose=args.verbose)
     except CheckError as err:
         print(f"{name}: {err}", file=sys.stderr)
         return 2

@@ -16,8 +16,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from analysis.cost.estimate import Workload, estimate
+from analysis.cost.estimate import estimate
 from analysis.cost.prices import PriceError, load_prices
+from analysis.cost.workload import workload_for
 from hybrid.config import ConfigError, load_environment
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -25,8 +26,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def current(env_path: Path) -> dict[str, Any]:
     env = load_environment(env_path)
-    # The default workload: the gate compares configurations, not traffic forecasts.
-    est = estimate(env, load_prices(env.region), Workload(), source=str(env_path))
+    # The environment's own [traffic]: a change to it is a change to the forecast, gated like the rest.
+    est = estimate(env, load_prices(env.region), workload_for(env), source=str(env_path))
     return {"environment": env.name, "monthly_total_usd": est.total, "stacks": est.stack_totals()}
 
 

@@ -1,4 +1,4 @@
-"""The README's deploy steps, as data: what `make up` runs and what the apply-order check walks.
+"""The deploy steps (docs/deploying.md), as data: what `make up` runs and what the apply-order check walks.
 
 A step is applied only after every earlier step has finished. Inside a "stacks" step, `cdktf
 deploy` applies stacks whose dependencies are met in parallel, so only cdktf's own dependency
@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Literal
+
+from hybrid.topology import TOPOLOGY
 
 StepKind = Literal["stacks", "images", "secrets", "job"]
 
@@ -32,7 +34,7 @@ DEPLOY_STEPS: tuple[Step, ...] = (
         2,
         "images",
         "Images of every service the environment deploys, built with Cloud Build",
-        images=("frontend", "gateway", "orchestrator", "worker"),
+        images=TOPOLOGY.built(),
     ),
     Step(3, "secrets", "Secret versions the stacks reference but never hold"),
     Step(4, "stacks", "Everything else: clusters, inference, workers, services", ("*",)),

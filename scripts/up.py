@@ -1,4 +1,4 @@
-"""Stand an environment up on its project in one command: the README's deploy steps, in order.
+"""Stand an environment up on its project in one command: the deploy steps (docs/deploying.md), in order.
 
     python -m scripts.up --env environments/prod.toml           # what `make up ENV=prod` runs
     python -m scripts.up --env environments/prod.toml --synth-dir DIR   # deploy a reviewed synth

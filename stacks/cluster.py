@@ -13,6 +13,7 @@ from constructs import Construct
 
 from hybrid.components.autopilot_cluster import AutopilotCluster
 from hybrid.components.control_plane import ClusterPlacement, ControlPlane, ControlPlaneAccess
+from hybrid.components.kubernetes_access import kubernetes_provider
 from hybrid.components.service_account import ServiceAccount, ServiceAccountProps
 from hybrid.config import ClusterSettings, Environment
 from hybrid.layer import LayerStack
@@ -27,11 +28,15 @@ def control_plane(settings: ClusterSettings) -> ControlPlane:
     )
 
 
+def deploys_into(scope: Construct, env: Environment, cluster: str) -> None:
+    """``scope``'s kubernetes provider: ``env``'s cluster ``cluster``, reached as its [cluster] says."""
+    kubernetes_provider(scope, cluster=cluster, location=env.region, access=control_plane(env.cluster).access)
+
+
 class ClusterStack(LayerStack):
     def __init__(self, scope: Construct, env: Environment, network: NetworkStack, registry: RegistryStack) -> None:
-        super().__init__(scope, env, "cluster")
-        self.add_dependency(network)
-        self.add_dependency(registry)  # the Docker Hub mirror, granted on below
+        # After the registry: its Docker Hub mirror is granted on below.
+        super().__init__(scope, env, "cluster", network, registry)
         nodes = ServiceAccount(
             self,
             "node-identity",
@@ -52,8 +57,7 @@ class ClusterStack(LayerStack):
                 subnetwork=network.outputs.workloads_subnet_id,
                 pods_range=env.names.pods_range,
                 services_range=env.names.services_range,
-                release_channel=env.cluster.release_channel,
-                deletion_protection=env.cluster.deletion_protection,
+                settings=env.cluster,
                 control_plane=control_plane(env.cluster),
             ),
             node_account=nodes,

@@ -39,8 +39,7 @@ class DatabaseOutputs:
 
 class DatabaseStack(LayerStack):
     def __init__(self, scope: Construct, env: Environment, network: NetworkStack) -> None:
-        super().__init__(scope, env, "database")
-        self.add_dependency(network)
+        super().__init__(scope, env, "database", network)
 
         db = env.database
         self.postgres = PostgresInstance(
@@ -50,22 +49,12 @@ class DatabaseStack(LayerStack):
                 name=env.names.sql_instance,
                 region=env.region,
                 private_network=network.outputs.private_services_network,
-                version=db.version,
-                tier=db.tier,
-                availability=db.availability,
-                disk_size_gb=db.disk_size_gb,
-                deletion_protection=db.deletion_protection,
-                backup_start_time=db.backup_start_time,
-                retained_backups=db.retained_backups,
-                log_retention_days=db.log_retention_days,
-                maintenance_day=db.maintenance_day,
-                maintenance_hour=db.maintenance_hour,
+                settings=db,
             ),
         )
         self.orchestrator_database = self.postgres.add_database(db.database_name)
 
-        self.orchestrator = ServiceAccount(
-            self,
+        self.orchestrator = self._database_identity(
             "orchestrator",
             ServiceAccountProps(
                 account_id=env.names.orchestrator_account,
@@ -73,11 +62,9 @@ class DatabaseStack(LayerStack):
                 description="Runs the internal orchestrator on Cloud Run; logs in to Cloud SQL with its IAM identity.",
             ),
         )
-        self.postgres.add_iam_user(self.orchestrator, project=env.project_id)
         self.worker = None
         if env.workers.enabled:
-            self.worker = ServiceAccount(
-                self,
+            self.worker = self._database_identity(
                 "worker",
                 ServiceAccountProps(
                     account_id=env.names.worker_account,
@@ -85,26 +72,8 @@ class DatabaseStack(LayerStack):
                     description="Runs the batch workers on GKE: pulls line messages, calls the models, writes results.",
                 ),
             )
-            self.postgres.add_iam_user(self.worker, project=env.project_id)
-
         # The gateway's shared rate limit: a data store on the same private range as Cloud SQL.
-        self.redis = None
-        if env.redis.enabled:
-            self.redis = RedisStore(
-                self,
-                "redis",
-                RedisProps(
-                    name=env.names.redis_instance,
-                    project=env.project_id,
-                    region=env.region,
-                    private_services_network=network.outputs.private_services_network,
-                    psa_range=env.names.psa_range,
-                    auth_secret_id=env.names.redis_auth_secret,
-                    tier=env.redis.tier,
-                    memory_size_gb=env.redis.memory_size_gb,
-                    version=env.redis.version,
-                ),
-            )
+        self.redis = self._redis(network.outputs.private_services_network) if env.redis.enabled else None
 
         TerraformOutput(self, "instance_connection_name", value=self.postgres.instance.connection_name)
         TerraformOutput(self, "private_ip", value=self.postgres.instance.private_ip_address)
@@ -119,4 +88,26 @@ class DatabaseStack(LayerStack):
             orchestrator_database_user=self.orchestrator.database_user_name,
             worker_account=self.worker,
             redis=self.redis,
+        )
+
+    def _database_identity(self, id_: str, props: ServiceAccountProps) -> ServiceAccount:
+        """A workload's account, born here with the IAM database user it logs in as."""
+        account = ServiceAccount(self, id_, props)
+        self.postgres.add_iam_user(account, project=self.env.project_id)
+        return account
+
+    def _redis(self, private_services_network: str) -> RedisStore:
+        env = self.env
+        return RedisStore(
+            self,
+            "redis",
+            RedisProps(
+                name=env.names.redis_instance,
+                project=env.project_id,
+                region=env.region,
+                private_services_network=private_services_network,
+                psa_range=env.names.psa_range,
+                auth_secret_id=env.names.redis_auth_secret,
+                settings=env.redis,
+            ),
         )

@@ -13,15 +13,14 @@ from cdktf_cdktf_provider_kubernetes.namespace_v1 import NamespaceV1, NamespaceV
 from constructs import Construct
 
 from hybrid.catalog import MODELS
-from hybrid.components.grants import SECRET_ACCESSOR, Bucket, Project, Secret, grant, role_id
-from hybrid.components.kubernetes_access import kubernetes_provider
+from hybrid.components.grants import Bucket, Secret
 from hybrid.components.metrics_adapter import CustomMetricsAdapter, CustomMetricsAdapterProps
 from hybrid.components.service_account import ServiceAccount, ServiceAccountProps
-from hybrid.components.vllm_server import VllmServer, VllmServerProps, Weights
+from hybrid.components.vllm_server import VllmServer, VllmServerProps
 from hybrid.components.workload_identity import WorkloadIdentity, WorkloadIdentityProps
 from hybrid.config import Environment
 from hybrid.layer import LayerStack
-from stacks.cluster import ClusterStack, control_plane
+from stacks.cluster import ClusterStack, deploys_into
 from stacks.network import NetworkStack
 from stacks.registry import RegistryStack, mirrored_image
 
@@ -33,41 +32,14 @@ class InferenceStack(LayerStack):
     def __init__(
         self, scope: Construct, env: Environment, network: NetworkStack, registry: RegistryStack, cluster: ClusterStack
     ) -> None:
-        super().__init__(scope, env, "inference")
-        self.add_dependency(network)
-        self.add_dependency(registry)  # the weights' bucket, granted on below, and the image's mirror
-        self.add_dependency(cluster)
+        # After the registry: the weights' bucket, granted on below, and the image's mirror.
+        super().__init__(scope, env, "inference", network, registry, cluster)
         project, names, settings = env.project_id, env.names, env.inference.gke_server
 
-        kubernetes_provider(
-            self,
-            cluster=names.cluster,
-            location=env.region,
-            access=control_plane(env.cluster).access,
-        )
+        deploys_into(self, env, names.cluster)
 
-        server_identity = ServiceAccount(
-            self,
-            "model-server-identity",
-            ServiceAccountProps(
-                account_id=names.model_server_account,
-                display_name="vLLM model server",
-                description="Reads the model weights and the Hugging Face token; nothing else.",
-            ),
-        )
-        if settings.hf_token_secret:
-            grant(
-                self, "hf-token-access", role=SECRET_ACCESSOR, to=server_identity, on=Secret(settings.hf_token_secret)
-            )
-        if settings.weights == "gcsfuse" and settings.weights_bucket:  # validated: gcsfuse names its bucket
-            grant(
-                self,
-                "weights-access",
-                role="roles/storage.objectViewer",
-                to=server_identity,
-                on=Bucket(settings.weights_bucket),
-            )
-        adapter_identity = ServiceAccount(
+        server_identity = self._server_identity()
+        adapter_identity = CustomMetricsAdapter.reader_account(
             self,
             "metrics-adapter-identity",
             ServiceAccountProps(
@@ -75,14 +47,7 @@ class InferenceStack(LayerStack):
                 display_name="Custom metrics adapter",
                 description="Reads Cloud Monitoring metrics for the model servers' autoscaler.",
             ),
-        )
-        monitoring_viewer = "roles/monitoring.viewer"
-        grant(
-            adapter_identity,
-            role_id(monitoring_viewer),
-            role=monitoring_viewer,
-            to=adapter_identity,
-            on=Project(project),
+            project=project,
         )
 
         namespace = NamespaceV1(
@@ -105,23 +70,8 @@ class InferenceStack(LayerStack):
                 namespace=namespace.metadata.name,
                 service_account=account.name,
                 image=mirrored_image(env, settings.image),
-                model=settings.model,
+                settings=settings,
                 quantization=MODELS[settings.model].quantization,
-                tensor_parallel_size=settings.tensor_parallel_size,
-                max_model_len=settings.max_model_len,
-                gpu_memory_utilization=settings.gpu_memory_utilization,
-                gpu_type=settings.gpu_type,
-                gpu_count=settings.gpu_count,
-                cpu=settings.cpu,
-                memory=settings.memory,
-                ephemeral_storage=settings.ephemeral_storage,
-                weights=Weights(settings.weights),
-                weights_volume_size=settings.weights_volume_size,
-                weights_bucket=settings.weights_bucket,
-                hf_token_secret=settings.hf_token_secret,
-                min_replicas=settings.min_replicas,
-                max_replicas=settings.max_replicas,
-                queue_target=settings.queue_target,
                 port=env.network.inference_port,
                 load_balancer_ip=network.outputs.inference_address,
                 # The orchestrator on Cloud Run, and the batch workers' Pods when there are any.
@@ -133,3 +83,21 @@ class InferenceStack(LayerStack):
         CustomMetricsAdapter(
             self, "metrics-adapter", CustomMetricsAdapterProps(project=project), google_account=adapter_identity
         )
+
+    def _server_identity(self) -> ServiceAccount:
+        """The model server's Google account: reads the token and the weights' bucket, when it has them."""
+        names, settings = self.env.names, self.env.inference.gke_server
+        server_identity = ServiceAccount(
+            self,
+            "model-server-identity",
+            ServiceAccountProps(
+                account_id=names.model_server_account,
+                display_name="vLLM model server",
+                description="Reads the model weights and the Hugging Face token; nothing else.",
+            ),
+        )
+        if settings.hf_token_secret:
+            Secret(settings.hf_token_secret).grant_read(self, server_identity, id_="hf-token-access")
+        if settings.weights == "gcsfuse" and settings.weights_bucket:  # validated: gcsfuse names its bucket
+            Bucket(settings.weights_bucket).grant_read(self, server_identity, id_="weights-access")
+        return server_identity

@@ -37,18 +37,12 @@ from cdktf_cdktf_provider_google.project_service import ProjectService
 from cdktf_cdktf_provider_google.service_networking_connection import ServiceNetworkingConnection
 from constructs import Construct
 
-from hybrid.components.firewall import DEFAULT_DENY_PRIORITY, Firewall, FirewallProps, Rule
+from hybrid.components.firewall import DEFAULT_DENY_PRIORITY, Firewall, FirewallProps, Rule, flow_rules
 from hybrid.config import Environment
+from hybrid.config.budget import BudgetSettings
 from hybrid.layer import LayerStack
-from hybrid.network_constants import (
-    ANYWHERE,
-    HEALTH_CHECK_RANGES,
-    HTTPS_PORT,
-    POSTGRES_PORT,
-    PRIVATE_GOOGLE_APIS_ADDRESSES,
-    PRIVATE_GOOGLE_APIS_RANGE,
-    REDIS_TLS_PORT,
-)
+from hybrid.network_constants import ANYWHERE, PRIVATE_GOOGLE_APIS_ADDRESSES
+from hybrid.topology import DEFAULT_DENY, Peer, for_environment, port_number
 
 # Every API the platform's layers call; enabled here, in the first layer deployed
 # (scripts/check_apply_order.py maps each resource to the APIs it needs, with their sources).
@@ -109,41 +103,66 @@ class NetworkOutputs:
 class NetworkStack(LayerStack):
     def __init__(self, scope: Construct, env: Environment) -> None:
         super().__init__(scope, env, "network")
-        names, net = env.names, env.network
-
         self.apis = {
             api: ProjectService(self, f"api-{api.split('.')[0]}", service=api, disable_on_destroy=False)
             for api in PLATFORM_APIS
             + (WORKERS_APIS if env.workers.enabled else ())
             + (REDIS_APIS if env.redis.enabled else ())
         }
-
         self.vpc = ComputeNetwork(
             self,
             "vpc",
-            name=names.network,
+            name=env.names.network,
             auto_create_subnetworks=False,
             routing_mode="REGIONAL",
             depends_on=[self.apis["compute.googleapis.com"]],
         )
+        self._subnets(env)
+        self._private_services(env)
+        self._run_app_zone(env)
+        self._nat(env)
+        self.firewall = Firewall(self, "firewall", FirewallProps(network=self.vpc.id, rules=tuple(firewall_rules(env))))
+        if env.budget:
+            self._budget(env, env.budget)
 
-        self.subnet = ComputeSubnetwork(
+        TerraformOutput(self, "network_id", value=self.vpc.id)
+        TerraformOutput(self, "cloud_run_subnet_id", value=self.run_subnet.id)
+        self.outputs = NetworkOutputs(
+            network_id=self.vpc.id,
+            workloads_subnet_id=self.subnet.id,
+            run_subnet_id=self.run_subnet.id,
+            inference_address=self.inference_address.address,
+            private_services_network=self.psa_connection.network,
+            workers_subnet_id=self.workers_subnet.id if self.workers_subnet else None,
+        )
+
+    def _subnet(self, id_: str, name: str, cidr: str, *secondary: tuple[str, str]) -> ComputeSubnetwork:
+        """A regional subnet with Private Google Access and flow logs, and its secondary ranges (name, CIDR)."""
+        return ComputeSubnetwork(
             self,
-            "workloads-subnet",
-            name=names.subnet,
-            region=env.region,
+            id_,
+            name=name,
+            region=self.env.region,
             network=self.vpc.id,
-            ip_cidr_range=str(net.subnet_cidr),
+            ip_cidr_range=cidr,
             private_ip_google_access=True,
             secondary_ip_range=[
-                ComputeSubnetworkSecondaryIpRange(range_name=names.pods_range, ip_cidr_range=str(net.pods_cidr)),
-                ComputeSubnetworkSecondaryIpRange(
-                    range_name=names.services_range, ip_cidr_range=str(net.services_cidr)
-                ),
-            ],
+                ComputeSubnetworkSecondaryIpRange(range_name=range_name, ip_cidr_range=range_cidr)
+                for range_name, range_cidr in secondary
+            ]
+            or None,
             log_config=_FLOW_LOGS,
         )
 
+    def _subnets(self, env: Environment) -> None:
+        names, net = env.names, env.network
+        self.subnet = self._subnet(
+            "workloads-subnet",
+            names.subnet,
+            str(net.subnet_cidr),
+            (names.pods_range, str(net.pods_cidr)),
+            (names.services_range, str(net.services_cidr)),
+        )
         # Reserved for the model servers' internal load balancer, so the orchestrator's
         # inference URL is known before the cluster exists.
         self.inference_address = ComputeAddress(
@@ -156,53 +175,34 @@ class NetworkStack(LayerStack):
             subnetwork=self.subnet.id,
             address=str(net.inference_address),
         )
-
         # The Cloud Run services' own subnet (Direct VPC egress), with Private Google Access:
         # calls to internal-only services count as internal only when they come through the VPC
         # from a subnet with it (cloud.google.com/run/docs/securing/ingress#settings). Firewall
         # rules match Cloud Run by this whole range, since its addresses are ephemeral
         # (cloud.google.com/run/docs/configuring/vpc-direct-vpc#direct-vpc-ip-allocation).
-        self.run_subnet = ComputeSubnetwork(
-            self,
-            "cloud-run-subnet",
-            name=names.run_subnet,
-            region=env.region,
-            network=self.vpc.id,
-            ip_cidr_range=str(net.run_cidr),
-            private_ip_google_access=True,
-            log_config=_FLOW_LOGS,
-        )
-
+        self.run_subnet = self._subnet("cloud-run-subnet", names.run_subnet, str(net.run_cidr))
         # The background workers' own subnet and secondary ranges, apart from the models' cluster so
         # each cluster's ranges and firewall rules are its own. No Cloud NAT serves it: its nodes
         # have no external address, so Private Google Access is their only way out, to Google APIs
         # (cloud.google.com/vpc/docs/private-google-access).
-        self.workers_subnet = None
-        if env.workers.enabled:
-            self.workers_subnet = ComputeSubnetwork(
-                self,
+        self.workers_subnet = (
+            self._subnet(
                 "workers-subnet",
-                name=names.workers_subnet,
-                region=env.region,
-                network=self.vpc.id,
-                ip_cidr_range=str(net.workers_cidr),
-                private_ip_google_access=True,
-                secondary_ip_range=[
-                    ComputeSubnetworkSecondaryIpRange(
-                        range_name=names.workers_pods_range, ip_cidr_range=str(net.workers_pods_cidr)
-                    ),
-                    ComputeSubnetworkSecondaryIpRange(
-                        range_name=names.workers_services_range, ip_cidr_range=str(net.workers_services_cidr)
-                    ),
-                ],
-                log_config=_FLOW_LOGS,
+                names.workers_subnet,
+                str(net.workers_cidr),
+                (names.workers_pods_range, str(net.workers_pods_cidr)),
+                (names.workers_services_range, str(net.workers_services_cidr)),
             )
+            if env.workers.enabled
+            else None
+        )
 
-        psa = net.psa_cidr
+    def _private_services(self, env: Environment) -> None:
+        psa = env.network.psa_cidr
         self.psa_range = ComputeGlobalAddress(
             self,
             "psa-range",
-            name=names.psa_range,
+            name=env.names.psa_range,
             purpose="VPC_PEERING",
             address_type="INTERNAL",
             address=str(psa.network_address),
@@ -221,7 +221,7 @@ class NetworkStack(LayerStack):
             # destroy, Terraform forgets the peering
             # (registry.terraform.io/providers/hashicorp/google/6.50.0/docs/resources/
             # service_networking_connection#deletion_policy). The peering then blocks the VPC's
-            # deletion until someone deletes it (README, "Destroying").
+            # deletion until someone deletes it (docs/deploying.md, "Destroying").
             deletion_policy="ABANDON",
             # A peering so left behind makes the next deploy's create fail ("Cannot modify allocated
             # ranges in CreateConnection"); this updates the existing connection instead
@@ -230,6 +230,7 @@ class NetworkStack(LayerStack):
             depends_on=[self.apis["servicenetworking.googleapis.com"]],
         )
 
+    def _run_app_zone(self, env: Environment) -> None:
         # Cloud Run counts a call from another service as internal only if it comes through
         # the VPC: resolve run.app to private.googleapis.com inside it, so the gateway's calls
         # to the orchestrator enter the VPC by Direct VPC egress, which sends private.googleapis.com
@@ -237,7 +238,7 @@ class NetworkStack(LayerStack):
         self.run_app_zone = DnsManagedZone(
             self,
             "run-app-zone",
-            name=names.run_app_zone,
+            name=env.names.run_app_zone,
             dns_name="run.app.",
             description="Cloud Run URLs resolve to private.googleapis.com inside the VPC.",
             visibility="private",
@@ -257,14 +258,15 @@ class NetworkStack(LayerStack):
                 rrdatas=list(PRIVATE_GOOGLE_APIS_ADDRESSES),
             )
 
-        self.router = ComputeRouter(self, "router", name=names.router, region=env.region, network=self.vpc.id)
+    def _nat(self, env: Environment) -> None:
+        self.router = ComputeRouter(self, "router", name=env.names.router, region=env.region, network=self.vpc.id)
         # Private GKE nodes reach the internet (Hugging Face's model weights) only through NAT; their
         # images come from Artifact Registry, Docker Hub's through the registry layer's mirror. Cloud Run
         # needs none, as it sends only private ranges into the VPC.
         ComputeRouterNat(
             self,
             "nat",
-            name=names.nat,
+            name=env.names.nat,
             router=self.router.name,
             region=env.region,
             nat_ip_allocate_option="AUTO_ONLY",
@@ -273,139 +275,31 @@ class NetworkStack(LayerStack):
             log_config=ComputeRouterNatLogConfig(enable=True, filter="ERRORS_ONLY"),
         )
 
-        self.firewall = Firewall(self, "firewall", FirewallProps(network=self.vpc.id, rules=tuple(firewall_rules(env))))
+    def _budget(self, env: Environment, budget: BudgetSettings) -> None:
+        """Optional ([budget] in the environment file): alerts before the month's bill surprises anyone."""
+        from hybrid.components.budget import Budget, BudgetProps
 
-        if env.budget:
-            # Optional ([budget] in the environment file): alerts before the month's bill surprises anyone.
-            from hybrid.components.budget import Budget, BudgetProps
-
-            budget = env.budget
-            Budget(
-                self,
-                "budget",
-                BudgetProps(
-                    env_name=env.name,
-                    project_id=env.project_id,
-                    billing_account=budget.billing_account,
-                    amount_usd=budget.amount_usd,
-                    thresholds=tuple(budget.thresholds),
-                    spend_basis=budget.spend_basis,
-                    notification_emails=tuple(budget.notification_emails),
-                ),
-            )
-
-        TerraformOutput(self, "network_id", value=self.vpc.id)
-        TerraformOutput(self, "cloud_run_subnet_id", value=self.run_subnet.id)
-
-        self.outputs = NetworkOutputs(
-            network_id=self.vpc.id,
-            workloads_subnet_id=self.subnet.id,
-            run_subnet_id=self.run_subnet.id,
-            inference_address=self.inference_address.address,
-            private_services_network=self.psa_connection.network,
-            workers_subnet_id=self.workers_subnet.id if self.workers_subnet else None,
+        Budget(
+            self,
+            "budget",
+            BudgetProps(
+                env_name=env.name,
+                project_id=env.project_id,
+                billing_account=budget.billing_account,
+                amount_usd=budget.amount_usd,
+                thresholds=tuple(budget.thresholds),
+                spend_basis=budget.spend_basis,
+                notification_emails=tuple(budget.notification_emails),
+            ),
         )
 
 
 def firewall_rules(env: Environment) -> list[Rule]:
-    """Default deny both ways, then exactly the flows of the architecture diagram."""
-    return (
-        _platform_rules(env)
-        + (_workers_rules(env) if env.workers.enabled else [])
-        + (_redis_rules(env) if env.redis.enabled else [])
-    )
-
-
-def _redis_rules(env: Environment) -> list[Rule]:
-    """The gateway's shared rate limit: Memorystore takes its address from the Private Services
-    Access range (connect mode PRIVATE_SERVICE_ACCESS), so only the egress rule is ours."""
-    return [
+    """Default deny both ways, then exactly the flows of the environment's topology (hybrid/topology.py)."""
+    names, net = env.names, env.network
+    deny = [
         Rule(
-            name=env.names.firewall_rule["allow-gateway-egress-redis"],
-            description="The gateway keeps its rate limit's buckets in Memorystore for Redis (TLS).",
-            direction="EGRESS",
-            action="allow",
-            target_tags=(env.names.run_tag["gateway"],),
-            destination_ranges=(str(env.network.psa_cidr),),
-            protocol="tcp",
-            ports=(str(REDIS_TLS_PORT),),
-        )
-    ]
-
-
-def _workers_rules(env: Environment) -> list[Rule]:
-    """The background workers' flows. They run as Pods, whose traffic to other VPC ranges keeps
-    its Pod address (GKE's ip-masq-agent leaves RFC 1918 destinations alone:
-    cloud.google.com/kubernetes-engine/docs/concepts/ip-masquerade-agent), so the rules name the
-    Pods' range; nodes and Pods together reach Google APIs and each other."""
-    rule_name, net = env.names.firewall_rule, env.network
-    pods = str(net.workers_pods_cidr)
-    workers = (str(net.workers_cidr), pods)
-    models = (str(net.subnet_cidr), str(net.pods_cidr))
-    port = str(net.inference_port)
-    return [
-        Rule(
-            name=rule_name["allow-workers-to-inference"],
-            description="The batch workers call the model servers' internal load balancer.",
-            direction="INGRESS",
-            action="allow",
-            source_ranges=(pods,),
-            destination_ranges=models,
-            protocol="tcp",
-            ports=(port,),
-        ),
-        Rule(
-            name=rule_name["allow-workers-egress-inference"],
-            description="The batch workers call the model servers' internal load balancer.",
-            direction="EGRESS",
-            action="allow",
-            source_ranges=(pods,),
-            destination_ranges=models,
-            protocol="tcp",
-            ports=(port,),
-        ),
-        Rule(
-            name=rule_name["allow-workers-egress-postgres"],
-            description="The batch workers connect to Cloud SQL (the ledger and the batches' state).",
-            direction="EGRESS",
-            action="allow",
-            source_ranges=(pods,),
-            destination_ranges=(str(net.psa_cidr),),
-            protocol="tcp",
-            ports=(str(POSTGRES_PORT),),
-        ),
-        Rule(
-            name=rule_name["allow-workers-internal"],
-            description="The workers' nodes and Pods talk to each other and to their cluster's services.",
-            direction="EGRESS",
-            action="allow",
-            source_ranges=workers,
-            destination_ranges=(*workers, str(net.workers_services_cidr)),
-        ),
-        Rule(
-            name=rule_name["allow-workers-egress-google-apis"],
-            description="The workers' nodes and Pods reach Google APIs and their control plane over HTTPS; "
-            "with no NAT for their subnet, Private Google Access is the only way out.",
-            direction="EGRESS",
-            action="allow",
-            source_ranges=workers,
-            destination_ranges=(ANYWHERE,),
-            protocol="tcp",
-            ports=(str(HTTPS_PORT),),
-        ),
-    ]
-
-
-def _platform_rules(env: Environment) -> list[Rule]:
-    rule_name, net = env.names.firewall_rule, env.network
-    workloads = (str(net.subnet_cidr), str(net.pods_cidr))
-    # Direct VPC egress carries each workload's network tag for egress rules; ingress rules cannot
-    # match it and use the subnet's range (cloud.google.com/run/docs/configuring/vpc-direct-vpc#limitations).
-    tags = env.names.run_tag
-    port = str(net.inference_port)
-    return [
-        Rule(
-            name=rule_name["deny-all-ingress"],
+            name=names.firewall_rule[DEFAULT_DENY["INGRESS"]],
             description="Default deny: nothing enters unless a rule below allows it.",
             direction="INGRESS",
             action="deny",
@@ -413,78 +307,29 @@ def _platform_rules(env: Environment) -> list[Rule]:
             priority=DEFAULT_DENY_PRIORITY,
         ),
         Rule(
-            name=rule_name["deny-all-egress"],
+            name=names.firewall_rule[DEFAULT_DENY["EGRESS"]],
             description="Default deny: nothing leaves unless a rule below allows it.",
             direction="EGRESS",
             action="deny",
             destination_ranges=(ANYWHERE,),
             priority=DEFAULT_DENY_PRIORITY,
         ),
-        Rule(
-            name=rule_name["allow-cloud-run-to-inference"],
-            description="The orchestrator (Cloud Run, Direct VPC egress) calls the model servers' internal load balancer.",
-            direction="INGRESS",
-            action="allow",
-            source_ranges=(str(net.run_cidr),),
-            destination_ranges=workloads,
-            protocol="tcp",
-            ports=(port,),
-        ),
-        Rule(
-            name=rule_name["allow-health-checks-to-inference"],
-            description="Google health checkers probe the model servers behind the load balancer.",
-            direction="INGRESS",
-            action="allow",
-            source_ranges=HEALTH_CHECK_RANGES,
-            destination_ranges=workloads,
-            protocol="tcp",
-            ports=(port,),
-        ),
-        Rule(
-            name=rule_name["allow-orchestrator-egress-inference"],
-            description="The orchestrator, alone on Cloud Run, calls the model servers.",
-            direction="EGRESS",
-            action="allow",
-            target_tags=(tags["orchestrator"],),
-            destination_ranges=workloads,
-            protocol="tcp",
-            ports=(port,),
-        ),
-        Rule(
-            name=rule_name["allow-orchestrator-egress-postgres"],
-            description="The orchestrator and the one-time database bootstrap job connect to Cloud SQL.",
-            direction="EGRESS",
-            action="allow",
-            target_tags=(tags["orchestrator"], tags["db-bootstrap"]),
-            destination_ranges=(str(net.psa_cidr),),
-            protocol="tcp",
-            ports=(str(POSTGRES_PORT),),
-        ),
-        Rule(
-            name=rule_name["allow-egress-google-apis"],
-            description="Google APIs and internal Cloud Run services over private.googleapis.com.",
-            direction="EGRESS",
-            action="allow",
-            destination_ranges=(PRIVATE_GOOGLE_APIS_RANGE,),
-            protocol="tcp",
-            ports=(str(HTTPS_PORT),),
-        ),
-        Rule(
-            name=rule_name["allow-workloads-internal"],
-            description="GKE nodes and pods talk to each other and to cluster services.",
-            direction="EGRESS",
-            action="allow",
-            source_ranges=workloads,
-            destination_ranges=(*workloads, str(net.services_cidr)),
-        ),
-        Rule(
-            name=rule_name["allow-workloads-egress-https"],
-            description="GKE workloads fetch model weights over HTTPS through Cloud NAT, and reach Google APIs.",
-            direction="EGRESS",
-            action="allow",
-            source_ranges=workloads,
-            destination_ranges=(ANYWHERE,),
-            protocol="tcp",
-            ports=(str(HTTPS_PORT),),
-        ),
     ]
+
+    def ranges(peer: Peer) -> tuple[str, ...]:
+        return tuple(ref if "/" in ref else str(getattr(net, ref)) for ref in peer.ranges)
+
+    active = for_environment(env)
+    order = active.section_order()
+    allowed: dict[str, tuple[tuple[int, bool], Rule]] = {}
+    for flow in active.firewall_flows():
+        port = port_number(flow.port, env) if flow.port else None
+        rules = flow_rules(
+            flow, name=names.firewall_rule.__getitem__, ranges=ranges, tag=names.run_tag.__getitem__, port=port
+        )
+        for rule in rules:
+            # Cloud Run's calls to one destination share its ingress rule, which matches their subnet.
+            allowed.setdefault(rule.name, ((order.index(flow.section), rule.direction == "EGRESS"), rule))
+    # Each section's ingress rules, then its egress rules: the order the rules were written in,
+    # which the HCL snapshots keep.
+    return deny + [rule for _, rule in sorted(allowed.values(), key=lambda placed: placed[0])]

@@ -4,7 +4,7 @@ The Artifact Registry repository the services' images are pushed to and, with
 `weights = "gcsfuse"`, the bucket the model servers read their weights from. A layer of its
 own, deployed before the others: a Cloud Run revision pulls its image when it is created, and
 a model server reads its weights offline when it starts, so images and weights are uploaded
-between this layer and the rest (README, "Deploying to a real project").
+between this layer and the rest (docs/deploying.md, "Deploying to a real project").
 """
 
 from __future__ import annotations
@@ -53,15 +53,12 @@ def service_image(env: Environment, role: str, image: str | None) -> str:
 
 class RegistryStack(LayerStack):
     def __init__(self, scope: Construct, env: Environment, network: NetworkStack) -> None:
-        super().__init__(scope, env, "registry")
-        self.add_dependency(network)  # the Artifact Registry API is enabled there
-        self.repository = ArtifactRegistryRepository(
-            self,
+        # After the network layer: the Artifact Registry API is enabled there.
+        super().__init__(scope, env, "registry", network)
+        self.repository = self._docker_repository(
             "registry",
-            repository_id=env.names.registry,
-            location=env.region,
-            format="DOCKER",
-            description="Images of the platform's Cloud Run services.",
+            env.names.registry,
+            "Images of the platform's Cloud Run services.",
             docker_config=ArtifactRegistryRepositoryDockerConfig(immutable_tags=True),
         )
         TerraformOutput(
@@ -74,14 +71,11 @@ class RegistryStack(LayerStack):
             # The model servers pull vLLM's image from Docker Hub through this remote repository,
             # which caches it on first pull (cloud.google.com/artifact-registry/docs/repositories/
             # remote-repo): their nodes read images from Artifact Registry alone.
-            ArtifactRegistryRepository(
-                self,
+            self._docker_repository(
                 "dockerhub-mirror",
-                repository_id=env.names.dockerhub_mirror,
-                location=env.region,
-                format="DOCKER",
+                env.names.dockerhub_mirror,
+                "Docker Hub, mirrored for the model servers' image.",
                 mode="REMOTE_REPOSITORY",
-                description="Docker Hub, mirrored for the model servers' image.",
                 remote_repository_config=ArtifactRegistryRepositoryRemoteRepositoryConfig(
                     docker_repository=ArtifactRegistryRepositoryRemoteRepositoryConfigDockerRepository(
                         public_repository="DOCKER_HUB"
@@ -104,3 +98,26 @@ class RegistryStack(LayerStack):
                 versioning=StorageBucketVersioning(enabled=False),
                 force_destroy=False,  # a bucket that still holds weights is not destroyed
             )
+
+    def _docker_repository(
+        self,
+        id_: str,
+        repository_id: str,
+        description: str,
+        *,
+        mode: str | None = None,
+        docker_config: ArtifactRegistryRepositoryDockerConfig | None = None,
+        remote_repository_config: ArtifactRegistryRepositoryRemoteRepositoryConfig | None = None,
+    ) -> ArtifactRegistryRepository:
+        """A Docker repository in the environment's region."""
+        return ArtifactRegistryRepository(
+            self,
+            id_,
+            repository_id=repository_id,
+            location=self.env.region,
+            format="DOCKER",
+            mode=mode,
+            description=description,
+            docker_config=docker_config,
+            remote_repository_config=remote_repository_config,
+        )

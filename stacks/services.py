@@ -12,8 +12,6 @@ network tag of its own; the frontend and a Cloud Run model server call nothing p
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from cdktf import TerraformOutput
 from cdktf_cdktf_provider_google.apikeys_key import (
     ApikeysKey,
@@ -31,20 +29,19 @@ from cdktf_cdktf_provider_google.logging_metric import LoggingMetric, LoggingMet
 from cdktf_cdktf_provider_google_beta.provider import GoogleBetaProvider
 from constructs import Construct
 
-from hybrid.components.cloud_run import INVOKER, CloudRunService, CloudRunServiceProps, Gpu, PrivateEgress
+from hybrid.components.cloud_run import CloudRunService, CloudRunServiceProps, PrivateEgress
 from hybrid.components.database_bootstrap import DatabaseBootstrapJob, DatabaseBootstrapProps
-from hybrid.components.grants import ALL_USERS, Project, grant, role_id
+from hybrid.components.roles import VERTEX_AI_USER
 from hybrid.components.service_account import ServiceAccount, ServiceAccountProps
-from hybrid.config import Environment, GpuServiceSettings, ServiceSettings
+from hybrid.config import CloudRunSizing, Environment
 from hybrid.layer import LayerStack
 from hybrid.network_constants import REDIS_TLS_PORT
 from hybrid.service_contract import Wiring, container_env, run_app_url
 from services.gateway.settings import FALLBACK_MESSAGE
-from stacks.database import DatabaseStack
+from stacks.database import DatabaseOutputs, DatabaseStack
 from stacks.network import NetworkOutputs, NetworkStack
 from stacks.registry import RegistryStack, service_image
 
-VERTEX_AI_USER = "roles/aiplatform.user"
 # What the chat page calls with its browser key: sign-in, and refreshing the ID token
 # (cloud.google.com/identity-platform/docs/use-rest-api).
 IDENTITY_PLATFORM_APIS = ("identitytoolkit.googleapis.com", "securetoken.googleapis.com")
@@ -59,55 +56,26 @@ class ServicesStack(LayerStack):
         registry: RegistryStack,
         database: DatabaseStack,
     ) -> None:
-        super().__init__(scope, env, "services")
-        self.add_dependency(network)
-        self.add_dependency(registry)
-        self.add_dependency(database)
+        """Over 60 lines: the services are built in the order each needs the one before, the wiring
+        growing as each URL exists, which reads best in one place."""
+        super().__init__(scope, env, "services", network, registry, database)
         settings, names = env.services, env.names
         self.network: NetworkOutputs = network.outputs
 
         # The frontend's deterministic URL is known before it exists: the gateway admits the chat
         # page's origin without waiting for the frontend.
         project = DataGoogleProject(self, "project", project_id=env.project_id)
-        # The chat page's users sign in with email and password (the gateway trusts these tokens).
-        # Enabling Identity Platform cannot be undone: destroy only forgets it
-        # (registry.terraform.io/providers/hashicorp/google/6.50.0/docs/resources/identity_platform_config).
-        IdentityPlatformConfig(
-            self,
-            "identity-platform",
-            project=env.project_id,
-            sign_in=IdentityPlatformConfigSignIn(
-                email=IdentityPlatformConfigSignInEmail(enabled=True, password_required=True)
-            ),
-        )
         frontend_origin = run_app_url(names.service["frontend"], project.number, env.region)
-        browser_key = ApikeysKey(
-            self,
-            "identity-platform-key",
-            name=names.browser_key,
-            display_name="Chat page sign-in (browser key, public by design)",
-            restrictions=ApikeysKeyRestrictions(
-                api_targets=[ApikeysKeyRestrictionsApiTargets(service=api) for api in IDENTITY_PLATFORM_APIS],
-                browser_key_restrictions=ApikeysKeyRestrictionsBrowserKeyRestrictions(
-                    allowed_referrers=[f"{frontend_origin}/*"]
-                ),
-            ),
-        )
+        browser_key = self._sign_in(frontend_origin)
 
-        self.inference = None
+        self.inference = self._cloud_run_inference()
         # The address the network layer reserves, from the same setting: a literal here, because
         # cdktf's HCL output mangles a Terraform reference inside a JSON string (BACKENDS).
-        inference_url = f"http://{env.network.inference_address}:{env.network.inference_port}/v1"
-        if env.inference.placement == "cloud_run":
-            gpu = env.inference.cloud_run_server
-            self.inference = self._service(
-                "inference",
-                gpu,
-                env=dict(gpu.env),
-                container_port=gpu.port,
-                args=("--model", gpu.model, "--port", str(gpu.port)),
-            )
-            inference_url = f"{self.inference.uri}/v1"
+        inference_url = (
+            f"{self.inference.uri}/v1"
+            if self.inference
+            else f"http://{env.network.inference_address}:{env.network.inference_port}/v1"
+        )
 
         # Built in the order each needs the one before: the orchestrator's URL goes to the
         # gateway, the gateway's to the frontend. The gateway's account comes first: the
@@ -136,22 +104,145 @@ class ServicesStack(LayerStack):
             account=db.orchestrator_account,
             env=container_env(env, wiring, "orchestrator"),
         )
-        grant(
-            self.orchestrator,
-            role_id(VERTEX_AI_USER),
-            role=VERTEX_AI_USER,
-            to=self.orchestrator.service_account,
-            on=Project(env.project_id),
-        )
+        self.orchestrator.grant_project_role(VERTEX_AI_USER)
         if self.inference:
-            self._allow_invoke(self.inference, caller=self.orchestrator)
+            self.inference.grant_invoke(self.orchestrator)
 
+        self._bootstrap(db)
+
+        wiring = wiring.with_url("orchestrator", self.orchestrator.uri)
+        self.gateway = self._gateway(wiring, gateway_account, with_redis=db.redis is not None)
+        self.frontend = self._frontend(wiring.with_url("gateway", self.gateway.uri))
+        # The address to open: the gateway's CORS and the browser key admit this origin only.
+        TerraformOutput(self, "chat_page_url", value=frontend_origin)
+
+    def _gateway(self, wiring: Wiring, account: ServiceAccount, *, with_redis: bool) -> CloudRunService:
+        """The public API: it alone may call the orchestrator; with Redis, its auth secret and the
+        metric of its falling back to per-instance limits."""
+        names = self.env.names
+        gateway = self._service(
+            "gateway",
+            self.env.services.gateway,
+            env=container_env(self.env, wiring, "gateway"),
+            account=account,
+            # Read at start-up from Secret Manager, granted to the gateway alone.
+            secrets={"REDIS_AUTH": names.redis_auth_secret} if with_redis else {},
+        )
+        self.orchestrator.grant_invoke(gateway)
+        if with_redis:
+            self._rate_limit_fallback_metric()
+        gateway.grant_public_invoke()
+        return gateway
+
+    def _cloud_run_inference(self) -> CloudRunService | None:
+        """The model server on a Cloud Run GPU, where [inference] places it there."""
+        if self.env.inference.placement != "cloud_run":
+            return None
+        gpu = self.env.inference.cloud_run_server
+        return self._service(
+            "inference",
+            gpu,
+            env=dict(gpu.env),
+            container_port=gpu.port,
+            args=("--model", gpu.model, "--port", str(gpu.port)),
+        )
+
+    def _frontend(self, wiring: Wiring) -> CloudRunService:
+        """The chat page: public, or behind Identity-Aware Proxy for the listed members."""
+        settings = self.env.services
+        frontend = self._service("frontend", settings.frontend, env=container_env(self.env, wiring, "frontend"))
+        if settings.frontend.access == "iap":
+            beta = GoogleBetaProvider(self, "google-beta", project=self.env.project_id, region=self.env.region)
+            frontend.require_iap(members=settings.iap_members, beta=beta)
+        else:
+            frontend.grant_public_invoke()
+        return frontend
+
+    def egress(self, role: str) -> PrivateEgress:
+        return PrivateEgress(
+            network=self.network.network_id, subnetwork=self.network.run_subnet_id, tag=self.env.names.run_tag[role]
+        )
+
+    def _image(self, role: str, settings: CloudRunSizing) -> str:
+        return service_image(self.env, role, settings.image)
+
+    def _account(self, role: str) -> ServiceAccount:
+        """The Cloud Run service ``role``'s own account."""
+        return ServiceAccount(
+            self,
+            f"{role}-identity",
+            ServiceAccountProps(
+                account_id=self.env.names.service[role],
+                display_name=f"{role} (Cloud Run)",
+                description=f"Runs the {role} Cloud Run service.",
+            ),
+        )
+
+    def _service(
+        self,
+        role: str,
+        settings: CloudRunSizing,
+        *,
+        env: dict[str, str],
+        account: ServiceAccount | None = None,
+        secrets: dict[str, str] | None = None,
+        container_port: int = 8080,
+        args: tuple[str, ...] = (),
+    ) -> CloudRunService:
+        """The Cloud Run service ``role``, run by ``account`` or by a new account of its own; ``secrets``
+        are variables the stack itself has the service read from Secret Manager, beside the file's."""
+        names = self.env.names
+        props = CloudRunServiceProps(
+            name=names.service[role],
+            project=self.env.project_id,
+            region=self.env.region,
+            image=self._image(role, settings),
+            deletion_protection=self.env.services.deletion_protection,
+            egress=self.egress(role) if role in names.run_tag else None,
+            settings=settings,
+            env=tuple(env.items()),
+            secrets=tuple((secrets or {}).items()),
+            container_port=container_port,
+            args=args,
+        )
+        return CloudRunService(self, role, props, service_account=account or self._account(role))
+
+    def _sign_in(self, frontend_origin: str) -> ApikeysKey:
+        """Identity Platform, and the browser key the chat page at ``frontend_origin`` signs in with."""
+        env = self.env
+        # The chat page's users sign in with email and password (the gateway trusts these tokens).
+        # Enabling Identity Platform cannot be undone: destroy only forgets it
+        # (registry.terraform.io/providers/hashicorp/google/6.50.0/docs/resources/identity_platform_config).
+        IdentityPlatformConfig(
+            self,
+            "identity-platform",
+            project=env.project_id,
+            sign_in=IdentityPlatformConfigSignIn(
+                email=IdentityPlatformConfigSignInEmail(enabled=True, password_required=True)
+            ),
+        )
+        return ApikeysKey(
+            self,
+            "identity-platform-key",
+            name=env.names.browser_key,
+            display_name="Chat page sign-in (browser key, public by design)",
+            restrictions=ApikeysKeyRestrictions(
+                api_targets=[ApikeysKeyRestrictionsApiTargets(service=api) for api in IDENTITY_PLATFORM_APIS],
+                browser_key_restrictions=ApikeysKeyRestrictionsBrowserKeyRestrictions(
+                    allowed_referrers=[f"{frontend_origin}/*"]
+                ),
+            ),
+        )
+
+    def _bootstrap(self, db: DatabaseOutputs) -> None:
+        """The job that grants the orchestrator's database user its schema, once."""
+        names, settings = self.env.names, self.env.services
         DatabaseBootstrapJob(
             self,
             "database-bootstrap",
             DatabaseBootstrapProps(
                 name=names.database_bootstrap,
-                region=env.region,
+                region=self.env.region,
                 image=self._image("orchestrator", settings.orchestrator),
                 egress=self.egress("db-bootstrap"),
                 database_host=db.host,
@@ -172,109 +263,20 @@ class ServicesStack(LayerStack):
             ),
         )
 
-        wiring = replace(wiring, orchestrator_url=self.orchestrator.uri)
-        self.gateway = self._service(
-            "gateway",
-            settings.gateway,
-            env=container_env(env, wiring, "gateway"),
-            account=gateway_account,
-            # Read at start-up from Secret Manager, granted to the gateway alone.
-            secrets={"REDIS_AUTH": names.redis_auth_secret} if db.redis else {},
-        )
-        self._allow_invoke(self.orchestrator, caller=self.gateway)
-        if db.redis:
-            # Counts the gateway's warnings while it limits per instance because Redis did not
-            # answer (at most one a minute an instance): "the number of log entries that match a
-            # filter" (cloud.google.com/logging/docs/logs-based-metrics#counter-metrics), to alert on.
-            LoggingMetric(
-                self,
-                "rate-limit-fallback",
-                name=names.rate_limit_fallback_metric,
-                description="Gateway instances limiting per instance because Redis did not answer",
-                filter=(
-                    'resource.type="cloud_run_revision" '
-                    f'AND resource.labels.service_name="{names.service["gateway"]}" '
-                    f'AND jsonPayload.message="{FALLBACK_MESSAGE}"'
-                ),
-                metric_descriptor=LoggingMetricMetricDescriptor(metric_kind="DELTA", value_type="INT64", unit="1"),
-            )
-        grant(self.gateway, "invoker-public", role=INVOKER, to=ALL_USERS, on=self.gateway.target)
-
-        self.frontend = self._service(
-            "frontend",
-            settings.frontend,
-            env=container_env(env, replace(wiring, gateway_url=self.gateway.uri), "frontend"),
-        )
-        if settings.frontend.access == "iap":
-            beta = GoogleBetaProvider(self, "google-beta", project=env.project_id, region=env.region)
-            self.frontend.require_iap(members=settings.iap_members, beta=beta)
-        else:
-            grant(self.frontend, "invoker-public", role=INVOKER, to=ALL_USERS, on=self.frontend.target)
-        # The address to open: the gateway's CORS and the browser key admit this origin only.
-        TerraformOutput(self, "chat_page_url", value=frontend_origin)
-
-    @staticmethod
-    def _allow_invoke(service: CloudRunService, *, caller: CloudRunService) -> None:
-        """Only ``caller``'s identity (and whoever else is granted too) may invoke ``service``."""
-        account = caller.service_account
-        grant(service, f"invoker-{account.node.id}", role=INVOKER, to=account, on=service.target)
-
-    def egress(self, role: str) -> PrivateEgress:
-        return PrivateEgress(
-            network=self.network.network_id, subnetwork=self.network.run_subnet_id, tag=self.env.names.run_tag[role]
-        )
-
-    def _image(self, role: str, settings: ServiceSettings) -> str:
-        return service_image(self.env, role, settings.image)
-
-    def _account(self, role: str) -> ServiceAccount:
-        """The Cloud Run service ``role``'s own account."""
-        return ServiceAccount(
-            self,
-            f"{role}-identity",
-            ServiceAccountProps(
-                account_id=self.env.names.service[role],
-                display_name=f"{role} (Cloud Run)",
-                description=f"Runs the {role} Cloud Run service.",
-            ),
-        )
-
-    def _service(
-        self,
-        role: str,
-        settings: ServiceSettings,
-        *,
-        env: dict[str, str],
-        account: ServiceAccount | None = None,
-        secrets: dict[str, str] | None = None,
-        container_port: int = 8080,
-        args: tuple[str, ...] = (),
-    ) -> CloudRunService:
-        """The Cloud Run service ``role``, run by ``account`` or by a new account of its own; ``secrets``
-        are variables the stack itself has the service read from Secret Manager, beside the file's."""
+    def _rate_limit_fallback_metric(self) -> None:
         names = self.env.names
-        account = account or self._account(role)
-        gpu = settings if isinstance(settings, GpuServiceSettings) else None
-        props = CloudRunServiceProps(
-            name=names.service[role],
-            project=self.env.project_id,
-            region=self.env.region,
-            image=self._image(role, settings),
-            cpu=settings.cpu,
-            memory=settings.memory,
-            min_instances=settings.min_instances,
-            max_instances=settings.max_instances,
-            concurrency=settings.concurrency,
-            timeout_seconds=settings.timeout_seconds,
-            cpu_always_allocated=settings.cpu_always_allocated,
-            startup_cpu_boost=settings.startup_cpu_boost,
-            ingress=settings.ingress,
-            deletion_protection=self.env.services.deletion_protection,
-            egress=self.egress(role) if role in names.run_tag else None,
-            env=tuple(env.items()),
-            secrets=tuple({**settings.secrets, **(secrets or {})}.items()),
-            container_port=container_port,
-            args=args,
-            gpu=Gpu(type=gpu.gpu_type, count=gpu.gpus, zonal_redundancy=gpu.zonal_redundancy) if gpu else None,
+        # Counts the gateway's warnings while it limits per instance because Redis did not
+        # answer (at most one a minute an instance): "the number of log entries that match a
+        # filter" (cloud.google.com/logging/docs/logs-based-metrics#counter-metrics), to alert on.
+        LoggingMetric(
+            self,
+            "rate-limit-fallback",
+            name=names.rate_limit_fallback_metric,
+            description="Gateway instances limiting per instance because Redis did not answer",
+            filter=(
+                'resource.type="cloud_run_revision" '
+                f'AND resource.labels.service_name="{names.service["gateway"]}" '
+                f'AND jsonPayload.message="{FALLBACK_MESSAGE}"'
+            ),
+            metric_descriptor=LoggingMetricMetricDescriptor(metric_kind="DELTA", value_type="INT64", unit="1"),
         )
-        return CloudRunService(self, role, props, service_account=account)

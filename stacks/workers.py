@@ -25,10 +25,10 @@ from constructs import Construct
 from hybrid.components.batch_bucket import BatchBucket, BatchBucketProps
 from hybrid.components.batch_worker import BatchWorker, BatchWorkerProps
 from hybrid.components.control_plane import ClusterPlacement
-from hybrid.components.grants import Project, grant, role_id
-from hybrid.components.kubernetes_access import kubernetes_provider
+from hybrid.components.grants import Project, grant_in_stack
 from hybrid.components.metrics_adapter import CustomMetricsAdapter, CustomMetricsAdapterProps
-from hybrid.components.pubsub_queue import PUBLISHER, SUBSCRIBER, PubSubQueue, PubSubQueueProps
+from hybrid.components.pubsub_queue import PubSubQueue, PubSubQueueProps
+from hybrid.components.roles import VERTEX_AI_USER
 from hybrid.components.service_account import ServiceAccount, ServiceAccountProps
 from hybrid.components.standard_cluster import NodePoolProps, StandardCluster, StandardClusterProps
 from hybrid.components.workload_identity import WorkloadIdentity, WorkloadIdentityProps
@@ -36,22 +36,15 @@ from hybrid.config import Environment
 from hybrid.layer import LayerStack
 from hybrid.service_contract import Wiring, container_env, service_settings
 from services.worker.settings import WorkerSettings
-from stacks.cluster import control_plane
+from stacks.cluster import control_plane, deploys_into
 from stacks.database import DatabaseStack
-from stacks.network import NetworkStack
+from stacks.network import NetworkOutputs, NetworkStack
 from stacks.registry import RegistryStack, repository, service_image
-from stacks.services import VERTEX_AI_USER
 
 NAMESPACE = "batch"
 WORKER_ACCOUNT = "worker"
 # The batch files' prefixes: inputs as uploaded (the orchestrator's), outputs per batch (the worker's).
 INPUTS, OUTPUTS = "inputs/", "outputs/"
-OBJECT_ADMIN, OBJECT_CREATOR, OBJECT_VIEWER = (
-    "roles/storage.objectAdmin",
-    "roles/storage.objectCreator",
-    "roles/storage.objectViewer",
-)
-MONITORING_VIEWER = "roles/monitoring.viewer"
 
 
 @dataclass(frozen=True)
@@ -71,14 +64,52 @@ class WorkersStack(LayerStack):
         registry: RegistryStack,
         database: DatabaseStack,
     ) -> None:
-        super().__init__(scope, env, "workers")
-        self.add_dependency(network)
-        self.add_dependency(registry)  # the services' repository, granted on below
-        self.add_dependency(database)
+        # After the registry: the services' repository is granted on below.
+        super().__init__(scope, env, "workers", network, registry, database)
         names, workers, project = env.names, env.workers, env.project_id
         worker, orchestrator = database.outputs.worker_account, database.outputs.orchestrator_account
-        assert worker is not None and network.outputs.workers_subnet_id is not None  # made when enabled
+        assert worker is not None  # made when enabled
 
+        self.cluster = self._cluster(network.outputs)
+        self.bucket = BatchBucket(
+            self,
+            "batch-files",
+            BatchBucketProps(
+                name=names.batch_bucket, location=env.region, delete_after_days=workers.bucket_lifecycle_days
+            ),
+        )
+        self.queue = self._queue()
+
+        # The worker: pulls both subscriptions; republishes stuck batches' lines (its sweeper) and
+        # nothing else to the line topic; writes and reads results under outputs/ only; calls
+        # Vertex AI. Its Cloud SQL login comes with its IAM database user (database layer).
+        self.queue.grant_consume(worker)
+        self.bucket.grant_write(worker, prefix=OUTPUTS)
+        self.bucket.grant_read(worker, prefix=OUTPUTS)
+        grant_in_stack(self, worker, "vertex-ai", VERTEX_AI_USER, Project(project))
+        # The orchestrator: publishes new batches' lines, stores and reads inputs, serves outputs.
+        self.queue.grant_publish(orchestrator)
+        self.bucket.grant_admin(orchestrator, prefix=INPUTS)
+        self.bucket.grant_read(orchestrator, prefix=OUTPUTS)
+
+        metrics_adapter_account = CustomMetricsAdapter.reader_account(
+            self,
+            "metrics-adapter-identity",
+            ServiceAccountProps(
+                account_id=names.workers_metrics_adapter_account,
+                display_name="Custom metrics adapter (workers)",
+                description="Reads the batch subscription's backlog from Cloud Monitoring for the workers' autoscaler.",
+            ),
+            project=project,
+        )
+        TerraformOutput(self, "workers_cluster_name", value=self.cluster.cluster.name)
+        TerraformOutput(self, "batch_bucket", value=self.bucket.bucket.name)
+        self.outputs = WorkersOutputs(metrics_adapter_account=metrics_adapter_account)
+
+    def _cluster(self, network: NetworkOutputs) -> StandardCluster:
+        """The workers' GKE Standard cluster: a Spot pool from zero, an on-demand pool beside it."""
+        env, names, workers, project = self.env, self.env.names, self.env.workers, self.env.project_id
+        assert network.workers_subnet_id is not None  # made when enabled
         nodes = ServiceAccount(
             self,
             "node-identity",
@@ -88,7 +119,7 @@ class WorkersStack(LayerStack):
                 description="Runs the workers cluster's nodes: logs, metrics and image pulls only.",
             ),
         )
-        self.cluster = StandardCluster(
+        return StandardCluster(
             self,
             "workers",
             StandardClusterProps(
@@ -96,42 +127,25 @@ class WorkersStack(LayerStack):
                     name=names.workers_cluster,
                     project=project,
                     region=env.region,
-                    network=network.outputs.network_id,
-                    subnetwork=network.outputs.workers_subnet_id,
+                    network=network.network_id,
+                    subnetwork=network.workers_subnet_id,
                     pods_range=names.workers_pods_range,
                     services_range=names.workers_services_range,
-                    release_channel=workers.cluster.release_channel,
-                    deletion_protection=workers.cluster.deletion_protection,
+                    settings=workers.cluster,
                     control_plane=control_plane(env.cluster),
                 ),
                 pools=(
-                    NodePoolProps(
-                        name=names.spot_pool,
-                        machine_type=workers.spot_pool.machine_type,
-                        min_nodes=0,
-                        max_nodes=workers.spot_pool.max_nodes,
-                        spot=True,
-                    ),
-                    NodePoolProps(
-                        name=names.on_demand_pool,
-                        machine_type=workers.on_demand_pool.machine_type,
-                        min_nodes=workers.on_demand_pool.min_nodes,
-                        max_nodes=workers.on_demand_pool.max_nodes,
-                        spot=False,
-                    ),
+                    NodePoolProps.spot_pool(names.spot_pool, workers.spot_pool),
+                    NodePoolProps.on_demand_pool(names.on_demand_pool, workers.on_demand_pool),
                 ),
             ),
             node_account=nodes,
             pulls_from=(repository(env, names.registry),),  # the worker's image
         )
 
-        self.bucket = BatchBucket(
-            self,
-            "batch-files",
-            BatchBucketProps(
-                name=names.batch_bucket, location=env.region, delete_after_days=workers.bucket_lifecycle_days
-            ),
-        )
+    def _queue(self) -> PubSubQueue:
+        """The line topic and subscription, with the dead letters Pub/Sub moves as its agent."""
+        env, names, project = self.env, self.env.names, self.env.project_id
         # The Pub/Sub service agent is created as Pub/Sub is first used, and a role cannot be granted
         # to it before: ask for it first (cloud.google.com/iam/docs/create-service-agents).
         # hashicorp/google 6.50.0 has google_project_service_identity in its beta provider only.
@@ -139,8 +153,7 @@ class WorkersStack(LayerStack):
         pubsub_agent = GoogleProjectServiceIdentity(
             self, "pubsub-agent", project=project, service="pubsub.googleapis.com", provider=beta
         )
-        queue = workers.queue
-        self.queue = PubSubQueue(
+        return PubSubQueue(
             self,
             "batch-queue",
             PubSubQueueProps(
@@ -148,51 +161,11 @@ class WorkersStack(LayerStack):
                 subscription=names.batch_subscription,
                 dead_letter_topic=names.dead_letter_topic,
                 dead_letter_subscription=names.dead_letter_subscription,
-                ack_deadline_seconds=queue.ack_deadline_seconds,
-                min_backoff_seconds=queue.min_backoff_seconds,
-                max_backoff_seconds=queue.max_backoff_seconds,
-                max_delivery_attempts=queue.max_delivery_attempts,
-                retention_days=queue.retention_days,
+                settings=env.workers.queue,
             ),
+            messages="lines",
             dead_letter_agent=pubsub_agent,
         )
-
-        # The worker: pulls both subscriptions; republishes stuck batches' lines (its sweeper) and
-        # nothing else to the line topic; writes and reads results under outputs/ only; calls
-        # Vertex AI. Its Cloud SQL login comes with its IAM database user (database layer).
-        bucket, lines, dead_letters = self.bucket, self.queue.topic_target, self.queue.dead_letter_topic_target
-        line_subscription, dead_letter_subscription = self.queue.subscriptions
-        grant(self, "worker-pulls-lines", role=SUBSCRIBER, to=worker, on=line_subscription)
-        grant(self, "worker-pulls-dead-letters", role=SUBSCRIBER, to=worker, on=dead_letter_subscription)
-        grant(self, "worker-republishes-lines", role=PUBLISHER, to=worker, on=lines)
-        grant(self, "worker-publishes-dead-letters", role=PUBLISHER, to=worker, on=dead_letters)
-        grant(self, "worker-creates-outputs", role=OBJECT_CREATOR, to=worker, on=bucket.objects_under(OUTPUTS))
-        grant(self, "worker-reads-outputs", role=OBJECT_VIEWER, to=worker, on=bucket.objects_under(OUTPUTS))
-        grant(self, "worker-vertex-ai", role=VERTEX_AI_USER, to=worker, on=Project(project))
-        # The orchestrator: publishes new batches' lines, stores and reads inputs, serves outputs.
-        grant(self, "orchestrator-publishes-lines", role=PUBLISHER, to=orchestrator, on=lines)
-        grant(self, "orchestrator-inputs", role=OBJECT_ADMIN, to=orchestrator, on=bucket.objects_under(INPUTS))
-        grant(self, "orchestrator-reads-outputs", role=OBJECT_VIEWER, to=orchestrator, on=bucket.objects_under(OUTPUTS))
-
-        metrics_adapter_account = ServiceAccount(
-            self,
-            "metrics-adapter-identity",
-            ServiceAccountProps(
-                account_id=names.workers_metrics_adapter_account,
-                display_name="Custom metrics adapter (workers)",
-                description="Reads the batch subscription's backlog from Cloud Monitoring for the workers' autoscaler.",
-            ),
-        )
-        grant(
-            metrics_adapter_account,
-            role_id(MONITORING_VIEWER),
-            role=MONITORING_VIEWER,
-            to=metrics_adapter_account,
-            on=Project(project),
-        )
-        TerraformOutput(self, "workers_cluster_name", value=self.cluster.cluster.name)
-        TerraformOutput(self, "batch_bucket", value=self.bucket.bucket.name)
-        self.outputs = WorkersOutputs(metrics_adapter_account=metrics_adapter_account)
 
 
 class WorkersK8sStack(LayerStack):
@@ -203,17 +176,11 @@ class WorkersK8sStack(LayerStack):
         workers: WorkersStack,
         database: DatabaseStack,
     ) -> None:
-        super().__init__(scope, env, "workers-k8s")
-        self.add_dependency(workers)
+        super().__init__(scope, env, "workers-k8s", workers)
         names, project, deployment = env.names, env.project_id, env.workers.deployment
         worker = database.outputs.worker_account
         assert worker is not None  # made when enabled
-        kubernetes_provider(
-            self,
-            cluster=names.workers_cluster,
-            location=env.region,
-            access=control_plane(env.cluster).access,
-        )
+        deploys_into(self, env, names.workers_cluster)
         namespace = NamespaceV1(
             self,
             "namespace",
@@ -235,7 +202,7 @@ class WorkersK8sStack(LayerStack):
             database_name=db.database_name,
             worker_database_user=worker.database_user_name,
         )
-        settings = cast(WorkerSettings, service_settings(env, wiring, roles=("worker",))["worker"])
+        settings = cast(WorkerSettings, service_settings(env, wiring, only=("worker",))["worker"])
         self.worker = BatchWorker(
             self,
             "worker",
@@ -243,15 +210,11 @@ class WorkersK8sStack(LayerStack):
                 namespace=namespace.metadata.name,
                 service_account=account.name,
                 image=service_image(env, "worker", deployment.image),
-                cpu=deployment.cpu,
-                memory=deployment.memory,
+                settings=deployment,
                 env=tuple(container_env(env, wiring, "worker").items()),
                 port=settings.port,
                 shutdown_seconds=int(settings.shutdown_seconds),
-                min_replicas=deployment.min_replicas,
-                max_replicas=deployment.max_replicas,
                 subscription=names.batch_subscription,
-                target_undelivered_per_replica=deployment.target_undelivered_per_replica,
             ),
         )
         CustomMetricsAdapter(

@@ -9,7 +9,7 @@ import tomllib
 
 import pytest
 
-from analysis.advice import Profile, advise, skeleton
+from analysis.advice import LAYERS, SECTION_OF, Profile, advise, skeleton, stacks_build
 from hybrid.config import load_environment
 from iac import ROOT
 
@@ -58,7 +58,7 @@ def test_example_profile_places_each_layer_with_reasons():
 def test_fragment_pastes_into_an_environment_file_that_validates(tmp_path):
     advice = advise(profile())
     path = tmp_path / "acme-chat.toml"
-    path.write_text(skeleton(advice.profile) + advice.fragment)
+    path.write_text(skeleton(advice.profile, advice.fragment) + advice.fragment)
     env = load_environment(path)  # the same checks as environments/*.toml, capacity check included
     assert env.inference.gke.model == "meta-llama/Llama-3.1-8B-Instruct"
     assert env.inference.gke.min_replicas == 2  # cold starts unacceptable: warm replicas
@@ -70,7 +70,7 @@ def test_bursty_tolerant_workload_puts_a_one_l4_model_on_cloud_run(tmp_path):
     advice = advise(profile(traffic_pattern="bursty", cold_start_tolerance="acceptable"))
     assert placements(advice)["models"] == "cloud_run"
     path = tmp_path / "acme-chat.toml"
-    path.write_text(skeleton(advice.profile) + advice.fragment)
+    path.write_text(skeleton(advice.profile, advice.fragment) + advice.fragment)
     env = load_environment(path)
     assert env.inference.placement == "cloud_run" and env.inference.cloud_run.min_instances == 0
     assert not env.services.gateway.cpu_always_allocated and env.services.gateway.min_instances == 0
@@ -82,7 +82,7 @@ def test_a_model_larger_than_one_l4_goes_to_gke_on_the_gpus_it_needs(tmp_path):
     )
     assert placements(advice)["models"] == "gke"
     path = tmp_path / "acme-chat.toml"
-    path.write_text(skeleton(advice.profile) + advice.fragment)
+    path.write_text(skeleton(advice.profile, advice.fragment) + advice.fragment)
     gke = load_environment(path).inference.gke
     # The cheapest GPU type that holds it, in the fewest of those GPUs: 8 x L4 (a g2-standard-96).
     assert (gke.gpu_type, gke.gpu_count) == ("nvidia-l4", 8)
@@ -94,7 +94,7 @@ def test_no_gpu_routes_models_to_vertex_ai(tmp_path):
     advice = advise(Profile.model_validate({**raw, "gpu_required": False}))
     assert placements(advice)["models"] == "vertex_ai"
     path = tmp_path / "acme-chat.toml"
-    path.write_text(skeleton(advice.profile) + advice.fragment)
+    path.write_text(skeleton(advice.profile, advice.fragment) + advice.fragment)
     assert load_environment(path).inference.cloud_run.min_instances == 0
 
 
@@ -169,3 +169,33 @@ def test_json_output():
     data = json.loads(result.stdout)
     assert data["placements"]["models"]["platform"] == "gke"
     assert "[inference.gke]" in data["fragment"]
+
+
+def test_advise_knows_every_layer_the_stacks_build_from_the_config_models(monkeypatch):
+    # Each layer maps to a section of hybrid/config.Environment, which the stacks build from.
+    assert all(stacks_build(layer) for layer in LAYERS)
+    # A section the config models lack is a layer the stacks do not build, and advise says so.
+    monkeypatch.setitem(SECTION_OF, "workers", "services.worker_pool")
+    advice = advise(profile(background_workers=True, state="stateful"))
+    (workers,) = [d for d in advice.decisions if d.layer == "workers"]
+    assert not workers.built_by_stacks and "[workers]" not in advice.fragment
+
+
+def test_queue_driven_workers_are_built_by_the_stacks_and_the_fragment_enables_them(tmp_path):
+    advice = advise(profile(background_workers=True, state="stateful"))
+    (workers,) = [d for d in advice.decisions if d.layer == "workers"]
+    assert (workers.platform, workers.built_by_stacks) == ("gke", True)
+    assert not any("do not build" in reason for reason in workers.reasons)
+    assert "[workers]\nenabled = true" in advice.fragment
+    path = tmp_path / "acme-chat.toml"
+    path.write_text(skeleton(advice.profile, advice.fragment) + advice.fragment)
+    env = load_environment(path)
+    assert env.workers.enabled and env.network.workers_cidr is not None
+
+
+def test_stateless_workers_on_cloud_run_are_not_built_and_say_why():
+    advice = advise(profile(background_workers=True, state="stateless", team_size=2))
+    (workers,) = [d for d in advice.decisions if d.layer == "workers"]
+    assert (workers.platform, workers.built_by_stacks) == ("cloud_run", False)
+    assert workers.reasons[-1] == "the stacks build workers on GKE Standard only ([workers]), not as Cloud Run jobs"
+    assert "[workers]" not in advice.fragment

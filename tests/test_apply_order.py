@@ -80,6 +80,25 @@ def test_make_check_prints_the_table_and_fails_on_a_violation(synth_dir, tmp_pat
         result = run(env)
         assert result.returncode == 0, result.stdout + result.stderr
         assert re.search(rf"^{env}: (\d+) of \1 preconditions met$", result.stdout, re.M)
+        # Green: its title and summary alone; the table comes with --verbose.
+        lines = [line for line in result.stdout.splitlines() if line]
+        assert lines[0] == f"{env}: apply order" and len(lines) == 2, result.stdout
+    verbose = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "scripts.check_apply_order",
+            "--synth-dir",
+            str(synth_dir),
+            "--env",
+            "environments/dev.toml",
+            "--verbose",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert "MET BY" in verbose.stdout and len(verbose.stdout.splitlines()) > 10
     # The bucket the weights grant names, taken out of the registry layer: made by no stack again.
     broken = tmp_path / "synth"
     shutil.copytree(synth_dir, broken)
@@ -104,7 +123,7 @@ def test_make_check_prints_the_table_and_fails_on_a_violation(synth_dir, tmp_pat
 
 
 def test_the_readmes_images_loop_builds_the_images_step():
-    (loop,) = re.findall(r"^for service in ([\w ]+); do$", (ROOT / "README.md").read_text(), re.M)
+    (loop,) = re.findall(r"^for service in ([\w ]+); do$", (ROOT / "docs" / "deploying.md").read_text(), re.M)
     (images,) = [step for step in DEPLOY_STEPS if step.kind == "images"]
     assert tuple(loop.split()) == images.images
 

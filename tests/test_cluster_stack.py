@@ -23,18 +23,9 @@ def test_autopilot_in_the_network_subnet_and_ranges(env, cluster, synth_json):
     assert cluster["enable_autopilot"] is True
     assert cluster["location"] == "us-central1"
     here, network = f"{env}-cluster", f"{env}-network"
-    assert pointee(synth_json, here, cluster["network"]).brief == (
-        network,
-        "google_compute_network",
-        f"{env}-vpc",
-        "id",
-    )
-    assert pointee(synth_json, here, cluster["subnetwork"]).brief == (
-        network,
-        "google_compute_subnetwork",
-        f"{env}-workloads",
-        "id",
-    )
+    vpc, subnet = (pointee(synth_json, here, cluster[key]).brief for key in ("network", "subnetwork"))
+    assert vpc == (network, "google_compute_network", f"{env}-vpc", "id")
+    assert subnet == (network, "google_compute_subnetwork", f"{env}-workloads", "id")
     assert cluster["ip_allocation_policy"] == {
         "cluster_secondary_range_name": "pods",
         "services_secondary_range_name": "services",

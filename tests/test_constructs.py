@@ -17,7 +17,7 @@ from hybrid.components.autopilot_cluster import AutopilotCluster
 from hybrid.components.batch_bucket import BatchBucket, BatchBucketProps
 from hybrid.components.batch_worker import BatchWorker, BatchWorkerProps
 from hybrid.components.budget import Budget, BudgetProps
-from hybrid.components.cloud_run import CloudRunService, CloudRunServiceProps, Gpu, PrivateEgress
+from hybrid.components.cloud_run import CloudRunService, CloudRunServiceProps, PrivateEgress
 from hybrid.components.control_plane import ClusterPlacement, ControlPlane, ControlPlaneAccess
 from hybrid.components.database_bootstrap import DatabaseBootstrapJob, DatabaseBootstrapProps
 from hybrid.components.firewall import Firewall, FirewallProps, Rule
@@ -30,15 +30,17 @@ from hybrid.components.grants import (
     Repository,
     RunService,
     Secret,
-    grant,
     role_id,
 )
 from hybrid.components.postgres import PostgresInstance, PostgresProps
 from hybrid.components.pubsub_queue import PubSubQueue, PubSubQueueProps
+from hybrid.components.roles import INVOKER, LOG_WRITER, OBJECT_VIEWER
 from hybrid.components.service_account import ServiceAccount, ServiceAccountProps
 from hybrid.components.standard_cluster import NodePoolProps, StandardCluster, StandardClusterProps
-from hybrid.components.vllm_server import VllmServer, VllmServerProps, Weights
+from hybrid.components.vllm_server import VllmServer, VllmServerProps
 from hybrid.components.workload_identity import WorkloadIdentity, WorkloadIdentityProps
+from hybrid.config import CloudRunSizing, ClusterSettings, DatabaseSettings, GkeModelServerSettings, GpuServiceSizing
+from hybrid.config.workers import QueueSettings, WorkerDeploymentSettings
 from iac import only, pointee, principal, resources, synth_in_process
 
 STACK = "test"
@@ -60,10 +62,10 @@ def points_at(synthesized: dict, value: str) -> tuple:
 def test_each_target_binds_its_own_kind_of_iam_member():
     def build(stack):
         to = account(stack, account_id="reader")
-        grant(stack, "project", role="roles/logging.logWriter", to=to, on=Project("p"))
-        grant(stack, "secret", role="roles/secretmanager.secretAccessor", to=to, on=Secret("token"))
-        grant(stack, "bucket", role="roles/storage.objectViewer", to=to, on=Bucket("weights"))
-        grant(stack, "run", role="roles/run.invoker", to=ALL_USERS, on=RunService("p", "r", "svc"))
+        Project("p").grant_role(stack, LOG_WRITER, to)
+        Secret("token").grant_read(stack, to)
+        Bucket("weights").bind(stack, "bucket", OBJECT_VIEWER, to.member)
+        RunService("p", "r", "svc").bind(stack, "run", INVOKER, ALL_USERS.member)
 
     out = synth_in_process(build)
     members = {
@@ -93,11 +95,35 @@ def test_each_target_binds_its_own_kind_of_iam_member():
 def test_a_conditional_project_grant_carries_its_condition():
     def build(stack):
         where = Condition(title="only one", expression='resource.name == "x"')
-        grant(stack, "g", role="roles/cloudsql.client", to=Principal("user:a@example.com"), on=Project("p", where))
+        Project("p", where).bind(stack, "g", "roles/cloudsql.client", Principal("user:a@example.com").member)
 
     binding = only(synth_in_process(build), "google_project_iam_member")
     assert binding["member"] == "user:a@example.com"
     assert binding["condition"] == {"title": "only one", "expression": 'resource.name == "x"'}
+
+
+def test_invokers_are_granted_by_intent_and_named_for_the_caller():
+    def build(stack):
+        callee = CloudRunService(stack, "svc", SERVICE, service_account=account(stack, account_id="runner"))
+        caller = CloudRunService(
+            stack, "caller", replace(SERVICE, name="caller"), service_account=account(stack, "caller-id", "caller")
+        )
+        callee.grant_invoke(caller)
+        caller.grant_public_invoke()
+
+    out = synth_in_process(build)
+    invokers = {
+        next(part for part in key.split("_") if part.startswith("invoker-")): (
+            b["role"],
+            principal({STACK: out}, STACK, b["member"]),
+            points_at(out, b["name"])[1],
+        )
+        for key, b in resources(out, "google_cloud_run_v2_service_iam_member").items()
+    }
+    assert invokers == {
+        "invoker-caller-id": (INVOKER, "serviceAccount:caller", "svc"),
+        "invoker-public": (INVOKER, "allUsers", "caller"),
+    }
 
 
 def test_a_project_roles_binding_is_named_by_the_role():
@@ -152,17 +178,9 @@ SERVICE = CloudRunServiceProps(
     project="p",
     region="r",
     image="img",
-    cpu=4,
-    memory="8Gi",
-    min_instances=1,
-    max_instances=10,
-    concurrency=80,
-    timeout_seconds=300,
-    cpu_always_allocated=True,
-    startup_cpu_boost=True,
-    ingress="INGRESS_TRAFFIC_INTERNAL_ONLY",
     deletion_protection=False,
     egress=None,
+    settings=CloudRunSizing(max_instances=10, ingress="INGRESS_TRAFFIC_INTERNAL_ONLY"),
 )
 
 
@@ -176,12 +194,13 @@ def cloud_run(props: CloudRunServiceProps, *, iap_members: tuple[str, ...] | Non
 
 
 def test_a_gpu_service_asks_for_its_gpu_and_a_long_startup():
-    out = cloud_run(replace(SERVICE, gpu=Gpu(type="nvidia-l4", count=1, zonal_redundancy=False)))
+    gpu = GpuServiceSizing(model="google/gemma-3-4b-it", zonal_redundancy=False)
+    out = cloud_run(replace(SERVICE, settings=gpu))
     template = only(out, "google_cloud_run_v2_service")["template"]
     (box,) = template["containers"]
     assert template["node_selector"] == {"accelerator": "nvidia-l4"}
     assert template["gpu_zonal_redundancy_disabled"] is True
-    assert box["resources"]["limits"] == {"cpu": "4", "memory": "8Gi", "nvidia.com/gpu": "1"}
+    assert box["resources"]["limits"] == {"cpu": "8", "memory": "32Gi", "nvidia.com/gpu": "1"}
     assert (box["startup_probe"]["period_seconds"], box["startup_probe"]["failure_threshold"]) == (10, 60)
 
 
@@ -206,7 +225,9 @@ def test_egress_sends_private_ranges_from_the_subnet_with_the_tag():
 
 
 def test_secrets_are_granted_before_the_revision_and_read_as_latest():
-    props = replace(SERVICE, env=(("B", "2"), ("A", "1")), secrets=(("TOKEN", "tok"), ("KEY", "tok")))
+    # The file's secrets and the stack's own, one grant per secret.
+    settings = CloudRunSizing(secrets={"KEY": "tok"})
+    props = replace(SERVICE, settings=settings, env=(("B", "2"), ("A", "1")), secrets=(("TOKEN", "tok"),))
     out = cloud_run(props)
     service = only(out, "google_cloud_run_v2_service")
     (box,) = service["template"]["containers"]
@@ -235,7 +256,7 @@ def test_a_service_s_identity_may_write_logs_and_metrics():
 
 
 def test_behind_iap_only_the_listed_members_get_through():
-    out = cloud_run(replace(SERVICE, ingress="INGRESS_TRAFFIC_ALL"), iap_members=("group:team@example.com",))
+    out = cloud_run(replace(SERVICE, settings=CloudRunSizing()), iap_members=("group:team@example.com",))
     service = only(out, "google_cloud_run_v2_service")
     assert (service["provider"], service["iap_enabled"]) == ("google-beta", True)
     (invoker,) = resources(out, "google_cloud_run_v2_service_iam_member").values()
@@ -259,8 +280,7 @@ CLUSTER = ClusterPlacement(
     subnetwork="sub",
     pods_range="pod-range",
     services_range="service-range",
-    release_channel="STABLE",
-    deletion_protection=True,
+    settings=ClusterSettings(release_channel="STABLE", deletion_protection=True),
     control_plane=ControlPlane(ControlPlaneAccess.DNS),
 )
 
@@ -334,32 +354,25 @@ def test_nodes_run_as_the_node_account_with_its_two_roles():
 
 # --- the model server
 
-SERVER = VllmServerProps(
-    project="p",
-    namespace="inference",
-    service_account="vllm",
-    image="vllm:1",
-    model="org/model",
-    quantization=None,
-    tensor_parallel_size=1,
-    max_model_len=8192,
-    gpu_memory_utilization=0.9,
-    gpu_type="nvidia-l4",
-    gpu_count=1,
-    cpu=8,
-    memory="32Gi",
-    ephemeral_storage="100Gi",
-    weights=Weights.PVC,
-    weights_volume_size="100Gi",
-    weights_bucket=None,
-    hf_token_secret=None,
-    min_replicas=1,
-    max_replicas=2,
-    queue_target=10,
-    port=8000,
-    load_balancer_ip="10.0.0.5",
-    allowed_sources=("10.8.0.0/24",),
-)
+
+def server(quantization: str | None = None, port: int = 8000, **settings) -> VllmServerProps:
+    """A server whose [inference.gke] is the file's defaults but for ``settings``."""
+    return VllmServerProps(
+        project="p",
+        namespace="inference",
+        service_account="vllm",
+        image="vllm:1",
+        settings=GkeModelServerSettings(
+            **{"model": "mistralai/Mistral-7B-Instruct-v0.3", "gpu_type": "nvidia-l4", **settings}
+        ),
+        quantization=quantization,
+        port=port,
+        load_balancer_ip="10.0.0.5",
+        allowed_sources=("10.8.0.0/24",),
+    )
+
+
+SERVER = server()
 
 
 def vllm(props: VllmServerProps) -> dict:
@@ -392,7 +405,7 @@ def test_weights_on_a_disk_recreate_the_pod_and_mount_the_claim_writable():
 
 
 def test_weights_from_a_bucket_roll_one_server_at_a_time_read_only_and_offline():
-    out = vllm(replace(SERVER, weights=Weights.GCSFUSE, weights_bucket="bucket"))
+    out = vllm(server(weights="gcsfuse", weights_bucket="bucket"))
     assert deployment(out)["spec"]["strategy"] == {
         "type": "RollingUpdate",
         "rolling_update": {"max_surge": "1", "max_unavailable": "0"},
@@ -409,7 +422,7 @@ def test_weights_from_a_bucket_roll_one_server_at_a_time_read_only_and_offline()
 
 def test_quantization_reaches_the_server_only_when_the_model_has_one():
     assert "--quantization" not in the_container(vllm(SERVER))["args"]
-    args = the_container(vllm(replace(SERVER, quantization="awq")))["args"]
+    args = the_container(vllm(server(quantization="awq")))["args"]
     assert args[args.index("--quantization") + 1] == "awq"
 
 
@@ -419,7 +432,7 @@ def test_the_hugging_face_token_is_mounted_from_secret_manager_only_when_set():
     assert resources(without, "kubernetes_manifest") and all(
         m["manifest"]["kind"] != "SecretProviderClass" for m in resources(without, "kubernetes_manifest").values()
     )
-    out = vllm(replace(SERVER, hf_token_secret="tok"))
+    out = vllm(server(hf_token_secret="tok"))
     (provider_class,) = [
         m["manifest"]
         for m in resources(out, "kubernetes_manifest").values()
@@ -431,7 +444,7 @@ def test_the_hugging_face_token_is_mounted_from_secret_manager_only_when_set():
 
 
 def test_the_server_is_reached_on_its_port_from_the_allowed_sources():
-    out = vllm(replace(SERVER, port=9000))
+    out = vllm(server(port=9000))
     box = the_container(out)
     assert box["port"] == [{"name": "http", "container_port": 9000}]
     assert box["args"][box["args"].index("--port") + 1] == "9000"
@@ -443,7 +456,7 @@ def test_the_server_is_reached_on_its_port_from_the_allowed_sources():
     assert rule["ports"] == [{"port": "9000", "protocol": "TCP"}]
     assert rule["from"][0] == {"ip_block": {"cidr": "10.8.0.0/24"}}
     hpa = only(out, "kubernetes_horizontal_pod_autoscaler_v2")["spec"]
-    assert (hpa["min_replicas"], hpa["max_replicas"]) == (1, 2)
+    assert (hpa["min_replicas"], hpa["max_replicas"]) == (1, 1)
 
 
 # --- the rest
@@ -507,16 +520,7 @@ def test_an_iam_database_user_may_connect_to_its_instance_only():
         name="pg",
         region="r",
         private_network="net",
-        version="POSTGRES_16",
-        tier="db-custom-1-3840",
-        availability="ZONAL",
-        disk_size_gb=20,
-        deletion_protection=False,
-        backup_start_time="03:00",
-        retained_backups=7,
-        log_retention_days=7,
-        maintenance_day=7,
-        maintenance_hour=3,
+        settings=DatabaseSettings(tier="db-custom-1-3840", availability="ZONAL", deletion_protection=False),
     )
 
     def build(stack):
@@ -568,16 +572,10 @@ def test_the_bootstrap_job_reads_the_password_it_is_granted_first():
 # --- the workers tier
 
 STANDARD = StandardClusterProps(
-    ClusterPlacement(
+    replace(
+        CLUSTER,
         name="workers",
-        project="p",
-        region="r",
-        network="net",
-        subnetwork="sub",
-        pods_range="pod-range",
-        services_range="service-range",
-        release_channel="STABLE",
-        deletion_protection=False,
+        settings=ClusterSettings(release_channel="STABLE", deletion_protection=False),
         control_plane=ControlPlane(ControlPlaneAccess.AUTHORIZED_NETWORKS, ("203.0.113.0/24",)),
     ),
     pools=(
@@ -638,16 +636,18 @@ QUEUE = PubSubQueueProps(
     subscription="s",
     dead_letter_topic="dt",
     dead_letter_subscription="ds",
-    ack_deadline_seconds=120,
-    min_backoff_seconds=5,
-    max_backoff_seconds=300,
-    max_delivery_attempts=9,
-    retention_days=2,
+    settings=QueueSettings(
+        ack_deadline_seconds=120,
+        min_backoff_seconds=5,
+        max_backoff_seconds=300,
+        max_delivery_attempts=9,
+        retention_days=2,
+    ),
 )
 
 
 def test_queue_dead_letters_after_max_attempts_and_lets_pubsub_move_them():
-    out = synth_in_process(lambda stack: PubSubQueue(stack, "queue", QUEUE, dead_letter_agent=AGENT))
+    out = synth_in_process(lambda stack: PubSubQueue(stack, "queue", QUEUE, messages="lines", dead_letter_agent=AGENT))
     subscriptions = {s["name"]: s for s in resources(out, "google_pubsub_subscription").values()}
     source = subscriptions["s"]
     assert points_at(out, source["topic"]) == ("google_pubsub_topic", "t", "id")
@@ -669,13 +669,15 @@ def test_queue_dead_letters_after_max_attempts_and_lets_pubsub_move_them():
 def test_bucket_grants_on_a_prefix_carry_the_literal_condition():
     def build(stack):
         bucket = BatchBucket(stack, "files", BatchBucketProps(name="b-batch", location="r", delete_after_days=3))
-        grant(stack, "reader", role="roles/storage.objectViewer", to=account(stack), on=bucket.objects_under("out/"))
+        bucket.grant_read(account(stack), prefix="out/")
 
     out = synth_in_process(build)
     bucket = only(out, "google_storage_bucket")
     assert bucket["lifecycle_rule"] == [{"condition": {"age": 3}, "action": {"type": "Delete"}}]
     assert (bucket["uniform_bucket_level_access"], bucket["public_access_prevention"]) == (True, "enforced")
-    binding = only(out, "google_storage_bucket_iam_member")
+    ((key, binding),) = resources(out, "google_storage_bucket_iam_member").items()
+    assert key.startswith("identity-reads-out")  # <grantee>-<intent>-<prefix>, at the stack's top level
+    assert (binding["role"], principal({STACK: out}, STACK, binding["member"])) == (OBJECT_VIEWER, "serviceAccount:svc")
     assert points_at(out, binding["bucket"]) == ("google_storage_bucket", "b-batch", "name")
     assert binding["condition"] == {
         "title": "only out/",
@@ -687,15 +689,13 @@ WORKER = BatchWorkerProps(
     namespace="jobs",
     service_account="runner",
     image="registry.example/worker:1",
-    cpu="500m",
-    memory="512Mi",
+    settings=WorkerDeploymentSettings(
+        cpu="500m", memory="512Mi", min_replicas=2, max_replicas=6, target_undelivered_per_replica=7
+    ),
     env=(("TOPIC", "projects/p/topics/t"),),
     port=9000,
     shutdown_seconds=40,
-    min_replicas=2,
-    max_replicas=6,
     subscription="s",
-    target_undelivered_per_replica=7,
 )
 
 
@@ -716,3 +716,29 @@ def test_batch_worker_scales_on_its_subscription_and_drains_before_it_is_killed(
     assert metric["external"]["target"] == {"type": "AverageValue", "average_value": "7"}
     budget = only(out, "kubernetes_pod_disruption_budget_v1")
     assert budget["spec"]["selector"] == {"match_labels": deployment["spec"]["selector"]["match_labels"]}
+
+
+def test_a_queue_s_consumer_and_publisher_are_granted_by_intent_and_named_for_it():
+    def build(stack):
+        queue = PubSubQueue(stack, "queue", QUEUE, messages="lines", dead_letter_agent=AGENT)
+        queue.grant_consume(account(stack, "worker", "worker"))
+        queue.grant_publish(account(stack, "sender", "sender"))
+
+    out = synth_in_process(build)
+    held = {
+        key: (
+            b["role"],
+            principal({STACK: out}, STACK, b["member"]),
+            points_at(out, b.get("topic") or b["subscription"])[1],
+        )
+        for kind in ("google_pubsub_topic_iam_member", "google_pubsub_subscription_iam_member")
+        for key, b in resources(out, kind).items()
+        if not key.startswith("queue")  # the agent's, inside the queue
+    }
+    assert held == {
+        "worker-pulls-lines": ("roles/pubsub.subscriber", "serviceAccount:worker", "s"),
+        "worker-pulls-dead-letters": ("roles/pubsub.subscriber", "serviceAccount:worker", "ds"),
+        "worker-republishes-lines": ("roles/pubsub.publisher", "serviceAccount:worker", "t"),
+        "worker-publishes-dead-letters": ("roles/pubsub.publisher", "serviceAccount:worker", "dt"),
+        "sender-publishes-lines": ("roles/pubsub.publisher", "serviceAccount:sender", "t"),
+    }

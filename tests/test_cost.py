@@ -18,9 +18,12 @@ import tomllib
 
 import pytest
 
-from analysis.cost.estimate import Workload, _Lines, cloud_run_service, estimate
+from analysis.cost.cloud_run import cloud_run_service
+from analysis.cost.estimate import estimate
+from analysis.cost.lines import Lines
 from analysis.cost.prices import PRICES_DIR, PriceError, load_prices
-from hybrid.config import Environment, ServiceSettings
+from analysis.cost.workload import Workload
+from hybrid.config import CloudRunSizing, Environment
 from iac import ROOT
 
 PROD = (ROOT / "environments" / "prod.toml").read_text()
@@ -44,9 +47,11 @@ def test_every_figure_has_region_date_and_source():
     raw = tomllib.loads((PRICES_DIR / "us-central1.toml").read_text())
     assert raw["region"] == "us-central1"
     # The table's date is the latest day any of its figures was read.
-    assert PRICES.table.checked == max(price.checked for _, price in PRICES.entries()) == "2026-12-01"
+    assert PRICES.table.checked == max(price.checked for _, price in PRICES.entries()) == "2026-12-04"
     for key, price in PRICES.entries():
         assert price.source.startswith("https://"), key
+        # Only an official copy or billing-catalog data confirms a figure (the table refuses otherwise).
+        assert price.confirmed == (price.source_kind in ("official copy", "billing-catalog data")), key
         # A figure we could not read on the official page was searched for on the table's date,
         # and says where it comes from instead.
         if not price.confirmed:
@@ -68,10 +73,10 @@ REFERENCE_CLOUD_RUN = {"CPU": 180, "Memory": 45, "Requests": 12, "Networking": 6
 
 def test_reference_cloud_run_table():
     env = env_from(PROD)
-    lines = _Lines(env, PRICES)
+    lines = Lines(env, PRICES)
     # The reference's service: 4 vCPU always allocated, 8 GiB, one minimum instance, concurrency 80;
     # ~500K requests a day of about 2 s keep one instance busy a fraction of the time.
-    service = ServiceSettings(cpu=4, memory="8Gi", min_instances=1, max_instances=100, cpu_always_allocated=True)
+    service = CloudRunSizing(cpu=4, memory="8Gi", min_instances=1, max_instances=100, cpu_always_allocated=True)
     cloud_run_service(lines, "services", "reference service", service, arrivals_per_day=500_000, seconds_each=2.0)
     lines.add("services", "egress", "internet", 500, "network.internet_egress")
     by = {item.component.split(" ")[0]: item.monthly_usd for item in lines.items}
@@ -83,8 +88,8 @@ def test_reference_cloud_run_table():
     assert by["CPU"] == pytest.approx(189.22, abs=0.01)
     assert by["CPU"] / REFERENCE_CLOUD_RUN["CPU"] == pytest.approx(1.051, abs=0.001)
     # Memory: 8 GiB x 2,628,000 s x $0.000002 = $42.05, 7% under the reference's $45. Our rate is
-    # not confirmed (no copy of the page reaches it); the reference's implies $0.0000021.
-    assert not PRICES.price("cloud_run.instance_memory").confirmed
+    # Google's (an official copy); the reference's implies $0.0000021.
+    assert PRICES.price("cloud_run.instance_memory").confirmed
     assert by["memory"] == pytest.approx(42.05, abs=0.01)
     # Requests: instance-based billing has no per-request fee, so our line does not exist;
     # the reference's $12 would not apply to CPU always allocated. Under request-based billing
@@ -93,8 +98,8 @@ def test_reference_cloud_run_table():
     assert PRICES.price("cloud_run.requests").confirmed
     requests_m = 500_000 * 730 / 24 / 1e6
     assert requests_m * PRICES.usd("cloud_run.requests") == pytest.approx(6.08, abs=0.01)
-    # Networking: 500 GB x $0.12 = $60, as the reference; the rate is not confirmed on Google's page.
-    assert not PRICES.price("network.internet_egress").confirmed
+    # Networking: 500 GB x $0.12 = $60, as the reference; the rate is billing-catalog data.
+    assert PRICES.price("network.internet_egress").source_kind == "billing-catalog data"
     assert by["internet"] == pytest.approx(60.0)
     total = sum(item.monthly_usd for item in lines.items)
     assert total == pytest.approx(291.27, abs=0.01)
@@ -105,14 +110,14 @@ def test_instance_based_billing_is_the_cheaper_one_at_the_reference_volume():
     """At ~500K two-second requests a day about 12 are in flight: the instance is never idle, so
     request-based billing pays its higher active rate all month, plus a fee per request."""
     env = env_from(PROD)
-    always, on_request = _Lines(env, PRICES), _Lines(env, PRICES)
+    always, on_request = Lines(env, PRICES), Lines(env, PRICES)
     reference = dict(cpu=4, memory="8Gi", min_instances=1, max_instances=100)
-    cloud_run_service(always, "services", "s", ServiceSettings(**reference, cpu_always_allocated=True), 500_000, 2.0)
+    cloud_run_service(always, "services", "s", CloudRunSizing(**reference, cpu_always_allocated=True), 500_000, 2.0)
     cloud_run_service(
-        on_request, "services", "s", ServiceSettings(**reference, cpu_always_allocated=False), 500_000, 2.0
+        on_request, "services", "s", CloudRunSizing(**reference, cpu_always_allocated=False), 500_000, 2.0
     )
 
-    def cost(lines: _Lines) -> float:
+    def cost(lines: Lines) -> float:
         return sum(i.monthly_usd for i in lines.items)
 
     assert cost(always) == pytest.approx(231.26, abs=0.01)
@@ -144,11 +149,11 @@ def test_reference_gpu_cluster_table():
     est = estimate(env, PRICES, Workload(requests_per_day=50_000))
     items = {(i.stack, i.component.split(" (")[0]): i for i in est.items}
     nodes = next(i for i in est.items if i.component.startswith("GPU node"))
-    # GPU nodes: Autopilot bills GPU Pods by their node (see estimate.py), so 2 x g2-standard-8 x
-    # 730 h x $0.85362 = $1,246.29, 0.5% over the reference's $1,240. The machine price is not
-    # confirmed (no copy of Google's price table reaches it); the reference's figure implies $0.8493.
+    # GPU nodes: Autopilot bills GPU Pods by their node (see layers.py), so 2 x g2-standard-8 x
+    # 730 h x $0.853624271 = $1,246.29, 0.5% over the reference's $1,240 (billing-catalog data;
+    # the reference's figure implies $0.8493).
     assert "g2-standard-8 " in nodes.component and "x 2 replica" in nodes.component
-    assert nodes.confirmed is False
+    assert nodes.confirmed and nodes.source_kind == "billing-catalog data"
     assert nodes.monthly_usd == pytest.approx(1246.29, abs=0.01)
     assert nodes.monthly_usd / REFERENCE_GPU["GPU Nodes"] == pytest.approx(1.005, abs=0.001)
     # Control plane: $0.10/h x 730 h = $73, as the reference (Autopilot pays the same fee as Standard).
@@ -165,31 +170,37 @@ def test_reference_gpu_cluster_table():
     lb_data = items[("prod-inference", "data processed")]
     assert lb_data.confirmed and lb_data.quantity == pytest.approx(8.5, abs=0.05)
     assert lb_data.monthly_usd == pytest.approx(0.07, abs=0.005)
+    # Autopilot's premium on each node (third-party figures): 1,460 node-hours x ($0.067 an L4 +
+    # 8 x $0.003 a vCPU + 32 x $0.00035 a GiB) = $149.21, which the reference leaves out.
+    premium = [i for i in est.items if i.component.startswith("Autopilot premium")]
+    assert {i.source_kind for i in premium} == {"third party"}
+    assert sum(i.monthly_usd or 0 for i in premium) == pytest.approx(149.21, abs=0.01)
     subtotal = est.subtotal(("prod-cluster", "prod-inference"))
-    assert subtotal == pytest.approx(1337.9, abs=0.1)
-    assert subtotal / REFERENCE_GPU["Total"] == pytest.approx(0.993, abs=0.001)  # 0.7% under $1,348
+    assert subtotal == pytest.approx(1487.12, abs=0.01)
+    # 0.7% under the reference's $1,348 without the premium, 10% over it with.
+    assert (subtotal - 149.21) / REFERENCE_GPU["Total"] == pytest.approx(0.993, abs=0.001)
 
 
 def test_reference_per_request_cost_and_break_even():
     env = env_from(REFERENCE_GPU_ENV)
     est = estimate(env, PRICES, Workload(requests_per_day=50_000))
     ue = est.unit_economics
-    # Reference: $0.0009 a request at 50,000 requests a day. Ours: $1,337.9 / (50,000 x 30.4 days).
-    assert ue["self_hosted"]["per_request_usd"] == pytest.approx(0.00088, abs=0.00001)
+    # Reference: $0.0009 a request at 50,000 requests a day. Ours: $1,487.1 / (50,000 x 30.4 days).
+    assert ue["self_hosted"]["per_request_usd"] == pytest.approx(0.00098, abs=0.00001)
     serving, days = ue["self_hosted"]["monthly_usd"], 730 / 24
     # Reference: a break-even near 15,000 requests a day against $0.01-0.03 a request. At those
-    # prices the same $1,338 breaks even at 4,398 (at $0.01) and 1,466 (at $0.03) requests a day;
-    # 15,000 a day would mean the API cost $0.0029 a request, below the reference's own range.
-    assert serving / (0.01 * days) == pytest.approx(4398, abs=5)
-    assert serving / (0.03 * days) == pytest.approx(1466, abs=5)
-    assert serving / (15_000 * days) == pytest.approx(0.0029, abs=0.0001)
-    # Per-token APIs at 1,000 + 500 tokens: Gemini 2.5 Flash on Vertex AI costs $0.00155 a
-    # request, so self-hosting breaks even near 28,000 requests a day; gpt-4o-mini ($0.00045)
-    # is cheaper than this cluster below ~98,000 a day.
+    # prices the same $1,487 breaks even at 4,889 (at $0.01) and 1,630 (at $0.03) requests a day;
+    # 15,000 a day would mean the API cost $0.0033 a request, below the reference's own range.
+    assert serving / (0.01 * days) == pytest.approx(4889, abs=5)
+    assert serving / (0.03 * days) == pytest.approx(1630, abs=5)
+    assert serving / (15_000 * days) == pytest.approx(0.0033, abs=0.0001)
+    # Per-token APIs at 1,000 + 500 tokens: Gemini 3.5 Flash-Lite on Vertex AI (the default) costs $0.00155 a
+    # request, so self-hosting breaks even near 31,500 requests a day; gpt-4o-mini ($0.00045)
+    # is cheaper than this cluster below ~108,600 a day.
     assert ue["vertex"]["per_request_usd"] == pytest.approx(0.00155)
-    assert ue["vertex"]["break_even_requests_per_day"] == pytest.approx(28_377, abs=10)
+    assert ue["vertex"]["break_even_requests_per_day"] == pytest.approx(31_543, abs=10)
     assert ue["external"]["per_request_usd"] == pytest.approx(0.00045)
-    assert ue["external"]["break_even_requests_per_day"] == pytest.approx(97_748, abs=10)
+    assert ue["external"]["break_even_requests_per_day"] == pytest.approx(108_648, abs=10)
     assert ue["vertex"]["per_1k_tokens_usd"] == pytest.approx(0.00155 / 1.5)
 
 
@@ -206,14 +217,18 @@ def test_prod_estimate_covers_every_stack_and_lists_what_it_cannot_price():
     assert "Managed Service for Prometheus samples" in not_priced
     # prod asks for all 8 vCPUs and 32 GiB of a g2-standard-8: the estimate prices the next size up, and says so.
     assert any("g2-standard-12" in w for w in est.warnings)
-    # The table has no figure for Autopilot's premium on GPU nodes: the estimate says it leaves it out.
-    assert any(w.startswith("gke.autopilot_gpu_premium is 0") for w in est.warnings)
-    # The workers' Standard cluster pays the management fee; its nodes, Pub/Sub and the bucket are listed, not priced.
-    fees = [i for i in est.items if i.stack == "prod-workers" and i.monthly_usd is not None]
-    assert [(i.component, i.monthly_usd) for i in fees] == [("cluster management fee", pytest.approx(73.0))]
+    # The GPU nodes carry Autopilot's premium, so no warning says it is left out.
+    assert not any("premium" in w for w in est.warnings)
+    # The workers' Standard cluster pays the management fee and its always-on node (min_nodes = 1,
+    # a figure no source confirms); Spot nodes, Pub/Sub and the bucket are listed, not priced.
+    priced = [i for i in est.items if i.stack == "prod-workers" and i.monthly_usd is not None]
+    assert [(i.component, i.monthly_usd) for i in priced] == [
+        ("cluster management fee", pytest.approx(73.0)),
+        ("1 node(s) always on", pytest.approx(730 * 0.134012)),
+    ]
+    assert priced[1].confirmed is False and priced[1].source_kind == "none found"
     workers_unpriced = {i.resource for i in est.items if i.stack == "prod-workers" and i.monthly_usd is None}
     assert workers_unpriced == {
-        "on-demand pool: 1 to 3 x e2-standard-4",
         "Spot pool: 0 to 10 x e2-standard-4",
         "Pub/Sub batch topic and subscriptions",
         "batch files bucket gs://replace-me-prod-prod-batch",
@@ -236,7 +251,7 @@ def test_gpu_pods_are_billed_by_their_node_not_their_requests():
         assert item.price_key == "machines.g2-standard-12"
         assert item.unit_usd == PRICES.machine("g2-standard-12").usd
         assert item.quantity == 2 * 730  # prod's two minimum replicas, all month
-    assert nodes[0].monthly_usd == nodes[1].monthly_usd == pytest.approx(2 * 730 * 1.00042)
+    assert nodes[0].monthly_usd == nodes[1].monthly_usd == pytest.approx(2 * 730 * 1.000416287)
 
 
 def test_cost_command_table_and_json():
@@ -324,12 +339,13 @@ def test_gate_flags_an_increase_over_the_limit(tmp_path):
     baseline = tmp_path / "baseline.json"
     env.write_text(PROD)
     assert run_gate("--env", str(env), "--baseline", str(baseline), "--update").returncode == 0
-    # Three GPU replicas at least instead of two: +$730/month on the inference stack, +$1 of NAT.
+    # Three GPU replicas at least instead of two: one more g2-standard-12 with Autopilot's premium,
+    # 730 h x ($1.000416287 + $0.067 + 12 x $0.003 + 48 x $0.00035) = +$817.76, and +$1 of NAT.
     env.write_text(PROD.replace("min_replicas = 2\n", "min_replicas = 3\n"))
     result = run_gate("--env", str(env), "--baseline", str(baseline), "--max-increase-percent", "10")
     assert result.returncode == 1
-    assert "prod: monthly estimate $3,328.83 against the baseline $2,597.50 (+28.2%, limit +10%)" in result.stdout
-    assert "  prod-inference: $1,479.23 -> $2,209.54 (+730.31)" in result.stdout
+    assert "prod: monthly estimate $3,735.73 against the baseline $2,916.95 (+28.1%, limit +10%)" in result.stdout
+    assert "  prod-inference: $1,654.13 -> $2,471.89 (+817.76)" in result.stdout
     assert "  prod-network: $8.14 -> $9.17 (+1.03)" in result.stdout
     assert "COST INCREASE over 10%" in result.stdout
     # The same change passes a looser limit, and a decrease always passes.

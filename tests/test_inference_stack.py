@@ -344,7 +344,7 @@ def test_weights_bucket_is_made_before_the_layer_that_grants_on_it(env, synth_js
         assert bucket["force_destroy"] is False
     else:
         assert buckets == []
-    # The registry layer is deployed first (README, step 1), so the weights can be staged before
+    # The registry layer is deployed first (docs/deploying.md, step 1), so the weights can be staged before
     # the servers start, and the inference layer's grant on the bucket comes after it.
     manifest = json.loads((synth_dir / "manifest.json").read_text())
     assert f"{env}-registry" in manifest["stacks"][f"{env}-inference"]["dependencies"]

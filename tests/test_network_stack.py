@@ -6,8 +6,9 @@ import ipaddress
 
 import pytest
 
+from hybrid.config import load_environment
 from hybrid.network_constants import HEALTH_CHECK_RANGES, PRIVATE_GOOGLE_APIS_RANGE
-from iac import only, resources
+from iac import ROOT, only, resources
 from stacks.network import PLATFORM_APIS, REDIS_APIS, WORKERS_APIS
 
 # The Cloud Run services' Direct VPC egress subnet of each environment.
@@ -254,3 +255,14 @@ def test_run_app_resolves_to_private_google_apis_inside_the_vpc(env, network):
         assert all(
             ipaddress.ip_address(ip) in ipaddress.ip_network(PRIVATE_GOOGLE_APIS_RANGE) for ip in record["rrdatas"]
         )
+
+
+def test_every_registered_firewall_rule_is_made_where_its_tables_are_enabled(env, network):
+    """names.py registers the names from the topology's flows: none is left over, none is missing."""
+    environment = load_environment(ROOT / "environments" / f"{env}.toml")
+    made = set(firewall(network))
+    registered = set(environment.names.firewall_rule.values())
+    if environment.workers.enabled and environment.redis.enabled:
+        assert made == registered
+    else:
+        assert made < registered and not any("workers" in name or "redis" in name for name in made)

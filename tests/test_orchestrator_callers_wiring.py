@@ -32,7 +32,7 @@ def test_make_check_follows_the_gateways_token_through_the_orchestrators_caller_
     stacks = only_env(synth_json)
     verdict = by_edge(stacks, facts_for("dev"))["gateway -> orchestrator"]
     assert verdict.ok, explain([verdict])
-    assert any("ALLOWED_CALLERS (serviceAccount:dev-gateway) admits the gateway" in s.text for s in verdict.steps)
+    assert any("ALLOWED_CALLERS (serviceAccount:dev-gateway) admits dev-gateway" in s.text for s in verdict.steps)
     # Another account admitted, or another audience checked: the gateway's calls would be refused.
     orchestrator = container_env(service(stacks, "orchestrator"))
     orchestrator["ALLOWED_CALLERS"]["value"] = "someone@replace-me-dev.iam.gserviceaccount.com"
@@ -41,4 +41,4 @@ def test_make_check_follows_the_gateways_token_through_the_orchestrators_caller_
     assert not blocked.ok
     assert [text.split(":", 1)[0] for text in failures(blocked)] == ["dev-gateway", "dev-orchestrator"]
     assert "is the orchestrator's CALLER_AUDIENCE https://elsewhere.run.app" in failures(blocked)[0]
-    assert "admits the gateway, serviceAccount:dev-gateway" in failures(blocked)[1]
+    assert "admits dev-gateway, serviceAccount:dev-gateway" in failures(blocked)[1]

@@ -130,13 +130,13 @@ def test_the_synths_own_environment_reaches_no_container(environment, monkeypatc
 
 def test_a_setting_nothing_sets_is_refused(environment):
     with pytest.raises(ContractError) as refused:
-        service_settings(environment, Wiring(), roles=("gateway", "orchestrator"))
+        service_settings(environment, Wiring(), only=("gateway", "orchestrator"))
     assert refused.value.problems == [
         "services.gateway: the gateway needs ORCHESTRATOR_URL, which nothing sets",
         "services.orchestrator: BACKENDS: an openai backend needs url",
     ]
     with pytest.raises(ContractError) as refused:
-        service_settings(environment, Wiring(inference_url="http://10.10.15.250:8000/v1"), roles=("orchestrator",))
+        service_settings(environment, Wiring(inference_url="http://10.10.15.250:8000/v1"), only=("orchestrator",))
     assert refused.value.problems == [
         "services.orchestrator: DATABASE_AUTH=iam needs PGHOST, PGDATABASE, PGUSER, DATABASE_SERVER_CA"
     ]

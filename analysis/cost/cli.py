@@ -10,82 +10,123 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from hybrid.config import ConfigError, must
 
 if TYPE_CHECKING:
-    from analysis.cost.estimate import Workload
+    from analysis.cost.lines import Estimate
 
 ENVIRONMENTS_DIR = Path(__file__).resolve().parent.parent.parent / "environments"
 
 
 def _workload_args(parser: argparse.ArgumentParser) -> None:
-    from analysis.cost.estimate import Workload
+    from analysis.cost.workload import Workload
 
     defaults = Workload()
-    group = parser.add_argument_group("workload (every default is an assumption, printed with the estimate)")
-    group.add_argument("--requests-per-day", type=int, default=defaults.requests_per_day)
-    group.add_argument("--input-tokens", type=int, default=defaults.input_tokens, help="input tokens per request")
-    group.add_argument("--output-tokens", type=int, default=defaults.output_tokens, help="output tokens per request")
+    group = parser.add_argument_group(
+        "workload (over the environment's [traffic]; every value is an assumption, printed with the estimate)"
+    )
+
+    def arg(name: str, kind: type, help: str = "") -> None:
+        default = getattr(defaults, name.replace("-", "_"))
+        group.add_argument(f"--{name}", type=kind, default=None, help=f"{help} (default: {default})".strip())
+
+    arg("requests-per-day", int)
+    arg("input-tokens", int, "input tokens per request")
+    arg("output-tokens", int, "output tokens per request")
     group.add_argument(
         "--tokens-per-request",
         type=int,
         default=None,
         help="total tokens per request, split 2:1 input:output (overrides the two above)",
     )
-    group.add_argument("--request-seconds", type=float, default=defaults.request_seconds)
-    group.add_argument("--page-loads-per-day", type=int, default=None)
-    group.add_argument("--egress-kb-per-request", type=float, default=defaults.egress_kb_per_request)
-    group.add_argument("--replica-tokens-per-second", type=float, default=defaults.replica_tokens_per_second)
-    group.add_argument("--stream-tokens-per-second", type=float, default=defaults.stream_tokens_per_second)
-    group.add_argument("--peak-to-average", type=float, default=defaults.peak_to_average)
-    group.add_argument("--nat-gb-per-month", type=float, default=defaults.nat_gb_per_month)
-    group.add_argument("--database-used-gb", type=float, default=None)
-    group.add_argument("--registry-gb", type=float, default=defaults.registry_gb)
-    group.add_argument("--external-api", default=defaults.external_api, help="a key of [apis] in the price table")
-    group.add_argument("--vertex-api", default=defaults.vertex_api, help="a key of [apis] in the price table")
+    for name in ("request-seconds", "egress-kb-per-request", "replica-tokens-per-second"):
+        arg(name, float)
+    for name in ("stream-tokens-per-second", "peak-to-average", "nat-gb-per-month", "registry-gb"):
+        arg(name, float)
+    arg("page-loads-per-day", int)
+    arg("database-used-gb", float)
+    arg("external-api", str, "a key of [apis] in the price table")
+    arg("vertex-api", str, "a key of [apis] in the price table")
     group.add_argument(
         "--free-tier", action="store_true", help="apply per-billing-account free tiers to this environment"
     )
 
 
-def _workload(args: argparse.Namespace) -> Workload:
+def _given(args: argparse.Namespace) -> dict[str, Any]:
+    """The workload values given on the command line (the rest come from [traffic] or defaults)."""
     from pydantic import ValidationError
 
-    from analysis.cost.estimate import Workload
+    from analysis.cost.workload import Workload
 
-    values = {
-        "requests_per_day": args.requests_per_day,
-        "input_tokens": args.input_tokens,
-        "output_tokens": args.output_tokens,
-        "request_seconds": args.request_seconds,
-        "page_loads_per_day": args.page_loads_per_day,
-        "egress_kb_per_request": args.egress_kb_per_request,
-        "replica_tokens_per_second": args.replica_tokens_per_second,
-        "stream_tokens_per_second": args.stream_tokens_per_second,
-        "peak_to_average": args.peak_to_average,
-        "nat_gb_per_month": args.nat_gb_per_month,
-        "database_used_gb": args.database_used_gb,
-        "registry_gb": args.registry_gb,
-        "external_api": args.external_api,
-        "vertex_api": args.vertex_api,
-        "free_tier": args.free_tier,
-    }
+    given = {name: getattr(args, name) for name in Workload.model_fields if getattr(args, name, None) is not None}
+    if not args.free_tier:
+        given.pop("free_tier", None)
     if args.tokens_per_request is not None:
-        values["input_tokens"] = args.tokens_per_request * 2 // 3
-        values["output_tokens"] = max(1, args.tokens_per_request - values["input_tokens"])
+        given["input_tokens"] = args.tokens_per_request * 2 // 3
+        given["output_tokens"] = max(1, args.tokens_per_request - given["input_tokens"])
     try:
-        return Workload(**values)
+        Workload(**given)  # the command line's own mistakes, named by their option
     except ValidationError as err:
-        problems = [f"--{'-'.join(str(p['loc'][0]).split('_'))}: {must(p['msg'])}" for p in err.errors()]
+        problems = [f"--{str(p['loc'][0]).replace('_', '-')}: {must(p['msg'])}" for p in err.errors()]
         raise ConfigError(None, problems) from None
+    return given
+
+
+def estimate_file(path: Path, given: dict[str, Any]) -> Estimate:
+    """One environment file's estimate at its own traffic (ConfigError, PriceError on a mistake)."""
+    from analysis.cost.estimate import estimate
+    from analysis.cost.prices import load_prices
+    from analysis.cost.workload import workload_for
+    from hybrid.config import load_environment
+
+    env = load_environment(path)
+    return estimate(env, load_prices(env.region), workload_for(env, given), source=str(path))
+
+
+def problem_lines(path: Path, err: Exception) -> list[str]:
+    from analysis.cost.prices import PriceError
+
+    if isinstance(err, ConfigError):
+        return err.lines
+    assert isinstance(err, PriceError)
+    return [f"{path}: {err.key}: {err}" if err.key else f"{path}: {err}"]
+
+
+def _print_prices(paths: list[Path]) -> int:
+    """Each region's table once, however many environments use it."""
+    from analysis.cost.prices import PriceError, load_prices
+    from analysis.cost.report import render_prices
+    from hybrid.config import load_environment
+
+    regions: dict[str, None] = {}
+    problems: list[str] = []
+    for path in paths:
+        try:
+            regions[load_environment(path).region] = None
+        except ConfigError as err:
+            problems += problem_lines(path, err)
+    try:
+        tables = [render_prices(load_prices(region)) for region in regions]
+    except PriceError as err:
+        problems.append(str(err))
+    if problems:
+        print("\n".join(problems), file=sys.stderr)
+        return 2
+    print("\n\n".join(tables))
+    return 0
 
 
 def cost_main(argv: list[str]) -> int:
+    if argv[:1] == ["diff"]:
+        from analysis.cost.diff import diff_main
+
+        return diff_main(argv[1:])
     parser = argparse.ArgumentParser(
         prog="main.py cost",
-        description="Monthly cost estimate per stack and resource, from an environment file and the region's price table.",
+        description="Monthly cost estimate per stack and resource, from an environment file and the region's price "
+        "table. `main.py cost diff OLD NEW` compares two refs or files.",
     )
     parser.add_argument(
         "--env",
@@ -99,35 +140,26 @@ def cost_main(argv: list[str]) -> int:
     _workload_args(parser)
     args = parser.parse_args(argv)
 
-    from analysis.cost.estimate import estimate
-    from analysis.cost.prices import PriceError, load_prices
-    from analysis.cost.report import render, render_prices
-    from hybrid.config import load_environment
+    from analysis.cost.prices import PriceError
+    from analysis.cost.report import render
 
     paths = args.env or sorted(ENVIRONMENTS_DIR.glob("*.toml"))
+    if args.prices:
+        return _print_prices(paths)
     try:
-        workload = _workload(args)
+        given = _given(args)
     except ConfigError as err:
         print(err, file=sys.stderr)
         return 2
     results, problems = [], []
     for path in paths:
         try:
-            env = load_environment(path)
-            prices = load_prices(env.region)
-            if args.prices:
-                print(render_prices(prices))
-                continue
-            results.append(estimate(env, prices, workload, source=str(path)))
-        except ConfigError as err:
-            problems += err.lines
-        except PriceError as err:
-            problems.append(f"{path}: {err.key}: {err}" if err.key else f"{path}: {err}")
+            results.append(estimate_file(path, given))
+        except (ConfigError, PriceError) as err:
+            problems += problem_lines(path, err)
     if problems:
         print("\n".join(problems), file=sys.stderr)
         return 2
-    if args.prices:
-        return 0
     if args.json:
         payload = [r.to_json() for r in results]
         print(json.dumps(payload[0] if len(payload) == 1 else payload, indent=2))

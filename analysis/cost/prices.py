@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import tomllib
 from dataclasses import dataclass
+from datetime import date, timedelta
 from pathlib import Path
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 PRICES_DIR = Path(__file__).resolve().parent / "prices"
 
@@ -31,13 +33,35 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class Price(_Strict):
-    usd: float = Field(ge=0)
+# The kinds of source a figure was read on, strongest first (docs/cost.md).
+SourceKind = Literal["official copy", "billing-catalog data", "third party", "none found"]
+CONFIRMING: tuple[SourceKind, ...] = ("official copy", "billing-catalog data")
+
+
+class _Sourced(_Strict):
     unit: str
     source: str = Field(pattern=r"^https://")
     checked: str = Field(pattern=r"^\d{4}-\d{2}-\d{2}$")
     confirmed: bool
+    source_kind: SourceKind
     note: str = ""
+
+    @model_validator(mode="after")
+    def _kind_confirms(self) -> _Sourced:
+        # A figure only a third party (or memory) gives stays unconfirmed, so outputs mark it.
+        if self.confirmed != (self.source_kind in CONFIRMING):
+            raise ValueError(f"confirmed = {self.confirmed} does not fit source_kind = {self.source_kind!r}")
+        return self
+
+
+class Price(_Sourced):
+    usd: float = Field(ge=0)
+
+
+class Allowance(_Sourced):
+    """A free-tier quantity (not money)."""
+
+    amount: float = Field(ge=0)
 
 
 class Machine(Price):
@@ -47,14 +71,12 @@ class Machine(Price):
     gpu_type: str
 
 
-class ApiPrice(_Strict):
+class ApiPrice(_Sourced):
     input_usd: float = Field(ge=0)
     output_usd: float = Field(ge=0)
-    unit: str
-    source: str = Field(pattern=r"^https://")
-    checked: str = Field(pattern=r"^\d{4}-\d{2}-\d{2}$")
-    confirmed: bool
-    note: str = ""
+    # The model's retirement date, where its vendor publishes one, and the page that says so.
+    retires: date | None = None
+    retires_source: str | None = Field(default=None, pattern=r"^https://")
 
 
 class _Table(_Strict):
@@ -63,12 +85,31 @@ class _Table(_Strict):
     checked: str
     hours_per_month: float = Field(gt=0)
     cloud_run: dict[str, Price]
+    free_tiers: dict[str, Allowance]
     network: dict[str, Price]
     gke: dict[str, Price]
     machines: dict[str, Machine]
+    redis: dict[str, Price]
     cloud_sql: dict[str, Price]
     storage: dict[str, Price]
     apis: dict[str, ApiPrice]
+
+
+# Sections of Price figures, looked up by ``section.name``; machines, free tiers and APIs have their own look-ups.
+PRICE_SECTIONS = ("cloud_run", "network", "gke", "redis", "cloud_sql", "storage")
+# How far ahead of a model's retirement the estimate warns.
+RETIREMENT_NOTICE = timedelta(days=90)
+
+
+def retirement_warning(name: str, api: ApiPrice, today: date) -> str | None:
+    """A warning when a model API is past, or within RETIREMENT_NOTICE of, its retirement date."""
+    if api.retires is None:
+        return None
+    if today > api.retires:
+        return f"{name}: the model retired on {api.retires} ({api.retires_source}); choose a current model"
+    if today + RETIREMENT_NOTICE >= api.retires:
+        return f"{name}: the model retires on {api.retires} ({api.retires_source}); plan the move now"
+    return None
 
 
 @dataclass(frozen=True)
@@ -91,14 +132,19 @@ class PriceTable:
     def price(self, key: str) -> Price:
         """``section.name``, e.g. ``cloud_run.instance_cpu``."""
         section, _, name = key.partition(".")
-        group = getattr(self.table, section, None) if section in _Table.model_fields else None
-        if not isinstance(group, dict) or name not in group or section in ("machines", "apis"):
+        group = getattr(self.table, section) if section in PRICE_SECTIONS else None
+        if group is None or name not in group:
             raise PriceError(f"{self._where()}: no price {key!r}; the estimate needs it")
         price: Price = group[name]
         return price
 
     def usd(self, key: str) -> float:
         return self.price(key).usd
+
+    def free_tier(self, name: str) -> Allowance:
+        if name not in self.table.free_tiers:
+            raise PriceError(f"{self._where()}: no free tier {name!r}; the estimate needs it")
+        return self.table.free_tiers[name]
 
     def machine(self, name: str) -> Machine:
         if name not in self.table.machines:
@@ -120,10 +166,10 @@ class PriceTable:
             )
         return self.table.apis[name]
 
-    def entries(self) -> list[tuple[str, Price | ApiPrice]]:
+    def entries(self) -> list[tuple[str, Price | Allowance | ApiPrice]]:
         """Every figure with its key, for printing the table and its sources."""
-        out: list[tuple[str, Price | ApiPrice]] = []
-        for section in ("cloud_run", "network", "gke", "machines", "cloud_sql", "storage", "apis"):
+        out: list[tuple[str, Price | Allowance | ApiPrice]] = []
+        for section in (*PRICE_SECTIONS, "machines", "free_tiers", "apis"):
             out += [(f"{section}.{name}", price) for name, price in getattr(self.table, section).items()]
         return out
 

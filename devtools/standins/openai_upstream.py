@@ -91,13 +91,7 @@ def create_app() -> FastAPI:
             for index, word in enumerate(words):
                 if model.endswith("standin-die") and index == 2:
                     raise DropConnection()
-                chunk = {
-                    "id": "chatcmpl-standin",
-                    "object": "chat.completion.chunk",
-                    "model": name,
-                    "choices": [{"index": 0, "delta": {"content": word}, "finish_reason": None}],
-                }
-                yield f"data: {json.dumps(chunk)}\n\n".encode()
+                yield chunk_event("chatcmpl-standin", name, word)
                 await asyncio.sleep(pause)
             if (body.get("stream_options") or {}).get("include_usage"):
                 usage = {
@@ -105,9 +99,25 @@ def create_app() -> FastAPI:
                     "completion_tokens": len(words),
                     "total_tokens": prompt_tokens + len(words),
                 }
-                yield f"data: {json.dumps({'id': 'chatcmpl-standin', 'choices': [], 'usage': usage})}\n\n".encode()
+                yield usage_event("chatcmpl-standin", usage)
             yield b"data: [DONE]\n\n"
 
         return StreamingResponse(events(), media_type="text/event-stream")
 
     return app
+
+
+def chunk_event(completion_id: str, model: str, word: str) -> bytes:
+    """The server-sent event of a streamed chat completion that carries ``word``."""
+    chunk = {
+        "id": completion_id,
+        "object": "chat.completion.chunk",
+        "model": model,
+        "choices": [{"index": 0, "delta": {"content": word}, "finish_reason": None}],
+    }
+    return f"data: {json.dumps(chunk)}\n\n".encode()
+
+
+def usage_event(completion_id: str, usage: dict[str, int]) -> bytes:
+    """The last event before [DONE] when the request asked for stream_options.include_usage."""
+    return f"data: {json.dumps({'id': completion_id, 'choices': [], 'usage': usage})}\n\n".encode()

@@ -15,22 +15,18 @@ from cdktf_cdktf_provider_google.container_cluster import (
 from constructs import Construct
 
 from hybrid.components.control_plane import ClusterPlacement
-from hybrid.components.grants import Project, Repository, grant, role_id
+from hybrid.components.grants import Repository
+from hybrid.components.roles import GKE_NODE
 from hybrid.components.service_account import ServiceAccount
 
-# The least a node needs: GKE's own node role, and reading the images it pulls, granted on each
-# repository it pulls from rather than on every repository of the project
-# (cloud.google.com/kubernetes-engine/docs/how-to/service-accounts#default-gke-service-agent;
-# registry.terraform.io/providers/hashicorp/google/6.50.0/docs/resources/artifact_registry_repository_iam).
-NODE_ROLE = "roles/container.defaultNodeServiceAccount"
-IMAGE_READER = "roles/artifactregistry.reader"
 CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 
 
 def grant_node_roles(node_account: ServiceAccount, *, project: str, pulls_from: tuple[Repository, ...]) -> None:
-    grant(node_account, role_id(NODE_ROLE), role=NODE_ROLE, to=node_account, on=Project(project))
+    """The least a node needs (roles.GKE_NODE), and pulls from the repositories it reads images from."""
+    node_account.grant_project_role(GKE_NODE, project=project)
     for repository in pulls_from:
-        grant(node_account, f"reads-{repository.repository}", role=IMAGE_READER, to=node_account, on=repository)
+        repository.grant_pull(node_account)
 
 
 class AutopilotCluster(Construct):

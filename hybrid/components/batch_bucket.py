@@ -14,7 +14,9 @@ from cdktf_cdktf_provider_google.storage_bucket import (
 )
 from constructs import Construct
 
-from hybrid.components.grants import Bucket, objects_under
+from hybrid.components.grants import Bucket, grant_in_stack, objects_under
+from hybrid.components.roles import OBJECT_ADMIN, OBJECT_CREATOR, OBJECT_VIEWER
+from hybrid.components.service_account import ServiceAccount
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,20 @@ class BatchBucket(Construct):
             force_destroy=props.force_destroy,
         )
 
-    def objects_under(self, prefix: str) -> Bucket:
-        """The bucket's objects under ``prefix``, as a grant's target (the binding waits for the bucket)."""
-        return Bucket(self.bucket.name, objects_under(self.props.name, prefix))
+    def grant_write(self, writer: ServiceAccount, *, prefix: str) -> None:
+        """``writer`` may create objects under ``prefix``, never replace them: ``<writer>-creates-<prefix>``."""
+        self._grant(writer, "creates-", OBJECT_CREATOR, prefix)
+
+    def grant_read(self, reader: ServiceAccount, *, prefix: str) -> None:
+        """``reader`` may read objects under ``prefix``: ``<reader>-reads-<prefix>``."""
+        self._grant(reader, "reads-", OBJECT_VIEWER, prefix)
+
+    def grant_admin(self, admin: ServiceAccount, *, prefix: str) -> None:
+        """``admin`` may create, read, replace and delete objects under ``prefix``: ``<admin>-<prefix>``,
+        without a verb, the address it was deployed under."""
+        self._grant(admin, "", OBJECT_ADMIN, prefix)
+
+    def _grant(self, to: ServiceAccount, verb: str, role: str, prefix: str) -> None:
+        # The binding waits for the bucket: it names the bucket by reference.
+        on = Bucket(self.bucket.name, objects_under(self.props.name, prefix))
+        grant_in_stack(self, to, verb + prefix.rstrip("/"), role, on)

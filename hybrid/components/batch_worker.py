@@ -5,7 +5,7 @@ The autoscaler is a HorizontalPodAutoscaler on Pub/Sub's external metric, read t
 Metrics Stackdriver Adapter (cloud.google.com/kubernetes-engine/docs/tutorials/autoscaling-metrics#pubsub),
 not KEDA: the worker keeps at least one replica anyway (its sweeper expires and re-finalizes
 batches), so KEDA's scale-to-zero would buy nothing, and it would add a controller with
-cluster-wide rights. The README's "Background workers" section says more.
+cluster-wide rights. The docs/architecture.md's "Background workers" section says more.
 """
 
 from __future__ import annotations
@@ -45,25 +45,17 @@ from cdktf_cdktf_provider_kubernetes.deployment_v1 import (
     DeploymentV1Timeouts,
 )
 from cdktf_cdktf_provider_kubernetes.horizontal_pod_autoscaler_v2 import (
-    HorizontalPodAutoscalerV2,
-    HorizontalPodAutoscalerV2Metadata,
-    HorizontalPodAutoscalerV2Spec,
     HorizontalPodAutoscalerV2SpecMetric,
     HorizontalPodAutoscalerV2SpecMetricExternal,
     HorizontalPodAutoscalerV2SpecMetricExternalMetric,
     HorizontalPodAutoscalerV2SpecMetricExternalMetricSelector,
     HorizontalPodAutoscalerV2SpecMetricExternalTarget,
-    HorizontalPodAutoscalerV2SpecScaleTargetRef,
-)
-from cdktf_cdktf_provider_kubernetes.pod_disruption_budget_v1 import (
-    PodDisruptionBudgetV1,
-    PodDisruptionBudgetV1Metadata,
-    PodDisruptionBudgetV1Spec,
-    PodDisruptionBudgetV1SpecSelector,
 )
 from constructs import Construct
 
+from hybrid.components.scaling import autoscaler, disruption_budget
 from hybrid.components.standard_cluster import SPOT_LABEL
+from hybrid.config.workers import WorkerDeploymentSettings
 
 NAME = "worker"
 LABELS = {"app": NAME}
@@ -80,16 +72,14 @@ class BatchWorkerProps:
     namespace: str
     service_account: str
     image: str
-    cpu: str
-    memory: str
+    # The environment file's [workers.deployment]: size, replicas, the backlog each replica takes.
+    # Its defaults are the worker's.
+    settings: WorkerDeploymentSettings
     env: tuple[tuple[str, str], ...]
     port: int
     # The worker's own drain deadline after SIGTERM; Kubernetes waits a little longer before SIGKILL.
     shutdown_seconds: int
-    min_replicas: int
-    max_replicas: int
     subscription: str  # the subscription's name, as Cloud Monitoring labels it (subscription_id)
-    target_undelivered_per_replica: int
 
 
 class BatchWorker(Construct):
@@ -109,7 +99,7 @@ class BatchWorker(Construct):
             # The autoscaler owns the replica count once the Deployment exists.
             lifecycle=TerraformResourceLifecycle(ignore_changes=["spec[0].replicas"]),
             spec=DeploymentV1Spec(
-                replicas=str(props.min_replicas),
+                replicas=str(props.settings.min_replicas),
                 selector=DeploymentV1SpecSelector(match_labels=LABELS),
                 template=DeploymentV1SpecTemplate(
                     metadata=DeploymentV1SpecTemplateMetadata(labels=LABELS), spec=self._pod_spec()
@@ -117,43 +107,28 @@ class BatchWorker(Construct):
             ),
         )
         # A node drain or upgrade takes at most one worker at a time; its lines go back to the queue.
-        PodDisruptionBudgetV1(
+        disruption_budget(self, name=NAME, namespace=props.namespace, labels=LABELS)
+        self.autoscaler = autoscaler(
             self,
-            "disruption-budget",
-            metadata=PodDisruptionBudgetV1Metadata(name=NAME, namespace=props.namespace),
-            spec=PodDisruptionBudgetV1Spec(
-                max_unavailable="1", selector=PodDisruptionBudgetV1SpecSelector(match_labels=LABELS)
-            ),
-        )
-        self.autoscaler = HorizontalPodAutoscalerV2(
-            self,
-            "autoscaler",
-            metadata=HorizontalPodAutoscalerV2Metadata(name=NAME, namespace=props.namespace),
-            spec=HorizontalPodAutoscalerV2Spec(
-                scale_target_ref=HorizontalPodAutoscalerV2SpecScaleTargetRef(
-                    api_version="apps/v1", kind="Deployment", name=NAME
+            deployment=NAME,
+            namespace=props.namespace,
+            replicas=(props.settings.min_replicas, props.settings.max_replicas),
+            metric=HorizontalPodAutoscalerV2SpecMetric(
+                type="External",
+                external=HorizontalPodAutoscalerV2SpecMetricExternal(
+                    metric=HorizontalPodAutoscalerV2SpecMetricExternalMetric(
+                        name=UNDELIVERED_METRIC,
+                        selector=[
+                            HorizontalPodAutoscalerV2SpecMetricExternalMetricSelector(
+                                match_labels={"resource.labels.subscription_id": props.subscription}
+                            )
+                        ],
+                    ),
+                    # The backlog divided by the replicas: one more worker per this many waiting lines.
+                    target=HorizontalPodAutoscalerV2SpecMetricExternalTarget(
+                        type="AverageValue", average_value=str(props.settings.target_undelivered_per_replica)
+                    ),
                 ),
-                min_replicas=props.min_replicas,
-                max_replicas=props.max_replicas,
-                metric=[
-                    HorizontalPodAutoscalerV2SpecMetric(
-                        type="External",
-                        external=HorizontalPodAutoscalerV2SpecMetricExternal(
-                            metric=HorizontalPodAutoscalerV2SpecMetricExternalMetric(
-                                name=UNDELIVERED_METRIC,
-                                selector=[
-                                    HorizontalPodAutoscalerV2SpecMetricExternalMetricSelector(
-                                        match_labels={"resource.labels.subscription_id": props.subscription}
-                                    )
-                                ],
-                            ),
-                            # The backlog divided by the replicas: one more worker per this many waiting lines.
-                            target=HorizontalPodAutoscalerV2SpecMetricExternalTarget(
-                                type="AverageValue", average_value=str(props.target_undelivered_per_replica)
-                            ),
-                        ),
-                    )
-                ],
             ),
         )
 
@@ -204,7 +179,7 @@ class BatchWorker(Construct):
 
     def _container(self) -> DeploymentV1SpecTemplateSpecContainer:
         props = self.props
-        size = {"cpu": props.cpu, "memory": props.memory}
+        size = {"cpu": props.settings.cpu, "memory": props.settings.memory}
         return DeploymentV1SpecTemplateSpecContainer(
             name=NAME,
             image=props.image,

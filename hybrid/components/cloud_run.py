@@ -30,17 +30,10 @@ from cdktf_cdktf_provider_google.cloud_run_v2_service import (
 from cdktf_cdktf_provider_google_beta.google_project_service_identity import GoogleProjectServiceIdentity
 from constructs import Construct
 
-from hybrid.components.grants import (
-    SECRET_ACCESSOR,
-    IapRunService,
-    Principal,
-    Project,
-    RunService,
-    Secret,
-    grant,
-    role_id,
-)
+from hybrid.components.grants import ALL_USERS, Grantable, IapRunService, Project, RunService, Secret
+from hybrid.components.roles import IAP_ACCESSOR, INVOKER, LOG_WRITER, METRIC_WRITER
 from hybrid.components.service_account import ServiceAccount
+from hybrid.config import CloudRunSizing, GpuServiceSizing
 
 # The reference architecture's probes (docs/reference-architecture.md): startup on /health after 5 s, every 3 s, 5 failures; liveness every 30 s.
 STARTUP_PROBE = CloudRunV2ServiceTemplateContainersStartupProbe(
@@ -60,8 +53,7 @@ MODEL_STARTUP_PROBE = CloudRunV2ServiceTemplateContainersStartupProbe(
     failure_threshold=60,
 )
 # What every service does at run time: write logs and metrics.
-RUNTIME_ROLES = ("roles/logging.logWriter", "roles/monitoring.metricWriter")
-INVOKER = "roles/run.invoker"
+RUNTIME_ROLES = (LOG_WRITER, METRIC_WRITER)
 
 
 @dataclass(frozen=True)
@@ -96,38 +88,26 @@ class PrivateEgress:
 
 
 @dataclass(frozen=True)
-class Gpu:
-    """The GPUs of each instance, and whether capacity is reserved in a second zone."""
-
-    type: str
-    count: int
-    zonal_redundancy: bool
-
-
-@dataclass(frozen=True)
 class CloudRunServiceProps:
     name: str
     project: str
     region: str
     image: str
-    cpu: int
-    memory: str
-    min_instances: int
-    max_instances: int
-    concurrency: int
-    timeout_seconds: int
-    cpu_always_allocated: bool
-    startup_cpu_boost: bool
-    ingress: str
     deletion_protection: bool
     # None: the service calls nothing private and stays out of the VPC.
     egress: PrivateEgress | None
+    # The environment file's [services.<role>]: size, scaling, ingress, the secrets it names and,
+    # for a model server, its GPUs. Its defaults are the service's.
+    settings: CloudRunSizing
     env: tuple[tuple[str, str], ...] = ()
-    # (variable, Secret Manager secret id): the latest version, read at startup.
+    # (variable, Secret Manager secret id) beside the file's: the latest version, read at startup.
     secrets: tuple[tuple[str, str], ...] = ()
     container_port: int = 8080
     args: tuple[str, ...] = ()
-    gpu: Gpu | None = None
+
+    @property
+    def all_secrets(self) -> tuple[tuple[str, str], ...]:
+        return tuple({**self.settings.secrets, **dict(self.secrets)}.items())
 
 
 class CloudRunService(Construct):
@@ -139,15 +119,16 @@ class CloudRunService(Construct):
         super().__init__(scope, id_)
         self.project, self.region = props.project, props.region
         self.service_account = service_account
-        gpu = props.gpu
-        limits = {"cpu": str(props.cpu), "memory": props.memory}
+        settings = props.settings
+        gpu = settings if isinstance(settings, GpuServiceSizing) else None
+        limits = {"cpu": str(settings.cpu), "memory": settings.memory}
         if gpu:
-            limits["nvidia.com/gpu"] = str(gpu.count)
+            limits["nvidia.com/gpu"] = str(gpu.gpus)
         # Granted before the revision is created: a revision that references a secret it may
         # not read fails to start (cloud.google.com/run/docs/configuring/services/secrets#access-secret).
         secret_grants = [
-            grant(self, f"secret-{secret}", role=SECRET_ACCESSOR, to=service_account, on=Secret(secret))
-            for secret in sorted({secret for _, secret in props.secrets})
+            Secret(secret).grant_read(self, service_account)
+            for secret in sorted({secret for _, secret in props.all_secrets})
         ]
 
         self.service = CloudRunV2Service(
@@ -155,19 +136,19 @@ class CloudRunService(Construct):
             "service",
             name=props.name,
             location=props.region,
-            ingress=props.ingress,
+            ingress=settings.ingress,
             deletion_protection=props.deletion_protection,
             depends_on=secret_grants or None,
             template=CloudRunV2ServiceTemplate(
                 service_account=service_account.email,
                 execution_environment="EXECUTION_ENVIRONMENT_GEN2",
-                timeout=f"{props.timeout_seconds}s",
-                max_instance_request_concurrency=props.concurrency,
+                timeout=f"{settings.timeout_seconds}s",
+                max_instance_request_concurrency=settings.concurrency,
                 scaling=CloudRunV2ServiceTemplateScaling(
-                    min_instance_count=props.min_instances, max_instance_count=props.max_instances
+                    min_instance_count=settings.min_instances, max_instance_count=settings.max_instances
                 ),
                 vpc_access=props.egress.vpc_access() if props.egress else None,
-                node_selector=CloudRunV2ServiceTemplateNodeSelector(accelerator=gpu.type) if gpu else None,
+                node_selector=CloudRunV2ServiceTemplateNodeSelector(accelerator=gpu.gpu_type) if gpu else None,
                 gpu_zonal_redundancy_disabled=(not gpu.zonal_redundancy) if gpu else None,
                 containers=[
                     CloudRunV2ServiceTemplateContainers(
@@ -178,10 +159,10 @@ class CloudRunService(Construct):
                             limits=limits,
                             # cpu_idle=false keeps CPU allocated between requests (the reference architecture's
                             # comment says the opposite; its intent needs false).
-                            cpu_idle=not props.cpu_always_allocated,
-                            startup_cpu_boost=props.startup_cpu_boost,
+                            cpu_idle=not settings.cpu_always_allocated,
+                            startup_cpu_boost=settings.startup_cpu_boost,
                         ),
-                        env=[*_plain_env(props.env), *_secret_env(props.secrets)] or None,
+                        env=[*_plain_env(props.env), *_secret_env(props.all_secrets)] or None,
                         startup_probe=MODEL_STARTUP_PROBE if gpu else STARTUP_PROBE,
                         liveness_probe=LIVENESS_PROBE,
                     )
@@ -190,7 +171,7 @@ class CloudRunService(Construct):
         )
         # Made here, whoever owns the account: what this service does, its identity may do.
         for role in RUNTIME_ROLES:
-            grant(self, role_id(role), role=role, to=service_account, on=Project(self.project))
+            self.grant_project_role(role)
 
     @property
     def uri(self) -> str:
@@ -198,8 +179,25 @@ class CloudRunService(Construct):
 
     @property
     def target(self) -> RunService:
-        """This service as a resource others are granted roles on (``INVOKER``: who may call it)."""
+        """This service as a resource others are granted roles on."""
         return RunService(self.project, self.region, self.service.name)
+
+    def grant_project_role(self, role: str) -> None:
+        """The service's identity holds ``role`` on the project (binding ``<service>/role-<name>``),
+        for what the service does, whichever stack owns the identity."""
+        Project(self.project).grant_role(self, role, self.service_account)
+
+    def grant_invoke(self, caller: CloudRunService) -> None:
+        """``caller``'s identity may invoke this service: ``<service>/invoker-<caller's account id>``."""
+        account = caller.service_account
+        self._grant_invoke(account.node.id, account)
+
+    def grant_public_invoke(self) -> None:
+        """Anyone may invoke it (it checks who calls itself, or serves a public page): ``invoker-public``."""
+        self._grant_invoke("public", ALL_USERS)
+
+    def _grant_invoke(self, who: str, to: Grantable) -> None:
+        self.target.bind(self, f"invoker-{who}", INVOKER, to.member)
 
     def require_iap(self, *, members: list[str], beta: TerraformProvider) -> None:
         """Put Identity-Aware Proxy in front: only ``members`` get through, signed in.
@@ -212,12 +210,10 @@ class CloudRunService(Construct):
         agent = GoogleProjectServiceIdentity(
             self, "iap-agent", project=self.project, service="iap.googleapis.com", provider=beta
         )
-        grant(self, "invoker-iap", role=INVOKER, to=agent, on=self.target)
+        self._grant_invoke("iap", agent)
         behind_iap = IapRunService(self.project, self.region, self.service.name, beta)
         for index, member in enumerate(members):
-            grant(
-                self, f"iap-access-{index}", role="roles/iap.httpsResourceAccessor", to=Principal(member), on=behind_iap
-            )
+            behind_iap.bind(self, f"iap-access-{index}", IAP_ACCESSOR, member)
 
 
 def _plain_env(values: tuple[tuple[str, str], ...]) -> list[CloudRunV2ServiceTemplateContainersEnv]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any
+from typing import Any, Protocol
 
 from cdktf_cdktf_provider_google.container_cluster import (
     ContainerClusterBinaryAuthorization,
@@ -63,6 +63,16 @@ NO_CLIENT_CERTIFICATE = ContainerClusterMasterAuth(
 )
 
 
+class ClusterLifecycle(Protocol):
+    """How a cluster is kept, as both clusters' settings models say it."""
+
+    @property
+    def release_channel(self) -> str: ...
+
+    @property
+    def deletion_protection(self) -> bool: ...
+
+
 @dataclass(frozen=True)
 class ClusterPlacement:
     """Where a cluster runs and how it is reached and kept: what its props share."""
@@ -75,8 +85,8 @@ class ClusterPlacement:
     # The subnet's secondary ranges for Pods and Services (VPC-native).
     pods_range: str
     services_range: str
-    release_channel: str
-    deletion_protection: bool
+    # The environment file's [cluster] or [workers.cluster]: its release channel and deletion protection.
+    settings: ClusterLifecycle
     control_plane: ControlPlane
 
     def cluster_settings(self) -> dict[str, Any]:
@@ -100,9 +110,9 @@ class ClusterPlacement:
             "binary_authorization": ContainerClusterBinaryAuthorization(
                 evaluation_mode="PROJECT_SINGLETON_POLICY_ENFORCE"
             ),
-            "release_channel": ContainerClusterReleaseChannel(channel=self.release_channel),
+            "release_channel": ContainerClusterReleaseChannel(channel=self.settings.release_channel),
             "workload_identity_config": ContainerClusterWorkloadIdentityConfig(
                 workload_pool=f"{self.project}.svc.id.goog"
             ),
-            "deletion_protection": self.deletion_protection,
+            "deletion_protection": self.settings.deletion_protection,
         }

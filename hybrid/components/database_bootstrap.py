@@ -1,8 +1,8 @@
 """The one-time database bootstrap as a Cloud Run job: grants the orchestrator's IAM database
-user what its migrations need (services/orchestrator/orchestrator/bootstrap.py).
+user what its migrations need (services/orchestrator/bootstrap.py).
 
 It runs the orchestrator's own image as the built-in ``postgres`` user, whose password the
-operator sets and stores in Secret Manager once (README, "Deploying to a real project"):
+operator sets and stores in Secret Manager once (docs/deploying.md, "Deploying to a real project"):
 the stacks never hold it. Its identity may read that one secret and nothing else.
 """
 
@@ -23,7 +23,7 @@ from cdktf_cdktf_provider_google.cloud_run_v2_job import (
 from constructs import Construct
 
 from hybrid.components.cloud_run import PrivateEgress
-from hybrid.components.grants import SECRET_ACCESSOR, Secret, grant
+from hybrid.components.grants import Secret
 from hybrid.components.service_account import ServiceAccount
 
 ADMIN_USER = "postgres"  # Cloud SQL's built-in admin, a member of cloudsqlsuperuser
@@ -47,9 +47,7 @@ class DatabaseBootstrapJob(Construct):
     def __init__(self, scope: Construct, id_: str, props: DatabaseBootstrapProps, *, account: ServiceAccount) -> None:
         super().__init__(scope, id_)
         # Granted before the job exists, so its first execution can read the password.
-        password_access = grant(
-            self, "admin-password-access", role=SECRET_ACCESSOR, to=account, on=Secret(props.admin_password_secret)
-        )
+        password_access = Secret(props.admin_password_secret).grant_read(self, account, id_="admin-password-access")
         plain = {
             "PGHOST": props.database_host,
             "PGDATABASE": props.database_name,

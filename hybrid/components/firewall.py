@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -12,6 +13,8 @@ from cdktf_cdktf_provider_google.compute_firewall import (
     ComputeFirewallLogConfig,
 )
 from constructs import Construct
+
+from hybrid.topology import Flow, Peer
 
 # The lowest priority a rule can have (cloud.google.com/firewall/docs/firewalls#priority_order_for_firewall_rules);
 # the default-deny rules sit one above the implied rules at 65535.
@@ -31,6 +34,48 @@ class Rule:
     protocol: str = "all"
     ports: tuple[str, ...] = ()
     priority: int = ALLOW_PRIORITY
+
+
+def flow_rules(
+    flow: Flow,
+    *,
+    name: Callable[[str], str],
+    ranges: Callable[[Peer], tuple[str, ...]],
+    tag: Callable[[str], str],
+    port: int | None,
+) -> list[Rule]:
+    """``flow``'s egress rule, which matches its source by network tags where it has them, and
+    its ingress rule; ``name`` turns a rule's key into its name, ``ranges`` a peer's range
+    references into CIDRs and ``tag`` a service into its network tag."""
+    source = flow.source
+
+    def allow(
+        key: str,
+        direction: Literal["INGRESS", "EGRESS"],
+        why: str,
+        source_ranges: tuple[str, ...] = (),
+        target_tags: tuple[str, ...] = (),
+    ) -> Rule:
+        return Rule(
+            name=name(key),
+            description=why,
+            direction=direction,
+            action="allow",
+            destination_ranges=ranges(flow.destination),
+            protocol="tcp" if port else "all",
+            ports=(str(port),) if port else (),
+            source_ranges=source_ranges,
+            target_tags=target_tags,
+        )
+
+    rules = []
+    if flow.egress_key:
+        tags = tuple(map(tag, source.tags))
+        # A tagged source is matched by its tags alone: its range is the whole Cloud Run subnet's.
+        rules.append(allow(flow.egress_key, "EGRESS", flow.why, () if tags else ranges(source), tags))
+    if flow.ingress_key:
+        rules.append(allow(flow.ingress_key, "INGRESS", flow.why_ingress or flow.why, source_ranges=ranges(source)))
+    return rules
 
 
 @dataclass(frozen=True)

@@ -1,19 +1,27 @@
-"""The one way to grant a role: ``grant(scope, id_, role=..., to=principal, on=target)``.
+"""Where roles are granted. A target (the project, a secret, a bucket, a repository, a Pub/Sub
+topic or subscription, a service account, a Cloud Run service) binds a role with ``bind``; what
+the stacks call are methods named for what a grant allows: on the construct that owns the
+resource (``PubSubQueue.grant_consume``/``grant_publish``, ``BatchBucket.grant_write``/
+``grant_read``/``grant_admin``, ``CloudRunService.grant_invoke``/``grant_public_invoke``/
+``grant_project_role``, ``PostgresInstance.grant_connect``, ``ServiceAccount.grant_project_role``),
+and on the targets of resources made elsewhere (``Project.grant_role``, ``Secret.grant_read``,
+``Bucket.grant_read``, ``Repository.grant_pull``). Every role is named in ``roles``.
 
 A principal is anything ``Grantable``: it has an IAM ``member`` (a ServiceAccount, a service
-agent, or a ``Principal`` such as ``ALL_USERS``). A target is where the binding is made: the
-project, or one resource. Every binding is additive (an ``*_iam_member`` resource), so it never
-takes a role away from anyone this code does not know about.
+agent, or a ``Principal`` such as ``ALL_USERS``). Every binding is additive (an ``*_iam_member``
+resource), so it never takes a role away from anyone this code does not know about.
 
-``scope`` and ``id_`` place the binding in the construct tree, and so name its Terraform address.
+A binding's construct path is its Terraform address, derived from the call: renaming one replaces
+the binding, and the replacement's create and the old one's destroy race to the same member, so
+the ids below are the ones deployed before the methods existed.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
-from cdktf import TerraformProvider, TerraformResource
+from cdktf import TerraformProvider, TerraformResource, TerraformStack
 from cdktf_cdktf_provider_google.artifact_registry_repository_iam_member import ArtifactRegistryRepositoryIamMember
 from cdktf_cdktf_provider_google.cloud_run_v2_service_iam_member import CloudRunV2ServiceIamMember
 from cdktf_cdktf_provider_google.project_iam_member import ProjectIamMember, ProjectIamMemberCondition
@@ -30,7 +38,10 @@ from cdktf_cdktf_provider_google_beta.google_iap_web_cloud_run_service_iam_membe
 )
 from constructs import Construct
 
-SECRET_ACCESSOR = "roles/secretmanager.secretAccessor"
+from hybrid.components import roles
+
+if TYPE_CHECKING:  # it imports this module: its ``target`` is a GoogleServiceAccount
+    from hybrid.components.service_account import ServiceAccount
 
 
 class Grantable(Protocol):
@@ -51,6 +62,7 @@ ALL_USERS = Principal("allUsers")
 
 
 Binding = TypeVar("Binding", bound=TerraformResource, covariant=True)
+ConditionBlock = TypeVar("ConditionBlock", ProjectIamMemberCondition, StorageBucketIamMemberCondition)
 
 
 class Target(Protocol[Binding]):
@@ -64,6 +76,20 @@ class Condition:
     title: str
     expression: str
 
+    def block(self, kind: type[ConditionBlock]) -> ConditionBlock:
+        return kind(title=self.title, expression=self.expression)
+
+
+def role_id(role: str) -> str:
+    """The construct id of a project role's binding: the role's last segment, ``role-<name>``."""
+    return f"role-{role.rsplit('/', 1)[1]}"
+
+
+def grant_in_stack(of: Construct, to: ServiceAccount, intent: str, role: str, on: Target[Binding]) -> Binding:
+    """``to`` holds ``role`` on ``on``: the binding ``<to's id>-<intent>`` (``worker-pulls-lines``) at
+    the top level of ``of``'s stack, for a grantee from another stack, with no construct here."""
+    return on.bind(TerraformStack.of(of), f"{to.node.id}-{intent}", role, to.member)
+
 
 @dataclass(frozen=True)
 class Project:
@@ -71,17 +97,19 @@ class Project:
     condition: Condition | None = None
 
     def bind(self, scope: Construct, id_: str, role: str, member: str) -> ProjectIamMember:
-        condition = self.condition
         return ProjectIamMember(
             scope,
             id_,
             project=self.project,
             role=role,
             member=member,
-            condition=ProjectIamMemberCondition(title=condition.title, expression=condition.expression)
-            if condition
-            else None,
+            condition=self.condition.block(ProjectIamMemberCondition) if self.condition else None,
         )
+
+    def grant_role(self, holder: Construct, role: str, to: Grantable) -> ProjectIamMember:
+        """``to`` holds ``role`` on the project: the binding ``holder/role-<name>``, ``holder`` being
+        what the role is for (the grantee's own construct, or the service that runs as it)."""
+        return self.bind(holder, role_id(role), role, to.member)
 
 
 @dataclass(frozen=True)
@@ -91,6 +119,13 @@ class Secret:
     def bind(self, scope: Construct, id_: str, role: str, member: str) -> SecretManagerSecretIamMember:
         return SecretManagerSecretIamMember(scope, id_, secret_id=self.secret_id, role=role, member=member)
 
+    def grant_read(
+        self, holder: Construct, reader: Grantable, *, id_: str | None = None
+    ) -> SecretManagerSecretIamMember:
+        """``reader`` may read the secret's versions: ``holder/secret-<secret id>``, or ``holder/id_``
+        for the two bindings deployed under a name of their own before this method."""
+        return self.bind(holder, id_ or f"secret-{self.secret_id}", roles.SECRET_ACCESSOR, reader.member)
+
 
 @dataclass(frozen=True)
 class Bucket:
@@ -98,17 +133,18 @@ class Bucket:
     condition: Condition | None = None
 
     def bind(self, scope: Construct, id_: str, role: str, member: str) -> StorageBucketIamMember:
-        condition = self.condition
         return StorageBucketIamMember(
             scope,
             id_,
             bucket=self.name,
             role=role,
             member=member,
-            condition=StorageBucketIamMemberCondition(title=condition.title, expression=condition.expression)
-            if condition
-            else None,
+            condition=self.condition.block(StorageBucketIamMemberCondition) if self.condition else None,
         )
+
+    def grant_read(self, holder: Construct, reader: Grantable, *, id_: str) -> StorageBucketIamMember:
+        """``reader`` may read the bucket's objects (under the condition, if any): ``holder/id_``."""
+        return self.bind(holder, id_, roles.OBJECT_VIEWER, reader.member)
 
 
 def objects_under(bucket: str, prefix: str) -> Condition:
@@ -139,6 +175,10 @@ class Repository:
             role=role,
             member=member,
         )
+
+    def grant_pull(self, puller: ServiceAccount) -> ArtifactRegistryRepositoryIamMember:
+        """``puller`` may pull the repository's images: ``puller/reads-<repository>``."""
+        return self.bind(puller, f"reads-{self.repository}", roles.IMAGE_READER, puller.member)
 
 
 @dataclass(frozen=True)
@@ -206,13 +246,3 @@ class IapRunService:
             member=member,
             provider=self.beta,
         )
-
-
-def grant(scope: Construct, id_: str, *, role: str, to: Grantable, on: Target[Binding]) -> Binding:
-    """``to`` gets ``role`` on ``on``; the binding is ``scope/id_``."""
-    return on.bind(scope, id_, role, to.member)
-
-
-def role_id(role: str) -> str:
-    """The construct id of a project role's binding: the role's last segment, ``role-<name>``."""
-    return f"role-{role.rsplit('/', 1)[1]}"

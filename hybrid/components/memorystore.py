@@ -4,7 +4,6 @@ AUTH string in Secret Manager for the one client that reads it."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 from cdktf_cdktf_provider_google.redis_instance import RedisInstance
 from cdktf_cdktf_provider_google.secret_manager_secret import (
@@ -16,6 +15,8 @@ from cdktf_cdktf_provider_google.secret_manager_secret import (
 from cdktf_cdktf_provider_google.secret_manager_secret_version import SecretManagerSecretVersion
 from constructs import Construct
 
+from hybrid.config import RedisSettings
+
 
 @dataclass(frozen=True)
 class RedisProps:
@@ -26,9 +27,8 @@ class RedisProps:
     private_services_network: str
     psa_range: str  # the allocated range the instance's address comes from
     auth_secret_id: str
-    tier: Literal["BASIC", "STANDARD_HA"] = "STANDARD_HA"
-    memory_size_gb: int = 1
-    version: str = "REDIS_7_2"
+    # The environment file's [redis]: tier, size, version. Its defaults are the store's.
+    settings: RedisSettings
 
 
 class RedisStore(Construct):
@@ -39,9 +39,9 @@ class RedisStore(Construct):
             "instance",
             name=props.name,
             region=props.region,
-            tier=props.tier,
-            memory_size_gb=props.memory_size_gb,
-            redis_version=props.version,
+            tier=props.settings.tier,
+            memory_size_gb=props.settings.memory_size_gb,
+            redis_version=props.settings.version,
             # The address comes from the range Cloud SQL's does, over the same peering
             # (cloud.google.com/memorystore/docs/redis/networking#private_services_access).
             connect_mode="PRIVATE_SERVICE_ACCESS",
@@ -54,7 +54,7 @@ class RedisStore(Construct):
             transit_encryption_mode="SERVER_AUTHENTICATION",
         )
         # The AUTH string is in Terraform's state whatever we do (the provider reads it back as
-        # auth_string, sensitive): the state bucket is private and versioned (README, step 0).
+        # auth_string, sensitive): the state bucket is private and versioned (docs/deploying.md, step 0).
         # Secret Manager is where the gateway reads it, never from an output or a plain variable.
         self.auth_secret = SecretManagerSecret(
             self,

@@ -51,7 +51,8 @@ from cdktf_cdktf_provider_kubernetes.role_binding_v1 import (
 from cdktf_cdktf_provider_kubernetes.service_v1 import ServiceV1, ServiceV1Metadata, ServiceV1Spec, ServiceV1SpecPort
 from constructs import Construct
 
-from hybrid.components.service_account import ServiceAccount
+from hybrid.components.roles import MONITORING_VIEWER
+from hybrid.components.service_account import ServiceAccount, ServiceAccountProps
 from hybrid.components.workload_identity import WorkloadIdentity, WorkloadIdentityProps
 
 NAMESPACE = "custom-metrics"
@@ -84,7 +85,14 @@ class CustomMetricsAdapterProps:
 
 
 class CustomMetricsAdapter(Construct):
-    """Reads Cloud Monitoring as ``google_account`` (which needs roles/monitoring.viewer)."""
+    """Reads Cloud Monitoring as ``google_account`` (made by ``reader_account``)."""
+
+    @staticmethod
+    def reader_account(scope: Construct, id_: str, props: ServiceAccountProps, *, project: str) -> ServiceAccount:
+        """The Google account an adapter reads Cloud Monitoring as, holding the role to."""
+        account = ServiceAccount(scope, id_, props)
+        account.grant_project_role(MONITORING_VIEWER, project=project)
+        return account
 
     def __init__(
         self, scope: Construct, id_: str, props: CustomMetricsAdapterProps, *, google_account: ServiceAccount
@@ -98,16 +106,14 @@ class CustomMetricsAdapter(Construct):
             namespace=namespace,
             google_account=google_account,
         )
-        subject = {"kind": "ServiceAccount", "name": NAME, "namespace": NAMESPACE}
+        self._rbac(subject={"kind": "ServiceAccount", "name": NAME, "namespace": NAMESPACE})
+        self._deployment(identity)
+        self._api(self._service())
 
-        ClusterRoleBindingV1(
-            self,
-            "auth-delegator",
-            metadata=ClusterRoleBindingV1Metadata(name=f"{NAMESPACE}:system:auth-delegator"),
-            role_ref=ClusterRoleBindingV1RoleRef(
-                api_group="rbac.authorization.k8s.io", kind="ClusterRole", name="system:auth-delegator"
-            ),
-            subject=[ClusterRoleBindingV1Subject(**subject)],
+    def _rbac(self, subject: dict[str, str]) -> None:
+        """Delegated authentication, reading Pods and nodes, and the HPA's reading external metrics."""
+        self._cluster_role_binding(
+            "auth-delegator", f"{NAMESPACE}:system:auth-delegator", "system:auth-delegator", subject
         )
         RoleBindingV1(
             self,
@@ -128,14 +134,8 @@ class CustomMetricsAdapter(Construct):
                 )
             ],
         )
-        ClusterRoleBindingV1(
-            self,
-            "resource-reader-binding",
-            metadata=ClusterRoleBindingV1Metadata(name=f"{NAMESPACE}-resource-reader"),
-            role_ref=ClusterRoleBindingV1RoleRef(
-                api_group="rbac.authorization.k8s.io", kind="ClusterRole", name=reader.metadata.name
-            ),
-            subject=[ClusterRoleBindingV1Subject(**subject)],
+        self._cluster_role_binding(
+            "resource-reader-binding", f"{NAMESPACE}-resource-reader", reader.metadata.name, subject
         )
         external_reader = ClusterRoleV1(
             self,
@@ -147,20 +147,24 @@ class CustomMetricsAdapter(Construct):
                 )
             ],
         )
-        ClusterRoleBindingV1(
-            self,
+        self._cluster_role_binding(
             "hpa-external-metrics",
-            metadata=ClusterRoleBindingV1Metadata(name="external-metrics-reader"),
-            role_ref=ClusterRoleBindingV1RoleRef(
-                api_group="rbac.authorization.k8s.io", kind="ClusterRole", name=external_reader.metadata.name
-            ),
-            subject=[
-                ClusterRoleBindingV1Subject(
-                    kind="ServiceAccount", name="horizontal-pod-autoscaler", namespace="kube-system"
-                )
-            ],
+            "external-metrics-reader",
+            external_reader.metadata.name,
+            {"kind": "ServiceAccount", "name": "horizontal-pod-autoscaler", "namespace": "kube-system"},
         )
 
+    def _cluster_role_binding(self, id_: str, name: str, role: str, subject: dict[str, str]) -> None:
+        ClusterRoleBindingV1(
+            self,
+            id_,
+            metadata=ClusterRoleBindingV1Metadata(name=name),
+            role_ref=ClusterRoleBindingV1RoleRef(api_group="rbac.authorization.k8s.io", kind="ClusterRole", name=role),
+            subject=[ClusterRoleBindingV1Subject(**subject)],
+        )
+
+    def _deployment(self, identity: WorkloadIdentity) -> None:
+        """Over 60 lines: the adapter's Deployment as one literal, as the upstream manifest writes it."""
         DeploymentV1(
             self,
             "deployment",
@@ -222,6 +226,8 @@ class CustomMetricsAdapter(Construct):
                 ),
             ),
         )
+
+    def _service(self) -> ServiceV1:
         service = ServiceV1(
             self,
             "service",
@@ -233,6 +239,10 @@ class CustomMetricsAdapter(Construct):
                 port=[ServiceV1SpecPort(name=PORT_NAME, port=443, target_port=PORT_NAME, protocol="TCP")],
             ),
         )
+        return service
+
+    def _api(self, service: ServiceV1) -> None:
+        """The metrics APIs, served by ``service``."""
         for group, version in API_SERVICES:
             ApiServiceV1(
                 self,

@@ -18,8 +18,10 @@ from cdktf_cdktf_provider_google.sql_database_instance import (
 from cdktf_cdktf_provider_google.sql_user import SqlUser
 from constructs import Construct
 
-from hybrid.components.grants import Condition, Project, grant
+from hybrid.components.grants import Condition, Project
+from hybrid.components.roles import DATABASE_LOGIN
 from hybrid.components.service_account import ServiceAccount
+from hybrid.config import DatabaseSettings
 
 # IAM database authentication, plus the logging flags the CIS GCP benchmark (section 6.2)
 # and checkov's CKV_GCP_51..57/108..111 and CKV2_GCP_13 expect of a PostgreSQL instance.
@@ -41,51 +43,38 @@ DATABASE_FLAGS = {
     "log_temp_files": "0",
 }
 
-# What a client needs to log in with IAM database authentication: cloudsql.instances.login, in
-# roles/cloudsql.instanceUser. roles/cloudsql.client (cloudsql.instances.connect) is for the Cloud
-# SQL Auth Proxy and connectors, which the services do not use: they connect to the private IP
-# directly (cloud.google.com/sql/docs/postgres/iam-logins, "Before you begin").
-LOGIN_ROLE = "roles/cloudsql.instanceUser"
-
 
 @dataclass(frozen=True)
 class PostgresProps:
     name: str
     region: str
     private_network: str
-    version: str
-    tier: str
-    availability: str
-    disk_size_gb: int
-    deletion_protection: bool
-    backup_start_time: str
-    retained_backups: int
-    log_retention_days: int
-    maintenance_day: int
-    maintenance_hour: int
+    # The environment file's [database]: version, size, backups, maintenance. Its defaults are the instance's.
+    settings: DatabaseSettings
 
 
 class PostgresInstance(Construct):
     def __init__(self, scope: Construct, id_: str, props: PostgresProps) -> None:
         super().__init__(scope, id_)
         self.instance_name = props.name
+        db = props.settings
         self.instance = SqlDatabaseInstance(
             self,
             "instance",
             name=props.name,
             region=props.region,
-            database_version=props.version,
-            deletion_protection=props.deletion_protection,
+            database_version=db.version,
+            deletion_protection=db.deletion_protection,
             settings=SqlDatabaseInstanceSettings(
-                tier=props.tier,
+                tier=db.tier,
                 # db-custom tiers belong to the Enterprise edition; PostgreSQL 16+ would
                 # otherwise default to Enterprise Plus (cloud.google.com/sql/docs/editions-intro).
                 edition="ENTERPRISE",
-                availability_type=props.availability,
+                availability_type=db.availability,
                 disk_type="PD_SSD",
-                disk_size=props.disk_size_gb,
+                disk_size=db.disk_size_gb,
                 disk_autoresize=True,
-                deletion_protection_enabled=props.deletion_protection,
+                deletion_protection_enabled=db.deletion_protection,
                 ip_configuration=SqlDatabaseInstanceSettingsIpConfiguration(
                     ipv4_enabled=False,
                     private_network=props.private_network,
@@ -94,14 +83,14 @@ class PostgresInstance(Construct):
                 backup_configuration=SqlDatabaseInstanceSettingsBackupConfiguration(
                     enabled=True,
                     point_in_time_recovery_enabled=True,
-                    start_time=props.backup_start_time,
-                    transaction_log_retention_days=props.log_retention_days,
+                    start_time=db.backup_start_time,
+                    transaction_log_retention_days=db.log_retention_days,
                     backup_retention_settings=SqlDatabaseInstanceSettingsBackupConfigurationBackupRetentionSettings(
-                        retained_backups=props.retained_backups, retention_unit="COUNT"
+                        retained_backups=db.retained_backups, retention_unit="COUNT"
                     ),
                 ),
                 maintenance_window=SqlDatabaseInstanceSettingsMaintenanceWindow(
-                    day=props.maintenance_day, hour=props.maintenance_hour, update_track="stable"
+                    day=db.maintenance_day, hour=db.maintenance_hour, update_track="stable"
                 ),
                 insights_config=SqlDatabaseInstanceSettingsInsightsConfig(
                     query_insights_enabled=True, record_application_tags=False, record_client_address=False
@@ -125,8 +114,7 @@ class PostgresInstance(Construct):
         return SqlDatabase(self, f"database-{name}", name=name, instance=self.instance.name)
 
     def add_iam_user(self, account: ServiceAccount, *, project: str) -> SqlUser:
-        """A database user for ``account``'s IAM identity, and the roles to connect with it, to this
-        instance only (granted the one way, as every role)."""
+        """A database user for ``account``'s IAM identity, which may connect to this instance."""
         user = SqlUser(
             self,
             f"iam-user-{account.node.id}",
@@ -134,6 +122,12 @@ class PostgresInstance(Construct):
             name=account.database_user_name,
             type="CLOUD_IAM_SERVICE_ACCOUNT",
         )
+        self.grant_connect(account, project=project)
+        return user
+
+    def grant_connect(self, account: ServiceAccount, *, project: str) -> None:
+        """``account`` may log in to this instance, and no other, with IAM database authentication
+        (roles.DATABASE_LOGIN): ``<postgres>/<account>-instanceUser``."""
         # cloud.google.com/sql/docs/postgres/iam-conditions: limit the grant to one instance.
         this_instance = Condition(
             title=f"only {self.instance_name}",
@@ -142,11 +136,7 @@ class PostgresInstance(Construct):
                 f'resource.name == "projects/{project}/instances/{self.instance_name}"'
             ),
         )
-        grant(
-            self,
-            f"{account.node.id}-{LOGIN_ROLE.rsplit('.', 1)[1]}",
-            role=LOGIN_ROLE,
-            to=account,
-            on=Project(project, condition=this_instance),
+        role_name = DATABASE_LOGIN.rsplit(".", 1)[1]
+        Project(project, condition=this_instance).bind(
+            self, f"{account.node.id}-{role_name}", DATABASE_LOGIN, account.member
         )
-        return user

@@ -14,10 +14,10 @@ from cdktf_cdktf_provider_google.pubsub_subscription import (
 from cdktf_cdktf_provider_google.pubsub_topic import PubsubTopic
 from constructs import Construct
 
-from hybrid.components.grants import Grantable, Subscription, Topic, grant
-
-PUBLISHER = "roles/pubsub.publisher"
-SUBSCRIBER = "roles/pubsub.subscriber"
+from hybrid.components.grants import Grantable, Subscription, Topic, grant_in_stack
+from hybrid.components.roles import PUBLISHER, SUBSCRIBER
+from hybrid.components.service_account import ServiceAccount
+from hybrid.config.workers import QueueSettings
 
 
 @dataclass(frozen=True)
@@ -26,11 +26,8 @@ class PubSubQueueProps:
     subscription: str
     dead_letter_topic: str
     dead_letter_subscription: str
-    ack_deadline_seconds: int
-    min_backoff_seconds: int
-    max_backoff_seconds: int
-    max_delivery_attempts: int
-    retention_days: int
+    # The environment file's [workers.queue]: deadlines, backoff, attempts, retention. Its defaults are the queue's.
+    settings: QueueSettings
 
 
 def _seconds(value: int) -> str:
@@ -38,68 +35,72 @@ def _seconds(value: int) -> str:
 
 
 class PubSubQueue(Construct):
-    def __init__(self, scope: Construct, id_: str, props: PubSubQueueProps, *, dead_letter_agent: Grantable) -> None:
+    """``messages`` names what the queue carries, in its grants' ids (``worker-pulls-lines``)."""
+
+    def __init__(
+        self, scope: Construct, id_: str, props: PubSubQueueProps, *, messages: str, dead_letter_agent: Grantable
+    ) -> None:
         super().__init__(scope, id_)
-        retention = _seconds(props.retention_days * 86_400)
-        # An empty ttl: a subscription nobody pulls from for 31 days is not deleted
-        # (registry.terraform.io/providers/hashicorp/google/6.50.0/docs/resources/pubsub_subscription#expiration_policy).
-        never_expires = PubsubSubscriptionExpirationPolicy(ttl="")
+        self.messages = messages
+        self.props = props
         self.topic = PubsubTopic(self, "topic", name=props.topic)
         self.dead_letter_topic = PubsubTopic(self, "dead-letter-topic", name=props.dead_letter_topic)
-        self.subscription = PubsubSubscription(
-            self,
+        settings = props.settings
+        self.subscription = self._subscription(
             "subscription",
-            name=props.subscription,
-            topic=self.topic.id,
-            ack_deadline_seconds=props.ack_deadline_seconds,
-            message_retention_duration=retention,
+            props.subscription,
+            self.topic,
             # A nacked or expired message comes back after an exponentially growing delay.
             retry_policy=PubsubSubscriptionRetryPolicy(
-                minimum_backoff=_seconds(props.min_backoff_seconds),
-                maximum_backoff=_seconds(props.max_backoff_seconds),
+                minimum_backoff=_seconds(settings.min_backoff_seconds),
+                maximum_backoff=_seconds(settings.max_backoff_seconds),
             ),
             dead_letter_policy=PubsubSubscriptionDeadLetterPolicy(
-                dead_letter_topic=self.dead_letter_topic.id, max_delivery_attempts=props.max_delivery_attempts
+                dead_letter_topic=self.dead_letter_topic.id, max_delivery_attempts=settings.max_delivery_attempts
             ),
-            expiration_policy=never_expires,
         )
         # Messages published to a topic without subscriptions are lost (cloud.google.com/pubsub/docs/handling-failures).
-        self.dead_letter_subscription = PubsubSubscription(
-            self,
-            "dead-letter-subscription",
-            name=props.dead_letter_subscription,
-            topic=self.dead_letter_topic.id,
-            ack_deadline_seconds=props.ack_deadline_seconds,
-            message_retention_duration=retention,
-            expiration_policy=never_expires,
+        self.dead_letter_subscription = self._subscription(
+            "dead-letter-subscription", props.dead_letter_subscription, self.dead_letter_topic
         )
         # Pub/Sub moves dead letters as its service agent, ``dead_letter_agent``, which must publish
         # to the dead-letter topic and subscribe to the source subscription
         # (cloud.google.com/pubsub/docs/dead-letter-topics).
-        grant(
+        self._dead_letters = Topic(self.dead_letter_topic.id)
+        self._dead_letters.bind(self, "agent-publishes-dead-letters", PUBLISHER, dead_letter_agent.member)
+        Subscription(self.subscription.id).bind(self, "agent-subscribes-source", SUBSCRIBER, dead_letter_agent.member)
+
+    def _subscription(
+        self,
+        id_: str,
+        name: str,
+        topic: PubsubTopic,
+        retry_policy: PubsubSubscriptionRetryPolicy | None = None,
+        dead_letter_policy: PubsubSubscriptionDeadLetterPolicy | None = None,
+    ) -> PubsubSubscription:
+        settings = self.props.settings
+        return PubsubSubscription(
             self,
-            "agent-publishes-dead-letters",
-            role=PUBLISHER,
-            to=dead_letter_agent,
-            on=Topic(self.dead_letter_topic.id),
+            id_,
+            name=name,
+            topic=topic.id,
+            ack_deadline_seconds=settings.ack_deadline_seconds,
+            message_retention_duration=_seconds(settings.retention_days * 86_400),
+            retry_policy=retry_policy,
+            dead_letter_policy=dead_letter_policy,
+            # An empty ttl: a subscription nobody pulls from for 31 days is not deleted
+            # (registry.terraform.io/providers/hashicorp/google/6.50.0/docs/resources/pubsub_subscription#expiration_policy).
+            expiration_policy=PubsubSubscriptionExpirationPolicy(ttl=""),
         )
-        grant(
-            self,
-            "agent-subscribes-source",
-            role=SUBSCRIBER,
-            to=dead_letter_agent,
-            on=Subscription(self.subscription.id),
-        )
 
-    @property
-    def topic_target(self) -> Topic:
-        return Topic(self.topic.id)
+    def grant_publish(self, publisher: ServiceAccount) -> None:
+        """``publisher`` may send messages to the queue: ``<publisher>-publishes-<messages>``."""
+        grant_in_stack(self, publisher, f"publishes-{self.messages}", PUBLISHER, Topic(self.topic.id))
 
-    @property
-    def dead_letter_topic_target(self) -> Topic:
-        return Topic(self.dead_letter_topic.id)
-
-    @property
-    def subscriptions(self) -> tuple[Subscription, Subscription]:
-        """The line subscription and the dead-letter one: what a consumer pulls from."""
-        return Subscription(self.subscription.id), Subscription(self.dead_letter_subscription.id)
+    def grant_consume(self, consumer: ServiceAccount) -> None:
+        """What a consumer does: pulls both subscriptions, puts back on the topic a message it found
+        stuck, and moves to the dead letters one it gives up on."""
+        grant_in_stack(self, consumer, f"pulls-{self.messages}", SUBSCRIBER, Subscription(self.subscription.id))
+        grant_in_stack(self, consumer, "pulls-dead-letters", SUBSCRIBER, Subscription(self.dead_letter_subscription.id))
+        grant_in_stack(self, consumer, f"republishes-{self.messages}", PUBLISHER, Topic(self.topic.id))
+        grant_in_stack(self, consumer, "publishes-dead-letters", PUBLISHER, self._dead_letters)

@@ -48,3 +48,7 @@ class ServiceAccount(Construct):
     def target(self) -> grants.GoogleServiceAccount:
         """This account as a resource others are granted roles on (who may act as it)."""
         return grants.GoogleServiceAccount(self.resource.name)
+
+    def grant_project_role(self, role: str, *, project: str) -> None:
+        """This account holds ``role`` on ``project``: the binding is this construct's ``role-<name>``."""
+        grants.Project(project).grant_role(self, role, self)

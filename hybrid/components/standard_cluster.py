@@ -30,6 +30,7 @@ from hybrid.components.autopilot_cluster import CLOUD_PLATFORM_SCOPE, grant_node
 from hybrid.components.control_plane import ClusterPlacement
 from hybrid.components.grants import Repository
 from hybrid.components.service_account import ServiceAccount
+from hybrid.config.workers import OnDemandPoolSettings, SpotPoolSettings
 
 # GKE labels every Spot node cloud.google.com/gke-spot=true; a Standard pool gets no taint of its
 # own, and GKE's guidance is to taint it so that only Pods that tolerate preemption land there
@@ -47,6 +48,22 @@ class NodePoolProps:
     min_nodes: int
     max_nodes: int
     spot: bool
+
+    @classmethod
+    def spot_pool(cls, name: str, settings: SpotPoolSettings) -> NodePoolProps:
+        """Spot VMs, scaled from zero: the file's [workers.spot_pool]."""
+        return cls(name=name, machine_type=settings.machine_type, min_nodes=0, max_nodes=settings.max_nodes, spot=True)
+
+    @classmethod
+    def on_demand_pool(cls, name: str, settings: OnDemandPoolSettings) -> NodePoolProps:
+        """On-demand VMs, for when Spot capacity is short: the file's [workers.on_demand_pool]."""
+        return cls(
+            name=name,
+            machine_type=settings.machine_type,
+            min_nodes=settings.min_nodes,
+            max_nodes=settings.max_nodes,
+            spot=False,
+        )
 
 
 @dataclass(frozen=True)
@@ -71,6 +88,7 @@ class StandardCluster(Construct):
         super().__init__(scope, id_)
         grant_node_roles(node_account, project=props.placement.project, pulls_from=pulls_from)
         placement = props.placement
+        self.region = placement.region
         self.cluster = ContainerCluster(
             self,
             "cluster",
@@ -94,35 +112,35 @@ class StandardCluster(Construct):
             ),
             enable_shielded_nodes=True,
         )
-        self.pools = {
-            pool.name: ContainerNodePool(
-                self,
-                f"pool-{pool.name}",
-                name=pool.name,
-                cluster=self.cluster.id,
-                location=placement.region,
-                autoscaling=ContainerNodePoolAutoscaling(
-                    total_min_node_count=pool.min_nodes,
-                    total_max_node_count=pool.max_nodes,
-                    # Spot capacity differs by zone: take it in any zone that has it; spread
-                    # on-demand nodes evenly (cloud.google.com/kubernetes-engine/docs/concepts/
-                    # cluster-autoscaler#location-policy).
-                    location_policy="ANY" if pool.spot else "BALANCED",
+        self.pools = {pool.name: self._pool(pool, node_account) for pool in props.pools}
+
+    def _pool(self, pool: NodePoolProps, node_account: ServiceAccount) -> ContainerNodePool:
+        return ContainerNodePool(
+            self,
+            f"pool-{pool.name}",
+            name=pool.name,
+            cluster=self.cluster.id,
+            location=self.region,
+            autoscaling=ContainerNodePoolAutoscaling(
+                total_min_node_count=pool.min_nodes,
+                total_max_node_count=pool.max_nodes,
+                # Spot capacity differs by zone: take it in any zone that has it; spread
+                # on-demand nodes evenly (cloud.google.com/kubernetes-engine/docs/concepts/
+                # cluster-autoscaler#location-policy).
+                location_policy="ANY" if pool.spot else "BALANCED",
+            ),
+            management=ContainerNodePoolManagement(auto_repair=True, auto_upgrade=True),
+            node_config=ContainerNodePoolNodeConfig(
+                machine_type=pool.machine_type,
+                spot=pool.spot,
+                taint=[SPOT_TAINT] if pool.spot else None,
+                image_type="COS_CONTAINERD",
+                service_account=node_account.email,
+                oauth_scopes=[CLOUD_PLATFORM_SCOPE],
+                # Pods see only their own Workload Identity, never the node's account.
+                workload_metadata_config=ContainerNodePoolNodeConfigWorkloadMetadataConfig(mode="GKE_METADATA"),
+                shielded_instance_config=ContainerNodePoolNodeConfigShieldedInstanceConfig(
+                    enable_secure_boot=True, enable_integrity_monitoring=True
                 ),
-                management=ContainerNodePoolManagement(auto_repair=True, auto_upgrade=True),
-                node_config=ContainerNodePoolNodeConfig(
-                    machine_type=pool.machine_type,
-                    spot=pool.spot,
-                    taint=[SPOT_TAINT] if pool.spot else None,
-                    image_type="COS_CONTAINERD",
-                    service_account=node_account.email,
-                    oauth_scopes=[CLOUD_PLATFORM_SCOPE],
-                    # Pods see only their own Workload Identity, never the node's account.
-                    workload_metadata_config=ContainerNodePoolNodeConfigWorkloadMetadataConfig(mode="GKE_METADATA"),
-                    shielded_instance_config=ContainerNodePoolNodeConfigShieldedInstanceConfig(
-                        enable_secure_boot=True, enable_integrity_monitoring=True
-                    ),
-                ),
-            )
-            for pool in props.pools
-        }
+            ),
+        )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
+from typing import TypeVar
 
 from cdktf import TerraformResourceLifecycle
 from cdktf_cdktf_provider_kubernetes.deployment_v1 import (
@@ -24,15 +25,12 @@ from cdktf_cdktf_provider_kubernetes.deployment_v1 import (
     DeploymentV1SpecTemplateSpecContainer,
     DeploymentV1SpecTemplateSpecContainerEnv,
     DeploymentV1SpecTemplateSpecContainerLivenessProbe,
-    DeploymentV1SpecTemplateSpecContainerLivenessProbeHttpGet,
     DeploymentV1SpecTemplateSpecContainerPort,
     DeploymentV1SpecTemplateSpecContainerReadinessProbe,
-    DeploymentV1SpecTemplateSpecContainerReadinessProbeHttpGet,
     DeploymentV1SpecTemplateSpecContainerResources,
     DeploymentV1SpecTemplateSpecContainerSecurityContext,
     DeploymentV1SpecTemplateSpecContainerSecurityContextCapabilities,
     DeploymentV1SpecTemplateSpecContainerStartupProbe,
-    DeploymentV1SpecTemplateSpecContainerStartupProbeHttpGet,
     DeploymentV1SpecTemplateSpecContainerVolumeMount,
     DeploymentV1SpecTemplateSpecSecurityContext,
     DeploymentV1SpecTemplateSpecSecurityContextSeccompProfile,
@@ -43,8 +41,6 @@ from cdktf_cdktf_provider_kubernetes.deployment_v1 import (
 )
 from cdktf_cdktf_provider_kubernetes.horizontal_pod_autoscaler_v2 import (
     HorizontalPodAutoscalerV2,
-    HorizontalPodAutoscalerV2Metadata,
-    HorizontalPodAutoscalerV2Spec,
     HorizontalPodAutoscalerV2SpecBehavior,
     HorizontalPodAutoscalerV2SpecBehaviorScaleDown,
     HorizontalPodAutoscalerV2SpecBehaviorScaleDownPolicy,
@@ -52,7 +48,6 @@ from cdktf_cdktf_provider_kubernetes.horizontal_pod_autoscaler_v2 import (
     HorizontalPodAutoscalerV2SpecMetricPods,
     HorizontalPodAutoscalerV2SpecMetricPodsMetric,
     HorizontalPodAutoscalerV2SpecMetricPodsTarget,
-    HorizontalPodAutoscalerV2SpecScaleTargetRef,
 )
 from cdktf_cdktf_provider_kubernetes.manifest import Manifest
 from cdktf_cdktf_provider_kubernetes.network_policy_v1 import (
@@ -74,9 +69,6 @@ from cdktf_cdktf_provider_kubernetes.persistent_volume_claim_v1 import (
 )
 from cdktf_cdktf_provider_kubernetes.pod_disruption_budget_v1 import (
     PodDisruptionBudgetV1,
-    PodDisruptionBudgetV1Metadata,
-    PodDisruptionBudgetV1Spec,
-    PodDisruptionBudgetV1SpecSelector,
 )
 from cdktf_cdktf_provider_kubernetes.service_v1 import (
     ServiceV1,
@@ -86,6 +78,8 @@ from cdktf_cdktf_provider_kubernetes.service_v1 import (
 )
 from constructs import Construct
 
+from hybrid.components.scaling import autoscaler, disruption_budget
+from hybrid.config import GkeModelServerSettings
 from hybrid.network_constants import HEALTH_CHECK_RANGES
 
 NAME = "vllm"
@@ -104,6 +98,14 @@ HF_TOKEN_DIR = "/var/run/secrets/huggingface"
 STARTUP_PERIOD_SECONDS, STARTUP_FAILURES = 10, 180
 
 
+Probe = TypeVar(
+    "Probe",
+    DeploymentV1SpecTemplateSpecContainerStartupProbe,
+    DeploymentV1SpecTemplateSpecContainerReadinessProbe,
+    DeploymentV1SpecTemplateSpecContainerLivenessProbe,
+)
+
+
 class Weights(Enum):
     """Where the server reads the model's weights from."""
 
@@ -117,26 +119,17 @@ class VllmServerProps:
     namespace: str
     service_account: str  # the Kubernetes service account the Pods run as
     image: str
-    model: str
-    quantization: str | None
-    tensor_parallel_size: int
-    max_model_len: int
-    gpu_memory_utilization: float
-    gpu_type: str
-    gpu_count: int
-    cpu: int
-    memory: str
-    ephemeral_storage: str
-    weights: Weights
-    weights_volume_size: str  # the disk's size, for Weights.PVC
-    weights_bucket: str | None  # the bucket, for Weights.GCSFUSE
-    hf_token_secret: str | None
-    min_replicas: int
-    max_replicas: int
-    queue_target: int
+    # The environment file's [inference.gke]: the model, its GPUs and size, where its weights are
+    # read from (the disk's size, or the bucket), the token, the replicas. Its defaults are the server's.
+    settings: GkeModelServerSettings
+    quantization: str | None  # the model's, from the catalog
     port: int
     load_balancer_ip: str
     allowed_sources: tuple[str, ...]
+
+    @property
+    def weights(self) -> Weights:
+        return Weights(self.settings.weights)
 
 
 class VllmServer(Construct):
@@ -170,7 +163,7 @@ class VllmServer(Construct):
             # The autoscaler owns the replica count once the Deployment exists.
             lifecycle=TerraformResourceLifecycle(ignore_changes=["spec[0].replicas"]),
             spec=DeploymentV1Spec(
-                replicas=str(props.min_replicas),
+                replicas=str(props.settings.min_replicas),
                 selector=DeploymentV1SpecSelector(match_labels=LABELS),
                 strategy=self._strategy(),
                 template=DeploymentV1SpecTemplate(metadata=self._pod_metadata(), spec=self._pod_spec(volumes, mounts)),
@@ -209,8 +202,8 @@ class VllmServer(Construct):
             service_account_name=props.service_account,
             # Both are needed on Autopilot (cloud.google.com/kubernetes-engine/docs/how-to/autopilot-gpus).
             node_selector={
-                "cloud.google.com/gke-accelerator": props.gpu_type,
-                "cloud.google.com/gke-accelerator-count": str(props.gpu_count),
+                "cloud.google.com/gke-accelerator": props.settings.gpu_type,
+                "cloud.google.com/gke-accelerator-count": str(props.settings.gpu_count),
             },
             termination_grace_period_seconds=60,
             security_context=DeploymentV1SpecTemplateSpecSecurityContext(
@@ -232,9 +225,21 @@ class VllmServer(Construct):
             port=[DeploymentV1SpecTemplateSpecContainerPort(name=PORT_NAME, container_port=props.port)],
             env=[DeploymentV1SpecTemplateSpecContainerEnv(name=key, value=value) for key, value in self._env().items()],
             resources=self._resources(),
-            startup_probe=self._startup_probe(),
-            readiness_probe=self._readiness_probe(),
-            liveness_probe=self._liveness_probe(),
+            startup_probe=self._health(
+                DeploymentV1SpecTemplateSpecContainerStartupProbe,
+                period=STARTUP_PERIOD_SECONDS,
+                failures=STARTUP_FAILURES,
+            ),
+            readiness_probe=self._health(
+                DeploymentV1SpecTemplateSpecContainerReadinessProbe,
+                period=10,
+                failures=3,
+            ),
+            liveness_probe=self._health(
+                DeploymentV1SpecTemplateSpecContainerLivenessProbe,
+                period=30,
+                failures=3,
+            ),
             security_context=DeploymentV1SpecTemplateSpecContainerSecurityContext(
                 allow_privilege_escalation=False,
                 capabilities=DeploymentV1SpecTemplateSpecContainerSecurityContextCapabilities(drop=["ALL"]),
@@ -246,13 +251,13 @@ class VllmServer(Construct):
         props = self.props
         args = [
             "--model",
-            props.model,
+            props.settings.model,
             "--tensor-parallel-size",
-            str(props.tensor_parallel_size),
+            str(props.settings.tensor_parallel_size),
             "--max-model-len",
-            str(props.max_model_len),
+            str(props.settings.max_model_len),
             "--gpu-memory-utilization",
-            str(props.gpu_memory_utilization),
+            str(props.settings.gpu_memory_utilization),
             "--port",
             str(props.port),
         ]
@@ -262,7 +267,7 @@ class VllmServer(Construct):
 
     def _env(self) -> dict[str, str]:
         env = {"HF_HOME": MODEL_CACHE}
-        if self.props.hf_token_secret:
+        if self.props.settings.hf_token_secret:
             env["HF_TOKEN_PATH"] = f"{HF_TOKEN_DIR}/token"
         if self.props.weights is Weights.GCSFUSE:
             # The bucket holds the Hugging Face cache, staged ahead; the server only reads it.
@@ -272,38 +277,20 @@ class VllmServer(Construct):
     def _resources(self) -> DeploymentV1SpecTemplateSpecContainerResources:
         props = self.props
         quantity = {
-            "cpu": str(props.cpu),
-            "memory": props.memory,
-            "ephemeral-storage": props.ephemeral_storage,
-            "nvidia.com/gpu": str(props.gpu_count),
+            "cpu": str(props.settings.cpu),
+            "memory": props.settings.memory,
+            "ephemeral-storage": props.settings.ephemeral_storage,
+            "nvidia.com/gpu": str(props.settings.gpu_count),
         }
         return DeploymentV1SpecTemplateSpecContainerResources(requests=quantity, limits=quantity)
 
-    def _startup_probe(self) -> DeploymentV1SpecTemplateSpecContainerStartupProbe:
-        return DeploymentV1SpecTemplateSpecContainerStartupProbe(
-            http_get=DeploymentV1SpecTemplateSpecContainerStartupProbeHttpGet(
-                path="/health", port=str(self.props.port)
-            ),
-            period_seconds=STARTUP_PERIOD_SECONDS,
-            failure_threshold=STARTUP_FAILURES,
-        )
-
-    def _readiness_probe(self) -> DeploymentV1SpecTemplateSpecContainerReadinessProbe:
-        return DeploymentV1SpecTemplateSpecContainerReadinessProbe(
-            http_get=DeploymentV1SpecTemplateSpecContainerReadinessProbeHttpGet(
-                path="/health", port=str(self.props.port)
-            ),
-            period_seconds=10,
-            failure_threshold=3,
-        )
-
-    def _liveness_probe(self) -> DeploymentV1SpecTemplateSpecContainerLivenessProbe:
-        return DeploymentV1SpecTemplateSpecContainerLivenessProbe(
-            http_get=DeploymentV1SpecTemplateSpecContainerLivenessProbeHttpGet(
-                path="/health", port=str(self.props.port)
-            ),
-            period_seconds=30,
-            failure_threshold=3,
+    def _health(self, probe: type[Probe], *, period: int, failures: int) -> Probe:
+        """``probe`` (startup, readiness or liveness) of vLLM's /health on the server's port."""
+        return probe(
+            # Each probe's http_get struct has the same two fields; jsii takes them as a dict.
+            http_get={"path": "/health", "port": str(self.props.port)},
+            period_seconds=period,
+            failure_threshold=failures,
         )
 
     # The Pod's volumes: shared memory, the weights, the Hugging Face token.
@@ -324,8 +311,8 @@ class VllmServer(Construct):
                 name="model-cache", mount_path=MODEL_CACHE, read_only=self.props.weights is Weights.GCSFUSE
             ),
         ]
-        if self.props.hf_token_secret:
-            volumes.append(self._hf_token_volume(self.props.hf_token_secret))
+        if self.props.settings.hf_token_secret:
+            volumes.append(self._hf_token_volume(self.props.settings.hf_token_secret))
             mounts.append(
                 DeploymentV1SpecTemplateSpecContainerVolumeMount(
                     name="hf-token", mount_path=HF_TOKEN_DIR, read_only=True
@@ -344,7 +331,9 @@ class VllmServer(Construct):
                 spec=PersistentVolumeClaimV1Spec(
                     access_modes=["ReadWriteOnce"],
                     storage_class_name="premium-rwo",
-                    resources=PersistentVolumeClaimV1SpecResources(requests={"storage": props.weights_volume_size}),
+                    resources=PersistentVolumeClaimV1SpecResources(
+                        requests={"storage": props.settings.weights_volume_size}
+                    ),
                 ),
             )
             return DeploymentV1SpecTemplateSpecVolume(
@@ -358,7 +347,7 @@ class VllmServer(Construct):
             csi=DeploymentV1SpecTemplateSpecVolumeCsi(
                 driver="gcsfuse.csi.storage.gke.io",
                 volume_attributes={
-                    "bucketName": props.weights_bucket or "",  # validated: set for gcsfuse
+                    "bucketName": props.settings.weights_bucket or "",  # validated: set for gcsfuse
                     "mountOptions": "implicit-dirs,file-cache:max-size-mb:-1",
                     "fileCacheCapacity": "-1",
                 },
@@ -425,14 +414,7 @@ class VllmServer(Construct):
 
     def _disruption_budget(self) -> PodDisruptionBudgetV1:
         props = self.props
-        return PodDisruptionBudgetV1(
-            self,
-            "disruption-budget",
-            metadata=PodDisruptionBudgetV1Metadata(name=NAME, namespace=props.namespace),
-            spec=PodDisruptionBudgetV1Spec(
-                max_unavailable="1", selector=PodDisruptionBudgetV1SpecSelector(match_labels=LABELS)
-            ),
-        )
+        return disruption_budget(self, name=NAME, namespace=props.namespace, labels=LABELS)
 
     def _network_policy(self) -> NetworkPolicyV1:
         props = self.props
@@ -482,40 +464,32 @@ class VllmServer(Construct):
 
     def _autoscaler(self) -> HorizontalPodAutoscalerV2:
         props = self.props
-        return HorizontalPodAutoscalerV2(
+        return autoscaler(
             self,
-            "autoscaler",
-            metadata=HorizontalPodAutoscalerV2Metadata(name=NAME, namespace=props.namespace),
-            spec=HorizontalPodAutoscalerV2Spec(
-                scale_target_ref=HorizontalPodAutoscalerV2SpecScaleTargetRef(
-                    api_version="apps/v1", kind="Deployment", name=NAME
+            deployment=NAME,
+            namespace=props.namespace,
+            replicas=(props.settings.min_replicas, props.settings.max_replicas),
+            metric=HorizontalPodAutoscalerV2SpecMetric(
+                type="Pods",
+                pods=HorizontalPodAutoscalerV2SpecMetricPods(
+                    metric=HorizontalPodAutoscalerV2SpecMetricPodsMetric(name=QUEUE_METRIC),
+                    target=HorizontalPodAutoscalerV2SpecMetricPodsTarget(
+                        type="AverageValue", average_value=str(props.settings.queue_target)
+                    ),
                 ),
-                min_replicas=props.min_replicas,
-                max_replicas=props.max_replicas,
-                metric=[
-                    HorizontalPodAutoscalerV2SpecMetric(
-                        type="Pods",
-                        pods=HorizontalPodAutoscalerV2SpecMetricPods(
-                            metric=HorizontalPodAutoscalerV2SpecMetricPodsMetric(name=QUEUE_METRIC),
-                            target=HorizontalPodAutoscalerV2SpecMetricPodsTarget(
-                                type="AverageValue", average_value=str(props.queue_target)
-                            ),
-                        ),
+            ),
+            # A new server takes minutes to load; give back GPUs slowly, one at a time.
+            behavior=HorizontalPodAutoscalerV2SpecBehavior(
+                scale_down=[
+                    HorizontalPodAutoscalerV2SpecBehaviorScaleDown(
+                        stabilization_window_seconds=600,
+                        select_policy="Min",
+                        policy=[
+                            HorizontalPodAutoscalerV2SpecBehaviorScaleDownPolicy(
+                                type="Pods", value=1, period_seconds=300
+                            )
+                        ],
                     )
-                ],
-                # A new server takes minutes to load; give back GPUs slowly, one at a time.
-                behavior=HorizontalPodAutoscalerV2SpecBehavior(
-                    scale_down=[
-                        HorizontalPodAutoscalerV2SpecBehaviorScaleDown(
-                            stabilization_window_seconds=600,
-                            select_policy="Min",
-                            policy=[
-                                HorizontalPodAutoscalerV2SpecBehaviorScaleDownPolicy(
-                                    type="Pods", value=1, period_seconds=300
-                                )
-                            ],
-                        )
-                    ]
-                ),
+                ]
             ),
         )

@@ -17,10 +17,9 @@ from cdktf_cdktf_provider_kubernetes.namespace_v1 import NamespaceV1
 from cdktf_cdktf_provider_kubernetes.service_account_v1 import ServiceAccountV1, ServiceAccountV1Metadata
 from constructs import Construct
 
-from hybrid.components.grants import Principal, grant
+from hybrid.components.roles import WORKLOAD_IDENTITY_USER
 from hybrid.components.service_account import ServiceAccount
 
-WORKLOAD_IDENTITY_USER = "roles/iam.workloadIdentityUser"
 GCP_SERVICE_ACCOUNT_ANNOTATION = "iam.gke.io/gcp-service-account"
 
 
@@ -56,12 +55,11 @@ class WorkloadIdentity:
     ) -> None:
         namespace_name = _literal_name(namespace)
         same_stack = TerraformStack.of(google_account) is TerraformStack.of(scope)
-        self.binding: ServiceAccountIamMember = grant(
+        self.binding: ServiceAccountIamMember = google_account.target.bind(
             google_account if same_stack else scope,
             f"workload-identity-{namespace_name}-{props.name}",
-            role=WORKLOAD_IDENTITY_USER,
-            to=Principal(f"serviceAccount:{props.project}.svc.id.goog[{namespace_name}/{props.name}]"),
-            on=google_account.target,
+            WORKLOAD_IDENTITY_USER,
+            f"serviceAccount:{props.project}.svc.id.goog[{namespace_name}/{props.name}]",
         )
         self.account = ServiceAccountV1(
             scope,

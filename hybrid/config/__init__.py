@@ -14,37 +14,37 @@ from hybrid.config.names import ResourceNames
 from hybrid.config.network import NetworkSettings
 from hybrid.config.redis import RedisSettings
 from hybrid.config.services import (
-    FrontendSettings,
-    GatewaySettings,
-    GpuServiceSettings,
-    OrchestratorSettings,
-    ServiceSettings,
-    ServicesSettings,
+    CloudRunServices,
+    CloudRunSizing,
+    FrontendSizing,
+    GatewaySizing,
+    GpuServiceSizing,
+    OrchestratorSizing,
     memory_gib,
 )
 from hybrid.config.validation import Settings
-from hybrid.config.workers import WorkersSettings
+from hybrid.config.workers import WorkersTier
 
 __all__ = [
     "BudgetSettings",
+    "CloudRunServices",
+    "CloudRunSizing",
     "ClusterSettings",
     "ConfigError",
     "DatabaseSettings",
     "Environment",
-    "FrontendSettings",
-    "GatewaySettings",
+    "FrontendSizing",
+    "GatewaySizing",
     "GkeModelServerSettings",
-    "GpuServiceSettings",
+    "GpuServiceSizing",
     "InferenceSettings",
     "NetworkSettings",
-    "OrchestratorSettings",
+    "OrchestratorSizing",
     "RedisSettings",
     "ResourceNames",
-    "ServiceSettings",
-    "ServicesSettings",
     "Settings",
     "StateSettings",
-    "WorkersSettings",
+    "WorkersTier",
     "describe",
     "load_environment",
     "load_environments",

@@ -13,6 +13,7 @@ from typing import Annotated
 
 from pydantic import Field, model_validator
 
+from hybrid import topology
 from hybrid.config.budget import BudgetSettings
 from hybrid.config.cluster import ClusterSettings
 from hybrid.config.database import DatabaseSettings
@@ -20,9 +21,10 @@ from hybrid.config.inference import InferenceSettings
 from hybrid.config.names import ResourceNames
 from hybrid.config.network import WORKERS_RANGES, NetworkSettings
 from hybrid.config.redis import RedisSettings
-from hybrid.config.services import ServicesSettings
+from hybrid.config.services import CloudRunServices
+from hybrid.config.traffic import TrafficSettings
 from hybrid.config.validation import BucketName, Settings, invalid, matching
-from hybrid.config.workers import WorkersSettings
+from hybrid.config.workers import WorkersTier
 
 # cloud.google.com/resource-manager/docs/creating-managing-projects: 6-30 chars,
 # lowercase letters, digits and hyphens, starting with a letter, not ending with a hyphen.
@@ -58,14 +60,16 @@ class Environment(Settings):
     network: NetworkSettings
     database: DatabaseSettings
     cluster: ClusterSettings
-    services: ServicesSettings
+    services: CloudRunServices
     inference: InferenceSettings
     # Optional: a budget with alerts, made in the network layer (deployed first).
     budget: BudgetSettings | None = None
     # Optional: the background workers tier (batch jobs), off unless enabled.
-    workers: WorkersSettings = WorkersSettings()
+    workers: WorkersTier = WorkersTier()
     # Optional: Memorystore for Redis, where every gateway instance keeps the rate limit's buckets.
     redis: RedisSettings = RedisSettings()
+    # Optional: the traffic `main.py cost` prices this environment at; no stack reads it.
+    traffic: TrafficSettings = TrafficSettings()
 
     @model_validator(mode="after")
     def _workers_network(self) -> Environment:
@@ -94,15 +98,19 @@ class Environment(Settings):
         # revision scaling down keeps its addresses for a while
         # (cloud.google.com/run/docs/configuring/vpc-direct-vpc#direct-vpc-ip-allocation): during a
         # rollout the old and the new revision may both be at max scale, so count each service twice.
-        # The gateway and the orchestrator are the services in the VPC.
-        needed = 2 * 2 * (self.services.gateway.max_instances + self.services.orchestrator.max_instances)
+        # The services in the VPC are the topology's Cloud Run services that call through it (a
+        # job's tasks are few); a service with no table of its own yet is not deployed.
+        tables = {role: getattr(self.services, role, None) for role in topology.for_environment(self).vpc_services()}
+        sized = {role: table.max_instances for role, table in tables.items() if table is not None}
+        needed = 2 * 2 * sum(sized.values())
+        services = "'s and ".join(sized)
         # A subnet's first two and last two addresses are reserved
         # (cloud.google.com/vpc/docs/subnets#unusable-ip-addresses-in-every-subnet).
         usable = self.network.run_cidr.num_addresses - 4
         if usable < needed:
             raise invalid(
                 "network.run_cidr",
-                f"must have {needed} usable addresses, two per instance of the gateway's and orchestrator's "
+                f"must have {needed} usable addresses, two per instance of the {services}'s "
                 f"max_instances, twice over for a rollout's old and new revisions; it has {usable}",
             )
         return self

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 from pydantic import model_validator
 
 from hybrid.catalog import GPUS, MODELS, ServerShape, capacity_problems
-from hybrid.config.services import GpuServiceSettings, ImageRef, Memory, SecretId, memory_gib
+from hybrid.config.services import GpuServiceSizing, ImageRef, Memory, SecretId, memory_gib
 from hybrid.config.validation import BucketName, Settings, between, invalid
 
 Replicas = Annotated[int, between(1, 100)]
@@ -72,7 +72,7 @@ class InferenceSettings(Settings):
     # "cloud_run": the [inference.cloud_run] service on a Cloud Run GPU.
     placement: Literal["gke", "cloud_run"] = "gke"
     gke: GkeModelServerSettings | None = None
-    cloud_run: GpuServiceSettings | None = None
+    cloud_run: GpuServiceSizing | None = None
 
     @model_validator(mode="after")
     def _placed(self) -> InferenceSettings:
@@ -90,7 +90,7 @@ class InferenceSettings(Settings):
         return self.gke
 
     @property
-    def cloud_run_server(self) -> GpuServiceSettings:
+    def cloud_run_server(self) -> GpuServiceSizing:
         """``[inference.cloud_run]``, which the validator requires when placement is "cloud_run"."""
         if self.cloud_run is None:
             raise ValueError(f"inference.cloud_run is not set: placement is {self.placement!r}")

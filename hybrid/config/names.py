@@ -2,29 +2,9 @@
 
 from __future__ import annotations
 
+from hybrid import topology
+
 _RFC1035 = r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?"
-# The network's firewall rules, each named for the flow it allows or denies (stacks/network.py).
-FIREWALL_RULES = (
-    "deny-all-ingress",
-    "deny-all-egress",
-    "allow-cloud-run-to-inference",
-    "allow-health-checks-to-inference",
-    "allow-orchestrator-egress-inference",
-    "allow-orchestrator-egress-postgres",
-    "allow-egress-google-apis",
-    "allow-workloads-internal",
-    "allow-workloads-egress-https",
-)
-# The flow to Memorystore, made only when [redis] is enabled.
-REDIS_FIREWALL_RULES = ("allow-gateway-egress-redis",)
-# The workers tier's flows, made only when [workers] is enabled.
-WORKERS_FIREWALL_RULES = (
-    "allow-workers-to-inference",
-    "allow-workers-egress-inference",
-    "allow-workers-egress-postgres",
-    "allow-workers-internal",
-    "allow-workers-egress-google-apis",
-)
 _SERVICE_ACCOUNT = (r"[a-z][-a-z0-9]{4,28}[a-z0-9]", "6-30 characters")
 
 
@@ -37,13 +17,17 @@ class ResourceNames:
         # The workloads subnet's secondary ranges, which GKE puts pods and services on.
         self.pods_range, self.services_range = "pods", "services"
         self.run_subnet = f"{env}-cloud-run"
-        # A network tag per workload on the Cloud Run subnet, for egress firewall rules: only the
-        # orchestrator may send to the model servers, only it and the bootstrap job to Cloud SQL.
-        self.run_tag = {role: f"{env}-run-{role}" for role in ("gateway", "orchestrator", "db-bootstrap")}
+        declared = topology.declared()
+        # A network tag per Cloud Run workload that calls through the VPC, for egress firewall
+        # rules: only the orchestrator may send to the model servers, only it and the bootstrap
+        # job to Cloud SQL.
+        self.run_tag = {role: f"{env}-run-{role}" for role in declared.vpc_callers()}
         self.psa_range = f"{env}-psa"
-        self.firewall_rule = {
-            rule: f"{env}-{rule}" for rule in FIREWALL_RULES + WORKERS_FIREWALL_RULES + REDIS_FIREWALL_RULES
-        }
+        # Each named for the flow it allows or denies (hybrid/topology.py); the workers tier's
+        # apart, as they are made (and their names checked) only where [workers] is enabled.
+        rule_sections = declared.rule_keys()
+        self.firewall_rule = {rule: f"{env}-{rule}" for rule in rule_sections}
+        self._workers_rule_keys = tuple(rule for rule, section in rule_sections.items() if section == "workers")
         self.router = f"{env}-router"
         self.nat = f"{env}-nat"
         self.sql_instance = f"{env}-postgres"
@@ -59,13 +43,13 @@ class ResourceNames:
         # The chat page's browser key for Identity Platform sign-in.
         self.browser_key = f"{env}-chat-page"
         self.database_bootstrap = f"{env}-db-bootstrap"
-        # The built-in admin's password, set and stored by the operator once (README).
+        # The built-in admin's password, set and stored by the operator once (docs/deploying.md).
         self.database_admin_secret = f"{env}-postgres-admin-password"
         # [redis]: the gateway's rate-limit store, and its AUTH string as the gateway reads it.
         self.redis_instance = f"{env}-ratelimit"
         self.redis_auth_secret = f"{env}-redis-auth"
         self.rate_limit_fallback_metric = f"{env}-gateway-rate-limit-fallback"
-        self.service = {role: f"{env}-{role}" for role in ("frontend", "gateway", "orchestrator", "inference")}
+        self.service = {role: f"{env}-{role}" for role in declared.cloud_run_services()}
         self.orchestrator_account = self.service["orchestrator"]
         # The workers tier ([workers]): its subnet and secondary ranges, cluster, pools, identities,
         # the batch files' bucket (global: the project keeps it unique) and the queue.
@@ -123,7 +107,7 @@ class ResourceNames:
             "batch lines topic": (self.batch_topic, *pubsub),
             "batch workers subscription": (self.batch_subscription, *pubsub),
             "batch dead-letter topic and subscription": (self.dead_letter_topic, *pubsub),
-            **{f"{rule} firewall rule": (self.firewall_rule[rule], _RFC1035, rfc) for rule in WORKERS_FIREWALL_RULES},
+            **{f"{rule} firewall rule": (self.firewall_rule[rule], _RFC1035, rfc) for rule in self._workers_rule_keys},
         }
 
     def _base_rules(self, rfc: str) -> dict[str, tuple[str, str, str]]:
@@ -170,8 +154,9 @@ class ResourceNames:
             "pods secondary range": (self.pods_range, _RFC1035, rfc),
             "services secondary range": (self.services_range, _RFC1035, rfc),
             **{
-                f"{rule} firewall rule": (self.firewall_rule[rule], _RFC1035, rfc)
-                for rule in FIREWALL_RULES + REDIS_FIREWALL_RULES
+                f"{rule} firewall rule": (name, _RFC1035, rfc)
+                for rule, name in self.firewall_rule.items()
+                if rule not in self._workers_rule_keys
             },
             # cloud.google.com/api-keys/docs/reference/rest/v2/projects.locations.keys/create: keyId.
             "browser API key": (self.browser_key, _RFC1035, rfc),

@@ -62,7 +62,7 @@ IamPrincipal = Annotated[
 Ingress = Literal["INGRESS_TRAFFIC_ALL", "INGRESS_TRAFFIC_INTERNAL_ONLY", "INGRESS_TRAFFIC_INTERNAL_LOAD_BALANCER"]
 
 
-class ServiceSettings(Settings):
+class CloudRunSizing(Settings):
     image: ImageRef | None = None  # default: <env registry>/<service>:<services.image_tag>
     cpu: Literal[1, 2, 4, 6, 8] = 4
     memory: Memory = "8Gi"
@@ -80,7 +80,7 @@ class ServiceSettings(Settings):
     secrets: dict[EnvVarName, SecretId] = Field(default_factory=dict)
 
     @model_validator(mode="after")
-    def _consistent(self) -> ServiceSettings:
+    def _consistent(self) -> CloudRunSizing:
         low, high = CPU_MEMORY_GIB[self.cpu]
         if not low <= memory_gib(self.memory) <= high:
             raise invalid("memory", f"must be {_gib(low)} to {_gib(high)} with {self.cpu} CPU")
@@ -95,7 +95,7 @@ def _gib(value: float) -> str:
     return f"{int(value * 1024)}Mi" if value < 1 else f"{int(value)}Gi"
 
 
-class FrontendSettings(ServiceSettings):
+class FrontendSizing(CloudRunSizing):
     # "public": anyone may invoke (allUsers); "iap": only principals in iap_members, via IAP.
     access: Literal["public", "iap"] = "public"
     # The model the chat page asks for; by default the self-hosted one.
@@ -109,7 +109,7 @@ class FrontendSettings(ServiceSettings):
 SECURETOKEN_JWKS = "https://www.googleapis.com/service_accounts/v1/jwk/securetoken@system.gserviceaccount.com"
 
 
-class GatewaySettings(ServiceSettings):
+class GatewaySizing(CloudRunSizing):
     """Whose sign-ins the gateway accepts: by default Identity Platform of the environment's project."""
 
     jwks_url: Annotated[str, matching(r"https://\S+", "an https:// URL of a JSON Web Key Set")] = SECURETOKEN_JWKS
@@ -117,11 +117,11 @@ class GatewaySettings(ServiceSettings):
     jwt_audience: Annotated[str, matching(r"\S+", "a non-empty audience")] | None = None
 
 
-class OrchestratorSettings(ServiceSettings):
+class OrchestratorSizing(CloudRunSizing):
     ingress: Ingress = "INGRESS_TRAFFIC_INTERNAL_ONLY"
 
     @model_validator(mode="after")
-    def _internal(self) -> OrchestratorSettings:
+    def _internal(self) -> OrchestratorSizing:
         if self.ingress != "INGRESS_TRAFFIC_INTERNAL_ONLY":
             raise invalid(
                 "ingress", "must be INGRESS_TRAFFIC_INTERNAL_ONLY: only the gateway may reach the orchestrator"
@@ -129,7 +129,7 @@ class OrchestratorSettings(ServiceSettings):
         return self
 
 
-class GpuServiceSettings(ServiceSettings):
+class GpuServiceSizing(CloudRunSizing):
     """An OpenAI-compatible model server on a Cloud Run L4 GPU (the reference architecture: 0 to 5 instances)."""
 
     cpu: Literal[1, 2, 4, 6, 8] = 8
@@ -146,7 +146,7 @@ class GpuServiceSettings(ServiceSettings):
     port: Annotated[int, between(1, 65535)] = 8000
 
     @model_validator(mode="after")
-    def _gpu_needs(self) -> GpuServiceSettings:
+    def _gpu_needs(self) -> GpuServiceSizing:
         if self.cpu < GPU_MIN_CPU:
             raise invalid("cpu", f"must be at least {GPU_MIN_CPU} with a GPU")
         if memory_gib(self.memory) < GPU_MIN_MEMORY_GIB:
@@ -158,16 +158,16 @@ class GpuServiceSettings(ServiceSettings):
         return self
 
 
-class ServicesSettings(Settings):
+class CloudRunServices(Settings):
     image_tag: ImageTag = "0.1.0"
     deletion_protection: bool
     iap_members: list[IamPrincipal] = Field(default_factory=list)
-    frontend: FrontendSettings = FrontendSettings()
-    gateway: GatewaySettings = GatewaySettings()
-    orchestrator: OrchestratorSettings = OrchestratorSettings()
+    frontend: FrontendSizing = FrontendSizing()
+    gateway: GatewaySizing = GatewaySizing()
+    orchestrator: OrchestratorSizing = OrchestratorSizing()
 
     @model_validator(mode="after")
-    def _iap_has_members(self) -> ServicesSettings:
+    def _iap_has_members(self) -> CloudRunServices:
         if self.frontend.access == "iap" and not self.iap_members:
             raise invalid("iap_members", "must name who may use the frontend when frontend.access is 'iap'")
         return self

@@ -92,7 +92,7 @@ class QueueSettings(Settings):
         return self
 
 
-class WorkersSettings(Settings):
+class WorkersTier(Settings):
     # Off unless the file turns it on: the tier costs a cluster's fee and its nodes.
     enabled: bool = False
     cluster: StandardClusterSettings = StandardClusterSettings(deletion_protection=True)

@@ -25,6 +25,7 @@ from jwt.algorithms import ECAlgorithm, RSAAlgorithm, RSAPSSAlgorithm
 from services.servicekit.jwks import MAX_JWKS_BYTES as MAX_JWKS_BYTES
 from services.servicekit.jwks import JwksCache as JwksCache
 from services.servicekit.jwks import Unauthorized as Unauthorized
+from services.servicekit.jwks import bearer_token, token_head
 
 ALGORITHMS: dict[str, type[RSAAlgorithm] | type[ECAlgorithm]] = {
     "RS256": RSAAlgorithm,
@@ -67,13 +68,7 @@ class Verifier:
         self.passed: dict[bytes, _Passed] = {}
 
     async def verify(self, authorization: str | None) -> Caller:
-        if not authorization:
-            raise Unauthorized("no Authorization header")
-        scheme, _, token = authorization.partition(" ")
-        if scheme.lower() != "bearer" or not token:
-            raise Unauthorized("not a bearer token")
-        if len(token) > self.max_token_bytes:
-            raise Unauthorized("token too large")
+        token = bearer_token(authorization, self.max_token_bytes)
         digest = hashlib.sha256(token.encode()).digest()
         remembered = self.passed.pop(digest, None)
         if remembered and time.time() < remembered.expires and await self.jwks.key(remembered.kid) is remembered.jwk:
@@ -86,16 +81,7 @@ class Verifier:
         return passed.caller
 
     async def _check(self, token: str) -> _Passed:
-        try:
-            header = jwt.get_unverified_header(token)
-        except jwt.PyJWTError:
-            raise Unauthorized("malformed token") from None
-        algorithm = header.get("alg")
-        if algorithm not in ALGORITHMS:
-            raise Unauthorized(f"algorithm not allowed: {str(algorithm)[:16]}")
-        kid = header.get("kid")
-        if not isinstance(kid, str):
-            raise Unauthorized("no key id")
+        algorithm, kid = token_head(token, ALGORITHMS)
         jwk = await self.jwks.key(kid)
         family = ALGORITHMS[algorithm]
         if jwk.get("kty") != KEY_TYPES[family] or jwk.get("alg", algorithm) != algorithm:

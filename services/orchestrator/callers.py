@@ -26,20 +26,18 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
+from fastapi import Request
 from jwt.algorithms import RSAAlgorithm
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from services.servicekit import logs
-from services.servicekit.errors import error_response
-from services.servicekit.jwks import JwksCache, Unauthorized
+from services.servicekit.errors import ApiError, unauthorized
+from services.servicekit.jwks import JwksCache, Unauthorized, bearer_token, token_head
 
 log = logging.getLogger("orchestrator.callers")
 GOOGLE_ISSUERS = ["https://accounts.google.com", "accounts.google.com"]
-OPEN_PATHS = frozenset({"/health"})  # Cloud Run's probes carry no token
 MAX_TOKEN_BYTES = 8192
 LEEWAY_SECONDS = 30
 # Google rotates its signing keys about daily and publishes the next well before use; an
@@ -62,23 +60,9 @@ class CallerCheck:
 
     async def caller(self, authorization: str | None) -> str:
         """The calling service account's email; Unauthorized (401) or Forbidden (403)."""
-        if not authorization:
-            raise Unauthorized("no Authorization header")
-        scheme, _, token = authorization.partition(" ")
-        if scheme.lower() != "bearer" or not token:
-            raise Unauthorized("not a bearer token")
-        if len(token) > MAX_TOKEN_BYTES:
-            raise Unauthorized("token too large")
-        try:
-            header = jwt.get_unverified_header(token)
-        except jwt.PyJWTError:
-            raise Unauthorized("malformed token") from None
+        token = bearer_token(authorization, MAX_TOKEN_BYTES)
         # Google signs its ID tokens with RS256; anything else (HS256, none) is not Google's.
-        if header.get("alg") != "RS256":
-            raise Unauthorized(f"algorithm not allowed: {str(header.get('alg'))[:16]}")
-        kid = header.get("kid")
-        if not isinstance(kid, str):
-            raise Unauthorized("no key id")
+        _, kid = token_head(token, ("RS256",))
         try:
             jwk = await self.certs.key(kid)
         except Unauthorized as err:
@@ -108,48 +92,27 @@ class CallerCheck:
         return email
 
 
-class RequireCaller:
-    """Pure ASGI middleware (streams pass straight through): every request but OPEN_PATHS must
-    come from an allowed caller. ``check``: the app's CallerCheck once it is running."""
-
-    def __init__(self, app: ASGIApp, check: Callable[[], CallerCheck]) -> None:
-        self.app, self.check = app, check
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
-            await self.app(scope, receive, send)
-            return
-        authorization = dict(scope["headers"]).get(b"authorization", b"").decode("latin-1") or None
-        try:
-            await self.check().caller(authorization)
-        except Unauthorized as err:
-            # The reason is for the log (never the token); the caller learns only that it failed.
-            logs.event(log, "caller unauthenticated", logging.WARNING, reason=err.reason, path=scope["path"])
-            refusal = error_response(
-                401,
-                "missing or invalid credentials",
-                "authentication_error",
-                "invalid_token",
-                headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
-            )
-            await refusal(scope, receive, send)
-            return
-        except Forbidden as err:
-            logs.event(log, "caller refused", logging.WARNING, reason=str(err), path=scope["path"])
-            refusal = error_response(
-                403, "this caller may not call the orchestrator", "permission_error", "caller_not_allowed"
-            )
-            await refusal(scope, receive, send)
-            return
-        except CertsUnavailable as err:
-            logs.event(log, "caller's token cannot be checked", logging.ERROR, reason=str(err))
-            refusal = error_response(
-                503,
-                "cannot check the caller's credentials now; retry shortly",
-                "api_error",
-                "caller_check_unavailable",
-                headers={"Retry-After": "5"},
-            )
-            await refusal(scope, receive, send)
-            return
-        await self.app(scope, receive, send)
+async def require_caller(request: Request) -> None:
+    """A dependency of every route but /health: the request comes from an allowed caller (the
+    app's CallerCheck, ``app.state.callers``); else 401, 403 or 503."""
+    check: CallerCheck = request.app.state.callers
+    path = request.url.path
+    try:
+        await check.caller(request.headers.get("authorization"))
+    except Unauthorized as err:
+        logs.event(log, "caller unauthenticated", logging.WARNING, reason=err.reason, path=path)
+        raise unauthorized() from None
+    except Forbidden as err:
+        logs.event(log, "caller refused", logging.WARNING, reason=str(err), path=path)
+        raise ApiError(
+            403, "this caller may not call the orchestrator", "permission_error", "caller_not_allowed"
+        ) from None
+    except CertsUnavailable as err:
+        logs.event(log, "caller's token cannot be checked", logging.ERROR, reason=str(err))
+        raise ApiError(
+            503,
+            "cannot check the caller's credentials now; retry shortly",
+            "api_error",
+            "caller_check_unavailable",
+            headers={"Retry-After": "5"},
+        ) from None

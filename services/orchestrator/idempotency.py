@@ -45,7 +45,7 @@ from fastapi.responses import Response
 
 from services.modelcalls.ledger import Ledger, LedgerUnavailable
 from services.servicekit import logs
-from services.servicekit.errors import error_response
+from services.servicekit.errors import Answered, ApiError
 
 log = logging.getLogger("orchestrator.idempotency")
 HEADER = "idempotency-key"
@@ -117,14 +117,15 @@ class IdempotencyKeys:
         self.purged_at = time.monotonic()
         self.tasks: set[asyncio.Task[None]] = set()
 
-    async def begin(self, request: Request, user_id: str, route: str, payload: bytes) -> Claim | Response:
-        """The claim to run the request under its Idempotency-Key (NO_KEY without one), or the
-        answer to give instead: the recorded outcome, 409, 422, 400 for a malformed key, 503."""
+    async def begin(self, request: Request, user_id: str, route: str, payload: bytes) -> Claim:
+        """The claim to run the request under its Idempotency-Key (NO_KEY without one); else the
+        answer to give instead, raised: the recorded outcome (Replayed), 409, 422, 400 for a
+        malformed key, 503."""
         key = request.headers.get(HEADER)
         if key is None:
             return NO_KEY
         if not KEY.fullmatch(key):
-            return error_response(400, INVALID_KEY, "invalid_request_error", "invalid_idempotency_key")
+            raise ApiError(400, INVALID_KEY, "invalid_request_error", "invalid_idempotency_key")
         # The route is part of what must match: one key is one request, whichever route it names.
         fingerprint = hashlib.sha256(route.encode() + b"\n" + payload).digest()
         claim = Claim(self, user_id, key)
@@ -132,22 +133,22 @@ class IdempotencyKeys:
             found = await self.ledger.run(lambda conn: self._claim(conn, claim, fingerprint))
         except LedgerUnavailable as err:
             logs.event(log, "idempotency keys unavailable", logging.ERROR, error=str(err))
-            return error_response(
+            raise ApiError(
                 503, "usage ledger unavailable; retry shortly", "api_error", "ledger_unavailable", {"Retry-After": "5"}
-            )
+            ) from None
         self._purge_now_and_then()
         if found is None:
             return claim
         recorded_fingerprint, status, content_type, body = found
         if bytes(recorded_fingerprint) != fingerprint:
-            return error_response(
+            raise ApiError(
                 422,
                 "this Idempotency-Key was used with a different request; send a new key for a new request",
                 "invalid_request_error",
                 "idempotency_key_reused",
             )
         if status is None:
-            return error_response(
+            raise ApiError(
                 409,
                 "a request with this Idempotency-Key is still in progress; retry shortly",
                 "invalid_request_error",
@@ -155,23 +156,22 @@ class IdempotencyKeys:
                 {"Retry-After": "1"},
             )
         logs.event(log, "idempotent replay", route=route, status=status)
-        return Response(
-            bytes(body or b""), status_code=status, media_type=content_type or None, headers={REPLAYED: "true"}
+        raise Answered(
+            Response(
+                bytes(body or b""), status_code=status, media_type=content_type or None, headers={REPLAYED: "true"}
+            )
         )
 
     async def run(
-        self, request: Request, route: str, payload: bytes, work: Callable[[], Awaitable[Response]]
+        self, request: Request, user_id: str, route: str, payload: bytes, work: Callable[[], Awaitable[Response]]
     ) -> Response:
         """``work``'s answer, run once per Idempotency-Key: for the routes whose answer is whole
-        (not a stream). Without X-User-Id, ``work`` answers as it would without a key."""
-        user_id = request.headers.get("x-user-id")
-        if not user_id:
-            return await work()
+        (not a stream). An error it raises is an answer, recorded as any other."""
         claim = await self.begin(request, user_id, route, payload)
-        if isinstance(claim, Response):
-            return claim
         try:
             response = await work()
+        except Answered as answered:
+            return await claim.settle(answered.response)
         except BaseException:
             claim.release_soon()
             raise

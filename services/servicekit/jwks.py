@@ -7,9 +7,11 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Container
 from typing import Any
 
 import aiohttp
+import jwt
 
 MAX_KEYS = 32
 MAX_JWKS_BYTES = 262_144  # Google's key sets are a few KB; MAX_KEYS RSA-4096 keys fit many times over
@@ -21,6 +23,33 @@ class Unauthorized(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+def bearer_token(authorization: str | None, max_bytes: int) -> str:
+    """The token of an ``Authorization: Bearer`` header."""
+    if not authorization:
+        raise Unauthorized("no Authorization header")
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        raise Unauthorized("not a bearer token")
+    if len(token) > max_bytes:
+        raise Unauthorized("token too large")
+    return token
+
+
+def token_head(token: str, algorithms: Container[str]) -> tuple[str, str]:
+    """The algorithm (one of ``algorithms``) and key id the token's header names, unverified."""
+    try:
+        header = jwt.get_unverified_header(token)
+    except jwt.PyJWTError:
+        raise Unauthorized("malformed token") from None
+    algorithm = header.get("alg")
+    if not isinstance(algorithm, str) or algorithm not in algorithms:
+        raise Unauthorized(f"algorithm not allowed: {str(algorithm)[:16]}")
+    kid = header.get("kid")
+    if not isinstance(kid, str):
+        raise Unauthorized("no key id")
+    return algorithm, kid
 
 
 class JwksCache:

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import shutil
-import tempfile
-from pathlib import Path
-
 import psycopg
 import pytest
 
-from devtools.harness import Postgres, Server, gateway_settings, orchestrator_settings
+from devtools.harness import Server, gateway_settings, orchestrator_settings
 from devtools.pubsub_emulator import PubSubEmulator
 from devtools.redis_server import RedisServer
 from devtools.standins.gcs import create_app as create_gcs
 from devtools.standins.openai_upstream import create_app as create_upstream
+from servers import postgres_cluster
 from services.gateway.app import create_app as create_gateway
 from services.gateway.dev_issuer import DevIssuer, jwks_app
 from services.orchestrator.app import create_app as create_orchestrator
@@ -21,13 +18,8 @@ from services.orchestrator.app import create_app as create_orchestrator
 
 @pytest.fixture(scope="session")
 def postgres():
-    # Not under pytest's tmp_path: that is private to root, and the server runs as postgres.
-    directory = Path(tempfile.mkdtemp(prefix="ledger-postgres-"))
-    server = Postgres(directory)
-    server.start()
-    yield server
-    server.stop()
-    shutil.rmtree(directory, ignore_errors=True)
+    with postgres_cluster("ledger-postgres-") as server:
+        yield server
 
 
 @pytest.fixture(scope="session")
@@ -51,7 +43,6 @@ def redis_server(tmp_path_factory):
 def gcs():
     """The Cloud Storage JSON API stand-in; ``gcs.app.state.objects`` holds what was written."""
     with Server(create_gcs()) as server:
-        server.app = server.server.config.app
         yield server
 
 
@@ -66,7 +57,6 @@ def issuer(tmp_path_factory):
 @pytest.fixture(scope="session")
 def upstream():
     with Server(create_upstream()) as server:
-        server.app = server.server.config.app
         yield server
 
 

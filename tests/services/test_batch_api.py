@@ -22,6 +22,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from devtools.harness import Server, free_port, gateway_settings, orchestrator_settings, wait_for
+from servers import gateway_server
 from services.gateway.app import create_app as create_gateway
 from services.orchestrator.app import create_app as create_orchestrator
 from services.servicekit.blobs import BlobStore
@@ -68,15 +69,14 @@ def batch_orchestrator(postgres, upstream, gcs, queue):
 
 @pytest.fixture(scope="module")
 def batch_gateway(issuer, batch_orchestrator):
-    settings = gateway_settings(issuer, batch_orchestrator.url, rate_limit_per_minute=6000, rate_limit_burst=1000)
-    with Server(create_gateway(settings)) as server:
+    with gateway_server(issuer, batch_orchestrator.url, rate_limit_per_minute=6000, rate_limit_burst=1000) as server:
         yield server
 
 
 @pytest.fixture(scope="module")
 def small_gateway(issuer, batch_orchestrator):
     """Small bounds, so that a file can pass them by a little."""
-    settings = gateway_settings(
+    with gateway_server(
         issuer,
         batch_orchestrator.url,
         rate_limit_per_minute=6000,
@@ -84,8 +84,7 @@ def small_gateway(issuer, batch_orchestrator):
         batch_max_lines=3,
         batch_max_file_bytes=4096,
         max_body_bytes=1024,
-    )
-    with Server(create_gateway(settings)) as server:
+    ) as server:
         yield server
 
 
@@ -470,6 +469,7 @@ def test_without_a_bucket_the_batch_routes_say_batches_are_not_enabled(gateway, 
     assert absent.value.body == {
         "message": "batches are not enabled",
         "type": "invalid_request_error",
+        "param": None,
         "code": "not_found",
     }
     with pytest.raises(openai.NotFoundError):
@@ -901,7 +901,7 @@ def test_one_users_slow_uploads_neither_hold_every_slot_nor_outlast_the_minimum_
     """Eight uploads of one user, a byte every 2 s: two of them take this user's share of the
     slots and fail 408 once they fall below the minimum rate; the other six are 429 at once.
     Another user uploads meanwhile."""
-    settings = gateway_settings(
+    with gateway_server(
         issuer,
         batch_orchestrator.url,
         rate_limit_burst=100,
@@ -910,8 +910,7 @@ def test_one_users_slow_uploads_neither_hold_every_slot_nor_outlast_the_minimum_
         body_timeout_seconds=3,
         batch_upload_min_bytes_per_second=1000,
         batch_upload_timeout_seconds=300,
-    )
-    with Server(create_gateway(settings)) as server:
+    ) as server:
         slow = [Trickle(server, issuer.token("trickler")) for _ in range(8)]
         for upload_thread in slow:
             upload_thread.start()

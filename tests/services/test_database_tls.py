@@ -5,10 +5,7 @@ issued is refused, by the pool and by the bootstrap job alike."""
 from __future__ import annotations
 
 import asyncio
-import shutil
 import subprocess
-import tempfile
-from pathlib import Path
 
 import psycopg_pool
 import pytest
@@ -17,6 +14,7 @@ from pydantic import ValidationError
 
 from devtools.harness import PASSWORD, Postgres, certificate_authority
 from devtools.image_tree import image_tree
+from servers import postgres_cluster
 from services.modelcalls.database import create_pool
 from services.modelcalls.settings import ModelCallerSettings
 
@@ -26,13 +24,8 @@ IAM = {"database_auth": "iam", "pghost": "10.0.0.3", "pgdatabase": "d", "pguser"
 
 @pytest.fixture(scope="module")
 def server():
-    # Not under pytest's tmp_path: that is private to root, and the server runs as postgres.
-    directory = Path(tempfile.mkdtemp(prefix="tls-postgres-"))
-    database = Postgres(directory, tls=True)
-    database.start()
-    yield database
-    database.stop()
-    shutil.rmtree(directory, ignore_errors=True)
+    with postgres_cluster("tls-postgres-", tls=True) as database:
+        yield database
 
 
 @pytest.mark.parametrize(

@@ -16,6 +16,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from chats import stream_chat
 from devtools.harness import Server, gateway_settings, last_event, wait_for
 from services.gateway.app import create_app as create_gateway
 from services.servicekit import logs
@@ -129,12 +130,8 @@ def test_user_and_request_id_reach_the_orchestrator(gateway, issuer, upstream, l
 def test_streams_through_without_buffering(gateway, issuer):
     started = time.perf_counter()
     arrivals = []
-    with httpx.stream(
-        "POST",
-        f"{gateway.url}/v1/chat/completions",
-        json=body("standin-slow", stream=True),
-        headers={"authorization": f"Bearer {issuer.token('dave')}"},
-        timeout=30,
+    with stream_chat(
+        gateway, body("standin-slow", stream=True), {"authorization": f"Bearer {issuer.token('dave')}"}
     ) as response:
         assert response.headers["content-type"].startswith("text/event-stream")
         for _ in response.iter_raw():
@@ -147,12 +144,10 @@ def test_streams_through_without_buffering(gateway, issuer):
 
 def test_client_leaving_cancels_the_upstream_call(gateway, issuer, ledger_rows):
     rid = uuid.uuid4().hex
-    with httpx.stream(
-        "POST",
-        f"{gateway.url}/v1/chat/completions",
-        json=body("standin-slow", stream=True),
-        headers={"authorization": f"Bearer {issuer.token('erin')}", "x-request-id": rid},
-        timeout=30,
+    with stream_chat(
+        gateway,
+        body("standin-slow", stream=True),
+        {"authorization": f"Bearer {issuer.token('erin')}", "x-request-id": rid},
     ) as response:
         for chunk in response.iter_raw():
             if b"Hello" in chunk:
@@ -163,12 +158,10 @@ def test_client_leaving_cancels_the_upstream_call(gateway, issuer, ledger_rows):
 
 def test_a_model_dying_mid_stream_ends_the_stream_with_an_error(gateway, issuer, ledger_rows):
     rid = uuid.uuid4().hex
-    with httpx.stream(
-        "POST",
-        f"{gateway.url}/v1/chat/completions",
-        json=body("standin-die", stream=True),
-        headers={"authorization": f"Bearer {issuer.token('fay')}", "x-request-id": rid},
-        timeout=30,
+    with stream_chat(
+        gateway,
+        body("standin-die", stream=True),
+        {"authorization": f"Bearer {issuer.token('fay')}", "x-request-id": rid},
     ) as response:
         received = response.read()
     assert response.status_code == 200 and b"Hello" in received
@@ -181,12 +174,8 @@ def test_the_orchestrator_dying_mid_stream_ends_the_stream_with_an_error(issuer,
     # The stand-in in the orchestrator's place: its connection drops after two chunks.
     with (
         Server(create_gateway(gateway_settings(issuer, upstream.url))) as direct,
-        httpx.stream(
-            "POST",
-            f"{direct.url}/v1/chat/completions",
-            json=body("standin-die", stream=True),
-            headers={"authorization": f"Bearer {issuer.token('gus')}"},
-            timeout=30,
+        stream_chat(
+            direct, body("standin-die", stream=True), {"authorization": f"Bearer {issuer.token('gus')}"}
         ) as response,
     ):
         received = response.read()
@@ -229,8 +218,46 @@ def test_bad_requests_get_clear_4xx(gateway, issuer, payload, status, code):
         headers={"authorization": f"Bearer {token}", "content-type": "application/json"},
     )
     assert response.status_code == status
-    assert response.json()["error"]["code"] == code
-    assert response.json()["error"]["message"]
+    assert openai_error(response)["code"] == code
+
+
+def openai_error(response: httpx.Response) -> dict:
+    """The error of an answer in OpenAI's shape, and nothing else in the body."""
+    assert response.headers["content-type"] == "application/json"
+    assert list(response.json()) == ["error"]
+    error = response.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert isinstance(error["message"], str) and error["message"]
+    return error
+
+
+def test_a_bad_request_names_its_field_in_param(gateway, issuer):
+    response = post(gateway, issuer.token("param-checker"), {**body(), "temperature": 7})
+    assert response.status_code == 400
+    assert openai_error(response)["param"] == "temperature"
+
+
+def test_an_unknown_route_is_an_openai_404(gateway):
+    response = httpx.get(f"{gateway.url}/v1/no-such-thing", timeout=10)
+    assert response.status_code == 404
+    error = openai_error(response)
+    assert (error["type"], error["code"]) == ("invalid_request_error", "unknown_url")
+    assert error["message"] == "Invalid URL (GET /v1/no-such-thing)"
+
+
+def test_a_wrong_method_is_an_openai_405_with_allow(gateway):
+    response = httpx.get(f"{gateway.url}/v1/chat/completions", timeout=10)
+    assert response.status_code == 405
+    assert response.headers["allow"] == "POST"
+    error = openai_error(response)
+    assert (error["type"], error["code"]) == ("invalid_request_error", "method_not_allowed")
+
+
+def test_an_invalid_query_is_an_openai_400(gateway, issuer):
+    headers = {"authorization": f"Bearer {issuer.token('query-checker')}"}
+    response = httpx.get(f"{gateway.url}/v1/batches", params={"limit": 0}, headers=headers, timeout=10)
+    assert response.status_code == 400
+    assert openai_error(response)["code"] == "invalid_request"
 
 
 def test_rate_limit_per_user_with_retry_after(gateway, issuer):

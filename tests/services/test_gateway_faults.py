@@ -22,18 +22,11 @@ import pytest
 from fastapi import FastAPI, Request
 from fastapi.responses import Response, StreamingResponse
 
+from chats import bearer, chat, stream_chat
 from devtools.harness import Server, free_port, gateway_settings, wait_for
 from devtools.image_tree import image_process
 from services.gateway.app import create_app as create_gateway
 from services.gateway.auth import MAX_JWKS_BYTES, JwksCache
-
-
-def chat(model="standin-echo", stream=False, **extra) -> dict:
-    return {"model": model, "messages": [{"role": "user", "content": "hi"}], "stream": stream, **extra}
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"authorization": f"Bearer {token}"}
 
 
 @contextmanager
@@ -176,13 +169,7 @@ def compressing_orchestrator(always: bool):
 def test_the_gateway_asks_the_orchestrator_for_uncompressed_answers(issuer):
     with compressing_orchestrator(always=False) as orchestrator, gateway_for(issuer, orchestrator.url) as gateway:
         answer = post(gateway, issuer.token("identity-plain"))
-        with httpx.stream(
-            "POST",
-            f"{gateway.url}/v1/chat/completions",
-            json=chat(stream=True),
-            timeout=30,
-            headers=bearer(issuer.token("identity-stream")),
-        ) as streamed:
+        with stream_chat(gateway, chat(stream=True), bearer(issuer.token("identity-stream"))) as streamed:
             events = streamed.read()
     assert answer.json()["choices"][0]["message"]["content"] == "plain words"
     assert events == b"data: plain\n\ndata:  words\n\ndata: [DONE]\n\n"
@@ -194,13 +181,7 @@ def test_a_compressed_answer_is_relayed_unchanged_and_labelled(issuer):
     # are, with their Content-Encoding, and the client decodes them.
     with compressing_orchestrator(always=True) as orchestrator, gateway_for(issuer, orchestrator.url) as gateway:
         answer = post(gateway, issuer.token("gzip-plain"))
-        with httpx.stream(
-            "POST",
-            f"{gateway.url}/v1/chat/completions",
-            json=chat(stream=True),
-            timeout=30,
-            headers=bearer(issuer.token("gzip-stream")),
-        ) as streamed:
+        with stream_chat(gateway, chat(stream=True), bearer(issuer.token("gzip-stream"))) as streamed:
             raw = b"".join(streamed.iter_raw())
     assert answer.headers["content-encoding"] == "gzip"
     assert answer.json()["choices"][0]["message"]["content"] == "plain words"

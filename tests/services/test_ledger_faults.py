@@ -6,19 +6,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import shutil
 import signal
-import tempfile
 import time
 import uuid
 from contextlib import contextmanager
-from pathlib import Path
 
 import httpx
 import psycopg
 import pytest
 
 from devtools.harness import Postgres, Server, last_event, orchestrator_settings, wait_for
+from servers import postgres_cluster
 from services.modelcalls.database import create_pool
 from services.modelcalls.ledger import Ledger, Outcome
 from services.orchestrator.app import create_app as create_orchestrator
@@ -69,12 +67,8 @@ def test_an_outcome_the_database_refuses_does_not_hold_up_the_rest(postgres, cap
 @pytest.fixture(scope="module")
 def own_postgres():
     """A cluster of this module's own, to freeze and restart without disturbing the others."""
-    directory = Path(tempfile.mkdtemp(prefix="ledger-faults-"))
-    server = Postgres(directory)
-    server.start()
-    yield server
-    server.stop()
-    shutil.rmtree(directory, ignore_errors=True)
+    with postgres_cluster("ledger-faults-") as server:
+        yield server
 
 
 @contextmanager

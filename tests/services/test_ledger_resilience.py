@@ -75,6 +75,7 @@ def test_database_down_gives_503_and_recovers_by_itself(postgres, orchestrator, 
         assert response.json()["error"] == {
             "message": "usage ledger unavailable; retry shortly",
             "type": "api_error",
+            "param": None,
             "code": "ledger_unavailable",
         }
     finally:

@@ -17,6 +17,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from devtools.harness import Server, last_event, wait_for
+from devtools.standins.openai_upstream import chunk_event, usage_event
 from services.orchestrator.app import create_app as create_orchestrator
 from services.orchestrator.settings import OrchestratorSettings
 
@@ -85,14 +86,8 @@ def odd_backend() -> FastAPI:
 
         def events():
             for word in ("Hello", " there", "."):
-                chunk = {
-                    "id": "chatcmpl-odd",
-                    "object": "chat.completion.chunk",
-                    "model": model,
-                    "choices": [{"index": 0, "delta": {"content": word}, "finish_reason": None}],
-                }
-                yield f"data: {json.dumps(chunk)}\n\n".encode()
-            yield f"data: {json.dumps({'id': 'chatcmpl-odd', 'choices': [], 'usage': usage})}\n\n".encode()
+                yield chunk_event("chatcmpl-odd", model, word)
+            yield usage_event("chatcmpl-odd", usage)
             yield b"data: [DONE]\n\n"
 
         if not model.startswith("gzip-"):
@@ -119,7 +114,6 @@ USAGES = {
 @pytest.fixture(scope="module")
 def odd():
     with Server(odd_backend()) as server:
-        server.app = server.server.config.app
         yield server
 
 
@@ -254,7 +248,12 @@ def test_a_backend_400_is_passed_on_as_a_clean_json_400_and_a_failed_row(orchest
     assert response.status_code == 400
     assert response.headers["content-type"] == "application/json"
     assert response.json() == {
-        "error": {"message": "max_tokens is too large", "type": "invalid_request_error", "code": "upstream_refused"}
+        "error": {
+            "message": "max_tokens is too large",
+            "type": "invalid_request_error",
+            "param": None,
+            "code": "upstream_refused",
+        }
     }
     row = settled(ledger_rows, rid)
     assert (row["outcome"], row["backend"], row["prompt_tokens"], row["completion_tokens"]) == ("failed", "odd", 0, 0)
@@ -267,6 +266,7 @@ def test_a_backend_404_page_becomes_an_openai_style_404(orchestrator_of_odd, led
     assert response.json()["error"] == {
         "message": "the model backend refused the request (HTTP 404)",
         "type": "invalid_request_error",
+        "param": None,
         "code": "upstream_refused",
     }
     assert settled(ledger_rows, rid)["outcome"] == "failed"

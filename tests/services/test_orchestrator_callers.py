@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time
+from contextlib import contextmanager
 
 import httpx
 import jwt
@@ -40,13 +41,21 @@ def google():
 @pytest.fixture(scope="module")
 def guarded(postgres, upstream, google):
     """An orchestrator that admits the gateway's account, its audience its own URL."""
+    allowed = f"{GATEWAY}, someone-else@project.iam.gserviceaccount.com"
+    with guarded_orchestrator(postgres, upstream, allowed, google["gateway"].url + CERTS_PATH) as server:
+        yield server
+
+
+@contextmanager
+def guarded_orchestrator(postgres, upstream, allowed_callers: str, caller_certs_url: str):
+    """An orchestrator that checks its callers, its audience its own URL."""
     port = free_port()
     settings = orchestrator_settings(
         upstream.url,
         caller_auth="google-id-token",
         caller_audience=f"http://127.0.0.1:{port}",
-        allowed_callers=f"{GATEWAY}, someone-else@project.iam.gserviceaccount.com",
-        caller_certs_url=google["gateway"].url + CERTS_PATH,
+        allowed_callers=allowed_callers,
+        caller_certs_url=caller_certs_url,
     )
     with Server(create_orchestrator(settings, conninfo=postgres.conninfo), port=port) as server:
         yield server
@@ -106,7 +115,8 @@ def test_without_a_valid_token_it_is_401_and_nothing_runs_or_is_billed(guarded, 
     assert billed(postgres, user) == 0 and len(upstream.app.state.requests) == calls
 
 
-def test_the_batch_routes_are_guarded_too(guarded):
+def test_the_batch_routes_and_the_model_list_are_guarded_too(guarded):
+    assert refused(httpx.get(f"{guarded.url}/v1/models"), 401, "invalid_token")
     assert refused(httpx.get(f"{guarded.url}/v1/batches", headers={"x-user-id": "u"}), 401, "invalid_token")
     assert refused(httpx.post(f"{guarded.url}/v1/batches", headers={"x-user-id": "u"}, json={}), 401, "invalid_token")
 
@@ -170,15 +180,8 @@ def test_turned_off_it_says_so_at_start(upstream, caplog):
 
 
 def test_with_googles_keys_out_of_reach_a_valid_token_is_503_not_401(postgres, upstream, google):
-    port = free_port()
-    settings = orchestrator_settings(
-        upstream.url,
-        caller_auth="google-id-token",
-        caller_audience=f"http://127.0.0.1:{port}",
-        allowed_callers=GATEWAY,
-        caller_certs_url="http://127.0.0.1:9/oauth2/v3/certs",  # nothing listens there
-    )
-    with Server(create_orchestrator(settings, conninfo=postgres.conninfo), port=port) as server:
+    unreachable = "http://127.0.0.1:9/oauth2/v3/certs"  # nothing listens there
+    with guarded_orchestrator(postgres, upstream, GATEWAY, unreachable) as server:
         response = chat(server, f"Bearer {id_token(google['gateway'], server.url)}", "u")
     assert refused(response, 503, "caller_check_unavailable")
     assert response.headers["retry-after"] == "5"

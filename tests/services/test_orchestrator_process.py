@@ -18,6 +18,7 @@ import psycopg
 
 from devtools.harness import PASSWORD, Server, free_port, wait_for
 from devtools.image_tree import image_process
+from servers import query
 from services.worker.app import create_app as create_worker
 from test_ledger_faults import frozen, own_postgres  # noqa: F401 - a fixture
 from test_ledger_resilience import fresh_database
@@ -77,12 +78,12 @@ def orchestrator_process(conninfo: str, upstream_url: str, tmp_path: Path, **var
 
 
 def rows_of(conninfo: str, user: str) -> list[tuple]:
-    with psycopg.connect(conninfo) as conn:
-        return conn.execute(
-            "SELECT outcome, prompt_tokens, completion_tokens, finished_at IS NOT NULL "
-            "FROM usage_ledger WHERE user_id = %s ORDER BY started_at",
-            (user,),
-        ).fetchall()
+    return query(
+        conninfo,
+        "SELECT outcome, prompt_tokens, completion_tokens, finished_at IS NOT NULL "
+        "FROM usage_ledger WHERE user_id = %s ORDER BY started_at",
+        user,
+    )
 
 
 # Quick enough for a test: stale 3 s after it started, looked for every half second.

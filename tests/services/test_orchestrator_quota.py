@@ -10,6 +10,7 @@ import httpx
 import psycopg
 
 from devtools.harness import Server, orchestrator_settings, wait_for
+from servers import query
 from services.modelcalls.database import create_pool
 from services.modelcalls.ledger import MIGRATIONS, Ledger
 from services.orchestrator.app import create_app as create_orchestrator
@@ -33,12 +34,13 @@ async def at_once(url: str, user: str, count: int, body: dict) -> list[httpx.Res
 
 def used_today(conninfo: str, user: str) -> tuple[int, int]:
     """(tokens used, rows still started) for the user."""
-    with psycopg.connect(conninfo) as conn:
-        return conn.execute(
-            "SELECT coalesce(sum(prompt_tokens + completion_tokens), 0), count(*) FILTER (WHERE outcome = 'started') "
-            "FROM usage_ledger WHERE user_id = %s",
-            (user,),
-        ).fetchone()
+    [row] = query(
+        conninfo,
+        "SELECT coalesce(sum(prompt_tokens + completion_tokens), 0), count(*) FILTER (WHERE outcome = 'started') "
+        "FROM usage_ledger WHERE user_id = %s",
+        user,
+    )
+    return row
 
 
 def settle(conninfo: str, user: str) -> int:

@@ -172,21 +172,7 @@ class BatchStore:
             await self.grant_worker()
         except psycopg.Error as err:  # a new batch waits for nobody: the workers' user may come later
             logs.event(log, "batch privileges not granted", logging.ERROR, grantee=self.worker_user, error=str(err))
-        source = await self.file_row(user_id, input_file_id)
-        if source["purpose"] != "batch":
-            raise Refused(f"file {input_file_id} is a batch's output, not an input (purpose 'batch')", "input_file_id")
-        try:
-            data = await self.blobs.get(source["object_name"])
-        except BlobNotFound:  # deleted since (delete_file removes the object first)
-            raise NotFound(f"No such File object: {input_file_id}") from None
-        try:
-            # Parsed again with the gateway's schema, to store each body as the chat route sends
-            # it. A file stored before the gateway refused what it now refuses is refused here.
-            # In a thread: 50,000 lines take the GIL for half a second, in slices.
-            requests = await asyncio.to_thread(stored_requests, data)
-        except InvalidFile as err:
-            raise Refused(f"file {input_file_id} cannot be a batch's input: {err}", "input_file_id") from None
-        del data  # the lines are in requests now: one copy of the file fewer while they are stored
+        requests = await self._input_requests(user_id, input_file_id)
         batch_id = new_batch_id()
 
         async def insert(conn: psycopg.AsyncConnection) -> int:
@@ -230,6 +216,23 @@ class BatchStore:
         except Exception as err:  # Pub/Sub or the database away: the sweeper publishes it again
             logs.event(log, "batch left validating", logging.ERROR, batch_id=batch_id, error=repr(err)[:500])
         return await self.get_batch(user_id, batch_id)
+
+    async def _input_requests(self, user_id: str, input_file_id: str) -> list[tuple[str, str]]:
+        """The custom ids and bodies of a batch's input file."""
+        source = await self.file_row(user_id, input_file_id)
+        if source["purpose"] != "batch":
+            raise Refused(f"file {input_file_id} is a batch's output, not an input (purpose 'batch')", "input_file_id")
+        try:
+            data = await self.blobs.get(source["object_name"])
+        except BlobNotFound:  # deleted since (delete_file removes the object first)
+            raise NotFound(f"No such File object: {input_file_id}") from None
+        try:
+            # Parsed again with the gateway's schema, to store each body as the chat route sends
+            # it. A file stored before the gateway refused what it now refuses is refused here.
+            # In a thread: 50,000 lines take the GIL for half a second, in slices.
+            return await asyncio.to_thread(stored_requests, data)
+        except InvalidFile as err:
+            raise Refused(f"file {input_file_id} cannot be a batch's input: {err}", "input_file_id") from None
 
     async def get_batch(self, user_id: str, batch_id: str) -> dict[str, Any]:
         async def select(conn: psycopg.AsyncConnection) -> dict[str, Any] | None:

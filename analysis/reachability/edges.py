@@ -1,0 +1,77 @@
+"""The edges that must carry traffic: which ones, taken from the platform's topology
+(hybrid/topology.py), named by the README diagram's node ids.
+
+Only *which* edges must exist comes from the topology; how each is proven from the synthesized
+JSON is the checker's own business (evaluate.py), so the checker stays an independent reader of
+what the stacks built. Three edges are Google's managed plumbing rather than a service's call,
+and are declared here: the browser's sign-in, the model nodes' way out through NAT, and Managed
+Prometheus's scrape of vLLM."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from analysis.reachability.core import EnvironmentFacts
+from hybrid.topology import Path, declared, required_edges
+
+
+@dataclass(frozen=True)
+class Edge:
+    name: str
+    # The README diagram's node ids (its mermaid block), which tests/test_reachability.py compares.
+    source: str
+    destination: str
+    # The topology's call it proves, and how that call travels; empty for the plumbing edges.
+    caller: str = ""
+    callee: str = ""
+    path: Path | None = None
+
+
+# The diagram's node id, and an edge's wording, for a topology name where they differ. A service
+# on GKE is reached through its internal load balancer, which the diagram draws.
+_NODE = {
+    "db-bootstrap": "job",
+    "postgres": "sql",
+    "vertex-ai": "vertex",
+    "batch-lines": "pubsub",
+    "batch-bucket": "bucket",
+    "inference": "ilb",
+}
+_LABEL = {
+    "db-bootstrap": "db-bootstrap job",
+    "postgres": "Cloud SQL",
+    "vertex-ai": "Vertex AI",
+    "batch-lines": "Pub/Sub (batch lines)",
+    "batch-bucket": "GCS (batch files)",
+    "redis": "Memorystore (rate limit)",
+}
+
+_IDENTITY_PLATFORM = Edge("browser -> Identity Platform", "browser", "idp")
+_NAT = Edge("GKE nodes -> internet (NAT)", "gke", "nat")
+_METRICS = Edge("Managed Prometheus -> vLLM metrics", "prometheus", "vllm")
+
+
+def _from_call(caller: str, callee: str, path: Path) -> Edge:
+    if (caller, callee) == ("worker", "batch-lines"):
+        # The worker pulls its lines; the diagram and the proof follow the messages.
+        return Edge("Pub/Sub -> worker", "pubsub", "worker", caller, callee, path)
+    name = f"{_LABEL.get(caller, caller)} -> {_LABEL.get(callee, callee)}"
+    return Edge(name, _NODE.get(caller, caller), _NODE.get(callee, callee), caller, callee, path)
+
+
+def edges_for(facts: EnvironmentFacts) -> tuple[Edge, ...]:
+    """Every edge the environment must carry: its topology's, then the plumbing it has."""
+    optional = frozenset(tier for tier in ("workers", "redis") if tier in facts.features)
+    calls = [
+        _from_call(e.source, e.destination, e.path)
+        for e in required_edges(placement=facts.placement, sections=optional)
+    ]
+    plumbing = [_IDENTITY_PLATFORM, *((_NAT, _METRICS) if facts.placement == "gke" else ())]
+    return (*calls, *plumbing)
+
+
+def every_edge() -> tuple[Edge, ...]:
+    """The edges of an environment with every tier on and the models on GKE: the diagram's."""
+    sections = {s.section for s in declared().services.values()} | {b.section for b in declared().backends.values()}
+    facts = EnvironmentFacts("every", "gke", "", workers="workers" in sections, redis="redis" in sections)
+    return edges_for(facts)

@@ -1,0 +1,1 @@
+"""The orchestrator's routes but the batch ones (services.orchestrator.batch.routes)."""
