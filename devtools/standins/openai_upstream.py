@@ -118,6 +118,6 @@ def chunk_event(completion_id: str, model: str, word: str) -> bytes:
     return f"data: {json.dumps(chunk)}\n\n".encode()
 
 
-def usage_event(completion_id: str, usage: dict[str, int]) -> bytes:
+def usage_event(completion_id: str, usage: dict[str, Any]) -> bytes:
     """The last event before [DONE] when the request asked for stream_options.include_usage."""
     return f"data: {json.dumps({'id': completion_id, 'choices': [], 'usage': usage})}\n\n".encode()
