@@ -12,10 +12,10 @@ from typing import Any, NamedTuple
 
 from cdktf import TerraformStack, Testing
 
-from analysis.reachability import Json as Json  # re-exported: the tests annotate their stacks with it
 from analysis.reachability import Synth
 
 ROOT = Path(__file__).resolve().parent.parent
+Json = dict[str, Any]  # a synthesized stack, or a block of one
 Stacks = dict[str, Json]  # synthesized stacks by id (the synth_json fixture)
 ENVIRONMENTS = ("dev", "prod")
 LAYERS = ("network", "registry", "database", "cluster", "inference", "services")
