@@ -35,6 +35,9 @@ FIXTURE_MARKERS = {
 }
 # Every test in these folders starts servers, a database, an emulator or processes of the images.
 FOLDER_MARKERS = {TESTS / "services": ("slow",), TESTS / "e2e": ("e2e", "slow")}
+# A test that calls one of these itself starts a process: python main.py (a synth, or a refusal),
+# the CLIs, a probe. Names the test function's code uses, so a new such test is marked too.
+PROCESS_STARTERS = {"run_main", "synthesize", "subprocess"}
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -49,6 +52,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             *(m for fixture in getattr(item, "fixturenames", ()) for m in FIXTURE_MARKERS.get(fixture, ())),
             *(m for folder, marks in FOLDER_MARKERS.items() if item.path.is_relative_to(folder) for m in marks),
         }
+        function = getattr(item, "function", None)
+        if function is not None and PROCESS_STARTERS & set(function.__code__.co_names):
+            names |= {"subprocess", "slow"}
         for name in sorted(names - {m.name for m in item.iter_markers()}):
             item.add_marker(name)
         # Under xdist, a module's tests share a worker, so its module fixtures (servers, a whole

@@ -17,7 +17,6 @@ def _tree(root: Path) -> list[str]:
     return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
 
 
-@pytest.mark.slow  # the eager run imports all ~1,470 provider submodules: half a minute
 def test_output_is_byte_identical_to_the_ordinary_import_path(synth_dir: Path, tmp_path: Path) -> None:
     eager = run_main(tmp_path, extra_env={"HYBRID_EAGER_PROVIDERS": "1"})
     assert eager.returncode == 0, eager.stderr
@@ -26,7 +25,6 @@ def test_output_is_byte_identical_to_the_ordinary_import_path(synth_dir: Path, t
     assert (mismatch, errors) == ([], [])
 
 
-@pytest.mark.slow  # a whole synth in a process of its own
 def test_app_loads_only_the_submodules_it_uses(tmp_path: Path) -> None:
     probe = (
         "import sys, main;"
