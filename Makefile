@@ -51,7 +51,8 @@ TYPED_TESTS := tests/conftest.py tests/iac.py tests/variants.py tests/output_gua
 	tests/test_variants.py tests/test_output_guard.py tests/test_lazy_providers.py tests/test_state_and_output.py \
 	tests/test_policy.py tests/test_names.py tests/test_hcl_snapshots.py tests/test_synth_packages.py \
 	tests/test_capacity.py tests/test_budget.py tests/test_deploy_path.py tests/test_up.py \
-	tests/test_redis_stack.py tests/test_workers_stack.py tests/test_services_stack.py
+	tests/test_redis_stack.py tests/test_workers_stack.py tests/test_services_stack.py \
+	tests/e2e/test_browser.py tests/e2e/test_batch_openai.py tests/e2e/test_deploy_rehearsal.py
 
 ## Lint: ruff check, ruff format --check, and mypy (strict) on hybrid/, analysis/, stacks/, services/, devtools/, scripts/ and the typed tests.
 lint: .venv/.synced-dev

@@ -22,6 +22,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
+from fastapi import FastAPI
 
 from services.gateway.dev_issuer import DevIssuer
 from services.gateway.settings import GatewaySettings
@@ -149,7 +150,7 @@ class Postgres:
 class Server:
     """A uvicorn server in a thread of its own."""
 
-    def __init__(self, app: Callable[..., Any], port: int | None = None) -> None:
+    def __init__(self, app: FastAPI, port: int | None = None) -> None:
         self.app = app  # for the tests to read its state
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"

@@ -67,6 +67,7 @@ IDENTITY_PLATFORM = "https://identitytoolkit.googleapis.com"
 DATABASE_HOST, DATABASE_PORT = "127.0.0.2", 5432
 ACCESS_TOKEN = "rehearsal-access-token"  # the metadata stand-in's; the IAM user's password
 PASSWORD = "rehearsal-password"  # any email signs in with it
+LocalChain = dict[str, Any]  # what local_chain yields: URLs, the database, each service's environment
 
 
 @contextlib.contextmanager
@@ -76,7 +77,7 @@ def local_chain(
     model: str | None = None,
     api_key_env: str | None = None,
     overrides: dict[str, dict[str, str]] | None = None,
-) -> Iterator[dict[str, Any]]:
+) -> Iterator[LocalChain]:
     """Start the chain and yield what a test needs of it: URLs, the identity stand-in's issuer and
     password, the database, each service's environment as started. ``overrides`` (role ->
     variables) are for tests that need other limits."""
