@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from iac import DEV, DEV_CLOUD_RUN, ROOT, run_main
@@ -341,7 +343,9 @@ ALL_CASES = (
 
 
 @pytest.mark.parametrize("base,case,edit,expected", ALL_CASES, ids=[case[1] for case in ALL_CASES])
-def test_bad_environment_is_refused_clearly(tmp_path, base, case, edit, expected):
+def test_bad_environment_is_refused_clearly(
+    tmp_path: Path, base: str, case: str, edit: tuple[str, str], expected: str
+) -> None:
     old, new = edit
     assert old in base, f"{case}: the edit no longer applies"
     bad = tmp_path / f"{case}.toml"
@@ -358,7 +362,7 @@ def test_bad_environment_is_refused_clearly(tmp_path, base, case, edit, expected
     assert bad.read_text() == base.replace(old, new, 1), "the user's file is left as it was"
 
 
-def test_every_problem_of_every_file_is_reported_at_once(tmp_path):
+def test_every_problem_of_every_file_is_reported_at_once(tmp_path: Path) -> None:
     first, second = tmp_path / "a.toml", tmp_path / "b.toml"
     first.write_text(DEV.replace('"us-central1"', '"nowhere"').replace('"10.8.0.0/24"', '"10.8.0.0/28"'))
     second.write_text(DEV.replace('"ZONAL"', '"SOMETIMES"'))
@@ -371,7 +375,7 @@ def test_every_problem_of_every_file_is_reported_at_once(tmp_path):
     ]
 
 
-def test_missing_file_and_duplicate_names(tmp_path):
+def test_missing_file_and_duplicate_names(tmp_path: Path) -> None:
     result = run_main(tmp_path / "out", "--env", str(tmp_path / "nope.toml"))
     assert (result.returncode, result.stderr.strip()) == (2, f"{tmp_path / 'nope.toml'}: file not found")
 
@@ -384,7 +388,7 @@ def test_missing_file_and_duplicate_names(tmp_path):
     )
 
 
-def test_one_environment_synthesizes_alone(tmp_path):
+def test_one_environment_synthesizes_alone(tmp_path: Path) -> None:
     result = run_main(tmp_path, "--env", str(ROOT / "environments" / "prod.toml"))
     assert result.returncode == 0, result.stderr
     assert sorted(p.name for p in (tmp_path / "stacks").iterdir()) == [
