@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from hybrid.config import load_environment
 from hybrid.service_contract import run_app_url
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,6 +31,8 @@ CLOUD_SQL_PRIVATE_IP = "10.32.0.3"  # Cloud SQL takes an address in the PSA rang
 # The instance's server CA certificate, PEM-shaped; the rehearsal hands its stand-in's real CA instead.
 CLOUD_SQL_SERVER_CA = "-----BEGIN CERTIFICATE-----\nrehearsal-cloud-sql-server-ca\n-----END CERTIFICATE-----\n"
 BROWSER_KEY = "rehearsal-browser-key"
+MEMORYSTORE_HOST = "10.32.1.4"  # Memorystore also takes its address in the PSA range
+MEMORYSTORE_SERVER_CA = CLOUD_SQL_SERVER_CA.replace("cloud-sql", "memorystore")
 RUN_APP_HASH = "rehearsal0a-uc"
 
 _REFERENCE = re.compile(r"\$\{([^}]*)\}")
@@ -74,8 +77,9 @@ class SynthesizedEnvironment:
             if result.returncode:
                 raise SystemExit(result.stderr.strip())
             stacks = {p.name: json.loads((p / "cdk.tf.json").read_text()) for p in (Path(outdir) / "stacks").iterdir()}
-        (name,) = {stack.rsplit("-", 1)[0] for stack in stacks}
-        return cls(name, stacks)
+        # The name from the file, not from the stack ids: a layer's id may hold a hyphen itself
+        # (prod-workers-k8s), and so may the environment's name.
+        return cls(load_environment(environment_file).name, stacks)
 
     @property
     def region(self) -> str:
@@ -160,6 +164,8 @@ class SynthesizedEnvironment:
             ("google_sql_database_instance", "server_ca_cert[0].cert"): lambda: CLOUD_SQL_SERVER_CA,
             ("google_service_account", "email"): lambda: f"{config['account_id']}@{project}.iam.gserviceaccount.com",
             ("google_apikeys_key", "key_string"): lambda: BROWSER_KEY,
+            ("google_redis_instance", "host"): lambda: MEMORYSTORE_HOST,
+            ("google_redis_instance", "server_ca_certs[0].cert"): lambda: MEMORYSTORE_SERVER_CA,
         }
         if (kind, attribute) not in made_by_gcp:
             raise UnknownValue(f"{stack}: ${{{expression}}}: the rehearsal does not know what GCP puts there")

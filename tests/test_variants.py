@@ -17,7 +17,9 @@ def test_a_variant_is_validated_like_a_loaded_file() -> None:
     with pytest.raises(ConfigError) as refused:
         variant(DEV_ENV, {"network.run_cidr": "10.8.0.0/27"})
     assert refused.value.lines == [
-        "network.run_cidr = '10.8.0.0/27': must be a /26 or larger for Cloud Run's Direct VPC egress"
+        "network.run_cidr = '10.8.0.0/27': must be a /26 or larger for Cloud Run's Direct VPC egress",
+        "network.run_cidr = '10.8.0.0/27': must have 80 usable addresses, two per instance of the gateway's and "
+        "orchestrator's max_instances, twice over for a rollout's old and new revisions; it has 28",
     ]
     # The service contract too, which the settings models alone do not check.
     with pytest.raises(ConfigError, match=r"services\.gateway\.env\.RATE_LIMIT: unknown setting"):
