@@ -22,6 +22,7 @@ import psycopg
 from devtools.harness import (
     PASSWORD,
     Postgres,
+    ServedIssuer,
     Server,
     free_port,
     gateway_settings,
@@ -34,7 +35,7 @@ from devtools.standins.gcs import create_app as create_gcs
 from devtools.standins.openai_upstream import create_app as create_upstream
 from hybrid.service_contract import render
 from services.gateway.app import create_app as create_gateway
-from services.gateway.dev_issuer import DevIssuer, jwks_app
+from services.gateway.dev_issuer import jwks_app
 from services.orchestrator.app import create_app as create_orchestrator
 from services.worker.settings import WorkerSettings
 
@@ -57,6 +58,14 @@ class BatchChain:
             return conn.execute(query, params).fetchall()
 
 
+def _restore_environment(saved: dict[str, str | None]) -> None:
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
 @contextmanager
 def batch_chain(
     directory: Path, *, workers: int = 1, max_delivery_attempts: int = 5, **worker: object
@@ -75,9 +84,7 @@ def batch_chain(
         # reads where it is from the environment, as the worker's does.
         saved = {name: os.environ.get(name) for name in pubsub.environment}
         os.environ.update(pubsub.environment)
-        stack.callback(
-            lambda: [os.environ.pop(n, None) if v is None else os.environ.__setitem__(n, v) for n, v in saved.items()]
-        )
+        stack.callback(_restore_environment, saved)
         suffix = secrets.token_hex(3)
         lines, dead = f"lines-{suffix}", f"dead-{suffix}"
         pubsub.create_topic(lines)
@@ -94,7 +101,7 @@ def batch_chain(
         )
         upstream = stack.enter_context(Server(create_upstream()))
         gcs = stack.enter_context(Server(create_gcs()))
-        issuer = DevIssuer(directory / "issuer")
+        issuer = ServedIssuer(directory / "issuer")
         keys = stack.enter_context(Server(jwks_app(issuer)))
         issuer.jwks_url = f"{keys.url}/jwks.json"
         orchestrator = stack.enter_context(
@@ -134,7 +141,7 @@ def batch_chain(
                     "routes": routing.routes,
                     "database_auth": "password",
                     "pghost": params["host"],
-                    "pgport": int(params["port"]),
+                    "pgport": int(str(params["port"])),
                     "pguser": params["user"],
                     "pgdatabase": params["dbname"],
                     "daily_token_quota": 10**9,

@@ -18,6 +18,7 @@ import sys
 import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from hybrid.config import load_environment
 from hybrid.service_contract import run_app_url
@@ -58,7 +59,7 @@ class Container:
 
 
 class SynthesizedEnvironment:
-    def __init__(self, name: str, stacks: dict[str, dict]) -> None:
+    def __init__(self, name: str, stacks: dict[str, dict[str, Any]]) -> None:
         self.name, self.stacks = name, stacks
 
     @classmethod
@@ -82,7 +83,8 @@ class SynthesizedEnvironment:
 
     @property
     def region(self) -> str:
-        return self._provider(f"{self.name}-services")["region"]
+        region: str = self._provider(f"{self.name}-services")["region"]
+        return region
 
     def services(self) -> dict[str, Container]:
         stack = self.stacks[f"{self.name}-services"]
@@ -108,10 +110,10 @@ class SynthesizedEnvironment:
             for job in stack["resource"].get("google_cloud_run_v2_job", {}).values()
         }
 
-    def resource(self, stack: str, kind: str) -> list[dict]:
+    def resource(self, stack: str, kind: str) -> list[dict[str, Any]]:
         return list(self.stacks[f"{self.name}-{stack}"]["resource"].get(kind, {}).values())
 
-    def _container(self, stack: str, name: str, spec: dict, urls: tuple[str, ...] = ()) -> Container:
+    def _container(self, stack: str, name: str, spec: dict[str, Any], urls: tuple[str, ...] = ()) -> Container:
         env, secrets = {}, {}
         for variable in spec.get("env", []):
             if "value" in variable:
@@ -151,7 +153,7 @@ class SynthesizedEnvironment:
             return self._attribute(stack, parts[0], config, parts[2], expression)
         raise UnknownValue(f"{stack}: ${{{expression}}}: not a reference the rehearsal can follow")
 
-    def _attribute(self, stack: str, kind: str, config: dict, attribute: str, expression: str) -> str:
+    def _attribute(self, stack: str, kind: str, config: dict[str, Any], attribute: str, expression: str) -> str:
         if isinstance(config.get(attribute), (str, int)):
             return self.resolve(stack, str(config[attribute]))
         project = self._provider(stack)["project"]
@@ -169,6 +171,7 @@ class SynthesizedEnvironment:
             raise UnknownValue(f"{stack}: ${{{expression}}}: the rehearsal does not know what GCP puts there")
         return made_by_gcp[kind, attribute]()
 
-    def _provider(self, stack: str) -> dict:
+    def _provider(self, stack: str) -> dict[str, Any]:
+        google: dict[str, Any]
         (google,) = self.stacks[stack]["provider"]["google"]
         return google

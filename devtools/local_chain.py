@@ -40,8 +40,9 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psycopg
@@ -76,6 +77,7 @@ IDENTITY_PLATFORM = "https://identitytoolkit.googleapis.com"
 DATABASE_HOST, DATABASE_PORT = "127.0.0.2", 5432
 ACCESS_TOKEN = "rehearsal-access-token"  # the metadata stand-in's; the IAM user's password
 PASSWORD = "rehearsal-password"  # any email signs in with it
+LocalChain = dict[str, Any]  # what local_chain yields: URLs, the database, each service's environment
 
 
 @contextlib.contextmanager
@@ -89,7 +91,7 @@ def local_chain(
     ports: dict[str, int] | None = None,
     batches: bool = False,
     progress: Callable[[str], None] = lambda _: None,
-):
+) -> Iterator[LocalChain]:
     """Start the chain and yield what a test needs of it: URLs, the identity stand-in's issuer and
     password, the database, each service's environment as started. ``overrides`` (role ->
     variables) are for tests that need other limits; ``ports`` (role -> port) fixes where a
@@ -229,7 +231,9 @@ def _batch_path(
 
 
 @contextlib.contextmanager
-def _worker_process(orchestrator: dict[str, str], metadata: dict[str, str], work: Path):
+def _worker_process(
+    orchestrator: dict[str, str], metadata: dict[str, str], work: Path
+) -> Iterator[subprocess.Popen[bytes]]:
     """The batch worker as its image runs it, with the orchestrator's routes and database identity."""
     topic = orchestrator["BATCH_TOPIC"]
     project = topic.split("/")[1]
@@ -287,7 +291,10 @@ def _require_free(host: str, port: int) -> None:
 def _self_hosted_base(orchestrator: Container) -> str:
     """The model servers' address as the orchestrator is told it (scheme, host and port)."""
     url = json.loads(orchestrator.env["BACKENDS"])["self-hosted"]["url"]
-    return re.match(r"https?://[^/]+", url)[0]
+    base = re.match(r"https?://[^/]+", url)
+    if base is None:
+        raise ValueError(f"the orchestrator's self-hosted backend is no URL: {url!r}")
+    return base[0]
 
 
 def _real_upstream(backends: str, model: str, api_key_env: str | None) -> str:
@@ -314,7 +321,7 @@ def _create_cloud_sql_objects(
     (admin_password,) = {
         secret_values[job.secrets["PGPASSWORD"]] for job in jobs.values() if "PGPASSWORD" in job.secrets
     }
-    statements = [
+    statements: list[str | sql.Composed] = [
         "CREATE ROLE cloudsqlsuperuser NOLOGIN CREATEROLE CREATEDB",
         sql.SQL("CREATE ROLE postgres LOGIN PASSWORD {} IN ROLE cloudsqlsuperuser").format(sql.Literal(admin_password)),
         *(
@@ -343,7 +350,9 @@ def run_job(job: Container, env: dict[str, str]) -> None:
 
 
 @contextlib.contextmanager
-def service_process(container: Container, port: int, env: dict[str, str], log: Path):
+def service_process(
+    container: Container, port: int, env: dict[str, str], log: Path
+) -> Iterator[subprocess.Popen[bytes]]:
     """The service as its image runs it (devtools/image_tree.py), told its port as Cloud Run does."""
     with (
         log.open("wb") as output,

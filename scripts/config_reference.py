@@ -100,7 +100,7 @@ def _comments(model: type[BaseModel]) -> dict[str, str]:
         for node in ast.parse(source).body[0].body:  # type: ignore[attr-defined]
             if not isinstance(node, ast.AnnAssign) or not isinstance(node.target, ast.Name):
                 continue
-            above = []
+            above: list[str] = []
             row = node.lineno - 2
             while row >= 0 and lines[row].strip().startswith("#"):
                 above.insert(0, lines[row].strip().lstrip("#").strip())
