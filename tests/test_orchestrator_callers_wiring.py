@@ -5,7 +5,7 @@ checks (services/orchestrator/callers.py)."""
 from __future__ import annotations
 
 from iac import pointee, pointees
-from test_reachability import by_edge, container_env, explain, facts_for, failures, only_env, service
+from reachability_helpers import by_edge, container_env, explain, facts_for, failures, only_env, service
 from test_services_stack import env_vars, services
 
 
