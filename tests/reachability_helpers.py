@@ -7,11 +7,7 @@ import copy
 import json
 import tomllib
 
-from analysis.reachability import (
-    EnvironmentFacts,
-    Verdict,
-    evaluate,
-)
+from analysis.reachability import EnvironmentFacts, Verdict, evaluate
 from iac import ROOT
 
 # Each environment's edges, in the checker's order: the topology's calls (hybrid/topology.py),
@@ -25,20 +21,10 @@ BASE_EDGES = [
     "db-bootstrap job -> Cloud SQL",
     "orchestrator -> Vertex AI",
 ]
-
-
 PLUMBING = ["browser -> Identity Platform"]
-
-
 GKE_PLUMBING = ["GKE nodes -> internet (NAT)", "Managed Prometheus -> vLLM metrics"]
-
-
 ALL_EDGES = BASE_EDGES + PLUMBING + GKE_PLUMBING
-
-
 CLOUD_RUN_EDGES = BASE_EDGES + PLUMBING  # no cluster, so no NAT or metrics edge
-
-
 WORKER_EDGES = [  # where [workers] is enabled: prod
     "orchestrator -> Pub/Sub (batch lines)",
     "orchestrator -> GCS (batch files)",
@@ -48,17 +34,11 @@ WORKER_EDGES = [  # where [workers] is enabled: prod
     "worker -> inference",
     "worker -> Cloud SQL",
 ]
-
-
 REDIS_EDGE = "gateway -> Memorystore (rate limit)"  # where [redis] is enabled: prod
-
-
 EDGES_OF = {
     "dev": ALL_EDGES,
     "prod": [*BASE_EDGES[:3], REDIS_EDGE, *BASE_EDGES[3:], *WORKER_EDGES, *PLUMBING, *GKE_PLUMBING],
 }
-
-
 REMOTE_NETWORK = "${data.terraform_remote_state.cross-stack-reference-input-dev-network.outputs.%s}"
 
 
