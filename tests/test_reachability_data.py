@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from analysis.reachability import (
-    evaluate,
-)
+from analysis.reachability import evaluate
 from reachability_helpers import (
     REDIS_EDGE,
     add_rule,
