@@ -56,7 +56,10 @@ TYPED_TESTS := tests/conftest.py tests/iac.py tests/variants.py tests/output_gua
 	tests/test_stack_boundaries.py tests/test_cost_coverage.py tests/test_cluster_stack.py \
 	tests/test_database_stack.py tests/test_network_stack.py tests/test_inference_stack.py tests/test_apply_order.py \
 	tests/construct_helpers.py tests/test_constructs_access.py tests/test_constructs_cloud_run.py tests/test_constructs_cluster.py \
-	tests/test_constructs_data.py tests/test_constructs_workers.py \
+	tests/test_constructs_data.py tests/test_constructs_workers.py tests/reachability_helpers.py tests/test_reachability_shipped.py \
+	tests/test_reachability_web.py tests/test_reachability_data.py tests/test_reachability_batch.py tests/test_reachability_rules.py \
+	tests/test_reachability_cli.py tests/test_orchestrator_callers_wiring.py tests/test_bad_environments.py tests/test_config_reference.py \
+	tests/test_quickstart.py \
 	tests/e2e/test_browser.py tests/e2e/test_batch_openai.py tests/e2e/test_deploy_rehearsal.py
 
 ## Lint: ruff check, ruff format --check, and mypy (strict) on hybrid/, analysis/, stacks/, services/, devtools/, scripts/ and the typed tests.

@@ -6,9 +6,11 @@ from __future__ import annotations
 import copy
 import json
 import tomllib
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from analysis.reachability import EnvironmentFacts, Verdict, evaluate
-from iac import ROOT
+from iac import ROOT, Json, Stacks
 
 # Each environment's edges, in the checker's order: the topology's calls (hybrid/topology.py),
 # then the managed plumbing the checker declares itself.
@@ -46,11 +48,11 @@ def facts_for(env: str) -> EnvironmentFacts:
     return EnvironmentFacts.from_toml(tomllib.loads((ROOT / "environments" / f"{env}.toml").read_text()))
 
 
-def by_edge(stacks: dict, facts: EnvironmentFacts) -> dict[str, Verdict]:
+def by_edge(stacks: Stacks, facts: EnvironmentFacts) -> dict[str, Verdict]:
     return {verdict.edge: verdict for verdict in evaluate(stacks, facts)}
 
 
-def explain(verdicts) -> str:
+def explain(verdicts: Iterable[Verdict]) -> str:
     return "\n".join(
         f"{v.edge}: {'OK' if v.ok else 'BLOCKED'}\n"
         + "\n".join(f"  {'ok' if s.ok else 'NO'} {s.text}" for s in v.steps)
@@ -62,26 +64,26 @@ def failures(verdict: Verdict) -> list[str]:
     return [step.text for step in verdict.steps if not step.ok]
 
 
-def only_env(synth_json: dict, env: str = "dev") -> dict:
+def only_env(synth_json: Stacks, env: str = "dev") -> Stacks:
     return copy.deepcopy({stack: config for stack, config in synth_json.items() if stack.startswith(f"{env}-")})
 
 
-def service(stacks: dict, role: str, env: str = "dev") -> dict:
-    services = stacks[f"{env}-services"]["resource"]["google_cloud_run_v2_service"]
+def service(stacks: Stacks, role: str, env: str = "dev") -> Json:
+    services: dict[str, Json] = stacks[f"{env}-services"]["resource"]["google_cloud_run_v2_service"]
     return next(s for s in services.values() if s["name"] == f"{env}-{role}")
 
 
-def container_env(config: dict) -> dict[str, dict]:
+def container_env(config: Json) -> dict[str, Json]:
     return {e["name"]: e for e in config["template"]["containers"][0]["env"]}
 
 
-def edit_json_env(config: dict, name: str, edit) -> None:
+def edit_json_env(config: Json, name: str, edit: Callable[[Any], Any]) -> None:
     entry = container_env(config)[name]
     value = json.loads(entry["value"])
     entry["value"] = json.dumps(edit(value), separators=(",", ":"))
 
 
-def add_rule(stacks: dict, name: str, **rule) -> None:
+def add_rule(stacks: Stacks, name: str, **rule: object) -> None:
     stacks["dev-network"]["resource"]["google_compute_firewall"][name] = {
         "name": name,
         "network": "${google_compute_network.vpc.id}",
@@ -89,5 +91,6 @@ def add_rule(stacks: dict, name: str, **rule) -> None:
     }
 
 
-def resources(stacks: dict, stack: str, kind: str) -> dict[str, dict]:
-    return stacks[stack]["resource"][kind]
+def resources(stacks: Stacks, stack: str, kind: str) -> dict[str, Json]:
+    found: dict[str, Json] = stacks[stack]["resource"][kind]
+    return found

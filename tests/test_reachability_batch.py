@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import pytest
 
+from iac import Stacks
 from reachability_helpers import WORKER_EDGES, by_edge, explain, facts_for, failures, only_env, resources
 
 
-def test_worker_reaches_the_models_and_the_database_from_its_pods_range(synth_json):
+def test_worker_reaches_the_models_and_the_database_from_its_pods_range(synth_json: Stacks) -> None:
     verdicts = by_edge(only_env(synth_json, "prod"), facts_for("prod"))
     for edge in (e for e in WORKER_EDGES if not e.startswith("orchestrator")):
         steps = [step.text for step in verdicts[edge].steps]
@@ -40,7 +41,9 @@ def test_worker_reaches_the_models_and_the_database_from_its_pods_range(synth_js
         ),
     ],
 )
-def test_a_missing_workers_firewall_rule_blocks_its_edge_only(synth_json, rule_name, edge, expected):
+def test_a_missing_workers_firewall_rule_blocks_its_edge_only(
+    synth_json: Stacks, rule_name: str, edge: str, expected: str
+) -> None:
     stacks = only_env(synth_json, "prod")
     rules = stacks["prod-network"]["resource"]["google_compute_firewall"]
     (key,) = [k for k, r in rules.items() if r["name"] == rule_name]
@@ -50,7 +53,7 @@ def test_a_missing_workers_firewall_rule_blocks_its_edge_only(synth_json, rule_n
     assert [e for e, v in verdicts.items() if not v.ok] == [edge]
 
 
-def test_model_server_that_admits_only_cloud_run_blocks_the_worker(synth_json):
+def test_model_server_that_admits_only_cloud_run_blocks_the_worker(synth_json: Stacks) -> None:
     stacks = only_env(synth_json, "prod")
     inference = stacks["prod-inference"]["resource"]
     (lb,) = [s for s in inference["kubernetes_service_v1"].values() if s["metadata"]["name"] == "vllm"]
@@ -67,7 +70,7 @@ def test_model_server_that_admits_only_cloud_run_blocks_the_worker(synth_json):
     assert verdicts["orchestrator -> inference"].ok
 
 
-def test_worker_without_its_iam_database_user_is_blocked(synth_json):
+def test_worker_without_its_iam_database_user_is_blocked(synth_json: Stacks) -> None:
     stacks = only_env(synth_json, "prod")
     users = stacks["prod-database"]["resource"]["google_sql_user"]
     (key,) = [k for k, u in users.items() if "worker" in u["name"]]
@@ -79,22 +82,22 @@ def test_worker_without_its_iam_database_user_is_blocked(synth_json):
     assert verdicts["orchestrator -> Cloud SQL"].ok
 
 
-def drop(stacks: dict, stack: str, kind: str, key: str) -> None:
+def drop(stacks: Stacks, stack: str, kind: str, key: str) -> None:
     del resources(stacks, stack, kind)[key]
 
 
-def drop_api_target(stacks: dict) -> None:
+def drop_api_target(stacks: Stacks) -> None:
     (key,) = resources(stacks, "dev-services", "google_apikeys_key").values()
     key["restrictions"]["api_targets"] = [{"service": "securetoken.googleapis.com"}]
 
 
-def untag_the_job(stacks: dict) -> None:
+def untag_the_job(stacks: Stacks) -> None:
     rules = resources(stacks, "dev-network", "google_compute_firewall").values()
     (rule,) = [r for r in rules if "dev-run-db-bootstrap" in (r.get("target_tags") or ())]
     rule["target_tags"].remove("dev-run-db-bootstrap")
 
 
-def workers_subnet_without_private_google_access(stacks: dict) -> None:
+def workers_subnet_without_private_google_access(stacks: Stacks) -> None:
     (subnet,) = [
         s
         for s in resources(stacks, "prod-network", "google_compute_subnetwork").values()
@@ -103,7 +106,7 @@ def workers_subnet_without_private_google_access(stacks: dict) -> None:
     subnet["private_ip_google_access"] = False
 
 
-def no_workers_egress_to_google(stacks: dict) -> None:
+def no_workers_egress_to_google(stacks: Stacks) -> None:
     rules = resources(stacks, "prod-network", "google_compute_firewall")
     (key,) = [k for k, r in rules.items() if r["name"] == "prod-allow-workers-egress-google-apis"]
     del rules[key]
@@ -158,7 +161,7 @@ BROKEN = {  # a broken fixture per edge of the batch path and the sign-in: what 
 
 
 @pytest.mark.parametrize("fixture", list(BROKEN))
-def test_a_broken_fixture_blocks_its_edges_only(synth_json, fixture):
+def test_a_broken_fixture_blocks_its_edges_only(synth_json: Stacks, fixture: str) -> None:
     env, breaks, blocked = BROKEN[fixture]
     stacks = only_env(synth_json, env)
     breaks(stacks)
@@ -166,7 +169,7 @@ def test_a_broken_fixture_blocks_its_edges_only(synth_json, fixture):
     assert {edge for edge, v in verdicts.items() if not v.ok} == blocked, explain(verdicts.values())
 
 
-def test_a_worker_without_google_access_is_told_why(synth_json):
+def test_a_worker_without_google_access_is_told_why(synth_json: Stacks) -> None:
     stacks = only_env(synth_json, "prod")
     workers_subnet_without_private_google_access(stacks)
     verdict = by_edge(stacks, facts_for("prod"))["worker -> Vertex AI"]

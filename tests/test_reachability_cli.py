@@ -8,13 +8,14 @@ import shutil
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 from iac import ROOT
 from reachability_helpers import EDGES_OF
 from variants import DEV_ON_CLOUD_RUN, write_environment
 
 
-def run_cli(*args: str) -> subprocess.CompletedProcess:
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "scripts.check_reachability", *args],
         cwd=ROOT,
@@ -24,7 +25,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
     )
 
 
-def test_cli_passes_on_the_shipped_environments():
+def test_cli_passes_on_the_shipped_environments() -> None:
     result = run_cli()
     assert result.returncode == 0, result.stdout + result.stderr
     lines = result.stdout.splitlines()
@@ -38,7 +39,7 @@ def test_cli_passes_on_the_shipped_environments():
     assert "BLOCKED" not in result.stdout
 
 
-def test_cli_fails_with_a_readable_table_on_a_broken_synth_dir(synth_dir, tmp_path):
+def test_cli_fails_with_a_readable_table_on_a_broken_synth_dir(synth_dir: Path, tmp_path: Path) -> None:
     broken = tmp_path / "synth"
     shutil.copytree(synth_dir, broken)
     path = broken / "stacks" / "dev-inference" / "cdk.tf.json"
@@ -64,7 +65,7 @@ def test_cli_fails_with_a_readable_table_on_a_broken_synth_dir(synth_dir, tmp_pa
     assert "    ok  a GKE cluster" in verbose.stdout.splitlines()
 
 
-def test_cli_reports_what_it_cannot_check_without_a_traceback(tmp_path):
+def test_cli_reports_what_it_cannot_check_without_a_traceback(tmp_path: Path) -> None:
     missing = run_cli("--synth-dir", str(tmp_path / "nowhere"))
     assert (missing.returncode, missing.stdout) == (2, "")
     assert missing.stderr.startswith("check_reachability: ") and "Traceback" not in missing.stderr
@@ -75,7 +76,7 @@ def test_cli_reports_what_it_cannot_check_without_a_traceback(tmp_path):
     assert corrupt.returncode == 2 and "not readable JSON" in corrupt.stderr and "Traceback" not in corrupt.stderr
 
 
-def test_cli_checks_one_environment_file(tmp_path):
+def test_cli_checks_one_environment_file(tmp_path: Path) -> None:
     config = write_environment(DEV_ON_CLOUD_RUN, tmp_path / "dev-cloud-run.toml")
     result = run_cli("--env", str(config))
     assert result.returncode == 0, result.stdout + result.stderr
@@ -83,7 +84,7 @@ def test_cli_checks_one_environment_file(tmp_path):
     assert "dev: 8 of 8 edges OK" in result.stdout
 
 
-def test_the_analysis_tools_import_no_cdktf():
+def test_the_analysis_tools_import_no_cdktf() -> None:
     # The checker, the cost tool and the advice read config and synthesized JSON only, so they
     # must run without loading cdktf, jsii or a provider package (issue 21).
     probe = textwrap.dedent(

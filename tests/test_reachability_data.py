@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from analysis.reachability import evaluate
+from iac import Stacks
 from reachability_helpers import (
     REDIS_EDGE,
     add_rule,
@@ -19,7 +20,7 @@ from reachability_helpers import (
 )
 
 
-def test_the_gateway_cannot_reach_memorystore_without_its_egress_rule(synth_json):
+def test_the_gateway_cannot_reach_memorystore_without_its_egress_rule(synth_json: Stacks) -> None:
     stacks = only_env(synth_json, "prod")
     rules = stacks["prod-network"]["resource"]["google_compute_firewall"]
     (key,) = [k for k, r in rules.items() if r["name"] == "prod-allow-gateway-egress-redis"]
@@ -29,7 +30,7 @@ def test_the_gateway_cannot_reach_memorystore_without_its_egress_rule(synth_json
     assert any("denied by prod-deny-all-egress" in text for text in failures(verdict)), explain([verdict])
 
 
-def test_a_redis_auth_string_in_plain_text_is_refused(synth_json):
+def test_a_redis_auth_string_in_plain_text_is_refused(synth_json: Stacks) -> None:
     stacks = only_env(synth_json, "prod")
     entry = container_env(service(stacks, "gateway", "prod"))["REDIS_AUTH"]
     del entry["value_source"]
@@ -39,7 +40,7 @@ def test_a_redis_auth_string_in_plain_text_is_refused(synth_json):
 
 
 @pytest.mark.parametrize("priority", [900, 1000])  # above the allow, and tied with it: deny wins ties
-def test_deny_on_postgres_above_the_allow_blocks_the_database(synth_json, priority):
+def test_deny_on_postgres_above_the_allow_blocks_the_database(synth_json: Stacks, priority: int) -> None:
     stacks = only_env(synth_json)
     add_rule(
         stacks,
@@ -60,7 +61,7 @@ def test_deny_on_postgres_above_the_allow_blocks_the_database(synth_json, priori
     ]
 
 
-def test_deny_on_postgres_below_the_allow_changes_nothing(synth_json):
+def test_deny_on_postgres_below_the_allow_changes_nothing(synth_json: Stacks) -> None:
     stacks = only_env(synth_json)
     add_rule(
         stacks,

@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import json
 import re
+from pathlib import Path
 
 import pytest
 
@@ -18,7 +19,7 @@ from analysis.reachability import (
 from analysis.reachability.edges import Edge, every_edge
 from analysis.reachability.evaluate import PROOFS, proof_for
 from hybrid.config import load_environment
-from iac import ROOT
+from iac import ROOT, Json, Stacks
 from reachability_helpers import (
     CLOUD_RUN_EDGES,
     EDGES_OF,
@@ -33,13 +34,13 @@ from reachability_helpers import (
 from variants import DEV_ENV, DEV_ON_CLOUD_RUN, synthesize, variant
 
 
-def test_every_edge_of_the_shipped_environments_is_ok(env, synth_json):
+def test_every_edge_of_the_shipped_environments_is_ok(env: str, synth_json: Stacks) -> None:
     verdicts = evaluate(synth_json, facts_for(env))
     assert [v.edge for v in verdicts] == EDGES_OF[env]
     assert all(v.ok for v in verdicts), explain(verdicts)
 
 
-def test_facts_agree_with_the_typed_settings(env):
+def test_facts_agree_with_the_typed_settings(env: str) -> None:
     typed, facts = load_environment(ROOT / "environments" / f"{env}.toml"), facts_for(env)
     inference = typed.inference
     assert (facts.name, facts.placement) == (typed.name, inference.placement)
@@ -49,13 +50,13 @@ def test_facts_agree_with_the_typed_settings(env):
 
 
 @pytest.fixture(scope="module")
-def cloud_run(tmp_path_factory) -> tuple[dict, EnvironmentFacts]:
+def cloud_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Stacks, EnvironmentFacts]:
     """dev with its model on a Cloud Run GPU (tests/variants.py DEV_ON_CLOUD_RUN), synthesized."""
     stacks = synthesize(DEV_ON_CLOUD_RUN, tmp_path_factory.mktemp("reachability-cloud-run"))
     return stacks, EnvironmentFacts.from_toml(DEV_ON_CLOUD_RUN.model_dump(mode="json"))
 
 
-def test_every_edge_of_the_cloud_run_placement_is_ok(cloud_run):
+def test_every_edge_of_the_cloud_run_placement_is_ok(cloud_run: tuple[Stacks, EnvironmentFacts]) -> None:
     stacks, facts = cloud_run
     assert facts.placement == "cloud_run" and facts.self_hosted_model == "google/gemma-3-4b-it"
     verdicts = evaluate(stacks, facts)
@@ -63,7 +64,7 @@ def test_every_edge_of_the_cloud_run_placement_is_ok(cloud_run):
     assert all(v.ok for v in verdicts), explain(verdicts)
 
 
-def test_frontend_behind_iap_is_reachable_by_its_members(tmp_path):
+def test_frontend_behind_iap_is_reachable_by_its_members(tmp_path: Path) -> None:
     iap = variant(DEV_ENV, {"services.iap_members": ["group:ai-team@example.com"], "services.frontend.access": "iap"})
     verdicts = by_edge(synthesize(iap, tmp_path), EnvironmentFacts.from_toml(iap.model_dump(mode="json")))
     frontend = verdicts["browser -> frontend"]
@@ -75,10 +76,10 @@ def test_frontend_behind_iap_is_reachable_by_its_members(tmp_path):
     assert all(v.ok for v in verdicts.values()), explain(verdicts.values())
 
 
-def test_cloud_run_model_without_id_token_is_blocked(cloud_run):
+def test_cloud_run_model_without_id_token_is_blocked(cloud_run: tuple[Stacks, EnvironmentFacts]) -> None:
     stacks, facts = copy.deepcopy(cloud_run[0]), cloud_run[1]
 
-    def no_auth(backends):
+    def no_auth(backends: dict[str, Json]) -> dict[str, Json]:
         backends["self-hosted"]["auth"] = "none"
         return backends
 
@@ -87,7 +88,7 @@ def test_cloud_run_model_without_id_token_is_blocked(cloud_run):
     assert failures(verdict) == ["BACKENDS.self-hosted: auth 'none': no ID token, so Cloud Run answers 403"]
 
 
-def test_google_star_route_ahead_of_a_self_hosted_gemma_is_blocked(cloud_run):
+def test_google_star_route_ahead_of_a_self_hosted_gemma_is_blocked(cloud_run: tuple[Stacks, EnvironmentFacts]) -> None:
     stacks, facts = copy.deepcopy(cloud_run[0]), cloud_run[1]
     edit_json_env(service(stacks, "orchestrator"), "ROUTES", lambda routes: list(reversed(routes)))
     assert json.loads(container_env(service(stacks, "orchestrator"))["ROUTES"]["value"])[0]["match"] == "google/*"
@@ -112,7 +113,7 @@ def diagram_arrows() -> tuple[set[str], set[tuple[str, str]]]:
     return nodes, arrows
 
 
-def test_the_checker_follows_every_arrow_of_the_readmes_diagram():
+def test_the_checker_follows_every_arrow_of_the_readmes_diagram() -> None:
     nodes, arrows = diagram_arrows()
     assert ("orchestrator", "pubsub") in arrows and ("worker", "vertex") in arrows  # the parse works
     # The load balancer's way to vLLM is inside the GKE box: each "-> inference" edge proves it.
@@ -123,12 +124,12 @@ def test_the_checker_follows_every_arrow_of_the_readmes_diagram():
     assert checked == drawn
 
 
-def test_every_declared_edge_has_a_proof():
+def test_every_declared_edge_has_a_proof() -> None:
     # Each shipped edge has a proof of its own; none is left to a generic one.
     assert sorted(e.name for e in every_edge()) == sorted(PROOFS)
 
 
-def test_a_new_services_calls_are_proven_like_the_shipped_ones():
+def test_a_new_services_calls_are_proven_like_the_shipped_ones() -> None:
     # A call the topology gains (tests/test_topology.py adds a reranker) is checked as the
     # gateway's call to the orchestrator is, or the orchestrator's to Cloud SQL; another kind
     # of call is reported as unproven, never passed.

@@ -4,10 +4,11 @@ they break it."""
 
 from __future__ import annotations
 
+from iac import Stacks
 from reachability_helpers import REMOTE_NETWORK, by_edge, explain, facts_for, failures, only_env, service
 
 
-def use_connector(stacks: dict, egress: str) -> None:
+def use_connector(stacks: Stacks, egress: str) -> None:
     """The gateway sends through a Serverless VPC Access connector on a /28 of its own (with
     Private Google Access), in place of Direct VPC egress: the design before Direct VPC."""
     network = stacks["dev-network"]
@@ -31,7 +32,7 @@ def use_connector(stacks: dict, egress: str) -> None:
     service(stacks, "gateway")["template"]["vpc_access"] = {"connector": REMOTE_NETWORK % output, "egress": egress}
 
 
-def test_gateway_through_a_connector_with_private_ranges_only_is_blocked(synth_json):
+def test_gateway_through_a_connector_with_private_ranges_only_is_blocked(synth_json: Stacks) -> None:
     stacks = only_env(synth_json)
     use_connector(stacks, "PRIVATE_RANGES_ONLY")
     verdicts = by_edge(stacks, facts_for("dev"))
@@ -45,7 +46,7 @@ def test_gateway_through_a_connector_with_private_ranges_only_is_blocked(synth_j
     assert [edge for edge, v in verdicts.items() if not v.ok] == ["gateway -> orchestrator"]
 
 
-def test_gateway_through_a_connector_with_all_traffic_reaches_the_orchestrator(synth_json):
+def test_gateway_through_a_connector_with_all_traffic_reaches_the_orchestrator(synth_json: Stacks) -> None:
     # The control for the test above: the connector itself is fine when it carries everything.
     stacks = only_env(synth_json)
     use_connector(stacks, "ALL_TRAFFIC")
@@ -57,7 +58,7 @@ def test_gateway_through_a_connector_with_all_traffic_reaches_the_orchestrator(s
     )
 
 
-def test_network_policy_admitting_gmp_system_blocks_the_metrics(synth_json):
+def test_network_policy_admitting_gmp_system_blocks_the_metrics(synth_json: Stacks) -> None:
     # gmp-system is the Standard clusters' namespace; on Autopilot the collectors run in gke-gmp-system.
     stacks = only_env(synth_json)
     policy = next(iter(stacks["dev-inference"]["resource"]["kubernetes_network_policy_v1"].values()))
@@ -73,7 +74,7 @@ def test_network_policy_admitting_gmp_system_blocks_the_metrics(synth_json):
     assert verdicts["orchestrator -> inference"].ok  # the Cloud Run subnet's ipBlock still admits the orchestrator
 
 
-def test_unresolvable_reference_is_a_blocked_edge_not_a_crash(synth_json):
+def test_unresolvable_reference_is_a_blocked_edge_not_a_crash(synth_json: Stacks) -> None:
     stacks = only_env(synth_json)
     # The output the orchestrator's PGHOST reads through remote state (whatever cdktf named it).
     host = next(
