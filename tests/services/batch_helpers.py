@@ -6,21 +6,30 @@ from __future__ import annotations
 import base64
 import json
 import secrets
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import httpx
 import openai
 import psycopg
 import pytest
+from openai.types import Batch
+from openai.types.batch_request_counts import BatchRequestCounts
 from psycopg.rows import dict_row
 
-from devtools.harness import Server, orchestrator_settings, wait_for
+from devtools.harness import Postgres, ServedIssuer, Server, orchestrator_settings, wait_for
+from devtools.pubsub_emulator import PubSubEmulator
 from servers import gateway_server
 from services.orchestrator.app import create_app as create_orchestrator
 
 BUCKET = "test-project-test-batch"
+# A batch line, a message's data, or a row as psycopg's dict_row reads it.
+Json = dict[str, Any]
+# The db fixture: the rows an SQL statement returns (none for an UPDATE), read on a connection of its own.
+Query = Callable[..., list[Json]]
 
 
-def request_line(custom_id: str, content: str = "hello", **body: object) -> dict:
+def request_line(custom_id: str, content: str = "hello", **body: object) -> Json:
     return {
         "custom_id": custom_id,
         "method": "POST",
@@ -29,12 +38,12 @@ def request_line(custom_id: str, content: str = "hello", **body: object) -> dict
     }
 
 
-def jsonl(*lines: dict, ending: bytes = b"\n") -> bytes:
+def jsonl(*lines: Json, ending: bytes = b"\n") -> bytes:
     return b"".join(json.dumps(line).encode() + ending for line in lines)
 
 
 @pytest.fixture(scope="module")
-def queue(pubsub):
+def queue(pubsub: PubSubEmulator) -> Iterator[tuple[str, str]]:
     """The batch topic, with a subscription that the tests read the published messages from."""
     suffix = secrets.token_hex(4)
     topic = pubsub.create_topic(f"batch-lines-{suffix}")
@@ -47,7 +56,7 @@ def queue(pubsub):
 
 
 @pytest.fixture(scope="module")
-def batch_orchestrator(postgres, upstream, gcs, queue):
+def batch_orchestrator(postgres: Postgres, upstream: Server, gcs: Server, queue: tuple[str, str]) -> Iterator[Server]:
     topic, _ = queue
     settings = orchestrator_settings(
         upstream.url, batch_bucket=BUCKET, batch_topic=topic, storage_url=gcs.url, storage_auth="none"
@@ -57,13 +66,13 @@ def batch_orchestrator(postgres, upstream, gcs, queue):
 
 
 @pytest.fixture(scope="module")
-def batch_gateway(issuer, batch_orchestrator):
+def batch_gateway(issuer: ServedIssuer, batch_orchestrator: Server) -> Iterator[Server]:
     with gateway_server(issuer, batch_orchestrator.url, rate_limit_per_minute=6000, rate_limit_burst=1000) as server:
         yield server
 
 
 @pytest.fixture(scope="module")
-def small_gateway(issuer, batch_orchestrator):
+def small_gateway(issuer: ServedIssuer, batch_orchestrator: Server) -> Iterator[Server]:
     """Small bounds, so that a file can pass them by a little."""
     with gateway_server(
         issuer,
@@ -77,8 +86,14 @@ def small_gateway(issuer, batch_orchestrator):
         yield server
 
 
-def client(gateway, issuer, user: str) -> openai.OpenAI:
+def client(gateway: Server, issuer: ServedIssuer, user: str) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=issuer.token(user), max_retries=0)
+
+
+def counts(batch: Batch) -> BatchRequestCounts:
+    """A batch's request counts, which the orchestrator always sends (the client's model has them optional)."""
+    assert batch.request_counts is not None
+    return batch.request_counts
 
 
 def new_user() -> str:
@@ -86,8 +101,8 @@ def new_user() -> str:
 
 
 @pytest.fixture
-def db(postgres):
-    def query(sql: str, *params: object) -> list[dict]:
+def db(postgres: Postgres) -> Query:
+    def query(sql: str, *params: object) -> list[Json]:
         with psycopg.connect(postgres.conninfo, row_factory=dict_row, autocommit=True) as conn:
             cursor = conn.execute(sql, params)
             return cursor.fetchall() if cursor.description else []
@@ -95,9 +110,9 @@ def db(postgres):
     return query
 
 
-def pulled(pubsub, subscription: str, batch_id: str, count: int, timeout: float = 20) -> list[dict]:
+def pulled(pubsub: PubSubEmulator, subscription: str, batch_id: str, count: int, timeout: float = 20) -> list[Json]:
     """The data of the batch's messages on the subscription: waits for ``count``, then takes any more."""
-    got: list[dict] = []
+    got: list[Json] = []
 
     def take() -> bool:
         for message in pubsub.pull(subscription, 1000):
@@ -111,7 +126,9 @@ def pulled(pubsub, subscription: str, batch_id: str, count: int, timeout: float 
     return got
 
 
-def upload(gateway, token: str, data: bytes, purpose: str = "batch", filename: str = "in.jsonl") -> httpx.Response:
+def upload(
+    gateway: Server, token: str, data: bytes, purpose: str = "batch", filename: str = "in.jsonl"
+) -> httpx.Response:
     return httpx.post(
         f"{gateway.url}/v1/files",
         headers={"authorization": f"Bearer {token}"},
@@ -121,7 +138,7 @@ def upload(gateway, token: str, data: bytes, purpose: str = "batch", filename: s
     )
 
 
-def finish_as_a_worker(db, gcs_url: str, batch_id: str, user: str) -> str:
+def finish_as_a_worker(db: Query, gcs_url: str, batch_id: str, user: str) -> str:
     """What the workers do when every line has succeeded: the output file, and the batch completed."""
     lines = db("SELECT line, custom_id FROM batch_lines WHERE batch_id = %s ORDER BY line", batch_id)
     output = b"".join(

@@ -3,26 +3,27 @@ PostgreSQL cannot store them, and a user's files listed and deleted."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import httpx
 import openai
 import pytest
 
-from batch_helpers import (  # noqa: F401 - fixtures
+from batch_helpers import (
     BUCKET,
     NUL,
-    batch_gateway,
-    batch_orchestrator,
+    Query,
     client,
-    db,
+    counts,
     finish_as_a_worker,
     jsonl,
     multipart_upload,
     new_user,
-    queue,
     request_line,
-    small_gateway,
     upload,
 )
+from devtools.harness import ServedIssuer, Server
 
 MALFORMED = {
     "bad JSON on line 3": (
@@ -64,7 +65,9 @@ MALFORMED = {
 
 
 @pytest.mark.parametrize("case", MALFORMED)
-def test_a_malformed_file_is_refused_naming_the_line_and_nothing_is_stored(small_gateway, issuer, db, gcs, case):
+def test_a_malformed_file_is_refused_naming_the_line_and_nothing_is_stored(
+    small_gateway: Server, issuer: ServedIssuer, db: Query, gcs: Server, case: str
+) -> None:
     data, message = MALFORMED[case]
     user = new_user()
     objects_before = len(gcs.app.state.objects)
@@ -76,7 +79,9 @@ def test_a_malformed_file_is_refused_naming_the_line_and_nothing_is_stored(small
     assert len(gcs.app.state.objects) == objects_before
 
 
-def test_a_file_over_the_size_bound_is_413_and_not_stored(small_gateway, issuer, db, gcs):
+def test_a_file_over_the_size_bound_is_413_and_not_stored(
+    small_gateway: Server, issuer: ServedIssuer, db: Query, gcs: Server
+) -> None:
     user = new_user()
     objects_before = len(gcs.app.state.objects)
     big = jsonl(request_line("a", "x" * 600), request_line("b", "y" * 600), request_line("c", "z" * 600))
@@ -89,14 +94,16 @@ def test_a_file_over_the_size_bound_is_413_and_not_stored(small_gateway, issuer,
     assert len(gcs.app.state.objects) == objects_before
 
 
-def test_crlf_endings_and_trailing_blank_lines_are_accepted(small_gateway, issuer, db):
+def test_crlf_endings_and_trailing_blank_lines_are_accepted(
+    small_gateway: Server, issuer: ServedIssuer, db: Query
+) -> None:
     user = new_user()
     api = client(small_gateway, issuer, user)
     data = jsonl(request_line("a"), request_line("b"), ending=b"\r\n") + b"\r\n\n"
     uploaded = api.files.create(file=("crlf.jsonl", data), purpose="batch")
     assert uploaded.bytes == len(data)
     batch = api.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h")
-    assert batch.request_counts.total == 2
+    assert counts(batch).total == 2
     assert [
         r["custom_id"] for r in db("SELECT custom_id FROM batch_lines WHERE batch_id = %s ORDER BY line", batch.id)
     ] == ["a", "b"]
@@ -123,7 +130,9 @@ def test_crlf_endings_and_trailing_blank_lines_are_accepted(small_gateway, issue
     ],
     ids=["json body", "no file", "another purpose", "no purpose", "broken multipart"],
 )
-def test_an_upload_that_is_not_a_batch_file_is_refused(small_gateway, issuer, send, message):
+def test_an_upload_that_is_not_a_batch_file_is_refused(
+    small_gateway: Server, issuer: ServedIssuer, send: Callable[[str, dict[str, str]], httpx.Response], message: str
+) -> None:
     answer = send(f"{small_gateway.url}/v1/files", {"authorization": f"Bearer {issuer.token(new_user())}"})
     assert answer.status_code == 400, answer.text
     assert message in answer.json()["error"]["message"]
@@ -138,7 +147,9 @@ NUL_IN_A_LINE = {
 
 
 @pytest.mark.parametrize("case", NUL_IN_A_LINE)
-def test_a_nul_character_in_a_line_is_refused_at_upload_naming_the_line_and_field(batch_gateway, issuer, db, case):
+def test_a_nul_character_in_a_line_is_refused_at_upload_naming_the_line_and_field(
+    batch_gateway: Server, issuer: ServedIssuer, db: Query, case: str
+) -> None:
     """PostgreSQL's text and jsonb cannot hold NUL: a line with one could never become a batch."""
     data, where = NUL_IN_A_LINE[case]
     user = new_user()
@@ -149,7 +160,7 @@ def test_a_nul_character_in_a_line_is_refused_at_upload_naming_the_line_and_fiel
     assert db("SELECT id FROM batch_files WHERE user_id = %s", user) == []
 
 
-def test_a_nul_character_in_the_file_name_is_refused(batch_gateway, issuer, db):
+def test_a_nul_character_in_the_file_name_is_refused(batch_gateway: Server, issuer: ServedIssuer, db: Query) -> None:
     user = new_user()
     headers, body = multipart_upload(jsonl(request_line("a")), filename=f"in{NUL}.jsonl")
     answer = httpx.post(
@@ -162,7 +173,9 @@ def test_a_nul_character_in_the_file_name_is_refused(batch_gateway, issuer, db):
     assert db("SELECT id FROM batch_files WHERE user_id = %s", user) == []
 
 
-def test_a_nul_character_in_a_batchs_metadata_is_refused(batch_gateway, issuer, db):
+def test_a_nul_character_in_a_batchs_metadata_is_refused(
+    batch_gateway: Server, issuer: ServedIssuer, db: Query
+) -> None:
     user = new_user()
     api = client(batch_gateway, issuer, user)
     uploaded = api.files.create(file=("q.jsonl", jsonl(request_line("a"))), purpose="batch")
@@ -177,8 +190,8 @@ def test_a_nul_character_in_a_batchs_metadata_is_refused(batch_gateway, issuer, 
 
 
 def test_a_stored_file_with_a_nul_character_is_refused_at_batch_creation_naming_the_line(
-    batch_gateway, batch_orchestrator, issuer, db
-):
+    batch_gateway: Server, batch_orchestrator: Server, issuer: ServedIssuer, db: Query
+) -> None:
     """A file stored before the gateway refused NUL: its batch is a 400 naming the line, never a 500."""
     user = new_user()
     stored = httpx.post(
@@ -197,7 +210,9 @@ def test_a_stored_file_with_a_nul_character_is_refused_at_batch_creation_naming_
     assert db("SELECT id FROM batches WHERE user_id = %s", user) == []
 
 
-def test_the_openai_client_lists_a_users_files_newest_first_by_purpose_a_page_at_a_time(batch_gateway, issuer, db, gcs):
+def test_the_openai_client_lists_a_users_files_newest_first_by_purpose_a_page_at_a_time(
+    batch_gateway: Server, issuer: ServedIssuer, db: Query, gcs: Server
+) -> None:
     user = new_user()
     api = client(batch_gateway, issuer, user)
     inputs = [api.files.create(file=(f"q{n}.jsonl", jsonl(request_line("a"))), purpose="batch").id for n in range(3)]
@@ -215,18 +230,21 @@ def test_the_openai_client_lists_a_users_files_newest_first_by_purpose_a_page_at
     assert api.files.list(limit=1).data[0].model_dump() == api.files.retrieve(output).model_dump()
     assert list(client(batch_gateway, issuer, new_user()).files.list()) == []  # another user's files are not listed
 
-    for query, param, allowed in [
+    refusals: list[tuple[dict[str, Any], str, str]] = [
         ({"purpose": "fine-tune"}, "purpose", "'batch' or 'batch_output'"),
         ({"limit": 0}, "limit", "greater than or equal to 1"),
         ({"order": "up"}, "order", "'asc' or 'desc'"),
         ({"after": "../x"}, "after", "file-"),
-    ]:
+    ]
+    for query, param, allowed in refusals:
         with pytest.raises(openai.BadRequestError) as refused:
             api.files.list(**query)
         assert refused.value.param == param and allowed in refused.value.message, refused.value.message
 
 
-def test_only_its_owner_deletes_a_file_which_removes_its_object(batch_gateway, issuer, gcs):
+def test_only_its_owner_deletes_a_file_which_removes_its_object(
+    batch_gateway: Server, issuer: ServedIssuer, gcs: Server
+) -> None:
     alice, bob = client(batch_gateway, issuer, new_user()), client(batch_gateway, issuer, new_user())
     uploaded = alice.files.create(file=("mine.jsonl", jsonl(request_line("a"))), purpose="batch")
     with pytest.raises(openai.NotFoundError):
@@ -244,7 +262,9 @@ def test_only_its_owner_deletes_a_file_which_removes_its_object(batch_gateway, i
         alice.files.delete("not-a-file-id")
 
 
-def test_a_file_an_unfinished_batch_uses_may_be_deleted_and_the_batch_runs_on(batch_gateway, issuer, db):
+def test_a_file_an_unfinished_batch_uses_may_be_deleted_and_the_batch_runs_on(
+    batch_gateway: Server, issuer: ServedIssuer, db: Query
+) -> None:
     """The batch's lines were copied into the database when it was made: it does not need the
     file, and keeps its input_file_id, which is then not found, as OpenAI's is."""
     api = client(batch_gateway, issuer, new_user())
@@ -252,13 +272,15 @@ def test_a_file_an_unfinished_batch_uses_may_be_deleted_and_the_batch_runs_on(ba
     batch = api.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h")
     assert api.files.delete(uploaded.id).deleted
     still = api.batches.retrieve(batch.id)
-    assert (still.status, still.input_file_id, still.request_counts.total) == ("in_progress", uploaded.id, 2)
+    assert (still.status, still.input_file_id, counts(still).total) == ("in_progress", uploaded.id, 2)
     assert len(db("SELECT line FROM batch_lines WHERE batch_id = %s AND status = 'queued'", batch.id)) == 2
     with pytest.raises(openai.NotFoundError):
         api.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h")
 
 
-def test_a_file_whose_object_went_away_is_not_found_for_a_new_batch(batch_gateway, issuer, gcs):
+def test_a_file_whose_object_went_away_is_not_found_for_a_new_batch(
+    batch_gateway: Server, issuer: ServedIssuer, gcs: Server
+) -> None:
     """A delete removes the object, then the row: a batch made in between finds no file (404), not a 503."""
     api = client(batch_gateway, issuer, new_user())
     uploaded = api.files.create(file=("q.jsonl", jsonl(request_line("a"))), purpose="batch")

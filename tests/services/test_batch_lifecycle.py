@@ -17,27 +17,36 @@ import psycopg
 import pytest
 from psycopg_pool import AsyncConnectionPool
 
-from batch_helpers import (  # noqa: F401 - fixtures
+from batch_helpers import (
     BUCKET,
-    batch_gateway,
-    batch_orchestrator,
+    Query,
     client,
-    db,
+    counts,
     finish_as_a_worker,
     jsonl,
     new_user,
     pulled,
-    queue,
     request_line,
 )
-from devtools.harness import Server, free_port, gateway_settings, orchestrator_settings, wait_for
+from devtools.harness import (
+    Postgres,
+    ServedIssuer,
+    Server,
+    free_port,
+    gateway_settings,
+    orchestrator_settings,
+    wait_for,
+)
+from devtools.pubsub_emulator import PubSubEmulator
 from services.gateway.app import create_app as create_gateway
 from services.orchestrator.app import create_app as create_orchestrator
 from services.servicekit.blobs import BlobStore
 from services.worker.finalize import Finalizer
 
 
-def test_the_openai_client_uploads_creates_reads_back_and_downloads(batch_gateway, issuer, db, pubsub, queue, gcs):
+def test_the_openai_client_uploads_creates_reads_back_and_downloads(
+    batch_gateway: Server, issuer: ServedIssuer, db: Query, pubsub: PubSubEmulator, queue: tuple[str, str], gcs: Server
+) -> None:
     user = new_user()
     api = client(batch_gateway, issuer, user)
     data = jsonl(*(request_line(f"req-{n}", f"question {n}", max_tokens=None) for n in range(25)))
@@ -57,9 +66,9 @@ def test_the_openai_client_uploads_creates_reads_back_and_downloads(batch_gatewa
     )
     assert batch.status == "in_progress" and batch.in_progress_at is not None
     assert batch.id.startswith("batch_") and batch.input_file_id == uploaded.id
-    assert batch.request_counts.model_dump() == {"total": 25, "completed": 0, "failed": 0}
+    assert counts(batch).model_dump() == {"total": 25, "completed": 0, "failed": 0}
     assert batch.metadata == {"project": "tests"}
-    assert batch.expires_at - batch.created_at == 24 * 3600
+    assert batch.expires_at is not None and batch.expires_at - batch.created_at == 24 * 3600
 
     # Every line is in the database, queued; one message per line.
     lines = db("SELECT line, custom_id, body, status FROM batch_lines WHERE batch_id = %s ORDER BY line", batch.id)
@@ -80,14 +89,14 @@ def test_the_openai_client_uploads_creates_reads_back_and_downloads(batch_gatewa
     output_id = finish_as_a_worker(db, gcs.url, batch.id, user)
     done = api.batches.retrieve(batch.id)
     assert (done.status, done.output_file_id, done.error_file_id) == ("completed", output_id, None)
-    assert done.request_counts.model_dump() == {"total": 25, "completed": 25, "failed": 0}
+    assert counts(done).model_dump() == {"total": 25, "completed": 25, "failed": 0}
     assert done.completed_at is not None and done.finalizing_at is not None
     results = [json.loads(line) for line in api.files.content(output_id).content.splitlines()]
     assert [r["custom_id"] for r in results] == [f"req-{n}" for n in range(25)]
     assert api.files.retrieve(output_id).purpose == "batch_output"
 
 
-def test_batches_are_listed_newest_first_a_page_at_a_time(batch_gateway, issuer):
+def test_batches_are_listed_newest_first_a_page_at_a_time(batch_gateway: Server, issuer: ServedIssuer) -> None:
     api = client(batch_gateway, issuer, new_user())
     uploaded = api.files.create(file=("q.jsonl", jsonl(request_line("only"))), purpose="batch")
     made = [
@@ -100,7 +109,9 @@ def test_batches_are_listed_newest_first_a_page_at_a_time(batch_gateway, issuer)
     assert [b.id for b in api.batches.list(limit=2)] == made[::-1]  # the client pages through them all
 
 
-def test_cancel_cancels_queued_lines_and_asks_a_worker_to_finish(batch_gateway, issuer, db, pubsub, queue):
+def test_cancel_cancels_queued_lines_and_asks_a_worker_to_finish(
+    batch_gateway: Server, issuer: ServedIssuer, db: Query, pubsub: PubSubEmulator, queue: tuple[str, str]
+) -> None:
     api = client(batch_gateway, issuer, new_user())
     uploaded = api.files.create(file=("q.jsonl", jsonl(*(request_line(str(n)) for n in range(6)))), purpose="batch")
     batch = api.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h")
@@ -134,8 +145,8 @@ def test_cancel_cancels_queued_lines_and_asks_a_worker_to_finish(batch_gateway, 
 
 
 def test_a_batch_whose_lines_cannot_be_published_stays_validating_for_the_sweeper(
-    postgres, upstream, gcs, queue, issuer, db
-):
+    postgres: Postgres, upstream: Server, gcs: Server, queue: tuple[str, str], issuer: ServedIssuer, db: Query
+) -> None:
     """Pub/Sub refuses (here: the topic is gone): the batch and all its lines are stored, and it
     stays validating, which the workers' sweeper publishes again after two minutes."""
     settings = orchestrator_settings(
@@ -158,7 +169,9 @@ def test_a_batch_whose_lines_cannot_be_published_stays_validating_for_the_sweepe
     assert len(db("SELECT line FROM batch_lines WHERE batch_id = %s AND status = 'queued'", batch.id)) == 2
 
 
-def test_with_the_database_away_an_upload_or_a_new_batch_is_503_to_retry(upstream, gcs, queue, issuer):
+def test_with_the_database_away_an_upload_or_a_new_batch_is_503_to_retry(
+    upstream: Server, gcs: Server, queue: tuple[str, str], issuer: ServedIssuer
+) -> None:
     topic, _ = queue
     settings = orchestrator_settings(
         upstream.url, batch_bucket=BUCKET, batch_topic=topic, storage_url=gcs.url, storage_auth="none"
@@ -177,19 +190,23 @@ def test_with_the_database_away_an_upload_or_a_new_batch_is_503_to_retry(upstrea
                 )
 
 
-def test_a_file_of_the_most_lines_is_validated_stored_and_published_whole(batch_gateway, issuer, db, pubsub, queue):
+def test_a_file_of_the_most_lines_is_validated_stored_and_published_whole(
+    batch_gateway: Server, issuer: ServedIssuer, db: Query, pubsub: PubSubEmulator, queue: tuple[str, str]
+) -> None:
     api = client(batch_gateway, issuer, new_user())
     lines = 50_000  # the default batch_max_lines
     uploaded = api.files.create(
         file=("big.jsonl", jsonl(*(request_line(f"r{n}") for n in range(lines)))), purpose="batch"
     )
     batch = api.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h")
-    assert (batch.status, batch.request_counts.total) == ("in_progress", lines)
+    assert (batch.status, counts(batch).total) == ("in_progress", lines)
     assert db("SELECT count(*) AS n FROM batch_lines WHERE batch_id = %s", batch.id) == [{"n": lines}]
     assert sorted(m["line"] for m in pulled(pubsub, queue[1], batch.id, lines, timeout=120)) == list(range(lines))
 
 
-def test_the_workers_database_user_is_granted_what_it_needs_once_it_exists(postgres, upstream, gcs, queue, issuer, db):
+def test_the_workers_database_user_is_granted_what_it_needs_once_it_exists(
+    postgres: Postgres, upstream: Server, gcs: Server, queue: tuple[str, str], issuer: ServedIssuer, db: Query
+) -> None:
     """The orchestrator owns the tables, so it grants the workers' user (another IAM identity);
     a user created after the orchestrator started is granted before the next batch."""
     worker = f"batch-worker-{secrets.token_hex(3)}@test-project.iam"
@@ -229,7 +246,9 @@ def test_the_workers_database_user_is_granted_what_it_needs_once_it_exists(postg
         as_worker("TRUNCATE usage_ledger")
 
 
-def test_a_lines_body_is_stored_as_the_chat_route_sends_the_same_body(batch_gateway, issuer, db, upstream):
+def test_a_lines_body_is_stored_as_the_chat_route_sends_the_same_body(
+    batch_gateway: Server, issuer: ServedIssuer, db: Query, upstream: Server
+) -> None:
     """Values the chat route's schema coerces ("10" for max_tokens) are sent typed, by the chat
     route and by the workers alike, which send the body stored in batch_lines."""
     user = new_user()
@@ -269,8 +288,8 @@ class StalledBlobs(BlobStore):
 
 
 def test_a_cancelled_batch_stays_cancelling_while_its_files_are_written_and_a_repeated_cancel_is_200(
-    batch_gateway, issuer, postgres, gcs, db
-):
+    batch_gateway: Server, issuer: ServedIssuer, postgres: Postgres, gcs: Server, db: Query
+) -> None:
     """OpenAI's 'finalizing' is a batch whose lines all ran: a cancelled batch goes from
     cancelling to cancelled, and a cancel sent again meanwhile answers the batch as it is."""
     api = client(batch_gateway, issuer, new_user())
@@ -303,5 +322,5 @@ def test_a_cancelled_batch_stays_cancelling_while_its_files_are_written_and_a_re
         worker.join()
     done = api.batches.retrieve(batch.id)
     assert (done.status, done.completed_at) == ("cancelled", None) and done.cancelled_at
-    assert done.request_counts.completed == 1
+    assert counts(done).completed == 1
     assert api.batches.cancel(batch.id).status == "cancelled"

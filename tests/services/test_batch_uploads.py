@@ -8,6 +8,7 @@ import json
 import socket
 import threading
 import time
+from collections.abc import Iterator
 
 import httpx
 
@@ -21,12 +22,12 @@ from batch_helpers import (  # noqa: F401 - fixtures
     request_line,
     upload,
 )
-from devtools.harness import Server, gateway_settings
+from devtools.harness import ServedIssuer, Server, gateway_settings
 from servers import gateway_server
 from services.gateway.app import create_app as create_gateway
 
 
-def slowly(body: bytes, seconds: float = 2):
+def slowly(body: bytes, seconds: float = 2) -> Iterator[bytes]:
     """The body in four pieces, the first after seconds / 4 and the last after ``seconds``."""
     piece = len(body) // 4 + 1
     for start in range(0, len(body), piece):
@@ -34,7 +35,7 @@ def slowly(body: bytes, seconds: float = 2):
         yield body[start : start + piece]
 
 
-def test_an_upload_has_its_own_deadline_for_the_body(issuer, batch_orchestrator):
+def test_an_upload_has_its_own_deadline_for_the_body(issuer: ServedIssuer, batch_orchestrator: Server) -> None:
     """A batch file may take longer to arrive than a chat request's body may (body_timeout_seconds):
     a second more for every batch_upload_min_bytes_per_second bytes that arrived."""
     settings = gateway_settings(
@@ -61,7 +62,7 @@ def test_an_upload_has_its_own_deadline_for_the_body(issuer, batch_orchestrator)
     assert chat_answer.status_code == 408
 
 
-def test_uploads_beyond_the_concurrent_bound_are_503_to_retry(issuer, batch_orchestrator):
+def test_uploads_beyond_the_concurrent_bound_are_503_to_retry(issuer: ServedIssuer, batch_orchestrator: Server) -> None:
     settings = gateway_settings(issuer, batch_orchestrator.url, batch_concurrent_uploads=1, rate_limit_burst=100)
     headers, multipart = multipart_upload(jsonl(request_line("slow")))
     with Server(create_gateway(settings)) as server:
@@ -85,7 +86,7 @@ class Trickle(threading.Thread):
     """A real slow client: an upload sent over its own socket a byte every ``every`` seconds,
     until the gateway answers or closes the connection."""
 
-    def __init__(self, server, token: str, every: float = 2.0) -> None:
+    def __init__(self, server: Server, token: str, every: float = 2.0) -> None:
         super().__init__()
         self.server, self.token, self.every = server, token, every
         self.status: int | None = None
@@ -124,7 +125,9 @@ class Trickle(threading.Thread):
             self.code = json.loads(rest.partition(b"\r\n\r\n")[2])["error"]["code"]
 
 
-def test_one_users_slow_uploads_neither_hold_every_slot_nor_outlast_the_minimum_rate(issuer, batch_orchestrator):
+def test_one_users_slow_uploads_neither_hold_every_slot_nor_outlast_the_minimum_rate(
+    issuer: ServedIssuer, batch_orchestrator: Server
+) -> None:
     """Eight uploads of one user, a byte every 2 s: two of them take this user's share of the
     slots and fail 408 once they fall below the minimum rate; the other six are 429 at once.
     Another user uploads meanwhile."""
