@@ -19,7 +19,6 @@ from typing import cast
 from cdktf import TerraformOutput
 from cdktf_cdktf_provider_google_beta.google_project_service_identity import GoogleProjectServiceIdentity
 from cdktf_cdktf_provider_google_beta.provider import GoogleBetaProvider
-from cdktf_cdktf_provider_kubernetes.namespace_v1 import NamespaceV1, NamespaceV1Metadata
 from constructs import Construct
 
 from hybrid.components.batch_bucket import BatchBucket, BatchBucketProps
@@ -31,12 +30,11 @@ from hybrid.components.pubsub_queue import PubSubQueue, PubSubQueueProps
 from hybrid.components.roles import VERTEX_AI_USER
 from hybrid.components.service_account import ServiceAccount, ServiceAccountProps
 from hybrid.components.standard_cluster import NodePoolProps, StandardCluster, StandardClusterProps
-from hybrid.components.workload_identity import WorkloadIdentity, WorkloadIdentityProps
 from hybrid.config import Environment
 from hybrid.layer import LayerStack
 from hybrid.service_contract import Wiring, container_env, service_settings
 from services.worker.settings import WorkerSettings
-from stacks.cluster import control_plane, deploys_into
+from stacks.cluster import control_plane, deploys_into, workload_namespace
 from stacks.database import DatabaseStack
 from stacks.network import NetworkOutputs, NetworkStack
 from stacks.registry import RegistryStack, repository, service_image
@@ -181,17 +179,8 @@ class WorkersK8sStack(LayerStack):
         worker = database.outputs.worker_account
         assert worker is not None  # made when enabled
         deploys_into(self, env, names.workers_cluster)
-        namespace = NamespaceV1(
-            self,
-            "namespace",
-            metadata=NamespaceV1Metadata(name=NAMESPACE, labels={"pod-security.kubernetes.io/enforce": "restricted"}),
-        )
-        account = WorkloadIdentity(
-            self,
-            "worker-account",
-            WorkloadIdentityProps(project=project, name=WORKER_ACCOUNT),
-            namespace=namespace,
-            google_account=worker,
+        namespace, account = workload_namespace(
+            self, env, NAMESPACE, "restricted", ("worker-account", WORKER_ACCOUNT), worker
         )
         db = database.outputs
         wiring = Wiring(
