@@ -41,6 +41,49 @@ from services.worker.settings import WorkerSettings
 BUCKET = "bench-project-batch"
 
 
+@dataclass(frozen=True)
+class BatchQueue:
+    """A batch queue on the emulator as the workers stack makes it (paths): the line topic, the
+    workers' subscription with its retry backoff and dead-letter policy, the dead-letter topic and
+    its subscription."""
+
+    topic: str
+    subscription: str
+    dead_letter_topic: str
+    dead_letter_subscription: str
+
+
+def batch_queue(
+    pubsub: PubSubEmulator,
+    suffix: str,
+    *,
+    ack_deadline_seconds: int,
+    max_delivery_attempts: int,
+    backoff_seconds: tuple[float, float],
+) -> BatchQueue:
+    """A new batch queue on ``pubsub``, its names ending in ``suffix``; retries back off between
+    ``backoff_seconds`` (minimum, maximum)."""
+    lines, dead, work = f"batch-lines-{suffix}", f"batch-dead-letters-{suffix}", f"batch-workers-{suffix}"
+    pubsub.create_topic(lines)
+    pubsub.create_topic(dead)
+    pubsub.create_subscription(dead, dead)
+    pubsub.create_subscription(
+        work,
+        lines,
+        ack_deadline_seconds=ack_deadline_seconds,
+        dead_letter_topic=dead,
+        max_delivery_attempts=max_delivery_attempts,
+        minimum_backoff_seconds=backoff_seconds[0],
+        maximum_backoff_seconds=backoff_seconds[1],
+    )
+    return BatchQueue(
+        pubsub.topic_path(lines),
+        pubsub.subscription_path(work),
+        pubsub.topic_path(dead),
+        pubsub.subscription_path(dead),
+    )
+
+
 @dataclass
 class BatchChain:
     gateway_url: str
@@ -78,19 +121,12 @@ def batch_chain(
         stack.callback(
             lambda: [os.environ.pop(n, None) if v is None else os.environ.__setitem__(n, v) for n, v in saved.items()]
         )
-        suffix = secrets.token_hex(3)
-        lines, dead = f"lines-{suffix}", f"dead-{suffix}"
-        pubsub.create_topic(lines)
-        pubsub.create_topic(dead)
-        pubsub.create_subscription(dead, dead)
-        pubsub.create_subscription(
-            f"work-{suffix}",
-            lines,
+        queue = batch_queue(
+            pubsub,
+            secrets.token_hex(3),
             ack_deadline_seconds=60,
-            dead_letter_topic=dead,
             max_delivery_attempts=max_delivery_attempts,
-            minimum_backoff_seconds=0.5,
-            maximum_backoff_seconds=2,
+            backoff_seconds=(0.5, 2),
         )
         upstream = stack.enter_context(Server(create_upstream()))
         gcs = stack.enter_context(Server(create_gcs()))
@@ -103,7 +139,7 @@ def batch_chain(
                     orchestrator_settings(
                         upstream.url,
                         batch_bucket=BUCKET,
-                        batch_topic=pubsub.topic_path(lines),
+                        batch_topic=queue.topic,
                         storage_url=gcs.url,
                         storage_auth="none",
                         daily_token_quota=10**9,
@@ -122,7 +158,7 @@ def batch_chain(
             )
         )
         chain = BatchChain(
-            gateway.url, issuer.token("batch-user"), postgres, pubsub, upstream, gcs, pubsub.subscription_path(dead)
+            gateway.url, issuer.token("batch-user"), postgres, pubsub, upstream, gcs, queue.dead_letter_subscription
         )
         params = psycopg.conninfo.conninfo_to_dict(postgres.conninfo)
         routing = orchestrator_settings(upstream.url)
@@ -138,10 +174,10 @@ def batch_chain(
                     "pguser": params["user"],
                     "pgdatabase": params["dbname"],
                     "daily_token_quota": 10**9,
-                    "subscription": pubsub.subscription_path(f"work-{suffix}"),
-                    "dead_letter_subscription": pubsub.subscription_path(dead),
-                    "dead_letter_topic": pubsub.topic_path(dead),
-                    "topic": pubsub.topic_path(lines),
+                    "subscription": queue.subscription,
+                    "dead_letter_subscription": queue.dead_letter_subscription,
+                    "dead_letter_topic": queue.dead_letter_topic,
+                    "topic": queue.topic,
                     "batch_bucket": BUCKET,
                     "storage_url": gcs.url,
                     "storage_auth": "none",
