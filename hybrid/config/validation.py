@@ -6,9 +6,9 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import re
-from typing import Annotated
+from typing import Annotated, ClassVar, Self
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, model_validator
 from pydantic_core import PydanticCustomError
 
 
@@ -67,6 +67,19 @@ IPv4 = Annotated[ipaddress.IPv4Address, BeforeValidator(_ipv4_address)]
 def invalid(key: str, message: str) -> PydanticCustomError:
     """A cross-field problem, reported against ``key`` (relative to the model that raises it)."""
     return PydanticCustomError("invalid_setting", "{message}", {"key": key, "message": message})
+
+
+class Bounded(Settings):
+    """Settings with a lower and an upper bound (``bounds``, their field names), the lower at most the upper."""
+
+    bounds: ClassVar[tuple[str, str]]
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Self:
+        low, high = self.bounds
+        if getattr(self, low) > getattr(self, high):
+            raise invalid(low, f"must not exceed {high} ({getattr(self, high)})")
+        return self
 
 
 # cloud.google.com/storage/docs/buckets#naming (names without dots).
