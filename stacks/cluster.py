@@ -13,7 +13,7 @@ from cdktf_cdktf_provider_kubernetes.namespace_v1 import NamespaceV1, NamespaceV
 from constructs import Construct
 
 from hybrid.components.autopilot_cluster import AutopilotCluster
-from hybrid.components.control_plane import ClusterPlacement, ControlPlane, ControlPlaneAccess
+from hybrid.components.control_plane import ClusterLifecycle, ClusterPlacement, ControlPlane, ControlPlaneAccess
 from hybrid.components.kubernetes_access import kubernetes_provider
 from hybrid.components.service_account import ServiceAccount, ServiceAccountProps
 from hybrid.components.workload_identity import WorkloadIdentity, WorkloadIdentityProps
@@ -27,6 +27,25 @@ def control_plane(settings: ClusterSettings) -> ControlPlane:
     """How the environment's clusters' control planes are reached ([cluster]; the workers' too)."""
     return ControlPlane(
         ControlPlaneAccess(settings.control_plane_access), tuple(str(cidr) for cidr in settings.authorized_networks)
+    )
+
+
+def placement(
+    env: Environment, name: str, network: str, subnet: tuple[str, str, str], settings: ClusterLifecycle
+) -> ClusterPlacement:
+    """``env``'s cluster ``name`` in ``network``, its nodes in ``subnet`` (subnet id, then its Pods' and
+    Services' secondary range names), its control plane reached as [cluster] says."""
+    subnetwork, pods_range, services_range = subnet
+    return ClusterPlacement(
+        name=name,
+        project=env.project_id,
+        region=env.region,
+        network=network,
+        subnetwork=subnetwork,
+        pods_range=pods_range,
+        services_range=services_range,
+        settings=settings,
+        control_plane=control_plane(env.cluster),
     )
 
 
@@ -73,16 +92,12 @@ class ClusterStack(LayerStack):
         self.autopilot = AutopilotCluster(
             self,
             "models",
-            ClusterPlacement(
-                name=env.names.cluster,
-                project=env.project_id,
-                region=env.region,
-                network=network.outputs.network_id,
-                subnetwork=network.outputs.workloads_subnet_id,
-                pods_range=env.names.pods_range,
-                services_range=env.names.services_range,
-                settings=env.cluster,
-                control_plane=control_plane(env.cluster),
+            placement(
+                env,
+                env.names.cluster,
+                network.outputs.network_id,
+                (network.outputs.workloads_subnet_id, env.names.pods_range, env.names.services_range),
+                env.cluster,
             ),
             node_account=nodes,
             # vLLM's image, through the mirror (stacks.registry.mirrored_image).

@@ -23,7 +23,6 @@ from constructs import Construct
 
 from hybrid.components.batch_bucket import BatchBucket, BatchBucketProps
 from hybrid.components.batch_worker import BatchWorker, BatchWorkerProps
-from hybrid.components.control_plane import ClusterPlacement
 from hybrid.components.grants import Project, grant_in_stack
 from hybrid.components.metrics_adapter import CustomMetricsAdapter, CustomMetricsAdapterProps
 from hybrid.components.pubsub_queue import PubSubQueue, PubSubQueueProps
@@ -34,7 +33,7 @@ from hybrid.config import Environment
 from hybrid.layer import LayerStack
 from hybrid.service_contract import Wiring, container_env, service_settings
 from services.worker.settings import WorkerSettings
-from stacks.cluster import control_plane, deploys_into, workload_namespace
+from stacks.cluster import deploys_into, placement, workload_namespace
 from stacks.database import DatabaseStack
 from stacks.network import NetworkOutputs, NetworkStack
 from stacks.registry import RegistryStack, repository, service_image
@@ -106,7 +105,7 @@ class WorkersStack(LayerStack):
 
     def _cluster(self, network: NetworkOutputs) -> StandardCluster:
         """The workers' GKE Standard cluster: a Spot pool from zero, an on-demand pool beside it."""
-        env, names, workers, project = self.env, self.env.names, self.env.workers, self.env.project_id
+        env, names, workers = self.env, self.env.names, self.env.workers
         assert network.workers_subnet_id is not None  # made when enabled
         nodes = ServiceAccount(
             self,
@@ -121,16 +120,12 @@ class WorkersStack(LayerStack):
             self,
             "workers",
             StandardClusterProps(
-                ClusterPlacement(
-                    name=names.workers_cluster,
-                    project=project,
-                    region=env.region,
-                    network=network.network_id,
-                    subnetwork=network.workers_subnet_id,
-                    pods_range=names.workers_pods_range,
-                    services_range=names.workers_services_range,
-                    settings=workers.cluster,
-                    control_plane=control_plane(env.cluster),
+                placement(
+                    env,
+                    names.workers_cluster,
+                    network.network_id,
+                    (network.workers_subnet_id, names.workers_pods_range, names.workers_services_range),
+                    workers.cluster,
                 ),
                 pools=(
                     NodePoolProps.spot_pool(names.spot_pool, workers.spot_pool),
