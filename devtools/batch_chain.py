@@ -116,11 +116,7 @@ def batch_chain(
         stack.callback(pubsub.stop)
         # The orchestrator in this process publishes through the emulator: the client library
         # reads where it is from the environment, as the worker's does.
-        saved = {name: os.environ.get(name) for name in pubsub.environment}
-        os.environ.update(pubsub.environment)
-        stack.callback(
-            lambda: [os.environ.pop(n, None) if v is None else os.environ.__setitem__(n, v) for n, v in saved.items()]
-        )
+        _set_environment(stack, pubsub.environment)
         queue = batch_queue(
             pubsub,
             secrets.token_hex(3),
@@ -160,45 +156,64 @@ def batch_chain(
         chain = BatchChain(
             gateway.url, issuer.token("batch-user"), postgres, pubsub, upstream, gcs, queue.dead_letter_subscription
         )
-        params = psycopg.conninfo.conninfo_to_dict(postgres.conninfo)
-        routing = orchestrator_settings(upstream.url)
         for _ in range(workers):
-            port = free_port()
-            settings = WorkerSettings.model_validate(
-                {
-                    "backends": routing.backends,
-                    "routes": routing.routes,
-                    "database_auth": "password",
-                    "pghost": params["host"],
-                    "pgport": int(params["port"]),
-                    "pguser": params["user"],
-                    "pgdatabase": params["dbname"],
-                    "daily_token_quota": 10**9,
-                    "subscription": queue.subscription,
-                    "dead_letter_subscription": queue.dead_letter_subscription,
-                    "dead_letter_topic": queue.dead_letter_topic,
-                    "topic": queue.topic,
-                    "batch_bucket": BUCKET,
-                    "storage_url": gcs.url,
-                    "storage_auth": "none",
-                    "max_delivery_attempts": max_delivery_attempts,
-                    "port": port,
-                    **worker,
-                }
-            )
-            env = {**pubsub.environment, "PGPASSWORD": PASSWORD, **render(settings)}
-            log = stack.enter_context((directory / f"worker-{port}.log").open("wb"))
-            process = stack.enter_context(
-                image_process("worker", env, stop_seconds=30, stdout=log, stderr=subprocess.STDOUT)
-            )
-            chain.workers.append(process)
-
-            def healthy(port: int = port, process: subprocess.Popen[bytes] = process) -> bool:
-                assert process.poll() is None, (directory / f"worker-{port}.log").read_text()[-3000:]
-                try:
-                    return httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200
-                except httpx.HTTPError:
-                    return False
-
-            assert wait_for(healthy, timeout=60), (directory / f"worker-{port}.log").read_text()[-3000:]
+            _start_worker(stack, chain, directory, queue, max_delivery_attempts=max_delivery_attempts, **worker)
         yield chain
+
+
+def _start_worker(stack: ExitStack, chain: BatchChain, directory: Path, queue: BatchQueue, **overrides: object) -> None:
+    """One worker as its image runs it, on ``chain``'s stand-ins and ``queue``, with ``overrides`` of its
+    settings; returns once it is healthy, and ``stack`` stops it."""
+    params = psycopg.conninfo.conninfo_to_dict(chain.postgres.conninfo)
+    routing = orchestrator_settings(chain.upstream.url)
+    port = free_port()
+    settings = WorkerSettings.model_validate(
+        {
+            "backends": routing.backends,
+            "routes": routing.routes,
+            "database_auth": "password",
+            "pghost": params["host"],
+            "pgport": int(params["port"]),
+            "pguser": params["user"],
+            "pgdatabase": params["dbname"],
+            "daily_token_quota": 10**9,
+            "subscription": queue.subscription,
+            "dead_letter_subscription": queue.dead_letter_subscription,
+            "dead_letter_topic": queue.dead_letter_topic,
+            "topic": queue.topic,
+            "batch_bucket": BUCKET,
+            "storage_url": chain.gcs.url,
+            "storage_auth": "none",
+            "port": port,
+            **overrides,
+        }
+    )
+    env = {**chain.pubsub.environment, "PGPASSWORD": PASSWORD, **render(settings)}
+    log_path = directory / f"worker-{port}.log"
+    log = stack.enter_context(log_path.open("wb"))
+    process = stack.enter_context(image_process("worker", env, stop_seconds=30, stdout=log, stderr=subprocess.STDOUT))
+    chain.workers.append(process)
+    wait_until_healthy(process, port, log_path, timeout=60)
+
+
+def wait_until_healthy(process: subprocess.Popen[bytes], port: int, log: Path, *, timeout: float) -> None:
+    """Until the worker ``process`` answers /health on ``port``; fails with the end of its ``log``
+    if it exits or does not answer within ``timeout`` seconds."""
+
+    def healthy() -> bool:
+        assert process.poll() is None, log.read_text()[-3000:]
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    assert wait_for(healthy, timeout=timeout), log.read_text()[-3000:]
+
+
+def _set_environment(stack: ExitStack, values: dict[str, str]) -> None:
+    """``values`` in this process's environment until ``stack`` closes, then what was there before."""
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    stack.callback(
+        lambda: [os.environ.pop(n, None) if v is None else os.environ.__setitem__(n, v) for n, v in saved.items()]
+    )
