@@ -12,11 +12,14 @@ A mistake in an environment file ends the run with one message per problem
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import shutil
 import sys
+import time
 from pathlib import Path
 
-from hybrid.config import ConfigError, load_environments
+from hybrid.config import ConfigError, Environment, load_environments
 from hybrid.lazy_providers import activate as activate_lazy_providers
 
 ENVIRONMENTS_DIR = Path(__file__).parent / "environments"
@@ -49,8 +52,38 @@ def main(argv: list[str] | None = None) -> int:
     activate_lazy_providers()
     from stacks.app import build_app
 
-    build_app(environments).synth()
+    started = time.monotonic()
+    app = build_app(environments)
+    app.synth()
+    print(_summary(Path(app.outdir), environments, time.monotonic() - started))
     return 0
+
+
+def _summary(outdir: Path, environments: list[Environment], seconds: float) -> str:
+    """One line on what was written; stack folders this synth did not write are removed first, so
+    that a reviewer never reads a stack that no longer exists. Not under the cdktf CLI (which sets
+    CDKTF_CONTEXT_JSON): it removes them itself after the app has run, and fails on one already
+    gone (measured, cdktf 0.21)."""
+    written = json.loads((outdir / "manifest.json").read_text("utf-8"))["stacks"]
+    if "CDKTF_CONTEXT_JSON" not in os.environ:
+        for stale in sorted((outdir / "stacks").iterdir()):
+            if stale.name not in written:
+                shutil.rmtree(stale)
+    parts = []
+    for env in environments:
+        stacks = [stack for name, stack in written.items() if name.startswith(f"{env.name}-")]
+        resources = sum(_resources(outdir / stack["synthesizedStackPath"]) for stack in stacks)
+        parts.append(f"{env.name}: {len(stacks)} stacks, {resources} resources")
+    return f"Synthesized {len(written)} stacks to {outdir} in {seconds:.1f} s ({'; '.join(parts)})"
+
+
+def _resources(stack_file: Path) -> int:
+    """The resources of a synthesized stack: JSON (cdk.tf.json), or the HCL `cdktf synth --hcl`
+    has the app write (cdk.tf), where each begins a line with `resource "`."""
+    text = stack_file.read_text("utf-8")
+    if stack_file.suffix == ".json":
+        return sum(len(of_kind) for of_kind in json.loads(text).get("resource", {}).values())
+    return sum(line.startswith('resource "') for line in text.splitlines())
 
 
 if __name__ == "__main__":

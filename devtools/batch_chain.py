@@ -22,6 +22,7 @@ import psycopg
 from devtools.harness import (
     PASSWORD,
     Postgres,
+    ServedIssuer,
     Server,
     free_port,
     gateway_settings,
@@ -34,7 +35,7 @@ from devtools.standins.gcs import create_app as create_gcs
 from devtools.standins.openai_upstream import create_app as create_upstream
 from hybrid.service_contract import render
 from services.gateway.app import create_app as create_gateway
-from services.gateway.dev_issuer import DevIssuer, jwks_app
+from services.gateway.dev_issuer import jwks_app
 from services.orchestrator.app import create_app as create_orchestrator
 from services.worker.settings import WorkerSettings
 
@@ -100,6 +101,14 @@ class BatchChain:
             return conn.execute(query, params).fetchall()
 
 
+def _restore_environment(saved: dict[str, str | None]) -> None:
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
 @contextmanager
 def batch_chain(
     directory: Path, *, workers: int = 1, max_delivery_attempts: int = 5, **worker: object
@@ -126,7 +135,7 @@ def batch_chain(
         )
         upstream = stack.enter_context(Server(create_upstream()))
         gcs = stack.enter_context(Server(create_gcs()))
-        issuer = DevIssuer(directory / "issuer")
+        issuer = ServedIssuer(directory / "issuer")
         keys = stack.enter_context(Server(jwks_app(issuer)))
         issuer.jwks_url = f"{keys.url}/jwks.json"
         orchestrator = stack.enter_context(
@@ -173,7 +182,7 @@ def _start_worker(stack: ExitStack, chain: BatchChain, directory: Path, queue: B
             "routes": routing.routes,
             "database_auth": "password",
             "pghost": params["host"],
-            "pgport": int(params["port"]),
+            "pgport": int(str(params["port"])),
             "pguser": params["user"],
             "pgdatabase": params["dbname"],
             "daily_token_quota": 10**9,
@@ -214,6 +223,4 @@ def _set_environment(stack: ExitStack, values: dict[str, str]) -> None:
     """``values`` in this process's environment until ``stack`` closes, then what was there before."""
     saved = {name: os.environ.get(name) for name in values}
     os.environ.update(values)
-    stack.callback(
-        lambda: [os.environ.pop(n, None) if v is None else os.environ.__setitem__(n, v) for n, v in saved.items()]
-    )
+    stack.callback(_restore_environment, saved)

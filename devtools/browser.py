@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from playwright.sync_api import Browser, Playwright
+
 CHROMIUM = "/usr/bin/chromium"
 # Without the background-networking switches Chromium keeps calling Google's hosts.
 CHROMIUM_ARGS = [
@@ -15,5 +17,5 @@ CHROMIUM_ARGS = [
 ]
 
 
-def launch(playwright):
+def launch(playwright: Playwright) -> Browser:
     return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)

@@ -18,7 +18,9 @@ import sys
 import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
+from hybrid.config import load_environment
 from hybrid.service_contract import run_app_url
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,6 +31,8 @@ CLOUD_SQL_PRIVATE_IP = "10.32.0.3"  # Cloud SQL takes an address in the PSA rang
 # The instance's server CA certificate, PEM-shaped; the rehearsal hands its stand-in's real CA instead.
 CLOUD_SQL_SERVER_CA = "-----BEGIN CERTIFICATE-----\nrehearsal-cloud-sql-server-ca\n-----END CERTIFICATE-----\n"
 BROWSER_KEY = "rehearsal-browser-key"
+MEMORYSTORE_HOST = "10.32.1.4"  # Memorystore also takes its address in the PSA range
+MEMORYSTORE_SERVER_CA = CLOUD_SQL_SERVER_CA.replace("cloud-sql", "memorystore")
 RUN_APP_HASH = "rehearsal0a-uc"
 
 _REFERENCE = re.compile(r"\$\{([^}]*)\}")
@@ -55,7 +59,7 @@ class Container:
 
 
 class SynthesizedEnvironment:
-    def __init__(self, name: str, stacks: dict[str, dict]) -> None:
+    def __init__(self, name: str, stacks: dict[str, dict[str, Any]]) -> None:
         self.name, self.stacks = name, stacks
 
     @classmethod
@@ -73,12 +77,14 @@ class SynthesizedEnvironment:
             if result.returncode:
                 raise SystemExit(result.stderr.strip())
             stacks = {p.name: json.loads((p / "cdk.tf.json").read_text()) for p in (Path(outdir) / "stacks").iterdir()}
-        (name,) = {stack.rsplit("-", 1)[0] for stack in stacks}
-        return cls(name, stacks)
+        # The name from the file, not from the stack ids: a layer's id may hold a hyphen itself
+        # (prod-workers-k8s), and so may the environment's name.
+        return cls(load_environment(environment_file).name, stacks)
 
     @property
     def region(self) -> str:
-        return self._provider(f"{self.name}-services")["region"]
+        region: str = self._provider(f"{self.name}-services")["region"]
+        return region
 
     def services(self) -> dict[str, Container]:
         stack = self.stacks[f"{self.name}-services"]
@@ -104,10 +110,10 @@ class SynthesizedEnvironment:
             for job in stack["resource"].get("google_cloud_run_v2_job", {}).values()
         }
 
-    def resource(self, stack: str, kind: str) -> list[dict]:
+    def resource(self, stack: str, kind: str) -> list[dict[str, Any]]:
         return list(self.stacks[f"{self.name}-{stack}"]["resource"].get(kind, {}).values())
 
-    def _container(self, stack: str, name: str, spec: dict, urls: tuple[str, ...] = ()) -> Container:
+    def _container(self, stack: str, name: str, spec: dict[str, Any], urls: tuple[str, ...] = ()) -> Container:
         env, secrets = {}, {}
         for variable in spec.get("env", []):
             if "value" in variable:
@@ -147,7 +153,7 @@ class SynthesizedEnvironment:
             return self._attribute(stack, parts[0], config, parts[2], expression)
         raise UnknownValue(f"{stack}: ${{{expression}}}: not a reference the rehearsal can follow")
 
-    def _attribute(self, stack: str, kind: str, config: dict, attribute: str, expression: str) -> str:
+    def _attribute(self, stack: str, kind: str, config: dict[str, Any], attribute: str, expression: str) -> str:
         if isinstance(config.get(attribute), (str, int)):
             return self.resolve(stack, str(config[attribute]))
         project = self._provider(stack)["project"]
@@ -158,11 +164,14 @@ class SynthesizedEnvironment:
             ("google_sql_database_instance", "server_ca_cert[0].cert"): lambda: CLOUD_SQL_SERVER_CA,
             ("google_service_account", "email"): lambda: f"{config['account_id']}@{project}.iam.gserviceaccount.com",
             ("google_apikeys_key", "key_string"): lambda: BROWSER_KEY,
+            ("google_redis_instance", "host"): lambda: MEMORYSTORE_HOST,
+            ("google_redis_instance", "server_ca_certs[0].cert"): lambda: MEMORYSTORE_SERVER_CA,
         }
         if (kind, attribute) not in made_by_gcp:
             raise UnknownValue(f"{stack}: ${{{expression}}}: the rehearsal does not know what GCP puts there")
         return made_by_gcp[kind, attribute]()
 
-    def _provider(self, stack: str) -> dict:
+    def _provider(self, stack: str) -> dict[str, Any]:
+        google: dict[str, Any]
         (google,) = self.stacks[stack]["provider"]["google"]
         return google

@@ -13,24 +13,30 @@ import socket
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import uvicorn
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
+from fastapi import FastAPI
 
+from services.gateway.dev_issuer import DevIssuer
 from services.gateway.settings import GatewaySettings
 from services.orchestrator.settings import OrchestratorSettings
 
 PASSWORD = "ledger-test-password"
+T = TypeVar("T")
 
 
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        port: int = sock.getsockname()[1]
+        return port
 
 
 def certificate_authority() -> tuple[rsa.RSAPrivateKey, str]:
@@ -144,7 +150,7 @@ class Postgres:
 class Server:
     """A uvicorn server in a thread of its own."""
 
-    def __init__(self, app, port: int | None = None) -> None:
+    def __init__(self, app: FastAPI, port: int | None = None) -> None:
         self.app = app  # for the tests to read its state
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -163,12 +169,12 @@ class Server:
             time.sleep(0.01)
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=10)
 
 
-def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05):
+def wait_for(predicate: Callable[[], T], timeout: float = 10.0, interval: float = 0.05) -> T:
     """Poll until ``predicate()`` returns something truthy; return it."""
     deadline = time.monotonic() + timeout
     while True:
@@ -189,13 +195,13 @@ def cloud_run_env(metadata: Server, **variables: str) -> dict[str, str]:
     }
 
 
-def last_event(stream: bytes):
+def last_event(stream: bytes) -> Any:
     """The data of a server-sent event stream's last event: "[DONE]" or the decoded JSON."""
     data = [line[5:].strip() for line in stream.decode().splitlines() if line.startswith("data:")]
     return data[-1] if data[-1] == "[DONE]" else json.loads(data[-1])
 
 
-def orchestrator_settings(upstream_url: str, **overrides) -> OrchestratorSettings:
+def orchestrator_settings(upstream_url: str, **overrides: Any) -> OrchestratorSettings:
     return OrchestratorSettings.model_validate(
         {
             "backends": {
@@ -216,7 +222,13 @@ def orchestrator_settings(upstream_url: str, **overrides) -> OrchestratorSetting
     )
 
 
-def gateway_settings(issuer, orchestrator_url: str, **overrides) -> GatewaySettings:
+class ServedIssuer(DevIssuer):
+    """A development issuer whose key set a test serves (``jwks_app``) at ``jwks_url``."""
+
+    jwks_url: str
+
+
+def gateway_settings(issuer: ServedIssuer, orchestrator_url: str, **overrides: Any) -> GatewaySettings:
     return GatewaySettings.model_validate(
         {
             "jwks_url": issuer.jwks_url,

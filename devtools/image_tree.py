@@ -16,7 +16,7 @@ import shlex
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -83,7 +83,7 @@ def image_process(
     *,
     stop_seconds: float = 15,
     **popen: Any,
-) -> Iterator[subprocess.Popen]:
+) -> Iterator[subprocess.Popen[bytes]]:
     """``service`` started from its image's tree as the image starts it, with ``variables``; on
     exit SIGTERM, SIGKILL after ``stop_seconds``, then the tree removed. ``popen``:
     subprocess.Popen's other arguments (stdout, ...)."""
@@ -185,7 +185,7 @@ def _copy(text: str, root: Path, context: Path, venv: Path) -> None:
             raise ImageTreeError(f"COPY {text}: a file is copied into a directory (DEST ending in /) here")
 
 
-def _copy_tree(source: Path, target: Path, context: Path, ignore) -> None:
+def _copy_tree(source: Path, target: Path, context: Path, ignore: Callable[[str], bool]) -> None:
     for path in sorted(source.rglob("*")):
         relative = path.relative_to(context).as_posix()
         if ignore(relative):
@@ -198,7 +198,7 @@ def _copy_tree(source: Path, target: Path, context: Path, ignore) -> None:
             shutil.copy2(path, destination)
 
 
-def _dockerignore(context: Path):
+def _dockerignore(context: Path) -> Callable[[str], bool]:
     """Whether .dockerignore keeps a path (relative to the context) out of the build context: the
     last pattern that matches it or a folder above it decides, ! sending it after all
     (docs.docker.com/build/concepts/context/#dockerignore-files)."""

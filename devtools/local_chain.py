@@ -18,8 +18,15 @@ speaks its protocol, and only these values are translated to point at them:
   Google's ID-token keys (certs)   -> the metadata stand-ins' shared signing key: the orchestrator
                                       checks the gateway's ID tokens as on Cloud Run
   Secret Manager                   -> values made here for each secret the spec references
+  Memorystore (where [redis] is on) -> nothing: its address answers no one, so the gateway limits
+                                      each user per instance, as it does when Redis fails
 
 The one-time jobs (the database bootstrap) run first, as `gcloud run jobs execute` would.
+
+With ``batches`` (run-local's default) the batch path runs too, whether or not the environment
+enables its workers tier: the Pub/Sub emulator for Pub/Sub, devtools/standins/gcs.py for Cloud
+Storage, and the batch worker as its image runs it, with the orchestrator's model routes and
+database identity; the orchestrator is told the bucket and topic where the spec names none.
 """
 
 from __future__ import annotations
@@ -33,7 +40,9 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psycopg
@@ -50,6 +59,8 @@ from devtools.deployed_spec import (
 )
 from devtools.harness import Postgres, Server, free_port
 from devtools.image_tree import image_process, image_tree
+from devtools.pubsub_emulator import PubSubEmulator
+from devtools.standins.gcs import create_app as create_storage
 from devtools.standins.identity_platform import JWKS_PATH, identity_issuer
 from devtools.standins.identity_platform import create_app as create_identity_platform
 from devtools.standins.metadata_server import CERTS_PATH, GoogleSigner
@@ -57,6 +68,7 @@ from devtools.standins.metadata_server import create_app as create_metadata
 from devtools.standins.openai_upstream import create_app as create_model_standin
 from hybrid.topology import declared
 from services.orchestrator.settings import GOOGLE_CERTS_URL
+from services.worker.settings import WorkerSettings
 
 DEV = ROOT / "environments" / "dev.toml"
 GOOGLE_JWKS = "https://www.googleapis.com" + JWKS_PATH
@@ -65,6 +77,7 @@ IDENTITY_PLATFORM = "https://identitytoolkit.googleapis.com"
 DATABASE_HOST, DATABASE_PORT = "127.0.0.2", 5432
 ACCESS_TOKEN = "rehearsal-access-token"  # the metadata stand-in's; the IAM user's password
 PASSWORD = "rehearsal-password"  # any email signs in with it
+LocalChain = dict[str, Any]  # what local_chain yields: URLs, the database, each service's environment
 
 
 @contextlib.contextmanager
@@ -74,10 +87,16 @@ def local_chain(
     model: str | None = None,
     api_key_env: str | None = None,
     overrides: dict[str, dict[str, str]] | None = None,
-):
+    *,
+    ports: dict[str, int] | None = None,
+    batches: bool = False,
+    progress: Callable[[str], None] = lambda _: None,
+) -> Iterator[LocalChain]:
     """Start the chain and yield what a test needs of it: URLs, the identity stand-in's issuer and
     password, the database, each service's environment as started. ``overrides`` (role ->
-    variables) are for tests that need other limits."""
+    variables) are for tests that need other limits; ``ports`` (role -> port) fixes where a
+    service listens; ``progress`` is told each step as it begins."""
+    progress(f"synthesizing {environment.name}")
     spec = SynthesizedEnvironment.synthesize(environment)
     services, jobs = spec.services(), spec.jobs()
     secret_values = {
@@ -88,6 +107,7 @@ def local_chain(
     _require_free(DATABASE_HOST, DATABASE_PORT)
     work = Path(tempfile.mkdtemp(prefix="local-chain-"))
     database = Postgres(work, host=DATABASE_HOST, port=DATABASE_PORT, superuser="cloudsqladmin", tls=True)
+    progress("starting PostgreSQL (for Cloud SQL)")
     database.start()
     try:
         with contextlib.ExitStack() as stack:
@@ -109,7 +129,7 @@ def local_chain(
             )
             if upstream is None:
                 upstream = stack.enter_context(Server(create_model_standin())).url + "/v1"
-            ports = {role: free_port() for role in services}
+            ports = {role: (ports or {}).get(role) or free_port() for role in services}
             local = {role: f"http://127.0.0.1:{port}" for role, port in ports.items()}
             translate = {
                 **{url: local[role] for role in services for url in services[role].urls},
@@ -125,16 +145,20 @@ def local_chain(
                 for name, job in jobs.items()
             }
             for name, job in jobs.items():
+                progress(f"running the job {name}")
                 run_job(job, job_environments[name])
+            batch = _batch_path(stack, work, project, services["orchestrator"], progress) if batches else {}
             environments = {}
             # Each service after those it calls, whose URLs it is given (hybrid/topology.py).
             for role in declared().start_order():
                 environments[role] = {
                     **_environment(services[role], translate, secret_values),
+                    **(batch if role == "orchestrator" else {}),
                     **(overrides or {}).get(role, {}),
                 }
                 if role == "orchestrator" and model:
                     environments[role]["BACKENDS"] = _real_upstream(environments[role]["BACKENDS"], model, api_key_env)
+                progress(f"starting the {role}")
                 stack.enter_context(
                     service_process(
                         services[role],
@@ -143,8 +167,14 @@ def local_chain(
                         work / f"{role}.log",
                     )
                 )
+            if batches:
+                progress("starting the batch worker")
+                stack.enter_context(
+                    _worker_process(environments["orchestrator"], _metadata_env(identities["orchestrator"]), work)
+                )
             yield dict(
                 frontend=local["frontend"],
+                identity=identity.url,
                 gateway=local["gateway"],
                 orchestrator=local["orchestrator"],
                 issuer=issuer,
@@ -162,6 +192,74 @@ def local_chain(
     finally:
         database.stop()
         shutil.rmtree(work, ignore_errors=True)
+
+
+# The worker's own subscriptions, made here whatever the spec says: the worker runs beside the
+# services rather than on the workers' GKE cluster, which the rehearsal does not read.
+LINES_SUBSCRIPTION, DEAD_LETTERS, DEAD_LETTER_SUBSCRIPTION = "local-batch-work", "local-batch-dead", "local-batch-dead"
+
+
+def _batch_path(
+    stack: contextlib.ExitStack, work: Path, project: str, orchestrator: Container, progress: Callable[[str], None]
+) -> dict[str, str]:
+    """Pub/Sub (the emulator) and Cloud Storage (the stand-in), with the topic and subscriptions
+    the batch path needs; the orchestrator's variables that point it there."""
+    progress("starting the Pub/Sub emulator (Java: a few seconds)")
+    pubsub = PubSubEmulator(work, project=project)
+    stack.callback(pubsub.stop)
+    storage = stack.enter_context(Server(create_storage()))
+    topic = orchestrator.env.get("BATCH_TOPIC") or f"projects/{project}/topics/local-batch-lines"
+    pubsub.create_topic(topic.rsplit("/", 1)[1])
+    pubsub.create_topic(DEAD_LETTERS)
+    pubsub.create_subscription(DEAD_LETTER_SUBSCRIPTION, DEAD_LETTERS)
+    pubsub.create_subscription(
+        LINES_SUBSCRIPTION,
+        topic.rsplit("/", 1)[1],
+        ack_deadline_seconds=60,
+        dead_letter_topic=DEAD_LETTERS,
+        max_delivery_attempts=5,
+        minimum_backoff_seconds=1,
+        maximum_backoff_seconds=10,
+    )
+    return {
+        **pubsub.environment,
+        "BATCH_BUCKET": orchestrator.env.get("BATCH_BUCKET") or "local-batch",
+        "BATCH_TOPIC": topic,
+        "STORAGE_URL": storage.url,
+        "STORAGE_AUTH": "none",  # the stand-in takes any token; the metadata stand-in's would do too
+    }
+
+
+@contextlib.contextmanager
+def _worker_process(
+    orchestrator: dict[str, str], metadata: dict[str, str], work: Path
+) -> Iterator[subprocess.Popen[bytes]]:
+    """The batch worker as its image runs it, with the orchestrator's routes and database identity."""
+    topic = orchestrator["BATCH_TOPIC"]
+    project = topic.split("/")[1]
+    port = free_port()
+    env = {
+        **{name: value for name, value in orchestrator.items() if name.lower() in WorkerSettings.model_fields},
+        "PUBSUB_EMULATOR_HOST": orchestrator["PUBSUB_EMULATOR_HOST"],
+        "PUBSUB_PROJECT_ID": orchestrator["PUBSUB_PROJECT_ID"],
+        "SUBSCRIPTION": f"projects/{project}/subscriptions/{LINES_SUBSCRIPTION}",
+        "DEAD_LETTER_SUBSCRIPTION": f"projects/{project}/subscriptions/{DEAD_LETTER_SUBSCRIPTION}",
+        "DEAD_LETTER_TOPIC": f"projects/{project}/topics/{DEAD_LETTERS}",
+        "TOPIC": topic,
+        "PORT": str(port),
+        **metadata,
+    }
+    log = work / "worker.log"
+    with (
+        log.open("wb") as output,
+        image_process("worker", env, stop_seconds=30, stdout=output, stderr=subprocess.STDOUT) as process,
+    ):
+        deadline = time.monotonic() + 60
+        while not _answers(f"http://127.0.0.1:{port}/health"):
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the batch worker did not start:\n{log.read_text()[-4000:]}")
+            time.sleep(0.1)
+        yield process
 
 
 def _metadata_env(metadata: Server) -> dict[str, str]:
@@ -193,7 +291,10 @@ def _require_free(host: str, port: int) -> None:
 def _self_hosted_base(orchestrator: Container) -> str:
     """The model servers' address as the orchestrator is told it (scheme, host and port)."""
     url = json.loads(orchestrator.env["BACKENDS"])["self-hosted"]["url"]
-    return re.match(r"https?://[^/]+", url)[0]
+    base = re.match(r"https?://[^/]+", url)
+    if base is None:
+        raise ValueError(f"the orchestrator's self-hosted backend is no URL: {url!r}")
+    return base[0]
 
 
 def _real_upstream(backends: str, model: str, api_key_env: str | None) -> str:
@@ -220,7 +321,7 @@ def _create_cloud_sql_objects(
     (admin_password,) = {
         secret_values[job.secrets["PGPASSWORD"]] for job in jobs.values() if "PGPASSWORD" in job.secrets
     }
-    statements = [
+    statements: list[str | sql.Composed] = [
         "CREATE ROLE cloudsqlsuperuser NOLOGIN CREATEROLE CREATEDB",
         sql.SQL("CREATE ROLE postgres LOGIN PASSWORD {} IN ROLE cloudsqlsuperuser").format(sql.Literal(admin_password)),
         *(
@@ -249,7 +350,9 @@ def run_job(job: Container, env: dict[str, str]) -> None:
 
 
 @contextlib.contextmanager
-def service_process(container: Container, port: int, env: dict[str, str], log: Path):
+def service_process(
+    container: Container, port: int, env: dict[str, str], log: Path
+) -> Iterator[subprocess.Popen[bytes]]:
     """The service as its image runs it (devtools/image_tree.py), told its port as Cloud Run does."""
     with (
         log.open("wb") as output,

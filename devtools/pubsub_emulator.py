@@ -116,13 +116,21 @@ class PubSubEmulator:
         return self.subscription_path(subscription)
 
     def pull(self, subscription: str, max_messages: int = 100) -> list[dict[str, Any]]:
-        """Messages waiting on a subscription, acknowledged (for tests that read a dead-letter topic)."""
+        """Up to ``max_messages`` messages waiting on a subscription, acknowledged (for tests that
+        read a dead-letter topic). The emulator (0.8.20) answers a pull with 100 messages at most,
+        whatever maxMessages asks, so this pulls until it has them or the emulator has no more,
+        then acknowledges them in one call (the pulls are well within their ack deadline)."""
         path = self.subscription_path(subscription)
-        received = self._call("POST", f"{path}:pull", {"maxMessages": max_messages, "returnImmediately": True})
-        messages = received.get("receivedMessages", [])
-        if messages:
-            self._call("POST", f"{path}:acknowledge", {"ackIds": [m["ackId"] for m in messages]})
-        return [m["message"] for m in messages]
+        received: list[dict[str, Any]] = []
+        while len(received) < max_messages:
+            asked = {"maxMessages": max_messages - len(received), "returnImmediately": True}
+            messages = self._call("POST", f"{path}:pull", asked).get("receivedMessages", [])
+            if not messages:
+                break
+            received.extend(messages)
+        if received:
+            self._call("POST", f"{path}:acknowledge", {"ackIds": [m["ackId"] for m in received]})
+        return [m["message"] for m in received]
 
     def stop(self) -> None:
         if self.process.poll() is None:

@@ -20,6 +20,13 @@ import openai
 from devtools.batch_chain import batch_chain
 from devtools.standins.openai_upstream import LAG_SECONDS
 
+MODEL = "standin-lag"
+
+
+def request(question: str) -> dict[str, object]:
+    """The chat request a batch line holds: what the one-by-one path sends for the same question."""
+    return {"model": MODEL, "messages": [{"role": "user", "content": question}]}
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -27,17 +34,16 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1, help="worker processes")
     parser.add_argument("--interactive", type=int, default=100, help="requests sent one by one (fewer: they are slow)")
     args = parser.parse_args()
-    requests = [
-        {"model": "standin-lag", "messages": [{"role": "user", "content": f"question {i}"}]} for i in range(args.lines)
-    ]
+    questions = [f"question {i}" for i in range(args.lines)]
     with (
         tempfile.TemporaryDirectory(prefix="bench-batch-") as directory,
         batch_chain(Path(directory), workers=args.workers) as chain,
     ):
         client = openai.OpenAI(base_url=f"{chain.gateway_url}/v1", api_key=chain.token, max_retries=0)
         body = "".join(
-            json.dumps({"custom_id": f"r{i}", "method": "POST", "url": "/v1/chat/completions", "body": r}) + "\n"
-            for i, r in enumerate(requests)
+            json.dumps({"custom_id": f"r{i}", "method": "POST", "url": "/v1/chat/completions", "body": request(q)})
+            + "\n"
+            for i, q in enumerate(questions)
         ).encode()
         started = time.monotonic()
         uploaded = client.files.create(file=("bench.jsonl", body), purpose="batch")
@@ -48,11 +54,12 @@ def main() -> None:
             time.sleep(0.2)
             batch = client.batches.retrieve(batch.id)
         batch_seconds = time.monotonic() - started
-        assert batch.status == "completed" and batch.request_counts.completed == args.lines, batch
+        counts = batch.request_counts
+        assert batch.status == "completed" and counts is not None and counts.completed == args.lines, batch
 
         started = time.monotonic()
-        for request in requests[: args.interactive]:
-            client.chat.completions.create(**request)
+        for question in questions[: args.interactive]:
+            client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": question}])
         one_by_one = (time.monotonic() - started) / args.interactive
 
     print(

@@ -51,7 +51,7 @@ STREAM_MS = 20 * 25  # standin-paced: 20 chunks, 25 ms apart
 BODY = {"model": "standin-paced", "messages": [{"role": "user", "content": "hello"}], "stream": True}
 
 
-def start(command: list[str], env: dict[str, str], url: str) -> subprocess.Popen:
+def start(command: list[str], env: dict[str, str], url: str) -> subprocess.Popen[bytes]:
     process = subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -64,7 +64,7 @@ def start(command: list[str], env: dict[str, str], url: str) -> subprocess.Popen
     sys.exit(f"{command[0]} did not start")
 
 
-def uvicorn(target: str, port: int, env: dict[str, str]) -> subprocess.Popen:
+def uvicorn(target: str, port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
     return start(
         [
             sys.executable,
@@ -89,7 +89,7 @@ def uvicorn(target: str, port: int, env: dict[str, str]) -> subprocess.Popen:
     )
 
 
-def nginx(directory: Path, port: int, upstream_port: int) -> subprocess.Popen:
+def nginx(directory: Path, port: int, upstream_port: int) -> subprocess.Popen[bytes]:
     (directory / "nginx.conf").write_text(f"""
 daemon off;
 worker_processes 1;
@@ -142,7 +142,7 @@ def drive(url: str, headers: dict[str, str], shape: str, seconds: int, work: Pat
     if "Non-2xx" in output or "Socket errors" in output:  # failed or timed-out streams would flatter p99
         sys.exit(f"{url} answered with errors:\n{output}")
     return {
-        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1)),
+        "rps": float(_found(r"Requests/sec:\s+([\d.]+)", output)[0]),
         "p50": _ms(output, "50%"),
         "p99": _ms(output, "99%"),
     }
@@ -158,8 +158,16 @@ def cpu_seconds(pid: int) -> float:
     return total + (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _found(pattern: str, output: str) -> tuple[str, ...]:
+    """The groups of ``pattern`` in wrk's output, or exit saying what was missing."""
+    match = re.search(pattern, output)
+    if match is None:
+        sys.exit(f"wrk's output has no {pattern!r}:\n{output}")
+    return match.groups()
+
+
 def _ms(output: str, label: str) -> float:
-    value, unit = re.search(rf"{label}\s+([\d.]+)(us|ms|s)", output).groups()
+    value, unit = _found(rf"{label}\s+([\d.]+)(us|ms|s)", output)
     return float(value) * {"us": 0.001, "ms": 1, "s": 1000}[unit]
 
 
@@ -212,7 +220,7 @@ def main() -> None:
             "nginx proxy_pass": (f"http://127.0.0.1:{ports['nginx']}/v1/chat/completions", {}),
             "gateway": (f"http://127.0.0.1:{ports['gateway']}/v1/chat/completions", token),
         }
-        runs = {(shape, name): [] for shape in SHAPES for name in paths}
+        runs: dict[tuple[str, str], list[dict[str, float]]] = {(shape, name): [] for shape in SHAPES for name in paths}
         for shape in SHAPES:
             for _ in range(args.rounds):
                 for name, (url, headers) in paths.items():

@@ -54,7 +54,8 @@ def measure(command: list[str], env: dict[str, str]) -> tuple[float, float]:
         time.sleep(0.01)
     elapsed = time.perf_counter() - start
     if process.returncode != 0:
-        sys.exit(f"{' '.join(command)} failed:\n{process.stderr.read().decode()}")
+        _, stderr = process.communicate()
+        sys.exit(f"{' '.join(command)} failed:\n{stderr.decode()}")
     return elapsed, peak / 1024
 
 

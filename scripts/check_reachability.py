@@ -23,6 +23,11 @@ import tempfile
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from analysis.reachability import EnvironmentFacts, Verdict
 
 ROOT = Path(__file__).resolve().parent.parent
 ENVIRONMENTS_DIR = ROOT / "environments"
@@ -32,16 +37,17 @@ class CheckError(Exception):
     """The check could not run; the message says why."""
 
 
-def load_evaluator():
+def load_evaluator() -> ModuleType:
     """The checker; it imports no cdktf, so the check costs no provider loading."""
     from analysis import reachability
 
     return reachability
 
 
-def read_facts(reachability, path: Path):
+def read_facts(reachability: ModuleType, path: Path) -> EnvironmentFacts:
     try:
-        return reachability.EnvironmentFacts.from_toml(tomllib.loads(path.read_text("utf-8")))
+        facts: EnvironmentFacts = reachability.EnvironmentFacts.from_toml(tomllib.loads(path.read_text("utf-8")))
+        return facts
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, KeyError) as err:
         raise CheckError(f"{path}: cannot read the environment file ({type(err).__name__}: {err})") from None
 
@@ -56,7 +62,7 @@ def synthesize(env_files: list[Path] | None, outdir: Path) -> None:
         raise CheckError(f"synthesis failed (python main.py, exit {result.returncode}):\n{result.stderr.strip()}")
 
 
-def load_stacks(synth_dir: Path, env: str, layers: tuple[str, ...]) -> dict[str, dict]:
+def load_stacks(synth_dir: Path, env: str, layers: tuple[str, ...]) -> dict[str, dict[str, Any]]:
     stacks = {}
     for layer in layers:
         path = synth_dir / "stacks" / f"{env}-{layer}" / "cdk.tf.json"
@@ -74,7 +80,7 @@ def load_stacks(synth_dir: Path, env: str, layers: tuple[str, ...]) -> dict[str,
     return stacks
 
 
-def report(facts, verdicts, *, verbose: bool) -> str:
+def report(facts: EnvironmentFacts, verdicts: list[Verdict], *, verbose: bool) -> str:
     """One line per edge (``dev  gateway -> orchestrator  OK``) and a summary; a blocked edge
     also shows the reasons that block it, and ``verbose`` every reason of every edge."""
     width = max(len(v.edge) for v in verdicts)

@@ -14,6 +14,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from analysis.cost.estimate import estimate
 from analysis.cost.prices import PriceError, load_prices
@@ -23,14 +24,14 @@ from hybrid.config import ConfigError, load_environment
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def current(env_path: Path) -> dict:
+def current(env_path: Path) -> dict[str, Any]:
     env = load_environment(env_path)
     # The environment's own [traffic]: a change to it is a change to the forecast, gated like the rest.
     est = estimate(env, load_prices(env.region), workload_for(env), source=str(env_path))
     return {"environment": env.name, "monthly_total_usd": est.total, "stacks": est.stack_totals()}
 
 
-def compare(baseline: dict, now: dict, max_increase_percent: float) -> tuple[bool, list[str]]:
+def compare(baseline: dict[str, Any], now: dict[str, Any], max_increase_percent: float) -> tuple[bool, list[str]]:
     before, after = baseline["monthly_total_usd"], now["monthly_total_usd"]
     change = (after - before) / before * 100 if before else (0.0 if after == before else float("inf"))
     lines = [

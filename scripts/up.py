@@ -33,6 +33,7 @@ import subprocess
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
+from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
 
@@ -261,10 +262,24 @@ class Up:
         return str(value) if value else None
 
 
+def refuse_placeholder(env_file: Path, env: Environment) -> None:
+    if env.project_id.startswith(PLACEHOLDER):
+        raise UpError(f"{env_file}: project_id = {env.project_id!r} is the shipped placeholder: set your project's id")
+
+
+def refuse_placeholders_of(stack_patterns: list[str], env_files: list[Path]) -> None:
+    """`make deploy STACKS=...`: refuse when a named stack (or glob, e.g. 'prod-*') is an
+    environment's whose project id is still the placeholder. Every environment has a network stack."""
+    for env_file, env in zip(env_files, load_environments(env_files), strict=True):
+        if any(
+            fnmatch(pattern, f"{env.name}-*") or fnmatch(f"{env.name}-network", pattern) for pattern in stack_patterns
+        ):
+            refuse_placeholder(env_file, env)
+
+
 def stand_up(env_file: Path, synth_dir: Path | None) -> str | None:
     (env,) = load_environments([env_file])
-    if PLACEHOLDER in env.project_id:
-        raise UpError(f"{env_file}: project_id = {env.project_id!r} is the shipped placeholder: set your project's id")
+    refuse_placeholder(env_file, env)
     if synth_dir is None:
         synth_dir = DEPLOY_DIR
         shutil.rmtree(synth_dir, ignore_errors=True)
@@ -309,13 +324,23 @@ def stand_up(env_file: Path, synth_dir: Path | None) -> str | None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--env", type=Path, required=True, metavar="FILE", help="the environment file to stand up")
+    what = parser.add_mutually_exclusive_group(required=True)
+    what.add_argument("--env", type=Path, metavar="FILE", help="the environment file to stand up")
+    what.add_argument(
+        "--refuse-placeholders",
+        nargs="+",
+        metavar="STACK",
+        help="only check that no stack named (make deploy's STACKS) is a placeholder project's, and exit",
+    )
     parser.add_argument("--synth-dir", type=Path, help="deploy this synth (JSON) instead of synthesizing anew")
     args = parser.parse_args(argv)
     try:
+        if args.refuse_placeholders:
+            refuse_placeholders_of(args.refuse_placeholders, sorted((ROOT / "environments").glob("*.toml")))
+            return 0
         url = stand_up(args.env, args.synth_dir)
     except (ConfigError, UpError, CheckError) as err:
-        print(f"make up: {err}", file=sys.stderr)
+        print(f"make {'deploy' if args.refuse_placeholders else 'up'}: {err}", file=sys.stderr)
         return 2
     print(f"The chat page: {url}" if url else "Done; the services stack gave no chat_page_url output.")
     return 0

@@ -8,15 +8,36 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import shutil
 import subprocess
+import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from hybrid.lazy_providers import activate
 from iac import ENVIRONMENTS, ROOT, STACKS, run_main
+
+TESTS = Path(__file__).resolve().parent
+# A test that uses one of these fixtures (directly or through another) gets its markers
+# (pytest.ini says what each means), so that `-m "not slow"` needs no mark in the test files.
+FIXTURE_MARKERS = {
+    "postgres": ("postgres", "slow"),
+    "pubsub": ("pubsub", "slow"),
+    "redis_server": ("redis", "slow"),
+    "synth_hcl": ("synth_cli", "slow"),
+    "browser": ("browser", "slow"),
+}
+# Every test in these folders starts servers, a database, an emulator or processes of the images.
+FOLDER_MARKERS = {TESTS / "services": ("slow",), TESTS / "e2e": ("e2e", "slow")}
+# A test that calls one of these itself starts a process: python main.py (a synth, or a refusal),
+# the CLIs, a probe. Names the test function's code uses, so a new such test is marked too.
+PROCESS_STARTERS = {"run_main", "synthesize", "subprocess"}
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -24,32 +45,79 @@ def pytest_configure(config: pytest.Config) -> None:
     activate()
 
 
-@pytest.fixture(scope="session")
-def synth_dir(tmp_path_factory) -> Path:
-    outdir = tmp_path_factory.mktemp("synth-json")
-    result = run_main(outdir)
-    assert result.returncode == 0, result.stderr
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the xdist_group marks (--dist loadgroup)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        names = {
+            *(m for fixture in getattr(item, "fixturenames", ()) for m in FIXTURE_MARKERS.get(fixture, ())),
+            *(m for folder, marks in FOLDER_MARKERS.items() if item.path.is_relative_to(folder) for m in marks),
+        }
+        function = getattr(item, "function", None)
+        if function is not None and PROCESS_STARTERS & set(function.__code__.co_names):
+            names |= {"subprocess", "slow"}
+        for name in sorted(names - {m.name for m in item.iter_markers()}):
+            item.add_marker(name)
+        # Under xdist, a module's tests share a worker, so its module fixtures (servers, a whole
+        # chain) start once; the modules that run the local chain share one, as it listens on
+        # Cloud SQL's fixed address (devtools.local_chain.DATABASE_PORT).
+        chain = sys.modules.get("devtools.local_chain")  # imported by the test modules that use it
+        uses_chain = (
+            chain is not None and getattr(getattr(item, "module", None), "local_chain", None) is chain.local_chain
+        )
+        item.add_marker(pytest.mark.xdist_group("local-chain" if uses_chain else str(item.path.relative_to(TESTS))))
+
+
+def once_per_run(tmp_path_factory: pytest.TempPathFactory, name: str, make: Callable[[Path], None]) -> Path:
+    """The folder ``make`` filled, made once per test run: pytest-xdist's workers share the
+    first one's, in the temporary folder they have in common, each waiting on a file lock
+    until it is there (as pytest-xdist's documentation suggests for session fixtures)."""
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        outdir = tmp_path_factory.mktemp(name)
+        make(outdir)
+        return outdir
+    shared = tmp_path_factory.getbasetemp().parent
+    outdir, done = shared / name, shared / f"{name}.done"
+    with (shared / f"{name}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.exists():
+            shutil.rmtree(outdir, ignore_errors=True)
+            outdir.mkdir()
+            make(outdir)
+            done.touch()
     return outdir
 
 
-@pytest.fixture(scope="session")
-def synth_json(synth_dir) -> dict[str, dict]:
-    return {stack: json.loads((synth_dir / "stacks" / stack / "cdk.tf.json").read_text()) for stack in STACKS}
+def _synthesize_json(outdir: Path) -> None:
+    result = run_main(outdir)
+    assert result.returncode == 0, result.stderr
 
 
-@pytest.fixture(scope="session")
-def synth_hcl(tmp_path_factory) -> Path:
+def _synthesize_hcl(outdir: Path) -> None:
     cdktf = shutil.which("cdktf")
     assert cdktf, "the cdktf CLI is not on PATH; run the tests through `make test`"
-    outdir = tmp_path_factory.mktemp("synth-hcl")
     result = subprocess.run(
         [cdktf, "synth", "--hcl", "--output", str(outdir)], cwd=ROOT, capture_output=True, text=True, timeout=600
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    return outdir
+
+
+@pytest.fixture(scope="session")
+def synth_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return once_per_run(tmp_path_factory, "synth-json", _synthesize_json)
+
+
+@pytest.fixture(scope="session")
+def synth_json(synth_dir: Path) -> dict[str, dict[str, Any]]:
+    return {stack: json.loads((synth_dir / "stacks" / stack / "cdk.tf.json").read_text()) for stack in STACKS}
+
+
+@pytest.fixture(scope="session")
+def synth_hcl(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return once_per_run(tmp_path_factory, "synth-hcl", _synthesize_hcl)
 
 
 @pytest.fixture(params=ENVIRONMENTS)
-def env(request) -> str:
+def env(request: pytest.FixtureRequest) -> str:
     """Run a test once per shipped environment."""
-    return request.param
+    environment: str = request.param
+    return environment

@@ -15,6 +15,8 @@ from cdktf import TerraformStack, Testing
 from analysis.reachability import Synth
 
 ROOT = Path(__file__).resolve().parent.parent
+Json = dict[str, Any]  # a synthesized stack, or a block of one
+Stacks = dict[str, Json]  # synthesized stacks by id (the synth_json fixture)
 ENVIRONMENTS = ("dev", "prod")
 LAYERS = ("network", "registry", "database", "cluster", "inference", "services")
 # The workers tier's layers, made where [workers] is enabled: prod, not dev.
@@ -38,26 +40,28 @@ zonal_redundancy = false
 )
 
 
-def run_main(outdir: Path, *args: str, extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+def run_main(outdir: Path, *args: str, extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "CDKTF_OUTDIR": str(outdir), **(extra_env or {})}
     return subprocess.run(
         [sys.executable, "main.py", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
     )
 
 
-def synth_in_process(build: Callable[[TerraformStack], object]) -> dict:
+def synth_in_process(build: Callable[[TerraformStack], object]) -> Json:
     """The Terraform JSON of stack ``test`` after ``build`` fills it: a construct under test,
     synthesized in this process (``Testing.synth_scope`` does not work in Python)."""
     stack = TerraformStack(Testing.app(), "test")
     build(stack)
-    return json.loads(Testing.synth(stack))
+    synthesized: Json = json.loads(Testing.synth(stack))
+    return synthesized
 
 
-def resources(stack: dict, kind: str) -> dict[str, dict]:
-    return stack.get("resource", {}).get(kind, {})
+def resources(stack: Json, kind: str) -> dict[str, Json]:
+    found: dict[str, Json] = stack.get("resource", {}).get(kind, {})
+    return found
 
 
-def only(stack: dict, kind: str) -> dict:
+def only(stack: Json, kind: str) -> Json:
     found = list(resources(stack, kind).values())
     assert len(found) == 1, f"expected one {kind}, found {len(found)}"
     return found[0]
@@ -77,14 +81,14 @@ class Pointee(NamedTuple):
         return (self.stack, self.kind, self.config.get("name", self.config.get("account_id")), self.attr)
 
 
-def pointees(stacks: dict[str, dict], stack_id: str, value: Any) -> list[Pointee]:
+def pointees(stacks: dict[str, Json], stack_id: str, value: Any) -> list[Pointee]:
     """Everything ``value`` (in ``stack_id``) refers to. Tests state what a value points at with
     these, never with cdktf's generated names (``<path>_<hash>``, ``cross-stack-output-...``)."""
     synth = Synth(stack_id.split("-", 1)[0], stacks)
     return [Pointee(ref.stack, ref.type, synth.config(ref), ref.attr) for ref in synth.refs(stack_id, value)]
 
 
-def pointee(stacks: dict[str, dict], stack_id: str, value: Any) -> Pointee:
+def pointee(stacks: dict[str, Json], stack_id: str, value: Any) -> Pointee:
     """The one thing ``value``, a bare reference ``${...}``, refers to."""
     synth = Synth(stack_id.split("-", 1)[0], stacks)
     ref = synth.ref(stack_id, value)
@@ -92,6 +96,6 @@ def pointee(stacks: dict[str, dict], stack_id: str, value: Any) -> Pointee:
     return Pointee(ref.stack, ref.type, synth.config(ref), ref.attr)
 
 
-def principal(stacks: dict[str, dict], stack_id: str, member: Any) -> str:
+def principal(stacks: dict[str, Json], stack_id: str, member: Any) -> str:
     """An IAM member as ``allUsers``, ``serviceAccount:<account id>`` or ``serviceAgent:<api>``."""
     return Synth(stack_id.split("-", 1)[0], stacks).principal(stack_id, member)

@@ -11,9 +11,10 @@ from __future__ import annotations
 import ast
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 
-def empty_blocks(stack: dict) -> Iterator[str]:
+def empty_blocks(stack: dict[str, Any]) -> Iterator[str]:
     """``<type>.<name>.<path>`` of every empty or null value inside a resource or data source."""
     for section in ("resource", "data"):
         for kind, items in stack.get(section, {}).items():
@@ -21,7 +22,7 @@ def empty_blocks(stack: dict) -> Iterator[str]:
                 yield from _walk(body, f"{kind}.{name}")
 
 
-def _walk(value, path: str) -> Iterator[str]:
+def _walk(value: Any, path: str) -> Iterator[str]:
     if value is None or value == {} or value == []:
         yield path
     elif isinstance(value, dict):

@@ -137,7 +137,10 @@ def test_refuses_a_multi_gpu_model_on_cloud_run(tmp_path):
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        (("team_size = 4", "team_sise = 4"), "team_sise: unknown key: must be one of name, region, gpu_required"),
+        (
+            ("team_size = 4", "team_sise = 4"),
+            "team_sise: unknown key (did you mean 'team_size'?): must be one of name, region, gpu_required",
+        ),
         (
             ('traffic_pattern = "sustained"', 'traffic_pattern = "spiky"'),
             "traffic_pattern = 'spiky': must be 'bursty' or 'sustained'",

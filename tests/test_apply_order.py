@@ -14,12 +14,14 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from iac import ROOT
+from iac import ROOT, Json
 from scripts.check_apply_order import Plan, evaluate, load_plan
 from scripts.deploy_steps import DEPLOY_STEPS, Step
 
@@ -45,7 +47,8 @@ def rebuilt(plan: Plan) -> Plan:
     return Plan(plan.env, plan.stacks, plan.dependencies, plan.steps)
 
 
-def find(stacks: dict, kind: str, test) -> tuple[str, str, dict]:
+def find(stacks: dict[str, Json], kind: str, test: Callable[[Json], bool]) -> tuple[str, str, Json]:
+    found: tuple[str, str, Json]
     (found,) = [
         (stack, name, body)
         for stack, config in stacks.items()
@@ -55,7 +58,7 @@ def find(stacks: dict, kind: str, test) -> tuple[str, str, dict]:
     return found
 
 
-def account_name(stack: dict, account_id: str) -> str:
+def account_name(stack: Json, account_id: str) -> str:
     """``${...name}`` of the stack's own Google service account ``account_id``: a binding moved into
     that stack refers to it there, as one written there would."""
     (name,) = [n for n, a in stack["resource"]["google_service_account"].items() if a["account_id"] == account_id]
@@ -63,16 +66,16 @@ def account_name(stack: dict, account_id: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def prod(synth_dir) -> Plan:
+def prod(synth_dir: Path) -> Plan:
     return load_plan(synth_dir, "prod")
 
 
-def test_shipped_environments_meet_every_precondition(synth_dir, env):
+def test_shipped_environments_meet_every_precondition(synth_dir: Path, env: str) -> None:
     assert violations(load_plan(synth_dir, env)) == KNOWN[env]
 
 
-def test_make_check_prints_the_table_and_fails_on_a_violation(synth_dir, tmp_path):
-    def run(env: str, directory: Path = synth_dir) -> subprocess.CompletedProcess:
+def test_make_check_prints_the_table_and_fails_on_a_violation(synth_dir: Path, tmp_path: Path) -> None:
+    def run(env: str, directory: Path = synth_dir) -> subprocess.CompletedProcess[str]:
         command = [sys.executable, "-m", "scripts.check_apply_order", "--synth-dir", str(directory)]
         return subprocess.run([*command, "--env", f"environments/{env}.toml"], cwd=ROOT, capture_output=True, text=True)
 
@@ -122,7 +125,7 @@ def test_make_check_prints_the_table_and_fails_on_a_violation(synth_dir, tmp_pat
     assert make.stdout.splitlines()[-1].endswith("python -m scripts.check_apply_order")
 
 
-def test_the_readmes_images_loop_builds_the_images_step():
+def test_the_readmes_images_loop_builds_the_images_step() -> None:
     (loop,) = re.findall(r"^for service in ([\w ]+); do$", (ROOT / "docs" / "deploying.md").read_text(), re.M)
     (images,) = [step for step in DEPLOY_STEPS if step.kind == "images"]
     assert tuple(loop.split()) == images.images
@@ -132,10 +135,10 @@ def test_the_readmes_images_loop_builds_the_images_step():
 # Broken copies, each caught for its reason
 
 
-def test_a_workload_identity_binding_before_any_cluster(prod):
+def test_a_workload_identity_binding_before_any_cluster(prod: Plan) -> None:
     broken = edited(prod)
 
-    def is_worker(binding: dict) -> bool:
+    def is_worker(binding: Json) -> bool:
         return binding.get("member") == "serviceAccount:replace-me-prod.svc.id.goog[batch/worker]"
 
     stack, name, binding = find(broken.stacks, "google_service_account_iam_member", is_worker)
@@ -151,10 +154,10 @@ def test_a_workload_identity_binding_before_any_cluster(prod):
     assert found == {key: "no cluster is created before it"}
 
 
-def test_a_workload_identity_binding_racing_its_cluster(prod):
+def test_a_workload_identity_binding_racing_its_cluster(prod: Plan) -> None:
     broken = edited(prod)
 
-    def is_adapter(binding: dict) -> bool:
+    def is_adapter(binding: Json) -> bool:
         return "[custom-metrics/" in binding.get("member", "") and binding["//"]["metadata"]["path"].startswith(
             "prod-workers"
         )
@@ -182,7 +185,7 @@ def disable(plan: Plan, *apis: str) -> Plan:
     return rebuilt(broken)
 
 
-def test_binary_authorization_without_its_api(prod):
+def test_binary_authorization_without_its_api(prod: Plan) -> None:
     found = violations(disable(prod, "binaryauthorization.googleapis.com")) - KNOWN["prod"]
     assert found == {
         (
@@ -201,7 +204,7 @@ def test_binary_authorization_without_its_api(prod):
         ("iamcredentials.googleapis.com", "google_container_cluster prod-workers/workers/cluster"),
     ],
 )
-def test_an_api_not_enabled(prod, api, some_resource):
+def test_an_api_not_enabled(prod: Plan, api: str, some_resource: str) -> None:
     found = reasons(disable(prod, api))
     assert {resource for resource, precondition in found if precondition.startswith(f"{api} enabled")} >= {
         some_resource
@@ -209,7 +212,7 @@ def test_an_api_not_enabled(prod, api, some_resource):
     assert set(found.values()) == {"no google_project_service for it is applied before"}
 
 
-def test_a_service_agent_named_by_a_string(prod):
+def test_a_service_agent_named_by_a_string(prod: Plan) -> None:
     broken = edited(prod)
     agent = "serviceAccount:service-${data.google_project.project.number}@gcp-sa-pubsub.iam.gserviceaccount.com"
     for kind in ("google_pubsub_topic_iam_member", "google_pubsub_subscription_iam_member"):
@@ -227,11 +230,11 @@ def test_a_service_agent_named_by_a_string(prod):
     }
 
 
-def with_step(number: int, **changes) -> tuple[Step, ...]:
+def with_step(number: int, **changes: Any) -> tuple[Step, ...]:
     return tuple(replace(step, **changes) if step.number == number else step for step in DEPLOY_STEPS)
 
 
-def test_the_readmes_old_images_loop_misses_the_worker(synth_dir):
+def test_the_readmes_old_images_loop_misses_the_worker(synth_dir: Path) -> None:
     old_loop = with_step(2, images=("frontend", "gateway", "orchestrator"))
     found = reasons(load_plan(synth_dir, "prod", old_loop))
     image = "image us-central1-docker.pkg.dev/replace-me-prod/prod-services/worker:0.1.0 exists"
@@ -242,7 +245,7 @@ def test_the_readmes_old_images_loop_misses_the_worker(synth_dir):
     }
 
 
-def test_the_registry_created_in_the_apply_that_pulls_from_it(synth_dir):
+def test_the_registry_created_in_the_apply_that_pulls_from_it(synth_dir: Path) -> None:
     registry_late = with_step(1, layers=("network", "database"))
     found = reasons(load_plan(synth_dir, "dev", registry_late))
     assert {resource for resource, _ in found} == {
@@ -257,7 +260,7 @@ def test_the_registry_created_in_the_apply_that_pulls_from_it(synth_dir):
     }
 
 
-def test_a_secret_accessor_grant_racing_its_reader(synth_dir):
+def test_a_secret_accessor_grant_racing_its_reader(synth_dir: Path) -> None:
     broken = edited(load_plan(synth_dir, "dev"))
     (job,) = broken.stacks["dev-services"]["resource"]["google_cloud_run_v2_job"].values()
     del job["depends_on"]
@@ -269,7 +272,7 @@ def test_a_secret_accessor_grant_racing_its_reader(synth_dir):
     }
 
 
-def test_a_google_resource_of_a_type_it_does_not_know_is_reported_not_skipped(synth_dir):
+def test_a_google_resource_of_a_type_it_does_not_know_is_reported_not_skipped(synth_dir: Path) -> None:
     broken = edited(load_plan(synth_dir, "dev"))
     broken.stacks["dev-services"]["resource"]["google_made_up_thing"] = {
         "thing": {"//": {"metadata": {"path": "dev-services/thing"}}}

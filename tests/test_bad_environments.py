@@ -2,17 +2,43 @@
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+import sys
+
 import pytest
 
 from iac import DEV, DEV_CLOUD_RUN, ROOT, run_main
 
 # (case, what to change in dev.toml, the message expected after "<file>: ")
 CASES = [
-    ("unknown-key", ("[state]", "[state]\nbukket = 'x'"), "state.bukket: unknown key: must be one of bucket"),
+    (
+        "unknown-key",
+        ("[state]", "[state]\nbukket = 'x'"),
+        "state.bukket: unknown key (did you mean 'bucket'?): must be one of bucket",
+    ),
+    (
+        "region-typo",
+        ('"us-central1"', '"us-centrl1"'),
+        "region = 'us-centrl1': must be a region Cloud Run runs in (did you mean 'us-central1'?); "
+        "see cloud.google.com/run/docs/locations",
+    ),
+    (
+        "region-without-cloud-run",
+        ('"us-central1"', '"us-central2"'),
+        "region = 'us-central2': must be a region Cloud Run runs in (did you mean 'us-central1'?)",
+    ),
+    (
+        "gke-gpu-not-in-region",
+        ('region = "us-central1"', 'region = "europe-north1"'),
+        "inference.gke.gpu_type = 'nvidia-l4': must be a GPU GKE (Compute Engine) offers in europe-north1; "
+        "nvidia-l4 is in asia-east1, ",
+    ),
     (
         "unknown-section",
         ("[database]", "[databse]"),
-        "databse: unknown key: must be one of name, project_id, region, labels, state, network, database",
+        "databse: unknown key (did you mean 'database'?): must be one of name, project_id, region, labels, state, network, database",
     ),
     (
         "project-id",
@@ -185,6 +211,12 @@ CASES = [
 
 # Cases on DEV_CLOUD_RUN, or on dev's [inference.gke] model server and its capacity check.
 GPU_CASES = [
+    (
+        "cloud-run-gpu-not-in-region",
+        ('region = "us-central1"', 'region = "us-east1"'),
+        "inference.cloud_run.gpu_type = 'nvidia-l4': must be a GPU Cloud Run offers in us-east1; "
+        "nvidia-l4 is in asia-southeast1, europe-west1, europe-west4, us-central1",
+    ),
     (
         "gpu-memory",
         ("zonal_redundancy = false", 'zonal_redundancy = false\nmemory = "8Gi"'),
@@ -367,8 +399,106 @@ def test_every_problem_of_every_file_is_reported_at_once(tmp_path):
     assert result.stderr.splitlines() == [
         f"{first}: region = 'nowhere': must be a GCP region like europe-west1 or us-central1",
         f"{first}: network.run_cidr = '10.8.0.0/28': must be a /26 or larger for Cloud Run's Direct VPC egress",
+        f"{first}: network.run_cidr = '10.8.0.0/28': must have 80 usable addresses, two per instance of the gateway's "
+        "and orchestrator's max_instances, twice over for a rollout's old and new revisions; it has 12",
         f"{second}: database.availability = 'SOMETIMES': must be 'ZONAL' or 'REGIONAL'",
     ]
+
+
+def test_field_and_cross_field_problems_are_reported_in_one_run(tmp_path):
+    """Three mistakes, one of them across fields (an overlap): all three in the first run."""
+    bad = tmp_path / "three.toml"
+    bad.write_text(
+        DEV.replace('"us-central1"', '"us-centrl1"')
+        .replace('"replace-me-dev"', '"Replace_Me"')
+        .replace('psa_cidr = "10.32.0.0/16"', 'psa_cidr = "10.16.0.0/16"')
+    )
+    result = run_main(tmp_path / "out", "--env", str(bad))
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f"{bad}: project_id = 'Replace_Me': must be 6-30 lowercase letters, digits or hyphens, starting with a letter",
+        f"{bad}: region = 'us-centrl1': must be a region Cloud Run runs in (did you mean 'us-central1'?); "
+        "see cloud.google.com/run/docs/locations",
+        f"{bad}: network.psa_cidr = '10.16.0.0/16': must not overlap network.pods_cidr (10.16.0.0/14); "
+        "every range must be distinct",
+    ]
+
+
+def test_the_docs_example_is_what_one_run_prints(tmp_path):
+    """docs/deploying.md, "Adding an environment": four edits, five problems, one run ("..." ends a shortened line)."""
+    readme = (ROOT / "docs" / "deploying.md").read_text()
+    block = readme[readme.index("```\nenvironments/stage.toml: ") + 4 :]
+    expected = block[: block.index("```")].splitlines()
+    stage = tmp_path / "environments" / "stage.toml"
+    stage.parent.mkdir()
+    stage.write_text(
+        DEV.replace('name = "dev"', 'name = "stage"')
+        .replace('"10.8.0.0/24"', '"10.8.0.0/27"')
+        .replace('psa_cidr = "10.32.0.0/16"', 'psa_cidr = "10.16.0.0/16"')
+        .replace("[services.gateway]\n", '[services.gateway]\nenv = { RATE_LIMIT = "10" }\n')
+        .replace('model = "mistralai/Mistral-7B-Instruct-v0.3"', 'model = "mistralai/Mixtral-8x7B-Instruct-v0.1"')
+        .replace(
+            "gpu_count = 1\ntensor_parallel_size = 1\nmax_model_len = 8192",
+            "gpu_count = 2\ntensor_parallel_size = 2\nmax_model_len = 32768",
+        )
+    )
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "main.py"), "--env", "environments/stage.toml"],
+        cwd=tmp_path, env={**os.environ, "CDKTF_OUTDIR": str(tmp_path / "out")}, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 2
+    printed = result.stderr.splitlines()
+    assert len(printed) == len(expected), result.stderr
+    for line, shown in zip(printed, expected, strict=True):
+        assert line.startswith(shown.removesuffix("...")) if shown.endswith("...") else line == shown
+
+
+def test_a_nested_tables_own_checks_run_beside_a_field_error_in_it(tmp_path):
+    bad = tmp_path / "nested.toml"
+    bad.write_text(DEV.replace('"10.8.0.0/24"', '"10.8.0.0/28"').replace('"10.20.0.0/20"', '"not-a-range"'))
+    result = run_main(tmp_path / "out", "--env", str(bad))
+    assert result.returncode == 2
+    lines = result.stderr.splitlines()
+    assert f"{bad}: network.services_cidr = 'not-a-range': must be an IPv4 CIDR range" in lines[0]
+    # The table's own size check, and the environment's address count, which needs only run_cidr.
+    assert lines[1:] == [
+        f"{bad}: network.run_cidr = '10.8.0.0/28': must be a /26 or larger for Cloud Run's Direct VPC egress",
+        f"{bad}: network.run_cidr = '10.8.0.0/28': must have 80 usable addresses, two per instance of the gateway's "
+        "and orchestrator's max_instances, twice over for a rollout's old and new revisions; it has 12",
+    ]
+
+
+@pytest.mark.parametrize("command", [["--env", "environments/dev.toml"], ["--refuse-placeholders", "dev-network"]])
+def test_make_up_and_make_deploy_refuse_the_placeholder_project(command):
+    result = subprocess.run(
+        [sys.executable, "-m", "scripts.up", *command], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 2
+    assert "project_id = 'replace-me-dev' is the shipped placeholder: set your project's id" in result.stderr
+
+
+def test_make_deploy_lets_other_environments_stacks_through():
+    result = subprocess.run(
+        [sys.executable, "-m", "scripts.up", "--refuse-placeholders", "staging-network"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert (result.returncode, result.stderr) == (0, "")
+
+
+def test_make_deploy_checks_the_stacks_before_anything_else():
+    make = subprocess.run(
+        ["make", "-n", "--no-print-directory", "deploy", "STACKS=dev-network"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    commands = [line for line in make.stdout.splitlines() if "scripts.up" in line or "cdktf deploy" in line]
+    assert "--refuse-placeholders dev-network" in commands[0], make.stdout
+    assert "cdktf deploy" in commands[1]
 
 
 def test_missing_file_and_duplicate_names(tmp_path):
@@ -385,8 +515,15 @@ def test_missing_file_and_duplicate_names(tmp_path):
 
 
 def test_one_environment_synthesizes_alone(tmp_path):
+    """And a stack of an earlier synth into the same folder (dev's, here) is gone afterwards."""
+    (tmp_path / "stacks" / "dev-network").mkdir(parents=True)
+    (tmp_path / "stacks" / "dev-network" / "cdk.tf.json").write_text("{}")
     result = run_main(tmp_path, "--env", str(ROOT / "environments" / "prod.toml"))
     assert result.returncode == 0, result.stderr
+    assert re.fullmatch(
+        rf"Synthesized 8 stacks to {re.escape(str(tmp_path))} in [0-9.]+ s \(prod: 8 stacks, [1-9][0-9]+ resources\)\n",
+        result.stdout,
+    )
     assert sorted(p.name for p in (tmp_path / "stacks").iterdir()) == [
         "prod-cluster",
         "prod-database",
@@ -397,3 +534,21 @@ def test_one_environment_synthesizes_alone(tmp_path):
         "prod-workers",
         "prod-workers-k8s",
     ]
+
+
+def test_under_the_cdktf_cli_the_summary_counts_hcl_and_leaves_stale_stacks_to_it(tmp_path):
+    """`cdktf synth --hcl` has the app write HCL and removes stale stack folders itself afterwards
+    (it fails on one the app removed first): the same summary, nothing removed here."""
+    (tmp_path / "stacks" / "dev-network").mkdir(parents=True)
+    json_run = run_main(tmp_path / "json", "--env", str(ROOT / "environments" / "prod.toml"))
+    hcl_run = run_main(
+        tmp_path,
+        "--env",
+        str(ROOT / "environments" / "prod.toml"),
+        extra_env={"CDKTF_CONTEXT_JSON": "{}", "SYNTH_HCL_OUTPUT": "true"},
+    )
+    assert hcl_run.returncode == 0, hcl_run.stderr
+    assert (tmp_path / "stacks" / "prod-network" / "cdk.tf").exists()
+    assert (tmp_path / "stacks" / "dev-network").exists()
+    counts = re.compile(r"\(prod: 8 stacks, \d+ resources\)")
+    assert counts.search(hcl_run.stdout)[0] == counts.search(json_run.stdout)[0]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from iac import ROOT, only, pointees, resources, run_main
 from variants import DEV_ENV, toml_text, variant, write_environment
@@ -27,7 +28,7 @@ def with_budget(**mistake: object) -> str:
     return toml_text({**data, "budget": {**data["budget"], **mistake}})
 
 
-def test_budget_synthesizes_with_its_thresholds_and_channels(tmp_path):
+def test_budget_synthesizes_with_its_thresholds_and_channels(tmp_path: Path) -> None:
     env = write_environment(BUDGETED, tmp_path / "dev.toml")
     outdir = tmp_path / "out"
     result = run_main(outdir, "--env", str(env))
@@ -58,7 +59,7 @@ def test_budget_synthesizes_with_its_thresholds_and_channels(tmp_path):
     )
 
 
-def test_budget_mistakes_are_refused(tmp_path):
+def test_budget_mistakes_are_refused(tmp_path: Path) -> None:
     env = tmp_path / "dev.toml"
     env.write_text(with_budget(billing_account="12345"))
     result = run_main(tmp_path / "out", "--env", str(env))
@@ -76,7 +77,7 @@ def test_budget_mistakes_are_refused(tmp_path):
     )
 
 
-def test_shipped_environments_have_no_budget_and_cost_shows_one_when_set(tmp_path):
+def test_shipped_environments_have_no_budget_and_cost_shows_one_when_set(tmp_path: Path) -> None:
     assert "[budget]" not in (ROOT / "environments" / "prod.toml").read_text()
     env = write_environment(BUDGETED, tmp_path / "dev.toml")
     import subprocess

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from hybrid.catalog import GPUS, MODELS, ServerShape, capacity_problems
@@ -35,13 +37,13 @@ CASES = [
 @pytest.mark.parametrize(
     "shape,keys,reason", CASES, ids=[f"{c[0][0].split('/')[-1]}-{c[0][2]}x{c[0][1]}" for c in CASES]
 )
-def test_capacity(shape, keys, reason):
+def test_capacity(shape: tuple[Any, ...], keys: list[str], reason: str) -> None:
     problems = capacity_problems(ServerShape(*shape))
     assert [key for key, _ in problems] == keys
     assert reason in " ".join(why for _, why in problems)
 
 
-def test_a_refusal_names_configurations_that_fit():
+def test_a_refusal_names_configurations_that_fit() -> None:
     ((_, why),) = capacity_problems(ServerShape(MIXTRAL, "nvidia-l4", 2, 2, 32768, 0.90, 8, 32))
     suggestions = why.split("configurations that fit: ")[1].split(", ")
     assert f"2 x nvidia-l4 with {MIXTRAL_AWQ}" in suggestions
@@ -50,7 +52,7 @@ def test_a_refusal_names_configurations_that_fit():
         assert capacity_problems(ServerShape(model, gpu, int(count), int(count), 32768, 0.90, 8, 32)) == []
 
 
-def test_catalog_facts():
+def test_catalog_facts() -> None:
     assert GPUS["nvidia-l4"].memory_gb == 24 and GPUS["nvidia-l4"].counts == (1, 2, 4, 8)
     assert GPUS["nvidia-tesla-a100"].counts == (1, 2, 4, 8, 16)
     assert GPUS["nvidia-h200-141gb"].counts == (8,)

@@ -2,23 +2,25 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from iac import only, pointee, resources
+from iac import Json, Stacks, only, pointee, resources
 from variants import DEV_ENV, synthesize, variant
 
 
 @pytest.fixture
-def cluster_stack(env, synth_json):
+def cluster_stack(env: str, synth_json: Stacks) -> Json:
     return synth_json[f"{env}-cluster"]
 
 
 @pytest.fixture
-def cluster(cluster_stack):
+def cluster(cluster_stack: Json) -> Json:
     return only(cluster_stack, "google_container_cluster")
 
 
-def test_autopilot_in_the_network_subnet_and_ranges(env, cluster, synth_json):
+def test_autopilot_in_the_network_subnet_and_ranges(env: str, cluster: Json, synth_json: Stacks) -> None:
     assert cluster["name"] == f"{env}-models"
     assert cluster["enable_autopilot"] is True
     assert cluster["location"] == "us-central1"
@@ -32,7 +34,7 @@ def test_autopilot_in_the_network_subnet_and_ranges(env, cluster, synth_json):
     }
 
 
-def test_private_nodes_and_a_dns_endpoint_for_ci(cluster):
+def test_private_nodes_and_a_dns_endpoint_for_ci(cluster: Json) -> None:
     assert cluster["private_cluster_config"] == {"enable_private_nodes": True}
     assert cluster["control_plane_endpoints_config"] == {
         "dns_endpoint_config": {"allow_external_traffic": True},
@@ -41,7 +43,7 @@ def test_private_nodes_and_a_dns_endpoint_for_ci(cluster):
     assert "master_authorized_networks_config" not in cluster
 
 
-def test_authorized_networks_instead_when_config_says_so(tmp_path):
+def test_authorized_networks_instead_when_config_says_so(tmp_path: Path) -> None:
     authorized = variant(
         DEV_ENV,
         {
@@ -67,7 +69,7 @@ def test_authorized_networks_instead_when_config_says_so(tmp_path):
     )
 
 
-def test_workload_identity_prometheus_gcsfuse_secrets_release_channel(env, cluster):
+def test_workload_identity_prometheus_gcsfuse_secrets_release_channel(env: str, cluster: Json) -> None:
     assert cluster["workload_identity_config"] == {"workload_pool": f"replace-me-{env}.svc.id.goog"}
     assert cluster["monitoring_config"] == {"managed_prometheus": {"enabled": True}}
     assert cluster["addons_config"] == {"gcs_fuse_csi_driver_config": {"enabled": True}}
@@ -75,11 +77,13 @@ def test_workload_identity_prometheus_gcsfuse_secrets_release_channel(env, clust
     assert cluster["release_channel"] == {"channel": "REGULAR"}
 
 
-def test_deletion_protection_in_prod_only(env, cluster):
+def test_deletion_protection_in_prod_only(env: str, cluster: Json) -> None:
     assert cluster["deletion_protection"] is (env == "prod")
 
 
-def test_nodes_run_as_a_least_privilege_account(env, cluster_stack, cluster, synth_json):
+def test_nodes_run_as_a_least_privilege_account(
+    env: str, cluster_stack: Json, cluster: Json, synth_json: Stacks
+) -> None:
     account = only(cluster_stack, "google_service_account")
     assert account["account_id"] == f"{env}-gke-nodes"
     defaults = cluster["cluster_autoscaling"]["auto_provisioning_defaults"]
@@ -103,13 +107,13 @@ def test_nodes_run_as_a_least_privilege_account(env, cluster_stack, cluster, syn
     assert pointee(synth_json, f"{env}-cluster", reader["member"]).brief[2] == f"{env}-gke-nodes"
 
 
-def test_labels_reach_the_cluster_through_the_provider(env, cluster_stack):
+def test_labels_reach_the_cluster_through_the_provider(env: str, cluster_stack: Json) -> None:
     (provider,) = cluster_stack["provider"]["google"]
     assert provider["default_labels"]["environment"] == env
     assert provider["default_labels"]["layer"] == "cluster"
 
 
-def test_hardening(cluster):
+def test_hardening(cluster: Json) -> None:
     assert cluster["datapath_provider"] == "ADVANCED_DATAPATH"  # enforces the NetworkPolicy
     assert cluster["master_auth"] == {"client_certificate_config": {"issue_client_certificate": False}}
     assert cluster["binary_authorization"] == {"evaluation_mode": "PROJECT_SINGLETON_POLICY_ENFORCE"}

@@ -8,8 +8,10 @@ without a subprocess per variant.
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 import pytest
+from cdktf import TerraformStack
 from cdktf_cdktf_provider_google_beta.provider import GoogleBetaProvider
 from cdktf_cdktf_provider_kubernetes.namespace_v1 import NamespaceV1, NamespaceV1Metadata
 
@@ -41,16 +43,16 @@ from hybrid.components.vllm_server import VllmServer, VllmServerProps
 from hybrid.components.workload_identity import WorkloadIdentity, WorkloadIdentityProps
 from hybrid.config import CloudRunSizing, ClusterSettings, DatabaseSettings, GkeModelServerSettings, GpuServiceSizing
 from hybrid.config.workers import QueueSettings, WorkerDeploymentSettings
-from iac import only, pointee, principal, resources, synth_in_process
+from iac import Json, only, pointee, principal, resources, synth_in_process
 
 STACK = "test"
 
 
-def account(stack, id_: str = "identity", account_id: str = "svc") -> ServiceAccount:
+def account(stack: TerraformStack, id_: str = "identity", account_id: str = "svc") -> ServiceAccount:
     return ServiceAccount(stack, id_, ServiceAccountProps(account_id=account_id, display_name="d", description="x"))
 
 
-def points_at(synthesized: dict, value: str) -> tuple:
+def points_at(synthesized: Json, value: str) -> tuple[str, Any, str]:
     """(kind, the resource's own name or account id, attribute) of the reference ``value``."""
     _, kind, name, attr = pointee({STACK: synthesized}, STACK, value).brief
     return kind, name, attr
@@ -59,8 +61,8 @@ def points_at(synthesized: dict, value: str) -> tuple:
 # --- grants
 
 
-def test_each_target_binds_its_own_kind_of_iam_member():
-    def build(stack):
+def test_each_target_binds_its_own_kind_of_iam_member() -> None:
+    def build(stack: TerraformStack) -> None:
         to = account(stack, account_id="reader")
         Project("p").grant_role(stack, LOG_WRITER, to)
         Secret("token").grant_read(stack, to)
@@ -92,8 +94,8 @@ def test_each_target_binds_its_own_kind_of_iam_member():
     assert (run["project"], run["location"], run["name"]) == ("p", "r", "svc")
 
 
-def test_a_conditional_project_grant_carries_its_condition():
-    def build(stack):
+def test_a_conditional_project_grant_carries_its_condition() -> None:
+    def build(stack: TerraformStack) -> None:
         where = Condition(title="only one", expression='resource.name == "x"')
         Project("p", where).bind(stack, "g", "roles/cloudsql.client", Principal("user:a@example.com").member)
 
@@ -102,8 +104,8 @@ def test_a_conditional_project_grant_carries_its_condition():
     assert binding["condition"] == {"title": "only one", "expression": 'resource.name == "x"'}
 
 
-def test_invokers_are_granted_by_intent_and_named_for_the_caller():
-    def build(stack):
+def test_invokers_are_granted_by_intent_and_named_for_the_caller() -> None:
+    def build(stack: TerraformStack) -> None:
         callee = CloudRunService(stack, "svc", SERVICE, service_account=account(stack, account_id="runner"))
         caller = CloudRunService(
             stack, "caller", replace(SERVICE, name="caller"), service_account=account(stack, "caller-id", "caller")
@@ -126,7 +128,7 @@ def test_invokers_are_granted_by_intent_and_named_for_the_caller():
     }
 
 
-def test_a_project_roles_binding_is_named_by_the_role():
+def test_a_project_roles_binding_is_named_by_the_role() -> None:
     assert role_id("roles/monitoring.viewer") == "role-monitoring.viewer"
     assert role_id("roles/iam.workloadIdentityUser") == "role-iam.workloadIdentityUser"
 
@@ -134,8 +136,8 @@ def test_a_project_roles_binding_is_named_by_the_role():
 # --- Workload Identity
 
 
-def test_workload_identity_pairs_the_kubernetes_account_with_its_google_account():
-    def build(stack):
+def test_workload_identity_pairs_the_kubernetes_account_with_its_google_account() -> None:
+    def build(stack: TerraformStack) -> None:
         namespace = NamespaceV1(stack, "namespace", metadata=NamespaceV1Metadata(name="inference"))
         google = account(stack, account_id="model-server")
         WorkloadIdentity(
@@ -159,8 +161,8 @@ def test_workload_identity_pairs_the_kubernetes_account_with_its_google_account(
     assert points_at(out, binding["service_account_id"]) == ("google_service_account", "model-server", "name")
 
 
-def test_workload_identity_needs_a_namespace_with_a_literal_name():
-    def build(stack):
+def test_workload_identity_needs_a_namespace_with_a_literal_name() -> None:
+    def build(stack: TerraformStack) -> None:
         other = NamespaceV1(stack, "other", metadata=NamespaceV1Metadata(name="other"))
         derived = NamespaceV1(stack, "derived", metadata=NamespaceV1Metadata(name=other.metadata.name))
         WorkloadIdentity(
@@ -184,8 +186,8 @@ SERVICE = CloudRunServiceProps(
 )
 
 
-def cloud_run(props: CloudRunServiceProps, *, iap_members: tuple[str, ...] | None = None) -> dict:
-    def build(stack):
+def cloud_run(props: CloudRunServiceProps, *, iap_members: tuple[str, ...] | None = None) -> Json:
+    def build(stack: TerraformStack) -> None:
         service = CloudRunService(stack, "svc", props, service_account=account(stack, account_id="runner"))
         if iap_members is not None:
             service.require_iap(members=list(iap_members), beta=GoogleBetaProvider(stack, "google-beta"))
@@ -193,7 +195,7 @@ def cloud_run(props: CloudRunServiceProps, *, iap_members: tuple[str, ...] | Non
     return synth_in_process(build)
 
 
-def test_a_gpu_service_asks_for_its_gpu_and_a_long_startup():
+def test_a_gpu_service_asks_for_its_gpu_and_a_long_startup() -> None:
     gpu = GpuServiceSizing(model="google/gemma-3-4b-it", zonal_redundancy=False)
     out = cloud_run(replace(SERVICE, settings=gpu))
     template = only(out, "google_cloud_run_v2_service")["template"]
@@ -204,7 +206,7 @@ def test_a_gpu_service_asks_for_its_gpu_and_a_long_startup():
     assert (box["startup_probe"]["period_seconds"], box["startup_probe"]["failure_threshold"]) == (10, 60)
 
 
-def test_a_service_without_a_gpu_or_egress_has_neither():
+def test_a_service_without_a_gpu_or_egress_has_neither() -> None:
     out = cloud_run(SERVICE)
     template = only(out, "google_cloud_run_v2_service")["template"]
     (box,) = template["containers"]
@@ -215,7 +217,7 @@ def test_a_service_without_a_gpu_or_egress_has_neither():
     assert "args" not in box
 
 
-def test_egress_sends_private_ranges_from_the_subnet_with_the_tag():
+def test_egress_sends_private_ranges_from_the_subnet_with_the_tag() -> None:
     egress = PrivateEgress(network="net", subnetwork="sub", tag="t")
     template = only(cloud_run(replace(SERVICE, egress=egress)), "google_cloud_run_v2_service")["template"]
     assert template["vpc_access"] == {
@@ -224,7 +226,7 @@ def test_egress_sends_private_ranges_from_the_subnet_with_the_tag():
     }
 
 
-def test_secrets_are_granted_before_the_revision_and_read_as_latest():
+def test_secrets_are_granted_before_the_revision_and_read_as_latest() -> None:
     # The file's secrets and the stack's own, one grant per secret.
     settings = CloudRunSizing(secrets={"KEY": "tok"})
     props = replace(SERVICE, settings=settings, env=(("B", "2"), ("A", "1")), secrets=(("TOKEN", "tok"),))
@@ -243,7 +245,7 @@ def test_secrets_are_granted_before_the_revision_and_read_as_latest():
     assert service["depends_on"] == [f"google_secret_manager_secret_iam_member.{key}"]
 
 
-def test_a_service_s_identity_may_write_logs_and_metrics():
+def test_a_service_s_identity_may_write_logs_and_metrics() -> None:
     out = cloud_run(SERVICE)
     roles = {
         (b["role"], principal({STACK: out}, STACK, b["member"]))
@@ -255,7 +257,7 @@ def test_a_service_s_identity_may_write_logs_and_metrics():
     }
 
 
-def test_behind_iap_only_the_listed_members_get_through():
+def test_behind_iap_only_the_listed_members_get_through() -> None:
     out = cloud_run(replace(SERVICE, settings=CloudRunSizing()), iap_members=("group:team@example.com",))
     service = only(out, "google_cloud_run_v2_service")
     assert (service["provider"], service["iap_enabled"]) == ("google-beta", True)
@@ -288,14 +290,14 @@ CLUSTER = ClusterPlacement(
 MIRROR = Repository(project="p", location="us-central1", repository="mirror")
 
 
-def repository_readers(out: dict) -> set[tuple[str, str, str, str]]:
+def repository_readers(out: Json) -> set[tuple[str, str, str, str]]:
     return {
         (b["location"], b["repository"], b["role"], principal({STACK: out}, STACK, b["member"]))
         for b in resources(out, "google_artifact_registry_repository_iam_member").values()
     }
 
 
-def autopilot(props: ClusterPlacement) -> dict:
+def autopilot(props: ClusterPlacement) -> Json:
     return synth_in_process(
         lambda stack: AutopilotCluster(
             stack, "models", props, node_account=account(stack, account_id="nodes"), pulls_from=(MIRROR,)
@@ -303,7 +305,7 @@ def autopilot(props: ClusterPlacement) -> dict:
     )
 
 
-def test_dns_endpoint_only_by_default():
+def test_dns_endpoint_only_by_default() -> None:
     cluster = only(autopilot(CLUSTER), "google_container_cluster")
     assert cluster["control_plane_endpoints_config"] == {
         "dns_endpoint_config": {"allow_external_traffic": True},
@@ -318,7 +320,7 @@ def test_dns_endpoint_only_by_default():
     }
 
 
-def test_authorized_networks_open_the_ip_endpoint_to_them_only():
+def test_authorized_networks_open_the_ip_endpoint_to_them_only() -> None:
     props = replace(
         CLUSTER,
         control_plane=ControlPlane(ControlPlaneAccess.AUTHORIZED_NETWORKS, ("203.0.113.0/24", "198.51.100.0/24")),
@@ -337,7 +339,7 @@ def test_authorized_networks_open_the_ip_endpoint_to_them_only():
     }
 
 
-def test_nodes_run_as_the_node_account_with_its_two_roles():
+def test_nodes_run_as_the_node_account_with_its_two_roles() -> None:
     out = autopilot(CLUSTER)
     defaults = only(out, "google_container_cluster")["cluster_autoscaling"]["auto_provisioning_defaults"]
     assert points_at(out, defaults["service_account"]) == ("google_service_account", "nodes", "email")
@@ -355,7 +357,7 @@ def test_nodes_run_as_the_node_account_with_its_two_roles():
 # --- the model server
 
 
-def server(quantization: str | None = None, port: int = 8000, **settings) -> VllmServerProps:
+def server(quantization: str | None = None, port: int = 8000, **settings: Any) -> VllmServerProps:
     """A server whose [inference.gke] is the file's defaults but for ``settings``."""
     return VllmServerProps(
         project="p",
@@ -375,20 +377,21 @@ def server(quantization: str | None = None, port: int = 8000, **settings) -> Vll
 SERVER = server()
 
 
-def vllm(props: VllmServerProps) -> dict:
+def vllm(props: VllmServerProps) -> Json:
     return synth_in_process(lambda stack: VllmServer(stack, "vllm", props))
 
 
-def deployment(out: dict) -> dict:
+def deployment(out: Json) -> Json:
     return only(out, "kubernetes_deployment_v1")
 
 
-def the_container(out: dict) -> dict:
+def the_container(out: Json) -> Json:
+    box: Json
     (box,) = deployment(out)["spec"]["template"]["spec"]["container"]
     return box
 
 
-def test_weights_on_a_disk_recreate_the_pod_and_mount_the_claim_writable():
+def test_weights_on_a_disk_recreate_the_pod_and_mount_the_claim_writable() -> None:
     out = vllm(SERVER)
     assert deployment(out)["spec"]["strategy"] == {"type": "Recreate"}
     claim = only(out, "kubernetes_persistent_volume_claim_v1")
@@ -404,7 +407,7 @@ def test_weights_on_a_disk_recreate_the_pod_and_mount_the_claim_writable():
     assert "HF_HUB_OFFLINE" not in {e["name"] for e in the_container(out)["env"]}
 
 
-def test_weights_from_a_bucket_roll_one_server_at_a_time_read_only_and_offline():
+def test_weights_from_a_bucket_roll_one_server_at_a_time_read_only_and_offline() -> None:
     out = vllm(server(weights="gcsfuse", weights_bucket="bucket"))
     assert deployment(out)["spec"]["strategy"] == {
         "type": "RollingUpdate",
@@ -420,13 +423,13 @@ def test_weights_from_a_bucket_roll_one_server_at_a_time_read_only_and_offline()
     assert {e["name"]: e["value"] for e in the_container(out)["env"]}["HF_HUB_OFFLINE"] == "1"
 
 
-def test_quantization_reaches_the_server_only_when_the_model_has_one():
+def test_quantization_reaches_the_server_only_when_the_model_has_one() -> None:
     assert "--quantization" not in the_container(vllm(SERVER))["args"]
     args = the_container(vllm(server(quantization="awq")))["args"]
     assert args[args.index("--quantization") + 1] == "awq"
 
 
-def test_the_hugging_face_token_is_mounted_from_secret_manager_only_when_set():
+def test_the_hugging_face_token_is_mounted_from_secret_manager_only_when_set() -> None:
     without = vllm(SERVER)
     assert "hf-token" not in {v["name"] for v in deployment(without)["spec"]["template"]["spec"]["volume"]}
     assert resources(without, "kubernetes_manifest") and all(
@@ -443,7 +446,7 @@ def test_the_hugging_face_token_is_mounted_from_secret_manager_only_when_set():
     assert env["HF_TOKEN_PATH"] == "/var/run/secrets/huggingface/token"
 
 
-def test_the_server_is_reached_on_its_port_from_the_allowed_sources():
+def test_the_server_is_reached_on_its_port_from_the_allowed_sources() -> None:
     out = vllm(server(port=9000))
     box = the_container(out)
     assert box["port"] == [{"name": "http", "container_port": 9000}]
@@ -462,7 +465,7 @@ def test_the_server_is_reached_on_its_port_from_the_allowed_sources():
 # --- the rest
 
 
-def test_a_budget_alerts_each_address_at_each_threshold():
+def test_a_budget_alerts_each_address_at_each_threshold() -> None:
     props = BudgetProps(
         env_name="dev",
         project_id="p",
@@ -487,7 +490,7 @@ def test_a_budget_alerts_each_address_at_each_threshold():
     assert emails == ["a@example.com", "b@example.com"]
 
 
-def test_a_firewall_rule_allows_or_denies_what_it_lists_and_logs_it():
+def test_a_firewall_rule_allows_or_denies_what_it_lists_and_logs_it() -> None:
     rules = (
         Rule(
             name="deny-all",
@@ -515,7 +518,7 @@ def test_a_firewall_rule_allows_or_denies_what_it_lists_and_logs_it():
     assert all(r["log_config"] == {"metadata": "INCLUDE_ALL_METADATA"} for r in found.values())
 
 
-def test_an_iam_database_user_may_connect_to_its_instance_only():
+def test_an_iam_database_user_may_connect_to_its_instance_only() -> None:
     props = PostgresProps(
         name="pg",
         region="r",
@@ -523,7 +526,7 @@ def test_an_iam_database_user_may_connect_to_its_instance_only():
         settings=DatabaseSettings(tier="db-custom-1-3840", availability="ZONAL", deletion_protection=False),
     )
 
-    def build(stack):
+    def build(stack: TerraformStack) -> None:
         PostgresInstance(stack, "postgres", props).add_iam_user(account(stack, "app", "app"), project="p")
 
     out = synth_in_process(build)
@@ -538,7 +541,7 @@ def test_an_iam_database_user_may_connect_to_its_instance_only():
         assert binding["condition"]["expression"].endswith('resource.name == "projects/p/instances/pg"')
 
 
-def test_the_bootstrap_job_reads_the_password_it_is_granted_first():
+def test_the_bootstrap_job_reads_the_password_it_is_granted_first() -> None:
     props = DatabaseBootstrapProps(
         name="boot",
         region="r",
@@ -585,7 +588,7 @@ STANDARD = StandardClusterProps(
 )
 
 
-def test_standard_cluster_has_only_its_own_pools_and_taints_the_spot_one():
+def test_standard_cluster_has_only_its_own_pools_and_taints_the_spot_one() -> None:
     out = synth_in_process(
         lambda stack: StandardCluster(
             stack, "workers", STANDARD, node_account=account(stack, account_id="nodes"), pulls_from=(MIRROR,)
@@ -646,7 +649,7 @@ QUEUE = PubSubQueueProps(
 )
 
 
-def test_queue_dead_letters_after_max_attempts_and_lets_pubsub_move_them():
+def test_queue_dead_letters_after_max_attempts_and_lets_pubsub_move_them() -> None:
     out = synth_in_process(lambda stack: PubSubQueue(stack, "queue", QUEUE, messages="lines", dead_letter_agent=AGENT))
     subscriptions = {s["name"]: s for s in resources(out, "google_pubsub_subscription").values()}
     source = subscriptions["s"]
@@ -666,8 +669,8 @@ def test_queue_dead_letters_after_max_attempts_and_lets_pubsub_move_them():
     assert points_at(out, subscriber["subscription"]) == ("google_pubsub_subscription", "s", "id")
 
 
-def test_bucket_grants_on_a_prefix_carry_the_literal_condition():
-    def build(stack):
+def test_bucket_grants_on_a_prefix_carry_the_literal_condition() -> None:
+    def build(stack: TerraformStack) -> None:
         bucket = BatchBucket(stack, "files", BatchBucketProps(name="b-batch", location="r", delete_after_days=3))
         bucket.grant_read(account(stack), prefix="out/")
 
@@ -699,7 +702,7 @@ WORKER = BatchWorkerProps(
 )
 
 
-def test_batch_worker_scales_on_its_subscription_and_drains_before_it_is_killed():
+def test_batch_worker_scales_on_its_subscription_and_drains_before_it_is_killed() -> None:
     out = synth_in_process(lambda stack: BatchWorker(stack, "worker", WORKER))
     deployment = only(out, "kubernetes_deployment_v1")
     pod = deployment["spec"]["template"]["spec"]
@@ -718,8 +721,8 @@ def test_batch_worker_scales_on_its_subscription_and_drains_before_it_is_killed(
     assert budget["spec"]["selector"] == {"match_labels": deployment["spec"]["selector"]["match_labels"]}
 
 
-def test_a_queue_s_consumer_and_publisher_are_granted_by_intent_and_named_for_it():
-    def build(stack):
+def test_a_queue_s_consumer_and_publisher_are_granted_by_intent_and_named_for_it() -> None:
+    def build(stack: TerraformStack) -> None:
         queue = PubSubQueue(stack, "queue", QUEUE, messages="lines", dead_letter_agent=AGENT)
         queue.grant_consume(account(stack, "worker", "worker"))
         queue.grant_publish(account(stack, "sender", "sender"))

@@ -284,13 +284,13 @@ def _write(tmp_path, text: str):
 
 
 def test_unknown_region_is_one_clear_line(tmp_path):
-    path = _write(tmp_path, PROD.replace('region = "us-central1"', 'region = "europe-west9"'))
+    path = _write(tmp_path, PROD.replace('region = "us-central1"', 'region = "europe-west4"'))
     result = run_cost("--env", path)
     assert result.returncode == 2
     assert result.stdout == ""
     assert result.stderr.strip() == (
-        f"{path}: region = 'europe-west9': no price table for this region "
-        "(analysis/cost/prices/europe-west9.toml does not exist); tables exist for: us-central1"
+        f"{path}: region = 'europe-west4': no price table for this region "
+        "(analysis/cost/prices/europe-west4.toml does not exist); tables exist for: us-central1"
     )
 
 

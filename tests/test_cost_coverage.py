@@ -9,6 +9,8 @@ import subprocess
 import sys
 import tomllib
 from datetime import date
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -18,25 +20,25 @@ from analysis.cost.lines import SCHEMA_VERSION
 from analysis.cost.prices import load_prices, retirement_warning
 from analysis.cost.workload import workload_for
 from hybrid.config import Environment
-from iac import ROOT
+from iac import ROOT, Stacks
 
 PRICES = load_prices("us-central1")
 
 
-def env_at(name: str, **changes: dict) -> Environment:
+def env_at(name: str, **changes: dict[str, Any]) -> Environment:
     raw = tomllib.loads((ROOT / "environments" / f"{name}.toml").read_text())
     for table, values in changes.items():
         raw.setdefault(table, {}).update(values)
     return Environment.model_validate(raw)
 
 
-def run_cost(*args: str) -> subprocess.CompletedProcess:
+def run_cost(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "main.py", "cost", *args], cwd=ROOT, capture_output=True, text=True, timeout=120
     )
 
 
-def test_every_synthesized_resource_type_is_priced_or_explained(synth_json):
+def test_every_synthesized_resource_type_is_priced_or_explained(synth_json: Stacks) -> None:
     types = {t for stack in synth_json.values() for t in stack.get("resource", {})}
     assert "google_redis_instance" in types  # prod's [redis] is on: Memorystore must be covered
     missing = sorted(t for t in types if not accounted_for(t))
@@ -49,7 +51,7 @@ def test_every_synthesized_resource_type_is_priced_or_explained(synth_json):
     assert not set(PRICED) & set(FREE_OR_USAGE)
 
 
-def test_memorystore_is_priced_by_tier_and_marked_unconfirmed():
+def test_memorystore_is_priced_by_tier_and_marked_unconfirmed() -> None:
     prod = estimate(env_at("prod"), PRICES)
     redis = next(i for i in prod.items if i.resource.startswith("Memorystore"))
     # 1 GB STANDARD_HA x 730 h x $0.064 (no copy of the pricing page found: marked, not hidden).
@@ -61,7 +63,7 @@ def test_memorystore_is_priced_by_tier_and_marked_unconfirmed():
     assert not any(i.resource.startswith("Memorystore") for i in estimate(env_at("dev"), PRICES).items)
 
 
-def test_cloud_dns_worked_example():
+def test_cloud_dns_worked_example() -> None:
     """cloud.google.com/dns/pricing: "5 zones x $0.20" = $1.00 a month; the page states the
     zone price per hour ($0.000273973), which our table holds as the page does."""
     zone = PRICES.price("network.dns_zone")
@@ -69,10 +71,10 @@ def test_cloud_dns_worked_example():
     assert round(5 * zone.usd * PRICES.hours_per_month, 2) == 1.00
     # And as the estimate bills the one private run.app zone: a month of zone-hours, $0.20.
     line = next(i for i in estimate(env_at("prod"), PRICES).items if i.price_key == "network.dns_zone")
-    assert line.quantity == 730 and round(line.monthly_usd, 2) == 0.20
+    assert line.quantity == 730 and line.monthly_usd is not None and round(line.monthly_usd, 2) == 0.20
 
 
-def test_cloud_sql_storage_per_hour_matches_the_monthly_figures():
+def test_cloud_sql_storage_per_hour_matches_the_monthly_figures() -> None:
     """cloud.google.com/sql/pricing (official copy, 2026-04): SSD $0.000232877 / GiB-hour =
     $0.17 / GiB-month, backups $0.000109589 / GiB-hour = $0.08; HA doubles SSD, not backups."""
     assert round(PRICES.usd("cloud_sql.ssd_storage") * 730, 2) == 0.17
@@ -82,7 +84,7 @@ def test_cloud_sql_storage_per_hour_matches_the_monthly_figures():
     assert items["cloud_sql.backup_storage"].monthly_usd == pytest.approx(50 * 0.08, abs=0.01)
 
 
-def test_each_environment_is_priced_at_its_own_traffic():
+def test_each_environment_is_priced_at_its_own_traffic() -> None:
     dev, prod = env_at("dev"), env_at("prod")
     assert workload_for(dev).requests_per_day == 2_000
     assert workload_for(prod).requests_per_day == 50_000
@@ -95,13 +97,13 @@ def test_each_environment_is_priced_at_its_own_traffic():
     assert not [p for p in readers if re.search(r"\.traffic\b", p.read_text())]
 
 
-def test_a_retired_or_retiring_model_is_warned_about():
+def test_a_retired_or_retiring_model_is_warned_about() -> None:
     flash = PRICES.api("vertex-gemini-2_5-flash")
     # docs.cloud.google.com/gemini-enterprise-agent-platform/models/model-versions: gemini-2.5-flash
     # retires October 16, 2026.
     assert flash.retires == date(2026, 10, 16)
-    assert "retired on 2026-10-16" in retirement_warning("x", flash, date(2026, 12, 4))
-    assert "retires on 2026-10-16" in retirement_warning("x", flash, date(2026, 8, 1))
+    assert "retired on 2026-10-16" in str(retirement_warning("x", flash, date(2026, 12, 4)))
+    assert "retires on 2026-10-16" in str(retirement_warning("x", flash, date(2026, 8, 1)))
     assert retirement_warning("x", flash, date(2026, 1, 1)) is None
     assert retirement_warning("x", PRICES.api("openai-gpt-4o-mini"), date(2030, 1, 1)) is None
     # The default Vertex model is its replacement, which retires "July 21, 2027 or later": no warning.
@@ -111,7 +113,7 @@ def test_a_retired_or_retiring_model_is_warned_about():
     assert any(w.startswith("vertex-gemini-2_5-flash: the model retired") for w in est.warnings)
 
 
-def test_json_carries_a_schema_version():
+def test_json_carries_a_schema_version() -> None:
     result = run_cost("--env", "environments/dev.toml", "--json")
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
@@ -120,7 +122,7 @@ def test_json_carries_a_schema_version():
     assert "third party" in kinds and "official copy" in kinds
 
 
-def test_prices_listing_prints_each_table_once_with_money_as_money():
+def test_prices_listing_prints_each_table_once_with_money_as_money() -> None:
     result = run_cost("--prices")  # every environment, one region
     assert result.returncode == 0, result.stderr
     assert result.stdout.count("us-central1.toml: region us-central1") == 1
@@ -133,7 +135,7 @@ def test_prices_listing_prints_each_table_once_with_money_as_money():
     assert "NOT confirmed: third party" in premium
 
 
-def test_cost_diff_between_two_files_is_a_markdown_table(tmp_path):
+def test_cost_diff_between_two_files_is_a_markdown_table(tmp_path: Path) -> None:
     changed = tmp_path / "prod.toml"
     changed.write_text(
         (ROOT / "environments" / "prod.toml").read_text().replace("min_replicas = 2\n", "min_replicas = 3\n")
@@ -153,7 +155,7 @@ def test_cost_diff_between_two_files_is_a_markdown_table(tmp_path):
     assert "No line of the estimate changes." in same.stdout
 
 
-def test_cost_diff_between_git_refs():
+def test_cost_diff_between_git_refs() -> None:
     result = run_cost("diff", "HEAD", "HEAD", "--env", "environments/dev.toml")
     assert result.returncode == 0, result.stderr
     assert "### Monthly cost: dev" in result.stdout and "No line of the estimate changes." in result.stdout
@@ -161,7 +163,7 @@ def test_cost_diff_between_git_refs():
     assert bad.returncode == 2 and bad.stderr.startswith("no-such-ref:environments/dev.toml")
 
 
-def test_a_traffic_mistake_is_one_line_naming_the_key(tmp_path):
+def test_a_traffic_mistake_is_one_line_naming_the_key(tmp_path: Path) -> None:
     path = tmp_path / "dev.toml"
     dev = (ROOT / "environments" / "dev.toml").read_text()
     path.write_text(dev.replace("requests_per_day = 2000", "requests_per_day = -1\nrequest = 3"))

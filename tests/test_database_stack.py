@@ -7,7 +7,7 @@ import json
 import pytest
 
 from hybrid.components.postgres import DATABASE_FLAGS
-from iac import only, pointee, pointees, resources
+from iac import Json, Stacks, only, pointee, pointees, resources
 
 EXPECTED = {
     "dev": {"availability": "ZONAL", "protected": False, "tier": "db-custom-1-3840"},
@@ -16,27 +16,27 @@ EXPECTED = {
 
 
 @pytest.fixture
-def database(env, synth_json):
+def database(env: str, synth_json: Stacks) -> Json:
     return synth_json[f"{env}-database"]
 
 
 @pytest.fixture
-def instance(database):
+def instance(database: Json) -> Json:
     return only(database, "google_sql_database_instance")
 
 
-def flags(instance: dict) -> dict[str, str]:
+def flags(instance: Json) -> dict[str, str]:
     return {flag["name"]: flag["value"] for flag in instance["settings"]["database_flags"]}
 
 
-def test_postgres_16_enterprise_with_configured_tier(env, instance):
+def test_postgres_16_enterprise_with_configured_tier(env: str, instance: Json) -> None:
     assert instance["database_version"] == "POSTGRES_16"
     assert instance["name"] == f"{env}-postgres"
     assert instance["settings"]["tier"] == EXPECTED[env]["tier"]
     assert instance["settings"]["edition"] == "ENTERPRISE"
 
 
-def test_private_ip_only_on_the_peered_network(env, instance, synth_json):
+def test_private_ip_only_on_the_peered_network(env: str, instance: Json, synth_json: Stacks) -> None:
     ip = instance["settings"]["ip_configuration"]
     assert ip["ipv4_enabled"] is False
     # The VPC read from the peering: the instance is created after the peering exists.
@@ -50,11 +50,11 @@ def test_private_ip_only_on_the_peered_network(env, instance, synth_json):
     assert "authorized_networks" not in ip
 
 
-def test_tls_required(instance):
+def test_tls_required(instance: Json) -> None:
     assert instance["settings"]["ip_configuration"]["ssl_mode"] == "ENCRYPTED_ONLY"
 
 
-def test_backups_and_point_in_time_recovery(env, instance):
+def test_backups_and_point_in_time_recovery(env: str, instance: Json) -> None:
     backup = instance["settings"]["backup_configuration"]
     assert backup["enabled"] is True
     assert backup["point_in_time_recovery_enabled"] is True
@@ -62,16 +62,16 @@ def test_backups_and_point_in_time_recovery(env, instance):
     assert backup["backup_retention_settings"]["retained_backups"] == {"dev": 7, "prod": 30}[env]
 
 
-def test_availability(env, instance):
+def test_availability(env: str, instance: Json) -> None:
     assert instance["settings"]["availability_type"] == EXPECTED[env]["availability"]
 
 
-def test_deletion_protection_both_switches(env, instance):
+def test_deletion_protection_both_switches(env: str, instance: Json) -> None:
     assert instance["deletion_protection"] is EXPECTED[env]["protected"]
     assert instance["settings"]["deletion_protection_enabled"] is EXPECTED[env]["protected"]
 
 
-def test_iam_authentication_and_logging_flags(instance):
+def test_iam_authentication_and_logging_flags(instance: Json) -> None:
     assert flags(instance) == DATABASE_FLAGS
     # What the logins and the audit depend on, whatever else the list grows to.
     essential = ("cloudsql.iam_authentication", "cloudsql.enable_pgaudit", "log_connections", "log_disconnections")
@@ -83,7 +83,7 @@ def test_iam_authentication_and_logging_flags(instance):
 LOGINS = {"dev": ["dev-orchestrator"], "prod": ["prod-orchestrator", "prod-worker"]}
 
 
-def test_orchestrator_database_and_iam_users(env, database, synth_json):
+def test_orchestrator_database_and_iam_users(env: str, database: Json, synth_json: Stacks) -> None:
     db = only(database, "google_sql_database")
     assert db["name"] == "orchestrator"
     accounts = sorted(a["account_id"] for a in resources(database, "google_service_account").values())
@@ -100,7 +100,7 @@ def test_orchestrator_database_and_iam_users(env, database, synth_json):
     ]
 
 
-def test_iam_logins_may_connect_to_this_instance_only(env, database, synth_json):
+def test_iam_logins_may_connect_to_this_instance_only(env: str, database: Json, synth_json: Stacks) -> None:
     grants = list(resources(database, "google_project_iam_member").values())
     held = sorted((pointee(synth_json, f"{env}-database", g["member"]).brief[2], g["role"]) for g in grants)
     # Direct private-IP connections, no Auth Proxy: cloudsql.instances.login is all they need.
@@ -112,13 +112,13 @@ def test_iam_logins_may_connect_to_this_instance_only(env, database, synth_json)
         )
 
 
-def test_no_password_anywhere(database):
+def test_no_password_anywhere(database: Json) -> None:
     text = json.dumps(database).lower()
     assert "password" not in text
     assert "random_password" not in text
 
 
-def test_outputs_are_not_secrets(env, database, synth_json):
+def test_outputs_are_not_secrets(env: str, database: Json, synth_json: Stacks) -> None:
     outputs = database["output"]
     ours = {"instance_connection_name", "private_ip", "database_name", "orchestrator_service_account"}
     # Plain values, readable in `cdktf output`; cdktf marks the outputs it adds for remote state sensitive.

@@ -4,6 +4,7 @@ their own, so Terraform never loads both formats of a stack, and a deploy starts
 from __future__ import annotations
 
 import subprocess
+from pathlib import Path
 
 from iac import ROOT, STACKS
 
@@ -16,7 +17,7 @@ def recipe(*args: str) -> list[str]:
     return result.stdout.splitlines()
 
 
-def test_review_hcl_and_deployed_json_go_to_different_folders():
+def test_review_hcl_and_deployed_json_go_to_different_folders() -> None:
     (synth,) = [line for line in recipe("synth") if line.startswith("cdktf ")]
     deploy = [
         line for line in recipe("deploy", "STACKS=prod-network prod-registry") if line.startswith(("rm ", "cdktf "))
@@ -25,7 +26,7 @@ def test_review_hcl_and_deployed_json_go_to_different_folders():
     assert deploy == ["rm -rf cdktf.out", "cdktf deploy --output cdktf.out prod-network prod-registry"]
 
 
-def test_deploy_names_its_stacks():
+def test_deploy_names_its_stacks() -> None:
     result = subprocess.run(
         ["make", "-o", ".venv/.synced", "-o", "node_modules/.installed", "deploy"],
         cwd=ROOT,
@@ -36,7 +37,7 @@ def test_deploy_names_its_stacks():
     assert 'name the stacks, e.g. STACKS="prod-network prod-registry"' in result.stderr
 
 
-def test_no_stack_folder_holds_both_formats(synth_hcl, synth_dir):
+def test_no_stack_folder_holds_both_formats(synth_hcl: Path, synth_dir: Path) -> None:
     for outdir, kept in ((synth_hcl, "cdk.tf"), (synth_dir, "cdk.tf.json")):
         for stack in STACKS:
             files = {p.name for p in (outdir / "stacks" / stack).iterdir() if p.name.startswith("cdk.tf")}

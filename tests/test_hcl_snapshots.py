@@ -7,17 +7,20 @@ and read the diff line by line.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+from syrupy.assertion import SnapshotAssertion
 
 from iac import STACKS
 
 
 @pytest.mark.parametrize("stack", STACKS)
-def test_stack_hcl_matches_snapshot(synth_hcl, stack, snapshot):
+def test_stack_hcl_matches_snapshot(synth_hcl: Path, stack: str, snapshot: SnapshotAssertion) -> None:
     assert (synth_hcl / "stacks" / stack / "cdk.tf").read_text() == snapshot
 
 
-def test_hcl_is_real_hcl_not_json(synth_hcl):
+def test_hcl_is_real_hcl_not_json(synth_hcl: Path) -> None:
     for stack in STACKS:
         text = (synth_hcl / "stacks" / stack / "cdk.tf").read_text()
         assert text.startswith("terraform {")

@@ -4,46 +4,51 @@ the Cloud Run services' subnet only, autoscaled on vLLM's queue."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
+from typing import Any
 
 import pytest
 
-from iac import pointee, resources
+from iac import Json, Stacks, pointee, resources
 
-EXPECTED = {
+EXPECTED: dict[str, dict[str, Any]] = {
     "dev": {"model": "mistralai/Mistral-7B-Instruct-v0.3", "len": "8192", "replicas": (1, 1), "weights": "pvc"},
     "prod": {"model": "meta-llama/Llama-3.1-8B-Instruct", "len": "16384", "replicas": (2, 8), "weights": "gcsfuse"},
 }
 
 
 @pytest.fixture
-def stack(env, synth_json):
+def stack(env: str, synth_json: Stacks) -> Json:
     return synth_json[f"{env}-inference"]
 
 
-def account(synth_json: dict, env: str, member_or_email: str) -> tuple:
+def account(synth_json: Stacks, env: str, member_or_email: str) -> tuple[str, str]:
     """The Google service account (in this stack) a member or an email refers to, and which of the two."""
     found = pointee(synth_json, f"{env}-inference", member_or_email)
     assert (found.stack, found.kind) == (f"{env}-inference", "google_service_account")
     return found.config["account_id"], found.attr
 
 
-def named(stack: dict, kind: str, name: str) -> dict:
+def named(stack: Json, kind: str, name: str) -> Json:
+    found: Json
     (found,) = [r for r in resources(stack, kind).values() if r["metadata"]["name"] == name]
     return found
 
 
 @pytest.fixture
-def pod(stack):
-    return named(stack, "kubernetes_deployment_v1", "vllm")["spec"]["template"]["spec"]
+def pod(stack: Json) -> Json:
+    spec: Json = named(stack, "kubernetes_deployment_v1", "vllm")["spec"]["template"]["spec"]
+    return spec
 
 
 @pytest.fixture
-def server(pod):
+def server(pod: Json) -> Json:
+    container: Json
     (container,) = pod["container"]
     return container
 
 
-def test_kubernetes_provider_from_the_cluster_with_a_short_lived_token(env, stack):
+def test_kubernetes_provider_from_the_cluster_with_a_short_lived_token(env: str, stack: Json) -> None:
     (provider,) = stack["provider"]["kubernetes"]
     assert provider == {
         "host": "https://${data.google_container_cluster.cluster.control_plane_endpoints_config[0]"
@@ -55,7 +60,7 @@ def test_kubernetes_provider_from_the_cluster_with_a_short_lived_token(env, stac
     assert "client" in stack["data"]["google_client_config"]
 
 
-def test_namespace_and_workload_identity(env, stack, synth_json):
+def test_namespace_and_workload_identity(env: str, stack: Json, synth_json: Stacks) -> None:
     namespace = named(stack, "kubernetes_namespace_v1", "inference")
     assert namespace["metadata"]["labels"] == {"pod-security.kubernetes.io/enforce": "baseline"}
     ksa = named(stack, "kubernetes_service_account_v1", "vllm")
@@ -73,7 +78,7 @@ def test_namespace_and_workload_identity(env, stack, synth_json):
     assert all(b["role"] == "roles/iam.workloadIdentityUser" for b in bindings)
 
 
-def test_model_server_identity_gets_only_the_token_and_the_weights(env, stack, synth_json):
+def test_model_server_identity_gets_only_the_token_and_the_weights(env: str, stack: Json, synth_json: Stacks) -> None:
     (token,) = resources(stack, "google_secret_manager_secret_iam_member").values()
     assert (token["secret_id"], token["role"]) == (f"{env}-hf-token", "roles/secretmanager.secretAccessor")
     assert account(synth_json, env, token["member"]) == (f"{env}-vllm", "member")
@@ -89,7 +94,7 @@ def test_model_server_identity_gets_only_the_token_and_the_weights(env, stack, s
     assert account(synth_json, env, project_grant["member"]) == (f"{env}-metrics-adapter", "member")
 
 
-def test_vllm_runs_the_configured_model(env, server):
+def test_vllm_runs_the_configured_model(env: str, server: Json) -> None:
     # Docker Hub's image, pulled through the registry layer's remote repository.
     assert server["image"] == f"us-central1-docker.pkg.dev/replace-me-{env}/{env}-dockerhub/vllm/vllm-openai:v0.10.1"
     assert server["command"] == ["python3", "-m", "vllm.entrypoints.openai.api_server"]
@@ -107,7 +112,7 @@ def test_vllm_runs_the_configured_model(env, server):
     ]
 
 
-def test_gpu_node_selector_and_requests_equal_limits(env, pod, server):
+def test_gpu_node_selector_and_requests_equal_limits(env: str, pod: Json, server: Json) -> None:
     assert pod["node_selector"] == {
         "cloud.google.com/gke-accelerator": "nvidia-l4",
         "cloud.google.com/gke-accelerator-count": "1",
@@ -122,7 +127,7 @@ def test_gpu_node_selector_and_requests_equal_limits(env, pod, server):
     }
 
 
-def test_long_startup_then_readiness_and_liveness_on_health(server):
+def test_long_startup_then_readiness_and_liveness_on_health(server: Json) -> None:
     startup = server["startup_probe"]
     assert startup["http_get"] == {"path": "/health", "port": "8000"}
     assert startup["period_seconds"] * startup["failure_threshold"] == 1800
@@ -130,7 +135,7 @@ def test_long_startup_then_readiness_and_liveness_on_health(server):
     assert server["liveness_probe"]["http_get"] == {"path": "/health", "port": "8000"}
 
 
-def test_weights_volume_per_config(env, stack, pod, server):
+def test_weights_volume_per_config(env: str, stack: Json, pod: Json, server: Json) -> None:
     volumes = {v["name"]: v for v in pod["volume"]}
     mounts = {m["name"]: m for m in server["volume_mount"]}
     assert mounts["model-cache"]["mount_path"] == "/data/models"
@@ -151,7 +156,7 @@ def test_weights_volume_per_config(env, stack, pod, server):
         assert deployment["spec"]["template"]["metadata"]["annotations"] == {"gke-gcsfuse/volumes": "true"}
 
 
-def test_rollout_strategy_fits_the_weights_volume(env, stack):
+def test_rollout_strategy_fits_the_weights_volume(env: str, stack: Json) -> None:
     """A ReadWriteOnce weights disk attaches to one Pod: the default RollingUpdate would surge a
     second Pod that cannot start. Shared GCS FUSE weights roll one extra server at a time."""
     strategy = named(stack, "kubernetes_deployment_v1", "vllm")["spec"]["strategy"]
@@ -161,7 +166,7 @@ def test_rollout_strategy_fits_the_weights_volume(env, stack):
         assert strategy == {"type": "RollingUpdate", "rolling_update": {"max_surge": "1", "max_unavailable": "0"}}
 
 
-def test_hugging_face_token_comes_from_secret_manager(env, stack, pod, server):
+def test_hugging_face_token_comes_from_secret_manager(env: str, stack: Json, pod: Json, server: Json) -> None:
     (provider_class,) = [
         m["manifest"]
         for m in resources(stack, "kubernetes_manifest").values()
@@ -177,7 +182,7 @@ def test_hugging_face_token_comes_from_secret_manager(env, stack, pod, server):
     assert "HF_TOKEN" not in {e["name"] for e in server["env"]}
 
 
-def test_secret_provider_class_is_the_csi_crd_with_the_gke_provider(stack):
+def test_secret_provider_class_is_the_csi_crd_with_the_gke_provider(stack: Json) -> None:
     """GKE's Secret Manager add-on serves the Secrets Store CSI CRD, with provider "gke"; the
     add-on's name appears only as the Pod volume's CSI driver."""
     (provider_class,) = [
@@ -194,7 +199,9 @@ RUN_CIDR = {"dev": "10.8.0.0/24", "prod": "10.8.0.0/22"}
 CALLERS = {"dev": [RUN_CIDR["dev"]], "prod": [RUN_CIDR["prod"], "10.24.0.0/16"]}
 
 
-def test_internal_load_balancer_on_the_reserved_address_for_its_callers_only(env, stack, synth_json):
+def test_internal_load_balancer_on_the_reserved_address_for_its_callers_only(
+    env: str, stack: Json, synth_json: Stacks
+) -> None:
     service = named(stack, "kubernetes_service_v1", "vllm")
     assert service["metadata"]["annotations"] == {"networking.gke.io/load-balancer-type": "Internal"}
     spec = service["spec"]
@@ -210,7 +217,7 @@ def test_internal_load_balancer_on_the_reserved_address_for_its_callers_only(env
     assert spec["external_traffic_policy"] == "Local"
 
 
-def test_network_policy_admits_callers_health_checks_and_prometheus_only(env, stack):
+def test_network_policy_admits_callers_health_checks_and_prometheus_only(env: str, stack: Json) -> None:
     policy = named(stack, "kubernetes_network_policy_v1", "vllm")["spec"]
     assert policy["policy_types"] == ["Ingress"]
     (rule,) = policy["ingress"]
@@ -223,7 +230,7 @@ def test_network_policy_admits_callers_health_checks_and_prometheus_only(env, st
     ]
 
 
-def test_network_policy_admits_managed_prometheus_on_the_port_it_scrapes(stack, server):
+def test_network_policy_admits_managed_prometheus_on_the_port_it_scrapes(stack: Json, server: Json) -> None:
     """On Autopilot the managed collectors run in gke-gmp-system, not gmp-system, and they
     scrape the container port the PodMonitoring names: that port must be the one admitted."""
     monitoring = next(
@@ -248,13 +255,13 @@ def test_network_policy_admits_managed_prometheus_on_the_port_it_scrapes(stack, 
     )
 
 
-def test_disruption_budget(stack):
+def test_disruption_budget(stack: Json) -> None:
     budget = named(stack, "kubernetes_pod_disruption_budget_v1", "vllm")["spec"]
     assert budget["max_unavailable"] == "1"
     assert budget["selector"] == {"match_labels": {"app": "vllm", "tier": "inference"}}
 
 
-def test_autoscaling_on_vllm_queue_length_not_cpu(env, stack):
+def test_autoscaling_on_vllm_queue_length_not_cpu(env: str, stack: Json) -> None:
     monitoring = next(
         m["manifest"]
         for m in resources(stack, "kubernetes_manifest").values()
@@ -272,7 +279,7 @@ def test_autoscaling_on_vllm_queue_length_not_cpu(env, stack):
     assert deployment["lifecycle"] == {"ignore_changes": ["spec[0].replicas"]}
 
 
-def test_custom_metrics_adapter_with_its_rbac(env, stack, synth_json):
+def test_custom_metrics_adapter_with_its_rbac(env: str, stack: Json, synth_json: Stacks) -> None:
     adapter = named(stack, "kubernetes_deployment_v1", "custom-metrics-stackdriver-adapter")
     assert adapter["metadata"]["namespace"] == "custom-metrics"
     (container,) = adapter["spec"]["template"]["spec"]["container"]
@@ -302,7 +309,7 @@ def test_custom_metrics_adapter_with_its_rbac(env, stack, synth_json):
     assert account(synth_json, env, annotation) == (f"{env}-metrics-adapter", "email")
 
 
-def test_custom_metrics_adapter_runs_hardened_on_the_port_the_control_plane_reaches(stack):
+def test_custom_metrics_adapter_runs_hardened_on_the_port_the_control_plane_reaches(stack: Json) -> None:
     """A private cluster's control plane reaches Pods on 443 and 10250 only, so the adapter keeps
     443 (as upstream) and its image's root user, with every capability dropped but binding that
     port, no privilege escalation, and its self-signed certificate in an emptyDir (the root
@@ -334,7 +341,9 @@ def test_custom_metrics_adapter_runs_hardened_on_the_port_the_control_plane_reac
         assert api["spec"]["service"].get("port", 443) == 443
 
 
-def test_weights_bucket_is_made_before_the_layer_that_grants_on_it(env, synth_json, synth_dir):
+def test_weights_bucket_is_made_before_the_layer_that_grants_on_it(
+    env: str, synth_json: Stacks, synth_dir: Path
+) -> None:
     buckets = list(resources(synth_json[f"{env}-registry"], "google_storage_bucket").values())
     if EXPECTED[env]["weights"] == "gcsfuse":
         (bucket,) = buckets
@@ -350,7 +359,7 @@ def test_weights_bucket_is_made_before_the_layer_that_grants_on_it(env, synth_js
     assert f"{env}-registry" in manifest["stacks"][f"{env}-inference"]["dependencies"]
 
 
-def test_docker_hub_is_mirrored_by_a_remote_repository(env, synth_json):
+def test_docker_hub_is_mirrored_by_a_remote_repository(env: str, synth_json: Stacks) -> None:
     repositories = {
         r["repository_id"]: r
         for r in resources(synth_json[f"{env}-registry"], "google_artifact_registry_repository").values()

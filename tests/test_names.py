@@ -4,7 +4,7 @@ is checked when the environment loads."""
 from __future__ import annotations
 
 from hybrid.config import ResourceNames, load_environment
-from iac import ROOT
+from iac import ROOT, Json, Stacks
 
 # Where a resource's GCP name sits in its block; record names of the run.app zone are DNS
 # names, and the PostgreSQL database's name is a setting (database.database_name).
@@ -12,7 +12,7 @@ NAME_KEYS = ("name", "account_id", "repository_id", "secret_id")
 NOT_RESOURCE_NAMES = ("google_dns_record_set", "google_sql_database")
 
 
-def written_names(stacks: dict[str, dict], env: str) -> set[str]:
+def written_names(stacks: dict[str, Json], env: str) -> set[str]:
     found = set()
     for stack_id, stack in stacks.items():
         if not stack_id.startswith(f"{env}-"):
@@ -28,7 +28,7 @@ def written_names(stacks: dict[str, dict], env: str) -> set[str]:
     return {name for name in found if "${" not in name}  # a reference names what it refers to
 
 
-def test_every_name_in_the_synth_is_a_checked_resource_name(env, synth_json):
+def test_every_name_in_the_synth_is_a_checked_resource_name(env: str, synth_json: Stacks) -> None:
     environment = load_environment(ROOT / "environments" / f"{env}.toml")
     checked = {name for name, _, _ in ResourceNames(env, environment.project_id).rules().values()}
     # A secret the operator made and named in the environment file, not a name the stacks build.

@@ -8,7 +8,7 @@ import pytest
 
 from hybrid.config import load_environment
 from hybrid.network_constants import HEALTH_CHECK_RANGES, PRIVATE_GOOGLE_APIS_RANGE
-from iac import ROOT, only, resources
+from iac import ROOT, Json, Stacks, only, resources
 from stacks.network import PLATFORM_APIS, REDIS_APIS, WORKERS_APIS
 
 # The Cloud Run services' Direct VPC egress subnet of each environment.
@@ -16,26 +16,26 @@ RUN_CIDR = {"dev": "10.8.0.0/24", "prod": "10.8.0.0/22"}
 
 
 @pytest.fixture
-def network(env, synth_json):
+def network(env: str, synth_json: Stacks) -> Json:
     return synth_json[f"{env}-network"]
 
 
-def firewall(network: dict) -> dict[str, dict]:
+def firewall(network: Json) -> dict[str, Json]:
     return {rule["name"]: rule for rule in resources(network, "google_compute_firewall").values()}
 
 
-def subnets(network: dict) -> dict[str, dict]:
+def subnets(network: Json) -> dict[str, Json]:
     return {s["name"]: s for s in resources(network, "google_compute_subnetwork").values()}
 
 
-def test_vpc_is_custom_mode(env, network):
+def test_vpc_is_custom_mode(env: str, network: Json) -> None:
     vpc = only(network, "google_compute_network")
     assert vpc["name"] == f"{env}-vpc"
     assert vpc["auto_create_subnetworks"] is False
     assert vpc["routing_mode"] == "REGIONAL"
 
 
-def test_workloads_subnet_has_pod_and_service_ranges(env, network):
+def test_workloads_subnet_has_pod_and_service_ranges(env: str, network: Json) -> None:
     subnet = subnets(network)[f"{env}-workloads"]
     assert subnet["region"] == "us-central1"
     assert subnet["ip_cidr_range"] == "10.10.0.0/20"
@@ -48,7 +48,7 @@ def test_workloads_subnet_has_pod_and_service_ranges(env, network):
     assert subnet["network"] == "${google_compute_network.vpc.id}"
 
 
-def test_cloud_run_subnet_has_private_google_access_and_no_connector(env, network):
+def test_cloud_run_subnet_has_private_google_access_and_no_connector(env: str, network: Json) -> None:
     subnet = subnets(network)[f"{env}-cloud-run"]
     assert subnet["ip_cidr_range"] == RUN_CIDR[env]
     assert ipaddress.ip_network(subnet["ip_cidr_range"]).prefixlen <= 26  # Direct VPC egress minimum
@@ -57,7 +57,7 @@ def test_cloud_run_subnet_has_private_google_access_and_no_connector(env, networ
     assert resources(network, "google_vpc_access_connector") == {}
 
 
-def test_private_services_access(env, network):
+def test_private_services_access(env: str, network: Json) -> None:
     address = only(network, "google_compute_global_address")
     assert (address["purpose"], address["address_type"]) == ("VPC_PEERING", "INTERNAL")
     assert (address["address"], address["prefix_length"]) == ("10.32.0.0", 16)
@@ -69,13 +69,13 @@ def test_private_services_access(env, network):
     assert connection["deletion_policy"] == "ABANDON"
 
 
-def test_private_services_access_adopts_a_connection_left_behind(env, network):
+def test_private_services_access_adopts_a_connection_left_behind(env: str, network: Json) -> None:
     # An abandoned peering outlives the state: the next deploy's create must update it, not fail.
     connection = only(network, "google_service_networking_connection")
     assert connection["update_on_creation_fail"] is True
 
 
-def test_cloud_nat_covers_only_the_workloads_subnet(env, network):
+def test_cloud_nat_covers_only_the_workloads_subnet(env: str, network: Json) -> None:
     router = only(network, "google_compute_router")
     nat = only(network, "google_compute_router_nat")
     assert nat["router"] == "${google_compute_router.router.name}"
@@ -87,7 +87,7 @@ def test_cloud_nat_covers_only_the_workloads_subnet(env, network):
     assert nat["log_config"] == {"enable": True, "filter": "ERRORS_ONLY"}
 
 
-def test_firewall_denies_by_default_both_ways(env, network):
+def test_firewall_denies_by_default_both_ways(env: str, network: Json) -> None:
     rules = firewall(network)
     for direction, ranges_key in (("ingress", "source_ranges"), ("egress", "destination_ranges")):
         rule = rules[f"{env}-deny-all-{direction}"]
@@ -98,7 +98,7 @@ def test_firewall_denies_by_default_both_ways(env, network):
     assert all(rule["log_config"] == {"metadata": "INCLUDE_ALL_METADATA"} for rule in rules.values())
 
 
-def test_firewall_allows_exactly_the_diagram(env, network):
+def test_firewall_allows_exactly_the_diagram(env: str, network: Json) -> None:
     rules = firewall(network)
     orchestrator, job = f"{env}-run-orchestrator", f"{env}-run-db-bootstrap"
     workloads = ["10.10.0.0/20", "10.16.0.0/14"]
@@ -206,7 +206,7 @@ WORKERS_FLOWS = {
 }
 
 
-def test_workers_subnet_only_where_workers_are_enabled(env, network):
+def test_workers_subnet_only_where_workers_are_enabled(env: str, network: Json) -> None:
     subnets = {s["name"]: s for s in resources(network, "google_compute_subnetwork").values()}
     if env == "dev":
         assert "dev-workers" not in subnets
@@ -221,7 +221,7 @@ def test_workers_subnet_only_where_workers_are_enabled(env, network):
     ]
 
 
-def test_required_apis_are_enabled_and_kept_on_destroy(env, network):
+def test_required_apis_are_enabled_and_kept_on_destroy(env: str, network: Json) -> None:
     services = resources(network, "google_project_service").values()
     workers = WORKERS_APIS + REDIS_APIS if env == "prod" else ()  # [workers] and [redis] are on in prod only
     assert sorted(s["service"] for s in services) == sorted(PLATFORM_APIS + workers)
@@ -230,7 +230,7 @@ def test_required_apis_are_enabled_and_kept_on_destroy(env, network):
         assert f"{api}.googleapis.com" in PLATFORM_APIS
 
 
-def test_apis_the_clusters_iam_and_queue_need_are_enabled(env, network):
+def test_apis_the_clusters_iam_and_queue_need_are_enabled(env: str, network: Json) -> None:
     """Binary Authorization for the clusters' policy, Resource Manager for project IAM, IAM
     credentials for Workload Identity, Cloud Build for make up's images; Pub/Sub where the batch
     queue is."""
@@ -242,7 +242,7 @@ def test_apis_the_clusters_iam_and_queue_need_are_enabled(env, network):
     assert ("pubsub.googleapis.com" in enabled) is (env == "prod")
 
 
-def test_run_app_resolves_to_private_google_apis_inside_the_vpc(env, network):
+def test_run_app_resolves_to_private_google_apis_inside_the_vpc(env: str, network: Json) -> None:
     zone = only(network, "google_dns_managed_zone")
     assert (zone["name"], zone["dns_name"], zone["visibility"]) == (f"{env}-run-app", "run.app.", "private")
     assert zone["private_visibility_config"] == {"networks": [{"network_url": "${google_compute_network.vpc.id}"}]}
@@ -257,7 +257,7 @@ def test_run_app_resolves_to_private_google_apis_inside_the_vpc(env, network):
         )
 
 
-def test_every_registered_firewall_rule_is_made_where_its_tables_are_enabled(env, network):
+def test_every_registered_firewall_rule_is_made_where_its_tables_are_enabled(env: str, network: Json) -> None:
     """names.py registers the names from the topology's flows: none is left over, none is missing."""
     environment = load_environment(ROOT / "environments" / f"{env}.toml")
     made = set(firewall(network))

@@ -18,17 +18,18 @@ _ACCEPTED_LINE = re.compile(r"(CKV2?_[A-Z0-9]+_\d+) ([a-z0-9_]+): (.+)")
 
 
 def accepted() -> set[tuple[str, str]]:
-    pairs = set()
+    pairs: set[tuple[str, str]] = set()
     for number, line in enumerate(ACCEPTED_FILE.read_text().splitlines(), 1):
         if line.strip() and not line.startswith("#"):
             match = _ACCEPTED_LINE.fullmatch(line)
             assert match, f"{ACCEPTED_FILE.name}:{number}: expected 'CHECK_ID RESOURCE_TYPE: reason'"
-            pairs.add(match.group(1, 2))
+            check, kind = match.group(1, 2)
+            pairs.add((check, kind))
     return pairs
 
 
 @pytest.fixture(scope="session")
-def checkov_failures(synth_hcl) -> set[tuple[str, str, str]]:
+def checkov_failures(synth_hcl: Path) -> set[tuple[str, str, str]]:
     checkov = shutil.which("checkov") or str(Path(sys.executable).parent / "checkov")
     result = subprocess.run(
         [
@@ -58,11 +59,11 @@ def checkov_failures(synth_hcl) -> set[tuple[str, str, str]]:
     }
 
 
-def test_no_unaccepted_checkov_failure(checkov_failures):
+def test_no_unaccepted_checkov_failure(checkov_failures: set[tuple[str, str, str]]) -> None:
     allowed = accepted()
     unexpected = sorted(f for f in checkov_failures if f[:2] not in allowed)
     assert unexpected == []
 
 
-def test_every_accepted_finding_still_occurs(checkov_failures):
+def test_every_accepted_finding_still_occurs(checkov_failures: set[tuple[str, str, str]]) -> None:
     assert accepted() <= {f[:2] for f in checkov_failures}, "remove lines that no longer fail"

@@ -3,13 +3,13 @@ AUTH string read by the gateway alone from Secret Manager; none in dev."""
 
 from __future__ import annotations
 
-from iac import only, pointee, resources
+from iac import Json, Stacks, only, pointee, resources
 from services.gateway.settings import FALLBACK_MESSAGE
 
 PROD_SERVICES, PROD_DATABASE, PROD_NETWORK = "prod-services", "prod-database", "prod-network"
 
 
-def gateway(synth_json) -> dict:
+def gateway(synth_json: Stacks) -> Json:
     return next(
         s
         for s in resources(synth_json[PROD_SERVICES], "google_cloud_run_v2_service").values()
@@ -17,7 +17,7 @@ def gateway(synth_json) -> dict:
     )
 
 
-def test_prod_keeps_the_rate_limit_in_a_private_memorystore_with_auth_and_tls(synth_json):
+def test_prod_keeps_the_rate_limit_in_a_private_memorystore_with_auth_and_tls(synth_json: Stacks) -> None:
     instance = only(synth_json[PROD_DATABASE], "google_redis_instance")
     assert (instance["name"], instance["tier"], instance["memory_size_gb"]) == ("prod-ratelimit", "STANDARD_HA", 1)
     assert (instance["connect_mode"], instance["reserved_ip_range"]) == ("PRIVATE_SERVICE_ACCESS", "prod-psa")
@@ -35,7 +35,7 @@ def test_prod_keeps_the_rate_limit_in_a_private_memorystore_with_auth_and_tls(sy
     assert version["secret_data"].endswith(".auth_string}")
 
 
-def test_the_gateway_reads_it_over_tls_with_the_auth_string_from_secret_manager(synth_json):
+def test_the_gateway_reads_it_over_tls_with_the_auth_string_from_secret_manager(synth_json: Stacks) -> None:
     env = {e["name"]: e for e in gateway(synth_json)["template"]["containers"][0]["env"]}
     assert env["REDIS_PORT"]["value"] == "6378"
     for variable, attribute in (("REDIS_HOST", "host"), ("REDIS_SERVER_CA", "server_ca_certs[0].cert")):
@@ -54,7 +54,7 @@ def test_the_gateway_reads_it_over_tls_with_the_auth_string_from_secret_manager(
     assert len(readers) == 1 and "gateway" in readers[0]
 
 
-def test_the_network_lets_only_the_gateway_out_to_it_and_enables_its_api(synth_json):
+def test_the_network_lets_only_the_gateway_out_to_it_and_enables_its_api(synth_json: Stacks) -> None:
     rule = next(
         r
         for r in resources(synth_json[PROD_NETWORK], "google_compute_firewall").values()
@@ -69,7 +69,7 @@ def test_the_network_lets_only_the_gateway_out_to_it_and_enables_its_api(synth_j
     assert "redis.googleapis.com" in apis
 
 
-def test_dev_has_no_memorystore(synth_json):
+def test_dev_has_no_memorystore(synth_json: Stacks) -> None:
     assert not any(
         resources(config, "google_redis_instance") for stack, config in synth_json.items() if stack.startswith("dev-")
     )
@@ -77,7 +77,7 @@ def test_dev_has_no_memorystore(synth_json):
     assert "redis.googleapis.com" not in apis
 
 
-def test_a_log_based_metric_counts_the_gateways_fallback_warnings(synth_json):
+def test_a_log_based_metric_counts_the_gateways_fallback_warnings(synth_json: Stacks) -> None:
     metric = only(synth_json[PROD_SERVICES], "google_logging_metric")
     assert metric["name"] == "prod-gateway-rate-limit-fallback"
     assert 'resource.labels.service_name="prod-gateway"' in metric["filter"]

@@ -4,34 +4,37 @@ is allowed by ingress, egress, DNS and IAM, and nothing else is."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
+from typing import Any
 
 import pytest
 
-from iac import only, pointee, pointees, principal, resources
+from iac import Json, Stacks, only, pointee, pointees, principal, resources
 from variants import DEV_ENV, DEV_ON_CLOUD_RUN, synthesize, variant
 
 ROLES = {"frontend", "gateway", "orchestrator"}
 
 
 @pytest.fixture
-def stack(env, synth_json):
+def stack(env: str, synth_json: Stacks) -> Json:
     return synth_json[f"{env}-services"]
 
 
-def services(stack: dict) -> dict[str, dict]:
+def services(stack: Json) -> dict[str, Json]:
     return {s["name"].split("-", 1)[1]: s for s in resources(stack, "google_cloud_run_v2_service").values()}
 
 
-def container(service: dict) -> dict:
+def container(service: Json) -> Json:
+    only_container: Json
     (only_container,) = service["template"]["containers"]
     return only_container
 
 
-def env_vars(service: dict) -> dict[str, object]:
+def env_vars(service: Json) -> dict[str, Any]:
     return {e["name"]: e.get("value", e.get("value_source")) for e in container(service).get("env", [])}
 
 
-def invokers(stacks: dict[str, dict], stack_id: str) -> dict[str, set[str]]:
+def invokers(stacks: dict[str, Json], stack_id: str) -> dict[str, set[str]]:
     """Who may invoke each service (by role): ``allUsers``, ``serviceAccount:<id>``, ``serviceAgent:<api>``."""
     found: dict[str, set[str]] = {}
     for grant in resources(stacks[stack_id], "google_cloud_run_v2_service_iam_member").values():
@@ -43,7 +46,7 @@ def invokers(stacks: dict[str, dict], stack_id: str) -> dict[str, set[str]]:
     return found
 
 
-def test_artifact_registry_is_a_layer_before_the_services(env, stack, synth_json):
+def test_artifact_registry_is_a_layer_before_the_services(env: str, stack: Json, synth_json: Stacks) -> None:
     """A revision pulls its image when it is created: the registry must exist, and the images
     be pushed, before the services layer is applied."""
     assert resources(stack, "google_artifact_registry_repository") == {}
@@ -59,7 +62,7 @@ def test_artifact_registry_is_a_layer_before_the_services(env, stack, synth_json
         assert image == f"us-central1-docker.pkg.dev/replace-me-{env}/{env}-services/{role}:0.1.0"
 
 
-def test_reference_production_defaults_on_the_prod_gateway(synth_json):
+def test_reference_production_defaults_on_the_prod_gateway(synth_json: Stacks) -> None:
     gateway = services(synth_json["prod-services"])["gateway"]
     template, box = gateway["template"], container(gateway)
     assert template["scaling"] == {"min_instance_count": 1, "max_instance_count": 100}
@@ -81,18 +84,18 @@ def test_reference_production_defaults_on_the_prod_gateway(synth_json):
     assert box["ports"] == {"container_port": 8080}
 
 
-def test_config_overrides_reach_the_service(synth_json):
+def test_config_overrides_reach_the_service(synth_json: Stacks) -> None:
     frontend = services(synth_json["dev-services"])["frontend"]
     assert container(frontend)["resources"]["limits"] == {"cpu": "1", "memory": "512Mi"}
     assert frontend["template"]["scaling"] == {"min_instance_count": 0, "max_instance_count": 5}
 
 
-def test_cpu_stays_allocated_everywhere(stack):
+def test_cpu_stays_allocated_everywhere(stack: Json) -> None:
     for service in services(stack).values():
         assert container(service)["resources"]["cpu_idle"] is False
 
 
-def test_ingress_public_for_the_edge_internal_for_the_rest(stack):
+def test_ingress_public_for_the_edge_internal_for_the_rest(stack: Json) -> None:
     ingress = {role: s["ingress"] for role, s in services(stack).items()}
     assert ingress.pop("frontend") == "INGRESS_TRAFFIC_ALL"
     assert ingress.pop("gateway") == "INGRESS_TRAFFIC_ALL"
@@ -100,8 +103,10 @@ def test_ingress_public_for_the_edge_internal_for_the_rest(stack):
     assert set(ingress.values()) <= {"INGRESS_TRAFFIC_INTERNAL_ONLY"}  # inference, where it runs on Cloud Run
 
 
-def test_only_what_calls_something_private_enters_the_vpc_each_with_its_own_tag(env, stack, synth_json):
-    def direct_vpc(vpc_access: dict) -> tuple:
+def test_only_what_calls_something_private_enters_the_vpc_each_with_its_own_tag(
+    env: str, stack: Json, synth_json: Stacks
+) -> None:
+    def direct_vpc(vpc_access: Json) -> tuple[Any, ...]:
         """(network, subnet, tags, egress) of Direct VPC egress through one interface."""
         (interface,) = vpc_access["network_interfaces"]
         here = f"{env}-services"
@@ -138,7 +143,7 @@ def test_only_what_calls_something_private_enters_the_vpc_each_with_its_own_tag(
     )
 
 
-def test_each_service_runs_as_its_own_account(env, stack, synth_json):
+def test_each_service_runs_as_its_own_account(env: str, stack: Json, synth_json: Stacks) -> None:
     accounts = {
         role: pointee(synth_json, f"{env}-services", s["template"]["service_account"]).brief
         for role, s in services(stack).items()
@@ -151,7 +156,7 @@ def test_each_service_runs_as_its_own_account(env, stack, synth_json):
     }
 
 
-def test_who_may_invoke_whom(env, synth_json):
+def test_who_may_invoke_whom(env: str, synth_json: Stacks) -> None:
     found = invokers(synth_json, f"{env}-services")
     assert found.pop("frontend") == {"allUsers"}
     assert found.pop("gateway") == {"allUsers"}
@@ -159,7 +164,7 @@ def test_who_may_invoke_whom(env, synth_json):
     assert found == {}
 
 
-def test_project_roles_are_least_privilege(env, stack, synth_json):
+def test_project_roles_are_least_privilege(env: str, stack: Json, synth_json: Stacks) -> None:
     grants: dict[str, set[str]] = {}
     for grant in resources(stack, "google_project_iam_member").values():
         holder = principal(synth_json, f"{env}-services", grant["member"])
@@ -169,7 +174,7 @@ def test_project_roles_are_least_privilege(env, stack, synth_json):
     assert grants == {f"serviceAccount:{env}-{role}": runtime for role in ("frontend", "gateway")}
 
 
-def test_no_service_holds_a_secret_it_does_not_read(env, stack):
+def test_no_service_holds_a_secret_it_does_not_read(env: str, stack: Json) -> None:
     """UPSTREAM_API_KEY was mounted and read by nothing: the contract refuses such secrets. The
     gateway reads Memorystore's AUTH string where [redis] is on (prod)."""
     for role, service in services(stack).items():
@@ -177,7 +182,7 @@ def test_no_service_holds_a_secret_it_does_not_read(env, stack):
         assert secrets == ({"REDIS_AUTH"} if (env, role) == ("prod", "gateway") else set())
 
 
-def test_the_database_bootstrap_job_reads_only_the_admin_password_granted_before_it(env, stack):
+def test_the_database_bootstrap_job_reads_only_the_admin_password_granted_before_it(env: str, stack: Json) -> None:
     (job,) = resources(stack, "google_cloud_run_v2_job").values()
     assert job["name"] == f"{env}-db-bootstrap"
     (box,) = job["template"]["template"]["containers"]
@@ -205,7 +210,7 @@ def test_the_database_bootstrap_job_reads_only_the_admin_password_granted_before
     assert job["depends_on"] == [f"google_secret_manager_secret_iam_member.{key}"]
 
 
-def test_orchestrator_is_wired_to_database_inference_and_vertex(env, stack, synth_json):
+def test_orchestrator_is_wired_to_database_inference_and_vertex(env: str, stack: Json, synth_json: Stacks) -> None:
     wiring = env_vars(services(stack)["orchestrator"])
     here, database = f"{env}-services", f"{env}-database"
     assert pointee(synth_json, here, wiring["PGHOST"]).brief == (
@@ -245,7 +250,7 @@ def test_orchestrator_is_wired_to_database_inference_and_vertex(env, stack, synt
     ]
 
 
-def test_gateway_calls_the_orchestrator_url_and_frontend_the_gateway(env, stack, synth_json):
+def test_gateway_calls_the_orchestrator_url_and_frontend_the_gateway(env: str, stack: Json, synth_json: Stacks) -> None:
     here = f"{env}-services"
     assert pointee(synth_json, here, env_vars(services(stack)["gateway"])["ORCHESTRATOR_URL"]).brief == (
         here,
@@ -262,13 +267,13 @@ def test_gateway_calls_the_orchestrator_url_and_frontend_the_gateway(env, stack,
 
 
 @pytest.fixture(scope="module")
-def cloud_run_gpu(tmp_path_factory) -> dict[str, dict]:
+def cloud_run_gpu(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Json]:
     """dev, with its model on a Cloud Run L4 instead of GKE: its stacks by layer."""
     gpu = variant(DEV_ON_CLOUD_RUN, {"name": "gpu", "inference.cloud_run.secrets": {"HF_TOKEN": "gpu-hf-token"}})
     return synthesize(gpu, tmp_path_factory.mktemp("cloud-run-gpu"))
 
 
-def test_inference_on_a_cloud_run_l4_when_config_says_so(cloud_run_gpu):
+def test_inference_on_a_cloud_run_l4_when_config_says_so(cloud_run_gpu: Stacks) -> None:
     assert sorted(cloud_run_gpu) == ["gpu-database", "gpu-network", "gpu-registry", "gpu-services"]  # no cluster
     stack = cloud_run_gpu["gpu-services"]
     inference = services(stack)["inference"]
@@ -308,15 +313,15 @@ def test_inference_on_a_cloud_run_l4_when_config_says_so(cloud_run_gpu):
     assert f"google_secret_manager_secret_iam_member.{grant_key}" in inference["depends_on"]
 
 
-def test_shipped_environments_serve_models_from_gke(stack):
+def test_shipped_environments_serve_models_from_gke(stack: Json) -> None:
     assert "inference" not in services(stack)
 
 
-def test_deletion_protection_follows_config(env, stack):
+def test_deletion_protection_follows_config(env: str, stack: Json) -> None:
     assert all(s["deletion_protection"] is (env == "prod") for s in services(stack).values())
 
 
-def test_frontend_behind_iap_when_config_says_so(tmp_path):
+def test_frontend_behind_iap_when_config_says_so(tmp_path: Path) -> None:
     iap = variant(
         DEV_ENV,
         {"name": "iap", "services.iap_members": ["group:ai-team@example.com"], "services.frontend.access": "iap"},
@@ -344,7 +349,7 @@ def test_frontend_behind_iap_when_config_says_so(tmp_path):
     assert stack["terraform"]["required_providers"]["google-beta"]["version"] == "6.50.0"
 
 
-def test_the_chat_page_signs_in_with_identity_platform_and_a_restricted_browser_key(env, stack):
+def test_the_chat_page_signs_in_with_identity_platform_and_a_restricted_browser_key(env: str, stack: Json) -> None:
     config = only(stack, "google_identity_platform_config")
     assert config["sign_in"]["email"] == {"enabled": True, "password_required": True}
     key = only(stack, "google_apikeys_key")

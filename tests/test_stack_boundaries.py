@@ -7,6 +7,7 @@ built; read from the source, so the rule holds for code paths no environment syn
 from __future__ import annotations
 
 import ast
+from pathlib import Path
 
 import pytest
 
@@ -40,7 +41,7 @@ def reaches_into_other_stacks(source: str) -> list[str]:
                     and (parent.func.attr == "add_dependency" or _is_super_init(parent.func))
                 )
                 if not (reads_outputs or depends):
-                    found.append(f"{parent.lineno}: {ast.unparse(parent)}")
+                    found.append(f"{child.lineno}: {ast.unparse(parent)}")
     return sorted(found, key=lambda entry: int(entry.split(":")[0]))
 
 
@@ -55,11 +56,11 @@ def _is_super_init(function: ast.Attribute) -> bool:
 
 
 @pytest.mark.parametrize("module", STACK_MODULES, ids=lambda path: path.name)
-def test_stacks_read_other_stacks_only_through_their_outputs(module):
+def test_stacks_read_other_stacks_only_through_their_outputs(module: Path) -> None:
     assert reaches_into_other_stacks(module.read_text()) == []
 
 
-def test_the_check_finds_a_reach_into_another_stack():
+def test_the_check_finds_a_reach_into_another_stack() -> None:
     source = (
         "def __init__(self, scope, network: NetworkStack) -> None:\n"
         "    super().__init__(scope, env, 'services', network)\n"

@@ -7,10 +7,10 @@ import os
 import subprocess
 from pathlib import Path
 
-from iac import ROOT, STACKS, run_main
+from iac import ROOT, STACKS, Stacks, run_main
 
 
-def test_every_stack_has_its_own_gcs_prefix(synth_json):
+def test_every_stack_has_its_own_gcs_prefix(synth_json: Stacks) -> None:
     for stack_id, stack in synth_json.items():
         env, layer = stack_id.split("-", 1)
         assert stack["terraform"]["backend"] == {
@@ -18,7 +18,7 @@ def test_every_stack_has_its_own_gcs_prefix(synth_json):
         }
 
 
-def test_provider_is_pinned_and_labels_every_resource(synth_json):
+def test_provider_is_pinned_and_labels_every_resource(synth_json: Stacks) -> None:
     for stack_id, stack in synth_json.items():
         env, layer = stack_id.split("-", 1)
         assert stack["terraform"]["required_providers"]["google"] == {"source": "google", "version": "6.50.0"}
@@ -32,7 +32,7 @@ def test_provider_is_pinned_and_labels_every_resource(synth_json):
         }
 
 
-def test_database_reads_the_network_through_remote_state(synth_json):
+def test_database_reads_the_network_through_remote_state(synth_json: Stacks) -> None:
     for env in ("dev", "prod"):
         remote = synth_json[f"{env}-database"]["data"]["terraform_remote_state"]
         assert remote == {
@@ -44,7 +44,7 @@ def test_database_reads_the_network_through_remote_state(synth_json):
         }
 
 
-def test_stack_dependencies_let_deploy_order_layers(synth_dir):
+def test_stack_dependencies_let_deploy_order_layers(synth_dir: Path) -> None:
     manifest = json.loads((synth_dir / "manifest.json").read_text())
     assert sorted(manifest["stacks"]) == sorted(STACKS)
     for env in ("dev", "prod"):
@@ -66,7 +66,7 @@ def test_stack_dependencies_let_deploy_order_layers(synth_dir):
     assert sorted(manifest["stacks"]["prod-workers-k8s"]["dependencies"]) == ["prod-database", "prod-workers"]
 
 
-def test_output_holds_no_path_of_this_machine(synth_dir, synth_hcl):
+def test_output_holds_no_path_of_this_machine(synth_dir: Path, synth_hcl: Path) -> None:
     needles = {str(ROOT), str(Path.home()), os.getcwd()}
     for outdir in (synth_dir, synth_hcl):
         for path in outdir.rglob("*"):
@@ -76,7 +76,7 @@ def test_output_holds_no_path_of_this_machine(synth_dir, synth_hcl):
                     assert needle not in text, f"{path.relative_to(outdir)} contains {needle}"
 
 
-def test_synth_runs_on_node_22_and_prints_no_warning(tmp_path):
+def test_synth_runs_on_node_22_and_prints_no_warning(tmp_path: Path) -> None:
     node = subprocess.run(["node", "--version"], capture_output=True, text=True, check=True).stdout
     assert node.startswith("v22."), f"node on PATH is {node.strip()}; expected the pinned Node 22 LTS"
     result = run_main(tmp_path, "--env", str(ROOT / "environments" / "dev.toml"))

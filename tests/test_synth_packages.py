@@ -25,7 +25,7 @@ def modules_outside_default() -> set[str]:
     }
 
 
-def test_the_synth_and_the_offline_tools_import_nothing_beyond_the_default_category():
+def test_the_synth_and_the_offline_tools_import_nothing_beyond_the_default_category() -> None:
     blocked = sorted(modules_outside_default())
     assert {"fastapi", "aiohttp", "pytest"} <= set(blocked)  # the finder below has something to refuse
     probe = textwrap.dedent(

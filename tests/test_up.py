@@ -7,7 +7,9 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,7 +21,7 @@ HF_TOKEN = "hf_standin_value_never_logged"
 
 
 @pytest.fixture(scope="module")
-def prod(tmp_path_factory) -> tuple[Path, Path]:
+def prod(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """prod.toml on a real project id (the placeholder is refused), synthesized once."""
     base = tmp_path_factory.mktemp("up")
     env_file = base / "prod.toml"
@@ -30,7 +32,9 @@ def prod(tmp_path_factory) -> tuple[Path, Path]:
     return env_file, synth_dir
 
 
-def up(tmp_path: Path, env_file: Path, synth_dir: Path | None, **env: str) -> tuple[subprocess.CompletedProcess, list]:
+def up(
+    tmp_path: Path, env_file: Path, synth_dir: Path | None, **env: str
+) -> tuple[subprocess.CompletedProcess[str], list[dict[str, Any]]]:
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(exist_ok=True)
     for tool in ("gcloud", "cdktf"):
@@ -61,16 +65,16 @@ def up(tmp_path: Path, env_file: Path, synth_dir: Path | None, **env: str) -> tu
     return result, calls
 
 
-def index(calls: list, predicate) -> list[int]:
+def index(calls: list[dict[str, Any]], predicate: Callable[[dict[str, Any]], bool]) -> list[int]:
     return [i for i, call in enumerate(calls) if predicate(call)]
 
 
-def deploy_of(calls: list, stack: str) -> int:
+def deploy_of(calls: list[dict[str, Any]], stack: str) -> int:
     (found,) = index(calls, lambda c: c["tool"] == "cdktf" and c["args"][0] == "deploy" and stack in c["args"])
     return found
 
 
-def test_a_first_run_goes_in_the_checked_order(prod, tmp_path):
+def test_a_first_run_goes_in_the_checked_order(prod: tuple[Path, Path], tmp_path: Path) -> None:
     env_file, synth_dir = prod
     result, calls = up(tmp_path, env_file, synth_dir, HF_TOKEN=HF_TOKEN)
     assert result.returncode == 0, result.stderr
@@ -108,7 +112,7 @@ def test_a_first_run_goes_in_the_checked_order(prod, tmp_path):
     assert changing == [] and not index(calls, lambda c: c["args"][:2] == ["sql", "users"])
 
 
-def test_a_missing_secret_stops_before_anything_is_deployed(prod, tmp_path):
+def test_a_missing_secret_stops_before_anything_is_deployed(prod: tuple[Path, Path], tmp_path: Path) -> None:
     env_file, synth_dir = prod
     result, calls = up(tmp_path, env_file, synth_dir)
     assert result.returncode == 2
@@ -118,14 +122,14 @@ def test_a_missing_secret_stops_before_anything_is_deployed(prod, tmp_path):
     assert [c for c in calls if c["tool"] == "cdktf" or c["args"][:2] == ["builds", "submit"]] == []
 
 
-def test_the_shipped_placeholder_project_is_refused(tmp_path):
+def test_the_shipped_placeholder_project_is_refused(tmp_path: Path) -> None:
     result, calls = up(tmp_path, ROOT / "environments" / "prod.toml", None)
     assert result.returncode == 2
     assert "project_id = 'replace-me-prod' is the shipped placeholder" in result.stderr
     assert calls == []
 
 
-def test_the_images_are_what_the_stacks_pull_from_the_environments_registry(synth_dir):
+def test_the_images_are_what_the_stacks_pull_from_the_environments_registry(synth_dir: Path) -> None:
     dev = {image.service: image.uri for image in images_to_build(load_plan(synth_dir, "dev"))}
     # dev runs no workers; vLLM's image comes from its own publisher and is not built here.
     assert dev == {

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
-from iac import STACKS, only, pointee, principal, resources
+from iac import STACKS, Json, Stacks, only, pointee, principal, resources
 
 WORKERS, K8S = "prod-workers", "prod-workers-k8s"
 BUCKET = "replace-me-prod-prod-batch"
@@ -16,20 +17,20 @@ WORKER, ORCHESTRATOR = "serviceAccount:prod-worker", "serviceAccount:prod-orches
 
 
 @pytest.fixture
-def stack(synth_json):
+def stack(synth_json: Stacks) -> Json:
     return synth_json[WORKERS]
 
 
 @pytest.fixture
-def k8s(synth_json):
+def k8s(synth_json: Stacks) -> Json:
     return synth_json[K8S]
 
 
-def by_name(stack: dict, kind: str) -> dict[str, dict]:
+def by_name(stack: Json, kind: str) -> dict[str, Json]:
     return {r["name"]: r for r in resources(stack, kind).values()}
 
 
-def bindings(synth_json, kind: str) -> set[tuple[str, str, str, str | None]]:
+def bindings(synth_json: Stacks, kind: str) -> set[tuple[str, str, str, str | None]]:
     """(member, role, what it is on: the bound resource's name, condition expression) of each binding."""
     stack = synth_json[WORKERS]
     key = {"google_pubsub_topic_iam_member": "topic", "google_pubsub_subscription_iam_member": "subscription"}
@@ -42,11 +43,11 @@ def bindings(synth_json, kind: str) -> set[tuple[str, str, str, str | None]]:
     return found
 
 
-def test_only_prod_has_the_workers_tier():
+def test_only_prod_has_the_workers_tier() -> None:
     assert [s for s in STACKS if "workers" in s] == [WORKERS, K8S]
 
 
-def test_standard_cluster_private_with_workload_identity_and_no_default_pool(stack, synth_json):
+def test_standard_cluster_private_with_workload_identity_and_no_default_pool(stack: Json, synth_json: Stacks) -> None:
     cluster = only(stack, "google_container_cluster")
     assert cluster["name"] == "prod-workers"
     assert "enable_autopilot" not in cluster
@@ -75,7 +76,7 @@ def test_standard_cluster_private_with_workload_identity_and_no_default_pool(sta
     }
 
 
-def test_spot_pool_from_zero_tainted_and_an_on_demand_fallback(stack):
+def test_spot_pool_from_zero_tainted_and_an_on_demand_fallback(stack: Json) -> None:
     pools = by_name(stack, "google_container_node_pool")
     assert set(pools) == {"spot", "on-demand"}
     spot, on_demand = pools["spot"], pools["on-demand"]
@@ -99,7 +100,7 @@ def test_spot_pool_from_zero_tainted_and_an_on_demand_fallback(stack):
         assert pool["management"] == {"auto_repair": True, "auto_upgrade": True}
 
 
-def test_nodes_run_as_their_own_least_privilege_account(stack, synth_json):
+def test_nodes_run_as_their_own_least_privilege_account(stack: Json, synth_json: Stacks) -> None:
     accounts = {a["account_id"] for a in resources(stack, "google_service_account").values()}
     assert accounts == {"prod-workers-nodes", "prod-workers-metrics"}
     for pool in resources(stack, "google_container_node_pool").values():
@@ -123,7 +124,7 @@ def test_nodes_run_as_their_own_least_privilege_account(stack, synth_json):
     assert principal(synth_json, WORKERS, reader["member"]) == "serviceAccount:prod-workers-nodes"
 
 
-def test_bucket_private_uniform_unversioned_and_emptied_by_age(stack):
+def test_bucket_private_uniform_unversioned_and_emptied_by_age(stack: Json) -> None:
     bucket = only(stack, "google_storage_bucket")
     assert bucket["name"] == BUCKET
     assert bucket["location"] == "us-central1"
@@ -134,7 +135,7 @@ def test_bucket_private_uniform_unversioned_and_emptied_by_age(stack):
     assert bucket["force_destroy"] is False
 
 
-def test_line_subscription_retries_exponentially_then_dead_letters(stack, synth_json):
+def test_line_subscription_retries_exponentially_then_dead_letters(stack: Json, synth_json: Stacks) -> None:
     subscriptions = by_name(stack, "google_pubsub_subscription")
     assert set(subscriptions) == {"prod-batch-workers", "prod-batch-dead-letters"}
     lines = subscriptions["prod-batch-workers"]
@@ -155,7 +156,7 @@ def test_line_subscription_retries_exponentially_then_dead_letters(stack, synth_
     assert set(by_name(stack, "google_pubsub_topic")) == {"prod-batch-lines", "prod-batch-dead-letters"}
 
 
-def test_topic_grants_exactly(synth_json):
+def test_topic_grants_exactly(synth_json: Stacks) -> None:
     assert bindings(synth_json, "google_pubsub_topic_iam_member") == {
         (ORCHESTRATOR, "roles/pubsub.publisher", "prod-batch-lines", None),
         (WORKER, "roles/pubsub.publisher", "prod-batch-lines", None),  # the sweeper's republish
@@ -164,14 +165,14 @@ def test_topic_grants_exactly(synth_json):
     }
 
 
-def test_pubsub_agent_is_asked_for_before_its_grants(stack):
+def test_pubsub_agent_is_asked_for_before_its_grants(stack: Json) -> None:
     """hashicorp/google 6.50 has google_project_service_identity in its beta provider only."""
     agent = only(stack, "google_project_service_identity")
     assert (agent["service"], agent["provider"]) == ("pubsub.googleapis.com", "google-beta")
     assert stack["terraform"]["required_providers"]["google-beta"]["version"] == "6.50.0"
 
 
-def test_subscription_grants_exactly(synth_json):
+def test_subscription_grants_exactly(synth_json: Stacks) -> None:
     assert bindings(synth_json, "google_pubsub_subscription_iam_member") == {
         (WORKER, "roles/pubsub.subscriber", "prod-batch-workers", None),
         (WORKER, "roles/pubsub.subscriber", "prod-batch-dead-letters", None),
@@ -179,7 +180,7 @@ def test_subscription_grants_exactly(synth_json):
     }
 
 
-def test_bucket_grants_exactly_with_their_prefixes(synth_json):
+def test_bucket_grants_exactly_with_their_prefixes(synth_json: Stacks) -> None:
     def under(prefix: str) -> str:
         return f'resource.name.startsWith("projects/_/buckets/{BUCKET}/objects/{prefix}")'
 
@@ -191,7 +192,7 @@ def test_bucket_grants_exactly_with_their_prefixes(synth_json):
     }
 
 
-def test_worker_identity_through_workload_identity(k8s, synth_json):
+def test_worker_identity_through_workload_identity(k8s: Json, synth_json: Stacks) -> None:
     (account,) = [
         a for a in resources(k8s, "kubernetes_service_account_v1").values() if a["metadata"]["name"] == "worker"
     ]
@@ -215,7 +216,7 @@ def test_worker_identity_through_workload_identity(k8s, synth_json):
     )
 
 
-def test_workload_identity_bindings_wait_for_the_workers_cluster(synth_json, synth_dir):
+def test_workload_identity_bindings_wait_for_the_workers_cluster(synth_json: Stacks, synth_dir: Path) -> None:
     """A binding to PROJECT.svc.id.goog[...] fails until a cluster has created the pool: the
     workers' bindings are made in prod-workers-k8s, which cdktf applies after prod-workers, where
     the cluster is, and nowhere else."""
@@ -235,14 +236,15 @@ def test_workload_identity_bindings_wait_for_the_workers_cluster(synth_json, syn
 
 
 @pytest.fixture
-def worker(k8s):
+def worker(k8s: Json) -> Json:
+    deployment: Json
     (deployment,) = [
         d for d in resources(k8s, "kubernetes_deployment_v1").values() if d["metadata"]["name"] == "worker"
     ]
     return deployment
 
 
-def test_worker_prefers_spot_and_falls_back_to_on_demand(worker):
+def test_worker_prefers_spot_and_falls_back_to_on_demand(worker: Json) -> None:
     pod = worker["spec"]["template"]["spec"]
     assert pod["toleration"] == [
         {"key": "cloud.google.com/gke-spot", "operator": "Equal", "value": "true", "effect": "NoSchedule"}
@@ -263,7 +265,7 @@ def test_worker_prefers_spot_and_falls_back_to_on_demand(worker):
     assert pod["termination_grace_period_seconds"] == 30
 
 
-def test_the_deploy_waits_until_the_workers_run(worker):
+def test_the_deploy_waits_until_the_workers_run(worker: Json) -> None:
     # Without the wait an image that cannot be pulled passes the deploy and leaves the Pods in
     # ImagePullBackOff; with it the apply fails, and it allows for a Spot pool scaling up from zero.
     # The wait means something only because at least one worker starts with the Deployment.
@@ -272,7 +274,7 @@ def test_the_deploy_waits_until_the_workers_run(worker):
     assert int(worker["spec"]["replicas"]) >= 1
 
 
-def test_worker_runs_locked_down_from_the_registry(worker):
+def test_worker_runs_locked_down_from_the_registry(worker: Json) -> None:
     pod = worker["spec"]["template"]["spec"]
     (container,) = pod["container"]
     assert container["image"] == "us-central1-docker.pkg.dev/replace-me-prod/prod-services/worker:0.1.0"
@@ -294,7 +296,7 @@ def test_worker_runs_locked_down_from_the_registry(worker):
     assert container["liveness_probe"]["http_get"] == {"path": "/health", "port": "health"}
 
 
-def test_autoscaler_on_the_subscriptions_backlog(k8s, worker):
+def test_autoscaler_on_the_subscriptions_backlog(k8s: Json, worker: Json) -> None:
     hpa = only(k8s, "kubernetes_horizontal_pod_autoscaler_v2")["spec"]
     assert hpa["scale_target_ref"] == {"api_version": "apps/v1", "kind": "Deployment", "name": "worker"}
     assert (hpa["min_replicas"], hpa["max_replicas"]) == (1, 20)
@@ -315,12 +317,12 @@ def test_autoscaler_on_the_subscriptions_backlog(k8s, worker):
     assert "v1beta1.external.metrics.k8s.io" in services
 
 
-def test_one_worker_at_a_time_may_be_disrupted(k8s):
+def test_one_worker_at_a_time_may_be_disrupted(k8s: Json) -> None:
     budget = only(k8s, "kubernetes_pod_disruption_budget_v1")
     assert budget["metadata"]["name"] == "worker"
     assert budget["spec"] == {"max_unavailable": "1", "selector": {"match_labels": {"app": "worker"}}}
 
 
-def test_worker_namespace_enforces_the_restricted_pod_security_standard(k8s):
+def test_worker_namespace_enforces_the_restricted_pod_security_standard(k8s: Json) -> None:
     namespaces = {n["metadata"]["name"]: n for n in resources(k8s, "kubernetes_namespace_v1").values()}
     assert namespaces["batch"]["metadata"]["labels"] == {"pod-security.kubernetes.io/enforce": "restricted"}

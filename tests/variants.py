@@ -15,7 +15,7 @@ import json
 import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
@@ -23,6 +23,7 @@ from hybrid.config import Environment, load_environment, parse_environment
 from iac import ROOT, run_main
 
 DEV_ENV = load_environment(ROOT / "environments" / "dev.toml")
+Model = TypeVar("Model", bound=BaseModel)
 
 
 def variant(base: Environment, updates: Mapping[str, Any]) -> Environment:
@@ -34,7 +35,7 @@ def variant(base: Environment, updates: Mapping[str, Any]) -> Environment:
     return parse_environment(base.model_dump(mode="json", warnings=False))
 
 
-def _with(table: BaseModel, path: list[str], value: Any) -> BaseModel:
+def _with(table: Model, path: list[str], value: Any) -> Model:
     key, *rest = path
     if key not in type(table).model_fields:
         raise KeyError(f"{type(table).__name__} has no setting {key!r}; allowed: {', '.join(type(table).model_fields)}")
@@ -65,7 +66,7 @@ def write_environment(env: Environment, path: Path) -> Path:
     return path
 
 
-def synthesize(env: Environment, workdir: Path) -> dict[str, dict]:
+def synthesize(env: Environment, workdir: Path) -> dict[str, dict[str, Any]]:
     """``env``'s stacks by id, as ``python main.py --env FILE`` writes them."""
     config = write_environment(env, workdir / f"{env.name}.toml")
     result = run_main(workdir / "out", "--env", str(config))

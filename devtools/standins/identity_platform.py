@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
@@ -56,7 +57,7 @@ def create_app(issuer: DevIssuer, *, api_key: str, password: str) -> FastAPI:
         )
 
     @app.get(JWKS_PATH)
-    async def jwks() -> dict:
+    async def jwks() -> dict[str, Any]:
         return issuer.jwks()
 
     return app

@@ -95,7 +95,7 @@ def create_app(
         return signer.jwks()
 
     @app.get("/computeMetadata/v1/instance/service-accounts/default/token")
-    async def access_token(scopes: str = "", metadata_flavor: str = Header(...)) -> Response:
+    async def service_account_token(scopes: str = "", metadata_flavor: str = Header(...)) -> Response:
         assert metadata_flavor == "Google"
         app.state.token_scopes.append(scopes)
         token = {

@@ -20,8 +20,10 @@ import asyncio
 import json
 import re
 import time
+from collections.abc import AsyncIterator
+from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
 WORDS = ["Hello", " from", " the", " stand-in", "."]
@@ -29,7 +31,7 @@ LAG_SECONDS = 0.2
 DIRECTIVE = re.compile(r"\[standin:([a-z]+)\]")
 
 
-def behaviour(body: dict) -> str:
+def behaviour(body: dict[str, Any]) -> str:
     messages = body.get("messages") or [{}]
     content = messages[-1].get("content") if isinstance(messages[-1], dict) else None
     found = DIRECTIVE.search(content) if isinstance(content, str) else None
@@ -45,7 +47,7 @@ def create_app() -> FastAPI:
     app.state.requests = []
 
     @app.post("/v1/chat/completions")
-    async def chat(request: Request):
+    async def chat(request: Request) -> Response:
         body = await request.json()
         app.state.requests.append({"body": body, "headers": dict(request.headers)})
         model, name = behaviour(body), body.get("model", "standin-echo")
@@ -85,7 +87,7 @@ def create_app() -> FastAPI:
                 }
             )
 
-        async def events():
+        async def events() -> AsyncIterator[bytes]:
             for index, word in enumerate(words):
                 if model.endswith("standin-die") and index == 2:
                     raise DropConnection()
@@ -116,6 +118,6 @@ def chunk_event(completion_id: str, model: str, word: str) -> bytes:
     return f"data: {json.dumps(chunk)}\n\n".encode()
 
 
-def usage_event(completion_id: str, usage: dict) -> bytes:
+def usage_event(completion_id: str, usage: dict[str, Any]) -> bytes:
     """The last event before [DONE] when the request asked for stream_options.include_usage."""
     return f"data: {json.dumps({'id': completion_id, 'choices': [], 'usage': usage})}\n\n".encode()

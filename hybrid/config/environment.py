@@ -11,7 +11,7 @@ import re
 from functools import cached_property
 from typing import Annotated
 
-from pydantic import Field, model_validator
+from pydantic import AfterValidator, Field, model_validator
 
 from hybrid import topology
 from hybrid.config.budget import BudgetSettings
@@ -21,6 +21,7 @@ from hybrid.config.inference import InferenceSettings
 from hybrid.config.names import ResourceNames
 from hybrid.config.network import WORKERS_RANGES, NetworkSettings
 from hybrid.config.redis import RedisSettings
+from hybrid.config.regions import check_region
 from hybrid.config.services import CloudRunServices
 from hybrid.config.traffic import TrafficSettings
 from hybrid.config.validation import BucketName, Settings, invalid, matching
@@ -32,7 +33,9 @@ ProjectId = Annotated[
     str,
     matching(r"[a-z][a-z0-9-]{4,28}[a-z0-9]", "6-30 lowercase letters, digits or hyphens, starting with a letter"),
 ]
-Region = Annotated[str, matching(r"[a-z]+-[a-z]+[0-9]+", "a GCP region like europe-west1 or us-central1")]
+Region = Annotated[
+    str, matching(r"[a-z]+-[a-z]+[0-9]+", "a GCP region like europe-west1 or us-central1"), AfterValidator(check_region)
+]
 # Prefixes every resource name; how long it may be depends on the names (see ResourceNames).
 EnvName = Annotated[
     str,

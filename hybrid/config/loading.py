@@ -3,16 +3,19 @@ one line per problem, naming the file, the key and what is allowed."""
 
 from __future__ import annotations
 
+import contextlib
 import tomllib
 import typing
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic_core import PydanticCustomError
 
 from hybrid.config.environment import Environment
 from hybrid.config.errors import ConfigError, must
+from hybrid.config.regions import did_you_mean, gpu_region_problem
 
 
 def read_toml(path: Path) -> dict[str, Any]:
@@ -34,18 +37,93 @@ def load_environment(path: Path) -> Environment:
 
 def parse_environment(raw: Mapping[str, Any], path: Path | None = None) -> Environment:
     """Validate settings as parsed from a file (or built as the same data): every check a file
-    gets, the service contract's included; raise ConfigError listing every problem."""
+    gets, the service contract's included; raise ConfigError listing every problem, field and
+    cross-field alike, in one pass."""
     try:
         env = Environment.model_validate(raw)
     except ValidationError as err:
-        raise ConfigError(path, list(describe(err, Environment))) from None
+        problems = list(describe(err, Environment))
+        # Pydantic runs a model's cross-field checks only once all its fields are valid: run
+        # them on the parts that are, so that one run names every mistake.
+        partial, hidden = _partial(Environment, raw, ())
+        problems += [line for line in hidden if line not in problems]
+        problems += [
+            line
+            for line in [*_region_problems(partial), *_contract_problems(partial, partial=True)]
+            if line not in problems
+        ]
+        raise ConfigError(path, problems) from None
+    problems = [*_region_problems(env), *_contract_problems(env)]
+    if problems:
+        raise ConfigError(path, problems)
+    return env
+
+
+def _contract_problems(env: Any, *, partial: bool = False) -> list[str]:
+    """Each service's settings as the stacks would render them (hybrid/service_contract.py); on a
+    ``partial`` environment, only where the contract reads no invalid field."""
     from hybrid.service_contract import ContractError, Wiring, service_settings  # builds on this package
 
     try:
         service_settings(env, Wiring.placeholder(env))
     except ContractError as err:
-        raise ConfigError(path, err.problems) from None
-    return env
+        return err.problems
+    except (AttributeError, TypeError, ValueError):  # a field the contract reads is invalid (absent)
+        if not partial:
+            raise
+    return []
+
+
+def _partial(model: type[BaseModel], raw: Any, loc: tuple[str, ...]) -> tuple[Any, list[str]]:
+    """``raw`` as ``model`` with only its valid fields set (model_construct), and the problems its
+    cross-field checks find in them; a check that needs an invalid field is skipped."""
+    try:
+        return model.model_validate(raw), []
+    except ValidationError:
+        if not isinstance(raw, Mapping):
+            return None, []
+    fields: dict[str, Any] = {}
+    problems: list[str] = []
+    for name, info in model.model_fields.items():
+        if name not in raw:
+            continue
+        nested = _settings_model(info.annotation)
+        if nested is not None and isinstance(raw[name], Mapping):
+            fields[name], found = _partial(nested, raw[name], (*loc, name))
+            problems += found
+            continue
+        field_type: Any = Annotated[info.annotation, *info.metadata] if info.metadata else info.annotation
+        with contextlib.suppress(ValidationError):  # an invalid field is left out, as if not given
+            fields[name] = TypeAdapter(field_type).validate_python(raw[name])
+    partial = model.model_construct(**fields)
+    for decorator in model.__pydantic_decorators__.model_validators.values():
+        if decorator.info.mode != "after":
+            continue
+        try:
+            decorator.func(partial)
+        except PydanticCustomError as err:
+            error = ValidationError.from_exception_data(model.__name__, [{"type": err, "loc": loc, "input": raw}])
+            problems += describe(error, Environment)
+        except (AttributeError, TypeError):  # the check reads a field that is not valid
+            pass
+    return partial, problems
+
+
+def _settings_model(annotation: Any) -> type[BaseModel] | None:
+    """The settings model of a table, also when it is optional (``X | None``)."""
+    candidates = (annotation, *typing.get_args(annotation))
+    nested = [t for t in candidates if isinstance(t, type) and issubclass(t, BaseModel)]
+    return nested[0] if nested else None
+
+
+def _region_problems(env: Any) -> Iterator[str]:
+    """The model servers' GPU where the environment's region has it (hybrid/config/regions.py)."""
+    region, inference = getattr(env, "region", None), getattr(env, "inference", None)
+    placement = getattr(inference, "placement", None)
+    server = getattr(inference, placement, None) if placement else None
+    gpu_type = getattr(server, "gpu_type", None)
+    if region and placement and gpu_type and (problem := gpu_region_problem(placement, gpu_type, region)):
+        yield f"inference.{placement}.gpu_type = {gpu_type!r}: {problem}"
 
 
 def describe(err: ValidationError, root: type[BaseModel]) -> Iterator[str]:
@@ -57,7 +135,8 @@ def describe(err: ValidationError, root: type[BaseModel]) -> Iterator[str]:
         if loc[-1:] == ("[key]",):  # a bad key of a table such as labels
             yield f"{'.'.join(loc[:-2])}: key {loc[-2]!r}: {must(problem['msg'])}"
         elif problem["type"] == "extra_forbidden":
-            yield f"{key}: unknown key: must be one of {', '.join(_allowed_keys(root, loc[:-1]))}"
+            allowed = _allowed_keys(root, loc[:-1])
+            yield f"{key}: unknown key{did_you_mean(loc[-1], allowed)}: must be one of {', '.join(allowed)}"
         elif problem["type"] == "missing":
             yield f"{key}: must be set: the key is required"
         else:
@@ -73,16 +152,11 @@ def _lookup(data: Any, path: list[str]) -> Any:
 
 
 def _allowed_keys(root: type[BaseModel], loc: tuple[str, ...]) -> list[str]:
-    model = root
+    model: type[BaseModel] | None = root
     for part in loc:
-        field = model.model_fields.get(part)
-        # The settings model of this table, also when it is optional (``X | None``).
-        candidates = (field.annotation, *typing.get_args(field.annotation)) if field else ()
-        nested = [t for t in candidates if isinstance(t, type) and issubclass(t, BaseModel)]
-        if not nested:
-            return []
-        model = nested[0]
-    return list(model.model_fields)
+        field = model.model_fields.get(part) if model else None
+        model = _settings_model(field.annotation) if field else None
+    return list(model.model_fields) if model else []
 
 
 def load_environments(paths: list[Path]) -> list[Environment]:

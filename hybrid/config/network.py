@@ -22,7 +22,7 @@ class NetworkSettings(Settings):
     # The internal load balancer's address in subnet_cidr: the orchestrator's way to the models.
     inference_address: IPv4
     # The Cloud Run services' own subnet: they send private traffic into the VPC from it
-    # with Direct VPC egress (see the docs/architecture.md's "Network paths" for why not a connector).
+    # with Direct VPC egress (see "Network paths" in docs/architecture.md for why not a connector).
     run_cidr: Cidr
     # The background workers' subnet (GKE Standard nodes) and its Pods and Services secondary
     # ranges; required when [workers] is enabled, refused otherwise.

@@ -6,10 +6,13 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import re
-from typing import Annotated, ClassVar, Self
+from collections.abc import Callable
+from typing import Annotated, Any, ClassVar, Self, TypeVar
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, model_validator
 from pydantic_core import PydanticCustomError
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 class Settings(BaseModel):
@@ -18,7 +21,18 @@ class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def allows(text: str) -> Callable[[F], F]:
+    """Name what a validator allows, in words, for the configuration reference (docs/configuration.md)."""
+
+    def name(check: F) -> F:
+        check.allowed = text  # type: ignore[attr-defined]
+        return check
+
+    return name
+
+
 def between(lo: int, hi: int) -> AfterValidator:
+    @allows(f"{lo} to {hi}")
     def check(value: int) -> int:
         if not lo <= value <= hi:
             raise ValueError(f"must be between {lo} and {hi}")
@@ -30,6 +44,7 @@ def between(lo: int, hi: int) -> AfterValidator:
 def matching(pattern: str, allowed: str) -> AfterValidator:
     compiled = re.compile(pattern)
 
+    @allows(allowed)
     def check(value: str) -> str:
         if not compiled.fullmatch(value):
             raise ValueError(f"must be {allowed}")
@@ -38,6 +53,7 @@ def matching(pattern: str, allowed: str) -> AfterValidator:
     return AfterValidator(check)
 
 
+@allows("an IPv4 CIDR range, like 10.0.0.0/20")
 def _ipv4_network(value: object) -> object:
     if isinstance(value, ipaddress.IPv4Network):
         return value
@@ -50,6 +66,7 @@ def _ipv4_network(value: object) -> object:
     raise ValueError(f"must be an IPv4 CIDR range with no host bits set, like 10.0.0.0/20{why}")
 
 
+@allows("an IPv4 address")
 def _ipv4_address(value: object) -> object:
     if isinstance(value, ipaddress.IPv4Address):
         return value

@@ -6,18 +6,23 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
+from typing import Any
 
 import openai
 import pytest
+from openai import OpenAI
+from openai.types import Batch
+from openai.types.batch_request_counts import BatchRequestCounts
 
-from devtools.batch_chain import batch_chain
+from devtools.batch_chain import BatchChain, batch_chain
 
 
-def jsonl(lines: list[dict]) -> bytes:
+def jsonl(lines: list[dict[str, Any]]) -> bytes:
     return b"".join(json.dumps(line).encode() + b"\n" for line in lines)
 
 
-def line(custom_id: str, model: str = "standin-echo", content: str = "hello") -> dict:
+def line(custom_id: str, model: str = "standin-echo", content: str = "hello") -> dict[str, Any]:
     return {
         "custom_id": custom_id,
         "method": "POST",
@@ -27,17 +32,17 @@ def line(custom_id: str, model: str = "standin-echo", content: str = "hello") ->
 
 
 @pytest.fixture(scope="module")
-def chain(tmp_path_factory):
+def chain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BatchChain]:
     with batch_chain(tmp_path_factory.mktemp("batch-chain")) as running:
         yield running
 
 
 @pytest.fixture(scope="module")
-def client(chain):
+def client(chain: BatchChain) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{chain.gateway_url}/v1", api_key=chain.token, max_retries=0)
 
 
-def finished(client: openai.OpenAI, batch_id: str, timeout: float = 240):
+def finished(client: openai.OpenAI, batch_id: str, timeout: float = 240) -> Batch:
     deadline = time.monotonic() + timeout
     while True:
         batch = client.batches.retrieve(batch_id)
@@ -47,23 +52,28 @@ def finished(client: openai.OpenAI, batch_id: str, timeout: float = 240):
         time.sleep(0.5)
 
 
-def results(client: openai.OpenAI, file_id: str | None) -> dict[str, dict]:
+def counts(batch: Batch) -> BatchRequestCounts:
+    assert batch.request_counts is not None, batch
+    return batch.request_counts
+
+
+def results(client: openai.OpenAI, file_id: str | None) -> dict[str, dict[str, Any]]:
     if file_id is None:
         return {}
     text = client.files.content(file_id).text
     return {row["custom_id"]: row for row in map(json.loads, text.splitlines())}
 
 
-def submit(client: openai.OpenAI, lines: list[dict]):
+def submit(client: openai.OpenAI, lines: list[dict[str, Any]]) -> Batch:
     uploaded = client.files.create(file=("batch.jsonl", jsonl(lines)), purpose="batch")
     return client.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h")
 
 
-def test_a_thousand_line_batch_completes_with_a_thousand_results(chain, client):
+def test_a_thousand_line_batch_completes_with_a_thousand_results(chain: BatchChain, client: OpenAI) -> None:
     ids = [f"request-{i}" for i in range(1000)]
     batch = finished(client, submit(client, [line(i, content=f"question {i}") for i in ids]).id)
     assert batch.status == "completed"
-    assert (batch.request_counts.total, batch.request_counts.completed, batch.request_counts.failed) == (1000, 1000, 0)
+    assert (counts(batch).total, counts(batch).completed, counts(batch).failed) == (1000, 1000, 0)
     output = results(client, batch.output_file_id)
     assert sorted(output) == sorted(ids)
     for row in output.values():
@@ -82,21 +92,21 @@ def test_a_thousand_line_batch_completes_with_a_thousand_results(chain, client):
     assert charged == ledger == 1000
 
 
-def test_a_poison_line_is_dead_lettered_and_reported_in_the_error_file(chain, client):
+def test_a_poison_line_is_dead_lettered_and_reported_in_the_error_file(chain: BatchChain, client: OpenAI) -> None:
     lines = [line("good-1"), line("poison", model="standin-fail"), line("good-2")]
     batch = finished(client, submit(client, lines).id)
     assert batch.status == "completed"
-    assert (batch.request_counts.completed, batch.request_counts.failed) == (2, 1)
+    assert (counts(batch).completed, counts(batch).failed) == (2, 1)
     assert sorted(results(client, batch.output_file_id)) == ["good-1", "good-2"]
     errors = results(client, batch.error_file_id)
     assert list(errors) == ["poison"]
     assert errors["poison"]["error"]["code"]
     # The model was asked once per delivery attempt, never after the dead letter.
-    asked = [r for r in chain.upstream.server.config.app.state.requests if r["body"]["model"] == "standin-fail"]
+    asked = [r for r in chain.upstream.app.state.requests if r["body"]["model"] == "standin-fail"]
     assert len(asked) == 5
 
 
-def test_cancel_stops_new_work(chain, client):
+def test_cancel_stops_new_work(chain: BatchChain, client: OpenAI) -> None:
     ids = [f"slow-{i}" for i in range(300)]
     batch = submit(client, [line(i, model="standin-lag", content=i) for i in ids])
     time.sleep(1.0)
@@ -109,14 +119,14 @@ def test_cancel_stops_new_work(chain, client):
     assert cancelled, "the cancel came after every line had run"
     asked = {
         r["body"]["messages"][0]["content"]
-        for r in chain.upstream.server.config.app.state.requests
+        for r in chain.upstream.app.state.requests
         if r["body"]["model"] == "standin-lag"
     }
     # The model answered exactly the lines in the output: none the cancel found waiting.
     assert asked == set(done)
 
 
-def test_a_malformed_file_is_refused_with_its_line_number(client):
+def test_a_malformed_file_is_refused_with_its_line_number(client: OpenAI) -> None:
     bad = jsonl([line("a")]) + b'{"custom_id": "b", "method": "POST"\n' + jsonl([line("c")])
     with pytest.raises(openai.BadRequestError) as refused:
         client.files.create(file=("bad.jsonl", bad), purpose="batch")

@@ -6,28 +6,30 @@ expired session, the rate limit, a phone screen. Screenshots land in test-artifa
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from devtools.browser import launch
-from devtools.local_chain import PASSWORD, local_chain
+from devtools.local_chain import PASSWORD, LocalChain, local_chain
 from devtools.standins.identity_platform import user_id
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 
 
 @pytest.fixture(scope="module")
-def chain():
+def chain() -> Iterator[LocalChain]:
     # Four messages at once, then one every ten seconds: the fifth quick one is refused.
     with local_chain(overrides={"gateway": {"RATE_LIMIT_BURST": "4", "RATE_LIMIT_PER_MINUTE": "6"}}) as running:
         yield running
 
 
 @pytest.fixture(scope="module")
-def browser():
+def browser() -> Iterator[Browser]:
     with sync_playwright() as playwright:
         browser = launch(playwright)
         yield browser
@@ -35,7 +37,7 @@ def browser():
 
 
 @pytest.fixture
-def page(browser, chain):
+def page(browser: Browser, chain: LocalChain) -> Iterator[Page]:
     context = browser.new_context()
     page = context.new_page()
     page.goto(chain["frontend"])
@@ -47,22 +49,22 @@ def email(user: str) -> str:
     return f"{user}@example.com"
 
 
-def sign_in(page, user: str, password: str = PASSWORD) -> None:
+def sign_in(page: Page, user: str, password: str = PASSWORD) -> None:
     page.get_by_label("Email or user name").fill(email(user))
     page.get_by_label("Password").fill(password)
     page.get_by_role("button", name="Sign in").click()
     expect(page.get_by_label("Message")).to_be_visible()
 
 
-def say(page, text: str) -> None:
+def say(page: Page, text: str) -> None:
     page.get_by_label("Message").fill(text)
     page.get_by_label("Message").press("Enter")
 
 
-def assert_ledger(chain, user: str, expected: list[tuple]) -> None:
+def assert_ledger(chain: LocalChain, user: str, expected: list[tuple[Any, ...]]) -> None:
     """The user's ledger rows, (outcome, completion_tokens), become ``expected`` within 10 s."""
 
-    def rows() -> list[tuple]:
+    def rows() -> list[tuple[Any, ...]]:
         with psycopg.connect(chain["conninfo"]) as conn:
             return conn.execute(
                 "SELECT outcome, completion_tokens FROM usage_ledger WHERE user_id = %s", (user,)
@@ -75,7 +77,7 @@ def assert_ledger(chain, user: str, expected: list[tuple]) -> None:
     assert rows() == expected
 
 
-def test_sign_in_send_and_watch_the_reply_stream_in(page, chain):
+def test_sign_in_send_and_watch_the_reply_stream_in(page: Page, chain: LocalChain) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
     sign_in(page, "alice")
     say(page, "Hello there [standin:paced]")
@@ -90,7 +92,7 @@ def test_sign_in_send_and_watch_the_reply_stream_in(page, chain):
     assert_ledger(chain, "alice", [("completed", 20)])
 
 
-def test_a_reply_the_model_stops_halfway_is_marked_cut_off(page, chain):
+def test_a_reply_the_model_stops_halfway_is_marked_cut_off(page: Page, chain: LocalChain) -> None:
     sign_in(page, "hana")
     say(page, "tell me everything [standin:die]")  # the stand-in drops the stream after two chunks
     expect(page.get_by_role("alert")).to_have_text(
@@ -105,7 +107,7 @@ def test_a_reply_the_model_stops_halfway_is_marked_cut_off(page, chain):
     assert_ledger(chain, "hana", [("upstream_aborted", 2)])
 
 
-def test_an_expired_session_shows_the_sign_in_prompt(page, chain):
+def test_an_expired_session_shows_the_sign_in_prompt(page: Page, chain: LocalChain) -> None:
     sign_in(page, "carol")
     expired = chain["issuer"].token(user_id(email("carol")), ttl=-60)
     page.evaluate("token => sessionStorage.setItem('chat.token', token)", expired)
@@ -114,7 +116,7 @@ def test_an_expired_session_shows_the_sign_in_prompt(page, chain):
     expect(page.locator("#sign-in-reason")).to_have_text("Your session has ended. Please sign in again.")
 
 
-def test_too_many_messages_shows_the_rate_limit_in_plain_words(page):
+def test_too_many_messages_shows_the_rate_limit_in_plain_words(page: Page) -> None:
     sign_in(page, "bob")
     for index in range(5):
         say(page, f"message {index}")
@@ -125,7 +127,7 @@ def test_too_many_messages_shows_the_rate_limit_in_plain_words(page):
     page.screenshot(path=str(ARTIFACTS / "rate-limited.png"))
 
 
-def test_usable_on_a_phone_screen(browser, chain):
+def test_usable_on_a_phone_screen(browser: Browser, chain: LocalChain) -> None:
     context = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
     page = context.new_page()
     page.goto(chain["frontend"])
@@ -137,7 +139,7 @@ def test_usable_on_a_phone_screen(browser, chain):
     context.close()
 
 
-def test_keyboard_only(page):
+def test_keyboard_only(page: Page) -> None:
     username = page.get_by_label("Email or user name")
     expect(username).to_be_focused()  # the page puts the cursor where to start
     page.keyboard.press("Tab")

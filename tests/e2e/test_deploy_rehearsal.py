@@ -6,6 +6,8 @@ or wired one wrong, a service here would not start or the chat request would not
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import psycopg
@@ -14,17 +16,17 @@ from playwright.sync_api import expect, sync_playwright
 
 from devtools.browser import launch
 from devtools.harness import certificate_authority, free_port
-from devtools.local_chain import caller_check, local_chain, run_job, service_process
+from devtools.local_chain import LocalChain, caller_check, local_chain, run_job, service_process
 from devtools.standins.identity_platform import user_id
 
 
 @pytest.fixture(scope="module")
-def chain():
+def chain() -> Iterator[LocalChain]:
     with local_chain() as running:
         yield running
 
 
-def test_each_service_runs_with_exactly_the_synthesized_environment(chain):
+def test_each_service_runs_with_exactly_the_synthesized_environment(chain: LocalChain) -> None:
     spec = chain["spec"]
     for role, declared in spec.services().items():
         started = chain["environments"][role]
@@ -44,7 +46,7 @@ def test_each_service_runs_with_exactly_the_synthesized_environment(chain):
     assert chain["environments"]["orchestrator"]["DATABASE_SERVER_CA"] == chain["database_ca"]
 
 
-def test_one_chat_request_crosses_frontend_gateway_orchestrator_and_model(chain):
+def test_one_chat_request_crosses_frontend_gateway_orchestrator_and_model(chain: LocalChain) -> None:
     with sync_playwright() as playwright:
         browser = launch(playwright)
         page = browser.new_page()
@@ -73,7 +75,7 @@ def test_one_chat_request_crosses_frontend_gateway_orchestrator_and_model(chain)
         assert rows == [(chain["model"], "completed", 5, 5)]
 
 
-def test_the_orchestrator_serves_the_gateways_token_and_refuses_any_other_caller(chain):
+def test_the_orchestrator_serves_the_gateways_token_and_refuses_any_other_caller(chain: LocalChain) -> None:
     """The check is on as deployed: the chat above came through with the gateway's ID token
     (minted by its metadata server for the orchestrator's URL, checked against the stand-in's
     keys); a caller without it, or with another account's, is refused."""
@@ -101,7 +103,7 @@ def test_the_orchestrator_serves_the_gateways_token_and_refuses_any_other_caller
     assert env["CALLER_AUDIENCE"] in chain["identities"]["gateway"].server.config.app.state.audiences
 
 
-def test_the_orchestrator_logs_in_as_its_iam_user_over_tls_and_owns_its_ledger(chain):
+def test_the_orchestrator_logs_in_as_its_iam_user_over_tls_and_owns_its_ledger(chain: LocalChain) -> None:
     iam_user = chain["environments"]["orchestrator"]["PGUSER"]
     with psycopg.connect(chain["conninfo"]) as conn:
         sessions = conn.execute(
@@ -113,7 +115,7 @@ def test_the_orchestrator_logs_in_as_its_iam_user_over_tls_and_owns_its_ledger(c
     assert owner == (iam_user,)
 
 
-def test_a_database_server_whose_certificate_another_ca_issued_is_refused(chain):
+def test_a_database_server_whose_certificate_another_ca_issued_is_refused(chain: LocalChain) -> None:
     """The bootstrap job as synthesized, told another CA than the one that issued the stand-in's
     certificate (a server posing as Cloud SQL), gives the admin's password to no one."""
     ((job, env),) = chain["jobs"].values()
@@ -123,7 +125,7 @@ def test_a_database_server_whose_certificate_another_ca_issued_is_refused(chain)
     run_job(job, env)  # and with the instance's own CA it connects (and changes nothing)
 
 
-def test_the_gateway_admits_the_chat_page_and_no_other_origin(chain):
+def test_the_gateway_admits_the_chat_page_and_no_other_origin(chain: LocalChain) -> None:
     def preflight(origin: str) -> httpx.Response:
         return httpx.options(
             f"{chain['gateway']}/v1/chat/completions",
@@ -138,7 +140,7 @@ def test_the_gateway_admits_the_chat_page_and_no_other_origin(chain):
     assert "access-control-allow-origin" not in preflight("https://evil.example").headers
 
 
-def test_a_service_missing_a_setting_would_not_start(chain, tmp_path):
+def test_a_service_missing_a_setting_would_not_start(chain: LocalChain, tmp_path: Path) -> None:
     """The rehearsal's guard: the gateway as synthesized, but without its issuer, fails to start."""
     gateway = chain["spec"].services()["gateway"]
     env = {key: value for key, value in chain["environments"]["gateway"].items() if key != "JWT_ISSUER"}
