@@ -3,16 +3,19 @@
 Private IP only, TLS required, backups with point-in-time recovery, IAM database
 authentication. The orchestrator's identity is born here, because the database
 user it logs in as must exist before any service uses it; the services layer
-runs the orchestrator as this account.
+runs the orchestrator as this account (and so any other Cloud Run service of the
+topology that calls Cloud SQL).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from cdktf import TerraformOutput
 from constructs import Construct
 
+from hybrid import topology
 from hybrid.components.memorystore import RedisProps, RedisStore
 from hybrid.components.postgres import PostgresInstance, PostgresProps
 from hybrid.components.service_account import ServiceAccount, ServiceAccountProps
@@ -35,6 +38,9 @@ class DatabaseOutputs:
     worker_account: ServiceAccount | None = None
     # The gateway's rate-limit store, when [redis] is enabled.
     redis: RedisStore | None = None
+    # Every other Cloud Run service that logs in to Cloud SQL: its identity, born here with its
+    # IAM database user, by service.
+    service_accounts: Mapping[str, ServiceAccount] = field(default_factory=dict)
 
 
 class DatabaseStack(LayerStack):
@@ -72,6 +78,19 @@ class DatabaseStack(LayerStack):
                     description="Runs the batch workers on GKE: pulls line messages, calls the models, writes results.",
                 ),
             )
+        deployed = topology.for_environment(env)
+        service_accounts = {
+            name: self._database_identity(
+                name,
+                ServiceAccountProps(
+                    account_id=env.names.service[name],
+                    display_name=f"{name} (Cloud Run)",
+                    description=f"Runs the {name} Cloud Run service; logs in to Cloud SQL with its IAM identity.",
+                ),
+            )
+            for name in deployed.callers("postgres")
+            if name != "orchestrator" and name in deployed.run_services()
+        }
         # The gateway's shared rate limit: a data store on the same private range as Cloud SQL.
         self.redis = self._redis(network.outputs.private_services_network) if env.redis.enabled else None
 
@@ -88,6 +107,7 @@ class DatabaseStack(LayerStack):
             orchestrator_database_user=self.orchestrator.database_user_name,
             worker_account=self.worker,
             redis=self.redis,
+            service_accounts=service_accounts,
         )
 
     def _database_identity(self, id_: str, props: ServiceAccountProps) -> ServiceAccount:

@@ -82,7 +82,9 @@ def _allowed_keys(root: type[BaseModel], loc: tuple[str, ...]) -> list[str]:
         if not nested:
             return []
         model = nested[0]
-    return list(model.model_fields)
+    # A table whose keys are more than its fields (CloudRunServices) says which.
+    allowed = getattr(model, "allowed_keys", None)
+    return allowed() if allowed else list(model.model_fields)
 
 
 def load_environments(paths: list[Path]) -> list[Environment]:
