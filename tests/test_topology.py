@@ -4,19 +4,36 @@ firewall flows, names, URL wiring, reachability edges and start order."""
 from __future__ import annotations
 
 import json
+import re
+import sys
 from dataclasses import replace
+from types import ModuleType
 
 import cdktf
 import pytest
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from analysis.cost.estimate import estimate
+from analysis.cost.prices import load_prices
 from hybrid import service_contract, topology
-from hybrid.config import Environment, load_environment
+from hybrid.config import (
+    CloudRunServices,
+    CloudRunSizing,
+    ConfigError,
+    Environment,
+    load_environment,
+    parse_environment,
+    read_toml,
+)
 from hybrid.service_contract import Wiring, run_app_url, service_settings, url_settings
 from hybrid.topology import TOPOLOGY, Call, Edge, Service, for_environment
 from iac import ROOT, resources
 from scripts.deploy_steps import DEPLOY_STEPS
 from services.orchestrator.settings import OrchestratorSettings
+from stacks.database import DatabaseStack
 from stacks.network import NetworkStack, firewall_rules
+from stacks.registry import RegistryStack
+from stacks.services import ServicesStack
 from variants import DEV_ENV, DEV_ON_CLOUD_RUN
 
 PROD = ROOT / "environments" / "prod.toml"
@@ -30,17 +47,35 @@ class CallsReranker(OrchestratorSettings):
     reranker_url: str
 
 
+class RerankerSettings(BaseSettings):
+    """The new service's own settings model, as services/reranker/settings.py would define it."""
+
+    model_config = SettingsConfigDict(frozen=True, extra="forbid")
+    top_k: int = 20
+
+
+def settings_module(**models: type[BaseSettings]) -> ModuleType:
+    """A stand-in for a service's settings.py, defining ``models``."""
+    module = ModuleType("settings")
+    module.__dict__.update(models)
+    return module
+
+
 @pytest.fixture
 def reranker(monkeypatch) -> Environment:
-    """prod, loaded with one more internal Cloud Run service in the topology: the orchestrator
-    calls it, and it reads the database. Its code (the orchestrator's setting) is a stand-in."""
-    monkeypatch.setitem(service_contract.RUNTIME_SETTINGS, "orchestrator", CallsReranker)
+    """prod, with one more internal Cloud Run service in the topology: the orchestrator calls it,
+    and it reads the database. Its code (its settings, and the orchestrator's) is a stand-in,
+    found where the contract's convention looks: services/<name>/settings.py's <Name>Settings."""
+    monkeypatch.setitem(sys.modules, "services.reranker.settings", settings_module(RerankerSettings=RerankerSettings))
+    monkeypatch.setitem(
+        sys.modules, "services.orchestrator.settings", settings_module(OrchestratorSettings=CallsReranker)
+    )
     monkeypatch.setattr(
         topology,
         "TOPOLOGY",
         replace(
             TOPOLOGY,
-            services={**TOPOLOGY.services, "reranker": Service("cloud_run")},
+            services={**TOPOLOGY.services, "reranker": Service("cloud_run", built=True)},
             calls=(
                 *TOPOLOGY.calls,
                 Call("orchestrator", "reranker", "https"),
@@ -48,7 +83,15 @@ def reranker(monkeypatch) -> Environment:
             ),
         ),
     )
-    return load_environment(PROD)
+    return parse_environment(with_reranker({"max_instances": 20}), PROD)
+
+
+def with_reranker(table: dict) -> dict:
+    """prod's file with a [services.reranker] table: at the defaults' 100 instances its Direct
+    VPC egress would not fit prod's run subnet beside the others'."""
+    raw = read_toml(PROD)
+    raw["services"]["reranker"] = table
+    return raw
 
 
 def test_a_new_service_gets_its_firewall_flow_in_the_synthesized_network(reranker):
@@ -89,7 +132,9 @@ def test_a_new_service_is_wired_to_its_caller(reranker):
 
 
 def test_a_caller_that_does_not_read_the_new_url_is_refused(reranker, monkeypatch):
-    monkeypatch.setitem(service_contract.RUNTIME_SETTINGS, "orchestrator", OrchestratorSettings)
+    monkeypatch.setitem(
+        sys.modules, "services.orchestrator.settings", settings_module(OrchestratorSettings=OrchestratorSettings)
+    )
     with pytest.raises(service_contract.ContractError, match="RERANKER_URL: Extra inputs are not permitted"):
         service_settings(reranker, Wiring.placeholder(reranker), only=("orchestrator",))
 
@@ -141,6 +186,83 @@ def test_cloud_run_calls_to_one_destination_share_its_rule():
 
 
 def test_each_built_service_has_its_settings_model_and_image():
-    assert set(service_contract.RUNTIME_SETTINGS) == set(TOPOLOGY.built())
+    models = {name: service_contract.settings_model(name).__name__ for name in TOPOLOGY.built()}
+    assert models == {
+        "frontend": "FrontendSettings",
+        "gateway": "GatewaySettings",
+        "orchestrator": "OrchestratorSettings",
+        "worker": "WorkerSettings",
+    }
     assert DEPLOY_STEPS[1].images == TOPOLOGY.built()
-    assert all((ROOT / "services" / name / "settings.py").is_file() for name in TOPOLOGY.built())
+
+
+def test_a_built_service_without_its_settings_model_is_refused(monkeypatch):
+    monkeypatch.setitem(sys.modules, "services.reranker.settings", settings_module(Settings=RerankerSettings))
+    with pytest.raises(TypeError, match=re.escape("services/reranker/settings.py: must define RerankerSettings")):
+        service_contract.settings_model("reranker")
+
+
+def services_stack(env: Environment) -> dict:
+    app = cdktf.Testing.app()
+    network = NetworkStack(app, env)
+    stack = ServicesStack(app, env, network, RegistryStack(app, env, network), DatabaseStack(app, env, network))
+    return json.loads(cdktf.Testing.synth(stack))
+
+
+def test_a_new_service_is_built_by_the_services_stack(reranker):
+    stack = services_stack(reranker)
+    (service,) = [s for s in resources(stack, "google_cloud_run_v2_service").values() if s["name"] == "prod-reranker"]
+
+    assert service["ingress"] == "INGRESS_TRAFFIC_INTERNAL_ONLY"
+    template = service["template"]
+    (container,) = template["containers"]
+    assert container["image"].endswith("/prod-services/reranker:" + reranker.services.image_tag)
+    # Its env is its settings model's, as the contract renders it: nothing the stack decides, but
+    # the file's override.
+    assert {e["name"]: e["value"] for e in container.get("env", [])} == {}
+    assert template["vpc_access"]["network_interfaces"][0]["tags"] == ["prod-run-reranker"]
+    # It logs in to Cloud SQL: its account is born in the database layer, with its IAM database user.
+    assert template["service_account"] == "${google_service_account.reranker_account_B6781391.email}"
+    assert not [a for a in resources(stack, "google_service_account").values() if "reranker" in a["account_id"]]
+    database = json.loads(
+        cdktf.Testing.synth(DatabaseStack(cdktf.Testing.app(), reranker, NetworkStack(cdktf.Testing.app(), reranker)))
+    )
+    users = {u["name"] for u in resources(database, "google_sql_user").values()}
+    assert '${trimsuffix(google_service_account.reranker_account_B6781391.email, ".gserviceaccount.com")}' in users
+    # The orchestrator alone may invoke it, and is told its URL.
+    grants = [g for g in resources(stack, "google_cloud_run_v2_service_iam_member").values() if "reranker" in g["name"]]
+    assert [(g["role"], g["member"]) for g in grants] == [
+        ("roles/run.invoker", "${google_service_account.orchestrator_account_BBB68CB6.member}")
+    ]
+    (orchestrator,) = [
+        s for s in resources(stack, "google_cloud_run_v2_service").values() if s["name"] == "prod-orchestrator"
+    ]
+    urls = {e["name"]: e["value"] for e in orchestrator["template"]["containers"][0]["env"]}
+    assert "reranker" in urls["RERANKER_URL"] and urls["RERANKER_URL"].endswith(".uri}")
+
+
+def test_a_new_service_has_a_table_of_its_own_or_the_defaults(reranker):
+    sized = parse_environment(with_reranker({"max_instances": 3, "env": {"TOP_K": "5"}}), PROD)
+    assert sized.services.sizing("reranker").max_instances == 3
+    assert service_contract.container_env(sized, Wiring.placeholder(sized), "reranker") == {"TOP_K": "5"}
+    # Internal unless the topology makes it public, with a table or without.
+    default = CloudRunServices(deletion_protection=True).sizing("reranker")
+    assert default.model_dump() == CloudRunSizing(ingress="INGRESS_TRAFFIC_INTERNAL_ONLY").model_dump()
+    assert sized.services.sizing("reranker").ingress == "INGRESS_TRAFFIC_INTERNAL_ONLY"
+
+    with pytest.raises(
+        ConfigError,
+        match=re.escape("services.reranker.env.TOP_N: unknown setting: must be one the reranker reads: TOP_K"),
+    ):
+        parse_environment(with_reranker({"max_instances": 3, "env": {"TOP_N": "5"}}), PROD)
+    with pytest.raises(ConfigError, match=re.escape("services.reranker.cpu = 3: must be 1, 2, 4, 6 or 8")):
+        parse_environment(with_reranker({"max_instances": 3, "cpu": 3}), PROD)
+    raw = with_reranker({})
+    raw["services"]["rerankr"] = raw["services"].pop("reranker")
+    with pytest.raises(ConfigError, match=r"services\.rerankr: unknown key: must be one of .*orchestrator, reranker$"):
+        parse_environment(raw, PROD)
+
+
+def test_a_new_service_is_in_the_cost_estimate(reranker):
+    est = estimate(reranker, load_prices(reranker.region))
+    assert any(i.stack == "prod-services" and i.resource == "Cloud Run prod-reranker" for i in est.items)
