@@ -126,12 +126,14 @@ def url_settings(env: Environment) -> dict[str, dict[str, str]]:
 
 def _stack_values(env: Environment, wiring: Wiring) -> dict[str, dict[str, object]]:
     """Each built service's settings that the stack decides, by field name of its model: a
-    service the stack decides nothing for but URLs is given those alone."""
+    service the stack decides nothing for but how it calls others is given that alone."""
     values = _decided(env, wiring)
     for service in for_environment(env).built():
         values.setdefault(service, {})
     for service, wired in url_settings(env).items():
         values[service].update({setting: wiring.urls.get(callee) for setting, callee in wired.items()})
+    for service, wired in for_environment(env).id_token_settings().items():
+        values[service].update(dict.fromkeys(wired, "google-id-token"))
     return values
 
 
@@ -147,7 +149,6 @@ def _decided(env: Environment, wiring: Wiring) -> dict[str, dict[str, object]]:
             "jwks_url": gateway.jwks_url,
             "jwt_issuer": gateway.jwt_issuer or f"https://securetoken.google.com/{env.project_id}",
             "jwt_audience": gateway.jwt_audience or env.project_id,
-            "orchestrator_auth": "google-id-token",
             "orchestrator_audience": wiring.orchestrator_audience,
             "allowed_origins": wiring.frontend_origin,
             # Cloud Run ends a request at the service's timeout; wait for the orchestrator as long.

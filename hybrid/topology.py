@@ -212,6 +212,16 @@ class Topology:
                 wired.setdefault(call.source, {})[f"{call.destination}_url"] = call.destination
         return wired
 
+    def id_token_settings(self) -> dict[str, dict[str, str]]:
+        """Each service's settings that say it calls an internal Cloud Run service with a Google ID
+        token, which run.invoker admits: ``<callee>_auth``, beside its ``<callee>_url``
+        (cloud.google.com/run/docs/authenticating/service-to-service). {caller: {field: callee}}."""
+        wired: dict[str, dict[str, str]] = {}
+        for call in self.calls:
+            if call.url_setting and self.path(call) == "run.app":
+                wired.setdefault(call.source, {})[f"{call.destination}_auth"] = call.destination
+        return wired
+
     def required_edges(self) -> tuple[Edge, ...]:
         """Every flow that must exist, for the reachability checker: the browser's to each public
         service, then each call, by the path it travels."""

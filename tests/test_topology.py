@@ -8,6 +8,7 @@ import re
 import sys
 from dataclasses import replace
 from types import ModuleType
+from typing import Literal
 
 import cdktf
 import pytest
@@ -45,6 +46,7 @@ class CallsReranker(OrchestratorSettings):
     """The orchestrator's settings as its code would declare the new service's URL."""
 
     reranker_url: str
+    reranker_auth: Literal["google-id-token", "none"] = "none"
 
 
 class RerankerSettings(BaseSettings):
@@ -126,6 +128,8 @@ def test_a_new_service_is_wired_to_its_caller(reranker):
     settings = service_settings(reranker, wiring, only=("orchestrator",))["orchestrator"]
 
     assert isinstance(settings, CallsReranker) and settings.reranker_url == "https://reranker.example"
+    # Through run.invoker, with a Google ID token, though the model's own default is none.
+    assert settings.reranker_auth == "google-id-token"
     assert Wiring.placeholder(reranker).urls["reranker"] == run_app_url(
         "prod-reranker", "PROJECT_NUMBER", reranker.region
     )
@@ -238,7 +242,8 @@ def test_a_new_service_is_built_by_the_services_stack(reranker):
         s for s in resources(stack, "google_cloud_run_v2_service").values() if s["name"] == "prod-orchestrator"
     ]
     urls = {e["name"]: e["value"] for e in orchestrator["template"]["containers"][0]["env"]}
-    assert "reranker" in urls["RERANKER_URL"] and urls["RERANKER_URL"].endswith(".uri}")
+    assert urls["RERANKER_URL"] == "${google_cloud_run_v2_service.reranker_service_4F0F9CE0.uri}"
+    assert urls["RERANKER_AUTH"] == "google-id-token"
 
 
 def test_a_new_service_has_a_table_of_its_own_or_the_defaults(reranker):
