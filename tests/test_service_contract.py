@@ -10,20 +10,10 @@ import pytest
 from pydantic_settings import BaseSettings
 
 from hybrid.config import load_environment
-from hybrid.service_contract import ContractError, Wiring, container_env, render, service_settings
+from hybrid.service_contract import ContractError, Wiring, container_env, render, service_settings, settings_model
 from iac import ROOT, pointees
-from services.frontend.settings import FrontendSettings
-from services.gateway.settings import GatewaySettings
-from services.orchestrator.settings import OrchestratorSettings
-from services.worker.settings import WorkerSettings
 from variants import DEV_ON_CLOUD_RUN
 
-LOADERS = {
-    "frontend": FrontendSettings,
-    "gateway": GatewaySettings,
-    "orchestrator": OrchestratorSettings,
-    "worker": WorkerSettings,
-}
 CLOUD_RUN_ROLES = ("frontend", "gateway", "orchestrator")
 
 
@@ -39,7 +29,7 @@ def load(role: str, environ: dict[str, str], monkeypatch: pytest.MonkeyPatch) ->
             patch.delenv(name)
         for name, value in environ.items():
             patch.setenv(name, value)
-        return LOADERS[role]()
+        return settings_model(role)()
 
 
 def declared_env(stack: dict, name: str) -> dict[str, str]:
