@@ -123,7 +123,7 @@ def test_a_new_service_gets_its_names_checked(embedder):
 
 def test_a_new_service_is_wired_to_its_caller(embedder):
     assert url_settings(embedder)["orchestrator"]["embedder_url"] == "embedder"
-    wiring = replace(Wiring.placeholder(embedder), urls={"embedder": "https://embedder.example"})
+    wiring = Wiring.placeholder(embedder).with_url("embedder", "https://embedder.example")
 
     settings = service_settings(embedder, wiring, only=("orchestrator",))["orchestrator"]
 
@@ -277,7 +277,9 @@ def test_a_new_service_has_a_table_of_its_own_or_the_defaults(embedder):
         parse_environment(with_embedder({"max_instances": 3, "cpu": 3}), PROD)
     raw = with_embedder({})
     raw["services"]["embeder"] = raw["services"].pop("embedder")
-    with pytest.raises(ConfigError, match=r"services\.embeder: unknown key: must be one of .*orchestrator, .*embedder$"):
+    with pytest.raises(
+        ConfigError, match=r"services\.embeder: unknown key: must be one of .*orchestrator, .*embedder$"
+    ):
         parse_environment(raw, PROD)
 
 
