@@ -10,7 +10,15 @@ import pytest
 from pydantic_settings import BaseSettings
 
 from hybrid.config import load_environment
-from hybrid.service_contract import ContractError, Wiring, container_env, render, service_settings, settings_model
+from hybrid.service_contract import (
+    ContractError,
+    Wiring,
+    container_env,
+    render,
+    service_settings,
+    settings_model,
+    url_settings,
+)
 from iac import ROOT, pointees
 from variants import DEV_ON_CLOUD_RUN
 
@@ -119,8 +127,13 @@ def test_the_synths_own_environment_reaches_no_container(environment, monkeypatc
 
 
 def test_a_setting_nothing_sets_is_refused(environment):
+    # Every URL is known but the orchestrator's.
+    urls = {
+        callee: f"https://{callee}.example" for wired in url_settings(environment).values() for callee in wired.values()
+    }
+    urls.pop("orchestrator")
     with pytest.raises(ContractError) as refused:
-        service_settings(environment, Wiring(), only=("gateway", "orchestrator"))
+        service_settings(environment, Wiring(urls=urls), only=("gateway", "orchestrator"))
     assert refused.value.problems == [
         "services.gateway: the gateway needs ORCHESTRATOR_URL, which nothing sets",
         "services.orchestrator: BACKENDS: an openai backend needs url",
