@@ -347,8 +347,8 @@ def test_gate_flags_an_increase_over_the_limit(tmp_path):
     assert result.returncode == 1
     # The total is the baseline's and the stacks' changes below (the services' own depend on the topology).
     (total,) = [line for line in result.stdout.splitlines() if line.startswith("prod: monthly estimate ")]
-    estimate, baseline = (float(amount.replace(",", "")) for amount in re.findall(r"\$([\d,]+\.\d\d)", total))
-    assert estimate - baseline == pytest.approx(817.76 + 1.03, abs=0.02) and "limit +10%)" in total
+    new_total, old_total = (float(amount.replace(",", "")) for amount in re.findall(r"\$([\d,]+\.\d\d)", total))
+    assert new_total - old_total == pytest.approx(817.76 + 1.03, abs=0.02) and "limit +10%)" in total
     assert "  prod-inference: $1,654.13 -> $2,471.89 (+817.76)" in result.stdout
     assert "  prod-network: $8.14 -> $9.17 (+1.03)" in result.stdout
     assert "COST INCREASE over 10%" in result.stdout
