@@ -127,19 +127,20 @@ def test_the_synths_own_environment_reaches_no_container(environment, monkeypatc
 
 
 def test_a_setting_nothing_sets_is_refused(environment):
-    # Every URL is known but the orchestrator's.
+    # The services' URLs are known (but the orchestrator's, first).
     urls = {
         callee: f"https://{callee}.example" for wired in url_settings(environment).values() for callee in wired.values()
     }
-    urls.pop("orchestrator")
+    but_the_orchestrator = {callee: url for callee, url in urls.items() if callee != "orchestrator"}
     with pytest.raises(ContractError) as refused:
-        service_settings(environment, Wiring(urls=urls), only=("gateway", "orchestrator"))
+        service_settings(environment, Wiring(urls=but_the_orchestrator), only=("gateway", "orchestrator"))
     assert refused.value.problems == [
         "services.gateway: the gateway needs ORCHESTRATOR_URL, which nothing sets",
         "services.orchestrator: BACKENDS: an openai backend needs url",
     ]
     with pytest.raises(ContractError) as refused:
-        service_settings(environment, Wiring(inference_url="http://10.10.15.250:8000/v1"), only=("orchestrator",))
+        wiring = Wiring(urls=urls, inference_url="http://10.10.15.250:8000/v1")
+        service_settings(environment, wiring, only=("orchestrator",))
     assert refused.value.problems == [
         "services.orchestrator: DATABASE_AUTH=iam needs PGHOST, PGDATABASE, PGUSER, DATABASE_SERVER_CA"
     ]
