@@ -18,6 +18,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationError
 
+from hybrid import topology
 from hybrid.catalog import GPUS, MODELS, ServerShape, capacity_problems
 from hybrid.config import ConfigError, Environment, Settings, describe, read_toml
 
@@ -337,7 +338,8 @@ def render_fragment(p: Profile, decisions: list[Decision], fit: tuple[str, int] 
         "max_instances = 20",
         "cpu_always_allocated = false   # serves a page and waits",
     ]
-    for role in ("gateway", "orchestrator"):
+    # The topology's other Cloud Run services are in an API request's path, sized alike.
+    for role in (name for name in topology.declared().run_services() if name != "frontend"):
         lines += [
             "",
             f"[services.{role}]",

@@ -156,7 +156,11 @@ def _allowed_keys(root: type[BaseModel], loc: tuple[str, ...]) -> list[str]:
     for part in loc:
         field = model.model_fields.get(part) if model else None
         model = _settings_model(field.annotation) if field else None
-    return list(model.model_fields) if model else []
+    if model is None:
+        return []
+    # A table whose keys are more than its fields (CloudRunServices) says which.
+    allowed = getattr(model, "allowed_keys", None)
+    return list(allowed()) if allowed else list(model.model_fields)
 
 
 def load_environments(paths: list[Path]) -> list[Environment]:

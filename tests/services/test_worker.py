@@ -10,7 +10,6 @@ import json
 import logging
 import time
 import uuid
-from dataclasses import dataclass
 
 import aiohttp
 import psycopg
@@ -18,6 +17,7 @@ import pytest
 from google.cloud import pubsub_v1
 from psycopg_pool import AsyncConnectionPool
 
+from devtools.batch_chain import BatchQueue, batch_queue
 from devtools.harness import Postgres, Server, orchestrator_settings, wait_for
 from services.modelcalls.ledger import Ledger
 from services.servicekit.blobs import BlobStore
@@ -48,44 +48,17 @@ def batch_database(postgres):
     return with_batch_tables(postgres)
 
 
-@dataclass
-class Queue:
-    """One test's topic and subscriptions on the emulator, as the workers stack makes them."""
-
-    topic: str
-    subscription: str
-    dead_letter_topic: str
-    dead_letter_subscription: str
-
-
 @pytest.fixture
-def queue(pubsub, monkeypatch) -> Queue:
+def queue(pubsub, monkeypatch) -> BatchQueue:
     for name, value in pubsub.environment.items():
         monkeypatch.setenv(name, value)
-    n = next(names)
-    lines, dead = f"batch-lines-{n}", f"batch-dead-letters-{n}"
-    pubsub.create_topic(lines)
-    pubsub.create_topic(dead)
-    pubsub.create_subscription(dead, dead)
-    pubsub.create_subscription(
-        f"batch-workers-{n}",
-        lines,
-        ack_deadline_seconds=10,
-        dead_letter_topic=dead,
-        max_delivery_attempts=5,
-        # Pub/Sub's retry policy backs off 10 s to 600 s in production; fast here.
-        minimum_backoff_seconds=0.1,
-        maximum_backoff_seconds=0.5,
-    )
-    return Queue(
-        pubsub.topic_path(lines),
-        pubsub.subscription_path(f"batch-workers-{n}"),
-        pubsub.topic_path(dead),
-        pubsub.subscription_path(dead),
+    # Pub/Sub's retry policy backs off 10 s to 600 s in production; fast here.
+    return batch_queue(
+        pubsub, str(next(names)), ack_deadline_seconds=10, max_delivery_attempts=5, backoff_seconds=(0.1, 0.5)
     )
 
 
-def worker_settings(upstream, gcs, queue: Queue, **overrides) -> WorkerSettings:
+def worker_settings(upstream, gcs, queue: BatchQueue, **overrides) -> WorkerSettings:
     routing = orchestrator_settings(upstream.url)
     return WorkerSettings.model_validate(
         {
@@ -112,7 +85,7 @@ def worker_settings(upstream, gcs, queue: Queue, **overrides) -> WorkerSettings:
 class Batches:
     """Batches made and read the way the orchestrator does, straight in PostgreSQL."""
 
-    def __init__(self, conninfo: str, queue: Queue) -> None:
+    def __init__(self, conninfo: str, queue: BatchQueue) -> None:
         self.conninfo, self.queue = conninfo, queue
         self.publisher = pubsub_v1.PublisherClient()
 
