@@ -16,9 +16,10 @@ from analysis.reachability import (
     EnvironmentFacts,
     evaluate,
 )
-from analysis.reachability.edges import Call, Edge, every_edge
+from analysis.reachability.edges import Edge, every_edge
 from analysis.reachability.evaluate import PROOFS, proof_for
 from hybrid.config import load_environment
+from hybrid.topology import Edge as Call
 from iac import ROOT, Json, Stacks
 from reachability_helpers import (
     CLOUD_RUN_EDGES,

@@ -10,17 +10,22 @@ import httpx
 import openai
 import pytest
 
-from batch_helpers import (
+from batch_helpers import (  # noqa: F401 - fixtures
     BUCKET,
     NUL,
     Query,
+    batch_gateway,
+    batch_orchestrator,
     client,
     counts,
+    db,
     finish_as_a_worker,
     jsonl,
     multipart_upload,
     new_user,
+    queue,
     request_line,
+    small_gateway,
     upload,
 )
 from devtools.harness import ServedIssuer, Server

@@ -17,15 +17,19 @@ import psycopg
 import pytest
 from psycopg_pool import AsyncConnectionPool
 
-from batch_helpers import (
+from batch_helpers import (  # noqa: F401 - fixtures
     BUCKET,
     Query,
+    batch_gateway,
+    batch_orchestrator,
     client,
     counts,
+    db,
     finish_as_a_worker,
     jsonl,
     new_user,
     pulled,
+    queue,
     request_line,
 )
 from devtools.harness import (
