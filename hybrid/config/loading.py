@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
-from pydantic_core import PydanticCustomError
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from hybrid.config.environment import Environment
 from hybrid.config.errors import ConfigError, must
@@ -102,7 +102,9 @@ def _partial(model: type[BaseModel], raw: Any, loc: tuple[str, ...]) -> tuple[An
         try:
             decorator.func(partial)
         except PydanticCustomError as err:
-            error = ValidationError.from_exception_data(model.__name__, [{"type": err, "loc": loc, "input": raw}])
+            error = ValidationError.from_exception_data(
+                model.__name__, [InitErrorDetails(type=err, loc=loc, input=raw)]
+            )
             problems += describe(error, Environment)
         except (AttributeError, TypeError):  # the check reads a field that is not valid
             pass
