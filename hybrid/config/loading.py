@@ -14,8 +14,8 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from hybrid.config.environment import Environment
-from hybrid.config.errors import ConfigError, must
-from hybrid.config.regions import did_you_mean, gpu_region_problem
+from hybrid.config.errors import ConfigError, did_you_mean, must
+from hybrid.config.regions import gpu_region_problem
 
 
 def read_toml(path: Path) -> dict[str, Any]:
