@@ -28,6 +28,7 @@ from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, InitSettingsSource
 
 from hybrid.config import Environment, must
+from hybrid.config.errors import did_you_mean
 from hybrid.topology import for_environment
 from services.modelcalls.settings import Route
 from services.orchestrator.settings import GOOGLE_CERTS_URL, OrchestratorSettings
@@ -287,7 +288,8 @@ def service_settings(env: Environment, wiring: Wiring, only: Iterable[str] | Non
             for name in sorted(given):
                 if name not in fields:
                     problems.append(
-                        f"{where}.{table}.{name}: unknown setting: must be one the {service} reads: {', '.join(sorted(fields))}"
+                        f"{where}.{table}.{name}: unknown setting{did_you_mean(name, fields)}: "
+                        f"must be one the {service} reads: {', '.join(sorted(fields))}"
                     )
                 elif values.get(fields[name]) is not None:
                     problems.append(f"{where}.{table}.{name}: must not be set here: the stack sets it")

@@ -172,7 +172,7 @@ CASES = [
     (
         "contract-unknown-setting",
         ("[services.gateway]\n", '[services.gateway]\nenv = { RATE_LIMIT = "5" }\n'),
-        "services.gateway.env.RATE_LIMIT: unknown setting: must be one the gateway reads: ",
+        "services.gateway.env.RATE_LIMIT: unknown setting (did you mean 'RATE_LIMIT_BURST'?): must be one the gateway reads: ",
     ),
     (
         "contract-stack-owned",

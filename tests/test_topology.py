@@ -270,7 +270,9 @@ def test_a_new_service_has_a_table_of_its_own_or_the_defaults(embedder):
 
     with pytest.raises(
         ConfigError,
-        match=re.escape("services.embedder.env.TOP_N: unknown setting: must be one the embedder reads: TOP_K"),
+        match=re.escape(
+            "services.embedder.env.TOP_N: unknown setting (did you mean 'TOP_K'?): must be one the embedder reads: TOP_K"
+        ),
     ):
         parse_environment(with_embedder({"max_instances": 3, "env": {"TOP_N": "5"}}), PROD)
     with pytest.raises(ConfigError, match=re.escape("services.embedder.cpu = 3: must be 1, 2, 4, 6 or 8")):
