@@ -139,6 +139,12 @@ class ResourceNames:
                 r"[a-z][-a-z0-9]{4,28}[a-z0-9]",
                 "6-30 characters",
             ),
+            **self._service_rules(),
+            **self._secondary_range_and_secret_rules(rfc),
+        }
+
+    def _service_rules(self) -> dict[str, tuple[str, str, str]]:
+        return {
             # cloud.google.com/run/docs/deploying#service: at most 49 characters.
             **{
                 f"Cloud Run service {role}": (name, r"[a-z]([-a-z0-9]{0,47}[a-z0-9])?", "at most 49 characters")
@@ -149,6 +155,10 @@ class ResourceNames:
                 f"{role} service account": (name, r"[a-z][-a-z0-9]{4,28}[a-z0-9]", "6-30 characters")
                 for role, name in self.service.items()
             },
+        }
+
+    def _secondary_range_and_secret_rules(self, rfc: str) -> dict[str, tuple[str, str, str]]:
+        return {
             # cloud.google.com/compute/docs/reference/rest/v1/subnetworks: a secondary range's
             # rangeName, like a firewall rule's name (.../v1/firewalls), is RFC 1035, 1-63 characters.
             "pods secondary range": (self.pods_range, _RFC1035, rfc),
