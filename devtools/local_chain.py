@@ -99,11 +99,8 @@ def local_chain(
     progress(f"synthesizing {environment.name}")
     spec = SynthesizedEnvironment.synthesize(environment)
     services, jobs = spec.services(), spec.jobs()
-    secret_values = {
-        secret: random_secrets.token_urlsafe(24)
-        for container in [*services.values(), *jobs.values()]
-        for secret in container.secrets.values()
-    }
+    # A value for each secret any container reads, made up here.
+    secret_values = {secret: random_secrets.token_urlsafe(24) for secret in _secrets(services, jobs)}
     with _scratch_database(progress) as (work, database), contextlib.ExitStack() as stack:
         _create_cloud_sql_objects(database, spec, jobs, secret_values)
         metadata, identities = _metadata_servers(stack, services)
@@ -144,6 +141,10 @@ def local_chain(
             identities=identities,
             model=json.loads(environments["orchestrator"]["ROUTES"])[0]["match"],
         )
+
+
+def _secrets(services: dict[str, Container], jobs: dict[str, Container]) -> set[str]:
+    return {secret for container in [*services.values(), *jobs.values()] for secret in container.secrets.values()}
 
 
 def _translations(
