@@ -10,6 +10,13 @@ _SERVICE_ACCOUNT = (r"[a-z][-a-z0-9]{4,28}[a-z0-9]", "6-30 characters")
 _UP_TO_40 = (r"[a-z]([-a-z0-9]{0,38}[a-z0-9])?", "at most 40 characters")
 # cloud.google.com/secret-manager/docs/reference/rest/v1/projects.secrets/create: secretId.
 _SECRET_ID = (r"[A-Za-z0-9_-]{1,255}", "1-255 letters, digits, '-' or '_'")
+# cloud.google.com/storage/docs/buckets#naming: 3-63 characters (no dots), globally unique.
+_BUCKET = (
+    r"[a-z0-9][a-z0-9_-]{1,61}[a-z0-9]",
+    "3-63 lowercase letters, digits, '-' or '_' (a shorter project id or environment name)",
+)
+# cloud.google.com/logging/docs/reference/v2/rest/v2/projects.metrics: a metric's name, at most 100 characters.
+_METRIC = (r"[A-Za-z0-9_.-]{1,100}", "at most 100 letters, digits, '_', '.' or '-'")
 
 
 class ResourceNames:
@@ -102,12 +109,7 @@ class ResourceNames:
                     ("workers metrics adapter", self.workers_metrics_adapter_account),
                 )
             },
-            # cloud.google.com/storage/docs/buckets#naming: 3-63 characters (no dots), globally unique.
-            "batch bucket": (
-                self.batch_bucket,
-                r"[a-z0-9][a-z0-9_-]{1,61}[a-z0-9]",
-                "3-63 lowercase letters, digits, '-' or '_' (a shorter project id or environment name)",
-            ),
+            "batch bucket": (self.batch_bucket, *_BUCKET),
             "batch lines topic": (self.batch_topic, *pubsub),
             "batch workers subscription": (self.batch_subscription, *pubsub),
             "batch dead-letter topic and subscription": (self.dead_letter_topic, *pubsub),
@@ -168,13 +170,7 @@ class ResourceNames:
             # cloud.google.com/api-keys/docs/reference/rest/v2/projects.locations.keys/create: keyId.
             "browser API key": (self.browser_key, _RFC1035, rfc),
             "database admin password secret": (self.database_admin_secret, *_SECRET_ID),
-            # cloud.google.com/logging/docs/reference/v2/rest/v2/projects.metrics: a metric's name,
-            # at most 100 characters.
-            "rate-limit fallback metric": (
-                self.rate_limit_fallback_metric,
-                r"[A-Za-z0-9_.-]{1,100}",
-                "at most 100 letters, digits, '_', '.' or '-'",
-            ),
+            "rate-limit fallback metric": (self.rate_limit_fallback_metric, *_METRIC),
             "Redis AUTH string secret": (self.redis_auth_secret, *_SECRET_ID),
             # cloud.google.com/memorystore/docs/redis/reference/rest/v1/projects.locations.instances/create:
             # instanceId, 1-40 lowercase letters, digits or hyphens, starting with a letter.
