@@ -99,99 +99,156 @@ def local_chain(
     progress(f"synthesizing {environment.name}")
     spec = SynthesizedEnvironment.synthesize(environment)
     services, jobs = spec.services(), spec.jobs()
-    secret_values = {
-        secret: random_secrets.token_urlsafe(24)
-        for container in [*services.values(), *jobs.values()]
-        for secret in container.secrets.values()
+    # A value for each secret any container reads, made up here.
+    secret_values = {secret: random_secrets.token_urlsafe(24) for secret in _secrets(services, jobs)}
+    with _scratch_database(progress) as (work, database), contextlib.ExitStack() as stack:
+        _create_cloud_sql_objects(database, spec, jobs, secret_values)
+        metadata, identities = _metadata_servers(stack, services)
+        project = spec.stacks[f"{spec.name}-services"]["provider"]["google"][0]["project"]
+        issuer = identity_issuer(work / "identity", project)
+        identity = stack.enter_context(Server(create_identity_platform(issuer, api_key=BROWSER_KEY, password=PASSWORD)))
+        if upstream is None:
+            upstream = stack.enter_context(Server(create_model_standin())).url + "/v1"
+        ports = {role: (ports or {}).get(role) or free_port() for role in services}
+        local = {role: f"http://127.0.0.1:{port}" for role, port in ports.items()}
+        translate = _translations(services, local, database, upstream, identity.url, metadata.url)
+        job_environments = _run_jobs(jobs, translate, secret_values, metadata, progress)
+        batch = _batch_path(stack, work, project, services["orchestrator"], progress) if batches else {}
+        environments = _service_environments(services, translate, secret_values, batch, overrides or {})
+        if model:
+            orchestrator = environments["orchestrator"]
+            orchestrator["BACKENDS"] = _real_upstream(orchestrator["BACKENDS"], model, api_key_env)
+        _start_services(stack, services, environments, ports, identities, work, progress)
+        if batches:
+            progress("starting the batch worker")
+            stack.enter_context(
+                _worker_process(environments["orchestrator"], _metadata_env(identities["orchestrator"]), work)
+            )
+        yield dict(
+            frontend=local["frontend"],
+            identity=identity.url,
+            gateway=local["gateway"],
+            orchestrator=local["orchestrator"],
+            issuer=issuer,
+            password=PASSWORD,
+            environments=environments,
+            database_ca=database.ca_pem,
+            jobs={name: (job, job_environments[name]) for name, job in jobs.items()},
+            # The ledger's database, as the admin of the whole server (to read what the orchestrator wrote).
+            conninfo=make_conninfo(database.conninfo, dbname=environments["orchestrator"]["PGDATABASE"]),
+            spec=spec,
+            metadata=metadata,
+            identities=identities,
+            model=json.loads(environments["orchestrator"]["ROUTES"])[0]["match"],
+        )
+
+
+def _secrets(services: dict[str, Container], jobs: dict[str, Container]) -> set[str]:
+    return {secret for container in [*services.values(), *jobs.values()] for secret in container.secrets.values()}
+
+
+def _translations(
+    services: dict[str, Container],
+    local: dict[str, str],
+    database: Postgres,
+    upstream: str,
+    identity: str,
+    metadata: str,
+) -> dict[str, str]:
+    """What the spec names in Google's cloud -> its stand-in here."""
+    return {
+        **{url: local[role] for role in services for url in services[role].urls},
+        CLOUD_SQL_PRIVATE_IP: DATABASE_HOST,
+        CLOUD_SQL_SERVER_CA: database.ca_pem,
+        _self_hosted_base(services["orchestrator"]): upstream.removesuffix("/v1"),
+        GOOGLE_JWKS: identity + JWKS_PATH,
+        IDENTITY_PLATFORM: identity,
+        GOOGLE_CERTS_URL: metadata + CERTS_PATH,
     }
+
+
+def _run_jobs(
+    jobs: dict[str, Container],
+    translate: dict[str, str],
+    secret_values: dict[str, str],
+    metadata: Server,
+    progress: Callable[[str], None],
+) -> dict[str, dict[str, str]]:
+    """Run each job to completion; its environment, by name."""
+    job_environments = {
+        name: {**_environment(job, translate, secret_values), **_metadata_env(metadata)} for name, job in jobs.items()
+    }
+    for name, job in jobs.items():
+        progress(f"running the job {name}")
+        run_job(job, job_environments[name])
+    return job_environments
+
+
+def _service_environments(
+    services: dict[str, Container],
+    translate: dict[str, str],
+    secret_values: dict[str, str],
+    batch: dict[str, str],
+    overrides: dict[str, dict[str, str]],
+) -> dict[str, dict[str, str]]:
+    """Each service's environment, in the order they start: each after those it calls, whose URLs
+    it is given (hybrid/topology.py)."""
+    return {
+        role: {
+            **_environment(services[role], translate, secret_values),
+            **(batch if role == "orchestrator" else {}),
+            **overrides.get(role, {}),
+        }
+        for role in declared().start_order()
+    }
+
+
+def _start_services(
+    stack: contextlib.ExitStack,
+    services: dict[str, Container],
+    environments: dict[str, dict[str, str]],
+    ports: dict[str, int],
+    identities: dict[str, Server],
+    work: Path,
+    progress: Callable[[str], None],
+) -> None:
+    for role, env in environments.items():
+        progress(f"starting the {role}")
+        stack.enter_context(
+            service_process(
+                services[role], ports[role], {**env, **_metadata_env(identities[role])}, work / f"{role}.log"
+            )
+        )
+
+
+@contextlib.contextmanager
+def _scratch_database(progress: Callable[[str], None]) -> Iterator[tuple[Path, Postgres]]:
+    """A scratch directory and, in it, PostgreSQL started (for Cloud SQL); both gone afterwards."""
     _require_free(DATABASE_HOST, DATABASE_PORT)
     work = Path(tempfile.mkdtemp(prefix="local-chain-"))
     database = Postgres(work, host=DATABASE_HOST, port=DATABASE_PORT, superuser="cloudsqladmin", tls=True)
     progress("starting PostgreSQL (for Cloud SQL)")
     database.start()
     try:
-        with contextlib.ExitStack() as stack:
-            _create_cloud_sql_objects(database, spec, jobs, secret_values)
-            # Google signs every account's ID tokens with the same keys; each service's metadata
-            # server serves the account the spec runs it as (the jobs' one is the default's).
-            google = GoogleSigner()
-            metadata = stack.enter_context(Server(create_metadata(access_token=ACCESS_TOKEN, signer=google)))
-            identities = {
-                role: stack.enter_context(
-                    Server(create_metadata(access_token=ACCESS_TOKEN, email=container.service_account, signer=google))
-                )
-                for role, container in services.items()
-            }
-            project = spec.stacks[f"{spec.name}-services"]["provider"]["google"][0]["project"]
-            issuer = identity_issuer(work / "identity", project)
-            identity = stack.enter_context(
-                Server(create_identity_platform(issuer, api_key=BROWSER_KEY, password=PASSWORD))
-            )
-            if upstream is None:
-                upstream = stack.enter_context(Server(create_model_standin())).url + "/v1"
-            ports = {role: (ports or {}).get(role) or free_port() for role in services}
-            local = {role: f"http://127.0.0.1:{port}" for role, port in ports.items()}
-            translate = {
-                **{url: local[role] for role in services for url in services[role].urls},
-                CLOUD_SQL_PRIVATE_IP: DATABASE_HOST,
-                CLOUD_SQL_SERVER_CA: database.ca_pem,
-                _self_hosted_base(services["orchestrator"]): upstream.removesuffix("/v1"),
-                GOOGLE_JWKS: identity.url + JWKS_PATH,
-                IDENTITY_PLATFORM: identity.url,
-                GOOGLE_CERTS_URL: metadata.url + CERTS_PATH,
-            }
-            job_environments = {
-                name: {**_environment(job, translate, secret_values), **_metadata_env(metadata)}
-                for name, job in jobs.items()
-            }
-            for name, job in jobs.items():
-                progress(f"running the job {name}")
-                run_job(job, job_environments[name])
-            batch = _batch_path(stack, work, project, services["orchestrator"], progress) if batches else {}
-            environments = {}
-            # Each service after those it calls, whose URLs it is given (hybrid/topology.py).
-            for role in declared().start_order():
-                environments[role] = {
-                    **_environment(services[role], translate, secret_values),
-                    **(batch if role == "orchestrator" else {}),
-                    **(overrides or {}).get(role, {}),
-                }
-                if role == "orchestrator" and model:
-                    environments[role]["BACKENDS"] = _real_upstream(environments[role]["BACKENDS"], model, api_key_env)
-                progress(f"starting the {role}")
-                stack.enter_context(
-                    service_process(
-                        services[role],
-                        ports[role],
-                        {**environments[role], **_metadata_env(identities[role])},
-                        work / f"{role}.log",
-                    )
-                )
-            if batches:
-                progress("starting the batch worker")
-                stack.enter_context(
-                    _worker_process(environments["orchestrator"], _metadata_env(identities["orchestrator"]), work)
-                )
-            yield dict(
-                frontend=local["frontend"],
-                identity=identity.url,
-                gateway=local["gateway"],
-                orchestrator=local["orchestrator"],
-                issuer=issuer,
-                password=PASSWORD,
-                environments=environments,
-                database_ca=database.ca_pem,
-                jobs={name: (job, job_environments[name]) for name, job in jobs.items()},
-                # The ledger's database, as the admin of the whole server (to read what the orchestrator wrote).
-                conninfo=make_conninfo(database.conninfo, dbname=environments["orchestrator"]["PGDATABASE"]),
-                spec=spec,
-                metadata=metadata,
-                identities=identities,
-                model=json.loads(environments["orchestrator"]["ROUTES"])[0]["match"],
-            )
+        yield work, database
     finally:
         database.stop()
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _metadata_servers(stack: contextlib.ExitStack, services: dict[str, Container]) -> tuple[Server, dict[str, Server]]:
+    """The jobs' metadata server (the default account's) and each service's."""
+    # Google signs every account's ID tokens with the same keys; each service's metadata
+    # server serves the account the spec runs it as (the jobs' one is the default's).
+    google = GoogleSigner()
+    metadata = stack.enter_context(Server(create_metadata(access_token=ACCESS_TOKEN, signer=google)))
+    identities = {
+        role: stack.enter_context(
+            Server(create_metadata(access_token=ACCESS_TOKEN, email=container.service_account, signer=google))
+        )
+        for role, container in services.items()
+    }
+    return metadata, identities
 
 
 # The worker's own subscriptions, made here whatever the spec says: the worker runs beside the

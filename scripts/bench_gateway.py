@@ -34,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Container, Iterable
 from pathlib import Path
 from statistics import median
 
@@ -171,74 +172,72 @@ def _ms(output: str, label: str) -> float:
     return float(value) * {"us": 0.001, "ms": 1, "s": 1000}[unit]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seconds", type=int, default=10, help="length of one wrk run (default 10)")
-    parser.add_argument("--rounds", type=int, default=5, help="runs of each path and shape (default 5)")
-    args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="bench-gateway-"))
-    issuer = DevIssuer(work / "issuer")
-    ports = {name: free_port() for name in ("upstream", "jwks", "gateway", "nginx")}
+def _start_servers(
+    work: Path, issuer: DevIssuer, ports: dict[str, int], processes: dict[str, subprocess.Popen[bytes]]
+) -> None:
+    """Start the upstream stand-in, the JWKS server, the gateway and nginx into ``processes`` (which
+    the caller stops whatever happens, so a failure part-way still stops those started)."""
     # The services' code and the stand-ins, in the servers this starts.
     base_env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    processes = {}
-    try:
-        processes["upstream"] = uvicorn("devtools.standins.openai_upstream:create_app", ports["upstream"], base_env)
-        processes["jwks"] = start(
-            [
-                sys.executable,
-                "-m",
-                "services.gateway.dev_issuer",
-                "--dir",
-                str(work / "issuer"),
-                "serve",
-                "--port",
-                str(ports["jwks"]),
-            ],
-            base_env,
-            f"http://127.0.0.1:{ports['jwks']}/jwks.json",
-        )
-        processes["gateway"] = uvicorn(
-            "services.gateway.app:main",
-            ports["gateway"],
-            {
-                **base_env,
-                "JWKS_URL": f"http://127.0.0.1:{ports['jwks']}/jwks.json",
-                "JWT_ISSUER": issuer.issuer,
-                "JWT_AUDIENCE": issuer.audience,
-                "ORCHESTRATOR_URL": f"http://127.0.0.1:{ports['upstream']}",
-                "ORCHESTRATOR_AUTH": "none",
-                "RATE_LIMIT_PER_MINUTE": "1000000000",
-                "RATE_LIMIT_BURST": "1000000",
-                "LOG_LEVEL": "WARNING",
-            },
-        )
-        processes["nginx proxy_pass"] = nginx(work, ports["nginx"], ports["upstream"])
-        token = {"authorization": f"Bearer {issuer.token('bench')}"}
-        paths = {
-            "direct": (f"http://127.0.0.1:{ports['upstream']}/v1/chat/completions", {}),
-            "nginx proxy_pass": (f"http://127.0.0.1:{ports['nginx']}/v1/chat/completions", {}),
-            "gateway": (f"http://127.0.0.1:{ports['gateway']}/v1/chat/completions", token),
-        }
-        runs: dict[tuple[str, str], list[dict[str, float]]] = {(shape, name): [] for shape in SHAPES for name in paths}
-        for shape in SHAPES:
-            for _ in range(args.rounds):
-                for name, (url, headers) in paths.items():
-                    # Warm-up: the proxies' connections to the upstream have idled out while
-                    # the other paths ran; caches, JWKS.
-                    drive(url, headers, shape, 2, work)
-                    proxy = processes.get(name)
-                    cpu_before = cpu_seconds(proxy.pid) if proxy else 0.0
-                    run = drive(url, headers, shape, args.seconds, work)
-                    if proxy:
-                        run["cpu"] = (cpu_seconds(proxy.pid) - cpu_before) * 1000 / (run["rps"] * args.seconds)
-                    runs[shape, name].append(run)
-    finally:
-        for process in processes.values():
-            process.send_signal(signal.SIGTERM)
-            process.wait(timeout=10)
-        shutil.rmtree(work, ignore_errors=True)
+    processes["upstream"] = uvicorn("devtools.standins.openai_upstream:create_app", ports["upstream"], base_env)
+    processes["jwks"] = start(
+        [
+            sys.executable,
+            "-m",
+            "services.gateway.dev_issuer",
+            "--dir",
+            str(work / "issuer"),
+            "serve",
+            "--port",
+            str(ports["jwks"]),
+        ],
+        base_env,
+        f"http://127.0.0.1:{ports['jwks']}/jwks.json",
+    )
+    processes["gateway"] = uvicorn(
+        "services.gateway.app:main",
+        ports["gateway"],
+        {
+            **base_env,
+            "JWKS_URL": f"http://127.0.0.1:{ports['jwks']}/jwks.json",
+            "JWT_ISSUER": issuer.issuer,
+            "JWT_AUDIENCE": issuer.audience,
+            "ORCHESTRATOR_URL": f"http://127.0.0.1:{ports['upstream']}",
+            "ORCHESTRATOR_AUTH": "none",
+            "RATE_LIMIT_PER_MINUTE": "1000000000",
+            "RATE_LIMIT_BURST": "1000000",
+            "LOG_LEVEL": "WARNING",
+        },
+    )
+    processes["nginx proxy_pass"] = nginx(work, ports["nginx"], ports["upstream"])
 
+
+Runs = dict[tuple[str, str], list[dict[str, float]]]
+
+
+def _measure(
+    paths: dict[str, tuple[str, dict[str, str]]],
+    processes: dict[str, subprocess.Popen[bytes]],
+    args: argparse.Namespace,
+    work: Path,
+) -> Runs:
+    runs: Runs = {(shape, name): [] for shape in SHAPES for name in paths}
+    for shape in SHAPES:
+        for _ in range(args.rounds):
+            for name, (url, headers) in paths.items():
+                # Warm-up: the proxies' connections to the upstream have idled out while
+                # the other paths ran; caches, JWKS.
+                drive(url, headers, shape, 2, work)
+                proxy = processes.get(name)
+                cpu_before = cpu_seconds(proxy.pid) if proxy else 0.0
+                run = drive(url, headers, shape, args.seconds, work)
+                if proxy:
+                    run["cpu"] = (cpu_seconds(proxy.pid) - cpu_before) * 1000 / (run["rps"] * args.seconds)
+                runs[shape, name].append(run)
+    return runs
+
+
+def _report(runs: Runs, paths: Iterable[str], proxied: Container[str], args: argparse.Namespace) -> None:
     print(
         f"{CONCURRENCY} concurrent streams (wrk, loopback), {os.cpu_count()} cores; "
         f"median of {args.rounds} rounds of {args.seconds} s per path"
@@ -252,7 +251,7 @@ def main() -> None:
             mine = runs[shape, name]
             plus = {q: median(r[q] - d[q] for r, d in zip(mine, direct, strict=True)) for q in ("p50", "p99")}
             added[shape, name] = plus["p99"]
-            cpu = f"{median(r['cpu'] for r in mine):11.2f}" if name in processes else f"{'-':>11}"
+            cpu = f"{median(r['cpu'] for r in mine):11.2f}" if name in proxied else f"{'-':>11}"
             print(
                 f"{name:18} {median(r['rps'] for r in mine):7.0f} {median(r['p50'] for r in mine):8.1f} "
                 f"{median(r['p99'] for r in mine):8.1f} {plus['p50']:8.1f} {plus['p99']:8.1f} {cpu}"
@@ -267,6 +266,32 @@ def main() -> None:
         f"{'OK' if steady <= TARGET_ADDED_P99_MS else 'MISSED'}; "
         f"{added['lockstep', 'gateway']:.1f} ms under the lockstep burst"
     )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=int, default=10, help="length of one wrk run (default 10)")
+    parser.add_argument("--rounds", type=int, default=5, help="runs of each path and shape (default 5)")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="bench-gateway-"))
+    issuer = DevIssuer(work / "issuer")
+    ports = {name: free_port() for name in ("upstream", "jwks", "gateway", "nginx")}
+    processes: dict[str, subprocess.Popen[bytes]] = {}
+    try:
+        _start_servers(work, issuer, ports, processes)
+        token = {"authorization": f"Bearer {issuer.token('bench')}"}
+        paths = {
+            "direct": (f"http://127.0.0.1:{ports['upstream']}/v1/chat/completions", {}),
+            "nginx proxy_pass": (f"http://127.0.0.1:{ports['nginx']}/v1/chat/completions", {}),
+            "gateway": (f"http://127.0.0.1:{ports['gateway']}/v1/chat/completions", token),
+        }
+        runs = _measure(paths, processes, args, work)
+    finally:
+        for process in processes.values():
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=10)
+        shutil.rmtree(work, ignore_errors=True)
+    _report(runs, paths, processes, args)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 from analysis.cost.lines import Lines
 from hybrid.config import CloudRunSizing, GpuServiceSizing, memory_gib
@@ -47,20 +48,9 @@ def _instance_based(
     lines: Lines, layer: str, resource: str, settings: CloudRunSizing, busy: float, free: dict[str, float] | None
 ) -> float:
     """Every second of each instance's life, no request fee."""
-    cpu, mem = settings.cpu, memory_gib(settings.memory)
     instances = max(settings.min_instances, busy)
     seconds = instances * lines.prices.seconds_per_month
-    what = f"{instances:.2f} instance(s) x {cpu} vCPU, instance-based"
-    total = lines.add(
-        layer, resource, f"CPU ({what})", _after_free(seconds * cpu, free, "instance_cpu"), "cloud_run.instance_cpu"
-    )
-    total += lines.add(
-        layer,
-        resource,
-        f"memory ({instances:.2f} x {settings.memory})",
-        _after_free(seconds * mem, free, "instance_memory"),
-        "cloud_run.instance_memory",
-    )
+    total = _cpu_and_memory(lines, layer, resource, settings, seconds, f"{instances:.2f}", "instance", free)
     if isinstance(settings, GpuServiceSizing):
         key = "cloud_run.gpu_l4_zonal_redundancy" if settings.zonal_redundancy else "cloud_run.gpu_l4"
         total += lines.add(
@@ -80,29 +70,46 @@ def _request_based(
 ) -> float:
     """Busy time at the active rate, idle minimum instances at the idle rate, and a fee per request."""
     month_s = lines.prices.seconds_per_month
-    cpu, mem = settings.cpu, memory_gib(settings.memory)
-    active = busy * month_s
-    total = lines.add(
-        layer,
-        resource,
-        f"CPU ({busy:.3f} busy instance(s) x {cpu} vCPU, request-based)",
-        _after_free(active * cpu, free, "request_cpu"),
-        "cloud_run.request_cpu",
-    )
-    total += lines.add(
-        layer,
-        resource,
-        f"memory ({busy:.3f} x {settings.memory})",
-        _after_free(active * mem, free, "request_memory"),
-        "cloud_run.request_memory",
-    )
+    total = _cpu_and_memory(lines, layer, resource, settings, busy * month_s, f"{busy:.3f}", "request", free)
     requests_m = arrivals_per_day * lines.prices.hours_per_month / HOURS_PER_DAY / 1e6
     total += lines.add(layer, resource, "requests", _after_free(requests_m, free, "requests"), "cloud_run.requests")
     idle = max(0.0, settings.min_instances - busy) * month_s
     if idle:
+        cpu, mem = settings.cpu, memory_gib(settings.memory)
         label = f"idle minimum instances ({settings.min_instances} x"
         total += lines.add(layer, resource, f"{label} {cpu} vCPU)", idle * cpu, "cloud_run.request_idle_cpu")
         total += lines.add(layer, resource, f"{label} {settings.memory})", idle * mem, "cloud_run.request_idle_memory")
+    return total
+
+
+def _cpu_and_memory(
+    lines: Lines,
+    layer: str,
+    resource: str,
+    settings: CloudRunSizing,
+    seconds: float,
+    count: str,
+    billing: Literal["instance", "request"],
+    free: dict[str, float] | None,
+) -> float:
+    """CPU and memory for ``seconds`` of instance time (``count`` instances, as the lines say),
+    billed ``billing``-based: "instance" (all of each instance's life) or "request" (busy time)."""
+    cpu, mem = settings.cpu, memory_gib(settings.memory)
+    busy = "busy " if billing == "request" else ""
+    total = lines.add(
+        layer,
+        resource,
+        f"CPU ({count} {busy}instance(s) x {cpu} vCPU, {billing}-based)",
+        _after_free(seconds * cpu, free, f"{billing}_cpu"),
+        f"cloud_run.{billing}_cpu",
+    )
+    total += lines.add(
+        layer,
+        resource,
+        f"memory ({count} x {settings.memory})",
+        _after_free(seconds * mem, free, f"{billing}_memory"),
+        f"cloud_run.{billing}_memory",
+    )
     return total
 
 

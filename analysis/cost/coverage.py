@@ -73,16 +73,22 @@ FREE_OR_USAGE: dict[str, str] = {
     "google_sql_database": "a database inside the priced instance",
     "google_sql_user": "a user of the priced instance",
     "google_storage_bucket": "usage: storage and operations by volume; listed as not priced",
-    "kubernetes_api_service_v1": "a Kubernetes API object: no Google Cloud resource",
-    "kubernetes_cluster_role_binding_v1": "a Kubernetes API object: no Google Cloud resource",
-    "kubernetes_cluster_role_v1": "a Kubernetes API object: no Google Cloud resource",
     "kubernetes_horizontal_pod_autoscaler_v2": "a Kubernetes API object; the replicas it adds are priced with the Deployment",
-    "kubernetes_manifest": "a Kubernetes API object: no Google Cloud resource",
-    "kubernetes_namespace_v1": "a Kubernetes API object: no Google Cloud resource",
-    "kubernetes_network_policy_v1": "a Kubernetes API object: no Google Cloud resource",
-    "kubernetes_pod_disruption_budget_v1": "a Kubernetes API object: no Google Cloud resource",
-    "kubernetes_role_binding_v1": "a Kubernetes API object: no Google Cloud resource",
-    "kubernetes_service_account_v1": "a Kubernetes API object: no Google Cloud resource",
+    # Kubernetes API objects that make no Google Cloud resource of their own.
+    **dict.fromkeys(
+        [
+            "kubernetes_api_service_v1",
+            "kubernetes_cluster_role_binding_v1",
+            "kubernetes_cluster_role_v1",
+            "kubernetes_manifest",
+            "kubernetes_namespace_v1",
+            "kubernetes_network_policy_v1",
+            "kubernetes_pod_disruption_budget_v1",
+            "kubernetes_role_binding_v1",
+            "kubernetes_service_account_v1",
+        ],
+        "a Kubernetes API object: no Google Cloud resource",
+    ),
 }
 
 # IAM bindings on any resource are free: "IAM is offered at no additional charge" (cloud.google.com/iam/docs/overview).

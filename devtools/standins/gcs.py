@@ -26,23 +26,24 @@ def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": {"code": status, "message": message}}, status_code=status)
 
 
+def _resource(bucket: str, name: str, obj: StoredObject) -> dict[str, object]:
+    return {
+        "kind": "storage#object",
+        "bucket": bucket,
+        "name": name,
+        "size": str(len(obj.data)),
+        "contentType": obj.content_type,
+        "generation": str(obj.generation),
+        "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(obj.updated)),
+    }
+
+
 def create_app() -> FastAPI:
     app = FastAPI(title="Cloud Storage JSON API stand-in")
     objects: dict[tuple[str, str], StoredObject] = {}
     generations = itertools.count(1)
     app.state.objects = objects
     app.state.tokens = []
-
-    def resource(bucket: str, name: str, obj: StoredObject) -> dict[str, object]:
-        return {
-            "kind": "storage#object",
-            "bucket": bucket,
-            "name": name,
-            "size": str(len(obj.data)),
-            "contentType": obj.content_type,
-            "generation": str(obj.generation),
-            "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(obj.updated)),
-        }
 
     @app.middleware("http")
     async def remember_token(request: Request, call_next):  # type: ignore[no-untyped-def]
@@ -64,11 +65,11 @@ def create_app() -> FastAPI:
             time.time(),
         )
         objects[key] = obj
-        return JSONResponse(resource(bucket, query["name"], obj))
+        return JSONResponse(_resource(bucket, query["name"], obj))
 
     @app.get("/storage/v1/b/{bucket}/o")
     async def listing(bucket: str, prefix: str = "") -> Response:
-        items = [resource(b, n, o) for (b, n), o in sorted(objects.items()) if b == bucket and n.startswith(prefix)]
+        items = [_resource(b, n, o) for (b, n), o in sorted(objects.items()) if b == bucket and n.startswith(prefix)]
         return JSONResponse({"kind": "storage#objects", "items": items})
 
     @app.get("/storage/v1/b/{bucket}/o/{name:path}")
@@ -78,7 +79,7 @@ def create_app() -> FastAPI:
             return _error(404, f"No such object: {bucket}/{name}")
         if alt == "media":
             return Response(obj.data, media_type=obj.content_type)
-        return JSONResponse(resource(bucket, name, obj))
+        return JSONResponse(_resource(bucket, name, obj))
 
     @app.delete("/storage/v1/b/{bucket}/o/{name:path}")
     async def delete(bucket: str, name: str) -> Response:

@@ -43,6 +43,25 @@ class GoogleSigner:
         return {"keys": [{**public, "kid": self.kid, "alg": "RS256", "use": "sig"}]}
 
 
+def _metadata(body: str, media_type: str = "text/plain") -> Response:
+    return Response(body, headers={"Metadata-Flavor": "Google"}, media_type=media_type)
+
+
+def _id_token_claims(audience: str, unique_id: str, email: str, *, full: bool) -> dict[str, Any]:
+    now = int(time.time())
+    claims: dict[str, Any] = {
+        "iss": "https://accounts.google.com",
+        "aud": audience,
+        "sub": unique_id,
+        "azp": unique_id,
+        "iat": now,
+        "exp": now + 3600,
+    }
+    if full:
+        claims.update(email=email, email_verified=True)
+    return claims
+
+
 def create_app(
     access_token: str | None = None, email: str = DEFAULT_EMAIL, signer: GoogleSigner | None = None
 ) -> FastAPI:
@@ -70,25 +89,13 @@ def create_app(
             "aliases": ["default"],
             "scopes": ["https://www.googleapis.com/auth/cloud-platform"],
         }
-        return Response(json.dumps(info), headers={"Metadata-Flavor": "Google"}, media_type="application/json")
+        return _metadata(json.dumps(info), "application/json")
 
     @app.get("/computeMetadata/v1/instance/service-accounts/default/identity")
     async def identity(audience: str, format: str = "standard", metadata_flavor: str = Header(...)) -> Response:
         assert metadata_flavor == "Google"
         app.state.audiences.append(audience)
-        now = int(time.time())
-        claims: dict[str, Any] = {
-            "iss": "https://accounts.google.com",
-            "aud": audience,
-            "sub": unique_id,
-            "azp": unique_id,
-            "iat": now,
-            "exp": now + 3600,
-        }
-        if format == "full":
-            claims.update(email=email, email_verified=True)
-        token = signer.sign(claims)
-        return Response(token, headers={"Metadata-Flavor": "Google"}, media_type="text/plain")
+        return _metadata(signer.sign(_id_token_claims(audience, unique_id, email, full=format == "full")))
 
     @app.get(CERTS_PATH)
     async def certs() -> dict[str, Any]:
@@ -103,11 +110,11 @@ def create_app(
             "expires_in": 3599,
             "token_type": "Bearer",
         }
-        return Response(json.dumps(token), headers={"Metadata-Flavor": "Google"}, media_type="application/json")
+        return _metadata(json.dumps(token), "application/json")
 
     @app.get("/computeMetadata/v1/project/project-id")
     async def project(metadata_flavor: str = Header(...)) -> Response:
         assert metadata_flavor == "Google"
-        return Response("standin-project", headers={"Metadata-Flavor": "Google"}, media_type="text/plain")
+        return _metadata("standin-project")
 
     return app

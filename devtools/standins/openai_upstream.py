@@ -66,26 +66,7 @@ def create_app() -> FastAPI:
         if model.endswith("standin-liar"):
             prompt_tokens = 2**40
         if not body.get("stream"):
-            return JSONResponse(
-                {
-                    "id": "chatcmpl-standin",
-                    "object": "chat.completion",
-                    "created": int(time.time()),
-                    "model": name,
-                    "choices": [
-                        {
-                            "index": 0,
-                            "message": {"role": "assistant", "content": "".join(words)},
-                            "finish_reason": "stop",
-                        }
-                    ],
-                    "usage": {
-                        "prompt_tokens": prompt_tokens,
-                        "completion_tokens": len(words),
-                        "total_tokens": prompt_tokens + len(words),
-                    },
-                }
-            )
+            return JSONResponse(_completion(name, "".join(words), _usage(prompt_tokens, len(words))))
 
         async def events() -> AsyncIterator[bytes]:
             for index, word in enumerate(words):
@@ -94,17 +75,32 @@ def create_app() -> FastAPI:
                 yield chunk_event("chatcmpl-standin", name, word)
                 await asyncio.sleep(pause)
             if (body.get("stream_options") or {}).get("include_usage"):
-                usage = {
-                    "prompt_tokens": prompt_tokens,
-                    "completion_tokens": len(words),
-                    "total_tokens": prompt_tokens + len(words),
-                }
-                yield usage_event("chatcmpl-standin", usage)
+                yield usage_event("chatcmpl-standin", _usage(prompt_tokens, len(words)))
             yield b"data: [DONE]\n\n"
 
         return StreamingResponse(events(), media_type="text/event-stream")
 
     return app
+
+
+def _usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }
+
+
+def _completion(model: str, content: str, usage: dict[str, int]) -> dict[str, Any]:
+    """A whole (not streamed) chat completion."""
+    return {
+        "id": "chatcmpl-standin",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+        "usage": usage,
+    }
 
 
 def chunk_event(completion_id: str, model: str, word: str) -> bytes:

@@ -6,6 +6,17 @@ from hybrid import topology
 
 _RFC1035 = r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?"
 _SERVICE_ACCOUNT = (r"[a-z][-a-z0-9]{4,28}[a-z0-9]", "6-30 characters")
+# A GKE cluster's or node pool's name, a Memorystore instance's id: at most 40 characters (cited where used).
+_UP_TO_40 = (r"[a-z]([-a-z0-9]{0,38}[a-z0-9])?", "at most 40 characters")
+# cloud.google.com/secret-manager/docs/reference/rest/v1/projects.secrets/create: secretId.
+_SECRET_ID = (r"[A-Za-z0-9_-]{1,255}", "1-255 letters, digits, '-' or '_'")
+# cloud.google.com/storage/docs/buckets#naming: 3-63 characters (no dots), globally unique.
+_BUCKET = (
+    r"[a-z0-9][a-z0-9_-]{1,61}[a-z0-9]",
+    "3-63 lowercase letters, digits, '-' or '_' (a shorter project id or environment name)",
+)
+# cloud.google.com/logging/docs/reference/v2/rest/v2/projects.metrics: a metric's name, at most 100 characters.
+_METRIC = (r"[A-Za-z0-9_.-]{1,100}", "at most 100 letters, digits, '_', '.' or '-'")
 
 
 class ResourceNames:
@@ -82,11 +93,11 @@ class ResourceNames:
             "workers pods secondary range": (self.workers_pods_range, _RFC1035, rfc),
             "workers services secondary range": (self.workers_services_range, _RFC1035, rfc),
             # cloud.google.com/kubernetes-engine/docs/reference/rest/v1/projects.locations.clusters: 40 chars.
-            "workers GKE cluster": (self.workers_cluster, r"[a-z]([-a-z0-9]{0,38}[a-z0-9])?", "at most 40 characters"),
+            "workers GKE cluster": (self.workers_cluster, *_UP_TO_40),
             # cloud.google.com/kubernetes-engine/docs/reference/rest/v1/projects.locations.clusters.nodePools:
             # like a cluster's name, at most 40 characters.
             **{
-                f"{pool} node pool": (name, r"[a-z]([-a-z0-9]{0,38}[a-z0-9])?", "at most 40 characters")
+                f"{pool} node pool": (name, *_UP_TO_40)
                 for pool, name in (("Spot", self.spot_pool), ("on-demand", self.on_demand_pool))
             },
             # cloud.google.com/iam/docs/service-accounts-create: 6-30 characters.
@@ -98,12 +109,7 @@ class ResourceNames:
                     ("workers metrics adapter", self.workers_metrics_adapter_account),
                 )
             },
-            # cloud.google.com/storage/docs/buckets#naming: 3-63 characters (no dots), globally unique.
-            "batch bucket": (
-                self.batch_bucket,
-                r"[a-z0-9][a-z0-9_-]{1,61}[a-z0-9]",
-                "3-63 lowercase letters, digits, '-' or '_' (a shorter project id or environment name)",
-            ),
+            "batch bucket": (self.batch_bucket, *_BUCKET),
             "batch lines topic": (self.batch_topic, *pubsub),
             "batch workers subscription": (self.batch_subscription, *pubsub),
             "batch dead-letter topic and subscription": (self.dead_letter_topic, *pubsub),
@@ -121,11 +127,11 @@ class ResourceNames:
             "Cloud SQL instance": (self.sql_instance, _RFC1035, rfc),
             "Cloud DNS zone": (self.run_app_zone, _RFC1035, rfc),
             # cloud.google.com/kubernetes-engine/docs/reference/rest/v1/projects.locations.clusters: 40 chars.
-            "GKE cluster": (self.cluster, r"[a-z]([-a-z0-9]{0,38}[a-z0-9])?", "at most 40 characters"),
+            "GKE cluster": (self.cluster, *_UP_TO_40),
             "internal address": (self.inference_address, _RFC1035, rfc),
             "Private Services Access range": (self.psa_range, _RFC1035, rfc),
             **{
-                f"{role} service account": (name, r"[a-z][-a-z0-9]{4,28}[a-z0-9]", "6-30 characters")
+                f"{role} service account": (name, *_SERVICE_ACCOUNT)
                 for role, name in (
                     ("GKE node", self.node_account),
                     ("model server", self.model_server_account),
@@ -134,21 +140,24 @@ class ResourceNames:
             },
             "Artifact Registry repository": (self.registry, _RFC1035, rfc),
             "Docker Hub mirror repository": (self.dockerhub_mirror, _RFC1035, rfc),
-            "database bootstrap job and service account": (
-                self.database_bootstrap,
-                r"[a-z][-a-z0-9]{4,28}[a-z0-9]",
-                "6-30 characters",
-            ),
+            "database bootstrap job and service account": (self.database_bootstrap, *_SERVICE_ACCOUNT),
+            **self._service_rules(),
+            **self._secondary_range_and_secret_rules(rfc),
+        }
+
+    def _service_rules(self) -> dict[str, tuple[str, str, str]]:
+        return {
             # cloud.google.com/run/docs/deploying#service: at most 49 characters.
             **{
                 f"Cloud Run service {role}": (name, r"[a-z]([-a-z0-9]{0,47}[a-z0-9])?", "at most 49 characters")
                 for role, name in self.service.items()
             },
             # cloud.google.com/iam/docs/service-accounts-create: 6-30 characters.
-            **{
-                f"{role} service account": (name, r"[a-z][-a-z0-9]{4,28}[a-z0-9]", "6-30 characters")
-                for role, name in self.service.items()
-            },
+            **{f"{role} service account": (name, *_SERVICE_ACCOUNT) for role, name in self.service.items()},
+        }
+
+    def _secondary_range_and_secret_rules(self, rfc: str) -> dict[str, tuple[str, str, str]]:
+        return {
             # cloud.google.com/compute/docs/reference/rest/v1/subnetworks: a secondary range's
             # rangeName, like a firewall rule's name (.../v1/firewalls), is RFC 1035, 1-63 characters.
             "pods secondary range": (self.pods_range, _RFC1035, rfc),
@@ -160,25 +169,10 @@ class ResourceNames:
             },
             # cloud.google.com/api-keys/docs/reference/rest/v2/projects.locations.keys/create: keyId.
             "browser API key": (self.browser_key, _RFC1035, rfc),
-            # cloud.google.com/secret-manager/docs/reference/rest/v1/projects.secrets/create: secretId.
-            "database admin password secret": (
-                self.database_admin_secret,
-                r"[A-Za-z0-9_-]{1,255}",
-                "1-255 letters, digits, '-' or '_'",
-            ),
-            # cloud.google.com/logging/docs/reference/v2/rest/v2/projects.metrics: a metric's name,
-            # at most 100 characters.
-            "rate-limit fallback metric": (
-                self.rate_limit_fallback_metric,
-                r"[A-Za-z0-9_.-]{1,100}",
-                "at most 100 letters, digits, '_', '.' or '-'",
-            ),
-            "Redis AUTH string secret": (
-                self.redis_auth_secret,
-                r"[A-Za-z0-9_-]{1,255}",
-                "1-255 letters, digits, '-' or '_'",
-            ),
+            "database admin password secret": (self.database_admin_secret, *_SECRET_ID),
+            "rate-limit fallback metric": (self.rate_limit_fallback_metric, *_METRIC),
+            "Redis AUTH string secret": (self.redis_auth_secret, *_SECRET_ID),
             # cloud.google.com/memorystore/docs/redis/reference/rest/v1/projects.locations.instances/create:
             # instanceId, 1-40 lowercase letters, digits or hyphens, starting with a letter.
-            "Memorystore instance": (self.redis_instance, r"[a-z]([-a-z0-9]{0,38}[a-z0-9])?", "at most 40 characters"),
+            "Memorystore instance": (self.redis_instance, *_UP_TO_40),
         }
