@@ -283,15 +283,7 @@ class NetworkStack(LayerStack):
         Budget(
             self,
             "budget",
-            BudgetProps(
-                env_name=env.name,
-                project_id=env.project_id,
-                billing_account=budget.billing_account,
-                amount_usd=budget.amount_usd,
-                thresholds=tuple(budget.thresholds),
-                spend_basis=budget.spend_basis,
-                notification_emails=tuple(budget.notification_emails),
-            ),
+            BudgetProps(env_name=env.name, project_id=env.project_id, settings=budget),
         )
 
 

@@ -3,6 +3,8 @@ user, and the database bootstrap job."""
 
 from __future__ import annotations
 
+from functools import partial
+
 from cdktf import TerraformStack
 
 from construct_helpers import STACK, account, points_at
@@ -11,20 +13,19 @@ from hybrid.components.cloud_run import PrivateEgress
 from hybrid.components.database_bootstrap import DatabaseBootstrapJob, DatabaseBootstrapProps
 from hybrid.components.firewall import Firewall, FirewallProps, Rule
 from hybrid.components.postgres import PostgresInstance, PostgresProps
-from hybrid.config import DatabaseSettings
+from hybrid.config import BudgetSettings, DatabaseSettings
 from iac import only, principal, resources, synth_in_process
 
 
 def test_a_budget_alerts_each_address_at_each_threshold() -> None:
-    props = BudgetProps(
-        env_name="dev",
-        project_id="p",
-        billing_account="0-0-0",
+    settings = BudgetSettings(
+        billing_account="012345-6789AB-CDEF01",
         amount_usd=100,
-        thresholds=(0.5, 1.0),
+        thresholds=[0.5, 1.0],
         spend_basis="FORECASTED_SPEND",
-        notification_emails=("a@example.com", "b@example.com"),
+        notification_emails=["a@example.com", "b@example.com"],
     )
+    props = BudgetProps(env_name="dev", project_id="p", settings=settings)
     out = synth_in_process(lambda stack: Budget(stack, "budget", props))
     budget = only(out, "google_billing_budget")
     assert budget["amount"] == {"specified_amount": {"currency_code": "USD", "units": "100"}}
@@ -41,24 +42,10 @@ def test_a_budget_alerts_each_address_at_each_threshold() -> None:
 
 
 def test_a_firewall_rule_allows_or_denies_what_it_lists_and_logs_it() -> None:
+    egress = partial(Rule, description="d", direction="EGRESS")
     rules = (
-        Rule(
-            name="deny-all",
-            description="d",
-            direction="EGRESS",
-            action="deny",
-            destination_ranges=("0.0.0.0/0",),
-            priority=65534,
-        ),
-        Rule(
-            name="allow-pg",
-            description="a",
-            direction="EGRESS",
-            action="allow",
-            target_tags=("t",),
-            protocol="tcp",
-            ports=("5432",),
-        ),
+        egress(name="deny-all", action="deny", destination_ranges=("0.0.0.0/0",), priority=65534),
+        egress(name="allow-pg", action="allow", target_tags=("t",), protocol="tcp", ports=("5432",)),
     )
     out = synth_in_process(lambda stack: Firewall(stack, "firewall", FirewallProps(network="net", rules=rules)))
     found = {r["name"]: r for r in resources(out, "google_compute_firewall").values()}

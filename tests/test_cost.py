@@ -284,25 +284,28 @@ def _write(tmp_path, text: str):
     return str(path)
 
 
-def test_unknown_region_is_one_clear_line(tmp_path):
-    path = _write(tmp_path, PROD.replace('region = "us-central1"', 'region = "europe-west4"'))
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (
+            ('region = "us-central1"', 'region = "europe-west4"'),
+            "region = 'europe-west4': no price table for this region "
+            "(analysis/cost/prices/europe-west4.toml does not exist); tables exist for: us-central1",
+        ),
+        (
+            ('gpu_type = "nvidia-l4"', 'gpu_type = "nvidia-h100-80gb"'),
+            "inference.gke.gpu_type = 'nvidia-h100-80gb', gpu_count = 1: us-central1.toml: "
+            "no priced machine with 1 x nvidia-h100-80gb",
+        ),
+    ],
+    ids=["region-without-a-table", "unpriced-machine"],
+)
+def test_what_the_table_cannot_price_is_one_clear_line(tmp_path, edit, message):
+    path = _write(tmp_path, PROD.replace(*edit))
     result = run_cost("--env", path)
     assert result.returncode == 2
     assert result.stdout == ""
-    assert result.stderr.strip() == (
-        f"{path}: region = 'europe-west4': no price table for this region "
-        "(analysis/cost/prices/europe-west4.toml does not exist); tables exist for: us-central1"
-    )
-
-
-def test_unpriced_machine_is_one_clear_line(tmp_path):
-    path = _write(tmp_path, PROD.replace('gpu_type = "nvidia-l4"', 'gpu_type = "nvidia-h100-80gb"'))
-    result = run_cost("--env", path)
-    assert result.returncode == 2
-    assert result.stderr.strip() == (
-        f"{path}: inference.gke.gpu_type = 'nvidia-h100-80gb', gpu_count = 1: us-central1.toml: "
-        "no priced machine with 1 x nvidia-h100-80gb"
-    )
+    assert result.stderr.strip() == f"{path}: {message}"
 
 
 def test_bad_environment_and_bad_argument_exit_2(tmp_path):

@@ -23,16 +23,15 @@ from cdktf_cdktf_provider_google.monitoring_notification_channel import Monitori
 from cdktf_cdktf_provider_google.project_service import ProjectService
 from constructs import Construct
 
+from hybrid.config import BudgetSettings
+
 
 @dataclass(frozen=True)
 class BudgetProps:
     env_name: str
     project_id: str
-    billing_account: str
-    amount_usd: int
-    thresholds: tuple[float, ...]
-    spend_basis: str
-    notification_emails: tuple[str, ...]
+    # The environment file's [budget]: account, amount, thresholds, spend basis, addresses.
+    settings: BudgetSettings
 
 
 class Budget(Construct):
@@ -48,21 +47,23 @@ class Budget(Construct):
                 type="email",
                 labels={"email_address": email},
             )
-            for index, email in enumerate(props.notification_emails)
+            for index, email in enumerate(props.settings.notification_emails)
         ]
         self.budget = BillingBudget(
             self,
             "budget",
-            billing_account=props.billing_account,
+            billing_account=props.settings.billing_account,
             display_name=f"{props.env_name} monthly budget",
             # The budget API names projects by number (cloud.google.com/billing/docs/reference/budget/rest/v1/billingAccounts.budgets#filter).
             budget_filter=BillingBudgetBudgetFilter(projects=[f"projects/{project.number}"], calendar_period="MONTH"),
             amount=BillingBudgetAmount(
-                specified_amount=BillingBudgetAmountSpecifiedAmount(currency_code="USD", units=str(props.amount_usd))
+                specified_amount=BillingBudgetAmountSpecifiedAmount(
+                    currency_code="USD", units=str(props.settings.amount_usd)
+                )
             ),
             threshold_rules=[
-                BillingBudgetThresholdRules(threshold_percent=t, spend_basis=props.spend_basis)
-                for t in props.thresholds
+                BillingBudgetThresholdRules(threshold_percent=t, spend_basis=props.settings.spend_basis)
+                for t in props.settings.thresholds
             ],
             all_updates_rule=BillingBudgetAllUpdatesRule(
                 monitoring_notification_channels=[channel.id for channel in self.channels]
