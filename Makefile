@@ -56,12 +56,20 @@ TYPED_TESTS := tests/conftest.py tests/iac.py tests/variants.py tests/output_gua
 	tests/test_stack_boundaries.py tests/test_cost_coverage.py tests/test_cluster_stack.py \
 	tests/test_database_stack.py tests/test_network_stack.py tests/test_inference_stack.py tests/test_apply_order.py tests/test_constructs.py \
 	tests/e2e/test_browser.py tests/e2e/test_batch_openai.py tests/e2e/test_deploy_rehearsal.py
+# tests/services/ is a run of its own: its conftest.py is a module "conftest" as tests/conftest.py is,
+# and its tests import their helpers (servers, chats) and each other by module name, pytest putting
+# the folder first on the path.
+TYPED_SERVICE_TESTS := $(addprefix tests/services/,conftest.py chats.py servers.py \
+	test_containers.py test_image_tree.py test_vertex_backend.py test_gateway_process.py test_gateway_ratelimit.py \
+	test_gateway_fuzz.py test_orchestrator_ledger.py test_database_tls.py test_ledger_resilience.py test_models.py \
+	test_blobs.py)
 
 ## Lint: ruff check, ruff format --check, and mypy (strict) on hybrid/, analysis/, stacks/, services/, devtools/, scripts/ and the typed tests.
 lint: .venv/.synced-dev
 	$(PIPENV) run ruff check .
 	$(PIPENV) run ruff format --check .
 	$(PIPENV) run mypy hybrid analysis stacks services devtools scripts $(TYPED_TESTS)
+	$(PIPENV) run mypy $(TYPED_SERVICE_TESTS)
 
 # Two workers (pytest-xdist): most of the suite's time is spent waiting on servers and processes,
 # not on the CPU. loadgroup keeps the groups tests/conftest.py gives (a module, or the tests that
