@@ -62,7 +62,7 @@ TYPED_TESTS := tests/conftest.py tests/iac.py tests/variants.py tests/output_gua
 TYPED_SERVICE_TESTS := $(addprefix tests/services/,conftest.py chats.py servers.py \
 	test_containers.py test_image_tree.py test_vertex_backend.py test_gateway_process.py test_gateway_ratelimit.py \
 	test_gateway_fuzz.py test_orchestrator_ledger.py test_database_tls.py test_ledger_resilience.py test_models.py \
-	test_blobs.py)
+	test_blobs.py test_ledger_faults.py records.py)
 
 ## Lint: ruff check, ruff format --check, and mypy (strict) on hybrid/, analysis/, stacks/, services/, devtools/, scripts/ and the typed tests.
 lint: .venv/.synced-dev
