@@ -3,6 +3,7 @@
     python main.py                        # environments/*.toml
     python main.py --env environments/prod.toml
     python main.py cost --env environments/prod.toml [--json] [--requests-per-day N ...]
+    python main.py cost diff OLD NEW [--env FILE]  # two environment files, or two git refs
     python main.py advise --profile workload.toml [--json]
 
 A mistake in an environment file ends the run with one message per problem

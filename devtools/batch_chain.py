@@ -42,6 +42,49 @@ from services.worker.settings import WorkerSettings
 BUCKET = "bench-project-batch"
 
 
+@dataclass(frozen=True)
+class BatchQueue:
+    """A batch queue on the emulator as the workers stack makes it (paths): the line topic, the
+    workers' subscription with its retry backoff and dead-letter policy, the dead-letter topic and
+    its subscription."""
+
+    topic: str
+    subscription: str
+    dead_letter_topic: str
+    dead_letter_subscription: str
+
+
+def batch_queue(
+    pubsub: PubSubEmulator,
+    suffix: str,
+    *,
+    ack_deadline_seconds: int,
+    max_delivery_attempts: int,
+    backoff_seconds: tuple[float, float],
+) -> BatchQueue:
+    """A new batch queue on ``pubsub``, its names ending in ``suffix``; retries back off between
+    ``backoff_seconds`` (minimum, maximum)."""
+    lines, dead, work = f"batch-lines-{suffix}", f"batch-dead-letters-{suffix}", f"batch-workers-{suffix}"
+    pubsub.create_topic(lines)
+    pubsub.create_topic(dead)
+    pubsub.create_subscription(dead, dead)
+    pubsub.create_subscription(
+        work,
+        lines,
+        ack_deadline_seconds=ack_deadline_seconds,
+        dead_letter_topic=dead,
+        max_delivery_attempts=max_delivery_attempts,
+        minimum_backoff_seconds=backoff_seconds[0],
+        maximum_backoff_seconds=backoff_seconds[1],
+    )
+    return BatchQueue(
+        pubsub.topic_path(lines),
+        pubsub.subscription_path(work),
+        pubsub.topic_path(dead),
+        pubsub.subscription_path(dead),
+    )
+
+
 @dataclass
 class BatchChain:
     gateway_url: str
@@ -82,22 +125,13 @@ def batch_chain(
         stack.callback(pubsub.stop)
         # The orchestrator in this process publishes through the emulator: the client library
         # reads where it is from the environment, as the worker's does.
-        saved = {name: os.environ.get(name) for name in pubsub.environment}
-        os.environ.update(pubsub.environment)
-        stack.callback(_restore_environment, saved)
-        suffix = secrets.token_hex(3)
-        lines, dead = f"lines-{suffix}", f"dead-{suffix}"
-        pubsub.create_topic(lines)
-        pubsub.create_topic(dead)
-        pubsub.create_subscription(dead, dead)
-        pubsub.create_subscription(
-            f"work-{suffix}",
-            lines,
+        _set_environment(stack, pubsub.environment)
+        queue = batch_queue(
+            pubsub,
+            secrets.token_hex(3),
             ack_deadline_seconds=60,
-            dead_letter_topic=dead,
             max_delivery_attempts=max_delivery_attempts,
-            minimum_backoff_seconds=0.5,
-            maximum_backoff_seconds=2,
+            backoff_seconds=(0.5, 2),
         )
         upstream = stack.enter_context(Server(create_upstream()))
         gcs = stack.enter_context(Server(create_gcs()))
@@ -110,7 +144,7 @@ def batch_chain(
                     orchestrator_settings(
                         upstream.url,
                         batch_bucket=BUCKET,
-                        batch_topic=pubsub.topic_path(lines),
+                        batch_topic=queue.topic,
                         storage_url=gcs.url,
                         storage_auth="none",
                         daily_token_quota=10**9,
@@ -129,47 +163,64 @@ def batch_chain(
             )
         )
         chain = BatchChain(
-            gateway.url, issuer.token("batch-user"), postgres, pubsub, upstream, gcs, pubsub.subscription_path(dead)
+            gateway.url, issuer.token("batch-user"), postgres, pubsub, upstream, gcs, queue.dead_letter_subscription
         )
-        params = psycopg.conninfo.conninfo_to_dict(postgres.conninfo)
-        routing = orchestrator_settings(upstream.url)
         for _ in range(workers):
-            port = free_port()
-            settings = WorkerSettings.model_validate(
-                {
-                    "backends": routing.backends,
-                    "routes": routing.routes,
-                    "database_auth": "password",
-                    "pghost": params["host"],
-                    "pgport": int(str(params["port"])),
-                    "pguser": params["user"],
-                    "pgdatabase": params["dbname"],
-                    "daily_token_quota": 10**9,
-                    "subscription": pubsub.subscription_path(f"work-{suffix}"),
-                    "dead_letter_subscription": pubsub.subscription_path(dead),
-                    "dead_letter_topic": pubsub.topic_path(dead),
-                    "topic": pubsub.topic_path(lines),
-                    "batch_bucket": BUCKET,
-                    "storage_url": gcs.url,
-                    "storage_auth": "none",
-                    "max_delivery_attempts": max_delivery_attempts,
-                    "port": port,
-                    **worker,
-                }
-            )
-            env = {**pubsub.environment, "PGPASSWORD": PASSWORD, **render(settings)}
-            log = stack.enter_context((directory / f"worker-{port}.log").open("wb"))
-            process = stack.enter_context(
-                image_process("worker", env, stop_seconds=30, stdout=log, stderr=subprocess.STDOUT)
-            )
-            chain.workers.append(process)
-
-            def healthy(port: int = port, process: subprocess.Popen[bytes] = process) -> bool:
-                assert process.poll() is None, (directory / f"worker-{port}.log").read_text()[-3000:]
-                try:
-                    return httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200
-                except httpx.HTTPError:
-                    return False
-
-            assert wait_for(healthy, timeout=60), (directory / f"worker-{port}.log").read_text()[-3000:]
+            _start_worker(stack, chain, directory, queue, max_delivery_attempts=max_delivery_attempts, **worker)
         yield chain
+
+
+def _start_worker(stack: ExitStack, chain: BatchChain, directory: Path, queue: BatchQueue, **overrides: object) -> None:
+    """One worker as its image runs it, on ``chain``'s stand-ins and ``queue``, with ``overrides`` of its
+    settings; returns once it is healthy, and ``stack`` stops it."""
+    params = psycopg.conninfo.conninfo_to_dict(chain.postgres.conninfo)
+    routing = orchestrator_settings(chain.upstream.url)
+    port = free_port()
+    settings = WorkerSettings.model_validate(
+        {
+            "backends": routing.backends,
+            "routes": routing.routes,
+            "database_auth": "password",
+            "pghost": params["host"],
+            "pgport": int(str(params["port"])),
+            "pguser": params["user"],
+            "pgdatabase": params["dbname"],
+            "daily_token_quota": 10**9,
+            "subscription": queue.subscription,
+            "dead_letter_subscription": queue.dead_letter_subscription,
+            "dead_letter_topic": queue.dead_letter_topic,
+            "topic": queue.topic,
+            "batch_bucket": BUCKET,
+            "storage_url": chain.gcs.url,
+            "storage_auth": "none",
+            "port": port,
+            **overrides,
+        }
+    )
+    env = {**chain.pubsub.environment, "PGPASSWORD": PASSWORD, **render(settings)}
+    log_path = directory / f"worker-{port}.log"
+    log = stack.enter_context(log_path.open("wb"))
+    process = stack.enter_context(image_process("worker", env, stop_seconds=30, stdout=log, stderr=subprocess.STDOUT))
+    chain.workers.append(process)
+    wait_until_healthy(process, port, log_path, timeout=60)
+
+
+def wait_until_healthy(process: subprocess.Popen[bytes], port: int, log: Path, *, timeout: float) -> None:
+    """Until the worker ``process`` answers /health on ``port``; fails with the end of its ``log``
+    if it exits or does not answer within ``timeout`` seconds."""
+
+    def healthy() -> bool:
+        assert process.poll() is None, log.read_text()[-3000:]
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    assert wait_for(healthy, timeout=timeout), log.read_text()[-3000:]
+
+
+def _set_environment(stack: ExitStack, values: dict[str, str]) -> None:
+    """``values`` in this process's environment until ``stack`` closes, then what was there before."""
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    stack.callback(_restore_environment, saved)

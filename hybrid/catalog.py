@@ -24,6 +24,13 @@ class Gpu:
         return tuple(self.machines)
 
 
+def _per_gpu(
+    series: str, vcpus: int, memory_gb: int, counts: tuple[int, ...] = (1, 2, 4, 8)
+) -> dict[int, tuple[str, int, int]]:
+    """A machine series whose ``<series>-<n>g`` shape has ``n`` times the vCPUs and memory of one GPU's."""
+    return {count: (f"{series}-{count}g", vcpus * count, memory_gb * count) for count in counts}
+
+
 # Allowed counts per Pod: GKE "Deploy GPU workloads in Autopilot"
 # (cloud.google.com/kubernetes-engine/docs/how-to/autopilot-gpus). GPU memory and machine
 # shapes: cloud.google.com/compute/docs/accelerator-optimized-machines (G2, A2, A3).
@@ -32,6 +39,7 @@ class Gpu:
 # machine as the bound, so it refuses every request that cannot fit, not every one
 # Autopilot would refuse.
 GPUS: dict[str, Gpu] = {
+    # G2 offers several machines per GPU count, not multiples of one shape: the largest of each.
     "nvidia-l4": Gpu(
         24,
         {
@@ -41,35 +49,10 @@ GPUS: dict[str, Gpu] = {
             8: ("g2-standard-96", 96, 384),
         },
     ),
-    "nvidia-tesla-a100": Gpu(
-        40,
-        {
-            1: ("a2-highgpu-1g", 12, 85),
-            2: ("a2-highgpu-2g", 24, 170),
-            4: ("a2-highgpu-4g", 48, 340),
-            8: ("a2-highgpu-8g", 96, 680),
-            16: ("a2-megagpu-16g", 96, 1360),
-        },
-    ),
-    "nvidia-a100-80gb": Gpu(
-        80,
-        {
-            1: ("a2-ultragpu-1g", 12, 170),
-            2: ("a2-ultragpu-2g", 24, 340),
-            4: ("a2-ultragpu-4g", 48, 680),
-            8: ("a2-ultragpu-8g", 96, 1360),
-        },
-    ),
-    "nvidia-h100-80gb": Gpu(
-        80,
-        {
-            1: ("a3-highgpu-1g", 26, 234),
-            2: ("a3-highgpu-2g", 52, 468),
-            4: ("a3-highgpu-4g", 104, 936),
-            8: ("a3-highgpu-8g", 208, 1872),
-        },
-    ),
-    "nvidia-h200-141gb": Gpu(141, {8: ("a3-ultragpu-8g", 224, 2952)}),
+    "nvidia-tesla-a100": Gpu(40, _per_gpu("a2-highgpu", 12, 85) | {16: ("a2-megagpu-16g", 96, 1360)}),
+    "nvidia-a100-80gb": Gpu(80, _per_gpu("a2-ultragpu", 12, 170)),
+    "nvidia-h100-80gb": Gpu(80, _per_gpu("a3-highgpu", 26, 234)),
+    "nvidia-h200-141gb": Gpu(141, _per_gpu("a3-ultragpu", 28, 369, counts=(8,))),
 }
 
 

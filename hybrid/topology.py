@@ -275,6 +275,13 @@ CLOUD_RUN = Peer(("run_cidr",), range_name="cloud-run")
 
 _WORKLOADS = Peer(CLUSTER_RANGES["workloads"], name="workloads")
 _WORKERS = Peer(CLUSTER_RANGES["workers"], name="workers")
+
+
+def _within_cluster(cluster: Peer, services: RangeRef, *, why: str, section: str = "services") -> Flow:
+    """Any traffic among ``cluster``'s nodes and Pods, and from them to its Services' range ``services``."""
+    return Flow(cluster, replace(cluster, ranges=(*cluster.ranges, services)), None, why=why, section=section)
+
+
 _ORCHESTRATOR_TO_INFERENCE = (
     "The orchestrator (Cloud Run, Direct VPC egress) calls the model servers' internal load balancer."
 )
@@ -355,11 +362,8 @@ TOPOLOGY = Topology(
             "https",
             why="Google APIs and internal Cloud Run services over private.googleapis.com.",
         ),
-        Flow(
-            _WORKLOADS,
-            replace(_WORKLOADS, ranges=(*_WORKLOADS.ranges, "services_cidr")),
-            None,
-            why="GKE nodes and pods talk to each other and to cluster services.",
+        _within_cluster(
+            _WORKLOADS, "services_cidr", why="GKE nodes and pods talk to each other and to cluster services."
         ),
         Flow(
             _WORKLOADS,
@@ -367,10 +371,9 @@ TOPOLOGY = Topology(
             "https",
             why="GKE workloads fetch model weights over HTTPS through Cloud NAT, and reach Google APIs.",
         ),
-        Flow(
+        _within_cluster(
             _WORKERS,
-            replace(_WORKERS, ranges=(*_WORKERS.ranges, "workers_services_cidr")),
-            None,
+            "workers_services_cidr",
             why="The workers' nodes and Pods talk to each other and to their cluster's services.",
             section="workers",
         ),

@@ -9,12 +9,14 @@ driver and the Secret Manager add-on, nodes running as a least-privilege account
 from __future__ import annotations
 
 from cdktf import TerraformOutput
+from cdktf_cdktf_provider_kubernetes.namespace_v1 import NamespaceV1, NamespaceV1Metadata
 from constructs import Construct
 
 from hybrid.components.autopilot_cluster import AutopilotCluster
-from hybrid.components.control_plane import ClusterPlacement, ControlPlane, ControlPlaneAccess
+from hybrid.components.control_plane import ClusterLifecycle, ClusterPlacement, ControlPlane, ControlPlaneAccess
 from hybrid.components.kubernetes_access import kubernetes_provider
 from hybrid.components.service_account import ServiceAccount, ServiceAccountProps
+from hybrid.components.workload_identity import WorkloadIdentity, WorkloadIdentityProps
 from hybrid.config import ClusterSettings, Environment
 from hybrid.layer import LayerStack
 from stacks.network import NetworkStack
@@ -28,9 +30,50 @@ def control_plane(settings: ClusterSettings) -> ControlPlane:
     )
 
 
+def placement(
+    env: Environment, name: str, network: str, subnet: tuple[str, str, str], settings: ClusterLifecycle
+) -> ClusterPlacement:
+    """``env``'s cluster ``name`` in ``network``, its nodes in ``subnet`` (subnet id, then its Pods' and
+    Services' secondary range names), its control plane reached as [cluster] says."""
+    subnetwork, pods_range, services_range = subnet
+    return ClusterPlacement(
+        name=name,
+        project=env.project_id,
+        region=env.region,
+        network=network,
+        subnetwork=subnetwork,
+        pods_range=pods_range,
+        services_range=services_range,
+        settings=settings,
+        control_plane=control_plane(env.cluster),
+    )
+
+
 def deploys_into(scope: Construct, env: Environment, cluster: str) -> None:
     """``scope``'s kubernetes provider: ``env``'s cluster ``cluster``, reached as its [cluster] says."""
     kubernetes_provider(scope, cluster=cluster, location=env.region, access=control_plane(env.cluster).access)
+
+
+def workload_namespace(
+    scope: Construct, env: Environment, name: str, pod_security: str, account: tuple[str, str], acts_as: ServiceAccount
+) -> tuple[NamespaceV1, WorkloadIdentity]:
+    """The namespace ``name``, whose Pods Pod Security admission holds to ``pod_security``
+    (kubernetes.io/docs/concepts/security/pod-security-admission), and in it the Kubernetes service
+    account ``account`` (construct id, name) acting as ``acts_as``: where a workload runs, and as whom."""
+    id_, account_name = account
+    namespace = NamespaceV1(
+        scope,
+        "namespace",
+        metadata=NamespaceV1Metadata(name=name, labels={"pod-security.kubernetes.io/enforce": pod_security}),
+    )
+    identity = WorkloadIdentity(
+        scope,
+        id_,
+        WorkloadIdentityProps(project=env.project_id, name=account_name),
+        namespace=namespace,
+        google_account=acts_as,
+    )
+    return namespace, identity
 
 
 class ClusterStack(LayerStack):
@@ -49,16 +92,12 @@ class ClusterStack(LayerStack):
         self.autopilot = AutopilotCluster(
             self,
             "models",
-            ClusterPlacement(
-                name=env.names.cluster,
-                project=env.project_id,
-                region=env.region,
-                network=network.outputs.network_id,
-                subnetwork=network.outputs.workloads_subnet_id,
-                pods_range=env.names.pods_range,
-                services_range=env.names.services_range,
-                settings=env.cluster,
-                control_plane=control_plane(env.cluster),
+            placement(
+                env,
+                env.names.cluster,
+                network.outputs.network_id,
+                (network.outputs.workloads_subnet_id, env.names.pods_range, env.names.services_range),
+                env.cluster,
             ),
             node_account=nodes,
             # vLLM's image, through the mirror (stacks.registry.mirrored_image).

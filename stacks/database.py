@@ -20,6 +20,18 @@ from hybrid.config import Environment
 from hybrid.layer import LayerStack
 from stacks.network import NetworkStack
 
+# The workloads that log in to Cloud SQL as themselves: (display name, description) of each one's account.
+DATABASE_IDENTITIES = {
+    "orchestrator": (
+        "LLM orchestrator",
+        "Runs the internal orchestrator on Cloud Run; logs in to Cloud SQL with its IAM identity.",
+    ),
+    "worker": (
+        "Batch worker",
+        "Runs the batch workers on GKE: pulls line messages, calls the models, writes results.",
+    ),
+}
+
 
 @dataclass(frozen=True)
 class DatabaseOutputs:
@@ -54,24 +66,8 @@ class DatabaseStack(LayerStack):
         )
         self.orchestrator_database = self.postgres.add_database(db.database_name)
 
-        self.orchestrator = self._database_identity(
-            "orchestrator",
-            ServiceAccountProps(
-                account_id=env.names.orchestrator_account,
-                display_name="LLM orchestrator",
-                description="Runs the internal orchestrator on Cloud Run; logs in to Cloud SQL with its IAM identity.",
-            ),
-        )
-        self.worker = None
-        if env.workers.enabled:
-            self.worker = self._database_identity(
-                "worker",
-                ServiceAccountProps(
-                    account_id=env.names.worker_account,
-                    display_name="Batch worker",
-                    description="Runs the batch workers on GKE: pulls line messages, calls the models, writes results.",
-                ),
-            )
+        self.orchestrator = self._database_identity("orchestrator", env.names.orchestrator_account)
+        self.worker = self._database_identity("worker", env.names.worker_account) if env.workers.enabled else None
         # The gateway's shared rate limit: a data store on the same private range as Cloud SQL.
         self.redis = self._redis(network.outputs.private_services_network) if env.redis.enabled else None
 
@@ -90,9 +86,10 @@ class DatabaseStack(LayerStack):
             redis=self.redis,
         )
 
-    def _database_identity(self, id_: str, props: ServiceAccountProps) -> ServiceAccount:
+    def _database_identity(self, id_: str, account_id: str) -> ServiceAccount:
         """A workload's account, born here with the IAM database user it logs in as."""
-        account = ServiceAccount(self, id_, props)
+        display_name, description = DATABASE_IDENTITIES[id_]
+        account = ServiceAccount(self, id_, ServiceAccountProps(account_id, display_name, description))
         self.postgres.add_iam_user(account, project=self.env.project_id)
         return account
 

@@ -9,7 +9,6 @@ autoscaler reads the queue length through.
 
 from __future__ import annotations
 
-from cdktf_cdktf_provider_kubernetes.namespace_v1 import NamespaceV1, NamespaceV1Metadata
 from constructs import Construct
 
 from hybrid.catalog import MODELS
@@ -17,10 +16,9 @@ from hybrid.components.grants import Bucket, Secret
 from hybrid.components.metrics_adapter import CustomMetricsAdapter, CustomMetricsAdapterProps
 from hybrid.components.service_account import ServiceAccount, ServiceAccountProps
 from hybrid.components.vllm_server import VllmServer, VllmServerProps
-from hybrid.components.workload_identity import WorkloadIdentity, WorkloadIdentityProps
 from hybrid.config import Environment
 from hybrid.layer import LayerStack
-from stacks.cluster import ClusterStack, deploys_into
+from stacks.cluster import ClusterStack, deploys_into, workload_namespace
 from stacks.network import NetworkStack
 from stacks.registry import RegistryStack, mirrored_image
 
@@ -50,17 +48,8 @@ class InferenceStack(LayerStack):
             project=project,
         )
 
-        namespace = NamespaceV1(
-            self,
-            "namespace",
-            metadata=NamespaceV1Metadata(name=NAMESPACE, labels={"pod-security.kubernetes.io/enforce": "baseline"}),
-        )
-        account = WorkloadIdentity(
-            self,
-            "model-server-account",
-            WorkloadIdentityProps(project=project, name=MODEL_SERVER_ACCOUNT),
-            namespace=namespace,
-            google_account=server_identity,
+        namespace, account = workload_namespace(
+            self, env, NAMESPACE, "baseline", ("model-server-account", MODEL_SERVER_ACCOUNT), server_identity
         )
         self.vllm = VllmServer(
             self,

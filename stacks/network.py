@@ -11,6 +11,7 @@ diagram.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from cdktf import TerraformOutput
 from cdktf_cdktf_provider_google.compute_address import ComputeAddress
@@ -294,26 +295,24 @@ class NetworkStack(LayerStack):
         )
 
 
+# What each default-deny rule stops, for its description.
+_DENIED: dict[Literal["INGRESS", "EGRESS"], str] = {"INGRESS": "enters", "EGRESS": "leaves"}
+
+
 def firewall_rules(env: Environment) -> list[Rule]:
     """Default deny both ways, then exactly the flows of the environment's topology (hybrid/topology.py)."""
     names, net = env.names, env.network
     deny = [
         Rule(
-            name=names.firewall_rule[DEFAULT_DENY["INGRESS"]],
-            description="Default deny: nothing enters unless a rule below allows it.",
-            direction="INGRESS",
+            name=names.firewall_rule[DEFAULT_DENY[direction]],
+            description=f"Default deny: nothing {moves} unless a rule below allows it.",
+            direction=direction,
             action="deny",
-            source_ranges=(ANYWHERE,),
+            source_ranges=(ANYWHERE,) if direction == "INGRESS" else (),
+            destination_ranges=(ANYWHERE,) if direction == "EGRESS" else (),
             priority=DEFAULT_DENY_PRIORITY,
-        ),
-        Rule(
-            name=names.firewall_rule[DEFAULT_DENY["EGRESS"]],
-            description="Default deny: nothing leaves unless a rule below allows it.",
-            direction="EGRESS",
-            action="deny",
-            destination_ranges=(ANYWHERE,),
-            priority=DEFAULT_DENY_PRIORITY,
-        ),
+        )
+        for direction, moves in _DENIED.items()
     ]
 
     def ranges(peer: Peer) -> tuple[str, ...]:

@@ -19,24 +19,21 @@ from typing import cast
 from cdktf import TerraformOutput
 from cdktf_cdktf_provider_google_beta.google_project_service_identity import GoogleProjectServiceIdentity
 from cdktf_cdktf_provider_google_beta.provider import GoogleBetaProvider
-from cdktf_cdktf_provider_kubernetes.namespace_v1 import NamespaceV1, NamespaceV1Metadata
 from constructs import Construct
 
 from hybrid.components.batch_bucket import BatchBucket, BatchBucketProps
 from hybrid.components.batch_worker import BatchWorker, BatchWorkerProps
-from hybrid.components.control_plane import ClusterPlacement
 from hybrid.components.grants import Project, grant_in_stack
 from hybrid.components.metrics_adapter import CustomMetricsAdapter, CustomMetricsAdapterProps
 from hybrid.components.pubsub_queue import PubSubQueue, PubSubQueueProps
 from hybrid.components.roles import VERTEX_AI_USER
 from hybrid.components.service_account import ServiceAccount, ServiceAccountProps
 from hybrid.components.standard_cluster import NodePoolProps, StandardCluster, StandardClusterProps
-from hybrid.components.workload_identity import WorkloadIdentity, WorkloadIdentityProps
 from hybrid.config import Environment
 from hybrid.layer import LayerStack
 from hybrid.service_contract import Wiring, container_env, service_settings
 from services.worker.settings import WorkerSettings
-from stacks.cluster import control_plane, deploys_into
+from stacks.cluster import deploys_into, placement, workload_namespace
 from stacks.database import DatabaseStack
 from stacks.network import NetworkOutputs, NetworkStack
 from stacks.registry import RegistryStack, repository, service_image
@@ -108,7 +105,7 @@ class WorkersStack(LayerStack):
 
     def _cluster(self, network: NetworkOutputs) -> StandardCluster:
         """The workers' GKE Standard cluster: a Spot pool from zero, an on-demand pool beside it."""
-        env, names, workers, project = self.env, self.env.names, self.env.workers, self.env.project_id
+        env, names, workers = self.env, self.env.names, self.env.workers
         assert network.workers_subnet_id is not None  # made when enabled
         nodes = ServiceAccount(
             self,
@@ -123,16 +120,12 @@ class WorkersStack(LayerStack):
             self,
             "workers",
             StandardClusterProps(
-                ClusterPlacement(
-                    name=names.workers_cluster,
-                    project=project,
-                    region=env.region,
-                    network=network.network_id,
-                    subnetwork=network.workers_subnet_id,
-                    pods_range=names.workers_pods_range,
-                    services_range=names.workers_services_range,
-                    settings=workers.cluster,
-                    control_plane=control_plane(env.cluster),
+                placement(
+                    env,
+                    names.workers_cluster,
+                    network.network_id,
+                    (network.workers_subnet_id, names.workers_pods_range, names.workers_services_range),
+                    workers.cluster,
                 ),
                 pools=(
                     NodePoolProps.spot_pool(names.spot_pool, workers.spot_pool),
@@ -181,17 +174,8 @@ class WorkersK8sStack(LayerStack):
         worker = database.outputs.worker_account
         assert worker is not None  # made when enabled
         deploys_into(self, env, names.workers_cluster)
-        namespace = NamespaceV1(
-            self,
-            "namespace",
-            metadata=NamespaceV1Metadata(name=NAMESPACE, labels={"pod-security.kubernetes.io/enforce": "restricted"}),
-        )
-        account = WorkloadIdentity(
-            self,
-            "worker-account",
-            WorkloadIdentityProps(project=project, name=WORKER_ACCOUNT),
-            namespace=namespace,
-            google_account=worker,
+        namespace, account = workload_namespace(
+            self, env, NAMESPACE, "restricted", ("worker-account", WORKER_ACCOUNT), worker
         )
         db = database.outputs
         wiring = Wiring(

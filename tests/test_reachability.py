@@ -28,7 +28,7 @@ from analysis.reachability import (
     net,
     route_for,
 )
-from analysis.reachability.edges import Edge, every_edge
+from analysis.reachability.edges import Call, Edge, every_edge
 from analysis.reachability.evaluate import PROOFS, proof_for
 from hybrid.config import load_environment
 from iac import ROOT
@@ -529,10 +529,14 @@ def test_a_new_services_calls_are_proven_like_the_shipped_ones():
     # gateway's call to the orchestrator is, or the orchestrator's to Cloud SQL; another kind
     # of call is reported as unproven, never passed.
     run_app = proof_for(
-        Edge("orchestrator -> reranker", "orchestrator", "reranker", "orchestrator", "reranker", "run.app")
+        Edge(
+            "orchestrator -> reranker", "orchestrator", "reranker", Call("orchestrator", "reranker", "https", "run.app")
+        )
     )
-    database = proof_for(Edge("reranker -> Cloud SQL", "reranker", "sql", "reranker", "postgres", "psa"))
-    other = proof_for(Edge("reranker -> x", "reranker", "x", "reranker", "x", "google_api"))
+    database = proof_for(
+        Edge("reranker -> Cloud SQL", "reranker", "sql", Call("reranker", "postgres", "postgres", "psa"))
+    )
+    other = proof_for(Edge("reranker -> x", "reranker", "x", Call("reranker", "x", "https", "google_api")))
     assert run_app.__qualname__.startswith("cloud_run_call") and database.__qualname__.startswith(
         "cloud_run_to_database"
     )

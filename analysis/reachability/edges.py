@@ -12,7 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from analysis.reachability.core import EnvironmentFacts
-from hybrid.topology import Path, declared, required_edges
+from hybrid.topology import Edge as Call
+from hybrid.topology import declared, required_edges
 
 
 @dataclass(frozen=True)
@@ -21,10 +22,8 @@ class Edge:
     # The README diagram's node ids (its mermaid block), which tests/test_reachability.py compares.
     source: str
     destination: str
-    # The topology's call it proves, and how that call travels; empty for the plumbing edges.
-    caller: str = ""
-    callee: str = ""
-    path: Path | None = None
+    # The topology's edge it proves (caller, callee, how the call travels); None for the plumbing edges.
+    call: Call | None = None
 
 
 # The diagram's node id, and an edge's wording, for a topology name where they differ. A service
@@ -51,21 +50,19 @@ _NAT = Edge("GKE nodes -> internet (NAT)", "gke", "nat")
 _METRICS = Edge("Managed Prometheus -> vLLM metrics", "prometheus", "vllm")
 
 
-def _from_call(caller: str, callee: str, path: Path) -> Edge:
+def _from_call(call: Call) -> Edge:
+    caller, callee = call.source, call.destination
     if (caller, callee) == ("worker", "batch-lines"):
         # The worker pulls its lines; the diagram and the proof follow the messages.
-        return Edge("Pub/Sub -> worker", "pubsub", "worker", caller, callee, path)
+        return Edge("Pub/Sub -> worker", "pubsub", "worker", call)
     name = f"{_LABEL.get(caller, caller)} -> {_LABEL.get(callee, callee)}"
-    return Edge(name, _NODE.get(caller, caller), _NODE.get(callee, callee), caller, callee, path)
+    return Edge(name, _NODE.get(caller, caller), _NODE.get(callee, callee), call)
 
 
 def edges_for(facts: EnvironmentFacts) -> tuple[Edge, ...]:
     """Every edge the environment must carry: its topology's, then the plumbing it has."""
     optional = frozenset(tier for tier in ("workers", "redis") if tier in facts.features)
-    calls = [
-        _from_call(e.source, e.destination, e.path)
-        for e in required_edges(placement=facts.placement, sections=optional)
-    ]
+    calls = [_from_call(call) for call in required_edges(placement=facts.placement, sections=optional)]
     plumbing = [_IDENTITY_PLATFORM, *((_NAT, _METRICS) if facts.placement == "gke" else ())]
     return (*calls, *plumbing)
 

@@ -58,15 +58,16 @@ PROOFS: dict[str, EdgeCheck] = {
 
 
 def proof_for(edge: Edge) -> EdgeCheck:
-    if edge.name in PROOFS:
+    call = edge.call
+    if edge.name in PROOFS or call is None:
         return PROOFS[edge.name]
-    if edge.path == "run.app":
-        return cloud_run_call(edge.caller, edge.callee)
-    if edge.path == "psa" and edge.callee == "postgres":
-        return cloud_run_to_database(edge.caller)
+    if call.path == "run.app":
+        return cloud_run_call(call.source, call.destination)
+    if call.path == "psa" and call.destination == "postgres":
+        return cloud_run_to_database(call.source)
 
     def unproven(s: Synth, facts: EnvironmentFacts) -> Verdict:
-        why = f"no proof for a {edge.path} edge to {edge.callee}: teach analysis/reachability/evaluate.py"
+        why = f"no proof for a {call.path} edge to {call.destination}: teach analysis/reachability/evaluate.py"
         return Verdict(edge.name, (Step(False, why),))
 
     return unproven

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from cdktf_cdktf_provider_google.container_cluster import (
     ContainerCluster,
     ContainerClusterAddonsConfig,
@@ -29,8 +31,9 @@ def grant_node_roles(node_account: ServiceAccount, *, project: str, pulls_from: 
         repository.grant_pull(node_account)
 
 
-class AutopilotCluster(Construct):
-    """Nodes run as ``node_account``, which reads images from ``pulls_from`` only."""
+class GkeCluster(Construct):
+    """A private cluster at ``placement`` whose nodes run as ``node_account``, granted the node
+    roles here and reads on ``pulls_from`` only; each kind adds its own settings (``_kind``)."""
 
     def __init__(
         self,
@@ -43,10 +46,18 @@ class AutopilotCluster(Construct):
     ) -> None:
         super().__init__(scope, id_)
         grant_node_roles(node_account, project=placement.project, pulls_from=pulls_from)
-        self.cluster = ContainerCluster(
-            self,
-            "cluster",
-            **placement.cluster_settings(),
+        self.region = placement.region
+        self.cluster = ContainerCluster(self, "cluster", **placement.cluster_settings(), **self._kind(node_account))
+
+    def _kind(self, node_account: ServiceAccount) -> dict[str, Any]:
+        raise NotImplementedError
+
+
+class AutopilotCluster(GkeCluster):
+    """GKE provisions the nodes, as ``node_account``, with Managed Prometheus, GCS FUSE and Secret Manager on."""
+
+    def _kind(self, node_account: ServiceAccount) -> dict[str, Any]:
+        return dict(
             enable_autopilot=True,
             monitoring_config=ContainerClusterMonitoringConfig(
                 managed_prometheus=ContainerClusterMonitoringConfigManagedPrometheus(enabled=True)

@@ -12,14 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from cdktf import TerraformResourceLifecycle
 from cdktf_cdktf_provider_kubernetes.deployment_v1 import (
-    DeploymentV1,
-    DeploymentV1Metadata,
-    DeploymentV1Spec,
-    DeploymentV1SpecSelector,
-    DeploymentV1SpecTemplate,
-    DeploymentV1SpecTemplateMetadata,
     DeploymentV1SpecTemplateSpec,
     DeploymentV1SpecTemplateSpecAffinity,
     DeploymentV1SpecTemplateSpecAffinityNodeAffinity,
@@ -34,26 +27,14 @@ from cdktf_cdktf_provider_kubernetes.deployment_v1 import (
     DeploymentV1SpecTemplateSpecContainerReadinessProbe,
     DeploymentV1SpecTemplateSpecContainerReadinessProbeHttpGet,
     DeploymentV1SpecTemplateSpecContainerResources,
-    DeploymentV1SpecTemplateSpecContainerSecurityContext,
-    DeploymentV1SpecTemplateSpecContainerSecurityContextCapabilities,
     DeploymentV1SpecTemplateSpecContainerVolumeMount,
-    DeploymentV1SpecTemplateSpecSecurityContext,
-    DeploymentV1SpecTemplateSpecSecurityContextSeccompProfile,
     DeploymentV1SpecTemplateSpecToleration,
-    DeploymentV1SpecTemplateSpecVolume,
-    DeploymentV1SpecTemplateSpecVolumeEmptyDir,
     DeploymentV1Timeouts,
-)
-from cdktf_cdktf_provider_kubernetes.horizontal_pod_autoscaler_v2 import (
-    HorizontalPodAutoscalerV2SpecMetric,
-    HorizontalPodAutoscalerV2SpecMetricExternal,
-    HorizontalPodAutoscalerV2SpecMetricExternalMetric,
-    HorizontalPodAutoscalerV2SpecMetricExternalMetricSelector,
-    HorizontalPodAutoscalerV2SpecMetricExternalTarget,
 )
 from constructs import Construct
 
-from hybrid.components.scaling import autoscaler, disruption_budget
+from hybrid.components.deployment import container_security, deployment, memory_volume, pod_security
+from hybrid.components.scaling import autoscaler, disruption_budget, external_metric
 from hybrid.components.standard_cluster import SPOT_LABEL
 from hybrid.config.workers import WorkerDeploymentSettings
 
@@ -86,49 +67,33 @@ class BatchWorker(Construct):
     def __init__(self, scope: Construct, id_: str, props: BatchWorkerProps) -> None:
         super().__init__(scope, id_)
         self.props = props
-        self.deployment = DeploymentV1(
+        self.deployment = deployment(
             self,
-            "deployment",
-            metadata=DeploymentV1Metadata(name=NAME, namespace=props.namespace, labels=LABELS),
+            name=NAME,
+            namespace=props.namespace,
+            labels=LABELS,
+            pod=self._pod_spec(),
+            replicas=props.settings.min_replicas,
+            autoscaled=True,
             # The apply waits until the workers run (at least min_replicas, 1 or more), so an image
             # that cannot be pulled fails the deploy instead of leaving Pods in ImagePullBackOff.
             # The Spot pool may scale up from zero first, hence more than the provider's 10 minutes
             # (registry.terraform.io/providers/hashicorp/kubernetes/latest/docs/resources/deployment_v1#timeouts).
             wait_for_rollout=True,
             timeouts=DeploymentV1Timeouts(create="20m", update="20m"),
-            # The autoscaler owns the replica count once the Deployment exists.
-            lifecycle=TerraformResourceLifecycle(ignore_changes=["spec[0].replicas"]),
-            spec=DeploymentV1Spec(
-                replicas=str(props.settings.min_replicas),
-                selector=DeploymentV1SpecSelector(match_labels=LABELS),
-                template=DeploymentV1SpecTemplate(
-                    metadata=DeploymentV1SpecTemplateMetadata(labels=LABELS), spec=self._pod_spec()
-                ),
-            ),
         )
         # A node drain or upgrade takes at most one worker at a time; its lines go back to the queue.
         disruption_budget(self, name=NAME, namespace=props.namespace, labels=LABELS)
+        # The backlog divided by the replicas: one more worker per this many waiting lines.
         self.autoscaler = autoscaler(
             self,
             deployment=NAME,
             namespace=props.namespace,
-            replicas=(props.settings.min_replicas, props.settings.max_replicas),
-            metric=HorizontalPodAutoscalerV2SpecMetric(
-                type="External",
-                external=HorizontalPodAutoscalerV2SpecMetricExternal(
-                    metric=HorizontalPodAutoscalerV2SpecMetricExternalMetric(
-                        name=UNDELIVERED_METRIC,
-                        selector=[
-                            HorizontalPodAutoscalerV2SpecMetricExternalMetricSelector(
-                                match_labels={"resource.labels.subscription_id": props.subscription}
-                            )
-                        ],
-                    ),
-                    # The backlog divided by the replicas: one more worker per this many waiting lines.
-                    target=HorizontalPodAutoscalerV2SpecMetricExternalTarget(
-                        type="AverageValue", average_value=str(props.settings.target_undelivered_per_replica)
-                    ),
-                ),
+            replicas=props.settings,
+            metric=external_metric(
+                UNDELIVERED_METRIC,
+                match_labels={"resource.labels.subscription_id": props.subscription},
+                average=props.settings.target_undelivered_per_replica,
             ),
         )
 
@@ -162,19 +127,11 @@ class BatchWorker(Construct):
                 )
             ),
             termination_grace_period_seconds=props.shutdown_seconds + 5,
-            security_context=DeploymentV1SpecTemplateSpecSecurityContext(
-                run_as_non_root=True,
-                seccomp_profile=DeploymentV1SpecTemplateSpecSecurityContextSeccompProfile(type="RuntimeDefault"),
-            ),
+            security_context=pod_security(run_as_non_root=True),
             container=[self._container()],
             # The root file system is read-only; the worker writes one small file, the database's
             # server CA for libpq (services/modelcalls/database.py), in memory here.
-            volume=[
-                DeploymentV1SpecTemplateSpecVolume(
-                    name=TMP_VOLUME,
-                    empty_dir=DeploymentV1SpecTemplateSpecVolumeEmptyDir(medium="Memory", size_limit="1Mi"),
-                )
-            ],
+            volume=[memory_volume(TMP_VOLUME, "1Mi", medium="Memory")],
         )
 
     def _container(self) -> DeploymentV1SpecTemplateSpecContainer:
@@ -198,10 +155,5 @@ class BatchWorker(Construct):
                 period_seconds=20,
                 failure_threshold=3,
             ),
-            security_context=DeploymentV1SpecTemplateSpecContainerSecurityContext(
-                allow_privilege_escalation=False,
-                read_only_root_filesystem=True,
-                run_as_non_root=True,
-                capabilities=DeploymentV1SpecTemplateSpecContainerSecurityContextCapabilities(drop=["ALL"]),
-            ),
+            security_context=container_security(read_only_root=True, run_as_non_root=True),
         )

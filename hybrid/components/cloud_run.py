@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from cdktf import TerraformProvider
 from cdktf_cdktf_provider_google.cloud_run_v2_job import (
@@ -56,6 +58,9 @@ MODEL_STARTUP_PROBE = CloudRunV2ServiceTemplateContainersStartupProbe(
 RUNTIME_ROLES = (LOG_WRITER, METRIC_WRITER)
 
 
+VpcAccess = TypeVar("VpcAccess", CloudRunV2JobTemplateTemplateVpcAccess, CloudRunV2ServiceTemplateVpcAccess)
+
+
 @dataclass(frozen=True)
 class PrivateEgress:
     """Where a service's private traffic enters the VPC: Direct VPC egress from ``subnetwork``,
@@ -67,24 +72,17 @@ class PrivateEgress:
     tag: str
 
     def job_vpc_access(self) -> CloudRunV2JobTemplateTemplateVpcAccess:
-        return CloudRunV2JobTemplateTemplateVpcAccess(
-            network_interfaces=[
-                CloudRunV2JobTemplateTemplateVpcAccessNetworkInterfaces(
-                    network=self.network, subnetwork=self.subnetwork, tags=[self.tag]
-                )
-            ],
-            egress="PRIVATE_RANGES_ONLY",
+        return self._vpc_access(
+            CloudRunV2JobTemplateTemplateVpcAccess, CloudRunV2JobTemplateTemplateVpcAccessNetworkInterfaces
         )
 
     def vpc_access(self) -> CloudRunV2ServiceTemplateVpcAccess:
-        return CloudRunV2ServiceTemplateVpcAccess(
-            network_interfaces=[
-                CloudRunV2ServiceTemplateVpcAccessNetworkInterfaces(
-                    network=self.network, subnetwork=self.subnetwork, tags=[self.tag]
-                )
-            ],
-            egress="PRIVATE_RANGES_ONLY",
-        )
+        return self._vpc_access(CloudRunV2ServiceTemplateVpcAccess, CloudRunV2ServiceTemplateVpcAccessNetworkInterfaces)
+
+    def _vpc_access(self, access: Callable[..., VpcAccess], interface: Callable[..., object]) -> VpcAccess:
+        """A job's or a service's Direct VPC egress: the same fields in the two resources' own structs."""
+        interfaces = [interface(network=self.network, subnetwork=self.subnetwork, tags=[self.tag])]
+        return access(network_interfaces=interfaces, egress="PRIVATE_RANGES_ONLY")
 
 
 @dataclass(frozen=True)

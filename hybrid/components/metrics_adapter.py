@@ -23,23 +23,11 @@ from cdktf_cdktf_provider_kubernetes.cluster_role_binding_v1 import (
 )
 from cdktf_cdktf_provider_kubernetes.cluster_role_v1 import ClusterRoleV1, ClusterRoleV1Metadata, ClusterRoleV1Rule
 from cdktf_cdktf_provider_kubernetes.deployment_v1 import (
-    DeploymentV1,
-    DeploymentV1Metadata,
-    DeploymentV1Spec,
-    DeploymentV1SpecSelector,
-    DeploymentV1SpecTemplate,
-    DeploymentV1SpecTemplateMetadata,
     DeploymentV1SpecTemplateSpec,
     DeploymentV1SpecTemplateSpecContainer,
     DeploymentV1SpecTemplateSpecContainerPort,
     DeploymentV1SpecTemplateSpecContainerResources,
-    DeploymentV1SpecTemplateSpecContainerSecurityContext,
-    DeploymentV1SpecTemplateSpecContainerSecurityContextCapabilities,
     DeploymentV1SpecTemplateSpecContainerVolumeMount,
-    DeploymentV1SpecTemplateSpecSecurityContext,
-    DeploymentV1SpecTemplateSpecSecurityContextSeccompProfile,
-    DeploymentV1SpecTemplateSpecVolume,
-    DeploymentV1SpecTemplateSpecVolumeEmptyDir,
 )
 from cdktf_cdktf_provider_kubernetes.namespace_v1 import NamespaceV1, NamespaceV1Metadata
 from cdktf_cdktf_provider_kubernetes.role_binding_v1 import (
@@ -51,6 +39,7 @@ from cdktf_cdktf_provider_kubernetes.role_binding_v1 import (
 from cdktf_cdktf_provider_kubernetes.service_v1 import ServiceV1, ServiceV1Metadata, ServiceV1Spec, ServiceV1SpecPort
 from constructs import Construct
 
+from hybrid.components.deployment import container_security, deployment, memory_volume, pod_security
 from hybrid.components.roles import MONITORING_VIEWER
 from hybrid.components.service_account import ServiceAccount, ServiceAccountProps
 from hybrid.components.workload_identity import WorkloadIdentity, WorkloadIdentityProps
@@ -164,68 +153,35 @@ class CustomMetricsAdapter(Construct):
         )
 
     def _deployment(self, identity: WorkloadIdentity) -> None:
-        """Over 60 lines: the adapter's Deployment as one literal, as the upstream manifest writes it."""
-        DeploymentV1(
-            self,
-            "deployment",
-            metadata=DeploymentV1Metadata(name=NAME, namespace=NAMESPACE, labels=LABELS),
-            spec=DeploymentV1Spec(
-                replicas="1",
-                selector=DeploymentV1SpecSelector(match_labels=LABELS),
-                template=DeploymentV1SpecTemplate(
-                    metadata=DeploymentV1SpecTemplateMetadata(labels=LABELS),
-                    spec=DeploymentV1SpecTemplateSpec(
-                        service_account_name=identity.name,
-                        security_context=DeploymentV1SpecTemplateSpecSecurityContext(
-                            seccomp_profile=DeploymentV1SpecTemplateSpecSecurityContextSeccompProfile(
-                                type="RuntimeDefault"
-                            ),
-                        ),
-                        container=[
-                            DeploymentV1SpecTemplateSpecContainer(
-                                name="pod-custom-metrics-stackdriver-adapter",
-                                image=IMAGE,
-                                command=[
-                                    "/adapter",
-                                    "--use-new-resource-model=true",
-                                    "--fallback-for-container-metrics=true",
-                                    f"--secure-port={SECURE_PORT}",
-                                    f"--cert-dir={CERT_DIR}",
-                                ],
-                                port=[
-                                    DeploymentV1SpecTemplateSpecContainerPort(
-                                        name=PORT_NAME, container_port=SECURE_PORT, protocol="TCP"
-                                    )
-                                ],
-                                resources=DeploymentV1SpecTemplateSpecContainerResources(
-                                    requests={"cpu": "250m", "memory": "200Mi"},
-                                    limits={"cpu": "250m", "memory": "200Mi"},
-                                ),
-                                security_context=DeploymentV1SpecTemplateSpecContainerSecurityContext(
-                                    allow_privilege_escalation=False,
-                                    read_only_root_filesystem=True,
-                                    capabilities=DeploymentV1SpecTemplateSpecContainerSecurityContextCapabilities(
-                                        drop=["ALL"], add=["NET_BIND_SERVICE"]
-                                    ),
-                                ),
-                                volume_mount=[
-                                    DeploymentV1SpecTemplateSpecContainerVolumeMount(
-                                        name="serving-cert", mount_path=CERT_DIR
-                                    )
-                                ],
-                            )
-                        ],
-                        # The one writable place: the generated serving certificate and key.
-                        volume=[
-                            DeploymentV1SpecTemplateSpecVolume(
-                                name="serving-cert",
-                                empty_dir=DeploymentV1SpecTemplateSpecVolumeEmptyDir(size_limit="1Mi"),
-                            )
-                        ],
-                    ),
-                ),
+        """The adapter's Deployment, as the upstream manifest writes it."""
+        container = DeploymentV1SpecTemplateSpecContainer(
+            name="pod-custom-metrics-stackdriver-adapter",
+            image=IMAGE,
+            command=[
+                "/adapter",
+                "--use-new-resource-model=true",
+                "--fallback-for-container-metrics=true",
+                f"--secure-port={SECURE_PORT}",
+                f"--cert-dir={CERT_DIR}",
+            ],
+            port=[
+                DeploymentV1SpecTemplateSpecContainerPort(name=PORT_NAME, container_port=SECURE_PORT, protocol="TCP")
+            ],
+            resources=DeploymentV1SpecTemplateSpecContainerResources(
+                requests={"cpu": "250m", "memory": "200Mi"},
+                limits={"cpu": "250m", "memory": "200Mi"},
             ),
+            security_context=container_security(read_only_root=True, add=["NET_BIND_SERVICE"]),
+            volume_mount=[DeploymentV1SpecTemplateSpecContainerVolumeMount(name="serving-cert", mount_path=CERT_DIR)],
         )
+        pod = DeploymentV1SpecTemplateSpec(
+            service_account_name=identity.name,
+            security_context=pod_security(),
+            container=[container],
+            # The one writable place: the generated serving certificate and key.
+            volume=[memory_volume("serving-cert", "1Mi")],
+        )
+        deployment(self, name=NAME, namespace=NAMESPACE, labels=LABELS, pod=pod, replicas=1, autoscaled=False)
 
     def _service(self) -> ServiceV1:
         service = ServiceV1(

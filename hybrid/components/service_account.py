@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 from cdktf import Fn
 from cdktf_cdktf_provider_google.service_account import ServiceAccount as GoogleServiceAccount
@@ -21,13 +21,8 @@ class ServiceAccountProps:
 class ServiceAccount(Construct):
     def __init__(self, scope: Construct, id_: str, props: ServiceAccountProps) -> None:
         super().__init__(scope, id_)
-        self.resource = GoogleServiceAccount(
-            self,
-            "account",
-            account_id=props.account_id,
-            display_name=props.display_name,
-            description=props.description,
-        )
+        # The props are the resource's own fields.
+        self.resource = GoogleServiceAccount(self, "account", **asdict(props))
 
     @property
     def email(self) -> str:

@@ -8,9 +8,9 @@ on GKE Standard).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from cdktf_cdktf_provider_google.container_cluster import (
-    ContainerCluster,
     ContainerClusterNodeConfig,
     ContainerClusterNodeConfigShieldedInstanceConfig,
     ContainerClusterNodeConfigWorkloadMetadataConfig,
@@ -26,7 +26,7 @@ from cdktf_cdktf_provider_google.container_node_pool import (
 )
 from constructs import Construct
 
-from hybrid.components.autopilot_cluster import CLOUD_PLATFORM_SCOPE, grant_node_roles
+from hybrid.components.autopilot_cluster import CLOUD_PLATFORM_SCOPE, GkeCluster
 from hybrid.components.control_plane import ClusterPlacement
 from hybrid.components.grants import Repository
 from hybrid.components.service_account import ServiceAccount
@@ -72,9 +72,8 @@ class StandardClusterProps:
     pools: tuple[NodePoolProps, ...]
 
 
-class StandardCluster(Construct):
-    """Nodes run as ``node_account`` (granted the node roles here, and reads on ``pulls_from``),
-    with the GKE metadata server."""
+class StandardCluster(GkeCluster):
+    """Node pools of its own (``props.pools``), and the GKE metadata server on every node."""
 
     def __init__(
         self,
@@ -85,14 +84,11 @@ class StandardCluster(Construct):
         node_account: ServiceAccount,
         pulls_from: tuple[Repository, ...],
     ) -> None:
-        super().__init__(scope, id_)
-        grant_node_roles(node_account, project=props.placement.project, pulls_from=pulls_from)
-        placement = props.placement
-        self.region = placement.region
-        self.cluster = ContainerCluster(
-            self,
-            "cluster",
-            **placement.cluster_settings(),
+        super().__init__(scope, id_, props.placement, node_account=node_account, pulls_from=pulls_from)
+        self.pools = {pool.name: self._pool(pool, node_account) for pool in props.pools}
+
+    def _kind(self, node_account: ServiceAccount) -> dict[str, Any]:
+        return dict(
             # The pools below replace the default one, which a cluster is created with and which
             # Terraform then deletes (registry.terraform.io/providers/hashicorp/google/6.50.0/docs/
             # resources/container_cluster#remove_default_node_pool).
@@ -112,7 +108,6 @@ class StandardCluster(Construct):
             ),
             enable_shielded_nodes=True,
         )
-        self.pools = {pool.name: self._pool(pool, node_account) for pool in props.pools}
 
     def _pool(self, pool: NodePoolProps, node_account: ServiceAccount) -> ContainerNodePool:
         return ContainerNodePool(

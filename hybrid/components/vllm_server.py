@@ -11,16 +11,10 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import TypeVar
 
-from cdktf import TerraformResourceLifecycle
 from cdktf_cdktf_provider_kubernetes.deployment_v1 import (
     DeploymentV1,
-    DeploymentV1Metadata,
-    DeploymentV1Spec,
-    DeploymentV1SpecSelector,
     DeploymentV1SpecStrategy,
     DeploymentV1SpecStrategyRollingUpdate,
-    DeploymentV1SpecTemplate,
-    DeploymentV1SpecTemplateMetadata,
     DeploymentV1SpecTemplateSpec,
     DeploymentV1SpecTemplateSpecContainer,
     DeploymentV1SpecTemplateSpecContainerEnv,
@@ -28,15 +22,10 @@ from cdktf_cdktf_provider_kubernetes.deployment_v1 import (
     DeploymentV1SpecTemplateSpecContainerPort,
     DeploymentV1SpecTemplateSpecContainerReadinessProbe,
     DeploymentV1SpecTemplateSpecContainerResources,
-    DeploymentV1SpecTemplateSpecContainerSecurityContext,
-    DeploymentV1SpecTemplateSpecContainerSecurityContextCapabilities,
     DeploymentV1SpecTemplateSpecContainerStartupProbe,
     DeploymentV1SpecTemplateSpecContainerVolumeMount,
-    DeploymentV1SpecTemplateSpecSecurityContext,
-    DeploymentV1SpecTemplateSpecSecurityContextSeccompProfile,
     DeploymentV1SpecTemplateSpecVolume,
     DeploymentV1SpecTemplateSpecVolumeCsi,
-    DeploymentV1SpecTemplateSpecVolumeEmptyDir,
     DeploymentV1SpecTemplateSpecVolumePersistentVolumeClaim,
 )
 from cdktf_cdktf_provider_kubernetes.horizontal_pod_autoscaler_v2 import (
@@ -44,10 +33,6 @@ from cdktf_cdktf_provider_kubernetes.horizontal_pod_autoscaler_v2 import (
     HorizontalPodAutoscalerV2SpecBehavior,
     HorizontalPodAutoscalerV2SpecBehaviorScaleDown,
     HorizontalPodAutoscalerV2SpecBehaviorScaleDownPolicy,
-    HorizontalPodAutoscalerV2SpecMetric,
-    HorizontalPodAutoscalerV2SpecMetricPods,
-    HorizontalPodAutoscalerV2SpecMetricPodsMetric,
-    HorizontalPodAutoscalerV2SpecMetricPodsTarget,
 )
 from cdktf_cdktf_provider_kubernetes.manifest import Manifest
 from cdktf_cdktf_provider_kubernetes.network_policy_v1 import (
@@ -78,7 +63,8 @@ from cdktf_cdktf_provider_kubernetes.service_v1 import (
 )
 from constructs import Construct
 
-from hybrid.components.scaling import autoscaler, disruption_budget
+from hybrid.components.deployment import container_security, deployment, memory_volume, pod_security
+from hybrid.components.scaling import autoscaler, disruption_budget, pods_metric
 from hybrid.config import GkeModelServerSettings
 from hybrid.network_constants import HEALTH_CHECK_RANGES
 
@@ -140,7 +126,7 @@ class VllmServer(Construct):
         super().__init__(scope, id_)
         self.props = props
         volumes, mounts = self._volumes()
-        self.deployment = self._deployment(volumes, mounts)
+        self.deployment = self._deployment(self._pod_spec(volumes, mounts))
         self.service = self._load_balancer()
         self._disruption_budget()
         self._network_policy()
@@ -149,25 +135,20 @@ class VllmServer(Construct):
 
     # The Deployment, from the outside in.
 
-    def _deployment(
-        self,
-        volumes: list[DeploymentV1SpecTemplateSpecVolume],
-        mounts: list[DeploymentV1SpecTemplateSpecContainerVolumeMount],
-    ) -> DeploymentV1:
+    def _deployment(self, pod: DeploymentV1SpecTemplateSpec) -> DeploymentV1:
         props = self.props
-        return DeploymentV1(
+        return deployment(
             self,
-            "deployment",
-            metadata=DeploymentV1Metadata(name=NAME, namespace=props.namespace, labels=LABELS),
+            name=NAME,
+            namespace=props.namespace,
+            labels=LABELS,
+            pod=pod,
+            replicas=props.settings.min_replicas,
+            autoscaled=True,
+            strategy=self._strategy(),
+            # GCS FUSE needs its sidecar injected (cloud.google.com/kubernetes-engine/docs/how-to/persistent-volumes/cloud-storage-fuse-csi-driver-sidecar).
+            pod_annotations={"gke-gcsfuse/volumes": "true"} if props.weights is Weights.GCSFUSE else None,
             wait_for_rollout=False,
-            # The autoscaler owns the replica count once the Deployment exists.
-            lifecycle=TerraformResourceLifecycle(ignore_changes=["spec[0].replicas"]),
-            spec=DeploymentV1Spec(
-                replicas=str(props.settings.min_replicas),
-                selector=DeploymentV1SpecSelector(match_labels=LABELS),
-                strategy=self._strategy(),
-                template=DeploymentV1SpecTemplate(metadata=self._pod_metadata(), spec=self._pod_spec(volumes, mounts)),
-            ),
         )
 
     def _strategy(self) -> DeploymentV1SpecStrategy:
@@ -185,13 +166,6 @@ class VllmServer(Construct):
             rolling_update=DeploymentV1SpecStrategyRollingUpdate(max_surge="1", max_unavailable="0"),
         )
 
-    def _pod_metadata(self) -> DeploymentV1SpecTemplateMetadata:
-        return DeploymentV1SpecTemplateMetadata(
-            labels=LABELS,
-            # GCS FUSE needs its sidecar injected (cloud.google.com/kubernetes-engine/docs/how-to/persistent-volumes/cloud-storage-fuse-csi-driver-sidecar).
-            annotations={"gke-gcsfuse/volumes": "true"} if self.props.weights is Weights.GCSFUSE else None,
-        )
-
     def _pod_spec(
         self,
         volumes: list[DeploymentV1SpecTemplateSpecVolume],
@@ -206,9 +180,7 @@ class VllmServer(Construct):
                 "cloud.google.com/gke-accelerator-count": str(props.settings.gpu_count),
             },
             termination_grace_period_seconds=60,
-            security_context=DeploymentV1SpecTemplateSpecSecurityContext(
-                seccomp_profile=DeploymentV1SpecTemplateSpecSecurityContextSeccompProfile(type="RuntimeDefault")
-            ),
+            security_context=pod_security(),
             container=[self._container(mounts)],
             volume=volumes,
         )
@@ -240,10 +212,7 @@ class VllmServer(Construct):
                 period=30,
                 failures=3,
             ),
-            security_context=DeploymentV1SpecTemplateSpecContainerSecurityContext(
-                allow_privilege_escalation=False,
-                capabilities=DeploymentV1SpecTemplateSpecContainerSecurityContextCapabilities(drop=["ALL"]),
-            ),
+            security_context=container_security(),
             volume_mount=mounts,
         )
 
@@ -300,9 +269,7 @@ class VllmServer(Construct):
     ) -> tuple[list[DeploymentV1SpecTemplateSpecVolume], list[DeploymentV1SpecTemplateSpecContainerVolumeMount]]:
         volumes = [
             # Tensor parallelism shares tensors between GPU processes through /dev/shm.
-            DeploymentV1SpecTemplateSpecVolume(
-                name="dshm", empty_dir=DeploymentV1SpecTemplateSpecVolumeEmptyDir(medium="Memory", size_limit="8Gi")
-            ),
+            memory_volume("dshm", "8Gi", medium="Memory"),
             self._model_cache_volume(),
         ]
         mounts = [
@@ -468,16 +435,8 @@ class VllmServer(Construct):
             self,
             deployment=NAME,
             namespace=props.namespace,
-            replicas=(props.settings.min_replicas, props.settings.max_replicas),
-            metric=HorizontalPodAutoscalerV2SpecMetric(
-                type="Pods",
-                pods=HorizontalPodAutoscalerV2SpecMetricPods(
-                    metric=HorizontalPodAutoscalerV2SpecMetricPodsMetric(name=QUEUE_METRIC),
-                    target=HorizontalPodAutoscalerV2SpecMetricPodsTarget(
-                        type="AverageValue", average_value=str(props.settings.queue_target)
-                    ),
-                ),
-            ),
+            replicas=props.settings,
+            metric=pods_metric(QUEUE_METRIC, average=props.settings.queue_target),
             # A new server takes minutes to load; give back GPUs slowly, one at a time.
             behavior=HorizontalPodAutoscalerV2SpecBehavior(
                 scale_down=[

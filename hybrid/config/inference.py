@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
 from typing import Annotated, Literal
 
 from pydantic import model_validator
 
 from hybrid.catalog import GPUS, MODELS, ServerShape, capacity_problems
 from hybrid.config.services import GpuServiceSizing, ImageRef, Memory, SecretId, memory_gib
-from hybrid.config.validation import BucketName, Settings, between, invalid
+from hybrid.config.validation import Bounded, BucketName, Settings, between, invalid
 
 Replicas = Annotated[int, between(1, 100)]
 
 
-class GkeModelServerSettings(Settings):
+class GkeModelServerSettings(Bounded):
     """vLLM's OpenAI-compatible server on GKE Autopilot GPUs."""
+
+    bounds = ("min_replicas", "max_replicas")
 
     # A docker.io image is pulled through the registry layer's Docker Hub mirror (stacks.registry).
     image: ImageRef = "docker.io/vllm/vllm-openai:v0.10.1"
@@ -44,24 +47,15 @@ class GkeModelServerSettings(Settings):
 
     @model_validator(mode="after")
     def _fits(self) -> GkeModelServerSettings:
-        if self.min_replicas > self.max_replicas:
-            raise invalid("min_replicas", f"must not exceed max_replicas ({self.max_replicas})")
         if self.weights == "pvc" and self.max_replicas > 1:
             raise invalid(
                 "weights", "must be 'gcsfuse' for max_replicas > 1: 'pvc' is a ReadWriteOnce disk for one server"
             )
         if self.weights == "gcsfuse" and not self.weights_bucket:
             raise invalid("weights_bucket", "must be set when weights is 'gcsfuse'")
-        shape = ServerShape(
-            model=self.model,
-            gpu_type=self.gpu_type,
-            gpu_count=self.gpu_count,
-            tensor_parallel_size=self.tensor_parallel_size,
-            max_model_len=self.max_model_len,
-            gpu_memory_utilization=self.gpu_memory_utilization,
-            cpu=self.cpu,
-            memory_gib=memory_gib(self.memory),
-        )
+        # The shape's fields are these settings' of the same names, but memory, which it counts in GiB.
+        same = {field.name: getattr(self, field.name) for field in fields(ServerShape) if field.name != "memory_gib"}
+        shape = ServerShape(**same, memory_gib=memory_gib(self.memory))
         for key, why in capacity_problems(shape):
             raise invalid(key, why)
         return self

@@ -7,9 +7,9 @@ import contextlib
 import ipaddress
 import re
 from collections.abc import Callable
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, ClassVar, Self, TypeVar
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, model_validator
 from pydantic_core import PydanticCustomError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -84,6 +84,19 @@ IPv4 = Annotated[ipaddress.IPv4Address, BeforeValidator(_ipv4_address)]
 def invalid(key: str, message: str) -> PydanticCustomError:
     """A cross-field problem, reported against ``key`` (relative to the model that raises it)."""
     return PydanticCustomError("invalid_setting", "{message}", {"key": key, "message": message})
+
+
+class Bounded(Settings):
+    """Settings with a lower and an upper bound (``bounds``, their field names), the lower at most the upper."""
+
+    bounds: ClassVar[tuple[str, str]]
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Self:
+        low, high = self.bounds
+        if getattr(self, low) > getattr(self, high):
+            raise invalid(low, f"must not exceed {high} ({getattr(self, high)})")
+        return self
 
 
 # cloud.google.com/storage/docs/buckets#naming (names without dots).

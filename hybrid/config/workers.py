@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field
 
 from hybrid.config.services import EnvVarName, ImageRef, Memory
-from hybrid.config.validation import Settings, between, invalid, matching
+from hybrid.config.validation import Bounded, Settings, between, matching
 
 # cloud.google.com/compute/docs/machine-resource: <series>-<type>[-<vCPUs>], e.g. e2-standard-4.
 MachineType = Annotated[
@@ -36,27 +36,23 @@ class SpotPoolSettings(Settings):
     max_nodes: Annotated[int, between(1, 1000)] = 10
 
 
-class OnDemandPoolSettings(Settings):
+class OnDemandPoolSettings(Bounded):
     """Standard VMs: the system Pods, and the workers when Spot capacity is gone."""
 
     machine_type: MachineType = "e2-standard-4"
+    bounds = ("min_nodes", "max_nodes")
     min_nodes: NodeCount = 1
     max_nodes: Annotated[int, between(1, 1000)] = 3
 
-    @model_validator(mode="after")
-    def _bounds(self) -> OnDemandPoolSettings:
-        if self.min_nodes > self.max_nodes:
-            raise invalid("min_nodes", f"must not exceed max_nodes ({self.max_nodes})")
-        return self
 
-
-class WorkerDeploymentSettings(Settings):
+class WorkerDeploymentSettings(Bounded):
     image: ImageRef | None = None  # default: <env registry>/worker:<services.image_tag>
     cpu: CpuQuantity = "1"
     memory: Memory = "1Gi"
     # At least one: a HorizontalPodAutoscaler scales to zero only behind the alpha HPAScaleToZero
     # feature gate (kubernetes.io/docs/reference/command-line-tools-reference/feature-gates/), and the
     # worker's sweeper (expiry, stuck batches) must run even when the queue is empty.
+    bounds = ("min_replicas", "max_replicas")
     min_replicas: Annotated[int, between(1, 1000)] = 1
     max_replicas: Annotated[int, between(1, 1000)] = 10
     # Scale out when more than this many line messages wait per worker.
@@ -64,32 +60,21 @@ class WorkerDeploymentSettings(Settings):
     # The worker's settings the stack does not decide (services/worker/settings.py), e.g. LOG_LEVEL.
     env: dict[EnvVarName, str] = Field(default_factory=dict)
 
-    @model_validator(mode="after")
-    def _bounds(self) -> WorkerDeploymentSettings:
-        if self.min_replicas > self.max_replicas:
-            raise invalid("min_replicas", f"must not exceed max_replicas ({self.max_replicas})")
-        return self
 
-
-class QueueSettings(Settings):
+class QueueSettings(Bounded):
     """The line subscription's delivery (cloud.google.com/pubsub/docs/reference/rest/v1/projects.subscriptions)."""
 
     # cloud.google.com/pubsub/docs/handling-failures: 5 to 100 delivery attempts.
     max_delivery_attempts: Annotated[int, between(5, 100)] = 5
     # ackDeadlineSeconds: 10 to 600 seconds.
     ack_deadline_seconds: Annotated[int, between(10, 600)] = 600
+    bounds = ("min_backoff_seconds", "max_backoff_seconds")
     # RetryPolicy's minimumBackoff and maximumBackoff: 0 to 600 seconds.
     min_backoff_seconds: Annotated[int, between(0, 600)] = 10
     max_backoff_seconds: Annotated[int, between(0, 600)] = 600
     # messageRetentionDuration: 10 minutes to 31 days (cloud.google.com/pubsub/docs/subscription-properties);
     # in whole days here.
     retention_days: Annotated[int, between(1, 31)] = 7
-
-    @model_validator(mode="after")
-    def _backoff(self) -> QueueSettings:
-        if self.min_backoff_seconds > self.max_backoff_seconds:
-            raise invalid("min_backoff_seconds", f"must not exceed max_backoff_seconds ({self.max_backoff_seconds})")
-        return self
 
 
 class WorkersTier(Settings):

@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import psycopg
 
+from devtools.batch_chain import BatchQueue
 from devtools.harness import PASSWORD, Postgres, Server, free_port, wait_for
 from devtools.image_tree import image_process
 from devtools.pubsub_emulator import PubSubEmulator
@@ -25,7 +26,7 @@ from servers import one, query
 from services.worker.app import create_app as create_worker
 from test_ledger_faults import frozen, own_postgres  # noqa: F401 - a fixture
 from test_ledger_resilience import fresh_database
-from test_worker import BUCKET, Queue, queue, worker_settings  # noqa: F401 - a fixture
+from test_worker import BUCKET, queue, worker_settings  # noqa: F401 - a fixture
 
 
 class Orchestrator:
@@ -197,7 +198,7 @@ def test_sigterm_with_an_outcome_waiting_for_a_hung_database_exits_in_time(
 
 
 def test_an_outcome_the_stopped_database_cannot_take_by_sigterm_is_handed_to_pubsub_and_lands(
-    own_postgres: Postgres, upstream: Server, gcs: Server, queue: Queue, pubsub: PubSubEmulator, tmp_path: Path
+    own_postgres: Postgres, upstream: Server, gcs: Server, queue: BatchQueue, pubsub: PubSubEmulator, tmp_path: Path
 ) -> None:
     """Issue 20, point 8: PostgreSQL stopped after the admission, the stream completes, SIGTERM; the
     outcome goes to the batch topic, and once PostgreSQL is back a batch worker writes it."""

@@ -11,7 +11,6 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -21,6 +20,7 @@ from google.cloud import pubsub_v1
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
+from devtools.batch_chain import BatchQueue, batch_queue
 from devtools.harness import Postgres, Server, orchestrator_settings, wait_for
 from devtools.pubsub_emulator import PubSubEmulator
 from records import fields
@@ -54,44 +54,17 @@ def batch_database(postgres: Postgres) -> Postgres:
     return with_batch_tables(postgres)
 
 
-@dataclass
-class Queue:
-    """One test's topic and subscriptions on the emulator, as the workers stack makes them."""
-
-    topic: str
-    subscription: str
-    dead_letter_topic: str
-    dead_letter_subscription: str
-
-
 @pytest.fixture
-def queue(pubsub: PubSubEmulator, monkeypatch: pytest.MonkeyPatch) -> Queue:
+def queue(pubsub: PubSubEmulator, monkeypatch: pytest.MonkeyPatch) -> BatchQueue:
     for name, value in pubsub.environment.items():
         monkeypatch.setenv(name, value)
-    n = next(names)
-    lines, dead = f"batch-lines-{n}", f"batch-dead-letters-{n}"
-    pubsub.create_topic(lines)
-    pubsub.create_topic(dead)
-    pubsub.create_subscription(dead, dead)
-    pubsub.create_subscription(
-        f"batch-workers-{n}",
-        lines,
-        ack_deadline_seconds=10,
-        dead_letter_topic=dead,
-        max_delivery_attempts=5,
-        # Pub/Sub's retry policy backs off 10 s to 600 s in production; fast here.
-        minimum_backoff_seconds=0.1,
-        maximum_backoff_seconds=0.5,
-    )
-    return Queue(
-        pubsub.topic_path(lines),
-        pubsub.subscription_path(f"batch-workers-{n}"),
-        pubsub.topic_path(dead),
-        pubsub.subscription_path(dead),
+    # Pub/Sub's retry policy backs off 10 s to 600 s in production; fast here.
+    return batch_queue(
+        pubsub, str(next(names)), ack_deadline_seconds=10, max_delivery_attempts=5, backoff_seconds=(0.1, 0.5)
     )
 
 
-def worker_settings(upstream: Server, gcs: Server, queue: Queue, **overrides: Any) -> WorkerSettings:
+def worker_settings(upstream: Server, gcs: Server, queue: BatchQueue, **overrides: Any) -> WorkerSettings:
     routing = orchestrator_settings(upstream.url)
     return WorkerSettings.model_validate(
         {
@@ -118,7 +91,7 @@ def worker_settings(upstream: Server, gcs: Server, queue: Queue, **overrides: An
 class Batches:
     """Batches made and read the way the orchestrator does, straight in PostgreSQL."""
 
-    def __init__(self, conninfo: str, queue: Queue) -> None:
+    def __init__(self, conninfo: str, queue: BatchQueue) -> None:
         self.conninfo, self.queue = conninfo, queue
         self.publisher = pubsub_v1.PublisherClient()
 
@@ -223,7 +196,7 @@ class Batches:
 
 
 @pytest.fixture
-def batches(batch_database: Postgres, queue: Queue) -> Batches:
+def batches(batch_database: Postgres, queue: BatchQueue) -> Batches:
     return Batches(batch_database.conninfo, queue)
 
 
@@ -232,7 +205,7 @@ WorkerOf = Callable[..., Server]
 
 
 @pytest.fixture
-def worker_of(batch_database: Postgres, upstream: Server, gcs: Server, queue: Queue) -> WorkerOf:
+def worker_of(batch_database: Postgres, upstream: Server, gcs: Server, queue: BatchQueue) -> WorkerOf:
     """A worker in this process (``worker_of(**settings)``), stopped as SIGTERM stops it."""
 
     def start(**overrides: Any) -> Server:

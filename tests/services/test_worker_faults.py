@@ -7,15 +7,16 @@ import time
 import uuid
 from collections.abc import Callable
 
+from devtools.batch_chain import BatchQueue
 from devtools.harness import Postgres, Server, wait_for
 from services.worker.app import create_app
 from services.worker.ids import line_request_id
 from test_ledger_faults import frozen, own_postgres  # noqa: F401 - a fixture
-from test_worker import Batches, Queue, queue, read_file, with_batch_tables, worker_settings  # noqa: F401 - a fixture
+from test_worker import Batches, queue, read_file, with_batch_tables, worker_settings  # noqa: F401 - a fixture
 
 
 def run_through_outage(
-    own_postgres: Postgres, upstream: Server, gcs: Server, queue: Queue, outage: Callable[[], None]
+    own_postgres: Postgres, upstream: Server, gcs: Server, queue: BatchQueue, outage: Callable[[], None]
 ) -> None:
     database = with_batch_tables(own_postgres)
     batches = Batches(database.conninfo, queue)
@@ -32,7 +33,7 @@ def run_through_outage(
 
 
 def test_a_database_restart_mid_batch_loses_no_line(
-    own_postgres: Postgres, upstream: Server, gcs: Server, queue: Queue
+    own_postgres: Postgres, upstream: Server, gcs: Server, queue: BatchQueue
 ) -> None:
     def restart() -> None:
         own_postgres.stop()  # immediate: every connection dies with lines in flight
@@ -43,7 +44,7 @@ def test_a_database_restart_mid_batch_loses_no_line(
 
 
 def test_a_hung_database_mid_batch_loses_no_line(
-    own_postgres: Postgres, upstream: Server, gcs: Server, queue: Queue
+    own_postgres: Postgres, upstream: Server, gcs: Server, queue: BatchQueue
 ) -> None:
     def hang() -> None:
         with frozen(own_postgres):

@@ -27,13 +27,14 @@ from typing import Any
 import httpx
 import psycopg
 
+from devtools.batch_chain import BatchQueue
 from devtools.harness import PASSWORD, Postgres, Server, free_port, wait_for
 from devtools.image_tree import image_process
 from devtools.pubsub_emulator import PubSubEmulator
 from hybrid.service_contract import render
 from servers import one
 from services.worker.ids import line_request_id
-from test_worker import Batches, Queue, batch_database, batches, queue, read_file, worker_settings  # noqa: F401 - fixtures
+from test_worker import Batches, batch_database, batches, queue, read_file, worker_settings  # noqa: F401 - fixtures
 
 # How a worker ends after SIGTERM: uvicorn shuts the app down, then raises the signal it caught.
 STOPPED = (0, -signal.SIGTERM)
@@ -54,7 +55,7 @@ def worker_process(
     upstream: Server,
     gcs: Server,
     pubsub: PubSubEmulator,
-    queue: Queue,
+    queue: BatchQueue,
     tmp_path: Path,
     **overrides: Any,
 ) -> Iterator[WorkerProcess]:
@@ -90,7 +91,7 @@ def worker_process(
             process.kill()  # a test that stops it otherwise has done so by now
 
 
-def redelivered(pubsub: PubSubEmulator, queue: Queue, batches: Batches, batch_id: str, lines: int) -> Queue:
+def redelivered(pubsub: PubSubEmulator, queue: BatchQueue, batches: Batches, batch_id: str, lines: int) -> BatchQueue:
     """A subscription of its own for the next worker, with every line's message on it once more
     (see above)."""
     topic = queue.topic.rsplit("/", 1)[1]
@@ -110,7 +111,7 @@ def test_a_worker_killed_mid_batch_loses_no_line_and_duplicates_none(
     upstream: Server,
     gcs: Server,
     pubsub: PubSubEmulator,
-    queue: Queue,
+    queue: BatchQueue,
     batches: Batches,
     tmp_path: Path,
 ) -> None:
@@ -144,7 +145,7 @@ def test_sigterm_drains_the_lines_in_flight_then_exits(
     upstream: Server,
     gcs: Server,
     pubsub: PubSubEmulator,
-    queue: Queue,
+    queue: BatchQueue,
     batches: Batches,
     tmp_path: Path,
 ) -> None:
@@ -173,7 +174,7 @@ def test_sigterm_hands_back_the_lines_that_outlast_the_deadline(
     upstream: Server,
     gcs: Server,
     pubsub: PubSubEmulator,
-    queue: Queue,
+    queue: BatchQueue,
     batches: Batches,
     tmp_path: Path,
 ) -> None:
