@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
+from typing import Any
 
 import httpx
 import psycopg
@@ -24,7 +25,7 @@ from test_batch_api import (  # noqa: F401 - fixtures
 )
 
 
-def chat(marker: str, model: str = "standin-lag", **extra: object) -> dict:
+def chat(marker: str, model: str = "standin-lag", **extra: object) -> dict[str, Any]:
     """A chat request the stand-in's log can be searched for by ``marker``."""
     return {"model": model, "messages": [{"role": "user", "content": f"hello {marker}"}], **extra}
 
@@ -33,19 +34,19 @@ def model_calls(upstream: Server, marker: str) -> int:
     return sum(1 for r in upstream.app.state.requests if marker in str(r["body"]))
 
 
-def charges(conninfo: str, user: str) -> list[tuple]:
+def charges(conninfo: str, user: str) -> list[tuple[Any, ...]]:
     with psycopg.connect(conninfo) as conn:
         return conn.execute(
             "SELECT outcome, prompt_tokens, completion_tokens FROM usage_ledger WHERE user_id = %s", (user,)
         ).fetchall()
 
 
-def post(url: str, user: str, body: dict, key: str | None) -> httpx.Response:
+def post(url: str, user: str, body: dict[str, Any], key: str | None) -> httpx.Response:
     headers = {"x-user-id": user, **({"idempotency-key": key} if key is not None else {})}
     return httpx.post(f"{url}/v1/chat/completions", json=body, headers=headers, timeout=30)
 
 
-async def at_once(url: str, user: str, body: dict, key: str, count: int) -> list[httpx.Response]:
+async def at_once(url: str, user: str, body: dict[str, Any], key: str, count: int) -> list[httpx.Response]:
     async with httpx.AsyncClient(timeout=30) as client:
         headers = {"x-user-id": user, "idempotency-key": key}
         return await asyncio.gather(
@@ -137,6 +138,7 @@ def test_a_streamed_completion_is_replayed_as_recorded(
         return again if again.status_code == 200 else None  # 409 until the stream's end is recorded
 
     again = wait_for(replayed)
+    assert again is not None
     assert again.headers["idempotent-replayed"] == "true"
     assert again.headers["content-type"].startswith("text/event-stream")
     assert again.content == first.content
@@ -197,7 +199,7 @@ def test_the_gateway_passes_the_key_and_the_replay_mark_through(
 
 
 def test_an_upload_and_a_batch_with_a_key_are_made_once(
-    batch_gateway, issuer: ServedIssuer, postgres: Postgres
+    batch_gateway: Server, issuer: ServedIssuer, postgres: Postgres
 ) -> None:
     user = new_user()
     token = issuer.token(user)
