@@ -63,7 +63,8 @@ TYPED_SERVICE_TESTS := $(addprefix tests/services/,conftest.py chats.py servers.
 	test_blobs.py test_containers.py test_database_tls.py test_db_bootstrap.py test_gateway.py test_gateway_faults.py \
 	test_gateway_fuzz.py test_gateway_process.py test_gateway_ratelimit.py test_gateway_token_memory.py \
 	test_image_tree.py test_ledger_faults.py test_ledger_resilience.py test_models.py test_orchestrator_backend_faults.py \
-	test_orchestrator_callers.py test_orchestrator_ledger.py test_orchestrator_quota.py test_vertex_backend.py)
+	test_orchestrator_callers.py test_orchestrator_ledger.py test_orchestrator_process.py test_orchestrator_quota.py \
+	test_vertex_backend.py test_worker.py test_worker_faults.py test_worker_process.py)
 
 ## Lint: ruff check, ruff format --check, and mypy (strict) on hybrid/, analysis/, stacks/, services/, devtools/, scripts/ and the typed tests.
 lint: .venv/.synced-dev
