@@ -54,7 +54,12 @@ TYPED_TESTS := tests/conftest.py tests/iac.py tests/variants.py tests/output_gua
 	tests/test_capacity.py tests/test_budget.py tests/test_deploy_path.py tests/test_up.py \
 	tests/test_redis_stack.py tests/test_workers_stack.py tests/test_services_stack.py \
 	tests/test_stack_boundaries.py tests/test_cost_coverage.py tests/test_cluster_stack.py \
-	tests/test_database_stack.py tests/test_network_stack.py tests/test_inference_stack.py tests/test_apply_order.py tests/test_constructs.py \
+	tests/test_database_stack.py tests/test_network_stack.py tests/test_inference_stack.py tests/test_apply_order.py \
+	tests/construct_helpers.py tests/test_constructs_access.py tests/test_constructs_cloud_run.py tests/test_constructs_cluster.py \
+	tests/test_constructs_data.py tests/test_constructs_workers.py tests/reachability_helpers.py tests/test_reachability_shipped.py \
+	tests/test_reachability_web.py tests/test_reachability_data.py tests/test_reachability_batch.py tests/test_reachability_rules.py \
+	tests/test_reachability_cli.py tests/test_orchestrator_callers_wiring.py tests/test_bad_environments.py tests/test_config_reference.py \
+	tests/test_quickstart.py \
 	tests/e2e/test_browser.py tests/e2e/test_batch_openai.py tests/e2e/test_deploy_rehearsal.py
 # tests/services/ is a run of its own: its conftest.py is a module "conftest" as tests/conftest.py is,
 # and its tests import their helpers (servers, chats) and each other by module name, pytest putting

@@ -13,11 +13,15 @@ from __future__ import annotations
 import math
 import tempfile
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationError
 
+from analysis.cost.prices import PriceError, load_prices, retirement_warning
+from analysis.cost.workload import Workload
+from hybrid import topology
 from hybrid.catalog import GPUS, MODELS, ServerShape, capacity_problems
 from hybrid.config import ConfigError, Environment, Settings, describe, read_toml
 
@@ -179,7 +183,7 @@ def contradictions(p: Profile) -> list[str]:
     return out
 
 
-def advise(p: Profile, source: Path | str = "") -> Advice:
+def advise(p: Profile, source: Path | str = "", today: date | None = None) -> Advice:
     problems = contradictions(p)
     if problems:
         raise ConfigError(Path(source) if source else None, problems)
@@ -209,7 +213,7 @@ def advise(p: Profile, source: Path | str = "") -> Advice:
             ],
         ),
     ]
-    notes = []
+    notes = _vertex_model_notes(p.region, today or date.today()) if _models_on(decisions) == "vertex_ai" else []
     buildable = all(d.built_by_stacks for d in decisions if d.layer in ("gateway", "orchestration"))
     fragment = render_fragment(p, decisions, fit) if buildable else None
     if fragment:
@@ -245,6 +249,21 @@ def _web_layer(p: Profile, layer: str) -> Decision:
             "sustained traffic keeps instances busy: instance-based billing (CPU always allocated) is the cheaper mode"
         )
     return Decision(layer, "cloud_run", why)
+
+
+def _models_on(decisions: list[Decision]) -> str:
+    return next(d.platform for d in decisions if d.layer == "models")
+
+
+def _vertex_model_notes(region: str, today: date) -> list[str]:
+    """Models on Vertex AI: say so when the model the cost estimate assumes is past, or near, the
+    retirement date its price table entry cites (Google retires each Gemini version on a date)."""
+    try:
+        api = Workload().vertex_api
+        warning = retirement_warning(api, load_prices(region).api(api), today)
+    except PriceError:
+        return [f"no price table for {region}: the Vertex AI model's retirement date is not checked"]
+    return [warning] if warning else []
 
 
 def _models(p: Profile, fit: tuple[str, int] | None, small_team: bool) -> Decision:
@@ -337,7 +356,8 @@ def render_fragment(p: Profile, decisions: list[Decision], fit: tuple[str, int] 
         "max_instances = 20",
         "cpu_always_allocated = false   # serves a page and waits",
     ]
-    for role in ("gateway", "orchestrator"):
+    # The topology's other Cloud Run services are in an API request's path, sized alike.
+    for role in (name for name in topology.declared().run_services() if name != "frontend"):
         lines += [
             "",
             f"[services.{role}]",

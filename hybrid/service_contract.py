@@ -7,11 +7,18 @@ validates them, and the container's env is rendered from the validated model, so
 setting the service needs but the stack does not give fails at synth, with the
 file and key, instead of a revision crashing on Cloud Run. The same rendering
 starts the services in the deploy rehearsal test.
+
+Which model is a service's goes by convention, so a new service needs no entry here: the
+service ``<name>`` of the topology that is built (hybrid/topology.py) has its code in
+``services/<name with - as _>/``, whose ``settings.py`` defines ``<Name>Settings``, the
+name in CamelCase (``services/orchestrator/settings.py``: ``OrchestratorSettings``;
+``my-reranker``: ``services/my_reranker/settings.py``, ``MyRerankerSettings``).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -21,24 +28,25 @@ from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, InitSettingsSource
 
 from hybrid.config import Environment, must
+from hybrid.config.errors import did_you_mean
 from hybrid.topology import for_environment
-from services.frontend.settings import FrontendSettings
-from services.gateway.settings import GatewaySettings
 from services.modelcalls.settings import Route
 from services.orchestrator.settings import GOOGLE_CERTS_URL, OrchestratorSettings
-from services.worker.settings import WorkerSettings
 
-# The settings model of each service whose code lives in services/.
-RUNTIME_SETTINGS: dict[str, type[BaseSettings]] = {
-    "frontend": FrontendSettings,
-    "gateway": GatewaySettings,
-    "orchestrator": OrchestratorSettings,
-    "worker": WorkerSettings,
-}
 # Identity Platform's REST endpoint (cloud.google.com/identity-platform/docs/use-rest-api).
 IDENTITY_PLATFORM_URL = "https://identitytoolkit.googleapis.com"
 SELF_HOSTED = "self-hosted"
 VERTEX = "vertex"
+
+
+def settings_model(service: str) -> type[BaseSettings]:
+    """The settings model of the built service ``service``, found by the convention above."""
+    package = service.replace("-", "_")
+    name = "".join(part.capitalize() for part in package.split("_")) + "Settings"
+    model = getattr(importlib.import_module(f"services.{package}.settings"), name, None)
+    if not (isinstance(model, type) and issubclass(model, BaseSettings)):
+        raise TypeError(f"services/{package}/settings.py: must define {name}, the {service}'s BaseSettings model")
+    return model
 
 
 def run_app_url(service: str, project_number: str, region: str) -> str:
@@ -118,10 +126,15 @@ def url_settings(env: Environment) -> dict[str, dict[str, str]]:
 
 
 def _stack_values(env: Environment, wiring: Wiring) -> dict[str, dict[str, object]]:
-    """Each service's settings that the stack decides, by field name of its model."""
+    """Each built service's settings that the stack decides, by field name of its model: a
+    service the stack decides nothing for but how it calls others is given that alone."""
     values = _decided(env, wiring)
+    for service in for_environment(env).built():
+        values.setdefault(service, {})
     for service, wired in url_settings(env).items():
         values[service].update({setting: wiring.urls.get(callee) for setting, callee in wired.items()})
+    for service, wired in for_environment(env).id_token_settings().items():
+        values[service].update(dict.fromkeys(wired, "google-id-token"))
     return values
 
 
@@ -137,7 +150,6 @@ def _decided(env: Environment, wiring: Wiring) -> dict[str, dict[str, object]]:
             "jwks_url": gateway.jwks_url,
             "jwt_issuer": gateway.jwt_issuer or f"https://securetoken.google.com/{env.project_id}",
             "jwt_audience": gateway.jwt_audience or env.project_id,
-            "orchestrator_auth": "google-id-token",
             "orchestrator_audience": wiring.orchestrator_audience,
             "allowed_origins": wiring.frontend_origin,
             # Cloud Run ends a request at the service's timeout; wait for the orchestrator as long.
@@ -258,27 +270,26 @@ def _overrides(env: Environment, service: str) -> tuple[str, Mapping[str, str], 
     """Where ``service``'s own settings are in the environment file: its table, env and secrets."""
     if service == "worker":
         return "workers.deployment", env.workers.deployment.env, _NO_SECRETS
-    table = getattr(env.services, service)
+    table = env.services.sizing(service)
     return f"services.{service}", table.env, table.secrets
 
 
-def service_settings(
-    env: Environment, wiring: Wiring, only: Iterable[str] = tuple(RUNTIME_SETTINGS)
-) -> dict[str, BaseSettings]:
-    """The validated settings model of each service (``only`` those named); ContractError lists every problem."""
+def service_settings(env: Environment, wiring: Wiring, only: Iterable[str] | None = None) -> dict[str, BaseSettings]:
+    """The validated settings model of each built service (``only`` those named); ContractError lists every problem."""
     problems: list[str] = []
     built: dict[str, BaseSettings] = {}
     for service, values in _stack_values(env, wiring).items():
-        if service not in only:
+        if only is not None and service not in only:
             continue
-        model = RUNTIME_SETTINGS[service]
+        model = settings_model(service)
         where, plain, secrets = _overrides(env, service)
         fields = {name.upper(): name for name in model.model_fields}
         for table, given in (("env", plain), ("secrets", secrets)):
             for name in sorted(given):
                 if name not in fields:
                     problems.append(
-                        f"{where}.{table}.{name}: unknown setting: must be one the {service} reads: {', '.join(sorted(fields))}"
+                        f"{where}.{table}.{name}: unknown setting{did_you_mean(name, fields)}: "
+                        f"must be one the {service} reads: {', '.join(sorted(fields))}"
                     )
                 elif values.get(fields[name]) is not None:
                     problems.append(f"{where}.{table}.{name}: must not be set here: the stack sets it")

@@ -191,6 +191,15 @@ class Topology:
         """The services that are, or may be placed, on Cloud Run: each has a service name and account."""
         return tuple(n for n, s in self.services.items() if s.tier == "cloud_run" or s.movable)
 
+    def callers(self, destination: str) -> tuple[str, ...]:
+        """The services that call ``destination`` themselves (not through the user's browser)."""
+        return tuple(dict.fromkeys(c.source for c in self.calls if c.destination == destination and not c.from_browser))
+
+    def run_services(self) -> tuple[str, ...]:
+        """The services always on Cloud Run, each sized by a [services] table (the model servers,
+        which [inference] may place there, are sized by its own)."""
+        return tuple(n for n, s in self.services.items() if s.tier == "cloud_run" and not s.movable)
+
     def built(self) -> tuple[str, ...]:
         """The services whose code is in services/, each with an image to build."""
         return tuple(n for n, s in self.services.items() if s.built)
@@ -201,6 +210,16 @@ class Topology:
         for call in self.calls:
             if call.url_setting and self.path(call) in ("run.app", "browser"):
                 wired.setdefault(call.source, {})[f"{call.destination}_url"] = call.destination
+        return wired
+
+    def id_token_settings(self) -> dict[str, dict[str, str]]:
+        """Each service's settings that say it calls an internal Cloud Run service with a Google ID
+        token, which run.invoker admits: ``<callee>_auth``, beside its ``<callee>_url``
+        (cloud.google.com/run/docs/authenticating/service-to-service). {caller: {field: callee}}."""
+        wired: dict[str, dict[str, str]] = {}
+        for call in self.calls:
+            if call.url_setting and self.path(call) == "run.app":
+                wired.setdefault(call.source, {})[f"{call.destination}_auth"] = call.destination
         return wired
 
     def required_edges(self) -> tuple[Edge, ...]:

@@ -3,16 +3,19 @@
 Private IP only, TLS required, backups with point-in-time recovery, IAM database
 authentication. The orchestrator's identity is born here, because the database
 user it logs in as must exist before any service uses it; the services layer
-runs the orchestrator as this account.
+runs the orchestrator as this account (and so any other Cloud Run service of the
+topology that calls Cloud SQL).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from cdktf import TerraformOutput
 from constructs import Construct
 
+from hybrid import topology
 from hybrid.components.memorystore import RedisProps, RedisStore
 from hybrid.components.postgres import PostgresInstance, PostgresProps
 from hybrid.components.service_account import ServiceAccount, ServiceAccountProps
@@ -47,6 +50,9 @@ class DatabaseOutputs:
     worker_account: ServiceAccount | None = None
     # The gateway's rate-limit store, when [redis] is enabled.
     redis: RedisStore | None = None
+    # Every other Cloud Run service that logs in to Cloud SQL: its identity, born here with its
+    # IAM database user, by service.
+    service_accounts: Mapping[str, ServiceAccount] = field(default_factory=dict)
 
 
 class DatabaseStack(LayerStack):
@@ -68,6 +74,12 @@ class DatabaseStack(LayerStack):
 
         self.orchestrator = self._database_identity("orchestrator", env.names.orchestrator_account)
         self.worker = self._database_identity("worker", env.names.worker_account) if env.workers.enabled else None
+        deployed = topology.for_environment(env)
+        service_accounts = {
+            name: self._database_identity(name, env.names.service[name])
+            for name in deployed.callers("postgres")
+            if name != "orchestrator" and name in deployed.run_services()
+        }
         # The gateway's shared rate limit: a data store on the same private range as Cloud SQL.
         self.redis = self._redis(network.outputs.private_services_network) if env.redis.enabled else None
 
@@ -84,11 +96,16 @@ class DatabaseStack(LayerStack):
             orchestrator_database_user=self.orchestrator.database_user_name,
             worker_account=self.worker,
             redis=self.redis,
+            service_accounts=service_accounts,
         )
 
     def _database_identity(self, id_: str, account_id: str) -> ServiceAccount:
         """A workload's account, born here with the IAM database user it logs in as."""
-        display_name, description = DATABASE_IDENTITIES[id_]
+        # Another Cloud Run service of the topology that calls Cloud SQL gets a plain description.
+        display_name, description = DATABASE_IDENTITIES.get(
+            id_,
+            (f"{id_} (Cloud Run)", f"Runs the {id_} Cloud Run service; logs in to Cloud SQL with its IAM identity."),
+        )
         account = ServiceAccount(self, id_, ServiceAccountProps(account_id, display_name, description))
         self.postgres.add_iam_user(account, project=self.env.project_id)
         return account

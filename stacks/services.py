@@ -8,6 +8,12 @@ Every service has its own identity; the gateway and the orchestrator (and the da
 bootstrap job) send private-range traffic into the VPC by Direct VPC egress, each with a
 network tag of its own; the frontend and a Cloud Run model server call nothing private. What each container is told comes from the service contract
 (hybrid/service_contract.py): the services' own settings models, filled and checked here.
+
+Any other Cloud Run service of the topology (hybrid/topology.py) is built the same way for
+every one: its own account (the database layer's, if it logs in to Cloud SQL), internal unless
+the topology makes it public, Direct VPC egress if it calls through the VPC, its container
+env from the contract, sized by its [services.<name>] table or the defaults. Who may invoke
+a Cloud Run service, but for the public ones, follows the topology's calls, for every service.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ from hybrid.config import CloudRunSizing, Environment
 from hybrid.layer import LayerStack
 from hybrid.network_constants import REDIS_TLS_PORT
 from hybrid.service_contract import Wiring, container_env, run_app_url
+from hybrid.topology import Topology, for_environment
 from services.gateway.settings import FALLBACK_MESSAGE
 from stacks.database import DatabaseOutputs, DatabaseStack
 from stacks.network import NetworkOutputs, NetworkStack
@@ -45,6 +52,8 @@ from stacks.registry import RegistryStack, service_image
 # What the chat page calls with its browser key: sign-in, and refreshing the ID token
 # (cloud.google.com/identity-platform/docs/use-rest-api).
 IDENTITY_PLATFORM_APIS = ("identitytoolkit.googleapis.com", "securetoken.googleapis.com")
+# The services built by hand below, each with parts of its own; any other is built generically.
+HAND_BUILT = ("frontend", "gateway", "orchestrator")
 
 
 class ServicesStack(LayerStack):
@@ -98,6 +107,10 @@ class ServicesStack(LayerStack):
             redis_port=str(REDIS_TLS_PORT) if db.redis else None,  # a number: checked at synth
             redis_server_ca=db.redis.server_ca_pem if db.redis else None,
         )
+        deployed = for_environment(env)
+        self.others = self._others(deployed, wiring, db, project.number)
+        for name, other in self.others.items():
+            wiring = wiring.with_url(name, other.uri)
         self.orchestrator = self._service(
             "orchestrator",
             settings.orchestrator,
@@ -105,14 +118,13 @@ class ServicesStack(LayerStack):
             env=container_env(env, wiring, "orchestrator"),
         )
         self.orchestrator.grant_project_role(VERTEX_AI_USER)
-        if self.inference:
-            self.inference.grant_invoke(self.orchestrator)
 
         self._bootstrap(db)
 
         wiring = wiring.with_url("orchestrator", self.orchestrator.uri)
         self.gateway = self._gateway(wiring, gateway_account, with_redis=db.redis is not None)
         self.frontend = self._frontend(wiring.with_url("gateway", self.gateway.uri))
+        self._grant_invokers(deployed, worker=db.worker_account)
         # The address to open: the gateway's CORS and the browser key admit this origin only.
         TerraformOutput(self, "chat_page_url", value=frontend_origin)
 
@@ -128,11 +140,46 @@ class ServicesStack(LayerStack):
             # Read at start-up from Secret Manager, granted to the gateway alone.
             secrets={"REDIS_AUTH": names.redis_auth_secret} if with_redis else {},
         )
-        self.orchestrator.grant_invoke(gateway)
         if with_redis:
             self._rate_limit_fallback_metric()
         gateway.grant_public_invoke()
         return gateway
+
+    def _others(
+        self, deployed: Topology, wiring: Wiring, db: DatabaseOutputs, project_number: str
+    ) -> dict[str, CloudRunService]:
+        """The topology's other Cloud Run services, each after those it calls: each is told the
+        URL of another it calls, a hand-built one's by its deterministic URL (built later)."""
+        names = self.env.names
+        for name in HAND_BUILT:
+            wiring = wiring.with_url(name, run_app_url(names.service[name], project_number, self.env.region))
+        others: dict[str, CloudRunService] = {}
+        for name in deployed.start_order():
+            if name in HAND_BUILT or name not in deployed.run_services():
+                continue
+            others[name] = self._service(
+                name,
+                self.env.services.sizing(name),
+                env=container_env(self.env, wiring, name) if name in deployed.built() else {},
+                account=db.service_accounts.get(name),
+            )
+            if deployed.services[name].public:
+                others[name].grant_public_invoke()
+            wiring = wiring.with_url(name, others[name].uri)
+        return others
+
+    def _grant_invokers(self, deployed: Topology, *, worker: ServiceAccount | None) -> None:
+        """Each Cloud Run service may be invoked by the Cloud Run services that call it (roles/run.invoker:
+        cloud.google.com/run/docs/authenticating/service-to-service)."""
+        built = {"orchestrator": self.orchestrator, "gateway": self.gateway, "frontend": self.frontend}
+        run = {**built, **({"inference": self.inference} if self.inference else {}), **self.others}
+        # The batch workers on GKE call as their own account (Workload Identity).
+        callers = {name: s.service_account for name, s in run.items()} | ({"worker": worker} if worker else {})
+        for name, service in run.items():
+            for caller in deployed.callers(name):
+                if caller not in callers:
+                    raise ValueError(f"{caller} -> {name}: {caller} has no identity this stack can grant run.invoker")
+                service.grant_invoke(callers[caller])
 
     def _cloud_run_inference(self) -> CloudRunService | None:
         """The model server on a Cloud Run GPU, where [inference] places it there."""

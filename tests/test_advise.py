@@ -6,10 +6,13 @@ import json
 import subprocess
 import sys
 import tomllib
+from datetime import timedelta
 
 import pytest
 
 from analysis.advice import LAYERS, SECTION_OF, Profile, advise, skeleton, stacks_build
+from analysis.cost.prices import load_prices
+from analysis.cost.workload import Workload
 from hybrid.config import load_environment
 from iac import ROOT
 
@@ -202,3 +205,18 @@ def test_stateless_workers_on_cloud_run_are_not_built_and_say_why():
     assert (workers.platform, workers.built_by_stacks) == ("cloud_run", False)
     assert workers.reasons[-1] == "the stacks build workers on GKE Standard only ([workers]), not as Cloud Run jobs"
     assert "[workers]" not in advice.fragment
+
+
+def test_a_vertex_model_near_or_past_retirement_is_noted() -> None:
+    raw = tomllib.loads(EXAMPLE.read_text())
+    raw.pop("model")
+    no_gpu = Profile.model_validate({**raw, "gpu_required": False})
+    retires = load_prices(no_gpu.region).api(Workload().vertex_api).retires
+    assert retires is not None, "the default Vertex model's entry cites its retirement date"
+    assert advise(no_gpu, today=retires - timedelta(days=365)).notes == []
+    (near,) = advise(no_gpu, today=retires - timedelta(days=30)).notes
+    assert f"retires on {retires}" in near
+    (past,) = advise(no_gpu, today=retires + timedelta(days=1)).notes
+    assert f"retired on {retires}" in past
+    # Self-hosted models: no Vertex model to warn about.
+    assert advise(profile(), today=retires + timedelta(days=1)).notes == []

@@ -6,6 +6,7 @@ import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -171,7 +172,7 @@ CASES = [
     (
         "contract-unknown-setting",
         ("[services.gateway]\n", '[services.gateway]\nenv = { RATE_LIMIT = "5" }\n'),
-        "services.gateway.env.RATE_LIMIT: unknown setting: must be one the gateway reads: ",
+        "services.gateway.env.RATE_LIMIT: unknown setting (did you mean 'RATE_LIMIT_BURST'?): must be one the gateway reads: ",
     ),
     (
         "contract-stack-owned",
@@ -373,7 +374,9 @@ ALL_CASES = (
 
 
 @pytest.mark.parametrize("base,case,edit,expected", ALL_CASES, ids=[case[1] for case in ALL_CASES])
-def test_bad_environment_is_refused_clearly(tmp_path, base, case, edit, expected):
+def test_bad_environment_is_refused_clearly(
+    tmp_path: Path, base: str, case: str, edit: tuple[str, str], expected: str
+) -> None:
     old, new = edit
     assert old in base, f"{case}: the edit no longer applies"
     bad = tmp_path / f"{case}.toml"
@@ -390,7 +393,7 @@ def test_bad_environment_is_refused_clearly(tmp_path, base, case, edit, expected
     assert bad.read_text() == base.replace(old, new, 1), "the user's file is left as it was"
 
 
-def test_every_problem_of_every_file_is_reported_at_once(tmp_path):
+def test_every_problem_of_every_file_is_reported_at_once(tmp_path: Path) -> None:
     first, second = tmp_path / "a.toml", tmp_path / "b.toml"
     first.write_text(DEV.replace('"us-central1"', '"nowhere"').replace('"10.8.0.0/24"', '"10.8.0.0/28"'))
     second.write_text(DEV.replace('"ZONAL"', '"SOMETIMES"'))
@@ -405,7 +408,7 @@ def test_every_problem_of_every_file_is_reported_at_once(tmp_path):
     ]
 
 
-def test_field_and_cross_field_problems_are_reported_in_one_run(tmp_path):
+def test_field_and_cross_field_problems_are_reported_in_one_run(tmp_path: Path) -> None:
     """Three mistakes, one of them across fields (an overlap): all three in the first run."""
     bad = tmp_path / "three.toml"
     bad.write_text(
@@ -424,7 +427,7 @@ def test_field_and_cross_field_problems_are_reported_in_one_run(tmp_path):
     ]
 
 
-def test_the_docs_example_is_what_one_run_prints(tmp_path):
+def test_the_docs_example_is_what_one_run_prints(tmp_path: Path) -> None:
     """docs/deploying.md, "Adding an environment": four edits, five problems, one run ("..." ends a shortened line)."""
     readme = (ROOT / "docs" / "deploying.md").read_text()
     block = readme[readme.index("```\nenvironments/stage.toml: ") + 4 :]
@@ -453,7 +456,7 @@ def test_the_docs_example_is_what_one_run_prints(tmp_path):
         assert line.startswith(shown.removesuffix("...")) if shown.endswith("...") else line == shown
 
 
-def test_a_nested_tables_own_checks_run_beside_a_field_error_in_it(tmp_path):
+def test_a_nested_tables_own_checks_run_beside_a_field_error_in_it(tmp_path: Path) -> None:
     bad = tmp_path / "nested.toml"
     bad.write_text(DEV.replace('"10.8.0.0/24"', '"10.8.0.0/28"').replace('"10.20.0.0/20"', '"not-a-range"'))
     result = run_main(tmp_path / "out", "--env", str(bad))
@@ -469,7 +472,7 @@ def test_a_nested_tables_own_checks_run_beside_a_field_error_in_it(tmp_path):
 
 
 @pytest.mark.parametrize("command", [["--env", "environments/dev.toml"], ["--refuse-placeholders", "dev-network"]])
-def test_make_up_and_make_deploy_refuse_the_placeholder_project(command):
+def test_make_up_and_make_deploy_refuse_the_placeholder_project(command: list[str]) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "scripts.up", *command], cwd=ROOT, capture_output=True, text=True, timeout=120
     )
@@ -477,7 +480,7 @@ def test_make_up_and_make_deploy_refuse_the_placeholder_project(command):
     assert "project_id = 'replace-me-dev' is the shipped placeholder: set your project's id" in result.stderr
 
 
-def test_make_deploy_lets_other_environments_stacks_through():
+def test_make_deploy_lets_other_environments_stacks_through() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "scripts.up", "--refuse-placeholders", "staging-network"],
         cwd=ROOT,
@@ -488,7 +491,7 @@ def test_make_deploy_lets_other_environments_stacks_through():
     assert (result.returncode, result.stderr) == (0, "")
 
 
-def test_make_deploy_checks_the_stacks_before_anything_else():
+def test_make_deploy_checks_the_stacks_before_anything_else() -> None:
     make = subprocess.run(
         ["make", "-n", "--no-print-directory", "deploy", "STACKS=dev-network"],
         cwd=ROOT,
@@ -501,7 +504,7 @@ def test_make_deploy_checks_the_stacks_before_anything_else():
     assert "cdktf deploy" in commands[1]
 
 
-def test_missing_file_and_duplicate_names(tmp_path):
+def test_missing_file_and_duplicate_names(tmp_path: Path) -> None:
     result = run_main(tmp_path / "out", "--env", str(tmp_path / "nope.toml"))
     assert (result.returncode, result.stderr.strip()) == (2, f"{tmp_path / 'nope.toml'}: file not found")
 
@@ -514,7 +517,7 @@ def test_missing_file_and_duplicate_names(tmp_path):
     )
 
 
-def test_one_environment_synthesizes_alone(tmp_path):
+def test_one_environment_synthesizes_alone(tmp_path: Path) -> None:
     """And a stack of an earlier synth into the same folder (dev's, here) is gone afterwards."""
     (tmp_path / "stacks" / "dev-network").mkdir(parents=True)
     (tmp_path / "stacks" / "dev-network" / "cdk.tf.json").write_text("{}")
@@ -536,7 +539,7 @@ def test_one_environment_synthesizes_alone(tmp_path):
     ]
 
 
-def test_under_the_cdktf_cli_the_summary_counts_hcl_and_leaves_stale_stacks_to_it(tmp_path):
+def test_under_the_cdktf_cli_the_summary_counts_hcl_and_leaves_stale_stacks_to_it(tmp_path: Path) -> None:
     """`cdktf synth --hcl` has the app write HCL and removes stale stack folders itself afterwards
     (it fails on one the app removed first): the same summary, nothing removed here."""
     (tmp_path / "stacks" / "dev-network").mkdir(parents=True)
@@ -551,4 +554,6 @@ def test_under_the_cdktf_cli_the_summary_counts_hcl_and_leaves_stale_stacks_to_i
     assert (tmp_path / "stacks" / "prod-network" / "cdk.tf").exists()
     assert (tmp_path / "stacks" / "dev-network").exists()
     counts = re.compile(r"\(prod: 8 stacks, \d+ resources\)")
-    assert counts.search(hcl_run.stdout)[0] == counts.search(json_run.stdout)[0]
+    hcl_counts, json_counts = counts.search(hcl_run.stdout), counts.search(json_run.stdout)
+    assert hcl_counts and json_counts, (hcl_run.stdout, json_run.stdout)
+    assert hcl_counts[0] == json_counts[0]

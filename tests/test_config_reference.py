@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
+
+import pytest
 
 from iac import ROOT
 from scripts.config_reference import REFERENCE, render
 
 
-def test_the_checked_in_reference_is_current():
+def test_the_checked_in_reference_is_current() -> None:
     assert REFERENCE.read_text("utf-8") == render(), "stale: run python -m scripts.config_reference"
 
 
-def test_the_check_command_fails_on_a_stale_file(tmp_path, monkeypatch):
+def test_the_check_command_fails_on_a_stale_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from scripts import config_reference
 
     stale = tmp_path / "configuration.md"
@@ -24,7 +27,7 @@ def test_the_check_command_fails_on_a_stale_file(tmp_path, monkeypatch):
     assert config_reference.main(["--check"]) == 0
 
 
-def test_every_table_and_key_is_listed_with_what_it_allows():
+def test_every_table_and_key_is_listed_with_what_it_allows() -> None:
     text = render()
     for table in ("## Top level", "## [network]", "## [inference.gke]", "## [workers.queue]", "## [redis]"):
         assert table in text
@@ -36,7 +39,7 @@ def test_every_table_and_key_is_listed_with_what_it_allows():
     assert "| `bucket` | string | required | a GCS bucket name" in text
 
 
-def test_the_script_runs_from_the_command_line():
+def test_the_script_runs_from_the_command_line() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "scripts.config_reference", "--check"], cwd=ROOT, capture_output=True, text=True
     )

@@ -169,5 +169,8 @@ def test_a_traffic_mistake_is_one_line_naming_the_key(tmp_path: Path) -> None:
     path.write_text(dev.replace("requests_per_day = 2000", "requests_per_day = -1\nrequest = 3"))
     result = run_cost("--env", str(path))
     assert result.returncode == 2
-    assert f"{path}: traffic.requests_per_day = -1: must be greater than or equal to 0" in result.stderr
-    assert f"{path}: traffic.request: unknown key: must be one of requests_per_day," in result.stderr
+    assert f"{path}: traffic.requests_per_day = -1: must be between 0 and " in result.stderr
+    assert (
+        f"{path}: traffic.request: unknown key (did you mean 'requests_per_day'?): must be one of requests_per_day,"
+        in (result.stderr)
+    )

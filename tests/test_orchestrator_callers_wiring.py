@@ -4,12 +4,12 @@ checks (services/orchestrator/callers.py)."""
 
 from __future__ import annotations
 
-from iac import pointee, pointees
-from test_reachability import by_edge, container_env, explain, facts_for, failures, only_env, service
+from iac import Stacks, pointee, pointees
+from reachability_helpers import by_edge, container_env, explain, facts_for, failures, only_env, service
 from test_services_stack import env_vars, services
 
 
-def test_the_orchestrator_admits_the_gateways_account_for_its_own_url(env, synth_json):
+def test_the_orchestrator_admits_the_gateways_account_for_its_own_url(env: str, synth_json: Stacks) -> None:
     here = f"{env}-services"
     deployed = services(synth_json[here])
     orchestrator, gateway = env_vars(deployed["orchestrator"]), env_vars(deployed["gateway"])
@@ -28,7 +28,7 @@ def test_the_orchestrator_admits_the_gateways_account_for_its_own_url(env, synth
     assert [p.brief for p in pointees(synth_json, here, audience)] == [(here, "data.google_project", None, "number")]
 
 
-def test_make_check_follows_the_gateways_token_through_the_orchestrators_caller_check(synth_json):
+def test_make_check_follows_the_gateways_token_through_the_orchestrators_caller_check(synth_json: Stacks) -> None:
     stacks = only_env(synth_json)
     verdict = by_edge(stacks, facts_for("dev"))["gateway -> orchestrator"]
     assert verdict.ok, explain([verdict])

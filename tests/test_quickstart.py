@@ -12,6 +12,8 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
+from typing import IO
 
 import pytest
 
@@ -23,11 +25,11 @@ from scripts.local_chain import GATEWAY_PORT, quick_start
 EXAMPLE = ROOT / "examples" / "openai_quickstart.py"
 
 
-def test_the_readme_shows_the_example_verbatim():
+def test_the_readme_shows_the_example_verbatim() -> None:
     assert f"```python\n{EXAMPLE.read_text()}```" in (ROOT / "README.md").read_text()
 
 
-def test_the_readme_shows_the_lines_as_dev_prints_them():
+def test_the_readme_shows_the_lines_as_dev_prints_them() -> None:
     readme = (ROOT / "README.md").read_text()
     printed = quick_start(f"http://127.0.0.1:{GATEWAY_PORT}", "TOKEN", "mistralai/Mistral-7B-Instruct-v0.3")
     for line in printed:
@@ -37,8 +39,14 @@ def test_the_readme_shows_the_lines_as_dev_prints_them():
 def _read_until_ready(process: subprocess.Popen[str], timeout: float) -> list[str]:
     """stdout's lines up to "Ctrl-C stops everything.", failing with stderr if it never comes."""
     lines: queue.Queue[str] = queue.Queue()
+
     # A thread, since a pipe's buffered reader may already hold the last lines that select() waits for.
-    threading.Thread(target=lambda: [lines.put(line.rstrip("\n")) for line in process.stdout], daemon=True).start()
+    def forward(stdout: IO[str]) -> None:
+        for line in stdout:
+            lines.put(line.rstrip("\n"))
+
+    assert process.stdout is not None
+    threading.Thread(target=forward, args=(process.stdout,), daemon=True).start()
     seen: list[str] = []
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -56,7 +64,7 @@ def _read_until_ready(process: subprocess.Popen[str], timeout: float) -> list[st
 
 
 @pytest.mark.parametrize("environment", ["environments/dev.toml", "environments/prod.toml"])
-def test_quick_start_as_printed(tmp_path, environment):
+def test_quick_start_as_printed(tmp_path: Path, environment: str) -> None:
     gateway_port, frontend_port = free_port(), free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "scripts.local_chain", "--env", environment,
@@ -66,7 +74,11 @@ def test_quick_start_as_printed(tmp_path, environment):
     try:
         lines = _read_until_ready(process, timeout=300)
         printed = [line.strip() for line in lines if line.startswith("  ")]
-        exports = dict(re.fullmatch(r"export (\w+)=(.*)", line).groups() for line in printed[:3])
+        exports = {}
+        for line in printed[:3]:
+            export = re.fullmatch(r"export (\w+)=(.*)", line)
+            assert export, line
+            exports[export[1]] = export[2]
         assert exports["OPENAI_BASE_URL"] == f"http://127.0.0.1:{gateway_port}/v1"
         assert exports["OPENAI_API_KEY"].count(".") == 2, "a JWT from the sign-in stand-in"
         assert f"Chat page: http://127.0.0.1:{frontend_port}" in lines[0]
@@ -107,7 +119,7 @@ def test_quick_start_as_printed(tmp_path, environment):
     assert err.count("model stand-in: stream dropped on purpose (standin-die)") == 1, err[-4000:]
 
 
-def test_prod_reads_as_deployed():
+def test_prod_reads_as_deployed() -> None:
     """prod's stack ids hold a hyphen of their own (prod-workers-k8s); its name comes from its file."""
     spec = SynthesizedEnvironment.synthesize(ROOT / "environments" / "prod.toml")
     assert spec.name == "prod"
@@ -115,7 +127,7 @@ def test_prod_reads_as_deployed():
     assert spec.services()["gateway"].env["REDIS_HOST"] == MEMORYSTORE_HOST
 
 
-def test_make_run_local_takes_an_environment():
+def test_make_run_local_takes_an_environment() -> None:
     def command(*args: str) -> str:
         make = subprocess.run(
             ["make", "-n", "--no-print-directory", "run-local", *args], cwd=ROOT, capture_output=True, text=True

@@ -10,20 +10,18 @@ import pytest
 from pydantic_settings import BaseSettings
 
 from hybrid.config import load_environment
-from hybrid.service_contract import ContractError, Wiring, container_env, render, service_settings
+from hybrid.service_contract import (
+    ContractError,
+    Wiring,
+    container_env,
+    render,
+    service_settings,
+    settings_model,
+    url_settings,
+)
 from iac import ROOT, pointees
-from services.frontend.settings import FrontendSettings
-from services.gateway.settings import GatewaySettings
-from services.orchestrator.settings import OrchestratorSettings
-from services.worker.settings import WorkerSettings
 from variants import DEV_ON_CLOUD_RUN
 
-LOADERS = {
-    "frontend": FrontendSettings,
-    "gateway": GatewaySettings,
-    "orchestrator": OrchestratorSettings,
-    "worker": WorkerSettings,
-}
 CLOUD_RUN_ROLES = ("frontend", "gateway", "orchestrator")
 
 
@@ -39,7 +37,7 @@ def load(role: str, environ: dict[str, str], monkeypatch: pytest.MonkeyPatch) ->
             patch.delenv(name)
         for name, value in environ.items():
             patch.setenv(name, value)
-        return LOADERS[role]()
+        return settings_model(role)()
 
 
 def declared_env(stack: dict, name: str) -> dict[str, str]:
@@ -129,14 +127,20 @@ def test_the_synths_own_environment_reaches_no_container(environment, monkeypatc
 
 
 def test_a_setting_nothing_sets_is_refused(environment):
+    # The services' URLs are known (but the orchestrator's, first).
+    urls = {
+        callee: f"https://{callee}.example" for wired in url_settings(environment).values() for callee in wired.values()
+    }
+    but_the_orchestrator = {callee: url for callee, url in urls.items() if callee != "orchestrator"}
     with pytest.raises(ContractError) as refused:
-        service_settings(environment, Wiring(), only=("gateway", "orchestrator"))
+        service_settings(environment, Wiring(urls=but_the_orchestrator), only=("gateway", "orchestrator"))
     assert refused.value.problems == [
         "services.gateway: the gateway needs ORCHESTRATOR_URL, which nothing sets",
         "services.orchestrator: BACKENDS: an openai backend needs url",
     ]
     with pytest.raises(ContractError) as refused:
-        service_settings(environment, Wiring(inference_url="http://10.10.15.250:8000/v1"), only=("orchestrator",))
+        wiring = Wiring(urls=urls, inference_url="http://10.10.15.250:8000/v1")
+        service_settings(environment, wiring, only=("orchestrator",))
     assert refused.value.problems == [
         "services.orchestrator: DATABASE_AUTH=iam needs PGHOST, PGDATABASE, PGUSER, DATABASE_SERVER_CA"
     ]

@@ -9,10 +9,20 @@ from typing import Any
 
 import pytest
 
-from iac import Json, Stacks, only, pointee, pointees, principal, resources
+from hybrid.config import load_environment
+from hybrid.topology import Topology, for_environment
+from iac import ROOT, Json, Stacks, only, pointee, pointees, principal, resources
+from stacks.services import HAND_BUILT
 from variants import DEV_ENV, DEV_ON_CLOUD_RUN, synthesize, variant
 
 ROLES = {"frontend", "gateway", "orchestrator"}
+
+
+def generic(env: str) -> tuple[Topology, tuple[str, ...]]:
+    """``env``'s topology, and its Cloud Run services the stack builds alike (none shipped yet:
+    tests/test_topology.py adds one)."""
+    deployed = for_environment(load_environment(ROOT / "environments" / f"{env}.toml"))
+    return deployed, tuple(name for name in deployed.run_services() if name not in HAND_BUILT)
 
 
 @pytest.fixture
@@ -144,6 +154,7 @@ def test_only_what_calls_something_private_enters_the_vpc_each_with_its_own_tag(
 
 
 def test_each_service_runs_as_its_own_account(env: str, stack: Json, synth_json: Stacks) -> None:
+    deployed, others = generic(env)
     accounts = {
         role: pointee(synth_json, f"{env}-services", s["template"]["service_account"]).brief
         for role, s in services(stack).items()
@@ -153,6 +164,16 @@ def test_each_service_runs_as_its_own_account(env: str, stack: Json, synth_json:
         "gateway": (f"{env}-services", "google_service_account", f"{env}-gateway", "email"),
         # The orchestrator's account is born in the database layer, next to its database user.
         "orchestrator": (f"{env}-database", "google_service_account", f"{env}-orchestrator", "email"),
+        # So is any other's that logs in to Cloud SQL.
+        **{
+            role: (
+                f"{env}-database" if role in deployed.callers("postgres") else f"{env}-services",
+                "google_service_account",
+                f"{env}-{role}",
+                "email",
+            )
+            for role in others
+        },
     }
 
 
@@ -161,7 +182,9 @@ def test_who_may_invoke_whom(env: str, synth_json: Stacks) -> None:
     assert found.pop("frontend") == {"allUsers"}
     assert found.pop("gateway") == {"allUsers"}
     assert found.pop("orchestrator") == {f"serviceAccount:{env}-gateway"}
-    assert found == {}
+    # Any other, by the Cloud Run services that call it.
+    deployed, others = generic(env)
+    assert found == {role: {f"serviceAccount:{env}-{caller}" for caller in deployed.callers(role)} for role in others}
 
 
 def test_project_roles_are_least_privilege(env: str, stack: Json, synth_json: Stacks) -> None:
@@ -171,7 +194,8 @@ def test_project_roles_are_least_privilege(env: str, stack: Json, synth_json: St
         grants.setdefault(holder, set()).add(grant["role"])
     runtime = {"roles/logging.logWriter", "roles/monitoring.metricWriter"}
     assert grants.pop(f"serviceAccount:{env}-orchestrator") == runtime | {"roles/aiplatform.user"}
-    assert grants == {f"serviceAccount:{env}-{role}": runtime for role in ("frontend", "gateway")}
+    _, others = generic(env)
+    assert grants == {f"serviceAccount:{env}-{role}": runtime for role in ("frontend", "gateway", *others)}
 
 
 def test_no_service_holds_a_secret_it_does_not_read(env: str, stack: Json) -> None:
@@ -326,9 +350,8 @@ def test_frontend_behind_iap_when_config_says_so(tmp_path: Path) -> None:
         DEV_ENV,
         {"name": "iap", "services.iap_members": ["group:ai-team@example.com"], "services.frontend.access": "iap"},
     )
-    stack = synthesize(iap, tmp_path)["iap-services"]
-
-    stacks = {"iap-services": stack}
+    stacks = synthesize(iap, tmp_path)
+    stack = stacks["iap-services"]
     frontend = services(stack)["frontend"]
     assert frontend["provider"] == "google-beta"
     assert frontend["iap_enabled"] is True

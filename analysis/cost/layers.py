@@ -13,6 +13,7 @@ from analysis.cost.prices import Machine, PriceError, PriceTable
 from analysis.cost.workload import Workload
 from hybrid.catalog import MODELS
 from hybrid.config import GkeModelServerSettings, memory_gib
+from hybrid.topology import for_environment
 
 
 def gke_replicas(lines: Lines, w: Workload) -> float:
@@ -284,10 +285,12 @@ def services(lines: Lines, w: Workload, free: dict[str, float] | None) -> None:
     env, s = lines.env, lines.env.services
     names = env.names.service
     cloud_run_service(lines, "services", f"Cloud Run {names['frontend']}", s.frontend, w.pages_per_day, 0.1, free)
-    for role in ("gateway", "orchestrator"):
-        settings = getattr(s, role)
+    # Every other Cloud Run service of the topology is in an API request's path, held as long.
+    for role in for_environment(env).run_services():
+        if role == "frontend":
+            continue
         cloud_run_service(
-            lines, "services", f"Cloud Run {names[role]}", settings, w.requests_per_day, w.request_seconds, free
+            lines, "services", f"Cloud Run {names[role]}", s.sizing(role), w.requests_per_day, w.request_seconds, free
         )
     if env.inference.placement == "cloud_run":
         seconds_each = w.output_tokens / w.stream_tokens_per_second

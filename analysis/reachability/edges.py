@@ -19,7 +19,7 @@ from hybrid.topology import declared, required_edges
 @dataclass(frozen=True)
 class Edge:
     name: str
-    # The README diagram's node ids (its mermaid block), which tests/test_reachability.py compares.
+    # The README diagram's node ids (its mermaid block), which tests/test_reachability_shipped.py compares.
     source: str
     destination: str
     # The topology's edge it proves (caller, callee, how the call travels); None for the plumbing edges.

@@ -185,9 +185,10 @@ class CloudRunService(Construct):
         for what the service does, whichever stack owns the identity."""
         Project(self.project).grant_role(self, role, self.service_account)
 
-    def grant_invoke(self, caller: CloudRunService) -> None:
-        """``caller``'s identity may invoke this service: ``<service>/invoker-<caller's account id>``."""
-        account = caller.service_account
+    def grant_invoke(self, caller: CloudRunService | ServiceAccount) -> None:
+        """``caller`` (a service, by its identity, or a workload's account) may invoke this service:
+        ``<service>/invoker-<caller's account id>``."""
+        account = caller if isinstance(caller, ServiceAccount) else caller.service_account
         self._grant_invoke(account.node.id, account)
 
     def grant_public_invoke(self) -> None:

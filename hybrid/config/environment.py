@@ -102,9 +102,9 @@ class Environment(Settings):
         # (cloud.google.com/run/docs/configuring/vpc-direct-vpc#direct-vpc-ip-allocation): during a
         # rollout the old and the new revision may both be at max scale, so count each service twice.
         # The services in the VPC are the topology's Cloud Run services that call through it (a
-        # job's tasks are few); a service with no table of its own yet is not deployed.
-        tables = {role: getattr(self.services, role, None) for role in topology.for_environment(self).vpc_services()}
-        sized = {role: table.max_instances for role, table in tables.items() if table is not None}
+        # job's tasks are few); a service with no table of its own runs with the defaults.
+        vpc_services = topology.for_environment(self).vpc_services()
+        sized = {role: self.services.sizing(role).max_instances for role in vpc_services}
         needed = 2 * 2 * sum(sized.values())
         services = "'s and ".join(sized)
         # A subnet's first two and last two addresses are reserved

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import difflib
 import re
+from collections.abc import Iterable
 from pathlib import Path
 
 
@@ -20,3 +22,9 @@ def must(message: str) -> str:
     """A pydantic message ("Input should be ...", "List should have ...") in our voice: what the
     value must be or do, as every message of ours says it."""
     return re.sub(r"^\w+ should ", "must ", message.removeprefix("Value error, "))
+
+
+def did_you_mean(given: str, known: Iterable[str]) -> str:
+    """ " (did you mean 'x'?)" for the nearest of ``known``, or nothing when none is near."""
+    close = difflib.get_close_matches(given, sorted(known), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""

@@ -11,11 +11,11 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
-from pydantic_core import PydanticCustomError
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from hybrid.config.environment import Environment
-from hybrid.config.errors import ConfigError, must
-from hybrid.config.regions import did_you_mean, gpu_region_problem
+from hybrid.config.errors import ConfigError, did_you_mean, must
+from hybrid.config.regions import gpu_region_problem
 
 
 def read_toml(path: Path) -> dict[str, Any]:
@@ -102,7 +102,9 @@ def _partial(model: type[BaseModel], raw: Any, loc: tuple[str, ...]) -> tuple[An
         try:
             decorator.func(partial)
         except PydanticCustomError as err:
-            error = ValidationError.from_exception_data(model.__name__, [{"type": err, "loc": loc, "input": raw}])
+            error = ValidationError.from_exception_data(
+                model.__name__, [InitErrorDetails(type=err, loc=loc, input=raw)]
+            )
             problems += describe(error, Environment)
         except (AttributeError, TypeError):  # the check reads a field that is not valid
             pass
@@ -156,7 +158,11 @@ def _allowed_keys(root: type[BaseModel], loc: tuple[str, ...]) -> list[str]:
     for part in loc:
         field = model.model_fields.get(part) if model else None
         model = _settings_model(field.annotation) if field else None
-    return list(model.model_fields) if model else []
+    if model is None:
+        return []
+    # A table whose keys are more than its fields (CloudRunServices) says which.
+    allowed = getattr(model, "allowed_keys", None)
+    return list(allowed()) if allowed else list(model.model_fields)
 
 
 def load_environments(paths: list[Path]) -> list[Environment]:

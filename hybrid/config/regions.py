@@ -4,9 +4,7 @@ suggestion, rather than halfway through a deploy."""
 
 from __future__ import annotations
 
-import difflib
-from collections.abc import Iterable
-
+from hybrid.config.errors import did_you_mean
 from hybrid.config.validation import allows
 
 # Every service and job runs on Cloud Run in the environment's region, so the region must be one
@@ -122,12 +120,6 @@ GKE_GPU_REGIONS = {
         {"asia-south1", "asia-southeast1", "europe-west1", "europe-west4", "us-central1", "us-east4", "us-east5"}
     ),
 }
-
-
-def did_you_mean(given: str, known: Iterable[str]) -> str:
-    """ " (did you mean 'x'?)" for the nearest of ``known``, or nothing when none is near."""
-    close = difflib.get_close_matches(given, sorted(known), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 @allows("one of Cloud Run's regions (cloud.google.com/run/docs/locations)")

@@ -1,5 +1,9 @@
 """Typed settings for the Cloud Run tier: the three services and a Cloud Run GPU model server.
 
+Another Cloud Run service of the topology (hybrid/topology.py) has no field of its own: its
+``[services.<name>]`` table, if any, is a CloudRunSizing, and without one it runs with
+CloudRunSizing's defaults (CloudRunServices.sizing).
+
 Defaults are the reference architecture's production values (docs/reference-architecture.md);
 each service overrides what it needs.
 """
@@ -9,8 +13,10 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, Field, model_validator
+from pydantic import AfterValidator, ConfigDict, Field, model_validator
+from pydantic_core import PydanticCustomError
 
+from hybrid import topology
 from hybrid.config.validation import Settings, between, invalid, matching
 
 # cloud.google.com/run/docs/configuring/services/cpu: whole CPUs 1, 2, 4, 6 or 8, and the
@@ -159,6 +165,11 @@ class GpuServiceSizing(CloudRunSizing):
 
 
 class CloudRunServices(Settings):
+    # The tables of the topology's other Cloud Run services, each a CloudRunSizing; any other
+    # unknown key is refused (_known_tables).
+    model_config = ConfigDict(extra="allow", frozen=True)
+    __pydantic_extra__: dict[str, CloudRunSizing] = Field(init=False)
+
     image_tag: ImageTag = "0.1.0"
     deletion_protection: bool
     iap_members: list[IamPrincipal] = Field(default_factory=list)
@@ -166,8 +177,47 @@ class CloudRunServices(Settings):
     gateway: GatewaySizing = GatewaySizing()
     orchestrator: OrchestratorSizing = OrchestratorSizing()
 
+    @classmethod
+    def allowed_keys(cls) -> list[str]:
+        """The keys of [services]: the fields, then the tables of the topology's other Cloud Run services."""
+        return [
+            *cls.model_fields,
+            *(name for name in topology.declared().run_services() if name not in cls.model_fields),
+        ]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_tables(cls, data: object) -> object:
+        """Refuses an unknown key; an internal service's table is internal unless it says otherwise."""
+        if not isinstance(data, dict):
+            return data
+        allowed = cls.allowed_keys()
+        for key in data:
+            if key not in allowed:
+                # Reported as pydantic reports an unknown field: the loader names the file and key.
+                raise PydanticCustomError("extra_forbidden", "Extra inputs are not permitted", {"key": key})
+        return {
+            key: {**_internal(key), **value} if key not in cls.model_fields and isinstance(value, dict) else value
+            for key, value in data.items()
+        }
+
+    def sizing(self, service: str) -> CloudRunSizing:
+        """The sizing of the Cloud Run service ``service``: its table, or CloudRunSizing's defaults."""
+        if service in type(self).model_fields:
+            table = getattr(self, service)
+            assert isinstance(table, CloudRunSizing)
+            return table
+        return (self.model_extra or {}).get(service) or CloudRunSizing.model_validate(_internal(service))
+
     @model_validator(mode="after")
     def _iap_has_members(self) -> CloudRunServices:
         if self.frontend.access == "iap" and not self.iap_members:
             raise invalid("iap_members", "must name who may use the frontend when frontend.access is 'iap'")
         return self
+
+
+def _internal(service: str) -> dict[str, str]:
+    """The ingress of a service the topology does not make public: internal (its callers reach it
+    through the VPC, cloud.google.com/run/docs/securing/ingress)."""
+    declared = topology.declared().services.get(service)
+    return {} if declared and declared.public else {"ingress": "INGRESS_TRAFFIC_INTERNAL_ONLY"}

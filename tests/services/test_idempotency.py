@@ -11,9 +11,7 @@ import httpx
 import psycopg
 import pytest
 
-from devtools.harness import Server, orchestrator_settings, wait_for
-from services.orchestrator.app import create_app as create_orchestrator
-from test_batch_api import (  # noqa: F401 - fixtures
+from batch_helpers import (  # noqa: F401 - fixtures
     batch_gateway,
     batch_orchestrator,
     jsonl,
@@ -22,6 +20,8 @@ from test_batch_api import (  # noqa: F401 - fixtures
     request_line,
     upload,
 )
+from devtools.harness import Server, orchestrator_settings, wait_for
+from services.orchestrator.app import create_app as create_orchestrator
 
 
 def chat(marker: str, model: str = "standin-lag", **extra: object) -> dict:
