@@ -61,22 +61,16 @@ TYPED_TESTS := tests/conftest.py tests/iac.py tests/variants.py tests/output_gua
 	tests/test_reachability_cli.py tests/test_orchestrator_callers_wiring.py tests/test_bad_environments.py tests/test_config_reference.py \
 	tests/test_quickstart.py \
 	tests/e2e/test_browser.py tests/e2e/test_batch_openai.py tests/e2e/test_deploy_rehearsal.py
-# tests/services/ is a run of its own: its conftest.py is a module "conftest" as tests/conftest.py is,
-# and its tests import their helpers (servers, chats) and each other by module name, pytest putting
-# the folder first on the path.
-TYPED_SERVICE_TESTS := $(addprefix tests/services/,conftest.py chats.py servers.py records.py \
-	test_blobs.py test_containers.py test_database_tls.py test_db_bootstrap.py test_gateway.py test_gateway_faults.py \
-	test_gateway_fuzz.py test_gateway_process.py test_gateway_ratelimit.py test_gateway_token_memory.py \
-	test_image_tree.py test_ledger_faults.py test_ledger_resilience.py test_models.py test_orchestrator_backend_faults.py \
-	test_orchestrator_callers.py test_orchestrator_ledger.py test_orchestrator_process.py test_orchestrator_quota.py \
-	test_vertex_backend.py test_worker.py test_worker_faults.py test_worker_process.py)
 
+# tests/services/, all of it, is a mypy run of its own: its conftest.py is a module "conftest" as
+# tests/conftest.py is, and its tests import their helpers and each other by module name (pytest
+# puts the folder first on the path).
 ## Lint: ruff check, ruff format --check, and mypy (strict) on hybrid/, analysis/, stacks/, services/, devtools/, scripts/ and the typed tests.
 lint: .venv/.synced-dev
 	$(PIPENV) run ruff check .
 	$(PIPENV) run ruff format --check .
 	$(PIPENV) run mypy hybrid analysis stacks services devtools scripts $(TYPED_TESTS)
-	$(PIPENV) run mypy $(TYPED_SERVICE_TESTS)
+	$(PIPENV) run mypy tests/services
 
 # Two workers (pytest-xdist): most of the suite's time is spent waiting on servers and processes,
 # not on the CPU. loadgroup keeps the groups tests/conftest.py gives (a module, or the tests that
