@@ -62,11 +62,15 @@ TYPED_TESTS := tests/conftest.py tests/iac.py tests/variants.py tests/output_gua
 	tests/test_quickstart.py \
 	tests/e2e/test_browser.py tests/e2e/test_batch_openai.py tests/e2e/test_deploy_rehearsal.py
 
+# tests/services/, all of it, is a mypy run of its own: its conftest.py is a module "conftest" as
+# tests/conftest.py is, and its tests import their helpers and each other by module name (pytest
+# puts the folder first on the path).
 ## Lint: ruff check, ruff format --check, and mypy (strict) on hybrid/, analysis/, stacks/, services/, devtools/, scripts/ and the typed tests.
 lint: .venv/.synced-dev
 	$(PIPENV) run ruff check .
 	$(PIPENV) run ruff format --check .
 	$(PIPENV) run mypy hybrid analysis stacks services devtools scripts $(TYPED_TESTS)
+	$(PIPENV) run mypy tests/services
 
 # Two workers (pytest-xdist): most of the suite's time is spent waiting on servers and processes,
 # not on the CPU. loadgroup keeps the groups tests/conftest.py gives (a module, or the tests that

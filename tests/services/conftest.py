@@ -2,28 +2,31 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import psycopg
 import pytest
+from psycopg.rows import dict_row
 
-from devtools.harness import Server, gateway_settings, orchestrator_settings
+from devtools.harness import Postgres, ServedIssuer, Server, gateway_settings, orchestrator_settings
 from devtools.pubsub_emulator import PubSubEmulator
 from devtools.redis_server import RedisServer
 from devtools.standins.gcs import create_app as create_gcs
 from devtools.standins.openai_upstream import create_app as create_upstream
-from servers import postgres_cluster
+from servers import LedgerRows, Row, postgres_cluster
 from services.gateway.app import create_app as create_gateway
-from services.gateway.dev_issuer import DevIssuer, jwks_app
+from services.gateway.dev_issuer import jwks_app
 from services.orchestrator.app import create_app as create_orchestrator
 
 
 @pytest.fixture(scope="session")
-def postgres():
+def postgres() -> Iterator[Postgres]:
     with postgres_cluster("ledger-postgres-") as server:
         yield server
 
 
 @pytest.fixture(scope="session")
-def pubsub(tmp_path_factory):
+def pubsub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PubSubEmulator]:
     """Google's Pub/Sub emulator for the session; clients find it through PUBSUB_EMULATOR_HOST."""
     emulator = PubSubEmulator(tmp_path_factory.mktemp("pubsub"))
     yield emulator
@@ -31,7 +34,7 @@ def pubsub(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def redis_server(tmp_path_factory):
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     """Debian's redis-server, with AUTH: the gateway's shared rate limit."""
     server = RedisServer(tmp_path_factory.mktemp("redis"))
     server.start()
@@ -40,44 +43,44 @@ def redis_server(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def gcs():
+def gcs() -> Iterator[Server]:
     """The Cloud Storage JSON API stand-in; ``gcs.app.state.objects`` holds what was written."""
     with Server(create_gcs()) as server:
         yield server
 
 
 @pytest.fixture(scope="session")
-def issuer(tmp_path_factory):
-    issuer = DevIssuer(tmp_path_factory.mktemp("issuer"))
+def issuer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedIssuer]:
+    issuer = ServedIssuer(tmp_path_factory.mktemp("issuer"))
     with Server(jwks_app(issuer)) as server:
         issuer.jwks_url = f"{server.url}/jwks.json"
         yield issuer
 
 
 @pytest.fixture(scope="session")
-def upstream():
+def upstream() -> Iterator[Server]:
     with Server(create_upstream()) as server:
         yield server
 
 
 @pytest.fixture(scope="session")
-def orchestrator(postgres, upstream):
+def orchestrator(postgres: Postgres, upstream: Server) -> Iterator[Server]:
     with Server(create_orchestrator(orchestrator_settings(upstream.url), conninfo=postgres.conninfo)) as server:
         yield server
 
 
 @pytest.fixture(scope="session")
-def gateway(issuer, orchestrator):
+def gateway(issuer: ServedIssuer, orchestrator: Server) -> Iterator[Server]:
     with Server(create_gateway(gateway_settings(issuer, orchestrator.url))) as server:
         yield server
 
 
 @pytest.fixture
-def ledger_rows(postgres):
+def ledger_rows(postgres: Postgres) -> LedgerRows:
     """The ledger rows of one request id, read straight from PostgreSQL."""
 
-    def rows(request_id: str) -> list[dict]:
-        with psycopg.connect(postgres.conninfo, row_factory=psycopg.rows.dict_row) as conn:
+    def rows(request_id: str) -> list[Row]:
+        with psycopg.connect(postgres.conninfo, row_factory=dict_row) as conn:
             return conn.execute("SELECT * FROM usage_ledger WHERE request_id = %s", (request_id,)).fetchall()
 
     return rows

@@ -10,6 +10,8 @@ import json
 import aiohttp
 import pytest
 
+from devtools.harness import Server
+from devtools.pubsub_emulator import PubSubEmulator
 from services.servicekit.blobs import BlobNotFound, BlobStore
 
 
@@ -31,7 +33,7 @@ async def _round_trip(url: str) -> tuple[bytes, bool, bool, bytes]:
         return data, there, absent, b"".join([chunk async for chunk in store.stream(name)])
 
 
-def test_an_object_is_written_once_and_read_back(gcs):
+def test_an_object_is_written_once_and_read_back(gcs: Server) -> None:
     data, there, absent, streamed = asyncio.run(_round_trip(gcs.url))
     assert data == streamed == b'{"a": 1}\n'
     assert (there, absent) == (True, False)
@@ -40,7 +42,7 @@ def test_an_object_is_written_once_and_read_back(gcs):
     assert "Bearer token-for-tests" in gcs.app.state.tokens
 
 
-def test_the_emulator_dead_letters_after_the_maximum_attempts(pubsub):
+def test_the_emulator_dead_letters_after_the_maximum_attempts(pubsub: PubSubEmulator) -> None:
     pubsub.create_topic("probe-lines")
     pubsub.create_topic("probe-dead")
     pubsub.create_subscription("probe-dead", "probe-dead")

@@ -15,7 +15,7 @@ SERVICES = ["gateway", "orchestrator", "frontend", "worker"]
 
 
 @pytest.mark.parametrize("service", SERVICES)
-def test_dockerfile(service):
+def test_dockerfile(service: str) -> None:
     text = DOCKERFILE.read_text()
     stages = re.findall(r"^FROM (\S+)", text, re.MULTILINE)
     assert stages == ["python:3.11-slim-bookworm"] * 2
@@ -23,7 +23,8 @@ def test_dockerfile(service):
     assert "pipenv requirements --categories services --hash" in text
     assert "--require-hashes" in text
     # The build refuses a SERVICE it does not know, and takes each of these.
-    assert re.search(r'case "\$SERVICE" in ([\w|]+)\)', text).group(1).split("|") == SERVICES
+    known = re.search(r'case "\$SERVICE" in ([\w|]+)\)', text)
+    assert known and known.group(1).split("|") == SERVICES
     for source in re.findall(r"^COPY (?!--from)(\S+)", text, re.MULTILINE):
         assert (ROOT / source.replace("${SERVICE}", service)).exists(), source
 
@@ -38,7 +39,7 @@ for module in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
 
 
 @pytest.mark.parametrize("service", SERVICES)
-def test_every_module_of_a_service_imports_from_its_image(service):
+def test_every_module_of_a_service_imports_from_its_image(service: str) -> None:
     """Only what its image holds is there: a module of another service's, or a package outside
     the lock's "services" category, is a ModuleNotFoundError here as it would be on Cloud Run."""
     with image_tree(service) as tree:
@@ -49,7 +50,7 @@ def test_every_module_of_a_service_imports_from_its_image(service):
     assert result.returncode == 0, result.stderr[-3000:]
 
 
-def test_dockerignore_sends_only_what_the_images_copy():
+def test_dockerignore_sends_only_what_the_images_copy() -> None:
     lines = (ROOT / ".dockerignore").read_text().split()
     assert lines[0] == "**"
     copied = {
@@ -62,7 +63,7 @@ def test_dockerignore_sends_only_what_the_images_copy():
     assert lines[-1] == "**/__pycache__"  # last, so that no later ! sends one again
 
 
-def test_the_images_dependency_category_holds_what_the_services_import():
+def test_the_images_dependency_category_holds_what_the_services_import() -> None:
     """The images install the lock's "services" category only: everything the services import
     at run time must be in it (the test environment has more, so an import test would pass)."""
     import ast
@@ -93,13 +94,14 @@ def test_the_images_dependency_category_holds_what_the_services_import():
     assert {"uvloop", "httptools"} <= locked
 
 
-def test_the_tests_install_the_images_packages_as_the_images_do():
+def test_the_tests_install_the_images_packages_as_the_images_do() -> None:
     """.venv-services (the Makefile), which the tests start every service on, and the images'
     /venv (the Dockerfile's first stage): the lock's "services" category, hash-checked, nothing more."""
     makefile = (ROOT / "Makefile").read_text()
     recipe = re.search(r"^\.venv-services/\.synced:.*\n((?:\t.*\n)+)", makefile, re.MULTILINE)
     assert recipe, "the Makefile has no .venv-services/.synced target"
-    assert ".venv-services/.synced" in re.search(r"^test:(.*)$", makefile, re.MULTILINE)[1]
+    test_target = re.search(r"^test:(.*)$", makefile, re.MULTILINE)
+    assert test_target and ".venv-services/.synced" in test_target[1]
     steps = recipe[1].replace("$(PIPENV)", "pipenv")
     for step in ("pipenv requirements --categories services --hash", "--require-hashes --no-deps -r"):
         assert step in DOCKERFILE.read_text() and step in steps, step

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
+from collections.abc import Iterator
 
 import psycopg_pool
 import pytest
@@ -23,7 +24,7 @@ IAM = {"database_auth": "iam", "pghost": "10.0.0.3", "pgdatabase": "d", "pguser"
 
 
 @pytest.fixture(scope="module")
-def server():
+def server() -> Iterator[Postgres]:
     with postgres_cluster("tls-postgres-", tls=True) as database:
         yield database
 
@@ -35,7 +36,7 @@ def server():
         ({"pgsslmode": "verify-ca"}, "DATABASE_SERVER_CA"),
     ],
 )
-def test_iam_login_must_verify_the_server(given, refusal):
+def test_iam_login_must_verify_the_server(given: dict[str, str], refusal: str) -> None:
     with pytest.raises(ValidationError, match=refusal):
         ModelCallerSettings.model_validate({**ROUTING, **IAM, **given})
     ModelCallerSettings.model_validate({**ROUTING, **IAM, "pgsslmode": "verify-ca", "database_server_ca": "PEM"})
@@ -52,15 +53,17 @@ async def _connects(server: Postgres, ca_pem: str) -> None:
         await pool.close()
 
 
-def test_the_pool_trusts_the_server_ca_it_is_given_and_no_other(server, caplog):
+def test_the_pool_trusts_the_server_ca_it_is_given_and_no_other(
+    server: Postgres, caplog: pytest.LogCaptureFixture
+) -> None:
     asyncio.run(_connects(server, server.ca_pem))
     with pytest.raises(psycopg_pool.PoolTimeout):  # the pool keeps trying, and the request gives up
         asyncio.run(_connects(server, certificate_authority()[1]))
     assert "certificate verify failed" in caplog.text
 
 
-def test_the_bootstrap_job_verifies_the_server_too(server):
-    def bootstrap(ca_pem: str) -> subprocess.CompletedProcess:
+def test_the_bootstrap_job_verifies_the_server_too(server: Postgres) -> None:
+    def bootstrap(ca_pem: str) -> subprocess.CompletedProcess[str]:
         env = {
             "PGHOST": server.host,
             "PGPORT": str(server.port),

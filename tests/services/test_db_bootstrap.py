@@ -11,15 +11,18 @@ import socket
 import subprocess
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import psycopg
 import pytest
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
-from devtools.harness import free_port
+from devtools.harness import Postgres, free_port
 from devtools.image_tree import image_tree
+from servers import one
 from services.modelcalls.database import create_pool
 from services.modelcalls.ledger import MIGRATIONS, Ledger, LedgerUnavailable, Outcome
 
@@ -41,10 +44,10 @@ class CloudSql:
             host="127.0.0.1", port=self.port, dbname=database or self.database, user=user, password=password
         )
 
-    def as_admin(self, database: str | None = None) -> psycopg.Connection:
+    def as_admin(self, database: str | None = None) -> psycopg.Connection[tuple[Any, ...]]:
         return psycopg.connect(self.conninfo(self.admin, self.admin_password, database), autocommit=True)
 
-    def as_iam_user(self, database: str | None = None) -> psycopg.Connection:
+    def as_iam_user(self, database: str | None = None) -> psycopg.Connection[tuple[Any, ...]]:
         return psycopg.connect(self.conninfo(self.iam_user, self.iam_password, database), autocommit=True)
 
     def job_env(self, **overrides: str | None) -> dict[str, str]:
@@ -64,7 +67,7 @@ class CloudSql:
 
 
 @pytest.fixture(scope="module")
-def cloudsqlsuperuser(postgres):
+def cloudsqlsuperuser(postgres: Postgres) -> Iterator[str]:
     """Cloud SQL's admin role: no login, CREATEROLE and CREATEDB, not a superuser."""
     with psycopg.connect(postgres.conninfo, autocommit=True) as conn:
         created = not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (CLOUDSQLSUPERUSER,)).fetchone()
@@ -77,7 +80,7 @@ def cloudsqlsuperuser(postgres):
 
 
 @pytest.fixture
-def cloud_sql(postgres, cloudsqlsuperuser) -> CloudSql:
+def cloud_sql(postgres: Postgres, cloudsqlsuperuser: str) -> Iterator[CloudSql]:
     tag = uuid.uuid4().hex[:8]
     instance = CloudSql(
         port=postgres.port,
@@ -108,7 +111,7 @@ def cloud_sql(postgres, cloudsqlsuperuser) -> CloudSql:
             conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(ident(role)))
 
 
-def bootstrap(env: dict[str, str]) -> subprocess.CompletedProcess:
+def bootstrap(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     """The job as Cloud Run runs it: the orchestrator's image with the job's command
     (hybrid/components/database_bootstrap.py)."""
     with image_tree("orchestrator") as tree:
@@ -120,18 +123,19 @@ def bootstrap(env: dict[str, str]) -> subprocess.CompletedProcess:
         )
 
 
-def granted_line(result: subprocess.CompletedProcess) -> dict:
+def granted_line(result: subprocess.CompletedProcess[str]) -> dict[str, Any]:
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
     lines = result.stdout.splitlines()
     assert len(lines) == 1, result.stdout
-    return json.loads(lines[0])
+    granted: dict[str, Any] = json.loads(lines[0])
+    return granted
 
 
 def migrate(conninfo: str) -> None:
     """The orchestrator's migrations, as its start-up runs them."""
 
-    async def run():
+    async def run() -> None:
         ledger = Ledger(create_pool("password", 2, 5, conninfo))
         await ledger.pool.open(wait=False)
         try:
@@ -145,11 +149,12 @@ def migrate(conninfo: str) -> None:
 def open_and_close_entry(conninfo: str, request_id: str) -> None:
     """One request's ledger life: accepted (row written), then its outcome written."""
 
-    async def run():
+    async def run() -> None:
         ledger = Ledger(create_pool("password", 2, 5, conninfo))
         await ledger.start()
         try:
             entry = await ledger.open_entry(request_id, "bootstrap-user", "standin-echo", quota=1000)
+            assert entry is not None
             ledger.close_entry(Outcome(entry, "completed", "standin", 3, 5))
         finally:
             await asyncio.wait_for(ledger.stop(), 30)
@@ -157,7 +162,7 @@ def open_and_close_entry(conninfo: str, request_id: str) -> None:
     asyncio.run(run())
 
 
-def public_schema_privileges(conn: psycopg.Connection, role: str) -> list[str]:
+def public_schema_privileges(conn: psycopg.Connection[tuple[Any, ...]], role: str) -> list[str]:
     """The privileges granted to ``role`` itself on schema public (not via PUBLIC)."""
     return [
         row[0]
@@ -170,7 +175,7 @@ def public_schema_privileges(conn: psycopg.Connection, role: str) -> list[str]:
     ]
 
 
-def test_migrations_fail_until_the_bootstrap_and_then_the_ledger_works(cloud_sql):
+def test_migrations_fail_until_the_bootstrap_and_then_the_ledger_works(cloud_sql: CloudSql) -> None:
     iam = cloud_sql.conninfo(cloud_sql.iam_user, cloud_sql.iam_password)
 
     # (a) As Cloud SQL leaves it, the orchestrator cannot create its tables (PostgreSQL 15+).
@@ -212,11 +217,11 @@ def test_migrations_fail_until_the_bootstrap_and_then_the_ledger_works(cloud_sql
         assert owners == {cloud_sql.iam_user}
 
 
-def test_a_second_run_succeeds_and_changes_nothing(cloud_sql):
+def test_a_second_run_succeeds_and_changes_nothing(cloud_sql: CloudSql) -> None:
     granted_line(bootstrap(cloud_sql.job_env()))
     migrate(cloud_sql.conninfo(cloud_sql.iam_user, cloud_sql.iam_password))
 
-    def state():
+    def state() -> tuple[tuple[Any, ...] | None, ...]:
         with cloud_sql.as_admin() as conn:
             return (
                 conn.execute("SELECT nspowner, nspacl::text FROM pg_namespace WHERE nspname = 'public'").fetchone(),
@@ -241,7 +246,7 @@ def test_a_second_run_succeeds_and_changes_nothing(cloud_sql):
     open_and_close_entry(cloud_sql.conninfo(cloud_sql.iam_user, cloud_sql.iam_password), uuid.uuid4().hex)
 
 
-def test_the_grantee_gets_schema_public_of_its_database_and_nothing_else(cloud_sql):
+def test_the_grantee_gets_schema_public_of_its_database_and_nothing_else(cloud_sql: CloudSql) -> None:
     granted_line(bootstrap(cloud_sql.job_env()))
     with cloud_sql.as_admin() as conn:
         assert public_schema_privileges(conn, cloud_sql.iam_user) == ["CREATE", "USAGE"]
@@ -250,13 +255,11 @@ def test_the_grantee_gets_schema_public_of_its_database_and_nothing_else(cloud_s
             "FROM pg_roles WHERE rolname = %s",
             (cloud_sql.iam_user,),
         ).fetchone() == (False, False, False, False, False)
-        assert (
-            conn.execute(
-                "SELECT count(*) FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.member WHERE r.rolname = %s",
-                (cloud_sql.iam_user,),
-            ).fetchone()[0]
-            == 0
+        memberships = conn.execute(
+            "SELECT count(*) FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.member WHERE r.rolname = %s",
+            (cloud_sql.iam_user,),
         )
+        assert one(memberships)[0] == 0
         assert conn.execute(
             "SELECT pg_get_userbyid(datdba), has_database_privilege(%s, datname, 'CREATE') "
             "FROM pg_database WHERE datname = %s",
@@ -280,7 +283,7 @@ def test_the_grantee_gets_schema_public_of_its_database_and_nothing_else(cloud_s
 
 
 @pytest.mark.parametrize("case", ["wrong password", "nothing listening", "unknown grantee", "admin without rights"])
-def test_a_failure_is_one_line_on_stderr_with_status_1(cloud_sql, case):
+def test_a_failure_is_one_line_on_stderr_with_status_1(cloud_sql: CloudSql, case: str) -> None:
     wrong_password = f"wrong-{uuid.uuid4().hex}"
     overrides, expected = {
         "wrong password": ({"PGPASSWORD": wrong_password}, "password authentication failed"),
@@ -307,7 +310,7 @@ def test_a_failure_is_one_line_on_stderr_with_status_1(cloud_sql, case):
             assert public_schema_privileges(conn, cloud_sql.iam_user) == []
 
 
-def test_a_server_that_never_answers_fails_within_the_connect_timeout(cloud_sql):
+def test_a_server_that_never_answers_fails_within_the_connect_timeout(cloud_sql: CloudSql) -> None:
     with socket.socket() as silent:  # the kernel accepts the connection; no one ever answers
         silent.bind(("127.0.0.1", 0))
         silent.listen()
@@ -319,7 +322,7 @@ def test_a_server_that_never_answers_fails_within_the_connect_timeout(cloud_sql)
 
 
 @pytest.mark.parametrize("variable", ["GRANTEE", "PGDATABASE"])
-def test_a_missing_variable_exits_2_and_names_it(cloud_sql, variable):
+def test_a_missing_variable_exits_2_and_names_it(cloud_sql: CloudSql, variable: str) -> None:
     result = bootstrap(cloud_sql.job_env(**{variable: None}))
     assert result.returncode == 2
     assert result.stdout == ""

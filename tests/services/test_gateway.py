@@ -9,6 +9,7 @@ import json
 import logging
 import time
 import uuid
+from typing import Any
 
 import httpx
 import jwt
@@ -16,20 +17,21 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from chats import stream_chat
-from devtools.harness import Server, gateway_settings, last_event, wait_for
+from chats import Body, bearer, stream_chat
+from devtools.harness import ServedIssuer, Server, gateway_settings, last_event, wait_for
+from servers import LedgerRows
 from services.gateway.app import create_app as create_gateway
 from services.servicekit import logs
 
 PROMPT = "the secret launch codes are 0000"
 
 
-def body(model="standin-echo", stream=False, **extra) -> dict:
+def body(model: str = "standin-echo", stream: bool = False, **extra: Any) -> Body:
     return {"model": model, "messages": [{"role": "user", "content": PROMPT}], "stream": stream, **extra}
 
 
-def post(gateway, token: str | None, payload=None, **kwargs) -> httpx.Response:
-    headers = {"authorization": f"Bearer {token}"} if token is not None else {}
+def post(gateway: Server, token: str | None, payload: Body | None = None, **kwargs: Any) -> httpx.Response:
+    headers = bearer(token) if token is not None else {}
     headers.update(kwargs.pop("headers", {}))
     return httpx.post(
         f"{gateway.url}/v1/chat/completions", json=payload or body(), headers=headers, timeout=30, **kwargs
@@ -40,7 +42,7 @@ def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
-def hostile_tokens(issuer) -> dict[str, dict]:
+def hostile_tokens(issuer: ServedIssuer) -> dict[str, dict[str, str]]:
     """name -> request headers carrying that kind of bad credential."""
     now = int(time.time())
     good = issuer.token("mallory")
@@ -54,13 +56,15 @@ def hostile_tokens(issuer) -> dict[str, dict]:
     tampered = json.loads(base64.urlsafe_b64decode(payload + "=="))
     tampered["sub"] = "admin"
 
-    def bearer(token: str) -> dict[str, str]:
-        return {"authorization": f"Bearer {token}"}
-
-    def without(claim: str) -> dict:
+    def without(claim: str) -> dict[str, Any]:
         return {k: v for k, v in claims.items() if k != claim}
 
-    def sign(c: dict, key=issuer.key, alg: str = "RS256", kid: str = issuer.kid) -> str:
+    def sign(
+        c: dict[str, Any],
+        key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey = issuer.key,
+        alg: str = "RS256",
+        kid: str = issuer.kid,
+    ) -> str:
         return jwt.encode(c, key, algorithm=alg, headers={"kid": kid})
 
     return {
@@ -92,7 +96,7 @@ def hostile_tokens(issuer) -> dict[str, dict]:
     }
 
 
-def _hs256(claims: dict, secret: bytes, kid: str) -> str:
+def _hs256(claims: dict[str, Any], secret: bytes, kid: str) -> str:
     """Algorithm confusion: an HMAC token keyed with the RSA public key (PyJWT refuses to make one)."""
     import hashlib
     import hmac
@@ -103,7 +107,7 @@ def _hs256(claims: dict, secret: bytes, kid: str) -> str:
     return signing_input + "." + _b64(hmac.new(secret, signing_input.encode(), hashlib.sha256).digest())
 
 
-def test_hostile_token_matrix_all_get_401(gateway, issuer):
+def test_hostile_token_matrix_all_get_401(gateway: Server, issuer: ServedIssuer) -> None:
     tokens = hostile_tokens(issuer)
     assert len(tokens) >= 12
     for name, headers in tokens.items():
@@ -113,21 +117,23 @@ def test_hostile_token_matrix_all_get_401(gateway, issuer):
         assert response.headers["www-authenticate"].startswith("Bearer"), name
 
 
-def test_a_good_token_gets_an_answer(gateway, issuer):
+def test_a_good_token_gets_an_answer(gateway: Server, issuer: ServedIssuer) -> None:
     response = post(gateway, issuer.token("alice"))
     assert response.status_code == 200
     assert response.json()["choices"][0]["message"]["content"] == "Hello from the stand-in."
     assert len(response.headers["x-request-id"]) == 32
 
 
-def test_user_and_request_id_reach_the_orchestrator(gateway, issuer, upstream, ledger_rows):
+def test_user_and_request_id_reach_the_orchestrator(
+    gateway: Server, issuer: ServedIssuer, upstream: Server, ledger_rows: LedgerRows
+) -> None:
     rid = uuid.uuid4().hex
     assert post(gateway, issuer.token("carol"), headers={"x-request-id": rid}).status_code == 200
     row = wait_for(lambda: [r for r in ledger_rows(rid) if r["outcome"] == "completed"])
     assert row[0]["user_id"] == "carol"
 
 
-def test_streams_through_without_buffering(gateway, issuer):
+def test_streams_through_without_buffering(gateway: Server, issuer: ServedIssuer) -> None:
     started = time.perf_counter()
     arrivals = []
     with stream_chat(
@@ -142,7 +148,9 @@ def test_streams_through_without_buffering(gateway, issuer):
     assert len(arrivals) > 20
 
 
-def test_client_leaving_cancels_the_upstream_call(gateway, issuer, ledger_rows):
+def test_client_leaving_cancels_the_upstream_call(
+    gateway: Server, issuer: ServedIssuer, ledger_rows: LedgerRows
+) -> None:
     rid = uuid.uuid4().hex
     with stream_chat(
         gateway,
@@ -156,7 +164,9 @@ def test_client_leaving_cancels_the_upstream_call(gateway, issuer, ledger_rows):
     assert row and row[0]["outcome"] == "client_aborted"
 
 
-def test_a_model_dying_mid_stream_ends_the_stream_with_an_error(gateway, issuer, ledger_rows):
+def test_a_model_dying_mid_stream_ends_the_stream_with_an_error(
+    gateway: Server, issuer: ServedIssuer, ledger_rows: LedgerRows
+) -> None:
     rid = uuid.uuid4().hex
     with stream_chat(
         gateway,
@@ -170,7 +180,9 @@ def test_a_model_dying_mid_stream_ends_the_stream_with_an_error(gateway, issuer,
     assert row and row[0]["outcome"] == "upstream_aborted"
 
 
-def test_the_orchestrator_dying_mid_stream_ends_the_stream_with_an_error(issuer, upstream):
+def test_the_orchestrator_dying_mid_stream_ends_the_stream_with_an_error(
+    issuer: ServedIssuer, upstream: Server
+) -> None:
     # The stand-in in the orchestrator's place: its connection drops after two chunks.
     with (
         Server(create_gateway(gateway_settings(issuer, upstream.url))) as direct,
@@ -208,7 +220,9 @@ def test_the_orchestrator_dying_mid_stream_ends_the_stream_with_an_error(issuer,
         "body too large",
     ],
 )
-def test_bad_requests_get_clear_4xx(gateway, issuer, payload, status, code):
+def test_bad_requests_get_clear_4xx(
+    gateway: Server, issuer: ServedIssuer, payload: object, status: int, code: str
+) -> None:
     token = issuer.token(f"validation-{uuid.uuid4().hex[:6]}")
     content = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
     response = httpx.post(
@@ -221,23 +235,23 @@ def test_bad_requests_get_clear_4xx(gateway, issuer, payload, status, code):
     assert openai_error(response)["code"] == code
 
 
-def openai_error(response: httpx.Response) -> dict:
+def openai_error(response: httpx.Response) -> dict[str, Any]:
     """The error of an answer in OpenAI's shape, and nothing else in the body."""
     assert response.headers["content-type"] == "application/json"
     assert list(response.json()) == ["error"]
-    error = response.json()["error"]
+    error: dict[str, Any] = response.json()["error"]
     assert set(error) == {"message", "type", "param", "code"}
     assert isinstance(error["message"], str) and error["message"]
     return error
 
 
-def test_a_bad_request_names_its_field_in_param(gateway, issuer):
+def test_a_bad_request_names_its_field_in_param(gateway: Server, issuer: ServedIssuer) -> None:
     response = post(gateway, issuer.token("param-checker"), {**body(), "temperature": 7})
     assert response.status_code == 400
     assert openai_error(response)["param"] == "temperature"
 
 
-def test_an_unknown_route_is_an_openai_404(gateway):
+def test_an_unknown_route_is_an_openai_404(gateway: Server) -> None:
     response = httpx.get(f"{gateway.url}/v1/no-such-thing", timeout=10)
     assert response.status_code == 404
     error = openai_error(response)
@@ -245,7 +259,7 @@ def test_an_unknown_route_is_an_openai_404(gateway):
     assert error["message"] == "Invalid URL (GET /v1/no-such-thing)"
 
 
-def test_a_wrong_method_is_an_openai_405_with_allow(gateway):
+def test_a_wrong_method_is_an_openai_405_with_allow(gateway: Server) -> None:
     response = httpx.get(f"{gateway.url}/v1/chat/completions", timeout=10)
     assert response.status_code == 405
     assert response.headers["allow"] == "POST"
@@ -253,14 +267,14 @@ def test_a_wrong_method_is_an_openai_405_with_allow(gateway):
     assert (error["type"], error["code"]) == ("invalid_request_error", "method_not_allowed")
 
 
-def test_an_invalid_query_is_an_openai_400(gateway, issuer):
+def test_an_invalid_query_is_an_openai_400(gateway: Server, issuer: ServedIssuer) -> None:
     headers = {"authorization": f"Bearer {issuer.token('query-checker')}"}
     response = httpx.get(f"{gateway.url}/v1/batches", params={"limit": 0}, headers=headers, timeout=10)
     assert response.status_code == 400
     assert openai_error(response)["code"] == "invalid_request"
 
 
-def test_rate_limit_per_user_with_retry_after(gateway, issuer):
+def test_rate_limit_per_user_with_retry_after(gateway: Server, issuer: ServedIssuer) -> None:
     token = issuer.token("frank")
     statuses = [post(gateway, token).status_code for _ in range(6)]
     assert statuses == [200] * 5 + [429]
@@ -271,7 +285,7 @@ def test_rate_limit_per_user_with_retry_after(gateway, issuer):
     assert post(gateway, issuer.token("grace")).status_code == 200  # another user is not affected
 
 
-def test_openapi_document_describes_the_api(gateway):
+def test_openapi_document_describes_the_api(gateway: Server) -> None:
     document = httpx.get(f"{gateway.url}/openapi.json", timeout=10).json()
     operation = document["paths"]["/v1/chat/completions"]["post"]
     assert operation["requestBody"]["content"]["application/json"]["schema"] == {
@@ -284,7 +298,9 @@ def test_openapi_document_describes_the_api(gateway):
     assert health == {"status": "ok", "rate_limit": "per-instance", "rate_limit_fallbacks": 0}  # no Redis here
 
 
-def test_logs_are_json_with_request_ids_and_without_tokens_or_prompts(issuer, orchestrator):
+def test_logs_are_json_with_request_ids_and_without_tokens_or_prompts(
+    issuer: ServedIssuer, orchestrator: Server
+) -> None:
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
     handler.setFormatter(logs.JsonFormatter())

@@ -12,8 +12,10 @@ import subprocess
 import threading
 import time
 import zlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import contextmanager
-from types import SimpleNamespace
+from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
 import httpx
@@ -22,15 +24,24 @@ import pytest
 from fastapi import FastAPI, Request
 from fastapi.responses import Response, StreamingResponse
 
-from chats import bearer, chat, stream_chat
-from devtools.harness import Server, free_port, gateway_settings, wait_for
+from chats import Body, bearer, chat, stream_chat
+from devtools.harness import ServedIssuer, Server, free_port, wait_for
 from devtools.image_tree import image_process
-from services.gateway.app import create_app as create_gateway
+from servers import gateway_server
 from services.gateway.auth import MAX_JWKS_BYTES, JwksCache
+
+# How a test's key set server answers a request.
+Answer = Callable[[Request], Awaitable[Response]]
+
+
+@dataclass
+class KeySetServer:
+    jwks_url: str
+    seen: list[dict[str, str]]  # each request's headers
 
 
 @contextmanager
-def key_set_server(answer):
+def key_set_server(answer: Answer) -> Iterator[KeySetServer]:
     """A JWKS endpoint answering with ``answer(request)``; ``.seen`` holds each request's headers."""
     app = FastAPI()
     seen: list[dict[str, str]] = []
@@ -41,24 +52,19 @@ def key_set_server(answer):
         return await answer(request)
 
     with Server(app) as server:
-        server.seen = seen
-        server.jwks_url = f"{server.url}/jwks.json"
-        yield server
+        yield KeySetServer(f"{server.url}/jwks.json", seen)
 
 
-@contextmanager
-def gateway_for(issuer, orchestrator_url: str, jwks_url: str | None = None, **overrides):
-    """A gateway of its own, optionally reading its keys from another JWKS URL."""
-    source = SimpleNamespace(jwks_url=jwks_url or issuer.jwks_url, issuer=issuer.issuer, audience=issuer.audience)
-    with Server(create_gateway(gateway_settings(source, orchestrator_url, **overrides))) as server:
-        yield server
+def gateway_for(issuer: ServedIssuer, orchestrator_url: str, jwks_url: str | None = None, **overrides: Any) -> Server:
+    """A gateway of its own (to start with ``with``), optionally reading its keys from another JWKS URL."""
+    return gateway_server(issuer, orchestrator_url, jwks_url=jwks_url or issuer.jwks_url, **overrides)
 
 
-def post(gateway, token: str, payload: dict | None = None) -> httpx.Response:
+def post(gateway: Server, token: str, payload: Body | None = None) -> httpx.Response:
     return httpx.post(f"{gateway.url}/v1/chat/completions", json=payload or chat(), headers=bearer(token), timeout=30)
 
 
-def signed_with_kid(issuer, kid: str) -> str:
+def signed_with_kid(issuer: ServedIssuer, kid: str) -> str:
     """A token signed with the issuer's key but naming key id ``kid``."""
     now = int(time.time())
     claims = {"iss": issuer.issuer, "aud": issuer.audience, "sub": "someone", "iat": now, "exp": now + 600}
@@ -68,11 +74,11 @@ def signed_with_kid(issuer, kid: str) -> str:
 # 1. A key set whose body arrives in more than one read.
 
 
-def _in_pieces(document: dict, pieces: int, **headers) -> StreamingResponse:
+def _in_pieces(document: dict[str, Any], pieces: int, **headers: str) -> StreamingResponse:
     raw = json.dumps(document).encode()
     step = -(-len(raw) // pieces)
 
-    async def body():
+    async def body() -> AsyncIterator[bytes]:
         for start in range(0, len(raw), step):
             yield raw[start : start + step]
             await asyncio.sleep(0.1)  # each piece its own write, and its own read at the gateway
@@ -80,8 +86,10 @@ def _in_pieces(document: dict, pieces: int, **headers) -> StreamingResponse:
     return StreamingResponse(body(), media_type="application/json", headers=headers)
 
 
-def test_a_key_set_sent_with_content_length_in_several_writes_is_read_whole(issuer, upstream):
-    async def answer(request):
+def test_a_key_set_sent_with_content_length_in_several_writes_is_read_whole(
+    issuer: ServedIssuer, upstream: Server
+) -> None:
+    async def answer(request: Request) -> Response:
         raw = json.dumps(issuer.jwks()).encode()
         return _in_pieces(issuer.jwks(), 3, **{"content-length": str(len(raw))})
 
@@ -89,19 +97,19 @@ def test_a_key_set_sent_with_content_length_in_several_writes_is_read_whole(issu
         assert post(gateway, issuer.token("split-length")).status_code == 200
 
 
-def test_a_chunked_key_set_is_read_whole(issuer, upstream):
-    async def answer(request):
+def test_a_chunked_key_set_is_read_whole(issuer: ServedIssuer, upstream: Server) -> None:
+    async def answer(request: Request) -> Response:
         return _in_pieces(issuer.jwks(), 4)  # no length: chunked
 
     with key_set_server(answer) as jwks, gateway_for(issuer, upstream.url, jwks.jwks_url) as gateway:
         assert post(gateway, issuer.token("split-chunked")).status_code == 200
 
 
-def test_an_oversized_key_set_is_a_failed_fetch_and_the_old_keys_stay(issuer, upstream):
+def test_an_oversized_key_set_is_a_failed_fetch_and_the_old_keys_stay(issuer: ServedIssuer, upstream: Server) -> None:
     oversized = {"keys": issuer.jwks()["keys"], "padding": "x" * MAX_JWKS_BYTES}
     state = {"document": issuer.jwks()}
 
-    async def answer(request):
+    async def answer(request: Request) -> Response:
         return _in_pieces(state["document"], 8)
 
     with key_set_server(answer) as jwks, gateway_for(issuer, upstream.url, jwks.jwks_url) as gateway:
@@ -122,8 +130,8 @@ def _asks_for_gzip(request: Request) -> bool:
     return "gzip" in request.headers.get("accept-encoding", "")
 
 
-def test_a_key_set_server_that_compresses_when_asked_is_read(issuer, upstream):
-    async def answer(request):
+def test_a_key_set_server_that_compresses_when_asked_is_read(issuer: ServedIssuer, upstream: Server) -> None:
+    async def answer(request: Request) -> Response:
         raw = json.dumps(issuer.jwks()).encode()
         if _asks_for_gzip(request):
             return Response(gzip.compress(raw), media_type="application/json", headers={"content-encoding": "gzip"})
@@ -135,7 +143,7 @@ def test_a_key_set_server_that_compresses_when_asked_is_read(issuer, upstream):
 
 
 @contextmanager
-def compressing_orchestrator(always: bool):
+def compressing_orchestrator(always: bool) -> Iterator[Server]:
     """An orchestrator stand-in that gzips its answers when asked to, or ``always``."""
     app = FastAPI()
     app.state.requests = []
@@ -150,7 +158,7 @@ def compressing_orchestrator(always: bool):
             raw = json.dumps({"choices": [{"message": {"role": "assistant", "content": "plain words"}}]}).encode()
             return Response(gzip.compress(raw) if compress else raw, media_type="application/json", headers=encoding)
 
-        async def events():
+        async def events() -> AsyncIterator[bytes]:
             packer = zlib.compressobj(wbits=31)  # gzip, flushed per event so each arrives on its own
             for word in ("plain", " words", "[DONE]"):
                 event = f"data: {word}\n\n".encode()
@@ -162,21 +170,20 @@ def compressing_orchestrator(always: bool):
         return StreamingResponse(events(), media_type="text/event-stream", headers=encoding)
 
     with Server(app) as server:
-        server.requests = app.state.requests
         yield server
 
 
-def test_the_gateway_asks_the_orchestrator_for_uncompressed_answers(issuer):
+def test_the_gateway_asks_the_orchestrator_for_uncompressed_answers(issuer: ServedIssuer) -> None:
     with compressing_orchestrator(always=False) as orchestrator, gateway_for(issuer, orchestrator.url) as gateway:
         answer = post(gateway, issuer.token("identity-plain"))
         with stream_chat(gateway, chat(stream=True), bearer(issuer.token("identity-stream"))) as streamed:
             events = streamed.read()
     assert answer.json()["choices"][0]["message"]["content"] == "plain words"
     assert events == b"data: plain\n\ndata:  words\n\ndata: [DONE]\n\n"
-    assert [seen["accept-encoding"] for seen in orchestrator.requests] == ["identity", "identity"]
+    assert [seen["accept-encoding"] for seen in orchestrator.app.state.requests] == ["identity", "identity"]
 
 
-def test_a_compressed_answer_is_relayed_unchanged_and_labelled(issuer):
+def test_a_compressed_answer_is_relayed_unchanged_and_labelled(issuer: ServedIssuer) -> None:
     # An orchestrator that compresses although asked not to: its bytes pass through as they
     # are, with their Content-Encoding, and the client decodes them.
     with compressing_orchestrator(always=True) as orchestrator, gateway_for(issuer, orchestrator.url) as gateway:
@@ -219,7 +226,9 @@ def test_a_compressed_answer_is_relayed_unchanged_and_labelled(issuer):
         pytest.param({"tools": [{"type": "function", "function": {"name": "f"}}] * 200}, "tools", id="tools"),
     ],
 )
-def test_out_of_bounds_fields_get_400_naming_the_field_and_are_not_forwarded(gateway, issuer, upstream, extra, param):
+def test_out_of_bounds_fields_get_400_naming_the_field_and_are_not_forwarded(
+    gateway: Server, issuer: ServedIssuer, upstream: Server, extra: dict[str, Any], param: str
+) -> None:
     before = len(upstream.app.state.requests)
     response = post(gateway, issuer.token(f"bounds-{param}-{time.monotonic_ns()}"), chat(**extra))
     assert response.status_code == 400
@@ -230,7 +239,7 @@ def test_out_of_bounds_fields_get_400_naming_the_field_and_are_not_forwarded(gat
     assert len(upstream.app.state.requests) == before
 
 
-def test_fields_at_their_bounds_are_accepted(gateway, issuer):
+def test_fields_at_their_bounds_are_accepted(gateway: Server, issuer: ServedIssuer) -> None:
     at_bounds = chat(
         stop=["a", "b", "c", "x" * 256],
         user="u" * 256,
@@ -280,14 +289,15 @@ def _status(received: bytes) -> int:
     return int(received.split(b" ", 2)[1])
 
 
-def _json_body(received: bytes) -> dict:
-    return json.loads(received.split(b"\r\n\r\n", 1)[1])
+def _json_body(received: bytes) -> dict[str, Any]:
+    body: dict[str, Any] = json.loads(received.split(b"\r\n\r\n", 1)[1])
+    return body
 
 
-SLOW_BODY = {"body_idle_timeout_seconds": 1, "body_timeout_seconds": 2}
+SLOW_BODY: dict[str, Any] = {"body_idle_timeout_seconds": 1, "body_timeout_seconds": 2}
 
 
-def test_a_chunked_upload_that_stops_gets_408_and_the_connection_closes(issuer, upstream):
+def test_a_chunked_upload_that_stops_gets_408_and_the_connection_closes(issuer: ServedIssuer, upstream: Server) -> None:
     with gateway_for(issuer, upstream.url, **SLOW_BODY) as gateway, _connect(gateway.url) as sock:
         started = time.monotonic()
         sock.sendall(_head(issuer.token("stalled-chunks"), Transfer_Encoding="chunked") + b'5\r\n{"mod\r\n')
@@ -299,13 +309,13 @@ def test_a_chunked_upload_that_stops_gets_408_and_the_connection_closes(issuer, 
     assert _json_body(received)["error"]["code"] == "request_timeout"
 
 
-def test_a_body_sent_a_byte_at_a_time_gets_408_at_the_deadline(issuer, upstream):
+def test_a_body_sent_a_byte_at_a_time_gets_408_at_the_deadline(issuer: ServedIssuer, upstream: Server) -> None:
     payload = json.dumps(chat()).encode()
     with gateway_for(issuer, upstream.url, **SLOW_BODY) as gateway, _connect(gateway.url) as sock:
         started = time.monotonic()
         sock.sendall(_head(issuer.token("byte-a-time"), Content_Length=str(len(payload))))
 
-        def dribble():  # a byte every 0.3 s: never idle for the idle timeout
+        def dribble() -> None:  # a byte every 0.3 s: never idle for the idle timeout
             try:
                 for byte in payload:
                     sock.sendall(bytes([byte]))
@@ -320,7 +330,7 @@ def test_a_body_sent_a_byte_at_a_time_gets_408_at_the_deadline(issuer, upstream)
     assert _status(received) == 408
 
 
-def test_an_answer_given_before_the_body_arrived_closes_the_connection(issuer, upstream):
+def test_an_answer_given_before_the_body_arrived_closes_the_connection(issuer: ServedIssuer, upstream: Server) -> None:
     # No token: 401 without reading the body. The rest of the body must not hold the connection.
     with gateway_for(issuer, upstream.url, **SLOW_BODY) as gateway, _connect(gateway.url) as sock:
         sock.sendall(_head(None, Content_Length="1000") + b'{"model": ')
@@ -329,7 +339,7 @@ def test_an_answer_given_before_the_body_arrived_closes_the_connection(issuer, u
     assert closed, "the connection stayed open for the rest of the body"
 
 
-def test_a_complete_request_keeps_its_connection(issuer, upstream):
+def test_a_complete_request_keeps_its_connection(issuer: ServedIssuer, upstream: Server) -> None:
     payload = json.dumps(chat()).encode()
     with gateway_for(issuer, upstream.url, **SLOW_BODY) as gateway, httpx.Client(base_url=gateway.url) as client:
         for _ in range(2):
@@ -344,7 +354,7 @@ def test_a_complete_request_keeps_its_connection(issuer, upstream):
 
 
 @contextmanager
-def gateway_as_the_image_runs_it(issuer, orchestrator_url: str, **environment: str):
+def gateway_as_the_image_runs_it(issuer: ServedIssuer, orchestrator_url: str, **environment: str) -> Iterator[str]:
     """The gateway in a process of its own, started as its image starts it (devtools/image_tree.py)."""
     port = free_port()
     env = {
@@ -359,7 +369,7 @@ def gateway_as_the_image_runs_it(issuer, orchestrator_url: str, **environment: s
     with image_process("gateway", env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL):
         url = f"http://127.0.0.1:{port}"
         assert wait_for(lambda: _healthy(url), timeout=30), "the gateway did not start"
-        yield SimpleNamespace(url=url)
+        yield url
 
 
 def _healthy(url: str) -> bool:
@@ -369,16 +379,16 @@ def _healthy(url: str) -> bool:
         return False
 
 
-def test_request_heads_have_a_deadline_in_the_image(issuer, upstream):
-    with gateway_as_the_image_runs_it(issuer, upstream.url, HEADER_TIMEOUT_SECONDS="1") as gateway:
+def test_request_heads_have_a_deadline_in_the_image(issuer: ServedIssuer, upstream: Server) -> None:
+    with gateway_as_the_image_runs_it(issuer, upstream.url, HEADER_TIMEOUT_SECONDS="1") as url:
         # A connection that sends nothing.
-        with _connect(gateway.url) as silent:
+        with _connect(url) as silent:
             started = time.monotonic()
             assert _read_until_closed(silent, within=6) == (b"", True)
             assert time.monotonic() - started < 3
 
         # A head sent a byte at a time.
-        with _connect(gateway.url) as slow:
+        with _connect(url) as slow:
             head = _head(issuer.token("slow-head"), Content_Length="2")
             started = time.monotonic()
             try:
@@ -391,7 +401,7 @@ def test_request_heads_have_a_deadline_in_the_image(issuer, upstream):
             assert time.monotonic() - started < 3
 
         # The head of a second request on a kept-alive connection has the same deadline.
-        with _connect(gateway.url) as kept:
+        with _connect(url) as kept:
             kept.sendall(b"GET /health HTTP/1.1\r\nHost: gateway\r\n\r\n")
             time.sleep(0.3)
             assert b" 200 " in kept.recv(65536)
@@ -401,18 +411,18 @@ def test_request_heads_have_a_deadline_in_the_image(issuer, upstream):
             assert time.monotonic() - started < 3
 
         # A prompt client is not affected.
-        assert httpx.get(f"{gateway.url}/health", timeout=5).status_code == 200
+        assert httpx.get(f"{url}/health", timeout=5).status_code == 200
 
 
 # 5. A burst of unknown key ids waits for one key set fetch, not for one each.
 
 
-def test_concurrent_unknown_key_ids_share_one_key_set_fetch(issuer, upstream):
-    async def slow(request):
+def test_concurrent_unknown_key_ids_share_one_key_set_fetch(issuer: ServedIssuer, upstream: Server) -> None:
+    async def slow(request: Request) -> Response:
         await asyncio.sleep(2)
         return Response(json.dumps(issuer.jwks()), media_type="application/json")
 
-    async def burst(gateway) -> list[int]:
+    async def burst(gateway: Server) -> list[int]:
         async with httpx.AsyncClient(base_url=gateway.url, timeout=30) as client:
             answers = await asyncio.gather(
                 *(
@@ -436,14 +446,14 @@ def test_concurrent_unknown_key_ids_share_one_key_set_fetch(issuer, upstream):
     assert elapsed < 3.5, f"{elapsed:.1f} s: the requests queued behind each other's fetches"
 
 
-def test_a_failed_refresh_keeps_the_keys_for_those_who_have_them(issuer):
+def test_a_failed_refresh_keeps_the_keys_for_those_who_have_them(issuer: ServedIssuer) -> None:
     # With a TTL of 0 every call refetches, as the first call after an hour would.
     answers = iter([Response(json.dumps(issuer.jwks()), media_type="application/json"), Response(status_code=503)])
 
-    async def flaky(request):
+    async def flaky(request: Request) -> Response:
         return next(answers)
 
-    async def twice(url: str) -> list:
+    async def twice(url: str) -> list[Any]:
         async with aiohttp.ClientSession() as client:
             cache = JwksCache(url, client, ttl=0, min_refresh=0)
             return [(await cache.key(issuer.kid))["kid"] for _ in range(2)]

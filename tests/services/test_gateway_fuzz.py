@@ -8,7 +8,7 @@ import httpx
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from devtools.harness import Server, gateway_settings
+from devtools.harness import ServedIssuer, Server, gateway_settings
 from services.gateway.app import create_app as create_gateway
 
 json_values = st.recursive(
@@ -49,7 +49,7 @@ requests_ = st.one_of(
 )
 
 
-def test_fuzzed_requests_never_get_a_5xx_from_the_gateway(issuer, upstream):
+def test_fuzzed_requests_never_get_a_5xx_from_the_gateway(issuer: ServedIssuer, upstream: Server) -> None:
     # The gateway straight in front of the stand-in model server: a 5xx here is the gateway's own.
     with Server(
         create_gateway(gateway_settings(issuer, upstream.url, rate_limit_burst=100_000, rate_limit_per_minute=1e9))
@@ -59,7 +59,7 @@ def test_fuzzed_requests_never_get_a_5xx_from_the_gateway(issuer, upstream):
 
             @settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
             @given(payload=requests_)
-            def check(payload):
+            def check(payload: object) -> None:
                 response = client.post("/v1/chat/completions", content=json.dumps(payload))
                 assert response.status_code in (200, 400, 413), response.text
 
@@ -68,7 +68,7 @@ def test_fuzzed_requests_never_get_a_5xx_from_the_gateway(issuer, upstream):
 
 @given(raw=st.binary(max_size=300))
 @settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck))
-def test_arbitrary_bytes_never_get_a_5xx(gateway, issuer, raw):
+def test_arbitrary_bytes_never_get_a_5xx(gateway: Server, issuer: ServedIssuer, raw: bytes) -> None:
     response = httpx.post(
         f"{gateway.url}/v1/chat/completions",
         content=raw,

@@ -9,12 +9,12 @@ import subprocess
 import httpx
 import jwt
 
-from devtools.harness import Server, cloud_run_env, free_port, wait_for
+from devtools.harness import ServedIssuer, Server, cloud_run_env, free_port, wait_for
 from devtools.image_tree import image_process
 from devtools.standins.metadata_server import create_app as create_metadata
 
 
-def test_gateway_process_sends_a_google_id_token_for_the_orchestrator(issuer, upstream):
+def test_gateway_process_sends_a_google_id_token_for_the_orchestrator(issuer: ServedIssuer, upstream: Server) -> None:
     with Server(create_metadata()) as metadata:
         port = free_port()
         env = cloud_run_env(
@@ -38,15 +38,15 @@ def test_gateway_process_sends_a_google_id_token_for_the_orchestrator(issuer, up
                     headers={"authorization": f"Bearer {issuer.token('ivan')}"},
                     json={"model": "standin-echo", "messages": [{"role": "user", "content": "hi"}]},
                 )
-                assert response.status_code == 200, (
-                    process.terminate() or process.communicate(timeout=10)[0].decode()[-3000:]
-                )
+                if response.status_code != 200:  # the gateway's log says why
+                    process.terminate()
+                    raise AssertionError(process.communicate(timeout=10)[0].decode()[-3000:])
                 received = upstream.app.state.requests[before]["headers"]
                 scheme, token = received["authorization"].split(" ")
                 assert scheme == "Bearer"
                 assert jwt.decode(token, options={"verify_signature": False})["aud"] == upstream.url
                 assert received["x-user-id"] == "ivan"
-                assert metadata.server.config.app.state.audiences == [upstream.url]
+                assert metadata.app.state.audiences == [upstream.url]
             finally:
                 process.terminate()
                 output = process.communicate(timeout=10)[0].decode()

@@ -4,15 +4,19 @@ says so once a minute in its log, and counts it on /health. Never no limit at al
 
 from __future__ import annotations
 
+import functools
 import logging
 import signal
 import subprocess
 import time
 from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
 
 import httpx
+import pytest
 
-from devtools.harness import Server, free_port, gateway_settings, wait_for
+from devtools.harness import ServedIssuer, Server, free_port, gateway_settings, wait_for
 from devtools.image_tree import image_process
 from devtools.redis_server import RedisServer
 from services.gateway.app import create_app as create_gateway
@@ -28,11 +32,14 @@ def chat(url: str, token: str) -> int:
     return answer.status_code
 
 
-def health(url: str) -> dict:
-    return httpx.get(f"{url}/health", timeout=10).json()
+def health(url: str) -> dict[str, Any]:
+    answer: dict[str, Any] = httpx.get(f"{url}/health", timeout=10).json()
+    return answer
 
 
-def test_three_gateway_processes_give_a_user_the_limit_once_not_three_times(issuer, upstream, redis_server):
+def test_three_gateway_processes_give_a_user_the_limit_once_not_three_times(
+    issuer: ServedIssuer, upstream: Server, redis_server: RedisServer
+) -> None:
     """Each an image-shaped process of its own, as three Cloud Run instances are."""
     env = {
         "JWKS_URL": issuer.jwks_url,
@@ -55,7 +62,7 @@ def test_three_gateway_processes_give_a_user_the_limit_once_not_three_times(issu
             )
             urls.append(f"http://127.0.0.1:{port}")
         for url in urls:
-            assert wait_for(lambda u=url: _up(u), timeout=30), f"{url} did not start"
+            assert wait_for(functools.partial(_up, url), timeout=30), f"{url} did not start"
         token = issuer.token("shared-limit-user")
         statuses = [chat(urls[n % 3], token) for n in range(3 * BURST)]
         # Per instance, each would have let BURST through: 3 * BURST in all.
@@ -66,8 +73,8 @@ def test_three_gateway_processes_give_a_user_the_limit_once_not_three_times(issu
 
 
 def test_with_redis_away_each_instance_limits_alone_says_so_and_shares_again_when_it_is_back(
-    issuer, upstream, tmp_path, caplog
-):
+    issuer: ServedIssuer, upstream: Server, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     redis = RedisServer(tmp_path)
     redis.start()
     settings = gateway_settings(
@@ -112,7 +119,9 @@ def test_with_redis_away_each_instance_limits_alone_says_so_and_shares_again_whe
         redis.stop()
 
 
-def test_a_hung_redis_costs_one_timeout_per_retry_interval_not_one_per_request(issuer, upstream, tmp_path):
+def test_a_hung_redis_costs_one_timeout_per_retry_interval_not_one_per_request(
+    issuer: ServedIssuer, upstream: Server, tmp_path: Path
+) -> None:
     redis = RedisServer(tmp_path)
     redis.start()
     settings = gateway_settings(
@@ -141,7 +150,9 @@ def test_a_hung_redis_costs_one_timeout_per_retry_interval_not_one_per_request(i
         redis.stop()
 
 
-def test_a_wrong_auth_string_is_a_fallback_not_an_open_door(issuer, upstream, redis_server):
+def test_a_wrong_auth_string_is_a_fallback_not_an_open_door(
+    issuer: ServedIssuer, upstream: Server, redis_server: RedisServer
+) -> None:
     settings = gateway_settings(
         issuer,
         upstream.url,

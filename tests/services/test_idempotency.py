@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
+from typing import Any
 
 import httpx
 import psycopg
@@ -20,32 +21,32 @@ from batch_helpers import (  # noqa: F401 - fixtures
     request_line,
     upload,
 )
-from devtools.harness import Server, orchestrator_settings, wait_for
+from devtools.harness import Postgres, ServedIssuer, Server, orchestrator_settings, wait_for
 from services.orchestrator.app import create_app as create_orchestrator
 
 
-def chat(marker: str, model: str = "standin-lag", **extra: object) -> dict:
+def chat(marker: str, model: str = "standin-lag", **extra: object) -> dict[str, Any]:
     """A chat request the stand-in's log can be searched for by ``marker``."""
     return {"model": model, "messages": [{"role": "user", "content": f"hello {marker}"}], **extra}
 
 
-def model_calls(upstream, marker: str) -> int:
+def model_calls(upstream: Server, marker: str) -> int:
     return sum(1 for r in upstream.app.state.requests if marker in str(r["body"]))
 
 
-def charges(conninfo: str, user: str) -> list[tuple]:
+def charges(conninfo: str, user: str) -> list[tuple[Any, ...]]:
     with psycopg.connect(conninfo) as conn:
         return conn.execute(
             "SELECT outcome, prompt_tokens, completion_tokens FROM usage_ledger WHERE user_id = %s", (user,)
         ).fetchall()
 
 
-def post(url: str, user: str, body: dict, key: str | None) -> httpx.Response:
+def post(url: str, user: str, body: dict[str, Any], key: str | None) -> httpx.Response:
     headers = {"x-user-id": user, **({"idempotency-key": key} if key is not None else {})}
     return httpx.post(f"{url}/v1/chat/completions", json=body, headers=headers, timeout=30)
 
 
-async def at_once(url: str, user: str, body: dict, key: str, count: int) -> list[httpx.Response]:
+async def at_once(url: str, user: str, body: dict[str, Any], key: str, count: int) -> list[httpx.Response]:
     async with httpx.AsyncClient(timeout=30) as client:
         headers = {"x-user-id": user, "idempotency-key": key}
         return await asyncio.gather(
@@ -57,7 +58,9 @@ def new_key() -> str:
     return f"key-{secrets.token_hex(8)}"
 
 
-def test_eight_identical_requests_at_once_run_and_are_billed_once(orchestrator, upstream, postgres):
+def test_eight_identical_requests_at_once_run_and_are_billed_once(
+    orchestrator: Server, upstream: Server, postgres: Postgres
+) -> None:
     user, marker, key = new_user(), secrets.token_hex(6), new_key()
     # standin-lag answers 0.2 s late: the eight overlap the first.
     responses = asyncio.run(at_once(orchestrator.url, user, chat(marker), key, 8))
@@ -85,14 +88,14 @@ def test_eight_identical_requests_at_once_run_and_are_billed_once(orchestrator, 
     assert len(charges(postgres.conninfo, user)) == 1
 
 
-def test_without_a_key_each_request_runs(orchestrator, upstream):
+def test_without_a_key_each_request_runs(orchestrator: Server, upstream: Server) -> None:
     user, marker = new_user(), secrets.token_hex(6)
     for _ in range(2):
         assert post(orchestrator.url, user, chat(marker, "standin-echo"), None).status_code == 200
     assert model_calls(upstream, marker) == 2
 
 
-def test_a_key_is_the_users_own(orchestrator, upstream):
+def test_a_key_is_the_users_own(orchestrator: Server, upstream: Server) -> None:
     marker, key = secrets.token_hex(6), new_key()
     for user in (new_user(), new_user()):
         response = post(orchestrator.url, user, chat(marker, "standin-echo"), key)
@@ -100,7 +103,7 @@ def test_a_key_is_the_users_own(orchestrator, upstream):
     assert model_calls(upstream, marker) == 2
 
 
-def test_the_same_key_with_another_request_is_422(orchestrator, upstream):
+def test_the_same_key_with_another_request_is_422(orchestrator: Server, upstream: Server) -> None:
     user, key = new_user(), new_key()
     assert post(orchestrator.url, user, chat("first", "standin-echo"), key).status_code == 200
     marker = secrets.token_hex(6)
@@ -112,7 +115,7 @@ def test_the_same_key_with_another_request_is_422(orchestrator, upstream):
 
 
 @pytest.mark.parametrize("key", [b"", b"a" * 256, b"has space", "caf\u00e9".encode("latin-1"), b"tab\there"])
-def test_a_malformed_key_is_400_and_nothing_runs(orchestrator, upstream, key: bytes):
+def test_a_malformed_key_is_400_and_nothing_runs(orchestrator: Server, upstream: Server, key: bytes) -> None:
     marker = secrets.token_hex(6)
     headers = {b"x-user-id": new_user().encode(), b"idempotency-key": key}
     response = httpx.post(f"{orchestrator.url}/v1/chat/completions", json=chat(marker, "standin-echo"), headers=headers)
@@ -122,7 +125,9 @@ def test_a_malformed_key_is_400_and_nothing_runs(orchestrator, upstream, key: by
     assert model_calls(upstream, marker) == 0
 
 
-def test_a_streamed_completion_is_replayed_as_recorded(orchestrator, upstream, postgres):
+def test_a_streamed_completion_is_replayed_as_recorded(
+    orchestrator: Server, upstream: Server, postgres: Postgres
+) -> None:
     user, marker, key = new_user(), secrets.token_hex(6), new_key()
     body = chat(marker, "standin-echo", stream=True, stream_options={"include_usage": True})
     first = post(orchestrator.url, user, body, key)
@@ -133,6 +138,7 @@ def test_a_streamed_completion_is_replayed_as_recorded(orchestrator, upstream, p
         return again if again.status_code == 200 else None  # 409 until the stream's end is recorded
 
     again = wait_for(replayed)
+    assert again is not None
     assert again.headers["idempotent-replayed"] == "true"
     assert again.headers["content-type"].startswith("text/event-stream")
     assert again.content == first.content
@@ -140,7 +146,9 @@ def test_a_streamed_completion_is_replayed_as_recorded(orchestrator, upstream, p
     assert len(charges(postgres.conninfo, user)) == 1
 
 
-def test_a_request_nothing_could_serve_frees_its_key_for_the_retry(orchestrator, upstream, postgres):
+def test_a_request_nothing_could_serve_frees_its_key_for_the_retry(
+    orchestrator: Server, upstream: Server, postgres: Postgres
+) -> None:
     user, marker, key = new_user(), secrets.token_hex(6), new_key()
     # standin-fail: the only backend answers 503, so no backend answered (502) and nothing was billed.
     for _ in range(2):
@@ -150,7 +158,7 @@ def test_a_request_nothing_could_serve_frees_its_key_for_the_retry(orchestrator,
     assert model_calls(upstream, marker) == 2
 
 
-def test_a_model_refusal_is_kept_and_replayed(orchestrator, upstream):
+def test_a_model_refusal_is_kept_and_replayed(orchestrator: Server, upstream: Server) -> None:
     user, marker, key = new_user(), secrets.token_hex(6), new_key()
     first = post(orchestrator.url, user, chat(marker, "standin-refuse"), key)
     again = post(orchestrator.url, user, chat(marker, "standin-refuse"), key)
@@ -159,7 +167,7 @@ def test_a_model_refusal_is_kept_and_replayed(orchestrator, upstream):
     assert model_calls(upstream, marker) == 1
 
 
-def test_a_key_is_free_again_after_the_window(postgres, upstream):
+def test_a_key_is_free_again_after_the_window(postgres: Postgres, upstream: Server) -> None:
     settings = orchestrator_settings(upstream.url, idempotency_window_seconds=1)
     with Server(create_orchestrator(settings, conninfo=postgres.conninfo)) as server:
         user, marker, key = new_user(), secrets.token_hex(6), new_key()
@@ -175,7 +183,9 @@ def test_a_key_is_free_again_after_the_window(postgres, upstream):
         assert post(server.url, user, chat(marker, "standin-echo"), key).headers.get("idempotent-replayed") == "true"
 
 
-def test_the_gateway_passes_the_key_and_the_replay_mark_through(gateway, issuer, upstream):
+def test_the_gateway_passes_the_key_and_the_replay_mark_through(
+    gateway: Server, issuer: ServedIssuer, upstream: Server
+) -> None:
     marker, key = secrets.token_hex(6), new_key()
     headers = {"authorization": f"Bearer {issuer.token(new_user())}", "idempotency-key": key}
     url = f"{gateway.url}/v1/chat/completions"
@@ -188,7 +198,9 @@ def test_the_gateway_passes_the_key_and_the_replay_mark_through(gateway, issuer,
     assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_idempotency_key"
 
 
-def test_an_upload_and_a_batch_with_a_key_are_made_once(batch_gateway, issuer, postgres):
+def test_an_upload_and_a_batch_with_a_key_are_made_once(
+    batch_gateway: Server, issuer: ServedIssuer, postgres: Postgres
+) -> None:
     user = new_user()
     token = issuer.token(user)
     data = jsonl(request_line("a"), request_line("b"))
@@ -226,7 +238,9 @@ def test_an_upload_and_a_batch_with_a_key_are_made_once(batch_gateway, issuer, p
     assert reused.status_code == 422
 
 
-def test_a_key_whose_first_request_died_with_its_instance_runs_again_once_stale(orchestrator, upstream, postgres):
+def test_a_key_whose_first_request_died_with_its_instance_runs_again_once_stale(
+    orchestrator: Server, upstream: Server, postgres: Postgres
+) -> None:
     user, marker, key = new_user(), secrets.token_hex(6), new_key()
     body = chat(marker, "standin-echo")
     assert post(orchestrator.url, user, body, key).status_code == 200

@@ -4,11 +4,12 @@ Dockerfile, and the images' Python packages only."""
 from __future__ import annotations
 
 import subprocess
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import pytest
 
-from devtools.image_tree import ImageTreeError, image_tree
+from devtools.image_tree import ImageTree, ImageTreeError, image_tree
 
 DOCKERFILE = """\
 FROM python:3.11-slim-bookworm AS dependencies
@@ -47,7 +48,7 @@ def context(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def tree_of(context: Path, service: str = "one", dockerfile: str | None = None):
+def tree_of(context: Path, service: str = "one", dockerfile: str | None = None) -> AbstractContextManager[ImageTree]:
     if dockerfile is not None:
         (context / "Dockerfile").write_text(dockerfile)
     return image_tree(service, dockerfile=context / "Dockerfile", context=context, venv=context / "venv")
@@ -57,7 +58,7 @@ def files(root: Path) -> set[str]:
     return {path.relative_to(root).as_posix() for path in root.rglob("*") if path.is_file()}
 
 
-def test_the_tree_holds_what_the_final_stage_copies_as_dockerignore_sends_it(context):
+def test_the_tree_holds_what_the_final_stage_copies_as_dockerignore_sends_it(context: Path) -> None:
     with tree_of(context) as tree:
         assert files(tree.root / "app") == {"pkg/__init__.py", "pkg/one/__init__.py", "pkg/one/__main__.py"}
         assert (tree.root / "venv").resolve() == (context / "venv").resolve()
@@ -66,7 +67,7 @@ def test_the_tree_holds_what_the_final_stage_copies_as_dockerignore_sends_it(con
     assert not root.exists()  # removed on leaving
 
 
-def test_the_environment_points_into_the_tree_and_the_command_is_the_cmd(context):
+def test_the_environment_points_into_the_tree_and_the_command_is_the_cmd(context: Path) -> None:
     with tree_of(context) as tree:
         assert tree.env["PATH"].startswith(f"{tree.root}/venv/bin:")
         assert tree.env["PYTHONPATH"] == f"{tree.root}/app:{tree.root}/app/pkg"
@@ -78,7 +79,7 @@ def test_the_environment_points_into_the_tree_and_the_command_is_the_cmd(context
         assert args["cwd"] == tree.root / "app"
 
 
-def test_a_service_the_dockerignore_leaves_out_is_an_error(context):
+def test_a_service_the_dockerignore_leaves_out_is_an_error(context: Path) -> None:
     with pytest.raises(ImageTreeError, match="pkg/two is not in the build context"), tree_of(context, "two"):
         pass
 
@@ -92,18 +93,18 @@ def test_a_service_the_dockerignore_leaves_out_is_an_error(context):
         ("ARG OTHER", "only SERVICE"),
     ],
 )
-def test_what_it_does_not_model_is_an_error(context, line, message):
+def test_what_it_does_not_model_is_an_error(context: Path, line: str, message: str) -> None:
     with pytest.raises(ImageTreeError, match=message), tree_of(context, dockerfile=DOCKERFILE + line + "\n"):
         pass
 
 
-def test_without_the_services_venv_it_says_how_to_build_it(context):
+def test_without_the_services_venv_it_says_how_to_build_it(context: Path) -> None:
     (context / "venv" / ".synced").unlink()
     with pytest.raises(ImageTreeError, match=r"make \.venv-services/\.synced"), tree_of(context):
         pass
 
 
-def test_a_services_python_holds_the_services_packages_only():
+def test_a_services_python_holds_the_services_packages_only() -> None:
     """The lock's "services" category: fastapi is there, the test tools are not."""
     with image_tree("gateway") as tree:
         probe = "import fastapi, importlib.util; print(importlib.util.find_spec('pytest'))"

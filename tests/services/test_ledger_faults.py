@@ -9,6 +9,7 @@ import os
 import signal
 import time
 import uuid
+from collections.abc import Iterator
 from contextlib import contextmanager
 
 import httpx
@@ -16,7 +17,8 @@ import psycopg
 import pytest
 
 from devtools.harness import Postgres, Server, last_event, orchestrator_settings, wait_for
-from servers import postgres_cluster
+from records import fields
+from servers import LedgerRows, postgres_cluster
 from services.modelcalls.database import create_pool
 from services.modelcalls.ledger import Ledger, Outcome
 from services.orchestrator.app import create_app as create_orchestrator
@@ -39,10 +41,12 @@ def outcomes(conninfo: str) -> dict[str, str]:
         return dict(conn.execute("SELECT request_id, outcome FROM usage_ledger").fetchall())
 
 
-def test_an_outcome_the_database_refuses_does_not_hold_up_the_rest(postgres, caplog):
+def test_an_outcome_the_database_refuses_does_not_hold_up_the_rest(
+    postgres: Postgres, caplog: pytest.LogCaptureFixture
+) -> None:
     conninfo = fresh_database(postgres, "ledger_poison")
 
-    async def run():
+    async def run() -> None:
         ledger = Ledger(create_pool("password", 2, 5, conninfo), retry_seconds=0.1)
         await ledger.start()
         try:
@@ -51,6 +55,7 @@ def test_an_outcome_the_database_refuses_does_not_hold_up_the_rest(postgres, cap
                 await conn.execute(REFUSE_POISON)
             poison = await ledger.open_entry("poison", "poison-user", "m", quota=1000)
             after = await ledger.open_entry("after", "poison-user", "m", quota=1000)
+            assert poison is not None and after is not None
             ledger.close_entry(Outcome(poison, "completed", "standin", 3, 5))
             ledger.close_entry(Outcome(after, "completed", "standin", 3, 5))
             await asyncio.wait_for(ledger.pending.join(), 10)
@@ -61,18 +66,18 @@ def test_an_outcome_the_database_refuses_does_not_hold_up_the_rest(postgres, cap
     assert outcomes(conninfo) == {"poison": "started", "after": "completed"}
     dropped = [r for r in caplog.records if r.getMessage() == "ledger outcome dropped"]
     assert len(dropped) == 1
-    assert (dropped[0].fields["outcome"], dropped[0].fields["prompt_tokens"]) == ("completed", 3)
+    assert (fields(dropped[0])["outcome"], fields(dropped[0])["prompt_tokens"]) == ("completed", 3)
 
 
 @pytest.fixture(scope="module")
-def own_postgres():
+def own_postgres() -> Iterator[Postgres]:
     """A cluster of this module's own, to freeze and restart without disturbing the others."""
     with postgres_cluster("ledger-faults-") as server:
         yield server
 
 
 @contextmanager
-def frozen(server: Postgres):
+def frozen(server: Postgres) -> Iterator[None]:
     """Stop every process of the cluster (SIGSTOP): connections stay open and nothing answers,
     as with a server that hangs."""
     postmaster = int((server.data / "postmaster.pid").read_text().split()[0])
@@ -91,7 +96,7 @@ def signal_all(pids: list[int], signum: int) -> None:
             os.kill(pid, signum)
 
 
-def chat(server, content: str, request_id: str, timeout: float = 30) -> httpx.Response:
+def chat(server: Server, content: str, request_id: str, timeout: float = 30) -> httpx.Response:
     body = {"model": "standin-echo", "messages": [{"role": "user", "content": content}]}
     return httpx.post(
         f"{server.url}/v1/chat/completions",
@@ -101,7 +106,7 @@ def chat(server, content: str, request_id: str, timeout: float = 30) -> httpx.Re
     )
 
 
-def test_a_hung_database_is_a_prompt_503_and_no_work_once_it_thaws(own_postgres, upstream):
+def test_a_hung_database_is_a_prompt_503_and_no_work_once_it_thaws(own_postgres: Postgres, upstream: Server) -> None:
     settings = orchestrator_settings(upstream.url, database_timeout_seconds=2)
     with Server(create_orchestrator(settings, conninfo=own_postgres.conninfo)) as server:
         assert chat(server, "warm the pool", uuid.uuid4().hex).status_code == 200
@@ -122,7 +127,7 @@ def test_a_hung_database_is_a_prompt_503_and_no_work_once_it_thaws(own_postgres,
         assert wait_for(lambda: chat(server, "after", uuid.uuid4().hex).status_code == 200, timeout=15, interval=0.5)
 
 
-def test_a_hung_database_at_start_up_does_not_hold_the_start_up(own_postgres, upstream):
+def test_a_hung_database_at_start_up_does_not_hold_the_start_up(own_postgres: Postgres, upstream: Server) -> None:
     settings = orchestrator_settings(upstream.url, database_timeout_seconds=2)
     with frozen(own_postgres):
         started = time.monotonic()
@@ -132,13 +137,13 @@ def test_a_hung_database_at_start_up_does_not_hold_the_start_up(own_postgres, up
     assert took < 8
 
 
-def fill_the_pool(server, postgres: Postgres, size: int) -> None:
+def fill_the_pool(server: Server, postgres: Postgres, size: int) -> None:
     """Have ``size`` requests hold a connection each at once: the table is locked for a moment,
     so their admissions wait on it, and the pool grows to its full size."""
     with psycopg.connect(postgres.conninfo) as conn:
         conn.execute("LOCK TABLE usage_ledger IN ACCESS EXCLUSIVE MODE")
 
-        async def requests():
+        async def requests() -> list[httpx.Response]:
             async with httpx.AsyncClient(timeout=30) as client:
                 body = {"model": "standin-echo", "messages": [{"role": "user", "content": "hi"}]}
                 sent = [
@@ -154,7 +159,7 @@ def fill_the_pool(server, postgres: Postgres, size: int) -> None:
         assert [r.status_code for r in asyncio.run(requests())] == [200] * size
 
 
-def test_the_first_request_after_a_restart_succeeds_with_a_full_pool(own_postgres, upstream):
+def test_the_first_request_after_a_restart_succeeds_with_a_full_pool(own_postgres: Postgres, upstream: Server) -> None:
     settings = orchestrator_settings(upstream.url, database_pool_size=4, database_timeout_seconds=2)
     app = create_orchestrator(settings, conninfo=own_postgres.conninfo)
     with Server(app) as server:
@@ -169,16 +174,17 @@ def test_the_first_request_after_a_restart_succeeds_with_a_full_pool(own_postgre
         assert time.monotonic() - started < 1
 
 
-def test_a_late_outcome_replaces_the_reconciliations_guess(postgres):
+def test_a_late_outcome_replaces_the_reconciliations_guess(postgres: Postgres) -> None:
     """An instance that waited out an outage longer than the stale bound still writes the real outcome."""
     conninfo = fresh_database(postgres, "ledger_late_outcome")
 
-    async def run():
+    async def run() -> None:
         ledger = Ledger(create_pool("password", 2, 5, conninfo), stale_after=0.1, reconcile_seconds=3600)
         await ledger.start()
         try:
             await ledger.migrate()
             entry = await ledger.open_entry("late", "late-user", "m", quota=1000, estimate=10)
+            assert entry is not None
             await asyncio.sleep(0.3)
             assert await ledger.reconcile() == 1
             assert outcomes(conninfo) == {"late": "abandoned"}
@@ -191,7 +197,7 @@ def test_a_late_outcome_replaces_the_reconciliations_guess(postgres):
     assert outcomes(conninfo) == {"late": "completed"}
 
 
-def test_no_request_outlives_max_request_seconds(postgres, upstream, ledger_rows):
+def test_no_request_outlives_max_request_seconds(postgres: Postgres, upstream: Server, ledger_rows: LedgerRows) -> None:
     """The bound on a row's time as started: a longer answer is cut, and recorded so."""
     settings = orchestrator_settings(upstream.url, max_request_seconds=1)
     with Server(create_orchestrator(settings, conninfo=postgres.conninfo)) as server:

@@ -3,28 +3,30 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import uuid
 
 import httpx
 import psycopg
 
-from devtools.harness import Server, orchestrator_settings, wait_for
+from devtools.harness import Postgres, Server, orchestrator_settings, wait_for
+from servers import LedgerRows, one
 from services.modelcalls.database import create_pool
 from services.modelcalls.ledger import MIGRATIONS, Ledger
 from services.orchestrator.app import create_app as create_orchestrator
 
 
-def fresh_database(postgres, name: str) -> str:
+def fresh_database(postgres: Postgres, name: str) -> str:
     with psycopg.connect(postgres.conninfo, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
         conn.execute(f'CREATE DATABASE "{name}"')
     return postgres.conninfo.replace("dbname=postgres", f"dbname={name}")
 
 
-def test_instances_starting_at_once_migrate_once(postgres):
+def test_instances_starting_at_once_migrate_once(postgres: Postgres) -> None:
     conninfo = fresh_database(postgres, "migration_race")
 
-    async def race():
+    async def race() -> None:
         ledgers = [Ledger(create_pool("password", 2, 5, conninfo)) for _ in range(8)]
         for ledger in ledgers:
             await ledger.pool.open(wait=False)
@@ -38,20 +40,23 @@ def test_instances_starting_at_once_migrate_once(postgres):
     with psycopg.connect(conninfo) as conn:
         versions = [row[0] for row in conn.execute("SELECT version FROM schema_migrations ORDER BY version")]
         assert versions == sorted(MIGRATIONS)
-        assert conn.execute("SELECT count(*) FROM usage_ledger").fetchone()[0] == 0
+        assert one(conn.execute("SELECT count(*) FROM usage_ledger"))[0] == 0
 
 
-def test_daily_quota_refuses_once_used_up(postgres, upstream):
+def test_daily_quota_refuses_once_used_up(postgres: Postgres, upstream: Server) -> None:
     settings = orchestrator_settings(upstream.url, daily_token_quota=10)
     with Server(create_orchestrator(settings, conninfo=postgres.conninfo)) as server:
         user = f"quota-{uuid.uuid4().hex[:8]}"
         body = {"model": "standin-echo", "messages": [{"role": "user", "content": "one two three"}]}
 
-        def settled_rows() -> int:
+        def settled_rows_are(expected: int) -> bool:
             with psycopg.connect(postgres.conninfo) as conn:
-                return conn.execute(
-                    "SELECT count(*) FROM usage_ledger WHERE user_id = %s AND outcome <> 'started'", (user,)
-                ).fetchone()[0]
+                settled = one(
+                    conn.execute(
+                        "SELECT count(*) FROM usage_ledger WHERE user_id = %s AND outcome <> 'started'", (user,)
+                    )
+                )
+            return bool(settled[0] == expected)
 
         statuses = []
         for _ in range(4):  # 3 prompt + 5 completion tokens each: the second request passes 10
@@ -59,12 +64,14 @@ def test_daily_quota_refuses_once_used_up(postgres, upstream):
                 httpx.post(f"{server.url}/v1/chat/completions", json=body, headers={"x-user-id": user}, timeout=10)
             )
             expected = sum(r.status_code == 200 for r in statuses)
-            assert wait_for(lambda expected=expected: settled_rows() == expected)
+            assert wait_for(functools.partial(settled_rows_are, expected))
         assert [r.status_code for r in statuses] == [200, 200, 429, 429]
         assert statuses[-1].json()["error"]["code"] == "quota_exceeded"
 
 
-def test_database_down_gives_503_and_recovers_by_itself(postgres, orchestrator, ledger_rows):
+def test_database_down_gives_503_and_recovers_by_itself(
+    postgres: Postgres, orchestrator: Server, ledger_rows: LedgerRows
+) -> None:
     body = {"model": "standin-echo", "messages": [{"role": "user", "content": "hi"}]}
     url = f"{orchestrator.url}/v1/chat/completions"
     postgres.stop()
@@ -93,7 +100,9 @@ def test_database_down_gives_503_and_recovers_by_itself(postgres, orchestrator, 
     assert wait_for(lambda: [r for r in ledger_rows(rid) if r["outcome"] == "completed"])
 
 
-def test_outcome_of_an_accepted_request_survives_an_outage(postgres, orchestrator, ledger_rows):
+def test_outcome_of_an_accepted_request_survives_an_outage(
+    postgres: Postgres, orchestrator: Server, ledger_rows: LedgerRows
+) -> None:
     rid = uuid.uuid4().hex
     body = {"model": "standin-slow", "messages": [{"role": "user", "content": "hi"}], "stream": True}
     with httpx.stream(

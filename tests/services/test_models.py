@@ -5,11 +5,11 @@ from __future__ import annotations
 import httpx
 import openai
 
-from devtools.harness import orchestrator_settings
+from devtools.harness import ServedIssuer, Server, orchestrator_settings
 from services.orchestrator.routes.models import model_list
 
 
-def test_an_openai_client_lists_the_routes_models(gateway, issuer):
+def test_an_openai_client_lists_the_routes_models(gateway: Server, issuer: ServedIssuer) -> None:
     api = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=issuer.token("model-lister"), max_retries=0)
     listed = api.models.list()
     assert [(m.id, m.object, m.owned_by) for m in listed.data] == [
@@ -19,7 +19,7 @@ def test_an_openai_client_lists_the_routes_models(gateway, issuer):
     assert all(isinstance(m.created, int) and m.created > 0 for m in listed.data)
 
 
-def test_the_list_is_in_openais_shape_and_needs_a_token(gateway, issuer):
+def test_the_list_is_in_openais_shape_and_needs_a_token(gateway: Server, issuer: ServedIssuer) -> None:
     headers = {"authorization": f"Bearer {issuer.token('model-shape')}"}
     answer = httpx.get(f"{gateway.url}/v1/models", headers=headers, timeout=10).json()
     assert answer["object"] == "list"
@@ -29,7 +29,7 @@ def test_the_list_is_in_openais_shape_and_needs_a_token(gateway, issuer):
     assert refused.json()["error"]["code"] == "invalid_token"
 
 
-def test_a_route_to_vertex_is_owned_by_vertex(upstream):
+def test_a_route_to_vertex_is_owned_by_vertex(upstream: Server) -> None:
     settings = orchestrator_settings(
         upstream.url,
         backends={

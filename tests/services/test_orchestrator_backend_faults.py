@@ -9,6 +9,8 @@ import json
 import time
 import uuid
 import zlib
+from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import psycopg
@@ -16,8 +18,10 @@ import pytest
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from devtools.harness import Server, last_event, wait_for
+from devtools.harness import Postgres, Server, last_event, wait_for
 from devtools.standins.openai_upstream import chunk_event, usage_event
+from records import fields
+from servers import LedgerRows, Row, one
 from services.orchestrator.app import create_app as create_orchestrator
 from services.orchestrator.settings import OrchestratorSettings
 
@@ -36,7 +40,7 @@ def odd_backend() -> FastAPI:
     app.state.requests = []
 
     @app.post("/v1/chat/completions")
-    async def chat(request: Request):
+    async def chat(request: Request) -> Response:
         body = await request.json()
         app.state.requests.append({"body": body, "headers": dict(request.headers)})
         model = body["model"]
@@ -84,7 +88,7 @@ def odd_backend() -> FastAPI:
                 )
             return Response(answer, media_type="application/json")
 
-        def events():
+        def events() -> Iterator[bytes]:
             for word in ("Hello", " there", "."):
                 yield chunk_event("chatcmpl-odd", model, word)
             yield usage_event("chatcmpl-odd", usage)
@@ -93,7 +97,7 @@ def odd_backend() -> FastAPI:
         if not model.startswith("gzip-"):
             return StreamingResponse(events(), media_type="text/event-stream")
 
-        def compressed():
+        def compressed() -> Iterator[bytes]:
             gzipper = zlib.compressobj(wbits=31)  # gzip framing, flushed after every event
             for event in events():
                 yield gzipper.compress(event) + gzipper.flush(zlib.Z_SYNC_FLUSH)
@@ -104,7 +108,7 @@ def odd_backend() -> FastAPI:
     return app
 
 
-USAGES = {
+USAGES: dict[str, dict[str, Any]] = {
     "usage-huge": {"prompt_tokens": 2**40, "completion_tokens": 5},
     "usage-negative": {"prompt_tokens": -1_000_000, "completion_tokens": -5},
     "usage-text": {"prompt_tokens": "lots", "completion_tokens": 5},
@@ -112,13 +116,13 @@ USAGES = {
 
 
 @pytest.fixture(scope="module")
-def odd():
+def odd() -> Iterator[Server]:
     with Server(odd_backend()) as server:
         yield server
 
 
 @pytest.fixture(scope="module")
-def orchestrator_of_odd(postgres, odd):
+def orchestrator_of_odd(postgres: Postgres, odd: Server) -> Iterator[Server]:
     settings = OrchestratorSettings.model_validate(
         {
             "backends": {"odd": {"kind": "openai", "url": f"{odd.url}/v1"}},
@@ -132,7 +136,7 @@ def orchestrator_of_odd(postgres, odd):
         yield server
 
 
-def ask(server, model: str, stream: bool, user: str | None = None) -> tuple[httpx.Response, str]:
+def ask(server: Server, model: str, stream: bool, user: str | None = None) -> tuple[httpx.Response, str]:
     """One request, of a user of its own unless ``user`` is given (an impossible usage uses up a quota)."""
     rid = uuid.uuid4().hex
     user = user or f"odd-{rid[:8]}"
@@ -143,7 +147,7 @@ def ask(server, model: str, stream: bool, user: str | None = None) -> tuple[http
     return response, rid
 
 
-def settled(ledger_rows, rid: str, timeout: float = 10) -> dict:
+def settled(ledger_rows: LedgerRows, rid: str, timeout: float = 10) -> Row:
     rows = wait_for(lambda: [r for r in ledger_rows(rid) if r["outcome"] != "started"], timeout=timeout)
     assert len(rows) == 1, ledger_rows(rid)
     return rows[0]
@@ -159,7 +163,9 @@ def stream_text(body: str) -> str:
 
 
 @pytest.mark.parametrize("stream", [False, True])
-def test_backends_are_asked_for_identity_and_a_gzip_answer_is_decoded(orchestrator_of_odd, odd, ledger_rows, stream):
+def test_backends_are_asked_for_identity_and_a_gzip_answer_is_decoded(
+    orchestrator_of_odd: Server, odd: Server, ledger_rows: LedgerRows, stream: bool
+) -> None:
     response, rid = ask(orchestrator_of_odd, "gzip-echo", stream)
     assert response.status_code == 200
     assert "content-encoding" not in response.headers  # decoded here, as the bytes below show
@@ -173,26 +179,31 @@ def test_backends_are_asked_for_identity_and_a_gzip_answer_is_decoded(orchestrat
     assert odd.app.state.requests[-1]["headers"].get("accept-encoding") == "identity"
 
 
-def test_an_answer_in_an_encoding_that_cannot_be_decoded_is_refused(orchestrator_of_odd, ledger_rows):
+def test_an_answer_in_an_encoding_that_cannot_be_decoded_is_refused(
+    orchestrator_of_odd: Server, ledger_rows: LedgerRows
+) -> None:
     response, rid = ask(orchestrator_of_odd, "brotli", stream=False)
     assert response.status_code == 502
     assert response.json()["error"]["code"] == "backends_unavailable"
     assert settled(ledger_rows, rid)["outcome"] == "failed"
 
 
-def user_total(postgres, user: str) -> int:
+def user_total(postgres: Postgres, user: str) -> int:
     with psycopg.connect(postgres.conninfo) as conn:
-        return conn.execute(
-            "SELECT coalesce(sum(prompt_tokens + completion_tokens), 0) FROM usage_ledger "
-            "WHERE user_id = %s AND outcome <> 'started'",
-            (user,),
-        ).fetchone()[0]
+        (total,) = one(
+            conn.execute(
+                "SELECT coalesce(sum(prompt_tokens + completion_tokens), 0) FROM usage_ledger "
+                "WHERE user_id = %s AND outcome <> 'started'",
+                (user,),
+            )
+        )
+    return int(total)
 
 
 @pytest.mark.parametrize("stream", [False, True])
 def test_usage_beyond_the_requests_bound_is_charged_the_bound_as_usage_invalid(
-    orchestrator_of_odd, ledger_rows, stream, caplog
-):
+    orchestrator_of_odd: Server, ledger_rows: LedgerRows, stream: bool, caplog: pytest.LogCaptureFixture
+) -> None:
     """A backend reporting 2**40 prompt tokens for a few words: the answer is the user's, the
     charge is at most what the request could have used (its characters, then the default
     completion bound), the row usage_invalid and the fault the backend's, so the user's day is not spent."""
@@ -207,14 +218,16 @@ def test_usage_beyond_the_requests_bound_is_charged_the_bound_as_usage_invalid(
         5,
     )
     (fault,) = [r for r in caplog.records if r.getMessage() == "backend reported usage beyond the request's bound"]
-    assert fault.levelname == "ERROR" and fault.fields["backend"] == "odd"
+    assert fault.levelname == "ERROR" and fields(fault)["backend"] == "odd"
     response, later = ask(orchestrator_of_odd, "plain", stream, user=user)
     assert response.status_code == 200
     assert settled(ledger_rows, later)["outcome"] == "completed"
 
 
 @pytest.mark.parametrize("stream", [False, True])
-def test_negative_usage_never_lowers_a_users_total(orchestrator_of_odd, postgres, ledger_rows, stream):
+def test_negative_usage_never_lowers_a_users_total(
+    orchestrator_of_odd: Server, postgres: Postgres, ledger_rows: LedgerRows, stream: bool
+) -> None:
     user = f"negative-{uuid.uuid4().hex[:8]}"
     _, first = ask(orchestrator_of_odd, "plain", stream, user=user)
     settled(ledger_rows, first)
@@ -226,14 +239,18 @@ def test_negative_usage_never_lowers_a_users_total(orchestrator_of_odd, postgres
     assert user_total(postgres, user) == before == 8
 
 
-def test_usage_that_is_not_a_number_is_a_502_and_a_failed_row(orchestrator_of_odd, ledger_rows):
+def test_usage_that_is_not_a_number_is_a_502_and_a_failed_row(
+    orchestrator_of_odd: Server, ledger_rows: LedgerRows
+) -> None:
     response, rid = ask(orchestrator_of_odd, "usage-text", stream=False)
     assert response.status_code == 502
     assert response.json()["error"]["code"] == "invalid_upstream_usage"
     assert settled(ledger_rows, rid)["outcome"] == "failed"
 
 
-def test_a_stream_whose_usage_is_not_a_number_ends_in_an_error_and_a_failed_row(orchestrator_of_odd, ledger_rows):
+def test_a_stream_whose_usage_is_not_a_number_ends_in_an_error_and_a_failed_row(
+    orchestrator_of_odd: Server, ledger_rows: LedgerRows
+) -> None:
     response, rid = ask(orchestrator_of_odd, "usage-text", stream=True)
     assert response.status_code == 200  # sent with the first byte, before the usage came
     assert "[DONE]" not in response.text
@@ -243,7 +260,9 @@ def test_a_stream_whose_usage_is_not_a_number_ends_in_an_error_and_a_failed_row(
 
 
 @pytest.mark.parametrize("stream", [False, True])
-def test_a_backend_400_is_passed_on_as_a_clean_json_400_and_a_failed_row(orchestrator_of_odd, ledger_rows, stream):
+def test_a_backend_400_is_passed_on_as_a_clean_json_400_and_a_failed_row(
+    orchestrator_of_odd: Server, ledger_rows: LedgerRows, stream: bool
+) -> None:
     response, rid = ask(orchestrator_of_odd, "reject-400", stream)
     assert response.status_code == 400
     assert response.headers["content-type"] == "application/json"
@@ -260,7 +279,9 @@ def test_a_backend_400_is_passed_on_as_a_clean_json_400_and_a_failed_row(orchest
 
 
 @pytest.mark.parametrize("stream", [False, True])
-def test_a_backend_404_page_becomes_an_openai_style_404(orchestrator_of_odd, ledger_rows, stream):
+def test_a_backend_404_page_becomes_an_openai_style_404(
+    orchestrator_of_odd: Server, ledger_rows: LedgerRows, stream: bool
+) -> None:
     response, rid = ask(orchestrator_of_odd, "reject-404", stream)
     assert response.status_code == 404
     assert response.json()["error"] == {
@@ -273,8 +294,8 @@ def test_a_backend_404_page_becomes_an_openai_style_404(orchestrator_of_odd, led
 
 
 def test_a_backend_refusing_the_orchestrators_credentials_is_a_502_not_the_callers_401(
-    orchestrator_of_odd, ledger_rows
-):
+    orchestrator_of_odd: Server, ledger_rows: LedgerRows
+) -> None:
     response, rid = ask(orchestrator_of_odd, "reject-401", stream=True)
     assert response.status_code == 502
     assert response.json()["error"]["code"] == "backend_auth_failed"

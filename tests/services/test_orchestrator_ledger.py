@@ -5,16 +5,20 @@ from __future__ import annotations
 
 import json
 import uuid
+from typing import Any
 
 import httpx
 import pytest
 
-from devtools.harness import last_event, wait_for
+from devtools.harness import Server, last_event, wait_for
+from servers import LedgerRows, Row
 
 USER = {"x-user-id": "ledger-user"}
 
 
-def ask(server, model: str, stream: bool, request_id: str | None = None, **extra) -> tuple[httpx.Response, str]:
+def ask(
+    server: Server, model: str, stream: bool, request_id: str | None = None, **extra: Any
+) -> tuple[httpx.Response, str]:
     request_id = request_id or uuid.uuid4().hex
     body = {"model": model, "messages": [{"role": "user", "content": "say hello please"}], "stream": stream, **extra}
     response = httpx.post(
@@ -23,7 +27,7 @@ def ask(server, model: str, stream: bool, request_id: str | None = None, **extra
     return response, request_id
 
 
-def settled(ledger_rows, request_id: str) -> dict:
+def settled(ledger_rows: LedgerRows, request_id: str) -> Row:
     """The request's single ledger row once its outcome is written."""
     rows = wait_for(lambda: [r for r in ledger_rows(request_id) if r["outcome"] != "started"])
     assert len(rows) == 1, rows
@@ -40,7 +44,7 @@ def sse_text(body: str) -> str:
     return "".join(parts)
 
 
-def test_streamed_completion_is_recorded_with_its_usage(orchestrator, ledger_rows):
+def test_streamed_completion_is_recorded_with_its_usage(orchestrator: Server, ledger_rows: LedgerRows) -> None:
     response, rid = ask(orchestrator, "standin-echo", stream=True)
     assert response.status_code == 200
     assert sse_text(response.text) == "Hello from the stand-in."
@@ -56,28 +60,30 @@ def test_streamed_completion_is_recorded_with_its_usage(orchestrator, ledger_row
     assert row["finished_at"] >= row["started_at"]
 
 
-def test_plain_completion_is_recorded(orchestrator, ledger_rows):
+def test_plain_completion_is_recorded(orchestrator: Server, ledger_rows: LedgerRows) -> None:
     response, rid = ask(orchestrator, "standin-echo", stream=False)
     assert response.json()["choices"][0]["message"]["content"] == "Hello from the stand-in."
     row = settled(ledger_rows, rid)
     assert (row["outcome"], row["prompt_tokens"], row["completion_tokens"]) == ("completed", 3, 5)
 
 
-def test_falls_back_to_the_next_backend_before_the_first_byte(orchestrator, ledger_rows):
+def test_falls_back_to_the_next_backend_before_the_first_byte(orchestrator: Server, ledger_rows: LedgerRows) -> None:
     response, rid = ask(orchestrator, "fallback-standin-echo", stream=True)
     assert response.status_code == 200 and sse_text(response.text) == "Hello from the stand-in."
     assert settled(ledger_rows, rid)["backend"] == "standin"
 
 
 @pytest.mark.parametrize("model", ["standin-fail", "standin-stall"])
-def test_no_backend_answers(orchestrator, ledger_rows, model):
+def test_no_backend_answers(orchestrator: Server, ledger_rows: LedgerRows, model: str) -> None:
     response, rid = ask(orchestrator, model, stream=True)
     assert response.status_code == 502
     assert response.json()["error"]["code"] == "backends_unavailable"
     assert settled(ledger_rows, rid)["outcome"] == "failed"
 
 
-def test_upstream_dying_mid_stream_is_recorded_as_upstream_aborted(orchestrator, ledger_rows):
+def test_upstream_dying_mid_stream_is_recorded_as_upstream_aborted(
+    orchestrator: Server, ledger_rows: LedgerRows
+) -> None:
     rid = uuid.uuid4().hex
     body = {"model": "standin-die", "messages": [{"role": "user", "content": "hi"}], "stream": True}
     with httpx.stream(
@@ -91,7 +97,9 @@ def test_upstream_dying_mid_stream_is_recorded_as_upstream_aborted(orchestrator,
     assert (row["outcome"], row["completion_tokens"]) == ("upstream_aborted", 2)
 
 
-def test_client_going_away_is_recorded_as_client_aborted(orchestrator, ledger_rows, upstream):
+def test_client_going_away_is_recorded_as_client_aborted(
+    orchestrator: Server, ledger_rows: LedgerRows, upstream: Server
+) -> None:
     rid = uuid.uuid4().hex
     body = {"model": "standin-slow", "messages": [{"role": "user", "content": "hi"}], "stream": True}
     with httpx.stream(
@@ -105,7 +113,7 @@ def test_client_going_away_is_recorded_as_client_aborted(orchestrator, ledger_ro
     assert 0 < row["completion_tokens"] < 200
 
 
-def test_unknown_model_and_missing_user(orchestrator):
+def test_unknown_model_and_missing_user(orchestrator: Server) -> None:
     response, _ = ask(orchestrator, "nobody-serves-this", stream=False)
     assert response.status_code == 404
     response = httpx.post(

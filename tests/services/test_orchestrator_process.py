@@ -10,15 +10,19 @@ import subprocess
 import threading
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psycopg
 
-from devtools.harness import PASSWORD, Server, free_port, wait_for
+from devtools.batch_chain import BatchQueue
+from devtools.harness import PASSWORD, Postgres, Server, free_port, wait_for
 from devtools.image_tree import image_process
-from servers import query
+from devtools.pubsub_emulator import PubSubEmulator
+from servers import one, query
 from services.worker.app import create_app as create_worker
 from test_ledger_faults import frozen, own_postgres  # noqa: F401 - a fixture
 from test_ledger_resilience import fresh_database
@@ -28,20 +32,20 @@ from test_worker import BUCKET, queue, worker_settings  # noqa: F401 - a fixture
 class Orchestrator:
     """An orchestrator process with its JSON logs in a file."""
 
-    def __init__(self, process: subprocess.Popen, url: str, log: Path) -> None:
+    def __init__(self, process: subprocess.Popen[bytes], url: str, log: Path) -> None:
         self.process, self.url, self.log = process, url, log
 
-    def logged(self, message: str) -> list[dict]:
+    def logged(self, message: str) -> list[dict[str, Any]]:
         lines = [json.loads(line) for line in self.log.read_text().splitlines() if line.startswith("{")]
         return [line for line in lines if line.get("message") == message]
 
-    def chat(self, user: str, **body) -> httpx.Response:
+    def chat(self, user: str, **body: Any) -> httpx.Response:
         body = {"model": "standin-echo", "messages": [{"role": "user", "content": "hi"}], **body}
         return httpx.post(f"{self.url}/v1/chat/completions", json=body, headers={"x-user-id": user}, timeout=30)
 
 
 @contextmanager
-def orchestrator_process(conninfo: str, upstream_url: str, tmp_path: Path, **variables: str):
+def orchestrator_process(conninfo: str, upstream_url: str, tmp_path: Path, **variables: str) -> Iterator[Orchestrator]:
     port = free_port()
     params = psycopg.conninfo.conninfo_to_dict(conninfo)
     env = {
@@ -49,10 +53,10 @@ def orchestrator_process(conninfo: str, upstream_url: str, tmp_path: Path, **var
         "BACKENDS": json.dumps({"standin": {"kind": "openai", "url": f"{upstream_url}/v1"}}),
         "ROUTES": json.dumps([{"match": "*", "backends": ["standin"]}]),
         "DATABASE_AUTH": "password",
-        "PGHOST": params["host"],
-        "PGPORT": params["port"],
-        "PGUSER": params["user"],
-        "PGDATABASE": params["dbname"],
+        "PGHOST": str(params["host"]),
+        "PGPORT": str(params["port"]),
+        "PGUSER": str(params["user"]),
+        "PGDATABASE": str(params["dbname"]),
         "PGPASSWORD": PASSWORD,
         "DATABASE_TIMEOUT_SECONDS": "2",
         "CALLER_AUTH": "none",
@@ -77,7 +81,7 @@ def orchestrator_process(conninfo: str, upstream_url: str, tmp_path: Path, **var
             process.wait(timeout=10)
 
 
-def rows_of(conninfo: str, user: str) -> list[tuple]:
+def rows_of(conninfo: str, user: str) -> list[tuple[Any, ...]]:
     return query(
         conninfo,
         "SELECT outcome, prompt_tokens, completion_tokens, finished_at IS NOT NULL "
@@ -91,8 +95,8 @@ QUICK_RECONCILIATION = {"MAX_REQUEST_SECONDS": "2", "STALE_MARGIN_SECONDS": "1",
 
 
 def test_a_row_stranded_by_a_killed_orchestrator_is_abandoned_and_its_reservation_released(
-    postgres, upstream, tmp_path
-):
+    postgres: Postgres, upstream: Server, tmp_path: Path
+) -> None:
     conninfo = fresh_database(postgres, "stranded_rows")
     user = f"killed-{uuid.uuid4().hex[:8]}"
     # Stale 7 s after it started: a second process that is slow to start on a busy machine must
@@ -120,7 +124,9 @@ def test_a_row_stranded_by_a_killed_orchestrator_is_abandoned_and_its_reservatio
         assert second.logged("stale ledger rows abandoned")
 
 
-def test_a_stream_killed_midway_is_reconciled_with_the_tokens_it_had_delivered(postgres, upstream, tmp_path):
+def test_a_stream_killed_midway_is_reconciled_with_the_tokens_it_had_delivered(
+    postgres: Postgres, upstream: Server, tmp_path: Path
+) -> None:
     """Issue 20, point 11: SIGKILL after the client has read 50 of standin-slow's 200 chunks (20 ms
     apart); with a checkpoint every 0.2 s (10 chunks), the abandoned row charges what was delivered."""
     conninfo = fresh_database(postgres, "checkpointed_rows")
@@ -148,7 +154,7 @@ def test_a_stream_killed_midway_is_reconciled_with_the_tokens_it_had_delivered(p
 CLOUD_RUN_GRACE = 10  # seconds from SIGTERM to SIGKILL
 
 
-def stream_then(orchestrator: Orchestrator, user: str, meanwhile) -> None:
+def stream_then(orchestrator: Orchestrator, user: str, meanwhile: Callable[[], object]) -> None:
     """A short stream (20 chunks), with ``meanwhile()`` done after its first chunk."""
     body = {"model": "standin-paced", "messages": [{"role": "user", "content": "hi"}], "stream": True}
     with httpx.stream(
@@ -170,7 +176,9 @@ def exits_within(orchestrator: Orchestrator, seconds: float) -> float:
     return time.monotonic() - started
 
 
-def test_sigterm_with_an_outcome_waiting_for_a_hung_database_exits_in_time(own_postgres, upstream, tmp_path):
+def test_sigterm_with_an_outcome_waiting_for_a_hung_database_exits_in_time(
+    own_postgres: Postgres, upstream: Server, tmp_path: Path
+) -> None:
     user = f"sigterm-hung-{uuid.uuid4().hex[:8]}"
     with orchestrator_process(own_postgres.conninfo, upstream.url, tmp_path) as orchestrator, ExitStack() as stack:
         # The database hangs after the admission: the outcome waits in memory.
@@ -182,7 +190,7 @@ def test_sigterm_with_an_outcome_waiting_for_a_hung_database_exits_in_time(own_p
         # Nothing could be written: the outcome is in the log, and the row waits to be reconciled.
         lost = orchestrator.logged("ledger outcome lost")
         with psycopg.connect(own_postgres.conninfo) as conn:
-            row = conn.execute("SELECT id, outcome FROM usage_ledger WHERE user_id = %s", (user,)).fetchone()
+            row = one(conn.execute("SELECT id, outcome FROM usage_ledger WHERE user_id = %s", (user,)))
         assert row[1] == "started"
         assert [(line["entry"], line["outcome"], line["completion_tokens"]) for line in lost] == [
             (str(row[0]), "completed", 20)
@@ -190,8 +198,8 @@ def test_sigterm_with_an_outcome_waiting_for_a_hung_database_exits_in_time(own_p
 
 
 def test_an_outcome_the_stopped_database_cannot_take_by_sigterm_is_handed_to_pubsub_and_lands(
-    own_postgres, upstream, gcs, queue, pubsub, tmp_path
-):
+    own_postgres: Postgres, upstream: Server, gcs: Server, queue: BatchQueue, pubsub: PubSubEmulator, tmp_path: Path
+) -> None:
     """Issue 20, point 8: PostgreSQL stopped after the admission, the stream completes, SIGTERM; the
     outcome goes to the batch topic, and once PostgreSQL is back a batch worker writes it."""
     user = f"handoff-{uuid.uuid4().hex[:8]}"
@@ -215,14 +223,16 @@ def test_an_outcome_the_stopped_database_cannot_take_by_sigterm_is_handed_to_pub
         assert wait_for(lambda: rows_of(own_postgres.conninfo, user) == [("completed", 1, 20, True)], timeout=30)
 
 
-def test_sigterm_writes_an_outcome_the_database_takes_within_the_drain(own_postgres, upstream, tmp_path):
+def test_sigterm_writes_an_outcome_the_database_takes_within_the_drain(
+    own_postgres: Postgres, upstream: Server, tmp_path: Path
+) -> None:
     user = f"sigterm-slow-{uuid.uuid4().hex[:8]}"
     with (
         orchestrator_process(own_postgres.conninfo, upstream.url, tmp_path) as orchestrator,
         psycopg.connect(own_postgres.conninfo) as blocker,
     ):
 
-        def lock_the_row():  # the outcome's UPDATE waits for this transaction
+        def lock_the_row() -> None:  # the outcome's UPDATE waits for this transaction
             blocker.execute("SELECT 1 FROM usage_ledger WHERE user_id = %s FOR UPDATE", (user,))
 
         stream_then(orchestrator, user, meanwhile=lock_the_row)
@@ -236,12 +246,14 @@ def test_sigterm_writes_an_outcome_the_database_takes_within_the_drain(own_postg
             ).fetchall() == [("completed", 20)]
 
 
-def test_sigterm_with_a_request_in_flight_and_a_hung_database_exits_in_time(own_postgres, upstream, tmp_path):
+def test_sigterm_with_a_request_in_flight_and_a_hung_database_exits_in_time(
+    own_postgres: Postgres, upstream: Server, tmp_path: Path
+) -> None:
     """The worst case: a request that outlives uvicorn's grace, then a database that takes nothing."""
     user = f"sigterm-both-{uuid.uuid4().hex[:8]}"
     with orchestrator_process(own_postgres.conninfo, upstream.url, tmp_path) as orchestrator, ExitStack() as stack:
         # Admitted, then waiting for the stand-in's first byte (30 s away).
-        def stalled_request():
+        def stalled_request() -> None:
             with suppress(httpx.HTTPError):  # the process goes away under it
                 orchestrator.chat(user, model="standin-stall")
 

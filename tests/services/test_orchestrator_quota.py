@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from typing import Any
 
 import httpx
 import psycopg
 
-from devtools.harness import Server, orchestrator_settings, wait_for
-from servers import query
+from chats import Body
+from devtools.harness import Postgres, Server, orchestrator_settings, wait_for
+from servers import one, query
 from services.modelcalls.database import create_pool
 from services.modelcalls.ledger import MIGRATIONS, Ledger
 from services.orchestrator.app import create_app as create_orchestrator
@@ -21,11 +23,11 @@ from test_ledger_resilience import fresh_database
 ONE_REQUEST = 22
 
 
-def stream_body(**extra) -> dict:
+def stream_body(**extra: Any) -> Body:
     return {"model": "standin-paced", "messages": [{"role": "user", "content": "hello there"}], "stream": True, **extra}
 
 
-async def at_once(url: str, user: str, count: int, body: dict) -> list[httpx.Response]:
+async def at_once(url: str, user: str, count: int, body: Body) -> list[httpx.Response]:
     async with httpx.AsyncClient(timeout=30) as client:
         return await asyncio.gather(
             *(client.post(f"{url}/v1/chat/completions", json=body, headers={"x-user-id": user}) for _ in range(count))
@@ -56,7 +58,7 @@ def check_refusals(responses: list[httpx.Response]) -> int:
     return len(admitted)
 
 
-def test_simultaneous_requests_of_a_new_user_stay_within_the_quota(postgres, upstream):
+def test_simultaneous_requests_of_a_new_user_stay_within_the_quota(postgres: Postgres, upstream: Server) -> None:
     settings = orchestrator_settings(upstream.url, daily_token_quota=60)
     with Server(create_orchestrator(settings, conninfo=postgres.conninfo)) as server:
         user = f"burst-{uuid.uuid4().hex[:8]}"
@@ -66,7 +68,7 @@ def test_simultaneous_requests_of_a_new_user_stay_within_the_quota(postgres, ups
         assert settle(postgres.conninfo, user) <= 60 + ONE_REQUEST
 
 
-def test_max_tokens_lets_several_run_at_once_within_the_quota(postgres, upstream):
+def test_max_tokens_lets_several_run_at_once_within_the_quota(postgres: Postgres, upstream: Server) -> None:
     settings = orchestrator_settings(upstream.url, daily_token_quota=60)
     with Server(create_orchestrator(settings, conninfo=postgres.conninfo)) as server:
         user = f"bounded-{uuid.uuid4().hex[:8]}"
@@ -75,7 +77,7 @@ def test_max_tokens_lets_several_run_at_once_within_the_quota(postgres, upstream
         assert settle(postgres.conninfo, user) <= 60
 
 
-def test_a_user_near_the_quota_gets_one_stream_not_twelve(postgres, upstream):
+def test_a_user_near_the_quota_gets_one_stream_not_twelve(postgres: Postgres, upstream: Server) -> None:
     settings = orchestrator_settings(upstream.url, daily_token_quota=60)
     with Server(create_orchestrator(settings, conninfo=postgres.conninfo)) as server:
         user = f"near-{uuid.uuid4().hex[:8]}"
@@ -90,7 +92,7 @@ def test_a_user_near_the_quota_gets_one_stream_not_twelve(postgres, upstream):
         assert settle(postgres.conninfo, user) <= 56 + ONE_REQUEST
 
 
-def test_migrations_upgrade_a_ledger_of_the_first_version(postgres):
+def test_migrations_upgrade_a_ledger_of_the_first_version(postgres: Postgres) -> None:
     """An instance of the first schema left rows behind, one still started: the upgrade keeps
     them, counts them against the quota and lets the started one be finished."""
     conninfo = fresh_database(postgres, "ledger_upgrade")
@@ -113,7 +115,7 @@ def test_migrations_upgrade_a_ledger_of_the_first_version(postgres):
             (started, user),
         )
 
-    async def upgrade_and_use():
+    async def upgrade_and_use() -> tuple[uuid.UUID | None, uuid.UUID | None]:
         from services.modelcalls.ledger import Outcome
 
         ledger = Ledger(create_pool("password", 2, 5, conninfo))
@@ -132,7 +134,7 @@ def test_migrations_upgrade_a_ledger_of_the_first_version(postgres):
     first, second = asyncio.run(upgrade_and_use())
     assert first is not None and second is None
     with psycopg.connect(conninfo) as conn:
-        assert conn.execute("SELECT max(version) FROM schema_migrations").fetchone()[0] == max(MIGRATIONS)
+        assert one(conn.execute("SELECT max(version) FROM schema_migrations"))[0] == max(MIGRATIONS)
         assert conn.execute(
             "SELECT outcome, prompt_tokens + completion_tokens FROM usage_ledger WHERE id = %s", (started,)
         ).fetchone() == ("completed", 2)

@@ -36,7 +36,7 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
-def test_vertex_backend_sends_the_service_accounts_access_token(upstream):
+def test_vertex_backend_sends_the_service_accounts_access_token(upstream: Server) -> None:
     with Server(create_metadata()) as metadata:
         env = cloud_run_env(metadata)
         before = len(upstream.app.state.requests)
@@ -48,7 +48,7 @@ def test_vertex_backend_sends_the_service_accounts_access_token(upstream):
                 timeout=60,
             )
         assert run.returncode == 0, run.stderr[-3000:]
-        scopes = metadata.server.config.app.state.token_scopes
+        scopes = metadata.app.state.token_scopes
     lines = [json.loads(line) for line in run.stdout.splitlines()]
     # cloud.google.com/vertex-ai/generative-ai/docs/multimodal/call-vertex-using-openai-library
     assert lines[0]["url"] == (

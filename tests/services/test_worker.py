@@ -10,15 +10,21 @@ import json
 import logging
 import time
 import uuid
+from collections.abc import Callable
+from typing import Any
 
 import aiohttp
 import psycopg
 import pytest
 from google.cloud import pubsub_v1
+from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from devtools.batch_chain import BatchQueue, batch_queue
 from devtools.harness import Postgres, Server, orchestrator_settings, wait_for
+from devtools.pubsub_emulator import PubSubEmulator
+from records import fields
+from servers import Row, one
 from services.modelcalls.ledger import Ledger
 from services.servicekit.blobs import BlobStore
 from services.worker.app import create_app
@@ -44,12 +50,12 @@ def with_batch_tables(server: Postgres) -> Postgres:
 
 
 @pytest.fixture(scope="session")
-def batch_database(postgres):
+def batch_database(postgres: Postgres) -> Postgres:
     return with_batch_tables(postgres)
 
 
 @pytest.fixture
-def queue(pubsub, monkeypatch) -> BatchQueue:
+def queue(pubsub: PubSubEmulator, monkeypatch: pytest.MonkeyPatch) -> BatchQueue:
     for name, value in pubsub.environment.items():
         monkeypatch.setenv(name, value)
     # Pub/Sub's retry policy backs off 10 s to 600 s in production; fast here.
@@ -58,7 +64,7 @@ def queue(pubsub, monkeypatch) -> BatchQueue:
     )
 
 
-def worker_settings(upstream, gcs, queue: BatchQueue, **overrides) -> WorkerSettings:
+def worker_settings(upstream: Server, gcs: Server, queue: BatchQueue, **overrides: Any) -> WorkerSettings:
     routing = orchestrator_settings(upstream.url)
     return WorkerSettings.model_validate(
         {
@@ -89,7 +95,7 @@ class Batches:
         self.conninfo, self.queue = conninfo, queue
         self.publisher = pubsub_v1.PublisherClient()
 
-    def connect(self) -> psycopg.Connection:
+    def connect(self) -> psycopg.Connection[tuple[Any, ...]]:
         return psycopg.connect(self.conninfo, autocommit=True)
 
     def create(
@@ -127,7 +133,7 @@ class Batches:
         """Each line's own prompt, to count what the model stand-in was sent for it."""
         return f"{batch_id} line {line}"
 
-    def publish(self, *messages: dict | bytes) -> None:
+    def publish(self, *messages: dict[str, Any] | bytes) -> None:
         futures = [
             self.publisher.publish(self.queue.topic, m if isinstance(m, bytes) else json.dumps(m).encode())
             for m in messages
@@ -150,14 +156,21 @@ class Batches:
             )
         self.publish({"kind": "check", "batch_id": batch_id})
 
-    def batch(self, batch_id: str) -> dict:
+    def batch(self, batch_id: str) -> Row:
         with self.connect() as conn:
-            conn.row_factory = psycopg.rows.dict_row
-            return conn.execute("SELECT * FROM batches WHERE id = %s", (batch_id,)).fetchone()
+            batch = (
+                conn.cursor(row_factory=dict_row).execute("SELECT * FROM batches WHERE id = %s", (batch_id,)).fetchone()
+            )
+        assert batch is not None, f"no batch {batch_id}"
+        return batch
 
-    def finished(self, batch_id: str, timeout: float = 120) -> dict:
-        batch = wait_for(lambda: (b := self.batch(batch_id))["status"] in FINAL and b, timeout=timeout, interval=0.2)
-        if not batch:
+    def finished(self, batch_id: str, timeout: float = 120) -> Row:
+        def final() -> Row | None:
+            batch = self.batch(batch_id)
+            return batch if batch["status"] in FINAL else None
+
+        batch = wait_for(final, timeout=timeout, interval=0.2)
+        if batch is None:
             with self.connect() as conn:
                 lines = conn.execute(
                     "SELECT status, attempts, count(*) FROM batch_lines WHERE batch_id = %s GROUP BY 1, 2", (batch_id,)
@@ -169,12 +182,12 @@ class Batches:
 
     def lines(self, batch_id: str, status: str) -> int:
         with self.connect() as conn:
-            (count,) = conn.execute(
-                "SELECT count(*) FROM batch_lines WHERE batch_id = %s AND status = %s", (batch_id, status)
-            ).fetchone()
-            return count
+            (count,) = one(
+                conn.execute("SELECT count(*) FROM batch_lines WHERE batch_id = %s AND status = %s", (batch_id, status))
+            )
+            return int(count)
 
-    def charges(self, user: str) -> list[tuple]:
+    def charges(self, user: str) -> list[tuple[Any, ...]]:
         with self.connect() as conn:
             return conn.execute(
                 "SELECT request_id, outcome, prompt_tokens + completion_tokens FROM usage_ledger WHERE user_id = %s",
@@ -183,15 +196,19 @@ class Batches:
 
 
 @pytest.fixture
-def batches(batch_database, queue) -> Batches:
+def batches(batch_database: Postgres, queue: BatchQueue) -> Batches:
     return Batches(batch_database.conninfo, queue)
 
 
+# A worker in this process, its settings overrides given (``worker_of(**settings)``).
+WorkerOf = Callable[..., Server]
+
+
 @pytest.fixture
-def worker_of(batch_database, upstream, gcs, queue):
+def worker_of(batch_database: Postgres, upstream: Server, gcs: Server, queue: BatchQueue) -> WorkerOf:
     """A worker in this process (``worker_of(**settings)``), stopped as SIGTERM stops it."""
 
-    def start(**overrides) -> Server:
+    def start(**overrides: Any) -> Server:
         server = Server(
             create_app(worker_settings(upstream, gcs, queue, **overrides), conninfo=batch_database.conninfo)
         )
@@ -200,18 +217,20 @@ def worker_of(batch_database, upstream, gcs, queue):
     return start
 
 
-def read_file(gcs, batch_id: str, kind: str) -> list[dict]:
+def read_file(gcs: Server, batch_id: str, kind: str) -> list[dict[str, Any]]:
     data = gcs.app.state.objects[(BUCKET, f"outputs/{batch_id}/{kind}.jsonl")].data
     return [json.loads(line) for line in data.splitlines()]
 
 
-def requests_for(upstream, batches: Batches, batch_id: str, line: int) -> int:
+def requests_for(upstream: Server, batches: Batches, batch_id: str, line: int) -> int:
     """How often the model stand-in was sent this line."""
     prompt = batches.prompt(batch_id, line)
     return sum(r["body"]["messages"][-1]["content"] == prompt for r in upstream.app.state.requests)
 
 
-def test_a_thousand_line_batch_ends_with_a_thousand_results_and_charges(worker_of, batches, gcs):
+def test_a_thousand_line_batch_ends_with_a_thousand_results_and_charges(
+    worker_of: WorkerOf, batches: Batches, gcs: Server
+) -> None:
     user = f"user-{uuid.uuid4().hex[:8]}"
     batch_id = batches.create(user, ["standin-echo"] * 1000)
     with worker_of(max_outstanding_messages=32):
@@ -238,7 +257,9 @@ def test_a_thousand_line_batch_ends_with_a_thousand_results_and_charges(worker_o
     assert row == (user, "batch_output", 1000, f"outputs/{batch_id}/output.jsonl")
 
 
-def test_a_redelivered_line_is_answered_and_charged_once(worker_of, batches, upstream, gcs):
+def test_a_redelivered_line_is_answered_and_charged_once(
+    worker_of: WorkerOf, batches: Batches, upstream: Server, gcs: Server
+) -> None:
     user = f"user-{uuid.uuid4().hex[:8]}"
     batch_id = batches.create(user, ["standin-lag"] * 3, publish=False)
     line = {"kind": "line", "batch_id": batch_id, "line": 0}
@@ -255,7 +276,9 @@ def test_a_redelivered_line_is_answered_and_charged_once(worker_of, batches, ups
     assert sorted(c[0] for c in batches.charges(user)) == sorted(line_request_id(batch_id, n) for n in range(3))
 
 
-def test_a_poison_line_is_dead_lettered_and_in_the_error_file(worker_of, batches, upstream, gcs):
+def test_a_poison_line_is_dead_lettered_and_in_the_error_file(
+    worker_of: WorkerOf, batches: Batches, upstream: Server, gcs: Server
+) -> None:
     user = f"user-{uuid.uuid4().hex[:8]}"
     # standin-fail answers 503: no backend answers, the line is handed back each time.
     batch_id = batches.create(user, ["standin-echo", "standin-fail", "standin-echo"])
@@ -273,7 +296,9 @@ def test_a_poison_line_is_dead_lettered_and_in_the_error_file(worker_of, batches
     assert sorted(c[0] for c in batches.charges(user)) == sorted(line_request_id(batch_id, n) for n in (0, 2))
 
 
-def test_cancel_stops_new_work_and_keeps_the_finished_lines(worker_of, batches, upstream, gcs):
+def test_cancel_stops_new_work_and_keeps_the_finished_lines(
+    worker_of: WorkerOf, batches: Batches, upstream: Server, gcs: Server
+) -> None:
     user = f"user-{uuid.uuid4().hex[:8]}"
     batch_id = batches.create(user, ["standin-lag"] * 200)
     with worker_of(max_outstanding_messages=4):
@@ -291,7 +316,7 @@ def test_cancel_stops_new_work_and_keeps_the_finished_lines(worker_of, batches, 
     assert len(batches.charges(user)) == done
 
 
-def test_a_batch_past_its_expiry_ends_expired(worker_of, batches, gcs):
+def test_a_batch_past_its_expiry_ends_expired(worker_of: WorkerOf, batches: Batches, gcs: Server) -> None:
     user = f"user-{uuid.uuid4().hex[:8]}"
     batch_id = batches.create(user, ["standin-lag"] * 100, expires_in=2)
     with worker_of(max_outstanding_messages=2):
@@ -303,7 +328,9 @@ def test_a_batch_past_its_expiry_ends_expired(worker_of, batches, gcs):
     assert {e["error"]["code"] for e in read_file(gcs, batch_id, "errors")} == {"batch_expired"}
 
 
-def test_a_message_no_worker_can_act_on_is_dropped_once(worker_of, batches, caplog):
+def test_a_message_no_worker_can_act_on_is_dropped_once(
+    worker_of: WorkerOf, batches: Batches, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.INFO)
     with worker_of():
         batches.publish(
@@ -318,7 +345,7 @@ def test_a_message_no_worker_can_act_on_is_dropped_once(worker_of, batches, capl
         wait_for(lambda: False, timeout=4)  # time for redeliveries, were they nacked
     dropped = [r for r in caplog.records if r.getMessage() == "message dropped"]
     no_line = [r for r in caplog.records if r.getMessage() == "line message for no such line; dropped"]
-    assert sorted(r.fields["reason"] for r in dropped) == [
+    assert sorted(fields(r)["reason"] for r in dropped) == [
         "no line number",
         "not JSON",
         "not a ledger outcome",
@@ -328,8 +355,8 @@ def test_a_message_no_worker_can_act_on_is_dropped_once(worker_of, batches, capl
 
 
 def test_a_handed_off_outcome_the_database_refuses_is_dropped_and_logged_after_its_last_delivery(
-    worker_of, batches, caplog
-):
+    worker_of: WorkerOf, batches: Batches, caplog: pytest.LogCaptureFixture
+) -> None:
     """An orchestrator's outcome (issue 20, point 8) the database refuses at every try is nacked,
     for Pub/Sub to deliver again; dead-lettered, it is logged whole and acked, not looped for ever."""
     entry = uuid.uuid4()
@@ -355,11 +382,13 @@ def test_a_handed_off_outcome_the_database_refuses_is_dropped_and_logged_after_i
         batches.publish(outcome | {"prompt_tokens": 3, "completion_tokens": 5})
         assert wait_for(lambda: [r for r in caplog.records if r.getMessage() == "ledger outcome dropped"], 30)
         wait_for(lambda: False, timeout=2)  # time for another delivery, were it nacked
-    dropped = [r.fields for r in caplog.records if r.getMessage() == "ledger outcome dropped"]
+    dropped = [fields(r) for r in caplog.records if r.getMessage() == "ledger outcome dropped"]
     assert [(d["entry"], d["completion_tokens"]) for d in dropped] == [(str(entry), 5)]
 
 
-def test_finalizing_twice_at_once_or_after_a_storage_outage_records_one_set_of_files(batch_database, batches, gcs):
+def test_finalizing_twice_at_once_or_after_a_storage_outage_records_one_set_of_files(
+    batch_database: Postgres, batches: Batches, gcs: Server
+) -> None:
     """Two finalizers at once (a worker and the sweeper) write the same objects and rows once;
     one that found Cloud Storage down leaves the batch finalizing, for the next to finish."""
     user = f"user-{uuid.uuid4().hex[:8]}"
@@ -387,15 +416,19 @@ def test_finalizing_twice_at_once_or_after_a_storage_outage_records_one_set_of_f
     batch = batches.batch(batch_id)
     assert batch["status"] == "completed" and batch["output_file_id"] == output_file_id(batch_id, "output")
     with batches.connect() as conn:
-        (files,) = conn.execute(
-            "SELECT count(*) FROM batch_files WHERE id LIKE 'file-%%' AND object_name LIKE %s",
-            (f"outputs/{batch_id}/%",),
-        ).fetchone()
+        (files,) = one(
+            conn.execute(
+                "SELECT count(*) FROM batch_files WHERE id LIKE 'file-%%' AND object_name LIKE %s",
+                (f"outputs/{batch_id}/%",),
+            )
+        )
     assert files == 1
     assert len(read_file(gcs, batch_id, "output")) == 2
 
 
-def test_a_refused_line_fails_at_once_and_is_charged_as_a_failure(worker_of, batches, upstream, gcs):
+def test_a_refused_line_fails_at_once_and_is_charged_as_a_failure(
+    worker_of: WorkerOf, batches: Batches, upstream: Server, gcs: Server
+) -> None:
     user = f"user-{uuid.uuid4().hex[:8]}"
     batch_id = batches.create(user, ["standin-refuse", "standin-echo"])
     with worker_of():
@@ -411,8 +444,8 @@ def test_a_refused_line_fails_at_once_and_is_charged_as_a_failure(worker_of, bat
 
 
 def test_a_line_whose_backend_reports_impossible_usage_is_charged_its_bound_as_usage_invalid(
-    worker_of, batches, gcs, caplog
-):
+    worker_of: WorkerOf, batches: Batches, gcs: Server, caplog: pytest.LogCaptureFixture
+) -> None:
     """Issue 20, point 9: 2**40 prompt tokens reported for a few words is the backend's fault; the
     line's answer is the user's, its charge the most the line could have used."""
     user = f"user-{uuid.uuid4().hex[:8]}"
@@ -423,10 +456,12 @@ def test_a_line_whose_backend_reports_impossible_usage_is_charged_its_bound_as_u
     assert result["response"]["status_code"] == 200
     body = {"model": "standin-liar", "messages": [{"role": "user", "content": batches.prompt(batch_id, 0)}]}
     assert batches.charges(user) == [(line_request_id(batch_id, 0), "usage_invalid", len(json.dumps(body)) + 5)]
-    assert [r.fields["backend"] for r in caplog.records if r.getMessage().startswith("backend reported usage beyond")]
+    assert [fields(r)["backend"] for r in caplog.records if r.getMessage().startswith("backend reported usage beyond")]
 
 
-def test_a_line_failed_after_its_last_delivery_leaves_no_reservation_behind(worker_of, batches, gcs):
+def test_a_line_failed_after_its_last_delivery_leaves_no_reservation_behind(
+    worker_of: WorkerOf, batches: Batches, gcs: Server
+) -> None:
     """A delivery that died after reserving the line's estimate left its row started; the line's
     failure after its last delivery drops it, so the line is not charged (nor its quota held)."""
     user = f"user-{uuid.uuid4().hex[:8]}"
@@ -446,7 +481,9 @@ def test_a_line_failed_after_its_last_delivery_leaves_no_reservation_behind(work
     assert batches.charges(user) == []
 
 
-def test_a_user_past_the_daily_quota_has_the_lines_fail_unsent(worker_of, batches, upstream, gcs):
+def test_a_user_past_the_daily_quota_has_the_lines_fail_unsent(
+    worker_of: WorkerOf, batches: Batches, upstream: Server, gcs: Server
+) -> None:
     user = f"user-{uuid.uuid4().hex[:8]}"
     with batches.connect() as conn:  # the whole of today's quota used interactively
         conn.execute(
@@ -463,7 +500,9 @@ def test_a_user_past_the_daily_quota_has_the_lines_fail_unsent(worker_of, batche
     assert [c[0] for c in batches.charges(user)] == ["interactive"]
 
 
-def test_lines_on_several_workers_overspend_the_quota_by_one_line_at_most(worker_of, batches, gcs):
+def test_lines_on_several_workers_overspend_the_quota_by_one_line_at_most(
+    worker_of: WorkerOf, batches: Batches, gcs: Server
+) -> None:
     """Issue 20, point 7: 30 lines of 1,006 tokens (the stand-in counts the prompt's 1,001 words and
     answers 5 tokens, 0.2 s late) on three workers, against a 5,000-token quota. Each line reserves
     its estimate under the user's lock before it is sent, so at most one line goes beyond the quota;
@@ -481,7 +520,9 @@ def test_lines_on_several_workers_overspend_the_quota_by_one_line_at_most(worker
     assert len(errors) == 30 - len(charges) and {e["error"]["code"] for e in errors} == {"quota_exceeded"}
 
 
-def test_a_batch_its_publisher_left_validating_is_published_by_the_sweeper(worker_of, batches, gcs):
+def test_a_batch_its_publisher_left_validating_is_published_by_the_sweeper(
+    worker_of: WorkerOf, batches: Batches, gcs: Server
+) -> None:
     user = f"user-{uuid.uuid4().hex[:8]}"
     batch_id = batches.create(user, ["standin-echo"] * 5, publish=False)  # the orchestrator died here
     with batches.connect() as conn:
@@ -492,7 +533,9 @@ def test_a_batch_its_publisher_left_validating_is_published_by_the_sweeper(worke
     assert len(read_file(gcs, batch_id, "output")) == 5
 
 
-def test_the_sweeper_finishes_a_cancelled_batch_a_dead_worker_left_half_finalized(batch_database, batches, gcs):
+def test_the_sweeper_finishes_a_cancelled_batch_a_dead_worker_left_half_finalized(
+    batch_database: Postgres, batches: Batches, gcs: Server
+) -> None:
     """A cancelled batch being finalized stays 'cancelling' (finalize.py): one whose finalizer
     died is taken over like one left 'finalizing'; one finalized now is left to its finalizer."""
     user = f"user-{uuid.uuid4().hex[:8]}"

@@ -18,34 +18,47 @@ import signal
 import subprocess
 import time
 import uuid
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psycopg
 
-from devtools.harness import PASSWORD, free_port, wait_for
+from devtools.batch_chain import BatchQueue
+from devtools.harness import PASSWORD, Postgres, Server, free_port, wait_for
 from devtools.image_tree import image_process
+from devtools.pubsub_emulator import PubSubEmulator
 from hybrid.service_contract import render
+from servers import one
 from services.worker.ids import line_request_id
-from test_worker import Batches, Queue, batch_database, batches, queue, read_file, worker_settings  # noqa: F401 - fixtures
+from test_worker import Batches, batch_database, batches, queue, read_file, worker_settings  # noqa: F401 - fixtures
 
 # How a worker ends after SIGTERM: uvicorn shuts the app down, then raises the signal it caught.
 STOPPED = (0, -signal.SIGTERM)
 
 
 class WorkerProcess:
-    def __init__(self, process: subprocess.Popen, log: Path) -> None:
+    def __init__(self, process: subprocess.Popen[bytes], log: Path) -> None:
         self.process, self.log = process, log
 
-    def logged(self, message: str) -> list[dict]:
+    def logged(self, message: str) -> list[dict[str, Any]]:
         lines = [json.loads(line) for line in self.log.read_text().splitlines() if line.startswith("{")]
         return [line for line in lines if line.get("message") == message]
 
 
 @contextmanager
-def worker_process(batch_database, upstream, gcs, pubsub, queue, tmp_path: Path, **overrides):
+def worker_process(
+    batch_database: Postgres,
+    upstream: Server,
+    gcs: Server,
+    pubsub: PubSubEmulator,
+    queue: BatchQueue,
+    tmp_path: Path,
+    **overrides: Any,
+) -> Iterator[WorkerProcess]:
     port = free_port()
     params = psycopg.conninfo.conninfo_to_dict(batch_database.conninfo)
     settings = worker_settings(
@@ -54,7 +67,7 @@ def worker_process(batch_database, upstream, gcs, pubsub, queue, tmp_path: Path,
         queue,
         database_auth="password",
         pghost=params["host"],
-        pgport=int(params["port"]),
+        pgport=int(str(params["port"])),
         pguser=params["user"],
         pgdatabase=params["dbname"],
         port=port,
@@ -78,7 +91,7 @@ def worker_process(batch_database, upstream, gcs, pubsub, queue, tmp_path: Path,
             process.kill()  # a test that stops it otherwise has done so by now
 
 
-def redelivered(pubsub, queue: Queue, batches: Batches, batch_id: str, lines: int) -> Queue:
+def redelivered(pubsub: PubSubEmulator, queue: BatchQueue, batches: Batches, batch_id: str, lines: int) -> BatchQueue:
     """A subscription of its own for the next worker, with every line's message on it once more
     (see above)."""
     topic = queue.topic.rsplit("/", 1)[1]
@@ -94,8 +107,14 @@ def attempts(batches: Batches, batch_id: str) -> list[int]:
 
 
 def test_a_worker_killed_mid_batch_loses_no_line_and_duplicates_none(
-    batch_database, upstream, gcs, pubsub, queue, batches, tmp_path
-):
+    batch_database: Postgres,
+    upstream: Server,
+    gcs: Server,
+    pubsub: PubSubEmulator,
+    queue: BatchQueue,
+    batches: Batches,
+    tmp_path: Path,
+) -> None:
     user = f"user-{uuid.uuid4().hex[:8]}"
     # standin-lag answers in 0.2 s: 32 lines at a time, so the kill lands with lines in flight.
     batch_id = batches.create(user, ["standin-lag"] * 1000)
@@ -105,9 +124,9 @@ def test_a_worker_killed_mid_batch_loses_no_line_and_duplicates_none(
         first.process.send_signal(signal.SIGKILL)
         first.process.wait()
     with batches.connect() as conn:
-        (stranded,) = conn.execute(
-            "SELECT count(*) FROM batch_lines WHERE batch_id = %s AND status = 'running'", (batch_id,)
-        ).fetchone()
+        (stranded,) = one(
+            conn.execute("SELECT count(*) FROM batch_lines WHERE batch_id = %s AND status = 'running'", (batch_id,))
+        )
     assert stranded > 0  # the kill left lines claimed and unanswered
     again = redelivered(pubsub, queue, batches, batch_id, 1000)
     with worker_process(batch_database, upstream, gcs, pubsub, again, tmp_path, **options):
@@ -121,7 +140,15 @@ def test_a_worker_killed_mid_batch_loses_no_line_and_duplicates_none(
     assert sum(n > 1 for n in attempts(batches, batch_id)) >= stranded
 
 
-def test_sigterm_drains_the_lines_in_flight_then_exits(batch_database, upstream, gcs, pubsub, queue, batches, tmp_path):
+def test_sigterm_drains_the_lines_in_flight_then_exits(
+    batch_database: Postgres,
+    upstream: Server,
+    gcs: Server,
+    pubsub: PubSubEmulator,
+    queue: BatchQueue,
+    batches: Batches,
+    tmp_path: Path,
+) -> None:
     user = f"user-{uuid.uuid4().hex[:8]}"
     batch_id = batches.create(user, ["standin-lag"] * 300)
     with worker_process(batch_database, upstream, gcs, pubsub, queue, tmp_path, max_outstanding_messages=16) as worker:
@@ -143,8 +170,14 @@ def test_sigterm_drains_the_lines_in_flight_then_exits(batch_database, upstream,
 
 
 def test_sigterm_hands_back_the_lines_that_outlast_the_deadline(
-    batch_database, upstream, gcs, pubsub, queue, batches, tmp_path
-):
+    batch_database: Postgres,
+    upstream: Server,
+    gcs: Server,
+    pubsub: PubSubEmulator,
+    queue: BatchQueue,
+    batches: Batches,
+    tmp_path: Path,
+) -> None:
     user = f"user-{uuid.uuid4().hex[:8]}"
     # standin-stall waits 30 s: no line finishes within the 2 s the worker is given.
     batch_id = batches.create(user, ["standin-stall"] * 4)
