@@ -121,3 +121,10 @@ def env(request: pytest.FixtureRequest) -> str:
     """Run a test once per shipped environment."""
     environment: str = request.param
     return environment
+
+
+@pytest.fixture
+def stack(request: pytest.FixtureRequest, env: str, synth_json: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The synthesized stack of the test module's layer (its ``LAYER``) in ``env``."""
+    layer: str = request.module.LAYER
+    return synth_json[f"{env}-{layer}"]

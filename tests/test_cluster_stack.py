@@ -9,15 +9,12 @@ import pytest
 from iac import Json, Stacks, only, pointee, resources
 from variants import DEV_ENV, synthesize, variant
 
-
-@pytest.fixture
-def cluster_stack(env: str, synth_json: Stacks) -> Json:
-    return synth_json[f"{env}-cluster"]
+LAYER = "cluster"  # the conftest's ``stack`` fixture
 
 
 @pytest.fixture
-def cluster(cluster_stack: Json) -> Json:
-    return only(cluster_stack, "google_container_cluster")
+def cluster(stack: Json) -> Json:
+    return only(stack, "google_container_cluster")
 
 
 def test_autopilot_in_the_network_subnet_and_ranges(env: str, cluster: Json, synth_json: Stacks) -> None:
@@ -81,10 +78,8 @@ def test_deletion_protection_in_prod_only(env: str, cluster: Json) -> None:
     assert cluster["deletion_protection"] is (env == "prod")
 
 
-def test_nodes_run_as_a_least_privilege_account(
-    env: str, cluster_stack: Json, cluster: Json, synth_json: Stacks
-) -> None:
-    account = only(cluster_stack, "google_service_account")
+def test_nodes_run_as_a_least_privilege_account(env: str, stack: Json, cluster: Json, synth_json: Stacks) -> None:
+    account = only(stack, "google_service_account")
     assert account["account_id"] == f"{env}-gke-nodes"
     defaults = cluster["cluster_autoscaling"]["auto_provisioning_defaults"]
     assert pointee(synth_json, f"{env}-cluster", defaults["service_account"]).brief == (
@@ -94,10 +89,10 @@ def test_nodes_run_as_a_least_privilege_account(
         "email",
     )
     assert defaults["oauth_scopes"] == ["https://www.googleapis.com/auth/cloud-platform"]
-    roles = sorted(g["role"] for g in resources(cluster_stack, "google_project_iam_member").values())
+    roles = sorted(g["role"] for g in resources(stack, "google_project_iam_member").values())
     assert roles == ["roles/container.defaultNodeServiceAccount"]
     # The nodes pull vLLM's image through the registry layer's Docker Hub mirror, and read only it.
-    (reader,) = resources(cluster_stack, "google_artifact_registry_repository_iam_member").values()
+    (reader,) = resources(stack, "google_artifact_registry_repository_iam_member").values()
     assert (reader["project"], reader["location"], reader["repository"], reader["role"]) == (
         f"replace-me-{env}",
         "us-central1",
@@ -107,8 +102,8 @@ def test_nodes_run_as_a_least_privilege_account(
     assert pointee(synth_json, f"{env}-cluster", reader["member"]).brief[2] == f"{env}-gke-nodes"
 
 
-def test_labels_reach_the_cluster_through_the_provider(env: str, cluster_stack: Json) -> None:
-    (provider,) = cluster_stack["provider"]["google"]
+def test_labels_reach_the_cluster_through_the_provider(env: str, stack: Json) -> None:
+    (provider,) = stack["provider"]["google"]
     assert provider["default_labels"]["environment"] == env
     assert provider["default_labels"]["layer"] == "cluster"
 

@@ -15,14 +15,12 @@ EXPECTED = {
 }
 
 
-@pytest.fixture
-def database(env: str, synth_json: Stacks) -> Json:
-    return synth_json[f"{env}-database"]
+LAYER = "database"  # the conftest's ``stack`` fixture
 
 
 @pytest.fixture
-def instance(database: Json) -> Json:
-    return only(database, "google_sql_database_instance")
+def instance(stack: Json) -> Json:
+    return only(stack, "google_sql_database_instance")
 
 
 def flags(instance: Json) -> dict[str, str]:
@@ -83,12 +81,12 @@ def test_iam_authentication_and_logging_flags(instance: Json) -> None:
 LOGINS = {"dev": ["dev-orchestrator"], "prod": ["prod-orchestrator", "prod-worker"]}
 
 
-def test_orchestrator_database_and_iam_users(env: str, database: Json, synth_json: Stacks) -> None:
-    db = only(database, "google_sql_database")
+def test_orchestrator_database_and_iam_users(env: str, stack: Json, synth_json: Stacks) -> None:
+    db = only(stack, "google_sql_database")
     assert db["name"] == "orchestrator"
-    accounts = sorted(a["account_id"] for a in resources(database, "google_service_account").values())
+    accounts = sorted(a["account_id"] for a in resources(stack, "google_service_account").values())
     assert accounts == LOGINS[env]
-    users = list(resources(database, "google_sql_user").values())
+    users = list(resources(stack, "google_sql_user").values())
     for user in users:
         assert user["type"] == "CLOUD_IAM_SERVICE_ACCOUNT"
         # Cloud SQL's IAM user for a service account: its email without ".gserviceaccount.com".
@@ -100,8 +98,8 @@ def test_orchestrator_database_and_iam_users(env: str, database: Json, synth_jso
     ]
 
 
-def test_iam_logins_may_connect_to_this_instance_only(env: str, database: Json, synth_json: Stacks) -> None:
-    grants = list(resources(database, "google_project_iam_member").values())
+def test_iam_logins_may_connect_to_this_instance_only(env: str, stack: Json, synth_json: Stacks) -> None:
+    grants = list(resources(stack, "google_project_iam_member").values())
     held = sorted((pointee(synth_json, f"{env}-database", g["member"]).brief[2], g["role"]) for g in grants)
     # Direct private-IP connections, no Auth Proxy: cloudsql.instances.login is all they need.
     assert held == [(account, "roles/cloudsql.instanceUser") for account in LOGINS[env]]
@@ -112,14 +110,14 @@ def test_iam_logins_may_connect_to_this_instance_only(env: str, database: Json, 
         )
 
 
-def test_no_password_anywhere(database: Json) -> None:
-    text = json.dumps(database).lower()
+def test_no_password_anywhere(stack: Json) -> None:
+    text = json.dumps(stack).lower()
     assert "password" not in text
     assert "random_password" not in text
 
 
-def test_outputs_are_not_secrets(env: str, database: Json, synth_json: Stacks) -> None:
-    outputs = database["output"]
+def test_outputs_are_not_secrets(env: str, stack: Json, synth_json: Stacks) -> None:
+    outputs = stack["output"]
     ours = {"instance_connection_name", "private_ip", "database_name", "orchestrator_service_account"}
     # Plain values, readable in `cdktf output`; cdktf marks the outputs it adds for remote state sensitive.
     assert {name for name, output in outputs.items() if not output.get("sensitive")} == ours

@@ -17,9 +17,7 @@ EXPECTED: dict[str, dict[str, Any]] = {
 }
 
 
-@pytest.fixture
-def stack(env: str, synth_json: Stacks) -> Json:
-    return synth_json[f"{env}-inference"]
+LAYER = "inference"  # the conftest's ``stack`` fixture
 
 
 def account(synth_json: Stacks, env: str, member_or_email: str) -> tuple[str, str]:

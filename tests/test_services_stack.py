@@ -25,9 +25,7 @@ def generic(env: str) -> tuple[Topology, tuple[str, ...]]:
     return deployed, tuple(name for name in deployed.run_services() if name not in HAND_BUILT)
 
 
-@pytest.fixture
-def stack(env: str, synth_json: Stacks) -> Json:
-    return synth_json[f"{env}-services"]
+LAYER = "services"  # the conftest's ``stack`` fixture
 
 
 def services(stack: Json) -> dict[str, Json]:
