@@ -44,7 +44,7 @@ def run_cost(*args: str) -> subprocess.CompletedProcess:
 # --- the price table --------------------------------------------------------------------------
 
 
-def test_every_figure_has_region_date_and_source():
+def test_every_figure_has_region_date_and_source() -> None:
     raw = tomllib.loads((PRICES_DIR / "us-central1.toml").read_text())
     assert raw["region"] == "us-central1"
     # The table's date is the latest day any of its figures was read.
@@ -60,7 +60,7 @@ def test_every_figure_has_region_date_and_source():
             assert len(price.note) > 20, f"{key}: an unconfirmed figure needs a note saying where it comes from"
 
 
-def test_unknown_price_key_is_an_error_not_zero():
+def test_unknown_price_key_is_an_error_not_zero() -> None:
     with pytest.raises(PriceError, match=r"no price 'cloud_run\.nothing'"):
         PRICES.usd("cloud_run.nothing")
     with pytest.raises(PriceError, match="no price for machine type 'a3-highgpu-8g'"):
@@ -72,7 +72,7 @@ def test_unknown_price_key_is_an_error_not_zero():
 REFERENCE_CLOUD_RUN = {"CPU": 180, "Memory": 45, "Requests": 12, "Networking": 60, "Total": 297}
 
 
-def test_reference_cloud_run_table():
+def test_reference_cloud_run_table() -> None:
     env = env_from(PROD)
     lines = Lines(env, PRICES)
     # The reference's service: 4 vCPU always allocated, 8 GiB, one minimum instance, concurrency 80;
@@ -107,7 +107,7 @@ def test_reference_cloud_run_table():
     assert total / REFERENCE_CLOUD_RUN["Total"] == pytest.approx(0.981, abs=0.001)  # 1.9% under $297
 
 
-def test_instance_based_billing_is_the_cheaper_one_at_the_reference_volume():
+def test_instance_based_billing_is_the_cheaper_one_at_the_reference_volume() -> None:
     """At ~500K two-second requests a day about 12 are in flight: the instance is never idle, so
     request-based billing pays its higher active rate all month, plus a fee per request."""
     env = env_from(PROD)
@@ -145,7 +145,7 @@ REFERENCE_GPU_ENV = PROD.replace('cpu = 8\nmemory = "32Gi"', 'cpu = 6\nmemory = 
 )
 
 
-def test_reference_gpu_cluster_table():
+def test_reference_gpu_cluster_table() -> None:
     env = env_from(REFERENCE_GPU_ENV)
     est = estimate(env, PRICES, Workload(requests_per_day=50_000))
     items = {(i.stack, i.component.split(" (")[0]): i for i in est.items}
@@ -182,7 +182,7 @@ def test_reference_gpu_cluster_table():
     assert (subtotal - 149.21) / REFERENCE_GPU["Total"] == pytest.approx(0.993, abs=0.001)
 
 
-def test_reference_per_request_cost_and_break_even():
+def test_reference_per_request_cost_and_break_even() -> None:
     env = env_from(REFERENCE_GPU_ENV)
     est = estimate(env, PRICES, Workload(requests_per_day=50_000))
     ue = est.unit_economics
@@ -208,7 +208,7 @@ def test_reference_per_request_cost_and_break_even():
 # --- the real environments ---------------------------------------------------------------------
 
 
-def test_prod_estimate_covers_every_stack_and_lists_what_it_cannot_price():
+def test_prod_estimate_covers_every_stack_and_lists_what_it_cannot_price() -> None:
     est = estimate(env_from(PROD), PRICES)
     assert set(est.stack_totals()) == {
         f"prod-{layer}" for layer in ("network", "registry", "database", "cluster", "inference", "services", "workers")
@@ -239,7 +239,7 @@ def test_prod_estimate_covers_every_stack_and_lists_what_it_cannot_price():
     assert cpu.quantity == 4 * 730 * 2
 
 
-def test_gpu_pods_are_billed_by_their_node_not_their_requests():
+def test_gpu_pods_are_billed_by_their_node_not_their_requests() -> None:
     """Autopilot's Accelerator compute class bills the node a GPU Pod runs on: a replica that
     needs a g2-standard-12 costs the whole machine, whatever part of it the Pod asks for."""
     raw = tomllib.loads(PROD)
@@ -255,7 +255,7 @@ def test_gpu_pods_are_billed_by_their_node_not_their_requests():
     assert nodes[0].monthly_usd == nodes[1].monthly_usd == pytest.approx(2 * 730 * 1.000416287)
 
 
-def test_cost_command_table_and_json():
+def test_cost_command_table_and_json() -> None:
     table = run_cost("--env", "environments/prod.toml")
     assert table.returncode == 0, table.stderr
     assert "OVERALL TOTAL (monthly)" in table.stdout and "Assumptions" in table.stdout
@@ -272,7 +272,7 @@ def test_cost_command_table_and_json():
     assert all(i["price_key"] for i in data["items"] if i["monthly_usd"])
 
 
-def test_cost_of_every_environment_by_default():
+def test_cost_of_every_environment_by_default() -> None:
     result = run_cost("--json")
     assert result.returncode == 0, result.stderr
     assert [e["environment"] for e in json.loads(result.stdout)] == ["dev", "prod"]
@@ -300,7 +300,7 @@ def _write(tmp_path, text: str):
     ],
     ids=["region-without-a-table", "unpriced-machine"],
 )
-def test_what_the_table_cannot_price_is_one_clear_line(tmp_path, edit, message):
+def test_what_the_table_cannot_price_is_one_clear_line(tmp_path, edit, message) -> None:
     path = _write(tmp_path, PROD.replace(*edit))
     result = run_cost("--env", path)
     assert result.returncode == 2
@@ -308,7 +308,7 @@ def test_what_the_table_cannot_price_is_one_clear_line(tmp_path, edit, message):
     assert result.stderr.strip() == f"{path}: {message}"
 
 
-def test_bad_environment_and_bad_argument_exit_2(tmp_path):
+def test_bad_environment_and_bad_argument_exit_2(tmp_path) -> None:
     path = _write(tmp_path, PROD.replace('tier = "db-custom-4-16384"', 'tier = "db-n1-standard-2"'))
     result = run_cost("--env", path)
     assert result.returncode == 2 and "database.tier = 'db-n1-standard-2'" in result.stderr
@@ -316,7 +316,7 @@ def test_bad_environment_and_bad_argument_exit_2(tmp_path):
     assert result.returncode == 2 and result.stderr.startswith("--requests-per-day: must be greater than or equal to 0")
 
 
-def test_prices_listing_names_every_source():
+def test_prices_listing_names_every_source() -> None:
     result = run_cost("--env", "environments/prod.toml", "--prices")
     assert result.returncode == 0
     assert "cloud_run.instance_cpu" in result.stdout and "https://cloud.google.com/run/pricing" in result.stdout
@@ -332,13 +332,13 @@ def run_gate(*args: str) -> subprocess.CompletedProcess:
     )
 
 
-def test_committed_baseline_matches_prod():
+def test_committed_baseline_matches_prod() -> None:
     result = run_gate()
     assert result.returncode == 0, result.stdout + result.stderr
     assert "(+0.0%, limit +10%)" in result.stdout
 
 
-def test_gate_flags_an_increase_over_the_limit(tmp_path):
+def test_gate_flags_an_increase_over_the_limit(tmp_path) -> None:
     env = tmp_path / "prod.toml"
     baseline = tmp_path / "baseline.json"
     env.write_text(PROD)
@@ -361,7 +361,7 @@ def test_gate_flags_an_increase_over_the_limit(tmp_path):
     assert run_gate("--env", str(env), "--baseline", str(baseline)).returncode == 0
 
 
-def test_a_reader_that_leaves_early_gets_no_traceback():
+def test_a_reader_that_leaves_early_gets_no_traceback() -> None:
     """`main.py cost | head`: the pipe closes before the table is written."""
     reader = subprocess.Popen(
         [sys.executable, "main.py", "cost", "--env", "environments/prod.toml"],
