@@ -59,7 +59,8 @@ TYPED_TESTS := tests/conftest.py tests/iac.py tests/variants.py tests/output_gua
 	tests/test_constructs_data.py tests/test_constructs_workers.py tests/reachability_helpers.py tests/test_reachability_shipped.py \
 	tests/test_reachability_web.py tests/test_reachability_data.py tests/test_reachability_batch.py tests/test_reachability_rules.py \
 	tests/test_reachability_cli.py tests/test_orchestrator_callers_wiring.py tests/test_bad_environments.py tests/test_config_reference.py \
-	tests/test_quickstart.py \
+	tests/test_quickstart.py tests/test_advise.py tests/test_cost.py tests/test_service_contract.py tests/test_topology.py \
+	tests/fixtures/dict_in_list_stack.py \
 	tests/e2e/test_browser.py tests/e2e/test_batch_openai.py tests/e2e/test_deploy_rehearsal.py
 
 # tests/services/, all of it, is a mypy run of its own: its conftest.py is a module "conftest" as

@@ -7,10 +7,12 @@ import subprocess
 import sys
 import tomllib
 from datetime import timedelta
+from pathlib import Path
+from typing import Any
 
 import pytest
 
-from analysis.advice import LAYERS, SECTION_OF, Profile, advise, skeleton, stacks_build
+from analysis.advice import LAYERS, SECTION_OF, Advice, Profile, advise, skeleton, stacks_build
 from analysis.cost.prices import load_prices
 from analysis.cost.workload import Workload
 from hybrid.config import load_environment
@@ -19,13 +21,13 @@ from iac import ROOT
 EXAMPLE = ROOT / "examples" / "workload.toml"
 
 
-def profile(**changes) -> Profile:
+def profile(**changes: Any) -> Profile:
     raw = tomllib.loads(EXAMPLE.read_text())
     raw.update(changes)
     return Profile.model_validate(raw)
 
 
-def run_advise(path) -> subprocess.CompletedProcess:
+def run_advise(path: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "main.py", "advise", "--profile", str(path)],
         cwd=ROOT,
@@ -35,17 +37,29 @@ def run_advise(path) -> subprocess.CompletedProcess:
     )
 
 
-def write(tmp_path, text: str):
+def write(tmp_path: Path, text: str) -> Path:
     path = tmp_path / "workload.toml"
     path.write_text(text)
     return path
 
 
-def placements(advice) -> dict[str, str]:
+def placements(advice: Advice) -> dict[str, str]:
     return {d.layer: d.platform for d in advice.decisions}
 
 
-def test_example_profile_places_each_layer_with_reasons():
+def fragment(advice: Advice) -> str:
+    assert advice.fragment is not None, advice.notes
+    return advice.fragment
+
+
+def paste(tmp_path: Path, advice: Advice) -> Path:
+    """The environment file a user makes of the advice: the skeleton, then the fragment pasted in."""
+    path = tmp_path / "acme-chat.toml"
+    path.write_text(skeleton(advice.profile, fragment(advice)) + fragment(advice))
+    return path
+
+
+def test_example_profile_places_each_layer_with_reasons() -> None:
     advice = advise(profile())
     assert placements(advice) == {
         "frontend": "cloud_run",
@@ -58,56 +72,57 @@ def test_example_profile_places_each_layer_with_reasons():
     assert all(d.reasons for d in advice.decisions)
 
 
-def test_fragment_pastes_into_an_environment_file_that_validates(tmp_path):
+def test_fragment_pastes_into_an_environment_file_that_validates(tmp_path: Path) -> None:
     advice = advise(profile())
-    path = tmp_path / "acme-chat.toml"
-    path.write_text(skeleton(advice.profile, advice.fragment) + advice.fragment)
+    path = paste(tmp_path, advice)
     env = load_environment(path)  # the same checks as environments/*.toml, capacity check included
-    assert env.inference.gke.model == "meta-llama/Llama-3.1-8B-Instruct"
-    assert env.inference.gke.min_replicas == 2  # cold starts unacceptable: warm replicas
+    gke = env.inference.gke
+    assert gke is not None
+    assert gke.model == "meta-llama/Llama-3.1-8B-Instruct"
+    assert gke.min_replicas == 2  # cold starts unacceptable: warm replicas
     assert env.services.gateway.cpu_always_allocated  # sustained traffic
     assert env.services.gateway.timeout_seconds == 300
 
 
-def test_bursty_tolerant_workload_puts_a_one_l4_model_on_cloud_run(tmp_path):
+def test_bursty_tolerant_workload_puts_a_one_l4_model_on_cloud_run(tmp_path: Path) -> None:
     advice = advise(profile(traffic_pattern="bursty", cold_start_tolerance="acceptable"))
     assert placements(advice)["models"] == "cloud_run"
-    path = tmp_path / "acme-chat.toml"
-    path.write_text(skeleton(advice.profile, advice.fragment) + advice.fragment)
+    path = paste(tmp_path, advice)
     env = load_environment(path)
-    assert env.inference.placement == "cloud_run" and env.inference.cloud_run.min_instances == 0
+    cloud_run = env.inference.cloud_run
+    assert env.inference.placement == "cloud_run" and cloud_run is not None and cloud_run.min_instances == 0
     assert not env.services.gateway.cpu_always_allocated and env.services.gateway.min_instances == 0
 
 
-def test_a_model_larger_than_one_l4_goes_to_gke_on_the_gpus_it_needs(tmp_path):
+def test_a_model_larger_than_one_l4_goes_to_gke_on_the_gpus_it_needs(tmp_path: Path) -> None:
     advice = advise(
         profile(model="meta-llama/Llama-3.1-70B-Instruct", traffic_pattern="bursty", cold_start_tolerance="acceptable")
     )
     assert placements(advice)["models"] == "gke"
-    path = tmp_path / "acme-chat.toml"
-    path.write_text(skeleton(advice.profile, advice.fragment) + advice.fragment)
+    path = paste(tmp_path, advice)
     gke = load_environment(path).inference.gke
+    assert gke is not None
     # The cheapest GPU type that holds it, in the fewest of those GPUs: 8 x L4 (a g2-standard-96).
     assert (gke.gpu_type, gke.gpu_count) == ("nvidia-l4", 8)
 
 
-def test_no_gpu_routes_models_to_vertex_ai(tmp_path):
+def test_no_gpu_routes_models_to_vertex_ai(tmp_path: Path) -> None:
     raw = tomllib.loads(EXAMPLE.read_text())
     raw.pop("model")
     advice = advise(Profile.model_validate({**raw, "gpu_required": False}))
     assert placements(advice)["models"] == "vertex_ai"
-    path = tmp_path / "acme-chat.toml"
-    path.write_text(skeleton(advice.profile, advice.fragment) + advice.fragment)
-    assert load_environment(path).inference.cloud_run.min_instances == 0
+    path = paste(tmp_path, advice)
+    cloud_run = load_environment(path).inference.cloud_run
+    assert cloud_run is not None and cloud_run.min_instances == 0
 
 
-def test_requests_longer_than_an_hour_take_the_gateway_off_cloud_run():
+def test_requests_longer_than_an_hour_take_the_gateway_off_cloud_run() -> None:
     advice = advise(profile(max_request_minutes=90))
     assert placements(advice)["gateway"] == "gke"
     assert advice.fragment is None and advice.notes
 
 
-def test_refuses_long_requests_placed_on_cloud_run(tmp_path):
+def test_refuses_long_requests_placed_on_cloud_run(tmp_path: Path) -> None:
     text = (
         EXAMPLE.read_text()
         .replace("max_request_minutes = 5 ", "max_request_minutes = 90")
@@ -122,7 +137,7 @@ def test_refuses_long_requests_placed_on_cloud_run(tmp_path):
     )
 
 
-def test_refuses_a_multi_gpu_model_on_cloud_run(tmp_path):
+def test_refuses_a_multi_gpu_model_on_cloud_run(tmp_path: Path) -> None:
     text = (
         EXAMPLE.read_text()
         .replace('"meta-llama/Llama-3.1-8B-Instruct"', '"mistralai/Mixtral-8x7B-Instruct-v0.1"')
@@ -155,14 +170,14 @@ def test_refuses_a_multi_gpu_model_on_cloud_run(tmp_path):
         ),
     ],
 )
-def test_profile_mistakes_are_one_clear_line(tmp_path, change, message):
+def test_profile_mistakes_are_one_clear_line(tmp_path: Path, change: tuple[str, str], message: str) -> None:
     path = write(tmp_path, EXAMPLE.read_text().replace(*change))
     result = run_advise(path)
     assert result.returncode == 2
     assert f"{path}: {message}" in result.stderr
 
 
-def test_json_output():
+def test_json_output() -> None:
     result = run_advise(EXAMPLE.relative_to(ROOT))
     assert result.returncode == 0, result.stderr
     result = subprocess.run(
@@ -177,34 +192,33 @@ def test_json_output():
     assert "[inference.gke]" in data["fragment"]
 
 
-def test_advise_knows_every_layer_the_stacks_build_from_the_config_models(monkeypatch):
+def test_advise_knows_every_layer_the_stacks_build_from_the_config_models(monkeypatch: pytest.MonkeyPatch) -> None:
     # Each layer maps to a section of hybrid/config.Environment, which the stacks build from.
     assert all(stacks_build(layer) for layer in LAYERS)
     # A section the config models lack is a layer the stacks do not build, and advise says so.
     monkeypatch.setitem(SECTION_OF, "workers", "services.worker_pool")
     advice = advise(profile(background_workers=True, state="stateful"))
     (workers,) = [d for d in advice.decisions if d.layer == "workers"]
-    assert not workers.built_by_stacks and "[workers]" not in advice.fragment
+    assert not workers.built_by_stacks and "[workers]" not in fragment(advice)
 
 
-def test_queue_driven_workers_are_built_by_the_stacks_and_the_fragment_enables_them(tmp_path):
+def test_queue_driven_workers_are_built_by_the_stacks_and_the_fragment_enables_them(tmp_path: Path) -> None:
     advice = advise(profile(background_workers=True, state="stateful"))
     (workers,) = [d for d in advice.decisions if d.layer == "workers"]
     assert (workers.platform, workers.built_by_stacks) == ("gke", True)
     assert not any("do not build" in reason for reason in workers.reasons)
-    assert "[workers]\nenabled = true" in advice.fragment
-    path = tmp_path / "acme-chat.toml"
-    path.write_text(skeleton(advice.profile, advice.fragment) + advice.fragment)
+    assert "[workers]\nenabled = true" in fragment(advice)
+    path = paste(tmp_path, advice)
     env = load_environment(path)
     assert env.workers.enabled and env.network.workers_cidr is not None
 
 
-def test_stateless_workers_on_cloud_run_are_not_built_and_say_why():
+def test_stateless_workers_on_cloud_run_are_not_built_and_say_why() -> None:
     advice = advise(profile(background_workers=True, state="stateless", team_size=2))
     (workers,) = [d for d in advice.decisions if d.layer == "workers"]
     assert (workers.platform, workers.built_by_stacks) == ("cloud_run", False)
     assert workers.reasons[-1] == "the stacks build workers on GKE Standard only ([workers]), not as Cloud Run jobs"
-    assert "[workers]" not in advice.fragment
+    assert "[workers]" not in fragment(advice)
 
 
 def test_a_vertex_model_near_or_past_retirement_is_noted() -> None:

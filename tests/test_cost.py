@@ -16,12 +16,14 @@ import re
 import subprocess
 import sys
 import tomllib
+from functools import partial
+from pathlib import Path
 
 import pytest
 
 from analysis.cost.cloud_run import cloud_run_service
 from analysis.cost.estimate import estimate
-from analysis.cost.lines import Lines
+from analysis.cost.lines import LineItem, Lines
 from analysis.cost.prices import PRICES_DIR, PriceError, load_prices
 from analysis.cost.workload import Workload
 from hybrid.config import CloudRunSizing, Environment
@@ -35,16 +37,22 @@ def env_from(text: str) -> Environment:
     return Environment.model_validate(tomllib.loads(text))
 
 
-def run_cost(*args: str) -> subprocess.CompletedProcess:
+def run_cost(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "main.py", "cost", *args], cwd=ROOT, capture_output=True, text=True, timeout=120
     )
 
 
+def usd(item: LineItem) -> float:
+    """The item's monthly figure, which these tests expect it to have."""
+    assert item.monthly_usd is not None, item.note
+    return item.monthly_usd
+
+
 # --- the price table --------------------------------------------------------------------------
 
 
-def test_every_figure_has_region_date_and_source():
+def test_every_figure_has_region_date_and_source() -> None:
     raw = tomllib.loads((PRICES_DIR / "us-central1.toml").read_text())
     assert raw["region"] == "us-central1"
     # The table's date is the latest day any of its figures was read.
@@ -60,7 +68,7 @@ def test_every_figure_has_region_date_and_source():
             assert len(price.note) > 20, f"{key}: an unconfirmed figure needs a note saying where it comes from"
 
 
-def test_unknown_price_key_is_an_error_not_zero():
+def test_unknown_price_key_is_an_error_not_zero() -> None:
     with pytest.raises(PriceError, match=r"no price 'cloud_run\.nothing'"):
         PRICES.usd("cloud_run.nothing")
     with pytest.raises(PriceError, match="no price for machine type 'a3-highgpu-8g'"):
@@ -72,7 +80,7 @@ def test_unknown_price_key_is_an_error_not_zero():
 REFERENCE_CLOUD_RUN = {"CPU": 180, "Memory": 45, "Requests": 12, "Networking": 60, "Total": 297}
 
 
-def test_reference_cloud_run_table():
+def test_reference_cloud_run_table() -> None:
     env = env_from(PROD)
     lines = Lines(env, PRICES)
     # The reference's service: 4 vCPU always allocated, 8 GiB, one minimum instance, concurrency 80;
@@ -80,7 +88,7 @@ def test_reference_cloud_run_table():
     service = CloudRunSizing(cpu=4, memory="8Gi", min_instances=1, max_instances=100, cpu_always_allocated=True)
     cloud_run_service(lines, "services", "reference service", service, arrivals_per_day=500_000, seconds_each=2.0)
     lines.add("services", "egress", "internet", 500, "network.internet_egress")
-    by = {item.component.split(" ")[0]: item.monthly_usd for item in lines.items}
+    by = {item.component.split(" ")[0]: usd(item) for item in lines.items}
 
     # CPU: 4 vCPU x 2,628,000 s (730 h) x $0.000018 = $189.22, 5% over the reference's $180. The rate
     # is Google's (confirmed on the pricing page's copy), so the reference's figure implies either
@@ -102,24 +110,22 @@ def test_reference_cloud_run_table():
     # Networking: 500 GB x $0.12 = $60, as the reference; the rate is billing-catalog data.
     assert PRICES.price("network.internet_egress").source_kind == "billing-catalog data"
     assert by["internet"] == pytest.approx(60.0)
-    total = sum(item.monthly_usd for item in lines.items)
+    total = sum(usd(item) for item in lines.items)
     assert total == pytest.approx(291.27, abs=0.01)
     assert total / REFERENCE_CLOUD_RUN["Total"] == pytest.approx(0.981, abs=0.001)  # 1.9% under $297
 
 
-def test_instance_based_billing_is_the_cheaper_one_at_the_reference_volume():
+def test_instance_based_billing_is_the_cheaper_one_at_the_reference_volume() -> None:
     """At ~500K two-second requests a day about 12 are in flight: the instance is never idle, so
     request-based billing pays its higher active rate all month, plus a fee per request."""
     env = env_from(PROD)
     always, on_request = Lines(env, PRICES), Lines(env, PRICES)
-    reference = dict(cpu=4, memory="8Gi", min_instances=1, max_instances=100)
-    cloud_run_service(always, "services", "s", CloudRunSizing(**reference, cpu_always_allocated=True), 500_000, 2.0)
-    cloud_run_service(
-        on_request, "services", "s", CloudRunSizing(**reference, cpu_always_allocated=False), 500_000, 2.0
-    )
+    reference = partial(CloudRunSizing, cpu=4, memory="8Gi", min_instances=1, max_instances=100)
+    cloud_run_service(always, "services", "s", reference(cpu_always_allocated=True), 500_000, 2.0)
+    cloud_run_service(on_request, "services", "s", reference(cpu_always_allocated=False), 500_000, 2.0)
 
     def cost(lines: Lines) -> float:
-        return sum(i.monthly_usd for i in lines.items)
+        return sum(usd(i) for i in lines.items)
 
     assert cost(always) == pytest.approx(231.26, abs=0.01)
     assert cost(on_request) == pytest.approx(310.93, abs=0.01)
@@ -145,7 +151,7 @@ REFERENCE_GPU_ENV = PROD.replace('cpu = 8\nmemory = "32Gi"', 'cpu = 6\nmemory = 
 )
 
 
-def test_reference_gpu_cluster_table():
+def test_reference_gpu_cluster_table() -> None:
     env = env_from(REFERENCE_GPU_ENV)
     est = estimate(env, PRICES, Workload(requests_per_day=50_000))
     items = {(i.stack, i.component.split(" (")[0]): i for i in est.items}
@@ -156,7 +162,7 @@ def test_reference_gpu_cluster_table():
     assert "g2-standard-8 " in nodes.component and "x 2 replica" in nodes.component
     assert nodes.confirmed and nodes.source_kind == "billing-catalog data"
     assert nodes.monthly_usd == pytest.approx(1246.29, abs=0.01)
-    assert nodes.monthly_usd / REFERENCE_GPU["GPU Nodes"] == pytest.approx(1.005, abs=0.001)
+    assert usd(nodes) / REFERENCE_GPU["GPU Nodes"] == pytest.approx(1.005, abs=0.001)
     # Control plane: $0.10/h x 730 h = $73, as the reference (Autopilot pays the same fee as Standard).
     assert items[("prod-cluster", "cluster management fee")].confirmed
     assert items[("prod-cluster", "cluster management fee")].monthly_usd == pytest.approx(73.0)
@@ -182,10 +188,11 @@ def test_reference_gpu_cluster_table():
     assert (subtotal - 149.21) / REFERENCE_GPU["Total"] == pytest.approx(0.993, abs=0.001)
 
 
-def test_reference_per_request_cost_and_break_even():
+def test_reference_per_request_cost_and_break_even() -> None:
     env = env_from(REFERENCE_GPU_ENV)
     est = estimate(env, PRICES, Workload(requests_per_day=50_000))
     ue = est.unit_economics
+    assert ue is not None
     # Reference: $0.0009 a request at 50,000 requests a day. Ours: $1,487.1 / (50,000 x 30.4 days).
     assert ue["self_hosted"]["per_request_usd"] == pytest.approx(0.00098, abs=0.00001)
     serving, days = ue["self_hosted"]["monthly_usd"], 730 / 24
@@ -208,7 +215,7 @@ def test_reference_per_request_cost_and_break_even():
 # --- the real environments ---------------------------------------------------------------------
 
 
-def test_prod_estimate_covers_every_stack_and_lists_what_it_cannot_price():
+def test_prod_estimate_covers_every_stack_and_lists_what_it_cannot_price() -> None:
     est = estimate(env_from(PROD), PRICES)
     assert set(est.stack_totals()) == {
         f"prod-{layer}" for layer in ("network", "registry", "database", "cluster", "inference", "services", "workers")
@@ -223,10 +230,11 @@ def test_prod_estimate_covers_every_stack_and_lists_what_it_cannot_price():
     # The workers' Standard cluster pays the management fee and its always-on node (min_nodes = 1,
     # a figure no source confirms); Spot nodes, Pub/Sub and the bucket are listed, not priced.
     priced = [i for i in est.items if i.stack == "prod-workers" and i.monthly_usd is not None]
-    assert [(i.component, i.monthly_usd) for i in priced] == [
+    expected: list[tuple[str, object]] = [  # object: approximate figures
         ("cluster management fee", pytest.approx(73.0)),
         ("1 node(s) always on", pytest.approx(730 * 0.134012)),
     ]
+    assert [(i.component, i.monthly_usd) for i in priced] == expected
     assert priced[1].confirmed is False and priced[1].source_kind == "none found"
     workers_unpriced = {i.resource for i in est.items if i.stack == "prod-workers" and i.monthly_usd is None}
     assert workers_unpriced == {
@@ -239,7 +247,7 @@ def test_prod_estimate_covers_every_stack_and_lists_what_it_cannot_price():
     assert cpu.quantity == 4 * 730 * 2
 
 
-def test_gpu_pods_are_billed_by_their_node_not_their_requests():
+def test_gpu_pods_are_billed_by_their_node_not_their_requests() -> None:
     """Autopilot's Accelerator compute class bills the node a GPU Pod runs on: a replica that
     needs a g2-standard-12 costs the whole machine, whatever part of it the Pod asks for."""
     raw = tomllib.loads(PROD)
@@ -255,7 +263,7 @@ def test_gpu_pods_are_billed_by_their_node_not_their_requests():
     assert nodes[0].monthly_usd == nodes[1].monthly_usd == pytest.approx(2 * 730 * 1.000416287)
 
 
-def test_cost_command_table_and_json():
+def test_cost_command_table_and_json() -> None:
     table = run_cost("--env", "environments/prod.toml")
     assert table.returncode == 0, table.stderr
     assert "OVERALL TOTAL (monthly)" in table.stdout and "Assumptions" in table.stdout
@@ -272,13 +280,13 @@ def test_cost_command_table_and_json():
     assert all(i["price_key"] for i in data["items"] if i["monthly_usd"])
 
 
-def test_cost_of_every_environment_by_default():
+def test_cost_of_every_environment_by_default() -> None:
     result = run_cost("--json")
     assert result.returncode == 0, result.stderr
     assert [e["environment"] for e in json.loads(result.stdout)] == ["dev", "prod"]
 
 
-def _write(tmp_path, text: str):
+def _write(tmp_path: Path, text: str) -> str:
     path = tmp_path / "env.toml"
     path.write_text(text)
     return str(path)
@@ -300,7 +308,7 @@ def _write(tmp_path, text: str):
     ],
     ids=["region-without-a-table", "unpriced-machine"],
 )
-def test_what_the_table_cannot_price_is_one_clear_line(tmp_path, edit, message):
+def test_what_the_table_cannot_price_is_one_clear_line(tmp_path: Path, edit: tuple[str, str], message: str) -> None:
     path = _write(tmp_path, PROD.replace(*edit))
     result = run_cost("--env", path)
     assert result.returncode == 2
@@ -308,7 +316,7 @@ def test_what_the_table_cannot_price_is_one_clear_line(tmp_path, edit, message):
     assert result.stderr.strip() == f"{path}: {message}"
 
 
-def test_bad_environment_and_bad_argument_exit_2(tmp_path):
+def test_bad_environment_and_bad_argument_exit_2(tmp_path: Path) -> None:
     path = _write(tmp_path, PROD.replace('tier = "db-custom-4-16384"', 'tier = "db-n1-standard-2"'))
     result = run_cost("--env", path)
     assert result.returncode == 2 and "database.tier = 'db-n1-standard-2'" in result.stderr
@@ -316,7 +324,7 @@ def test_bad_environment_and_bad_argument_exit_2(tmp_path):
     assert result.returncode == 2 and result.stderr.startswith("--requests-per-day: must be greater than or equal to 0")
 
 
-def test_prices_listing_names_every_source():
+def test_prices_listing_names_every_source() -> None:
     result = run_cost("--env", "environments/prod.toml", "--prices")
     assert result.returncode == 0
     assert "cloud_run.instance_cpu" in result.stdout and "https://cloud.google.com/run/pricing" in result.stdout
@@ -326,19 +334,19 @@ def test_prices_listing_names_every_source():
 # --- the CI gate: prod's estimate against the committed baseline ------------------------------
 
 
-def run_gate(*args: str) -> subprocess.CompletedProcess:
+def run_gate(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "scripts.cost_gate", *args], cwd=ROOT, capture_output=True, text=True, timeout=120
     )
 
 
-def test_committed_baseline_matches_prod():
+def test_committed_baseline_matches_prod() -> None:
     result = run_gate()
     assert result.returncode == 0, result.stdout + result.stderr
     assert "(+0.0%, limit +10%)" in result.stdout
 
 
-def test_gate_flags_an_increase_over_the_limit(tmp_path):
+def test_gate_flags_an_increase_over_the_limit(tmp_path: Path) -> None:
     env = tmp_path / "prod.toml"
     baseline = tmp_path / "baseline.json"
     env.write_text(PROD)
@@ -361,7 +369,7 @@ def test_gate_flags_an_increase_over_the_limit(tmp_path):
     assert run_gate("--env", str(env), "--baseline", str(baseline)).returncode == 0
 
 
-def test_a_reader_that_leaves_early_gets_no_traceback():
+def test_a_reader_that_leaves_early_gets_no_traceback() -> None:
     """`main.py cost | head`: the pipe closes before the table is written."""
     reader = subprocess.Popen(
         [sys.executable, "main.py", "cost", "--env", "environments/prod.toml"],

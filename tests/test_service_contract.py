@@ -5,11 +5,12 @@ nothing sets is refused before any stack is written."""
 from __future__ import annotations
 
 import os
+from typing import TypeVar
 
 import pytest
 from pydantic_settings import BaseSettings
 
-from hybrid.config import load_environment
+from hybrid.config import Environment, load_environment
 from hybrid.service_contract import (
     ContractError,
     Wiring,
@@ -19,14 +20,19 @@ from hybrid.service_contract import (
     settings_model,
     url_settings,
 )
-from iac import ROOT, pointees
+from iac import ROOT, Json, Stacks, pointees
+from services.gateway.settings import GatewaySettings
+from services.orchestrator.settings import OrchestratorSettings
+from services.worker.settings import WorkerSettings
 from variants import DEV_ON_CLOUD_RUN
 
 CLOUD_RUN_ROLES = ("frontend", "gateway", "orchestrator")
 
+S = TypeVar("S", bound=BaseSettings)
+
 
 @pytest.fixture
-def environment(env):
+def environment(env: str) -> Environment:
     return load_environment(ROOT / "environments" / f"{env}.toml")
 
 
@@ -40,20 +46,28 @@ def load(role: str, environ: dict[str, str], monkeypatch: pytest.MonkeyPatch) ->
         return settings_model(role)()
 
 
-def declared_env(stack: dict, name: str) -> dict[str, str]:
+def as_model(settings: BaseSettings, model: type[S]) -> S:
+    """``settings``, checked to be the role's own model, so its fields can be read."""
+    assert isinstance(settings, model)
+    return settings
+
+
+def declared_env(stack: Json, name: str) -> dict[str, str]:
     (service,) = [s for s in stack["resource"]["google_cloud_run_v2_service"].values() if s["name"] == name]
     return {e["name"]: e["value"] for e in service["template"]["containers"][0]["env"] if "value" in e}
 
 
 @pytest.mark.parametrize("role", CLOUD_RUN_ROLES)
-def test_each_service_loads_what_the_stack_rendered_for_it(env, role, environment, synth_json, monkeypatch):
+def test_each_service_loads_what_the_stack_rendered_for_it(
+    env: str, role: str, environment: Environment, synth_json: Stacks, monkeypatch: pytest.MonkeyPatch
+) -> None:
     declared = declared_env(synth_json[f"{env}-services"], f"{env}-{role}")
     loaded = load(role, declared, monkeypatch)
     # Loading and rendering again gives the same variables: nothing was dropped or misread.
     assert render(loaded) == declared
 
 
-def test_the_worker_loads_what_its_deployment_declares(synth_json, monkeypatch):
+def test_the_worker_loads_what_its_deployment_declares(synth_json: Stacks, monkeypatch: pytest.MonkeyPatch) -> None:
     (deployment,) = [
         d
         for d in synth_json["prod-workers-k8s"]["resource"]["kubernetes_deployment_v1"].values()
@@ -61,7 +75,7 @@ def test_the_worker_loads_what_its_deployment_declares(synth_json, monkeypatch):
     ]
     (container,) = deployment["spec"]["template"]["spec"]["container"]
     declared = {e["name"]: e["value"] for e in container["env"]}
-    loaded = load("worker", declared, monkeypatch)
+    loaded = as_model(load("worker", declared, monkeypatch), WorkerSettings)
     assert render(loaded) == declared
     assert (loaded.subscription, loaded.dead_letter_subscription) == (
         "projects/replace-me-prod/subscriptions/prod-batch-workers",
@@ -74,7 +88,10 @@ def test_the_worker_loads_what_its_deployment_declares(synth_json, monkeypatch):
     assert loaded.batch_bucket == "replace-me-prod-prod-batch"
     assert (loaded.max_delivery_attempts, loaded.claim_seconds, loaded.max_outstanding_messages) == (5, 660, 16)
     # The same backends, routes and quota as the orchestrator: a batch line is an interactive request.
-    orchestrator = load("orchestrator", declared_env(synth_json["prod-services"], "prod-orchestrator"), monkeypatch)
+    orchestrator = as_model(
+        load("orchestrator", declared_env(synth_json["prod-services"], "prod-orchestrator"), monkeypatch),
+        OrchestratorSettings,
+    )
     assert (loaded.backends, loaded.routes, loaded.daily_token_quota) == (
         orchestrator.backends,
         orchestrator.routes,
@@ -83,11 +100,14 @@ def test_the_worker_loads_what_its_deployment_declares(synth_json, monkeypatch):
     # Its own IAM database user, not the orchestrator's.
     assert loaded.database_auth == "iam" and loaded.pgsslmode == "verify-ca"
     assert loaded.database_server_ca == orchestrator.database_server_ca  # the instance's server CA
-    assert "worker_account" in loaded.pguser and loaded.pguser != orchestrator.pguser
+    assert loaded.pguser is not None and "worker_account" in loaded.pguser and loaded.pguser != orchestrator.pguser
 
 
-def test_the_orchestrator_publishes_where_the_worker_pulls(synth_json, monkeypatch):
-    orchestrator = load("orchestrator", declared_env(synth_json["prod-services"], "prod-orchestrator"), monkeypatch)
+def test_the_orchestrator_publishes_where_the_worker_pulls(synth_json: Stacks, monkeypatch: pytest.MonkeyPatch) -> None:
+    orchestrator = as_model(
+        load("orchestrator", declared_env(synth_json["prod-services"], "prod-orchestrator"), monkeypatch),
+        OrchestratorSettings,
+    )
     assert orchestrator.batch_bucket == "replace-me-prod-prod-batch"
     assert orchestrator.batch_topic == "projects/replace-me-prod/topics/prod-batch-lines"
     # The worker's IAM database user, whom the orchestrator grants the batch tables it owns.
@@ -103,17 +123,21 @@ def test_the_orchestrator_publishes_where_the_worker_pulls(synth_json, monkeypat
     assert {"BATCH_BUCKET", "BATCH_TOPIC"}.isdisjoint(declared_env(synth_json["dev-services"], "dev-orchestrator"))
 
 
-def test_no_worker_settings_without_workers(monkeypatch):
+def test_no_worker_settings_without_workers(monkeypatch: pytest.MonkeyPatch) -> None:
     dev = load_environment(ROOT / "environments" / "dev.toml")
     assert "worker" not in service_settings(dev, Wiring.placeholder(dev))
 
 
-def test_rendered_settings_round_trip_through_each_service(environment, monkeypatch):
+def test_rendered_settings_round_trip_through_each_service(
+    environment: Environment, monkeypatch: pytest.MonkeyPatch
+) -> None:
     for role, settings in service_settings(environment, Wiring.placeholder(environment)).items():
         assert load(role, render(settings), monkeypatch) == settings
 
 
-def test_the_synths_own_environment_reaches_no_container(environment, monkeypatch):
+def test_the_synths_own_environment_reaches_no_container(
+    environment: Environment, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The models read the environment when a service starts; the contract validates only what
     the file and the stack give, so the shell that runs the synth changes no container's env."""
     wiring = Wiring.placeholder(environment)
@@ -122,11 +146,11 @@ def test_the_synths_own_environment_reaches_no_container(environment, monkeypatc
     for name, value in shell.items():
         monkeypatch.setenv(name, value)
     # What a service started from that shell would read:
-    assert load("gateway", {**clean["gateway"], **shell}, monkeypatch).rate_limit_burst == 99
+    assert as_model(load("gateway", {**clean["gateway"], **shell}, monkeypatch), GatewaySettings).rate_limit_burst == 99
     assert {role: container_env(environment, wiring, role) for role in CLOUD_RUN_ROLES} == clean
 
 
-def test_a_setting_nothing_sets_is_refused(environment):
+def test_a_setting_nothing_sets_is_refused(environment: Environment) -> None:
     # The services' URLs are known (but the orchestrator's, first).
     urls = {
         callee: f"https://{callee}.example" for wired in url_settings(environment).values() for callee in wired.values()
@@ -146,9 +170,11 @@ def test_a_setting_nothing_sets_is_refused(environment):
     ]
 
 
-def test_the_self_hosted_model_is_routed_before_google_models():
+def test_the_self_hosted_model_is_routed_before_google_models() -> None:
     environment = DEV_ON_CLOUD_RUN  # google/gemma-3-4b-it on a Cloud Run GPU
-    orchestrator = service_settings(environment, Wiring.placeholder(environment))["orchestrator"]
+    orchestrator = as_model(
+        service_settings(environment, Wiring.placeholder(environment))["orchestrator"], OrchestratorSettings
+    )
     from services.modelcalls.routing import backends_for
 
     assert backends_for("google/gemma-3-4b-it", orchestrator.routes) == ["self-hosted"]
@@ -156,7 +182,13 @@ def test_the_self_hosted_model_is_routed_before_google_models():
     assert orchestrator.backends["self-hosted"].auth == "google-id-token"
 
 
-def test_request_limits_follow_cloud_runs_timeout(environment):
+def test_request_limits_follow_cloud_runs_timeout(environment: Environment) -> None:
     settings = service_settings(environment, Wiring.placeholder(environment))
-    assert settings["gateway"].upstream_read_timeout_seconds == environment.services.gateway.timeout_seconds
-    assert settings["orchestrator"].max_request_seconds == environment.services.orchestrator.timeout_seconds
+    assert (
+        as_model(settings["gateway"], GatewaySettings).upstream_read_timeout_seconds
+        == environment.services.gateway.timeout_seconds
+    )
+    assert (
+        as_model(settings["orchestrator"], OrchestratorSettings).max_request_seconds
+        == environment.services.orchestrator.timeout_seconds
+    )

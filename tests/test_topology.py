@@ -28,7 +28,7 @@ from hybrid.config import (
 )
 from hybrid.service_contract import Wiring, run_app_url, service_settings, url_settings
 from hybrid.topology import TOPOLOGY, Call, Edge, Service, for_environment
-from iac import ROOT, resources
+from iac import ROOT, Json, resources
 from scripts.deploy_steps import DEPLOY_STEPS
 from services.orchestrator.settings import OrchestratorSettings
 from stacks.database import DatabaseStack
@@ -64,7 +64,7 @@ def settings_module(**models: type[BaseSettings]) -> ModuleType:
 
 
 @pytest.fixture
-def embedder(monkeypatch) -> Environment:
+def embedder(monkeypatch: pytest.MonkeyPatch) -> Environment:
     """prod, with one more internal Cloud Run service in the topology: the orchestrator calls it,
     and it reads the database. Its code (its settings, and the orchestrator's) is a stand-in,
     found where the contract's convention looks: services/<name>/settings.py's <Name>Settings."""
@@ -88,7 +88,7 @@ def embedder(monkeypatch) -> Environment:
     return parse_environment(with_embedder({"max_instances": 20}), PROD)
 
 
-def with_embedder(table: dict) -> dict:
+def with_embedder(table: Json) -> Json:
     """prod's file with a [services.embedder] table: at the defaults' 100 instances its Direct
     VPC egress would not fit prod's run subnet beside the others'."""
     raw = read_toml(PROD)
@@ -96,7 +96,7 @@ def with_embedder(table: dict) -> dict:
     return raw
 
 
-def test_a_new_service_gets_its_firewall_flow_in_the_synthesized_network(embedder):
+def test_a_new_service_gets_its_firewall_flow_in_the_synthesized_network(embedder: Environment) -> None:
     network = json.loads(cdktf.Testing.synth(NetworkStack(cdktf.Testing.app(), embedder)))
     rules = {rule["name"]: rule for rule in resources(network, "google_compute_firewall").values()}
 
@@ -112,7 +112,7 @@ def test_a_new_service_gets_its_firewall_flow_in_the_synthesized_network(embedde
     assert rule["allow"] == [{"protocol": "tcp", "ports": ["5432"]}]
 
 
-def test_a_new_service_gets_its_names_checked(embedder):
+def test_a_new_service_gets_its_names_checked(embedder: Environment) -> None:
     names = embedder.names
     assert (names.service["embedder"], names.run_tag["embedder"]) == ("prod-embedder", "prod-run-embedder")
     checked = names.rules()
@@ -121,7 +121,7 @@ def test_a_new_service_gets_its_names_checked(embedder):
     assert checked["allow-embedder-egress-postgres firewall rule"][0] == "prod-allow-embedder-egress-postgres"
 
 
-def test_a_new_service_is_wired_to_its_caller(embedder):
+def test_a_new_service_is_wired_to_its_caller(embedder: Environment) -> None:
     assert url_settings(embedder)["orchestrator"]["embedder_url"] == "embedder"
     wiring = Wiring.placeholder(embedder).with_url("embedder", "https://embedder.example")
 
@@ -135,7 +135,9 @@ def test_a_new_service_is_wired_to_its_caller(embedder):
     )
 
 
-def test_a_caller_that_does_not_read_the_new_url_is_refused(embedder, monkeypatch):
+def test_a_caller_that_does_not_read_the_new_url_is_refused(
+    embedder: Environment, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setitem(
         sys.modules, "services.orchestrator.settings", settings_module(OrchestratorSettings=OrchestratorSettings)
     )
@@ -143,19 +145,19 @@ def test_a_caller_that_does_not_read_the_new_url_is_refused(embedder, monkeypatc
         service_settings(embedder, Wiring.placeholder(embedder), only=("orchestrator",))
 
 
-def test_a_new_service_has_its_edges_for_the_reachability_checker(embedder):
+def test_a_new_service_has_its_edges_for_the_reachability_checker(embedder: Environment) -> None:
     edges = for_environment(embedder).required_edges()
     assert Edge("orchestrator", "embedder", "https", "run.app") in edges
     assert Edge("embedder", "postgres", "postgres", "psa") in edges
     assert Edge("browser", "embedder", "https", "browser") not in edges  # internal
 
 
-def test_a_new_service_starts_before_its_caller(embedder):
+def test_a_new_service_starts_before_its_caller(embedder: Environment) -> None:
     order = topology.declared().start_order()
     assert order.index("embedder") < order.index("orchestrator") < order.index("gateway") < order.index("frontend")
 
 
-def test_the_declared_order_is_the_rehearsals():
+def test_the_declared_order_is_the_rehearsals() -> None:
     order = TOPOLOGY.start_order()
     assert order.index("orchestrator") < order.index("gateway") < order.index("frontend")
     # Every Cloud Run service starts after the Cloud Run services it calls.
@@ -165,7 +167,7 @@ def test_the_declared_order_is_the_rehearsals():
             assert order.index(call.destination) < order.index(call.source), call
 
 
-def test_optional_tables_leave_their_services_and_flows_out():
+def test_optional_tables_leave_their_services_and_flows_out() -> None:
     dev, prod = for_environment(DEV_ENV), for_environment(load_environment(PROD))
     assert "worker" not in dev.services and not {"redis", "batch-lines"} & dev.backends.keys()
     assert {"worker", "redis", "batch-lines"} <= prod.services.keys() | prod.backends.keys()
@@ -176,7 +178,7 @@ def test_optional_tables_leave_their_services_and_flows_out():
     assert {flow.section for flow in prod.firewall_flows()} == {"services", "workers", "redis"}
 
 
-def test_the_model_servers_on_cloud_run_are_called_by_run_app():
+def test_the_model_servers_on_cloud_run_are_called_by_run_app() -> None:
     edges = for_environment(DEV_ON_CLOUD_RUN).required_edges()
     assert Edge("orchestrator", "inference", "https", "run.app") in edges
     assert Edge("orchestrator", "inference", "inference", "ilb") in for_environment(DEV_ENV).required_edges()
@@ -188,14 +190,14 @@ def test_the_model_servers_on_cloud_run_are_called_by_run_app():
     assert on_gke - on_cloud_run == {"dev-allow-cloud-run-to-inference", "dev-allow-orchestrator-egress-inference"}
 
 
-def test_cloud_run_calls_to_one_destination_share_its_rule():
+def test_cloud_run_calls_to_one_destination_share_its_rule() -> None:
     flows = [f for f in TOPOLOGY.firewall_flows() if f.destination.name == "postgres" and f.source.tags]
     assert [(f.egress_key, f.source.tags) for f in flows] == [
         ("allow-orchestrator-egress-postgres", ("orchestrator", "db-bootstrap"))
     ]
 
 
-def test_each_built_service_has_its_settings_model_and_image():
+def test_each_built_service_has_its_settings_model_and_image() -> None:
     for name in TOPOLOGY.built():
         model = service_contract.settings_model(name)
         package = name.replace("-", "_")
@@ -205,26 +207,27 @@ def test_each_built_service_has_its_settings_model_and_image():
     assert DEPLOY_STEPS[1].images == TOPOLOGY.built()
 
 
-def test_a_built_service_without_its_settings_model_is_refused(monkeypatch):
+def test_a_built_service_without_its_settings_model_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "services.embedder.settings", settings_module(Settings=EmbedderSettings))
     with pytest.raises(TypeError, match=re.escape("services/embedder/settings.py: must define EmbedderSettings")):
         service_contract.settings_model("embedder")
 
 
-def services_stack(env: Environment) -> dict:
+def services_stack(env: Environment) -> Json:
     app = cdktf.Testing.app()
     network = NetworkStack(app, env)
     stack = ServicesStack(app, env, network, RegistryStack(app, env, network), DatabaseStack(app, env, network))
-    return json.loads(cdktf.Testing.synth(stack))
+    synthesized: Json = json.loads(cdktf.Testing.synth(stack))
+    return synthesized
 
 
-def key_of(stack: dict, kind: str, **where: str) -> str:
+def key_of(stack: Json, kind: str, **where: str) -> str:
     """The Terraform address (``kind.key``) of the one ``kind`` resource with these values."""
     (key,) = [k for k, r in resources(stack, kind).items() if all(r.get(f) == v for f, v in where.items())]
     return f"{kind}.{key}"
 
 
-def test_a_new_service_is_built_by_the_services_stack(embedder):
+def test_a_new_service_is_built_by_the_services_stack(embedder: Environment) -> None:
     stack = services_stack(embedder)
     service_key = key_of(stack, "google_cloud_run_v2_service", name="prod-embedder")
     service = resources(stack, "google_cloud_run_v2_service")[service_key.split(".")[1]]
@@ -259,7 +262,7 @@ def test_a_new_service_is_built_by_the_services_stack(embedder):
     assert (urls["EMBEDDER_URL"], urls["EMBEDDER_AUTH"]) == (f"${{{service_key}.uri}}", "google-id-token")
 
 
-def test_a_new_service_has_a_table_of_its_own_or_the_defaults(embedder):
+def test_a_new_service_has_a_table_of_its_own_or_the_defaults(embedder: Environment) -> None:
     sized = parse_environment(with_embedder({"max_instances": 3, "env": {"TOP_K": "5"}}), PROD)
     assert sized.services.sizing("embedder").max_instances == 3
     assert service_contract.container_env(sized, Wiring.placeholder(sized), "embedder") == {"TOP_K": "5"}
@@ -286,6 +289,6 @@ def test_a_new_service_has_a_table_of_its_own_or_the_defaults(embedder):
         parse_environment(raw, PROD)
 
 
-def test_a_new_service_is_in_the_cost_estimate(embedder):
+def test_a_new_service_is_in_the_cost_estimate(embedder: Environment) -> None:
     est = estimate(embedder, load_prices(embedder.region))
     assert any(i.stack == "prod-services" and i.resource == "Cloud Run prod-embedder" for i in est.items)
