@@ -179,15 +179,6 @@ def test_backends_are_asked_for_identity_and_a_gzip_answer_is_decoded(
     assert odd.app.state.requests[-1]["headers"].get("accept-encoding") == "identity"
 
 
-def test_an_answer_in_an_encoding_that_cannot_be_decoded_is_refused(
-    orchestrator_of_odd: Server, ledger_rows: LedgerRows
-) -> None:
-    response, rid = ask(orchestrator_of_odd, "brotli", stream=False)
-    assert response.status_code == 502
-    assert response.json()["error"]["code"] == "backends_unavailable"
-    assert settled(ledger_rows, rid)["outcome"] == "failed"
-
-
 def user_total(postgres: Postgres, user: str) -> int:
     with psycopg.connect(postgres.conninfo) as conn:
         (total,) = one(
@@ -239,12 +230,19 @@ def test_negative_usage_never_lowers_a_users_total(
     assert user_total(postgres, user) == before == 8
 
 
-def test_usage_that_is_not_a_number_is_a_502_and_a_failed_row(
-    orchestrator_of_odd: Server, ledger_rows: LedgerRows
+@pytest.mark.parametrize(
+    ("model", "code"),
+    [
+        pytest.param("brotli", "backends_unavailable", id="an encoding that cannot be decoded"),
+        pytest.param("usage-text", "invalid_upstream_usage", id="usage that is not a number"),
+    ],
+)
+def test_an_answer_that_cannot_be_read_is_a_502_and_a_failed_row(
+    orchestrator_of_odd: Server, ledger_rows: LedgerRows, model: str, code: str
 ) -> None:
-    response, rid = ask(orchestrator_of_odd, "usage-text", stream=False)
+    response, rid = ask(orchestrator_of_odd, model, stream=False)
     assert response.status_code == 502
-    assert response.json()["error"]["code"] == "invalid_upstream_usage"
+    assert response.json()["error"]["code"] == code
     assert settled(ledger_rows, rid)["outcome"] == "failed"
 
 
