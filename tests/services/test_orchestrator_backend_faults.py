@@ -258,37 +258,26 @@ def test_a_stream_whose_usage_is_not_a_number_ends_in_an_error_and_a_failed_row(
 
 
 @pytest.mark.parametrize("stream", [False, True])
-def test_a_backend_400_is_passed_on_as_a_clean_json_400_and_a_failed_row(
-    orchestrator_of_odd: Server, ledger_rows: LedgerRows, stream: bool
+@pytest.mark.parametrize(
+    ("model", "status", "message"),
+    [
+        # A backend's own OpenAI-style error: its message is passed on.
+        pytest.param("reject-400", 400, "max_tokens is too large", id="a clean JSON 400"),
+        # A backend's HTML error page is not: the caller gets an OpenAI-style error of the same status.
+        pytest.param("reject-404", 404, "the model backend refused the request (HTTP 404)", id="a 404 page"),
+    ],
+)
+def test_a_backend_refusing_a_request_is_passed_on_as_an_openai_style_error_and_a_failed_row(
+    orchestrator_of_odd: Server, ledger_rows: LedgerRows, stream: bool, model: str, status: int, message: str
 ) -> None:
-    response, rid = ask(orchestrator_of_odd, "reject-400", stream)
-    assert response.status_code == 400
+    response, rid = ask(orchestrator_of_odd, model, stream)
+    assert response.status_code == status
     assert response.headers["content-type"] == "application/json"
     assert response.json() == {
-        "error": {
-            "message": "max_tokens is too large",
-            "type": "invalid_request_error",
-            "param": None,
-            "code": "upstream_refused",
-        }
+        "error": {"message": message, "type": "invalid_request_error", "param": None, "code": "upstream_refused"}
     }
     row = settled(ledger_rows, rid)
     assert (row["outcome"], row["backend"], row["prompt_tokens"], row["completion_tokens"]) == ("failed", "odd", 0, 0)
-
-
-@pytest.mark.parametrize("stream", [False, True])
-def test_a_backend_404_page_becomes_an_openai_style_404(
-    orchestrator_of_odd: Server, ledger_rows: LedgerRows, stream: bool
-) -> None:
-    response, rid = ask(orchestrator_of_odd, "reject-404", stream)
-    assert response.status_code == 404
-    assert response.json()["error"] == {
-        "message": "the model backend refused the request (HTTP 404)",
-        "type": "invalid_request_error",
-        "param": None,
-        "code": "upstream_refused",
-    }
-    assert settled(ledger_rows, rid)["outcome"] == "failed"
 
 
 def test_a_backend_refusing_the_orchestrators_credentials_is_a_502_not_the_callers_401(
