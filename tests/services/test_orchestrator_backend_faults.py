@@ -21,7 +21,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from devtools.harness import Postgres, Server, last_event, wait_for
 from devtools.standins.openai_upstream import chunk_event, usage_event
 from records import fields
-from servers import LedgerRows, Row, one
+from servers import LedgerRows, Row, one, served
 from services.orchestrator.app import create_app as create_orchestrator
 from services.orchestrator.settings import OrchestratorSettings
 
@@ -117,8 +117,7 @@ USAGES: dict[str, dict[str, Any]] = {
 
 @pytest.fixture(scope="module")
 def odd() -> Iterator[Server]:
-    with Server(odd_backend()) as server:
-        yield server
+    yield from served(odd_backend())
 
 
 @pytest.fixture(scope="module")
@@ -132,8 +131,7 @@ def orchestrator_of_odd(postgres: Postgres, odd: Server) -> Iterator[Server]:
             "caller_auth": "none",
         }
     )
-    with Server(create_orchestrator(settings, conninfo=postgres.conninfo)) as server:
-        yield server
+    yield from served(create_orchestrator(settings, conninfo=postgres.conninfo))
 
 
 def ask(server: Server, model: str, stream: bool, user: str | None = None) -> tuple[httpx.Response, str]:
