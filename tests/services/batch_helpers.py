@@ -7,6 +7,7 @@ import base64
 import json
 import secrets
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import httpx
@@ -21,6 +22,7 @@ from devtools.harness import Postgres, ServedIssuer, Server, orchestrator_settin
 from devtools.pubsub_emulator import PubSubEmulator
 from servers import gateway_server
 from services.orchestrator.app import create_app as create_orchestrator
+from services.orchestrator.settings import OrchestratorSettings
 
 BUCKET = "test-project-test-batch"
 # A batch line, a message's data, or a row as psycopg's dict_row reads it.
@@ -55,14 +57,34 @@ def queue(pubsub: PubSubEmulator) -> Iterator[tuple[str, str]]:
         yield topic, probe
 
 
+def batch_orchestrator_settings(upstream: Server, gcs: Server, topic: str, **overrides: Any) -> OrchestratorSettings:
+    """Batches enabled: files in the stand-in's BUCKET, lines published on ``topic``."""
+    return orchestrator_settings(
+        upstream.url, batch_bucket=BUCKET, batch_topic=topic, storage_url=gcs.url, storage_auth="none", **overrides
+    )
+
+
 @pytest.fixture(scope="module")
 def batch_orchestrator(postgres: Postgres, upstream: Server, gcs: Server, queue: tuple[str, str]) -> Iterator[Server]:
     topic, _ = queue
-    settings = orchestrator_settings(
-        upstream.url, batch_bucket=BUCKET, batch_topic=topic, storage_url=gcs.url, storage_auth="none"
-    )
-    with Server(create_orchestrator(settings, conninfo=postgres.conninfo)) as server:
+    with Server(
+        create_orchestrator(batch_orchestrator_settings(upstream, gcs, topic), conninfo=postgres.conninfo)
+    ) as server:
         yield server
+
+
+@contextmanager
+def batch_servers(
+    issuer: ServedIssuer, upstream: Server, gcs: Server, conninfo: str, topic: str, **orchestrator: Any
+) -> Iterator[Server]:
+    """An orchestrator of its own, its settings ``orchestrator`` apart the tests', on the database
+    at ``conninfo``, and a gateway in front of it: the gateway."""
+    settings = batch_orchestrator_settings(upstream, gcs, topic, **orchestrator)
+    with (
+        Server(create_orchestrator(settings, conninfo=conninfo)) as server,
+        gateway_server(issuer, server.url, rate_limit_burst=100) as gateway,
+    ):
+        yield gateway
 
 
 @pytest.fixture(scope="module")

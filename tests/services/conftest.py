@@ -13,7 +13,7 @@ from devtools.pubsub_emulator import PubSubEmulator
 from devtools.redis_server import RedisServer
 from devtools.standins.gcs import create_app as create_gcs
 from devtools.standins.openai_upstream import create_app as create_upstream
-from servers import LedgerRows, Row, postgres_cluster
+from servers import LedgerRows, Row, postgres_cluster, served
 from services.gateway.app import create_app as create_gateway
 from services.gateway.dev_issuer import jwks_app
 from services.orchestrator.app import create_app as create_orchestrator
@@ -45,8 +45,7 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 @pytest.fixture(scope="session")
 def gcs() -> Iterator[Server]:
     """The Cloud Storage JSON API stand-in; ``gcs.app.state.objects`` holds what was written."""
-    with Server(create_gcs()) as server:
-        yield server
+    yield from served(create_gcs())
 
 
 @pytest.fixture(scope="session")
@@ -59,20 +58,17 @@ def issuer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedIssuer]:
 
 @pytest.fixture(scope="session")
 def upstream() -> Iterator[Server]:
-    with Server(create_upstream()) as server:
-        yield server
+    yield from served(create_upstream())
 
 
 @pytest.fixture(scope="session")
 def orchestrator(postgres: Postgres, upstream: Server) -> Iterator[Server]:
-    with Server(create_orchestrator(orchestrator_settings(upstream.url), conninfo=postgres.conninfo)) as server:
-        yield server
+    yield from served(create_orchestrator(orchestrator_settings(upstream.url), conninfo=postgres.conninfo))
 
 
 @pytest.fixture(scope="session")
 def gateway(issuer: ServedIssuer, orchestrator: Server) -> Iterator[Server]:
-    with Server(create_gateway(gateway_settings(issuer, orchestrator.url))) as server:
-        yield server
+    yield from served(create_gateway(gateway_settings(issuer, orchestrator.url)))
 
 
 @pytest.fixture

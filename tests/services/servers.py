@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from fastapi import FastAPI
 
 from devtools.harness import Postgres, ServedIssuer, Server, gateway_settings
 from services.gateway.app import create_app as create_gateway
@@ -32,6 +33,12 @@ def postgres_cluster(prefix: str, **options: Any) -> Iterator[Postgres]:
     finally:
         server.stop()
         shutil.rmtree(directory, ignore_errors=True)
+
+
+def served(app: FastAPI) -> Iterator[Server]:
+    """A fixture's body: ``app`` served on loopback for as long as the fixture's scope lasts."""
+    with Server(app) as server:
+        yield server
 
 
 def gateway_server(issuer: ServedIssuer, orchestrator_url: str, **overrides: Any) -> Server:

@@ -22,6 +22,7 @@ from batch_helpers import (  # noqa: F401 - fixtures
     Query,
     batch_gateway,
     batch_orchestrator,
+    batch_servers,
     client,
     counts,
     db,
@@ -32,18 +33,8 @@ from batch_helpers import (  # noqa: F401 - fixtures
     queue,
     request_line,
 )
-from devtools.harness import (
-    Postgres,
-    ServedIssuer,
-    Server,
-    free_port,
-    gateway_settings,
-    orchestrator_settings,
-    wait_for,
-)
+from devtools.harness import Postgres, ServedIssuer, Server, free_port, wait_for
 from devtools.pubsub_emulator import PubSubEmulator
-from services.gateway.app import create_app as create_gateway
-from services.orchestrator.app import create_app as create_orchestrator
 from services.servicekit.blobs import BlobStore
 from services.worker.finalize import Finalizer
 
@@ -153,22 +144,11 @@ def test_a_batch_whose_lines_cannot_be_published_stays_validating_for_the_sweepe
 ) -> None:
     """Pub/Sub refuses (here: the topic is gone): the batch and all its lines are stored, and it
     stays validating, which the workers' sweeper publishes again after two minutes."""
-    settings = orchestrator_settings(
-        upstream.url,
-        batch_bucket=BUCKET,
-        batch_topic="projects/test-project/topics/no-such-topic",
-        storage_url=gcs.url,
-        storage_auth="none",
-        batch_create_timeout_seconds=10,
-    )
-    with Server(create_orchestrator(settings, conninfo=postgres.conninfo)) as orchestrator:
-        gateway = create_gateway(gateway_settings(issuer, orchestrator.url, rate_limit_burst=100))
-        with Server(gateway) as server:
-            api = client(server, issuer, new_user())
-            uploaded = api.files.create(file=("q.jsonl", jsonl(request_line("a"), request_line("b"))), purpose="batch")
-            batch = api.batches.create(
-                input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h"
-            )
+    gone = "projects/test-project/topics/no-such-topic"
+    with batch_servers(issuer, upstream, gcs, postgres.conninfo, gone, batch_create_timeout_seconds=10) as server:
+        api = client(server, issuer, new_user())
+        uploaded = api.files.create(file=("q.jsonl", jsonl(request_line("a"), request_line("b"))), purpose="batch")
+        batch = api.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h")
     assert (batch.status, batch.in_progress_at) == ("validating", None)
     assert len(db("SELECT line FROM batch_lines WHERE batch_id = %s AND status = 'queued'", batch.id)) == 2
 
@@ -176,22 +156,16 @@ def test_a_batch_whose_lines_cannot_be_published_stays_validating_for_the_sweepe
 def test_with_the_database_away_an_upload_or_a_new_batch_is_503_to_retry(
     upstream: Server, gcs: Server, queue: tuple[str, str], issuer: ServedIssuer
 ) -> None:
-    topic, _ = queue
-    settings = orchestrator_settings(
-        upstream.url, batch_bucket=BUCKET, batch_topic=topic, storage_url=gcs.url, storage_auth="none"
-    )
     nowhere = f"host=127.0.0.1 port={free_port()} dbname=none user=none connect_timeout=1"
-    with Server(create_orchestrator(settings, conninfo=nowhere)) as orchestrator:
-        gateway = create_gateway(gateway_settings(issuer, orchestrator.url, rate_limit_burst=100))
-        with Server(gateway) as server:
-            api = client(server, issuer, new_user())
-            with pytest.raises(openai.InternalServerError) as away:
-                api.files.create(file=("q.jsonl", jsonl(request_line("a"))), purpose="batch")
-            assert away.value.status_code == 503 and away.value.response.headers["retry-after"] == "5"
-            with pytest.raises(openai.InternalServerError):
-                api.batches.create(
-                    input_file_id="file-" + "0" * 24, endpoint="/v1/chat/completions", completion_window="24h"
-                )
+    with batch_servers(issuer, upstream, gcs, nowhere, queue[0]) as server:
+        api = client(server, issuer, new_user())
+        with pytest.raises(openai.InternalServerError) as away:
+            api.files.create(file=("q.jsonl", jsonl(request_line("a"))), purpose="batch")
+        assert away.value.status_code == 503 and away.value.response.headers["retry-after"] == "5"
+        with pytest.raises(openai.InternalServerError):
+            api.batches.create(
+                input_file_id="file-" + "0" * 24, endpoint="/v1/chat/completions", completion_window="24h"
+            )
 
 
 def test_a_file_of_the_most_lines_is_validated_stored_and_published_whole(
@@ -214,23 +188,12 @@ def test_the_workers_database_user_is_granted_what_it_needs_once_it_exists(
     """The orchestrator owns the tables, so it grants the workers' user (another IAM identity);
     a user created after the orchestrator started is granted before the next batch."""
     worker = f"batch-worker-{secrets.token_hex(3)}@test-project.iam"
-    settings = orchestrator_settings(
-        upstream.url,
-        batch_bucket=BUCKET,
-        batch_topic=queue[0],
-        storage_url=gcs.url,
-        storage_auth="none",
-        batch_worker_database_user=worker,
-    )
-    with Server(create_orchestrator(settings, conninfo=postgres.conninfo)) as orchestrator:
+    conninfo = postgres.conninfo
+    with batch_servers(issuer, upstream, gcs, conninfo, queue[0], batch_worker_database_user=worker) as server:
         db(f'CREATE ROLE "{worker}"')  # after start-up: the grant there failed
-        gateway = create_gateway(gateway_settings(issuer, orchestrator.url, rate_limit_burst=100))
-        with Server(gateway) as server:
-            api = client(server, issuer, new_user())
-            uploaded = api.files.create(file=("q.jsonl", jsonl(request_line("a"))), purpose="batch")
-            batch = api.batches.create(
-                input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h"
-            )
+        api = client(server, issuer, new_user())
+        uploaded = api.files.create(file=("q.jsonl", jsonl(request_line("a"))), purpose="batch")
+        batch = api.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h")
 
     def as_worker(statement: str, *params: object) -> int:
         with psycopg.connect(postgres.conninfo, autocommit=True) as conn, conn.transaction():

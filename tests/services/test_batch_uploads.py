@@ -131,16 +131,9 @@ def test_one_users_slow_uploads_neither_hold_every_slot_nor_outlast_the_minimum_
     """Eight uploads of one user, a byte every 2 s: two of them take this user's share of the
     slots and fail 408 once they fall below the minimum rate; the other six are 429 at once.
     Another user uploads meanwhile."""
-    with gateway_server(
-        issuer,
-        batch_orchestrator.url,
-        rate_limit_burst=100,
-        batch_concurrent_uploads=4,
-        batch_concurrent_uploads_per_user=2,
-        body_timeout_seconds=3,
-        batch_upload_min_bytes_per_second=1000,
-        batch_upload_timeout_seconds=300,
-    ) as server:
+    slots = {"batch_concurrent_uploads": 4, "batch_concurrent_uploads_per_user": 2}
+    pace = {"body_timeout_seconds": 3, "batch_upload_min_bytes_per_second": 1000, "batch_upload_timeout_seconds": 300}
+    with gateway_server(issuer, batch_orchestrator.url, rate_limit_burst=100, **slots, **pace) as server:
         slow = [Trickle(server, issuer.token("trickler")) for _ in range(8)]
         for upload_thread in slow:
             upload_thread.start()

@@ -9,6 +9,7 @@ import json
 import logging
 import time
 import uuid
+from contextlib import AbstractContextManager
 from typing import Any
 
 import httpx
@@ -36,6 +37,21 @@ def post(gateway: Server, token: str | None, payload: Body | None = None, **kwar
     return httpx.post(
         f"{gateway.url}/v1/chat/completions", json=payload or body(), headers=headers, timeout=30, **kwargs
     )
+
+
+def stream_as(
+    gateway: Server, issuer: ServedIssuer, model: str, user: str, rid: str
+) -> AbstractContextManager[httpx.Response]:
+    """A streamed chat by ``user``, traceable in the ledger by ``rid``."""
+    return stream_chat(
+        gateway, body(model, stream=True), {"authorization": f"Bearer {issuer.token(user)}", "x-request-id": rid}
+    )
+
+
+def finished(ledger_rows: LedgerRows, rid: str, timeout: float = 10.0) -> str | None:
+    """The outcome the ledger settles on for ``rid``, once it is past "started"."""
+    rows = wait_for(lambda: [r for r in ledger_rows(rid) if r["outcome"] != "started"], timeout=timeout)
+    return rows[0]["outcome"] if rows else None
 
 
 def _b64(data: bytes) -> str:
@@ -152,32 +168,22 @@ def test_client_leaving_cancels_the_upstream_call(
     gateway: Server, issuer: ServedIssuer, ledger_rows: LedgerRows
 ) -> None:
     rid = uuid.uuid4().hex
-    with stream_chat(
-        gateway,
-        body("standin-slow", stream=True),
-        {"authorization": f"Bearer {issuer.token('erin')}", "x-request-id": rid},
-    ) as response:
+    with stream_as(gateway, issuer, "standin-slow", "erin", rid) as response:
         for chunk in response.iter_raw():
             if b"Hello" in chunk:
                 break
-    row = wait_for(lambda: [r for r in ledger_rows(rid) if r["outcome"] != "started"], timeout=15)
-    assert row and row[0]["outcome"] == "client_aborted"
+    assert finished(ledger_rows, rid, timeout=15) == "client_aborted"
 
 
 def test_a_model_dying_mid_stream_ends_the_stream_with_an_error(
     gateway: Server, issuer: ServedIssuer, ledger_rows: LedgerRows
 ) -> None:
     rid = uuid.uuid4().hex
-    with stream_chat(
-        gateway,
-        body("standin-die", stream=True),
-        {"authorization": f"Bearer {issuer.token('fay')}", "x-request-id": rid},
-    ) as response:
+    with stream_as(gateway, issuer, "standin-die", "fay", rid) as response:
         received = response.read()
     assert response.status_code == 200 and b"Hello" in received
     assert last_event(received)["error"]["code"] == "upstream_aborted"
-    row = wait_for(lambda: [r for r in ledger_rows(rid) if r["outcome"] != "started"])
-    assert row and row[0]["outcome"] == "upstream_aborted"
+    assert finished(ledger_rows, rid) == "upstream_aborted"
 
 
 def test_the_orchestrator_dying_mid_stream_ends_the_stream_with_an_error(

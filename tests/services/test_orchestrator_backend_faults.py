@@ -21,7 +21,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from devtools.harness import Postgres, Server, last_event, wait_for
 from devtools.standins.openai_upstream import chunk_event, usage_event
 from records import fields
-from servers import LedgerRows, Row, one
+from servers import LedgerRows, Row, one, served
 from services.orchestrator.app import create_app as create_orchestrator
 from services.orchestrator.settings import OrchestratorSettings
 
@@ -117,8 +117,7 @@ USAGES: dict[str, dict[str, Any]] = {
 
 @pytest.fixture(scope="module")
 def odd() -> Iterator[Server]:
-    with Server(odd_backend()) as server:
-        yield server
+    yield from served(odd_backend())
 
 
 @pytest.fixture(scope="module")
@@ -132,8 +131,7 @@ def orchestrator_of_odd(postgres: Postgres, odd: Server) -> Iterator[Server]:
             "caller_auth": "none",
         }
     )
-    with Server(create_orchestrator(settings, conninfo=postgres.conninfo)) as server:
-        yield server
+    yield from served(create_orchestrator(settings, conninfo=postgres.conninfo))
 
 
 def ask(server: Server, model: str, stream: bool, user: str | None = None) -> tuple[httpx.Response, str]:
@@ -177,15 +175,6 @@ def test_backends_are_asked_for_identity_and_a_gzip_answer_is_decoded(
     row = settled(ledger_rows, rid)
     assert (row["outcome"], row["prompt_tokens"], row["completion_tokens"]) == ("completed", 3, 5)
     assert odd.app.state.requests[-1]["headers"].get("accept-encoding") == "identity"
-
-
-def test_an_answer_in_an_encoding_that_cannot_be_decoded_is_refused(
-    orchestrator_of_odd: Server, ledger_rows: LedgerRows
-) -> None:
-    response, rid = ask(orchestrator_of_odd, "brotli", stream=False)
-    assert response.status_code == 502
-    assert response.json()["error"]["code"] == "backends_unavailable"
-    assert settled(ledger_rows, rid)["outcome"] == "failed"
 
 
 def user_total(postgres: Postgres, user: str) -> int:
@@ -239,12 +228,19 @@ def test_negative_usage_never_lowers_a_users_total(
     assert user_total(postgres, user) == before == 8
 
 
-def test_usage_that_is_not_a_number_is_a_502_and_a_failed_row(
-    orchestrator_of_odd: Server, ledger_rows: LedgerRows
+@pytest.mark.parametrize(
+    ("model", "code"),
+    [
+        pytest.param("brotli", "backends_unavailable", id="an encoding that cannot be decoded"),
+        pytest.param("usage-text", "invalid_upstream_usage", id="usage that is not a number"),
+    ],
+)
+def test_an_answer_that_cannot_be_read_is_a_502_and_a_failed_row(
+    orchestrator_of_odd: Server, ledger_rows: LedgerRows, model: str, code: str
 ) -> None:
-    response, rid = ask(orchestrator_of_odd, "usage-text", stream=False)
+    response, rid = ask(orchestrator_of_odd, model, stream=False)
     assert response.status_code == 502
-    assert response.json()["error"]["code"] == "invalid_upstream_usage"
+    assert response.json()["error"]["code"] == code
     assert settled(ledger_rows, rid)["outcome"] == "failed"
 
 
@@ -260,37 +256,26 @@ def test_a_stream_whose_usage_is_not_a_number_ends_in_an_error_and_a_failed_row(
 
 
 @pytest.mark.parametrize("stream", [False, True])
-def test_a_backend_400_is_passed_on_as_a_clean_json_400_and_a_failed_row(
-    orchestrator_of_odd: Server, ledger_rows: LedgerRows, stream: bool
+@pytest.mark.parametrize(
+    ("model", "status", "message"),
+    [
+        # A backend's own OpenAI-style error: its message is passed on.
+        pytest.param("reject-400", 400, "max_tokens is too large", id="a clean JSON 400"),
+        # A backend's HTML error page is not: the caller gets an OpenAI-style error of the same status.
+        pytest.param("reject-404", 404, "the model backend refused the request (HTTP 404)", id="a 404 page"),
+    ],
+)
+def test_a_backend_refusing_a_request_is_passed_on_as_an_openai_style_error_and_a_failed_row(
+    orchestrator_of_odd: Server, ledger_rows: LedgerRows, stream: bool, model: str, status: int, message: str
 ) -> None:
-    response, rid = ask(orchestrator_of_odd, "reject-400", stream)
-    assert response.status_code == 400
+    response, rid = ask(orchestrator_of_odd, model, stream)
+    assert response.status_code == status
     assert response.headers["content-type"] == "application/json"
     assert response.json() == {
-        "error": {
-            "message": "max_tokens is too large",
-            "type": "invalid_request_error",
-            "param": None,
-            "code": "upstream_refused",
-        }
+        "error": {"message": message, "type": "invalid_request_error", "param": None, "code": "upstream_refused"}
     }
     row = settled(ledger_rows, rid)
     assert (row["outcome"], row["backend"], row["prompt_tokens"], row["completion_tokens"]) == ("failed", "odd", 0, 0)
-
-
-@pytest.mark.parametrize("stream", [False, True])
-def test_a_backend_404_page_becomes_an_openai_style_404(
-    orchestrator_of_odd: Server, ledger_rows: LedgerRows, stream: bool
-) -> None:
-    response, rid = ask(orchestrator_of_odd, "reject-404", stream)
-    assert response.status_code == 404
-    assert response.json()["error"] == {
-        "message": "the model backend refused the request (HTTP 404)",
-        "type": "invalid_request_error",
-        "param": None,
-        "code": "upstream_refused",
-    }
-    assert settled(ledger_rows, rid)["outcome"] == "failed"
 
 
 def test_a_backend_refusing_the_orchestrators_credentials_is_a_502_not_the_callers_401(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from contextlib import AbstractContextManager
 from typing import Any
 
 import httpx
@@ -16,15 +17,32 @@ from servers import LedgerRows, Row
 USER = {"x-user-id": "ledger-user"}
 
 
+def chat_body(model: str, stream: bool, **extra: Any) -> dict[str, Any]:
+    return {"model": model, "messages": [{"role": "user", "content": "say hello please"}], "stream": stream, **extra}
+
+
 def ask(
     server: Server, model: str, stream: bool, request_id: str | None = None, **extra: Any
 ) -> tuple[httpx.Response, str]:
     request_id = request_id or uuid.uuid4().hex
-    body = {"model": model, "messages": [{"role": "user", "content": "say hello please"}], "stream": stream, **extra}
     response = httpx.post(
-        f"{server.url}/v1/chat/completions", json=body, headers={**USER, "x-request-id": request_id}, timeout=30
+        f"{server.url}/v1/chat/completions",
+        json=chat_body(model, stream, **extra),
+        headers={**USER, "x-request-id": request_id},
+        timeout=30,
     )
     return response, request_id
+
+
+def streamed(server: Server, model: str, request_id: str) -> AbstractContextManager[httpx.Response]:
+    """A streamed chat, its answer read as it comes."""
+    return httpx.stream(
+        "POST",
+        f"{server.url}/v1/chat/completions",
+        json=chat_body(model, stream=True),
+        headers={**USER, "x-request-id": request_id},
+        timeout=30,
+    )
 
 
 def settled(ledger_rows: LedgerRows, request_id: str) -> Row:
@@ -85,10 +103,7 @@ def test_upstream_dying_mid_stream_is_recorded_as_upstream_aborted(
     orchestrator: Server, ledger_rows: LedgerRows
 ) -> None:
     rid = uuid.uuid4().hex
-    body = {"model": "standin-die", "messages": [{"role": "user", "content": "hi"}], "stream": True}
-    with httpx.stream(
-        "POST", f"{orchestrator.url}/v1/chat/completions", json=body, headers={**USER, "x-request-id": rid}, timeout=30
-    ) as response:
+    with streamed(orchestrator, "standin-die", rid) as response:
         received = response.read()
     assert b"Hello" in received and b"[DONE]" not in received
     # The status went out with the first byte: the stream says so in its last event instead.
@@ -101,10 +116,7 @@ def test_client_going_away_is_recorded_as_client_aborted(
     orchestrator: Server, ledger_rows: LedgerRows, upstream: Server
 ) -> None:
     rid = uuid.uuid4().hex
-    body = {"model": "standin-slow", "messages": [{"role": "user", "content": "hi"}], "stream": True}
-    with httpx.stream(
-        "POST", f"{orchestrator.url}/v1/chat/completions", json=body, headers={**USER, "x-request-id": rid}, timeout=30
-    ) as response:
+    with streamed(orchestrator, "standin-slow", rid) as response:
         for chunk in response.iter_raw():
             if b"Hello" in chunk:
                 break  # leave after the first words

@@ -13,21 +13,22 @@ is then proven, no line lost, answered twice or charged twice.
 
 from __future__ import annotations
 
+import functools
 import json
 import signal
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import httpx
 import psycopg
+import pytest
 
-from devtools.batch_chain import BatchQueue
+from devtools.batch_chain import BatchQueue, wait_until_healthy
 from devtools.harness import PASSWORD, Postgres, Server, free_port, wait_for
 from devtools.image_tree import image_process
 from devtools.pubsub_emulator import PubSubEmulator
@@ -44,6 +45,13 @@ class WorkerProcess:
     def __init__(self, process: subprocess.Popen[bytes], log: Path) -> None:
         self.process, self.log = process, log
 
+    def terminate(self) -> float:
+        """SIGTERM, as Kubernetes stops a pod; the seconds until the worker had exited."""
+        stopped = time.monotonic()
+        self.process.send_signal(signal.SIGTERM)
+        assert self.process.wait(timeout=15) in STOPPED
+        return time.monotonic() - stopped
+
     def logged(self, message: str) -> list[dict[str, Any]]:
         lines = [json.loads(line) for line in self.log.read_text().splitlines() if line.startswith("{")]
         return [line for line in lines if line.get("message") == message]
@@ -55,8 +63,8 @@ def worker_process(
     upstream: Server,
     gcs: Server,
     pubsub: PubSubEmulator,
-    queue: BatchQueue,
     tmp_path: Path,
+    queue: BatchQueue,
     **overrides: Any,
 ) -> Iterator[WorkerProcess]:
     port = free_port()
@@ -76,19 +84,22 @@ def worker_process(
     env = {**pubsub.environment, "PGPASSWORD": PASSWORD, **render(settings)}
     log = tmp_path / f"worker-{port}.log"
     with log.open("wb") as out, image_process("worker", env, stdout=out, stderr=subprocess.STDOUT) as process:
-
-        def healthy() -> bool:
-            assert process.poll() is None, log.read_text()[-3000:]
-            try:
-                return httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        assert wait_for(healthy, timeout=30), log.read_text()[-3000:]
+        wait_until_healthy(process, port, log, timeout=30)
         try:
             yield WorkerProcess(process, log)
         finally:
             process.kill()  # a test that stops it otherwise has done so by now
+
+
+StartWorker = Callable[..., AbstractContextManager[WorkerProcess]]
+
+
+@pytest.fixture
+def start_worker(
+    batch_database: Postgres, upstream: Server, gcs: Server, pubsub: PubSubEmulator, tmp_path: Path
+) -> StartWorker:
+    """Starts a worker process on a queue, with overrides of its settings, for a ``with`` block."""
+    return functools.partial(worker_process, batch_database, upstream, gcs, pubsub, tmp_path)
 
 
 def redelivered(pubsub: PubSubEmulator, queue: BatchQueue, batches: Batches, batch_id: str, lines: int) -> BatchQueue:
@@ -107,19 +118,13 @@ def attempts(batches: Batches, batch_id: str) -> list[int]:
 
 
 def test_a_worker_killed_mid_batch_loses_no_line_and_duplicates_none(
-    batch_database: Postgres,
-    upstream: Server,
-    gcs: Server,
-    pubsub: PubSubEmulator,
-    queue: BatchQueue,
-    batches: Batches,
-    tmp_path: Path,
+    start_worker: StartWorker, gcs: Server, pubsub: PubSubEmulator, queue: BatchQueue, batches: Batches
 ) -> None:
     user = f"user-{uuid.uuid4().hex[:8]}"
     # standin-lag answers in 0.2 s: 32 lines at a time, so the kill lands with lines in flight.
     batch_id = batches.create(user, ["standin-lag"] * 1000)
     options = {"max_outstanding_messages": 32, "claim_seconds": 6}
-    with worker_process(batch_database, upstream, gcs, pubsub, queue, tmp_path, **options) as first:
+    with start_worker(queue, **options) as first:
         assert wait_for(lambda: batches.lines(batch_id, "succeeded") >= 300, timeout=60)
         first.process.send_signal(signal.SIGKILL)
         first.process.wait()
@@ -129,7 +134,7 @@ def test_a_worker_killed_mid_batch_loses_no_line_and_duplicates_none(
         )
     assert stranded > 0  # the kill left lines claimed and unanswered
     again = redelivered(pubsub, queue, batches, batch_id, 1000)
-    with worker_process(batch_database, upstream, gcs, pubsub, again, tmp_path, **options):
+    with start_worker(again, **options):
         batch = batches.finished(batch_id, timeout=60)
     assert batch["status"] == "completed"
     output = read_file(gcs, batch_id, "output")
@@ -141,53 +146,33 @@ def test_a_worker_killed_mid_batch_loses_no_line_and_duplicates_none(
 
 
 def test_sigterm_drains_the_lines_in_flight_then_exits(
-    batch_database: Postgres,
-    upstream: Server,
-    gcs: Server,
-    pubsub: PubSubEmulator,
-    queue: BatchQueue,
-    batches: Batches,
-    tmp_path: Path,
+    start_worker: StartWorker, gcs: Server, pubsub: PubSubEmulator, queue: BatchQueue, batches: Batches
 ) -> None:
     user = f"user-{uuid.uuid4().hex[:8]}"
     batch_id = batches.create(user, ["standin-lag"] * 300)
-    with worker_process(batch_database, upstream, gcs, pubsub, queue, tmp_path, max_outstanding_messages=16) as worker:
+    with start_worker(queue, max_outstanding_messages=16) as worker:
         assert wait_for(lambda: batches.lines(batch_id, "succeeded") >= 50, timeout=60)
-        stopped = time.monotonic()
-        worker.process.send_signal(signal.SIGTERM)
-        assert worker.process.wait(timeout=15) in STOPPED
-        took = time.monotonic() - stopped
+        took = worker.terminate()
     assert took < 5 + 3  # shutdown_seconds, and the pulls' closing
     (drained,) = worker.logged("worker drained")
     assert drained["handed_back"] == 0 and drained["finished"] > 0  # 0.2 s lines all finished in time
     assert batches.lines(batch_id, "running") == 0
-    with worker_process(
-        batch_database, upstream, gcs, pubsub, redelivered(pubsub, queue, batches, batch_id, 300), tmp_path
-    ):
+    with start_worker(redelivered(pubsub, queue, batches, batch_id, 300)):
         assert batches.finished(batch_id, timeout=60)["status"] == "completed"
     assert len(read_file(gcs, batch_id, "output")) == 300
     assert len(batches.charges(user)) == 300
 
 
 def test_sigterm_hands_back_the_lines_that_outlast_the_deadline(
-    batch_database: Postgres,
-    upstream: Server,
-    gcs: Server,
-    pubsub: PubSubEmulator,
-    queue: BatchQueue,
-    batches: Batches,
-    tmp_path: Path,
+    start_worker: StartWorker, queue: BatchQueue, batches: Batches
 ) -> None:
     user = f"user-{uuid.uuid4().hex[:8]}"
     # standin-stall waits 30 s: no line finishes within the 2 s the worker is given.
     batch_id = batches.create(user, ["standin-stall"] * 4)
     options = {"shutdown_seconds": 2, "first_byte_timeout_seconds": 60, "max_request_seconds": 60, "claim_seconds": 90}
-    with worker_process(batch_database, upstream, gcs, pubsub, queue, tmp_path, **options) as worker:
+    with start_worker(queue, **options) as worker:
         assert wait_for(lambda: batches.lines(batch_id, "running") == 4, timeout=30)
-        stopped = time.monotonic()
-        worker.process.send_signal(signal.SIGTERM)
-        assert worker.process.wait(timeout=15) in STOPPED
-        took = time.monotonic() - stopped
+        took = worker.terminate()
     assert 2 <= took < 2 + 4
     (drained,) = worker.logged("worker drained")
     assert drained["handed_back"] == 4
