@@ -10,8 +10,10 @@ import subprocess
 import pytest
 
 from devtools.image_tree import DOCKERFILE, ROOT, image_tree
+from hybrid.topology import TOPOLOGY
 
-SERVICES = ["gateway", "orchestrator", "frontend", "worker"]
+# The topology's services with code in services/: each has an image (make up builds them).
+SERVICES = [name.replace("-", "_") for name in TOPOLOGY.built()]
 
 
 @pytest.mark.parametrize("service", SERVICES)
@@ -22,9 +24,11 @@ def test_dockerfile(service: str) -> None:
     assert re.search(r"^USER 10001$", text, re.MULTILINE)
     assert "pipenv requirements --categories services --hash" in text
     assert "--require-hashes" in text
-    # The build refuses a SERVICE it does not know, and takes each of these.
-    known = re.search(r'case "\$SERVICE" in ([\w|]+)\)', text)
-    assert known and known.group(1).split("|") == SERVICES
+    # The build refuses a missing or malformed SERVICE, and a folder that is not a service (no
+    # __main__.py to run); each of these is one.
+    assert re.search(r'case "\$SERVICE" in ""\|', text)
+    assert 'test -f "/app/services/$SERVICE/__main__.py"' in text
+    assert (ROOT / "services" / service / "__main__.py").is_file()
     for source in re.findall(r"^COPY (?!--from)(\S+)", text, re.MULTILINE):
         assert (ROOT / source.replace("${SERVICE}", service)).exists(), source
 
