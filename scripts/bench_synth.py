@@ -6,7 +6,7 @@ Runs, side by side and alternating, N times each (after one warm-up of each):
 and prints the median wall time and the peak resident memory of the whole process
 tree (Python plus the jsii node processes), sampled every 10 ms.
 
-Targets: synth time <= 0.4 x ordinary import time, synth peak <= 1 GiB.
+Targets: synth time <= 0.25 x ordinary import time, synth peak <= 1 GiB.
 Usage: python scripts/bench_synth.py [--runs N]
 """
 
@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-TIME_RATIO_TARGET = 0.4
+TIME_RATIO_TARGET = 0.25
 MEMORY_TARGET_MIB = 1024
 
 
