@@ -205,9 +205,9 @@ class ServicesStack(LayerStack):
             frontend.grant_public_invoke()
         return frontend
 
-    def egress(self, role: str) -> PrivateEgress:
+    def egress(self, service: str) -> PrivateEgress:
         return PrivateEgress(
-            network=self.network.network_id, subnetwork=self.network.run_subnet_id, tag=self.env.names.run_tag[role]
+            network=self.network.network_id, subnetwork=self.network.run_subnet_id, tag=self.env.names.run_tag[service]
         )
 
     def _image(self, role: str, settings: CloudRunSizing) -> str:

@@ -94,7 +94,7 @@ class CloudRunServiceProps:
     deletion_protection: bool
     # None: the service calls nothing private and stays out of the VPC.
     egress: PrivateEgress | None
-    # The environment file's [services.<role>]: size, scaling, ingress, the secrets it names and,
+    # The environment file's [services.<service>]: size, scaling, ingress, the secrets it names and,
     # for a model server, its GPUs. Its defaults are the service's.
     settings: CloudRunSizing
     env: tuple[tuple[str, str], ...] = ()

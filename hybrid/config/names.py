@@ -32,7 +32,7 @@ class ResourceNames:
         # A network tag per Cloud Run workload that calls through the VPC, for egress firewall
         # rules: only the orchestrator may send to the model servers, only it and the bootstrap
         # job to Cloud SQL.
-        self.run_tag = {role: f"{env}-run-{role}" for role in declared.vpc_callers()}
+        self.run_tag = {service: f"{env}-run-{service}" for service in declared.vpc_callers()}
         self.psa_range = f"{env}-psa"
         # Each named for the flow it allows or denies (hybrid/topology.py); the workers tier's
         # apart, as they are made (and their names checked) only where [workers] is enabled.
@@ -60,7 +60,7 @@ class ResourceNames:
         self.redis_instance = f"{env}-ratelimit"
         self.redis_auth_secret = f"{env}-redis-auth"
         self.rate_limit_fallback_metric = f"{env}-gateway-rate-limit-fallback"
-        self.service = {role: f"{env}-{role}" for role in declared.cloud_run_services()}
+        self.service = {service: f"{env}-{service}" for service in declared.cloud_run_services()}
         self.orchestrator_account = self.service["orchestrator"]
         # The workers tier ([workers]): its subnet and secondary ranges, cluster, pools, identities,
         # the batch files' bucket (global: the project keeps it unique) and the queue.
@@ -102,8 +102,8 @@ class ResourceNames:
             },
             # cloud.google.com/iam/docs/service-accounts-create: 6-30 characters.
             **{
-                f"{role} service account": (name, *_SERVICE_ACCOUNT)
-                for role, name in (
+                f"{what} service account": (name, *_SERVICE_ACCOUNT)
+                for what, name in (
                     ("workers node", self.workers_node_account),
                     ("worker", self.worker_account),
                     ("workers metrics adapter", self.workers_metrics_adapter_account),
@@ -121,7 +121,7 @@ class ResourceNames:
             "VPC network": (self.network, _RFC1035, rfc),
             "subnet": (self.subnet, _RFC1035, rfc),
             "Cloud Run subnet": (self.run_subnet, _RFC1035, rfc),
-            **{f"{role} network tag": (tag, _RFC1035, rfc) for role, tag in self.run_tag.items()},
+            **{f"{service} network tag": (tag, _RFC1035, rfc) for service, tag in self.run_tag.items()},
             "Cloud Router": (self.router, _RFC1035, rfc),
             "Cloud NAT": (self.nat, _RFC1035, rfc),
             "Cloud SQL instance": (self.sql_instance, _RFC1035, rfc),
@@ -131,8 +131,8 @@ class ResourceNames:
             "internal address": (self.inference_address, _RFC1035, rfc),
             "Private Services Access range": (self.psa_range, _RFC1035, rfc),
             **{
-                f"{role} service account": (name, *_SERVICE_ACCOUNT)
-                for role, name in (
+                f"{what} service account": (name, *_SERVICE_ACCOUNT)
+                for what, name in (
                     ("GKE node", self.node_account),
                     ("model server", self.model_server_account),
                     ("metrics adapter", self.metrics_adapter_account),
@@ -149,11 +149,11 @@ class ResourceNames:
         return {
             # cloud.google.com/run/docs/deploying#service: at most 49 characters.
             **{
-                f"Cloud Run service {role}": (name, r"[a-z]([-a-z0-9]{0,47}[a-z0-9])?", "at most 49 characters")
-                for role, name in self.service.items()
+                f"Cloud Run service {service}": (name, r"[a-z]([-a-z0-9]{0,47}[a-z0-9])?", "at most 49 characters")
+                for service, name in self.service.items()
             },
             # cloud.google.com/iam/docs/service-accounts-create: 6-30 characters.
-            **{f"{role} service account": (name, *_SERVICE_ACCOUNT) for role, name in self.service.items()},
+            **{f"{service} service account": (name, *_SERVICE_ACCOUNT) for service, name in self.service.items()},
         }
 
     def _secondary_range_and_secret_rules(self, rfc: str) -> dict[str, tuple[str, str, str]]:
