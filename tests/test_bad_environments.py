@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from hybrid.config import ConfigError, load_environments
 from iac import DEV, DEV_CLOUD_RUN, ROOT, run_main
 
 # (case, what to change in dev.toml, the message expected after "<file>: ")
@@ -557,3 +558,17 @@ def test_under_the_cdktf_cli_the_summary_counts_hcl_and_leaves_stale_stacks_to_i
     hcl_counts, json_counts = counts.search(hcl_run.stdout), counts.search(json_run.stdout)
     assert hcl_counts and json_counts, (hcl_run.stdout, json_run.stdout)
     assert hcl_counts[0] == json_counts[0]
+
+
+def test_every_overlapping_range_is_named_in_one_run(tmp_path: Path) -> None:
+    path = tmp_path / "dev.toml"
+    path.write_text(
+        DEV.replace('psa_cidr = "10.32.0.0/16"', 'psa_cidr = "10.16.0.0/16"').replace(
+            'run_cidr = "10.8.0.0/24"', 'run_cidr = "10.10.0.0/24"'
+        )
+    )
+    with pytest.raises(ConfigError) as refused:
+        load_environments([path])
+    (line,) = [line for line in refused.value.lines if "overlap" in line]
+    assert "network.run_cidr = '10.10.0.0/24': must not overlap network.subnet_cidr (10.10.0.0/20)" in line
+    assert "network.psa_cidr (10.16.0.0/16) also overlaps network.pods_cidr (10.16.0.0/14)" in line

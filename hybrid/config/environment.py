@@ -89,10 +89,17 @@ class Environment(Settings):
     @model_validator(mode="after")
     def _no_overlaps(self) -> Environment:
         ranges = list(self.network.ranges().items())
-        for i, (key_a, net_a) in enumerate(ranges):
-            for key_b, net_b in ranges[i + 1 :]:
-                if net_a.overlaps(net_b):
-                    raise invalid(key_b, f"must not overlap {key_a} ({net_a}); every range must be distinct")
+        overlaps = [
+            (key_a, net_a, key_b, net_b)
+            for i, (key_a, net_a) in enumerate(ranges)
+            for key_b, net_b in ranges[i + 1 :]
+            if net_a.overlaps(net_b)
+        ]
+        if overlaps:
+            # Every overlap in the one message, so that one run shows them all.
+            (key_a, net_a, key_b, _), *more = overlaps
+            also = "".join(f"; {b} ({nb}) also overlaps {a} ({na})" for a, na, b, nb in more)
+            raise invalid(key_b, f"must not overlap {key_a} ({net_a}); every range must be distinct{also}")
         return self
 
     @model_validator(mode="after")
