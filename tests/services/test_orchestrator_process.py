@@ -111,7 +111,9 @@ def test_a_row_stranded_by_a_killed_orchestrator_is_abandoned_and_its_reservatio
             next(response.iter_raw())
             first.process.send_signal(signal.SIGKILL)
             first.process.wait(timeout=10)
-    assert rows_of(conninfo, user) == [("started", 0, 0, False)]
+    # Seen once in a while under xdist: the row already client_aborted, as if the first process had
+    # seen the client leave before the SIGKILL. Its log is kept in the message for whoever sees it next.
+    assert rows_of(conninfo, user) == [("started", 0, 0, False)], first.log.read_text()[-4000:]
 
     with orchestrator_process(conninfo, upstream.url, tmp_path, **quota) as second:
         # The dead stream's reservation (the default estimate, past the quota) holds the user
