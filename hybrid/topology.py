@@ -453,6 +453,6 @@ def for_environment(env: Environment) -> Topology:
     """The part of the declared topology ``env`` deploys; each optional table, named by a
     service's or backend's section, is an Environment field with an ``enabled`` flag."""
     topology = declared()
-    optional = {s.section for s in topology.services.values()} | {b.section for b in topology.backends.values()}
-    enabled = frozenset(name for name in optional - {"services"} if getattr(env, name).enabled)
+    optional = topology.section_order()[1:]  # all but "services", which is always on
+    enabled = frozenset(name for name in optional if getattr(env, name).enabled)
     return active(topology, placement=env.inference.placement, sections=enabled)

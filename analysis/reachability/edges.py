@@ -61,7 +61,7 @@ def _from_call(call: Call) -> Edge:
 
 def edges_for(facts: EnvironmentFacts) -> tuple[Edge, ...]:
     """Every edge the environment must carry: its topology's, then the plumbing it has."""
-    optional = frozenset(tier for tier in ("workers", "redis") if tier in facts.features)
+    optional = facts.features - {facts.placement}
     calls = [_from_call(call) for call in required_edges(placement=facts.placement, sections=optional)]
     plumbing = [_IDENTITY_PLATFORM, *((_NAT, _METRICS) if facts.placement == "gke" else ())]
     return (*calls, *plumbing)
@@ -69,6 +69,6 @@ def edges_for(facts: EnvironmentFacts) -> tuple[Edge, ...]:
 
 def every_edge() -> tuple[Edge, ...]:
     """The edges of an environment with every tier on and the models on GKE: the diagram's."""
-    sections = {s.section for s in declared().services.values()} | {b.section for b in declared().backends.values()}
+    sections = declared().section_order()
     facts = EnvironmentFacts("every", "gke", "", workers="workers" in sections, redis="redis" in sections)
     return edges_for(facts)
