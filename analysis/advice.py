@@ -32,7 +32,6 @@ CLOUD_RUN_GPU = "nvidia-l4"
 # The reference architecture's decision factors: team of 1-5 -> Cloud Run; 5+ with DevOps -> GKE; < 1M requests a day
 # Cloud Run is cheaper, > 5M a day GKE is.
 SMALL_TEAM = 5
-CLOUD_RUN_CHEAPER_BELOW = 1_000_000
 GKE_CHEAPER_ABOVE = 5_000_000
 # Cheapest first (analysis/cost/prices: an L4 machine costs a fraction of an A100 one).
 GPU_ORDER = ("nvidia-l4", "nvidia-tesla-a100", "nvidia-a100-80gb", "nvidia-h100-80gb", "nvidia-h200-141gb")

@@ -9,10 +9,9 @@ import ipaddress
 ANYWHERE = "0.0.0.0/0"
 # Google Cloud health checkers (cloud.google.com/load-balancing/docs/health-check-concepts#ip-ranges).
 HEALTH_CHECK_RANGES = ("35.191.0.0/16", "130.211.0.0/22")
-# private.googleapis.com and restricted.googleapis.com, the VIPs for Google APIs over Private
-# Google Access (cloud.google.com/vpc/docs/configure-private-google-access#domain-options).
+# private.googleapis.com, the VIPs for Google APIs over Private Google Access
+# (cloud.google.com/vpc/docs/configure-private-google-access#domain-options).
 PRIVATE_GOOGLE_APIS_RANGE = "199.36.153.8/30"
-RESTRICTED_GOOGLE_APIS_RANGE = "199.36.153.4/30"
 PRIVATE_GOOGLE_APIS_ADDRESSES = tuple(str(a) for a in ipaddress.IPv4Network(PRIVATE_GOOGLE_APIS_RANGE))
 HTTPS_PORT = 443
 # PostgreSQL's port, which Cloud SQL listens on and libpq dials when PGPORT is unset
