@@ -11,17 +11,18 @@ import re
 from functools import cached_property
 from typing import Annotated
 
-from pydantic import AfterValidator, Field, model_validator
+from pydantic import Field, model_validator
 
 from hybrid import topology
 from hybrid.config.budget import BudgetSettings
 from hybrid.config.cluster import ClusterSettings
 from hybrid.config.database import DatabaseSettings
+from hybrid.config.edge import EdgeSettings
 from hybrid.config.inference import InferenceSettings
 from hybrid.config.names import ResourceNames
 from hybrid.config.network import WORKERS_RANGES, NetworkSettings
 from hybrid.config.redis import RedisSettings
-from hybrid.config.regions import check_region
+from hybrid.config.regions import Region
 from hybrid.config.services import CloudRunServices
 from hybrid.config.traffic import TrafficSettings
 from hybrid.config.validation import BucketName, Settings, invalid, matching
@@ -32,9 +33,6 @@ from hybrid.config.workers import WorkersTier
 ProjectId = Annotated[
     str,
     matching(r"[a-z][a-z0-9-]{4,28}[a-z0-9]", "6-30 lowercase letters, digits or hyphens, starting with a letter"),
-]
-Region = Annotated[
-    str, matching(r"[a-z]+-[a-z]+[0-9]+", "a GCP region like europe-west1 or us-central1"), AfterValidator(check_region)
 ]
 # Prefixes every resource name; how long it may be depends on the names (see ResourceNames).
 EnvName = Annotated[
@@ -73,6 +71,14 @@ class Environment(Settings):
     redis: RedisSettings = RedisSettings()
     # Optional: the traffic `main.py cost` prices this environment at; no stack reads it.
     traffic: TrafficSettings = TrafficSettings()
+    # Optional: the global load balancer with Cloud Armor in front of the public services, and
+    # the further regions of the stateless tier.
+    edge: EdgeSettings = EdgeSettings()
+
+    @property
+    def service_regions(self) -> tuple[str, ...]:
+        """Where the frontend, the gateway and the orchestrator run: the environment's region first."""
+        return (self.region, *(r for r in self.edge.regions if r != self.region))
 
     @model_validator(mode="after")
     def _workers_network(self) -> Environment:

@@ -4,8 +4,12 @@ suggestion, rather than halfway through a deploy."""
 
 from __future__ import annotations
 
+from typing import Annotated
+
+from pydantic import AfterValidator
+
 from hybrid.config.errors import did_you_mean
-from hybrid.config.validation import allows
+from hybrid.config.validation import allows, matching
 
 # Every service and job runs on Cloud Run in the environment's region, so the region must be one
 # of Cloud Run's: cloud.google.com/run/docs/locations (tier 1 and tier 2 pricing lists).
@@ -140,3 +144,8 @@ def gpu_region_problem(placement: str, gpu_type: str, region: str) -> str | None
         return None
     where = "GKE (Compute Engine)" if placement == "gke" else "Cloud Run"
     return f"must be a GPU {where} offers in {region}; {gpu_type} is in {', '.join(sorted(offered))}"
+
+
+Region = Annotated[
+    str, matching(r"[a-z]+-[a-z]+[0-9]+", "a GCP region like europe-west1 or us-central1"), AfterValidator(check_region)
+]
