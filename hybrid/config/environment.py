@@ -116,13 +116,16 @@ class Environment(Settings):
         # rollout the old and the new revision may both be at max scale, so count each service twice.
         # The services in the VPC are the topology's Cloud Run services that call through it (a
         # job's tasks are few); a service with no table of its own runs with the defaults.
+        run_cidr = self.network.run_cidr
+        if run_cidr is None:  # connector mode: the connector's instances carry every service's traffic
+            return self
         vpc_services = topology.for_environment(self).vpc_services()
         sized = {role: self.services.sizing(role).max_instances for role in vpc_services}
         needed = 2 * 2 * sum(sized.values())
         services = "'s and ".join(sized)
         # A subnet's first two and last two addresses are reserved
         # (cloud.google.com/vpc/docs/subnets#unusable-ip-addresses-in-every-subnet).
-        usable = self.network.run_cidr.num_addresses - 4
+        usable = run_cidr.num_addresses - 4
         if usable < needed:
             raise invalid(
                 "network.run_cidr",

@@ -28,6 +28,12 @@ class ResourceNames:
         # The workloads subnet's secondary ranges, which GKE puts pods and services on.
         self.pods_range, self.services_range = "pods", "services"
         self.run_subnet = f"{env}-cloud-run"
+        # Connector mode (docs/network-egress.md): the connector, its subnet, and the internal load
+        # balancer in front of the internal Cloud Run services, with its proxies' subnet.
+        self.connector = f"{env}-connector"
+        self.connector_subnet = f"{env}-connector"
+        self.proxy_only_subnet = f"{env}-lb-proxies"
+        self.internal_lb = f"{env}-internal-lb"
         declared = topology.declared()
         # A network tag per Cloud Run workload that calls through the VPC, for egress firewall
         # rules: only the orchestrator may send to the model servers, only it and the bootstrap
