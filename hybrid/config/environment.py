@@ -135,6 +135,20 @@ class Environment(Settings):
         return self
 
     @model_validator(mode="after")
+    def _one_service_behind_the_internal_lb(self) -> Environment:
+        # Connector mode reserves one internal load balancer address, for the orchestrator: another
+        # internal Cloud Run service called through the VPC (the model server on Cloud Run) would
+        # need one of its own, which is not built (docs/network-egress.md).
+        others = set(topology.for_environment(self).behind_internal_lb()) - {"orchestrator"}
+        if others:
+            raise invalid(
+                "network.egress",
+                f'must be "direct" while {", ".join(sorted(others))} runs on Cloud Run and is called through the VPC: '
+                '"connector" puts only the orchestrator behind its internal load balancer',
+            )
+        return self
+
+    @model_validator(mode="after")
     def _names_fit(self) -> Environment:
         names = self.names
         for key, (value, pattern, rule) in names.rules(workers=self.workers.enabled).items():
