@@ -395,7 +395,10 @@ CONNECTOR_CASES = [
     ),
     (
         "connector-min-not-below-max",
-        ("connector_min_instances = 2\nconnector_max_instances = 10", "connector_min_instances = 9\nconnector_max_instances = 9"),
+        (
+            "connector_min_instances = 2\nconnector_max_instances = 10",
+            "connector_min_instances = 9\nconnector_max_instances = 9",
+        ),
         "network.connector_min_instances = 9: must be below connector_max_instances",
     ),
     (
@@ -422,7 +425,7 @@ CONNECTOR_CASES = [
     (
         "connector-with-the-model-on-cloud-run",
         ('placement = "gke"', 'placement = "cloud_run"\n\n[inference.cloud_run]\nmodel = "google/gemma-3-4b-it"\n'),
-        'network.egress = \'connector\': must be "direct" while inference runs on Cloud Run and is called through '
+        "network.egress = 'connector': must be \"direct\" while inference runs on Cloud Run and is called through "
         'the VPC: "connector" puts only the orchestrator behind its internal load balancer',
     ),
 ]
