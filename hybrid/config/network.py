@@ -31,15 +31,18 @@ class NetworkSettings(Settings):
     # The Cloud Run services' own subnet: they send private traffic into the VPC from it
     # with Direct VPC egress (see "Network paths" in docs/architecture.md). Direct mode only.
     run_cidr: Cidr | None = None
-    # Connector mode only: the connector's own /28 subnet and its instances' bounds
-    # (cloud.google.com/vpc/docs/serverless-vpc-access: 2 to 10 instances, a /28 subnet used by the connector alone).
+    # Connector mode only: the connector's own subnet, a /28 it alone uses
+    # (cloud.google.com/vpc/docs/serverless-vpc-access).
     connector_cidr: Cidr | None = None
+    # The connector's instances: 2 to 10; it scales up under load and never back down (same page).
     connector_min_instances: Annotated[int, between(2, 9)] = 2
+    # Above connector_min_instances.
     connector_max_instances: Annotated[int, between(3, 10)] = 10
-    # Connector mode only: the internal load balancer's Envoy proxies' subnet, and its frontend's
-    # address in subnet_cidr, the private address the callers of an internal Cloud Run service dial
+    # Connector mode only: the internal load balancer's Envoy proxies' subnet, /26 or larger
     # (cloud.google.com/load-balancing/docs/proxy-only-subnets).
     proxy_only_cidr: Cidr | None = None
+    # Connector mode only: the internal load balancer's frontend, a usable address of subnet_cidr:
+    # the private address the callers of an internal Cloud Run service dial.
     internal_lb_address: IPv4 | None = None
     # The background workers' subnet (GKE Standard nodes) and its Pods and Services secondary
     # ranges; required when [workers] is enabled, refused otherwise.
