@@ -30,14 +30,16 @@ def test_the_orchestrator_admits_the_gateways_account_for_its_own_url(env: str, 
 
 def test_make_check_follows_the_gateways_token_through_the_orchestrators_caller_check(synth_json: Stacks) -> None:
     stacks = only_env(synth_json)
-    verdict = by_edge(stacks, facts_for("dev"))["gateway -> orchestrator"]
+    # dev's connector mode: the token's audience is still the run.app URL the orchestrator checks.
+    edge = "gateway -> orchestrator (internal load balancer)"
+    verdict = by_edge(stacks, facts_for("dev"))[edge]
     assert verdict.ok, explain([verdict])
     assert any("ALLOWED_CALLERS (serviceAccount:dev-gateway) admits dev-gateway" in s.text for s in verdict.steps)
     # Another account admitted, or another audience checked: the gateway's calls would be refused.
     orchestrator = container_env(service(stacks, "orchestrator"))
     orchestrator["ALLOWED_CALLERS"]["value"] = "someone@replace-me-dev.iam.gserviceaccount.com"
     orchestrator["CALLER_AUDIENCE"]["value"] = "https://elsewhere.run.app"
-    blocked = by_edge(stacks, facts_for("dev"))["gateway -> orchestrator"]
+    blocked = by_edge(stacks, facts_for("dev"))[edge]
     assert not blocked.ok
     assert [text.split(":", 1)[0] for text in failures(blocked)] == ["dev-gateway", "dev-orchestrator"]
     assert "is the orchestrator's CALLER_AUDIENCE https://elsewhere.run.app" in failures(blocked)[0]
