@@ -192,7 +192,8 @@ def test_secret_provider_class_is_the_csi_crd_with_the_gke_provider(stack: Json)
     assert provider_class["spec"]["provider"] == "gke"
 
 
-RUN_CIDR = {"dev": "10.8.0.0/24", "prod": "10.8.0.0/22"}
+# Where the orchestrator's calls come from: dev's connector (a /28), prod's Direct VPC egress subnet.
+RUN_CIDR = {"dev": "10.8.0.0/28", "prod": "10.8.0.0/22"}
 # Who may call the model servers: the orchestrator (Cloud Run), and in prod the batch workers' Pods.
 CALLERS = {"dev": [RUN_CIDR["dev"]], "prod": [RUN_CIDR["prod"], "10.24.0.0/16"]}
 
