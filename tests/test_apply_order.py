@@ -282,3 +282,40 @@ def test_a_google_resource_of_a_type_it_does_not_know_is_reported_not_skipped(sy
             "no API known for google_made_up_thing: add it to API_OF_TYPE"
         )
     }
+
+
+@pytest.fixture(scope="module")
+def dev(synth_dir: Path) -> Plan:
+    return load_plan(synth_dir, "dev")
+
+
+def test_the_connector_without_its_api(dev: Plan) -> None:
+    found = reasons(disable(dev, "vpcaccess.googleapis.com"))
+    assert found == {
+        ("google_vpc_access_connector dev-network/connector", "vpcaccess.googleapis.com enabled"): (
+            "no google_project_service for it is applied before"
+        )
+    }
+
+
+def test_the_internal_load_balancer_without_its_proxy_only_subnet(dev: Plan) -> None:
+    broken = edited(dev)
+    del broken.stacks["dev-network"]["resource"]["google_compute_subnetwork"]["proxy-only-subnet"]
+    assert reasons(rebuilt(broken)) == {
+        (
+            "google_compute_forwarding_rule dev-services/orchestrator-lb/forwarding-rule",
+            "a proxy-only subnet in us-central1 exists",
+        ): "created by no stack"
+    }
+
+
+def test_the_proxy_only_subnet_racing_the_forwarding_rule(dev: Plan) -> None:
+    # Moved into the services stack with nothing ordering it before the rule: applied in parallel.
+    broken = edited(dev)
+    subnet = broken.stacks["dev-network"]["resource"]["google_compute_subnetwork"].pop("proxy-only-subnet")
+    broken.stacks["dev-services"]["resource"].setdefault("google_compute_subnetwork", {})["proxy-only-subnet"] = subnet
+    key = (
+        "google_compute_forwarding_rule dev-services/orchestrator-lb/forwarding-rule",
+        "a proxy-only subnet in us-central1 exists",
+    )
+    assert reasons(rebuilt(broken))[key] == "created in parallel with it"
