@@ -46,6 +46,18 @@ def test_each_service_runs_with_exactly_the_synthesized_environment(chain: Local
     assert chain["environments"]["orchestrator"]["DATABASE_SERVER_CA"] == chain["database_ca"]
 
 
+def test_the_gateway_dials_the_orchestrators_internal_load_balancer(chain: LocalChain) -> None:
+    # dev's connector mode (docs/network-egress.md): the spec names the load balancer's private
+    # address, which stands for the orchestrator here as its run.app URLs do; the ID token's
+    # audience stays the run.app URL the orchestrator checks.
+    declared = chain["spec"].services()["gateway"].env
+    assert declared["ORCHESTRATOR_URL"] == "http://10.10.15.249"
+    assert declared["ORCHESTRATOR_AUDIENCE"].endswith(".us-central1.run.app")
+    started = chain["environments"]
+    assert started["gateway"]["ORCHESTRATOR_URL"] == chain["orchestrator"]
+    assert started["gateway"]["ORCHESTRATOR_AUDIENCE"] == started["orchestrator"]["CALLER_AUDIENCE"]
+
+
 def test_one_chat_request_crosses_frontend_gateway_orchestrator_and_model(chain: LocalChain) -> None:
     with sync_playwright() as playwright:
         browser = launch(playwright)
