@@ -191,8 +191,8 @@ class Topology:
         return tuple(name for name in graph.static_order() if self.services[name].tier == "cloud_run")
 
     def vpc_callers(self) -> tuple[str, ...]:
-        """The Cloud Run services and jobs that call through the VPC (Direct VPC egress), each
-        with a network tag its egress rules match."""
+        """The Cloud Run services and jobs that call through the VPC (Direct VPC egress or the
+        connector), each with a network tag its egress rules match (the connector's, in connector mode)."""
         sources = {c.source for c in self.calls if not c.from_browser}
         return tuple(n for n, s in self.services.items() if n in sources and s.tier.startswith("cloud_run"))
 

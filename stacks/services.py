@@ -6,7 +6,8 @@
   orchestrator -> Cloud SQL (private IP, IAM login), -> inference, -> Vertex AI
 Every service has its own identity; the gateway and the orchestrator (and the database
 bootstrap job) send private-range traffic into the VPC by Direct VPC egress, each with a
-network tag of its own; the frontend and a Cloud Run model server call nothing private. What each container is told comes from the service contract
+network tag of its own, or in connector mode through the network layer's connector, the gateway
+then calling the orchestrator at its internal load balancer (docs/network-egress.md); the frontend and a Cloud Run model server call nothing private. What each container is told comes from the service contract
 (hybrid/service_contract.py): the services' own settings models, filled and checked here.
 
 Any other Cloud Run service of the topology (hybrid/topology.py) is built the same way for
