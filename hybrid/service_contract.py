@@ -120,6 +120,13 @@ def self_hosted_model(env: Environment) -> str:
     return inference.gke_server.model if inference.placement == "gke" else inference.cloud_run_server.model
 
 
+def self_hosted_context(env: Environment) -> dict[str, int]:
+    """The self-hosted route's max_model_len: the GKE server's --max-model-len; none on Cloud Run,
+    where vLLM takes the model's own, which the catalog does not hold (the route is rendered
+    with the fields set only)."""
+    return {"max_model_len": env.inference.gke_server.max_model_len} if env.inference.placement == "gke" else {}
+
+
 def url_settings(env: Environment) -> dict[str, dict[str, str]]:
     """Each service's settings that hold the run.app URL of a service it calls: {service: {field: callee}}."""
     return for_environment(env).url_settings()
@@ -211,7 +218,7 @@ def _routing(env: Environment, wiring: Wiring) -> dict[str, object]:
         # The self-hosted model first, by its exact name: a self-hosted google/gemma-* must
         # not fall into the google/* route to Vertex AI.
         "routes": [
-            Route(match=self_hosted_model(env), backends=[SELF_HOSTED]),
+            Route(match=self_hosted_model(env), backends=[SELF_HOSTED], **self_hosted_context(env)),
             Route(match="google/*", backends=[VERTEX]),
         ],
     }

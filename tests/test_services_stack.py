@@ -266,8 +266,10 @@ def test_orchestrator_is_wired_to_database_inference_and_vertex(env: str, stack:
     address = only(synth_json[f"{env}-network"], "google_compute_address")["address"]
     assert backends["self-hosted"] == {"kind": "openai", "auth": "none", "url": f"http://{address}:8000/v1"}
     model = {"dev": "mistralai/Mistral-7B-Instruct-v0.3", "prod": "meta-llama/Llama-3.1-8B-Instruct"}[env]
+    # The GKE server's --max-model-len, which GET /v1/models lists and the chat page bounds by.
+    context = {"dev": 8192, "prod": 16384}[env]
     assert json.loads(wiring["ROUTES"]) == [
-        {"match": model, "backends": ["self-hosted"]},
+        {"match": model, "backends": ["self-hosted"], "max_model_len": context},
         {"match": "google/*", "backends": ["vertex"]},
     ]
 
@@ -319,6 +321,7 @@ def test_inference_on_a_cloud_run_l4_when_config_says_so(cloud_run_gpu: Stacks) 
     assert [p.brief for p in pointees(cloud_run_gpu, "gpu-services", self_hosted["url"])] == [
         ("gpu-services", "google_cloud_run_v2_service", "gpu-inference", "uri")
     ]
+    # No max_model_len: on Cloud Run vLLM takes the model's own, which the catalog does not hold.
     assert json.loads(env_vars(orchestrator)["ROUTES"])[0] == {
         "match": "google/gemma-3-4b-it",
         "backends": ["self-hosted"],

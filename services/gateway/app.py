@@ -19,7 +19,7 @@ from services.gateway.middleware import BodyDeadlines, RequestContext
 from services.gateway.openapi import with_bodies
 from services.gateway.protocol import HttpToolsWithHeaderDeadline
 from services.gateway.ratelimit import limiter_for
-from services.gateway.routes import batches, chat, files, health, models
+from services.gateway.routes import batches, chat, files, health, models, usage
 from services.gateway.settings import GatewaySettings
 from services.gateway.uploads import UploadSlots
 from services.servicekit import logs
@@ -57,13 +57,13 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         app.add_middleware(
             CORSMiddleware,
             allow_origins=origins,
-            allow_methods=["POST"],
+            allow_methods=["GET", "POST"],
             allow_headers=["authorization", "content-type", "idempotency-key", "x-request-id"],
             expose_headers=["idempotent-replayed", "retry-after", "x-request-id"],
             max_age=600,
         )
     install_error_handlers(app)
-    for routes in (health, chat, models, files, batches):
+    for routes in (health, chat, models, usage, files, batches):
         app.include_router(routes.router)
     # FastAPI's documented way to extend its OpenAPI document.
     app.openapi = with_bodies(app, (ChatCompletionRequest, BatchCreateRequest))  # type: ignore[method-assign]

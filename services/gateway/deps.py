@@ -49,14 +49,19 @@ def gateway(request: Request) -> Gateway:
 State = Annotated[Gateway, Depends(gateway)]
 
 
-async def admitted_user(request: Request, state: State) -> str:
-    """The authenticated caller's user id, within the rate limit; else 401 or 429."""
+async def authenticated_user(request: Request) -> str:
+    """The authenticated caller's user id; else 401."""
     try:
         caller = await request.app.state.verifier.verify(request.headers.get("authorization"))
     except Unauthorized as err:
         logs.event(log, "unauthorized", logging.WARNING, reason=err.reason)
         raise unauthorized() from None
-    wait = await state.limiter.take(caller.user_id)
+    return str(caller.user_id)
+
+
+async def admitted_user(state: State, user_id: Annotated[str, Depends(authenticated_user)]) -> str:
+    """The authenticated caller's user id, within the rate limit; else 401 or 429."""
+    wait = await state.limiter.take(user_id)
     if wait:
         raise ApiError(
             429,
@@ -65,10 +70,13 @@ async def admitted_user(request: Request, state: State) -> str:
             "rate_limited",
             headers={"Retry-After": retry_after(wait)},
         )
-    return str(caller.user_id)
+    return user_id
 
 
 User = Annotated[str, Depends(admitted_user)]
+# For reads of the caller's own state that the chat page makes around every answer (the models,
+# the usage today): authenticated, but outside the rate limit, whose bucket is the model calls'.
+Reader = Annotated[str, Depends(authenticated_user)]
 
 
 class JsonBody(Generic[Body]):

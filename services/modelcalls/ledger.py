@@ -186,10 +186,7 @@ async def reserve(
         # one reads the quota only after this one's row is committed (the lock is held
         # until then).
         await conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (QUOTA_LOCK, user_id))
-        today = await (await conn.execute(TODAY, (user_id,))).fetchone()
-        if today is None:  # the query aggregates: it always returns one row
-            raise RuntimeError("no row from TODAY")
-        used, reserved = today
+        used, reserved = await today(conn, user_id)
         if not admits(used, reserved, estimate, quota):
             return None
         await conn.execute(
@@ -198,6 +195,14 @@ async def reserve(
             (entry, request_id, user_id, model, estimate),
         )
     return entry
+
+
+async def today(conn: psycopg.AsyncConnection, user_id: str) -> tuple[int, int]:
+    """The user's tokens today (UTC): used, and reserved by requests in flight (TODAY)."""
+    row = await (await conn.execute(TODAY, (user_id,))).fetchone()
+    if row is None:  # the query aggregates: it always returns one row
+        raise RuntimeError("no row from TODAY")
+    return int(row[0]), int(row[1])
 
 
 def admits(used: int, reserved: int, estimate: int, quota: int) -> bool:

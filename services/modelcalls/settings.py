@@ -47,6 +47,9 @@ class Route(BaseModel):
 
     match: str  # a model name, or a prefix ending in "*"
     backends: list[str] = Field(min_length=1)  # tried in order until one answers
+    # The longest sequence (prompt and answer, in tokens) the route's model takes, when one is
+    # known: listed by GET /v1/models, where the chat page bounds the conversation it sends by it.
+    max_model_len: int | None = Field(None, ge=1)
 
 
 class ModelCallerSettings(BaseSettings):

@@ -22,7 +22,7 @@ from services.orchestrator.batch.queue import Publisher, outcome_message
 from services.orchestrator.batch.store import BatchStore
 from services.orchestrator.callers import CERTS_CACHE_SECONDS, CERTS_MIN_REFRESH_SECONDS, CallerCheck, require_caller
 from services.orchestrator.idempotency import IdempotencyKeys
-from services.orchestrator.routes import chat, health, models
+from services.orchestrator.routes import chat, health, models, usage
 from services.orchestrator.settings import OrchestratorSettings
 from services.servicekit import logs
 from services.servicekit.blobs import BlobStore
@@ -47,7 +47,7 @@ def create_app(settings: OrchestratorSettings, conninfo: str | None = None) -> F
         logs.event(
             log, "caller check OFF (CALLER_AUTH=none): any caller is served; for local runs only", logging.WARNING
         )
-    for routes in (chat, models, batch_routes):
+    for routes in (chat, models, usage, batch_routes):
         app.include_router(routes.router, dependencies=guarded)
     return app
 

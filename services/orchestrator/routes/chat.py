@@ -29,6 +29,12 @@ log = logging.getLogger("orchestrator")
 router = APIRouter()
 
 
+def ledger_unavailable() -> ApiError:
+    return ApiError(
+        503, "usage ledger unavailable; retry shortly", "api_error", "ledger_unavailable", {"Retry-After": "5"}
+    )
+
+
 @router.post("/v1/chat/completions")
 async def chat_completions(request: Request, settings: Settings, user_id: UserId) -> Response:
     request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
@@ -45,10 +51,7 @@ async def chat_completions(request: Request, settings: Settings, user_id: UserId
         entry = await ledger.open_entry(request_id, user_id, model, settings.daily_token_quota, estimate)
     except LedgerUnavailable as err:
         logs.event(log, "ledger unavailable", logging.ERROR, error=str(err))
-        unavailable = ApiError(
-            503, "usage ledger unavailable; retry shortly", "api_error", "ledger_unavailable", {"Retry-After": "5"}
-        ).response
-        return await claim.settle(unavailable)
+        return await claim.settle(ledger_unavailable().response)
     if entry is None:
         return await claim.settle(
             ApiError(429, "daily token quota used up", "rate_limit_error", "quota_exceeded").response
