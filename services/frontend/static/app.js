@@ -270,11 +270,13 @@ function listConversations() {
     const item = document.createElement("li");
     item.dataset.id = conversation.id;
     const open = button(conversation.title, "open", () => openConversation(conversation));
+    open.id = "conversation-" + conversation.id;
     if (conversation.id === state.store.current) open.setAttribute("aria-current", "true");
+    // Named "Rename" and "Delete", described by the title: a title in their names would make
+    // every label search on the page (the Message box's, too) match the user's own words.
     const rename = button("Rename", "secondary small", () => renameConversation(item, conversation));
-    rename.setAttribute("aria-label", `Rename “${conversation.title}”`);
     const remove = button("Delete", "secondary small", () => deleteConversation(conversation));
-    remove.setAttribute("aria-label", `Delete “${conversation.title}”`);
+    for (const action of [rename, remove]) action.setAttribute("aria-describedby", open.id);
     item.append(open, rename, remove);
     list.append(item);
   }
@@ -293,7 +295,7 @@ function renameConversation(item, conversation) {
   const input = document.createElement("input");
   input.value = conversation.title;
   input.className = "rename";
-  input.setAttribute("aria-label", `New name for “${conversation.title}”`);
+  input.setAttribute("aria-label", "New name");
   let done = false;
   const finish = (keep) => {
     if (done) return;
@@ -445,6 +447,7 @@ async function send() {
     } catch (error) {
       if (!(error instanceof Ended)) throw error;
       ({ partial: text, status } = error);
+      render(reply, text); // the words that came with the end
       markEnded(reply, status);
       notice(status === "stopped" ? "" : "The reply was cut off: the model stopped answering. Ask again to continue.");
     }
