@@ -228,6 +228,17 @@ def test_stop_ends_the_answer_and_the_ledger_charges_what_reached_the_page(page:
     shot(page, "stop.png")
 
 
+def test_escape_stops_an_answer_from_the_keyboard(page: Page) -> None:
+    sign_in(page, "escaper")
+    say(page, "tell me at length [standin:long]")
+    reply = page.locator("#messages li.assistant").last
+    expect(reply).to_contain_text("Hello from", timeout=10_000)
+    page.keyboard.press("Escape")
+    expect(reply).to_have_class("assistant stopped")
+    expect(page.get_by_label("Message")).to_be_focused()
+    expect(page.get_by_role("button", name="Stop")).to_be_hidden()
+
+
 def test_the_quota_meter_counts_each_answer_and_usage_is_the_callers_own(page: Page, chain: LocalChain) -> None:
     sign_in(page, "metered")
     meter = page.get_by_label("Tokens today")
