@@ -18,7 +18,7 @@ from services.gateway.deps import Gateway
 from services.gateway.middleware import BodyDeadlines, RequestContext
 from services.gateway.openapi import with_bodies
 from services.gateway.protocol import HttpToolsWithHeaderDeadline
-from services.gateway.ratelimit import limiter_for
+from services.gateway.ratelimit import RateLimiter, limiter_for
 from services.gateway.routes import batches, chat, files, health, models, usage
 from services.gateway.settings import GatewaySettings
 from services.gateway.uploads import UploadSlots
@@ -33,6 +33,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     app.state.gateway = Gateway(
         settings=settings,
         limiter=limiter_for(settings),
+        readers=RateLimiter(settings.read_rate_limit_per_minute, settings.read_rate_limit_burst),
         identity=(
             IdTokenSource(settings.orchestrator_audience or settings.orchestrator_url)
             if settings.orchestrator_auth == "google-id-token"

@@ -13,7 +13,7 @@ from pydantic_core import ErrorDetails
 
 from services.gateway.auth import Unauthorized
 from services.gateway.batch_input import LineLimits
-from services.gateway.ratelimit import LocalRateLimiter, SharedRateLimiter, retry_after
+from services.gateway.ratelimit import LocalRateLimiter, RateLimiter, SharedRateLimiter, retry_after
 from services.gateway.settings import GatewaySettings
 from services.gateway.uploads import UploadSlots
 from services.servicekit import logs
@@ -32,6 +32,7 @@ class Gateway:
 
     settings: GatewaySettings
     limiter: SharedRateLimiter | LocalRateLimiter
+    readers: RateLimiter  # for Reader: this instance's buckets
     identity: IdTokenSource | NoToken
     uploads: UploadSlots
     line_limits: LineLimits
@@ -61,7 +62,15 @@ async def authenticated_user(request: Request) -> str:
 
 async def admitted_user(state: State, user_id: Annotated[str, Depends(authenticated_user)]) -> str:
     """The authenticated caller's user id, within the rate limit; else 401 or 429."""
-    wait = await state.limiter.take(user_id)
+    return limited(user_id, await state.limiter.take(user_id))
+
+
+async def admitted_reader(state: State, user_id: Annotated[str, Depends(authenticated_user)]) -> str:
+    """As admitted_user, within the reads' own limit."""
+    return limited(user_id, state.readers.take(user_id))
+
+
+def limited(user_id: str, wait: float) -> str:
     if wait:
         raise ApiError(
             429,
@@ -75,8 +84,8 @@ async def admitted_user(state: State, user_id: Annotated[str, Depends(authentica
 
 User = Annotated[str, Depends(admitted_user)]
 # For reads of the caller's own state that the chat page makes around every answer (the models,
-# the usage today): authenticated, but outside the rate limit, whose bucket is the model calls'.
-Reader = Annotated[str, Depends(authenticated_user)]
+# the usage today): authenticated, and limited apart from the model calls.
+Reader = Annotated[str, Depends(admitted_reader)]
 
 
 class JsonBody(Generic[Body]):

@@ -38,6 +38,11 @@ class GatewaySettings(BaseSettings):
     upstream_read_timeout_seconds: float = Field(300, gt=0)  # Cloud Run's request timeout
     rate_limit_per_minute: float = Field(60, gt=0)
     rate_limit_burst: int = Field(20, ge=1)
+    # Reads of the caller's own state (GET /v1/models, /v1/usage: the chat page makes them at
+    # sign-in and after each answer) have a bucket of their own, per instance: each is one
+    # small query, and they must not spend the model calls' bucket.
+    read_rate_limit_per_minute: float = Field(120, gt=0)
+    read_rate_limit_burst: int = Field(30, ge=1)
     # The per-user limit's buckets, shared by every instance in Memorystore for Redis, reached
     # over the gateway's private egress (services.gateway.ratelimit). redis_auth: the instance's
     # AUTH string (a Secret Manager reference on Cloud Run); redis_server_ca: its server CA (PEM),

@@ -128,7 +128,7 @@ async def _disconnect(receive: Receive) -> None:
 
 
 class ReadingOrchestrator(Orchestrator):
-    """The orchestrator, for an authenticated caller's read outside the rate limit (deps.Reader)."""
+    """The orchestrator, for an authenticated caller's read, within the reads' limit (deps.Reader)."""
 
     def __init__(self, request: Request, state: State, user_id: Reader) -> None:
         super().__init__(request, state, user_id)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import httpx
 
 from devtools.harness import ServedIssuer, Server
+from servers import gateway_server
 
 
 def usage(gateway: Server, token: str | None) -> httpx.Response:
@@ -46,9 +47,15 @@ def test_usage_needs_a_token(gateway: Server) -> None:
     assert refused.json()["error"]["code"] == "invalid_token"
 
 
-def test_reads_of_usage_and_models_are_outside_the_rate_limit(gateway: Server, issuer: ServedIssuer) -> None:
+def test_reads_of_usage_and_models_have_their_own_rate_limit(issuer: ServedIssuer, orchestrator: Server) -> None:
     token = issuer.token("usage-reader")
-    for _ in range(30):  # beyond the test gateway's burst
+    headers = {"authorization": f"Bearer {token}"}
+    with gateway_server(issuer, orchestrator.url, read_rate_limit_burst=3, read_rate_limit_per_minute=1) as gateway:
+        for _ in range(5):  # the model calls' burst, spent: the reads' bucket is another
+            chat(gateway, token)
         assert usage(gateway, token).status_code == 200
-        models = httpx.get(f"{gateway.url}/v1/models", headers={"authorization": f"Bearer {token}"}, timeout=10)
-        assert models.status_code == 200
+        assert httpx.get(f"{gateway.url}/v1/models", headers=headers, timeout=10).status_code == 200
+        assert usage(gateway, token).status_code == 200
+        refused = usage(gateway, token)
+        assert (refused.status_code, refused.json()["error"]["code"]) == (429, "rate_limited")
+        assert int(refused.headers["retry-after"]) >= 1
