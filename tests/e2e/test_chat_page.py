@@ -225,6 +225,8 @@ def test_stop_ends_the_answer_and_the_ledger_charges_what_reached_the_page(page:
     # The orchestrator saw the client leave: the row is client_aborted within seconds (the
     # whole answer would take 50), charged the chunks that reached the page.
     assert_ledger(chain, "stopper", [("client_aborted", delivered)])
+    # And the quota meter says so.
+    expect(page.locator("#quota-text")).to_have_text(f"{delivered} of 1,000,000 (renews at midnight UTC)")
     shot(page, "stop.png")
 
 
@@ -333,12 +335,16 @@ def axe_violations(page: Page) -> list[str]:
     ]
 
 
-@pytest.mark.parametrize("viewport", [DESKTOP, PHONE], ids=["desktop", "phone"])
-def test_axe_finds_no_serious_violations(browser: Browser, chain: LocalChain, viewport: dict[str, int]) -> None:
+@pytest.mark.parametrize(
+    ("viewport", "scheme"), [(DESKTOP, "light"), (PHONE, "light"), (DESKTOP, "dark")], ids=["desktop", "phone", "dark"]
+)
+def test_axe_finds_no_serious_violations(
+    browser: Browser, chain: LocalChain, viewport: dict[str, int], scheme: str
+) -> None:
     # bypass_csp: axe-core is injected as an inline script, which the page's CSP rightly refuses.
-    context, page = open_page(browser, chain, viewport=viewport, bypass_csp=True)
+    context, page = open_page(browser, chain, viewport=viewport, bypass_csp=True, color_scheme=scheme)
     assert axe_violations(page) == []  # the sign-in form
-    user = f"axe-{viewport['width']}"
+    user = f"axe-{viewport['width']}-{scheme}"
     sign_in(page, user)
     say(page, "show me code [standin:code]")
     answer(page)
@@ -353,5 +359,5 @@ def test_axe_finds_no_serious_violations(browser: Browser, chain: LocalChain, vi
         assert axe_violations(page) == []
         assert page.evaluate("document.scrollingElement.scrollWidth <= window.innerWidth")
     ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / f"chat-{viewport['width']}.png"), full_page=True)
+    page.screenshot(path=str(ARTIFACTS / f"chat-{viewport['width']}-{scheme}.png"), full_page=True)
     context.close()
