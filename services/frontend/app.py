@@ -21,23 +21,25 @@ class DevSignIn(BaseModel):
     username: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.@-]+$")
 
 
-def origin(url: str) -> str:
+def origin(url: str) -> str | None:
+    """``url``'s origin; None for a path on this origin, which 'self' covers."""
     parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}"
+    return f"{parts.scheme}://{parts.netloc}" if parts.scheme and parts.netloc else None
 
 
 def content_security_policy(settings: FrontendSettings) -> str:
     """Scripts and styles from this origin only, no inline ones: a model's answer that got into
     the page as HTML could run nothing. The page calls only itself, the gateway and Identity
     Platform (developer.mozilla.org/en-US/docs/Web/HTTP/Headers/Content-Security-Policy)."""
-    calls = " ".join(dict.fromkeys(origin(url) for url in (settings.gateway_url, settings.identity_platform_url)))
+    origins = (origin(url) for url in (settings.gateway_url, settings.identity_platform_url))
+    calls = " ".join(dict.fromkeys(o for o in origins if o))
     return "; ".join(
         [
             "default-src 'self'",
             "script-src 'self'",
             "style-src 'self'",
             "img-src 'self'",
-            f"connect-src 'self' {calls}",
+            f"connect-src 'self' {calls}".rstrip(),
             "object-src 'none'",
             "base-uri 'none'",
             "form-action 'self'",

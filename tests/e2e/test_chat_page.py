@@ -297,6 +297,7 @@ def test_conversations_survive_a_reload_and_can_be_renamed_and_deleted(page: Pag
     shot(page, "history.png")
     page.locator("#conversation-list li", has_text="second topic").get_by_role("button", name="Delete").click()
     expect(page.get_by_role("status").filter(has_text="Deleted")).to_have_text("Deleted “second topic”.")
+    expect(page.get_by_role("button", name="Renamed one")).to_be_focused()  # the next in the list
     page.reload()
     assert conversation_titles(page) == ["third topic", "Renamed one"]
     # Another user of this browser sees none of them.
