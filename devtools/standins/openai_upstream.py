@@ -12,7 +12,7 @@ behind the stand-in), a "[standin:NAME]" directive in the last message:
   standin-refuse    HTTP 400, an OpenAI error with a code       (a request the model refuses)
   standin-die       two chunks, then the connection drops      (for upstream aborts)
   standin-liar      the short answer, reporting 2**40 prompt tokens (a backend whose usage lies)
-  standin-long      200 chunks, 250 ms apart                   (an answer long enough to stop)
+  standin-long      200 chunks, 400 ms apart                   (an answer long enough to stop)
   standin-code      Markdown with a fenced code block, 12 characters a chunk, 25 ms apart
   standin-hostile   Markdown carrying script, event handlers and javascript: links, in
                     12-character chunks: what a page must show as text and never run
@@ -96,7 +96,7 @@ def create_app() -> FastAPI:
             if text
             else WORDS * {"standin-slow": 40, "standin-long": 40, "standin-paced": 4}.get(model, 1)
         )
-        pauses = {"standin-slow": 0.02, "standin-long": 0.25, "standin-paced": 0.025, "standin-code": 0.025}
+        pauses = {"standin-slow": 0.02, "standin-long": 0.4, "standin-paced": 0.025, "standin-code": 0.025}
         pause = pauses.get(model, 0.005)
         prompt_tokens = sum(len(m.get("content", "").split()) for m in body.get("messages", []))
         if model.endswith("standin-liar"):
