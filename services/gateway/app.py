@@ -57,7 +57,8 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         app.add_middleware(
             CORSMiddleware,
             allow_origins=origins,
-            allow_methods=["POST"],
+            # The chat page posts chats; the batch page also lists, reads and downloads (GET).
+            allow_methods=["GET", "POST"],
             allow_headers=["authorization", "content-type", "idempotency-key", "x-request-id"],
             expose_headers=["idempotent-replayed", "retry-after", "x-request-id"],
             max_age=600,
