@@ -68,6 +68,10 @@ def create_app(settings: FrontendSettings) -> FastAPI:
     async def index() -> FileResponse:
         return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
 
+    @app.get("/batch", include_in_schema=False)
+    async def batch_page() -> FileResponse:
+        return FileResponse(STATIC / "batch.html", headers={"Cache-Control": "no-cache"})
+
     @app.get("/health", include_in_schema=False)
     async def health() -> dict[str, str]:
         return {"status": "ok"}

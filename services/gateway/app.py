@@ -58,6 +58,8 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         app.add_middleware(
             CORSMiddleware,
             allow_origins=origins,
+            # The chat page posts chats and reads its models and usage; the batch page also
+            # lists, reads and downloads (GET).
             allow_methods=["GET", "POST"],
             allow_headers=["authorization", "content-type", "idempotency-key", "x-request-id"],
             expose_headers=["idempotent-replayed", "retry-after", "x-request-id"],

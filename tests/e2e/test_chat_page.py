@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import re
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -20,11 +19,9 @@ from devtools.browser import launch
 from devtools.local_chain import LocalChain, local_chain
 from devtools.standins.identity_platform import user_id
 from devtools.standins.openai_upstream import CODE
-from tests.e2e.test_browser import ARTIFACTS, assert_ledger, email, say, sign_in
+from tests.e2e.pages import SCREENSHOTS, email, serious_violations, sign_in
+from tests.e2e.test_browser import ARTIFACTS, assert_ledger, say
 
-ROOT = Path(__file__).resolve().parents[2]
-SCREENSHOTS = ROOT / "docs" / "screenshots"
-AXE = ROOT / "node_modules" / "axe-core" / "axe.min.js"
 DESKTOP = {"width": 1280, "height": 860}
 PHONE = {"width": 390, "height": 844}
 # The stand-in's short answer, chunk by chunk: one chunk is one token in its usage and in the
@@ -326,39 +323,27 @@ def test_the_oldest_turns_are_dropped_to_fit_the_context_and_the_page_says_so(pa
     expect(page.locator("#messages li.outside-context")).to_have_count(2)
 
 
-def axe_violations(page: Page) -> list[str]:
-    """axe-core's serious and critical violations on the page as it is, one line each."""
-    page.add_script_tag(path=str(AXE))
-    results = page.evaluate("axe.run(document, {resultTypes: ['violations']})")
-    return [
-        f"{v['id']} ({v['impact']}): {[n['target'] for n in v['nodes']]}"
-        for v in results["violations"]
-        if v["impact"] in ("serious", "critical")
-    ]
-
-
 @pytest.mark.parametrize(
     ("viewport", "scheme"), [(DESKTOP, "light"), (PHONE, "light"), (DESKTOP, "dark")], ids=["desktop", "phone", "dark"]
 )
 def test_axe_finds_no_serious_violations(
     browser: Browser, chain: LocalChain, viewport: dict[str, int], scheme: str
 ) -> None:
-    # bypass_csp: axe-core is injected as an inline script, which the page's CSP rightly refuses.
-    context, page = open_page(browser, chain, viewport=viewport, bypass_csp=True, color_scheme=scheme)
-    assert axe_violations(page) == []  # the sign-in form
+    context, page = open_page(browser, chain, viewport=viewport, color_scheme=scheme)
+    assert serious_violations(page) == []  # the sign-in form
     user = f"axe-{viewport['width']}-{scheme}"
     sign_in(page, user)
     say(page, "show me code [standin:code]")
     answer(page)
     page.get_by_label("Message").fill("a draft")
-    assert axe_violations(page) == []
+    assert serious_violations(page) == []
     assert page.evaluate("document.scrollingElement.scrollWidth <= window.innerWidth")
     if viewport == PHONE:
         toggle = page.get_by_role("button", name="Conversations")
         toggle.click()
         expect(toggle).to_have_attribute("aria-expanded", "true")
         expect(page.get_by_role("button", name="New conversation")).to_be_focused()
-        assert axe_violations(page) == []
+        assert serious_violations(page) == []
         assert page.evaluate("document.scrollingElement.scrollWidth <= window.innerWidth")
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / f"chat-{viewport['width']}-{scheme}.png"), full_page=True)
