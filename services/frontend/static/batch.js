@@ -14,8 +14,8 @@ async function start() {
   if (!sessionStorage.getItem(TOKEN_KEY)) { signedOut(); return; }
   $("batch-work").hidden = false;
   $("upload-form").addEventListener("submit", (event) => { event.preventDefault(); uploadAndStart(); });
-  await refresh();
   $("batch-file").focus();
+  await refresh();
 }
 
 function signedOut() {
