@@ -92,8 +92,9 @@ class Saturation:
     in_flight_at_read: int = 0
 
     def waiting_now(self) -> float:
-        """The reading's queue, plus the requests this instance sent since (or less those that
-        ended): bursts between two polls count at once."""
+        """The reading's queue, plus the requests this instance sent since that are not yet
+        answered: a burst between two polls counts at once. Cautious: those a free slot took at
+        once count too, so an idle pool's bursts may spill a little (docs/routing.md)."""
         return max(0.0, self.waiting + self.in_flight - self.in_flight_at_read)
 
 

@@ -56,7 +56,7 @@ class Route(BaseModel):
     # spill_kv_cache (docs/routing.md says how to choose them).
     spill_to: str | None = None
     spill_model: str | None = None
-    spill_waiting: float = Field(8, gt=0)
+    spill_waiting: int = Field(8, ge=1)
     spill_kv_cache: float = Field(0.95, gt=0, le=1)
     # Batch lines see the thresholds times batch_share, so they back off before interactive
     # requests spill; and they wait for room rather than spill, unless batch_spill.
