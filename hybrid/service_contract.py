@@ -22,6 +22,7 @@ import importlib
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
@@ -224,7 +225,7 @@ def _routing(env: Environment, wiring: Wiring) -> dict[str, object]:
     }
 
 
-def _spill(env: Environment) -> dict[str, object]:
+def _spill(env: Environment) -> dict[str, Any]:
     """The self-hosted route's spill target and thresholds, when [inference] names one."""
     inference = env.inference
     if inference.spill_model is None:
