@@ -88,7 +88,7 @@ class InferenceSettings(Settings):
         kind, _, model = self.spill_to.partition(":")
         if kind != "vertex" or model not in VERTEX_MODELS:
             allowed = ", ".join(f"vertex:{name}" for name in VERTEX_MODELS)
-            raise invalid("spill_to", f"must be one of {allowed} (got {self.spill_to!r})")
+            raise invalid("spill_to", f"must be one of {allowed}")
         return self
 
     @property
