@@ -135,11 +135,13 @@ def database() -> Iterator[Postgres]:
         shutil.rmtree(directory, ignore_errors=True)
 
 
-def run_phase(postgres: Postgres, policy: str, phase: str, arrivals: list[float], vanish_at: float | None) -> Result:
+def run_phase(
+    postgres: Postgres, policy: str, phase: str, arrivals: list[float], vanish_at: float | None, target: PoolScript
+) -> Result:
     """One phase of one policy, against stand-ins and an orchestrator of its own (fresh queues
     and circuits), the orchestrator in a process of its own as its image runs it: the load
     and the stand-ins in this one do not slow it down."""
-    with Server(create_pool(replace(POOL))) as pool, Server(create_pool(replace(SPILL))) as spill:
+    with Server(create_pool(replace(POOL))) as pool, Server(create_pool(replace(target))) as spill:
         backends = {
             "pool": {"kind": "openai", "url": f"{pool.url}/v1", "metrics_url": f"{pool.url}/metrics"},
             "vertex": {"kind": "openai", "url": f"{spill.url}/v1"},
@@ -189,7 +191,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=4.0, help="length of each phase's trace")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--spill-ttft-ms", type=float, default=SPILL.ttft_seconds * 1000, help="the spill target's first-token time"
+    )
     args = parser.parse_args()
+    target = replace(SPILL, ttft_seconds=args.spill_ttft_ms / 1000)
     rng = random.Random(args.seed)
     traces = {phase: trace(CAPACITY * load, args.seconds, rng) for phase, load in PHASES.items()}
     results: dict[tuple[str, str], Result] = {}
@@ -197,11 +203,11 @@ def main() -> None:
         for policy in POLICIES:
             for phase, arrivals in traces.items():
                 vanish_at = args.seconds / 2 if phase == "vanish" else None
-                results[policy, phase] = run_phase(postgres, policy, phase, arrivals, vanish_at)
+                results[policy, phase] = run_phase(postgres, policy, phase, arrivals, vanish_at, target)
 
     print(
         f"pool: {REPLICAS} replicas x {CONCURRENCY} at once, first token {POOL.ttft_seconds * 1000:.0f} ms when idle, "
-        f"capacity {CAPACITY:.0f} requests/s; spill target: first token {SPILL.ttft_seconds * 1000:.0f} ms"
+        f"capacity {CAPACITY:.0f} requests/s; spill target: first token {target.ttft_seconds * 1000:.0f} ms"
     )
     print(
         f"{'phase':<12} {'policy':<11} {'sent':>5} {'TTFT p50':>9} {'p95':>8} {'errors':>7} {'broken':>7} {'spilled':>8}"
