@@ -44,12 +44,16 @@ from devtools.standins.vllm_pool import create_app as create_pool
 POLICIES = ("fixed", "health", "saturation")
 MODEL = "llama"
 REPLICAS, CONCURRENCY = 2, 4
-POOL = PoolScript(replicas=REPLICAS, concurrency=CONCURRENCY, ttft_seconds=0.1, tokens=20, token_seconds=0.02)
+# A vanished replica still gets its share of new connections for a second, until the load
+# balancer's health check sees it go.
+POOL = PoolScript(
+    replicas=REPLICAS, concurrency=CONCURRENCY, ttft_seconds=0.1, tokens=20, token_seconds=0.02, failover_seconds=1
+)
 SPILL = PoolScript(replicas=1, concurrency=10_000, ttft_seconds=0.12, tokens=20, token_seconds=0.02)
 # Requests a second the pool completes when full: its slots over a request's time in one.
 CAPACITY = REPLICAS * CONCURRENCY / (POOL.ttft_seconds + POOL.tokens * POOL.token_seconds)
 # The threshold the TTFT goal calls for (docs/routing.md, "Choosing a spill threshold").
-SPILL_WAITING = 2
+SPILL_WAITING = 3
 PHASES = {"unsaturated": 1 / 3, "overloaded": 3.0, "vanish": 0.5}  # load, as a share of capacity
 
 
@@ -102,24 +106,26 @@ async def one(client: aiohttp.ClientSession, url: str, user: str, result: Result
         result.broken += 1
 
 
-async def replay(url: str, arrivals: list[float], user: str, pool: Server | None, vanish_at: float | None) -> Result:
+async def replay(url: str, arrivals: list[float], users: str, pool: Server | None, vanish_at: float | None) -> Result:
+    """The trace's requests, each of a user of its own (as many users' traffic is: the ledger
+    admits one request of a user at a time)."""
     result = Result(sent=len(arrivals))
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as client:
         # Not counted: the first request opens the ledger's connections and the client's.
-        await one(client, url, user, Result())
+        await one(client, url, f"{users}-warm-up", Result())
         await asyncio.sleep(1)
         start = time.monotonic()
 
-        async def at(offset: float) -> None:
+        async def at(index: int, offset: float) -> None:
             await asyncio.sleep(max(0.0, start + offset - time.monotonic()))
-            await one(client, url, user, result)
+            await one(client, url, f"{users}-{index}", result)
 
         async def vanish() -> None:
             if pool is not None and vanish_at is not None:
                 await asyncio.sleep(vanish_at)
                 pool.app.state.pool.vanish(0)
 
-        await asyncio.gather(vanish(), *(at(offset) for offset in arrivals))
+        await asyncio.gather(vanish(), *(at(i, offset) for i, offset in enumerate(arrivals)))
     return result
 
 
@@ -219,7 +225,10 @@ def main() -> None:
                 f"{phase:<12} {policy:<11} {r.sent:>5} {r.p(50) * 1000:>7.0f}ms {r.p(95) * 1000:>6.0f}ms "
                 f"{r.failed / max(r.sent, 1):>7.1%} {r.broken:>7} {r.spilled / max(r.sent, 1):>8.1%}"
             )
-    base, loaded = results["fixed", "unsaturated"].p(95), results["saturation", "overloaded"].p(95)
+    # The unsaturated figure: the lowest of the three policies' (they route alike below
+    # saturation), so one slow sample on the shared machine does not loosen the goal.
+    base = min(results[policy, "unsaturated"].p(95) for policy in POLICIES)
+    loaded = results["saturation", "overloaded"].p(95)
     vanished = results["saturation", "vanish"].failed
     print(
         f"goal, p95 TTFT overloaded 3x within 1.5x of unsaturated: {loaded * 1000:.0f} ms vs "

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,6 +34,9 @@ class PoolScript:
     kv_per_request: float = 0.2  # the KV cache share a running request holds
     metrics: tuple[float, float] | None = None  # scripted (waiting, KV cache use)
     fail: bool = False
+    # How long the load balancer still sends a vanished replica its share of new requests
+    # (answered 503 at once), until its health check has seen it go.
+    failover_seconds: float = 0.0
 
 
 @dataclass
@@ -41,6 +45,7 @@ class Replica:
     waiting: int = 0
     running: int = 0
     alive: bool = True
+    vanished_at: float = 0.0
     # Set when the replica vanishes: its running streams stop at their next token.
     gone: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -58,17 +63,20 @@ class Pool:
             self.replicas = [Replica(asyncio.Semaphore(self.script.concurrency)) for _ in range(self.script.replicas)]
 
     def next_replica(self) -> Replica:
-        """The replica the load balancer sends the next connection to: the next live one."""
+        """The replica the load balancer sends the next connection to: the next one it
+        believes live."""
         self._ensure()
-        live = [r for r in self.replicas if r.alive] or self.replicas
+        now = time.monotonic()
+        believed = [r for r in self.replicas if r.alive or now - r.vanished_at < self.script.failover_seconds]
+        live = believed or self.replicas
         return live[next(self.turn) % len(live)]
 
     def vanish(self, index: int = 0) -> None:
-        """The replica's node is preempted: its streams break, its queue is lost, and it
-        takes no more requests (the load balancer's health check has seen it go)."""
+        """The replica's node is preempted: its streams break, its queue is lost, and after
+        ``failover_seconds`` the load balancer sends it nothing more."""
         self._ensure()
         replica = self.replicas[index]
-        replica.alive = False
+        replica.alive, replica.vanished_at = False, time.monotonic()
         replica.gone.set()
 
     def metrics(self) -> str:
@@ -100,6 +108,8 @@ def create_app(script: PoolScript | None = None) -> FastAPI:
         if pool.script.fail:
             return JSONResponse({"error": {"message": "overloaded"}}, status_code=503)
         replica, script = pool.next_replica(), pool.script
+        if not replica.alive:
+            return JSONResponse({"error": {"message": "upstream connect error"}}, status_code=503)
         replica.waiting += 1
         try:
             await replica.slots.acquire()
@@ -107,7 +117,7 @@ def create_app(script: PoolScript | None = None) -> FastAPI:
             replica.waiting -= 1
         replica.running += 1
         released = False
-        if not replica.alive:  # queued on the replica that vanished: the connection resets
+        if replica.gone.is_set():  # queued on the replica that vanished: the connection resets
             replica.running -= 1
             replica.slots.release()
             return JSONResponse({"error": {"message": "upstream connect error"}}, status_code=503)

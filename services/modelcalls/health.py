@@ -87,15 +87,16 @@ class Saturation:
 
     waiting: float = 0.0
     kv_cache: float = 0.0
-    read_at: float | None = None
-    in_flight: int = 0
-    in_flight_at_read: int = 0
+    read_at: float | None = None  # when the poll that read them was sent
+    # This instance's requests to the backend not yet answered (headers read), by when each was sent.
+    sent: dict[object, float] = field(default_factory=dict)
 
     def waiting_now(self) -> float:
-        """The reading's queue, plus the requests this instance sent since that are not yet
-        answered: a burst between two polls counts at once. Cautious: those a free slot took at
-        once count too, so an idle pool's bursts may spill a little (docs/routing.md)."""
-        return max(0.0, self.waiting + self.in_flight - self.in_flight_at_read)
+        """The reading's queue, plus the requests this instance sent since the reading that are
+        not yet answered: a burst between two polls counts at once. Cautious: those a free slot
+        took at once count too, so an idle pool's bursts may spill a little (docs/routing.md)."""
+        since = self.read_at or 0.0
+        return self.waiting + sum(1 for at in self.sent.values() if at >= since)
 
 
 def read_metrics(text: str) -> tuple[float, float]:
@@ -188,12 +189,12 @@ class Router:
     @contextlib.contextmanager
     def sending(self, attempt: Attempt) -> Iterator[None]:
         """Counts the attempt in flight to its backend while the block runs."""
-        reading = self.saturation[attempt.backend.name]
-        reading.in_flight += 1
+        sent, key = self.saturation[attempt.backend.name].sent, object()
+        sent[key] = time.monotonic()
         try:
             yield
         finally:
-            reading.in_flight -= 1
+            del sent[key]
 
     def answered(self, attempt: Attempt) -> None:
         self.breakers[attempt.backend.name].succeeded()
@@ -209,11 +210,12 @@ class Router:
         reading, url = self.saturation[backend.name], backend.settings.metrics_url or ""
         timeout = aiohttp.ClientTimeout(total=self.settings.metrics_poll_seconds * STALE_POLLS)
         while True:
+            asked = time.monotonic()
             try:
                 async with client.get(url, headers=await backend.headers(), timeout=timeout) as response:
                     response.raise_for_status()
                     reading.waiting, reading.kv_cache = read_metrics(await response.text())
-                    reading.read_at, reading.in_flight_at_read = time.monotonic(), reading.in_flight
+                    reading.read_at = asked
             except (TimeoutError, aiohttp.ClientError, BackendUnavailable) as err:
                 logs.event(log, "backend metrics unread", logging.DEBUG, backend=backend.name, error=type(err).__name__)
             await asyncio.sleep(self.settings.metrics_poll_seconds)
