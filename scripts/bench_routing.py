@@ -26,20 +26,20 @@ import random
 import shutil
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import aiohttp
 import httpx
 import psycopg
 
-from devtools.harness import PASSWORD, Postgres, Server, free_port, wait_for
+from devtools.harness import PASSWORD, Postgres, free_port, wait_for
 from devtools.image_tree import image_process
 from devtools.standins.vllm_pool import PoolScript
-from devtools.standins.vllm_pool import create_app as create_pool
 
 POLICIES = ("fixed", "health", "saturation")
 MODEL = "llama"
@@ -106,7 +106,7 @@ async def one(client: aiohttp.ClientSession, url: str, user: str, result: Result
         result.broken += 1
 
 
-async def replay(url: str, arrivals: list[float], users: str, pool: Server | None, vanish_at: float | None) -> Result:
+async def replay(url: str, arrivals: list[float], users: str, pool: str, vanish_at: float | None) -> Result:
     """The trace's requests, each of a user of its own (as many users' traffic is: the ledger
     admits one request of a user at a time)."""
     result = Result(sent=len(arrivals))
@@ -121,9 +121,10 @@ async def replay(url: str, arrivals: list[float], users: str, pool: Server | Non
             await one(client, url, f"{users}-{index}", result)
 
         async def vanish() -> None:
-            if pool is not None and vanish_at is not None:
+            if vanish_at is not None:
                 await asyncio.sleep(vanish_at)
-                pool.app.state.pool.vanish(0)
+                async with client.post(f"{pool}/standin/vanish/0") as response:
+                    response.raise_for_status()
 
         await asyncio.gather(vanish(), *(at(i, offset) for i, offset in enumerate(arrivals)))
     return result
@@ -141,16 +142,38 @@ def database() -> Iterator[Postgres]:
         shutil.rmtree(directory, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def standin(script: PoolScript) -> Iterator[str]:
+    """The pool stand-in in a process of its own (the load generator's would slow it), its URL."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    command = [sys.executable, "-m", "devtools.standins.vllm_pool", str(port), json.dumps(asdict(script))]
+    with subprocess.Popen(command) as process:
+        try:
+
+            def up() -> bool:
+                try:
+                    return process.poll() is None and httpx.get(f"{url}/metrics", timeout=1).status_code == 200
+                except httpx.HTTPError:
+                    return False
+
+            if not wait_for(up, timeout=30, interval=0.1):
+                raise RuntimeError(f"the stand-in did not start (exit {process.poll()})")
+            yield url
+        finally:
+            process.terminate()
+
+
 def run_phase(
     postgres: Postgres, policy: str, phase: str, arrivals: list[float], vanish_at: float | None, target: PoolScript
 ) -> Result:
     """One phase of one policy, against stand-ins and an orchestrator of its own (fresh queues
-    and circuits), the orchestrator in a process of its own as its image runs it: the load
-    and the stand-ins in this one do not slow it down."""
-    with Server(create_pool(replace(POOL))) as pool, Server(create_pool(replace(target))) as spill:
+    and circuits), the orchestrator (as its image runs it) and each stand-in in a process of its
+    own, so the load generator does not slow them down."""
+    with standin(POOL) as pool, standin(target) as spill:
         backends = {
-            "pool": {"kind": "openai", "url": f"{pool.url}/v1", "metrics_url": f"{pool.url}/metrics"},
-            "vertex": {"kind": "openai", "url": f"{spill.url}/v1"},
+            "pool": {"kind": "openai", "url": f"{pool}/v1", "metrics_url": f"{pool}/metrics"},
+            "vertex": {"kind": "openai", "url": f"{spill}/v1"},
         }
         route = {
             "match": MODEL,
@@ -189,7 +212,8 @@ def run_phase(
             if not wait_for(healthy, timeout=30, interval=0.1):
                 raise RuntimeError(f"the orchestrator did not start (exit {process.poll()})")
             result = asyncio.run(replay(url, arrivals, f"bench-{policy}-{phase}", pool, vanish_at))
-        result.spilled = len(spill.app.state.pool.requests)  # none for the warm-up: the pool was idle
+        # None for the warm-up: the pool was idle.
+        result.spilled = httpx.get(f"{spill}/standin/requests").json()["count"]
     return result
 
 

@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
+import sys
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import uvicorn
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 
@@ -97,6 +100,16 @@ def create_app(script: PoolScript | None = None) -> FastAPI:
     app = FastAPI(title="vLLM pool stand-in")
     pool = app.state.pool = Pool(script or PoolScript())
 
+    # For a test or bench that runs the stand-in in a process of its own.
+    @app.post("/standin/vanish/{index}")
+    async def vanish(index: int) -> Response:
+        pool.vanish(index)
+        return Response(status_code=204)
+
+    @app.get("/standin/requests")
+    async def requests() -> Response:
+        return JSONResponse({"count": len(pool.requests)})
+
     @app.get("/metrics")
     async def metrics() -> Response:
         return PlainTextResponse(pool.metrics())
@@ -167,3 +180,13 @@ def create_app(script: PoolScript | None = None) -> FastAPI:
         return StreamingResponse(events(), media_type="text/event-stream")
 
     return app
+
+
+def main() -> None:
+    """``python -m devtools.standins.vllm_pool PORT SCRIPT_JSON``: served in a process of its own."""
+    port, script = int(sys.argv[1]), PoolScript(**json.loads(sys.argv[2]))
+    uvicorn.run(create_app(script), host="127.0.0.1", port=port, log_level="warning")
+
+
+if __name__ == "__main__":
+    main()
