@@ -52,7 +52,8 @@ POOL = PoolScript(
 SPILL = PoolScript(replicas=1, concurrency=10_000, ttft_seconds=0.12, tokens=20, token_seconds=0.02)
 # Requests a second the pool completes when full: its slots over a request's time in one.
 CAPACITY = REPLICAS * CONCURRENCY / (POOL.ttft_seconds + POOL.tokens * POOL.token_seconds)
-# The threshold the TTFT goal calls for (docs/routing.md, "Choosing a spill threshold").
+# Above what the TTFT goal calls for (docs/routing.md, "Choosing a spill threshold": about 0.4
+# here), as the count of a burst is cautious: lower, more of an idle pool's bursts spill.
 SPILL_WAITING = 3
 PHASES = {"unsaturated": 1 / 3, "overloaded": 3.0, "vanish": 0.5}  # load, as a share of capacity
 
