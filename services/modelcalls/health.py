@@ -159,18 +159,22 @@ class Router:
                 await task
 
     def attempts(self, route: Route, band: Band) -> list[Attempt]:
-        """The backends to try in order (Wait when a batch request should come back later)."""
+        """The backends to try in order (Wait when a batch request should come back later).
+        Saturated backends are skipped for the spill target; an interactive request with none
+        to spill to tries them last (it queues there, as it did before saturation was read),
+        while a batch line waits for room."""
         policy = self.settings.routing_policy
         share = route.batch_share if band == "batch" else 1.0
-        primaries = [
-            name for name in route.backends if policy != "saturation" or not self.saturated(name, route, share)
-        ]
         spill_to = route.spill_to if policy != "fixed" and (band == "interactive" or route.batch_spill) else None
-        if band == "batch" and not primaries and spill_to is None:
+        busy = [n for n in route.backends if policy == "saturation" and self.saturated(n, route, share)]
+        primaries = [n for n in route.backends if n not in busy]
+        if band == "interactive" and spill_to is None:
+            primaries += busy
+        elif not primaries and spill_to is None:
             raise Wait(self.settings.metrics_poll_seconds * STALE_POLLS)
         timeout = self.settings.first_byte_timeout_seconds
         spill = [Attempt(self.backends[spill_to], route.spill_model, timeout)] if spill_to else []
-        first_byte = self.settings.spill_first_byte_seconds if spill else self.settings.first_byte_timeout_seconds
+        first_byte = self.settings.spill_first_byte_seconds if spill else timeout
         return [Attempt(self.backends[name], None, first_byte) for name in primaries] + spill
 
     def saturated(self, name: str, route: Route, share: float = 1.0) -> bool:

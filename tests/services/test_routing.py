@@ -182,12 +182,12 @@ def test_batch_yields_to_interactive_traffic(pool: Server, spill: Server) -> Non
     route = settings.routes[0]
     script = pool.app.state.pool.script
 
-    def plan(band: str, waiting: float, batch_spill: bool = False) -> list[str] | float:
+    def plan(band: str, waiting: float, batch_spill: bool = False, spill_to: str | None = "spill") -> list[str] | float:
         script.metrics = (waiting, 0.1)
         router = Router(settings, backends)
         asyncio.run(polled(router, pool))
         try:
-            chosen = route.model_copy(update={"batch_spill": batch_spill})
+            chosen = route.model_copy(update={"batch_spill": batch_spill, "spill_to": spill_to})
             return [a.label for a in router.attempts(chosen, band)]  # type: ignore[arg-type]
         except Wait as wait:
             return wait.retry_after
@@ -201,3 +201,6 @@ def test_batch_yields_to_interactive_traffic(pool: Server, spill: Server) -> Non
     assert plan("interactive", THRESHOLD) == [f"spill:{SPILL_MODEL}"]
     assert isinstance(plan("batch", THRESHOLD), float)
     assert plan("batch", THRESHOLD, batch_spill=True) == [f"spill:{SPILL_MODEL}"]
+    # With nowhere to spill, an interactive request still queues on the pool; a batch line waits.
+    assert plan("interactive", THRESHOLD, spill_to=None) == ["pool"]
+    assert isinstance(plan("batch", THRESHOLD, spill_to=None), float)
