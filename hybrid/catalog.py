@@ -146,3 +146,9 @@ def fitting(shape: ServerShape, per_model: int = 2) -> list[str]:
         )
         labels += [label for _, label in options[:per_model]]
     return labels
+
+
+# The Gemini models a self-hosted model may spill to ([inference] spill_to), by the names Vertex
+# AI's OpenAI-compatible endpoint takes; current ones only, as Google retires each version on a
+# date (docs.cloud.google.com/gemini-enterprise-agent-platform/models/model-versions).
+VERTEX_MODELS: tuple[str, ...] = ("google/gemini-3.5-flash-lite",)

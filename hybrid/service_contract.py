@@ -22,6 +22,7 @@ import importlib
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
@@ -210,6 +211,13 @@ def _routing(env: Environment, wiring: Wiring) -> dict[str, object]:
             SELF_HOSTED: {
                 "kind": "openai",
                 "url": wiring.inference_url,
+                # vLLM's Prometheus endpoint, beside its API (docs.vllm.ai/en/stable/usage/metrics/),
+                # read for the route's saturation.
+                **(
+                    {"metrics_url": wiring.inference_url.removesuffix("/v1") + "/metrics"}
+                    if wiring.inference_url
+                    else {}
+                ),
                 # A Cloud Run model server admits only the orchestrator's identity.
                 "auth": "google-id-token" if env.inference.placement == "cloud_run" else "none",
             },
@@ -218,9 +226,24 @@ def _routing(env: Environment, wiring: Wiring) -> dict[str, object]:
         # The self-hosted model first, by its exact name: a self-hosted google/gemma-* must
         # not fall into the google/* route to Vertex AI.
         "routes": [
-            Route(match=self_hosted_model(env), backends=[SELF_HOSTED], **self_hosted_context(env)),
+            Route(match=self_hosted_model(env), backends=[SELF_HOSTED], **self_hosted_context(env), **_spill(env)),
             Route(match="google/*", backends=[VERTEX]),
         ],
+    }
+
+
+def _spill(env: Environment) -> dict[str, Any]:
+    """The self-hosted route's spill target and thresholds, when [inference] names one."""
+    inference = env.inference
+    if inference.spill_model is None:
+        return {}
+    return {
+        "spill_to": VERTEX,
+        "spill_model": inference.spill_model,
+        "spill_waiting": inference.spill_waiting,
+        "spill_kv_cache": inference.spill_kv_cache,
+        "batch_share": inference.batch_share,
+        "batch_spill": inference.batch_spill,
     }
 
 

@@ -204,6 +204,11 @@ CASES = [
         "services.iap_members: must name who may use the frontend when frontend.access is 'iap'",
     ),
     (
+        "spill-to-unknown-model",
+        ('placement = "gke"', 'placement = "gke"\nspill_to = "vertex:gpt-4o"'),
+        "inference.spill_to = 'vertex:gpt-4o': must be one of vertex:google/gemini-3.5-flash-lite",
+    ),
+    (
         "toml-syntax",
         ("[state]", "[state"),
         "must be valid TOML: Expected ']' at the end of a table declaration (at line 8, column 7)",

@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import fields
 from typing import Annotated, Literal
 
-from pydantic import model_validator
+from pydantic import Field, model_validator
 
-from hybrid.catalog import GPUS, MODELS, ServerShape, capacity_problems
+from hybrid.catalog import GPUS, MODELS, VERTEX_MODELS, ServerShape, capacity_problems
 from hybrid.config.services import GpuServiceSizing, ImageRef, Memory, SecretId, memory_gib
 from hybrid.config.validation import Bounded, BucketName, Settings, between, invalid
 
@@ -67,6 +67,34 @@ class InferenceSettings(Settings):
     placement: Literal["gke", "cloud_run"] = "gke"
     gke: GkeModelServerSettings | None = None
     cloud_run: GpuServiceSizing | None = None
+
+    # Where the self-hosted model's requests go when its servers are unavailable or saturated
+    # (docs/routing.md, "Choosing a spill threshold"): "vertex:<model>", a Gemini model of the
+    # catalog's VERTEX_MODELS on Vertex AI; unset, they wait in vLLM's queue.
+    spill_to: str | None = None
+    # Saturated: vllm:num_requests_waiting at spill_waiting or more on the replica the load
+    # balancer sends the poll to, or vllm:kv_cache_usage_perc at spill_kv_cache (1 = full).
+    spill_waiting: Annotated[int, between(1, 10_000)] = 8
+    spill_kv_cache: Annotated[float, Field(gt=0, le=1)] = 0.95
+    # Batch lines back off at batch_share of those thresholds, and wait rather than spill
+    # unless batch_spill (a batch's 24 hours can wait; Vertex AI's tokens cost more).
+    batch_share: Annotated[float, Field(gt=0, le=1)] = 0.5
+    batch_spill: bool = False
+
+    @model_validator(mode="after")
+    def _spill_known(self) -> InferenceSettings:
+        if self.spill_to is None:
+            return self
+        kind, _, model = self.spill_to.partition(":")
+        if kind != "vertex" or model not in VERTEX_MODELS:
+            allowed = ", ".join(f"vertex:{name}" for name in VERTEX_MODELS)
+            raise invalid("spill_to", f"must be one of {allowed}")
+        return self
+
+    @property
+    def spill_model(self) -> str | None:
+        """The Vertex AI model spill_to names, if any."""
+        return self.spill_to.partition(":")[2] if self.spill_to else None
 
     @model_validator(mode="after")
     def _placed(self) -> InferenceSettings:

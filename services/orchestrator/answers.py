@@ -7,7 +7,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -46,6 +46,7 @@ class BackendAnswer:
     meter: UsageMeter = field(default_factory=UsageMeter)
     checkpointed: float = field(default_factory=time.monotonic)
     checkpointing: asyncio.Task[None] | None = None
+    broke: Callable[[], None] = lambda: None  # told when the backend's stream breaks (its circuit)
 
     @property
     def headers(self) -> dict[str, str]:
@@ -100,6 +101,7 @@ class BackendAnswer:
             outcome = "completed" if self.meter.done else "upstream_aborted"
         except (TimeoutError, aiohttp.ClientError) as err:
             logs.event(log, "backend stream broke", logging.WARNING, backend=self.backend, error=type(err).__name__)
+            self.broke()
         except UsageInvalid:
             # The reply cannot be metered: stop passing it on, and say so rather than [DONE].
             logs.event(log, "backend usage is not a token count", logging.WARNING, backend=self.backend)

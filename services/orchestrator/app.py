@@ -16,6 +16,7 @@ from fastapi import Depends, FastAPI
 
 from services.modelcalls.backends import CLOUD_PLATFORM, Backend, GoogleAccessToken
 from services.modelcalls.database import create_pool
+from services.modelcalls.health import Router
 from services.modelcalls.ledger import HANDOFF_SECONDS, Ledger
 from services.orchestrator.batch import routes as batch_routes
 from services.orchestrator.batch.queue import Publisher, outcome_message
@@ -38,6 +39,7 @@ def create_app(settings: OrchestratorSettings, conninfo: str | None = None) -> F
     app.state.settings, app.state.conninfo = settings, conninfo
     app.state.tokens = GoogleAccessToken([CLOUD_PLATFORM])
     app.state.backends = {name: Backend(name, b, app.state.tokens) for name, b in settings.backends.items()}
+    app.state.router = Router(settings, app.state.backends)
     app.state.batches = None
     install_error_handlers(app)
     app.include_router(health.router)
@@ -67,6 +69,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         auto_decompress=True,
     ) as client:
         app.state.ledger, app.state.client = ledger, client
+        app.state.router.start(client)
         if settings.caller_audience is not None:
             certs = JwksCache(settings.caller_certs_url, client, CERTS_CACHE_SECONDS, CERTS_MIN_REFRESH_SECONDS)
             app.state.callers = CallerCheck(certs, settings.caller_audience, settings.callers)
@@ -78,6 +81,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         try:
             yield
         finally:
+            await app.state.router.stop()
             await ledger.stop()  # before the publisher closes: it may hand outcomes to it
             if app.state.batches:
                 app.state.publisher.close()

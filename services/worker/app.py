@@ -133,6 +133,7 @@ class Worker:
             finalizer = Finalizer(pool, blobs)
             backends = {name: Backend(name, backend, tokens) for name, backend in settings.backends.items()}
             self.runner = LineRunner(settings, pool, client, backends, finalizer, self.worker_id)
+            self.runner.router.start(client)
             self.finalizer = finalizer
 
             async def publish(data: bytes) -> None:
@@ -158,6 +159,7 @@ class Worker:
             finally:
                 sweeper.cancel()
                 await self._drain(subscriber)
+                await self.runner.router.stop()
         publisher.stop()
         await pool.close(timeout=1)
 

@@ -1,5 +1,6 @@
 """POST /v1/chat/completions: admitted against the user's daily quota, tried on the model's
-backends in order, its answer passed on (services.orchestrator.answers)."""
+backends as its route and their health say (services.modelcalls.health), its answer passed on
+(services.orchestrator.answers)."""
 
 from __future__ import annotations
 
@@ -13,10 +14,10 @@ import aiohttp
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from services.modelcalls.backends import Backend, BackendUnavailable
+from services.modelcalls.health import Router
 from services.modelcalls.ledger import Ledger, LedgerUnavailable, Outcome
 from services.modelcalls.refusals import answer_head, backend_error
-from services.modelcalls.routing import backends_for
+from services.modelcalls.routing import first_answer, route_for
 from services.modelcalls.usage import estimate_tokens, usage_bound
 from services.orchestrator import idempotency
 from services.orchestrator.answers import BackendAnswer
@@ -41,8 +42,8 @@ async def chat_completions(request: Request, settings: Settings, user_id: UserId
     logs.request_id.set(request_id)
     raw = await request.body()
     body, model = chat_request(raw)
-    route = backends_for(model, settings.routes)
-    if not route:
+    route = route_for(model, settings.routes)
+    if route is None:
         raise ApiError(404, f"no backend serves model {model!r}", "invalid_request_error", "model_not_found")
     claim = await idempotency.of(request).begin(request, user_id, "chat.completions", raw)
     ledger: Ledger = request.app.state.ledger
@@ -56,9 +57,9 @@ async def chat_completions(request: Request, settings: Settings, user_id: UserId
         return await claim.settle(
             ApiError(429, "daily token quota used up", "rate_limit_error", "quota_exceeded").response
         )
-    backends: dict[str, Backend] = request.app.state.backends
+    router: Router = request.app.state.router
     try:
-        answered = await first_answer(request.app.state.client, [backends[n] for n in route], body, settings)
+        answered = await first_answer(request.app.state.client, router, router.attempts(route, "interactive"), body)
     except asyncio.CancelledError:  # shutdown ended the wait: the row must not stay started
         ledger.close_entry(Outcome(entry, "client_aborted", None, 0, 0))
         claim.release_soon()  # nothing ran: a retry may
@@ -68,12 +69,22 @@ async def chat_completions(request: Request, settings: Settings, user_id: UserId
         return await claim.settle(
             ApiError(502, "no model backend answered", "api_error", "backends_unavailable").response
         )
-    upstream, backend = answered
+    upstream, attempt = answered
+    backend = attempt.label
     if upstream.status >= 400:
         ledger.close_entry(Outcome(entry, "failed", backend, 0, 0))
         return await claim.settle(await refusal(upstream, settings))
     bound = usage_bound(body, settings.usage_bound_completion_tokens)
-    answer = BackendAnswer(upstream, backend, entry, ledger, claim, bound, settings.usage_checkpoint_seconds)
+    answer = BackendAnswer(
+        upstream,
+        backend,
+        entry,
+        ledger,
+        claim,
+        bound,
+        settings.usage_checkpoint_seconds,
+        broke=lambda: router.failed(attempt, "stream broke"),
+    )
     return answer.streamed() if body.get("stream") else await answer.whole()
 
 
@@ -87,18 +98,6 @@ def chat_request(raw: bytes) -> tuple[dict[str, Any], str]:
     except (ValueError, KeyError, TypeError):
         raise ApiError(400, "invalid chat completion request", "invalid_request_error", "invalid_request") from None
     return body, model
-
-
-async def first_answer(
-    client: aiohttp.ClientSession, route: list[Backend], body: dict[str, Any], settings: OrchestratorSettings
-) -> tuple[aiohttp.ClientResponse, str] | None:
-    """Try the route's backends in order; retrying is safe only before a byte is passed on."""
-    for backend in route:
-        try:
-            return await backend.open(client, body, settings.first_byte_timeout_seconds), backend.name
-        except BackendUnavailable as err:
-            logs.event(log, "backend unavailable", logging.WARNING, error=str(err))
-    return None
 
 
 async def refusal(upstream: aiohttp.ClientResponse, settings: OrchestratorSettings) -> Response:
