@@ -11,6 +11,7 @@ from fastapi import Depends, Request
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
+from services.gateway import metrics
 from services.gateway.auth import Unauthorized
 from services.gateway.batch_input import LineLimits
 from services.gateway.ratelimit import LocalRateLimiter, SharedRateLimiter, retry_after
@@ -55,9 +56,11 @@ async def admitted_user(request: Request, state: State) -> str:
         caller = await request.app.state.verifier.verify(request.headers.get("authorization"))
     except Unauthorized as err:
         logs.event(log, "unauthorized", logging.WARNING, reason=err.reason)
+        metrics.AUTH_FAILURES.labels(metrics.auth_reason(err.reason)).inc()
         raise unauthorized() from None
     wait = await state.limiter.take(caller.user_id)
     if wait:
+        metrics.RATE_LIMITED.labels("requests").inc()  # the limiter's one kind: requests per user
         raise ApiError(
             429,
             "rate limit exceeded; retry later",

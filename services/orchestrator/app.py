@@ -17,6 +17,7 @@ from fastapi import Depends, FastAPI
 from services.modelcalls.backends import CLOUD_PLATFORM, Backend, GoogleAccessToken
 from services.modelcalls.database import create_pool
 from services.modelcalls.ledger import HANDOFF_SECONDS, Ledger
+from services.orchestrator import metrics
 from services.orchestrator.batch import routes as batch_routes
 from services.orchestrator.batch.queue import Publisher, outcome_message
 from services.orchestrator.batch.store import BatchStore
@@ -98,6 +99,7 @@ async def open_ledger(settings: OrchestratorSettings, conninfo: str | None) -> L
         reconcile_seconds=settings.reconcile_interval_seconds,
         drain_seconds=settings.shutdown_drain_seconds,
     )
+    ledger.on_write = metrics.ledger_write
     await ledger.start()
     try:
         await ledger.migrate()

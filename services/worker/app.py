@@ -40,6 +40,7 @@ from services.modelcalls.ledger import OUTCOMES
 from services.modelcalls.usage import MAX_TOKENS
 from services.servicekit import logs
 from services.servicekit.blobs import BlobStore
+from services.worker import metrics
 from services.worker.finalize import Finalizer
 from services.worker.lines import LineRunner
 from services.worker.settings import WorkerSettings
@@ -181,6 +182,7 @@ class Worker:
             message.nack()
             return
         if self.stopping:
+            metrics.LEASE_EXTENSIONS.inc()
             self.held.append(message)
             return
         task = asyncio.create_task(self._settle(handle, message))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 import uuid
 from typing import Any
 
@@ -18,7 +19,7 @@ from services.modelcalls.ledger import Ledger, LedgerUnavailable, Outcome
 from services.modelcalls.refusals import answer_head, backend_error
 from services.modelcalls.routing import backends_for
 from services.modelcalls.usage import estimate_tokens, usage_bound
-from services.orchestrator import idempotency
+from services.orchestrator import idempotency, metrics
 from services.orchestrator.answers import BackendAnswer
 from services.orchestrator.deps import Settings, UserId
 from services.orchestrator.settings import OrchestratorSettings
@@ -31,6 +32,7 @@ router = APIRouter()
 
 @router.post("/v1/chat/completions")
 async def chat_completions(request: Request, settings: Settings, user_id: UserId) -> Response:
+    started = time.monotonic()
     request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
     logs.request_id.set(request_id)
     raw = await request.body()
@@ -49,7 +51,9 @@ async def chat_completions(request: Request, settings: Settings, user_id: UserId
             503, "usage ledger unavailable; retry shortly", "api_error", "ledger_unavailable", {"Retry-After": "5"}
         ).response
         return await claim.settle(unavailable)
+    model_label = metrics.model_label(model, settings.routes)
     if entry is None:
+        metrics.QUOTA_REFUSALS.labels(model_label).inc()
         return await claim.settle(
             ApiError(429, "daily token quota used up", "rate_limit_error", "quota_exceeded").response
         )
@@ -67,10 +71,13 @@ async def chat_completions(request: Request, settings: Settings, user_id: UserId
         )
     upstream, backend = answered
     if upstream.status >= 400:
+        metrics.BACKEND_ERRORS.labels(backend, "auth" if upstream.status in (401, 403) else "refused").inc()
         ledger.close_entry(Outcome(entry, "failed", backend, 0, 0))
         return await claim.settle(await refusal(upstream, settings))
     bound = usage_bound(body, settings.usage_bound_completion_tokens)
-    answer = BackendAnswer(upstream, backend, entry, ledger, claim, bound, settings.usage_checkpoint_seconds)
+    answer = BackendAnswer(
+        upstream, backend, entry, ledger, claim, bound, settings.usage_checkpoint_seconds, model_label, started
+    )
     return answer.streamed() if body.get("stream") else await answer.whole()
 
 
@@ -95,6 +102,7 @@ async def first_answer(
             return await backend.open(client, body, settings.first_byte_timeout_seconds), backend.name
         except BackendUnavailable as err:
             logs.event(log, "backend unavailable", logging.WARNING, error=str(err))
+            metrics.BACKEND_ERRORS.labels(backend.name, metrics.backend_error_kind(str(err))).inc()
     return None
 
 
