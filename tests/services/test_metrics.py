@@ -11,7 +11,7 @@ import pytest
 from prometheus_client import REGISTRY, generate_latest
 
 from chats import bearer, chat
-from devtools.harness import Server, ServedIssuer, free_port, orchestrator_settings, wait_for
+from devtools.harness import Postgres, ServedIssuer, Server, free_port, orchestrator_settings, wait_for
 from servers import LedgerRows, gateway_server
 from services.orchestrator.app import create_app as create_orchestrator
 from services.servicekit.metrics import ADDRESS_VARIABLE, parse_address, serve_metrics
@@ -94,10 +94,10 @@ def test_quota_refusals_and_ledger_write_failures_are_counted(postgres_conninfo_
     assert answer.status_code == 503 and failures() == 1 and refused() == 0
 
 
-def test_a_request_past_the_quota_is_counted(postgres: object, upstream: Server) -> None:
+def test_a_request_past_the_quota_is_counted(postgres: Postgres, upstream: Server) -> None:
     refused = moved("orchestrator_quota_refusals_total", model="standin-*")
     settings = orchestrator_settings(upstream.url, daily_token_quota=1)
-    with Server(create_orchestrator(settings, conninfo=postgres.conninfo)) as tight:  # type: ignore[attr-defined]
+    with Server(create_orchestrator(settings, conninfo=postgres.conninfo)) as tight:
         answer = httpx.post(f"{tight.url}/v1/chat/completions", json=chat(), headers={"x-user-id": "m"}, timeout=30)
     assert answer.status_code == 429 and refused() == 1
 
