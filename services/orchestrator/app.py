@@ -29,6 +29,7 @@ from services.servicekit import logs
 from services.servicekit.blobs import BlobStore
 from services.servicekit.errors import install_error_handlers
 from services.servicekit.jwks import JwksCache
+from services.servicekit.metrics import serve_metrics
 
 log = logging.getLogger("orchestrator")
 
@@ -134,4 +135,5 @@ def main() -> FastAPI:
     """The ASGI app uvicorn serves (``services.orchestrator.app:main`` with --factory)."""
     settings = OrchestratorSettings()
     logs.configure(settings.log_level)
+    serve_metrics(settings.metrics_address)
     return create_app(settings)

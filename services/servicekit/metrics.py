@@ -13,10 +13,10 @@ kinds. Never a user id, a raw path or a prompt (docs/observability.md, "Metrics"
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterable
+from typing import Annotated
 
 from prometheus_client import start_http_server
+from pydantic import AfterValidator
 
 ADDRESS_VARIABLE = "METRICS_ADDRESS"
 OTHER = "other"  # the label value for anything not in its bounded set
@@ -32,14 +32,18 @@ def parse_address(address: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def serve_metrics(environ: dict[str, str] | None = None) -> None:
-    """Serve the process's registry at /metrics on METRICS_ADDRESS, in a thread of its own, if set."""
-    address = (os.environ if environ is None else environ).get(ADDRESS_VARIABLE)
+def _checked(address: str | None) -> str | None:
+    if address is not None:
+        parse_address(address)
+    return address
+
+
+# A settings field (metrics_address, read from METRICS_ADDRESS): where /metrics is served; None: nowhere.
+MetricsAddress = Annotated[str | None, AfterValidator(_checked)]
+
+
+def serve_metrics(address: str | None) -> None:
+    """Serve the process's registry at /metrics on ``address``, in a thread of its own, if given."""
     if address:
         host, port = parse_address(address)
         start_http_server(port, addr=host)
-
-
-def bounded(value: str | None, allowed: Iterable[str]) -> str:
-    """``value`` if it is one of ``allowed`` (configured names), else OTHER."""
-    return value if value is not None and value in allowed else OTHER

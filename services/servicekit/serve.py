@@ -7,13 +7,9 @@ import sys
 
 import uvicorn
 
-from services.servicekit.metrics import serve_metrics
-
 
 def serve(factory: str, *options: str) -> None:
     """uvicorn's command line for ``factory`` ("module:function"), then ``options``, then this
     process's arguments (the image's host and port). uvloop, with no access log: the services
-    log each request themselves, with its request id (servicekit.logs). The metrics, if the
-    environment names their address, on a port of their own (servicekit.metrics)."""
-    serve_metrics()
+    log each request themselves, with its request id (servicekit.logs)."""
     uvicorn.main(["--factory", factory, "--loop", "uvloop", "--no-access-log", *options, *sys.argv[1:]])

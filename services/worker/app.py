@@ -40,6 +40,7 @@ from services.modelcalls.ledger import OUTCOMES
 from services.modelcalls.usage import MAX_TOKENS
 from services.servicekit import logs
 from services.servicekit.blobs import BlobStore
+from services.servicekit.metrics import serve_metrics
 from services.worker import metrics
 from services.worker.finalize import Finalizer
 from services.worker.lines import LineRunner
@@ -278,4 +279,5 @@ def main() -> FastAPI:
     """The ASGI app uvicorn serves (``services.worker.app:main`` with --factory)."""
     settings = WorkerSettings()
     logs.configure(settings.log_level)
+    serve_metrics(settings.metrics_address)
     return create_app(settings)

@@ -14,7 +14,7 @@ from chats import bearer, chat
 from devtools.harness import Postgres, ServedIssuer, Server, free_port, orchestrator_settings, wait_for
 from servers import LedgerRows, gateway_server
 from services.orchestrator.app import create_app as create_orchestrator
-from services.servicekit.metrics import ADDRESS_VARIABLE, parse_address, serve_metrics
+from services.servicekit.metrics import parse_address, serve_metrics
 from test_gateway import PROMPT, body, finished, post
 
 
@@ -111,7 +111,7 @@ def postgres_conninfo_closed() -> str:
 def test_metrics_are_served_on_their_own_address_and_not_on_the_public_port(gateway: Server) -> None:
     assert httpx.get(f"{gateway.url}/metrics").status_code == 404
     port = free_port()
-    serve_metrics({ADDRESS_VARIABLE: f"127.0.0.1:{port}"})
+    serve_metrics(f"127.0.0.1:{port}")
     scraped = httpx.get(f"http://127.0.0.1:{port}/metrics").text
     assert "gateway_requests_total" in scraped and "orchestrator_ttft_seconds_bucket" in scraped
 
