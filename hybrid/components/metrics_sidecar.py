@@ -5,7 +5,7 @@ Why this sidecar and not an OpenTelemetry collector: the services expose Prometh
 and for those Google recommends this one ("for services that write Prometheus metrics, use the
 Managed Service for Prometheus sidecar", cloud.google.com/run/docs/monitoring-managed-prometheus-sidecar;
 the OTel sidecar is for OTLP). Its metrics then share one PromQL namespace with the GKE
-workloads' (PodMonitoring: hybrid/components/pod_monitoring.py).
+workloads' (PodMonitoring: hybrid/components/batch_worker.py, vllm_server.py).
 
 The sidecar scrapes localhost:8080 unless told otherwise by a RunMonitoring document at
 /etc/rungmp/config.yaml, which Google has mounted from Secret Manager
