@@ -116,6 +116,7 @@ PROMQL_KEYWORDS = frozenset(
 _GROUPING = re.compile(r"\b(by|without|on|ignoring|group_left|group_right)\s*\(([^)]*)\)")
 _SELECTOR = re.compile(r"(?<![A-Za-z0-9_:.])([A-Za-z_:][A-Za-z0-9_:]*)\s*(\{[^}]*\})?")
 _MATCHER = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)\s*(?:=~|!~|!=|=)\s*\"")
+_LABEL_PAIR = re.compile(r'([A-Za-z_][A-Za-z0-9_]*)="(?:[^"\\]|\\.)*"')
 _METRIC_TYPE = re.compile(r'metric\.type\s*=\s*"([^"]+)"')
 _FILTER_LABEL = re.compile(r"metric\.labels?\.([A-Za-z_][A-Za-z0-9_]*)")
 _MANAGED_PROMETHEUS = re.compile(r"prometheus\.googleapis\.com/(.+)/([a-z]+)$")
@@ -150,7 +151,8 @@ class Scrape:
             elif line and not line.startswith("#"):
                 name, _, rest = line.partition("{")
                 name = name.split()[0]
-                labels = set(re.findall(r'([A-Za-z_][A-Za-z0-9_]*)="', rest.partition("}")[0])) if rest else set()
+                # A label's value may hold braces (a route template): read pairs, not up to "}".
+                labels = set(_LABEL_PAIR.findall(rest))
                 scrape.samples.setdefault(name, set()).update(labels)
         return scrape
 

@@ -99,3 +99,12 @@ def test_the_checker_imports_no_cdktf() -> None:
     probe = "import sys, analysis.observability; assert not [m for m in sys.modules if m.startswith('cdktf')]"
     result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
+
+
+def test_a_scrape_reads_label_names_whatever_their_values_hold() -> None:
+    scrape = Scrape.parse(
+        "# TYPE gateway_requests_total counter\n"
+        'gateway_requests_total{route="/v1/batches/{batch_id}",status="401"} 2.0\n'
+        'odd_total{text="a \\"quoted\\", x=\\"y\\"",kind="k"} 1.0\n'
+    )
+    assert scrape.samples == {"gateway_requests_total": {"route", "status"}, "odd_total": {"text", "kind"}}
