@@ -253,7 +253,7 @@ class ServicesStack(LayerStack):
             secrets=tuple((secrets or {}).items()),
             container_port=container_port,
             args=args,
-            export_metrics=role in EXPORTS_METRICS,
+            metrics_config_secret=names.metrics_config_secret[role] if role in EXPORTS_METRICS else None,
         )
         return CloudRunService(self, role, props, service_account=account or self._account(role))
 

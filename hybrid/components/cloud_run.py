@@ -103,8 +103,9 @@ class CloudRunServiceProps:
     secrets: tuple[tuple[str, str], ...] = ()
     container_port: int = 8080
     args: tuple[str, ...] = ()
-    # Its Prometheus metrics to Cloud Monitoring, by a sidecar (hybrid/components/metrics_sidecar.py).
-    export_metrics: bool = False
+    # Its Prometheus metrics to Cloud Monitoring by a sidecar (hybrid/components/metrics_sidecar.py),
+    # configured by this secret; None: no sidecar.
+    metrics_config_secret: str | None = None
 
     @property
     def all_secrets(self) -> tuple[tuple[str, str], ...]:
@@ -133,9 +134,14 @@ class CloudRunService(Construct):
         ]
         sidecar = (
             MetricsSidecar(
-                self, "metrics", service=props.name, project=props.project, region=props.region, reader=service_account
+                self,
+                "metrics",
+                secret_id=props.metrics_config_secret,
+                project=props.project,
+                region=props.region,
+                reader=service_account,
             )
-            if props.export_metrics
+            if props.metrics_config_secret
             else None
         )
         env = (*props.env, *((("METRICS_ADDRESS", sidecar.address),) if sidecar else ()))

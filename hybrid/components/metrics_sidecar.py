@@ -54,14 +54,14 @@ def run_monitoring(name: str, port: int) -> str:
 
 
 class MetricsSidecar(Construct):
-    """The RunMonitoring document in a secret of its own (``<service>-rungmp``), readable by the
-    service's identity, and what the service's template adds: the sidecar and its volume."""
+    """The RunMonitoring document in a secret of its own, ``secret_id``, readable by the service's
+    identity, and what the service's template adds: the sidecar and its volume."""
 
     def __init__(
-        self, scope: Construct, id_: str, *, service: str, project: str, region: str, reader: ServiceAccount
+        self, scope: Construct, id_: str, *, secret_id: str, project: str, region: str, reader: ServiceAccount
     ) -> None:
         super().__init__(scope, id_)
-        self.secret_id, self.address = f"{service}-rungmp", f"127.0.0.1:{METRICS_PORT}"
+        self.secret_id, self.address = secret_id, f"127.0.0.1:{METRICS_PORT}"
         secret = SecretManagerSecret(
             self,
             "config",
@@ -79,7 +79,7 @@ class MetricsSidecar(Construct):
             "config-version",
             # Named, not referenced, so the apply-order check can match it; depends_on orders it.
             secret=f"projects/{project}/secrets/{self.secret_id}",
-            secret_data=run_monitoring(service, METRICS_PORT),
+            secret_data=run_monitoring(secret_id, METRICS_PORT),
             depends_on=[secret],
         )
         self.grant: SecretManagerSecretIamMember = Secret(self.secret_id).grant_read(self, reader)
