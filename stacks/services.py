@@ -54,6 +54,8 @@ from stacks.registry import RegistryStack, service_image
 IDENTITY_PLATFORM_APIS = ("identitytoolkit.googleapis.com", "securetoken.googleapis.com")
 # The services built by hand below, each with parts of its own; any other is built generically.
 HAND_BUILT = ("frontend", "gateway", "orchestrator")
+# The services with Prometheus metrics (services/servicekit/metrics.py), exported by a sidecar.
+EXPORTS_METRICS = ("gateway", "orchestrator")
 
 
 class ServicesStack(LayerStack):
@@ -251,6 +253,7 @@ class ServicesStack(LayerStack):
             secrets=tuple((secrets or {}).items()),
             container_port=container_port,
             args=args,
+            metrics_config_secret=names.metrics_config_secret[role] if role in EXPORTS_METRICS else None,
         )
         return CloudRunService(self, role, props, service_account=account or self._account(role))
 

@@ -9,10 +9,11 @@ from typing import Any
 
 import pytest
 
+from hybrid.components.metrics_sidecar import METRICS_PORT, SIDECAR_IMAGE
 from hybrid.config import load_environment
 from hybrid.topology import Topology, for_environment
 from iac import ROOT, Json, Stacks, only, pointee, pointees, principal, resources
-from stacks.services import HAND_BUILT
+from stacks.services import EXPORTS_METRICS, HAND_BUILT
 from variants import DEV_ENV, DEV_ON_CLOUD_RUN, synthesize, variant
 
 ROLES = {"frontend", "gateway", "orchestrator"}
@@ -33,9 +34,10 @@ def services(stack: Json) -> dict[str, Json]:
 
 
 def container(service: Json) -> Json:
-    only_container: Json
-    (only_container,) = service["template"]["containers"]
-    return only_container
+    """The service's own container: the one that takes its requests (a sidecar has no port)."""
+    own: Json
+    (own,) = [c for c in service["template"]["containers"] if "ports" in c]
+    return own
 
 
 def env_vars(service: Json) -> dict[str, Any]:
@@ -222,7 +224,8 @@ def test_the_database_bootstrap_job_reads_only_the_admin_password_granted_before
     ((key, grant),) = [
         (k, g)
         for k, g in resources(stack, "google_secret_manager_secret_iam_member").items()
-        if g["secret_id"] != f"{env}-redis-auth"  # the gateway's, where [redis] is on
+        # The gateway's, where [redis] is on; the metrics sidecars' configurations.
+        if g["secret_id"] != f"{env}-redis-auth" and not g["secret_id"].endswith("-rungmp")
     ]
     assert (grant["secret_id"], grant["role"]) == (
         f"{env}-postgres-admin-password",
@@ -395,3 +398,35 @@ def test_the_chat_page_signs_in_with_identity_platform_and_a_restricted_browser_
     assert gateway["ALLOWED_ORIGINS"] == origin
     # The address to open is the one CORS and the key admit.
     assert stack["output"]["chat_page_url"]["value"] == origin
+
+
+def test_the_gateway_and_orchestrator_export_their_metrics_by_a_sidecar_on_loopback(env: str, stack: Json) -> None:
+    for name, service in services(stack).items():
+        sidecars = [c for c in service["template"]["containers"] if "ports" not in c]
+        if name not in EXPORTS_METRICS:
+            assert sidecars == [] and "METRICS_ADDRESS" not in env_vars(service), name
+            continue
+        # Served on 127.0.0.1 only, apart from the public port: the sidecar reaches it, a caller cannot.
+        assert env_vars(service)["METRICS_ADDRESS"] == f"127.0.0.1:{METRICS_PORT}"
+        assert container(service)["ports"]["container_port"] != METRICS_PORT
+        (sidecar,) = sidecars
+        assert sidecar["image"] == SIDECAR_IMAGE and ":" in SIDECAR_IMAGE.rsplit("/", 1)[1]
+        (mount,) = sidecar["volume_mounts"]
+        (volume,) = service["template"]["volumes"]
+        assert (mount["name"], mount["mount_path"]) == (volume["name"], "/etc/rungmp")
+        assert volume["secret"]["items"][0]["path"] == "config.yaml"
+        # Its RunMonitoring scrapes that port, from a secret the service's identity alone may read.
+        secret_id = volume["secret"]["secret"]
+        (version,) = [
+            v
+            for v in resources(stack, "google_secret_manager_secret_version").values()
+            if v["secret"].endswith(f"/secrets/{secret_id}")
+        ]
+        assert f"port: {METRICS_PORT}" in version["secret_data"] and "kind: RunMonitoring" in version["secret_data"]
+        readers = [
+            m
+            for m in resources(stack, "google_secret_manager_secret_iam_member").values()
+            if m["secret_id"] == secret_id
+        ]
+        assert [m["role"] for m in readers] == ["roles/secretmanager.secretAccessor"]
+        assert readers[0]["member"] == service["template"]["service_account"].replace("email}", "member}")

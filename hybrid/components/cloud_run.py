@@ -33,6 +33,7 @@ from cdktf_cdktf_provider_google_beta.google_project_service_identity import Goo
 from constructs import Construct
 
 from hybrid.components.grants import ALL_USERS, Grantable, IapRunService, Project, RunService, Secret
+from hybrid.components.metrics_sidecar import MetricsSidecar
 from hybrid.components.roles import IAP_ACCESSOR, INVOKER, LOG_WRITER, METRIC_WRITER
 from hybrid.components.service_account import ServiceAccount
 from hybrid.config import CloudRunSizing, GpuServiceSizing
@@ -102,6 +103,9 @@ class CloudRunServiceProps:
     secrets: tuple[tuple[str, str], ...] = ()
     container_port: int = 8080
     args: tuple[str, ...] = ()
+    # Its Prometheus metrics to Cloud Monitoring by a sidecar (hybrid/components/metrics_sidecar.py),
+    # configured by this secret; None: no sidecar.
+    metrics_config_secret: str | None = None
 
     @property
     def all_secrets(self) -> tuple[tuple[str, str], ...]:
@@ -128,6 +132,19 @@ class CloudRunService(Construct):
             Secret(secret).grant_read(self, service_account)
             for secret in sorted({secret for _, secret in props.all_secrets})
         ]
+        sidecar = (
+            MetricsSidecar(
+                self,
+                "metrics",
+                secret_id=props.metrics_config_secret,
+                project=props.project,
+                region=props.region,
+                reader=service_account,
+            )
+            if props.metrics_config_secret
+            else None
+        )
+        env = (*props.env, *((("METRICS_ADDRESS", sidecar.address),) if sidecar else ()))
 
         self.service = CloudRunV2Service(
             self,
@@ -136,7 +153,7 @@ class CloudRunService(Construct):
             location=props.region,
             ingress=settings.ingress,
             deletion_protection=props.deletion_protection,
-            depends_on=secret_grants or None,
+            depends_on=[*secret_grants, *([sidecar.grant] if sidecar else [])] or None,
             template=CloudRunV2ServiceTemplate(
                 service_account=service_account.email,
                 execution_environment="EXECUTION_ENVIRONMENT_GEN2",
@@ -160,11 +177,13 @@ class CloudRunService(Construct):
                             cpu_idle=not settings.cpu_always_allocated,
                             startup_cpu_boost=settings.startup_cpu_boost,
                         ),
-                        env=[*_plain_env(props.env), *_secret_env(props.all_secrets)] or None,
+                        env=[*_plain_env(env), *_secret_env(props.all_secrets)] or None,
                         startup_probe=MODEL_STARTUP_PROBE if gpu else STARTUP_PROBE,
                         liveness_probe=LIVENESS_PROBE,
-                    )
+                    ),
+                    *([sidecar.container()] if sidecar else []),
                 ],
+                volumes=[sidecar.volume()] if sidecar else None,
             ),
         )
         # Made here, whoever owns the account: what this service does, its identity may do.

@@ -62,6 +62,8 @@ class ResourceNames:
         self.rate_limit_fallback_metric = f"{env}-gateway-rate-limit-fallback"
         self.service = {service: f"{env}-{service}" for service in declared.cloud_run_services()}
         self.orchestrator_account = self.service["orchestrator"]
+        # Each service's metrics sidecar's RunMonitoring document (hybrid/components/metrics_sidecar.py).
+        self.metrics_config_secret = {service: f"{name}-rungmp" for service, name in self.service.items()}
         # The workers tier ([workers]): its subnet and secondary ranges, cluster, pools, identities,
         # the batch files' bucket (global: the project keeps it unique) and the queue.
         self.workers_subnet = f"{env}-workers"
@@ -172,6 +174,10 @@ class ResourceNames:
             "database admin password secret": (self.database_admin_secret, *_SECRET_ID),
             "rate-limit fallback metric": (self.rate_limit_fallback_metric, *_METRIC),
             "Redis AUTH string secret": (self.redis_auth_secret, *_SECRET_ID),
+            **{
+                f"{service} metrics sidecar secret": (name, *_SECRET_ID)
+                for service, name in self.metrics_config_secret.items()
+            },
             # cloud.google.com/memorystore/docs/redis/reference/rest/v1/projects.locations.instances/create:
             # instanceId, 1-40 lowercase letters, digits or hyphens, starting with a letter.
             "Memorystore instance": (self.redis_instance, *_UP_TO_40),

@@ -26,6 +26,7 @@ from services.servicekit import logs
 from services.servicekit.chat import ChatCompletionRequest
 from services.servicekit.errors import install_error_handlers
 from services.servicekit.identity import IdTokenSource, NoToken
+from services.servicekit.metrics import serve_metrics
 
 
 def create_app(settings: GatewaySettings) -> FastAPI:
@@ -107,6 +108,7 @@ def main() -> FastAPI:
     """The ASGI app uvicorn serves (``services.gateway.app:main`` with --factory)."""
     settings = GatewaySettings()
     logs.configure(settings.log_level)
+    serve_metrics(settings.metrics_address)
     HttpToolsWithHeaderDeadline.header_timeout = settings.header_timeout_seconds  # the image's --http
     app = create_app(settings)
     # Start-up objects never die: keep them out of the collector's full passes, which

@@ -11,6 +11,7 @@ from fastapi import Depends, Request
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
+from services.gateway import metrics
 from services.gateway.auth import Unauthorized
 from services.gateway.batch_input import LineLimits
 from services.gateway.ratelimit import LocalRateLimiter, RateLimiter, SharedRateLimiter, retry_after
@@ -56,6 +57,7 @@ async def authenticated_user(request: Request) -> str:
         caller = await request.app.state.verifier.verify(request.headers.get("authorization"))
     except Unauthorized as err:
         logs.event(log, "unauthorized", logging.WARNING, reason=err.reason)
+        metrics.AUTH_FAILURES.labels(metrics.auth_reason(err.reason)).inc()
         raise unauthorized() from None
     return str(caller.user_id)
 
@@ -72,6 +74,7 @@ async def admitted_reader(state: State, user_id: Annotated[str, Depends(authenti
 
 def limited(user_id: str, wait: float) -> str:
     if wait:
+        metrics.RATE_LIMITED.labels("requests").inc()  # the limiter's one kind: requests per user
         raise ApiError(
             429,
             "rate limit exceeded; retry later",

@@ -7,6 +7,8 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from services.servicekit.metrics import MetricsAddress
+
 CLOUD_RUN_MAX_REQUEST_BYTES = 32 * 1024 * 1024
 # The warning an instance logs while it limits alone because Redis did not answer
 # (services.gateway.ratelimit); the stacks' log-based metric counts it, so it is named once, here,
@@ -88,3 +90,4 @@ class GatewaySettings(BaseSettings):
     # Origins whose pages may call the API from a browser (the frontend), comma-separated.
     allowed_origins: str = ""
     log_level: str = "INFO"
+    metrics_address: MetricsAddress = None  # services/servicekit/metrics.py

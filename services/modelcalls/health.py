@@ -135,8 +135,15 @@ class Wait(Exception):
 
 
 class Router:
-    def __init__(self, settings: ModelCallerSettings, backends: dict[str, Backend]) -> None:
-        self.settings, self.backends = settings, backends
+    def __init__(
+        self,
+        settings: ModelCallerSettings,
+        backends: dict[str, Backend],
+        on_failure: Callable[[str, str], None] = lambda backend, why: None,
+    ) -> None:
+        # on_failure(backend, why): the orchestrator counts each failure in its metrics; the
+        # worker's image holds no orchestrator code, so this module names no metric itself.
+        self.settings, self.backends, self.on_failure = settings, backends, on_failure
         self.breakers = {
             name: Breaker(settings.breaker_failures, settings.breaker_window_seconds, settings.breaker_cooldown_seconds)
             for name in backends
@@ -204,6 +211,7 @@ class Router:
         self.breakers[attempt.backend.name].succeeded()
 
     def failed(self, attempt: Attempt, why: str) -> None:
+        self.on_failure(attempt.backend.name, why)
         breaker = self.breakers[attempt.backend.name]
         was = breaker.state
         breaker.failed()

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
@@ -269,6 +270,8 @@ class Ledger:
         # Where outcomes the database has not taken by shutdown go to outlive the instance (Pub/Sub,
         # for the batch workers to write: app.py); without one they are only logged.
         self.handoff: Callable[[list[Outcome]], Awaitable[None]] | None = None
+        # Told each write's seconds and whether it succeeded: the orchestrator's metrics.
+        self.on_write: Callable[[float, bool], None] = lambda seconds, ok: None
 
     async def start(self) -> None:
         await self.pool.open(wait=False)
@@ -345,7 +348,7 @@ class Ledger:
         """The new entry's id, reserving ``estimate`` tokens of the user's daily quota until its
         outcome is written; None when the quota has no room for it (see ``admits``)."""
         try:
-            return await self._bounded(self._admit(request_id, user_id, model, quota, estimate))
+            return await self._timed(self._admit(request_id, user_id, model, quota, estimate))
         except (psycopg.Error, PoolTimeout, OSError) as err:  # OSError: TimeoutError too
             raise LedgerUnavailable(type(err).__name__) from None
 
@@ -389,7 +392,7 @@ class Ledger:
         refusals = 0
         while True:
             try:
-                await self._bounded(self._settle(outcome))
+                await self._timed(self._settle(outcome))
                 return
             except UNREACHABLE as err:
                 logs.event(
@@ -446,6 +449,15 @@ class Ledger:
             except (psycopg.Error, PoolTimeout, OSError) as err:
                 logs.event(log, "reconciliation deferred", logging.WARNING, error=type(err).__name__)
             await asyncio.sleep(self.reconcile_seconds)
+
+    async def _timed(self, write: Coroutine[Any, Any, T]) -> T:
+        started, ok = time.perf_counter(), False
+        try:
+            result = await self._bounded(write)
+            ok = True
+            return result
+        finally:
+            self.on_write(time.perf_counter() - started, ok)
 
     async def _bounded(self, work: Coroutine[Any, Any, T], seconds: float | None = None) -> T:
         """The result of ``work``, or TimeoutError after ``seconds`` (the ledger's timeout by

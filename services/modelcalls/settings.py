@@ -10,6 +10,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from services.servicekit.metrics import MetricsAddress
+
 
 class BackendSettings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -125,6 +127,7 @@ class ModelCallerSettings(BaseSettings):
     database_pool_size: int = Field(10, ge=1)
     database_timeout_seconds: float = Field(3, gt=0)
     log_level: str = "INFO"
+    metrics_address: MetricsAddress = None  # services/servicekit/metrics.py
 
     @model_validator(mode="after")
     def _routes_known(self) -> ModelCallerSettings:

@@ -18,6 +18,7 @@ from services.modelcalls.backends import CLOUD_PLATFORM, Backend, GoogleAccessTo
 from services.modelcalls.database import create_pool
 from services.modelcalls.health import Router
 from services.modelcalls.ledger import HANDOFF_SECONDS, Ledger
+from services.orchestrator import metrics
 from services.orchestrator.batch import routes as batch_routes
 from services.orchestrator.batch.queue import Publisher, outcome_message
 from services.orchestrator.batch.store import BatchStore
@@ -29,6 +30,7 @@ from services.servicekit import logs
 from services.servicekit.blobs import BlobStore
 from services.servicekit.errors import install_error_handlers
 from services.servicekit.jwks import JwksCache
+from services.servicekit.metrics import serve_metrics
 
 log = logging.getLogger("orchestrator")
 
@@ -39,7 +41,7 @@ def create_app(settings: OrchestratorSettings, conninfo: str | None = None) -> F
     app.state.settings, app.state.conninfo = settings, conninfo
     app.state.tokens = GoogleAccessToken([CLOUD_PLATFORM])
     app.state.backends = {name: Backend(name, b, app.state.tokens) for name, b in settings.backends.items()}
-    app.state.router = Router(settings, app.state.backends)
+    app.state.router = Router(settings, app.state.backends, on_failure=metrics.backend_failed)
     app.state.batches = None
     install_error_handlers(app)
     app.include_router(health.router)
@@ -102,6 +104,7 @@ async def open_ledger(settings: OrchestratorSettings, conninfo: str | None) -> L
         reconcile_seconds=settings.reconcile_interval_seconds,
         drain_seconds=settings.shutdown_drain_seconds,
     )
+    ledger.on_write = metrics.ledger_write
     await ledger.start()
     try:
         await ledger.migrate()
@@ -136,4 +139,5 @@ def main() -> FastAPI:
     """The ASGI app uvicorn serves (``services.orchestrator.app:main`` with --factory)."""
     settings = OrchestratorSettings()
     logs.configure(settings.log_level)
+    serve_metrics(settings.metrics_address)
     return create_app(settings)

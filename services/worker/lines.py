@@ -31,6 +31,7 @@ from services.modelcalls.refusals import answer_head, backend_error
 from services.modelcalls.routing import first_answer, route_for
 from services.modelcalls.usage import UsageInvalid, UsageMeter, estimate_tokens, usage_bound
 from services.servicekit import logs
+from services.worker import metrics
 from services.worker.finalize import Finalizer
 from services.worker.ids import line_request_id
 from services.worker.settings import WorkerSettings
@@ -166,6 +167,7 @@ class LineRunner:
                 )
                 return True
             # Another delivery holds it: wait for it to finish, or for its claim to run out.
+            metrics.LEASE_EXTENSIONS.inc()
             await asyncio.sleep(min(CLAIM_POLL_SECONDS, max(claim_left.total_seconds(), 0.1)))
         body, attempts, user_id = claimed
         try:
@@ -178,6 +180,7 @@ class LineRunner:
             await self._retrying(self._release, batch_id, line, token)
             return False
         if await self._retrying(self._finish, batch_id, line, token, answer):
+            metrics.LINES.labels("done" if answer.status == "succeeded" else "failed").inc()
             logs.event(
                 log,
                 "line finished",
@@ -208,7 +211,8 @@ class LineRunner:
         while True:
             claimed = await self._retrying(self._claim, batch_id, line, token)
             if claimed:
-                await self._retrying(self._finish, batch_id, line, token, answer)
+                if await self._retrying(self._finish, batch_id, line, token, answer):
+                    metrics.LINES.labels("failed").inc()
                 logs.event(
                     log,
                     "line failed after its last delivery",
@@ -223,6 +227,7 @@ class LineRunner:
             if state is None or state[0] in TERMINAL:
                 break
             if state[0] == "running" and state[2] in ("validating", "in_progress"):
+                metrics.LEASE_EXTENSIONS.inc()
                 await asyncio.sleep(min(CLAIM_POLL_SECONDS, max(state[1].total_seconds(), 0.1)))
                 continue
             await self._retrying(self._close, batch_id, line, state[2])
@@ -325,6 +330,7 @@ class LineRunner:
                 return await asyncio.wait_for(step(*args), self.settings.database_timeout_seconds * 2)
             except UNREACHABLE as err:
                 logs.event(log, "database unreachable; retrying", logging.WARNING, error=type(err).__name__)
+                metrics.LEASE_EXTENSIONS.inc()
                 await asyncio.sleep(DATABASE_RETRY_SECONDS)
 
     async def _claim(self, batch_id: str, line: int, token: str) -> tuple[dict[str, Any], int, str] | None:
@@ -372,35 +378,39 @@ class LineRunner:
         request_id = line_request_id(batch_id, line)
         response = {**answer.response, "request_id": request_id} if answer.response else None
         ledger = answer.entry if answer.charged else None
-        async with self.pool.connection() as conn, conn.transaction():
-            cursor = await conn.execute(
-                FINISH,
-                {
-                    "status": answer.status,
-                    "response": Jsonb(response) if response else None,
-                    "error": Jsonb(answer.error) if answer.error else None,
-                    "ledger": ledger,
-                    "batch": batch_id,
-                    "line": line,
-                    "token": token,
-                },
-            )
-            if cursor.rowcount == 0:
-                return False
-            if ledger is not None:
-                outcome = "completed" if answer.status == "succeeded" else "failed"
-                await conn.execute(
-                    CHARGE,
-                    (
-                        answer.backend,
-                        "usage_invalid" if answer.usage_invalid else outcome,
-                        answer.prompt_tokens,
-                        answer.completion_tokens,
-                        ledger,
-                    ),
+        try:
+            async with self.pool.connection() as conn, conn.transaction():
+                cursor = await conn.execute(
+                    FINISH,
+                    {
+                        "status": answer.status,
+                        "response": Jsonb(response) if response else None,
+                        "error": Jsonb(answer.error) if answer.error else None,
+                        "ledger": ledger,
+                        "batch": batch_id,
+                        "line": line,
+                        "token": token,
+                    },
                 )
-            else:  # failed unsent (after its last delivery, say): a dead delivery's reservation goes
-                await conn.execute(UNSETTLED, (request_id,))
+                if cursor.rowcount == 0:
+                    return False
+                if ledger is not None:
+                    outcome = "completed" if answer.status == "succeeded" else "failed"
+                    await conn.execute(
+                        CHARGE,
+                        (
+                            answer.backend,
+                            "usage_invalid" if answer.usage_invalid else outcome,
+                            answer.prompt_tokens,
+                            answer.completion_tokens,
+                            ledger,
+                        ),
+                    )
+                else:  # failed unsent (after its last delivery, say): a dead delivery's reservation goes
+                    await conn.execute(UNSETTLED, (request_id,))
+        except (psycopg.Error, OSError):  # OSError: TimeoutError too; _retrying tries again
+            metrics.CHARGE_FAILURES.inc()
+            raise
         return True
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 import uuid
 from typing import Any
 
@@ -19,7 +20,7 @@ from services.modelcalls.ledger import Ledger, LedgerUnavailable, Outcome
 from services.modelcalls.refusals import answer_head, backend_error
 from services.modelcalls.routing import first_answer, route_for
 from services.modelcalls.usage import estimate_tokens, usage_bound
-from services.orchestrator import idempotency
+from services.orchestrator import idempotency, metrics
 from services.orchestrator.answers import BackendAnswer
 from services.orchestrator.deps import Settings, UserId
 from services.orchestrator.settings import OrchestratorSettings
@@ -38,6 +39,7 @@ def ledger_unavailable() -> ApiError:
 
 @router.post("/v1/chat/completions")
 async def chat_completions(request: Request, settings: Settings, user_id: UserId) -> Response:
+    started = time.monotonic()
     request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
     logs.request_id.set(request_id)
     raw = await request.body()
@@ -53,7 +55,9 @@ async def chat_completions(request: Request, settings: Settings, user_id: UserId
     except LedgerUnavailable as err:
         logs.event(log, "ledger unavailable", logging.ERROR, error=str(err))
         return await claim.settle(ledger_unavailable().response)
+    model_label = metrics.model_label(model, settings.routes)
     if entry is None:
+        metrics.QUOTA_REFUSALS.labels(model_label).inc()
         return await claim.settle(
             ApiError(429, "daily token quota used up", "rate_limit_error", "quota_exceeded").response
         )
@@ -72,6 +76,7 @@ async def chat_completions(request: Request, settings: Settings, user_id: UserId
     upstream, attempt = answered
     backend = attempt.label
     if upstream.status >= 400:
+        metrics.BACKEND_ERRORS.labels(backend, "auth" if upstream.status in (401, 403) else "refused").inc()
         ledger.close_entry(Outcome(entry, "failed", backend, 0, 0))
         return await claim.settle(await refusal(upstream, settings))
     bound = usage_bound(body, settings.usage_bound_completion_tokens)
@@ -83,7 +88,9 @@ async def chat_completions(request: Request, settings: Settings, user_id: UserId
         claim,
         bound,
         settings.usage_checkpoint_seconds,
-        broke=lambda: router.failed(attempt, "stream broke"),
+        model_label,
+        started,
+        broke=lambda: router.failed(attempt, metrics.STREAM_BROKE),
     )
     return answer.streamed() if body.get("stream") else await answer.whole()
 
