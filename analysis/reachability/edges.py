@@ -80,5 +80,5 @@ def edges_for(facts: EnvironmentFacts) -> tuple[Edge, ...]:
 def every_edge() -> tuple[Edge, ...]:
     """The edges of an environment with every tier on and the models on GKE: the diagram's."""
     sections = declared().section_order()
-    facts = EnvironmentFacts("every", "gke", "", workers="workers" in sections, redis="redis" in sections)
+    facts = EnvironmentFacts("every", "gke", "", workers="workers" in sections, redis="redis" in sections, edge=True)
     return edges_for(facts)
