@@ -14,7 +14,8 @@ from __future__ import annotations
 from cdktf import TerraformOutput
 from constructs import Construct
 
-from hybrid.components.armor import CloudArmorPolicy, armor_rules
+from hybrid.armor import armor_rules
+from hybrid.components.armor import CloudArmorPolicy
 from hybrid.components.load_balancer import EDGE_SERVICES, EdgeProps, GlobalLoadBalancer
 from hybrid.config import Environment
 from hybrid.layer import LayerStack
