@@ -17,11 +17,15 @@ from hybrid.config.edge import ArmorSettings
 DEFAULT_PRIORITY = 2147483647
 # The OWASP CRS 3.3 rule sets (cloud.google.com/armor/docs/waf-rules).
 SQLI, XSS = "sqli-v33-stable", "xss-v33-stable"
+# Log4j's JNDI lookups, CVE-2021-44228 (cloud.google.com/armor/docs/waf-rules, "cve-canary"): the
+# services are Python, but a log pipeline downstream of them may not be.
+LOG4J = "evaluatePreconfiguredWaf('cve-canary')"
 AUTHORIZATION = "authorization"
 HAS_AUTHORIZATION = f"has(request.headers['{AUTHORIZATION}'])"
 # The only expressions a rule may use: a typo in CEL fails at apply, far from its cause.
 KNOWN_EXPRESSIONS = (
     r"evaluatePreconfiguredWaf\('(sqli|xss)-v33-stable', \{'sensitivity': [1-4]\}\)",
+    re.escape(LOG4J),
     re.escape(HAS_AUTHORIZATION),
     re.escape(f"!{HAS_AUTHORIZATION}"),
 )
@@ -84,6 +88,7 @@ def armor_rules(settings: ArmorSettings, gateway_per_user_minute: float) -> tupl
             f"evaluatePreconfiguredWaf('{XSS}', {waf})",
             excluded_headers=(AUTHORIZATION,),
         ),
+        ArmorRule(1002, "deny(403)", "Log4j JNDI lookup (CVE-2021-44228)", LOG4J),
         ArmorRule(
             2000,
             "throttle",

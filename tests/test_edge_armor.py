@@ -26,8 +26,9 @@ def test_the_policy_on_prod(synth_json: Stacks) -> None:
     (policy,) = resources(synth_json, "prod-edge", "google_compute_security_policy").values()
     assert policy["type"] == "CLOUD_ARMOR" and policy["advanced_options_config"] == {"json_parsing": "STANDARD"}
     by_priority = {rule["priority"]: rule for rule in policy["rule"]}
-    assert sorted(by_priority) == [1000, 1001, 2000, 3000, DEFAULT_PRIORITY]
+    assert sorted(by_priority) == [1000, 1001, 1002, 2000, 3000, DEFAULT_PRIORITY]
     sqli, xss = by_priority[1000], by_priority[1001]
+    assert by_priority[1002]["match"]["expr"]["expression"] == "evaluatePreconfiguredWaf('cve-canary')"
     assert sqli["match"]["expr"]["expression"] == "evaluatePreconfiguredWaf('sqli-v33-stable', {'sensitivity': 1})"
     assert xss["match"]["expr"]["expression"] == "evaluatePreconfiguredWaf('xss-v33-stable', {'sensitivity': 1})"
     (exclusion,) = sqli["preconfigured_waf_config"]["exclusion"]
@@ -85,19 +86,19 @@ def test_an_invalid_action_is_refused() -> None:
 
 def test_a_rate_action_needs_its_rate_limit() -> None:
     with pytest.raises(ArmorRuleError, match="a throttle or rate_based_ban action needs a rate limit"):
-        check_rules(replaced(2, rate_limit=None))
+        check_rules(replaced(3, rate_limit=None))
 
 
 def test_the_default_rule_is_required_and_alone_matches_everyone() -> None:
     with pytest.raises(ArmorRuleError, match=f"no default rule at priority {DEFAULT_PRIORITY}"):
         check_rules(RULES[:-1])
     with pytest.raises(ArmorRuleError, match="only the default rule"):
-        check_rules(replaced(2, expression="*"))
+        check_rules(replaced(3, expression="*"))
 
 
 def test_exclusions_only_on_waf_rules() -> None:
     with pytest.raises(ArmorRuleError, match="only a preconfigured WAF rule can exclude headers"):
-        check_rules(replaced(2, excluded_headers=("authorization",)))
+        check_rules(replaced(3, excluded_headers=("authorization",)))
 
 
 def test_the_sensitivity_setting_reaches_both_waf_rules() -> None:

@@ -135,10 +135,10 @@ def test_cost_prices_the_load_balancer_and_cloud_armor() -> None:
         "global external Application Load Balancer", "forwarding rules (443, 80)"
     ].monthly_usd == pytest.approx(36.50)
     assert lines["Cloud Armor", "security policy"].monthly_usd == pytest.approx(5.00)
-    assert lines["Cloud Armor", "rules (5)"].monthly_usd == pytest.approx(5.00)
+    assert lines["Cloud Armor", "rules (6)"].monthly_usd == pytest.approx(6.00)
     # 50,000 chat requests and 10,000 page loads a day, 730/24 days: 1.825 million requests at $0.75.
     assert lines["Cloud Armor", "requests evaluated"].monthly_usd == pytest.approx(1.825 * 0.75)
     assert lines["Cloud Armor", "security policy"].price_key == "network.armor_policy"
-    assert est.stack_totals()["prod-edge"] == pytest.approx(48.30, abs=0.01)
+    assert est.stack_totals()["prod-edge"] == pytest.approx(49.30, abs=0.01)
     dev = estimate(load_environment(ROOT / "environments" / "dev.toml"), load_prices("us-central1"))
     assert not [i for i in dev.items if i.layer == "edge"]
