@@ -23,6 +23,7 @@ class ArmorSettings(Settings):
     # Requests a minute one client IP may send before it is banned (browsers behind one NAT share
     # an IP: keep this well above one user's page loads).
     ip_ban_threshold_per_minute: Annotated[int, between(10, 100_000)] = 1200
+    # How long a banned IP stays banned (cloud.google.com/armor/docs/rate-limiting-overview).
     ip_ban_seconds: Annotated[int, between(60, 86_400)] = 600
     # Requests a minute one Authorization header value may send: a coarse flood stop, validated at
     # synth to lie above what the gateway's per-user limit lets one user send in a minute.
