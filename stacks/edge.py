@@ -27,11 +27,10 @@ class EdgeStack(LayerStack):
     def __init__(self, scope: Construct, env: Environment, services: ServicesStack) -> None:
         super().__init__(scope, env, "edge", services)
         assert env.edge.domain, "EdgeSettings requires a domain when enabled"
-        name = f"{env.name}-edge"
         armor = CloudArmorPolicy(
             self,
             "armor",
-            name=f"{name}-armor",
+            name=env.names.edge["armor"],
             project=env.project_id,
             rules=armor_rules(env.edge.armor, gateway_requests_per_user_minute(env)),
         )
@@ -40,7 +39,7 @@ class EdgeStack(LayerStack):
             self,
             "load-balancer",
             EdgeProps(
-                name=name,
+                names=env.names.edge,
                 project=env.project_id,
                 domain=env.edge.domain,
                 regions=env.service_regions,

@@ -65,7 +65,7 @@ OUTLIER_DETECTION = ComputeBackendServiceOutlierDetection(
 
 @dataclass(frozen=True)
 class EdgeProps:
-    name: str  # prefix of every resource's name
+    names: Mapping[str, str]  # each part's name (hybrid/config/names.py, EDGE_PARTS)
     project: str
     domain: str
     regions: tuple[str, ...]
@@ -79,9 +79,9 @@ class EdgeProps:
 class GlobalLoadBalancer(Construct):
     def __init__(self, scope: Construct, id_: str, props: EdgeProps) -> None:
         super().__init__(scope, id_)
-        name, project = props.name, props.project
-        self.name, self.project = name, project
-        self.address = ComputeGlobalAddress(self, "address", name=f"{name}-ip", project=project)
+        names, project = props.names, props.project
+        self.names, self.project = names, project
+        self.address = ComputeGlobalAddress(self, "address", name=names["ip"], project=project)
         self.negs: dict[tuple[str, str], ComputeRegionNetworkEndpointGroup] = {}
         self.backends: dict[str, ComputeBackendService] = {}
         for role in EDGE_SERVICES:
@@ -91,7 +91,7 @@ class GlobalLoadBalancer(Construct):
                 self.negs[role, region] = ComputeRegionNetworkEndpointGroup(
                     self,
                     f"neg-{role}-{region}",
-                    name=f"{name}-{role}-{region}",
+                    name=names[f"{role}-neg"],
                     project=project,
                     region=region,
                     network_endpoint_type="SERVERLESS",
@@ -101,7 +101,7 @@ class GlobalLoadBalancer(Construct):
             self.backends[role] = ComputeBackendService(
                 self,
                 f"backend-{role}",
-                name=f"{name}-{role}",
+                name=names[role],
                 project=project,
                 load_balancing_scheme=SCHEME,
                 backend=[ComputeBackendServiceBackend(group=self.negs[role, r].id) for r in props.regions],
@@ -126,7 +126,7 @@ class GlobalLoadBalancer(Construct):
         self.url_map = ComputeUrlMap(
             self,
             "url-map",
-            name=f"{name}-https",
+            name=names["url-map"],
             project=project,
             default_service=self.backends["frontend"].id,
             host_rule=[ComputeUrlMapHostRule(hosts=[props.domain], path_matcher="paths")],
@@ -145,14 +145,14 @@ class GlobalLoadBalancer(Construct):
         self.certificate = ComputeManagedSslCertificate(
             self,
             "certificate",
-            name=f"{name}-cert",
+            name=names["cert"],
             project=project,
             managed=ComputeManagedSslCertificateManaged(domains=[props.domain]),
         )
         https = ComputeTargetHttpsProxy(
             self,
             "https-proxy",
-            name=f"{name}-https",
+            name=names["https-proxy"],
             project=project,
             url_map=self.url_map.id,
             ssl_certificates=[self.certificate.id],
@@ -164,14 +164,14 @@ class GlobalLoadBalancer(Construct):
         self.redirect_map = ComputeUrlMap(
             self,
             "redirect-map",
-            name=f"{name}-http-redirect",
+            name=names["http-redirect"],
             project=project,
             default_url_redirect=ComputeUrlMapDefaultUrlRedirect(
                 https_redirect=True, strip_query=False, redirect_response_code="MOVED_PERMANENTLY_DEFAULT"
             ),
         )
         http = ComputeTargetHttpProxy(
-            self, "http-proxy", name=f"{name}-http", project=project, url_map=self.redirect_map.id
+            self, "http-proxy", name=names["http-proxy"], project=project, url_map=self.redirect_map.id
         )
         self.http_rule = self._forwarding_rule("http", http.id, "80")
 
@@ -179,7 +179,7 @@ class GlobalLoadBalancer(Construct):
         return ComputeGlobalForwardingRule(
             self,
             f"{kind}-rule",
-            name=f"{self.name}-{kind}",
+            name=self.names[f"{kind}-rule"],
             project=self.project,
             ip_address=self.address.id,
             ip_protocol="TCP",
