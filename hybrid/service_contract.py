@@ -378,3 +378,10 @@ def container_env(env: Environment, wiring: Wiring, service: str) -> dict[str, s
     settings = service_settings(env, wiring, only=(service,))[service]
     _, _, secrets = _overrides(env, service)
     return render(settings, exclude=frozenset(name.lower() for name in secrets))
+
+
+def gateway_requests_per_user_minute(env: Environment) -> float:
+    """The most requests one user gets through the gateway in a minute: its token bucket's
+    refill a minute plus a full burst (services.gateway.ratelimit), as the environment sets them."""
+    settings = service_settings(env, Wiring.placeholder(env), only=("gateway",))["gateway"]
+    return float(settings.rate_limit_per_minute) + float(settings.rate_limit_burst)  # type: ignore[attr-defined]

@@ -105,10 +105,12 @@ def test_cpu_stays_allocated_everywhere(stack: Json) -> None:
         assert container(service)["resources"]["cpu_idle"] is False
 
 
-def test_ingress_public_for_the_edge_internal_for_the_rest(stack: Json) -> None:
+def test_ingress_public_for_the_edge_internal_for_the_rest(env: str, stack: Json) -> None:
     ingress = {role: s["ingress"] for role, s in services(stack).items()}
-    assert ingress.pop("frontend") == "INGRESS_TRAFFIC_ALL"
-    assert ingress.pop("gateway") == "INGRESS_TRAFFIC_ALL"
+    # prod's [edge] is on: the public services admit only its load balancer (docs/edge.md).
+    public = "INGRESS_TRAFFIC_INTERNAL_LOAD_BALANCER" if env == "prod" else "INGRESS_TRAFFIC_ALL"
+    assert ingress.pop("frontend") == public
+    assert ingress.pop("gateway") == public
     assert ingress.pop("orchestrator") == "INGRESS_TRAFFIC_INTERNAL_ONLY"
     assert set(ingress.values()) <= {"INGRESS_TRAFFIC_INTERNAL_ONLY"}  # inference, where it runs on Cloud Run
 
@@ -285,7 +287,11 @@ def test_gateway_calls_the_orchestrator_url_and_frontend_the_gateway(env: str, s
         f"{env}-orchestrator",
         "uri",
     )
-    assert pointee(synth_json, here, env_vars(services(stack)["frontend"])["GATEWAY_URL"]).brief == (
+    gateway_url = env_vars(services(stack)["frontend"])["GATEWAY_URL"]
+    if env == "prod":  # behind the edge, the page calls its API on its own origin (docs/edge.md)
+        assert gateway_url == "https://chat.replace-me.example.com"
+        return
+    assert pointee(synth_json, here, gateway_url).brief == (
         here,
         "google_cloud_run_v2_service",
         f"{env}-gateway",
@@ -381,6 +387,8 @@ def test_the_chat_page_signs_in_with_identity_platform_and_a_restricted_browser_
     assert config["sign_in"]["email"] == {"enabled": True, "password_required": True}
     key = only(stack, "google_apikeys_key")
     origin = f"https://{env}-frontend-${{data.google_project.project.number}}.us-central1.run.app"
+    if env == "prod":  # prod's [edge] is on: the page is at its domain (docs/edge.md)
+        origin = "https://chat.replace-me.example.com"
     assert key["restrictions"]["browser_key_restrictions"] == {"allowed_referrers": [f"{origin}/*"]}
     assert [t["service"] for t in key["restrictions"]["api_targets"]] == [
         "identitytoolkit.googleapis.com",

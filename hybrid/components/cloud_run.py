@@ -217,18 +217,23 @@ class CloudRunService(Construct):
     def _grant_invoke(self, who: str, to: Grantable) -> None:
         self.target.bind(self, f"invoker-{who}", INVOKER, to.member)
 
-    def require_iap(self, *, members: list[str], beta: TerraformProvider) -> None:
+    def require_iap(self, *, members: list[str], beta: TerraformProvider, at_load_balancer: bool = False) -> None:
         """Put Identity-Aware Proxy in front: only ``members`` get through, signed in.
 
         hashicorp/google 6.50.0 has ``iap_enabled`` and the IAP IAM resources in its beta
         provider only (cloud.google.com/run/docs/securing/identity-aware-proxy-cloud-run).
+        ``at_load_balancer``: IAP is the load balancer's backend service's, which binds ``members``
+        itself; the service lets IAP's agent invoke it, and no one else
+        (cloud.google.com/iap/docs/enabling-cloud-run).
         """
-        self.service.provider = beta
-        self.service.add_override("iap_enabled", True)
         agent = GoogleProjectServiceIdentity(
             self, "iap-agent", project=self.project, service="iap.googleapis.com", provider=beta
         )
         self._grant_invoke("iap", agent)
+        if at_load_balancer:
+            return
+        self.service.provider = beta
+        self.service.add_override("iap_enabled", True)
         behind_iap = IapRunService(self.project, self.region, self.service.name, beta)
         for index, member in enumerate(members):
             behind_iap.bind(self, f"iap-access-{index}", IAP_ACCESSOR, member)
