@@ -5,13 +5,15 @@ from __future__ import annotations
 from dataclasses import fields
 from typing import Annotated, Literal
 
-from pydantic import model_validator
+from pydantic import Field, model_validator
 
-from hybrid.catalog import GPUS, MODELS, ServerShape, capacity_problems
+from hybrid.catalog import GPUS, MODELS, ServerShape, capacity_problems, ladder_problems
 from hybrid.config.services import GpuServiceSizing, ImageRef, Memory, SecretId, memory_gib
 from hybrid.config.validation import Bounded, BucketName, Settings, between, invalid
 
 Replicas = Annotated[int, between(1, 100)]
+# A rung of the obtainability ladder (hybrid.catalog.RUNGS): how a GPU node may be obtained.
+Rung = Literal["reservation", "on_demand", "flex_start", "spot"]
 
 
 class GkeModelServerSettings(Bounded):
@@ -35,8 +37,10 @@ class GkeModelServerSettings(Bounded):
     # Room for the image, compile caches and, with gcsfuse, the file cache (the 1Gi default breaks vLLM).
     ephemeral_storage: Memory = "100Gi"
     # "pvc": a premium-rwo disk per server (the reference architecture: 100Gi), so one replica at most;
-    # "gcsfuse": weights read from weights_bucket through the GCS FUSE CSI driver, shared.
-    weights: Literal["pvc", "gcsfuse"] = "pvc"
+    # "gcsfuse": weights read from weights_bucket through the GCS FUSE CSI driver, shared;
+    # "streamer": vLLM streams the safetensors from gs://<weights_bucket>/<model> into GPU memory with
+    # the Run:ai model streamer (docs/gpu-capacity.md compares the three).
+    weights: Literal["pvc", "gcsfuse", "streamer"] = "pvc"
     weights_volume_size: Memory = "100Gi"
     weights_bucket: BucketName | None = None  # made by the registry layer
     hf_token_secret: SecretId | None = None
@@ -44,15 +48,25 @@ class GkeModelServerSettings(Bounded):
     max_replicas: Replicas = 1
     # Scale out when more than this many requests wait in each server's queue on average.
     queue_target: Annotated[int, between(1, 1000)] = 10
+    # The obtainability ladder, best rung first (docs/gpu-capacity.md): a custom ComputeClass whose
+    # priorities are these rungs. Empty: today's single on-demand shape, chosen by node selectors.
+    obtain: list[Rung] = Field(default_factory=list)
+    # The reservation rung's named reservation; unset, it consumes any matching one.
+    reservation: Annotated[str, Field(pattern=r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")] | None = None
 
     @model_validator(mode="after")
     def _fits(self) -> GkeModelServerSettings:
         if self.weights == "pvc" and self.max_replicas > 1:
             raise invalid(
-                "weights", "must be 'gcsfuse' for max_replicas > 1: 'pvc' is a ReadWriteOnce disk for one server"
+                "weights",
+                "must be 'gcsfuse' or 'streamer' for max_replicas > 1: 'pvc' is a ReadWriteOnce disk for one server",
             )
-        if self.weights == "gcsfuse" and not self.weights_bucket:
-            raise invalid("weights_bucket", "must be set when weights is 'gcsfuse'")
+        if self.weights != "pvc" and not self.weights_bucket:
+            raise invalid("weights_bucket", f"must be set when weights is {self.weights!r}")
+        if self.reservation and "reservation" not in self.obtain:
+            raise invalid("reservation", "names the reservation rung's reservation: add 'reservation' to obtain")
+        for key, why in ladder_problems(list(self.obtain), self.gpu_type):
+            raise invalid(key, why)
         # The shape's fields are these settings' of the same names, but memory, which it counts in GiB.
         same = {field.name: getattr(self, field.name) for field in fields(ServerShape) if field.name != "memory_gib"}
         shape = ServerShape(**same, memory_gib=memory_gib(self.memory))
