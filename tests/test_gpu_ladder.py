@@ -4,11 +4,16 @@ the ComputeClass's rungs, their checks, the disruption handling they need, the s
 from __future__ import annotations
 
 import json
+import tomllib
 from typing import Any
 
 import cdktf
 import pytest
 
+from analysis.advice import Profile, advise
+from analysis.cost.estimate import estimate
+from analysis.cost.prices import load_prices
+from analysis.cost.report import render
 from hybrid.catalog import RUNG_ORDER
 from hybrid.components.vllm_server import (
     COMPUTE_CLASS,
@@ -19,8 +24,8 @@ from hybrid.components.vllm_server import (
     VllmServerProps,
     startup_failures,
 )
-from hybrid.config import ConfigError, Environment
-from iac import Json, Stacks, resources
+from hybrid.config import ConfigError, Environment, load_environment
+from iac import ROOT, Json, Stacks, resources
 from variants import DEV_ENV, variant
 
 LADDER = ["reservation", "on_demand", "flex_start", "spot"]
@@ -240,3 +245,37 @@ def test_the_startup_budget_grows_with_the_model_and_shrinks_with_a_faster_path(
     pod, _ = synthesized(with_gke(**big))
     (server,) = pod["container"]
     assert server["startup_probe"]["failure_threshold"] == big_pvc
+
+
+def test_cost_prices_each_rung_of_prods_ladder() -> None:
+    prod = load_environment(ROOT / "environments" / "prod.toml")
+    est = estimate(prod, load_prices("us-central1"))
+    on_demand = sum(
+        i.monthly_usd or 0 for i in est.items if i.layer == "inference" and (i.price_key or "").startswith("machines.")
+    )
+    by_rung = {rung["rung"]: rung for rung in est.ladder}
+    assert list(by_rung) == LADDER
+    # A reservation and L4 flex-start bill the on-demand rate; Spot is 60 to 91% off it.
+    for rung in ("reservation", "on_demand", "flex_start"):
+        assert by_rung[rung]["low_usd"] == by_rung[rung]["high_usd"] == pytest.approx(on_demand)
+    assert by_rung["flex_start"]["price_key"] == "rungs.flex_start_nvidia-l4"
+    assert (by_rung["spot"]["low_usd"], by_rung["spot"]["high_usd"]) == pytest.approx(
+        (0.09 * on_demand, 0.40 * on_demand)
+    )
+    # The one figure read from memory is marked so.
+    assert [r["rung"] for r in est.ladder if not r["confirmed"]] == ["reservation"]
+    assert "The GPU ladder's rungs" in render(est)
+
+
+def test_an_environment_without_a_ladder_prices_none() -> None:
+    assert estimate(DEV_ENV, load_prices("us-central1")).ladder == []
+
+
+def test_advise_prices_the_ladder_at_the_users_traffic_against_on_demand() -> None:
+    raw = tomllib.loads((ROOT / "examples" / "workload.toml").read_text())
+    (note,) = advise(Profile.model_validate(raw)).notes
+    prices = load_prices("us-central1")
+    on_demand = 2 * prices.machine("g2-standard-8").usd * prices.hours_per_month
+    assert note.startswith("GPU ladder ['reservation', 'on_demand', 'flex_start', 'spot'] for 2 x g2-standard-8")
+    assert f"${0.09 * on_demand:,.0f} to ${on_demand:,.0f} a month, against ${on_demand:,.0f} on-demand only" in note
+    assert "min_version to 1.32.2-gke.1652000 or later" in note
