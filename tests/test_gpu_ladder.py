@@ -30,6 +30,7 @@ from variants import DEV_ENV, variant
 
 LADDER = ["reservation", "on_demand", "flex_start", "spot"]
 BUCKET = "dev-model-weights"
+STREAMER_IMAGE = "docker.io/vllm/vllm-openai:v0.11.1"
 
 
 def with_gke(env: Environment = DEV_ENV, **gke: Any) -> Environment:
@@ -151,8 +152,12 @@ def test_a_named_reservation_is_consumed_specifically() -> None:
             "'on_demand' cannot obtain nvidia-h200-141gb (cloud.google.com/compute/docs/accelerator-optimized-machines)",
         ),
         ({"obtain": ["lottery"]}, "inference.gke.obtain.0 = 'lottery'"),
+        (
+            {"weights": "streamer", "weights_bucket": BUCKET},
+            "inference.gke.image = 'docker.io/vllm/vllm-openai:v0.10.1': must be vLLM v0.11.1 or later",
+        ),
     ],
-    ids=["order", "twice", "reservation-without-rung", "h200-on-demand", "unknown-rung"],
+    ids=["order", "twice", "reservation-without-rung", "h200-on-demand", "unknown-rung", "streamer-old-vllm"],
 )
 def test_a_bad_ladder_is_refused_naming_the_key(gke: dict[str, Any], expected: str) -> None:
     assert expected in problems(DEV_ENV, **gke)
@@ -194,6 +199,7 @@ def test_the_streamer_reads_the_bucket_by_path_and_serves_the_model_by_name() ->
     env = with_gke(
         weights="streamer",
         weights_bucket=BUCKET,
+        image=STREAMER_IMAGE,
         gpu_count=2,
         tensor_parallel_size=2,
         cpu=16,
@@ -234,7 +240,9 @@ def test_the_startup_budget_grows_with_the_model_and_shrinks_with_a_faster_path(
     small_pvc = startup_failures(DEV_ENV.inference.gke_server)
     big_pvc = startup_failures(with_gke(**big).inference.gke_server)
     big_fuse, big_streamed = (
-        startup_failures(with_gke(**big, weights=path, weights_bucket=BUCKET, max_replicas=2).inference.gke_server)
+        startup_failures(
+            with_gke(**big, weights=path, weights_bucket=BUCKET, image=STREAMER_IMAGE).inference.gke_server
+        )
         for path in ("gcsfuse", "streamer")
     )
     assert small_pvc * STARTUP_PERIOD_SECONDS == 1800  # a 7B model stays on the 30-minute floor

@@ -94,7 +94,8 @@ def test_model_server_identity_gets_only_the_token_and_the_weights(env: str, sta
 
 def test_vllm_runs_the_configured_model(env: str, server: Json) -> None:
     # Docker Hub's image, pulled through the registry layer's remote repository.
-    assert server["image"] == f"us-central1-docker.pkg.dev/replace-me-{env}/{env}-dockerhub/vllm/vllm-openai:v0.10.1"
+    tag = {"dev": "v0.10.1", "prod": "v0.11.1"}[env]  # prod's streamer needs 0.11.1
+    assert server["image"] == f"us-central1-docker.pkg.dev/replace-me-{env}/{env}-dockerhub/vllm/vllm-openai:{tag}"
     assert server["command"] == ["python3", "-m", "vllm.entrypoints.openai.api_server"]
     model = EXPECTED[env]["model"]
     # prod streams the weights from its bucket and keeps serving them under the model's name.

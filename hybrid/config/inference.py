@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import fields
 from typing import Annotated, Literal
 
@@ -12,6 +13,9 @@ from hybrid.config.services import GpuServiceSizing, ImageRef, Memory, SecretId,
 from hybrid.config.validation import Bounded, BucketName, Settings, between, invalid
 
 Replicas = Annotated[int, between(1, 100)]
+# The Run:ai streamer authenticates to Cloud Storage itself from vLLM 0.11.1
+# (cloud.google.com/kubernetes-engine/docs/how-to/persistent-volumes/run-ai-model-streamer).
+STREAMER_VLLM = (0, 11, 1)
 # A rung of the obtainability ladder (hybrid.catalog.RUNGS): how a GPU node may be obtained.
 Rung = Literal["reservation", "on_demand", "flex_start", "spot"]
 
@@ -63,6 +67,12 @@ class GkeModelServerSettings(Bounded):
             )
         if self.weights != "pvc" and not self.weights_bucket:
             raise invalid("weights_bucket", f"must be set when weights is {self.weights!r}")
+        if self.weights == "streamer" and _vllm_version(self.image) < STREAMER_VLLM:
+            raise invalid(
+                "image",
+                "must be vLLM v0.11.1 or later, its tag saying so, for weights = 'streamer': its Run:ai streamer "
+                "reads gs:// with the Pod's identity from then on",
+            )
         if self.reservation and "reservation" not in self.obtain:
             raise invalid("reservation", "names the reservation rung's reservation: add 'reservation' to obtain")
         for key, why in ladder_problems(list(self.obtain), self.gpu_type):
@@ -73,6 +83,12 @@ class GkeModelServerSettings(Bounded):
         for key, why in capacity_problems(shape):
             raise invalid(key, why)
         return self
+
+
+def _vllm_version(image: str) -> tuple[int, ...]:
+    """The version an image's tag names (``...:v0.11.1`` -> (0, 11, 1)); (0,) when the tag names none."""
+    found = re.search(r":v?(\d+)\.(\d+)\.(\d+)$", image)
+    return tuple(int(part) for part in found.groups()) if found else (0,)
 
 
 class InferenceSettings(Settings):
