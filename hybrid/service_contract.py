@@ -121,7 +121,7 @@ def self_hosted_model(env: Environment) -> str:
     return inference.gke_server.model if inference.placement == "gke" else inference.cloud_run_server.model
 
 
-def self_hosted_context(env: Environment) -> dict[str, int]:
+def self_hosted_context(env: Environment) -> dict[str, Any]:
     """The self-hosted route's max_model_len: the GKE server's --max-model-len; none on Cloud Run,
     where vLLM takes the model's own, which the catalog does not hold (the route is rendered
     with the fields set only)."""

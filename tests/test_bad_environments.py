@@ -267,7 +267,7 @@ GKE_CASES = [
     (
         "gke-pvc-replicas",
         ("max_replicas = 1", "max_replicas = 3"),
-        "inference.gke.weights = 'pvc': must be 'gcsfuse' for max_replicas > 1: 'pvc' is a ReadWriteOnce disk for one server",
+        "inference.gke.weights = 'pvc': must be 'gcsfuse' or 'streamer' for max_replicas > 1: 'pvc' is a ReadWriteOnce disk for one server",
     ),
     (
         # The registry layer makes the bucket under this name.

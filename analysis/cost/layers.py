@@ -151,6 +151,15 @@ def gpu_machine(prices: PriceTable, gpu_type: str, gpus: int, cpu: float, memory
     )
 
 
+def gpu_node_usd(lines: Lines) -> float:
+    """The inference layer's GPU nodes' monthly on-demand cost: the machines' price, without Autopilot's premium."""
+    return sum(
+        item.monthly_usd or 0
+        for item in lines.items
+        if item.layer == "inference" and (item.price_key or "").startswith("machines.")
+    )
+
+
 def inference_gke(lines: Lines, w: Workload, replicas: float) -> None:
     """GPU nodes with Autopilot's premium, the weights' storage, the internal load balancer."""
     gke = lines.env.inference.gke_server
