@@ -269,12 +269,30 @@ def test_orchestrator_is_wired_to_database_inference_and_vertex(env: str, stack:
     assert backends["vertex"] == {"kind": "vertex", "project": f"replace-me-{env}", "location": "us-central1"}
     # The address the network layer reserves for the model servers' internal load balancer; no token.
     address = only(synth_json[f"{env}-network"], "google_compute_address")["address"]
-    assert backends["self-hosted"] == {"kind": "openai", "auth": "none", "url": f"http://{address}:8000/v1"}
+    # vLLM's /metrics on the same address: the orchestrator reads the pool's saturation there.
+    assert backends["self-hosted"] == {
+        "kind": "openai",
+        "auth": "none",
+        "url": f"http://{address}:8000/v1",
+        "metrics_url": f"http://{address}:8000/metrics",
+    }
     model = {"dev": "mistralai/Mistral-7B-Instruct-v0.3", "prod": "meta-llama/Llama-3.1-8B-Instruct"}[env]
     # The GKE server's --max-model-len, which GET /v1/models lists and the chat page bounds by.
     context = {"dev": 8192, "prod": 16384}[env]
+    # prod spills its self-hosted model to Vertex AI when the pool is saturated or down.
+    spill = {
+        "dev": {},
+        "prod": {
+            "spill_to": "vertex",
+            "spill_model": "google/gemini-3.5-flash-lite",
+            "spill_waiting": 8,
+            "spill_kv_cache": 0.95,
+            "batch_share": 0.5,
+            "batch_spill": False,
+        },
+    }[env]
     assert json.loads(wiring["ROUTES"]) == [
-        {"match": model, "backends": ["self-hosted"], "max_model_len": context},
+        {"match": model, "backends": ["self-hosted"], "max_model_len": context, **spill},
         {"match": "google/*", "backends": ["vertex"]},
     ]
 

@@ -221,7 +221,8 @@ class VllmServer(Construct):
         settings = self.props.settings
         gpu: dict[str, object] = {"gpu": {"type": settings.gpu_type, "count": settings.gpu_count}}
         if rung == "reservation":
-            named = {"affinity": "Specific", "specific": [{"name": settings.reservation}]}
+            # Part of a raw manifest (a free-form map, not provider structs): no field is dropped.
+            named = {"affinity": "Specific", "specific": [dict(name=settings.reservation)]}
             return gpu | {"reservations": named if settings.reservation else {"affinity": "AnyBestEffort"}}
         if rung == "flex_start":
             return gpu | {"flexStart": {"enabled": True}}
