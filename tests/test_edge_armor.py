@@ -7,11 +7,12 @@ import dataclasses
 import pytest
 
 from hybrid.armor import DEFAULT_PRIORITY, ArmorRule, ArmorRuleError, armor_rules, check_rules
-from hybrid.config import load_environment
+from hybrid.config import ConfigError, load_environment
 from hybrid.config.edge import ArmorSettings
 from hybrid.service_contract import gateway_requests_per_user_minute
 from iac import ROOT, Stacks
 from reachability_helpers import resources
+from variants import variant
 
 RULES = armor_rules(ArmorSettings(), 80)
 
@@ -64,6 +65,18 @@ def test_the_authorization_throttle_must_stay_above_the_gateways_limit() -> None
     ):
         armor_rules(ArmorSettings(), 300)
     assert armor_rules(ArmorSettings(authorization_throttle_per_minute=301), 300)
+
+
+def test_an_environment_file_with_the_throttle_below_the_gateway_is_refused_at_load() -> None:
+    prod = load_environment(ROOT / "environments" / "prod.toml")
+    # The gateway's limit raised in the file is what the throttle is checked against.
+    faster_gateway = {"services.gateway.env": {"RATE_LIMIT_PER_MINUTE": "400"}}
+    with pytest.raises(
+        ConfigError,
+        match=r"authorization_throttle_per_minute = 300: must be above the gateway's per-user limit \(420 requests",
+    ):
+        variant(prod, faster_gateway)
+    assert variant(prod, {**faster_gateway, "edge.armor.authorization_throttle_per_minute": 421})
 
 
 def test_a_priority_used_twice_is_refused() -> None:
