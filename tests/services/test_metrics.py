@@ -85,7 +85,9 @@ def test_a_backend_that_does_not_answer_is_counted_by_kind_and_the_next_one_serv
     assert answer.status_code == 200 and (unreachable(), served()) == (1, 1)
 
 
-def test_a_ledger_write_that_fails_is_counted_and_refuses_nothing_for_quota(postgres_conninfo_closed: str, upstream: Server) -> None:
+def test_a_ledger_write_that_fails_is_counted_and_refuses_nothing_for_quota(
+    postgres_conninfo_closed: str, upstream: Server
+) -> None:
     refused = moved("orchestrator_quota_refusals_total", model="standin-*")
     failures = moved("orchestrator_ledger_write_failures_total")
     settings = orchestrator_settings(upstream.url, daily_token_quota=1)
