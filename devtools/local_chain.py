@@ -68,7 +68,7 @@ from devtools.standins.metadata_server import create_app as create_metadata
 from devtools.standins.openai_upstream import create_app as create_model_standin
 from hybrid.topology import declared
 from services.orchestrator.settings import GOOGLE_CERTS_URL
-from services.servicekit.metrics import ADDRESS_VARIABLE as METRICS_ADDRESS
+from services.servicekit.metrics_address import ADDRESS_VARIABLE as METRICS_ADDRESS
 from services.worker.settings import WorkerSettings
 
 DEV = ROOT / "environments" / "dev.toml"

@@ -38,6 +38,7 @@ from hybrid.components.deployment import container_security, deployment, memory_
 from hybrid.components.scaling import autoscaler, disruption_budget, external_metric
 from hybrid.components.standard_cluster import SPOT_LABEL
 from hybrid.config.workers import WorkerDeploymentSettings
+from services.servicekit.metrics_address import ADDRESS_VARIABLE
 
 NAME = "worker"
 LABELS = {"app": NAME}
@@ -167,7 +168,7 @@ class BatchWorker(Construct):
             env=[
                 DeploymentV1SpecTemplateSpecContainerEnv(name=key, value=value)
                 # The collectors scrape the Pod's address; no Service exposes the port.
-                for key, value in (*props.env, ("METRICS_ADDRESS", f"0.0.0.0:{METRICS_PORT}"))
+                for key, value in (*props.env, (ADDRESS_VARIABLE, f"0.0.0.0:{METRICS_PORT}"))
             ],
             volume_mount=[DeploymentV1SpecTemplateSpecContainerVolumeMount(name=TMP_VOLUME, mount_path="/tmp")],
             resources=DeploymentV1SpecTemplateSpecContainerResources(requests=size, limits=size),

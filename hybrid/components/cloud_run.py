@@ -144,7 +144,7 @@ class CloudRunService(Construct):
             if props.metrics_config_secret
             else None
         )
-        env = (*props.env, *((("METRICS_ADDRESS", sidecar.address),) if sidecar else ()))
+        env = (*props.env, *(sidecar.env if sidecar else ()))
 
         self.service = CloudRunV2Service(
             self,

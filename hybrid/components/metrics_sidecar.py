@@ -35,6 +35,7 @@ from constructs import Construct
 
 from hybrid.components.grants import Secret
 from hybrid.components.service_account import ServiceAccount
+from services.servicekit.metrics_address import ADDRESS_VARIABLE
 
 # Pinned: a new collector is a reviewed change, not whatever the tag points to on the next deploy.
 SIDECAR_IMAGE = "us-docker.pkg.dev/cloud-ops-agents-artifacts/cloud-run-gmp-sidecar/cloud-run-gmp-sidecar:1.2.0"
@@ -61,7 +62,9 @@ class MetricsSidecar(Construct):
         self, scope: Construct, id_: str, *, secret_id: str, project: str, region: str, reader: ServiceAccount
     ) -> None:
         super().__init__(scope, id_)
-        self.secret_id, self.address = secret_id, f"127.0.0.1:{METRICS_PORT}"
+        self.secret_id = secret_id
+        # What the service is told: serve the metrics where the sidecar scrapes them.
+        self.env = ((ADDRESS_VARIABLE, f"127.0.0.1:{METRICS_PORT}"),)
         secret = SecretManagerSecret(
             self,
             "config",

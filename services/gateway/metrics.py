@@ -17,6 +17,10 @@ DURATION = Histogram(
 )
 AUTH_FAILURES = Counter("gateway_auth_failures", "Bearer tokens refused, by reason.", ["reason"])
 RATE_LIMITED = Counter("gateway_rate_limited", "Requests refused by a rate limit, by limit.", ["limit"])
+# Each limit's series from the start, at 0: an alert on its rate then has a series to read
+# (prometheus.io/docs/practices/instrumentation/#avoid-missing-metrics).
+for _limit in ("requests", "uploads"):
+    RATE_LIMITED.labels(_limit)
 
 # The reasons servicekit.jwks and gateway.auth give, less their variable parts (the algorithm
 # named, PyJWT's exception class): each reason here is one of these, or OTHER.

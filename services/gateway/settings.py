@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from services.servicekit.metrics import MetricsAddress
+from services.servicekit.metrics_address import MetricsAddress
 
 CLOUD_RUN_MAX_REQUEST_BYTES = 32 * 1024 * 1024
 # The warning an instance logs while it limits alone because Redis did not answer

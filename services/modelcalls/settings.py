@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from services.servicekit.metrics import MetricsAddress
+from services.servicekit.metrics_address import MetricsAddress
 
 
 class BackendSettings(BaseModel):

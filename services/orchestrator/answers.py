@@ -19,7 +19,6 @@ from services.orchestrator import metrics
 from services.orchestrator.idempotency import Claim
 from services.servicekit import logs
 from services.servicekit.errors import ApiError, stream_broke_event
-from services.servicekit.metrics import OTHER
 
 log = logging.getLogger("orchestrator")
 # The 502s of an answer that broke or could not be metered once the backend had begun it.
@@ -45,8 +44,8 @@ class BackendAnswer:
     claim: Claim
     bound: UsageBound
     checkpoint_seconds: float
-    model: str = OTHER  # the metrics' label (orchestrator.metrics.model_label)
-    started: float = field(default_factory=time.monotonic)  # when the request arrived
+    model: str  # the metrics' label (orchestrator.metrics.model_label)
+    started: float  # when the request arrived (time.monotonic)
     meter: UsageMeter = field(default_factory=UsageMeter)
     checkpointed: float = field(default_factory=time.monotonic)
     checkpointing: asyncio.Task[None] | None = None

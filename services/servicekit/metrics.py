@@ -13,33 +13,13 @@ kinds. Never a user id, a raw path or a prompt (docs/observability.md, "Metrics"
 
 from __future__ import annotations
 
-from typing import Annotated
-
 from prometheus_client import start_http_server
-from pydantic import AfterValidator
 
-ADDRESS_VARIABLE = "METRICS_ADDRESS"
+from services.servicekit.metrics_address import parse_address
+
 OTHER = "other"  # the label value for anything not in its bounded set
 # Seconds: from a cached token check (milliseconds) to a long completion (minutes).
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
-
-
-def parse_address(address: str) -> tuple[str, int]:
-    """("host", port) of "host:port"; a clear error naming the variable otherwise."""
-    host, _, port = address.rpartition(":")
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"{ADDRESS_VARIABLE} must be host:port (e.g. 127.0.0.1:9464), not {address!r}")
-    return host, int(port)
-
-
-def _checked(address: str | None) -> str | None:
-    if address is not None:
-        parse_address(address)
-    return address
-
-
-# A settings field (metrics_address, read from METRICS_ADDRESS): where /metrics is served; None: nowhere.
-MetricsAddress = Annotated[str | None, AfterValidator(_checked)]
 
 
 def serve_metrics(address: str | None) -> None:

@@ -7,6 +7,9 @@ from prometheus_client import Counter, Histogram
 from services.servicekit.metrics import LATENCY_BUCKETS
 
 LINES = Counter("worker_lines", "Batch lines finished by this worker, by outcome (done or failed).", ["outcome"])
+# Both outcomes' series from the start, at 0 (prometheus.io/docs/practices/instrumentation/#avoid-missing-metrics).
+for _outcome in ("done", "failed"):
+    LINES.labels(_outcome)
 CHARGE_FAILURES = Counter(
     "worker_charge_failures", "Attempts to record a line's end and its charge that the database did not take."
 )

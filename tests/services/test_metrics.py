@@ -14,7 +14,8 @@ from chats import bearer, chat
 from devtools.harness import Postgres, ServedIssuer, Server, free_port, orchestrator_settings, wait_for
 from servers import LedgerRows, gateway_server
 from services.orchestrator.app import create_app as create_orchestrator
-from services.servicekit.metrics import parse_address, serve_metrics
+from services.servicekit.metrics import serve_metrics
+from services.servicekit.metrics_address import parse_address
 from test_gateway import PROMPT, body, finished, post
 
 
