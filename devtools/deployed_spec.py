@@ -52,7 +52,7 @@ class Container:
     role: str  # the service's code, from the image: .../<role>:<tag>
     env: dict[str, str]
     secrets: dict[str, str]  # variable -> Secret Manager secret id
-    urls: tuple[str, ...] = ()  # a service's run.app URLs as GCP gives them
+    urls: tuple[str, ...] = ()  # a service's run.app URLs as GCP gives them, and its internal load balancer's
     command: list[str] = field(default_factory=list)
     startup_probe_path: str | None = None
     service_account: str = ""  # the email of the account it runs as: whose identity its metadata server serves
@@ -93,6 +93,7 @@ class SynthesizedEnvironment:
             urls = (
                 self.resolve(f"{self.name}-services", "${google_cloud_run_v2_service.%s.uri}" % key),
                 run_app_url(resource["name"], PROJECT_NUMBER, self.region),
+                *self._internal_lb_urls(key),
             )
             container = self._container(
                 f"{self.name}-services", resource["name"], resource["template"]["containers"][0], urls
@@ -100,6 +101,39 @@ class SynthesizedEnvironment:
             account = self.resolve(f"{self.name}-services", resource["template"].get("service_account", ""))
             found[container.role] = replace(container, service_account=account)
         return found
+
+    def _internal_lb_urls(self, key: str) -> list[str]:
+        """The private URLs of the internal load balancers whose serverless NEG is the Cloud Run
+        service ``key`` (connector mode, docs/network-egress.md): forwarding rule -> proxy -> URL
+        map -> backend service -> NEG, each a plain reference in the services stack."""
+        stack = f"{self.name}-services"
+        found = self.stacks[stack]["resource"]
+        service = "${google_cloud_run_v2_service.%s.name}" % key
+        negs = {
+            f"${{google_compute_region_network_endpoint_group.{k}.id}}"
+            for k, neg in found.get("google_compute_region_network_endpoint_group", {}).items()
+            if neg.get("cloud_run", {}).get("service") == service
+        }
+        backends = {
+            f"${{google_compute_region_backend_service.{k}.id}}"
+            for k, b in found.get("google_compute_region_backend_service", {}).items()
+            if negs & {group.get("group") for group in b.get("backend", [])}
+        }
+        maps = {
+            f"${{google_compute_region_url_map.{k}.id}}"
+            for k, m in found.get("google_compute_region_url_map", {}).items()
+            if m.get("default_service") in backends
+        }
+        proxies = {
+            f"${{google_compute_region_target_http_proxy.{k}.id}}"
+            for k, p in found.get("google_compute_region_target_http_proxy", {}).items()
+            if p.get("url_map") in maps
+        }
+        return [
+            f"http://{self.resolve(stack, rule['ip_address'])}"
+            for rule in found.get("google_compute_forwarding_rule", {}).values()
+            if rule.get("target") in proxies and rule.get("port_range") == "80"
+        ]
 
     def jobs(self) -> dict[str, Container]:
         stack = self.stacks[f"{self.name}-services"]

@@ -13,6 +13,7 @@ HEALTH_CHECK_RANGES = ("35.191.0.0/16", "130.211.0.0/22")
 # (cloud.google.com/vpc/docs/configure-private-google-access#domain-options).
 PRIVATE_GOOGLE_APIS_RANGE = "199.36.153.8/30"
 PRIVATE_GOOGLE_APIS_ADDRESSES = tuple(str(a) for a in ipaddress.IPv4Network(PRIVATE_GOOGLE_APIS_RANGE))
+HTTP_PORT = 80
 HTTPS_PORT = 443
 # PostgreSQL's port, which Cloud SQL listens on and libpq dials when PGPORT is unset
 # (postgresql.org/docs/current/runtime-config-connection.html#GUC-PORT).

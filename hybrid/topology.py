@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Literal
 from hybrid.network_constants import (
     ANYWHERE,
     HEALTH_CHECK_RANGES,
+    HTTP_PORT,
     HTTPS_PORT,
     POSTGRES_PORT,
     PRIVATE_GOOGLE_APIS_RANGE,
@@ -29,13 +30,18 @@ if TYPE_CHECKING:
 # Where a service runs. A Cloud Run job runs to completion (the database bootstrap).
 Tier = Literal["cloud_run", "cloud_run_job", "gke_autopilot", "gke_standard"]
 # What a call's port is, resolved per environment by port_number.
-Port = Literal["https", "inference", "postgres", "redis"]
+Port = Literal["http", "https", "inference", "postgres", "redis"]
+# How the Cloud Run services send private traffic into the VPC ([network] egress).
+Egress = Literal["direct", "connector"]
 # How a call travels, derived from the callee: Cloud Run through the VPC to
 # private.googleapis.com (its run.app URL: cloud.google.com/run/docs/securing/private-networking#from-other-services),
 # a GKE service through its internal load balancer, a managed backend through Private Services
 # Access or, a Google API's, private.googleapis.com (cloud.google.com/vpc/docs/private-google-access),
-# and a public service from the user's browser.
-Path = Literal["run.app", "ilb", "psa", "google_api", "browser"]
+# and a public service from the user's browser. With a connector, whose PRIVATE_RANGES_ONLY sends
+# only RFC 1918 ranges into the VPC (cloud.google.com/vpc/docs/serverless-vpc-access), a Cloud Run
+# service is reached instead through a regional internal Application Load Balancer's private address,
+# which internal ingress admits (cloud.google.com/run/docs/securing/ingress#settings): "internal_alb".
+Path = Literal["run.app", "ilb", "internal_alb", "psa", "google_api", "browser"]
 
 BROWSER = "browser"
 # The firewall's default-deny rules, one each way, below every flow's.
@@ -158,13 +164,20 @@ class Topology:
     # The environment file's tables that are enabled ("services" always is); None in the
     # declaration, which holds every table's part.
     sections: frozenset[str] | None = None
+    egress: Egress = "direct"
 
     def path(self, call: Call) -> Path:
         if call.from_browser:
             return "browser"
         if call.destination in self.backends:
             return self.backends[call.destination].path
-        return "ilb" if self.services[call.destination].tier.startswith("gke") else "run.app"
+        if self.services[call.destination].tier.startswith("gke"):
+            return "ilb"
+        return "internal_alb" if self.egress == "connector" else "run.app"
+
+    def behind_internal_lb(self) -> tuple[str, ...]:
+        """The Cloud Run services other Cloud Run services call through the internal load balancer."""
+        return tuple(dict.fromkeys(c.destination for c in self.calls if self.path(c) == "internal_alb"))
 
     def start_order(self) -> tuple[str, ...]:
         """The services, each after those it calls (the deploy rehearsal starts them so); jobs
@@ -208,7 +221,7 @@ class Topology:
         """Each service's settings that hold another's run.app URL: {caller: {field: callee}}."""
         wired: dict[str, dict[str, str]] = {}
         for call in self.calls:
-            if call.url_setting and self.path(call) in ("run.app", "browser"):
+            if call.url_setting and self.path(call) in ("run.app", "internal_alb", "browser"):
                 wired.setdefault(call.source, {})[f"{call.destination}_url"] = call.destination
         return wired
 
@@ -218,7 +231,7 @@ class Topology:
         (cloud.google.com/run/docs/authenticating/service-to-service). {caller: {field: callee}}."""
         wired: dict[str, dict[str, str]] = {}
         for call in self.calls:
-            if call.url_setting and self.path(call) == "run.app":
+            if call.url_setting and self.path(call) in ("run.app", "internal_alb"):
                 wired.setdefault(call.source, {})[f"{call.destination}_auth"] = call.destination
         return wired
 
@@ -237,6 +250,9 @@ class Topology:
         egress rule's."""
         flows: list[Flow] = []
         for call in self.calls:
+            if self.path(call) == "internal_alb":
+                flows.append(self._to_internal_lb(call))
+                continue
             if self.path(call) not in ("ilb", "psa"):
                 continue
             source, destination = self._source(call.source), self._destination(call.destination)
@@ -262,9 +278,18 @@ class Topology:
         return tuple(dict.fromkeys(["services", *named]))
 
     def rule_keys(self) -> dict[str, str]:
-        """Each firewall rule's key (names.py prefixes it) and the section that makes it."""
-        flows = {key: flow.section for flow in self.firewall_flows() for key in flow.rule_keys()}
+        """Each firewall rule's key (names.py prefixes it) and the section that makes it, in either egress mode."""
+        modes = (self, replace(self, egress="connector")) if self.egress == "direct" else (self,)
+        flows = {key: flow.section for mode in modes for flow in mode.firewall_flows() for key in flow.rule_keys()}
         return {**dict.fromkeys(DEFAULT_DENY.values(), "services"), **flows}
+
+    def _to_internal_lb(self, call: Call) -> Flow:
+        """The caller's egress to the load balancer's frontend. No ingress rule: the frontend is
+        Google's Envoy, not a VM, and a serverless NEG's backends are outside the VPC, so no rule
+        admits the proxies to them (cloud.google.com/load-balancing/docs/l7-internal/setting-up-l7-internal-serverless)."""
+        lb = Peer(("internal_lb_cidr",), name=f"{call.destination}-lb", ours=False)
+        why = f"The {call.source} calls the {call.destination} through the internal load balancer (connector mode)."
+        return Flow(self._source(call.source), lb, INTERNAL_LB_PORT, why)
 
     def _section(self, end: str) -> str:
         return (self.services.get(end) or self.backends[end]).section
@@ -290,7 +315,10 @@ CLUSTER_RANGES = {
     "workers": ("workers_cidr", "workers_pods_cidr"),
 }
 CLUSTER_PODS = {"workloads": "pods_cidr", "workers": "workers_pods_cidr"}
-CLOUD_RUN = Peer(("run_cidr",), range_name="cloud-run")
+# Cloud Run's private traffic in the VPC: from Direct VPC egress's subnet, or the connector's.
+CLOUD_RUN = Peer(("cloud_run_cidr",), range_name="cloud-run")
+# The internal load balancer's frontend listens on HTTP (docs/network-egress.md, "Why HTTP").
+INTERNAL_LB_PORT: Port = "http"
 
 _WORKLOADS = Peer(CLUSTER_RANGES["workloads"], name="workloads")
 _WORKERS = Peer(CLUSTER_RANGES["workers"], name="workers")
@@ -410,7 +438,7 @@ TOPOLOGY = Topology(
 )
 
 
-def active(topology: Topology, *, placement: str, sections: frozenset[str]) -> Topology:
+def active(topology: Topology, *, placement: str, sections: frozenset[str], egress: Egress = "direct") -> Topology:
     """The part of ``topology`` an environment deploys: the services and backends of its enabled
     tables, the calls between them, and the model servers where [inference] places them."""
     tier: Tier = "cloud_run" if placement == "cloud_run" else "gke_autopilot"
@@ -429,19 +457,20 @@ def active(topology: Topology, *, placement: str, sections: frozenset[str]) -> T
         for c in topology.calls
         if c.source in ends and c.destination in ends
     )
-    return Topology(services, backends, calls, topology.network_flows, sections=on)
+    return Topology(services, backends, calls, topology.network_flows, sections=on, egress=egress)
 
 
 def port_number(port: Port, env: Environment) -> int:
     """The port a call's kind of port is in ``env``: the model servers' is the file's."""
-    fixed = {"https": HTTPS_PORT, "postgres": POSTGRES_PORT, "redis": REDIS_TLS_PORT}
+    fixed = {"http": HTTP_PORT, "https": HTTPS_PORT, "postgres": POSTGRES_PORT, "redis": REDIS_TLS_PORT}
     return env.network.inference_port if port == "inference" else fixed[port]
 
 
-def required_edges(*, placement: str, sections: frozenset[str]) -> tuple[Edge, ...]:
+def required_edges(*, placement: str, sections: frozenset[str], egress: Egress = "direct") -> tuple[Edge, ...]:
     """The edges the reachability checker must find in an environment whose model servers are
-    at ``placement`` and whose optional ``sections`` (e.g. "workers", "redis") are enabled."""
-    return active(declared(), placement=placement, sections=sections).required_edges()
+    at ``placement``, whose optional ``sections`` (e.g. "workers", "redis") are enabled and whose
+    Cloud Run services enter the VPC by ``egress``."""
+    return active(declared(), placement=placement, sections=sections, egress=egress).required_edges()
 
 
 def declared() -> Topology:
@@ -455,4 +484,4 @@ def for_environment(env: Environment) -> Topology:
     topology = declared()
     optional = topology.section_order()[1:]  # all but "services", which is always on
     enabled = frozenset(name for name in optional if getattr(env, name).enabled)
-    return active(topology, placement=env.inference.placement, sections=enabled)
+    return active(topology, placement=env.inference.placement, sections=enabled, egress=env.network.egress)

@@ -83,6 +83,16 @@ API_OF_TYPE: dict[str, tuple[str, ...]] = {
     "google_iap_web_backend_service_iam_member": ("iap.googleapis.com",),
     # Reads the provider's own configuration and token: no API call.
     "data.google_client_config": (),
+    # Connector mode (docs/network-egress.md): the connector is Serverless VPC Access's
+    # (cloud.google.com/vpc/docs/configure-serverless-vpc-access#before_you_begin); the internal
+    # load balancer's parts are Compute Engine resources
+    # (cloud.google.com/load-balancing/docs/l7-internal/setting-up-l7-internal-serverless).
+    "google_vpc_access_connector": ("vpcaccess.googleapis.com",),
+    "google_compute_region_network_endpoint_group": ("compute.googleapis.com",),
+    "google_compute_region_backend_service": ("compute.googleapis.com",),
+    "google_compute_region_url_map": ("compute.googleapis.com",),
+    "google_compute_region_target_http_proxy": ("compute.googleapis.com",),
+    "google_compute_forwarding_rule": ("compute.googleapis.com",),
 }
 
 # Settings of a resource that call one more API.

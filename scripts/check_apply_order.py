@@ -410,7 +410,24 @@ def grant_target_rows(plan: Plan, node: Node) -> Iterator[Row]:
         yield Row(node.label, f"secret {secret} exists", where, "no secrets step or secret resource before it")
 
 
-RULES = (api_rows, member_rows, image_rows, secret_reader_rows, grant_target_rows)
+def proxy_subnet_rows(plan: Plan, node: Node) -> Iterator[Row]:
+    # An Envoy-based regional load balancer's forwarding rule needs an active proxy-only subnet in
+    # its region and VPC, created before it (cloud.google.com/load-balancing/docs/proxy-only-subnets).
+    if node.type != "google_compute_forwarding_rule" or node.config.get("load_balancing_scheme") != "INTERNAL_MANAGED":
+        return
+    region = node.config.get("region")
+    subnets = [
+        s
+        for s in plan.all("google_compute_subnetwork")
+        if s.config.get("purpose") == "REGIONAL_MANAGED_PROXY" and s.config.get("region") == region
+    ]
+    found = plan.first_before(subnets, node)
+    why = "created in parallel with it" if subnets else "created by no stack"
+    where = f"{found[0].address}: {found[1]}" if found else None
+    yield Row(node.label, f"a proxy-only subnet in {region} exists", where, why)
+
+
+RULES = (api_rows, member_rows, image_rows, secret_reader_rows, grant_target_rows, proxy_subnet_rows)
 
 
 def evaluate(plan: Plan) -> list[Row]:

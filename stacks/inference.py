@@ -65,7 +65,9 @@ class InferenceStack(LayerStack):
                 load_balancer_ip=network.outputs.inference_address,
                 # The orchestrator on Cloud Run, and the batch workers' Pods when there are any.
                 allowed_sources=tuple(
-                    str(cidr) for cidr in (env.network.run_cidr, env.network.workers_pods_cidr) if cidr is not None
+                    str(cidr)
+                    for cidr in (env.network.cloud_run_cidr, env.network.workers_pods_cidr)
+                    if cidr is not None
                 ),
             ),
         )

@@ -2,7 +2,8 @@
 
 A custom-mode VPC with one regional subnet for GKE (with pod and service ranges),
 a subnet of its own that the Cloud Run services send private traffic from (Direct
-VPC egress), a private run.app zone so Cloud Run reaches internal services through
+VPC egress) or, in connector mode, a Serverless VPC Access connector with its subnet and
+the internal load balancer's proxy-only subnet and address (docs/network-egress.md), a private run.app zone so Cloud Run reaches internal services through
 it, Private Services Access for Cloud SQL, Cloud NAT for private nodes, and a
 firewall that denies by default and allows only the flows of the architecture
 diagram.
@@ -36,6 +37,7 @@ from cdktf_cdktf_provider_google.dns_managed_zone import (
 from cdktf_cdktf_provider_google.dns_record_set import DnsRecordSet
 from cdktf_cdktf_provider_google.project_service import ProjectService
 from cdktf_cdktf_provider_google.service_networking_connection import ServiceNetworkingConnection
+from cdktf_cdktf_provider_google.vpc_access_connector import VpcAccessConnector, VpcAccessConnectorSubnet
 from constructs import Construct
 
 from hybrid.components.firewall import DEFAULT_DENY_PRIORITY, Firewall, FirewallProps, Rule, flow_rules
@@ -81,6 +83,8 @@ PLATFORM_APIS = (
 WORKERS_APIS = ("pubsub.googleapis.com",)
 # Memorystore, where [redis] is enabled.
 REDIS_APIS = ("redis.googleapis.com",)
+# Serverless VPC Access, in connector mode (cloud.google.com/vpc/docs/configure-serverless-vpc-access#before_you_begin).
+CONNECTOR_APIS = ("vpcaccess.googleapis.com",)
 
 # Subnet flow logs (checkov CKV_GCP_26): 5-second aggregation, half the flows sampled.
 _FLOW_LOGS = ComputeSubnetworkLogConfig(
@@ -94,11 +98,15 @@ class NetworkOutputs:
 
     network_id: str
     workloads_subnet_id: str  # GKE's, with the pods and services ranges
-    run_subnet_id: str  # Cloud Run's Direct VPC egress
+    run_subnet_id: str | None  # Cloud Run's Direct VPC egress (direct mode)
     inference_address: str  # the model servers' internal load balancer
     # The VPC, read from the Private Services Access peering: Cloud SQL's network, after the peering.
     private_services_network: str
     workers_subnet_id: str | None = None  # the workers' GKE Standard nodes, when [workers] is enabled
+    # Connector mode: the connector the Cloud Run services send private ranges through, and the
+    # internal load balancer's reserved frontend address.
+    connector_id: str | None = None
+    internal_lb_address: str | None = None
 
 
 class NetworkStack(LayerStack):
@@ -109,6 +117,7 @@ class NetworkStack(LayerStack):
             for api in PLATFORM_APIS
             + (WORKERS_APIS if env.workers.enabled else ())
             + (REDIS_APIS if env.redis.enabled else ())
+            + (CONNECTOR_APIS if env.network.egress == "connector" else ())
         }
         self.vpc = ComputeNetwork(
             self,
@@ -119,6 +128,7 @@ class NetworkStack(LayerStack):
             depends_on=[self.apis["compute.googleapis.com"]],
         )
         self._subnets(env)
+        self.connector = self._connector(env) if env.network.egress == "connector" else None
         self._private_services(env)
         self._run_app_zone(env)
         self._nat(env)
@@ -127,14 +137,17 @@ class NetworkStack(LayerStack):
             self._budget(env, env.budget)
 
         TerraformOutput(self, "network_id", value=self.vpc.id)
-        TerraformOutput(self, "cloud_run_subnet_id", value=self.run_subnet.id)
+        if self.run_subnet:
+            TerraformOutput(self, "cloud_run_subnet_id", value=self.run_subnet.id)
         self.outputs = NetworkOutputs(
             network_id=self.vpc.id,
             workloads_subnet_id=self.subnet.id,
-            run_subnet_id=self.run_subnet.id,
+            run_subnet_id=self.run_subnet.id if self.run_subnet else None,
             inference_address=self.inference_address.address,
             private_services_network=self.psa_connection.network,
             workers_subnet_id=self.workers_subnet.id if self.workers_subnet else None,
+            connector_id=self.connector.id if self.connector else None,
+            internal_lb_address=self.internal_lb_address.address if self.connector else None,
         )
 
     def _subnet(self, id_: str, name: str, cidr: str, *secondary: tuple[str, str]) -> ComputeSubnetwork:
@@ -181,7 +194,9 @@ class NetworkStack(LayerStack):
         # from a subnet with it (cloud.google.com/run/docs/securing/ingress#settings). Firewall
         # rules match Cloud Run by this whole range, since its addresses are ephemeral
         # (cloud.google.com/run/docs/configuring/vpc-direct-vpc#direct-vpc-ip-allocation).
-        self.run_subnet = self._subnet("cloud-run-subnet", names.run_subnet, str(net.run_cidr))
+        self.run_subnet = (
+            self._subnet("cloud-run-subnet", names.run_subnet, str(net.run_cidr)) if net.run_cidr else None
+        )
         # The background workers' own subnet and secondary ranges, apart from the models' cluster so
         # each cluster's ranges and firewall rules are its own. No Cloud NAT serves it: its nodes
         # have no external address, so Private Google Access is their only way out, to Google APIs
@@ -196,6 +211,49 @@ class NetworkStack(LayerStack):
             )
             if env.workers.enabled
             else None
+        )
+
+    def _connector(self, env: Environment) -> VpcAccessConnector:
+        """Connector mode: the connector in a /28 subnet of its own, with Private Google Access like
+        every subnet here, and the internal load balancer's proxy-only subnet and frontend address
+        (the services layer builds the load balancer itself)."""
+        names, net = env.names, env.network
+        subnet = self._subnet("connector-subnet", names.connector_subnet, str(net.connector_cidr))
+        # Only Envoy-based regional load balancers use it; flow logs are not supported on it
+        # (registry.terraform.io/providers/hashicorp/google/6.50.0/docs/resources/compute_subnetwork#enable_flow_logs).
+        self.proxy_only_subnet = ComputeSubnetwork(
+            self,
+            "proxy-only-subnet",
+            name=names.proxy_only_subnet,
+            region=env.region,
+            network=self.vpc.id,
+            ip_cidr_range=str(net.proxy_only_cidr),
+            purpose="REGIONAL_MANAGED_PROXY",
+            role="ACTIVE",
+        )
+        self.internal_lb_address = ComputeAddress(
+            self,
+            "internal-lb-address",
+            name=names.internal_lb,
+            region=env.region,
+            address_type="INTERNAL",
+            purpose="SHARED_LOADBALANCER_VIP",
+            subnetwork=self.subnet.id,
+            address=str(net.internal_lb_address),
+        )
+        # A connector in an existing subnet names it, not a range
+        # (cloud.google.com/vpc/docs/configure-serverless-vpc-access#create-connector); its
+        # instances scale between the bounds and never back down
+        # (cloud.google.com/run/docs/configuring/vpc-connectors).
+        return VpcAccessConnector(
+            self,
+            "connector",
+            name=names.connector,
+            region=env.region,
+            subnet=VpcAccessConnectorSubnet(name=subnet.name),
+            min_instances=net.connector_min_instances,
+            max_instances=net.connector_max_instances,
+            depends_on=[self.apis["vpcaccess.googleapis.com"]],
         )
 
     def _private_services(self, env: Environment) -> None:
@@ -310,17 +368,26 @@ def firewall_rules(env: Environment) -> list[Rule]:
     def ranges(peer: Peer) -> tuple[str, ...]:
         return tuple(ref if "/" in ref else str(getattr(net, ref)) for ref in peer.ranges)
 
+    def tag(service: str) -> str:
+        # A connector's instances carry its own tag, shared by every service that uses it
+        # (cloud.google.com/vpc/docs/serverless-vpc-access#restrict-access); Direct VPC egress, the service's.
+        return connector_tag(env) if net.egress == "connector" else names.run_tag[service]
+
     active = for_environment(env)
     order = active.section_order()
     allowed: dict[str, tuple[tuple[int, bool], Rule]] = {}
     for flow in active.firewall_flows():
         port = port_number(flow.port, env) if flow.port else None
-        rules = flow_rules(
-            flow, name=names.firewall_rule.__getitem__, ranges=ranges, tag=names.run_tag.__getitem__, port=port
-        )
+        rules = flow_rules(flow, name=names.firewall_rule.__getitem__, ranges=ranges, tag=tag, port=port)
         for rule in rules:
             # Cloud Run's calls to one destination share its ingress rule, which matches their subnet.
             allowed.setdefault(rule.name, ((order.index(flow.section), rule.direction == "EGRESS"), rule))
     # Each section's ingress rules, then its egress rules: the order the rules were written in,
     # which the HCL snapshots keep.
     return deny + [rule for _, rule in sorted(allowed.values(), key=lambda placed: placed[0])]
+
+
+def connector_tag(env: Environment) -> str:
+    """The network tag of the connector's instances: vpc-connector-REGION-NAME
+    (cloud.google.com/vpc/docs/serverless-vpc-access#restrict-access)."""
+    return f"vpc-connector-{env.region}-{env.names.connector}"

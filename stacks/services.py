@@ -35,8 +35,9 @@ from cdktf_cdktf_provider_google.logging_metric import LoggingMetric, LoggingMet
 from cdktf_cdktf_provider_google_beta.provider import GoogleBetaProvider
 from constructs import Construct
 
-from hybrid.components.cloud_run import CloudRunService, CloudRunServiceProps, PrivateEgress
+from hybrid.components.cloud_run import CloudRunService, CloudRunServiceProps, ConnectorEgress, Egress, PrivateEgress
 from hybrid.components.database_bootstrap import DatabaseBootstrapJob, DatabaseBootstrapProps
+from hybrid.components.internal_lb import InternalLoadBalancer, InternalLoadBalancerProps
 from hybrid.components.load_balancer import EDGE_SERVICES
 from hybrid.components.roles import VERTEX_AI_USER
 from hybrid.components.service_account import ServiceAccount, ServiceAccountProps
@@ -125,7 +126,7 @@ class ServicesStack(LayerStack):
 
         self._bootstrap(db)
 
-        wiring = wiring.with_url("orchestrator", self.orchestrator.uri)
+        wiring = wiring.with_url("orchestrator", self._orchestrator_url(deployed))
         self.gateway = self._gateway(wiring, gateway_account, with_redis=db.redis is not None)
         # Behind the edge the page calls its API on its own origin (the URL map sends /v1/* to the gateway).
         self.frontend = self._frontend(wiring.with_url("gateway", env.edge.origin or self.gateway.uri))
@@ -211,10 +212,38 @@ class ServicesStack(LayerStack):
             frontend.grant_public_invoke()
         return frontend
 
-    def egress(self, service: str) -> PrivateEgress:
-        return PrivateEgress(
-            network=self.network.network_id, subnetwork=self.network.run_subnet_id, tag=self.env.names.run_tag[service]
+    def _orchestrator_url(self, deployed: Topology) -> str:
+        """Where the gateway dials the orchestrator: its run.app URL, or in connector mode its
+        internal load balancer's private address, which the connector carries into the VPC
+        (docs/network-egress.md). The ID token's audience stays the run.app URL (Wiring)."""
+        fronted = deployed.behind_internal_lb()
+        if set(fronted) - {"orchestrator"}:
+            # network.internal_lb_address is one address, for the one internal service called today.
+            raise ValueError(
+                f"connector mode fronts only the orchestrator with an internal load balancer, not {fronted}"
+            )
+        if not fronted:
+            return self.orchestrator.uri
+        lb = InternalLoadBalancer(
+            self,
+            "orchestrator-lb",
+            InternalLoadBalancerProps(
+                name=self.env.names.internal_lb,
+                region=self.env.region,
+                network=self.network.network_id,
+                subnetwork=self.network.workloads_subnet_id,
+                address=str(self.network.internal_lb_address),
+                service=self.orchestrator.service.name,
+            ),
         )
+        return f"http://{lb.forwarding_rule.ip_address}"
+
+    def egress(self, service: str) -> Egress:
+        net = self.network
+        if net.connector_id:
+            return ConnectorEgress(connector=net.connector_id)
+        assert net.run_subnet_id is not None, "direct mode has Cloud Run's subnet"
+        return PrivateEgress(network=net.network_id, subnetwork=net.run_subnet_id, tag=self.env.names.run_tag[service])
 
     def _image(self, role: str, settings: CloudRunSizing) -> str:
         return service_image(self.env, role, settings.image)

@@ -28,10 +28,17 @@ STACKS = tuple(f"{env}-{layer}" for env in ENVIRONMENTS for layer in LAYERS) + t
 )
 
 DEV = (ROOT / "environments" / "dev.toml").read_text()
+# dev's file in Direct VPC egress mode, as prod runs (dev itself uses the connector:
+# docs/network-egress.md): the base of the bad-file cases that edit its run_cidr.
+_CONNECTOR_LINES = DEV[DEV.index("# dev exercises the design card") : DEV.index("\n\n[database]")]
+DEV_DIRECT = DEV.replace(
+    _CONNECTOR_LINES, 'run_cidr = "10.8.0.0/24"        # the Cloud Run services\' Direct VPC egress'
+)
 # dev with its model on a Cloud Run GPU instead of GKE, as text: the base of the bad-file cases
 # that edit it (test_bad_environments). Other tests build it typed: variants.DEV_ON_CLOUD_RUN.
+# Direct VPC egress: connector mode fronts only the orchestrator.
 DEV_CLOUD_RUN = (
-    DEV[: DEV.index("[inference]")]
+    DEV_DIRECT[: DEV_DIRECT.index("[inference]")]
     + """[inference]
 placement = "cloud_run"
 

@@ -11,7 +11,11 @@ from pathlib import Path
 import pytest
 
 from hybrid.config import ConfigError, load_environments
-from iac import DEV, DEV_CLOUD_RUN, ROOT, run_main
+from iac import DEV as DEV_CONNECTOR
+from iac import DEV_CLOUD_RUN, DEV_DIRECT, ROOT, run_main
+
+# The cases edit dev's file as Direct VPC egress has it (its run_cidr); connector mode's own are CONNECTOR_CASES.
+DEV = DEV_DIRECT
 
 # (case, what to change in dev.toml, the message expected after "<file>: ")
 CASES = [
@@ -372,8 +376,67 @@ PROD_WORKERS_CASES = [
         "workers.bucket_lifecycle_days = 0: must be between 1 and 3650",
     ),
 ]
+# Connector mode's settings, on dev's own file (network.egress = "connector").
+CONNECTOR_CASES = [
+    (
+        "connector-with-run-cidr",
+        ('egress = "connector"', 'egress = "connector"\nrun_cidr = "10.7.0.0/24"'),
+        'network.run_cidr = \'10.7.0.0/24\': must not be set while network.egress is "connector": it is for "direct"',
+    ),
+    (
+        "connector-without-its-range",
+        ('connector_cidr = "10.8.0.0/28"', "# no connector_cidr"),
+        'network.connector_cidr: must be set when network.egress is "connector"',
+    ),
+    (
+        "connector-range-not-a-28",
+        ('connector_cidr = "10.8.0.0/28"', 'connector_cidr = "10.8.0.0/27"'),
+        "network.connector_cidr = '10.8.0.0/27': must be a /28, a Serverless VPC Access connector's subnet size",
+    ),
+    (
+        "connector-instances-out-of-bounds",
+        ("connector_max_instances = 10", "connector_max_instances = 11"),
+        "network.connector_max_instances = 11: must be between 3 and 10",
+    ),
+    (
+        "connector-min-not-below-max",
+        (
+            "connector_min_instances = 2\nconnector_max_instances = 10",
+            "connector_min_instances = 9\nconnector_max_instances = 9",
+        ),
+        "network.connector_min_instances = 9: must be below connector_max_instances",
+    ),
+    (
+        "proxy-only-subnet-too-small",
+        ('proxy_only_cidr = "10.9.0.0/23"', 'proxy_only_cidr = "10.9.0.0/27"'),
+        "network.proxy_only_cidr = '10.9.0.0/27': must be a /26 or larger for the load balancer's proxies",
+    ),
+    (
+        "proxy-only-subnet-overlaps-the-connector",
+        ('proxy_only_cidr = "10.9.0.0/23"', 'proxy_only_cidr = "10.8.0.0/23"'),
+        "network.proxy_only_cidr = '10.8.0.0/23': must not overlap network.connector_cidr (10.8.0.0/28); "
+        "every range must be distinct",
+    ),
+    (
+        "internal-lb-address-outside-the-subnet",
+        ('internal_lb_address = "10.10.15.249"', 'internal_lb_address = "10.11.0.5"'),
+        "network.internal_lb_address = '10.11.0.5': must be a usable address of subnet_cidr (10.10.0.0/20)",
+    ),
+    (
+        "direct-mode-without-run-cidr",
+        ('egress = "connector"', 'egress = "direct"'),
+        'network.run_cidr: must be set when network.egress is "direct"',
+    ),
+    (
+        "connector-with-the-model-on-cloud-run",
+        ('placement = "gke"', 'placement = "cloud_run"\n\n[inference.cloud_run]\nmodel = "google/gemma-3-4b-it"\n'),
+        "network.egress = 'connector': must be \"direct\" while inference runs on Cloud Run and is called through "
+        'the VPC: "connector" puts only the orchestrator behind its internal load balancer',
+    ),
+]
 ALL_CASES = (
     [(DEV, *case) for case in CASES + GKE_CASES + DEV_WORKERS_CASES]
+    + [(DEV_CONNECTOR, *case) for case in CONNECTOR_CASES]
     + [(DEV_CLOUD_RUN, *case) for case in GPU_CASES]
     + [(PROD, *case) for case in PROD_WORKERS_CASES]
 )

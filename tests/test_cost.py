@@ -383,3 +383,22 @@ def test_a_reader_that_leaves_early_gets_no_traceback() -> None:
     stderr = reader.stderr.read().decode()
     assert reader.wait(timeout=120) == 1
     assert "Traceback" not in stderr and "BrokenPipeError" not in stderr
+
+
+def test_connector_mode_prices_the_connectors_instances_and_the_internal_load_balancer() -> None:
+    dev = estimate(env_from((ROOT / "environments" / "dev.toml").read_text()), PRICES)
+    by_component = {(i.resource, i.component): i for i in dev.items}
+    connector = by_component["Serverless VPC Access connector", "2 e2-micro instances (min_instances)"]
+    assert connector.stack == "dev-network"
+    assert connector.quantity == 2 * 730
+    assert connector.monthly_usd == pytest.approx(2 * 730 * 0.008376428, abs=0.01)
+    assert connector.source_kind == "billing-catalog data"
+    lb = "internal Application Load Balancer (orchestrator)"
+    rule = by_component[lb, "forwarding rule"]
+    assert (rule.stack, rule.quantity, rule.monthly_usd) == ("dev-services", 730, pytest.approx(730 * 0.025))
+    assert by_component[lb, "data processed (~4 bytes a token)"].monthly_usd is not None
+    assert by_component[f"{lb} proxies", ""].monthly_usd is None  # listed, not priced
+    # prod keeps Direct VPC egress: no connector, no internal Application Load Balancer.
+    prod = estimate(env_from(PROD), PRICES)
+    assert not [i for i in prod.items if "connector" in i.resource or lb in i.resource]
+    assert any(i.component == "Direct VPC egress" and i.monthly_usd == 0 for i in prod.items)

@@ -9,10 +9,12 @@ import pytest
 from hybrid.config import load_environment
 from hybrid.network_constants import HEALTH_CHECK_RANGES, PRIVATE_GOOGLE_APIS_RANGE
 from iac import ROOT, Json, Stacks, only, resources
-from stacks.network import PLATFORM_APIS, REDIS_APIS, WORKERS_APIS
+from stacks.network import CONNECTOR_APIS, PLATFORM_APIS, REDIS_APIS, WORKERS_APIS
 
-# The Cloud Run services' Direct VPC egress subnet of each environment.
-RUN_CIDR = {"dev": "10.8.0.0/24", "prod": "10.8.0.0/22"}
+# Where each environment's Cloud Run services' private traffic comes from: prod's Direct VPC egress
+# subnet, dev's connector (docs/network-egress.md).
+RUN_CIDR = {"dev": "10.8.0.0/28", "prod": "10.8.0.0/22"}
+DEV_CONNECTOR_TAG = "vpc-connector-us-central1-dev-connector"
 
 
 @pytest.fixture
@@ -48,13 +50,43 @@ def test_workloads_subnet_has_pod_and_service_ranges(env: str, network: Json) ->
     assert subnet["network"] == "${google_compute_network.vpc.id}"
 
 
-def test_cloud_run_subnet_has_private_google_access_and_no_connector(env: str, network: Json) -> None:
-    subnet = subnets(network)[f"{env}-cloud-run"]
-    assert subnet["ip_cidr_range"] == RUN_CIDR[env]
+def test_prod_cloud_run_subnet_has_private_google_access_and_no_connector(synth_json: Stacks) -> None:
+    network = synth_json["prod-network"]
+    subnet = subnets(network)["prod-cloud-run"]
+    assert subnet["ip_cidr_range"] == RUN_CIDR["prod"]
     assert ipaddress.ip_network(subnet["ip_cidr_range"]).prefixlen <= 26  # Direct VPC egress minimum
     assert subnet["private_ip_google_access"] is True
     assert "secondary_ip_range" not in subnet
     assert resources(network, "google_vpc_access_connector") == {}
+    assert not [s for s in subnets(network).values() if s.get("purpose") == "REGIONAL_MANAGED_PROXY"]
+
+
+def test_dev_connector_in_its_own_28_with_2_to_10_instances(synth_json: Stacks) -> None:
+    network = synth_json["dev-network"]
+    assert "dev-cloud-run" not in subnets(network)  # no Direct VPC egress subnet in connector mode
+    subnet = subnets(network)["dev-connector"]
+    assert (subnet["ip_cidr_range"], subnet["private_ip_google_access"]) == ("10.8.0.0/28", True)
+    connector = only(network, "google_vpc_access_connector")
+    assert connector["name"] == "dev-connector"
+    assert connector["subnet"] == {"name": "${google_compute_subnetwork.connector-subnet.name}"}
+    assert (connector["min_instances"], connector["max_instances"]) == (2, 10)
+    assert "ip_cidr_range" not in connector  # its subnet's range, not one of its own
+    assert connector["depends_on"] == ["google_project_service.api-vpcaccess"]
+
+
+def test_dev_internal_lb_has_a_proxy_only_subnet_and_a_reserved_address(synth_json: Stacks) -> None:
+    network = synth_json["dev-network"]
+    proxies = subnets(network)["dev-lb-proxies"]
+    assert (proxies["purpose"], proxies["role"], proxies["ip_cidr_range"]) == (
+        "REGIONAL_MANAGED_PROXY",
+        "ACTIVE",
+        "10.9.0.0/23",
+    )
+    assert "log_config" not in proxies  # flow logs are not supported on a proxy-only subnet
+    addresses = {a["name"]: a for a in resources(network, "google_compute_address").values()}
+    address = addresses["dev-internal-lb"]
+    assert (address["address"], address["address_type"]) == ("10.10.15.249", "INTERNAL")
+    assert address["subnetwork"] == "${google_compute_subnetwork.workloads-subnet.id}"
 
 
 def test_private_services_access(env: str, network: Json) -> None:
@@ -100,7 +132,9 @@ def test_firewall_denies_by_default_both_ways(env: str, network: Json) -> None:
 
 def test_firewall_allows_exactly_the_diagram(env: str, network: Json) -> None:
     rules = firewall(network)
-    orchestrator, job = f"{env}-run-orchestrator", f"{env}-run-db-bootstrap"
+    # Direct VPC egress tags each service; a connector's instances carry the connector's one tag.
+    direct = env == "prod"
+    orchestrator, job = (f"{env}-run-orchestrator", f"{env}-run-db-bootstrap") if direct else (DEV_CONNECTOR_TAG,) * 2
     workloads = ["10.10.0.0/20", "10.16.0.0/14"]
     allows = {
         name: (
@@ -139,7 +173,7 @@ def test_firewall_allows_exactly_the_diagram(env: str, network: Json) -> None:
             "EGRESS",
             (),
             ("10.32.0.0/16",),
-            (orchestrator, job),
+            tuple(dict.fromkeys((orchestrator, job))),
             (("tcp", ("5432",)),),
         ),
         f"{env}-allow-egress-google-apis": ("EGRESS", (), (PRIVATE_GOOGLE_APIS_RANGE,), (), (("tcp", ("443",)),)),
@@ -152,6 +186,20 @@ def test_firewall_allows_exactly_the_diagram(env: str, network: Json) -> None:
         ),
         f"{env}-allow-workloads-egress-https": ("EGRESS", tuple(workloads), ("0.0.0.0/0",), (), (("tcp", ("443",)),)),
         **(WORKERS_FLOWS if env == "prod" else {}),
+        # dev's connector mode: the gateway to the orchestrator's internal load balancer, on HTTP.
+        **(
+            {}
+            if direct
+            else {
+                "dev-allow-gateway-egress-orchestrator-lb": (
+                    "EGRESS",
+                    (),
+                    ("10.10.15.249/32",),
+                    (DEV_CONNECTOR_TAG,),
+                    (("tcp", ("80",)),),
+                )
+            }
+        ),
         # [redis] in prod: the gateway to Memorystore's TLS port on the Private Services Access range.
         **(
             {
@@ -224,7 +272,8 @@ def test_workers_subnet_only_where_workers_are_enabled(env: str, network: Json) 
 def test_required_apis_are_enabled_and_kept_on_destroy(env: str, network: Json) -> None:
     services = resources(network, "google_project_service").values()
     workers = WORKERS_APIS + REDIS_APIS if env == "prod" else ()  # [workers] and [redis] are on in prod only
-    assert sorted(s["service"] for s in services) == sorted(PLATFORM_APIS + workers)
+    connector = CONNECTOR_APIS if env == "dev" else ()  # dev's connector mode
+    assert sorted(s["service"] for s in services) == sorted(PLATFORM_APIS + workers + connector)
     assert all(s["disable_on_destroy"] is False for s in services)
     for api in ("compute", "servicenetworking", "sqladmin", "run", "container", "apikeys", "identitytoolkit"):
         assert f"{api}.googleapis.com" in PLATFORM_APIS
@@ -262,6 +311,8 @@ def test_every_registered_firewall_rule_is_made_where_its_tables_are_enabled(env
     environment = load_environment(ROOT / "environments" / f"{env}.toml")
     made = set(firewall(network))
     registered = set(environment.names.firewall_rule.values())
+    if environment.network.egress == "direct":  # the rule to the internal load balancer is connector mode's
+        registered.discard(environment.names.firewall_rule["allow-gateway-egress-orchestrator-lb"])
     if environment.workers.enabled and environment.redis.enabled:
         assert made == registered
     else:

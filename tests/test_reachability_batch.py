@@ -92,9 +92,10 @@ def drop_api_target(stacks: Stacks) -> None:
 
 
 def untag_the_job(stacks: Stacks) -> None:
-    rules = resources(stacks, "dev-network", "google_compute_firewall").values()
-    (rule,) = [r for r in rules if "dev-run-db-bootstrap" in (r.get("target_tags") or ())]
-    rule["target_tags"].remove("dev-run-db-bootstrap")
+    # prod's: Direct VPC egress tags each service (dev's connector tags them all alike).
+    rules = resources(stacks, "prod-network", "google_compute_firewall").values()
+    (rule,) = [r for r in rules if "prod-run-db-bootstrap" in (r.get("target_tags") or ())]
+    rule["target_tags"].remove("prod-run-db-bootstrap")
 
 
 def workers_subnet_without_private_google_access(stacks: Stacks) -> None:
@@ -117,7 +118,7 @@ WORKERS_TO_GOOGLE = {"Pub/Sub -> worker", "worker -> GCS (batch files)", "worker
 
 BROKEN = {  # a broken fixture per edge of the batch path and the sign-in: what it blocks
     "api key without identitytoolkit": ("dev", drop_api_target, {"browser -> Identity Platform"}),
-    "postgres egress without the job's tag": ("dev", untag_the_job, {"db-bootstrap job -> Cloud SQL"}),
+    "postgres egress without the job's tag": ("prod", untag_the_job, {"db-bootstrap job -> Cloud SQL"}),
     "no publisher grant": (
         "prod",
         lambda st: drop(st, "prod-workers", "google_pubsub_topic_iam_member", "orchestrator-publishes-lines"),

@@ -52,7 +52,8 @@ def test_deny_on_postgres_above_the_allow_blocks_the_database(synth_json: Stacks
     )
     verdicts = by_edge(stacks, facts_for("dev"))
     assert failures(verdicts["orchestrator -> Cloud SQL"]) == [
-        f"egress tcp:5432 10.8.0.0/24 [tags dev-run-orchestrator] -> 10.32.0.0/16: denied by dev-deny-postgres (priority {priority})"
+        "egress tcp:5432 10.8.0.0/28 [tags vpc-connector, vpc-connector-us-central1-dev-connector] -> 10.32.0.0/16: "
+        f"denied by dev-deny-postgres (priority {priority})"
     ]
     # The bootstrap job reaches the database the same way.
     assert [edge for edge, v in verdicts.items() if not v.ok] == [

@@ -4,38 +4,31 @@ they break it."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from iac import Stacks
-from reachability_helpers import REMOTE_NETWORK, by_edge, explain, facts_for, failures, only_env, service
+from reachability_helpers import by_edge, container_env, explain, facts_for, failures, only_env, service
 
 
-def use_connector(stacks: Stacks, egress: str) -> None:
-    """The gateway sends through a Serverless VPC Access connector on a /28 of its own (with
-    Private Google Access), in place of Direct VPC egress: the design before Direct VPC."""
-    network = stacks["dev-network"]
-    resources = network["resource"]
-    resources["google_compute_subnetwork"]["connector-subnet"] = {
-        "name": "dev-connector",
-        "ip_cidr_range": "10.8.1.0/28",
-        "network": "${google_compute_network.vpc.id}",
-        "private_ip_google_access": True,
-        "region": "us-central1",
-    }
-    resources["google_vpc_access_connector"] = {
-        "connector": {
-            "name": "dev-connector",
-            "region": "us-central1",
-            "subnet": {"name": "${google_compute_subnetwork.connector-subnet.name}"},
-        }
-    }
-    output = "cross-stack-output-google_vpc_access_connectorconnectorid"
-    network["output"][output] = {"sensitive": True, "value": "${google_vpc_access_connector.connector.id}"}
-    service(stacks, "gateway")["template"]["vpc_access"] = {"connector": REMOTE_NETWORK % output, "egress": egress}
+def dials_run_app(stacks: Stacks, egress: str = "PRIVATE_RANGES_ONLY") -> None:
+    """dev's gateway dials the orchestrator's run.app URL through its connector, as the design
+    card first had it, with ``egress``."""
+    services = stacks["dev-services"]["resource"]["google_cloud_run_v2_service"]
+    key = next(k for k, s in services.items() if s["name"] == "dev-orchestrator")
+    gateway = service(stacks, "gateway")
+    container_env(gateway)["ORCHESTRATOR_URL"]["value"] = "${google_cloud_run_v2_service.%s.uri}" % key
+    gateway["template"]["vpc_access"]["egress"] = egress
+
+
+# The run.app edge, as Direct VPC egress's environments have it, checked on dev's connector.
+AS_DIRECT = replace(facts_for("dev"), egress="direct")
+THROUGH_LB = "gateway -> orchestrator (internal load balancer)"
 
 
 def test_gateway_through_a_connector_with_private_ranges_only_is_blocked(synth_json: Stacks) -> None:
     stacks = only_env(synth_json)
-    use_connector(stacks, "PRIVATE_RANGES_ONLY")
-    verdicts = by_edge(stacks, facts_for("dev"))
+    dials_run_app(stacks)
+    verdicts = by_edge(stacks, AS_DIRECT)
     verdict = verdicts["gateway -> orchestrator"]
     assert not verdict.ok
     assert failures(verdict)[0] == (
@@ -49,8 +42,8 @@ def test_gateway_through_a_connector_with_private_ranges_only_is_blocked(synth_j
 def test_gateway_through_a_connector_with_all_traffic_reaches_the_orchestrator(synth_json: Stacks) -> None:
     # The control for the test above: the connector itself is fine when it carries everything.
     stacks = only_env(synth_json)
-    use_connector(stacks, "ALL_TRAFFIC")
-    verdict = by_edge(stacks, facts_for("dev"))["gateway -> orchestrator"]
+    dials_run_app(stacks, "ALL_TRAFFIC")
+    verdict = by_edge(stacks, AS_DIRECT)["gateway -> orchestrator"]
     assert verdict.ok, explain([verdict])
     assert any(
         "egress ALL_TRAFFIC sends 199.36.153.8/30 into the VPC through connector dev-connector" in s.text
@@ -86,3 +79,43 @@ def test_unresolvable_reference_is_a_blocked_edge_not_a_crash(synth_json: Stacks
     verdict = by_edge(stacks, facts_for("dev"))["orchestrator -> Cloud SQL"]
     assert not verdict.ok
     assert failures(verdict)[0].startswith("cannot evaluate: dev-database has no output")
+
+
+def test_connector_mode_never_calls_run_app_directly(synth_json: Stacks) -> None:
+    # The rule of connector mode: the gateway that dials run.app is refused before anything else.
+    stacks = only_env(synth_json)
+    dials_run_app(stacks)
+    verdicts = by_edge(stacks, facts_for("dev"))
+    (failure,) = failures(verdicts[THROUGH_LB])
+    assert failure.startswith("dev-gateway: google_cloud_run_v2_service.orchestrator_service_")
+    assert failure.endswith(".uri (dev-services): connector mode never calls run.app directly")
+    assert [edge for edge, v in verdicts.items() if not v.ok] == [THROUGH_LB]
+
+
+def test_the_internal_load_balancer_needs_its_proxy_only_subnet(synth_json: Stacks) -> None:
+    stacks = only_env(synth_json)
+    del stacks["dev-network"]["resource"]["google_compute_subnetwork"]["proxy-only-subnet"]
+    assert failures(by_edge(stacks, facts_for("dev"))[THROUGH_LB]) == [
+        "an active proxy-only subnet in us-central1: none"
+    ]
+
+
+def test_the_internal_load_balancer_must_serve_the_orchestrator(synth_json: Stacks) -> None:
+    stacks = only_env(synth_json)
+    services = stacks["dev-services"]["resource"]
+    frontend = next(k for k, s in services["google_cloud_run_v2_service"].items() if s["name"] == "dev-frontend")
+    (neg,) = services["google_compute_region_network_endpoint_group"].values()
+    neg["cloud_run"]["service"] = "${google_cloud_run_v2_service.%s.name}" % frontend
+    assert failures(by_edge(stacks, facts_for("dev"))[THROUGH_LB]) == [
+        "no serverless NEG of backend service dev-internal-lb is dev-orchestrator"
+    ]
+
+
+def test_the_connectors_egress_rule_to_the_load_balancer_is_needed(synth_json: Stacks) -> None:
+    stacks = only_env(synth_json)
+    rules = stacks["dev-network"]["resource"]["google_compute_firewall"]
+    (key,) = [k for k, r in rules.items() if r["name"] == "dev-allow-gateway-egress-orchestrator-lb"]
+    del rules[key]
+    (failure,) = failures(by_edge(stacks, facts_for("dev"))[THROUGH_LB])
+    assert failure.startswith("egress tcp:80 10.8.0.0/28 [tags vpc-connector, vpc-connector-us-central1-dev-connector]")
+    assert failure.endswith("denied by dev-deny-all-egress (priority 65534)")

@@ -118,6 +118,9 @@ def test_ingress_public_for_the_edge_internal_for_the_rest(env: str, stack: Json
 def test_only_what_calls_something_private_enters_the_vpc_each_with_its_own_tag(
     env: str, stack: Json, synth_json: Stacks
 ) -> None:
+    if env == "dev":  # connector mode: test_dev_services_share_the_connector
+        return
+
     def direct_vpc(vpc_access: Json) -> tuple[Any, ...]:
         """(network, subnet, tags, egress) of Direct VPC egress through one interface."""
         (interface,) = vpc_access["network_interfaces"]
@@ -268,7 +271,8 @@ def test_orchestrator_is_wired_to_database_inference_and_vertex(env: str, stack:
     backends = json.loads(wiring["BACKENDS"])
     assert backends["vertex"] == {"kind": "vertex", "project": f"replace-me-{env}", "location": "us-central1"}
     # The address the network layer reserves for the model servers' internal load balancer; no token.
-    address = only(synth_json[f"{env}-network"], "google_compute_address")["address"]
+    addresses = resources(synth_json[f"{env}-network"], "google_compute_address").values()
+    (address,) = [a["address"] for a in addresses if a["name"] == f"{env}-inference-lb"]
     # vLLM's /metrics on the same address: the orchestrator reads the pool's saturation there.
     assert backends["self-hosted"] == {
         "kind": "openai",
@@ -299,12 +303,15 @@ def test_orchestrator_is_wired_to_database_inference_and_vertex(env: str, stack:
 
 def test_gateway_calls_the_orchestrator_url_and_frontend_the_gateway(env: str, stack: Json, synth_json: Stacks) -> None:
     here = f"{env}-services"
-    assert pointee(synth_json, here, env_vars(services(stack)["gateway"])["ORCHESTRATOR_URL"]).brief == (
-        here,
-        "google_cloud_run_v2_service",
-        f"{env}-orchestrator",
-        "uri",
-    )
+    if env == "prod":
+        assert pointee(synth_json, here, env_vars(services(stack)["gateway"])["ORCHESTRATOR_URL"]).brief == (
+            here,
+            "google_cloud_run_v2_service",
+            f"{env}-orchestrator",
+            "uri",
+        )
+    else:  # connector mode: test_dev_gateway_calls_the_orchestrators_internal_load_balancer
+        assert "run.app" not in env_vars(services(stack)["gateway"])["ORCHESTRATOR_URL"]
     gateway_url = env_vars(services(stack)["frontend"])["GATEWAY_URL"]
     if env == "prod":  # behind the edge, the page calls its API on its own origin (docs/edge.md)
         assert gateway_url == "https://chat.replace-me.example.com"
@@ -456,3 +463,65 @@ def test_the_gateway_and_orchestrator_export_their_metrics_by_a_sidecar_on_loopb
         ]
         assert [m["role"] for m in readers] == ["roles/secretmanager.secretAccessor"]
         assert readers[0]["member"] == service["template"]["service_account"].replace("email}", "member}")
+
+
+def test_dev_services_share_the_connector(synth_json: Stacks) -> None:
+    """Connector mode: the gateway, the orchestrator and the bootstrap job send private ranges
+    through dev's connector; the frontend calls nothing private."""
+    stack = synth_json["dev-services"]
+    found = services(stack)
+    (job,) = resources(stack, "google_cloud_run_v2_job").values()
+    through = {
+        "gateway": found["gateway"]["template"]["vpc_access"],
+        "orchestrator": found["orchestrator"]["template"]["vpc_access"],
+        "db-bootstrap": job["template"]["template"]["vpc_access"],
+    }
+    for vpc_access in through.values():
+        assert set(vpc_access) == {"connector", "egress"}
+        assert vpc_access["egress"] == "PRIVATE_RANGES_ONLY"
+        assert pointee(synth_json, "dev-services", vpc_access["connector"]).brief == (
+            "dev-network",
+            "google_vpc_access_connector",
+            "dev-connector",
+            "id",
+        )
+    assert "vpc_access" not in found["frontend"]["template"]
+
+
+def test_dev_gateway_calls_the_orchestrators_internal_load_balancer(synth_json: Stacks) -> None:
+    stack = synth_json["dev-services"]
+    gateway = env_vars(services(stack)["gateway"])
+    rule = only(stack, "google_compute_forwarding_rule")
+    (key,) = resources(stack, "google_compute_forwarding_rule")
+    # HTTP to the private frontend (docs/network-egress.md, "Why HTTP"); the token's audience stays run.app.
+    assert gateway["ORCHESTRATOR_URL"] == f"http://${{google_compute_forwarding_rule.{key}.ip_address}}"
+    assert gateway["ORCHESTRATOR_AUTH"] == "google-id-token"
+    assert gateway["ORCHESTRATOR_AUDIENCE"] == env_vars(services(stack)["orchestrator"])["CALLER_AUDIENCE"]
+    assert gateway["ORCHESTRATOR_AUDIENCE"].startswith("https://dev-orchestrator-")
+    assert gateway["ORCHESTRATOR_AUDIENCE"].endswith(".us-central1.run.app")
+    assert (rule["load_balancing_scheme"], rule["port_range"], rule["ip_protocol"]) == ("INTERNAL_MANAGED", "80", "TCP")
+    assert pointee(synth_json, "dev-services", rule["ip_address"]).brief == (
+        "dev-network",
+        "google_compute_address",
+        "dev-internal-lb",
+        "address",
+    )
+    assert pointee(synth_json, "dev-services", rule["subnetwork"]).brief[2] == "dev-workloads"
+    backend = only(stack, "google_compute_region_backend_service")
+    assert backend["load_balancing_scheme"] == "INTERNAL_MANAGED"
+    assert "health_checks" not in backend
+    neg = only(stack, "google_compute_region_network_endpoint_group")
+    assert neg["network_endpoint_type"] == "SERVERLESS"
+    assert pointee(synth_json, "dev-services", neg["cloud_run"]["service"]).brief == (
+        "dev-services",
+        "google_cloud_run_v2_service",
+        "dev-orchestrator",
+        "name",
+    )
+    assert only(stack, "google_compute_region_url_map")["default_service"].endswith(".id}")
+    assert only(stack, "google_compute_region_target_http_proxy")["url_map"].endswith(".id}")
+
+
+def test_prod_has_no_connector_and_no_internal_load_balancer(synth_json: Stacks) -> None:
+    assert resources(synth_json["prod-network"], "google_vpc_access_connector") == {}
+    assert resources(synth_json["prod-services"], "google_compute_forwarding_rule") == {}

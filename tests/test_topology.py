@@ -187,7 +187,12 @@ def test_the_model_servers_on_cloud_run_are_called_by_run_app() -> None:
     # No rules to an internal load balancer that is not there (run.app goes by private.googleapis.com).
     on_cloud_run = {rule.name for rule in firewall_rules(DEV_ON_CLOUD_RUN)}
     on_gke = {rule.name for rule in firewall_rules(DEV_ENV)}
-    assert on_gke - on_cloud_run == {"dev-allow-cloud-run-to-inference", "dev-allow-orchestrator-egress-inference"}
+    # (dev's own file is in connector mode, whose rule to the internal load balancer the variant has not.)
+    assert on_gke - on_cloud_run == {
+        "dev-allow-cloud-run-to-inference",
+        "dev-allow-orchestrator-egress-inference",
+        "dev-allow-gateway-egress-orchestrator-lb",
+    }
 
 
 def test_cloud_run_calls_to_one_destination_share_its_rule() -> None:
@@ -292,3 +297,21 @@ def test_a_new_service_has_a_table_of_its_own_or_the_defaults(embedder: Environm
 def test_a_new_service_is_in_the_cost_estimate(embedder: Environment) -> None:
     est = estimate(embedder, load_prices(embedder.region))
     assert any(i.stack == "prod-services" and i.resource == "Cloud Run prod-embedder" for i in est.items)
+
+
+def test_connector_mode_calls_the_orchestrator_through_the_internal_load_balancer() -> None:
+    direct, connector = for_environment(DEV_ON_CLOUD_RUN), for_environment(DEV_ENV)
+    assert DEV_ENV.network.egress == "connector"
+    assert Edge("gateway", "orchestrator", "https", "run.app") in direct.required_edges()
+    assert Edge("gateway", "orchestrator", "https", "internal_alb") in connector.required_edges()
+    assert connector.behind_internal_lb() == ("orchestrator",) and direct.behind_internal_lb() == ()
+    # The gateway keeps its orchestrator_url (now the load balancer's) and its ID token.
+    assert connector.url_settings()["gateway"] == {"orchestrator_url": "orchestrator"}
+    assert connector.id_token_settings()["gateway"] == {"orchestrator_auth": "orchestrator"}
+    (flow,) = [f for f in connector.firewall_flows() if f.destination.name == "orchestrator-lb"]
+    assert (flow.port, flow.destination.ranges, flow.source.tags, flow.ingress_key) == (
+        "http",
+        ("internal_lb_cidr",),
+        ("gateway",),
+        None,
+    )

@@ -15,7 +15,7 @@ from variants import DEV_ENV, DEV_ON_CLOUD_RUN, toml_text, variant, write_enviro
 
 def test_a_variant_is_validated_like_a_loaded_file() -> None:
     with pytest.raises(ConfigError) as refused:
-        variant(DEV_ENV, {"network.run_cidr": "10.8.0.0/27"})
+        variant(DEV_ON_CLOUD_RUN, {"network.run_cidr": "10.8.0.0/27"})
     assert refused.value.lines == [
         "network.run_cidr = '10.8.0.0/27': must be a /26 or larger for Cloud Run's Direct VPC egress",
         "network.run_cidr = '10.8.0.0/27': must have 80 usable addresses, two per instance of the gateway's and "
@@ -27,11 +27,11 @@ def test_a_variant_is_validated_like_a_loaded_file() -> None:
 
 
 def test_a_variant_changes_what_it_names_and_nothing_else() -> None:
-    renamed = variant(DEV_ENV, {"name": "blue", "network.run_cidr": "10.8.0.0/23"})
-    assert (renamed.name, renamed.names.cluster, str(renamed.network.run_cidr)) == (
+    renamed = variant(DEV_ENV, {"name": "blue", "network.connector_cidr": "10.8.1.0/28"})
+    assert (renamed.name, renamed.names.cluster, str(renamed.network.connector_cidr)) == (
         "blue",
         "blue-models",
-        "10.8.0.0/23",
+        "10.8.1.0/28",
     )
     assert renamed.model_copy(update={"name": "dev", "network": DEV_ENV.network}) == DEV_ENV
 

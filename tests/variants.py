@@ -47,10 +47,16 @@ def _with(table: Model, path: list[str], value: Any) -> Model:
     return table.model_copy(update={key: value})
 
 
-# dev with its model on a Cloud Run GPU instead of GKE.
+# dev with its model on a Cloud Run GPU instead of GKE, which connector mode does not front
+# (docs/network-egress.md): with Direct VPC egress, as before dev used the connector.
 DEV_ON_CLOUD_RUN = variant(
     DEV_ENV,
     {
+        "network.egress": "direct",
+        "network.run_cidr": "10.8.0.0/24",
+        "network.connector_cidr": None,
+        "network.proxy_only_cidr": None,
+        "network.internal_lb_address": None,
         "inference.placement": "cloud_run",
         "inference.gke": None,
         "inference.cloud_run": {"model": "google/gemma-3-4b-it", "zonal_redundancy": False},

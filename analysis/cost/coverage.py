@@ -50,6 +50,10 @@ PRICED: dict[str, tuple[str, ...]] = {
     # Cloud Armor by policy, rule and request.
     "google_compute_global_forwarding_rule": ("network.forwarding_rule", "network.lb_data_processed"),
     "google_compute_security_policy": ("network.armor_policy", "network.armor_rule", "network.armor_requests"),
+    # Connector mode (docs/network-egress.md): the connector's instances, and the orchestrator's
+    # internal Application Load Balancer by its forwarding rule and the data it processes.
+    "google_vpc_access_connector": ("network.serverless_connector_e2_micro",),
+    "google_compute_forwarding_rule": ("network.forwarding_rule", "network.lb_data_processed"),
 }
 
 # Resource type -> why it has no price line of its own.
@@ -76,6 +80,16 @@ FREE_OR_USAGE: dict[str, str] = {
     "google_compute_network": "VPC networks are free",
     "google_compute_router": "a Cloud Router used only by Cloud NAT has no charge of its own",
     "google_compute_subnetwork": "subnets are free; their flow logs are usage (Cloud Logging), listed as not priced",
+    # The internal Application Load Balancer's parts behind its priced forwarding rule.
+    **dict.fromkeys(
+        [
+            "google_compute_region_network_endpoint_group",
+            "google_compute_region_backend_service",
+            "google_compute_region_url_map",
+            "google_compute_region_target_http_proxy",
+        ],
+        "a part of the internal load balancer priced by its forwarding rule; its proxies are listed as not priced",
+    ),
     "google_dns_record_set": "records are free; queries are usage (per million), not in the table",
     "google_identity_platform_config": "usage: billed per monthly active user beyond the free tier; listed as not priced",
     "google_logging_metric": "log-based metrics are free to define; ingestion is usage",

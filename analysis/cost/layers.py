@@ -46,11 +46,40 @@ def network(lines: Lines, w: Workload, gpu_nodes: float) -> None:
         "VPC flow logs (both subnets, 50% sampled)",
         "usage-based: billed as Cloud Logging ingestion; no logging price in the table",
     )
-    lines.free(
+    if lines.env.network.egress == "connector":
+        _connector_mode(lines, w)
+    else:
+        lines.free(
+            "network",
+            "Cloud Run egress to the VPC",
+            "Direct VPC egress",
+            "no connector VMs to pay for (Direct VPC egress, not a Serverless VPC Access connector)",
+        )
+
+
+def _connector_mode(lines: Lines, w: Workload) -> None:
+    """The connector's instances and the orchestrator's internal Application Load Balancer
+    (docs/network-egress.md). A connector never scales back down, so it bills min_instances at
+    least (cloud.google.com/vpc/docs/serverless-vpc-access#scaling); the estimate bills that floor."""
+    net, hours = lines.env.network, lines.prices.hours_per_month
+    lines.add(
         "network",
-        "Cloud Run egress to the VPC",
-        "Direct VPC egress",
-        "no connector VMs to pay for (Direct VPC egress, not a Serverless VPC Access connector)",
+        "Serverless VPC Access connector",
+        f"{net.connector_min_instances} e2-micro instances (min_instances)",
+        net.connector_min_instances * hours,
+        "network.serverless_connector_e2_micro",
+        note=f"it may scale up to {net.connector_max_instances} instances, and never scales back down",
+    )
+    resource = "internal Application Load Balancer (orchestrator)"
+    lines.add("services", resource, "forwarding rule", hours, "network.forwarding_rule")
+    # Every chat request and its streamed reply pass it once, gateway to orchestrator.
+    month_days = hours / HOURS_PER_DAY
+    gib = w.requests_per_day * month_days * (w.input_tokens + w.output_tokens) * 4 / 2**30
+    lines.add("services", resource, "data processed (~4 bytes a token)", gib, "network.lb_data_processed")
+    lines.unpriced(
+        "services",
+        f"{resource} proxies",
+        "Envoy-based regional load balancers also bill their proxy instances; no verified price in the table",
     )
 
 

@@ -198,6 +198,10 @@ def reach_internal_service(s: Synth, c: Chain, caller: RunService, callee: RunSe
     else:
         c.ok(f"{callee.name}: ingress {callee.ingress} admits only requests that come through a VPC network")
         path_into_vpc(s, c, caller, callee)
+    may_invoke(s, c, caller, callee)
+
+
+def may_invoke(s: Synth, c: Chain, caller: RunService, callee: RunService) -> None:
     # cloud.google.com/run/docs/authenticating/service-to-service: the caller's identity needs
     # roles/run.invoker on the receiving service.
     who, allowed = identity(s, caller), invokers(s, callee)

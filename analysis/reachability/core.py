@@ -6,7 +6,7 @@ import ipaddress
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeGuard, TypeVar
+from typing import Any, Literal, TypeGuard, TypeVar
 
 Net = ipaddress.IPv4Network
 T = TypeVar("T")
@@ -144,6 +144,7 @@ class EnvironmentFacts:
     workers: bool = False  # [workers] enabled: the batch workers tier exists
     redis: bool = False  # [redis] enabled: the gateway's rate limit is kept in Memorystore
     edge: bool = False  # [edge] enabled: the public services are reached through the load balancer only
+    egress: Literal["direct", "connector"] = "direct"  # [network] egress: how Cloud Run enters the VPC
 
     @property
     def features(self) -> frozenset[str]:
@@ -159,4 +160,6 @@ class EnvironmentFacts:
         workers = bool((raw.get("workers") or {}).get("enabled", False))  # WorkersTier' default
         redis = bool((raw.get("redis") or {}).get("enabled", False))  # RedisSettings' default
         edge = bool((raw.get("edge") or {}).get("enabled", False))  # EdgeSettings' default
-        return cls(raw["name"], placement, (inference.get(placement) or {}).get("model", ""), workers, redis, edge)
+        egress = (raw.get("network") or {}).get("egress", "direct")  # NetworkSettings' default
+        model = (inference.get(placement) or {}).get("model", "")
+        return cls(raw["name"], placement, model, workers, redis, edge=edge, egress=egress)

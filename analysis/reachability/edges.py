@@ -62,13 +62,16 @@ def _from_call(call: Call) -> Edge:
         # The worker pulls its lines; the diagram and the proof follow the messages.
         return Edge("Pub/Sub -> worker", "pubsub", "worker", call)
     name = f"{_LABEL.get(caller, caller)} -> {_LABEL.get(callee, callee)}"
+    if call.path == "internal_alb":
+        name += " (internal load balancer)"  # connector mode's path, proven apart from run.app's
     return Edge(name, _NODE.get(caller, caller), _NODE.get(callee, callee), call)
 
 
 def edges_for(facts: EnvironmentFacts) -> tuple[Edge, ...]:
     """Every edge the environment must carry: its topology's, then the plumbing it has."""
     optional = facts.features - {facts.placement}
-    calls = [_from_call(call) for call in required_edges(placement=facts.placement, sections=optional)]
+    edges = required_edges(placement=facts.placement, sections=optional, egress=facts.egress)
+    calls = [_from_call(call) for call in edges]
     plumbing = [
         _IDENTITY_PLATFORM,
         *((_NAT, _METRICS) if facts.placement == "gke" else ()),

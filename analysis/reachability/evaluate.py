@@ -31,6 +31,7 @@ from analysis.reachability.web import (
     browser_to_identity_platform,
     cloud_run_call,
     gateway_to_orchestrator,
+    gateway_to_orchestrator_through_lb,
 )
 
 EdgeCheck = Callable[[Synth, EnvironmentFacts], Verdict]
@@ -41,6 +42,7 @@ PROOFS: dict[str, EdgeCheck] = {
     "browser -> Identity Platform": browser_to_identity_platform,
     "browser -> gateway": browser_to_gateway,
     "gateway -> orchestrator": gateway_to_orchestrator,
+    "gateway -> orchestrator (internal load balancer)": gateway_to_orchestrator_through_lb,
     "orchestrator -> inference": orchestrator_to_inference,
     "orchestrator -> Cloud SQL": orchestrator_to_database,
     "db-bootstrap job -> Cloud SQL": job_to_database,
@@ -65,8 +67,8 @@ def proof_for(edge: Edge) -> EdgeCheck:
     call = edge.call
     if edge.name in PROOFS or call is None:
         return PROOFS[edge.name]
-    if call.path == "run.app":
-        return cloud_run_call(call.source, call.destination)
+    if call.path in ("run.app", "internal_alb"):
+        return cloud_run_call(call.source, call.destination, through_lb=call.path == "internal_alb")
     if call.path == "psa" and call.destination == "postgres":
         return cloud_run_to_database(call.source)
 

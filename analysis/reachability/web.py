@@ -13,6 +13,7 @@ from analysis.reachability.cloudrun import (
     service_target,
 )
 from analysis.reachability.core import Chain, EnvironmentFacts, Verdict
+from analysis.reachability.internal_lb import through_internal_lb
 from analysis.reachability.loadbalancer import edge_domains, load_balancer_to, run_app_closed
 from analysis.reachability.synth import Synth
 
@@ -77,33 +78,41 @@ def _from_browser(s: Synth, role: str, *, allow_iap: bool) -> Verdict:
     return c.verdict()
 
 
-def cloud_run_call(caller: str, callee: str) -> Callable[[Synth, EnvironmentFacts], Verdict]:
-    """A Cloud Run service calling an internal one at its run.app URL: the caller's
-    ``<CALLEE>_URL`` names the callee's, with a Google ID token; the callee checks the caller where
-    it checks any; the packets travel through the VPC and the caller may invoke."""
+def cloud_run_call(
+    caller: str, callee: str, *, through_lb: bool = False
+) -> Callable[[Synth, EnvironmentFacts], Verdict]:
+    """A Cloud Run service calling an internal one at its run.app URL or, ``through_lb`` (connector
+    mode), at its internal load balancer's private address: the caller's ``<CALLEE>_URL`` names it,
+    with a Google ID token; the callee checks the caller where it checks any; the packets travel
+    through the VPC and the caller may invoke."""
     setting = callee.upper().replace("-", "_")
 
     def check(s: Synth, facts: EnvironmentFacts) -> Verdict:
-        c = Chain(f"{caller} -> {callee}")
+        c = Chain(f"{caller} -> {callee}" + (" (internal load balancer)" if through_lb else ""))
         source, target = run_service(s, caller), run_service(s, callee)
         if not c.check(source is not None and target is not None, f"the {caller} and {callee} services exist"):
             return c.verdict()
         assert source is not None and target is not None
         url = source.env.get(f"{setting}_URL")
-        c.check(
-            s.refers_to(s.stack_id("services"), url, service_target(s, target), "uri"),
-            f"{source.name}: {setting}_URL = {s.show(s.stack_id('services'), url)}",
-        )
+        if not through_lb:
+            c.check(
+                s.refers_to(s.stack_id("services"), url, service_target(s, target), "uri"),
+                f"{source.name}: {setting}_URL = {s.show(s.stack_id('services'), url)}",
+            )
         auth = source.env.get(f"{setting}_AUTH")
         c.check(auth == "google-id-token", f"{source.name}: {setting}_AUTH = {auth} (a Google ID token for the call)")
         _caller_check(s, c, source, target, setting)
-        reach_internal_service(s, c, source, target)
+        if through_lb:
+            through_internal_lb(s, c, source, target, url)
+        else:
+            reach_internal_service(s, c, source, target)
         return c.verdict()
 
     return check
 
 
 gateway_to_orchestrator = cloud_run_call("gateway", "orchestrator")
+gateway_to_orchestrator_through_lb = cloud_run_call("gateway", "orchestrator", through_lb=True)
 
 
 def _caller_check(s: Synth, c: Chain, gateway: RunService, orchestrator: RunService, setting: str) -> None:

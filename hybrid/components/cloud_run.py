@@ -87,6 +87,25 @@ class PrivateEgress:
 
 
 @dataclass(frozen=True)
+class ConnectorEgress:
+    """Where a service's private traffic enters the VPC in connector mode: through the Serverless
+    VPC Access ``connector``, private ranges only (cloud.google.com/run/docs/configuring/vpc-connectors),
+    so an internal Cloud Run service is called at its internal load balancer's address."""
+
+    connector: str
+
+    def job_vpc_access(self) -> CloudRunV2JobTemplateTemplateVpcAccess:
+        return CloudRunV2JobTemplateTemplateVpcAccess(connector=self.connector, egress="PRIVATE_RANGES_ONLY")
+
+    def vpc_access(self) -> CloudRunV2ServiceTemplateVpcAccess:
+        return CloudRunV2ServiceTemplateVpcAccess(connector=self.connector, egress="PRIVATE_RANGES_ONLY")
+
+
+# A service's or a job's way into the VPC, by [network] egress.
+Egress = PrivateEgress | ConnectorEgress
+
+
+@dataclass(frozen=True)
 class CloudRunServiceProps:
     name: str
     project: str
@@ -94,7 +113,7 @@ class CloudRunServiceProps:
     image: str
     deletion_protection: bool
     # None: the service calls nothing private and stays out of the VPC.
-    egress: PrivateEgress | None
+    egress: Egress | None
     # The environment file's [services.<service>]: size, scaling, ingress, the secrets it names and,
     # for a model server, its GPUs. Its defaults are the service's.
     settings: CloudRunSizing
@@ -113,7 +132,7 @@ class CloudRunServiceProps:
 
 
 class CloudRunService(Construct):
-    """One Cloud Run service: gen2, private ranges into the VPC by Direct VPC egress if it needs any."""
+    """One Cloud Run service: gen2, private ranges into the VPC (Direct VPC egress or a connector) if it needs any."""
 
     def __init__(
         self, scope: Construct, id_: str, props: CloudRunServiceProps, *, service_account: ServiceAccount

@@ -22,7 +22,7 @@ from cdktf_cdktf_provider_google.cloud_run_v2_job import (
 )
 from constructs import Construct
 
-from hybrid.components.cloud_run import PrivateEgress
+from hybrid.components.cloud_run import Egress
 from hybrid.components.grants import Secret
 from hybrid.components.service_account import ServiceAccount
 
@@ -34,7 +34,7 @@ class DatabaseBootstrapProps:
     name: str
     region: str
     image: str  # the orchestrator's: it carries the bootstrap module
-    egress: PrivateEgress
+    egress: Egress
     database_host: str
     database_server_ca: str  # the instance's server CA (PEM), which the job verifies the server against
     database_name: str

@@ -70,7 +70,7 @@ def flow_rules(
 
     rules = []
     if flow.egress_key:
-        tags = tuple(map(tag, source.tags))
+        tags = tuple(dict.fromkeys(map(tag, source.tags)))  # services sharing a connector share its tag
         # A tagged source is matched by its tags alone: its range is the whole Cloud Run subnet's.
         rules.append(allow(flow.egress_key, "EGRESS", flow.why, () if tags else ranges(source), tags))
     if flow.ingress_key:

@@ -132,18 +132,35 @@ class Environment(Settings):
         # rollout the old and the new revision may both be at max scale, so count each service twice.
         # The services in the VPC are the topology's Cloud Run services that call through it (a
         # job's tasks are few); a service with no table of its own runs with the defaults.
+        run_cidr = self.network.run_cidr
+        if run_cidr is None:  # connector mode: the connector's instances carry every service's traffic
+            return self
         vpc_services = topology.for_environment(self).vpc_services()
         sized = {role: self.services.sizing(role).max_instances for role in vpc_services}
         needed = 2 * 2 * sum(sized.values())
         services = "'s and ".join(sized)
         # A subnet's first two and last two addresses are reserved
         # (cloud.google.com/vpc/docs/subnets#unusable-ip-addresses-in-every-subnet).
-        usable = self.network.run_cidr.num_addresses - 4
+        usable = run_cidr.num_addresses - 4
         if usable < needed:
             raise invalid(
                 "network.run_cidr",
                 f"must have {needed} usable addresses, two per instance of the {services}'s "
                 f"max_instances, twice over for a rollout's old and new revisions; it has {usable}",
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _one_service_behind_the_internal_lb(self) -> Environment:
+        # Connector mode reserves one internal load balancer address, for the orchestrator: another
+        # internal Cloud Run service called through the VPC (the model server on Cloud Run) would
+        # need one of its own, which is not built (docs/network-egress.md).
+        others = set(topology.for_environment(self).behind_internal_lb()) - {"orchestrator"}
+        if others:
+            raise invalid(
+                "network.egress",
+                f'must be "direct" while {", ".join(sorted(others))} runs on Cloud Run and is called through the VPC: '
+                '"connector" puts only the orchestrator behind its internal load balancer',
             )
         return self
 

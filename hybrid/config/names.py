@@ -44,6 +44,12 @@ class ResourceNames:
         # The workloads subnet's secondary ranges, which GKE puts pods and services on.
         self.pods_range, self.services_range = "pods", "services"
         self.run_subnet = f"{env}-cloud-run"
+        # Connector mode (docs/network-egress.md): the connector, its subnet, and the internal load
+        # balancer in front of the internal Cloud Run services, with its proxies' subnet.
+        self.connector = f"{env}-connector"
+        self.connector_subnet = f"{env}-connector"
+        self.proxy_only_subnet = f"{env}-lb-proxies"
+        self.internal_lb = f"{env}-internal-lb"
         declared = topology.declared()
         # A network tag per Cloud Run workload that calls through the VPC, for egress firewall
         # rules: only the orchestrator may send to the model servers, only it and the bootstrap
@@ -146,6 +152,16 @@ class ResourceNames:
             "VPC network": (self.network, _RFC1035, rfc),
             "subnet": (self.subnet, _RFC1035, rfc),
             "Cloud Run subnet": (self.run_subnet, _RFC1035, rfc),
+            # A connector's name: a letter first, at most 25 characters
+            # (cloud.google.com/vpc/docs/configure-serverless-vpc-access#create-connector).
+            "connector": (
+                self.connector,
+                r"[a-z][-a-z0-9]{0,23}[a-z0-9]",
+                "2-25 lowercase letters, digits and hyphens, starting with a letter",
+            ),
+            "connector subnet": (self.connector_subnet, _RFC1035, rfc),
+            "proxy-only subnet": (self.proxy_only_subnet, _RFC1035, rfc),
+            "internal load balancer": (self.internal_lb, _RFC1035, rfc),
             **{f"{service} network tag": (tag, _RFC1035, rfc) for service, tag in self.run_tag.items()},
             "Cloud Router": (self.router, _RFC1035, rfc),
             "Cloud NAT": (self.nat, _RFC1035, rfc),
