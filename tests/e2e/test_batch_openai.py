@@ -7,20 +7,15 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import httpx
 import openai
 import pytest
 from openai import OpenAI
 from openai.types import Batch
 from openai.types.batch_request_counts import BatchRequestCounts
 
-from analysis.observability import Scrape
 from devtools.batch_chain import BatchChain, batch_chain
-
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 
 
 def jsonl(lines: list[dict[str, Any]]) -> bytes:
@@ -95,34 +90,6 @@ def test_a_thousand_line_batch_completes_with_a_thousand_results(chain: BatchCha
         batch.id,
     )
     assert charged == ledger == 1000
-
-
-def test_the_worker_image_counts_its_lines_and_finalizations(chain: BatchChain, client: OpenAI) -> None:
-    """The worker as its image runs it serves its metrics on METRICS_ADDRESS; after a batch of a
-    line that succeeds and one that fails, both and the finalization are counted there (saved to
-    test-artifacts/batch-worker-metrics.prom)."""
-    done, failed, finalized = (
-        'worker_lines_total{outcome="done"}',
-        'worker_lines_total{outcome="failed"}',
-        "worker_finalize_seconds_count",
-    )
-    before = httpx.get(chain.worker_metrics[0]).text
-    upload = client.files.create(
-        file=("lines.jsonl", jsonl([line("a"), line("b", model="no-such-model")])), purpose="batch"
-    )
-    batch = client.batches.create(input_file_id=upload.id, endpoint="/v1/chat/completions", completion_window="24h")
-    assert finished(client, batch.id).status == "completed"
-    after = httpx.get(chain.worker_metrics[0]).text
-    ARTIFACTS.mkdir(exist_ok=True)
-    (ARTIFACTS / "batch-worker-metrics.prom").write_text(after)
-    moved = [sample_value(after, s) - sample_value(before, s) for s in (done, failed, finalized)]
-    assert moved == [1, 1, 1]
-    assert Scrape.parse(after).samples["worker_lines_total"] == {"outcome"}
-
-
-def sample_value(text: str, sample: str) -> float:
-    """The value of ``sample`` (name and labels as exposed) in a scrape; 0 if it is not there yet."""
-    return next((float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(sample + " ")), 0.0)
 
 
 def test_a_poison_line_is_dead_lettered_and_reported_in_the_error_file(chain: BatchChain, client: OpenAI) -> None:
