@@ -156,3 +156,8 @@ cost-gate: .venv/.synced
 node_modules/.installed: package-lock.json
 	npm ci --no-audit --no-fund
 	touch $@
+
+## Replay a bursty trace through the orchestrator against stand-in model servers, fixed order vs health vs saturation and spill side by side (ARGS="--seconds N --seed N").
+.PHONY: bench-routing
+bench-routing: .venv/.synced-dev .venv-services/.synced .postgres-ready
+	$(PIPENV) run python -m scripts.bench_routing $(ARGS)

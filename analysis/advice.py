@@ -19,10 +19,12 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationError
 
+from analysis.cost.ladder import ladder_range, rung_costs
+from analysis.cost.layers import gpu_machine
 from analysis.cost.prices import PriceError, load_prices, retirement_warning
 from analysis.cost.workload import Workload
 from hybrid import topology
-from hybrid.catalog import GPUS, MODELS, ServerShape, capacity_problems
+from hybrid.catalog import GPUS, MODELS, RUNG_ORDER, RUNGS, ServerShape, capacity_problems, ladder_version
 from hybrid.config import ConfigError, Environment, Settings, describe, read_toml
 
 # cloud.google.com/run/docs/configuring/request-timeout: at most 60 minutes.
@@ -213,6 +215,8 @@ def advise(p: Profile, source: Path | str = "", today: date | None = None) -> Ad
         ),
     ]
     notes = _vertex_model_notes(p.region, today or date.today()) if _models_on(decisions) == "vertex_ai" else []
+    if _models_on(decisions) == "gke" and fit is not None:
+        notes.append(_ladder_note(p, fit))
     buildable = all(d.built_by_stacks for d in decisions if d.layer in ("gateway", "orchestration"))
     fragment = render_fragment(p, decisions, fit) if buildable else None
     if fragment:
@@ -378,17 +382,55 @@ def render_fragment(p: Profile, decisions: list[Decision], fit: tuple[str, int] 
     return "\n".join(lines) + "\n"
 
 
-def _inference_fragment(p: Profile, models: str, fit: tuple[str, int] | None) -> list[str]:
+def _replicas(p: Profile) -> tuple[int, int]:
+    """min_replicas and max_replicas for the peak at 400 output tokens/s each (analysis/cost: an assumption, not measured)."""
     warm, sustained = p.cold_start_tolerance == "unacceptable", p.traffic_pattern == "sustained"
+    peak = p.requests_per_day * p.output_tokens / 86_400 * 3
+    max_replicas = max(2, min(100, math.ceil(peak / 400)))
+    return min(2 if (sustained or warm) else 1, max_replicas), max_replicas
+
+
+def _server_size(count: int) -> tuple[int, str]:
+    """The fragment's vCPUs and memory for a server of ``count`` GPUs."""
+    cpu = 4 * count + 2
+    return cpu, f"{4 * cpu}Gi"
+
+
+def _ladder_note(p: Profile, fit: tuple[str, int]) -> str:
+    """What Google's recommended ladder would cost for the GPU nodes at the profile's traffic, against on-demand only."""
+    gpu_type, count = fit
+    obtain = [rung for rung in RUNG_ORDER if gpu_type in RUNGS[rung].gpus]
+    min_replicas, max_replicas = _replicas(p)
+    replicas = max(min_replicas, min(max_replicas, math.ceil(p.requests_per_day * p.output_tokens / 86_400 / 400)))
+    try:
+        prices = load_prices(p.region)
+        machine_name, machine = gpu_machine(prices, gpu_type, count, *_server_size(count))
+    except PriceError as err:
+        return f"GPU ladder not priced: {err}"
+    on_demand = machine.usd * prices.hours_per_month * replicas
+    span = ladder_range(rung_costs(prices, obtain, gpu_type, on_demand))
+    where = f"{replicas} x {machine_name} at {p.requests_per_day:,} requests/day"
+    add = (
+        f"to use it, set [inference.gke] obtain = {obtain} and [cluster] min_version to "
+        f"{ladder_version(obtain)} or later (docs/gpu-capacity.md)"
+    )
+    if span is None:
+        return f"GPU ladder {obtain} for {where}: a rung is not priced in {prices.path.name}; {add}"
+    low, high = span
+    return (
+        f"GPU ladder {obtain} for {where}: the nodes cost ${low:,.0f} to ${high:,.0f} a month, against "
+        f"${on_demand:,.0f} on-demand only (each rung as if every replica ran on it; Autopilot's premium aside); {add}"
+    )
+
+
+def _inference_fragment(p: Profile, models: str, fit: tuple[str, int] | None) -> list[str]:
+    warm = p.cold_start_tolerance == "unacceptable"
     lines = ["", "[inference]"]
     if models == "gke":
         assert fit is not None, "models are placed on GKE only for a GPU profile, whose model fits"
         gpu_type, count = fit
-        cpu = 4 * count + 2
-        # Replicas for the peak at 400 output tokens/s each (analysis/cost: an assumption, not measured).
-        peak = p.requests_per_day * p.output_tokens / 86_400 * 3
-        max_replicas = max(2, min(100, math.ceil(peak / 400)))
-        min_replicas = 2 if (sustained or warm) else 1
+        cpu, memory = _server_size(count)
+        min_replicas, max_replicas = _replicas(p)
         lines += [
             'placement = "gke"',
             "",
@@ -399,11 +441,11 @@ def _inference_fragment(p: Profile, models: str, fit: tuple[str, int] | None) ->
             f"tensor_parallel_size = {count}",
             f"max_model_len = {p.max_model_len}",
             f"cpu = {cpu}",
-            f'memory = "{4 * cpu}Gi"',
+            f'memory = "{memory}"',
             'weights = "gcsfuse"   # shared by every replica',
             f'weights_bucket = "replace-me-{p.name}-model-weights"',
             f'hf_token_secret = "{p.name}-hf-token"',
-            f"min_replicas = {min(min_replicas, max_replicas)}",
+            f"min_replicas = {min_replicas}",
             f"max_replicas = {max_replicas}",
         ]
     else:

@@ -95,6 +95,7 @@ class BatchChain:
     gcs: Server
     dead_letter_subscription: str
     workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    worker_metrics: list[str] = field(default_factory=list)  # each worker's /metrics URL
 
     def rows(self, query: str, *params: object) -> list[tuple[object, ...]]:
         with psycopg.connect(self.postgres.conninfo) as conn:
@@ -175,7 +176,7 @@ def _start_worker(stack: ExitStack, chain: BatchChain, directory: Path, queue: B
     settings; returns once it is healthy, and ``stack`` stops it."""
     params = psycopg.conninfo.conninfo_to_dict(chain.postgres.conninfo)
     routing = orchestrator_settings(chain.upstream.url)
-    port = free_port()
+    port, metrics = free_port(), f"127.0.0.1:{free_port()}"
     settings = WorkerSettings.model_validate(
         {
             "backends": routing.backends,
@@ -194,6 +195,7 @@ def _start_worker(stack: ExitStack, chain: BatchChain, directory: Path, queue: B
             "storage_url": chain.gcs.url,
             "storage_auth": "none",
             "port": port,
+            "metrics_address": metrics,
             **overrides,
         }
     )
@@ -202,6 +204,7 @@ def _start_worker(stack: ExitStack, chain: BatchChain, directory: Path, queue: B
     log = stack.enter_context(log_path.open("wb"))
     process = stack.enter_context(image_process("worker", env, stop_seconds=30, stdout=log, stderr=subprocess.STDOUT))
     chain.workers.append(process)
+    chain.worker_metrics.append(f"http://{metrics}/metrics")
     wait_until_healthy(process, port, log_path, timeout=60)
 
 

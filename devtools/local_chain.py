@@ -68,6 +68,7 @@ from devtools.standins.metadata_server import create_app as create_metadata
 from devtools.standins.openai_upstream import create_app as create_model_standin
 from hybrid.topology import declared
 from services.orchestrator.settings import GOOGLE_CERTS_URL
+from services.servicekit.metrics_address import ADDRESS_VARIABLE as METRICS_ADDRESS
 from services.worker.settings import WorkerSettings
 
 DEV = ROOT / "environments" / "dev.toml"
@@ -140,6 +141,12 @@ def local_chain(
             metadata=metadata,
             identities=identities,
             model=json.loads(environments["orchestrator"]["ROUTES"])[0]["match"],
+            # Each service's /metrics, where its METRICS_ADDRESS says (on loopback, as the sidecar scrapes it).
+            metrics={
+                role: f"http://{env[METRICS_ADDRESS]}/metrics"
+                for role, env in environments.items()
+                if METRICS_ADDRESS in env
+            },
         )
 
 
@@ -194,13 +201,23 @@ def _service_environments(
     """Each service's environment, in the order they start: each after those it calls, whose URLs
     it is given (hybrid/topology.py)."""
     return {
-        role: {
-            **_environment(services[role], translate, secret_values),
-            **(batch if role == "orchestrator" else {}),
-            **overrides.get(role, {}),
-        }
+        role: _own_metrics_port(
+            {
+                **_environment(services[role], translate, secret_values),
+                **(batch if role == "orchestrator" else {}),
+                **overrides.get(role, {}),
+            }
+        )
         for role in declared().start_order()
     }
+
+
+def _own_metrics_port(env: dict[str, str]) -> dict[str, str]:
+    """On Cloud Run each instance has its own loopback; here the services share one host, so
+    each serves its metrics on 127.0.0.1 at a port of its own."""
+    if METRICS_ADDRESS in env:
+        env[METRICS_ADDRESS] = f"127.0.0.1:{free_port()}"
+    return env
 
 
 def _start_services(
@@ -306,6 +323,7 @@ def _worker_process(
         "PORT": str(port),
         **metadata,
     }
+    _own_metrics_port(env)
     log = work / "worker.log"
     with (
         log.open("wb") as output,

@@ -146,3 +146,80 @@ def fitting(shape: ServerShape, per_model: int = 2) -> list[str]:
         )
         labels += [label for _, label in options[:per_model]]
     return labels
+
+
+# The Gemini models a self-hosted model may spill to ([inference] spill_to), by the names Vertex
+# AI's OpenAI-compatible endpoint takes; current ones only, as Google retires each version on a
+# date (docs.cloud.google.com/gemini-enterprise-agent-platform/models/model-versions).
+VERTEX_MODELS: tuple[str, ...] = ("google/gemini-3.5-flash-lite",)
+
+# --- The obtainability ladder -------------------------------------------------------------------
+# Ways to obtain a GPU node, each a priority of the model servers' custom ComputeClass
+# (cloud.google.com/kubernetes-engine/docs/concepts/about-custom-compute-classes), best first:
+# a reservation holds capacity that is paid for whether used or not, so it goes first; on-demand
+# starts at once when there is capacity; flex-start (Dynamic Workload Scheduler) waits for
+# capacity but keeps it up to seven days; Spot is cheapest but preempted on 30 seconds' notice
+# (the four consumption options: cloud.google.com/kubernetes-engine/docs/concepts/consumption-option).
+RUNG_ORDER = ("reservation", "on_demand", "flex_start", "spot")
+
+# Custom ComputeClasses: GKE 1.30.3-gke.1451000 and later, Autopilot and Standard
+# (cloud.google.com/kubernetes-engine/docs/concepts/about-custom-compute-classes).
+COMPUTE_CLASS_VERSION = "1.30.3-gke.1451000"
+
+
+@dataclass(frozen=True)
+class Rung:
+    gke_version: str  # the lowest GKE version this rung works on
+    gpus: frozenset[str]  # the catalog's GPU types obtainable this way
+    why: str  # the documentation both facts come from
+
+
+_ALL_GPUS = frozenset(GPUS)
+RUNGS: dict[str, Rung] = {
+    "reservation": Rung(
+        COMPUTE_CLASS_VERSION,
+        _ALL_GPUS,
+        "cloud.google.com/kubernetes-engine/docs/concepts/about-custom-compute-classes",
+    ),
+    # A3 Ultra (H200) is sold only through reservations, flex-start and Spot: no on-demand
+    # (cloud.google.com/compute/docs/accelerator-optimized-machines, consumption options).
+    "on_demand": Rung(
+        COMPUTE_CLASS_VERSION,
+        _ALL_GPUS - {"nvidia-h200-141gb"},
+        "cloud.google.com/compute/docs/accelerator-optimized-machines",
+    ),
+    # Flex-start for GPUs needs GKE 1.32.2-gke.1652000 (cloud.google.com/kubernetes-engine/docs/concepts/dws);
+    # it covers every accelerator-optimized machine type but A4X and G4
+    # (cloud.google.com/compute/docs/instances/about-flex-start-vms): all the catalog's GPUs.
+    "flex_start": Rung("1.32.2-gke.1652000", _ALL_GPUS, "cloud.google.com/kubernetes-engine/docs/concepts/dws"),
+    # Spot VMs offer the same machine types as standard ones (cloud.google.com/kubernetes-engine/docs/concepts/spot-vms).
+    "spot": Rung(COMPUTE_CLASS_VERSION, _ALL_GPUS, "cloud.google.com/kubernetes-engine/docs/concepts/spot-vms"),
+}
+
+
+def gke_version(text: str) -> tuple[int, ...]:
+    """``1.32.2-gke.1652000`` as (1, 32, 2, 1652000); a prefix such as ``1.33`` counts its missing parts as 0,
+    the lowest version it may resolve to."""
+    release, _, build = text.partition("-gke.")
+    parts = [int(part) for part in release.split(".")] + [0] * (3 - len(release.split(".")))
+    return (*parts, int(build or 0))
+
+
+def ladder_problems(obtain: list[str], gpu_type: str) -> list[tuple[str, str]]:
+    """(setting, why) for each rung of ``obtain`` out of order or unable to give ``gpu_type``; empty when none.
+    The GPU count and machine shapes are the same on every rung (capacity_problems checks them)."""
+    problems = []
+    if len(set(obtain)) != len(obtain) or obtain != sorted(obtain, key=RUNG_ORDER.index):
+        problems.append(("obtain", f"must list each rung once, in the order {list(RUNG_ORDER)} (best first)"))
+    for rung in obtain:
+        offered = RUNGS[rung].gpus
+        if gpu_type not in offered:
+            problems.append(
+                ("obtain", f"{rung!r} cannot obtain {gpu_type} ({RUNGS[rung].why}); it offers {sorted(offered)}")
+            )
+    return problems
+
+
+def ladder_version(obtain: list[str]) -> str:
+    """The lowest GKE version every rung of ``obtain`` works on."""
+    return max((RUNGS[rung].gke_version for rung in obtain), key=gke_version, default=COMPUTE_CLASS_VERSION)

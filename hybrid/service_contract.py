@@ -22,6 +22,7 @@ import importlib
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
@@ -120,6 +121,13 @@ def self_hosted_model(env: Environment) -> str:
     return inference.gke_server.model if inference.placement == "gke" else inference.cloud_run_server.model
 
 
+def self_hosted_context(env: Environment) -> dict[str, Any]:
+    """The self-hosted route's max_model_len: the GKE server's --max-model-len; none on Cloud Run,
+    where vLLM takes the model's own, which the catalog does not hold (the route is rendered
+    with the fields set only)."""
+    return {"max_model_len": env.inference.gke_server.max_model_len} if env.inference.placement == "gke" else {}
+
+
 def url_settings(env: Environment) -> dict[str, dict[str, str]]:
     """Each service's settings that hold the run.app URL of a service it calls: {service: {field: callee}}."""
     return for_environment(env).url_settings()
@@ -203,6 +211,13 @@ def _routing(env: Environment, wiring: Wiring) -> dict[str, object]:
             SELF_HOSTED: {
                 "kind": "openai",
                 "url": wiring.inference_url,
+                # vLLM's Prometheus endpoint, beside its API (docs.vllm.ai/en/stable/usage/metrics/),
+                # read for the route's saturation.
+                **(
+                    {"metrics_url": wiring.inference_url.removesuffix("/v1") + "/metrics"}
+                    if wiring.inference_url
+                    else {}
+                ),
                 # A Cloud Run model server admits only the orchestrator's identity.
                 "auth": "google-id-token" if env.inference.placement == "cloud_run" else "none",
             },
@@ -211,9 +226,24 @@ def _routing(env: Environment, wiring: Wiring) -> dict[str, object]:
         # The self-hosted model first, by its exact name: a self-hosted google/gemma-* must
         # not fall into the google/* route to Vertex AI.
         "routes": [
-            Route(match=self_hosted_model(env), backends=[SELF_HOSTED]),
+            Route(match=self_hosted_model(env), backends=[SELF_HOSTED], **self_hosted_context(env), **_spill(env)),
             Route(match="google/*", backends=[VERTEX]),
         ],
+    }
+
+
+def _spill(env: Environment) -> dict[str, Any]:
+    """The self-hosted route's spill target and thresholds, when [inference] names one."""
+    inference = env.inference
+    if inference.spill_model is None:
+        return {}
+    return {
+        "spill_to": VERTEX,
+        "spill_model": inference.spill_model,
+        "spill_waiting": inference.spill_waiting,
+        "spill_kv_cache": inference.spill_kv_cache,
+        "batch_share": inference.batch_share,
+        "batch_spill": inference.batch_spill,
     }
 
 
@@ -348,3 +378,10 @@ def container_env(env: Environment, wiring: Wiring, service: str) -> dict[str, s
     settings = service_settings(env, wiring, only=(service,))[service]
     _, _, secrets = _overrides(env, service)
     return render(settings, exclude=frozenset(name.lower() for name in secrets))
+
+
+def gateway_requests_per_user_minute(env: Environment) -> float:
+    """The most requests one user gets through the gateway in a minute: its token bucket's
+    refill a minute plus a full burst (services.gateway.ratelimit), as the environment sets them."""
+    settings = service_settings(env, Wiring.placeholder(env), only=("gateway",))["gateway"]
+    return float(settings.rate_limit_per_minute) + float(settings.rate_limit_burst)  # type: ignore[attr-defined]

@@ -64,6 +64,23 @@ API_OF_TYPE: dict[str, tuple[str, ...]] = {
     "google_billing_budget": ("billingbudgets.googleapis.com",),
     # cloud.google.com/monitoring/api/ref_v3/rest/v3/projects.notificationChannels/create.
     "google_monitoring_notification_channel": ("monitoring.googleapis.com",),
+    # The edge (stacks/edge.py): the load balancer's parts and Cloud Armor's policy are Compute
+    # Engine API resources (cloud.google.com/load-balancing/docs/https/setup-global-ext-https-serverless#before-you-begin);
+    # IAP's grants on a backend service call the IAP API.
+    **{
+        f"google_compute_{kind}": ("compute.googleapis.com",)
+        for kind in (
+            "region_network_endpoint_group",
+            "backend_service",
+            "url_map",
+            "managed_ssl_certificate",
+            "target_https_proxy",
+            "target_http_proxy",
+            "global_forwarding_rule",
+            "security_policy",
+        )
+    },
+    "google_iap_web_backend_service_iam_member": ("iap.googleapis.com",),
     # Reads the provider's own configuration and token: no API call.
     "data.google_client_config": (),
     # Connector mode (docs/network-egress.md): the connector is Serverless VPC Access's

@@ -121,7 +121,7 @@ def _type(annotation: Any) -> str:
         return "string" if kinds == {"str"} else " or ".join(sorted(kinds))
     if origin in (typing.Union, types.UnionType):
         return " or ".join(_type(arg) for arg in args if arg is not type(None)) + " (optional)"
-    if origin is list:
+    if origin in (list, tuple):  # a TOML array either way (tuples keep the settings immutable)
         return f"list of {_type(args[0])}"
     if origin is dict:
         return f"table of {_type(args[0])} to {_type(args[1])}"
@@ -146,6 +146,8 @@ def _default(info: FieldInfo) -> str:
         return f"`{str(value).lower()}`"
     if isinstance(value, str):
         return f'`"{value}"`'
+    if isinstance(value, tuple):
+        value = list(value)
     return f"`{value}`"
 
 
@@ -160,7 +162,7 @@ def _allowed_of(annotation: Any, metadata: list[Any]) -> list[str]:
         return _allowed_of(args[0], [*args[1:], *metadata])
     if origin is Literal:
         found.append(", ".join(f"`{arg}`" if not isinstance(arg, str) else f'`"{arg}"`' for arg in args))
-    elif origin in (typing.Union, types.UnionType, list):
+    elif origin in (typing.Union, types.UnionType, list, tuple):
         for arg in args:
             found += _allowed_of(arg, [])
     elif origin is dict:

@@ -265,6 +265,9 @@ class Up:
 def refuse_placeholder(env_file: Path, env: Environment) -> None:
     if env.project_id.startswith(PLACEHOLDER):
         raise UpError(f"{env_file}: project_id = {env.project_id!r} is the shipped placeholder: set your project's id")
+    # The shipped edge domain: no certificate can be issued for it, nor DNS pointed at it.
+    if env.edge.enabled and env.edge.domain and PLACEHOLDER in env.edge.domain:
+        raise UpError(f"{env_file}: edge.domain = {env.edge.domain!r} is the shipped placeholder: set your domain")
 
 
 def refuse_placeholders_of(stack_patterns: list[str], env_files: list[Path]) -> None:

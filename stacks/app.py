@@ -7,6 +7,7 @@ from cdktf import App
 from hybrid.config import Environment
 from stacks.cluster import ClusterStack
 from stacks.database import DatabaseStack
+from stacks.edge import EdgeStack
 from stacks.inference import InferenceStack
 from stacks.network import NetworkStack
 from stacks.registry import RegistryStack
@@ -24,6 +25,8 @@ def build_app(environments: list[Environment], outdir: str | None = None) -> App
             cluster = ClusterStack(app, env, network, registry)
             InferenceStack(app, env, network, registry, cluster)
         services = ServicesStack(app, env, network, registry, database)
+        if env.edge.enabled:
+            EdgeStack(app, env, services)
         if env.workers.enabled:
             workers = WorkersStack(app, env, network, registry, database)
             WorkersK8sStack(app, env, workers, database)

@@ -102,5 +102,6 @@ class ClusterStack(LayerStack):
             node_account=nodes,
             # vLLM's image, through the mirror (stacks.registry.mirrored_image).
             pulls_from=(repository(env, env.names.dockerhub_mirror),),
+            min_version=env.cluster.min_version,
         )
         TerraformOutput(self, "cluster_name", value=self.autopilot.cluster.name)

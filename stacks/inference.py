@@ -89,6 +89,6 @@ class InferenceStack(LayerStack):
         )
         if settings.hf_token_secret:
             Secret(settings.hf_token_secret).grant_read(self, server_identity, id_="hf-token-access")
-        if settings.weights == "gcsfuse" and settings.weights_bucket:  # validated: gcsfuse names its bucket
+        if settings.weights != "pvc" and settings.weights_bucket:  # validated: gcsfuse and streamer name their bucket
             Bucket(settings.weights_bucket).grant_read(self, server_identity, id_="weights-access")
         return server_identity

@@ -82,9 +82,9 @@ class RegistryStack(LayerStack):
                     )
                 ),
             )
-        if gke and gke.weights == "gcsfuse" and gke.weights_bucket:  # validated: gcsfuse names its bucket
+        if gke and gke.weights != "pvc" and gke.weights_bucket:  # validated: gcsfuse and streamer name their bucket
             # The GCS FUSE CSI driver mounts a bucket that already exists
-            # (cloud.google.com/kubernetes-engine/docs/concepts/cloud-storage-fuse-csi-driver).
+            # (cloud.google.com/kubernetes-engine/docs/concepts/cloud-storage-fuse-csi-driver); the streamer reads it.
             StorageBucket(
                 self,
                 "weights-bucket",

@@ -39,6 +39,7 @@ from constructs import Construct
 from hybrid.components.cloud_run import CloudRunService, CloudRunServiceProps, ConnectorEgress, Egress, PrivateEgress
 from hybrid.components.database_bootstrap import DatabaseBootstrapJob, DatabaseBootstrapProps
 from hybrid.components.internal_lb import InternalLoadBalancer, InternalLoadBalancerProps
+from hybrid.components.load_balancer import EDGE_SERVICES
 from hybrid.components.roles import VERTEX_AI_USER
 from hybrid.components.service_account import ServiceAccount, ServiceAccountProps
 from hybrid.config import CloudRunSizing, Environment
@@ -56,6 +57,8 @@ from stacks.registry import RegistryStack, service_image
 IDENTITY_PLATFORM_APIS = ("identitytoolkit.googleapis.com", "securetoken.googleapis.com")
 # The services built by hand below, each with parts of its own; any other is built generically.
 HAND_BUILT = ("frontend", "gateway", "orchestrator")
+# The services with Prometheus metrics (services/servicekit/metrics.py), exported by a sidecar.
+EXPORTS_METRICS = ("gateway", "orchestrator")
 
 
 class ServicesStack(LayerStack):
@@ -76,7 +79,8 @@ class ServicesStack(LayerStack):
         # The frontend's deterministic URL is known before it exists: the gateway admits the chat
         # page's origin without waiting for the frontend.
         project = DataGoogleProject(self, "project", project_id=env.project_id)
-        frontend_origin = run_app_url(names.service["frontend"], project.number, env.region)
+        # With the edge on, the browser reaches the page and its API at the edge's domain only.
+        frontend_origin = env.edge.origin or run_app_url(names.service["frontend"], project.number, env.region)
         browser_key = self._sign_in(frontend_origin)
 
         self.inference = self._cloud_run_inference()
@@ -125,7 +129,8 @@ class ServicesStack(LayerStack):
 
         wiring = wiring.with_url("orchestrator", self._orchestrator_url(deployed))
         self.gateway = self._gateway(wiring, gateway_account, with_redis=db.redis is not None)
-        self.frontend = self._frontend(wiring.with_url("gateway", self.gateway.uri))
+        # Behind the edge the page calls its API on its own origin (the URL map sends /v1/* to the gateway).
+        self.frontend = self._frontend(wiring.with_url("gateway", env.edge.origin or self.gateway.uri))
         self._grant_invokers(deployed, worker=db.worker_account)
         # The address to open: the gateway's CORS and the browser key admit this origin only.
         TerraformOutput(self, "chat_page_url", value=frontend_origin)
@@ -202,7 +207,8 @@ class ServicesStack(LayerStack):
         frontend = self._service("frontend", settings.frontend, env=container_env(self.env, wiring, "frontend"))
         if settings.frontend.access == "iap":
             beta = GoogleBetaProvider(self, "google-beta", project=self.env.project_id, region=self.env.region)
-            frontend.require_iap(members=settings.iap_members, beta=beta)
+            # Behind the edge, IAP is the backend service's (stacks/edge.py); the service admits only IAP.
+            frontend.require_iap(members=settings.iap_members, beta=beta, at_load_balancer=self.env.edge.enabled)
         else:
             frontend.grant_public_invoke()
         return frontend
@@ -269,6 +275,10 @@ class ServicesStack(LayerStack):
         """The Cloud Run service ``role``, run by ``account`` or by a new account of its own; ``secrets``
         are variables the stack itself has the service read from Secret Manager, beside the file's."""
         names = self.env.names
+        if self.env.edge.enabled and role in EDGE_SERVICES:
+            # Only the load balancer (and the VPC) may reach it: its run.app URL is closed to the
+            # internet (cloud.google.com/run/docs/securing/ingress#settings).
+            settings = settings.model_copy(update={"ingress": "INGRESS_TRAFFIC_INTERNAL_LOAD_BALANCER"})
         props = CloudRunServiceProps(
             name=names.service[role],
             project=self.env.project_id,
@@ -281,6 +291,7 @@ class ServicesStack(LayerStack):
             secrets=tuple((secrets or {}).items()),
             container_port=container_port,
             args=args,
+            metrics_config_secret=names.metrics_config_secret[role] if role in EXPORTS_METRICS else None,
         )
         return CloudRunService(self, role, props, service_account=account or self._account(role))
 
@@ -297,6 +308,9 @@ class ServicesStack(LayerStack):
             sign_in=IdentityPlatformConfigSignIn(
                 email=IdentityPlatformConfigSignInEmail(enabled=True, password_required=True)
             ),
+            # Behind the edge, the page signs in from its domain alone
+            # (cloud.google.com/identity-platform/docs/reference/rest/v2/Config: authorizedDomains).
+            authorized_domains=[env.edge.domain] if env.edge.enabled and env.edge.domain else None,
         )
         return ApikeysKey(
             self,

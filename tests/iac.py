@@ -21,8 +21,10 @@ ENVIRONMENTS = ("dev", "prod")
 LAYERS = ("network", "registry", "database", "cluster", "inference", "services")
 # The workers tier's layers, made where [workers] is enabled: prod, not dev.
 WORKERS_LAYERS = ("workers", "workers-k8s")
+# The edge's layer, made where [edge] is enabled: prod, not dev.
+EDGE_LAYERS = ("edge",)
 STACKS = tuple(f"{env}-{layer}" for env in ENVIRONMENTS for layer in LAYERS) + tuple(
-    f"prod-{layer}" for layer in WORKERS_LAYERS
+    f"prod-{layer}" for layer in (*WORKERS_LAYERS, *EDGE_LAYERS)
 )
 
 DEV = (ROOT / "environments" / "dev.toml").read_text()

@@ -37,13 +37,14 @@ WORKER_EDGES = [  # where [workers] is enabled: prod
     "worker -> Cloud SQL",
 ]
 REDIS_EDGE = "gateway -> Memorystore (rate limit)"  # where [redis] is enabled: prod
+EDGE_EDGES = ["internet -> load balancer", "load balancer -> frontend", "load balancer -> gateway"]  # [edge]: prod
 # dev's connector mode reaches the orchestrator through its internal load balancer (docs/network-egress.md).
 CONNECTOR_EDGES = [
     edge + " (internal load balancer)" if edge == "gateway -> orchestrator" else edge for edge in ALL_EDGES
 ]
 EDGES_OF = {
     "dev": CONNECTOR_EDGES,
-    "prod": [*BASE_EDGES[:3], REDIS_EDGE, *BASE_EDGES[3:], *WORKER_EDGES, *PLUMBING, *GKE_PLUMBING],
+    "prod": [*BASE_EDGES[:3], REDIS_EDGE, *BASE_EDGES[3:], *WORKER_EDGES, *PLUMBING, *GKE_PLUMBING, *EDGE_EDGES],
 }
 REMOTE_NETWORK = "${data.terraform_remote_state.cross-stack-reference-input-dev-network.outputs.%s}"
 

@@ -208,6 +208,11 @@ CASES = [
         "services.iap_members: must name who may use the frontend when frontend.access is 'iap'",
     ),
     (
+        "spill-to-unknown-model",
+        ('placement = "gke"', 'placement = "gke"\nspill_to = "vertex:gpt-4o"'),
+        "inference.spill_to = 'vertex:gpt-4o': must be one of vertex:google/gemini-3.5-flash-lite",
+    ),
+    (
         "toml-syntax",
         ("[state]", "[state"),
         "must be valid TOML: Expected ']' at the end of a table declaration (at line 8, column 7)",
@@ -266,7 +271,7 @@ GKE_CASES = [
     (
         "gke-pvc-replicas",
         ("max_replicas = 1", "max_replicas = 3"),
-        "inference.gke.weights = 'pvc': must be 'gcsfuse' for max_replicas > 1: 'pvc' is a ReadWriteOnce disk for one server",
+        "inference.gke.weights = 'pvc': must be 'gcsfuse' or 'streamer' for max_replicas > 1: 'pvc' is a ReadWriteOnce disk for one server",
     ),
     (
         # The registry layer makes the bucket under this name.
@@ -588,12 +593,13 @@ def test_one_environment_synthesizes_alone(tmp_path: Path) -> None:
     result = run_main(tmp_path, "--env", str(ROOT / "environments" / "prod.toml"))
     assert result.returncode == 0, result.stderr
     assert re.fullmatch(
-        rf"Synthesized 8 stacks to {re.escape(str(tmp_path))} in [0-9.]+ s \(prod: 8 stacks, [1-9][0-9]+ resources\)\n",
+        rf"Synthesized 9 stacks to {re.escape(str(tmp_path))} in [0-9.]+ s \(prod: 9 stacks, [1-9][0-9]+ resources\)\n",
         result.stdout,
     )
     assert sorted(p.name for p in (tmp_path / "stacks").iterdir()) == [
         "prod-cluster",
         "prod-database",
+        "prod-edge",
         "prod-inference",
         "prod-network",
         "prod-registry",
@@ -617,7 +623,7 @@ def test_under_the_cdktf_cli_the_summary_counts_hcl_and_leaves_stale_stacks_to_i
     assert hcl_run.returncode == 0, hcl_run.stderr
     assert (tmp_path / "stacks" / "prod-network" / "cdk.tf").exists()
     assert (tmp_path / "stacks" / "dev-network").exists()
-    counts = re.compile(r"\(prod: 8 stacks, \d+ resources\)")
+    counts = re.compile(r"\(prod: 9 stacks, \d+ resources\)")
     hcl_counts, json_counts = counts.search(hcl_run.stdout), counts.search(json_run.stdout)
     assert hcl_counts and json_counts, (hcl_run.stdout, json_run.stdout)
     assert hcl_counts[0] == json_counts[0]

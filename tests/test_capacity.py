@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from hybrid.catalog import GPUS, MODELS, ServerShape, capacity_problems
+from hybrid.catalog import GPUS, MODELS, ServerShape, capacity_problems, gke_version, ladder_problems, ladder_version
 
 MIXTRAL, MIXTRAL_AWQ = "mistralai/Mixtral-8x7B-Instruct-v0.1", "TheBloke/Mixtral-8x7B-Instruct-v0.1-AWQ"
 
@@ -57,3 +57,29 @@ def test_catalog_facts() -> None:
     assert GPUS["nvidia-tesla-a100"].counts == (1, 2, 4, 8, 16)
     assert GPUS["nvidia-h200-141gb"].counts == (8,)
     assert round(MODELS[MIXTRAL].weights_gb, 1) == 93.4  # ~46.7B parameters x 2 bytes
+
+
+# A ladder's rungs (hybrid.catalog.RUNGS): which GPUs each obtains, and the order they go in.
+LADDER_CASES = [
+    (["reservation", "on_demand", "flex_start", "spot"], "nvidia-l4", []),
+    (["on_demand", "spot"], "nvidia-h100-80gb", []),
+    (["reservation", "flex_start", "spot"], "nvidia-h200-141gb", []),  # A3 Ultra: no on-demand
+    (["on_demand"], "nvidia-h200-141gb", ["'on_demand' cannot obtain nvidia-h200-141gb"]),
+    (["spot", "on_demand"], "nvidia-l4", ["in the order"]),
+    (["spot", "spot"], "nvidia-l4", ["in the order"]),
+]
+
+
+@pytest.mark.parametrize("obtain,gpu,reasons", LADDER_CASES, ids=["+".join(c[0]) + f"-{c[1]}" for c in LADDER_CASES])
+def test_ladder_rungs(obtain: list[str], gpu: str, reasons: list[str]) -> None:
+    problems = ladder_problems(obtain, gpu)
+    assert [key for key, _ in problems] == ["obtain"] * len(reasons)
+    for (_, why), reason in zip(problems, reasons, strict=True):
+        assert reason in why
+
+
+def test_a_ladder_needs_its_newest_rungs_version() -> None:
+    assert ladder_version(["on_demand", "spot"]) == "1.30.3-gke.1451000"
+    assert ladder_version(["on_demand", "flex_start", "spot"]) == "1.32.2-gke.1652000"
+    # A prefix counts as its lowest patch: 1.32 may resolve below flex-start's 1.32.2-gke.1652000.
+    assert gke_version("1.32") < gke_version("1.32.2-gke.1652000") < gke_version("1.33")

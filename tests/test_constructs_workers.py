@@ -154,8 +154,14 @@ def test_batch_worker_scales_on_its_subscription_and_drains_before_it_is_killed(
     (container,) = pod["container"]
     assert pod["service_account_name"] == "runner"
     assert pod["termination_grace_period_seconds"] == 45
-    assert container["env"] == [{"name": "TOPIC", "value": "projects/p/topics/t"}]
-    assert container["port"] == [{"name": "health", "container_port": 9000}]
+    assert container["env"] == [
+        {"name": "TOPIC", "value": "projects/p/topics/t"},
+        {"name": "METRICS_ADDRESS", "value": "0.0.0.0:9464"},
+    ]
+    assert container["port"] == [
+        {"name": "health", "container_port": 9000},
+        {"name": "metrics", "container_port": 9464},
+    ]
     assert container["resources"]["requests"] == {"cpu": "500m", "memory": "512Mi"}
     hpa = only(out, "kubernetes_horizontal_pod_autoscaler_v2")["spec"]
     assert (hpa["min_replicas"], hpa["max_replicas"]) == (2, 6)

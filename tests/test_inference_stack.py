@@ -13,7 +13,7 @@ from iac import Json, Stacks, pointee, resources
 
 EXPECTED: dict[str, dict[str, Any]] = {
     "dev": {"model": "mistralai/Mistral-7B-Instruct-v0.3", "len": "8192", "replicas": (1, 1), "weights": "pvc"},
-    "prod": {"model": "meta-llama/Llama-3.1-8B-Instruct", "len": "16384", "replicas": (2, 8), "weights": "gcsfuse"},
+    "prod": {"model": "meta-llama/Llama-3.1-8B-Instruct", "len": "16384", "replicas": (2, 8), "weights": "streamer"},
 }
 
 
@@ -81,7 +81,7 @@ def test_model_server_identity_gets_only_the_token_and_the_weights(env: str, sta
     assert (token["secret_id"], token["role"]) == (f"{env}-hf-token", "roles/secretmanager.secretAccessor")
     assert account(synth_json, env, token["member"]) == (f"{env}-vllm", "member")
     weights = list(resources(stack, "google_storage_bucket_iam_member").values())
-    if EXPECTED[env]["weights"] == "gcsfuse":
+    if EXPECTED[env]["weights"] != "pvc":
         (grant,) = weights
         assert (grant["bucket"], grant["role"]) == ("replace-me-prod-model-weights", "roles/storage.objectViewer")
         assert account(synth_json, env, grant["member"]) == (f"{env}-vllm", "member")
@@ -94,11 +94,15 @@ def test_model_server_identity_gets_only_the_token_and_the_weights(env: str, sta
 
 def test_vllm_runs_the_configured_model(env: str, server: Json) -> None:
     # Docker Hub's image, pulled through the registry layer's remote repository.
-    assert server["image"] == f"us-central1-docker.pkg.dev/replace-me-{env}/{env}-dockerhub/vllm/vllm-openai:v0.10.1"
+    tag = {"dev": "v0.10.1", "prod": "v0.11.1"}[env]  # prod's streamer needs 0.11.1
+    assert server["image"] == f"us-central1-docker.pkg.dev/replace-me-{env}/{env}-dockerhub/vllm/vllm-openai:{tag}"
     assert server["command"] == ["python3", "-m", "vllm.entrypoints.openai.api_server"]
+    model = EXPECTED[env]["model"]
+    # prod streams the weights from its bucket and keeps serving them under the model's name.
+    streamed = ["--load-format", "runai_streamer", "--served-model-name", model]
     assert server["args"] == [
         "--model",
-        EXPECTED[env]["model"],
+        {"dev": model, "prod": f"gs://replace-me-prod-model-weights/{model}"}[env],
         "--tensor-parallel-size",
         "1",
         "--max-model-len",
@@ -107,14 +111,19 @@ def test_vllm_runs_the_configured_model(env: str, server: Json) -> None:
         "0.9",
         "--port",
         "8000",
+        *{"dev": [], "prod": streamed}[env],
     ]
 
 
 def test_gpu_node_selector_and_requests_equal_limits(env: str, pod: Json, server: Json) -> None:
-    assert pod["node_selector"] == {
-        "cloud.google.com/gke-accelerator": "nvidia-l4",
-        "cloud.google.com/gke-accelerator-count": "1",
-    }
+    # prod's ladder names the GPUs in its ComputeClass (tests/test_gpu_ladder.py); dev's Pod names them itself.
+    assert (
+        pod["node_selector"]
+        == {
+            "dev": {"cloud.google.com/gke-accelerator": "nvidia-l4", "cloud.google.com/gke-accelerator-count": "1"},
+            "prod": {"cloud.google.com/compute-class": "model-servers"},
+        }[env]
+    )
     resources_ = server["resources"]
     assert resources_["requests"] == resources_["limits"]
     assert resources_["limits"] == {
@@ -146,12 +155,11 @@ def test_weights_volume_per_config(env: str, stack: Json, pod: Json, server: Jso
         assert claim["resources"]["requests"] == {"storage": "100Gi"}
         assert volumes["model-cache"]["persistent_volume_claim"]["claim_name"].endswith(".metadata[0].name}")
     else:
-        assert volumes["model-cache"]["csi"]["driver"] == "gcsfuse.csi.storage.gke.io"
-        assert volumes["model-cache"]["csi"]["volume_attributes"]["bucketName"] == "replace-me-prod-model-weights"
-        assert mounts["model-cache"]["read_only"] is True
+        # The streamer writes only the tokenizer and config to disk; the weights go to GPU memory.
+        assert volumes["model-cache"]["empty_dir"] == {"size_limit": "10Gi"}
         assert env_vars["HF_HUB_OFFLINE"] == "1"
         deployment = named(stack, "kubernetes_deployment_v1", "vllm")
-        assert deployment["spec"]["template"]["metadata"]["annotations"] == {"gke-gcsfuse/volumes": "true"}
+        assert "annotations" not in deployment["spec"]["template"]["metadata"]
 
 
 def test_rollout_strategy_fits_the_weights_volume(env: str, stack: Json) -> None:
@@ -344,7 +352,7 @@ def test_weights_bucket_is_made_before_the_layer_that_grants_on_it(
     env: str, synth_json: Stacks, synth_dir: Path
 ) -> None:
     buckets = list(resources(synth_json[f"{env}-registry"], "google_storage_bucket").values())
-    if EXPECTED[env]["weights"] == "gcsfuse":
+    if EXPECTED[env]["weights"] != "pvc":
         (bucket,) = buckets
         assert (bucket["name"], bucket["location"]) == ("replace-me-prod-model-weights", "us-central1")
         assert bucket["uniform_bucket_level_access"] is True

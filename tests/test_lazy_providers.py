@@ -41,7 +41,9 @@ def test_app_loads_only_the_submodules_it_uses(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     loader, loaded = result.stdout.split()
     assert loader == "_LazyInitLoader"
-    assert int(loaded) < 100, "the app should import a few dozen provider submodules, not ~1,470"
+    # 103 with the edge's load balancer and Cloud Armor (about a dozen): the bound is the order of
+    # magnitude, far below the ~1,470 an eager import loads.
+    assert int(loaded) < 150, "the app should import about a hundred provider submodules, not ~1,470"
 
 
 INIT = (

@@ -192,3 +192,27 @@ def test_request_limits_follow_cloud_runs_timeout(environment: Environment) -> N
         as_model(settings["orchestrator"], OrchestratorSettings).max_request_seconds
         == environment.services.orchestrator.timeout_seconds
     )
+
+
+def test_prod_spills_its_self_hosted_model_to_vertex_and_its_batch_lines_wait() -> None:
+    from services.modelcalls.routing import route_for
+
+    prod = load_environment(ROOT / "environments" / "prod.toml")
+    rendered = service_settings(prod, Wiring.placeholder(prod))
+    orchestrator = as_model(rendered["orchestrator"], OrchestratorSettings)
+    worker = as_model(rendered["worker"], WorkerSettings)
+    for routes in (orchestrator.routes, worker.routes):
+        route = route_for("meta-llama/Llama-3.1-8B-Instruct", routes)
+        assert route is not None
+        assert (route.spill_to, route.spill_model, route.spill_waiting, route.batch_spill) == (
+            "vertex",
+            "google/gemini-3.5-flash-lite",
+            8,
+            False,
+        )
+    assert orchestrator.backends["self-hosted"].metrics_url == "http://10.10.15.250:8000/metrics"
+    # dev names no spill target: its self-hosted model's requests queue, as before.
+    dev = load_environment(ROOT / "environments" / "dev.toml")
+    dev_routes = as_model(service_settings(dev, Wiring.placeholder(dev))["orchestrator"], OrchestratorSettings).routes
+    dev_route = route_for(dev.inference.gke_server.model, dev_routes)
+    assert dev_route is not None and dev_route.spill_to is None

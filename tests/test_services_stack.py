@@ -9,10 +9,11 @@ from typing import Any
 
 import pytest
 
+from hybrid.components.metrics_sidecar import METRICS_PORT, SIDECAR_IMAGE
 from hybrid.config import load_environment
 from hybrid.topology import Topology, for_environment
 from iac import ROOT, Json, Stacks, only, pointee, pointees, principal, resources
-from stacks.services import HAND_BUILT
+from stacks.services import EXPORTS_METRICS, HAND_BUILT
 from variants import DEV_ENV, DEV_ON_CLOUD_RUN, synthesize, variant
 
 ROLES = {"frontend", "gateway", "orchestrator"}
@@ -33,9 +34,10 @@ def services(stack: Json) -> dict[str, Json]:
 
 
 def container(service: Json) -> Json:
-    only_container: Json
-    (only_container,) = service["template"]["containers"]
-    return only_container
+    """The service's own container: the one that takes its requests (a sidecar has no port)."""
+    own: Json
+    (own,) = [c for c in service["template"]["containers"] if "ports" in c]
+    return own
 
 
 def env_vars(service: Json) -> dict[str, Any]:
@@ -103,10 +105,12 @@ def test_cpu_stays_allocated_everywhere(stack: Json) -> None:
         assert container(service)["resources"]["cpu_idle"] is False
 
 
-def test_ingress_public_for_the_edge_internal_for_the_rest(stack: Json) -> None:
+def test_ingress_public_for_the_edge_internal_for_the_rest(env: str, stack: Json) -> None:
     ingress = {role: s["ingress"] for role, s in services(stack).items()}
-    assert ingress.pop("frontend") == "INGRESS_TRAFFIC_ALL"
-    assert ingress.pop("gateway") == "INGRESS_TRAFFIC_ALL"
+    # prod's [edge] is on: the public services admit only its load balancer (docs/edge.md).
+    public = "INGRESS_TRAFFIC_INTERNAL_LOAD_BALANCER" if env == "prod" else "INGRESS_TRAFFIC_ALL"
+    assert ingress.pop("frontend") == public
+    assert ingress.pop("gateway") == public
     assert ingress.pop("orchestrator") == "INGRESS_TRAFFIC_INTERNAL_ONLY"
     assert set(ingress.values()) <= {"INGRESS_TRAFFIC_INTERNAL_ONLY"}  # inference, where it runs on Cloud Run
 
@@ -225,7 +229,8 @@ def test_the_database_bootstrap_job_reads_only_the_admin_password_granted_before
     ((key, grant),) = [
         (k, g)
         for k, g in resources(stack, "google_secret_manager_secret_iam_member").items()
-        if g["secret_id"] != f"{env}-redis-auth"  # the gateway's, where [redis] is on
+        # The gateway's, where [redis] is on; the metrics sidecars' configurations.
+        if g["secret_id"] != f"{env}-redis-auth" and not g["secret_id"].endswith("-rungmp")
     ]
     assert (grant["secret_id"], grant["role"]) == (
         f"{env}-postgres-admin-password",
@@ -268,10 +273,30 @@ def test_orchestrator_is_wired_to_database_inference_and_vertex(env: str, stack:
     # The address the network layer reserves for the model servers' internal load balancer; no token.
     addresses = resources(synth_json[f"{env}-network"], "google_compute_address").values()
     (address,) = [a["address"] for a in addresses if a["name"] == f"{env}-inference-lb"]
-    assert backends["self-hosted"] == {"kind": "openai", "auth": "none", "url": f"http://{address}:8000/v1"}
+    # vLLM's /metrics on the same address: the orchestrator reads the pool's saturation there.
+    assert backends["self-hosted"] == {
+        "kind": "openai",
+        "auth": "none",
+        "url": f"http://{address}:8000/v1",
+        "metrics_url": f"http://{address}:8000/metrics",
+    }
     model = {"dev": "mistralai/Mistral-7B-Instruct-v0.3", "prod": "meta-llama/Llama-3.1-8B-Instruct"}[env]
+    # The GKE server's --max-model-len, which GET /v1/models lists and the chat page bounds by.
+    context = {"dev": 8192, "prod": 16384}[env]
+    # prod spills its self-hosted model to Vertex AI when the pool is saturated or down.
+    spill = {
+        "dev": {},
+        "prod": {
+            "spill_to": "vertex",
+            "spill_model": "google/gemini-3.5-flash-lite",
+            "spill_waiting": 8,
+            "spill_kv_cache": 0.95,
+            "batch_share": 0.5,
+            "batch_spill": False,
+        },
+    }[env]
     assert json.loads(wiring["ROUTES"]) == [
-        {"match": model, "backends": ["self-hosted"]},
+        {"match": model, "backends": ["self-hosted"], "max_model_len": context, **spill},
         {"match": "google/*", "backends": ["vertex"]},
     ]
 
@@ -287,7 +312,11 @@ def test_gateway_calls_the_orchestrator_url_and_frontend_the_gateway(env: str, s
         )
     else:  # connector mode: test_dev_gateway_calls_the_orchestrators_internal_load_balancer
         assert "run.app" not in env_vars(services(stack)["gateway"])["ORCHESTRATOR_URL"]
-    assert pointee(synth_json, here, env_vars(services(stack)["frontend"])["GATEWAY_URL"]).brief == (
+    gateway_url = env_vars(services(stack)["frontend"])["GATEWAY_URL"]
+    if env == "prod":  # behind the edge, the page calls its API on its own origin (docs/edge.md)
+        assert gateway_url == "https://chat.replace-me.example.com"
+        return
+    assert pointee(synth_json, here, gateway_url).brief == (
         here,
         "google_cloud_run_v2_service",
         f"{env}-gateway",
@@ -326,6 +355,7 @@ def test_inference_on_a_cloud_run_l4_when_config_says_so(cloud_run_gpu: Stacks) 
     assert [p.brief for p in pointees(cloud_run_gpu, "gpu-services", self_hosted["url"])] == [
         ("gpu-services", "google_cloud_run_v2_service", "gpu-inference", "uri")
     ]
+    # No max_model_len: on Cloud Run vLLM takes the model's own, which the catalog does not hold.
     assert json.loads(env_vars(orchestrator)["ROUTES"])[0] == {
         "match": "google/gemma-3-4b-it",
         "backends": ["self-hosted"],
@@ -382,6 +412,8 @@ def test_the_chat_page_signs_in_with_identity_platform_and_a_restricted_browser_
     assert config["sign_in"]["email"] == {"enabled": True, "password_required": True}
     key = only(stack, "google_apikeys_key")
     origin = f"https://{env}-frontend-${{data.google_project.project.number}}.us-central1.run.app"
+    if env == "prod":  # prod's [edge] is on: the page is at its domain (docs/edge.md)
+        origin = "https://chat.replace-me.example.com"
     assert key["restrictions"]["browser_key_restrictions"] == {"allowed_referrers": [f"{origin}/*"]}
     assert [t["service"] for t in key["restrictions"]["api_targets"]] == [
         "identitytoolkit.googleapis.com",
@@ -399,6 +431,38 @@ def test_the_chat_page_signs_in_with_identity_platform_and_a_restricted_browser_
     assert gateway["ALLOWED_ORIGINS"] == origin
     # The address to open is the one CORS and the key admit.
     assert stack["output"]["chat_page_url"]["value"] == origin
+
+
+def test_the_gateway_and_orchestrator_export_their_metrics_by_a_sidecar_on_loopback(env: str, stack: Json) -> None:
+    for name, service in services(stack).items():
+        sidecars = [c for c in service["template"]["containers"] if "ports" not in c]
+        if name not in EXPORTS_METRICS:
+            assert sidecars == [] and "METRICS_ADDRESS" not in env_vars(service), name
+            continue
+        # Served on 127.0.0.1 only, apart from the public port: the sidecar reaches it, a caller cannot.
+        assert env_vars(service)["METRICS_ADDRESS"] == f"127.0.0.1:{METRICS_PORT}"
+        assert container(service)["ports"]["container_port"] != METRICS_PORT
+        (sidecar,) = sidecars
+        assert sidecar["image"] == SIDECAR_IMAGE and ":" in SIDECAR_IMAGE.rsplit("/", 1)[1]
+        (mount,) = sidecar["volume_mounts"]
+        (volume,) = service["template"]["volumes"]
+        assert (mount["name"], mount["mount_path"]) == (volume["name"], "/etc/rungmp")
+        assert volume["secret"]["items"][0]["path"] == "config.yaml"
+        # Its RunMonitoring scrapes that port, from a secret the service's identity alone may read.
+        secret_id = volume["secret"]["secret"]
+        (version,) = [
+            v
+            for v in resources(stack, "google_secret_manager_secret_version").values()
+            if v["secret"].endswith(f"/secrets/{secret_id}")
+        ]
+        assert f"port: {METRICS_PORT}" in version["secret_data"] and "kind: RunMonitoring" in version["secret_data"]
+        readers = [
+            m
+            for m in resources(stack, "google_secret_manager_secret_iam_member").values()
+            if m["secret_id"] == secret_id
+        ]
+        assert [m["role"] for m in readers] == ["roles/secretmanager.secretAccessor"]
+        assert readers[0]["member"] == service["template"]["service_account"].replace("email}", "member}")
 
 
 def test_dev_services_share_the_connector(synth_json: Stacks) -> None:

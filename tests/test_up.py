@@ -22,10 +22,11 @@ HF_TOKEN = "hf_standin_value_never_logged"
 
 @pytest.fixture(scope="module")
 def prod(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """prod.toml on a real project id (the placeholder is refused), synthesized once."""
+    """prod.toml on a real project id and edge domain (the placeholders are refused), synthesized once."""
     base = tmp_path_factory.mktemp("up")
     env_file = base / "prod.toml"
-    env_file.write_text((ROOT / "environments" / "prod.toml").read_text().replace("replace-me-prod", "acme-prod"))
+    shipped = (ROOT / "environments" / "prod.toml").read_text()
+    env_file.write_text(shipped.replace("replace-me-prod", "acme-prod").replace("chat.replace-me.", "chat.acme."))
     synth_dir = base / "synth"
     result = run_main(synth_dir, "--env", str(env_file))
     assert result.returncode == 0, result.stderr

@@ -291,7 +291,10 @@ def test_worker_runs_locked_down_from_the_registry(worker: Json) -> None:
     # The one writable place, in memory: where the worker writes the database's server CA for libpq.
     assert container["volume_mount"] == [{"name": "tmp", "mount_path": "/tmp"}]
     assert pod["volume"] == [{"name": "tmp", "empty_dir": {"medium": "Memory", "size_limit": "1Mi"}}]
-    assert container["port"] == [{"name": "health", "container_port": 8080}]
+    assert container["port"] == [
+        {"name": "health", "container_port": 8080},
+        {"name": "metrics", "container_port": 9464},
+    ]
     assert container["readiness_probe"]["http_get"] == {"path": "/health", "port": "health"}
     assert container["liveness_probe"]["http_get"] == {"path": "/health", "port": "health"}
 
@@ -326,3 +329,17 @@ def test_one_worker_at_a_time_may_be_disrupted(k8s: Json) -> None:
 def test_worker_namespace_enforces_the_restricted_pod_security_standard(k8s: Json) -> None:
     namespaces = {n["metadata"]["name"]: n for n in resources(k8s, "kubernetes_namespace_v1").values()}
     assert namespaces["batch"]["metadata"]["labels"] == {"pod-security.kubernetes.io/enforce": "restricted"}
+
+
+def test_managed_prometheus_scrapes_the_workers_metrics_port(k8s: Json, worker: Json) -> None:
+    (container,) = worker["spec"]["template"]["spec"]["container"]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["METRICS_ADDRESS"] == "0.0.0.0:9464"
+    (monitoring,) = [
+        m["manifest"]
+        for m in resources(k8s, "kubernetes_manifest").values()
+        if m["manifest"]["kind"] == "PodMonitoring" and m["manifest"]["metadata"]["name"] == "worker"
+    ]
+    assert monitoring["apiVersion"] == "monitoring.googleapis.com/v1"
+    assert monitoring["spec"]["selector"]["matchLabels"] == worker["spec"]["template"]["metadata"]["labels"]
+    assert monitoring["spec"]["endpoints"] == [{"port": "metrics", "path": "/metrics", "interval": "30s"}]

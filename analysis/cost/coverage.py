@@ -46,6 +46,10 @@ PRICED: dict[str, tuple[str, ...]] = {
     "kubernetes_persistent_volume_claim_v1": ("storage.pd_ssd",),
     # The internal passthrough load balancer in front of vLLM.
     "kubernetes_service_v1": ("network.forwarding_rule", "network.lb_data_processed"),
+    # The edge ([edge]): its two forwarding rules (443, and 80's redirect) and the data through it;
+    # Cloud Armor by policy, rule and request.
+    "google_compute_global_forwarding_rule": ("network.forwarding_rule", "network.lb_data_processed"),
+    "google_compute_security_policy": ("network.armor_policy", "network.armor_rule", "network.armor_requests"),
     # Connector mode (docs/network-egress.md): the connector's instances, and the orchestrator's
     # internal Application Load Balancer by its forwarding rule and the data it processes.
     "google_vpc_access_connector": ("network.serverless_connector_e2_micro",),
@@ -58,6 +62,20 @@ FREE_OR_USAGE: dict[str, str] = {
     "google_cloud_run_v2_job": "the database bootstrap job runs a few seconds per deploy (listed at $0)",
     "google_compute_address": "the NAT's reserved address is priced as network.nat_ip; an internal address is free",
     "google_compute_firewall": "firewall rules are free (Cloud NGFW Essentials)",
+    # The edge's parts but its forwarding rules: configuration the forwarding rules' and data
+    # processing's prices cover (cloud.google.com/load-balancing/pricing).
+    **dict.fromkeys(
+        [
+            "google_compute_backend_service",
+            "google_compute_url_map",
+            "google_compute_target_https_proxy",
+            "google_compute_target_http_proxy",
+            "google_compute_region_network_endpoint_group",
+        ],
+        "a part of the edge's load balancer: billed through its forwarding rules and data processed",
+    ),
+    "google_compute_managed_ssl_certificate": "Google-managed certificates have no charge",
+    "google_iap_web_backend_service_iam_member": "IAM is free; IAP on a backend service has no charge of its own",
     "google_compute_global_address": "a Private Services Access range reserves addresses; no charge",
     "google_compute_network": "VPC networks are free",
     "google_compute_router": "a Cloud Router used only by Cloud NAT has no charge of its own",

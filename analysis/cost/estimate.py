@@ -14,6 +14,7 @@ from typing import Any
 
 from analysis.cost import layers
 from analysis.cost.cloud_run import HOURS_PER_DAY, free_tier
+from analysis.cost.ladder import rung_costs
 from analysis.cost.lines import Estimate, Lines
 from analysis.cost.prices import PriceError, PriceTable, retirement_warning
 from analysis.cost.workload import Workload, workload_for
@@ -42,6 +43,7 @@ def estimate(
         layers.inference_gke(lines, w, replicas)
     layers.workers(lines)
     layers.services(lines, w, free_tier(lines) if w.free_tier else None)
+    layers.edge(lines, w)
     for name in (w.vertex_api, w.external_api):
         warning = retirement_warning(name, prices.api(name), today or date.today())
         if warning:
@@ -58,6 +60,10 @@ def estimate(
         budget_usd=env.budget.amount_usd if env.budget else None,
     )
     result.unit_economics = unit_economics(env, prices, w, result)
+    if gke and env.inference.gke_server.obtain:
+        gke_server = env.inference.gke_server
+        on_demand = layers.gpu_node_usd(lines)
+        result.ladder = rung_costs(prices, list(gke_server.obtain), gke_server.gpu_type, on_demand)
     return result
 
 

@@ -11,8 +11,10 @@ from analysis.cost.cloud_run import HOURS_PER_DAY, cloud_run_service
 from analysis.cost.lines import Lines
 from analysis.cost.prices import Machine, PriceError, PriceTable
 from analysis.cost.workload import Workload
+from hybrid.armor import armor_rules
 from hybrid.catalog import MODELS
 from hybrid.config import GkeModelServerSettings, memory_gib
+from hybrid.service_contract import gateway_requests_per_user_minute
 from hybrid.topology import for_environment
 
 
@@ -175,6 +177,15 @@ def gpu_machine(prices: PriceTable, gpu_type: str, gpus: int, cpu: float, memory
     raise PriceError(
         f"{prices.path.name}: no priced machine with {gpus} x {gpu_type} has more than {cpu} vCPUs and {memory}; "
         f"largest priced: {largest}"
+    )
+
+
+def gpu_node_usd(lines: Lines) -> float:
+    """The inference layer's GPU nodes' monthly on-demand cost: the machines' price, without Autopilot's premium."""
+    return sum(
+        item.monthly_usd or 0
+        for item in lines.items
+        if item.layer == "inference" and (item.price_key or "").startswith("machines.")
     )
 
 
@@ -345,3 +356,29 @@ def services(lines: Lines, w: Workload, free: dict[str, float] | None) -> None:
         "usage-based; not in the table (Identity Platform's first 50K MAU are free)",
     )
     lines.unpriced("services", "Vertex AI calls routed by the orchestrator", "per token; see the unit economics below")
+
+
+def edge(lines: Lines, w: Workload) -> None:
+    """The global external Application Load Balancer ([edge]): two forwarding rules (HTTPS, and
+    HTTP's redirect), the data it processes, and Cloud Armor's policy, rules and requests."""
+    env = lines.env
+    if not env.edge.enabled:
+        return
+    hours = lines.prices.hours_per_month
+    month_days = hours / HOURS_PER_DAY
+    lines.add(
+        "edge",
+        "global external Application Load Balancer",
+        "forwarding rules (443, 80)",
+        2 * hours,
+        "network.forwarding_rule",
+    )
+    # Every chat request and page load passes it: the reply's egress and the prompt (~4 bytes a token).
+    requests = (w.requests_per_day + w.pages_per_day) * month_days
+    gib = (w.requests_per_day * month_days) * (w.egress_kb_per_request * 1024 + w.input_tokens * 4) / 2**30
+    lines.add("edge", "global external Application Load Balancer", "data processed", gib, "network.lb_data_processed")
+    # One policy on both backends, its rules as the edge layer makes them (the default counts).
+    rules = len(armor_rules(env.edge.armor, gateway_requests_per_user_minute(env)))
+    lines.add("edge", "Cloud Armor", "security policy", 1, "network.armor_policy")
+    lines.add("edge", "Cloud Armor", f"rules ({rules})", rules, "network.armor_rule")
+    lines.add("edge", "Cloud Armor", "requests evaluated", requests / 1e6, "network.armor_requests")

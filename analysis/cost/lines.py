@@ -56,6 +56,8 @@ class Estimate:
     warnings: list[str] = field(default_factory=list)
     unit_economics: dict[str, Any] | None = None
     budget_usd: float | None = None
+    # The GPU nodes' monthly cost on each rung of [inference.gke] obtain (analysis.cost.ladder).
+    ladder: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def total(self) -> float:
@@ -86,6 +88,7 @@ class Estimate:
             "warnings": self.warnings,
             "unit_economics": self.unit_economics,
             "budget_usd": self.budget_usd,
+            "ladder": self.ladder,
         }
 
 

@@ -79,6 +79,14 @@ class ApiPrice(_Sourced):
     retires_source: str | None = Field(default=None, pattern=r"^https://")
 
 
+class RungPrice(_Sourced):
+    """What a rung of the GPU ladder pays, as a share of the on-demand node price: a range where the
+    source gives one (Spot's discount varies), one figure where it does not."""
+
+    low: float = Field(gt=0, le=1)
+    high: float = Field(gt=0, le=1)
+
+
 class _Table(_Strict):
     region: str
     currency: str
@@ -93,6 +101,8 @@ class _Table(_Strict):
     cloud_sql: dict[str, Price]
     storage: dict[str, Price]
     apis: dict[str, ApiPrice]
+    # Keyed by rung (hybrid.catalog.RUNG_ORDER), or by rung_<gpu type> where the GPU changes it.
+    rungs: dict[str, RungPrice] = Field(default_factory=dict)
 
 
 # Sections of Price figures, looked up by ``section.name``; machines, free tiers and APIs have their own look-ups.
@@ -166,10 +176,17 @@ class PriceTable:
             )
         return self.table.apis[name]
 
-    def entries(self) -> list[tuple[str, Price | Allowance | ApiPrice]]:
+    def rung(self, rung: str, gpu_type: str) -> tuple[str, RungPrice] | None:
+        """The share of on-demand ``rung`` pays for ``gpu_type`` nodes, and its key; None when the table has none."""
+        for key in (f"{rung}_{gpu_type}", rung):
+            if key in self.table.rungs:
+                return f"rungs.{key}", self.table.rungs[key]
+        return None
+
+    def entries(self) -> list[tuple[str, Price | Allowance | ApiPrice | RungPrice]]:
         """Every figure with its key, for printing the table and its sources."""
-        out: list[tuple[str, Price | Allowance | ApiPrice]] = []
-        for section in (*PRICE_SECTIONS, "machines", "free_tiers", "apis"):
+        out: list[tuple[str, Price | Allowance | ApiPrice | RungPrice]] = []
+        for section in (*PRICE_SECTIONS, "machines", "free_tiers", "apis", "rungs"):
             out += [(f"{section}.{name}", price) for name, price in getattr(self.table, section).items()]
         return out
 

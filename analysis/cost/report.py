@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from analysis.cost.lines import Estimate, LineItem
-from analysis.cost.prices import Allowance, ApiPrice, PriceTable
+from analysis.cost.prices import Allowance, ApiPrice, PriceTable, RungPrice
 
 WIDTH = 112
 # Beside a cost whose price no official page or billing data confirms.
@@ -51,6 +51,9 @@ def render(est: Estimate) -> str:
     out += _totals(est)
     if est.unit_economics:
         out += _unit_economics(est.unit_economics)
+    if est.ladder:
+        out += ["", " The GPU ladder's rungs (each as if every replica ran on it; the node line above is on-demand)"]
+        out += [f"  - {rung['rung']}: {rung['text']}" for rung in est.ladder]
     out += ["", " Assumptions"] + [f"  - {a}" for a in est.assumptions]
     if est.warnings:
         out += ["", " Warnings"] + [f"  ! {w}" for w in est.warnings]
@@ -135,6 +138,8 @@ def render_prices(table: PriceTable) -> str:
             figure = f"{unit_price(price.input_usd)} in / {unit_price(price.output_usd)} out per {price.unit}"
         elif isinstance(price, Allowance):
             figure = f"{_quantity(price.amount)} {price.unit}"
+        elif isinstance(price, RungPrice):
+            figure = f"{price.low:g}-{price.high:g} {price.unit}"
         else:
             figure = f"{unit_price(price.usd)} / {price.unit}"
         status = ("confirmed: " if price.confirmed else "NOT confirmed: ") + price.source_kind

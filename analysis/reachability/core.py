@@ -101,7 +101,7 @@ CONNECTOR_PRIVATE_RANGES = (*RFC1918, RFC6598)
 DIRECT_VPC_PRIVATE_RANGES = (*CONNECTOR_PRIVATE_RANGES, *PRIVATE_GOOGLE_ACCESS_VIPS)
 
 # The layers main.py synthesizes for each environment: stack ids are <env>-<layer>.
-LAYERS = ("network", "registry", "database", "cluster", "inference", "services", "workers", "workers-k8s")
+LAYERS = ("network", "registry", "database", "cluster", "inference", "services", "workers", "workers-k8s", "edge")
 HTTPS = 443
 POSTGRES = 5432  # libpq's default port when PGPORT is unset
 # Memorystore for Redis with in-transit encryption listens on 6378
@@ -143,6 +143,7 @@ class EnvironmentFacts:
     self_hosted_model: str
     workers: bool = False  # [workers] enabled: the batch workers tier exists
     redis: bool = False  # [redis] enabled: the gateway's rate limit is kept in Memorystore
+    edge: bool = False  # [edge] enabled: the public services are reached through the load balancer only
     egress: Literal["direct", "connector"] = "direct"  # [network] egress: how Cloud Run enters the VPC
 
     @property
@@ -158,6 +159,7 @@ class EnvironmentFacts:
         placement = inference.get("placement", "gke")  # InferenceSettings' default
         workers = bool((raw.get("workers") or {}).get("enabled", False))  # WorkersTier' default
         redis = bool((raw.get("redis") or {}).get("enabled", False))  # RedisSettings' default
+        edge = bool((raw.get("edge") or {}).get("enabled", False))  # EdgeSettings' default
         egress = (raw.get("network") or {}).get("egress", "direct")  # NetworkSettings' default
         model = (inference.get(placement) or {}).get("model", "")
-        return cls(raw["name"], placement, model, workers, redis, egress)
+        return cls(raw["name"], placement, model, workers, redis, edge=edge, egress=egress)

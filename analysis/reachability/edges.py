@@ -48,6 +48,12 @@ _LABEL = {
 _IDENTITY_PLATFORM = Edge("browser -> Identity Platform", "browser", "idp")
 _NAT = Edge("GKE nodes -> internet (NAT)", "gke", "nat")
 _METRICS = Edge("Managed Prometheus -> vLLM metrics", "prometheus", "vllm")
+# Where [edge] is on: the load balancer's way in, and its way to each public service.
+_EDGE = (
+    Edge("internet -> load balancer", "internet", "lb"),
+    Edge("load balancer -> frontend", "lb", "frontend"),
+    Edge("load balancer -> gateway", "lb", "gateway"),
+)
 
 
 def _from_call(call: Call) -> Edge:
@@ -66,12 +72,16 @@ def edges_for(facts: EnvironmentFacts) -> tuple[Edge, ...]:
     optional = facts.features - {facts.placement}
     edges = required_edges(placement=facts.placement, sections=optional, egress=facts.egress)
     calls = [_from_call(call) for call in edges]
-    plumbing = [_IDENTITY_PLATFORM, *((_NAT, _METRICS) if facts.placement == "gke" else ())]
+    plumbing = [
+        _IDENTITY_PLATFORM,
+        *((_NAT, _METRICS) if facts.placement == "gke" else ()),
+        *(_EDGE if facts.edge else ()),
+    ]
     return (*calls, *plumbing)
 
 
 def every_edge() -> tuple[Edge, ...]:
     """The edges of an environment with every tier on and the models on GKE: the diagram's."""
     sections = declared().section_order()
-    facts = EnvironmentFacts("every", "gke", "", workers="workers" in sections, redis="redis" in sections)
+    facts = EnvironmentFacts("every", "gke", "", workers="workers" in sections, redis="redis" in sections, edge=True)
     return edges_for(facts)

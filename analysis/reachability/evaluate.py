@@ -22,6 +22,7 @@ from analysis.reachability.data import (
     worker_to_database,
 )
 from analysis.reachability.edges import Edge, edges_for
+from analysis.reachability.loadbalancer import internet_to_load_balancer, load_balancer_to
 from analysis.reachability.models import orchestrator_to_inference, worker_to_inference
 from analysis.reachability.synth import Synth
 from analysis.reachability.web import (
@@ -56,6 +57,9 @@ PROOFS: dict[str, EdgeCheck] = {
     "worker -> GCS (batch files)": worker_to_bucket,
     "worker -> Vertex AI": worker_to_vertex,
     "gateway -> Memorystore (rate limit)": gateway_to_redis,
+    "internet -> load balancer": internet_to_load_balancer,
+    "load balancer -> frontend": load_balancer_to("frontend"),
+    "load balancer -> gateway": load_balancer_to("gateway"),
 }
 
 

@@ -14,17 +14,31 @@ from analysis.reachability.cloudrun import (
 )
 from analysis.reachability.core import Chain, EnvironmentFacts, Verdict
 from analysis.reachability.internal_lb import through_internal_lb
+from analysis.reachability.loadbalancer import edge_domains, load_balancer_to, run_app_closed
 from analysis.reachability.synth import Synth
 
 # The edges
 
 
 def browser_to_frontend(s: Synth, facts: EnvironmentFacts) -> Verdict:
-    return _from_browser(s, "frontend", allow_iap=True)
+    return _through_edge(s, facts, "frontend") if facts.edge else _from_browser(s, "frontend", allow_iap=True)
 
 
 def browser_to_gateway(s: Synth, facts: EnvironmentFacts) -> Verdict:
-    return _from_browser(s, "gateway", allow_iap=False)
+    return _through_edge(s, facts, "gateway") if facts.edge else _from_browser(s, "gateway", allow_iap=False)
+
+
+def _through_edge(s: Synth, facts: EnvironmentFacts, role: str) -> Verdict:
+    """With [edge] on, the browser reaches the service through the load balancer only: the
+    load balancer's edge to it holds, and its run.app URL is closed."""
+    c = Chain(f"browser -> {role}")
+    service = run_service(s, role)
+    if not c.present(service, f"Cloud Run service {s.env}-{role} in {s.stack_id('services')}"):
+        return c.verdict()
+    run_app_closed(s, c, service)
+    through = load_balancer_to(role)(s, facts)
+    c.check(through.ok, f"through the load balancer: load balancer -> {role} {'holds' if through.ok else 'is blocked'}")
+    return c.verdict()
 
 
 def _from_browser(s: Synth, role: str, *, allow_iap: bool) -> Verdict:
@@ -161,11 +175,18 @@ def browser_to_identity_platform(s: Synth, facts: EnvironmentFacts) -> Verdict:
     )
     # A browser key answers only pages its referrers match (same page, #browser_restrictions).
     referrers = (restrictions.get("browser_key_restrictions") or {}).get("allowed_referrers") or ["*"]
-    page = f"https://{frontend.name}-"
+    # Behind the edge the page is served at the certificate's domain, which Identity Platform must
+    # also list among its authorized domains when it lists any
+    # (cloud.google.com/identity-platform/docs/reference/rest/v2/Config: authorizedDomains).
+    domains = edge_domains(s) if facts.edge else []
+    pages = [f"https://{domain}/" for domain in domains] or [f"https://{frontend.name}-"]
     c.check(
-        any(r == "*" or r.startswith(page) for r in referrers),
-        f"the key admits the chat page: referrers {', '.join(referrers)}",
+        any(r == "*" or r.startswith(page) for r in referrers for page in pages),
+        f"the key admits the chat page ({', '.join(pages)}): referrers {', '.join(referrers)}",
     )
+    authorized = configs[0].get("authorized_domains")
+    if domains and authorized is not None:
+        c.check(set(domains) <= set(authorized), f"Identity Platform's authorized domains {', '.join(authorized)}")
     enabled = {config.get("service") for _, _, config in s.all_resources("google_project_service")}
     c.check("identitytoolkit.googleapis.com" in enabled, "identitytoolkit.googleapis.com is enabled")
     # firebase.google.com/docs/auth/admin/verify-id-tokens#verify_id_tokens_using_a_third-party_jwt_library:

@@ -12,6 +12,10 @@ behind the stand-in), a "[standin:NAME]" directive in the last message:
   standin-refuse    HTTP 400, an OpenAI error with a code       (a request the model refuses)
   standin-die       two chunks, then the connection drops      (for upstream aborts)
   standin-liar      the short answer, reporting 2**40 prompt tokens (a backend whose usage lies)
+  standin-long      200 chunks, 400 ms apart                   (an answer long enough to stop)
+  standin-code      Markdown with a fenced code block, 12 characters a chunk, 25 ms apart
+  standin-hostile   Markdown carrying script, event handlers and javascript: links, in
+                    12-character chunks: what a page must show as text and never run
 """
 
 from __future__ import annotations
@@ -29,6 +33,32 @@ from fastapi.responses import JSONResponse, StreamingResponse
 WORDS = ["Hello", " from", " the", " stand-in", "."]
 LAG_SECONDS = 0.2
 DIRECTIVE = re.compile(r"\[standin:([a-z]+)\]")
+CODE = """## Reversing a list
+
+Use `reversed()` or a **slice**:
+
+```python
+def backwards(items):
+    return items[::-1]  # a copy; the list is left as it was
+```
+
+1. Slices copy.
+2. `list.reverse()` works *in place*.
+"""
+# Each line tries one way a page that assigned the model's text as HTML would run it.
+HOSTILE = """# Report <script>window.__pwned = "heading"</script>
+
+<script>window.__pwned = "script"</script>
+<img src=x onerror="window.__pwned = 'onerror'">
+[click for details](javascript:window.__pwned='link') and [a real link](https://example.com/docs)
+<a href="javascript:window.__pwned='anchor'">anchor</a> <iframe src="javascript:window.__pwned='frame'"></iframe>
+![image](javascript:window.__pwned='image') **bold <b onmouseover="window.__pwned='b'">x</b>**
+
+```html
+<script>window.__pwned = "code"</script>
+```
+"""
+TEXTS = {"standin-code": CODE, "standin-hostile": HOSTILE}
 
 
 def behaviour(body: dict[str, Any]) -> str:
@@ -60,8 +90,14 @@ def create_app() -> FastAPI:
             await asyncio.sleep(30)
         if model.endswith("standin-lag"):
             await asyncio.sleep(LAG_SECONDS)
-        words = WORDS * {"standin-slow": 40, "standin-paced": 4}.get(model, 1)
-        pause = {"standin-slow": 0.02, "standin-paced": 0.025}.get(model, 0.005)
+        text = TEXTS.get(model)
+        words = (
+            [text[i : i + 12] for i in range(0, len(text), 12)]
+            if text
+            else WORDS * {"standin-slow": 40, "standin-long": 40, "standin-paced": 4}.get(model, 1)
+        )
+        pauses = {"standin-slow": 0.02, "standin-long": 0.4, "standin-paced": 0.025, "standin-code": 0.025}
+        pause = pauses.get(model, 0.005)
         prompt_tokens = sum(len(m.get("content", "").split()) for m in body.get("messages", []))
         if model.endswith("standin-liar"):
             prompt_tokens = 2**40

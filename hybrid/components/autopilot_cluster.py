@@ -54,10 +54,25 @@ class GkeCluster(Construct):
 
 
 class AutopilotCluster(GkeCluster):
-    """GKE provisions the nodes, as ``node_account``, with Managed Prometheus, GCS FUSE and Secret Manager on."""
+    """GKE provisions the nodes, as ``node_account``, with Managed Prometheus, GCS FUSE and Secret Manager on;
+    the control plane runs ``min_version`` or later when given (what the model servers' ComputeClass needs)."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        id_: str,
+        placement: ClusterPlacement,
+        *,
+        node_account: ServiceAccount,
+        pulls_from: tuple[Repository, ...],
+        min_version: str | None = None,
+    ) -> None:
+        self.min_version = min_version
+        super().__init__(scope, id_, placement, node_account=node_account, pulls_from=pulls_from)
 
     def _kind(self, node_account: ServiceAccount) -> dict[str, Any]:
         return dict(
+            min_master_version=self.min_version,
             enable_autopilot=True,
             monitoring_config=ContainerClusterMonitoringConfig(
                 managed_prometheus=ContainerClusterMonitoringConfigManagedPrometheus(enabled=True)

@@ -31,16 +31,22 @@ from cdktf_cdktf_provider_kubernetes.deployment_v1 import (
     DeploymentV1SpecTemplateSpecToleration,
     DeploymentV1Timeouts,
 )
+from cdktf_cdktf_provider_kubernetes.manifest import Manifest
 from constructs import Construct
 
 from hybrid.components.deployment import container_security, deployment, memory_volume, pod_security
 from hybrid.components.scaling import autoscaler, disruption_budget, external_metric
 from hybrid.components.standard_cluster import SPOT_LABEL
 from hybrid.config.workers import WorkerDeploymentSettings
+from services.servicekit.metrics_address import ADDRESS_VARIABLE
 
 NAME = "worker"
 LABELS = {"app": NAME}
 PORT_NAME = "health"
+# Its Prometheus metrics (services/servicekit/metrics.py) on a port of their own, which Managed
+# Service for Prometheus' collectors scrape as the PodMonitoring below says
+# (cloud.google.com/stackdriver/docs/managed-prometheus/setup-managed#gmp-pod-monitoring).
+METRICS_PORT_NAME, METRICS_PORT = "metrics", 9464
 # The adapter's name for Cloud Monitoring's metric, "/" written as "|"
 # (cloud.google.com/kubernetes-engine/docs/tutorials/autoscaling-metrics#pubsub).
 UNDELIVERED_METRIC = "pubsub.googleapis.com|subscription|num_undelivered_messages"
@@ -81,6 +87,19 @@ class BatchWorker(Construct):
             # (registry.terraform.io/providers/hashicorp/kubernetes/latest/docs/resources/deployment_v1#timeouts).
             wait_for_rollout=True,
             timeouts=DeploymentV1Timeouts(create="20m", update="20m"),
+        )
+        self.pod_monitoring = Manifest(
+            self,
+            "pod-monitoring",
+            manifest={
+                "apiVersion": "monitoring.googleapis.com/v1",
+                "kind": "PodMonitoring",
+                "metadata": {"name": NAME, "namespace": props.namespace},
+                "spec": {
+                    "selector": {"matchLabels": LABELS},
+                    "endpoints": [{"port": METRICS_PORT_NAME, "path": "/metrics", "interval": "30s"}],
+                },
+            },
         )
         # A node drain or upgrade takes at most one worker at a time; its lines go back to the queue.
         disruption_budget(self, name=NAME, namespace=props.namespace, labels=LABELS)
@@ -142,8 +161,15 @@ class BatchWorker(Construct):
             image=props.image,
             # The image is pinned by tag or digest; the node keeps what it pulled.
             image_pull_policy="IfNotPresent",
-            port=[DeploymentV1SpecTemplateSpecContainerPort(name=PORT_NAME, container_port=props.port)],
-            env=[DeploymentV1SpecTemplateSpecContainerEnv(name=key, value=value) for key, value in props.env],
+            port=[
+                DeploymentV1SpecTemplateSpecContainerPort(name=PORT_NAME, container_port=props.port),
+                DeploymentV1SpecTemplateSpecContainerPort(name=METRICS_PORT_NAME, container_port=METRICS_PORT),
+            ],
+            env=[
+                DeploymentV1SpecTemplateSpecContainerEnv(name=key, value=value)
+                # The collectors scrape the Pod's address; no Service exposes the port.
+                for key, value in (*props.env, (ADDRESS_VARIABLE, f"0.0.0.0:{METRICS_PORT}"))
+            ],
             volume_mount=[DeploymentV1SpecTemplateSpecContainerVolumeMount(name=TMP_VOLUME, mount_path="/tmp")],
             resources=DeploymentV1SpecTemplateSpecContainerResources(requests=size, limits=size),
             readiness_probe=DeploymentV1SpecTemplateSpecContainerReadinessProbe(

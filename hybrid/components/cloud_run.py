@@ -33,6 +33,7 @@ from cdktf_cdktf_provider_google_beta.google_project_service_identity import Goo
 from constructs import Construct
 
 from hybrid.components.grants import ALL_USERS, Grantable, IapRunService, Project, RunService, Secret
+from hybrid.components.metrics_sidecar import MetricsSidecar
 from hybrid.components.roles import IAP_ACCESSOR, INVOKER, LOG_WRITER, METRIC_WRITER
 from hybrid.components.service_account import ServiceAccount
 from hybrid.config import CloudRunSizing, GpuServiceSizing
@@ -121,6 +122,9 @@ class CloudRunServiceProps:
     secrets: tuple[tuple[str, str], ...] = ()
     container_port: int = 8080
     args: tuple[str, ...] = ()
+    # Its Prometheus metrics to Cloud Monitoring by a sidecar (hybrid/components/metrics_sidecar.py),
+    # configured by this secret; None: no sidecar.
+    metrics_config_secret: str | None = None
 
     @property
     def all_secrets(self) -> tuple[tuple[str, str], ...]:
@@ -147,6 +151,19 @@ class CloudRunService(Construct):
             Secret(secret).grant_read(self, service_account)
             for secret in sorted({secret for _, secret in props.all_secrets})
         ]
+        sidecar = (
+            MetricsSidecar(
+                self,
+                "metrics",
+                secret_id=props.metrics_config_secret,
+                project=props.project,
+                region=props.region,
+                reader=service_account,
+            )
+            if props.metrics_config_secret
+            else None
+        )
+        env = (*props.env, *(sidecar.env if sidecar else ()))
 
         self.service = CloudRunV2Service(
             self,
@@ -155,7 +172,7 @@ class CloudRunService(Construct):
             location=props.region,
             ingress=settings.ingress,
             deletion_protection=props.deletion_protection,
-            depends_on=secret_grants or None,
+            depends_on=[*secret_grants, *([sidecar.grant] if sidecar else [])] or None,
             template=CloudRunV2ServiceTemplate(
                 service_account=service_account.email,
                 execution_environment="EXECUTION_ENVIRONMENT_GEN2",
@@ -179,11 +196,13 @@ class CloudRunService(Construct):
                             cpu_idle=not settings.cpu_always_allocated,
                             startup_cpu_boost=settings.startup_cpu_boost,
                         ),
-                        env=[*_plain_env(props.env), *_secret_env(props.all_secrets)] or None,
+                        env=[*_plain_env(env), *_secret_env(props.all_secrets)] or None,
                         startup_probe=MODEL_STARTUP_PROBE if gpu else STARTUP_PROBE,
                         liveness_probe=LIVENESS_PROBE,
-                    )
+                    ),
+                    *([sidecar.container()] if sidecar else []),
                 ],
+                volumes=[sidecar.volume()] if sidecar else None,
             ),
         )
         # Made here, whoever owns the account: what this service does, its identity may do.
@@ -217,18 +236,23 @@ class CloudRunService(Construct):
     def _grant_invoke(self, who: str, to: Grantable) -> None:
         self.target.bind(self, f"invoker-{who}", INVOKER, to.member)
 
-    def require_iap(self, *, members: list[str], beta: TerraformProvider) -> None:
+    def require_iap(self, *, members: list[str], beta: TerraformProvider, at_load_balancer: bool = False) -> None:
         """Put Identity-Aware Proxy in front: only ``members`` get through, signed in.
 
         hashicorp/google 6.50.0 has ``iap_enabled`` and the IAP IAM resources in its beta
         provider only (cloud.google.com/run/docs/securing/identity-aware-proxy-cloud-run).
+        ``at_load_balancer``: IAP is the load balancer's backend service's, which binds ``members``
+        itself; the service lets IAP's agent invoke it, and no one else
+        (cloud.google.com/iap/docs/enabling-cloud-run).
         """
-        self.service.provider = beta
-        self.service.add_override("iap_enabled", True)
         agent = GoogleProjectServiceIdentity(
             self, "iap-agent", project=self.project, service="iap.googleapis.com", provider=beta
         )
         self._grant_invoke("iap", agent)
+        if at_load_balancer:
+            return
+        self.service.provider = beta
+        self.service.add_override("iap_enabled", True)
         behind_iap = IapRunService(self.project, self.region, self.service.name, beta)
         for index, member in enumerate(members):
             behind_iap.bind(self, f"iap-access-{index}", IAP_ACCESSOR, member)

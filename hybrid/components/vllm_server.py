@@ -1,12 +1,15 @@
 """vLLM's OpenAI-compatible server on GKE Autopilot GPUs, reachable only from Cloud Run's subnet.
 
-Deployment (requests equal limits, long startup budget), an internal passthrough
-load balancer on a reserved address, a PodDisruptionBudget, a NetworkPolicy,
-a PodMonitoring for Managed Prometheus and an HPA on vLLM's queue length.
+Deployment (requests equal limits, a startup budget sized from the model), an internal
+passthrough load balancer on a reserved address, a PodDisruptionBudget, a NetworkPolicy,
+a PodMonitoring for Managed Prometheus and an HPA on vLLM's queue length; with an
+obtainability ladder, the custom ComputeClass whose rungs the Pods are placed on.
 """
 
 from __future__ import annotations
 
+import json
+import math
 from dataclasses import dataclass
 from enum import Enum
 from typing import TypeVar
@@ -18,6 +21,9 @@ from cdktf_cdktf_provider_kubernetes.deployment_v1 import (
     DeploymentV1SpecTemplateSpec,
     DeploymentV1SpecTemplateSpecContainer,
     DeploymentV1SpecTemplateSpecContainerEnv,
+    DeploymentV1SpecTemplateSpecContainerLifecycle,
+    DeploymentV1SpecTemplateSpecContainerLifecyclePreStop,
+    DeploymentV1SpecTemplateSpecContainerLifecyclePreStopExec,
     DeploymentV1SpecTemplateSpecContainerLivenessProbe,
     DeploymentV1SpecTemplateSpecContainerPort,
     DeploymentV1SpecTemplateSpecContainerReadinessProbe,
@@ -63,6 +69,7 @@ from cdktf_cdktf_provider_kubernetes.service_v1 import (
 )
 from constructs import Construct
 
+from hybrid.catalog import MODELS
 from hybrid.components.deployment import container_security, deployment, memory_volume, pod_security
 from hybrid.components.scaling import autoscaler, disruption_budget, pods_metric
 from hybrid.config import GkeModelServerSettings
@@ -80,8 +87,18 @@ MANAGED_PROMETHEUS_NAMESPACE = "gke-gmp-system"
 PORT_NAME = "http"
 MODEL_CACHE = "/data/models"
 HF_TOKEN_DIR = "/var/run/secrets/huggingface"
-# Weights load for minutes: up to 30 minutes (180 x 10 s) before liveness takes over.
-STARTUP_PERIOD_SECONDS, STARTUP_FAILURES = 10, 180
+STARTUP_PERIOD_SECONDS = 10
+# The model servers' custom ComputeClass, when [inference.gke] obtain lists rungs.
+COMPUTE_CLASS = "model-servers"
+# Spot's preemption notice is 30 s, of which GKE gives non-system Pods the first 15 s by default
+# (cloud.google.com/kubernetes-engine/docs/concepts/spot-vms): a longer grace would be cut short.
+SPOT_GRACE_SECONDS = 15
+GRACE_SECONDS = 60
+# A Pod being deleted leaves the Service's endpoints while its preStop hook runs
+# (kubernetes.io/docs/concepts/workloads/pods/pod-lifecycle/#pod-termination): sleeping first lets the
+# load balancer stop sending before vLLM gets SIGTERM, on which its server (uvicorn) stops accepting
+# and lets in-flight requests finish (www.uvicorn.org/server-behavior/#graceful-process-shutdown).
+DRAIN_SECONDS = 5
 
 
 Probe = TypeVar(
@@ -97,6 +114,24 @@ class Weights(Enum):
 
     PVC = "pvc"  # a persistent disk the server downloads them to once
     GCSFUSE = "gcsfuse"  # a bucket staged ahead, mounted read-only by GCS FUSE
+    STREAMER = "streamer"  # a bucket staged ahead, streamed into GPU memory by the Run:ai model streamer
+
+
+# The lowest rate each path reads weights at, in GB/s, for the startup probe's budget
+# (docs/gpu-capacity.md, "Fast model loading", gives the published figures these sit below).
+LOAD_GB_PER_SECOND = {Weights.PVC: 0.05, Weights.GCSFUSE: 0.2, Weights.STREAMER: 0.5}
+# After the weights: CUDA graph capture, the KV cache's allocation, the server's start.
+WARMUP_SECONDS = 300
+# The startup budget is twice the estimate, and never below the 30 minutes every server had before.
+STARTUP_MARGIN, STARTUP_FLOOR_SECONDS = 2.0, 1800
+
+
+def startup_failures(settings: GkeModelServerSettings) -> int:
+    """The startup probe's failureThreshold: STARTUP_PERIOD_SECONDS apart, they cover the time the model
+    takes to load (its size over its path's rate, plus warm-up) twice over, or the floor."""
+    load = MODELS[settings.model].weights_gb / LOAD_GB_PER_SECOND[Weights(settings.weights)] + WARMUP_SECONDS
+    budget = max(STARTUP_FLOOR_SECONDS, load * STARTUP_MARGIN)
+    return math.ceil(budget / STARTUP_PERIOD_SECONDS)
 
 
 @dataclass(frozen=True)
@@ -117,6 +152,10 @@ class VllmServerProps:
     def weights(self) -> Weights:
         return Weights(self.settings.weights)
 
+    @property
+    def grace_seconds(self) -> int:
+        return SPOT_GRACE_SECONDS if "spot" in self.settings.obtain else GRACE_SECONDS
+
 
 class VllmServer(Construct):
     """Built in the order the objects depend on each other: the claim and the secret's provider
@@ -126,6 +165,7 @@ class VllmServer(Construct):
         super().__init__(scope, id_)
         self.props = props
         volumes, mounts = self._volumes()
+        self.compute_class = self._compute_class() if props.settings.obtain else None
         self.deployment = self._deployment(self._pod_spec(volumes, mounts))
         self.service = self._load_balancer()
         self._disruption_budget()
@@ -149,7 +189,46 @@ class VllmServer(Construct):
             # GCS FUSE needs its sidecar injected (cloud.google.com/kubernetes-engine/docs/how-to/persistent-volumes/cloud-storage-fuse-csi-driver-sidecar).
             pod_annotations={"gke-gcsfuse/volumes": "true"} if props.weights is Weights.GCSFUSE else None,
             wait_for_rollout=False,
+            # Autopilot places a Pod selecting a ComputeClass only once the class exists.
+            depends_on=[self.compute_class] if self.compute_class else None,
         )
+
+    def _compute_class(self) -> Manifest:
+        """The ladder's rungs as the priorities of a custom ComputeClass, best first
+        (cloud.google.com/kubernetes-engine/docs/concepts/about-custom-compute-classes)."""
+        settings = self.props.settings
+        return Manifest(
+            self,
+            "compute-class",
+            manifest={
+                "apiVersion": "cloud.google.com/v1",
+                "kind": "ComputeClass",
+                "metadata": {"name": COMPUTE_CLASS},
+                "spec": {
+                    "priorities": [self._priority(rung) for rung in settings.obtain],
+                    # Moves the servers back up the ladder when a better rung has capacity again.
+                    "activeMigration": {"optimizeRulePriority": True},
+                    # Autopilot creates the nodes; Standard clusters need this to do the same.
+                    "nodePoolAutoCreation": {"enabled": True},
+                    # Below the last rung, the Pods wait rather than land on a node outside the ladder.
+                    "whenUnsatisfiable": "DoNotScaleUp",
+                },
+            },
+        )
+
+    def _priority(self, rung: str) -> dict[str, object]:
+        """One rung: the servers' GPUs, obtained that way (the fields: cloud.google.com/kubernetes-engine/docs/reference/crds/computeclass)."""
+        settings = self.props.settings
+        gpu: dict[str, object] = {"gpu": {"type": settings.gpu_type, "count": settings.gpu_count}}
+        if rung == "reservation":
+            # Part of a raw manifest (a free-form map, not provider structs): no field is dropped.
+            named = {"affinity": "Specific", "specific": [dict(name=settings.reservation)]}
+            return gpu | {"reservations": named if settings.reservation else {"affinity": "AnyBestEffort"}}
+        if rung == "flex_start":
+            return gpu | {"flexStart": {"enabled": True}}
+        if rung == "spot":
+            return gpu | {"spot": True}
+        return gpu  # on-demand: neither Spot nor flex-start nor a reservation
 
     def _strategy(self) -> DeploymentV1SpecStrategy:
         if self.props.weights is Weights.PVC:
@@ -157,7 +236,7 @@ class VllmServer(Construct):
             # would block the rollout. Recreate stops the old Pod before starting the new one
             # (kubernetes.io/docs/concepts/workloads/controllers/deployment/#recreate-deployment).
             return DeploymentV1SpecStrategy(type="Recreate")
-        # GCS FUSE reads are shared, so old and new servers can run side by side. Surge one
+        # Bucket reads are shared, so old and new servers can run side by side. Surge one
         # server at a time and take none away: each new server loads for minutes, so serving
         # capacity never drops below what the autoscaler asked for; the price is one more GPU
         # during the rollout, and if none can be had the rollout waits while the old Pods serve.
@@ -174,16 +253,24 @@ class VllmServer(Construct):
         props = self.props
         return DeploymentV1SpecTemplateSpec(
             service_account_name=props.service_account,
-            # Both are needed on Autopilot (cloud.google.com/kubernetes-engine/docs/how-to/autopilot-gpus).
-            node_selector={
-                "cloud.google.com/gke-accelerator": props.settings.gpu_type,
-                "cloud.google.com/gke-accelerator-count": str(props.settings.gpu_count),
-            },
-            termination_grace_period_seconds=60,
+            node_selector=self._node_selector(),
+            termination_grace_period_seconds=props.grace_seconds,
             security_context=pod_security(),
             container=[self._container(mounts)],
             volume=volumes,
         )
+
+    def _node_selector(self) -> dict[str, str]:
+        settings = self.props.settings
+        if settings.obtain:
+            # The class's rungs name the GPUs; the Pod names the class
+            # (cloud.google.com/kubernetes-engine/docs/how-to/node-attributes-compute-classes).
+            return {"cloud.google.com/compute-class": COMPUTE_CLASS}
+        # Both are needed on Autopilot (cloud.google.com/kubernetes-engine/docs/how-to/autopilot-gpus).
+        return {
+            "cloud.google.com/gke-accelerator": settings.gpu_type,
+            "cloud.google.com/gke-accelerator-count": str(settings.gpu_count),
+        }
 
     def _container(
         self, mounts: list[DeploymentV1SpecTemplateSpecContainerVolumeMount]
@@ -200,7 +287,7 @@ class VllmServer(Construct):
             startup_probe=self._health(
                 DeploymentV1SpecTemplateSpecContainerStartupProbe,
                 period=STARTUP_PERIOD_SECONDS,
-                failures=STARTUP_FAILURES,
+                failures=startup_failures(props.settings),
             ),
             readiness_probe=self._health(
                 DeploymentV1SpecTemplateSpecContainerReadinessProbe,
@@ -214,13 +301,22 @@ class VllmServer(Construct):
             ),
             security_context=container_security(),
             volume_mount=mounts,
+            lifecycle=DeploymentV1SpecTemplateSpecContainerLifecycle(
+                pre_stop=[
+                    DeploymentV1SpecTemplateSpecContainerLifecyclePreStop(
+                        exec=DeploymentV1SpecTemplateSpecContainerLifecyclePreStopExec(
+                            command=["sleep", str(DRAIN_SECONDS)]
+                        )
+                    )
+                ]
+            ),
         )
 
     def _args(self) -> list[str]:
         props = self.props
         args = [
             "--model",
-            props.settings.model,
+            self._model_path(),
             "--tensor-parallel-size",
             str(props.settings.tensor_parallel_size),
             "--max-model-len",
@@ -232,14 +328,28 @@ class VllmServer(Construct):
         ]
         if props.quantization:
             args += ["--quantization", props.quantization]
+        if props.weights is Weights.STREAMER:
+            # Safetensors streamed from Cloud Storage into GPU memory, read concurrently
+            # (docs.vllm.ai/en/latest/models/extensions/runai_model_streamer.html); each shard
+            # streams its own part with tensor parallelism. Clients keep asking for the model by name.
+            args += ["--load-format", "runai_streamer", "--served-model-name", props.settings.model]
+            if props.settings.tensor_parallel_size > 1:
+                args += ["--model-loader-extra-config", json.dumps({"distributed": True})]
         return args
+
+    def _model_path(self) -> str:
+        """The model's Hugging Face name, or with the streamer its staged copy: gs://<weights_bucket>/<model>."""
+        settings = self.props.settings
+        if self.props.weights is Weights.STREAMER:
+            return f"gs://{settings.weights_bucket}/{settings.model}"
+        return str(settings.model)
 
     def _env(self) -> dict[str, str]:
         env = {"HF_HOME": MODEL_CACHE}
         if self.props.settings.hf_token_secret:
             env["HF_TOKEN_PATH"] = f"{HF_TOKEN_DIR}/token"
-        if self.props.weights is Weights.GCSFUSE:
-            # The bucket holds the Hugging Face cache, staged ahead; the server only reads it.
+        if self.props.weights is not Weights.PVC:
+            # The bucket holds the weights, staged ahead; the server only reads it.
             env["HF_HUB_OFFLINE"] = "1"
         return env
 
@@ -289,6 +399,9 @@ class VllmServer(Construct):
 
     def _model_cache_volume(self) -> DeploymentV1SpecTemplateSpecVolume:
         props = self.props
+        if props.weights is Weights.STREAMER:
+            # Only the tokenizer and config land on disk; the weights go straight to GPU memory.
+            return memory_volume("model-cache", "10Gi")
         if props.weights is Weights.PVC:
             claim = PersistentVolumeClaimV1(
                 self,

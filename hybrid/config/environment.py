@@ -14,6 +14,7 @@ from typing import Annotated
 from pydantic import Field, model_validator
 
 from hybrid import topology
+from hybrid.catalog import gke_version, ladder_version
 from hybrid.config.budget import BudgetSettings
 from hybrid.config.cluster import ClusterSettings
 from hybrid.config.database import DatabaseSettings
@@ -79,6 +80,21 @@ class Environment(Settings):
     def service_regions(self) -> tuple[str, ...]:
         """Where the frontend, the gateway and the orchestrator run: the environment's region first."""
         return (self.region, *(r for r in self.edge.regions if r != self.region))
+
+    @model_validator(mode="after")
+    def _ladder_version(self) -> Environment:
+        gke = self.inference.gke
+        if self.inference.placement != "gke" or gke is None or not gke.obtain:
+            return self
+        needed = ladder_version(list(gke.obtain))
+        given = self.cluster.min_version
+        if given is None or gke_version(given) < gke_version(needed):
+            raise invalid(
+                "cluster.min_version",
+                f"must be at least {needed} for inference.gke.obtain = {list(gke.obtain)} (hybrid.catalog.RUNGS "
+                "cites each rung's version); the cluster enforces it as its min_master_version",
+            )
+        return self
 
     @model_validator(mode="after")
     def _workers_network(self) -> Environment:

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import fields
 from typing import Annotated, Literal
 
-from pydantic import model_validator
+from pydantic import Field, model_validator
 
-from hybrid.catalog import GPUS, MODELS, ServerShape, capacity_problems
+from hybrid.catalog import GPUS, MODELS, VERTEX_MODELS, ServerShape, capacity_problems, ladder_problems
 from hybrid.config.services import GpuServiceSizing, ImageRef, Memory, SecretId, memory_gib
 from hybrid.config.validation import Bounded, BucketName, Settings, between, invalid
 
 Replicas = Annotated[int, between(1, 100)]
+# The Run:ai streamer authenticates to Cloud Storage itself from vLLM 0.11.1
+# (cloud.google.com/kubernetes-engine/docs/how-to/persistent-volumes/run-ai-model-streamer).
+STREAMER_VLLM = (0, 11, 1)
+# A rung of the obtainability ladder (hybrid.catalog.RUNGS): how a GPU node may be obtained.
+Rung = Literal["reservation", "on_demand", "flex_start", "spot"]
 
 
 class GkeModelServerSettings(Bounded):
@@ -35,8 +41,10 @@ class GkeModelServerSettings(Bounded):
     # Room for the image, compile caches and, with gcsfuse, the file cache (the 1Gi default breaks vLLM).
     ephemeral_storage: Memory = "100Gi"
     # "pvc": a premium-rwo disk per server (the reference architecture: 100Gi), so one replica at most;
-    # "gcsfuse": weights read from weights_bucket through the GCS FUSE CSI driver, shared.
-    weights: Literal["pvc", "gcsfuse"] = "pvc"
+    # "gcsfuse": weights read from weights_bucket through the GCS FUSE CSI driver, shared;
+    # "streamer": vLLM streams the safetensors from gs://<weights_bucket>/<model> into GPU memory with
+    # the Run:ai model streamer (docs/gpu-capacity.md compares the three).
+    weights: Literal["pvc", "gcsfuse", "streamer"] = "pvc"
     weights_volume_size: Memory = "100Gi"
     weights_bucket: BucketName | None = None  # made by the registry layer
     hf_token_secret: SecretId | None = None
@@ -44,15 +52,31 @@ class GkeModelServerSettings(Bounded):
     max_replicas: Replicas = 1
     # Scale out when more than this many requests wait in each server's queue on average.
     queue_target: Annotated[int, between(1, 1000)] = 10
+    # The obtainability ladder, best rung first (docs/gpu-capacity.md): a custom ComputeClass whose
+    # priorities are these rungs. Empty: today's single on-demand shape, chosen by node selectors.
+    obtain: list[Rung] = Field(default_factory=list)
+    # The reservation rung's named reservation; unset, it consumes any matching one.
+    reservation: Annotated[str, Field(pattern=r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")] | None = None
 
     @model_validator(mode="after")
     def _fits(self) -> GkeModelServerSettings:
         if self.weights == "pvc" and self.max_replicas > 1:
             raise invalid(
-                "weights", "must be 'gcsfuse' for max_replicas > 1: 'pvc' is a ReadWriteOnce disk for one server"
+                "weights",
+                "must be 'gcsfuse' or 'streamer' for max_replicas > 1: 'pvc' is a ReadWriteOnce disk for one server",
             )
-        if self.weights == "gcsfuse" and not self.weights_bucket:
-            raise invalid("weights_bucket", "must be set when weights is 'gcsfuse'")
+        if self.weights != "pvc" and not self.weights_bucket:
+            raise invalid("weights_bucket", f"must be set when weights is {self.weights!r}")
+        if self.weights == "streamer" and _vllm_version(self.image) < STREAMER_VLLM:
+            raise invalid(
+                "image",
+                "must be vLLM v0.11.1 or later, its tag saying so, for weights = 'streamer': its Run:ai streamer "
+                "reads gs:// with the Pod's identity from then on",
+            )
+        if self.reservation and "reservation" not in self.obtain:
+            raise invalid("reservation", "names the reservation rung's reservation: add 'reservation' to obtain")
+        for key, why in ladder_problems(list(self.obtain), self.gpu_type):
+            raise invalid(key, why)
         # The shape's fields are these settings' of the same names, but memory, which it counts in GiB.
         same = {field.name: getattr(self, field.name) for field in fields(ServerShape) if field.name != "memory_gib"}
         shape = ServerShape(**same, memory_gib=memory_gib(self.memory))
@@ -61,12 +85,46 @@ class GkeModelServerSettings(Bounded):
         return self
 
 
+def _vllm_version(image: str) -> tuple[int, ...]:
+    """The version an image's tag names (``...:v0.11.1`` -> (0, 11, 1)); (0,) when the tag names none."""
+    found = re.search(r":v?(\d+)\.(\d+)\.(\d+)$", image)
+    return tuple(int(part) for part in found.groups()) if found else (0,)
+
+
 class InferenceSettings(Settings):
     # "gke": vLLM on GKE Autopilot ([inference.gke]) behind an internal load balancer;
     # "cloud_run": the [inference.cloud_run] service on a Cloud Run GPU.
     placement: Literal["gke", "cloud_run"] = "gke"
     gke: GkeModelServerSettings | None = None
     cloud_run: GpuServiceSizing | None = None
+
+    # Where the self-hosted model's requests go when its servers are unavailable or saturated
+    # (docs/routing.md, "Choosing a spill threshold"): "vertex:<model>", a Gemini model of the
+    # catalog's VERTEX_MODELS on Vertex AI; unset, they wait in vLLM's queue.
+    spill_to: str | None = None
+    # Saturated: vllm:num_requests_waiting at spill_waiting or more on the replica the load
+    # balancer sends the poll to, or vllm:kv_cache_usage_perc at spill_kv_cache (1 = full).
+    spill_waiting: Annotated[int, between(1, 10_000)] = 8
+    spill_kv_cache: Annotated[float, Field(gt=0, le=1)] = 0.95
+    # Batch lines back off at batch_share of those thresholds, and wait rather than spill
+    # unless batch_spill (a batch's 24 hours can wait; Vertex AI's tokens cost more).
+    batch_share: Annotated[float, Field(gt=0, le=1)] = 0.5
+    batch_spill: bool = False
+
+    @model_validator(mode="after")
+    def _spill_known(self) -> InferenceSettings:
+        if self.spill_to is None:
+            return self
+        kind, _, model = self.spill_to.partition(":")
+        if kind != "vertex" or model not in VERTEX_MODELS:
+            allowed = ", ".join(f"vertex:{name}" for name in VERTEX_MODELS)
+            raise invalid("spill_to", f"must be one of {allowed}")
+        return self
+
+    @property
+    def spill_model(self) -> str | None:
+        """The Vertex AI model spill_to names, if any."""
+        return self.spill_to.partition(":")[2] if self.spill_to else None
 
     @model_validator(mode="after")
     def _placed(self) -> InferenceSettings:

@@ -54,9 +54,25 @@ def parse_environment(raw: Mapping[str, Any], path: Path | None = None) -> Envir
         ]
         raise ConfigError(path, problems) from None
     problems = [*_region_problems(env), *_contract_problems(env)]
+    # The edge's rules read the gateway's settings: checked once those are valid.
+    problems = problems or _edge_problems(env)
     if problems:
         raise ConfigError(path, problems)
     return env
+
+
+def _edge_problems(env: Environment) -> list[str]:
+    """The edge's Cloud Armor rules as the edge layer would make them (hybrid/armor.py)."""
+    if not env.edge.enabled:
+        return []
+    from hybrid.armor import ArmorRuleError, armor_rules  # builds on this package
+    from hybrid.service_contract import gateway_requests_per_user_minute
+
+    try:
+        armor_rules(env.edge.armor, gateway_requests_per_user_minute(env))
+    except ArmorRuleError as err:
+        return [str(err)]
+    return []
 
 
 def _contract_problems(env: Any, *, partial: bool = False) -> list[str]:

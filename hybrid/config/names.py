@@ -5,6 +5,22 @@ from __future__ import annotations
 from hybrid import topology
 
 _RFC1035 = r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?"
+# The edge's named parts (hybrid/components/load_balancer.py, stacks/edge.py).
+EDGE_PARTS = (
+    "ip",
+    "https-rule",
+    "http-rule",
+    "frontend",
+    "gateway",
+    "frontend-neg",
+    "gateway-neg",
+    "url-map",
+    "http-redirect",
+    "https-proxy",
+    "http-proxy",
+    "cert",
+    "armor",
+)
 _SERVICE_ACCOUNT = (r"[a-z][-a-z0-9]{4,28}[a-z0-9]", "6-30 characters")
 # A GKE cluster's or node pool's name, a Memorystore instance's id: at most 40 characters (cited where used).
 _UP_TO_40 = (r"[a-z]([-a-z0-9]{0,38}[a-z0-9])?", "at most 40 characters")
@@ -66,8 +82,13 @@ class ResourceNames:
         self.redis_instance = f"{env}-ratelimit"
         self.redis_auth_secret = f"{env}-redis-auth"
         self.rate_limit_fallback_metric = f"{env}-gateway-rate-limit-fallback"
+        # The edge ([edge]): its load balancer's parts and its Cloud Armor policy. A NEG is regional,
+        # so each region's keeps the one name.
+        self.edge = {part: f"{env}-edge-{part}" for part in EDGE_PARTS}
         self.service = {service: f"{env}-{service}" for service in declared.cloud_run_services()}
         self.orchestrator_account = self.service["orchestrator"]
+        # Each service's metrics sidecar's RunMonitoring document (hybrid/components/metrics_sidecar.py).
+        self.metrics_config_secret = {service: f"{name}-rungmp" for service, name in self.service.items()}
         # The workers tier ([workers]): its subnet and secondary ranges, cluster, pools, identities,
         # the batch files' bucket (global: the project keeps it unique) and the queue.
         self.workers_subnet = f"{env}-workers"
@@ -85,7 +106,11 @@ class ResourceNames:
     def rules(self, *, workers: bool = True) -> dict[str, tuple[str, str, str]]:
         """Each name's (value, pattern, rule); the workers tier's only with ``workers``."""
         rfc = "1-63 lowercase letters, digits and hyphens, starting with a letter"
-        return {**self._base_rules(rfc), **(self._workers_rules(rfc) if workers else {})}
+        return {**self._base_rules(rfc), **(self._workers_rules(rfc) if workers else {}), **self._edge_rules(rfc)}
+
+    def _edge_rules(self, rfc: str) -> dict[str, tuple[str, str, str]]:
+        # cloud.google.com/compute/docs/naming-resources: Compute Engine names are RFC 1035, 1-63 characters.
+        return {f"edge {part}": (name, _RFC1035, rfc) for part, name in self.edge.items()}
 
     def _workers_rules(self, rfc: str) -> dict[str, tuple[str, str, str]]:
         # cloud.google.com/pubsub/docs/reference/rest/v1/projects.topics (and .subscriptions): a
@@ -188,6 +213,10 @@ class ResourceNames:
             "database admin password secret": (self.database_admin_secret, *_SECRET_ID),
             "rate-limit fallback metric": (self.rate_limit_fallback_metric, *_METRIC),
             "Redis AUTH string secret": (self.redis_auth_secret, *_SECRET_ID),
+            **{
+                f"{service} metrics sidecar secret": (name, *_SECRET_ID)
+                for service, name in self.metrics_config_secret.items()
+            },
             # cloud.google.com/memorystore/docs/redis/reference/rest/v1/projects.locations.instances/create:
             # instanceId, 1-40 lowercase letters, digits or hyphens, starting with a letter.
             "Memorystore instance": (self.redis_instance, *_UP_TO_40),

@@ -18,14 +18,15 @@ from services.gateway.deps import Gateway
 from services.gateway.middleware import BodyDeadlines, RequestContext
 from services.gateway.openapi import with_bodies
 from services.gateway.protocol import HttpToolsWithHeaderDeadline
-from services.gateway.ratelimit import limiter_for
-from services.gateway.routes import batches, chat, files, health, models
+from services.gateway.ratelimit import RateLimiter, limiter_for
+from services.gateway.routes import batches, chat, files, health, models, usage
 from services.gateway.settings import GatewaySettings
 from services.gateway.uploads import UploadSlots
 from services.servicekit import logs
 from services.servicekit.chat import ChatCompletionRequest
 from services.servicekit.errors import install_error_handlers
 from services.servicekit.identity import IdTokenSource, NoToken
+from services.servicekit.metrics import serve_metrics
 
 
 def create_app(settings: GatewaySettings) -> FastAPI:
@@ -33,6 +34,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     app.state.gateway = Gateway(
         settings=settings,
         limiter=limiter_for(settings),
+        readers=RateLimiter(settings.read_rate_limit_per_minute, settings.read_rate_limit_burst),
         identity=(
             IdTokenSource(settings.orchestrator_audience or settings.orchestrator_url)
             if settings.orchestrator_auth == "google-id-token"
@@ -57,13 +59,15 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         app.add_middleware(
             CORSMiddleware,
             allow_origins=origins,
-            allow_methods=["POST"],
+            # The chat page posts chats and reads its models and usage; the batch page also
+            # lists, reads and downloads (GET).
+            allow_methods=["GET", "POST"],
             allow_headers=["authorization", "content-type", "idempotency-key", "x-request-id"],
             expose_headers=["idempotent-replayed", "retry-after", "x-request-id"],
             max_age=600,
         )
     install_error_handlers(app)
-    for routes in (health, chat, models, files, batches):
+    for routes in (health, chat, models, usage, files, batches):
         app.include_router(routes.router)
     # FastAPI's documented way to extend its OpenAPI document.
     app.openapi = with_bodies(app, (ChatCompletionRequest, BatchCreateRequest))  # type: ignore[method-assign]
@@ -104,6 +108,7 @@ def main() -> FastAPI:
     """The ASGI app uvicorn serves (``services.gateway.app:main`` with --factory)."""
     settings = GatewaySettings()
     logs.configure(settings.log_level)
+    serve_metrics(settings.metrics_address)
     HttpToolsWithHeaderDeadline.header_timeout = settings.header_timeout_seconds  # the image's --http
     app = create_app(settings)
     # Start-up objects never die: keep them out of the collector's full passes, which

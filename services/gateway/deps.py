@@ -11,9 +11,10 @@ from fastapi import Depends, Request
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
+from services.gateway import metrics
 from services.gateway.auth import Unauthorized
 from services.gateway.batch_input import LineLimits
-from services.gateway.ratelimit import LocalRateLimiter, SharedRateLimiter, retry_after
+from services.gateway.ratelimit import LocalRateLimiter, RateLimiter, SharedRateLimiter, retry_after
 from services.gateway.settings import GatewaySettings
 from services.gateway.uploads import UploadSlots
 from services.servicekit import logs
@@ -32,6 +33,7 @@ class Gateway:
 
     settings: GatewaySettings
     limiter: SharedRateLimiter | LocalRateLimiter
+    readers: RateLimiter  # for Reader: this instance's buckets
     identity: IdTokenSource | NoToken
     uploads: UploadSlots
     line_limits: LineLimits
@@ -49,15 +51,30 @@ def gateway(request: Request) -> Gateway:
 State = Annotated[Gateway, Depends(gateway)]
 
 
-async def admitted_user(request: Request, state: State) -> str:
-    """The authenticated caller's user id, within the rate limit; else 401 or 429."""
+async def authenticated_user(request: Request) -> str:
+    """The authenticated caller's user id; else 401."""
     try:
         caller = await request.app.state.verifier.verify(request.headers.get("authorization"))
     except Unauthorized as err:
         logs.event(log, "unauthorized", logging.WARNING, reason=err.reason)
+        metrics.AUTH_FAILURES.labels(metrics.auth_reason(err.reason)).inc()
         raise unauthorized() from None
-    wait = await state.limiter.take(caller.user_id)
+    return str(caller.user_id)
+
+
+async def admitted_user(state: State, user_id: Annotated[str, Depends(authenticated_user)]) -> str:
+    """The authenticated caller's user id, within the rate limit; else 401 or 429."""
+    return limited(user_id, await state.limiter.take(user_id))
+
+
+async def admitted_reader(state: State, user_id: Annotated[str, Depends(authenticated_user)]) -> str:
+    """As admitted_user, within the reads' own limit."""
+    return limited(user_id, state.readers.take(user_id))
+
+
+def limited(user_id: str, wait: float) -> str:
     if wait:
+        metrics.RATE_LIMITED.labels("requests").inc()  # the limiter's one kind: requests per user
         raise ApiError(
             429,
             "rate limit exceeded; retry later",
@@ -65,10 +82,13 @@ async def admitted_user(request: Request, state: State) -> str:
             "rate_limited",
             headers={"Retry-After": retry_after(wait)},
         )
-    return str(caller.user_id)
+    return user_id
 
 
 User = Annotated[str, Depends(admitted_user)]
+# For reads of the caller's own state that the chat page makes around every answer (the models,
+# the usage today): authenticated, and limited apart from the model calls.
+Reader = Annotated[str, Depends(admitted_reader)]
 
 
 class JsonBody(Generic[Body]):

@@ -1,4 +1,5 @@
-"""The gateway's one middleware: request ids, one log line per request, and the body's deadlines."""
+"""The gateway's one middleware: request ids, one log line and the metrics per request, and the
+body's deadlines."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from services.gateway import metrics
 from services.gateway.routes.files import UPLOAD_PATH
 from services.servicekit import logs
 from services.servicekit.errors import ApiError
@@ -117,11 +119,15 @@ class RequestContext:
             ).response
             await late(scope, receive, exchange.send)
         finally:
+            elapsed = time.perf_counter() - started
+            route = metrics.route_of(scope)
+            metrics.REQUESTS.labels(route, str(exchange.status)).inc()
+            metrics.DURATION.labels(route).observe(elapsed)
             logs.event(
                 log,
                 "request",
                 method=scope["method"],
                 path=scope["path"],
                 status=exchange.status,
-                latency_ms=round((time.perf_counter() - started) * 1000, 1),
+                latency_ms=round(elapsed * 1000, 1),
             )

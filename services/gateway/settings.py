@@ -7,6 +7,8 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from services.servicekit.metrics_address import MetricsAddress
+
 CLOUD_RUN_MAX_REQUEST_BYTES = 32 * 1024 * 1024
 # The warning an instance logs while it limits alone because Redis did not answer
 # (services.gateway.ratelimit); the stacks' log-based metric counts it, so it is named once, here,
@@ -38,6 +40,11 @@ class GatewaySettings(BaseSettings):
     upstream_read_timeout_seconds: float = Field(300, gt=0)  # Cloud Run's request timeout
     rate_limit_per_minute: float = Field(60, gt=0)
     rate_limit_burst: int = Field(20, ge=1)
+    # Reads of the caller's own state (GET /v1/models, /v1/usage: the chat page makes them at
+    # sign-in and after each answer) have a bucket of their own, per instance: each is one
+    # small query, and they must not spend the model calls' bucket.
+    read_rate_limit_per_minute: float = Field(120, gt=0)
+    read_rate_limit_burst: int = Field(30, ge=1)
     # The per-user limit's buckets, shared by every instance in Memorystore for Redis, reached
     # over the gateway's private egress (services.gateway.ratelimit). redis_auth: the instance's
     # AUTH string (a Secret Manager reference on Cloud Run); redis_server_ca: its server CA (PEM),
@@ -83,3 +90,4 @@ class GatewaySettings(BaseSettings):
     # Origins whose pages may call the API from a browser (the frontend), comma-separated.
     allowed_origins: str = ""
     log_level: str = "INFO"
+    metrics_address: MetricsAddress = None  # services/servicekit/metrics.py

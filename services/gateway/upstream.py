@@ -12,7 +12,7 @@ from fastapi import Depends, Request
 from fastapi.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from services.gateway.deps import State, User
+from services.gateway.deps import Reader, State, User
 from services.servicekit import logs
 from services.servicekit.errors import ApiError, stream_broke_event
 
@@ -127,4 +127,12 @@ async def _disconnect(receive: Receive) -> None:
         pass
 
 
+class ReadingOrchestrator(Orchestrator):
+    """The orchestrator, for an authenticated caller's read, within the reads' limit (deps.Reader)."""
+
+    def __init__(self, request: Request, state: State, user_id: Reader) -> None:
+        super().__init__(request, state, user_id)
+
+
 Upstream = Annotated[Orchestrator, Depends()]
+ReadUpstream = Annotated[ReadingOrchestrator, Depends()]

@@ -73,10 +73,11 @@ class Backend:
         return {}
 
     async def open(
-        self, client: aiohttp.ClientSession, body: dict[str, Any], first_byte_timeout: float
+        self, client: aiohttp.ClientSession, body: dict[str, Any], first_byte_timeout: float, model: str | None = None
     ) -> aiohttp.ClientResponse:
-        """The backend's response, headers read and body not yet; BackendUnavailable if it has none to give."""
-        payload = {**body, "model": self.settings.model or body["model"]}
+        """The backend's response, headers read and body not yet; BackendUnavailable if it has
+        none to give. ``model``: the one to ask for instead of the caller's (a spill target's)."""
+        payload = {**body, "model": model or self.settings.model or body["model"]}
         if payload.get("stream"):
             payload["stream_options"] = {"include_usage": True}
         # Uncompressed, please: aiohttp would otherwise ask for gzip, and the usage must be read.
@@ -85,6 +86,8 @@ class Backend:
             response = await asyncio.wait_for(client.post(self.url, json=payload, headers=headers), first_byte_timeout)
         except (TimeoutError, aiohttp.ClientError, google.auth.exceptions.GoogleAuthError) as err:
             raise BackendUnavailable(f"{self.name}: {type(err).__name__}") from None
+        # Vertex AI's 429 is capacity or quota, to retry elsewhere or later
+        # (docs.cloud.google.com/vertex-ai/generative-ai/docs/model-reference/api-errors).
         if response.status >= 500 or response.status in (408, 429):
             response.release()
             raise BackendUnavailable(f"{self.name}: HTTP {response.status}")

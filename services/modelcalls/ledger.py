@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
@@ -186,10 +187,7 @@ async def reserve(
         # one reads the quota only after this one's row is committed (the lock is held
         # until then).
         await conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (QUOTA_LOCK, user_id))
-        today = await (await conn.execute(TODAY, (user_id,))).fetchone()
-        if today is None:  # the query aggregates: it always returns one row
-            raise RuntimeError("no row from TODAY")
-        used, reserved = today
+        used, reserved = await today(conn, user_id)
         if not admits(used, reserved, estimate, quota):
             return None
         await conn.execute(
@@ -198,6 +196,14 @@ async def reserve(
             (entry, request_id, user_id, model, estimate),
         )
     return entry
+
+
+async def today(conn: psycopg.AsyncConnection, user_id: str) -> tuple[int, int]:
+    """The user's tokens today (UTC): used, and reserved by requests in flight (TODAY)."""
+    row = await (await conn.execute(TODAY, (user_id,))).fetchone()
+    if row is None:  # the query aggregates: it always returns one row
+        raise RuntimeError("no row from TODAY")
+    return int(row[0]), int(row[1])
 
 
 def admits(used: int, reserved: int, estimate: int, quota: int) -> bool:
@@ -264,6 +270,8 @@ class Ledger:
         # Where outcomes the database has not taken by shutdown go to outlive the instance (Pub/Sub,
         # for the batch workers to write: app.py); without one they are only logged.
         self.handoff: Callable[[list[Outcome]], Awaitable[None]] | None = None
+        # Told each write's seconds and whether it succeeded: the orchestrator's metrics.
+        self.on_write: Callable[[float, bool], None] = lambda seconds, ok: None
 
     async def start(self) -> None:
         await self.pool.open(wait=False)
@@ -340,7 +348,7 @@ class Ledger:
         """The new entry's id, reserving ``estimate`` tokens of the user's daily quota until its
         outcome is written; None when the quota has no room for it (see ``admits``)."""
         try:
-            return await self._bounded(self._admit(request_id, user_id, model, quota, estimate))
+            return await self._timed(self._admit(request_id, user_id, model, quota, estimate))
         except (psycopg.Error, PoolTimeout, OSError) as err:  # OSError: TimeoutError too
             raise LedgerUnavailable(type(err).__name__) from None
 
@@ -384,7 +392,7 @@ class Ledger:
         refusals = 0
         while True:
             try:
-                await self._bounded(self._settle(outcome))
+                await self._timed(self._settle(outcome))
                 return
             except UNREACHABLE as err:
                 logs.event(
@@ -441,6 +449,15 @@ class Ledger:
             except (psycopg.Error, PoolTimeout, OSError) as err:
                 logs.event(log, "reconciliation deferred", logging.WARNING, error=type(err).__name__)
             await asyncio.sleep(self.reconcile_seconds)
+
+    async def _timed(self, write: Coroutine[Any, Any, T]) -> T:
+        started, ok = time.perf_counter(), False
+        try:
+            result = await self._bounded(write)
+            ok = True
+            return result
+        finally:
+            self.on_write(time.perf_counter() - started, ok)
 
     async def _bounded(self, work: Coroutine[Any, Any, T], seconds: float | None = None) -> T:
         """The result of ``work``, or TimeoutError after ``seconds`` (the ledger's timeout by

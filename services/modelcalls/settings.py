@@ -10,6 +10,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from services.servicekit.metrics_address import MetricsAddress
+
 
 class BackendSettings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -25,6 +27,9 @@ class BackendSettings(BaseModel):
     model: str | None = None  # the name the backend knows the model by, if not the caller's
     project: str | None = None  # vertex
     location: str | None = None  # vertex
+    # openai: vLLM's Prometheus endpoint (its base URL without /v1, then /metrics), polled in
+    # the background for the saturation the routes' spill thresholds read (services.modelcalls.health).
+    metrics_url: str | None = None
 
     @model_validator(mode="after")
     def _complete(self) -> BackendSettings:
@@ -47,6 +52,27 @@ class Route(BaseModel):
 
     match: str  # a model name, or a prefix ending in "*"
     backends: list[str] = Field(min_length=1)  # tried in order until one answers
+    # The longest sequence (prompt and answer, in tokens) the route's model takes, when one is
+    # known: listed by GET /v1/models, where the chat page bounds the conversation it sends by it.
+    max_model_len: int | None = Field(None, ge=1)
+    # Where the route's requests go when its backends are all unavailable (circuit open) or
+    # saturated: a backend, asked for spill_model instead of the caller's model. Saturated: a
+    # backend's vllm:num_requests_waiting reached spill_waiting, or its vllm:kv_cache_usage_perc
+    # spill_kv_cache (docs/routing.md says how to choose them).
+    spill_to: str | None = None
+    spill_model: str | None = None
+    spill_waiting: int = Field(8, ge=1)
+    spill_kv_cache: float = Field(0.95, gt=0, le=1)
+    # Batch lines see the thresholds times batch_share, so they back off before interactive
+    # requests spill; and they wait for room rather than spill, unless batch_spill.
+    batch_share: float = Field(0.5, gt=0, le=1)
+    batch_spill: bool = False
+
+    @model_validator(mode="after")
+    def _spill_complete(self) -> Route:
+        if self.spill_model and not self.spill_to:
+            raise ValueError(f"route {self.match!r}: spill_model needs spill_to, the backend that serves it")
+        return self
 
 
 class ModelCallerSettings(BaseSettings):
@@ -70,6 +96,21 @@ class ModelCallerSettings(BaseSettings):
     usage_bound_completion_tokens: int = Field(131_072, ge=1)
     connect_timeout_seconds: float = Field(5, gt=0)
     first_byte_timeout_seconds: float = Field(120, gt=0)
+    # How routes choose among their backends (services.modelcalls.health): "fixed", in order;
+    # "health", skipping backends whose circuit is open; "saturation", skipping saturated ones
+    # too, and spilling. The first two are for comparison (make bench-routing) and as a way back.
+    routing_policy: Literal["fixed", "health", "saturation"] = "saturation"
+    # A backend's circuit opens after breaker_failures errors, timeouts, 429s or 5xx within
+    # breaker_window_seconds; after breaker_cooldown_seconds one trial request may close it.
+    breaker_failures: int = Field(5, ge=1)
+    breaker_window_seconds: float = Field(30, gt=0)
+    breaker_cooldown_seconds: float = Field(15, gt=0)
+    # How often each backend with a metrics_url is polled; a reading older than three polls is
+    # not trusted (the backend counts as unsaturated, and its circuit alone decides).
+    metrics_poll_seconds: float = Field(1, gt=0)
+    # The first-byte wait on a backend when a spill target is left to try: the rest of the
+    # client's patience is the spill target's (first_byte_timeout_seconds otherwise).
+    spill_first_byte_seconds: float = Field(15, gt=0)
     # "iam": log in as the service account with an access token (Cloud SQL IAM authentication);
     # "password": PGPASSWORD, for local runs.
     database_auth: Literal["iam", "password"] = "password"
@@ -86,12 +127,19 @@ class ModelCallerSettings(BaseSettings):
     database_pool_size: int = Field(10, ge=1)
     database_timeout_seconds: float = Field(3, gt=0)
     log_level: str = "INFO"
+    metrics_address: MetricsAddress = None  # services/servicekit/metrics.py
 
     @model_validator(mode="after")
     def _routes_known(self) -> ModelCallerSettings:
         unknown = {b for route in self.routes for b in route.backends} - set(self.backends)
         if unknown:
             raise ValueError(f"routes name unknown backends: {sorted(unknown)}")
+        for route in self.routes:
+            if route.spill_to is not None and route.spill_to not in self.backends:
+                raise ValueError(
+                    f"route {route.match!r}: spill_to names unknown backend {route.spill_to!r}; "
+                    f"known: {sorted(self.backends)}"
+                )
         return self
 
     @model_validator(mode="after")

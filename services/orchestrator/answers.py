@@ -7,7 +7,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -15,6 +15,7 @@ from fastapi.responses import Response, StreamingResponse
 
 from services.modelcalls.ledger import Ledger, Outcome
 from services.modelcalls.usage import UsageBound, UsageInvalid, UsageMeter
+from services.orchestrator import metrics
 from services.orchestrator.idempotency import Claim
 from services.servicekit import logs
 from services.servicekit.errors import ApiError, stream_broke_event
@@ -43,20 +44,31 @@ class BackendAnswer:
     claim: Claim
     bound: UsageBound
     checkpoint_seconds: float
+    model: str  # the metrics' label (orchestrator.metrics.model_label)
+    started: float  # when the request arrived (time.monotonic)
     meter: UsageMeter = field(default_factory=UsageMeter)
     checkpointed: float = field(default_factory=time.monotonic)
     checkpointing: asyncio.Task[None] | None = None
+    broke: Callable[[], None] = lambda: None  # told when the backend's stream breaks (its circuit, the metric)
 
     @property
     def headers(self) -> dict[str, str]:
         return {"content-type": self.upstream.headers.get("content-type", "application/json")}
 
     def close_entry(self, outcome: str) -> None:
-        self.ledger.close_entry(
-            charged(
-                Outcome(self.entry, outcome, self.backend, self.meter.prompt_tokens, self.meter.completion), self.bound
-            )
+        charge = charged(
+            Outcome(self.entry, outcome, self.backend, self.meter.prompt_tokens, self.meter.completion), self.bound
         )
+        self.ledger.close_entry(charge)
+        labels = (self.model, self.backend)
+        metrics.DURATION.labels(*labels).observe(time.monotonic() - self.started)
+        metrics.TOKENS.labels(*labels, "in").inc(charge.prompt_tokens)
+        metrics.TOKENS.labels(*labels, "out").inc(charge.completion_tokens)
+        if outcome == "failed":  # a broken stream is counted where its circuit is told (broke)
+            metrics.BACKEND_ERRORS.labels(self.backend, "usage_invalid").inc()
+
+    def first_byte(self) -> None:
+        metrics.TTFT.labels(self.model, self.backend).observe(time.monotonic() - self.started)
 
     async def whole(self) -> Response:
         """The answer read to its end, then passed on."""
@@ -64,6 +76,7 @@ class BackendAnswer:
         error: tuple[str, str, str] | None = None
         try:
             content = await self.upstream.read()
+            self.first_byte()  # the whole answer: its first token came with the rest
             self.meter.read_body(content)
             outcome = "completed"
         except (TimeoutError, aiohttp.ClientError):
@@ -90,16 +103,23 @@ class BackendAnswer:
     async def _relay(self) -> AsyncIterator[bytes]:
         outcome = "upstream_aborted"
         recorded = bytearray()  # what the caller is sent, for replays under its idempotency key
+        first = True
         try:
             async for chunk in self.upstream.content.iter_any():
+                if first:
+                    self.first_byte()
+                    first = False
                 self.meter.feed(chunk)
                 if self.claim.key is not None:
                     recorded += chunk
                 yield chunk
                 self._checkpoint_now_and_then()
             outcome = "completed" if self.meter.done else "upstream_aborted"
+            if not self.meter.done:  # the backend ended its stream without finishing the answer
+                self.broke()
         except (TimeoutError, aiohttp.ClientError) as err:
             logs.event(log, "backend stream broke", logging.WARNING, backend=self.backend, error=type(err).__name__)
+            self.broke()
         except UsageInvalid:
             # The reply cannot be metered: stop passing it on, and say so rather than [DONE].
             logs.event(log, "backend usage is not a token count", logging.WARNING, backend=self.backend)

@@ -16,18 +16,21 @@ from fastapi import Depends, FastAPI
 
 from services.modelcalls.backends import CLOUD_PLATFORM, Backend, GoogleAccessToken
 from services.modelcalls.database import create_pool
+from services.modelcalls.health import Router
 from services.modelcalls.ledger import HANDOFF_SECONDS, Ledger
+from services.orchestrator import metrics
 from services.orchestrator.batch import routes as batch_routes
 from services.orchestrator.batch.queue import Publisher, outcome_message
 from services.orchestrator.batch.store import BatchStore
 from services.orchestrator.callers import CERTS_CACHE_SECONDS, CERTS_MIN_REFRESH_SECONDS, CallerCheck, require_caller
 from services.orchestrator.idempotency import IdempotencyKeys
-from services.orchestrator.routes import chat, health, models
+from services.orchestrator.routes import chat, health, models, usage
 from services.orchestrator.settings import OrchestratorSettings
 from services.servicekit import logs
 from services.servicekit.blobs import BlobStore
 from services.servicekit.errors import install_error_handlers
 from services.servicekit.jwks import JwksCache
+from services.servicekit.metrics import serve_metrics
 
 log = logging.getLogger("orchestrator")
 
@@ -38,6 +41,7 @@ def create_app(settings: OrchestratorSettings, conninfo: str | None = None) -> F
     app.state.settings, app.state.conninfo = settings, conninfo
     app.state.tokens = GoogleAccessToken([CLOUD_PLATFORM])
     app.state.backends = {name: Backend(name, b, app.state.tokens) for name, b in settings.backends.items()}
+    app.state.router = Router(settings, app.state.backends, on_failure=metrics.backend_failed)
     app.state.batches = None
     install_error_handlers(app)
     app.include_router(health.router)
@@ -47,7 +51,7 @@ def create_app(settings: OrchestratorSettings, conninfo: str | None = None) -> F
         logs.event(
             log, "caller check OFF (CALLER_AUTH=none): any caller is served; for local runs only", logging.WARNING
         )
-    for routes in (chat, models, batch_routes):
+    for routes in (chat, models, usage, batch_routes):
         app.include_router(routes.router, dependencies=guarded)
     return app
 
@@ -67,6 +71,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         auto_decompress=True,
     ) as client:
         app.state.ledger, app.state.client = ledger, client
+        app.state.router.start(client)
         if settings.caller_audience is not None:
             certs = JwksCache(settings.caller_certs_url, client, CERTS_CACHE_SECONDS, CERTS_MIN_REFRESH_SECONDS)
             app.state.callers = CallerCheck(certs, settings.caller_audience, settings.callers)
@@ -78,6 +83,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         try:
             yield
         finally:
+            await app.state.router.stop()
             await ledger.stop()  # before the publisher closes: it may hand outcomes to it
             if app.state.batches:
                 app.state.publisher.close()
@@ -98,6 +104,7 @@ async def open_ledger(settings: OrchestratorSettings, conninfo: str | None) -> L
         reconcile_seconds=settings.reconcile_interval_seconds,
         drain_seconds=settings.shutdown_drain_seconds,
     )
+    ledger.on_write = metrics.ledger_write
     await ledger.start()
     try:
         await ledger.migrate()
@@ -132,4 +139,5 @@ def main() -> FastAPI:
     """The ASGI app uvicorn serves (``services.orchestrator.app:main`` with --factory)."""
     settings = OrchestratorSettings()
     logs.configure(settings.log_level)
+    serve_metrics(settings.metrics_address)
     return create_app(settings)

@@ -40,6 +40,8 @@ from services.modelcalls.ledger import OUTCOMES
 from services.modelcalls.usage import MAX_TOKENS
 from services.servicekit import logs
 from services.servicekit.blobs import BlobStore
+from services.servicekit.metrics import serve_metrics
+from services.worker import metrics
 from services.worker.finalize import Finalizer
 from services.worker.lines import LineRunner
 from services.worker.settings import WorkerSettings
@@ -133,6 +135,7 @@ class Worker:
             finalizer = Finalizer(pool, blobs)
             backends = {name: Backend(name, backend, tokens) for name, backend in settings.backends.items()}
             self.runner = LineRunner(settings, pool, client, backends, finalizer, self.worker_id)
+            self.runner.router.start(client)
             self.finalizer = finalizer
 
             async def publish(data: bytes) -> None:
@@ -158,6 +161,7 @@ class Worker:
             finally:
                 sweeper.cancel()
                 await self._drain(subscriber)
+                await self.runner.router.stop()
         publisher.stop()
         await pool.close(timeout=1)
 
@@ -181,6 +185,7 @@ class Worker:
             message.nack()
             return
         if self.stopping:
+            metrics.LEASE_EXTENSIONS.inc()
             self.held.append(message)
             return
         task = asyncio.create_task(self._settle(handle, message))
@@ -276,4 +281,5 @@ def main() -> FastAPI:
     """The ASGI app uvicorn serves (``services.worker.app:main`` with --factory)."""
     settings = WorkerSettings()
     logs.configure(settings.log_level)
+    serve_metrics(settings.metrics_address)
     return create_app(settings)

@@ -23,6 +23,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from services.servicekit import logs
 from services.servicekit.blobs import BlobStore, BlobStoreError
+from services.worker import metrics
 from services.worker.ids import line_request_id, output_file_id
 
 log = logging.getLogger("worker.finalize")
@@ -85,6 +86,10 @@ class Finalizer:
     async def finalize(self, batch_id: str) -> bool:
         """Write the files and end a batch being finalized; False (it stays as it is, for the
         sweeper) if Cloud Storage would not take the files."""
+        with metrics.FINALIZE.time():
+            return await self._finalize(batch_id)
+
+    async def _finalize(self, batch_id: str) -> bool:
         async with self.pool.connection() as conn:
             batch = await (
                 await conn.execute("SELECT user_id, cancelling_at IS NOT NULL FROM batches WHERE id = %s", (batch_id,))

@@ -24,12 +24,14 @@ import psycopg
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
-from services.modelcalls.backends import Backend, BackendUnavailable
+from services.modelcalls.backends import Backend
+from services.modelcalls.health import Attempt, Router, Wait
 from services.modelcalls.ledger import SETTLE, TODAY, reserve
 from services.modelcalls.refusals import answer_head, backend_error
-from services.modelcalls.routing import backends_for
+from services.modelcalls.routing import first_answer, route_for
 from services.modelcalls.usage import UsageInvalid, UsageMeter, estimate_tokens, usage_bound
 from services.servicekit import logs
+from services.worker import metrics
 from services.worker.finalize import Finalizer
 from services.worker.ids import line_request_id
 from services.worker.settings import WorkerSettings
@@ -132,6 +134,7 @@ class LineRunner:
     ) -> None:
         self.settings, self.pool, self.client, self.backends = settings, pool, client, backends
         self.finalizer, self.worker_id = finalizer, worker_id
+        self.router = Router(settings, backends)
 
     async def run(self, batch_id: str, line: int) -> bool:
         """Whether the message may be acked: the line is finished, or never will be by this
@@ -164,6 +167,7 @@ class LineRunner:
                 )
                 return True
             # Another delivery holds it: wait for it to finish, or for its claim to run out.
+            metrics.LEASE_EXTENSIONS.inc()
             await asyncio.sleep(min(CLAIM_POLL_SECONDS, max(claim_left.total_seconds(), 0.1)))
         body, attempts, user_id = claimed
         try:
@@ -176,6 +180,7 @@ class LineRunner:
             await self._retrying(self._release, batch_id, line, token)
             return False
         if await self._retrying(self._finish, batch_id, line, token, answer):
+            metrics.LINES.labels("done" if answer.status == "succeeded" else "failed").inc()
             logs.event(
                 log,
                 "line finished",
@@ -206,7 +211,8 @@ class LineRunner:
         while True:
             claimed = await self._retrying(self._claim, batch_id, line, token)
             if claimed:
-                await self._retrying(self._finish, batch_id, line, token, answer)
+                if await self._retrying(self._finish, batch_id, line, token, answer):
+                    metrics.LINES.labels("failed").inc()
                 logs.event(
                     log,
                     "line failed after its last delivery",
@@ -221,6 +227,7 @@ class LineRunner:
             if state is None or state[0] in TERMINAL:
                 break
             if state[0] == "running" and state[2] in ("validating", "in_progress"):
+                metrics.LEASE_EXTENSIONS.inc()
                 await asyncio.sleep(min(CLAIM_POLL_SECONDS, max(state[1].total_seconds(), 0.1)))
                 continue
             await self._retrying(self._close, batch_id, line, state[2])
@@ -232,35 +239,45 @@ class LineRunner:
         # line's own count of attempts ends it too.
         if attempts >= self.settings.max_delivery_attempts + 2:
             return failure("max_delivery_attempts", f"no model backend answered this line in {attempts - 1} attempts")
-        route = backends_for(body["model"], self.settings.routes)
-        if not route:
+        route = route_for(body["model"], self.settings.routes)
+        if route is None:
             return failure("model_not_found", f"no backend serves model {body['model']!r}")
+        settings = self.settings
+        # The batch band: while the backends are saturated for it, the line waits here (no
+        # reservation held, no delivery attempt spent) for as long as the quota wait below
+        # may take, then goes back to Pub/Sub for later.
+        patience = min(settings.max_request_seconds, settings.claim_seconds - settings.max_request_seconds)
+        waited_until = time.monotonic() + patience
+        while True:
+            try:
+                plan = self.router.attempts(route, "batch")
+                break
+            except Wait as wait:
+                if time.monotonic() + wait.retry_after > waited_until:
+                    logs.event(log, "backends saturated; line handed back", logging.INFO, model=body["model"])
+                    return Answer("transient")
+                await asyncio.sleep(wait.retry_after)
         # Reserved as the orchestrator reserves a request, under the same per-user lock: lines in
         # flight on every worker hold their estimates, so they cannot all pass a quota nearly spent.
         # A line that does not fit while others are in flight waits for them to settle (below
         # their estimates, usually): they end within max_request_seconds. The claim must outlive
         # the wait and then the line's own call.
-        settings = self.settings
-        wait = min(settings.max_request_seconds, settings.claim_seconds - settings.max_request_seconds)
-        waited_until = time.monotonic() + wait
+        waited_until = time.monotonic() + patience
         while (entry := await self._retrying(self._reserve, request_id, user_id, body)) is None:
             if time.monotonic() > waited_until or not await self._retrying(self._in_flight, user_id):
                 return failure("quota_exceeded", "daily token quota used up")
             await asyncio.sleep(QUOTA_POLL_SECONDS)
-        for name in route:
-            answer = await self._call(name, body)
+        for attempt in plan:
+            answer = await self._call(attempt, body)
             if answer.status != "transient":
                 return replace(answer, entry=entry)
         return Answer("transient")  # handing the line back drops its reservation
 
-    async def _call(self, name: str, body: dict[str, Any]) -> Answer:
-        try:
-            upstream = await self.backends[name].open(
-                self.client, {**body, "stream": False}, self.settings.first_byte_timeout_seconds
-            )
-        except BackendUnavailable as err:
-            logs.event(log, "backend unavailable", logging.WARNING, error=str(err))
+    async def _call(self, attempt: Attempt, body: dict[str, Any]) -> Answer:
+        opened = await first_answer(self.client, self.router, [attempt], {**body, "stream": False})
+        if opened is None:
             return Answer("transient")
+        upstream, name = opened[0], attempt.label
         try:
             if upstream.status in (401, 403):  # our credentials refused: nothing the line did
                 logs.event(log, "backend refused our credentials", logging.ERROR, backend=name, status=upstream.status)
@@ -293,6 +310,7 @@ class LineRunner:
             )
         except (TimeoutError, aiohttp.ClientError) as err:
             logs.event(log, "backend answer broke", logging.WARNING, backend=name, error=type(err).__name__)
+            self.router.failed(attempt, "answer broke")
             return Answer("transient")
         except (UsageInvalid, ValueError):  # UsageInvalid first: it is a ValueError too
             return Answer(
@@ -312,6 +330,7 @@ class LineRunner:
                 return await asyncio.wait_for(step(*args), self.settings.database_timeout_seconds * 2)
             except UNREACHABLE as err:
                 logs.event(log, "database unreachable; retrying", logging.WARNING, error=type(err).__name__)
+                metrics.LEASE_EXTENSIONS.inc()
                 await asyncio.sleep(DATABASE_RETRY_SECONDS)
 
     async def _claim(self, batch_id: str, line: int, token: str) -> tuple[dict[str, Any], int, str] | None:
@@ -359,35 +378,39 @@ class LineRunner:
         request_id = line_request_id(batch_id, line)
         response = {**answer.response, "request_id": request_id} if answer.response else None
         ledger = answer.entry if answer.charged else None
-        async with self.pool.connection() as conn, conn.transaction():
-            cursor = await conn.execute(
-                FINISH,
-                {
-                    "status": answer.status,
-                    "response": Jsonb(response) if response else None,
-                    "error": Jsonb(answer.error) if answer.error else None,
-                    "ledger": ledger,
-                    "batch": batch_id,
-                    "line": line,
-                    "token": token,
-                },
-            )
-            if cursor.rowcount == 0:
-                return False
-            if ledger is not None:
-                outcome = "completed" if answer.status == "succeeded" else "failed"
-                await conn.execute(
-                    CHARGE,
-                    (
-                        answer.backend,
-                        "usage_invalid" if answer.usage_invalid else outcome,
-                        answer.prompt_tokens,
-                        answer.completion_tokens,
-                        ledger,
-                    ),
+        try:
+            async with self.pool.connection() as conn, conn.transaction():
+                cursor = await conn.execute(
+                    FINISH,
+                    {
+                        "status": answer.status,
+                        "response": Jsonb(response) if response else None,
+                        "error": Jsonb(answer.error) if answer.error else None,
+                        "ledger": ledger,
+                        "batch": batch_id,
+                        "line": line,
+                        "token": token,
+                    },
                 )
-            else:  # failed unsent (after its last delivery, say): a dead delivery's reservation goes
-                await conn.execute(UNSETTLED, (request_id,))
+                if cursor.rowcount == 0:
+                    return False
+                if ledger is not None:
+                    outcome = "completed" if answer.status == "succeeded" else "failed"
+                    await conn.execute(
+                        CHARGE,
+                        (
+                            answer.backend,
+                            "usage_invalid" if answer.usage_invalid else outcome,
+                            answer.prompt_tokens,
+                            answer.completion_tokens,
+                            ledger,
+                        ),
+                    )
+                else:  # failed unsent (after its last delivery, say): a dead delivery's reservation goes
+                    await conn.execute(UNSETTLED, (request_id,))
+        except (psycopg.Error, OSError):  # OSError: TimeoutError too; _retrying tries again
+            metrics.CHARGE_FAILURES.inc()
+            raise
         return True
 
 

@@ -5,19 +5,28 @@ or wired one wrong, a service here would not start or the chat request would not
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import openai
 import psycopg
 import pytest
 from playwright.sync_api import expect, sync_playwright
 
+from analysis.observability import Scrape, problems, references
+from devtools.batch_chain import batch_chain
 from devtools.browser import launch
-from devtools.harness import certificate_authority, free_port
+from devtools.harness import certificate_authority, free_port, wait_for
 from devtools.local_chain import LocalChain, caller_check, local_chain, run_job, service_process
 from devtools.standins.identity_platform import user_id
+
+ROOT = Path(__file__).resolve().parents[2]
+# The scrape the seam check read; `make dashboards` reads it too.
+METRICS_ARTIFACT = ROOT / "test-artifacts" / "rehearsal-metrics.prom"
+MONITORING_FIXTURES = ROOT / "tests" / "fixtures" / "monitoring"
 
 
 @pytest.fixture(scope="module")
@@ -161,3 +170,69 @@ def test_a_service_missing_a_setting_would_not_start(chain: LocalChain, tmp_path
         service_process(gateway, free_port(), env, tmp_path / "gateway.log"),
     ):
         pass
+
+
+@pytest.fixture(scope="module")
+def worker_scrape(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The batch worker's /metrics, as its image runs it, after a batch of a line that succeeds
+    and one that fails. The rehearsal's chain runs no worker: devtools/batch_chain.py's does."""
+    lines = [
+        {"custom_id": f"line-{model}", "method": "POST", "url": "/v1/chat/completions", "body": body}
+        for model in ("standin-echo", "no-such-model")
+        for body in [{"model": model, "messages": [{"role": "user", "content": "hello"}]}]
+    ]
+    with batch_chain(tmp_path_factory.mktemp("worker")) as batches:
+        client = openai.OpenAI(base_url=f"{batches.gateway_url}/v1", api_key=batches.token, max_retries=0)
+        data = b"".join(json.dumps(line).encode() + b"\n" for line in lines)
+        upload = client.files.create(file=("lines.jsonl", data), purpose="batch")
+        batch = client.batches.create(input_file_id=upload.id, endpoint="/v1/chat/completions", completion_window="24h")
+        assert wait_for(lambda: client.batches.retrieve(batch.id).status == "completed", timeout=120)
+        return httpx.get(batches.worker_metrics[0]).text
+
+
+def scraped_after_traffic(chain: LocalChain, worker: str) -> str:
+    """Each service's /metrics, after a chat through the gateway, a refused token and a caller
+    the orchestrator refuses, and the worker's (``worker``); saved to METRICS_ARTIFACT."""
+    token = chain["issuer"].token(user_id("seam@example.com"), email="seam@example.com")
+    body = {"model": chain["model"], "messages": [{"role": "user", "content": "metrics, please"}]}
+    chat = f"{chain['gateway']}/v1/chat/completions"
+    assert httpx.post(chat, json=body, headers={"authorization": f"Bearer {token}"}, timeout=30).status_code == 200
+    assert httpx.post(chat, json=body, headers={"authorization": "Bearer not.a.token"}).status_code == 401
+    assert httpx.post(f"{chain['orchestrator']}/v1/chat/completions", json=body).status_code == 401
+    time.sleep(0.5)  # the gateway counts a request once its answer has gone
+    text = "".join(httpx.get(url).text for url in chain["metrics"].values()) + worker
+    METRICS_ARTIFACT.parent.mkdir(exist_ok=True)
+    METRICS_ARTIFACT.write_text(text)
+    return text
+
+
+def test_every_metric_and_label_the_monitoring_names_is_one_a_running_service_emitted(
+    chain: LocalChain, worker_scrape: str
+) -> None:
+    """The seam: dashboards, alert policies and SLOs as synthesized name only metrics and labels
+    the services emitted here, after real traffic, or Google's and vLLM's documented ones."""
+    assert set(chain["metrics"]) == {"gateway", "orchestrator"}
+    scrape = Scrape.parse(scraped_after_traffic(chain, worker_scrape))
+    assert 'worker_lines_total{outcome="done"} 1.0' in worker_scrape
+    assert 'worker_lines_total{outcome="failed"} 1.0' in worker_scrape
+    assert "worker_finalize_seconds_count 1.0" in worker_scrape
+    assert 'gateway_requests_total{route="/v1/chat/completions",status="200"}' in METRICS_ARTIFACT.read_text()
+    assert {"model", "backend", "le"} <= scrape.samples["orchestrator_ttft_seconds_bucket"]
+    assert scrape.samples["gateway_auth_failures_total"] == {"reason"}
+    found = [reference for stack in chain["spec"].stacks.values() for reference in references(stack)]
+    assert problems(found, scrape) == []
+    # The fixtures' dashboard, alert and SLO (our three services', Google's and vLLM's metrics)
+    # pass against this scrape; a misspelt metric or label fails.
+    assert problems(references(json.loads((MONITORING_FIXTURES / "monitoring.json").read_text())), scrape) == []
+    for fixture, misspelt in (
+        ("misspelt_metric.json", "orchestrator_ttfb_seconds_bucket"),
+        ("misspelt_label.json", "status_code"),
+    ):
+        failed = problems(references(json.loads((MONITORING_FIXTURES / fixture).read_text())), scrape)
+        assert any(misspelt in problem for problem in failed), failed
+
+
+def test_metrics_are_not_served_on_the_public_ports(chain: LocalChain) -> None:
+    for role in ("gateway", "orchestrator"):
+        assert httpx.get(f"{chain[role]}/metrics").status_code == 404, role
+    assert httpx.get(chain["metrics"]["gateway"]).status_code == 200

@@ -36,9 +36,12 @@ def test_a_route_to_vertex_is_owned_by_vertex(upstream: Server) -> None:
             "vllm": {"kind": "openai", "url": f"{upstream.url}/v1"},
             "vertex": {"kind": "vertex", "project": "p", "location": "europe-west1"},
         },
-        routes=[{"match": "gemma-3-4b-it", "backends": ["vllm"]}, {"match": "google/*", "backends": ["vertex"]}],
+        routes=[
+            {"match": "gemma-3-4b-it", "backends": ["vllm"], "max_model_len": 8192},
+            {"match": "google/*", "backends": ["vertex"]},
+        ],
     )
-    assert [(m["id"], m["owned_by"]) for m in model_list(settings)] == [
-        ("gemma-3-4b-it", "self-hosted"),
-        ("google/*", "vertex"),
+    assert [(m["id"], m["owned_by"], m.get("max_model_len")) for m in model_list(settings)] == [
+        ("gemma-3-4b-it", "self-hosted", 8192),
+        ("google/*", "vertex", None),
     ]

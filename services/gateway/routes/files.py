@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
+from services.gateway import metrics
 from services.gateway.batch_input import FILE_ID, FileListQuery, check_file
 from services.gateway.deps import State, User, invalid, not_found, read_limited, too_large
 from services.gateway.upstream import Orchestrator, Upstream, relayed
@@ -50,6 +51,7 @@ async def create_file(request: Request, state: State, orchestrator: Upstream) ->
     user_id = orchestrator.user_id
     slot = state.uploads.take(user_id)
     if slot == "user_busy":
+        metrics.RATE_LIMITED.labels("uploads").inc()
         raise ApiError(
             429,
             f"at most {state.settings.batch_concurrent_uploads_per_user} of your uploads at a time; "

@@ -1,11 +1,13 @@
 """POST /v1/chat/completions: admitted against the user's daily quota, tried on the model's
-backends in order, its answer passed on (services.orchestrator.answers)."""
+backends as its route and their health say (services.modelcalls.health), its answer passed on
+(services.orchestrator.answers)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
+import time
 import uuid
 from typing import Any
 
@@ -13,12 +15,12 @@ import aiohttp
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from services.modelcalls.backends import Backend, BackendUnavailable
+from services.modelcalls.health import Router
 from services.modelcalls.ledger import Ledger, LedgerUnavailable, Outcome
 from services.modelcalls.refusals import answer_head, backend_error
-from services.modelcalls.routing import backends_for
+from services.modelcalls.routing import first_answer, route_for
 from services.modelcalls.usage import estimate_tokens, usage_bound
-from services.orchestrator import idempotency
+from services.orchestrator import idempotency, metrics
 from services.orchestrator.answers import BackendAnswer
 from services.orchestrator.deps import Settings, UserId
 from services.orchestrator.settings import OrchestratorSettings
@@ -29,14 +31,21 @@ log = logging.getLogger("orchestrator")
 router = APIRouter()
 
 
+def ledger_unavailable() -> ApiError:
+    return ApiError(
+        503, "usage ledger unavailable; retry shortly", "api_error", "ledger_unavailable", {"Retry-After": "5"}
+    )
+
+
 @router.post("/v1/chat/completions")
 async def chat_completions(request: Request, settings: Settings, user_id: UserId) -> Response:
+    started = time.monotonic()
     request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
     logs.request_id.set(request_id)
     raw = await request.body()
     body, model = chat_request(raw)
-    route = backends_for(model, settings.routes)
-    if not route:
+    route = route_for(model, settings.routes)
+    if route is None:
         raise ApiError(404, f"no backend serves model {model!r}", "invalid_request_error", "model_not_found")
     claim = await idempotency.of(request).begin(request, user_id, "chat.completions", raw)
     ledger: Ledger = request.app.state.ledger
@@ -45,17 +54,16 @@ async def chat_completions(request: Request, settings: Settings, user_id: UserId
         entry = await ledger.open_entry(request_id, user_id, model, settings.daily_token_quota, estimate)
     except LedgerUnavailable as err:
         logs.event(log, "ledger unavailable", logging.ERROR, error=str(err))
-        unavailable = ApiError(
-            503, "usage ledger unavailable; retry shortly", "api_error", "ledger_unavailable", {"Retry-After": "5"}
-        ).response
-        return await claim.settle(unavailable)
+        return await claim.settle(ledger_unavailable().response)
+    model_label = metrics.model_label(model, settings.routes)
     if entry is None:
+        metrics.QUOTA_REFUSALS.labels(model_label).inc()
         return await claim.settle(
             ApiError(429, "daily token quota used up", "rate_limit_error", "quota_exceeded").response
         )
-    backends: dict[str, Backend] = request.app.state.backends
+    router: Router = request.app.state.router
     try:
-        answered = await first_answer(request.app.state.client, [backends[n] for n in route], body, settings)
+        answered = await first_answer(request.app.state.client, router, router.attempts(route, "interactive"), body)
     except asyncio.CancelledError:  # shutdown ended the wait: the row must not stay started
         ledger.close_entry(Outcome(entry, "client_aborted", None, 0, 0))
         claim.release_soon()  # nothing ran: a retry may
@@ -65,12 +73,25 @@ async def chat_completions(request: Request, settings: Settings, user_id: UserId
         return await claim.settle(
             ApiError(502, "no model backend answered", "api_error", "backends_unavailable").response
         )
-    upstream, backend = answered
+    upstream, attempt = answered
+    backend = attempt.label
     if upstream.status >= 400:
+        metrics.BACKEND_ERRORS.labels(backend, "auth" if upstream.status in (401, 403) else "refused").inc()
         ledger.close_entry(Outcome(entry, "failed", backend, 0, 0))
         return await claim.settle(await refusal(upstream, settings))
     bound = usage_bound(body, settings.usage_bound_completion_tokens)
-    answer = BackendAnswer(upstream, backend, entry, ledger, claim, bound, settings.usage_checkpoint_seconds)
+    answer = BackendAnswer(
+        upstream,
+        backend,
+        entry,
+        ledger,
+        claim,
+        bound,
+        settings.usage_checkpoint_seconds,
+        model_label,
+        started,
+        broke=lambda: router.failed(attempt, metrics.STREAM_BROKE),
+    )
     return answer.streamed() if body.get("stream") else await answer.whole()
 
 
@@ -84,18 +105,6 @@ def chat_request(raw: bytes) -> tuple[dict[str, Any], str]:
     except (ValueError, KeyError, TypeError):
         raise ApiError(400, "invalid chat completion request", "invalid_request_error", "invalid_request") from None
     return body, model
-
-
-async def first_answer(
-    client: aiohttp.ClientSession, route: list[Backend], body: dict[str, Any], settings: OrchestratorSettings
-) -> tuple[aiohttp.ClientResponse, str] | None:
-    """Try the route's backends in order; retrying is safe only before a byte is passed on."""
-    for backend in route:
-        try:
-            return await backend.open(client, body, settings.first_byte_timeout_seconds), backend.name
-        except BackendUnavailable as err:
-            logs.event(log, "backend unavailable", logging.WARNING, error=str(err))
-    return None
 
 
 async def refusal(upstream: aiohttp.ClientResponse, settings: OrchestratorSettings) -> Response:

@@ -21,7 +21,8 @@ async def list_models(settings: Settings) -> dict[str, Any]:
 
 
 def model_list(settings: OrchestratorSettings) -> list[dict[str, Any]]:
-    """One model per route; its owner the kind of the route's first backend."""
+    """One model per route; its owner the kind of the route's first backend, and its context
+    length when the route knows it."""
     owners = {"vertex": "vertex", "openai": "self-hosted"}
     return [
         {
@@ -29,6 +30,9 @@ def model_list(settings: OrchestratorSettings) -> list[dict[str, Any]]:
             "object": "model",
             "created": STARTED,
             "owned_by": owners[settings.backends[route.backends[0]].kind],
+            # vLLM's own /v1/models lists each model's max_model_len in this field
+            # (docs.vllm.ai/en/latest/serving/openai_compatible_server.html).
+            **({"max_model_len": route.max_model_len} if route.max_model_len else {}),
         }
         for route in settings.routes
     ]
