@@ -167,7 +167,9 @@ class Environment(Settings):
     @model_validator(mode="after")
     def _names_fit(self) -> Environment:
         names = self.names
-        for key, (value, pattern, rule) in names.rules(workers=self.workers.enabled).items():
+        for key, (value, pattern, rule) in names.rules(
+            workers=self.workers.enabled, connector=self.network.egress == "connector"
+        ).items():
             if not re.fullmatch(pattern, value):
                 raise invalid(
                     "name", f"must make names GCP accepts: the {key} name {value!r} ({len(value)} chars) must be {rule}"

@@ -103,10 +103,26 @@ class ResourceNames:
         self.batch_subscription = f"{env}-batch-workers"
         self.dead_letter_topic = self.dead_letter_subscription = f"{env}-batch-dead-letters"
 
-    def rules(self, *, workers: bool = True) -> dict[str, tuple[str, str, str]]:
-        """Each name's (value, pattern, rule); the workers tier's only with ``workers``."""
+    def rules(self, *, workers: bool = True, connector: bool = True) -> dict[str, tuple[str, str, str]]:
+        """Each name's (value, pattern, rule); the workers tier's only with ``workers``, connector
+        mode's only with ``connector``."""
         rfc = "1-63 lowercase letters, digits and hyphens, starting with a letter"
-        return {**self._base_rules(rfc), **(self._workers_rules(rfc) if workers else {}), **self._edge_rules(rfc)}
+        rules = {**self._base_rules(rfc), **(self._workers_rules(rfc) if workers else {}), **self._edge_rules(rfc)}
+        return {**rules, **(self._connector_rules(rfc) if connector else {})}
+
+    def _connector_rules(self, rfc: str) -> dict[str, tuple[str, str, str]]:
+        return {
+            # A connector's name: a letter first, at most 25 characters
+            # (cloud.google.com/vpc/docs/configure-serverless-vpc-access#create-connector).
+            "connector": (
+                self.connector,
+                r"[a-z][-a-z0-9]{0,23}[a-z0-9]",
+                "2-25 lowercase letters, digits and hyphens, starting with a letter",
+            ),
+            "connector subnet": (self.connector_subnet, _RFC1035, rfc),
+            "proxy-only subnet": (self.proxy_only_subnet, _RFC1035, rfc),
+            "internal load balancer": (self.internal_lb, _RFC1035, rfc),
+        }
 
     def _edge_rules(self, rfc: str) -> dict[str, tuple[str, str, str]]:
         # cloud.google.com/compute/docs/naming-resources: Compute Engine names are RFC 1035, 1-63 characters.
@@ -152,16 +168,6 @@ class ResourceNames:
             "VPC network": (self.network, _RFC1035, rfc),
             "subnet": (self.subnet, _RFC1035, rfc),
             "Cloud Run subnet": (self.run_subnet, _RFC1035, rfc),
-            # A connector's name: a letter first, at most 25 characters
-            # (cloud.google.com/vpc/docs/configure-serverless-vpc-access#create-connector).
-            "connector": (
-                self.connector,
-                r"[a-z][-a-z0-9]{0,23}[a-z0-9]",
-                "2-25 lowercase letters, digits and hyphens, starting with a letter",
-            ),
-            "connector subnet": (self.connector_subnet, _RFC1035, rfc),
-            "proxy-only subnet": (self.proxy_only_subnet, _RFC1035, rfc),
-            "internal load balancer": (self.internal_lb, _RFC1035, rfc),
             **{f"{service} network tag": (tag, _RFC1035, rfc) for service, tag in self.run_tag.items()},
             "Cloud Router": (self.router, _RFC1035, rfc),
             "Cloud NAT": (self.nat, _RFC1035, rfc),
