@@ -81,6 +81,9 @@ PLATFORM_APIS = (
 WORKERS_APIS = ("pubsub.googleapis.com",)
 # Memorystore, where [redis] is enabled.
 REDIS_APIS = ("redis.googleapis.com",)
+# The usage sink's dataset, where [slo] makes the observability layer: the BigQuery API must be
+# enabled before a dataset is created (cloud.google.com/bigquery/docs/datasets#before_you_begin).
+OBSERVABILITY_APIS = ("bigquery.googleapis.com",)
 
 # Subnet flow logs (checkov CKV_GCP_26): 5-second aggregation, half the flows sampled.
 _FLOW_LOGS = ComputeSubnetworkLogConfig(
@@ -109,6 +112,7 @@ class NetworkStack(LayerStack):
             for api in PLATFORM_APIS
             + (WORKERS_APIS if env.workers.enabled else ())
             + (REDIS_APIS if env.redis.enabled else ())
+            + (OBSERVABILITY_APIS if env.slo is not None else ())
         }
         self.vpc = ComputeNetwork(
             self,

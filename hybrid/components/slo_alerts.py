@@ -1,0 +1,281 @@
+"""SLOs on a custom service with multiwindow burn-rate alerts, the plain alerts, and their channels."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cdktf_cdktf_provider_google.data_google_project import DataGoogleProject
+from cdktf_cdktf_provider_google.monitoring_alert_policy import (
+    MonitoringAlertPolicy,
+    MonitoringAlertPolicyConditions,
+    MonitoringAlertPolicyConditionsConditionPrometheusQueryLanguage,
+    MonitoringAlertPolicyConditionsConditionThreshold,
+    MonitoringAlertPolicyDocumentation,
+)
+from cdktf_cdktf_provider_google.monitoring_custom_service import MonitoringCustomService
+from cdktf_cdktf_provider_google.monitoring_notification_channel import MonitoringNotificationChannel
+from cdktf_cdktf_provider_google.monitoring_slo import (
+    MonitoringSlo,
+    MonitoringSloRequestBasedSli,
+    MonitoringSloRequestBasedSliDistributionCut,
+    MonitoringSloRequestBasedSliDistributionCutRange,
+    MonitoringSloRequestBasedSliGoodTotalRatio,
+)
+from cdktf_cdktf_provider_google.pubsub_topic import PubsubTopic
+from cdktf_cdktf_provider_google.pubsub_topic_iam_member import PubsubTopicIamMember
+from constructs import Construct
+
+from hybrid.config import Environment
+from hybrid.config.slo import NotifySettings
+
+# Our services' metrics as Managed Service for Prometheus stores them: prometheus.googleapis.com/NAME/KIND
+# on the prometheus_target resource (cloud.google.com/stackdriver/docs/managed-prometheus/troubleshooting#metric-names).
+_PROM = 'resource.type="prometheus_target" metric.type="prometheus.googleapis.com/{name}/{kind}"'
+
+
+@dataclass(frozen=True)
+class BurnRate:
+    """One multiwindow burn-rate alert: both windows over the rate (sre.google/workbook/alerting-on-slos)."""
+
+    severity: str
+    long_window_s: int
+    short_window_s: int
+    rate: float
+
+
+# The SRE workbook's recommended pair: 2% of a 30-day budget in an hour pages, 5% in six hours tickets.
+BURN_RATES = (BurnRate("page", 3600, 300, 14.4), BurnRate("ticket", 21600, 1800, 6.0))
+
+
+@dataclass(frozen=True)
+class PromAlert:
+    key: str
+    title: str
+    # A PromQL expression that returns series only while the alert should fire
+    # (cloud.google.com/monitoring/promql/create-promql-alerts-console and the API's conditionPrometheusQueryLanguage).
+    query: str
+    for_seconds: int
+
+
+def prom_alerts(env: Environment) -> tuple[PromAlert, ...]:
+    slo = env.slo
+    assert slo is not None
+    names = env.names
+    # cloud.google.com/monitoring/api/metrics_gcp_c#gcp-cloudsql, through the PromQL mapping
+    # (cloud.google.com/monitoring/promql/promql-mapping): database_id is "project:instance".
+    sql = f'database_id="{env.project_id}:{names.sql_instance}"'
+    alerts = [
+        PromAlert(
+            "sql-cpu",
+            "Cloud SQL CPU near its limit",
+            f"max(cloudsql_googleapis_com:database_cpu_utilization{{{sql}}}) > {slo.sql_cpu_percent / 100}",
+            300,
+        ),
+        PromAlert(
+            "sql-connections",
+            "Cloud SQL connections near max_connections",
+            f"sum(cloudsql_googleapis_com:database_postgresql_num_backends{{{sql}}})"
+            f" > {slo.sql_max_connections * slo.sql_connections_percent // 100}",
+            300,
+        ),
+        PromAlert(
+            "ledger-writes",
+            "Ledger writes failing",
+            "sum(rate(orchestrator_ledger_write_failures_total[5m])) > 0",
+            300,
+        ),
+    ]
+    if env.inference.placement == "gke":
+        # kube-state-metrics' kube_pod_status_phase, from GKE's managed package
+        # (cloud.google.com/kubernetes-engine/docs/how-to/kube-state-metrics).
+        alerts.append(
+            PromAlert(
+                "gpu-pods-pending",
+                "GPU Pods pending",
+                'sum(kube_pod_status_phase{namespace="inference",phase="Pending"}) > 0',
+                slo.pending_gpu_minutes * 60,
+            )
+        )
+    if env.workers.enabled:
+        # cloud.google.com/monitoring/api/metrics_gcp_p_z#gcp-pubsub.
+        alerts += [
+            PromAlert(
+                "oldest-unacked",
+                "Batch lines waiting too long",
+                "max(pubsub_googleapis_com:subscription_oldest_unacked_message_age"
+                f'{{subscription_id="{names.batch_subscription}"}}) > {slo.oldest_unacked_seconds}',
+                300,
+            ),
+            PromAlert(
+                "dead-letters",
+                "Dead letters present",
+                "max(pubsub_googleapis_com:subscription_num_undelivered_messages"
+                f'{{subscription_id="{names.dead_letter_subscription}"}}) > 0',
+                60,
+            ),
+        ]
+    return tuple(alerts)
+
+
+class NotificationChannels(Construct):
+    """The channels [slo.notify] names: one per email, and a Pub/Sub topic made here."""
+
+    def __init__(self, scope: Construct, construct_id: str, env: Environment, notify: NotifySettings) -> None:
+        super().__init__(scope, construct_id)
+        # cloud.google.com/monitoring/support/notification-options#email and #pubsub.
+        self.names = [
+            MonitoringNotificationChannel(
+                self,
+                f"email-{i}",
+                display_name=f"{env.name} ops {email}",
+                type="email",
+                labels={"email_address": email},
+            ).name
+            for i, email in enumerate(notify.emails)
+        ]
+        if notify.pubsub_topic is not None:
+            topic = PubsubTopic(self, "topic", name=notify.pubsub_topic)
+            project = DataGoogleProject(self, "project")
+            # The monitoring notification service agent publishes (notification-options#pubsub).
+            PubsubTopicIamMember(
+                self,
+                "agent-publishes",
+                topic=topic.name,
+                role="roles/pubsub.publisher",
+                member=f"serviceAccount:service-{project.number}@gcp-sa-monitoring-notification.iam.gserviceaccount.com",
+            )
+            self.names.append(
+                MonitoringNotificationChannel(
+                    self, "pubsub", display_name=f"{env.name} ops topic", type="pubsub", labels={"topic": topic.id}
+                ).name
+            )
+
+
+@dataclass(frozen=True)
+class Objective:
+    key: str
+    title: str
+    goal: float
+    sli: MonitoringSloRequestBasedSli
+
+
+def objectives(env: Environment) -> tuple[Objective, ...]:
+    """Request-based SLIs over our services' Prometheus metrics
+    (cloud.google.com/stackdriver/docs/solutions/slo-monitoring/api/using-api#slo-request-based)."""
+    slo = env.slo
+    assert slo is not None
+    requests = _PROM.format(name="gateway_requests_total", kind="counter")
+    lines = _PROM.format(name="worker_lines_total", kind="counter")
+    found = [
+        Objective(
+            "availability",
+            "Gateway availability",
+            slo.availability_goal,
+            MonitoringSloRequestBasedSli(
+                good_total_ratio=MonitoringSloRequestBasedSliGoodTotalRatio(
+                    bad_service_filter=f'{requests} metric.labels.status=monitoring.regex.full_match("5..")',
+                    total_service_filter=requests,
+                )
+            ),
+        ),
+        Objective(
+            "ttft",
+            f"Orchestrator time to first token under {slo.ttft_p95_seconds}s",
+            slo.ttft_goal,
+            MonitoringSloRequestBasedSli(
+                distribution_cut=MonitoringSloRequestBasedSliDistributionCut(
+                    distribution_filter=_PROM.format(name="orchestrator_ttft_seconds", kind="histogram"),
+                    range=MonitoringSloRequestBasedSliDistributionCutRange(min=0, max=slo.ttft_p95_seconds),
+                )
+            ),
+        ),
+    ]
+    if env.workers.enabled:
+        found.append(
+            Objective(
+                "batch",
+                "Batch lines completed",
+                slo.batch_goal,
+                MonitoringSloRequestBasedSli(
+                    good_total_ratio=MonitoringSloRequestBasedSliGoodTotalRatio(
+                        good_service_filter=f'{lines} metric.labels.outcome="done"', total_service_filter=lines
+                    )
+                ),
+            )
+        )
+    return tuple(found)
+
+
+class SlosAndAlerts(Construct):
+    """A custom service holding the SLOs; two burn-rate policies per SLO; one policy per plain alert."""
+
+    def __init__(self, scope: Construct, construct_id: str, env: Environment) -> None:
+        super().__init__(scope, construct_id)
+        slo = env.slo
+        assert slo is not None
+        channels = NotificationChannels(self, "channels", env, slo.notify).names
+        service = MonitoringCustomService(
+            self, "service", service_id=f"{env.name}-ai-platform", display_name=f"{env.name} AI platform"
+        )
+        self.slos: dict[str, MonitoringSlo] = {}
+        for objective in objectives(env):
+            made = MonitoringSlo(
+                self,
+                f"slo-{objective.key}",
+                service=service.service_id,
+                slo_id=objective.key,
+                display_name=objective.title,
+                goal=objective.goal,
+                rolling_period_days=slo.window_days,
+                request_based_sli=objective.sli,
+            )
+            self.slos[objective.key] = made
+            for burn in BURN_RATES:
+                MonitoringAlertPolicy(
+                    self,
+                    f"burn-{objective.key}-{burn.severity}",
+                    display_name=f"{env.name} {objective.title}: error budget burning ({burn.severity})",
+                    # Both windows at once: the long one for significance, the short one so that
+                    # the alert resets soon after the burn stops (sre.google/workbook/alerting-on-slos).
+                    combiner="AND",
+                    conditions=[
+                        _burn_condition(made.name, window, burn.rate)
+                        for window in (burn.long_window_s, burn.short_window_s)
+                    ],
+                    notification_channels=channels,
+                    severity="CRITICAL" if burn.severity == "page" else "WARNING",
+                    user_labels={"severity": burn.severity},
+                )
+        for alert in prom_alerts(env):
+            MonitoringAlertPolicy(
+                self,
+                f"alert-{alert.key}",
+                display_name=f"{env.name} {alert.title}",
+                combiner="OR",
+                conditions=[
+                    MonitoringAlertPolicyConditions(
+                        display_name=alert.title,
+                        condition_prometheus_query_language=MonitoringAlertPolicyConditionsConditionPrometheusQueryLanguage(
+                            query=alert.query, duration=f"{alert.for_seconds}s", evaluation_interval="60s"
+                        ),
+                    )
+                ],
+                notification_channels=channels,
+                documentation=MonitoringAlertPolicyDocumentation(
+                    content="See docs/observability.md, SLOs and alerts.", mime_type="text/markdown"
+                ),
+            )
+
+
+def _burn_condition(slo_name: str, window_s: int, rate: float) -> MonitoringAlertPolicyConditions:
+    # cloud.google.com/stackdriver/docs/solutions/slo-monitoring/api/create-policy-api: an SLO
+    # condition is a threshold on the select_slo_burn_rate selector, with no aggregations.
+    return MonitoringAlertPolicyConditions(
+        display_name=f"burn rate over {rate}x in {window_s}s",
+        condition_threshold=MonitoringAlertPolicyConditionsConditionThreshold(
+            filter=f'select_slo_burn_rate("{slo_name}", "{window_s}s")',
+            comparison="COMPARISON_GT",
+            threshold_value=rate,
+            duration="0s",
+        ),
+    )
