@@ -25,96 +25,13 @@ from cdktf_cdktf_provider_google.pubsub_topic import PubsubTopic
 from cdktf_cdktf_provider_google.pubsub_topic_iam_member import PubsubTopicIamMember
 from constructs import Construct
 
+from hybrid.alerting import BURN_RATES, objective_keys, prom_alerts
 from hybrid.config import Environment
 from hybrid.config.slo import NotifySettings
 
 # Our services' metrics as Managed Service for Prometheus stores them: prometheus.googleapis.com/NAME/KIND
 # on the prometheus_target resource (cloud.google.com/stackdriver/docs/managed-prometheus/troubleshooting#metric-names).
 _PROM = 'resource.type="prometheus_target" metric.type="prometheus.googleapis.com/{name}/{kind}"'
-
-
-@dataclass(frozen=True)
-class BurnRate:
-    """One multiwindow burn-rate alert: both windows over the rate (sre.google/workbook/alerting-on-slos)."""
-
-    severity: str
-    long_window_s: int
-    short_window_s: int
-    rate: float
-
-
-# The SRE workbook's recommended pair: 2% of a 30-day budget in an hour pages, 5% in six hours tickets.
-BURN_RATES = (BurnRate("page", 3600, 300, 14.4), BurnRate("ticket", 21600, 1800, 6.0))
-
-
-@dataclass(frozen=True)
-class PromAlert:
-    key: str
-    title: str
-    # A PromQL expression that returns series only while the alert should fire
-    # (cloud.google.com/monitoring/promql/create-promql-alerts-console and the API's conditionPrometheusQueryLanguage).
-    query: str
-    for_seconds: int
-
-
-def prom_alerts(env: Environment) -> tuple[PromAlert, ...]:
-    slo = env.slo
-    assert slo is not None
-    names = env.names
-    # cloud.google.com/monitoring/api/metrics_gcp_c#gcp-cloudsql, through the PromQL mapping
-    # (cloud.google.com/monitoring/promql/promql-mapping): database_id is "project:instance".
-    sql = f'database_id="{env.project_id}:{names.sql_instance}"'
-    alerts = [
-        PromAlert(
-            "sql-cpu",
-            "Cloud SQL CPU near its limit",
-            f"max(cloudsql_googleapis_com:database_cpu_utilization{{{sql}}}) > {slo.sql_cpu_percent / 100}",
-            300,
-        ),
-        PromAlert(
-            "sql-connections",
-            "Cloud SQL connections near max_connections",
-            f"sum(cloudsql_googleapis_com:database_postgresql_num_backends{{{sql}}})"
-            f" > {slo.sql_max_connections * slo.sql_connections_percent // 100}",
-            300,
-        ),
-        PromAlert(
-            "ledger-writes",
-            "Ledger writes failing",
-            "sum(rate(orchestrator_ledger_write_failures_total[5m])) > 0",
-            300,
-        ),
-    ]
-    if env.inference.placement == "gke":
-        # kube-state-metrics' kube_pod_status_phase, from GKE's managed package
-        # (cloud.google.com/kubernetes-engine/docs/how-to/kube-state-metrics).
-        alerts.append(
-            PromAlert(
-                "gpu-pods-pending",
-                "GPU Pods pending",
-                'sum(kube_pod_status_phase{namespace="inference",phase="Pending"}) > 0',
-                slo.pending_gpu_minutes * 60,
-            )
-        )
-    if env.workers.enabled:
-        # cloud.google.com/monitoring/api/metrics_gcp_p_z#gcp-pubsub.
-        alerts += [
-            PromAlert(
-                "oldest-unacked",
-                "Batch lines waiting too long",
-                "max(pubsub_googleapis_com:subscription_oldest_unacked_message_age"
-                f'{{subscription_id="{names.batch_subscription}"}}) > {slo.oldest_unacked_seconds}',
-                300,
-            ),
-            PromAlert(
-                "dead-letters",
-                "Dead letters present",
-                "max(pubsub_googleapis_com:subscription_num_undelivered_messages"
-                f'{{subscription_id="{names.dead_letter_subscription}"}}) > 0',
-                60,
-            ),
-        ]
-    return tuple(alerts)
 
 
 class NotificationChannels(Construct):
@@ -166,7 +83,7 @@ def objectives(env: Environment) -> tuple[Objective, ...]:
     assert slo is not None
     requests = _PROM.format(name="gateway_requests_total", kind="counter")
     lines = _PROM.format(name="worker_lines_total", kind="counter")
-    found = [
+    every = (
         Objective(
             "availability",
             "Gateway availability",
@@ -189,21 +106,18 @@ def objectives(env: Environment) -> tuple[Objective, ...]:
                 )
             ),
         ),
-    ]
-    if env.workers.enabled:
-        found.append(
-            Objective(
-                "batch",
-                "Batch lines completed",
-                slo.batch_goal,
-                MonitoringSloRequestBasedSli(
-                    good_total_ratio=MonitoringSloRequestBasedSliGoodTotalRatio(
-                        good_service_filter=f'{lines} metric.labels.outcome="done"', total_service_filter=lines
-                    )
-                ),
-            )
-        )
-    return tuple(found)
+        Objective(
+            "batch",
+            "Batch lines completed",
+            slo.batch_goal,
+            MonitoringSloRequestBasedSli(
+                good_total_ratio=MonitoringSloRequestBasedSliGoodTotalRatio(
+                    good_service_filter=f'{lines} metric.labels.outcome="done"', total_service_filter=lines
+                )
+            ),
+        ),
+    )
+    return tuple(o for o in every if o.key in objective_keys(env))
 
 
 class SlosAndAlerts(Construct):
