@@ -21,8 +21,12 @@ ENVIRONMENTS = ("dev", "prod")
 LAYERS = ("network", "registry", "database", "cluster", "inference", "services")
 # The workers tier's layers, made where [workers] is enabled: prod, not dev.
 WORKERS_LAYERS = ("workers", "workers-k8s")
-STACKS = tuple(f"{env}-{layer}" for env in ENVIRONMENTS for layer in LAYERS) + tuple(
-    f"prod-{layer}" for layer in WORKERS_LAYERS
+# The observability layer, made where [slo] is set: both shipped environments.
+OBSERVABILITY_LAYER = "observability"
+STACKS = (
+    tuple(f"{env}-{layer}" for env in ENVIRONMENTS for layer in LAYERS)
+    + tuple(f"prod-{layer}" for layer in WORKERS_LAYERS)
+    + tuple(f"{env}-{OBSERVABILITY_LAYER}" for env in ENVIRONMENTS)
 )
 
 DEV = (ROOT / "environments" / "dev.toml").read_text()
