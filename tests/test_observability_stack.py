@@ -83,7 +83,17 @@ def test_each_slo_has_a_fast_page_and_a_slow_ticket_multiwindow_alert(synth_json
     conditions = [c["condition_threshold"] for c in page["conditions"]]
     assert [c["threshold_value"] for c in conditions] == [14.4, 14.4]
     assert [c["filter"].split('", "')[1] for c in conditions] == ['3600s")', '300s")']
-    assert all(c["filter"].startswith('select_slo_burn_rate("${google_monitoring_slo.') for c in conditions)
+    assert all(
+        c["filter"].startswith(
+            'select_slo_burn_rate("projects/replace-me-prod/services/prod-ai-platform/serviceLevelObjectives/ttft"'
+        )
+        for c in conditions
+    )
+    assert page["depends_on"] == [
+        f"google_monitoring_slo.{k}"
+        for k in resources(synth_json["prod-observability"], "google_monitoring_slo")
+        if "ttft" in k
+    ]
     ticket = next(p for k, p in burns.items() if "ttft" in k and "ticket" in k)
     assert [c["condition_threshold"]["threshold_value"] for c in ticket["conditions"]] == [6.0, 6.0]
     assert [c["condition_threshold"]["filter"].split('", "')[1] for c in ticket["conditions"]] == [

@@ -128,8 +128,9 @@ class SlosAndAlerts(Construct):
         slo = env.slo
         assert slo is not None
         channels = NotificationChannels(self, "channels", env, slo.notify).names
+        service_id = f"{env.name}-ai-platform"
         service = MonitoringCustomService(
-            self, "service", service_id=f"{env.name}-ai-platform", display_name=f"{env.name} AI platform"
+            self, "service", service_id=service_id, display_name=f"{env.name} AI platform"
         )
         self.slos: dict[str, MonitoringSlo] = {}
         for objective in objectives(env):
@@ -144,6 +145,10 @@ class SlosAndAlerts(Construct):
                 request_based_sli=objective.sli,
             )
             self.slos[objective.key] = made
+            # The SLO's resource name, spelled out rather than read from it: a reference inside the
+            # selector's quotes does not survive cdktf's HCL rendering (checkov cannot parse it).
+            # depends_on keeps the order a reference would give.
+            name = f"projects/{env.project_id}/services/{service_id}/serviceLevelObjectives/{objective.key}"
             for burn in BURN_RATES:
                 MonitoringAlertPolicy(
                     self,
@@ -153,12 +158,12 @@ class SlosAndAlerts(Construct):
                     # the alert resets soon after the burn stops (sre.google/workbook/alerting-on-slos).
                     combiner="AND",
                     conditions=[
-                        _burn_condition(made.name, window, burn.rate)
-                        for window in (burn.long_window_s, burn.short_window_s)
+                        _burn_condition(name, window, burn.rate) for window in (burn.long_window_s, burn.short_window_s)
                     ],
                     notification_channels=channels,
                     severity="CRITICAL" if burn.severity == "page" else "WARNING",
                     user_labels={"severity": burn.severity},
+                    depends_on=[made],
                 )
         for alert in prom_alerts(env):
             MonitoringAlertPolicy(

@@ -43,6 +43,11 @@ class BackendAnswer:
     claim: Claim
     bound: UsageBound
     checkpoint_seconds: float
+    # For the usage record (docs/observability.md, Usage queries): who asked for which model, when.
+    user: str = ""
+    model: str = ""
+    started: float = field(default_factory=time.monotonic)
+    first_token: float | None = None
     meter: UsageMeter = field(default_factory=UsageMeter)
     checkpointed: float = field(default_factory=time.monotonic)
     checkpointing: asyncio.Task[None] | None = None
@@ -52,11 +57,13 @@ class BackendAnswer:
         return {"content-type": self.upstream.headers.get("content-type", "application/json")}
 
     def close_entry(self, outcome: str) -> None:
-        self.ledger.close_entry(
-            charged(
-                Outcome(self.entry, outcome, self.backend, self.meter.prompt_tokens, self.meter.completion), self.bound
-            )
+        closed = charged(
+            Outcome(self.entry, outcome, self.backend, self.meter.prompt_tokens, self.meter.completion), self.bound
         )
+        self.ledger.close_entry(closed)
+        # One record per answer, which the usage log sink routes to BigQuery: ids and counts only.
+        ttft = None if self.first_token is None else round(self.first_token - self.started, 4)
+        logs.event(log, "usage", user=self.user, model=self.model, ttft_seconds=ttft, **closed.fields())
 
     async def whole(self) -> Response:
         """The answer read to its end, then passed on."""
@@ -64,6 +71,7 @@ class BackendAnswer:
         error: tuple[str, str, str] | None = None
         try:
             content = await self.upstream.read()
+            self.first_token = time.monotonic()
             self.meter.read_body(content)
             outcome = "completed"
         except (TimeoutError, aiohttp.ClientError):
@@ -92,6 +100,8 @@ class BackendAnswer:
         recorded = bytearray()  # what the caller is sent, for replays under its idempotency key
         try:
             async for chunk in self.upstream.content.iter_any():
+                if self.first_token is None:
+                    self.first_token = time.monotonic()
                 self.meter.feed(chunk)
                 if self.claim.key is not None:
                     recorded += chunk

@@ -388,6 +388,8 @@ class LineRunner:
                 )
             else:  # failed unsent (after its last delivery, say): a dead delivery's reservation goes
                 await conn.execute(UNSETTLED, (request_id,))
+        # The line's end, which the usage log sink routes to BigQuery (docs/observability.md).
+        logs.event(log, "batch line", batch_id=batch_id, line=line, state=answer.status)
         return True
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 import uuid
 from typing import Any
 
@@ -31,6 +32,7 @@ router = APIRouter()
 
 @router.post("/v1/chat/completions")
 async def chat_completions(request: Request, settings: Settings, user_id: UserId) -> Response:
+    started = time.monotonic()
     request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
     logs.request_id.set(request_id)
     raw = await request.body()
@@ -70,7 +72,9 @@ async def chat_completions(request: Request, settings: Settings, user_id: UserId
         ledger.close_entry(Outcome(entry, "failed", backend, 0, 0))
         return await claim.settle(await refusal(upstream, settings))
     bound = usage_bound(body, settings.usage_bound_completion_tokens)
-    answer = BackendAnswer(upstream, backend, entry, ledger, claim, bound, settings.usage_checkpoint_seconds)
+    answer = BackendAnswer(
+        upstream, backend, entry, ledger, claim, bound, settings.usage_checkpoint_seconds, user_id, model, started
+    )
     return answer.streamed() if body.get("stream") else await answer.whole()
 
 
