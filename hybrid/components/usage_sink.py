@@ -44,7 +44,7 @@ class UsageSink(Construct):
         self.sink = LoggingProjectSink(
             self,
             "sink",
-            name=f"{env.name}-usage-to-bigquery",
+            name=env.names.usage_sink,
             destination=f"bigquery.googleapis.com/projects/{env.project_id}/datasets/{self.dataset.dataset_id}",
             filter=sink_filter(),
             # export/bigquery#partitioned-tables: one table per log, partitioned by the entry's day,
