@@ -11,9 +11,10 @@ from typing import Any
 import pytest
 
 from hybrid.alerting import BURN_RATES, condition_count
+from hybrid.components.slo_alerts import SlosAndAlerts
 from hybrid.config.errors import ConfigError
 from hybrid.config.loading import load_environment, parse_environment
-from iac import DEV, ROOT, only, resources
+from iac import DEV, ROOT, only, resources, synth_in_process
 
 Stacks = dict[str, dict[str, Any]]
 
@@ -165,3 +166,16 @@ def test_slo_table_mistakes_are_refused(table: str, message: str) -> None:
     text = DEV[: DEV.index("\n# The observability layer")] + "\n" + table
     with pytest.raises(ConfigError, match=re.escape(message)):
         parse_environment(tomllib.loads(text), Path("dev.toml"))
+
+
+def test_a_pubsub_topic_channel_is_made_and_the_notification_agent_may_publish_to_it() -> None:
+    text = DEV.replace('emails = ["ops@example.com"]', 'pubsub_topic = "dev-alerts"')
+    env = parse_environment(tomllib.loads(text), Path("dev.toml"))
+    stack = synth_in_process(lambda scope: SlosAndAlerts(scope, "slos", env))
+    channel = only(stack, "google_monitoring_notification_channel")
+    assert channel["type"] == "pubsub" and channel["labels"]["topic"].endswith(".id}")
+    assert only(stack, "google_pubsub_topic")["name"] == "dev-alerts"
+    grant = only(stack, "google_pubsub_topic_iam_member")
+    assert grant["role"] == "roles/pubsub.publisher"
+    assert grant["member"].startswith("serviceAccount:service-${data.google_project.")
+    assert grant["member"].endswith("@gcp-sa-monitoring-notification.iam.gserviceaccount.com")
