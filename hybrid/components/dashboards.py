@@ -94,7 +94,8 @@ def dashboards(env: Environment) -> tuple[Dashboard, ...]:
             ),
         ),
     )
-    # docs.vllm.ai/en/latest/design/metrics.html (and usage/metrics): vLLM's own metrics, prefixed "vllm:".
+    # docs.vllm.ai/en/stable/usage/metrics/ and docs.vllm.ai/en/latest/design/metrics.html: vLLM's own
+    # metrics (V1 engine), prefixed "vllm:", labelled model_name.
     models = Dashboard(
         "models",
         "Models and GPUs",
