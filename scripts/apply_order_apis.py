@@ -55,6 +55,15 @@ API_OF_TYPE: dict[str, tuple[str, ...]] = {
     # Memorystore for Redis API, enabled first.
     "google_redis_instance": ("redis.googleapis.com",),
     "google_logging_metric": ("logging.googleapis.com",),
+    # The observability layer (stacks/observability.py): sinks are Logging's, dashboards, SLOs,
+    # alerts and channels Monitoring's (cloud.google.com/monitoring/api/enable-api), datasets BigQuery's.
+    "google_logging_project_sink": ("logging.googleapis.com",),
+    "google_monitoring_dashboard": ("monitoring.googleapis.com",),
+    "google_monitoring_custom_service": ("monitoring.googleapis.com",),
+    "google_monitoring_slo": ("monitoring.googleapis.com",),
+    "google_monitoring_alert_policy": ("monitoring.googleapis.com",),
+    "google_bigquery_dataset": ("bigquery.googleapis.com",),
+    "google_bigquery_dataset_iam_member": ("bigquery.googleapis.com",),
     "google_cloud_run_v2_service": ("run.googleapis.com",),
     "google_cloud_run_v2_job": ("run.googleapis.com",),
     "google_cloud_run_v2_service_iam_member": ("run.googleapis.com",),

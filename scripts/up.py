@@ -47,6 +47,7 @@ DEPLOY_DIR = ROOT / "cdktf.out"
 CLOUD_BUILD_CONFIG = "services/cloudbuild.yaml"
 # Where a project id is still the shipped placeholder, nothing can be deployed.
 PLACEHOLDER = "replace-me"
+PLACEHOLDER_EMAIL_DOMAIN = "@example.com"
 
 
 class UpError(Exception):
@@ -268,6 +269,14 @@ def refuse_placeholder(env_file: Path, env: Environment) -> None:
     # The shipped edge domain: no certificate can be issued for it, nor DNS pointed at it.
     if env.edge.enabled and env.edge.domain and PLACEHOLDER in env.edge.domain:
         raise UpError(f"{env_file}: edge.domain = {env.edge.domain!r} is the shipped placeholder: set your domain")
+    # example.com is reserved for documentation (RFC 2606): alerts sent there reach nobody.
+    shipped = [
+        email for email in (env.slo.notify.emails if env.slo else []) if email.endswith(PLACEHOLDER_EMAIL_DOMAIN)
+    ]
+    if shipped:
+        raise UpError(
+            f"{env_file}: slo.notify.emails = {shipped!r} is the shipped placeholder: set who gets the alerts"
+        )
 
 
 def refuse_placeholders_of(stack_patterns: list[str], env_files: list[Path]) -> None:

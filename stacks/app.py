@@ -10,6 +10,7 @@ from stacks.database import DatabaseStack
 from stacks.edge import EdgeStack
 from stacks.inference import InferenceStack
 from stacks.network import NetworkStack
+from stacks.observability import ObservabilityStack
 from stacks.registry import RegistryStack
 from stacks.services import ServicesStack
 from stacks.workers import WorkersK8sStack, WorkersStack
@@ -32,4 +33,6 @@ def build_app(environments: list[Environment], outdir: str | None = None) -> App
             WorkersK8sStack(app, env, workers, database)
             # The orchestrator publishes to the workers layer's topic, with its grants there.
             services.add_dependency(workers)
+        if env.slo is not None:
+            ObservabilityStack(app, env, network)
     return app

@@ -23,8 +23,12 @@ LAYERS = ("network", "registry", "database", "cluster", "inference", "services")
 WORKERS_LAYERS = ("workers", "workers-k8s")
 # The edge's layer, made where [edge] is enabled: prod, not dev.
 EDGE_LAYERS = ("edge",)
-STACKS = tuple(f"{env}-{layer}" for env in ENVIRONMENTS for layer in LAYERS) + tuple(
-    f"prod-{layer}" for layer in (*WORKERS_LAYERS, *EDGE_LAYERS)
+# The observability layer, made where [slo] is set: both shipped environments.
+OBSERVABILITY_LAYER = "observability"
+STACKS = (
+    tuple(f"{env}-{layer}" for env in ENVIRONMENTS for layer in LAYERS)
+    + tuple(f"prod-{layer}" for layer in (*WORKERS_LAYERS, *EDGE_LAYERS))
+    + tuple(f"{env}-{OBSERVABILITY_LAYER}" for env in ENVIRONMENTS)
 )
 
 DEV = (ROOT / "environments" / "dev.toml").read_text()
@@ -45,7 +49,9 @@ placement = "cloud_run"
 [inference.cloud_run]
 model = "google/gemma-3-4b-it"
 zonal_redundancy = false
+
 """
+    + DEV_DIRECT[DEV_DIRECT.index("\n[workers]") + 1 :]
 )
 
 

@@ -37,8 +37,9 @@ def _walk(value: Any, path: str) -> Iterator[str]:
 def dict_in_list_literals(path: Path) -> Iterator[str]:
     """``file:line`` of every dict literal directly inside a list literal.
 
-    A raw Kubernetes manifest (``manifest=...``) is a free-form map, not provider
-    structs, so it is left out.
+    A raw Kubernetes manifest (``manifest=...``) and a JSON document a ``json()`` method
+    builds (for ``json.dumps``, as a dashboard's body is) are free-form maps, not provider
+    structs, so they are left out.
     """
     tree = ast.parse(path.read_text(), filename=str(path))
     raw = {
@@ -48,6 +49,11 @@ def dict_in_list_literals(path: Path) -> Iterator[str]:
         for kw in call.keywords
         if kw.arg == "manifest"
         for node in ast.walk(kw.value)
+    } | {
+        id(node)
+        for function in ast.walk(tree)
+        if isinstance(function, ast.FunctionDef) and function.name == "json"
+        for node in ast.walk(function)
     }
     for node in ast.walk(tree):
         if id(node) in raw:

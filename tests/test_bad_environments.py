@@ -602,6 +602,7 @@ def test_one_environment_synthesizes_alone(tmp_path: Path) -> None:
         "prod-edge",
         "prod-inference",
         "prod-network",
+        "prod-observability",
         "prod-registry",
         "prod-services",
         "prod-workers",

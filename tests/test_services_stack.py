@@ -332,7 +332,13 @@ def cloud_run_gpu(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Json]:
 
 
 def test_inference_on_a_cloud_run_l4_when_config_says_so(cloud_run_gpu: Stacks) -> None:
-    assert sorted(cloud_run_gpu) == ["gpu-database", "gpu-network", "gpu-registry", "gpu-services"]  # no cluster
+    assert sorted(cloud_run_gpu) == [
+        "gpu-database",
+        "gpu-network",
+        "gpu-observability",
+        "gpu-registry",
+        "gpu-services",
+    ]  # no cluster
     stack = cloud_run_gpu["gpu-services"]
     inference = services(stack)["inference"]
     template, box = inference["template"], container(inference)

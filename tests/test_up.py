@@ -22,11 +22,12 @@ HF_TOKEN = "hf_standin_value_never_logged"
 
 @pytest.fixture(scope="module")
 def prod(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """prod.toml on a real project id and edge domain (the placeholders are refused), synthesized once."""
+    """prod.toml on a real project id, edge domain and alert address (the placeholders are refused), synthesized once."""
     base = tmp_path_factory.mktemp("up")
     env_file = base / "prod.toml"
     shipped = (ROOT / "environments" / "prod.toml").read_text()
-    env_file.write_text(shipped.replace("replace-me-prod", "acme-prod").replace("chat.replace-me.", "chat.acme."))
+    real = shipped.replace("replace-me-prod", "acme-prod").replace("chat.replace-me.", "chat.acme.")
+    env_file.write_text(real.replace("ops@example.com", "ops@acme.test"))
     synth_dir = base / "synth"
     result = run_main(synth_dir, "--env", str(env_file))
     assert result.returncode == 0, result.stderr
@@ -127,6 +128,16 @@ def test_the_shipped_placeholder_project_is_refused(tmp_path: Path) -> None:
     result, calls = up(tmp_path, ROOT / "environments" / "prod.toml", None)
     assert result.returncode == 2
     assert "project_id = 'replace-me-prod' is the shipped placeholder" in result.stderr
+    assert calls == []
+
+
+def test_the_shipped_placeholder_alert_address_is_refused(tmp_path: Path) -> None:
+    env_file = tmp_path / "prod.toml"
+    shipped = (ROOT / "environments" / "prod.toml").read_text()
+    env_file.write_text(shipped.replace("replace-me-prod", "acme-prod").replace("chat.replace-me.", "chat.acme."))
+    result, calls = up(tmp_path, env_file, None)
+    assert result.returncode == 2
+    assert "slo.notify.emails = ['ops@example.com'] is the shipped placeholder" in result.stderr
     assert calls == []
 
 

@@ -18,6 +18,7 @@ from analysis.cost.ladder import rung_costs
 from analysis.cost.lines import Estimate, Lines
 from analysis.cost.prices import PriceError, PriceTable, retirement_warning
 from analysis.cost.workload import Workload, workload_for
+from hybrid.alerting import condition_count
 from hybrid.config import Environment
 
 
@@ -44,6 +45,8 @@ def estimate(
     layers.workers(lines)
     layers.services(lines, w, free_tier(lines) if w.free_tier else None)
     layers.edge(lines, w)
+    # The scrape targets: each Cloud Run service's instance (at least one while serving) and each model server.
+    layers.observability(lines, w, condition_count(env) if env.slo else 0, len(env.names.service) + round(replicas))
     for name in (w.vertex_api, w.external_api):
         warning = retirement_warning(name, prices.api(name), today or date.today())
         if warning:

@@ -320,6 +320,42 @@ def workers(lines: Lines) -> None:
     )
 
 
+# Usage records are about 1 KiB each in BigQuery (one log entry's columns per request), kept as
+# the dataset keeps them; a month's worth is priced as storage.
+_USAGE_RECORD_KIB = 1.0
+# Series a scrape target exports (our services' histograms have about 15 buckets a label set),
+# scraped once a minute: Managed Prometheus bills each sample.
+_SERIES_PER_TARGET = 400
+_SCRAPES_PER_MONTH = 60 * 730
+
+
+def observability(lines: Lines, w: Workload, conditions: int, targets: int) -> None:
+    """The observability layer: alerting conditions, Prometheus samples, the usage dataset's storage."""
+    if lines.env.slo is None:
+        return
+    lines.add(
+        "observability", "alerting policies", f"{conditions} conditions", conditions, "monitoring.alert_condition"
+    )
+    samples = targets * _SERIES_PER_TARGET * _SCRAPES_PER_MONTH / 1e6
+    lines.add(
+        "observability",
+        "Managed Service for Prometheus",
+        f"{targets} scrape targets x {_SERIES_PER_TARGET} series, each minute",
+        samples,
+        "monitoring.prometheus_samples",
+        note="series per target assumed; dashboards and Google's own metrics are free",
+    )
+    gib = w.requests_per_day * 30 * _USAGE_RECORD_KIB / 2**20
+    lines.add(
+        "observability",
+        "usage dataset (BigQuery)",
+        "a month of usage records",
+        gib,
+        "bigquery.active_storage",
+        note="grows each month the records are kept; routing logs to a sink is free, queries are usage",
+    )
+
+
 def services(lines: Lines, w: Workload, free: dict[str, float] | None) -> None:
     """The Cloud Run services (and the Cloud Run GPU model server), their internet egress."""
     env, s = lines.env, lines.env.services

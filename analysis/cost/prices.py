@@ -103,10 +103,13 @@ class _Table(_Strict):
     apis: dict[str, ApiPrice]
     # Keyed by rung (hybrid.catalog.RUNG_ORDER), or by rung_<gpu type> where the GPU changes it.
     rungs: dict[str, RungPrice] = Field(default_factory=dict)
+    # The observability layer's (additive: a table without them still loads).
+    monitoring: dict[str, Price] = Field(default_factory=dict)
+    bigquery: dict[str, Price] = Field(default_factory=dict)
 
 
 # Sections of Price figures, looked up by ``section.name``; machines, free tiers and APIs have their own look-ups.
-PRICE_SECTIONS = ("cloud_run", "network", "gke", "redis", "cloud_sql", "storage")
+PRICE_SECTIONS = ("cloud_run", "network", "gke", "redis", "cloud_sql", "storage", "monitoring", "bigquery")
 # How far ahead of a model's retirement the estimate warns.
 RETIREMENT_NOTICE = timedelta(days=90)
 

@@ -25,6 +25,7 @@ from hybrid.config.network import WORKERS_RANGES, NetworkSettings
 from hybrid.config.redis import RedisSettings
 from hybrid.config.regions import Region
 from hybrid.config.services import CloudRunServices
+from hybrid.config.slo import SloSettings
 from hybrid.config.traffic import TrafficSettings
 from hybrid.config.validation import BucketName, Settings, invalid, matching
 from hybrid.config.workers import WorkersTier
@@ -75,6 +76,8 @@ class Environment(Settings):
     # Optional: the global load balancer with Cloud Armor in front of the public services, and
     # the further regions of the stateless tier.
     edge: EdgeSettings = EdgeSettings()
+    # Optional: the observability layer (dashboards, SLOs, alerts, the usage sink to BigQuery).
+    slo: SloSettings | None = None
 
     @property
     def service_regions(self) -> tuple[str, ...]:

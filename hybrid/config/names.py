@@ -102,6 +102,9 @@ class ResourceNames:
         self.batch_topic = f"{env}-batch-lines"
         self.batch_subscription = f"{env}-batch-workers"
         self.dead_letter_topic = self.dead_letter_subscription = f"{env}-batch-dead-letters"
+        # The observability layer ([slo]): the usage log sink; made on every environment's synth
+        # whose file has [slo], checked with the base names (short enough for any valid env name).
+        self.usage_sink = f"{env}-usage-to-bigquery"
 
     def rules(self, *, workers: bool = True, connector: bool = True) -> dict[str, tuple[str, str, str]]:
         """Each name's (value, pattern, rule); the workers tier's only with ``workers``, connector
@@ -218,6 +221,13 @@ class ResourceNames:
             "browser API key": (self.browser_key, _RFC1035, rfc),
             "database admin password secret": (self.database_admin_secret, *_SECRET_ID),
             "rate-limit fallback metric": (self.rate_limit_fallback_metric, *_METRIC),
+            # cloud.google.com/logging/docs/reference/v2/rest/v2/projects.sinks: a sink's name, at
+            # most 100 letters, digits, '_', '-' or '.'.
+            "usage log sink": (
+                self.usage_sink,
+                r"[A-Za-z0-9_.-]{1,100}",
+                "at most 100 letters, digits, '_', '.' or '-'",
+            ),
             "Redis AUTH string secret": (self.redis_auth_secret, *_SECRET_ID),
             **{
                 f"{service} metrics sidecar secret": (name, *_SECRET_ID)

@@ -46,6 +46,10 @@ class BackendAnswer:
     checkpoint_seconds: float
     model: str  # the metrics' label (orchestrator.metrics.model_label)
     started: float  # when the request arrived (time.monotonic)
+    # For the usage record (docs/observability.md, Usage queries): who asked for which model.
+    user: str = ""
+    requested_model: str = ""
+    first_token: float | None = None
     meter: UsageMeter = field(default_factory=UsageMeter)
     checkpointed: float = field(default_factory=time.monotonic)
     checkpointing: asyncio.Task[None] | None = None
@@ -66,9 +70,13 @@ class BackendAnswer:
         metrics.TOKENS.labels(*labels, "out").inc(charge.completion_tokens)
         if outcome == "failed":  # a broken stream is counted where its circuit is told (broke)
             metrics.BACKEND_ERRORS.labels(self.backend, "usage_invalid").inc()
+        # One record per answer, which the usage log sink routes to BigQuery: ids and counts only.
+        ttft = None if self.first_token is None else round(self.first_token - self.started, 4)
+        logs.event(log, "usage", user=self.user, model=self.requested_model, ttft_seconds=ttft, **charge.fields())
 
     def first_byte(self) -> None:
-        metrics.TTFT.labels(self.model, self.backend).observe(time.monotonic() - self.started)
+        self.first_token = time.monotonic()
+        metrics.TTFT.labels(self.model, self.backend).observe(self.first_token - self.started)
 
     async def whole(self) -> Response:
         """The answer read to its end, then passed on."""

@@ -411,6 +411,8 @@ class LineRunner:
         except (psycopg.Error, OSError):  # OSError: TimeoutError too; _retrying tries again
             metrics.CHARGE_FAILURES.inc()
             raise
+        # The line's end, which the usage log sink routes to BigQuery (docs/observability.md).
+        logs.event(log, "batch line", batch_id=batch_id, line=line, state=answer.status)
         return True
 
 
