@@ -4,7 +4,7 @@ service answers at run.app while the edge is on, HTTP only redirects, the sign-i
 
 from __future__ import annotations
 
-from iac import Stacks
+from iac import Json, Stacks
 from reachability_helpers import by_edge, facts_for, failures, only_env, resources, service
 
 
@@ -12,7 +12,7 @@ def prod(synth_json: Stacks) -> Stacks:
     return only_env(synth_json, "prod")
 
 
-def backend(stacks: Stacks, role: str) -> dict:
+def backend(stacks: Stacks, role: str) -> Json:
     return next(
         b
         for b in resources(stacks, "prod-edge", "google_compute_backend_service").values()

@@ -71,6 +71,7 @@ def problems(env: Environment, **gke: Any) -> str:
 
 
 def prod_class(synth_json: Stacks) -> Json:
+    found: Json
     (found,) = [
         m["manifest"]
         for m in resources(synth_json["prod-inference"], "kubernetes_manifest").values()
@@ -229,7 +230,7 @@ def test_gcsfuse_keeps_its_mount() -> None:
 
 
 def test_the_startup_budget_grows_with_the_model_and_shrinks_with_a_faster_path() -> None:
-    big = dict(
+    big: dict[str, Any] = dict(
         model="meta-llama/Llama-3.1-70B-Instruct",
         gpu_type="nvidia-h100-80gb",
         gpu_count=2,

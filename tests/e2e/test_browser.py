@@ -5,20 +5,15 @@ expired session, the rate limit, a phone screen. Screenshots land in test-artifa
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
 
-import psycopg
 import pytest
+from pages import ARTIFACTS, assert_ledger, email, say, sign_in
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from devtools.browser import launch
 from devtools.local_chain import PASSWORD, LocalChain, local_chain
 from devtools.standins.identity_platform import user_id
-
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 
 
 @pytest.fixture(scope="module")
@@ -43,38 +38,6 @@ def page(browser: Browser, chain: LocalChain) -> Iterator[Page]:
     page.goto(chain["frontend"])
     yield page
     context.close()
-
-
-def email(user: str) -> str:
-    return f"{user}@example.com"
-
-
-def sign_in(page: Page, user: str, password: str = PASSWORD) -> None:
-    page.get_by_label("Email or user name").fill(email(user))
-    page.get_by_label("Password").fill(password)
-    page.get_by_role("button", name="Sign in").click()
-    expect(page.get_by_label("Message")).to_be_visible()
-
-
-def say(page: Page, text: str) -> None:
-    page.get_by_label("Message").fill(text)
-    page.get_by_label("Message").press("Enter")
-
-
-def assert_ledger(chain: LocalChain, user: str, expected: list[tuple[Any, ...]]) -> None:
-    """The user's ledger rows, (outcome, completion_tokens), become ``expected`` within 10 s."""
-
-    def rows() -> list[tuple[Any, ...]]:
-        with psycopg.connect(chain["conninfo"]) as conn:
-            return conn.execute(
-                "SELECT outcome, completion_tokens FROM usage_ledger WHERE user_id = %s", (user,)
-            ).fetchall()
-
-    user = user_id(email(user))  # the subject of the user's Identity Platform token
-    deadline = time.monotonic() + 10
-    while rows() != expected and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert rows() == expected
 
 
 def test_sign_in_send_and_watch_the_reply_stream_in(page: Page, chain: LocalChain) -> None:
