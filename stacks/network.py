@@ -10,7 +10,7 @@ diagram.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from cdktf import TerraformOutput
@@ -99,6 +99,8 @@ class NetworkOutputs:
     # The VPC, read from the Private Services Access peering: Cloud SQL's network, after the peering.
     private_services_network: str
     workers_subnet_id: str | None = None  # the workers' GKE Standard nodes, when [workers] is enabled
+    # Cloud Run's Direct VPC egress subnet in each further region of [edge] regions.
+    run_subnet_ids: dict[str, str] = field(default_factory=dict)
 
 
 class NetworkStack(LayerStack):
@@ -135,15 +137,19 @@ class NetworkStack(LayerStack):
             inference_address=self.inference_address.address,
             private_services_network=self.psa_connection.network,
             workers_subnet_id=self.workers_subnet.id if self.workers_subnet else None,
+            run_subnet_ids={region: subnet.id for region, subnet in self.region_run_subnets.items()},
         )
 
-    def _subnet(self, id_: str, name: str, cidr: str, *secondary: tuple[str, str]) -> ComputeSubnetwork:
-        """A regional subnet with Private Google Access and flow logs, and its secondary ranges (name, CIDR)."""
+    def _subnet(
+        self, id_: str, name: str, cidr: str, *secondary: tuple[str, str], region: str | None = None
+    ) -> ComputeSubnetwork:
+        """A subnet of ``region`` (the environment's by default) with Private Google Access and flow
+        logs, and its secondary ranges (name, CIDR)."""
         return ComputeSubnetwork(
             self,
             id_,
             name=name,
-            region=self.env.region,
+            region=region or self.env.region,
             network=self.vpc.id,
             ip_cidr_range=cidr,
             private_ip_google_access=True,
@@ -182,6 +188,17 @@ class NetworkStack(LayerStack):
         # rules match Cloud Run by this whole range, since its addresses are ephemeral
         # (cloud.google.com/run/docs/configuring/vpc-direct-vpc#direct-vpc-ip-allocation).
         self.run_subnet = self._subnet("cloud-run-subnet", names.run_subnet, str(net.run_cidr))
+        # The same in each further region of the stateless tier: Direct VPC egress needs a subnet
+        # in the service's region (cloud.google.com/run/docs/configuring/vpc-direct-vpc#limitations).
+        self.region_run_subnets = {
+            region: self._subnet(
+                f"cloud-run-subnet-{region}",
+                names.region_run_subnet(region),
+                str(net.region_run_cidrs[region]),
+                region=region,
+            )
+            for region in env.service_regions[1:]
+        }
         # The background workers' own subnet and secondary ranges, apart from the models' cluster so
         # each cluster's ranges and firewall rules are its own. No Cloud NAT serves it: its nodes
         # have no external address, so Private Google Access is their only way out, to Google APIs
@@ -307,8 +324,16 @@ def firewall_rules(env: Environment) -> list[Rule]:
         for direction, moves in _DENIED.items()
     ]
 
+    def resolve(ref: str) -> tuple[str, ...]:
+        if "/" in ref:
+            return (ref,)
+        # Cloud Run's calls come from its subnet in every region it runs in.
+        if ref == "run_cidr":
+            return tuple(map(str, net.run_cidrs(env.service_regions)))
+        return (str(getattr(net, ref)),)
+
     def ranges(peer: Peer) -> tuple[str, ...]:
-        return tuple(ref if "/" in ref else str(getattr(net, ref)) for ref in peer.ranges)
+        return tuple(cidr for ref in peer.ranges for cidr in resolve(ref))
 
     active = for_environment(env)
     order = active.section_order()

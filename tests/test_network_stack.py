@@ -13,6 +13,8 @@ from stacks.network import PLATFORM_APIS, REDIS_APIS, WORKERS_APIS
 
 # The Cloud Run services' Direct VPC egress subnet of each environment.
 RUN_CIDR = {"dev": "10.8.0.0/24", "prod": "10.8.0.0/22"}
+# Every region's Cloud Run subnet: prod's second region (us-east4) has its own.
+RUN_CIDRS = {"dev": (RUN_CIDR["dev"],), "prod": (RUN_CIDR["prod"], "10.8.4.0/22")}
 
 
 @pytest.fixture
@@ -116,7 +118,7 @@ def test_firewall_allows_exactly_the_diagram(env: str, network: Json) -> None:
     assert allows == {
         f"{env}-allow-cloud-run-to-inference": (
             "INGRESS",
-            (RUN_CIDR[env],),
+            RUN_CIDRS[env],
             tuple(workloads),
             (),
             (("tcp", ("8000",)),),

@@ -76,10 +76,24 @@ class ResourceNames:
         self.batch_subscription = f"{env}-batch-workers"
         self.dead_letter_topic = self.dead_letter_subscription = f"{env}-batch-dead-letters"
 
-    def rules(self, *, workers: bool = True) -> dict[str, tuple[str, str, str]]:
-        """Each name's (value, pattern, rule); the workers tier's only with ``workers``."""
+    def region_run_subnet(self, region: str) -> str:
+        """Cloud Run's Direct VPC egress subnet in a further region of the stateless tier."""
+        return f"{self.run_subnet}-{region}"
+
+    def sql_replica(self, region: str) -> str:
+        """The Cloud SQL instance's cross-region read replica in ``region``."""
+        return f"{self.sql_instance}-{region}"
+
+    def rules(
+        self, *, workers: bool = True, regions: tuple[str, ...] = (), replica_region: str | None = None
+    ) -> dict[str, tuple[str, str, str]]:
+        """Each name's (value, pattern, rule); the workers tier's only with ``workers``, a Cloud Run
+        subnet for each further region of ``regions`` and the replica's in ``replica_region``."""
         rfc = "1-63 lowercase letters, digits and hyphens, starting with a letter"
-        return {**self._base_rules(rfc), **(self._workers_rules(rfc) if workers else {})}
+        regional = {f"Cloud Run subnet in {r}": (self.region_run_subnet(r), _RFC1035, rfc) for r in regions}
+        if replica_region:
+            regional["Cloud SQL replica"] = (self.sql_replica(replica_region), _RFC1035, rfc)
+        return {**self._base_rules(rfc), **(self._workers_rules(rfc) if workers else {}), **regional}
 
     def _workers_rules(self, rfc: str) -> dict[str, tuple[str, str, str]]:
         # cloud.google.com/pubsub/docs/reference/rest/v1/projects.topics (and .subscriptions): a

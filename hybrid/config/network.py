@@ -6,7 +6,7 @@ from __future__ import annotations
 import ipaddress
 from typing import Annotated
 
-from pydantic import model_validator
+from pydantic import Field, model_validator
 
 from hybrid.config.validation import Cidr, IPv4, Settings, between, invalid
 
@@ -24,6 +24,11 @@ class NetworkSettings(Settings):
     # The Cloud Run services' own subnet: they send private traffic into the VPC from it
     # with Direct VPC egress (see "Network paths" in docs/architecture.md for why not a connector).
     run_cidr: Cidr
+    # The Direct VPC egress subnet of each further region of the stateless tier ([edge] regions):
+    # a service's egress subnet must be in the service's own region
+    # (cloud.google.com/run/docs/configuring/vpc-direct-vpc#limitations).
+    # Keyed by region: each key must be one of edge.regions (Environment checks it).
+    region_run_cidrs: dict[str, Cidr] = Field(default_factory=dict)
     # The background workers' subnet (GKE Standard nodes) and its Pods and Services secondary
     # ranges; required when [workers] is enabled, refused otherwise.
     workers_cidr: Cidr | None = None
@@ -38,8 +43,17 @@ class NetworkSettings(Settings):
             "network.psa_cidr": self.psa_cidr,
             "network.run_cidr": self.run_cidr,
             **{f"network.{key}": getattr(self, key) for key in WORKERS_RANGES},
+            **{f"network.region_run_cidrs.{region}": cidr for region, cidr in self.region_run_cidrs.items()},
         }
         return {key: cidr for key, cidr in given.items() if cidr is not None}
+
+    def run_cidrs(self, regions: tuple[str, ...]) -> tuple[ipaddress.IPv4Network, ...]:
+        """The Direct VPC egress ranges of ``regions`` (the environment's own first): every range a
+        Cloud Run service's private traffic may come from."""
+        return (self.run_cidr, *(self.region_run_cidrs[region] for region in regions[1:]))
+
+    def _region_run_keys(self) -> list[tuple[str, ipaddress.IPv4Network]]:
+        return [(f"region_run_cidrs.{region}", cidr) for region, cidr in self.region_run_cidrs.items()]
 
     @model_validator(mode="after")
     def _sizes(self) -> NetworkSettings:
@@ -47,8 +61,9 @@ class NetworkSettings(Settings):
         if self.psa_cidr.prefixlen > 24:
             raise invalid("psa_cidr", "must be a /24 or larger for Private Services Access")
         # cloud.google.com/run/docs/configuring/vpc-direct-vpc#direct-vpc-ip-allocation: /26 or larger.
-        if self.run_cidr.prefixlen > 26:
-            raise invalid("run_cidr", "must be a /26 or larger for Cloud Run's Direct VPC egress")
+        for key, cidr in (("run_cidr", self.run_cidr), *self._region_run_keys()):
+            if cidr.prefixlen > 26:
+                raise invalid(key, "must be a /26 or larger for Cloud Run's Direct VPC egress")
         subnet = self.subnet_cidr
         # A subnet's first two and last two addresses are reserved
         # (cloud.google.com/vpc/docs/subnets#unusable-ip-addresses-in-every-subnet).
