@@ -143,6 +143,7 @@ class EnvironmentFacts:
     self_hosted_model: str
     workers: bool = False  # [workers] enabled: the batch workers tier exists
     redis: bool = False  # [redis] enabled: the gateway's rate limit is kept in Memorystore
+    regions: tuple[str, ...] = ()  # [edge] regions beside the environment's own: the orchestrator runs there too
 
     @property
     def features(self) -> frozenset[str]:
@@ -157,4 +158,5 @@ class EnvironmentFacts:
         placement = inference.get("placement", "gke")  # InferenceSettings' default
         workers = bool((raw.get("workers") or {}).get("enabled", False))  # WorkersTier' default
         redis = bool((raw.get("redis") or {}).get("enabled", False))  # RedisSettings' default
-        return cls(raw["name"], placement, (inference.get(placement) or {}).get("model", ""), workers, redis)
+        further = tuple(r for r in (raw.get("edge") or {}).get("regions", ()) if r != raw.get("region"))
+        return cls(raw["name"], placement, (inference.get(placement) or {}).get("model", ""), workers, redis, further)
