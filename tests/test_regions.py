@@ -138,3 +138,17 @@ def test_the_replica_replicates_the_primary_in_us_east4(synth_json: Stacks) -> N
     instances = resources(synth_json["prod-database"], "google_sql_database_instance")
     (replica,) = [i for i in instances.values() if "master_instance_name" in i]
     assert (replica["name"], replica["region"]) == ("prod-postgres-us-east4", "us-east4")
+
+
+def test_cost_prices_each_regions_services_on_its_share_of_the_traffic() -> None:
+    from analysis.cost.estimate import estimate
+    from analysis.cost.prices import load_prices
+
+    env = parse_environment(PROD)
+    items = [i for i in estimate(env, load_prices("us-central1")).items if i.stack == "prod-services"]
+    resources_ = {i.resource for i in items}
+    for role in HAND_BUILT:
+        assert {f"Cloud Run prod-{role}", f"Cloud Run prod-{role} (us-east4)"} <= resources_
+    # The two regions share the traffic: each region's orchestrator costs the same.
+    cost = {r: sum(i.monthly_usd or 0 for i in items if i.resource == r) for r in resources_}
+    assert cost["Cloud Run prod-orchestrator"] == pytest.approx(cost["Cloud Run prod-orchestrator (us-east4)"])
