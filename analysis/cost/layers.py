@@ -299,7 +299,9 @@ def services(lines: Lines, w: Workload, free: dict[str, float] | None) -> None:
     names = env.names.service
     # With [edge] regions, the frontend, the gateway and the orchestrator run in each region, the load
     # balancer sharing the traffic among them: each region serves its share, and keeps its own
-    # minimum instances. Every Cloud Run region of ours is priced at the table's (us-central1's) rates.
+    # minimum instances. Each region is priced at the table's us-central1 rates: right for a region
+    # with tier 1 pricing as us-central1 has, us-east4 among them (cloud.google.com/run/docs/locations),
+    # an underestimate for a tier 2 region.
     regions = env.service_regions
     for region in regions:
         where = "" if region == env.region else f" ({region})"
