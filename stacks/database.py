@@ -68,6 +68,7 @@ class DatabaseStack(LayerStack):
                 region=env.region,
                 private_network=network.outputs.private_services_network,
                 settings=db,
+                replica_name=env.names.sql_replica(db.replica_region) if db.replica_region else None,
             ),
         )
         self.orchestrator_database = self.postgres.add_database(db.database_name)

@@ -63,12 +63,13 @@ class InferenceStack(LayerStack):
                 quantization=MODELS[settings.model].quantization,
                 port=env.network.inference_port,
                 load_balancer_ip=network.outputs.inference_address,
-                # The orchestrator on Cloud Run, and the batch workers' Pods when there are any.
+                # The orchestrators on Cloud Run, in every region, and the batch workers' Pods when there are any.
                 allowed_sources=tuple(
                     str(cidr)
-                    for cidr in (env.network.cloud_run_cidr, env.network.workers_pods_cidr)
+                    for cidr in (*env.network.cloud_run_cidrs(env.service_regions), env.network.workers_pods_cidr)
                     if cidr is not None
                 ),
+                global_access=len(env.service_regions) > 1,
             ),
         )
         CustomMetricsAdapter(

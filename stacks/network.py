@@ -11,7 +11,7 @@ diagram.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from cdktf import TerraformOutput
@@ -110,6 +110,8 @@ class NetworkOutputs:
     # internal load balancer's reserved frontend address.
     connector_id: str | None = None
     internal_lb_address: str | None = None
+    # Cloud Run's Direct VPC egress subnet in each further region of [edge] regions.
+    run_subnet_ids: dict[str, str] = field(default_factory=dict)
 
 
 class NetworkStack(LayerStack):
@@ -152,15 +154,19 @@ class NetworkStack(LayerStack):
             workers_subnet_id=self.workers_subnet.id if self.workers_subnet else None,
             connector_id=self.connector.id if self.connector else None,
             internal_lb_address=self.internal_lb_address.address if self.connector else None,
+            run_subnet_ids={region: subnet.id for region, subnet in self.region_run_subnets.items()},
         )
 
-    def _subnet(self, id_: str, name: str, cidr: str, *secondary: tuple[str, str]) -> ComputeSubnetwork:
-        """A regional subnet with Private Google Access and flow logs, and its secondary ranges (name, CIDR)."""
+    def _subnet(
+        self, id_: str, name: str, cidr: str, *secondary: tuple[str, str], region: str | None = None
+    ) -> ComputeSubnetwork:
+        """A subnet of ``region`` (the environment's by default) with Private Google Access and flow
+        logs, and its secondary ranges (name, CIDR)."""
         return ComputeSubnetwork(
             self,
             id_,
             name=name,
-            region=self.env.region,
+            region=region or self.env.region,
             network=self.vpc.id,
             ip_cidr_range=cidr,
             private_ip_google_access=True,
@@ -201,6 +207,17 @@ class NetworkStack(LayerStack):
         self.run_subnet = (
             self._subnet("cloud-run-subnet", names.run_subnet, str(net.run_cidr)) if net.run_cidr else None
         )
+        # The same in each further region of the stateless tier: Direct VPC egress needs a subnet
+        # in the service's region (cloud.google.com/run/docs/configuring/vpc-direct-vpc#limitations).
+        self.region_run_subnets = {
+            region: self._subnet(
+                f"cloud-run-subnet-{region}",
+                names.region_run_subnet(region),
+                str(net.region_run_cidrs[region]),
+                region=region,
+            )
+            for region in env.service_regions[1:]
+        }
         # The background workers' own subnet and secondary ranges, apart from the models' cluster so
         # each cluster's ranges and firewall rules are its own. No Cloud NAT serves it: its nodes
         # have no external address, so Private Google Access is their only way out, to Google APIs
@@ -369,8 +386,16 @@ def firewall_rules(env: Environment) -> list[Rule]:
         for direction, moves in _DENIED.items()
     ]
 
+    def resolve(ref: str) -> tuple[str, ...]:
+        if "/" in ref:
+            return (ref,)
+        # Cloud Run's calls come from the connector, or from its subnet in every region it runs in.
+        if ref == "cloud_run_cidr":
+            return tuple(map(str, net.cloud_run_cidrs(env.service_regions)))
+        return (str(getattr(net, ref)),)
+
     def ranges(peer: Peer) -> tuple[str, ...]:
-        return tuple(ref if "/" in ref else str(getattr(net, ref)) for ref in peer.ranges)
+        return tuple(cidr for ref in peer.ranges for cidr in resolve(ref))
 
     def tag(service: str) -> str:
         # A connector's instances carry its own tag, shared by every service that uses it

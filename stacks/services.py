@@ -19,6 +19,9 @@ a Cloud Run service, but for the public ones, follows the topology's calls, for 
 
 from __future__ import annotations
 
+from dataclasses import replace
+from functools import cached_property
+
 from cdktf import TerraformOutput
 from cdktf_cdktf_provider_google.apikeys_key import (
     ApikeysKey,
@@ -131,26 +134,81 @@ class ServicesStack(LayerStack):
         self.gateway = self._gateway(wiring, gateway_account, with_redis=db.redis is not None)
         # Behind the edge the page calls its API on its own origin (the URL map sends /v1/* to the gateway).
         self.frontend = self._frontend(wiring.with_url("gateway", env.edge.origin or self.gateway.uri))
+        if db.redis:
+            self._rate_limit_fallback_metric()
+        primary = {"orchestrator": self.orchestrator, "gateway": self.gateway, "frontend": self.frontend}
+        # The same three services, by the same names, in each further region: the edge's load balancer
+        # has a serverless NEG per region and service, which names the service
+        # (cloud.google.com/load-balancing/docs/negs/serverless-neg-concepts).
+        self.regional = {
+            region: self._region(region, wiring, project.number, primary, with_redis=db.redis is not None)
+            for region in env.service_regions[1:]
+        }
         self._grant_invokers(deployed, worker=db.worker_account)
         # The address to open: the gateway's CORS and the browser key admit this origin only.
         TerraformOutput(self, "chat_page_url", value=frontend_origin)
 
+    def _region(
+        self, region: str, wiring: Wiring, project_number: str, primary: dict[str, CloudRunService], *, with_redis: bool
+    ) -> dict[str, CloudRunService]:
+        """The orchestrator, the gateway and the frontend in ``region``, each run by its primary's
+        account. Each gateway calls its own region's orchestrator: the call stays in the region
+        (no cross-region latency or inter-region transfer), and a region the load balancer ejects
+        takes its whole chain out with it rather than leave a healthy gateway calling a failing
+        orchestrator. The orchestrators all share the one database and model servers."""
+        names, env = self.env.names, self.env
+        wiring = replace(
+            wiring, orchestrator_audience=run_app_url(names.service["orchestrator"], project_number, region)
+        )
+        built: dict[str, CloudRunService] = {}
+        for role in HAND_BUILT[::-1]:  # the orchestrator, the gateway, the frontend: each calls the one before
+            source = primary[role]
+            built[role] = self._service(
+                role,
+                getattr(env.services, role),
+                env=container_env(env, wiring, role),
+                account=source.service_account,
+                secrets=self._gateway_secrets(with_redis=with_redis) if role == "gateway" else {},
+                region=region,
+                same_as=source,
+            )
+            # Behind the edge every region's page calls its API on the one domain.
+            url = self.env.edge.origin if role == "gateway" and self.env.edge.origin else built[role].uri
+            wiring = wiring.with_url(role, url)
+        for role in ("gateway", "frontend"):
+            self._admit_public(role, built[role])
+        return built
+
     def _gateway(self, wiring: Wiring, account: ServiceAccount, *, with_redis: bool) -> CloudRunService:
-        """The public API: it alone may call the orchestrator; with Redis, its auth secret and the
-        metric of its falling back to per-instance limits."""
-        names = self.env.names
+        """The public API: it alone may call the orchestrator; with Redis, its auth secret."""
         gateway = self._service(
             "gateway",
             self.env.services.gateway,
             env=container_env(self.env, wiring, "gateway"),
             account=account,
-            # Read at start-up from Secret Manager, granted to the gateway alone.
-            secrets={"REDIS_AUTH": names.redis_auth_secret} if with_redis else {},
+            secrets=self._gateway_secrets(with_redis=with_redis),
         )
-        if with_redis:
-            self._rate_limit_fallback_metric()
-        gateway.grant_public_invoke()
+        self._admit_public("gateway", gateway)
         return gateway
+
+    @cached_property
+    def _beta(self) -> GoogleBetaProvider:
+        """The beta provider, made once for every region's frontend behind Identity-Aware Proxy."""
+        return GoogleBetaProvider(self, "google-beta", project=self.env.project_id, region=self.env.region)
+
+    def _gateway_secrets(self, *, with_redis: bool) -> dict[str, str]:
+        # Read at start-up from Secret Manager, granted to the gateway alone.
+        return {"REDIS_AUTH": self.env.names.redis_auth_secret} if with_redis else {}
+
+    def _admit_public(self, role: str, service: CloudRunService) -> None:
+        """Who may invoke a public service: anyone, or, for a frontend behind Identity-Aware Proxy,
+        the listed members through it."""
+        settings = self.env.services
+        if role == "frontend" and settings.frontend.access == "iap":
+            # Behind the edge, IAP is the backend service's (stacks/edge.py); the service admits only IAP.
+            service.require_iap(members=settings.iap_members, beta=self._beta, at_load_balancer=self.env.edge.enabled)
+        else:
+            service.grant_public_invoke()
 
     def _others(
         self, deployed: Topology, wiring: Wiring, db: DatabaseOutputs, project_number: str
@@ -182,7 +240,9 @@ class ServicesStack(LayerStack):
         run = {**built, **({"inference": self.inference} if self.inference else {}), **self.others}
         # The batch workers on GKE call as their own account (Workload Identity).
         callers = {name: s.service_account for name, s in run.items()} | ({"worker": worker} if worker else {})
-        for name, service in run.items():
+        # Each region's copy of a service is invoked by the same callers (its copies share their accounts).
+        copies = [*run.items(), *(item for regional in self.regional.values() for item in regional.items())]
+        for name, service in copies:
             for caller in deployed.callers(name):
                 if caller not in callers:
                     raise ValueError(f"{caller} -> {name}: {caller} has no identity this stack can grant run.invoker")
@@ -203,14 +263,10 @@ class ServicesStack(LayerStack):
 
     def _frontend(self, wiring: Wiring) -> CloudRunService:
         """The chat page: public, or behind Identity-Aware Proxy for the listed members."""
-        settings = self.env.services
-        frontend = self._service("frontend", settings.frontend, env=container_env(self.env, wiring, "frontend"))
-        if settings.frontend.access == "iap":
-            beta = GoogleBetaProvider(self, "google-beta", project=self.env.project_id, region=self.env.region)
-            # Behind the edge, IAP is the backend service's (stacks/edge.py); the service admits only IAP.
-            frontend.require_iap(members=settings.iap_members, beta=beta, at_load_balancer=self.env.edge.enabled)
-        else:
-            frontend.grant_public_invoke()
+        frontend = self._service(
+            "frontend", self.env.services.frontend, env=container_env(self.env, wiring, "frontend")
+        )
+        self._admit_public("frontend", frontend)
         return frontend
 
     def _orchestrator_url(self, deployed: Topology) -> str:
@@ -239,12 +295,15 @@ class ServicesStack(LayerStack):
         )
         return f"http://{lb.forwarding_rule.ip_address}"
 
-    def egress(self, service: str) -> Egress:
+    def egress(self, service: str, region: str | None = None) -> Egress:
+        """How ``service`` sends private ranges into the VPC: through the connector, or by Direct VPC
+        egress from the Cloud Run subnet of ``region`` (the environment's by default)."""
         net = self.network
         if net.connector_id:
             return ConnectorEgress(connector=net.connector_id)
-        assert net.run_subnet_id is not None, "direct mode has Cloud Run's subnet"
-        return PrivateEgress(network=net.network_id, subnetwork=net.run_subnet_id, tag=self.env.names.run_tag[service])
+        subnet = net.run_subnet_ids.get(region, net.run_subnet_id) if region else net.run_subnet_id
+        assert subnet is not None, "direct mode has Cloud Run's subnet"
+        return PrivateEgress(network=net.network_id, subnetwork=subnet, tag=self.env.names.run_tag[service])
 
     def _image(self, role: str, settings: CloudRunSizing) -> str:
         return service_image(self.env, role, settings.image)
@@ -271,9 +330,13 @@ class ServicesStack(LayerStack):
         secrets: dict[str, str] | None = None,
         container_port: int = 8080,
         args: tuple[str, ...] = (),
+        region: str | None = None,
+        same_as: CloudRunService | None = None,
     ) -> CloudRunService:
         """The Cloud Run service ``role``, run by ``account`` or by a new account of its own; ``secrets``
-        are variables the stack itself has the service read from Secret Manager, beside the file's."""
+        are variables the stack itself has the service read from Secret Manager, beside the file's.
+        In a further ``region``, its construct id ends in the region, so the environment's own
+        region keeps the addresses it was first deployed at; ``same_as`` is the primary's."""
         names = self.env.names
         if self.env.edge.enabled and role in EDGE_SERVICES:
             # Only the load balancer (and the VPC) may reach it: its run.app URL is closed to the
@@ -282,10 +345,10 @@ class ServicesStack(LayerStack):
         props = CloudRunServiceProps(
             name=names.service[role],
             project=self.env.project_id,
-            region=self.env.region,
+            region=region or self.env.region,
             image=self._image(role, settings),
             deletion_protection=self.env.services.deletion_protection,
-            egress=self.egress(role) if role in names.run_tag else None,
+            egress=self.egress(role, region) if role in names.run_tag else None,
             settings=settings,
             env=tuple(env.items()),
             secrets=tuple((secrets or {}).items()),
@@ -293,7 +356,13 @@ class ServicesStack(LayerStack):
             args=args,
             metrics_config_secret=names.metrics_config_secret[role] if role in EXPORTS_METRICS else None,
         )
-        return CloudRunService(self, role, props, service_account=account or self._account(role))
+        return CloudRunService(
+            self,
+            f"{role}-{region}" if region else role,
+            props,
+            service_account=account or self._account(role),
+            same_as=same_as,
+        )
 
     def _sign_in(self, frontend_origin: str) -> ApikeysKey:
         """Identity Platform, and the browser key the chat page at ``frontend_origin`` signs in with."""

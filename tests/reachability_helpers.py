@@ -42,9 +42,20 @@ EDGE_EDGES = ["internet -> load balancer", "load balancer -> frontend", "load ba
 CONNECTOR_EDGES = [
     edge + " (internal load balancer)" if edge == "gateway -> orchestrator" else edge for edge in ALL_EDGES
 ]
+# Where [edge] regions adds a region: prod's us-east4 orchestrator, across regions to the one database and models.
+REGIONAL_EDGES = ["orchestrator (us-east4) -> Cloud SQL", "orchestrator (us-east4) -> inference"]
 EDGES_OF = {
     "dev": CONNECTOR_EDGES,
-    "prod": [*BASE_EDGES[:3], REDIS_EDGE, *BASE_EDGES[3:], *WORKER_EDGES, *PLUMBING, *GKE_PLUMBING, *EDGE_EDGES],
+    "prod": [
+        *BASE_EDGES[:3],
+        REDIS_EDGE,
+        *BASE_EDGES[3:],
+        *WORKER_EDGES,
+        *REGIONAL_EDGES,
+        *PLUMBING,
+        *GKE_PLUMBING,
+        *EDGE_EDGES,
+    ],
 }
 REMOTE_NETWORK = "${data.terraform_remote_state.cross-stack-reference-input-dev-network.outputs.%s}"
 
@@ -74,8 +85,10 @@ def only_env(synth_json: Stacks, env: str = "dev") -> Stacks:
 
 
 def service(stacks: Stacks, role: str, env: str = "dev") -> Json:
+    """The service ``role`` in the environment's own region (a further region runs it by the same name)."""
     services: dict[str, Json] = stacks[f"{env}-services"]["resource"]["google_cloud_run_v2_service"]
-    return next(s for s in services.values() if s["name"] == f"{env}-{role}")
+    (region,) = {p["region"] for p in stacks[f"{env}-services"]["provider"]["google"]}
+    return next(s for s in services.values() if s["name"] == f"{env}-{role}" and s["location"] == region)
 
 
 def container_env(config: Json) -> dict[str, Json]:

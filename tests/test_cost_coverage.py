@@ -79,8 +79,15 @@ def test_cloud_sql_storage_per_hour_matches_the_monthly_figures() -> None:
     $0.17 / GiB-month, backups $0.000109589 / GiB-hour = $0.08; HA doubles SSD, not backups."""
     assert round(PRICES.usd("cloud_sql.ssd_storage") * 730, 2) == 0.17
     assert round(PRICES.usd("cloud_sql.backup_storage") * 730, 2) == 0.08
-    items = {i.price_key: i for i in estimate(env_at("prod"), PRICES).items if i.stack == "prod-database"}
+    database = [i for i in estimate(env_at("prod"), PRICES).items if i.stack == "prod-database"]
+    items = {i.price_key: i for i in database if not i.resource.startswith("Cloud SQL replica")}
     assert items["cloud_sql.ssd_storage"].monthly_usd == pytest.approx(100 * 2 * 0.17, abs=0.01)
+    # The cross-region replica: zonal, so its SSD once, and no backups of its own.
+    replica = {i.price_key: i for i in database if i.resource == "Cloud SQL replica in us-east4"}
+    assert replica["cloud_sql.ssd_storage"].monthly_usd == pytest.approx(100 * 0.17, abs=0.01)
+    assert replica["cloud_sql.vcpu"].monthly_usd == pytest.approx(4 * 730 * 0.0413, abs=0.01)
+    assert "cloud_sql.backup_storage" not in replica
+    assert "may differ" in replica["cloud_sql.vcpu"].note
     assert items["cloud_sql.backup_storage"].monthly_usd == pytest.approx(50 * 0.08, abs=0.01)
 
 

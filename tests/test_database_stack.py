@@ -20,7 +20,30 @@ LAYER = "database"  # the conftest's ``stack`` fixture
 
 @pytest.fixture
 def instance(stack: Json) -> Json:
-    return only(stack, "google_sql_database_instance")
+    """The primary: the one instance that replicates from none."""
+    primaries = [
+        i for i in resources(stack, "google_sql_database_instance").values() if "master_instance_name" not in i
+    ]
+    assert len(primaries) == 1, primaries
+    return primaries[0]
+
+
+def test_a_cross_region_replica_in_prod_only(env: str, stack: Json, instance: Json) -> None:
+    replicas = [i for i in resources(stack, "google_sql_database_instance").values() if "master_instance_name" in i]
+    if env == "dev":
+        assert replicas == []
+        return
+    (replica,) = replicas
+    assert replica["name"] == "prod-postgres-us-east4"
+    assert replica["region"] == "us-east4" != instance["region"]
+    assert replica["master_instance_name"].startswith("${google_sql_database_instance.postgres_instance_")
+    assert replica["database_version"] == instance["database_version"]
+    # Backups are the primary's; the replica only stands by, in one zone, on the same private network.
+    assert "backup_configuration" not in replica["settings"]
+    assert replica["settings"]["availability_type"] == "ZONAL"
+    assert replica["settings"]["ip_configuration"] == instance["settings"]["ip_configuration"]
+    assert flags(replica) == DATABASE_FLAGS
+    assert replica["deletion_protection"] is True
 
 
 def flags(instance: Json) -> dict[str, str]:

@@ -37,7 +37,12 @@ def test_one_serverless_neg_per_region_and_service(synth_json: Stacks) -> None:
         (n["region"], n["cloud_run"]["service"], n["network_endpoint_type"])
         for n in edge(synth_json, "google_compute_region_network_endpoint_group")
     }
-    assert negs == {("us-central1", "prod-frontend", "SERVERLESS"), ("us-central1", "prod-gateway", "SERVERLESS")}
+    # prod runs the stateless tier in us-central1 and us-east4 ([edge] regions).
+    assert negs == {
+        (region, f"prod-{service}", "SERVERLESS")
+        for region in ("us-central1", "us-east4")
+        for service in ("frontend", "gateway")
+    }
 
 
 def test_http_redirects_to_https_and_https_serves_the_managed_certificate(synth_json: Stacks) -> None:

@@ -203,14 +203,23 @@ def test_secret_provider_class_is_the_csi_crd_with_the_gke_provider(stack: Json)
 # Where the orchestrator's calls come from: dev's connector (a /28), prod's Direct VPC egress subnet.
 RUN_CIDR = {"dev": "10.8.0.0/28", "prod": "10.8.0.0/22"}
 # Who may call the model servers: the orchestrator (Cloud Run), and in prod the batch workers' Pods.
-CALLERS = {"dev": [RUN_CIDR["dev"]], "prod": [RUN_CIDR["prod"], "10.24.0.0/16"]}
+# In prod, the orchestrators of both regions (us-central1 and us-east4).
+CALLERS = {"dev": [RUN_CIDR["dev"]], "prod": [RUN_CIDR["prod"], "10.8.4.0/22", "10.24.0.0/16"]}
+# Prod's orchestrators in a second region reach the internal load balancer only with global access.
+ANNOTATIONS = {
+    "dev": {"networking.gke.io/load-balancer-type": "Internal"},
+    "prod": {
+        "networking.gke.io/load-balancer-type": "Internal",
+        "networking.gke.io/internal-load-balancer-allow-global-access": "true",
+    },
+}
 
 
 def test_internal_load_balancer_on_the_reserved_address_for_its_callers_only(
     env: str, stack: Json, synth_json: Stacks
 ) -> None:
     service = named(stack, "kubernetes_service_v1", "vllm")
-    assert service["metadata"]["annotations"] == {"networking.gke.io/load-balancer-type": "Internal"}
+    assert service["metadata"]["annotations"] == ANNOTATIONS[env]
     spec = service["spec"]
     assert spec["type"] == "LoadBalancer"
     assert spec["load_balancer_source_ranges"] == CALLERS[env]

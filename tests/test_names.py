@@ -30,7 +30,10 @@ def written_names(stacks: dict[str, Json], env: str) -> set[str]:
 
 def test_every_name_in_the_synth_is_a_checked_resource_name(env: str, synth_json: Stacks) -> None:
     environment = load_environment(ROOT / "environments" / f"{env}.toml")
-    checked = {name for name, _, _ in ResourceNames(env, environment.project_id).rules().values()}
+    rules = ResourceNames(env, environment.project_id).rules(
+        regions=environment.service_regions[1:], replica_region=environment.database.replica_region
+    )
+    checked = {name for name, _, _ in rules.values()}
     # A secret the operator made and named in the environment file, not a name the stacks build.
     # Likewise the model weights' bucket, which the registry layer makes under the file's name.
     configured = {environment.inference.gke_server.hf_token_secret, environment.inference.gke_server.weights_bucket}

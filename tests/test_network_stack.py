@@ -15,6 +15,8 @@ from stacks.network import CONNECTOR_APIS, OBSERVABILITY_APIS, PLATFORM_APIS, RE
 # subnet, dev's connector (docs/network-egress.md).
 RUN_CIDR = {"dev": "10.8.0.0/28", "prod": "10.8.0.0/22"}
 DEV_CONNECTOR_TAG = "vpc-connector-us-central1-dev-connector"
+# Every region's Cloud Run subnet: prod's second region (us-east4) has its own.
+RUN_CIDRS = {"dev": (RUN_CIDR["dev"],), "prod": (RUN_CIDR["prod"], "10.8.4.0/22")}
 
 
 @pytest.fixture
@@ -150,7 +152,7 @@ def test_firewall_allows_exactly_the_diagram(env: str, network: Json) -> None:
     assert allows == {
         f"{env}-allow-cloud-run-to-inference": (
             "INGRESS",
-            (RUN_CIDR[env],),
+            RUN_CIDRS[env],
             tuple(workloads),
             (),
             (("tcp", ("8000",)),),

@@ -35,8 +35,8 @@ def test_cli_passes_on_the_shipped_environments() -> None:
         EDGES_OF["dev"]
     ) + ["prod"] * len(EDGES_OF["prod"])
     assert "dev  gateway -> orchestrator" in result.stdout and "prod  Pub/Sub -> worker" in result.stdout
-    assert "dev: 10 of 10 edges OK" in lines and "prod: 21 of 21 edges OK" in lines
-    assert len([line for line in lines if line]) == 2 * 2 + 10 + 21
+    assert "dev: 10 of 10 edges OK" in lines and "prod: 23 of 23 edges OK" in lines
+    assert len([line for line in lines if line]) == 2 * 2 + 10 + 23
     assert "BLOCKED" not in result.stdout
 
 
@@ -60,7 +60,7 @@ def test_cli_fails_with_a_readable_table_on_a_broken_synth_dir(synth_dir: Path, 
     reasons = [line.strip() for line in lines if line.startswith("    ")]
     assert reasons and all(reason.startswith("NO  ") for reason in reasons), result.stdout
     assert "dev: 9 of 10 edges OK; BLOCKED: Managed Prometheus -> vLLM metrics" in lines
-    assert "prod: 21 of 21 edges OK" in lines
+    assert "prod: 23 of 23 edges OK" in lines
 
     verbose = run_cli("--synth-dir", str(broken), "--env", str(ROOT / "environments" / "dev.toml"), "--verbose")
     assert "    ok  a GKE cluster" in verbose.stdout.splitlines()

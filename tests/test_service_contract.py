@@ -52,8 +52,12 @@ def as_model(settings: BaseSettings, model: type[S]) -> S:
     return settings
 
 
-def declared_env(stack: Json, name: str) -> dict[str, str]:
-    (service,) = [s for s in stack["resource"]["google_cloud_run_v2_service"].values() if s["name"] == name]
+def declared_env(stack: Json, name: str, region: str | None = None) -> dict[str, str]:
+    """The plain variables of the service ``name`` in ``region``, by default the environment's
+    (a further region of [edge] regions runs it under the same name)."""
+    (where,) = {p["region"] for p in stack["provider"]["google"]} if region is None else {region}
+    services = stack["resource"]["google_cloud_run_v2_service"].values()
+    (service,) = [s for s in services if s["name"] == name and s["location"] == where]
     return {e["name"]: e["value"] for e in service["template"]["containers"][0]["env"] if "value" in e}
 
 
@@ -61,10 +65,15 @@ def declared_env(stack: Json, name: str) -> dict[str, str]:
 def test_each_service_loads_what_the_stack_rendered_for_it(
     env: str, role: str, environment: Environment, synth_json: Stacks, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    declared = declared_env(synth_json[f"{env}-services"], f"{env}-{role}")
-    loaded = load(role, declared, monkeypatch)
-    # Loading and rendering again gives the same variables: nothing was dropped or misread.
-    assert render(loaded) == declared
+    stack = synth_json[f"{env}-services"]
+    regions = {
+        s["location"] for s in stack["resource"]["google_cloud_run_v2_service"].values() if s["name"] == f"{env}-{role}"
+    }
+    for region in sorted(regions):  # every region's copy, prod's us-east4 too
+        declared = declared_env(stack, f"{env}-{role}", region)
+        loaded = load(role, declared, monkeypatch)
+        # Loading and rendering again gives the same variables: nothing was dropped or misread.
+        assert render(loaded) == declared, region
 
 
 def test_the_worker_loads_what_its_deployment_declares(synth_json: Stacks, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -93,21 +93,7 @@ def database(lines: Lines, w: Workload) -> None:
     factor = 2 if ha else 1  # a regional instance pays for its standby (cloud.google.com/sql/pricing)
     label = "HA (REGIONAL, x2)" if ha else "ZONAL"
     resource = f"Cloud SQL {db.tier}"
-    if db.tier in ("db-f1-micro", "db-g1-small"):
-        key = "cloud_sql.shared_f1_micro" if db.tier == "db-f1-micro" else "cloud_sql.shared_g1_small"
-        lines.add("database", resource, f"shared-core instance, {label}", hours * factor, key)
-    else:
-        cpus, mib = db.tier.split("-")[-2:]
-        lines.add("database", resource, f"{cpus} vCPU, {label}", int(cpus) * hours * factor, "cloud_sql.vcpu")
-        gib = int(mib) / 1024
-        lines.add("database", resource, f"{gib:g} GiB memory, {label}", gib * hours * factor, "cloud_sql.memory")
-    lines.add(
-        "database",
-        resource,
-        f"{db.disk_size_gb} GiB SSD, {label}",
-        db.disk_size_gb * hours * factor,
-        "cloud_sql.ssd_storage",
-    )
+    _instance(lines, resource, label, factor)
     used = w.database_used_gb if w.database_used_gb is not None else db.disk_size_gb / 2
     # Backups are not doubled for HA (cloud.google.com/sql/pricing).
     lines.add(
@@ -118,6 +104,33 @@ def database(lines: Lines, w: Workload) -> None:
         "cloud_sql.backup_storage",
         note="about the data's size; grows with churn and log_retention_days",
     )
+    if db.replica_region:
+        # A read replica is billed as an instance of its own, at its region's prices, with no backups
+        # of its own (cloud.google.com/sql/pricing); ours is zonal (hybrid/components/postgres.py).
+        elsewhere = (
+            f"priced at {lines.env.region}'s rates: the table has no {db.replica_region} prices, which may differ"
+        )
+        _instance(lines, f"Cloud SQL replica in {db.replica_region}", "ZONAL read replica", 1, note=elsewhere)
+        lines.unpriced(
+            "database",
+            f"replication traffic to {db.replica_region}",
+            "inter-region network egress per GiB of WAL; not in the table (cloud.google.com/sql/pricing#network-pricing)",
+        )
+
+
+def _instance(lines: Lines, resource: str, label: str, factor: int, note: str = "") -> None:
+    """One Cloud SQL instance's vCPUs and memory (or shared core) and SSD, ``factor`` times over."""
+    db, hours = lines.env.database, lines.prices.hours_per_month
+    if db.tier in ("db-f1-micro", "db-g1-small"):
+        key = "cloud_sql.shared_f1_micro" if db.tier == "db-f1-micro" else "cloud_sql.shared_g1_small"
+        lines.add("database", resource, f"shared-core instance, {label}", hours * factor, key, note)
+    else:
+        cpus, mib = db.tier.split("-")[-2:]
+        lines.add("database", resource, f"{cpus} vCPU, {label}", int(cpus) * hours * factor, "cloud_sql.vcpu", note)
+        gib = int(mib) / 1024
+        lines.add("database", resource, f"{gib:g} GiB memory, {label}", gib * hours * factor, "cloud_sql.memory", note)
+    ssd = f"{db.disk_size_gb} GiB SSD, {label}"
+    lines.add("database", resource, ssd, db.disk_size_gb * hours * factor, "cloud_sql.ssd_storage", note)
 
 
 def redis(lines: Lines) -> None:
@@ -360,14 +373,26 @@ def services(lines: Lines, w: Workload, free: dict[str, float] | None) -> None:
     """The Cloud Run services (and the Cloud Run GPU model server), their internet egress."""
     env, s = lines.env, lines.env.services
     names = env.names.service
-    cloud_run_service(lines, "services", f"Cloud Run {names['frontend']}", s.frontend, w.pages_per_day, 0.1, free)
-    # Every other Cloud Run service of the topology is in an API request's path, held as long.
-    for role in for_environment(env).run_services():
-        if role == "frontend":
-            continue
+    # With [edge] regions, the frontend, the gateway and the orchestrator run in each region, the load
+    # balancer sharing the traffic among them: each region serves its share, and keeps its own
+    # minimum instances. Each region is priced at the table's us-central1 rates: right for a region
+    # with tier 1 pricing as us-central1 has, us-east4 among them (cloud.google.com/run/docs/locations),
+    # an underestimate for a tier 2 region.
+    regions = env.service_regions
+    for region in regions:
+        where = "" if region == env.region else f" ({region})"
+        share = 1 / len(regions)
         cloud_run_service(
-            lines, "services", f"Cloud Run {names[role]}", s.sizing(role), w.requests_per_day, w.request_seconds, free
+            lines, "services", f"Cloud Run {names['frontend']}{where}", s.frontend, w.pages_per_day * share, 0.1, free
         )
+        # Every other Cloud Run service of the topology is in an API request's path, held as long;
+        # only the hand-built three run in further regions.
+        for role in for_environment(env).run_services():
+            if role == "frontend" or (where and role not in ("gateway", "orchestrator")):
+                continue
+            per_day = w.requests_per_day * (share if role in ("gateway", "orchestrator") else 1)
+            resource = f"Cloud Run {names[role]}{where}"
+            cloud_run_service(lines, "services", resource, s.sizing(role), per_day, w.request_seconds, free)
     if env.inference.placement == "cloud_run":
         seconds_each = w.output_tokens / w.stream_tokens_per_second
         gpu = env.inference.cloud_run_server

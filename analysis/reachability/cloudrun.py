@@ -73,9 +73,14 @@ class RunService:
         }
 
 
-def run_service(s: Synth, role: str, kind: str = SERVICE) -> RunService | None:
+def run_service(s: Synth, role: str, kind: str = SERVICE, region: str | None = None) -> RunService | None:
+    """The service ``role`` in ``region``, by default the environment's: the region of the services
+    stack's provider. Further regions ([edge] regions) run it under the same name."""
+    if region is None:
+        providers = s.stack(s.stack_id("services")).get("provider", {}).get("google") or [{}]
+        region = providers[0].get("region")
     for key, config in s.resources("services", kind).items():
-        if config.get("name") == f"{s.env}-{role}":
+        if config.get("name") == f"{s.env}-{role}" and config.get("location", region) == region:
             return RunService(key, config, kind)
     return None
 

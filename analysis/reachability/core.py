@@ -145,6 +145,7 @@ class EnvironmentFacts:
     redis: bool = False  # [redis] enabled: the gateway's rate limit is kept in Memorystore
     edge: bool = False  # [edge] enabled: the public services are reached through the load balancer only
     egress: Literal["direct", "connector"] = "direct"  # [network] egress: how Cloud Run enters the VPC
+    regions: tuple[str, ...] = ()  # [edge] regions beside the environment's own: the orchestrator runs there too
 
     @property
     def features(self) -> frozenset[str]:
@@ -162,4 +163,5 @@ class EnvironmentFacts:
         edge = bool((raw.get("edge") or {}).get("enabled", False))  # EdgeSettings' default
         egress = (raw.get("network") or {}).get("egress", "direct")  # NetworkSettings' default
         model = (inference.get(placement) or {}).get("model", "")
-        return cls(raw["name"], placement, model, workers, redis, edge=edge, egress=egress)
+        further = tuple(r for r in (raw.get("edge") or {}).get("regions", ()) if r != raw.get("region"))
+        return cls(raw["name"], placement, model, workers, redis, edge=edge, egress=egress, regions=further)

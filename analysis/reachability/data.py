@@ -24,6 +24,18 @@ def cloud_run_to_database(caller: str) -> Callable[[Synth, EnvironmentFacts], Ve
 orchestrator_to_database = cloud_run_to_database("orchestrator")
 
 
+def regional_orchestrator_to_database(region: str) -> Callable[[Synth, EnvironmentFacts], Verdict]:
+    """The orchestrator of a further region connecting to Cloud SQL in the environment's region:
+    its private IP is reached over the VPC's peering from any of the VPC's regions
+    (cloud.google.com/sql/docs/postgres/private-ip), so the proof is the one of its own subnet."""
+
+    def check(s: Synth, facts: EnvironmentFacts) -> Verdict:
+        caller = run_service(s, "orchestrator", region=region)
+        return _cloud_run_to_database(s, Chain(f"orchestrator ({region}) -> Cloud SQL"), caller)
+
+    return check
+
+
 def job_to_database(s: Synth, facts: EnvironmentFacts) -> Verdict:
     """The bootstrap job logs in once as the built-in postgres user, its password in Secret Manager."""
     return _cloud_run_to_database(s, Chain("db-bootstrap job -> Cloud SQL"), run_service(s, "db-bootstrap", JOB))

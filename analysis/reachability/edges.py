@@ -24,6 +24,8 @@ class Edge:
     destination: str
     # The topology's edge it proves (caller, callee, how the call travels); None for the plumbing edges.
     call: Call | None = None
+    # A further region of [edge] regions whose orchestrator makes this call; None: the environment's.
+    region: str | None = None
 
 
 # The diagram's node id, and an edge's wording, for a topology name where they differ. A service
@@ -77,7 +79,14 @@ def edges_for(facts: EnvironmentFacts) -> tuple[Edge, ...]:
         *((_NAT, _METRICS) if facts.placement == "gke" else ()),
         *(_EDGE if facts.edge else ()),
     ]
-    return (*calls, *plumbing)
+    # Each further region's orchestrator reaches the one database and the one set of model servers,
+    # in the environment's region: the calls that cross regions.
+    regional = [
+        Edge(f"orchestrator ({region}) -> {label}", "orchestrator", node, region=region)
+        for region in facts.regions
+        for label, node in (("Cloud SQL", "sql"), ("inference", "ilb"))
+    ]
+    return (*calls, *regional, *plumbing)
 
 
 def every_edge() -> tuple[Edge, ...]:

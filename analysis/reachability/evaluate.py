@@ -19,11 +19,16 @@ from analysis.reachability.data import (
     gateway_to_redis,
     job_to_database,
     orchestrator_to_database,
+    regional_orchestrator_to_database,
     worker_to_database,
 )
 from analysis.reachability.edges import Edge, edges_for
 from analysis.reachability.loadbalancer import internet_to_load_balancer, load_balancer_to
-from analysis.reachability.models import orchestrator_to_inference, worker_to_inference
+from analysis.reachability.models import (
+    orchestrator_to_inference,
+    regional_orchestrator_to_inference,
+    worker_to_inference,
+)
 from analysis.reachability.synth import Synth
 from analysis.reachability.web import (
     browser_to_frontend,
@@ -65,6 +70,9 @@ PROOFS: dict[str, EdgeCheck] = {
 
 def proof_for(edge: Edge) -> EdgeCheck:
     call = edge.call
+    if edge.region is not None:
+        regional = {"sql": regional_orchestrator_to_database, "ilb": regional_orchestrator_to_inference}
+        return regional[edge.destination](edge.region)
     if edge.name in PROOFS or call is None:
         return PROOFS[edge.name]
     if call.path in ("run.app", "internal_alb"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,9 +22,32 @@ from analysis.reachability.synth import Synth
 
 
 def orchestrator_to_inference(s: Synth, facts: EnvironmentFacts) -> Verdict:
-    c = Chain("orchestrator -> inference")
-    orchestrator = run_service(s, "orchestrator")
-    if not c.present(orchestrator, "the orchestrator service exists"):
+    return _orchestrator_to_inference(s, facts, Chain("orchestrator -> inference"), None)
+
+
+def regional_orchestrator_to_inference(region: str) -> Callable[[Synth, EnvironmentFacts], Verdict]:
+    """The orchestrator of a further region calling the models: on GKE, through the internal load
+    balancer in the environment's region, which admits other regions' clients only with global
+    access (cloud.google.com/kubernetes-engine/docs/concepts/service-load-balancer-parameters#global_access)."""
+
+    def check(s: Synth, facts: EnvironmentFacts) -> Verdict:
+        c = Chain(f"orchestrator ({region}) -> inference")
+        if facts.placement == "gke":
+            found = _internal_load_balancer(s)
+            annotations = ((found[0].get("metadata") or {}).get("annotations") or {}) if found else {}
+            c.check(
+                annotations.get(GLOBAL_ACCESS) == "true",
+                f"the internal load balancer's {GLOBAL_ACCESS} is {annotations.get(GLOBAL_ACCESS, 'unset')!r}"
+                + ("" if annotations.get(GLOBAL_ACCESS) == "true" else f": clients in {region} cannot reach it"),
+            )
+        return _orchestrator_to_inference(s, facts, c, region)
+
+    return check
+
+
+def _orchestrator_to_inference(s: Synth, facts: EnvironmentFacts, c: Chain, region: str | None) -> Verdict:
+    orchestrator = run_service(s, "orchestrator", region=region)
+    if not c.present(orchestrator, f"the orchestrator service exists{f' in {region}' if region else ''}"):
         return c.verdict()
     backends, routes = orchestrator.json(c, "BACKENDS"), orchestrator.json(c, "ROUTES")
     if backends is None or routes is None:
@@ -55,6 +79,10 @@ def _to_cloud_run_model(
     )
     check_route(c, routes, model, names[0])
     reach_internal_service(s, c, orchestrator, inference)
+
+
+# The Service annotation of an internal load balancer's global access (cited above).
+GLOBAL_ACCESS = "networking.gke.io/internal-load-balancer-allow-global-access"
 
 
 def _internal_load_balancer(s: Synth) -> tuple[Json, str] | None:

@@ -29,6 +29,7 @@ from cdktf_cdktf_provider_google.cloud_run_v2_service import (
     CloudRunV2ServiceTemplateVpcAccess,
     CloudRunV2ServiceTemplateVpcAccessNetworkInterfaces,
 )
+from cdktf_cdktf_provider_google.secret_manager_secret_iam_member import SecretManagerSecretIamMember
 from cdktf_cdktf_provider_google_beta.google_project_service_identity import GoogleProjectServiceIdentity
 from constructs import Construct
 
@@ -135,8 +136,17 @@ class CloudRunService(Construct):
     """One Cloud Run service: gen2, private ranges into the VPC (Direct VPC egress or a connector) if it needs any."""
 
     def __init__(
-        self, scope: Construct, id_: str, props: CloudRunServiceProps, *, service_account: ServiceAccount
+        self,
+        scope: Construct,
+        id_: str,
+        props: CloudRunServiceProps,
+        *,
+        service_account: ServiceAccount,
+        same_as: CloudRunService | None = None,
     ) -> None:
+        """``same_as``: the same service in another region, run by the same account, whose grants
+        this one relies on rather than repeat (two bindings of one role to one member would
+        each remove it on destroy)."""
         super().__init__(scope, id_)
         self.project, self.region = props.project, props.region
         self.service_account = service_account
@@ -147,12 +157,20 @@ class CloudRunService(Construct):
             limits["nvidia.com/gpu"] = str(gpu.gpus)
         # Granted before the revision is created: a revision that references a secret it may
         # not read fails to start (cloud.google.com/run/docs/configuring/services/secrets#access-secret).
-        secret_grants = [
-            Secret(secret).grant_read(self, service_account)
-            for secret in sorted({secret for _, secret in props.all_secrets})
-        ]
-        sidecar = (
-            MetricsSidecar(
+        self.secret_grants: list[SecretManagerSecretIamMember] = (
+            same_as.secret_grants
+            if same_as
+            else [
+                Secret(secret).grant_read(self, service_account)
+                for secret in sorted({secret for _, secret in props.all_secrets})
+            ]
+        )
+        # Another region's copy scrapes by the same RunMonitoring secret (Secret Manager is
+        # global), so it makes neither the secret nor its grant again.
+        self.sidecar: MetricsSidecar | None = (
+            same_as.sidecar
+            if same_as
+            else MetricsSidecar(
                 self,
                 "metrics",
                 secret_id=props.metrics_config_secret,
@@ -163,6 +181,7 @@ class CloudRunService(Construct):
             if props.metrics_config_secret
             else None
         )
+        sidecar = self.sidecar
         env = (*props.env, *(sidecar.env if sidecar else ()))
 
         self.service = CloudRunV2Service(
@@ -172,7 +191,7 @@ class CloudRunService(Construct):
             location=props.region,
             ingress=settings.ingress,
             deletion_protection=props.deletion_protection,
-            depends_on=[*secret_grants, *([sidecar.grant] if sidecar else [])] or None,
+            depends_on=[*self.secret_grants, *([sidecar.grant] if sidecar else [])] or None,
             template=CloudRunV2ServiceTemplate(
                 service_account=service_account.email,
                 execution_environment="EXECUTION_ENVIRONMENT_GEN2",
@@ -206,7 +225,7 @@ class CloudRunService(Construct):
             ),
         )
         # Made here, whoever owns the account: what this service does, its identity may do.
-        for role in RUNTIME_ROLES:
+        for role in () if same_as else RUNTIME_ROLES:
             self.grant_project_role(role)
 
     @property

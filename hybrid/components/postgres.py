@@ -51,6 +51,8 @@ class PostgresProps:
     private_network: str
     # The environment file's [database]: version, size, backups, maintenance. Its defaults are the instance's.
     settings: DatabaseSettings
+    # Its cross-region read replica's name, in settings.replica_region, where there is one.
+    replica_name: str | None = None
 
 
 class PostgresInstance(Construct):
@@ -65,21 +67,9 @@ class PostgresInstance(Construct):
             region=props.region,
             database_version=db.version,
             deletion_protection=db.deletion_protection,
-            settings=SqlDatabaseInstanceSettings(
-                tier=db.tier,
-                # db-custom tiers belong to the Enterprise edition; PostgreSQL 16+ would
-                # otherwise default to Enterprise Plus (cloud.google.com/sql/docs/editions-intro).
-                edition="ENTERPRISE",
-                availability_type=db.availability,
-                disk_type="PD_SSD",
-                disk_size=db.disk_size_gb,
-                disk_autoresize=True,
-                deletion_protection_enabled=db.deletion_protection,
-                ip_configuration=SqlDatabaseInstanceSettingsIpConfiguration(
-                    ipv4_enabled=False,
-                    private_network=props.private_network,
-                    ssl_mode="ENCRYPTED_ONLY",
-                ),
+            settings=_settings(
+                props,
+                availability=db.availability,
                 backup_configuration=SqlDatabaseInstanceSettingsBackupConfiguration(
                     enabled=True,
                     point_in_time_recovery_enabled=True,
@@ -89,17 +79,26 @@ class PostgresInstance(Construct):
                         retained_backups=db.retained_backups, retention_unit="COUNT"
                     ),
                 ),
-                maintenance_window=SqlDatabaseInstanceSettingsMaintenanceWindow(
-                    day=db.maintenance_day, hour=db.maintenance_hour, update_track="stable"
-                ),
-                insights_config=SqlDatabaseInstanceSettingsInsightsConfig(
-                    query_insights_enabled=True, record_application_tags=False, record_client_address=False
-                ),
-                database_flags=[
-                    SqlDatabaseInstanceSettingsDatabaseFlags(name=flag, value=value)
-                    for flag, value in DATABASE_FLAGS.items()
-                ],
             ),
+        )
+        self.replica = self._replica(props, props.replica_name) if props.replica_name else None
+
+    def _replica(self, props: PostgresProps, name: str) -> SqlDatabaseInstance:
+        """A read replica in another region, kept by asynchronous replication, for disaster recovery:
+        promoted by hand, it becomes a primary in its region
+        (cloud.google.com/sql/docs/postgres/replication/cross-region-replicas; docs/disaster-recovery.md)."""
+        db = props.settings
+        return SqlDatabaseInstance(
+            self,
+            "replica",
+            name=name,
+            region=db.replica_region,
+            database_version=db.version,
+            master_instance_name=self.instance.name,
+            deletion_protection=db.deletion_protection,
+            # A replica has no backups of its own: they are configured on the primary
+            # (cloud.google.com/sql/docs/postgres/replication#requirements); one zone, as it only stands by.
+            settings=_settings(props, availability="ZONAL", backup_configuration=None),
         )
 
     @property
@@ -140,3 +139,40 @@ class PostgresInstance(Construct):
         Project(project, condition=this_instance).bind(
             self, f"{account.node.id}-{role_name}", DATABASE_LOGIN, account.member
         )
+
+
+def _settings(
+    props: PostgresProps,
+    *,
+    availability: str,
+    backup_configuration: SqlDatabaseInstanceSettingsBackupConfiguration | None,
+) -> SqlDatabaseInstanceSettings:
+    """What the primary and its replica share: size, private IP with TLS, maintenance, the flags.
+    A promoted replica then serves as the primary did."""
+    db = props.settings
+    return SqlDatabaseInstanceSettings(
+        tier=db.tier,
+        # db-custom tiers belong to the Enterprise edition; PostgreSQL 16+ would
+        # otherwise default to Enterprise Plus (cloud.google.com/sql/docs/editions-intro).
+        edition="ENTERPRISE",
+        availability_type=availability,
+        disk_type="PD_SSD",
+        disk_size=db.disk_size_gb,
+        disk_autoresize=True,
+        deletion_protection_enabled=db.deletion_protection,
+        ip_configuration=SqlDatabaseInstanceSettingsIpConfiguration(
+            ipv4_enabled=False,
+            private_network=props.private_network,
+            ssl_mode="ENCRYPTED_ONLY",
+        ),
+        backup_configuration=backup_configuration,
+        maintenance_window=SqlDatabaseInstanceSettingsMaintenanceWindow(
+            day=db.maintenance_day, hour=db.maintenance_hour, update_track="stable"
+        ),
+        insights_config=SqlDatabaseInstanceSettingsInsightsConfig(
+            query_insights_enabled=True, record_application_tags=False, record_client_address=False
+        ),
+        database_flags=[
+            SqlDatabaseInstanceSettingsDatabaseFlags(name=flag, value=value) for flag, value in DATABASE_FLAGS.items()
+        ],
+    )

@@ -147,6 +147,11 @@ class VllmServerProps:
     port: int
     load_balancer_ip: str
     allowed_sources: tuple[str, ...]
+    # Whether clients in other regions of the VPC may reach the internal load balancer (the
+    # orchestrators of [edge] regions); an internal passthrough load balancer admits only its own
+    # region's clients without it
+    # (cloud.google.com/kubernetes-engine/docs/concepts/service-load-balancer-parameters#global_access).
+    global_access: bool = False
 
     @property
     def weights(self) -> Weights:
@@ -155,6 +160,11 @@ class VllmServerProps:
     @property
     def grace_seconds(self) -> int:
         return SPOT_GRACE_SECONDS if "spot" in self.settings.obtain else GRACE_SECONDS
+
+
+# The Service annotation that turns on an internal load balancer's global access
+# (cloud.google.com/kubernetes-engine/docs/concepts/service-load-balancer-parameters#global_access).
+GLOBAL_ACCESS = "networking.gke.io/internal-load-balancer-allow-global-access"
 
 
 class VllmServer(Construct):
@@ -479,7 +489,10 @@ class VllmServer(Construct):
                 labels=LABELS,
                 # An internal passthrough Network Load Balancer: Cloud Run reaches the Pods
                 # through the VPC; a ClusterIP would be reachable only inside the cluster.
-                annotations={"networking.gke.io/load-balancer-type": "Internal"},
+                annotations={
+                    "networking.gke.io/load-balancer-type": "Internal",
+                    **({GLOBAL_ACCESS: "true"} if props.global_access else {}),
+                },
             ),
             spec=ServiceV1Spec(
                 type="LoadBalancer",

@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator
 
+from hybrid.config.regions import Region
 from hybrid.config.validation import Settings, between, matching
 
 PgIdentifier = Annotated[str, matching(r"[a-z_][a-z0-9_]{0,62}", "a PostgreSQL identifier: lowercase, digits, '_'")]
@@ -53,3 +54,6 @@ class DatabaseSettings(Settings):
     maintenance_day: Annotated[int, between(1, 7)] = 7
     maintenance_hour: Annotated[int, between(0, 23)] = 3
     database_name: PgIdentifier = "orchestrator"
+    # A cross-region read replica for disaster recovery, promoted by hand if the primary's region
+    # fails (docs/disaster-recovery.md; cloud.google.com/sql/docs/postgres/replication/cross-region-replicas).
+    replica_region: Region | None = None

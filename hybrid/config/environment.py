@@ -7,7 +7,9 @@ at synth time, with a message naming the file, the key and what is allowed.
 
 from __future__ import annotations
 
+import ipaddress
 import re
+from collections.abc import Iterator
 from functools import cached_property
 from typing import Annotated
 
@@ -142,14 +144,63 @@ class Environment(Settings):
         sized = {role: self.services.sizing(role).max_instances for role in vpc_services}
         needed = 2 * 2 * sum(sized.values())
         services = "'s and ".join(sized)
-        # A subnet's first two and last two addresses are reserved
-        # (cloud.google.com/vpc/docs/subnets#unusable-ip-addresses-in-every-subnet).
-        usable = run_cidr.num_addresses - 4
-        if usable < needed:
+        # Every region runs the same services at the same sizes, so each region's subnet needs as many.
+        for key, cidr in self._run_ranges(run_cidr):
+            # A subnet's first two and last two addresses are reserved
+            # (cloud.google.com/vpc/docs/subnets#unusable-ip-addresses-in-every-subnet).
+            usable = cidr.num_addresses - 4
+            if usable < needed:
+                raise invalid(
+                    key,
+                    f"must have {needed} usable addresses, two per instance of the {services}'s "
+                    f"max_instances, twice over for a rollout's old and new revisions; it has {usable}",
+                )
+        return self
+
+    def _run_ranges(self, run_cidr: ipaddress.IPv4Network) -> Iterator[tuple[str, ipaddress.IPv4Network]]:
+        """Each region's Cloud Run subnet range and its key, the environment's region first (its
+        check needs no other field), those _region_subnets reports missing left out."""
+        yield "network.run_cidr", run_cidr
+        for region in self.service_regions[1:]:
+            if region in self.network.region_run_cidrs:
+                yield f"network.region_run_cidrs.{region}", self.network.region_run_cidrs[region]
+
+    @model_validator(mode="after")
+    def _region_subnets(self) -> Environment:
+        further = self.service_regions[1:]
+        if further and self.network.egress == "connector":
+            # The connector and the orchestrator's internal load balancer are regional and built in
+            # the environment's region only (docs/network-egress.md).
             raise invalid(
-                "network.run_cidr",
-                f"must have {needed} usable addresses, two per instance of the {services}'s "
-                f"max_instances, twice over for a rollout's old and new revisions; it has {usable}",
+                "edge.regions",
+                'must be empty while network.egress is "connector": connector mode is built for one region; '
+                'use "direct" for a multi-region stateless tier',
+            )
+        # Direct VPC egress sends a service's traffic from a subnet in the service's own region
+        # (cloud.google.com/run/docs/configuring/vpc-direct-vpc#limitations): one range per further region.
+        given = self.network.region_run_cidrs
+        for region in further:
+            if region not in given:
+                raise invalid(
+                    f"network.region_run_cidrs.{region}",
+                    f"must be set: edge.regions lists {region}, whose Cloud Run services need a "
+                    "Direct VPC egress subnet of their own there (a /26 or larger)",
+                )
+        for region in given:
+            if region not in further:
+                raise invalid(
+                    f"network.region_run_cidrs.{region}",
+                    f"must name a region of edge.regions other than region ({self.region}); "
+                    f"these are: {', '.join(further) or 'none'}",
+                )
+        return self
+
+    @model_validator(mode="after")
+    def _replica_elsewhere(self) -> Environment:
+        if self.database.replica_region == self.region:
+            raise invalid(
+                "database.replica_region",
+                f"must differ from region ({self.region}): a cross-region replica survives its region's outage",
             )
         return self
 
@@ -170,9 +221,13 @@ class Environment(Settings):
     @model_validator(mode="after")
     def _names_fit(self) -> Environment:
         names = self.names
-        for key, (value, pattern, rule) in names.rules(
-            workers=self.workers.enabled, connector=self.network.egress == "connector"
-        ).items():
+        rules = names.rules(
+            workers=self.workers.enabled,
+            connector=self.network.egress == "connector",
+            regions=self.service_regions[1:],
+            replica_region=self.database.replica_region,
+        )
+        for key, (value, pattern, rule) in rules.items():
             if not re.fullmatch(pattern, value):
                 raise invalid(
                     "name", f"must make names GCP accepts: the {key} name {value!r} ({len(value)} chars) must be {rule}"

@@ -106,12 +106,31 @@ class ResourceNames:
         # whose file has [slo], checked with the base names (short enough for any valid env name).
         self.usage_sink = f"{env}-usage-to-bigquery"
 
-    def rules(self, *, workers: bool = True, connector: bool = True) -> dict[str, tuple[str, str, str]]:
+    def region_run_subnet(self, region: str) -> str:
+        """Cloud Run's Direct VPC egress subnet in a further region of the stateless tier."""
+        return f"{self.run_subnet}-{region}"
+
+    def sql_replica(self, region: str) -> str:
+        """The Cloud SQL instance's cross-region read replica in ``region``."""
+        return f"{self.sql_instance}-{region}"
+
+    def rules(
+        self,
+        *,
+        workers: bool = True,
+        connector: bool = True,
+        regions: tuple[str, ...] = (),
+        replica_region: str | None = None,
+    ) -> dict[str, tuple[str, str, str]]:
         """Each name's (value, pattern, rule); the workers tier's only with ``workers``, connector
-        mode's only with ``connector``."""
+        mode's only with ``connector``, a Cloud Run subnet for each further region of ``regions``
+        and the replica's in ``replica_region``."""
         rfc = "1-63 lowercase letters, digits and hyphens, starting with a letter"
         rules = {**self._base_rules(rfc), **(self._workers_rules(rfc) if workers else {}), **self._edge_rules(rfc)}
-        return {**rules, **(self._connector_rules(rfc) if connector else {})}
+        regional = {f"Cloud Run subnet in {r}": (self.region_run_subnet(r), _RFC1035, rfc) for r in regions}
+        if replica_region:
+            regional["Cloud SQL replica"] = (self.sql_replica(replica_region), _RFC1035, rfc)
+        return {**rules, **(self._connector_rules(rfc) if connector else {}), **regional}
 
     def _connector_rules(self, rfc: str) -> dict[str, tuple[str, str, str]]:
         return {

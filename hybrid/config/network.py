@@ -6,7 +6,7 @@ from __future__ import annotations
 import ipaddress
 from typing import Annotated, Literal
 
-from pydantic import model_validator
+from pydantic import Field, model_validator
 
 from hybrid.config.validation import Cidr, IPv4, Settings, between, invalid
 
@@ -44,6 +44,11 @@ class NetworkSettings(Settings):
     # Connector mode only: the internal load balancer's frontend, a usable address of subnet_cidr:
     # the private address the callers of an internal Cloud Run service dial.
     internal_lb_address: IPv4 | None = None
+    # The Direct VPC egress subnet of each further region of the stateless tier ([edge] regions):
+    # a service's egress subnet must be in the service's own region
+    # (cloud.google.com/run/docs/configuring/vpc-direct-vpc#limitations).
+    # Keyed by region: each key must be one of edge.regions (Environment checks it).
+    region_run_cidrs: dict[str, Cidr] = Field(default_factory=dict)
     # The background workers' subnet (GKE Standard nodes) and its Pods and Services secondary
     # ranges; required when [workers] is enabled, refused otherwise.
     workers_cidr: Cidr | None = None
@@ -60,6 +65,7 @@ class NetworkSettings(Settings):
             "network.connector_cidr": self.connector_cidr,
             "network.proxy_only_cidr": self.proxy_only_cidr,
             **{f"network.{key}": getattr(self, key) for key in WORKERS_RANGES},
+            **{f"network.region_run_cidrs.{region}": cidr for region, cidr in self.region_run_cidrs.items()},
         }
         return {key: cidr for key, cidr in given.items() if cidr is not None}
 
@@ -109,13 +115,22 @@ class NetworkSettings(Settings):
         if not subnet.network_address + 2 <= getattr(self, key) <= subnet.broadcast_address - 2:
             raise invalid(key, f"must be a usable address of subnet_cidr ({subnet})")
 
+    def cloud_run_cidrs(self, regions: tuple[str, ...]) -> tuple[ipaddress.IPv4Network, ...]:
+        """Every range a Cloud Run service's private traffic may come from, in ``regions`` (the
+        environment's own first): its cloud_run_cidr, then each further region's subnet."""
+        return (self.cloud_run_cidr, *(self.region_run_cidrs[region] for region in regions[1:]))
+
+    def _region_run_keys(self) -> list[tuple[str, ipaddress.IPv4Network]]:
+        return [(f"region_run_cidrs.{region}", cidr) for region, cidr in self.region_run_cidrs.items()]
+
     @model_validator(mode="after")
     def _sizes(self) -> NetworkSettings:
         # cloud.google.com/vpc/docs/configure-private-services-access: at least a /24.
         if self.psa_cidr.prefixlen > 24:
             raise invalid("psa_cidr", "must be a /24 or larger for Private Services Access")
         # cloud.google.com/run/docs/configuring/vpc-direct-vpc#direct-vpc-ip-allocation: /26 or larger.
-        if self.run_cidr is not None and self.run_cidr.prefixlen > 26:
-            raise invalid("run_cidr", "must be a /26 or larger for Cloud Run's Direct VPC egress")
+        for key, cidr in (("run_cidr", self.run_cidr), *self._region_run_keys()):
+            if cidr is not None and cidr.prefixlen > 26:
+                raise invalid(key, "must be a /26 or larger for Cloud Run's Direct VPC egress")
         self._usable_in_subnet("inference_address")
         return self
