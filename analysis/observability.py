@@ -39,6 +39,7 @@ def _known(url: str, *labels: str) -> Known:
 # Google's metrics, by metric type: the labels are the metric's own and its monitored resource's
 # (Cloud Run: cloud_run_revision, GKE: k8s_container; cloud.google.com/monitoring/api/resources).
 _RUN = ("project_id", "service_name", "revision_name", "location", "configuration_name")
+TARGET_LABELS_KSM = ("project_id", "location", "cluster", "namespace")
 KNOWN: dict[str, Known] = {
     "run.googleapis.com/request_count": _known(
         GCP_METRICS + "#gcp-run", *_RUN, "response_code", "response_code_class", "route"
@@ -69,6 +70,21 @@ KNOWN: dict[str, Known] = {
     ),
     "cloudsql.googleapis.com/database/cpu/utilization": _known(
         GCP_METRICS + "#gcp-cloudsql", "project_id", "database_id", "region"
+    ),
+    "cloudsql.googleapis.com/database/postgresql/num_backends": _known(
+        GCP_METRICS + "#gcp-cloudsql", "project_id", "database_id", "region", "database"
+    ),
+    "pubsub.googleapis.com/topic/send_request_count": _known(
+        GCP_METRICS + "#gcp-pubsub", "project_id", "topic_id", "response_class", "response_code"
+    ),
+    # GKE's managed kube state metrics package, on by default on Autopilot from 1.27.4-gke.900
+    # (cloud.google.com/kubernetes-engine/docs/how-to/kube-state-metrics), a Prometheus metric.
+    "kube_pod_status_phase": _known(
+        "https://cloud.google.com/kubernetes-engine/docs/how-to/kube-state-metrics",
+        *TARGET_LABELS_KSM,
+        "pod",
+        "phase",
+        "uid",
     ),
     # vLLM's, by name (its OpenAI-compatible server's /metrics), each labelled by model_name.
     **{

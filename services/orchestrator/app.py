@@ -42,6 +42,7 @@ def create_app(settings: OrchestratorSettings, conninfo: str | None = None) -> F
     app.state.tokens = GoogleAccessToken([CLOUD_PLATFORM])
     app.state.backends = {name: Backend(name, b, app.state.tokens) for name, b in settings.backends.items()}
     app.state.router = Router(settings, app.state.backends, on_failure=metrics.backend_failed)
+    metrics.preset(settings.routes, list(settings.backends))
     app.state.batches = None
     install_error_handlers(app)
     app.include_router(health.router)

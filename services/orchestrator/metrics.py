@@ -38,6 +38,32 @@ LEDGER_WRITE = Histogram(
 LEDGER_WRITE_FAILURES = Counter("orchestrator_ledger_write_failures", "Ledger writes that failed.")
 
 
+# Every kind backend_error_kind gives, and those the chat route and answers count themselves.
+ERROR_KINDS = (
+    "http_5xx",
+    "http_408",
+    "http_429",
+    "encoding",
+    "timeout",
+    "unreachable",
+    "stream_broke",
+    "usage_invalid",
+    "auth",
+    "refused",
+)
+
+
+def preset(routes: list[Route], backends: list[str]) -> None:
+    """Each labelled counter's series at zero from the start, so a dashboard or an alert on a count
+    that has not happened yet reads 0, not "no data" (prometheus.io/docs/practices/instrumentation/#avoid-missing-metrics);
+    the label sets are bounded by the configuration."""
+    for backend in backends:
+        for kind in ERROR_KINDS:
+            BACKEND_ERRORS.labels(backend, kind)
+    for model in (*(route.match for route in routes), OTHER):
+        QUOTA_REFUSALS.labels(model)
+
+
 def model_label(model: str, routes: list[Route]) -> str:
     """The configured route ``model`` matched, or OTHER."""
     return next((route.match for route in routes if backends_for(model, [route])), OTHER)
