@@ -43,7 +43,8 @@ class Gateway:
         return self.settings.orchestrator_url.rstrip("/")
 
 
-def gateway(request: Request) -> Gateway:
+async def gateway(request: Request) -> Gateway:
+    """A coroutine: FastAPI runs a plain function in its thread pool, two thread switches a request."""
     state: Gateway = request.app.state.gateway
     return state
 
