@@ -12,7 +12,7 @@ from fastapi import Depends, Request
 from fastapi.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from services.gateway.deps import Gateway, Reader, State, User
+from services.gateway.deps import Gateway, Reader, User, shared
 from services.servicekit import logs
 from services.servicekit.errors import ApiError, stream_broke_event
 
@@ -135,14 +135,14 @@ async def _disconnect(receive: Receive) -> None:
 
 # The dependencies are coroutines, as every dependency of the gateway's: FastAPI runs a plain
 # function (or a class) in its thread pool, two thread switches for every request.
-async def orchestrator(request: Request, state: State, user_id: User) -> Orchestrator:
+async def orchestrator(request: Request, user_id: User) -> Orchestrator:
     """The orchestrator, for an admitted caller."""
-    return Orchestrator(request, state, user_id)
+    return Orchestrator(request, shared(request), user_id)
 
 
-async def reading_orchestrator(request: Request, state: State, user_id: Reader) -> Orchestrator:
+async def reading_orchestrator(request: Request, user_id: Reader) -> Orchestrator:
     """The orchestrator, for an authenticated caller's read, within the reads' limit (deps.Reader)."""
-    return Orchestrator(request, state, user_id)
+    return Orchestrator(request, shared(request), user_id)
 
 
 Upstream = Annotated[Orchestrator, Depends(orchestrator)]
