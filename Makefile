@@ -80,7 +80,7 @@ check: .venv/.synced node_modules/.installed
 bench: .venv/.synced node_modules/.installed
 	$(PIPENV) run python scripts/bench_synth.py
 
-## Print the latency the gateway adds at 80 concurrent streams, beside nginx (installed with apt).
+## Print the gateway's CPU per request and added latency at 80 concurrent streams, beside nginx's (installed with apt).
 bench-gateway: .venv/.synced-dev
 	@command -v nginx >/dev/null && command -v wrk >/dev/null || { $(APT_INSTALL) nginx wrk; }
 	$(PIPENV) run python -m scripts.bench_gateway $(ARGS)

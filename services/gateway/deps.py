@@ -43,9 +43,16 @@ class Gateway:
         return self.settings.orchestrator_url.rstrip("/")
 
 
-def gateway(request: Request) -> Gateway:
+def shared(request: Request) -> Gateway:
+    """The gateway's state, for the dependencies below: read from the app, not asked of FastAPI
+    as State, which costs a node of its dependency graph (resolved again for every request)."""
     state: Gateway = request.app.state.gateway
     return state
+
+
+async def gateway(request: Request) -> Gateway:
+    """A coroutine: FastAPI runs a plain function in its thread pool, two thread switches a request."""
+    return shared(request)
 
 
 State = Annotated[Gateway, Depends(gateway)]
@@ -62,14 +69,14 @@ async def authenticated_user(request: Request) -> str:
     return str(caller.user_id)
 
 
-async def admitted_user(state: State, user_id: Annotated[str, Depends(authenticated_user)]) -> str:
+async def admitted_user(request: Request, user_id: Annotated[str, Depends(authenticated_user)]) -> str:
     """The authenticated caller's user id, within the rate limit; else 401 or 429."""
-    return limited(user_id, await state.limiter.take(user_id))
+    return limited(user_id, await shared(request).limiter.take(user_id))
 
 
-async def admitted_reader(state: State, user_id: Annotated[str, Depends(authenticated_user)]) -> str:
+async def admitted_reader(request: Request, user_id: Annotated[str, Depends(authenticated_user)]) -> str:
     """As admitted_user, within the reads' own limit."""
-    return limited(user_id, state.readers.take(user_id))
+    return limited(user_id, shared(request).readers.take(user_id))
 
 
 def limited(user_id: str, wait: float) -> str:
@@ -98,8 +105,8 @@ class JsonBody(Generic[Body]):
     def __init__(self, model: type[Body]) -> None:
         self.model = model
 
-    async def __call__(self, request: Request, state: State, _: User) -> Body:
-        body = await read_limited(request, state.settings.max_body_bytes)
+    async def __call__(self, request: Request, _: User) -> Body:
+        body = await read_limited(request, shared(request).settings.max_body_bytes)
         try:
             return self.model.model_validate_json(body)
         except ValidationError as err:

@@ -12,7 +12,7 @@ from fastapi import Depends, Request
 from fastapi.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from services.gateway.deps import Reader, State, User
+from services.gateway.deps import Gateway, Reader, User, shared
 from services.servicekit import logs
 from services.servicekit.errors import ApiError, stream_broke_event
 
@@ -30,7 +30,7 @@ def upstream_auth_failed() -> ApiError:
 class Orchestrator:
     """A dependency: the orchestrator, for this request's admitted caller."""
 
-    def __init__(self, request: Request, state: State, user_id: User) -> None:
+    def __init__(self, request: Request, state: Gateway, user_id: str) -> None:
         self.request, self.state, self.user_id = request, state, user_id
 
     async def open(
@@ -111,8 +111,14 @@ class UpstreamStream(Response):
 
     async def _relay(self, send: Send) -> None:
         await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        content = self.upstream.content
         try:
-            async for chunk in self.upstream.content.iter_any():
+            async for chunk in content.iter_any():
+                # A chunk that came with the answer's end carries the end on: one write to the
+                # client, not two.
+                if content.at_eof():
+                    await send({"type": "http.response.body", "body": chunk, "more_body": False})
+                    return
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
         except (aiohttp.ClientError, TimeoutError) as err:
             logs.event(log, "orchestrator stream broke", logging.WARNING, error=type(err).__name__)
@@ -127,12 +133,17 @@ async def _disconnect(receive: Receive) -> None:
         pass
 
 
-class ReadingOrchestrator(Orchestrator):
+# The dependencies are coroutines, as every dependency of the gateway's: FastAPI runs a plain
+# function (or a class) in its thread pool, two thread switches for every request.
+async def orchestrator(request: Request, user_id: User) -> Orchestrator:
+    """The orchestrator, for an admitted caller."""
+    return Orchestrator(request, shared(request), user_id)
+
+
+async def reading_orchestrator(request: Request, user_id: Reader) -> Orchestrator:
     """The orchestrator, for an authenticated caller's read, within the reads' limit (deps.Reader)."""
-
-    def __init__(self, request: Request, state: State, user_id: Reader) -> None:
-        super().__init__(request, state, user_id)
+    return Orchestrator(request, shared(request), user_id)
 
 
-Upstream = Annotated[Orchestrator, Depends()]
-ReadUpstream = Annotated[ReadingOrchestrator, Depends()]
+Upstream = Annotated[Orchestrator, Depends(orchestrator)]
+ReadUpstream = Annotated[Orchestrator, Depends(reading_orchestrator)]

@@ -16,7 +16,7 @@ from services.gateway.upstream import Upstream, relayed
 router = APIRouter()
 
 
-def known_batch_id(batch_id: str, _: User) -> str:
+async def known_batch_id(batch_id: str, _: User) -> str:
     """An admitted caller's batch id."""
     if not re.fullmatch(BATCH_ID, batch_id):
         raise not_found()

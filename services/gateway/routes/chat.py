@@ -8,7 +8,7 @@ import aiohttp
 from fastapi import APIRouter, Depends
 from fastapi.responses import Response
 
-from services.gateway.deps import JsonBody, State
+from services.gateway.deps import JsonBody
 from services.gateway.openapi import read_by_hand
 from services.gateway.settings import GatewaySettings
 from services.gateway.upstream import Upstream, UpstreamStream, passed_headers
@@ -24,8 +24,8 @@ Chat = Annotated[ChatCompletionRequest, Depends(JsonBody(ChatCompletionRequest))
     responses={400: {}, 401: {}, 413: {}, 429: {}, 502: {}, 503: {}},
     openapi_extra=read_by_hand(ChatCompletionRequest),
 )
-async def chat_completions(chat: Chat, state: State, orchestrator: Upstream) -> Response:
-    check_messages(chat, state.settings)
+async def chat_completions(chat: Chat, orchestrator: Upstream) -> Response:
+    check_messages(chat, orchestrator.state.settings)
     upstream = await orchestrator.open("POST", "/v1/chat/completions", data=chat.forwarded())
     passed = passed_headers(upstream)
     if chat.stream and upstream.status < 400:

@@ -28,14 +28,14 @@ MULTIPART_ENVELOPE_BYTES = 16384
 MAX_FILENAME_CHARS = 255
 
 
-def known_file_id(file_id: str, _: User) -> str:
+async def known_file_id(file_id: str, _: User) -> str:
     """An admitted caller's file id."""
     if not re.fullmatch(FILE_ID, file_id):
         raise not_found()
     return file_id
 
 
-def file_list_query(request: Request) -> FileListQuery:
+async def file_list_query(request: Request) -> FileListQuery:
     """The query of GET /v1/files, checked before the caller is."""
     try:
         return FileListQuery.model_validate(dict(request.query_params))
