@@ -55,6 +55,9 @@ API_OF_TYPE: dict[str, tuple[str, ...]] = {
     # Memorystore for Redis API, enabled first.
     "google_redis_instance": ("redis.googleapis.com",),
     "google_logging_metric": ("logging.googleapis.com",),
+    "google_logging_project_sink": ("logging.googleapis.com",),
+    "google_bigquery_dataset": ("bigquery.googleapis.com",),
+    "google_bigquery_dataset_iam_member": ("bigquery.googleapis.com",),
     "google_cloud_run_v2_service": ("run.googleapis.com",),
     "google_cloud_run_v2_job": ("run.googleapis.com",),
     "google_cloud_run_v2_service_iam_member": ("run.googleapis.com",),

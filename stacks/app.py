@@ -5,6 +5,7 @@ from __future__ import annotations
 from cdktf import App
 
 from hybrid.config import Environment
+from stacks.analytics import AnalyticsStack
 from stacks.cluster import ClusterStack
 from stacks.database import DatabaseStack
 from stacks.inference import InferenceStack
@@ -29,4 +30,6 @@ def build_app(environments: list[Environment], outdir: str | None = None) -> App
             WorkersK8sStack(app, env, workers, database)
             # The orchestrator publishes to the workers layer's topic, with its grants there.
             services.add_dependency(workers)
+        if env.analytics.enabled:
+            AnalyticsStack(app, env, network)
     return app

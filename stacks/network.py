@@ -81,6 +81,8 @@ PLATFORM_APIS = (
 WORKERS_APIS = ("pubsub.googleapis.com",)
 # Memorystore, where [redis] is enabled.
 REDIS_APIS = ("redis.googleapis.com",)
+# The usage dataset's, where [analytics] is enabled (the sink's Logging API is a platform API).
+ANALYTICS_APIS = ("bigquery.googleapis.com",)
 
 # Subnet flow logs (checkov CKV_GCP_26): 5-second aggregation, half the flows sampled.
 _FLOW_LOGS = ComputeSubnetworkLogConfig(
@@ -109,6 +111,7 @@ class NetworkStack(LayerStack):
             for api in PLATFORM_APIS
             + (WORKERS_APIS if env.workers.enabled else ())
             + (REDIS_APIS if env.redis.enabled else ())
+            + (ANALYTICS_APIS if env.analytics.enabled else ())
         }
         self.vpc = ComputeNetwork(
             self,

@@ -14,6 +14,7 @@ from typing import Annotated
 from pydantic import Field, model_validator
 
 from hybrid import topology
+from hybrid.config.analytics import AnalyticsSettings
 from hybrid.config.budget import BudgetSettings
 from hybrid.config.cluster import ClusterSettings
 from hybrid.config.database import DatabaseSettings
@@ -74,6 +75,8 @@ class Environment(Settings):
     # Optional: the global load balancer with Cloud Armor in front of the public services, and
     # the further regions of the stateless tier.
     edge: EdgeSettings = EdgeSettings()
+    # Usage records routed to BigQuery by a log sink, in the analytics layer (docs/analytics.md).
+    analytics: AnalyticsSettings = AnalyticsSettings()
 
     @property
     def service_regions(self) -> tuple[str, ...]:
