@@ -51,6 +51,8 @@ class BackendAnswer:
     checkpointed: float = field(default_factory=time.monotonic)
     checkpointing: asyncio.Task[None] | None = None
     broke: Callable[[], None] = lambda: None  # told when the backend's stream breaks (its circuit, the metric)
+    user_id: str = ""  # the token's subject: a pseudonymous id, for the usage record
+    ttft: float | None = None  # seconds from the request's arrival to the answer's first bytes
 
     @property
     def headers(self) -> dict[str, str]:
@@ -67,9 +69,23 @@ class BackendAnswer:
         metrics.TOKENS.labels(*labels, "out").inc(charge.completion_tokens)
         if outcome == "failed":  # a broken stream is counted where its circuit is told (broke)
             metrics.BACKEND_ERRORS.labels(self.backend, "usage_invalid").inc()
+        # The usage record the analytics layer's log sink routes to BigQuery (docs/analytics.md).
+        logs.event(
+            log,
+            "usage",
+            usage_record="request",
+            user_id=self.user_id,
+            model=self.model,
+            backend=self.backend,
+            prompt_tokens=charge.prompt_tokens,
+            completion_tokens=charge.completion_tokens,
+            ttft_ms=None if self.ttft is None else round(self.ttft * 1000),
+            outcome=charge.outcome,
+        )
 
     def first_byte(self) -> None:
-        metrics.TTFT.labels(self.model, self.backend).observe(time.monotonic() - self.started)
+        self.ttft = time.monotonic() - self.started
+        metrics.TTFT.labels(self.model, self.backend).observe(self.ttft)
 
     async def whole(self) -> Response:
         """The answer read to its end, then passed on."""

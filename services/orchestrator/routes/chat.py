@@ -91,6 +91,7 @@ async def chat_completions(request: Request, settings: Settings, user_id: UserId
         model_label,
         started,
         broke=lambda: router.failed(attempt, metrics.STREAM_BROKE),
+        user_id=user_id,
     )
     return answer.streamed() if body.get("stream") else await answer.whole()
 
