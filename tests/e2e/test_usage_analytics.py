@@ -4,7 +4,7 @@ three users, streamed and not, and a batch with a line that fails. Each service'
 are wrapped as the log entries Cloud Logging makes of them (cloud.google.com/logging/docs/
 structured-logging: the JSON becomes jsonPayload, its ``time`` the entry's timestamp), kept
 where the sink's filter would keep them, and loaded under the tables the sink writes
-(cloud.google.com/logging/docs/export/bigquery#tables): run_googleapis_com_stdout for the
+(cloud.google.com/logging/docs/export/bigquery): run_googleapis_com_stdout for the
 Cloud Run services, stdout for the worker's GKE container."""
 
 from __future__ import annotations
