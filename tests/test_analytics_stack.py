@@ -5,6 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
+from analysis.cost.estimate import estimate
+from analysis.cost.prices import load_prices
+from analysis.cost.workload import Workload
 from hybrid.components.usage_sink import USAGE_FILTER
 from iac import only, pointee, resources, run_main
 from variants import DEV_ENV, synthesize, toml_text, variant
@@ -56,3 +61,27 @@ def test_analytics_mistakes_are_refused(tmp_path: Path) -> None:
     result = run_main(tmp_path / "out", "--env", str(env))
     assert result.returncode == 2
     assert f"{env}: analytics.retention_days = 0: must be between 1 and 3650" in result.stderr
+
+
+def test_cost_prices_the_sinks_writes_and_the_storage_the_records_keep() -> None:
+    env = variant(DEV_ENV, {"analytics": {"retention_days": 120, "bytes_per_record": 2000}})
+    prices = load_prices(env.region)
+    est = estimate(env, prices, Workload(requests_per_day=100_000))
+    items = {i.price_key: i for i in est.items if i.layer == "analytics"}
+    records = 100_000 * prices.hours_per_month / 24
+    assert items["storage.bigquery_streaming_insert"].quantity == pytest.approx(records * 2000 / 1e6 / 200)
+    assert items["storage.bigquery_streaming_insert"].monthly_usd == pytest.approx(records * 2000 / 1e6 / 200 * 0.01)
+    gib_a_day = 100_000 * 2000 / 2**30
+    assert items["storage.bigquery_active_logical"].quantity == pytest.approx(gib_a_day * 90)
+    assert items["storage.bigquery_long_term_logical"].quantity == pytest.approx(gib_a_day * 30)
+    assert all(i.stack == "dev-analytics" for i in items.values())
+    # A record under 1 KB is billed as 1 KB when streamed.
+    small = variant(DEV_ENV, {"analytics": {"bytes_per_record": 200}})
+    (streamed,) = [
+        i
+        for i in estimate(small, prices, Workload(requests_per_day=100_000)).items
+        if i.price_key == "storage.bigquery_streaming_insert"
+    ]
+    assert streamed.quantity == pytest.approx(records * 1000 / 1e6 / 200)
+    off = variant(DEV_ENV, {"analytics": {"enabled": False}})
+    assert not [i for i in estimate(off, prices, Workload()).items if i.layer == "analytics"]

@@ -218,7 +218,8 @@ def test_reference_per_request_cost_and_break_even() -> None:
 def test_prod_estimate_covers_every_stack_and_lists_what_it_cannot_price() -> None:
     est = estimate(env_from(PROD), PRICES)
     assert set(est.stack_totals()) == {
-        f"prod-{layer}" for layer in ("network", "registry", "database", "cluster", "inference", "services", "workers")
+        f"prod-{layer}"
+        for layer in ("network", "registry", "database", "cluster", "inference", "services", "workers", "analytics")
     }
     assert est.total == pytest.approx(sum(est.stack_totals().values()), abs=0.02)
     not_priced = [i.resource for i in est.items if i.monthly_usd is None]

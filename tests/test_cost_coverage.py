@@ -143,7 +143,7 @@ def test_cost_diff_between_two_files_is_a_markdown_table(tmp_path: Path) -> None
     result = run_cost("diff", "environments/prod.toml", str(changed))
     assert result.returncode == 0, result.stderr
     out = result.stdout
-    assert "$2,916.95 (environments/prod.toml) → $3,735.73" in out and "**+$818.78** (+28.1%)" in out
+    assert "$2,917.40 (environments/prod.toml) → $3,736.18" in out and "**+$818.78** (+28.1%)" in out
     assert "| layer | resource | line | before | after | change |" in out
     assert (
         "| inference | vLLM Llama-3.1-8B-Instruct | GPU node g2-standard-12 (1 x nvidia-l4) x 3 replica(s) | $1,460.61 | $2,190.91 | $730.30 |"

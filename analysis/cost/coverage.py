@@ -46,10 +46,20 @@ PRICED: dict[str, tuple[str, ...]] = {
     "kubernetes_persistent_volume_claim_v1": ("storage.pd_ssd",),
     # The internal passthrough load balancer in front of vLLM.
     "kubernetes_service_v1": ("network.forwarding_rule", "network.lb_data_processed"),
+    # The usage dataset: the sink's streamed rows and the storage they take.
+    "google_bigquery_dataset": (
+        "storage.bigquery_streaming_insert",
+        "storage.bigquery_active_logical",
+        "storage.bigquery_long_term_logical",
+    ),
 }
 
 # Resource type -> why it has no price line of its own.
 FREE_OR_USAGE: dict[str, str] = {
+    "google_bigquery_dataset_iam_member": "IAM bindings are free",
+    # cloud.google.com/stackdriver/pricing: the Log Router is free; what the sink writes is billed
+    # by BigQuery, on the dataset's line.
+    "google_logging_project_sink": "routing is free; its writes are priced on the dataset (streaming inserts)",
     "google_apikeys_key": "API keys are free; the calls they make are billed by the API called",
     "google_cloud_run_v2_job": "the database bootstrap job runs a few seconds per deploy (listed at $0)",
     "google_compute_address": "the NAT's reserved address is priced as network.nat_ip; an internal address is free",

@@ -42,6 +42,7 @@ def estimate(
         layers.inference_gke(lines, w, replicas)
     layers.workers(lines)
     layers.services(lines, w, free_tier(lines) if w.free_tier else None)
+    layers.analytics(lines, w)
     for name in (w.vertex_api, w.external_api):
         warning = retirement_warning(name, prices.api(name), today or date.today())
         if warning:

@@ -316,3 +316,42 @@ def services(lines: Lines, w: Workload, free: dict[str, float] | None) -> None:
         "usage-based; not in the table (Identity Platform's first 50K MAU are free)",
     )
     lines.unpriced("services", "Vertex AI calls routed by the orchestrator", "per token; see the unit economics below")
+
+
+def analytics(lines: Lines, w: Workload) -> None:
+    """The usage dataset: one record a request or batch line, streamed in by the log sink and kept
+    ``retention_days``. BigQuery bills a partition as long-term storage once unchanged for 90
+    days (cloud.google.com/bigquery/pricing#storage); queries run on demand and are not estimated."""
+    a = lines.env.analytics
+    if not a.enabled:
+        return
+    resource = f"BigQuery dataset {a.dataset_id}"
+    records_per_month = w.requests_per_day * lines.prices.hours_per_month / HOURS_PER_DAY
+    # Streaming inserts bill each row as at least 1 KB (cloud.google.com/bigquery/pricing#data_ingestion_pricing).
+    streamed_mb = records_per_month * max(a.bytes_per_record, 1000) / 1e6
+    lines.add(
+        "analytics",
+        resource,
+        f"log sink writes: {records_per_month:,.0f} records of {a.bytes_per_record:,} bytes",
+        streamed_mb / 200,
+        "storage.bigquery_streaming_insert",
+        note="Cloud Logging's Log Router charges nothing for routing (cloud.google.com/stackdriver/pricing)",
+    )
+    gib_per_day = w.requests_per_day * a.bytes_per_record / 2**30
+    active_days = min(a.retention_days, 90)
+    lines.add(
+        "analytics",
+        resource,
+        f"active storage: {active_days} days of records",
+        gib_per_day * active_days,
+        "storage.bigquery_active_logical",
+        note="the first 10 GiB a month are free (not deducted)",
+    )
+    if a.retention_days > 90:
+        lines.add(
+            "analytics",
+            resource,
+            f"long-term storage: {a.retention_days - 90} days of records",
+            gib_per_day * (a.retention_days - 90),
+            "storage.bigquery_long_term_logical",
+        )
