@@ -9,7 +9,7 @@ import pytest
 from hybrid.config import load_environment
 from hybrid.network_constants import HEALTH_CHECK_RANGES, PRIVATE_GOOGLE_APIS_RANGE
 from iac import ROOT, Json, Stacks, only, resources
-from stacks.network import PLATFORM_APIS, REDIS_APIS, WORKERS_APIS
+from stacks.network import ANALYTICS_APIS, PLATFORM_APIS, REDIS_APIS, WORKERS_APIS
 
 # The Cloud Run services' Direct VPC egress subnet of each environment.
 RUN_CIDR = {"dev": "10.8.0.0/24", "prod": "10.8.0.0/22"}
@@ -224,7 +224,8 @@ def test_workers_subnet_only_where_workers_are_enabled(env: str, network: Json) 
 def test_required_apis_are_enabled_and_kept_on_destroy(env: str, network: Json) -> None:
     services = resources(network, "google_project_service").values()
     workers = WORKERS_APIS + REDIS_APIS if env == "prod" else ()  # [workers] and [redis] are on in prod only
-    assert sorted(s["service"] for s in services) == sorted(PLATFORM_APIS + workers)
+    # [analytics] is on by default: the usage dataset's BigQuery API.
+    assert sorted(s["service"] for s in services) == sorted(PLATFORM_APIS + workers + ANALYTICS_APIS)
     assert all(s["disable_on_destroy"] is False for s in services)
     for api in ("compute", "servicenetworking", "sqladmin", "run", "container", "apikeys", "identitytoolkit"):
         assert f"{api}.googleapis.com" in PLATFORM_APIS
