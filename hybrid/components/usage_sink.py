@@ -17,7 +17,6 @@ from cdktf_cdktf_provider_google.logging_project_sink import LoggingProjectSink,
 from constructs import Construct
 
 from hybrid.components import roles
-from hybrid.components.grants import Grantable
 
 # What the orchestrator logs per finished request and the worker per finished batch line, from
 # the services' containers only: their field ``usage_record`` names the kind of record.
@@ -66,15 +65,4 @@ class UsageSink(Construct):
             dataset_id=self.dataset.dataset_id,
             role=roles.BIGQUERY_DATA_EDITOR,
             member=self.sink.writer_identity,
-        )
-
-    def grant_query(self, holder: Construct, analyst: Grantable, *, id_: str) -> BigqueryDatasetIamMember:
-        """Let ``analyst`` read the records (running the query job needs roles/bigquery.jobUser in
-        the project it runs in: cloud.google.com/bigquery/docs/running-queries#required_permissions)."""
-        return BigqueryDatasetIamMember(
-            holder,
-            id_,
-            dataset_id=self.dataset.dataset_id,
-            role=roles.BIGQUERY_DATA_VIEWER,
-            member=analyst.member,
         )
