@@ -138,6 +138,8 @@ def local_chain(
             # The ledger's database, as the admin of the whole server (to read what the orchestrator wrote).
             conninfo=make_conninfo(database.conninfo, dbname=environments["orchestrator"]["PGDATABASE"]),
             spec=spec,
+            # Where each service's stdout is written (<role>.log, worker.log): its structured logs.
+            logs=work,
             metadata=metadata,
             identities=identities,
             model=json.loads(environments["orchestrator"]["ROUTES"])[0]["match"],

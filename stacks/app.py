@@ -5,6 +5,7 @@ from __future__ import annotations
 from cdktf import App
 
 from hybrid.config import Environment
+from stacks.analytics import AnalyticsStack
 from stacks.cluster import ClusterStack
 from stacks.database import DatabaseStack
 from stacks.edge import EdgeStack
@@ -35,4 +36,6 @@ def build_app(environments: list[Environment], outdir: str | None = None) -> App
             services.add_dependency(workers)
         if env.slo is not None:
             ObservabilityStack(app, env, network)
+        if env.analytics.enabled:
+            AnalyticsStack(app, env, network)
     return app

@@ -85,9 +85,8 @@ WORKERS_APIS = ("pubsub.googleapis.com",)
 REDIS_APIS = ("redis.googleapis.com",)
 # Serverless VPC Access, in connector mode (cloud.google.com/vpc/docs/configure-serverless-vpc-access#before_you_begin).
 CONNECTOR_APIS = ("vpcaccess.googleapis.com",)
-# The usage sink's dataset, where [slo] makes the observability layer: the BigQuery API must be
-# enabled before a dataset is created (cloud.google.com/bigquery/docs/datasets#before_you_begin).
-OBSERVABILITY_APIS = ("bigquery.googleapis.com",)
+# The usage dataset's, where [analytics] is enabled (the sink's Logging API is a platform API).
+ANALYTICS_APIS = ("bigquery.googleapis.com",)
 
 # Subnet flow logs (checkov CKV_GCP_26): 5-second aggregation, half the flows sampled.
 _FLOW_LOGS = ComputeSubnetworkLogConfig(
@@ -123,7 +122,7 @@ class NetworkStack(LayerStack):
             + (WORKERS_APIS if env.workers.enabled else ())
             + (REDIS_APIS if env.redis.enabled else ())
             + (CONNECTOR_APIS if env.network.egress == "connector" else ())
-            + (OBSERVABILITY_APIS if env.slo is not None else ())
+            + (ANALYTICS_APIS if env.analytics.enabled else ())
         }
         self.vpc = ComputeNetwork(
             self,

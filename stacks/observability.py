@@ -1,5 +1,5 @@
 """The observability layer: dashboards, SLOs with burn-rate alerts, plain alerts and their
-channels, and the usage log sink to BigQuery ([slo]; docs/observability.md).
+channels ([slo]; docs/observability.md). The usage records' sink to BigQuery is the analytics layer's.
 
 It reads other layers' resources by name only (ResourceNames): alerts and dashboards on a
 subscription or an instance not yet made simply show no data, so the layer needs no outputs.
@@ -11,7 +11,6 @@ from constructs import Construct
 
 from hybrid.components.dashboards import Dashboards
 from hybrid.components.slo_alerts import SlosAndAlerts
-from hybrid.components.usage_sink import UsageSink
 from hybrid.config import Environment
 from hybrid.layer import LayerStack
 from stacks.network import NetworkStack
@@ -19,8 +18,8 @@ from stacks.network import NetworkStack
 
 class ObservabilityStack(LayerStack):
     def __init__(self, scope: Construct, env: Environment, network: NetworkStack) -> None:
-        # After the network layer, which enables the Monitoring, Logging and BigQuery APIs.
+        # After the network layer, which enables the Monitoring API. (The usage sink to BigQuery is
+        # the analytics layer's: stacks/analytics.py.)
         super().__init__(scope, env, "observability", network)
         self.dashboards = Dashboards(self, "dashboards", env)
         self.slos = SlosAndAlerts(self, "slos", env)
-        self.usage = UsageSink(self, "usage", env)

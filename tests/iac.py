@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 Json = dict[str, Any]  # a synthesized stack, or a block of one
 Stacks = dict[str, Json]  # synthesized stacks by id (the synth_json fixture)
 ENVIRONMENTS = ("dev", "prod")
-LAYERS = ("network", "registry", "database", "cluster", "inference", "services")
+LAYERS = ("network", "registry", "database", "cluster", "inference", "services", "analytics")
 # The workers tier's layers, made where [workers] is enabled: prod, not dev.
 WORKERS_LAYERS = ("workers", "workers-k8s")
 # The edge's layer, made where [edge] is enabled: prod, not dev.

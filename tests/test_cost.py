@@ -229,6 +229,7 @@ def test_prod_estimate_covers_every_stack_and_lists_what_it_cannot_price() -> No
             "workers",
             "edge",
             "observability",
+            "analytics",
         )
     }
     assert est.total == pytest.approx(sum(est.stack_totals().values()), abs=0.02)

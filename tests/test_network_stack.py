@@ -9,7 +9,7 @@ import pytest
 from hybrid.config import load_environment
 from hybrid.network_constants import HEALTH_CHECK_RANGES, PRIVATE_GOOGLE_APIS_RANGE
 from iac import ROOT, Json, Stacks, only, resources
-from stacks.network import CONNECTOR_APIS, OBSERVABILITY_APIS, PLATFORM_APIS, REDIS_APIS, WORKERS_APIS
+from stacks.network import ANALYTICS_APIS, CONNECTOR_APIS, PLATFORM_APIS, REDIS_APIS, WORKERS_APIS
 
 # Where each environment's Cloud Run services' private traffic comes from: prod's Direct VPC egress
 # subnet, dev's connector (docs/network-egress.md).
@@ -275,8 +275,8 @@ def test_required_apis_are_enabled_and_kept_on_destroy(env: str, network: Json) 
     services = resources(network, "google_project_service").values()
     workers = WORKERS_APIS + REDIS_APIS if env == "prod" else ()  # [workers] and [redis] are on in prod only
     connector = CONNECTOR_APIS if env == "dev" else ()  # dev's connector mode
-    # Both shipped files have an [slo] table: the observability layer's usage sink needs BigQuery.
-    expected = PLATFORM_APIS + workers + connector + OBSERVABILITY_APIS
+    # [analytics] is on by default: the usage dataset's BigQuery API.
+    expected = PLATFORM_APIS + workers + connector + ANALYTICS_APIS
     assert sorted(s["service"] for s in services) == sorted(expected)
     assert all(s["disable_on_destroy"] is False for s in services)
     for api in ("compute", "servicenetworking", "sqladmin", "run", "container", "apikeys", "identitytoolkit"):

@@ -136,23 +136,6 @@ def test_channels_come_from_the_notify_table(synth_json: Stacks) -> None:
         assert policy["notification_channels"] == [f"${{google_monitoring_notification_channel.{address}.name}}"]
 
 
-def test_usage_sink_is_partitioned_and_its_writer_granted_on_the_dataset_only(synth_json: Stacks) -> None:
-    stack = synth_json["prod-observability"]
-    sink = only(stack, "google_logging_project_sink")
-    dataset = only(stack, "google_bigquery_dataset")
-    grant = only(stack, "google_bigquery_dataset_iam_member")
-    assert dataset["dataset_id"] == "prod_usage"
-    assert sink["bigquery_options"] == {"use_partitioned_tables": True} and sink["unique_writer_identity"] is True
-    assert sink["filter"].startswith('jsonPayload.message=("usage" OR "batch line")')
-    # The destination names the dataset by reference: the sink is made after it.
-    assert sink["destination"].startswith(
-        "bigquery.googleapis.com/projects/replace-me-prod/datasets/${google_bigquery_dataset."
-    )
-    assert grant["role"] == "roles/bigquery.dataEditor"
-    assert grant["member"].endswith(".writer_identity}") and grant["dataset_id"].endswith(".dataset_id}")
-    assert not resources(stack, "google_project_iam_member")
-
-
 @pytest.mark.parametrize(
     ("table", "message"),
     [

@@ -333,6 +333,7 @@ def cloud_run_gpu(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Json]:
 
 def test_inference_on_a_cloud_run_l4_when_config_says_so(cloud_run_gpu: Stacks) -> None:
     assert sorted(cloud_run_gpu) == [
+        "gpu-analytics",
         "gpu-database",
         "gpu-network",
         "gpu-observability",

@@ -50,6 +50,8 @@ def test_stack_dependencies_let_deploy_order_layers(synth_dir: Path) -> None:
     for env in ("dev", "prod"):
         assert manifest["stacks"][f"{env}-database"]["dependencies"] == [f"{env}-network"]
         assert manifest["stacks"][f"{env}-registry"]["dependencies"] == [f"{env}-network"]
+        # The BigQuery API is enabled in the network layer.
+        assert manifest["stacks"][f"{env}-analytics"]["dependencies"] == [f"{env}-network"]
         assert sorted(manifest["stacks"][f"{env}-services"]["dependencies"]) == [
             f"{env}-database",
             f"{env}-network",

@@ -55,19 +55,26 @@ PRICED: dict[str, tuple[str, ...]] = {
     "google_vpc_access_connector": ("network.serverless_connector_e2_micro",),
     "google_compute_forwarding_rule": ("network.forwarding_rule", "network.lb_data_processed"),
     "google_monitoring_alert_policy": ("monitoring.alert_condition",),
-    "google_bigquery_dataset": ("bigquery.active_storage",),
     # Samples our services' metrics add; the custom service the SLOs hang on is where they show.
     "google_monitoring_custom_service": ("monitoring.prometheus_samples",),
+    # The usage dataset: the sink's streamed rows and the storage they take.
+    "google_bigquery_dataset": (
+        "storage.bigquery_streaming_insert",
+        "storage.bigquery_active_logical",
+        "storage.bigquery_long_term_logical",
+    ),
 }
 
 # Resource type -> why it has no price line of its own.
 FREE_OR_USAGE: dict[str, str] = {
-    "google_bigquery_dataset_iam_member": "IAM is free",
-    "google_logging_project_sink": "routing logs to a sink is free; the destination's storage is priced with the dataset",
     "google_monitoring_dashboard": "dashboards are free",
     "google_monitoring_notification_channel": "notification channels are free",
     "google_monitoring_slo": "SLOs are free; the burn-rate policies on them are priced per condition",
     "google_pubsub_topic_iam_member": "IAM is free",
+    "google_bigquery_dataset_iam_member": "IAM bindings are free",
+    # cloud.google.com/stackdriver/pricing: the Log Router is free; what the sink writes is billed
+    # by BigQuery, on the dataset's line.
+    "google_logging_project_sink": "routing is free; its writes are priced on the dataset (streaming inserts)",
     "google_apikeys_key": "API keys are free; the calls they make are billed by the API called",
     "google_cloud_run_v2_job": "the database bootstrap job runs a few seconds per deploy (listed at $0)",
     "google_compute_address": "the NAT's reserved address is priced as network.nat_ip; an internal address is free",

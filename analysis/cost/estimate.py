@@ -47,6 +47,7 @@ def estimate(
     layers.edge(lines, w)
     # The scrape targets: each Cloud Run service's instance (at least one while serving) and each model server.
     layers.observability(lines, w, condition_count(env) if env.slo else 0, len(env.names.service) + round(replicas))
+    layers.analytics(lines, w)
     for name in (w.vertex_api, w.external_api):
         warning = retirement_warning(name, prices.api(name), today or date.today())
         if warning:

@@ -333,9 +333,6 @@ def workers(lines: Lines) -> None:
     )
 
 
-# Usage records are about 1 KiB each in BigQuery (one log entry's columns per request), kept as
-# the dataset keeps them; a month's worth is priced as storage.
-_USAGE_RECORD_KIB = 1.0
 # Series a scrape target exports (our services' histograms have about 15 buckets a label set),
 # scraped once a minute: Managed Prometheus bills each sample.
 _SERIES_PER_TARGET = 400
@@ -343,7 +340,8 @@ _SCRAPES_PER_MONTH = 60 * 730
 
 
 def observability(lines: Lines, w: Workload, conditions: int, targets: int) -> None:
-    """The observability layer: alerting conditions, Prometheus samples, the usage dataset's storage."""
+    """The observability layer: alerting conditions and Prometheus samples (the usage dataset is
+    the analytics layer's)."""
     if lines.env.slo is None:
         return
     lines.add(
@@ -357,15 +355,6 @@ def observability(lines: Lines, w: Workload, conditions: int, targets: int) -> N
         samples,
         "monitoring.prometheus_samples",
         note="series per target assumed; dashboards and Google's own metrics are free",
-    )
-    gib = w.requests_per_day * 30 * _USAGE_RECORD_KIB / 2**20
-    lines.add(
-        "observability",
-        "usage dataset (BigQuery)",
-        "a month of usage records",
-        gib,
-        "bigquery.active_storage",
-        note="grows each month the records are kept; routing logs to a sink is free, queries are usage",
     )
 
 
@@ -443,3 +432,42 @@ def edge(lines: Lines, w: Workload) -> None:
     lines.add("edge", "Cloud Armor", "security policy", 1, "network.armor_policy")
     lines.add("edge", "Cloud Armor", f"rules ({rules})", rules, "network.armor_rule")
     lines.add("edge", "Cloud Armor", "requests evaluated", requests / 1e6, "network.armor_requests")
+
+
+def analytics(lines: Lines, w: Workload) -> None:
+    """The usage dataset: one record a request or batch line, streamed in by the log sink and kept
+    ``retention_days``. BigQuery bills a partition as long-term storage once unchanged for 90
+    days (cloud.google.com/bigquery/pricing#storage); queries run on demand and are not estimated."""
+    a = lines.env.analytics
+    if not a.enabled:
+        return
+    resource = f"BigQuery dataset {a.dataset_id}"
+    records_per_month = w.requests_per_day * lines.prices.hours_per_month / HOURS_PER_DAY
+    # Streaming inserts bill each row as at least 1 KB (cloud.google.com/bigquery/pricing#data_ingestion_pricing).
+    streamed_mb = records_per_month * max(a.bytes_per_record, 1000) / 1e6
+    lines.add(
+        "analytics",
+        resource,
+        f"log sink writes: {records_per_month:,.0f} records of {a.bytes_per_record:,} bytes",
+        streamed_mb / 200,
+        "storage.bigquery_streaming_insert",
+        note="Cloud Logging's Log Router charges nothing for routing (cloud.google.com/stackdriver/pricing)",
+    )
+    gib_per_day = w.requests_per_day * a.bytes_per_record / 2**30
+    active_days = min(a.retention_days, 90)
+    lines.add(
+        "analytics",
+        resource,
+        f"active storage: {active_days} days of records",
+        gib_per_day * active_days,
+        "storage.bigquery_active_logical",
+        note="the first 10 GiB a month are free (not deducted)",
+    )
+    if a.retention_days > 90:
+        lines.add(
+            "analytics",
+            resource,
+            f"long-term storage: {a.retention_days - 90} days of records",
+            gib_per_day * (a.retention_days - 90),
+            "storage.bigquery_long_term_logical",
+        )

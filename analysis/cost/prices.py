@@ -105,11 +105,10 @@ class _Table(_Strict):
     rungs: dict[str, RungPrice] = Field(default_factory=dict)
     # The observability layer's (additive: a table without them still loads).
     monitoring: dict[str, Price] = Field(default_factory=dict)
-    bigquery: dict[str, Price] = Field(default_factory=dict)
 
 
 # Sections of Price figures, looked up by ``section.name``; machines, free tiers and APIs have their own look-ups.
-PRICE_SECTIONS = ("cloud_run", "network", "gke", "redis", "cloud_sql", "storage", "monitoring", "bigquery")
+PRICE_SECTIONS = ("cloud_run", "network", "gke", "redis", "cloud_sql", "storage", "monitoring")
 # How far ahead of a model's retirement the estimate warns.
 RETIREMENT_NOTICE = timedelta(days=90)
 

@@ -37,3 +37,7 @@ GKE_NODE = "roles/container.defaultNodeServiceAccount"
 IMAGE_READER = "roles/artifactregistry.reader"
 
 WORKLOAD_IDENTITY_USER = "roles/iam.workloadIdentityUser"
+
+# BigQuery: a log sink's writer identity streams into its dataset
+# (cloud.google.com/logging/docs/export/configure_export_v2#dest-auth).
+BIGQUERY_DATA_EDITOR = "roles/bigquery.dataEditor"

@@ -1,63 +1,68 @@
-"""The services' usage records, routed by a log sink into a BigQuery dataset, partitioned by day.
+"""The services' usage records, routed by a Cloud Logging sink into a BigQuery dataset.
 
-A sink rather than a scheduled export of the ledger: it needs no job, no credentials to the
-database and no schedule, the records arrive within minutes, and it carries what the ledger does
-not hold (time to first token, batch lines' states). cloud.google.com/logging/docs/export/bigquery.
+The services log one JSON object a line on stdout; Cloud Logging keeps the fields as jsonPayload
+(cloud.google.com/logging/docs/structured-logging), so a usage record arrives with
+``jsonPayload.usage_record``, ``jsonPayload.user_id``, ``jsonPayload.model`` and so on. The sink writes one table per log (``run_googleapis_com_stdout`` for Cloud Run,
+``stdout`` for GKE), partitioned by day on the entry's timestamp
+(cloud.google.com/logging/docs/export/bigquery#partition-tables).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from cdktf_cdktf_provider_google.bigquery_dataset import BigqueryDataset
 from cdktf_cdktf_provider_google.bigquery_dataset_iam_member import BigqueryDatasetIamMember
 from cdktf_cdktf_provider_google.logging_project_sink import LoggingProjectSink, LoggingProjectSinkBigqueryOptions
 from constructs import Construct
 
-from hybrid.config import Environment
+from hybrid.components import roles
 
-# The structured records the services log for each request and each batch line
-# (services/servicekit/logs.py; docs/observability.md, Usage queries).
-USAGE_MESSAGES = ("usage", "batch line")
+# What the orchestrator logs per finished request and the worker per finished batch line, from
+# the services' containers only: their field ``usage_record`` names the kind of record.
+USAGE_FILTER = (
+    'jsonPayload.usage_record=("request" OR "batch_line") AND resource.type=("cloud_run_revision" OR "k8s_container")'
+)
+
+DAY_MS = 24 * 60 * 60 * 1000
 
 
-def sink_filter() -> str:
-    """Only the usage records, from Cloud Run (the orchestrator) and GKE (the workers); Logging
-    query language: cloud.google.com/logging/docs/view/logging-query-language. One project is one
-    environment, so no environment label is needed."""
-    messages = " OR ".join(f'"{m}"' for m in USAGE_MESSAGES)
-    return f'jsonPayload.message=({messages}) AND resource.type=("cloud_run_revision" OR "k8s_container")'
+@dataclass(frozen=True)
+class UsageSinkProps:
+    project_id: str
+    location: str
+    dataset_id: str
+    sink_name: str
+    retention_days: int
 
 
 class UsageSink(Construct):
-    """A dataset, the sink into it, and the sink's writer identity granted on the dataset only."""
-
-    def __init__(self, scope: Construct, construct_id: str, env: Environment) -> None:
-        super().__init__(scope, construct_id)
+    def __init__(self, scope: Construct, id_: str, props: UsageSinkProps) -> None:
+        super().__init__(scope, id_)
         self.dataset = BigqueryDataset(
             self,
             "dataset",
-            # cloud.google.com/bigquery/docs/datasets#dataset-naming: letters, digits and underscores.
-            dataset_id=f"{env.name.replace('-', '_')}_usage",
-            location=env.region,
-            description="The services' usage records, from the usage log sink (docs/observability.md)",
-            delete_contents_on_destroy=False,
+            dataset_id=props.dataset_id,
+            location=props.location,
+            description="Usage records of the platform's services, routed from Cloud Logging (docs/analytics.md).",
+            # Sink tables are partitioned, so a day's partition expires, not the whole table.
+            default_partition_expiration_ms=props.retention_days * DAY_MS,
         )
         self.sink = LoggingProjectSink(
             self,
             "sink",
-            name=env.names.usage_sink,
-            destination=f"bigquery.googleapis.com/projects/{env.project_id}/datasets/{self.dataset.dataset_id}",
-            filter=sink_filter(),
-            # export/bigquery#partitioned-tables: one table per log, partitioned by the entry's day,
-            # rather than a table per day.
-            bigquery_options=LoggingProjectSinkBigqueryOptions(use_partitioned_tables=True),
+            name=props.sink_name,
+            destination=f"bigquery.googleapis.com/projects/{props.project_id}/datasets/{self.dataset.dataset_id}",
+            filter=USAGE_FILTER,
+            # A service account of the sink's own, granted on this dataset alone below
+            # (cloud.google.com/logging/docs/export/configure_export_v2#dest-auth).
             unique_writer_identity=True,
+            bigquery_options=LoggingProjectSinkBigqueryOptions(use_partitioned_tables=True),
         )
-        # The sink writes as its own identity, which must be granted on the destination
-        # (cloud.google.com/logging/docs/export/configure_export_v2#dest-auth): on this dataset only.
-        self.grant = BigqueryDatasetIamMember(
+        self.writer_grant = BigqueryDatasetIamMember(
             self,
-            "sink-writes",
+            "sink-writer",
             dataset_id=self.dataset.dataset_id,
-            role="roles/bigquery.dataEditor",
+            role=roles.BIGQUERY_DATA_EDITOR,
             member=self.sink.writer_identity,
         )

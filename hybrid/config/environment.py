@@ -17,6 +17,7 @@ from pydantic import Field, model_validator
 
 from hybrid import topology
 from hybrid.catalog import gke_version, ladder_version
+from hybrid.config.analytics import AnalyticsSettings
 from hybrid.config.budget import BudgetSettings
 from hybrid.config.cluster import ClusterSettings
 from hybrid.config.database import DatabaseSettings
@@ -80,6 +81,8 @@ class Environment(Settings):
     edge: EdgeSettings = EdgeSettings()
     # Optional: the observability layer (dashboards, SLOs, alerts, the usage sink to BigQuery).
     slo: SloSettings | None = None
+    # Usage records routed to BigQuery by a log sink, in the analytics layer (docs/analytics.md).
+    analytics: AnalyticsSettings = AnalyticsSettings()
 
     @property
     def service_regions(self) -> tuple[str, ...]:

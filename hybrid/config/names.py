@@ -102,8 +102,7 @@ class ResourceNames:
         self.batch_topic = f"{env}-batch-lines"
         self.batch_subscription = f"{env}-batch-workers"
         self.dead_letter_topic = self.dead_letter_subscription = f"{env}-batch-dead-letters"
-        # The observability layer ([slo]): the usage log sink; made on every environment's synth
-        # whose file has [slo], checked with the base names (short enough for any valid env name).
+        # The analytics layer's usage log sink (on by default), checked with the base names.
         self.usage_sink = f"{env}-usage-to-bigquery"
 
     def region_run_subnet(self, region: str) -> str:

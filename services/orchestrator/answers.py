@@ -46,14 +46,12 @@ class BackendAnswer:
     checkpoint_seconds: float
     model: str  # the metrics' label (orchestrator.metrics.model_label)
     started: float  # when the request arrived (time.monotonic)
-    # For the usage record (docs/observability.md, Usage queries): who asked for which model.
-    user: str = ""
-    requested_model: str = ""
-    first_token: float | None = None
     meter: UsageMeter = field(default_factory=UsageMeter)
     checkpointed: float = field(default_factory=time.monotonic)
     checkpointing: asyncio.Task[None] | None = None
     broke: Callable[[], None] = lambda: None  # told when the backend's stream breaks (its circuit, the metric)
+    user_id: str = ""  # the token's subject: a pseudonymous id, for the usage record
+    ttft: float | None = None  # seconds from the request's arrival to the answer's first bytes
 
     @property
     def headers(self) -> dict[str, str]:
@@ -70,13 +68,23 @@ class BackendAnswer:
         metrics.TOKENS.labels(*labels, "out").inc(charge.completion_tokens)
         if outcome == "failed":  # a broken stream is counted where its circuit is told (broke)
             metrics.BACKEND_ERRORS.labels(self.backend, "usage_invalid").inc()
-        # One record per answer, which the usage log sink routes to BigQuery: ids and counts only.
-        ttft = None if self.first_token is None else round(self.first_token - self.started, 4)
-        logs.event(log, "usage", user=self.user, model=self.requested_model, ttft_seconds=ttft, **charge.fields())
+        # The usage record the analytics layer's log sink routes to BigQuery (docs/analytics.md).
+        logs.event(
+            log,
+            "usage",
+            usage_record="request",
+            user_id=self.user_id,
+            model=self.model,
+            backend=self.backend,
+            prompt_tokens=charge.prompt_tokens,
+            completion_tokens=charge.completion_tokens,
+            ttft_ms=None if self.ttft is None else round(self.ttft * 1000),
+            outcome=charge.outcome,
+        )
 
     def first_byte(self) -> None:
-        self.first_token = time.monotonic()
-        metrics.TTFT.labels(self.model, self.backend).observe(self.first_token - self.started)
+        self.ttft = time.monotonic() - self.started
+        metrics.TTFT.labels(self.model, self.backend).observe(self.ttft)
 
     async def whole(self) -> Response:
         """The answer read to its end, then passed on."""

@@ -181,13 +181,20 @@ class LineRunner:
             return False
         if await self._retrying(self._finish, batch_id, line, token, answer):
             metrics.LINES.labels("done" if answer.status == "succeeded" else "failed").inc()
+            # Also the usage record the analytics layer's log sink routes to BigQuery (docs/analytics.md).
             logs.event(
                 log,
                 "line finished",
+                usage_record="batch_line",
                 batch_id=batch_id,
                 line=line,
                 status=answer.status,
                 code=(answer.error or {}).get("code"),
+                user_id=user_id,
+                model=body["model"],
+                backend=answer.backend,
+                prompt_tokens=answer.prompt_tokens,
+                completion_tokens=answer.completion_tokens,
             )
         await self.finalizer.finish_if_done(batch_id)
         return True
@@ -411,8 +418,6 @@ class LineRunner:
         except (psycopg.Error, OSError):  # OSError: TimeoutError too; _retrying tries again
             metrics.CHARGE_FAILURES.inc()
             raise
-        # The line's end, which the usage log sink routes to BigQuery (docs/observability.md).
-        logs.event(log, "batch line", batch_id=batch_id, line=line, state=answer.status)
         return True
 
 

@@ -90,9 +90,8 @@ async def chat_completions(request: Request, settings: Settings, user_id: UserId
         settings.usage_checkpoint_seconds,
         model_label,
         started,
-        user=user_id,
-        requested_model=model,
         broke=lambda: router.failed(attempt, metrics.STREAM_BROKE),
+        user_id=user_id,
     )
     return answer.streamed() if body.get("stream") else await answer.whole()
 
