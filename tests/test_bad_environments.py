@@ -593,10 +593,11 @@ def test_one_environment_synthesizes_alone(tmp_path: Path) -> None:
     result = run_main(tmp_path, "--env", str(ROOT / "environments" / "prod.toml"))
     assert result.returncode == 0, result.stderr
     assert re.fullmatch(
-        rf"Synthesized 9 stacks to {re.escape(str(tmp_path))} in [0-9.]+ s \(prod: 9 stacks, [1-9][0-9]+ resources\)\n",
+        rf"Synthesized 11 stacks to {re.escape(str(tmp_path))} in [0-9.]+ s \(prod: 11 stacks, [1-9][0-9]+ resources\)\n",
         result.stdout,
     )
     assert sorted(p.name for p in (tmp_path / "stacks").iterdir()) == [
+        "prod-analytics",
         "prod-cluster",
         "prod-database",
         "prod-edge",
@@ -624,7 +625,7 @@ def test_under_the_cdktf_cli_the_summary_counts_hcl_and_leaves_stale_stacks_to_i
     assert hcl_run.returncode == 0, hcl_run.stderr
     assert (tmp_path / "stacks" / "prod-network" / "cdk.tf").exists()
     assert (tmp_path / "stacks" / "dev-network").exists()
-    counts = re.compile(r"\(prod: 9 stacks, \d+ resources\)")
+    counts = re.compile(r"\(prod: 11 stacks, \d+ resources\)")
     hcl_counts, json_counts = counts.search(hcl_run.stdout), counts.search(json_run.stdout)
     assert hcl_counts and json_counts, (hcl_run.stdout, json_run.stdout)
     assert hcl_counts[0] == json_counts[0]

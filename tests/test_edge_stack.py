@@ -91,11 +91,10 @@ def test_dev_keeps_the_edge_off(synth_json: Stacks) -> None:
     assert "authorized_domains" not in idp
 
 
-def test_a_second_region_and_iap_move_to_the_load_balancer(tmp_path: Path) -> None:
+def test_prods_second_region_has_its_negs_and_iap_moves_to_the_load_balancer(tmp_path: Path) -> None:
     env = variant(
         PROD_ENV,
         {
-            "edge.regions": ["us-east1"],
             "services.frontend.access": "iap",
             "services.iap_members": ["group:team@example.com"],
         },
@@ -106,9 +105,9 @@ def test_a_second_region_and_iap_move_to_the_load_balancer(tmp_path: Path) -> No
     )
     assert negs == [
         ("prod-frontend", "us-central1"),
-        ("prod-frontend", "us-east1"),
+        ("prod-frontend", "us-east4"),
         ("prod-gateway", "us-central1"),
-        ("prod-gateway", "us-east1"),
+        ("prod-gateway", "us-east4"),
     ]
     backends = {b["name"]: b for b in edge(stacks, "google_compute_backend_service")}
     assert [len(b["backend"]) for b in backends.values()] == [2, 2]
@@ -118,12 +117,14 @@ def test_a_second_region_and_iap_move_to_the_load_balancer(tmp_path: Path) -> No
     # The Cloud Run service has no IAP of its own; IAP's agent may invoke it, and no one else.
     frontend = service(stacks, "frontend", "prod")
     assert "iap_enabled" not in frontend
-    invokers = [
-        g["member"]
+    invokers = sorted(
+        (g["location"], g["member"])
         for g in stacks["prod-services"]["resource"]["google_cloud_run_v2_service_iam_member"].values()
         if "frontend" in g["name"]
-    ]
-    assert len(invokers) == 1 and "google_project_service_identity" in invokers[0]
+    )
+    # One invoker on each region's frontend: IAP's agent.
+    assert [location for location, _ in invokers] == ["us-central1", "us-east4"]
+    assert all("google_project_service_identity" in member for _, member in invokers)
 
 
 def test_the_placeholder_domain_is_refused() -> None:

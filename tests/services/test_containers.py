@@ -81,6 +81,7 @@ def test_the_images_dependency_category_holds_what_the_services_import() -> None
         "pydantic_core": "pydantic-core",
         "pydantic_settings": "pydantic-settings",
         "yaml": "pyyaml",
+        "prometheus_client": "prometheus-client",
     }
     own = {"services"}
     imported = set()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -22,15 +23,21 @@ def value(name: str, **labels: str) -> float:
     return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
-def test_a_batch_counts_its_lines_done_and_failed_and_its_finalization(worker_of: WorkerOf, batches: Batches) -> None:
+def test_a_batch_counts_its_lines_done_and_failed_and_its_finalization(
+    worker_of: WorkerOf, batches: Batches, caplog: pytest.LogCaptureFixture
+) -> None:
     before = (value("worker_lines_total", outcome="done"), value("worker_lines_total", outcome="failed"))
     finalized = value("worker_finalize_seconds_count")
     batch_id = batches.create(f"user-{uuid.uuid4().hex[:8]}", ["standin-refuse", "standin-echo", "standin-echo"])
-    with worker_of():
+    with caplog.at_level(logging.INFO, logger="worker.finalize"), worker_of():
         assert batches.finished(batch_id)["status"] == "completed"
     after = (value("worker_lines_total", outcome="done"), value("worker_lines_total", outcome="failed"))
     assert (after[0] - before[0], after[1] - before[1]) == (2, 1)
-    assert value("worker_finalize_seconds_count") - finalized == 1
+    # This batch's finalization, and any the worker's sweeper made of a batch an earlier test left
+    # stuck in the shared database: each is timed once.
+    done = [r for r in caplog.records if r.name == "worker.finalize" and r.getMessage() == "batch finalized"]
+    assert len(done) >= 1
+    assert value("worker_finalize_seconds_count") - finalized == len(done)
 
 
 class DatabaseAway:
