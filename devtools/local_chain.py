@@ -8,7 +8,7 @@ exactly the environment the synthesized spec declares. Only Google's side is rep
 speaks its protocol, and only these values are translated to point at them:
 
   a service's run.app URL          -> the local service
-  Cloud SQL's private IP           -> PostgreSQL 15 on 127.0.0.2:5432, TLS, with Cloud SQL's
+  Cloud SQL's private IP           -> PostgreSQL 15 on 127.0.0.2:5432 (or LOCAL_CHAIN_DATABASE_HOST), TLS, with Cloud SQL's
                                       roles, database and IAM user as the database stack makes them
   Cloud SQL's server CA            -> the CA that issued that server's certificate
   the model servers' ILB address   -> the model stand-in (devtools/standins/openai_upstream.py) or --upstream
@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
 import secrets as random_secrets
 import shutil
@@ -74,8 +75,16 @@ from services.worker.settings import WorkerSettings
 DEV = ROOT / "environments" / "dev.toml"
 GOOGLE_JWKS = "https://www.googleapis.com" + JWKS_PATH
 IDENTITY_PLATFORM = "https://identitytoolkit.googleapis.com"
-# Cloud SQL's address, on loopback: libpq's default port, as the orchestrator sets none.
-DATABASE_HOST, DATABASE_PORT = "127.0.0.2", 5432
+# Cloud SQL's stand-in's port: libpq's default, as the orchestrator sets none.
+DATABASE_PORT = 5432
+
+
+def database_host() -> str:
+    """Cloud SQL's stand-in's address, on loopback: LOCAL_CHAIN_DATABASE_HOST, another loopback
+    address, lets two chains (the tests' two xdist workers) each have one on DATABASE_PORT."""
+    return os.environ.get("LOCAL_CHAIN_DATABASE_HOST", "127.0.0.2")
+
+
 ACCESS_TOKEN = "rehearsal-access-token"  # the metadata stand-in's; the IAM user's password
 PASSWORD = "rehearsal-password"  # any email signs in with it
 LocalChain = dict[str, Any]  # what local_chain yields: URLs, the database, each service's environment
@@ -167,7 +176,7 @@ def _translations(
     """What the spec names in Google's cloud -> its stand-in here."""
     return {
         **{url: local[role] for role in services for url in services[role].urls},
-        CLOUD_SQL_PRIVATE_IP: DATABASE_HOST,
+        CLOUD_SQL_PRIVATE_IP: database_host(),
         CLOUD_SQL_SERVER_CA: database.ca_pem,
         _self_hosted_base(services["orchestrator"]): upstream.removesuffix("/v1"),
         GOOGLE_JWKS: identity + JWKS_PATH,
@@ -243,9 +252,9 @@ def _start_services(
 @contextlib.contextmanager
 def _scratch_database(progress: Callable[[str], None]) -> Iterator[tuple[Path, Postgres]]:
     """A scratch directory and, in it, PostgreSQL started (for Cloud SQL); both gone afterwards."""
-    _require_free(DATABASE_HOST, DATABASE_PORT)
+    _require_free(database_host(), DATABASE_PORT)
     work = Path(tempfile.mkdtemp(prefix="local-chain-"))
-    database = Postgres(work, host=DATABASE_HOST, port=DATABASE_PORT, superuser="cloudsqladmin", tls=True)
+    database = Postgres(work, host=database_host(), port=DATABASE_PORT, superuser="cloudsqladmin", tls=True)
     progress("starting PostgreSQL (for Cloud SQL)")
     database.start()
     try:

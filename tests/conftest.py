@@ -13,7 +13,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -43,6 +42,10 @@ PROCESS_STARTERS = {"run_main", "synthesize", "subprocess"}
 def pytest_configure(config: pytest.Config) -> None:
     # As main.py does, before collection imports any stack or provider package.
     activate()
+    # Each xdist worker's local chains (and the run-local processes the quick start starts) put
+    # Cloud SQL's stand-in on a loopback address of their own: gw0 127.0.0.2, gw1 127.0.0.3, ...
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    os.environ["LOCAL_CHAIN_DATABASE_HOST"] = f"127.0.0.{2 + int(worker.removeprefix('gw'))}"
 
 
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the xdist_group marks (--dist loadgroup)
@@ -58,13 +61,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         for name in sorted(names - {m.name for m in item.iter_markers()}):
             item.add_marker(name)
         # Under xdist, a module's tests share a worker, so its module fixtures (servers, a whole
-        # chain) start once; the modules that run the local chain share one, as it listens on
-        # Cloud SQL's fixed address (devtools.local_chain.DATABASE_PORT).
-        chain = sys.modules.get("devtools.local_chain")  # imported by the test modules that use it
-        uses_chain = (
-            chain is not None and getattr(getattr(item, "module", None), "local_chain", None) is chain.local_chain
-        )
-        item.add_marker(pytest.mark.xdist_group("local-chain" if uses_chain else str(item.path.relative_to(TESTS))))
+        # chain) start once. Two workers' chains do not collide: each has its own database address
+        # (pytest_configure).
+        item.add_marker(pytest.mark.xdist_group(str(item.path.relative_to(TESTS))))
 
 
 def once_per_run(tmp_path_factory: pytest.TempPathFactory, name: str, make: Callable[[Path], None]) -> Path:

@@ -20,7 +20,7 @@ from analysis.observability import Scrape, problems, references
 from devtools.batch_chain import batch_chain
 from devtools.browser import launch
 from devtools.harness import certificate_authority, free_port, wait_for
-from devtools.local_chain import LocalChain, caller_check, local_chain, run_job, service_process
+from devtools.local_chain import LocalChain, caller_check, database_host, local_chain, run_job, service_process
 from devtools.standins.identity_platform import user_id
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -45,7 +45,7 @@ def test_each_service_runs_with_exactly_the_synthesized_environment(chain: Local
             if name in declared.env and value != declared.env[name]:
                 # Only Google's side moved: URLs and addresses, to their local counterparts, and
                 # Cloud SQL's server CA, to the one that issued the stand-in's certificate.
-                local = "127.0.0.1" in value or "127.0.0.2" in value or value == chain["database_ca"]
+                local = "127.0.0.1" in value or database_host() in value or value == chain["database_ca"]
                 assert local, f"{role}: {name} changed: {value}"
     # Settings nothing on Google's side touches arrive as the stack wrote them.
     assert chain["environments"]["gateway"]["JWT_ISSUER"] == "https://securetoken.google.com/replace-me-dev"
