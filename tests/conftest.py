@@ -64,6 +64,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         # chain) start once. Two workers' chains do not collide: each has its own database address
         # (pytest_configure).
         item.add_marker(pytest.mark.xdist_group(str(item.path.relative_to(TESTS))))
+    # The groups that start servers go out to the workers first and the in-process ones fill in
+    # behind them, so that neither worker is left running one long group at the end.
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 def once_per_run(tmp_path_factory: pytest.TempPathFactory, name: str, make: Callable[[Path], None]) -> Path:
