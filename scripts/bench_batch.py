@@ -5,7 +5,9 @@ through the interactive API, with the model stand-in answering each request 0.2 
     make bench-batch                       # 400 lines, one worker
     make bench-batch ARGS="--lines 1000 --workers 2"
 
-Prints figures; judges nothing (the machines are shared and noisy)."""
+Judges the target: each worker at 90% or more of its physical limit, its lines in flight
+(the worker's flow control, max_outstanding_messages) divided by the model's latency, while it
+had lines to answer (from the model stand-in's first request of the batch to its last answer)."""
 
 from __future__ import annotations
 
@@ -19,6 +21,9 @@ import openai
 
 from devtools.batch_chain import batch_chain
 from devtools.standins.openai_upstream import LAG_SECONDS
+from services.worker.settings import WorkerSettings
+
+TARGET = 0.90  # of the physical limit, each worker
 
 MODEL = "standin-lag"
 
@@ -56,6 +61,8 @@ def main() -> None:
         batch_seconds = time.monotonic() - started
         counts = batch.request_counts
         assert batch.status == "completed" and counts is not None and counts.completed == args.lines, batch
+        asked = [r["at"] for r in chain.upstream.app.state.requests if r["body"]["model"] == MODEL]
+        busy_seconds = max(asked) + LAG_SECONDS - min(asked)
 
         started = time.monotonic()
         for question in questions[: args.interactive]:
@@ -72,6 +79,15 @@ def main() -> None:
         f"interactive: {args.interactive} requests one by one, {one_by_one * 1000:.0f} ms each: {1 / one_by_one:.1f} requests/s"
     )
     print(f"batch / one by one: {args.lines / batch_seconds * one_by_one:.1f}x")
+    in_flight = WorkerSettings.model_fields["max_outstanding_messages"].default
+    limit = in_flight / LAG_SECONDS
+    per_worker = args.lines / busy_seconds / args.workers
+    share = per_worker / limit
+    print(
+        f"each worker, while it had lines: {per_worker:.1f} lines/s against its physical limit "
+        f"{limit:.0f} ({in_flight} in flight / {LAG_SECONDS:.1f} s): {share:.0%} "
+        f"(target >= {TARGET:.0%}: {'OK' if share >= TARGET else 'NOT MET'})"
+    )
 
 
 if __name__ == "__main__":

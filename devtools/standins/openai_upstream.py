@@ -79,7 +79,7 @@ def create_app() -> FastAPI:
     @app.post("/v1/chat/completions")
     async def chat(request: Request) -> Response:
         body = await request.json()
-        app.state.requests.append({"body": body, "headers": dict(request.headers)})
+        app.state.requests.append({"body": body, "headers": dict(request.headers), "at": time.monotonic()})
         model, name = behaviour(body), body.get("model", "standin-echo")
         if model.endswith("standin-fail"):
             return JSONResponse({"error": {"message": "overloaded"}}, status_code=503)
