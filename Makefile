@@ -95,7 +95,12 @@ run-local: .venv/.synced-dev .venv-services/.synced node_modules/.installed .pos
 	$(PIPENV) run python -m scripts.local_chain $(if $(ENV),--env environments/$(ENV).toml) $(ARGS)
 
 # make cost / make cost-gate: offline estimates from environments/*.toml and analysis/cost/prices/.
-.PHONY: cost cost-gate
+## The dashboards as a page (test-artifacts/dashboards.html), filled with what a deploy rehearsal's services emitted.
+dashboards: .venv/.synced-dev .venv-services/.synced node_modules/.installed .postgres-ready .pubsub-ready
+	$(PIPENV) run pytest -q -p no:cacheprovider tests/e2e/test_deploy_rehearsal.py -k every_metric
+	$(PIPENV) run python -m scripts.render_dashboards
+
+.PHONY: cost cost-gate dashboards
 
 ## Monthly cost estimate of every environment: a table per environment, and cost-report/<env>.json (ARGS="--requests-per-day N ...").
 cost: .venv/.synced
