@@ -81,7 +81,7 @@ DATABASE_PORT = 5432
 
 def database_host() -> str:
     """Cloud SQL's stand-in's address, on loopback: LOCAL_CHAIN_DATABASE_HOST, another loopback
-    address, lets two chains (the tests' two xdist workers) each have one on DATABASE_PORT."""
+    address, lets several chains (one per xdist worker of the tests) each have one on DATABASE_PORT."""
     return os.environ.get("LOCAL_CHAIN_DATABASE_HOST", "127.0.0.2")
 
 
