@@ -12,14 +12,11 @@ names a metric no local process could emit either (analysis/dashboard_page.py sa
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 from analysis.dashboard_page import Dashboard, dashboards, fill, page, recorded
+from devtools.deployed_spec import SynthesizedEnvironment
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "test-artifacts"
@@ -27,18 +24,11 @@ ARTIFACTS = ROOT / "test-artifacts"
 
 def synthesized() -> dict[str, dict[str, object]]:
     """Every stack of every shipped environment, as python main.py writes it."""
-    with tempfile.TemporaryDirectory(prefix="dashboards-synth-") as outdir:
-        result = subprocess.run(
-            [sys.executable, "main.py"],
-            cwd=ROOT,
-            env={**os.environ, "CDKTF_OUTDIR": outdir},
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-        if result.returncode:
-            raise SystemExit(result.stderr.strip())
-        return {p.name: json.loads((p / "cdk.tf.json").read_text()) for p in (Path(outdir) / "stacks").iterdir()}
+    return {
+        name: stack
+        for environment in sorted((ROOT / "environments").glob("*.toml"))
+        for name, stack in SynthesizedEnvironment.synthesize(environment).stacks.items()
+    }
 
 
 def render(stacks: dict[str, dict[str, object]], scrape: Path) -> tuple[str, list[Dashboard]]:

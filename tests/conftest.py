@@ -13,12 +13,14 @@ import json
 import os
 import shutil
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from playwright.sync_api import Browser, sync_playwright
 
+from devtools.browser import launch
 from hybrid.lazy_providers import activate
 from iac import ENVIRONMENTS, ROOT, STACKS, run_main
 
@@ -130,3 +132,12 @@ def stack(request: pytest.FixtureRequest, env: str, synth_json: dict[str, dict[s
     """The synthesized stack of the test module's layer (its ``LAYER``) in ``env``."""
     layer: str = request.module.LAYER
     return synth_json[f"{env}-{layer}"]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """Debian's Chromium, headless, one per test module (the page tests in tests/e2e)."""
+    with sync_playwright() as playwright:
+        chromium = launch(playwright)
+        yield chromium
+        chromium.close()

@@ -11,9 +11,8 @@ from pathlib import Path
 
 import pytest
 from pages import SCREENSHOTS, serious_violations, sign_in
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
-from devtools.browser import launch
 from devtools.local_chain import LocalChain, local_chain
 
 
@@ -21,14 +20,6 @@ from devtools.local_chain import LocalChain, local_chain
 def chain() -> Iterator[LocalChain]:
     with local_chain(batches=True) as running:
         yield running
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        browser = launch(playwright)
-        yield browser
-        browser.close()
 
 
 def batch_page(browser: Browser, chain: LocalChain, user: str, **context: object) -> Page:

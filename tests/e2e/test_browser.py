@@ -9,9 +9,8 @@ from collections.abc import Iterator
 
 import pytest
 from pages import ARTIFACTS, assert_ledger, email, say, sign_in
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
-from devtools.browser import launch
 from devtools.local_chain import PASSWORD, LocalChain, local_chain
 from devtools.standins.identity_platform import user_id
 
@@ -21,14 +20,6 @@ def chain() -> Iterator[LocalChain]:
     # Four messages at once, then one every ten seconds: the fifth quick one is refused.
     with local_chain(overrides={"gateway": {"RATE_LIMIT_BURST": "4", "RATE_LIMIT_PER_MINUTE": "6"}}) as running:
         yield running
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        browser = launch(playwright)
-        yield browser
-        browser.close()
 
 
 @pytest.fixture

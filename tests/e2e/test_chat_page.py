@@ -14,9 +14,8 @@ from typing import Any
 import httpx
 import pytest
 from pages import ARTIFACTS, SCREENSHOTS, assert_ledger, email, say, serious_violations, sign_in
-from playwright.sync_api import Browser, BrowserContext, Error, Page, expect, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Error, Page, expect
 
-from devtools.browser import launch
 from devtools.local_chain import LocalChain, local_chain
 from devtools.standins.identity_platform import user_id
 from devtools.standins.openai_upstream import CODE
@@ -32,14 +31,6 @@ STANDIN_PIECE = re.compile(r"Hello| from| the| stand-in|\.")
 def chain() -> Iterator[LocalChain]:
     with local_chain() as running:
         yield running
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        browser = launch(playwright)
-        yield browser
-        browser.close()
 
 
 def open_page(browser: Browser, chain: LocalChain, **options: Any) -> tuple[BrowserContext, Page]:

@@ -8,27 +8,16 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from pages import SCREENSHOTS
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page
 
 from analysis.dashboard_page import dashboards
-from devtools.browser import launch
 from iac import ROOT, Stacks
 from scripts.render_dashboards import render
 
 RECORDED = ROOT / "tests" / "fixtures" / "monitoring" / "rehearsal-metrics.prom"
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        browser = launch(playwright)
-        yield browser
-        browser.close()
 
 
 def opened(browser: Browser, stacks: Stacks, tmp_path: Path) -> Page:
