@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 from pages import ARTIFACTS, SCREENSHOTS, assert_ledger, email, say, serious_violations, sign_in
-from playwright.sync_api import Browser, BrowserContext, Error, Page, expect
+from playwright.sync_api import Browser, BrowserContext, Error, Locator, Page, expect
 
 from devtools.local_chain import LocalChain, local_chain
 from devtools.standins.identity_platform import user_id
@@ -252,8 +252,9 @@ def test_the_quota_meter_counts_each_answer_and_usage_is_the_callers_own(page: P
     assert theirs.json()["used_tokens"] == 0
 
 
-def conversation_titles(page: Page) -> list[str]:
-    return page.locator("#conversation-list button.open").all_text_contents()
+def conversation_titles(page: Page) -> Locator:
+    """The list's titles, to expect (which waits for the page to draw them after a load)."""
+    return page.locator("#conversation-list button.open")
 
 
 def test_conversations_survive_a_reload_and_can_be_renamed_and_deleted(page: Page, chain: LocalChain) -> None:
@@ -268,7 +269,7 @@ def test_conversations_survive_a_reload_and_can_be_renamed_and_deleted(page: Pag
     page.get_by_role("button", name="New conversation").click()
     say(page, "third topic")
     answer(page)
-    assert conversation_titles(page) == ["third topic", "second topic", "first topic"]
+    expect(conversation_titles(page)).to_have_text(["third topic", "second topic", "first topic"])
     page.reload()
     expect(page.locator("#conversation-list li")).to_have_count(3)
     expect(page.locator("#messages li.user")).to_have_text(["third topic"])
@@ -287,11 +288,11 @@ def test_conversations_survive_a_reload_and_can_be_renamed_and_deleted(page: Pag
     expect(page.get_by_role("status").filter(has_text="Deleted")).to_have_text("Deleted “second topic”.")
     expect(page.get_by_role("button", name="Renamed one")).to_be_focused()  # the next in the list
     page.reload()
-    assert conversation_titles(page) == ["third topic", "Renamed one"]
+    expect(conversation_titles(page)).to_have_text(["third topic", "Renamed one"])
     # Another user of this browser sees none of them.
     page.get_by_role("button", name="Sign out").click()
     sign_in(page, "stranger")
-    assert conversation_titles(page) == ["New conversation"]
+    expect(conversation_titles(page)).to_have_text(["New conversation"])
 
 
 def test_the_oldest_turns_are_dropped_to_fit_the_context_and_the_page_says_so(page: Page) -> None:
