@@ -10,6 +10,7 @@ cannot answer is an error: the rehearsal must not guess what a container would b
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -58,13 +59,41 @@ class Container:
     service_account: str = ""  # the email of the account it runs as: whose identity its metadata server serves
 
 
+# A test run synthesizes every shipped environment once (tests/conftest.py, synth_dir) and names
+# that folder here, with SOURCES in it: each file's resolved path and the digest of the content it
+# was synthesized from. A chain of the same file then reads it rather than synthesizing again.
+# Unset (make run-local, scripts), every call synthesizes.
+SYNTHESIZED_VARIABLE = "REHEARSAL_SYNTHESIZED_DIR"
+SOURCES = "environment-sources.json"
+
+
+def source_digest(environment_file: Path) -> str:
+    return hashlib.sha256(environment_file.read_bytes()).hexdigest()
+
+
+def _read_stacks(outdir: Path, environment: str) -> dict[str, dict[str, Any]]:
+    """The stacks of ``environment`` in ``outdir``, as main.py wrote them (its own prefix, as
+    main.py's summary counts them: a folder synthesized from several files holds theirs too)."""
+    return {
+        p.name: json.loads((p / "cdk.tf.json").read_text())
+        for p in (outdir / "stacks").iterdir()
+        if p.name.startswith(f"{environment}-")
+    }
+
+
 class SynthesizedEnvironment:
     def __init__(self, name: str, stacks: dict[str, dict[str, Any]]) -> None:
         self.name, self.stacks = name, stacks
 
     @classmethod
     def synthesize(cls, environment_file: Path) -> SynthesizedEnvironment:
-        """Run ``python main.py --env FILE`` (what `cdktf synth` runs) and read its JSON."""
+        """Run ``python main.py --env FILE`` (what `cdktf synth` runs) and read its JSON; or, in a
+        test run, read the run's own synthesis of that file if it was made from this content."""
+        name = load_environment(environment_file).name
+        if (shared := os.environ.get(SYNTHESIZED_VARIABLE)) and Path(shared, SOURCES).is_file():
+            sources = json.loads(Path(shared, SOURCES).read_text())
+            if sources.get(str(environment_file.resolve())) == source_digest(environment_file):
+                return cls(name, _read_stacks(Path(shared), name))
         with tempfile.TemporaryDirectory(prefix="rehearsal-synth-") as outdir:
             result = subprocess.run(
                 [sys.executable, "main.py", "--env", str(environment_file)],
@@ -76,10 +105,9 @@ class SynthesizedEnvironment:
             )
             if result.returncode:
                 raise SystemExit(result.stderr.strip())
-            stacks = {p.name: json.loads((p / "cdk.tf.json").read_text()) for p in (Path(outdir) / "stacks").iterdir()}
-        # The name from the file, not from the stack ids: a layer's id may hold a hyphen itself
-        # (prod-workers-k8s), and so may the environment's name.
-        return cls(load_environment(environment_file).name, stacks)
+            # The name from the file, not from the stack ids: a layer's id may hold a hyphen itself
+            # (prod-workers-k8s), and so may the environment's name.
+            return cls(name, _read_stacks(Path(outdir), name))
 
     @property
     def region(self) -> str:

@@ -21,6 +21,7 @@ import pytest
 from playwright.sync_api import Browser, sync_playwright
 
 from devtools.browser import launch
+from devtools.deployed_spec import SOURCES, SYNTHESIZED_VARIABLE, source_digest
 from hybrid.lazy_providers import activate
 from iac import ENVIRONMENTS, ROOT, STACKS, run_main
 
@@ -92,8 +93,11 @@ def once_per_run(tmp_path_factory: pytest.TempPathFactory, name: str, make: Call
 
 
 def _synthesize_json(outdir: Path) -> None:
+    # Read before main.py reads them: a file edited meanwhile no longer matches, and is synthesized anew.
+    sources = {str(path.resolve()): source_digest(path) for path in sorted((ROOT / "environments").glob("*.toml"))}
     result = run_main(outdir)
     assert result.returncode == 0, result.stderr
+    (outdir / SOURCES).write_text(json.dumps(sources))
 
 
 def _synthesize_hcl(outdir: Path) -> None:
@@ -106,8 +110,14 @@ def _synthesize_hcl(outdir: Path) -> None:
 
 
 @pytest.fixture(scope="session")
-def synth_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return once_per_run(tmp_path_factory, "synth-json", _synthesize_json)
+def synth_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """main.py's JSON of every shipped environment. From here on, SynthesizedEnvironment (the
+    local chains', in this process and in the processes it starts) reads it rather than
+    synthesize a shipped file again (devtools/deployed_spec.py)."""
+    outdir = once_per_run(tmp_path_factory, "synth-json", _synthesize_json)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(SYNTHESIZED_VARIABLE, str(outdir))
+        yield outdir
 
 
 @pytest.fixture(scope="session")

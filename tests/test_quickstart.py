@@ -4,6 +4,7 @@ through the official openai client: a chat, a stream, a file and a batch."""
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import re
@@ -17,7 +18,7 @@ from typing import IO
 
 import pytest
 
-from devtools.deployed_spec import MEMORYSTORE_HOST, SynthesizedEnvironment
+from devtools.deployed_spec import MEMORYSTORE_HOST, SOURCES, SYNTHESIZED_VARIABLE, SynthesizedEnvironment
 from devtools.harness import free_port
 from iac import ROOT
 from scripts.local_chain import GATEWAY_PORT, quick_start
@@ -63,6 +64,8 @@ def _read_until_ready(process: subprocess.Popen[str], timeout: float) -> list[st
     pytest.fail("run-local did not get ready:\n" + "\n".join(seen) + "\n" + err[-4000:])
 
 
+# run-local reads the run's synthesis of the file (synth_dir) rather than synthesize it again.
+@pytest.mark.usefixtures("synth_dir")
 @pytest.mark.parametrize("environment", ["environments/dev.toml", "environments/prod.toml"])
 def test_quick_start_as_printed(tmp_path: Path, environment: str) -> None:
     gateway_port, frontend_port = free_port(), free_port()
@@ -119,9 +122,20 @@ def test_quick_start_as_printed(tmp_path: Path, environment: str) -> None:
     assert err.count("model stand-in: stream dropped on purpose (standin-die)") == 1, err[-4000:]
 
 
-def test_prod_reads_as_deployed() -> None:
-    """prod's stack ids hold a hyphen of their own (prod-workers-k8s); its name comes from its file."""
-    spec = SynthesizedEnvironment.synthesize(ROOT / "environments" / "prod.toml")
+def test_prod_reads_as_deployed(synth_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """prod's stack ids hold a hyphen of their own (prod-workers-k8s); its name comes from its file.
+    The test run's synthesis of every file, which the chains read instead of synthesizing again,
+    holds what prod's own synthesis does; a file whose content changed since is synthesized anew."""
+    prod = ROOT / "environments" / "prod.toml"
+    with monkeypatch.context() as synthesizing:
+        synthesizing.setattr(subprocess, "run", None)  # no python main.py: the run's synthesis, read
+        shared = SynthesizedEnvironment.synthesize(prod)
+    stale = tmp_path / "stale"
+    (stale / "stacks").mkdir(parents=True)
+    (stale / SOURCES).write_text(json.dumps({str(prod.resolve()): "the digest of an older prod.toml"}))
+    monkeypatch.setenv(SYNTHESIZED_VARIABLE, str(stale))
+    spec = SynthesizedEnvironment.synthesize(prod)  # python main.py --env prod.toml, as run-local
+    assert spec.stacks == shared.stacks
     assert spec.name == "prod"
     assert sorted(spec.services()) == ["frontend", "gateway", "orchestrator"]
     assert spec.services()["gateway"].env["REDIS_HOST"] == MEMORYSTORE_HOST
