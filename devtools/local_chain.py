@@ -161,6 +161,33 @@ def local_chain(
         )
 
 
+class LocalChains:
+    """The tests' local chains, one at a time (each takes database_host():DATABASE_PORT), the running
+    one handed to whoever asks for the same options next: test modules whose tests sign in as
+    users of their own need no chain each (tests/conftest.py, ``chain``)."""
+
+    def __init__(self) -> None:
+        self._running: contextlib.ExitStack | None = None
+        self._options = ""
+        self._chain: LocalChain = {}
+
+    def get(self, **options: Any) -> LocalChain:
+        """A chain started with ``options`` (local_chain's keyword arguments)."""
+        key = json.dumps(options, sort_keys=True, default=str)
+        if self._running is None or key != self._options:
+            self.stop()
+            with contextlib.ExitStack() as starting:
+                self._chain = starting.enter_context(local_chain(**options))
+                self._running, self._options = starting.pop_all(), key
+        return self._chain
+
+    def stop(self) -> None:
+        """Stop the running chain, if any: Cloud SQL's address is free for another."""
+        if self._running is not None:
+            running, self._running = self._running, None
+            running.close()
+
+
 def _secrets(services: dict[str, Container], jobs: dict[str, Container]) -> set[str]:
     return {secret for container in [*services.values(), *jobs.values()] for secret in container.secrets.values()}
 

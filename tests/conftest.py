@@ -15,7 +15,7 @@ import shutil
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from playwright.sync_api import Browser, sync_playwright
@@ -24,6 +24,9 @@ from devtools.browser import launch
 from devtools.deployed_spec import SOURCES, SYNTHESIZED_VARIABLE, source_digest
 from hybrid.lazy_providers import activate
 from iac import ENVIRONMENTS, ROOT, STACKS, run_main
+
+if TYPE_CHECKING:
+    from devtools.local_chain import LocalChain, LocalChains
 
 TESTS = Path(__file__).resolve().parent
 # A test that uses one of these fixtures (directly or through another) gets its markers
@@ -40,6 +43,8 @@ FOLDER_MARKERS = {TESTS / "services": ("slow",), TESTS / "e2e": ("e2e", "slow")}
 # A test that calls one of these itself starts a process: python main.py (a synth, or a refusal),
 # the CLIs, a probe. Names the test function's code uses, so a new such test is marked too.
 PROCESS_STARTERS = {"run_main", "synthesize", "subprocess"}
+# This worker's local chains, once a test has asked for one (``chains``).
+CHAINS = pytest.StashKey["LocalChains"]()
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -64,12 +69,32 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         for name in sorted(names - {m.name for m in item.iter_markers()}):
             item.add_marker(name)
         # Under xdist, a module's tests share a worker, so its module fixtures (servers, a whole
-        # chain) start once. Two workers' chains do not collide: each has its own database address
-        # (pytest_configure).
-        item.add_marker(pytest.mark.xdist_group(str(item.path.relative_to(TESTS))))
+        # chain) start once; so do the modules that run on the same local chain (``chain``), which
+        # starts once for all of them. Two workers' chains do not collide: each has its own
+        # database address (pytest_configure).
+        group = _chain_options(item)
+        item.add_marker(pytest.mark.xdist_group(f"chain {group}" if group else str(item.path.relative_to(TESTS))))
     # The groups that start servers go out to the workers first and the in-process ones fill in
     # behind them, so that neither worker is left running one long group at the end.
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
+def _chain_options(item: pytest.Item) -> str | None:
+    """The options of the local chain ``item`` runs on (its module's CHAIN), or None if none."""
+    if "chains" not in getattr(item, "fixturenames", ()):
+        return None
+    module = item.getparent(pytest.Module)
+    assert module is not None, item
+    return json.dumps(module.obj.CHAIN, sort_keys=True)
+
+
+@pytest.hookimpl(trylast=True)  # after the test's own fixtures are torn down
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    # A chain outlives a test only for the next one on the same chain: no chain holds this
+    # worker's database address while another test (the quick start's run-local) may want it.
+    chains = item.config.stash.get(CHAINS, None)
+    if chains is not None and (nextitem is None or _chain_options(nextitem) != _chain_options(item)):
+        chains.stop()
 
 
 def once_per_run(tmp_path_factory: pytest.TempPathFactory, name: str, make: Callable[[Path], None]) -> Path:
@@ -151,3 +176,21 @@ def browser() -> Iterator[Browser]:
         chromium = launch(playwright)
         yield chromium
         chromium.close()
+
+
+@pytest.fixture(scope="session")
+def chains(request: pytest.FixtureRequest, synth_dir: Path) -> Iterator[LocalChains]:
+    """This worker's local chains (one at a time), each on the run's synthesis of its environment."""
+    from devtools.local_chain import LocalChains  # the services' packages: only where a chain runs
+
+    running = request.config.stash[CHAINS] = LocalChains()
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="module")
+def chain(request: pytest.FixtureRequest, chains: LocalChains) -> LocalChain:
+    """The local chain (devtools/local_chain.py) started with the test module's ``CHAIN`` (its
+    keyword arguments). Modules with the same CHAIN run on one worker, on one chain: their tests
+    sign in as users of their own."""
+    return chains.get(**request.module.CHAIN)

@@ -6,20 +6,16 @@ downloads; a long one is cancelled. The page passes axe-core at desktop and phon
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from pages import SCREENSHOTS, serious_violations, sign_in
 from playwright.sync_api import Browser, Page, expect
 
-from devtools.local_chain import LocalChain, local_chain
+from devtools.local_chain import LocalChain
 
-
-@pytest.fixture(scope="module")
-def chain() -> Iterator[LocalChain]:
-    with local_chain(batches=True) as running:
-        yield running
+# The local chain it runs on (tests/conftest.py's ``chain``): local_chain's keyword arguments.
+CHAIN: dict[str, object] = {"batches": True}
 
 
 def batch_page(browser: Browser, chain: LocalChain, user: str, **context: object) -> Page:

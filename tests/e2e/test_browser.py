@@ -11,15 +11,12 @@ import pytest
 from pages import ARTIFACTS, assert_ledger, email, say, sign_in
 from playwright.sync_api import Browser, Page, expect
 
-from devtools.local_chain import PASSWORD, LocalChain, local_chain
+from devtools.local_chain import PASSWORD, LocalChain
 from devtools.standins.identity_platform import user_id
 
-
-@pytest.fixture(scope="module")
-def chain() -> Iterator[LocalChain]:
-    # Four messages at once, then one every ten seconds: the fifth quick one is refused.
-    with local_chain(overrides={"gateway": {"RATE_LIMIT_BURST": "4", "RATE_LIMIT_PER_MINUTE": "6"}}) as running:
-        yield running
+# The local chain it runs on (tests/conftest.py's ``chain``): local_chain's keyword arguments.
+# Four messages at once, then one every ten seconds: the fifth quick one is refused.
+CHAIN: dict[str, object] = {"overrides": {"gateway": {"RATE_LIMIT_BURST": "4", "RATE_LIMIT_PER_MINUTE": "6"}}}
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ import pytest
 from pages import ARTIFACTS, SCREENSHOTS, assert_ledger, email, say, serious_violations, sign_in
 from playwright.sync_api import Browser, BrowserContext, Error, Locator, Page, expect
 
-from devtools.local_chain import LocalChain, local_chain
+from devtools.local_chain import LocalChain
 from devtools.standins.identity_platform import user_id
 from devtools.standins.openai_upstream import CODE
 
@@ -27,10 +27,9 @@ PHONE = {"width": 390, "height": 844}
 STANDIN_PIECE = re.compile(r"Hello| from| the| stand-in|\.")
 
 
-@pytest.fixture(scope="module")
-def chain() -> Iterator[LocalChain]:
-    with local_chain() as running:
-        yield running
+# The local chain it runs on (tests/conftest.py's ``chain``): local_chain's keyword arguments.
+# dev as it deploys; the deploy rehearsal runs on the same chain.
+CHAIN: dict[str, object] = {}
 
 
 def open_page(browser: Browser, chain: LocalChain, **options: Any) -> tuple[BrowserContext, Page]:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -20,7 +19,7 @@ from analysis.observability import Scrape, problems, references
 from devtools.batch_chain import batch_chain
 from devtools.browser import launch
 from devtools.harness import certificate_authority, free_port, wait_for
-from devtools.local_chain import LocalChain, caller_check, database_host, local_chain, run_job, service_process
+from devtools.local_chain import LocalChain, caller_check, database_host, run_job, service_process
 from devtools.standins.identity_platform import user_id
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -29,10 +28,9 @@ METRICS_ARTIFACT = ROOT / "test-artifacts" / "rehearsal-metrics.prom"
 MONITORING_FIXTURES = ROOT / "tests" / "fixtures" / "monitoring"
 
 
-@pytest.fixture(scope="module")
-def chain() -> Iterator[LocalChain]:
-    with local_chain() as running:
-        yield running
+# The local chain it runs on (tests/conftest.py's ``chain``): local_chain's keyword arguments.
+# dev as it deploys, nothing overridden; the chat page's tests run on the same chain.
+CHAIN: dict[str, object] = {}
 
 
 def test_each_service_runs_with_exactly_the_synthesized_environment(chain: LocalChain) -> None:

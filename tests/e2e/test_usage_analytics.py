@@ -32,7 +32,9 @@ USERS = {"ada@example.com": 3, "bo@example.com": 2, "cy@example.com": 1}  # chat
 
 
 @pytest.fixture(scope="module")
-def chain() -> Iterator[LocalChain]:
+def chain(synth_dir: Path) -> Iterator[LocalChain]:
+    """A chain of its own, not the batch page's (tests/conftest.py's ``chain``): the queries count
+    every record its services logged. On the run's synthesis of dev (``synth_dir``)."""
     with local_chain(batches=True) as running:
         yield running
 
