@@ -60,11 +60,11 @@ class Container:
 
 
 # A test run synthesizes every shipped environment once (tests/conftest.py, synth_dir) and names
-# that folder here, with SOURCES in it: each file's resolved path and the digest of the content it
-# was synthesized from. A chain of the same file then reads it rather than synthesizing again.
-# Unset (make run-local, scripts), every call synthesizes.
-SYNTHESIZED_VARIABLE = "REHEARSAL_SYNTHESIZED_DIR"
-SOURCES = "environment-sources.json"
+# here a JSON file that says where ("outdir", as main.py wrote it) and from what ("sources": each
+# file's resolved path, with the digest of the content main.py read). A chain of one of those files,
+# unchanged, then reads that synthesis rather than run main.py again. Unset (make run-local,
+# scripts), every call synthesizes.
+SYNTHESIZED_VARIABLE = "REHEARSAL_SYNTHESIS"
 
 
 def source_digest(environment_file: Path) -> str:
@@ -90,10 +90,10 @@ class SynthesizedEnvironment:
         """Run ``python main.py --env FILE`` (what `cdktf synth` runs) and read its JSON; or, in a
         test run, read the run's own synthesis of that file if it was made from this content."""
         name = load_environment(environment_file).name
-        if (shared := os.environ.get(SYNTHESIZED_VARIABLE)) and Path(shared, SOURCES).is_file():
-            sources = json.loads(Path(shared, SOURCES).read_text())
-            if sources.get(str(environment_file.resolve())) == source_digest(environment_file):
-                return cls(name, _read_stacks(Path(shared), name))
+        if manifest := os.environ.get(SYNTHESIZED_VARIABLE):
+            shared = json.loads(Path(manifest).read_text())
+            if shared["sources"].get(str(environment_file.resolve())) == source_digest(environment_file):
+                return cls(name, _read_stacks(Path(shared["outdir"]), name))
         with tempfile.TemporaryDirectory(prefix="rehearsal-synth-") as outdir:
             result = subprocess.run(
                 [sys.executable, "main.py", "--env", str(environment_file)],

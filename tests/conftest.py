@@ -21,7 +21,7 @@ import pytest
 from playwright.sync_api import Browser, sync_playwright
 
 from devtools.browser import launch
-from devtools.deployed_spec import SOURCES, SYNTHESIZED_VARIABLE, source_digest
+from devtools.deployed_spec import SYNTHESIZED_VARIABLE, source_digest
 from hybrid.lazy_providers import activate
 from iac import ENVIRONMENTS, ROOT, STACKS, run_main
 
@@ -122,7 +122,13 @@ def _synthesize_json(outdir: Path) -> None:
     sources = {str(path.resolve()): source_digest(path) for path in sorted((ROOT / "environments").glob("*.toml"))}
     result = run_main(outdir)
     assert result.returncode == 0, result.stderr
-    (outdir / SOURCES).write_text(json.dumps(sources))
+    _synthesis_manifest(outdir).write_text(json.dumps({"outdir": str(outdir), "sources": sources}))
+
+
+def _synthesis_manifest(outdir: Path) -> Path:
+    """Where the synthesis in ``outdir`` is described for SynthesizedEnvironment: beside it, not in
+    it, which holds exactly what main.py wrote."""
+    return outdir.with_name(f"{outdir.name}.json")
 
 
 def _synthesize_hcl(outdir: Path) -> None:
@@ -141,7 +147,7 @@ def synth_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     synthesize a shipped file again (devtools/deployed_spec.py)."""
     outdir = once_per_run(tmp_path_factory, "synth-json", _synthesize_json)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv(SYNTHESIZED_VARIABLE, str(outdir))
+        patch.setenv(SYNTHESIZED_VARIABLE, str(_synthesis_manifest(outdir)))
         yield outdir
 
 

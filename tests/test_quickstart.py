@@ -18,7 +18,7 @@ from typing import IO
 
 import pytest
 
-from devtools.deployed_spec import MEMORYSTORE_HOST, SOURCES, SYNTHESIZED_VARIABLE, SynthesizedEnvironment
+from devtools.deployed_spec import MEMORYSTORE_HOST, SYNTHESIZED_VARIABLE, SynthesizedEnvironment
 from devtools.harness import free_port
 from iac import ROOT
 from scripts.local_chain import GATEWAY_PORT, quick_start
@@ -130,9 +130,8 @@ def test_prod_reads_as_deployed(synth_dir: Path, tmp_path: Path, monkeypatch: py
     with monkeypatch.context() as synthesizing:
         synthesizing.setattr(subprocess, "run", None)  # no python main.py: the run's synthesis, read
         shared = SynthesizedEnvironment.synthesize(prod)
-    stale = tmp_path / "stale"
-    (stale / "stacks").mkdir(parents=True)
-    (stale / SOURCES).write_text(json.dumps({str(prod.resolve()): "the digest of an older prod.toml"}))
+    stale = tmp_path / "stale.json"
+    stale.write_text(json.dumps({"outdir": str(synth_dir), "sources": {str(prod.resolve()): "an older prod.toml's"}}))
     monkeypatch.setenv(SYNTHESIZED_VARIABLE, str(stale))
     spec = SynthesizedEnvironment.synthesize(prod)  # python main.py --env prod.toml, as run-local
     assert spec.stacks == shared.stacks
