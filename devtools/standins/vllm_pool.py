@@ -12,8 +12,10 @@ both with scripted figures; ``PoolScript.fail`` answers every request 503.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
+import logging
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -82,6 +84,24 @@ class Pool:
         replica.alive, replica.vanished_at = False, time.monotonic()
         replica.gone.set()
 
+    @contextlib.asynccontextmanager
+    async def running(self, replica: Replica) -> AsyncIterator[None]:
+        """A slot of ``replica``, waited for in its queue; a request queued on a replica that
+        vanished meanwhile loses its connection."""
+        replica.waiting += 1
+        try:
+            await replica.slots.acquire()
+        finally:
+            replica.waiting -= 1
+        replica.running += 1
+        try:
+            if replica.gone.is_set():
+                raise DropConnection()
+            yield
+        finally:
+            replica.running -= 1
+            replica.slots.release()
+
     def metrics(self) -> str:
         if self.script.metrics is not None:
             waiting, kv_cache = self.script.metrics
@@ -123,37 +143,14 @@ def create_app(script: PoolScript | None = None) -> FastAPI:
         replica, script = pool.next_replica(), pool.script
         if not replica.alive:
             return JSONResponse({"error": {"message": "upstream connect error"}}, status_code=503)
-        replica.waiting += 1
-        try:
-            await replica.slots.acquire()
-        finally:
-            replica.waiting -= 1
-        replica.running += 1
-        released = False
-        if replica.gone.is_set():  # queued on the replica that vanished: the connection resets
-            replica.running -= 1
-            replica.slots.release()
-            return JSONResponse({"error": {"message": "upstream connect error"}}, status_code=503)
-
-        def release() -> None:
-            nonlocal released
-            if not released:
-                released = True
-                replica.running -= 1
-                replica.slots.release()
-
-        try:
-            await asyncio.sleep(script.ttft_seconds)
-        except BaseException:
-            release()
-            raise
         words = [WORDS[i % len(WORDS)] for i in range(script.tokens)]
         usage = {"prompt_tokens": 1, "completion_tokens": len(words), "total_tokens": 1 + len(words)}
         if not body.get("stream"):
             try:
-                await asyncio.sleep(script.token_seconds * len(words))
-            finally:
-                release()
+                async with pool.running(replica):
+                    await asyncio.sleep(script.ttft_seconds + script.token_seconds * len(words))
+            except DropConnection:  # reset before its headers: the load balancer's 503
+                return JSONResponse({"error": {"message": "upstream connect error"}}, status_code=503)
             return JSONResponse(
                 {
                     "id": "chatcmpl-pool",
@@ -164,8 +161,12 @@ def create_app(script: PoolScript | None = None) -> FastAPI:
                 }
             )
 
+        # vLLM answers a stream's status and headers before its engine has taken the request
+        # (vllm/entrypoints/openai/chat_completion/serving.py: "we return a success status before
+        # we actually start generating text"): the queue is waited out inside the body.
         async def events() -> AsyncIterator[bytes]:
-            try:
+            async with pool.running(replica):
+                await asyncio.sleep(script.ttft_seconds)
                 for word in words:
                     if replica.gone.is_set():
                         raise DropConnection()
@@ -174,18 +175,25 @@ def create_app(script: PoolScript | None = None) -> FastAPI:
                 if (body.get("stream_options") or {}).get("include_usage"):
                     yield usage_event("chatcmpl-pool", usage)
                 yield b"data: [DONE]\n\n"
-            finally:
-                release()
 
         return StreamingResponse(events(), media_type="text/event-stream")
 
     return app
 
 
+class _NotDroppedOnPurpose(logging.Filter):
+    """uvicorn's report of an application error, but for the streams a vanished replica drops."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], DropConnection))
+
+
 def main() -> None:
     """``python -m devtools.standins.vllm_pool PORT SCRIPT_JSON``: served in a process of its own."""
     port, script = int(sys.argv[1]), PoolScript(**json.loads(sys.argv[2]))
-    uvicorn.run(create_app(script), host="127.0.0.1", port=port, log_level="warning")
+    config = uvicorn.Config(create_app(script), host="127.0.0.1", port=port, log_level="warning")
+    logging.getLogger("uvicorn.error").addFilter(_NotDroppedOnPurpose())  # after Config set logging up
+    uvicorn.Server(config).run()
 
 
 if __name__ == "__main__":

@@ -74,18 +74,24 @@ class Backend:
 
     async def open(
         self, client: aiohttp.ClientSession, body: dict[str, Any], first_byte_timeout: float, model: str | None = None
-    ) -> aiohttp.ClientResponse:
-        """The backend's response, headers read and body not yet; BackendUnavailable if it has
-        none to give. ``model``: the one to ask for instead of the caller's (a spill target's)."""
+    ) -> tuple[aiohttp.ClientResponse, bytes]:
+        """The backend's response, headers read, with a stream's first bytes (b"" for the rest);
+        BackendUnavailable if it has none to give within ``first_byte_timeout``. ``model``: the
+        one to ask for instead of the caller's (a spill target's)."""
         payload = {**body, "model": model or self.settings.model or body["model"]}
         if payload.get("stream"):
             payload["stream_options"] = {"include_usage": True}
         # Uncompressed, please: aiohttp would otherwise ask for gzip, and the usage must be read.
         headers = {"Accept-Encoding": "identity", **await self.headers()}
         try:
-            response = await asyncio.wait_for(client.post(self.url, json=payload, headers=headers), first_byte_timeout)
+            return await asyncio.wait_for(self._begun(client, payload, headers), first_byte_timeout)
         except (TimeoutError, aiohttp.ClientError, google.auth.exceptions.GoogleAuthError) as err:
             raise BackendUnavailable(f"{self.name}: {type(err).__name__}") from None
+
+    async def _begun(
+        self, client: aiohttp.ClientSession, payload: dict[str, Any], headers: dict[str, str]
+    ) -> tuple[aiohttp.ClientResponse, bytes]:
+        response = await client.post(self.url, json=payload, headers=headers)
         # Vertex AI's 429 is capacity or quota, to retry elsewhere or later
         # (docs.cloud.google.com/vertex-ai/generative-ai/docs/model-reference/api-errors).
         if response.status >= 500 or response.status in (408, 429):
@@ -95,4 +101,19 @@ class Backend:
         if encoding not in DECODED_ENCODINGS:  # bytes neither the ledger nor the caller could read
             response.release()
             raise BackendUnavailable(f"{self.name}: Content-Encoding {encoding}")
-        return response
+        if not payload.get("stream") or response.status != 200:
+            return response, b""
+        # vLLM sends a stream's status and headers before its engine has taken the request
+        # (vllm/entrypoints/openai/chat_completion/serving.py: "we return a success status before
+        # we actually start generating text"), so a request queued there has begun only at its
+        # first bytes. Until then another backend may still take it: this one's connection is
+        # closed, which aborts the request there, so no answer is generated twice.
+        try:
+            head = await response.content.readany()
+        except BaseException:
+            response.close()
+            raise
+        if not head:
+            response.close()
+            raise BackendUnavailable(f"{self.name}: the stream ended before its first byte")
+        return response, head

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -27,22 +28,32 @@ def backends_for(model: str, routes: list[Route]) -> list[str]:
     return route.backends if route else []
 
 
+@dataclass(frozen=True)
+class Opened:
+    """A backend's answer that has begun: its headers, and a stream's first bytes (``head``),
+    to be passed on before the rest of its body."""
+
+    response: aiohttp.ClientResponse
+    attempt: Attempt
+    head: bytes
+
+
 async def first_answer(
     client: aiohttp.ClientSession, router: Router, attempts: list[Attempt], body: dict[str, Any]
-) -> tuple[aiohttp.ClientResponse, Attempt] | None:
-    """The first attempt's response that has one to give (headers read, body not yet). Trying
-    the next is safe only here, before a byte is passed on: once one is, the answer is this
-    backend's, whole or broken, and the request is never sent again."""
+) -> Opened | None:
+    """The first attempt's answer that has begun (Backend.open). Trying the next is safe only
+    here, before a byte is passed on: once one is, the answer is this backend's, whole or
+    broken, and the request is never sent again."""
     for attempt in attempts:
         if not router.admits(attempt):
             continue
         try:
             with router.sending(attempt):
-                response = await attempt.backend.open(client, body, attempt.first_byte_timeout, attempt.model)
+                response, head = await attempt.backend.open(client, body, attempt.first_byte_timeout, attempt.model)
         except BackendUnavailable as err:
             router.failed(attempt, str(err))
             logs.event(log, "backend unavailable", logging.WARNING, error=str(err))
             continue
         router.answered(attempt)
-        return response, attempt
+        return Opened(response, attempt, head)
     return None

@@ -52,6 +52,7 @@ class BackendAnswer:
     broke: Callable[[], None] = lambda: None  # told when the backend's stream breaks (its circuit, the metric)
     user_id: str = ""  # the token's subject: a pseudonymous id, for the usage record
     ttft: float | None = None  # seconds from the request's arrival to the answer's first bytes
+    head: bytes = b""  # a stream's first bytes, read already (Backend.open)
 
     @property
     def headers(self) -> dict[str, str]:
@@ -121,7 +122,7 @@ class BackendAnswer:
         recorded = bytearray()  # what the caller is sent, for replays under its idempotency key
         first = True
         try:
-            async for chunk in self.upstream.content.iter_any():
+            async for chunk in self._body():
                 if first:
                     self.first_byte()
                     first = False
@@ -153,6 +154,12 @@ class BackendAnswer:
             self.claim.record_soon(self.upstream.status, self.headers["content-type"], bytes(recorded) + tail)
         if outcome in ("upstream_aborted", "failed"):
             yield stream_broke_event()
+
+    async def _body(self) -> AsyncIterator[bytes]:
+        if self.head:
+            yield self.head
+        async for chunk in self.upstream.content.iter_any():
+            yield chunk
 
     def _checkpoint_now_and_then(self) -> None:
         """What reached the client is charged should the instance die (SIGKILL): at most one

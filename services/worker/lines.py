@@ -284,7 +284,7 @@ class LineRunner:
         opened = await first_answer(self.client, self.router, [attempt], {**body, "stream": False})
         if opened is None:
             return Answer("transient")
-        upstream, name = opened[0], attempt.label
+        upstream, name = opened.response, attempt.label
         try:
             if upstream.status in (401, 403):  # our credentials refused: nothing the line did
                 logs.event(log, "backend refused our credentials", logging.ERROR, backend=name, status=upstream.status)

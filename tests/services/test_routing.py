@@ -164,6 +164,37 @@ def test_backend_vanishing_mid_stream_is_charged_what_it_delivered_and_not_retri
         assert len(stand_in.requests) == 1
 
 
+def test_stream_queued_past_its_first_byte_deadline_spills_and_leaves_the_queue(
+    postgres: Postgres, pool: Server, spill: Server, ledger_rows: LedgerRows
+) -> None:
+    """vLLM answers a stream's headers before its engine takes the request: a request queued
+    there has not begun until its first bytes, and until then it may still go to the spill
+    target. Its place in the pool's queue is given up (the connection closed), so the pool
+    never answers it as well."""
+    stand_in = pool.app.state.pool
+    stand_in.script.concurrency, stand_in.script.tokens, stand_in.script.token_seconds = 1, 40, 0.05
+    stand_in.script.metrics = (0, 0.1)  # never read as saturated: only the deadline moves it
+    for server in orchestrator(postgres, routing(pool, spill, spill_first_byte_seconds=0.5)):
+        with httpx.stream(
+            "POST",
+            f"{server.url}/v1/chat/completions",
+            json={"model": "llama", "messages": [{"role": "user", "content": "hi"}], "stream": True},
+            headers={"x-user-id": "routing-holder"},
+            timeout=30,
+        ) as holding:  # takes the pool's one slot for two seconds
+            held = holding.iter_bytes()  # kept: a dropped iterator closes the stream
+            next(held)
+            started = time.monotonic()
+            response, rid = ask(server, stream=True)
+            waited = time.monotonic() - started
+            assert response.status_code == 200 and last_event(response.content) == "[DONE]"
+            assert settled(ledger_rows, rid)["backend"] == f"spill:{SPILL_MODEL}"
+            assert 0.5 <= waited < 1.5, waited
+            assert wait_for(lambda: stand_in.replicas[0].waiting == 0, timeout=2), "it stayed in the pool's queue"
+            assert stand_in.replicas[0].running == 1  # the holder's, still streaming
+        assert len(stand_in.requests) == 2 and len(spill.app.state.pool.requests) == 1
+
+
 async def polled(router: Router, pool: Server) -> None:
     async with aiohttp.ClientSession() as client:
         router.start(client)

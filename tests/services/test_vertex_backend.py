@@ -29,7 +29,7 @@ SCRIPT = textwrap.dedent("""
         body = {"model": "google/gemini", "messages": [{"role": "user", "content": "hi"}]}
         async with aiohttp.ClientSession() as client:
             for _ in range(2):
-                response = await backend.open(client, body, 10)
+                response, _ = await backend.open(client, body, 10)
                 print(json.dumps({"status": response.status, "answer": await response.json()}))
 
     asyncio.run(main(sys.argv[1]))

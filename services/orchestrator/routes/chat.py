@@ -73,7 +73,7 @@ async def chat_completions(request: Request, settings: Settings, user_id: UserId
         return await claim.settle(
             ApiError(502, "no model backend answered", "api_error", "backends_unavailable").response
         )
-    upstream, attempt = answered
+    upstream, attempt = answered.response, answered.attempt
     backend = attempt.label
     if upstream.status >= 400:
         metrics.BACKEND_ERRORS.labels(backend, "auth" if upstream.status in (401, 403) else "refused").inc()
@@ -92,6 +92,7 @@ async def chat_completions(request: Request, settings: Settings, user_id: UserId
         started,
         broke=lambda: router.failed(attempt, metrics.STREAM_BROKE),
         user_id=user_id,
+        head=answered.head,
     )
     return answer.streamed() if body.get("stream") else await answer.whole()
 
