@@ -38,6 +38,8 @@ from services.orchestrator.settings import GOOGLE_CERTS_URL, OrchestratorSetting
 IDENTITY_PLATFORM_URL = "https://identitytoolkit.googleapis.com"
 SELF_HOSTED = "self-hosted"
 VERTEX = "vertex"
+# The self-hosted model's Cloud Run GPU spill target ([inference] spill_to = "cloud_run").
+SELF_HOSTED_SPILL = "self-hosted-spill"
 
 
 def settings_model(service: str) -> type[BaseSettings]:
@@ -70,6 +72,8 @@ class Wiring:
     gateway_account: str | None = None  # the gateway's service account's email: the orchestrator's caller
     frontend_origin: str | None = None
     inference_url: str | None = None
+    # The Cloud Run GPU spill target's API ([inference] spill_to = "cloud_run"): its run.app URL + /v1.
+    inference_spill_url: str | None = None
     database_host: str | None = None
     database_server_ca: str | None = None  # the Cloud SQL instance's server CA (PEM)
     database_name: str | None = None
@@ -98,6 +102,7 @@ class Wiring:
             gateway_account=f"{env.names.service['gateway']}@{env.project_id}.iam.gserviceaccount.com",
             frontend_origin=run("frontend"),
             inference_url=f"http://{env.network.inference_address}:{env.network.inference_port}/v1",
+            inference_spill_url=run("inference-spill") + "/v1" if env.inference.spills_to_cloud_run else None,
             database_host="10.0.0.1",
             database_server_ca="SERVER_CA_PEM",
             database_name=env.database.database_name,
@@ -180,7 +185,7 @@ def _decided(env: Environment, wiring: Wiring) -> dict[str, dict[str, object]]:
             "identity_platform_url": IDENTITY_PLATFORM_URL,
         },
         "orchestrator": {
-            **_routing(env, wiring),
+            **_routing(env, wiring, spill_target=True),
             # Cut a backend's answer where Cloud Run would end the request anyway; the ledger's
             # reconciliation of rows a dead instance left behind counts from it too.
             "max_request_seconds": services.orchestrator.timeout_seconds,
@@ -203,9 +208,10 @@ def _decided(env: Environment, wiring: Wiring) -> dict[str, dict[str, object]]:
     }
 
 
-def _routing(env: Environment, wiring: Wiring) -> dict[str, object]:
+def _routing(env: Environment, wiring: Wiring, *, spill_target: bool) -> dict[str, object]:
     """The backends and routes, the orchestrator's and the worker's alike: a batch line is served
-    as an interactive request for the same model is."""
+    as an interactive request for the same model is. The self-hosted route's spill thresholds
+    are always there, its spill target only with ``spill_target``."""
     return {
         "backends": {
             SELF_HOSTED: {
@@ -222,24 +228,43 @@ def _routing(env: Environment, wiring: Wiring) -> dict[str, object]:
                 "auth": "google-id-token" if env.inference.placement == "cloud_run" else "none",
             },
             VERTEX: {"kind": "vertex", "project": env.project_id, "location": env.region},
+            # Like a Cloud Run model server in the self-hosted place, it admits only the orchestrator's
+            # identity; no metrics_url: its instances scale on requests, and are never saturated for long.
+            **(
+                {SELF_HOSTED_SPILL: {"kind": "openai", "url": wiring.inference_spill_url, "auth": "google-id-token"}}
+                if spill_target and env.inference.spills_to_cloud_run
+                else {}
+            ),
         },
         # The self-hosted model first, by its exact name: a self-hosted google/gemma-* must
         # not fall into the google/* route to Vertex AI.
         "routes": [
-            Route(match=self_hosted_model(env), backends=[SELF_HOSTED], **self_hosted_context(env), **_spill(env)),
+            Route(
+                match=self_hosted_model(env),
+                backends=[SELF_HOSTED],
+                **self_hosted_context(env),
+                **_spill(env, target=spill_target),
+            ),
             Route(match="google/*", backends=[VERTEX]),
         ],
     }
 
 
-def _spill(env: Environment) -> dict[str, Any]:
-    """The self-hosted route's spill target and thresholds, when [inference] names one."""
+def _spill(env: Environment, *, target: bool) -> dict[str, Any]:
+    """The self-hosted route's thresholds when [inference] names a spill target, with the target
+    itself if ``target``: without it, batch lines still back off at the thresholds, and wait."""
     inference = env.inference
     if inference.spill_model is None:
         return {}
     return {
-        "spill_to": VERTEX,
-        "spill_model": inference.spill_model,
+        **(
+            {
+                "spill_to": SELF_HOSTED_SPILL if inference.spills_to_cloud_run else VERTEX,
+                "spill_model": inference.spill_model,
+            }
+            if target
+            else {}
+        ),
         "spill_waiting": inference.spill_waiting,
         "spill_kv_cache": inference.spill_kv_cache,
         "batch_share": inference.batch_share,
@@ -270,7 +295,9 @@ def _worker_values(env: Environment, wiring: Wiring) -> dict[str, object]:
     names, workers, project = env.names, env.workers, env.project_id
     quota = "DAILY_TOKEN_QUOTA"
     return {
-        **_routing(env, wiring),
+        # Batch lines never spill to a Cloud Run GPU (config refuses batch_spill with it): the worker
+        # neither knows it nor may invoke it.
+        **_routing(env, wiring, spill_target=not env.inference.spills_to_cloud_run),
         "database_auth": "iam",
         "pghost": wiring.database_host,
         "pgdatabase": wiring.database_name,

@@ -44,6 +44,9 @@ Egress = Literal["direct", "connector"]
 Path = Literal["run.app", "ilb", "internal_alb", "psa", "google_api", "browser"]
 
 BROWSER = "browser"
+# The one section that is no table of the environment file with an ``enabled`` flag: the Cloud
+# Run GPU spill target, made where [inference] spill_to = "cloud_run".
+SPILL_SECTION = "cloud_run_spill"
 # The firewall's default-deny rules, one each way, below every flow's.
 DEFAULT_DENY = {"INGRESS": "deny-all-ingress", "EGRESS": "deny-all-egress"}
 
@@ -58,6 +61,8 @@ class Service:
     cluster: str | None = None
     # Moved to Cloud Run by [inference] placement = "cloud_run".
     movable: bool = False
+    # A model server, sized by [inference] rather than by a [services] table.
+    model_server: bool = False
     # Its code is services/<name>: Cloud Build builds its image (make up, step 2), and its
     # settings model is its contract with the stacks (hybrid/service_contract.py).
     built: bool = False
@@ -181,14 +186,15 @@ class Topology:
 
     def start_order(self) -> tuple[str, ...]:
         """The services, each after those it calls (the deploy rehearsal starts them so); jobs
-        run before any service and are not in it."""
+        run before any service and are not in it, nor are the model servers (a stand-in serves
+        their protocol in a rehearsal)."""
         graph = TopologicalSorter(
             {
                 name: [c.destination for c in self.calls if c.source == name and c.destination in self.services]
                 for name in self.services
             }
         )
-        return tuple(name for name in graph.static_order() if self.services[name].tier == "cloud_run")
+        return tuple(name for name in graph.static_order() if name in self.run_services())
 
     def vpc_callers(self) -> tuple[str, ...]:
         """The Cloud Run services and jobs that call through the VPC (Direct VPC egress or the
@@ -211,7 +217,7 @@ class Topology:
     def run_services(self) -> tuple[str, ...]:
         """The services always on Cloud Run, each sized by a [services] table (the model servers,
         which [inference] may place there, are sized by its own)."""
-        return tuple(n for n, s in self.services.items() if s.tier == "cloud_run" and not s.movable)
+        return tuple(n for n, s in self.services.items() if s.tier == "cloud_run" and not s.model_server)
 
     def built(self) -> tuple[str, ...]:
         """The services whose code is in services/, each with an image to build."""
@@ -280,7 +286,14 @@ class Topology:
     def rule_keys(self) -> dict[str, str]:
         """Each firewall rule's key (names.py prefixes it) and the section that makes it, in either egress mode."""
         modes = (self, replace(self, egress="connector")) if self.egress == "direct" else (self,)
-        flows = {key: flow.section for mode in modes for flow in mode.firewall_flows() for key in flow.rule_keys()}
+        flows = {
+            key: flow.section
+            for mode in modes
+            for flow in mode.firewall_flows()
+            # The environment file refuses a Cloud Run spill target in connector mode.
+            if not (mode.egress == "connector" and flow.section == SPILL_SECTION)
+            for key in flow.rule_keys()
+        }
         return {**dict.fromkeys(DEFAULT_DENY.values(), "services"), **flows}
 
     def _to_internal_lb(self, call: Call) -> Flow:
@@ -289,7 +302,7 @@ class Topology:
         admits the proxies to them (cloud.google.com/load-balancing/docs/l7-internal/setting-up-l7-internal-serverless)."""
         lb = Peer(("internal_lb_cidr",), name=f"{call.destination}-lb", ours=False)
         why = f"The {call.source} calls the {call.destination} through the internal load balancer (connector mode)."
-        return Flow(self._source(call.source), lb, INTERNAL_LB_PORT, why)
+        return Flow(self._source(call.source), lb, INTERNAL_LB_PORT, why, section=self._section(call.destination))
 
     def _section(self, end: str) -> str:
         return (self.services.get(end) or self.backends[end]).section
@@ -343,7 +356,9 @@ TOPOLOGY = Topology(
         "gateway": Service("cloud_run", public=True, built=True),
         "orchestrator": Service("cloud_run", built=True),
         "db-bootstrap": Service("cloud_run_job"),
-        "inference": Service("gke_autopilot", cluster="workloads", movable=True),
+        "inference": Service("gke_autopilot", cluster="workloads", movable=True, model_server=True),
+        # The GKE pool's spill target on a Cloud Run GPU ([inference] spill_to = "cloud_run").
+        "inference-spill": Service("cloud_run", section=SPILL_SECTION, model_server=True),
         "worker": Service("gke_standard", section="workers", cluster="workers", built=True),
     },
     backends={
@@ -371,6 +386,8 @@ TOPOLOGY = Topology(
             why_ingress=_ORCHESTRATOR_TO_INFERENCE,
             url_setting=False,
         ),
+        # Its URL goes into the orchestrator's backends, as the model servers' does.
+        Call("orchestrator", "inference-spill", "https", url_setting=False),
         Call(
             "orchestrator",
             "postgres",
@@ -483,5 +500,9 @@ def for_environment(env: Environment) -> Topology:
     service's or backend's section, is an Environment field with an ``enabled`` flag."""
     topology = declared()
     optional = topology.section_order()[1:]  # all but "services", which is always on
-    enabled = frozenset(name for name in optional if getattr(env, name).enabled)
+    enabled = frozenset(
+        name
+        for name in optional
+        if (env.inference.spills_to_cloud_run if name == SPILL_SECTION else getattr(env, name).enabled)
+    )
     return active(topology, placement=env.inference.placement, sections=enabled, egress=env.network.egress)

@@ -86,7 +86,8 @@ class ServicesStack(LayerStack):
         frontend_origin = env.edge.origin or run_app_url(names.service["frontend"], project.number, env.region)
         browser_key = self._sign_in(frontend_origin)
 
-        self.inference = self._cloud_run_inference()
+        self.inference = self._cloud_run_model_server("inference") if env.inference.placement == "cloud_run" else None
+        self.spill = self._cloud_run_model_server("inference-spill") if env.inference.spills_to_cloud_run else None
         # The address the network layer reserves, from the same setting: a literal here, because
         # cdktf's HCL output mangles a Terraform reference inside a JSON string (BACKENDS).
         inference_url = (
@@ -105,6 +106,7 @@ class ServicesStack(LayerStack):
             gateway_account=gateway_account.email,
             frontend_origin=frontend_origin,
             inference_url=inference_url,
+            inference_spill_url=f"{self.spill.uri}/v1" if self.spill else None,
             database_host=db.host,
             database_server_ca=db.server_ca,
             database_name=db.database_name,
@@ -237,7 +239,8 @@ class ServicesStack(LayerStack):
         """Each Cloud Run service may be invoked by the Cloud Run services that call it (roles/run.invoker:
         cloud.google.com/run/docs/authenticating/service-to-service)."""
         built = {"orchestrator": self.orchestrator, "gateway": self.gateway, "frontend": self.frontend}
-        run = {**built, **({"inference": self.inference} if self.inference else {}), **self.others}
+        models = {"inference": self.inference, "inference-spill": self.spill}
+        run = {**built, **{name: server for name, server in models.items() if server}, **self.others}
         # The batch workers on GKE call as their own account (Workload Identity).
         callers = {name: s.service_account for name, s in run.items()} | ({"worker": worker} if worker else {})
         # Each region's copy of a service is invoked by the same callers (its copies share their accounts).
@@ -248,13 +251,14 @@ class ServicesStack(LayerStack):
                     raise ValueError(f"{caller} -> {name}: {caller} has no identity this stack can grant run.invoker")
                 service.grant_invoke(callers[caller])
 
-    def _cloud_run_inference(self) -> CloudRunService | None:
-        """The model server on a Cloud Run GPU, where [inference] places it there."""
-        if self.env.inference.placement != "cloud_run":
-            return None
+    def _cloud_run_model_server(self, role: str) -> CloudRunService:
+        """The [inference.cloud_run] model server on a Cloud Run GPU: the self-hosted one
+        ("inference", placement = "cloud_run"), or the GKE pool's spill target ("inference-spill").
+        Either runs the self-hosted server's image: the file's, else the registry's "inference"."""
         gpu = self.env.inference.cloud_run_server
+        gpu = gpu.model_copy(update={"image": self._image("inference", gpu)})
         return self._service(
-            "inference",
+            role,
             gpu,
             env=dict(gpu.env),
             container_port=gpu.port,

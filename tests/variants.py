@@ -64,6 +64,22 @@ DEV_ON_CLOUD_RUN = variant(
 )
 
 
+# dev's GKE pool spilling to the same model on a Cloud Run GPU ([inference] spill_to = "cloud_run"),
+# with Direct VPC egress: connector mode fronts only the orchestrator.
+DEV_SPILL_TO_CLOUD_RUN = variant(
+    DEV_ENV,
+    {
+        "network.egress": "direct",
+        "network.run_cidr": "10.8.0.0/24",
+        "network.connector_cidr": None,
+        "network.proxy_only_cidr": None,
+        "network.internal_lb_address": None,
+        "inference.spill_to": "cloud_run",
+        "inference.cloud_run": {"model": "mistralai/Mistral-7B-Instruct-v0.3", "zonal_redundancy": False},
+    },
+)
+
+
 def write_environment(env: Environment, path: Path) -> Path:
     """``env`` as an environment file the CLI reads back as the same settings."""
     path.write_text(toml_text(env.model_dump(mode="json", exclude_none=True)))

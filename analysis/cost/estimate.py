@@ -20,6 +20,7 @@ from analysis.cost.prices import PriceError, PriceTable, retirement_warning
 from analysis.cost.workload import Workload, workload_for
 from hybrid.alerting import condition_count
 from hybrid.config import Environment
+from hybrid.topology import for_environment
 
 
 def estimate(
@@ -46,7 +47,8 @@ def estimate(
     layers.services(lines, w, free_tier(lines) if w.free_tier else None)
     layers.edge(lines, w)
     # The scrape targets: each Cloud Run service's instance (at least one while serving) and each model server.
-    layers.observability(lines, w, condition_count(env) if env.slo else 0, len(env.names.service) + round(replicas))
+    targets = len(for_environment(env).cloud_run_services()) + round(replicas)
+    layers.observability(lines, w, condition_count(env) if env.slo else 0, targets)
     layers.analytics(lines, w)
     for name in (w.vertex_api, w.external_api):
         warning = retirement_warning(name, prices.api(name), today or date.today())

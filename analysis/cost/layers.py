@@ -388,6 +388,19 @@ def services(lines: Lines, w: Workload, free: dict[str, float] | None) -> None:
         cloud_run_service(
             lines, "services", f"Cloud Run {names['inference']} (L4)", gpu, w.requests_per_day, seconds_each
         )
+    if env.inference.spills_to_cloud_run:
+        # Only what overflows the GKE pool reaches it, a share no setting states: its minimum
+        # instances are priced, and each spilled request's GPU seconds are said.
+        gpu = env.inference.cloud_run_server
+        resource = f"Cloud Run {names['inference-spill']} (L4, spill target)"
+        cloud_run_service(lines, "services", resource, gpu, 0, 0)
+        seconds_each = w.output_tokens / w.stream_tokens_per_second
+        lines.unpriced(
+            "services",
+            f"{resource}: spilled requests",
+            f"each streams about {seconds_each:.0f} s on an instance serving up to {gpu.concurrency} at once, "
+            "billed per second while it runs; how much spills is the GKE pool's overflow, which no setting states",
+        )
     month_days = lines.prices.hours_per_month / HOURS_PER_DAY
     egress_gb = w.requests_per_day * month_days * w.egress_kb_per_request / 1e6
     lines.add(

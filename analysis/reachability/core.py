@@ -8,6 +8,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeGuard, TypeVar
 
+from hybrid.config.inference import CLOUD_RUN_SPILL
+from hybrid.topology import SPILL_SECTION
+
 Net = ipaddress.IPv4Network
 T = TypeVar("T")
 # A block of the synthesized JSON, as json.loads gives it.
@@ -146,11 +149,12 @@ class EnvironmentFacts:
     edge: bool = False  # [edge] enabled: the public services are reached through the load balancer only
     egress: Literal["direct", "connector"] = "direct"  # [network] egress: how Cloud Run enters the VPC
     regions: tuple[str, ...] = ()  # [edge] regions beside the environment's own: the orchestrator runs there too
+    spill: bool = False  # [inference] spill_to = "cloud_run": a model server on a Cloud Run GPU beside the GKE pool
 
     @property
     def features(self) -> frozenset[str]:
         """What edges.Edge.needs is matched against: the placement and the enabled tiers."""
-        tiers = {"workers": self.workers, "redis": self.redis}
+        tiers = {"workers": self.workers, "redis": self.redis, SPILL_SECTION: self.spill}
         return frozenset({self.placement, *(tier for tier, enabled in tiers.items() if enabled)})
 
     @classmethod
@@ -164,4 +168,7 @@ class EnvironmentFacts:
         egress = (raw.get("network") or {}).get("egress", "direct")  # NetworkSettings' default
         model = (inference.get(placement) or {}).get("model", "")
         further = tuple(r for r in (raw.get("edge") or {}).get("regions", ()) if r != raw.get("region"))
-        return cls(raw["name"], placement, model, workers, redis, edge=edge, egress=egress, regions=further)
+        spill = inference.get("spill_to") == CLOUD_RUN_SPILL
+        return cls(
+            raw["name"], placement, model, workers, redis, edge=edge, egress=egress, regions=further, spill=spill
+        )

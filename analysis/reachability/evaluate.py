@@ -26,6 +26,7 @@ from analysis.reachability.edges import Edge, edges_for
 from analysis.reachability.loadbalancer import internet_to_load_balancer, load_balancer_to
 from analysis.reachability.models import (
     orchestrator_to_inference,
+    orchestrator_to_spill,
     regional_orchestrator_to_inference,
     worker_to_inference,
 )
@@ -49,6 +50,7 @@ PROOFS: dict[str, EdgeCheck] = {
     "gateway -> orchestrator": gateway_to_orchestrator,
     "gateway -> orchestrator (internal load balancer)": gateway_to_orchestrator_through_lb,
     "orchestrator -> inference": orchestrator_to_inference,
+    "orchestrator -> inference-spill": orchestrator_to_spill,
     "orchestrator -> Cloud SQL": orchestrator_to_database,
     "db-bootstrap job -> Cloud SQL": job_to_database,
     "orchestrator -> Vertex AI": orchestrator_to_vertex,

@@ -17,7 +17,7 @@ from analysis.reachability.cloudrun import (
 from analysis.reachability.core import ANYWHERE, Chain, EnvironmentFacts, Json, Net, Verdict, host, net, within
 from analysis.reachability.firewall import Packet, allows, firewall_rules
 from analysis.reachability.kubernetes import Workload, batch_worker, labels_select, network_policy_admits, workloads
-from analysis.reachability.routing import check_route
+from analysis.reachability.routing import check_route, check_spill_route
 from analysis.reachability.synth import Synth
 
 
@@ -62,13 +62,40 @@ def _orchestrator_to_inference(s: Synth, facts: EnvironmentFacts, c: Chain, regi
 def _to_cloud_run_model(
     s: Synth, c: Chain, orchestrator: RunService, backends: Json, routes: list[Any], model: str
 ) -> None:
-    inference = run_service(s, "inference")
-    if not c.present(inference, f"placement cloud_run: Cloud Run service {s.env}-inference"):
-        return
-    target, services_id = service_target(s, inference), s.stack_id("services")
+    found = _cloud_run_backend(s, c, backends, "inference", "placement cloud_run")
+    if found:
+        inference, name = found
+        check_route(c, routes, model, name)
+        reach_internal_service(s, c, orchestrator, inference)
+
+
+def orchestrator_to_spill(s: Synth, facts: EnvironmentFacts) -> Verdict:
+    """[inference] spill_to = "cloud_run": the GKE pool's spill target, a Cloud Run GPU server
+    the orchestrator reaches as it would the self-hosted one placed on Cloud Run."""
+    c = Chain("orchestrator -> inference-spill")
+    orchestrator = run_service(s, "orchestrator")
+    if not c.present(orchestrator, "the orchestrator service exists"):
+        return c.verdict()
+    backends, routes = orchestrator.json(c, "BACKENDS"), orchestrator.json(c, "ROUTES")
+    if backends is None or routes is None:
+        return c.verdict()
+    found = _cloud_run_backend(s, c, backends, "inference-spill", "spill_to cloud_run")
+    if found:
+        spill, name = found
+        check_spill_route(c, routes, facts.self_hosted_model, name)
+        reach_internal_service(s, c, orchestrator, spill)
+    return c.verdict()
+
+
+def _cloud_run_backend(s: Synth, c: Chain, backends: Json, role: str, why: str) -> tuple[RunService, str] | None:
+    """The Cloud Run model server ``role`` and the orchestrator's backend that calls it with an ID token."""
+    server = run_service(s, role)
+    if not c.present(server, f"{why}: Cloud Run service {s.env}-{role}"):
+        return None
+    target, services_id = service_target(s, server), s.stack_id("services")
     names = [n for n, b in backends.items() if s.refers_to(services_id, (b or {}).get("url"), target, "uri")]
-    if not c.check(bool(names), f"BACKENDS: {', '.join(names) or 'no backend'} points at {inference.name}'s URI"):
-        return
+    if not c.check(bool(names), f"BACKENDS: {', '.join(names) or 'no backend'} points at {server.name}'s URI"):
+        return None
     backend = backends[names[0]]
     # A Cloud Run server that admits only the orchestrator's identity needs its ID token
     # (cloud.google.com/run/docs/authenticating/service-to-service).
@@ -77,8 +104,7 @@ def _to_cloud_run_model(
         f"BACKENDS.{names[0]}: auth {backend.get('auth', 'none')!r}"
         + ("" if backend.get("auth") == "google-id-token" else ": no ID token, so Cloud Run answers 403"),
     )
-    check_route(c, routes, model, names[0])
-    reach_internal_service(s, c, orchestrator, inference)
+    return server, names[0]
 
 
 # The Service annotation of an internal load balancer's global access (cited above).

@@ -27,3 +27,16 @@ def check_route(c: Chain, routes: list[Json], model: str, backend: str) -> None:
         f"ROUTES: {model} takes the first matching route {route.get('match')!r} -> {route.get('backends')}"
         + ("" if first == backend else f", not the self-hosted backend {backend!r}"),
     )
+
+
+def check_spill_route(c: Chain, routes: list[Json], model: str, backend: str) -> None:
+    """The route of ``model`` spills to ``backend`` ([inference] spill_to)."""
+    route = route_for(model, routes)
+    if route is None:
+        c.fail(f"ROUTES: no route matches {model}")
+        return
+    c.check(
+        route.get("spill_to") == backend,
+        f"ROUTES: {model}'s route {route.get('match')!r} spills to {route.get('spill_to')!r}"
+        + ("" if route.get("spill_to") == backend else f", not the spill target {backend!r}"),
+    )

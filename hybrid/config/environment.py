@@ -105,6 +105,16 @@ class Environment(Settings):
         return self
 
     @model_validator(mode="after")
+    def _spill_reachable(self) -> Environment:
+        if self.inference.spills_to_cloud_run and self.network.egress == "connector":
+            raise invalid(
+                "inference.spill_to",
+                "'cloud_run' needs network.egress = 'direct': connector mode fronts only the orchestrator "
+                "with an internal load balancer (docs/network-egress.md)",
+            )
+        return self
+
+    @model_validator(mode="after")
     def _workers_network(self) -> Environment:
         for key in WORKERS_RANGES:
             given = getattr(self.network, key) is not None

@@ -91,6 +91,10 @@ def _vllm_version(image: str) -> tuple[int, ...]:
     return tuple(int(part) for part in found.groups()) if found else (0,)
 
 
+# [inference] spill_to's value for the Cloud Run GPU model server beside the GKE pool.
+CLOUD_RUN_SPILL = "cloud_run"
+
+
 class InferenceSettings(Settings):
     # "gke": vLLM on GKE Autopilot ([inference.gke]) behind an internal load balancer;
     # "cloud_run": the [inference.cloud_run] service on a Cloud Run GPU.
@@ -100,7 +104,9 @@ class InferenceSettings(Settings):
 
     # Where the self-hosted model's requests go when its servers are unavailable or saturated
     # (docs/routing.md, "Choosing a spill threshold"): "vertex:<model>", a Gemini model of the
-    # catalog's VERTEX_MODELS on Vertex AI; unset, they wait in vLLM's queue.
+    # catalog's VERTEX_MODELS on Vertex AI; or "cloud_run", the [inference.cloud_run] model
+    # server on a Cloud Run GPU beside the GKE pool (docs/routing.md, "Spill to a Cloud Run GPU");
+    # unset, they wait in vLLM's queue.
     spill_to: str | None = None
     # Saturated: vllm:num_requests_waiting at spill_waiting or more on the replica the load
     # balancer sends the poll to, or vllm:kv_cache_usage_perc at spill_kv_cache (1 = full).
@@ -115,15 +121,33 @@ class InferenceSettings(Settings):
     def _spill_known(self) -> InferenceSettings:
         if self.spill_to is None:
             return self
+        if self.spill_to == CLOUD_RUN_SPILL:
+            if self.placement != "gke":
+                raise invalid("spill_to", "'cloud_run' spills a GKE pool to a Cloud Run GPU: placement must be 'gke'")
+            if self.cloud_run is None:
+                raise invalid("cloud_run", "must be set when spill_to is 'cloud_run': the spill target's model server")
+            if self.batch_spill:
+                raise invalid(
+                    "batch_spill", "must be false when spill_to is 'cloud_run': batch lines wait for the GKE pool"
+                )
+            return self
         kind, _, model = self.spill_to.partition(":")
         if kind != "vertex" or model not in VERTEX_MODELS:
-            allowed = ", ".join(f"vertex:{name}" for name in VERTEX_MODELS)
+            allowed = ", ".join([f"vertex:{name}" for name in VERTEX_MODELS] + [CLOUD_RUN_SPILL])
             raise invalid("spill_to", f"must be one of {allowed}")
         return self
 
     @property
+    def spills_to_cloud_run(self) -> bool:
+        """Whether the GKE pool spills to the [inference.cloud_run] model server."""
+        return self.spill_to == CLOUD_RUN_SPILL
+
+    @property
     def spill_model(self) -> str | None:
-        """The Vertex AI model spill_to names, if any."""
+        """The model the spill target is asked for: the Vertex AI model spill_to names, or the
+        Cloud Run GPU server's; None without a spill target."""
+        if self.spills_to_cloud_run:
+            return self.cloud_run_server.model
         return self.spill_to.partition(":")[2] if self.spill_to else None
 
     @model_validator(mode="after")
