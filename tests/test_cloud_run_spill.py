@@ -129,3 +129,12 @@ def test_the_checker_blocks_a_spill_target_the_orchestrator_cannot_use(stacks: S
         del grants[key]
     verdict = by_edge(no_invoker, facts)["orchestrator -> inference-spill"]
     assert not verdict.ok and "run.invoker" in explain([verdict])
+
+
+def test_a_region_without_cloud_run_l4s_refuses_the_spill_target() -> None:
+    # us-east4 has GKE L4s but no Cloud Run L4 (hybrid/config/regions.py cites both lists).
+    with pytest.raises(ConfigError) as refused:
+        variant(DEV_SPILL_TO_CLOUD_RUN, {"region": "us-east4"})
+    assert "inference.cloud_run.gpu_type = 'nvidia-l4': must be a GPU Cloud Run offers in us-east4" in str(
+        refused.value
+    )

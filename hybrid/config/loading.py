@@ -135,13 +135,16 @@ def _settings_model(annotation: Any) -> type[BaseModel] | None:
 
 
 def _region_problems(env: Any) -> Iterator[str]:
-    """The model servers' GPU where the environment's region has it (hybrid/config/regions.py)."""
+    """The model servers' GPU where the environment's region has it (hybrid/config/regions.py):
+    the placed one's, and a Cloud Run spill target's (spill_to = "cloud_run")."""
     region, inference = getattr(env, "region", None), getattr(env, "inference", None)
     placement = getattr(inference, "placement", None)
-    server = getattr(inference, placement, None) if placement else None
-    gpu_type = getattr(server, "gpu_type", None)
-    if region and placement and gpu_type and (problem := gpu_region_problem(placement, gpu_type, region)):
-        yield f"inference.{placement}.gpu_type = {gpu_type!r}: {problem}"
+    placed = (placement,) if placement else ()
+    spill = ("cloud_run",) if getattr(inference, "spill_to", None) == "cloud_run" and placement != "cloud_run" else ()
+    for where in (*placed, *spill):
+        gpu_type = getattr(getattr(inference, where, None), "gpu_type", None)
+        if region and gpu_type and (problem := gpu_region_problem(where, gpu_type, region)):
+            yield f"inference.{where}.gpu_type = {gpu_type!r}: {problem}"
 
 
 def describe(err: ValidationError, root: type[BaseModel]) -> Iterator[str]:
