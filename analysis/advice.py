@@ -399,7 +399,8 @@ def _server_size(count: int) -> tuple[int, str]:
 def _ladder_note(p: Profile, fit: tuple[str, int]) -> str:
     """What Google's recommended ladder would cost for the GPU nodes at the profile's traffic, against on-demand only."""
     gpu_type, count = fit
-    obtain = [rung for rung in RUNG_ORDER if gpu_type in RUNGS[rung].gpus]
+    # No reservation rung: it must name a reservation the user holds (the note says how to add one).
+    obtain = [rung for rung in RUNG_ORDER if rung != "reservation" and gpu_type in RUNGS[rung].gpus]
     min_replicas, max_replicas = _replicas(p)
     replicas = max(min_replicas, min(max_replicas, math.ceil(p.requests_per_day * p.output_tokens / 86_400 / 400)))
     try:
@@ -412,7 +413,8 @@ def _ladder_note(p: Profile, fit: tuple[str, int]) -> str:
     where = f"{replicas} x {machine_name} at {p.requests_per_day:,} requests/day"
     add = (
         f"to use it, set [inference.gke] obtain = {obtain} and [cluster] min_version to "
-        f"{ladder_version(obtain)} or later (docs/gpu-capacity.md)"
+        f"{ladder_version(obtain)} or later (docs/gpu-capacity.md); holding a reservation of these GPUs, put "
+        "'reservation' first and name it in [inference.gke] reservation"
     )
     if span is None:
         return f"GPU ladder {obtain} for {where}: a rung is not priced in {prices.path.name}; {add}"

@@ -29,6 +29,8 @@ from iac import ROOT, Json, Stacks, resources
 from variants import DEV_ENV, variant
 
 LADDER = ["reservation", "on_demand", "flex_start", "spot"]
+# prod's: a reservation rung needs a reservation to name.
+PROD_LADDER = LADDER[1:]
 BUCKET = "dev-model-weights"
 STREAMER_IMAGE = "docker.io/vllm/vllm-openai:v0.11.1"
 
@@ -86,7 +88,6 @@ def test_prod_climbs_the_ladder_best_rung_first_and_migrates_back(synth_json: St
     priorities = compute_class["spec"]["priorities"]
     l4 = {"type": "nvidia-l4", "count": 1}
     assert priorities == [
-        {"gpu": l4, "reservations": {"affinity": "AnyBestEffort"}},
         {"gpu": l4},
         {"gpu": l4, "flexStart": {"enabled": True}},
         {"gpu": l4, "spot": True},
@@ -102,7 +103,8 @@ def test_prod_climbs_the_ladder_best_rung_first_and_migrates_back(synth_json: St
     "obtain", [LADDER, ["on_demand", "spot"], ["reservation"], ["flex_start"]], ids=lambda o: "+".join(o)
 )
 def test_the_class_rungs_and_the_pods_selectors_match(obtain: list[str]) -> None:
-    env = with_gke(obtain=obtain, gpu_count=2, tensor_parallel_size=2, cpu=16, memory="64Gi")
+    named = {"reservation": "l4-serving"} if "reservation" in obtain else {}
+    env = with_gke(obtain=obtain, gpu_count=2, tensor_parallel_size=2, cpu=16, memory="64Gi", **named)
     pod, compute_class = synthesized(env)
     assert compute_class is not None
     # The Pod selects the class by name, and only the class: its rungs say which GPUs.
@@ -144,6 +146,11 @@ def test_a_named_reservation_is_consumed_specifically() -> None:
             "inference.gke.reservation = 'l4-serving': names the reservation rung's",
         ),
         (
+            {"obtain": ["reservation", "on_demand"]},
+            "inference.gke.reservation: must name the reservation for obtain's 'reservation' rung: Autopilot "
+            "consumes specific reservations only",
+        ),
+        (
             {
                 "obtain": ["on_demand", "spot"],
                 "gpu_type": "nvidia-h200-141gb",
@@ -158,7 +165,15 @@ def test_a_named_reservation_is_consumed_specifically() -> None:
             "inference.gke.image = 'docker.io/vllm/vllm-openai:v0.10.1': must be vLLM v0.11.1 or later",
         ),
     ],
-    ids=["order", "twice", "reservation-without-rung", "h200-on-demand", "unknown-rung", "streamer-old-vllm"],
+    ids=[
+        "order",
+        "twice",
+        "reservation-without-rung",
+        "rung-without-reservation",
+        "h200-on-demand",
+        "unknown-rung",
+        "streamer-old-vllm",
+    ],
 )
 def test_a_bad_ladder_is_refused_naming_the_key(gke: dict[str, Any], expected: str) -> None:
     assert expected in problems(DEV_ENV, **gke)
@@ -263,16 +278,19 @@ def test_cost_prices_each_rung_of_prods_ladder() -> None:
         i.monthly_usd or 0 for i in est.items if i.layer == "inference" and (i.price_key or "").startswith("machines.")
     )
     by_rung = {rung["rung"]: rung for rung in est.ladder}
-    assert list(by_rung) == LADDER
-    # A reservation and L4 flex-start bill the on-demand rate; Spot is 60 to 91% off it.
-    for rung in ("reservation", "on_demand", "flex_start"):
+    assert list(by_rung) == PROD_LADDER
+    # L4 flex-start bills the on-demand rate; Spot is 60 to 91% off it.
+    for rung in ("on_demand", "flex_start"):
         assert by_rung[rung]["low_usd"] == by_rung[rung]["high_usd"] == pytest.approx(on_demand)
     assert by_rung["flex_start"]["price_key"] == "rungs.flex_start_nvidia-l4"
     assert (by_rung["spot"]["low_usd"], by_rung["spot"]["high_usd"]) == pytest.approx(
         (0.09 * on_demand, 0.40 * on_demand)
     )
-    # The one figure read from memory is marked so.
-    assert [r["rung"] for r in est.ladder if not r["confirmed"]] == ["reservation"]
+    # The one figure read from memory (a reservation's rate) is marked so.
+    held = variant(prod, {"inference.gke.obtain": LADDER, "inference.gke.reservation": "l4-serving"})
+    assert [r["rung"] for r in estimate(held, load_prices("us-central1")).ladder if not r["confirmed"]] == [
+        "reservation"
+    ]
     assert "The GPU ladder's rungs" in render(est)
 
 
@@ -285,6 +303,7 @@ def test_advise_prices_the_ladder_at_the_users_traffic_against_on_demand() -> No
     (note,) = advise(Profile.model_validate(raw)).notes
     prices = load_prices("us-central1")
     on_demand = 2 * prices.machine("g2-standard-8").usd * prices.hours_per_month
-    assert note.startswith("GPU ladder ['reservation', 'on_demand', 'flex_start', 'spot'] for 2 x g2-standard-8")
+    assert note.startswith("GPU ladder ['on_demand', 'flex_start', 'spot'] for 2 x g2-standard-8")
+    assert note.endswith("put 'reservation' first and name it in [inference.gke] reservation")
     assert f"${0.09 * on_demand:,.0f} to ${on_demand:,.0f} a month, against ${on_demand:,.0f} on-demand only" in note
     assert "min_version to 1.32.2-gke.1652000 or later" in note

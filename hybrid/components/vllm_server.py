@@ -231,9 +231,10 @@ class VllmServer(Construct):
         settings = self.props.settings
         gpu: dict[str, object] = {"gpu": {"type": settings.gpu_type, "count": settings.gpu_count}}
         if rung == "reservation":
+            # The named one (the settings require it): Autopilot consumes specific reservations only
+            # (cloud.google.com/kubernetes-engine/docs/how-to/consuming-reservations).
             # Part of a raw manifest (a free-form map, not provider structs): no field is dropped.
-            named = {"affinity": "Specific", "specific": [dict(name=settings.reservation)]}
-            return gpu | {"reservations": named if settings.reservation else {"affinity": "AnyBestEffort"}}
+            return gpu | {"reservations": {"affinity": "Specific", "specific": [dict(name=settings.reservation)]}}
         if rung == "flex_start":
             return gpu | {"flexStart": {"enabled": True}}
         if rung == "spot":

@@ -55,7 +55,8 @@ class GkeModelServerSettings(Bounded):
     # The obtainability ladder, best rung first (docs/gpu-capacity.md): a custom ComputeClass whose
     # priorities are these rungs. Empty: today's single on-demand shape, chosen by node selectors.
     obtain: list[Rung] = Field(default_factory=list)
-    # The reservation rung's named reservation; unset, it consumes any matching one.
+    # The reservation rung's reservation, which the rung needs: Autopilot consumes specific
+    # reservations only (cloud.google.com/kubernetes-engine/docs/how-to/consuming-reservations).
     reservation: Annotated[str, Field(pattern=r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")] | None = None
 
     @model_validator(mode="after")
@@ -75,6 +76,13 @@ class GkeModelServerSettings(Bounded):
             )
         if self.reservation and "reservation" not in self.obtain:
             raise invalid("reservation", "names the reservation rung's reservation: add 'reservation' to obtain")
+        if "reservation" in self.obtain and not self.reservation:
+            raise invalid(
+                "reservation",
+                "must name the reservation for obtain's 'reservation' rung: Autopilot consumes specific "
+                "reservations only, never any matching one "
+                "(cloud.google.com/kubernetes-engine/docs/how-to/consuming-reservations)",
+            )
         for key, why in ladder_problems(list(self.obtain), self.gpu_type):
             raise invalid(key, why)
         # The shape's fields are these settings' of the same names, but memory, which it counts in GiB.
