@@ -103,8 +103,8 @@ def test_prod_climbs_the_ladder_best_rung_first_and_migrates_back(synth_json: St
     "obtain", [LADDER, ["on_demand", "spot"], ["reservation"], ["flex_start"]], ids=lambda o: "+".join(o)
 )
 def test_the_class_rungs_and_the_pods_selectors_match(obtain: list[str]) -> None:
-    named = {"reservation": "l4-serving"} if "reservation" in obtain else {}
-    env = with_gke(obtain=obtain, gpu_count=2, tensor_parallel_size=2, cpu=16, memory="64Gi", **named)
+    reservation = "l4-serving" if "reservation" in obtain else None
+    env = with_gke(obtain=obtain, reservation=reservation, gpu_count=2, tensor_parallel_size=2, cpu=16, memory="64Gi")
     pod, compute_class = synthesized(env)
     assert compute_class is not None
     # The Pod selects the class by name, and only the class: its rungs say which GPUs.
