@@ -104,8 +104,23 @@ def test_cost_prices_the_spill_targets_floor_and_says_what_spilling_costs() -> N
             "'cloud_run' needs network.egress = 'direct'",
         ),
         ({"inference.spill_to": "cloud-run"}, "inference.spill_to", "must be one of vertex:"),
+        (
+            {
+                "network.egress": "direct",
+                "network.run_cidr": "10.8.0.0/24",
+                "network.connector_cidr": None,
+                "network.proxy_only_cidr": None,
+                "network.internal_lb_address": None,
+                "inference.placement": "cloud_run",
+                "inference.gke": None,
+                "inference.spill_to": "cloud_run",
+                "inference.cloud_run": {"model": MODEL},
+            },
+            "inference.spill_to",
+            "'cloud_run' spills a GKE pool to a Cloud Run GPU: placement must be 'gke'",
+        ),
     ],
-    ids=["no-cloud-run-table", "batch-spill", "connector-mode", "misspelt"],
+    ids=["no-cloud-run-table", "batch-spill", "connector-mode", "misspelt", "placed-on-cloud-run"],
 )
 def test_a_spill_target_that_cannot_be_is_refused_clearly(updates: dict[str, object], key: str, message: str) -> None:
     with pytest.raises(ConfigError) as refused:
