@@ -88,7 +88,7 @@ class Saturation:
     waiting: float = 0.0
     kv_cache: float = 0.0
     read_at: float | None = None  # when the poll that read them was sent
-    # This instance's requests to the backend not yet answered (headers read), by when each was sent.
+    # This instance's requests to the backend not yet begun (Backend.open: a stream's first bytes), by when each was sent.
     sent: dict[object, float] = field(default_factory=dict)
 
     def waiting_now(self) -> float:
